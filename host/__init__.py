@@ -1,0 +1,1 @@
+"""Host runtime of rpaccel (``rpaccel.host``): models, data, queries, schedulers, backends and reports."""

