@@ -281,7 +281,7 @@ class Player:
         return self._shapes.get(port, unsigned(width))
 
     def run(self, inputs, *, expect, statics=None, pause=0.0, seed=1, max_cycles=100_000_000, waves=None,
-            name=None):
+            name=None, packed=False):
         """Play ``inputs`` into the design and collect ``expect`` values from each output port.
 
         Parameters
@@ -303,6 +303,10 @@ class Player:
             Dump a waveform (see :func:`rpaccel.sim.verilator.run_cocotb`).
         name : str, optional
             Name of the run (for the waveform file).
+        packed : bool
+            Inputs are already packed payload bits (ints or a numpy integer array, e.g. packed with numpy by the
+            caller) and outputs are returned as packed ints: no per-value :func:`~rpaccel.sim.payload.pack`
+            and :func:`~rpaccel.sim.payload.unpack`, for runs with millions of transfers.
 
         Returns
         -------
@@ -329,7 +333,7 @@ class Player:
         for index, s in enumerate(self.streams):
             file = work / f"{s.name}.hex"
             if s.direction == "i":
-                count = self._write_input(file, s, inputs.get(s.name, ()))
+                count = self._write_input(file, s, inputs.get(s.name, ()), packed)
             else:
                 count = int(expect[s.name])
                 if count < 0:
@@ -352,9 +356,12 @@ class Player:
         outputs = {}
         for s in self.streams:
             if s.direction == "o":
-                shape = self._shape(s.name)
-                text = (work / f"{s.name}.hex").read_text().split()
-                outputs[s.name] = [unpack(shape, int(word, 16)) for word in text]
+                words = (work / f"{s.name}.hex").read_text().split()
+                if packed:
+                    outputs[s.name] = [int(word, 16) for word in words]
+                else:
+                    shape = self._shape(s.name)
+                    outputs[s.name] = [unpack(shape, int(word, 16)) for word in words]
         for file in work.iterdir():
             file.unlink()
         work.rmdir()
@@ -366,18 +373,24 @@ class Player:
 
         return self._shapes.get(name, unsigned(self.statics[name]))
 
-    def _write_input(self, file, port, values):
+    def _write_input(self, file, port, values, packed):
         shape = self._shape(port.name)
         digits = _hex_digits(port.width)
-        count = 0
-        with open(file, "w") as f:
-            for index, value in enumerate(values):
+        limit = 1 << port.width
+        lines = []
+        for index, value in enumerate(values):
+            if packed:
+                bits = int(value)
+                if not 0 <= bits < limit:
+                    raise PlayerError(f"Input {port.name!r}, value #{index}: {bits} is not {port.width} packed bits")
+            else:
                 try:
-                    f.write(f"{pack(shape, value):0{digits}x}\n")
+                    bits = pack(shape, value)
                 except PayloadError as error:
                     raise PlayerError(f"Input {port.name!r}, value #{index}: {error}") from None
-                count += 1
-        return count
+            lines.append(f"{bits:0{digits}x}\n")
+        file.write_text("".join(lines))
+        return len(lines)
 
 
 def _read_summary(path):

@@ -5,9 +5,10 @@ import pytest
 
 from rpaccel.rtl.postproc import PostProcessor
 from rpaccel.sim.golden.postproc import EDGE_CASES, postprocess_payloads, random_postprocess_payloads
+from rpaccel.sim.payload import pack
 from rpaccel.sim.player import Player, PlayerError, StreamPort, stream_ports
 
-from stream_fifo import StreamFIFO, random_items
+from stream_fifo import Item, StreamFIFO, random_items
 
 pytestmark = pytest.mark.verilator
 
@@ -40,6 +41,15 @@ def test_without_stalls_one_result_per_cycle():
     assert result.outputs["o"] == postprocess_payloads(payloads)
     o = result.ports["o"]
     assert o.last_cycle - o.first_cycle == len(payloads) - 1
+
+
+def test_packed_mode_passes_bits_through():
+    items = random_items(np.random.default_rng(3), 300)
+    bits = [pack(Item, item) for item in items]
+    result = Player(StreamFIFO, 4).run({"i": np.array(bits)}, expect={"o": len(bits)}, pause=0.2, packed=True)
+    assert result.outputs["o"] == bits
+    with pytest.raises(PlayerError, match="value #0: 67108864 is not 26 packed bits"):
+        Player(StreamFIFO, 4).run({"i": [1 << 26]}, expect={"o": 1}, packed=True)
 
 
 def test_player_errors_name_the_port():

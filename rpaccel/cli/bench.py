@@ -2,9 +2,13 @@
 
 Each benchmark is a :class:`Bench`: a name, a help line, a function adding its own options and the function
 that runs it. Every benchmark has ``--write`` (record the figures, the date and the command line in
-docs/results.md), ``--results`` and ``--json``.
+docs/results.md), ``--results`` and ``--json``. The benchmarks of this module are listed in :data:`BENCHES`;
+a module ``rpaccel/cli/bench_<name>.py`` that defines ``BENCH = Bench(...)`` is picked up as well, so a new
+block brings its benchmark without editing this file.
 """
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,10 +18,23 @@ from .common import CLIError, CommandFailed, print_json
 
 @dataclass(frozen=True)
 class Bench:
+    """A benchmark of ``rpaccel bench``: ``arguments(parser)`` adds its options, ``run(args)`` runs it."""
+
     name: str
     help: str
     arguments: Callable
     run: Callable
+
+
+def all_benches():
+    """:data:`BENCHES` and the ``BENCH`` of every ``rpaccel.cli.bench_*`` module, by name."""
+    benches = dict(BENCHES)
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("bench_"):
+            bench = importlib.import_module(f"{__package__}.{info.name}").BENCH
+            benches[bench.name] = bench
+    return benches
 
 
 def register(subparsers):
@@ -25,7 +42,7 @@ def register(subparsers):
                               description=__doc__)
     sub = p.add_subparsers(dest="bench", metavar="BENCH", parser_class=type(p))
     sub.required = True
-    for bench in BENCHES.values():
+    for bench in all_benches().values():
         b = sub.add_parser(bench.name, help=bench.help, description=bench.help)
         b.add_argument("--write", action="store_true", help=f"record the figures in {RESULTS_FILE}")
         b.add_argument("--results", default=str(RESULTS_FILE), help=f"results file (default {RESULTS_FILE})")
@@ -34,7 +51,8 @@ def register(subparsers):
         b.set_defaults(func=bench.run)
 
 
-def _record(args, name, title, body):
+def record(args, name, title, body):
+    """Write the section ``name`` of the results file if ``--write`` was given."""
     if args.write:
         path = write_section(name, title, body, path=args.results)
         print(f"written to {path}")
@@ -83,7 +101,7 @@ def bench_synth(args):
              "bit). Fmax is nextpnr's estimate for the harness clock, constrained at the preset's clock, seed "
              f"{args.seed}. Tools: " + ", ".join(tools.values()) + ".")
     print(table)
-    _record(args, "synth-blocks", "Synthesis of the blocks", table + "\n\n" + notes)
+    record(args, "synth-blocks", "Synthesis of the blocks", table + "\n\n" + notes)
     return 0
 
 
@@ -139,7 +157,7 @@ def bench_blocks(args):
              "files from a self-clocked Verilog testbench and wakes Python once per run. Its cycles/s count "
              f"simulation only; writing and reading the {len(payloads):,} payloads in Python took "
              f"{total - result.wall_seconds:.1f} s more.")
-    _record(args, "blocks-harness", "Block scoreboards and simulation speed on Verilator", table + "\n\n" + notes)
+    record(args, "blocks-harness", "Block scoreboards and simulation speed on Verilator", table + "\n\n" + notes)
     return 0
 
 
