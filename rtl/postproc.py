@@ -4,9 +4,9 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..numeric import ACC_BITS, INT8_MAX, INT8_MIN, M_BITS, S_BITS
+from ..numeric import ACC_BITS, ACT_BITS, INT8_MAX, INT8_MIN, M_BITS, S_BITS
 
-__all__ = ["PostProcessIn", "PostProcessor", "RequantParams"]
+__all__ = ["PostProcessIn", "PostProcessor", "RequantParams", "clamp"]
 
 
 class RequantParams(data.Struct):
@@ -43,6 +43,11 @@ _PRODUCT_BITS = ACC_BITS + M_BITS + 1
 # The shifted product is saturated to this range before rounding: wide enough that rounding and clamping
 # the saturated value gives the same int8 as rounding and clamping the exact one (see PostProcessor).
 _SAT_LOW, _SAT_HIGH = 2 * INT8_MIN - 2, 2 * INT8_MAX + 2
+
+
+def clamp(value, low, high):
+    """``value`` limited to ``[low, high]`` (an expression; ``low`` and ``high`` are integers)."""
+    return Mux(value < low, low, Mux(value > high, high, value))
 
 
 class PostProcessor(wiring.Component):
@@ -109,14 +114,11 @@ class PostProcessor(wiring.Component):
 
         # Combinational part of the last stage: round, clamp.
         rounded = Signal(signed(saturated.shape().width + 1))
-        clamped = Signal(signed(ACC_BITS))
-        m.d.comb += rounded.eq(Mux(params[last - 1].s == 0, saturated, (saturated + 1) >> 1))
-        with m.If(rounded < INT8_MIN):
-            m.d.comb += clamped.eq(INT8_MIN)
-        with m.Elif(rounded > INT8_MAX):
-            m.d.comb += clamped.eq(INT8_MAX)
-        with m.Else():
-            m.d.comb += clamped.eq(rounded)
+        clamped = Signal(signed(ACT_BITS))
+        m.d.comb += [
+            rounded.eq(Mux(params[last - 1].s == 0, saturated, (saturated + 1) >> 1)),
+            clamped.eq(clamp(rounded, INT8_MIN, INT8_MAX)),
+        ]
 
         with m.If(advance):
             payload = self.i.payload
@@ -138,12 +140,7 @@ class PostProcessor(wiring.Component):
                 coarse.eq(product >> Cat(C(0, 3), shamt[2][3:])),
                 fine.eq(coarse >> shamt[3][:3]),
             ]
-            with m.If(fine < _SAT_LOW):
-                m.d.sync += saturated.eq(_SAT_LOW)
-            with m.Elif(fine > _SAT_HIGH):
-                m.d.sync += saturated.eq(_SAT_HIGH)
-            with m.Else():
-                m.d.sync += saturated.eq(fine)
+            m.d.sync += saturated.eq(clamp(fine, _SAT_LOW, _SAT_HIGH))
             flags = params[last - 1]
             m.d.sync += result.eq(Mux(flags.raw, x[last - 1], Mux(flags.relu & (clamped < 0), 0, clamped)))
 

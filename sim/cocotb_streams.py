@@ -24,7 +24,17 @@ def _port(dut, name, member):
             from None
 
 
-class StreamSource:
+class _StreamPort:
+    def __init__(self, dut, name, shape, *, pause=0.0, seed=0, clock=None):
+        self.valid = _port(dut, name, "valid")
+        self.ready = _port(dut, name, "ready")
+        self.payload = _port(dut, name, "payload")
+        self.shape = shape
+        self.clock = dut.clk if clock is None else clock
+        self._pauses = pauses(pause, seed)
+
+
+class StreamSource(_StreamPort):
     """Drive values into the stream port ``name`` of ``dut``.
 
     Parameters
@@ -43,13 +53,8 @@ class StreamSource:
         Clock (default ``dut.clk``).
     """
 
-    def __init__(self, dut, name, shape, *, pause=0.0, seed=0, clock=None):
-        self.valid = _port(dut, name, "valid")
-        self.ready = _port(dut, name, "ready")
-        self.payload = _port(dut, name, "payload")
-        self.shape = shape
-        self.clock = dut.clk if clock is None else clock
-        self._pauses = pauses(pause, seed)
+    def __init__(self, dut, name, shape, **kwargs):
+        super().__init__(dut, name, shape, **kwargs)
         self.sent = 0
         self.valid.value = 0
 
@@ -72,20 +77,15 @@ class StreamSource:
         self.valid.value = 0
 
 
-class StreamSink:
+class StreamSink(_StreamPort):
     """Receive values from the stream port ``name`` of ``dut``, applying random back-pressure.
 
     Parameters are as for :class:`StreamSource`; ``pause`` is the probability per cycle of holding ``ready``
     low.
     """
 
-    def __init__(self, dut, name, shape, *, pause=0.0, seed=0, clock=None):
-        self.valid = _port(dut, name, "valid")
-        self.ready = _port(dut, name, "ready")
-        self.payload = _port(dut, name, "payload")
-        self.shape = shape
-        self.clock = dut.clk if clock is None else clock
-        self._pauses = pauses(pause, seed)
+    def __init__(self, dut, name, shape, **kwargs):
+        super().__init__(dut, name, shape, **kwargs)
         self.ready.value = 0
 
     async def receive(self, count, *, on_value=None):
