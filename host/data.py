@@ -451,7 +451,7 @@ class SyntheticCriteo:
         decay = [(1 + np.arange(min(rows, self.POOL)) / config.head) ** -0.5 for rows in config.rows]
         self.first = [(rng.normal(0, 1, len(k)) * k).astype(np.float32) for k in decay]
         self.latents = [(rng.normal(0, sigma, (len(k), latent)) * k[:, None]).astype(np.float32) for k in decay]
-        pilot = self._features(self._chunk_raw(np.random.default_rng([config.seed, 3]), 16384))
+        pilot = self._features(self._chunk_raw((config.seed, 3), 16384))
         self.scales = [float(np.std(term)) or 1.0 for term in pilot]
         logits = self._combine(pilot, 0.0)
         low, high = -20.0, 20.0
@@ -462,24 +462,30 @@ class SyntheticCriteo:
 
     # Sampling -------------------------------------------------------------------------------------------
 
-    def _chunk_raw(self, rng, n):
+    def _chunk_raw(self, key, n):
+        """The first ``n`` samples of the chunk with RNG key ``key``. Each quantity has its own stream, drawn
+        sample-major, so a shorter draw is a prefix of a longer one."""
         cfg = self.config
         d, tables, pooling = cfg.dense, len(cfg.rows), cfg.pooling
-        t = self.dense_mu + self.dense_sigma * rng.standard_normal((n, d))
+
+        def stream(i):
+            return np.random.default_rng([*key, i])
+
+        t = self.dense_mu + self.dense_sigma * stream(0).standard_normal((n, d))
         dense = np.floor(np.expm1(np.clip(t, 0, 30))).astype(np.int64)
         if d > 1:
             dense[:, 1] -= 3  # like Criteo's I2, a feature with small negative values
-        dense_missing = rng.random((n, d)) < self.dense_missing_rate
+        dense_missing = stream(1).random((n, d)) < self.dense_missing_rate
         ranks = np.empty((n, tables, pooling), dtype=np.int64)
         ids = np.empty_like(ranks)
         for table, sampler in enumerate(self.samplers):
-            r = np.searchsorted(sampler._cdf, rng.random((n, pooling)), side="right")
+            r = np.searchsorted(sampler._cdf, stream(10 + table).random((n, pooling)), side="right")
             ranks[:, table] = np.minimum(r, sampler.n - 1)
             ids[:, table] = sampler.permutation[ranks[:, table]]
-        cat_missing = rng.random((n, tables, 1)) < self.cat_missing_rate[:, None]
+        cat_missing = stream(2).random((n, tables, 1)) < self.cat_missing_rate[:, None]
         cat_missing = np.broadcast_to(cat_missing, (n, tables, pooling)).copy()
         dense[dense_missing] = 0
-        return dense, dense_missing, ranks, ids, cat_missing, rng.random(n)
+        return dense, dense_missing, ranks, ids, cat_missing, stream(3).random(n)
 
     def _features(self, raw):
         dense, dense_missing, ranks, _, cat_missing, _ = raw
@@ -513,8 +519,8 @@ class SyntheticCriteo:
         key = _mix64(ids.astype(np.uint64) ^ self._salt[None, :, None])
         return ids + rows * (key % spread).astype(np.int64)
 
-    def _chunk(self, index):
-        raw = self._chunk_raw(np.random.default_rng([self.config.seed, 1, index]), _CHUNK)
+    def _chunk(self, index, count=_CHUNK):
+        raw = self._chunk_raw((self.config.seed, 1, index), count)
         dense, dense_missing, _, ids, cat_missing, u = raw
         logits = self._combine(self._features(raw), self.bias)
         labels = (u < 1 / (1 + np.exp(-logits))).astype(np.int8)
@@ -529,9 +535,9 @@ class SyntheticCriteo:
         parts, logits = [], []
         first, last = start // _CHUNK, (start + n - 1) // _CHUNK
         for index in range(first, last + 1):
-            records, z = self._chunk(index)
             lo = start - index * _CHUNK if index == first else 0
             hi = start + n - index * _CHUNK if index == last else _CHUNK
+            records, z = self._chunk(index, hi)
             parts.append(records.take(slice(lo, hi)))
             logits.append(z[lo:hi])
             if progress is not None:
