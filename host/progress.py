@@ -55,8 +55,14 @@ class Progress:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:  # leave the line to the error message
+            if self.enabled and self._tty and self._drawn:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            self.enabled = False
 
     def update(self, n=1, **info):
         """Count ``n`` more units done; keyword arguments are shown after the bar (``loss=0.45``)."""

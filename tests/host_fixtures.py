@@ -9,20 +9,20 @@ TINY_ROWS = (40, 30, 20, 12)
 
 
 def tiny_dot(**changes):
-    base = dict(name="tiny-dot", source="test", dense=3, bottom=(8, 4), tables=TINY_ROWS, emb_dim=4, pooling=1,
-                interaction="dot", top=(8, 1))
+    base = {"name": "tiny-dot", "source": "test", "dense": 3, "bottom": (8, 4), "tables": TINY_ROWS,
+            "emb_dim": 4, "pooling": 1, "interaction": "dot", "top": (8, 1)}
     return ModelSpec(**{**base, **changes})
 
 
 def tiny_cat_towers(**changes):
-    base = dict(name="tiny-cat", source="test", dense=3, bottom=(6,), tables=TINY_ROWS, emb_dim=3, pooling=2,
-                interaction="cat", top=(7, 5), tasks=2, tower=(4, 1))
+    base = {"name": "tiny-cat", "source": "test", "dense": 3, "bottom": (6,), "tables": TINY_ROWS, "emb_dim": 3,
+            "pooling": 2, "interaction": "cat", "top": (7, 5), "tasks": 2, "tower": (4, 1)}
     return ModelSpec(**{**base, **changes})
 
 
 def tiny_wnd(**changes):
-    base = dict(name="tiny-wnd", source="test", dense=3, bottom=(), tables=TINY_ROWS, emb_dim=2, pooling=1,
-                interaction="cat", top=(6, 1))
+    base = {"name": "tiny-wnd", "source": "test", "dense": 3, "bottom": (), "tables": TINY_ROWS, "emb_dim": 2,
+            "pooling": 1, "interaction": "cat", "top": (6, 1)}
     return ModelSpec(**{**base, **changes})
 
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from host_fixtures import TINY_ROWS, tiny_cat_towers, tiny_dot
 from rpaccel.host.data import (
     DataError,
     ReadStats,
@@ -16,6 +15,8 @@ from rpaccel.host.data import (
     save_records,
     write_criteo_tsv,
 )
+
+from host_fixtures import TINY_ROWS, tiny_cat_towers, tiny_dot
 
 CRITEO_SMALL = SyntheticConfig.criteo(max_rows=300, seed=5)
 

@@ -10,9 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from host_fixtures import random_inputs, tiny_cat_towers, tiny_dot, tiny_wnd
 from rpaccel.host.models import get_model
 from rpaccel.host.quant import LEVELS, QLayer, QuantizationError, QuantModel, choose_multiplier, dense_thresholds
+
+from host_fixtures import random_inputs, tiny_cat_towers, tiny_dot, tiny_wnd
 
 
 def _rq(acc, m, s, relu=False):
@@ -74,7 +75,7 @@ def random_qmodel(spec, rng):
 
     def ms(k):
         m = int(rng.integers(16384, 65536))
-        return m, int(round(math.log2(m * 50 * math.sqrt(k) * 60 / 60)))
+        return m, round(math.log2(m * 50 * math.sqrt(k) * 60 / 60))
 
     layers = []
     for name, k, n, relu in spec.layers():

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from host_fixtures import tiny_cat_towers, tiny_data, tiny_dot, tiny_wnd
 from rpaccel.host.data import preprocess
 from rpaccel.host.files import FileFormatError
 from rpaccel.host.models import ModelError, get_model
 from rpaccel.host.quality import auc
 from rpaccel.host.train import FloatModel, TrainConfig, load_weights, save_weights, train
+
+from host_fixtures import tiny_cat_towers, tiny_data, tiny_dot, tiny_wnd
 
 
 @pytest.mark.parametrize("make", [tiny_dot, tiny_cat_towers, tiny_wnd])
@@ -22,7 +23,7 @@ def test_gradients_match_finite_differences(make):
     dense = rng.normal(0, 1, (n, spec.dense))
     ids = np.stack([rng.integers(0, r, (n, spec.pooling)) for r in spec.tables], axis=1)
     labels = rng.integers(0, 2, n)
-    loss, grads, rows, row_grads = model.loss_and_grads(dense, ids, labels)
+    _loss, grads, rows, row_grads = model.loss_and_grads(dense, ids, labels)
     emb_grad = np.zeros_like(model.params["emb"])
     np.add.at(emb_grad, rows, row_grads)
     grads["emb"] = emb_grad
