@@ -141,8 +141,6 @@ class QuantModel:
         expected = spec.layers()
         if [(layer.name, layer.shape) for layer in self.layers] != [(n, (o, i)) for n, i, o, _ in expected]:
             raise QuantizationError(f"layers do not match model {spec.name}")
-        if spec.pooling * LEVELS * 128 * 1 > INT32_MAX:
-            raise QuantizationError("pooling sum could overflow int32")
         for layer, (_, k, _, relu) in zip(self.layers, expected):
             check_requant_params(layer.m, layer.s)
             if layer.relu != relu:
@@ -264,7 +262,7 @@ def quantize(model, records, *, percentile=99.99, batch=8192):
     emb = np.empty((sum(spec.tables), spec.emb_dim), dtype=np.int8)
     params = model.params
     table_scale = []
-    for _t, (offset, n) in enumerate(zip(model.offsets, spec.tables)):
+    for offset, n in zip(model.offsets, spec.tables):
         block = np.asarray(params["emb"][offset:offset + n], dtype=np.float64)
         top = float(np.abs(block).max())
         scale = top / LEVELS if top > 0 else 1.0
@@ -288,7 +286,6 @@ def quantize(model, records, *, percentile=99.99, batch=8192):
             bottom_out_scale = _percentile_scale(acts["bottom_out"], percentile)
             dense_side = np.full(spec.bottom_width, bottom_out_scale)
         else:
-            bottom_out_scale = None
             dense_side = dense_scale
         inter_m = inter_s = 0
         inter_scale = np.concatenate([dense_side, *[np.full(spec.emb_dim, s) for s in pooled_scale]])
