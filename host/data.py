@@ -184,8 +184,10 @@ def _parse_line(text, path, number):
             dense_missing[i] = True
             continue
         digits = s[1:] if s[0] == "-" else s
-        if not digits or not _DIGITS.issuperset(digits) or len(digits) > 18:
+        if not digits or not _DIGITS.issuperset(digits):
             raise DataError(path, number, FIELD_NAMES[1 + i], f"{s!r} is not an integer")
+        if len(digits) > 18:
+            raise DataError(path, number, FIELD_NAMES[1 + i], f"{s!r} does not fit 64 bits")
         dense[i] = int(s)
     cats, cat_missing = [0] * CRITEO_TABLES, [False] * CRITEO_TABLES
     for i in range(CRITEO_TABLES):

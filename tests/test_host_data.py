@@ -127,6 +127,7 @@ def _line(field, value):
     (_line(0, "2"), r"bad\.tsv:2: label: '2' is not 0 or 1"),
     (_line(3, "12x"), r"bad\.tsv:2: I3: '12x' is not an integer"),
     (_line(1, "1_0"), r"bad\.tsv:2: I1: '1_0' is not an integer"),
+    (_line(2, "-1234567890123456789"), r"bad\.tsv:2: I2: '-1234567890123456789' does not fit 64 bits"),
     (_line(14, "zz12"), r"bad\.tsv:2: C1: 'zz12' is not a hexadecimal value"),
     (_line(39, "0x1f"), r"bad\.tsv:2: C26: '0x1f' is not a hexadecimal value"),
     (_line(20, "123456789"), r"bad\.tsv:2: C7: '123456789' is not a hexadecimal value of at most 8 digits"),
