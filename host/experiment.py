@@ -10,7 +10,7 @@ from ..results import format_table
 from .data import SyntheticConfig, SyntheticCriteo, preprocess
 from .models import get_model
 from .progress import Progress
-from .quality import auc, evaluate_pipeline, ndcg, recpipe_pipelines, topk
+from .quality import auc, evaluate_pipeline, ndcg, paired_difference, recpipe_pipelines, topk
 from .quant import quantize
 from .train import TrainConfig, train
 
@@ -66,8 +66,10 @@ def evaluate_models(test, candidates, k, pipelines, quantized, floats=None, *, q
     for kind, by_name in scores.items():
         for name, values in by_name.items():
             ranked = np.take_along_axis(labels, topk(values, k), axis=1)
+            per_query = ndcg(ranked, k)
             model_rows.append({"model": name, "kind": kind, "auc": auc(values.ravel(), labels.ravel()),
-                               "ndcg": float(ndcg(ranked, k).mean()), "macs_per_item": macs[name]})
+                               "ndcg": float(per_query.mean()), "macs_per_item": macs[name],
+                               "ndcg_per_query": [round(float(v), 6) for v in per_query]})
         for pipeline in pipelines:
             if all(stage.model in by_name for stage in pipeline.stages):
                 row = evaluate_pipeline(pipeline, by_name, labels, k, macs)
@@ -87,22 +89,27 @@ def quality_tables(report, reference=None):
     for row in report["pipelines"]:
         pipes.setdefault(row["pipeline"], {})[row["kind"]] = row
     reference = reference or next((name for name in pipes if name.startswith("1-stage") and "large" in name), None)
-    ref_macs = pipes[reference]["int8"]["macs_per_query"] if reference in pipes and "int8" in pipes[reference] \
-        else None
+    ref = pipes.get(reference, {}).get("int8")
     rows = []
     for name, by_kind in pipes.items():
         main = by_kind.get("int8") or by_kind["float"]
         float_row = by_kind.get("float")
+        if ref is not None and "int8" in by_kind:
+            diff, sem = paired_difference(by_kind["int8"]["ndcg_per_query"], ref["ndcg_per_query"])
+            delta = f"{diff * 100:+.2f} ± {sem * 100:.2f}" if name != reference else "0"
+        else:
+            delta = ""
         rows.append([name, main["stages"],
                      _f4(by_kind["int8"]["ndcg"]) if "int8" in by_kind else None,
                      _f4(main["ndcg_sem"]),
+                     delta,
                      _f4(float_row["ndcg"]) if float_row else None,
                      _f4(main["ndcg_standard"]),
                      main["macs_per_query"],
-                     f"{main['macs_per_query'] / ref_macs:.1%}" if ref_macs else ""])
+                     f"{main['macs_per_query'] / ref['macs_per_query']:.1%}" if ref else ""])
     pipeline_table = format_table(
-        ["pipeline", "stages (items scored)", f"NDCG@{k} int8", "± s.e.", f"NDCG@{k} float",
-         f"standard NDCG@{k} int8", "MACs per query", "MACs vs 1-stage large"], rows)
+        ["pipeline", "stages (items scored)", f"NDCG@{k} int8", "± s.e.", f"vs {reference or '-'} (points, paired)",
+         f"NDCG@{k} float", f"standard NDCG@{k} int8", "MACs per query", f"MACs vs {reference or '-'}"], rows)
     models = {}
     for row in report["models"]:
         models.setdefault(row["model"], {})[row["kind"]] = row
@@ -112,9 +119,10 @@ def quality_tables(report, reference=None):
         model_rows.append([name, (i8 or fl)["macs_per_item"],
                            _f4(fl["auc"]) if fl else None, _f4(i8["auc"]) if i8 else None,
                            _f4(fl["ndcg"]) if fl else None, _f4(i8["ndcg"]) if i8 else None,
-                           f"{(i8['ndcg'] - fl['ndcg']) * 100:+.2f}" if i8 and fl else ""])
+                           "{:+.2f} ± {:.2f}".format(*(100 * v for v in paired_difference(
+                               i8["ndcg_per_query"], fl["ndcg_per_query"]))) if i8 and fl else ""])
     model_table = format_table(["model", "MACs per item", "AUC float", "AUC int8", f"NDCG@{k} float",
-                                f"NDCG@{k} int8", "int8 - float (points)"], model_rows)
+                                f"NDCG@{k} int8", "int8 - float (points, paired)"], model_rows)
     return pipeline_table, model_table
 
 

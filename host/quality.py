@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Pipeline", "Stage", "auc", "evaluate_pipeline", "ndcg", "plot_quality", "recpipe_pipelines",
-           "run_pipeline", "topk"]
+           "paired_difference", "run_pipeline", "topk"]
 
 
 def topk(scores, k):
@@ -187,8 +187,8 @@ def evaluate_pipeline(pipeline, scores, labels, k, macs_per_item):
     Returns
     -------
     dict
-        ``ndcg`` (RecPipe's NDCG@k, mean over queries), ``ndcg_sem`` (its standard error), ``ndcg_standard``,
-        ``macs_per_query``, ``items`` (per stage).
+        ``ndcg`` (RecPipe's NDCG@k, mean over queries), ``ndcg_sem`` (its standard error), ``ndcg_per_query``,
+        ``ndcg_standard``, ``macs_per_query``, ``items`` (per stage).
     """
     labels = np.asarray(labels)
     ranking = run_pipeline(pipeline, scores, k)
@@ -198,8 +198,16 @@ def evaluate_pipeline(pipeline, scores, labels, k, macs_per_item):
     candidates = labels.shape[1]
     return {"pipeline": pipeline.name, "stages": pipeline.describe(candidates),
             "items": pipeline.items_per_stage(candidates), "ndcg": float(rec.mean()),
+            "ndcg_per_query": [round(float(v), 6) for v in rec],
             "ndcg_sem": float(rec.std(ddof=1) / np.sqrt(len(rec))) if len(rec) > 1 else 0.0,
             "ndcg_standard": float(std.mean()), "macs_per_query": pipeline.macs_per_query(candidates, macs_per_item)}
+
+
+def paired_difference(a, b):
+    """Mean and standard error of ``a - b`` over queries (per-query values of two pipelines on the same
+    queries): the paired comparison, free of the spread between easy and hard queries."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
 def plot_quality(rows, path, *, k=64, title=None):

@@ -74,3 +74,10 @@ def test_pipeline_parsing_and_recpipe_defaults():
     assert names == ["1-stage rm-small", "1-stage rm-med", "1-stage rm-large", "2-stage rm-small -> rm-large",
                      "3-stage rm-small -> rm-med -> rm-large"]
     assert recpipe_pipelines()[4].items_per_stage(4096) == [4096, 512, 128]
+
+
+def test_paired_difference():
+    from rpaccel.host.quality import paired_difference
+
+    mean, sem = paired_difference([0.5, 0.7, 0.9], [0.4, 0.5, 0.9])
+    assert mean == pytest.approx(0.1) and sem == pytest.approx(np.std([0.1, 0.2, 0.0], ddof=1) / math.sqrt(3))
