@@ -223,18 +223,21 @@ def plot_quality(rows, path, *, k=64, title=None):
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     markers = {"int8": ("o", "tab:blue"), "float": ("s", "tab:orange")}
+    top = max(r["macs_per_query"] for r in rows)
     for kind in dict.fromkeys(r["kind"] for r in rows):
         sub = [r for r in rows if r["kind"] == kind]
         marker, color = markers.get(kind, ("^", "tab:green"))
         ax.errorbar([r["macs_per_query"] for r in sub], [r["ndcg"] for r in sub],
                     yerr=[r.get("ndcg_sem", 0) for r in sub], fmt=marker, color=color, capsize=3,
+                    mfc=color if kind == "int8" else "none", markersize=7 if kind == "int8" else 9,
                     label=f"{kind} model")
         if kind == "int8" or len(markers) == 1:
             for r in sub:
+                right = r["macs_per_query"] == top
                 ax.annotate(r["pipeline"], (r["macs_per_query"], r["ndcg"]), textcoords="offset points",
-                            xytext=(6, -10), fontsize=7)
+                            xytext=(-8 if right else 8, -10), fontsize=7, ha="right" if right else "left")
     ax.set_xscale("log")
-    ax.set_xlabel("MACs per query")
+    ax.set_xlabel("MACs per query (log scale)")
     ax.set_ylabel(f"NDCG@{k} (RecPipe)")
     ax.set_title(title or "Ranking quality vs compute per query")
     ax.grid(True, which="both", alpha=0.3)
