@@ -126,8 +126,8 @@ def quality_tables(report, reference=None):
     return pipeline_table, model_table
 
 
-def run_synthetic_experiment(*, train_samples=1_000_000, queries=64, candidates=4096, k=64, calibration=8192,
-                             max_rows=20_000, skew=1.05, seed=1, epochs=1, batch=1024, models=None,
+def run_synthetic_experiment(*, train_samples=1_000_000, queries=128, candidates=4096, k=64, calibration=8192,
+                             max_rows=5_000, skew=1.05, seed=1, epochs=1, batch=1024, models=None,
                              quiet=False, workdir=None):
     """RecPipe's experiment on synthetic Criteo-like data, from a seed: generate, train RM-small/med/large,
     quantise, evaluate the pipelines. Returns the report of :func:`evaluate_models` plus the settings; with

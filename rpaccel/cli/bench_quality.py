@@ -15,10 +15,11 @@ from .hostcommon import positive_int
 
 def _arguments(p):
     p.add_argument("--train-samples", type=positive_int, default=1_000_000, help="training samples (default 1M)")
-    p.add_argument("--queries", type=positive_int, default=64, help="test queries (default 64)")
+    p.add_argument("--queries", type=positive_int, default=128, help="test queries (default 128)")
     p.add_argument("--candidates", type=positive_int, default=4096, help="candidates per query (default 4096)")
     p.add_argument("--k", type=positive_int, default=64, help="NDCG depth (default 64)")
-    p.add_argument("--max-rows", type=positive_int, default=20_000, help="rows per table (default 20000)")
+    p.add_argument("--max-rows", type=positive_int, default=5_000,
+                   help="cap on each table's rows, in the data and the models (default 5000)")
     p.add_argument("--skew", type=float, default=1.05, help="Zipf exponent of the IDs (default 1.05)")
     p.add_argument("--epochs", type=positive_int, default=1, help="training epochs (default 1)")
     p.add_argument("--seed", type=int, default=1, help="seed of data, weights and order (default 1)")
