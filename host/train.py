@@ -158,8 +158,8 @@ class FloatModel:
             outs.append(y[:, 0])
         return np.stack(outs, axis=1)
 
-    def _dense_back(self, name, dy, grads):
-        x, mask = self._cache_layers[name]
+    def _dense_back(self, cache, name, dy, grads):
+        x, mask = cache[name]
         if mask is not None:
             dy = dy * mask
         grads[f"{name}.w"] = dy.T @ x
@@ -177,7 +177,6 @@ class FloatModel:
             Embedding rows touched (flat indices into ``emb``, with repeats) and the gradient of each lookup.
         """
         spec = self.spec
-        self._cache_layers = cache
         bottom, top, towers = self._groups()
         grads = {}
         if towers:
@@ -185,12 +184,12 @@ class FloatModel:
             for t, tower in enumerate(towers):
                 dy = dlogits[:, t:t + 1]
                 for name, _, _, _ in reversed(tower):
-                    dy = self._dense_back(name, dy, grads)
+                    dy = self._dense_back(cache, name, dy, grads)
                 dx = dx + dy
         else:
             dx = dlogits[:, None]
         for name, _, _, _ in reversed(top):
-            dx = self._dense_back(name, dx, grads)
+            dx = self._dense_back(cache, name, dx, grads)
         width = cache["bottom_out"].shape[1]
         dh = dx[:, :width]
         if spec.interaction == "dot":
@@ -205,10 +204,9 @@ class FloatModel:
         else:
             dpooled = dx[:, width:].reshape(len(dx), spec.num_tables, spec.emb_dim)
         for name, _, _, _ in reversed(bottom):
-            dh = self._dense_back(name, dh, grads)
+            dh = self._dense_back(cache, name, dh, grads)
         gidx = cache["gidx"]
         row_grads = np.broadcast_to(dpooled[:, :, None, :], (*gidx.shape, spec.emb_dim))
-        self._cache_layers = None
         return grads, gidx.reshape(-1), row_grads.reshape(-1, spec.emb_dim)
 
     def loss_and_grads(self, dense, ids, labels):
