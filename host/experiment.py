@@ -14,7 +14,7 @@ from .quality import auc, evaluate_pipeline, ndcg, paired_difference, recpipe_pi
 from .quant import quantize
 from .train import TrainConfig, train
 
-__all__ = ["evaluate_models", "quality_tables", "run_synthetic_experiment"]
+__all__ = ["evaluate_models", "findings", "quality_tables", "run_synthetic_experiment"]
 
 
 def _queries(array, candidates):
@@ -124,6 +124,34 @@ def quality_tables(report, reference=None):
     model_table = format_table(["model", "MACs per item", "AUC float", "AUC int8", f"NDCG@{k} float",
                                 f"NDCG@{k} int8", "int8 - float (points, paired)"], model_rows)
     return pipeline_table, model_table
+
+
+def findings(report, small="rm-small", med="rm-med", large="rm-large"):
+    """Sentences stating RecPipe's questions answered by a report's figures (int8 models, paired over queries)."""
+    rows = {r["pipeline"]: r for r in report["pipelines"] if r["kind"] == "int8"}
+    one, two = rows.get(f"1-stage {large}"), rows.get(f"2-stage {small} -> {large}")
+    three, single = rows.get(f"3-stage {small} -> {med} -> {large}"), rows.get(f"1-stage {small}")
+    if not (one and two and three and single):
+        return ""
+    k = report["k"]
+
+    def versus(row):
+        diff, sem = paired_difference(row["ndcg_per_query"], one["ndcg_per_query"])
+        return f"{diff * 100:+.2f} ± {sem * 100:.2f} points", row["macs_per_query"] / one["macs_per_query"]
+
+    small_gap, _ = versus(single)
+    two_gap, two_cost = versus(two)
+    three_gap, three_cost = versus(three)
+    models = {(r["model"], r["kind"]): r for r in report["models"]}
+    worst = max(abs(models[(m, "int8")]["ndcg"] - models[(m, "float")]["ndcg"]) for m in (small, med, large)
+                if (m, "float") in models) if (large, "float") in models else None
+    text = (f"Against 1-stage {large}, 1-stage {small} scores {small_gap} of NDCG@{k}. "
+            f"The 2-stage pipeline scores {two_gap} at {two_cost:.1%} of its MACs per query, and the 3-stage "
+            f"pipeline {three_gap} at {three_cost:.1%} (differences paired over the same queries, ± standard "
+            "error).")
+    if worst is not None:
+        text += f" The int8 models are within {worst * 100:.2f} points of NDCG@{k} of their float versions."
+    return text
 
 
 def run_synthetic_experiment(*, train_samples=1_000_000, queries=128, candidates=4096, k=64, calibration=8192,

@@ -239,7 +239,7 @@ def plot_quality(rows, path, *, k=64, title=None):
     ax.set_xscale("log")
     ax.set_xlabel("MACs per query (log scale)")
     ax.set_ylabel(f"NDCG@{k} (RecPipe)")
-    ax.set_title(title or "Ranking quality vs compute per query")
+    ax.set_title(title or "Ranking quality vs compute per query (error bars: ± s.e. over queries)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

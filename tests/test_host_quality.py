@@ -81,3 +81,22 @@ def test_paired_difference():
 
     mean, sem = paired_difference([0.5, 0.7, 0.9], [0.4, 0.5, 0.9])
     assert mean == pytest.approx(0.1) and sem == pytest.approx(np.std([0.1, 0.2, 0.0], ddof=1) / math.sqrt(3))
+
+
+def test_findings_state_the_paired_comparisons():
+    from rpaccel.host.experiment import findings
+
+    report = {"k": 2, "pipelines": [], "models": []}
+    for name, macs, per_query in [("1-stage rm-large", 100, [0.5, 0.6]),
+                                  ("2-stage rm-small -> rm-large", 30, [0.5, 0.7]),
+                                  ("3-stage rm-small -> rm-med -> rm-large", 20, [0.4, 0.6]),
+                                  ("1-stage rm-small", 10, [0.1, 0.2])]:
+        report["pipelines"].append({"pipeline": name, "kind": "int8", "macs_per_query": macs,
+                                    "ndcg_per_query": per_query})
+    for model in ("rm-small", "rm-med", "rm-large"):
+        report["models"] += [{"model": model, "kind": "int8", "ndcg": 0.5}, {"model": model, "kind": "float",
+                                                                              "ndcg": 0.503}]
+    text = findings(report)
+    assert "1-stage rm-small scores -40.00 ± 0.00 points of NDCG@2" in text
+    assert "2-stage pipeline scores +5.00 ± 5.00 points at 30.0% of its MACs" in text
+    assert "3-stage pipeline -5.00 ± 5.00 points at 20.0%" in text and "within 0.30 points" in text

@@ -31,7 +31,7 @@ def _arguments(p):
 
 
 def run(args):
-    from ..host.experiment import quality_tables, run_synthetic_experiment
+    from ..host.experiment import findings, quality_tables, run_synthetic_experiment
     from ..host.quality import plot_quality
 
     if args.candidates < 32 or args.k > args.candidates // 32:
@@ -57,7 +57,8 @@ def run(args):
         f"query's ideal DCG. int8 columns are the integer reference model (`rpaccel.host.reference`), the exact "
         f"logits the accelerator must produce. For scale: the planted model that made the labels reaches AUC "
         f"{planted['auc']:.4f} and NDCG@{s['k']} {planted['ndcg']:.4f} on the same queries.")
-    body = f"{pipeline_table}\n\n{model_table}\n\n{notes}\n\n![quality vs MACs per query]({rel})"
+    body = (f"{pipeline_table}\n\n{model_table}\n\n{findings(report)}\n\n{notes}\n\n"
+            f"![quality vs MACs per query]({rel})")
     record(args, "quality-pipelines", "Ranking quality of multi-stage pipelines (RecPipe's experiment)", body)
     return 0
 
