@@ -160,13 +160,13 @@ def requantize(acc, m, s, relu=False):
     """
     acc = check_int32("accumulator", acc)
     m, s = check_requant_params(m, s)
-    acc, m, s, relu = np.broadcast_arrays(acc, m, s, np.asarray(relu, dtype=bool))
+    # The rounding term is computed at the shape of s (often a scalar per layer) and broadcast only in the
+    # arithmetic below, so a large batch costs a handful of passes over it.
     # |acc * m| < 2**47 and the rounding term is at most 2**62, so int64 never wraps here.
-    product = acc * m
     rounding = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
-    shifted = np.right_shift(product + rounding, s)
+    shifted = np.right_shift(acc * m + rounding, s)
     q = np.clip(shifted, INT8_MIN, INT8_MAX)
-    return np.where(relu, np.maximum(q, 0), q)
+    return np.where(np.asarray(relu, dtype=bool), np.maximum(q, 0), q)
 
 
 def postprocess(acc, bias, m, s, relu=False, raw=False):

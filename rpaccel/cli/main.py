@@ -11,12 +11,12 @@ import os
 import sys
 
 from .. import __version__
-from . import bench, demo, info, synth
+from . import bench, data, demo, info, models, quality, quantize, synth, train
 from .common import CLIError, CommandFailed
 
 __all__ = ["main"]
 
-_COMMANDS = (demo, synth, bench, info)
+_COMMANDS = (demo, synth, bench, info, models, data, train, quantize, quality)
 
 
 class _Parser(argparse.ArgumentParser):

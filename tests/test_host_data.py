@@ -1,0 +1,170 @@
+"""Synthetic data and the Criteo TSV format: determinism, skew, round trips, DLRM preprocessing, bad input."""
+
+import numpy as np
+import pytest
+
+from rpaccel.host.data import (
+    DataError,
+    ReadStats,
+    Records,
+    SyntheticConfig,
+    SyntheticCriteo,
+    load_records,
+    preprocess,
+    read_criteo_tsv,
+    save_records,
+    write_criteo_tsv,
+)
+
+from host_fixtures import TINY_ROWS, tiny_cat_towers, tiny_dot
+
+CRITEO_SMALL = SyntheticConfig.criteo(max_rows=300, seed=5)
+
+
+@pytest.fixture(scope="module")
+def criteo_records():
+    return SyntheticCriteo(CRITEO_SMALL).generate(3000)
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a.arrays().values(), b.arrays().values()))
+
+
+def test_generator_is_deterministic_and_position_addressable(criteo_records):
+    again = SyntheticCriteo(CRITEO_SMALL).generate(3000)
+    assert _same(criteo_records, again)
+    other = SyntheticCriteo(SyntheticConfig.criteo(max_rows=300, seed=6)).generate(3000)
+    assert not np.array_equal(other.cats, criteo_records.cats)
+    # Sample i depends only on the seed and i: a window across the 65536-sample chunk boundary matches.
+    generator = SyntheticCriteo(SyntheticConfig(dense=2, rows=(50, 7), seed=1))
+    whole = generator.generate(65636)
+    window = generator.generate(200, start=65436)
+    assert _same(whole.take(slice(65436, 65636)), window)
+
+
+def test_shape_click_rate_missing_fields_and_skew(criteo_records):
+    r = criteo_records
+    assert (r.num_dense, r.num_tables, r.pooling) == (13, 26, 1)
+    assert set(np.unique(r.labels)) == {0, 1}
+    assert abs(r.labels.mean() - 0.25) < 0.03
+    assert 0.05 < r.dense_missing.mean() < 0.3 and 0.02 < r.cat_missing.mean() < 0.3
+    assert r.cats.min() >= 0 and r.cats.max() < 2**32
+    assert np.all(r.cats[r.cat_missing] == 0) and np.all(r.dense[r.dense_missing] == 0)
+    # Zipf skew: the most frequent value of a 300-row feature takes its rank-1 share of the lookups.
+    gen = SyntheticCriteo(SyntheticConfig(dense=1, rows=(300,), skew=1.0, missing=False, seed=2))
+    values = gen.generate(20000).cats[:, 0, 0]
+    top_share = np.unique(values, return_counts=True)[1].max() / len(values)
+    assert top_share == pytest.approx(gen.samplers[0].probabilities[0], rel=0.1)
+    uniform = SyntheticCriteo(SyntheticConfig(dense=1, rows=(300,), skew=0.0, missing=False, seed=2))
+    assert np.unique(uniform.generate(20000).cats, return_counts=True)[1].max() / 20000 < 0.01
+
+
+def test_planted_labels_are_learnable_signal():
+    records, logits = SyntheticCriteo(CRITEO_SMALL).generate(4000, with_logits=True)
+    from rpaccel.host.quality import auc
+
+    assert auc(logits, records.labels) > 0.8
+
+
+def test_hashing_into_the_generating_table_size_is_exact(criteo_records):
+    spec = tiny_dot(dense=13, tables=CRITEO_SMALL.rows, bottom=(8, 4))
+    dense, ids = preprocess(criteo_records, spec)
+    for t in range(26):
+        present = ~criteo_records.cat_missing[:, t, 0]
+        values, slots = criteo_records.cats[present, t, 0], ids[present, t, 0]
+        # Distinct values map to distinct rows: no collisions when the table has the generator's size.
+        assert len(np.unique(values)) == len(np.unique(slots))
+    assert np.all(ids[criteo_records.cat_missing] == 0)
+    expected = np.log1p(np.maximum(criteo_records.dense, 0)).astype(np.float32)
+    assert np.array_equal(dense, np.where(criteo_records.dense_missing, 0, expected))
+    assert dense.dtype == np.float32 and ids.dtype == np.int64
+
+
+def test_tsv_round_trip_and_byte_identical_files(tmp_path, criteo_records):
+    path = write_criteo_tsv(tmp_path / "a.tsv", criteo_records)
+    write_criteo_tsv(tmp_path / "b.tsv", SyntheticCriteo(CRITEO_SMALL).generate(3000))
+    assert path.read_bytes() == (tmp_path / "b.tsv").read_bytes()
+    first = path.read_text().splitlines()[0].split("\t")
+    assert len(first) == 40 and first[0] in ("0", "1")
+    assert all(len(c) == 8 for c in first[14:] if c)
+    back = load_records(path)
+    assert _same(back, criteo_records)
+    chunks = list(read_criteo_tsv(path, chunk=1000))
+    assert [len(c) for c in chunks] == [1000, 1000, 1000]
+    assert _same(load_records(path, skip=100, limit=50), criteo_records.take(slice(100, 150)))
+    gz = write_criteo_tsv(tmp_path / "a.tsv.gz", criteo_records)
+    assert _same(load_records(gz), criteo_records)
+
+
+def test_records_npz_round_trip_for_multi_hot_models(tmp_path):
+    spec = tiny_cat_towers()
+    records = SyntheticCriteo(SyntheticConfig.for_model(spec, seed=3)).generate(500)
+    assert records.cats.shape == (500, len(TINY_ROWS), 2)
+    save_records(tmp_path / "r.npz", records)
+    save_records(tmp_path / "s.npz", records)
+    assert (tmp_path / "r.npz").read_bytes() == (tmp_path / "s.npz").read_bytes()
+    assert _same(load_records(tmp_path / "r.npz"), records)
+    with pytest.raises(DataError, match="has 3 dense and 4 categorical features per sample, but model rm-small"):
+        from rpaccel.host.models import get_model
+
+        preprocess(records, get_model("rm-small"))
+    with pytest.raises(ValueError, match="Criteo TSV format holds 13 dense"):
+        write_criteo_tsv(tmp_path / "x.tsv", records)
+
+
+GOOD = "\t".join(["1", *["5"] * 13, *["0a1b2c3d"] * 26])
+
+
+def _line(field, value):
+    fields = GOOD.split("\t")
+    fields[field] = value
+    return "\t".join(fields)
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ("\t".join(GOOD.split("\t")[:39]), r"bad\.tsv:2: expected 40 tab-separated fields .* found 39"),
+    (GOOD + "\t", r"bad\.tsv:2: expected 40 tab-separated fields .* found 41"),
+    (_line(0, "2"), r"bad\.tsv:2: label: '2' is not 0 or 1"),
+    (_line(3, "12x"), r"bad\.tsv:2: I3: '12x' is not an integer"),
+    (_line(1, "1_0"), r"bad\.tsv:2: I1: '1_0' is not an integer"),
+    (_line(2, "-1234567890123456789"), r"bad\.tsv:2: I2: '-1234567890123456789' does not fit 64 bits"),
+    (_line(14, "zz12"), r"bad\.tsv:2: C1: 'zz12' is not a hexadecimal value"),
+    (_line(39, "0x1f"), r"bad\.tsv:2: C26: '0x1f' is not a hexadecimal value"),
+    (_line(20, "123456789"), r"bad\.tsv:2: C7: '123456789' is not a hexadecimal value of at most 8 digits"),
+    ("", r"bad\.tsv:2: empty line"),
+])
+def test_bad_lines_name_file_line_and_field(tmp_path, bad, message):
+    path = tmp_path / "bad.tsv"
+    path.write_text(GOOD + "\n" + bad + "\n" + GOOD + "\n")
+    with pytest.raises(DataError, match=message):
+        load_records(path)
+    stats = ReadStats()
+    records = load_records(path, on_error="skip", stats=stats)
+    assert len(records) == 2 and stats.total_skipped == 1 and stats.lines == 3
+    assert message.split(": ", 1)[1].split(" ")[0].replace("\\", "") in stats.examples[0]
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.tsv: no such file"):
+        load_records(tmp_path / "nope.tsv")
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(DataError, match=r"empty\.tsv: holds no records"):
+        load_records(tmp_path / "empty.tsv")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"junk\.npz: not a records file"):
+        load_records(tmp_path / "junk.npz")
+    (tmp_path / "bin.tsv").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(DataError, match=r"bin\.tsv:1: not ASCII text"):
+        load_records(tmp_path / "bin.tsv")
+
+
+def test_empty_fields_are_missing(tmp_path):
+    fields = GOOD.split("\t")
+    fields[2] = fields[20] = ""
+    fields[5] = "-3"
+    (tmp_path / "m.tsv").write_text("\t".join(fields) + "\n")
+    r = load_records(tmp_path / "m.tsv")
+    assert r.dense_missing[0].tolist() == [False, True] + [False] * 11 and r.dense[0, 4] == -3
+    assert r.cat_missing[0, :, 0].tolist() == [False] * 6 + [True] + [False] * 19
+    assert r.cats[0, 0, 0] == 0x0A1B2C3D
+    assert isinstance(r, Records)
