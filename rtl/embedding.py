@@ -1,0 +1,877 @@
+"""Embedding unit: gathers int8 rows through a static and a dynamic cache, sum-pools them, requantises per table.
+
+See docs/embedding.md for the design and its decisions; the reference model of the caches is
+:mod:`rpaccel.cachemodel`, the golden model of the outputs :func:`rpaccel.embedding.pool_bags`.
+
+Commands arrive on one stream and are executed in order (:class:`EmbeddingOp`):
+
+``LOOKUP``
+    One row ID of a bag (``last`` marks the bag's last ID, ``end`` the item's last bag); one pooled vector per
+    bag leaves on ``pooled``, in command order. Up to one row per cycle.
+``CONFIG``
+    Set a table's size, static rows, placement and requantisation parameters.
+``PRELOAD``
+    Copy a table's static rows from memory into the static cache.
+``UPDATE``
+    Write one line of a row: to memory (write-through) and to every on-chip copy (static or dynamic), so no
+    later lookup sees the old value.
+``FLUSH``
+    Invalidate the dynamic cache (also done after reset).
+``COUNTERS``
+    Emit the counters on ``counters`` (optionally clearing them).
+
+Every command but ``LOOKUP`` first waits until all earlier lookups have left the unit's pipeline.
+
+Pipeline: F1 (command, table configuration read) -> F2 (addresses, tag read) -> F3 (tag compare, LRU update,
+allocation, counters) -> entry queue -> row assembly (waits for missing lines, fills the dynamic cache, reads
+hits) -> pooling -> requantisation -> ``pooled``. Tags and LRU state change at F3 in command order and lines
+arrive in order, so a lookup of a line whose fill is still in flight is a hit that reads the line after the fill
+lands: the counts never depend on timing.
+"""
+
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.memory import Memory, ReadPort
+from amaranth.lib.wiring import In, Out
+
+from ..cachemodel import COUNTERS
+from ..embedding import EmbeddingGeometry, ceil_log2
+from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
+from .memory import BlockRAMMemory, MemoryModel, MemoryPort
+
+__all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
+
+
+class EmbeddingOp(enum.Enum, shape=3):
+    """Operation of an embedding unit command."""
+
+    LOOKUP = 0
+    CONFIG = 1
+    PRELOAD = 2
+    UPDATE = 3
+    FLUSH = 4
+    COUNTERS = 5
+
+
+class _Kind(enum.Enum, shape=2):
+    # Where a row comes from.
+    DYNAMIC = 0  # dynamic cache hits and memory
+    STATIC = 1
+    ZERO = 2     # out-of-range ID
+
+
+def _bits(n):
+    """Width holding 0 .. n - 1 (at least 1)."""
+    return max(1, ceil_log2(n))
+
+
+class Layouts:
+    """Payload layouts of an embedding unit of geometry ``g`` (also used to encode commands on the host side).
+
+    Attributes
+    ----------
+    command : StructLayout
+        ``{op, table, arg}``, ``arg`` a union of ``lookup {id, last, end}``,
+        ``config {rows, static_rows, static_base, mem_base, row_lines, m, s}`` (``row_lines`` is log2 of the lines
+        per row), ``update {id, line, data}`` and ``counters {clear}``.
+    pooled : StructLayout
+        ``{table, end, data}``: one pooled, requantised vector (``max_emb_dim`` int8, zero beyond the table's
+        dimension).
+    counters : StructLayout
+        The 32-bit counters, named as in :data:`rpaccel.cachemodel.COUNTERS`.
+    """
+
+    def __init__(self, g):
+        self.g = g
+        line = unsigned(8 * g.line_bytes)
+        table = range(max(g.tables, 2))
+        self.table_config = data.StructLayout({
+            "rows": unsigned(g.id_bits + 1),
+            "static_rows": range(g.static_lines + 1),
+            "static_base": range(max(g.static_lines, 2)),
+            "mem_base": unsigned(g.addr_bits),
+            "row_lines": range(g.bank_bits + 1),
+            "m": unsigned(M_BITS),
+            "s": unsigned(S_BITS),
+        })
+        self.command = data.StructLayout({
+            "op": EmbeddingOp,
+            "table": table,
+            "arg": data.UnionLayout({
+                "lookup": data.StructLayout({"id": unsigned(g.id_bits), "last": 1, "end": 1}),
+                "config": self.table_config,
+                "update": data.StructLayout({"id": unsigned(g.id_bits), "line": range(max(g.banks, 2)),
+                                             "data": line}),
+                "counters": data.StructLayout({"clear": 1}),
+            }),
+        })
+        # What travels with every row: its bag's table and flags, and the table's row size and parameters.
+        self.bag = data.StructLayout({"table": table, "last": 1, "end": 1, "row_lines": range(g.bank_bits + 1),
+                                      "m": unsigned(M_BITS), "s": unsigned(S_BITS)})
+        fields = {"kind": _Kind, "offset": range(max(g.banks, 2)), "active": unsigned(g.banks),
+                  "hit": unsigned(g.banks), "bag": self.bag}
+        if g.ways:
+            fields["set"] = range(max(g.sets_per_bank, 2))
+            fields["way"] = data.ArrayLayout(range(max(g.ways, 2)), g.banks)
+        if g.static_rows:
+            fields["static_addr"] = range(max(g.static_rows, 2))
+        self.entry = data.StructLayout(fields)
+        self.miss = data.StructLayout({"base": unsigned(g.addr_bits), "mask": unsigned(g.banks)})
+        self.row = data.StructLayout({"data": data.ArrayLayout(signed(8), g.row_bytes), "bag": self.bag})
+        self.sum = data.StructLayout({"acc": data.ArrayLayout(signed(g.acc_bits), g.row_bytes), "bag": self.bag})
+        self.pooled = data.StructLayout({"table": table, "end": 1,
+                                         "data": data.ArrayLayout(signed(8), g.row_bytes)})
+        self.counters = data.StructLayout({name: unsigned(32) for name in COUNTERS})
+        self.memory = MemoryPort(addr_bits=g.addr_bits, line_bytes=g.line_bytes, max_burst=g.max_burst)
+        if g.ways:
+            way_bits = _bits(g.ways)
+            self.tags = data.StructLayout({
+                "valid": unsigned(g.ways),
+                "tag": data.ArrayLayout(unsigned(max(g.tag_bits, 1)), g.ways),
+                "age": data.ArrayLayout(unsigned(way_bits), g.ways),
+            })
+
+
+def _popcount(value):
+    return sum((value[i] for i in range(len(value))), start=C(0, 1))
+
+
+def _lowest(value):
+    """One-hot lowest set bit of ``value`` (0 if none)."""
+    return value & (~value + 1)
+
+
+# --- Requantisation ---------------------------------------------------------------------------------------
+
+class Requantizer(wiring.Component):
+    """Requantise pooled sums to int8, ``lanes`` elements per cycle (:func:`rpaccel.numeric.requantize`).
+
+    A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. Each lane:
+    the product ``acc * m`` (one multiplier), a coarse and a fine arithmetic shift by ``s - 1``, saturation to
+    [-258, 256], then ``(t + 1) >> 1`` (or ``t`` for ``s = 0``) clamped to int8 (the rounding trick of
+    :class:`~rpaccel.rtl.postproc.PostProcessor`, see docs/numerics.md). Elements beyond ``d`` come out 0.
+
+    Parameters
+    ----------
+    layouts : Layouts
+
+    Members
+    -------
+    i : In(stream.Signature(layouts.sum))
+    o : Out(stream.Signature(layouts.pooled))
+    idle : Out(1)
+        Nothing in the pipeline (the output queue may hold results).
+    """
+
+    #: Pipeline stages between issuing a chunk and writing its result.
+    STAGES = 4
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        super().__init__({"i": In(stream.Signature(layouts.sum)), "o": Out(stream.Signature(layouts.pooled)),
+                          "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.layouts.g
+        lanes, chunks = g.requant_lanes, g.row_bytes // g.requant_lanes
+        m.submodules.out = out = fifo.SyncFIFOBuffered(width=self.layouts.pooled.size, depth=4)
+        advance = out.w_rdy
+
+        # Issue: one chunk of the input vector per cycle.
+        chunk = Signal(range(max(chunks, 2)))
+        payload = self.i.payload
+        last_chunk = Signal(range(max(chunks, 2)))
+        elements = Signal(range(g.row_bytes + 1))
+        m.d.comb += [elements.eq(C(g.line_bytes) << payload.bag.row_lines),
+                     last_chunk.eq((elements - 1) >> ceil_log2(lanes))]
+        issue = self.i.valid & advance
+        with m.If(issue):
+            with m.If(chunk == last_chunk):
+                m.d.comb += self.i.ready.eq(1)
+                m.d.sync += chunk.eq(0)
+            with m.Else():
+                m.d.sync += chunk.eq(chunk + 1)
+
+        meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": payload.bag.table.shape(),
+                                  "end": 1, "shift": unsigned(S_BITS), "s_zero": 1})
+        valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
+        metas = [Signal(meta, name=f"meta{k}") for k in range(self.STAGES)]
+        product_bits = g.acc_bits + M_BITS + 1
+        product = [Signal(signed(product_bits), name=f"product{lane}") for lane in range(lanes)]
+        coarse = [Signal(signed(product_bits), name=f"coarse{lane}") for lane in range(lanes)]
+        low, high = 2 * INT8_MIN - 2, 2 * INT8_MAX + 2
+        saturated = [Signal(range(low, high + 1), name=f"saturated{lane}") for lane in range(lanes)]
+        result = [Signal(signed(8), name=f"result{lane}") for lane in range(lanes)]
+
+        with m.If(advance):
+            m.d.sync += [valid[0].eq(issue), *(valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES))]
+            m.d.sync += [metas[k].eq(metas[k - 1]) for k in range(1, self.STAGES)]
+            m.d.sync += [
+                metas[0].chunk.eq(chunk), metas[0].last.eq(chunk == last_chunk),
+                metas[0].table.eq(payload.bag.table), metas[0].end.eq(payload.bag.end),
+                metas[0].shift.eq(Mux(payload.bag.s == 0, 0, payload.bag.s - 1)),
+                metas[0].s_zero.eq(payload.bag.s == 0),
+            ]
+            for lane in range(lanes):
+                x = Array(payload.acc[c * lanes + lane] for c in range(chunks))[chunk]
+                fine = Signal(signed(product_bits), name=f"fine{lane}")
+                rounded = Signal(signed(11), name=f"rounded{lane}")
+                m.d.comb += [
+                    fine.eq(coarse[lane] >> metas[1].shift[:3]),
+                    rounded.eq(Mux(metas[2].s_zero, saturated[lane], (saturated[lane] + 1) >> 1)),
+                ]
+                m.d.sync += [
+                    product[lane].eq(x * payload.bag.m),
+                    coarse[lane].eq(product[lane] >> Cat(C(0, 3), metas[0].shift[3:])),
+                    saturated[lane].eq(Mux(fine < low, low, Mux(fine > high, high, fine))),
+                    result[lane].eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded))),
+                ]
+
+        # Collect the chunks of a vector; the last one completes it (later chunks of the vector are zero).
+        vector = Signal(data.ArrayLayout(signed(8), g.row_bytes))
+        final = metas[-1]
+        complete = Signal.like(vector)
+        for c in range(chunks):
+            part = slice(c * lanes * 8, (c + 1) * lanes * 8)
+            here = Cat(*result)
+            m.d.comb += complete.as_value()[part].eq(
+                Mux(final.chunk == c, here, Mux(final.chunk < c, 0, vector.as_value()[part])))
+        with m.If(advance & valid[-1]):
+            m.d.sync += vector.eq(complete)
+        pooled = Signal(self.layouts.pooled)
+        m.d.comb += [
+            pooled.table.eq(final.table), pooled.end.eq(final.end), pooled.data.eq(complete),
+            out.w_en.eq(advance & valid[-1] & final.last), out.w_data.eq(pooled),
+            self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
+            self.idle.eq(~self.i.valid & ~Cat(*valid).any()),
+        ]
+        return m
+
+
+# --- Pooling ----------------------------------------------------------------------------------------------
+
+class _Pooler(wiring.Component):
+    """Sum the rows of each bag into accumulators; one row per cycle."""
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        super().__init__({"rows": In(stream.Signature(layouts.row)), "sums": Out(stream.Signature(layouts.sum)),
+                          "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.layouts.g
+        acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes))
+        first = Signal(init=1)
+        total = Signal.like(acc)
+        out = Signal(self.layouts.sum)
+        out_valid = Signal()
+        row = self.rows.payload
+        m.d.comb += [total[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)]
+        # Only a bag's last row needs the output register free.
+        m.d.comb += self.rows.ready.eq(~row.bag.last | ~out_valid | self.sums.ready)
+        with m.If(self.sums.valid & self.sums.ready):
+            m.d.sync += out_valid.eq(0)
+        with m.If(self.rows.valid & self.rows.ready):
+            with m.If(row.bag.last):
+                m.d.sync += [out.acc.eq(total), out.bag.eq(row.bag), out_valid.eq(1), first.eq(1)]
+            with m.Else():
+                m.d.sync += [acc.eq(total), first.eq(0)]
+        m.d.comb += [self.sums.valid.eq(out_valid), self.sums.payload.eq(out), self.idle.eq(~out_valid)]
+        return m
+
+
+# --- Row assembly -----------------------------------------------------------------------------------------
+
+class _RowAssembler(wiring.Component):
+    """Turn queue entries into rows: take the missing lines from memory (filling the dynamic cache), read the
+    hits and static rows, rotate the banks into row order.
+
+    C0 (head of the entry queue) waits for the entry's missing lines, one per memory beat, in bank order, and
+    writes each into its dynamic cache way; when the last arrives it issues the reads of the hit lines. C1 holds
+    the read data, C2 the assembled row.
+    """
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        g = layouts.g
+        line = unsigned(8 * g.line_bytes)
+        members = {
+            "entries": In(stream.Signature(layouts.entry)),
+            "resp": In(stream.Signature(line)),
+            "rows": Out(stream.Signature(layouts.row)),
+            "idle": Out(1),
+        }
+        if g.static_rows:
+            members["static_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(g.static_rows), shape=line)).array(
+                g.banks)
+        if g.ways:
+            members["dyn_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(g.sets_per_bank * g.ways),
+                                                      shape=line)).array(g.banks)
+            members["fill"] = Out(data.StructLayout({"en": 1, "addr": unsigned(ceil_log2(g.sets_per_bank * g.ways)),
+                                                     "data": line})).array(g.banks)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.layouts.g
+        banks, width = g.banks, 8 * g.line_bytes
+        entry = self.entries.payload
+
+        # C0: collect the missing lines of the head entry.
+        got = Signal(banks)
+        pending = Signal(data.ArrayLayout(unsigned(width), banks))
+        need = Signal(banks)
+        nxt = Signal(banks)
+        m.d.comb += [need.eq(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0) & ~got),
+                     nxt.eq(_lowest(need))]
+        only = need == nxt
+        c1_valid, c2_valid = Signal(), Signal()
+        c1_free, c2_free = Signal(), Signal()
+        m.d.comb += self.resp.ready.eq(self.entries.valid & need.any() & (~only | c1_free))
+        take = self.resp.valid & self.resp.ready
+        done = Signal()
+        m.d.comb += [done.eq(self.entries.valid & c1_free & (~need.any() | (take & only))),
+                     self.entries.ready.eq(done)]
+        lines_in = Signal.like(pending)
+        for b in range(banks):
+            m.d.comb += lines_in[b].eq(Mux(take & nxt[b], self.resp.payload, pending[b]))
+        with m.If(take):
+            m.d.sync += [got.eq(got | nxt), pending.eq(lines_in)]
+        with m.If(done):
+            m.d.sync += got.eq(0)
+        way_addr = []
+        for b in range(banks):
+            if g.ways:
+                addr = entry.set * g.ways + entry.way[b]
+                way_addr.append(addr)
+                m.d.comb += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
+                             self.fill[b].data.eq(self.resp.payload),
+                             self.dyn_rd[b].en.eq(done), self.dyn_rd[b].addr.eq(addr)]
+            if g.static_rows:
+                m.d.comb += [self.static_rd[b].en.eq(done), self.static_rd[b].addr.eq(entry.static_addr)]
+
+        # C1: read data arrives; assemble the row in bank order, then rotate to line order.
+        c1 = Signal(data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks,
+                                       "hit": banks, "bag": self.layouts.bag}))
+        c1_lines = Signal.like(pending)
+        m.d.comb += [c2_free.eq(~c2_valid | self.rows.ready), c1_free.eq(~c1_valid | c2_free)]
+        with m.If(c1_free):
+            m.d.sync += [c1_valid.eq(done), c1.kind.eq(entry.kind), c1.offset.eq(entry.offset),
+                         c1.active.eq(entry.active), c1.hit.eq(entry.hit), c1.bag.eq(entry.bag),
+                         c1_lines.eq(lines_in)]
+        by_bank = []
+        for b in range(banks):
+            line = Signal(width, name=f"bank{b}")
+            dynamic = c1_lines[b]
+            if g.ways:
+                dynamic = Mux(c1.hit[b], self.dyn_rd[b].data, c1_lines[b])
+            source = Mux(c1.kind == _Kind.DYNAMIC, dynamic, 0)
+            if g.static_rows:
+                source = Mux(c1.kind == _Kind.STATIC, self.static_rd[b].data, source)
+            m.d.comb += line.eq(Mux(c1.active[b] & (c1.kind != _Kind.ZERO), source, 0))
+            by_bank.append(line)
+        in_order = Cat(*(Array(by_bank)[(c1.offset + j)[:max(g.bank_bits, 1)] if banks > 1 else 0]
+                         for j in range(banks)))
+
+        # C2: the row.
+        c2 = Signal(self.layouts.row)
+        with m.If(c2_free):
+            m.d.sync += [c2_valid.eq(c1_valid), c2.data.eq(in_order), c2.bag.eq(c1.bag)]
+        m.d.comb += [self.rows.valid.eq(c2_valid), self.rows.payload.eq(c2),
+                     self.idle.eq(~c1_valid & ~c2_valid & ~got.any())]
+        return m
+
+
+# --- Memory requests --------------------------------------------------------------------------------------
+
+class _MissSplitter(wiring.Component):
+    """Turn a row's missing lines (a bank mask) into one read burst per run of consecutive lines."""
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        super().__init__({"misses": In(stream.Signature(layouts.miss)),
+                          "req": Out(stream.Signature(layouts.memory.request))})
+
+    def elaborate(self, platform):
+        m = Module()
+        banks = self.layouts.g.banks
+        miss = self.misses.payload
+        done = Signal(banks)
+        need = Signal(banks)
+        low = Signal(banks)
+        run = Signal(banks)
+        start = Signal(range(max(banks, 2)))
+        m.d.comb += [need.eq(miss.mask & ~done), low.eq(_lowest(need))]
+        for b in range(banks):
+            m.d.comb += run[b].eq(need[b] & (low[b] | (run[b - 1] if b else 0)))
+            with m.If(low[b]):
+                m.d.comb += start.eq(b)
+        m.d.comb += [
+            self.req.valid.eq(self.misses.valid & need.any()),
+            self.req.payload.write.eq(0),
+            self.req.payload.addr.eq(miss.base + start),
+            self.req.payload.length.eq(_popcount(run) - 1),
+        ]
+        finished = ~(need & ~run).any()
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += done.eq(Mux(finished, 0, done | run))
+        m.d.comb += self.misses.ready.eq(~need.any() | (self.req.ready & finished))
+        return m
+
+
+class _Preloader(wiring.Component):
+    """Copy ``lines`` consecutive memory lines from ``mem_base`` into the static cache from ``static_base``."""
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        g = layouts.g
+        span = data.StructLayout({"mem_base": unsigned(g.addr_bits), "static_base": range(max(g.static_lines, 2)),
+                                  "lines": range(g.static_lines + 1)})
+        super().__init__({
+            "start": In(stream.Signature(span)),
+            "req": Out(stream.Signature(layouts.memory.request)),
+            "resp": In(stream.Signature(unsigned(8 * g.line_bytes))),
+            "write": Out(data.StructLayout({"en": 1, "line": range(max(g.static_lines, 2)),
+                                            "data": unsigned(8 * g.line_bytes)})),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.layouts.g
+        span = Signal(self.start.payload.shape())
+        issued = Signal.like(span.lines)
+        received = Signal.like(span.lines)
+        m.d.comb += self.start.ready.eq(~self.busy)
+        with m.If(self.start.valid & self.start.ready):
+            m.d.sync += [span.eq(self.start.payload), issued.eq(0), received.eq(0),
+                         self.busy.eq(self.start.payload.lines != 0)]
+        left = span.lines - issued
+        length = Mux(left > g.max_burst, g.max_burst, left)
+        m.d.comb += [
+            self.req.valid.eq(self.busy & (issued != span.lines)),
+            self.req.payload.write.eq(0),
+            self.req.payload.addr.eq(span.mem_base + issued),
+            self.req.payload.length.eq(length - 1),
+            self.resp.ready.eq(self.busy),
+            self.write.en.eq(self.resp.valid & self.busy),
+            self.write.line.eq(span.static_base + received),
+            self.write.data.eq(self.resp.payload),
+        ]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += issued.eq(issued + length)
+        with m.If(self.resp.valid & self.resp.ready):
+            m.d.sync += received.eq(received + 1)
+            with m.If(received + 1 == span.lines):
+                m.d.sync += self.busy.eq(0)
+        return m
+
+
+# --- The unit ---------------------------------------------------------------------------------------------
+
+class EmbeddingUnit(wiring.Component):
+    """Embedding gather, sum-pooling and requantisation with a static and a dynamic cache in front of memory.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+        Sizes come from ``max_emb_dim``, ``max_tables``, ``static_cache_rows``, ``dyn_cache_sets``,
+        ``dyn_cache_ways`` (0: no dynamic cache), ``dyn_cache_line_bytes``, ``max_outstanding_misses``,
+        ``max_pooling``, ``emb_requant_lanes`` and ``mem_bytes`` (see
+        :meth:`rpaccel.embedding.EmbeddingGeometry.from_config`).
+
+    Members
+    -------
+    cmd : In(stream.Signature(layouts.command))
+        Commands (see the module documentation).
+    pooled : Out(stream.Signature(layouts.pooled))
+        One requantised vector per bag, in command order.
+    counters : Out(stream.Signature(layouts.counters))
+        Counter snapshots, one per ``COUNTERS`` command.
+    mem : Out(MemoryPort)
+        Memory.
+    idle : Out(1)
+        No command in progress (the output queues may hold results).
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.geometry = g = EmbeddingGeometry.from_config(config)
+        self.layouts = lay = Layouts(g)
+        super().__init__({
+            "cmd": In(stream.Signature(lay.command)),
+            "pooled": Out(stream.Signature(lay.pooled)),
+            "counters": Out(stream.Signature(lay.counters)),
+            "mem": Out(lay.memory),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, lay = self.geometry, self.layouts
+        banks, bank_bits = g.banks, g.bank_bits
+        width = 8 * g.line_bytes
+
+        m.submodules.requant = requant = Requantizer(lay)
+        m.submodules.pooler = pooler = _Pooler(lay)
+        m.submodules.assembler = assembler = _RowAssembler(lay)
+        m.submodules.splitter = splitter = _MissSplitter(lay)
+        m.submodules.preloader = preloader = _Preloader(lay)
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=lay.entry.size, depth=g.queue_depth)
+        m.submodules.miss_queue = miss_queue = fifo.SyncFIFO(width=lay.miss.size, depth=4)
+        wiring.connect(m, assembler.rows, pooler.rows)
+        wiring.connect(m, pooler.sums, requant.i)
+        wiring.connect(m, requant.o, wiring.flipped(self.pooled))
+        m.d.comb += [
+            assembler.entries.valid.eq(queue.r_rdy), assembler.entries.payload.eq(queue.r_data),
+            queue.r_en.eq(assembler.entries.ready),
+            splitter.misses.valid.eq(miss_queue.r_rdy), splitter.misses.payload.eq(miss_queue.r_data),
+            miss_queue.r_en.eq(splitter.misses.ready),
+        ]
+
+        # Table configuration (read at F1; written by CONFIG, which runs only when the pipeline is empty).
+        m.submodules.tables = tables = Memory(shape=lay.table_config, depth=max(g.tables, 2), init=[])
+        cfg_write = tables.write_port()
+        cfg_read = tables.read_port(transparent_for=(cfg_write,))
+
+        # On-chip storage: per bank, static lines, dynamic data lines and tag sets.
+        static_wr, dyn_wr, tag_rd, tag_wr = [], [], [], []
+        for b in range(banks):
+            if g.static_rows:
+                mem = Memory(shape=unsigned(width), depth=g.static_rows, init=[])
+                m.submodules[f"static{b}"] = mem
+                static_wr.append(mem.write_port())
+                wiring.connect(m, assembler.static_rd[b], mem.read_port())
+            if g.ways:
+                mem = Memory(shape=unsigned(width), depth=g.sets_per_bank * g.ways, init=[])
+                m.submodules[f"lines{b}"] = mem
+                dyn_wr.append(mem.write_port())
+                wiring.connect(m, assembler.dyn_rd[b], mem.read_port())
+                tags = Memory(shape=lay.tags, depth=g.sets_per_bank, init=[])
+                m.submodules[f"tags{b}"] = tags
+                tag_wr.append(tags.write_port())
+                tag_rd.append(tags.read_port())
+
+        counters = Signal(lay.counters)
+        outstanding = Signal(range(g.max_outstanding + 1))
+        flushing = Signal(init=1 if g.ways else 0)
+
+        # --- F1: accept a command, read its table's configuration. ---
+        f1_valid = Signal()
+        f1 = Signal(lay.command)
+        cfg = Signal(lay.table_config)
+        f1_done = Signal()
+        m.d.comb += [self.cmd.ready.eq(~f1_valid | f1_done), cfg_read.addr.eq(self.cmd.payload.table),
+                     cfg_read.en.eq(self.cmd.valid & self.cmd.ready), cfg.eq(cfg_read.data)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload)]
+        with m.Elif(f1_done):
+            m.d.sync += f1_valid.eq(0)
+
+        stage = data.StructLayout({
+            "update": 1, "kind": _Kind, "line": unsigned(g.addr_bits), "static_line": range(max(g.static_lines, 2)),
+            "offset": range(max(banks, 2)), "active": unsigned(banks), "lines": range(banks + 1),
+            "bag": lay.bag, "data": unsigned(width)})
+        is_update = f1.op == EmbeddingOp.UPDATE
+        row_id = Mux(is_update, f1.arg.update.id, f1.arg.lookup.id)
+        row_lines = Mux(is_update, 0, cfg.row_lines)
+        first = Signal(unsigned(g.addr_bits + bank_bits + 1))
+        m.d.comb += first.eq((row_id << cfg.row_lines) + Mux(is_update, f1.arg.update.line, 0))
+        in_range = row_id < cfg.rows
+        static = in_range & (row_id < cfg.static_rows) if g.static_rows else C(0, 1)
+        s1 = Signal(stage)
+        lines = Signal(range(banks + 1))
+        m.d.comb += [
+            lines.eq(C(1, 1) << row_lines),
+            s1.update.eq(is_update),
+            s1.kind.eq(Mux(~in_range, _Kind.ZERO, Mux(static, _Kind.STATIC, _Kind.DYNAMIC))),
+            s1.line.eq(cfg.mem_base + first),
+            s1.static_line.eq(cfg.static_base + first),
+            s1.offset.eq(Mux(static, s1.static_line, s1.line) if banks > 1 else 0),
+            s1.active.eq(((C(1, banks + 1) << lines) - 1) << s1.offset[:max(bank_bits, 1)] if banks > 1 else 1),
+            s1.lines.eq(lines),
+            s1.bag.table.eq(f1.table), s1.bag.last.eq(f1.arg.lookup.last), s1.bag.end.eq(f1.arg.lookup.end),
+            s1.bag.row_lines.eq(cfg.row_lines), s1.bag.m.eq(cfg.m), s1.bag.s.eq(cfg.s),
+            s1.data.eq(f1.arg.update.data),
+        ]
+
+        # --- Pipeline registers F2 (tag read issued) and F3 (tags compared). ---
+        f2_valid, f3_valid = Signal(), Signal()
+        f2, f3 = Signal(stage), Signal(stage)
+        f2_free, f3_free, f3_fire = Signal(), Signal(), Signal()
+        m.d.comb += [f3_free.eq(~f3_valid | f3_fire), f2_free.eq(~f2_valid | f3_free)]
+        with m.If(f3_free):
+            m.d.sync += [f3_valid.eq(f2_valid), f3.eq(f2)]
+        f1_pass = Signal()
+        with m.If(f2_free):
+            m.d.sync += [f2_valid.eq(f1_pass), f2.eq(s1)]
+
+        set_bits = ceil_log2(g.sets_per_bank) if g.ways else 0
+
+        def set_of(line):
+            return line[bank_bits:bank_bits + set_bits]
+
+        # --- Drain and the commands other than LOOKUP (executed at F1 once everything before them is done). ---
+        busy = Signal()
+        m.d.comb += busy.eq(f2_valid | f3_valid | (queue.level != 0) | (miss_queue.level != 0) | ~assembler.idle |
+                            ~pooler.idle | ~requant.idle | (outstanding != 0) | preloader.busy | flushing)
+        m.d.comb += self.idle.eq(~busy & ~f1_valid)
+        counters_valid = Signal()
+        counters_out = Signal(lay.counters)
+        m.d.comb += [self.counters.valid.eq(counters_valid), self.counters.payload.eq(counters_out)]
+        with m.If(self.counters.valid & self.counters.ready):
+            m.d.sync += counters_valid.eq(0)
+        clear = Signal()
+        quiet = ~flushing & ~preloader.busy
+        with m.If(f1_valid), m.Switch(f1.op):
+            with m.Case(EmbeddingOp.LOOKUP):
+                m.d.comb += [f1_pass.eq(quiet & f2_free), f1_done.eq(f1_pass)]
+            with m.Case(EmbeddingOp.UPDATE):
+                m.d.comb += [f1_pass.eq(~busy & f2_free), f1_done.eq(f1_pass)]
+            with m.Case(EmbeddingOp.CONFIG):
+                m.d.comb += [f1_done.eq(~busy), cfg_write.en.eq(~busy)]
+            with m.Case(EmbeddingOp.PRELOAD):
+                m.d.comb += [preloader.start.valid.eq(~busy), f1_done.eq(~busy)]
+            with m.Case(EmbeddingOp.FLUSH):
+                m.d.comb += f1_done.eq(~busy)
+                if g.ways:
+                    with m.If(~busy):
+                        m.d.sync += flushing.eq(1)
+            with m.Case(EmbeddingOp.COUNTERS):
+                m.d.comb += f1_done.eq(~busy & ~counters_valid)
+                with m.If(f1_done):
+                    m.d.sync += [counters_valid.eq(1), counters_out.eq(counters)]
+                    m.d.comb += clear.eq(f1.arg.counters.clear)
+            with m.Default():
+                m.d.comb += f1_done.eq(1)  # unknown operations are dropped
+        m.d.comb += [
+            cfg_write.addr.eq(f1.table), cfg_write.data.eq(f1.arg.config),
+            preloader.start.payload.mem_base.eq(cfg.mem_base),
+            preloader.start.payload.static_base.eq(cfg.static_base),
+            preloader.start.payload.lines.eq(cfg.static_rows << cfg.row_lines if g.static_rows else 0),
+        ]
+
+        # --- Dynamic cache tags: F2 reads, F3 compares and writes (bypassing the write of the cycle before). ---
+        hit = Signal(banks)
+        evict = Signal(banks)
+        ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
+        f3_set = set_of(f3.line)
+        if g.ways:
+            self._tags(m, g, lay, f2, f3, f3_fire, f3_valid, flushing, set_of, tag_rd, tag_wr, hit, evict, ways)
+
+        # --- F3: queue the entry, request the missing lines, count; or carry out an UPDATE. ---
+        dynamic = f3.kind == _Kind.DYNAMIC
+        missing = Signal(banks)
+        m.d.comb += missing.eq(Mux(dynamic, f3.active & ~hit, 0))
+        room = outstanding + f3.lines <= g.max_outstanding
+        entry = Signal(lay.entry)
+        m.d.comb += [
+            entry.kind.eq(f3.kind), entry.offset.eq(f3.offset), entry.active.eq(f3.active),
+            entry.hit.eq(Mux(dynamic, hit & f3.active, 0)), entry.bag.eq(f3.bag),
+        ]
+        if g.ways:
+            m.d.comb += [entry.set.eq(f3_set), entry.way.eq(ways)]
+        if g.static_rows:
+            m.d.comb += entry.static_addr.eq(f3.static_line >> bank_bits)
+        update_req = Signal()
+        with m.If(f3_valid & f3.update):
+            m.d.comb += [update_req.eq(1), f3_fire.eq(self.mem.req.ready)]
+        with m.Elif(f3_valid):
+            m.d.comb += f3_fire.eq(queue.w_rdy & Mux(dynamic, room & miss_queue.w_rdy, 1))
+        lookup_fire = f3_fire & ~f3.update
+        miss = Signal(lay.miss)
+        m.d.comb += [
+            miss.base.eq(f3.line & ~C(banks - 1, g.addr_bits)), miss.mask.eq(missing),
+            queue.w_en.eq(lookup_fire), queue.w_data.eq(entry),
+            miss_queue.w_en.eq(lookup_fire & missing.any()), miss_queue.w_data.eq(miss),
+        ]
+
+        # Counters.
+        beat_in = self.mem.resp.valid & self.mem.resp.ready
+        consumed = assembler.resp.valid & assembler.resp.ready
+        with m.If(clear):
+            m.d.sync += counters.eq(0)
+        with m.Else():
+            m.d.sync += [counters.cycles.eq(counters.cycles + 1), counters.mem_lines.eq(counters.mem_lines + beat_in)]
+            with m.If(lookup_fire):
+                m.d.sync += [
+                    counters.lookups.eq(counters.lookups + 1),
+                    counters.static_hits.eq(counters.static_hits + (f3.kind == _Kind.STATIC)),
+                    counters.range_errors.eq(counters.range_errors + (f3.kind == _Kind.ZERO)),
+                    counters.line_hits.eq(counters.line_hits + _popcount(entry.hit)),
+                    counters.line_misses.eq(counters.line_misses + _popcount(missing)),
+                    counters.evictions.eq(counters.evictions + _popcount(evict & missing)),
+                ]
+        m.d.sync += outstanding.eq(outstanding + Mux(lookup_fire, _popcount(missing), 0) - consumed)
+
+        # Memory: requests from the preloader, an UPDATE's write-through, or the miss splitter.
+        request = self.mem.req.payload
+        with m.If(preloader.busy):
+            m.d.comb += [request.eq(preloader.req.payload), self.mem.req.valid.eq(preloader.req.valid),
+                         preloader.req.ready.eq(self.mem.req.ready)]
+        with m.Elif(update_req):
+            m.d.comb += [request.write.eq(1), request.addr.eq(f3.line), request.data.eq(f3.data),
+                         self.mem.req.valid.eq(1)]
+        with m.Else():
+            m.d.comb += [request.eq(splitter.req.payload), self.mem.req.valid.eq(splitter.req.valid),
+                         splitter.req.ready.eq(self.mem.req.ready)]
+        with m.If(preloader.busy):
+            m.d.comb += [preloader.resp.valid.eq(self.mem.resp.valid), preloader.resp.payload.eq(self.mem.resp.payload),
+                         self.mem.resp.ready.eq(preloader.resp.ready)]
+        with m.Else():
+            m.d.comb += [assembler.resp.valid.eq(self.mem.resp.valid),
+                         assembler.resp.payload.eq(self.mem.resp.payload),
+                         self.mem.resp.ready.eq(assembler.resp.ready)]
+
+        # Writes into the caches: preload and UPDATE (static), fills and UPDATE (dynamic).
+        update_fire = f3_fire & f3.update
+        for b in range(banks):
+            if g.static_rows:
+                port = static_wr[b]
+                up = update_fire & (f3.kind == _Kind.STATIC) & (f3.offset == b)
+                pre = preloader.write.en & (preloader.write.line[:bank_bits] == b if banks > 1 else 1)
+                m.d.comb += [port.en.eq(up | pre),
+                             port.addr.eq(Mux(up, f3.static_line >> bank_bits, preloader.write.line >> bank_bits)),
+                             port.data.eq(Mux(up, f3.data, preloader.write.data))]
+            if g.ways:
+                port = dyn_wr[b]
+                up = update_fire & dynamic & (f3.offset == b) & hit[b]
+                fill = assembler.fill[b]
+                m.d.comb += [port.en.eq(up | fill.en),
+                             port.addr.eq(Mux(up, f3_set * g.ways + ways[b], fill.addr)),
+                             port.data.eq(Mux(up, f3.data, fill.data))]
+        return m
+
+    def _tags(self, m, g, lay, f2, f3, f3_fire, f3_valid, flushing, set_of, tag_rd, tag_wr, hit, evict, ways):
+        banks, way_bits = g.banks, _bits(g.ways)
+        tag = f3.line >> (g.bank_bits + ceil_log2(g.sets_per_bank))
+        f3_set = set_of(f3.line)
+        hold = f3_valid & ~f3_fire
+        lookup = f3_valid & ~f3.update & (f3.kind == _Kind.DYNAMIC)
+
+        # Flush: walk the sets of every bank, resetting each to "all invalid, way w has age w".
+        flush_set = Signal(range(max(g.sets_per_bank, 2)))
+        with m.If(flushing):
+            m.d.sync += flush_set.eq(flush_set + 1)
+            with m.If(flush_set == g.sets_per_bank - 1):
+                m.d.sync += [flushing.eq(0), flush_set.eq(0)]
+        reset_entry = Signal(lay.tags)
+        m.d.comb += [reset_entry.age[w].eq(w) for w in range(g.ways)]
+
+        last_set = Signal.like(f3_set)
+        last_written = Signal(banks)
+        last_data = [Signal(lay.tags, name=f"last_tags{b}") for b in range(banks)]
+        for b in range(banks):
+            rd, wr = tag_rd[b], tag_wr[b]
+            m.d.comb += [rd.addr.eq(Mux(hold, f3_set, set_of(f2.line))), rd.en.eq(1)]
+            current = Signal(lay.tags, name=f"tags{b}")
+            m.d.comb += current.eq(Mux(last_written[b] & (last_set == f3_set), last_data[b], rd.data))
+            hits = Signal(g.ways, name=f"hits{b}")
+            hit_way = Signal(way_bits, name=f"hit_way{b}")
+            victim = Signal(way_bits, name=f"victim{b}")
+            for w in range(g.ways):
+                m.d.comb += hits[w].eq(current.valid[w] & (current.tag[w] == tag))
+                with m.If(hits[w]):
+                    m.d.comb += hit_way.eq(w)
+                with m.If(current.age[w] == g.ways - 1):
+                    m.d.comb += victim.eq(w)
+            way = Mux(hits.any(), hit_way, victim)
+            m.d.comb += [hit[b].eq(hits.any()), ways[b].eq(way),
+                         evict[b].eq(Array(current.valid[w] for w in range(g.ways))[victim])]
+            new = Signal(lay.tags, name=f"new_tags{b}")
+            age_of_way = Array(current.age[w] for w in range(g.ways))[way]
+            m.d.comb += [new.valid.eq(current.valid | (C(1, g.ways) << way)), new.tag.eq(current.tag)]
+            m.d.comb += new.tag[way].eq(tag)
+            for w in range(g.ways):
+                age = current.age[w]
+                m.d.comb += new.age[w].eq(Mux(way == w, 0, Mux(age < age_of_way, age + 1, age)))
+            write = f3_fire & lookup & f3.active[b]
+            m.d.comb += [wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, f3_set)),
+                         wr.data.eq(Mux(flushing, reset_entry, new))]
+            m.d.sync += [last_written[b].eq(write), last_data[b].eq(new)]
+        m.d.sync += last_set.eq(f3_set)
+
+
+# --- Unit and memory together -----------------------------------------------------------------------------
+
+class EmbeddingSystem(wiring.Component):
+    """An :class:`EmbeddingUnit` with its memory, driven by one command stream (for simulation and boards).
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+    memory : str
+        ``"model"``: :class:`~rpaccel.rtl.memory.MemoryModel` with the configuration's latency and bandwidth;
+        ``"bram"``: :class:`~rpaccel.rtl.memory.BlockRAMMemory`.
+    mem_lines : int, optional
+        Lines of memory storage (default: the configuration's ``mem_bytes``).
+    storage : str
+        Storage of the memory model (``"memory"`` or ``"verilog"``, see :class:`~rpaccel.rtl.memory.MemoryModel`).
+
+    Members
+    -------
+    cmd : In(stream.Signature(command))
+        ``{mem, body}``: with ``mem``, ``body.mem`` is a memory request for the host port (a line write, or a
+        read answered on ``mem_rsp``) executed once the unit is idle; otherwise ``body.unit`` is a unit command.
+    pooled, counters
+        The unit's outputs.
+    mem_rsp : Out(stream.Signature(unsigned(8 * line_bytes)))
+        Lines read by host memory requests.
+    """
+
+    def __init__(self, config, *, memory="model", mem_lines=None, storage="memory"):
+        if memory not in ("model", "bram"):
+            raise ValueError(f"Memory must be 'model' or 'bram', not {memory!r}")
+        self.config = config
+        self.geometry = g = EmbeddingGeometry.from_config(config)
+        self.layouts = lay = Layouts(g)
+        self.memory_kind, self.storage = memory, storage
+        self.mem_lines = mem_lines if mem_lines is not None else 1 << g.addr_bits
+        if not isinstance(self.mem_lines, int) or self.mem_lines <= 0 or self.mem_lines & (self.mem_lines - 1) \
+                or self.mem_lines > 1 << g.addr_bits:
+            raise ValueError(f"Memory lines must be a power of two of at most {1 << g.addr_bits}, "
+                             f"not {mem_lines!r}")
+        if storage == "verilog":
+            from .memory import STORAGE_VERILOG
+
+            self.extra_verilog = STORAGE_VERILOG
+        self.command = self.command_layout(lay)
+        super().__init__({
+            "cmd": In(stream.Signature(self.command)),
+            "pooled": Out(stream.Signature(lay.pooled)),
+            "counters": Out(stream.Signature(lay.counters)),
+            "mem_rsp": Out(stream.Signature(unsigned(8 * g.line_bytes))),
+        })
+
+    @staticmethod
+    def command_layout(layouts):
+        """``{mem, body: {unit | mem}}``: the system's command for a unit with ``layouts``."""
+        return data.StructLayout({"mem": 1, "body": data.UnionLayout({
+            "unit": layouts.command, "mem": layouts.memory.request})})
+
+    def elaborate(self, platform):
+        m = Module()
+        g, config = self.geometry, self.config
+        m.submodules.unit = unit = EmbeddingUnit(config)
+        common = {"lines": self.mem_lines, "line_bytes": g.line_bytes, "addr_bits": g.addr_bits,
+                  "max_burst": g.max_burst}
+        if self.memory_kind == "model":
+            memory = MemoryModel(**common, latency=config.mem_latency_cycles,
+                                 bytes_per_cycle=config.mem_bytes_per_cycle,
+                                 queue_depth=max(16, g.max_outstanding), storage=self.storage)
+        else:
+            memory = BlockRAMMemory(**common)
+        m.submodules.memory = memory
+        wiring.connect(m, unit.mem, memory.port)
+        wiring.connect(m, unit.pooled, wiring.flipped(self.pooled))
+        wiring.connect(m, unit.counters, wiring.flipped(self.counters))
+        wiring.connect(m, memory.host.resp, wiring.flipped(self.mem_rsp))
+        c = self.cmd.payload
+        m.d.comb += [
+            unit.cmd.payload.eq(c.body.unit), unit.cmd.valid.eq(self.cmd.valid & ~c.mem),
+            memory.host.req.payload.eq(c.body.mem), memory.host.req.valid.eq(self.cmd.valid & c.mem & unit.idle),
+            self.cmd.ready.eq(Mux(c.mem, memory.host.req.ready & unit.idle, unit.cmd.ready)),
+        ]
+        return m
