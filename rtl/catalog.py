@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .embedding import EmbeddingUnit
+from .memory import BlockRAMMemory
 from .pe import ProcessingElement
 from .postproc import PostProcessor
 
@@ -41,7 +43,19 @@ CATALOG = {entry.name: entry for entry in [
                  lambda config: ProcessingElement()),
     CatalogEntry("postproc", "post-processing unit: bias add, requantise to int8, ReLU (stream, 6 stages)",
                  lambda config: PostProcessor()),
+    CatalogEntry("embedding", "embedding unit: static + dynamic caches, sum-pooling, requantisation (memory port "
+                 "on pins)", EmbeddingUnit),
+    CatalogEntry("memory-bram", "block-RAM memory serving the embedding unit's memory port (static_cache_rows "
+                 "rows of max_emb_dim bytes)", lambda config: _bram_memory(config)),
 ]}
+
+
+def _bram_memory(config):
+    from ..embedding import EmbeddingGeometry
+
+    g = EmbeddingGeometry.from_config(config)
+    return BlockRAMMemory(lines=max(g.static_lines, 2), line_bytes=g.line_bytes, addr_bits=g.addr_bits,
+                          max_burst=g.max_burst)
 
 
 def lookup(name):

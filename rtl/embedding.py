@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from ..cachemodel import COUNTERS
 from ..embedding import EmbeddingGeometry, ceil_log2
 from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
-from .memory import BlockRAMMemory, MemoryModel, MemoryPort
+from .memory import BlockRAMMemory, MemoryModel, MemoryPort, checked_init
 
 __all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
 
@@ -496,6 +496,7 @@ class EmbeddingUnit(wiring.Component):
         No command in progress (the output queues may hold results).
     """
 
+    @checked_init
     def __init__(self, config):
         self.config = config
         self.geometry = g = EmbeddingGeometry.from_config(config)
@@ -821,6 +822,7 @@ class EmbeddingSystem(wiring.Component):
         Lines read by host memory requests.
     """
 
+    @checked_init
     def __init__(self, config, *, memory="model", mem_lines=None, storage="memory"):
         if memory not in ("model", "bram"):
             raise ValueError(f"Memory must be 'model' or 'bram', not {memory!r}")

@@ -19,11 +19,26 @@ tables), served round-robin into one request queue:
   off-chip memory).
 """
 
+import functools
+
 from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["STORAGE_VERILOG", "BlockRAMMemory", "MemoryModel", "MemoryPort"]
+__all__ = ["STORAGE_VERILOG", "BlockRAMMemory", "MemoryModel", "MemoryPort", "checked_init"]
+
+
+def checked_init(init):
+    """Decorate a component's ``__init__`` so a component that fails its parameter checks is not reported as
+    "created but never used" (Amaranth warns about every elaboratable object it never elaborated)."""
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except Exception:
+            self._MustUse__silence = True
+            raise
+    return wrapper
 
 
 def _check_positive(what, value):
@@ -118,6 +133,7 @@ class _Memory(wiring.Component):
     _SERVICE = 2
     _RESPONSE_DEPTH = 4
 
+    @checked_init
     def __init__(self, *, lines, line_bytes, addr_bits, max_burst, latency, bytes_per_cycle, queue_depth,
                  storage):
         _check_pow2("Memory lines", lines)
@@ -270,6 +286,7 @@ class MemoryModel(_Memory):
         The accelerator's and the host's ports.
     """
 
+    @checked_init
     def __init__(self, *, lines, line_bytes, addr_bits, max_burst, latency, bytes_per_cycle, queue_depth=16,
                  storage="memory"):
         _check_positive("Latency", latency)

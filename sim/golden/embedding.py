@@ -17,7 +17,7 @@ from ...embedding import EmbeddingGeometry, EmbeddingLayout, LayoutError, pool_b
 from ...rtl.embedding import EmbeddingOp, Layouts
 from ...rtl.embedding import EmbeddingSystem as _System
 
-__all__ = ["EmbeddingScript", "RunResult", "compare", "play", "random_tables", "zipf_bags"]
+__all__ = ["EmbeddingScript", "RunResult", "compare", "decode", "play", "random_tables", "zipf_bags"]
 
 
 def _field(layout, path):
@@ -294,16 +294,22 @@ def _decode_counters(layouts, word):
     return {name: (word >> _field(layouts.counters, name)[0]) & 0xFFFF_FFFF for name in COUNTERS}
 
 
+def decode(script, pooled, counters, mem_reads, *, cycles=0, wall_seconds=0.0, ports=None):
+    """A :class:`RunResult` from the raw payload bits of each output port."""
+    vectors, tables, ends = _decode_pooled(script.layouts, pooled)
+    return RunResult(pooled=vectors, tables=tables, ends=ends,
+                     counters=[_decode_counters(script.layouts, w) for w in counters],
+                     mem_reads=list(mem_reads), cycles=cycles, wall_seconds=wall_seconds, ports=ports or {})
+
+
 def play(player, script, *, pause=0.0, seed=1, max_cycles=100_000_000):
     """Run ``script`` on ``player`` (a :class:`~rpaccel.sim.player.Player` of an ``EmbeddingSystem`` of the same
     configuration) and decode its outputs."""
     result = player.run({"cmd": script.commands}, expect=script.expect(), pause=pause, seed=seed,
                         max_cycles=max_cycles, packed=True)
-    vectors, tables, ends = _decode_pooled(script.layouts, result.outputs["pooled"])
-    return RunResult(pooled=vectors, tables=tables, ends=ends,
-                     counters=[_decode_counters(script.layouts, w) for w in result.outputs["counters"]],
-                     mem_reads=list(result.outputs["mem_rsp"]), cycles=result.cycles,
-                     wall_seconds=result.wall_seconds, ports=result.ports)
+    out = result.outputs
+    return decode(script, out["pooled"], out["counters"], out["mem_rsp"], cycles=result.cycles,
+                  wall_seconds=result.wall_seconds, ports=result.ports)
 
 
 def compare(script, result):
