@@ -116,7 +116,9 @@ class Layouts:
         if g.static_rows:
             fields["static_addr"] = range(max(g.static_rows, 2))
         self.entry = data.StructLayout(fields)
-        self.miss = data.StructLayout({"base": unsigned(g.addr_bits), "mask": unsigned(g.banks)})
+        # A row's missing lines (a bank mask from line ``base``), or an UPDATE's line write.
+        self.miss = data.StructLayout({"write": 1, "base": unsigned(g.addr_bits), "mask": unsigned(g.banks),
+                                       "data": line})
         self.row = data.StructLayout({"data": data.ArrayLayout(signed(8), g.row_bytes), "bag": self.bag})
         self.sum = data.StructLayout({"acc": data.ArrayLayout(signed(g.acc_bits), g.row_bytes), "bag": self.bag})
         self.pooled = data.StructLayout({"table": table, "end": 1,
@@ -146,10 +148,13 @@ def _lowest(value):
 class Requantizer(wiring.Component):
     """Requantise pooled sums to int8, ``lanes`` elements per cycle (:func:`rpaccel.numeric.requantize`).
 
-    A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. Each lane:
-    the product ``acc * m`` (one multiplier), a coarse and a fine arithmetic shift by ``s - 1``, saturation to
-    [-258, 256], then ``(t + 1) >> 1`` (or ``t`` for ``s = 0``) clamped to int8 (the rounding trick of
-    :class:`~rpaccel.rtl.postproc.PostProcessor`, see docs/numerics.md). Elements beyond ``d`` come out 0.
+    A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. The input
+    is copied into a work register (so the pooler is free at once); each cycle one chunk of ``lanes`` elements
+    enters a five-stage pipeline: select the chunk, multiply ``acc * m`` (one multiplier per lane), shift by the
+    multiple-of-8 part of ``s - 1``, shift by the rest and saturate to [-258, 256], then ``(t + 1) >> 1`` (or
+    ``t`` for ``s = 0``) clamped to int8 (the rounding argument of docs/numerics.md). The pipeline never stalls:
+    a chunk is issued only when the output queue has room for every result already in flight. Elements beyond
+    ``d`` come out 0.
 
     Parameters
     ----------
@@ -160,11 +165,12 @@ class Requantizer(wiring.Component):
     i : In(stream.Signature(layouts.sum))
     o : Out(stream.Signature(layouts.pooled))
     idle : Out(1)
-        Nothing in the pipeline (the output queue may hold results).
+        Nothing in the unit but (possibly) results in the output queue.
     """
 
-    #: Pipeline stages between issuing a chunk and writing its result.
-    STAGES = 4
+    #: Pipeline stages from issuing a chunk to its result.
+    STAGES = 5
+    _QUEUE = 8
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -175,76 +181,84 @@ class Requantizer(wiring.Component):
         m = Module()
         g = self.layouts.g
         lanes, chunks = g.requant_lanes, g.row_bytes // g.requant_lanes
-        m.submodules.out = out = fifo.SyncFIFOBuffered(width=self.layouts.pooled.size, depth=4)
-        advance = out.w_rdy
-
-        # Issue: one chunk of the input vector per cycle.
-        chunk = Signal(range(max(chunks, 2)))
-        payload = self.i.payload
-        last_chunk = Signal(range(max(chunks, 2)))
-        elements = Signal(range(g.row_bytes + 1))
-        m.d.comb += [elements.eq(C(g.line_bytes) << payload.bag.row_lines),
-                     last_chunk.eq((elements - 1) >> ceil_log2(lanes))]
-        issue = self.i.valid & advance
-        with m.If(issue):
-            with m.If(chunk == last_chunk):
-                m.d.comb += self.i.ready.eq(1)
-                m.d.sync += chunk.eq(0)
-            with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
-
-        meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": payload.bag.table.shape(),
-                                  "end": 1, "shift": unsigned(S_BITS), "s_zero": 1})
+        m.submodules.out = out = fifo.SyncFIFOBuffered(width=self.layouts.pooled.size, depth=self._QUEUE)
+        meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": self.layouts.bag["table"].shape,
+                                  "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1})
         valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
         metas = [Signal(meta, name=f"meta{k}") for k in range(self.STAGES)]
+        m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
+        m.d.sync += [metas[k].eq(metas[k - 1]) for k in range(1, self.STAGES)]
+
+        # Work register and chunk issue (credit: every result in flight has a place in the output queue).
+        work = Signal(self.layouts.sum)
+        busy = Signal()
+        chunk = Signal(range(max(chunks, 2)))
+        last_chunk = Signal(range(max(chunks, 2)))
+        elements = Signal(range(g.row_bytes + 1))
+        in_flight = Signal(range(self.STAGES + 1))
+        m.d.comb += [
+            elements.eq(C(g.line_bytes) << work.bag.row_lines),
+            last_chunk.eq((elements - 1) >> ceil_log2(lanes)),
+            in_flight.eq(sum((v & mt.last for v, mt in zip(valid, metas)), start=C(0, 1))),
+        ]
+        issue = busy & (out.level + in_flight < self._QUEUE)
+        final = issue & (chunk == last_chunk)
+        m.d.comb += self.i.ready.eq(~busy | final)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [work.eq(self.i.payload), busy.eq(1)]
+        with m.Elif(final):
+            m.d.sync += busy.eq(0)
+        with m.If(issue):
+            m.d.sync += chunk.eq(Mux(final, 0, chunk + 1))
+        bag = work.bag
+        m.d.sync += [
+            valid[0].eq(issue),
+            metas[0].chunk.eq(chunk), metas[0].last.eq(chunk == last_chunk), metas[0].table.eq(bag.table),
+            metas[0].end.eq(bag.end), metas[0].m.eq(bag.m), metas[0].shift.eq(Mux(bag.s == 0, 0, bag.s - 1)),
+            metas[0].s_zero.eq(bag.s == 0),
+        ]
+
+        # The lanes: select, multiply, coarse shift, fine shift and saturate, round and clamp.
         product_bits = g.acc_bits + M_BITS + 1
-        product = [Signal(signed(product_bits), name=f"product{lane}") for lane in range(lanes)]
-        coarse = [Signal(signed(product_bits), name=f"coarse{lane}") for lane in range(lanes)]
         low, high = 2 * INT8_MIN - 2, 2 * INT8_MAX + 2
-        saturated = [Signal(range(low, high + 1), name=f"saturated{lane}") for lane in range(lanes)]
-        result = [Signal(signed(8), name=f"result{lane}") for lane in range(lanes)]
-
-        with m.If(advance):
-            m.d.sync += [valid[0].eq(issue), *(valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES))]
-            m.d.sync += [metas[k].eq(metas[k - 1]) for k in range(1, self.STAGES)]
-            m.d.sync += [
-                metas[0].chunk.eq(chunk), metas[0].last.eq(chunk == last_chunk),
-                metas[0].table.eq(payload.bag.table), metas[0].end.eq(payload.bag.end),
-                metas[0].shift.eq(Mux(payload.bag.s == 0, 0, payload.bag.s - 1)),
-                metas[0].s_zero.eq(payload.bag.s == 0),
+        results = []
+        for lane in range(lanes):
+            x = Signal(signed(g.acc_bits), name=f"x{lane}")
+            product = Signal(signed(product_bits), name=f"product{lane}")
+            coarse = Signal(signed(product_bits), name=f"coarse{lane}")
+            fine = Signal(signed(product_bits), name=f"fine{lane}")
+            saturated = Signal(range(low, high + 1), name=f"saturated{lane}")
+            rounded = Signal(signed(11), name=f"rounded{lane}")
+            result = Signal(signed(8), name=f"result{lane}")
+            m.d.comb += [
+                fine.eq(coarse >> metas[2].shift[:3]),
+                rounded.eq(Mux(metas[3].s_zero, saturated, (saturated + 1) >> 1)),
             ]
-            for lane in range(lanes):
-                x = Array(payload.acc[c * lanes + lane] for c in range(chunks))[chunk]
-                fine = Signal(signed(product_bits), name=f"fine{lane}")
-                rounded = Signal(signed(11), name=f"rounded{lane}")
-                m.d.comb += [
-                    fine.eq(coarse[lane] >> metas[1].shift[:3]),
-                    rounded.eq(Mux(metas[2].s_zero, saturated[lane], (saturated[lane] + 1) >> 1)),
-                ]
-                m.d.sync += [
-                    product[lane].eq(x * payload.bag.m),
-                    coarse[lane].eq(product[lane] >> Cat(C(0, 3), metas[0].shift[3:])),
-                    saturated[lane].eq(Mux(fine < low, low, Mux(fine > high, high, fine))),
-                    result[lane].eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded))),
-                ]
+            m.d.sync += [
+                x.eq(Array(work.acc[c * lanes + lane] for c in range(chunks))[chunk]),
+                product.eq(x * metas[0].m),
+                coarse.eq(product >> Cat(C(0, 3), metas[1].shift[3:])),
+                saturated.eq(Mux(fine < low, low, Mux(fine > high, high, fine))),
+                result.eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded))),
+            ]
+            results.append(result)
 
-        # Collect the chunks of a vector; the last one completes it (later chunks of the vector are zero).
+        # Collect the chunks of a vector; the last one completes it (chunks after it are zero).
+        done, here = metas[-1], Cat(*results)
         vector = Signal(data.ArrayLayout(signed(8), g.row_bytes))
-        final = metas[-1]
         complete = Signal.like(vector)
         for c in range(chunks):
             part = slice(c * lanes * 8, (c + 1) * lanes * 8)
-            here = Cat(*result)
             m.d.comb += complete.as_value()[part].eq(
-                Mux(final.chunk == c, here, Mux(final.chunk < c, 0, vector.as_value()[part])))
-        with m.If(advance & valid[-1]):
+                Mux(done.chunk == c, here, Mux(done.chunk < c, 0, vector.as_value()[part])))
+        with m.If(valid[-1]):
             m.d.sync += vector.eq(complete)
         pooled = Signal(self.layouts.pooled)
         m.d.comb += [
-            pooled.table.eq(final.table), pooled.end.eq(final.end), pooled.data.eq(complete),
-            out.w_en.eq(advance & valid[-1] & final.last), out.w_data.eq(pooled),
+            pooled.table.eq(done.table), pooled.end.eq(done.end), pooled.data.eq(complete),
+            out.w_en.eq(valid[-1] & done.last), out.w_data.eq(pooled),
             self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
-            self.idle.eq(~self.i.valid & ~Cat(*valid).any()),
+            self.idle.eq(~busy & ~Cat(*valid).any()),
         ]
         return m
 
@@ -252,7 +266,7 @@ class Requantizer(wiring.Component):
 # --- Pooling ----------------------------------------------------------------------------------------------
 
 class _Pooler(wiring.Component):
-    """Sum the rows of each bag into accumulators; one row per cycle."""
+    """Sum the rows of each bag into accumulators; one row per cycle (only a bag's last row can wait)."""
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -269,7 +283,6 @@ class _Pooler(wiring.Component):
         out_valid = Signal()
         row = self.rows.payload
         m.d.comb += [total[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)]
-        # Only a bag's last row needs the output register free.
         m.d.comb += self.rows.ready.eq(~row.bag.last | ~out_valid | self.sums.ready)
         with m.If(self.sums.valid & self.sums.ready):
             m.d.sync += out_valid.eq(0)
@@ -288,10 +301,14 @@ class _RowAssembler(wiring.Component):
     """Turn queue entries into rows: take the missing lines from memory (filling the dynamic cache), read the
     hits and static rows, rotate the banks into row order.
 
-    C0 (head of the entry queue) waits for the entry's missing lines, one per memory beat, in bank order, and
-    writes each into its dynamic cache way; when the last arrives it issues the reads of the hit lines. C1 holds
-    the read data, C2 the assembled row.
+    C0 (head of the entry queue) takes the entry's missing lines, one per memory beat in bank order, writing each
+    into its dynamic cache way; when the last is in, it reads the hit lines and static lines. D1: the block RAMs
+    answer; D2: their outputs, registered, are selected per bank and rotated into line order, into a small row
+    queue. C0 completes an entry only when the queue has room for everything in D1 and D2, so D1 and D2 never
+    stall.
     """
+
+    _QUEUE = 4
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -318,6 +335,9 @@ class _RowAssembler(wiring.Component):
         g = self.layouts.g
         banks, width = g.banks, 8 * g.line_bytes
         entry = self.entries.payload
+        m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.row.size, depth=self._QUEUE)
+        d1_valid, d2_valid = Signal(), Signal()
+        room = queue.level + d1_valid + d2_valid < self._QUEUE
 
         # C0: collect the missing lines of the head entry.
         got = Signal(banks)
@@ -327,12 +347,10 @@ class _RowAssembler(wiring.Component):
         m.d.comb += [need.eq(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0) & ~got),
                      nxt.eq(_lowest(need))]
         only = need == nxt
-        c1_valid, c2_valid = Signal(), Signal()
-        c1_free, c2_free = Signal(), Signal()
-        m.d.comb += self.resp.ready.eq(self.entries.valid & need.any() & (~only | c1_free))
+        m.d.comb += self.resp.ready.eq(self.entries.valid & need.any() & (~only | room))
         take = self.resp.valid & self.resp.ready
         done = Signal()
-        m.d.comb += [done.eq(self.entries.valid & c1_free & (~need.any() | (take & only))),
+        m.d.comb += [done.eq(self.entries.valid & room & (~need.any() | (take & only))),
                      self.entries.ready.eq(done)]
         lines_in = Signal.like(pending)
         for b in range(banks):
@@ -341,53 +359,53 @@ class _RowAssembler(wiring.Component):
             m.d.sync += [got.eq(got | nxt), pending.eq(lines_in)]
         with m.If(done):
             m.d.sync += got.eq(0)
-        way_addr = []
         for b in range(banks):
             if g.ways:
                 addr = entry.set * g.ways + entry.way[b]
-                way_addr.append(addr)
                 m.d.comb += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
-                             self.fill[b].data.eq(self.resp.payload),
-                             self.dyn_rd[b].en.eq(done), self.dyn_rd[b].addr.eq(addr)]
+                             self.fill[b].data.eq(self.resp.payload), self.dyn_rd[b].addr.eq(addr)]
             if g.static_rows:
-                m.d.comb += [self.static_rd[b].en.eq(done), self.static_rd[b].addr.eq(entry.static_addr)]
+                m.d.comb += self.static_rd[b].addr.eq(entry.static_addr)
 
-        # C1: read data arrives; assemble the row in bank order, then rotate to line order.
-        c1 = Signal(data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks,
-                                       "hit": banks, "bag": self.layouts.bag}))
-        c1_lines = Signal.like(pending)
-        m.d.comb += [c2_free.eq(~c2_valid | self.rows.ready), c1_free.eq(~c1_valid | c2_free)]
-        with m.If(c1_free):
-            m.d.sync += [c1_valid.eq(done), c1.kind.eq(entry.kind), c1.offset.eq(entry.offset),
-                         c1.active.eq(entry.active), c1.hit.eq(entry.hit), c1.bag.eq(entry.bag),
-                         c1_lines.eq(lines_in)]
+        # D1: the block RAMs answer. D2: their registered outputs, selected per bank and rotated.
+        info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
+                                  "bag": self.layouts.bag})
+        d1, d2 = Signal(info), Signal(info)
+        d1_lines, d2_lines = Signal.like(pending), Signal.like(pending)
+        m.d.sync += [d1_valid.eq(done), d1.kind.eq(entry.kind), d1.offset.eq(entry.offset),
+                     d1.active.eq(entry.active), d1.hit.eq(entry.hit), d1.bag.eq(entry.bag), d1_lines.eq(lines_in),
+                     d2_valid.eq(d1_valid), d2.eq(d1), d2_lines.eq(d1_lines)]
         by_bank = []
         for b in range(banks):
-            line = Signal(width, name=f"bank{b}")
-            dynamic = c1_lines[b]
+            source = Mux(d2.kind == _Kind.DYNAMIC, d2_lines[b], 0)
             if g.ways:
-                dynamic = Mux(c1.hit[b], self.dyn_rd[b].data, c1_lines[b])
-            source = Mux(c1.kind == _Kind.DYNAMIC, dynamic, 0)
+                dynamic = Signal(width, name=f"dynamic{b}")
+                m.d.sync += dynamic.eq(self.dyn_rd[b].data)
+                source = Mux((d2.kind == _Kind.DYNAMIC) & d2.hit[b], dynamic, source)
             if g.static_rows:
-                source = Mux(c1.kind == _Kind.STATIC, self.static_rd[b].data, source)
-            m.d.comb += line.eq(Mux(c1.active[b] & (c1.kind != _Kind.ZERO), source, 0))
+                static = Signal(width, name=f"static{b}")
+                m.d.sync += static.eq(self.static_rd[b].data)
+                source = Mux(d2.kind == _Kind.STATIC, static, source)
+            line = Signal(width, name=f"bank{b}")
+            m.d.comb += line.eq(Mux(d2.active[b], source, 0))
             by_bank.append(line)
-        in_order = Cat(*(Array(by_bank)[(c1.offset + j)[:max(g.bank_bits, 1)] if banks > 1 else 0]
-                         for j in range(banks)))
-
-        # C2: the row.
-        c2 = Signal(self.layouts.row)
-        with m.If(c2_free):
-            m.d.sync += [c2_valid.eq(c1_valid), c2.data.eq(in_order), c2.bag.eq(c1.bag)]
-        m.d.comb += [self.rows.valid.eq(c2_valid), self.rows.payload.eq(c2),
-                     self.idle.eq(~c1_valid & ~c2_valid & ~got.any())]
+        row = Signal(self.layouts.row)
+        m.d.comb += [
+            row.data.eq(Cat(*(Array(by_bank)[(d2.offset + j)[:max(g.bank_bits, 1)] if banks > 1 else 0]
+                              for j in range(banks)))),
+            row.bag.eq(d2.bag),
+            queue.w_en.eq(d2_valid), queue.w_data.eq(row),
+            self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
+            self.idle.eq(~d1_valid & ~d2_valid & ~got.any() & (queue.level == 0)),
+        ]
         return m
 
 
 # --- Memory requests --------------------------------------------------------------------------------------
 
 class _MissSplitter(wiring.Component):
-    """Turn a row's missing lines (a bank mask) into one read burst per run of consecutive lines."""
+    """Turn a row's missing lines (a bank mask) into one read burst per run of consecutive lines; pass an
+    UPDATE's line write through."""
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -408,16 +426,20 @@ class _MissSplitter(wiring.Component):
             m.d.comb += run[b].eq(need[b] & (low[b] | (run[b - 1] if b else 0)))
             with m.If(low[b]):
                 m.d.comb += start.eq(b)
-        m.d.comb += [
-            self.req.valid.eq(self.misses.valid & need.any()),
-            self.req.payload.write.eq(0),
-            self.req.payload.addr.eq(miss.base + start),
-            self.req.payload.length.eq(_popcount(run) - 1),
-        ]
         finished = ~(need & ~run).any()
-        with m.If(self.req.valid & self.req.ready):
-            m.d.sync += done.eq(Mux(finished, 0, done | run))
-        m.d.comb += self.misses.ready.eq(~need.any() | (self.req.ready & finished))
+        with m.If(miss.write):
+            m.d.comb += [self.req.valid.eq(self.misses.valid), self.req.payload.write.eq(1),
+                         self.req.payload.addr.eq(miss.base), self.req.payload.data.eq(miss.data),
+                         self.misses.ready.eq(self.req.ready)]
+        with m.Else():
+            m.d.comb += [
+                self.req.valid.eq(self.misses.valid & need.any()),
+                self.req.payload.addr.eq(miss.base + start),
+                self.req.payload.length.eq(_popcount(run) - 1),
+                self.misses.ready.eq(~need.any() | (self.req.ready & finished)),
+            ]
+            with m.If(self.req.valid & self.req.ready):
+                m.d.sync += done.eq(Mux(finished, 0, done | run))
         return m
 
 
@@ -496,6 +518,8 @@ class EmbeddingUnit(wiring.Component):
         No command in progress (the output queues may hold results).
     """
 
+    _MISS_QUEUE = 8
+
     @checked_init
     def __init__(self, config):
         self.config = config
@@ -521,7 +545,7 @@ class EmbeddingUnit(wiring.Component):
         m.submodules.splitter = splitter = _MissSplitter(lay)
         m.submodules.preloader = preloader = _Preloader(lay)
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=lay.entry.size, depth=g.queue_depth)
-        m.submodules.miss_queue = miss_queue = fifo.SyncFIFO(width=lay.miss.size, depth=4)
+        m.submodules.miss_queue = miss_queue = fifo.SyncFIFO(width=lay.miss.size, depth=self._MISS_QUEUE)
         wiring.connect(m, assembler.rows, pooler.rows)
         wiring.connect(m, pooler.sums, requant.i)
         wiring.connect(m, requant.o, wiring.flipped(self.pooled))
@@ -531,100 +555,118 @@ class EmbeddingUnit(wiring.Component):
             splitter.misses.valid.eq(miss_queue.r_rdy), splitter.misses.payload.eq(miss_queue.r_data),
             miss_queue.r_en.eq(splitter.misses.ready),
         ]
+        storage = self._storage(m, assembler)
 
-        # Table configuration (read at F1; written by CONFIG, which runs only when the pipeline is empty).
-        m.submodules.tables = tables = Memory(shape=lay.table_config, depth=max(g.tables, 2), init=[])
-        cfg_write = tables.write_port()
-        cfg_read = tables.read_port(transparent_for=(cfg_write,))
-
-        # On-chip storage: per bank, static lines, dynamic data lines and tag sets.
-        static_wr, dyn_wr, tag_rd, tag_wr = [], [], [], []
-        for b in range(banks):
-            if g.static_rows:
-                mem = Memory(shape=unsigned(width), depth=g.static_rows, init=[])
-                m.submodules[f"static{b}"] = mem
-                static_wr.append(mem.write_port())
-                wiring.connect(m, assembler.static_rd[b], mem.read_port())
-            if g.ways:
-                mem = Memory(shape=unsigned(width), depth=g.sets_per_bank * g.ways, init=[])
-                m.submodules[f"lines{b}"] = mem
-                dyn_wr.append(mem.write_port())
-                wiring.connect(m, assembler.dyn_rd[b], mem.read_port())
-                tags = Memory(shape=lay.tags, depth=g.sets_per_bank, init=[])
-                m.submodules[f"tags{b}"] = tags
-                tag_wr.append(tags.write_port())
-                tag_rd.append(tags.read_port())
-
-        counters = Signal(lay.counters)
-        outstanding = Signal(range(g.max_outstanding + 1))
-        flushing = Signal(init=1 if g.ways else 0)
-
-        # --- F1: accept a command, read its table's configuration. ---
-        f1_valid = Signal()
+        # --- F1: accept a command, read its table's configuration; compute the row's addresses. ---
+        f1_valid, f1_done = Signal(), Signal()
         f1 = Signal(lay.command)
         cfg = Signal(lay.table_config)
-        f1_done = Signal()
+        cfg_write, cfg_read = storage["cfg_write"], storage["cfg_read"]
         m.d.comb += [self.cmd.ready.eq(~f1_valid | f1_done), cfg_read.addr.eq(self.cmd.payload.table),
                      cfg_read.en.eq(self.cmd.valid & self.cmd.ready), cfg.eq(cfg_read.data)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload)]
         with m.Elif(f1_done):
             m.d.sync += f1_valid.eq(0)
-
         stage = data.StructLayout({
             "update": 1, "kind": _Kind, "line": unsigned(g.addr_bits), "static_line": range(max(g.static_lines, 2)),
             "offset": range(max(banks, 2)), "active": unsigned(banks), "lines": range(banks + 1),
             "bag": lay.bag, "data": unsigned(width)})
-        is_update = f1.op == EmbeddingOp.UPDATE
-        row_id = Mux(is_update, f1.arg.update.id, f1.arg.lookup.id)
-        row_lines = Mux(is_update, 0, cfg.row_lines)
-        first = Signal(unsigned(g.addr_bits + bank_bits + 1))
-        m.d.comb += first.eq((row_id << cfg.row_lines) + Mux(is_update, f1.arg.update.line, 0))
-        in_range = row_id < cfg.rows
-        static = in_range & (row_id < cfg.static_rows) if g.static_rows else C(0, 1)
-        s1 = Signal(stage)
-        lines = Signal(range(banks + 1))
-        m.d.comb += [
-            lines.eq(C(1, 1) << row_lines),
-            s1.update.eq(is_update),
-            s1.kind.eq(Mux(~in_range, _Kind.ZERO, Mux(static, _Kind.STATIC, _Kind.DYNAMIC))),
-            s1.line.eq(cfg.mem_base + first),
-            s1.static_line.eq(cfg.static_base + first),
-            s1.offset.eq(Mux(static, s1.static_line, s1.line) if banks > 1 else 0),
-            s1.active.eq(((C(1, banks + 1) << lines) - 1) << s1.offset[:max(bank_bits, 1)] if banks > 1 else 1),
-            s1.lines.eq(lines),
-            s1.bag.table.eq(f1.table), s1.bag.last.eq(f1.arg.lookup.last), s1.bag.end.eq(f1.arg.lookup.end),
-            s1.bag.row_lines.eq(cfg.row_lines), s1.bag.m.eq(cfg.m), s1.bag.s.eq(cfg.s),
-            s1.data.eq(f1.arg.update.data),
-        ]
+        s1 = self._addresses(m, f1, cfg, stage)
 
-        # --- Pipeline registers F2 (tag read issued) and F3 (tags compared). ---
-        f2_valid, f3_valid = Signal(), Signal()
-        f2, f3 = Signal(stage), Signal(stage)
-        f2_free, f3_free, f3_fire = Signal(), Signal(), Signal()
-        m.d.comb += [f3_free.eq(~f3_valid | f3_fire), f2_free.eq(~f2_valid | f3_free)]
-        with m.If(f3_free):
-            m.d.sync += [f3_valid.eq(f2_valid), f3.eq(f2)]
-        f1_pass = Signal()
+        # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
+        # F3 (tag read) and F4 (tag compare, LRU, allocation, counting) never stall. ---
+        f2_valid, f3_valid, f4_valid = Signal(), Signal(), Signal()
+        f2, f3, f4 = Signal(stage), Signal(stage), Signal(stage)
+        credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
+        admit, f1_pass = Signal(), Signal()
+        entries_ahead = (f3_valid & ~f3.update) + (f4_valid & ~f4.update)
+        queue_room = queue.level + entries_ahead < g.queue_depth
+        miss_room = miss_queue.level + f3_valid + f4_valid < self._MISS_QUEUE
+        dynamic2 = f2.kind == _Kind.DYNAMIC
+        credit_room = credit + f2.lines <= g.max_outstanding
+        m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
+        f2_free = ~f2_valid | admit
         with m.If(f2_free):
             m.d.sync += [f2_valid.eq(f1_pass), f2.eq(s1)]
+        m.d.sync += [f3_valid.eq(admit), f3.eq(f2), f4_valid.eq(f3_valid), f4.eq(f3)]
 
+        # --- F4: the dynamic cache's decision. ---
+        hit, evict = Signal(banks), Signal(banks)
+        ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
+        flushing = Signal(init=1 if g.ways else 0)
         set_bits = ceil_log2(g.sets_per_bank) if g.ways else 0
+        f4_set = f4.line[bank_bits:bank_bits + set_bits]
+        lookup4 = f4_valid & ~f4.update
+        dynamic4 = f4.kind == _Kind.DYNAMIC
+        if g.ways:
+            self._tags(m, storage, f2, f4, lookup4 & dynamic4, flushing, hit, evict, ways)
+        missing = Signal(banks)
+        m.d.comb += missing.eq(Mux(dynamic4, f4.active & ~hit, 0))
+        entry = Signal(lay.entry)
+        m.d.comb += [entry.kind.eq(f4.kind), entry.offset.eq(f4.offset), entry.active.eq(f4.active),
+                     entry.hit.eq(Mux(dynamic4, hit & f4.active, 0)), entry.bag.eq(f4.bag)]
+        if g.ways:
+            m.d.comb += [entry.set.eq(f4_set), entry.way.eq(ways)]
+        if g.static_rows:
+            m.d.comb += entry.static_addr.eq(f4.static_line >> bank_bits)
+        miss = Signal(lay.miss)
+        m.d.comb += [
+            miss.write.eq(f4.update), miss.base.eq(Mux(f4.update, f4.line, f4.line & ~C(banks - 1, g.addr_bits))),
+            miss.mask.eq(missing), miss.data.eq(f4.data),
+            queue.w_en.eq(lookup4), queue.w_data.eq(entry),
+            miss_queue.w_en.eq(f4_valid & (f4.update | missing.any())), miss_queue.w_data.eq(miss),
+        ]
+        consumed = assembler.resp.valid & assembler.resp.ready
+        reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
+        release = Mux(lookup4, _popcount(entry.hit), 0)
+        m.d.sync += credit.eq(credit + reserve - release - consumed)
 
-        def set_of(line):
-            return line[bank_bits:bank_bits + set_bits]
+        # Counters.
+        counters = Signal(lay.counters)
+        clear = Signal()
+        beat_in = self.mem.resp.valid & self.mem.resp.ready
+        with m.If(clear):
+            m.d.sync += counters.eq(0)
+        with m.Else():
+            m.d.sync += [counters.cycles.eq(counters.cycles + 1), counters.mem_lines.eq(counters.mem_lines + beat_in)]
+            with m.If(lookup4):
+                m.d.sync += [
+                    counters.lookups.eq(counters.lookups + 1),
+                    counters.static_hits.eq(counters.static_hits + (f4.kind == _Kind.STATIC)),
+                    counters.range_errors.eq(counters.range_errors + (f4.kind == _Kind.ZERO)),
+                    counters.line_hits.eq(counters.line_hits + _popcount(entry.hit)),
+                    counters.line_misses.eq(counters.line_misses + _popcount(missing)),
+                    counters.evictions.eq(counters.evictions + _popcount(evict & missing)),
+                ]
 
-        # --- Drain and the commands other than LOOKUP (executed at F1 once everything before them is done). ---
+        # An UPDATE's on-chip writes, one cycle after F4 (the data side is idle: UPDATE waits for it).
+        update = Signal(data.StructLayout({"static": unsigned(banks), "dynamic": unsigned(banks),
+                                           "static_addr": range(max(g.static_rows, 2)),
+                                           "dyn_addr": unsigned(max(ceil_log2(g.sets_per_bank * g.ways), 1)),
+                                           "data": unsigned(width)}))
+        updating = f4_valid & f4.update
+        m.d.sync += [
+            update.static.eq(Mux(updating & (f4.kind == _Kind.STATIC), C(1, banks) << f4.offset, 0)),
+            update.dynamic.eq(Mux(updating & dynamic4, hit & (C(1, banks) << f4.offset), 0)),
+            update.static_addr.eq(f4.static_line >> bank_bits),
+            update.dyn_addr.eq(f4_set * g.ways + Array(ways[b] for b in range(banks))[f4.offset]
+                               if g.ways else 0),
+            update.data.eq(f4.data),
+        ]
+        self._cache_writes(m, storage, assembler, preloader, update)
+
+        # --- Commands other than LOOKUP run at F1 once everything before them is done. ---
         busy = Signal()
-        m.d.comb += busy.eq(f2_valid | f3_valid | (queue.level != 0) | (miss_queue.level != 0) | ~assembler.idle |
-                            ~pooler.idle | ~requant.idle | (outstanding != 0) | preloader.busy | flushing)
+        m.d.comb += busy.eq(f2_valid | f3_valid | f4_valid | (queue.level != 0) | (miss_queue.level != 0) |
+                            ~assembler.idle | ~pooler.idle | ~requant.idle | (credit != 0) | preloader.busy |
+                            flushing | update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
         counters_valid = Signal()
         counters_out = Signal(lay.counters)
         m.d.comb += [self.counters.valid.eq(counters_valid), self.counters.payload.eq(counters_out)]
         with m.If(self.counters.valid & self.counters.ready):
             m.d.sync += counters_valid.eq(0)
-        clear = Signal()
         quiet = ~flushing & ~preloader.busy
         with m.If(f1_valid), m.Switch(f1.op):
             with m.Case(EmbeddingOp.LOOKUP):
@@ -654,103 +696,93 @@ class EmbeddingUnit(wiring.Component):
             preloader.start.payload.lines.eq(cfg.static_rows << cfg.row_lines if g.static_rows else 0),
         ]
 
-        # --- Dynamic cache tags: F2 reads, F3 compares and writes (bypassing the write of the cycle before). ---
-        hit = Signal(banks)
-        evict = Signal(banks)
-        ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
-        f3_set = set_of(f3.line)
-        if g.ways:
-            self._tags(m, g, lay, f2, f3, f3_fire, f3_valid, flushing, set_of, tag_rd, tag_wr, hit, evict, ways)
-
-        # --- F3: queue the entry, request the missing lines, count; or carry out an UPDATE. ---
-        dynamic = f3.kind == _Kind.DYNAMIC
-        missing = Signal(banks)
-        m.d.comb += missing.eq(Mux(dynamic, f3.active & ~hit, 0))
-        room = outstanding + f3.lines <= g.max_outstanding
-        entry = Signal(lay.entry)
-        m.d.comb += [
-            entry.kind.eq(f3.kind), entry.offset.eq(f3.offset), entry.active.eq(f3.active),
-            entry.hit.eq(Mux(dynamic, hit & f3.active, 0)), entry.bag.eq(f3.bag),
-        ]
-        if g.ways:
-            m.d.comb += [entry.set.eq(f3_set), entry.way.eq(ways)]
-        if g.static_rows:
-            m.d.comb += entry.static_addr.eq(f3.static_line >> bank_bits)
-        update_req = Signal()
-        with m.If(f3_valid & f3.update):
-            m.d.comb += [update_req.eq(1), f3_fire.eq(self.mem.req.ready)]
-        with m.Elif(f3_valid):
-            m.d.comb += f3_fire.eq(queue.w_rdy & Mux(dynamic, room & miss_queue.w_rdy, 1))
-        lookup_fire = f3_fire & ~f3.update
-        miss = Signal(lay.miss)
-        m.d.comb += [
-            miss.base.eq(f3.line & ~C(banks - 1, g.addr_bits)), miss.mask.eq(missing),
-            queue.w_en.eq(lookup_fire), queue.w_data.eq(entry),
-            miss_queue.w_en.eq(lookup_fire & missing.any()), miss_queue.w_data.eq(miss),
-        ]
-
-        # Counters.
-        beat_in = self.mem.resp.valid & self.mem.resp.ready
-        consumed = assembler.resp.valid & assembler.resp.ready
-        with m.If(clear):
-            m.d.sync += counters.eq(0)
-        with m.Else():
-            m.d.sync += [counters.cycles.eq(counters.cycles + 1), counters.mem_lines.eq(counters.mem_lines + beat_in)]
-            with m.If(lookup_fire):
-                m.d.sync += [
-                    counters.lookups.eq(counters.lookups + 1),
-                    counters.static_hits.eq(counters.static_hits + (f3.kind == _Kind.STATIC)),
-                    counters.range_errors.eq(counters.range_errors + (f3.kind == _Kind.ZERO)),
-                    counters.line_hits.eq(counters.line_hits + _popcount(entry.hit)),
-                    counters.line_misses.eq(counters.line_misses + _popcount(missing)),
-                    counters.evictions.eq(counters.evictions + _popcount(evict & missing)),
-                ]
-        m.d.sync += outstanding.eq(outstanding + Mux(lookup_fire, _popcount(missing), 0) - consumed)
-
-        # Memory: requests from the preloader, an UPDATE's write-through, or the miss splitter.
-        request = self.mem.req.payload
+        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs).
         with m.If(preloader.busy):
-            m.d.comb += [request.eq(preloader.req.payload), self.mem.req.valid.eq(preloader.req.valid),
-                         preloader.req.ready.eq(self.mem.req.ready)]
-        with m.Elif(update_req):
-            m.d.comb += [request.write.eq(1), request.addr.eq(f3.line), request.data.eq(f3.data),
-                         self.mem.req.valid.eq(1)]
-        with m.Else():
-            m.d.comb += [request.eq(splitter.req.payload), self.mem.req.valid.eq(splitter.req.valid),
-                         splitter.req.ready.eq(self.mem.req.ready)]
-        with m.If(preloader.busy):
-            m.d.comb += [preloader.resp.valid.eq(self.mem.resp.valid), preloader.resp.payload.eq(self.mem.resp.payload),
+            m.d.comb += [self.mem.req.payload.eq(preloader.req.payload), self.mem.req.valid.eq(preloader.req.valid),
+                         preloader.req.ready.eq(self.mem.req.ready),
+                         preloader.resp.valid.eq(self.mem.resp.valid), preloader.resp.payload.eq(self.mem.resp.payload),
                          self.mem.resp.ready.eq(preloader.resp.ready)]
         with m.Else():
-            m.d.comb += [assembler.resp.valid.eq(self.mem.resp.valid),
-                         assembler.resp.payload.eq(self.mem.resp.payload),
+            m.d.comb += [self.mem.req.payload.eq(splitter.req.payload), self.mem.req.valid.eq(splitter.req.valid),
+                         splitter.req.ready.eq(self.mem.req.ready),
+                         assembler.resp.valid.eq(self.mem.resp.valid), assembler.resp.payload.eq(self.mem.resp.payload),
                          self.mem.resp.ready.eq(assembler.resp.ready)]
-
-        # Writes into the caches: preload and UPDATE (static), fills and UPDATE (dynamic).
-        update_fire = f3_fire & f3.update
-        for b in range(banks):
-            if g.static_rows:
-                port = static_wr[b]
-                up = update_fire & (f3.kind == _Kind.STATIC) & (f3.offset == b)
-                pre = preloader.write.en & (preloader.write.line[:bank_bits] == b if banks > 1 else 1)
-                m.d.comb += [port.en.eq(up | pre),
-                             port.addr.eq(Mux(up, f3.static_line >> bank_bits, preloader.write.line >> bank_bits)),
-                             port.data.eq(Mux(up, f3.data, preloader.write.data))]
-            if g.ways:
-                port = dyn_wr[b]
-                up = update_fire & dynamic & (f3.offset == b) & hit[b]
-                fill = assembler.fill[b]
-                m.d.comb += [port.en.eq(up | fill.en),
-                             port.addr.eq(Mux(up, f3_set * g.ways + ways[b], fill.addr)),
-                             port.data.eq(Mux(up, f3.data, fill.data))]
         return m
 
-    def _tags(self, m, g, lay, f2, f3, f3_fire, f3_valid, flushing, set_of, tag_rd, tag_wr, hit, evict, ways):
-        banks, way_bits = g.banks, _bits(g.ways)
-        tag = f3.line >> (g.bank_bits + ceil_log2(g.sets_per_bank))
-        f3_set = set_of(f3.line)
-        hold = f3_valid & ~f3_fire
-        lookup = f3_valid & ~f3.update & (f3.kind == _Kind.DYNAMIC)
+    def _addresses(self, m, f1, cfg, stage):
+        """F1's arithmetic: where a LOOKUP's row (or an UPDATE's line) is, and which banks it covers."""
+        g = self.geometry
+        banks, bank_bits = g.banks, g.bank_bits
+        is_update = f1.op == EmbeddingOp.UPDATE
+        row_id = Mux(is_update, f1.arg.update.id, f1.arg.lookup.id)
+        first = Signal(unsigned(g.addr_bits + bank_bits + 1))
+        m.d.comb += first.eq((row_id << cfg.row_lines) + Mux(is_update, f1.arg.update.line, 0))
+        in_range = row_id < cfg.rows
+        static = in_range & (row_id < cfg.static_rows) if g.static_rows else C(0, 1)
+        s1 = Signal(stage)
+        lines = Signal(range(banks + 1))
+        m.d.comb += [
+            lines.eq(C(1, 1) << Mux(is_update, 0, cfg.row_lines)),
+            s1.update.eq(is_update),
+            s1.kind.eq(Mux(~in_range, _Kind.ZERO, Mux(static, _Kind.STATIC, _Kind.DYNAMIC))),
+            s1.line.eq(cfg.mem_base + first),
+            s1.static_line.eq(cfg.static_base + first),
+            s1.offset.eq(Mux(static, s1.static_line, s1.line) if banks > 1 else 0),
+            s1.active.eq(((C(1, banks + 1) << lines) - 1) << s1.offset[:max(bank_bits, 1)] if banks > 1 else 1),
+            s1.lines.eq(lines),
+            s1.bag.table.eq(f1.table), s1.bag.last.eq(f1.arg.lookup.last), s1.bag.end.eq(f1.arg.lookup.end),
+            s1.bag.row_lines.eq(cfg.row_lines), s1.bag.m.eq(cfg.m), s1.bag.s.eq(cfg.s),
+            s1.data.eq(f1.arg.update.data),
+        ]
+        return s1
+
+    def _storage(self, m, assembler):
+        """Table configuration, and per bank: static lines, dynamic lines, tag sets."""
+        g, lay = self.geometry, self.layouts
+        width = 8 * g.line_bytes
+        m.submodules.tables = tables = Memory(shape=lay.table_config, depth=max(g.tables, 2), init=[])
+        cfg_write = tables.write_port()
+        ports = {"cfg_write": cfg_write, "cfg_read": tables.read_port(transparent_for=(cfg_write,)),
+                 "static_wr": [], "dyn_wr": [], "tag_rd": [], "tag_wr": []}
+        for b in range(g.banks):
+            if g.static_rows:
+                m.submodules[f"static{b}"] = mem = Memory(shape=unsigned(width), depth=g.static_rows, init=[])
+                ports["static_wr"].append(mem.write_port())
+                wiring.connect(m, assembler.static_rd[b], mem.read_port())
+            if g.ways:
+                m.submodules[f"lines{b}"] = mem = Memory(shape=unsigned(width), depth=g.sets_per_bank * g.ways,
+                                                         init=[])
+                ports["dyn_wr"].append(mem.write_port())
+                wiring.connect(m, assembler.dyn_rd[b], mem.read_port())
+                m.submodules[f"tags{b}"] = tags = Memory(shape=lay.tags, depth=g.sets_per_bank, init=[])
+                ports["tag_wr"].append(tags.write_port())
+                ports["tag_rd"].append(tags.read_port())
+        return ports
+
+    def _cache_writes(self, m, storage, assembler, preloader, update):
+        """Write ports of the caches: static lines from PRELOAD or UPDATE, dynamic lines from fills or UPDATE."""
+        g = self.geometry
+        for b in range(g.banks):
+            if g.static_rows:
+                port = storage["static_wr"][b]
+                pre = preloader.write.en & (preloader.write.line[:g.bank_bits] == b if g.banks > 1 else 1)
+                up = update.static[b]
+                m.d.comb += [port.en.eq(up | pre),
+                             port.addr.eq(Mux(up, update.static_addr, preloader.write.line >> g.bank_bits)),
+                             port.data.eq(Mux(up, update.data, preloader.write.data))]
+            if g.ways:
+                port, fill, up = storage["dyn_wr"][b], assembler.fill[b], update.dynamic[b]
+                m.d.comb += [port.en.eq(up | fill.en), port.addr.eq(Mux(up, update.dyn_addr, fill.addr)),
+                             port.data.eq(Mux(up, update.data, fill.data))]
+
+    def _tags(self, m, storage, f2, f4, allocate, flushing, hit, evict, ways):
+        """Tag sets: read at F2, registered at F3, compared and rewritten at F4. A set written in either of the two
+        cycles before is taken from that write (the block RAM still holds the old value)."""
+        g, lay = self.geometry, self.layouts
+        banks, way_bits, bank_bits = g.banks, _bits(g.ways), g.bank_bits
+        set_bits = ceil_log2(g.sets_per_bank)
+        tag = f4.line >> (bank_bits + set_bits)
+        f4_set = f4.line[bank_bits:bank_bits + set_bits]
 
         # Flush: walk the sets of every bank, resetting each to "all invalid, way w has age w".
         flush_set = Signal(range(max(g.sets_per_bank, 2)))
@@ -761,14 +793,17 @@ class EmbeddingUnit(wiring.Component):
         reset_entry = Signal(lay.tags)
         m.d.comb += [reset_entry.age[w].eq(w) for w in range(g.ways)]
 
-        last_set = Signal.like(f3_set)
-        last_written = Signal(banks)
-        last_data = [Signal(lay.tags, name=f"last_tags{b}") for b in range(banks)]
+        # The writes of the last two cycles: (written banks, set, new tag sets).
+        recent = [(Signal(banks, name=f"written{k}"), Signal.like(f4_set, name=f"written_set{k}"),
+                   [Signal(lay.tags, name=f"written{k}_{b}") for b in range(banks)]) for k in (1, 2)]
         for b in range(banks):
-            rd, wr = tag_rd[b], tag_wr[b]
-            m.d.comb += [rd.addr.eq(Mux(hold, f3_set, set_of(f2.line))), rd.en.eq(1)]
-            current = Signal(lay.tags, name=f"tags{b}")
-            m.d.comb += current.eq(Mux(last_written[b] & (last_set == f3_set), last_data[b], rd.data))
+            rd, wr = storage["tag_rd"][b], storage["tag_wr"][b]
+            registered = Signal(lay.tags, name=f"tags{b}")
+            m.d.comb += [rd.addr.eq(f2.line[bank_bits:bank_bits + set_bits]), rd.en.eq(1)]
+            m.d.sync += registered.eq(rd.data)
+            current = Signal(lay.tags, name=f"current{b}")
+            (w1, s1, d1), (w2, s2, d2) = recent
+            m.d.comb += current.eq(Mux(w1[b] & (s1 == f4_set), d1[b], Mux(w2[b] & (s2 == f4_set), d2[b], registered)))
             hits = Signal(g.ways, name=f"hits{b}")
             hit_way = Signal(way_bits, name=f"hit_way{b}")
             victim = Signal(way_bits, name=f"victim{b}")
@@ -783,16 +818,17 @@ class EmbeddingUnit(wiring.Component):
                          evict[b].eq(Array(current.valid[w] for w in range(g.ways))[victim])]
             new = Signal(lay.tags, name=f"new_tags{b}")
             age_of_way = Array(current.age[w] for w in range(g.ways))[way]
-            m.d.comb += [new.valid.eq(current.valid | (C(1, g.ways) << way)), new.tag.eq(current.tag)]
-            m.d.comb += new.tag[way].eq(tag)
+            m.d.comb += [new.valid.eq(current.valid | (C(1, g.ways) << way)), new.tag.eq(current.tag),
+                         new.tag[way].eq(tag)]
             for w in range(g.ways):
                 age = current.age[w]
                 m.d.comb += new.age[w].eq(Mux(way == w, 0, Mux(age < age_of_way, age + 1, age)))
-            write = f3_fire & lookup & f3.active[b]
-            m.d.comb += [wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, f3_set)),
+            write = allocate & f4.active[b]
+            m.d.comb += [wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, f4_set)),
                          wr.data.eq(Mux(flushing, reset_entry, new))]
-            m.d.sync += [last_written[b].eq(write), last_data[b].eq(new)]
-        m.d.sync += last_set.eq(f3_set)
+            m.d.sync += [recent[0][0][b].eq(write), recent[0][2][b].eq(new), recent[1][0][b].eq(recent[0][0][b]),
+                         recent[1][2][b].eq(recent[0][2][b])]
+        m.d.sync += [recent[0][1].eq(f4_set), recent[1][1].eq(recent[0][1])]
 
 
 # --- Unit and memory together -----------------------------------------------------------------------------

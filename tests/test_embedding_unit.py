@@ -17,7 +17,7 @@ from rpaccel.zipf import ZipfSampler
 
 # A small unit with every feature: 4 line banks (rows of 1, 2 or 4 lines), both caches, a fractional bandwidth.
 CONFIG = replace(preset("tiny"), max_emb_dim=16, dyn_cache_line_bytes=4, static_cache_rows=16, dyn_cache_sets=16,
-                 dyn_cache_ways=2, max_outstanding_misses=16, max_pooling=128, emb_requant_lanes=4,
+                 dyn_cache_ways=2, max_outstanding_misses=24, max_pooling=128, emb_requant_lanes=4,
                  mem_bytes=1 << 14, mem_latency_cycles=16, mem_bytes_per_cycle=3, max_tables=4)
 
 
