@@ -170,7 +170,7 @@ class Requantizer(wiring.Component):
 
     #: Pipeline stages from issuing a chunk to its result.
     STAGES = 5
-    _QUEUE = 8
+    _QUEUE = 16  # LUT RAM is 16 deep anyway
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -201,7 +201,10 @@ class Requantizer(wiring.Component):
             last_chunk.eq((elements - 1) >> ceil_log2(lanes)),
             in_flight.eq(sum((v & mt.last for v, mt in zip(valid, metas)), start=C(0, 1))),
         ]
-        issue = busy & (out.level + in_flight < self._QUEUE)
+        # Room for two more results (the one that may issue now and the one after it), decided a cycle ahead.
+        room = Signal()
+        m.d.sync += room.eq(out.level + in_flight + 2 <= self._QUEUE)
+        issue = busy & room
         final = issue & (chunk == last_chunk)
         m.d.comb += self.i.ready.eq(~busy | final)
         with m.If(self.i.valid & self.i.ready):
@@ -266,7 +269,8 @@ class Requantizer(wiring.Component):
 # --- Pooling ----------------------------------------------------------------------------------------------
 
 class _Pooler(wiring.Component):
-    """Sum the rows of each bag into accumulators; one row per cycle (only a bag's last row can wait)."""
+    """Sum the rows of each bag into accumulators; one row per cycle. A bag's sums leave through a two-entry
+    queue, so only a bag's last row can wait, and only on the queue's (registered) room."""
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -278,20 +282,18 @@ class _Pooler(wiring.Component):
         g = self.layouts.g
         acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes))
         first = Signal(init=1)
-        total = Signal.like(acc)
         out = Signal(self.layouts.sum)
-        out_valid = Signal()
+        m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.sum.size, depth=2)
         row = self.rows.payload
-        m.d.comb += [total[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)]
-        m.d.comb += self.rows.ready.eq(~row.bag.last | ~out_valid | self.sums.ready)
-        with m.If(self.sums.valid & self.sums.ready):
-            m.d.sync += out_valid.eq(0)
+        m.d.comb += [out.acc[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)]
+        m.d.comb += [out.bag.eq(row.bag), self.rows.ready.eq(~row.bag.last | queue.w_rdy)]
         with m.If(self.rows.valid & self.rows.ready):
-            with m.If(row.bag.last):
-                m.d.sync += [out.acc.eq(total), out.bag.eq(row.bag), out_valid.eq(1), first.eq(1)]
-            with m.Else():
-                m.d.sync += [acc.eq(total), first.eq(0)]
-        m.d.comb += [self.sums.valid.eq(out_valid), self.sums.payload.eq(out), self.idle.eq(~out_valid)]
+            m.d.sync += [acc.eq(out.acc), first.eq(row.bag.last)]
+        m.d.comb += [
+            queue.w_en.eq(self.rows.valid & row.bag.last), queue.w_data.eq(out),
+            self.sums.valid.eq(queue.r_rdy), self.sums.payload.eq(queue.r_data), queue.r_en.eq(self.sums.ready),
+            self.idle.eq(queue.level == 0),
+        ]
         return m
 
 
@@ -544,14 +546,18 @@ class EmbeddingUnit(wiring.Component):
         m.submodules.assembler = assembler = _RowAssembler(lay)
         m.submodules.splitter = splitter = _MissSplitter(lay)
         m.submodules.preloader = preloader = _Preloader(lay)
+        # The entry queue lives in block RAM, whose read data arrives late in the cycle: a small queue in LUT RAM
+        # behind it gives the row assembly its head early.
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=lay.entry.size, depth=g.queue_depth)
+        m.submodules.head = head = fifo.SyncFIFO(width=lay.entry.size, depth=3)
         m.submodules.miss_queue = miss_queue = fifo.SyncFIFO(width=lay.miss.size, depth=self._MISS_QUEUE)
         wiring.connect(m, assembler.rows, pooler.rows)
         wiring.connect(m, pooler.sums, requant.i)
         wiring.connect(m, requant.o, wiring.flipped(self.pooled))
         m.d.comb += [
-            assembler.entries.valid.eq(queue.r_rdy), assembler.entries.payload.eq(queue.r_data),
-            queue.r_en.eq(assembler.entries.ready),
+            head.w_en.eq(queue.r_rdy), head.w_data.eq(queue.r_data), queue.r_en.eq(head.w_rdy),
+            assembler.entries.valid.eq(head.r_rdy), assembler.entries.payload.eq(head.r_data),
+            head.r_en.eq(assembler.entries.ready),
             splitter.misses.valid.eq(miss_queue.r_rdy), splitter.misses.payload.eq(miss_queue.r_data),
             miss_queue.r_en.eq(splitter.misses.ready),
         ]
@@ -575,51 +581,62 @@ class EmbeddingUnit(wiring.Component):
         s1 = self._addresses(m, f1, cfg, stage)
 
         # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
-        # F3 (tag read) and F4 (tag compare, LRU, allocation, counting) never stall. ---
-        f2_valid, f3_valid, f4_valid = Signal(), Signal(), Signal()
-        f2, f3, f4 = Signal(stage), Signal(stage), Signal(stage)
+        # F3 (tag read), F4 (tag compare, LRU, allocation) and F5 (queueing, counting) never stall. ---
+        f2_valid, f3_valid, f4_valid, f5_valid = Signal(), Signal(), Signal(), Signal()
+        f2, f3, f4, f5 = Signal(stage), Signal(stage), Signal(stage), Signal(stage)
         credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
         admit, f1_pass = Signal(), Signal()
-        entries_ahead = (f3_valid & ~f3.update) + (f4_valid & ~f4.update)
+        entries_ahead = (f3_valid & ~f3.update) + (f4_valid & ~f4.update) + (f5_valid & ~f5.update)
         queue_room = queue.level + entries_ahead < g.queue_depth
-        miss_room = miss_queue.level + f3_valid + f4_valid < self._MISS_QUEUE
+        miss_room = miss_queue.level + f3_valid + f4_valid + f5_valid < self._MISS_QUEUE
         dynamic2 = f2.kind == _Kind.DYNAMIC
         credit_room = credit + f2.lines <= g.max_outstanding
         m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
         f2_free = ~f2_valid | admit
         with m.If(f2_free):
             m.d.sync += [f2_valid.eq(f1_pass), f2.eq(s1)]
-        m.d.sync += [f3_valid.eq(admit), f3.eq(f2), f4_valid.eq(f3_valid), f4.eq(f3)]
+        offset = Mux(f2.kind == _Kind.STATIC, f2.static_line, f2.line)[:max(bank_bits, 1)] if banks > 1 else 0
+        m.d.sync += [
+            f3_valid.eq(admit), f3.eq(f2), f3.offset.eq(offset),
+            f3.active.eq(((C(1, banks + 1) << f2.lines) - 1) << offset if banks > 1 else 1),
+            f4_valid.eq(f3_valid), f4.eq(f3), f5_valid.eq(f4_valid), f5.eq(f4),
+        ]
 
-        # --- F4: the dynamic cache's decision. ---
+        # --- F4: the dynamic cache's decision (registered into F5). ---
         hit, evict = Signal(banks), Signal(banks)
         ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
         flushing = Signal(init=1 if g.ways else 0)
         set_bits = ceil_log2(g.sets_per_bank) if g.ways else 0
-        f4_set = f4.line[bank_bits:bank_bits + set_bits]
         lookup4 = f4_valid & ~f4.update
         dynamic4 = f4.kind == _Kind.DYNAMIC
         if g.ways:
-            self._tags(m, storage, f2, f4, lookup4 & dynamic4, flushing, hit, evict, ways)
+            self._tags(m, storage, f2, f3, f4, lookup4 & dynamic4, flushing, hit, evict, ways)
+        hit5, evict5 = Signal(banks), Signal(banks)
+        ways5 = Signal.like(ways)
+        m.d.sync += [hit5.eq(Mux(dynamic4, hit & f4.active, 0)), evict5.eq(evict), ways5.eq(ways)]
+
+        # --- F5: queue the entry, request the missing lines (or an UPDATE's write), count. ---
+        lookup5 = f5_valid & ~f5.update
+        dynamic5 = f5.kind == _Kind.DYNAMIC
         missing = Signal(banks)
-        m.d.comb += missing.eq(Mux(dynamic4, f4.active & ~hit, 0))
+        m.d.comb += missing.eq(Mux(dynamic5, f5.active & ~hit5, 0))
         entry = Signal(lay.entry)
-        m.d.comb += [entry.kind.eq(f4.kind), entry.offset.eq(f4.offset), entry.active.eq(f4.active),
-                     entry.hit.eq(Mux(dynamic4, hit & f4.active, 0)), entry.bag.eq(f4.bag)]
+        m.d.comb += [entry.kind.eq(f5.kind), entry.offset.eq(f5.offset), entry.active.eq(f5.active),
+                     entry.hit.eq(hit5), entry.bag.eq(f5.bag)]
         if g.ways:
-            m.d.comb += [entry.set.eq(f4_set), entry.way.eq(ways)]
+            m.d.comb += [entry.set.eq(f5.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways5)]
         if g.static_rows:
-            m.d.comb += entry.static_addr.eq(f4.static_line >> bank_bits)
+            m.d.comb += entry.static_addr.eq(f5.static_line >> bank_bits)
         miss = Signal(lay.miss)
         m.d.comb += [
-            miss.write.eq(f4.update), miss.base.eq(Mux(f4.update, f4.line, f4.line & ~C(banks - 1, g.addr_bits))),
-            miss.mask.eq(missing), miss.data.eq(f4.data),
-            queue.w_en.eq(lookup4), queue.w_data.eq(entry),
-            miss_queue.w_en.eq(f4_valid & (f4.update | missing.any())), miss_queue.w_data.eq(miss),
+            miss.write.eq(f5.update), miss.base.eq(Mux(f5.update, f5.line, f5.line & ~C(banks - 1, g.addr_bits))),
+            miss.mask.eq(missing), miss.data.eq(f5.data),
+            queue.w_en.eq(lookup5), queue.w_data.eq(entry),
+            miss_queue.w_en.eq(f5_valid & (f5.update | missing.any())), miss_queue.w_data.eq(miss),
         ]
         consumed = assembler.resp.valid & assembler.resp.ready
         reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
-        release = Mux(lookup4, _popcount(entry.hit), 0)
+        release = Mux(lookup5, _popcount(hit5), 0)
         m.d.sync += credit.eq(credit + reserve - release - consumed)
 
         # Counters.
@@ -630,14 +647,14 @@ class EmbeddingUnit(wiring.Component):
             m.d.sync += counters.eq(0)
         with m.Else():
             m.d.sync += [counters.cycles.eq(counters.cycles + 1), counters.mem_lines.eq(counters.mem_lines + beat_in)]
-            with m.If(lookup4):
+            with m.If(lookup5):
                 m.d.sync += [
                     counters.lookups.eq(counters.lookups + 1),
-                    counters.static_hits.eq(counters.static_hits + (f4.kind == _Kind.STATIC)),
-                    counters.range_errors.eq(counters.range_errors + (f4.kind == _Kind.ZERO)),
-                    counters.line_hits.eq(counters.line_hits + _popcount(entry.hit)),
+                    counters.static_hits.eq(counters.static_hits + (f5.kind == _Kind.STATIC)),
+                    counters.range_errors.eq(counters.range_errors + (f5.kind == _Kind.ZERO)),
+                    counters.line_hits.eq(counters.line_hits + _popcount(hit5)),
                     counters.line_misses.eq(counters.line_misses + _popcount(missing)),
-                    counters.evictions.eq(counters.evictions + _popcount(evict & missing)),
+                    counters.evictions.eq(counters.evictions + _popcount(evict5 & missing)),
                 ]
 
         # An UPDATE's on-chip writes, one cycle after F4 (the data side is idle: UPDATE waits for it).
@@ -650,15 +667,16 @@ class EmbeddingUnit(wiring.Component):
             update.static.eq(Mux(updating & (f4.kind == _Kind.STATIC), C(1, banks) << f4.offset, 0)),
             update.dynamic.eq(Mux(updating & dynamic4, hit & (C(1, banks) << f4.offset), 0)),
             update.static_addr.eq(f4.static_line >> bank_bits),
-            update.dyn_addr.eq(f4_set * g.ways + Array(ways[b] for b in range(banks))[f4.offset]
-                               if g.ways else 0),
+            update.dyn_addr.eq(f4.line[bank_bits:bank_bits + set_bits] * g.ways
+                               + Array(ways[b] for b in range(banks))[f4.offset] if g.ways else 0),
             update.data.eq(f4.data),
         ]
         self._cache_writes(m, storage, assembler, preloader, update)
 
         # --- Commands other than LOOKUP run at F1 once everything before them is done. ---
         busy = Signal()
-        m.d.comb += busy.eq(f2_valid | f3_valid | f4_valid | (queue.level != 0) | (miss_queue.level != 0) |
+        m.d.comb += busy.eq(f2_valid | f3_valid | f4_valid | f5_valid | (queue.level != 0) | (head.level != 0) |
+                            (miss_queue.level != 0) |
                             ~assembler.idle | ~pooler.idle | ~requant.idle | (credit != 0) | preloader.busy |
                             flushing | update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
@@ -710,12 +728,12 @@ class EmbeddingUnit(wiring.Component):
         return m
 
     def _addresses(self, m, f1, cfg, stage):
-        """F1's arithmetic: where a LOOKUP's row (or an UPDATE's line) is, and which banks it covers."""
+        """F1's arithmetic: where a LOOKUP's row (or an UPDATE's line) is, how many lines, what kind."""
         g = self.geometry
-        banks, bank_bits = g.banks, g.bank_bits
+        banks = g.banks
         is_update = f1.op == EmbeddingOp.UPDATE
         row_id = Mux(is_update, f1.arg.update.id, f1.arg.lookup.id)
-        first = Signal(unsigned(g.addr_bits + bank_bits + 1))
+        first = Signal(unsigned(g.addr_bits + g.bank_bits + 1))
         m.d.comb += first.eq((row_id << cfg.row_lines) + Mux(is_update, f1.arg.update.line, 0))
         in_range = row_id < cfg.rows
         static = in_range & (row_id < cfg.static_rows) if g.static_rows else C(0, 1)
@@ -727,8 +745,6 @@ class EmbeddingUnit(wiring.Component):
             s1.kind.eq(Mux(~in_range, _Kind.ZERO, Mux(static, _Kind.STATIC, _Kind.DYNAMIC))),
             s1.line.eq(cfg.mem_base + first),
             s1.static_line.eq(cfg.static_base + first),
-            s1.offset.eq(Mux(static, s1.static_line, s1.line) if banks > 1 else 0),
-            s1.active.eq(((C(1, banks + 1) << lines) - 1) << s1.offset[:max(bank_bits, 1)] if banks > 1 else 1),
             s1.lines.eq(lines),
             s1.bag.table.eq(f1.table), s1.bag.last.eq(f1.arg.lookup.last), s1.bag.end.eq(f1.arg.lookup.end),
             s1.bag.row_lines.eq(cfg.row_lines), s1.bag.m.eq(cfg.m), s1.bag.s.eq(cfg.s),
@@ -775,14 +791,22 @@ class EmbeddingUnit(wiring.Component):
                 m.d.comb += [port.en.eq(up | fill.en), port.addr.eq(Mux(up, update.dyn_addr, fill.addr)),
                              port.data.eq(Mux(up, update.data, fill.data))]
 
-    def _tags(self, m, storage, f2, f4, allocate, flushing, hit, evict, ways):
+    def _tags(self, m, storage, f2, f3, f4, allocate, flushing, hit, evict, ways):
         """Tag sets: read at F2, registered at F3, compared and rewritten at F4. A set written in either of the two
-        cycles before is taken from that write (the block RAM still holds the old value)."""
+        cycles before is taken from that write (the block RAM still holds the old value); whether the set is the
+        same is decided a cycle early, so the loop from one lookup's new tags to the next one's compare is short."""
         g, lay = self.geometry, self.layouts
         banks, way_bits, bank_bits = g.banks, _bits(g.ways), g.bank_bits
         set_bits = ceil_log2(g.sets_per_bank)
         tag = f4.line >> (bank_bits + set_bits)
-        f4_set = f4.line[bank_bits:bank_bits + set_bits]
+
+        def set_of(stage):
+            return stage.line[bank_bits:bank_bits + set_bits]
+
+        f4_set = set_of(f4)
+        # same[0]: this F4 item's set was written last cycle (by the item then in F4, now in F3's place ahead of it).
+        same1, same2, same2_early = Signal(), Signal(), Signal()
+        m.d.sync += [same1.eq(set_of(f3) == f4_set), same2_early.eq(set_of(f2) == f4_set), same2.eq(same2_early)]
 
         # Flush: walk the sets of every bank, resetting each to "all invalid, way w has age w".
         flush_set = Signal(range(max(g.sets_per_bank, 2)))
@@ -794,16 +818,16 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += [reset_entry.age[w].eq(w) for w in range(g.ways)]
 
         # The writes of the last two cycles: (written banks, set, new tag sets).
-        recent = [(Signal(banks, name=f"written{k}"), Signal.like(f4_set, name=f"written_set{k}"),
-                   [Signal(lay.tags, name=f"written{k}_{b}") for b in range(banks)]) for k in (1, 2)]
+        recent = [(Signal(banks, name=f"written{k}"), [Signal(lay.tags, name=f"written{k}_{b}") for b in range(banks)])
+                  for k in (1, 2)]
         for b in range(banks):
             rd, wr = storage["tag_rd"][b], storage["tag_wr"][b]
             registered = Signal(lay.tags, name=f"tags{b}")
             m.d.comb += [rd.addr.eq(f2.line[bank_bits:bank_bits + set_bits]), rd.en.eq(1)]
             m.d.sync += registered.eq(rd.data)
             current = Signal(lay.tags, name=f"current{b}")
-            (w1, s1, d1), (w2, s2, d2) = recent
-            m.d.comb += current.eq(Mux(w1[b] & (s1 == f4_set), d1[b], Mux(w2[b] & (s2 == f4_set), d2[b], registered)))
+            (w1, d1), (w2, d2) = recent
+            m.d.comb += current.eq(Mux(w1[b] & same1, d1[b], Mux(w2[b] & same2, d2[b], registered)))
             hits = Signal(g.ways, name=f"hits{b}")
             hit_way = Signal(way_bits, name=f"hit_way{b}")
             victim = Signal(way_bits, name=f"victim{b}")
@@ -826,9 +850,7 @@ class EmbeddingUnit(wiring.Component):
             write = allocate & f4.active[b]
             m.d.comb += [wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, f4_set)),
                          wr.data.eq(Mux(flushing, reset_entry, new))]
-            m.d.sync += [recent[0][0][b].eq(write), recent[0][2][b].eq(new), recent[1][0][b].eq(recent[0][0][b]),
-                         recent[1][2][b].eq(recent[0][2][b])]
-        m.d.sync += [recent[0][1].eq(f4_set), recent[1][1].eq(recent[0][1])]
+            m.d.sync += [w1[b].eq(write), d1[b].eq(new), w2[b].eq(w1[b]), d2[b].eq(d1[b])]
 
 
 # --- Unit and memory together -----------------------------------------------------------------------------
