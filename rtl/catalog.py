@@ -45,17 +45,17 @@ CATALOG = {entry.name: entry for entry in [
                  lambda config: PostProcessor()),
     CatalogEntry("embedding", "embedding unit: static + dynamic caches, sum-pooling, requantisation (memory port "
                  "on pins)", EmbeddingUnit),
-    CatalogEntry("memory-bram", "block-RAM memory serving the embedding unit's memory port (static_cache_rows "
-                 "rows of max_emb_dim bytes)", lambda config: _bram_memory(config)),
+    CatalogEntry("memory-bram", "64 KiB of block RAM serving the embedding unit's memory port (two ports: unit, "
+                 "host)", lambda config: _bram_memory(config, 64 * 1024)),
 ]}
 
 
-def _bram_memory(config):
+def _bram_memory(config, size):
     from ..embedding import EmbeddingGeometry
 
     g = EmbeddingGeometry.from_config(config)
-    return BlockRAMMemory(lines=max(g.static_lines, 2), line_bytes=g.line_bytes, addr_bits=g.addr_bits,
-                          max_burst=g.max_burst)
+    return BlockRAMMemory(lines=min(size // g.line_bytes, 1 << g.addr_bits), line_bytes=g.line_bytes,
+                          addr_bits=g.addr_bits, max_burst=g.max_burst)
 
 
 def lookup(name):

@@ -264,21 +264,25 @@ def _synthesis(args, config):
     from .synth import synth_one
 
     g = EmbeddingGeometry.from_config(config)
-    r = synth_one("embedding", "ecp5-85f", config)
-    brams = r["utilization"]["brams"]
-    row = [r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], r["fmax_mhz"],
-           "yes" if r["meets_timing"] else "no", r["cells"]["luts"], r["cells"]["ffs"], r["harness"]["ffs"],
-           r["cells"]["dsps"], f"{brams['used']} / {brams['available']}"]
+    results = []
+    for component in ("embedding", "memory-bram"):
+        results.append(synth_one(component, "ecp5-85f", config))
+        r = results[-1]
+        print(f"  {component} on ecp5-85f: {r['fmax_mhz']} MHz, {r['cells']['luts']} LUTs", flush=True)
+    rows = [[r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], r["fmax_mhz"],
+             "yes" if r["meets_timing"] else "no", r["cells"]["luts"], r["cells"]["ffs"], r["harness"]["ffs"],
+             r["cells"]["dsps"], f"{r['utilization']['brams']['used']} / {r['utilization']['brams']['available']}",
+             f"`{r['critical_path']['from']}` -> `{r['critical_path']['to']}`" if r["critical_path"] else ""]
+            for r in results]
     table = format_table(["component", "target", "preset", "constraint MHz", "Fmax MHz", "meets", "LUTs", "FFs",
-                          "of which harness FFs", "DSPs", "DP16KD"], [row])
-    path = r["critical_path"]
+                          "of which harness FFs", "DSPs", "DP16KD", "critical path"], rows)
     notes = (f"Cache sizes of the small preset: static {g.static_bytes // 1024} KiB ({g.static_rows:,} rows of "
              f"{g.row_bytes} B), dynamic {g.dynamic_bytes // 1024} KiB ({g.sets} sets x {g.ways} ways x "
              f"{g.line_bytes} B) plus tags, in {g.banks} line banks; entry queue {g.queue_depth}; "
-             f"{g.requant_lanes} requantisers. The memory port leaves the unit (pins through the harness). "
-             + (f"Critical path `{path['from']}` -> `{path['to']}`, {path['delay_ns']} ns "
-                f"({path['logic_ns']} logic, {path['routing_ns']} routing). " if path else "")
-             + "Tools: " + ", ".join(r["tools"].values()) + ".")
+             f"{g.requant_lanes} requantisers. The unit's memory port leaves it (through the pin harness); "
+             "memory-bram is the block-RAM memory that can serve that port on the board. LUTs and FFs are Yosys's "
+             "post-synthesis counts (a CCU2C counts as two LUTs) and include the pin harness. Fmax is nextpnr's "
+             "estimate at seed 1. Tools: " + ", ".join(results[0]["tools"].values()) + ".")
     print(table)
     record(args, "embedding-synth", "Embedding unit: synthesis on the ECP5-85F", table + "\n\n" + notes)
 
