@@ -579,8 +579,10 @@ class EmbeddingUnit(wiring.Component):
         stage = data.StructLayout({
             "update": 1, "kind": _Kind, "line": unsigned(g.addr_bits), "static_line": range(max(g.static_lines, 2)),
             "offset": range(max(banks, 2)), "active": unsigned(banks), "lines": range(banks + 1),
-            "bag": lay.bag, "data": unsigned(width)})
+            "bag": lay.bag})
         s1 = self._addresses(m, f1, cfg, stage)
+        # An UPDATE's line: at most one UPDATE is in flight (it waits until everything before it is done).
+        update_data = Signal(width)
 
         # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
         # F3 (tag read), F4 (tag compare, LRU, allocation) and F5 (queueing, counting) never stall. ---
@@ -597,6 +599,8 @@ class EmbeddingUnit(wiring.Component):
         f2_free = ~f2_valid | admit
         with m.If(f2_free):
             m.d.sync += [f2_valid.eq(f1_pass), f2.eq(s1)]
+        with m.If(f1_pass & s1.update):
+            m.d.sync += update_data.eq(f1.arg.update.data)
         offset = Mux(f2.kind == _Kind.STATIC, f2.static_line, f2.line)[:max(bank_bits, 1)] if banks > 1 else 0
         m.d.sync += [
             f3_valid.eq(admit), f3.eq(f2), f3.offset.eq(offset),
@@ -632,7 +636,7 @@ class EmbeddingUnit(wiring.Component):
         miss = Signal(lay.miss)
         m.d.comb += [
             miss.write.eq(f5.update), miss.base.eq(Mux(f5.update, f5.line, f5.line & ~C(banks - 1, g.addr_bits))),
-            miss.mask.eq(missing), miss.data.eq(f5.data),
+            miss.mask.eq(missing), miss.data.eq(update_data),
             queue.w_en.eq(lookup5), queue.w_data.eq(entry),
             miss_queue.w_en.eq(f5_valid & (f5.update | missing.any())), miss_queue.w_data.eq(miss),
         ]
@@ -662,8 +666,7 @@ class EmbeddingUnit(wiring.Component):
         # An UPDATE's on-chip writes, one cycle after F4 (the data side is idle: UPDATE waits for it).
         update = Signal(data.StructLayout({"static": unsigned(banks), "dynamic": unsigned(banks),
                                            "static_addr": range(max(g.static_rows, 2)),
-                                           "dyn_addr": unsigned(max(ceil_log2(g.sets_per_bank * g.ways), 1)),
-                                           "data": unsigned(width)}))
+                                           "dyn_addr": unsigned(max(ceil_log2(g.sets_per_bank * g.ways), 1))}))
         updating = f4_valid & f4.update
         m.d.sync += [
             update.static.eq(Mux(updating & (f4.kind == _Kind.STATIC), C(1, banks) << f4.offset, 0)),
@@ -671,9 +674,8 @@ class EmbeddingUnit(wiring.Component):
             update.static_addr.eq(f4.static_line >> bank_bits),
             update.dyn_addr.eq(f4.line[bank_bits:bank_bits + set_bits] * g.ways
                                + Array(ways[b] for b in range(banks))[f4.offset] if g.ways else 0),
-            update.data.eq(f4.data),
         ]
-        self._cache_writes(m, storage, assembler, preloader, update)
+        self._cache_writes(m, storage, assembler, preloader, update, update_data)
 
         # --- Commands other than LOOKUP run at F1 once everything before them is done. ---
         busy = Signal()
@@ -750,7 +752,6 @@ class EmbeddingUnit(wiring.Component):
             s1.lines.eq(lines),
             s1.bag.table.eq(f1.table), s1.bag.last.eq(f1.arg.lookup.last), s1.bag.end.eq(f1.arg.lookup.end),
             s1.bag.row_lines.eq(cfg.row_lines), s1.bag.m.eq(cfg.m), s1.bag.s.eq(cfg.s),
-            s1.data.eq(f1.arg.update.data),
         ]
         return s1
 
@@ -777,7 +778,7 @@ class EmbeddingUnit(wiring.Component):
                 ports["tag_rd"].append(tags.read_port())
         return ports
 
-    def _cache_writes(self, m, storage, assembler, preloader, update):
+    def _cache_writes(self, m, storage, assembler, preloader, update, update_data):
         """Write ports of the caches: static lines from PRELOAD or UPDATE, dynamic lines from fills or UPDATE."""
         g = self.geometry
         for b in range(g.banks):
@@ -787,11 +788,11 @@ class EmbeddingUnit(wiring.Component):
                 up = update.static[b]
                 m.d.comb += [port.en.eq(up | pre),
                              port.addr.eq(Mux(up, update.static_addr, preloader.write.line >> g.bank_bits)),
-                             port.data.eq(Mux(up, update.data, preloader.write.data))]
+                             port.data.eq(Mux(up, update_data, preloader.write.data))]
             if g.ways:
                 port, fill, up = storage["dyn_wr"][b], assembler.fill[b], update.dynamic[b]
                 m.d.comb += [port.en.eq(up | fill.en), port.addr.eq(Mux(up, update.dyn_addr, fill.addr)),
-                             port.data.eq(Mux(up, update.data, fill.data))]
+                             port.data.eq(Mux(up, update_data, fill.data))]
 
     def _tags(self, m, storage, f2, f3, f4, allocate, flushing, hit, evict, ways):
         """Tag sets: read at F2, registered at F3, compared and rewritten at F4. A set written in either of the two
