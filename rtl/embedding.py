@@ -341,7 +341,8 @@ class _RowAssembler(wiring.Component):
         entry = self.entries.payload
         m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.row.size, depth=self._QUEUE)
         d1_valid, d2_valid = Signal(), Signal()
-        room = queue.level + d1_valid + d2_valid < self._QUEUE
+        used = Signal(range(self._QUEUE + 1))   # rows in D1, D2 and the queue
+        room = used < self._QUEUE
 
         # C0: collect the missing lines of the head entry.
         got = Signal(banks)
@@ -400,8 +401,9 @@ class _RowAssembler(wiring.Component):
             row.bag.eq(d2.bag),
             queue.w_en.eq(d2_valid), queue.w_data.eq(row),
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
-            self.idle.eq(~d1_valid & ~d2_valid & ~got.any() & (queue.level == 0)),
+            self.idle.eq((used == 0) & ~got.any()),
         ]
+        m.d.sync += used.eq(used + done - (self.rows.valid & self.rows.ready))
         return m
 
 
@@ -590,9 +592,11 @@ class EmbeddingUnit(wiring.Component):
         f2, f3, f4, f5 = Signal(stage), Signal(stage), Signal(stage), Signal(stage)
         credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
         admit, f1_pass = Signal(), Signal()
-        entries_ahead = (f3_valid & ~f3.update) + (f4_valid & ~f4.update) + (f5_valid & ~f5.update)
-        queue_room = queue.level + entries_ahead < g.queue_depth
-        miss_room = miss_queue.level + f3_valid + f4_valid + f5_valid < self._MISS_QUEUE
+        # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free.
+        queue_used = Signal(range(g.queue_depth + 1))
+        miss_used = Signal(range(self._MISS_QUEUE + 1))
+        queue_room = queue_used < g.queue_depth
+        miss_room = miss_used < self._MISS_QUEUE
         dynamic2 = f2.kind == _Kind.DYNAMIC
         credit_room = credit + f2.lines <= g.max_outstanding
         m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
@@ -624,8 +628,8 @@ class EmbeddingUnit(wiring.Component):
         # --- F5: queue the entry, request the missing lines (or an UPDATE's write), count. ---
         lookup5 = f5_valid & ~f5.update
         dynamic5 = f5.kind == _Kind.DYNAMIC
-        missing = Signal(banks)
-        m.d.comb += missing.eq(Mux(dynamic5, f5.active & ~hit5, 0))
+        missing, pushed = Signal(banks), Signal()
+        m.d.comb += [missing.eq(Mux(dynamic5, f5.active & ~hit5, 0)), pushed.eq(f5_valid & (f5.update | missing.any()))]
         entry = Signal(lay.entry)
         m.d.comb += [entry.kind.eq(f5.kind), entry.offset.eq(f5.offset), entry.active.eq(f5.active),
                      entry.hit.eq(hit5), entry.bag.eq(f5.bag)]
@@ -638,7 +642,11 @@ class EmbeddingUnit(wiring.Component):
             miss.write.eq(f5.update), miss.base.eq(Mux(f5.update, f5.line, f5.line & ~C(banks - 1, g.addr_bits))),
             miss.mask.eq(missing), miss.data.eq(update_data),
             queue.w_en.eq(lookup5), queue.w_data.eq(entry),
-            miss_queue.w_en.eq(f5_valid & (f5.update | missing.any())), miss_queue.w_data.eq(miss),
+            miss_queue.w_en.eq(pushed), miss_queue.w_data.eq(miss),
+        ]
+        m.d.sync += [
+            queue_used.eq(queue_used + (admit & ~f2.update) - (queue.r_en & queue.r_rdy)),
+            miss_used.eq(miss_used + admit - (f5_valid & ~pushed) - (miss_queue.r_en & miss_queue.r_rdy)),
         ]
         consumed = assembler.resp.valid & assembler.resp.ready
         reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
@@ -677,12 +685,14 @@ class EmbeddingUnit(wiring.Component):
         ]
         self._cache_writes(m, storage, assembler, preloader, update, update_data)
 
-        # --- Commands other than LOOKUP run at F1 once everything before them is done. ---
-        busy = Signal()
-        m.d.comb += busy.eq(f2_valid | f3_valid | f4_valid | f5_valid | (queue.level != 0) | (head.level != 0) |
-                            (miss_queue.level != 0) |
-                            ~assembler.idle | ~pooler.idle | ~requant.idle | (credit != 0) | preloader.busy |
-                            flushing | update.static.any() | update.dynamic.any())
+        # --- Commands other than LOOKUP run at F1 once everything before them is done. `busy` is registered: it
+        # lags a cycle, so it also counts any command completing at F1 in the cycle it is computed (whose effect
+        # shows only in the next); nothing starts by itself after everything is done, so a non-busy cycle is
+        # safe. ---
+        busy = Signal(init=1)
+        m.d.sync += busy.eq((f1_valid & f1_done) | f2_valid | f3_valid | f4_valid | f5_valid | (queue_used != 0) |
+                            (head.level != 0) | (miss_used != 0) | ~assembler.idle | ~pooler.idle | ~requant.idle |
+                            (credit != 0) | preloader.busy | flushing | update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
         counters_valid = Signal()
         counters_out = Signal(lay.counters)
