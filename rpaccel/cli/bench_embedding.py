@@ -30,7 +30,9 @@ def _arguments(p):
     p.add_argument("--pooling", type=int, default=8, help="IDs per bag (default 8)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--synth", action="store_true",
-                   help="also synthesise the unit on ecp5-85f at the small preset (minutes) into its own section")
+                   help="also synthesise the unit and the block-RAM memory on ecp5-85f at the small preset (tens of "
+                        "minutes) into their own section")
+    p.add_argument("--synth-only", action="store_true", help="only the synthesis (implies --synth)")
 
 
 def arrangements(config):
@@ -191,6 +193,9 @@ def bench_embedding(args):
         if getattr(args, name) <= 0:
             raise CLIError(f"--{name} must be a positive integer, not {getattr(args, name)}")
     config = preset("small")
+    if args.synth_only:
+        _synthesis(args, config)
+        return 0
     g = EmbeddingGeometry.from_config(config)
     if args.dim % g.line_bytes or args.dim > g.row_bytes or args.dim & (args.dim - 1):
         raise CLIError(f"--dim must be a power of two, a multiple of {g.line_bytes} and at most {g.row_bytes}, "
