@@ -152,8 +152,8 @@ class Requantizer(wiring.Component):
 
     A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. The input
     is copied into a work register (so the pooler is free at once); each cycle one chunk of ``lanes`` elements
-    enters a five-stage pipeline: select the chunk, multiply ``acc * m`` (one multiplier per lane), shift by the
-    multiple-of-8 part of ``s - 1``, shift by the rest and saturate to [-258, 256], then ``(t + 1) >> 1`` (or
+    enters a six-stage pipeline: select the chunk, multiply ``acc * m`` (one multiplier per lane), shift by the
+    multiple-of-8 part of ``s - 1``, shift by the rest, saturate to [-258, 256], then ``(t + 1) >> 1`` (or
     ``t`` for ``s = 0``) clamped to int8 (the rounding argument of docs/numerics.md). The pipeline never stalls:
     a chunk is issued only when the output queue has room for every result already in flight. Elements beyond
     ``d`` come out 0.
@@ -171,7 +171,7 @@ class Requantizer(wiring.Component):
     """
 
     #: Pipeline stages from issuing a chunk to its result.
-    STAGES = 5
+    STAGES = 6
     _QUEUE = 16  # LUT RAM is 16 deep anyway
 
     def __init__(self, layouts):
@@ -235,14 +235,12 @@ class Requantizer(wiring.Component):
             saturated = Signal(range(low, high + 1), name=f"saturated{lane}")
             rounded = Signal(signed(11), name=f"rounded{lane}")
             result = Signal(signed(8), name=f"result{lane}")
-            m.d.comb += [
-                fine.eq(coarse >> metas[2].shift[:3]),
-                rounded.eq(Mux(metas[3].s_zero, saturated, (saturated + 1) >> 1)),
-            ]
+            m.d.comb += rounded.eq(Mux(metas[4].s_zero, saturated, (saturated + 1) >> 1))
             m.d.sync += [
                 x.eq(Array(work.acc[c * lanes + lane] for c in range(chunks))[chunk]),
                 product.eq(x * metas[0].m),
                 coarse.eq(product >> Cat(C(0, 3), metas[1].shift[3:])),
+                fine.eq(coarse >> metas[2].shift[:3]),
                 saturated.eq(Mux(fine < low, low, Mux(fine > high, high, fine))),
                 result.eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded))),
             ]

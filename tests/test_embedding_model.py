@@ -179,3 +179,15 @@ def test_allocate_static_prefers_accesses_per_line():
     assert allocate_static(counts, [1, 2], 4) == [2, 1]
     # Never-accessed rows are not allocated.
     assert allocate_static(counts, [1, 1], 100) == [3, 3]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--dim", "48"], "--dim must be a power of two, a multiple of 16 and at most 64, not 48"),
+    (["--tables", "40"], "--tables must be at most 32, not 40"),
+    (["--lookups", "0"], "--lookups must be a positive integer, not 0"),
+])
+def test_bench_embedding_rejects_bad_options(capsys, argv, message):
+    from rpaccel.cli import main
+
+    assert main(["bench", "embedding", *argv]) == 2
+    assert message in capsys.readouterr().err
