@@ -152,7 +152,8 @@ class Requantizer(wiring.Component):
 
     A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. The input
     is copied into a work register (so the pooler is free at once); each cycle one chunk of ``lanes`` elements
-    enters a six-stage pipeline: select the chunk, multiply ``acc * m`` (one multiplier per lane), shift by the
+    enters a seven-stage pipeline: select the chunk, a register towards the multipliers, multiply ``acc * m`` (one
+    multiplier per lane), shift by the
     multiple-of-8 part of ``s - 1``, shift by the rest, saturate to [-258, 256], then ``(t + 1) >> 1`` (or
     ``t`` for ``s = 0``) clamped to int8 (the rounding argument of docs/numerics.md). The pipeline never stalls:
     a chunk is issued only when the output queue has room for every result already in flight. Elements beyond
@@ -171,7 +172,7 @@ class Requantizer(wiring.Component):
     """
 
     #: Pipeline stages from issuing a chunk to its result.
-    STAGES = 6
+    STAGES = 7
     _QUEUE = 16  # LUT RAM is 16 deep anyway
 
     def __init__(self, layouts):
@@ -229,18 +230,20 @@ class Requantizer(wiring.Component):
         results = []
         for lane in range(lanes):
             x = Signal(signed(g.acc_bits), name=f"x{lane}")
+            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}")     # a register on the way to the multiplier
             product = Signal(signed(product_bits), name=f"product{lane}")
             coarse = Signal(signed(product_bits), name=f"coarse{lane}")
             fine = Signal(signed(product_bits), name=f"fine{lane}")
             saturated = Signal(range(low, high + 1), name=f"saturated{lane}")
             rounded = Signal(signed(11), name=f"rounded{lane}")
             result = Signal(signed(8), name=f"result{lane}")
-            m.d.comb += rounded.eq(Mux(metas[4].s_zero, saturated, (saturated + 1) >> 1))
+            m.d.comb += rounded.eq(Mux(metas[5].s_zero, saturated, (saturated + 1) >> 1))
             m.d.sync += [
                 x.eq(Array(work.acc[c * lanes + lane] for c in range(chunks))[chunk]),
-                product.eq(x * metas[0].m),
-                coarse.eq(product >> Cat(C(0, 3), metas[1].shift[3:])),
-                fine.eq(coarse >> metas[2].shift[:3]),
+                x2.eq(x),
+                product.eq(x2 * metas[1].m),
+                coarse.eq(product >> Cat(C(0, 3), metas[2].shift[3:])),
+                fine.eq(coarse >> metas[3].shift[:3]),
                 saturated.eq(Mux(fine < low, low, Mux(fine > high, high, fine))),
                 result.eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded))),
             ]
@@ -303,11 +306,11 @@ class _RowAssembler(wiring.Component):
     """Turn queue entries into rows: take the missing lines from memory (filling the dynamic cache), read the
     hits and static rows, rotate the banks into row order.
 
-    C0 (head of the entry queue) takes the entry's missing lines, one per memory beat in bank order, writing each
-    into its dynamic cache way; when the last is in, it reads the hit lines and static lines. D1: the block RAMs
-    answer; D2: their outputs, registered, are selected per bank and rotated into line order, into a small row
-    queue. C0 completes an entry only when the queue has room for everything in D1 and D2, so D1 and D2 never
-    stall.
+    C0 (the entry taken from the queue, in registers) takes the entry's missing lines, one per memory beat in bank
+    order, writing each into its dynamic cache way; when the last is in, it reads the hit lines and static lines.
+    D1: the block RAMs answer; D2: their outputs, registered, are selected per bank and rotated into line order,
+    into a small row queue. C0 completes an entry only when the queue has room for everything in D1 and D2, so D1
+    and D2 never stall.
     """
 
     _QUEUE = 4
@@ -342,41 +345,49 @@ class _RowAssembler(wiring.Component):
         used = Signal(range(self._QUEUE + 1))   # rows in D1, D2 and the queue
         room = used < self._QUEUE
 
-        # C0: collect the missing lines of the head entry.
-        got = Signal(banks)
+        # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
+        # `nxt` the first of them, `only` whether it is the last one.
+        c0_valid = Signal()
+        c0 = Signal(self.layouts.entry)
+        need, nxt, only = Signal(banks), Signal(banks), Signal()
         pending = Signal(data.ArrayLayout(unsigned(width), banks))
-        need = Signal(banks)
-        nxt = Signal(banks)
-        m.d.comb += [need.eq(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0) & ~got),
-                     nxt.eq(_lowest(need))]
-        only = need == nxt
-        m.d.comb += self.resp.ready.eq(self.entries.valid & need.any() & (~only | room))
-        take = self.resp.valid & self.resp.ready
-        done = Signal()
-        m.d.comb += [done.eq(self.entries.valid & room & (~need.any() | (take & only))),
-                     self.entries.ready.eq(done)]
+        take, done = Signal(), Signal()
+        m.d.comb += [
+            self.resp.ready.eq(c0_valid & need.any() & (~only | room)),
+            take.eq(self.resp.valid & self.resp.ready),
+            done.eq(c0_valid & room & (~need.any() | (take & only))),
+            self.entries.ready.eq(~c0_valid | done),
+        ]
+
+        def remember(lines):
+            return [need.eq(lines), nxt.eq(_lowest(lines)), only.eq(lines == _lowest(lines))]
+
+        with m.If(self.entries.valid & self.entries.ready):
+            m.d.sync += [c0_valid.eq(1), c0.eq(entry),
+                         *remember(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0))]
+        with m.Elif(done):
+            m.d.sync += c0_valid.eq(0)
+        with m.Elif(take):
+            m.d.sync += remember(need & ~nxt)
         lines_in = Signal.like(pending)
         for b in range(banks):
             m.d.comb += lines_in[b].eq(Mux(take & nxt[b], self.resp.payload, pending[b]))
-        with m.If(take):
-            m.d.sync += [got.eq(got | nxt), pending.eq(lines_in)]
-        with m.If(done):
-            m.d.sync += got.eq(0)
-        for b in range(banks):
+            with m.If(take & nxt[b]):
+                m.d.sync += pending[b].eq(self.resp.payload)
             if g.ways:
-                addr = entry.set * g.ways + entry.way[b]
+                addr = c0.set * g.ways + c0.way[b]
                 m.d.comb += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
                              self.fill[b].data.eq(self.resp.payload), self.dyn_rd[b].addr.eq(addr)]
             if g.static_rows:
-                m.d.comb += self.static_rd[b].addr.eq(entry.static_addr)
+                m.d.comb += self.static_rd[b].addr.eq(c0.static_addr)
 
         # D1: the block RAMs answer. D2: their registered outputs, selected per bank and rotated.
         info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
                                   "bag": self.layouts.bag})
         d1, d2 = Signal(info), Signal(info)
         d1_lines, d2_lines = Signal.like(pending), Signal.like(pending)
-        m.d.sync += [d1_valid.eq(done), d1.kind.eq(entry.kind), d1.offset.eq(entry.offset),
-                     d1.active.eq(entry.active), d1.hit.eq(entry.hit), d1.bag.eq(entry.bag), d1_lines.eq(lines_in),
+        m.d.sync += [d1_valid.eq(done), d1.kind.eq(c0.kind), d1.offset.eq(c0.offset),
+                     d1.active.eq(c0.active), d1.hit.eq(c0.hit), d1.bag.eq(c0.bag), d1_lines.eq(lines_in),
                      d2_valid.eq(d1_valid), d2.eq(d1), d2_lines.eq(d1_lines)]
         by_bank = []
         for b in range(banks):
@@ -399,7 +410,7 @@ class _RowAssembler(wiring.Component):
             row.bag.eq(d2.bag),
             queue.w_en.eq(d2_valid), queue.w_data.eq(row),
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
-            self.idle.eq((used == 0) & ~got.any()),
+            self.idle.eq((used == 0) & ~c0_valid),
         ]
         m.d.sync += used.eq(used + done - (self.rows.valid & self.rows.ready))
         return m
@@ -596,7 +607,7 @@ class EmbeddingUnit(wiring.Component):
         queue_room = queue_used < g.queue_depth
         miss_room = miss_used < self._MISS_QUEUE
         dynamic2 = f2.kind == _Kind.DYNAMIC
-        credit_room = credit + f2.lines <= g.max_outstanding
+        credit_room = Signal(init=1)   # room for a whole row of the widest kind, decided a cycle ahead
         m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
         f2_free = ~f2_valid | admit
         with m.If(f2_free):
@@ -642,14 +653,20 @@ class EmbeddingUnit(wiring.Component):
             queue.w_en.eq(lookup5), queue.w_data.eq(entry),
             miss_queue.w_en.eq(pushed), miss_queue.w_data.eq(miss),
         ]
+        # What the data side frees is counted a cycle late (the signals come from far across the chip): late
+        # releases are only conservative.
+        popped, miss_popped, consumed = Signal(), Signal(), Signal()
         m.d.sync += [
-            queue_used.eq(queue_used + (admit & ~f2.update) - (queue.r_en & queue.r_rdy)),
-            miss_used.eq(miss_used + admit - (f5_valid & ~pushed) - (miss_queue.r_en & miss_queue.r_rdy)),
+            popped.eq(queue.r_en & queue.r_rdy), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy),
+            consumed.eq(assembler.resp.valid & assembler.resp.ready),
+            queue_used.eq(queue_used + (admit & ~f2.update) - popped),
+            miss_used.eq(miss_used + admit - (f5_valid & ~pushed) - miss_popped),
         ]
-        consumed = assembler.resp.valid & assembler.resp.ready
         reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
         release = Mux(lookup5, _popcount(hit5), 0)
-        m.d.sync += credit.eq(credit + reserve - release - consumed)
+        credit_next = Signal.like(credit)
+        m.d.comb += credit_next.eq(credit + reserve - release - consumed)
+        m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next + banks <= g.max_outstanding)]
 
         # Counters.
         counters = Signal(lay.counters)
