@@ -128,9 +128,9 @@ class _Memory(wiring.Component):
     """Request queue, in-order service and response routing shared by both memories."""
 
     #: Fewest cycles from accepting a read request to presenting its first line.
-    MIN_LATENCY = 4
+    MIN_LATENCY = 5
     # Cycles from serving a line out of storage to presenting it on a port.
-    _SERVICE = 2
+    _SERVICE = 3
     _RESPONSE_DEPTH = 4
 
     @checked_init
@@ -205,10 +205,12 @@ class _Memory(wiring.Component):
         credit = self._bandwidth(m, beat)
         m.submodules.responses = responses = fifo.SyncFIFO(width=8 * self.line_bytes + 1,
                                                            depth=self._RESPONSE_DEPTH)
-        in_flight = Signal()
-        in_flight_host = Signal()
+        # A line read from storage: issued (in_flight), then registered (read), then queued for its port. The
+        # block RAM's output is registered before anything else: it arrives late in the cycle.
+        in_flight, in_flight_host, read, read_host = Signal(), Signal(), Signal(), Signal()
+        read_data = Signal(8 * self.line_bytes)
         room = Signal()
-        m.d.comb += room.eq(responses.level + in_flight < self._RESPONSE_DEPTH)
+        m.d.comb += room.eq(responses.level + in_flight + read < self._RESPONSE_DEPTH)
         offset = Signal(range(max(self.max_burst, 2)))
         m.d.comb += beat.eq(queue.r_rdy & due & credit & (head.req.write | room))
         s = self._storage(m)
@@ -217,7 +219,8 @@ class _Memory(wiring.Component):
             s["waddr"].eq(addr), s["wdata"].eq(head.req.data), s["raddr"].eq(addr),
             s["we"].eq(beat & head.req.write), s["re"].eq(beat & ~head.req.write),
         ]
-        m.d.sync += [in_flight.eq(beat & ~head.req.write), in_flight_host.eq(head.host)]
+        m.d.sync += [in_flight.eq(beat & ~head.req.write), in_flight_host.eq(head.host),
+                     read.eq(in_flight), read_host.eq(in_flight_host), read_data.eq(s["rdata"])]
         with m.If(beat):
             with m.If(head.req.write | (offset == head.req.length)):
                 m.d.comb += queue.r_en.eq(1)
@@ -227,8 +230,8 @@ class _Memory(wiring.Component):
 
         # Read lines back to the port that asked, in order.
         m.d.comb += [
-            responses.w_en.eq(in_flight),
-            responses.w_data.eq(s["rdata"] | (in_flight_host << (8 * self.line_bytes))),
+            responses.w_en.eq(read),
+            responses.w_data.eq(read_data | (read_host << (8 * self.line_bytes))),
         ]
         to_host = responses.r_data[-1]
         for port, selected in ((self.port, ~to_host), (self.host, to_host)):

@@ -51,7 +51,7 @@ def timed_reads(dut, requests, *, preload=16, settle=100):
     return accepted, lines
 
 
-@pytest.mark.parametrize("latency", [4, 7, 30])
+@pytest.mark.parametrize("latency", [5, 7, 30])
 def test_first_line_arrives_after_the_latency(latency):
     accepted, lines = timed_reads(model(latency), [read(3, 4)])
     assert [c - accepted[0] for c, _ in lines] == [latency, latency + 1, latency + 2, latency + 3]
@@ -130,8 +130,8 @@ def test_block_ram_memory_random_traffic_under_stalls():
 
 
 def test_invalid_parameters():
-    with pytest.raises(ValueError, match="Latency must be at least 4 cycles"):
-        model(latency=3)
+    with pytest.raises(ValueError, match="Latency must be at least 5 cycles"):
+        model(latency=4)
     with pytest.raises(ValueError, match="Bandwidth of 8 bytes per cycle exceeds one 4-byte line per cycle"):
         model(bytes_per_cycle=8)
     with pytest.raises(ValueError, match="Memory lines must be a power of two, not 100"):
