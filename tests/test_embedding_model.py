@@ -185,6 +185,7 @@ def test_allocate_static_prefers_accesses_per_line():
     (["--dim", "48"], "--dim must be a power of two, a multiple of 16 and at most 64, not 48"),
     (["--tables", "40"], "--tables must be at most 32, not 40"),
     (["--lookups", "0"], "--lookups must be a positive integer, not 0"),
+    (["--drift", "1.5"], "--drift must be between 0 and 1, not 1.5"),
 ])
 def test_bench_embedding_rejects_bad_options(capsys, argv, message):
     from rpaccel.cli import main
