@@ -60,13 +60,20 @@ class AccelConfig:
     max_tables : int
         Largest number of embedding tables per model.
     static_cache_rows : int
-        Embedding rows held by the static (profiled, tag-free) cache, over all tables.
+        Embedding rows of ``max_emb_dim`` bytes held by the static (profiled, tag-free) cache, over all tables
+        (narrower rows pack densely: twice as many rows of half the width).
     dyn_cache_sets, dyn_cache_ways, dyn_cache_line_bytes : int
         Geometry of the dynamic set-associative cache; ``dyn_cache_ways = 0`` disables it.
     max_outstanding_misses : int
-        Misses the dynamic cache can keep in flight.
+        Lines the embedding unit can have requested from memory and not yet consumed (misses in flight).
+    max_pooling : int
+        Largest pooling factor (rows summed into one pooled vector); sets the pooling accumulators' width.
+    emb_requant_lanes : int
+        Pooled elements the embedding unit requantises per cycle (a power of two, at most ``max_emb_dim``).
     mem_latency_cycles, mem_bytes_per_cycle : int
         Latency and bandwidth of the off-chip memory model.
+    mem_bytes : int
+        Capacity of the off-chip memory holding the embedding tables (a power of two; sets address widths).
     k_max : int
         Largest k a top-k unit supports.
     topk_units : int
@@ -88,13 +95,16 @@ class AccelConfig:
     # Embedding unit and caches.
     max_emb_dim: int = 64
     max_tables: int = 32
-    static_cache_rows: int = 4096
-    dyn_cache_sets: int = 256
+    static_cache_rows: int = 1024
+    dyn_cache_sets: int = 1024
     dyn_cache_ways: int = 4
     dyn_cache_line_bytes: int = 16
-    max_outstanding_misses: int = 8
+    max_outstanding_misses: int = 128
+    max_pooling: int = 1024
+    emb_requant_lanes: int = 16
     mem_latency_cycles: int = 100
     mem_bytes_per_cycle: int = 16
+    mem_bytes: int = 1 << 25
     # Top-k filter units.
     k_max: int = 64
     topk_units: int = 4
@@ -129,6 +139,11 @@ class AccelConfig:
                 f"dyn_cache_line_bytes must be a power of two, not {self.dyn_cache_line_bytes!r}")
         if not _is_pow2(self.max_emb_dim):
             raise ConfigError(f"max_emb_dim must be a power of two, not {self.max_emb_dim!r}")
+        if not _is_pow2(self.emb_requant_lanes) or self.emb_requant_lanes > self.max_emb_dim:
+            raise ConfigError(f"emb_requant_lanes must be a power of two of at most max_emb_dim "
+                              f"({self.max_emb_dim}), not {self.emb_requant_lanes!r}")
+        if not _is_pow2(self.mem_bytes):
+            raise ConfigError(f"mem_bytes must be a power of two, not {self.mem_bytes!r}")
         if not isinstance(self.clock_mhz, (int, float)) or not self.clock_mhz > 0:
             raise ConfigError(f"clock_mhz must be a positive number, not {self.clock_mhz!r}")
         if self.target not in TARGETS:
@@ -202,9 +217,9 @@ PRESETS = {
     "tiny": replace(
         SMALL, name="tiny", array_rows=4, array_cols=4, block=2, splits=(1, 2, 4),
         weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8,
-        static_cache_rows=256, dyn_cache_sets=16, dyn_cache_ways=2, dyn_cache_line_bytes=16,
-        max_outstanding_misses=2, mem_bytes_per_cycle=4, k_max=16, topk_units=1, clock_mhz=30.0,
-        target="ice40-up5k"),
+        static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
+        max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
+        mem_bytes=1 << 17, k_max=16, topk_units=1, clock_mhz=30.0, target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default.
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
@@ -212,7 +227,7 @@ PRESETS = {
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
-        k_max=256, topk_units=16, target="none"),
+        mem_bytes=1 << 34, k_max=256, topk_units=16, target="none"),
 }
 
 

@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .embedding import EmbeddingUnit
+from .memory import BlockRAMMemory
 from .pe import ProcessingElement
 from .postproc import PostProcessor
 
@@ -41,7 +43,19 @@ CATALOG = {entry.name: entry for entry in [
                  lambda config: ProcessingElement()),
     CatalogEntry("postproc", "post-processing unit: bias add, requantise to int8, ReLU (stream, 6 stages)",
                  lambda config: PostProcessor()),
+    CatalogEntry("embedding", "embedding unit: static + dynamic caches, sum-pooling, requantisation (memory port "
+                 "on pins)", EmbeddingUnit),
+    CatalogEntry("memory-bram", "64 KiB of block RAM serving the embedding unit's memory port (two ports: unit, "
+                 "host)", lambda config: _bram_memory(config, 64 * 1024)),
 ]}
+
+
+def _bram_memory(config, size):
+    from ..embedding import EmbeddingGeometry
+
+    g = EmbeddingGeometry.from_config(config)
+    return BlockRAMMemory(lines=min(size // g.line_bytes, 1 << g.addr_bits), line_bytes=g.line_bytes,
+                          addr_bits=g.addr_bits, max_burst=g.max_burst)
 
 
 def lookup(name):

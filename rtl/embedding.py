@@ -1,0 +1,965 @@
+"""Embedding unit: gathers int8 rows through a static and a dynamic cache, sum-pools them, requantises per table.
+
+See docs/embedding.md for the design and its decisions; the reference model of the caches is
+:mod:`rpaccel.cachemodel`, the golden model of the outputs :func:`rpaccel.embedding.pool_bags`.
+
+Commands arrive on one stream and are executed in order (:class:`EmbeddingOp`):
+
+``LOOKUP``
+    One row ID of a bag (``last`` marks the bag's last ID, ``end`` the item's last bag); one pooled vector per
+    bag leaves on ``pooled``, in command order. Up to one row per cycle.
+``CONFIG``
+    Set a table's size, static rows, placement and requantisation parameters.
+``PRELOAD``
+    Copy a table's static rows from memory into the static cache.
+``UPDATE``
+    Write one line of a row: to memory (write-through) and to every on-chip copy (static or dynamic), so no
+    later lookup sees the old value.
+``FLUSH``
+    Invalidate the dynamic cache (also done after reset).
+``COUNTERS``
+    Emit the counters on ``counters`` (optionally clearing them).
+
+Every command but ``LOOKUP`` first waits until all earlier lookups have left the unit's pipeline.
+
+Pipeline: F1 (command, table configuration, addresses) -> F2 (admission: room reserved for the entry, the
+misses and the lines, so nothing after it stalls) -> F3 (tag read, registered) -> F4 (tag compare, LRU update,
+allocation) -> F5 (entry queue, miss requests, counters) -> row assembly (waits for missing lines, fills the
+dynamic cache, reads hits and static lines, registers the block RAMs' outputs, rotates banks into line order) ->
+pooling -> requantisation -> ``pooled``. Tags and LRU state change at F4 in command order and lines arrive in
+order, so a lookup of a line whose fill is still in flight is a hit that reads the line after the fill lands: the
+counts never depend on timing.
+"""
+
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.memory import Memory, ReadPort
+from amaranth.lib.wiring import In, Out
+
+from ..cachemodel import COUNTERS
+from ..embedding import EmbeddingGeometry, ceil_log2
+from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
+from .memory import BlockRAMMemory, MemoryModel, MemoryPort, checked_init
+
+__all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
+
+
+class EmbeddingOp(enum.Enum, shape=3):
+    """Operation of an embedding unit command."""
+
+    LOOKUP = 0
+    CONFIG = 1
+    PRELOAD = 2
+    UPDATE = 3
+    FLUSH = 4
+    COUNTERS = 5
+
+
+class _Kind(enum.Enum, shape=2):
+    # Where a row comes from.
+    DYNAMIC = 0  # dynamic cache hits and memory
+    STATIC = 1
+    ZERO = 2     # out-of-range ID
+
+
+def _bits(n):
+    """Width holding 0 .. n - 1 (at least 1)."""
+    return max(1, ceil_log2(n))
+
+
+class Layouts:
+    """Payload layouts of an embedding unit of geometry ``g`` (also used to encode commands on the host side).
+
+    Attributes
+    ----------
+    command : StructLayout
+        ``{op, table, arg}``, ``arg`` a union of ``lookup {id, last, end}``,
+        ``config {rows, static_rows, static_base, mem_base, row_lines, m, s}`` (``row_lines`` is log2 of the lines
+        per row), ``update {id, line, data}`` and ``counters {clear}``.
+    pooled : StructLayout
+        ``{table, end, data}``: one pooled, requantised vector (``max_emb_dim`` int8, zero beyond the table's
+        dimension).
+    counters : StructLayout
+        The 32-bit counters, named as in :data:`rpaccel.cachemodel.COUNTERS`.
+    """
+
+    def __init__(self, g):
+        self.g = g
+        line = unsigned(8 * g.line_bytes)
+        table = range(max(g.tables, 2))
+        self.table_config = data.StructLayout({
+            "rows": unsigned(g.id_bits + 1),
+            "static_rows": range(g.static_lines + 1),
+            "static_base": range(max(g.static_lines, 2)),
+            "mem_base": unsigned(g.addr_bits),
+            "row_lines": range(g.bank_bits + 1),
+            "m": unsigned(M_BITS),
+            "s": unsigned(S_BITS),
+        })
+        self.command = data.StructLayout({
+            "op": EmbeddingOp,
+            "table": table,
+            "arg": data.UnionLayout({
+                "lookup": data.StructLayout({"id": unsigned(g.id_bits), "last": 1, "end": 1}),
+                "config": self.table_config,
+                "update": data.StructLayout({"id": unsigned(g.id_bits), "line": range(max(g.banks, 2)),
+                                             "data": line}),
+                "counters": data.StructLayout({"clear": 1}),
+            }),
+        })
+        # What travels with every row: its bag's table and flags, and the table's row size and parameters.
+        self.bag = data.StructLayout({"table": table, "last": 1, "end": 1, "row_lines": range(g.bank_bits + 1),
+                                      "m": unsigned(M_BITS), "s": unsigned(S_BITS)})
+        fields = {"kind": _Kind, "offset": range(max(g.banks, 2)), "active": unsigned(g.banks),
+                  "hit": unsigned(g.banks), "bag": self.bag}
+        if g.ways:
+            fields["set"] = range(max(g.sets_per_bank, 2))
+            fields["way"] = data.ArrayLayout(range(max(g.ways, 2)), g.banks)
+        if g.static_rows:
+            fields["static_addr"] = range(max(g.static_rows, 2))
+        self.entry = data.StructLayout(fields)
+        # A row's missing lines (a bank mask from line ``base``), or an UPDATE's line write.
+        self.miss = data.StructLayout({"write": 1, "base": unsigned(g.addr_bits), "mask": unsigned(g.banks),
+                                       "data": line})
+        self.row = data.StructLayout({"data": data.ArrayLayout(signed(8), g.row_bytes), "bag": self.bag})
+        self.sum = data.StructLayout({"acc": data.ArrayLayout(signed(g.acc_bits), g.row_bytes), "bag": self.bag})
+        self.pooled = data.StructLayout({"table": table, "end": 1,
+                                         "data": data.ArrayLayout(signed(8), g.row_bytes)})
+        self.counters = data.StructLayout({name: unsigned(32) for name in COUNTERS})
+        self.memory = MemoryPort(addr_bits=g.addr_bits, line_bytes=g.line_bytes, max_burst=g.max_burst)
+        if g.ways:
+            way_bits = _bits(g.ways)
+            self.tags = data.StructLayout({
+                "valid": unsigned(g.ways),
+                "tag": data.ArrayLayout(unsigned(max(g.tag_bits, 1)), g.ways),
+                "age": data.ArrayLayout(unsigned(way_bits), g.ways),
+            })
+
+
+def _popcount(value):
+    return sum((value[i] for i in range(len(value))), start=C(0, 1))
+
+
+def _lowest(value):
+    """One-hot lowest set bit of ``value`` (0 if none)."""
+    return value & (~value + 1)
+
+
+# --- Requantisation ---------------------------------------------------------------------------------------
+
+class Requantizer(wiring.Component):
+    """Requantise pooled sums to int8, ``lanes`` elements per cycle (:func:`rpaccel.numeric.requantize`).
+
+    A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. The input
+    is copied into a work register (so the pooler is free at once); each cycle one chunk of ``lanes`` elements
+    enters a seven-stage pipeline: select the chunk, a register towards the multipliers, multiply ``acc * m`` (one
+    multiplier per lane), shift by the
+    multiple-of-8 part of ``s - 1``, shift by the rest, saturate to [-258, 256], then ``(t + 1) >> 1`` (or
+    ``t`` for ``s = 0``) clamped to int8 (the rounding argument of docs/numerics.md). The pipeline never stalls:
+    a chunk is issued only when the output queue has room for every result already in flight. Elements beyond
+    ``d`` come out 0.
+
+    Parameters
+    ----------
+    layouts : Layouts
+
+    Members
+    -------
+    i : In(stream.Signature(layouts.sum))
+    o : Out(stream.Signature(layouts.pooled))
+    idle : Out(1)
+        Nothing in the unit but (possibly) results in the output queue.
+    """
+
+    #: Pipeline stages from issuing a chunk to its result.
+    STAGES = 7
+    _QUEUE = 16  # LUT RAM is 16 deep anyway
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        super().__init__({"i": In(stream.Signature(layouts.sum)), "o": Out(stream.Signature(layouts.pooled)),
+                          "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.layouts.g
+        lanes, chunks = g.requant_lanes, g.row_bytes // g.requant_lanes
+        m.submodules.out = out = fifo.SyncFIFOBuffered(width=self.layouts.pooled.size, depth=self._QUEUE)
+        meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": self.layouts.bag["table"].shape,
+                                  "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1})
+        valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
+        metas = [Signal(meta, name=f"meta{k}") for k in range(self.STAGES)]
+        m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
+        m.d.sync += [metas[k].eq(metas[k - 1]) for k in range(1, self.STAGES)]
+
+        # Work register and chunk issue (credit: every result in flight has a place in the output queue).
+        work = Signal(self.layouts.sum)
+        busy = Signal()
+        chunk = Signal(range(max(chunks, 2)))
+        last_chunk = Signal(range(max(chunks, 2)))
+        elements = Signal(range(g.row_bytes + 1))
+        in_flight = Signal(range(self.STAGES + 1))
+        m.d.comb += [
+            elements.eq(C(g.line_bytes) << work.bag.row_lines),
+            last_chunk.eq((elements - 1) >> ceil_log2(lanes)),
+            in_flight.eq(sum((v & mt.last for v, mt in zip(valid, metas)), start=C(0, 1))),
+        ]
+        # Room for two more results (the one that may issue now and the one after it), decided a cycle ahead.
+        room = Signal()
+        m.d.sync += room.eq(out.level + in_flight + 2 <= self._QUEUE)
+        issue = busy & room
+        final = issue & (chunk == last_chunk)
+        m.d.comb += self.i.ready.eq(~busy | final)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [work.eq(self.i.payload), busy.eq(1)]
+        with m.Elif(final):
+            m.d.sync += busy.eq(0)
+        with m.If(issue):
+            m.d.sync += chunk.eq(Mux(final, 0, chunk + 1))
+        bag = work.bag
+        m.d.sync += [
+            valid[0].eq(issue),
+            metas[0].chunk.eq(chunk), metas[0].last.eq(chunk == last_chunk), metas[0].table.eq(bag.table),
+            metas[0].end.eq(bag.end), metas[0].m.eq(bag.m), metas[0].shift.eq(Mux(bag.s == 0, 0, bag.s - 1)),
+            metas[0].s_zero.eq(bag.s == 0),
+        ]
+
+        # The lanes: select, multiply, coarse shift, fine shift and saturate, round and clamp.
+        product_bits = g.acc_bits + M_BITS + 1
+        low, high = 2 * INT8_MIN - 2, 2 * INT8_MAX + 2
+        results = []
+        for lane in range(lanes):
+            x = Signal(signed(g.acc_bits), name=f"x{lane}")
+            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}")     # a register on the way to the multiplier
+            product = Signal(signed(product_bits), name=f"product{lane}")
+            coarse = Signal(signed(product_bits), name=f"coarse{lane}")
+            fine = Signal(signed(product_bits), name=f"fine{lane}")
+            saturated = Signal(range(low, high + 1), name=f"saturated{lane}")
+            rounded = Signal(signed(11), name=f"rounded{lane}")
+            result = Signal(signed(8), name=f"result{lane}")
+            m.d.comb += rounded.eq(Mux(metas[5].s_zero, saturated, (saturated + 1) >> 1))
+            m.d.sync += [
+                x.eq(Array(work.acc[c * lanes + lane] for c in range(chunks))[chunk]),
+                x2.eq(x),
+                product.eq(x2 * metas[1].m),
+                coarse.eq(product >> Cat(C(0, 3), metas[2].shift[3:])),
+                fine.eq(coarse >> metas[3].shift[:3]),
+                saturated.eq(Mux(fine < low, low, Mux(fine > high, high, fine))),
+                result.eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded))),
+            ]
+            results.append(result)
+
+        # Collect the chunks of a vector; the last one completes it (chunks after it are zero).
+        done, here = metas[-1], Cat(*results)
+        vector = Signal(data.ArrayLayout(signed(8), g.row_bytes))
+        complete = Signal.like(vector)
+        for c in range(chunks):
+            part = slice(c * lanes * 8, (c + 1) * lanes * 8)
+            m.d.comb += complete.as_value()[part].eq(
+                Mux(done.chunk == c, here, Mux(done.chunk < c, 0, vector.as_value()[part])))
+        with m.If(valid[-1]):
+            m.d.sync += vector.eq(complete)
+        pooled = Signal(self.layouts.pooled)
+        m.d.comb += [
+            pooled.table.eq(done.table), pooled.end.eq(done.end), pooled.data.eq(complete),
+            out.w_en.eq(valid[-1] & done.last), out.w_data.eq(pooled),
+            self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
+            self.idle.eq(~busy & ~Cat(*valid).any()),
+        ]
+        return m
+
+
+# --- Pooling ----------------------------------------------------------------------------------------------
+
+class _Pooler(wiring.Component):
+    """Sum the rows of each bag into accumulators; one row per cycle. A bag's sums leave through a two-entry
+    queue, so only a bag's last row can wait, and only on the queue's (registered) room."""
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        super().__init__({"rows": In(stream.Signature(layouts.row)), "sums": Out(stream.Signature(layouts.sum)),
+                          "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.layouts.g
+        acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes))
+        first = Signal(init=1)
+        out = Signal(self.layouts.sum)
+        m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.sum.size, depth=2)
+        row = self.rows.payload
+        m.d.comb += [out.acc[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)]
+        m.d.comb += [out.bag.eq(row.bag), self.rows.ready.eq(~row.bag.last | queue.w_rdy)]
+        with m.If(self.rows.valid & self.rows.ready):
+            m.d.sync += [acc.eq(out.acc), first.eq(row.bag.last)]
+        m.d.comb += [
+            queue.w_en.eq(self.rows.valid & row.bag.last), queue.w_data.eq(out),
+            self.sums.valid.eq(queue.r_rdy), self.sums.payload.eq(queue.r_data), queue.r_en.eq(self.sums.ready),
+            self.idle.eq(queue.level == 0),
+        ]
+        return m
+
+
+# --- Row assembly -----------------------------------------------------------------------------------------
+
+class _RowAssembler(wiring.Component):
+    """Turn queue entries into rows: take the missing lines from memory (filling the dynamic cache), read the
+    hits and static rows, rotate the banks into row order.
+
+    C0 (the entry taken from the queue, in registers) takes the entry's missing lines, one per memory beat in bank
+    order, writing each into its dynamic cache way; when the last is in, it reads the hit lines and static lines.
+    D1: the block RAMs answer; D2: their outputs, registered, are selected per bank and rotated into line order,
+    into a small row queue. C0 completes an entry only when the queue has room for everything in D1 and D2, so D1
+    and D2 never stall.
+    """
+
+    _QUEUE = 4
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        g = layouts.g
+        line = unsigned(8 * g.line_bytes)
+        members = {
+            "entries": In(stream.Signature(layouts.entry)),
+            "resp": In(stream.Signature(line)),
+            "rows": Out(stream.Signature(layouts.row)),
+            "idle": Out(1),
+        }
+        if g.static_rows:
+            members["static_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(g.static_rows), shape=line)).array(
+                g.banks)
+        if g.ways:
+            members["dyn_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(g.sets_per_bank * g.ways),
+                                                      shape=line)).array(g.banks)
+            members["fill"] = Out(data.StructLayout({"en": 1, "addr": unsigned(ceil_log2(g.sets_per_bank * g.ways)),
+                                                     "data": line})).array(g.banks)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.layouts.g
+        banks, width = g.banks, 8 * g.line_bytes
+        entry = self.entries.payload
+        m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.row.size, depth=self._QUEUE)
+        d1_valid, d2_valid = Signal(), Signal()
+        used = Signal(range(self._QUEUE + 1))   # rows in D1, D2 and the queue
+        room = used < self._QUEUE
+
+        # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
+        # `nxt` the first of them, `only` whether it is the last one.
+        c0_valid = Signal()
+        c0 = Signal(self.layouts.entry)
+        need, nxt, only = Signal(banks), Signal(banks), Signal()
+        pending = Signal(data.ArrayLayout(unsigned(width), banks))
+        take, done = Signal(), Signal()
+        m.d.comb += [
+            self.resp.ready.eq(c0_valid & need.any() & (~only | room)),
+            take.eq(self.resp.valid & self.resp.ready),
+            done.eq(c0_valid & room & (~need.any() | (take & only))),
+            self.entries.ready.eq(~c0_valid | done),
+        ]
+
+        def remember(lines):
+            return [need.eq(lines), nxt.eq(_lowest(lines)), only.eq(lines == _lowest(lines))]
+
+        with m.If(self.entries.valid & self.entries.ready):
+            m.d.sync += [c0_valid.eq(1), c0.eq(entry),
+                         *remember(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0))]
+        with m.Elif(done):
+            m.d.sync += c0_valid.eq(0)
+        with m.Elif(take):
+            m.d.sync += remember(need & ~nxt)
+        lines_in = Signal.like(pending)
+        for b in range(banks):
+            m.d.comb += lines_in[b].eq(Mux(take & nxt[b], self.resp.payload, pending[b]))
+            with m.If(take & nxt[b]):
+                m.d.sync += pending[b].eq(self.resp.payload)
+            if g.ways:
+                addr = c0.set * g.ways + c0.way[b]
+                m.d.comb += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
+                             self.fill[b].data.eq(self.resp.payload), self.dyn_rd[b].addr.eq(addr)]
+            if g.static_rows:
+                m.d.comb += self.static_rd[b].addr.eq(c0.static_addr)
+
+        # D1: the block RAMs answer. D2: their registered outputs, selected per bank and rotated.
+        info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
+                                  "bag": self.layouts.bag})
+        d1, d2 = Signal(info), Signal(info)
+        d1_lines, d2_lines = Signal.like(pending), Signal.like(pending)
+        m.d.sync += [d1_valid.eq(done), d1.kind.eq(c0.kind), d1.offset.eq(c0.offset),
+                     d1.active.eq(c0.active), d1.hit.eq(c0.hit), d1.bag.eq(c0.bag), d1_lines.eq(lines_in),
+                     d2_valid.eq(d1_valid), d2.eq(d1), d2_lines.eq(d1_lines)]
+        by_bank = []
+        for b in range(banks):
+            source = Mux(d2.kind == _Kind.DYNAMIC, d2_lines[b], 0)
+            if g.ways:
+                dynamic = Signal(width, name=f"dynamic{b}")
+                m.d.sync += dynamic.eq(self.dyn_rd[b].data)
+                source = Mux((d2.kind == _Kind.DYNAMIC) & d2.hit[b], dynamic, source)
+            if g.static_rows:
+                static = Signal(width, name=f"static{b}")
+                m.d.sync += static.eq(self.static_rd[b].data)
+                source = Mux(d2.kind == _Kind.STATIC, static, source)
+            line = Signal(width, name=f"bank{b}")
+            m.d.comb += line.eq(Mux(d2.active[b], source, 0))
+            by_bank.append(line)
+        row = Signal(self.layouts.row)
+        m.d.comb += [
+            row.data.eq(Cat(*(Array(by_bank)[(d2.offset + j)[:max(g.bank_bits, 1)] if banks > 1 else 0]
+                              for j in range(banks)))),
+            row.bag.eq(d2.bag),
+            queue.w_en.eq(d2_valid), queue.w_data.eq(row),
+            self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
+            self.idle.eq((used == 0) & ~c0_valid),
+        ]
+        m.d.sync += used.eq(used + done - (self.rows.valid & self.rows.ready))
+        return m
+
+
+# --- Memory requests --------------------------------------------------------------------------------------
+
+class _MissSplitter(wiring.Component):
+    """Turn a row's missing lines (a bank mask) into one read burst per run of consecutive lines; pass an
+    UPDATE's line write through."""
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        super().__init__({"misses": In(stream.Signature(layouts.miss)),
+                          "req": Out(stream.Signature(layouts.memory.request))})
+
+    def elaborate(self, platform):
+        m = Module()
+        banks = self.layouts.g.banks
+        miss = self.misses.payload
+        done = Signal(banks)
+        need = Signal(banks)
+        low = Signal(banks)
+        run = Signal(banks)
+        start = Signal(range(max(banks, 2)))
+        m.d.comb += [need.eq(miss.mask & ~done), low.eq(_lowest(need))]
+        for b in range(banks):
+            m.d.comb += run[b].eq(need[b] & (low[b] | (run[b - 1] if b else 0)))
+            with m.If(low[b]):
+                m.d.comb += start.eq(b)
+        finished = ~(need & ~run).any()
+        with m.If(miss.write):
+            m.d.comb += [self.req.valid.eq(self.misses.valid), self.req.payload.write.eq(1),
+                         self.req.payload.addr.eq(miss.base), self.req.payload.data.eq(miss.data),
+                         self.misses.ready.eq(self.req.ready)]
+        with m.Else():
+            m.d.comb += [
+                self.req.valid.eq(self.misses.valid & need.any()),
+                self.req.payload.addr.eq(miss.base + start),
+                self.req.payload.length.eq(_popcount(run) - 1),
+                self.misses.ready.eq(~need.any() | (self.req.ready & finished)),
+            ]
+            with m.If(self.req.valid & self.req.ready):
+                m.d.sync += done.eq(Mux(finished, 0, done | run))
+        return m
+
+
+class _Preloader(wiring.Component):
+    """Copy ``lines`` consecutive memory lines from ``mem_base`` into the static cache from ``static_base``."""
+
+    def __init__(self, layouts):
+        self.layouts = layouts
+        g = layouts.g
+        span = data.StructLayout({"mem_base": unsigned(g.addr_bits), "static_base": range(max(g.static_lines, 2)),
+                                  "lines": range(g.static_lines + 1)})
+        super().__init__({
+            "start": In(stream.Signature(span)),
+            "req": Out(stream.Signature(layouts.memory.request)),
+            "resp": In(stream.Signature(unsigned(8 * g.line_bytes))),
+            "write": Out(data.StructLayout({"en": 1, "line": range(max(g.static_lines, 2)),
+                                            "data": unsigned(8 * g.line_bytes)})),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.layouts.g
+        span = Signal(self.start.payload.shape())
+        issued = Signal.like(span.lines)
+        received = Signal.like(span.lines)
+        m.d.comb += self.start.ready.eq(~self.busy)
+        with m.If(self.start.valid & self.start.ready):
+            m.d.sync += [span.eq(self.start.payload), issued.eq(0), received.eq(0),
+                         self.busy.eq(self.start.payload.lines != 0)]
+        left = span.lines - issued
+        length = Mux(left > g.max_burst, g.max_burst, left)
+        m.d.comb += [
+            self.req.valid.eq(self.busy & (issued != span.lines)),
+            self.req.payload.write.eq(0),
+            self.req.payload.addr.eq(span.mem_base + issued),
+            self.req.payload.length.eq(length - 1),
+            self.resp.ready.eq(self.busy),
+            self.write.en.eq(self.resp.valid & self.busy),
+            self.write.line.eq(span.static_base + received),
+            self.write.data.eq(self.resp.payload),
+        ]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += issued.eq(issued + length)
+        with m.If(self.resp.valid & self.resp.ready):
+            m.d.sync += received.eq(received + 1)
+            with m.If(received + 1 == span.lines):
+                m.d.sync += self.busy.eq(0)
+        return m
+
+
+# --- The unit ---------------------------------------------------------------------------------------------
+
+class EmbeddingUnit(wiring.Component):
+    """Embedding gather, sum-pooling and requantisation with a static and a dynamic cache in front of memory.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+        Sizes come from ``max_emb_dim``, ``max_tables``, ``static_cache_rows``, ``dyn_cache_sets``,
+        ``dyn_cache_ways`` (0: no dynamic cache), ``dyn_cache_line_bytes``, ``max_outstanding_misses``,
+        ``max_pooling``, ``emb_requant_lanes`` and ``mem_bytes`` (see
+        :meth:`rpaccel.embedding.EmbeddingGeometry.from_config`).
+
+    Members
+    -------
+    cmd : In(stream.Signature(layouts.command))
+        Commands (see the module documentation).
+    pooled : Out(stream.Signature(layouts.pooled))
+        One requantised vector per bag, in command order.
+    counters : Out(stream.Signature(layouts.counters))
+        Counter snapshots, one per ``COUNTERS`` command.
+    mem : Out(MemoryPort)
+        Memory.
+    idle : Out(1)
+        No command in progress (the output queues may hold results).
+    """
+
+    _MISS_QUEUE = 8
+
+    @checked_init
+    def __init__(self, config):
+        self.config = config
+        self.geometry = g = EmbeddingGeometry.from_config(config)
+        self.layouts = lay = Layouts(g)
+        super().__init__({
+            "cmd": In(stream.Signature(lay.command)),
+            "pooled": Out(stream.Signature(lay.pooled)),
+            "counters": Out(stream.Signature(lay.counters)),
+            "mem": Out(lay.memory),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, lay = self.geometry, self.layouts
+        banks, bank_bits = g.banks, g.bank_bits
+        width = 8 * g.line_bytes
+
+        m.submodules.requant = requant = Requantizer(lay)
+        m.submodules.pooler = pooler = _Pooler(lay)
+        m.submodules.assembler = assembler = _RowAssembler(lay)
+        m.submodules.splitter = splitter = _MissSplitter(lay)
+        m.submodules.preloader = preloader = _Preloader(lay)
+        # The entry queue lives in block RAM, whose read data arrives late in the cycle: a small queue in LUT RAM
+        # behind it gives the row assembly its head early.
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=lay.entry.size, depth=g.queue_depth)
+        m.submodules.head = head = fifo.SyncFIFO(width=lay.entry.size, depth=3)
+        m.submodules.miss_queue = miss_queue = fifo.SyncFIFO(width=lay.miss.size, depth=self._MISS_QUEUE)
+        wiring.connect(m, assembler.rows, pooler.rows)
+        wiring.connect(m, pooler.sums, requant.i)
+        wiring.connect(m, requant.o, wiring.flipped(self.pooled))
+        m.d.comb += [
+            head.w_en.eq(queue.r_rdy), head.w_data.eq(queue.r_data), queue.r_en.eq(head.w_rdy),
+            assembler.entries.valid.eq(head.r_rdy), assembler.entries.payload.eq(head.r_data),
+            head.r_en.eq(assembler.entries.ready),
+            splitter.misses.valid.eq(miss_queue.r_rdy), splitter.misses.payload.eq(miss_queue.r_data),
+            miss_queue.r_en.eq(splitter.misses.ready),
+        ]
+        storage = self._storage(m, assembler)
+
+        # --- F1: accept a command, read its table's configuration; compute the row's addresses. ---
+        f1_valid, f1_done = Signal(), Signal()
+        f1 = Signal(lay.command)
+        cfg = Signal(lay.table_config)
+        cfg_write, cfg_read = storage["cfg_write"], storage["cfg_read"]
+        m.d.comb += [self.cmd.ready.eq(~f1_valid | f1_done), cfg_read.addr.eq(self.cmd.payload.table),
+                     cfg_read.en.eq(self.cmd.valid & self.cmd.ready), cfg.eq(cfg_read.data)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload)]
+        with m.Elif(f1_done):
+            m.d.sync += f1_valid.eq(0)
+        stage = data.StructLayout({
+            "update": 1, "kind": _Kind, "line": unsigned(g.addr_bits), "static_line": range(max(g.static_lines, 2)),
+            "offset": range(max(banks, 2)), "active": unsigned(banks), "lines": range(banks + 1),
+            "bag": lay.bag})
+        s1 = self._addresses(m, f1, cfg, stage)
+        # An UPDATE's line: at most one UPDATE is in flight (it waits until everything before it is done).
+        update_data = Signal(width)
+
+        # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
+        # F3 (tag read), F4 (tag compare, LRU, allocation) and F5 (queueing, counting) never stall. ---
+        f2_valid, f3_valid, f4_valid, f5_valid = Signal(), Signal(), Signal(), Signal()
+        f2, f3, f4, f5 = Signal(stage), Signal(stage), Signal(stage), Signal(stage)
+        credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
+        admit, f1_pass = Signal(), Signal()
+        # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free.
+        queue_used = Signal(range(g.queue_depth + 1))
+        miss_used = Signal(range(self._MISS_QUEUE + 1))
+        queue_room = queue_used < g.queue_depth
+        miss_room = miss_used < self._MISS_QUEUE
+        dynamic2 = f2.kind == _Kind.DYNAMIC
+        credit_room = Signal(init=1)   # room for a whole row of the widest kind, decided a cycle ahead
+        m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
+        f2_free = ~f2_valid | admit
+        with m.If(f2_free):
+            m.d.sync += [f2_valid.eq(f1_pass), f2.eq(s1)]
+        with m.If(f1_pass & s1.update):
+            m.d.sync += update_data.eq(f1.arg.update.data)
+        offset = Mux(f2.kind == _Kind.STATIC, f2.static_line, f2.line)[:max(bank_bits, 1)] if banks > 1 else 0
+        m.d.sync += [
+            f3_valid.eq(admit), f3.eq(f2), f3.offset.eq(offset),
+            f3.active.eq(((C(1, banks + 1) << f2.lines) - 1) << offset if banks > 1 else 1),
+            f4_valid.eq(f3_valid), f4.eq(f3), f5_valid.eq(f4_valid), f5.eq(f4),
+        ]
+
+        # --- F4: the dynamic cache's decision (registered into F5). ---
+        hit, evict = Signal(banks), Signal(banks)
+        ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
+        flushing = Signal(init=1 if g.ways else 0)
+        set_bits = ceil_log2(g.sets_per_bank) if g.ways else 0
+        lookup4 = f4_valid & ~f4.update
+        dynamic4 = f4.kind == _Kind.DYNAMIC
+        if g.ways:
+            self._tags(m, storage, f2, f3, f4, lookup4 & dynamic4, flushing, hit, evict, ways)
+        hit5, evict5 = Signal(banks), Signal(banks)
+        ways5 = Signal.like(ways)
+        m.d.sync += [hit5.eq(Mux(dynamic4, hit & f4.active, 0)), evict5.eq(evict), ways5.eq(ways)]
+
+        # --- F5: queue the entry, request the missing lines (or an UPDATE's write), count. ---
+        lookup5 = f5_valid & ~f5.update
+        dynamic5 = f5.kind == _Kind.DYNAMIC
+        missing, pushed = Signal(banks), Signal()
+        m.d.comb += [missing.eq(Mux(dynamic5, f5.active & ~hit5, 0)), pushed.eq(f5_valid & (f5.update | missing.any()))]
+        entry = Signal(lay.entry)
+        m.d.comb += [entry.kind.eq(f5.kind), entry.offset.eq(f5.offset), entry.active.eq(f5.active),
+                     entry.hit.eq(hit5), entry.bag.eq(f5.bag)]
+        if g.ways:
+            m.d.comb += [entry.set.eq(f5.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways5)]
+        if g.static_rows:
+            m.d.comb += entry.static_addr.eq(f5.static_line >> bank_bits)
+        miss = Signal(lay.miss)
+        m.d.comb += [
+            miss.write.eq(f5.update), miss.base.eq(Mux(f5.update, f5.line, f5.line & ~C(banks - 1, g.addr_bits))),
+            miss.mask.eq(missing), miss.data.eq(update_data),
+            queue.w_en.eq(lookup5), queue.w_data.eq(entry),
+            miss_queue.w_en.eq(pushed), miss_queue.w_data.eq(miss),
+        ]
+        # What the data side frees is counted a cycle late (the signals come from far across the chip): late
+        # releases are only conservative.
+        popped, miss_popped, consumed = Signal(), Signal(), Signal()
+        m.d.sync += [
+            popped.eq(queue.r_en & queue.r_rdy), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy),
+            consumed.eq(assembler.resp.valid & assembler.resp.ready),
+            queue_used.eq(queue_used + (admit & ~f2.update) - popped),
+            miss_used.eq(miss_used + admit - (f5_valid & ~pushed) - miss_popped),
+        ]
+        reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
+        release = Mux(lookup5, _popcount(hit5), 0)
+        credit_next = Signal.like(credit)
+        m.d.comb += credit_next.eq(credit + reserve - release - consumed)
+        m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next + banks <= g.max_outstanding)]
+
+        # Counters.
+        counters = Signal(lay.counters)
+        clear = Signal()
+        beat_in = self.mem.resp.valid & self.mem.resp.ready
+        with m.If(clear):
+            m.d.sync += counters.eq(0)
+        with m.Else():
+            m.d.sync += [counters.cycles.eq(counters.cycles + 1), counters.mem_lines.eq(counters.mem_lines + beat_in)]
+            with m.If(lookup5):
+                m.d.sync += [
+                    counters.lookups.eq(counters.lookups + 1),
+                    counters.static_hits.eq(counters.static_hits + (f5.kind == _Kind.STATIC)),
+                    counters.range_errors.eq(counters.range_errors + (f5.kind == _Kind.ZERO)),
+                    counters.line_hits.eq(counters.line_hits + _popcount(hit5)),
+                    counters.line_misses.eq(counters.line_misses + _popcount(missing)),
+                    counters.evictions.eq(counters.evictions + _popcount(evict5 & missing)),
+                ]
+
+        # An UPDATE's on-chip writes, one cycle after F4 (the data side is idle: UPDATE waits for it).
+        update = Signal(data.StructLayout({"static": unsigned(banks), "dynamic": unsigned(banks),
+                                           "static_addr": range(max(g.static_rows, 2)),
+                                           "dyn_addr": unsigned(max(ceil_log2(g.sets_per_bank * g.ways), 1))}))
+        updating = f4_valid & f4.update
+        m.d.sync += [
+            update.static.eq(Mux(updating & (f4.kind == _Kind.STATIC), C(1, banks) << f4.offset, 0)),
+            update.dynamic.eq(Mux(updating & dynamic4, hit & (C(1, banks) << f4.offset), 0)),
+            update.static_addr.eq(f4.static_line >> bank_bits),
+            update.dyn_addr.eq(f4.line[bank_bits:bank_bits + set_bits] * g.ways
+                               + Array(ways[b] for b in range(banks))[f4.offset] if g.ways else 0),
+        ]
+        self._cache_writes(m, storage, assembler, preloader, update, update_data)
+
+        # --- Commands other than LOOKUP run at F1 once everything before them is done. `busy` is registered: it
+        # lags a cycle, so it also counts any command completing at F1 in the cycle it is computed (whose effect
+        # shows only in the next); nothing starts by itself after everything is done, so a non-busy cycle is
+        # safe. ---
+        busy = Signal(init=1)
+        m.d.sync += busy.eq((f1_valid & f1_done) | f2_valid | f3_valid | f4_valid | f5_valid | (queue_used != 0) |
+                            (head.level != 0) | (miss_used != 0) | ~assembler.idle | ~pooler.idle | ~requant.idle |
+                            (credit != 0) | preloader.busy | flushing | update.static.any() | update.dynamic.any())
+        m.d.comb += self.idle.eq(~busy & ~f1_valid)
+        counters_valid = Signal()
+        counters_out = Signal(lay.counters)
+        m.d.comb += [self.counters.valid.eq(counters_valid), self.counters.payload.eq(counters_out)]
+        with m.If(self.counters.valid & self.counters.ready):
+            m.d.sync += counters_valid.eq(0)
+        quiet = ~flushing & ~preloader.busy
+        with m.If(f1_valid), m.Switch(f1.op):
+            with m.Case(EmbeddingOp.LOOKUP):
+                m.d.comb += [f1_pass.eq(quiet & f2_free), f1_done.eq(f1_pass)]
+            with m.Case(EmbeddingOp.UPDATE):
+                m.d.comb += [f1_pass.eq(~busy & f2_free), f1_done.eq(f1_pass)]
+            with m.Case(EmbeddingOp.CONFIG):
+                m.d.comb += [f1_done.eq(~busy), cfg_write.en.eq(~busy)]
+            with m.Case(EmbeddingOp.PRELOAD):
+                m.d.comb += [preloader.start.valid.eq(~busy), f1_done.eq(~busy)]
+            with m.Case(EmbeddingOp.FLUSH):
+                m.d.comb += f1_done.eq(~busy)
+                if g.ways:
+                    with m.If(~busy):
+                        m.d.sync += flushing.eq(1)
+            with m.Case(EmbeddingOp.COUNTERS):
+                m.d.comb += f1_done.eq(~busy & ~counters_valid)
+                with m.If(f1_done):
+                    m.d.sync += [counters_valid.eq(1), counters_out.eq(counters)]
+                    m.d.comb += clear.eq(f1.arg.counters.clear)
+            with m.Default():
+                m.d.comb += f1_done.eq(1)  # unknown operations are dropped
+        m.d.comb += [
+            cfg_write.addr.eq(f1.table), cfg_write.data.eq(f1.arg.config),
+            preloader.start.payload.mem_base.eq(cfg.mem_base),
+            preloader.start.payload.static_base.eq(cfg.static_base),
+            preloader.start.payload.lines.eq(cfg.static_rows << cfg.row_lines if g.static_rows else 0),
+        ]
+
+        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs).
+        with m.If(preloader.busy):
+            m.d.comb += [self.mem.req.payload.eq(preloader.req.payload), self.mem.req.valid.eq(preloader.req.valid),
+                         preloader.req.ready.eq(self.mem.req.ready),
+                         preloader.resp.valid.eq(self.mem.resp.valid), preloader.resp.payload.eq(self.mem.resp.payload),
+                         self.mem.resp.ready.eq(preloader.resp.ready)]
+        with m.Else():
+            m.d.comb += [self.mem.req.payload.eq(splitter.req.payload), self.mem.req.valid.eq(splitter.req.valid),
+                         splitter.req.ready.eq(self.mem.req.ready),
+                         assembler.resp.valid.eq(self.mem.resp.valid), assembler.resp.payload.eq(self.mem.resp.payload),
+                         self.mem.resp.ready.eq(assembler.resp.ready)]
+        return m
+
+    def _addresses(self, m, f1, cfg, stage):
+        """F1's arithmetic: where a LOOKUP's row (or an UPDATE's line) is, how many lines, what kind."""
+        g = self.geometry
+        banks = g.banks
+        is_update = f1.op == EmbeddingOp.UPDATE
+        row_id = Mux(is_update, f1.arg.update.id, f1.arg.lookup.id)
+        first = Signal(unsigned(g.addr_bits + g.bank_bits + 1))
+        m.d.comb += first.eq((row_id << cfg.row_lines) + Mux(is_update, f1.arg.update.line, 0))
+        in_range = row_id < cfg.rows
+        static = in_range & (row_id < cfg.static_rows) if g.static_rows else C(0, 1)
+        s1 = Signal(stage)
+        lines = Signal(range(banks + 1))
+        m.d.comb += [
+            lines.eq(C(1, 1) << Mux(is_update, 0, cfg.row_lines)),
+            s1.update.eq(is_update),
+            s1.kind.eq(Mux(~in_range, _Kind.ZERO, Mux(static, _Kind.STATIC, _Kind.DYNAMIC))),
+            s1.line.eq(cfg.mem_base + first),
+            s1.static_line.eq(cfg.static_base + first),
+            s1.lines.eq(lines),
+            s1.bag.table.eq(f1.table), s1.bag.last.eq(f1.arg.lookup.last), s1.bag.end.eq(f1.arg.lookup.end),
+            s1.bag.row_lines.eq(cfg.row_lines), s1.bag.m.eq(cfg.m), s1.bag.s.eq(cfg.s),
+        ]
+        return s1
+
+    def _storage(self, m, assembler):
+        """Table configuration, and per bank: static lines, dynamic lines, tag sets."""
+        g, lay = self.geometry, self.layouts
+        width = 8 * g.line_bytes
+        m.submodules.tables = tables = Memory(shape=lay.table_config, depth=max(g.tables, 2), init=[])
+        cfg_write = tables.write_port()
+        ports = {"cfg_write": cfg_write, "cfg_read": tables.read_port(transparent_for=(cfg_write,)),
+                 "static_wr": [], "dyn_wr": [], "tag_rd": [], "tag_wr": []}
+        for b in range(g.banks):
+            if g.static_rows:
+                m.submodules[f"static{b}"] = mem = Memory(shape=unsigned(width), depth=g.static_rows, init=[])
+                ports["static_wr"].append(mem.write_port())
+                wiring.connect(m, assembler.static_rd[b], mem.read_port())
+            if g.ways:
+                m.submodules[f"lines{b}"] = mem = Memory(shape=unsigned(width), depth=g.sets_per_bank * g.ways,
+                                                         init=[])
+                ports["dyn_wr"].append(mem.write_port())
+                wiring.connect(m, assembler.dyn_rd[b], mem.read_port())
+                m.submodules[f"tags{b}"] = tags = Memory(shape=lay.tags, depth=g.sets_per_bank, init=[])
+                ports["tag_wr"].append(tags.write_port())
+                ports["tag_rd"].append(tags.read_port())
+        return ports
+
+    def _cache_writes(self, m, storage, assembler, preloader, update, update_data):
+        """Write ports of the caches: static lines from PRELOAD or UPDATE, dynamic lines from fills or UPDATE."""
+        g = self.geometry
+        for b in range(g.banks):
+            if g.static_rows:
+                port = storage["static_wr"][b]
+                pre = preloader.write.en & (preloader.write.line[:g.bank_bits] == b if g.banks > 1 else 1)
+                up = update.static[b]
+                m.d.comb += [port.en.eq(up | pre),
+                             port.addr.eq(Mux(up, update.static_addr, preloader.write.line >> g.bank_bits)),
+                             port.data.eq(Mux(up, update_data, preloader.write.data))]
+            if g.ways:
+                port, fill, up = storage["dyn_wr"][b], assembler.fill[b], update.dynamic[b]
+                m.d.comb += [port.en.eq(up | fill.en), port.addr.eq(Mux(up, update.dyn_addr, fill.addr)),
+                             port.data.eq(Mux(up, update_data, fill.data))]
+
+    def _tags(self, m, storage, f2, f3, f4, allocate, flushing, hit, evict, ways):
+        """Tag sets: read at F2, registered at F3, compared and rewritten at F4. A set written in either of the two
+        cycles before is taken from that write (the block RAM still holds the old value); whether the set is the
+        same is decided a cycle early, so the loop from one lookup's new tags to the next one's compare is short."""
+        g, lay = self.geometry, self.layouts
+        banks, way_bits, bank_bits = g.banks, _bits(g.ways), g.bank_bits
+        set_bits = ceil_log2(g.sets_per_bank)
+        tag = f4.line >> (bank_bits + set_bits)
+
+        def set_of(stage):
+            return stage.line[bank_bits:bank_bits + set_bits]
+
+        f4_set = set_of(f4)
+        # same[0]: this F4 item's set was written last cycle (by the item then in F4, now in F3's place ahead of it).
+        same1, same2, same2_early = Signal(), Signal(), Signal()
+        m.d.sync += [same1.eq(set_of(f3) == f4_set), same2_early.eq(set_of(f2) == f4_set), same2.eq(same2_early)]
+
+        # Flush: walk the sets of every bank, resetting each to "all invalid, way w has age w".
+        flush_set = Signal(range(max(g.sets_per_bank, 2)))
+        with m.If(flushing):
+            m.d.sync += flush_set.eq(flush_set + 1)
+            with m.If(flush_set == g.sets_per_bank - 1):
+                m.d.sync += [flushing.eq(0), flush_set.eq(0)]
+        reset_entry = Signal(lay.tags)
+        m.d.comb += [reset_entry.age[w].eq(w) for w in range(g.ways)]
+
+        # The writes of the last two cycles: (written banks, set, new tag sets).
+        recent = [(Signal(banks, name=f"written{k}"), [Signal(lay.tags, name=f"written{k}_{b}") for b in range(banks)])
+                  for k in (1, 2)]
+        for b in range(banks):
+            rd, wr = storage["tag_rd"][b], storage["tag_wr"][b]
+            registered = Signal(lay.tags, name=f"tags{b}")
+            m.d.comb += [rd.addr.eq(f2.line[bank_bits:bank_bits + set_bits]), rd.en.eq(1)]
+            m.d.sync += registered.eq(rd.data)
+            current = Signal(lay.tags, name=f"current{b}")
+            (w1, d1), (w2, d2) = recent
+            m.d.comb += current.eq(Mux(w1[b] & same1, d1[b], Mux(w2[b] & same2, d2[b], registered)))
+            hits = Signal(g.ways, name=f"hits{b}")
+            hit_way = Signal(way_bits, name=f"hit_way{b}")
+            victim = Signal(way_bits, name=f"victim{b}")
+            for w in range(g.ways):
+                m.d.comb += hits[w].eq(current.valid[w] & (current.tag[w] == tag))
+                with m.If(hits[w]):
+                    m.d.comb += hit_way.eq(w)
+                with m.If(current.age[w] == g.ways - 1):
+                    m.d.comb += victim.eq(w)
+            way = Mux(hits.any(), hit_way, victim)
+            m.d.comb += [hit[b].eq(hits.any()), ways[b].eq(way),
+                         evict[b].eq(Array(current.valid[w] for w in range(g.ways))[victim])]
+            new = Signal(lay.tags, name=f"new_tags{b}")
+            age_of_way = Array(current.age[w] for w in range(g.ways))[way]
+            m.d.comb += [new.valid.eq(current.valid | (C(1, g.ways) << way)), new.tag.eq(current.tag),
+                         new.tag[way].eq(tag)]
+            for w in range(g.ways):
+                age = current.age[w]
+                m.d.comb += new.age[w].eq(Mux(way == w, 0, Mux(age < age_of_way, age + 1, age)))
+            write = allocate & f4.active[b]
+            m.d.comb += [wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, f4_set)),
+                         wr.data.eq(Mux(flushing, reset_entry, new))]
+            m.d.sync += [w1[b].eq(write), d1[b].eq(new), w2[b].eq(w1[b]), d2[b].eq(d1[b])]
+
+
+# --- Unit and memory together -----------------------------------------------------------------------------
+
+class EmbeddingSystem(wiring.Component):
+    """An :class:`EmbeddingUnit` with its memory, driven by one command stream (for simulation and boards).
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+    memory : str
+        ``"model"``: :class:`~rpaccel.rtl.memory.MemoryModel` with the configuration's latency and bandwidth;
+        ``"bram"``: :class:`~rpaccel.rtl.memory.BlockRAMMemory`.
+    mem_lines : int, optional
+        Lines of memory storage (default: the configuration's ``mem_bytes``).
+    storage : str
+        Storage of the memory model (``"memory"`` or ``"verilog"``, see :class:`~rpaccel.rtl.memory.MemoryModel`).
+
+    Members
+    -------
+    cmd : In(stream.Signature(command))
+        ``{mem, body}``: with ``mem``, ``body.mem`` is a memory request for the host port (a line write, or a
+        read answered on ``mem_rsp``) executed once the unit is idle; otherwise ``body.unit`` is a unit command.
+    pooled, counters
+        The unit's outputs.
+    mem_rsp : Out(stream.Signature(unsigned(8 * line_bytes)))
+        Lines read by host memory requests.
+    """
+
+    @checked_init
+    def __init__(self, config, *, memory="model", mem_lines=None, storage="memory"):
+        if memory not in ("model", "bram"):
+            raise ValueError(f"Memory must be 'model' or 'bram', not {memory!r}")
+        self.config = config
+        self.geometry = g = EmbeddingGeometry.from_config(config)
+        self.layouts = lay = Layouts(g)
+        self.memory_kind, self.storage = memory, storage
+        self.mem_lines = mem_lines if mem_lines is not None else 1 << g.addr_bits
+        if not isinstance(self.mem_lines, int) or self.mem_lines <= 0 or self.mem_lines & (self.mem_lines - 1) \
+                or self.mem_lines > 1 << g.addr_bits:
+            raise ValueError(f"Memory lines must be a power of two of at most {1 << g.addr_bits}, "
+                             f"not {mem_lines!r}")
+        if storage == "verilog":
+            from .memory import STORAGE_VERILOG
+
+            self.extra_verilog = STORAGE_VERILOG
+        self.command = self.command_layout(lay)
+        super().__init__({
+            "cmd": In(stream.Signature(self.command)),
+            "pooled": Out(stream.Signature(lay.pooled)),
+            "counters": Out(stream.Signature(lay.counters)),
+            "mem_rsp": Out(stream.Signature(unsigned(8 * g.line_bytes))),
+        })
+
+    @staticmethod
+    def command_layout(layouts):
+        """``{mem, body: {unit | mem}}``: the system's command for a unit with ``layouts``."""
+        return data.StructLayout({"mem": 1, "body": data.UnionLayout({
+            "unit": layouts.command, "mem": layouts.memory.request})})
+
+    def elaborate(self, platform):
+        m = Module()
+        g, config = self.geometry, self.config
+        m.submodules.unit = unit = EmbeddingUnit(config)
+        common = {"lines": self.mem_lines, "line_bytes": g.line_bytes, "addr_bits": g.addr_bits,
+                  "max_burst": g.max_burst}
+        if self.memory_kind == "model":
+            memory = MemoryModel(**common, latency=config.mem_latency_cycles,
+                                 bytes_per_cycle=config.mem_bytes_per_cycle,
+                                 queue_depth=max(16, g.max_outstanding), storage=self.storage)
+        else:
+            memory = BlockRAMMemory(**common)
+        m.submodules.memory = memory
+        wiring.connect(m, unit.mem, memory.port)
+        wiring.connect(m, unit.pooled, wiring.flipped(self.pooled))
+        wiring.connect(m, unit.counters, wiring.flipped(self.counters))
+        wiring.connect(m, memory.host.resp, wiring.flipped(self.mem_rsp))
+        c = self.cmd.payload
+        m.d.comb += [
+            unit.cmd.payload.eq(c.body.unit), unit.cmd.valid.eq(self.cmd.valid & ~c.mem),
+            memory.host.req.payload.eq(c.body.mem), memory.host.req.valid.eq(self.cmd.valid & c.mem & unit.idle),
+            self.cmd.ready.eq(Mux(c.mem, memory.host.req.ready & unit.idle, unit.cmd.ready)),
+        ]
+        return m

@@ -1,0 +1,319 @@
+"""The memory port of the embedding unit, a timed memory model for simulation and a block-RAM memory for FPGAs.
+
+Memory is an array of *lines* (``line_bytes`` bytes). A requester talks to it through a :class:`MemoryPort`:
+requests ``{write, addr, length, data}`` on ``req`` (a read of ``length + 1`` consecutive lines from line
+``addr``, or a write of one line), and the lines read on ``resp``, one per transfer, in request order. Writes are
+posted (no response). A memory serves requests strictly in order, so a read issued after a write sees it.
+
+Both memories have two such ports, ``port`` (the accelerator) and ``host`` (the host's path to load and read the
+tables), served round-robin into one request queue:
+
+* :class:`MemoryModel` delays every request by a configurable latency (the first line of a read appears on
+  ``resp`` exactly ``latency`` cycles after the request was accepted, when nothing queues before it) and limits
+  the bandwidth to ``bytes_per_cycle`` (a token bucket: one line costs ``line_bytes`` tokens, ``bytes_per_cycle``
+  tokens arrive per cycle, at most ``line_bytes + bytes_per_cycle - 1`` are kept). It runs inside the simulated
+  design, so long runs never wake Python. Its contents may live in an Amaranth memory (any simulator, small
+  sizes) or in a plain Verilog array (``storage="verilog"``, for Verilator runs with megabytes of tables:
+  Amaranth writes an initialiser line per memory word).
+* :class:`BlockRAMMemory` serves the same ports from block RAM at one line per cycle (the FPGA stand-in for
+  off-chip memory).
+"""
+
+import functools
+
+from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["STORAGE_VERILOG", "BlockRAMMemory", "MemoryModel", "MemoryPort", "checked_init"]
+
+
+def checked_init(init):
+    """Decorate a component's ``__init__`` so a component that fails its parameter checks is not reported as
+    "created but never used" (Amaranth warns about every elaboratable object it never elaborated)."""
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except Exception:
+            self._MustUse__silence = True
+            raise
+    return wrapper
+
+
+def _check_positive(what, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise TypeError(f"{what} must be a positive integer, not {value!r}")
+
+
+def _check_pow2(what, value):
+    _check_positive(what, value)
+    if value & (value - 1):
+        raise ValueError(f"{what} must be a power of two, not {value!r}")
+
+
+class MemoryPort(wiring.Signature):
+    """A line-organised memory port, as seen by the requester.
+
+    Parameters
+    ----------
+    addr_bits : int
+        Width of a line address.
+    line_bytes : int
+        Bytes per line (the data width of a transfer).
+    max_burst : int
+        Longest read burst in lines (``length`` is ``lines - 1``).
+
+    Members
+    -------
+    req : Out(stream.Signature(request))
+        ``{write, addr, length, data}``: a read of ``length + 1`` lines from ``addr``, or (``write``) a write of
+        ``data`` to line ``addr`` (``length`` ignored).
+    resp : In(stream.Signature(unsigned(8 * line_bytes)))
+        Lines read, in request order.
+    """
+
+    def __init__(self, *, addr_bits, line_bytes, max_burst):
+        _check_positive("Address width", addr_bits)
+        _check_pow2("Line size", line_bytes)
+        _check_positive("Maximum burst", max_burst)
+        self.addr_bits, self.line_bytes, self.max_burst = addr_bits, line_bytes, max_burst
+        self.request = data.StructLayout({
+            "write": 1,
+            "addr": unsigned(addr_bits),
+            "length": range(max(max_burst, 2)),
+            "data": unsigned(8 * line_bytes),
+        })
+        super().__init__({
+            "req": Out(stream.Signature(self.request)),
+            "resp": In(stream.Signature(unsigned(8 * line_bytes))),
+        })
+
+    def __eq__(self, other):
+        return (type(other) is type(self) and
+                (self.addr_bits, self.line_bytes, self.max_burst) ==
+                (other.addr_bits, other.line_bytes, other.max_burst))
+
+    def __hash__(self):
+        return hash((type(self), self.addr_bits, self.line_bytes, self.max_burst))
+
+    def __repr__(self):
+        return f"MemoryPort(addr_bits={self.addr_bits}, line_bytes={self.line_bytes}, max_burst={self.max_burst})"
+
+
+#: The Verilog array behind ``storage="verilog"`` (appended to the generated Verilog by
+#: :func:`rpaccel.sim.verilog.generate_verilog` through the component's ``extra_verilog``).
+STORAGE_VERILOG = """\
+// Simulation storage of rpaccel.rtl.memory.MemoryModel: a plain array, zeroed at time 0.
+module rpaccel_sim_storage #(parameter WIDTH = 128, parameter ABITS = 10) (
+  input clk,
+  input we, input [ABITS-1:0] waddr, input [WIDTH-1:0] wdata,
+  input re, input [ABITS-1:0] raddr, output reg [WIDTH-1:0] rdata
+);
+  reg [WIDTH-1:0] mem [0:(1 << ABITS) - 1];
+  integer i;
+  initial begin
+    for (i = 0; i < (1 << ABITS); i = i + 1) mem[i] = 0;
+    rdata = 0;
+  end
+  always @(posedge clk) begin
+    if (we) mem[waddr] <= wdata;
+    if (re) rdata <= mem[raddr];
+  end
+endmodule
+"""
+
+
+class _Memory(wiring.Component):
+    """Request queue, in-order service and response routing shared by both memories."""
+
+    #: Fewest cycles from accepting a read request to presenting its first line.
+    MIN_LATENCY = 5
+    # Cycles from serving a line out of storage to presenting it on a port.
+    _SERVICE = 3
+    _RESPONSE_DEPTH = 4
+
+    @checked_init
+    def __init__(self, *, lines, line_bytes, addr_bits, max_burst, latency, bytes_per_cycle, queue_depth,
+                 storage):
+        _check_pow2("Memory lines", lines)
+        _check_positive("Request queue depth", queue_depth)
+        if storage not in ("memory", "verilog"):
+            raise ValueError(f"Storage must be 'memory' or 'verilog', not {storage!r}")
+        signature = MemoryPort(addr_bits=addr_bits, line_bytes=line_bytes, max_burst=max_burst)
+        if lines > 1 << addr_bits:
+            raise ValueError(f"Memory of {lines} lines needs more than {addr_bits} address bits")
+        self.lines, self.line_bytes, self.addr_bits, self.max_burst = lines, line_bytes, addr_bits, max_burst
+        self.latency, self.bytes_per_cycle, self.queue_depth = latency, bytes_per_cycle, queue_depth
+        self.storage = storage
+        if storage == "verilog":
+            #: Verilog the generated design needs beside Amaranth's output.
+            self.extra_verilog = STORAGE_VERILOG
+        super().__init__({"port": In(signature), "host": In(signature)})
+
+    def _storage(self, m):
+        width, abits = 8 * self.line_bytes, (self.lines - 1).bit_length()
+        s = {name: Signal(shape, name=f"storage_{name}") for name, shape in (
+            ("we", 1), ("waddr", abits), ("wdata", width), ("re", 1), ("raddr", abits), ("rdata", width))}
+        if self.storage == "verilog":
+            m.submodules.storage = Instance(
+                "rpaccel_sim_storage", p_WIDTH=width, p_ABITS=max(abits, 1), i_clk=ClockSignal(),
+                i_we=s["we"], i_waddr=s["waddr"], i_wdata=s["wdata"], i_re=s["re"], i_raddr=s["raddr"],
+                o_rdata=s["rdata"])
+        else:
+            m.submodules.storage = mem = memory.Memory(shape=width, depth=self.lines, init=[])
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.en.eq(s["we"]), wp.addr.eq(s["waddr"]), wp.data.eq(s["wdata"]),
+                         rp.en.eq(s["re"]), rp.addr.eq(s["raddr"]), s["rdata"].eq(rp.data)]
+        return s
+
+    def elaborate(self, platform):
+        m = Module()
+        request = self.port.req.payload.shape()
+        timed = self.latency is not None
+        entry = data.StructLayout({"host": 1, "req": request, "due": 32 if timed else 0})
+
+        # Round-robin arbiter between the accelerator and the host, into the request queue.
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=entry.size, depth=self.queue_depth)
+        now = Signal(32)
+        m.d.sync += now.eq(now + 1)
+        last_host = Signal()
+        grant_host = Signal()
+        incoming = Signal(entry)
+        m.d.comb += [
+            grant_host.eq(self.host.req.valid & (~self.port.req.valid | ~last_host)),
+            incoming.host.eq(grant_host),
+            incoming.req.eq(Mux(grant_host, self.host.req.payload, self.port.req.payload)),
+            queue.w_en.eq(self.port.req.valid | self.host.req.valid),
+            queue.w_data.eq(incoming),
+            self.port.req.ready.eq(queue.w_rdy & ~grant_host),
+            self.host.req.ready.eq(queue.w_rdy & grant_host),
+        ]
+        if timed:
+            m.d.comb += incoming.due.eq(now + (self.latency - self._SERVICE))
+        with m.If(queue.w_en & queue.w_rdy):
+            m.d.sync += last_host.eq(grant_host)
+
+        # Service of the queue head, one line per beat.
+        head = Signal(entry)
+        m.d.comb += head.eq(queue.r_data)
+        due = Signal(init=1)
+        if timed:
+            waited = Signal(32)
+            m.d.comb += [waited.eq(now - head.due), due.eq(~waited[-1])]
+        beat = Signal()
+        credit = self._bandwidth(m, beat)
+        m.submodules.responses = responses = fifo.SyncFIFO(width=8 * self.line_bytes + 1,
+                                                           depth=self._RESPONSE_DEPTH)
+        # A line read from storage: issued (in_flight), then registered (read), then queued for its port. The
+        # block RAM's output is registered before anything else: it arrives late in the cycle.
+        in_flight, in_flight_host, read, read_host = Signal(), Signal(), Signal(), Signal()
+        read_data = Signal(8 * self.line_bytes)
+        room = Signal()
+        m.d.comb += room.eq(responses.level + in_flight + read < self._RESPONSE_DEPTH)
+        offset = Signal(range(max(self.max_burst, 2)))
+        m.d.comb += beat.eq(queue.r_rdy & due & credit & (head.req.write | room))
+        s = self._storage(m)
+        addr = head.req.addr + offset
+        m.d.comb += [
+            s["waddr"].eq(addr), s["wdata"].eq(head.req.data), s["raddr"].eq(addr),
+            s["we"].eq(beat & head.req.write), s["re"].eq(beat & ~head.req.write),
+        ]
+        m.d.sync += [in_flight.eq(beat & ~head.req.write), in_flight_host.eq(head.host),
+                     read.eq(in_flight), read_host.eq(in_flight_host), read_data.eq(s["rdata"])]
+        with m.If(beat):
+            with m.If(head.req.write | (offset == head.req.length)):
+                m.d.comb += queue.r_en.eq(1)
+                m.d.sync += offset.eq(0)
+            with m.Else():
+                m.d.sync += offset.eq(offset + 1)
+
+        # Read lines back to the port that asked, in order.
+        m.d.comb += [
+            responses.w_en.eq(read),
+            responses.w_data.eq(read_data | (read_host << (8 * self.line_bytes))),
+        ]
+        to_host = responses.r_data[-1]
+        for port, selected in ((self.port, ~to_host), (self.host, to_host)):
+            m.d.comb += [port.resp.valid.eq(responses.r_rdy & selected),
+                         port.resp.payload.eq(responses.r_data[:-1])]
+        m.d.comb += responses.r_en.eq(Mux(to_host, self.host.resp.ready, self.port.resp.ready))
+        return m
+
+    def _bandwidth(self, m, beat):
+        # Token bucket: bytes_per_cycle tokens arrive per cycle and a line costs line_bytes. The bucket holds
+        # line_bytes + bytes_per_cycle - 1: under continuous demand no token is ever lost, so the long-run rate is
+        # exactly bytes_per_cycle, and after an idle spell at most one extra line goes early.
+        credit = Signal(init=1)
+        rate, cost = self.bytes_per_cycle, self.line_bytes
+        if rate is None or rate >= cost:
+            return credit
+        capacity = cost + rate - 1
+        tokens = Signal(range(capacity + 1), init=cost)
+        m.d.comb += credit.eq(tokens >= cost)
+        with m.If(beat):
+            m.d.sync += tokens.eq(tokens - cost + rate)
+        with m.Elif(tokens + rate >= capacity):
+            m.d.sync += tokens.eq(capacity)
+        with m.Else():
+            m.d.sync += tokens.eq(tokens + rate)
+        return credit
+
+
+class MemoryModel(_Memory):
+    """Timed memory model: latency and bandwidth of off-chip memory, inside the simulated design.
+
+    Parameters
+    ----------
+    lines : int
+        Lines of storage (a power of two; addresses wrap modulo ``lines``).
+    line_bytes : int
+        Bytes per line.
+    addr_bits : int
+        Width of the ports' line addresses.
+    max_burst : int
+        Longest read burst (lines).
+    latency : int
+        Cycles from accepting a request to presenting its first line (at least :attr:`MIN_LATENCY`).
+    bytes_per_cycle : int
+        Bandwidth: at most one line per ``line_bytes / bytes_per_cycle`` cycles on average (reads and writes),
+        at most one line per cycle.
+    queue_depth : int
+        Requests the model holds; with fewer, a requester sees back-pressure before the latency limits it.
+    storage : str
+        ``"memory"`` (an Amaranth memory) or ``"verilog"`` (a Verilog array; Verilator only).
+
+    Members
+    -------
+    port, host : In(MemoryPort)
+        The accelerator's and the host's ports.
+    """
+
+    @checked_init
+    def __init__(self, *, lines, line_bytes, addr_bits, max_burst, latency, bytes_per_cycle, queue_depth=16,
+                 storage="memory"):
+        _check_positive("Latency", latency)
+        if latency < self.MIN_LATENCY:
+            raise ValueError(f"Latency must be at least {self.MIN_LATENCY} cycles (the model's own pipeline), "
+                             f"not {latency}")
+        _check_positive("Bandwidth (bytes per cycle)", bytes_per_cycle)
+        if bytes_per_cycle > line_bytes:
+            raise ValueError(f"Bandwidth of {bytes_per_cycle} bytes per cycle exceeds one {line_bytes}-byte line "
+                             "per cycle, the most the model's port can carry")
+        super().__init__(lines=lines, line_bytes=line_bytes, addr_bits=addr_bits, max_burst=max_burst,
+                         latency=latency, bytes_per_cycle=bytes_per_cycle, queue_depth=queue_depth,
+                         storage=storage)
+
+
+class BlockRAMMemory(_Memory):
+    """Memory served from block RAM at one line per cycle (the FPGA stand-in for off-chip memory).
+
+    Parameters
+    ----------
+    lines, line_bytes, addr_bits, max_burst
+        As for :class:`MemoryModel`. Reads answer :attr:`MIN_LATENCY` cycles after the request.
+    """
+
+    def __init__(self, *, lines, line_bytes, addr_bits, max_burst):
+        super().__init__(lines=lines, line_bytes=line_bytes, addr_bits=addr_bits, max_burst=max_burst,
+                         latency=None, bytes_per_cycle=None, queue_depth=4, storage="memory")

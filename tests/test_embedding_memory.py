@@ -1,0 +1,142 @@
+"""Memory port, timed memory model and block-RAM memory (Amaranth simulator)."""
+
+import numpy as np
+import pytest
+
+from rpaccel.rtl.memory import BlockRAMMemory, MemoryModel, MemoryPort
+from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
+
+LINE = 4   # bytes per line in these tests
+
+
+def model(latency=10, bytes_per_cycle=LINE, lines=64):
+    return MemoryModel(lines=lines, line_bytes=LINE, addr_bits=8, max_burst=8, latency=latency,
+                       bytes_per_cycle=bytes_per_cycle, queue_depth=16)
+
+
+def read(addr, length=1):
+    return {"write": 0, "addr": addr, "length": length - 1, "data": 0}
+
+
+def write(addr, value):
+    return {"write": 1, "addr": addr, "length": 0, "data": value}
+
+
+def timed_reads(dut, requests, *, preload=16, settle=100):
+    """Write lines 0..preload-1 through the host port, wait, then send ``requests`` on the accelerator port
+    back to back; return (cycle of each request's acceptance, cycle and value of each line read)."""
+    accepted, lines = [], []
+    expected = sum(r["length"] + 1 for r in requests)
+
+    async def bench(ctx):
+        await StreamSource(dut.host.req).send(ctx, [write(a, 0x1000 + a) for a in range(preload)])
+        await ctx.tick().repeat(settle)
+        ctx.set(dut.port.resp.ready, 1)
+        cycle = 0
+        pending = list(requests)
+        while pending or len(lines) < expected:
+            if pending:
+                ctx.set(dut.port.req.payload, pending[0])
+            ctx.set(dut.port.req.valid, bool(pending))
+            _, _, ready, valid, value = await ctx.tick().sample(dut.port.req.ready, dut.port.resp.valid,
+                                                                 dut.port.resp.payload)
+            if pending and ready:
+                accepted.append(cycle)
+                pending.pop(0)
+            if valid:
+                lines.append((cycle, value))
+            cycle += 1
+
+    run_simulation(dut, [bench], max_cycles=20_000, name="memory-timing")
+    return accepted, lines
+
+
+@pytest.mark.parametrize("latency", [5, 7, 30])
+def test_first_line_arrives_after_the_latency(latency):
+    accepted, lines = timed_reads(model(latency), [read(3, 4)])
+    assert [c - accepted[0] for c, _ in lines] == [latency, latency + 1, latency + 2, latency + 3]
+    assert [v for _, v in lines] == [0x1003, 0x1004, 0x1005, 0x1006]
+
+
+def test_single_line_requests_stream_at_one_per_cycle():
+    accepted, lines = timed_reads(model(12), [read(a) for a in range(16)])
+    assert accepted == list(range(16))                  # the queue accepts one request per cycle
+    assert [c for c, _ in lines] == list(range(12, 28))
+    assert [v for _, v in lines] == [0x1000 + a for a in range(16)]
+
+
+@pytest.mark.parametrize("rate", [1, 2, 3])
+def test_bandwidth_limit(rate):
+    accepted, lines = timed_reads(model(10, rate, lines=128), [read(8 * k, 8) for k in range(8)], preload=64)
+    cycles = [c for c, _ in lines]
+    assert cycles[0] - accepted[0] == 10
+    # 64 lines of 4 bytes at `rate` bytes per cycle; the bucket starts full, so one line may go early.
+    span = cycles[-1] - cycles[0]
+    assert 63 * LINE / rate - 2 <= span <= 63 * LINE / rate + 1
+    assert [v for _, v in lines] == [0x1000 + a for a in range(64)]
+
+
+def random_traffic(dut, seed, count=300):
+    """Random reads and writes on both ports with stalls; each port owns half of the lines."""
+    rng = np.random.default_rng(seed)
+    results = {}
+    benches = []
+    for index, name in enumerate(("port", "host")):
+        port = getattr(dut, name)
+        shadow = {}
+        requests, expected = [], []
+        for _ in range(count):
+            addr = int(rng.integers(0, 16)) * 2 + index
+            if rng.random() < 0.4:
+                value = int(rng.integers(0, 1 << 32))
+                requests.append(write(addr, value))
+                shadow[addr] = value
+            else:
+                n = int(rng.integers(1, 5))
+                requests.append(read(addr, n))
+                expected += [shadow.get(addr + k, 0) if (addr + k) % 2 == index else None for k in range(n)]
+        results[name] = expected
+
+        def bench(port=port, requests=requests, seed=seed + index):
+            async def send(ctx):
+                await StreamSource(port.req, pause=0.4, seed=seed).send(ctx, requests)
+            return send
+
+        def check(port=port, name=name, seed=seed + index):
+            async def receive(ctx):
+                got = await StreamSink(port.resp, pause=0.4, seed=seed + 7).receive(ctx, len(results[name]))
+                results[name + "_got"] = got
+            return receive
+
+        benches += [bench(), check()]
+    run_simulation(dut, benches, max_cycles=50_000, name="memory-random")
+    for name in ("port", "host"):
+        # Lines of the other port's half are written concurrently; only compare a port's own half.
+        own = [(g, e) for g, e in zip(results[name + "_got"], results[name]) if e is not None]
+        assert [g for g, _ in own] == [e for _, e in own]
+        assert len(results[name + "_got"]) == len(results[name])
+
+
+@pytest.mark.parametrize("rate", [1, 4])
+def test_model_random_traffic_under_stalls(rate):
+    random_traffic(model(9, rate), seed=rate)
+
+
+def test_block_ram_memory_random_traffic_under_stalls():
+    dut = BlockRAMMemory(lines=64, line_bytes=LINE, addr_bits=8, max_burst=8)
+    random_traffic(dut, seed=5)
+    _, lines = timed_reads(BlockRAMMemory(lines=64, line_bytes=LINE, addr_bits=8, max_burst=8), [read(0, 2)])
+    assert [v for _, v in lines] == [0x1000, 0x1001]
+
+
+def test_invalid_parameters():
+    with pytest.raises(ValueError, match="Latency must be at least 5 cycles"):
+        model(latency=4)
+    with pytest.raises(ValueError, match="Bandwidth of 8 bytes per cycle exceeds one 4-byte line per cycle"):
+        model(bytes_per_cycle=8)
+    with pytest.raises(ValueError, match="Memory lines must be a power of two, not 100"):
+        model(lines=100)
+    with pytest.raises(ValueError, match="Line size must be a power of two, not 12"):
+        MemoryPort(addr_bits=8, line_bytes=12, max_burst=4)
+    with pytest.raises(ValueError, match="Memory of 512 lines needs more than 8 address bits"):
+        model(lines=512)
