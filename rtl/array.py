@@ -16,13 +16,14 @@ The weights of the next tile shift in while the current tile computes (double bu
 weight row only into a bank that no accepted item still needs, and an item only when its tile is complete, so
 any interleaving of the three streams, with any idle cycles and any back-pressure, gives the same results.
 
-Inside a sub-array, activations enter row ``r`` delayed by ``r`` cycles (skew), partial sums enter the top row
-as zero and leave the bottom row of column ``c`` delayed by ``cols - 1 - c`` cycles (deskew), so a result
-is presented ``rows + cols + 2`` cycles after its item was accepted. Weights enter at the bottom row of each column
-and shift up one row per transfer; column ``c`` receives a row ``c`` cycles after column 0, so a bank is free
-again for loading ``rows - 1`` cycles after the last item of its tile was accepted (the item has passed
-column ``c`` by the time the load reaches it): a tile of ``2 * rows - 1`` or more items hides the next load
-fully.
+Inside a sub-array, activations enter row ``r`` delayed by ``r`` cycles (skew), partial sums (only as wide as
+a column of R products needs, see :attr:`ArrayGeometry.psum_bits`) enter the top row as zero and leave the
+bottom row of column ``c`` delayed by ``cols - 1 - c`` cycles (deskew), so a result is presented
+``rows + cols + 2`` cycles after its item was accepted. The skew and deskew delays are circular buffers in LUT
+RAM. Weights enter at the bottom row of each column and shift up one row per transfer; column ``c`` receives a
+row ``c`` cycles after column 0, so a bank is free again for loading ``rows - 1`` cycles after the last item of
+its tile was accepted (the item has passed column ``c`` by the time the load reaches it): a tile of
+``2 * rows - 2`` or more items hides the next tile's load fully.
 
 Flow control: each sub-array is one pipeline with a clock enable (the PEs' ``en``), registered and replicated
 per block and per skew line, computed from the fill level of a two-entry output FIFO so that no combinational
@@ -30,7 +31,8 @@ path runs from ``y.ready`` into the array or to ``x.ready``/``w.ready``. A stall
 items, its partial sums and its weight loads together.
 
 Changing ``split`` discards every loaded tile and every item in flight (the controller changes it only when
-the array is idle). A ``split`` value that is not in ``config.splits`` stops every slot.
+the array is idle) and holds the streams for :attr:`ArrayGeometry.settle_cycles`. A ``split`` value that is not
+in ``config.splits`` stops every slot.
 """
 
 from dataclasses import dataclass
@@ -42,8 +44,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..config import AccelConfig
-from ..numeric import ACC_BITS, ACT_BITS
+from ..numeric import ACC_BITS, ACT_BITS, INT8_MIN
 from .pe import ProcessingElement
+from .select import pick
 
 __all__ = ["ArrayGeometry", "Rect", "SystolicArray", "subarray_rects"]
 
@@ -118,6 +121,12 @@ class ArrayGeometry:
         return rect.rows, rect.cols
 
     @property
+    def psum_bits(self):
+        """Width of the partial sums inside the array: a column of R int8 products stays within
+        ``[-16256 R, 16384 R]``; results leave sign-extended to int32."""
+        return (self.rows * -INT8_MIN * -INT8_MIN).bit_length() + 1
+
+    @property
     def settle_cycles(self):
         """Cycles the array holds its streams after reset or a change of split: the longest delay line (the
         item tracker of the largest sub-array), plus one."""
@@ -160,21 +169,14 @@ def _delay_line(m, name, value, delays, enable):
         write.en.eq(enable),
         write.addr.eq(pointer),
         write.data.eq(value),
-        read.addr.eq(pointer - _pick(delays)),
+        read.addr.eq(pointer - pick(delays)),
     ]
     with m.If(enable):
         m.d.sync += pointer.eq(pointer + 1)
     if all(d for _, d in delays):
         return read.data
-    return _pick([(condition, value if d == 0 else read.data) for condition, d in delays], value)
+    return pick([(condition, value if d == 0 else read.data) for condition, d in delays], value)
 
-
-def _pick(choices, default=0):
-    """``value`` of the first ``(condition, value)`` whose condition holds (conditions are exclusive)."""
-    out = default
-    for condition, value in reversed(choices):
-        out = Mux(condition, value, out)
-    return out
 
 
 class SystolicArray(wiring.Component):
@@ -209,7 +211,11 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, config, *, tag_shape=0):
         self.config = config
-        self.geometry = geometry = ArrayGeometry(config)
+        try:
+            self.geometry = geometry = ArrayGeometry(config)
+        except Exception:
+            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
+            raise
         self.tag_shape = tag_shape
         members = {"split": In(range(geometry.slots + 1))}
         for s in range(geometry.slots):
@@ -251,7 +257,7 @@ class SystolicArray(wiring.Component):
             modes = g.modes_of(s)
             active = Signal(name=f"active{s}")
             m.d.comb += active.eq(Cat(mode[n] for n in modes).any())
-            slot_rows = _pick([(mode[n], g.rects[n][s].rows) for n in modes])
+            slot_rows = pick([(mode[n], g.rects[n][s].rows) for n in modes])
 
             en.append(Signal(name=f"en{s}"))
             en_next.append(Signal(name=f"en_next{s}"))
@@ -315,7 +321,7 @@ class SystolicArray(wiring.Component):
         def enable(name, owners):
             """A replica of the clock enable of the slot that owns a piece of logic in each mode."""
             reg = Signal(name=name)
-            m.d.sync += reg.eq(_pick([(mode[n], en_next[slot]) for n, slot in owners.items()]))
+            m.d.sync += reg.eq(pick([(mode[n], en_next[slot]) for n, slot in owners.items()]))
             return reg
 
         def delay(name, value, delays, owners):
@@ -324,7 +330,8 @@ class SystolicArray(wiring.Component):
                                enable(f"{name}_en", owners))
 
         # Processing elements, numbered row-major; the first `array_dsp_pes` get hard multipliers.
-        pe = [[ProcessingElement(multiplier="dsp" if r * cols + c < self.config.array_dsp_pes else "lut")
+        pe = [[ProcessingElement(multiplier="dsp" if r * cols + c < self.config.array_dsp_pes else "lut",
+                                 psum_bits=g.psum_bits)
                for c in range(cols)] for r in range(rows)]
         for r in range(rows):
             for c in range(cols):
@@ -343,7 +350,7 @@ class SystolicArray(wiring.Component):
                         sources[n] = (s, r - rect.row)
                 if not sources:
                     continue
-                value = _pick([(mode[n], Cat(Mux(x_fire[s], self.port("x", s).payload.a[local], 0), use_bank[s]))
+                value = pick([(mode[n], Cat(Mux(x_fire[s], self.port("x", s).payload.a[local], 0), use_bank[s]))
                                for n, (s, local) in sources.items()])
                 out = delay(f"entry_{r}_{c}", Cat(value[:ACT_BITS], value[ACT_BITS]),
                             {n: local + 1 for n, (_, local) in sources.items()},
@@ -365,7 +372,7 @@ class SystolicArray(wiring.Component):
                 if not sources:
                     continue
                 owners = {n: s for n, (s, _, _) in sources.items()}
-                value = _pick([(mode[n], Cat(self.port("w", s).payload[local], w_fire[s], load_bank[s]))
+                value = pick([(mode[n], Cat(self.port("w", s).payload[local], w_fire[s], load_bank[s]))
                                for n, (s, local, _) in sources.items()])
                 out = delay(f"load_{r}_{c}", value, {n: local + 1 for n, (_, local, _) in sources.items()},
                             owners)
@@ -386,8 +393,8 @@ class SystolicArray(wiring.Component):
                     w_shift = Signal(name=f"w_shift_{br}_{c}")
                     w_bank = Signal(name=f"w_bank_{br}_{c}")
                     m.d.comb += [
-                        w_shift.eq(block_en & _pick([(mode[n], load[bottom, c][1]) for n, bottom in bottoms.items()])),
-                        w_bank.eq(_pick([(mode[n], load[bottom, c][2]) for n, bottom in bottoms.items()])),
+                        w_shift.eq(block_en & pick([(mode[n], load[bottom, c][1]) for n, bottom in bottoms.items()])),
+                        w_bank.eq(pick([(mode[n], load[bottom, c][2]) for n, bottom in bottoms.items()])),
                     ]
                     for r in range(r0, r0 + block):
                         p = pe[r][c]
@@ -422,7 +429,7 @@ class SystolicArray(wiring.Component):
             psums = []
             for lc in range(g.slot_cols[s]):
                 psum = Signal(signed(ACC_BITS), name=f"result{s}_{lc}")
-                m.d.comb += psum.eq(_pick([(mode[n], exits[g.rects[n][s].bottom, g.rects[n][s].col + lc])
+                m.d.comb += psum.eq(pick([(mode[n], exits[g.rects[n][s].bottom, g.rects[n][s].col + lc])
                                            for n in modes if lc < g.rects[n][s].cols]))
                 psums.append(psum)
             fifo = m.submodules[f"fifo{s}"]

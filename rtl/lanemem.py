@@ -17,6 +17,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .select import pick, pick_keyed
+
 __all__ = ["LaneMemory", "read_signature", "write_signature"]
 
 
@@ -38,12 +40,6 @@ def write_signature(addr_width, elem_shape, elems):
     })
 
 
-def _pick(choices, default=0):
-    out = default
-    for condition, value in reversed(choices):
-        out = Mux(condition, value, out)
-    return out
-
 
 class LaneMemory(wiring.Component):
     """Slices of memory owned by the lanes of the current split (see the module documentation).
@@ -60,8 +56,6 @@ class LaneMemory(wiring.Component):
         Shape of one element.
     depth : int
         Rows per slice (a power of two).
-    transparent : bool
-        A read of the row being written in the same cycle returns the new data.
 
     Members
     -------
@@ -71,7 +65,7 @@ class LaneMemory(wiring.Component):
         The ports of lane ``l``: its widest word, its largest address range over the splits it exists in.
     """
 
-    def __init__(self, *, word_elems, slices, slice_elems, elem_shape, depth, transparent=False):
+    def __init__(self, *, word_elems, slices, slice_elems, elem_shape, depth):
         if depth & (depth - 1) or depth <= 0:
             raise ValueError(f"Lane memory slice depth must be a power of two, not {depth!r}")
         for n, elems in word_elems.items():
@@ -81,7 +75,6 @@ class LaneMemory(wiring.Component):
         self.word_elems = dict(sorted(word_elems.items()))
         self.slices, self.slice_elems, self.depth = slices, slice_elems, depth
         self.elem_shape = elem_shape
-        self.transparent = transparent
         members = {"split": In(range(slices + 1))}
         for lane in range(slices):
             elems = self.lane_elems(lane)
@@ -119,7 +112,7 @@ class LaneMemory(wiring.Component):
             mem = Memory(shape=se * elem_width, depth=self.depth, init=[])
             m.submodules[f"slice{j}"] = mem
             wp = mem.write_port(granularity=elem_width)
-            rp = mem.read_port(transparent_for=(wp,) if self.transparent else ())
+            rp = mem.read_port()
             slice_data.append(rp.data)
             reads, writes = [], []
             for n in self.word_elems:
@@ -127,16 +120,25 @@ class LaneMemory(wiring.Component):
                 lane, local = divmod(j, per_lane)
                 q = self.word_elems[n] // se
                 group, pos = divmod(local, q)
-                r, w = getattr(self, f"read{lane}"), getattr(self, f"write{lane}")
-                reads.append((mode[n], r))
-                hit = w.addr[row_bits:] == group if self.groups(n) > 1 else 1
-                writes.append((mode[n], w, hit, pos))
+                reads.append((mode[n], lane))
+                writes.append((mode[n], (lane, group if self.groups(n) > 1 else None, pos)))
+
+            def write(key, part):
+                lane, group, pos = key
+                port = getattr(self, f"write{lane}")
+                if part == "data":
+                    return Cat(port.data[pos * se + e] for e in range(se))
+                enables = port.en[pos * se:(pos + 1) * se]
+                return enables if group is None else Mux(port.addr[row_bits:] == group, enables, 0)
+
             m.d.comb += [
-                rp.addr.eq(_pick([(c, r.addr[:row_bits]) for c, r in reads])),
-                rp.en.eq(_pick([(c, r.en) for c, r in reads])),
-                wp.addr.eq(_pick([(c, w.addr[:row_bits]) for c, w, _, _ in writes])),
-                wp.data.eq(_pick([(c, Cat(w.data[pos * se + e] for e in range(se))) for c, w, _, pos in writes])),
-                wp.en.eq(_pick([(c, Mux(hit, w.en[pos * se:(pos + 1) * se], 0)) for c, w, hit, pos in writes])),
+                rp.addr.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").addr[:row_bits])),
+                rp.en.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").en)),
+                wp.addr.eq(pick_keyed([(c, key[0]) for c, key in writes],
+                                      lambda lane: getattr(self, f"write{lane}").addr[:row_bits])),
+                wp.data.eq(pick_keyed([(c, key[0::2]) for c, key in writes],
+                                      lambda key: write((key[0], None, key[1]), "data"))),
+                wp.en.eq(pick_keyed(writes, lambda key: write(key, "en"))),
             ]
 
         # Read data of each lane: the slices of the group its last read addressed.
@@ -155,5 +157,5 @@ class LaneMemory(wiring.Component):
                     word = Cat(slice_data[first + p] for p in range(q))
                     chosen = mode[n] & (group_q == group) if self.groups(n) > 1 else mode[n]
                     choices.append((chosen, word))
-            m.d.comb += r.data.eq(_pick(choices))
+            m.d.comb += r.data.eq(pick(choices))
         return m

@@ -51,6 +51,7 @@ from ..numeric import ACC_BITS, ACT_BITS
 from .array import ArrayGeometry, SystolicArray, x_layout, y_layout
 from .lanemem import LaneMemory, read_signature, write_signature
 from .postproc import PostProcessor, RequantParams
+from .select import pick, pick_keyed
 
 __all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "EngineGeometry", "MLPCommand", "MLPEngine", "MLPLane", "Op",
            "SplitShape", "wload_layout"]
@@ -151,8 +152,8 @@ class EngineGeometry:
     Raises
     ------
     ConfigError
-        If the configuration cannot be built (a sub-array whose rows are not a multiple of its columns, buffer
-        sizes that do not divide into power-of-two slices, more than 65536 words).
+        If the configuration cannot be built (a sub-array whose rows are not a multiple of its columns, an
+        activation buffer that does not divide into power-of-two slices, more than 65536 words).
     """
 
     def __init__(self, config):
@@ -167,11 +168,8 @@ class EngineGeometry:
             raise ConfigError(f"weight_buffer_words must be at most {1 << ADDR_BITS}, not {self.weight_words}")
         shapes = {n: array.shape(n) for n in array.splits}
         self.act_slice_elems = min(rows for rows, _ in shapes.values())
-        self.acc_slice_elems = min(cols for _, cols in shapes.values())
         self.act_depth = self._slice_depth("act_buffer_words", config.act_buffer_words * config.array_rows,
                                            self.act_slice_elems)
-        self.acc_depth = self._slice_depth("acc_buffer_words", config.acc_buffer_words * config.array_cols,
-                                           self.acc_slice_elems)
         self.splits = {}
         for n, (rows, cols) in shapes.items():
             if rows % cols:
@@ -182,12 +180,17 @@ class EngineGeometry:
             postprocs = config.array_cols // n
             per_lane = self.lanes // n
             act_groups = per_lane // (rows // self.act_slice_elems)
-            acc_groups = per_lane // (cols // self.acc_slice_elems)
+            # Each lane has its own accumulator (LUT RAM): a lane of split n gets the rows that keep
+            # rows x columns at the whole array's acc_buffer_words x array_cols.
+            acc_rows = config.acc_buffer_words * config.array_cols // (n * cols)
+            if acc_rows < 1:
+                raise ConfigError(f"acc_buffer_words = {config.acc_buffer_words} leaves no accumulator row to the "
+                                  f"lanes of split {n}")
             self.splits[n] = SplitShape(
                 n=n, rows=rows, cols=cols, rows_per_word=self.word_bytes // cols,
                 tile_words=-(-rows * cols // self.word_bytes), bias_words=-(-4 * cols // self.word_bytes),
                 postprocs=postprocs, beats=cols // postprocs,
-                act_words=act_groups * self.act_depth, acc_rows=acc_groups * self.acc_depth)
+                act_words=act_groups * self.act_depth, acc_rows=acc_rows)
             if rows * cols % self.word_bytes or cols % postprocs:
                 raise ConfigError(f"Split {n}: a {rows}x{cols} tile does not pack into {self.word_bytes}-byte words")
             if self.splits[n].act_words > 1 << ADDR_BITS:
@@ -226,10 +229,9 @@ class EngineGeometry:
         return LaneMemory(word_elems={n: s.rows for n, s in self.splits.items()}, slices=self.lanes,
                           slice_elems=self.act_slice_elems, elem_shape=signed(ACT_BITS), depth=self.act_depth)
 
-    def acc_memory(self):
-        return LaneMemory(word_elems={n: s.cols for n, s in self.splits.items()}, slices=self.lanes,
-                          slice_elems=self.acc_slice_elems, elem_shape=signed(ACC_BITS), depth=self.acc_depth,
-                          transparent=True)
+    def lane_acc_rows(self, lane):
+        """Rows of ``lane``'s accumulator: the most it needs in any split."""
+        return max(self.splits[n].acc_rows for n in self.lane_modes(lane))
 
 
 def wload_layout(geometry):
@@ -237,12 +239,6 @@ def wload_layout(geometry):
     return data.StructLayout({"addr": range(geometry.weight_words),
                               "data": data.ArrayLayout(signed(ACT_BITS), geometry.word_bytes)})
 
-
-def _pick(choices, default=0):
-    out = default
-    for condition, value in reversed(choices):
-        out = Mux(condition, value, out)
-    return out
 
 
 def _satisfied(done, wait):
@@ -263,8 +259,8 @@ class MLPLane(wiring.Component):
     ----------
     geometry : EngineGeometry
     lane : int
-    act_addr_width, acc_addr_width : int
-        Address widths of the lane's ports of the activation and accumulator memories.
+    act_addr_width : int
+        Address width of the lane's ports of the activation memory.
     """
 
     #: Depth of the FIFOs between the units. The accumulator FIFO holds a burst of last-k-tile results while the
@@ -272,11 +268,11 @@ class MLPLane(wiring.Component):
     #: running into the next n-tile; the word FIFO smooths the lanes' turns at the weight memory.
     WORD_FIFO = 8
     FEED_FIFO = 4
-    ACC_FIFO = 32
-    NTILE_FIFO = 8
+    ACC_FIFO = 16
+    NTILE_FIFO = 4
     RESULT_FIFO = 16
 
-    def __init__(self, geometry, lane, *, act_addr_width, acc_addr_width):
+    def __init__(self, geometry, lane, *, act_addr_width):
         self.geometry = g = geometry
         self.lane = lane
         rows, cols, postprocs = g.lane_rows(lane), g.lane_cols(lane), g.lane_postprocs(lane)
@@ -294,8 +290,6 @@ class MLPLane(wiring.Component):
             "wresp_valid": In(1),
             "act_r": Out(read_signature(act_addr_width, signed(ACT_BITS), rows)),
             "act_w": Out(write_signature(act_addr_width, signed(ACT_BITS), rows)),
-            "acc_r": Out(read_signature(acc_addr_width, signed(ACC_BITS), cols)),
-            "acc_w": Out(write_signature(acc_addr_width, signed(ACC_BITS), cols)),
             "pp_i": Out(stream.Signature(_beat_layout(postprocs))),
             "pp_o": In(stream.Signature(data.ArrayLayout(signed(ACC_BITS), postprocs))),
             "idle": Out(1),
@@ -314,7 +308,7 @@ class MLPLane(wiring.Component):
         active = Cat(mode.values()).any()
 
         def const(attr):
-            return _pick([(mode[s.n], getattr(s, attr)) for s in shapes])
+            return pick([(mode[s.n], getattr(s, attr)) for s in shapes])
 
         rows, cols = g.lane_rows(self.lane), g.lane_cols(self.lane)
         word_bytes = g.word_bytes
@@ -451,17 +445,19 @@ class MLPLane(wiring.Component):
         row_index = Signal(range(max(s.rows_per_word for s in shapes)))
         ntile_in = Signal(ntile_layout)
         m.d.comb += [
-            ntile_in.bias.eq(_pick([(mode[s.n], Cat(*bias_slots[:s.bias_words - 1], word.as_value()))
+            ntile_in.bias.eq(pick([(mode[s.n], Cat(*bias_slots[:s.bias_words - 1], word.as_value()))
                                     for s in shapes])),
             ntile_in.params.eq(wtag.params), ntile_in.to_output.eq(wtag.to_output),
             ntile_in.out_row.eq(wtag.out_row), ntile_in.out_off.eq(wtag.out_off),
             ntile_in.last_ntile.eq(wtag.last_ntile),
             ntile_fifo.w_data.eq(ntile_in),
             self.w.valid.eq(word_fifo.r_rdy & ~wtag.bias),
-            self.w.payload.eq(_pick([(mode[s.n] & (row_index == j),
-                                      Cat(word[j * s.cols + e] for e in range(s.cols)))
-                                     for s in shapes for j in range(s.rows_per_word)])),
         ]
+        for e in range(cols):
+            # Weight e of the row comes from byte row_index * cols + e of the word.
+            m.d.comb += self.w.payload[e].eq(pick_keyed(
+                [(mode[s.n] & (row_index == j), j * s.cols + e) for s in shapes if e < s.cols
+                 for j in range(s.rows_per_word)], lambda byte: word[byte]))
         with m.If(word_fifo.r_rdy & wtag.bias):
             with m.If(wtag.bias_last):
                 m.d.comb += [ntile_fifo.w_en.eq(1), word_fifo.r_en.eq(ntile_fifo.w_rdy)]
@@ -534,26 +530,34 @@ class MLPLane(wiring.Component):
         ]
 
         # Accumulate: the first k-tile writes the accumulator row, later ones add to it, the last one goes on
-        # to post-processing.
+        # to post-processing. The lane's accumulator is LUT RAM, read in stage A and written in stage B; an item
+        # that would read the row stage B is writing waits a cycle (only a one-item tile can cause that).
+        acc_mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), cols), depth=g.lane_acc_rows(self.lane), init=[])
+        m.submodules.acc_mem = acc_mem
+        acc_w = acc_mem.write_port()
+        acc_r = acc_mem.read_port()
         m.submodules.acc_fifo = acc_fifo = SyncFIFO(width=cols * ACC_BITS + tag_layout.size, depth=self.ACC_FIFO)
         a_valid = Signal()
         a_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         a_tag = Signal(tag_layout, reset_less=True)
+        a_writes = Signal()
         y_fire = Signal()
         m.d.comb += [
-            self.y.ready.eq(acc_fifo.level + (a_valid & a_tag.final) + 1 <= self.ACC_FIFO),
+            a_writes.eq(a_valid & ~a_tag.final),
+            self.y.ready.eq((acc_fifo.level + (a_valid & a_tag.final) + 1 <= self.ACC_FIFO)
+                            & ~(a_writes & (self.y.payload.tag.acc == a_tag.acc))),
             y_fire.eq(self.y.valid & self.y.ready),
-            self.acc_r.en.eq(y_fire),
-            self.acc_r.addr.eq(self.y.payload.tag.acc),
+            acc_r.en.eq(y_fire),
+            acc_r.addr.eq(self.y.payload.tag.acc),
         ]
         m.d.sync += [a_valid.eq(y_fire), a_psum.eq(self.y.payload.psum), a_tag.eq(self.y.payload.tag)]
         total = [Signal(signed(ACC_BITS), name=f"total{c}") for c in range(cols)]
         for c in range(cols):
-            m.d.comb += total[c].eq(Mux(a_tag.first, a_psum[c], self.acc_r.data[c] + a_psum[c]))
+            m.d.comb += total[c].eq(a_psum[c] + Mux(a_tag.first, 0, acc_r.data[c]))
         m.d.comb += [
-            self.acc_w.addr.eq(a_tag.acc),
-            self.acc_w.data.eq(Cat(total)),
-            self.acc_w.en.eq(Mux(a_valid & ~a_tag.final, (1 << cols) - 1, 0)),
+            acc_w.addr.eq(a_tag.acc),
+            acc_w.data.eq(Cat(total)),
+            acc_w.en.eq(a_writes),
             acc_fifo.w_en.eq(a_valid & a_tag.final),
             acc_fifo.w_data.eq(Cat(*total, a_tag)),
         ]
@@ -589,8 +593,8 @@ class MLPLane(wiring.Component):
             choices = [(mode[s.n] & (beat == b), b * s.postprocs + e)
                        for s in shapes if e < s.postprocs for b in range(s.beats)]
             m.d.comb += [
-                self.pp_i.payload.acc[e].eq(_pick([(c, acc_head[i]) for c, i in choices])),
-                self.pp_i.payload.bias[e].eq(_pick([(c, nt_head.bias[i]) for c, i in choices])),
+                self.pp_i.payload.acc[e].eq(pick_keyed(choices, lambda i: acc_head[i])),
+                self.pp_i.payload.bias[e].eq(pick_keyed(choices, lambda i: nt_head.bias[i])),
             ]
         m.d.sync += in_flight.eq(in_flight + pp_issue - self.pp_o.valid)
         with m.If(pp_issue):
@@ -606,29 +610,38 @@ class MLPLane(wiring.Component):
         ]
 
         # Collect the beats of a result and write it: to the activation memory (the low byte of each result,
-        # at its element offset in the word) or to the out stream.
-        m.submodules.out_fifo = out_fifo = SyncFIFO(width=cols * ACC_BITS, depth=2)
+        # at its element offset in the word) or to the out stream, through a one-entry output register.
         res_head = data.ArrayLayout(signed(ACC_BITS), postprocs)(result_fifo.r_data)
         tag_head = out_layout(out_tags.r_data)
         out_beat = Signal(range(max_beats))
-        partial = [Signal(postprocs * ACC_BITS, name=f"partial{b}", reset_less=True) for b in range(max_beats - 1)]
+        partial = [data.ArrayLayout(signed(ACC_BITS), postprocs)(
+                   Signal(postprocs * ACC_BITS, name=f"partial{b}", reset_less=True)) for b in range(max_beats - 1)]
         vector = Signal(data.ArrayLayout(signed(ACC_BITS), cols))
-        m.d.comb += vector.eq(_pick([
-            (mode[s.n], Cat(*(partial[b][:s.postprocs * ACC_BITS] for b in range(s.beats - 1)),
-                            res_head.as_value()[:s.postprocs * ACC_BITS]))
-            for s in shapes]))
+        for c in range(cols):
+            # Element c of a result comes in beat c // postprocs from post-processor c % postprocs: the head of
+            # the result FIFO for the last beat, an earlier beat's register otherwise.
+            sources = []
+            for s in shapes:
+                if c < s.cols:
+                    beat_of, e = divmod(c, s.postprocs)
+                    sources.append((mode[s.n], ("head", e) if beat_of == s.beats - 1 else (beat_of, e)))
+            m.d.comb += vector[c].eq(pick_keyed(
+                sources, lambda key: res_head[key[1]] if key[0] == "head" else partial[key[0]][key[1]]))
+        out_valid = Signal()
+        out_data = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         out_last = out_beat == const("beats") - 1
         take = Signal()
         m.d.comb += [
-            take.eq(result_fifo.r_rdy & (~out_last | ~tag_head.to_output | out_fifo.w_rdy)),
+            take.eq(result_fifo.r_rdy & (~out_last | ~tag_head.to_output | ~out_valid | self.out.ready)),
             result_fifo.r_en.eq(take),
             writer_writes.eq(take & out_last & ~tag_head.to_output),
-            out_fifo.w_en.eq(take & out_last & tag_head.to_output),
-            out_fifo.w_data.eq(vector),
-            self.out.valid.eq(out_fifo.r_rdy),
-            self.out.payload.eq(out_fifo.r_data),
-            out_fifo.r_en.eq(self.out.ready),
+            self.out.valid.eq(out_valid),
+            self.out.payload.eq(out_data),
         ]
+        with m.If(self.out.ready):
+            m.d.sync += out_valid.eq(0)
+        with m.If(take & out_last & tag_head.to_output):
+            m.d.sync += [out_valid.eq(1), out_data.eq(vector)]
         with m.If(take):
             with m.If(out_last):
                 m.d.sync += out_beat.eq(0)
@@ -639,17 +652,17 @@ class MLPLane(wiring.Component):
                 m.d.sync += out_beat.eq(out_beat + 1)
                 for b, reg in enumerate(partial):
                     with m.If(out_beat == b):
-                        m.d.sync += reg.eq(res_head.as_value())
+                        m.d.sync += reg.eq(res_head)
 
         # The activation memory write port: the writer (a result at its element offset, the other elements
         # disabled), else the loader.
-        mask = _pick([(mode[s.n], (1 << s.cols) - 1) for s in shapes])
+        mask = pick([(mode[s.n], (1 << s.cols) - 1) for s in shapes])
         with m.If(writer_writes):
             m.d.comb += [
                 self.act_w.addr.eq(tag_head.addr),
                 self.act_w.en.eq(mask << tag_head.off),
-                self.act_w.data.eq(Cat(_pick([(mode[s.n], vector[p % s.cols][:ACT_BITS]) for s in shapes])
-                                       for p in range(rows))),
+                self.act_w.data.eq(Cat(pick_keyed([(mode[s.n], p % s.cols) for s in shapes],
+                                                  lambda c: vector[c][:ACT_BITS]) for p in range(rows))),
             ]
         with m.Elif(act_fire):
             m.d.comb += [
@@ -687,7 +700,11 @@ class MLPEngine(wiring.Component):
 
     def __init__(self, config):
         self.config = config
-        self.geometry = EngineGeometry(config)
+        try:
+            self.geometry = EngineGeometry(config)
+        except Exception:
+            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
+            raise
         super().__init__(self.members(self.geometry))
 
     @staticmethod
@@ -716,13 +733,11 @@ class MLPEngine(wiring.Component):
 
         m.submodules.array = array = SystolicArray(self.config, tag_shape=g.tag_layout())
         m.submodules.act_mem = act_mem = g.act_memory()
-        m.submodules.acc_mem = acc_mem = g.acc_memory()
-        m.d.comb += [array.split.eq(self.split), act_mem.split.eq(split_q), acc_mem.split.eq(split_q)]
+        m.d.comb += [array.split.eq(self.split), act_mem.split.eq(split_q)]
 
         lanes = []
         for lane in range(g.lanes):
-            unit = MLPLane(g, lane, act_addr_width=act_mem.addr_width(lane),
-                           acc_addr_width=acc_mem.addr_width(lane))
+            unit = MLPLane(g, lane, act_addr_width=act_mem.addr_width(lane))
             m.submodules[f"lane{lane}"] = unit
             lanes.append(unit)
             m.d.comb += unit.split.eq(split_q)
@@ -734,8 +749,6 @@ class MLPEngine(wiring.Component):
             wiring.connect(m, array.port("y", lane), unit.y)
             wiring.connect(m, unit.act_r, getattr(act_mem, f"read{lane}"))
             wiring.connect(m, unit.act_w, getattr(act_mem, f"write{lane}"))
-            wiring.connect(m, unit.acc_r, getattr(acc_mem, f"read{lane}"))
-            wiring.connect(m, unit.acc_w, getattr(acc_mem, f"write{lane}"))
         m.d.comb += self.idle.eq(Cat(unit.idle for unit in lanes))
 
         # Weight memory: written by the host, read by the lanes' fetchers in round-robin order.
@@ -767,7 +780,7 @@ class MLPEngine(wiring.Component):
                 unit.wresp.eq(rp.data),
                 unit.wresp_valid.eq(granted_valid & (granted_lane == k)),
             ]
-        m.d.comb += [rp.en.eq(granted), rp.addr.eq(_pick([(grant == k, unit.wreq.payload)
+        m.d.comb += [rp.en.eq(granted), rp.addr.eq(pick([(grant == k, unit.wreq.payload)
                                                           for k, unit in enumerate(lanes)]))]
         m.d.sync += [granted_valid.eq(granted), granted_lane.eq(grant)]
         with m.If(granted):
@@ -777,21 +790,23 @@ class MLPEngine(wiring.Component):
         postprocs = [PostProcessor() for _ in range(cols)]
         for p, unit in enumerate(postprocs):
             m.submodules[f"postproc{p}"] = unit
-            owners = [(mode[n], lanes[p // s.postprocs], p % s.postprocs) for n, s in g.splits.items()]
+            owners = [(mode[n], divmod(p, s.postprocs)) for n, s in g.splits.items()]  # (lane, its element)
+            lane_of = [(c, key[0]) for c, key in owners]
             m.d.comb += [
-                unit.i.valid.eq(_pick([(c, lane.pp_i.valid) for c, lane, _ in owners])),
-                unit.i.payload.acc.eq(_pick([(c, lane.pp_i.payload.acc[e]) for c, lane, e in owners])),
-                unit.i.payload.bias.eq(_pick([(c, lane.pp_i.payload.bias[e]) for c, lane, e in owners])),
-                unit.i.payload.params.eq(_pick([(c, lane.pp_i.payload.params) for c, lane, _ in owners])),
+                unit.i.valid.eq(pick_keyed(lane_of, lambda k: lanes[k].pp_i.valid)),
+                unit.i.payload.acc.eq(pick_keyed(owners, lambda key: lanes[key[0]].pp_i.payload.acc[key[1]])),
+                unit.i.payload.bias.eq(pick_keyed(owners, lambda key: lanes[key[0]].pp_i.payload.bias[key[1]])),
+                unit.i.payload.params.eq(pick_keyed(lane_of, lambda k: lanes[k].pp_i.payload.params)),
                 unit.o.ready.eq(1),
             ]
         for k, lane in enumerate(lanes):
             groups = [(mode[n], k * s.postprocs, s.postprocs) for n, s in g.splits.items() if k < n]
             m.d.comb += [
                 lane.pp_i.ready.eq(1),
-                lane.pp_o.valid.eq(_pick([(c, postprocs[first].o.valid) for c, first, _ in groups])),
+                lane.pp_o.valid.eq(pick_keyed([(c, first) for c, first, _ in groups],
+                                              lambda first: postprocs[first].o.valid)),
             ]
             for e in range(g.lane_postprocs(k)):
-                m.d.comb += lane.pp_o.payload[e].eq(_pick([(c, postprocs[first + e].o.payload)
-                                                           for c, first, count in groups if e < count]))
+                m.d.comb += lane.pp_o.payload[e].eq(pick_keyed([(c, first + e) for c, first, count in groups
+                                                                if e < count], lambda p: postprocs[p].o.payload))
         return m

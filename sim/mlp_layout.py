@@ -5,9 +5,10 @@ the engine and *in which order* it streams is here, in one place, next to the ha
 (:mod:`rpaccel.rtl.mlp`). Nothing here simulates anything; the golden model is :mod:`rpaccel.sim.golden.mlp`.
 
 A batch on one lane runs in chunks of at most :func:`chunk_limit` items (the accumulator rows and the
-activation memory of the lane bound it), as few and as even as possible. The activation memory of a lane holds two input regions (the loader
-fills the next chunk's inputs while the current chunk computes) and two hidden regions the layers alternate
-between; every region has a row of ``chunk`` words per word of an item (stride = chunk). Per chunk the stream
+activation memory of the lane bound it), as few and as even as possible. The activation memory of a lane holds
+two input regions (the loader fills the next chunk's inputs while the current chunk computes) and two hidden
+regions the layers alternate between; every region has a row of ``chunk`` words per word of an item
+(stride = chunk). Per chunk the stream
 is one INPUT command and one LAYER command per layer, each layer waiting for the previous one (its input), the
 INPUT waiting until the chunk two before has finished reading the region it reuses.
 
@@ -350,10 +351,12 @@ class EnginePlan:
         return sum(program.tiles for program in self.lanes.values())
 
 
-def plan_engine(config, split, jobs, *, chunk=None, geometry=None):
+def plan_engine(config, split, jobs, *, chunk=None, geometry=None, counters=None):
     """Lay out a batch per lane: ``jobs`` is ``{lane: (layers, inputs)}``.
 
-    Lanes given the same ``layers`` list object share its weights in the image.
+    Lanes given the same ``layers`` list object share its weights in the image. ``counters`` gives
+    ``{lane: (inputs_done, layers_done)}`` of an engine that has already run (default: just reset), e.g. the
+    ``inputs_done``/``layers_done`` of the previous plan's lane programs.
     """
     geometry = geometry or EngineGeometry(config)
     if split not in geometry.splits:
@@ -364,5 +367,7 @@ def plan_engine(config, split, jobs, *, chunk=None, geometry=None):
     image = layout_weights(geometry, split, mlps)
     plan = EnginePlan(geometry=geometry, split=split, weights=image)
     for lane, (layers, inputs) in sorted(jobs.items()):
-        plan.lanes[lane] = plan_lane(geometry, split, lane, layers, inputs, image.bases[id(layers)], chunk=chunk)
+        inputs_done, layers_done = (counters or {}).get(lane, (0, 0))
+        plan.lanes[lane] = plan_lane(geometry, split, lane, layers, inputs, image.bases[id(layers)], chunk=chunk,
+                                     inputs_done=inputs_done, layers_done=layers_done)
     return plan

@@ -75,3 +75,42 @@ def test_scoreboard_catches_a_corrupted_weight():
     plan.weights.words[plan.weights.bases[id(layers)][1] + 6, 3] ^= 0x10  # one weight of layer 1, n-tile 0
     outputs, _ = play_plan(SMALL, plan, seed=1)
     assert not np.array_equal(outputs[0], mlp_forward(layers, jobs[0][1]))
+
+
+def test_tiny_engine_changes_its_split_between_batches():
+    """Quarters run four MLPs, then (once every lane is idle) the whole array runs a fifth: the split is a run-time
+    setting, and the lanes' completion counters carry over."""
+    from rpaccel.rtl.mlp import MLPEngine
+    from rpaccel.sim.payload import payload_shape, unpack
+    from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
+
+    rng = np.random.default_rng(41)
+    first, _ = random_jobs(rng, TINY, 4, widths=[1, 3, 5, 8], max_layers=2, max_items=6)
+    plans = [plan_engine(TINY, 4, first)]
+    counters = {lane: (program.inputs_done, program.layers_done) for lane, program in plans[0].lanes.items()}
+    second = {0: (random_mlp(rng, [6, 9, 2]), random_input(rng, 7, 6))}
+    plans.append(plan_engine(TINY, 1, second, counters=counters))
+    dut = MLPEngine(TINY)
+    got = [{}, {}]
+
+    async def bench(ctx):
+        for phase, plan in enumerate(plans):
+            ctx.set(dut.split, plan.split)
+            values = plan.player_inputs()
+            await StreamSource(dut.wload).send(ctx, [unpack(payload_shape(dut.wload), v) for v in values["wload"]])
+            # One lane at a time, its streams in turn: each batch is one chunk, so its few commands fit the lane's
+            # queues before its inputs arrive.
+            for lane, program in plan.lanes.items():
+                assert len(program.chunks) == 1
+                for port in (f"cmd{lane}", f"act{lane}"):
+                    stream = getattr(dut, port)
+                    await StreamSource(stream).send(ctx, [unpack(payload_shape(stream), v) for v in values[port]])
+                got[phase][lane] = await StreamSink(getattr(dut, f"out{lane}")).receive(ctx, program.outputs)
+            for _ in range(20):
+                await ctx.tick()
+            assert ctx.get(dut.idle) == (1 << TINY.splits[-1]) - 1
+
+    run_simulation(dut, [bench], max_cycles=200_000, name="mlp-split-change")
+    for phase, (plan, jobs) in enumerate(zip(plans, (first, second))):
+        outputs = {lane: program.decode(np.array(got[phase][lane])) for lane, program in plan.lanes.items()}
+        check(plan, jobs, outputs)

@@ -38,7 +38,7 @@ def _arguments(p):
     p.add_argument("--cocotb", action="store_true",
                    help="also run RM-large at batch 64 under cocotb to compare the two Verilator harnesses")
     p.add_argument("--synth", action="store_true",
-                   help="also synthesise the array and the engine (small on ECP5-85F, tiny on iCE40 UP5K)")
+                   help="also synthesise the PEs, the array and the engine (small on ECP5-85F, tiny on iCE40 UP5K)")
 
 
 def _ints(text, option):
@@ -91,19 +91,72 @@ def run_case(config, model, dims, split, batch, *, seed, pause, direct=True):
     }
 
 
+#: What ``--synth`` builds: (component, target, preset).
+SYNTH_RUNS = (("pe", "ecp5-85f", "small"), ("pe-lut", "ecp5-85f", "small"), ("array", "ecp5-85f", "small"),
+              ("mlp", "ecp5-85f", "small"), ("array", "ice40-up5k", "tiny"), ("mlp", "ice40-up5k", "tiny"))
+
+
+def _synth_one(component, target, config, seed):
+    """A synthesis summary; a design that does not fit the device gives Yosys's cell counts and the reason."""
+    import json
+    from pathlib import Path
+
+    from ..rtl.synth import SynthError, _cell_counts, lookup_target, synthesize
+
+    build_dir = Path("build") / "synth" / f"{component}-{target}-{config.name}"
+    try:
+        return synthesize(component, target, config, build_dir=build_dir, seed=seed)
+    except SynthError as error:
+        stat = build_dir / "top.stat.json"
+        if not stat.exists():
+            raise CommandFailed(str(error)) from None
+        reason = next((line.strip() for line in str(error).splitlines() if "ERROR" in line), str(error)[-200:])
+        return {"component": component, "target": target, "preset": config.name, "fits": False,
+                "reason": reason, "clock_constraint_mhz": config.clock_mhz, "fmax_mhz": None,
+                "cells": _cell_counts(lookup_target(target).family, json.loads(stat.read_text()))}
+
+
 def _synth(args):
     from ..config import preset
-    from .synth import synth_one
 
     rows = []
-    for component in ("array", "mlp"):
-        for target, name in (("ecp5-85f", "small"), ("ice40-up5k", "tiny")):
-            print(f"  synthesising {component} on {target} ({name}) ...", flush=True)
-            r = synth_one(component, target, preset(name), seed=args.seed)
-            rows.append(r)
+    for component, target, name in SYNTH_RUNS:
+        print(f"  synthesising {component} on {target} ({name}) ...", flush=True)
+        r = _synth_one(component, target, preset(name), args.seed)
+        rows.append(r)
+        if r.get("fits", True):
             print(f"    {r['fmax_mhz']} MHz, {r['cells']['luts']} LUTs, {r['cells']['dsps']} DSPs, "
                   f"{r['cells']['brams']} BRAMs ({r['seconds']} s)", flush=True)
+        else:
+            print(f"    does not fit: {r['reason']}", flush=True)
     return rows
+
+
+def _synth_table(synth, seed):
+    rows = []
+    for r in synth:
+        c = r["cells"]
+        if not r.get("fits", True):
+            rows.append([r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], None, "does not fit",
+                         c["luts"], c["ffs"], None, c["dsps"], c["brams"], "", r["reason"]])
+            continue
+        used = r["utilization"]["luts" if r["target"] == "ecp5-85f" else "logic_cells"]
+        path = r["critical_path"]
+        rows.append([r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], r["fmax_mhz"],
+                     "yes" if r["meets_timing"] else "no", c["luts"], c["ffs"], r["harness"]["ffs"], c["dsps"],
+                     c["brams"], f"{used['used']:,}/{used['available']:,}",
+                     f"`{path['from']}` -> `{path['to']}` ({path['logic_ns']} ns logic, {path['routing_ns']} ns "
+                     "routing)" if path else ""])
+    table = format_table(["component", "target", "preset", "constraint MHz", "Fmax MHz", "meets", "LUTs", "FFs",
+                          "of which harness FFs", "DSPs", "BRAMs", "placed LUTs (ECP5) / cells (iCE40)",
+                          "critical path"], rows)
+    tools = next((r["tools"] for r in synth if "tools" in r), {})
+    notes = ("Yosys and nextpnr through `rpaccel synth` in the pin harness (every port bit through a flip-flop "
+             f"of a shift register), nextpnr seed {seed}; LUTs count a CCU2C carry cell as two. `pe-lut` is the "
+             "processing element with `multiplier=\"lut\"`, as used by the array beyond `array_dsp_pes`. A "
+             "design that does not fit shows Yosys's cell counts and nextpnr's reason. Tools: "
+             + ", ".join(tools.values()) + ".")
+    return table, notes
 
 
 def bench_gemm(args):
@@ -169,20 +222,10 @@ def bench_gemm(args):
             f"{direct['build_seconds']:.0f} s and {cocotb['build_seconds']:.0f} s when not cached.")
     record(args, "gemm", "MLP engine on RecPipe's bottom MLPs", table + "\n\n" + "\n\n".join(notes))
     if synth:
-        rows = [[r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], r["fmax_mhz"],
-                 "yes" if r["meets_timing"] else "no", r["cells"]["luts"], r["cells"]["ffs"], r["harness"]["ffs"],
-                 r["cells"]["dsps"], r["cells"]["brams"],
-                 f"{r['utilization']['luts' if r['target'] == 'ecp5-85f' else 'logic_cells']['used']:,}/"
-                 f"{r['utilization']['luts' if r['target'] == 'ecp5-85f' else 'logic_cells']['available']:,}",
-                 f"`{r['critical_path']['from']}` -> `{r['critical_path']['to']}`" if r["critical_path"] else ""]
-                for r in synth]
-        synth_table = format_table(["component", "target", "preset", "constraint MHz", "Fmax MHz", "meets",
-                                    "LUTs", "FFs", "of which harness FFs", "DSPs", "BRAMs", "placed LUTs/cells",
-                                    "critical path"], rows)
+        synth_table, synth_notes = _synth_table(synth, args.seed)
         print(synth_table)
-        record(args, "gemm-synth", "Synthesis of the systolic array and the MLP engine", synth_table + "\n\n" +
-               "Yosys and nextpnr through `rpaccel synth` (pin harness, see `rpaccel bench synth`), nextpnr seed "
-               f"{args.seed}. Tools: " + ", ".join(synth[0]["tools"].values()) + ".")
+        record(args, "gemm-synth", "Synthesis of the systolic array and the MLP engine",
+               synth_table + "\n\n" + synth_notes)
     return 0
 
 
