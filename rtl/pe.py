@@ -1,6 +1,6 @@
 """Processing element of the weight-stationary systolic array."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,8 +30,12 @@ def lut_multiply(a, w):
     """
     au = a.as_unsigned()
     top = ACT_BITS - 1
-    rows = [Cat(Mux(w[i], au[:top], 0), ~(au[top] & w[i])) for i in range(top)]
-    rows.append(Cat(~Mux(w[top], au[:top], 0), au[top] & w[top]))
+    # Row i < 7 is ``a`` with its top bit inverted when w[i] is set, else only that top bit; the last row is
+    # ``a`` with its low bits inverted when w[7] is set, else only those low bits. Whole-word multiplexers of
+    # constants: the same logic as bit by bit, but one operation per row in Verilator, not eight.
+    flip_top, flip_low = 1 << top, (1 << top) - 1
+    rows = [Mux(w[i], au ^ flip_top, flip_top) for i in range(top)]
+    rows.append(Mux(w[top], au ^ flip_low, flip_low))
     pairs = [rows[2 * j] + (rows[2 * j + 1] << 1) for j in range(4)]
     quads = [pairs[0] + (pairs[1] << 2), pairs[2] + (pairs[3] << 2)]
     total = quads[0] + (quads[1] << 4) + (1 << ACT_BITS) + (1 << (2 * ACT_BITS - 1))
