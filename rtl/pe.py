@@ -1,32 +1,28 @@
 """Processing element of the weight-stationary systolic array."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS, ACT_BITS
 
-__all__ = ["MULTIPLIERS", "ProcessingElement", "lut_multiply"]
+__all__ = ["MULTIPLIERS", "ProcessingElement", "lut_multiply", "lut_partial_products", "lut_product"]
 
 #: How a processing element may implement its multiplier.
 MULTIPLIERS = ("dsp", "lut")
 
 
-def lut_multiply(a, w):
-    """``a * w`` for two int8 values, as partial products and adders that synthesis builds from LUTs.
+def lut_partial_products(a, w):
+    """The first half of :func:`lut_multiply`: two partial sums ``(low, high)`` of the product of two int8
+    values, ``a * w == (low + (high << 4)) mod 2**16`` read as signed; ``low`` is 16 bits, ``high`` 12.
 
     Yosys maps every ``*`` it sees to a DSP block when the target has them; an array larger than the device's
     DSP count needs some multipliers in soft logic. This is the Baugh-Wooley form of the signed product: eight
     unsigned 8-bit partial-product rows (row ``i`` is ``w[i] & a[j]`` for ``j < 7`` and the complement of
-    ``w[i] & a[7]``; the last row complements the other way), summed pairwise in three levels of adders as wide
-    as their operands, plus the constant ``2**8 + 2**15``, modulo ``2**16``. All unsigned: no sign extension.
-
-    Measured per multiplier in the PE harness on the ECP5-85F (Yosys 0.69, nextpnr 0.11) and in a Verilator
-    bench of 128 multipliers: this form about 153 LUTs, 97 MHz in the harness, 8.0 ns per simulated cycle; a
-    tree of sign-extended partial products as narrow as possible 147 LUTs, 99 MHz, 21.4 ns; the same sums in
-    full 16-bit modular arithmetic 244 LUTs, 118 MHz, 2.8 ns (``a * w`` itself: 1.8 ns). On the ``small``
-    array (132 LUT multipliers) the 16-bit form does not fit the device; this one does, and simulates 2.7
-    times faster than the narrow signed tree.
+    ``w[i] & a[7]``; the last row complements the other way) plus the constant ``2**8 + 2**15``, all modulo
+    ``2**16``, so nothing is sign-extended. The constant costs no adder: its two bits are the empty ninth bit of
+    the first and of the last row. The rows are summed pairwise in two levels of adders as wide as their
+    operands; :func:`lut_product` adds the last level.
     """
     au = a.as_unsigned()
     top = ACT_BITS - 1
@@ -36,10 +32,31 @@ def lut_multiply(a, w):
     flip_top, flip_low = 1 << top, (1 << top) - 1
     rows = [Mux(w[i], au ^ flip_top, flip_top) for i in range(top)]
     rows.append(Mux(w[top], au ^ flip_low, flip_low))
+    rows[0] = Cat(rows[0], Const(1, 1))    # + 2**8
+    rows[top] = Cat(rows[top], Const(1, 1))  # + 2**15 (the last row is shifted by 7)
     pairs = [rows[2 * j] + (rows[2 * j + 1] << 1) for j in range(4)]
-    quads = [pairs[0] + (pairs[1] << 2), pairs[2] + (pairs[3] << 2)]
-    total = quads[0] + (quads[1] << 4) + (1 << ACT_BITS) + (1 << (2 * ACT_BITS - 1))
-    return total[:2 * ACT_BITS].as_signed()
+    low, high = pairs[0] + (pairs[1] << 2), pairs[2] + (pairs[3] << 2)
+    return low[:2 * ACT_BITS], high[:2 * ACT_BITS - 4]
+
+
+def lut_product(low, high):
+    """The signed 16-bit product from the partial sums of :func:`lut_partial_products`."""
+    return (low + (high << 4))[:2 * ACT_BITS].as_signed()
+
+
+def lut_multiply(a, w):
+    """``a * w`` for two int8 values, from LUTs and carry chains (:func:`lut_partial_products`, then
+    :func:`lut_product`).
+
+    A PE with ``multiplier="lut"`` registers the two partial sums and adds the last level in its second stage,
+    next to the accumulation, so that both stages have two adder levels (all three in one stage limited the PE
+    to 97.6 MHz on the ECP5-85F; ``rpaccel bench gemm --synth`` gives the current figure as ``pe-lut``).
+    Measured during design per multiplier (ECP5, Verilator bench of 128 multipliers): about 153 LUTs and
+    8.0 ns per simulated cycle for this form with bit-by-bit rows; a tree of sign-extended partial products
+    147 LUTs, 21.4 ns; the same sums in full 16-bit modular arithmetic 244 LUTs (too many for the ``small``
+    array's 132 LUT multipliers to fit the device), 2.8 ns.
+    """
+    return lut_product(*lut_partial_products(a, w))
 
 
 class ProcessingElement(wiring.Component):
@@ -135,21 +152,26 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += weight[0].eq(self.w_in)
         m.d.comb += self.w_out.eq(Mux(self.w_bank, weight[1], weight[0]))
 
-        product = Signal(signed(2 * ACT_BITS), reset_less=True)
         a_out = Signal(signed(ACT_BITS), reset_less=True)
         bank_out = Signal(reset_less=True)
         psum_out = Signal(signed(self.psum_bits), reset_less=True)
         m.d.comb += [self.a_out.eq(a_out), self.bank_out.eq(bank_out), self.psum_out.eq(psum_out)]
         selected = Mux(self.bank_in, weight[1], weight[0])
         if self.multiplier == "lut":
-            multiplied = lut_multiply(self.a_in, selected)
+            # Two adder levels of the product in the first stage, the last one next to the accumulation.
+            low, high = lut_partial_products(self.a_in, selected)
+            stage = [Signal(len(low), name="product_low", reset_less=True),
+                     Signal(len(high), name="product_high", reset_less=True)]
+            staged = [stage[0].eq(low), stage[1].eq(high)]
+            product = lut_product(*stage)
         else:
-            multiplied = self.a_in * selected
+            product = Signal(signed(2 * ACT_BITS), reset_less=True)
+            staged = [product.eq(self.a_in * selected)]
         with m.If(self.en):
             m.d.sync += [
                 a_out.eq(self.a_in),
                 bank_out.eq(self.bank_in),
-                product.eq(multiplied),
+                *staged,
                 psum_out.eq(self.psum_in + product),
             ]
         return m
