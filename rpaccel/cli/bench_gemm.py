@@ -7,6 +7,9 @@ items of the same model, sharing one weight image). Reported per run:
 * cycles: from the first command the engine accepts to the last result it delivers, which includes every tile's
   weight loading into the array (overlapped with compute when tiles are long enough) and every layer's drain;
 * ideal cycles: ``M * sum(K * N) / (R * C)``, the whole array busy on useful multiply-accumulates;
+* tile bound: the utilisation a perfect pipeline would reach on this split's tiles, ``sum(K * N)`` over
+  ``sum(K' * N')`` with ``K'``, ``N'`` rounded up to the sub-array's rows and columns (partial tiles leave PEs
+  idle);
 * utilisation: ideal / cycles, and the same with the weight memory preload (the model's words streamed in
   from the host before the first command, one word per cycle) counted as well;
 * simulation speed: simulated cycles per wall-clock second of the Verilator run, and per second of processor
@@ -15,6 +18,7 @@ items of the same model, sharing one weight image). Reported per run:
 
 import time
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 
@@ -60,6 +64,15 @@ def bottom_mlp(rng, dims):
     return [replace(layer, relu=True) for layer in random_mlp(rng, dims, raw_last=False)]
 
 
+def tile_bound(config, dims, split):
+    """Useful MACs over the MACs of the padded tiles of an MLP of widths ``dims`` on a sub-array of ``split``."""
+    from ..rtl.array import ArrayGeometry
+
+    rows, cols = ArrayGeometry(config).shape(split)
+    padded = sum(-(-k // rows) * rows * -(-n // cols) * cols for k, n in pairwise(dims))
+    return sum(k * n for k, n in pairwise(dims)) / padded
+
+
 def run_case(config, model, dims, split, batch, *, seed, pause, direct=True):
     """Run one batch; return a result row (dict). Raises CommandFailed on any mismatch."""
     from ..sim.golden.mlp import mlp_forward, random_input
@@ -85,7 +98,8 @@ def run_case(config, model, dims, split, batch, *, seed, pause, direct=True):
     chunk = max(items for program in plan.lanes.values() for _, items in program.chunks)
     return {
         "model": model, "split": split, "batch": batch, "chunk": chunk, "cycles": cycles, "ideal": ideal,
-        "utilisation": ideal / cycles, "preload_cycles": len(plan.weights.words), "total_cycles": result.cycles,
+        "utilisation": ideal / cycles, "tile_bound": tile_bound(config, dims, split),
+        "preload_cycles": len(plan.weights.words), "total_cycles": result.cycles,
         "utilisation_with_preload": ideal / result.cycles, "mismatches": mismatches,
         "harness": "direct" if direct else "cocotb", "sim_cycles_per_s": result.cycles_per_second,
         "sim_cycles_per_cpu_s": result.cycles_per_cpu_second, "sim_seconds": result.wall_seconds,
@@ -203,9 +217,10 @@ def bench_gemm(args):
         print_json({"runs": rows, "harness_comparison": compare, "synthesis": synth})
 
     table = format_table(
-        ["model", "split", "batch", "chunk", "cycles", "ideal cycles", "utilisation", "with preload",
+        ["model", "split", "batch", "chunk", "cycles", "ideal cycles", "tile bound", "utilisation", "with preload",
          "sim cycles/s", "per CPU s"],
-        [[r["model"], r["split"], r["batch"], r["chunk"], r["cycles"], r["ideal"], f"{r['utilisation']:.1%}",
+        [[r["model"], r["split"], r["batch"], r["chunk"], r["cycles"], r["ideal"], f"{r['tile_bound']:.1%}",
+          f"{r['utilisation']:.1%}",
           f"{r['utilisation_with_preload']:.1%}", r["sim_cycles_per_s"], r["sim_cycles_per_cpu_s"]] for r in rows])
     print(table)
     geometry = f"{config.array_rows}x{config.array_cols}"
@@ -215,10 +230,17 @@ def bench_gemm(args):
         f"{args.seed}), ReLU after every layer; {args.pause:.0%} idle input and back-pressured output cycles. "
         "In split n each of the n sub-arrays runs batch/n items of the same model (one shared weight image).",
         "cycles: first command accepted to last result delivered (every tile's weight loading into the array "
-        "and every layer's drain included); ideal: M * sum(K * N) / (R * C); utilisation: ideal / cycles; "
+        "and every layer's drain included); ideal: M * sum(K * N) / (R * C); tile bound: sum(K * N) / "
+        "sum(K' * N') with K, N rounded up to the sub-array's rows and columns, the best a perfect pipeline "
+        "reaches with partial tiles (RM-small's 4 outputs use 4 of a sub-array's columns, K = 13 uses 13 of its "
+        "rows); utilisation: ideal / cycles; "
         "with preload: the model's weight words streamed into the weight memory first (one word per cycle, "
         "once per model) counted too; chunk: items per pass through the layers (bounded by the accumulator "
         "and activation buffers).",
+        "Between utilisation and the tile bound: the loads of tiles of fewer than 2r - 2 items (r: the "
+        "sub-array's rows), which the previous tile cannot hide (small batches, small chunks on quarters), and "
+        "one pipeline drain per layer and chunk (a layer's items start once the previous layer's last result of "
+        "the chunk is in the activation memory: array latency, post-processing, write).",
         "Simulation: Verilator, the file-driven player as a stand-alone binary (no cocotb, Python woken once "
         "per run); sim cycles/s is simulated cycles per wall-clock second of the run, per CPU s per second of "
         "processor time (the machine is shared, so wall-clock speed varies with its load).",
