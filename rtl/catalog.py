@@ -41,14 +41,14 @@ class CatalogEntry:
 CATALOG = {entry.name: entry for entry in [
     CatalogEntry("pe", "processing element: int8 x int8 multiply, int32 accumulate, two weight banks",
                  lambda config: ProcessingElement()),
-    CatalogEntry("pe-lut", "processing element with its multiplier in LUTs (the array's PEs beyond its DSP share)",
-                 lambda config: ProcessingElement(multiplier="lut")),
     CatalogEntry("postproc", "post-processing unit: bias add, requantise to int8, ReLU (stream, 6 stages)",
                  lambda config: PostProcessor()),
     CatalogEntry("array", "systolic array: R x C int8 PEs, split at run time into 1, 2 or 4**k sub-arrays",
                  SystolicArray),
     CatalogEntry("mlp", "MLP engine: systolic array, weight/activation/accumulator buffers, post-processors",
                  MLPEngine),
+    CatalogEntry("pe-lut", "processing element with its multiplier in LUTs (the array's PEs beyond its DSP share)",
+                 lambda config: ProcessingElement(multiplier="lut")),
 ]}
 
 
