@@ -43,6 +43,9 @@ def _arguments(p):
                    help="also run RM-large at batch 64 under cocotb to compare the two Verilator harnesses")
     p.add_argument("--synth", action="store_true",
                    help="also synthesise the PEs, the array and the engine (small on ECP5-85F, tiny on iCE40 UP5K)")
+    p.add_argument("--synth-runs", metavar="RUNS",
+                   help="comma-separated COMPONENT@TARGET of the --synth runs to do (default: all of "
+                        + ", ".join(f"{c}@{t}" for c, t, _ in SYNTH_RUNS) + ")")
     p.add_argument("--synth-only", action="store_true",
                    help="only the synthesis of --synth, no simulation (writes only the synthesis section)")
 
@@ -136,8 +139,16 @@ def _synth_one(component, target, config, seed):
 def _synth(args):
     from ..config import preset
 
+    runs = SYNTH_RUNS
+    if args.synth_runs:
+        known = {f"{c}@{t}": (c, t, name) for c, t, name in SYNTH_RUNS}
+        wanted = args.synth_runs.split(",")
+        for run in wanted:
+            if run not in known:
+                raise CLIError(f"--synth-runs: unknown run {run!r} (known: {', '.join(known)})")
+        runs = [known[run] for run in wanted]
     rows = []
-    for component, target, name in SYNTH_RUNS:
+    for component, target, name in runs:
         print(f"  synthesising {component} on {target} ({name}) ...", flush=True)
         r = _synth_one(component, target, preset(name), args.seed)
         rows.append(r)
@@ -171,7 +182,8 @@ def _synth_table(synth, seed):
     notes = ("Yosys and nextpnr through `rpaccel synth` in the pin harness (every port bit through a flip-flop "
              f"of a shift register), nextpnr seed {seed}; LUTs count a CCU2C carry cell as two. `pe-lut` is the "
              "processing element with `multiplier=\"lut\"`, as used by the array beyond `array_dsp_pes`. A "
-             "design that does not fit shows Yosys's cell counts and nextpnr's reason. Tools: "
+             "design that does not fit shows Yosys's cell counts and nextpnr's reason; runs not listed were "
+             "left out with `--synth-runs`. Tools: "
              + ", ".join(tools.values()) + ".")
     return table, notes
 
