@@ -166,7 +166,8 @@ def _synth_table(synth, seed):
         c = r["cells"]
         if not r.get("fits", True):
             rows.append([r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], None, "does not fit",
-                         c["luts"], c["ffs"], None, c["dsps"], c["brams"], "", r["reason"]])
+                         c["luts"], c["ffs"], None, c["dsps"], c["brams"], "",
+                         r["reason"].replace("|", "\\|")])  # a table cell
             continue
         used = r["utilization"]["luts" if r["target"] == "ecp5-85f" else "logic_cells"]
         path = r["critical_path"]
