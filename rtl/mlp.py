@@ -1,0 +1,812 @@
+"""MLP engine: the reconfigurable systolic array with weight, activation and accumulator buffers and
+post-processing, running whole multi-layer perceptrons from on-chip buffers.
+
+Structure (one *lane* per slot of the array; in split ``n`` lanes ``0 .. n-1`` work, each on its own
+sub-array)::
+
+    wload ──> weight memory ──(round-robin reads)──> lane fetchers ──> array w<l>   (tile rows)
+                                                                  └──> n-tile FIFO   (bias, params, destination)
+    cmd<l> ──> dispatcher ──> loader  : act<l> stream ──────────────> activation memory (lane slices)
+                          ├─> fetcher : weight words of each layer, in program order
+                          └─> feeder  : activation memory ──> array x<l> ──> array y<l>
+                                        ──> accumulate (accumulator memory, across k-tiles)
+                                        ──> post-processors (bias, requantise, ReLU or raw; shared by lanes)
+                                        ──> activation memory (next layer's input) or out<l> stream
+
+A lane executes a stream of commands (:class:`MLPCommand`):
+
+* ``INPUT``: take ``items * ktiles`` words from the lane's ``act`` stream and store word ``j`` of item ``i`` at
+  ``in_base + j * stride + i`` (the stream gives all items' word 0, then all items' word 1, ...).
+* ``LAYER``: one layer over a chunk of ``items`` items: for every n-tile, for every k-tile, every item's
+  activation word ``in_base + kt * stride + i`` goes through the array with the tile's weights; partial sums
+  accumulate in accumulator rows ``acc_base + i``; after the last k-tile the post-processors add the n-tile's
+  bias and requantise (``params``); the results go to the activation memory (word
+  ``out_base + (nt * cols) // rows * stride + i`` at element ``(nt * cols) % rows``), or, with ``to_output``,
+  to the ``out`` stream (one vector of ``cols`` int32 per item and n-tile, n-tile major).
+
+Commands of one lane start in order within each unit, and overlap across units: the fetcher streams weights
+ahead of the feeder (so the next tile's weights load while the current one computes), the loader fills the
+next chunk's inputs while layers run. Dependencies are explicit: a command waits until ``wait_inputs`` INPUT
+and ``wait_layers`` LAYER commands of its lane have completed (counted modulo 256; a LAYER completes when its
+last result has been written). The host-side layout code (:mod:`rpaccel.sim.mlp_layout`) builds the weight
+image and the command and input streams of a whole batch, chunk by chunk, so the host never steps in per
+layer.
+
+Weight memory layout of one layer for split ``n`` (words of ``array_cols`` bytes): for each n-tile, the bias
+(``cols`` int32, little-endian, ``bias_words`` words), then for each k-tile its ``rows`` weight rows (``cols``
+int8 each, packed ``array_cols // cols`` rows to a word).
+"""
+
+import enum
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..config import AccelConfig, ConfigError
+from ..numeric import ACC_BITS, ACT_BITS
+from .array import ArrayGeometry, SystolicArray, x_layout, y_layout
+from .lanemem import LaneMemory, read_signature, write_signature
+from .postproc import PostProcessor, RequantParams
+from .select import pick, pick_keyed
+
+__all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "EngineGeometry", "MLPCommand", "MLPEngine", "MLPLane", "Op",
+           "SplitShape", "wload_layout"]
+
+#: Width of buffer addresses and of item/tile counts in commands.
+ADDR_BITS = 16
+COUNT_BITS = 16
+#: Width of the completion counters commands wait on.
+WAIT_BITS = 8
+
+
+class Op(enum.IntEnum):
+    """Command opcodes."""
+
+    INPUT = 0
+    LAYER = 1
+
+
+class MLPCommand(data.Struct):
+    """One command of a lane (see the module documentation).
+
+    Members
+    -------
+    op : unsigned(1)
+        :class:`Op`.
+    wait_inputs, wait_layers : unsigned(8)
+        Start only once this many INPUT / LAYER commands of the lane have completed (modulo 256).
+    items : unsigned(16)
+        Items in the chunk (at least 1).
+    stride : unsigned(16)
+        Words between successive words of one item in the activation memory.
+    in_base : unsigned(16)
+        INPUT: where the words go. LAYER: where the layer's input words are.
+    out_base : unsigned(16)
+        LAYER: where the results go (unless ``to_output``).
+    acc_base : unsigned(16)
+        LAYER: first accumulator row used.
+    w_base : unsigned(16)
+        LAYER: first weight memory word of the layer.
+    ktiles : unsigned(16)
+        LAYER: k-tiles (input words per item). INPUT: words per item.
+    ntiles : unsigned(16)
+        LAYER: n-tiles.
+    params : RequantParams
+        LAYER: requantisation, ReLU, raw output.
+    to_output : unsigned(1)
+        LAYER: send the results to the ``out`` stream instead of the activation memory.
+    """
+
+    op: unsigned(1)
+    wait_inputs: unsigned(WAIT_BITS)
+    wait_layers: unsigned(WAIT_BITS)
+    items: unsigned(COUNT_BITS)
+    stride: unsigned(ADDR_BITS)
+    in_base: unsigned(ADDR_BITS)
+    out_base: unsigned(ADDR_BITS)
+    acc_base: unsigned(ADDR_BITS)
+    w_base: unsigned(ADDR_BITS)
+    ktiles: unsigned(COUNT_BITS)
+    ntiles: unsigned(COUNT_BITS)
+    params: RequantParams
+    to_output: unsigned(1)
+
+
+@dataclass(frozen=True)
+class SplitShape:
+    """What a lane looks like in one split.
+
+    Attributes
+    ----------
+    n : int
+        The split (number of lanes).
+    rows, cols : int
+        Sub-array shape: elements per activation word, outputs per n-tile.
+    rows_per_word, tile_words, bias_words : int
+        Weight rows per weight memory word, words per tile, words per bias vector.
+    postprocs, beats : int
+        Post-processors of each lane, and cycles they take for one result vector.
+    act_words, acc_rows : int
+        Activation memory words and accumulator rows of each lane.
+    """
+
+    n: int
+    rows: int
+    cols: int
+    rows_per_word: int
+    tile_words: int
+    bias_words: int
+    postprocs: int
+    beats: int
+    act_words: int
+    acc_rows: int
+
+
+class EngineGeometry:
+    """Sizes of the MLP engine for a configuration (pure Python, shared by the RTL and the host layout code).
+
+    Raises
+    ------
+    ConfigError
+        If the configuration cannot be built (a sub-array whose rows are not a multiple of its columns, an
+        activation buffer that does not divide into power-of-two slices, more than 65536 words).
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, AccelConfig):
+            raise TypeError(f"Engine configuration must be an AccelConfig, not {config!r}")
+        self.config = config
+        self.array = array = ArrayGeometry(config)
+        self.lanes = array.slots
+        self.word_bytes = config.array_cols
+        self.weight_words = config.weight_buffer_words
+        if self.weight_words > 1 << ADDR_BITS:
+            raise ConfigError(f"weight_buffer_words must be at most {1 << ADDR_BITS}, not {self.weight_words}")
+        shapes = {n: array.shape(n) for n in array.splits}
+        self.act_slice_elems = min(rows for rows, _ in shapes.values())
+        self.act_depth = self._slice_depth("act_buffer_words", config.act_buffer_words * config.array_rows,
+                                           self.act_slice_elems)
+        self.splits = {}
+        for n, (rows, cols) in shapes.items():
+            if rows % cols:
+                raise ConfigError(f"The MLP engine needs sub-arrays whose rows are a multiple of their columns; "
+                                  f"split {n} of the {config.array_rows}x{config.array_cols} array is {rows}x{cols}")
+            if n > config.array_cols:
+                raise ConfigError(f"Split {n} has more lanes than the {config.array_cols} post-processors")
+            postprocs = config.array_cols // n
+            per_lane = self.lanes // n
+            act_groups = per_lane // (rows // self.act_slice_elems)
+            # Each lane has its own accumulator (LUT RAM): a lane of split n gets the rows that keep
+            # rows x columns at the whole array's acc_buffer_words x array_cols.
+            acc_rows = config.acc_buffer_words * config.array_cols // (n * cols)
+            if acc_rows < 1:
+                raise ConfigError(f"acc_buffer_words = {config.acc_buffer_words} leaves no accumulator row to the "
+                                  f"lanes of split {n}")
+            self.splits[n] = SplitShape(
+                n=n, rows=rows, cols=cols, rows_per_word=self.word_bytes // cols,
+                tile_words=-(-rows * cols // self.word_bytes), bias_words=-(-4 * cols // self.word_bytes),
+                postprocs=postprocs, beats=cols // postprocs,
+                act_words=act_groups * self.act_depth, acc_rows=acc_rows)
+            if rows * cols % self.word_bytes or cols % postprocs:
+                raise ConfigError(f"Split {n}: a {rows}x{cols} tile does not pack into {self.word_bytes}-byte words")
+            if self.splits[n].act_words > 1 << ADDR_BITS:
+                raise ConfigError(f"act_buffer_words gives lanes of more than {1 << ADDR_BITS} words")
+
+    def _slice_depth(self, field, elems, slice_elems):
+        depth, rest = divmod(elems, self.lanes * slice_elems)
+        if rest or depth & (depth - 1):
+            raise ConfigError(f"{field} must split into {self.lanes} power-of-two slices of {slice_elems} elements, "
+                              f"not {getattr(self.config, field)!r}")
+        return depth
+
+    def lane_modes(self, lane):
+        """The splits in which ``lane`` works."""
+        return [n for n in self.splits if lane < n]
+
+    def lane_rows(self, lane):
+        return max(self.splits[n].rows for n in self.lane_modes(lane))
+
+    def lane_cols(self, lane):
+        return max(self.splits[n].cols for n in self.lane_modes(lane))
+
+    def lane_postprocs(self, lane):
+        return max(self.splits[n].postprocs for n in self.lane_modes(lane))
+
+    @property
+    def max_acc_rows(self):
+        return max(s.acc_rows for s in self.splits.values())
+
+    def tag_layout(self):
+        """What travels through the array with each item."""
+        rows = range(self.max_acc_rows)
+        return data.StructLayout({"acc": rows, "item": rows, "first": 1, "final": 1, "end": 1})
+
+    def act_memory(self):
+        return LaneMemory(word_elems={n: s.rows for n, s in self.splits.items()}, slices=self.lanes,
+                          slice_elems=self.act_slice_elems, elem_shape=signed(ACT_BITS), depth=self.act_depth)
+
+    def lane_acc_rows(self, lane):
+        """Rows of ``lane``'s accumulator: the most it needs in any split."""
+        return max(self.splits[n].acc_rows for n in self.lane_modes(lane))
+
+
+def wload_layout(geometry):
+    """Payload of the engine's ``wload`` stream: a weight memory address and the word to write there."""
+    return data.StructLayout({"addr": range(geometry.weight_words),
+                              "data": data.ArrayLayout(signed(ACT_BITS), geometry.word_bytes)})
+
+
+
+def _satisfied(done, wait):
+    """``done`` has reached ``wait`` (modulo 2**WAIT_BITS, within half the range)."""
+    return ~(done - wait)[WAIT_BITS - 1]
+
+
+def _beat_layout(postprocs):
+    return data.StructLayout({"acc": data.ArrayLayout(signed(ACC_BITS), postprocs),
+                              "bias": data.ArrayLayout(signed(ACC_BITS), postprocs),
+                              "params": RequantParams})
+
+
+class MLPLane(wiring.Component):
+    """The sequencers and datapath of one lane (see the module documentation); built by :class:`MLPEngine`.
+
+    Parameters
+    ----------
+    geometry : EngineGeometry
+    lane : int
+    act_addr_width : int
+        Address width of the lane's ports of the activation memory.
+    """
+
+    #: Depth of the FIFOs between the units. The accumulator FIFO holds a burst of last-k-tile results while the
+    #: post-processors take them in beats (two per result on a quarter of the small array), so the array keeps
+    #: running into the next n-tile; the word FIFO smooths the lanes' turns at the weight memory.
+    WORD_FIFO = 8
+    FEED_FIFO = 4
+    ACC_FIFO = 16
+    NTILE_FIFO = 4
+    RESULT_FIFO = 16
+
+    def __init__(self, geometry, lane, *, act_addr_width):
+        self.geometry = g = geometry
+        self.lane = lane
+        rows, cols, postprocs = g.lane_rows(lane), g.lane_cols(lane), g.lane_postprocs(lane)
+        tag = g.tag_layout()
+        super().__init__({
+            "split": In(range(g.lanes + 1)),
+            "cmd": In(stream.Signature(MLPCommand)),
+            "act": In(stream.Signature(data.ArrayLayout(signed(ACT_BITS), rows))),
+            "out": Out(stream.Signature(data.ArrayLayout(signed(ACC_BITS), cols))),
+            "x": Out(stream.Signature(x_layout(rows, tag))),
+            "w": Out(stream.Signature(data.ArrayLayout(signed(ACT_BITS), cols))),
+            "y": In(stream.Signature(y_layout(cols, tag))),
+            "wreq": Out(stream.Signature(unsigned(ADDR_BITS))),
+            "wresp": In(data.ArrayLayout(signed(ACT_BITS), g.word_bytes)),
+            "wresp_valid": In(1),
+            "act_r": Out(read_signature(act_addr_width, signed(ACT_BITS), rows)),
+            "act_w": Out(write_signature(act_addr_width, signed(ACT_BITS), rows)),
+            "pp_i": Out(stream.Signature(_beat_layout(postprocs))),
+            "pp_o": In(stream.Signature(data.ArrayLayout(signed(ACC_BITS), postprocs))),
+            "idle": Out(1),
+            "inputs_done": Out(WAIT_BITS),
+            "layers_done": Out(WAIT_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.geometry
+        modes = g.lane_modes(self.lane)
+        shapes = [g.splits[n] for n in modes]
+        mode = {n: Signal(name=f"mode{n}") for n in modes}
+        for n in modes:
+            m.d.comb += mode[n].eq(self.split == n)
+        active = Cat(mode.values()).any()
+
+        def const(attr):
+            return pick([(mode[s.n], getattr(s, attr)) for s in shapes])
+
+        rows, cols = g.lane_rows(self.lane), g.lane_cols(self.lane)
+        word_bytes = g.word_bytes
+        tag_layout = g.tag_layout()
+
+        inputs_done = Signal(WAIT_BITS)
+        layers_done = Signal(WAIT_BITS)
+        inputs_sent = Signal(WAIT_BITS)
+        layers_sent = Signal(WAIT_BITS)
+        m.d.comb += [
+            self.inputs_done.eq(inputs_done),
+            self.layers_done.eq(layers_done),
+            self.idle.eq((inputs_done == inputs_sent) & (layers_done == layers_sent)),
+        ]
+
+        # Dispatcher: INPUT commands to the loader, LAYER commands to both the fetcher and the feeder.
+        width = MLPCommand.as_shape().size
+        m.submodules.load_q = load_q = SyncFIFO(width=width, depth=2)
+        m.submodules.fetch_q = fetch_q = SyncFIFO(width=width, depth=2)
+        m.submodules.feed_q = feed_q = SyncFIFO(width=width, depth=2)
+        is_layer = self.cmd.payload.op == Op.LAYER
+        m.d.comb += [
+            self.cmd.ready.eq(active & Mux(is_layer, fetch_q.w_rdy & feed_q.w_rdy, load_q.w_rdy)),
+            load_q.w_data.eq(self.cmd.payload), fetch_q.w_data.eq(self.cmd.payload),
+            feed_q.w_data.eq(self.cmd.payload),
+            load_q.w_en.eq(self.cmd.valid & self.cmd.ready & ~is_layer),
+            fetch_q.w_en.eq(self.cmd.valid & self.cmd.ready & is_layer),
+            feed_q.w_en.eq(self.cmd.valid & self.cmd.ready & is_layer),
+        ]
+        with m.If(load_q.w_en):
+            m.d.sync += inputs_sent.eq(inputs_sent + 1)
+        with m.If(fetch_q.w_en):
+            m.d.sync += layers_sent.eq(layers_sent + 1)
+
+        # Result writer (defined here, driven below): it has priority on the activation memory write port.
+        writer_writes = Signal()
+
+        # Loader: INPUT commands, from the act stream into the activation memory.
+        lc = MLPCommand(load_q.r_data)
+        loading = Signal()
+        ld_item = Signal(COUNT_BITS)
+        ld_word = Signal(COUNT_BITS)
+        ld_row = Signal(ADDR_BITS)
+        act_fire = Signal()
+        m.d.comb += [
+            self.act.ready.eq(loading & ~writer_writes),
+            act_fire.eq(self.act.valid & self.act.ready),
+        ]
+        with m.If(~loading & load_q.r_rdy & _satisfied(layers_done, lc.wait_layers)):
+            m.d.sync += [loading.eq(1), ld_item.eq(0), ld_word.eq(0), ld_row.eq(lc.in_base)]
+        with m.If(act_fire):
+            with m.If(ld_item == lc.items - 1):
+                m.d.sync += [ld_item.eq(0), ld_word.eq(ld_word + 1), ld_row.eq(ld_row + lc.stride)]
+                with m.If(ld_word == lc.ktiles - 1):
+                    m.d.sync += [loading.eq(0), inputs_done.eq(inputs_done + 1)]
+                    m.d.comb += load_q.r_en.eq(1)
+            with m.Else():
+                m.d.sync += ld_item.eq(ld_item + 1)
+
+        # Fetcher, request side: the layer's weight words in order, each tagged with what it is.
+        fc = MLPCommand(fetch_q.r_data)
+        word_tag = data.StructLayout({
+            "bias": 1, "bias_last": 1, "params": RequantParams, "to_output": 1, "out_row": ADDR_BITS,
+            "out_off": range(rows), "last_ntile": 1})
+        m.submodules.word_fifo = word_fifo = SyncFIFO(width=word_bytes * ACT_BITS + word_tag.size,
+                                                      depth=self.WORD_FIFO)
+        fetching = Signal()
+        f_addr = Signal(ADDR_BITS)
+        f_nt = Signal(COUNT_BITS)
+        f_kt = Signal(COUNT_BITS)
+        f_word = Signal(range(max(max(s.tile_words, s.bias_words) for s in shapes) + 1))
+        f_tile = Signal()  # 0: bias words of the n-tile, 1: tile words
+        f_out_row = Signal(ADDR_BITS)
+        f_out_off = Signal(range(rows))
+        f_inflight = Signal()
+        f_tag = Signal(word_tag)
+        f_tag_q = Signal(word_tag, reset_less=True)
+        bias_words, tile_words = const("bias_words"), const("tile_words")
+        lane_rows, lane_cols = const("rows"), const("cols")
+        m.d.comb += [
+            self.wreq.valid.eq(fetching & (word_fifo.level + f_inflight < self.WORD_FIFO)),
+            self.wreq.payload.eq(f_addr),
+            f_tag.bias.eq(~f_tile),
+            f_tag.bias_last.eq(~f_tile & (f_word == bias_words - 1)),
+            f_tag.params.eq(fc.params),
+            f_tag.to_output.eq(fc.to_output),
+            f_tag.out_row.eq(f_out_row),
+            f_tag.out_off.eq(f_out_off),
+            f_tag.last_ntile.eq(f_nt == fc.ntiles - 1),
+            word_fifo.w_en.eq(self.wresp_valid),
+            word_fifo.w_data.eq(Cat(self.wresp, f_tag_q)),
+        ]
+        wreq_fire = self.wreq.valid & self.wreq.ready
+        m.d.sync += f_inflight.eq(wreq_fire)
+        with m.If(~fetching & fetch_q.r_rdy):
+            m.d.sync += [fetching.eq(1), f_addr.eq(fc.w_base), f_nt.eq(0), f_kt.eq(0), f_word.eq(0), f_tile.eq(0),
+                         f_out_row.eq(fc.out_base), f_out_off.eq(0)]
+        with m.If(wreq_fire):
+            m.d.sync += [f_addr.eq(f_addr + 1), f_tag_q.eq(f_tag)]
+            with m.If(~f_tile):
+                with m.If(f_word == bias_words - 1):
+                    m.d.sync += [f_word.eq(0), f_tile.eq(1)]
+                with m.Else():
+                    m.d.sync += f_word.eq(f_word + 1)
+            with m.Elif(f_word == tile_words - 1):
+                m.d.sync += f_word.eq(0)
+                with m.If(f_kt == fc.ktiles - 1):
+                    m.d.sync += [f_kt.eq(0), f_tile.eq(0)]
+                    with m.If(f_nt == fc.ntiles - 1):
+                        m.d.sync += fetching.eq(0)
+                        m.d.comb += fetch_q.r_en.eq(1)
+                    with m.Else():
+                        m.d.sync += f_nt.eq(f_nt + 1)
+                        with m.If(f_out_off == lane_rows - lane_cols):
+                            m.d.sync += [f_out_off.eq(0), f_out_row.eq(f_out_row + fc.stride)]
+                        with m.Else():
+                            m.d.sync += f_out_off.eq(f_out_off + lane_cols)
+                with m.Else():
+                    m.d.sync += f_kt.eq(f_kt + 1)
+            with m.Else():
+                m.d.sync += f_word.eq(f_word + 1)
+
+        # Fetcher, unpack side: bias words into the n-tile FIFO, tile words into weight rows for the array.
+        ntile_layout = data.StructLayout({
+            "bias": data.ArrayLayout(signed(ACC_BITS), cols), "params": RequantParams, "to_output": 1,
+            "out_row": ADDR_BITS, "out_off": range(rows), "last_ntile": 1})
+        m.submodules.ntile_fifo = ntile_fifo = SyncFIFO(width=ntile_layout.size, depth=self.NTILE_FIFO)
+        word = data.ArrayLayout(signed(ACT_BITS), word_bytes)(word_fifo.r_data[:word_bytes * ACT_BITS])
+        wtag = word_tag(word_fifo.r_data[word_bytes * ACT_BITS:])
+        max_bias_words = max(s.bias_words for s in shapes)
+        bias_slots = [Signal(word_bytes * ACT_BITS, name=f"bias_word{k}", reset_less=True)
+                      for k in range(max_bias_words - 1)]
+        bias_index = Signal(range(max_bias_words))
+        row_index = Signal(range(max(s.rows_per_word for s in shapes)))
+        ntile_in = Signal(ntile_layout)
+        m.d.comb += [
+            ntile_in.bias.eq(pick([(mode[s.n], Cat(*bias_slots[:s.bias_words - 1], word.as_value()))
+                                    for s in shapes])),
+            ntile_in.params.eq(wtag.params), ntile_in.to_output.eq(wtag.to_output),
+            ntile_in.out_row.eq(wtag.out_row), ntile_in.out_off.eq(wtag.out_off),
+            ntile_in.last_ntile.eq(wtag.last_ntile),
+            ntile_fifo.w_data.eq(ntile_in),
+            self.w.valid.eq(word_fifo.r_rdy & ~wtag.bias),
+        ]
+        for e in range(cols):
+            # Weight e of the row comes from byte row_index * cols + e of the word.
+            m.d.comb += self.w.payload[e].eq(pick_keyed(
+                [(mode[s.n] & (row_index == j), j * s.cols + e) for s in shapes if e < s.cols
+                 for j in range(s.rows_per_word)], lambda byte: word[byte]))
+        with m.If(word_fifo.r_rdy & wtag.bias):
+            with m.If(wtag.bias_last):
+                m.d.comb += [ntile_fifo.w_en.eq(1), word_fifo.r_en.eq(ntile_fifo.w_rdy)]
+                with m.If(ntile_fifo.w_rdy):
+                    m.d.sync += bias_index.eq(0)
+            with m.Else():
+                m.d.comb += word_fifo.r_en.eq(1)
+                m.d.sync += bias_index.eq(bias_index + 1)
+                for k, slot in enumerate(bias_slots):
+                    with m.If(bias_index == k):
+                        m.d.sync += slot.eq(word.as_value())
+        with m.If(self.w.valid & self.w.ready):
+            with m.If(row_index == const("rows_per_word") - 1):
+                m.d.sync += row_index.eq(0)
+                m.d.comb += word_fifo.r_en.eq(1)
+            with m.Else():
+                m.d.sync += row_index.eq(row_index + 1)
+
+        # Feeder: LAYER commands, activation words into the array, tagged for accumulation and output.
+        dc = MLPCommand(feed_q.r_data)
+        m.submodules.feed_fifo = feed_fifo = SyncFIFO(width=rows * ACT_BITS + tag_layout.size,
+                                                      depth=self.FEED_FIFO)
+        feeding = Signal()
+        d_item = Signal(COUNT_BITS)
+        d_kt = Signal(COUNT_BITS)
+        d_nt = Signal(COUNT_BITS)
+        d_row = Signal(ADDR_BITS)
+        d_inflight = Signal()
+        d_tag = Signal(tag_layout)
+        d_tag_q = Signal(tag_layout, reset_less=True)
+        issue = Signal()
+        with m.If(~feeding & feed_q.r_rdy & _satisfied(inputs_done, dc.wait_inputs)
+                  & _satisfied(layers_done, dc.wait_layers)):
+            m.d.sync += [feeding.eq(1), d_item.eq(0), d_kt.eq(0), d_nt.eq(0), d_row.eq(dc.in_base)]
+        m.d.comb += [
+            issue.eq(feeding & (feed_fifo.level + d_inflight < self.FEED_FIFO)),
+            self.act_r.en.eq(issue),
+            self.act_r.addr.eq(d_row + d_item),
+            d_tag.acc.eq(dc.acc_base + d_item),
+            d_tag.item.eq(d_item),
+            d_tag.first.eq(d_kt == 0),
+            d_tag.final.eq(d_kt == dc.ktiles - 1),
+            d_tag.end.eq(d_item == dc.items - 1),
+            feed_fifo.w_en.eq(d_inflight),
+            feed_fifo.w_data.eq(Cat(self.act_r.data, d_tag_q)),
+        ]
+        m.d.sync += d_inflight.eq(issue)
+        with m.If(issue):
+            m.d.sync += d_tag_q.eq(d_tag)
+            with m.If(d_item == dc.items - 1):
+                m.d.sync += d_item.eq(0)
+                with m.If(d_kt == dc.ktiles - 1):
+                    m.d.sync += [d_kt.eq(0), d_row.eq(dc.in_base)]
+                    with m.If(d_nt == dc.ntiles - 1):
+                        m.d.sync += feeding.eq(0)
+                        m.d.comb += feed_q.r_en.eq(1)
+                    with m.Else():
+                        m.d.sync += d_nt.eq(d_nt + 1)
+                with m.Else():
+                    m.d.sync += [d_kt.eq(d_kt + 1), d_row.eq(d_row + dc.stride)]
+            with m.Else():
+                m.d.sync += d_item.eq(d_item + 1)
+        feed_tag = tag_layout(feed_fifo.r_data[rows * ACT_BITS:])
+        m.d.comb += [
+            self.x.valid.eq(feed_fifo.r_rdy),
+            self.x.payload.a.eq(feed_fifo.r_data[:rows * ACT_BITS]),
+            self.x.payload.last.eq(feed_tag.end),
+            self.x.payload.tag.eq(feed_tag),
+            feed_fifo.r_en.eq(self.x.ready),
+        ]
+
+        # Accumulate: the first k-tile writes the accumulator row, later ones add to it, the last one goes on
+        # to post-processing. The lane's accumulator is LUT RAM, read in stage A and written in stage B; an item
+        # that would read the row stage B is writing waits a cycle (only a one-item tile can cause that).
+        acc_mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), cols), depth=g.lane_acc_rows(self.lane), init=[])
+        m.submodules.acc_mem = acc_mem
+        acc_w = acc_mem.write_port()
+        acc_r = acc_mem.read_port()
+        m.submodules.acc_fifo = acc_fifo = SyncFIFO(width=cols * ACC_BITS + tag_layout.size, depth=self.ACC_FIFO)
+        a_valid = Signal()
+        a_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
+        a_tag = Signal(tag_layout, reset_less=True)
+        a_writes = Signal()
+        y_fire = Signal()
+        m.d.comb += [
+            a_writes.eq(a_valid & ~a_tag.final),
+            self.y.ready.eq((acc_fifo.level + (a_valid & a_tag.final) + 1 <= self.ACC_FIFO)
+                            & ~(a_writes & (self.y.payload.tag.acc == a_tag.acc))),
+            y_fire.eq(self.y.valid & self.y.ready),
+            acc_r.en.eq(y_fire),
+            acc_r.addr.eq(self.y.payload.tag.acc),
+        ]
+        m.d.sync += [a_valid.eq(y_fire), a_psum.eq(self.y.payload.psum), a_tag.eq(self.y.payload.tag)]
+        total = [Signal(signed(ACC_BITS), name=f"total{c}") for c in range(cols)]
+        for c in range(cols):
+            m.d.comb += total[c].eq(a_psum[c] + Mux(a_tag.first, 0, acc_r.data[c]))
+        m.d.comb += [
+            acc_w.addr.eq(a_tag.acc),
+            acc_w.data.eq(Cat(total)),
+            acc_w.en.eq(a_writes),
+            acc_fifo.w_en.eq(a_valid & a_tag.final),
+            acc_fifo.w_data.eq(Cat(*total, a_tag)),
+        ]
+
+        # Post-process: the result vector in beats over the lane's post-processors, with the n-tile's bias and
+        # parameters. The post-processors never stall: a beat is issued only when the result FIFO has room for
+        # every beat in flight.
+        postprocs = g.lane_postprocs(self.lane)
+        acc_head = data.ArrayLayout(signed(ACC_BITS), cols)(acc_fifo.r_data[:cols * ACC_BITS])
+        acc_tag = tag_layout(acc_fifo.r_data[cols * ACC_BITS:])
+        nt_head = ntile_layout(ntile_fifo.r_data)
+        out_layout = data.StructLayout({"addr": ADDR_BITS, "off": range(rows), "to_output": 1, "layer_done": 1})
+        m.submodules.out_tags = out_tags = SyncFIFO(width=out_layout.size, depth=self.RESULT_FIFO)
+        m.submodules.result_fifo = result_fifo = SyncFIFO(width=postprocs * ACC_BITS, depth=self.RESULT_FIFO)
+        max_beats = max(s.beats for s in shapes)
+        beat = Signal(range(max_beats))
+        in_flight = Signal(range(self.RESULT_FIFO + 1))
+        last_beat = beat == const("beats") - 1
+        pp_issue = Signal()
+        out_tag_in = Signal(out_layout)
+        m.d.comb += [
+            pp_issue.eq(acc_fifo.r_rdy & ntile_fifo.r_rdy & out_tags.w_rdy
+                        & (result_fifo.level + in_flight < self.RESULT_FIFO)),
+            self.pp_i.valid.eq(pp_issue),
+            self.pp_i.payload.params.eq(nt_head.params),
+            out_tag_in.addr.eq(nt_head.out_row + acc_tag.item),
+            out_tag_in.off.eq(nt_head.out_off),
+            out_tag_in.to_output.eq(nt_head.to_output),
+            out_tag_in.layer_done.eq(acc_tag.end & nt_head.last_ntile),
+            out_tags.w_data.eq(out_tag_in),
+        ]
+        for e in range(postprocs):
+            choices = [(mode[s.n] & (beat == b), b * s.postprocs + e)
+                       for s in shapes if e < s.postprocs for b in range(s.beats)]
+            m.d.comb += [
+                self.pp_i.payload.acc[e].eq(pick_keyed(choices, lambda i: acc_head[i])),
+                self.pp_i.payload.bias[e].eq(pick_keyed(choices, lambda i: nt_head.bias[i])),
+            ]
+        m.d.sync += in_flight.eq(in_flight + pp_issue - self.pp_o.valid)
+        with m.If(pp_issue):
+            with m.If(last_beat):
+                m.d.sync += beat.eq(0)
+                m.d.comb += [acc_fifo.r_en.eq(1), out_tags.w_en.eq(1), ntile_fifo.r_en.eq(acc_tag.end)]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+        m.d.comb += [
+            self.pp_o.ready.eq(1),
+            result_fifo.w_en.eq(self.pp_o.valid),
+            result_fifo.w_data.eq(self.pp_o.payload),
+        ]
+
+        # Collect the beats of a result and write it: to the activation memory (the low byte of each result,
+        # at its element offset in the word) or to the out stream, through a one-entry output register.
+        res_head = data.ArrayLayout(signed(ACC_BITS), postprocs)(result_fifo.r_data)
+        tag_head = out_layout(out_tags.r_data)
+        out_beat = Signal(range(max_beats))
+        partial = [data.ArrayLayout(signed(ACC_BITS), postprocs)(
+                   Signal(postprocs * ACC_BITS, name=f"partial{b}", reset_less=True)) for b in range(max_beats - 1)]
+        vector = Signal(data.ArrayLayout(signed(ACC_BITS), cols))
+        for c in range(cols):
+            # Element c of a result comes in beat c // postprocs from post-processor c % postprocs: the head of
+            # the result FIFO for the last beat, an earlier beat's register otherwise.
+            sources = []
+            for s in shapes:
+                if c < s.cols:
+                    beat_of, e = divmod(c, s.postprocs)
+                    sources.append((mode[s.n], ("head", e) if beat_of == s.beats - 1 else (beat_of, e)))
+            m.d.comb += vector[c].eq(pick_keyed(
+                sources, lambda key: res_head[key[1]] if key[0] == "head" else partial[key[0]][key[1]]))
+        out_valid = Signal()
+        out_data = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
+        out_last = out_beat == const("beats") - 1
+        take = Signal()
+        m.d.comb += [
+            take.eq(result_fifo.r_rdy & (~out_last | ~tag_head.to_output | ~out_valid | self.out.ready)),
+            result_fifo.r_en.eq(take),
+            writer_writes.eq(take & out_last & ~tag_head.to_output),
+            self.out.valid.eq(out_valid),
+            self.out.payload.eq(out_data),
+        ]
+        with m.If(self.out.ready):
+            m.d.sync += out_valid.eq(0)
+        with m.If(take & out_last & tag_head.to_output):
+            m.d.sync += [out_valid.eq(1), out_data.eq(vector)]
+        with m.If(take):
+            with m.If(out_last):
+                m.d.sync += out_beat.eq(0)
+                m.d.comb += out_tags.r_en.eq(1)
+                with m.If(tag_head.layer_done):
+                    m.d.sync += layers_done.eq(layers_done + 1)
+            with m.Else():
+                m.d.sync += out_beat.eq(out_beat + 1)
+                for b, reg in enumerate(partial):
+                    with m.If(out_beat == b):
+                        m.d.sync += reg.eq(res_head)
+
+        # The activation memory write port: the writer (a result at its element offset, the other elements
+        # disabled), else the loader.
+        mask = pick([(mode[s.n], (1 << s.cols) - 1) for s in shapes])
+        with m.If(writer_writes):
+            m.d.comb += [
+                self.act_w.addr.eq(tag_head.addr),
+                self.act_w.en.eq(mask << tag_head.off),
+                self.act_w.data.eq(Cat(pick_keyed([(mode[s.n], p % s.cols) for s in shapes],
+                                                  lambda c: vector[c][:ACT_BITS]) for p in range(rows))),
+            ]
+        with m.Elif(act_fire):
+            m.d.comb += [
+                self.act_w.addr.eq(ld_row + ld_item),
+                self.act_w.en.eq((1 << rows) - 1),
+                self.act_w.data.eq(self.act.payload),
+            ]
+        return m
+
+
+class MLPEngine(wiring.Component):
+    """The MLP engine: systolic array, weight/activation/accumulator buffers, post-processors, one lane per slot.
+
+    See the module documentation for the commands, the buffers and the weight layout.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+
+    Members
+    -------
+    split : In(range(lanes + 1))
+        Number of sub-arrays (lanes); change it only while every lane is ``idle``.
+    wload : In(stream.Signature({addr, data}))
+        Writes one weight memory word (``array_cols`` int8) per transfer.
+    cmd<l> : In(stream.Signature(MLPCommand))
+        Commands of lane ``l``.
+    act<l> : In(stream.Signature(data.ArrayLayout(signed(8), rows)))
+        Input words of lane ``l`` (for its INPUT commands).
+    out<l> : Out(stream.Signature(data.ArrayLayout(signed(32), cols)))
+        Results of lane ``l``'s output layers.
+    idle : Out(lanes)
+        Lane ``l`` has completed every command it accepted.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        try:
+            self.geometry = EngineGeometry(config)
+        except Exception:
+            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
+            raise
+        super().__init__(self.members(self.geometry))
+
+    @staticmethod
+    def members(geometry):
+        """The signature members of an engine of ``geometry`` (for wrappers that mirror its ports)."""
+        g = geometry
+        members = {
+            "split": In(range(g.lanes + 1)),
+            "wload": In(stream.Signature(wload_layout(g))),
+            "idle": Out(g.lanes),
+        }
+        for lane in range(g.lanes):
+            members[f"cmd{lane}"] = In(stream.Signature(MLPCommand))
+            members[f"act{lane}"] = In(stream.Signature(data.ArrayLayout(signed(ACT_BITS), g.lane_rows(lane))))
+            members[f"out{lane}"] = Out(stream.Signature(data.ArrayLayout(signed(ACC_BITS), g.lane_cols(lane))))
+        return members
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.geometry
+        cols = self.config.array_cols
+
+        split_q = Signal.like(self.split, name="split_q")
+        m.d.sync += split_q.eq(self.split)
+        mode = {n: split_q == n for n in g.splits}
+
+        m.submodules.array = array = SystolicArray(self.config, tag_shape=g.tag_layout())
+        m.submodules.act_mem = act_mem = g.act_memory()
+        m.d.comb += [array.split.eq(self.split), act_mem.split.eq(split_q)]
+
+        lanes = []
+        for lane in range(g.lanes):
+            unit = MLPLane(g, lane, act_addr_width=act_mem.addr_width(lane))
+            m.submodules[f"lane{lane}"] = unit
+            lanes.append(unit)
+            m.d.comb += unit.split.eq(split_q)
+            wiring.connect(m, wiring.flipped(getattr(self, f"cmd{lane}")), unit.cmd)
+            wiring.connect(m, wiring.flipped(getattr(self, f"act{lane}")), unit.act)
+            wiring.connect(m, unit.out, wiring.flipped(getattr(self, f"out{lane}")))
+            wiring.connect(m, unit.x, array.port("x", lane))
+            wiring.connect(m, unit.w, array.port("w", lane))
+            wiring.connect(m, array.port("y", lane), unit.y)
+            wiring.connect(m, unit.act_r, getattr(act_mem, f"read{lane}"))
+            wiring.connect(m, unit.act_w, getattr(act_mem, f"write{lane}"))
+        m.d.comb += self.idle.eq(Cat(unit.idle for unit in lanes))
+
+        # Weight memory: written by the host, read by the lanes' fetchers in round-robin order.
+        weights = Memory(shape=g.word_bytes * ACT_BITS, depth=g.weight_words, init=[])
+        m.submodules.weights = weights
+        wp = weights.write_port()
+        rp = weights.read_port()
+        m.d.comb += [
+            wp.en.eq(self.wload.valid),
+            wp.addr.eq(self.wload.payload.addr),
+            wp.data.eq(self.wload.payload.data),
+            self.wload.ready.eq(1),
+        ]
+        pointer = Signal(range(g.lanes))
+        grant = Signal(range(g.lanes))
+        granted = Signal()
+        granted_lane = Signal(range(g.lanes))
+        granted_valid = Signal()
+        # The first requesting lane at or after the pointer.
+        order = [[(start + k) % g.lanes for k in range(g.lanes)] for start in range(g.lanes)]
+        for start, lanes_in_order in enumerate(order):
+            with m.If(pointer == start):
+                for k in reversed(lanes_in_order):
+                    with m.If(lanes[k].wreq.valid):
+                        m.d.comb += [grant.eq(k), granted.eq(1)]
+        for k, unit in enumerate(lanes):
+            m.d.comb += [
+                unit.wreq.ready.eq(granted & (grant == k)),
+                unit.wresp.eq(rp.data),
+                unit.wresp_valid.eq(granted_valid & (granted_lane == k)),
+            ]
+        m.d.comb += [rp.en.eq(granted), rp.addr.eq(pick([(grant == k, unit.wreq.payload)
+                                                          for k, unit in enumerate(lanes)]))]
+        m.d.sync += [granted_valid.eq(granted), granted_lane.eq(grant)]
+        with m.If(granted):
+            m.d.sync += pointer.eq(Mux(grant == g.lanes - 1, 0, grant + 1))
+
+        # Post-processors: one per array column; in split n, lane l owns processors l * cols/n .. + cols/n.
+        postprocs = [PostProcessor() for _ in range(cols)]
+        for p, unit in enumerate(postprocs):
+            m.submodules[f"postproc{p}"] = unit
+            owners = [(mode[n], divmod(p, s.postprocs)) for n, s in g.splits.items()]  # (lane, its element)
+            lane_of = [(c, key[0]) for c, key in owners]
+            m.d.comb += [
+                unit.i.valid.eq(pick_keyed(lane_of, lambda k: lanes[k].pp_i.valid)),
+                unit.i.payload.acc.eq(pick_keyed(owners, lambda key: lanes[key[0]].pp_i.payload.acc[key[1]])),
+                unit.i.payload.bias.eq(pick_keyed(owners, lambda key: lanes[key[0]].pp_i.payload.bias[key[1]])),
+                unit.i.payload.params.eq(pick_keyed(lane_of, lambda k: lanes[k].pp_i.payload.params)),
+                unit.o.ready.eq(1),
+            ]
+        for k, lane in enumerate(lanes):
+            groups = [(mode[n], k * s.postprocs, s.postprocs) for n, s in g.splits.items() if k < n]
+            m.d.comb += [
+                lane.pp_i.ready.eq(1),
+                lane.pp_o.valid.eq(pick_keyed([(c, first) for c, first, _ in groups],
+                                              lambda first: postprocs[first].o.valid)),
+            ]
+            for e in range(g.lane_postprocs(k)):
+                m.d.comb += lane.pp_o.payload[e].eq(pick_keyed([(c, first + e) for c, first, count in groups
+                                                                if e < count], lambda p: postprocs[p].o.payload))
+        return m

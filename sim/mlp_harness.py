@@ -1,0 +1,100 @@
+"""A simulation wrapper of the MLP engine that holds the command streams back until the weights are loaded.
+
+In a system the host loads a model's weights and then sends commands; a file-driven testbench
+(:class:`~rpaccel.sim.player.Player`) plays every stream at once. :class:`EngineHarness` restores the order:
+it passes every port of :class:`~rpaccel.rtl.mlp.MLPEngine` through, but lets no command in before ``preload``
+words have been written to the weight memory. ``split`` and ``preload`` are static inputs of a run.
+"""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from ..rtl.mlp import EngineGeometry, MLPEngine
+
+__all__ = ["EngineHarness"]
+
+
+class EngineHarness(wiring.Component):
+    """:class:`~rpaccel.rtl.mlp.MLPEngine` with its commands gated until ``preload`` weight words are written.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.geometry = EngineGeometry(config)
+        members = MLPEngine.members(self.geometry)
+        members["preload"] = In(range(self.geometry.weight_words + 1))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = engine = MLPEngine(self.config)
+        loaded = Signal(range(self.geometry.weight_words + 1))
+        released = Signal()
+        m.d.comb += released.eq(loaded >= self.preload)
+        with m.If(self.wload.valid & self.wload.ready & ~released):
+            m.d.sync += loaded.eq(loaded + 1)
+        m.d.comb += [engine.split.eq(self.split), self.idle.eq(engine.idle)]
+        wiring.connect(m, wiring.flipped(self.wload), engine.wload)
+        for lane in range(self.geometry.lanes):
+            cmd, inner = getattr(self, f"cmd{lane}"), getattr(engine, f"cmd{lane}")
+            m.d.comb += [
+                inner.valid.eq(cmd.valid & released),
+                inner.payload.eq(cmd.payload),
+                cmd.ready.eq(inner.ready & released),
+            ]
+            wiring.connect(m, wiring.flipped(getattr(self, f"act{lane}")), getattr(engine, f"act{lane}"))
+            wiring.connect(m, getattr(engine, f"out{lane}"), wiring.flipped(getattr(self, f"out{lane}")))
+        return m
+
+
+def simulate_plan(config, plan, *, pause=0.0, seed=0, max_cycles=1_000_000):
+    """Run an :class:`~rpaccel.sim.mlp_layout.EnginePlan` on :class:`EngineHarness` in the Amaranth simulator
+    (for small configurations), with random idle inputs and back-pressured outputs; return
+    ``(decoded outputs, cycles)``."""
+    import numpy as np
+
+    from .payload import payload_shape, unpack
+    from .streams import StreamSink, StreamSource, run_simulation
+
+    dut = EngineHarness(config)
+    got, cycles = {}, {}
+
+    async def setup(ctx):
+        for name, value in plan.statics().items():
+            ctx.set(getattr(dut, name), value)
+
+    benches = [setup]
+    for index, (port, values) in enumerate(plan.player_inputs().items()):
+        async def source(ctx, port=port, values=values, index=index):
+            stream = getattr(dut, port)
+            shape = payload_shape(stream)
+            await StreamSource(stream, pause=pause, seed=seed * 101 + index).send(
+                ctx, [unpack(shape, value) for value in values])
+        benches.append(source)
+    for index, (port, count) in enumerate(plan.expect().items()):
+        if count:
+            async def sink(ctx, port=port, count=count, index=index):
+                receiver = StreamSink(getattr(dut, port), pause=pause, seed=seed * 103 + index)
+                got[port] = await receiver.receive(ctx, count)
+                cycles[port] = receiver.cycles
+            benches.append(sink)
+    run_simulation(dut, benches, max_cycles=max_cycles, name="mlp-engine")
+    outputs = {lane: program.decode(np.array(got[f"out{lane}"]).reshape(program.outputs, program.lane_cols))
+               for lane, program in plan.lanes.items()}
+    return outputs, max(cycles.values())
+
+
+def play_plan(config, plan, *, pause=0.0, seed=1, direct=True, max_cycles=100_000_000):
+    """Run an :class:`~rpaccel.sim.mlp_layout.EnginePlan` on :class:`EngineHarness` in Verilator through the
+    file-driven :class:`~rpaccel.sim.player.Player`; return ``(decoded outputs, PlayerResult)``."""
+    from .player import Player
+
+    result = Player(EngineHarness, config).run(plan.player_inputs(), expect=plan.expect(), statics=plan.statics(),
+                                               packed=True, pause=pause, seed=seed, direct=direct,
+                                               max_cycles=max_cycles)
+    return plan.decode(result.outputs), result
