@@ -60,8 +60,13 @@ def record(args, name, title, body):
 
 # --- bench synth -----------------------------------------------------------------------------------------
 
+# The small blocks; the large units (array, MLP engine, embedding unit, top-k) take minutes to an hour each to
+# place and route, and their own benches synthesise them (``bench gemm|embedding|topk``).
+BLOCK_COMPONENTS = ("pe", "pe-lut", "postproc")
+
+
 def _synth_arguments(p):
-    p.add_argument("--components", help="comma-separated components (default: all)")
+    p.add_argument("--components", help=f"comma-separated components (default: {','.join(BLOCK_COMPONENTS)})")
     p.add_argument("--targets", default="ice40-up5k,ecp5-85f", help="comma-separated targets (default: both)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
 
@@ -71,7 +76,7 @@ def bench_synth(args):
     from ..rtl.catalog import CATALOG
     from .synth import synth_one
 
-    components = args.components.split(",") if args.components else list(CATALOG)
+    components = args.components.split(",") if args.components else list(BLOCK_COMPONENTS)
     for name in components:
         if name not in CATALOG:
             raise CLIError(f"unknown component {name!r} (known: {', '.join(CATALOG)})")
