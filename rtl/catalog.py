@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from .pe import ProcessingElement
 from .postproc import PostProcessor
+from .topk import TopKUnit, TopKUnits
 
 __all__ = ["CATALOG", "CatalogEntry", "UnknownComponent", "lookup"]
 
@@ -41,6 +42,10 @@ CATALOG = {entry.name: entry for entry in [
                  lambda config: ProcessingElement()),
     CatalogEntry("postproc", "post-processing unit: bias add, requantise to int8, ReLU (stream, 6 stages)",
                  lambda config: PostProcessor()),
+    CatalogEntry("topk", "top-k unit: streaming exact sorted top-k, k <= k_max, one candidate per cycle",
+                 lambda config: TopKUnit(config.k_max)),
+    CatalogEntry("topk-units", "the preset's topk_units top-k units on independent streams",
+                 lambda config: TopKUnits(config.topk_units, config.k_max)),
 ]}
 
 

