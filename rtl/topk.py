@@ -446,7 +446,7 @@ class TopKUnit(wiring.Component):
         m = Module()
         k_max = self.k_max
 
-        # Input register: element (one candidate per lane) being inserted.
+        # Input register: the element being inserted (each lane registers its candidate in its first segment).
         head = Signal.like(self.i.payload)
         head_valid = Signal()
         busy = Signal()              # a query end has been accepted and its result is not yet fully sent

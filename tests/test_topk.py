@@ -169,13 +169,12 @@ def test_bad_k_gives_an_error_element_and_the_next_query_is_exact():
 
 # --- throughput and latency -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("lanes", "segment"), [(1, K), (1, 2), (2, 4)])
+@pytest.mark.parametrize(("lanes", "segment"), [(1, K), (1, 2), (1, 1), (2, 4)])
 def test_one_element_per_cycle_back_to_back_and_fixed_latency(lanes, segment):
     dut = TopKUnit(K, lanes=lanes, segment=segment)
     rng = np.random.default_rng(4)
-    segments = -(-K // segment)
-    # Just long enough for the previous result (k results, after the end has crossed the segments) to leave.
-    n = lanes * (K + 2 * segments + 2 + (lanes - 1).bit_length())
+    # Just long enough for the previous result (K results, after the latency) to leave.
+    n = lanes * (K + dut.latency - 1)
     queries = [Query.make(rng.integers(-100, 100, n), K) for _ in range(6)]
     elements = stream_elements(queries, k_max=K, lanes=lanes)
     expected = unit_model(elements, K)
