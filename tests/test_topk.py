@@ -19,10 +19,9 @@ from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
 K = 8
 
 
-def run(dut, elements, count, *, in_pause=0.0, out_pause=0.0, seed=0, inp=None, out=None):
+def run(dut, elements, count, *, in_pause=0.0, out_pause=0.0, seed=0):
     """Stream ``elements`` into ``dut`` and collect ``count`` results; also the cycles of every transfer."""
-    inp = inp if inp is not None else dut.i
-    out = out if out is not None else dut.o
+    inp, out = dut.i, dut.o
     got, sent_at, received_at = [], [], []
 
     async def send(ctx):
@@ -125,9 +124,10 @@ def _cases():
 CASES = _cases()
 
 
+@pytest.mark.parametrize("segment", [K, 3])
 @pytest.mark.parametrize("case", CASES)
-def test_directed_case_under_stalls(case):
-    check(TopKUnit(K), CASES[case], in_pause=0.3, out_pause=0.3, seed=3)
+def test_directed_case_under_stalls(case, segment):
+    check(TopKUnit(K, segment=segment), CASES[case], in_pause=0.3, out_pause=0.3, seed=3)
 
 
 @pytest.mark.parametrize("case", ["random", "many sub-batches", "empty query"])

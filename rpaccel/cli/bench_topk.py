@@ -99,16 +99,51 @@ def simulate(k_max, lanes, candidates, queries, seed):
     }
 
 
-def synthesize_unit(k_max, seed, build_dir):
-    """Synthesise one unit of ``k_max`` for the ECP5-85F at the small preset's clock."""
+def synthesize_unit(k_max, seed, build_dir, component="topk"):
+    """Synthesise ``component`` (one unit of ``k_max`` by default) for the ECP5-85F at the small preset's clock."""
     from ..config import preset
     from ..rtl.synth import SynthError, synthesize
 
     config = replace(preset("small"), k_max=k_max)
+    folder = Path(build_dir) / (f"topk-k{k_max}" if component == "topk" else component)
     try:
-        return synthesize("topk", "ecp5-85f", config, seed=seed, build_dir=Path(build_dir) / f"topk-k{k_max}")
+        return synthesize(component, "ecp5-85f", config, seed=seed, build_dir=folder)
     except SynthError as error:
         raise CommandFailed(str(error)) from None
+
+
+def budget(small, unit, pe):
+    """Sentences on whether the small preset's top-k units fit on the ECP5-85F beside the array and caches.
+
+    ``unit`` and ``pe`` are synthesis results of one K_MAX = small.k_max unit and one processing element.
+    """
+    device = unit["utilization"]["luts"]["available"]
+    topk = small.topk_units * unit["cells"]["luts"]
+    pes = small.array_rows * small.array_cols
+    array = pes * pe["cells"]["luts"]
+    rest = device - topk - array
+    # Cache RAM in DP16KD blocks of 16 kbit of data (2,048 x 8 bits): int8 embedding rows and cache lines.
+    static_blocks = -(-small.static_cache_rows * small.max_emb_dim * 8 // 16384)
+    dyn_blocks = -(-small.dyn_cache_sets * small.dyn_cache_ways * small.dyn_cache_line_bytes * 8 // 16384)
+    brams = unit["utilization"]["brams"]["available"]
+    fmax = unit["fmax_mhz"] or 0
+    speed = ("meets the preset's goal" if fmax >= small.clock_mhz else
+             "misses the preset's goal but meets the 100 MHz floor" if fmax >= 100 else "misses the 100 MHz floor")
+    return (
+        f"At K_MAX = {small.k_max} (the small preset's) one unit reaches {unit['fmax_mhz']} MHz: it {speed} "
+        f"({small.clock_mhz:g} MHz), for {unit['cells']['luts']:,} LUTs and {unit['cells']['ffs']:,} "
+        f"FFs. LUT budget of the small preset on the ECP5-85F ({device:,} LUTs): {small.topk_units} top-k units x "
+        f"{unit['cells']['luts']:,} = {topk:,} LUTs ({100 * topk / device:.0f}%); the {small.array_rows} x "
+        f"{small.array_cols} array at most {pes} x {pe['cells']['luts']} = {array:,} LUTs "
+        f"({100 * array / device:.0f}%; "
+        f"measured PE with its pin harness, so an upper bound); {rest:,} LUTs ({100 * rest / device:.0f}%) remain for "
+        f"the caches' control, the embedding unit, post-processors and controller. The top-k units use no DSP and no "
+        f"block RAM ({unit['cells']['dsps']} and {unit['cells']['brams']} here), so the caches' RAM is untouched: the "
+        f"static cache ({small.static_cache_rows:,} rows x {small.max_emb_dim} int8) needs {static_blocks} and the "
+        f"dynamic cache's data ({small.dyn_cache_sets} sets x {small.dyn_cache_ways} ways x "
+        f"{small.dyn_cache_line_bytes} B) {dyn_blocks} of the {brams} DP16KD blocks. These are per-block sums, not a "
+        "synthesis of the whole chip, which would route slower than its blocks alone."
+    )
 
 
 def run(args):
@@ -140,16 +175,18 @@ def run(args):
         raise CommandFailed(f"K_MAX={late[0]['k_max']}, lanes={late[0]['lanes']}: latency {late[0]['latency_cycles']} "
                             f"cycles, the design says {late[0]['designed_latency_cycles']}")
 
-    synth = []
+    synth, pe = [], None
     if not args.no_synth:
         for k_max in k_values:
             r = synthesize_unit(k_max, args.seed, args.build_dir)
             synth.append(r)
             print(f"  synth K_MAX={k_max}: {r['fmax_mhz']} MHz, {r['cells']['luts']} LUTs, {r['cells']['ffs']} FFs "
                   f"({r['seconds']} s)", flush=True)
+        pe = synthesize_unit(small.k_max, args.seed, args.build_dir, component="pe") if small.k_max in k_values \
+            else None
 
     if args.json:
-        print_json({"simulation": runs, "synthesis": synth, "literature": LITERATURE})
+        print_json({"simulation": runs, "synthesis": synth, "pe": pe, "literature": LITERATURE})
 
     sim_table = format_table(
         ["K_MAX", "lanes", "queries x candidates", "mismatches", "candidates per cycle", "input cycles per query",
@@ -180,18 +217,14 @@ def run(args):
               f"`{r['critical_path']['from']}` -> `{r['critical_path']['to']}`" if r["critical_path"] else ""]
              for r in [{**s, "k_max": k} for s, k in zip(synth, k_values)]])
         units = [s for s, k in zip(synth, k_values) if k == small.k_max]
-        fit = ""
-        if units:
-            luts = units[0]["cells"]["luts"] * small.topk_units
-            fit = (f" The small preset's {small.topk_units} units of K_MAX = {small.k_max} take "
-                   f"{small.topk_units} x {units[0]['cells']['luts']:,} = {luts:,} LUTs, {100 * luts / device:.0f}% "
-                   f"of the ECP5-85F's {device:,}.")
+        fit = " " + budget(small, units[0], pe) if units else ""
         tools = ", ".join(synth[0]["tools"].values())
         body += ["", synth_table, "",
                  f"One unit (1 lane, {DEFAULT_SEGMENT}-cell segments) per K_MAX on the ECP5-85F (ULX3S) in the pin "
                  f"harness, clock constrained at {small.clock_mhz:g} MHz, nextpnr seed {args.seed}. LUTs are "
-                 "Yosys's cell counts (a CCU2C carry cell counts as two LUTs; each cell's 49-bit compare is 25 of "
-                 "them) and include the harness (about one LUT per output bit); FFs include the harness's." + fit
+                 "Yosys's cell counts (a CCU2C carry cell counts as two LUTs; each cell's 48-bit compare is 24 of "
+                 "them, plus one that brings out the carry) and include the harness (about one LUT per output "
+                 "bit); FFs include the harness's." + fit
                  + f" Tools: {tools}."]
         print(synth_table)
     literature = format_table(["design", "figure (literature, not measured here)", "source"],
