@@ -50,6 +50,9 @@ def _arguments(p):
     p.add_argument("--lanes", default="1,2", help="lane counts simulated at the small preset's K_MAX (default 1,2)")
     p.add_argument("--seed", type=int, default=1, help="random seed and nextpnr placement seed (default 1)")
     p.add_argument("--no-synth", action="store_true", help="skip synthesis (simulation only)")
+    p.add_argument("--pnr-timeout", type=float, default=1800.0,
+                   help="seconds one unit's synthesis and place-and-route may take; a unit cut short is reported "
+                        "with Yosys's cell counts and no Fmax (default 1800)")
     p.add_argument("--build-dir", default="build/synth",
                    help="folder for the synthesis builds (default build/synth; one subfolder per K_MAX)")
 
@@ -99,7 +102,7 @@ def simulate(k_max, lanes, candidates, queries, seed):
     }
 
 
-def synthesize_unit(k_max, seed, build_dir, component="topk"):
+def synthesize_unit(k_max, seed, build_dir, component="topk", timeout=None):
     """Synthesise ``component`` (one unit of ``k_max`` by default) for the ECP5-85F at the small preset's clock."""
     from ..config import preset
     from ..rtl.synth import SynthError, synthesize
@@ -107,17 +110,17 @@ def synthesize_unit(k_max, seed, build_dir, component="topk"):
     config = replace(preset("small"), k_max=k_max)
     folder = Path(build_dir) / (f"topk-k{k_max}" if component == "topk" else component)
     try:
-        return synthesize(component, "ecp5-85f", config, seed=seed, build_dir=folder)
+        return synthesize(component, "ecp5-85f", config, seed=seed, build_dir=folder, timeout=timeout)
     except SynthError as error:
         raise CommandFailed(str(error)) from None
 
 
-def budget(small, unit, pe):
+def budget(small, unit, pe, device, brams):
     """Sentences on whether the small preset's top-k units fit on the ECP5-85F beside the array and caches.
 
-    ``unit`` and ``pe`` are synthesis results of one K_MAX = small.k_max unit and one processing element.
+    ``unit`` and ``pe`` are synthesis results of one K_MAX = small.k_max unit and one processing element;
+    ``device`` and ``brams`` the ECP5-85F's LUTs and DP16KD blocks (from nextpnr's report).
     """
-    device = unit["utilization"]["luts"]["available"]
     topk = small.topk_units * unit["cells"]["luts"]
     pes = small.array_rows * small.array_cols
     array = pes * pe["cells"]["luts"]
@@ -125,13 +128,14 @@ def budget(small, unit, pe):
     # Cache RAM in DP16KD blocks of 16 kbit of data (2,048 x 8 bits): int8 embedding rows and cache lines.
     static_blocks = -(-small.static_cache_rows * small.max_emb_dim * 8 // 16384)
     dyn_blocks = -(-small.dyn_cache_sets * small.dyn_cache_ways * small.dyn_cache_line_bytes * 8 // 16384)
-    brams = unit["utilization"]["brams"]["available"]
     fmax = unit["fmax_mhz"] or 0
-    speed = ("meets the preset's goal" if fmax >= small.clock_mhz else
+    speed = ("was not placed and routed, so its Fmax against the goal is unknown" if not unit["routed"] else
+             "meets the preset's goal" if fmax >= small.clock_mhz else
              "misses the preset's goal but meets the 100 MHz floor" if fmax >= 100 else "misses the 100 MHz floor")
     return (
-        f"At K_MAX = {small.k_max} (the small preset's) one unit reaches {unit['fmax_mhz']} MHz: it {speed} "
-        f"({small.clock_mhz:g} MHz), for {unit['cells']['luts']:,} LUTs and {unit['cells']['ffs']:,} "
+        f"At K_MAX = {small.k_max} (the small preset's) one unit "
+        + (f"reaches {unit['fmax_mhz']} MHz: it {speed}" if unit["routed"] else speed)
+        + f" ({small.clock_mhz:g} MHz), for {unit['cells']['luts']:,} LUTs and {unit['cells']['ffs']:,} "
         f"FFs. LUT budget of the small preset on the ECP5-85F ({device:,} LUTs): {small.topk_units} top-k units x "
         f"{unit['cells']['luts']:,} = {topk:,} LUTs ({100 * topk / device:.0f}%); the {small.array_rows} x "
         f"{small.array_cols} array at most {pes} x {pe['cells']['luts']} = {array:,} LUTs "
@@ -142,7 +146,7 @@ def budget(small, unit, pe):
         f"static cache ({small.static_cache_rows:,} rows x {small.max_emb_dim} int8) needs {static_blocks} and the "
         f"dynamic cache's data ({small.dyn_cache_sets} sets x {small.dyn_cache_ways} ways x "
         f"{small.dyn_cache_line_bytes} B) {dyn_blocks} of the {brams} DP16KD blocks. These are per-block sums, not a "
-        "synthesis of the whole chip, which would route slower than its blocks alone."
+        "synthesis of the whole chip, which may route slower than its blocks alone."
     )
 
 
@@ -178,12 +182,13 @@ def run(args):
     synth, pe = [], None
     if not args.no_synth:
         for k_max in k_values:
-            r = synthesize_unit(k_max, args.seed, args.build_dir)
+            r = synthesize_unit(k_max, args.seed, args.build_dir, timeout=args.pnr_timeout)
             synth.append(r)
-            print(f"  synth K_MAX={k_max}: {r['fmax_mhz']} MHz, {r['cells']['luts']} LUTs, {r['cells']['ffs']} FFs "
+            fmax = f"{r['fmax_mhz']} MHz" if r["routed"] else f"not placed and routed within {args.pnr_timeout:g} s"
+            print(f"  synth K_MAX={k_max}: {fmax}, {r['cells']['luts']} LUTs, {r['cells']['ffs']} FFs "
                   f"({r['seconds']} s)", flush=True)
-        pe = synthesize_unit(small.k_max, args.seed, args.build_dir, component="pe") if small.k_max in k_values \
-            else None
+        pe = synthesize_unit(small.k_max, args.seed, args.build_dir, component="pe",
+                             timeout=args.pnr_timeout) if small.k_max in k_values else None
 
     if args.json:
         print_json({"simulation": runs, "synthesis": synth, "pe": pe, "literature": LITERATURE})
@@ -206,18 +211,25 @@ def run(args):
             "query's candidates; total cycles run to the last result of the last query."]
     print(sim_table)
     if synth:
-        device = synth[0]["utilization"]["luts"]["available"]
+        routed = [r for r in [*synth, pe] if r and r["routed"]]
+        device = routed[0]["utilization"]["luts"]["available"] if routed else None
+        brams = routed[0]["utilization"]["brams"]["available"] if routed else None
         synth_table = format_table(
             ["K_MAX", "segments", "Fmax MHz", f"meets {small.clock_mhz:g} MHz", "LUTs", "LUTs per cell", "FFs",
              "of which harness FFs", "share of the 85F's LUTs", "critical path"],
-            [[r["k_max"], -(-r["k_max"] // min(r["k_max"], DEFAULT_SEGMENT)), r["fmax_mhz"],
-              "yes" if r["meets_timing"] else "no", r["cells"]["luts"],
+            [[r["k_max"], -(-r["k_max"] // min(r["k_max"], DEFAULT_SEGMENT)),
+              r["fmax_mhz"] if r["routed"] else f"not routed in {args.pnr_timeout:g} s",
+              ("yes" if r["meets_timing"] else "no") if r["routed"] else "unknown", r["cells"]["luts"],
               round(r["cells"]["luts"] / r["k_max"], 1), r["cells"]["ffs"], r["harness"]["ffs"],
-              f"{100 * r['cells']['luts'] / device:.1f}%",
+              f"{100 * r['cells']['luts'] / device:.1f}%" if device else "",
               f"`{r['critical_path']['from']}` -> `{r['critical_path']['to']}`" if r["critical_path"] else ""]
              for r in [{**s, "k_max": k} for s, k in zip(synth, k_values)]])
         units = [s for s, k in zip(synth, k_values) if k == small.k_max]
-        fit = " " + budget(small, units[0], pe) if units else ""
+        fit = " " + budget(small, units[0], pe, device, brams) if units and pe and device else ""
+        if any(not r["routed"] for r in synth):
+            fit += (f" A unit whose build did not finish within --pnr-timeout ({args.pnr_timeout:g} s, synthesis "
+                    "and place-and-route together, on the shared 2-core machine) shows Yosys's cell counts and no "
+                    "Fmax.")
         tools = ", ".join(synth[0]["tools"].values())
         body += ["", synth_table, "",
                  f"One unit (1 lane, {DEFAULT_SEGMENT}-cell segments) per K_MAX on the ECP5-85F (ULX3S) in the pin "
