@@ -300,3 +300,12 @@ def test_bad_k_is_rejected_before_it_reaches_the_hardware():
         TopKUnits(0, 8)
     with pytest.raises(ValueError, match=r"Sub-batch sizes \[1, 1\] do not add up to the query's 3"):
         query_elements(Query.make([1, 2, 3], 2, batches=[1, 1]), k_max=8)
+
+
+def test_synthesis_timeout_stops_the_build_and_names_it(tmp_path):
+    # The benchmark's --pnr-timeout: a limit reached before Yosys has finished is an error naming the build.
+    from rpaccel.config import preset
+    from rpaccel.rtl.synth import SynthError, synthesize
+
+    with pytest.raises(SynthError, match=r"ecp5-85f build of pe did not finish synthesis within 0\.2 s"):
+        synthesize("pe", "ecp5-85f", preset("small"), build_dir=tmp_path / "pe", timeout=0.2)
