@@ -13,7 +13,8 @@ rules (see ``docs/numerics.md``):
 
   with ``m`` an unsigned 16-bit multiplier, ``s`` a 6-bit shift and ``>>`` an arithmetic (flooring) shift;
 * an optional ReLU is ``max(q, 0)`` after requantisation;
-* ranking ends in a raw int32 logit (``acc + bias``), not requantised.
+* ranking ends in a raw int32 logit (``acc + bias``), not requantised;
+* top-k selection orders candidates by score, highest first, ties broken by the lower candidate index.
 
 Overflow is excluded by construction: callers validate parameters so that no int32 accumulator can wrap. The
 functions here raise :class:`OverflowError` instead of wrapping silently when handed values outside those ranges.
@@ -38,6 +39,7 @@ __all__ = [
     "mac",
     "postprocess",
     "requantize",
+    "topk",
 ]
 
 #: Width of activations, weights and embedding rows.
@@ -189,3 +191,48 @@ def postprocess(acc, bias, m, s, relu=False, raw=False):
     total = check_int32("accumulator plus bias", check_int32("accumulator", acc) + check_int32("bias", bias))
     q = requantize(total, m, s, relu)
     return np.where(np.asarray(raw, dtype=bool), total, q)
+
+
+def topk(scores, k, indices=None):
+    """The ``k`` best candidates: highest score first, ties broken by the lower candidate index.
+
+    Parameters
+    ----------
+    scores : array_like
+        int32 scores, one per candidate (1-D).
+    k : int
+        How many to keep, ``k >= 1``. With fewer than ``k`` candidates all of them are returned, sorted.
+    indices : array_like, optional
+        Non-negative candidate indices, one per score (default ``0, 1, ...``). They decide ties; a repeated
+        index is allowed (equal (score, index) pairs are interchangeable).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Scores and indices of the ``min(k, len(scores))`` best candidates, best first (dtype int64).
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer, an index is negative, or the arrays are not 1-D of equal length.
+    OverflowError
+        If a score is not an int32.
+    """
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"Top-k k must be a positive integer, not {k!r}")
+    scores = np.asarray(scores)
+    scores = check_int32("score", scores.astype(np.int64) if scores.size == 0 else scores)
+    if scores.ndim != 1:
+        raise ValueError(f"Top-k scores must be a 1-D array, not of shape {scores.shape}")
+    if indices is None:
+        indices = np.arange(len(scores), dtype=np.int64)
+    else:
+        indices = np.asarray(indices)
+        indices = _as_int64("candidate index", indices.astype(np.int64) if indices.size == 0 else indices)
+        if indices.shape != scores.shape:
+            raise ValueError(f"Top-k needs one index per score: {len(scores)} scores, indices of shape "
+                             f"{indices.shape}")
+        if indices.size and indices.min() < 0:
+            raise ValueError(f"Candidate indices must be non-negative, not {int(indices.min())}")
+    order = np.lexsort((indices, -scores))[:k]
+    return scores[order], indices[order]

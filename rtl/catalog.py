@@ -9,6 +9,7 @@ from .memory import BlockRAMMemory
 from .mlp import MLPEngine
 from .pe import ProcessingElement
 from .postproc import PostProcessor
+from .topk import TopKUnit, TopKUnits
 
 __all__ = ["CATALOG", "CatalogEntry", "UnknownComponent", "lookup"]
 
@@ -55,6 +56,10 @@ CATALOG = {entry.name: entry for entry in [
                  MLPEngine),
     CatalogEntry("pe-lut", "processing element with its multiplier in LUTs (the array's PEs beyond its DSP share)",
                  lambda config: ProcessingElement(multiplier="lut")),
+    CatalogEntry("topk", "top-k unit: streaming exact sorted top-k, k <= k_max, one candidate per cycle",
+                 lambda config: TopKUnit(config.k_max)),
+    CatalogEntry("topk-units", "the preset's topk_units top-k units on independent streams",
+                 lambda config: TopKUnits(config.topk_units, config.k_max)),
 ]}
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -248,7 +249,33 @@ def _critical_path(report):
     }
 
 
-def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1):
+def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout):
+    """The result of a build stopped after ``timeout`` seconds: Yosys's cell counts if it got that far."""
+    stat_path = build_dir / "top.stat.json"
+    if not stat_path.is_file():
+        raise SynthError(f"{target.name} build of {component} did not finish synthesis within {timeout:g} s "
+                         f"(log: {build_dir / 'build.log'})")
+    return {
+        "component": component,
+        "target": target.name,
+        "board": target.board,
+        "preset": config.name,
+        "clock_constraint_mhz": clock_mhz,
+        "routed": False,
+        "fmax_mhz": None,
+        "meets_timing": False,
+        "cells": _cell_counts(target.family, json.loads(stat_path.read_text())),
+        "utilization": None,
+        "harness": {"ffs": harness.overhead_ffs, "input_bits": harness.in_width,
+                    "output_bits": harness.out_width},
+        "critical_path": None,
+        "tools": {variable: tool["version"] for variable, tool in tool_versions(target).items()},
+        "seconds": float(timeout),
+        "build_dir": str(build_dir),
+    }
+
+
+def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None):
     """Synthesise, place and route ``component`` for ``target`` and summarise the result.
 
     Parameters
@@ -265,12 +292,17 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         Where the build files go (default ``build/synth/<component>-<target>-<config name>``).
     seed : int
         nextpnr placement seed.
+    timeout : float, optional
+        Seconds the whole build may take (default: no limit). If Yosys has finished when the limit is reached,
+        the result has ``"routed": False``, Yosys's cell counts and no Fmax, utilisation or critical path;
+        otherwise :class:`SynthError` is raised.
 
     Returns
     -------
     dict
         Fmax against the constraint, utilisation (post-synthesis cell counts and nextpnr's used/available),
-        the harness overhead, the critical path, tool versions and the build folder.
+        the harness overhead, the critical path, tool versions and the build folder; ``"routed"`` is True
+        unless the timeout cut place-and-route short.
     """
     entry = lookup(component)
     target = lookup_target(target)
@@ -292,8 +324,15 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     started = time.perf_counter()
     log_path = build_dir / "build.log"
     with open(log_path, "w") as log:
-        run = subprocess.run(["sh", f"{plan.script}.sh"], cwd=build_dir, env={**os.environ, **tool_env(target)},
-                             stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own, so that a timeout ends the tools the script started, not only the shell.
+        run = subprocess.Popen(["sh", f"{plan.script}.sh"], cwd=build_dir, env={**os.environ, **tool_env(target)},
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            run.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGTERM)
+            run.wait()
+            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout)
     if run.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         raise SynthError(f"{target.name} build of {component} failed (exit status {run.returncode}); "
@@ -311,6 +350,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         "board": target.board,
         "preset": config.name,
         "clock_constraint_mhz": clock_mhz,
+        "routed": True,
         "fmax_mhz": None if achieved is None else round(achieved, 2),
         "meets_timing": achieved is not None and achieved >= clock_mhz,
         "cells": _cell_counts(target.family, stat),
