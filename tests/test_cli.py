@@ -30,6 +30,8 @@ def test_synth_list(capsys):
     (["synth", "pe", "--bogus"], "unrecognized arguments: --bogus"),
     (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
     (["demo", "--count", "0"], "--count must be a positive integer, not 0"),
+    (["demo", "--k", "0"], "--k must be between 1 and the small preset's K_MAX 64, not 0"),
+    (["demo", "--candidates", "-5"], "--candidates must be a positive integer, not -5"),
 ])
 def test_bad_arguments_are_one_line_with_status_2(argv, message):
     result = run_cli(*argv)
