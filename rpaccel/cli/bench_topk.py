@@ -115,15 +115,17 @@ def synthesize_unit(k_max, seed, build_dir, component="topk", timeout=None):
         raise CommandFailed(str(error)) from None
 
 
-def budget(small, unit, pe, device, brams):
+def budget(small, unit, pe, pe_lut, device, brams):
     """Sentences on whether the small preset's top-k units fit on the ECP5-85F beside the array and caches.
 
-    ``unit`` and ``pe`` are synthesis results of one K_MAX = small.k_max unit and one processing element;
-    ``device`` and ``brams`` the ECP5-85F's LUTs and DP16KD blocks (from nextpnr's report).
+    ``unit``, ``pe`` and ``pe_lut`` are synthesis results of one K_MAX = small.k_max unit, one processing element
+    with a DSP multiplier and one with a LUT multiplier (the array's PEs beyond ``array_dsp_pes``); ``device`` and
+    ``brams`` the ECP5-85F's LUTs and DP16KD blocks (from nextpnr's report).
     """
     topk = small.topk_units * unit["cells"]["luts"]
     pes = small.array_rows * small.array_cols
-    array = pes * pe["cells"]["luts"]
+    dsp_pes = min(pes, small.array_dsp_pes)
+    array = dsp_pes * pe["cells"]["luts"] + (pes - dsp_pes) * pe_lut["cells"]["luts"]
     rest = device - topk - array
     # Cache RAM in DP16KD blocks of 16 kbit of data (2,048 x 8 bits): int8 embedding rows and cache lines.
     static_blocks = -(-small.static_cache_rows * small.max_emb_dim * 8 // 16384)
@@ -138,10 +140,14 @@ def budget(small, unit, pe, device, brams):
         + f" ({small.clock_mhz:g} MHz), for {unit['cells']['luts']:,} LUTs and {unit['cells']['ffs']:,} "
         f"FFs. LUT budget of the small preset on the ECP5-85F ({device:,} LUTs): {small.topk_units} top-k units x "
         f"{unit['cells']['luts']:,} = {topk:,} LUTs ({100 * topk / device:.0f}%); the {small.array_rows} x "
-        f"{small.array_cols} array at most {pes} x {pe['cells']['luts']} = {array:,} LUTs "
-        f"({100 * array / device:.0f}%; "
-        f"measured PE with its pin harness, so an upper bound); {rest:,} LUTs ({100 * rest / device:.0f}%) remain for "
-        f"the caches' control, the embedding unit, post-processors and controller. The top-k units use no DSP and no "
+        f"{small.array_cols} array at most {dsp_pes} x {pe['cells']['luts']} + {pes - dsp_pes} x "
+        f"{pe_lut['cells']['luts']} = {array:,} LUTs ({100 * array / device:.0f}%; PEs with a DSP and with a LUT "
+        "multiplier, measured with their pin harnesses, so an upper bound); "
+        + (f"{rest:,} LUTs ({100 * rest / device:.0f}%) remain for the caches' control, the embedding unit, "
+           "post-processors and controller." if rest > 0 else
+           f"together they exceed the device by {-rest:,} LUTs: the small preset's top-k units do NOT fit beside "
+           "its array.")
+        + " The top-k units use no DSP and no "
         f"block RAM ({unit['cells']['dsps']} and {unit['cells']['brams']} here), so the caches' RAM is untouched: the "
         f"static cache ({small.static_cache_rows:,} rows x {small.max_emb_dim} int8) needs {static_blocks} and the "
         f"dynamic cache's data ({small.dyn_cache_sets} sets x {small.dyn_cache_ways} ways x "
@@ -179,7 +185,7 @@ def run(args):
         raise CommandFailed(f"K_MAX={late[0]['k_max']}, lanes={late[0]['lanes']}: latency {late[0]['latency_cycles']} "
                             f"cycles, the design says {late[0]['designed_latency_cycles']}")
 
-    synth, pe = [], None
+    synth, pe, pe_lut = [], None, None
     if not args.no_synth:
         for k_max in k_values:
             r = synthesize_unit(k_max, args.seed, args.build_dir, timeout=args.pnr_timeout)
@@ -187,11 +193,12 @@ def run(args):
             fmax = f"{r['fmax_mhz']} MHz" if r["routed"] else f"not placed and routed within {args.pnr_timeout:g} s"
             print(f"  synth K_MAX={k_max}: {fmax}, {r['cells']['luts']} LUTs, {r['cells']['ffs']} FFs "
                   f"({r['seconds']} s)", flush=True)
-        pe = synthesize_unit(small.k_max, args.seed, args.build_dir, component="pe",
-                             timeout=args.pnr_timeout) if small.k_max in k_values else None
+        pe, pe_lut = (synthesize_unit(small.k_max, args.seed, args.build_dir, component=name,
+                                      timeout=args.pnr_timeout) if small.k_max in k_values else None
+                      for name in ("pe", "pe-lut"))
 
     if args.json:
-        print_json({"simulation": runs, "synthesis": synth, "pe": pe, "literature": LITERATURE})
+        print_json({"simulation": runs, "synthesis": synth, "pe": pe, "pe_lut": pe_lut, "literature": LITERATURE})
 
     sim_table = format_table(
         ["K_MAX", "lanes", "queries x candidates", "mismatches", "candidates per cycle", "input cycles per query",
@@ -211,7 +218,7 @@ def run(args):
             "query's candidates; total cycles run to the last result of the last query."]
     print(sim_table)
     if synth:
-        routed = [r for r in [*synth, pe] if r and r["routed"]]
+        routed = [r for r in [*synth, pe, pe_lut] if r and r["routed"]]
         device = routed[0]["utilization"]["luts"]["available"] if routed else None
         brams = routed[0]["utilization"]["brams"]["available"] if routed else None
         synth_table = format_table(
@@ -225,7 +232,7 @@ def run(args):
               f"`{r['critical_path']['from']}` -> `{r['critical_path']['to']}`" if r["critical_path"] else ""]
              for r in [{**s, "k_max": k} for s, k in zip(synth, k_values)]])
         units = [s for s, k in zip(synth, k_values) if k == small.k_max]
-        fit = " " + budget(small, units[0], pe, device, brams) if units and pe and device else ""
+        fit = " " + budget(small, units[0], pe, pe_lut, device, brams) if units and pe and pe_lut and device else ""
         if any(not r["routed"] for r in synth):
             fit += (f" A unit whose build did not finish within --pnr-timeout ({args.pnr_timeout:g} s, synthesis "
                     "and place-and-route together, on the shared 2-core machine) shows Yosys's cell counts and no "
