@@ -36,13 +36,14 @@ def list_catalog():
     print(f"presets: {', '.join(PRESETS)}")
 
 
-def synth_one(component, target, config, *, clock=None, seed=1, build_dir=None):
-    """Run one synthesis, turning the flow's errors into CLI errors."""
+def synth_one(component, target, config, *, clock=None, seed=1, build_dir=None, timeout=None):
+    """Run one synthesis, turning the flow's errors into CLI errors (``timeout``: see ``synthesize``)."""
     from ..rtl.catalog import UnknownComponent
     from ..rtl.synth import SynthError, UnknownTarget, synthesize
 
     try:
-        return synthesize(component, target, config, clock_mhz=clock, build_dir=build_dir, seed=seed)
+        return synthesize(component, target, config, clock_mhz=clock, build_dir=build_dir, seed=seed,
+                          timeout=timeout)
     except (UnknownComponent, UnknownTarget, ValueError) as error:
         raise CLIError(str(error)) from None
     except SynthError as error:
