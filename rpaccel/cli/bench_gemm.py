@@ -24,7 +24,7 @@ import numpy as np
 
 from ..results import format_table
 from .bench import Bench, record
-from .common import CLIError, CommandFailed, config_from_args, print_json
+from .common import CLIError, CommandFailed, config_from_args, positive_ints, print_json
 
 #: RecPipe's bottom MLPs (Criteo, 13 dense features).
 MODELS = {"rm-large": [13, 512, 256, 128, 64, 32], "rm-small": [13, 64, 4]}
@@ -48,16 +48,6 @@ def _arguments(p):
                         + ", ".join(f"{c}@{t}" for c, t, _ in SYNTH_RUNS) + ")")
     p.add_argument("--synth-only", action="store_true",
                    help="only the synthesis of --synth, no simulation (writes only the synthesis section)")
-
-
-def _ints(text, option):
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise CLIError(f"{option} must be comma-separated integers, not {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise CLIError(f"{option} must be positive, not {text!r}")
-    return values
 
 
 def bottom_mlp(rng, dims):
@@ -195,8 +185,8 @@ def bench_gemm(args):
     for model in models:
         if model not in MODELS:
             raise CLIError(f"unknown model {model!r} (known: {', '.join(MODELS)})")
-    batches = _ints(args.batches, "--batches")
-    splits = _ints(args.splits, "--splits") if args.splits else list(config.splits)
+    batches = positive_ints(args.batches, "--batches")
+    splits = positive_ints(args.splits, "--splits") if args.splits else list(config.splits)
     for split in splits:
         if split not in config.splits:
             raise CLIError(f"split {split} is not one of the {config.name} preset's splits {config.splits}")

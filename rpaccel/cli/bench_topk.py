@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .bench import Bench, record
-from .common import CLIError, CommandFailed, print_json
+from .common import CLIError, CommandFailed, positive_ints, print_json
 
 #: Figures from the literature: never measured here, shown for comparison with their sources.
 LITERATURE = [
@@ -55,16 +55,6 @@ def _arguments(p):
                         "with Yosys's cell counts and no Fmax (default 1800)")
     p.add_argument("--build-dir", default="build/synth",
                    help="folder for the synthesis builds (default build/synth; one subfolder per K_MAX)")
-
-
-def _int_list(text, option):
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise CLIError(f"{option} must be comma-separated positive integers, not {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise CLIError(f"{option} must be comma-separated positive integers, not {text!r}")
-    return values
 
 
 def simulate(k_max, lanes, candidates, queries, seed):
@@ -161,8 +151,8 @@ def run(args):
     from ..results import format_table
     from ..rtl.topk import DEFAULT_SEGMENT
 
-    k_values = _int_list(args.k_max, "--k-max")
-    lane_values = _int_list(args.lanes, "--lanes")
+    k_values = positive_ints(args.k_max, "--k-max")
+    lane_values = positive_ints(args.lanes, "--lanes")
     if args.candidates <= 0 or args.queries <= 0:
         raise CLIError("--candidates and --queries must be positive integers")
     small = preset("small")
