@@ -249,6 +249,14 @@ def _critical_path(report):
     }
 
 
+def _placed_fmax(log_path):
+    """nextpnr's Fmax estimate after placement (before routing) from its log, or None if it got no further."""
+    if not log_path.is_file():
+        return None
+    found = re.findall(r"Max frequency for clock '[^']*': ([0-9.]+) MHz", log_path.read_text(errors="replace"))
+    return float(found[0]) if found else None
+
+
 def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout):
     """The result of a build stopped after ``timeout`` seconds: Yosys's cell counts if it got that far."""
     stat_path = build_dir / "top.stat.json"
@@ -269,6 +277,7 @@ def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout)
         "harness": {"ffs": harness.overhead_ffs, "input_bits": harness.in_width,
                     "output_bits": harness.out_width},
         "critical_path": None,
+        "placed_fmax_mhz": _placed_fmax(build_dir / "top.tim"),
         "tools": {variable: tool["version"] for variable, tool in tool_versions(target).items()},
         "seconds": float(timeout),
         "build_dir": str(build_dir),

@@ -59,3 +59,16 @@ def test_synth_postproc_on_ecp5(capsys, tmp_path):
     assert r["utilization"]["luts"]["available"] == 83640
     assert r["critical_path"]["delay_ns"] > 0
     assert r["tools"]["YOSYS"].startswith("Yosys 0.69")
+
+
+def test_placement_estimate_is_read_from_the_nextpnr_log(tmp_path):
+    from rpaccel.rtl.synth import _placed_fmax
+
+    log = tmp_path / "top.tim"
+    assert _placed_fmax(log) is None
+    log.write_text("Info: Placed 5 cells based on constraints.\n")
+    assert _placed_fmax(log) is None
+    log.write_text("Info: Max frequency for clock '$glbnet$clk': 59.14 MHz (FAIL at 125.00 MHz)\n"
+                   "Info: Routing..\n"
+                   "Info: Max frequency for clock '$glbnet$clk': 52.00 MHz (FAIL at 125.00 MHz)\n")
+    assert _placed_fmax(log) == 59.14

@@ -329,10 +329,12 @@ def _synthesis(args, config):
     for component in ("embedding", "memory-bram"):
         results.append(synth_one(component, "ecp5-85f", config, timeout=args.pnr_timeout))
         r = results[-1]
-        fmax = f"{r['fmax_mhz']} MHz" if r["routed"] else f"not routed within {args.pnr_timeout:g} s"
+        fmax = f"{r['fmax_mhz']} MHz" if r["routed"] else f"not routed within {args.pnr_timeout:g} s" + (
+            f" (placement estimate {r['placed_fmax_mhz']} MHz)" if r.get("placed_fmax_mhz") else "")
         print(f"  {component} on ecp5-85f: {fmax}, {r['cells']['luts']} LUTs", flush=True)
     rows = [[r["component"], r["target"], r["preset"], r["clock_constraint_mhz"],
-             r["fmax_mhz"] if r["routed"] else f"not routed in {args.pnr_timeout:g} s",
+             r["fmax_mhz"] if r["routed"] else f"not routed in {args.pnr_timeout:g} s" + (
+                 f"; {r['placed_fmax_mhz']} after placement" if r.get("placed_fmax_mhz") else ""),
              ("yes" if r["meets_timing"] else "no") if r["routed"] else "unknown", r["cells"]["luts"],
              r["cells"]["ffs"], r["harness"]["ffs"], r["cells"]["dsps"],
              f"{r['utilization']['brams']['used']} / {r['utilization']['brams']['available']}" if r["routed"]
@@ -353,7 +355,8 @@ def _synthesis(args, config):
                        for r in results if r["critical_path"])
              + "".join(f"The build of {r['component']} was stopped after --pnr-timeout {args.pnr_timeout:g} s "
                        "(synthesis, placement and routing on the shared 2-core machine): its row has Yosys's cell "
-                       "counts and no Fmax. " for r in results if not r["routed"])
+                       "counts, no routed Fmax, and nextpnr's estimate after placement where placement finished "
+                       "(routing only lowers it). " for r in results if not r["routed"])
              + "Tools: " + ", ".join(results[0]["tools"].values()) + ".")
     print(table)
     record(args, "embedding-synth", "Embedding unit: synthesis on the ECP5-85F", table + "\n\n" + notes)
