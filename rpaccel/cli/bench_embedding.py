@@ -356,7 +356,7 @@ def _synthesis(args, config):
              + "".join(f"The build of {r['component']} was stopped after --pnr-timeout {args.pnr_timeout:g} s "
                        "(synthesis, placement and routing on the shared 2-core machine): its row has Yosys's cell "
                        "counts, no routed Fmax, and nextpnr's estimate after placement where placement finished "
-                       "(routing only lowers it). " for r in results if not r["routed"])
+                       "(routed delays are usually longer). " for r in results if not r["routed"])
              + "Tools: " + ", ".join(results[0]["tools"].values()) + ".")
     print(table)
     record(args, "embedding-synth", "Embedding unit: synthesis on the ECP5-85F", table + "\n\n" + notes)
