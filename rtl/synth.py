@@ -263,23 +263,25 @@ def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout)
     if not stat_path.is_file():
         raise SynthError(f"{target.name} build of {component} did not finish synthesis within {timeout:g} s "
                          f"(log: {build_dir / 'build.log'})")
+    return _result(component, target, config, clock_mhz, harness, build_dir, json.loads(stat_path.read_text()),
+                   seconds=float(timeout), routed=False, fmax_mhz=None, meets_timing=False, utilization=None,
+                   critical_path=None, placed_fmax_mhz=_placed_fmax(build_dir / "top.tim"))
+
+
+def _result(component, target, config, clock_mhz, harness, build_dir, stat, *, seconds, **outcome):
+    """The summary of a build: what was built where, Yosys's cell counts, and the ``outcome`` of place-and-route."""
     return {
         "component": component,
         "target": target.name,
         "board": target.board,
         "preset": config.name,
         "clock_constraint_mhz": clock_mhz,
-        "routed": False,
-        "fmax_mhz": None,
-        "meets_timing": False,
-        "cells": _cell_counts(target.family, json.loads(stat_path.read_text())),
-        "utilization": None,
+        **outcome,
+        "cells": _cell_counts(target.family, stat),
         "harness": {"ffs": harness.overhead_ffs, "input_bits": harness.in_width,
                     "output_bits": harness.out_width},
-        "critical_path": None,
-        "placed_fmax_mhz": _placed_fmax(build_dir / "top.tim"),
         "tools": {variable: tool["version"] for variable, tool in tool_versions(target).items()},
-        "seconds": float(timeout),
+        "seconds": seconds,
         "build_dir": str(build_dir),
     }
 
@@ -353,21 +355,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     achieved = min((value["achieved"] for value in report.get("fmax", {}).values()), default=None)
     pnr = {key: report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
            for key, cell in _PNR_KEYS[target.family].items()}
-    return {
-        "component": component,
-        "target": target.name,
-        "board": target.board,
-        "preset": config.name,
-        "clock_constraint_mhz": clock_mhz,
-        "routed": True,
-        "fmax_mhz": None if achieved is None else round(achieved, 2),
-        "meets_timing": achieved is not None and achieved >= clock_mhz,
-        "cells": _cell_counts(target.family, stat),
-        "utilization": pnr,
-        "harness": {"ffs": harness.overhead_ffs, "input_bits": harness.in_width,
-                    "output_bits": harness.out_width},
-        "critical_path": _critical_path(report),
-        "tools": {variable: tool["version"] for variable, tool in tool_versions(target).items()},
-        "seconds": round(seconds, 1),
-        "build_dir": str(build_dir),
-    }
+    return _result(component, target, config, clock_mhz, harness, build_dir, stat, seconds=round(seconds, 1),
+                   routed=True, fmax_mhz=None if achieved is None else round(achieved, 2),
+                   meets_timing=achieved is not None and achieved >= clock_mhz, utilization=pnr,
+                   critical_path=_critical_path(report))
