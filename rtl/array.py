@@ -148,6 +148,13 @@ def y_layout(cols, tag_shape):
     return data.StructLayout({"psum": data.ArrayLayout(signed(ACC_BITS), cols), "tag": tag_shape})
 
 
+def _placements(geometry, r, c):
+    """For every split ``n``: ``(n, s, rect)``, the sub-array ``s`` that owns PE ``(r, c)`` and its rectangle."""
+    for n in geometry.splits:
+        s = geometry.owner(n, r, c)
+        yield n, s, geometry.rects[n][s]
+
+
 def _delay_line(m, name, value, delays, enable):
     """``value`` delayed by ``d`` cycles in which ``enable`` is high, for the ``(condition, d)`` of ``delays``
     that holds (``d = 0``: not delayed).
@@ -342,12 +349,7 @@ class SystolicArray(wiring.Component):
         entry = {}
         for r in range(rows):
             for c in range(cols):
-                sources = {}
-                for n in g.splits:
-                    s = g.owner(n, r, c)
-                    rect = g.rects[n][s]
-                    if rect.col == c:
-                        sources[n] = (s, r - rect.row)
+                sources = {n: (s, r - rect.row) for n, s, rect in _placements(g, r, c) if rect.col == c}
                 if not sources:
                     continue
                 value = pick([(mode[n], Cat(Mux(x_fire[s], self.port("x", s).payload.a[local], 0), use_bank[s]))
@@ -363,12 +365,8 @@ class SystolicArray(wiring.Component):
         load, exits = {}, {}
         for r in range(rows):
             for c in range(cols):
-                sources = {}
-                for n in g.splits:
-                    s = g.owner(n, r, c)
-                    rect = g.rects[n][s]
-                    if rect.bottom == r:
-                        sources[n] = (s, c - rect.col, rect.cols)
+                sources = {n: (s, c - rect.col, rect.cols) for n, s, rect in _placements(g, r, c)
+                           if rect.bottom == r}
                 if not sources:
                     continue
                 owners = {n: s for n, (s, _, _) in sources.items()}
