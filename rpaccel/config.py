@@ -54,8 +54,9 @@ class AccelConfig:
         ``2`` halves it by columns; ``4**k`` makes a ``2**k x 2**k`` grid (RecPipe's 4x64x64, 16x32x32, ...).
     array_dsp_pes : int
         Largest number of processing elements whose multiplier is a hard DSP multiplier; the others get LUT
-        multipliers (:func:`rpaccel.rtl.pe.lut_multiply`). Sized so that the array and the post-processors
-        (two DSPs each, one per array column) fit the target's DSP blocks.
+        multipliers (:func:`rpaccel.rtl.pe.lut_multiply`). Sized so that the array, the post-processors
+        (two DSPs each, one per array column) and the embedding unit's requantisers (one each) fit the target's
+        DSP blocks: 124 + 16 + 16 = 156 on ``small``.
     weight_buffer_words, act_buffer_words : int
         Depth of the MLP engine's on-chip weight and activation buffers, in array-width words
         (a weight word is one row of a C-wide tile, an activation word one R-wide input vector).
@@ -94,11 +95,11 @@ class AccelConfig:
     name: str = "custom"
     # Systolic array and MLP engine.
     array_rows: int = 16
-    array_cols: int = 16
+    array_cols: int = 8
     block: int = 4
     splits: tuple = (1, 2, 4)
     array_dsp_pes: int = 124
-    weight_buffer_words: int = 12288
+    weight_buffer_words: int = 24576
     act_buffer_words: int = 4096
     acc_buffer_words: int = 64
     # Embedding unit and caches.
@@ -116,7 +117,7 @@ class AccelConfig:
     mem_bytes: int = 1 << 25
     # Top-k filter units.
     k_max: int = 64
-    topk_units: int = 4
+    topk_units: int = 2
     # Implementation.
     clock_mhz: float = 125.0
     target: str = "ecp5-85f"
@@ -229,7 +230,8 @@ PRESETS = {
         static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
         mem_bytes=1 << 17, k_max=16, topk_units=1, clock_mhz=30.0, target="ice40-up5k"),
-    # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default.
+    # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the
+    # MLP engine (16 x 8), the embedding unit and two top-k units fit the device together (docs/mlp.md, "Sizing").
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(

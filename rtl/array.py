@@ -19,7 +19,8 @@ any interleaving of the three streams, with any idle cycles and any back-pressur
 Inside a sub-array, activations enter row ``r`` delayed by ``r`` cycles (skew), partial sums (only as wide as
 a column of R products needs, see :attr:`ArrayGeometry.psum_bits`) enter the top row as zero and leave the
 bottom row of column ``c`` delayed by ``cols - 1 - c`` cycles (deskew), so a result is presented
-``rows + cols + 2`` cycles after its item was accepted. The skew and deskew delays are circular buffers in LUT
+``rows + cols + 3`` cycles after its item was accepted (:meth:`ArrayGeometry.latency`; three of them are the
+PE's pipeline). The skew and deskew delays are circular buffers in LUT
 RAM. Weights enter at the bottom row of each column and shift up one row per transfer; column ``c`` receives a
 row ``c`` cycles after column 0, so a bank is free again for loading ``rows - 1`` cycles after the last item of
 its tile was accepted (the item has passed column ``c`` by the time the load reaches it): a tile of
@@ -32,7 +33,9 @@ items, its partial sums and its weight loads together.
 
 Changing ``split`` discards every loaded tile and every item in flight (the controller changes it only when
 the array is idle) and holds the streams for :attr:`ArrayGeometry.settle_cycles`. A ``split`` value that is not
-in ``config.splits`` stops every slot.
+in ``config.splits`` stops every slot. ``split`` is expected from a register: the array compares it with its own
+copy, and every block and slot decodes it into a registered one-hot replica of its own
+(:func:`rpaccel.rtl.select.split_modes`), so no split-dependent multiplexer hangs on a die-wide net.
 """
 
 from dataclasses import dataclass
@@ -46,7 +49,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import AccelConfig
 from ..numeric import ACC_BITS, ACT_BITS, INT8_MIN
 from .pe import ProcessingElement
-from .select import pick
+from .select import pick, replica, split_modes
 
 __all__ = ["ArrayGeometry", "Rect", "SystolicArray", "subarray_rects"]
 
@@ -129,13 +132,14 @@ class ArrayGeometry:
     @property
     def settle_cycles(self):
         """Cycles the array holds its streams after reset or a change of split: the longest delay line (the
-        item tracker of the largest sub-array), plus one."""
-        return max(rows + cols for rows, cols in map(self.shape, self.splits)) + 2
+        item tracker of the largest sub-array), plus one, plus the two cycles the delay lines' registered read
+        addresses take to follow the new split."""
+        return max(self.latency(n) for n in self.splits) + 2
 
     def latency(self, n):
         """Cycles from accepting an item to presenting its result in a never-stalled sub-array of split ``n``."""
         rows, cols = self.shape(n)
-        return rows + cols + 2
+        return rows + cols + ProcessingElement.LATENCY
 
 
 def x_layout(rows, tag_shape):
@@ -171,12 +175,18 @@ def _delay_line(m, name, value, delays, enable):
     m.submodules[name] = memory
     write = memory.write_port()
     read = memory.read_port(domain="comb")
-    pointer = Signal(range(depth), name=f"{name}_ptr")
+    # The read address is a register: the delay (a constant per split) is registered first, so a change of
+    # split reaches the address two cycles later (the settle time allows for it). No reset: the settle time
+    # after a reset fills every line with bubbles wherever its pointers stand.
+    pointer = Signal(range(depth), name=f"{name}_ptr", reset_less=True)
+    offset = Signal(range(depth), name=f"{name}_offset", reset_less=True)
+    read_addr = Signal(range(depth), name=f"{name}_raddr", reset_less=True)
+    m.d.sync += [offset.eq(pick(delays)), read_addr.eq(pointer + enable - offset)]
     m.d.comb += [
         write.en.eq(enable),
         write.addr.eq(pointer),
         write.data.eq(value),
-        read.addr.eq(pointer - pick(delays)),
+        read.addr.eq(read_addr),
     ]
     with m.If(enable):
         m.d.sync += pointer.eq(pointer + 1)
@@ -240,8 +250,9 @@ class SystolicArray(wiring.Component):
         g = self.geometry
         rows, cols, block = g.rows, g.cols, g.block
 
-        # The split in use, registered and decoded one-hot. A change resets the bank state and the output
-        # FIFOs, then holds every stream for `settle` cycles while the delay lines fill with bubbles.
+        # The split in use: `split` (from the caller's register) against the array's copy. A change resets the
+        # bank state and the output FIFOs, then holds every stream for `settle` cycles while the delay lines
+        # fill with bubbles. Each slot and each block decodes the split one-hot into registers of its own.
         split_q = Signal.like(self.split, name="split_q")
         changed = Signal()
         settle = Signal(range(self.settle_cycles + 1), init=self.settle_cycles)
@@ -251,17 +262,17 @@ class SystolicArray(wiring.Component):
             m.d.sync += settle.eq(self.settle_cycles)
         with m.Elif(settle != 0):
             m.d.sync += settle.eq(settle - 1)
-        mode = {n: Signal(name=f"mode{n}") for n in g.splits}
-        for n in g.splits:
-            m.d.comb += mode[n].eq(split_q == n)
         quiet = ~changed & (settle == 0)
+        slot_mode = [split_modes(m, self.split, g.splits, name=f"slot{s}") for s in range(g.slots)]
+        block_mode = {(br, bc): split_modes(m, self.split, g.splits, name=f"block_{br}_{bc}")
+                      for br in range(rows // block) for bc in range(cols // block)}
 
         # Per-slot control: stream handshakes, weight-bank state, clock-enable, output FIFO.
         en, en_next = [], []
         x_fire, w_fire, use_bank, load_bank = [], [], [], []
         for s in range(g.slots):
             x, w, y = self.port("x", s), self.port("w", s), self.port("y", s)
-            modes = g.modes_of(s)
+            modes, mode = g.modes_of(s), slot_mode[s]
             active = Signal(name=f"active{s}")
             m.d.comb += active.eq(Cat(mode[n] for n in modes).any())
             slot_rows = pick([(mode[n], g.rects[n][s].rows) for n in modes])
@@ -325,16 +336,14 @@ class SystolicArray(wiring.Component):
             ]
             m.d.sync += en[s].eq(en_next[s])
 
-        def enable(name, owners):
+        def enable(name, owners, mode):
             """A replica of the clock enable of the slot that owns a piece of logic in each mode."""
-            reg = Signal(name=name)
-            m.d.sync += reg.eq(pick([(mode[n], en_next[slot]) for n, slot in owners.items()]))
-            return reg
+            return replica(m, pick([(mode[n], en_next[slot]) for n, slot in owners.items()]), name=name)
 
-        def delay(name, value, delays, owners):
+        def delay(name, value, delays, owners, mode):
             """``value`` delayed by ``delays[n]`` enabled cycles of the owning slot in split ``n``."""
             return _delay_line(m, name, value, [(mode[n], d) for n, d in delays.items()],
-                               enable(f"{name}_en", owners))
+                               enable(f"{name}_en", owners, mode))
 
         # Processing elements, numbered row-major; the first `array_dsp_pes` get hard multipliers.
         pe = [[ProcessingElement(multiplier="dsp" if r * cols + c < self.config.array_dsp_pes else "lut",
@@ -352,11 +361,12 @@ class SystolicArray(wiring.Component):
                 sources = {n: (s, r - rect.row) for n, s, rect in _placements(g, r, c) if rect.col == c}
                 if not sources:
                     continue
+                mode = block_mode[r // block, c // block]
                 value = pick([(mode[n], Cat(Mux(x_fire[s], self.port("x", s).payload.a[local], 0), use_bank[s]))
                                for n, (s, local) in sources.items()])
                 out = delay(f"entry_{r}_{c}", Cat(value[:ACT_BITS], value[ACT_BITS]),
                             {n: local + 1 for n, (_, local) in sources.items()},
-                            {n: s for n, (s, _) in sources.items()})
+                            {n: s for n, (s, _) in sources.items()}, mode)
                 entry[r, c] = (set(sources), out[:ACT_BITS].as_signed(), out[ACT_BITS])
 
         # Weight load points: the bottom row of a sub-array. Column c of the sub-array (local column) receives
@@ -369,15 +379,16 @@ class SystolicArray(wiring.Component):
                            if rect.bottom == r}
                 if not sources:
                     continue
+                mode = block_mode[r // block, c // block]
                 owners = {n: s for n, (s, _, _) in sources.items()}
                 value = pick([(mode[n], Cat(self.port("w", s).payload[local], w_fire[s], load_bank[s]))
                                for n, (s, local, _) in sources.items()])
                 out = delay(f"load_{r}_{c}", value, {n: local + 1 for n, (_, local, _) in sources.items()},
-                            owners)
+                            owners, mode)
                 load[r, c] = (out[:ACT_BITS].as_signed(), out[ACT_BITS], out[ACT_BITS + 1])
                 exits[r, c] = delay(f"exit_{r}_{c}", pe[r][c].psum_out,
                                     {n: width - 1 - local for n, (_, local, width) in sources.items()},
-                                    owners).as_signed()
+                                    owners, mode).as_signed()
 
         # Wire the PEs: the clock enable per block, activations from the left (or an entry point), partial
         # sums from above (or zero at a sub-array's top row), the weight chain from below (or a load point),
@@ -385,7 +396,8 @@ class SystolicArray(wiring.Component):
         for br in range(rows // block):
             for bc in range(cols // block):
                 r0, c0 = br * block, bc * block
-                block_en = enable(f"block_en_{br}_{bc}", {n: g.owner(n, r0, c0) for n in g.splits})
+                mode = block_mode[br, bc]
+                block_en = enable(f"block_en_{br}_{bc}", {n: g.owner(n, r0, c0) for n in g.splits}, mode)
                 bottoms = {n: g.rects[n][g.owner(n, r0, c0)].bottom for n in g.splits}
                 for c in range(c0, c0 + block):
                     w_shift = Signal(name=f"w_shift_{br}_{c}")
@@ -421,9 +433,9 @@ class SystolicArray(wiring.Component):
         # Per-slot item tracker (valid and tag) aligned with the results, and the FIFO input.
         for s in range(g.slots):
             x = self.port("x", s)
-            modes = g.modes_of(s)
+            modes, mode = g.modes_of(s), slot_mode[s]
             tracked = delay(f"track{s}", Cat(x_fire[s], x.payload.tag),
-                            {n: g.rects[n][s].rows + g.rects[n][s].cols + 1 for n in modes}, dict.fromkeys(modes, s))
+                            {n: g.latency(n) - 1 for n in modes}, dict.fromkeys(modes, s), mode)
             psums = []
             for lc in range(g.slot_cols[s]):
                 psum = Signal(signed(ACC_BITS), name=f"result{s}_{lc}")

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .array import SystolicArray
+from .chip import ChipParts
 from .embedding import EmbeddingUnit
 from .memory import BlockRAMMemory
 from .mlp import MLPEngine
@@ -60,6 +61,8 @@ CATALOG = {entry.name: entry for entry in [
                  lambda config: TopKUnit(config.k_max)),
     CatalogEntry("topk-units", "the preset's topk_units top-k units on independent streams",
                  lambda config: TopKUnits(config.topk_units, config.k_max)),
+    CatalogEntry("parts", "the preset's MLP engine, embedding unit and top-k units side by side (whole-chip fit)",
+                 ChipParts),
 ]}
 
 

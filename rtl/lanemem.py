@@ -17,7 +17,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .select import pick, pick_keyed
+from .select import pick, pick_keyed, split_modes
 
 __all__ = ["LaneMemory", "read_signature", "write_signature"]
 
@@ -60,7 +60,7 @@ class LaneMemory(wiring.Component):
     Members
     -------
     split : In(range(slices + 1))
-        The split in use (registered by the caller).
+        The split in use; decoded into registers here, so a change takes effect one cycle later.
     read<l>, write<l> : In(read_signature(...)), In(write_signature(...))
         The ports of lane ``l``: its widest word, its largest address range over the splits it exists in.
     """
@@ -103,7 +103,7 @@ class LaneMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         row_bits = (self.depth - 1).bit_length()
-        mode = {n: self.split == n for n in self.word_elems}
+        mode = split_modes(m, self.split, self.word_elems, name="slices")
         elem_width = Shape.cast(self.elem_shape).width
         se = self.slice_elems
 

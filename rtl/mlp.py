@@ -39,6 +39,7 @@ int8 each, packed ``array_cols // cols`` rows to a word).
 
 import enum
 from dataclasses import dataclass
+from itertools import pairwise
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -51,7 +52,7 @@ from ..numeric import ACC_BITS, ACT_BITS
 from .array import ArrayGeometry, SystolicArray, x_layout, y_layout
 from .lanemem import LaneMemory, read_signature, write_signature
 from .postproc import PostProcessor, RequantParams
-from .select import pick, pick_keyed
+from .select import pick, pick_keyed, split_modes
 
 __all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "EngineGeometry", "MLPCommand", "MLPEngine", "MLPLane", "Op",
            "SplitShape", "wload_layout"]
@@ -61,6 +62,9 @@ ADDR_BITS = 16
 COUNT_BITS = 16
 #: Width of the completion counters commands wait on.
 WAIT_BITS = 8
+#: Cycles from a granted weight-memory request to its word at the lane: registered address, block RAM,
+#: registered data.
+WRESP_LATENCY = 3
 
 
 class Op(enum.IntEnum):
@@ -241,6 +245,20 @@ def wload_layout(geometry):
 
 
 
+def _take_command(m, fifo, start, name):
+    """The command at the head of ``fifo``, taken off it in the cycle ``start`` is high and held in registers,
+    with its counts less one precomputed: a sequencer then compares registers with registers, not the FIFO's
+    LUT RAM output through a subtractor."""
+    head = MLPCommand(fifo.r_data)
+    cmd = Signal(MLPCommand, name=f"{name}_cmd", reset_less=True)
+    last = {field: Signal(COUNT_BITS, name=f"{name}_last_{field}", reset_less=True)
+            for field in ("items", "ktiles", "ntiles")}
+    m.d.comb += fifo.r_en.eq(start)
+    with m.If(start):
+        m.d.sync += [cmd.eq(head), *(reg.eq(getattr(head, field) - 1) for field, reg in last.items())]
+    return head, cmd, last
+
+
 def _satisfied(done, wait):
     """``done`` has reached ``wait`` (modulo 2**WAIT_BITS, within half the range)."""
     return ~(done - wait)[WAIT_BITS - 1]
@@ -302,9 +320,7 @@ class MLPLane(wiring.Component):
         g = self.geometry
         modes = g.lane_modes(self.lane)
         shapes = [g.splits[n] for n in modes]
-        mode = {n: Signal(name=f"mode{n}") for n in modes}
-        for n in modes:
-            m.d.comb += mode[n].eq(self.split == n)
+        mode = split_modes(m, self.split, modes, name="lane")
         active = Cat(mode.values()).any()
 
         def const(attr):
@@ -347,7 +363,6 @@ class MLPLane(wiring.Component):
         writer_writes = Signal()
 
         # Loader: INPUT commands, from the act stream into the activation memory.
-        lc = MLPCommand(load_q.r_data)
         loading = Signal()
         ld_item = Signal(COUNT_BITS)
         ld_word = Signal(COUNT_BITS)
@@ -357,19 +372,20 @@ class MLPLane(wiring.Component):
             self.act.ready.eq(loading & ~writer_writes),
             act_fire.eq(self.act.valid & self.act.ready),
         ]
-        with m.If(~loading & load_q.r_rdy & _satisfied(layers_done, lc.wait_layers)):
-            m.d.sync += [loading.eq(1), ld_item.eq(0), ld_word.eq(0), ld_row.eq(lc.in_base)]
+        ld_start = Signal()
+        lc_head, lc, lc_last = _take_command(m, load_q, ld_start, "load")
+        m.d.comb += ld_start.eq(~loading & load_q.r_rdy & _satisfied(layers_done, lc_head.wait_layers))
+        with m.If(ld_start):
+            m.d.sync += [loading.eq(1), ld_item.eq(0), ld_word.eq(0), ld_row.eq(lc_head.in_base)]
         with m.If(act_fire):
-            with m.If(ld_item == lc.items - 1):
+            with m.If(ld_item == lc_last["items"]):
                 m.d.sync += [ld_item.eq(0), ld_word.eq(ld_word + 1), ld_row.eq(ld_row + lc.stride)]
-                with m.If(ld_word == lc.ktiles - 1):
+                with m.If(ld_word == lc_last["ktiles"]):
                     m.d.sync += [loading.eq(0), inputs_done.eq(inputs_done + 1)]
-                    m.d.comb += load_q.r_en.eq(1)
             with m.Else():
                 m.d.sync += ld_item.eq(ld_item + 1)
 
         # Fetcher, request side: the layer's weight words in order, each tagged with what it is.
-        fc = MLPCommand(fetch_q.r_data)
         word_tag = data.StructLayout({
             "bias": 1, "bias_last": 1, "params": RequantParams, "to_output": 1, "out_row": ADDR_BITS,
             "out_off": range(rows), "last_ntile": 1})
@@ -383,13 +399,19 @@ class MLPLane(wiring.Component):
         f_tile = Signal()  # 0: bias words of the n-tile, 1: tile words
         f_out_row = Signal(ADDR_BITS)
         f_out_off = Signal(range(rows))
-        f_inflight = Signal()
         f_tag = Signal(word_tag)
-        f_tag_q = Signal(word_tag, reset_less=True)
+        # The tag of a request, delayed to meet its word (the weight memory answers WRESP_LATENCY cycles later).
+        f_tags = [Signal(word_tag, name=f"f_tag_d{k}", reset_less=True) for k in range(WRESP_LATENCY)]
+        # Words requested and not yet read from the word FIFO (in flight or waiting): a register, so that a
+        # request never waits on the FIFO's level arithmetic.
+        reserved = Signal(range(self.WORD_FIFO + 1))
         bias_words, tile_words = const("bias_words"), const("tile_words")
         lane_rows, lane_cols = const("rows"), const("cols")
+        f_start = Signal()
+        fc_head, fc, fc_last = _take_command(m, fetch_q, f_start, "fetch")
+        m.d.comb += f_start.eq(~fetching & fetch_q.r_rdy)
         m.d.comb += [
-            self.wreq.valid.eq(fetching & (word_fifo.level + f_inflight < self.WORD_FIFO)),
+            self.wreq.valid.eq(fetching & (reserved != self.WORD_FIFO)),
             self.wreq.payload.eq(f_addr),
             f_tag.bias.eq(~f_tile),
             f_tag.bias_last.eq(~f_tile & (f_word == bias_words - 1)),
@@ -397,17 +419,18 @@ class MLPLane(wiring.Component):
             f_tag.to_output.eq(fc.to_output),
             f_tag.out_row.eq(f_out_row),
             f_tag.out_off.eq(f_out_off),
-            f_tag.last_ntile.eq(f_nt == fc.ntiles - 1),
+            f_tag.last_ntile.eq(f_nt == fc_last["ntiles"]),
             word_fifo.w_en.eq(self.wresp_valid),
-            word_fifo.w_data.eq(Cat(self.wresp, f_tag_q)),
+            word_fifo.w_data.eq(Cat(self.wresp, f_tags[-1])),
         ]
         wreq_fire = self.wreq.valid & self.wreq.ready
-        m.d.sync += f_inflight.eq(wreq_fire)
-        with m.If(~fetching & fetch_q.r_rdy):
-            m.d.sync += [fetching.eq(1), f_addr.eq(fc.w_base), f_nt.eq(0), f_kt.eq(0), f_word.eq(0), f_tile.eq(0),
-                         f_out_row.eq(fc.out_base), f_out_off.eq(0)]
+        m.d.sync += [f_tags[0].eq(f_tag), *(later.eq(earlier) for earlier, later in pairwise(f_tags)),
+                     reserved.eq(reserved + wreq_fire - (word_fifo.r_en & word_fifo.r_rdy))]
+        with m.If(f_start):
+            m.d.sync += [fetching.eq(1), f_addr.eq(fc_head.w_base), f_nt.eq(0), f_kt.eq(0), f_word.eq(0),
+                         f_tile.eq(0), f_out_row.eq(fc_head.out_base), f_out_off.eq(0)]
         with m.If(wreq_fire):
-            m.d.sync += [f_addr.eq(f_addr + 1), f_tag_q.eq(f_tag)]
+            m.d.sync += f_addr.eq(f_addr + 1)
             with m.If(~f_tile):
                 with m.If(f_word == bias_words - 1):
                     m.d.sync += [f_word.eq(0), f_tile.eq(1)]
@@ -415,11 +438,10 @@ class MLPLane(wiring.Component):
                     m.d.sync += f_word.eq(f_word + 1)
             with m.Elif(f_word == tile_words - 1):
                 m.d.sync += f_word.eq(0)
-                with m.If(f_kt == fc.ktiles - 1):
+                with m.If(f_kt == fc_last["ktiles"]):
                     m.d.sync += [f_kt.eq(0), f_tile.eq(0)]
-                    with m.If(f_nt == fc.ntiles - 1):
+                    with m.If(f_nt == fc_last["ntiles"]):
                         m.d.sync += fetching.eq(0)
-                        m.d.comb += fetch_q.r_en.eq(1)
                     with m.Else():
                         m.d.sync += f_nt.eq(f_nt + 1)
                         with m.If(f_out_off == lane_rows - lane_cols):
@@ -477,7 +499,6 @@ class MLPLane(wiring.Component):
                 m.d.sync += row_index.eq(row_index + 1)
 
         # Feeder: LAYER commands, activation words into the array, tagged for accumulation and output.
-        dc = MLPCommand(feed_q.r_data)
         m.submodules.feed_fifo = feed_fifo = SyncFIFO(width=rows * ACT_BITS + tag_layout.size,
                                                       depth=self.FEED_FIFO)
         feeding = Signal()
@@ -485,35 +506,40 @@ class MLPLane(wiring.Component):
         d_kt = Signal(COUNT_BITS)
         d_nt = Signal(COUNT_BITS)
         d_row = Signal(ADDR_BITS)
+        # Words read or being read and not yet taken by the array (the feed FIFO's level, counted ahead).
+        d_reserved = Signal(range(self.FEED_FIFO + 1))
         d_inflight = Signal()
         d_tag = Signal(tag_layout)
         d_tag_q = Signal(tag_layout, reset_less=True)
         issue = Signal()
-        with m.If(~feeding & feed_q.r_rdy & _satisfied(inputs_done, dc.wait_inputs)
-                  & _satisfied(layers_done, dc.wait_layers)):
-            m.d.sync += [feeding.eq(1), d_item.eq(0), d_kt.eq(0), d_nt.eq(0), d_row.eq(dc.in_base)]
+        d_start = Signal()
+        dc_head, dc, dc_last = _take_command(m, feed_q, d_start, "feed")
+        m.d.comb += d_start.eq(~feeding & feed_q.r_rdy & _satisfied(inputs_done, dc_head.wait_inputs)
+                               & _satisfied(layers_done, dc_head.wait_layers))
+        with m.If(d_start):
+            m.d.sync += [feeding.eq(1), d_item.eq(0), d_kt.eq(0), d_nt.eq(0), d_row.eq(dc_head.in_base)]
         m.d.comb += [
-            issue.eq(feeding & (feed_fifo.level + d_inflight < self.FEED_FIFO)),
+            issue.eq(feeding & (d_reserved != self.FEED_FIFO)),
             self.act_r.en.eq(issue),
             self.act_r.addr.eq(d_row + d_item),
             d_tag.acc.eq(dc.acc_base + d_item),
             d_tag.item.eq(d_item),
             d_tag.first.eq(d_kt == 0),
-            d_tag.final.eq(d_kt == dc.ktiles - 1),
-            d_tag.end.eq(d_item == dc.items - 1),
+            d_tag.final.eq(d_kt == dc_last["ktiles"]),
+            d_tag.end.eq(d_item == dc_last["items"]),
             feed_fifo.w_en.eq(d_inflight),
             feed_fifo.w_data.eq(Cat(self.act_r.data, d_tag_q)),
         ]
-        m.d.sync += d_inflight.eq(issue)
+        m.d.sync += [d_inflight.eq(issue),
+                     d_reserved.eq(d_reserved + issue - (feed_fifo.r_en & feed_fifo.r_rdy))]
         with m.If(issue):
             m.d.sync += d_tag_q.eq(d_tag)
-            with m.If(d_item == dc.items - 1):
+            with m.If(d_item == dc_last["items"]):
                 m.d.sync += d_item.eq(0)
-                with m.If(d_kt == dc.ktiles - 1):
+                with m.If(d_kt == dc_last["ktiles"]):
                     m.d.sync += [d_kt.eq(0), d_row.eq(dc.in_base)]
-                    with m.If(d_nt == dc.ntiles - 1):
+                    with m.If(d_nt == dc_last["ntiles"]):
                         m.d.sync += feeding.eq(0)
-                        m.d.comb += feed_q.r_en.eq(1)
                     with m.Else():
                         m.d.sync += d_nt.eq(d_nt + 1)
                 with m.Else():
@@ -532,7 +558,10 @@ class MLPLane(wiring.Component):
         # Accumulate: the first k-tile writes the accumulator row, later ones add to it, the last one goes on
         # to post-processing. The lane's accumulator is LUT RAM, read in stage A and written in stage B; an item
         # that would read the row stage B is writing waits a cycle (only a one-item tile can cause that).
-        acc_mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), cols), depth=g.lane_acc_rows(self.lane), init=[])
+        # In LUT RAM: at most 64 rows deep, block RAM would be 512 rows deep and mostly empty (and the block RAMs
+        # are spoken for by the weight and activation memories and the embedding unit's caches).
+        acc_mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), cols), depth=g.lane_acc_rows(self.lane), init=[],
+                         attrs={"ram_style": "distributed"})
         m.submodules.acc_mem = acc_mem
         acc_w = acc_mem.write_port()
         acc_r = acc_mem.read_port()
@@ -698,6 +727,9 @@ class MLPEngine(wiring.Component):
         Lane ``l`` has completed every command it accepted.
     """
 
+    #: Depth of the FIFO between each slot's result stream and its lane.
+    Y_FIFO = 4
+
     def __init__(self, config):
         self.config = config
         try:
@@ -727,26 +759,35 @@ class MLPEngine(wiring.Component):
         g = self.geometry
         cols = self.config.array_cols
 
+        # The lanes, the activation memory and the post-processor routing each decode `split` into registers
+        # of their own (rpaccel.rtl.select.split_modes): all follow a change one cycle later. The array
+        # compares its input with its own copy, so it gets the split from a register.
         split_q = Signal.like(self.split, name="split_q")
         m.d.sync += split_q.eq(self.split)
-        mode = {n: split_q == n for n in g.splits}
 
         m.submodules.array = array = SystolicArray(self.config, tag_shape=g.tag_layout())
         m.submodules.act_mem = act_mem = g.act_memory()
-        m.d.comb += [array.split.eq(self.split), act_mem.split.eq(split_q)]
+        m.d.comb += [array.split.eq(split_q), act_mem.split.eq(self.split)]
 
         lanes = []
         for lane in range(g.lanes):
             unit = MLPLane(g, lane, act_addr_width=act_mem.addr_width(lane))
             m.submodules[f"lane{lane}"] = unit
             lanes.append(unit)
-            m.d.comb += unit.split.eq(split_q)
+            m.d.comb += unit.split.eq(self.split)
             wiring.connect(m, wiring.flipped(getattr(self, f"cmd{lane}")), unit.cmd)
             wiring.connect(m, wiring.flipped(getattr(self, f"act{lane}")), unit.act)
             wiring.connect(m, unit.out, wiring.flipped(getattr(self, f"out{lane}")))
             wiring.connect(m, unit.x, array.port("x", lane))
             wiring.connect(m, unit.w, array.port("w", lane))
-            wiring.connect(m, array.port("y", lane), unit.y)
+            # Results through a small FIFO: no combinational path from the lane's accumulator checks back into
+            # the array's clock enables (the FIFO's ready and valid come from its level register).
+            y_in, y_fifo = array.port("y", lane), SyncFIFO(width=len(unit.y.payload.as_value()), depth=self.Y_FIFO)
+            m.submodules[f"y_fifo{lane}"] = y_fifo
+            m.d.comb += [
+                y_fifo.w_en.eq(y_in.valid), y_fifo.w_data.eq(y_in.payload), y_in.ready.eq(y_fifo.w_rdy),
+                unit.y.valid.eq(y_fifo.r_rdy), unit.y.payload.eq(y_fifo.r_data), y_fifo.r_en.eq(unit.y.ready),
+            ]
             wiring.connect(m, unit.act_r, getattr(act_mem, f"read{lane}"))
             wiring.connect(m, unit.act_w, getattr(act_mem, f"write{lane}"))
         m.d.comb += self.idle.eq(Cat(unit.idle for unit in lanes))
@@ -762,34 +803,47 @@ class MLPEngine(wiring.Component):
             wp.data.eq(self.wload.payload.data),
             self.wload.ready.eq(1),
         ]
+        # Round-robin arbitration with a registered grant: `grant` names the lane that may read this cycle (its
+        # request fires if it is still valid), chosen in the previous cycle from the requests then and the lane
+        # after the last grant, so no path runs from one lane's request through the arbiter into another's
+        # counters. A lane alone is granted every cycle; a grant whose request has just ended is wasted.
+        grant = Signal(g.lanes)
         pointer = Signal(range(g.lanes))
-        grant = Signal(range(g.lanes))
-        granted = Signal()
-        granted_lane = Signal(range(g.lanes))
-        granted_valid = Signal()
-        # The first requesting lane at or after the pointer.
+        fire = Cat(unit.wreq.valid & grant[k] for k, unit in enumerate(lanes))
+        grant_next = Signal(g.lanes)
         order = [[(start + k) % g.lanes for k in range(g.lanes)] for start in range(g.lanes)]
         for start, lanes_in_order in enumerate(order):
             with m.If(pointer == start):
                 for k in reversed(lanes_in_order):
                     with m.If(lanes[k].wreq.valid):
-                        m.d.comb += [grant.eq(k), granted.eq(1)]
+                        m.d.comb += grant_next.eq(1 << k)
+        m.d.sync += grant.eq(grant_next)
+        for k in range(g.lanes):
+            with m.If(grant_next[k]):
+                m.d.sync += pointer.eq((k + 1) % g.lanes)
+        # The request that fires in cycle t: its address is registered (t + 1), the block RAMs answer (t + 2), and
+        # their data are registered after the output multiplexer (t + 3, WRESP_LATENCY), when the lane takes them.
+        read_addr = Signal.like(rp.addr)
+        read_en = Signal()
+        resp = Signal.like(rp.data, reset_less=True)
+        resp_to = [Signal(g.lanes, name=f"resp_to{k}") for k in range(WRESP_LATENCY)]
+        m.d.sync += [read_en.eq(fire.any()),
+                     read_addr.eq(pick([(grant[k], unit.wreq.payload) for k, unit in enumerate(lanes)])),
+                     resp.eq(rp.data), resp_to[0].eq(fire),
+                     *(later.eq(earlier) for earlier, later in pairwise(resp_to))]
+        m.d.comb += [rp.en.eq(read_en), rp.addr.eq(read_addr)]
         for k, unit in enumerate(lanes):
             m.d.comb += [
-                unit.wreq.ready.eq(granted & (grant == k)),
-                unit.wresp.eq(rp.data),
-                unit.wresp_valid.eq(granted_valid & (granted_lane == k)),
+                unit.wreq.ready.eq(grant[k]),
+                unit.wresp.eq(resp),
+                unit.wresp_valid.eq(resp_to[-1][k]),
             ]
-        m.d.comb += [rp.en.eq(granted), rp.addr.eq(pick([(grant == k, unit.wreq.payload)
-                                                          for k, unit in enumerate(lanes)]))]
-        m.d.sync += [granted_valid.eq(granted), granted_lane.eq(grant)]
-        with m.If(granted):
-            m.d.sync += pointer.eq(Mux(grant == g.lanes - 1, 0, grant + 1))
 
         # Post-processors: one per array column; in split n, lane l owns processors l * cols/n .. + cols/n.
         postprocs = [PostProcessor() for _ in range(cols)]
         for p, unit in enumerate(postprocs):
             m.submodules[f"postproc{p}"] = unit
+            mode = split_modes(m, self.split, g.splits, name=f"postproc{p}")
             owners = [(mode[n], divmod(p, s.postprocs)) for n, s in g.splits.items()]  # (lane, its element)
             lane_of = [(c, key[0]) for c, key in owners]
             m.d.comb += [
@@ -800,6 +854,7 @@ class MLPEngine(wiring.Component):
                 unit.o.ready.eq(1),
             ]
         for k, lane in enumerate(lanes):
+            mode = split_modes(m, self.split, g.splits, name=f"pp_route{k}")
             groups = [(mode[n], k * s.postprocs, s.postprocs) for n, s in g.splits.items() if k < n]
             m.d.comb += [
                 lane.pp_i.ready.eq(1),

@@ -48,13 +48,13 @@ def lut_multiply(a, w):
     """``a * w`` for two int8 values, from LUTs and carry chains (:func:`lut_partial_products`, then
     :func:`lut_product`).
 
-    A PE with ``multiplier="lut"`` registers the two partial sums and adds the last level in its second stage,
+    A PE with ``multiplier="lut"`` registers the two partial sums and adds the last level in its third stage,
     next to the accumulation, so that both stages have two adder levels (all three in one stage limited the PE
     to 97.6 MHz on the ECP5-85F; ``rpaccel bench gemm --synth`` gives the current figure as ``pe-lut``).
     Measured during design per multiplier (ECP5, Verilator bench of 128 multipliers): about 153 LUTs and
     8.0 ns per simulated cycle for this form with bit-by-bit rows; a tree of sign-extended partial products
-    147 LUTs, 21.4 ns; the same sums in full 16-bit modular arithmetic 244 LUTs (too many for the ``small``
-    array's 132 LUT multipliers to fit the device), 2.8 ns.
+    147 LUTs, 21.4 ns; the same sums in full 16-bit modular arithmetic 244 LUTs (too many for the first ``small``
+    16 x 16 array's 132 LUT multipliers to fit the device), 2.8 ns.
     """
     return lut_product(*lut_partial_products(a, w))
 
@@ -68,18 +68,23 @@ class ProcessingElement(wiring.Component):
     it is to be multiplied with (``bank_in``, passed on to ``bank_out`` beside it), and the load chain writes the
     bank named by ``w_bank``, which the array controller keeps different from any bank still in flight.
 
-    The multiply and the add are in separate pipeline stages (so that a hard multiplier and a carry chain each
-    get a full cycle). On every cycle with ``en`` high::
+    The weight is selected in one stage, multiplied in the next and added in the third, so that the hard
+    multiplier's inputs and output are all registers (on the ECP5 the MULT18X18D is combinational in Yosys's
+    mapping, and a bank multiplexer in front of it put the PE's whole cycle into one path) and a carry chain gets
+    a cycle of its own. On every cycle with ``en`` high::
 
         a_out    <= a_in
         bank_out <= bank_in
-        product  <= a_in * weight[bank_in]                (int16)
+        selected <= weight[bank_in]
+        product  <= a_out * selected                      (int16)
         psum_out <= psum_in + product                     (int32)
 
-    so the ``psum_in`` of a cycle meets the product of the activation that arrived on the previous enabled
-    cycle. In an array this costs one cycle of latency and nothing else: activations move right one column per
-    cycle and partial sums down one row per cycle, so an activation entering row r in cycle t + r meets, in
-    every column c, the partial sum of the rows above it in cycle t + r + c + 1.
+    so the ``psum_in`` of a cycle meets the product of the activation that arrived two enabled cycles earlier
+    (:attr:`LATENCY` ``= 3`` enabled cycles from ``a_in`` to ``psum_out``). In an array this costs two cycles of
+    latency and nothing else: activations move right one column per cycle and partial sums down one row per
+    cycle, so an activation entering row r in cycle t + r meets, in every column c, the partial sum of the rows
+    above it in cycle t + r + c + 2. The weight bank is read when the activation arrives, as with a
+    single-stage multiplier, so loading the other bank may follow the last activation of a tile as closely.
 
     On every cycle with ``w_shift`` high (independently of ``en``)::
 
@@ -117,6 +122,9 @@ class ProcessingElement(wiring.Component):
     w_bank : In(1)
         Bank the load chain writes and shows.
     """
+
+    #: Enabled cycles from an activation at ``a_in`` to its product in ``psum_out``.
+    LATENCY = 3
 
     def __init__(self, *, multiplier="dsp", psum_bits=ACC_BITS):
         if multiplier not in MULTIPLIERS or not isinstance(psum_bits, int) or not 2 * ACT_BITS < psum_bits <= 64:
@@ -156,21 +164,22 @@ class ProcessingElement(wiring.Component):
         bank_out = Signal(reset_less=True)
         psum_out = Signal(signed(self.psum_bits), reset_less=True)
         m.d.comb += [self.a_out.eq(a_out), self.bank_out.eq(bank_out), self.psum_out.eq(psum_out)]
-        selected = Mux(self.bank_in, weight[1], weight[0])
+        selected = Signal(signed(ACT_BITS), name="selected", reset_less=True)
         if self.multiplier == "lut":
-            # Two adder levels of the product in the first stage, the last one next to the accumulation.
-            low, high = lut_partial_products(self.a_in, selected)
+            # Two adder levels of the product in the second stage, the last one next to the accumulation.
+            low, high = lut_partial_products(a_out, selected)
             stage = [Signal(len(low), name="product_low", reset_less=True),
                      Signal(len(high), name="product_high", reset_less=True)]
             staged = [stage[0].eq(low), stage[1].eq(high)]
             product = lut_product(*stage)
         else:
             product = Signal(signed(2 * ACT_BITS), reset_less=True)
-            staged = [product.eq(self.a_in * selected)]
+            staged = [product.eq(a_out * selected)]
         with m.If(self.en):
             m.d.sync += [
                 a_out.eq(self.a_in),
                 bank_out.eq(self.bank_in),
+                selected.eq(Mux(self.bank_in, weight[1], weight[0])),
                 *staged,
                 psum_out.eq(self.psum_in + product),
             ]

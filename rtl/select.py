@@ -1,8 +1,14 @@
 """Selection helpers shared by the blocks whose wiring follows the run-time split."""
 
-from amaranth.hdl import Cat, Mux
+from amaranth.hdl import Cat, Mux, Signal, Value
 
-__all__ = ["pick", "pick_keyed"]
+__all__ = ["REPLICA_ATTR", "pick", "pick_keyed", "replica", "split_modes"]
+
+#: Attribute that marks a register as a deliberate replica. Synthesis would merge identical registers into one
+#: (Yosys ``opt_merge``), giving a single driver with a fan-out of thousands across the die; the flow in
+#: :mod:`rpaccel.rtl.synth` sets ``keep`` on the flip-flops of wires with this attribute so each copy stays
+#: next to its loads.
+REPLICA_ATTR = "rpaccel_replica"
 
 
 def pick(choices, default=0):
@@ -25,3 +31,17 @@ def pick_keyed(choices, value_of, default=0):
         conditions.setdefault(key, []).append(condition)
     return pick([(Cat(*group).any() if len(group) > 1 else group[0], value_of(key))
                  for key, group in conditions.items()], default)
+
+
+def replica(m, value, *, name, init=0):
+    """A register of ``value`` that synthesis keeps as a copy of its own (see :data:`REPLICA_ATTR`)."""
+    reg = Signal(Value.cast(value).shape(), name=name, init=init, attrs={REPLICA_ATTR: 1})
+    m.d.sync += reg.eq(value)
+    return reg
+
+
+def split_modes(m, split, modes, *, name):
+    """A local, registered one-hot decode of ``split``: ``{n: split == n}`` one cycle later, for every ``n`` of
+    ``modes``. Each caller gets its own replica, so the decode reaches its loads from a nearby register rather
+    than through a die-wide net."""
+    return {n: replica(m, split == n, name=f"{name}_mode{n}") for n in modes}

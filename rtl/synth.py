@@ -26,6 +26,7 @@ from amaranth.build import Attrs, Clock, Pins, Resource
 
 from .catalog import lookup
 from .harness import HARNESS_PINS, PinHarness
+from .select import REPLICA_ATTR
 
 __all__ = ["TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize", "tool_env",
            "tool_versions"]
@@ -112,6 +113,11 @@ _PNR_KEYS = {
     "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD",
              "ios": "TRELLIS_IO"},
 }
+
+
+# Registers marked as replicas (rpaccel.rtl.select.replica) keep their flip-flops, so Yosys's opt_merge does not
+# fold the copies back into one die-wide driver. `proc` first turns the processes into flip-flop cells.
+KEEP_REPLICAS = f"proc\nsetattr -set keep 1 w:* a:{REPLICA_ATTR} %i %ci1:+$dff[Q] t:$dff %i"
 
 
 def lookup_target(name):
@@ -257,6 +263,18 @@ def _placed_fmax(log_path):
     return float(found[0]) if found else None
 
 
+def _logged_utilization(family, log_path):
+    """nextpnr's device utilisation after packing (``{key: {"used", "available"}}``) from its log, or None."""
+    if not log_path.is_file():
+        return None
+    found = {cell: (int(used), int(available)) for cell, used, available in
+                 re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log_path.read_text(errors="replace"))}
+    if not found:
+        return None
+    return {key: {"used": found.get(cell, (0, 0))[0], "available": found.get(cell, (0, 0))[1]}
+            for key, cell in _PNR_KEYS[family].items()}
+
+
 def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout):
     """The result of a build stopped after ``timeout`` seconds: Yosys's cell counts if it got that far."""
     stat_path = build_dir / "top.stat.json"
@@ -265,7 +283,8 @@ def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout)
                          f"(log: {build_dir / 'build.log'})")
     return _result(component, target, config, clock_mhz, harness, build_dir, json.loads(stat_path.read_text()),
                    seconds=float(timeout), routed=False, fmax_mhz=None, meets_timing=False, utilization=None,
-                   critical_path=None, placed_fmax_mhz=_placed_fmax(build_dir / "top.tim"))
+                   critical_path=None, placed_fmax_mhz=_placed_fmax(build_dir / "top.tim"),
+                   packed_utilization=_logged_utilization(target.family, build_dir / "top.tim"))
 
 
 def _result(component, target, config, clock_mhz, harness, build_dir, stat, *, seconds, **outcome):
@@ -286,7 +305,7 @@ def _result(component, target, config, clock_mhz, harness, build_dir, stat, *, s
     }
 
 
-def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None):
+def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None, router=None):
     """Synthesise, place and route ``component`` for ``target`` and summarise the result.
 
     Parameters
@@ -303,6 +322,8 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         Where the build files go (default ``build/synth/<component>-<target>-<config name>``).
     seed : int
         nextpnr placement seed.
+    router : str, optional
+        nextpnr's router (``"router1"``, its default, or ``"router2"``, faster on large congested designs).
     timeout : float, optional
         Seconds the whole build may take (default: no limit). If Yosys has finished when the limit is reached,
         the result has ``"routed": False``, Yosys's cell counts and no Fmax, utilisation or critical path;
@@ -328,9 +349,10 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     platform.add_resources(_resources(target, clock_mhz * 1e6))
     harness = PinHarness(entry.build(config))
     plan = platform.build(
-        harness, name="top", do_build=False, synth_opts=target.synth_opts,
+        harness, name="top", do_build=False, synth_opts=target.synth_opts, script_after_read=KEEP_REPLICAS,
         script_after_synth="tee -q -o top.stat.json stat -json",
-        nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail")
+        nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail"
+                     + (f" --router {router}" if router else ""))
     plan.extract(str(build_dir))
     started = time.perf_counter()
     log_path = build_dir / "build.log"
@@ -343,7 +365,8 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGTERM)
             run.wait()
-            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout)
+            return {**_unrouted(component, target, config, clock_mhz, harness, build_dir, timeout),
+                    "router": router or "router1"}
     if run.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         raise SynthError(f"{target.name} build of {component} failed (exit status {run.returncode}); "
@@ -356,6 +379,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     pnr = {key: report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
            for key, cell in _PNR_KEYS[target.family].items()}
     return _result(component, target, config, clock_mhz, harness, build_dir, stat, seconds=round(seconds, 1),
+                   router=router or "router1",
                    routed=True, fmax_mhz=None if achieved is None else round(achieved, 2),
                    meets_timing=achieved is not None and achieved >= clock_mhz, utilization=pnr,
                    critical_path=_critical_path(report))

@@ -61,12 +61,12 @@ def test_pe_refuses_an_unknown_multiplier():
 
 def test_geometry_of_the_splits():
     g = ArrayGeometry(preset("small"))
-    assert g.rects[1] == (Rect(0, 0, 16, 16),)
-    assert g.rects[2] == (Rect(0, 0, 16, 8), Rect(0, 8, 16, 8))
-    assert g.rects[4] == (Rect(0, 0, 8, 8), Rect(0, 8, 8, 8), Rect(8, 0, 8, 8), Rect(8, 8, 8, 8))
-    assert (g.slot_rows, g.slot_cols) == ([16, 16, 8, 8], [16, 8, 8, 8])
-    assert [g.owner(4, r, c) for r, c in [(0, 0), (7, 8), (8, 7), (15, 15)]] == [0, 1, 2, 3]
-    assert g.latency(1) == 34
+    assert g.rects[1] == (Rect(0, 0, 16, 8),)
+    assert g.rects[2] == (Rect(0, 0, 16, 4), Rect(0, 4, 16, 4))
+    assert g.rects[4] == (Rect(0, 0, 8, 4), Rect(0, 4, 8, 4), Rect(8, 0, 8, 4), Rect(8, 4, 8, 4))
+    assert (g.slot_rows, g.slot_cols) == ([16, 16, 8, 8], [8, 4, 4, 4])
+    assert [g.owner(4, r, c) for r, c in [(0, 0), (7, 4), (8, 3), (15, 7)]] == [0, 1, 2, 3]
+    assert g.latency(1) == 27  # 16 rows + 8 columns + 3 PE stages
     paper = subarray_rects(preset("paper"), 64)
     assert len(paper) == 64 and paper[9] == Rect(16, 16, 16, 16)
 

@@ -52,12 +52,13 @@ def test_multiply_accumulate_extremes_and_pipeline():
         cycle(w_shift=1, w_bank=0, w_in=INT8_MIN),
         cycle(w_shift=1, w_bank=1, w_in=INT8_MAX),
         cycle(en=1, a_in=INT8_MIN, bank_in=0),                     # product -128 * -128 = 16384
-        cycle(en=1, a_in=INT8_MIN, bank_in=1, psum_in=top),        # meets the product above
+        cycle(en=1, a_in=INT8_MIN, bank_in=1),
+        cycle(en=1, psum_in=top),                                  # meets the first product
         cycle(en=1, psum_in=INT32_MIN + 16256),                    # meets -128 * 127 = -16256
         cycle(),
     ])
-    assert out[4]["psum_out"] == INT32_MAX
-    assert out[5]["psum_out"] == INT32_MIN
+    assert out[5]["psum_out"] == INT32_MAX
+    assert out[6]["psum_out"] == INT32_MIN
     assert out[4]["a_out"] == INT8_MIN and out[4]["bank_out"] == 1
 
 
@@ -68,20 +69,21 @@ def test_stall_holds_every_register():
         cycle(en=1, a_in=-1, psum_in=10),
         cycle(en=0, a_in=99, psum_in=1000),   # stalled: nothing moves
         cycle(en=0, a_in=98, psum_in=2000),
-        cycle(en=1, psum_in=100),
+        cycle(en=1, psum_in=100),             # meets 5 * 3
+        cycle(en=1, psum_in=1000),            # meets -1 * 3
         cycle(),
     ])
-    assert [o["psum_out"] for o in out[3:]] == [25, 25, 25, 97]
-    assert [o["a_out"] for o in out[3:]] == [-1, -1, -1, 0]
+    assert [o["psum_out"] for o in out[3:]] == [10, 10, 10, 115, 997]
+    assert [o["a_out"] for o in out[3:]] == [-1, -1, -1, 0, 0]
 
 
 def test_loading_the_idle_bank_does_not_disturb_compute():
     cycles = [cycle(w_shift=1, w_bank=0, w_in=2)]
     for k in range(8):  # compute with bank 0 while bank 1 is rewritten every cycle
         cycles.append(cycle(en=1, a_in=k, bank_in=0, psum_in=1, w_shift=1, w_bank=1, w_in=k - 4))
-    cycles += [cycle(en=1), cycle()]
+    cycles += [cycle(en=1, psum_in=1), cycle(en=1), cycle()]
     out = simulate(cycles)
-    assert [o["psum_out"] for o in out[3:10]] == [1 + 2 * k for k in range(7)]
+    assert [o["psum_out"] for o in out[4:11]] == [1 + 2 * k for k in range(7)]
 
 
 @pytest.mark.parametrize("seed", [1, 2])

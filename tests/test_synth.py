@@ -72,3 +72,52 @@ def test_placement_estimate_is_read_from_the_nextpnr_log(tmp_path):
                    "Info: Routing..\n"
                    "Info: Max frequency for clock '$glbnet$clk': 52.00 MHz (FAIL at 125.00 MHz)\n")
     assert _placed_fmax(log) == 59.14
+
+
+def _replicas_after_synthesis(tmp_path, script):
+    """Flip-flops left by Yosys of a design with four registered copies of one decode, each driving an output."""
+    import subprocess
+
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+
+    from rpaccel.rtl.select import split_modes
+    from rpaccel.rtl.synth import tool_env
+
+    m = Module()
+    split = Signal(3)
+    outs = Signal(4)
+    for k in range(4):
+        m.d.comb += outs[k].eq(split_modes(m, split, [2], name=f"copy{k}")[2])
+    (tmp_path / "top.il").write_text(rtlil.convert(m, ports=[split, outs]))
+    subprocess.run([tool_env(TARGETS["ecp5-85f"])["YOSYS"], "-q", "-p",
+                    f"read_rtlil top.il; {script.replace(chr(10), '; ')}; synth_ecp5 -top top; "
+                    "tee -q -o stat.json stat -json"], cwd=tmp_path, check=True)
+    stat = json.loads((tmp_path / "stat.json").read_text())
+    return stat["design"]["num_cells_by_type"].get("TRELLIS_FF", 0)
+
+
+@pytest.mark.synth
+def test_replicas_survive_synthesis(tmp_path):
+    from rpaccel.rtl.synth import KEEP_REPLICAS
+
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "kept").mkdir()
+    assert _replicas_after_synthesis(tmp_path / "plain", "proc") == 1   # Yosys merges identical registers
+    assert _replicas_after_synthesis(tmp_path / "kept", KEEP_REPLICAS) == 4
+
+
+def test_chip_parts_expose_every_port_of_every_unit():
+    from amaranth.back import rtlil
+
+    from rpaccel.config import preset
+    from rpaccel.rtl.chip import ChipParts
+
+    parts = ChipParts(preset("tiny"))
+    assert set(parts.signature.members) == {"mlp", "embedding", "topk"}
+    harnesses = [PinHarness(parts), *map(PinHarness, parts._parts.values())]
+    for harness in harnesses:
+        harness._MustUse__silence = True  # built only to be measured
+    assert harnesses[0].in_width == sum(h.in_width for h in harnesses[1:])
+    assert harnesses[0].out_width == sum(h.out_width for h in harnesses[1:])
+    assert "embedding" in rtlil.convert(parts)  # every part is wired up and elaborates

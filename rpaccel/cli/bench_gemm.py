@@ -48,6 +48,11 @@ def _arguments(p):
                         + ", ".join(f"{c}@{t}" for c, t, _ in SYNTH_RUNS) + ")")
     p.add_argument("--synth-only", action="store_true",
                    help="only the synthesis of --synth, no simulation (writes only the synthesis section)")
+    p.add_argument("--router", choices=("router1", "router2"), default=None,
+                   help="nextpnr router for the ECP5 engine build (default: nextpnr's, router1)")
+    p.add_argument("--pnr-timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop a synthesis run after SECONDS (synthesis, placement and routing together); its row "
+                        "then has Yosys's cell counts and nextpnr's estimate after placement (default: no limit)")
 
 
 def bottom_mlp(rng, dims):
@@ -106,7 +111,7 @@ SYNTH_RUNS = (("pe", "ecp5-85f", "small"), ("pe-lut", "ecp5-85f", "small"), ("ml
               ("array", "ice40-up5k", "tiny"), ("mlp", "ice40-up5k", "tiny"))
 
 
-def _synth_one(component, target, config, seed):
+def _synth_one(component, target, config, seed, timeout=None, router=None):
     """A synthesis summary; a design that does not fit the device gives Yosys's cell counts and the reason."""
     import json
     from pathlib import Path
@@ -115,7 +120,8 @@ def _synth_one(component, target, config, seed):
 
     build_dir = Path("build") / "synth" / f"{component}-{target}-{config.name}"
     try:
-        return synthesize(component, target, config, build_dir=build_dir, seed=seed)
+        return synthesize(component, target, config, build_dir=build_dir, seed=seed, timeout=timeout,
+                          router=router if (component, target) == ("mlp", "ecp5-85f") else None)
     except SynthError as error:
         stat = build_dir / "top.stat.json"
         if not stat.exists():
@@ -130,6 +136,8 @@ def _synth(args):
     from ..config import preset
 
     runs = SYNTH_RUNS
+    if args.pnr_timeout is not None and not args.pnr_timeout > 0:
+        raise CLIError(f"--pnr-timeout must be a positive number of seconds, not {args.pnr_timeout:g}")
     if args.synth_runs:
         known = {f"{c}@{t}": (c, t, name) for c, t, name in SYNTH_RUNS}
         wanted = args.synth_runs.split(",")
@@ -140,9 +148,12 @@ def _synth(args):
     rows = []
     for component, target, name in runs:
         print(f"  synthesising {component} on {target} ({name}) ...", flush=True)
-        r = _synth_one(component, target, preset(name), args.seed)
+        r = _synth_one(component, target, preset(name), args.seed, args.pnr_timeout, args.router)
         rows.append(r)
-        if r.get("fits", True):
+        if not r.get("routed", True):
+            print(f"    not routed within {args.pnr_timeout:g} s (placement estimate {r.get('placed_fmax_mhz')} MHz), "
+                  f"{r['cells']['luts']} LUTs", flush=True)
+        elif r.get("fits", True):
             print(f"    {r['fmax_mhz']} MHz, {r['cells']['luts']} LUTs, {r['cells']['dsps']} DSPs, "
                   f"{r['cells']['brams']} BRAMs ({r['seconds']} s)", flush=True)
         else:
@@ -150,10 +161,16 @@ def _synth(args):
     return rows
 
 
-def _synth_table(synth, seed):
+def _synth_table(synth, seed, timeout=None):
     rows = []
     for r in synth:
         c = r["cells"]
+        if not r.get("routed", True):
+            rows.append([r["component"], r["target"], r["preset"], r["clock_constraint_mhz"],
+                         f"not routed in {timeout:g} s"
+                         + (f"; {r['placed_fmax_mhz']} after placement" if r.get("placed_fmax_mhz") else ""),
+                         "unknown", c["luts"], c["ffs"], r["harness"]["ffs"], c["dsps"], c["brams"], "", ""])
+            continue
         if not r.get("fits", True):
             rows.append([r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], None, "does not fit",
                          c["luts"], c["ffs"], None, c["dsps"], c["brams"], "",
@@ -174,7 +191,13 @@ def _synth_table(synth, seed):
              f"of a shift register), nextpnr seed {seed}; LUTs count a CCU2C carry cell as two. `pe-lut` is the "
              "processing element with `multiplier=\"lut\"`, as used by the array beyond `array_dsp_pes`. A "
              "design that does not fit shows Yosys's cell counts and nextpnr's reason; runs not listed were "
-             "left out with `--synth-runs`. Tools: "
+             "left out with `--synth-runs`. "
+             + (f"A run stopped by --pnr-timeout ({timeout:g} s on the shared 2-core machine) shows Yosys's cell "
+                "counts and nextpnr's Fmax estimate after placement (routed delays are usually longer). "
+                if any(not r.get("routed", True) for r in synth) else "")
+             + "".join(f"`{r['component']}` on {r['target']} was routed with nextpnr's {r['router']}. "
+                       for r in synth if r.get("router", "router1") != "router1")
+             + "Tools: "
              + ", ".join(tools.values()) + ".")
     return table, notes
 
@@ -262,7 +285,7 @@ def bench_gemm(args):
 
 
 def _record_synth(args, synth):
-    synth_table, synth_notes = _synth_table(synth, args.seed)
+    synth_table, synth_notes = _synth_table(synth, args.seed, args.pnr_timeout)
     print(synth_table)
     record(args, "gemm-synth", "Synthesis of the systolic array and the MLP engine", synth_table + "\n\n" + synth_notes)
 

@@ -14,6 +14,7 @@ class PEModel:
 
     def __init__(self):
         self.weight = [0, 0]
+        self.selected = 0
         self.product = 0
         self.a_out = 0
         self.bank_out = 0
@@ -25,10 +26,11 @@ class PEModel:
 
     def step(self, inputs):
         if inputs["en"]:
+            self.psum_out = int(check_int32("partial sum", inputs["psum_in"] + self.product))
+            self.product = int(mac(0, self.a_out, self.selected))
+            self.selected = self.weight[inputs["bank_in"]]
             self.a_out = inputs["a_in"]
             self.bank_out = inputs["bank_in"]
-            self.psum_out = int(check_int32("partial sum", inputs["psum_in"] + self.product))
-            self.product = int(mac(0, inputs["a_in"], self.weight[inputs["bank_in"]]))
         if inputs["w_shift"]:
             self.weight[inputs["w_bank"]] = inputs["w_in"]
 
