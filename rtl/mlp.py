@@ -46,6 +46,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.vendor import SiliconBluePlatform
 
 from ..config import AccelConfig, ConfigError
 from ..numeric import ACC_BITS, ACT_BITS
@@ -558,10 +559,11 @@ class MLPLane(wiring.Component):
         # Accumulate: the first k-tile writes the accumulator row, later ones add to it, the last one goes on
         # to post-processing. The lane's accumulator is LUT RAM, read in stage A and written in stage B; an item
         # that would read the row stage B is writing waits a cycle (only a one-item tile can cause that).
-        # In LUT RAM: at most 64 rows deep, block RAM would be 512 rows deep and mostly empty (and the block RAMs
-        # are spoken for by the weight and activation memories and the embedding unit's caches).
+        # In LUT RAM where the device has it: at most 64 rows deep, block RAM would be 512 rows deep and mostly
+        # empty (and the block RAMs are spoken for by the weight and activation memories and the embedding unit).
+        lut_ram = not isinstance(platform, SiliconBluePlatform)  # the iCE40 has none
         acc_mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), cols), depth=g.lane_acc_rows(self.lane), init=[],
-                         attrs={"ram_style": "distributed"})
+                         attrs={"ram_style": "distributed"} if lut_ram else None)
         m.submodules.acc_mem = acc_mem
         acc_w = acc_mem.write_port()
         acc_r = acc_mem.read_port()

@@ -305,7 +305,8 @@ def _result(component, target, config, clock_mhz, harness, build_dir, stat, *, s
     }
 
 
-def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None, router=None):
+def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None, router=None,
+               pack_only=False):
     """Synthesise, place and route ``component`` for ``target`` and summarise the result.
 
     Parameters
@@ -324,6 +325,9 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         nextpnr placement seed.
     router : str, optional
         nextpnr's router (``"router1"``, its default, or ``"router2"``, faster on large congested designs).
+    pack_only : bool
+        Stop nextpnr after packing: the result has ``"routed": False`` and nextpnr's packed utilisation
+        (``"packed_utilization"``), which says whether the design fits the device, and no Fmax.
     timeout : float, optional
         Seconds the whole build may take (default: no limit). If Yosys has finished when the limit is reached,
         the result has ``"routed": False``, Yosys's cell counts and no Fmax, utilisation or critical path;
@@ -352,7 +356,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         harness, name="top", do_build=False, synth_opts=target.synth_opts, script_after_read=KEEP_REPLICAS,
         script_after_synth="tee -q -o top.stat.json stat -json",
         nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail"
-                     + (f" --router {router}" if router else ""))
+                     + (f" --router {router}" if router else "") + (" --pack-only" if pack_only else ""))
     plan.extract(str(build_dir))
     started = time.perf_counter()
     log_path = build_dir / "build.log"
@@ -367,6 +371,12 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
             run.wait()
             return {**_unrouted(component, target, config, clock_mhz, harness, build_dir, timeout),
                     "router": router or "router1"}
+    packed = _logged_utilization(target.family, build_dir / "top.tim") if pack_only else None
+    if pack_only and packed is not None:  # the bitstream step after nextpnr fails without placement: expected
+        return _result(component, target, config, clock_mhz, harness, build_dir,
+                       json.loads((build_dir / "top.stat.json").read_text()),
+                       seconds=round(time.perf_counter() - started, 1), routed=False, fmax_mhz=None,
+                       meets_timing=False, utilization=None, critical_path=None, packed_utilization=packed)
     if run.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         raise SynthError(f"{target.name} build of {component} failed (exit status {run.returncode}); "

@@ -121,3 +121,15 @@ def test_chip_parts_expose_every_port_of_every_unit():
     assert harnesses[0].in_width == sum(h.in_width for h in harnesses[1:])
     assert harnesses[0].out_width == sum(h.out_width for h in harnesses[1:])
     assert "embedding" in rtlil.convert(parts)  # every part is wired up and elaborates
+
+
+@pytest.mark.synth
+def test_pack_only_reports_what_the_design_needs(tmp_path):
+    from rpaccel.config import preset
+    from rpaccel.rtl.synth import synthesize
+
+    r = synthesize("pe", "ecp5-85f", preset("small"), build_dir=tmp_path, pack_only=True)
+    assert not r["routed"] and r["fmax_mhz"] is None
+    packed = r["packed_utilization"]
+    assert packed["dsps"] == {"used": 1, "available": 156}
+    assert packed["ffs"]["used"] >= r["harness"]["ffs"] and packed["luts"]["available"] == 83640

@@ -142,7 +142,8 @@ def budget(small, unit, pe, pe_lut, device, brams):
         f"static cache ({small.static_cache_rows:,} rows x {small.max_emb_dim} int8) needs {static_blocks} and the "
         f"dynamic cache's data ({small.dyn_cache_sets} sets x {small.dyn_cache_ways} ways x "
         f"{small.dyn_cache_line_bytes} B) {dyn_blocks} of the {brams} DP16KD blocks. These are per-block sums, not a "
-        "synthesis of the whole chip, which may route slower than its blocks alone."
+        "synthesis of the whole chip, which may route slower than its blocks alone; `rpaccel bench chip` adds up "
+        "nextpnr's packing of the engine, the embedding unit and the top-k units."
     )
 
 
