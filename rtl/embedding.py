@@ -128,11 +128,10 @@ class Layouts:
         self.counters = data.StructLayout({name: unsigned(32) for name in COUNTERS})
         self.memory = MemoryPort(addr_bits=g.addr_bits, line_bytes=g.line_bytes, max_burst=g.max_burst)
         if g.ways:
-            way_bits = _bits(g.ways)
             self.tags = data.StructLayout({
                 "valid": unsigned(g.ways),
                 "tag": data.ArrayLayout(unsigned(max(g.tag_bits, 1)), g.ways),
-                "age": data.ArrayLayout(unsigned(way_bits), g.ways),
+                "older": unsigned(max(g.ways * (g.ways - 1) // 2, 1)),   # LRU: "way x is older than way y", x < y
             })
 
 
@@ -596,16 +595,16 @@ class EmbeddingUnit(wiring.Component):
         update_data = Signal(width)
 
         # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
-        # F3 (tag read), F4 (tag compare, LRU, allocation) and F5 (queueing, counting) never stall. ---
-        f2_valid, f3_valid, f4_valid, f5_valid = Signal(), Signal(), Signal(), Signal()
-        f2, f3, f4, f5 = Signal(stage), Signal(stage), Signal(stage), Signal(stage)
+        # F3 (tag read), F4 (tag compare), F5 (LRU, allocation) and F6 (queueing, counting) never stall. ---
+        f2_valid, f3_valid, f4_valid, f5_valid, f6_valid = Signal(), Signal(), Signal(), Signal(), Signal()
+        f2, f3, f4, f5, f6 = Signal(stage), Signal(stage), Signal(stage), Signal(stage), Signal(stage)
         credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
         admit, f1_pass = Signal(), Signal()
-        # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free.
+        # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free. Whether there
+        # is room is decided a cycle ahead, from the next counts, so admission starts from registers.
         queue_used = Signal(range(g.queue_depth + 1))
         miss_used = Signal(range(self._MISS_QUEUE + 1))
-        queue_room = queue_used < g.queue_depth
-        miss_room = miss_used < self._MISS_QUEUE
+        queue_room, miss_room = Signal(init=1), Signal(init=1)
         dynamic2 = f2.kind == _Kind.DYNAMIC
         credit_room = Signal(init=1)   # room for a whole row of the widest kind, decided a cycle ahead
         m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
@@ -618,85 +617,92 @@ class EmbeddingUnit(wiring.Component):
         m.d.sync += [
             f3_valid.eq(admit), f3.eq(f2), f3.offset.eq(offset),
             f3.active.eq(((C(1, banks + 1) << f2.lines) - 1) << offset if banks > 1 else 1),
-            f4_valid.eq(f3_valid), f4.eq(f3), f5_valid.eq(f4_valid), f5.eq(f4),
+            f4_valid.eq(f3_valid), f4.eq(f3), f5_valid.eq(f4_valid), f5.eq(f4), f6_valid.eq(f5_valid), f6.eq(f5),
         ]
 
-        # --- F4: the dynamic cache's decision (registered into F5). ---
+        # --- F4, F5: the dynamic cache's decision (F4 compares the tags, F5 decides; registered into F6). ---
         hit, evict = Signal(banks), Signal(banks)
         ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
         flushing = Signal(init=1 if g.ways else 0)
         set_bits = ceil_log2(g.sets_per_bank) if g.ways else 0
-        lookup4 = f4_valid & ~f4.update
-        dynamic4 = f4.kind == _Kind.DYNAMIC
-        if g.ways:
-            self._tags(m, storage, f2, f3, f4, lookup4 & dynamic4, flushing, hit, evict, ways)
-        hit5, evict5 = Signal(banks), Signal(banks)
-        ways5 = Signal.like(ways)
-        m.d.sync += [hit5.eq(Mux(dynamic4, hit & f4.active, 0)), evict5.eq(evict), ways5.eq(ways)]
-
-        # --- F5: queue the entry, request the missing lines (or an UPDATE's write), count. ---
-        lookup5 = f5_valid & ~f5.update
         dynamic5 = f5.kind == _Kind.DYNAMIC
-        missing, pushed = Signal(banks), Signal()
-        m.d.comb += [missing.eq(Mux(dynamic5, f5.active & ~hit5, 0)), pushed.eq(f5_valid & (f5.update | missing.any()))]
-        entry = Signal(lay.entry)
-        m.d.comb += [entry.kind.eq(f5.kind), entry.offset.eq(f5.offset), entry.active.eq(f5.active),
-                     entry.hit.eq(hit5), entry.bag.eq(f5.bag)]
         if g.ways:
-            m.d.comb += [entry.set.eq(f5.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways5)]
+            self._tags(m, storage, (f2, f3, f4, f5, f6), f5_valid & ~f5.update & dynamic5, flushing, hit, evict,
+                       ways)
+        hit6, evict6 = Signal(banks), Signal(banks)
+        ways6 = Signal.like(ways)
+        m.d.sync += [hit6.eq(Mux(dynamic5, hit & f5.active, 0)), evict6.eq(evict), ways6.eq(ways)]
+
+        # --- F6: queue the entry, request the missing lines (or an UPDATE's write), count. ---
+        lookup6 = f6_valid & ~f6.update
+        dynamic6 = f6.kind == _Kind.DYNAMIC
+        missing, pushed = Signal(banks), Signal()
+        m.d.comb += [missing.eq(Mux(dynamic6, f6.active & ~hit6, 0)), pushed.eq(f6_valid & (f6.update | missing.any()))]
+        entry = Signal(lay.entry)
+        m.d.comb += [entry.kind.eq(f6.kind), entry.offset.eq(f6.offset), entry.active.eq(f6.active),
+                     entry.hit.eq(hit6), entry.bag.eq(f6.bag)]
+        if g.ways:
+            m.d.comb += [entry.set.eq(f6.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways6)]
         if g.static_rows:
-            m.d.comb += entry.static_addr.eq(f5.static_line >> bank_bits)
+            m.d.comb += entry.static_addr.eq(f6.static_line >> bank_bits)
         miss = Signal(lay.miss)
         m.d.comb += [
-            miss.write.eq(f5.update), miss.base.eq(Mux(f5.update, f5.line, f5.line & ~C(banks - 1, g.addr_bits))),
+            miss.write.eq(f6.update), miss.base.eq(Mux(f6.update, f6.line, f6.line & ~C(banks - 1, g.addr_bits))),
             miss.mask.eq(missing), miss.data.eq(update_data),
-            queue.w_en.eq(lookup5), queue.w_data.eq(entry),
+            queue.w_en.eq(lookup6), queue.w_data.eq(entry),
             miss_queue.w_en.eq(pushed), miss_queue.w_data.eq(miss),
         ]
         # What the data side frees is counted a cycle late (the signals come from far across the chip): late
         # releases are only conservative.
         popped, miss_popped, consumed = Signal(), Signal(), Signal()
+        queue_next, miss_next = Signal.like(queue_used), Signal.like(miss_used)
+        m.d.comb += [
+            queue_next.eq(queue_used + (admit & ~f2.update) - popped),
+            miss_next.eq(miss_used + admit - (f6_valid & ~pushed) - miss_popped),
+        ]
         m.d.sync += [
             popped.eq(queue.r_en & queue.r_rdy), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy),
             consumed.eq(assembler.resp.valid & assembler.resp.ready),
-            queue_used.eq(queue_used + (admit & ~f2.update) - popped),
-            miss_used.eq(miss_used + admit - (f5_valid & ~pushed) - miss_popped),
+            queue_used.eq(queue_next), queue_room.eq(queue_next < g.queue_depth),
+            miss_used.eq(miss_next), miss_room.eq(miss_next < self._MISS_QUEUE),
         ]
         reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
-        release = Mux(lookup5, _popcount(hit5), 0)
+        release = Mux(lookup6, _popcount(hit6), 0)
         credit_next = Signal.like(credit)
         m.d.comb += credit_next.eq(credit + reserve - release - consumed)
         m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next + banks <= g.max_outstanding)]
 
-        # Counters.
+        # Counters. A clear takes effect a cycle after the snapshot (registered: it reaches every counter), in
+        # place of that cycle's old values, so the counts are as if cleared at once.
         counters = Signal(lay.counters)
-        clear = Signal()
+        clear, cleared = Signal(), Signal()
+        base = Signal.like(counters)
         beat_in = self.mem.resp.valid & self.mem.resp.ready
-        with m.If(clear):
-            m.d.sync += counters.eq(0)
-        with m.Else():
-            m.d.sync += [counters.cycles.eq(counters.cycles + 1), counters.mem_lines.eq(counters.mem_lines + beat_in)]
-            with m.If(lookup5):
-                m.d.sync += [
-                    counters.lookups.eq(counters.lookups + 1),
-                    counters.static_hits.eq(counters.static_hits + (f5.kind == _Kind.STATIC)),
-                    counters.range_errors.eq(counters.range_errors + (f5.kind == _Kind.ZERO)),
-                    counters.line_hits.eq(counters.line_hits + _popcount(hit5)),
-                    counters.line_misses.eq(counters.line_misses + _popcount(missing)),
-                    counters.evictions.eq(counters.evictions + _popcount(evict5 & missing)),
-                ]
+        m.d.sync += cleared.eq(clear)
+        m.d.comb += base.eq(Mux(cleared, 0, counters))
+        m.d.sync += [counters.eq(base), counters.cycles.eq(base.cycles + 1),
+                     counters.mem_lines.eq(base.mem_lines + beat_in)]
+        with m.If(lookup6):
+            m.d.sync += [
+                counters.lookups.eq(base.lookups + 1),
+                counters.static_hits.eq(base.static_hits + (f6.kind == _Kind.STATIC)),
+                counters.range_errors.eq(base.range_errors + (f6.kind == _Kind.ZERO)),
+                counters.line_hits.eq(base.line_hits + _popcount(hit6)),
+                counters.line_misses.eq(base.line_misses + _popcount(missing)),
+                counters.evictions.eq(base.evictions + _popcount(evict6 & missing)),
+            ]
 
-        # An UPDATE's on-chip writes, one cycle after F4 (the data side is idle: UPDATE waits for it).
+        # An UPDATE's on-chip writes, one cycle after F6 (the data side is idle: UPDATE waits for it).
         update = Signal(data.StructLayout({"static": unsigned(banks), "dynamic": unsigned(banks),
                                            "static_addr": range(max(g.static_rows, 2)),
                                            "dyn_addr": unsigned(max(ceil_log2(g.sets_per_bank * g.ways), 1))}))
-        updating = f4_valid & f4.update
+        updating = f6_valid & f6.update
         m.d.sync += [
-            update.static.eq(Mux(updating & (f4.kind == _Kind.STATIC), C(1, banks) << f4.offset, 0)),
-            update.dynamic.eq(Mux(updating & dynamic4, hit & (C(1, banks) << f4.offset), 0)),
-            update.static_addr.eq(f4.static_line >> bank_bits),
-            update.dyn_addr.eq(f4.line[bank_bits:bank_bits + set_bits] * g.ways
-                               + Array(ways[b] for b in range(banks))[f4.offset] if g.ways else 0),
+            update.static.eq(Mux(updating & (f6.kind == _Kind.STATIC), C(1, banks) << f6.offset, 0)),
+            update.dynamic.eq(Mux(updating & dynamic6, hit6 & (C(1, banks) << f6.offset), 0)),
+            update.static_addr.eq(f6.static_line >> bank_bits),
+            update.dyn_addr.eq(f6.line[bank_bits:bank_bits + set_bits] * g.ways
+                               + Array(ways6[b] for b in range(banks))[f6.offset] if g.ways else 0),
         ]
         self._cache_writes(m, storage, assembler, preloader, update, update_data)
 
@@ -705,7 +711,8 @@ class EmbeddingUnit(wiring.Component):
         # shows only in the next); nothing starts by itself after everything is done, so a non-busy cycle is
         # safe. ---
         busy = Signal(init=1)
-        m.d.sync += busy.eq((f1_valid & f1_done) | f2_valid | f3_valid | f4_valid | f5_valid | (queue_used != 0) |
+        m.d.sync += busy.eq((f1_valid & f1_done) | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
+                            (queue_used != 0) |
                             (head.level != 0) | (miss_used != 0) | ~assembler.idle | ~pooler.idle | ~requant.idle |
                             (credit != 0) | preloader.busy | flushing | update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
@@ -819,66 +826,99 @@ class EmbeddingUnit(wiring.Component):
                 m.d.comb += [port.en.eq(up | fill.en), port.addr.eq(Mux(up, update.dyn_addr, fill.addr)),
                              port.data.eq(Mux(up, update_data, fill.data))]
 
-    def _tags(self, m, storage, f2, f3, f4, allocate, flushing, hit, evict, ways):
-        """Tag sets: read at F2, registered at F3, compared and rewritten at F4. A set written in either of the two
-        cycles before is taken from that write (the block RAM still holds the old value); whether the set is the
-        same is decided a cycle early, so the loop from one lookup's new tags to the next one's compare is short."""
+    def _tags(self, m, storage, stages, allocate, flushing, hit, evict, ways):
+        """Tag sets: read at F2, registered at F3, compared at F4, decided and rewritten at F5.
+
+        Sets written by the three items ahead are still old in the block RAM. F4 compares the tag against the set
+        as the item will see it, except for the write of the item just ahead (which is being decided in the same
+        cycle): against that item's starting set, or the last two writes, or the block RAM. F5 corrects the one
+        way the item ahead took (its tag is known, so only "same tag" is needed), so the single-cycle loop from
+        one item's decision to the next one's is: hit vector, victim, selected way, new LRU order (four LUT
+        levels). The LRU order is kept as one bit per pair of ways ("a is older than b")."""
         g, lay = self.geometry, self.layouts
-        banks, way_bits, bank_bits = g.banks, _bits(g.ways), g.bank_bits
+        f2, f3, f4, f5, f6 = stages
+        banks, n_ways, bank_bits = g.banks, g.ways, g.bank_bits
         set_bits = ceil_log2(g.sets_per_bank)
-        tag = f4.line >> (bank_bits + set_bits)
 
         def set_of(stage):
             return stage.line[bank_bits:bank_bits + set_bits]
 
-        f4_set = set_of(f4)
-        # same[0]: this F4 item's set was written last cycle (by the item then in F4, now in F3's place ahead of it).
-        same1, same2, same2_early = Signal(), Signal(), Signal()
-        m.d.sync += [same1.eq(set_of(f3) == f4_set), same2_early.eq(set_of(f2) == f4_set), same2.eq(same2_early)]
+        def tag_of(stage):
+            return stage.line >> (bank_bits + set_bits)
 
-        # Flush: walk the sets of every bank, resetting each to "all invalid, way w has age w".
+        # Whether the F4 item's set is the one written by the item ahead (in F5), two ahead or three ahead,
+        # decided at F3; and whether its tag equals the tag of the item ahead.
+        same_a, same_1, same_2, same_tag = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [same_a.eq(set_of(f3) == set_of(f4)), same_1.eq(set_of(f3) == set_of(f5)),
+                     same_2.eq(set_of(f3) == set_of(f6)), same_tag.eq(tag_of(f4) == tag_of(f5))]
+
+        # Flush: walk the sets of every bank, writing "all invalid" (all-zero order bits: way w is older than every
+        # way below it, so ways fill from the highest).
         flush_set = Signal(range(max(g.sets_per_bank, 2)))
         with m.If(flushing):
             m.d.sync += flush_set.eq(flush_set + 1)
             with m.If(flush_set == g.sets_per_bank - 1):
                 m.d.sync += [flushing.eq(0), flush_set.eq(0)]
-        reset_entry = Signal(lay.tags)
-        m.d.comb += [reset_entry.age[w].eq(w) for w in range(g.ways)]
 
-        # The writes of the last two cycles: (written banks, set, new tag sets).
-        recent = [(Signal(banks, name=f"written{k}"), [Signal(lay.tags, name=f"written{k}_{b}") for b in range(banks)])
-                  for k in (1, 2)]
+        pairs = [(x, y) for x in range(n_ways) for y in range(x + 1, n_ways)]
+
+        def older(order, x, y):
+            return order[pairs.index((x, y))] if x < y else ~order[pairs.index((y, x))]
+
+        tag = tag_of(f5)
         for b in range(banks):
             rd, wr = storage["tag_rd"][b], storage["tag_wr"][b]
-            registered = Signal(lay.tags, name=f"tags{b}")
-            m.d.comb += [rd.addr.eq(f2.line[bank_bits:bank_bits + set_bits]), rd.en.eq(1)]
-            m.d.sync += registered.eq(rd.data)
-            current = Signal(lay.tags, name=f"current{b}")
-            (w1, d1), (w2, d2) = recent
-            m.d.comb += current.eq(Mux(w1[b] & same1, d1[b], Mux(w2[b] & same2, d2[b], registered)))
-            hits = Signal(g.ways, name=f"hits{b}")
-            hit_way = Signal(way_bits, name=f"hit_way{b}")
-            victim = Signal(way_bits, name=f"victim{b}")
-            for w in range(g.ways):
-                m.d.comb += hits[w].eq(current.valid[w] & (current.tag[w] == tag))
-                with m.If(hits[w]):
-                    m.d.comb += hit_way.eq(w)
-                with m.If(current.age[w] == g.ways - 1):
-                    m.d.comb += victim.eq(w)
-            way = Mux(hits.any(), hit_way, victim)
-            m.d.comb += [hit[b].eq(hits.any()), ways[b].eq(way),
-                         evict[b].eq(Array(current.valid[w] for w in range(g.ways))[victim])]
+            stored = Signal(lay.tags, name=f"stored{b}")    # F4: the block RAM's answer, registered at F3
+            m.d.comb += [rd.addr.eq(set_of(f2)), rd.en.eq(1)]
+            m.d.sync += stored.eq(rd.data)
+            # The last three writes: d0 the one being decided (F5), d1 and d2 the two before it.
+            write = allocate & f5.active[b]
             new = Signal(lay.tags, name=f"new_tags{b}")
-            age_of_way = Array(current.age[w] for w in range(g.ways))[way]
-            m.d.comb += [new.valid.eq(current.valid | (C(1, g.ways) << way)), new.tag.eq(current.tag),
-                         new.tag[way].eq(tag)]
-            for w in range(g.ways):
-                age = current.age[w]
-                m.d.comb += new.age[w].eq(Mux(way == w, 0, Mux(age < age_of_way, age + 1, age)))
-            write = allocate & f4.active[b]
-            m.d.comb += [wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, f4_set)),
-                         wr.data.eq(Mux(flushing, reset_entry, new))]
-            m.d.sync += [w1[b].eq(write), d1[b].eq(new), w2[b].eq(w1[b]), d2[b].eq(d1[b])]
+            chosen = Signal(n_ways, name=f"chosen{b}")
+            w1, w2 = Signal(name=f"written1_{b}"), Signal(name=f"written2_{b}")
+            d1, d2 = Signal(lay.tags, name=f"written1_{b}_tags"), Signal(lay.tags, name=f"written2_{b}_tags")
+            chosen1 = Signal(n_ways, name=f"chosen1_{b}")
+            m.d.sync += [w1.eq(write), d1.eq(new), chosen1.eq(chosen), w2.eq(w1), d2.eq(d1)]
+
+            # F5's starting set (before the write of the item ahead, if that was this set), and the set as the item
+            # sees it.
+            start5 = Signal(lay.tags, name=f"start{b}")
+            patch5 = Signal(name=f"patch{b}")
+            early5 = Signal(n_ways, name=f"early_hits{b}")
+            current = Signal(lay.tags, name=f"current{b}")
+            m.d.comb += current.eq(Mux(patch5, d1, start5))
+
+            # F4: the set the item starts from, and its hits there.
+            ahead = write & same_a
+            start4 = Signal(lay.tags, name=f"start4_{b}")
+            m.d.comb += start4.eq(Mux(ahead, current, Mux(w1 & same_1, d1, Mux(w2 & same_2, d2, stored))))
+            m.d.sync += [start5.eq(start4), patch5.eq(ahead),
+                         early5.eq(Cat(start4.valid[w] & (start4.tag[w] == tag_of(f4)) for w in range(n_ways)))]
+
+            # F5: hits (the way the item ahead took holds its tag), victim (the way older than all others), the way
+            # chosen, and the new set.
+            hits = Signal(n_ways, name=f"hits{b}")
+            victim = Signal(n_ways, name=f"victim{b}")
+            order = current.older
+            for w in range(n_ways):
+                m.d.comb += [
+                    hits[w].eq(Mux(patch5 & chosen1[w], same_tag, early5[w])),
+                    victim[w].eq(Cat(C(1, 1), *(older(order, w, x) for x in range(n_ways) if x != w)).all()),
+                ]
+            m.d.comb += chosen.eq(Mux(hits.any(), hits, victim))
+            for w in range(n_ways):
+                m.d.comb += [new.valid[w].eq(current.valid[w] | chosen[w]),
+                             new.tag[w].eq(Mux(chosen[w], tag, current.tag[w]))]
+            for k, (x, y) in enumerate(pairs):
+                m.d.comb += new.older[k].eq(chosen[y] | (~chosen[x] & order[k]))
+            m.d.comb += [
+                hit[b].eq(hits.any()),
+                ways[b].eq(Cat(Cat(C(0, 1), *(chosen[w] for w in range(n_ways) if w >> k & 1)).any()
+                               for k in range(len(ways[b])))),
+                evict[b].eq((victim & current.valid).any()),
+                wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, set_of(f5))),
+                wr.data.eq(Mux(flushing, 0, new)),
+            ]
 
 
 # --- Unit and memory together -----------------------------------------------------------------------------
