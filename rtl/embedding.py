@@ -139,6 +139,14 @@ def _popcount(value):
     return sum((value[i] for i in range(len(value))), start=C(0, 1))
 
 
+def _any_of(values):
+    """Bitwise OR of ``values`` (an AND-OR multiplexer when each is gated by a one-hot select)."""
+    result = values[0]
+    for value in values[1:]:
+        result = result | value
+    return result
+
+
 def _lowest(value):
     """One-hot lowest set bit of ``value`` (0 if none)."""
     return value & (~value + 1)
@@ -149,13 +157,13 @@ def _lowest(value):
 class Requantizer(wiring.Component):
     """Requantise pooled sums to int8, ``lanes`` elements per cycle (:func:`rpaccel.numeric.requantize`).
 
-    A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. The input
-    is copied into a work register (so the pooler is free at once); each cycle one chunk of ``lanes`` elements
-    enters a seven-stage pipeline: select the chunk, a register towards the multipliers, multiply ``acc * m`` (one
-    multiplier per lane), shift by the
-    multiple-of-8 part of ``s - 1``, shift by the rest, saturate to [-258, 256], then ``(t + 1) >> 1`` (or
-    ``t`` for ``s = 0``) clamped to int8 (the rounding argument of docs/numerics.md). The pipeline never stalls:
-    a chunk is issued only when the output queue has room for every result already in flight. Elements beyond
+    A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. Inputs go
+    into two buffers in turn (``i.ready`` is a register: a buffer is free), so one is taken while the other is
+    issued; each cycle one chunk of ``lanes`` elements enters a seven-stage pipeline: select the chunk, a register
+    towards the multipliers, multiply ``acc * m`` (one multiplier per lane), shift by the multiple-of-8 part of
+    ``s - 1``, shift by the rest, saturate to [-258, 256], then ``(t + 1) >> 1`` (or ``t`` for ``s = 0``) clamped
+    to int8 (the rounding argument of docs/numerics.md). The pipeline never stalls: a chunk is issued only when
+    the output queue has room for every result already in flight. Elements beyond
     ``d`` come out 0.
 
     Parameters
@@ -191,15 +199,20 @@ class Requantizer(wiring.Component):
         m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
         m.d.sync += [metas[k].eq(metas[k - 1]) for k in range(1, self.STAGES)]
 
-        # Work register and chunk issue (credit: every result in flight has a place in the output queue).
-        work = Signal(self.layouts.sum)
+        # Two input buffers, filled and issued in turn; chunk issue (credit: every result in flight has a place in
+        # the output queue).
+        buffers = [Signal(self.layouts.sum, name=f"buffer{k}") for k in range(2)]
+        full = Signal(2)
+        fill, issuing = Signal(), Signal()    # the buffer the next input goes to, the buffer being issued
+        work = Signal(self.layouts.bag)
         busy = Signal()
         chunk = Signal(range(max(chunks, 2)))
         last_chunk = Signal(range(max(chunks, 2)))
         elements = Signal(range(g.row_bytes + 1))
         in_flight = Signal(range(self.STAGES + 1))
         m.d.comb += [
-            elements.eq(C(g.line_bytes) << work.bag.row_lines),
+            work.eq(Mux(issuing, buffers[1].bag, buffers[0].bag)), busy.eq((full >> issuing)[0]),
+            elements.eq(C(g.line_bytes) << work.row_lines),
             last_chunk.eq((elements - 1) >> ceil_log2(lanes)),
             in_flight.eq(sum((v & mt.last for v, mt in zip(valid, metas)), start=C(0, 1))),
         ]
@@ -208,14 +221,20 @@ class Requantizer(wiring.Component):
         m.d.sync += room.eq(out.level + in_flight + 2 <= self._QUEUE)
         issue = busy & room
         final = issue & (chunk == last_chunk)
-        m.d.comb += self.i.ready.eq(~busy | final)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [work.eq(self.i.payload), busy.eq(1)]
-        with m.Elif(final):
-            m.d.sync += busy.eq(0)
+        load = self.i.valid & self.i.ready
+        m.d.comb += self.i.ready.eq(~(full >> fill)[0])
+        for k in range(2):
+            with m.If(load & (fill == k)):
+                m.d.sync += [buffers[k].eq(self.i.payload), full[k].eq(1)]
+            with m.Elif(final & (issuing == k)):
+                m.d.sync += full[k].eq(0)
+        with m.If(load):
+            m.d.sync += fill.eq(~fill)
+        with m.If(final):
+            m.d.sync += issuing.eq(~issuing)
         with m.If(issue):
             m.d.sync += chunk.eq(Mux(final, 0, chunk + 1))
-        bag = work.bag
+        bag = work
         m.d.sync += [
             valid[0].eq(issue),
             metas[0].chunk.eq(chunk), metas[0].last.eq(chunk == last_chunk), metas[0].table.eq(bag.table),
@@ -238,7 +257,8 @@ class Requantizer(wiring.Component):
             result = Signal(signed(8), name=f"result{lane}")
             m.d.comb += rounded.eq(Mux(metas[5].s_zero, saturated, (saturated + 1) >> 1))
             m.d.sync += [
-                x.eq(Array(work.acc[c * lanes + lane] for c in range(chunks))[chunk]),
+                x.eq(Array(buffers[k].acc[c * lanes + lane] for k in range(2) for c in range(chunks))[
+                    Cat(chunk[:ceil_log2(chunks)], issuing) if chunks > 1 else issuing]),
                 x2.eq(x),
                 product.eq(x2 * metas[1].m),
                 coarse.eq(product >> Cat(C(0, 3), metas[2].shift[3:])),
@@ -263,7 +283,7 @@ class Requantizer(wiring.Component):
             pooled.table.eq(done.table), pooled.end.eq(done.end), pooled.data.eq(complete),
             out.w_en.eq(valid[-1] & done.last), out.w_data.eq(pooled),
             self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
-            self.idle.eq(~busy & ~Cat(*valid).any()),
+            self.idle.eq(~full.any() & ~Cat(*valid).any()),
         ]
         return m
 
@@ -271,31 +291,25 @@ class Requantizer(wiring.Component):
 # --- Pooling ----------------------------------------------------------------------------------------------
 
 class _Pooler(wiring.Component):
-    """Sum the rows of each bag into accumulators; one row per cycle. A bag's sums leave through a two-entry
-    queue, so only a bag's last row can wait, and only on the queue's (registered) room."""
+    """Sum the rows of each bag into accumulators; one row per cycle. A bag's last row hands its sums to the
+    requantiser directly, so only that row can wait, and only on the requantiser's (registered) room."""
 
     def __init__(self, layouts):
         self.layouts = layouts
-        super().__init__({"rows": In(stream.Signature(layouts.row)), "sums": Out(stream.Signature(layouts.sum)),
-                          "idle": Out(1)})
+        super().__init__({"rows": In(stream.Signature(layouts.row)), "sums": Out(stream.Signature(layouts.sum))})
 
     def elaborate(self, platform):
         m = Module()
         g = self.layouts.g
         acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes))
         first = Signal(init=1)
-        out = Signal(self.layouts.sum)
-        m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.sum.size, depth=2)
+        out = self.sums.payload
         row = self.rows.payload
         m.d.comb += [out.acc[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)]
-        m.d.comb += [out.bag.eq(row.bag), self.rows.ready.eq(~row.bag.last | queue.w_rdy)]
+        m.d.comb += [out.bag.eq(row.bag), self.rows.ready.eq(~row.bag.last | self.sums.ready),
+                     self.sums.valid.eq(self.rows.valid & row.bag.last)]
         with m.If(self.rows.valid & self.rows.ready):
             m.d.sync += [acc.eq(out.acc), first.eq(row.bag.last)]
-        m.d.comb += [
-            queue.w_en.eq(self.rows.valid & row.bag.last), queue.w_data.eq(out),
-            self.sums.valid.eq(queue.r_rdy), self.sums.payload.eq(queue.r_data), queue.r_en.eq(self.sums.ready),
-            self.idle.eq(queue.level == 0),
-        ]
         return m
 
 
@@ -307,12 +321,13 @@ class _RowAssembler(wiring.Component):
 
     C0 (the entry taken from the queue, in registers) takes the entry's missing lines, one per memory beat in bank
     order, writing each into its dynamic cache way; when the last is in, it reads the hit lines and static lines.
-    D1: the block RAMs answer; D2: their outputs, registered, are selected per bank and rotated into line order,
-    into a small row queue. C0 completes an entry only when the queue has room for everything in D1 and D2, so D1
-    and D2 never stall.
+    D1: the block RAMs answer, and each bank's source and each row position's bank are decoded (one-hot); D2:
+    the block RAMs' outputs, registered, are selected per bank and rotated into line order (AND-OR with the
+    registered one-hot selects), into a small row queue with a registered output. C0 completes an entry only when
+    the queue has room for everything in D1 and D2, so D1 and D2 never stall.
     """
 
-    _QUEUE = 4
+    _QUEUE = 8   # rows in D1, D2 and the queue: a row takes four cycles from C0 to the pooler
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -339,8 +354,7 @@ class _RowAssembler(wiring.Component):
         g = self.layouts.g
         banks, width = g.banks, 8 * g.line_bytes
         entry = self.entries.payload
-        m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.row.size, depth=self._QUEUE)
-        d1_valid, d2_valid = Signal(), Signal()
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.layouts.row.size, depth=self._QUEUE)
         used = Signal(range(self._QUEUE + 1))   # rows in D1, D2 and the queue
         room = used < self._QUEUE
 
@@ -380,33 +394,46 @@ class _RowAssembler(wiring.Component):
             if g.static_rows:
                 m.d.comb += self.static_rd[b].addr.eq(c0.static_addr)
 
-        # D1: the block RAMs answer. D2: their registered outputs, selected per bank and rotated.
-        info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
-                                  "bag": self.layouts.bag})
-        d1, d2 = Signal(info), Signal(info)
+        # D1: the block RAMs answer; each bank's source and each row position's bank are decoded. D2: their
+        # registered outputs, selected per bank and rotated.
+        d1_valid, d2_valid = Signal(), Signal()
+        d1 = Signal(data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
+                                       "bag": self.layouts.bag}))
         d1_lines, d2_lines = Signal.like(pending), Signal.like(pending)
-        m.d.sync += [d1_valid.eq(done), d1.kind.eq(c0.kind), d1.offset.eq(c0.offset),
-                     d1.active.eq(c0.active), d1.hit.eq(c0.hit), d1.bag.eq(c0.bag), d1_lines.eq(lines_in),
-                     d2_valid.eq(d1_valid), d2.eq(d1), d2_lines.eq(d1_lines)]
+        d2_bag = Signal(self.layouts.bag)
+        # Per bank: the line from memory (a miss), the dynamic cache (a hit), the static cache; per row position j,
+        # the bank it takes (offset + j).
+        sources = data.StructLayout({"memory": banks, "dynamic": banks, "static": banks})
+        d2_source = Signal(sources)
+        d2_bank = Signal(data.ArrayLayout(banks, banks))
+        dynamic1 = d1.kind == _Kind.DYNAMIC
+        m.d.sync += [d1_valid.eq(done), d1.kind.eq(c0.kind), d1.offset.eq(c0.offset), d1.active.eq(c0.active),
+                     d1.hit.eq(c0.hit), d1.bag.eq(c0.bag), d1_lines.eq(lines_in),
+                     d2_valid.eq(d1_valid), d2_bag.eq(d1.bag), d2_lines.eq(d1_lines),
+                     d2_source.memory.eq(Mux(dynamic1, d1.active & ~d1.hit, 0)),
+                     d2_source.dynamic.eq(Mux(dynamic1, d1.active & d1.hit, 0) if g.ways else 0),
+                     d2_source.static.eq(Mux(d1.kind == _Kind.STATIC, d1.active, 0) if g.static_rows else 0)]
+        for j in range(banks):
+            m.d.sync += d2_bank[j].eq(C(1, banks) << ((d1.offset + j)[:g.bank_bits] if banks > 1 else 0))
         by_bank = []
         for b in range(banks):
-            source = Mux(d2.kind == _Kind.DYNAMIC, d2_lines[b], 0)
+            terms = [Mux(d2_source.memory[b], d2_lines[b], 0)]
             if g.ways:
                 dynamic = Signal(width, name=f"dynamic{b}")
                 m.d.sync += dynamic.eq(self.dyn_rd[b].data)
-                source = Mux((d2.kind == _Kind.DYNAMIC) & d2.hit[b], dynamic, source)
+                terms.append(Mux(d2_source.dynamic[b], dynamic, 0))
             if g.static_rows:
                 static = Signal(width, name=f"static{b}")
                 m.d.sync += static.eq(self.static_rd[b].data)
-                source = Mux(d2.kind == _Kind.STATIC, static, source)
+                terms.append(Mux(d2_source.static[b], static, 0))
             line = Signal(width, name=f"bank{b}")
-            m.d.comb += line.eq(Mux(d2.active[b], source, 0))
+            m.d.comb += line.eq(_any_of(terms))
             by_bank.append(line)
         row = Signal(self.layouts.row)
         m.d.comb += [
-            row.data.eq(Cat(*(Array(by_bank)[(d2.offset + j)[:max(g.bank_bits, 1)] if banks > 1 else 0]
+            row.data.eq(Cat(*(_any_of([Mux(d2_bank[j][b], by_bank[b], 0) for b in range(banks)])
                               for j in range(banks)))),
-            row.bag.eq(d2.bag),
+            row.bag.eq(d2_bag),
             queue.w_en.eq(d2_valid), queue.w_data.eq(row),
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
             self.idle.eq((used == 0) & ~c0_valid),
@@ -713,7 +740,7 @@ class EmbeddingUnit(wiring.Component):
         busy = Signal(init=1)
         m.d.sync += busy.eq((f1_valid & f1_done) | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
                             (queue_used != 0) |
-                            (head.level != 0) | (miss_used != 0) | ~assembler.idle | ~pooler.idle | ~requant.idle |
+                            (head.level != 0) | (miss_used != 0) | ~assembler.idle | ~requant.idle |
                             (credit != 0) | preloader.busy | flushing | update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
         counters_valid = Signal()
@@ -750,17 +777,16 @@ class EmbeddingUnit(wiring.Component):
             preloader.start.payload.lines.eq(cfg.static_rows << cfg.row_lines if g.static_rows else 0),
         ]
 
-        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs).
+        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs). Only the handshakes
+        # are switched: the response data goes to both.
+        m.d.comb += [preloader.resp.payload.eq(self.mem.resp.payload), assembler.resp.payload.eq(self.mem.resp.payload),
+                     self.mem.req.payload.eq(Mux(preloader.busy, preloader.req.payload, splitter.req.payload))]
         with m.If(preloader.busy):
-            m.d.comb += [self.mem.req.payload.eq(preloader.req.payload), self.mem.req.valid.eq(preloader.req.valid),
-                         preloader.req.ready.eq(self.mem.req.ready),
-                         preloader.resp.valid.eq(self.mem.resp.valid), preloader.resp.payload.eq(self.mem.resp.payload),
-                         self.mem.resp.ready.eq(preloader.resp.ready)]
+            m.d.comb += [self.mem.req.valid.eq(preloader.req.valid), preloader.req.ready.eq(self.mem.req.ready),
+                         preloader.resp.valid.eq(self.mem.resp.valid), self.mem.resp.ready.eq(preloader.resp.ready)]
         with m.Else():
-            m.d.comb += [self.mem.req.payload.eq(splitter.req.payload), self.mem.req.valid.eq(splitter.req.valid),
-                         splitter.req.ready.eq(self.mem.req.ready),
-                         assembler.resp.valid.eq(self.mem.resp.valid), assembler.resp.payload.eq(self.mem.resp.payload),
-                         self.mem.resp.ready.eq(assembler.resp.ready)]
+            m.d.comb += [self.mem.req.valid.eq(splitter.req.valid), splitter.req.ready.eq(self.mem.req.ready),
+                         assembler.resp.valid.eq(self.mem.resp.valid), self.mem.resp.ready.eq(assembler.resp.ready)]
         return m
 
     def _addresses(self, m, f1, cfg, stage):
@@ -829,12 +855,13 @@ class EmbeddingUnit(wiring.Component):
     def _tags(self, m, storage, stages, allocate, flushing, hit, evict, ways):
         """Tag sets: read at F2, registered at F3, compared at F4, decided and rewritten at F5.
 
-        Sets written by the three items ahead are still old in the block RAM. F4 compares the tag against the set
-        as the item will see it, except for the write of the item just ahead (which is being decided in the same
-        cycle): against that item's starting set, or the last two writes, or the block RAM. F5 corrects the one
-        way the item ahead took (its tag is known, so only "same tag" is needed), so the single-cycle loop from
-        one item's decision to the next one's is: hit vector, victim, selected way, new LRU order (four LUT
-        levels). The LRU order is kept as one bit per pair of ways ("a is older than b")."""
+        The sets written by the three items ahead are still old in the block RAM. F4 takes the set from the newer of
+        the writes two or three items ahead (or from the block RAM) and compares its tags. If the item just ahead
+        (deciding in F5 meanwhile) writes the same set, F5 starts from that write instead; it differs from what F4
+        compared only in the one way that item took, whose tag is known, so only "same tag as the item ahead" is
+        needed. The single-cycle loop from one item's decision to the next one's is then: hit vector, victim, way
+        chosen, new LRU order (about four LUT levels). The LRU order is one bit per pair of ways ("x is older than
+        y")."""
         g, lay = self.geometry, self.layouts
         f2, f3, f4, f5, f6 = stages
         banks, n_ways, bank_bits = g.banks, g.ways, g.bank_bits
@@ -846,8 +873,8 @@ class EmbeddingUnit(wiring.Component):
         def tag_of(stage):
             return stage.line >> (bank_bits + set_bits)
 
-        # Whether the F4 item's set is the one written by the item ahead (in F5), two ahead or three ahead,
-        # decided at F3; and whether its tag equals the tag of the item ahead.
+        # Whether the F4 item's set is the one of the item ahead (in F5), two ahead or three ahead, decided at F3;
+        # and whether its tag equals the tag of the item ahead.
         same_a, same_1, same_2, same_tag = Signal(), Signal(), Signal(), Signal()
         m.d.sync += [same_a.eq(set_of(f3) == set_of(f4)), same_1.eq(set_of(f3) == set_of(f5)),
                      same_2.eq(set_of(f3) == set_of(f6)), same_tag.eq(tag_of(f4) == tag_of(f5))]
@@ -880,19 +907,17 @@ class EmbeddingUnit(wiring.Component):
             chosen1 = Signal(n_ways, name=f"chosen1_{b}")
             m.d.sync += [w1.eq(write), d1.eq(new), chosen1.eq(chosen), w2.eq(w1), d2.eq(d1)]
 
-            # F5's starting set (before the write of the item ahead, if that was this set), and the set as the item
-            # sees it.
+            # F5: the set as F4 compared it, and as the item sees it (the write of the item ahead, if that is this set).
             start5 = Signal(lay.tags, name=f"start{b}")
             patch5 = Signal(name=f"patch{b}")
             early5 = Signal(n_ways, name=f"early_hits{b}")
             current = Signal(lay.tags, name=f"current{b}")
             m.d.comb += current.eq(Mux(patch5, d1, start5))
 
-            # F4: the set the item starts from, and its hits there.
-            ahead = write & same_a
+            # F4: the set from the writes two or three items ahead or the block RAM, and the hits there.
             start4 = Signal(lay.tags, name=f"start4_{b}")
-            m.d.comb += start4.eq(Mux(ahead, current, Mux(w1 & same_1, d1, Mux(w2 & same_2, d2, stored))))
-            m.d.sync += [start5.eq(start4), patch5.eq(ahead),
+            m.d.comb += start4.eq(Mux(w1 & same_1, d1, Mux(w2 & same_2, d2, stored)))
+            m.d.sync += [start5.eq(start4), patch5.eq(write & same_a),
                          early5.eq(Cat(start4.valid[w] & (start4.tag[w] == tag_of(f4)) for w in range(n_ways)))]
 
             # F5: hits (the way the item ahead took holds its tag), victim (the way older than all others), the way
