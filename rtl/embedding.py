@@ -33,13 +33,13 @@ counts never depend on timing.
 
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, stream, wiring
-from amaranth.lib.memory import Memory, ReadPort
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..cachemodel import COUNTERS
 from ..embedding import EmbeddingGeometry, ceil_log2
 from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
-from .memory import BlockRAMMemory, MemoryModel, MemoryPort, checked_init
+from .memory import BlockRAMMemory, MemoryModel, MemoryPort, RegisteredRAM, checked_init
 
 __all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
 
@@ -137,6 +137,18 @@ class Layouts:
 
 def _popcount(value):
     return sum((value[i] for i in range(len(value))), start=C(0, 1))
+
+
+def _read_port(addr_bits, width):
+    """A read port of a :class:`~rpaccel.rtl.memory.RegisteredRAM` (data two cycles after the address)."""
+    return wiring.Signature({"addr": In(max(addr_bits, 1)), "data": Out(width)})
+
+
+def _write_port(m, ram, shape=None):
+    """A view ``{en, addr, data}`` driving the write port of ``ram``."""
+    port = Signal(data.StructLayout({"en": 1, "addr": len(ram.w_addr), "data": shape or len(ram.w_data)}))
+    m.d.comb += [ram.w_en.eq(port.en), ram.w_addr.eq(port.addr), ram.w_data.eq(port.data)]
+    return port
 
 
 def _any_of(values):
@@ -321,8 +333,8 @@ class _RowAssembler(wiring.Component):
 
     C0 (the entry taken from the queue, in registers) takes the entry's missing lines, one per memory beat in bank
     order, writing each into its dynamic cache way; when the last is in, it reads the hit lines and static lines.
-    D1: the block RAMs answer, and each bank's source and each row position's bank are decoded (one-hot); D2:
-    the block RAMs' outputs, registered, are selected per bank and rotated into line order (AND-OR with the
+    D1: the block RAMs read, and each bank's source and each row position's bank are decoded (one-hot); D2:
+    the block RAMs' registered outputs are selected per bank and rotated into line order (AND-OR with the
     registered one-hot selects), into a small row queue with a registered output. C0 completes an entry only when
     the queue has room for everything in D1 and D2, so D1 and D2 never stall.
     """
@@ -340,11 +352,9 @@ class _RowAssembler(wiring.Component):
             "idle": Out(1),
         }
         if g.static_rows:
-            members["static_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(g.static_rows), shape=line)).array(
-                g.banks)
+            members["static_rd"] = In(_read_port(ceil_log2(g.static_rows), line)).array(g.banks)
         if g.ways:
-            members["dyn_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(g.sets_per_bank * g.ways),
-                                                      shape=line)).array(g.banks)
+            members["dyn_rd"] = In(_read_port(ceil_log2(g.sets_per_bank * g.ways), line)).array(g.banks)
             members["fill"] = Out(data.StructLayout({"en": 1, "addr": unsigned(ceil_log2(g.sets_per_bank * g.ways)),
                                                      "data": line})).array(g.banks)
         super().__init__(members)
@@ -394,8 +404,8 @@ class _RowAssembler(wiring.Component):
             if g.static_rows:
                 m.d.comb += self.static_rd[b].addr.eq(c0.static_addr)
 
-        # D1: the block RAMs answer; each bank's source and each row position's bank are decoded. D2: their
-        # registered outputs, selected per bank and rotated.
+        # D1: the block RAMs read (RegisteredRAM: the data arrive at D2); each bank's source and each row
+        # position's bank are decoded. D2: selected per bank and rotated.
         d1_valid, d2_valid = Signal(), Signal()
         d1 = Signal(data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
                                        "bag": self.layouts.bag}))
@@ -419,13 +429,9 @@ class _RowAssembler(wiring.Component):
         for b in range(banks):
             terms = [Mux(d2_source.memory[b], d2_lines[b], 0)]
             if g.ways:
-                dynamic = Signal(width, name=f"dynamic{b}")
-                m.d.sync += dynamic.eq(self.dyn_rd[b].data)
-                terms.append(Mux(d2_source.dynamic[b], dynamic, 0))
+                terms.append(Mux(d2_source.dynamic[b], self.dyn_rd[b].data, 0))
             if g.static_rows:
-                static = Signal(width, name=f"static{b}")
-                m.d.sync += static.eq(self.static_rd[b].data)
-                terms.append(Mux(d2_source.static[b], static, 0))
+                terms.append(Mux(d2_source.static[b], self.static_rd[b].data, 0))
             line = Signal(width, name=f"bank{b}")
             m.d.comb += line.eq(_any_of(terms))
             by_bank.append(line)
@@ -439,6 +445,53 @@ class _RowAssembler(wiring.Component):
             self.idle.eq((used == 0) & ~c0_valid),
         ]
         m.d.sync += used.eq(used + done - (self.rows.valid & self.rows.ready))
+        return m
+
+
+# --- Entry queue ------------------------------------------------------------------------------------------
+
+class _EntryQueue(wiring.Component):
+    """The entry queue: ``depth`` entries in block RAM (:class:`~rpaccel.rtl.memory.RegisteredRAM`, read two
+    cycles after the address) ahead of a small LUT-RAM queue that gives the row assembly its head at once. A
+    block RAM read is issued only when the small queue has room for it and the reads in flight, decided a cycle
+    ahead. Writes are not checked: the unit reserves room at admission (``popped``: an entry left the block RAM).
+    """
+
+    _HEAD = 8   # LUT RAM is 16 deep anyway; a read takes three cycles to show in the head's level
+
+    def __init__(self, width, depth):
+        self.width, self.depth = width, depth
+        super().__init__({"w_en": In(1), "w_data": In(width), "r": Out(stream.Signature(width)),
+                          "popped": Out(1), "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = ram = RegisteredRAM(width=self.width, depth=self.depth)
+        m.submodules.head = head = fifo.SyncFIFO(width=self.width, depth=self._HEAD)
+        produce, consume = Signal(range(self.depth)), Signal(range(self.depth))
+        count = Signal(range(self.depth + 1))
+        flight = Signal(2)          # reads issued one and two cycles ago
+        room = Signal(init=1)
+        issue = (count != 0) & room
+
+        def advance(pointer):
+            return Mux(pointer == self.depth - 1, 0, pointer + 1)
+
+        with m.If(self.w_en):
+            m.d.sync += produce.eq(advance(produce))
+        with m.If(issue):
+            m.d.sync += consume.eq(advance(consume))
+        m.d.sync += [
+            count.eq(count + self.w_en - issue), flight.eq(Cat(issue, flight[0])),
+            # Next cycle's head holds at most its level now, the entry arriving now and the reads in flight.
+            room.eq(head.level + flight[1] + flight[0] + issue + 1 <= self._HEAD),
+        ]
+        m.d.comb += [
+            ram.w_en.eq(self.w_en), ram.w_addr.eq(produce), ram.w_data.eq(self.w_data), ram.r_addr.eq(consume),
+            head.w_en.eq(flight[1]), head.w_data.eq(ram.r_data),
+            self.r.valid.eq(head.r_rdy), self.r.payload.eq(head.r_data), head.r_en.eq(self.r.ready),
+            self.popped.eq(issue), self.idle.eq((count == 0) & ~flight.any() & (head.level == 0)),
+        ]
         return m
 
 
@@ -585,18 +638,14 @@ class EmbeddingUnit(wiring.Component):
         m.submodules.assembler = assembler = _RowAssembler(lay)
         m.submodules.splitter = splitter = _MissSplitter(lay)
         m.submodules.preloader = preloader = _Preloader(lay)
-        # The entry queue lives in block RAM, whose read data arrives late in the cycle: a small queue in LUT RAM
-        # behind it gives the row assembly its head early.
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=lay.entry.size, depth=g.queue_depth)
-        m.submodules.head = head = fifo.SyncFIFO(width=lay.entry.size, depth=3)
+        m.submodules.queue = queue = _EntryQueue(lay.entry.size, g.queue_depth)
         m.submodules.miss_queue = miss_queue = fifo.SyncFIFO(width=lay.miss.size, depth=self._MISS_QUEUE)
         wiring.connect(m, assembler.rows, pooler.rows)
         wiring.connect(m, pooler.sums, requant.i)
         wiring.connect(m, requant.o, wiring.flipped(self.pooled))
         m.d.comb += [
-            head.w_en.eq(queue.r_rdy), head.w_data.eq(queue.r_data), queue.r_en.eq(head.w_rdy),
-            assembler.entries.valid.eq(head.r_rdy), assembler.entries.payload.eq(head.r_data),
-            head.r_en.eq(assembler.entries.ready),
+            assembler.entries.valid.eq(queue.r.valid), assembler.entries.payload.eq(queue.r.payload),
+            queue.r.ready.eq(assembler.entries.ready),
             splitter.misses.valid.eq(miss_queue.r_rdy), splitter.misses.payload.eq(miss_queue.r_data),
             miss_queue.r_en.eq(splitter.misses.ready),
         ]
@@ -635,9 +684,14 @@ class EmbeddingUnit(wiring.Component):
         dynamic2 = f2.kind == _Kind.DYNAMIC
         credit_room = Signal(init=1)   # room for a whole row of the widest kind, decided a cycle ahead
         m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
+        # F2 has a second place (skid): F1 passes an item whenever it is empty, so F1 never waits on admission.
         f2_free = ~f2_valid | admit
+        skid_valid = Signal()
+        skid = Signal(stage)
         with m.If(f2_free):
-            m.d.sync += [f2_valid.eq(f1_pass), f2.eq(s1)]
+            m.d.sync += [f2_valid.eq(skid_valid | f1_pass), f2.eq(Mux(skid_valid, skid, s1)), skid_valid.eq(0)]
+        with m.Elif(f1_pass):
+            m.d.sync += [skid_valid.eq(1), skid.eq(s1)]
         with m.If(f1_pass & s1.update):
             m.d.sync += update_data.eq(f1.arg.update.data)
         offset = Mux(f2.kind == _Kind.STATIC, f2.static_line, f2.line)[:max(bank_bits, 1)] if banks > 1 else 0
@@ -681,23 +735,24 @@ class EmbeddingUnit(wiring.Component):
         ]
         # What the data side frees is counted a cycle late (the signals come from far across the chip): late
         # releases are only conservative.
-        popped, miss_popped, consumed = Signal(), Signal(), Signal()
+        popped, miss_popped, consumed, unused = Signal(), Signal(), Signal(), Signal()
         queue_next, miss_next = Signal.like(queue_used), Signal.like(miss_used)
         m.d.comb += [
-            queue_next.eq(queue_used + (admit & ~f2.update) - popped),
-            miss_next.eq(miss_used + admit - (f6_valid & ~pushed) - miss_popped),
+            queue_next.eq(queue_used - popped + (admit & ~f2.update)),
+            miss_next.eq(miss_used - unused - miss_popped + admit),
         ]
         m.d.sync += [
-            popped.eq(queue.r_en & queue.r_rdy), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy),
+            popped.eq(queue.popped), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy), unused.eq(f6_valid & ~pushed),
             consumed.eq(assembler.resp.valid & assembler.resp.ready),
             queue_used.eq(queue_next), queue_room.eq(queue_next < g.queue_depth),
             miss_used.eq(miss_next), miss_room.eq(miss_next < self._MISS_QUEUE),
         ]
         reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
-        release = Mux(lookup6, _popcount(hit6), 0)
+        release = Signal(range(banks + 1))
         credit_next = Signal.like(credit)
-        m.d.comb += credit_next.eq(credit + reserve - release - consumed)
-        m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next + banks <= g.max_outstanding)]
+        m.d.comb += credit_next.eq(credit - release - consumed + reserve)
+        m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next <= g.max_outstanding - banks),
+                     release.eq(Mux(lookup6, _popcount(hit6), 0))]
 
         # Counters. A clear takes effect a cycle after the snapshot (registered: it reaches every counter), in
         # place of that cycle's old values, so the counts are as if cleared at once.
@@ -738,10 +793,10 @@ class EmbeddingUnit(wiring.Component):
         # shows only in the next); nothing starts by itself after everything is done, so a non-busy cycle is
         # safe. ---
         busy = Signal(init=1)
-        m.d.sync += busy.eq((f1_valid & f1_done) | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
-                            (queue_used != 0) |
-                            (head.level != 0) | (miss_used != 0) | ~assembler.idle | ~requant.idle |
-                            (credit != 0) | preloader.busy | flushing | update.static.any() | update.dynamic.any())
+        m.d.sync += busy.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
+                            (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle | ~requant.idle |
+                            (credit != 0) | (release != 0) | unused | preloader.busy | flushing |
+                            update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
         counters_valid = Signal()
         counters_out = Signal(lay.counters)
@@ -751,9 +806,9 @@ class EmbeddingUnit(wiring.Component):
         quiet = ~flushing & ~preloader.busy
         with m.If(f1_valid), m.Switch(f1.op):
             with m.Case(EmbeddingOp.LOOKUP):
-                m.d.comb += [f1_pass.eq(quiet & f2_free), f1_done.eq(f1_pass)]
+                m.d.comb += [f1_pass.eq(quiet & ~skid_valid), f1_done.eq(f1_pass)]
             with m.Case(EmbeddingOp.UPDATE):
-                m.d.comb += [f1_pass.eq(~busy & f2_free), f1_done.eq(f1_pass)]
+                m.d.comb += [f1_pass.eq(~busy & ~skid_valid), f1_done.eq(f1_pass)]
             with m.Case(EmbeddingOp.CONFIG):
                 m.d.comb += [f1_done.eq(~busy), cfg_write.en.eq(~busy)]
             with m.Case(EmbeddingOp.PRELOAD):
@@ -823,17 +878,16 @@ class EmbeddingUnit(wiring.Component):
                  "static_wr": [], "dyn_wr": [], "tag_rd": [], "tag_wr": []}
         for b in range(g.banks):
             if g.static_rows:
-                m.submodules[f"static{b}"] = mem = Memory(shape=unsigned(width), depth=g.static_rows, init=[])
-                ports["static_wr"].append(mem.write_port())
-                wiring.connect(m, assembler.static_rd[b], mem.read_port())
+                m.submodules[f"static{b}"] = ram = RegisteredRAM(width=width, depth=g.static_rows)
+                ports["static_wr"].append(_write_port(m, ram))
+                m.d.comb += [ram.r_addr.eq(assembler.static_rd[b].addr), assembler.static_rd[b].data.eq(ram.r_data)]
             if g.ways:
-                m.submodules[f"lines{b}"] = mem = Memory(shape=unsigned(width), depth=g.sets_per_bank * g.ways,
-                                                         init=[])
-                ports["dyn_wr"].append(mem.write_port())
-                wiring.connect(m, assembler.dyn_rd[b], mem.read_port())
-                m.submodules[f"tags{b}"] = tags = Memory(shape=lay.tags, depth=g.sets_per_bank, init=[])
-                ports["tag_wr"].append(tags.write_port())
-                ports["tag_rd"].append(tags.read_port())
+                m.submodules[f"lines{b}"] = ram = RegisteredRAM(width=width, depth=g.sets_per_bank * g.ways)
+                ports["dyn_wr"].append(_write_port(m, ram))
+                m.d.comb += [ram.r_addr.eq(assembler.dyn_rd[b].addr), assembler.dyn_rd[b].data.eq(ram.r_data)]
+                m.submodules[f"tags{b}"] = ram = RegisteredRAM(width=lay.tags.size, depth=g.sets_per_bank)
+                ports["tag_wr"].append(_write_port(m, ram, lay.tags))
+                ports["tag_rd"].append((ram.r_addr, lay.tags(ram.r_data)))
         return ports
 
     def _cache_writes(self, m, storage, assembler, preloader, update, update_data):
@@ -894,10 +948,8 @@ class EmbeddingUnit(wiring.Component):
 
         tag = tag_of(f5)
         for b in range(banks):
-            rd, wr = storage["tag_rd"][b], storage["tag_wr"][b]
-            stored = Signal(lay.tags, name=f"stored{b}")    # F4: the block RAM's answer, registered at F3
-            m.d.comb += [rd.addr.eq(set_of(f2)), rd.en.eq(1)]
-            m.d.sync += stored.eq(rd.data)
+            (rd_addr, stored), wr = storage["tag_rd"][b], storage["tag_wr"][b]   # stored: at F4 (RegisteredRAM)
+            m.d.comb += rd_addr.eq(set_of(f2))
             # The last three writes: d0 the one being decided (F5), d1 and d2 the two before it.
             write = allocate & f5.active[b]
             new = Signal(lay.tags, name=f"new_tags{b}")
