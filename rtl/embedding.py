@@ -639,7 +639,7 @@ class EmbeddingUnit(wiring.Component):
         m.submodules.splitter = splitter = _MissSplitter(lay)
         m.submodules.preloader = preloader = _Preloader(lay)
         m.submodules.queue = queue = _EntryQueue(lay.entry.size, g.queue_depth)
-        m.submodules.miss_queue = miss_queue = fifo.SyncFIFO(width=lay.miss.size, depth=self._MISS_QUEUE)
+        m.submodules.miss_queue = miss_queue = fifo.SyncFIFOBuffered(width=lay.miss.size, depth=self._MISS_QUEUE)
         wiring.connect(m, assembler.rows, pooler.rows)
         wiring.connect(m, pooler.sums, requant.i)
         wiring.connect(m, requant.o, wiring.flipped(self.pooled))
@@ -658,15 +658,18 @@ class EmbeddingUnit(wiring.Component):
         cfg_write, cfg_read = storage["cfg_write"], storage["cfg_read"]
         m.d.comb += [self.cmd.ready.eq(~f1_valid | f1_done), cfg_read.addr.eq(self.cmd.payload.table),
                      cfg_read.en.eq(self.cmd.valid & self.cmd.ready), cfg.eq(cfg_read.data)]
+        # The command's operation, decoded on entry (one-hot, zero when F1 is empty or the operation unknown).
+        f1_is = Signal(data.StructLayout({op.name.lower(): 1 for op in EmbeddingOp}))
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload)]
+            m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload),
+                         *(f1_is[op.name.lower()].eq(self.cmd.payload.op == op) for op in EmbeddingOp)]
         with m.Elif(f1_done):
-            m.d.sync += f1_valid.eq(0)
+            m.d.sync += [f1_valid.eq(0), f1_is.eq(0)]
         stage = data.StructLayout({
             "update": 1, "kind": _Kind, "line": unsigned(g.addr_bits), "static_line": range(max(g.static_lines, 2)),
             "offset": range(max(banks, 2)), "active": unsigned(banks), "lines": range(banks + 1),
             "bag": lay.bag})
-        s1 = self._addresses(m, f1, cfg, stage)
+        s1 = self._addresses(m, f1, f1_is.update, cfg, stage)
         # An UPDATE's line: at most one UPDATE is in flight (it waits until everything before it is done).
         update_data = Signal(width)
 
@@ -804,27 +807,26 @@ class EmbeddingUnit(wiring.Component):
         with m.If(self.counters.valid & self.counters.ready):
             m.d.sync += counters_valid.eq(0)
         quiet = ~flushing & ~preloader.busy
-        with m.If(f1_valid), m.Switch(f1.op):
-            with m.Case(EmbeddingOp.LOOKUP):
-                m.d.comb += [f1_pass.eq(quiet & ~skid_valid), f1_done.eq(f1_pass)]
-            with m.Case(EmbeddingOp.UPDATE):
-                m.d.comb += [f1_pass.eq(~busy & ~skid_valid), f1_done.eq(f1_pass)]
-            with m.Case(EmbeddingOp.CONFIG):
-                m.d.comb += [f1_done.eq(~busy), cfg_write.en.eq(~busy)]
-            with m.Case(EmbeddingOp.PRELOAD):
-                m.d.comb += [preloader.start.valid.eq(~busy), f1_done.eq(~busy)]
-            with m.Case(EmbeddingOp.FLUSH):
-                m.d.comb += f1_done.eq(~busy)
-                if g.ways:
-                    with m.If(~busy):
-                        m.d.sync += flushing.eq(1)
-            with m.Case(EmbeddingOp.COUNTERS):
-                m.d.comb += f1_done.eq(~busy & ~counters_valid)
-                with m.If(f1_done):
-                    m.d.sync += [counters_valid.eq(1), counters_out.eq(counters)]
-                    m.d.comb += clear.eq(f1.arg.counters.clear)
-            with m.Default():
-                m.d.comb += f1_done.eq(1)  # unknown operations are dropped
+        with m.If(f1_is.lookup):
+            m.d.comb += [f1_pass.eq(quiet & ~skid_valid), f1_done.eq(f1_pass)]
+        with m.Elif(f1_is.update):
+            m.d.comb += [f1_pass.eq(~busy & ~skid_valid), f1_done.eq(f1_pass)]
+        with m.Elif(f1_is.config):
+            m.d.comb += [f1_done.eq(~busy), cfg_write.en.eq(~busy)]
+        with m.Elif(f1_is.preload):
+            m.d.comb += [preloader.start.valid.eq(~busy), f1_done.eq(~busy)]
+        with m.Elif(f1_is.flush):
+            m.d.comb += f1_done.eq(~busy)
+            if g.ways:
+                with m.If(~busy):
+                    m.d.sync += flushing.eq(1)
+        with m.Elif(f1_is.counters):
+            m.d.comb += f1_done.eq(~busy & ~counters_valid)
+            with m.If(f1_done):
+                m.d.sync += [counters_valid.eq(1), counters_out.eq(counters)]
+                m.d.comb += clear.eq(f1.arg.counters.clear)
+        with m.Elif(f1_valid):
+            m.d.comb += f1_done.eq(1)  # unknown operations are dropped
         m.d.comb += [
             cfg_write.addr.eq(f1.table), cfg_write.data.eq(f1.arg.config),
             preloader.start.payload.mem_base.eq(cfg.mem_base),
@@ -844,11 +846,10 @@ class EmbeddingUnit(wiring.Component):
                          assembler.resp.valid.eq(self.mem.resp.valid), self.mem.resp.ready.eq(assembler.resp.ready)]
         return m
 
-    def _addresses(self, m, f1, cfg, stage):
+    def _addresses(self, m, f1, is_update, cfg, stage):
         """F1's arithmetic: where a LOOKUP's row (or an UPDATE's line) is, how many lines, what kind."""
         g = self.geometry
         banks = g.banks
-        is_update = f1.op == EmbeddingOp.UPDATE
         row_id = Mux(is_update, f1.arg.update.id, f1.arg.lookup.id)
         first = Signal(unsigned(g.addr_bits + g.bank_bits + 1))
         m.d.comb += first.eq((row_id << cfg.row_lines) + Mux(is_update, f1.arg.update.line, 0))
