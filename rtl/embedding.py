@@ -207,13 +207,13 @@ class Requantizer(wiring.Component):
         meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": self.layouts.bag["table"].shape,
                                   "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1})
         valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
-        metas = [Signal(meta, name=f"meta{k}") for k in range(self.STAGES)]
+        metas = [Signal(meta, name=f"meta{k}", reset_less=True) for k in range(self.STAGES)]
         m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
         m.d.sync += [metas[k].eq(metas[k - 1]) for k in range(1, self.STAGES)]
 
         # Two input buffers, filled and issued in turn; chunk issue (credit: every result in flight has a place in
         # the output queue).
-        buffers = [Signal(self.layouts.sum, name=f"buffer{k}") for k in range(2)]
+        buffers = [Signal(self.layouts.sum, name=f"buffer{k}", reset_less=True) for k in range(2)]
         full = Signal(2)
         fill, issuing = Signal(), Signal()    # the buffer the next input goes to, the buffer being issued
         work = Signal(self.layouts.bag)
@@ -259,14 +259,14 @@ class Requantizer(wiring.Component):
         low, high = 2 * INT8_MIN - 2, 2 * INT8_MAX + 2
         results = []
         for lane in range(lanes):
-            x = Signal(signed(g.acc_bits), name=f"x{lane}")
-            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}")     # a register on the way to the multiplier
-            product = Signal(signed(product_bits), name=f"product{lane}")
-            coarse = Signal(signed(product_bits), name=f"coarse{lane}")
-            fine = Signal(signed(product_bits), name=f"fine{lane}")
-            saturated = Signal(range(low, high + 1), name=f"saturated{lane}")
+            x = Signal(signed(g.acc_bits), name=f"x{lane}", reset_less=True)
+            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}", reset_less=True)  # a register towards the multiplier
+            product = Signal(signed(product_bits), name=f"product{lane}", reset_less=True)
+            coarse = Signal(signed(product_bits), name=f"coarse{lane}", reset_less=True)
+            fine = Signal(signed(product_bits), name=f"fine{lane}", reset_less=True)
+            saturated = Signal(range(low, high + 1), name=f"saturated{lane}", reset_less=True)
             rounded = Signal(signed(11), name=f"rounded{lane}")
-            result = Signal(signed(8), name=f"result{lane}")
+            result = Signal(signed(8), name=f"result{lane}", reset_less=True)
             m.d.comb += rounded.eq(Mux(metas[5].s_zero, saturated, (saturated + 1) >> 1))
             m.d.sync += [
                 x.eq(Array(buffers[k].acc[c * lanes + lane] for k in range(2) for c in range(chunks))[
@@ -282,7 +282,7 @@ class Requantizer(wiring.Component):
 
         # Collect the chunks of a vector; the last one completes it (chunks after it are zero).
         done, here = metas[-1], Cat(*results)
-        vector = Signal(data.ArrayLayout(signed(8), g.row_bytes))
+        vector = Signal(data.ArrayLayout(signed(8), g.row_bytes), reset_less=True)
         complete = Signal.like(vector)
         for c in range(chunks):
             part = slice(c * lanes * 8, (c + 1) * lanes * 8)
@@ -313,7 +313,7 @@ class _Pooler(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.layouts.g
-        acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes))
+        acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes), reset_less=True)
         first = Signal(init=1)
         out = self.sums.payload
         row = self.rows.payload
@@ -371,9 +371,9 @@ class _RowAssembler(wiring.Component):
         # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
         # `nxt` the first of them, `only` whether it is the last one.
         c0_valid = Signal()
-        c0 = Signal(self.layouts.entry)
+        c0 = Signal(self.layouts.entry, reset_less=True)
         need, nxt, only = Signal(banks), Signal(banks), Signal()
-        pending = Signal(data.ArrayLayout(unsigned(width), banks))
+        pending = Signal(data.ArrayLayout(unsigned(width), banks), reset_less=True)
         take, done = Signal(), Signal()
         m.d.comb += [
             self.resp.ready.eq(c0_valid & need.any() & (~only | room)),
@@ -408,14 +408,14 @@ class _RowAssembler(wiring.Component):
         # position's bank are decoded. D2: selected per bank and rotated.
         d1_valid, d2_valid = Signal(), Signal()
         d1 = Signal(data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
-                                       "bag": self.layouts.bag}))
+                                       "bag": self.layouts.bag}), reset_less=True)
         d1_lines, d2_lines = Signal.like(pending), Signal.like(pending)
-        d2_bag = Signal(self.layouts.bag)
+        d2_bag = Signal(self.layouts.bag, reset_less=True)
         # Per bank: the line from memory (a miss), the dynamic cache (a hit), the static cache; per row position j,
         # the bank it takes (offset + j).
         sources = data.StructLayout({"memory": banks, "dynamic": banks, "static": banks})
-        d2_source = Signal(sources)
-        d2_bank = Signal(data.ArrayLayout(banks, banks))
+        d2_source = Signal(sources, reset_less=True)
+        d2_bank = Signal(data.ArrayLayout(banks, banks), reset_less=True)
         dynamic1 = d1.kind == _Kind.DYNAMIC
         m.d.sync += [d1_valid.eq(done), d1.kind.eq(c0.kind), d1.offset.eq(c0.offset), d1.active.eq(c0.active),
                      d1.hit.eq(c0.hit), d1.bag.eq(c0.bag), d1_lines.eq(lines_in),
@@ -653,7 +653,7 @@ class EmbeddingUnit(wiring.Component):
 
         # --- F1: accept a command, read its table's configuration; compute the row's addresses. ---
         f1_valid, f1_done = Signal(), Signal()
-        f1 = Signal(lay.command)
+        f1 = Signal(lay.command, reset_less=True)
         cfg = Signal(lay.table_config)
         cfg_write, cfg_read = storage["cfg_write"], storage["cfg_read"]
         m.d.comb += [self.cmd.ready.eq(~f1_valid | f1_done), cfg_read.addr.eq(self.cmd.payload.table),
@@ -671,12 +671,12 @@ class EmbeddingUnit(wiring.Component):
             "bag": lay.bag})
         s1 = self._addresses(m, f1, f1_is.update, cfg, stage)
         # An UPDATE's line: at most one UPDATE is in flight (it waits until everything before it is done).
-        update_data = Signal(width)
+        update_data = Signal(width, reset_less=True)
 
         # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
         # F3 (tag read), F4 (tag compare), F5 (LRU, allocation) and F6 (queueing, counting) never stall. ---
         f2_valid, f3_valid, f4_valid, f5_valid, f6_valid = Signal(), Signal(), Signal(), Signal(), Signal()
-        f2, f3, f4, f5, f6 = Signal(stage), Signal(stage), Signal(stage), Signal(stage), Signal(stage)
+        f2, f3, f4, f5, f6 = (Signal(stage, name=f"f{k}", reset_less=True) for k in range(2, 7))
         credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
         admit, f1_pass = Signal(), Signal()
         # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free. Whether there
@@ -690,7 +690,7 @@ class EmbeddingUnit(wiring.Component):
         # F2 has a second place (skid): F1 passes an item whenever it is empty, so F1 never waits on admission.
         f2_free = ~f2_valid | admit
         skid_valid = Signal()
-        skid = Signal(stage)
+        skid = Signal(stage, reset_less=True)
         with m.If(f2_free):
             m.d.sync += [f2_valid.eq(skid_valid | f1_pass), f2.eq(Mux(skid_valid, skid, s1)), skid_valid.eq(0)]
         with m.Elif(f1_pass):
@@ -713,8 +713,8 @@ class EmbeddingUnit(wiring.Component):
         if g.ways:
             self._tags(m, storage, (f2, f3, f4, f5, f6), f5_valid & ~f5.update & dynamic5, flushing, hit, evict,
                        ways)
-        hit6, evict6 = Signal(banks), Signal(banks)
-        ways6 = Signal.like(ways)
+        hit6, evict6 = Signal(banks, reset_less=True), Signal(banks, reset_less=True)
+        ways6 = Signal.like(ways, reset_less=True)
         m.d.sync += [hit6.eq(Mux(dynamic5, hit & f5.active, 0)), evict6.eq(evict), ways6.eq(ways)]
 
         # --- F6: queue the entry, request the missing lines (or an UPDATE's write), count. ---
@@ -802,7 +802,7 @@ class EmbeddingUnit(wiring.Component):
                             update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
         counters_valid = Signal()
-        counters_out = Signal(lay.counters)
+        counters_out = Signal(lay.counters, reset_less=True)
         m.d.comb += [self.counters.valid.eq(counters_valid), self.counters.payload.eq(counters_out)]
         with m.If(self.counters.valid & self.counters.ready):
             m.d.sync += counters_valid.eq(0)
@@ -956,14 +956,15 @@ class EmbeddingUnit(wiring.Component):
             new = Signal(lay.tags, name=f"new_tags{b}")
             chosen = Signal(n_ways, name=f"chosen{b}")
             w1, w2 = Signal(name=f"written1_{b}"), Signal(name=f"written2_{b}")
-            d1, d2 = Signal(lay.tags, name=f"written1_{b}_tags"), Signal(lay.tags, name=f"written2_{b}_tags")
-            chosen1 = Signal(n_ways, name=f"chosen1_{b}")
+            d1 = Signal(lay.tags, name=f"written1_{b}_tags", reset_less=True)
+            d2 = Signal(lay.tags, name=f"written2_{b}_tags", reset_less=True)
+            chosen1 = Signal(n_ways, name=f"chosen1_{b}", reset_less=True)
             m.d.sync += [w1.eq(write), d1.eq(new), chosen1.eq(chosen), w2.eq(w1), d2.eq(d1)]
 
             # F5: the set as F4 compared it, and as the item sees it (the write of the item ahead, if that is this set).
-            start5 = Signal(lay.tags, name=f"start{b}")
+            start5 = Signal(lay.tags, name=f"start{b}", reset_less=True)
             patch5 = Signal(name=f"patch{b}")
-            early5 = Signal(n_ways, name=f"early_hits{b}")
+            early5 = Signal(n_ways, name=f"early_hits{b}", reset_less=True)
             current = Signal(lay.tags, name=f"current{b}")
             m.d.comb += current.eq(Mux(patch5, d1, start5))
 
