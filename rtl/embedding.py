@@ -674,9 +674,9 @@ class EmbeddingUnit(wiring.Component):
         update_data = Signal(width, reset_less=True)
 
         # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
-        # F3 (tag read), F4 (tag compare), F5 (LRU, allocation) and F6 (queueing, counting) never stall. ---
-        f2_valid, f3_valid, f4_valid, f5_valid, f6_valid = Signal(), Signal(), Signal(), Signal(), Signal()
-        f2, f3, f4, f5, f6 = (Signal(stage, name=f"f{k}", reset_less=True) for k in range(2, 7))
+        # F3-F4 (tag read), F5 (tag compare), F6 (LRU, allocation) and F7 (queueing, counting) never stall. ---
+        f2_valid, f3_valid, f4_valid, f5_valid, f6_valid, f7_valid = (Signal(name=f"f{k}_valid") for k in range(2, 8))
+        f2, f3, f4, f5, f6, f7 = (Signal(stage, name=f"f{k}", reset_less=True) for k in range(2, 8))
         credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
         admit, f1_pass = Signal(), Signal()
         # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free. Whether there
@@ -702,38 +702,39 @@ class EmbeddingUnit(wiring.Component):
             f3_valid.eq(admit), f3.eq(f2), f3.offset.eq(offset),
             f3.active.eq(((C(1, banks + 1) << f2.lines) - 1) << offset if banks > 1 else 1),
             f4_valid.eq(f3_valid), f4.eq(f3), f5_valid.eq(f4_valid), f5.eq(f4), f6_valid.eq(f5_valid), f6.eq(f5),
+            f7_valid.eq(f6_valid), f7.eq(f6),
         ]
 
-        # --- F4, F5: the dynamic cache's decision (F4 compares the tags, F5 decides; registered into F6). ---
+        # --- F5, F6: the dynamic cache's decision (F5 compares the tags, F6 decides; registered into F7). ---
         hit, evict = Signal(banks), Signal(banks)
         ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
         flushing = Signal(init=1 if g.ways else 0)
         set_bits = ceil_log2(g.sets_per_bank) if g.ways else 0
-        dynamic5 = f5.kind == _Kind.DYNAMIC
-        if g.ways:
-            self._tags(m, storage, (f2, f3, f4, f5, f6), f5_valid & ~f5.update & dynamic5, flushing, hit, evict,
-                       ways)
-        hit6, evict6 = Signal(banks, reset_less=True), Signal(banks, reset_less=True)
-        ways6 = Signal.like(ways, reset_less=True)
-        m.d.sync += [hit6.eq(Mux(dynamic5, hit & f5.active, 0)), evict6.eq(evict), ways6.eq(ways)]
-
-        # --- F6: queue the entry, request the missing lines (or an UPDATE's write), count. ---
-        lookup6 = f6_valid & ~f6.update
         dynamic6 = f6.kind == _Kind.DYNAMIC
-        missing, pushed = Signal(banks), Signal()
-        m.d.comb += [missing.eq(Mux(dynamic6, f6.active & ~hit6, 0)), pushed.eq(f6_valid & (f6.update | missing.any()))]
-        entry = Signal(lay.entry)
-        m.d.comb += [entry.kind.eq(f6.kind), entry.offset.eq(f6.offset), entry.active.eq(f6.active),
-                     entry.hit.eq(hit6), entry.bag.eq(f6.bag)]
         if g.ways:
-            m.d.comb += [entry.set.eq(f6.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways6)]
+            self._tags(m, storage, (f2, f4, f5, f6), f6_valid & ~f6.update & dynamic6, flushing, hit, evict,
+                       ways)
+        hit7, evict7 = Signal(banks, reset_less=True), Signal(banks, reset_less=True)
+        ways7 = Signal.like(ways, reset_less=True)
+        m.d.sync += [hit7.eq(Mux(dynamic6, hit & f6.active, 0)), evict7.eq(evict), ways7.eq(ways)]
+
+        # --- F7: queue the entry, request the missing lines (or an UPDATE's write), count. ---
+        lookup7 = f7_valid & ~f7.update
+        dynamic7 = f7.kind == _Kind.DYNAMIC
+        missing, pushed = Signal(banks), Signal()
+        m.d.comb += [missing.eq(Mux(dynamic7, f7.active & ~hit7, 0)), pushed.eq(f7_valid & (f7.update | missing.any()))]
+        entry = Signal(lay.entry)
+        m.d.comb += [entry.kind.eq(f7.kind), entry.offset.eq(f7.offset), entry.active.eq(f7.active),
+                     entry.hit.eq(hit7), entry.bag.eq(f7.bag)]
+        if g.ways:
+            m.d.comb += [entry.set.eq(f7.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways7)]
         if g.static_rows:
-            m.d.comb += entry.static_addr.eq(f6.static_line >> bank_bits)
+            m.d.comb += entry.static_addr.eq(f7.static_line >> bank_bits)
         miss = Signal(lay.miss)
         m.d.comb += [
-            miss.write.eq(f6.update), miss.base.eq(Mux(f6.update, f6.line, f6.line & ~C(banks - 1, g.addr_bits))),
+            miss.write.eq(f7.update), miss.base.eq(Mux(f7.update, f7.line, f7.line & ~C(banks - 1, g.addr_bits))),
             miss.mask.eq(missing), miss.data.eq(update_data),
-            queue.w_en.eq(lookup6), queue.w_data.eq(entry),
+            queue.w_en.eq(lookup7), queue.w_data.eq(entry),
             miss_queue.w_en.eq(pushed), miss_queue.w_data.eq(miss),
         ]
         # What the data side frees is counted a cycle late (the signals come from far across the chip): late
@@ -745,7 +746,7 @@ class EmbeddingUnit(wiring.Component):
             miss_next.eq(miss_used - unused - miss_popped + admit),
         ]
         m.d.sync += [
-            popped.eq(queue.popped), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy), unused.eq(f6_valid & ~pushed),
+            popped.eq(queue.popped), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy), unused.eq(f7_valid & ~pushed),
             consumed.eq(assembler.resp.valid & assembler.resp.ready),
             queue_used.eq(queue_next), queue_room.eq(queue_next < g.queue_depth),
             miss_used.eq(miss_next), miss_room.eq(miss_next < self._MISS_QUEUE),
@@ -755,7 +756,7 @@ class EmbeddingUnit(wiring.Component):
         credit_next = Signal.like(credit)
         m.d.comb += credit_next.eq(credit - release - consumed + reserve)
         m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next <= g.max_outstanding - banks),
-                     release.eq(Mux(lookup6, _popcount(hit6), 0))]
+                     release.eq(Mux(lookup7, _popcount(hit7), 0))]
 
         # Counters. A clear takes effect a cycle after the snapshot (registered: it reaches every counter), in
         # place of that cycle's old values, so the counts are as if cleared at once.
@@ -767,27 +768,27 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += base.eq(Mux(cleared, 0, counters))
         m.d.sync += [counters.eq(base), counters.cycles.eq(base.cycles + 1),
                      counters.mem_lines.eq(base.mem_lines + beat_in)]
-        with m.If(lookup6):
+        with m.If(lookup7):
             m.d.sync += [
                 counters.lookups.eq(base.lookups + 1),
-                counters.static_hits.eq(base.static_hits + (f6.kind == _Kind.STATIC)),
-                counters.range_errors.eq(base.range_errors + (f6.kind == _Kind.ZERO)),
-                counters.line_hits.eq(base.line_hits + _popcount(hit6)),
+                counters.static_hits.eq(base.static_hits + (f7.kind == _Kind.STATIC)),
+                counters.range_errors.eq(base.range_errors + (f7.kind == _Kind.ZERO)),
+                counters.line_hits.eq(base.line_hits + _popcount(hit7)),
                 counters.line_misses.eq(base.line_misses + _popcount(missing)),
-                counters.evictions.eq(base.evictions + _popcount(evict6 & missing)),
+                counters.evictions.eq(base.evictions + _popcount(evict7 & missing)),
             ]
 
-        # An UPDATE's on-chip writes, one cycle after F6 (the data side is idle: UPDATE waits for it).
+        # An UPDATE's on-chip writes, one cycle after F7 (the data side is idle: UPDATE waits for it).
         update = Signal(data.StructLayout({"static": unsigned(banks), "dynamic": unsigned(banks),
                                            "static_addr": range(max(g.static_rows, 2)),
                                            "dyn_addr": unsigned(max(ceil_log2(g.sets_per_bank * g.ways), 1))}))
-        updating = f6_valid & f6.update
+        updating = f7_valid & f7.update
         m.d.sync += [
-            update.static.eq(Mux(updating & (f6.kind == _Kind.STATIC), C(1, banks) << f6.offset, 0)),
-            update.dynamic.eq(Mux(updating & dynamic6, hit6 & (C(1, banks) << f6.offset), 0)),
-            update.static_addr.eq(f6.static_line >> bank_bits),
-            update.dyn_addr.eq(f6.line[bank_bits:bank_bits + set_bits] * g.ways
-                               + Array(ways6[b] for b in range(banks))[f6.offset] if g.ways else 0),
+            update.static.eq(Mux(updating & (f7.kind == _Kind.STATIC), C(1, banks) << f7.offset, 0)),
+            update.dynamic.eq(Mux(updating & dynamic7, hit7 & (C(1, banks) << f7.offset), 0)),
+            update.static_addr.eq(f7.static_line >> bank_bits),
+            update.dyn_addr.eq(f7.line[bank_bits:bank_bits + set_bits] * g.ways
+                               + Array(ways7[b] for b in range(banks))[f7.offset] if g.ways else 0),
         ]
         self._cache_writes(m, storage, assembler, preloader, update, update_data)
 
@@ -797,7 +798,8 @@ class EmbeddingUnit(wiring.Component):
         # safe. ---
         busy = Signal(init=1)
         m.d.sync += busy.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
-                            (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle | ~requant.idle |
+                            f7_valid | (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle |
+                            ~requant.idle |
                             (credit != 0) | (release != 0) | unused | preloader.busy | flushing |
                             update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
@@ -908,19 +910,21 @@ class EmbeddingUnit(wiring.Component):
                              port.data.eq(Mux(up, update_data, fill.data))]
 
     def _tags(self, m, storage, stages, allocate, flushing, hit, evict, ways):
-        """Tag sets: read at F2, registered at F3, compared at F4, decided and rewritten at F5.
+        """Tag sets: read at F2, out of the block RAM at F4, registered into F5, compared at F5, decided and
+        rewritten at F6.
 
-        The sets written by the three items ahead are still old in the block RAM. F4 takes the set from the newer of
-        the writes two or three items ahead (or from the block RAM) and compares its tags. If the item just ahead
-        (deciding in F5 meanwhile) writes the same set, F5 starts from that write instead; it differs from what F4
-        compared only in the one way that item took, whose tag is known, so only "same tag as the item ahead" is
-        needed. The single-cycle loop from one item's decision to the next one's is then: hit vector, victim, way
-        chosen, new LRU order (about four LUT levels). The LRU order is one bit per pair of ways ("x is older than
-        y")."""
+        The sets written by the four items ahead are still old in the block RAM. F5 takes the set from the newest
+        of the writes two, three or four items ahead (or from the block RAM) and compares its tags. If the item just
+        ahead (deciding in F6 meanwhile) writes the same set, F6 starts from that write instead; it differs from
+        what F5 compared only in the one way that item took, whose tag is known, so only "same tag as the item
+        ahead" is needed. The single-cycle loop from one item's decision to the next one's is then: hit vector,
+        victim, way chosen, new LRU order (about four LUT levels). The LRU order is one bit per pair of ways ("x
+        is older than y")."""
         g, lay = self.geometry, self.layouts
-        f2, f3, f4, f5, f6 = stages
+        f2, f4, f5, f6 = stages
         banks, n_ways, bank_bits = g.banks, g.ways, g.bank_bits
         set_bits = ceil_log2(g.sets_per_bank)
+        forwarded = 3    # writes two, three and four items ahead
 
         def set_of(stage):
             return stage.line[bank_bits:bank_bits + set_bits]
@@ -928,11 +932,17 @@ class EmbeddingUnit(wiring.Component):
         def tag_of(stage):
             return stage.line >> (bank_bits + set_bits)
 
-        # Whether the F4 item's set is the one of the item ahead (in F5), two ahead or three ahead, decided at F3;
-        # and whether its tag equals the tag of the item ahead.
-        same_a, same_1, same_2, same_tag = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [same_a.eq(set_of(f3) == set_of(f4)), same_1.eq(set_of(f3) == set_of(f5)),
-                     same_2.eq(set_of(f3) == set_of(f6)), same_tag.eq(tag_of(f4) == tag_of(f5))]
+        # The sets of the writes of the last cycles (those of item F6 had one cycle ago, two cycles ago, ...).
+        written_sets = [Signal(max(set_bits, 1), name=f"written_set{k}", reset_less=True) for k in range(forwarded)]
+        m.d.sync += [written_sets[0].eq(set_of(f6)), *(written_sets[k].eq(written_sets[k - 1])
+                                                         for k in range(1, forwarded))]
+        # Decided at F4 for F5: is the set the one of the item ahead (F5 now, F6 then), or of the writes two, three,
+        # four items ahead (F6 and the last two writes now); and at F5 for F6: the tag of the item ahead.
+        same_a, same_tag = Signal(), Signal()
+        same = [Signal(name=f"same{k}") for k in range(forwarded)]
+        m.d.sync += [same_a.eq(set_of(f4) == set_of(f5)), same[0].eq(set_of(f4) == set_of(f6)),
+                     *(same[k].eq(set_of(f4) == written_sets[k - 1]) for k in range(1, forwarded)),
+                     same_tag.eq(tag_of(f5) == tag_of(f6))]
 
         # Flush: walk the sets of every bank, writing "all invalid" (all-zero order bits: way w is older than every
         # way below it, so ways fill from the highest).
@@ -947,41 +957,47 @@ class EmbeddingUnit(wiring.Component):
         def older(order, x, y):
             return order[pairs.index((x, y))] if x < y else ~order[pairs.index((y, x))]
 
-        tag = tag_of(f5)
+        tag = tag_of(f6)
         for b in range(banks):
-            (rd_addr, stored), wr = storage["tag_rd"][b], storage["tag_wr"][b]   # stored: at F4 (RegisteredRAM)
+            (rd_addr, from_ram), wr = storage["tag_rd"][b], storage["tag_wr"][b]   # from_ram: at F4
+            stored = Signal(lay.tags, name=f"stored{b}", reset_less=True)
             m.d.comb += rd_addr.eq(set_of(f2))
-            # The last three writes: d0 the one being decided (F5), d1 and d2 the two before it.
-            write = allocate & f5.active[b]
+            m.d.sync += stored.eq(from_ram)
+            # The writes: the one being decided (F6) and the last three.
+            write = allocate & f6.active[b]
             new = Signal(lay.tags, name=f"new_tags{b}")
             chosen = Signal(n_ways, name=f"chosen{b}")
-            w1, w2 = Signal(name=f"written1_{b}"), Signal(name=f"written2_{b}")
-            d1 = Signal(lay.tags, name=f"written1_{b}_tags", reset_less=True)
-            d2 = Signal(lay.tags, name=f"written2_{b}_tags", reset_less=True)
+            wrote = [Signal(name=f"wrote{k}_{b}") for k in range(forwarded)]
+            sets = [Signal(lay.tags, name=f"written{k}_{b}", reset_less=True) for k in range(forwarded)]
             chosen1 = Signal(n_ways, name=f"chosen1_{b}", reset_less=True)
-            m.d.sync += [w1.eq(write), d1.eq(new), chosen1.eq(chosen), w2.eq(w1), d2.eq(d1)]
+            m.d.sync += [wrote[0].eq(write), sets[0].eq(new), chosen1.eq(chosen),
+                         *(wrote[k].eq(wrote[k - 1]) for k in range(1, forwarded)),
+                         *(sets[k].eq(sets[k - 1]) for k in range(1, forwarded))]
 
-            # F5: the set as F4 compared it, and as the item sees it (the write of the item ahead, if that is this set).
-            start5 = Signal(lay.tags, name=f"start{b}", reset_less=True)
-            patch5 = Signal(name=f"patch{b}")
-            early5 = Signal(n_ways, name=f"early_hits{b}", reset_less=True)
+            # F6: the set as F5 compared it, and as the item sees it (the write of the item ahead, if that is this set).
+            start6 = Signal(lay.tags, name=f"start{b}", reset_less=True)
+            patch6 = Signal(name=f"patch{b}")
+            early6 = Signal(n_ways, name=f"early_hits{b}", reset_less=True)
             current = Signal(lay.tags, name=f"current{b}")
-            m.d.comb += current.eq(Mux(patch5, d1, start5))
+            m.d.comb += current.eq(Mux(patch6, sets[0], start6))
 
-            # F4: the set from the writes two or three items ahead or the block RAM, and the hits there.
-            start4 = Signal(lay.tags, name=f"start4_{b}")
-            m.d.comb += start4.eq(Mux(w1 & same_1, d1, Mux(w2 & same_2, d2, stored)))
-            m.d.sync += [start5.eq(start4), patch5.eq(write & same_a),
-                         early5.eq(Cat(start4.valid[w] & (start4.tag[w] == tag_of(f4)) for w in range(n_ways)))]
+            # F5: the set from the newest of the writes two to four items ahead or the block RAM, and the hits there.
+            start5 = Signal(lay.tags, name=f"start5_{b}")
+            choice = stored
+            for k in reversed(range(forwarded)):
+                choice = Mux(wrote[k] & same[k], sets[k], choice)
+            m.d.comb += start5.eq(choice)
+            m.d.sync += [start6.eq(start5), patch6.eq(write & same_a),
+                         early6.eq(Cat(start5.valid[w] & (start5.tag[w] == tag_of(f5)) for w in range(n_ways)))]
 
-            # F5: hits (the way the item ahead took holds its tag), victim (the way older than all others), the way
+            # F6: hits (the way the item ahead took holds its tag), victim (the way older than all others), the way
             # chosen, and the new set.
             hits = Signal(n_ways, name=f"hits{b}")
             victim = Signal(n_ways, name=f"victim{b}")
             order = current.older
             for w in range(n_ways):
                 m.d.comb += [
-                    hits[w].eq(Mux(patch5 & chosen1[w], same_tag, early5[w])),
+                    hits[w].eq(Mux(patch6 & chosen1[w], same_tag, early6[w])),
                     victim[w].eq(Cat(C(1, 1), *(older(order, w, x) for x in range(n_ways) if x != w)).all()),
                 ]
             m.d.comb += chosen.eq(Mux(hits.any(), hits, victim))
@@ -995,7 +1011,7 @@ class EmbeddingUnit(wiring.Component):
                 ways[b].eq(Cat(Cat(C(0, 1), *(chosen[w] for w in range(n_ways) if w >> k & 1)).any()
                                for k in range(len(ways[b])))),
                 evict[b].eq((victim & current.valid).any()),
-                wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, set_of(f5))),
+                wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, set_of(f6))),
                 wr.data.eq(Mux(flushing, 0, new)),
             ]
 
