@@ -333,13 +333,14 @@ class _RowAssembler(wiring.Component):
 
     C0 (the entry taken from the queue, in registers) takes the entry's missing lines, one per memory beat in bank
     order, writing each into its dynamic cache way; when the last is in, it reads the hit lines and static lines.
-    D1: the block RAMs read, and each bank's source and each row position's bank are decoded (one-hot); D2:
-    the block RAMs' registered outputs are selected per bank and rotated into line order (AND-OR with the
-    registered one-hot selects), into a small row queue with a registered output. C0 completes an entry only when
-    the queue has room for everything in D1 and D2, so D1 and D2 never stall.
+    D1: the block RAM accesses (fills and reads), registered; D3: the block RAMs' registered outputs arrive, and
+    each bank's source and each row position's bank are decoded (one-hot); D4: the data, registered once more,
+    are selected per bank and rotated into line order (AND-OR with the registered selects), into a small row
+    queue with a registered output. C0 completes an entry only when the queue has room for everything in D1-D4,
+    so they never stall.
     """
 
-    _QUEUE = 8   # rows in D1, D2 and the queue: a row takes four cycles from C0 to the pooler
+    _QUEUE = 8   # rows in D1-D4 and the queue: a row is counted for six cycles when the pooler takes one per cycle
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -365,7 +366,7 @@ class _RowAssembler(wiring.Component):
         banks, width = g.banks, 8 * g.line_bytes
         entry = self.entries.payload
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.layouts.row.size, depth=self._QUEUE)
-        used = Signal(range(self._QUEUE + 1))   # rows in D1, D2 and the queue
+        used = Signal(range(self._QUEUE + 1))   # rows in D1-D4 and the queue
         room = used < self._QUEUE
 
         # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
@@ -397,50 +398,62 @@ class _RowAssembler(wiring.Component):
             m.d.comb += lines_in[b].eq(Mux(take & nxt[b], self.resp.payload, pending[b]))
             with m.If(take & nxt[b]):
                 m.d.sync += pending[b].eq(self.resp.payload)
+            # D1: the block RAM accesses, registered: the line that arrived is written, a completed entry read.
             if g.ways:
                 addr = c0.set * g.ways + c0.way[b]
-                m.d.comb += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
+                m.d.sync += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
                              self.fill[b].data.eq(self.resp.payload), self.dyn_rd[b].addr.eq(addr)]
             if g.static_rows:
-                m.d.comb += self.static_rd[b].addr.eq(c0.static_addr)
+                m.d.sync += self.static_rd[b].addr.eq(c0.static_addr)
 
-        # D1: the block RAMs read (RegisteredRAM: the data arrive at D2); each bank's source and each row
-        # position's bank are decoded. D2: selected per bank and rotated.
-        d1_valid, d2_valid = Signal(), Signal()
-        d1 = Signal(data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
-                                       "bag": self.layouts.bag}), reset_less=True)
-        d1_lines, d2_lines = Signal.like(pending), Signal.like(pending)
-        d2_bag = Signal(self.layouts.bag, reset_less=True)
+        # D1-D3: the entry and its lines from memory follow the block RAMs' reads (RegisteredRAM: the data arrive
+        # at D3); at D3 each bank's source and each row position's bank are decoded (one-hot). D4: the block RAMs'
+        # data registered once more (they come from across the chip), selected per bank and rotated.
+        info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
+                                  "bag": self.layouts.bag})
+        d_valid = [Signal(name=f"d{k}_valid") for k in range(1, 5)]
+        d_info = [Signal(info, name=f"d{k}", reset_less=True) for k in range(1, 4)]
+        d_lines = [Signal.like(pending, name=f"d{k}_lines", reset_less=True) for k in range(1, 5)]
+        m.d.sync += [d_valid[0].eq(done), d_info[0].kind.eq(c0.kind), d_info[0].offset.eq(c0.offset),
+                     d_info[0].active.eq(c0.active), d_info[0].hit.eq(c0.hit), d_info[0].bag.eq(c0.bag),
+                     d_lines[0].eq(lines_in),
+                     *(d_valid[k].eq(d_valid[k - 1]) for k in range(1, 4)),
+                     *(d_info[k].eq(d_info[k - 1]) for k in range(1, 3)),
+                     *(d_lines[k].eq(d_lines[k - 1]) for k in range(1, 4))]
+        d3, d4_lines = d_info[2], d_lines[3]
+        d4_bag = Signal(self.layouts.bag, reset_less=True)
         # Per bank: the line from memory (a miss), the dynamic cache (a hit), the static cache; per row position j,
         # the bank it takes (offset + j).
         sources = data.StructLayout({"memory": banks, "dynamic": banks, "static": banks})
-        d2_source = Signal(sources, reset_less=True)
-        d2_bank = Signal(data.ArrayLayout(banks, banks), reset_less=True)
-        dynamic1 = d1.kind == _Kind.DYNAMIC
-        m.d.sync += [d1_valid.eq(done), d1.kind.eq(c0.kind), d1.offset.eq(c0.offset), d1.active.eq(c0.active),
-                     d1.hit.eq(c0.hit), d1.bag.eq(c0.bag), d1_lines.eq(lines_in),
-                     d2_valid.eq(d1_valid), d2_bag.eq(d1.bag), d2_lines.eq(d1_lines),
-                     d2_source.memory.eq(Mux(dynamic1, d1.active & ~d1.hit, 0)),
-                     d2_source.dynamic.eq(Mux(dynamic1, d1.active & d1.hit, 0) if g.ways else 0),
-                     d2_source.static.eq(Mux(d1.kind == _Kind.STATIC, d1.active, 0) if g.static_rows else 0)]
+        d4_source = Signal(sources, reset_less=True)
+        d4_bank = Signal(data.ArrayLayout(banks, banks), reset_less=True)
+        dynamic3 = d3.kind == _Kind.DYNAMIC
+        m.d.sync += [d4_bag.eq(d3.bag),
+                     d4_source.memory.eq(Mux(dynamic3, d3.active & ~d3.hit, 0)),
+                     d4_source.dynamic.eq(Mux(dynamic3, d3.active & d3.hit, 0) if g.ways else 0),
+                     d4_source.static.eq(Mux(d3.kind == _Kind.STATIC, d3.active, 0) if g.static_rows else 0)]
         for j in range(banks):
-            m.d.sync += d2_bank[j].eq(C(1, banks) << ((d1.offset + j)[:g.bank_bits] if banks > 1 else 0))
+            m.d.sync += d4_bank[j].eq(C(1, banks) << ((d3.offset + j)[:g.bank_bits] if banks > 1 else 0))
         by_bank = []
         for b in range(banks):
-            terms = [Mux(d2_source.memory[b], d2_lines[b], 0)]
+            terms = [Mux(d4_source.memory[b], d4_lines[b], 0)]
             if g.ways:
-                terms.append(Mux(d2_source.dynamic[b], self.dyn_rd[b].data, 0))
+                dynamic = Signal(width, name=f"dynamic{b}", reset_less=True)
+                m.d.sync += dynamic.eq(self.dyn_rd[b].data)
+                terms.append(Mux(d4_source.dynamic[b], dynamic, 0))
             if g.static_rows:
-                terms.append(Mux(d2_source.static[b], self.static_rd[b].data, 0))
+                static = Signal(width, name=f"static{b}", reset_less=True)
+                m.d.sync += static.eq(self.static_rd[b].data)
+                terms.append(Mux(d4_source.static[b], static, 0))
             line = Signal(width, name=f"bank{b}")
             m.d.comb += line.eq(_any_of(terms))
             by_bank.append(line)
         row = Signal(self.layouts.row)
         m.d.comb += [
-            row.data.eq(Cat(*(_any_of([Mux(d2_bank[j][b], by_bank[b], 0) for b in range(banks)])
+            row.data.eq(Cat(*(_any_of([Mux(d4_bank[j][b], by_bank[b], 0) for b in range(banks)])
                               for j in range(banks)))),
-            row.bag.eq(d2_bag),
-            queue.w_en.eq(d2_valid), queue.w_data.eq(row),
+            row.bag.eq(d4_bag),
+            queue.w_en.eq(d_valid[3]), queue.w_data.eq(row),
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
             self.idle.eq((used == 0) & ~c0_valid),
         ]
@@ -572,10 +585,10 @@ class _Preloader(wiring.Component):
             self.req.payload.addr.eq(span.mem_base + issued),
             self.req.payload.length.eq(length - 1),
             self.resp.ready.eq(self.busy),
-            self.write.en.eq(self.resp.valid & self.busy),
-            self.write.line.eq(span.static_base + received),
-            self.write.data.eq(self.resp.payload),
         ]
+        # The static cache write of each line, registered (the block RAMs are spread over the chip).
+        m.d.sync += [self.write.en.eq(self.resp.valid & self.busy), self.write.line.eq(span.static_base + received),
+                     self.write.data.eq(self.resp.payload)]
         with m.If(self.req.valid & self.req.ready):
             m.d.sync += issued.eq(issued + length)
         with m.If(self.resp.valid & self.resp.ready):
@@ -800,7 +813,7 @@ class EmbeddingUnit(wiring.Component):
         m.d.sync += busy.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
                             f7_valid | (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle |
                             ~requant.idle |
-                            (credit != 0) | (release != 0) | unused | preloader.busy | flushing |
+                            (credit != 0) | (release != 0) | unused | preloader.busy | preloader.write.en | flushing |
                             update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
         counters_valid = Signal()
