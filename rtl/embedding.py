@@ -671,11 +671,13 @@ class EmbeddingUnit(wiring.Component):
         cfg_write, cfg_read = storage["cfg_write"], storage["cfg_read"]
         m.d.comb += [self.cmd.ready.eq(~f1_valid | f1_done), cfg_read.addr.eq(self.cmd.payload.table),
                      cfg_read.en.eq(self.cmd.valid & self.cmd.ready), cfg.eq(cfg_read.data)]
-        # The command's operation, decoded on entry (one-hot, zero when F1 is empty or the operation unknown).
-        f1_is = Signal(data.StructLayout({op.name.lower(): 1 for op in EmbeddingOp}))
+        # The command's operation, decoded on entry (one-hot, zero when F1 is empty).
+        f1_is = Signal(data.StructLayout({**{op.name.lower(): 1 for op in EmbeddingOp}, "unknown": 1}))
         with m.If(self.cmd.valid & self.cmd.ready):
+            op = self.cmd.payload.op
             m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload),
-                         *(f1_is[op.name.lower()].eq(self.cmd.payload.op == op) for op in EmbeddingOp)]
+                         *(f1_is[o.name.lower()].eq(op == o) for o in EmbeddingOp),
+                         f1_is.unknown.eq(~Cat(op == o for o in EmbeddingOp).any())]
         with m.Elif(f1_done):
             m.d.sync += [f1_valid.eq(0), f1_is.eq(0)]
         stage = data.StructLayout({
@@ -821,27 +823,26 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += [self.counters.valid.eq(counters_valid), self.counters.payload.eq(counters_out)]
         with m.If(self.counters.valid & self.counters.ready):
             m.d.sync += counters_valid.eq(0)
-        quiet = ~flushing & ~preloader.busy
-        with m.If(f1_is.lookup):
-            m.d.comb += [f1_pass.eq(quiet & ~skid_valid), f1_done.eq(f1_pass)]
-        with m.Elif(f1_is.update):
-            m.d.comb += [f1_pass.eq(~busy & ~skid_valid), f1_done.eq(f1_pass)]
-        with m.Elif(f1_is.config):
-            m.d.comb += [f1_done.eq(~busy), cfg_write.en.eq(~busy)]
-        with m.Elif(f1_is.preload):
-            m.d.comb += [preloader.start.valid.eq(~busy), f1_done.eq(~busy)]
-        with m.Elif(f1_is.flush):
-            m.d.comb += f1_done.eq(~busy)
-            if g.ways:
-                with m.If(~busy):
-                    m.d.sync += flushing.eq(1)
-        with m.Elif(f1_is.counters):
-            m.d.comb += f1_done.eq(~busy & ~counters_valid)
-            with m.If(f1_done):
-                m.d.sync += [counters_valid.eq(1), counters_out.eq(counters)]
-                m.d.comb += clear.eq(f1.arg.counters.clear)
-        with m.Elif(f1_valid):
-            m.d.comb += f1_done.eq(1)  # unknown operations are dropped
+        # No flush or preload running or being started (registered: a lookup after them waits a cycle more).
+        quiet = Signal()
+        m.d.sync += quiet.eq(~flushing & ~preloader.busy & ~((f1_is.flush | f1_is.preload) & ~busy))
+        # Every operation's condition directly from registers (one level of logic, not a priority chain).
+        pass_lookup = f1_is.lookup & quiet & ~skid_valid
+        pass_update = f1_is.update & ~busy & ~skid_valid
+        snapshot = f1_is.counters & ~busy & ~counters_valid
+        m.d.comb += [
+            f1_pass.eq(pass_lookup | pass_update),
+            f1_done.eq(pass_lookup | pass_update | ((f1_is.config | f1_is.preload | f1_is.flush) & ~busy) | snapshot
+                       | f1_is.unknown),   # unknown operations are dropped
+            cfg_write.en.eq(f1_is.config & ~busy),
+            preloader.start.valid.eq(f1_is.preload & ~busy),
+            clear.eq(snapshot & f1.arg.counters.clear),
+        ]
+        if g.ways:
+            with m.If(f1_is.flush & ~busy):
+                m.d.sync += flushing.eq(1)
+        with m.If(snapshot):
+            m.d.sync += [counters_valid.eq(1), counters_out.eq(counters)]
         m.d.comb += [
             cfg_write.addr.eq(f1.table), cfg_write.data.eq(f1.arg.config),
             preloader.start.payload.mem_base.eq(cfg.mem_base),
