@@ -303,25 +303,31 @@ class Requantizer(wiring.Component):
 # --- Pooling ----------------------------------------------------------------------------------------------
 
 class _Pooler(wiring.Component):
-    """Sum the rows of each bag into accumulators; one row per cycle. A bag's last row hands its sums to the
-    requantiser directly, so only that row can wait, and only on the requantiser's (registered) room."""
+    """Sum the rows of each bag into accumulators; one row per cycle. A bag's sums are offered from the
+    accumulators themselves the cycle after its last row (a register-to-register copy into the requantiser);
+    rows wait only while the sums are offered and not taken."""
 
     def __init__(self, layouts):
         self.layouts = layouts
-        super().__init__({"rows": In(stream.Signature(layouts.row)), "sums": Out(stream.Signature(layouts.sum))})
+        super().__init__({"rows": In(stream.Signature(layouts.row)), "sums": Out(stream.Signature(layouts.sum)),
+                          "idle": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         g = self.layouts.g
         acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes), reset_less=True)
         first = Signal(init=1)
-        out = self.sums.payload
+        bag = Signal(self.layouts.bag, reset_less=True)
+        offered = Signal()      # acc holds a bag's sums
         row = self.rows.payload
-        m.d.comb += [out.acc[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)]
-        m.d.comb += [out.bag.eq(row.bag), self.rows.ready.eq(~row.bag.last | self.sums.ready),
-                     self.sums.valid.eq(self.rows.valid & row.bag.last)]
+        m.d.comb += [self.rows.ready.eq(~offered | self.sums.ready),
+                     self.sums.valid.eq(offered), self.sums.payload.acc.eq(acc), self.sums.payload.bag.eq(bag),
+                     self.idle.eq(~offered)]
+        with m.If(self.sums.valid & self.sums.ready):
+            m.d.sync += offered.eq(0)
         with m.If(self.rows.valid & self.rows.ready):
-            m.d.sync += [acc.eq(out.acc), first.eq(row.bag.last)]
+            m.d.sync += [*(acc[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)),
+                         first.eq(row.bag.last), bag.eq(row.bag), offered.eq(row.bag.last)]
         return m
 
 
@@ -814,7 +820,7 @@ class EmbeddingUnit(wiring.Component):
         busy = Signal(init=1)
         m.d.sync += busy.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
                             f7_valid | (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle |
-                            ~requant.idle |
+                            ~pooler.idle | ~requant.idle |
                             (credit != 0) | (release != 0) | unused | preloader.busy | preloader.write.en | flushing |
                             update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
