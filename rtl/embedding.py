@@ -164,6 +164,64 @@ def _lowest(value):
     return value & (~value + 1)
 
 
+# --- Queues -----------------------------------------------------------------------------------------------
+
+class _Queue(wiring.Component):
+    """First-in first-out queue in LUT RAM with a registered output. Writes are not checked: the writer keeps
+    count through ``level`` (so the write enable goes straight to the LUT RAM)."""
+
+    def __init__(self, width, depth):
+        self.width, self.depth = width, depth
+        super().__init__({"w_en": In(1), "w_data": In(width), "r": Out(stream.Signature(width)),
+                          "level": Out(range(depth + 2))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.storage = storage = Memory(shape=self.width, depth=self.depth, init=[])
+        write, read = storage.write_port(), storage.read_port(domain="comb")
+        produce, consume = Signal(range(self.depth)), Signal(range(self.depth))
+        stored = Signal(range(self.depth + 1))
+        out = Signal(self.width, reset_less=True)
+        out_valid = Signal()
+        load = (stored != 0) & (~out_valid | self.r.ready)
+
+        def advance(pointer):
+            return Mux(pointer == self.depth - 1, 0, pointer + 1)
+
+        m.d.comb += [write.en.eq(self.w_en), write.addr.eq(produce), write.data.eq(self.w_data),
+                     read.addr.eq(consume), self.r.valid.eq(out_valid), self.r.payload.eq(out)]
+        with m.If(self.w_en):
+            m.d.sync += produce.eq(advance(produce))
+        with m.If(load):
+            m.d.sync += [consume.eq(advance(consume)), out.eq(read.data), out_valid.eq(1)]
+        with m.Elif(self.r.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.sync += [stored.eq(stored + self.w_en - load),
+                     self.level.eq(self.level + self.w_en - (self.r.valid & self.r.ready))]
+        return m
+
+
+class _RegisterSlice(wiring.Component):
+    """Two-entry register slice: ``i.ready`` is a register and ``o`` comes from a register, so nothing
+    combinational passes between its sides."""
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        shape = self.i.payload.shape()
+        main, spare = Signal(shape, reset_less=True), Signal(shape, reset_less=True)
+        main_valid, spare_valid = Signal(), Signal()
+        m.d.comb += [self.i.ready.eq(~spare_valid), self.o.valid.eq(main_valid), self.o.payload.eq(main)]
+        with m.If(~main_valid | self.o.ready):
+            m.d.sync += [main.eq(Mux(spare_valid, spare, self.i.payload)), main_valid.eq(spare_valid | self.i.valid),
+                         spare_valid.eq(0)]
+        with m.Elif(self.i.valid & self.i.ready):
+            m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+        return m
+
+
 # --- Requantisation ---------------------------------------------------------------------------------------
 
 class Requantizer(wiring.Component):
@@ -203,9 +261,11 @@ class Requantizer(wiring.Component):
         m = Module()
         g = self.layouts.g
         lanes, chunks = g.requant_lanes, g.row_bytes // g.requant_lanes
-        m.submodules.out = out = fifo.SyncFIFOBuffered(width=self.layouts.pooled.size, depth=self._QUEUE)
+        m.submodules.out = out = _Queue(self.layouts.pooled.size, self._QUEUE)
+        # hot: the chunk (one-hot), past: the chunks after it (zero in the output).
         meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": self.layouts.bag["table"].shape,
-                                  "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1})
+                                  "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1,
+                                  "hot": chunks, "past": chunks})
         valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
         metas = [Signal(meta, name=f"meta{k}", reset_less=True) for k in range(self.STAGES)]
         m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
@@ -252,6 +312,8 @@ class Requantizer(wiring.Component):
             metas[0].chunk.eq(chunk), metas[0].last.eq(chunk == last_chunk), metas[0].table.eq(bag.table),
             metas[0].end.eq(bag.end), metas[0].m.eq(bag.m), metas[0].shift.eq(Mux(bag.s == 0, 0, bag.s - 1)),
             metas[0].s_zero.eq(bag.s == 0),
+            metas[0].hot.eq(C(1, chunks) << chunk),
+            metas[0].past.eq(Cat(chunk < c for c in range(chunks))),
         ]
 
         # The lanes: select, multiply, coarse shift, fine shift and saturate, round and clamp.
@@ -287,14 +349,14 @@ class Requantizer(wiring.Component):
         for c in range(chunks):
             part = slice(c * lanes * 8, (c + 1) * lanes * 8)
             m.d.comb += complete.as_value()[part].eq(
-                Mux(done.chunk == c, here, Mux(done.chunk < c, 0, vector.as_value()[part])))
+                Mux(done.hot[c], here, Mux(done.past[c], 0, vector.as_value()[part])))
         with m.If(valid[-1]):
             m.d.sync += vector.eq(complete)
         pooled = Signal(self.layouts.pooled)
         m.d.comb += [
             pooled.table.eq(done.table), pooled.end.eq(done.end), pooled.data.eq(complete),
             out.w_en.eq(valid[-1] & done.last), out.w_data.eq(pooled),
-            self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
+            self.o.valid.eq(out.r.valid), self.o.payload.eq(out.r.payload), out.r.ready.eq(self.o.ready),
             self.idle.eq(~full.any() & ~Cat(*valid).any()),
         ]
         return m
@@ -856,16 +918,18 @@ class EmbeddingUnit(wiring.Component):
             preloader.start.payload.lines.eq(cfg.static_rows << cfg.row_lines if g.static_rows else 0),
         ]
 
-        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs). Only the handshakes
-        # are switched: the response data goes to both.
-        m.d.comb += [preloader.resp.payload.eq(self.mem.resp.payload), assembler.resp.payload.eq(self.mem.resp.payload),
+        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs). Responses pass a
+        # register slice (they come from off the unit); only the handshakes are switched, the data go to both.
+        m.submodules.resp = resp = _RegisterSlice(unsigned(width))
+        wiring.connect(m, wiring.flipped(self.mem.resp), resp.i)
+        m.d.comb += [preloader.resp.payload.eq(resp.o.payload), assembler.resp.payload.eq(resp.o.payload),
                      self.mem.req.payload.eq(Mux(preloader.busy, preloader.req.payload, splitter.req.payload))]
         with m.If(preloader.busy):
             m.d.comb += [self.mem.req.valid.eq(preloader.req.valid), preloader.req.ready.eq(self.mem.req.ready),
-                         preloader.resp.valid.eq(self.mem.resp.valid), self.mem.resp.ready.eq(preloader.resp.ready)]
+                         preloader.resp.valid.eq(resp.o.valid), resp.o.ready.eq(preloader.resp.ready)]
         with m.Else():
             m.d.comb += [self.mem.req.valid.eq(splitter.req.valid), splitter.req.ready.eq(self.mem.req.ready),
-                         assembler.resp.valid.eq(self.mem.resp.valid), self.mem.resp.ready.eq(assembler.resp.ready)]
+                         assembler.resp.valid.eq(resp.o.valid), resp.o.ready.eq(assembler.resp.ready)]
         return m
 
     def _addresses(self, m, f1, is_update, cfg, stage):
