@@ -203,17 +203,18 @@ class _Queue(wiring.Component):
 
 class _RegisterSlice(wiring.Component):
     """Two-entry register slice: ``i.ready`` is a register and ``o`` comes from a register, so nothing
-    combinational passes between its sides."""
+    combinational passes between its sides (``idle``: it holds nothing)."""
 
     def __init__(self, shape):
-        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)), "idle": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         shape = self.i.payload.shape()
         main, spare = Signal(shape, reset_less=True), Signal(shape, reset_less=True)
         main_valid, spare_valid = Signal(), Signal()
-        m.d.comb += [self.i.ready.eq(~spare_valid), self.o.valid.eq(main_valid), self.o.payload.eq(main)]
+        m.d.comb += [self.i.ready.eq(~spare_valid), self.o.valid.eq(main_valid), self.o.payload.eq(main),
+                     self.idle.eq(~main_valid & ~spare_valid)]
         with m.If(~main_valid | self.o.ready):
             m.d.sync += [main.eq(Mux(spare_valid, spare, self.i.payload)), main_valid.eq(spare_valid | self.i.valid),
                          spare_valid.eq(0)]
@@ -880,10 +881,12 @@ class EmbeddingUnit(wiring.Component):
         # shows only in the next); nothing starts by itself after everything is done, so a non-busy cycle is
         # safe. ---
         busy = Signal(init=1)
+        slices_idle = Signal()
         m.d.sync += busy.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
                             f7_valid | (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle |
                             ~pooler.idle | ~requant.idle |
                             (credit != 0) | (release != 0) | unused | preloader.busy | preloader.write.en | flushing |
+                            ~slices_idle |
                             update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
         counters_valid = Signal()
@@ -918,17 +921,21 @@ class EmbeddingUnit(wiring.Component):
             preloader.start.payload.lines.eq(cfg.static_rows << cfg.row_lines if g.static_rows else 0),
         ]
 
-        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs). Responses pass a
-        # register slice (they come from off the unit); only the handshakes are switched, the data go to both.
+        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs). Requests and
+        # responses pass register slices (memory is off the unit); only the handshakes are switched, the response
+        # data go to both.
+        m.submodules.req = req = _RegisterSlice(lay.memory.request)
         m.submodules.resp = resp = _RegisterSlice(unsigned(width))
+        m.d.comb += slices_idle.eq(req.idle & resp.idle)
+        wiring.connect(m, req.o, wiring.flipped(self.mem.req))
         wiring.connect(m, wiring.flipped(self.mem.resp), resp.i)
         m.d.comb += [preloader.resp.payload.eq(resp.o.payload), assembler.resp.payload.eq(resp.o.payload),
-                     self.mem.req.payload.eq(Mux(preloader.busy, preloader.req.payload, splitter.req.payload))]
+                     req.i.payload.eq(Mux(preloader.busy, preloader.req.payload, splitter.req.payload))]
         with m.If(preloader.busy):
-            m.d.comb += [self.mem.req.valid.eq(preloader.req.valid), preloader.req.ready.eq(self.mem.req.ready),
+            m.d.comb += [req.i.valid.eq(preloader.req.valid), preloader.req.ready.eq(req.i.ready),
                          preloader.resp.valid.eq(resp.o.valid), resp.o.ready.eq(preloader.resp.ready)]
         with m.Else():
-            m.d.comb += [self.mem.req.valid.eq(splitter.req.valid), splitter.req.ready.eq(self.mem.req.ready),
+            m.d.comb += [req.i.valid.eq(splitter.req.valid), splitter.req.ready.eq(req.i.ready),
                          assembler.resp.valid.eq(resp.o.valid), resp.o.ready.eq(assembler.resp.ready)]
         return m
 
