@@ -266,7 +266,7 @@ class Requantizer(wiring.Component):
         # hot: the chunk (one-hot), past: the chunks after it (zero in the output).
         meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": self.layouts.bag["table"].shape,
                                   "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1,
-                                  "hot": chunks, "past": chunks})
+                                  "hot": chunks, "past": chunks, "buffer": 1})
         valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
         metas = [Signal(meta, name=f"meta{k}", reset_less=True) for k in range(self.STAGES)]
         m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
@@ -282,27 +282,29 @@ class Requantizer(wiring.Component):
         chunk = Signal(range(max(chunks, 2)))
         last_chunk = Signal(range(max(chunks, 2)))
         elements = Signal(range(g.row_bytes + 1))
-        in_flight = Signal(range(self.STAGES + 1))
         m.d.comb += [
             work.eq(Mux(issuing, buffers[1].bag, buffers[0].bag)), busy.eq((full >> issuing)[0]),
             elements.eq(C(g.line_bytes) << work.row_lines),
             last_chunk.eq((elements - 1) >> ceil_log2(lanes)),
-            in_flight.eq(sum((v & mt.last for v, mt in zip(valid, metas)), start=C(0, 1))),
         ]
-        # Room for two more results (the one that may issue now and the one after it), decided a cycle ahead.
-        room = Signal()
-        m.d.sync += room.eq(out.level + in_flight + 2 <= self._QUEUE)
+        # Results issued and not yet taken from the output queue; room for two more (the one that may issue now
+        # and the one after it), decided a cycle ahead.
+        results, results_next = Signal(range(self._QUEUE + 2)), Signal(range(self._QUEUE + 2))
+        room = Signal(init=1)
         issue = busy & room
         final = issue & (chunk == last_chunk)
+        m.d.comb += results_next.eq(results - (self.o.valid & self.o.ready) + final)
+        m.d.sync += [results.eq(results_next), room.eq(results_next + 2 <= self._QUEUE)]
+        # The buffers' states next cycle, so that `i.ready` (a buffer is free) is a register.
         load = self.i.valid & self.i.ready
-        m.d.comb += self.i.ready.eq(~(full >> fill)[0])
+        ready = Signal(init=1)
+        full_next, fill_next = Signal(2), Signal()
         for k in range(2):
+            m.d.comb += full_next[k].eq(Mux(load & (fill == k), 1, Mux(final & (issuing == k), 0, full[k])))
             with m.If(load & (fill == k)):
-                m.d.sync += [buffers[k].eq(self.i.payload), full[k].eq(1)]
-            with m.Elif(final & (issuing == k)):
-                m.d.sync += full[k].eq(0)
-        with m.If(load):
-            m.d.sync += fill.eq(~fill)
+                m.d.sync += buffers[k].eq(self.i.payload)
+        m.d.comb += [fill_next.eq(fill ^ load), self.i.ready.eq(ready)]
+        m.d.sync += [full.eq(full_next), fill.eq(fill_next), ready.eq(~(full_next >> fill_next)[0])]
         with m.If(final):
             m.d.sync += issuing.eq(~issuing)
         with m.If(issue):
@@ -314,7 +316,7 @@ class Requantizer(wiring.Component):
             metas[0].end.eq(bag.end), metas[0].m.eq(bag.m), metas[0].shift.eq(Mux(bag.s == 0, 0, bag.s - 1)),
             metas[0].s_zero.eq(bag.s == 0),
             metas[0].hot.eq(C(1, chunks) << chunk),
-            metas[0].past.eq(Cat(chunk < c for c in range(chunks))),
+            metas[0].past.eq(Cat(chunk < c for c in range(chunks))), metas[0].buffer.eq(issuing),
         ]
 
         # The lanes: select, multiply, coarse shift, fine shift and saturate, round and clamp.
@@ -322,8 +324,9 @@ class Requantizer(wiring.Component):
         low, high = 2 * INT8_MIN - 2, 2 * INT8_MAX + 2
         results = []
         for lane in range(lanes):
-            x = Signal(signed(g.acc_bits), name=f"x{lane}", reset_less=True)
-            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}", reset_less=True)  # a register towards the multiplier
+            # The chunk's element from each buffer, then the buffer's (two registers towards the multiplier).
+            x = [Signal(signed(g.acc_bits), name=f"x{lane}_{k}", reset_less=True) for k in range(2)]
+            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}", reset_less=True)
             product = Signal(signed(product_bits), name=f"product{lane}", reset_less=True)
             coarse = Signal(signed(product_bits), name=f"coarse{lane}", reset_less=True)
             fine = Signal(signed(product_bits), name=f"fine{lane}", reset_less=True)
@@ -332,9 +335,9 @@ class Requantizer(wiring.Component):
             result = Signal(signed(8), name=f"result{lane}", reset_less=True)
             m.d.comb += rounded.eq(Mux(metas[5].s_zero, saturated, (saturated + 1) >> 1))
             m.d.sync += [
-                x.eq(Array(buffers[k].acc[c * lanes + lane] for k in range(2) for c in range(chunks))[
-                    Cat(chunk[:ceil_log2(chunks)], issuing) if chunks > 1 else issuing]),
-                x2.eq(x),
+                *(x[k].eq(Array(buffers[k].acc[c * lanes + lane] for c in range(chunks))[chunk] if chunks > 1
+                          else buffers[k].acc[lane]) for k in range(2)),
+                x2.eq(Mux(metas[0].buffer, x[1], x[0])),
                 product.eq(x2 * metas[1].m),
                 coarse.eq(product >> Cat(C(0, 3), metas[2].shift[3:])),
                 fine.eq(coarse >> metas[3].shift[:3]),
@@ -402,14 +405,15 @@ class _RowAssembler(wiring.Component):
 
     C0 (the entry taken from the queue, in registers) takes the entry's missing lines, one per memory beat in bank
     order, writing each into its dynamic cache way; when the last is in, it reads the hit lines and static lines.
-    D1: the block RAM accesses (fills and reads), registered; D3: the block RAMs' registered outputs arrive, and
-    each bank's source and each row position's bank are decoded (one-hot); D4: the data, registered once more,
-    are selected per bank and rotated into line order (AND-OR with the registered selects), into a small row
-    queue with a registered output. C0 completes an entry only when the queue has room for everything in D1-D4,
-    so they never stall.
+    D1: the block RAM accesses (fills and reads), registered; D4: the block RAMs' outputs arrive (registered in
+    front of the RAMs, inside and behind them), and each bank's source and each row position's bank are decoded
+    (one-hot); D5: the data, registered once more, are selected per bank and rotated into line order (AND-OR with
+    the registered selects), into a small row queue with a registered output. C0 completes an entry only when the
+    queue has room for everything in D1-D5, so they never stall.
     """
 
-    _QUEUE = 8   # rows in D1-D4 and the queue: a row is counted for six cycles when the pooler takes one per cycle
+    STAGES = 5   # D1-D5
+    _QUEUE = 8   # rows in D1-D5 and the queue: a row is counted for seven cycles when the pooler takes one per cycle
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -435,7 +439,7 @@ class _RowAssembler(wiring.Component):
         banks, width = g.banks, 8 * g.line_bytes
         entry = self.entries.payload
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.layouts.row.size, depth=self._QUEUE)
-        used = Signal(range(self._QUEUE + 1))   # rows in D1-D4 and the queue
+        used = Signal(range(self._QUEUE + 1))   # rows in D1-D5 and the queue
         room = used < self._QUEUE
 
         # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
@@ -475,54 +479,56 @@ class _RowAssembler(wiring.Component):
             if g.static_rows:
                 m.d.sync += self.static_rd[b].addr.eq(c0.static_addr)
 
-        # D1-D3: the entry and its lines from memory follow the block RAMs' reads (RegisteredRAM: the data arrive
-        # at D3); at D3 each bank's source and each row position's bank are decoded (one-hot). D4: the block RAMs'
-        # data registered once more (they come from across the chip), selected per bank and rotated.
+        # D1-D4: the entry and its lines from memory follow the block RAMs' reads (RegisteredRAM with input
+        # registers: the data arrive at D4); at D4 each bank's source and each row position's bank are decoded
+        # (one-hot). D5: the block RAMs' data registered once more (they come from across the chip), selected per
+        # bank and rotated.
         info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
                                   "bag": self.layouts.bag})
-        d_valid = [Signal(name=f"d{k}_valid") for k in range(1, 5)]
-        d_info = [Signal(info, name=f"d{k}", reset_less=True) for k in range(1, 4)]
-        d_lines = [Signal.like(pending, name=f"d{k}_lines", reset_less=True) for k in range(1, 5)]
+        n = self.STAGES
+        d_valid = [Signal(name=f"d{k}_valid") for k in range(1, n + 1)]
+        d_info = [Signal(info, name=f"d{k}", reset_less=True) for k in range(1, n)]
+        d_lines = [Signal.like(pending, name=f"d{k}_lines", reset_less=True) for k in range(1, n + 1)]
         m.d.sync += [d_valid[0].eq(done), d_info[0].kind.eq(c0.kind), d_info[0].offset.eq(c0.offset),
                      d_info[0].active.eq(c0.active), d_info[0].hit.eq(c0.hit), d_info[0].bag.eq(c0.bag),
                      d_lines[0].eq(lines_in),
-                     *(d_valid[k].eq(d_valid[k - 1]) for k in range(1, 4)),
-                     *(d_info[k].eq(d_info[k - 1]) for k in range(1, 3)),
-                     *(d_lines[k].eq(d_lines[k - 1]) for k in range(1, 4))]
-        d3, d4_lines = d_info[2], d_lines[3]
-        d4_bag = Signal(self.layouts.bag, reset_less=True)
+                     *(d_valid[k].eq(d_valid[k - 1]) for k in range(1, n)),
+                     *(d_info[k].eq(d_info[k - 1]) for k in range(1, n - 1)),
+                     *(d_lines[k].eq(d_lines[k - 1]) for k in range(1, n))]
+        d_before, d_last_lines = d_info[-1], d_lines[-1]
+        d_bag = Signal(self.layouts.bag, reset_less=True)
         # Per bank: the line from memory (a miss), the dynamic cache (a hit), the static cache; per row position j,
         # the bank it takes (offset + j).
         sources = data.StructLayout({"memory": banks, "dynamic": banks, "static": banks})
-        d4_source = Signal(sources, reset_less=True)
-        d4_bank = Signal(data.ArrayLayout(banks, banks), reset_less=True)
-        dynamic3 = d3.kind == _Kind.DYNAMIC
-        m.d.sync += [d4_bag.eq(d3.bag),
-                     d4_source.memory.eq(Mux(dynamic3, d3.active & ~d3.hit, 0)),
-                     d4_source.dynamic.eq(Mux(dynamic3, d3.active & d3.hit, 0) if g.ways else 0),
-                     d4_source.static.eq(Mux(d3.kind == _Kind.STATIC, d3.active, 0) if g.static_rows else 0)]
+        d_source = Signal(sources, reset_less=True)
+        d_bank = Signal(data.ArrayLayout(banks, banks), reset_less=True)
+        dynamic_before = d_before.kind == _Kind.DYNAMIC
+        m.d.sync += [d_bag.eq(d_before.bag),
+                     d_source.memory.eq(Mux(dynamic_before, d_before.active & ~d_before.hit, 0)),
+                     d_source.dynamic.eq(Mux(dynamic_before, d_before.active & d_before.hit, 0) if g.ways else 0),
+                     d_source.static.eq(Mux(d_before.kind == _Kind.STATIC, d_before.active, 0) if g.static_rows else 0)]
         for j in range(banks):
-            m.d.sync += d4_bank[j].eq(C(1, banks) << ((d3.offset + j)[:g.bank_bits] if banks > 1 else 0))
+            m.d.sync += d_bank[j].eq(C(1, banks) << ((d_before.offset + j)[:g.bank_bits] if banks > 1 else 0))
         by_bank = []
         for b in range(banks):
-            terms = [Mux(d4_source.memory[b], d4_lines[b], 0)]
+            terms = [Mux(d_source.memory[b], d_last_lines[b], 0)]
             if g.ways:
                 dynamic = Signal(width, name=f"dynamic{b}", reset_less=True)
                 m.d.sync += dynamic.eq(self.dyn_rd[b].data)
-                terms.append(Mux(d4_source.dynamic[b], dynamic, 0))
+                terms.append(Mux(d_source.dynamic[b], dynamic, 0))
             if g.static_rows:
                 static = Signal(width, name=f"static{b}", reset_less=True)
                 m.d.sync += static.eq(self.static_rd[b].data)
-                terms.append(Mux(d4_source.static[b], static, 0))
+                terms.append(Mux(d_source.static[b], static, 0))
             line = Signal(width, name=f"bank{b}")
             m.d.comb += line.eq(_any_of(terms))
             by_bank.append(line)
         row = Signal(self.layouts.row)
         m.d.comb += [
-            row.data.eq(Cat(*(_any_of([Mux(d4_bank[j][b], by_bank[b], 0) for b in range(banks)])
+            row.data.eq(Cat(*(_any_of([Mux(d_bank[j][b], by_bank[b], 0) for b in range(banks)])
                               for j in range(banks)))),
-            row.bag.eq(d4_bag),
-            queue.w_en.eq(d_valid[3]), queue.w_data.eq(row),
+            row.bag.eq(d_bag),
+            queue.w_en.eq(d_valid[-1]), queue.w_data.eq(row),
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
             self.idle.eq((used == 0) & ~c0_valid),
         ]
@@ -972,11 +978,13 @@ class EmbeddingUnit(wiring.Component):
                  "static_wr": [], "dyn_wr": [], "tag_rd": [], "tag_wr": []}
         for b in range(g.banks):
             if g.static_rows:
-                m.submodules[f"static{b}"] = ram = RegisteredRAM(width=width, depth=g.static_rows)
+                m.submodules[f"static{b}"] = ram = RegisteredRAM(width=width, depth=g.static_rows,
+                                                                 input_registers=True)
                 ports["static_wr"].append(_write_port(m, ram))
                 m.d.comb += [ram.r_addr.eq(assembler.static_rd[b].addr), assembler.static_rd[b].data.eq(ram.r_data)]
             if g.ways:
-                m.submodules[f"lines{b}"] = ram = RegisteredRAM(width=width, depth=g.sets_per_bank * g.ways)
+                m.submodules[f"lines{b}"] = ram = RegisteredRAM(width=width, depth=g.sets_per_bank * g.ways,
+                                                                input_registers=True)
                 ports["dyn_wr"].append(_write_port(m, ram))
                 m.d.comb += [ram.r_addr.eq(assembler.dyn_rd[b].addr), assembler.dyn_rd[b].data.eq(ram.r_data)]
                 m.submodules[f"tags{b}"] = ram = RegisteredRAM(width=lay.tags.size, depth=g.sets_per_bank)

@@ -321,7 +321,9 @@ class BlockRAMMemory(_Memory):
 
 class RegisteredRAM(wiring.Component):
     """Simple dual-port RAM whose read data is registered twice: ``r_data`` is the word at the ``r_addr`` of two
-    cycles before (read latency 2), for block RAM with its output register in use.
+    cycles before (read latency 2), for block RAM with its output register in use. With ``input_registers`` the
+    write port and the read address are registered first as well (write one cycle later, read latency 3), so
+    the paths into a block RAM far from its logic are single wires too.
 
     On ECP5 it is built from DP16KD blocks (1024 x 18 each) with ``REGMODE_B = "OUTREG"``: Yosys maps inferred
     memories without the output register (the data arrive about 5.6 ns into the cycle at speed grade 6, too late
@@ -333,6 +335,7 @@ class RegisteredRAM(wiring.Component):
     Parameters
     ----------
     width, depth : int
+    input_registers : bool
 
     Members
     -------
@@ -341,21 +344,30 @@ class RegisteredRAM(wiring.Component):
     r_addr : In
         Read address (read every cycle).
     r_data : Out
-        The word at ``r_addr`` two cycles earlier.
+        The word at ``r_addr`` :attr:`latency` cycles earlier.
     """
 
     TILE_DEPTH, TILE_WIDTH = 1024, 18
 
-    def __init__(self, *, width, depth):
+    def __init__(self, *, width, depth, input_registers=False):
         _check_positive("RAM width", width)
         _check_positive("RAM depth", depth)
-        self.width, self.depth = width, depth
+        self.width, self.depth, self.input_registers = width, depth, bool(input_registers)
+        #: Cycles from ``r_addr`` to ``r_data``.
+        self.latency = 3 if input_registers else 2
         bits = max((depth - 1).bit_length(), 1)
         super().__init__({"w_en": In(1), "w_addr": In(bits), "w_data": In(width), "r_addr": In(bits),
                           "r_data": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
+        if self.input_registers:
+            inner = RegisteredRAM(width=self.width, depth=self.depth)
+            m.submodules.inner = inner
+            m.d.sync += [inner.w_en.eq(self.w_en), inner.w_addr.eq(self.w_addr), inner.w_data.eq(self.w_data),
+                         inner.r_addr.eq(self.r_addr)]
+            m.d.comb += self.r_data.eq(inner.r_data)
+            return m
         if getattr(platform, "family", None) == "ecp5":
             self._ecp5(m)
             return m
