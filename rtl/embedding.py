@@ -213,13 +213,17 @@ class _RegisterSlice(wiring.Component):
         shape = self.i.payload.shape()
         main, spare = Signal(shape, reset_less=True), Signal(shape, reset_less=True)
         main_valid, spare_valid = Signal(), Signal()
+        free = ~main_valid | self.o.ready
         m.d.comb += [self.i.ready.eq(~spare_valid), self.o.valid.eq(main_valid), self.o.payload.eq(main),
                      self.idle.eq(~main_valid & ~spare_valid)]
-        with m.If(~main_valid | self.o.ready):
+        # The data registers' enables depend on registers and o.ready only; i.valid sets the flags.
+        with m.If(~spare_valid):
+            m.d.sync += spare.eq(self.i.payload)
+        with m.If(free):
             m.d.sync += [main.eq(Mux(spare_valid, spare, self.i.payload)), main_valid.eq(spare_valid | self.i.valid),
                          spare_valid.eq(0)]
         with m.Elif(self.i.valid & self.i.ready):
-            m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+            m.d.sync += spare_valid.eq(1)
         return m
 
 
@@ -356,12 +360,15 @@ class Requantizer(wiring.Component):
                 Mux(done.hot[c], here, Mux(done.past[c], 0, vector.as_value()[part])))
         with m.If(valid[-1]):
             m.d.sync += vector.eq(complete)
-        pooled = Signal(self.layouts.pooled)
+        # The queue's write, registered (the LUT RAM sits apart from the lanes).
+        pooled = Signal(self.layouts.pooled, reset_less=True)
+        write = Signal()
+        m.d.sync += [pooled.table.eq(done.table), pooled.end.eq(done.end), pooled.data.eq(complete),
+                     write.eq(valid[-1] & done.last)]
         m.d.comb += [
-            pooled.table.eq(done.table), pooled.end.eq(done.end), pooled.data.eq(complete),
-            out.w_en.eq(valid[-1] & done.last), out.w_data.eq(pooled),
+            out.w_en.eq(write), out.w_data.eq(pooled),
             self.o.valid.eq(out.r.valid), self.o.payload.eq(out.r.payload), out.r.ready.eq(self.o.ready),
-            self.idle.eq(~full.any() & ~Cat(*valid).any()),
+            self.idle.eq(~full.any() & ~Cat(*valid).any() & ~write),
         ]
         return m
 
@@ -440,24 +447,24 @@ class _RowAssembler(wiring.Component):
         entry = self.entries.payload
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.layouts.row.size, depth=self._QUEUE)
         used = Signal(range(self._QUEUE + 1))   # rows in D1-D5 and the queue
-        room = used < self._QUEUE
+        room = Signal(init=1)                   # used < _QUEUE, decided a cycle ahead
 
         # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
         # `nxt` the first of them, `only` whether it is the last one.
         c0_valid = Signal()
         c0 = Signal(self.layouts.entry, reset_less=True)
-        need, nxt, only = Signal(banks), Signal(banks), Signal()
+        need, nxt, only, need_any = Signal(banks), Signal(banks), Signal(), Signal()
         pending = Signal(data.ArrayLayout(unsigned(width), banks), reset_less=True)
         take, done = Signal(), Signal()
         m.d.comb += [
-            self.resp.ready.eq(c0_valid & need.any() & (~only | room)),
+            self.resp.ready.eq(c0_valid & need_any & (~only | room)),
             take.eq(self.resp.valid & self.resp.ready),
-            done.eq(c0_valid & room & (~need.any() | (take & only))),
+            done.eq(c0_valid & room & (~need_any | (take & only))),
             self.entries.ready.eq(~c0_valid | done),
         ]
 
         def remember(lines):
-            return [need.eq(lines), nxt.eq(_lowest(lines)), only.eq(lines == _lowest(lines))]
+            return [need.eq(lines), nxt.eq(_lowest(lines)), only.eq(lines == _lowest(lines)), need_any.eq(lines != 0)]
 
         with m.If(self.entries.valid & self.entries.ready):
             m.d.sync += [c0_valid.eq(1), c0.eq(entry),
@@ -532,7 +539,9 @@ class _RowAssembler(wiring.Component):
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
             self.idle.eq((used == 0) & ~c0_valid),
         ]
-        m.d.sync += used.eq(used + done - (self.rows.valid & self.rows.ready))
+        used_next = Signal.like(used)
+        m.d.comb += used_next.eq(used - (self.rows.valid & self.rows.ready) + done)
+        m.d.sync += [used.eq(used_next), room.eq(used_next < self._QUEUE)]
         return m
 
 
@@ -987,7 +996,8 @@ class EmbeddingUnit(wiring.Component):
                                                                 input_registers=True)
                 ports["dyn_wr"].append(_write_port(m, ram))
                 m.d.comb += [ram.r_addr.eq(assembler.dyn_rd[b].addr), assembler.dyn_rd[b].data.eq(ram.r_data)]
-                m.submodules[f"tags{b}"] = ram = RegisteredRAM(width=lay.tags.size, depth=g.sets_per_bank)
+                m.submodules[f"tags{b}"] = ram = RegisteredRAM(width=lay.tags.size, depth=g.sets_per_bank,
+                                                               write_register=True)
                 ports["tag_wr"].append(_write_port(m, ram, lay.tags))
                 ports["tag_rd"].append((ram.r_addr, lay.tags(ram.r_data)))
         return ports
@@ -1012,8 +1022,9 @@ class EmbeddingUnit(wiring.Component):
         """Tag sets: read at F2, out of the block RAM at F4, registered into F5, compared at F5, decided and
         rewritten at F6.
 
-        The sets written by the four items ahead are still old in the block RAM. F5 takes the set from the newest
-        of the writes two, three or four items ahead (or from the block RAM) and compares its tags. If the item just
+        The block RAM registers its writes, so the sets written by the five items ahead are still old in it. F5
+        takes the set from the newest of the writes two to five items ahead (or from the block RAM) and compares its
+        tags. If the item just
         ahead (deciding in F6 meanwhile) writes the same set, F6 starts from that write instead; it differs from
         what F5 compared only in the one way that item took, whose tag is known, so only "same tag as the item
         ahead" is needed. The single-cycle loop from one item's decision to the next one's is then: hit vector,
@@ -1023,7 +1034,7 @@ class EmbeddingUnit(wiring.Component):
         f2, f4, f5, f6 = stages
         banks, n_ways, bank_bits = g.banks, g.ways, g.bank_bits
         set_bits = ceil_log2(g.sets_per_bank)
-        forwarded = 3    # writes two, three and four items ahead
+        forwarded = 4    # writes two to five items ahead (the RAM registers its writes)
 
         def set_of(stage):
             return stage.line[bank_bits:bank_bits + set_bits]
@@ -1035,8 +1046,8 @@ class EmbeddingUnit(wiring.Component):
         written_sets = [Signal(max(set_bits, 1), name=f"written_set{k}", reset_less=True) for k in range(forwarded)]
         m.d.sync += [written_sets[0].eq(set_of(f6)), *(written_sets[k].eq(written_sets[k - 1])
                                                          for k in range(1, forwarded))]
-        # Decided at F4 for F5: is the set the one of the item ahead (F5 now, F6 then), or of the writes two, three,
-        # four items ahead (F6 and the last two writes now); and at F5 for F6: the tag of the item ahead.
+        # Decided at F4 for F5: is the set the one of the item ahead (F5 now, F6 then), or of the writes two to five
+        # items ahead (F6 and the last three writes now); and at F5 for F6: the tag of the item ahead.
         same_a, same_tag = Signal(), Signal()
         same = [Signal(name=f"same{k}") for k in range(forwarded)]
         m.d.sync += [same_a.eq(set_of(f4) == set_of(f5)), same[0].eq(set_of(f4) == set_of(f6)),
@@ -1062,7 +1073,7 @@ class EmbeddingUnit(wiring.Component):
             stored = Signal(lay.tags, name=f"stored{b}", reset_less=True)
             m.d.comb += rd_addr.eq(set_of(f2))
             m.d.sync += stored.eq(from_ram)
-            # The writes: the one being decided (F6) and the last three.
+            # The writes: the one being decided (F6) and the last four.
             write = allocate & f6.active[b]
             new = Signal(lay.tags, name=f"new_tags{b}")
             chosen = Signal(n_ways, name=f"chosen{b}")
@@ -1080,7 +1091,7 @@ class EmbeddingUnit(wiring.Component):
             current = Signal(lay.tags, name=f"current{b}")
             m.d.comb += current.eq(Mux(patch6, sets[0], start6))
 
-            # F5: the set from the newest of the writes two to four items ahead or the block RAM, and the hits there.
+            # F5: the set from the newest of the writes two to five items ahead or the block RAM, and the hits there.
             start5 = Signal(lay.tags, name=f"start5_{b}")
             choice = stored
             for k in reversed(range(forwarded)):

@@ -323,7 +323,8 @@ class RegisteredRAM(wiring.Component):
     """Simple dual-port RAM whose read data is registered twice: ``r_data`` is the word at the ``r_addr`` of two
     cycles before (read latency 2), for block RAM with its output register in use. With ``input_registers`` the
     write port and the read address are registered first as well (write one cycle later, read latency 3), so
-    the paths into a block RAM far from its logic are single wires too.
+    the paths into a block RAM far from its logic are single wires too; with ``write_register`` only the write
+    port is (a write lands a cycle later, reads keep latency 2).
 
     On ECP5 it is built from DP16KD blocks (1024 x 18 each) with ``REGMODE_B = "OUTREG"``: Yosys maps inferred
     memories without the output register (the data arrive about 5.6 ns into the cycle at speed grade 6, too late
@@ -335,7 +336,7 @@ class RegisteredRAM(wiring.Component):
     Parameters
     ----------
     width, depth : int
-    input_registers : bool
+    input_registers, write_register : bool
 
     Members
     -------
@@ -349,10 +350,11 @@ class RegisteredRAM(wiring.Component):
 
     TILE_DEPTH, TILE_WIDTH = 1024, 18
 
-    def __init__(self, *, width, depth, input_registers=False):
+    def __init__(self, *, width, depth, input_registers=False, write_register=False):
         _check_positive("RAM width", width)
         _check_positive("RAM depth", depth)
         self.width, self.depth, self.input_registers = width, depth, bool(input_registers)
+        self.write_register = bool(write_register) or self.input_registers
         #: Cycles from ``r_addr`` to ``r_data``.
         self.latency = 3 if input_registers else 2
         bits = max((depth - 1).bit_length(), 1)
@@ -361,11 +363,11 @@ class RegisteredRAM(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self.input_registers:
+        if self.write_register:
             inner = RegisteredRAM(width=self.width, depth=self.depth)
             m.submodules.inner = inner
-            m.d.sync += [inner.w_en.eq(self.w_en), inner.w_addr.eq(self.w_addr), inner.w_data.eq(self.w_data),
-                         inner.r_addr.eq(self.r_addr)]
+            m.d.sync += [inner.w_en.eq(self.w_en), inner.w_addr.eq(self.w_addr), inner.w_data.eq(self.w_data)]
+            m.d[("sync" if self.input_registers else "comb")] += inner.r_addr.eq(self.r_addr)
             m.d.comb += self.r_data.eq(inner.r_data)
             return m
         if getattr(platform, "family", None) == "ecp5":
