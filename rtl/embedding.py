@@ -448,6 +448,7 @@ class _RowAssembler(wiring.Component):
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.layouts.row.size, depth=self._QUEUE)
         used = Signal(range(self._QUEUE + 1))   # rows in D1-D5 and the queue
         room = Signal(init=1)                   # used < _QUEUE, decided a cycle ahead
+        used_next, room_next = Signal.like(used), Signal()
 
         # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
         # `nxt` the first of them, `only` whether it is the last one.
@@ -456,23 +457,28 @@ class _RowAssembler(wiring.Component):
         need, nxt, only, need_any = Signal(banks), Signal(banks), Signal(), Signal()
         pending = Signal(data.ArrayLayout(unsigned(width), banks), reset_less=True)
         take, done = Signal(), Signal()
+        # `resp.ready` is a register: computed from C0's next state (the memory data fan out widely).
+        ready = Signal()
         m.d.comb += [
-            self.resp.ready.eq(c0_valid & need_any & (~only | room)),
+            self.resp.ready.eq(ready),
             take.eq(self.resp.valid & self.resp.ready),
             done.eq(c0_valid & room & (~need_any | (take & only))),
             self.entries.ready.eq(~c0_valid | done),
         ]
-
-        def remember(lines):
-            return [need.eq(lines), nxt.eq(_lowest(lines)), only.eq(lines == _lowest(lines)), need_any.eq(lines != 0)]
-
+        valid_next, need_next = Signal(), Signal(banks)
         with m.If(self.entries.valid & self.entries.ready):
-            m.d.sync += [c0_valid.eq(1), c0.eq(entry),
-                         *remember(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0))]
+            m.d.comb += [valid_next.eq(1), need_next.eq(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0))]
+            m.d.sync += c0.eq(entry)
         with m.Elif(done):
-            m.d.sync += c0_valid.eq(0)
+            m.d.comb += [valid_next.eq(0), need_next.eq(need)]
         with m.Elif(take):
-            m.d.sync += remember(need & ~nxt)
+            m.d.comb += [valid_next.eq(c0_valid), need_next.eq(need & ~nxt)]
+        with m.Else():
+            m.d.comb += [valid_next.eq(c0_valid), need_next.eq(need)]
+        only_next = need_next == _lowest(need_next)
+        m.d.sync += [c0_valid.eq(valid_next), need.eq(need_next), nxt.eq(_lowest(need_next)), only.eq(only_next),
+                     need_any.eq(need_next != 0),
+                     ready.eq(valid_next & (need_next != 0) & (~only_next | room_next))]
         lines_in = Signal.like(pending)
         for b in range(banks):
             m.d.comb += lines_in[b].eq(Mux(take & nxt[b], self.resp.payload, pending[b]))
@@ -539,9 +545,9 @@ class _RowAssembler(wiring.Component):
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
             self.idle.eq((used == 0) & ~c0_valid),
         ]
-        used_next = Signal.like(used)
-        m.d.comb += used_next.eq(used - (self.rows.valid & self.rows.ready) + done)
-        m.d.sync += [used.eq(used_next), room.eq(used_next < self._QUEUE)]
+        m.d.comb += [used_next.eq(used - (self.rows.valid & self.rows.ready) + done),
+                     room_next.eq(used_next < self._QUEUE)]
+        m.d.sync += [used.eq(used_next), room.eq(room_next)]
         return m
 
 
