@@ -763,13 +763,18 @@ class EmbeddingUnit(wiring.Component):
                      cfg_read.en.eq(self.cmd.valid & self.cmd.ready), cfg.eq(cfg_read.data)]
         # The command's operation, decoded on entry (one-hot, zero when F1 is empty).
         f1_is = Signal(data.StructLayout({**{op.name.lower(): 1 for op in EmbeddingOp}, "unknown": 1}))
+        f1_is_next = Signal.like(f1_is)
+        m.d.sync += f1_is.eq(f1_is_next)
         with m.If(self.cmd.valid & self.cmd.ready):
             op = self.cmd.payload.op
-            m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload),
-                         *(f1_is[o.name.lower()].eq(op == o) for o in EmbeddingOp),
-                         f1_is.unknown.eq(~Cat(op == o for o in EmbeddingOp).any())]
+            m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload)]
+            m.d.comb += [*(f1_is_next[o.name.lower()].eq(op == o) for o in EmbeddingOp),
+                         f1_is_next.unknown.eq(~Cat(op == o for o in EmbeddingOp).any())]
         with m.Elif(f1_done):
-            m.d.sync += [f1_valid.eq(0), f1_is.eq(0)]
+            m.d.sync += f1_valid.eq(0)
+            m.d.comb += f1_is_next.eq(0)
+        with m.Else():
+            m.d.comb += f1_is_next.eq(f1_is)
         stage = data.StructLayout({
             "update": 1, "kind": _Kind, "line": unsigned(g.addr_bits), "static_line": range(max(g.static_lines, 2)),
             "offset": range(max(banks, 2)), "active": unsigned(banks), "lines": range(banks + 1),
@@ -796,10 +801,13 @@ class EmbeddingUnit(wiring.Component):
         f2_free = ~f2_valid | admit
         skid_valid = Signal()
         skid = Signal(stage, reset_less=True)
+        skid_next = Signal()
+        m.d.comb += skid_next.eq(Mux(f2_free, 0, skid_valid | f1_pass))
+        m.d.sync += skid_valid.eq(skid_next)
         with m.If(f2_free):
-            m.d.sync += [f2_valid.eq(skid_valid | f1_pass), f2.eq(Mux(skid_valid, skid, s1)), skid_valid.eq(0)]
+            m.d.sync += [f2_valid.eq(skid_valid | f1_pass), f2.eq(Mux(skid_valid, skid, s1))]
         with m.Elif(f1_pass):
-            m.d.sync += [skid_valid.eq(1), skid.eq(s1)]
+            m.d.sync += skid.eq(s1)
         with m.If(f1_pass & s1.update):
             m.d.sync += update_data.eq(f1.arg.update.data)
         offset = Mux(f2.kind == _Kind.STATIC, f2.static_line, f2.line)[:max(bank_bits, 1)] if banks > 1 else 0
@@ -901,31 +909,42 @@ class EmbeddingUnit(wiring.Component):
         # lags a cycle, so it also counts any command completing at F1 in the cycle it is computed (whose effect
         # shows only in the next); nothing starts by itself after everything is done, so a non-busy cycle is
         # safe. ---
-        busy = Signal(init=1)
+        busy, busy_next = Signal(init=1), Signal()
         slices_idle = Signal()
-        m.d.sync += busy.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid | f6_valid |
-                            f7_valid | (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle |
+        m.d.sync += busy.eq(busy_next)
+        m.d.comb += busy_next.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid |
+                            f6_valid | f7_valid | (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle |
                             ~pooler.idle | ~requant.idle |
                             (credit != 0) | (release != 0) | unused | preloader.busy | preloader.write.en | flushing |
                             ~slices_idle |
                             update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
-        counters_valid = Signal()
+        counters_valid, counters_valid_next = Signal(), Signal()
         counters_out = Signal(lay.counters, reset_less=True)
         m.d.comb += [self.counters.valid.eq(counters_valid), self.counters.payload.eq(counters_out)]
-        with m.If(self.counters.valid & self.counters.ready):
-            m.d.sync += counters_valid.eq(0)
         # No flush or preload running or being started (registered: a lookup after them waits a cycle more).
-        quiet = Signal()
-        m.d.sync += quiet.eq(~flushing & ~preloader.busy & ~((f1_is.flush | f1_is.preload) & ~busy))
+        quiet, quiet_next = Signal(), Signal()
+        m.d.comb += quiet_next.eq(~flushing & ~preloader.busy & ~((f1_is.flush | f1_is.preload) & ~busy))
+        m.d.sync += quiet.eq(quiet_next)
         # Every operation's condition directly from registers (one level of logic, not a priority chain).
         pass_lookup = f1_is.lookup & quiet & ~skid_valid
         pass_update = f1_is.update & ~busy & ~skid_valid
         snapshot = f1_is.counters & ~busy & ~counters_valid
+
+        def completes(is_, quiet_, skid_, busy_, counters_valid_):
+            """Whether the command in F1 completes (unknown operations are dropped)."""
+            return ((is_.lookup & quiet_ & ~skid_) | (is_.update & ~busy_ & ~skid_) |
+                    ((is_.config | is_.preload | is_.flush) & ~busy_) | (is_.counters & ~busy_ & ~counters_valid_) |
+                    is_.unknown)
+
+        # `f1_done` (whence `cmd.ready` and the enable of F1's registers) is a register: the same function of
+        # the next states.
+        m.d.comb += counters_valid_next.eq(Mux(snapshot, 1, Mux(self.counters.valid & self.counters.ready, 0,
+                                                                  counters_valid)))
+        m.d.sync += [counters_valid.eq(counters_valid_next),
+                     f1_done.eq(completes(f1_is_next, quiet_next, skid_next, busy_next, counters_valid_next))]
         m.d.comb += [
             f1_pass.eq(pass_lookup | pass_update),
-            f1_done.eq(pass_lookup | pass_update | ((f1_is.config | f1_is.preload | f1_is.flush) & ~busy) | snapshot
-                       | f1_is.unknown),   # unknown operations are dropped
             cfg_write.en.eq(f1_is.config & ~busy),
             preloader.start.valid.eq(f1_is.preload & ~busy),
             clear.eq(snapshot & f1.arg.counters.clear),
@@ -934,7 +953,7 @@ class EmbeddingUnit(wiring.Component):
             with m.If(f1_is.flush & ~busy):
                 m.d.sync += flushing.eq(1)
         with m.If(snapshot):
-            m.d.sync += [counters_valid.eq(1), counters_out.eq(counters)]
+            m.d.sync += counters_out.eq(counters)
         m.d.comb += [
             cfg_write.addr.eq(f1.table), cfg_write.data.eq(f1.arg.config),
             preloader.start.payload.mem_base.eq(cfg.mem_base),
