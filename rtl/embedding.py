@@ -23,12 +23,12 @@ Commands arrive on one stream and are executed in order (:class:`EmbeddingOp`):
 Every command but ``LOOKUP`` first waits until all earlier lookups have left the unit's pipeline.
 
 Pipeline: F1 (command, table configuration, addresses) -> F2 (admission: room reserved for the entry, the
-misses and the lines, so nothing after it stalls) -> F3 (tag read, registered) -> F4 (tag compare, LRU update,
-allocation) -> F5 (entry queue, miss requests, counters) -> row assembly (waits for missing lines, fills the
-dynamic cache, reads hits and static lines, registers the block RAMs' outputs, rotates banks into line order) ->
-pooling -> requantisation -> ``pooled``. Tags and LRU state change at F4 in command order and lines arrive in
+misses and the lines, so nothing after it stalls; tag read) -> F3, F4 (block RAM) -> F5 (tag compare) -> F6 (LRU
+update, allocation) -> F7 (entry queue, miss requests, counters) -> row assembly (waits for missing lines, fills
+the dynamic cache, reads hits and static lines through registered block RAMs, rotates banks into line order) ->
+pooling -> requantisation -> ``pooled``. Tags and LRU state change at F6 in command order and lines arrive in
 order, so a lookup of a line whose fill is still in flight is a hit that reads the line after the fill lands: the
-counts never depend on timing.
+counts never depend on timing. Timing (ECP5, 125 MHz): see docs/embedding.md.
 """
 
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
