@@ -660,36 +660,30 @@ class _Preloader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.layouts.g
-        lines = self.start.payload.lines
-        # Counters instead of sums: the next request's address, the lines still to request (and whether more than a
-        # burst), the next static line, the lines still to receive.
-        addr = Signal(unsigned(g.addr_bits))
-        left, remaining = Signal.like(lines), Signal.like(lines)
-        big, more = Signal(), Signal()
-        line = Signal.like(self.write.line)
+        span = Signal(self.start.payload.shape())
+        issued = Signal.like(span.lines)
+        received = Signal.like(span.lines)
         m.d.comb += self.start.ready.eq(~self.busy)
         with m.If(self.start.valid & self.start.ready):
-            m.d.sync += [addr.eq(self.start.payload.mem_base), left.eq(lines), remaining.eq(lines),
-                         big.eq(lines > g.max_burst), more.eq(lines != 0), line.eq(self.start.payload.static_base),
-                         self.busy.eq(lines != 0)]
-        length = Mux(big, g.max_burst, left)
+            m.d.sync += [span.eq(self.start.payload), issued.eq(0), received.eq(0),
+                         self.busy.eq(self.start.payload.lines != 0)]
+        left = span.lines - issued
+        length = Mux(left > g.max_burst, g.max_burst, left)
         m.d.comb += [
-            self.req.valid.eq(self.busy & more),
+            self.req.valid.eq(self.busy & (issued != span.lines)),
             self.req.payload.write.eq(0),
-            self.req.payload.addr.eq(addr),
-            self.req.payload.length.eq(Mux(big, g.max_burst - 1, left - 1)),
+            self.req.payload.addr.eq(span.mem_base + issued),
+            self.req.payload.length.eq(length - 1),
             self.resp.ready.eq(self.busy),
         ]
         # The static cache write of each line, registered (the block RAMs are spread over the chip).
-        m.d.sync += [self.write.en.eq(self.resp.valid & self.busy), self.write.line.eq(line),
+        m.d.sync += [self.write.en.eq(self.resp.valid & self.busy), self.write.line.eq(span.static_base + received),
                      self.write.data.eq(self.resp.payload)]
         with m.If(self.req.valid & self.req.ready):
-            left_next = left - length
-            m.d.sync += [addr.eq(addr + length), left.eq(left_next), big.eq(left_next > g.max_burst),
-                         more.eq(left_next != 0)]
+            m.d.sync += issued.eq(issued + length)
         with m.If(self.resp.valid & self.resp.ready):
-            m.d.sync += [line.eq(line + 1), remaining.eq(remaining - 1)]
-            with m.If(remaining == 1):
+            m.d.sync += received.eq(received + 1)
+            with m.If(received + 1 == span.lines):
                 m.d.sync += self.busy.eq(0)
         return m
 
