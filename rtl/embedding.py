@@ -664,13 +664,13 @@ class _Preloader(wiring.Component):
         issued = Signal.like(span.lines)
         received = Signal.like(span.lines)
         m.d.comb += self.start.ready.eq(~self.busy)
-        left = Signal.like(span.lines)     # lines still to request (a register, not lines - issued)
         with m.If(self.start.valid & self.start.ready):
-            m.d.sync += [span.eq(self.start.payload), issued.eq(0), received.eq(0), left.eq(self.start.payload.lines),
+            m.d.sync += [span.eq(self.start.payload), issued.eq(0), received.eq(0),
                          self.busy.eq(self.start.payload.lines != 0)]
+        left = span.lines - issued
         length = Mux(left > g.max_burst, g.max_burst, left)
         m.d.comb += [
-            self.req.valid.eq(self.busy & (left != 0)),
+            self.req.valid.eq(self.busy & (issued != span.lines)),
             self.req.payload.write.eq(0),
             self.req.payload.addr.eq(span.mem_base + issued),
             self.req.payload.length.eq(length - 1),
@@ -680,7 +680,7 @@ class _Preloader(wiring.Component):
         m.d.sync += [self.write.en.eq(self.resp.valid & self.busy), self.write.line.eq(span.static_base + received),
                      self.write.data.eq(self.resp.payload)]
         with m.If(self.req.valid & self.req.ready):
-            m.d.sync += [issued.eq(issued + length), left.eq(left - length)]
+            m.d.sync += issued.eq(issued + length)
         with m.If(self.resp.valid & self.resp.ready):
             m.d.sync += received.eq(received + 1)
             with m.If(received + 1 == span.lines):
