@@ -23,23 +23,23 @@ Commands arrive on one stream and are executed in order (:class:`EmbeddingOp`):
 Every command but ``LOOKUP`` first waits until all earlier lookups have left the unit's pipeline.
 
 Pipeline: F1 (command, table configuration, addresses) -> F2 (admission: room reserved for the entry, the
-misses and the lines, so nothing after it stalls) -> F3 (tag read, registered) -> F4 (tag compare, LRU update,
-allocation) -> F5 (entry queue, miss requests, counters) -> row assembly (waits for missing lines, fills the
-dynamic cache, reads hits and static lines, registers the block RAMs' outputs, rotates banks into line order) ->
-pooling -> requantisation -> ``pooled``. Tags and LRU state change at F4 in command order and lines arrive in
+misses and the lines, so nothing after it stalls; tag read) -> F3, F4 (block RAM) -> F5 (tag compare) -> F6 (LRU
+update, allocation) -> F7 (entry queue, miss requests, counters) -> row assembly (waits for missing lines, fills
+the dynamic cache, reads hits and static lines through registered block RAMs, rotates banks into line order) ->
+pooling -> requantisation -> ``pooled``. Tags and LRU state change at F6 in command order and lines arrive in
 order, so a lookup of a line whose fill is still in flight is a hit that reads the line after the fill lands: the
-counts never depend on timing.
+counts never depend on timing. Timing (ECP5, 125 MHz): see docs/embedding.md.
 """
 
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, stream, wiring
-from amaranth.lib.memory import Memory, ReadPort
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..cachemodel import COUNTERS
 from ..embedding import EmbeddingGeometry, ceil_log2
 from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
-from .memory import BlockRAMMemory, MemoryModel, MemoryPort, checked_init
+from .memory import BlockRAMMemory, MemoryModel, MemoryPort, RegisteredRAM, checked_init
 
 __all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
 
@@ -128,11 +128,10 @@ class Layouts:
         self.counters = data.StructLayout({name: unsigned(32) for name in COUNTERS})
         self.memory = MemoryPort(addr_bits=g.addr_bits, line_bytes=g.line_bytes, max_burst=g.max_burst)
         if g.ways:
-            way_bits = _bits(g.ways)
             self.tags = data.StructLayout({
                 "valid": unsigned(g.ways),
                 "tag": data.ArrayLayout(unsigned(max(g.tag_bits, 1)), g.ways),
-                "age": data.ArrayLayout(unsigned(way_bits), g.ways),
+                "older": unsigned(max(g.ways * (g.ways - 1) // 2, 1)),   # LRU: "way x is older than way y", x < y
             })
 
 
@@ -140,9 +139,92 @@ def _popcount(value):
     return sum((value[i] for i in range(len(value))), start=C(0, 1))
 
 
+def _read_port(addr_bits, width):
+    """A read port of a :class:`~rpaccel.rtl.memory.RegisteredRAM` (data two cycles after the address)."""
+    return wiring.Signature({"addr": In(max(addr_bits, 1)), "data": Out(width)})
+
+
+def _write_port(m, ram, shape=None):
+    """A view ``{en, addr, data}`` driving the write port of ``ram``."""
+    port = Signal(data.StructLayout({"en": 1, "addr": len(ram.w_addr), "data": shape or len(ram.w_data)}))
+    m.d.comb += [ram.w_en.eq(port.en), ram.w_addr.eq(port.addr), ram.w_data.eq(port.data)]
+    return port
+
+
+def _any_of(values):
+    """Bitwise OR of ``values`` (an AND-OR multiplexer when each is gated by a one-hot select)."""
+    result = values[0]
+    for value in values[1:]:
+        result = result | value
+    return result
+
+
 def _lowest(value):
     """One-hot lowest set bit of ``value`` (0 if none)."""
     return value & (~value + 1)
+
+
+# --- Queues -----------------------------------------------------------------------------------------------
+
+class _Queue(wiring.Component):
+    """First-in first-out queue in LUT RAM with a registered output. Writes are not checked: the writer keeps
+    count through ``level`` (so the write enable goes straight to the LUT RAM)."""
+
+    def __init__(self, width, depth):
+        self.width, self.depth = width, depth
+        super().__init__({"w_en": In(1), "w_data": In(width), "r": Out(stream.Signature(width)),
+                          "level": Out(range(depth + 2))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.storage = storage = Memory(shape=self.width, depth=self.depth, init=[])
+        write, read = storage.write_port(), storage.read_port(domain="comb")
+        produce, consume = Signal(range(self.depth)), Signal(range(self.depth))
+        stored = Signal(range(self.depth + 1))
+        out = Signal(self.width, reset_less=True)
+        out_valid = Signal()
+        load = (stored != 0) & (~out_valid | self.r.ready)
+
+        def advance(pointer):
+            return Mux(pointer == self.depth - 1, 0, pointer + 1)
+
+        m.d.comb += [write.en.eq(self.w_en), write.addr.eq(produce), write.data.eq(self.w_data),
+                     read.addr.eq(consume), self.r.valid.eq(out_valid), self.r.payload.eq(out)]
+        with m.If(self.w_en):
+            m.d.sync += produce.eq(advance(produce))
+        with m.If(load):
+            m.d.sync += [consume.eq(advance(consume)), out.eq(read.data), out_valid.eq(1)]
+        with m.Elif(self.r.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.sync += [stored.eq(stored + self.w_en - load),
+                     self.level.eq(self.level + self.w_en - (self.r.valid & self.r.ready))]
+        return m
+
+
+class _RegisterSlice(wiring.Component):
+    """Two-entry register slice: ``i.ready`` is a register and ``o`` comes from a register, so nothing
+    combinational passes between its sides (``idle``: it holds nothing)."""
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)), "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        shape = self.i.payload.shape()
+        main, spare = Signal(shape, reset_less=True), Signal(shape, reset_less=True)
+        main_valid, spare_valid = Signal(), Signal()
+        free = ~main_valid | self.o.ready
+        m.d.comb += [self.i.ready.eq(~spare_valid), self.o.valid.eq(main_valid), self.o.payload.eq(main),
+                     self.idle.eq(~main_valid & ~spare_valid)]
+        # The data registers' enables depend on registers and o.ready only; i.valid sets the flags.
+        with m.If(~spare_valid):
+            m.d.sync += spare.eq(self.i.payload)
+        with m.If(free):
+            m.d.sync += [main.eq(Mux(spare_valid, spare, self.i.payload)), main_valid.eq(spare_valid | self.i.valid),
+                         spare_valid.eq(0)]
+        with m.Elif(self.i.valid & self.i.ready):
+            m.d.sync += spare_valid.eq(1)
+        return m
 
 
 # --- Requantisation ---------------------------------------------------------------------------------------
@@ -150,13 +232,13 @@ def _lowest(value):
 class Requantizer(wiring.Component):
     """Requantise pooled sums to int8, ``lanes`` elements per cycle (:func:`rpaccel.numeric.requantize`).
 
-    A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. The input
-    is copied into a work register (so the pooler is free at once); each cycle one chunk of ``lanes`` elements
-    enters a seven-stage pipeline: select the chunk, a register towards the multipliers, multiply ``acc * m`` (one
-    multiplier per lane), shift by the
-    multiple-of-8 part of ``s - 1``, shift by the rest, saturate to [-258, 256], then ``(t + 1) >> 1`` (or
-    ``t`` for ``s = 0``) clamped to int8 (the rounding argument of docs/numerics.md). The pipeline never stalls:
-    a chunk is issued only when the output queue has room for every result already in flight. Elements beyond
+    A pooled vector of ``d = line_bytes << bag.row_lines`` elements takes ``ceil(d / lanes)`` cycles. Inputs go
+    into two buffers in turn (``i.ready`` is a register: a buffer is free), so one is taken while the other is
+    issued; each cycle one chunk of ``lanes`` elements enters a seven-stage pipeline: select the chunk, a register
+    towards the multipliers, multiply ``acc * m`` (one multiplier per lane), shift by the multiple-of-8 part of
+    ``s - 1``, shift by the rest, saturate to [-258, 256], then ``(t + 1) >> 1`` (or ``t`` for ``s = 0``) clamped
+    to int8 (the rounding argument of docs/numerics.md). The pipeline never stalls: a chunk is issued only when
+    the output queue has room for every result already in flight. Elements beyond
     ``d`` come out 0.
 
     Parameters
@@ -184,44 +266,61 @@ class Requantizer(wiring.Component):
         m = Module()
         g = self.layouts.g
         lanes, chunks = g.requant_lanes, g.row_bytes // g.requant_lanes
-        m.submodules.out = out = fifo.SyncFIFOBuffered(width=self.layouts.pooled.size, depth=self._QUEUE)
+        m.submodules.out = out = _Queue(self.layouts.pooled.size, self._QUEUE)
+        # hot: the chunk (one-hot), past: the chunks after it (zero in the output).
         meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": self.layouts.bag["table"].shape,
-                                  "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1})
+                                  "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1,
+                                  "hot": chunks, "past": chunks, "buffer": 1})
         valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
-        metas = [Signal(meta, name=f"meta{k}") for k in range(self.STAGES)]
+        metas = [Signal(meta, name=f"meta{k}", reset_less=True) for k in range(self.STAGES)]
         m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
         m.d.sync += [metas[k].eq(metas[k - 1]) for k in range(1, self.STAGES)]
 
-        # Work register and chunk issue (credit: every result in flight has a place in the output queue).
-        work = Signal(self.layouts.sum)
+        # Two input buffers, filled and issued in turn; chunk issue (credit: every result in flight has a place in
+        # the output queue).
+        buffers = [Signal(self.layouts.sum, name=f"buffer{k}", reset_less=True) for k in range(2)]
+        full = Signal(2)
+        fill, issuing = Signal(), Signal()    # the buffer the next input goes to, the buffer being issued
+        work = Signal(self.layouts.bag)
         busy = Signal()
         chunk = Signal(range(max(chunks, 2)))
         last_chunk = Signal(range(max(chunks, 2)))
         elements = Signal(range(g.row_bytes + 1))
-        in_flight = Signal(range(self.STAGES + 1))
         m.d.comb += [
-            elements.eq(C(g.line_bytes) << work.bag.row_lines),
+            work.eq(Mux(issuing, buffers[1].bag, buffers[0].bag)), busy.eq((full >> issuing)[0]),
+            elements.eq(C(g.line_bytes) << work.row_lines),
             last_chunk.eq((elements - 1) >> ceil_log2(lanes)),
-            in_flight.eq(sum((v & mt.last for v, mt in zip(valid, metas)), start=C(0, 1))),
         ]
-        # Room for two more results (the one that may issue now and the one after it), decided a cycle ahead.
-        room = Signal()
-        m.d.sync += room.eq(out.level + in_flight + 2 <= self._QUEUE)
+        # Results issued and not yet taken from the output queue; room for two more (the one that may issue now
+        # and the one after it), decided a cycle ahead.
+        results, results_next = Signal(range(self._QUEUE + 2)), Signal(range(self._QUEUE + 2))
+        room = Signal(init=1)
         issue = busy & room
         final = issue & (chunk == last_chunk)
-        m.d.comb += self.i.ready.eq(~busy | final)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [work.eq(self.i.payload), busy.eq(1)]
-        with m.Elif(final):
-            m.d.sync += busy.eq(0)
+        m.d.comb += results_next.eq(results - (self.o.valid & self.o.ready) + final)
+        m.d.sync += [results.eq(results_next), room.eq(results_next + 2 <= self._QUEUE)]
+        # The buffers' states next cycle, so that `i.ready` (a buffer is free) is a register.
+        load = self.i.valid & self.i.ready
+        ready = Signal(init=1)
+        full_next, fill_next = Signal(2), Signal()
+        for k in range(2):
+            m.d.comb += full_next[k].eq(Mux(load & (fill == k), 1, Mux(final & (issuing == k), 0, full[k])))
+            with m.If(load & (fill == k)):
+                m.d.sync += buffers[k].eq(self.i.payload)
+        m.d.comb += [fill_next.eq(fill ^ load), self.i.ready.eq(ready)]
+        m.d.sync += [full.eq(full_next), fill.eq(fill_next), ready.eq(~(full_next >> fill_next)[0])]
+        with m.If(final):
+            m.d.sync += issuing.eq(~issuing)
         with m.If(issue):
             m.d.sync += chunk.eq(Mux(final, 0, chunk + 1))
-        bag = work.bag
+        bag = work
         m.d.sync += [
             valid[0].eq(issue),
             metas[0].chunk.eq(chunk), metas[0].last.eq(chunk == last_chunk), metas[0].table.eq(bag.table),
             metas[0].end.eq(bag.end), metas[0].m.eq(bag.m), metas[0].shift.eq(Mux(bag.s == 0, 0, bag.s - 1)),
             metas[0].s_zero.eq(bag.s == 0),
+            metas[0].hot.eq(C(1, chunks) << chunk),
+            metas[0].past.eq(Cat(chunk < c for c in range(chunks))), metas[0].buffer.eq(issuing),
         ]
 
         # The lanes: select, multiply, coarse shift, fine shift and saturate, round and clamp.
@@ -229,18 +328,20 @@ class Requantizer(wiring.Component):
         low, high = 2 * INT8_MIN - 2, 2 * INT8_MAX + 2
         results = []
         for lane in range(lanes):
-            x = Signal(signed(g.acc_bits), name=f"x{lane}")
-            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}")     # a register on the way to the multiplier
-            product = Signal(signed(product_bits), name=f"product{lane}")
-            coarse = Signal(signed(product_bits), name=f"coarse{lane}")
-            fine = Signal(signed(product_bits), name=f"fine{lane}")
-            saturated = Signal(range(low, high + 1), name=f"saturated{lane}")
+            # The chunk's element from each buffer, then the buffer's (two registers towards the multiplier).
+            x = [Signal(signed(g.acc_bits), name=f"x{lane}_{k}", reset_less=True) for k in range(2)]
+            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}", reset_less=True)
+            product = Signal(signed(product_bits), name=f"product{lane}", reset_less=True)
+            coarse = Signal(signed(product_bits), name=f"coarse{lane}", reset_less=True)
+            fine = Signal(signed(product_bits), name=f"fine{lane}", reset_less=True)
+            saturated = Signal(range(low, high + 1), name=f"saturated{lane}", reset_less=True)
             rounded = Signal(signed(11), name=f"rounded{lane}")
-            result = Signal(signed(8), name=f"result{lane}")
+            result = Signal(signed(8), name=f"result{lane}", reset_less=True)
             m.d.comb += rounded.eq(Mux(metas[5].s_zero, saturated, (saturated + 1) >> 1))
             m.d.sync += [
-                x.eq(Array(work.acc[c * lanes + lane] for c in range(chunks))[chunk]),
-                x2.eq(x),
+                *(x[k].eq(Array(buffers[k].acc[c * lanes + lane] for c in range(chunks))[chunk] if chunks > 1
+                          else buffers[k].acc[lane]) for k in range(2)),
+                x2.eq(Mux(metas[0].buffer, x[1], x[0])),
                 product.eq(x2 * metas[1].m),
                 coarse.eq(product >> Cat(C(0, 3), metas[2].shift[3:])),
                 fine.eq(coarse >> metas[3].shift[:3]),
@@ -251,20 +352,23 @@ class Requantizer(wiring.Component):
 
         # Collect the chunks of a vector; the last one completes it (chunks after it are zero).
         done, here = metas[-1], Cat(*results)
-        vector = Signal(data.ArrayLayout(signed(8), g.row_bytes))
+        vector = Signal(data.ArrayLayout(signed(8), g.row_bytes), reset_less=True)
         complete = Signal.like(vector)
         for c in range(chunks):
             part = slice(c * lanes * 8, (c + 1) * lanes * 8)
             m.d.comb += complete.as_value()[part].eq(
-                Mux(done.chunk == c, here, Mux(done.chunk < c, 0, vector.as_value()[part])))
+                Mux(done.hot[c], here, Mux(done.past[c], 0, vector.as_value()[part])))
         with m.If(valid[-1]):
             m.d.sync += vector.eq(complete)
-        pooled = Signal(self.layouts.pooled)
+        # The queue's write, registered (the LUT RAM sits apart from the lanes).
+        pooled = Signal(self.layouts.pooled, reset_less=True)
+        write = Signal()
+        m.d.sync += [pooled.table.eq(done.table), pooled.end.eq(done.end), pooled.data.eq(complete),
+                     write.eq(valid[-1] & done.last)]
         m.d.comb += [
-            pooled.table.eq(done.table), pooled.end.eq(done.end), pooled.data.eq(complete),
-            out.w_en.eq(valid[-1] & done.last), out.w_data.eq(pooled),
-            self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
-            self.idle.eq(~busy & ~Cat(*valid).any()),
+            out.w_en.eq(write), out.w_data.eq(pooled),
+            self.o.valid.eq(out.r.valid), self.o.payload.eq(out.r.payload), out.r.ready.eq(self.o.ready),
+            self.idle.eq(~full.any() & ~Cat(*valid).any() & ~write),
         ]
         return m
 
@@ -272,8 +376,9 @@ class Requantizer(wiring.Component):
 # --- Pooling ----------------------------------------------------------------------------------------------
 
 class _Pooler(wiring.Component):
-    """Sum the rows of each bag into accumulators; one row per cycle. A bag's sums leave through a two-entry
-    queue, so only a bag's last row can wait, and only on the queue's (registered) room."""
+    """Sum the rows of each bag into accumulators; one row per cycle. A bag's sums are offered from the
+    accumulators themselves the cycle after its last row (a register-to-register copy into the requantiser);
+    rows wait only while the sums are offered and not taken."""
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -283,20 +388,19 @@ class _Pooler(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.layouts.g
-        acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes))
+        acc = Signal(data.ArrayLayout(signed(g.acc_bits), g.row_bytes), reset_less=True)
         first = Signal(init=1)
-        out = Signal(self.layouts.sum)
-        m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.sum.size, depth=2)
+        bag = Signal(self.layouts.bag, reset_less=True)
+        offered = Signal()      # acc holds a bag's sums
         row = self.rows.payload
-        m.d.comb += [out.acc[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)]
-        m.d.comb += [out.bag.eq(row.bag), self.rows.ready.eq(~row.bag.last | queue.w_rdy)]
+        m.d.comb += [self.rows.ready.eq(~offered | self.sums.ready),
+                     self.sums.valid.eq(offered), self.sums.payload.acc.eq(acc), self.sums.payload.bag.eq(bag),
+                     self.idle.eq(~offered)]
+        with m.If(self.sums.valid & self.sums.ready):
+            m.d.sync += offered.eq(0)
         with m.If(self.rows.valid & self.rows.ready):
-            m.d.sync += [acc.eq(out.acc), first.eq(row.bag.last)]
-        m.d.comb += [
-            queue.w_en.eq(self.rows.valid & row.bag.last), queue.w_data.eq(out),
-            self.sums.valid.eq(queue.r_rdy), self.sums.payload.eq(queue.r_data), queue.r_en.eq(self.sums.ready),
-            self.idle.eq(queue.level == 0),
-        ]
+            m.d.sync += [*(acc[i].eq(Mux(first, 0, acc[i]) + row.data[i]) for i in range(g.row_bytes)),
+                         first.eq(row.bag.last), bag.eq(row.bag), offered.eq(row.bag.last)]
         return m
 
 
@@ -308,12 +412,15 @@ class _RowAssembler(wiring.Component):
 
     C0 (the entry taken from the queue, in registers) takes the entry's missing lines, one per memory beat in bank
     order, writing each into its dynamic cache way; when the last is in, it reads the hit lines and static lines.
-    D1: the block RAMs answer; D2: their outputs, registered, are selected per bank and rotated into line order,
-    into a small row queue. C0 completes an entry only when the queue has room for everything in D1 and D2, so D1
-    and D2 never stall.
+    D1: the block RAM accesses (fills and reads), registered; D4: the block RAMs' outputs arrive (registered in
+    front of the RAMs, inside and behind them), and each bank's source and each row position's bank are decoded
+    (one-hot); D5: the data, registered once more, are selected per bank and rotated into line order (AND-OR with
+    the registered selects), into a small row queue with a registered output. C0 completes an entry only when the
+    queue has room for everything in D1-D5, so they never stall.
     """
 
-    _QUEUE = 4
+    STAGES = 5   # D1-D5
+    _QUEUE = 8   # rows in D1-D5 and the queue: a row is counted for seven cycles when the pooler takes one per cycle
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -326,11 +433,9 @@ class _RowAssembler(wiring.Component):
             "idle": Out(1),
         }
         if g.static_rows:
-            members["static_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(g.static_rows), shape=line)).array(
-                g.banks)
+            members["static_rd"] = In(_read_port(ceil_log2(g.static_rows), line)).array(g.banks)
         if g.ways:
-            members["dyn_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(g.sets_per_bank * g.ways),
-                                                      shape=line)).array(g.banks)
+            members["dyn_rd"] = In(_read_port(ceil_log2(g.sets_per_bank * g.ways), line)).array(g.banks)
             members["fill"] = Out(data.StructLayout({"en": 1, "addr": unsigned(ceil_log2(g.sets_per_bank * g.ways)),
                                                      "data": line})).array(g.banks)
         super().__init__(members)
@@ -340,79 +445,156 @@ class _RowAssembler(wiring.Component):
         g = self.layouts.g
         banks, width = g.banks, 8 * g.line_bytes
         entry = self.entries.payload
-        m.submodules.queue = queue = fifo.SyncFIFO(width=self.layouts.row.size, depth=self._QUEUE)
-        d1_valid, d2_valid = Signal(), Signal()
-        used = Signal(range(self._QUEUE + 1))   # rows in D1, D2 and the queue
-        room = used < self._QUEUE
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.layouts.row.size, depth=self._QUEUE)
+        used = Signal(range(self._QUEUE + 1))   # rows in D1-D5 and the queue
+        room = Signal(init=1)                   # used < _QUEUE, decided a cycle ahead
+        used_next, room_next = Signal.like(used), Signal()
 
         # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
         # `nxt` the first of them, `only` whether it is the last one.
         c0_valid = Signal()
-        c0 = Signal(self.layouts.entry)
-        need, nxt, only = Signal(banks), Signal(banks), Signal()
-        pending = Signal(data.ArrayLayout(unsigned(width), banks))
+        c0 = Signal(self.layouts.entry, reset_less=True)
+        need, nxt, only, need_any = Signal(banks), Signal(banks), Signal(), Signal()
+        pending = Signal(data.ArrayLayout(unsigned(width), banks), reset_less=True)
         take, done = Signal(), Signal()
+        # `resp.ready` is a register: computed from C0's next state (the memory data fan out widely).
+        ready = Signal()
         m.d.comb += [
-            self.resp.ready.eq(c0_valid & need.any() & (~only | room)),
+            self.resp.ready.eq(ready),
             take.eq(self.resp.valid & self.resp.ready),
-            done.eq(c0_valid & room & (~need.any() | (take & only))),
+            done.eq(c0_valid & room & (~need_any | (take & only))),
             self.entries.ready.eq(~c0_valid | done),
         ]
-
-        def remember(lines):
-            return [need.eq(lines), nxt.eq(_lowest(lines)), only.eq(lines == _lowest(lines))]
-
+        valid_next, need_next = Signal(), Signal(banks)
         with m.If(self.entries.valid & self.entries.ready):
-            m.d.sync += [c0_valid.eq(1), c0.eq(entry),
-                         *remember(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0))]
+            m.d.comb += [valid_next.eq(1), need_next.eq(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0))]
+            m.d.sync += c0.eq(entry)
         with m.Elif(done):
-            m.d.sync += c0_valid.eq(0)
+            m.d.comb += [valid_next.eq(0), need_next.eq(need)]
         with m.Elif(take):
-            m.d.sync += remember(need & ~nxt)
+            m.d.comb += [valid_next.eq(c0_valid), need_next.eq(need & ~nxt)]
+        with m.Else():
+            m.d.comb += [valid_next.eq(c0_valid), need_next.eq(need)]
+        only_next = need_next == _lowest(need_next)
+        m.d.sync += [c0_valid.eq(valid_next), need.eq(need_next), nxt.eq(_lowest(need_next)), only.eq(only_next),
+                     need_any.eq(need_next != 0),
+                     ready.eq(valid_next & (need_next != 0) & (~only_next | room_next))]
         lines_in = Signal.like(pending)
         for b in range(banks):
             m.d.comb += lines_in[b].eq(Mux(take & nxt[b], self.resp.payload, pending[b]))
             with m.If(take & nxt[b]):
                 m.d.sync += pending[b].eq(self.resp.payload)
+            # D1: the block RAM accesses, registered: the line that arrived is written, a completed entry read.
             if g.ways:
                 addr = c0.set * g.ways + c0.way[b]
-                m.d.comb += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
+                m.d.sync += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
                              self.fill[b].data.eq(self.resp.payload), self.dyn_rd[b].addr.eq(addr)]
             if g.static_rows:
-                m.d.comb += self.static_rd[b].addr.eq(c0.static_addr)
+                m.d.sync += self.static_rd[b].addr.eq(c0.static_addr)
 
-        # D1: the block RAMs answer. D2: their registered outputs, selected per bank and rotated.
+        # D1-D4: the entry and its lines from memory follow the block RAMs' reads (RegisteredRAM with input
+        # registers: the data arrive at D4); at D4 each bank's source and each row position's bank are decoded
+        # (one-hot). D5: the block RAMs' data registered once more (they come from across the chip), selected per
+        # bank and rotated.
         info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
                                   "bag": self.layouts.bag})
-        d1, d2 = Signal(info), Signal(info)
-        d1_lines, d2_lines = Signal.like(pending), Signal.like(pending)
-        m.d.sync += [d1_valid.eq(done), d1.kind.eq(c0.kind), d1.offset.eq(c0.offset),
-                     d1.active.eq(c0.active), d1.hit.eq(c0.hit), d1.bag.eq(c0.bag), d1_lines.eq(lines_in),
-                     d2_valid.eq(d1_valid), d2.eq(d1), d2_lines.eq(d1_lines)]
+        n = self.STAGES
+        d_valid = [Signal(name=f"d{k}_valid") for k in range(1, n + 1)]
+        d_info = [Signal(info, name=f"d{k}", reset_less=True) for k in range(1, n)]
+        d_lines = [Signal.like(pending, name=f"d{k}_lines", reset_less=True) for k in range(1, n + 1)]
+        m.d.sync += [d_valid[0].eq(done), d_info[0].kind.eq(c0.kind), d_info[0].offset.eq(c0.offset),
+                     d_info[0].active.eq(c0.active), d_info[0].hit.eq(c0.hit), d_info[0].bag.eq(c0.bag),
+                     d_lines[0].eq(lines_in),
+                     *(d_valid[k].eq(d_valid[k - 1]) for k in range(1, n)),
+                     *(d_info[k].eq(d_info[k - 1]) for k in range(1, n - 1)),
+                     *(d_lines[k].eq(d_lines[k - 1]) for k in range(1, n))]
+        d_before, d_last_lines = d_info[-1], d_lines[-1]
+        d_bag = Signal(self.layouts.bag, reset_less=True)
+        # Per bank: the line from memory (a miss), the dynamic cache (a hit), the static cache; per row position j,
+        # the bank it takes (offset + j).
+        sources = data.StructLayout({"memory": banks, "dynamic": banks, "static": banks})
+        d_source = Signal(sources, reset_less=True)
+        d_bank = Signal(data.ArrayLayout(banks, banks), reset_less=True)
+        dynamic_before = d_before.kind == _Kind.DYNAMIC
+        m.d.sync += [d_bag.eq(d_before.bag),
+                     d_source.memory.eq(Mux(dynamic_before, d_before.active & ~d_before.hit, 0)),
+                     d_source.dynamic.eq(Mux(dynamic_before, d_before.active & d_before.hit, 0) if g.ways else 0),
+                     d_source.static.eq(Mux(d_before.kind == _Kind.STATIC, d_before.active, 0) if g.static_rows else 0)]
+        for j in range(banks):
+            m.d.sync += d_bank[j].eq(C(1, banks) << ((d_before.offset + j)[:g.bank_bits] if banks > 1 else 0))
         by_bank = []
         for b in range(banks):
-            source = Mux(d2.kind == _Kind.DYNAMIC, d2_lines[b], 0)
+            terms = [Mux(d_source.memory[b], d_last_lines[b], 0)]
             if g.ways:
-                dynamic = Signal(width, name=f"dynamic{b}")
+                dynamic = Signal(width, name=f"dynamic{b}", reset_less=True)
                 m.d.sync += dynamic.eq(self.dyn_rd[b].data)
-                source = Mux((d2.kind == _Kind.DYNAMIC) & d2.hit[b], dynamic, source)
+                terms.append(Mux(d_source.dynamic[b], dynamic, 0))
             if g.static_rows:
-                static = Signal(width, name=f"static{b}")
+                static = Signal(width, name=f"static{b}", reset_less=True)
                 m.d.sync += static.eq(self.static_rd[b].data)
-                source = Mux(d2.kind == _Kind.STATIC, static, source)
+                terms.append(Mux(d_source.static[b], static, 0))
             line = Signal(width, name=f"bank{b}")
-            m.d.comb += line.eq(Mux(d2.active[b], source, 0))
+            m.d.comb += line.eq(_any_of(terms))
             by_bank.append(line)
         row = Signal(self.layouts.row)
         m.d.comb += [
-            row.data.eq(Cat(*(Array(by_bank)[(d2.offset + j)[:max(g.bank_bits, 1)] if banks > 1 else 0]
+            row.data.eq(Cat(*(_any_of([Mux(d_bank[j][b], by_bank[b], 0) for b in range(banks)])
                               for j in range(banks)))),
-            row.bag.eq(d2.bag),
-            queue.w_en.eq(d2_valid), queue.w_data.eq(row),
+            row.bag.eq(d_bag),
+            queue.w_en.eq(d_valid[-1]), queue.w_data.eq(row),
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
             self.idle.eq((used == 0) & ~c0_valid),
         ]
-        m.d.sync += used.eq(used + done - (self.rows.valid & self.rows.ready))
+        m.d.comb += [used_next.eq(used - (self.rows.valid & self.rows.ready) + done),
+                     room_next.eq(used_next < self._QUEUE)]
+        m.d.sync += [used.eq(used_next), room.eq(room_next)]
+        return m
+
+
+# --- Entry queue ------------------------------------------------------------------------------------------
+
+class _EntryQueue(wiring.Component):
+    """The entry queue: ``depth`` entries in block RAM (:class:`~rpaccel.rtl.memory.RegisteredRAM`, read two
+    cycles after the address) ahead of a small LUT-RAM queue that gives the row assembly its head at once. A
+    block RAM read is issued only when the small queue has room for it and the reads in flight, decided a cycle
+    ahead. Writes are not checked: the unit reserves room at admission (``popped``: an entry left the block RAM).
+    """
+
+    _HEAD = 8   # LUT RAM is 16 deep anyway; a read takes three cycles to show in the head's level
+
+    def __init__(self, width, depth):
+        self.width, self.depth = width, depth
+        super().__init__({"w_en": In(1), "w_data": In(width), "r": Out(stream.Signature(width)),
+                          "popped": Out(1), "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = ram = RegisteredRAM(width=self.width, depth=self.depth)
+        m.submodules.head = head = fifo.SyncFIFO(width=self.width, depth=self._HEAD)
+        produce, consume = Signal(range(self.depth)), Signal(range(self.depth))
+        count = Signal(range(self.depth + 1))
+        flight = Signal(2)          # reads issued one and two cycles ago
+        room = Signal(init=1)
+        issue = (count != 0) & room
+
+        def advance(pointer):
+            return Mux(pointer == self.depth - 1, 0, pointer + 1)
+
+        with m.If(self.w_en):
+            m.d.sync += produce.eq(advance(produce))
+        with m.If(issue):
+            m.d.sync += consume.eq(advance(consume))
+        m.d.sync += [
+            count.eq(count + self.w_en - issue), flight.eq(Cat(issue, flight[0])),
+            # Next cycle's head holds at most its level now, the entry arriving now and the reads in flight.
+            room.eq(head.level + flight[1] + flight[0] + issue + 1 <= self._HEAD),
+        ]
+        m.d.comb += [
+            ram.w_en.eq(self.w_en), ram.w_addr.eq(produce), ram.w_data.eq(self.w_data), ram.r_addr.eq(consume),
+            head.w_en.eq(flight[1]), head.w_data.eq(ram.r_data),
+            self.r.valid.eq(head.r_rdy), self.r.payload.eq(head.r_data), head.r_en.eq(self.r.ready),
+            self.popped.eq(issue), self.idle.eq((count == 0) & ~flight.any() & (head.level == 0)),
+        ]
         return m
 
 
@@ -493,10 +675,10 @@ class _Preloader(wiring.Component):
             self.req.payload.addr.eq(span.mem_base + issued),
             self.req.payload.length.eq(length - 1),
             self.resp.ready.eq(self.busy),
-            self.write.en.eq(self.resp.valid & self.busy),
-            self.write.line.eq(span.static_base + received),
-            self.write.data.eq(self.resp.payload),
         ]
+        # The static cache write of each line, registered (the block RAMs are spread over the chip).
+        m.d.sync += [self.write.en.eq(self.resp.valid & self.busy), self.write.line.eq(span.static_base + received),
+                     self.write.data.eq(self.resp.payload)]
         with m.If(self.req.valid & self.req.ready):
             m.d.sync += issued.eq(issued + length)
         with m.If(self.resp.valid & self.resp.ready):
@@ -559,18 +741,14 @@ class EmbeddingUnit(wiring.Component):
         m.submodules.assembler = assembler = _RowAssembler(lay)
         m.submodules.splitter = splitter = _MissSplitter(lay)
         m.submodules.preloader = preloader = _Preloader(lay)
-        # The entry queue lives in block RAM, whose read data arrives late in the cycle: a small queue in LUT RAM
-        # behind it gives the row assembly its head early.
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=lay.entry.size, depth=g.queue_depth)
-        m.submodules.head = head = fifo.SyncFIFO(width=lay.entry.size, depth=3)
-        m.submodules.miss_queue = miss_queue = fifo.SyncFIFO(width=lay.miss.size, depth=self._MISS_QUEUE)
+        m.submodules.queue = queue = _EntryQueue(lay.entry.size, g.queue_depth)
+        m.submodules.miss_queue = miss_queue = fifo.SyncFIFOBuffered(width=lay.miss.size, depth=self._MISS_QUEUE)
         wiring.connect(m, assembler.rows, pooler.rows)
         wiring.connect(m, pooler.sums, requant.i)
         wiring.connect(m, requant.o, wiring.flipped(self.pooled))
         m.d.comb += [
-            head.w_en.eq(queue.r_rdy), head.w_data.eq(queue.r_data), queue.r_en.eq(head.w_rdy),
-            assembler.entries.valid.eq(head.r_rdy), assembler.entries.payload.eq(head.r_data),
-            head.r_en.eq(assembler.entries.ready),
+            assembler.entries.valid.eq(queue.r.valid), assembler.entries.payload.eq(queue.r.payload),
+            queue.r.ready.eq(assembler.entries.ready),
             splitter.misses.valid.eq(miss_queue.r_rdy), splitter.misses.payload.eq(miss_queue.r_data),
             miss_queue.r_en.eq(splitter.misses.ready),
         ]
@@ -578,125 +756,152 @@ class EmbeddingUnit(wiring.Component):
 
         # --- F1: accept a command, read its table's configuration; compute the row's addresses. ---
         f1_valid, f1_done = Signal(), Signal()
-        f1 = Signal(lay.command)
+        f1 = Signal(lay.command, reset_less=True)
         cfg = Signal(lay.table_config)
         cfg_write, cfg_read = storage["cfg_write"], storage["cfg_read"]
         m.d.comb += [self.cmd.ready.eq(~f1_valid | f1_done), cfg_read.addr.eq(self.cmd.payload.table),
                      cfg_read.en.eq(self.cmd.valid & self.cmd.ready), cfg.eq(cfg_read.data)]
+        # The command's operation, decoded on entry (one-hot, zero when F1 is empty).
+        f1_is = Signal(data.StructLayout({**{op.name.lower(): 1 for op in EmbeddingOp}, "unknown": 1}))
+        f1_is_next = Signal.like(f1_is)
+        m.d.sync += f1_is.eq(f1_is_next)
         with m.If(self.cmd.valid & self.cmd.ready):
+            op = self.cmd.payload.op
             m.d.sync += [f1_valid.eq(1), f1.eq(self.cmd.payload)]
+            m.d.comb += [*(f1_is_next[o.name.lower()].eq(op == o) for o in EmbeddingOp),
+                         f1_is_next.unknown.eq(~Cat(op == o for o in EmbeddingOp).any())]
         with m.Elif(f1_done):
             m.d.sync += f1_valid.eq(0)
+            m.d.comb += f1_is_next.eq(0)
+        with m.Else():
+            m.d.comb += f1_is_next.eq(f1_is)
         stage = data.StructLayout({
             "update": 1, "kind": _Kind, "line": unsigned(g.addr_bits), "static_line": range(max(g.static_lines, 2)),
             "offset": range(max(banks, 2)), "active": unsigned(banks), "lines": range(banks + 1),
             "bag": lay.bag})
-        s1 = self._addresses(m, f1, cfg, stage)
+        s1 = self._addresses(m, f1, f1_is.update, cfg, stage)
         # An UPDATE's line: at most one UPDATE is in flight (it waits until everything before it is done).
-        update_data = Signal(width)
+        update_data = Signal(width, reset_less=True)
 
         # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
-        # F3 (tag read), F4 (tag compare, LRU, allocation) and F5 (queueing, counting) never stall. ---
-        f2_valid, f3_valid, f4_valid, f5_valid = Signal(), Signal(), Signal(), Signal()
-        f2, f3, f4, f5 = Signal(stage), Signal(stage), Signal(stage), Signal(stage)
+        # F3-F4 (tag read), F5 (tag compare), F6 (LRU, allocation) and F7 (queueing, counting) never stall. ---
+        f2_valid, f3_valid, f4_valid, f5_valid, f6_valid, f7_valid = (Signal(name=f"f{k}_valid") for k in range(2, 8))
+        f2, f3, f4, f5, f6, f7 = (Signal(stage, name=f"f{k}", reset_less=True) for k in range(2, 8))
         credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
         admit, f1_pass = Signal(), Signal()
-        # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free.
+        # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free. Whether there
+        # is room is decided a cycle ahead, from the next counts, so admission starts from registers.
         queue_used = Signal(range(g.queue_depth + 1))
         miss_used = Signal(range(self._MISS_QUEUE + 1))
-        queue_room = queue_used < g.queue_depth
-        miss_room = miss_used < self._MISS_QUEUE
+        queue_room, miss_room = Signal(init=1), Signal(init=1)
         dynamic2 = f2.kind == _Kind.DYNAMIC
         credit_room = Signal(init=1)   # room for a whole row of the widest kind, decided a cycle ahead
         m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
+        # F2 has a second place (skid): F1 passes an item whenever it is empty, so F1 never waits on admission.
         f2_free = ~f2_valid | admit
+        skid_valid = Signal()
+        skid = Signal(stage, reset_less=True)
+        skid_next = Signal()
+        m.d.comb += skid_next.eq(Mux(f2_free, 0, skid_valid | f1_pass))
+        m.d.sync += skid_valid.eq(skid_next)
         with m.If(f2_free):
-            m.d.sync += [f2_valid.eq(f1_pass), f2.eq(s1)]
+            m.d.sync += [f2_valid.eq(skid_valid | f1_pass), f2.eq(Mux(skid_valid, skid, s1))]
+        with m.Elif(f1_pass):
+            m.d.sync += skid.eq(s1)
         with m.If(f1_pass & s1.update):
             m.d.sync += update_data.eq(f1.arg.update.data)
         offset = Mux(f2.kind == _Kind.STATIC, f2.static_line, f2.line)[:max(bank_bits, 1)] if banks > 1 else 0
         m.d.sync += [
             f3_valid.eq(admit), f3.eq(f2), f3.offset.eq(offset),
             f3.active.eq(((C(1, banks + 1) << f2.lines) - 1) << offset if banks > 1 else 1),
-            f4_valid.eq(f3_valid), f4.eq(f3), f5_valid.eq(f4_valid), f5.eq(f4),
+            f4_valid.eq(f3_valid), f4.eq(f3), f5_valid.eq(f4_valid), f5.eq(f4), f6_valid.eq(f5_valid), f6.eq(f5),
+            f7_valid.eq(f6_valid), f7.eq(f6),
         ]
 
-        # --- F4: the dynamic cache's decision (registered into F5). ---
+        # --- F5, F6: the dynamic cache's decision (F5 compares the tags, F6 decides; registered into F7). ---
         hit, evict = Signal(banks), Signal(banks)
         ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
         flushing = Signal(init=1 if g.ways else 0)
         set_bits = ceil_log2(g.sets_per_bank) if g.ways else 0
-        lookup4 = f4_valid & ~f4.update
-        dynamic4 = f4.kind == _Kind.DYNAMIC
+        dynamic6 = f6.kind == _Kind.DYNAMIC
         if g.ways:
-            self._tags(m, storage, f2, f3, f4, lookup4 & dynamic4, flushing, hit, evict, ways)
-        hit5, evict5 = Signal(banks), Signal(banks)
-        ways5 = Signal.like(ways)
-        m.d.sync += [hit5.eq(Mux(dynamic4, hit & f4.active, 0)), evict5.eq(evict), ways5.eq(ways)]
+            self._tags(m, storage, (f2, f4, f5, f6), f6_valid & ~f6.update & dynamic6, flushing, hit, evict,
+                       ways)
+        hit7, evict7 = Signal(banks, reset_less=True), Signal(banks, reset_less=True)
+        ways7 = Signal.like(ways, reset_less=True)
+        m.d.sync += [hit7.eq(Mux(dynamic6, hit & f6.active, 0)), evict7.eq(evict), ways7.eq(ways)]
 
-        # --- F5: queue the entry, request the missing lines (or an UPDATE's write), count. ---
-        lookup5 = f5_valid & ~f5.update
-        dynamic5 = f5.kind == _Kind.DYNAMIC
+        # --- F7: queue the entry, request the missing lines (or an UPDATE's write), count. ---
+        lookup7 = f7_valid & ~f7.update
+        dynamic7 = f7.kind == _Kind.DYNAMIC
         missing, pushed = Signal(banks), Signal()
-        m.d.comb += [missing.eq(Mux(dynamic5, f5.active & ~hit5, 0)), pushed.eq(f5_valid & (f5.update | missing.any()))]
+        m.d.comb += [missing.eq(Mux(dynamic7, f7.active & ~hit7, 0)), pushed.eq(f7_valid & (f7.update | missing.any()))]
         entry = Signal(lay.entry)
-        m.d.comb += [entry.kind.eq(f5.kind), entry.offset.eq(f5.offset), entry.active.eq(f5.active),
-                     entry.hit.eq(hit5), entry.bag.eq(f5.bag)]
+        m.d.comb += [entry.kind.eq(f7.kind), entry.offset.eq(f7.offset), entry.active.eq(f7.active),
+                     entry.hit.eq(hit7), entry.bag.eq(f7.bag)]
         if g.ways:
-            m.d.comb += [entry.set.eq(f5.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways5)]
+            m.d.comb += [entry.set.eq(f7.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways7)]
         if g.static_rows:
-            m.d.comb += entry.static_addr.eq(f5.static_line >> bank_bits)
+            m.d.comb += entry.static_addr.eq(f7.static_line >> bank_bits)
         miss = Signal(lay.miss)
         m.d.comb += [
-            miss.write.eq(f5.update), miss.base.eq(Mux(f5.update, f5.line, f5.line & ~C(banks - 1, g.addr_bits))),
+            miss.write.eq(f7.update), miss.base.eq(Mux(f7.update, f7.line, f7.line & ~C(banks - 1, g.addr_bits))),
             miss.mask.eq(missing), miss.data.eq(update_data),
-            queue.w_en.eq(lookup5), queue.w_data.eq(entry),
+            queue.w_en.eq(lookup7), queue.w_data.eq(entry),
             miss_queue.w_en.eq(pushed), miss_queue.w_data.eq(miss),
         ]
         # What the data side frees is counted a cycle late (the signals come from far across the chip): late
         # releases are only conservative.
-        popped, miss_popped, consumed = Signal(), Signal(), Signal()
+        popped, miss_popped, consumed, unused = Signal(), Signal(), Signal(), Signal()
+        queue_next, miss_next = Signal.like(queue_used), Signal.like(miss_used)
+        m.d.comb += [
+            queue_next.eq(queue_used - popped + (admit & ~f2.update)),
+            miss_next.eq(miss_used - unused - miss_popped + admit),
+        ]
         m.d.sync += [
-            popped.eq(queue.r_en & queue.r_rdy), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy),
+            popped.eq(queue.popped), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy), unused.eq(f7_valid & ~pushed),
             consumed.eq(assembler.resp.valid & assembler.resp.ready),
-            queue_used.eq(queue_used + (admit & ~f2.update) - popped),
-            miss_used.eq(miss_used + admit - (f5_valid & ~pushed) - miss_popped),
+            queue_used.eq(queue_next), queue_room.eq(queue_next < g.queue_depth),
+            miss_used.eq(miss_next), miss_room.eq(miss_next < self._MISS_QUEUE),
         ]
         reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
-        release = Mux(lookup5, _popcount(hit5), 0)
+        release = Signal(range(banks + 1))
         credit_next = Signal.like(credit)
-        m.d.comb += credit_next.eq(credit + reserve - release - consumed)
-        m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next + banks <= g.max_outstanding)]
+        m.d.comb += credit_next.eq(credit - release - consumed + reserve)
+        m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next <= g.max_outstanding - banks),
+                     release.eq(Mux(lookup7, _popcount(hit7), 0))]
 
-        # Counters.
+        # Counters. A clear takes effect a cycle after the snapshot (registered: it reaches every counter), in
+        # place of that cycle's old values, so the counts are as if cleared at once.
         counters = Signal(lay.counters)
-        clear = Signal()
+        clear, cleared = Signal(), Signal()
+        base = Signal.like(counters)
         beat_in = self.mem.resp.valid & self.mem.resp.ready
-        with m.If(clear):
-            m.d.sync += counters.eq(0)
-        with m.Else():
-            m.d.sync += [counters.cycles.eq(counters.cycles + 1), counters.mem_lines.eq(counters.mem_lines + beat_in)]
-            with m.If(lookup5):
-                m.d.sync += [
-                    counters.lookups.eq(counters.lookups + 1),
-                    counters.static_hits.eq(counters.static_hits + (f5.kind == _Kind.STATIC)),
-                    counters.range_errors.eq(counters.range_errors + (f5.kind == _Kind.ZERO)),
-                    counters.line_hits.eq(counters.line_hits + _popcount(hit5)),
-                    counters.line_misses.eq(counters.line_misses + _popcount(missing)),
-                    counters.evictions.eq(counters.evictions + _popcount(evict5 & missing)),
-                ]
+        m.d.sync += cleared.eq(clear)
+        m.d.comb += base.eq(Mux(cleared, 0, counters))
+        m.d.sync += [counters.eq(base), counters.cycles.eq(base.cycles + 1),
+                     counters.mem_lines.eq(base.mem_lines + beat_in)]
+        with m.If(lookup7):
+            m.d.sync += [
+                counters.lookups.eq(base.lookups + 1),
+                counters.static_hits.eq(base.static_hits + (f7.kind == _Kind.STATIC)),
+                counters.range_errors.eq(base.range_errors + (f7.kind == _Kind.ZERO)),
+                counters.line_hits.eq(base.line_hits + _popcount(hit7)),
+                counters.line_misses.eq(base.line_misses + _popcount(missing)),
+                counters.evictions.eq(base.evictions + _popcount(evict7 & missing)),
+            ]
 
-        # An UPDATE's on-chip writes, one cycle after F4 (the data side is idle: UPDATE waits for it).
+        # An UPDATE's on-chip writes, one cycle after F7 (the data side is idle: UPDATE waits for it).
         update = Signal(data.StructLayout({"static": unsigned(banks), "dynamic": unsigned(banks),
                                            "static_addr": range(max(g.static_rows, 2)),
                                            "dyn_addr": unsigned(max(ceil_log2(g.sets_per_bank * g.ways), 1))}))
-        updating = f4_valid & f4.update
+        updating = f7_valid & f7.update
         m.d.sync += [
-            update.static.eq(Mux(updating & (f4.kind == _Kind.STATIC), C(1, banks) << f4.offset, 0)),
-            update.dynamic.eq(Mux(updating & dynamic4, hit & (C(1, banks) << f4.offset), 0)),
-            update.static_addr.eq(f4.static_line >> bank_bits),
-            update.dyn_addr.eq(f4.line[bank_bits:bank_bits + set_bits] * g.ways
-                               + Array(ways[b] for b in range(banks))[f4.offset] if g.ways else 0),
+            update.static.eq(Mux(updating & (f7.kind == _Kind.STATIC), C(1, banks) << f7.offset, 0)),
+            update.dynamic.eq(Mux(updating & dynamic7, hit7 & (C(1, banks) << f7.offset), 0)),
+            update.static_addr.eq(f7.static_line >> bank_bits),
+            update.dyn_addr.eq(f7.line[bank_bits:bank_bits + set_bits] * g.ways
+                               + Array(ways7[b] for b in range(banks))[f7.offset] if g.ways else 0),
         ]
         self._cache_writes(m, storage, assembler, preloader, update, update_data)
 
@@ -704,38 +909,51 @@ class EmbeddingUnit(wiring.Component):
         # lags a cycle, so it also counts any command completing at F1 in the cycle it is computed (whose effect
         # shows only in the next); nothing starts by itself after everything is done, so a non-busy cycle is
         # safe. ---
-        busy = Signal(init=1)
-        m.d.sync += busy.eq((f1_valid & f1_done) | f2_valid | f3_valid | f4_valid | f5_valid | (queue_used != 0) |
-                            (head.level != 0) | (miss_used != 0) | ~assembler.idle | ~pooler.idle | ~requant.idle |
-                            (credit != 0) | preloader.busy | flushing | update.static.any() | update.dynamic.any())
+        busy, busy_next = Signal(init=1), Signal()
+        slices_idle = Signal()
+        m.d.sync += busy.eq(busy_next)
+        m.d.comb += busy_next.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid |
+                            f6_valid | f7_valid | (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle |
+                            ~pooler.idle | ~requant.idle |
+                            (credit != 0) | (release != 0) | unused | preloader.busy | preloader.write.en | flushing |
+                            ~slices_idle |
+                            update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
-        counters_valid = Signal()
-        counters_out = Signal(lay.counters)
+        counters_valid, counters_valid_next = Signal(), Signal()
+        counters_out = Signal(lay.counters, reset_less=True)
         m.d.comb += [self.counters.valid.eq(counters_valid), self.counters.payload.eq(counters_out)]
-        with m.If(self.counters.valid & self.counters.ready):
-            m.d.sync += counters_valid.eq(0)
-        quiet = ~flushing & ~preloader.busy
-        with m.If(f1_valid), m.Switch(f1.op):
-            with m.Case(EmbeddingOp.LOOKUP):
-                m.d.comb += [f1_pass.eq(quiet & f2_free), f1_done.eq(f1_pass)]
-            with m.Case(EmbeddingOp.UPDATE):
-                m.d.comb += [f1_pass.eq(~busy & f2_free), f1_done.eq(f1_pass)]
-            with m.Case(EmbeddingOp.CONFIG):
-                m.d.comb += [f1_done.eq(~busy), cfg_write.en.eq(~busy)]
-            with m.Case(EmbeddingOp.PRELOAD):
-                m.d.comb += [preloader.start.valid.eq(~busy), f1_done.eq(~busy)]
-            with m.Case(EmbeddingOp.FLUSH):
-                m.d.comb += f1_done.eq(~busy)
-                if g.ways:
-                    with m.If(~busy):
-                        m.d.sync += flushing.eq(1)
-            with m.Case(EmbeddingOp.COUNTERS):
-                m.d.comb += f1_done.eq(~busy & ~counters_valid)
-                with m.If(f1_done):
-                    m.d.sync += [counters_valid.eq(1), counters_out.eq(counters)]
-                    m.d.comb += clear.eq(f1.arg.counters.clear)
-            with m.Default():
-                m.d.comb += f1_done.eq(1)  # unknown operations are dropped
+        # No flush or preload running or being started (registered: a lookup after them waits a cycle more).
+        quiet, quiet_next = Signal(), Signal()
+        m.d.comb += quiet_next.eq(~flushing & ~preloader.busy & ~((f1_is.flush | f1_is.preload) & ~busy))
+        m.d.sync += quiet.eq(quiet_next)
+        # Every operation's condition directly from registers (one level of logic, not a priority chain).
+        pass_lookup = f1_is.lookup & quiet & ~skid_valid
+        pass_update = f1_is.update & ~busy & ~skid_valid
+        snapshot = f1_is.counters & ~busy & ~counters_valid
+
+        def completes(is_, quiet_, skid_, busy_, counters_valid_):
+            """Whether the command in F1 completes (unknown operations are dropped)."""
+            return ((is_.lookup & quiet_ & ~skid_) | (is_.update & ~busy_ & ~skid_) |
+                    ((is_.config | is_.preload | is_.flush) & ~busy_) | (is_.counters & ~busy_ & ~counters_valid_) |
+                    is_.unknown)
+
+        # `f1_done` (whence `cmd.ready` and the enable of F1's registers) is a register: the same function of
+        # the next states.
+        m.d.comb += counters_valid_next.eq(Mux(snapshot, 1, Mux(self.counters.valid & self.counters.ready, 0,
+                                                                  counters_valid)))
+        m.d.sync += [counters_valid.eq(counters_valid_next),
+                     f1_done.eq(completes(f1_is_next, quiet_next, skid_next, busy_next, counters_valid_next))]
+        m.d.comb += [
+            f1_pass.eq(pass_lookup | pass_update),
+            cfg_write.en.eq(f1_is.config & ~busy),
+            preloader.start.valid.eq(f1_is.preload & ~busy),
+            clear.eq(snapshot & f1.arg.counters.clear),
+        ]
+        if g.ways:
+            with m.If(f1_is.flush & ~busy):
+                m.d.sync += flushing.eq(1)
+        with m.If(snapshot):
+            m.d.sync += counters_out.eq(counters)
         m.d.comb += [
             cfg_write.addr.eq(f1.table), cfg_write.data.eq(f1.arg.config),
             preloader.start.payload.mem_base.eq(cfg.mem_base),
@@ -743,24 +961,28 @@ class EmbeddingUnit(wiring.Component):
             preloader.start.payload.lines.eq(cfg.static_rows << cfg.row_lines if g.static_rows else 0),
         ]
 
-        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs).
+        # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs). Requests and
+        # responses pass register slices (memory is off the unit); only the handshakes are switched, the response
+        # data go to both.
+        m.submodules.req = req = _RegisterSlice(lay.memory.request)
+        m.submodules.resp = resp = _RegisterSlice(unsigned(width))
+        m.d.comb += slices_idle.eq(req.idle & resp.idle)
+        wiring.connect(m, req.o, wiring.flipped(self.mem.req))
+        wiring.connect(m, wiring.flipped(self.mem.resp), resp.i)
+        m.d.comb += [preloader.resp.payload.eq(resp.o.payload), assembler.resp.payload.eq(resp.o.payload),
+                     req.i.payload.eq(Mux(preloader.busy, preloader.req.payload, splitter.req.payload))]
         with m.If(preloader.busy):
-            m.d.comb += [self.mem.req.payload.eq(preloader.req.payload), self.mem.req.valid.eq(preloader.req.valid),
-                         preloader.req.ready.eq(self.mem.req.ready),
-                         preloader.resp.valid.eq(self.mem.resp.valid), preloader.resp.payload.eq(self.mem.resp.payload),
-                         self.mem.resp.ready.eq(preloader.resp.ready)]
+            m.d.comb += [req.i.valid.eq(preloader.req.valid), preloader.req.ready.eq(req.i.ready),
+                         preloader.resp.valid.eq(resp.o.valid), resp.o.ready.eq(preloader.resp.ready)]
         with m.Else():
-            m.d.comb += [self.mem.req.payload.eq(splitter.req.payload), self.mem.req.valid.eq(splitter.req.valid),
-                         splitter.req.ready.eq(self.mem.req.ready),
-                         assembler.resp.valid.eq(self.mem.resp.valid), assembler.resp.payload.eq(self.mem.resp.payload),
-                         self.mem.resp.ready.eq(assembler.resp.ready)]
+            m.d.comb += [req.i.valid.eq(splitter.req.valid), splitter.req.ready.eq(req.i.ready),
+                         assembler.resp.valid.eq(resp.o.valid), resp.o.ready.eq(assembler.resp.ready)]
         return m
 
-    def _addresses(self, m, f1, cfg, stage):
+    def _addresses(self, m, f1, is_update, cfg, stage):
         """F1's arithmetic: where a LOOKUP's row (or an UPDATE's line) is, how many lines, what kind."""
         g = self.geometry
         banks = g.banks
-        is_update = f1.op == EmbeddingOp.UPDATE
         row_id = Mux(is_update, f1.arg.update.id, f1.arg.lookup.id)
         first = Signal(unsigned(g.addr_bits + g.bank_bits + 1))
         m.d.comb += first.eq((row_id << cfg.row_lines) + Mux(is_update, f1.arg.update.line, 0))
@@ -790,17 +1012,19 @@ class EmbeddingUnit(wiring.Component):
                  "static_wr": [], "dyn_wr": [], "tag_rd": [], "tag_wr": []}
         for b in range(g.banks):
             if g.static_rows:
-                m.submodules[f"static{b}"] = mem = Memory(shape=unsigned(width), depth=g.static_rows, init=[])
-                ports["static_wr"].append(mem.write_port())
-                wiring.connect(m, assembler.static_rd[b], mem.read_port())
+                m.submodules[f"static{b}"] = ram = RegisteredRAM(width=width, depth=g.static_rows,
+                                                                 input_registers=True)
+                ports["static_wr"].append(_write_port(m, ram))
+                m.d.comb += [ram.r_addr.eq(assembler.static_rd[b].addr), assembler.static_rd[b].data.eq(ram.r_data)]
             if g.ways:
-                m.submodules[f"lines{b}"] = mem = Memory(shape=unsigned(width), depth=g.sets_per_bank * g.ways,
-                                                         init=[])
-                ports["dyn_wr"].append(mem.write_port())
-                wiring.connect(m, assembler.dyn_rd[b], mem.read_port())
-                m.submodules[f"tags{b}"] = tags = Memory(shape=lay.tags, depth=g.sets_per_bank, init=[])
-                ports["tag_wr"].append(tags.write_port())
-                ports["tag_rd"].append(tags.read_port())
+                m.submodules[f"lines{b}"] = ram = RegisteredRAM(width=width, depth=g.sets_per_bank * g.ways,
+                                                                input_registers=True)
+                ports["dyn_wr"].append(_write_port(m, ram))
+                m.d.comb += [ram.r_addr.eq(assembler.dyn_rd[b].addr), assembler.dyn_rd[b].data.eq(ram.r_data)]
+                m.submodules[f"tags{b}"] = ram = RegisteredRAM(width=lay.tags.size, depth=g.sets_per_bank,
+                                                               write_register=True)
+                ports["tag_wr"].append(_write_port(m, ram, lay.tags))
+                ports["tag_rd"].append((ram.r_addr, lay.tags(ram.r_data)))
         return ports
 
     def _cache_writes(self, m, storage, assembler, preloader, update, update_data):
@@ -819,66 +1043,112 @@ class EmbeddingUnit(wiring.Component):
                 m.d.comb += [port.en.eq(up | fill.en), port.addr.eq(Mux(up, update.dyn_addr, fill.addr)),
                              port.data.eq(Mux(up, update_data, fill.data))]
 
-    def _tags(self, m, storage, f2, f3, f4, allocate, flushing, hit, evict, ways):
-        """Tag sets: read at F2, registered at F3, compared and rewritten at F4. A set written in either of the two
-        cycles before is taken from that write (the block RAM still holds the old value); whether the set is the
-        same is decided a cycle early, so the loop from one lookup's new tags to the next one's compare is short."""
+    def _tags(self, m, storage, stages, allocate, flushing, hit, evict, ways):
+        """Tag sets: read at F2, out of the block RAM at F4, registered into F5, compared at F5, decided and
+        rewritten at F6.
+
+        The block RAM registers its writes, so the sets written by the five items ahead are still old in it. F5
+        takes the set from the newest of the writes two to five items ahead (or from the block RAM) and compares its
+        tags. If the item just
+        ahead (deciding in F6 meanwhile) writes the same set, F6 starts from that write instead; it differs from
+        what F5 compared only in the one way that item took, whose tag is known, so only "same tag as the item
+        ahead" is needed. The single-cycle loop from one item's decision to the next one's is then: hit vector,
+        victim, way chosen, new LRU order (about four LUT levels). The LRU order is one bit per pair of ways ("x
+        is older than y")."""
         g, lay = self.geometry, self.layouts
-        banks, way_bits, bank_bits = g.banks, _bits(g.ways), g.bank_bits
+        f2, f4, f5, f6 = stages
+        banks, n_ways, bank_bits = g.banks, g.ways, g.bank_bits
         set_bits = ceil_log2(g.sets_per_bank)
-        tag = f4.line >> (bank_bits + set_bits)
+        forwarded = 4    # writes two to five items ahead (the RAM registers its writes)
 
         def set_of(stage):
             return stage.line[bank_bits:bank_bits + set_bits]
 
-        f4_set = set_of(f4)
-        # same[0]: this F4 item's set was written last cycle (by the item then in F4, now in F3's place ahead of it).
-        same1, same2, same2_early = Signal(), Signal(), Signal()
-        m.d.sync += [same1.eq(set_of(f3) == f4_set), same2_early.eq(set_of(f2) == f4_set), same2.eq(same2_early)]
+        def tag_of(stage):
+            return stage.line >> (bank_bits + set_bits)
 
-        # Flush: walk the sets of every bank, resetting each to "all invalid, way w has age w".
+        # The sets of the writes of the last cycles (those of item F6 had one cycle ago, two cycles ago, ...).
+        written_sets = [Signal(max(set_bits, 1), name=f"written_set{k}", reset_less=True) for k in range(forwarded)]
+        m.d.sync += [written_sets[0].eq(set_of(f6)), *(written_sets[k].eq(written_sets[k - 1])
+                                                         for k in range(1, forwarded))]
+        # Decided at F4 for F5: is the set the one of the item ahead (F5 now, F6 then), or of the writes two to five
+        # items ahead (F6 and the last three writes now); and at F5 for F6: the tag of the item ahead.
+        same_a, same_tag = Signal(), Signal()
+        same = [Signal(name=f"same{k}") for k in range(forwarded)]
+        m.d.sync += [same_a.eq(set_of(f4) == set_of(f5)), same[0].eq(set_of(f4) == set_of(f6)),
+                     *(same[k].eq(set_of(f4) == written_sets[k - 1]) for k in range(1, forwarded)),
+                     same_tag.eq(tag_of(f5) == tag_of(f6))]
+
+        # Flush: walk the sets of every bank, writing "all invalid" (all-zero order bits: way w is older than every
+        # way below it, so ways fill from the highest).
         flush_set = Signal(range(max(g.sets_per_bank, 2)))
         with m.If(flushing):
             m.d.sync += flush_set.eq(flush_set + 1)
             with m.If(flush_set == g.sets_per_bank - 1):
                 m.d.sync += [flushing.eq(0), flush_set.eq(0)]
-        reset_entry = Signal(lay.tags)
-        m.d.comb += [reset_entry.age[w].eq(w) for w in range(g.ways)]
 
-        # The writes of the last two cycles: (written banks, set, new tag sets).
-        recent = [(Signal(banks, name=f"written{k}"), [Signal(lay.tags, name=f"written{k}_{b}") for b in range(banks)])
-                  for k in (1, 2)]
+        pairs = [(x, y) for x in range(n_ways) for y in range(x + 1, n_ways)]
+
+        def older(order, x, y):
+            return order[pairs.index((x, y))] if x < y else ~order[pairs.index((y, x))]
+
+        tag = tag_of(f6)
         for b in range(banks):
-            rd, wr = storage["tag_rd"][b], storage["tag_wr"][b]
-            registered = Signal(lay.tags, name=f"tags{b}")
-            m.d.comb += [rd.addr.eq(f2.line[bank_bits:bank_bits + set_bits]), rd.en.eq(1)]
-            m.d.sync += registered.eq(rd.data)
-            current = Signal(lay.tags, name=f"current{b}")
-            (w1, d1), (w2, d2) = recent
-            m.d.comb += current.eq(Mux(w1[b] & same1, d1[b], Mux(w2[b] & same2, d2[b], registered)))
-            hits = Signal(g.ways, name=f"hits{b}")
-            hit_way = Signal(way_bits, name=f"hit_way{b}")
-            victim = Signal(way_bits, name=f"victim{b}")
-            for w in range(g.ways):
-                m.d.comb += hits[w].eq(current.valid[w] & (current.tag[w] == tag))
-                with m.If(hits[w]):
-                    m.d.comb += hit_way.eq(w)
-                with m.If(current.age[w] == g.ways - 1):
-                    m.d.comb += victim.eq(w)
-            way = Mux(hits.any(), hit_way, victim)
-            m.d.comb += [hit[b].eq(hits.any()), ways[b].eq(way),
-                         evict[b].eq(Array(current.valid[w] for w in range(g.ways))[victim])]
+            (rd_addr, from_ram), wr = storage["tag_rd"][b], storage["tag_wr"][b]   # from_ram: at F4
+            stored = Signal(lay.tags, name=f"stored{b}", reset_less=True)
+            m.d.comb += rd_addr.eq(set_of(f2))
+            m.d.sync += stored.eq(from_ram)
+            # The writes: the one being decided (F6) and the last four.
+            write = allocate & f6.active[b]
             new = Signal(lay.tags, name=f"new_tags{b}")
-            age_of_way = Array(current.age[w] for w in range(g.ways))[way]
-            m.d.comb += [new.valid.eq(current.valid | (C(1, g.ways) << way)), new.tag.eq(current.tag),
-                         new.tag[way].eq(tag)]
-            for w in range(g.ways):
-                age = current.age[w]
-                m.d.comb += new.age[w].eq(Mux(way == w, 0, Mux(age < age_of_way, age + 1, age)))
-            write = allocate & f4.active[b]
-            m.d.comb += [wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, f4_set)),
-                         wr.data.eq(Mux(flushing, reset_entry, new))]
-            m.d.sync += [w1[b].eq(write), d1[b].eq(new), w2[b].eq(w1[b]), d2[b].eq(d1[b])]
+            chosen = Signal(n_ways, name=f"chosen{b}")
+            wrote = [Signal(name=f"wrote{k}_{b}") for k in range(forwarded)]
+            sets = [Signal(lay.tags, name=f"written{k}_{b}", reset_less=True) for k in range(forwarded)]
+            chosen1 = Signal(n_ways, name=f"chosen1_{b}", reset_less=True)
+            m.d.sync += [wrote[0].eq(write), sets[0].eq(new), chosen1.eq(chosen),
+                         *(wrote[k].eq(wrote[k - 1]) for k in range(1, forwarded)),
+                         *(sets[k].eq(sets[k - 1]) for k in range(1, forwarded))]
+
+            # F6: the set as F5 compared it, and as the item sees it (the write of the item ahead, if that is this set).
+            start6 = Signal(lay.tags, name=f"start{b}", reset_less=True)
+            patch6 = Signal(name=f"patch{b}")
+            early6 = Signal(n_ways, name=f"early_hits{b}", reset_less=True)
+            current = Signal(lay.tags, name=f"current{b}")
+            m.d.comb += current.eq(Mux(patch6, sets[0], start6))
+
+            # F5: the set from the newest of the writes two to five items ahead or the block RAM, and the hits there.
+            start5 = Signal(lay.tags, name=f"start5_{b}")
+            choice = stored
+            for k in reversed(range(forwarded)):
+                choice = Mux(wrote[k] & same[k], sets[k], choice)
+            m.d.comb += start5.eq(choice)
+            m.d.sync += [start6.eq(start5), patch6.eq(write & same_a),
+                         early6.eq(Cat(start5.valid[w] & (start5.tag[w] == tag_of(f5)) for w in range(n_ways)))]
+
+            # F6: hits (the way the item ahead took holds its tag), victim (the way older than all others), the way
+            # chosen, and the new set.
+            hits = Signal(n_ways, name=f"hits{b}")
+            victim = Signal(n_ways, name=f"victim{b}")
+            order = current.older
+            for w in range(n_ways):
+                m.d.comb += [
+                    hits[w].eq(Mux(patch6 & chosen1[w], same_tag, early6[w])),
+                    victim[w].eq(Cat(C(1, 1), *(older(order, w, x) for x in range(n_ways) if x != w)).all()),
+                ]
+            m.d.comb += chosen.eq(Mux(hits.any(), hits, victim))
+            for w in range(n_ways):
+                m.d.comb += [new.valid[w].eq(current.valid[w] | chosen[w]),
+                             new.tag[w].eq(Mux(chosen[w], tag, current.tag[w]))]
+            for k, (x, y) in enumerate(pairs):
+                m.d.comb += new.older[k].eq(chosen[y] | (~chosen[x] & order[k]))
+            m.d.comb += [
+                hit[b].eq(hits.any()),
+                ways[b].eq(Cat(Cat(C(0, 1), *(chosen[w] for w in range(n_ways) if w >> k & 1)).any()
+                               for k in range(len(ways[b])))),
+                evict[b].eq((victim & current.valid).any()),
+                wr.en.eq(write | flushing), wr.addr.eq(Mux(flushing, flush_set, set_of(f6))),
+                wr.data.eq(Mux(flushing, 0, new)),
+            ]
 
 
 # --- Unit and memory together -----------------------------------------------------------------------------

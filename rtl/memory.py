@@ -21,11 +21,11 @@ tables), served round-robin into one request queue:
 
 import functools
 
-from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, ClockSignal, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["STORAGE_VERILOG", "BlockRAMMemory", "MemoryModel", "MemoryPort", "checked_init"]
+__all__ = ["STORAGE_VERILOG", "BlockRAMMemory", "MemoryModel", "MemoryPort", "RegisteredRAM", "checked_init"]
 
 
 def checked_init(init):
@@ -317,3 +317,111 @@ class BlockRAMMemory(_Memory):
     def __init__(self, *, lines, line_bytes, addr_bits, max_burst):
         super().__init__(lines=lines, line_bytes=line_bytes, addr_bits=addr_bits, max_burst=max_burst,
                          latency=None, bytes_per_cycle=None, queue_depth=4, storage="memory")
+
+
+class RegisteredRAM(wiring.Component):
+    """Simple dual-port RAM whose read data is registered twice: ``r_data`` is the word at the ``r_addr`` of two
+    cycles before (read latency 2), for block RAM with its output register in use. With ``input_registers`` the
+    write port and the read address are registered first as well (write one cycle later, read latency 3), so
+    the paths into a block RAM far from its logic are single wires too; with ``write_register`` only the write
+    port is (a write lands a cycle later, reads keep latency 2).
+
+    On ECP5 it is built from DP16KD blocks (1024 x 18 each) with ``REGMODE_B = "OUTREG"``: Yosys maps inferred
+    memories without the output register (the data arrive about 5.6 ns into the cycle at speed grade 6, too late
+    for any routing at 125 MHz) and, for a read port that must return the old word when the other port writes the
+    same address, adds a comparator and a multiplexer behind the block. Here a read of the word being written in
+    the same cycle returns an undefined word; in simulation (no platform) it returns the old word inverted, so a
+    design that depends on either behaviour fails its tests. Elsewhere it is an Amaranth memory and a register.
+
+    Parameters
+    ----------
+    width, depth : int
+    input_registers, write_register : bool
+
+    Members
+    -------
+    w_en, w_addr, w_data : In
+        Write port.
+    r_addr : In
+        Read address (read every cycle).
+    r_data : Out
+        The word at ``r_addr`` :attr:`latency` cycles earlier.
+    """
+
+    TILE_DEPTH, TILE_WIDTH = 1024, 18
+
+    def __init__(self, *, width, depth, input_registers=False, write_register=False):
+        _check_positive("RAM width", width)
+        _check_positive("RAM depth", depth)
+        self.width, self.depth, self.input_registers = width, depth, bool(input_registers)
+        self.write_register = bool(write_register) or self.input_registers
+        #: Cycles from ``r_addr`` to ``r_data``.
+        self.latency = 3 if input_registers else 2
+        bits = max((depth - 1).bit_length(), 1)
+        super().__init__({"w_en": In(1), "w_addr": In(bits), "w_data": In(width), "r_addr": In(bits),
+                          "r_data": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.write_register:
+            inner = RegisteredRAM(width=self.width, depth=self.depth)
+            m.submodules.inner = inner
+            m.d.sync += [inner.w_en.eq(self.w_en), inner.w_addr.eq(self.w_addr), inner.w_data.eq(self.w_data)]
+            m.d[("sync" if self.input_registers else "comb")] += inner.r_addr.eq(self.r_addr)
+            m.d.comb += self.r_data.eq(inner.r_data)
+            return m
+        if getattr(platform, "family", None) == "ecp5":
+            self._ecp5(m)
+            return m
+        m.submodules.storage = storage = memory.Memory(shape=self.width, depth=self.depth, init=[])
+        write, read = storage.write_port(), storage.read_port()
+        m.d.comb += [write.en.eq(self.w_en), write.addr.eq(self.w_addr), write.data.eq(self.w_data),
+                     read.addr.eq(self.r_addr)]
+        if platform is None:
+            collided = Signal()
+            m.d.sync += [collided.eq(self.w_en & (self.w_addr == self.r_addr)),
+                         self.r_data.eq(Mux(collided, ~read.data, read.data))]
+        else:
+            m.d.sync += self.r_data.eq(read.data)
+        return m
+
+    def _ecp5(self, m):
+        tile_bits = (self.TILE_DEPTH - 1).bit_length()
+        rows = -(-self.depth // self.TILE_DEPTH)
+        columns = -(-self.width // self.TILE_WIDTH)
+        w_data = Signal(columns * self.TILE_WIDTH)
+        m.d.comb += w_data.eq(self.w_data)
+        # The row of a read, delayed to meet its data.
+        row_q, row_qq = Signal(range(max(rows, 2))), Signal(range(max(rows, 2)))
+        if rows > 1:
+            m.d.sync += [row_q.eq(self.r_addr[tile_bits:]), row_qq.eq(row_q)]
+        outputs = []
+        for r in range(rows):
+            w_en = self.w_en & (self.w_addr[tile_bits:] == r) if rows > 1 else self.w_en
+            out = Signal(columns * self.TILE_WIDTH, name=f"row{r}")
+            outputs.append(out)
+            for c in range(columns):
+                ports = {}
+                for k in range(14):
+                    # x18 mode: address in bits 13..4, byte write enables in bits 1..0.
+                    ports[f"i_ADA{k}"] = (self.w_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(self.w_addr)
+                                          else (1 if k < 2 else 0))
+                    ports[f"i_ADB{k}"] = (self.r_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(self.r_addr)
+                                          else 0)
+                for k in range(self.TILE_WIDTH):
+                    ports[f"i_DIA{k}"] = w_data[c * self.TILE_WIDTH + k]
+                    ports[f"i_DIB{k}"] = 0
+                    ports[f"o_DOB{k}"] = out[c * self.TILE_WIDTH + k]
+                for k in range(3):
+                    ports[f"i_CSA{k}"] = 0
+                    ports[f"i_CSB{k}"] = 0
+                m.submodules[f"tile_{r}_{c}"] = Instance(
+                    "DP16KD",
+                    p_DATA_WIDTH_A=self.TILE_WIDTH, p_DATA_WIDTH_B=self.TILE_WIDTH,
+                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
+                    p_GSR="DISABLED",
+                    i_CLKA=ClockSignal(), i_CEA=1, i_OCEA=1, i_RSTA=0, i_WEA=w_en,
+                    i_CLKB=ClockSignal(), i_CEB=1, i_OCEB=1, i_RSTB=0, i_WEB=0,
+                    **ports)
+        m.d.comb += self.r_data.eq(outputs[0] if rows == 1 else Array(outputs)[row_qq])

@@ -142,6 +142,30 @@ def test_cache_arrangements(static_rows, ways):
     assert counts["line_misses"] > 0
 
 
+@pytest.mark.parametrize("ways", [1, 2, 4])
+def test_back_to_back_lookups_of_one_set(ways):
+    """Bags of a few rows that share their sets, no idle cycles: most lookups find their set written by one of the
+    three lookups ahead of them, which the tag block RAM does not hold yet (tags and LRU order are forwarded)."""
+    config = replace(CONFIG, static_cache_rows=0, dyn_cache_ways=ways, dyn_cache_sets=8)
+    g = EmbeddingGeometry.from_config(config)
+    layout = EmbeddingLayout(g, [TableSpec(64, 4, 0, 300, 10), TableSpec(32, 16, 0, 3000, 11)])
+    rng = np.random.default_rng(ways)
+    script = EmbeddingScript(config)
+    script.load(layout, random_tables(rng, layout))
+    script.counters_read(clear=True)
+    # Rows 0, 8, 16, ... of table 0 (one line each) share a set; so do the even rows of table 1 (four lines).
+    pools = [np.arange(0, 64, 8)[:ways + 2], np.arange(0, 32, 2)[:ways + 2]]
+    bags, size = 40, 8
+    bag_tables = rng.integers(0, 2, bags)
+    ids = np.concatenate([rng.choice(pools[t], size) for t in bag_tables])
+    script.lookup(bag_tables, np.arange(0, bags * size + 1, size), ids)
+    script.counters_read()
+    result = _drive(EmbeddingSystem(config), script, pause=0.0, seed=1)
+    assert compare(script, result) == []
+    counts = result.counters[-1]
+    assert counts["line_hits"] > 0 and counts["evictions"] > 0
+
+
 class _Broken(wiring.Component):
     """The system with planted bugs: one pooled element off by one, one dynamic hit too many."""
 
