@@ -378,9 +378,13 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
                        seconds=round(time.perf_counter() - started, 1), routed=False, fmax_mhz=None,
                        meets_timing=False, utilization=None, critical_path=None, packed_utilization=packed)
     if run.returncode != 0:
-        tail = "\n".join(log_path.read_text().splitlines()[-30:])
+        # The tools log to their own files (Yosys to top.rpt, nextpnr to top.tim): quote the last one written.
+        logs = [path for path in (log_path, build_dir / "top.rpt", build_dir / "top.tim")
+                if path.is_file() and path.stat().st_size]
+        last = max(logs, key=lambda path: path.stat().st_mtime, default=log_path)
+        tail = "\n".join(last.read_text(errors="replace").splitlines()[-30:]) if last.is_file() else ""
         raise SynthError(f"{target.name} build of {component} failed (exit status {run.returncode}); "
-                         f"{log_path} ends with:\n{tail}")
+                         f"{last} ends with:\n{tail}")
     seconds = time.perf_counter() - started
 
     report = json.loads((build_dir / "top.report.json").read_text())
