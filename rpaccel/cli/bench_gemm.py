@@ -195,7 +195,7 @@ def _synth_table(synth, seed, timeout=None):
              + (f"A run stopped by --pnr-timeout ({timeout:g} s on the shared 2-core machine) shows Yosys's cell "
                 "counts and nextpnr's Fmax estimate after placement (routed delays are usually longer). "
                 if any(not r.get("routed", True) for r in synth) else "")
-             + "".join(f"`{r['component']}` on {r['target']} was routed with nextpnr's {r['router']}. "
+             + "".join(f"`{r['component']}` on {r['target']} used nextpnr's {r['router']}. "
                        for r in synth if r.get("router", "router1") != "router1")
              + "Tools: "
              + ", ".join(tools.values()) + ".")
