@@ -231,7 +231,7 @@ PRESETS = {
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
         mem_bytes=1 << 17, k_max=16, topk_units=1, clock_mhz=30.0, target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the
-    # MLP engine (16 x 8), the embedding unit and one top-k unit fit the device together (docs/mlp.md, "Sizing").
+    # MLP engine (16 x 8), the embedding unit and one top-k unit fit the device together (docs/mlp.md, "DSP budget").
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(

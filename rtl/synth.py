@@ -267,23 +267,23 @@ def _logged_utilization(family, log_path):
     """nextpnr's device utilisation after packing (``{key: {"used", "available"}}``) from its log, or None."""
     if not log_path.is_file():
         return None
-    found = {cell: (int(used), int(available)) for cell, used, available in
-                 re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log_path.read_text(errors="replace"))}
+    lines = re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log_path.read_text(errors="replace"))
+    found = {cell: (int(used), int(available)) for cell, used, available in lines}
     if not found:
         return None
     return {key: {"used": found.get(cell, (0, 0))[0], "available": found.get(cell, (0, 0))[1]}
             for key, cell in _PNR_KEYS[family].items()}
 
 
-def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout):
+def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router):
     """The result of a build stopped after ``timeout`` seconds: Yosys's cell counts if it got that far."""
     stat_path = build_dir / "top.stat.json"
     if not stat_path.is_file():
         raise SynthError(f"{target.name} build of {component} did not finish synthesis within {timeout:g} s "
                          f"(log: {build_dir / 'build.log'})")
     return _result(component, target, config, clock_mhz, harness, build_dir, json.loads(stat_path.read_text()),
-                   seconds=float(timeout), routed=False, fmax_mhz=None, meets_timing=False, utilization=None,
-                   critical_path=None, placed_fmax_mhz=_placed_fmax(build_dir / "top.tim"),
+                   seconds=float(timeout), router=router, routed=False, fmax_mhz=None, meets_timing=False,
+                   utilization=None, critical_path=None, placed_fmax_mhz=_placed_fmax(build_dir / "top.tim"),
                    packed_utilization=_logged_utilization(target.family, build_dir / "top.tim"))
 
 
@@ -342,6 +342,9 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     """
     entry = lookup(component)
     target = lookup_target(target)
+    router = router or "router1"  # nextpnr's default, named so that every result says which router it used
+    if router not in ("router1", "router2"):
+        raise ValueError(f"nextpnr router must be router1 or router2, not {router!r}")
     clock_mhz = float(config.clock_mhz if clock_mhz is None else clock_mhz)
     if not clock_mhz > 0:
         raise ValueError(f"Clock constraint must be a positive frequency in MHz, not {clock_mhz!r}")
@@ -356,7 +359,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         harness, name="top", do_build=False, synth_opts=target.synth_opts, script_after_read=KEEP_REPLICAS,
         script_after_synth="tee -q -o top.stat.json stat -json",
         nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail"
-                     + (f" --router {router}" if router else "") + (" --pack-only" if pack_only else ""))
+                     + f" --router {router}" + (" --pack-only" if pack_only else ""))
     plan.extract(str(build_dir))
     started = time.perf_counter()
     log_path = build_dir / "build.log"
@@ -369,13 +372,12 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGTERM)
             run.wait()
-            return {**_unrouted(component, target, config, clock_mhz, harness, build_dir, timeout),
-                    "router": router or "router1"}
+            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router)
     packed = _logged_utilization(target.family, build_dir / "top.tim") if pack_only else None
     if pack_only and packed is not None:  # the bitstream step after nextpnr fails without placement: expected
         return _result(component, target, config, clock_mhz, harness, build_dir,
                        json.loads((build_dir / "top.stat.json").read_text()),
-                       seconds=round(time.perf_counter() - started, 1), routed=False, fmax_mhz=None,
+                       seconds=round(time.perf_counter() - started, 1), router=router, routed=False, fmax_mhz=None,
                        meets_timing=False, utilization=None, critical_path=None, packed_utilization=packed)
     if run.returncode != 0:
         # The tools log to their own files (Yosys to top.rpt, nextpnr to top.tim): quote the last one written.
@@ -393,7 +395,6 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     pnr = {key: report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
            for key, cell in _PNR_KEYS[target.family].items()}
     return _result(component, target, config, clock_mhz, harness, build_dir, stat, seconds=round(seconds, 1),
-                   router=router or "router1",
-                   routed=True, fmax_mhz=None if achieved is None else round(achieved, 2),
+                   router=router, routed=True, fmax_mhz=None if achieved is None else round(achieved, 2),
                    meets_timing=achieved is not None and achieved >= clock_mhz, utilization=pnr,
                    critical_path=_critical_path(report))

@@ -9,7 +9,7 @@ as one.
 
 from ..results import format_table
 from .bench import Bench, record
-from .common import CLIError, CommandFailed
+from .common import CLIError, CommandFailed, print_json
 
 PARTS = ("mlp", "embedding", "topk-units")
 RESOURCES = (("luts", "LUTs (TRELLIS_COMB)"), ("ffs", "FFs"), ("dsps", "DSPs (MULT18X18D)"),
@@ -56,18 +56,18 @@ def bench_chip(args):
     verdict = (f"they do NOT fit: {', '.join(over)} exceed the device" if over else
                "they fit: every resource is within the device")
     how = ("packed as one design (`rpaccel synth parts`)" if args.whole else
-           "each packed on its own in the pin harness and added up (an upper bound: three harnesses are counted, "
-           "about one LUT and one flip-flop per port bit each)")
+           f"each packed on its own in the pin harness and added up (an upper bound: {len(runs)} harnesses are "
+           "counted, about one LUT and one flip-flop per port bit each)")
     notes = (f"Preset `{config.name}`: the MLP engine ({config.array_rows}x{config.array_cols} array), the embedding "
              f"unit and {config.topk_units} top-k unit(s) of K_MAX = {config.k_max}, {how}; nextpnr's cell counts "
              f"after packing (`--pack-only`). Result: {verdict}. TRELLIS_COMB is nextpnr's logic cell (a LUT4, "
-             "a carry half or half of a LUT-RAM cell), of which the device has 83,640. Placement and routing of the "
+             f"a carry half or half of a LUT-RAM cell), of which the device has {device['luts']['available']:,}. "
+             "Placement and routing of the "
              "units together is not measured here (see each unit's own bench for its Fmax). "
              f"Tools: {', '.join(runs[0]['tools'].values())}.")
     print(table)
     print(notes)
     if args.json:
-        from .common import print_json
         print_json({"runs": runs, "total": total, "fits": not over})
     record(args, "chip", f"Whole chip: the {config.name} preset's units on the ECP5-85F", table + "\n\n" + notes)
     return 0
