@@ -40,6 +40,7 @@ from ..cachemodel import COUNTERS
 from ..embedding import EmbeddingGeometry, ceil_log2
 from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
 from .memory import BlockRAMMemory, MemoryModel, MemoryPort, RegisteredRAM, checked_init
+from .select import replica
 
 __all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
 
@@ -179,7 +180,7 @@ class _Queue(wiring.Component):
         m = Module()
         m.submodules.storage = storage = Memory(shape=self.width, depth=self.depth, init=[])
         write, read = storage.write_port(), storage.read_port(domain="comb")
-        produce, consume = Signal(range(self.depth)), Signal(range(self.depth))
+        produce, consume = Signal(range(self.depth), name="produce"), Signal(range(self.depth), name="consume")
         stored = Signal(range(self.depth + 1))
         out = Signal(self.width, reset_less=True)
         out_valid = Signal()
@@ -201,6 +202,32 @@ class _Queue(wiring.Component):
         return m
 
 
+class _DelayLine(wiring.Component):
+    """``o`` shows ``i`` of ``delay`` cycles before: a LUT RAM written every cycle at a running pointer and read
+    from a second pointer ``delay - 1`` behind it, into an output register. A wide value costs a LUT RAM slice
+    per four bits instead of ``delay`` flip-flops per bit, and no enable."""
+
+    def __init__(self, width, delay):
+        if not isinstance(delay, int) or not 2 <= delay <= 16:
+            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
+            raise ValueError(f"Delay line delay must be an integer from 2 to 16, not {delay!r}")
+        self.width, self.delay = width, delay
+        super().__init__({"i": In(width), "o": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = 16   # a LUT RAM's depth: the read pointer is at most 15 behind
+        m.submodules.storage = storage = Memory(shape=self.width, depth=depth, init=[])
+        write, read = storage.write_port(), storage.read_port(domain="comb")
+        produce = Signal(range(depth))
+        consume = Signal(range(depth), init=-(self.delay - 1) % depth)
+        out = Signal(self.width, reset_less=True)
+        m.d.comb += [write.en.eq(1), write.addr.eq(produce), write.data.eq(self.i), read.addr.eq(consume),
+                     self.o.eq(out)]
+        m.d.sync += [produce.eq(produce + 1), consume.eq(consume + 1), out.eq(read.data)]
+        return m
+
+
 class _RegisterSlice(wiring.Component):
     """Two-entry register slice: ``i.ready`` is a register and ``o`` comes from a register, so nothing
     combinational passes between its sides (``idle``: it holds nothing)."""
@@ -211,8 +238,8 @@ class _RegisterSlice(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         shape = self.i.payload.shape()
-        main, spare = Signal(shape, reset_less=True), Signal(shape, reset_less=True)
-        main_valid, spare_valid = Signal(), Signal()
+        main, spare = Signal(shape, reset_less=True, name="main"), Signal(shape, reset_less=True, name="spare")
+        main_valid, spare_valid = Signal(name="main_valid"), Signal(name="spare_valid")
         free = ~main_valid | self.o.ready
         m.d.comb += [self.i.ready.eq(~spare_valid), self.o.valid.eq(main_valid), self.o.payload.eq(main),
                      self.idle.eq(~main_valid & ~spare_valid)]
@@ -280,7 +307,8 @@ class Requantizer(wiring.Component):
         # the output queue).
         buffers = [Signal(self.layouts.sum, name=f"buffer{k}", reset_less=True) for k in range(2)]
         full = Signal(2)
-        fill, issuing = Signal(), Signal()    # the buffer the next input goes to, the buffer being issued
+        # The buffer the next input goes to, the buffer being issued.
+        fill, issuing = Signal(name="fill"), Signal(name="issuing")
         work = Signal(self.layouts.bag)
         busy = Signal()
         chunk = Signal(range(max(chunks, 2)))
@@ -293,7 +321,8 @@ class Requantizer(wiring.Component):
         ]
         # Results issued and not yet taken from the output queue; room for two more (the one that may issue now
         # and the one after it), decided a cycle ahead.
-        results, results_next = Signal(range(self._QUEUE + 2)), Signal(range(self._QUEUE + 2))
+        results = Signal(range(self._QUEUE + 2), name="results")
+        results_next = Signal.like(results, name="results_next")
         room = Signal(init=1)
         issue = busy & room
         final = issue & (chunk == last_chunk)
@@ -302,7 +331,7 @@ class Requantizer(wiring.Component):
         # The buffers' states next cycle, so that `i.ready` (a buffer is free) is a register.
         load = self.i.valid & self.i.ready
         ready = Signal(init=1)
-        full_next, fill_next = Signal(2), Signal()
+        full_next, fill_next = Signal(2, name="full_next"), Signal(name="fill_next")
         for k in range(2):
             m.d.comb += full_next[k].eq(Mux(load & (fill == k), 1, Mux(final & (issuing == k), 0, full[k])))
             with m.If(load & (fill == k)):
@@ -448,24 +477,26 @@ class _RowAssembler(wiring.Component):
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.layouts.row.size, depth=self._QUEUE)
         used = Signal(range(self._QUEUE + 1))   # rows in D1-D5 and the queue
         room = Signal(init=1)                   # used < _QUEUE, decided a cycle ahead
-        used_next, room_next = Signal.like(used), Signal()
+        used_next, room_next = Signal.like(used, name="used_next"), Signal(name="room_next")
 
         # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
         # `nxt` the first of them, `only` whether it is the last one.
         c0_valid = Signal()
         c0 = Signal(self.layouts.entry, reset_less=True)
-        need, nxt, only, need_any = Signal(banks), Signal(banks), Signal(), Signal()
+        need, nxt = Signal(banks, name="need"), Signal(banks, name="nxt")
+        only, need_any = Signal(name="only"), Signal(name="need_any")
         pending = Signal(data.ArrayLayout(unsigned(width), banks), reset_less=True)
-        take, done = Signal(), Signal()
-        # `resp.ready` is a register: computed from C0's next state (the memory data fan out widely).
+        take, take_data, done = Signal(name="take"), Signal(name="take_data"), Signal(name="done")
+        # `resp.ready` is a register computed from C0's next state, in two copies: one for C0's own next state,
+        # one for the enables of the 512-bit line registers (the memory slice's and `pending`), so that C0's
+        # loop stays local instead of following the line registers across the chip.
         ready = Signal()
         m.d.comb += [
-            self.resp.ready.eq(ready),
-            take.eq(self.resp.valid & self.resp.ready),
+            take.eq(self.resp.valid & ready),
             done.eq(c0_valid & room & (~need_any | (take & only))),
             self.entries.ready.eq(~c0_valid | done),
         ]
-        valid_next, need_next = Signal(), Signal(banks)
+        valid_next, need_next = Signal(name="valid_next"), Signal(banks, name="need_next")
         with m.If(self.entries.valid & self.entries.ready):
             m.d.comb += [valid_next.eq(1), need_next.eq(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0))]
             m.d.sync += c0.eq(entry)
@@ -476,39 +507,43 @@ class _RowAssembler(wiring.Component):
         with m.Else():
             m.d.comb += [valid_next.eq(c0_valid), need_next.eq(need)]
         only_next = need_next == _lowest(need_next)
+        ready_next = valid_next & (need_next != 0) & (~only_next | room_next)
         m.d.sync += [c0_valid.eq(valid_next), need.eq(need_next), nxt.eq(_lowest(need_next)), only.eq(only_next),
-                     need_any.eq(need_next != 0),
-                     ready.eq(valid_next & (need_next != 0) & (~only_next | room_next))]
+                     need_any.eq(need_next != 0), ready.eq(ready_next)]
+        ready_data = replica(m, ready_next, name="ready_data")
+        nxt_data = replica(m, _lowest(need_next), name="nxt_data")
+        m.d.comb += [self.resp.ready.eq(ready_data), take_data.eq(self.resp.valid & ready_data)]
         lines_in = Signal.like(pending)
         for b in range(banks):
-            m.d.comb += lines_in[b].eq(Mux(take & nxt[b], self.resp.payload, pending[b]))
-            with m.If(take & nxt[b]):
+            m.d.comb += lines_in[b].eq(Mux(take_data & nxt_data[b], self.resp.payload, pending[b]))
+            with m.If(take_data & nxt_data[b]):
                 m.d.sync += pending[b].eq(self.resp.payload)
             # D1: the block RAM accesses, registered: the line that arrived is written, a completed entry read.
             if g.ways:
                 addr = c0.set * g.ways + c0.way[b]
-                m.d.sync += [self.fill[b].en.eq(take & nxt[b]), self.fill[b].addr.eq(addr),
+                m.d.sync += [self.fill[b].en.eq(take_data & nxt_data[b]), self.fill[b].addr.eq(addr),
                              self.fill[b].data.eq(self.resp.payload), self.dyn_rd[b].addr.eq(addr)]
             if g.static_rows:
                 m.d.sync += self.static_rd[b].addr.eq(c0.static_addr)
 
-        # D1-D4: the entry and its lines from memory follow the block RAMs' reads (RegisteredRAM with input
-        # registers: the data arrive at D4); at D4 each bank's source and each row position's bank are decoded
-        # (one-hot). D5: the block RAMs' data registered once more (they come from across the chip), selected per
-        # bank and rotated.
+        # D1-D4: the entry follows the block RAMs' reads (RegisteredRAM with input registers: the data arrive at
+        # D4) in registers, the lines from memory in a LUT-RAM delay line; at D4 each bank's source and each row
+        # position's bank are decoded (one-hot). D5: the block RAMs' data registered once more (they come from
+        # across the chip), selected per bank and rotated.
         info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
                                   "bag": self.layouts.bag})
         n = self.STAGES
         d_valid = [Signal(name=f"d{k}_valid") for k in range(1, n + 1)]
         d_info = [Signal(info, name=f"d{k}", reset_less=True) for k in range(1, n)]
-        d_lines = [Signal.like(pending, name=f"d{k}_lines", reset_less=True) for k in range(1, n + 1)]
+        m.submodules.lines = lines = _DelayLine(len(pending.as_value()), n)   # the lines from memory, at D5
+        m.d.comb += lines.i.eq(lines_in)
+        d_last_lines = Signal.like(pending)
+        m.d.comb += d_last_lines.eq(lines.o)
         m.d.sync += [d_valid[0].eq(done), d_info[0].kind.eq(c0.kind), d_info[0].offset.eq(c0.offset),
                      d_info[0].active.eq(c0.active), d_info[0].hit.eq(c0.hit), d_info[0].bag.eq(c0.bag),
-                     d_lines[0].eq(lines_in),
                      *(d_valid[k].eq(d_valid[k - 1]) for k in range(1, n)),
-                     *(d_info[k].eq(d_info[k - 1]) for k in range(1, n - 1)),
-                     *(d_lines[k].eq(d_lines[k - 1]) for k in range(1, n))]
-        d_before, d_last_lines = d_info[-1], d_lines[-1]
+                     *(d_info[k].eq(d_info[k - 1]) for k in range(1, n - 1))]
+        d_before = d_info[-1]
         d_bag = Signal(self.layouts.bag, reset_less=True)
         # Per bank: the line from memory (a miss), the dynamic cache (a hit), the static cache; per row position j,
         # the bank it takes (offset + j).
@@ -571,7 +606,7 @@ class _EntryQueue(wiring.Component):
         m = Module()
         m.submodules.ram = ram = RegisteredRAM(width=self.width, depth=self.depth)
         m.submodules.head = head = fifo.SyncFIFO(width=self.width, depth=self._HEAD)
-        produce, consume = Signal(range(self.depth)), Signal(range(self.depth))
+        produce, consume = Signal(range(self.depth), name="produce"), Signal(range(self.depth), name="consume")
         count = Signal(range(self.depth + 1))
         flight = Signal(2)          # reads issued one and two cycles ago
         room = Signal(init=1)
@@ -641,7 +676,14 @@ class _MissSplitter(wiring.Component):
 
 
 class _Preloader(wiring.Component):
-    """Copy ``lines`` consecutive memory lines from ``mem_base`` into the static cache from ``static_base``."""
+    """Copy ``lines`` consecutive memory lines from ``mem_base`` into the static cache from ``static_base``.
+
+    Every quantity is a register that one adder or comparator updates: the next request's address and the
+    lines not yet requested (both stepped by a request), the next request's length (``min(left, max_burst)``,
+    recomputed in the cycle after a request, so a request goes out at most every other cycle: a burst of
+    ``max_burst >= 8`` lines takes longer than that to arrive), and for the responses the next static line and
+    the lines still to come.
+    """
 
     def __init__(self, layouts):
         self.layouts = layouts
@@ -660,30 +702,35 @@ class _Preloader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.layouts.g
-        span = Signal(self.start.payload.shape())
-        issued = Signal.like(span.lines)
-        received = Signal.like(span.lines)
-        m.d.comb += self.start.ready.eq(~self.busy)
-        with m.If(self.start.valid & self.start.ready):
-            m.d.sync += [span.eq(self.start.payload), issued.eq(0), received.eq(0),
-                         self.busy.eq(self.start.payload.lines != 0)]
-        left = span.lines - issued
-        length = Mux(left > g.max_burst, g.max_burst, left)
+        start = self.start.payload
+        addr = Signal(g.addr_bits)                     # next request
+        left = Signal.like(start.lines)                # lines not yet requested
+        length = Signal(range(g.max_burst + 1))        # min(left, max_burst), once `settled`
+        more = Signal()                                # left != 0, once `settled`
+        settled = Signal()                             # `length` and `more` follow `left`
+        line = Signal.like(start.static_base)          # static line of the next response
+        expect = Signal.like(start.lines)              # responses still to come
+        last = Signal()                                # expect == 1
         m.d.comb += [
-            self.req.valid.eq(self.busy & (issued != span.lines)),
+            self.start.ready.eq(~self.busy),
+            self.req.valid.eq(self.busy & settled & more),
             self.req.payload.write.eq(0),
-            self.req.payload.addr.eq(span.mem_base + issued),
+            self.req.payload.addr.eq(addr),
             self.req.payload.length.eq(length - 1),
             self.resp.ready.eq(self.busy),
         ]
-        # The static cache write of each line, registered (the block RAMs are spread over the chip).
-        m.d.sync += [self.write.en.eq(self.resp.valid & self.busy), self.write.line.eq(span.static_base + received),
-                     self.write.data.eq(self.resp.payload)]
+        m.d.sync += [length.eq(Mux(left > g.max_burst, g.max_burst, left)), more.eq(left != 0), settled.eq(1)]
+        with m.If(self.start.valid & self.start.ready):
+            m.d.sync += [addr.eq(start.mem_base), left.eq(start.lines), settled.eq(0), line.eq(start.static_base),
+                         expect.eq(start.lines), last.eq(start.lines == 1), self.busy.eq(start.lines != 0)]
         with m.If(self.req.valid & self.req.ready):
-            m.d.sync += issued.eq(issued + length)
+            m.d.sync += [addr.eq(addr + length), left.eq(left - length), settled.eq(0)]
+        # The static cache write of each line, registered (the block RAMs are spread over the chip).
+        m.d.sync += [self.write.en.eq(self.resp.valid & self.busy), self.write.line.eq(line),
+                     self.write.data.eq(self.resp.payload)]
         with m.If(self.resp.valid & self.resp.ready):
-            m.d.sync += received.eq(received + 1)
-            with m.If(received + 1 == span.lines):
+            m.d.sync += [line.eq(line + 1), expect.eq(expect - 1), last.eq(expect == 2)]
+            with m.If(last):
                 m.d.sync += self.busy.eq(0)
         return m
 
@@ -755,7 +802,7 @@ class EmbeddingUnit(wiring.Component):
         storage = self._storage(m, assembler)
 
         # --- F1: accept a command, read its table's configuration; compute the row's addresses. ---
-        f1_valid, f1_done = Signal(), Signal()
+        f1_valid, f1_done = Signal(name="f1_valid"), Signal(name="f1_done")
         f1 = Signal(lay.command, reset_less=True)
         cfg = Signal(lay.table_config)
         cfg_write, cfg_read = storage["cfg_write"], storage["cfg_read"]
@@ -788,12 +835,12 @@ class EmbeddingUnit(wiring.Component):
         f2_valid, f3_valid, f4_valid, f5_valid, f6_valid, f7_valid = (Signal(name=f"f{k}_valid") for k in range(2, 8))
         f2, f3, f4, f5, f6, f7 = (Signal(stage, name=f"f{k}", reset_less=True) for k in range(2, 8))
         credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
-        admit, f1_pass = Signal(), Signal()
+        admit, f1_pass = Signal(name="admit"), Signal(name="f1_pass")
         # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free. Whether there
         # is room is decided a cycle ahead, from the next counts, so admission starts from registers.
         queue_used = Signal(range(g.queue_depth + 1))
         miss_used = Signal(range(self._MISS_QUEUE + 1))
-        queue_room, miss_room = Signal(init=1), Signal(init=1)
+        queue_room, miss_room = Signal(init=1, name="queue_room"), Signal(init=1, name="miss_room")
         dynamic2 = f2.kind == _Kind.DYNAMIC
         credit_room = Signal(init=1)   # room for a whole row of the widest kind, decided a cycle ahead
         m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
@@ -819,7 +866,7 @@ class EmbeddingUnit(wiring.Component):
         ]
 
         # --- F5, F6: the dynamic cache's decision (F5 compares the tags, F6 decides; registered into F7). ---
-        hit, evict = Signal(banks), Signal(banks)
+        hit, evict = Signal(banks, name="hit"), Signal(banks, name="evict")
         ways = Signal(data.ArrayLayout(range(max(g.ways, 2)), banks))
         flushing = Signal(init=1 if g.ways else 0)
         set_bits = ceil_log2(g.sets_per_bank) if g.ways else 0
@@ -827,14 +874,14 @@ class EmbeddingUnit(wiring.Component):
         if g.ways:
             self._tags(m, storage, (f2, f4, f5, f6), f6_valid & ~f6.update & dynamic6, flushing, hit, evict,
                        ways)
-        hit7, evict7 = Signal(banks, reset_less=True), Signal(banks, reset_less=True)
+        hit7, evict7 = Signal(banks, reset_less=True, name="hit7"), Signal(banks, reset_less=True, name="evict7")
         ways7 = Signal.like(ways, reset_less=True)
         m.d.sync += [hit7.eq(Mux(dynamic6, hit & f6.active, 0)), evict7.eq(evict), ways7.eq(ways)]
 
         # --- F7: queue the entry, request the missing lines (or an UPDATE's write), count. ---
         lookup7 = f7_valid & ~f7.update
         dynamic7 = f7.kind == _Kind.DYNAMIC
-        missing, pushed = Signal(banks), Signal()
+        missing, pushed = Signal(banks, name="missing"), Signal(name="pushed")
         m.d.comb += [missing.eq(Mux(dynamic7, f7.active & ~hit7, 0)), pushed.eq(f7_valid & (f7.update | missing.any()))]
         entry = Signal(lay.entry)
         m.d.comb += [entry.kind.eq(f7.kind), entry.offset.eq(f7.offset), entry.active.eq(f7.active),
@@ -852,8 +899,9 @@ class EmbeddingUnit(wiring.Component):
         ]
         # What the data side frees is counted a cycle late (the signals come from far across the chip): late
         # releases are only conservative.
-        popped, miss_popped, consumed, unused = Signal(), Signal(), Signal(), Signal()
-        queue_next, miss_next = Signal.like(queue_used), Signal.like(miss_used)
+        popped, miss_popped = Signal(name="popped"), Signal(name="miss_popped")
+        consumed, unused = Signal(name="consumed"), Signal(name="unused")
+        queue_next, miss_next = Signal.like(queue_used, name="queue_next"), Signal.like(miss_used, name="miss_next")
         m.d.comb += [
             queue_next.eq(queue_used - popped + (admit & ~f2.update)),
             miss_next.eq(miss_used - unused - miss_popped + admit),
@@ -874,7 +922,7 @@ class EmbeddingUnit(wiring.Component):
         # Counters. A clear takes effect a cycle after the snapshot (registered: it reaches every counter), in
         # place of that cycle's old values, so the counts are as if cleared at once.
         counters = Signal(lay.counters)
-        clear, cleared = Signal(), Signal()
+        clear, cleared = Signal(name="clear"), Signal(name="cleared")
         base = Signal.like(counters)
         beat_in = self.mem.resp.valid & self.mem.resp.ready
         m.d.sync += cleared.eq(clear)
@@ -909,7 +957,7 @@ class EmbeddingUnit(wiring.Component):
         # lags a cycle, so it also counts any command completing at F1 in the cycle it is computed (whose effect
         # shows only in the next); nothing starts by itself after everything is done, so a non-busy cycle is
         # safe. ---
-        busy, busy_next = Signal(init=1), Signal()
+        busy, busy_next = Signal(init=1, name="busy"), Signal(name="busy_next")
         slices_idle = Signal()
         m.d.sync += busy.eq(busy_next)
         m.d.comb += busy_next.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid |
@@ -919,11 +967,11 @@ class EmbeddingUnit(wiring.Component):
                             ~slices_idle |
                             update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
-        counters_valid, counters_valid_next = Signal(), Signal()
+        counters_valid, counters_valid_next = Signal(name="counters_valid"), Signal(name="counters_valid_next")
         counters_out = Signal(lay.counters, reset_less=True)
         m.d.comb += [self.counters.valid.eq(counters_valid), self.counters.payload.eq(counters_out)]
         # No flush or preload running or being started (registered: a lookup after them waits a cycle more).
-        quiet, quiet_next = Signal(), Signal()
+        quiet, quiet_next = Signal(name="quiet"), Signal(name="quiet_next")
         m.d.comb += quiet_next.eq(~flushing & ~preloader.busy & ~((f1_is.flush | f1_is.preload) & ~busy))
         m.d.sync += quiet.eq(quiet_next)
         # Every operation's condition directly from registers (one level of logic, not a priority chain).
@@ -1073,7 +1121,7 @@ class EmbeddingUnit(wiring.Component):
                                                          for k in range(1, forwarded))]
         # Decided at F4 for F5: is the set the one of the item ahead (F5 now, F6 then), or of the writes two to five
         # items ahead (F6 and the last three writes now); and at F5 for F6: the tag of the item ahead.
-        same_a, same_tag = Signal(), Signal()
+        same_a, same_tag = Signal(name="same_a"), Signal(name="same_tag")
         same = [Signal(name=f"same{k}") for k in range(forwarded)]
         m.d.sync += [same_a.eq(set_of(f4) == set_of(f5)), same[0].eq(set_of(f4) == set_of(f6)),
                      *(same[k].eq(set_of(f4) == written_sets[k - 1]) for k in range(1, forwarded)),

@@ -119,6 +119,21 @@ _PNR_KEYS = {
 # fold the copies back into one die-wide driver. `proc` first turns the processes into flip-flop cells.
 KEEP_REPLICAS = f"proc\nsetattr -set keep 1 w:* a:{REPLICA_ATTR} %i %ci1:+$dff[Q] t:$dff %i"
 
+# Yosys's `synth_<family>` runs in two parts with `splitnets` between them, just before ABC9's LUT mapping:
+# on multi-bit wires ABC9 (Yosys 0.69) can give a mapped wire the name of an existing one and stop with
+# "Assert `count_id(wire->name) == 0' failed" in ABC_OPS_REINTEGRATE, or write a netlist in which a bit has two
+# drivers (YosysHQ/yosys#4349 and #4451, where splitting the nets first is the maintainers' remedy). It did so
+# on the embedding unit after small changes and on all the parts in one design. Splitting renames wires only.
+ABC9_STEP = "map_luts"
+
+
+def _synth_scripts(target):
+    """``synth_opts`` and ``script_after_synth`` for Amaranth's build plan: synthesis up to ABC9, `splitnets`,
+    the rest, then the cell statistics."""
+    opts = f"{target.synth_opts} -run begin:{ABC9_STEP}".strip()
+    rest = f"synth_{target.family} {target.synth_opts} -top top -run {ABC9_STEP}:".replace("  ", " ")
+    return opts, f"splitnets\n{rest}\ntee -q -o top.stat.json stat -json"
+
 
 def lookup_target(name):
     """The target ``name``; raises :class:`UnknownTarget` naming the known ones."""
@@ -355,9 +370,10 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     platform = target.platform()()
     platform.add_resources(_resources(target, clock_mhz * 1e6))
     harness = PinHarness(entry.build(config))
+    synth_opts, after_synth = _synth_scripts(target)
     plan = platform.build(
-        harness, name="top", do_build=False, synth_opts=target.synth_opts, script_after_read=KEEP_REPLICAS,
-        script_after_synth="tee -q -o top.stat.json stat -json",
+        harness, name="top", do_build=False, synth_opts=synth_opts, script_after_read=KEEP_REPLICAS,
+        script_after_synth=after_synth,
         nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail"
                      + f" --router {router}" + (" --pack-only" if pack_only else ""))
     plan.extract(str(build_dir))
