@@ -1,11 +1,17 @@
 """The PE's ECP5 multiplier (a MULT18X18D with its own registers): elaboration, and the Yosys-mapped netlist
 checked cycle for cycle against the generic PE (with planted bugs that the check must catch)."""
 
+import subprocess
+
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Const, Fragment, Instance
 
+from rpaccel.config import preset
 from rpaccel.rtl import pe as pe_module
+from rpaccel.rtl.array import SystolicArray
 from rpaccel.rtl.pe import ProcessingElement
+from rpaccel.rtl.synth import TARGETS, tool_env
 from rpaccel.sim.equivalence import ECP5_STAND_IN, EquivalenceFailure, check_ecp5_equivalence
 
 PSUM_BITS = 20  # as in the small preset's 16-row array
@@ -68,3 +74,18 @@ def test_check_catches_planted_bug(monkeypatch, bug):
     with pytest.raises(EquivalenceFailure, match="MISMATCH cycle="):
         check_ecp5_equivalence(ProcessingElement(psum_bits=PSUM_BITS), ProcessingElement(psum_bits=PSUM_BITS),
                                cycles=CYCLES, seed=3)
+
+
+@pytest.mark.synth
+def test_small_array_maps_every_dsp_pe_to_a_registered_mult18x18d(tmp_path):
+    """Yosys alone (no place and route): the ``small`` array's DSP PEs keep their registered MULT18X18D through
+    flattening, and no unregistered one appears."""
+    config = preset("small")
+    (tmp_path / "array.il").write_text(
+        rtlil.convert(SystolicArray(config), name="top", platform=ECP5_STAND_IN, emit_src=False))
+    registered = "t:MULT18X18D " + " ".join(f"r:REG_{r}_CLK=CLK0 %i" for r in ("INPUTA", "INPUTB", "OUTPUT"))
+    script = (f"read_rtlil array.il; synth_ecp5 -top top; select -assert-count {config.array_dsp_pes} "
+              f"{registered}; select -assert-count {config.array_dsp_pes} t:MULT18X18D")
+    yosys = tool_env(TARGETS["ecp5-85f"])["YOSYS"]
+    done = subprocess.run([yosys, "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
