@@ -1,12 +1,13 @@
 """Processing element of the weight-stationary systolic array."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS, ACT_BITS
 
-__all__ = ["MULTIPLIERS", "ProcessingElement", "lut_multiply", "lut_partial_products", "lut_product"]
+__all__ = ["MULTIPLIERS", "ProcessingElement", "ecp5_registered_multiplier", "lut_multiply",
+           "lut_partial_products", "lut_product"]
 
 #: How a processing element may implement its multiplier.
 MULTIPLIERS = ("dsp", "lut")
@@ -59,6 +60,38 @@ def lut_multiply(a, w):
     return lut_product(*lut_partial_products(a, w))
 
 
+#: The registers of :func:`ecp5_registered_multiplier`'s MULT18X18D, all on CLK0, CE0 and RST0.
+ECP5_MULTIPLIER_REGISTERS = ("INPUTA", "INPUTB", "OUTPUT")
+
+
+def ecp5_registered_multiplier(a, b, product, en):
+    """An ECP5 MULT18X18D computing ``product <= A * B; A <= a; B <= b`` on every cycle with ``en`` high.
+
+    ``a`` and ``b`` are signed values of at most 18 bits (sign-extended into the block), ``product`` takes the
+    low bits of the 36-bit product. The input registers A and B and the output register are the DSP block's own
+    (``REG_INPUTA_CLK``, ``REG_INPUTB_CLK``, ``REG_OUTPUT_CLK``), clocked by the sync domain's clock on CLK0 and
+    enabled by ``en`` on CE0; their reset RST0 is tied low and the global set/reset is off, as for the fabric
+    registers they replace. The pipeline register between multiplier and output register is not used (it would
+    add a cycle). nextpnr times this configuration as ``MULT18X18D_REGS_ALL``: A and B are register inputs and P
+    register outputs of CLK0, so routing to and from the block is timed on its own and the multiplier inside it
+    is not (Yosys maps a ``*`` to a MULT18X18D without registers, which nextpnr times as one combinational path
+    from the flip-flops in front of the block to those behind it).
+    """
+    registers = {}
+    for register in ECP5_MULTIPLIER_REGISTERS:
+        registers |= {f"p_REG_{register}_CLK": "CLK0", f"p_REG_{register}_CE": "CE0",
+                      f"p_REG_{register}_RST": "RST0"}
+    ports = [("i", f"{name}{i}", value[min(i, len(value) - 1)]) for name, value in (("A", a), ("B", b))
+             for i in range(18)]
+    ports += [("i", f"C{i}", Const(0)) for i in range(18)]
+    ports += [("o", f"P{i}", product[i]) for i in range(len(product))]
+    return Instance(
+        "MULT18X18D", *ports, **registers,
+        p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
+        i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+        i_CLK0=ClockSignal(), i_CE0=en, i_RST0=Const(0))
+
+
 class ProcessingElement(wiring.Component):
     """Weight-stationary int8 multiply, int32 accumulate cell with two weight banks.
 
@@ -69,9 +102,17 @@ class ProcessingElement(wiring.Component):
     bank named by ``w_bank``, which the array controller keeps different from any bank still in flight.
 
     The weight is selected in one stage, multiplied in the next and added in the third, so that the hard
-    multiplier's inputs and output are all registers (on the ECP5 the MULT18X18D is combinational in Yosys's
-    mapping, and a bank multiplexer in front of it put the PE's whole cycle into one path) and a carry chain gets
-    a cycle of its own. On every cycle with ``en`` high::
+    multiplier's inputs and output are all registers (a bank multiplexer in front of a combinational multiplier
+    put the PE's whole cycle into one path) and a carry chain gets a cycle of its own. Yosys maps a ``*`` to an
+    ECP5 MULT18X18D without its registers, so these registers would be fabric flip-flops, and in a full array the
+    placer put many of them far across the die from their DSP block (one hop in, the multiplier, one hop out, in
+    one cycle). On the ECP5 (a platform whose ``family`` is ``"ecp5"``) the PE therefore instantiates the block
+    itself (:func:`ecp5_registered_multiplier`): its input registers A and B take ``a_in`` and the selected
+    weight, duplicating ``a_out`` and ``selected`` (``a_out`` stays in the fabric for the next PE), and its
+    output register is ``product``, all enabled by ``en``, so the hops into and out of the block are timed
+    apart from the multiplier. Everywhere else (simulation, iCE40, ``multiplier="lut"``) the three stages are
+    written out as below; ``tests/test_pe_dsp.py`` checks the Yosys-mapped ECP5 PE against this form cycle for
+    cycle. On every cycle with ``en`` high::
 
         a_out    <= a_in
         bank_out <= bank_in
@@ -97,10 +138,10 @@ class ProcessingElement(wiring.Component):
     Parameters
     ----------
     multiplier : str
-        ``"dsp"`` (default): the product is written ``a * w``, which synthesis maps to a hard multiplier
-        (MULT18X18D on ECP5, SB_MAC16 on iCE40). ``"lut"``: the product is an adder tree of partial products
-        (:func:`lut_multiply`), built from LUTs and carry chains, for arrays with more PEs than the device
-        has DSP blocks. Both compute the same value in the same cycle.
+        ``"dsp"`` (default): a hard multiplier: on the ECP5 an instantiated MULT18X18D with its own registers,
+        elsewhere ``a * w``, which synthesis maps to a hard multiplier (SB_MAC16 on iCE40). ``"lut"``: the
+        product is an adder tree of partial products (:func:`lut_multiply`), built from LUTs and carry chains,
+        for arrays with more PEs than the device has DSP blocks. All compute the same value in the same cycle.
     psum_bits : int
         Width of the partial sums (default 32). Inside an array of R rows a partial sum never exceeds
         ``16384 * R`` in magnitude, so the array gives its PEs just enough bits for that (20 for R = 16).
@@ -165,21 +206,26 @@ class ProcessingElement(wiring.Component):
         psum_out = Signal(signed(self.psum_bits), reset_less=True)
         m.d.comb += [self.a_out.eq(a_out), self.bank_out.eq(bank_out), self.psum_out.eq(psum_out)]
         selected = Signal(signed(ACT_BITS), name="selected", reset_less=True)
+        weight_in = Mux(self.bank_in, weight[1], weight[0])
         if self.multiplier == "lut":
             # Two adder levels of the product in the second stage, the last one next to the accumulation.
             low, high = lut_partial_products(a_out, selected)
             stage = [Signal(len(low), name="product_low", reset_less=True),
                      Signal(len(high), name="product_high", reset_less=True)]
-            staged = [stage[0].eq(low), stage[1].eq(high)]
+            staged = [selected.eq(weight_in), stage[0].eq(low), stage[1].eq(high)]
             product = lut_product(*stage)
+        elif getattr(platform, "family", None) == "ecp5":
+            # The DSP block's input registers hold copies of a_out and selected, its output register the product.
+            product = Signal(signed(2 * ACT_BITS))
+            m.submodules.multiplier = ecp5_registered_multiplier(self.a_in, weight_in, product, self.en)
+            staged = []
         else:
             product = Signal(signed(2 * ACT_BITS), reset_less=True)
-            staged = [product.eq(a_out * selected)]
+            staged = [selected.eq(weight_in), product.eq(a_out * selected)]
         with m.If(self.en):
             m.d.sync += [
                 a_out.eq(self.a_in),
                 bank_out.eq(self.bank_in),
-                selected.eq(Mux(self.bank_in, weight[1], weight[0])),
                 *staged,
                 psum_out.eq(self.psum_in + product),
             ]
