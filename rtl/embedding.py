@@ -40,6 +40,7 @@ from ..cachemodel import COUNTERS
 from ..embedding import EmbeddingGeometry, ceil_log2
 from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
 from .memory import BlockRAMMemory, MemoryModel, MemoryPort, RegisteredRAM, checked_init
+from .pe import ecp5_registered_multiplier
 from .select import replica
 
 __all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
@@ -289,15 +290,22 @@ class Requantizer(wiring.Component):
         super().__init__({"i": In(stream.Signature(layouts.sum)), "o": Out(stream.Signature(layouts.pooled)),
                           "idle": Out(1)})
 
+    @staticmethod
+    def meta_layout(layouts):
+        """What travels beside a chunk in registers ``meta0`` ... ``meta6``; ``hot``: the chunk (one-hot),
+        ``past``: the chunks after it (zero in the output)."""
+        g = layouts.g
+        chunks = g.row_bytes // g.requant_lanes
+        return data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": layouts.bag["table"].shape,
+                                  "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1,
+                                  "hot": chunks, "past": chunks, "buffer": 1})
+
     def elaborate(self, platform):
         m = Module()
         g = self.layouts.g
         lanes, chunks = g.requant_lanes, g.row_bytes // g.requant_lanes
         m.submodules.out = out = _Queue(self.layouts.pooled.size, self._QUEUE)
-        # hot: the chunk (one-hot), past: the chunks after it (zero in the output).
-        meta = data.StructLayout({"chunk": range(max(chunks, 2)), "last": 1, "table": self.layouts.bag["table"].shape,
-                                  "end": 1, "m": unsigned(M_BITS), "shift": unsigned(S_BITS), "s_zero": 1,
-                                  "hot": chunks, "past": chunks, "buffer": 1})
+        meta = self.meta_layout(self.layouts)
         valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
         metas = [Signal(meta, name=f"meta{k}", reset_less=True) for k in range(self.STAGES)]
         m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
@@ -367,11 +375,16 @@ class Requantizer(wiring.Component):
             rounded = Signal(signed(11), name=f"rounded{lane}")
             result = Signal(signed(8), name=f"result{lane}", reset_less=True)
             m.d.comb += rounded.eq(Mux(metas[5].s_zero, saturated, (saturated + 1) >> 1))
+            if getattr(platform, "family", None) == "ecp5":
+                # x2 and m in the DSP block's input registers, the product in its output register.
+                product = Signal(signed(product_bits), name=f"product{lane}")
+                m.submodules[f"multiplier{lane}"] = ecp5_registered_multiplier(
+                    Mux(metas[0].buffer, x[1], x[0]), Cat(metas[0].m, C(0, 1)).as_signed(), product, C(1, 1))
+            else:
+                m.d.sync += [x2.eq(Mux(metas[0].buffer, x[1], x[0])), product.eq(x2 * metas[1].m)]
             m.d.sync += [
                 *(x[k].eq(Array(buffers[k].acc[c * lanes + lane] for c in range(chunks))[chunk] if chunks > 1
                           else buffers[k].acc[lane]) for k in range(2)),
-                x2.eq(Mux(metas[0].buffer, x[1], x[0])),
-                product.eq(x2 * metas[1].m),
                 coarse.eq(product >> Cat(C(0, 3), metas[2].shift[3:])),
                 fine.eq(coarse >> metas[3].shift[:3]),
                 saturated.eq(Mux(fine < low, low, Mux(fine > high, high, fine))),

@@ -9,8 +9,10 @@ from amaranth.lib import wiring
 
 from rpaccel.config import ConfigError, preset
 from rpaccel.embedding import EmbeddingGeometry, EmbeddingLayout, LayoutError, TableSpec
-from rpaccel.numeric import M_MAX, S_MAX, requantize
+from rpaccel.numeric import M_BITS, M_MAX, S_MAX, requantize
+from rpaccel.rtl import embedding as embedding_module
 from rpaccel.rtl.embedding import EmbeddingSystem, EmbeddingUnit, Layouts, Requantizer, _DelayLine
+from rpaccel.sim.equivalence import EquivalenceFailure, check_ecp5_equivalence
 from rpaccel.sim.golden.embedding import EmbeddingScript, compare, decode, random_tables, zipf_bags
 from rpaccel.sim.streams import StreamSink, StreamSource, pauses, run_simulation
 from rpaccel.zipf import ZipfSampler
@@ -226,3 +228,32 @@ def test_errors_name_the_problem():
     with pytest.raises(LayoutError, match="The layout was made for another geometry"):
         EmbeddingScript(CONFIG).load(EmbeddingLayout(EmbeddingGeometry.from_config(preset("small")),
                                                      [TableSpec(4, 16)]), [np.zeros((4, 16))])
+
+
+def _requantizer_on_ecp5(**kwargs):
+    layouts = Layouts(EmbeddingGeometry.from_config(CONFIG))
+    return check_ecp5_equivalence(Requantizer(layouts), Requantizer(layouts), cycles=20_000, seed=2, prove=False,
+                                  **kwargs)
+
+
+@pytest.mark.synth
+def test_mapped_ecp5_requantizer_matches_generic_requantizer():
+    """On the ECP5 each lane's multiplier is a MULT18X18D with its own registers (``x2`` and ``m`` in, the product
+    out): the Yosys-mapped netlist against the generic form over random cycles (simulation only: the output
+    queue's LUT RAM keeps the proof of `sim.equivalence` from pairing its words)."""
+    result = _requantizer_on_ecp5()
+    assert result.cycles == 20_000
+    assert result.cells["MULT18X18D"] == CONFIG.emb_requant_lanes
+    for dsp in result.dsp_parameters:
+        assert {dsp[f"REG_{r}_CLK"] for r in ("INPUTA", "INPUTB", "OUTPUT")} == {"CLK0"}
+
+
+@pytest.mark.synth
+def test_requantizer_equivalence_catches_a_sign_extended_scale(monkeypatch):
+    """Planted bug: ``m`` (unsigned 16 bits) handed to the DSP block without its zero top bit, so scales from
+    2**15 up are read as negative."""
+    original = embedding_module.ecp5_registered_multiplier
+    monkeypatch.setattr(embedding_module, "ecp5_registered_multiplier",
+                        lambda a, b, product, en: original(a, b[:M_BITS], product, en))
+    with pytest.raises(EquivalenceFailure, match=r"simulation \(seed 2\): MISMATCH"):
+        _requantizer_on_ecp5()
