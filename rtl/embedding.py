@@ -112,8 +112,10 @@ class Layouts:
         # What travels with every row: its bag's table and flags, and the table's row size and parameters.
         self.bag = data.StructLayout({"table": table, "last": 1, "end": 1, "row_lines": range(g.bank_bits + 1),
                                       "m": unsigned(M_BITS), "s": unsigned(S_BITS)})
+        # `missing`: the lines to come from memory (see _missing), decoded when the entry is queued.
         fields = {"kind": _Kind, "offset": range(max(g.banks, 2)), "active": unsigned(g.banks),
-                  "hit": unsigned(g.banks), "bag": self.bag}
+                  "hit": unsigned(g.banks), "bag": self.bag,
+                  "missing": data.StructLayout({"mask": unsigned(g.banks), "first": unsigned(g.banks), "single": 1})}
         if g.ways:
             fields["set"] = range(max(g.sets_per_bank, 2))
             fields["way"] = data.ArrayLayout(range(max(g.ways, 2)), g.banks)
@@ -162,8 +164,15 @@ def _any_of(values):
 
 
 def _lowest(value):
-    """One-hot lowest set bit of ``value`` (0 if none)."""
-    return value & (~value + 1)
+    """One-hot lowest set bit of ``value`` (0 if none), as a priority chain (no carry chain: the widths here are a
+    few bits)."""
+    return Cat(*(value[i] & ~value[:i].any() if i else value[0] for i in range(len(value))))
+
+
+def _missing(mask):
+    """A row's lines to come from memory, decoded for the row assembly: the mask, its lowest line, whether
+    that is the only one (also when there is none)."""
+    return {"mask": mask, "first": _lowest(mask), "single": mask == _lowest(mask)}
 
 
 # --- Queues -----------------------------------------------------------------------------------------------
@@ -509,22 +518,27 @@ class _RowAssembler(wiring.Component):
             done.eq(c0_valid & room & (~need_any | (take & only))),
             self.entries.ready.eq(~c0_valid | done),
         ]
+        # C0's next state. A new entry brings its missing lines decoded (the queue's output is a LUT RAM read
+        # late in the cycle); after a line arrives the rest is decoded from registers.
         valid_next, need_next = Signal(name="valid_next"), Signal(banks, name="need_next")
+        nxt_next, only_next = Signal(banks, name="nxt_next"), Signal(name="only_next")
+        any_next = Signal(name="any_next")
+        rest = need & ~nxt
         with m.If(self.entries.valid & self.entries.ready):
-            m.d.comb += [valid_next.eq(1), need_next.eq(Mux(entry.kind == _Kind.DYNAMIC, entry.active & ~entry.hit, 0))]
+            m.d.comb += [valid_next.eq(1), need_next.eq(entry.missing.mask), nxt_next.eq(entry.missing.first),
+                         only_next.eq(entry.missing.single), any_next.eq(entry.missing.mask != 0)]
             m.d.sync += c0.eq(entry)
-        with m.Elif(done):
-            m.d.comb += [valid_next.eq(0), need_next.eq(need)]
-        with m.Elif(take):
-            m.d.comb += [valid_next.eq(c0_valid), need_next.eq(need & ~nxt)]
+        with m.Elif(take & ~done):
+            m.d.comb += [valid_next.eq(c0_valid), need_next.eq(rest), nxt_next.eq(_lowest(rest)),
+                         only_next.eq(rest == _lowest(rest)), any_next.eq(rest != 0)]
         with m.Else():
-            m.d.comb += [valid_next.eq(c0_valid), need_next.eq(need)]
-        only_next = need_next == _lowest(need_next)
-        ready_next = valid_next & (need_next != 0) & (~only_next | room_next)
-        m.d.sync += [c0_valid.eq(valid_next), need.eq(need_next), nxt.eq(_lowest(need_next)), only.eq(only_next),
-                     need_any.eq(need_next != 0), ready.eq(ready_next)]
+            m.d.comb += [valid_next.eq(c0_valid & ~done), need_next.eq(need), nxt_next.eq(nxt), only_next.eq(only),
+                         any_next.eq(need_any)]
+        ready_next = valid_next & any_next & (~only_next | room_next)
+        m.d.sync += [c0_valid.eq(valid_next), need.eq(need_next), nxt.eq(nxt_next), only.eq(only_next),
+                     need_any.eq(any_next), ready.eq(ready_next)]
         ready_data = replica(m, ready_next, name="ready_data")
-        nxt_data = replica(m, _lowest(need_next), name="nxt_data")
+        nxt_data = replica(m, nxt_next, name="nxt_data")
         m.d.comb += [self.resp.ready.eq(ready_data), take_data.eq(self.resp.valid & ready_data)]
         lines_in = Signal.like(pending)
         for b in range(banks):
@@ -898,7 +912,8 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += [missing.eq(Mux(dynamic7, f7.active & ~hit7, 0)), pushed.eq(f7_valid & (f7.update | missing.any()))]
         entry = Signal(lay.entry)
         m.d.comb += [entry.kind.eq(f7.kind), entry.offset.eq(f7.offset), entry.active.eq(f7.active),
-                     entry.hit.eq(hit7), entry.bag.eq(f7.bag)]
+                     entry.hit.eq(hit7), entry.bag.eq(f7.bag),
+                     *(getattr(entry.missing, name).eq(value) for name, value in _missing(missing).items())]
         if g.ways:
             m.d.comb += [entry.set.eq(f7.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways7)]
         if g.static_rows:
