@@ -957,15 +957,18 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += base.eq(Mux(cleared, 0, counters))
         m.d.sync += [counters.eq(base), counters.cycles.eq(base.cycles + 1),
                      counters.mem_lines.eq(base.mem_lines + beat_in)]
+        # A lookup's counts are registered at F8 and added a cycle later (the popcounts and the 32-bit adds are
+        # not in one cycle); `busy` covers F8, so a snapshot never misses them.
+        count = range(banks + 1)
+        inc = Signal(data.StructLayout({"lookups": 1, "static_hits": 1, "range_errors": 1, "line_hits": count,
+                                        "line_misses": count, "evictions": count}), name="inc")
+        m.d.sync += inc.eq(0)
         with m.If(lookup7):
-            m.d.sync += [
-                counters.lookups.eq(base.lookups + 1),
-                counters.static_hits.eq(base.static_hits + (f7.kind == _Kind.STATIC)),
-                counters.range_errors.eq(base.range_errors + (f7.kind == _Kind.ZERO)),
-                counters.line_hits.eq(base.line_hits + _popcount(hit7)),
-                counters.line_misses.eq(base.line_misses + _popcount(missing)),
-                counters.evictions.eq(base.evictions + _popcount(evict7 & missing)),
-            ]
+            m.d.sync += [inc.lookups.eq(1), inc.static_hits.eq(f7.kind == _Kind.STATIC),
+                         inc.range_errors.eq(f7.kind == _Kind.ZERO), inc.line_hits.eq(_popcount(hit7)),
+                         inc.line_misses.eq(_popcount(missing)), inc.evictions.eq(_popcount(evict7 & missing))]
+        m.d.sync += [getattr(counters, name).eq(getattr(base, name) + getattr(inc, name))
+                     for name in ("lookups", "static_hits", "range_errors", "line_hits", "line_misses", "evictions")]
 
         # An UPDATE's on-chip writes, one cycle after F7 (the data side is idle: UPDATE waits for it).
         update = Signal(data.StructLayout({"static": unsigned(banks), "dynamic": unsigned(banks),
@@ -989,8 +992,8 @@ class EmbeddingUnit(wiring.Component):
         slices_idle = Signal()
         m.d.sync += busy.eq(busy_next)
         m.d.comb += busy_next.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid |
-                            f6_valid | f7_valid | (queue_used != 0) | ~queue.idle | (miss_used != 0) | ~assembler.idle |
-                            ~pooler.idle | ~requant.idle |
+                            f6_valid | f7_valid | inc.lookups | (queue_used != 0) | ~queue.idle | (miss_used != 0) |
+                            ~assembler.idle | ~pooler.idle | ~requant.idle |
                             (credit != 0) | (release != 0) | unused | preloader.busy | preloader.write.en | flushing |
                             ~slices_idle |
                             update.static.any() | update.dynamic.any())
