@@ -112,10 +112,10 @@ class Layouts:
         # What travels with every row: its bag's table and flags, and the table's row size and parameters.
         self.bag = data.StructLayout({"table": table, "last": 1, "end": 1, "row_lines": range(g.bank_bits + 1),
                                       "m": unsigned(M_BITS), "s": unsigned(S_BITS)})
-        # `missing`: the lines to come from memory (see _missing), decoded when the entry is queued.
+        # `missing`: the lines to come from memory (a dynamic row's active lines that missed; none for other
+        # kinds), so the row assembly takes them without decoding the kind.
         fields = {"kind": _Kind, "offset": range(max(g.banks, 2)), "active": unsigned(g.banks),
-                  "hit": unsigned(g.banks), "bag": self.bag,
-                  "missing": data.StructLayout({"mask": unsigned(g.banks), "first": unsigned(g.banks), "single": 1})}
+                  "missing": unsigned(g.banks), "bag": self.bag}
         if g.ways:
             fields["set"] = range(max(g.sets_per_bank, 2))
             fields["way"] = data.ArrayLayout(range(max(g.ways, 2)), g.banks)
@@ -167,12 +167,6 @@ def _lowest(value):
     """One-hot lowest set bit of ``value`` (0 if none), as a priority chain (no carry chain: the widths here are a
     few bits)."""
     return Cat(*(value[i] & ~value[:i].any() if i else value[0] for i in range(len(value))))
-
-
-def _missing(mask):
-    """A row's lines to come from memory, decoded for the row assembly: the mask, its lowest line, whether
-    that is the only one (also when there is none)."""
-    return {"mask": mask, "first": _lowest(mask), "single": mask == _lowest(mask)}
 
 
 # --- Queues -----------------------------------------------------------------------------------------------
@@ -518,15 +512,16 @@ class _RowAssembler(wiring.Component):
             done.eq(c0_valid & room & (~need_any | (take & only))),
             self.entries.ready.eq(~c0_valid | done),
         ]
-        # C0's next state. A new entry brings its missing lines decoded (the queue's output is a LUT RAM read
-        # late in the cycle); after a line arrives the rest is decoded from registers.
+        # C0's next state. A new entry brings its missing lines as a mask (the queue's output is a LUT RAM read
+        # late in the cycle: one LUT level each for the first line, "only one" and "any"); after a line arrives
+        # the rest is decoded from registers.
         valid_next, need_next = Signal(name="valid_next"), Signal(banks, name="need_next")
         nxt_next, only_next = Signal(banks, name="nxt_next"), Signal(name="only_next")
         any_next = Signal(name="any_next")
         rest = need & ~nxt
         with m.If(self.entries.valid & self.entries.ready):
-            m.d.comb += [valid_next.eq(1), need_next.eq(entry.missing.mask), nxt_next.eq(entry.missing.first),
-                         only_next.eq(entry.missing.single), any_next.eq(entry.missing.mask != 0)]
+            m.d.comb += [valid_next.eq(1), need_next.eq(entry.missing), nxt_next.eq(_lowest(entry.missing)),
+                         only_next.eq(entry.missing == _lowest(entry.missing)), any_next.eq(entry.missing != 0)]
             m.d.sync += c0.eq(entry)
         with m.Elif(take & ~done):
             m.d.comb += [valid_next.eq(c0_valid), need_next.eq(rest), nxt_next.eq(_lowest(rest)),
@@ -557,7 +552,7 @@ class _RowAssembler(wiring.Component):
         # D4) in registers, the lines from memory in a LUT-RAM delay line; at D4 each bank's source and each row
         # position's bank are decoded (one-hot). D5: the block RAMs' data registered once more (they come from
         # across the chip), selected per bank and rotated.
-        info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "hit": banks,
+        info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "missing": banks,
                                   "bag": self.layouts.bag})
         n = self.STAGES
         d_valid = [Signal(name=f"d{k}_valid") for k in range(1, n + 1)]
@@ -567,7 +562,7 @@ class _RowAssembler(wiring.Component):
         d_last_lines = Signal.like(pending)
         m.d.comb += d_last_lines.eq(lines.o)
         m.d.sync += [d_valid[0].eq(done), d_info[0].kind.eq(c0.kind), d_info[0].offset.eq(c0.offset),
-                     d_info[0].active.eq(c0.active), d_info[0].hit.eq(c0.hit), d_info[0].bag.eq(c0.bag),
+                     d_info[0].active.eq(c0.active), d_info[0].missing.eq(c0.missing), d_info[0].bag.eq(c0.bag),
                      *(d_valid[k].eq(d_valid[k - 1]) for k in range(1, n)),
                      *(d_info[k].eq(d_info[k - 1]) for k in range(1, n - 1))]
         d_before = d_info[-1]
@@ -579,8 +574,8 @@ class _RowAssembler(wiring.Component):
         d_bank = Signal(data.ArrayLayout(banks, banks), reset_less=True)
         dynamic_before = d_before.kind == _Kind.DYNAMIC
         m.d.sync += [d_bag.eq(d_before.bag),
-                     d_source.memory.eq(Mux(dynamic_before, d_before.active & ~d_before.hit, 0)),
-                     d_source.dynamic.eq(Mux(dynamic_before, d_before.active & d_before.hit, 0) if g.ways else 0),
+                     d_source.memory.eq(d_before.missing),
+                     d_source.dynamic.eq(Mux(dynamic_before, d_before.active & ~d_before.missing, 0) if g.ways else 0),
                      d_source.static.eq(Mux(d_before.kind == _Kind.STATIC, d_before.active, 0) if g.static_rows else 0)]
         for j in range(banks):
             m.d.sync += d_bank[j].eq(C(1, banks) << ((d_before.offset + j)[:g.bank_bits] if banks > 1 else 0))
@@ -912,8 +907,7 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += [missing.eq(Mux(dynamic7, f7.active & ~hit7, 0)), pushed.eq(f7_valid & (f7.update | missing.any()))]
         entry = Signal(lay.entry)
         m.d.comb += [entry.kind.eq(f7.kind), entry.offset.eq(f7.offset), entry.active.eq(f7.active),
-                     entry.hit.eq(hit7), entry.bag.eq(f7.bag),
-                     *(getattr(entry.missing, name).eq(value) for name, value in _missing(missing).items())]
+                     entry.missing.eq(missing), entry.bag.eq(f7.bag)]
         if g.ways:
             m.d.comb += [entry.set.eq(f7.line[bank_bits:bank_bits + set_bits]), entry.way.eq(ways7)]
         if g.static_rows:
