@@ -69,7 +69,11 @@ def bench_chip(args):
     print(notes)
     if args.json:
         print_json({"runs": runs, "total": total, "fits": not over})
-    record(args, "chip", f"Whole chip: the {config.name} preset's units on the ECP5-85F", table + "\n\n" + notes)
+    if args.whole:
+        record(args, "chip-whole", f"Whole chip as one design: the {config.name} preset's units on the ECP5-85F",
+               table + "\n\n" + notes)
+    else:
+        record(args, "chip", f"Whole chip: the {config.name} preset's units on the ECP5-85F", table + "\n\n" + notes)
     return 0
 
 
