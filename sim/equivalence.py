@@ -240,6 +240,18 @@ def _testbench(inputs):
 
 def _yosys_script(share, correspondences, prove=True):
     correspondences = "\n".join(f"equiv_add -try {gold} {gate}" for gold, gate in correspondences)
+    # Both designs, the gate netlist with the cells' simulation models, flattened.
+    both = f"""\
+design -reset
+read_verilog -overwrite {share}/cells_sim_ecp5.v
+read_verilog mult18x18d_model.v
+read_rtlil gate_mapped.il
+read_rtlil gold.il
+setattr -mod -unset top
+hierarchy -check
+proc
+flatten
+"""
     script = f"""\
 read_rtlil gate.il
 synth_ecp5 -top gate
@@ -248,16 +260,7 @@ select gate
 write_json -selected gate.json
 write_rtlil -selected gate_mapped.il
 select -clear
-design -reset
-read_verilog -overwrite {share}/cells_sim_ecp5.v
-read_verilog mult18x18d_model.v
-read_rtlil gate_mapped.il
-read_rtlil gold.il
-setattr -mod -unset top
-hierarchy -check
-proc
-flatten
-miter -equiv -flatten -make_outputs -ignore_gold_x gold gate miter
+{both}miter -equiv -flatten -make_outputs -ignore_gold_x gold gate miter
 hierarchy -top miter
 opt_clean -purge
 write_verilog -noattr miter.v
@@ -265,16 +268,7 @@ write_verilog -noattr miter.v
     if not prove:
         return script
     return script + f"""\
-design -reset
-read_verilog -overwrite {share}/cells_sim_ecp5.v
-read_verilog mult18x18d_model.v
-read_rtlil gate_mapped.il
-read_rtlil gold.il
-setattr -mod -unset top
-hierarchy -check
-proc
-flatten
-opt_clean
+{both}opt_clean
 async2sync
 select gold gate
 write_json -selected flat.json
