@@ -351,7 +351,8 @@ def _synthesis(args, config):
              "post-synthesis counts (a CCU2C counts as two LUTs) and include the pin harness. Fmax is nextpnr's "
              "estimate at seed 1. "
              + "".join(f"Critical path of {r['component']}: {r['critical_path']['delay_ns']} ns "
-                       f"({r['critical_path']['logic_ns']} logic, {r['critical_path']['routing_ns']} routing). "
+                       f"({r['critical_path']['clock_to_out_ns']} clock-to-output, "
+                       f"{r['critical_path']['logic_ns']} logic, {r['critical_path']['routing_ns']} routing). "
                        for r in results if r["critical_path"])
              + "".join(f"The build of {r['component']} was stopped after --pnr-timeout {args.pnr_timeout:g} s "
                        "(synthesis, placement and routing on the shared 2-core machine): its row has Yosys's cell "

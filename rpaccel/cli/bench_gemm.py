@@ -181,8 +181,8 @@ def _synth_table(synth, seed, timeout=None):
         rows.append([r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], r["fmax_mhz"],
                      "yes" if r["meets_timing"] else "no", c["luts"], c["ffs"], r["harness"]["ffs"], c["dsps"],
                      c["brams"], f"{used['used']:,}/{used['available']:,}",
-                     f"`{path['from']}` -> `{path['to']}` ({path['logic_ns']} ns logic, {path['routing_ns']} ns "
-                     "routing)" if path else ""])
+                     f"`{path['from']}` -> `{path['to']}` ({path['clock_to_out_ns']} ns clock-to-output, "
+                     f"{path['logic_ns']} ns logic, {path['routing_ns']} ns routing)" if path else ""])
     table = format_table(["component", "target", "preset", "constraint MHz", "Fmax MHz", "meets", "LUTs", "FFs",
                           "of which harness FFs", "DSPs", "BRAMs", "placed LUTs (ECP5) / cells (iCE40)",
                           "critical path"], rows)

@@ -63,7 +63,7 @@ def summary(r):
     if r["critical_path"]:
         p = r["critical_path"]
         lines.append(f"  critical   {p['from']} -> {p['to']}: {p['delay_ns']} ns "
-                     f"({p['logic_ns']} logic, {p['routing_ns']} routing)")
+                     f"({p['clock_to_out_ns']} clock-to-output, {p['logic_ns']} logic, {p['routing_ns']} routing)")
     lines.append(f"  build      {r['build_dir']} ({r['seconds']} s)")
     return "\n".join(lines)
 
