@@ -4,10 +4,8 @@ RPAccel's top level (the controller that moves embeddings into the MLP engine an
 is not built yet, but the device it will go on is fixed: :class:`ChipParts` puts the preset's MLP engine, its
 embedding unit (with the memory port leaving the chip) and its ``topk_units`` top-k units into one design, each
 with its own ports, so that synthesis and place-and-route answer whether the preset fits the device and at what
-clock its units run when they share it. ``rpaccel synth parts`` and ``rpaccel bench chip --whole`` build it.
-(Yosys 0.69, the pinned version, stops on this design with an internal assertion in ``ABC_OPS_REINTEGRATE``,
-``count_id(wire->name) == 0``, with or without rpaccel's replica step, so ``rpaccel bench chip`` adds up the units'
-packings by default.)
+clock its units run when they share it. ``rpaccel synth parts`` and ``rpaccel bench chip --whole`` build it
+(Yosys 0.69 needs the synthesis flow's ``splitnets`` step for it, see :mod:`rpaccel.rtl.synth`).
 """
 
 from amaranth.hdl import Module

@@ -39,8 +39,8 @@ from amaranth.lib.wiring import In, Out
 from ..cachemodel import COUNTERS
 from ..embedding import EmbeddingGeometry, ceil_log2
 from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
+from .ecp5 import ecp5_registered_multiplier, is_ecp5
 from .memory import BlockRAMMemory, MemoryModel, MemoryPort, RegisteredRAM, checked_init
-from .pe import ecp5_registered_multiplier
 from .select import replica
 
 __all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
@@ -370,7 +370,6 @@ class Requantizer(wiring.Component):
         for lane in range(lanes):
             # The chunk's element from each buffer, then the buffer's (two registers towards the multiplier).
             x = [Signal(signed(g.acc_bits), name=f"x{lane}_{k}", reset_less=True) for k in range(2)]
-            x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}", reset_less=True)
             product = Signal(signed(product_bits), name=f"product{lane}", reset_less=True)
             coarse = Signal(signed(product_bits), name=f"coarse{lane}", reset_less=True)
             fine = Signal(signed(product_bits), name=f"fine{lane}", reset_less=True)
@@ -378,12 +377,12 @@ class Requantizer(wiring.Component):
             rounded = Signal(signed(11), name=f"rounded{lane}")
             result = Signal(signed(8), name=f"result{lane}", reset_less=True)
             m.d.comb += rounded.eq(Mux(metas[5].s_zero, saturated, (saturated + 1) >> 1))
-            if getattr(platform, "family", None) == "ecp5":
-                # x2 and m in the DSP block's input registers, the product in its output register.
-                product = Signal(signed(product_bits), name=f"product{lane}")
+            if is_ecp5(platform):
+                # The buffer's element and m in the DSP block's input registers, the product in its output register.
                 m.submodules[f"multiplier{lane}"] = ecp5_registered_multiplier(
                     Mux(metas[0].buffer, x[1], x[0]), Cat(metas[0].m, C(0, 1)).as_signed(), product, C(1, 1))
             else:
+                x2 = Signal(signed(g.acc_bits), name=f"x2_{lane}", reset_less=True)
                 m.d.sync += [x2.eq(Mux(metas[0].buffer, x[1], x[0])), product.eq(x2 * metas[1].m)]
             m.d.sync += [
                 *(x[k].eq(Array(buffers[k].acc[c * lanes + lane] for c in range(chunks))[chunk] if chunks > 1

@@ -25,6 +25,8 @@ from amaranth.hdl import Array, ClockSignal, Instance, Module, Mux, Signal, unsi
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .ecp5 import is_ecp5
+
 __all__ = ["STORAGE_VERILOG", "BlockRAMMemory", "MemoryModel", "MemoryPort", "RegisteredRAM", "checked_init"]
 
 
@@ -370,7 +372,7 @@ class RegisteredRAM(wiring.Component):
             m.d[("sync" if self.input_registers else "comb")] += inner.r_addr.eq(self.r_addr)
             m.d.comb += self.r_data.eq(inner.r_data)
             return m
-        if getattr(platform, "family", None) == "ecp5":
+        if is_ecp5(platform):
             self._ecp5(m)
             return m
         m.submodules.storage = storage = memory.Memory(shape=self.width, depth=self.depth, init=[])

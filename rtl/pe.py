@@ -1,13 +1,13 @@
 """Processing element of the weight-stationary systolic array."""
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS, ACT_BITS
+from .ecp5 import ecp5_registered_multiplier, is_ecp5
 
-__all__ = ["MULTIPLIERS", "ProcessingElement", "ecp5_registered_multiplier", "lut_multiply",
-           "lut_partial_products", "lut_product"]
+__all__ = ["MULTIPLIERS", "ProcessingElement", "lut_multiply", "lut_partial_products", "lut_product"]
 
 #: How a processing element may implement its multiplier.
 MULTIPLIERS = ("dsp", "lut")
@@ -58,38 +58,6 @@ def lut_multiply(a, w):
     16 x 16 array's 132 LUT multipliers to fit the device), 2.8 ns.
     """
     return lut_product(*lut_partial_products(a, w))
-
-
-#: The registers of :func:`ecp5_registered_multiplier`'s MULT18X18D, all on CLK0, CE0 and RST0.
-ECP5_MULTIPLIER_REGISTERS = ("INPUTA", "INPUTB", "OUTPUT")
-
-
-def ecp5_registered_multiplier(a, b, product, en):
-    """An ECP5 MULT18X18D computing ``product <= A * B; A <= a; B <= b`` on every cycle with ``en`` high.
-
-    ``a`` and ``b`` are signed values of at most 18 bits (sign-extended into the block), ``product`` takes the
-    low bits of the 36-bit product. The input registers A and B and the output register are the DSP block's own
-    (``REG_INPUTA_CLK``, ``REG_INPUTB_CLK``, ``REG_OUTPUT_CLK``), clocked by the sync domain's clock on CLK0 and
-    enabled by ``en`` on CE0; their reset RST0 is tied low and the global set/reset is off, as for the fabric
-    registers they replace. The pipeline register between multiplier and output register is not used (it would
-    add a cycle). nextpnr times this configuration as ``MULT18X18D_REGS_ALL``: A and B are register inputs and P
-    register outputs of CLK0, so routing to and from the block is timed on its own and the multiplier inside it
-    is not (Yosys maps a ``*`` to a MULT18X18D without registers, which nextpnr times as one combinational path
-    from the flip-flops in front of the block to those behind it).
-    """
-    registers = {}
-    for register in ECP5_MULTIPLIER_REGISTERS:
-        registers |= {f"p_REG_{register}_CLK": "CLK0", f"p_REG_{register}_CE": "CE0",
-                      f"p_REG_{register}_RST": "RST0"}
-    ports = [("i", f"{name}{i}", value[min(i, len(value) - 1)]) for name, value in (("A", a), ("B", b))
-             for i in range(18)]
-    ports += [("i", f"C{i}", Const(0)) for i in range(18)]
-    ports += [("o", f"P{i}", product[i]) for i in range(len(product))]
-    return Instance(
-        "MULT18X18D", *ports, **registers,
-        p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
-        i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-        i_CLK0=ClockSignal(), i_CE0=en, i_RST0=Const(0))
 
 
 class ProcessingElement(wiring.Component):
@@ -214,7 +182,7 @@ class ProcessingElement(wiring.Component):
                      Signal(len(high), name="product_high", reset_less=True)]
             staged = [selected.eq(weight_in), stage[0].eq(low), stage[1].eq(high)]
             product = lut_product(*stage)
-        elif getattr(platform, "family", None) == "ecp5":
+        elif is_ecp5(platform):
             # The DSP block's input registers hold copies of a_out and selected, its output register the product.
             product = Signal(signed(2 * ACT_BITS))
             m.submodules.multiplier = ecp5_registered_multiplier(self.a_in, weight_in, product, self.en)

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS, ACT_BITS, INT8_MAX, INT8_MIN, M_BITS, S_BITS
-from .pe import ecp5_registered_multiplier
+from .ecp5 import ecp5_registered_multiplier, is_ecp5
 
 __all__ = ["PostProcessIn", "PostProcessor", "RequantParams", "clamp"]
 
@@ -106,8 +106,8 @@ class PostProcessor(wiring.Component):
         shamt = [Signal(S_BITS, name=f"shamt{k}", reset_less=True) for k in range(5)]
 
         half = ACC_BITS // 2
-        lo = Signal(unsigned(2 * M_BITS), reset_less=True)                    # stage 1: low half of x times m
-        hi = Signal(signed(ACC_BITS - half + M_BITS + 1), reset_less=True)    # stage 1: high half of x times m
+        lo = Signal(unsigned(2 * M_BITS), name="lo", reset_less=True)         # stage 1: low half of x times m
+        hi = Signal(signed(ACC_BITS - half + M_BITS + 1), name="hi", reset_less=True)  # stage 1: high half
         product = Signal(signed(_PRODUCT_BITS), reset_less=True)              # stage 2: x * m
         coarse = Signal(signed(_PRODUCT_BITS), reset_less=True)               # stage 3: shifted by multiples of 8
         fine = Signal(signed(_PRODUCT_BITS), reset_less=True)                 # stage 4: shifted by s - 1
@@ -122,15 +122,17 @@ class PostProcessor(wiring.Component):
             clamped.eq(clamp(rounded, INT8_MIN, INT8_MAX)),
         ]
 
-        if getattr(platform, "family", None) == "ecp5":
+        if is_ecp5(platform):
             # Stage 1 in two MULT18X18D with their own registers: their input registers take copies of x[0]'s
             # halves and of m as x[0] and params[0] do, their output registers are lo and hi.
-            lo, hi = Signal.like(lo, name="lo"), Signal.like(hi, name="hi")
             total, scale = self.i.payload.acc + self.i.payload.bias, Cat(self.i.payload.params.m, C(0, 1)).as_signed()
             m.submodules.multiplier_lo = ecp5_registered_multiplier(Cat(total[:half], C(0, 1)).as_signed(), scale,
                                                                     lo, advance)
             m.submodules.multiplier_hi = ecp5_registered_multiplier(total[half:ACC_BITS].as_signed(), scale, hi,
                                                                     advance)
+        else:
+            with m.If(advance):
+                m.d.sync += [lo.eq(x[0][:half] * params[0].m), hi.eq(x[0][half:].as_signed() * params[0].m)]
         with m.If(advance):
             payload = self.i.payload
             m.d.sync += [
@@ -144,8 +146,6 @@ class PostProcessor(wiring.Component):
             m.d.sync += [params[k].eq(params[k - 1]) for k in range(1, last)]
             m.d.sync += [shamt[k].eq(shamt[k - 1]) for k in range(1, len(shamt))]
 
-            if getattr(platform, "family", None) != "ecp5":
-                m.d.sync += [lo.eq(x[0][:half] * params[0].m), hi.eq(x[0][half:].as_signed() * params[0].m)]
             m.d.sync += [
                 product.eq((hi << half) + lo),
                 coarse.eq(product >> Cat(C(0, 3), shamt[2][3:])),

@@ -130,8 +130,8 @@ ABC9_STEP = "map_luts"
 def _synth_scripts(target):
     """``synth_opts`` and ``script_after_synth`` for Amaranth's build plan: synthesis up to ABC9, `splitnets`,
     the rest, then the cell statistics."""
-    opts = f"{target.synth_opts} -run begin:{ABC9_STEP}".strip()
-    rest = f"synth_{target.family} {target.synth_opts} -top top -run {ABC9_STEP}:".replace("  ", " ")
+    opts = " ".join(filter(None, [target.synth_opts, f"-run begin:{ABC9_STEP}"]))
+    rest = " ".join(filter(None, [f"synth_{target.family}", target.synth_opts, f"-top top -run {ABC9_STEP}:"]))
     return opts, f"splitnets\n{rest}\ntee -q -o top.stat.json stat -json"
 
 

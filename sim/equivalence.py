@@ -378,9 +378,9 @@ def check_ecp5_equivalence(gold, gate, *, correspondences=(), cycles=20_000, see
     failures = []
     if prove:
         _check_zero_init(flat)
-    if prove and "Equivalence successfully proven!" not in status:
-        unproven = [line.strip() for line in status.splitlines() if "Unproven $equiv" in line]
-        failures.append(f"proof: {len(unproven)} unproven pairs, e.g. {'; '.join(unproven[:3])}")
+        if "Equivalence successfully proven!" not in status:
+            unproven = [line.strip() for line in status.splitlines() if "Unproven $equiv" in line]
+            failures.append(f"proof: {len(unproven)} unproven pairs, e.g. {'; '.join(unproven[:3])}")
     if "MISMATCH" in out or "EQUIVALENT" not in out:
         where = next((line for line in out.splitlines() if "MISMATCH" in line), out.strip()[-2000:])
         failures.append(f"simulation (seed {seed}): {where}")
