@@ -48,6 +48,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import AccelConfig
 from ..numeric import ACC_BITS, ACT_BITS, INT8_MIN
+from .floorplan import array_dsp_sites, dsp_rows
 from .pe import ProcessingElement
 from .select import pick, replica, split_modes
 
@@ -345,9 +346,12 @@ class SystolicArray(wiring.Component):
             return _delay_line(m, name, value, [(mode[n], d) for n, d in delays.items()],
                                enable(f"{name}_en", owners, mode))
 
-        # Processing elements, numbered row-major; the first `array_dsp_pes` get hard multipliers.
-        pe = [[ProcessingElement(multiplier="dsp" if r * cols + c < self.config.array_dsp_pes else "lut",
-                                 psum_bits=g.psum_bits)
+        # Processing elements, numbered row-major; the first `array_dsp_pes` get hard multipliers, laid out on
+        # the device's multiplier sites where rtl.floorplan knows them.
+        dsp_pes = self.config.array_dsp_pes
+        sites = array_dsp_sites(rows, cols, dsp_pes, dsp_rows(platform))
+        pe = [[ProcessingElement(multiplier="dsp" if r * cols + c < dsp_pes else "lut", psum_bits=g.psum_bits,
+                                 dsp_site=sites.get((r, c)))
                for c in range(cols)] for r in range(rows)]
         for r in range(rows):
             for c in range(cols):

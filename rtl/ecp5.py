@@ -23,7 +23,7 @@ def is_ecp5(platform):
 ECP5_MULTIPLIER_REGISTERS = ("INPUTA", "INPUTB", "OUTPUT")
 
 
-def ecp5_registered_multiplier(a, b, product, en):
+def ecp5_registered_multiplier(a, b, product, en, *, site=None):
     """An ECP5 MULT18X18D computing ``product <= A * B; A <= a; B <= b`` on every cycle with ``en`` high.
 
     ``a`` and ``b`` are signed values of at most 18 bits (sign-extended into the block), ``product`` takes the
@@ -44,8 +44,9 @@ def ecp5_registered_multiplier(a, b, product, en):
              for i in range(18)]
     ports += [("i", f"C{i}", Const(0)) for i in range(18)]
     ports += [("o", f"P{i}", product[i]) for i in range(len(product))]
+    attrs = {} if site is None else {"a_BEL": site}
     return Instance(
-        "MULT18X18D", *ports, **registers,
+        "MULT18X18D", *ports, **registers, **attrs,
         p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
         i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
         i_CLK0=ClockSignal(), i_CE0=en, i_RST0=Const(0))

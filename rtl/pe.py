@@ -113,6 +113,9 @@ class ProcessingElement(wiring.Component):
     psum_bits : int
         Width of the partial sums (default 32). Inside an array of R rows a partial sum never exceeds
         ``16384 * R`` in magnitude, so the array gives its PEs just enough bits for that (20 for R = 16).
+    dsp_site : str or None
+        Where the ECP5 multiplier block goes (a nextpnr BEL name; the array's floorplan,
+        :mod:`rpaccel.rtl.floorplan`); None lets the placer choose. Only for ``multiplier="dsp"``.
 
     Members
     -------
@@ -135,14 +138,20 @@ class ProcessingElement(wiring.Component):
     #: Enabled cycles from an activation at ``a_in`` to its product in ``psum_out``.
     LATENCY = 3
 
-    def __init__(self, *, multiplier="dsp", psum_bits=ACC_BITS):
-        if multiplier not in MULTIPLIERS or not isinstance(psum_bits, int) or not 2 * ACT_BITS < psum_bits <= 64:
+    def __init__(self, *, multiplier="dsp", psum_bits=ACC_BITS, dsp_site=None):
+        error = None
+        if multiplier not in MULTIPLIERS:
+            error = f"PE multiplier must be one of {', '.join(MULTIPLIERS)}, not {multiplier!r}"
+        elif not isinstance(psum_bits, int) or not 2 * ACT_BITS < psum_bits <= 64:
+            error = f"PE partial sums must be 17 to 64 bits wide, not {psum_bits!r}"
+        elif dsp_site is not None and (multiplier != "dsp" or not isinstance(dsp_site, str)):
+            error = f"PE multiplier site must be a BEL name of a PE with multiplier='dsp', not {dsp_site!r}"
+        if error:
             self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
-            if multiplier not in MULTIPLIERS:
-                raise ValueError(f"PE multiplier must be one of {', '.join(MULTIPLIERS)}, not {multiplier!r}")
-            raise ValueError(f"PE partial sums must be 17 to 64 bits wide, not {psum_bits!r}")
+            raise ValueError(error)
         self.multiplier = multiplier
         self.psum_bits = psum_bits
+        self.dsp_site = dsp_site
         super().__init__({
             "en": In(1),
             "a_in": In(signed(ACT_BITS)),
@@ -185,7 +194,8 @@ class ProcessingElement(wiring.Component):
         elif is_ecp5(platform):
             # The DSP block's input registers hold copies of a_out and selected, its output register the product.
             product = Signal(signed(2 * ACT_BITS))
-            m.submodules.multiplier = ecp5_registered_multiplier(self.a_in, weight_in, product, self.en)
+            m.submodules.multiplier = ecp5_registered_multiplier(self.a_in, weight_in, product, self.en,
+                                                                   site=self.dsp_site)
             staged = []
         else:
             product = Signal(signed(2 * ACT_BITS), reset_less=True)

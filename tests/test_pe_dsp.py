@@ -61,8 +61,8 @@ def planted(change):
     """``ecp5_registered_multiplier`` with ``change(instance)`` applied to its MULT18X18D."""
     original = pe_module.ecp5_registered_multiplier
 
-    def build(*args):
-        instance = original(*args)
+    def build(*args, **kwargs):
+        instance = original(*args, **kwargs)
         change(instance)
         return instance
     return build
