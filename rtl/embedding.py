@@ -41,6 +41,7 @@ from ..embedding import EmbeddingGeometry, ceil_log2
 from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
 from .ecp5 import ecp5_registered_multiplier, is_ecp5
 from .memory import BlockRAMMemory, MemoryModel, MemoryPort, RegisteredRAM, checked_init
+from .pipeline import RegisterSlice
 from .select import replica
 
 __all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
@@ -229,32 +230,6 @@ class _DelayLine(wiring.Component):
         m.d.comb += [write.en.eq(1), write.addr.eq(produce), write.data.eq(self.i), read.addr.eq(consume),
                      self.o.eq(out)]
         m.d.sync += [produce.eq(produce + 1), consume.eq(consume + 1), out.eq(read.data)]
-        return m
-
-
-class _RegisterSlice(wiring.Component):
-    """Two-entry register slice: ``i.ready`` is a register and ``o`` comes from a register, so nothing
-    combinational passes between its sides (``idle``: it holds nothing)."""
-
-    def __init__(self, shape):
-        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)), "idle": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        shape = self.i.payload.shape()
-        main, spare = Signal(shape, reset_less=True, name="main"), Signal(shape, reset_less=True, name="spare")
-        main_valid, spare_valid = Signal(name="main_valid"), Signal(name="spare_valid")
-        free = ~main_valid | self.o.ready
-        m.d.comb += [self.i.ready.eq(~spare_valid), self.o.valid.eq(main_valid), self.o.payload.eq(main),
-                     self.idle.eq(~main_valid & ~spare_valid)]
-        # The data registers' enables depend on registers and o.ready only; i.valid sets the flags.
-        with m.If(~spare_valid):
-            m.d.sync += spare.eq(self.i.payload)
-        with m.If(free):
-            m.d.sync += [main.eq(Mux(spare_valid, spare, self.i.payload)), main_valid.eq(spare_valid | self.i.valid),
-                         spare_valid.eq(0)]
-        with m.Elif(self.i.valid & self.i.ready):
-            m.d.sync += spare_valid.eq(1)
         return m
 
 
@@ -1036,8 +1011,8 @@ class EmbeddingUnit(wiring.Component):
         # Memory: the preloader's reads, or the splitter's (misses and UPDATE write-throughs). Requests and
         # responses pass register slices (memory is off the unit); only the handshakes are switched, the response
         # data go to both.
-        m.submodules.req = req = _RegisterSlice(lay.memory.request)
-        m.submodules.resp = resp = _RegisterSlice(unsigned(width))
+        m.submodules.req = req = RegisterSlice(lay.memory.request)
+        m.submodules.resp = resp = RegisterSlice(unsigned(width))
         m.d.comb += slices_idle.eq(req.idle & resp.idle)
         wiring.connect(m, req.o, wiring.flipped(self.mem.req))
         wiring.connect(m, wiring.flipped(self.mem.resp), resp.i)

@@ -52,6 +52,7 @@ from ..config import AccelConfig, ConfigError
 from ..numeric import ACC_BITS, ACT_BITS
 from .array import ArrayGeometry, SystolicArray, x_layout, y_layout
 from .lanemem import LaneMemory, read_signature, write_signature
+from .pipeline import RegisterSlice
 from .postproc import PostProcessor, RequantParams
 from .select import pick, pick_keyed, split_modes
 
@@ -771,7 +772,12 @@ class MLPEngine(wiring.Component):
         m.submodules.act_mem = act_mem = g.act_memory()
         m.d.comb += [array.split.eq(split_q), act_mem.split.eq(self.split)]
 
-        lanes = []
+        # Between each lane and the array (which span the die apart on the ECP5): a register slice on the item
+        # and the weight streams, and on the results a small FIFO (no combinational path from the lane's
+        # accumulator checks back into the array's clock enables: its ready and valid come from its level
+        # register) followed by a register slice (the lane's accumulator addresses come from registers, not
+        # from the FIFO's LUT RAM).
+        lanes, slices = [], []
         for lane in range(g.lanes):
             unit = MLPLane(g, lane, act_addr_width=act_mem.addr_width(lane))
             m.submodules[f"lane{lane}"] = unit
@@ -780,19 +786,26 @@ class MLPEngine(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, f"cmd{lane}")), unit.cmd)
             wiring.connect(m, wiring.flipped(getattr(self, f"act{lane}")), unit.act)
             wiring.connect(m, unit.out, wiring.flipped(getattr(self, f"out{lane}")))
-            wiring.connect(m, unit.x, array.port("x", lane))
-            wiring.connect(m, unit.w, array.port("w", lane))
-            # Results through a small FIFO: no combinational path from the lane's accumulator checks back into
-            # the array's clock enables (the FIFO's ready and valid come from its level register).
+            x_slice, w_slice = RegisterSlice(unit.x.payload.shape()), RegisterSlice(unit.w.payload.shape())
+            y_slice = RegisterSlice(unit.y.payload.shape())
+            m.submodules[f"x_slice{lane}"], m.submodules[f"w_slice{lane}"] = x_slice, w_slice
+            m.submodules[f"y_slice{lane}"] = y_slice
+            slices.append((x_slice, w_slice, y_slice))
+            wiring.connect(m, unit.x, x_slice.i)
+            wiring.connect(m, x_slice.o, array.port("x", lane))
+            wiring.connect(m, unit.w, w_slice.i)
+            wiring.connect(m, w_slice.o, array.port("w", lane))
             y_in, y_fifo = array.port("y", lane), SyncFIFO(width=len(unit.y.payload.as_value()), depth=self.Y_FIFO)
             m.submodules[f"y_fifo{lane}"] = y_fifo
             m.d.comb += [
                 y_fifo.w_en.eq(y_in.valid), y_fifo.w_data.eq(y_in.payload), y_in.ready.eq(y_fifo.w_rdy),
-                unit.y.valid.eq(y_fifo.r_rdy), unit.y.payload.eq(y_fifo.r_data), y_fifo.r_en.eq(unit.y.ready),
+                y_slice.i.valid.eq(y_fifo.r_rdy), y_slice.i.payload.eq(y_fifo.r_data), y_fifo.r_en.eq(y_slice.i.ready),
             ]
+            wiring.connect(m, y_slice.o, unit.y)
             wiring.connect(m, unit.act_r, getattr(act_mem, f"read{lane}"))
             wiring.connect(m, unit.act_w, getattr(act_mem, f"write{lane}"))
-        m.d.comb += self.idle.eq(Cat(unit.idle for unit in lanes))
+        m.d.comb += self.idle.eq(Cat(unit.idle & Cat(s.idle for s in lane_slices).all()
+                                     for unit, lane_slices in zip(lanes, slices)))
 
         # Weight memory: written by the host, read by the lanes' fetchers in round-robin order.
         weights = Memory(shape=g.word_bytes * ACT_BITS, depth=g.weight_words, init=[])
@@ -842,28 +855,33 @@ class MLPEngine(wiring.Component):
             ]
 
         # Post-processors: one per array column; in split n, lane l owns processors l * cols/n .. + cols/n.
+        # They never stall (the lanes count the beats in flight), so a register on each side of them, after the
+        # routing multiplexers, costs nothing but two cycles of latency and keeps the lanes' FIFOs and the
+        # post-processors' adders out of each other's paths.
         postprocs = [PostProcessor() for _ in range(cols)]
         for p, unit in enumerate(postprocs):
             m.submodules[f"postproc{p}"] = unit
             mode = split_modes(m, self.split, g.splits, name=f"postproc{p}")
             owners = [(mode[n], divmod(p, s.postprocs)) for n, s in g.splits.items()]  # (lane, its element)
             lane_of = [(c, key[0]) for c, key in owners]
-            m.d.comb += [
-                unit.i.valid.eq(pick_keyed(lane_of, lambda k: lanes[k].pp_i.valid)),
-                unit.i.payload.acc.eq(pick_keyed(owners, lambda key: lanes[key[0]].pp_i.payload.acc[key[1]])),
-                unit.i.payload.bias.eq(pick_keyed(owners, lambda key: lanes[key[0]].pp_i.payload.bias[key[1]])),
-                unit.i.payload.params.eq(pick_keyed(lane_of, lambda k: lanes[k].pp_i.payload.params)),
-                unit.o.ready.eq(1),
+            valid = Signal(name=f"pp_in_valid{p}")
+            payload = Signal.like(unit.i.payload, name=f"pp_in{p}", reset_less=True)
+            m.d.sync += [
+                valid.eq(pick_keyed(lane_of, lambda k: lanes[k].pp_i.valid)),
+                payload.acc.eq(pick_keyed(owners, lambda key: lanes[key[0]].pp_i.payload.acc[key[1]])),
+                payload.bias.eq(pick_keyed(owners, lambda key: lanes[key[0]].pp_i.payload.bias[key[1]])),
+                payload.params.eq(pick_keyed(lane_of, lambda k: lanes[k].pp_i.payload.params)),
             ]
+            m.d.comb += [unit.i.valid.eq(valid), unit.i.payload.eq(payload), unit.o.ready.eq(1)]
         for k, lane in enumerate(lanes):
             mode = split_modes(m, self.split, g.splits, name=f"pp_route{k}")
             groups = [(mode[n], k * s.postprocs, s.postprocs) for n, s in g.splits.items() if k < n]
-            m.d.comb += [
-                lane.pp_i.ready.eq(1),
-                lane.pp_o.valid.eq(pick_keyed([(c, first) for c, first, _ in groups],
-                                              lambda first: postprocs[first].o.valid)),
-            ]
+            valid = Signal(name=f"pp_out_valid{k}")
+            payload = Signal.like(lane.pp_o.payload, name=f"pp_out{k}", reset_less=True)
+            m.d.sync += valid.eq(pick_keyed([(c, first) for c, first, _ in groups],
+                                            lambda first: postprocs[first].o.valid))
             for e in range(g.lane_postprocs(k)):
-                m.d.comb += lane.pp_o.payload[e].eq(pick_keyed([(c, first + e) for c, first, count in groups
-                                                                if e < count], lambda p: postprocs[p].o.payload))
+                m.d.sync += payload[e].eq(pick_keyed([(c, first + e) for c, first, count in groups if e < count],
+                                                     lambda p: postprocs[p].o.payload))
+            m.d.comb += [lane.pp_i.ready.eq(1), lane.pp_o.valid.eq(valid), lane.pp_o.payload.eq(payload)]
         return m
