@@ -670,10 +670,10 @@ class MLPLane(wiring.Component):
             self.out.valid.eq(out_valid),
             self.out.payload.eq(out_data),
         ]
-        with m.If(self.out.ready):
-            m.d.sync += out_valid.eq(0)
-        with m.If(take & out_last & tag_head.to_output):
-            m.d.sync += [out_valid.eq(1), out_data.eq(vector)]
+        # The output register loads whenever it is free, so the enable of its cols x 32 flip-flops depends on
+        # out_valid and out.ready only, not on the FIFOs' heads; out_valid says whether what it loaded is a result.
+        with m.If(~out_valid | self.out.ready):
+            m.d.sync += [out_valid.eq(take & out_last & tag_head.to_output), out_data.eq(vector)]
         with m.If(take):
             with m.If(out_last):
                 m.d.sync += out_beat.eq(0)
