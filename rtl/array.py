@@ -26,10 +26,12 @@ row ``c`` cycles after column 0, so a bank is free again for loading ``rows - 1`
 its tile was accepted (the item has passed column ``c`` by the time the load reaches it): a tile of
 ``2 * rows - 2`` or more items hides the next tile's load fully.
 
-Flow control: each sub-array is one pipeline with a clock enable (the PEs' ``en``), registered and replicated
-per block and per skew line, computed from the fill level of a two-entry output FIFO so that no combinational
-path runs from ``y.ready`` into the array or to ``x.ready``/``w.ready``. A stalled sub-array freezes its
-items, its partial sums and its weight loads together.
+Flow control: each sub-array is one pipeline with a clock enable (the PEs' ``en``), computed from the fill
+level of a three-entry output FIFO and registered twice, the second time per block and per skew line, so that
+no combinational path runs from ``y.ready`` into the array or to ``x.ready``/``w.ready`` and the enable crosses
+the die from flip-flop to flip-flop. A stalled sub-array freezes its items, its partial sums and its weight
+loads together. What a slot accepts is registered next to its handshake logic, and the entry and load points
+take it from there.
 
 Changing ``split`` discards every loaded tile and every item in flight (the controller changes it only when
 the array is idle) and holds the streams for :attr:`ArrayGeometry.settle_cycles`. A ``split`` value that is not
@@ -133,9 +135,11 @@ class ArrayGeometry:
     @property
     def settle_cycles(self):
         """Cycles the array holds its streams after reset or a change of split: the longest delay line (the
-        item tracker of the largest sub-array), plus one, plus the two cycles the delay lines' registered read
-        addresses take to follow the new split."""
-        return max(self.latency(n) for n in self.splits) + 2
+        item tracker of the largest sub-array, ``latency - 1``), plus the two cycles the delay lines' registered
+        read addresses take to follow the new split, plus the two cycles after a reset in which the clock enable
+        (registered twice) is still low, so every line advances by its whole length while the streams are
+        held."""
+        return max(self.latency(n) for n in self.splits) + 3
 
     def latency(self, n):
         """Cycles from accepting an item to presenting its result in a never-stalled sub-array of split ``n``."""
@@ -222,8 +226,9 @@ class SystolicArray(wiring.Component):
         Results of slot ``s``.
     """
 
-    #: Depth of each slot's output FIFO (two entries let a never-stalled consumer take a result every cycle).
-    FIFO_DEPTH = 2
+    #: Depth of each slot's output FIFO: two entries let a never-stalled consumer take a result every cycle, the
+    #: third takes the result of the cycle the clock enable needs to reach the whole sub-array (see ``early``).
+    FIFO_DEPTH = 3
     # Cycles (out of ``rows``) a released bank does not wait before loading; 2 is exact (tests plant 3).
     _GUARD = 2
 
@@ -269,7 +274,7 @@ class SystolicArray(wiring.Component):
                       for br in range(rows // block) for bc in range(cols // block)}
 
         # Per-slot control: stream handshakes, weight-bank state, clock-enable, output FIFO.
-        en, en_next = [], []
+        en, en_mid = [], []
         x_fire, w_fire, use_bank, load_bank = [], [], [], []
         for s in range(g.slots):
             x, w, y = self.port("x", s), self.port("w", s), self.port("y", s)
@@ -279,7 +284,7 @@ class SystolicArray(wiring.Component):
             slot_rows = pick([(mode[n], g.rects[n][s].rows) for n in modes])
 
             en.append(Signal(name=f"en{s}"))
-            en_next.append(Signal(name=f"en_next{s}"))
+            en_mid.append(Signal(name=f"en_mid{s}"))
             x_fire.append(Signal(name=f"x_fire{s}"))
             w_fire.append(Signal(name=f"w_fire{s}"))
             use_bank.append(Signal(name=f"use_bank{s}"))
@@ -324,22 +329,26 @@ class SystolicArray(wiring.Component):
                             m.d.sync += [full[b].eq(0),
                                          busy[b].eq(Mux(slot_rows > self._GUARD, slot_rows - self._GUARD, 0))]
 
-            # Output FIFO; the clock enable of the whole sub-array follows its fill level.
+            # Output FIFO; the clock enable of the whole sub-array follows its fill level two cycles late: the
+            # decision (`early`) is registered once here (`en_mid`) and once more next to every block and delay
+            # line (the replicas of `enable`, and `en` here), so the path across the die runs from flip-flop to
+            # flip-flop. The FIFO's third entry takes the result of the extra cycle.
             layout = y_layout(g.slot_cols[s], self.tag_shape)
             fifo = ResetInserter(changed)(SyncFIFO(width=layout.size, depth=self.FIFO_DEPTH))
             m.submodules[f"fifo{s}"] = fifo
             level_next = fifo.level + fifo.w_en - (fifo.r_rdy & y.ready)
+            early = Signal(name=f"early{s}")
             m.d.comb += [
-                en_next[s].eq(level_next < self.FIFO_DEPTH),
+                early.eq(level_next < self.FIFO_DEPTH - 1),
                 y.valid.eq(fifo.r_rdy),
                 y.payload.eq(fifo.r_data),
                 fifo.r_en.eq(y.ready),
             ]
-            m.d.sync += en[s].eq(en_next[s])
+            m.d.sync += [en_mid[s].eq(early), en[s].eq(en_mid[s])]
 
         def enable(name, owners, mode):
             """A replica of the clock enable of the slot that owns a piece of logic in each mode."""
-            return replica(m, pick([(mode[n], en_next[slot]) for n, slot in owners.items()]), name=name)
+            return replica(m, pick([(mode[n], en_mid[slot]) for n, slot in owners.items()]), name=name)
 
         def delay(name, value, delays, owners, mode):
             """``value`` delayed by ``delays[n]`` enabled cycles of the owning slot in split ``n``."""
@@ -357,8 +366,22 @@ class SystolicArray(wiring.Component):
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pe[r][c]
 
+        # What each slot accepted in its last enabled cycle, registered next to the slot's handshake logic: the
+        # item (activations, zero in a cycle without one) with its bank, and the weight row with its fire and
+        # bank. The entry and load points across the array take these registers, one cycle less delayed, so
+        # no handshake decision travels across the die in the cycle it is made.
+        x_q, w_q = [], []
+        for s in range(g.slots):
+            x, w = self.port("x", s), self.port("w", s)
+            x_q.append(Signal(data.StructLayout({"a": x.payload.a.shape(), "bank": 1}), name=f"x_q{s}",
+                              reset_less=True))
+            w_q.append(Signal(data.StructLayout({"row": w.payload.shape(), "fire": 1, "bank": 1}), name=f"w_q{s}"))
+            with m.If(en[s]):
+                m.d.sync += [x_q[s].a.eq(Mux(x_fire[s], x.payload.a, 0)), x_q[s].bank.eq(use_bank[s]),
+                             w_q[s].row.eq(w.payload), w_q[s].fire.eq(w_fire[s]), w_q[s].bank.eq(load_bank[s])]
+
         # Activation entry points: the left column of a sub-array. Row r of the sub-array (local row) reaches
-        # the PEs r + 1 cycles after its item was accepted (skew).
+        # the PEs r + 1 cycles after its item was accepted (skew): one in x_q, r in the entry's delay line.
         entry = {}
         for r in range(rows):
             for c in range(cols):
@@ -366,16 +389,14 @@ class SystolicArray(wiring.Component):
                 if not sources:
                     continue
                 mode = block_mode[r // block, c // block]
-                value = pick([(mode[n], Cat(Mux(x_fire[s], self.port("x", s).payload.a[local], 0), use_bank[s]))
-                               for n, (s, local) in sources.items()])
-                out = delay(f"entry_{r}_{c}", Cat(value[:ACT_BITS], value[ACT_BITS]),
-                            {n: local + 1 for n, (_, local) in sources.items()},
+                value = pick([(mode[n], Cat(x_q[s].a[local], x_q[s].bank)) for n, (s, local) in sources.items()])
+                out = delay(f"entry_{r}_{c}", value, {n: local for n, (_, local) in sources.items()},
                             {n: s for n, (s, _) in sources.items()}, mode)
                 entry[r, c] = (set(sources), out[:ACT_BITS].as_signed(), out[ACT_BITS])
 
         # Weight load points: the bottom row of a sub-array. Column c of the sub-array (local column) receives
-        # each row c + 1 cycles after the row was accepted. Result exit points: the same bottom row, where
-        # column c is delayed by cols - 1 - c cycles (deskew).
+        # each row c + 1 cycles after the row was accepted (one in w_q, c in the load's delay line). Result exit
+        # points: the same bottom row, where column c is delayed by cols - 1 - c cycles (deskew).
         load, exits = {}, {}
         for r in range(rows):
             for c in range(cols):
@@ -385,10 +406,9 @@ class SystolicArray(wiring.Component):
                     continue
                 mode = block_mode[r // block, c // block]
                 owners = {n: s for n, (s, _, _) in sources.items()}
-                value = pick([(mode[n], Cat(self.port("w", s).payload[local], w_fire[s], load_bank[s]))
+                value = pick([(mode[n], Cat(w_q[s].row[local], w_q[s].fire, w_q[s].bank))
                                for n, (s, local, _) in sources.items()])
-                out = delay(f"load_{r}_{c}", value, {n: local + 1 for n, (_, local, _) in sources.items()},
-                            owners, mode)
+                out = delay(f"load_{r}_{c}", value, {n: local for n, (_, local, _) in sources.items()}, owners, mode)
                 load[r, c] = (out[:ACT_BITS].as_signed(), out[ACT_BITS], out[ACT_BITS + 1])
                 exits[r, c] = delay(f"exit_{r}_{c}", pe[r][c].psum_out,
                                     {n: width - 1 - local for n, (_, local, width) in sources.items()},

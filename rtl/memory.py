@@ -26,6 +26,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .ecp5 import is_ecp5
+from .select import replica
 
 __all__ = ["STORAGE_VERILOG", "BlockRAMMemory", "MemoryModel", "MemoryPort", "RegisteredRAM", "checked_init"]
 
@@ -326,7 +327,10 @@ class RegisteredRAM(wiring.Component):
     cycles before (read latency 2), for block RAM with its output register in use. With ``input_registers`` the
     write port and the read address are registered first as well (write one cycle later, read latency 3), so
     the paths into a block RAM far from its logic are single wires too; with ``write_register`` only the write
-    port is (a write lands a cycle later, reads keep latency 2).
+    port is (a write lands a cycle later, reads keep latency 2). ``row_registers`` is ``input_registers`` for a
+    memory of many rows of blocks: on the ECP5 each row of DP16KD gets a copy of the input registers of its own
+    (kept apart by synthesis, :func:`rpaccel.rtl.select.replica`), so no address or data net has to reach every
+    block of a memory spread over the die; elsewhere it is ``input_registers``.
 
     On ECP5 it is built from DP16KD blocks (1024 x 18 each) with ``REGMODE_B = "OUTREG"``: Yosys maps inferred
     memories without the output register (the data arrive about 5.6 ns into the cycle at speed grade 6, too late
@@ -338,7 +342,7 @@ class RegisteredRAM(wiring.Component):
     Parameters
     ----------
     width, depth : int
-    input_registers, write_register : bool
+    input_registers, write_register, row_registers : bool
 
     Members
     -------
@@ -352,19 +356,23 @@ class RegisteredRAM(wiring.Component):
 
     TILE_DEPTH, TILE_WIDTH = 1024, 18
 
-    def __init__(self, *, width, depth, input_registers=False, write_register=False):
+    def __init__(self, *, width, depth, input_registers=False, write_register=False, row_registers=False):
         _check_positive("RAM width", width)
         _check_positive("RAM depth", depth)
-        self.width, self.depth, self.input_registers = width, depth, bool(input_registers)
+        self.row_registers = bool(row_registers)
+        self.width, self.depth, self.input_registers = width, depth, bool(input_registers) or self.row_registers
         self.write_register = bool(write_register) or self.input_registers
         #: Cycles from ``r_addr`` to ``r_data``.
-        self.latency = 3 if input_registers else 2
+        self.latency = 3 if self.input_registers else 2
         bits = max((depth - 1).bit_length(), 1)
         super().__init__({"w_en": In(1), "w_addr": In(bits), "w_data": In(width), "r_addr": In(bits),
                           "r_data": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
+        if self.row_registers and is_ecp5(platform):
+            self._ecp5(m, row_registers=True)
+            return m
         if self.write_register:
             inner = RegisteredRAM(width=self.width, depth=self.depth)
             m.submodules.inner = inner
@@ -387,31 +395,41 @@ class RegisteredRAM(wiring.Component):
             m.d.sync += self.r_data.eq(read.data)
         return m
 
-    def _ecp5(self, m):
+    def _ecp5(self, m, row_registers=False):
         tile_bits = (self.TILE_DEPTH - 1).bit_length()
         rows = -(-self.depth // self.TILE_DEPTH)
         columns = -(-self.width // self.TILE_WIDTH)
         w_data = Signal(columns * self.TILE_WIDTH)
         m.d.comb += w_data.eq(self.w_data)
-        # The row of a read, delayed to meet its data.
+        # The row of a read, delayed to meet its data (one cycle more behind row registers).
         row_q, row_qq = Signal(range(max(rows, 2))), Signal(range(max(rows, 2)))
         if rows > 1:
-            m.d.sync += [row_q.eq(self.r_addr[tile_bits:]), row_qq.eq(row_q)]
+            row_in = self.r_addr[tile_bits:]
+            if row_registers:
+                row_in = Signal.like(row_q, name="row_in")
+                m.d.sync += row_in.eq(self.r_addr[tile_bits:])
+            m.d.sync += [row_q.eq(row_in), row_qq.eq(row_q)]
         outputs = []
         for r in range(rows):
             w_en = self.w_en & (self.w_addr[tile_bits:] == r) if rows > 1 else self.w_en
+            w_addr, r_addr, w_data_row = self.w_addr, self.r_addr, w_data
+            if row_registers:
+                w_en = replica(m, w_en, name=f"w_en_row{r}")
+                w_addr = replica(m, self.w_addr[:tile_bits], name=f"w_addr_row{r}")
+                r_addr = replica(m, self.r_addr[:tile_bits], name=f"r_addr_row{r}")
+                w_data_row = replica(m, w_data, name=f"w_data_row{r}")
             out = Signal(columns * self.TILE_WIDTH, name=f"row{r}")
             outputs.append(out)
             for c in range(columns):
                 ports = {}
                 for k in range(14):
                     # x18 mode: address in bits 13..4, byte write enables in bits 1..0.
-                    ports[f"i_ADA{k}"] = (self.w_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(self.w_addr)
+                    ports[f"i_ADA{k}"] = (w_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(w_addr)
                                           else (1 if k < 2 else 0))
-                    ports[f"i_ADB{k}"] = (self.r_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(self.r_addr)
+                    ports[f"i_ADB{k}"] = (r_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(r_addr)
                                           else 0)
                 for k in range(self.TILE_WIDTH):
-                    ports[f"i_DIA{k}"] = w_data[c * self.TILE_WIDTH + k]
+                    ports[f"i_DIA{k}"] = w_data_row[c * self.TILE_WIDTH + k]
                     ports[f"i_DIB{k}"] = 0
                     ports[f"o_DOB{k}"] = out[c * self.TILE_WIDTH + k]
                 for k in range(3):

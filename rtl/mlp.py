@@ -52,9 +52,10 @@ from ..config import AccelConfig, ConfigError
 from ..numeric import ACC_BITS, ACT_BITS
 from .array import ArrayGeometry, SystolicArray, x_layout, y_layout
 from .lanemem import LaneMemory, read_signature, write_signature
+from .memory import RegisteredRAM
 from .pipeline import RegisterSlice
 from .postproc import PostProcessor, RequantParams
-from .select import pick, pick_keyed, split_modes
+from .select import pick, pick_keyed, replica, split_modes
 
 __all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "EngineGeometry", "MLPCommand", "MLPEngine", "MLPLane", "Op",
            "SplitShape", "wload_layout"]
@@ -64,9 +65,10 @@ ADDR_BITS = 16
 COUNT_BITS = 16
 #: Width of the completion counters commands wait on.
 WAIT_BITS = 8
-#: Cycles from a granted weight-memory request to its word at the lane: registered address, block RAM,
-#: registered data.
-WRESP_LATENCY = 3
+#: Cycles from a granted weight-memory request to its word at the lane: registered address, the weight memory
+#: (``rtl.memory.RegisteredRAM`` with row registers: a copy of the address per row of block RAMs, the block
+#: RAM, its output register) and registered data.
+WRESP_LATENCY = 5
 
 
 class Op(enum.IntEnum):
@@ -558,38 +560,47 @@ class MLPLane(wiring.Component):
         ]
 
         # Accumulate: the first k-tile writes the accumulator row, later ones add to it, the last one goes on
-        # to post-processing. The lane's accumulator is LUT RAM, read in stage A and written in stage B; an item
-        # that would read the row stage B is writing waits a cycle (only a one-item tile can cause that).
+        # to post-processing. An accepted item is registered (stage A) and, in that cycle, its row is read, added
+        # to and written back: the accumulator is LUT RAM read asynchronously, one memory per column, each
+        # addressed by a copy of the row register of its own (one address net to every LUT-RAM cell of the lane
+        # would cross the lane), so no item ever waits for the one before it.
+        # Accepting needs only a register (`room`): the accumulator FIFO's free entries not yet promised to a
+        # last-k-tile result, counted in `credits` (one free entry is required for any item, as one may be).
         # In LUT RAM where the device has it: at most 64 rows deep, block RAM would be 512 rows deep and mostly
         # empty (and the block RAMs are spoken for by the weight and activation memories and the embedding unit).
         lut_ram = not isinstance(platform, SiliconBluePlatform)  # the iCE40 has none
-        acc_mem = Memory(shape=data.ArrayLayout(signed(ACC_BITS), cols), depth=g.lane_acc_rows(self.lane), init=[],
-                         attrs={"ram_style": "distributed"} if lut_ram else None)
-        m.submodules.acc_mem = acc_mem
-        acc_w = acc_mem.write_port()
-        acc_r = acc_mem.read_port()
         m.submodules.acc_fifo = acc_fifo = SyncFIFO(width=cols * ACC_BITS + tag_layout.size, depth=self.ACC_FIFO)
         a_valid = Signal()
         a_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         a_tag = Signal(tag_layout, reset_less=True)
         a_writes = Signal()
         y_fire = Signal()
+        room = Signal(init=1)
+        credits = Signal(range(self.ACC_FIFO + 1), init=self.ACC_FIFO)
+        credits_next = Signal.like(credits)
         m.d.comb += [
             a_writes.eq(a_valid & ~a_tag.final),
-            self.y.ready.eq((acc_fifo.level + (a_valid & a_tag.final) + 1 <= self.ACC_FIFO)
-                            & ~(a_writes & (self.y.payload.tag.acc == a_tag.acc))),
+            self.y.ready.eq(room),
             y_fire.eq(self.y.valid & self.y.ready),
-            acc_r.en.eq(y_fire),
-            acc_r.addr.eq(self.y.payload.tag.acc),
+            credits_next.eq(credits - (y_fire & self.y.payload.tag.final) + (acc_fifo.r_en & acc_fifo.r_rdy)),
         ]
-        m.d.sync += [a_valid.eq(y_fire), a_psum.eq(self.y.payload.psum), a_tag.eq(self.y.payload.tag)]
+        m.d.sync += [a_valid.eq(y_fire), a_psum.eq(self.y.payload.psum), a_tag.eq(self.y.payload.tag),
+                     credits.eq(credits_next), room.eq(credits_next != 0)]
         total = [Signal(signed(ACC_BITS), name=f"total{c}") for c in range(cols)]
         for c in range(cols):
-            m.d.comb += total[c].eq(a_psum[c] + Mux(a_tag.first, 0, acc_r.data[c]))
+            acc_mem = Memory(shape=signed(ACC_BITS), depth=g.lane_acc_rows(self.lane), init=[],
+                             attrs={"ram_style": "distributed"} if lut_ram else None)
+            m.submodules[f"acc_mem{c}"] = acc_mem
+            acc_w, acc_r = acc_mem.write_port(), acc_mem.read_port(domain="comb")
+            row = replica(m, self.y.payload.tag.acc, name=f"acc_row{c}")  # == a_tag.acc
+            m.d.comb += [
+                acc_r.addr.eq(row),
+                total[c].eq(a_psum[c] + Mux(a_tag.first, 0, acc_r.data)),
+                acc_w.addr.eq(row),
+                acc_w.data.eq(total[c]),
+                acc_w.en.eq(a_writes),
+            ]
         m.d.comb += [
-            acc_w.addr.eq(a_tag.acc),
-            acc_w.data.eq(Cat(total)),
-            acc_w.en.eq(a_writes),
             acc_fifo.w_en.eq(a_valid & a_tag.final),
             acc_fifo.w_data.eq(Cat(*total, a_tag)),
         ]
@@ -807,17 +818,17 @@ class MLPEngine(wiring.Component):
         m.d.comb += self.idle.eq(Cat(unit.idle & Cat(s.idle for s in lane_slices).all()
                                      for unit, lane_slices in zip(lanes, slices)))
 
-        # Weight memory: written by the host, read by the lanes' fetchers in round-robin order.
-        weights = Memory(shape=g.word_bytes * ACT_BITS, depth=g.weight_words, init=[])
+        # Weight memory: written by the host, read by the lanes' fetchers in round-robin order. Its 96 block
+        # RAMs (on the small preset) lie across the die: the write port is registered here and again in a copy
+        # per row of blocks inside the memory, the read address likewise.
+        weights = RegisteredRAM(width=g.word_bytes * ACT_BITS, depth=g.weight_words, row_registers=True)
         m.submodules.weights = weights
-        wp = weights.write_port()
-        rp = weights.read_port()
-        m.d.comb += [
-            wp.en.eq(self.wload.valid),
-            wp.addr.eq(self.wload.payload.addr),
-            wp.data.eq(self.wload.payload.data),
-            self.wload.ready.eq(1),
+        m.d.sync += [
+            weights.w_en.eq(self.wload.valid),
+            weights.w_addr.eq(self.wload.payload.addr),
+            weights.w_data.eq(self.wload.payload.data),
         ]
+        m.d.comb += self.wload.ready.eq(1)
         # Round-robin arbitration with a registered grant: `grant` names the lane that may read this cycle (its
         # request fires if it is still valid), chosen in the previous cycle from the requests then and the lane
         # after the last grant, so no path runs from one lane's request through the arbiter into another's
@@ -836,17 +847,16 @@ class MLPEngine(wiring.Component):
         for k in range(g.lanes):
             with m.If(grant_next[k]):
                 m.d.sync += pointer.eq((k + 1) % g.lanes)
-        # The request that fires in cycle t: its address is registered (t + 1), the block RAMs answer (t + 2), and
-        # their data are registered after the output multiplexer (t + 3, WRESP_LATENCY), when the lane takes them.
-        read_addr = Signal.like(rp.addr)
-        read_en = Signal()
-        resp = Signal.like(rp.data, reset_less=True)
+        # The request that fires in cycle t: its address is registered (t + 1), the memory answers three cycles
+        # later (t + 4), and its data are registered (t + 5, WRESP_LATENCY), when the lane takes them.
+        read_addr = Signal.like(weights.r_addr)
+        resp = Signal.like(weights.r_data, reset_less=True)
         resp_to = [Signal(g.lanes, name=f"resp_to{k}") for k in range(WRESP_LATENCY)]
-        m.d.sync += [read_en.eq(fire.any()),
-                     read_addr.eq(pick([(grant[k], unit.wreq.payload) for k, unit in enumerate(lanes)])),
-                     resp.eq(rp.data), resp_to[0].eq(fire),
+        assert 1 + weights.latency + 1 == WRESP_LATENCY
+        m.d.sync += [read_addr.eq(pick([(grant[k], unit.wreq.payload) for k, unit in enumerate(lanes)])),
+                     resp.eq(weights.r_data), resp_to[0].eq(fire),
                      *(later.eq(earlier) for earlier, later in pairwise(resp_to))]
-        m.d.comb += [rp.en.eq(read_en), rp.addr.eq(read_addr)]
+        m.d.comb += weights.r_addr.eq(read_addr)
         for k, unit in enumerate(lanes):
             m.d.comb += [
                 unit.wreq.ready.eq(grant[k]),

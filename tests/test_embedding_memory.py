@@ -143,10 +143,13 @@ def test_invalid_parameters():
         model(lines=512)
 
 
-def test_registered_ram_latency_and_collisions():
-    """Read data two cycles after the address; a read of the word written in the same cycle is not the old word
-    (inverted in simulation, undefined on the FPGA)."""
-    dut = RegisteredRAM(width=12, depth=40)
+@pytest.mark.parametrize("kind", ["plain", "input_registers", "row_registers"])
+def test_registered_ram_latency_and_collisions(kind):
+    """Read data two cycles after the address (three behind input or row registers, which also delay the write
+    by one); a read of the word written in the same cycle is not the old word (inverted in simulation, undefined
+    on the FPGA)."""
+    dut = RegisteredRAM(width=12, depth=40, **({} if kind == "plain" else {kind: True}))
+    delay = dut.latency - 2  # cycles the write port and the read address are registered
     rng = np.random.default_rng(4)
     contents = np.zeros(40, int)
     seen = []
@@ -165,8 +168,8 @@ def test_registered_ram_latency_and_collisions():
             if w_en:
                 contents[w_addr] = w_data
             await ctx.tick()
-            if cycle >= 1:
-                assert ctx.get(dut.r_data) == seen[cycle - 1][1], f"cycle {cycle}"
+            if cycle >= 1 + delay:
+                assert ctx.get(dut.r_data) == seen[cycle - 1 - delay][1], f"cycle {cycle}"
 
     run_simulation(dut, [bench], max_cycles=400)
 
@@ -179,3 +182,21 @@ def test_registered_ram_uses_the_ecp5_output_register():
     tiles = [sub for sub, _name, _src in fragment.subfragments if isinstance(sub, Instance)]
     assert len(tiles) == 2 * 3      # 1024 x 18 each: two rows of three
     assert all(t.type == "DP16KD" and t.parameters["REGMODE_B"] == "OUTREG" for t in tiles)
+
+
+def test_registered_ram_row_registers_on_the_ecp5():
+    """Each row of DP16KD blocks takes its write port and read address from registers of its own."""
+    class ECP5:
+        family = "ecp5"
+
+    dut = RegisteredRAM(width=40, depth=2500, row_registers=True)
+    assert dut.latency == 3
+    fragment = Fragment.get(dut, ECP5())
+    tiles = {name: sub for sub, name, _src in fragment.subfragments if isinstance(sub, Instance)}
+    assert len(tiles) == 3 * 3
+    for name, tile in tiles.items():
+        row = int(name.split("_")[1])
+        address = {port: value for port, (value, _dir) in tile.ports.items() if port in ("ADA4", "ADB4", "DIA0")}
+        assert {port: value.value.name for port, value in address.items()} == {
+            "ADA4": f"w_addr_row{row}", "ADB4": f"r_addr_row{row}", "DIA0": f"w_data_row{row}"}
+        assert tile.ports["WEA"][0].name == f"w_en_row{row}"

@@ -46,7 +46,7 @@ def test_tiny_engine_in_the_amaranth_simulator(split, pause, seed):
 @pytest.mark.parametrize("split", [1, 4])
 def test_tiny_engine_one_item_chunks_accumulate_back_to_back(split):
     """Chunks of one item over layers of several k-tiles: every item comes back for its next k-tile while its
-    accumulator row is still being written (the read-after-write stall), under stalls."""
+    accumulator row has just been written (read, add and write back in consecutive cycles), under stalls."""
     rng = np.random.default_rng(50 + split)
     layers = random_mlp(rng, [13, 9, 6])  # one image shared by the lanes: tiny's weight memory is small
     jobs = {lane: (layers, random_input(rng, 3, 13)) for lane in range(split)}
