@@ -4,6 +4,8 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
+
 
 class Item(data.Struct):
     tag: unsigned(5)
@@ -37,3 +39,24 @@ class StreamFIFO(wiring.Component):
 def random_items(rng, count):
     return [{"tag": int(rng.integers(0, 32)), "values": [int(v) for v in rng.integers(-64, 64, 3)]}
             for _ in range(count)]
+
+
+def pass_through(dut, items, in_pause, out_pause, after=None):
+    """Send ``items`` through ``dut.i`` and receive as many from ``dut.o`` (seeded pauses on both sides) in the
+    Amaranth simulator; ``(received, cycles the sink took, after(ctx) one cycle after the last item or None)``."""
+    got, cycles, extra = [], 0, []
+
+    async def send(ctx):
+        await StreamSource(dut.i, pause=in_pause, seed=1).send(ctx, items)
+
+    async def receive(ctx):
+        nonlocal cycles
+        sink = StreamSink(dut.o, pause=out_pause, seed=2)
+        got.extend(await sink.receive(ctx, len(items)))
+        cycles = sink.cycles
+        if after is not None:
+            await ctx.tick()
+            extra.append(after(ctx))
+
+    run_simulation(dut, [send, receive])
+    return got, cycles, extra[0] if extra else None

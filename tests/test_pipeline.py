@@ -6,28 +6,16 @@ from amaranth.hdl import signed
 from amaranth.lib import data
 
 from rpaccel.rtl.pipeline import RegisterSlice
-from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
+from rpaccel.sim.streams import run_simulation
+
+from stream_fifo import pass_through
 
 LAYOUT = data.StructLayout({"value": signed(12), "last": 1})
 
 
 def run_slice(items, in_pause, out_pause):
     dut = RegisterSlice(LAYOUT)
-    got, cycles, idle_after = [], 0, []
-
-    async def send(ctx):
-        await StreamSource(dut.i, pause=in_pause, seed=1).send(ctx, items)
-
-    async def receive(ctx):
-        nonlocal cycles
-        sink = StreamSink(dut.o, pause=out_pause, seed=2)
-        got.extend(await sink.receive(ctx, len(items)))
-        cycles = sink.cycles
-        await ctx.tick()
-        idle_after.append(ctx.get(dut.idle))
-
-    run_simulation(dut, [send, receive])
-    return got, cycles, idle_after[0]
+    return pass_through(dut, items, in_pause, out_pause, after=lambda ctx: ctx.get(dut.idle))
 
 
 def random_items(rng, count):

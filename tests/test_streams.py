@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from rpaccel.sim.streams import SimulationTimeout, StreamSink, StreamSource, pauses, run_simulation
+from rpaccel.sim.streams import SimulationTimeout, StreamSink, pauses, run_simulation
 from rpaccel.sim.verilator import run_cocotb
 from rpaccel.sim.verilog import generate_verilog
 
-from stream_fifo import StreamFIFO, random_items
+from stream_fifo import StreamFIFO, pass_through, random_items
 
 
 def test_pause_patterns():
@@ -24,19 +24,7 @@ def test_pause_patterns():
 
 
 def run_fifo(items, in_pause, out_pause):
-    dut = StreamFIFO()
-    got, cycles = [], 0
-
-    async def send(ctx):
-        await StreamSource(dut.i, pause=in_pause, seed=1).send(ctx, items)
-
-    async def receive(ctx):
-        nonlocal cycles
-        sink = StreamSink(dut.o, pause=out_pause, seed=2)
-        got.extend(await sink.receive(ctx, len(items)))
-        cycles = sink.cycles
-
-    run_simulation(dut, [send, receive])
+    got, cycles, _ = pass_through(StreamFIFO(), items, in_pause, out_pause)
     return got, cycles
 
 
