@@ -20,6 +20,8 @@ A device without a table here (or an array that does not fit the scheme) gets no
 chooses, as before.
 """
 
+from .ecp5 import is_ecp5
+
 __all__ = ["ECP5_DSP_SITES", "array_dsp_sites", "dsp_rows"]
 
 
@@ -41,9 +43,7 @@ ECP5_DSP_SITES = {
 
 def dsp_rows(platform):
     """The rows of multiplier sites of ``platform``'s device (:data:`ECP5_DSP_SITES`), or None if unknown."""
-    if getattr(platform, "family", None) != "ecp5":
-        return None
-    return ECP5_DSP_SITES.get(getattr(platform, "device", None))
+    return ECP5_DSP_SITES.get(getattr(platform, "device", None)) if is_ecp5(platform) else None
 
 
 def array_dsp_sites(rows, cols, dsp_pes, site_rows):
