@@ -49,6 +49,7 @@ def test_synth_pe_on_ice40(capsys, tmp_path):
     # harness + PE registers but the product's, which may go into the SB_MAC16 (the PE's datapath has no reset)
     assert r["cells"]["ffs"] >= r["harness"]["ffs"] + 8 + 1 + 32 + 16
     assert r["utilization"]["logic_cells"]["available"] == 5280
+    assert_sdf_timing_agrees(r, tmp_path)
 
 
 @pytest.mark.synth
@@ -59,6 +60,17 @@ def test_synth_postproc_on_ecp5(capsys, tmp_path):
     assert r["utilization"]["luts"]["available"] == 83640
     assert r["critical_path"]["delay_ns"] > 0
     assert r["tools"]["YOSYS"].startswith("Yosys 0.69")
+    assert_sdf_timing_agrees(r, tmp_path)
+
+
+def assert_sdf_timing_agrees(r, build_dir):
+    """rpaccel.rtl.timing over the build's SDF finds nextpnr's Fmax, and every endpoint it reports failing."""
+    from rpaccel.rtl.timing import analyse, read_sdf
+
+    report = analyse(read_sdf(build_dir / "top.sdf"), 1000 / r["clock_constraint_mhz"])
+    assert report.fmax_mhz == pytest.approx(r["fmax_mhz"], abs=0.02)
+    assert report.endpoints > r["harness"]["ffs"] // 2
+    assert (report.failing == 0) == r["meets_timing"]
 
 
 def test_placement_estimate_is_read_from_the_nextpnr_log(tmp_path):

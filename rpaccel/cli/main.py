@@ -11,12 +11,12 @@ import os
 import sys
 
 from .. import __version__
-from . import bench, data, demo, info, models, quality, quantize, synth, train
+from . import bench, data, demo, info, models, quality, quantize, synth, timing, train
 from .common import CLIError, CommandFailed
 
 __all__ = ["main"]
 
-_COMMANDS = (demo, synth, bench, info, models, data, train, quantize, quality)
+_COMMANDS = (demo, synth, timing, bench, info, models, data, train, quantize, quality)
 
 
 class _Parser(argparse.ArgumentParser):

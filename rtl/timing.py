@@ -1,0 +1,308 @@
+"""Static timing analysis of a routed design from nextpnr's SDF: every failing endpoint, not only the worst one.
+
+nextpnr reports one critical path per clock and a slack histogram. Closing timing on a large design needs the
+whole list: which registers miss the period, grouped by what they are, and the worst path of each group. nextpnr
+writes the routed design's delays as SDF (``--sdf``; :func:`rpaccel.rtl.synth.synthesize` always asks for it):
+every cell's arcs (``IOPATH``), every routed connection (``INTERCONNECT``) and every register's setup time
+(``SETUPHOLD``). This module reads that file and propagates arrival times from every launching register (a
+flip-flop's, DSP's or block RAM's clock-to-output) through the combinational arcs to every checked input, using
+the slow corner (the third value of each triple, as nextpnr does).
+
+One clock domain is assumed (the designs built here have one): each arc out of a clock pin starts a path, each
+setup check ends one. Paths from input pads (no launching register) are not timed, as in nextpnr's clock report.
+"""
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CLOCK_PINS", "PathGroup", "SdfError", "TimingGraph", "TimingPath", "TimingReport", "analyse",
+           "name_pattern", "read_sdf"]
+
+#: Cell pins whose arcs launch a path (clock-to-output), by the names nextpnr's ECP5 and iCE40 cells use.
+CLOCK_PINS = frozenset({"CLK", "CLK0", "CLK1", "CLK2", "CLK3", "CLKA", "CLKB", "WCK", "CLKI", "RCLK", "WCLK"})
+
+_NAME = r"((?:\\.|[^\s()\\])+)"
+_TRIPLE = r"\((-?\d+(?:\.\d+)?):(-?\d+(?:\.\d+)?):(-?\d+(?:\.\d+)?)\)"
+_INTERCONNECT = re.compile(rf"\(INTERCONNECT {_NAME} {_NAME} {_TRIPLE}")
+_IOPATH = re.compile(rf"\(IOPATH (?:\((?:posedge|negedge) )?{_NAME}\)? {_NAME} {_TRIPLE}")
+_SETUP = re.compile(rf"\(SETUP(?:HOLD)? \((?:posedge|negedge) {_NAME}\) \((?:posedge|negedge) {_NAME}\) "
+                    rf"{_TRIPLE}")
+_TIMESCALE = re.compile(r"\(TIMESCALE\s+(\d+)\s*(ps|ns)\s*\)")
+_INSTANCE = re.compile(rf"\(INSTANCE\s*{_NAME}?\s*\)")
+_KEYWORD = re.compile(r"\((INSTANCE|TIMESCALE|INTERCONNECT|IOPATH|SETUPHOLD|SETUP)\b")
+
+
+class SdfError(ValueError):
+    """An SDF file this module cannot read; the message names the file and line."""
+
+
+def _unescape(name):
+    return re.sub(r"\\(.)", r"\1", name)
+
+
+@dataclass
+class TimingGraph:
+    """The timing arcs of a routed design.
+
+    Attributes
+    ----------
+    arcs : dict
+        ``{sink: [(source, delay_ns, kind), ...]}`` with nodes named ``"cell/pin"`` and ``kind`` ``"cell"`` (an
+        arc through a cell) or ``"net"`` (a routed connection).
+    launch : dict
+        ``{output: clock_to_out_ns}`` for the outputs of clocked cells.
+    setup : dict
+        ``{input: setup_ns}`` for the inputs a setup time is checked on.
+    source : str
+        Where the graph was read from.
+    """
+
+    arcs: dict
+    launch: dict
+    setup: dict
+    source: str = "<sdf>"
+
+
+def read_sdf(path):
+    """Read nextpnr's SDF (``--sdf``) into a :class:`TimingGraph`.
+
+    Raises
+    ------
+    SdfError
+        If the file is missing, holds no cells, or has a delay or check this reader cannot parse (the message
+        names the file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SdfError(f"{path}: no such SDF file (nextpnr writes one with --sdf)")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    arcs, launch, setup = defaultdict(list), {}, {}
+    scale = 1e-3  # ps -> ns, nextpnr's TIMESCALE
+    instance, cells = None, 0
+
+    def fail(position, what):
+        number = text.count("\n", 0, position) + 1
+        line = text[text.rfind("\n", 0, position) + 1:].split("\n", 1)[0].strip()
+        raise SdfError(f"{path}, line {number}: cannot read {what} {line!r}")
+
+    for keyword in _KEYWORD.finditer(text):
+        word, position = keyword.group(1), keyword.start()
+        if word == "INSTANCE":
+            found = _INSTANCE.match(text, position)
+            if not found:
+                fail(position, "the instance")
+            instance = _unescape(found.group(1) or "")
+            cells += 1
+            continue
+        if word == "TIMESCALE":
+            found = _TIMESCALE.match(text, position)
+            if not found:
+                fail(position, "the timescale")
+            scale = int(found.group(1)) * (1e-3 if found.group(2) == "ps" else 1.0)
+            continue
+        found = {"INTERCONNECT": _INTERCONNECT, "IOPATH": _IOPATH}.get(word, _SETUP).match(text, position)
+        if not found:
+            fail(position, "the delay" if word != "SETUPHOLD" and word != "SETUP" else "the check")
+        a, b, worst = found.group(1), found.group(2), float(found.group(5)) * scale
+        if word == "INTERCONNECT":
+            arcs[_unescape(b)].append((_unescape(a), worst, "net"))
+        elif instance is None:
+            fail(position, "a cell delay outside any CELL's INSTANCE:")
+        elif word in ("SETUP", "SETUPHOLD"):
+            node = f"{instance}/{a}"
+            setup[node] = max(setup.get(node, 0.0), worst)
+        elif a in CLOCK_PINS:
+            node = f"{instance}/{b}"
+            launch[node] = max(launch.get(node, 0.0), worst)
+        else:
+            arcs[f"{instance}/{b}"].append((f"{instance}/{a}", worst, "cell"))
+    if not cells:
+        raise SdfError(f"{path}: no CELL entries (not an SDF file written by nextpnr?)")
+    return TimingGraph(arcs=dict(arcs), launch=launch, setup=setup, source=str(path))
+
+
+@dataclass(frozen=True)
+class TimingPath:
+    """The worst path into one endpoint.
+
+    Attributes
+    ----------
+    steps : tuple
+        ``(node, arrival_ns, kind)`` from the launching output to the endpoint; ``kind`` is ``"launch"``,
+        ``"cell"`` or ``"net"``.
+    setup_ns, slack_ns : float
+    """
+
+    steps: tuple
+    setup_ns: float
+    slack_ns: float
+
+    @property
+    def start(self):
+        return self.steps[0][0]
+
+    @property
+    def end(self):
+        return self.steps[-1][0]
+
+    @property
+    def delay_ns(self):
+        """Arrival at the endpoint plus its setup time: the shortest clock period this path allows."""
+        return self.steps[-1][1] + self.setup_ns
+
+    def _sum(self, kind):
+        return sum(b[1] - a[1] for a, b in zip(self.steps, self.steps[1:]) if b[2] == kind)
+
+    @property
+    def launch_ns(self):
+        return self.steps[0][1]
+
+    @property
+    def logic_ns(self):
+        return self._sum("cell")
+
+    @property
+    def routing_ns(self):
+        return self._sum("net")
+
+    @property
+    def logic_levels(self):
+        """Cells the path passes through (each carry-chain cell counts)."""
+        return sum(1 for step in self.steps if step[2] == "cell")
+
+
+@dataclass(frozen=True)
+class PathGroup:
+    """Failing endpoints whose worst paths start and end at registers of the same name pattern."""
+
+    start: str
+    end: str
+    endpoints: int
+    worst: TimingPath
+
+
+@dataclass(frozen=True)
+class TimingReport:
+    """Setup slack of every endpoint of a design against a clock period.
+
+    Attributes
+    ----------
+    period_ns : float
+    endpoints : int
+        Timed endpoints (inputs with a setup check reached from a launching register).
+    failing : int
+        Endpoints with negative slack.
+    worst : TimingPath or None
+    groups : tuple of PathGroup
+        Failing endpoints grouped by :func:`name_pattern` of their worst path's start and end, worst first.
+    slacks : tuple of float
+        Every endpoint's slack, ascending.
+    """
+
+    period_ns: float
+    endpoints: int
+    failing: int
+    worst: object
+    groups: tuple
+    slacks: tuple
+
+    @property
+    def fmax_mhz(self):
+        return None if self.worst is None else 1000.0 / self.worst.delay_ns
+
+    def histogram(self, width_ns=1.0):
+        """``[(lower_ns, count)]`` of the failing endpoints' slacks in bins of ``width_ns``."""
+        bins = defaultdict(int)
+        for slack in self.slacks:
+            if slack < 0:
+                bins[int(slack // width_ns) * width_ns] += 1
+        return sorted(bins.items())
+
+
+def name_pattern(node):
+    """What a register is, without its bit, index or packing suffixes: ``dut.lane1.total3[7]_TRELLIS_FF_Q/DI``
+    -> ``dut.lane#.total#[]``."""
+    cell = node.rsplit("/", 1)[0]
+    cell = re.sub(r"(_TRELLIS_FF_Q|_TRELLIS_COMB|_CCU2C|\$CCU2_COMB|_DFF|_SB_).*", "", cell)
+    cell = re.sub(r"\[\d+\]", "[]", cell)
+    return re.sub(r"\d+", "#", cell)
+
+
+def _arrivals(graph):
+    """Latest arrival at every node reached from a launching output, and the predecessor on that path."""
+    arrival, previous = {}, {}
+    for node, delay in graph.launch.items():
+        arrival[node], previous[node] = delay, None
+    arcs = graph.arcs
+    state = {}  # 1: on the stack, 2: done
+
+    def visit(root):
+        stack = [root]
+        while stack:
+            node = stack[-1]
+            if state.get(node) == 2 or node in graph.launch:
+                state[node] = 2
+                stack.pop()
+                continue
+            if state.get(node) != 1:
+                state[node] = 1
+                pending = [src for src, _, _ in arcs.get(node, ()) if state.get(src) is None
+                           and src not in graph.launch]
+                if pending:
+                    stack.extend(pending)
+                    continue
+            best, via = None, None
+            for src, delay, kind in arcs.get(node, ()):
+                if src in arrival and (best is None or arrival[src] + delay > best):
+                    best, via = arrival[src] + delay, (src, kind)
+            if best is not None:
+                arrival[node], previous[node] = best, via
+            state[node] = 2
+            stack.pop()
+
+    for node in graph.setup:
+        visit(node)
+    return arrival, previous
+
+
+def analyse(graph, period_ns):
+    """The setup slack of every endpoint of ``graph`` against ``period_ns`` (a :class:`TimingReport`).
+
+    A combinational loop is cut where the search first meets it (nextpnr's ``--ignore-loops`` does the same).
+    """
+    if not period_ns > 0:
+        raise ValueError(f"Clock period must be a positive number of ns, not {period_ns!r}")
+    arrival, previous = _arrivals(graph)
+
+    def path(end):
+        steps, node = [], end
+        while previous[node] is not None:
+            source, kind = previous[node]
+            steps.append((node, arrival[node], kind))  # the kind of the arc into the node
+            node = source
+        steps.append((node, arrival[node], "launch"))
+        return tuple(reversed(steps))
+
+    timed = sorted((period_ns - setup - arrival[node], node) for node, setup in graph.setup.items()
+                   if node in arrival)
+    groups = {}
+    for slack, node in timed:
+        if slack >= 0:
+            break
+        steps = path(node)
+        key = (name_pattern(steps[0][0]), name_pattern(node))
+        if key in groups:
+            groups[key][0] += 1
+        else:
+            groups[key] = [1, TimingPath(steps=steps, setup_ns=graph.setup[node], slack_ns=slack)]
+    ordered = tuple(PathGroup(start=s, end=e, endpoints=n, worst=p)
+                    for (s, e), (n, p) in sorted(groups.items(), key=lambda kv: kv[1][1].slack_ns))
+    worst = None
+    if timed:
+        node = timed[0][1]
+        worst = TimingPath(steps=path(node), setup_ns=graph.setup[node], slack_ns=timed[0][0])
+    return TimingReport(period_ns=float(period_ns), endpoints=len(timed),
+                        failing=sum(1 for slack, _ in timed if slack < 0), worst=worst, groups=ordered,
+                        slacks=tuple(slack for slack, _ in timed))

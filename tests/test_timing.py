@@ -1,0 +1,150 @@
+"""Static timing over nextpnr's SDF (rpaccel.rtl.timing, rpaccel timing)."""
+
+import json
+
+import pytest
+
+from rpaccel.cli.main import main
+from rpaccel.rtl.timing import SdfError, analyse, name_pattern, read_sdf
+
+# Two registers a -> b through a LUT, b -> c through two LUTs and a long net, a pad straight into c's clock
+# enable (not timed: no launching register), and a combinational loop between two LUTs feeding d.
+SDF = r"""(DELAYFILE
+  (SDFVERSION "3.0")
+  (DESIGN "top")
+  (DIVIDER /)
+  (TIMESCALE 1ps)
+  (CELL
+    (CELLTYPE "top")
+    (INSTANCE )
+    (DELAY
+      (ABSOLUTE
+        (INTERCONNECT a\[0\]_TRELLIS_FF_Q/Q lut1/A (100:150:200) (100:150:200))
+        (INTERCONNECT lut1/F b\[3\]_TRELLIS_FF_Q/DI (100:150:300) (100:150:300))
+        (INTERCONNECT b\[3\]_TRELLIS_FF_Q/Q lut2/B (100:150:400) (100:150:400))
+        (INTERCONNECT a\[0\]_TRELLIS_FF_Q/Q lut2/A (100:150:100) (100:150:100))
+        (INTERCONNECT lut2/F lut3/C (100:150:5000) (100:150:5000))
+        (INTERCONNECT lut3/F c_TRELLIS_FF_Q/DI (100:150:200) (100:150:200))
+        (INTERCONNECT pad/O c_TRELLIS_FF_Q/CE (100:150:9000) (100:150:9000))
+        (INTERCONNECT b\[3\]_TRELLIS_FF_Q/Q loop1/A (1:1:100) (1:1:100))
+        (INTERCONNECT loop1/F loop2/A (1:1:100) (1:1:100))
+        (INTERCONNECT loop2/F loop1/B (1:1:100) (1:1:100))
+        (INTERCONNECT loop2/F d_TRELLIS_FF_Q/DI (1:1:100) (1:1:100))
+      )
+    )
+  )
+  (CELL (CELLTYPE "TRELLIS_FF") (INSTANCE a\[0\]_TRELLIS_FF_Q)
+    (DELAY (ABSOLUTE
+        (IOPATH CLK Q (400:450:500) (400:450:500))
+    ))
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (0:0:50) (1:1:1))
+    )
+  )
+  (CELL (CELLTYPE "TRELLIS_FF") (INSTANCE b\[3\]_TRELLIS_FF_Q)
+    (DELAY (ABSOLUTE
+        (IOPATH CLK Q (400:450:500) (400:450:500))
+    ))
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (0:0:50) (1:1:1))
+    )
+  )
+  (CELL (CELLTYPE "TRELLIS_FF") (INSTANCE c_TRELLIS_FF_Q)
+    (DELAY (ABSOLUTE
+        (IOPATH CLK Q (400:450:500) (400:450:500))
+    ))
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (0:0:50) (1:1:1))
+      (SETUPHOLD (posedge CE) (posedge CLK) (0:0:150) (1:1:1))
+    )
+  )
+  (CELL (CELLTYPE "TRELLIS_FF") (INSTANCE d_TRELLIS_FF_Q)
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (0:0:50) (1:1:1))
+    )
+  )
+  (CELL (CELLTYPE "TRELLIS_COMB") (INSTANCE lut1)
+    (DELAY (ABSOLUTE (IOPATH A F (100:200:250) (100:200:250)))))
+  (CELL (CELLTYPE "TRELLIS_COMB") (INSTANCE lut2)
+    (DELAY (ABSOLUTE
+        (IOPATH A F (100:200:250) (100:200:250))
+        (IOPATH B F (100:200:300) (100:200:300))
+    )))
+  (CELL (CELLTYPE "TRELLIS_COMB") (INSTANCE lut3)
+    (DELAY (ABSOLUTE (IOPATH C F (100:200:250) (100:200:250)))))
+  (CELL (CELLTYPE "TRELLIS_COMB") (INSTANCE loop1)
+    (DELAY (ABSOLUTE
+        (IOPATH A F (100:200:250) (100:200:250))
+        (IOPATH B F (100:200:250) (100:200:250))
+    )))
+  (CELL (CELLTYPE "TRELLIS_COMB") (INSTANCE loop2)
+    (DELAY (ABSOLUTE (IOPATH A F (100:200:250) (100:200:250)))))
+)
+"""
+
+
+@pytest.fixture
+def sdf(tmp_path):
+    path = tmp_path / "top.sdf"
+    path.write_text(SDF)
+    return path
+
+
+def test_arrival_times_use_the_slow_corner(sdf):
+    report = analyse(read_sdf(sdf), period_ns=5.0)
+    # a -> b: 0.5 clock-to-output + 0.2 + 0.25 + 0.3, setup 0.05; b -> c: 0.5 + 0.4 + 0.3 + 5.0 + 0.25 + 0.2 + 0.05.
+    assert report.endpoints == 3  # b, c and d (through the loop); a's DI has no driver, c's CE only a pad
+    worst = report.worst
+    assert worst.start == "b[3]_TRELLIS_FF_Q/Q" and worst.end == "c_TRELLIS_FF_Q/DI"
+    assert worst.delay_ns == pytest.approx(6.7)
+    assert worst.slack_ns == pytest.approx(-1.7)
+    assert worst.launch_ns == pytest.approx(0.5)
+    assert worst.logic_ns == pytest.approx(0.55)
+    assert worst.routing_ns == pytest.approx(5.6)
+    assert worst.logic_levels == 2
+    assert report.fmax_mhz == pytest.approx(1000 / 6.7)
+    assert [step[2] for step in worst.steps] == ["launch", "net", "cell", "net", "cell", "net"]
+    assert report.failing == 1
+    assert [(g.start, g.end, g.endpoints) for g in report.groups] == [("b[]", "c", 1)]
+    assert report.histogram() == [(-2.0, 1)]
+
+
+def test_slack_against_a_longer_period(sdf):
+    report = analyse(read_sdf(sdf), period_ns=10.0)
+    assert report.failing == 0 and report.groups == ()
+    # c; d through the loop b -> loop1 -> loop2 (cut where the search meets it); b
+    assert report.slacks == pytest.approx((10 - 6.7, 10 - 1.35, 10 - 1.3))
+
+
+def test_name_patterns_drop_bits_and_packing_suffixes():
+    assert name_pattern("dut.lane1.total3[7]_TRELLIS_FF_Q/DI") == "dut.lane#.total#[]"
+    assert name_pattern("dut.pp[2]_CCU2C_S1$CCU2_COMB0/A") == "dut.pp[]"
+    assert name_pattern("dut.multiplier/P0") == "dut.multiplier"
+
+
+def test_errors_name_the_file_and_line(sdf, tmp_path):
+    with pytest.raises(SdfError, match="no such SDF file"):
+        read_sdf(tmp_path / "missing.sdf")
+    empty = tmp_path / "empty.sdf"
+    empty.write_text("(DELAYFILE)\n")
+    with pytest.raises(SdfError, match="no CELL entries"):
+        read_sdf(empty)
+    bad = tmp_path / "bad.sdf"
+    bad.write_text(SDF.replace("(IOPATH C F (100:200:250) (100:200:250))", "(IOPATH C F (oops))"))
+    line = SDF.splitlines().index(next(x for x in SDF.splitlines() if "IOPATH C F" in x)) + 1
+    with pytest.raises(SdfError, match=rf"bad.sdf, line {line}: cannot read"):
+        read_sdf(bad)
+    with pytest.raises(ValueError, match="positive number of ns"):
+        analyse(read_sdf(sdf), 0)
+
+
+def test_cli_lists_groups_and_paths(sdf, capsys):
+    assert main(["timing", str(sdf), "--period", "5", "--show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 3 endpoints fail; worst slack -1.700 ns" in out
+    assert "b[] -> c" in out and "lut3/F" in out
+    assert main(["timing", str(sdf.parent), "--period", "5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["failing"] == 1 and data["groups"][0]["worst"]["routing_ns"] == pytest.approx(5.6)
+    assert main(["timing", str(sdf.parent / "nothing")]) == 2
+    assert "no SDF file" in capsys.readouterr().err
