@@ -28,7 +28,7 @@ from .catalog import lookup
 from .harness import HARNESS_PINS, PinHarness
 from .select import REPLICA_ATTR
 
-__all__ = ["TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize", "tool_env",
+__all__ = ["PLACERS", "TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize", "tool_env",
            "tool_versions"]
 
 
@@ -85,6 +85,9 @@ class Target:
     tools: tuple
     synth_opts: str = ""
 
+
+#: nextpnr's placers (``--placer``): analytic (its default), electrostatic, simulated annealing.
+PLACERS = ("heap", "static", "sa")
 
 TARGETS = {
     "ice40-up5k": Target("ice40-up5k", "iCEBreaker", "ice40", "icebreaker.pcf", _icebreaker,
@@ -293,14 +296,15 @@ def _logged_utilization(family, log_path):
             for key, cell in _PNR_KEYS[family].items()}
 
 
-def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router):
+def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer):
     """The result of a build stopped after ``timeout`` seconds: Yosys's cell counts if it got that far."""
     stat_path = build_dir / "top.stat.json"
     if not stat_path.is_file():
         raise SynthError(f"{target.name} build of {component} did not finish synthesis within {timeout:g} s "
                          f"(log: {build_dir / 'build.log'})")
     return _result(component, target, config, clock_mhz, harness, build_dir, json.loads(stat_path.read_text()),
-                   seconds=float(timeout), router=router, routed=False, fmax_mhz=None, meets_timing=False,
+                   seconds=float(timeout), router=router, placer=placer, routed=False, fmax_mhz=None,
+                   meets_timing=False,
                    utilization=None, critical_path=None, placed_fmax_mhz=_placed_fmax(build_dir / "top.tim"),
                    packed_utilization=_logged_utilization(target.family, build_dir / "top.tim"))
 
@@ -324,7 +328,7 @@ def _result(component, target, config, clock_mhz, harness, build_dir, stat, *, s
 
 
 def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None, router=None,
-               pack_only=False):
+               placer=None, pack_only=False):
     """Synthesise, place and route ``component`` for ``target`` and summarise the result.
 
     Parameters
@@ -343,6 +347,8 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         nextpnr placement seed.
     router : str, optional
         nextpnr's router (``"router1"``, its default, or ``"router2"``, faster on large congested designs).
+    placer : str, optional
+        nextpnr's placer (``"heap"``, its default, ``"static"``, its electrostatic placer, or ``"sa"``).
     pack_only : bool
         Stop nextpnr after packing: the result has ``"routed": False`` and nextpnr's packed utilisation
         (``"packed_utilization"``), which says whether the design fits the device, and no Fmax.
@@ -363,6 +369,9 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     router = router or "router1"  # nextpnr's default, named so that every result says which router it used
     if router not in ("router1", "router2"):
         raise ValueError(f"nextpnr router must be router1 or router2, not {router!r}")
+    placer = placer or "heap"
+    if placer not in PLACERS:
+        raise ValueError(f"nextpnr placer must be one of {', '.join(PLACERS)}, not {placer!r}")
     clock_mhz = float(config.clock_mhz if clock_mhz is None else clock_mhz)
     if not clock_mhz > 0:
         raise ValueError(f"Clock constraint must be a positive frequency in MHz, not {clock_mhz!r}")
@@ -378,7 +387,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         harness, name="top", do_build=False, synth_opts=synth_opts, script_after_read=KEEP_REPLICAS,
         script_after_synth=after_synth,
         nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail"
-                     + f" --router {router}" + (" --pack-only" if pack_only else ""))
+                     + f" --router {router} --placer {placer}" + (" --pack-only" if pack_only else " --sdf top.sdf"))
     plan.extract(str(build_dir))
     started = time.perf_counter()
     log_path = build_dir / "build.log"
@@ -391,12 +400,13 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGTERM)
             run.wait()
-            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router)
+            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer)
     packed = _logged_utilization(target.family, build_dir / "top.tim") if pack_only else None
     if pack_only and packed is not None:  # the bitstream step after nextpnr fails without placement: expected
         return _result(component, target, config, clock_mhz, harness, build_dir,
                        json.loads((build_dir / "top.stat.json").read_text()),
-                       seconds=round(time.perf_counter() - started, 1), router=router, routed=False, fmax_mhz=None,
+                       seconds=round(time.perf_counter() - started, 1), router=router, placer=placer, routed=False,
+                       fmax_mhz=None,
                        meets_timing=False, utilization=None, critical_path=None, packed_utilization=packed)
     if run.returncode != 0:
         # The tools log to their own files (Yosys to top.rpt, nextpnr to top.tim): quote the last one written.
@@ -414,6 +424,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     pnr = {key: report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
            for key, cell in _PNR_KEYS[target.family].items()}
     return _result(component, target, config, clock_mhz, harness, build_dir, stat, seconds=round(seconds, 1),
-                   router=router, routed=True, fmax_mhz=None if achieved is None else round(achieved, 2),
+                   router=router, placer=placer, routed=True,
+                   fmax_mhz=None if achieved is None else round(achieved, 2),
                    meets_timing=achieved is not None and achieved >= clock_mhz, utilization=pnr,
                    critical_path=_critical_path(report))

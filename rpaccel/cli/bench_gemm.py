@@ -50,6 +50,8 @@ def _arguments(p):
                    help="only the synthesis of --synth, no simulation (writes only the synthesis section)")
     p.add_argument("--router", choices=("router1", "router2"), default=None,
                    help="nextpnr router for the ECP5 engine build (default: nextpnr's, router1)")
+    p.add_argument("--placer", choices=("heap", "static", "sa"), default=None,
+                   help="nextpnr placer for the ECP5 engine build (default: nextpnr's, heap)")
     p.add_argument("--pnr-timeout", type=float, default=None, metavar="SECONDS",
                    help="stop a synthesis run after SECONDS (synthesis, placement and routing together); its row "
                         "then has Yosys's cell counts and nextpnr's estimate after placement (default: no limit)")
@@ -111,7 +113,7 @@ SYNTH_RUNS = (("pe", "ecp5-85f", "small"), ("pe-lut", "ecp5-85f", "small"), ("ml
               ("array", "ice40-up5k", "tiny"), ("mlp", "ice40-up5k", "tiny"))
 
 
-def _synth_one(component, target, config, seed, timeout=None, router=None):
+def _synth_one(component, target, config, seed, timeout=None, router=None, placer=None):
     """A synthesis summary; a design that does not fit the device gives Yosys's cell counts and the reason."""
     import json
     from pathlib import Path
@@ -120,8 +122,12 @@ def _synth_one(component, target, config, seed, timeout=None, router=None):
 
     build_dir = Path("build") / "synth" / f"{component}-{target}-{config.name}"
     try:
-        return synthesize(component, target, config, build_dir=build_dir, seed=seed, timeout=timeout,
-                          router=router if (component, target) == ("mlp", "ecp5-85f") else None)
+        engine = (component, target) == ("mlp", "ecp5-85f")
+        result = synthesize(component, target, config, build_dir=build_dir, seed=seed, timeout=timeout,
+                            router=router if engine else None, placer=placer if engine else None)
+        if engine and result.get("routed") and not result["meets_timing"]:
+            result["floor"] = _floor_timing(build_dir / "top.sdf")
+        return result
     except SynthError as error:
         stat = build_dir / "top.stat.json"
         if not stat.exists():
@@ -130,6 +136,22 @@ def _synth_one(component, target, config, seed, timeout=None, router=None):
         return {"component": component, "target": target, "preset": config.name, "fits": False,
                 "reason": reason, "clock_constraint_mhz": config.clock_mhz, "fmax_mhz": None,
                 "cells": _cell_counts(lookup_target(target).family, json.loads(stat.read_text()))}
+
+
+#: The issue's floor for the engine's clock on the ECP5-85F.
+FLOOR_MHZ = 100.0
+
+
+def _floor_timing(sdf, groups=6):
+    """What misses the floor: failing endpoints at ``FLOOR_MHZ`` and the worst groups (rpaccel.rtl.timing)."""
+    from ..rtl.timing import analyse, read_sdf
+
+    report = analyse(read_sdf(sdf), 1000.0 / FLOOR_MHZ)
+    return {"mhz": FLOOR_MHZ, "endpoints": report.endpoints, "failing": report.failing,
+            "groups": [{"start": g.start, "end": g.end, "endpoints": g.endpoints,
+                        "slack_ns": round(g.worst.slack_ns, 3), "logic_levels": g.worst.logic_levels,
+                        "routing_ns": round(g.worst.routing_ns, 3)} for g in report.groups[:groups]],
+            "more_groups": max(0, len(report.groups) - groups)}
 
 
 def _synth(args):
@@ -148,7 +170,7 @@ def _synth(args):
     rows = []
     for component, target, name in runs:
         print(f"  synthesising {component} on {target} ({name}) ...", flush=True)
-        r = _synth_one(component, target, preset(name), args.seed, args.pnr_timeout, args.router)
+        r = _synth_one(component, target, preset(name), args.seed, args.pnr_timeout, args.router, args.placer)
         rows.append(r)
         if not r.get("routed", True):
             print(f"    not routed within {args.pnr_timeout:g} s (placement estimate {r.get('placed_fmax_mhz')} MHz), "
@@ -197,8 +219,23 @@ def _synth_table(synth, seed, timeout=None):
                 if any(not r.get("routed", True) for r in synth) else "")
              + "".join(f"`{r['component']}` on {r['target']} used nextpnr's {r['router']}. "
                        for r in synth if r.get("router", "router1") != "router1")
+             + "".join(f"`{r['component']}` on {r['target']} used nextpnr's {r['placer']} placer. "
+                       for r in synth if r.get("placer", "heap") != "heap")
              + "Tools: "
              + ", ".join(tools.values()) + ".")
+    for r in synth:
+        floor = r.get("floor")
+        if floor:
+            notes += (f"\n\nWhat misses the {floor['mhz']:g} MHz floor in the routed `{r['component']}` on "
+                      f"{r['target']} (`rpaccel timing build/synth/{r['component']}-{r['target']}-{r['preset']} "
+                      f"--period {1000 / floor['mhz']:g}`): {floor['failing']:,} of {floor['endpoints']:,} "
+                      "endpoints, grouped by their worst path's start and end registers:\n\n")
+            notes += format_table(
+                ["worst slack ns", "endpoints", "logic levels", "routing ns", "from", "to"],
+                [[g["slack_ns"], g["endpoints"], g["logic_levels"], g["routing_ns"], f"`{g['start']}`",
+                  f"`{g['end']}`"] for g in floor["groups"]])
+            if floor["more_groups"]:
+                notes += f"\n\n... and {floor['more_groups']} more groups."
     return table, notes
 
 

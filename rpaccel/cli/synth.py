@@ -16,6 +16,10 @@ def register(subparsers):
     p.add_argument("--preset", default="small", help=f"configuration preset: {', '.join(PRESETS)} (default small)")
     p.add_argument("--clock", type=float, metavar="MHZ", help="clock constraint (default: the preset's clock)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--placer", choices=("heap", "static", "sa"), default=None,
+                   help="nextpnr placer (default: nextpnr's, heap)")
+    p.add_argument("--router", choices=("router1", "router2"), default=None,
+                   help="nextpnr router (default: nextpnr's, router1)")
     p.add_argument("--build-dir", help="build folder (default build/synth/COMPONENT-TARGET-PRESET)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -36,14 +40,15 @@ def list_catalog():
     print(f"presets: {', '.join(PRESETS)}")
 
 
-def synth_one(component, target, config, *, clock=None, seed=1, build_dir=None, timeout=None):
+def synth_one(component, target, config, *, clock=None, seed=1, build_dir=None, timeout=None, placer=None,
+              router=None):
     """Run one synthesis, turning the flow's errors into CLI errors (``timeout``: see ``synthesize``)."""
     from ..rtl.catalog import UnknownComponent
     from ..rtl.synth import SynthError, UnknownTarget, synthesize
 
     try:
         return synthesize(component, target, config, clock_mhz=clock, build_dir=build_dir, seed=seed,
-                          timeout=timeout)
+                          timeout=timeout, placer=placer, router=router)
     except (UnknownComponent, UnknownTarget, ValueError) as error:
         raise CLIError(str(error)) from None
     except SynthError as error:
@@ -65,6 +70,8 @@ def summary(r):
         lines.append(f"  critical   {p['from']} -> {p['to']}: {p['delay_ns']} ns "
                      f"({p['clock_to_out_ns']} clock-to-output, {p['logic_ns']} logic, {p['routing_ns']} routing)")
     lines.append(f"  build      {r['build_dir']} ({r['seconds']} s)")
+    if r.get("routed", True) and not r["meets_timing"]:
+        lines.append(f"  paths      rpaccel timing {r['build_dir']} lists every failing endpoint")
     return "\n".join(lines)
 
 
@@ -87,7 +94,7 @@ def run(args):
         raise CLIError(f"--clock must be a positive frequency in MHz, not {args.clock}")
     config = config_from_args(args)
     result = synth_one(args.component, args.target, config, clock=args.clock, seed=args.seed,
-                       build_dir=args.build_dir)
+                       build_dir=args.build_dir, placer=args.placer, router=args.router)
     if args.json:
         print_json(result)
     else:
