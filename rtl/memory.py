@@ -327,10 +327,12 @@ class RegisteredRAM(wiring.Component):
     cycles before (read latency 2), for block RAM with its output register in use. With ``input_registers`` the
     write port and the read address are registered first as well (write one cycle later, read latency 3), so
     the paths into a block RAM far from its logic are single wires too; with ``write_register`` only the write
-    port is (a write lands a cycle later, reads keep latency 2). ``row_registers`` is ``input_registers`` for a
-    memory of many rows of blocks: on the ECP5 each row of DP16KD gets a copy of the input registers of its own
-    (kept apart by synthesis, :func:`rpaccel.rtl.select.replica`), so no address or data net has to reach every
-    block of a memory spread over the die; elsewhere it is ``input_registers``.
+    port is (a write lands a cycle later, reads keep latency 2). ``row_registers`` is for a memory of many rows
+    of blocks spread over the die: the write port and the read address pass two levels of registers, a copy per
+    group of :attr:`GROUP_ROWS` rows and then a copy per row of DP16KD (kept apart by synthesis,
+    :func:`rpaccel.rtl.select.replica`), so no net has to reach more than a few blocks or copies; and the rows'
+    outputs are selected within each group into a register before the groups are, so no multiplexer spans the
+    die either (a write lands two cycles later, read latency 5, on every platform).
 
     On ECP5 it is built from DP16KD blocks (1024 x 18 each) with ``REGMODE_B = "OUTREG"``: Yosys maps inferred
     memories without the output register (the data arrive about 5.6 ns into the cycle at speed grade 6, too late
@@ -355,15 +357,18 @@ class RegisteredRAM(wiring.Component):
     """
 
     TILE_DEPTH, TILE_WIDTH = 1024, 18
+    #: Rows of blocks that share a copy of the input registers and an output register (``row_registers``).
+    GROUP_ROWS = 4
 
     def __init__(self, *, width, depth, input_registers=False, write_register=False, row_registers=False):
         _check_positive("RAM width", width)
         _check_positive("RAM depth", depth)
         self.row_registers = bool(row_registers)
-        self.width, self.depth, self.input_registers = width, depth, bool(input_registers) or self.row_registers
-        self.write_register = bool(write_register) or self.input_registers
+        self.width, self.depth = width, depth
+        self.input_registers = bool(input_registers) and not self.row_registers
+        self.write_register = (bool(write_register) or self.input_registers) and not self.row_registers
         #: Cycles from ``r_addr`` to ``r_data``.
-        self.latency = 3 if self.input_registers else 2
+        self.latency = 5 if self.row_registers else 3 if self.input_registers else 2
         bits = max((depth - 1).bit_length(), 1)
         super().__init__({"w_en": In(1), "w_addr": In(bits), "w_data": In(width), "r_addr": In(bits),
                           "r_data": Out(width)})
@@ -371,7 +376,17 @@ class RegisteredRAM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if self.row_registers and is_ecp5(platform):
-            self._ecp5(m, row_registers=True)
+            self._ecp5_rows(m)
+            return m
+        if self.row_registers:
+            # Elsewhere the same latencies: two levels of input registers, one register after the block's.
+            inner = RegisteredRAM(width=self.width, depth=self.depth)
+            m.submodules.inner = inner
+            ports = (self.w_en, self.w_addr, self.w_data, self.r_addr)
+            first = [Signal.like(port, name=f"{port.name}_q") for port in ports]
+            m.d.sync += [reg.eq(port) for reg, port in zip(first, ports)]
+            m.d.sync += [inner.w_en.eq(first[0]), inner.w_addr.eq(first[1]), inner.w_data.eq(first[2]),
+                         inner.r_addr.eq(first[3]), self.r_data.eq(inner.r_data)]
             return m
         if self.write_register:
             inner = RegisteredRAM(width=self.width, depth=self.depth)
@@ -395,53 +410,92 @@ class RegisteredRAM(wiring.Component):
             m.d.sync += self.r_data.eq(read.data)
         return m
 
-    def _ecp5(self, m, row_registers=False):
+    def _ecp5_rows(self, m):
+        """``row_registers`` on the ECP5: input registers per group and per row, an output register per group."""
+        tile_bits = (self.TILE_DEPTH - 1).bit_length()
+        rows = -(-self.depth // self.TILE_DEPTH)
+        groups = -(-rows // self.GROUP_ROWS)
+        group_bits = max(1, (self.GROUP_ROWS - 1).bit_length())
+        inputs = (self.w_en, self.w_addr, self.w_data, self.r_addr)
+        # The row of a read, following its address to the outputs: the rows' output registers hold the word in
+        # cycle t + 4 (address copies in t + 1 and t + 2, the block's read at the end of t + 2, its output register
+        # at the end of t + 3), the group's register in t + 5.
+        row_of = [self.r_addr[tile_bits:]]
+        for k in range(4):
+            row_of.append(Signal(range(max(rows, 2)), name=f"read_row_d{k + 1}"))
+            m.d.sync += row_of[-1].eq(row_of[-2])
+        group_out = []
+        for g in range(groups):
+            w_en, w_addr, w_data, r_addr = (replica(m, port, name=f"{port.name}_group{g}") for port in inputs)
+            members = range(g * self.GROUP_ROWS, min(rows, (g + 1) * self.GROUP_ROWS))
+            outputs = []
+            for r in members:
+                row = {
+                    "w_en": replica(m, w_en & (w_addr[tile_bits:] == r) if rows > 1 else w_en, name=f"w_en_row{r}"),
+                    "w_addr": replica(m, w_addr[:tile_bits], name=f"w_addr_row{r}"),
+                    "r_addr": replica(m, r_addr[:tile_bits], name=f"r_addr_row{r}"),
+                    "w_data": replica(m, w_data, name=f"w_data_row{r}"),
+                }
+                outputs.append(self._ecp5_row(m, r, **row))
+            select = replica(m, row_of[3][:group_bits] if rows > 1 else 0, name=f"select_group{g}")
+            out = Signal(self.width, name=f"group{g}", reset_less=True)
+            m.d.sync += out.eq(outputs[0] if len(outputs) == 1 else Array(outputs)[select])
+            group_out.append(out)
+        group_of = Signal(range(max(groups, 2)), name="read_group")
+        m.d.sync += group_of.eq(row_of[4] >> group_bits if rows > 1 else 0)
+        m.d.comb += self.r_data.eq(group_out[0] if groups == 1 else Array(group_out)[group_of])
+
+    def _ecp5_row(self, m, r, *, w_en, w_addr, r_addr, w_data):
+        """One row of DP16KD blocks with their output registers; returns the row's read data."""
+        columns = -(-self.width // self.TILE_WIDTH)
+        tile_bits = (self.TILE_DEPTH - 1).bit_length()
+        w_data_row = Signal(columns * self.TILE_WIDTH, name=f"w_data_row{r}_wide")
+        m.d.comb += w_data_row.eq(w_data)
+        out = Signal(columns * self.TILE_WIDTH, name=f"row{r}")
+        self._tiles(m, r, columns, tile_bits, w_en, w_addr, r_addr, w_data_row, out)
+        return out[:self.width]
+
+    def _ecp5(self, m):
         tile_bits = (self.TILE_DEPTH - 1).bit_length()
         rows = -(-self.depth // self.TILE_DEPTH)
         columns = -(-self.width // self.TILE_WIDTH)
         w_data = Signal(columns * self.TILE_WIDTH)
         m.d.comb += w_data.eq(self.w_data)
-        # The row of a read, delayed to meet its data (one cycle more behind row registers).
+        # The row of a read, delayed to meet its data.
         row_q, row_qq = Signal(range(max(rows, 2))), Signal(range(max(rows, 2)))
         if rows > 1:
-            row_in = self.r_addr[tile_bits:]
-            if row_registers:
-                row_in = Signal.like(row_q, name="row_in")
-                m.d.sync += row_in.eq(self.r_addr[tile_bits:])
-            m.d.sync += [row_q.eq(row_in), row_qq.eq(row_q)]
+            m.d.sync += [row_q.eq(self.r_addr[tile_bits:]), row_qq.eq(row_q)]
         outputs = []
         for r in range(rows):
             w_en = self.w_en & (self.w_addr[tile_bits:] == r) if rows > 1 else self.w_en
-            w_addr, r_addr, w_data_row = self.w_addr, self.r_addr, w_data
-            if row_registers:
-                w_en = replica(m, w_en, name=f"w_en_row{r}")
-                w_addr = replica(m, self.w_addr[:tile_bits], name=f"w_addr_row{r}")
-                r_addr = replica(m, self.r_addr[:tile_bits], name=f"r_addr_row{r}")
-                w_data_row = replica(m, w_data, name=f"w_data_row{r}")
             out = Signal(columns * self.TILE_WIDTH, name=f"row{r}")
             outputs.append(out)
-            for c in range(columns):
-                ports = {}
-                for k in range(14):
-                    # x18 mode: address in bits 13..4, byte write enables in bits 1..0.
-                    ports[f"i_ADA{k}"] = (w_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(w_addr)
-                                          else (1 if k < 2 else 0))
-                    ports[f"i_ADB{k}"] = (r_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(r_addr)
-                                          else 0)
-                for k in range(self.TILE_WIDTH):
-                    ports[f"i_DIA{k}"] = w_data_row[c * self.TILE_WIDTH + k]
-                    ports[f"i_DIB{k}"] = 0
-                    ports[f"o_DOB{k}"] = out[c * self.TILE_WIDTH + k]
-                for k in range(3):
-                    ports[f"i_CSA{k}"] = 0
-                    ports[f"i_CSB{k}"] = 0
-                m.submodules[f"tile_{r}_{c}"] = Instance(
-                    "DP16KD",
-                    p_DATA_WIDTH_A=self.TILE_WIDTH, p_DATA_WIDTH_B=self.TILE_WIDTH,
-                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
-                    p_GSR="DISABLED",
-                    i_CLKA=ClockSignal(), i_CEA=1, i_OCEA=1, i_RSTA=0, i_WEA=w_en,
-                    i_CLKB=ClockSignal(), i_CEB=1, i_OCEB=1, i_RSTB=0, i_WEB=0,
-                    **ports)
+            self._tiles(m, r, columns, tile_bits, w_en, self.w_addr, self.r_addr, w_data, out)
         m.d.comb += self.r_data.eq(outputs[0] if rows == 1 else Array(outputs)[row_qq])
+
+    def _tiles(self, m, r, columns, tile_bits, w_en, w_addr, r_addr, w_data_row, out):
+        """The DP16KD blocks of row ``r`` (x18 mode, output register in use)."""
+        for c in range(columns):
+            ports = {}
+            for k in range(14):
+                # x18 mode: address in bits 13..4, byte write enables in bits 1..0.
+                ports[f"i_ADA{k}"] = (w_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(w_addr)
+                                      else (1 if k < 2 else 0))
+                ports[f"i_ADB{k}"] = (r_addr[k - 4] if 4 <= k < 4 + tile_bits and k - 4 < len(r_addr)
+                                      else 0)
+            for k in range(self.TILE_WIDTH):
+                ports[f"i_DIA{k}"] = w_data_row[c * self.TILE_WIDTH + k]
+                ports[f"i_DIB{k}"] = 0
+                ports[f"o_DOB{k}"] = out[c * self.TILE_WIDTH + k]
+            for k in range(3):
+                ports[f"i_CSA{k}"] = 0
+                ports[f"i_CSB{k}"] = 0
+            m.submodules[f"tile_{r}_{c}"] = Instance(
+                "DP16KD",
+                p_DATA_WIDTH_A=self.TILE_WIDTH, p_DATA_WIDTH_B=self.TILE_WIDTH,
+                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
+                p_GSR="DISABLED",
+                i_CLKA=ClockSignal(), i_CEA=1, i_OCEA=1, i_RSTA=0, i_WEA=w_en,
+                i_CLKB=ClockSignal(), i_CEB=1, i_OCEB=1, i_RSTB=0, i_WEB=0,
+                **ports)

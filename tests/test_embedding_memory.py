@@ -145,11 +145,11 @@ def test_invalid_parameters():
 
 @pytest.mark.parametrize("kind", ["plain", "input_registers", "row_registers"])
 def test_registered_ram_latency_and_collisions(kind):
-    """Read data two cycles after the address (three behind input or row registers, which also delay the write
-    by one); a read of the word written in the same cycle is not the old word (inverted in simulation, undefined
-    on the FPGA)."""
+    """Read data two cycles after the address (three behind input registers, which also delay the write by one;
+    five behind row registers, which delay it by two); a read of the word written in the same cycle is not the
+    old word (inverted in simulation, undefined on the FPGA)."""
     dut = RegisteredRAM(width=12, depth=40, **({} if kind == "plain" else {kind: True}))
-    delay = dut.latency - 2  # cycles the write port and the read address are registered
+    assert dut.latency == {"plain": 2, "input_registers": 3, "row_registers": 5}[kind]
     rng = np.random.default_rng(4)
     contents = np.zeros(40, int)
     seen = []
@@ -168,8 +168,8 @@ def test_registered_ram_latency_and_collisions(kind):
             if w_en:
                 contents[w_addr] = w_data
             await ctx.tick()
-            if cycle >= 1 + delay:
-                assert ctx.get(dut.r_data) == seen[cycle - 1 - delay][1], f"cycle {cycle}"
+            if cycle + 1 >= dut.latency:
+                assert ctx.get(dut.r_data) == seen[cycle + 1 - dut.latency][1], f"cycle {cycle}"
 
     run_simulation(dut, [bench], max_cycles=400)
 
@@ -185,12 +185,13 @@ def test_registered_ram_uses_the_ecp5_output_register():
 
 
 def test_registered_ram_row_registers_on_the_ecp5():
-    """Each row of DP16KD blocks takes its write port and read address from registers of its own."""
+    """Each row of DP16KD blocks takes its write port and read address from registers of its own, which take
+    them from a copy per group of rows."""
     class ECP5:
         family = "ecp5"
 
     dut = RegisteredRAM(width=40, depth=2500, row_registers=True)
-    assert dut.latency == 3
+    assert dut.latency == 5
     fragment = Fragment.get(dut, ECP5())
     tiles = {name: sub for sub, name, _src in fragment.subfragments if isinstance(sub, Instance)}
     assert len(tiles) == 3 * 3
@@ -198,5 +199,61 @@ def test_registered_ram_row_registers_on_the_ecp5():
         row = int(name.split("_")[1])
         address = {port: value for port, (value, _dir) in tile.ports.items() if port in ("ADA4", "ADB4", "DIA0")}
         assert {port: value.value.name for port, value in address.items()} == {
-            "ADA4": f"w_addr_row{row}", "ADB4": f"r_addr_row{row}", "DIA0": f"w_data_row{row}"}
+            "ADA4": f"w_addr_row{row}", "ADB4": f"r_addr_row{row}", "DIA0": f"w_data_row{row}_wide"}
         assert tile.ports["WEA"][0].name == f"w_en_row{row}"
+
+
+class _BehaviouralDP16KD(RegisteredRAM):
+    """The ECP5 structure of RegisteredRAM (rows, groups, selects) with each DP16KD replaced by a behavioural
+    model: x18 mode, write on port A, read on port B into its output register."""
+
+    def elaborate(self, platform):
+        class ECP5:
+            family = "ecp5"
+
+        return super().elaborate(ECP5())
+
+    def _tiles(self, m, r, columns, tile_bits, w_en, w_addr, r_addr, w_data_row, out):
+        from amaranth.hdl import Signal
+        from amaranth.lib.memory import Memory
+
+        for c in range(columns):
+            tile = Memory(shape=self.TILE_WIDTH, depth=self.TILE_DEPTH, init=[])
+            m.submodules[f"model_{r}_{c}"] = tile
+            write, read = tile.write_port(), tile.read_port()
+            outreg = Signal(self.TILE_WIDTH, name=f"outreg_{r}_{c}")
+            m.d.comb += [write.en.eq(w_en), write.addr.eq(w_addr[:tile_bits]),
+                         write.data.eq(w_data_row[c * self.TILE_WIDTH:(c + 1) * self.TILE_WIDTH]),
+                         read.addr.eq(r_addr[:tile_bits]), out[c * self.TILE_WIDTH:(c + 1) * self.TILE_WIDTH].eq(outreg)]
+            m.d.sync += outreg.eq(read.data)
+
+
+@pytest.mark.parametrize("depth", [2500, 9 * 1024 + 7])
+def test_registered_ram_row_registers_ecp5_structure_reads_right(depth):
+    """The ECP5 form of row registers (groups of rows, per-row copies, the group and row selects following the
+    read) returns the word at the address of five cycles before, on a DP16KD model; reads of a word being
+    written are not checked (undefined on the device)."""
+    dut = _BehaviouralDP16KD(width=40, depth=depth, row_registers=True)
+    rng = np.random.default_rng(7)
+    contents = {}
+    seen = []
+
+    async def bench(ctx):
+        checked = 0
+        for cycle in range(1500):
+            w_en = int(rng.random() < 0.5)
+            w_addr, w_data = int(rng.integers(depth)), int(rng.integers(1 << 40))
+            r_addr = int(rng.choice(list(contents))) if contents and rng.random() < 0.7 else int(rng.integers(depth))
+            for port, value in ((dut.w_en, w_en), (dut.w_addr, w_addr), (dut.w_data, w_data), (dut.r_addr, r_addr)):
+                ctx.set(port, value)
+            collided = w_en and w_addr == r_addr
+            seen.append(None if collided or r_addr not in contents else contents[r_addr])
+            if w_en:
+                contents[w_addr] = w_data
+            await ctx.tick()
+            if cycle + 1 >= dut.latency and seen[cycle + 1 - dut.latency] is not None:
+                assert ctx.get(dut.r_data) == seen[cycle + 1 - dut.latency], f"cycle {cycle}"
+                checked += 1
+        assert checked > 500
+
+    run_simulation(dut, [bench], max_cycles=2000)
