@@ -264,11 +264,14 @@ class SystolicArray(wiring.Component):
         settle = Signal(range(self.settle_cycles + 1), init=self.settle_cycles)
         m.d.sync += split_q.eq(self.split)
         m.d.comb += changed.eq(split_q != self.split)
+        # `settled` is `settle == 0` a cycle ahead, in a register: the streams' ready signals, which fan out to
+        # the slots' input registers, are then a compare of the split and a few registers.
+        settled = Signal()
         with m.If(changed):
-            m.d.sync += settle.eq(self.settle_cycles)
+            m.d.sync += [settle.eq(self.settle_cycles), settled.eq(0)]
         with m.Elif(settle != 0):
-            m.d.sync += settle.eq(settle - 1)
-        quiet = ~changed & (settle == 0)
+            m.d.sync += [settle.eq(settle - 1), settled.eq(settle == 1)]
+        quiet = ~changed & settled
         slot_mode = [split_modes(m, self.split, g.splits, name=f"slot{s}") for s in range(g.slots)]
         block_mode = {(br, bc): split_modes(m, self.split, g.splits, name=f"block_{br}_{bc}")
                       for br in range(rows // block) for bc in range(cols // block)}
@@ -367,9 +370,11 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pe[r][c]
 
         # What each slot accepted in its last enabled cycle, registered next to the slot's handshake logic: the
-        # item (activations, zero in a cycle without one) with its bank, and the weight row with its fire and
-        # bank. The entry and load points across the array take these registers, one cycle less delayed, so
-        # no handshake decision travels across the die in the cycle it is made.
+        # item's activations with its bank, and the weight row with its fire and bank. The entry and load points
+        # across the array take these registers, one cycle less delayed, so no handshake decision travels across
+        # the die in the cycle it is made. The activations are taken whether or not an item was accepted: a
+        # bubble's products only ever add into the bubble's own partial sums, which no result reads (the item
+        # tracker says which outputs are items), so the 8 x rows flip-flops do not wait for the handshake.
         x_q, w_q = [], []
         for s in range(g.slots):
             x, w = self.port("x", s), self.port("w", s)
@@ -377,7 +382,7 @@ class SystolicArray(wiring.Component):
                               reset_less=True))
             w_q.append(Signal(data.StructLayout({"row": w.payload.shape(), "fire": 1, "bank": 1}), name=f"w_q{s}"))
             with m.If(en[s]):
-                m.d.sync += [x_q[s].a.eq(Mux(x_fire[s], x.payload.a, 0)), x_q[s].bank.eq(use_bank[s]),
+                m.d.sync += [x_q[s].a.eq(x.payload.a), x_q[s].bank.eq(use_bank[s]),
                              w_q[s].row.eq(w.payload), w_q[s].fire.eq(w_fire[s]), w_q[s].bank.eq(load_bank[s])]
 
         # Activation entry points: the left column of a sub-array. Row r of the sub-array (local row) reaches

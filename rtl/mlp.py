@@ -66,9 +66,10 @@ COUNT_BITS = 16
 #: Width of the completion counters commands wait on.
 WAIT_BITS = 8
 #: Cycles from a granted weight-memory request to its word at the lane: registered address, the weight memory
-#: (``rtl.memory.RegisteredRAM`` with row registers: a copy of the address per row of block RAMs, the block
-#: RAM, its output register) and registered data.
-WRESP_LATENCY = 5
+#: (``rtl.memory.RegisteredRAM`` with row registers: copies of the address per group of rows of block RAMs and
+#: per row, the block RAM, its output register, a register per group after the rows' multiplexer) and
+#: registered data.
+WRESP_LATENCY = 7
 
 
 class Op(enum.IntEnum):
@@ -288,7 +289,7 @@ class MLPLane(wiring.Component):
     #: Depth of the FIFOs between the units. The accumulator FIFO holds a burst of last-k-tile results while the
     #: post-processors take them in beats (two per result on a quarter of the small array), so the array keeps
     #: running into the next n-tile; the word FIFO smooths the lanes' turns at the weight memory.
-    WORD_FIFO = 8
+    WORD_FIFO = 16
     FEED_FIFO = 4
     ACC_FIFO = 16
     NTILE_FIFO = 4
@@ -328,7 +329,12 @@ class MLPLane(wiring.Component):
         active = Cat(mode.values()).any()
 
         def const(attr):
+            # The value for the split in use, by the lane's current `mode` (each unit below decodes the split
+            # into registers of its own, so no decode register fans out across the lane).
             return pick([(mode[s.n], getattr(s, attr)) for s in shapes])
+
+        def decode(unit):
+            return split_modes(m, self.split, modes, name=f"{unit}_lane")
 
         rows, cols = g.lane_rows(self.lane), g.lane_cols(self.lane)
         word_bytes = g.word_bytes
@@ -409,6 +415,7 @@ class MLPLane(wiring.Component):
         # Words requested and not yet read from the word FIFO (in flight or waiting): a register, so that a
         # request never waits on the FIFO's level arithmetic.
         reserved = Signal(range(self.WORD_FIFO + 1))
+        mode = decode("fetch")
         bias_words, tile_words = const("bias_words"), const("tile_words")
         lane_rows, lane_cols = const("rows"), const("cols")
         f_start = Signal()
@@ -457,6 +464,7 @@ class MLPLane(wiring.Component):
             with m.Else():
                 m.d.sync += f_word.eq(f_word + 1)
 
+        mode = decode("unpack")
         # Fetcher, unpack side: bias words into the n-tile FIFO, tile words into weight rows for the array.
         ntile_layout = data.StructLayout({
             "bias": data.ArrayLayout(signed(ACC_BITS), cols), "params": RequantParams, "to_output": 1,
@@ -605,6 +613,7 @@ class MLPLane(wiring.Component):
             acc_fifo.w_data.eq(Cat(*total, a_tag)),
         ]
 
+        mode = decode("beat")
         # Post-process: the result vector in beats over the lane's post-processors, with the n-tile's bias and
         # parameters. The post-processors never stall: a beat is issued only when the result FIFO has room for
         # every beat in flight.
@@ -621,11 +630,15 @@ class MLPLane(wiring.Component):
         last_beat = beat == const("beats") - 1
         pp_issue = Signal()
         out_tag_in = Signal(out_layout)
+        # The beat leaves the lane in a register (the post-processors may lie across the die), one cycle later.
+        pp_valid = Signal()
+        pp_beat = Signal(self.pp_i.payload.shape(), reset_less=True)
+        m.d.sync += [pp_valid.eq(pp_issue), pp_beat.params.eq(nt_head.params)]
         m.d.comb += [
             pp_issue.eq(acc_fifo.r_rdy & ntile_fifo.r_rdy & out_tags.w_rdy
                         & (result_fifo.level + in_flight < self.RESULT_FIFO)),
-            self.pp_i.valid.eq(pp_issue),
-            self.pp_i.payload.params.eq(nt_head.params),
+            self.pp_i.valid.eq(pp_valid),
+            self.pp_i.payload.eq(pp_beat),
             out_tag_in.addr.eq(nt_head.out_row + acc_tag.item),
             out_tag_in.off.eq(nt_head.out_off),
             out_tag_in.to_output.eq(nt_head.to_output),
@@ -635,9 +648,9 @@ class MLPLane(wiring.Component):
         for e in range(postprocs):
             choices = [(mode[s.n] & (beat == b), b * s.postprocs + e)
                        for s in shapes if e < s.postprocs for b in range(s.beats)]
-            m.d.comb += [
-                self.pp_i.payload.acc[e].eq(pick_keyed(choices, lambda i: acc_head[i])),
-                self.pp_i.payload.bias[e].eq(pick_keyed(choices, lambda i: nt_head.bias[i])),
+            m.d.sync += [
+                pp_beat.acc[e].eq(pick_keyed(choices, lambda i: acc_head[i])),
+                pp_beat.bias[e].eq(pick_keyed(choices, lambda i: nt_head.bias[i])),
             ]
         m.d.sync += in_flight.eq(in_flight + pp_issue - self.pp_o.valid)
         with m.If(pp_issue):
@@ -652,6 +665,7 @@ class MLPLane(wiring.Component):
             result_fifo.w_data.eq(self.pp_o.payload),
         ]
 
+        mode = decode("write")
         # Collect the beats of a result and write it: to the activation memory (the low byte of each result,
         # at its element offset in the word) or to the out stream, through a one-entry output register.
         res_head = data.ArrayLayout(signed(ACC_BITS), postprocs)(result_fifo.r_data)
@@ -847,8 +861,8 @@ class MLPEngine(wiring.Component):
         for k in range(g.lanes):
             with m.If(grant_next[k]):
                 m.d.sync += pointer.eq((k + 1) % g.lanes)
-        # The request that fires in cycle t: its address is registered (t + 1), the memory answers three cycles
-        # later (t + 4), and its data are registered (t + 5, WRESP_LATENCY), when the lane takes them.
+        # The request that fires in cycle t: its address is registered (t + 1), the memory answers five cycles
+        # later (t + 6), and its data are registered (t + 7, WRESP_LATENCY), when the lane takes them.
         read_addr = Signal.like(weights.r_addr)
         resp = Signal.like(weights.r_data, reset_less=True)
         resp_to = [Signal(g.lanes, name=f"resp_to{k}") for k in range(WRESP_LATENCY)]
