@@ -63,13 +63,25 @@ class LaneMemory(wiring.Component):
         The split in use; decoded into registers here, so a change takes effect one cycle later.
     read<l>, write<l> : In(read_signature(...)), In(write_signature(...))
         The ports of lane ``l``: its widest word, its largest address range over the splits it exists in.
+        Read data arrive :attr:`READ_LATENCY` cycles after the address; a write lands a cycle after it is
+        presented.
+
+    Each slice takes its read address and its write port from registers of its own, after the multiplexers
+    that choose the owning lane, and its read data go into a register next to it before the lanes' multiplexers:
+    the slices' block RAMs lie apart on the FPGA, and neither the lanes' logic nor a block RAM's slow
+    clock-to-output then shares a cycle with a wire across the die.
     """
+
+    #: Cycles from a read address to its data: the slice's address register, the memory, the data register.
+    READ_LATENCY = 3
 
     def __init__(self, *, word_elems, slices, slice_elems, elem_shape, depth):
         if depth & (depth - 1) or depth <= 0:
+            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
             raise ValueError(f"Lane memory slice depth must be a power of two, not {depth!r}")
         for n, elems in word_elems.items():
             if elems % slice_elems or slices % n or (slices // n) % (elems // slice_elems):
+                self._MustUse__silence = True
                 raise ValueError(f"A lane word of {elems} elements cannot be made of {slice_elems}-element slices "
                                  f"when {slices} slices are split {n} ways")
         self.word_elems = dict(sorted(word_elems.items()))
@@ -103,17 +115,23 @@ class LaneMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         row_bits = (self.depth - 1).bit_length()
-        mode = split_modes(m, self.split, self.word_elems, name="slices")
         elem_width = Shape.cast(self.elem_shape).width
         se = self.slice_elems
 
         slice_data = []
         for j in range(self.slices):
+            mode = split_modes(m, self.split, self.word_elems, name=f"slice{j}")
             mem = Memory(shape=se * elem_width, depth=self.depth, init=[])
             m.submodules[f"slice{j}"] = mem
-            wp = mem.write_port(granularity=elem_width)
-            rp = mem.read_port()
-            slice_data.append(rp.data)
+            mem_w, mem_r = mem.write_port(granularity=elem_width), mem.read_port()
+            # The slice's port registers, after the multiplexers that choose the owning lane.
+            wp = Signal(data.StructLayout({"addr": row_bits, "en": se, "data": se * elem_width}), name=f"wp{j}")
+            rp = Signal(data.StructLayout({"addr": row_bits, "en": 1}), name=f"rp{j}")
+            data_q = Signal.like(mem_r.data, name=f"data{j}", reset_less=True)
+            m.d.comb += [mem_w.addr.eq(wp.addr), mem_w.en.eq(wp.en), mem_w.data.eq(wp.data),
+                         mem_r.addr.eq(rp.addr), mem_r.en.eq(rp.en)]
+            m.d.sync += data_q.eq(mem_r.data)
+            slice_data.append(data_q)
             reads, writes = [], []
             for n in self.word_elems:
                 per_lane = self.slices // n
@@ -131,7 +149,7 @@ class LaneMemory(wiring.Component):
                 enables = port.en[pos * se:(pos + 1) * se]
                 return enables if group is None else Mux(port.addr[row_bits:] == group, enables, 0)
 
-            m.d.comb += [
+            m.d.sync += [
                 rp.addr.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").addr[:row_bits])),
                 rp.en.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").en)),
                 wp.addr.eq(pick_keyed([(c, key[0]) for c, key in writes],
@@ -141,13 +159,16 @@ class LaneMemory(wiring.Component):
                 wp.en.eq(pick_keyed(writes, lambda key: write(key, "en"))),
             ]
 
-        # Read data of each lane: the slices of the group its last read addressed.
+        # Read data of each lane: the slices of the group its read addressed, READ_LATENCY cycles before.
         for lane in range(self.slices):
             r = getattr(self, f"read{lane}")
-            group_q = Signal(range(max(self.groups(n) for n in self.modes_of(lane))), name=f"group{lane}")
-            if len(group_q):
-                with m.If(r.en):
-                    m.d.sync += group_q.eq(r.addr[row_bits:])
+            mode = split_modes(m, self.split, self.word_elems, name=f"read{lane}")
+            group_q = r.addr[row_bits:]
+            for k in range(self.READ_LATENCY):
+                delayed = Signal(range(max(self.groups(n) for n in self.modes_of(lane))), name=f"group{lane}_d{k}")
+                if len(delayed):
+                    m.d.sync += delayed.eq(group_q)
+                group_q = delayed
             choices = []
             for n in self.modes_of(lane):
                 per_lane = self.slices // n

@@ -290,7 +290,7 @@ class MLPLane(wiring.Component):
     #: post-processors take them in beats (two per result on a quarter of the small array), so the array keeps
     #: running into the next n-tile; the word FIFO smooths the lanes' turns at the weight memory.
     WORD_FIFO = 16
-    FEED_FIFO = 4
+    FEED_FIFO = 8
     ACC_FIFO = 16
     NTILE_FIFO = 4
     RESULT_FIFO = 16
@@ -520,9 +520,11 @@ class MLPLane(wiring.Component):
         d_row = Signal(ADDR_BITS)
         # Words read or being read and not yet taken by the array (the feed FIFO's level, counted ahead).
         d_reserved = Signal(range(self.FEED_FIFO + 1))
-        d_inflight = Signal()
+        # A read's valid flag and tag, following it through the activation memory (LaneMemory.READ_LATENCY).
+        latency = LaneMemory.READ_LATENCY
+        d_inflight = [Signal(name=f"d_inflight{k}") for k in range(latency)]
         d_tag = Signal(tag_layout)
-        d_tag_q = Signal(tag_layout, reset_less=True)
+        d_tags = [Signal(tag_layout, name=f"d_tag{k}", reset_less=True) for k in range(latency)]
         issue = Signal()
         d_start = Signal()
         dc_head, dc, dc_last = _take_command(m, feed_q, d_start, "feed")
@@ -539,13 +541,14 @@ class MLPLane(wiring.Component):
             d_tag.first.eq(d_kt == 0),
             d_tag.final.eq(d_kt == dc_last["ktiles"]),
             d_tag.end.eq(d_item == dc_last["items"]),
-            feed_fifo.w_en.eq(d_inflight),
-            feed_fifo.w_data.eq(Cat(self.act_r.data, d_tag_q)),
+            feed_fifo.w_en.eq(d_inflight[-1]),
+            feed_fifo.w_data.eq(Cat(self.act_r.data, d_tags[-1])),
         ]
-        m.d.sync += [d_inflight.eq(issue),
+        m.d.sync += [d_inflight[0].eq(issue), d_tags[0].eq(d_tag),
+                     *(later.eq(earlier) for earlier, later in pairwise(d_inflight)),
+                     *(later.eq(earlier) for earlier, later in pairwise(d_tags)),
                      d_reserved.eq(d_reserved + issue - (feed_fifo.r_en & feed_fifo.r_rdy))]
         with m.If(issue):
-            m.d.sync += d_tag_q.eq(d_tag)
             with m.If(d_item == dc_last["items"]):
                 m.d.sync += d_item.eq(0)
                 with m.If(d_kt == dc_last["ktiles"]):
