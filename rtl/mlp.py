@@ -571,49 +571,60 @@ class MLPLane(wiring.Component):
         ]
 
         # Accumulate: the first k-tile writes the accumulator row, later ones add to it, the last one goes on
-        # to post-processing. An accepted item is registered (stage A) and, in that cycle, its row is read, added
-        # to and written back: the accumulator is LUT RAM read asynchronously, one memory per column, each
-        # addressed by a copy of the row register of its own (one address net to every LUT-RAM cell of the lane
-        # would cross the lane), so no item ever waits for the one before it.
+        # to post-processing. An accepted item is registered (stage A), where each column reads the item's row of
+        # its accumulator (LUT RAM read asynchronously, one memory per column, each addressed by a copy of the row
+        # register of its own: one address net to every LUT-RAM cell of the lane would cross the lane) into a
+        # register; in stage B the sum is formed and written back (or, after the last k-tile, sent on). So no
+        # cycle holds both the LUT-RAM read and the 32-bit carry chain. An item whose row the item ahead of it
+        # writes in the same cycle (consecutive k-tiles of a one-item chunk) takes that item's sum instead of the
+        # memory's stale word (`forward`, decided a cycle ahead into registers), so no item ever waits.
         # Accepting needs only a register (`room`): the accumulator FIFO's free entries not yet promised to a
         # last-k-tile result, counted in `credits` (one free entry is required for any item, as one may be).
         # In LUT RAM where the device has it: at most 64 rows deep, block RAM would be 512 rows deep and mostly
         # empty (and the block RAMs are spoken for by the weight and activation memories and the embedding unit).
         lut_ram = not isinstance(platform, SiliconBluePlatform)  # the iCE40 has none
         m.submodules.acc_fifo = acc_fifo = SyncFIFO(width=cols * ACC_BITS + tag_layout.size, depth=self.ACC_FIFO)
-        a_valid = Signal()
+        a_valid, b_valid = Signal(), Signal()
         a_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
-        a_tag = Signal(tag_layout, reset_less=True)
-        a_writes = Signal()
+        b_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
+        a_tag, b_tag = Signal(tag_layout, reset_less=True), Signal(tag_layout, reset_less=True)
+        b_writes = Signal()
         y_fire = Signal()
         room = Signal(init=1)
         credits = Signal(range(self.ACC_FIFO + 1), init=self.ACC_FIFO)
         credits_next = Signal.like(credits)
         m.d.comb += [
-            a_writes.eq(a_valid & ~a_tag.final),
+            b_writes.eq(b_valid & ~b_tag.final),
             self.y.ready.eq(room),
             y_fire.eq(self.y.valid & self.y.ready),
             credits_next.eq(credits - (y_fire & self.y.payload.tag.final) + (acc_fifo.r_en & acc_fifo.r_rdy)),
         ]
         m.d.sync += [a_valid.eq(y_fire), a_psum.eq(self.y.payload.psum), a_tag.eq(self.y.payload.tag),
+                     b_valid.eq(a_valid), b_psum.eq(a_psum), b_tag.eq(a_tag),
                      credits.eq(credits_next), room.eq(credits_next != 0)]
+        # Next cycle the item now in A is in B, and writes its row unless final; the item arriving reads that row.
+        forward_next = a_valid & ~a_tag.final & (a_tag.acc == self.y.payload.tag.acc)
         total = [Signal(signed(ACC_BITS), name=f"total{c}") for c in range(cols)]
         for c in range(cols):
             acc_mem = Memory(shape=signed(ACC_BITS), depth=g.lane_acc_rows(self.lane), init=[],
                              attrs={"ram_style": "distributed"} if lut_ram else None)
             m.submodules[f"acc_mem{c}"] = acc_mem
             acc_w, acc_r = acc_mem.write_port(), acc_mem.read_port(domain="comb")
-            row = replica(m, self.y.payload.tag.acc, name=f"acc_row{c}")  # == a_tag.acc
+            read_row = replica(m, self.y.payload.tag.acc, name=f"acc_row{c}")  # == a_tag.acc
+            write_row = replica(m, a_tag.acc, name=f"acc_wrow{c}")  # == b_tag.acc
+            forward = replica(m, forward_next, name=f"acc_forward{c}")
+            previous = Signal(signed(ACC_BITS), name=f"acc_prev{c}", reset_less=True)
+            m.d.sync += previous.eq(Mux(forward, total[c], acc_r.data))
             m.d.comb += [
-                acc_r.addr.eq(row),
-                total[c].eq(a_psum[c] + Mux(a_tag.first, 0, acc_r.data)),
-                acc_w.addr.eq(row),
+                acc_r.addr.eq(read_row),
+                total[c].eq(b_psum[c] + Mux(b_tag.first, 0, previous)),
+                acc_w.addr.eq(write_row),
                 acc_w.data.eq(total[c]),
-                acc_w.en.eq(a_writes),
+                acc_w.en.eq(b_writes),
             ]
         m.d.comb += [
-            acc_fifo.w_en.eq(a_valid & a_tag.final),
-            acc_fifo.w_data.eq(Cat(*total, a_tag)),
+            acc_fifo.w_en.eq(b_valid & b_tag.final),
+            acc_fifo.w_data.eq(Cat(*total, b_tag)),
         ]
 
         mode = decode("beat")
