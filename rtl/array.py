@@ -455,9 +455,10 @@ class SystolicArray(wiring.Component):
                             m.d.comb += p.psum_in.eq(Mux(Cat(mode[n] for n in top).any(), 0, above)
                                                      if top else above)
                         here = [n for n, bottom in bottoms.items() if bottom == r]
-                        below = pe[r + 1][c].w_out if r + 1 < rows else 0
-                        m.d.comb += p.w_in.eq(Mux(Cat(mode[n] for n in here).any(), load[r, c][0], below)
-                                              if here else below)
+                        for bank in range(2):  # a load chain per bank: w_bank only enables the registers
+                            below = pe[r + 1][c].w_out[bank] if r + 1 < rows else 0
+                            m.d.comb += p.w_in[bank].eq(Mux(Cat(mode[n] for n in here).any(), load[r, c][0], below)
+                                                        if here else below)
 
         # Per-slot item tracker (valid and tag) aligned with the results, and the FIFO input.
         for s in range(g.slots):

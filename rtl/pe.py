@@ -1,7 +1,7 @@
 """Processing element of the weight-stationary systolic array."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS, ACT_BITS
@@ -97,10 +97,13 @@ class ProcessingElement(wiring.Component):
 
     On every cycle with ``w_shift`` high (independently of ``en``)::
 
-        weight[w_bank] <= w_in
+        weight[w_bank] <= w_in[w_bank]
 
-    and ``w_out`` always shows ``weight[w_bank]``, so the cells of a column form a shift chain that loads a
-    column of weights in as many cycles as it has rows. The sum is computed modulo ``2**psum_bits``; the
+    and ``w_out`` always shows both banks, so the cells of a column form a shift chain per bank that loads a
+    column of weights in as many cycles as it has rows. ``w_bank`` only enables a bank's register: it is not on
+    the chain's data path, where it would add a multiplexer between every two cells of a column (the cells of a
+    column share ``w_shift`` and ``w_bank``, so a chain per bank loads what one chain through the selected bank
+    would). The sum is computed modulo ``2**psum_bits``; the
     array's parameter checks make overflow impossible (see :mod:`rpaccel.numeric`).
 
     Parameters
@@ -127,12 +130,12 @@ class ProcessingElement(wiring.Component):
         Weight bank for ``a_in``, and for ``a_out``.
     psum_in : In(signed(psum_bits)), psum_out : Out(signed(psum_bits))
         Partial sum from above, and to the cell below.
-    w_in : In(signed(8)), w_out : Out(signed(8))
-        Weight load chain input, and output to the next cell of the chain.
+    w_in : In(data.ArrayLayout(signed(8), 2)), w_out : Out(data.ArrayLayout(signed(8), 2))
+        Weight load chains (one per bank) in, and out to the next cell of the chains: the two banks.
     w_shift : In(1)
         Shift the load chain by one cell.
     w_bank : In(1)
-        Bank the load chain writes and shows.
+        Bank the load chain writes.
     """
 
     #: Enabled cycles from an activation at ``a_in`` to its product in ``psum_out``.
@@ -160,8 +163,8 @@ class ProcessingElement(wiring.Component):
             "bank_out": Out(1),
             "psum_in": In(signed(psum_bits)),
             "psum_out": Out(signed(psum_bits)),
-            "w_in": In(signed(ACT_BITS)),
-            "w_out": Out(signed(ACT_BITS)),
+            "w_in": In(data.ArrayLayout(signed(ACT_BITS), 2)),
+            "w_out": Out(data.ArrayLayout(signed(ACT_BITS), 2)),
             "w_shift": In(1),
             "w_bank": In(1),
         })
@@ -171,12 +174,10 @@ class ProcessingElement(wiring.Component):
 
         # Datapath registers have no reset (a reset is for control state; these are overwritten before use).
         weight = [Signal(signed(ACT_BITS), name=f"weight{bank}", reset_less=True) for bank in range(2)]
-        with m.If(self.w_shift):
-            with m.If(self.w_bank):
-                m.d.sync += weight[1].eq(self.w_in)
-            with m.Else():
-                m.d.sync += weight[0].eq(self.w_in)
-        m.d.comb += self.w_out.eq(Mux(self.w_bank, weight[1], weight[0]))
+        for bank in range(2):
+            with m.If(self.w_shift & (self.w_bank == bank)):
+                m.d.sync += weight[bank].eq(self.w_in[bank])
+            m.d.comb += self.w_out[bank].eq(weight[bank])
 
         a_out = Signal(signed(ACT_BITS), reset_less=True)
         bank_out = Signal(reset_less=True)

@@ -222,9 +222,9 @@ class _BehaviouralDP16KD(RegisteredRAM):
             m.submodules[f"model_{r}_{c}"] = tile
             write, read = tile.write_port(), tile.read_port()
             outreg = Signal(self.TILE_WIDTH, name=f"outreg_{r}_{c}")
-            m.d.comb += [write.en.eq(w_en), write.addr.eq(w_addr[:tile_bits]),
-                         write.data.eq(w_data_row[c * self.TILE_WIDTH:(c + 1) * self.TILE_WIDTH]),
-                         read.addr.eq(r_addr[:tile_bits]), out[c * self.TILE_WIDTH:(c + 1) * self.TILE_WIDTH].eq(outreg)]
+            bits = slice(c * self.TILE_WIDTH, (c + 1) * self.TILE_WIDTH)
+            m.d.comb += [write.en.eq(w_en), write.addr.eq(w_addr[:tile_bits]), write.data.eq(w_data_row[bits]),
+                         read.addr.eq(r_addr[:tile_bits]), out[bits].eq(outreg)]
             m.d.sync += outreg.eq(read.data)
 
 

@@ -20,7 +20,7 @@ def test_every_lane_reads_back_its_own_words(split):
     lanes' words never mix."""
     dut = _memory()
     rng = np.random.default_rng(split)
-    elems = {lane: dut.word_elems[split] for lane in range(split)}
+    elems = dict.fromkeys(range(split), dut.word_elems[split])
     words = {lane: dut.capacity(split) for lane in range(split)}
     contents = {lane: np.zeros((words[lane], elems[lane]), int) for lane in range(split)}
     expected = {lane: [] for lane in range(split)}

@@ -9,10 +9,13 @@ from rpaccel.sim.golden.pe import PEModel, random_pe_inputs
 from rpaccel.sim.streams import run_simulation
 from rpaccel.sim.suite import run_scoreboard
 
-IDLE = {"en": 0, "a_in": 0, "bank_in": 0, "psum_in": 0, "w_in": 0, "w_shift": 0, "w_bank": 0}
+IDLE = {"en": 0, "a_in": 0, "bank_in": 0, "psum_in": 0, "w_in": [0, 0], "w_shift": 0, "w_bank": 0}
 
 
 def cycle(**inputs):
+    """One cycle's inputs; a single ``w_in`` is offered to both banks' chains."""
+    if isinstance(inputs.get("w_in"), int):
+        inputs["w_in"] = [inputs["w_in"]] * 2
     return {**IDLE, **inputs}
 
 
@@ -26,7 +29,7 @@ def simulate(cycles):
         for index, inputs in enumerate(cycles):
             for name, value in inputs.items():
                 ctx.set(getattr(dut, name), value)
-            expected = model.outputs(inputs["w_bank"])
+            expected = model.outputs()
             got = {name: ctx.get(getattr(dut, name)) for name in expected}
             assert got == expected, f"cycle {index}, inputs {inputs}"
             seen.append(got)
@@ -39,11 +42,11 @@ def simulate(cycles):
 
 def test_weight_chain_loads_each_bank_separately():
     out = simulate([
-        cycle(w_shift=1, w_bank=0, w_in=-7),
-        cycle(w_shift=1, w_bank=1, w_in=100),
-        cycle(w_bank=0), cycle(w_bank=1),
+        cycle(w_shift=1, w_bank=0, w_in=[-7, 55]),
+        cycle(w_shift=1, w_bank=1, w_in=[12, 100]),
+        cycle(w_bank=0, w_in=[1, 2]), cycle(w_shift=0, w_bank=1, w_in=[3, 4]),
     ])
-    assert out[2]["w_out"] == -7 and out[3]["w_out"] == 100
+    assert out[1]["w_out"] == [-7, 0] and out[2]["w_out"] == [-7, 100] and out[3]["w_out"] == [-7, 100]
 
 
 def test_multiply_accumulate_extremes_and_pipeline():

@@ -31,8 +31,9 @@ def test_harness_counts_its_overhead():
     pe = ProcessingElement()
     harness = PinHarness(pe)
     pe._MustUse__silence = harness._MustUse__silence = True  # built only to be measured
-    # en, a_in, bank_in, psum_in, w_in, w_shift, w_bank in; a_out, bank_out, psum_out, w_out out.
-    assert (harness.in_width, harness.out_width) == (1 + 8 + 1 + 32 + 8 + 1 + 1, 8 + 1 + 32 + 8)
+    # en, a_in, bank_in, psum_in, w_in (a weight per bank), w_shift, w_bank in; a_out, bank_out, psum_out, w_out
+    # (both banks) out.
+    assert (harness.in_width, harness.out_width) == (1 + 8 + 1 + 32 + 16 + 1 + 1, 8 + 1 + 32 + 16)
 
 
 def synth_json(capsys, *argv):

@@ -14,15 +14,25 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from rpaccel.sim.bench import bench_args, start, write_report
 from rpaccel.sim.golden.pe import PEModel, random_pe_inputs
 
-_SIGNED_OUTPUTS = {"a_out": 8, "psum_out": 32, "w_out": 8}
+_SIGNED_OUTPUTS = {"a_out": 8, "psum_out": 32}
+
+
+def _signed(value, width):
+    return value - (1 << width) if value >> (width - 1) else value
 
 
 def _read(dut, name):
     value = int(getattr(dut, name).value)
+    if name == "w_out":  # both banks, bank 0 in the low byte
+        return [_signed((value >> (8 * bank)) & 0xff, 8) for bank in range(2)]
     width = _SIGNED_OUTPUTS.get(name)
-    if width and value >> (width - 1):
-        value -= 1 << width
-    return value
+    return _signed(value, width) if width else value
+
+
+def _write(dut, name, value):
+    if name == "w_in":
+        value = sum((weight & 0xff) << (8 * bank) for bank, weight in enumerate(value))
+    getattr(dut, name).value = value
 
 
 @cocotb.test()
@@ -37,9 +47,9 @@ async def scoreboard(dut):
     wall = time.perf_counter()
     for index, inputs in enumerate(cycles):
         for name, value in inputs.items():
-            getattr(dut, name).value = value
+            _write(dut, name, value)
         await ReadOnly()
-        expected = model.outputs(inputs["w_bank"])
+        expected = model.outputs()
         got = {name: _read(dut, name) for name in expected}
         if got != expected and len(mismatches) < 10:
             mismatches.append(f"cycle {index} inputs {inputs}: got {got}, expected {expected}")

@@ -8,8 +8,8 @@ __all__ = ["PEModel", "random_pe_inputs"]
 class PEModel:
     """What a processing element holds and outputs, cycle by cycle.
 
-    ``outputs(w_bank)`` gives the outputs seen during a cycle (``w_out`` depends on that cycle's ``w_bank``);
-    ``step(inputs)`` applies one clock edge with the cycle's inputs (a dict keyed by port name).
+    ``outputs()`` gives the outputs seen during a cycle (``w_out``: both weight banks); ``step(inputs)`` applies
+    one clock edge with the cycle's inputs (a dict keyed by port name; ``w_in`` holds one weight per bank).
     """
 
     def __init__(self):
@@ -20,9 +20,9 @@ class PEModel:
         self.bank_out = 0
         self.psum_out = 0
 
-    def outputs(self, w_bank):
+    def outputs(self):
         return {"a_out": self.a_out, "bank_out": self.bank_out, "psum_out": self.psum_out,
-                "w_out": self.weight[w_bank]}
+                "w_out": list(self.weight)}
 
     def step(self, inputs):
         if inputs["en"]:
@@ -32,7 +32,7 @@ class PEModel:
             self.a_out = inputs["a_in"]
             self.bank_out = inputs["bank_in"]
         if inputs["w_shift"]:
-            self.weight[inputs["w_bank"]] = inputs["w_in"]
+            self.weight[inputs["w_bank"]] = inputs["w_in"][inputs["w_bank"]]
 
 
 def random_pe_inputs(rng, count, *, stall=0.25, shift=0.3):
@@ -59,7 +59,7 @@ def random_pe_inputs(rng, count, *, stall=0.25, shift=0.3):
         psum = int(rng.choice(psum_extremes)) if rng.random() < 0.1 else \
             int(rng.integers(INT32_MIN + margin, INT32_MAX - margin + 1))
         cycles.append({
-            "en": en, "a_in": int8(), "bank_in": int(rng.integers(2)), "psum_in": psum, "w_in": int8(),
+            "en": en, "a_in": int8(), "bank_in": int(rng.integers(2)), "psum_in": psum, "w_in": [int8(), int8()],
             "w_shift": int(rng.random() < shift), "w_bank": int(rng.integers(2)),
         })
     return cycles
