@@ -422,26 +422,27 @@ class RegisteredRAM(wiring.Component):
         # at the end of t + 3), the group's register in t + 5.
         row_of = [self.r_addr[tile_bits:]]
         for k in range(4):
-            row_of.append(Signal(range(max(rows, 2)), name=f"read_row_d{k + 1}"))
+            row_of.append(Signal(range(max(rows, 2)), name=f"read_row_d{k + 1}", reset_less=True))
             m.d.sync += row_of[-1].eq(row_of[-2])
         group_out = []
         for g in range(groups):
-            w_en, w_addr, w_data, r_addr = (replica(m, port, name=f"{port.name}_group{g}") for port in inputs)
+            w_en, w_addr, w_data, r_addr = (replica(m, port, name=f"{port.name}_group{g}",
+                                                    reset_less=port is not self.w_en) for port in inputs)
             members = range(g * self.GROUP_ROWS, min(rows, (g + 1) * self.GROUP_ROWS))
             outputs = []
             for r in members:
                 row = {
                     "w_en": replica(m, w_en & (w_addr[tile_bits:] == r) if rows > 1 else w_en, name=f"w_en_row{r}"),
-                    "w_addr": replica(m, w_addr[:tile_bits], name=f"w_addr_row{r}"),
-                    "r_addr": replica(m, r_addr[:tile_bits], name=f"r_addr_row{r}"),
-                    "w_data": replica(m, w_data, name=f"w_data_row{r}"),
+                    "w_addr": replica(m, w_addr[:tile_bits], name=f"w_addr_row{r}", reset_less=True),
+                    "r_addr": replica(m, r_addr[:tile_bits], name=f"r_addr_row{r}", reset_less=True),
+                    "w_data": replica(m, w_data, name=f"w_data_row{r}", reset_less=True),
                 }
                 outputs.append(self._ecp5_row(m, r, **row))
-            select = replica(m, row_of[3][:group_bits] if rows > 1 else 0, name=f"select_group{g}")
+            select = replica(m, row_of[3][:group_bits] if rows > 1 else 0, name=f"select_group{g}", reset_less=True)
             out = Signal(self.width, name=f"group{g}", reset_less=True)
             m.d.sync += out.eq(outputs[0] if len(outputs) == 1 else Array(outputs)[select])
             group_out.append(out)
-        group_of = Signal(range(max(groups, 2)), name="read_group")
+        group_of = Signal(range(max(groups, 2)), name="read_group", reset_less=True)
         m.d.sync += group_of.eq(row_of[4] >> group_bits if rows > 1 else 0)
         m.d.comb += self.r_data.eq(group_out[0] if groups == 1 else Array(group_out)[group_of])
 

@@ -369,8 +369,10 @@ class MLPLane(wiring.Component):
         with m.If(fetch_q.w_en):
             m.d.sync += layers_sent.eq(layers_sent + 1)
 
-        # Result writer (defined here, driven below): it has priority on the activation memory write port.
+        # Result writer (defined here, driven below): its write-back register has priority on the activation
+        # memory write port, so the loader yields to a register, not to the writer's decision.
         writer_writes = Signal()
+        wb_valid = Signal()
 
         # Loader: INPUT commands, from the act stream into the activation memory.
         loading = Signal()
@@ -379,7 +381,7 @@ class MLPLane(wiring.Component):
         ld_row = Signal(ADDR_BITS)
         act_fire = Signal()
         m.d.comb += [
-            self.act.ready.eq(loading & ~writer_writes),
+            self.act.ready.eq(loading & ~wb_valid),
             act_fire.eq(self.act.valid & self.act.ready),
         ]
         ld_start = Signal()
@@ -610,9 +612,9 @@ class MLPLane(wiring.Component):
                              attrs={"ram_style": "distributed"} if lut_ram else None)
             m.submodules[f"acc_mem{c}"] = acc_mem
             acc_w, acc_r = acc_mem.write_port(), acc_mem.read_port(domain="comb")
-            read_row = replica(m, self.y.payload.tag.acc, name=f"acc_row{c}")  # == a_tag.acc
-            write_row = replica(m, a_tag.acc, name=f"acc_wrow{c}")  # == b_tag.acc
-            forward = replica(m, forward_next, name=f"acc_forward{c}")
+            read_row = replica(m, self.y.payload.tag.acc, name=f"acc_row{c}", reset_less=True)  # == a_tag.acc
+            write_row = replica(m, a_tag.acc, name=f"acc_wrow{c}", reset_less=True)  # == b_tag.acc
+            forward = replica(m, forward_next, name=f"acc_forward{c}", reset_less=True)
             previous = Signal(signed(ACC_BITS), name=f"acc_prev{c}", reset_less=True)
             m.d.sync += previous.eq(Mux(forward, total[c], acc_r.data))
             m.d.comb += [
@@ -717,24 +719,32 @@ class MLPLane(wiring.Component):
             with m.If(out_last):
                 m.d.sync += out_beat.eq(0)
                 m.d.comb += out_tags.r_en.eq(1)
-                with m.If(tag_head.layer_done):
-                    m.d.sync += layers_done.eq(layers_done + 1)
             with m.Else():
                 m.d.sync += out_beat.eq(out_beat + 1)
                 for b, reg in enumerate(partial):
                     with m.If(out_beat == b):
                         m.d.sync += reg.eq(res_head)
 
-        # The activation memory write port: the writer (a result at its element offset, the other elements
-        # disabled), else the loader.
+        # The activation memory write port: the writer's write-back register (a result at its element offset,
+        # the other elements disabled), else the loader. A layer completes when its last result is written there
+        # (or, for the out stream, taken).
         mask = pick([(mode[s.n], (1 << s.cols) - 1) for s in shapes])
+        wb = Signal(data.StructLayout({"addr": len(self.act_w.addr), "en": len(self.act_w.en),
+                                       "data": self.act_w.data.shape()}), name="wb", reset_less=True)
+        wb_done = Signal()
+        out_done = Signal()
+        m.d.sync += [wb_valid.eq(writer_writes), wb_done.eq(writer_writes & tag_head.layer_done),
+                     out_done.eq(take & out_last & tag_head.to_output & tag_head.layer_done),
+                     layers_done.eq(layers_done + wb_done + out_done)]
         with m.If(writer_writes):
-            m.d.comb += [
-                self.act_w.addr.eq(tag_head.addr),
-                self.act_w.en.eq(mask << tag_head.off),
-                self.act_w.data.eq(Cat(pick_keyed([(mode[s.n], p % s.cols) for s in shapes],
-                                                  lambda c: vector[c][:ACT_BITS]) for p in range(rows))),
+            m.d.sync += [
+                wb.addr.eq(tag_head.addr),
+                wb.en.eq(mask << tag_head.off),
+                wb.data.eq(Cat(pick_keyed([(mode[s.n], p % s.cols) for s in shapes],
+                                          lambda c: vector[c][:ACT_BITS]) for p in range(rows))),
             ]
+        with m.If(wb_valid):
+            m.d.comb += [self.act_w.addr.eq(wb.addr), self.act_w.en.eq(wb.en), self.act_w.data.eq(wb.data)]
         with m.Elif(act_fire):
             m.d.comb += [
                 self.act_w.addr.eq(ld_row + ld_item),
@@ -768,9 +778,6 @@ class MLPEngine(wiring.Component):
     idle : Out(lanes)
         Lane ``l`` has completed every command it accepted.
     """
-
-    #: Depth of the FIFO between each slot's result stream and its lane.
-    Y_FIFO = 4
 
     def __init__(self, config):
         self.config = config
@@ -811,11 +818,11 @@ class MLPEngine(wiring.Component):
         m.submodules.act_mem = act_mem = g.act_memory()
         m.d.comb += [array.split.eq(split_q), act_mem.split.eq(self.split)]
 
-        # Between each lane and the array (which span the die apart on the ECP5): a register slice on the item
-        # and the weight streams, and on the results a small FIFO (no combinational path from the lane's
-        # accumulator checks back into the array's clock enables: its ready and valid come from its level
-        # register) followed by a register slice (the lane's accumulator addresses come from registers, not
-        # from the FIFO's LUT RAM).
+        # Between each lane and the array (which span the die apart on the ECP5): a register slice on each of
+        # the item, weight and result streams, so no combinational path runs between them (the array's clock
+        # enables see the result slice's registered ready; the lane's accumulator addresses come from the
+        # slice's registers). A FIFO of LUT RAM on the results was tried: its read address had to reach storage
+        # cells the placer spread between the array and the lane (13.9 ns of routing).
         lanes, slices = [], []
         for lane in range(g.lanes):
             unit = MLPLane(g, lane, act_addr_width=act_mem.addr_width(lane))
@@ -834,12 +841,7 @@ class MLPEngine(wiring.Component):
             wiring.connect(m, x_slice.o, array.port("x", lane))
             wiring.connect(m, unit.w, w_slice.i)
             wiring.connect(m, w_slice.o, array.port("w", lane))
-            y_in, y_fifo = array.port("y", lane), SyncFIFO(width=len(unit.y.payload.as_value()), depth=self.Y_FIFO)
-            m.submodules[f"y_fifo{lane}"] = y_fifo
-            m.d.comb += [
-                y_fifo.w_en.eq(y_in.valid), y_fifo.w_data.eq(y_in.payload), y_in.ready.eq(y_fifo.w_rdy),
-                y_slice.i.valid.eq(y_fifo.r_rdy), y_slice.i.payload.eq(y_fifo.r_data), y_fifo.r_en.eq(y_slice.i.ready),
-            ]
+            wiring.connect(m, array.port("y", lane), y_slice.i)
             wiring.connect(m, y_slice.o, unit.y)
             wiring.connect(m, unit.act_r, getattr(act_mem, f"read{lane}"))
             wiring.connect(m, unit.act_w, getattr(act_mem, f"write{lane}"))

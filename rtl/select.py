@@ -33,9 +33,12 @@ def pick_keyed(choices, value_of, default=0):
                  for key, group in conditions.items()], default)
 
 
-def replica(m, value, *, name, init=0):
-    """A register of ``value`` that synthesis keeps as a copy of its own (see :data:`REPLICA_ATTR`)."""
-    reg = Signal(Value.cast(value).shape(), name=name, init=init, attrs={REPLICA_ATTR: 1})
+def replica(m, value, *, name, init=0, reset_less=False):
+    """A register of ``value`` that synthesis keeps as a copy of its own (see :data:`REPLICA_ATTR`).
+
+    ``reset_less`` for copies of data and addresses, which the next cycle overwrites anyway: the reset net
+    then need not reach every copy across the die."""
+    reg = Signal(Value.cast(value).shape(), name=name, init=init, reset_less=reset_less, attrs={REPLICA_ATTR: 1})
     m.d.sync += reg.eq(value)
     return reg
 
