@@ -380,10 +380,13 @@ class SystolicArray(wiring.Component):
             x, w = self.port("x", s), self.port("w", s)
             x_q.append(Signal(data.StructLayout({"a": x.payload.a.shape(), "bank": 1}), name=f"x_q{s}",
                               reset_less=True))
-            w_q.append(Signal(data.StructLayout({"row": w.payload.shape(), "fire": 1, "bank": 1}), name=f"w_q{s}"))
+            # The weights without a reset (the reset net need not reach them), the load's flags with one.
+            w_q.append({"row": Signal(w.payload.shape(), name=f"w_q{s}_row", reset_less=True),
+                        "fire": Signal(name=f"w_q{s}_fire"), "bank": Signal(name=f"w_q{s}_bank")})
             with m.If(en[s]):
                 m.d.sync += [x_q[s].a.eq(x.payload.a), x_q[s].bank.eq(use_bank[s]),
-                             w_q[s].row.eq(w.payload), w_q[s].fire.eq(w_fire[s]), w_q[s].bank.eq(load_bank[s])]
+                             w_q[s]["row"].eq(w.payload), w_q[s]["fire"].eq(w_fire[s]),
+                             w_q[s]["bank"].eq(load_bank[s])]
 
         # Activation entry points: the left column of a sub-array. Row r of the sub-array (local row) reaches
         # the PEs r + 1 cycles after its item was accepted (skew): one in x_q, r in the entry's delay line.
@@ -411,7 +414,7 @@ class SystolicArray(wiring.Component):
                     continue
                 mode = block_mode[r // block, c // block]
                 owners = {n: s for n, (s, _, _) in sources.items()}
-                value = pick([(mode[n], Cat(w_q[s].row[local], w_q[s].fire, w_q[s].bank))
+                value = pick([(mode[n], Cat(w_q[s]["row"][local], w_q[s]["fire"], w_q[s]["bank"]))
                                for n, (s, local, _) in sources.items()])
                 out = delay(f"load_{r}_{c}", value, {n: local for n, (_, local, _) in sources.items()}, owners, mode)
                 load[r, c] = (out[:ACT_BITS].as_signed(), out[ACT_BITS], out[ACT_BITS + 1])
