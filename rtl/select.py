@@ -46,5 +46,6 @@ def replica(m, value, *, name, init=0, reset_less=False):
 def split_modes(m, split, modes, *, name):
     """A local, registered one-hot decode of ``split``: ``{n: split == n}`` one cycle later, for every ``n`` of
     ``modes``. Each caller gets its own replica, so the decode reaches its loads from a nearby register rather
-    than through a die-wide net."""
-    return {n: replica(m, split == n, name=f"{name}_mode{n}") for n in modes}
+    than through a die-wide net. The copies take no reset (they are a function of ``split`` alone), so the
+    reset net need not reach them."""
+    return {n: replica(m, split == n, name=f"{name}_mode{n}", reset_less=True) for n in modes}
