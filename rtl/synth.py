@@ -28,8 +28,8 @@ from .catalog import lookup
 from .harness import HARNESS_PINS, PinHarness
 from .select import REPLICA_ATTR
 
-__all__ = ["PLACERS", "TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize", "tool_env",
-           "tool_versions"]
+__all__ = ["PLACERS", "ROUTERS", "TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize",
+           "tool_env", "tool_versions"]
 
 
 class SynthError(RuntimeError):
@@ -88,6 +88,8 @@ class Target:
 
 #: nextpnr's placers (``--placer``): analytic (its default), electrostatic, simulated annealing.
 PLACERS = ("heap", "static", "sa")
+#: nextpnr's routers (``--router``): its default, and the one faster on large congested designs.
+ROUTERS = ("router1", "router2")
 
 TARGETS = {
     "ice40-up5k": Target("ice40-up5k", "iCEBreaker", "ice40", "icebreaker.pcf", _icebreaker,
@@ -367,8 +369,8 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     entry = lookup(component)
     target = lookup_target(target)
     router = router or "router1"  # nextpnr's default, named so that every result says which router it used
-    if router not in ("router1", "router2"):
-        raise ValueError(f"nextpnr router must be router1 or router2, not {router!r}")
+    if router not in ROUTERS:
+        raise ValueError(f"nextpnr router must be one of {', '.join(ROUTERS)}, not {router!r}")
     placer = placer or "heap"
     if placer not in PLACERS:
         raise ValueError(f"nextpnr placer must be one of {', '.join(PLACERS)}, not {placer!r}")

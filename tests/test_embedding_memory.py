@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment, Instance
+from amaranth.hdl import Fragment, Instance, Signal
+from amaranth.lib.memory import Memory
 
 from rpaccel.rtl.memory import BlockRAMMemory, MemoryModel, MemoryPort, RegisteredRAM
 from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
@@ -214,9 +215,6 @@ class _BehaviouralDP16KD(RegisteredRAM):
         return super().elaborate(ECP5())
 
     def _tiles(self, m, r, columns, tile_bits, w_en, w_addr, r_addr, w_data_row, out):
-        from amaranth.hdl import Signal
-        from amaranth.lib.memory import Memory
-
         for c in range(columns):
             tile = Memory(shape=self.TILE_WIDTH, depth=self.TILE_DEPTH, init=[])
             m.submodules[f"model_{r}_{c}"] = tile

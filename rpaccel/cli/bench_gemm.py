@@ -48,10 +48,10 @@ def _arguments(p):
                         + ", ".join(f"{c}@{t}" for c, t, _ in SYNTH_RUNS) + ")")
     p.add_argument("--synth-only", action="store_true",
                    help="only the synthesis of --synth, no simulation (writes only the synthesis section)")
-    p.add_argument("--router", choices=("router1", "router2"), default=None,
-                   help="nextpnr router for the ECP5 engine build (default: nextpnr's, router1)")
-    p.add_argument("--placer", choices=("heap", "static", "sa"), default=None,
-                   help="nextpnr placer for the ECP5 engine build (default: nextpnr's, heap)")
+    p.add_argument("--router", help="nextpnr router for the ECP5 engine build: router1 (nextpnr's default) or "
+                                    "router2")
+    p.add_argument("--placer", help="nextpnr placer for the ECP5 engine build: heap (nextpnr's default), static "
+                                    "or sa")
     p.add_argument("--pnr-timeout", type=float, default=None, metavar="SECONDS",
                    help="stop a synthesis run after SECONDS (synthesis, placement and routing together); its row "
                         "then has Yosys's cell counts and nextpnr's estimate after placement (default: no limit)")
@@ -156,8 +156,12 @@ def _floor_timing(sdf, groups=6):
 
 def _synth(args):
     from ..config import preset
+    from ..rtl.synth import PLACERS, ROUTERS
 
     runs = SYNTH_RUNS
+    for option, value, known in (("--router", args.router, ROUTERS), ("--placer", args.placer, PLACERS)):
+        if value is not None and value not in known:
+            raise CLIError(f"{option} must be one of {', '.join(known)}, not {value!r}")
     if args.pnr_timeout is not None and not args.pnr_timeout > 0:
         raise CLIError(f"--pnr-timeout must be a positive number of seconds, not {args.pnr_timeout:g}")
     if args.synth_runs:

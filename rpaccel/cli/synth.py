@@ -16,10 +16,8 @@ def register(subparsers):
     p.add_argument("--preset", default="small", help=f"configuration preset: {', '.join(PRESETS)} (default small)")
     p.add_argument("--clock", type=float, metavar="MHZ", help="clock constraint (default: the preset's clock)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
-    p.add_argument("--placer", choices=("heap", "static", "sa"), default=None,
-                   help="nextpnr placer (default: nextpnr's, heap)")
-    p.add_argument("--router", choices=("router1", "router2"), default=None,
-                   help="nextpnr router (default: nextpnr's, router1)")
+    p.add_argument("--placer", help="nextpnr placer: heap (nextpnr's default), static or sa")
+    p.add_argument("--router", help="nextpnr router: router1 (nextpnr's default) or router2")
     p.add_argument("--build-dir", help="build folder (default build/synth/COMPONENT-TARGET-PRESET)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
