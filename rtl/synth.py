@@ -330,7 +330,7 @@ def _result(component, target, config, clock_mhz, harness, build_dir, stat, *, s
 
 
 def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None, router=None,
-               placer=None, pack_only=False):
+               placer=None, pack_only=False, placement=False):
     """Synthesise, place and route ``component`` for ``target`` and summarise the result.
 
     Parameters
@@ -354,6 +354,9 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     pack_only : bool
         Stop nextpnr after packing: the result has ``"routed": False`` and nextpnr's packed utilisation
         (``"packed_utilization"``), which says whether the design fits the device, and no Fmax.
+    placement : bool
+        Also have nextpnr write the routed design, with each cell's tile, as ``placed.json`` in the build folder
+        (for :func:`rpaccel.rtl.timing.read_placement`; about 120 MB for the ``small`` MLP engine).
     timeout : float, optional
         Seconds the whole build may take (default: no limit). If Yosys has finished when the limit is reached,
         the result has ``"routed": False``, Yosys's cell counts and no Fmax, utilisation or critical path;
@@ -389,7 +392,8 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         harness, name="top", do_build=False, synth_opts=synth_opts, script_after_read=KEEP_REPLICAS,
         script_after_synth=after_synth,
         nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail"
-                     + f" --router {router} --placer {placer}" + (" --pack-only" if pack_only else " --sdf top.sdf"))
+                     + f" --router {router} --placer {placer}" + (" --pack-only" if pack_only else " --sdf top.sdf")
+                     + (" --write placed.json" if placement and not pack_only else ""))
     plan.extract(str(build_dir))
     started = time.perf_counter()
     log_path = build_dir / "build.log"

@@ -10,6 +10,10 @@ the slow corner (the third value of each triple, as nextpnr does).
 
 One clock domain is assumed (the designs built here have one): each arc out of a clock pin starts a path, each
 setup check ends one. Paths from input pads (no launching register) are not timed, as in nextpnr's clock report.
+
+Where a path's routing comes from is a question of placement: :func:`read_placement` summarises where each block
+of a placed design lies (its cells' tiles, from the JSON nextpnr writes with ``--write``; ``rpaccel synth
+--placement`` asks for it).
 """
 
 import re
@@ -17,8 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CLOCK_PINS", "PathGroup", "SdfError", "TimingGraph", "TimingPath", "TimingReport", "analyse",
-           "name_pattern", "read_sdf"]
+__all__ = ["CLOCK_PINS", "BlockPlacement", "PathGroup", "PlacementError", "SdfError", "TimingGraph", "TimingPath",
+           "TimingReport", "analyse", "name_pattern", "read_placement", "read_sdf"]
 
 #: Cell pins whose arcs launch a path (clock-to-output), by the names nextpnr's ECP5 and iCE40 cells use.
 CLOCK_PINS = frozenset({"CLK", "CLK0", "CLK1", "CLK2", "CLK3", "CLKA", "CLKB", "WCK", "CLKI", "RCLK", "WCLK"})
@@ -36,6 +40,10 @@ _KEYWORD = re.compile(r"\((INSTANCE|TIMESCALE|INTERCONNECT|IOPATH|SETUPHOLD|SETU
 
 class SdfError(ValueError):
     """An SDF file this module cannot read; the message names the file and line."""
+
+
+class PlacementError(ValueError):
+    """A placed-design JSON file this module cannot read; the message names the file."""
 
 
 def _unescape(name):
@@ -306,3 +314,91 @@ def analyse(graph, period_ns):
     return TimingReport(period_ns=float(period_ns), endpoints=len(timed),
                         failing=sum(1 for slack, _ in timed if slack < 0), worst=worst, groups=ordered,
                         slacks=tuple(slack for slack, _ in timed))
+
+
+@dataclass(frozen=True)
+class BlockPlacement:
+    """Where the cells of one block of a placed design lie, in device tiles (nextpnr's X and Y).
+
+    Attributes
+    ----------
+    block : str
+        The block: the first ``depth`` parts of its cells' hierarchical names (``dut.lane0``).
+    cells : int
+        Placed cells (LUT, flip-flop, carry, LUT RAM, DSP and block RAM cells each count).
+    centre : tuple of float
+        Mean X and Y.
+    x_span, y_span : tuple of int
+        10th and 90th percentiles of X and of Y: how far the block is spread, ignoring a few outliers.
+    """
+
+    block: str
+    cells: int
+    centre: tuple
+    x_span: tuple
+    y_span: tuple
+
+
+_BEL = re.compile(r"X(\d+)/Y(\d+)/")
+# Packing adds the mapped cell's kind to a name (`..._TRELLIS_FF_Q`, `..._LUT4_Z`); a name part ends before it.
+_PACKED = re.compile(r"_(?:LUT4|TRELLIS|CCU2C|DP16KD|MULT18X18D|ALU54B|PFUMX|L6MUX21|DPRAM).*")
+
+
+def _block_of(name, depth):
+    parts = _PACKED.sub("", name).split(".")
+    return ".".join(parts[:depth] if len(parts) > depth else parts[:-1] or parts)
+
+
+def _percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[int(fraction * (len(ordered) - 1))]
+
+
+def read_placement(path, depth=2):
+    """Where each block of a placed design lies, largest block first.
+
+    Parameters
+    ----------
+    path : str or Path
+        A design JSON written by nextpnr (``--write``) after placement: each cell's ``NEXTPNR_BEL`` attribute
+        names its tile.
+    depth : int
+        How many parts of the hierarchical cell names make a block (2: ``dut.lane0``; 3: ``dut.lane0.acc_fifo``).
+
+    Returns
+    -------
+    list of BlockPlacement
+
+    Raises
+    ------
+    PlacementError
+        The file is missing, not JSON, or has no placed cells.
+    """
+    import json
+
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"Placement depth must be a positive integer, not {depth!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise PlacementError(f"{path}: no placed design (nextpnr writes one with --write; rpaccel synth "
+                             f"--placement asks for it)")
+    try:
+        design = json.loads(path.read_text())
+        modules = design["modules"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise PlacementError(f"{path}: not a design JSON written by nextpnr ({error})") from None
+    tiles = defaultdict(list)
+    for module in modules.values():
+        for name, cell in module.get("cells", {}).items():
+            bel = _BEL.match(cell.get("attributes", {}).get("NEXTPNR_BEL", ""))
+            if bel:
+                tiles[_block_of(name, depth)].append((int(bel[1]), int(bel[2])))
+    if not tiles:
+        raise PlacementError(f"{path}: no placed cells (no NEXTPNR_BEL attributes: written before placement?)")
+    blocks = []
+    for block, cells in tiles.items():
+        xs, ys = [x for x, _ in cells], [y for _, y in cells]
+        blocks.append(BlockPlacement(block=block, cells=len(cells), centre=(sum(xs) / len(xs), sum(ys) / len(ys)),
+                                     x_span=(_percentile(xs, 0.1), _percentile(xs, 0.9)),
+                                     y_span=(_percentile(ys, 0.1), _percentile(ys, 0.9))))
+    return sorted(blocks, key=lambda b: (-b.cells, b.block))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rpaccel.cli.main import main
-from rpaccel.rtl.timing import SdfError, analyse, name_pattern, read_sdf
+from rpaccel.rtl.timing import SdfError, analyse, name_pattern, read_placement, read_sdf
 
 # Two registers a -> b through a LUT, b -> c through two LUTs and a long net, a pad straight into c's clock
 # enable (not timed: no launching register), and a combinational loop between two LUTs feeding d.
@@ -148,3 +148,58 @@ def test_cli_lists_groups_and_paths(sdf, capsys):
     assert data["failing"] == 1 and data["groups"][0]["worst"]["routing_ns"] == pytest.approx(5.6)
     assert main(["timing", str(sdf.parent / "nothing")]) == 2
     assert "no SDF file" in capsys.readouterr().err
+
+
+# A placed design: a block of four cells (one of them a packed flip-flop name), one of two, a cell without a
+# placement (skipped) and a cell at the top level.
+PLACED = {"modules": {"top": {"cells": {
+    "dut.lane0.acc_fifo.storage.0.0$DPRAM_COMB_TRELLIS_DPR16X4": {"type": "TRELLIS_DPR16X4",
+                                                                 "attributes": {"NEXTPNR_BEL": "X10/Y20/SLICEA"}},
+    "dut.lane0.acc_fifo.level[1]_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": "X12/Y22/FF0"}},
+    "dut.lane0.beat_LUT4_Z": {"type": "TRELLIS_COMB", "attributes": {"NEXTPNR_BEL": "X30/Y20/SLICEB"}},
+    "dut.lane0.beat_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": "X40/Y40/FF1"}},
+    "dut.array.pe_0_0.multiplier": {"type": "MULT18X18D", "attributes": {"NEXTPNR_BEL": "X4/Y10/MULT18_0"}},
+    "dut.array.en0_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": "X6/Y10/FF0"}},
+    "dut.unplaced": {"type": "TRELLIS_FF", "attributes": {}},
+    "capture[3]_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "attributes": {"NEXTPNR_BEL": "X1/Y1/FF0"}},
+}}}}
+
+
+@pytest.fixture
+def placed(tmp_path):
+    path = tmp_path / "placed.json"
+    path.write_text(json.dumps(PLACED))
+    return path
+
+
+def test_placement_by_block(placed):
+    blocks = {b.block: b for b in read_placement(placed)}
+    assert list(blocks) == ["dut.lane0", "dut.array", "capture[3]"]
+    lane = blocks["dut.lane0"]
+    assert lane.cells == 4 and lane.centre == (23.0, 25.5)
+    assert lane.x_span == (10, 30) and lane.y_span == (20, 22)  # 10th and 90th percentiles of 4 values
+    deeper = {b.block for b in read_placement(placed, depth=3)}
+    assert {"dut.lane0.acc_fifo", "dut.lane0", "dut.array.pe_0_0", "dut.array"} <= deeper
+
+
+def test_placement_errors(placed, tmp_path, capsys):
+    from rpaccel.rtl.timing import PlacementError
+
+    with pytest.raises(PlacementError, match="no placed design.*--placement"):
+        read_placement(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(PlacementError, match="bad.json: not a design JSON"):
+        read_placement(tmp_path / "bad.json")
+    (tmp_path / "early.json").write_text(json.dumps({"modules": {"top": {"cells": {"a": {"attributes": {}}}}}}))
+    with pytest.raises(PlacementError, match="no placed cells"):
+        read_placement(tmp_path / "early.json")
+    with pytest.raises(ValueError, match="positive integer"):
+        read_placement(placed, depth=0)
+    assert main(["timing", str(placed.parent), "--placement"]) == 0
+    out = capsys.readouterr().out
+    assert "dut.lane0" in out and "10-30" in out
+    assert main(["timing", str(placed), "--placement", "--json", "--depth", "3"]) == 0
+    assert {b["block"] for b in json.loads(capsys.readouterr().out)} >= {"dut.lane0.acc_fifo"}
+    assert main(["timing", str(tmp_path / "missing.json"), "--placement"]) == 1
+    assert "no placed design" in capsys.readouterr().err
+    assert main(["timing", str(placed), "--placement", "--depth", "0"]) == 2

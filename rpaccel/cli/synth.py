@@ -19,6 +19,9 @@ def register(subparsers):
     p.add_argument("--placer", help="nextpnr placer: heap (nextpnr's default), static or sa")
     p.add_argument("--router", help="nextpnr router: router1 (nextpnr's default) or router2")
     p.add_argument("--build-dir", help="build folder (default build/synth/COMPONENT-TARGET-PRESET)")
+    p.add_argument("--placement", action="store_true",
+                   help="also write the routed design with every cell's tile (placed.json) for rpaccel timing "
+                        "--placement")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -39,14 +42,14 @@ def list_catalog():
 
 
 def synth_one(component, target, config, *, clock=None, seed=1, build_dir=None, timeout=None, placer=None,
-              router=None):
+              router=None, placement=False):
     """Run one synthesis, turning the flow's errors into CLI errors (``timeout``: see ``synthesize``)."""
     from ..rtl.catalog import UnknownComponent
     from ..rtl.synth import SynthError, UnknownTarget, synthesize
 
     try:
         return synthesize(component, target, config, clock_mhz=clock, build_dir=build_dir, seed=seed,
-                          timeout=timeout, placer=placer, router=router)
+                          timeout=timeout, placer=placer, router=router, placement=placement)
     except (UnknownComponent, UnknownTarget, ValueError) as error:
         raise CLIError(str(error)) from None
     except SynthError as error:
@@ -92,7 +95,7 @@ def run(args):
         raise CLIError(f"--clock must be a positive frequency in MHz, not {args.clock}")
     config = config_from_args(args)
     result = synth_one(args.component, args.target, config, clock=args.clock, seed=args.seed,
-                       build_dir=args.build_dir, placer=args.placer, router=args.router)
+                       build_dir=args.build_dir, placer=args.placer, router=args.router, placement=args.placement)
     if args.json:
         print_json(result)
     else:

@@ -19,6 +19,11 @@ def register(subparsers):
     p.add_argument("--show", type=int, default=1, metavar="K",
                    help="print the worst path of the first K groups step by step (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--placement", action="store_true",
+                   help="instead, where each block lies on the device (from placed.json, which rpaccel synth "
+                        "--placement writes): cells, centre, and the 10th-90th percentile span of X and Y")
+    p.add_argument("--depth", type=int, default=2, metavar="D",
+                   help="with --placement: name parts that make a block (2: dut.lane0, 3: dut.lane0.acc_fifo)")
     p.set_defaults(func=run)
 
 
@@ -87,11 +92,38 @@ def as_json(report, groups=20):
                        for g in report.groups[:groups]]}
 
 
+def placement(build, depth, limit, as_json_):
+    from ..rtl.timing import PlacementError, read_placement
+
+    if depth < 1:
+        raise CLIError(f"--depth must be a positive integer, not {depth}")
+    path = Path(build)
+    path = path / "placed.json" if path.is_dir() else path
+    try:
+        blocks = read_placement(path, depth)
+    except PlacementError as error:
+        raise CommandFailed(str(error)) from None
+    if as_json_:
+        print_json([{"block": b.block, "cells": b.cells, "centre": list(b.centre), "x_span": list(b.x_span),
+                     "y_span": list(b.y_span)} for b in blocks[:limit]])
+        return 0
+    width = max(len(b.block) for b in blocks[:limit])
+    print(f"{'block':<{width}}  {'cells':>6}  {'centre X, Y':>12}  {'X (10-90%)':>10}  {'Y (10-90%)':>10}")
+    for b in blocks[:limit]:
+        print(f"{b.block:<{width}}  {b.cells:6d}  {b.centre[0]:5.1f}, {b.centre[1]:5.1f}  "
+              f"{b.x_span[0]:4d}-{b.x_span[1]:<5d}  {b.y_span[0]:4d}-{b.y_span[1]:<5d}")
+    if len(blocks) > limit:
+        print(f"... {len(blocks) - limit} more blocks")
+    return 0
+
+
 def run(args):
     from ..rtl.timing import SdfError, analyse, read_sdf
 
     if args.groups < 0 or args.show < 0:
         raise CLIError("--groups and --show must not be negative")
+    if args.placement:
+        return placement(args.build, args.depth, args.groups, args.json)
     sdf, period = _sdf_and_period(args.build, args.period)
     try:
         report = analyse(read_sdf(sdf), period)
