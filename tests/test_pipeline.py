@@ -1,11 +1,15 @@
-"""The stream register slice: order and full throughput under stalls, registered handshakes, bad shapes."""
+"""The stream register slice: order and full throughput under stalls, registered handshakes, bad shapes. The sliced
+FIFO: every entry in order, exact fill and read timing, bad parameters."""
+
+import random
+from collections import deque
 
 import numpy as np
 import pytest
 from amaranth.hdl import signed
 from amaranth.lib import data
 
-from rpaccel.rtl.pipeline import RegisterSlice
+from rpaccel.rtl.pipeline import RegisterSlice, SlicedFIFO
 from rpaccel.sim.streams import run_simulation
 
 from stream_fifo import pass_through
@@ -61,3 +65,51 @@ def test_handshakes_come_from_registers():
 def test_bad_shape():
     with pytest.raises(TypeError, match="Register slice payload must be a shape, not 'wide'"):
         RegisterSlice("wide")
+
+
+@pytest.mark.parametrize(("widths", "depth", "write_rate", "read_rate"),
+                         [([32, 32, 5], 16, 0.7, 0.5), ([32, 32, 5], 16, 0.5, 0.9), ([7], 2, 0.8, 0.8),
+                          ([3, 9, 1, 4], 4, 1.0, 1.0)])
+def test_sliced_fifo_against_a_queue(widths, depth, write_rate, read_rate):
+    """Random writes and reads against a queue model, every cycle: level and w_rdy count what was accepted,
+    r_rdy what was accepted two or more cycles ago, r_data is the oldest entry, and a write to a full FIFO or a
+    read of an empty one changes nothing."""
+    dut = SlicedFIFO(widths, depth=depth)
+    rng = random.Random(sum(widths) + depth)
+    width = sum(widths)
+    errors, reads = [], [0]
+
+    async def bench(ctx):
+        queue = deque()  # (value, cycle accepted)
+        for cycle in range(3000):
+            w_en, r_en = int(rng.random() < write_rate), int(rng.random() < read_rate)
+            value = rng.getrandbits(width)
+            ctx.set(dut.w_en, w_en)
+            ctx.set(dut.w_data, value)
+            ctx.set(dut.r_en, r_en)
+            readable = sum(1 for _, accepted in queue if accepted <= cycle - 2)
+            state = (ctx.get(dut.level), ctx.get(dut.w_rdy), ctx.get(dut.r_rdy))
+            expected = (len(queue), int(len(queue) < depth), int(readable > 0))
+            if state != expected:
+                errors.append((cycle, state, expected))
+            if r_en and readable:
+                if ctx.get(dut.r_data) != queue[0][0]:
+                    errors.append((cycle, "r_data", ctx.get(dut.r_data), queue[0][0]))
+                queue.popleft()
+                reads[0] += 1
+            if w_en and expected[1]:
+                queue.append((value, cycle))
+            await ctx.tick()
+
+    run_simulation(dut, [bench])
+    assert not errors, errors[:5]
+    assert reads[0] > 1000
+
+
+def test_sliced_fifo_bad_parameters():
+    with pytest.raises(TypeError, match=r"widths must be a non-empty list of positive integers, not \[32, 0\]"):
+        SlicedFIFO([32, 0], depth=4)
+    with pytest.raises(TypeError, match="not 32"):
+        SlicedFIFO(32, depth=4)
+    with pytest.raises(ValueError, match="depth must be an integer of at least 2, not 1"):
+        SlicedFIFO([8], depth=1)
