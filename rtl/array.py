@@ -19,12 +19,12 @@ any interleaving of the three streams, with any idle cycles and any back-pressur
 Inside a sub-array, activations enter row ``r`` delayed by ``r`` cycles (skew), partial sums (only as wide as
 a column of R products needs, see :attr:`ArrayGeometry.psum_bits`) enter the top row as zero and leave the
 bottom row of column ``c`` delayed by ``cols - 1 - c`` cycles (deskew), so a result is presented
-``rows + cols + 3`` cycles after its item was accepted (:meth:`ArrayGeometry.latency`; three of them are the
-PE's pipeline). The skew and deskew delays are circular buffers in LUT
-RAM. Weights enter at the bottom row of each column and shift up one row per transfer; column ``c`` receives a
-row ``c`` cycles after column 0, so a bank is free again for loading ``rows - 1`` cycles after the last item of
-its tile was accepted (the item has passed column ``c`` by the time the load reaches it): a tile of
-``2 * rows - 2`` or more items hides the next tile's load fully.
+``rows + cols + 4`` cycles after its item was accepted (:meth:`ArrayGeometry.latency`; three of them are the
+PE's pipeline, one the register after the slot's result multiplexer). The skew and deskew delays are circular
+buffers in LUT RAM. Weights enter at the bottom row of each column and shift up one row per transfer; column
+``c`` receives a row ``c`` cycles after column 0, so a bank is free again for loading ``rows - 1`` cycles
+after the last item of its tile was accepted (the item has passed column ``c`` by the time the load reaches
+it): a tile of ``2 * rows - 2`` or more items hides the next tile's load fully.
 
 Flow control: each sub-array is one pipeline with a clock enable (the PEs' ``en``), computed from the fill
 level of a three-entry output FIFO and registered twice, the second time per block and per skew line, so that
@@ -35,14 +35,19 @@ take it from there.
 
 Changing ``split`` discards every loaded tile and every item in flight (the controller changes it only when
 the array is idle) and holds the streams for :attr:`ArrayGeometry.settle_cycles`. A ``split`` value that is not
-in ``config.splits`` stops every slot. ``split`` is expected from a register: the array compares it with its own
-copy, and every block and slot decodes it into a registered one-hot replica of its own
-(:func:`rpaccel.rtl.select.split_modes`), so no split-dependent multiplexer hangs on a die-wide net.
+in ``config.splits`` stops every slot. The array takes ``split`` into a register of its own (a change takes
+effect a cycle later), compares that with a second copy, and every block and slot decodes it into a registered
+one-hot replica of its own (:func:`rpaccel.rtl.select.split_modes`), so no split-dependent multiplexer hangs on
+a die-wide net.
+
+A reset is handled like a change of split: a register takes the domain's reset and restarts the slots a cycle
+later, so the control registers take no reset of their own and the reset net reaches one flip-flop here rather
+than every slot's and block's.
 """
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, ResetSignal, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -144,7 +149,7 @@ class ArrayGeometry:
     def latency(self, n):
         """Cycles from accepting an item to presenting its result in a never-stalled sub-array of split ``n``."""
         rows, cols = self.shape(n)
-        return rows + cols + ProcessingElement.LATENCY
+        return rows + cols + ProcessingElement.LATENCY + 1
 
 
 def x_layout(rows, tag_shape):
@@ -258,22 +263,27 @@ class SystolicArray(wiring.Component):
 
         # The split in use: `split` (from the caller's register) against the array's copy. A change resets the
         # bank state and the output FIFOs, then holds every stream for `settle` cycles while the delay lines
-        # fill with bubbles. Each slot and each block decodes the split one-hot into registers of its own.
-        split_q = Signal.like(self.split, name="split_q")
+        # fill with bubbles. Each slot and each block decodes the split one-hot into registers of its own. A
+        # reset restarts the array the same way, a cycle later (`restart`), so the state below takes no reset.
+        # The input is registered first (`split`, next to the slots' control), so the comparison and the streams'
+        # ready signals do not wait for a net from the caller's register across the die.
+        split = Signal.like(self.split, name="split", reset_less=True)
+        split_q = Signal.like(self.split, name="split_q", reset_less=True)
+        restart = Signal(name="restart", reset_less=True)
         changed = Signal()
-        settle = Signal(range(self.settle_cycles + 1), init=self.settle_cycles)
-        m.d.sync += split_q.eq(self.split)
-        m.d.comb += changed.eq(split_q != self.split)
+        settle = Signal(range(self.settle_cycles + 1), init=self.settle_cycles, reset_less=True)
+        m.d.sync += [split.eq(self.split), split_q.eq(split), restart.eq(ResetSignal())]
+        m.d.comb += changed.eq((split_q != split) | restart)
         # `settled` is `settle == 0` a cycle ahead, in a register: the streams' ready signals, which fan out to
         # the slots' input registers, are then a compare of the split and a few registers.
-        settled = Signal()
+        settled = Signal(reset_less=True)
         with m.If(changed):
             m.d.sync += [settle.eq(self.settle_cycles), settled.eq(0)]
         with m.Elif(settle != 0):
             m.d.sync += [settle.eq(settle - 1), settled.eq(settle == 1)]
         quiet = ~changed & settled
-        slot_mode = [split_modes(m, self.split, g.splits, name=f"slot{s}") for s in range(g.slots)]
-        block_mode = {(br, bc): split_modes(m, self.split, g.splits, name=f"block_{br}_{bc}")
+        slot_mode = [split_modes(m, split, g.splits, name=f"slot{s}") for s in range(g.slots)]
+        block_mode = {(br, bc): split_modes(m, split, g.splits, name=f"block_{br}_{bc}")
                       for br in range(rows // block) for bc in range(cols // block)}
 
         # Per-slot control: stream handshakes, weight-bank state, clock-enable, output FIFO.
@@ -282,20 +292,19 @@ class SystolicArray(wiring.Component):
         for s in range(g.slots):
             x, w, y = self.port("x", s), self.port("w", s), self.port("y", s)
             modes, mode = g.modes_of(s), slot_mode[s]
-            active = Signal(name=f"active{s}")
-            m.d.comb += active.eq(Cat(mode[n] for n in modes).any())
+            active = replica(m, Cat(split == n for n in modes).any(), name=f"active{s}", reset_less=True)
             slot_rows = pick([(mode[n], g.rects[n][s].rows) for n in modes])
 
             en.append(Signal(name=f"en{s}"))
             en_mid.append(Signal(name=f"en_mid{s}"))
             x_fire.append(Signal(name=f"x_fire{s}"))
             w_fire.append(Signal(name=f"w_fire{s}"))
-            use_bank.append(Signal(name=f"use_bank{s}"))
-            load_bank.append(Signal(name=f"load_bank{s}"))
+            use_bank.append(Signal(name=f"use_bank{s}", reset_less=True))
+            load_bank.append(Signal(name=f"load_bank{s}", reset_less=True))
 
-            full = [Signal(name=f"full{s}_{b}") for b in range(2)]
-            busy = [Signal(range(g.slot_rows[s] + 1), name=f"busy{s}_{b}") for b in range(2)]
-            load_row = Signal(range(g.slot_rows[s]), name=f"load_row{s}")
+            full = [Signal(name=f"full{s}_{b}", reset_less=True) for b in range(2)]
+            busy = [Signal(range(g.slot_rows[s] + 1), name=f"busy{s}_{b}", reset_less=True) for b in range(2)]
+            load_row = Signal(range(g.slot_rows[s]), name=f"load_row{s}", reset_less=True)
             can_load = Signal(name=f"can_load{s}")
             m.d.comb += [
                 can_load.eq(~Mux(load_bank[s], full[1], full[0])
@@ -350,8 +359,15 @@ class SystolicArray(wiring.Component):
             m.d.sync += [en_mid[s].eq(early), en[s].eq(en_mid[s])]
 
         def enable(name, owners, mode):
-            """A replica of the clock enable of the slot that owns a piece of logic in each mode."""
-            return replica(m, pick([(mode[n], en_mid[slot]) for n, slot in owners.items()]), name=name)
+            """A replica of the clock enable of the slot that owns a piece of logic in each mode. No reset: during
+            a reset it takes the owner's `en_mid`, which is reset."""
+            return replica(m, pick([(mode[n], en_mid[slot]) for n, slot in owners.items()]), name=name,
+                           reset_less=True)
+
+        def local_mode(name, modes):
+            """A register of its own, next to the PE that uses it: the split is one of ``modes`` (one cycle
+            later, like the decodes)."""
+            return replica(m, Cat(split == n for n in modes).any(), name=name, reset_less=True)
 
         def delay(name, value, delays, owners, mode):
             """``value`` delayed by ``delays[n]`` enabled cycles of the owning slot in split ``n``."""
@@ -380,9 +396,11 @@ class SystolicArray(wiring.Component):
             x, w = self.port("x", s), self.port("w", s)
             x_q.append(Signal(data.StructLayout({"a": x.payload.a.shape(), "bank": 1}), name=f"x_q{s}",
                               reset_less=True))
-            # The weights without a reset (the reset net need not reach them), the load's flags with one.
+            # No reset: after a reset or a change of split the streams are held until every line has carried
+            # this register's bubbles through.
             w_q.append({"row": Signal(w.payload.shape(), name=f"w_q{s}_row", reset_less=True),
-                        "fire": Signal(name=f"w_q{s}_fire"), "bank": Signal(name=f"w_q{s}_bank")})
+                        "fire": Signal(name=f"w_q{s}_fire", reset_less=True),
+                        "bank": Signal(name=f"w_q{s}_bank", reset_less=True)})
             with m.If(en[s]):
                 m.d.sync += [x_q[s].a.eq(x.payload.a), x_q[s].bank.eq(use_bank[s]),
                              w_q[s]["row"].eq(w.payload), w_q[s]["fire"].eq(w_fire[s]),
@@ -443,7 +461,7 @@ class SystolicArray(wiring.Component):
                         m.d.comb += [p.en.eq(block_en), p.w_shift.eq(w_shift), p.w_bank.eq(w_bank)]
                         if (r, c) in entry:
                             modes, a_tap, bank_tap = entry[r, c]
-                            here = Cat(mode[n] for n in modes).any()
+                            here = local_mode(f"entry_here_{r}_{c}", modes)
                             left_a = pe[r][c - 1].a_out if c else 0
                             left_bank = pe[r][c - 1].bank_out if c else 0
                             m.d.comb += [p.a_in.eq(Mux(here, a_tap, left_a)),
@@ -455,30 +473,38 @@ class SystolicArray(wiring.Component):
                             m.d.comb += p.psum_in.eq(0)
                         else:
                             above = pe[r - 1][c].psum_out
-                            m.d.comb += p.psum_in.eq(Mux(Cat(mode[n] for n in top).any(), 0, above)
+                            m.d.comb += p.psum_in.eq(Mux(local_mode(f"top_here_{r}_{c}", top), 0, above)
                                                      if top else above)
                         here = [n for n, bottom in bottoms.items() if bottom == r]
+                        at_load = local_mode(f"load_here_{r}_{c}", here) if here and r + 1 < rows else None
                         for bank in range(2):  # a load chain per bank: w_bank only enables the registers
                             below = pe[r + 1][c].w_out[bank] if r + 1 < rows else 0
-                            m.d.comb += p.w_in[bank].eq(Mux(Cat(mode[n] for n in here).any(), load[r, c][0], below)
-                                                        if here else below)
+                            m.d.comb += p.w_in[bank].eq(Mux(at_load, load[r, c][0], below) if at_load is not None
+                                                        else load[r, c][0] if here else below)
 
-        # Per-slot item tracker (valid and tag) aligned with the results, and the FIFO input.
+        # Per-slot item tracker (valid and tag) aligned with the results, and the FIFO input. The results,
+        # chosen among the exit points by the split, and the tracker's output are registered (one more stage
+        # of the slot's pipeline, enabled with it), so that neither the delay lines' LUT RAM nor the split
+        # decode lies on a path into the output FIFO's LUT RAM. No reset: see `w_q`.
         for s in range(g.slots):
             x = self.port("x", s)
             modes, mode = g.modes_of(s), slot_mode[s]
             tracked = delay(f"track{s}", Cat(x_fire[s], x.payload.tag),
-                            {n: g.latency(n) - 1 for n in modes}, dict.fromkeys(modes, s), mode)
+                            {n: g.latency(n) - 2 for n in modes}, dict.fromkeys(modes, s), mode)
             psums = []
             for lc in range(g.slot_cols[s]):
-                psum = Signal(signed(ACC_BITS), name=f"result{s}_{lc}")
-                m.d.comb += psum.eq(pick([(mode[n], exits[g.rects[n][s].bottom, g.rects[n][s].col + lc])
-                                           for n in modes if lc < g.rects[n][s].cols]))
+                psum = Signal(signed(ACC_BITS), name=f"result{s}_{lc}", reset_less=True)
+                with m.If(en[s]):
+                    m.d.sync += psum.eq(pick([(mode[n], exits[g.rects[n][s].bottom, g.rects[n][s].col + lc])
+                                              for n in modes if lc < g.rects[n][s].cols]))
                 psums.append(psum)
+            track_q = Signal.like(tracked, name=f"track{s}_q", reset_less=True)
+            with m.If(en[s]):
+                m.d.sync += track_q.eq(tracked)
             fifo = m.submodules[f"fifo{s}"]
             m.d.comb += [
-                fifo.w_en.eq(en[s] & tracked[0]),
-                fifo.w_data.eq(Cat(*psums, tracked[1:])),
+                fifo.w_en.eq(en[s] & track_q[0]),
+                fifo.w_data.eq(Cat(*psums, track_q[1:])),
             ]
         return m
 

@@ -125,11 +125,14 @@ class LaneMemory(wiring.Component):
             m.submodules[f"slice{j}"] = mem
             mem_w, mem_r = mem.write_port(granularity=elem_width), mem.read_port()
             # The slice's port registers, after the multiplexers that choose the owning lane.
-            wp = Signal(data.StructLayout({"addr": row_bits, "en": se, "data": se * elem_width}), name=f"wp{j}")
-            rp = Signal(data.StructLayout({"addr": row_bits, "en": 1}), name=f"rp{j}")
+            # The enables are reset; addresses and data take no reset (the reset net need not reach them).
+            wp = Signal(data.StructLayout({"addr": row_bits, "data": se * elem_width}), name=f"wp{j}",
+                        reset_less=True)
+            wp_en = Signal(se, name=f"wp{j}_en")
+            rp_addr, rp_en = Signal(row_bits, name=f"rp{j}_addr", reset_less=True), Signal(name=f"rp{j}_en")
             data_q = Signal.like(mem_r.data, name=f"data{j}", reset_less=True)
-            m.d.comb += [mem_w.addr.eq(wp.addr), mem_w.en.eq(wp.en), mem_w.data.eq(wp.data),
-                         mem_r.addr.eq(rp.addr), mem_r.en.eq(rp.en)]
+            m.d.comb += [mem_w.addr.eq(wp.addr), mem_w.en.eq(wp_en), mem_w.data.eq(wp.data),
+                         mem_r.addr.eq(rp_addr), mem_r.en.eq(rp_en)]
             m.d.sync += data_q.eq(mem_r.data)
             slice_data.append(data_q)
             reads, writes = [], []
@@ -150,13 +153,13 @@ class LaneMemory(wiring.Component):
                 return enables if group is None else Mux(port.addr[row_bits:] == group, enables, 0)
 
             m.d.sync += [
-                rp.addr.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").addr[:row_bits])),
-                rp.en.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").en)),
+                rp_addr.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").addr[:row_bits])),
+                rp_en.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").en)),
                 wp.addr.eq(pick_keyed([(c, key[0]) for c, key in writes],
                                       lambda lane: getattr(self, f"write{lane}").addr[:row_bits])),
                 wp.data.eq(pick_keyed([(c, key[0::2]) for c, key in writes],
                                       lambda key: write((key[0], None, key[1]), "data"))),
-                wp.en.eq(pick_keyed(writes, lambda key: write(key, "en"))),
+                wp_en.eq(pick_keyed(writes, lambda key: write(key, "en"))),
             ]
 
         # Read data of each lane: the slices of the group its read addressed, READ_LATENCY cycles before.
@@ -165,7 +168,8 @@ class LaneMemory(wiring.Component):
             mode = split_modes(m, self.split, self.word_elems, name=f"read{lane}")
             group_q = r.addr[row_bits:]
             for k in range(self.READ_LATENCY):
-                delayed = Signal(range(max(self.groups(n) for n in self.modes_of(lane))), name=f"group{lane}_d{k}")
+                delayed = Signal(range(max(self.groups(n) for n in self.modes_of(lane))), name=f"group{lane}_d{k}",
+                                 reset_less=True)
                 if len(delayed):
                     m.d.sync += delayed.eq(group_q)
                 group_q = delayed

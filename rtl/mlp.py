@@ -43,7 +43,7 @@ from itertools import pairwise
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.vendor import SiliconBluePlatform
@@ -53,7 +53,7 @@ from ..numeric import ACC_BITS, ACT_BITS
 from .array import ArrayGeometry, SystolicArray, x_layout, y_layout
 from .lanemem import LaneMemory, read_signature, write_signature
 from .memory import RegisteredRAM
-from .pipeline import RegisterSlice
+from .pipeline import RegisterSlice, SlicedFIFO
 from .postproc import PostProcessor, RequantParams
 from .select import pick, pick_keyed, replica, split_modes
 
@@ -288,7 +288,12 @@ class MLPLane(wiring.Component):
 
     #: Depth of the FIFOs between the units. The accumulator FIFO holds a burst of last-k-tile results while the
     #: post-processors take them in beats (two per result on a quarter of the small array), so the array keeps
-    #: running into the next n-tile; the word FIFO smooths the lanes' turns at the weight memory.
+    #: running into the next n-tile; the word FIFO smooths the lanes' turns at the weight memory. The word and
+    #: result-tag FIFOs present their heads from registers (``SyncFIFOBuffered``): the unpacker's multiplexers
+    #: and the write-back then start at a flip-flop, not at a LUT RAM's read address. The accumulator and n-tile
+    #: FIFOs, whose columns go to post-processors across the die, are cut by column with pointers of their own
+    #: (``rtl.pipeline.SlicedFIFO``). (They were tried with registered heads too: the head register's clock
+    #: enable, driven by the consumer's decision, became the critical path.)
     WORD_FIFO = 16
     FEED_FIFO = 8
     ACC_FIFO = 16
@@ -401,8 +406,8 @@ class MLPLane(wiring.Component):
         word_tag = data.StructLayout({
             "bias": 1, "bias_last": 1, "params": RequantParams, "to_output": 1, "out_row": ADDR_BITS,
             "out_off": range(rows), "last_ntile": 1})
-        m.submodules.word_fifo = word_fifo = SyncFIFO(width=word_bytes * ACT_BITS + word_tag.size,
-                                                      depth=self.WORD_FIFO)
+        m.submodules.word_fifo = word_fifo = SyncFIFOBuffered(width=word_bytes * ACT_BITS + word_tag.size,
+                                                              depth=self.WORD_FIFO)
         fetching = Signal()
         f_addr = Signal(ADDR_BITS)
         f_nt = Signal(COUNT_BITS)
@@ -471,7 +476,9 @@ class MLPLane(wiring.Component):
         ntile_layout = data.StructLayout({
             "bias": data.ArrayLayout(signed(ACC_BITS), cols), "params": RequantParams, "to_output": 1,
             "out_row": ADDR_BITS, "out_off": range(rows), "last_ntile": 1})
-        m.submodules.ntile_fifo = ntile_fifo = SyncFIFO(width=ntile_layout.size, depth=self.NTILE_FIFO)
+        # Cut by bias element (each goes to its own post-processor), the rest in a slice of its own.
+        m.submodules.ntile_fifo = ntile_fifo = SlicedFIFO([ACC_BITS] * cols + [ntile_layout.size - cols * ACC_BITS],
+                                                          depth=self.NTILE_FIFO)
         word = data.ArrayLayout(signed(ACT_BITS), word_bytes)(word_fifo.r_data[:word_bytes * ACT_BITS])
         wtag = word_tag(word_fifo.r_data[word_bytes * ACT_BITS:])
         max_bias_words = max(s.bias_words for s in shapes)
@@ -585,18 +592,17 @@ class MLPLane(wiring.Component):
         # In LUT RAM where the device has it: at most 64 rows deep, block RAM would be 512 rows deep and mostly
         # empty (and the block RAMs are spoken for by the weight and activation memories and the embedding unit).
         lut_ram = not isinstance(platform, SiliconBluePlatform)  # the iCE40 has none
-        m.submodules.acc_fifo = acc_fifo = SyncFIFO(width=cols * ACC_BITS + tag_layout.size, depth=self.ACC_FIFO)
+        # Cut by column (each goes to its own post-processor), the tag in a slice of its own.
+        m.submodules.acc_fifo = acc_fifo = SlicedFIFO([ACC_BITS] * cols + [tag_layout.size], depth=self.ACC_FIFO)
         a_valid, b_valid = Signal(), Signal()
         a_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         b_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         a_tag, b_tag = Signal(tag_layout, reset_less=True), Signal(tag_layout, reset_less=True)
-        b_writes = Signal()
         y_fire = Signal()
         room = Signal(init=1)
         credits = Signal(range(self.ACC_FIFO + 1), init=self.ACC_FIFO)
         credits_next = Signal.like(credits)
         m.d.comb += [
-            b_writes.eq(b_valid & ~b_tag.final),
             self.y.ready.eq(room),
             y_fire.eq(self.y.valid & self.y.ready),
             credits_next.eq(credits - (y_fire & self.y.payload.tag.final) + (acc_fifo.r_en & acc_fifo.r_rdy)),
@@ -613,16 +619,21 @@ class MLPLane(wiring.Component):
             m.submodules[f"acc_mem{c}"] = acc_mem
             acc_w, acc_r = acc_mem.write_port(), acc_mem.read_port(domain="comb")
             read_row = replica(m, self.y.payload.tag.acc, name=f"acc_row{c}", reset_less=True)  # == a_tag.acc
+            first = replica(m, self.y.payload.tag.first, name=f"acc_first{c}", reset_less=True)  # == a_tag.first
             write_row = replica(m, a_tag.acc, name=f"acc_wrow{c}", reset_less=True)  # == b_tag.acc
+            writes = replica(m, a_valid & ~a_tag.final, name=f"acc_write{c}",  # == b_valid & ~b_tag.final
+                             reset_less=True)  # a write during a reset goes to a row whose first k-tile overwrites it
             forward = replica(m, forward_next, name=f"acc_forward{c}", reset_less=True)
+            # What the item in B adds to: zero on its first k-tile, decided in A, so that no flag lies on the
+            # path through the carry chain.
             previous = Signal(signed(ACC_BITS), name=f"acc_prev{c}", reset_less=True)
-            m.d.sync += previous.eq(Mux(forward, total[c], acc_r.data))
+            m.d.sync += previous.eq(Mux(first, 0, Mux(forward, total[c], acc_r.data)))
             m.d.comb += [
                 acc_r.addr.eq(read_row),
-                total[c].eq(b_psum[c] + Mux(b_tag.first, 0, previous)),
+                total[c].eq(b_psum[c] + previous),
                 acc_w.addr.eq(write_row),
                 acc_w.data.eq(total[c]),
-                acc_w.en.eq(b_writes),
+                acc_w.en.eq(writes),
             ]
         m.d.comb += [
             acc_fifo.w_en.eq(b_valid & b_tag.final),
@@ -632,17 +643,23 @@ class MLPLane(wiring.Component):
         mode = decode("beat")
         # Post-process: the result vector in beats over the lane's post-processors, with the n-tile's bias and
         # parameters. The post-processors never stall: a beat is issued only when the result FIFO has room for
-        # every beat in flight.
+        # every beat in flight, counted in `pp_credits` (the result FIFO's entries neither filled nor promised
+        # to a beat in flight) with the decision `pp_room` in a register. The result tags need no check of their
+        # own: a result's tag lives from the issue of its last beat to the writer taking that beat, so there are
+        # never more tags than beats holding credits.
         postprocs = g.lane_postprocs(self.lane)
         acc_head = data.ArrayLayout(signed(ACC_BITS), cols)(acc_fifo.r_data[:cols * ACC_BITS])
         acc_tag = tag_layout(acc_fifo.r_data[cols * ACC_BITS:])
         nt_head = ntile_layout(ntile_fifo.r_data)
         out_layout = data.StructLayout({"addr": ADDR_BITS, "off": range(rows), "to_output": 1, "layer_done": 1})
-        m.submodules.out_tags = out_tags = SyncFIFO(width=out_layout.size, depth=self.RESULT_FIFO)
+        m.submodules.out_tags = out_tags = SyncFIFOBuffered(width=out_layout.size, depth=self.RESULT_FIFO)
         m.submodules.result_fifo = result_fifo = SyncFIFO(width=postprocs * ACC_BITS, depth=self.RESULT_FIFO)
         max_beats = max(s.beats for s in shapes)
         beat = Signal(range(max_beats))
-        in_flight = Signal(range(self.RESULT_FIFO + 1))
+        beat_next = Signal.like(beat)
+        pp_credits = Signal(range(self.RESULT_FIFO + 1), init=self.RESULT_FIFO)
+        pp_credits_next = Signal.like(pp_credits)
+        pp_room = Signal(init=1)
         last_beat = beat == const("beats") - 1
         pp_issue = Signal()
         out_tag_in = Signal(out_layout)
@@ -651,8 +668,8 @@ class MLPLane(wiring.Component):
         pp_beat = Signal(self.pp_i.payload.shape(), reset_less=True)
         m.d.sync += [pp_valid.eq(pp_issue), pp_beat.params.eq(nt_head.params)]
         m.d.comb += [
-            pp_issue.eq(acc_fifo.r_rdy & ntile_fifo.r_rdy & out_tags.w_rdy
-                        & (result_fifo.level + in_flight < self.RESULT_FIFO)),
+            pp_issue.eq(acc_fifo.r_rdy & ntile_fifo.r_rdy & pp_room),
+            pp_credits_next.eq(pp_credits - pp_issue + (result_fifo.r_en & result_fifo.r_rdy)),
             self.pp_i.valid.eq(pp_valid),
             self.pp_i.payload.eq(pp_beat),
             out_tag_in.addr.eq(nt_head.out_row + acc_tag.item),
@@ -662,19 +679,26 @@ class MLPLane(wiring.Component):
             out_tags.w_data.eq(out_tag_in),
         ]
         for e in range(postprocs):
-            choices = [(mode[s.n] & (beat == b), b * s.postprocs + e)
+            # Each element's multiplexers (next to its post-processor, which may lie across the die from the
+            # others) take the split and the beat from copies of their own: the beat's as a register of the
+            # counter's next value, equal to it in every cycle.
+            element_mode = decode(f"beat{e}")
+            element_beat = replica(m, beat_next, name=f"beat{e}")
+            choices = [(element_mode[s.n] & (element_beat == b), b * s.postprocs + e)
                        for s in shapes if e < s.postprocs for b in range(s.beats)]
             m.d.sync += [
                 pp_beat.acc[e].eq(pick_keyed(choices, lambda i: acc_head[i])),
                 pp_beat.bias[e].eq(pick_keyed(choices, lambda i: nt_head.bias[i])),
             ]
-        m.d.sync += in_flight.eq(in_flight + pp_issue - self.pp_o.valid)
+        m.d.sync += [pp_credits.eq(pp_credits_next), pp_room.eq(pp_credits_next != 0)]
+        m.d.comb += beat_next.eq(beat)
+        m.d.sync += beat.eq(beat_next)
         with m.If(pp_issue):
             with m.If(last_beat):
-                m.d.sync += beat.eq(0)
-                m.d.comb += [acc_fifo.r_en.eq(1), out_tags.w_en.eq(1), ntile_fifo.r_en.eq(acc_tag.end)]
+                m.d.comb += [beat_next.eq(0), acc_fifo.r_en.eq(1), out_tags.w_en.eq(1),
+                             ntile_fifo.r_en.eq(acc_tag.end)]
             with m.Else():
-                m.d.sync += beat.eq(beat + 1)
+                m.d.comb += beat_next.eq(beat + 1)
         m.d.comb += [
             self.pp_o.ready.eq(1),
             result_fifo.w_en.eq(self.pp_o.valid),
@@ -810,19 +834,19 @@ class MLPEngine(wiring.Component):
 
         # The lanes, the activation memory and the post-processor routing each decode `split` into registers
         # of their own (rpaccel.rtl.select.split_modes): all follow a change one cycle later. The array
-        # compares its input with its own copy, so it gets the split from a register.
-        split_q = Signal.like(self.split, name="split_q")
-        m.d.sync += split_q.eq(self.split)
+        # registers its input before it compares or decodes it (so it follows a cycle later too).
 
         m.submodules.array = array = SystolicArray(self.config, tag_shape=g.tag_layout())
         m.submodules.act_mem = act_mem = g.act_memory()
-        m.d.comb += [array.split.eq(split_q), act_mem.split.eq(self.split)]
+        m.d.comb += [array.split.eq(self.split), act_mem.split.eq(self.split)]
 
-        # Between each lane and the array (which span the die apart on the ECP5): a register slice on each of
-        # the item, weight and result streams, so no combinational path runs between them (the array's clock
-        # enables see the result slice's registered ready; the lane's accumulator addresses come from the
-        # slice's registers). A FIFO of LUT RAM on the results was tried: its read address had to reach storage
-        # cells the placer spread between the array and the lane (13.9 ns of routing).
+        # Between each lane and the array (which span the die apart on the ECP5): two register slices in a row
+        # on each of the item, weight and result streams, so no combinational path runs between them (the
+        # array's clock enables see the result slice's registered ready; the lane's accumulator addresses come
+        # from the slice's registers), and each side's handshake logic meets a slice of its own that the placer
+        # can put next to it (with one slice, one of the two sides' `ready` crossed the distance through
+        # logic). A FIFO of LUT RAM on the results was tried: its read address had to reach storage cells the
+        # placer spread between the array and the lane (13.9 ns of routing).
         lanes, slices = [], []
         for lane in range(g.lanes):
             unit = MLPLane(g, lane, act_addr_width=act_mem.addr_width(lane))
@@ -832,17 +856,16 @@ class MLPEngine(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, f"cmd{lane}")), unit.cmd)
             wiring.connect(m, wiring.flipped(getattr(self, f"act{lane}")), unit.act)
             wiring.connect(m, unit.out, wiring.flipped(getattr(self, f"out{lane}")))
-            x_slice, w_slice = RegisterSlice(unit.x.payload.shape()), RegisterSlice(unit.w.payload.shape())
-            y_slice = RegisterSlice(unit.y.payload.shape())
-            m.submodules[f"x_slice{lane}"], m.submodules[f"w_slice{lane}"] = x_slice, w_slice
-            m.submodules[f"y_slice{lane}"] = y_slice
-            slices.append((x_slice, w_slice, y_slice))
-            wiring.connect(m, unit.x, x_slice.i)
-            wiring.connect(m, x_slice.o, array.port("x", lane))
-            wiring.connect(m, unit.w, w_slice.i)
-            wiring.connect(m, w_slice.o, array.port("w", lane))
-            wiring.connect(m, array.port("y", lane), y_slice.i)
-            wiring.connect(m, y_slice.o, unit.y)
+            lane_slices = []
+            for name, source, sink in (("x", unit.x, array.port("x", lane)), ("w", unit.w, array.port("w", lane)),
+                                       ("y", array.port("y", lane), unit.y)):
+                near_source, near_sink = RegisterSlice(source.payload.shape()), RegisterSlice(source.payload.shape())
+                m.submodules[f"{name}_slice{lane}"], m.submodules[f"{name}_slice{lane}b"] = near_source, near_sink
+                wiring.connect(m, source, near_source.i)
+                wiring.connect(m, near_source.o, near_sink.i)
+                wiring.connect(m, near_sink.o, sink)
+                lane_slices += [near_source, near_sink]
+            slices.append(lane_slices)
             wiring.connect(m, unit.act_r, getattr(act_mem, f"read{lane}"))
             wiring.connect(m, unit.act_w, getattr(act_mem, f"write{lane}"))
         m.d.comb += self.idle.eq(Cat(unit.idle & Cat(s.idle for s in lane_slices).all()

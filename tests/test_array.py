@@ -66,7 +66,7 @@ def test_geometry_of_the_splits():
     assert g.rects[4] == (Rect(0, 0, 8, 4), Rect(0, 4, 8, 4), Rect(8, 0, 8, 4), Rect(8, 4, 8, 4))
     assert (g.slot_rows, g.slot_cols) == ([16, 16, 8, 8], [8, 4, 4, 4])
     assert [g.owner(4, r, c) for r, c in [(0, 0), (7, 4), (8, 3), (15, 7)]] == [0, 1, 2, 3]
-    assert g.latency(1) == 27  # 16 rows + 8 columns + 3 PE stages
+    assert g.latency(1) == 28  # 16 rows + 8 columns + 3 PE stages + the result register
     paper = subarray_rects(preset("paper"), 64)
     assert len(paper) == 64 and paper[9] == Rect(16, 16, 16, 16)
 
@@ -147,9 +147,10 @@ def test_one_result_per_cycle_and_the_latency():
     stimulus = back_to_back(5, 6, 2 * rows - 2)
     got, cycles = run_array(TINY, 1, {0: stimulus})
     assert got[0] == stimulus.expected
-    # Settling the split after reset, the first tile's weights, one item per cycle, the latency: no bubble.
+    # The split registered on the way in, settling it after reset, the first tile's weights, one item per cycle,
+    # the latency: no bubble.
     settle = g.settle_cycles
-    assert cycles == settle + 1 + rows + len(stimulus.items) + g.latency(1)
+    assert cycles == 1 + settle + 1 + rows + len(stimulus.items) + g.latency(1)
 
 
 def test_changing_the_split_between_runs():
