@@ -20,11 +20,11 @@ Inside a sub-array, activations enter row ``r`` delayed by ``r`` cycles (skew), 
 a column of R products needs, see :attr:`ArrayGeometry.psum_bits`) enter the top row as zero and leave the
 bottom row of column ``c`` delayed by ``cols - 1 - c`` cycles (deskew), so a result is presented
 ``rows + cols + 4`` cycles after its item was accepted (:meth:`ArrayGeometry.latency`; three of them are the
-PE's pipeline, one the write into the output FIFO, which lands a cycle after it is accepted). The skew and
-deskew delays are circular buffers in LUT RAM. Weights enter at the bottom row of each column and shift up one
-row per transfer; column ``c`` receives a row ``c`` cycles after column 0, so a bank is free again for loading
-``rows - 1`` cycles after the last item of its tile was accepted (the item has passed column ``c`` by the time
-the load reaches it): a tile of ``2 * rows - 2`` or more items hides the next tile's load fully.
+PE's pipeline, one the write into the output FIFO, which lands a cycle after it is accepted). The skew and deskew delays are circular
+buffers in LUT RAM. Weights enter at the bottom row of each column and shift up one row per transfer; column
+``c`` receives a row ``c`` cycles after column 0, so a bank is free again for loading ``rows - 1`` cycles
+after the last item of its tile was accepted (the item has passed column ``c`` by the time the load reaches
+it): a tile of ``2 * rows - 2`` or more items hides the next tile's load fully.
 
 Flow control: each sub-array is one pipeline with a clock enable (the PEs' ``en``), computed from the fill
 level of a four-entry output FIFO and registered twice, the second time per block and per skew line, so that
@@ -40,14 +40,14 @@ effect a cycle later), compares that with a second copy, and every block and slo
 one-hot replica of its own (:func:`rpaccel.rtl.select.split_modes`), so no split-dependent multiplexer hangs on
 a die-wide net.
 
-A reset is handled like a change of split, a cycle later: "the split has changed or a reset happened" is itself
-a register (a copy per slot, one for the settle counter), so the control registers take no reset of their own and
-the reset net reaches those few flip-flops rather than every slot's and block's.
+A reset is handled like a change of split: a register takes the domain's reset and restarts the slots a cycle
+later, so the control registers take no reset of their own and the reset net reaches one flip-flop here rather
+than every slot's and block's.
 """
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, ResetSignal, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -265,18 +265,16 @@ class SystolicArray(wiring.Component):
         # The split in use: `split` (from the caller's register) against the array's copy. A change resets the
         # bank state and the output FIFOs, then holds every stream for `settle` cycles while the delay lines
         # fill with bubbles. Each slot and each block decodes the split one-hot into registers of its own. A
-        # reset restarts the array the same way, a cycle later, so the state below takes no reset. The input is
-        # registered first (`split`, next to the slots' control), and `changed` (the registered split differs
-        # from its previous value, or the previous cycle was in reset) is decided a cycle ahead into registers,
-        # a copy per slot: the streams' ready signals then depend on registers only.
+        # reset restarts the array the same way, a cycle later (`restart`), so the state below takes no reset.
+        # The input is registered first (`split`, next to the slots' control), so the comparison and the streams'
+        # ready signals do not wait for a net from the caller's register across the die.
         split = Signal.like(self.split, name="split", reset_less=True)
-        m.d.sync += split.eq(self.split)
-
-        def changed_copy(name):
-            return replica(m, (self.split != split) | ResetSignal(), name=name, reset_less=True)
-
-        changed = changed_copy("changed")
+        split_q = Signal.like(self.split, name="split_q", reset_less=True)
+        restart = Signal(name="restart", reset_less=True)
+        changed = Signal()
         settle = Signal(range(self.settle_cycles + 1), init=self.settle_cycles, reset_less=True)
+        m.d.sync += [split.eq(self.split), split_q.eq(split), restart.eq(ResetSignal())]
+        m.d.comb += changed.eq((split_q != split) | restart)
         # `settled` is `settle == 0` a cycle ahead, in a register: the streams' ready signals, which fan out to
         # the slots' input registers, are then a compare of the split and a few registers.
         settled = Signal(reset_less=True)
@@ -284,6 +282,7 @@ class SystolicArray(wiring.Component):
             m.d.sync += [settle.eq(self.settle_cycles), settled.eq(0)]
         with m.Elif(settle != 0):
             m.d.sync += [settle.eq(settle - 1), settled.eq(settle == 1)]
+        quiet = ~changed & settled
         slot_mode = [split_modes(m, split, g.splits, name=f"slot{s}") for s in range(g.slots)]
         block_mode = {(br, bc): split_modes(m, split, g.splits, name=f"block_{br}_{bc}")
                       for br in range(rows // block) for bc in range(cols // block)}
@@ -295,8 +294,6 @@ class SystolicArray(wiring.Component):
             x, w, y = self.port("x", s), self.port("w", s), self.port("y", s)
             modes, mode = g.modes_of(s), slot_mode[s]
             active = replica(m, Cat(split == n for n in modes).any(), name=f"active{s}", reset_less=True)
-            slot_changed = changed_copy(f"changed{s}")
-            quiet = ~slot_changed & settled
             slot_rows = pick([(mode[n], g.rects[n][s].rows) for n in modes])
 
             en.append(Signal(name=f"en{s}"))
@@ -318,7 +315,7 @@ class SystolicArray(wiring.Component):
                 w_fire[s].eq(w.valid & w.ready),
                 x_fire[s].eq(x.valid & x.ready),
             ]
-            with m.If(slot_changed):
+            with m.If(changed):
                 m.d.sync += [full[0].eq(0), full[1].eq(0), busy[0].eq(0), busy[1].eq(0), load_row.eq(0),
                              load_bank[s].eq(0), use_bank[s].eq(0)]
             with m.Else():
@@ -352,7 +349,8 @@ class SystolicArray(wiring.Component):
             # Cut by column (the columns leave the array at exit points far apart), the tag in a slice of its
             # own; each slice registers its write next to itself (rtl.pipeline.SlicedFIFO).
             tag_bits = len(Cat(x.payload.tag))
-            fifo = SlicedFIFO([ACC_BITS] * g.slot_cols[s] + ([tag_bits] if tag_bits else []), depth=self.FIFO_DEPTH)
+            fifo = ResetInserter(changed)(SlicedFIFO([ACC_BITS] * g.slot_cols[s] + ([tag_bits] if tag_bits else []),
+                                                     depth=self.FIFO_DEPTH))
             m.submodules[f"fifo{s}"] = fifo
             level_next = fifo.level + fifo.w_en - (fifo.r_rdy & y.ready)
             early = Signal(name=f"early{s}")
@@ -361,7 +359,6 @@ class SystolicArray(wiring.Component):
                 y.valid.eq(fifo.r_rdy),
                 y.payload.eq(fifo.r_data),
                 fifo.r_en.eq(y.ready),
-                fifo.clear.eq(slot_changed),
             ]
             m.d.sync += [en_mid[s].eq(early), en[s].eq(en_mid[s])]
 

@@ -1,6 +1,6 @@
 """Pipeline registers between blocks: a stream register slice, and a FIFO whose storage is cut into slices."""
 
-from amaranth.hdl import Cat, Module, Mux, ResetSignal, Shape, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -66,9 +66,7 @@ class SlicedFIFO(wiring.Component):
     pointers, the write enable and its part of the write data in registers of its own, which the placer can
     put next to the slice. The write lands a cycle after it is accepted, so an entry can be read two cycles
     after its write (one more than :class:`amaranth.lib.fifo.SyncFIFO`); reads are as in ``SyncFIFO``
-    (``r_data`` is valid while ``r_rdy``, asynchronously read). No pointer copy takes a reset, so the reset net
-    need not reach the slices: a reset (or ``clear``) empties the FIFO by moving the write pointer to the read
-    pointer.
+    (``r_data`` is valid while ``r_rdy``, asynchronously read).
 
     Parameters
     ----------
@@ -83,8 +81,6 @@ class SlicedFIFO(wiring.Component):
         Write side, as ``SyncFIFO``'s.
     r_data : Out(sum(widths)), r_en : In(1), r_rdy : Out(1)
         Read side, as ``SyncFIFO``'s.
-    clear : In(1)
-        Empty the FIFO (as a reset does): a write in the same cycle is dropped, a read still takes the head.
     level : Out(range(depth + 1))
         Entries accepted and not yet read (including one still being written).
     """
@@ -101,8 +97,7 @@ class SlicedFIFO(wiring.Component):
         self.widths, self.depth = tuple(widths), depth
         width = sum(widths)
         super().__init__({"w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
-                          "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1), "level": Out(range(depth + 1)),
-                          "clear": In(1)})
+                          "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1), "level": Out(range(depth + 1))})
 
     def elaborate(self, platform):
         m = Module()
@@ -114,44 +109,37 @@ class SlicedFIFO(wiring.Component):
         # `level` counts what is accepted (for w_rdy); `filled` what has landed in the slices (for r_rdy).
         filled = Signal(range(depth + 1))
         landing = Signal()  # a write accepted last cycle lands in this cycle
-        # The pointers take no reset: the read pointer and its copies are registers of the same `r_next` and
-        # stay equal whatever happens; emptying moves the write pointer to the read pointer.
-        w_ptr = Signal(range(depth), reset_less=True)
-        r_ptr = Signal(range(depth), reset_less=True)
+        w_ptr, r_ptr = Signal(range(depth)), Signal(range(depth))
         r_next = Signal.like(r_ptr)
-        do_write, do_read, empty = Signal(), Signal(), Signal()
+        do_write, do_read = Signal(), Signal()
         m.d.comb += [
             self.w_rdy.eq(self.level != depth),
             self.r_rdy.eq(filled != 0),
-            empty.eq(self.clear | ResetSignal()),
-            do_write.eq(self.w_en & self.w_rdy & ~empty),
+            do_write.eq(self.w_en & self.w_rdy),
             do_read.eq(self.r_en & self.r_rdy),
             r_next.eq(Mux(do_read, incr(r_ptr), r_ptr)),
         ]
-        m.d.sync += r_ptr.eq(r_next)
-        with m.If(empty):
-            m.d.sync += [self.level.eq(0), filled.eq(0), landing.eq(0), w_ptr.eq(r_next)]
-        with m.Else():
-            m.d.sync += [
-                self.level.eq(self.level + do_write - do_read),
-                filled.eq(filled + landing - do_read),
-                landing.eq(do_write),
-            ]
-            with m.If(do_write):
-                m.d.sync += w_ptr.eq(incr(w_ptr))
+        m.d.sync += [
+            self.level.eq(self.level + do_write - do_read),
+            filled.eq(filled + landing - do_read),
+            landing.eq(do_write),
+            r_ptr.eq(r_next),
+        ]
+        with m.If(do_write):
+            m.d.sync += w_ptr.eq(incr(w_ptr))
 
         low, parts = 0, []
         for k, width in enumerate(self.widths):
             memory = Memory(shape=width, depth=depth, init=[])
             m.submodules[f"slice{k}"] = memory
             write, read = memory.write_port(), memory.read_port(domain="comb")
-            # The write: enable, address and data registered per slice. The read address: a copy of the read
-            # pointer's next value, so equal to the read pointer in every cycle. No reset: a write accepted
-            # before a reset or clear lands before any write accepted after it, and the latter overwrites it.
+            # The write: enable, address and data registered per slice (no reset: a write that lands during a
+            # reset goes to an entry that is not counted). The read address: a copy of the read pointer's next
+            # value, so equal to it in every cycle (reset with it).
             we = replica(m, do_write, name=f"slice{k}_we", reset_less=True)
             w_addr = replica(m, w_ptr, name=f"slice{k}_w_addr", reset_less=True)
             w_data = Signal(width, name=f"slice{k}_w_data", reset_less=True)
-            r_addr = replica(m, r_next, name=f"slice{k}_r_addr", reset_less=True)
+            r_addr = replica(m, r_next, name=f"slice{k}_r_addr")
             m.d.sync += w_data.eq(self.w_data[low:low + width])
             m.d.comb += [write.en.eq(we), write.addr.eq(w_addr), write.data.eq(w_data), read.addr.eq(r_addr)]
             parts.append(read.data)
