@@ -20,14 +20,14 @@ Inside a sub-array, activations enter row ``r`` delayed by ``r`` cycles (skew), 
 a column of R products needs, see :attr:`ArrayGeometry.psum_bits`) enter the top row as zero and leave the
 bottom row of column ``c`` delayed by ``cols - 1 - c`` cycles (deskew), so a result is presented
 ``rows + cols + 4`` cycles after its item was accepted (:meth:`ArrayGeometry.latency`; three of them are the
-PE's pipeline, one the write into the output FIFO, which lands a cycle after it is accepted). The skew and deskew delays are circular
+PE's pipeline, one the register after the slot's result multiplexer). The skew and deskew delays are circular
 buffers in LUT RAM. Weights enter at the bottom row of each column and shift up one row per transfer; column
 ``c`` receives a row ``c`` cycles after column 0, so a bank is free again for loading ``rows - 1`` cycles
 after the last item of its tile was accepted (the item has passed column ``c`` by the time the load reaches
 it): a tile of ``2 * rows - 2`` or more items hides the next tile's load fully.
 
 Flow control: each sub-array is one pipeline with a clock enable (the PEs' ``en``), computed from the fill
-level of a four-entry output FIFO and registered twice, the second time per block and per skew line, so that
+level of a three-entry output FIFO and registered twice, the second time per block and per skew line, so that
 no combinational path runs from ``y.ready`` into the array or to ``x.ready``/``w.ready`` and the enable crosses
 the die from flip-flop to flip-flop. A stalled sub-array freezes its items, its partial sums and its weight
 loads together. What a slot accepts is registered next to its handshake logic, and the entry and load points
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Module, Mux, ResetInserter, ResetSignal, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -56,7 +57,6 @@ from ..config import AccelConfig
 from ..numeric import ACC_BITS, ACT_BITS, INT8_MIN
 from .floorplan import array_dsp_sites, dsp_rows
 from .pe import ProcessingElement
-from .pipeline import SlicedFIFO
 from .select import pick, replica, split_modes
 
 __all__ = ["ArrayGeometry", "Rect", "SystolicArray", "subarray_rects"]
@@ -231,10 +231,9 @@ class SystolicArray(wiring.Component):
         Results of slot ``s``.
     """
 
-    #: Depth of each slot's output FIFO: three entries let a never-stalled consumer take a result every cycle (a
-    #: write lands a cycle after it is accepted, so two entries are always in flight), the fourth takes the
-    #: result of the cycle the clock enable needs to reach the whole sub-array (see ``early``).
-    FIFO_DEPTH = 4
+    #: Depth of each slot's output FIFO: two entries let a never-stalled consumer take a result every cycle, the
+    #: third takes the result of the cycle the clock enable needs to reach the whole sub-array (see ``early``).
+    FIFO_DEPTH = 3
     # Cycles (out of ``rows``) a released bank does not wait before loading; 2 is exact (tests plant 3).
     _GUARD = 2
 
@@ -345,12 +344,9 @@ class SystolicArray(wiring.Component):
             # Output FIFO; the clock enable of the whole sub-array follows its fill level two cycles late: the
             # decision (`early`) is registered once here (`en_mid`) and once more next to every block and delay
             # line (the replicas of `enable`, and `en` here), so the path across the die runs from flip-flop to
-            # flip-flop. The FIFO's last entry takes the result of the extra cycle.
-            # Cut by column (the columns leave the array at exit points far apart), the tag in a slice of its
-            # own; each slice registers its write next to itself (rtl.pipeline.SlicedFIFO).
-            tag_bits = len(Cat(x.payload.tag))
-            fifo = ResetInserter(changed)(SlicedFIFO([ACC_BITS] * g.slot_cols[s] + ([tag_bits] if tag_bits else []),
-                                                     depth=self.FIFO_DEPTH))
+            # flip-flop. The FIFO's third entry takes the result of the extra cycle.
+            layout = y_layout(g.slot_cols[s], self.tag_shape)
+            fifo = ResetInserter(changed)(SyncFIFO(width=layout.size, depth=self.FIFO_DEPTH))
             m.submodules[f"fifo{s}"] = fifo
             level_next = fifo.level + fifo.w_en - (fifo.r_rdy & y.ready)
             early = Signal(name=f"early{s}")
@@ -486,9 +482,10 @@ class SystolicArray(wiring.Component):
                             m.d.comb += p.w_in[bank].eq(Mux(at_load, load[r, c][0], below) if at_load is not None
                                                         else load[r, c][0] if here else below)
 
-        # Per-slot item tracker (valid and tag) aligned with the results, and the FIFO input. The results are
-        # chosen among the exit points by the split; the FIFO's slices register them (and the tag) next to their
-        # storage, so neither the delay lines' LUT RAM nor the split decode lies on a path into that storage.
+        # Per-slot item tracker (valid and tag) aligned with the results, and the FIFO input. The results,
+        # chosen among the exit points by the split, and the tracker's output are registered (one more stage
+        # of the slot's pipeline, enabled with it), so that neither the delay lines' LUT RAM nor the split
+        # decode lies on a path into the output FIFO's LUT RAM. No reset: see `w_q`.
         for s in range(g.slots):
             x = self.port("x", s)
             modes, mode = g.modes_of(s), slot_mode[s]
@@ -496,14 +493,18 @@ class SystolicArray(wiring.Component):
                             {n: g.latency(n) - 2 for n in modes}, dict.fromkeys(modes, s), mode)
             psums = []
             for lc in range(g.slot_cols[s]):
-                psum = Signal(signed(ACC_BITS), name=f"result{s}_{lc}")
-                m.d.comb += psum.eq(pick([(mode[n], exits[g.rects[n][s].bottom, g.rects[n][s].col + lc])
-                                           for n in modes if lc < g.rects[n][s].cols]))
+                psum = Signal(signed(ACC_BITS), name=f"result{s}_{lc}", reset_less=True)
+                with m.If(en[s]):
+                    m.d.sync += psum.eq(pick([(mode[n], exits[g.rects[n][s].bottom, g.rects[n][s].col + lc])
+                                              for n in modes if lc < g.rects[n][s].cols]))
                 psums.append(psum)
+            track_q = Signal.like(tracked, name=f"track{s}_q", reset_less=True)
+            with m.If(en[s]):
+                m.d.sync += track_q.eq(tracked)
             fifo = m.submodules[f"fifo{s}"]
             m.d.comb += [
-                fifo.w_en.eq(en[s] & tracked[0]),
-                fifo.w_data.eq(Cat(*psums, tracked[1:])),
+                fifo.w_en.eq(en[s] & track_q[0]),
+                fifo.w_data.eq(Cat(*psums, track_q[1:])),
             ]
         return m
 
