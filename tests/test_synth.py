@@ -55,13 +55,20 @@ def test_synth_pe_on_ice40(capsys, tmp_path):
 
 @pytest.mark.synth
 def test_synth_postproc_on_ecp5(capsys, tmp_path):
-    r = synth_json(capsys, "postproc", "--target", "ecp5-85f", "--build-dir", str(tmp_path))
+    r = synth_json(capsys, "postproc", "--target", "ecp5-85f", "--build-dir", str(tmp_path), "--placement")
     assert r["fmax_mhz"] > 0 and r["clock_constraint_mhz"] == 125.0
     assert r["cells"]["dsps"] == 2          # x * m as two 16 x 16 products
     assert r["utilization"]["luts"]["available"] == 83640
     assert r["critical_path"]["delay_ns"] > 0
     assert r["tools"]["YOSYS"].startswith("Yosys 0.69")
     assert_sdf_timing_agrees(r, tmp_path)
+    # --placement: the routed design with every cell's tile, which rpaccel.rtl.timing.read_placement summarises.
+    from rpaccel.rtl.timing import read_placement
+
+    blocks = {b.block: b for b in read_placement(tmp_path / "placed.json")}
+    assert blocks["dut"].cells > 100
+    assert all(0 <= b.x_span[0] <= b.x_span[1] < 130 and 0 <= b.y_span[0] <= b.y_span[1] < 100
+               for b in blocks.values())
 
 
 def assert_sdf_timing_agrees(r, build_dir):
