@@ -475,12 +475,18 @@ class SystolicArray(wiring.Component):
                             above = pe[r - 1][c].psum_out
                             m.d.comb += p.psum_in.eq(Mux(local_mode(f"top_here_{r}_{c}", top), 0, above)
                                                      if top else above)
+                        # The weight chain: from the load point where a sub-array's bottom row is here (always
+                        # in the array's bottom row), else from the PE below.
                         here = [n for n, bottom in bottoms.items() if bottom == r]
                         at_load = local_mode(f"load_here_{r}_{c}", here) if here and r + 1 < rows else None
                         for bank in range(2):  # a load chain per bank: w_bank only enables the registers
-                            below = pe[r + 1][c].w_out[bank] if r + 1 < rows else 0
-                            m.d.comb += p.w_in[bank].eq(Mux(at_load, load[r, c][0], below) if at_load is not None
-                                                        else load[r, c][0] if here else below)
+                            if r + 1 == rows:
+                                source = load[r, c][0]
+                            elif at_load is not None:
+                                source = Mux(at_load, load[r, c][0], pe[r + 1][c].w_out[bank])
+                            else:
+                                source = pe[r + 1][c].w_out[bank]
+                            m.d.comb += p.w_in[bank].eq(source)
 
         # Per-slot item tracker (valid and tag) aligned with the results, and the FIFO input. The results,
         # chosen among the exit points by the split, and the tracker's output are registered (one more stage

@@ -86,8 +86,7 @@ class SlicedFIFO(wiring.Component):
     """
 
     def __init__(self, widths, *, depth):
-        widths = list(widths) if isinstance(widths, (list, tuple)) else widths
-        if (not isinstance(widths, list) or not widths
+        if (not isinstance(widths, (list, tuple)) or not widths
                 or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
             self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
             raise TypeError(f"Sliced FIFO widths must be a non-empty list of positive integers, not {widths!r}")

@@ -16,6 +16,7 @@ of a placed design lies (its cells' tiles, from the JSON nextpnr writes with ``-
 --placement`` asks for it).
 """
 
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -374,8 +375,6 @@ def read_placement(path, depth=2):
     PlacementError
         The file is missing, not JSON, or has no placed cells.
     """
-    import json
-
     if not isinstance(depth, int) or depth < 1:
         raise ValueError(f"Placement depth must be a positive integer, not {depth!r}")
     path = Path(path)

@@ -92,7 +92,7 @@ def as_json(report, groups=20):
                        for g in report.groups[:groups]]}
 
 
-def placement(build, depth, limit, as_json_):
+def placement(build, depth, limit, json_out):
     from ..rtl.timing import PlacementError, read_placement
 
     if depth < 1:
@@ -103,7 +103,7 @@ def placement(build, depth, limit, as_json_):
         blocks = read_placement(path, depth)
     except PlacementError as error:
         raise CommandFailed(str(error)) from None
-    if as_json_:
+    if json_out:
         print_json([{"block": b.block, "cells": b.cells, "centre": list(b.centre), "x_span": list(b.x_span),
                      "y_span": list(b.y_span)} for b in blocks[:limit]])
         return 0
