@@ -32,7 +32,7 @@ def _non_negative_int(name, value):
         raise ConfigError(f"{name} must be a non-negative integer, not {value!r}")
 
 
-# Synthesis targets a preset can be meant for (see rpaccel.rtl.synth for the boards behind them).
+# Synthesis targets a preset can be meant for (see rpaccel.flow.synth for the boards behind them).
 TARGETS = ("ice40-up5k", "ecp5-85f", "none")
 
 

@@ -5,7 +5,7 @@ is not built yet, but the device it will go on is fixed: :class:`ChipParts` puts
 embedding unit (with the memory port leaving the chip) and its ``topk_units`` top-k units into one design, each
 with its own ports, so that synthesis and place-and-route answer whether the preset fits the device and at what
 clock its units run when they share it. ``rpaccel synth parts`` and ``rpaccel bench chip --whole`` build it
-(Yosys 0.69 needs the synthesis flow's ``splitnets`` step for it, see :mod:`rpaccel.rtl.synth`).
+(Yosys 0.69 needs the synthesis flow's ``splitnets`` step for it, see :mod:`rpaccel.flow.synth`).
 """
 
 from amaranth.hdl import Module

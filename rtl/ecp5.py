@@ -4,7 +4,7 @@ pipeline registers that the processing element, the post-processor and the embed
 Yosys maps a ``*`` on the ECP5 to a MULT18X18D without any of its registers, so the flip-flops in front of and
 behind a multiplier are fabric flip-flops that the placer may put far from the block. A component that wants the
 registers inside the block instantiates it here when ``is_ecp5(platform)``, and writes the multiplication out
-with fabric registers everywhere else (simulation, iCE40); ``rpaccel.sim.equivalence`` checks that the two agree.
+with fabric registers everywhere else (simulation, iCE40); ``rpaccel.flow.equivalence`` checks that the two agree.
 (``rtl.memory.RegisteredRAM`` builds its DP16KD blocks itself on the same test.)
 """
 
@@ -15,7 +15,7 @@ __all__ = ["ECP5_MULTIPLIER_REGISTERS", "ecp5_registered_multiplier", "is_ecp5"]
 
 def is_ecp5(platform):
     """Whether ``platform`` is an ECP5 (anything whose ``family`` is ``"ecp5"``, such as the stand-in of
-    :mod:`rpaccel.sim.equivalence`)."""
+    :mod:`rpaccel.flow.equivalence`)."""
     return getattr(platform, "family", None) == "ecp5"
 
 

@@ -28,7 +28,7 @@ Commands of one lane start in order within each unit, and overlap across units: 
 ahead of the feeder (so the next tile's weights load while the current one computes), the loader fills the
 next chunk's inputs while layers run. Dependencies are explicit: a command waits until ``wait_inputs`` INPUT
 and ``wait_layers`` LAYER commands of its lane have completed (counted modulo 256; a LAYER completes when its
-last result has been written). The host-side layout code (:mod:`rpaccel.sim.mlp_layout`) builds the weight
+last result has been written). The host-side layout code (:mod:`rpaccel.host.driver.mlp`) builds the weight
 image and the command and input streams of a whole batch, chunk by chunk, so the host never steps in per
 layer.
 

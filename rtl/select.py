@@ -6,7 +6,7 @@ __all__ = ["REPLICA_ATTR", "pick", "pick_keyed", "replica", "split_modes"]
 
 #: Attribute that marks a register as a deliberate replica. Synthesis would merge identical registers into one
 #: (Yosys ``opt_merge``), giving a single driver with a fan-out of thousands across the die; the flow in
-#: :mod:`rpaccel.rtl.synth` sets ``keep`` on the flip-flops of wires with this attribute so each copy stays
+#: :mod:`rpaccel.flow.synth` sets ``keep`` on the flip-flops of wires with this attribute so each copy stays
 #: next to its loads.
 REPLICA_ATTR = "rpaccel_replica"
 

@@ -53,7 +53,7 @@ class EngineHarness(wiring.Component):
 
 
 def simulate_plan(config, plan, *, pause=0.0, seed=0, max_cycles=1_000_000):
-    """Run an :class:`~rpaccel.sim.mlp_layout.EnginePlan` on :class:`EngineHarness` in the Amaranth simulator
+    """Run an :class:`~rpaccel.host.driver.mlp.EnginePlan` on :class:`EngineHarness` in the Amaranth simulator
     (for small configurations), with random idle inputs and back-pressured outputs; return
     ``(decoded outputs, cycles)``."""
     import numpy as np
@@ -90,7 +90,7 @@ def simulate_plan(config, plan, *, pause=0.0, seed=0, max_cycles=1_000_000):
 
 
 def play_plan(config, plan, *, pause=0.0, seed=1, direct=True, max_cycles=100_000_000):
-    """Run an :class:`~rpaccel.sim.mlp_layout.EnginePlan` on :class:`EngineHarness` in Verilator through the
+    """Run an :class:`~rpaccel.host.driver.mlp.EnginePlan` on :class:`EngineHarness` in Verilator through the
     file-driven :class:`~rpaccel.sim.player.Player`; return ``(decoded outputs, PlayerResult)``."""
     from .player import Player
 

@@ -73,7 +73,7 @@ def _synth_arguments(p):
 
 def bench_synth(args):
     from ..config import PRESETS
-    from ..rtl.catalog import CATALOG
+    from ..flow.catalog import CATALOG
     from .synth import synth_one
 
     components = args.components.split(",") if args.components else list(BLOCK_COMPONENTS)

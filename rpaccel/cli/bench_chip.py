@@ -24,7 +24,7 @@ def _arguments(p):
 
 
 def _pack(component, config, build_dir):
-    from ..rtl.synth import SynthError, synthesize
+    from ..flow.synth import SynthError, synthesize
 
     print(f"  packing {component} ({config.name}) on ecp5-85f ...", flush=True)
     try:

@@ -1,7 +1,7 @@
 """``rpaccel bench gemm``: the MLP engine on RecPipe's bottom MLPs, on Verilator, checked against the golden model.
 
 For every model, split and batch size the engine runs the whole batch (the host's command and input streams
-for all chunks are built up front by :mod:`rpaccel.sim.mlp_layout`; in split ``n`` each lane gets ``batch / n``
+for all chunks are built up front by :mod:`rpaccel.host.driver.mlp`; in split ``n`` each lane gets ``batch / n``
 items of the same model, sharing one weight image). Reported per run:
 
 * cycles: from the first command the engine accepts to the last result it delivers, which includes every tile's
@@ -75,9 +75,9 @@ def tile_bound(config, dims, split):
 
 def run_case(config, model, dims, split, batch, *, seed, pause, direct=True):
     """Run one batch; return a result row (dict). Raises CommandFailed on any mismatch."""
+    from ..host.driver.mlp import plan_engine
     from ..sim.golden.mlp import mlp_forward, random_input
     from ..sim.mlp_harness import play_plan
-    from ..sim.mlp_layout import plan_engine
 
     if batch % split:
         raise CLIError(f"Batch {batch} does not divide among {split} sub-arrays")
@@ -118,7 +118,7 @@ def _synth_one(component, target, config, seed, timeout=None, router=None, place
     import json
     from pathlib import Path
 
-    from ..rtl.synth import SynthError, _cell_counts, lookup_target, synthesize
+    from ..flow.synth import SynthError, _cell_counts, lookup_target, synthesize
 
     build_dir = Path("build") / "synth" / f"{component}-{target}-{config.name}"
     try:
@@ -143,8 +143,8 @@ FLOOR_MHZ = 100.0
 
 
 def _floor_timing(sdf, groups=6):
-    """What misses the floor: failing endpoints at ``FLOOR_MHZ`` and the worst groups (rpaccel.rtl.timing)."""
-    from ..rtl.timing import analyse, read_sdf
+    """What misses the floor: failing endpoints at ``FLOOR_MHZ`` and the worst groups (rpaccel.flow.timing)."""
+    from ..flow.timing import analyse, read_sdf
 
     report = analyse(read_sdf(sdf), 1000.0 / FLOOR_MHZ)
     return {"mhz": FLOOR_MHZ, "endpoints": report.endpoints, "failing": report.failing,
@@ -156,7 +156,7 @@ def _floor_timing(sdf, groups=6):
 
 def _synth(args):
     from ..config import preset
-    from ..rtl.synth import PLACERS, ROUTERS
+    from ..flow.synth import PLACERS, ROUTERS
 
     runs = SYNTH_RUNS
     for option, value, known in (("--router", args.router, ROUTERS), ("--placer", args.placer, PLACERS)):

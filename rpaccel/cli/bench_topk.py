@@ -95,7 +95,7 @@ def simulate(k_max, lanes, candidates, queries, seed):
 def synthesize_unit(k_max, seed, build_dir, component="topk", timeout=None):
     """Synthesise ``component`` (one unit of ``k_max`` by default) for the ECP5-85F at the small preset's clock."""
     from ..config import preset
-    from ..rtl.synth import SynthError, synthesize
+    from ..flow.synth import SynthError, synthesize
 
     config = replace(preset("small"), k_max=k_max)
     folder = Path(build_dir) / (f"topk-k{k_max}" if component == "topk" else component)

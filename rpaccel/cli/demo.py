@@ -65,12 +65,12 @@ def run_query(args):
     import numpy as np
 
     from ..config import preset
+    from ..host.driver.mlp import plan_engine
     from ..numeric import topk
     from ..rtl.topk import TopKUnit
     from ..sim.golden.mlp import mlp_forward, random_input, random_mlp
     from ..sim.golden.topk import Query, pack_elements, stream_elements, unit_model, unpack_results
     from ..sim.mlp_harness import play_plan
-    from ..sim.mlp_layout import plan_engine
     from ..sim.player import Player
     from ..sim.verilator import ToolNotFound
 

@@ -37,7 +37,7 @@ def _tool(name, variable, version_of):
 def collect():
     import os
 
-    from ..rtl.synth import TARGETS, tool_versions
+    from ..flow.synth import TARGETS, tool_versions
     from ..sim.cache import cache_dir
     from ..sim.verilator import ensure_verilator, verilator_version
 

@@ -27,8 +27,8 @@ def register(subparsers):
 
 
 def list_catalog():
-    from ..rtl.catalog import CATALOG
-    from ..rtl.synth import TARGETS
+    from ..flow.catalog import CATALOG
+    from ..flow.synth import TARGETS
 
     width = max(len(name) for name in [*CATALOG, *TARGETS])
     print("components:")
@@ -44,8 +44,8 @@ def list_catalog():
 def synth_one(component, target, config, *, clock=None, seed=1, build_dir=None, timeout=None, placer=None,
               router=None, placement=False):
     """Run one synthesis, turning the flow's errors into CLI errors (``timeout``: see ``synthesize``)."""
-    from ..rtl.catalog import UnknownComponent
-    from ..rtl.synth import SynthError, UnknownTarget, synthesize
+    from ..flow.catalog import UnknownComponent
+    from ..flow.synth import SynthError, UnknownTarget, synthesize
 
     try:
         return synthesize(component, target, config, clock_mhz=clock, build_dir=build_dir, seed=seed,
@@ -84,8 +84,8 @@ def run(args):
         raise CLIError("give a COMPONENT (see rpaccel synth --list)")
     if not args.target:
         raise CLIError("give --target (ice40-up5k or ecp5-85f)")
-    from ..rtl.catalog import CATALOG
-    from ..rtl.synth import TARGETS
+    from ..flow.catalog import CATALOG
+    from ..flow.synth import TARGETS
 
     if args.component not in CATALOG:
         raise CLIError(f"unknown component {args.component!r} (known: {', '.join(CATALOG)})")

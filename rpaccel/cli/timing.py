@@ -93,7 +93,7 @@ def as_json(report, groups=20):
 
 
 def placement(build, depth, limit, json_out):
-    from ..rtl.timing import PlacementError, read_placement
+    from ..flow.timing import PlacementError, read_placement
 
     if depth < 1:
         raise CLIError(f"--depth must be a positive integer, not {depth}")
@@ -118,7 +118,7 @@ def placement(build, depth, limit, json_out):
 
 
 def run(args):
-    from ..rtl.timing import SdfError, analyse, read_sdf
+    from ..flow.timing import SdfError, analyse, read_sdf
 
     if args.groups < 0 or args.show < 0:
         raise CLIError("--groups and --show must not be negative")

@@ -2,7 +2,7 @@
 
 nextpnr reports one critical path per clock and a slack histogram. Closing timing on a large design needs the
 whole list: which registers miss the period, grouped by what they are, and the worst path of each group. nextpnr
-writes the routed design's delays as SDF (``--sdf``; :func:`rpaccel.rtl.synth.synthesize` always asks for it):
+writes the routed design's delays as SDF (``--sdf``; :func:`rpaccel.flow.synth.synthesize` always asks for it):
 every cell's arcs (``IOPATH``), every routed connection (``INTERCONNECT``) and every register's setup time
 (``SETUPHOLD``). This module reads that file and propagates arrival times from every launching register (a
 flip-flop's, DSP's or block RAM's clock-to-output) through the combinational arcs to every checked input, using

@@ -9,10 +9,10 @@ import pytest
 from amaranth.hdl import Fragment, Instance
 
 from rpaccel.config import preset
+from rpaccel.flow.synth import TARGETS, tool_env
 from rpaccel.rtl.array import SystolicArray
 from rpaccel.rtl.floorplan import ECP5_DSP_SITES, array_dsp_sites, dsp_rows
 from rpaccel.rtl.pe import ProcessingElement
-from rpaccel.rtl.synth import TARGETS, tool_env
 
 SITES = ECP5_DSP_SITES["LFE5U-85F"]
 

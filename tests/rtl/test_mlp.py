@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from rpaccel.config import preset
+from rpaccel.host.driver.mlp import chunk_limit, plan_engine
 from rpaccel.rtl.mlp import EngineGeometry
 from rpaccel.sim.golden.mlp import mlp_forward, random_input, random_mlp
 from rpaccel.sim.mlp_harness import play_plan, simulate_plan
-from rpaccel.sim.mlp_layout import chunk_limit, plan_engine
 
 TINY, SMALL = preset("tiny"), preset("small")
 # Widths the random shapes draw from: primes, powers of two and their neighbours, widths under the array's.

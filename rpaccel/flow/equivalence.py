@@ -32,9 +32,9 @@ from amaranth.back import rtlil
 from amaranth.hdl import Shape
 from amaranth.lib.wiring import In
 
-from .cache import cache_entry, digest, mark_complete
-from .player import DIRECT_ARGS
-from .verilator import BUILD_ARGS, _make_flags, _make_overrides, ensure_verilator, verilator_version
+from ..sim.cache import cache_entry, digest, mark_complete
+from ..sim.player import DIRECT_ARGS
+from ..sim.verilator import BUILD_ARGS, _make_flags, _make_overrides, ensure_verilator, verilator_version
 
 __all__ = ["ECP5_STAND_IN", "MULT18X18D_MODEL", "EquivalenceFailure", "EquivalenceResult", "check_ecp5_equivalence"]
 
@@ -338,7 +338,7 @@ def check_ecp5_equivalence(gold, gate, *, correspondences=(), cycles=20_000, see
         names both), when a flip-flop does not start at zero, when the gate netlist holds a MULT18X18D with
         parameters the model does not implement, or when a tool fails.
     """
-    from rpaccel.rtl.synth import TARGETS, tool_env
+    from .synth import TARGETS, tool_env
 
     started = time.perf_counter()
     if _inputs(gold) != _inputs(gate):

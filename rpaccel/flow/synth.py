@@ -1,6 +1,6 @@
 """Synthesis flow: Yosys and nextpnr (YoWASP by default) through amaranth-boards platforms.
 
-A component from :mod:`rpaccel.rtl.catalog` is wrapped in :class:`~rpaccel.rtl.harness.PinHarness`, placed on
+A component from :mod:`rpaccel.flow.catalog` is wrapped in :class:`~rpaccel.flow.harness.PinHarness`, placed on
 the board's pins from ``constraints/`` with its clock constrained at the target frequency, built with the
 platform's toolchain, and summarised from nextpnr's JSON report (Fmax, utilisation, critical path) and Yosys's
 cell statistics.
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from amaranth.build import Attrs, Clock, Pins, Resource
 
+from ..rtl.select import REPLICA_ATTR
 from .catalog import lookup
 from .harness import HARNESS_PINS, PinHarness
-from .select import REPLICA_ATTR
 
 __all__ = ["PLACERS", "ROUTERS", "TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize",
            "tool_env", "tool_versions"]
@@ -336,7 +336,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     Parameters
     ----------
     component : str
-        Name in :data:`rpaccel.rtl.catalog.CATALOG`.
+        Name in :data:`rpaccel.flow.catalog.CATALOG`.
     target : str
         Name in :data:`TARGETS`.
     config : rpaccel.config.AccelConfig
@@ -356,7 +356,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         (``"packed_utilization"``), which says whether the design fits the device, and no Fmax.
     placement : bool
         Also have nextpnr write the routed design, with each cell's tile, as ``placed.json`` in the build folder
-        (for :func:`rpaccel.rtl.timing.read_placement`; about 120 MB for the ``small`` MLP engine).
+        (for :func:`rpaccel.flow.timing.read_placement`; about 120 MB for the ``small`` MLP engine).
     timeout : float, optional
         Seconds the whole build may take (default: no limit). If Yosys has finished when the limit is reached,
         the result has ``"routed": False``, Yosys's cell counts and no Fmax, utilisation or critical path;

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from rpaccel.cli import main
-from rpaccel.rtl.harness import HARNESS_PINS, PinHarness
+from rpaccel.flow.harness import HARNESS_PINS, PinHarness
+from rpaccel.flow.synth import TARGETS, read_constraints
 from rpaccel.rtl.pe import ProcessingElement
-from rpaccel.rtl.synth import TARGETS, read_constraints
 
 
 @pytest.mark.parametrize("target", TARGETS.values(), ids=list(TARGETS))
@@ -62,8 +62,8 @@ def test_synth_postproc_on_ecp5(capsys, tmp_path):
     assert r["critical_path"]["delay_ns"] > 0
     assert r["tools"]["YOSYS"].startswith("Yosys 0.69")
     assert_sdf_timing_agrees(r, tmp_path)
-    # --placement: the routed design with every cell's tile, which rpaccel.rtl.timing.read_placement summarises.
-    from rpaccel.rtl.timing import read_placement
+    # --placement: the routed design with every cell's tile, which rpaccel.flow.timing.read_placement summarises.
+    from rpaccel.flow.timing import read_placement
 
     blocks = {b.block: b for b in read_placement(tmp_path / "placed.json")}
     assert blocks["dut"].cells > 100
@@ -72,8 +72,8 @@ def test_synth_postproc_on_ecp5(capsys, tmp_path):
 
 
 def assert_sdf_timing_agrees(r, build_dir):
-    """rpaccel.rtl.timing over the build's SDF finds nextpnr's Fmax, and every endpoint it reports failing."""
-    from rpaccel.rtl.timing import analyse, read_sdf
+    """rpaccel.flow.timing over the build's SDF finds nextpnr's Fmax, and every endpoint it reports failing."""
+    from rpaccel.flow.timing import analyse, read_sdf
 
     report = analyse(read_sdf(build_dir / "top.sdf"), 1000 / r["clock_constraint_mhz"])
     assert report.fmax_mhz == pytest.approx(r["fmax_mhz"], abs=0.02)
@@ -82,7 +82,7 @@ def assert_sdf_timing_agrees(r, build_dir):
 
 
 def test_placement_estimate_is_read_from_the_nextpnr_log(tmp_path):
-    from rpaccel.rtl.synth import _placed_fmax
+    from rpaccel.flow.synth import _placed_fmax
 
     log = tmp_path / "top.tim"
     assert _placed_fmax(log) is None
@@ -101,8 +101,8 @@ def _replicas_after_synthesis(tmp_path, script):
     from amaranth.back import rtlil
     from amaranth.hdl import Module, Signal
 
+    from rpaccel.flow.synth import tool_env
     from rpaccel.rtl.select import split_modes
-    from rpaccel.rtl.synth import tool_env
 
     m = Module()
     split = Signal(3)
@@ -119,7 +119,7 @@ def _replicas_after_synthesis(tmp_path, script):
 
 @pytest.mark.synth
 def test_replicas_survive_synthesis(tmp_path):
-    from rpaccel.rtl.synth import KEEP_REPLICAS
+    from rpaccel.flow.synth import KEEP_REPLICAS
 
     (tmp_path / "plain").mkdir()
     (tmp_path / "kept").mkdir()
@@ -146,7 +146,7 @@ def test_chip_parts_expose_every_port_of_every_unit():
 @pytest.mark.synth
 def test_pack_only_reports_what_the_design_needs(tmp_path):
     from rpaccel.config import preset
-    from rpaccel.rtl.synth import synthesize
+    from rpaccel.flow.synth import synthesize
 
     r = synthesize("pe", "ecp5-85f", preset("small"), build_dir=tmp_path, pack_only=True)
     assert not r["routed"] and r["fmax_mhz"] is None

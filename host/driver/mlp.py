@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.hdl import Shape
 
-from ..numeric import ACC_BITS
-from ..rtl.mlp import ADDR_BITS, COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand, Op, wload_layout
-from .golden.mlp import MLPError, check_mlp
-from .payload import pack
+from ...numeric import ACC_BITS
+from ...rtl.mlp import ADDR_BITS, COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand, Op, wload_layout
+from ...sim.golden.mlp import MLPError, check_mlp
+from ...sim.payload import pack
 
 __all__ = ["EnginePlan", "LaneProgram", "WeightImage", "chunk_limit", "layout_weights", "pack_rows",
            "plan_engine", "plan_lane", "unpack_rows"]

@@ -6,10 +6,7 @@ import numpy as np
 import pytest
 
 from rpaccel.config import ConfigError, preset
-from rpaccel.numeric import INT32_MAX, postprocess
-from rpaccel.rtl.mlp import EngineGeometry, MLPCommand, Op
-from rpaccel.sim.golden.mlp import Layer, MLPError, check_mlp, mlp_forward, random_input, random_mlp
-from rpaccel.sim.mlp_layout import (
+from rpaccel.host.driver.mlp import (
     chunk_limit,
     layout_weights,
     pack_rows,
@@ -17,6 +14,9 @@ from rpaccel.sim.mlp_layout import (
     plan_lane,
     unpack_rows,
 )
+from rpaccel.numeric import INT32_MAX, postprocess
+from rpaccel.rtl.mlp import EngineGeometry, MLPCommand, Op
+from rpaccel.sim.golden.mlp import Layer, MLPError, check_mlp, mlp_forward, random_input, random_mlp
 from rpaccel.sim.payload import pack, unpack
 
 # The layout arithmetic below is worked out by hand for a 16 x 16 array of 4 x 4 blocks (the small preset before

@@ -6,9 +6,9 @@ from amaranth.hdl import C, Cat, Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from rpaccel.flow.equivalence import EquivalenceFailure, check_ecp5_equivalence
 from rpaccel.rtl import postproc as postproc_module
 from rpaccel.rtl.postproc import PostProcessIn, PostProcessor
-from rpaccel.sim.equivalence import EquivalenceFailure, check_ecp5_equivalence
 from rpaccel.sim.golden.postproc import EDGE_CASES, postprocess_payloads, random_postprocess_payloads
 from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
 from rpaccel.sim.suite import run_scoreboard

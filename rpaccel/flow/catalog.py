@@ -3,14 +3,14 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .array import SystolicArray
-from .chip import ChipParts
-from .embedding import EmbeddingUnit
-from .memory import BlockRAMMemory
-from .mlp import MLPEngine
-from .pe import ProcessingElement
-from .postproc import PostProcessor
-from .topk import TopKUnit, TopKUnits
+from ..rtl.array import SystolicArray
+from ..rtl.chip import ChipParts
+from ..rtl.embedding import EmbeddingUnit
+from ..rtl.memory import BlockRAMMemory
+from ..rtl.mlp import MLPEngine
+from ..rtl.pe import ProcessingElement
+from ..rtl.postproc import PostProcessor
+from ..rtl.topk import TopKUnit, TopKUnits
 
 __all__ = ["CATALOG", "CatalogEntry", "UnknownComponent", "lookup"]
 

@@ -1,11 +1,11 @@
-"""Static timing over nextpnr's SDF (rpaccel.rtl.timing, rpaccel timing)."""
+"""Static timing over nextpnr's SDF (rpaccel.flow.timing, rpaccel timing)."""
 
 import json
 
 import pytest
 
 from rpaccel.cli.main import main
-from rpaccel.rtl.timing import SdfError, analyse, name_pattern, read_placement, read_sdf
+from rpaccel.flow.timing import SdfError, analyse, name_pattern, read_placement, read_sdf
 
 # Two registers a -> b through a LUT, b -> c through two LUTs and a long net, a pad straight into c's clock
 # enable (not timed: no launching register), and a combinational loop between two LUTs feeding d.
@@ -183,7 +183,7 @@ def test_placement_by_block(placed):
 
 
 def test_placement_errors(placed, tmp_path, capsys):
-    from rpaccel.rtl.timing import PlacementError
+    from rpaccel.flow.timing import PlacementError
 
     with pytest.raises(PlacementError, match="no placed design.*--placement"):
         read_placement(tmp_path / "missing.json")

@@ -305,7 +305,7 @@ def test_bad_k_is_rejected_before_it_reaches_the_hardware():
 def test_synthesis_timeout_stops_the_build_and_names_it(tmp_path):
     # The benchmark's --pnr-timeout: a limit reached before Yosys has finished is an error naming the build.
     from rpaccel.config import preset
-    from rpaccel.rtl.synth import SynthError, synthesize
+    from rpaccel.flow.synth import SynthError, synthesize
 
     with pytest.raises(SynthError, match=r"ecp5-85f build of pe did not finish synthesis within 0\.2 s"):
         synthesize("pe", "ecp5-85f", preset("small"), build_dir=tmp_path / "pe", timeout=0.2)

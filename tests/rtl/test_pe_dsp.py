@@ -9,11 +9,11 @@ from amaranth.back import rtlil
 from amaranth.hdl import Const, Fragment, Instance
 
 from rpaccel.config import preset
+from rpaccel.flow.equivalence import ECP5_STAND_IN, EquivalenceFailure, check_ecp5_equivalence, sign_extended
+from rpaccel.flow.synth import TARGETS, tool_env
 from rpaccel.rtl import pe as pe_module
 from rpaccel.rtl.array import SystolicArray
 from rpaccel.rtl.pe import ProcessingElement
-from rpaccel.rtl.synth import TARGETS, tool_env
-from rpaccel.sim.equivalence import ECP5_STAND_IN, EquivalenceFailure, check_ecp5_equivalence, sign_extended
 
 PSUM_BITS = 20  # as in the small preset's 16-row array
 CYCLES = 20_000

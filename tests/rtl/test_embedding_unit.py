@@ -9,10 +9,10 @@ from amaranth.lib import wiring
 
 from rpaccel.config import ConfigError, preset
 from rpaccel.embedding import EmbeddingGeometry, EmbeddingLayout, LayoutError, TableSpec
+from rpaccel.flow.equivalence import EquivalenceFailure, check_ecp5_equivalence
 from rpaccel.numeric import M_BITS, M_MAX, S_MAX, requantize
 from rpaccel.rtl import embedding as embedding_module
 from rpaccel.rtl.embedding import EmbeddingSystem, EmbeddingUnit, Layouts, Requantizer, _DelayLine
-from rpaccel.sim.equivalence import EquivalenceFailure, check_ecp5_equivalence
 from rpaccel.sim.golden.embedding import EmbeddingScript, compare, decode, random_tables, zipf_bags
 from rpaccel.sim.streams import StreamSink, StreamSource, pauses, run_simulation
 from rpaccel.zipf import ZipfSampler
