@@ -10,7 +10,7 @@ Handshakes are decided in the ``ReadOnly`` phase of each cycle, after combinatio
 
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from .payload import pack, unpack
+from ..host.driver.codec import codec
 from .streams import pauses
 
 __all__ = ["StreamSink", "StreamSource"]
@@ -30,6 +30,7 @@ class _StreamPort:
         self.ready = _port(dut, name, "ready")
         self.payload = _port(dut, name, "payload")
         self.shape = shape
+        self.codec = codec(shape)
         self.clock = dut.clk if clock is None else clock
         self._pauses = pauses(pause, seed)
 
@@ -67,7 +68,7 @@ class StreamSource(_StreamPort):
             if next(self._pauses):
                 self.valid.value = 0
                 continue
-            self.payload.value = pack(self.shape, current)
+            self.payload.value = self.codec.pack_value(current)
             self.valid.value = 1
             await ReadOnly()
             if self.ready.value:
@@ -100,7 +101,7 @@ class StreamSink(_StreamPort):
             self.ready.value = int(ready)
             await ReadOnly()
             if ready and self.valid.value:
-                value = unpack(self.shape, int(self.payload.value))
+                value = self.codec.unpack_value(int(self.payload.value))
                 if on_value is not None:
                     on_value(len(out), value)
                 out.append(value)

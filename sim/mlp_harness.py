@@ -58,8 +58,8 @@ def simulate_plan(config, plan, *, pause=0.0, seed=0, max_cycles=1_000_000):
     ``(decoded outputs, cycles)``."""
     import numpy as np
 
-    from .payload import payload_shape, unpack
-    from .streams import StreamSink, StreamSource, run_simulation
+    from ..host.driver.codec import codec
+    from .streams import StreamSink, StreamSource, payload_shape, run_simulation
 
     dut = EngineHarness(config)
     got, cycles = {}, {}
@@ -69,12 +69,11 @@ def simulate_plan(config, plan, *, pause=0.0, seed=0, max_cycles=1_000_000):
             ctx.set(getattr(dut, name), value)
 
     benches = [setup]
-    for index, (port, values) in enumerate(plan.player_inputs().items()):
-        async def source(ctx, port=port, values=values, index=index):
+    for index, (port, words) in enumerate(plan.words().items()):
+        async def source(ctx, port=port, words=words, index=index):
             stream = getattr(dut, port)
-            shape = payload_shape(stream)
             await StreamSource(stream, pause=pause, seed=seed * 101 + index).send(
-                ctx, [unpack(shape, value) for value in values])
+                ctx, codec(payload_shape(stream)).unpack_values(words))
         benches.append(source)
     for index, (port, count) in enumerate(plan.expect().items()):
         if count:

@@ -1,7 +1,7 @@
 """Stream drivers for the Amaranth simulator: a source with random idle cycles, a sink with random back-pressure.
 
 Both work on any :class:`amaranth.lib.stream.Interface`; payload values are Python values packed and unpacked
-through the payload's shape (see :mod:`rpaccel.sim.payload`). Stall patterns come from :func:`pauses`, seeded,
+through the payload's shape (see :mod:`rpaccel.host.driver.codec`). Stall patterns come from :func:`pauses`, seeded,
 so a failing run can be replayed exactly. The cocotb twins are in :mod:`rpaccel.sim.cocotb_streams`.
 
 Example::
@@ -21,10 +21,16 @@ import random
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
-from .payload import pack, payload_shape, unpack
+from ..host.driver.codec import codec
 from .verilator import waves_dir, waves_enabled
 
-__all__ = ["SimulationTimeout", "StreamSink", "StreamSource", "pauses", "run_simulation"]
+__all__ = ["SimulationTimeout", "StreamSink", "StreamSource", "pauses", "payload_shape", "run_simulation"]
+
+
+def payload_shape(stream_signature):
+    """The payload shape of a :class:`amaranth.lib.stream.Signature` (or of an interface with one)."""
+    signature = getattr(stream_signature, "signature", stream_signature)
+    return signature.members["payload"].shape
 
 
 def pauses(pause=0.0, seed=0):
@@ -68,6 +74,7 @@ class StreamSource:
     def __init__(self, stream, *, pause=0.0, seed=0):
         self.stream = stream
         self.shape = payload_shape(stream)
+        self.codec = codec(self.shape)
         self._pauses = pauses(pause, seed)
         #: Values sent so far.
         self.sent = 0
@@ -78,7 +85,7 @@ class StreamSource:
         """Send every value of ``values`` in order; return when the last one has been accepted."""
         payload = Value.cast(self.stream.payload)
         for value in values:
-            bits = pack(self.shape, value)
+            bits = self.codec.pack_value(value)
             while next(self._pauses):
                 ctx.set(self.stream.valid, 0)
                 await ctx.tick()
@@ -109,6 +116,7 @@ class StreamSink:
     def __init__(self, stream, *, pause=0.0, seed=0):
         self.stream = stream
         self.shape = payload_shape(stream)
+        self.codec = codec(self.shape)
         self._pauses = pauses(pause, seed)
         #: Clock cycles spent in :meth:`receive` so far.
         self.cycles = 0
@@ -123,7 +131,7 @@ class StreamSink:
             _, _, valid, bits = await ctx.tick().sample(self.stream.valid, payload)
             self.cycles += 1
             if ready and valid:
-                out.append(unpack(self.shape, bits))
+                out.append(self.codec.unpack_value(bits))
         ctx.set(self.stream.ready, 0)
         return out
 

@@ -23,15 +23,13 @@ Example::
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.hdl import Shape
 
-from ...numeric import ACC_BITS
-from ...rtl.mlp import ADDR_BITS, COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand, Op, wload_layout
+from ...rtl.mlp import COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand, MLPEngine, Op
 from ...sim.golden.mlp import MLPError, check_mlp
-from ...sim.payload import pack
+from .codec import CodecError, codec, from_ints, to_ints
 
-__all__ = ["EnginePlan", "LaneProgram", "WeightImage", "chunk_limit", "layout_weights", "pack_rows",
-           "plan_engine", "plan_lane", "unpack_rows"]
+__all__ = ["EnginePlan", "LaneProgram", "WeightImage", "chunk_limit", "layout_weights", "payload_shapes",
+           "plan_engine", "plan_lane"]
 
 
 def _ceil_div(a, b):
@@ -123,21 +121,10 @@ def chunk_limit(geometry, split, layers):
     return limit
 
 
-def pack_rows(array, elem_bits):
-    """Pack each row of a 2-D integer array into one int, element 0 in the low bits (two's complement)."""
-    dtype = {8: "<i1", 32: "<i4"}[elem_bits]
-    raw = np.ascontiguousarray(np.asarray(array).astype(dtype))
-    width = raw.shape[1] * raw.itemsize
-    flat = raw.tobytes()
-    return [int.from_bytes(flat[i * width:(i + 1) * width], "little") for i in range(raw.shape[0])]
-
-
-def unpack_rows(values, elems, elem_bits):
-    """Inverse of :func:`pack_rows`: a ``len(values) x elems`` int64 array."""
-    dtype = {8: "<i1", 32: "<i4"}[elem_bits]
-    width = elems * elem_bits // 8
-    flat = b"".join(int(v).to_bytes(width, "little") for v in values)
-    return np.frombuffer(flat, dtype=dtype).reshape(len(values), elems).astype(np.int64)
+def payload_shapes(geometry):
+    """``{port: payload shape}`` of every stream of an :class:`~rpaccel.rtl.mlp.MLPEngine` of ``geometry``."""
+    return {name: member.signature.members["payload"].shape
+            for name, member in MLPEngine.members(geometry).items() if member.is_signature}
 
 
 @dataclass
@@ -177,9 +164,10 @@ class LaneProgram:
     inputs_done: int
     layers_done: int
 
-    def decode(self, words):
-        """Turn the ``out`` transfers (``outputs x lane_cols`` ints) into the items x N result matrix."""
-        words = np.asarray(words, dtype=np.int64)
+    def decode(self, vectors):
+        """Turn the ``out`` transfers (``outputs x lane_cols`` int32 values, unpacked) into the items x N result
+        matrix."""
+        words = np.asarray(vectors, dtype=np.int64)
         if words.shape != (self.outputs, self.lane_cols):
             raise ValueError(f"Expected {self.outputs} output vectors of {self.lane_cols}, got shape {words.shape}")
         rows, at = [], 0
@@ -285,14 +273,16 @@ def plan_lane(geometry, split, lane, layers, inputs, w_bases, *, chunk=None, inp
 
 
 def _command(**fields):
+    """An :class:`~rpaccel.rtl.mlp.MLPCommand` payload (unnamed fields zero), checked against its layout."""
     command = {"op": 0, "wait_inputs": 0, "wait_layers": 0, "items": 0, "stride": 0, "in_base": 0, "out_base": 0,
                "acc_base": 0, "w_base": 0, "ktiles": 0, "ntiles": 0,
                "params": {"m": 0, "s": 0, "relu": 0, "raw": 0}, "to_output": 0}
     command.update(fields)
     command["op"] = int(command["op"])
-    for name in ("stride", "in_base", "out_base", "acc_base", "w_base"):
-        if not 0 <= command[name] < 1 << ADDR_BITS:
-            raise MLPError(f"Command field {name} = {command[name]} does not fit {ADDR_BITS} bits")
+    try:
+        codec(MLPCommand).pack_value(command)
+    except CodecError as error:
+        raise MLPError(f"Command field {str(error).removeprefix('payload.')}") from None
     return command
 
 
@@ -314,19 +304,22 @@ class EnginePlan:
     weights: WeightImage
     lanes: dict = field(default_factory=dict)
 
-    def player_inputs(self):
-        """``{port: packed values}`` for :class:`~rpaccel.sim.player.Player` (``packed=True``)."""
-        layout = wload_layout(self.geometry)
-        addr_bits = Shape.cast(layout["addr"].shape).width
-        data = pack_rows(self.weights.words, 8)
-        values = {"wload": [(self.weights.base + i) | (word << addr_bits) for i, word in enumerate(data)]}
+    def words(self):
+        """``{port: (n, limbs) packed words}`` of every input stream (see :mod:`rpaccel.host.driver.codec`)."""
+        shapes = payload_shapes(self.geometry)
+        image = self.weights
+        words = {"wload": codec(shapes["wload"]).pack({"addr": image.base + np.arange(len(image.words)),
+                                                       "data": image.words})}
         for lane, program in self.lanes.items():
-            values[f"cmd{lane}"] = [pack(MLPCommand, command) for command in program.commands]
-            rows = self.geometry.lane_rows(lane)
-            padded = np.zeros((len(program.inputs), rows), dtype=np.int64)
+            words[f"cmd{lane}"] = codec(MLPCommand).pack_values(program.commands)
+            padded = np.zeros((len(program.inputs), self.geometry.lane_rows(lane)), dtype=np.int64)
             padded[:, :program.inputs.shape[1]] = program.inputs
-            values[f"act{lane}"] = pack_rows(padded, 8)
-        return values
+            words[f"act{lane}"] = codec(shapes[f"act{lane}"]).pack(padded)
+        return words
+
+    def player_inputs(self):
+        """``{port: packed values}`` (Python ints) for :class:`~rpaccel.sim.player.Player` (``packed=True``)."""
+        return {port: to_ints(words) for port, words in self.words().items()}
 
     def expect(self):
         """``{out port: transfers}`` of every lane (0 for idle lanes)."""
@@ -338,9 +331,17 @@ class EnginePlan:
         return {"split": self.split, "preload": len(self.weights.words)}
 
     def decode(self, outputs):
-        """``{lane: items x N}`` from the player's packed ``{out<l>: [int]}``."""
-        return {lane: program.decode(unpack_rows(outputs[f"out{lane}"], program.lane_cols, ACC_BITS))
-                for lane, program in self.lanes.items()}
+        """``{lane: items x N}`` from the packed ``{out<l>: words}`` (Python ints, as the player returns them
+        with ``packed=True``, or ``(n, limbs)`` words)."""
+        shapes = payload_shapes(self.geometry)
+        decoded = {}
+        for lane, program in self.lanes.items():
+            out = codec(shapes[f"out{lane}"])
+            words = outputs[f"out{lane}"]
+            if not (isinstance(words, np.ndarray) and words.ndim == 2):
+                words = from_ints(words, out.width)
+            decoded[lane] = program.decode(out.unpack(words))
+        return decoded
 
     @property
     def macs(self):

@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 
 from rpaccel.config import ConfigError, preset
+from rpaccel.host.driver.codec import pack, to_ints, unpack
 from rpaccel.host.driver.mlp import (
     chunk_limit,
     layout_weights,
-    pack_rows,
+    payload_shapes,
     plan_engine,
     plan_lane,
-    unpack_rows,
 )
 from rpaccel.numeric import INT32_MAX, postprocess
 from rpaccel.rtl.mlp import EngineGeometry, MLPCommand, Op
+from rpaccel.sim import payload
 from rpaccel.sim.golden.mlp import Layer, MLPError, check_mlp, mlp_forward, random_input, random_mlp
-from rpaccel.sim.payload import pack, unpack
 
 # The layout arithmetic below is worked out by hand for a 16 x 16 array of 4 x 4 blocks (the small preset before
 # it became 16 x 8), so these tests pin that geometry rather than follow the preset.
@@ -165,12 +165,35 @@ def test_plan_errors():
         plan_lane(SMALL, 1, 0, layers, np.zeros((0, 5), dtype=int), (0,))
 
 
-def test_rows_pack_and_unpack():
-    a = np.array([[-1, 2, -128, 127], [0, 0, 0, 1]])
-    packed = pack_rows(a, 8)
-    assert packed == [0x7F80_02FF, 0x0100_0000]
-    assert np.array_equal(unpack_rows(packed, 4, 8), a)
-    assert np.array_equal(unpack_rows(pack_rows(a * 1000, 32), 4, 32), a * 1000)
+def test_plan_words_follow_the_engine_layouts():
+    # Every packed word of a two-lane plan equals the scalar packing (the oracle) of the value it stands for.
+    layers = random_mlp(np.random.default_rng(9), [20, 12, 5])
+    x = random_input(np.random.default_rng(10), 6, 20)
+    plan = plan_engine(preset("small"), 2, {0: (layers, x), 1: (layers, x[:3])})
+    shapes = payload_shapes(plan.geometry)
+    inputs = plan.player_inputs()
+    image = plan.weights
+    assert inputs["wload"] == [payload.pack(shapes["wload"], {"addr": image.base + i, "data": word.tolist()})
+                               for i, word in enumerate(image.words)]
+    for lane, program in plan.lanes.items():
+        assert inputs[f"cmd{lane}"] == [payload.pack(MLPCommand, c) for c in program.commands]
+        rows = plan.geometry.lane_rows(lane)
+        padded = [list(word) + [0] * (rows - len(word)) for word in program.inputs.tolist()]
+        assert inputs[f"act{lane}"] == [payload.pack(shapes[f"act{lane}"], word) for word in padded]
+    # Decoding reads the int32 vectors of the out stream (as packed Python ints or as words).
+    vectors = {lane: np.arange(program.outputs * program.lane_cols).reshape(program.outputs, -1) * -99_991
+               for lane, program in plan.lanes.items()}
+    decoded = plan.decode({f"out{lane}": [payload.pack(shapes[f"out{lane}"], v) for v in vectors[lane].tolist()]
+                           for lane in plan.lanes})
+    for lane, program in plan.lanes.items():
+        assert np.array_equal(decoded[lane], program.decode(vectors[lane]))
+    words = plan.words()
+    assert {port: to_ints(w) for port, w in words.items()} == inputs
+
+
+def test_commands_are_checked_against_their_layout():
+    with pytest.raises(MLPError, match=r"Command field w_base = 70000 does not fit unsigned\(16\)"):
+        plan_lane(SMALL, 1, 0, [layer(4, 4)], np.zeros((2, 4), dtype=int), (70000,))
 
 
 def test_engine_geometry_errors():

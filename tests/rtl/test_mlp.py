@@ -92,9 +92,9 @@ def test_scoreboard_catches_a_corrupted_weight():
 def test_tiny_engine_changes_its_split_between_batches():
     """Quarters run four MLPs, then (once every lane is idle) the whole array runs a fifth: the split is a run-time
     setting, and the lanes' completion counters carry over."""
+    from rpaccel.host.driver.codec import unpack
     from rpaccel.rtl.mlp import MLPEngine
-    from rpaccel.sim.payload import payload_shape, unpack
-    from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
+    from rpaccel.sim.streams import StreamSink, StreamSource, payload_shape, run_simulation
 
     rng = np.random.default_rng(41)
     first, _ = random_jobs(rng, TINY, 4, widths=[1, 3, 5, 8], max_layers=2, max_items=6)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from rpaccel.host.driver.codec import pack
 from rpaccel.rtl.postproc import PostProcessor
 from rpaccel.sim.golden.postproc import EDGE_CASES, postprocess_payloads, random_postprocess_payloads
-from rpaccel.sim.payload import pack
 from rpaccel.sim.player import Player, PlayerError, StreamPort, stream_ports
 
 from stream_fifo import Item, StreamFIFO, random_items
