@@ -61,8 +61,9 @@ def simulate(k_max, lanes, candidates, queries, seed):
     """Back-to-back queries through one unit on Verilator; the throughput and latency figures."""
     import numpy as np
 
+    from ..host.driver.topk import pack_elements, unpack_results
     from ..rtl.topk import TopKUnit, unit_latency
-    from ..sim.golden.topk import Query, pack_elements, stream_elements, unit_model, unpack_results
+    from ..sim.golden.topk import Query, stream_elements, unit_model
     from ..sim.player import Player
 
     rng = np.random.default_rng(seed)

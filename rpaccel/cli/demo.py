@@ -66,10 +66,11 @@ def run_query(args):
 
     from ..config import preset
     from ..host.driver.mlp import plan_engine
+    from ..host.driver.topk import pack_elements, unpack_results
     from ..numeric import topk
     from ..rtl.topk import TopKUnit
     from ..sim.golden.mlp import mlp_forward, random_input, random_mlp
-    from ..sim.golden.topk import Query, pack_elements, stream_elements, unit_model, unpack_results
+    from ..sim.golden.topk import Query, stream_elements, unit_model
     from ..sim.mlp_harness import play_plan
     from ..sim.player import Player
     from ..sim.verilator import ToolNotFound

@@ -2,9 +2,9 @@
 
 The selection itself is :func:`rpaccel.numeric.topk`; :func:`unit_model` adds what a unit does around it: it
 collects a query's kept candidates until ``last`` and answers with the ``k`` best, or with an empty (or error)
-element. Stimulus is described as :class:`Query` objects and framed into input elements by
-:func:`query_elements`; :func:`pack_elements` and :func:`unpack_results` move large runs through the player
-without a Python dict per element.
+element. Stimulus is described as :class:`Query` objects and framed into input elements (dicts) by
+:func:`query_elements`; the driver (:mod:`rpaccel.host.driver.topk`) packs them, or frames whole queries into
+packed words without a Python dict per element, and decodes the results.
 """
 
 from dataclasses import dataclass
@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...numeric import INT32_MAX, INT32_MIN, topk
-from ...rtl.topk import DEFAULT_INDEX_BITS, check_k, k_bits, topk_in_layout, topk_out_layout
+from ...rtl.topk import DEFAULT_INDEX_BITS, check_k, k_bits
 
-__all__ = ["Query", "empty_result", "pack_elements", "query_elements", "random_queries", "stream_elements",
-           "unit_model", "unpack_results"]
+__all__ = ["Query", "empty_result", "query_elements", "random_queries", "stream_elements", "unit_model"]
 
 
 @dataclass
@@ -179,59 +178,3 @@ def random_queries(rng, count, *, k_max, max_candidates, index_bits=DEFAULT_INDE
             batches = np.diff(np.concatenate([[0], cuts, [n]])).tolist()
         queries.append(Query(scores, indices, k, batches))
     return queries
-
-
-def _fields(layout):
-    """``[(path, offset, width, signed)]`` of every leaf field of a layout."""
-    from amaranth.hdl import Shape
-    from amaranth.lib import data
-
-    leaves = []
-
-    def walk(shape, path, base):
-        if isinstance(shape, data.ArrayLayout):
-            step = Shape.cast(shape.elem_shape).width
-            for i in range(shape.length):
-                walk(shape.elem_shape, (*path, i), base + i * step)
-        elif isinstance(shape, data.Layout):
-            for name, field in shape:
-                walk(field.shape, (*path, name), base + field.offset)
-        else:
-            shape = Shape.cast(shape)
-            leaves.append((path, base, shape.width, shape.signed))
-
-    walk(layout, (), 0)
-    return leaves
-
-
-def pack_elements(elements, k_max, *, lanes=1, index_bits=DEFAULT_INDEX_BITS):
-    """Pack input elements (dicts as from :func:`query_elements`) into ints for ``Player.run(..., packed=True)``.
-
-    Vectorised per field: much faster than packing element by element for runs of many thousand elements.
-    """
-    layout = topk_in_layout(k_max, lanes=lanes, index_bits=index_bits)
-    total = np.zeros(len(elements), dtype=object)
-    for path, offset, width, _signed in _fields(layout):
-        column = []
-        for element in elements:
-            value = element
-            for part in path:
-                value = value[part]
-            column.append(value)
-        values = np.array(column, dtype=np.int64) & ((1 << width) - 1)
-        total = total + (values.astype(object) << offset)
-    return total.tolist()
-
-
-def unpack_results(words, index_bits=DEFAULT_INDEX_BITS):
-    """Output elements (dicts) from the packed words of ``Player.run(..., packed=True)``."""
-    fields = _fields(topk_out_layout(index_bits))
-    words = np.array(words, dtype=object)
-    columns = {}
-    for path, offset, width, signed in fields:
-        values = ((words >> offset) & ((1 << width) - 1)).astype(np.int64)
-        if signed:
-            values = np.where(values >= 1 << (width - 1), values - (1 << width), values)
-        columns[path[0]] = values.tolist()
-    names = list(columns)
-    return [dict(zip(names, row)) for row in zip(*columns.values())]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from rpaccel.config import preset
+from rpaccel.host.driver.topk import pack_elements, unpack_results
 from rpaccel.rtl.topk import TopKUnit, unit_latency
-from rpaccel.sim.golden.topk import Query, pack_elements, random_queries, stream_elements, unit_model, unpack_results
+from rpaccel.sim.golden.topk import Query, random_queries, stream_elements, unit_model
 from rpaccel.sim.player import Player
 
 pytestmark = pytest.mark.verilator
