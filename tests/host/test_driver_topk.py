@@ -36,7 +36,7 @@ def test_encoding_errors():
         encode_queries([Query.make([1, 2], 9)], k_max=8)
     # Unchecked, a k the field can hold goes out (the unit answers with an error element); one it cannot is refused.
     assert len(encode_queries([Query.make([1, 2], 9)], k_max=8, check=False)) == 2
-    with pytest.raises(CodecError, match=r"row 0: payload.k = 16 does not fit unsigned\(4\)"):
+    with pytest.raises(CodecError, match=r"row 1: payload.k = 16 does not fit unsigned\(4\)"):
         encode_queries([Query.make([1, 2], 16)], k_max=8, check=False)
     with pytest.raises(CodecError, match=r"row 0: payload.candidates\[1\].score = 2147483648 does not fit"):
         encode_queries([Query.make([1, 1 << 31], 2)], k_max=8, lanes=2)
