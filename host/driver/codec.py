@@ -376,6 +376,8 @@ def _leaf_array(column):
     field's range."""
     leaf, value = column.leaf, column.value
     array = np.asarray(value)
+    if leaf.wide and array.ndim == 0 and array.dtype.kind in "iu":
+        array = array.astype(object)  # one int for every row
     if array.dtype.kind == "O":
         array = _from_objects(column, array)
     if array.dtype.kind == "b":

@@ -1,51 +1,23 @@
 """Golden model of :class:`rpaccel.rtl.embedding.EmbeddingSystem`: command scripts with their expected outputs.
 
 An :class:`EmbeddingScript` builds the command stream of a run (memory loads, table configuration, preloads,
-lookups, updates, flushes, counter reads) already packed into the system's command bits (vectorised with numpy:
-packing each command through :func:`rpaccel.sim.payload.pack` costs ~50 us, too slow for runs of 10**5 lookups),
-and tracks what the unit must produce: the pooled vectors (:func:`rpaccel.embedding.pool_bags`), the counters
-(:class:`rpaccel.cachemodel.EmbeddingCacheModel`) and the lines read back. :func:`play` runs a script through the
-file-driven :class:`~rpaccel.sim.player.Player` and :func:`compare` checks every output.
+lookups, updates, flushes, counter reads), packed by the driver's encoder
+(:class:`rpaccel.host.driver.embedding.EmbeddingEncoder`), and tracks what the unit must produce: the pooled
+vectors (:func:`rpaccel.embedding.pool_bags`), the counters (:class:`rpaccel.cachemodel.EmbeddingCacheModel`) and
+the lines read back. :func:`play` runs a script through the file-driven :class:`~rpaccel.sim.player.Player`,
+:func:`decode` reads its outputs with the encoder's decoders and :func:`compare` checks every output.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...cachemodel import COUNTERS, EmbeddingCacheModel
-from ...embedding import EmbeddingGeometry, EmbeddingLayout, LayoutError, pool_bags
-from ...rtl.embedding import EmbeddingOp, Layouts
-from ...rtl.embedding import EmbeddingSystem as _System
+from ...cachemodel import EmbeddingCacheModel
+from ...embedding import EmbeddingLayout, LayoutError, pool_bags
+from ...host.driver.codec import to_ints
+from ...host.driver.embedding import EmbeddingEncoder
 
 __all__ = ["EmbeddingScript", "RunResult", "compare", "decode", "play", "random_tables", "zipf_bags"]
-
-
-def _field(layout, path):
-    """(offset, width) of the field at ``path`` (dotted) in a nested layout."""
-    from amaranth.hdl import Shape
-    from amaranth.lib import data
-
-    offset, shape = 0, layout
-    for name in path.split("."):
-        shape = data.Layout.cast(shape)
-        f = shape[name]
-        offset += f.offset
-        shape = f.shape
-    return offset, Shape.cast(shape).width
-
-
-def table_lines(layout, data, table):
-    """Memory lines of ``table``: ``(addresses, values)`` with each value the line's bytes as a little-endian
-    integer."""
-    g = layout.geometry
-    spec = layout.tables[table]
-    values = np.ascontiguousarray(np.asarray(data[table], dtype=np.int8)).reshape(-1, g.line_bytes)
-    if values.shape[0] != spec.rows * layout.row_lines[table]:
-        raise LayoutError(f"Table {table}: data has {values.size} values, not rows * dim = {spec.rows * spec.dim}")
-    raw = values.view(np.uint8).tobytes()
-    step = g.line_bytes
-    ints = [int.from_bytes(raw[k:k + step], "little") for k in range(0, len(raw), step)]
-    return layout.mem_base[table] + np.arange(len(ints)), ints
 
 
 class EmbeddingScript:
@@ -58,8 +30,8 @@ class EmbeddingScript:
 
     Attributes
     ----------
-    commands : list of int
-        Packed system commands, in order.
+    encoder : rpaccel.host.driver.embedding.EmbeddingEncoder
+        The encoder of the system's commands and decoder of its outputs.
     pooled : list of numpy.ndarray
         Expected pooled vectors, in blocks (one ``(bags, max_emb_dim)`` array per :meth:`lookup`).
     pooled_meta : list of (numpy.ndarray, numpy.ndarray)
@@ -72,36 +44,24 @@ class EmbeddingScript:
 
     def __init__(self, config):
         self.config = config
-        self.geometry = g = EmbeddingGeometry.from_config(config)
-        self.layouts = lay = Layouts(g)
-        system = _System.command_layout(lay)
-        self._mem_flag = 1 << _field(system, "mem")[0]
-        self._body = _field(system, "body")[0]
-        self._cmd = {name: _field(lay.command, name)[0] + self._body
-                     for name in ("op", "table", "arg.lookup.id", "arg.lookup.last", "arg.lookup.end")}
-        self.commands = []
+        self.encoder = EmbeddingEncoder(config)
+        self.geometry = self.encoder.geometry
+        self._blocks = []
         self.pooled, self.pooled_meta, self.counters, self.mem_reads = [], [], [], []
         self.layout = self.data = self.model = None
         self.lookups = 0
 
-    # Encoding ---------------------------------------------------------------------------------------------
+    @property
+    def words(self):
+        """The packed system commands, in order, as ``(n, limbs)`` words (see :mod:`rpaccel.host.driver.codec`)."""
+        if len(self._blocks) > 1:
+            self._blocks = [np.concatenate(self._blocks)]
+        return self._blocks[0] if self._blocks else np.zeros((0, self.encoder.command.limbs), dtype=np.uint64)
 
-    def _unit(self, op, table=0, **fields):
-        bits = (int(op.value) << self._cmd["op"]) | (int(table) << self._cmd["table"])
-        for path, value in fields.items():
-            offset, width = _field(self.layouts.command, path)
-            value = int(value)
-            if not 0 <= value < 1 << width:
-                raise LayoutError(f"Command field {path} = {value} does not fit {width} bits")
-            bits |= value << (offset + self._body)
-        self.commands.append(bits)
-
-    def _mem(self, write, addr, data=0):
-        request = self.layouts.memory.request
-        bits = self._mem_flag
-        for name, value in (("write", write), ("addr", addr), ("data", data)):
-            bits |= int(value) << (_field(request, name)[0] + self._body)
-        self.commands.append(bits)
+    @property
+    def commands(self):
+        """The packed system commands, in order, as Python ints."""
+        return to_ints(self.words)
 
     # Commands ---------------------------------------------------------------------------------------------
 
@@ -116,14 +76,8 @@ class EmbeddingScript:
         if len(self.data) != len(layout):
             raise LayoutError(f"Got data for {len(self.data)} tables, the layout has {len(layout)}")
         self.model = EmbeddingCacheModel(layout)
-        request = self.layouts.memory.request
-        write = self._mem_flag | (1 << (_field(request, "write")[0] + self._body))
-        addr_at = _field(request, "addr")[0] + self._body
-        data_at = _field(request, "data")[0] + self._body
         for t in range(len(layout)):
-            addresses, values = table_lines(layout, self.data, t)
-            header = (np.uint64(write) | (addresses.astype(np.uint64) << np.uint64(addr_at))).tolist()
-            self.commands.extend(h | (v << data_at) for h, v in zip(header, values))
+            self._blocks.append(self.encoder.load_table(layout, self.data, t))
         self.configure()
         self.flush()
         if preload:
@@ -133,12 +87,7 @@ class EmbeddingScript:
     def configure(self, layout=None):
         """CONFIG every table of ``layout`` (default: the loaded one; a new layout must keep the placement)."""
         layout = layout or self.layout
-        for t, spec in enumerate(layout.tables):
-            self._unit(EmbeddingOp.CONFIG, t, **{
-                "arg.config.rows": spec.rows, "arg.config.static_rows": spec.static_rows,
-                "arg.config.static_base": layout.static_base[t], "arg.config.mem_base": layout.mem_base[t],
-                "arg.config.row_lines": layout.row_lines[t].bit_length() - 1,
-                "arg.config.m": spec.m, "arg.config.s": spec.s})
+        self._blocks.append(self.encoder.configure(layout))
         if layout is not self.layout:
             if layout.mem_base != self.layout.mem_base or layout.row_lines != self.layout.row_lines:
                 raise LayoutError("A new configuration must keep the tables' memory placement")
@@ -147,19 +96,21 @@ class EmbeddingScript:
             self.model = EmbeddingCacheModel(layout)
             self.model.counts = counts
             self.model.flush()
-            self._unit(EmbeddingOp.FLUSH)
+            self._blocks.append(self.encoder.flush())
 
     def flush(self):
-        self._unit(EmbeddingOp.FLUSH)
+        """FLUSH the dynamic cache."""
+        self._blocks.append(self.encoder.flush())
         self.model.flush()
 
     def preload(self, table):
-        self._unit(EmbeddingOp.PRELOAD, table)
+        """PRELOAD the static rows of ``table``."""
+        self._blocks.append(self.encoder.preload(table))
         self.model.preload(table)
 
     def counters_read(self, *, clear=False):
         """Read the counters (and clear them)."""
-        self._unit(EmbeddingOp.COUNTERS, 0, **{"arg.counters.clear": int(clear)})
+        self._blocks.append(self.encoder.read_counters(clear=clear))
         self.counters.append(dict(self.model.counts))
         if clear:
             self.model.clear_counters()
@@ -168,7 +119,7 @@ class EmbeddingScript:
         """Read memory line ``addr`` through the host port."""
         if self.layout is None or not 0 <= addr < self.layout.mem_lines:
             raise LayoutError(f"Line {addr} is outside the loaded tables")
-        self._mem(0, addr)
+        self._blocks.append(self.encoder.memory_reads([addr]))
         self.mem_reads.append(self._line_value(int(addr)))
 
     def _line_value(self, addr):
@@ -189,11 +140,7 @@ class EmbeddingScript:
         if values.shape != (spec.dim,):
             raise LayoutError(f"Update of table {table}: {values.shape} values, not ({spec.dim},)")
         self.data[table][row] = values
-        lb = self.geometry.line_bytes
-        for j in range(self.layout.row_lines[table]):
-            self._unit(EmbeddingOp.UPDATE, table, **{
-                "arg.update.id": row, "arg.update.line": j,
-                "arg.update.data": int.from_bytes(values[j * lb:(j + 1) * lb].tobytes(), "little")})
+        self._blocks.append(self.encoder.update(table, row, values.reshape(-1, self.geometry.line_bytes)))
 
     def lookup(self, bag_tables, offsets, ids, *, ends=None, check=True):
         """LOOKUP every ID of a sequence of bags (see :func:`rpaccel.embedding.pool_bags`).
@@ -216,18 +163,11 @@ class EmbeddingScript:
         if ends.shape != bag_tables.shape:
             raise LayoutError(f"ends must have one flag per bag ({len(bag_tables)}), not {ends.shape}")
         id_tables = np.repeat(bag_tables, counts)
-        last = np.zeros(len(ids), dtype=np.uint64)
+        last = np.zeros(len(ids), dtype=np.int64)
         last[offsets[1:] - 1] = 1
-        end = np.zeros(len(ids), dtype=np.uint64)
-        end[offsets[1:] - 1] = ends.astype(np.uint64)
-        id_limit = 1 << self.geometry.id_bits
-        if ids.size and (ids.min() < 0 or ids.max() >= id_limit):
-            raise LayoutError(f"IDs must be in [0, {id_limit}) to be encoded")
-        c = {k: np.uint64(v) for k, v in self._cmd.items()}
-        bits = ((np.uint64(EmbeddingOp.LOOKUP.value) << c["op"]) | (id_tables.astype(np.uint64) << c["table"])
-                | (ids.astype(np.uint64) << c["arg.lookup.id"]) | (last << c["arg.lookup.last"])
-                | (end << c["arg.lookup.end"]))
-        self.commands.extend(bits.tolist())
+        end = np.zeros(len(ids), dtype=np.int64)
+        end[offsets[1:] - 1] = ends
+        self._blocks.append(self.encoder.lookups(id_tables, ids, last, end))
         self.pooled.append(expected)
         self.pooled_meta.append((bag_tables, ends))
         # The caches see the IDs in order: walk the runs of consecutive IDs of one table.
@@ -277,28 +217,11 @@ class RunResult:
     ports: dict = field(default_factory=dict)
 
 
-def _decode_pooled(layouts, words):
-    g = layouts.g
-    table_at, table_w = _field(layouts.pooled, "table")
-    end_at, _ = _field(layouts.pooled, "end")
-    data_at, _ = _field(layouts.pooled, "data")
-    tables = np.array([(w >> table_at) & ((1 << table_w) - 1) for w in words], dtype=np.int64)
-    ends = np.array([(w >> end_at) & 1 for w in words], dtype=bool)
-    mask = (1 << (8 * g.row_bytes)) - 1
-    raw = b"".join(((w >> data_at) & mask).to_bytes(g.row_bytes, "little") for w in words)
-    vectors = np.frombuffer(raw, dtype=np.int8).reshape(len(words), g.row_bytes).astype(np.int64)
-    return vectors, tables, ends
-
-
-def _decode_counters(layouts, word):
-    return {name: (word >> _field(layouts.counters, name)[0]) & 0xFFFF_FFFF for name in COUNTERS}
-
-
 def decode(script, pooled, counters, mem_reads, *, cycles=0, wall_seconds=0.0, ports=None):
-    """A :class:`RunResult` from the raw payload bits of each output port."""
-    vectors, tables, ends = _decode_pooled(script.layouts, pooled)
-    return RunResult(pooled=vectors, tables=tables, ends=ends,
-                     counters=[_decode_counters(script.layouts, w) for w in counters],
+    """A :class:`RunResult` from the raw payload bits of each output port (Python ints, or ``(n, limbs)``
+    words)."""
+    vectors, tables, ends = script.encoder.decode_pooled(pooled)
+    return RunResult(pooled=vectors, tables=tables, ends=ends, counters=script.encoder.decode_counters(counters),
                      mem_reads=list(mem_reads), cycles=cycles, wall_seconds=wall_seconds, ports=ports or {})
 
 
