@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Const
 
 from rpaccel.cachemodel import COUNTERS
 from rpaccel.config import preset
@@ -9,7 +10,6 @@ from rpaccel.embedding import EmbeddingLayout, LayoutError, TableSpec
 from rpaccel.host.driver.codec import CodecError, to_ints
 from rpaccel.host.driver.embedding import EmbeddingEncoder, line_limbs
 from rpaccel.rtl.embedding import EmbeddingOp, EmbeddingSystem
-from rpaccel.sim import payload
 from rpaccel.sim.golden.embedding import EmbeddingScript, decode, random_tables
 
 CONFIG = preset("small")
@@ -25,7 +25,7 @@ def _layout(encoder):
 
 
 def _unit(encoder, op, table, arg):
-    return payload.pack(EmbeddingSystem.command_layout(encoder.layouts),
+    return const_bits(EmbeddingSystem.command_layout(encoder.layouts),
                         {"mem": 0, "body": {"unit": {"op": op, "table": table, "arg": arg}}})
 
 
@@ -42,10 +42,10 @@ def test_commands_match_the_scalar_packer(encoder):
     # Memory writes of a table, and a read.
     lines = data[1].reshape(-1, lb)
     assert to_ints(encoder.load_table(layout, data, 1)) == [
-        payload.pack(shape, {"mem": 1, "body": {"mem": {"write": 1, "addr": layout.mem_base[1] + i, "length": 0,
+        const_bits(shape, {"mem": 1, "body": {"mem": {"write": 1, "addr": layout.mem_base[1] + i, "length": 0,
                                                         "data": _line(line)}}}) for i, line in enumerate(lines)]
     assert to_ints(encoder.memory_reads([5, 9])) == [
-        payload.pack(shape, {"mem": 1, "body": {"mem": {"write": 0, "addr": a, "length": 0, "data": 0}}})
+        const_bits(shape, {"mem": 1, "body": {"mem": {"write": 0, "addr": a, "length": 0, "data": 0}}})
         for a in (5, 9)]
     # Unit commands.
     assert to_ints(encoder.configure(layout)) == [_unit(encoder, EmbeddingOp.CONFIG, t, {"config": {
@@ -82,13 +82,13 @@ def test_outputs_decode(encoder):
     lay, g = encoder.layouts, encoder.geometry
     vectors = rng.integers(-128, 128, (6, g.row_bytes))
     tables, ends = rng.integers(0, g.tables, 6), rng.integers(0, 2, 6)
-    words = [payload.pack(lay.pooled, {"table": int(t), "end": int(e), "data": v.tolist()})
+    words = [const_bits(lay.pooled, {"table": int(t), "end": int(e), "data": v.tolist()})
              for t, e, v in zip(tables, ends, vectors)]
     got_vectors, got_tables, got_ends = encoder.decode_pooled(words)
     assert np.array_equal(got_vectors, vectors) and np.array_equal(got_tables, tables)
     assert got_ends.tolist() == ends.astype(bool).tolist()
     snapshots = [{name: int(rng.integers(0, 1 << 32)) for name in COUNTERS} for _ in range(3)]
-    assert encoder.decode_counters([payload.pack(lay.counters, s) for s in snapshots]) == snapshots
+    assert encoder.decode_counters([const_bits(lay.counters, s) for s in snapshots]) == snapshots
     assert line_limbs(np.array([[1, 0, 0, 0, 0, 0, 0, 0, 255]], dtype=np.uint8)).tolist() == [[1, 255]]
 
 
@@ -107,5 +107,10 @@ def test_script_words_are_its_commands_in_order():
                                encoder.read_counters()])
     assert np.array_equal(words, expected) and script.commands == to_ints(expected)
     # decode() reads packed outputs back through the encoder.
-    result = decode(script, [], [payload.pack(encoder.layouts.counters, dict.fromkeys(COUNTERS, 7))], [])
+    result = decode(script, [], [const_bits(encoder.layouts.counters, dict.fromkeys(COUNTERS, 7))], [])
     assert result.pooled.shape == (0, encoder.geometry.row_bytes) and result.counters == [dict.fromkeys(COUNTERS, 7)]
+
+
+def const_bits(shape, value):
+    """The bits of Amaranth's own constant of ``value`` (the oracle of the packed words)."""
+    return Const.cast(shape.const(value)).value

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from amaranth.hdl import Const
 
 from rpaccel.config import ConfigError, preset
 from rpaccel.host.driver.codec import pack, to_ints, unpack
@@ -16,7 +17,6 @@ from rpaccel.host.driver.mlp import (
 )
 from rpaccel.numeric import INT32_MAX, postprocess
 from rpaccel.rtl.mlp import EngineGeometry, MLPCommand, Op
-from rpaccel.sim import payload
 from rpaccel.sim.golden.mlp import Layer, MLPError, check_mlp, mlp_forward, random_input, random_mlp
 
 # The layout arithmetic below is worked out by hand for a 16 x 16 array of 4 x 4 blocks (the small preset before
@@ -173,17 +173,17 @@ def test_plan_words_follow_the_engine_layouts():
     shapes = payload_shapes(plan.geometry)
     inputs = plan.player_inputs()
     image = plan.weights
-    assert inputs["wload"] == [payload.pack(shapes["wload"], {"addr": image.base + i, "data": word.tolist()})
+    assert inputs["wload"] == [const_bits(shapes["wload"], {"addr": image.base + i, "data": word.tolist()})
                                for i, word in enumerate(image.words)]
     for lane, program in plan.lanes.items():
-        assert inputs[f"cmd{lane}"] == [payload.pack(MLPCommand, c) for c in program.commands]
+        assert inputs[f"cmd{lane}"] == [const_bits(MLPCommand, c) for c in program.commands]
         rows = plan.geometry.lane_rows(lane)
         padded = [list(word) + [0] * (rows - len(word)) for word in program.inputs.tolist()]
-        assert inputs[f"act{lane}"] == [payload.pack(shapes[f"act{lane}"], word) for word in padded]
+        assert inputs[f"act{lane}"] == [const_bits(shapes[f"act{lane}"], word) for word in padded]
     # Decoding reads the int32 vectors of the out stream (as packed Python ints or as words).
     vectors = {lane: np.arange(program.outputs * program.lane_cols).reshape(program.outputs, -1) * -99_991
                for lane, program in plan.lanes.items()}
-    decoded = plan.decode({f"out{lane}": [payload.pack(shapes[f"out{lane}"], v) for v in vectors[lane].tolist()]
+    decoded = plan.decode({f"out{lane}": [const_bits(shapes[f"out{lane}"], v) for v in vectors[lane].tolist()]
                            for lane in plan.lanes})
     for lane, program in plan.lanes.items():
         assert np.array_equal(decoded[lane], program.decode(vectors[lane]))
@@ -203,3 +203,8 @@ def test_engine_geometry_errors():
         EngineGeometry(replace(preset("small"), act_buffer_words=3000))
     with pytest.raises(ConfigError, match="acc_buffer_words must be a positive integer"):
         replace(preset("small"), acc_buffer_words=0)
+
+
+def const_bits(shape, value):
+    """The bits of Amaranth's own constant of ``value`` (the oracle of the packed words)."""
+    return Const.cast(shape.const(value)).value
