@@ -129,7 +129,7 @@ class _Leaf:
         out.append(_Column(self, path, offsets, value))
 
     def columns(self, offsets):
-        return _LeafColumns(self, offsets)
+        return _Column(self, None, offsets, None)
 
 
 class _Struct:
@@ -228,18 +228,11 @@ def _path_text(parts, index=()):
 
 
 class _Column:
-    """One leaf of a batch to pack: its node, path, bit offsets (one per element, shaped by the array axes) and
-    the value given for it."""
+    """One leaf of a batch: its node, path, bit offsets (one per element, shaped by the array axes) and the value
+    given for it (when packing)."""
 
     def __init__(self, leaf, path, offsets, value):
         self.leaf, self.path, self.offsets, self.value = leaf, path, offsets, value
-
-
-class _LeafColumns:
-    """Placeholder of an unpacked leaf while the columns tree is built."""
-
-    def __init__(self, leaf, offsets):
-        self.leaf, self.offsets = leaf, offsets
 
 
 class Codec:
@@ -530,11 +523,11 @@ def _fill(tree, words):
     return _unpack_leaf(words, tree)
 
 
-def _unpack_leaf(words, columns):
-    leaf = columns.leaf
+def _unpack_leaf(words, column):
+    leaf = column.leaf
     count = words.shape[0]
-    offsets, widths = _element_geometry(columns)
-    shape = (count, *columns.offsets.shape) + ((limbs(leaf.width),) if leaf.wide else ())
+    offsets, widths = _element_geometry(column)
+    shape = (count, *column.offsets.shape) + ((limbs(leaf.width),) if leaf.wide else ())
     if _byte_aligned(offsets, widths):
         size = int(widths[0]) // 8
         start = int(offsets[0]) // 8
