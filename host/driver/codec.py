@@ -13,8 +13,9 @@ A :class:`Codec` is made once per shape (a plain :class:`~amaranth.hdl.Shape` or
   union, a ``list`` for an array) into the payload's bits as an ``int`` and back.
 
 Columns mirror the shape: a struct is a mapping with every field (a numpy structured array works too), a union a
-mapping with exactly one member when packing (every member when unpacking), and an array of ``length`` elements
-is the element's columns with one more axis of that length after the batch axis (outer arrays first). A leaf is
+mapping with exactly one member when packing (the same one for every row: pack batches of different members
+apart and concatenate the words) and with every member when unpacking, and an array of ``length`` elements is the
+element's columns with one more axis of that length after the batch axis (outer arrays first). A leaf is
 an integer array of shape ``(n, *array_axes)``, or anything that broadcasts to it (a scalar gives every row the
 same value). Enum leaves take members or their values and unpack to their values. Leaves of up to 64 bits unpack
 to ``int64`` (``uint64`` for ``unsigned(64)``); a leaf wider than 64 bits travels as raw little-endian 64-bit
