@@ -1,7 +1,9 @@
 """``rpaccel data``: generate synthetic Criteo-like click data, or check and summarise a data file.
 
 ``data gen`` writes the Criteo Kaggle TSV format (``.tsv``, ``.txt``, ``.gz``) or, for models that are not
-shaped like Criteo (``--model rmc1``: 128 dense, 8 tables pooling 80), a records ``.npz``. ``data stats`` reads a
+shaped like Criteo (``--model rmc1``: 128 dense, 8 tables pooling 80), a records ``.npz``. Sample ``i`` of a
+stream depends only on the options and ``i``, so a test file disjoint from a training file of ``N`` samples is
+the same command with ``--start N``. ``data stats`` reads a
 file through the same reader training uses and reports what it holds; a bad line stops it with
 ``file:line: field: what`` unless ``--skip-bad`` is given.
 """
@@ -9,7 +11,7 @@ file through the same reader training uses and reports what it holds; a bad line
 from pathlib import Path
 
 from .common import CLIError, print_json
-from .hostcommon import add_quiet, host_errors, positive_int
+from .hostcommon import add_quiet, check_files, host_errors, positive_int
 
 
 def register(subparsers):
@@ -22,8 +24,11 @@ def register(subparsers):
     g.add_argument("--out", required=True, help="output file: .tsv/.txt/.gz (Criteo TSV) or .npz (records)")
     g.add_argument("--samples", type=positive_int, default=100_000, help="samples to write (default 100000)")
     g.add_argument("--start", type=int, default=0,
-                   help="index of the first sample in the seed's stream (disjoint train/test files; default 0)")
-    g.add_argument("--seed", type=int, default=1, help="seed of the planted model and the samples (default 1)")
+                   help="index of the first sample in the stream the seed and options define (default 0): a test "
+                        "file disjoint from a training file of N samples is the same command with --start N")
+    g.add_argument("--seed", type=int, default=1,
+                   help="seed of the planted model and the samples (default 1); another seed is another planted "
+                        "model, so train and test files share the seed and differ in --start")
     g.add_argument("--skew", type=float, default=1.05, help="Zipf exponent of the IDs (default 1.05)")
     g.add_argument("--max-rows", type=positive_int, default=20_000,
                    help="cap on distinct IDs per feature (Criteo Kaggle cardinalities capped; default 20000)")
@@ -50,6 +55,7 @@ def run_gen(args):
     out = Path(args.out)
     if args.start < 0:
         raise CLIError(f"--start must be >= 0, not {args.start}")
+    check_files([], [("--out", out)])
     try:
         if args.model:
             with host_errors():
@@ -70,10 +76,11 @@ def run_gen(args):
         if out.suffix == ".npz":
             save_records(out, generator.generate(args.samples, args.start, progress=bar))
         else:
-            for i, first in enumerate(range(0, args.samples, block)):
-                n = min(block, args.samples - first)
-                write_criteo_tsv(out, generator.generate(n, args.start + first, progress=bar), append=i > 0)
-    print(f"wrote {args.samples:,} samples to {out}")
+            write_criteo_tsv(out, (generator.generate(min(block, args.samples - first), args.start + first,
+                                                      progress=bar) for first in range(0, args.samples, block)))
+    end = args.start + args.samples
+    print(f"wrote {args.samples:,} samples to {out}: samples {args.start:,} to {end - 1:,} of seed {args.seed}'s "
+          f"stream (a disjoint file: the same options with --start {end})")
     return 0
 
 
