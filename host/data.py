@@ -242,6 +242,8 @@ def read_criteo_tsv(path, *, chunk=_CHUNK, limit=None, skip=0, on_error="raise",
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     stats = stats if stats is not None else ReadStats()
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, None, "is a folder, not a data file")
     if not path.is_file():
         raise DataError(path, None, None, "no such file")
     rows, kept = [], 0
