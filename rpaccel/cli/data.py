@@ -1,11 +1,11 @@
-"""``rpaccel data``: generate synthetic Criteo-like click data, or check and summarise a data file.
+"""``rpaccel data``: generate synthetic Criteo-like click data, split a data file, or check and summarise one.
 
-``data gen`` writes the Criteo Kaggle TSV format (``.tsv``, ``.txt``, ``.gz``) or, for models that are not
-shaped like Criteo (``--model rmc1``: 128 dense, 8 tables pooling 80), a records ``.npz``. Sample ``i`` of a
-stream depends only on the options and ``i``, so a test file disjoint from a training file of ``N`` samples is
-the same command with ``--start N``. ``data stats`` reads a
-file through the same reader training uses and reports what it holds; a bad line stops it with
-``file:line: field: what`` unless ``--skip-bad`` is given.
+``data gen`` writes the Criteo Kaggle TSV format (``.tsv``, ``.txt``, ``.gz``) or, for models that are not shaped
+like Criteo (``--model rmc1``: 128 dense, 8 tables pooling 80), a records ``.npz``. Sample ``i`` of a stream
+depends only on the options and ``i``, so a test file disjoint from a training file of ``N`` samples is the same
+command with ``--start N``. ``data split`` cuts a file (the real Criteo data, say) into a training file and a
+test file holding its last samples. ``data stats`` reads a file through the same reader training uses and reports
+what it holds; a bad line stops it with ``file:line: field: what`` unless ``--skip-bad`` is given.
 """
 
 from pathlib import Path
@@ -15,7 +15,8 @@ from .hostcommon import add_quiet, check_files, host_errors, positive_int
 
 
 def register(subparsers):
-    p = subparsers.add_parser("data", help="generate synthetic click data or check a data file", description=__doc__)
+    p = subparsers.add_parser("data", help="generate synthetic click data, split or check a data file",
+                              description=__doc__)
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=type(p))
     sub.required = True
     g = sub.add_parser("gen", help="generate synthetic Criteo-like data (deterministic by seed)",
@@ -36,6 +37,18 @@ def register(subparsers):
     g.add_argument("--model", help="shape the data for this zoo model instead of Criteo (writes .npz)")
     add_quiet(g)
     g.set_defaults(func=run_gen)
+    t = sub.add_parser("split", help="split a data file into a training file and a disjoint test file",
+                       description="Write the last --test samples of a data file (lines of a TSV file, as they "
+                                   "are) to --test-out and the others to --train-out, in the input's format: data "
+                                   "in time order, like Criteo's click logs, is tested on what came after "
+                                   "training, as DLRM holds out the last day.")
+    t.add_argument("file", help="data file (Criteo TSV, .gz too, or records .npz)")
+    t.add_argument("--train-out", required=True, help="training file to write")
+    t.add_argument("--test-out", required=True, help="test file to write")
+    t.add_argument("--test", type=positive_int, required=True, metavar="N",
+                   help="samples for the test file (e.g. 524288: 128 queries of 4096 candidates)")
+    add_quiet(t)
+    t.set_defaults(func=run_split)
     s = sub.add_parser("stats", help="read a data file and summarise it (checks every line)",
                        description="Read a Criteo TSV or records .npz file and report samples, click rate, missing "
                                    "fields and distinct values.")
@@ -81,6 +94,18 @@ def run_gen(args):
     end = args.start + args.samples
     print(f"wrote {args.samples:,} samples to {out}: samples {args.start:,} to {end - 1:,} of seed {args.seed}'s "
           f"stream (a disjoint file: the same options with --start {end})")
+    return 0
+
+
+def run_split(args):
+    from ..host.data import split_data
+    from ..host.progress import Progress
+
+    check_files([("FILE", args.file)], [("--train-out", args.train_out), ("--test-out", args.test_out)])
+    with host_errors(), Progress(f"splitting {Path(args.file).name}", 0, "samples", enabled=not args.quiet) as bar:
+        train, test = split_data(args.file, args.train_out, args.test_out, args.test, progress=bar)
+    unit = "samples" if Path(args.file).suffix == ".npz" else "lines"
+    print(f"wrote {train:,} {unit} to {args.train_out} and the last {test:,} to {args.test_out}")
     return 0
 
 

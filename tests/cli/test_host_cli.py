@@ -191,6 +191,8 @@ _QUALITY = ["quality", "--candidates", "512"]
       "--write", "--results", "{d}/hard.npz"], "--results and --float both name {d}/rm-small.npz"),
     ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--plot", "{d}/new.png", "--write",
       "--results", "{d}/new.png"], "--results and --plot both name {d}/new.png; name two files"),
+    (["data", "split", "{d}/train.tsv", "--train-out", "{d}/a.tsv", "--test-out", "{d}/train-link.tsv", "--test",
+      "9"], "--test-out and FILE both name {d}/train.tsv (--test-out through {d}/train-link.tsv)"),
 ])
 def test_an_output_that_names_an_input_is_refused_before_the_work(inputs, no_work, argv, message, capsys):
     err = _refused(argv, inputs, capsys)
@@ -292,3 +294,8 @@ def test_a_test_file_disjoint_from_the_training_file(tmp_path, capsys):
     train, test = (tmp_path / "train.tsv").read_bytes(), (tmp_path / "test.tsv").read_bytes()
     assert train + test == (tmp_path / "all.tsv").read_bytes()
     assert not set(train.splitlines()) & set(test.splitlines())
+    # A file that is not generated (the real Criteo data): its last samples make the test file.
+    assert main(["data", "split", str(tmp_path / "all.tsv"), "--train-out", str(tmp_path / "a.tsv"), "--test-out",
+                 str(tmp_path / "b.tsv"), "--test", "1000"]) == 0
+    assert f"wrote 3,000 lines to {tmp_path / 'a.tsv'} and the last 1,000 to" in capsys.readouterr().out
+    assert (tmp_path / "a.tsv").read_bytes() == train and (tmp_path / "b.tsv").read_bytes() == test

@@ -16,10 +16,11 @@ from rpaccel.host.data import (
     preprocess,
     read_criteo_tsv,
     save_records,
+    split_data,
     write_criteo_tsv,
 )
 
-from host_fixtures import TINY_ROWS, tiny_cat_towers, tiny_dot
+from host_fixtures import TINY_ROWS, tiny_cat_towers, tiny_data, tiny_dot
 
 CRITEO_SMALL = SyntheticConfig.criteo(max_rows=300, seed=5)
 
@@ -227,3 +228,23 @@ def test_empty_and_foreign_npz_files_are_data_errors(tmp_path):
     (tmp_path / "folder.npz").mkdir()
     with pytest.raises(DataError, match=r"folder\.npz: is a folder, not a records file"):
         load_records(tmp_path / "folder.npz")
+
+
+def test_split_holds_out_the_last_samples_in_the_inputs_format(tmp_path, criteo_records):
+    path = write_criteo_tsv(tmp_path / "all.tsv", criteo_records)
+    assert split_data(path, tmp_path / "train.tsv", tmp_path / "test.tsv.gz", 1000) == (2000, 1000)
+    assert _same(load_records(tmp_path / "train.tsv"), criteo_records.take(slice(0, 2000)))
+    assert _same(load_records(tmp_path / "test.tsv.gz"), criteo_records.take(slice(2000, None)))
+    assert (tmp_path / "train.tsv").read_bytes() + gzip.decompress((tmp_path / "test.tsv.gz").read_bytes()) \
+        == path.read_bytes()
+    records = tiny_data(tiny_cat_towers(), 50)
+    save_records(tmp_path / "all.npz", records)
+    assert split_data(tmp_path / "all.npz", tmp_path / "a.npz", tmp_path / "b.npz", 8) == (42, 8)
+    assert _same(load_records(tmp_path / "b.npz"), records.take(slice(42, None)))
+    with pytest.raises(DataError, match=r"all\.tsv: holds 3,000 lines, none left for training after 3,000"):
+        split_data(path, tmp_path / "x.tsv", tmp_path / "y.tsv", 3000)
+    with pytest.raises(DataError, match=r"all\.npz: a split writes the input's format"):
+        split_data(tmp_path / "all.npz", tmp_path / "x.npz", tmp_path / "y.tsv", 8)
+    with pytest.raises(DataError, match=r"nope\.tsv: no such file"):
+        split_data(tmp_path / "nope.tsv", tmp_path / "x.tsv", tmp_path / "y.tsv", 8)
+    assert not any(p.name.startswith(("x", "y", ".")) for p in tmp_path.iterdir())
