@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .common import CLIError, CommandFailed
 
-__all__ = ["add_quiet", "check_files", "host_errors", "positive_int"]
+__all__ = ["add_quiet", "check_files", "host_errors", "positive_int", "same_file"]
 
 
 def positive_int(text):
@@ -26,7 +26,7 @@ def add_quiet(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _same_file(a, b):
+def same_file(a, b):
     """Whether paths ``a`` and ``b`` name one file: the same inode when both exist (a symbolic or hard link, another
     spelling), else the same resolved path."""
     try:
@@ -63,11 +63,11 @@ def check_files(inputs, outputs):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise CLIError(f"{option} {path}: cannot write into the folder {folder}")
         for other, source in inputs:
-            if _same_file(path, source):
+            if same_file(path, source):
                 raise CLIError(f"{option} and {other} both name {_spelled(option, path, source)}: writing {option} "
                                "would overwrite the input; nothing written")
         for other, source in outputs[:i]:
-            if _same_file(path, source):
+            if same_file(path, source):
                 raise CLIError(f"{option} and {other} both name {_spelled(option, path, source)}; name two files")
 
 

@@ -9,10 +9,11 @@ queries were evaluated: every whole query of the file, or ``--queries N`` (an er
 unless ``--allow-fewer``).
 """
 
+import sys
 from pathlib import Path
 
 from .common import CLIError, print_json
-from .hostcommon import add_quiet, check_files, host_errors, positive_int
+from .hostcommon import add_quiet, check_files, host_errors, positive_int, same_file
 
 
 def register(subparsers):
@@ -61,8 +62,13 @@ def run(args):
     with host_errors():
         quantized = {}
         for path in args.model:
-            qmodel, _ = load_quantized(path)
+            qmodel, meta = load_quantized(path)
             quantized[qmodel.spec.name] = qmodel
+            trained_on = meta.get("train", {}).get("data")
+            if isinstance(trained_on, str) and same_file(trained_on, args.data):
+                print(f"rpaccel quality: warning: {qmodel.spec.name} ({path}) was trained on {args.data}, so these "
+                      "figures are not test figures (a disjoint test file: rpaccel data gen --start, rpaccel data "
+                      "split)", file=sys.stderr)
         floats = {}
         for path in args.floats:
             model, _ = load_weights(path)

@@ -279,8 +279,15 @@ def test_quality_says_how_many_queries_it_evaluated(workdir, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["queries"] == 3 and report["samples"] == {"read": 1536, "evaluated": 1536}
     assert main([*base, "--queries", "20", "--allow-fewer"]) == 0
-    assert ("Evaluated 8 queries of 512 candidates from" in (out := capsys.readouterr().out)
-            and "(the file holds 4,096 samples, fewer than the 20 queries asked)" in out)
+    captured = capsys.readouterr()
+    assert ("Evaluated 8 queries of 512 candidates from" in captured.out
+            and "(the file holds 4,096 samples, fewer than the 20 queries asked)" in captured.out)
+    assert captured.err == ""
+    # Evaluating on the file a model was trained on is allowed, and said.
+    assert main([*base, "--data", str(workdir / "train.tsv"), "--queries", "2"]) == 0
+    assert capsys.readouterr().err == (f"rpaccel quality: warning: rm-small ({workdir / 'rm-small.q.npz'}) was "
+                                       f"trained on {workdir / 'train.tsv'}, so these figures are not test figures "
+                                       "(a disjoint test file: rpaccel data gen --start, rpaccel data split)\n")
 
 
 def test_a_test_file_disjoint_from_the_training_file(tmp_path, capsys):
