@@ -78,16 +78,15 @@ def _spelled(option, path, source):
 @contextmanager
 def host_errors():
     """Turn the host's input errors into one-line CLI errors: bad names, files and data lines exit with 2,
-    a quantisation that cannot meet the numeric rules and a training run that diverges with 1."""
+    a quantisation that cannot meet the numeric rules with 1."""
     from ..host.data import DataError
     from ..host.files import FileFormatError
     from ..host.models import ModelError
     from ..host.quant import QuantizationError
-    from ..host.train import TrainingDiverged
 
     try:
         yield
     except (DataError, FileFormatError, ModelError) as error:
         raise CLIError(str(error)) from None
-    except (QuantizationError, TrainingDiverged) as error:
+    except QuantizationError as error:
         raise CommandFailed(str(error)) from None
