@@ -147,6 +147,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(train, "train", work)
     monkeypatch.setattr(quant, "quantize", work)
     monkeypatch.setattr(experiment, "evaluate_models", work)
+    monkeypatch.setattr(experiment, "run_synthetic_experiment", work)
     monkeypatch.setattr(data.SyntheticCriteo, "generate", work)
 
 
@@ -221,6 +222,8 @@ def test_an_output_that_names_an_input_is_refused_before_the_work(inputs, no_wor
      "error: --plot {d}/q.xyz: unsupported plot file type .xyz (supported: "),
     ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--plot", "{d}/folder"],
      "error: --plot {d}/folder: no file type (supported: "),
+    (["bench", "quality", "--plot", "{d}/q.xyz", "--workdir", "{d}/work"],
+     "error: --plot {d}/q.xyz: unsupported plot file type .xyz (supported: "),
     ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--queries", "9"],
      "error: {d}/test.tsv holds 4,096 samples, 8 queries of 512 candidates, fewer than --queries 9 asks "
      "(--allow-fewer evaluates 8)"),
