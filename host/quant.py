@@ -227,9 +227,15 @@ def quantize(model, records, *, percentile=99.99, batch=8192):
     Returns
     -------
     QuantModel
+
+    Raises
+    ------
+    ModelError
+        If a parameter of ``model`` is not finite (the message names the array).
     """
     if not 50 <= percentile <= 100:
         raise ValueError(f"percentile must be in [50, 100], not {percentile!r}")
+    model.check_finite()
     spec = model.spec
     check_shape(records, spec, "calibration data")
     # Dense quantiser from the calibration range of log(1 + max(x, 0)).
