@@ -131,13 +131,15 @@ class QuantModel:
             raise QuantizationError("pooling (m, s) must have one entry per table")
         check_requant_params(self.pool_m, self.pool_s)
         check_requant_params(self.inter_m, self.inter_s)
-        expected = spec.layers()
-        if [(getattr(layer, "name", None), getattr(layer, "shape", None)) for layer in self.layers] != \
-                [(name, (k, n)) for name, k, n, _ in expected]:
-            raise QuantizationError(f"layers do not match model {spec.name}: expected (name, (K, N)) "
-                                    f"{[(name, (k, n)) for name, k, n, _ in expected]}")
-        for layer, (name, _, _, relu) in zip(self.layers, expected):
-            raw = not relu and (name.startswith("task") or not spec.tasks)
+        for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise QuantizationError(f"layers must be rpaccel.host.reference.Layer records, not "
+                                        f"{type(layer).__name__}")
+        expected = [(name, (k, n)) for name, k, n, _ in spec.layers()]
+        if [(layer.name, layer.shape) for layer in self.layers] != expected:
+            raise QuantizationError(f"layers do not match model {spec.name}: expected (name, (K, N)) {expected}")
+        for layer, (name, _, _, relu) in zip(self.layers, spec.layers()):
+            raw = _raw_output(spec, name, relu)
             if (layer.relu, layer.raw) != (relu, raw):
                 raise QuantizationError(f"layer {name}: relu must be {relu} and raw {raw}")
         for layers in self.mlps().values():
@@ -193,6 +195,11 @@ class QuantModel:
         dense_q, ids = self.inputs(records)
         return np.concatenate([self.logits(dense_q[i:i + batch], ids[i:i + batch])
                                for i in range(0, len(dense_q), batch)])
+
+
+def _raw_output(spec, name, relu):
+    # The model's last layer (each task tower's, for a multi-task model) outputs the raw int32 logit.
+    return not relu and (name.startswith("task") or not spec.tasks)
 
 
 def _percentile_scale(values, percentile):
@@ -305,7 +312,7 @@ def quantize(model, records, *, percentile=99.99, batch=8192):
     tower_in = None
     for name, _k, n, relu in layers_spec:
         w, b = params[f"{name}.w"], params[f"{name}.b"]
-        raw_out = not relu and (name.startswith("task") or not spec.tasks)
+        raw_out = _raw_output(spec, name, relu)
         if name == "top0":
             scale_in = inter_scale
         if name.endswith(".0") and name.startswith("task"):

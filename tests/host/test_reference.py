@@ -151,6 +151,9 @@ def test_bad_inputs_and_parameters_are_refused():
     qm.layers[0] = replace(bottom0, weights=bottom0.weights.T)
     with pytest.raises(QuantizationError, match=r"do not match model tiny-dot: expected .*\('bottom0', \(3, 8\)\)"):
         qm.validate()
+    qm.layers[0] = "bottom0"
+    with pytest.raises(QuantizationError, match="layers must be rpaccel.host.reference.Layer records, not str"):
+        qm.validate()
 
 
 def test_choose_multiplier():
