@@ -2,10 +2,10 @@
 
 RM-small and RM-med are trained briefly on synthetic Criteo-like data and quantised; their bottom and top MLPs
 run on the small engine in Verilator (pooling and interaction on the host), and every element of the bottom
-output, the top MLP's input and the logits is compared with ``host.reference.run(..., trace=True)``. Tiny models
-of the other shapes (cat interaction with task towers, no bottom MLP) run too, and one on the tiny engine in the
-Amaranth simulator. Planted bugs in the programs (a requantisation shift, one weight) show the comparison can
-fail.
+output, the top MLP's input and the logits is compared with ``host.reference.run(..., trace=True)``; RM-large
+too, at split 1. Tiny models of the other shapes (cat interaction with task towers, no bottom MLP) run too, and
+one on the tiny engine in the Amaranth simulator. Planted bugs in the programs (a requantisation shift, one
+weight) show the comparison can fail.
 """
 
 import numpy as np
@@ -63,6 +63,16 @@ def test_trained_rm_models_on_the_engine_match_the_reference(rm_model, split, pa
     bottom = tensors[qmodel.mlps()["bottom"][-1].name]
     assert bottom.max() > 60 and np.unique(bottom).size > 50
     assert np.unique(logits).size > 250
+
+
+@pytest.mark.verilator
+def test_trained_rm_large_on_the_engine_matches_the_reference():
+    """RM-large's five-layer bottom MLP (13-512-256-128-64-32: 23,280 weight words, the most the small preset's
+    weight memory was sized for) and its (32 + 351)-96-1 top MLP."""
+    qmodel, dense_q, ids = trained_quantised(get_model("rm-large", max_rows=200), samples=3000, test=200)
+    _, trace = qmodel.logits(dense_q, ids, trace=True)
+    tensors, _ = play_model(SMALL, qmodel, dense_q, ids, split=1)
+    compare(qmodel, tensors, trace)
 
 
 @pytest.mark.verilator
