@@ -27,20 +27,22 @@ The synthetic generator (:class:`SyntheticCriteo`)
 """
 
 import gzip
+import io
 import math
 from collections import Counter
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..zipf import ZipfSampler
-from .files import FileFormatError, load_arrays, save_arrays
+from .files import FileFormatError, load_arrays, replacing, save_arrays
 from .models import CRITEO_KAGGLE_ROWS
 
 __all__ = ["CRITEO_DENSE", "CRITEO_FIELDS", "CRITEO_TABLES", "DataError", "ReadStats", "Records",
            "SyntheticConfig", "SyntheticCriteo", "load_records", "preprocess", "read_criteo_tsv",
-           "save_records", "write_criteo_tsv"]
+           "save_records", "split_data", "write_criteo_tsv"]
 
 CRITEO_DENSE = 13
 CRITEO_TABLES = 26
@@ -162,11 +164,12 @@ class ReadStats:
         return sum(self.skipped.values())
 
 
-def _open_text(path, mode):
-    path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="ascii", newline="")
-    return open(path, mode, encoding="ascii", newline="")
+def _not_ascii(path, number, line, error):
+    """The :class:`DataError` of a line (bytes) holding a byte that is not ASCII."""
+    field = line.count(b"\t", 0, error.start)
+    where = f" in field {FIELD_NAMES[field]}" if field < CRITEO_FIELDS else ""
+    return DataError(path, number, None,
+                     f"not ASCII text (byte 0x{line[error.start]:02x}{where}, column {error.start + 1})")
 
 
 def _parse_line(text, path, number):
@@ -239,15 +242,22 @@ def read_criteo_tsv(path, *, chunk=_CHUNK, limit=None, skip=0, on_error="raise",
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     stats = stats if stats is not None else ReadStats()
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, None, "is a folder, not a data file")
     if not path.is_file():
         raise DataError(path, None, None, "no such file")
     rows, kept = [], 0
     try:
-        with _open_text(path, "r") as handle:
-            for number, text in enumerate(handle, start=1):
+        # Lines are split as bytes and decoded one by one, so a byte that is not ASCII is reported on its own
+        # line (and can be skipped like any bad line), not on the first line of the decoder's buffer.
+        with _read_binary(path) as handle:
+            for number, line in enumerate(handle, start=1):
                 stats.lines = number
-                text = text.rstrip("\r\n")
                 try:
+                    try:
+                        text = line.decode("ascii").rstrip("\r\n")
+                    except UnicodeDecodeError as error:
+                        raise _not_ascii(path, number, line, error) from None
                     if not text:
                         raise DataError(path, number, None, "empty line")
                     row = _parse_line(text, path, number)
@@ -266,36 +276,59 @@ def read_criteo_tsv(path, *, chunk=_CHUNK, limit=None, skip=0, on_error="raise",
                     rows = []
                 if limit is not None and stats.records >= limit:
                     break
-    except UnicodeDecodeError as error:
-        raise DataError(path, stats.lines + 1, None, f"not ASCII text ({error.reason})") from None
     except (OSError, EOFError) as error:
         raise DataError(path, None, None, f"cannot read: {error}") from None
     if rows:
         yield _records_from_rows(rows)
 
 
-def write_criteo_tsv(path, records, *, append=False):
-    """Write records in the Criteo Kaggle TSV format (gzip-compressed if ``path`` ends in ``.gz``)."""
+@contextmanager
+def _write_binary(path):
+    """A binary handle whose bytes become ``path`` once the ``with`` block ends without error (gzip-compressed,
+    with no time stamp, if ``path`` ends in ``.gz``)."""
+    path = Path(path)
+    with (replacing(path) as tmp, open(tmp, "wb") as raw,
+          gzip.GzipFile(path.name, "wb", fileobj=raw, mtime=0) if path.suffix == ".gz" else nullcontext(raw) as out):
+        yield out
+
+
+def _read_binary(path):
+    return gzip.open(path, "rb") if Path(path).suffix == ".gz" else open(path, "rb")
+
+
+def write_criteo_tsv(path, records):
+    """Write records in the Criteo Kaggle TSV format (gzip-compressed if ``path`` ends in ``.gz``).
+
+    ``records`` is a :class:`Records` or an iterable of them (written one after the other, so a long stream
+    never sits in memory whole). The file appears only once it is complete (see
+    :func:`rpaccel.host.files.replacing`); a ``.gz`` file carries no timestamp, so the same records give the same
+    bytes.
+    """
+    path = Path(path)
+    parts = [records] if isinstance(records, Records) else records
+    with _write_binary(path) as binary, io.TextIOWrapper(binary, encoding="ascii", newline="") as handle:
+        for part in parts:
+            _write_tsv_lines(handle, part)
+    return path
+
+
+def _write_tsv_lines(handle, records):
     if records.num_dense != CRITEO_DENSE or records.num_tables != CRITEO_TABLES or records.pooling != 1:
         raise ValueError(f"the Criteo TSV format holds {CRITEO_DENSE} dense and {CRITEO_TABLES} one-hot categorical "
                          f"features, not {records.num_dense} and {records.num_tables} x {records.pooling}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _open_text(path, "a" if append else "w") as handle:
-        for start in range(0, len(records), 16384):
-            part = records.take(slice(start, start + 16384))
-            dense = part.dense.tolist()
-            dense_missing = part.dense_missing.tolist()
-            cats = part.cats[:, :, 0].tolist()
-            cat_missing = part.cat_missing[:, :, 0].tolist()
-            lines = []
-            for label, d, dm, c, cm in zip(part.labels.tolist(), dense, dense_missing, cats, cat_missing):
-                fields = [str(label)]
-                fields += ["" if m else str(v) for v, m in zip(d, dm)]
-                fields += ["" if m else f"{v:08x}" for v, m in zip(c, cm)]
-                lines.append("\t".join(fields))
-            handle.write("\n".join(lines) + "\n")
-    return path
+    for start in range(0, len(records), 16384):
+        part = records.take(slice(start, start + 16384))
+        dense = part.dense.tolist()
+        dense_missing = part.dense_missing.tolist()
+        cats = part.cats[:, :, 0].tolist()
+        cat_missing = part.cat_missing[:, :, 0].tolist()
+        lines = []
+        for label, d, dm, c, cm in zip(part.labels.tolist(), dense, dense_missing, cats, cat_missing):
+            fields = [str(label)]
+            fields += ["" if m else str(v) for v, m in zip(d, dm)]
+            fields += ["" if m else f"{v:08x}" for v, m in zip(c, cm)]
+            lines.append("\t".join(fields))
+        handle.write("\n".join(lines) + "\n")
 
 
 def save_records(path, records):
@@ -331,6 +364,64 @@ def load_records(path, *, limit=None, skip=0, on_error="raise", stats=None, prog
     if len(records) == 0:
         raise DataError(path, None, None, "holds no records")
     return records
+
+
+def split_data(path, train_path, test_path, test_samples, *, progress=None):
+    """Split a data file in two: its last ``test_samples`` samples into ``test_path``, the others into
+    ``train_path``, in the input's format (a TSV file line by line, as it is; a records ``.npz`` by samples).
+
+    The test part is the end of the file, as DLRM holds out the last day of Criteo's click logs: data in time
+    order is tested on what came after training. Both files appear only when complete.
+
+    ``progress`` (a :class:`~rpaccel.host.progress.Progress`), if given, counts the samples written.
+
+    Returns
+    -------
+    (int, int)
+        Samples (lines of a TSV file) written to ``train_path`` and ``test_path``.
+
+    Raises
+    ------
+    DataError
+        If the file is missing or unreadable, or holds ``test_samples`` samples or fewer.
+    """
+    if not isinstance(test_samples, int) or test_samples <= 0:
+        raise ValueError(f"test_samples must be a positive integer, not {test_samples!r}")
+    path = Path(path)
+    outputs = (Path(train_path), Path(test_path))
+    if len({p.suffix == ".npz" for p in (path, *outputs)}) > 1:
+        raise DataError(path, None, None, "a split writes the input's format: records .npz to .npz files, "
+                        "a TSV file to TSV files (.tsv, .txt, .gz)")
+    if path.suffix == ".npz":
+        records = load_records(path)
+        total = len(records)
+        if total <= test_samples:
+            raise DataError(path, None, None, f"holds {total:,} samples, none left for training after "
+                            f"{test_samples:,} for the test file")
+        save_records(outputs[0], records.take(slice(0, total - test_samples)))
+        save_records(outputs[1], records.take(slice(total - test_samples, None)))
+        if progress is not None:
+            progress.update(total)
+        return total - test_samples, test_samples
+    if path.is_dir():
+        raise DataError(path, None, None, "is a folder, not a data file")
+    if not path.is_file():
+        raise DataError(path, None, None, "no such file")
+    try:
+        with _read_binary(path) as handle:
+            total = sum(1 for _ in handle)
+        if total <= test_samples:
+            raise DataError(path, None, None, f"holds {total:,} lines, none left for training after "
+                            f"{test_samples:,} for the test file")
+        with _read_binary(path) as handle, _write_binary(outputs[0]) as train, _write_binary(outputs[1]) as test:
+            for number, line in enumerate(handle, start=1):
+                out = train if number <= total - test_samples else test
+                out.write(line if line.endswith(b"\n") else line + b"\n")
+                if progress is not None and (number % _CHUNK == 0 or number == total):
+                    progress.update(number - progress.done)
+    except (OSError, EOFError) as error:
+        raise DataError(path, None, None, f"cannot read: {error}") from None
+    return total - test_samples, test_samples
 
 
 # --- the synthetic generator --------------------------------------------------------------------------------

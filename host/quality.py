@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Pipeline", "Stage", "auc", "evaluate_pipeline", "ndcg", "plot_quality", "recpipe_pipelines",
-           "paired_difference", "run_pipeline", "topk"]
+from .files import replacing
+
+__all__ = ["Pipeline", "Stage", "auc", "check_plot_path", "evaluate_pipeline", "ndcg", "plot_quality",
+           "recpipe_pipelines", "paired_difference", "run_pipeline", "topk"]
 
 
 def topk(scores, k):
@@ -210,12 +212,30 @@ def paired_difference(a, b):
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
+# Metadata that would make two plots of the same figures differ (the writer's version, the time of writing).
+_NO_STAMP = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+
+
+def check_plot_path(path):
+    """Raise :class:`ValueError` unless ``path`` ends in a file type matplotlib writes (``.png``, ``.svg``,
+    ``.pdf``, ...): a plot is checked before the work that feeds it, not after."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise ValueError(f"{path}: " + (f"unsupported plot file type .{suffix}" if suffix else "no file type")
+                         + f" (supported: {', '.join(f'.{f}' for f in sorted(formats))})")
+
+
 def plot_quality(rows, path, *, k=64, title=None):
-    """PNG of quality (NDCG@k) against MACs per query, one point per pipeline and model kind.
+    """Plot of quality (NDCG@k) against MACs per query, one point per pipeline and model kind.
 
     ``rows``: dicts with ``pipeline``, ``macs_per_query``, ``ndcg`` and ``kind`` (e.g. ``"int8"``/``"float"``).
-    matplotlib is imported here, so the CLI starts without it.
+    The file type follows ``path``'s suffix (see :func:`check_plot_path`; ``.png`` usually); the file appears
+    only once it is complete. matplotlib is imported here, so the CLI starts without it.
     """
+    check_plot_path(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,7 +264,11 @@ def plot_quality(rows, path, *, k=64, title=None):
     ax.legend(loc="lower right")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
+    try:
+        with replacing(path) as tmp:
+            kind = path.suffix.lower().lstrip(".")
+            with matplotlib.rc_context({"svg.hashsalt": "rpaccel"}):  # fixed SVG element ids
+                fig.savefig(tmp, format=kind, metadata=_NO_STAMP.get(kind))
+    finally:
+        plt.close(fig)
     return path

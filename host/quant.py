@@ -21,21 +21,26 @@ model-level decisions (written in ``docs/numerics.md`` and ``docs/host.md``):
   pooled vector) shares **one** scale, calibrated over all of them, so all pairwise products have the same
   scale and the interaction has a single ``(m, s)``. For ``cat`` each pooled vector has its own scale.
 * **Last layer**: raw int32 ``acc + bias`` (no requantisation; ``m = s = 0`` in the file).
-* Parameters are checked so no int32 accumulator can wrap (``|bias| + K * 127 * 128 < 2**31``).
+* Parameters are checked so no int32 accumulator can wrap (``|bias| + 128 * sum |w| < 2**31`` per output,
+  :func:`rpaccel.host.reference.check_mlp`).
+
+The layers are :class:`rpaccel.host.reference.Layer` records (weights ``K x N``, ``y = x @ W``). Files store each
+layer's weights ``(N, K)``, output-major like the float weights file (:mod:`rpaccel.host.train`); saving and
+loading transpose them.
 """
 
 import json
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..numeric import INT32_MAX, M_MAX, S_MAX
+from ..numeric import INT32_MAX, M_MAX, S_MAX, check_requant_params
 from .data import check_shape
 from .files import FileFormatError, load_arrays, save_arrays
 from .models import ModelError, ModelSpec
+from .reference import Layer, MLPError, check_mlp, run
 
-__all__ = ["QLayer", "QuantModel", "QuantizationError", "choose_multiplier", "dense_thresholds", "load_quantized",
+__all__ = ["QuantModel", "QuantizationError", "choose_multiplier", "dense_thresholds", "load_quantized",
            "quantize", "save_quantized"]
 
 QUANT_FORMAT = "rpaccel-quant-1"
@@ -73,23 +78,6 @@ def dense_thresholds(scale):
     return bounds.astype(np.int64)
 
 
-@dataclass
-class QLayer:
-    """One quantised fully connected layer: ``out = postprocess(W x, bias, m, s, relu, raw)``."""
-
-    name: str
-    weight: np.ndarray  # (N, K) int8 values
-    bias: np.ndarray  # (N,) int32 values
-    m: int
-    s: int
-    relu: bool
-    raw: bool
-
-    @property
-    def shape(self):
-        return self.weight.shape
-
-
 class QuantModel:
     """An int8 model under the numeric rules; :meth:`logits` gives the exact int32 logits of a batch.
 
@@ -106,8 +94,8 @@ class QuantModel:
         ``(T,)`` requantisation of each table's pooled sum.
     inter_m, inter_s : int
         Requantisation of the ``dot`` interaction's pairwise products (0 for ``cat``).
-    layers : list of QLayer
-        In the order of ``spec.layers()``.
+    layers : list of rpaccel.host.reference.Layer
+        Named and ordered as ``spec.layers()``, weights ``K x N``.
     scales : dict
         Float scales of every quantised tensor (for information and the float equivalent).
     """
@@ -126,9 +114,14 @@ class QuantModel:
         self.validate()
 
     def validate(self):
-        """Check shapes, field ranges and that no int32 accumulator can wrap."""
-        from ..numeric import check_requant_params
+        """Check shapes, field ranges and that no int32 accumulator can wrap.
 
+        Raises
+        ------
+        QuantizationError
+            Naming the part that is wrong (a layer's problems as :func:`~rpaccel.host.reference.check_mlp`
+            words them).
+        """
         spec = self.spec
         if self.thresholds.shape != (spec.dense, LEVELS):
             raise QuantizationError(f"dense thresholds have shape {self.thresholds.shape}, not {(spec.dense, LEVELS)}")
@@ -138,21 +131,38 @@ class QuantModel:
             raise QuantizationError("pooling (m, s) must have one entry per table")
         check_requant_params(self.pool_m, self.pool_s)
         check_requant_params(self.inter_m, self.inter_s)
-        expected = spec.layers()
-        if [(layer.name, layer.shape) for layer in self.layers] != [(n, (o, i)) for n, i, o, _ in expected]:
-            raise QuantizationError(f"layers do not match model {spec.name}")
-        for layer, (_, k, _, relu) in zip(self.layers, expected):
-            check_requant_params(layer.m, layer.s)
-            if layer.relu != relu:
-                raise QuantizationError(f"layer {layer.name}: relu must be {relu}")
-            bias = int(np.abs(layer.bias).max()) if layer.bias.size else 0
-            if bias + k * 128 * 128 > INT32_MAX:
-                raise QuantizationError(f"layer {layer.name}: |bias| {bias} plus {k} products of int8 values could "
-                                        "overflow int32")
+        for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise QuantizationError(f"layers must be rpaccel.host.reference.Layer records, not "
+                                        f"{type(layer).__name__}")
+        expected = [(name, (k, n)) for name, k, n, _ in spec.layers()]
+        if [(layer.name, layer.shape) for layer in self.layers] != expected:
+            raise QuantizationError(f"layers do not match model {spec.name}: expected (name, (K, N)) {expected}")
+        for layer, (name, _, _, relu) in zip(self.layers, spec.layers()):
+            raw = _raw_output(spec, name, relu)
+            if (layer.relu, layer.raw) != (relu, raw):
+                raise QuantizationError(f"layer {name}: relu must be {relu} and raw {raw}")
+        for layers in self.mlps().values():
+            if layers:
+                try:
+                    check_mlp(layers)
+                except MLPError as error:
+                    raise QuantizationError(str(error)) from None
         if spec.interaction == "dot" and spec.emb_dim * 128 * 128 > INT32_MAX:
             raise QuantizationError("dot products could overflow int32")
 
+    def mlps(self):
+        """The model's MLPs in the order they run: ``{"bottom": [...], "top": [...], "task0": [...], ...}`` (lists
+        of :class:`~rpaccel.host.reference.Layer`; ``bottom`` is empty for a model without a bottom MLP)."""
+        groups = {"bottom": [], "top": [], **{f"task{task}": [] for task in range(self.spec.tasks)}}
+        for layer in self.layers:
+            group = "bottom" if layer.name.startswith("bottom") else "top" if layer.name.startswith("top") \
+                else layer.name.split(".")[0]
+            groups[group].append(layer)
+        return groups
+
     def layer(self, name):
+        """The layer called ``name``."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -178,8 +188,6 @@ class QuantModel:
     def logits(self, dense_q, ids, *, trace=False):
         """Exact int32 logits (int64 array, ``(n,)`` or ``(n, tasks)``) of a batch; see
         :func:`rpaccel.host.reference.run`."""
-        from .reference import run
-
         return run(self, dense_q, ids, trace=trace)
 
     def logits_from_records(self, records, batch=16384):
@@ -187,6 +195,11 @@ class QuantModel:
         dense_q, ids = self.inputs(records)
         return np.concatenate([self.logits(dense_q[i:i + batch], ids[i:i + batch])
                                for i in range(0, len(dense_q), batch)])
+
+
+def _raw_output(spec, name, relu):
+    # The model's last layer (each task tower's, for a multi-task model) outputs the raw int32 logit.
+    return not relu and (name.startswith("task") or not spec.tasks)
 
 
 def _percentile_scale(values, percentile):
@@ -200,17 +213,19 @@ def _percentile_scale(values, percentile):
 
 
 def _quantize_layer(name, w, b, scale_in, scale_out, relu, raw):
-    w = np.asarray(w, dtype=np.float64) * np.asarray(scale_in, dtype=np.float64)[None, :]
+    # w is the float (N, K) matrix of the float model; the quantised layer holds it K x N.
+    w = np.asarray(w, dtype=np.float64).T * np.asarray(scale_in, dtype=np.float64)[:, None]
     top = float(np.abs(w).max())
     scale_w = top / LEVELS if top > 0 else 1.0
-    weight = np.clip(np.floor(w / scale_w + 0.5), -LEVELS, LEVELS).astype(np.int8)
+    weights = np.clip(np.floor(w / scale_w + 0.5), -LEVELS, LEVELS).astype(np.int8)
     bias = np.floor(np.asarray(b, dtype=np.float64) / scale_w + 0.5)
-    limit = INT32_MAX - w.shape[1] * 128 * 128
-    if np.abs(bias).max(initial=0) > limit:
-        raise QuantizationError(f"layer {name}: bias {np.abs(bias).max():.3g} does not fit int32 next to "
-                                f"{w.shape[1]} products")
+    bound = 128 * np.abs(weights.astype(np.int64)).sum(axis=0) + np.abs(bias)
+    if bound.max(initial=0) > INT32_MAX:
+        column = int(bound.argmax())
+        raise QuantizationError(f"layer {name}: the accumulator of output {column} could reach "
+                                f"{bound[column]:.4g} (|bias| + 128 * sum |w|), outside int32")
     m, s = (0, 0) if raw else choose_multiplier(scale_w / scale_out)
-    return QLayer(name, weight, bias.astype(np.int64), m, s, relu, raw), scale_w
+    return Layer(weights, bias.astype(np.int64), m, s, relu, raw, name), scale_w
 
 
 def quantize(model, records, *, percentile=99.99, batch=8192):
@@ -227,9 +242,15 @@ def quantize(model, records, *, percentile=99.99, batch=8192):
     Returns
     -------
     QuantModel
+
+    Raises
+    ------
+    ModelError
+        If a parameter of ``model`` is not finite (the message names the array).
     """
     if not 50 <= percentile <= 100:
         raise ValueError(f"percentile must be in [50, 100], not {percentile!r}")
+    model.check_finite()
     spec = model.spec
     check_shape(records, spec, "calibration data")
     # Dense quantiser from the calibration range of log(1 + max(x, 0)).
@@ -297,7 +318,7 @@ def quantize(model, records, *, percentile=99.99, batch=8192):
     tower_in = None
     for name, _k, n, relu in layers_spec:
         w, b = params[f"{name}.w"], params[f"{name}.b"]
-        raw_out = not relu and (name.startswith("task") or not spec.tasks)
+        raw_out = _raw_output(spec, name, relu)
         if name == "top0":
             scale_in = inter_scale
         if name.endswith(".0") and name.startswith("task"):
@@ -327,7 +348,7 @@ def save_quantized(path, qmodel, meta=None):
               "pool_m": qmodel.pool_m, "pool_s": qmodel.pool_s,
               "inter_m": np.int64(qmodel.inter_m), "inter_s": np.int64(qmodel.inter_s)}
     for layer in qmodel.layers:
-        arrays[f"{layer.name}.w"] = layer.weight.astype(np.int8)
+        arrays[f"{layer.name}.w"] = np.ascontiguousarray(np.asarray(layer.weights, dtype=np.int8).T)
         arrays[f"{layer.name}.b"] = layer.bias.astype(np.int32)
         arrays[f"{layer.name}.m"] = np.int64(layer.m)
         arrays[f"{layer.name}.s"] = np.int64(layer.s)
@@ -350,8 +371,9 @@ def load_quantized(path):
         raise FileFormatError(f"{path}: not a quantised model file (format {arrays['format']!r})")
     try:
         spec = ModelSpec.from_json(arrays["spec"])
-        layers = [QLayer(name, arrays[f"{name}.w"], arrays[f"{name}.b"].astype(np.int64), int(arrays[f"{name}.m"]),
-                         int(arrays[f"{name}.s"]), bool(arrays[f"{name}.relu"]), bool(arrays[f"{name}.raw"]))
+        layers = [Layer(np.ascontiguousarray(arrays[f"{name}.w"].T), arrays[f"{name}.b"].astype(np.int64),
+                        int(arrays[f"{name}.m"]), int(arrays[f"{name}.s"]), bool(arrays[f"{name}.relu"]),
+                        bool(arrays[f"{name}.raw"]), name)
                   for name, _, _, _ in spec.layers()]
         meta = json.loads(arrays.get("meta", "{}"))
         qmodel = QuantModel(spec, arrays["dense_thresholds"], arrays["dense_scale"], arrays["emb"], arrays["pool_m"],

@@ -28,13 +28,14 @@ member             content
 """
 
 import json
+import math
 
 import numpy as np
 
 from .files import FileFormatError, load_arrays, save_arrays
 from .models import ModelError, ModelSpec
 
-__all__ = ["FloatModel", "TrainConfig", "load_weights", "save_weights", "train"]
+__all__ = ["FloatModel", "TrainConfig", "TrainingDiverged", "load_weights", "save_weights", "train"]
 
 WEIGHTS_FORMAT = "rpaccel-weights-1"
 
@@ -92,6 +93,26 @@ class FloatModel:
     @property
     def dtype(self):
         return self.params["emb"].dtype
+
+    def nonfinite(self):
+        """What is not finite: the first parameter array (in name order) holding a NaN or an infinity, described
+        in words, or ``None`` when every parameter is finite."""
+        for name in sorted(self.params):
+            values = self.params[name]
+            bad = ~np.isfinite(values)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                count = int(bad.sum())
+                return (f"parameter {name} of {self.spec.name} holds {count:,} non-finite value{'s' * (count > 1)} "
+                        f"(first {values[first]} at {list(first)})")
+        return None
+
+    def check_finite(self):
+        """Raise :class:`~rpaccel.host.models.ModelError` naming the first parameter array that is not finite (the
+        mark of a training run that diverged)."""
+        what = self.nonfinite()
+        if what is not None:
+            raise ModelError(f"{what}; a model whose training diverged cannot be used")
 
     def _groups(self):
         layers = self.layer_list
@@ -226,6 +247,25 @@ class FloatModel:
         return np.concatenate(outs)
 
 
+class TrainingDiverged(ArithmeticError):
+    """Training produced a non-finite loss or non-finite parameters.
+
+    Attributes
+    ----------
+    epoch, step : int
+        Where it happened (1-based; ``step`` counts the batches of the epoch, of ``steps``).
+    steps : int
+        Batches per epoch.
+    what : str
+        What was found (``"the loss is nan"``, ``"parameter top0.w holds ..."``).
+    """
+
+    def __init__(self, epoch, step, steps, what):
+        self.epoch, self.step, self.steps, self.what = epoch, step, steps, what
+        super().__init__(f"training diverged at epoch {epoch}, step {step} of {steps}: {what}; "
+                         "try a lower learning rate")
+
+
 class TrainConfig:
     """Training settings (all have defaults that train the zoo's Criteo models well on the synthetic data).
 
@@ -247,8 +287,8 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         for name, value in (("lr", lr), ("emb_lr", emb_lr)):
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, not {value!r}")
+            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive finite number, not {value!r}")
         self.epochs, self.batch, self.lr, self.emb_lr, self.seed = epochs, batch, float(lr), float(emb_lr), seed
 
     def describe(self):
@@ -292,6 +332,11 @@ def train(spec, dense, ids, labels, config=None, *, progress=None):
     model : FloatModel
     history : list of float
         Mean training loss of each epoch.
+
+    Raises
+    ------
+    TrainingDiverged
+        As soon as a batch's loss is not finite, or when an epoch leaves a parameter that is not.
     """
     config = config or TrainConfig()
     model = FloatModel.initial(spec, config.seed)
@@ -306,17 +351,25 @@ def train(spec, dense, ids, labels, config=None, *, progress=None):
         raise ValueError(f"ids outside the tables of {spec.name}")
     opt = _Adam(dict(model.params.items()))
     history = []
+    steps = -(-len(labels) // config.batch)
     for epoch in range(config.epochs):
         order = np.random.default_rng([config.seed, 11, epoch]).permutation(len(labels))
         total, count = 0.0, 0
-        for start in range(0, len(order), config.batch):
+        for step, start in enumerate(range(0, len(order), config.batch), start=1):
             idx = np.sort(order[start:start + config.batch])
-            loss, grads, emb_rows, emb_grads = model.loss_and_grads(dense[idx], ids[idx], labels[idx])
-            opt.step(model.params, grads, config.lr, emb_rows, emb_grads, config.emb_lr)
+            # Overflow on the way to a non-finite loss is reported below, once, as TrainingDiverged.
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss, grads, emb_rows, emb_grads = model.loss_and_grads(dense[idx], ids[idx], labels[idx])
+                if not np.isfinite(loss):
+                    raise TrainingDiverged(epoch + 1, step, steps, f"the loss is {loss}")
+                opt.step(model.params, grads, config.lr, emb_rows, emb_grads, config.emb_lr)
             total += loss * len(idx)
             count += len(idx)
             if progress is not None:
                 progress.update(len(idx), epoch=epoch + 1, loss=total / count)
+        what = model.nonfinite()
+        if what is not None:
+            raise TrainingDiverged(epoch + 1, steps, steps, what)
         history.append(total / count)
     return model, history
 
@@ -334,7 +387,7 @@ def load_weights(path):
     Raises
     ------
     FileFormatError
-        If the file is missing or not a weights file.
+        If the file is missing, not a weights file, or holds a parameter that is not finite.
     """
     arrays = load_arrays(path, kind="weights file", required=("format", "spec", "emb"))
     if arrays["format"] != WEIGHTS_FORMAT:
@@ -343,6 +396,7 @@ def load_weights(path):
         spec = ModelSpec.from_json(arrays["spec"])
         params = {k: v for k, v in arrays.items() if k not in ("format", "spec", "meta")}
         model = FloatModel(spec, params)
+        model.check_finite()
     except ModelError as error:
         raise FileFormatError(f"{path}: bad weights file ({error})") from None
     return model, json.loads(arrays.get("meta", "{}"))

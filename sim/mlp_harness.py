@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In
 
 from ..rtl.mlp import EngineGeometry, MLPEngine
 
-__all__ = ["EngineHarness"]
+__all__ = ["EngineHarness", "play_model", "play_plan", "simulate_plan"]
 
 
 class EngineHarness(wiring.Component):
@@ -97,3 +97,29 @@ def play_plan(config, plan, *, pause=0.0, seed=1, direct=True, max_cycles=100_00
                                                packed=True, pause=pause, seed=seed, direct=direct,
                                                max_cycles=max_cycles)
     return plan.decode(result.outputs), result
+
+
+def play_model(config, qmodel, dense_q, ids, *, split=1, chunk=None, pause=0.0, seed=1, direct=True,
+               max_cycles=100_000_000):
+    """Score a batch with a :class:`~rpaccel.host.quant.QuantModel` whose MLPs run on the engine in Verilator
+    (:class:`~rpaccel.host.driver.models.EngineModel`, one :func:`play_plan` per MLP; pooling and interaction on
+    the host).
+
+    Returns
+    -------
+    (dict, dict)
+        The engine's tensors under the keys of ``rpaccel.host.reference.run(..., trace=True)`` (see
+        :meth:`~rpaccel.host.driver.models.EngineModel.run`), and ``{mlp: PlayerResult}`` of each run.
+    """
+    from ..host.driver.models import EngineModel
+
+    engine = EngineModel(qmodel, config, split=split, chunk=chunk)
+    results = []  # one per MLP, in the order EngineModel.run runs them: that of engine.mlps
+
+    def execute(plan):
+        outputs, result = play_plan(config, plan, pause=pause, seed=seed, direct=direct, max_cycles=max_cycles)
+        results.append(result)
+        return outputs
+
+    tensors = engine.run(dense_q, ids, execute)
+    return tensors, dict(zip(engine.mlps, results))

@@ -46,3 +46,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tests = ", ".join(f"{name} {'PASS' if passed else 'FAIL'} ({sim_ns / 1000:,.0f} us simulated)"
                           for name, passed, sim_ns in tests)
         terminalreporter.write_line(f"{nodeid}: {what}: {tests}")
+
+
+def pytest_collection_modifyitems(config, items):
+    # The fast tier (pytest -m "not slow") leaves out every run of Verilator and of the synthesis tools.
+    for item in items:
+        if item.get_closest_marker("verilator") or item.get_closest_marker("synth"):
+            item.add_marker(pytest.mark.slow)

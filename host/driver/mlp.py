@@ -2,7 +2,7 @@
 
 Shared by the tests, the benchmarks and (later) the host driver: everything that decides *where* data lives in
 the engine and *in which order* it streams is here, in one place, next to the hardware it describes
-(:mod:`rpaccel.rtl.mlp`). Nothing here simulates anything; the golden model is :mod:`rpaccel.sim.golden.mlp`.
+(:mod:`rpaccel.rtl.mlp`). Nothing here simulates anything; the engine is held to :mod:`rpaccel.host.reference`.
 
 A batch on one lane runs in chunks of at most :func:`chunk_limit` items (the accumulator rows and the
 activation memory of the lane bound it), as few and as even as possible. The activation memory of a lane holds
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...rtl.mlp import COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand, MLPEngine, Op
-from ...sim.golden.mlp import MLPError, check_mlp
+from ..reference import MLPError, check_mlp
 from .codec import CodecError, codec, from_ints, to_ints
 
 __all__ = ["EnginePlan", "LaneProgram", "WeightImage", "chunk_limit", "layout_weights", "payload_shapes",

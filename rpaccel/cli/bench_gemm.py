@@ -76,7 +76,8 @@ def tile_bound(config, dims, split):
 def run_case(config, model, dims, split, batch, *, seed, pause, direct=True):
     """Run one batch; return a result row (dict). Raises CommandFailed on any mismatch."""
     from ..host.driver.mlp import plan_engine
-    from ..sim.golden.mlp import mlp_forward, random_input
+    from ..host.reference import mlp_forward
+    from ..sim.golden.mlp import random_input
     from ..sim.mlp_harness import play_plan
 
     if batch % split:

@@ -32,11 +32,15 @@ def _arguments(p):
 
 def run(args):
     from ..host.experiment import findings, quality_tables, run_synthetic_experiment
-    from ..host.quality import plot_quality
+    from ..host.quality import check_plot_path, plot_quality
 
     if args.candidates < 32 or args.k > args.candidates // 32:
         raise CLIError(f"the pipelines keep candidates/8 and candidates/32 items; --k {args.k} must be at most "
                        f"{args.candidates // 32}")
+    try:
+        check_plot_path(args.plot)
+    except ValueError as error:
+        raise CLIError(f"--plot {error}") from None
     report = run_synthetic_experiment(train_samples=args.train_samples, queries=args.queries,
                                       candidates=args.candidates, k=args.k, max_rows=args.max_rows, skew=args.skew,
                                       seed=args.seed, epochs=args.epochs, quiet=args.quiet, workdir=args.workdir)

@@ -67,9 +67,10 @@ def run_query(args):
     from ..config import preset
     from ..host.driver.mlp import plan_engine
     from ..host.driver.topk import pack_elements, unpack_results
+    from ..host.reference import mlp_forward
     from ..numeric import topk
     from ..rtl.topk import TopKUnit
-    from ..sim.golden.mlp import mlp_forward, random_input, random_mlp
+    from ..sim.golden.mlp import random_input, random_mlp
     from ..sim.golden.topk import Query, stream_elements, unit_model
     from ..sim.mlp_harness import play_plan
     from ..sim.player import Player

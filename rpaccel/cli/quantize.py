@@ -1,14 +1,15 @@
 """``rpaccel quantize``: post-training int8 quantisation of a trained model, calibrated on data."""
 
 from .common import CLIError, print_json
-from .hostcommon import add_quiet, host_errors, positive_int
+from .hostcommon import add_quiet, check_files, host_errors, positive_int
 
 
 def register(subparsers):
     p = subparsers.add_parser("quantize", help="quantise trained weights to int8 (the integer reference model)",
                               description=__doc__ + " Writes int8 weights and embedding rows, int32 biases and "
                               "per-layer/per-table (m, s) (see docs/numerics.md); deterministic.")
-    p.add_argument("--weights", required=True, help="weights file from rpaccel train")
+    p.add_argument("--weights", required=True,
+                   help="weights file from rpaccel train (refused if a parameter is NaN or infinite)")
     p.add_argument("--data", required=True, help="calibration data (its first --samples samples are used)")
     p.add_argument("--out", required=True, help="quantised model file to write (.npz)")
     p.add_argument("--samples", type=positive_int, default=8192, help="calibration samples (default 8192)")
@@ -29,6 +30,7 @@ def run(args):
         raise CLIError(f"--percentile must be in [50, 100], not {args.percentile}")
     if args.skip < 0:
         raise CLIError(f"--skip must be >= 0, not {args.skip}")
+    check_files([("--weights", args.weights), ("--data", args.data)], [("--out", args.out)])
     with host_errors():
         model, meta = load_weights(args.weights)
         records = load_records(args.data, limit=args.samples, skip=args.skip)

@@ -2,14 +2,15 @@
 
 from pathlib import Path
 
-from .common import CLIError, print_json
-from .hostcommon import add_quiet, host_errors, positive_int
+from .common import CLIError, CommandFailed, print_json
+from .hostcommon import add_quiet, check_files, host_errors, positive_int
 
 
 def register(subparsers):
     p = subparsers.add_parser("train", help="train a model (float, CPU) on a data file; writes a weights .npz",
                               description=__doc__ + " The same data, options and seed give a byte-identical "
-                              "weights file.")
+                              "weights file. A run whose loss stops being finite stops with exit status 1 and "
+                              "writes nothing.")
     p.add_argument("--model", required=True, help="zoo model (see rpaccel models)")
     p.add_argument("--data", required=True, help="training data: Criteo TSV (.tsv/.txt/.gz) or records .npz")
     p.add_argument("--out", required=True, help="weights file to write (.npz)")
@@ -36,8 +37,9 @@ def run(args):
     from ..host.models import get_model
     from ..host.progress import Progress
     from ..host.quality import auc
-    from ..host.train import TrainConfig, save_weights, train
+    from ..host.train import TrainConfig, TrainingDiverged, save_weights, train
 
+    check_files([("--data", args.data), ("--valid", args.valid)], [("--out", args.out)])
     with host_errors():
         spec = get_model(args.model, max_rows=args.max_rows)
         if not spec.trainable:
@@ -55,8 +57,13 @@ def run(args):
         valid = load_records(args.valid) if args.valid else None
         if valid is not None:
             valid_inputs = preprocess(valid, spec)
-    with Progress(f"training {spec.name}", args.epochs * len(records), "samples", enabled=not args.quiet) as bar:
-        model, losses = train(spec, dense, ids, records.labels, settings, progress=bar)
+    try:
+        with Progress(f"training {spec.name}", args.epochs * len(records), "samples", enabled=not args.quiet) as bar:
+            model, losses = train(spec, dense, ids, records.labels, settings, progress=bar)
+    except TrainingDiverged as error:
+        raise CommandFailed(f"training diverged at epoch {error.epoch}, step {error.step} of {error.steps}: "
+                            f"{error.what}; try a lower --lr (now {args.lr:g}) or --emb-lr (now {args.emb_lr:g}); "
+                            f"{args.out} not written") from None
     summary = {"model": spec.name, "samples": len(records), "skipped_lines": stats.total_skipped,
                "epoch_losses": losses, "train": settings.describe(), "max_rows": args.max_rows,
                "data": str(args.data)}

@@ -3,8 +3,9 @@
 from argparse import Namespace
 
 from rpaccel.cli.demo import SCORING_MLP, run_query
+from rpaccel.host.reference import mlp_forward
 from rpaccel.numeric import topk
-from rpaccel.sim.golden.mlp import mlp_forward, random_input, random_mlp
+from rpaccel.sim.golden.mlp import random_input, random_mlp
 
 
 def test_ranking_query_on_the_rtl_matches_the_golden_ranking():

@@ -1,9 +1,13 @@
 """The host commands end to end on tiny data, and their one-line errors for bad input."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rpaccel.cli import main
@@ -114,3 +118,194 @@ def test_skip_bad_counts_lines_and_no_traceback_reaches_the_user(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     expected = f"rpaccel train: error: {bad}:3: C4: 'g00d' is not a hexadecimal value of at most 8 digits"
     assert result.stderr.strip() == expected
+
+
+# --- what a new user hit (issue 18, point 7) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def inputs(workdir, tmp_path):
+    """A folder with copies of the module's files (and links to them), for commands that must leave it as it is."""
+    for name in ("train.tsv", "test.tsv", "rm-small.npz", "rm-small.q.npz"):
+        shutil.copy(workdir / name, tmp_path / name)
+    shutil.copy(workdir / "test.tsv", tmp_path / "test.svg")  # read as TSV whatever its name
+    (tmp_path / "train-link.tsv").symlink_to("train.tsv")
+    os.link(tmp_path / "rm-small.npz", tmp_path / "hard.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make the work of every command fail the test: an argument error must come before it."""
+    from rpaccel.host import data, experiment, quant, train
+
+    def work(*args, **kwargs):
+        raise AssertionError("the command started its work before refusing its arguments")
+
+    monkeypatch.setattr(train, "train", work)
+    monkeypatch.setattr(quant, "quantize", work)
+    monkeypatch.setattr(experiment, "evaluate_models", work)
+    monkeypatch.setattr(experiment, "run_synthetic_experiment", work)
+    monkeypatch.setattr(data.SyntheticCriteo, "generate", work)
+
+
+def _snapshot(folder):
+    return {p.name: (p.is_dir() or p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def _refused(argv, folder, capsys):
+    """Run ``argv`` ({d} = folder): exit status 2, one line on standard error, the folder unchanged."""
+    before = _snapshot(folder)
+    argv = [a.format(d=folder) for a in argv] + ["--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert _snapshot(folder) == before
+    return err.strip()
+
+
+_QUALITY = ["quality", "--candidates", "512"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--model", "rm-small", "--data", "{d}/train.tsv", "--out", "{d}/train.tsv"],
+     "--out and --data both name {d}/train.tsv: writing --out would overwrite the input; nothing written"),
+    (["train", "--model", "rm-small", "--data", "{d}/train.tsv", "--out", "{d}/folder/../train.tsv"],
+     "--out and --data both name {d}/train.tsv (--out through {d}/folder/../train.tsv)"),
+    (["train", "--model", "rm-small", "--data", "{d}/train-link.tsv", "--out", "{d}/train.tsv"],
+     "--out and --data both name {d}/train-link.tsv (--out through {d}/train.tsv)"),
+    (["train", "--model", "rm-small", "--data", "{d}/test.tsv", "--valid", "{d}/train.tsv", "--out",
+      "{d}/train-link.tsv"], "--out and --valid both name {d}/train.tsv (--out through {d}/train-link.tsv)"),
+    (["quantize", "--weights", "{d}/rm-small.npz", "--data", "{d}/train.tsv", "--out", "{d}/rm-small.npz"],
+     "--out and --weights both name {d}/rm-small.npz: writing --out would overwrite the input"),
+    (["quantize", "--weights", "{d}/rm-small.npz", "--data", "{d}/train.tsv", "--out", "{d}/hard.npz"],
+     "--out and --weights both name {d}/rm-small.npz (--out through {d}/hard.npz)"),
+    (["quantize", "--weights", "{d}/rm-small.npz", "--data", "{d}/train.tsv", "--out", "{d}/train-link.tsv"],
+     "--out and --data both name {d}/train.tsv (--out through {d}/train-link.tsv)"),
+    ([*_QUALITY, "--data", "{d}/test.svg", "--model", "{d}/rm-small.q.npz", "--plot", "{d}/test.svg"],
+     "--plot and --data both name {d}/test.svg: writing --plot would overwrite the input"),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--write", "--results",
+      "{d}/rm-small.q.npz"], "--results and --model both name {d}/rm-small.q.npz"),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--float", "{d}/rm-small.npz",
+      "--write", "--results", "{d}/hard.npz"], "--results and --float both name {d}/rm-small.npz"),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--plot", "{d}/new.png", "--write",
+      "--results", "{d}/new.png"], "--results and --plot both name {d}/new.png; name two files"),
+    (["data", "split", "{d}/train.tsv", "--train-out", "{d}/a.tsv", "--test-out", "{d}/train-link.tsv", "--test",
+      "9"], "--test-out and FILE both name {d}/train.tsv (--test-out through {d}/train-link.tsv)"),
+])
+def test_an_output_that_names_an_input_is_refused_before_the_work(inputs, no_work, argv, message, capsys):
+    err = _refused(argv, inputs, capsys)
+    assert message.format(d=inputs) in err, err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--model", "rm-small", "--data", "{d}/empty.npz", "--out", "{d}/w.npz"],
+     "error: {d}/empty.npz: not a records file (the file is empty)"),
+    (["quantize", "--weights", "{d}/empty.npz", "--data", "{d}/train.tsv", "--out", "{d}/q.npz"],
+     "error: {d}/empty.npz: not a weights file (the file is empty)"),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/empty.npz"],
+     "error: {d}/empty.npz: not a quantised model file (the file is empty)"),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--float", "{d}/empty.npz"],
+     "error: {d}/empty.npz: not a weights file (the file is empty)"),
+    (["train", "--model", "rm-small", "--data", "{d}/folder", "--out", "{d}/w.npz"],
+     "error: {d}/folder: is a folder, not a data file"),
+    (["train", "--model", "rm-small", "--data", "{d}/train.tsv", "--out", "{d}/folder"],
+     "error: --out {d}/folder is a folder; name a file to write"),
+    (["quantize", "--weights", "{d}/rm-small.npz", "--data", "{d}/train.tsv", "--out", "{d}/folder"],
+     "error: --out {d}/folder is a folder"),
+    (["data", "gen", "--out", "{d}/folder", "--samples", "10"], "error: --out {d}/folder is a folder"),
+    (["train", "--model", "rm-small", "--data", "{d}/train.tsv", "--out", "{d}/train.tsv/w.npz"],
+     "error: --out {d}/train.tsv/w.npz: {d}/train.tsv is not a folder"),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--plot", "{d}/q.xyz"],
+     "error: --plot {d}/q.xyz: unsupported plot file type .xyz (supported: "),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--plot", "{d}/folder"],
+     "error: --plot {d}/folder: no file type (supported: "),
+    (["bench", "quality", "--plot", "{d}/q.xyz", "--workdir", "{d}/work"],
+     "error: --plot {d}/q.xyz: unsupported plot file type .xyz (supported: "),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--queries", "9"],
+     "error: {d}/test.tsv holds 4,096 samples, 8 queries of 512 candidates, fewer than --queries 9 asks "
+     "(--allow-fewer evaluates 8)"),
+    ([*_QUALITY, "--data", "{d}/test.tsv", "--model", "{d}/rm-small.q.npz", "--allow-fewer"],
+     "error: --allow-fewer goes with --queries"),
+])
+def test_bad_files_are_one_line_before_the_work_and_leave_nothing(inputs, no_work, argv, message, capsys):
+    err = _refused(argv, inputs, capsys)
+    assert message.format(d=inputs) in err, err
+    assert "internal error" not in err
+
+
+def test_training_that_diverges_fails_and_writes_nothing(inputs, capsys):
+    argv = ["train", "--model", "rm-small", "--data", str(inputs / "train.tsv"), "--out", str(inputs / "w.npz"),
+            "--max-rows", "300", "--lr", "1e30", "--emb-lr", "1e30", "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"rpaccel train: failed: training diverged at epoch 1, step \d+ of 12: the loss is nan; try a "
+                        r"lower --lr \(now 1e\+30\) or --emb-lr \(now 1e\+30\); \S+w\.npz not written", err), err
+    assert not (inputs / "w.npz").exists()
+
+
+def test_quantize_refuses_weights_that_are_not_finite(inputs, no_work, capsys):
+    from rpaccel.host.train import load_weights, save_weights
+
+    model, meta = load_weights(inputs / "rm-small.npz")
+    model.params["bottom1.b"][2] = np.nan
+    save_weights(inputs / "nan.npz", model, meta)
+    err = _refused(["quantize", "--weights", "{d}/nan.npz", "--data", "{d}/train.tsv", "--out", "{d}/q.npz"],
+                   inputs, capsys)
+    assert ("nan.npz: bad weights file (parameter bottom1.b of rm-small holds 1 non-finite value (first nan at [2]); "
+            "a model whose training diverged cannot be used)") in err
+
+
+def test_a_non_ascii_byte_is_reported_on_its_line_and_skipped_with_skip_bad(tmp_path, capsys):
+    lines = _bad_tsv(tmp_path).read_bytes().splitlines()[:1] * 3  # three good lines
+    lines.insert(2, lines[0].replace(b"\t1\t", b"\t1\xb5\t", 1))  # a micro sign in Latin-1 in I1
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["data", "stats", str(path), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (f"rpaccel data: error: {path}:3: not ASCII text (byte 0xb5 in field "
+                                               "I1, column 4)")
+    assert main(["data", "stats", str(path), "--skip-bad", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "3 samples" in out and "skipped 1 bad lines: not ASCII text 1" in out and f"{path}:3: not ASCII" in out
+
+
+def test_quality_says_how_many_queries_it_evaluated(workdir, capsys):
+    base = [*_QUALITY, "--data", str(workdir / "test.tsv"), "--model", str(workdir / "rm-small.q.npz"), "--quiet"]
+    assert main(base) == 0
+    assert capsys.readouterr().out.startswith(f"Evaluated 8 queries of 512 candidates from `{workdir / 'test.tsv'}`.\n")
+    assert main([*base, "--candidates", "500"]) == 0  # the later option wins
+    assert (f"Evaluated 8 queries of 500 candidates from `{workdir / 'test.tsv'}` (its last 96 samples, less than "
+            "one query, are not used).") in capsys.readouterr().out
+    assert main([*base, "--queries", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["queries"] == 3 and report["samples"] == {"read": 1536, "evaluated": 1536}
+    assert main([*base, "--queries", "20", "--allow-fewer"]) == 0
+    captured = capsys.readouterr()
+    assert ("Evaluated 8 queries of 512 candidates from" in captured.out
+            and "(the file holds 4,096 samples, fewer than the 20 queries asked)" in captured.out)
+    assert captured.err == ""
+    # Evaluating on the file a model was trained on is allowed, and said.
+    assert main([*base, "--data", str(workdir / "train.tsv"), "--queries", "2"]) == 0
+    assert capsys.readouterr().err == (f"rpaccel quality: warning: rm-small ({workdir / 'rm-small.q.npz'}) was "
+                                       f"trained on {workdir / 'train.tsv'}, so these figures are not test figures "
+                                       "(a disjoint test file: rpaccel data gen --start, rpaccel data split)\n")
+
+
+def test_a_test_file_disjoint_from_the_training_file(tmp_path, capsys):
+    common = ["--max-rows", "300", "--quiet"]
+    assert main(["data", "gen", "--out", str(tmp_path / "train.tsv"), "--samples", "3000", *common]) == 0
+    hint = capsys.readouterr().out
+    assert "samples 0 to 2,999 of seed 1's stream (a disjoint file: the same options with --start 3000)" in hint
+    assert main(["data", "gen", "--out", str(tmp_path / "test.tsv"), "--samples", "1000", "--start", "3000",
+                 *common]) == 0
+    assert main(["data", "gen", "--out", str(tmp_path / "all.tsv"), "--samples", "4000", *common]) == 0
+    train, test = (tmp_path / "train.tsv").read_bytes(), (tmp_path / "test.tsv").read_bytes()
+    assert train + test == (tmp_path / "all.tsv").read_bytes()
+    assert not set(train.splitlines()) & set(test.splitlines())
+    # A file that is not generated (the real Criteo data): its last samples make the test file.
+    assert main(["data", "split", str(tmp_path / "all.tsv"), "--train-out", str(tmp_path / "a.tsv"), "--test-out",
+                 str(tmp_path / "b.tsv"), "--test", "1000"]) == 0
+    assert f"wrote 3,000 lines to {tmp_path / 'a.tsv'} and the last 1,000 to" in capsys.readouterr().out
+    assert (tmp_path / "a.tsv").read_bytes() == train and (tmp_path / "b.tsv").read_bytes() == test

@@ -1,5 +1,8 @@
 """Synthetic data and the Criteo TSV format: determinism, skew, round trips, DLRM preprocessing, bad input."""
 
+import gzip
+import time
+
 import numpy as np
 import pytest
 
@@ -13,10 +16,11 @@ from rpaccel.host.data import (
     preprocess,
     read_criteo_tsv,
     save_records,
+    split_data,
     write_criteo_tsv,
 )
 
-from host_fixtures import TINY_ROWS, tiny_cat_towers, tiny_dot
+from host_fixtures import TINY_ROWS, tiny_cat_towers, tiny_data, tiny_dot
 
 CRITEO_SMALL = SyntheticConfig.criteo(max_rows=300, seed=5)
 
@@ -168,3 +172,79 @@ def test_empty_fields_are_missing(tmp_path):
     assert r.cat_missing[0, :, 0].tolist() == [False] * 6 + [True] + [False] * 19
     assert r.cats[0, 0, 0] == 0x0A1B2C3D
     assert isinstance(r, Records)
+
+
+def test_a_byte_that_is_not_ascii_is_reported_on_its_line_and_can_be_skipped(tmp_path):
+    # Far enough down that the old reader (a text decoder over 8 kB buffers) blamed another line.
+    lines = [GOOD.encode()] * 3000
+    fields = GOOD.encode().split(b"\t")
+    fields[20] = b"0a1b\xc3\xa92c"  # C7, as UTF-8 text would hold an accent
+    lines[2499] = b"\t".join(fields)
+    column = len(b"\t".join(fields[:20])) + 6
+    message = rf"bad\.tsv{{}}:2500: not ASCII text \(byte 0xc3 in field C7, column {column}\)"
+    for name, write in (("bad.tsv", lambda p, data: p.write_bytes(data)),
+                        ("bad.tsv.gz", lambda p, data: p.write_bytes(gzip.compress(data)))):
+        path = tmp_path / name
+        write(path, b"\n".join(lines) + b"\n")
+        with pytest.raises(DataError, match=message.format(r"\.gz" if name.endswith(".gz") else "")):
+            load_records(path)
+        stats = ReadStats()
+        records = load_records(path, on_error="skip", stats=stats)
+        assert len(records) == 2999 and stats.lines == 3000 and dict(stats.skipped) == {"not ASCII text": 1}
+    # A byte past the last field's tab (a 41st field) is reported without a field name.
+    (tmp_path / "tail.tsv").write_bytes(GOOD.encode() + b"\t\xff\n")
+    with pytest.raises(DataError, match=r"tail\.tsv:1: not ASCII text \(byte 0xff, column 2\d\d\)"):
+        load_records(tmp_path / "tail.tsv")
+
+
+def test_files_appear_whole_or_not_at_all(tmp_path, criteo_records, monkeypatch):
+    path = tmp_path / "a.tsv"
+
+    def chunks():
+        yield criteo_records.take(slice(0, 1000))
+        raise RuntimeError("the generator failed half way")
+
+    with pytest.raises(RuntimeError, match="half way"):
+        write_criteo_tsv(path, chunks())
+    assert list(tmp_path.iterdir()) == []
+    write_criteo_tsv(path, (criteo_records.take(slice(i, i + 1000)) for i in range(0, 3000, 1000)))
+    assert path.read_bytes() == write_criteo_tsv(tmp_path / "b.tsv", criteo_records).read_bytes()
+    # A .gz file carries no time stamp: the same records give the same bytes at another time.
+    first = write_criteo_tsv(tmp_path / "x" / "c.tsv.gz", criteo_records).read_bytes()
+    later = time.time() + 86400
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert write_criteo_tsv(tmp_path / "y" / "c.tsv.gz", criteo_records).read_bytes() == first
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.tsv", "b.tsv", "c.tsv.gz", "c.tsv.gz", "x", "y"]
+
+
+def test_empty_and_foreign_npz_files_are_data_errors(tmp_path):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.npz: not a records file \(the file is empty\)"):
+        load_records(tmp_path / "empty.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(DataError, match=r"one\.npz: not a records file \(a single array"):
+        load_records(tmp_path / "one.npz")
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(DataError, match=r"folder\.npz: is a folder, not a records file"):
+        load_records(tmp_path / "folder.npz")
+
+
+def test_split_holds_out_the_last_samples_in_the_inputs_format(tmp_path, criteo_records):
+    path = write_criteo_tsv(tmp_path / "all.tsv", criteo_records)
+    assert split_data(path, tmp_path / "train.tsv", tmp_path / "test.tsv.gz", 1000) == (2000, 1000)
+    assert _same(load_records(tmp_path / "train.tsv"), criteo_records.take(slice(0, 2000)))
+    assert _same(load_records(tmp_path / "test.tsv.gz"), criteo_records.take(slice(2000, None)))
+    assert (tmp_path / "train.tsv").read_bytes() + gzip.decompress((tmp_path / "test.tsv.gz").read_bytes()) \
+        == path.read_bytes()
+    records = tiny_data(tiny_cat_towers(), 50)
+    save_records(tmp_path / "all.npz", records)
+    assert split_data(tmp_path / "all.npz", tmp_path / "a.npz", tmp_path / "b.npz", 8) == (42, 8)
+    assert _same(load_records(tmp_path / "b.npz"), records.take(slice(42, None)))
+    with pytest.raises(DataError, match=r"all\.tsv: holds 3,000 lines, none left for training after 3,000"):
+        split_data(path, tmp_path / "x.tsv", tmp_path / "y.tsv", 3000)
+    with pytest.raises(DataError, match=r"all\.npz: a split writes the input's format"):
+        split_data(tmp_path / "all.npz", tmp_path / "x.npz", tmp_path / "y.tsv", 8)
+    with pytest.raises(DataError, match=r"nope\.tsv: no such file"):
+        split_data(tmp_path / "nope.tsv", tmp_path / "x.tsv", tmp_path / "y.tsv", 8)
+    assert not any(p.name.startswith(("x", "y", ".")) for p in tmp_path.iterdir())

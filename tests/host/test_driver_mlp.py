@@ -15,9 +15,10 @@ from rpaccel.host.driver.mlp import (
     plan_engine,
     plan_lane,
 )
+from rpaccel.host.reference import Layer, MLPError, check_mlp, mlp_forward
 from rpaccel.numeric import INT32_MAX, postprocess
 from rpaccel.rtl.mlp import EngineGeometry, MLPCommand, Op
-from rpaccel.sim.golden.mlp import Layer, MLPError, check_mlp, mlp_forward, random_input, random_mlp
+from rpaccel.sim.golden.mlp import random_input, random_mlp
 
 # The layout arithmetic below is worked out by hand for a 16 x 16 array of 4 x 4 blocks (the small preset before
 # it became 16 x 8), so these tests pin that geometry rather than follow the preset.

@@ -26,7 +26,8 @@ def test_quantised_model_follows_the_rules_and_keeps_quality(trained):
     qm = quantize(model, calib)
     assert qm.emb.dtype == np.int8 and np.abs(qm.emb.astype(int)).max() <= 127
     for layer in qm.layers:
-        assert layer.weight.dtype == np.int8 and np.abs(layer.weight.astype(int)).max() == 127
+        assert layer.weights.dtype == np.int8 and np.abs(layer.weights.astype(int)).max() == 127
+        assert layer.shape == {name: (k, n) for name, k, n, _ in qm.spec.layers()}[layer.name]
         assert layer.raw == (layer.name == "top1")
         assert (layer.m, layer.s) == (0, 0) if layer.raw else (32768 <= layer.m <= 65535 and 0 < layer.s <= 63)
     assert np.all((qm.pool_m >= 32768) & (qm.pool_m <= 65535)) and 32768 <= qm.inter_m <= 65535
@@ -66,6 +67,9 @@ def test_files_are_deterministic_and_round_trip(tmp_path, trained):
     assert np.array_equal(loaded.logits_from_records(test), quantize(model, calib).logits_from_records(test))
     with np.load(tmp_path / "a.q.npz") as archive:
         assert archive["top0.w"].dtype == np.int8 and archive["top0.b"].dtype == np.int32
+        # Files keep the output-major (N, K) orientation of the float weights file; in memory a layer is K x N.
+        assert archive["top0.w"].shape == (8, 14)
+        assert np.array_equal(archive["top0.w"].T, loaded.layer("top0").weights)
     save_weights(tmp_path / "w.npz", model)
     with pytest.raises(FileFormatError, match=r"w\.npz: not a quantised model file"):
         load_quantized(tmp_path / "w.npz")

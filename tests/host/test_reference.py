@@ -6,12 +6,14 @@ broadcast) shows up as a mismatch. A planted bug proves the comparison can fail.
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from rpaccel.host.models import get_model
-from rpaccel.host.quant import LEVELS, QLayer, QuantizationError, QuantModel, choose_multiplier, dense_thresholds
+from rpaccel.host.quant import LEVELS, QuantizationError, QuantModel, choose_multiplier, dense_thresholds
+from rpaccel.host.reference import Layer
 
 from host_fixtures import random_inputs, tiny_cat_towers, tiny_dot, tiny_wnd
 
@@ -31,7 +33,7 @@ def golden_logits(qm, dense, ids):
     for n in range(len(dense)):
 
         def fc(layer, x):
-            w, b = layer.weight.tolist(), layer.bias.tolist()
+            w, b = layer.weights.T.tolist(), layer.bias.tolist()  # one row of K weights per output
             accs = [sum(wi * xi for wi, xi in zip(row, x)) + bi for row, bi in zip(w, b)]
             return accs if layer.raw else [_rq(a, layer.m, layer.s, layer.relu) for a in accs]
 
@@ -81,8 +83,8 @@ def random_qmodel(spec, rng):
     for name, k, n, relu in spec.layers():
         raw = not relu and (name.startswith("task") or not spec.tasks)
         m, s = (0, 0) if raw else ms(k)
-        layers.append(QLayer(name, rng.integers(-127, 128, (n, k)).astype(np.int8),
-                             rng.integers(-(1 << 14), 1 << 14, n), m, s, relu, raw))
+        layers.append(Layer(rng.integers(-127, 128, (k, n)).astype(np.int8), rng.integers(-(1 << 14), 1 << 14, n),
+                            m, s, relu, raw, name))
     pool_m, pool_s = zip(*[(int(rng.integers(16384, 65536)), 15 + spec.pooling // 2) for _ in spec.tables])
     inter_m, inter_s = ms(spec.emb_dim)
     thresholds = np.stack([dense_thresholds(0.05) for _ in range(spec.dense)]) if spec.dense \
@@ -139,9 +141,18 @@ def test_bad_inputs_and_parameters_are_refused():
         qm.logits(np.full((1, 3), 128), ids[:1] * 0)
     with pytest.raises(ValueError, match=r"dense inputs must have shape \(n, 3\)"):
         qm.logits(np.zeros((1, 4), int), ids[:1] * 0)
-    big = qm.layers[0]
-    qm.layers[0] = QLayer(big.name, big.weight, np.full(8, 2**31 - 100), big.m, big.s, big.relu, big.raw)
-    with pytest.raises(QuantizationError, match="bottom0: .* could overflow int32"):
+    bottom0 = qm.layers[0]
+    qm.layers[0] = replace(bottom0, bias=np.where(np.arange(8) == 5, 2**31 - 100, bottom0.bias))
+    with pytest.raises(QuantizationError, match="bottom0: the accumulator of output 5 could reach .* outside int32"):
+        qm.validate()
+    qm.layers[0] = replace(bottom0, raw=True)
+    with pytest.raises(QuantizationError, match="layer bottom0: relu must be True and raw False"):
+        qm.validate()
+    qm.layers[0] = replace(bottom0, weights=bottom0.weights.T)
+    with pytest.raises(QuantizationError, match=r"do not match model tiny-dot: expected .*\('bottom0', \(3, 8\)\)"):
+        qm.validate()
+    qm.layers[0] = "bottom0"
+    with pytest.raises(QuantizationError, match="layers must be rpaccel.host.reference.Layer records, not str"):
         qm.validate()
 
 

@@ -7,7 +7,8 @@ from rpaccel.host.data import preprocess
 from rpaccel.host.files import FileFormatError
 from rpaccel.host.models import ModelError, get_model
 from rpaccel.host.quality import auc
-from rpaccel.host.train import FloatModel, TrainConfig, load_weights, save_weights, train
+from rpaccel.host.quant import quantize
+from rpaccel.host.train import FloatModel, TrainConfig, TrainingDiverged, load_weights, save_weights, train
 
 from host_fixtures import tiny_cat_towers, tiny_data, tiny_dot, tiny_wnd
 
@@ -87,3 +88,36 @@ def test_errors(tmp_path):
     spec = tiny_dot()
     with pytest.raises(ValueError, match="ids outside the tables"):
         train(spec, np.zeros((2, 3)), np.full((2, 4), 99), np.zeros(2))
+
+
+def test_training_that_diverges_stops_and_names_where():
+    spec = tiny_dot()
+    records = tiny_data(spec, 2000)
+    dense, ids = preprocess(records, spec)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, step \d+ of 8: the loss is nan; try a lower") as info:
+        train(spec, dense, ids, records.labels, TrainConfig(batch=256, lr=1e30, emb_lr=1e30))
+    assert info.value.epoch == 1 and 1 <= info.value.step <= 8 and info.value.steps == 8
+    # One step whose loss is finite but whose update leaves infinite weights (float32) is caught at the epoch's end.
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, step 1 of 1: parameter \S+ of tiny-dot holds \d+"):
+        train(spec, dense, ids, records.labels, TrainConfig(batch=2000, lr=1e39))
+    # A sane step size on the same data trains to a finite loss.
+    _, history = train(spec, dense, ids, records.labels, TrainConfig(batch=256))
+    assert np.isfinite(history[0])
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="lr must be a positive finite number"):
+            TrainConfig(lr=value)
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path):
+    model = FloatModel.initial(tiny_dot(), seed=1)
+    assert model.nonfinite() is None
+    model.params["top0.w"][2, 3] = np.inf
+    model.params["top0.w"][4, 0] = np.nan
+    message = r"parameter top0\.w of tiny-dot holds 2 non-finite values \(first inf at \[2, 3\]\)"
+    with pytest.raises(ModelError, match=message):
+        model.check_finite()
+    with pytest.raises(ModelError, match=message):
+        quantize(model, tiny_data(model.spec, 100))
+    save_weights(tmp_path / "nan.npz", model)
+    with pytest.raises(FileFormatError, match=r"nan\.npz: bad weights file \(" + message):
+        load_weights(tmp_path / "nan.npz")

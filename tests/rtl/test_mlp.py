@@ -6,8 +6,9 @@ import pytest
 
 from rpaccel.config import preset
 from rpaccel.host.driver.mlp import chunk_limit, plan_engine
+from rpaccel.host.reference import mlp_forward
 from rpaccel.rtl.mlp import EngineGeometry
-from rpaccel.sim.golden.mlp import mlp_forward, random_input, random_mlp
+from rpaccel.sim.golden.mlp import random_input, random_mlp
 from rpaccel.sim.mlp_harness import play_plan, simulate_plan
 
 TINY, SMALL = preset("tiny"), preset("small")
