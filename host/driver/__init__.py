@@ -2,4 +2,12 @@
 
 It knows the gateware's payload layouts but never simulates: a device (RTL simulation, model or board) carries
 the words it produces.
+
+* :mod:`~rpaccel.host.driver.codec`: packs and unpacks any ``amaranth.lib.data`` payload to and from numpy
+  arrays (``(n, limbs)`` uint64 words), single values, Python ints and hex lines.
+* :mod:`~rpaccel.host.driver.mlp`: the MLP engine's program compiler (weight images, chunked command streams,
+  activation words, result decoding).
+* :mod:`~rpaccel.host.driver.embedding`: the embedding system's command encoder and output decoders.
+* :mod:`~rpaccel.host.driver.topk`: top-k query framing and packing, result decoding.
+* :mod:`~rpaccel.host.driver.models`: a quantised model's MLPs as engine programs.
 """
