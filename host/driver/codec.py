@@ -339,8 +339,20 @@ class Codec:
     # Lists of single values ---------------------------------------------------------------------------------------
 
     def pack_values(self, values):
-        """:meth:`pack_value` of each of ``values``, as ``(n, limbs)`` words."""
-        return from_ints([self.pack_value(value) for value in values], self.width)
+        """:meth:`pack_value` of each of ``values``, as ``(n, limbs)`` words.
+
+        Raises
+        ------
+        CodecError
+            As :meth:`pack_value`, the message starting with the row (``row 3: payload.x = ...``).
+        """
+        bits = []
+        for row, value in enumerate(values):
+            try:
+                bits.append(self._root.pack_value(value, "payload"))
+            except CodecError as error:
+                raise CodecError(f"row {row}: {error}") from None
+        return from_ints(bits, self.width)
 
     def unpack_values(self, words):
         """:meth:`unpack_value` of each packed word of ``words``, as a list."""

@@ -321,6 +321,11 @@ def test_single_values_of_enums_and_arrays():
     # A value that is no member unpacks to its plain int (an unused union member may hold anything).
     assert unpack(Op, 1) == 1
     assert codec(Op) is codec(Op)
+    # Lists of single values: packed words, and the row of a bad one.
+    words = codec(layout).pack_values([value, {**value, "op": Op.ADD}])
+    assert codec(layout).unpack_values(words) == [value, {**value, "op": Op.ADD}]
+    with pytest.raises(CodecError, match=r"^row 1: payload.y\[2\] = 16 does not fit signed\(5\)"):
+        codec(layout).pack_values([value, {**value, "y": [0, 0, 16]}])
 
 
 # Words ----------------------------------------------------------------------------------------------------------
