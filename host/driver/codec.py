@@ -394,8 +394,7 @@ def _leaf_array(column):
         return _check_limbs(column, array)
     bad = _out_of_range(leaf, array)
     if bad is not None:
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        _raise_range(column, array, where)
+        _raise_range(column, array, np.argwhere(bad)[0])
     return array
 
 
@@ -431,17 +430,22 @@ def _out_of_range(leaf, array):
     return bad if bad.any() else None
 
 
+def _located(column, where):
+    """``row 3: payload.x[2].y`` for the value at ``where`` (the row, if the array has one, and array indices)."""
+    where, axes = tuple(int(i) for i in where), column.offsets.ndim
+    if len(where) > axes:
+        return f"row {where[0]}: {_path_text(column.path, where[1:])}"
+    return _path_text(column.path, where)
+
+
 def _raise_range(column, array, where):
     leaf = column.leaf
     value = array[tuple(where)]
     value = value.item() if isinstance(value, np.generic) else getattr(value, "value", value)
-    axes = column.offsets.ndim
-    index = tuple(where)[len(where) - axes:] if len(where) > axes else tuple(where)
-    row = f"row {where[0]}: " if len(where) > axes else ""
-    path = _path_text(column.path, index)
     if leaf.enum is not None:
-        raise CodecError(f"{row}{path} = {value!r} is not a member of {leaf.enum.__name__}")
-    raise CodecError(f"{row}{path} = {value!r} does not fit {leaf.describe()} (range [{leaf.low}, {leaf.high}])")
+        raise CodecError(f"{_located(column, where)} = {value!r} is not a member of {leaf.enum.__name__}")
+    raise CodecError(f"{_located(column, where)} = {value!r} does not fit {leaf.describe()} "
+                     f"(range [{leaf.low}, {leaf.high}])")
 
 
 def _check_limbs(column, array):
@@ -455,12 +459,8 @@ def _check_limbs(column, array):
     if top_bits < LIMB_BITS:
         bad |= (array[..., -1].astype(np.uint64) >> np.uint64(top_bits)) != 0
     if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        axes = column.offsets.ndim
-        index = where[len(where) - axes:] if len(where) > axes else where
-        row = f"row {where[0]}: " if len(where) > axes else ""
-        raise CodecError(f"{row}{_path_text(column.path, index)}: limbs {array[where].tolist()} do not fit "
-                         f"{leaf.describe()}")
+        where = tuple(np.argwhere(bad)[0])
+        raise CodecError(f"{_located(column, where)}: limbs {array[where].tolist()} do not fit {leaf.describe()}")
     return array.astype(np.uint64)
 
 
