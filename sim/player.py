@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..host.driver.device import PortStats, TraceError, not_before_array
+from ..host.driver.device import DeviceError, PortStats, TraceError, not_before_array
 from .cache import cache_entry, digest, mark_complete
 from .payload import PayloadError, pack, unpack
 from .streams import port_seed, stall_threshold
@@ -48,7 +48,7 @@ __all__ = ["Player", "PlayerError", "PlayerResult", "PortStats", "StreamPort", "
 TIMING_ARGS = ("--timing", "-CFLAGS", "-std=c++20 -fcoroutines")
 
 
-class PlayerError(RuntimeError):
+class PlayerError(DeviceError):
     """A player run went wrong (timeout, a missing port, bad stimulus); the message says which port."""
 
 
@@ -409,8 +409,9 @@ class Player:
             so Verilator optimises the whole design (cocotb's runner makes every signal public), which is
             several times faster on large designs. Waveforms need cocotb: with ``waves`` the run uses it.
         not_before : dict, optional
-            ``{input port: sequence of (int or None)}``: the cycle before which each value is not offered
-            (``None``: as soon as the value before it has been taken; see :mod:`rpaccel.host.driver.device`).
+            ``{input port: cycles}``: the cycle before which each value is not offered, as a sequence of int
+            (``None`` for a value offered as soon as the one before it has been taken) or an integer array
+            (:data:`~rpaccel.host.driver.device.NO_CYCLE` for that); see :mod:`rpaccel.host.driver.device`.
         output_cycles : bool
             Record the cycle of every output transfer in :attr:`PlayerResult.output_cycles`.
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NO_CYCLE", "Device", "InputStream", "OutputStream", "Port", "PortStats", "TimedTrace", "TraceError",
-           "TraceResult", "not_before_array"]
+__all__ = ["NO_CYCLE", "Device", "DeviceError", "InputStream", "OutputStream", "Port", "PortStats", "TimedTrace",
+           "TraceError", "TraceResult", "not_before_array"]
 
 #: Not-before cycle of a word that has none of its own (it follows the word before it on its port).
 NO_CYCLE = -1
@@ -39,6 +39,10 @@ NO_CYCLE = -1
 
 class TraceError(ValueError):
     """A timed trace is malformed or does not fit the device; the message names the port and the transfer."""
+
+
+class DeviceError(RuntimeError):
+    """A run went wrong on the device (it did not finish in time, the simulator failed); the message says how."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,8 @@ def not_before_array(port, cycles, count, *, first_index=0):
     port : str
         Name of the port (for error messages).
     cycles : sequence of (int or None) or numpy.ndarray
-        A not-before cycle per word; ``None`` (a sequence only) for a word without one, stored as
-        :data:`NO_CYCLE`.
+        A not-before cycle per word. A word without one is ``None`` in a sequence and :data:`NO_CYCLE` in an
+        integer array (the form :attr:`InputStream.not_before` takes).
     count : int
         Number of words.
     first_index : int
@@ -160,7 +164,7 @@ def not_before_array(port, cycles, count, *, first_index=0):
     if isinstance(cycles, np.ndarray):
         if cycles.dtype.kind not in "iu":
             raise TraceError(f"Trace port {port!r}: not-before cycles must be integers, not {cycles.dtype}")
-        negative = np.flatnonzero(cycles < 0)
+        negative = np.flatnonzero((cycles < 0) & (cycles != NO_CYCLE))
         if len(negative):
             index = int(negative[0])
             raise TraceError(f"Trace port {port!r}, transfer #{start + index}: not-before cycle "
@@ -238,7 +242,8 @@ class TimedTrace:
         at : int, optional
             Not-before cycle of the first word; the others follow it back to back (a burst, e.g. one query).
         cycles : sequence of (int or None) or numpy.ndarray, optional
-            A not-before cycle for every word (``None``: none of its own). Not together with ``at``.
+            A not-before cycle for every word: ``None`` in a sequence, :data:`NO_CYCLE` in an integer array, for
+            a word without one of its own. Not together with ``at``.
 
         Returns
         -------
