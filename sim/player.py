@@ -5,15 +5,29 @@ testbench that runs beside the design inside Verilator.
 (Verilator ``--timing``). For every input stream port the testbench reads payloads from a file, one per
 transfer, idling randomly; for every output stream port it applies random back-pressure and writes every
 payload it accepts to a file. Random stalls come from a per-port xorshift generator seeded by the caller, so a
-run is reproducible. Non-stream inputs are held at values given per run. When every output port has delivered
-its expected count the testbench raises ``done``; the cocotb bench :mod:`rpaccel.sim.benches.player` wakes up
-once, at that point, and reports. Python is not woken during the run.
+run is reproducible (:func:`~rpaccel.sim.streams.xorshift_stalls` is its Python twin). Non-stream inputs are held
+at values given per run. When every output port has delivered its expected count the testbench raises ``done``;
+the cocotb bench :mod:`rpaccel.sim.benches.player` wakes up once, at that point, and reports. Python is not woken
+during the run.
+
+Runs are timed as :mod:`rpaccel.host.driver.device` says: reset lasts four clock edges, cycle 0 is the first
+cycle out of reset (inputs may be offered in it), and a transfer is counted in the cycle whose closing edge sees
+``valid`` and ``ready``. A port's file is switched to timed lines at run time (``+timed_<port>=1``), so one
+Verilator build serves timed and untimed runs and an untimed port pays for nothing:
+
+* an untimed line is the payload in hexadecimal (``1f3a``);
+* a timed input line is ``<not-before cycle, decimal> <payload, hex>`` (``5000 1f3a``): the word is not offered
+  before that cycle, and never before the word of the line above has been taken (a cycle already past means "as
+  soon as possible"), and the cycles of a file never decrease;
+* a timed output line is ``<cycle of the transfer, decimal> <payload, hex>``.
 
 The caller compares the outputs with its golden model::
 
     player = Player(PostProcessor)
     result = player.run({"i": payloads}, expect={"o": len(payloads)}, pause=0.3, seed=1)
     assert result.outputs["o"] == golden(payloads)
+
+:class:`rpaccel.sim.device.PlayerDevice` runs :class:`~rpaccel.host.driver.device.TimedTrace` s through it.
 """
 
 import os
@@ -400,8 +414,8 @@ class Player:
         name : str, optional
             Name of the run (for the waveform file).
         packed : bool
-            Inputs are already packed payload bits (ints or a numpy integer array, e.g. packed with numpy by the
-            caller) and outputs are returned as packed ints: no per-value :func:`~rpaccel.sim.payload.pack`
+            Inputs and statics are already packed bits (ints or a numpy integer array, e.g. packed with numpy by
+            the caller) and outputs are returned as packed ints: no per-value :func:`~rpaccel.sim.payload.pack`
             and :func:`~rpaccel.sim.payload.unpack`, for runs with millions of transfers.
         direct : bool
             Run the testbench as a stand-alone Verilator binary (``verilator --binary``, see
@@ -454,7 +468,7 @@ class Player:
             if timed:
                 plusargs.append(f"+timed_{s.name}=1")
         for static, value in statics.items():
-            plusargs.append(f"+static_{static}={pack(self._static_shape(static), value):x}")
+            plusargs.append(f"+static_{static}={self._static_bits(static, value, packed):x}")
 
         started = time.perf_counter()
         if direct and not waves_enabled(waves):
@@ -497,10 +511,18 @@ class Player:
         return PlayerResult(outputs=outputs, cycles=summary["cycles"], ports=summary["ports"], wall_seconds=wall,
                             build_seconds=build_seconds, cpu_seconds=cpu, output_cycles=cycles)
 
-    def _static_shape(self, name):
+    def _static_bits(self, name, value, packed):
         from amaranth.hdl import unsigned
 
-        return self._shapes.get(name, unsigned(self.statics[name]))
+        width = self.statics[name]
+        if packed:
+            if not 0 <= int(value) < 1 << width:
+                raise PlayerError(f"Static input {name!r}: {value} is not {width} packed bits")
+            return int(value)
+        try:
+            return pack(self._shapes.get(name, unsigned(width)), value)
+        except PayloadError as error:
+            raise PlayerError(f"Static input {name!r}: {error}") from None
 
     def _write_input(self, file, port, values, packed, not_before):
         shape = self._shape(port.name)
