@@ -25,6 +25,7 @@ A query of a replayed trace arriving at cycle ``t`` is one burst per port it use
     latency = result.outputs["out"].cycles - arrivals
 """
 
+import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -195,6 +196,25 @@ def not_before_array(port, cycles, count, *, first_index=0):
     return array
 
 
+def _integers(port, start, words):
+    # ``words`` as a list of Python ints; a word that is no integer is an error naming it.
+    if isinstance(words, np.ndarray) and words.dtype.kind in "iu":
+        return words.ravel().tolist()
+    try:
+        return [operator.index(word) for word in words]
+    except TypeError:
+        index, word = next((index, word) for index, word in enumerate(words) if not _is_integer(word))
+        raise TraceError(f"Trace port {port!r}, transfer #{start + index}: word {word!r} is not an integer") from None
+
+
+def _is_integer(value):
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _decrease(port, index, cycle, earlier_index, earlier_cycle):
     return TraceError(f"Trace port {port!r}, transfer #{index}: not-before cycle {cycle} comes before cycle "
                       f"{earlier_cycle} of transfer #{earlier_index} (cycles must not decrease within a port)")
@@ -254,8 +274,8 @@ class TimedTrace:
             raise TraceError(f"Trace port name must be a string, not {port!r}")
         if at is not None and cycles is not None:
             raise TraceError(f"Trace port {port!r}: give either 'at' or 'cycles', not both")
-        words = words.tolist() if isinstance(words, np.ndarray) else list(words)
         start = len(self._words.get(port, ()))
+        words = _integers(port, start, words)
         if cycles is None:
             cycles = [at] + [None] * (len(words) - 1) if words else []
         not_before = not_before_array(port, cycles, len(words), first_index=start)
@@ -289,7 +309,7 @@ class TimedTrace:
     @property
     def inputs(self):
         """``{input port: InputStream}``."""
-        return {port: InputStream(words, np.concatenate(self._cycles[port]))
+        return {port: InputStream(list(words), np.concatenate(self._cycles[port]))
                 for port, words in self._words.items()}
 
     @property
@@ -334,11 +354,10 @@ class TimedTrace:
 
 
 def _check_words(port, words, width):
-    for index, word in enumerate(words):
-        if isinstance(word, bool) or not isinstance(word, (int, np.integer)):
-            raise TraceError(f"Trace port {port!r}, transfer #{index}: word {word!r} is not an integer")
-        if word < 0 or word >> width:
-            raise TraceError(f"Trace port {port!r}, transfer #{index}: word {word} does not fit {width} bits")
+    if not words or (min(words) >= 0 and max(words) >> width == 0):
+        return
+    index, word = next((index, word) for index, word in enumerate(words) if word < 0 or word >> width)
+    raise TraceError(f"Trace port {port!r}, transfer #{index}: word {word} does not fit {width} bits")
 
 
 class Device(ABC):

@@ -185,6 +185,7 @@ def test_both_devices_see_the_same_ports(player, simulator):
     (lambda t: t.send("i", [1], at=-1), r"^Trace port 'i', transfer #0: not-before cycle -1 is negative"),
     (lambda t: t.send("i", [1], cycles=np.array([-2])), r"^Trace port 'i', transfer #0: not-before cycle -2 is neg"),
     (lambda t: t.send("i", [1], cycles=[2.5]), r"^Trace port 'i', transfer #0: not-before cycle 2.5 is not an int"),
+    (lambda t: t.send("i", [1, "x"]), r"^Trace port 'i', transfer #1: word 'x' is not an integer$"),
     (lambda t: t.send("i", [1, 2], cycles=[1]), r"^Trace port 'i': 1 not-before cycles for 2 words$"),
     (lambda t: t.send("i", [1], at=1, cycles=[1]), r"^Trace port 'i': give either 'at' or 'cycles', not both$"),
     (lambda t: t.expect("o", -1), r"^Trace port 'o': expected count must be a non-negative integer, not -1$"),
