@@ -17,6 +17,7 @@ Example::
 
 import itertools
 import random
+import zlib
 
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
@@ -24,7 +25,8 @@ from amaranth.sim import Simulator
 from ..host.driver.codec import codec
 from .verilator import waves_dir, waves_enabled
 
-__all__ = ["SimulationTimeout", "StreamSink", "StreamSource", "pauses", "payload_shape", "run_simulation"]
+__all__ = ["SimulationTimeout", "StreamSink", "StreamSource", "pauses", "payload_shape", "port_seed",
+           "run_simulation", "stall_threshold", "xorshift_stalls"]
 
 
 def payload_shape(stream_signature):
@@ -56,6 +58,34 @@ def pauses(pause=0.0, seed=0):
     if all(pattern):
         raise ValueError("Pause pattern must contain at least one cycle without a stall")
     return itertools.cycle(pattern)
+
+
+def stall_threshold(pause):
+    """The stall threshold out of ``2**16`` of the Player's stall generators for probability ``pause``."""
+    if not 0.0 <= pause < 1.0:
+        raise ValueError(f"Pause probability must be in [0, 1), not {pause!r}")
+    return min(round(pause * 65536), 65535)
+
+
+def port_seed(seed, port):
+    """The seed of port ``port``'s stall generator in a run seeded with ``seed`` (a non-zero 32-bit number)."""
+    return (seed * 7919 + zlib.crc32(port.encode()) + 1) % (1 << 32) or 1
+
+
+def xorshift_stalls(pause, seed):
+    """An endless iterator of booleans, ``True`` for "stall this cycle": the stall pattern of a port of the
+    Player's testbench (:mod:`rpaccel.sim.player`), so that a simulator can reproduce a Player run exactly.
+
+    A 32-bit xorshift (13, 17, 5) seeded with ``seed`` steps once per cycle, starting with the cycle 0; the
+    cycle stalls when the low 16 bits of the new state are below :func:`stall_threshold` of ``pause``.
+    """
+    threshold = stall_threshold(pause)
+    state = seed & 0xFFFF_FFFF or 1
+    while True:
+        state ^= (state << 13) & 0xFFFF_FFFF
+        state ^= state >> 17
+        state ^= (state << 5) & 0xFFFF_FFFF
+        yield (state & 0xFFFF) < threshold
 
 
 class StreamSource:

@@ -7,6 +7,7 @@ from rpaccel.host.driver.codec import pack
 from rpaccel.rtl.postproc import PostProcessor
 from rpaccel.sim.golden.postproc import EDGE_CASES, postprocess_payloads, random_postprocess_payloads
 from rpaccel.sim.player import Player, PlayerError, StreamPort, stream_ports
+from rpaccel.sim.streams import port_seed, xorshift_stalls
 
 from stream_fifo import Item, StreamFIFO, random_items
 
@@ -62,3 +63,45 @@ def test_player_errors_name_the_port():
         player.run({"i": [{"tag": 1, "values": [0, 0, 0]}, {"tag": 99, "values": [0, 0, 0]}]}, expect={"o": 2})
     with pytest.raises(PlayerError, match="did not finish within 200 cycles: i moved 1, o moved 1"):
         player.run({"i": [{"tag": 1, "values": [0, 0, 0]}]}, expect={"o": 2}, max_cycles=200)
+
+
+def test_inputs_are_offered_from_cycle_0():
+    items = random_items(np.random.default_rng(6), 20)
+    result = Player(StreamFIFO, 4).run({"i": items}, expect={"o": len(items)})
+    assert result.ports["i"].first_cycle == 0 and result.ports["i"].last_cycle == len(items) - 1
+    assert result.output_cycles == {}  # not asked for
+
+
+def test_timed_files_hold_inputs_and_stamp_outputs():
+    items = random_items(np.random.default_rng(7), 6)
+    not_before = [0, None, 300, None, None, 301]  # the last is past when its turn comes: right after the fifth
+    result = Player(StreamFIFO, 4).run({"i": items}, expect={"o": len(items)}, not_before={"i": not_before},
+                                       output_cycles=True)
+    assert result.outputs["o"] == items
+    latency = int(result.output_cycles["o"][0])  # the FIFO's, from the first word (taken in cycle 0)
+    assert result.output_cycles["o"].tolist() == [c + latency for c in (0, 1, 300, 301, 302, 303)]
+
+
+def test_timed_runs_reject_bad_cycles_and_statics():
+    player = Player(StreamFIFO, 4)
+    item = {"tag": 1, "values": [0, 0, 0]}
+    with pytest.raises(PlayerError, match="no input stream 'x'"):
+        player.run({"i": [item]}, expect={"o": 1}, not_before={"x": [0]})
+    with pytest.raises(PlayerError, match=r"^Trace port 'i', transfer #1: not-before cycle 3 comes before cycle 5"):
+        player.run({"i": [item, item]}, expect={"o": 2}, not_before={"i": [5, 3]})
+    with pytest.raises(PlayerError, match=r"^Trace port 'i': 1 not-before cycles for 2 words$"):
+        player.run({"i": [item, item]}, expect={"o": 2}, not_before={"i": [5]})
+
+
+def test_stall_generator_has_a_python_twin():
+    # The testbench's xorshift, stepped once per cycle from cycle 0: ready on an output whose stall pattern is
+    # known in Python accepts exactly on the cycles the twin says.
+    pause, seed = 0.5, 3
+    stalls = xorshift_stalls(pause, port_seed(seed, "o"))
+    ready = [not next(stalls) for _ in range(400)]
+    items = random_items(np.random.default_rng(8), 100)
+    result = Player(StreamFIFO, 4).run({"i": items}, expect={"o": len(items)}, pause={"o": pause}, seed=seed,
+                                       output_cycles=True)
+    cycles = result.output_cycles["o"]
+    assert all(ready[c] for c in cycles)
+    assert cycles.tolist() == [c for c in range(int(cycles[0]), int(cycles[-1]) + 1) if ready[c]]
