@@ -333,7 +333,7 @@ class RegisteredRAM(wiring.Component):
     port is (a write lands a cycle later, reads keep latency 2). ``row_registers`` is for a memory of many rows
     of blocks spread over the die: the write port and the read address pass two levels of registers, a copy per
     group of :attr:`GROUP_ROWS` rows and then a copy per row of DP16KD (kept apart by synthesis,
-    :func:`rpaccel.rtl.select.replica`), so no net has to reach more than a few blocks or copies; and the rows'
+    :func:`rpaccel.rtl.lib.select.replica`), so no net has to reach more than a few blocks or copies; and the rows'
     outputs are selected within each group into a register before the groups are, so no multiplexer spans the
     die either (a write lands two cycles later, read latency 5, on every platform).
 
