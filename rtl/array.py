@@ -56,8 +56,8 @@ from amaranth.lib.wiring import In, Out
 from ..config import AccelConfig
 from ..numeric import ACC_BITS, ACT_BITS, INT8_MIN
 from .floorplan import array_dsp_sites, dsp_rows
+from .lib.select import pick, replica, split_modes
 from .pe import ProcessingElement
-from .select import pick, replica, split_modes
 
 __all__ = ["ArrayGeometry", "Rect", "SystolicArray", "subarray_rects"]
 

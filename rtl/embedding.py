@@ -40,9 +40,12 @@ from ..cachemodel import COUNTERS
 from ..embedding import EmbeddingGeometry, ceil_log2
 from ..numeric import INT8_MAX, INT8_MIN, M_BITS, S_BITS
 from .ecp5 import ecp5_registered_multiplier, is_ecp5
+from .lib.credit import CreditCounter
+from .lib.delay import DelayLine, shift_register
+from .lib.queue import Queue
+from .lib.select import replica
+from .lib.slice import RegisterSlice
 from .memory import BlockRAMMemory, MemoryModel, MemoryPort, RegisteredRAM, checked_init
-from .pipeline import RegisterSlice
-from .select import replica
 
 __all__ = ["EmbeddingOp", "EmbeddingSystem", "EmbeddingUnit", "Layouts", "Requantizer"]
 
@@ -170,69 +173,6 @@ def _lowest(value):
     return Cat(*(value[i] & ~value[:i].any() if i else value[0] for i in range(len(value))))
 
 
-# --- Queues -----------------------------------------------------------------------------------------------
-
-class _Queue(wiring.Component):
-    """First-in first-out queue in LUT RAM with a registered output. Writes are not checked: the writer keeps
-    count through ``level`` (so the write enable goes straight to the LUT RAM)."""
-
-    def __init__(self, width, depth):
-        self.width, self.depth = width, depth
-        super().__init__({"w_en": In(1), "w_data": In(width), "r": Out(stream.Signature(width)),
-                          "level": Out(range(depth + 2))})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.storage = storage = Memory(shape=self.width, depth=self.depth, init=[])
-        write, read = storage.write_port(), storage.read_port(domain="comb")
-        produce, consume = Signal(range(self.depth), name="produce"), Signal(range(self.depth), name="consume")
-        stored = Signal(range(self.depth + 1))
-        out = Signal(self.width, reset_less=True)
-        out_valid = Signal()
-        load = (stored != 0) & (~out_valid | self.r.ready)
-
-        def advance(pointer):
-            return Mux(pointer == self.depth - 1, 0, pointer + 1)
-
-        m.d.comb += [write.en.eq(self.w_en), write.addr.eq(produce), write.data.eq(self.w_data),
-                     read.addr.eq(consume), self.r.valid.eq(out_valid), self.r.payload.eq(out)]
-        with m.If(self.w_en):
-            m.d.sync += produce.eq(advance(produce))
-        with m.If(load):
-            m.d.sync += [consume.eq(advance(consume)), out.eq(read.data), out_valid.eq(1)]
-        with m.Elif(self.r.ready):
-            m.d.sync += out_valid.eq(0)
-        m.d.sync += [stored.eq(stored + self.w_en - load),
-                     self.level.eq(self.level + self.w_en - (self.r.valid & self.r.ready))]
-        return m
-
-
-class _DelayLine(wiring.Component):
-    """``o`` shows ``i`` of ``delay`` cycles before: a LUT RAM written every cycle at a running pointer and read
-    from a second pointer ``delay - 1`` behind it, into an output register. A wide value costs a LUT RAM slice
-    per four bits instead of ``delay`` flip-flops per bit, and no enable."""
-
-    def __init__(self, width, delay):
-        if not isinstance(delay, int) or not 2 <= delay <= 16:
-            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
-            raise ValueError(f"Delay line delay must be an integer from 2 to 16, not {delay!r}")
-        self.width, self.delay = width, delay
-        super().__init__({"i": In(width), "o": Out(width)})
-
-    def elaborate(self, platform):
-        m = Module()
-        depth = 16   # a LUT RAM's depth: the read pointer is at most 15 behind
-        m.submodules.storage = storage = Memory(shape=self.width, depth=depth, init=[])
-        write, read = storage.write_port(), storage.read_port(domain="comb")
-        produce = Signal(range(depth))
-        consume = Signal(range(depth), init=-(self.delay - 1) % depth)
-        out = Signal(self.width, reset_less=True)
-        m.d.comb += [write.en.eq(1), write.addr.eq(produce), write.data.eq(self.i), read.addr.eq(consume),
-                     self.o.eq(out)]
-        m.d.sync += [produce.eq(produce + 1), consume.eq(consume + 1), out.eq(read.data)]
-        return m
-
-
 # --- Requantisation ---------------------------------------------------------------------------------------
 
 class Requantizer(wiring.Component):
@@ -282,12 +222,8 @@ class Requantizer(wiring.Component):
         m = Module()
         g = self.layouts.g
         lanes, chunks = g.requant_lanes, g.row_bytes // g.requant_lanes
-        m.submodules.out = out = _Queue(self.layouts.pooled.size, self._QUEUE)
-        meta = self.meta_layout(self.layouts)
-        valid = [Signal(name=f"valid{k}") for k in range(self.STAGES)]
-        metas = [Signal(meta, name=f"meta{k}", reset_less=True) for k in range(self.STAGES)]
-        m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, self.STAGES)]
-        m.d.sync += [metas[k].eq(metas[k - 1]) for k in range(1, self.STAGES)]
+        # The output queue never fills: the credit counter below holds every result issued to a place in it.
+        m.submodules.out = out = Queue(self.layouts.pooled.size, depth=self._QUEUE, register="read")
 
         # Two input buffers, filled and issued in turn; chunk issue (credit: every result in flight has a place in
         # the output queue).
@@ -307,13 +243,10 @@ class Requantizer(wiring.Component):
         ]
         # Results issued and not yet taken from the output queue; room for two more (the one that may issue now
         # and the one after it), decided a cycle ahead.
-        results = Signal(range(self._QUEUE + 2), name="results")
-        results_next = Signal.like(results, name="results_next")
-        room = Signal(init=1)
-        issue = busy & room
+        m.submodules.results = credit = CreditCounter(self._QUEUE, need=2)
+        issue = busy & credit.room
         final = issue & (chunk == last_chunk)
-        m.d.comb += results_next.eq(results - (self.o.valid & self.o.ready) + final)
-        m.d.sync += [results.eq(results_next), room.eq(results_next + 2 <= self._QUEUE)]
+        m.d.comb += [credit.take.eq(final), credit.give.eq(self.o.valid & self.o.ready)]
         # The buffers' states next cycle, so that `i.ready` (a buffer is free) is a register.
         load = self.i.valid & self.i.ready
         ready = Signal(init=1)
@@ -329,14 +262,17 @@ class Requantizer(wiring.Component):
         with m.If(issue):
             m.d.sync += chunk.eq(Mux(final, 0, chunk + 1))
         bag = work
-        m.d.sync += [
-            valid[0].eq(issue),
-            metas[0].chunk.eq(chunk), metas[0].last.eq(chunk == last_chunk), metas[0].table.eq(bag.table),
-            metas[0].end.eq(bag.end), metas[0].m.eq(bag.m), metas[0].shift.eq(Mux(bag.s == 0, 0, bag.s - 1)),
-            metas[0].s_zero.eq(bag.s == 0),
-            metas[0].hot.eq(C(1, chunks) << chunk),
-            metas[0].past.eq(Cat(chunk < c for c in range(chunks))), metas[0].buffer.eq(issuing),
+        issued = Signal(self.meta_layout(self.layouts))
+        m.d.comb += [
+            issued.chunk.eq(chunk), issued.last.eq(chunk == last_chunk), issued.table.eq(bag.table),
+            issued.end.eq(bag.end), issued.m.eq(bag.m), issued.shift.eq(Mux(bag.s == 0, 0, bag.s - 1)),
+            issued.s_zero.eq(bag.s == 0),
+            issued.hot.eq(C(1, chunks) << chunk),
+            issued.past.eq(Cat(chunk < c for c in range(chunks))), issued.buffer.eq(issuing),
         ]
+        # The stages: metas[k] is what travels beside the chunk issued k + 1 cycles before, valid[k] whether one was.
+        valid = shift_register(m, issue, self.STAGES, name="valid{}", first=0)
+        metas = shift_register(m, issued, self.STAGES, name="meta{}", first=0, reset_less=True)
 
         # The lanes: select, multiply, coarse shift, fine shift and saturate, round and clamp.
         product_bits = g.acc_bits + M_BITS + 1
@@ -386,7 +322,7 @@ class Requantizer(wiring.Component):
                      write.eq(valid[-1] & done.last)]
         m.d.comb += [
             out.w_en.eq(write), out.w_data.eq(pooled),
-            self.o.valid.eq(out.r.valid), self.o.payload.eq(out.r.payload), out.r.ready.eq(self.o.ready),
+            self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data), out.r_en.eq(self.o.ready),
             self.idle.eq(~full.any() & ~Cat(*valid).any() & ~write),
         ]
         return m
@@ -465,9 +401,7 @@ class _RowAssembler(wiring.Component):
         banks, width = g.banks, 8 * g.line_bytes
         entry = self.entries.payload
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=self.layouts.row.size, depth=self._QUEUE)
-        used = Signal(range(self._QUEUE + 1))   # rows in D1-D5 and the queue
-        room = Signal(init=1)                   # used < _QUEUE, decided a cycle ahead
-        used_next, room_next = Signal.like(used, name="used_next"), Signal(name="room_next")
+        m.submodules.used = used = CreditCounter(self._QUEUE)   # rows in D1-D5 and the queue
 
         # C0: the entry being assembled, in registers: `need` the lines still to come from memory (in bank order),
         # `nxt` the first of them, `only` whether it is the last one.
@@ -483,7 +417,7 @@ class _RowAssembler(wiring.Component):
         ready = Signal()
         m.d.comb += [
             take.eq(self.resp.valid & ready),
-            done.eq(c0_valid & room & (~need_any | (take & only))),
+            done.eq(c0_valid & used.room & (~need_any | (take & only))),
             self.entries.ready.eq(~c0_valid | done),
         ]
         # C0's next state. A new entry brings its missing lines as a mask (the queue's output is a LUT RAM read
@@ -503,7 +437,7 @@ class _RowAssembler(wiring.Component):
         with m.Else():
             m.d.comb += [valid_next.eq(c0_valid & ~done), need_next.eq(need), nxt_next.eq(nxt), only_next.eq(only),
                          any_next.eq(need_any)]
-        ready_next = valid_next & any_next & (~only_next | room_next)
+        ready_next = valid_next & any_next & (~only_next | used.room_next)
         m.d.sync += [c0_valid.eq(valid_next), need.eq(need_next), nxt.eq(nxt_next), only.eq(only_next),
                      need_any.eq(any_next), ready.eq(ready_next)]
         ready_data = replica(m, ready_next, name="ready_data")
@@ -529,16 +463,14 @@ class _RowAssembler(wiring.Component):
         info = data.StructLayout({"kind": _Kind, "offset": entry.offset.shape(), "active": banks, "missing": banks,
                                   "bag": self.layouts.bag})
         n = self.STAGES
-        d_valid = [Signal(name=f"d{k}_valid") for k in range(1, n + 1)]
-        d_info = [Signal(info, name=f"d{k}", reset_less=True) for k in range(1, n)]
-        m.submodules.lines = lines = _DelayLine(len(pending.as_value()), n)   # the lines from memory, at D5
+        c0_info = Signal(info)
+        m.d.comb += [c0_info.kind.eq(c0.kind), c0_info.offset.eq(c0.offset), c0_info.active.eq(c0.active),
+                     c0_info.missing.eq(c0.missing), c0_info.bag.eq(c0.bag)]
+        d_valid = shift_register(m, done, n, name="d{}_valid")
+        d_info = shift_register(m, c0_info, n - 1, name="d", reset_less=True)
+        m.submodules.lines = lines = DelayLine(pending.shape(), n)   # the lines from memory, at D5
         m.d.comb += lines.i.eq(lines_in)
-        d_last_lines = Signal.like(pending)
-        m.d.comb += d_last_lines.eq(lines.o)
-        m.d.sync += [d_valid[0].eq(done), d_info[0].kind.eq(c0.kind), d_info[0].offset.eq(c0.offset),
-                     d_info[0].active.eq(c0.active), d_info[0].missing.eq(c0.missing), d_info[0].bag.eq(c0.bag),
-                     *(d_valid[k].eq(d_valid[k - 1]) for k in range(1, n)),
-                     *(d_info[k].eq(d_info[k - 1]) for k in range(1, n - 1))]
+        d_last_lines = lines.o
         d_before = d_info[-1]
         d_bag = Signal(self.layouts.bag, reset_less=True)
         # Per bank: the line from memory (a miss), the dynamic cache (a hit), the static cache; per row position j,
@@ -574,11 +506,9 @@ class _RowAssembler(wiring.Component):
             row.bag.eq(d_bag),
             queue.w_en.eq(d_valid[-1]), queue.w_data.eq(row),
             self.rows.valid.eq(queue.r_rdy), self.rows.payload.eq(queue.r_data), queue.r_en.eq(self.rows.ready),
-            self.idle.eq((used == 0) & ~c0_valid),
+            self.idle.eq((used.count == 0) & ~c0_valid),
+            used.take.eq(done), used.give.eq(self.rows.valid & self.rows.ready),
         ]
-        m.d.comb += [used_next.eq(used - (self.rows.valid & self.rows.ready) + done),
-                     room_next.eq(used_next < self._QUEUE)]
-        m.d.sync += [used.eq(used_next), room.eq(room_next)]
         return m
 
 
@@ -604,9 +534,9 @@ class _EntryQueue(wiring.Component):
         m.submodules.head = head = fifo.SyncFIFO(width=self.width, depth=self._HEAD)
         produce, consume = Signal(range(self.depth), name="produce"), Signal(range(self.depth), name="consume")
         count = Signal(range(self.depth + 1))
-        flight = Signal(2)          # reads issued one and two cycles ago
         room = Signal(init=1)
         issue = (count != 0) & room
+        flight = shift_register(m, issue, 2, name="flight")     # reads issued one and two cycles ago
 
         def advance(pointer):
             return Mux(pointer == self.depth - 1, 0, pointer + 1)
@@ -616,7 +546,7 @@ class _EntryQueue(wiring.Component):
         with m.If(issue):
             m.d.sync += consume.eq(advance(consume))
         m.d.sync += [
-            count.eq(count + self.w_en - issue), flight.eq(Cat(issue, flight[0])),
+            count.eq(count + self.w_en - issue),
             # Next cycle's head holds at most its level now, the entry arriving now and the reads in flight.
             room.eq(head.level + flight[1] + flight[0] + issue + 1 <= self._HEAD),
         ]
@@ -624,7 +554,7 @@ class _EntryQueue(wiring.Component):
             ram.w_en.eq(self.w_en), ram.w_addr.eq(produce), ram.w_data.eq(self.w_data), ram.r_addr.eq(consume),
             head.w_en.eq(flight[1]), head.w_data.eq(ram.r_data),
             self.r.valid.eq(head.r_rdy), self.r.payload.eq(head.r_data), head.r_en.eq(self.r.ready),
-            self.popped.eq(issue), self.idle.eq((count == 0) & ~flight.any() & (head.level == 0)),
+            self.popped.eq(issue), self.idle.eq((count == 0) & ~flight[0] & ~flight[1] & (head.level == 0)),
         ]
         return m
 
@@ -828,38 +758,32 @@ class EmbeddingUnit(wiring.Component):
 
         # --- F2: admission. An item goes on only with room reserved for its entry, its misses and its lines, so
         # F3-F4 (tag read), F5 (tag compare), F6 (LRU, allocation) and F7 (queueing, counting) never stall. ---
-        f2_valid, f3_valid, f4_valid, f5_valid, f6_valid, f7_valid = (Signal(name=f"f{k}_valid") for k in range(2, 8))
-        f2, f3, f4, f5, f6, f7 = (Signal(stage, name=f"f{k}", reset_less=True) for k in range(2, 8))
-        credit = Signal(range(g.max_outstanding + 1))   # lines reserved or in flight, not yet consumed
         admit, f1_pass = Signal(name="admit"), Signal(name="f1_pass")
-        # Entries admitted and not yet out of the entry queue; miss slots admitted and not yet free. Whether there
-        # is room is decided a cycle ahead, from the next counts, so admission starts from registers.
-        queue_used = Signal(range(g.queue_depth + 1))
-        miss_used = Signal(range(self._MISS_QUEUE + 1))
-        queue_room, miss_room = Signal(init=1, name="queue_room"), Signal(init=1, name="miss_room")
+        # F2 is a register slice: its second place (the skid) lets F1 pass an item whenever the skid is empty, so
+        # F1 never waits on admission; F2 is the slice's output.
+        m.submodules.f2 = f2_slice = RegisterSlice(stage)
+        f2_valid, f2 = f2_slice.o.valid, f2_slice.o.payload
+        skid_valid = ~f2_slice.i.ready
+        m.d.comb += [f2_slice.i.valid.eq(f1_pass), f2_slice.i.payload.eq(s1), f2_slice.o.ready.eq(admit)]
+        # Lines reserved or in flight, not yet consumed (room for a whole row of the widest kind); entries admitted
+        # and not yet out of the entry queue; miss slots admitted and not yet free. Whether there is room is decided
+        # a cycle ahead, from the next counts, so admission starts from registers.
+        m.submodules.credit = credit = CreditCounter(g.max_outstanding, need=banks, max_take=banks,
+                                                     max_give=banks + 1)
+        m.submodules.queue_used = queue_used = CreditCounter(g.queue_depth)
+        m.submodules.miss_used = miss_used = CreditCounter(self._MISS_QUEUE, max_give=2)
         dynamic2 = f2.kind == _Kind.DYNAMIC
-        credit_room = Signal(init=1)   # room for a whole row of the widest kind, decided a cycle ahead
-        m.d.comb += admit.eq(f2_valid & miss_room & (f2.update | (queue_room & (~dynamic2 | credit_room))))
-        # F2 has a second place (skid): F1 passes an item whenever it is empty, so F1 never waits on admission.
-        f2_free = ~f2_valid | admit
-        skid_valid = Signal()
-        skid = Signal(stage, reset_less=True)
-        skid_next = Signal()
-        m.d.comb += skid_next.eq(Mux(f2_free, 0, skid_valid | f1_pass))
-        m.d.sync += skid_valid.eq(skid_next)
-        with m.If(f2_free):
-            m.d.sync += [f2_valid.eq(skid_valid | f1_pass), f2.eq(Mux(skid_valid, skid, s1))]
-        with m.Elif(f1_pass):
-            m.d.sync += skid.eq(s1)
+        m.d.comb += admit.eq(f2_valid & miss_used.room &
+                             (f2.update | (queue_used.room & (~dynamic2 | credit.room))))
         with m.If(f1_pass & s1.update):
             m.d.sync += update_data.eq(f1.arg.update.data)
         offset = Mux(f2.kind == _Kind.STATIC, f2.static_line, f2.line)[:max(bank_bits, 1)] if banks > 1 else 0
-        m.d.sync += [
-            f3_valid.eq(admit), f3.eq(f2), f3.offset.eq(offset),
-            f3.active.eq(((C(1, banks + 1) << f2.lines) - 1) << offset if banks > 1 else 1),
-            f4_valid.eq(f3_valid), f4.eq(f3), f5_valid.eq(f4_valid), f5.eq(f4), f6_valid.eq(f5_valid), f6.eq(f5),
-            f7_valid.eq(f6_valid), f7.eq(f6),
-        ]
+        admitted = Signal(stage)
+        m.d.comb += [admitted.eq(f2), admitted.offset.eq(offset),
+                     admitted.active.eq(((C(1, banks + 1) << f2.lines) - 1) << offset if banks > 1 else 1)]
+        f3_valid, f4_valid, f5_valid, f6_valid, f7_valid = shift_register(m, admit, 5, name="f{}_valid", first=3)
+        # (F3 is read only by F4.)
+        f4, f5, f6, f7 = shift_register(m, admitted, 5, name="f", first=3, reset_less=True)[1:]
 
         # --- F5, F6: the dynamic cache's decision (F5 compares the tags, F6 decides; registered into F7). ---
         hit, evict = Signal(banks, name="hit"), Signal(banks, name="evict")
@@ -897,23 +821,17 @@ class EmbeddingUnit(wiring.Component):
         # releases are only conservative.
         popped, miss_popped = Signal(name="popped"), Signal(name="miss_popped")
         consumed, unused = Signal(name="consumed"), Signal(name="unused")
-        queue_next, miss_next = Signal.like(queue_used, name="queue_next"), Signal.like(miss_used, name="miss_next")
-        m.d.comb += [
-            queue_next.eq(queue_used - popped + (admit & ~f2.update)),
-            miss_next.eq(miss_used - unused - miss_popped + admit),
-        ]
+        release = Signal(range(banks + 1))    # a lookup's hits: lines reserved that memory need not send
         m.d.sync += [
             popped.eq(queue.popped), miss_popped.eq(miss_queue.r_en & miss_queue.r_rdy), unused.eq(f7_valid & ~pushed),
             consumed.eq(assembler.resp.valid & assembler.resp.ready),
-            queue_used.eq(queue_next), queue_room.eq(queue_next < g.queue_depth),
-            miss_used.eq(miss_next), miss_room.eq(miss_next < self._MISS_QUEUE),
+            release.eq(Mux(lookup7, _popcount(hit7), 0)),
         ]
-        reserve = Mux(admit & ~f2.update & dynamic2, f2.lines, 0)
-        release = Signal(range(banks + 1))
-        credit_next = Signal.like(credit)
-        m.d.comb += credit_next.eq(credit - release - consumed + reserve)
-        m.d.sync += [credit.eq(credit_next), credit_room.eq(credit_next <= g.max_outstanding - banks),
-                     release.eq(Mux(lookup7, _popcount(hit7), 0))]
+        m.d.comb += [
+            queue_used.take.eq(admit & ~f2.update), queue_used.give.eq(popped),
+            miss_used.take.eq(admit), miss_used.give.eq(unused + miss_popped),
+            credit.take.eq(Mux(admit & ~f2.update & dynamic2, f2.lines, 0)), credit.give.eq(release + consumed),
+        ]
 
         # Counters. A clear takes effect a cycle after the snapshot (registered: it reaches every counter), in
         # place of that cycle's old values, so the counts are as if cleared at once.
@@ -960,10 +878,10 @@ class EmbeddingUnit(wiring.Component):
         slices_idle = Signal()
         m.d.sync += busy.eq(busy_next)
         m.d.comb += busy_next.eq((f1_valid & f1_done) | skid_valid | f2_valid | f3_valid | f4_valid | f5_valid |
-                            f6_valid | f7_valid | inc.lookups | (queue_used != 0) | ~queue.idle | (miss_used != 0) |
-                            ~assembler.idle | ~pooler.idle | ~requant.idle |
-                            (credit != 0) | (release != 0) | unused | preloader.busy | preloader.write.en | flushing |
-                            ~slices_idle |
+                            f6_valid | f7_valid | inc.lookups | (queue_used.count != 0) | ~queue.idle |
+                            (miss_used.count != 0) | ~assembler.idle | ~pooler.idle | ~requant.idle |
+                            (credit.count != 0) | (release != 0) | unused | preloader.busy | preloader.write.en |
+                            flushing | ~slices_idle |
                             update.static.any() | update.dynamic.any())
         m.d.comb += self.idle.eq(~busy & ~f1_valid)
         counters_valid, counters_valid_next = Signal(name="counters_valid"), Signal(name="counters_valid_next")
@@ -989,7 +907,8 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += counters_valid_next.eq(Mux(snapshot, 1, Mux(self.counters.valid & self.counters.ready, 0,
                                                                   counters_valid)))
         m.d.sync += [counters_valid.eq(counters_valid_next),
-                     f1_done.eq(completes(f1_is_next, quiet_next, skid_next, busy_next, counters_valid_next))]
+                     f1_done.eq(completes(f1_is_next, quiet_next, ~f2_slice.ready_next, busy_next,
+                                          counters_valid_next))]
         m.d.comb += [
             f1_pass.eq(pass_lookup | pass_update),
             cfg_write.en.eq(f1_is.config & ~busy),
@@ -1115,9 +1034,8 @@ class EmbeddingUnit(wiring.Component):
             return stage.line >> (bank_bits + set_bits)
 
         # The sets of the writes of the last cycles (those of item F6 had one cycle ago, two cycles ago, ...).
-        written_sets = [Signal(max(set_bits, 1), name=f"written_set{k}", reset_less=True) for k in range(forwarded)]
-        m.d.sync += [written_sets[0].eq(set_of(f6)), *(written_sets[k].eq(written_sets[k - 1])
-                                                         for k in range(1, forwarded))]
+        written_sets = shift_register(m, set_of(f6), forwarded, name="written_set{}", first=0,
+                                      shape=max(set_bits, 1), reset_less=True)
         # Decided at F4 for F5: is the set the one of the item ahead (F5 now, F6 then), or of the writes two to five
         # items ahead (F6 and the last three writes now); and at F5 for F6: the tag of the item ahead.
         same_a, same_tag = Signal(name="same_a"), Signal(name="same_tag")
@@ -1149,12 +1067,10 @@ class EmbeddingUnit(wiring.Component):
             write = allocate & f6.active[b]
             new = Signal(lay.tags, name=f"new_tags{b}")
             chosen = Signal(n_ways, name=f"chosen{b}")
-            wrote = [Signal(name=f"wrote{k}_{b}") for k in range(forwarded)]
-            sets = [Signal(lay.tags, name=f"written{k}_{b}", reset_less=True) for k in range(forwarded)]
+            wrote = shift_register(m, write, forwarded, name=f"wrote{{}}_{b}", first=0)
+            sets = shift_register(m, new, forwarded, name=f"written{{}}_{b}", first=0, reset_less=True)
             chosen1 = Signal(n_ways, name=f"chosen1_{b}", reset_less=True)
-            m.d.sync += [wrote[0].eq(write), sets[0].eq(new), chosen1.eq(chosen),
-                         *(wrote[k].eq(wrote[k - 1]) for k in range(1, forwarded)),
-                         *(sets[k].eq(sets[k - 1]) for k in range(1, forwarded))]
+            m.d.sync += chosen1.eq(chosen)
 
             # F6: the set as F5 compared it, and as the item sees it (the write of the item ahead, if that is this set).
             start6 = Signal(lay.tags, name=f"start{b}", reset_less=True)

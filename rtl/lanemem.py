@@ -17,7 +17,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .select import pick, pick_keyed, split_modes
+from .lib.select import pick, pick_keyed, split_modes
 
 __all__ = ["LaneMemory", "read_signature", "write_signature"]
 

@@ -26,7 +26,9 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .ecp5 import is_ecp5
-from .select import replica
+from .lib.credit import CreditCounter
+from .lib.delay import shift_register
+from .lib.select import replica
 
 __all__ = ["STORAGE_VERILOG", "BlockRAMMemory", "MemoryModel", "MemoryPort", "RegisteredRAM", "checked_init"]
 
@@ -209,21 +211,22 @@ class _Memory(wiring.Component):
         m.submodules.responses = responses = fifo.SyncFIFO(width=8 * self.line_bytes + 1,
                                                            depth=self._RESPONSE_DEPTH)
         # A line read from storage: issued (in_flight), then registered (read), then queued for its port. The
-        # block RAM's output is registered before anything else: it arrives late in the cycle.
-        in_flight, in_flight_host, read, read_host = Signal(), Signal(), Signal(), Signal()
+        # block RAM's output is registered before anything else: it arrives late in the cycle. A line is read only
+        # with a place for it in the response queue: `lines` counts those in the two stages and the queue.
+        m.submodules.lines = lines = CreditCounter(self._RESPONSE_DEPTH)
+        read = shift_register(m, beat & ~head.req.write, 2, name="line_read_d")[-1]
+        read_host = shift_register(m, head.host, 2, name="line_host_d")[-1]
         read_data = Signal(8 * self.line_bytes)
-        room = Signal()
-        m.d.comb += room.eq(responses.level + in_flight + read < self._RESPONSE_DEPTH)
         offset = Signal(range(max(self.max_burst, 2)))
-        m.d.comb += beat.eq(queue.r_rdy & due & credit & (head.req.write | room))
+        m.d.comb += [beat.eq(queue.r_rdy & due & credit & (head.req.write | lines.room)),
+                     lines.take.eq(beat & ~head.req.write), lines.give.eq(responses.r_en & responses.r_rdy)]
         s = self._storage(m)
         addr = head.req.addr + offset
         m.d.comb += [
             s["waddr"].eq(addr), s["wdata"].eq(head.req.data), s["raddr"].eq(addr),
             s["we"].eq(beat & head.req.write), s["re"].eq(beat & ~head.req.write),
         ]
-        m.d.sync += [in_flight.eq(beat & ~head.req.write), in_flight_host.eq(head.host),
-                     read.eq(in_flight), read_host.eq(in_flight_host), read_data.eq(s["rdata"])]
+        m.d.sync += read_data.eq(s["rdata"])
         with m.If(beat):
             with m.If(head.req.write | (offset == head.req.length)):
                 m.d.comb += queue.r_en.eq(1)
@@ -330,7 +333,7 @@ class RegisteredRAM(wiring.Component):
     port is (a write lands a cycle later, reads keep latency 2). ``row_registers`` is for a memory of many rows
     of blocks spread over the die: the write port and the read address pass two levels of registers, a copy per
     group of :attr:`GROUP_ROWS` rows and then a copy per row of DP16KD (kept apart by synthesis,
-    :func:`rpaccel.rtl.select.replica`), so no net has to reach more than a few blocks or copies; and the rows'
+    :func:`rpaccel.rtl.lib.select.replica`), so no net has to reach more than a few blocks or copies; and the rows'
     outputs are selected within each group into a register before the groups are, so no multiplexer spans the
     die either (a write lands two cycles later, read latency 5, on every platform).
 
@@ -420,10 +423,8 @@ class RegisteredRAM(wiring.Component):
         # The row of a read, following its address to the outputs: the rows' output registers hold the word in
         # cycle t + 4 (address copies in t + 1 and t + 2, the block's read at the end of t + 2, its output register
         # at the end of t + 3), the group's register in t + 5.
-        row_of = [self.r_addr[tile_bits:]]
-        for k in range(4):
-            row_of.append(Signal(range(max(rows, 2)), name=f"read_row_d{k + 1}", reset_less=True))
-            m.d.sync += row_of[-1].eq(row_of[-2])
+        row_of = [self.r_addr[tile_bits:], *shift_register(m, self.r_addr[tile_bits:], 4, name="read_row_d",
+                                                           shape=range(max(rows, 2)), reset_less=True)]
         group_out = []
         for g in range(groups):
             w_en, w_addr, w_data, r_addr = (replica(m, port, name=f"{port.name}_group{g}",
@@ -462,17 +463,18 @@ class RegisteredRAM(wiring.Component):
         columns = -(-self.width // self.TILE_WIDTH)
         w_data = Signal(columns * self.TILE_WIDTH)
         m.d.comb += w_data.eq(self.w_data)
-        # The row of a read, delayed to meet its data.
-        row_q, row_qq = Signal(range(max(rows, 2))), Signal(range(max(rows, 2)))
-        if rows > 1:
-            m.d.sync += [row_q.eq(self.r_addr[tile_bits:]), row_qq.eq(row_q)]
         outputs = []
         for r in range(rows):
             w_en = self.w_en & (self.w_addr[tile_bits:] == r) if rows > 1 else self.w_en
             out = Signal(columns * self.TILE_WIDTH, name=f"row{r}")
             outputs.append(out)
             self._tiles(m, r, columns, tile_bits, w_en, self.w_addr, self.r_addr, w_data, out)
-        m.d.comb += self.r_data.eq(outputs[0] if rows == 1 else Array(outputs)[row_qq])
+        if rows == 1:
+            m.d.comb += self.r_data.eq(outputs[0])
+        else:
+            # The row of a read, delayed to meet its data.
+            row = shift_register(m, self.r_addr[tile_bits:], 2, name="row_q", shape=range(rows))[-1]
+            m.d.comb += self.r_data.eq(Array(outputs)[row])
 
     def _tiles(self, m, r, columns, tile_bits, w_en, w_addr, r_addr, w_data_row, out):
         """The DP16KD blocks of row ``r`` (x18 mode, output register in use)."""

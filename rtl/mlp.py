@@ -52,10 +52,11 @@ from ..config import AccelConfig, ConfigError
 from ..numeric import ACC_BITS, ACT_BITS
 from .array import ArrayGeometry, SystolicArray, x_layout, y_layout
 from .lanemem import LaneMemory, read_signature, write_signature
+from .lib.queue import Queue as SlicedFIFO
+from .lib.select import pick, pick_keyed, replica, split_modes
+from .lib.slice import RegisterSlice
 from .memory import RegisteredRAM
-from .pipeline import RegisterSlice, SlicedFIFO
 from .postproc import PostProcessor, RequantParams
-from .select import pick, pick_keyed, replica, split_modes
 
 __all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "EngineGeometry", "MLPCommand", "MLPEngine", "MLPLane", "Op",
            "SplitShape", "wload_layout"]

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS, ACT_BITS, INT8_MAX, INT8_MIN, M_BITS, S_BITS
 from .ecp5 import ecp5_registered_multiplier, is_ecp5
+from .lib.delay import shift_register
 
 __all__ = ["PostProcessIn", "PostProcessor", "RequantParams", "clamp"]
 
@@ -96,14 +97,17 @@ class PostProcessor(wiring.Component):
         ]
 
         # valid[k] marks stage k full. The raw sum x[k] and the flags ride along to the last stage; the shift
-        # amount s - 1 (0 when s = 0) rides along until the shift is done.
+        # amount s - 1 (0 when s = 0) rides along until the shift is done. Only the valid bits are reset: the data
+        # registers are overwritten before any valid bit reaches them.
         depth = self.LATENCY
         last = depth - 1
-        # Only the valid bits are reset: the data registers are overwritten before any valid bit reaches them.
-        valid = [Signal(name=f"valid{k}") for k in range(depth)]
-        x = [Signal(signed(ACC_BITS), name=f"x{k}", reset_less=True) for k in range(last)]
-        params = [Signal(RequantParams, name=f"params{k}", reset_less=True) for k in range(last)]
-        shamt = [Signal(S_BITS, name=f"shamt{k}", reset_less=True) for k in range(5)]
+        payload = self.i.payload
+        valid = shift_register(m, self.i.valid, depth, name="valid{}", first=0, en=advance)
+        x = shift_register(m, payload.acc + payload.bias, last, name="x{}", first=0, shape=signed(ACC_BITS),
+                           en=advance, reset_less=True)
+        params = shift_register(m, payload.params, last, name="params{}", first=0, en=advance, reset_less=True)
+        shamt = shift_register(m, Mux(payload.params.s == 0, 0, payload.params.s - 1), 5, name="shamt{}", first=0,
+                               shape=S_BITS, en=advance, reset_less=True)
 
         half = ACC_BITS // 2
         lo = Signal(unsigned(2 * M_BITS), name="lo", reset_less=True)         # stage 1: low half of x times m
@@ -134,18 +138,6 @@ class PostProcessor(wiring.Component):
             with m.If(advance):
                 m.d.sync += [lo.eq(x[0][:half] * params[0].m), hi.eq(x[0][half:].as_signed() * params[0].m)]
         with m.If(advance):
-            payload = self.i.payload
-            m.d.sync += [
-                valid[0].eq(self.i.valid),
-                x[0].eq(payload.acc + payload.bias),
-                params[0].eq(payload.params),
-                shamt[0].eq(Mux(payload.params.s == 0, 0, payload.params.s - 1)),
-            ]
-            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, depth)]
-            m.d.sync += [x[k].eq(x[k - 1]) for k in range(1, last)]
-            m.d.sync += [params[k].eq(params[k - 1]) for k in range(1, last)]
-            m.d.sync += [shamt[k].eq(shamt[k - 1]) for k in range(1, len(shamt))]
-
             m.d.sync += [
                 product.eq((hi << half) + lo),
                 coarse.eq(product >> Cat(C(0, 3), shamt[2][3:])),

@@ -26,6 +26,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS
+from .lib.slice import RegisterSlice
 
 __all__ = ["DEFAULT_INDEX_BITS", "DEFAULT_SEGMENT", "TopKMerge", "TopKUnit", "TopKUnits", "candidate_layout",
            "check_k", "k_bits", "segment_sizes", "topk_in_layout", "topk_out_layout", "unit_latency"]
@@ -259,44 +260,6 @@ class _Lane(Elaboratable):
         return m
 
 
-class _Skid(wiring.Component):
-    """A two-entry stream buffer whose ``i.ready`` is a register (it does not follow ``o.ready``).
-
-    Passes one element per cycle; ``clear`` empties it. ``ready_next`` is what ``i.ready`` will be in the next
-    cycle, so that a producer can register its own decision to send.
-    """
-
-    def __init__(self, layout):
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
-                          "clear": In(1)})
-        self.ready_next = Signal()
-
-    def elaborate(self, platform):
-        m = Module()
-        spare = Signal.like(self.i.payload)
-        spare_valid, spare_valid_next = Signal(), Signal()
-        take = self.i.valid & self.i.ready
-        give = self.o.valid & self.o.ready
-        free = give | ~self.o.valid                     # the output register can be refilled this cycle
-        m.d.comb += [
-            self.i.ready.eq(~spare_valid),
-            spare_valid_next.eq(~self.clear & ~free & (spare_valid | take)),
-            self.ready_next.eq(~spare_valid_next),
-        ]
-        m.d.sync += spare_valid.eq(spare_valid_next)
-        with m.If(free):
-            # Refill the output register from the spare entry, else from the input.
-            with m.If(spare_valid):
-                m.d.sync += self.o.payload.eq(spare)
-            with m.Else():
-                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(take)]
-        with m.Elif(take):
-            m.d.sync += spare.eq(self.i.payload)
-        with m.If(self.clear):
-            m.d.sync += self.o.valid.eq(0)
-        return m
-
-
 class TopKMerge(wiring.Component):
     """Merge two sorted top-k results into one sorted result.
 
@@ -504,14 +467,15 @@ class TopKUnit(wiring.Component):
         return m
 
     def _read_lane(self, m, lane, index, k, error, reading, reading_next, start, done):
-        """The result stream of one lane: its bank's ``min(k, n)`` best, through a two-entry buffer.
+        """The result stream of one lane: its bank's ``min(k, n)`` best, through a register slice (the lane's
+        two-entry output buffer, cleared after each result).
 
         The bank shift (``pop``) reaches all 49 flip-flops of every bank cell, so it is a register of its own:
         set from the next-cycle values of ``reading``, ``finished`` and the buffer's ready, so that it equals
         ``reading & ~finished & buffer.i.ready`` in every cycle and the consumer's ready never drives the
         shift combinationally.
         """
-        m.submodules[f"lane{index}_buffer"] = buffer = _Skid(topk_out_layout(self.index_bits))
+        m.submodules[f"lane{index}_buffer"] = buffer = RegisterSlice(topk_out_layout(self.index_bits))
         left = Signal(range(self.k_max + 1), name=f"lane{index}_left")
         finished, finished_next = Signal(name=f"lane{index}_finished"), Signal(name=f"lane{index}_finished_next")
         first = lane.bank[0]

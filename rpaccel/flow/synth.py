@@ -24,7 +24,7 @@ from pathlib import Path
 
 from amaranth.build import Attrs, Clock, Pins, Resource
 
-from ..rtl.select import REPLICA_ATTR
+from ..rtl.lib.select import REPLICA_ATTR
 from .catalog import lookup
 from .harness import HARNESS_PINS, PinHarness
 

@@ -102,7 +102,7 @@ def _replicas_after_synthesis(tmp_path, script):
     from amaranth.hdl import Module, Signal
 
     from rpaccel.flow.synth import tool_env
-    from rpaccel.rtl.select import split_modes
+    from rpaccel.rtl.lib.select import split_modes
 
     m = Module()
     split = Signal(3)

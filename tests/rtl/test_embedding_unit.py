@@ -12,7 +12,7 @@ from rpaccel.embedding import EmbeddingGeometry, EmbeddingLayout, LayoutError, T
 from rpaccel.flow.equivalence import EquivalenceFailure, check_ecp5_equivalence
 from rpaccel.numeric import M_BITS, M_MAX, S_MAX, requantize
 from rpaccel.rtl import embedding as embedding_module
-from rpaccel.rtl.embedding import EmbeddingSystem, EmbeddingUnit, Layouts, Requantizer, _DelayLine
+from rpaccel.rtl.embedding import EmbeddingSystem, EmbeddingUnit, Layouts, Requantizer
 from rpaccel.sim.golden.embedding import EmbeddingScript, compare, decode, random_tables, zipf_bags
 from rpaccel.sim.streams import StreamSink, StreamSource, pauses, run_simulation
 from rpaccel.zipf import ZipfSampler
@@ -59,25 +59,6 @@ def test_requantizer_matches_numpy_under_stalls():
 
     run_simulation(dut, [send, receive], name="requantizer")
     assert got == expected
-
-
-@pytest.mark.parametrize("delay", [2, 5, 16])
-def test_delay_line_shows_the_input_of_delay_cycles_before(delay):
-    dut = _DelayLine(12, delay)
-    values = np.random.default_rng(delay).integers(0, 1 << 12, 60).tolist()
-    seen = []
-
-    async def bench(ctx):
-        for value in values:
-            ctx.set(dut.i, value)
-            await ctx.tick()
-            seen.append(ctx.get(dut.o))
-
-    run_simulation(dut, [bench], name="delay-line")
-    # seen[t] is the output after the edge that ends cycle t, i.e. in cycle t + 1: the input of cycle t + 1 - delay.
-    assert seen[delay - 1:] == values[:len(values) - delay + 1]
-    with pytest.raises(ValueError, match="Delay line delay must be an integer from 2 to 16, not 1"):
-        _DelayLine(12, 1)
 
 
 def _drive(dut, script, *, pause, seed):
