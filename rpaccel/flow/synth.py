@@ -120,7 +120,7 @@ _PNR_KEYS = {
 }
 
 
-# Registers marked as replicas (rpaccel.rtl.select.replica) keep their flip-flops, so Yosys's opt_merge does not
+# Registers marked as replicas (rpaccel.rtl.lib.select.replica) keep their flip-flops, so Yosys's opt_merge does not
 # fold the copies back into one die-wide driver. `proc` first turns the processes into flip-flop cells.
 KEEP_REPLICAS = f"proc\nsetattr -set keep 1 w:* a:{REPLICA_ATTR} %i %ci1:+$dff[Q] t:$dff %i"
 
