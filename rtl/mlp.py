@@ -327,8 +327,8 @@ class CounterNest(wiring.Component):
 
     Parameters
     ----------
-    levels : sequence of str
-        :class:`MLPCommand` count fields, innermost first.
+    levels : tuple of str
+        :class:`MLPCommand` count fields (``items``, ``ktiles``, ``ntiles``), innermost first, each at most once.
 
     Members
     -------
@@ -351,9 +351,9 @@ class CounterNest(wiring.Component):
     """
 
     def __init__(self, levels):
-        fields = MLPCommand.as_shape().members
-        if not levels or any(level not in fields or level not in ("items", "ktiles", "ntiles") for level in levels):
-            self._MustUse__silence = True
+        if (not isinstance(levels, (tuple, list)) or not levels or len(set(levels)) != len(levels)
+                or any(level not in ("items", "ktiles", "ntiles") for level in levels)):
+            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
             raise ValueError(f"Counter nest levels must be some of items, ktiles, ntiles, not {levels!r}")
         self.levels = tuple(levels)
         counts = data.StructLayout(dict.fromkeys(self.levels, unsigned(COUNT_BITS)))
@@ -366,16 +366,19 @@ class CounterNest(wiring.Component):
         carry = self.step
         with m.If(self.start):
             m.d.sync += self.running.eq(1)
-        for k, level in enumerate(self.levels):
+        for level in self.levels:
             count, last = self.count[level], Signal(COUNT_BITS, name=f"last_{level}", reset_less=True)
             m.d.comb += [self.last[level].eq(count == last), self.wrap[level].eq(carry & self.last[level])]
             with m.If(self.start):
                 m.d.sync += [count.eq(0), last.eq(self.limit[level] - 1)]
             with m.Elif(carry & ~self.last[level]):
                 m.d.sync += count.eq(count + 1)
-            with m.Elif(self.wrap[level]):
-                m.d.sync += count.eq(0) if k + 1 < len(self.levels) else self.running.eq(0)
+            with m.Elif(self.wrap[level]):  # the inner levels restart, the outermost holds
+                if level != self.levels[-1]:
+                    m.d.sync += count.eq(0)
             carry = self.wrap[level]
+        with m.If(carry):
+            m.d.sync += self.running.eq(0)
         return m
 
 
@@ -661,23 +664,25 @@ class Unpacker(_LaneUnit):
             m.d.comb += self.w.payload[e].eq(pick_keyed(
                 [(mode[s.n] & (row_index == j), j * s.cols + e) for s in self.shapes if e < s.cols
                  for j in range(s.rows_per_word)], lambda byte: word[byte]))
-        with m.If(self.words.valid & tag.bias):
-            with m.If(tag.bias_last):
-                m.d.comb += [ntile_fifo.w_en.eq(1), self.words.ready.eq(ntile_fifo.w_rdy)]
-                with m.If(ntile_fifo.w_rdy):
-                    m.d.sync += bias_index.eq(0)
-            with m.Else():
-                m.d.comb += self.words.ready.eq(1)
-                m.d.sync += bias_index.eq(bias_index + 1)
-                for k, slot in enumerate(bias_slots):
-                    with m.If(bias_index == k):
-                        m.d.sync += slot.eq(word.as_value())
-        with m.If(self.w.valid & self.w.ready):
-            with m.If(row_index == self.per_split(mode, "rows_per_word") - 1):
-                m.d.sync += row_index.eq(0)
-                m.d.comb += self.words.ready.eq(1)
-            with m.Else():
-                m.d.sync += row_index.eq(row_index + 1)
+        # A bias word is kept (`collect`), or completes the bias with the word itself (`complete`); a tile word
+        # is read once its last row is taken (`word_done`).
+        collect = self.words.valid & tag.bias & ~tag.bias_last
+        complete = self.words.valid & tag.bias & tag.bias_last
+        row_taken = self.w.valid & self.w.ready
+        word_done = row_taken & (row_index == self.per_split(mode, "rows_per_word") - 1)
+        m.d.comb += [ntile_fifo.w_en.eq(complete),
+                     self.words.ready.eq((complete & ntile_fifo.w_rdy) | collect | word_done)]
+        with m.If(complete & ntile_fifo.w_rdy):
+            m.d.sync += bias_index.eq(0)
+        with m.If(collect):
+            m.d.sync += bias_index.eq(bias_index + 1)
+        for k, slot in enumerate(bias_slots):
+            with m.If(collect & (bias_index == k)):
+                m.d.sync += slot.eq(word.as_value())
+        with m.If(word_done):
+            m.d.sync += row_index.eq(0)
+        with m.Elif(row_taken):
+            m.d.sync += row_index.eq(row_index + 1)
         return m
 
 
@@ -1001,9 +1006,9 @@ class Writer(_LaneUnit):
             m.d.sync += beat.eq(0)
         with m.Elif(take):
             m.d.sync += beat.eq(beat + 1)
-            for b, reg in enumerate(partial):
-                with m.If(beat == b):
-                    m.d.sync += reg.eq(head)
+        for b, reg in enumerate(partial):
+            with m.If(take & ~last_beat & (beat == b)):
+                m.d.sync += reg.eq(head)
         vector = Signal(data.ArrayLayout(signed(ACC_BITS), self.cols))
         for c in range(self.cols):
             sources = [(mode[s.n], ("head", e) if beat_of == s.beats - 1 else (beat_of, e))
@@ -1288,10 +1293,9 @@ def _round_robin(m, requests):
     grant, grant_next = Signal(count, name="grant"), Signal(count, name="grant_next")
     pointer = Signal(range(count), name="pointer")
     for start in range(count):
-        with m.If(pointer == start):
-            for k in reversed([(start + j) % count for j in range(count)]):
-                with m.If(requests[k]):
-                    m.d.comb += grant_next.eq(1 << k)
+        with m.If(pointer == start):  # the first requester from `start` on
+            m.d.comb += grant_next.eq(pick([(requests[(start + j) % count], 1 << (start + j) % count)
+                                            for j in range(count)]))
     m.d.sync += grant.eq(grant_next)
     for k in range(count):
         with m.If(grant_next[k]):

@@ -199,3 +199,11 @@ def test_credit_counter_refuses_no_credits():
 
     with pytest.raises(ValueError, match="Credit count must be a positive integer, not 0"):
         CreditCounter(0, registered=False)
+
+
+def test_counter_nest_refuses_unknown_levels():
+    from rpaccel.rtl.mlp import CounterNest
+
+    with pytest.raises(ValueError, match=r"Counter nest levels must be some of items, ktiles, ntiles, not \('items', "
+                                         r"'items'\)"):
+        CounterNest(("items", "items"))
