@@ -46,6 +46,7 @@ than every slot's and block's.
 """
 
 from dataclasses import dataclass
+from itertools import product
 
 from amaranth.hdl import Cat, Module, Mux, ResetInserter, ResetSignal, Signal, signed
 from amaranth.lib import data, stream, wiring
@@ -259,262 +260,291 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.geometry
-        rows, cols, block = g.rows, g.cols, g.block
+        split, changed, quiet = self._split_in_use(m)
+        slot_mode = [split_modes(m, split, g.splits, name=f"slot{s}") for s in range(g.slots)]
+        block_mode = {(br, bc): split_modes(m, split, g.splits, name=f"block_{br}_{bc}")
+                      for br in range(g.rows // g.block) for bc in range(g.cols // g.block)}
+        slots = [self._slot_control(m, s, split, changed, quiet, slot_mode[s]) for s in range(g.slots)]
+        local = _LocalRegisters(m, split, [slot.en_mid for slot in slots])
+        pe = self._processing_elements(m, platform)
+        accepted = [self._accepted(m, s, slot) for s, slot in enumerate(slots)]
+        entry = self._entry_points(local, block_mode, accepted)
+        load, exits = self._load_and_exit_points(local, block_mode, accepted, pe)
+        for (br, bc), mode in block_mode.items():
+            self._wire_block(m, local, mode, pe, br, bc, entry, load)
+        for s, slot in enumerate(slots):
+            self._slot_results(m, local, s, slot, slot_mode[s], exits)
+        return m
 
-        # The split in use: `split` (from the caller's register) against the array's copy. A change resets the
-        # bank state and the output FIFOs, then holds every stream for `settle` cycles while the delay lines
-        # fill with bubbles. Each slot and each block decodes the split one-hot into registers of its own. A
-        # reset restarts the array the same way, a cycle later (`restart`), so the state below takes no reset.
-        # The input is registered first (`split`, next to the slots' control), so the comparison and the streams'
-        # ready signals do not wait for a net from the caller's register across the die.
+    def _split_in_use(self, m):
+        """The split in use: returns ``(split, changed, quiet)``.
+
+        ``split`` (from the caller's register) is registered first, next to the slots' control, so the
+        comparison and the streams' ready signals do not wait for a net from the caller's register across the
+        die; ``changed``: it differs from the array's second copy, or the array restarts after a reset (a cycle
+        later, from a register, so the state takes no reset). A change resets the bank state and the output
+        FIFOs, then holds every stream for ``settle_cycles`` while the delay lines fill with bubbles: ``quiet``
+        when that is over (``settled`` is ``settle == 0`` a cycle ahead, in a register, so the streams' ready
+        signals, which fan out to the slots' input registers, are a compare of the split and a few registers).
+        """
         split = Signal.like(self.split, name="split", reset_less=True)
         split_q = Signal.like(self.split, name="split_q", reset_less=True)
         restart = Signal(name="restart", reset_less=True)
         changed = Signal()
         settle = Signal(range(self.settle_cycles + 1), init=self.settle_cycles, reset_less=True)
+        settled = Signal(reset_less=True)
         m.d.sync += [split.eq(self.split), split_q.eq(split), restart.eq(ResetSignal())]
         m.d.comb += changed.eq((split_q != split) | restart)
-        # `settled` is `settle == 0` a cycle ahead, in a register: the streams' ready signals, which fan out to
-        # the slots' input registers, are then a compare of the split and a few registers.
-        settled = Signal(reset_less=True)
         with m.If(changed):
             m.d.sync += [settle.eq(self.settle_cycles), settled.eq(0)]
         with m.Elif(settle != 0):
             m.d.sync += [settle.eq(settle - 1), settled.eq(settle == 1)]
-        quiet = ~changed & settled
-        slot_mode = [split_modes(m, split, g.splits, name=f"slot{s}") for s in range(g.slots)]
-        block_mode = {(br, bc): split_modes(m, split, g.splits, name=f"block_{br}_{bc}")
-                      for br in range(rows // block) for bc in range(cols // block)}
+        return split, changed, ~changed & settled
 
-        # Per-slot control: stream handshakes, weight-bank state, clock-enable, output FIFO.
-        en, en_mid = [], []
-        x_fire, w_fire, use_bank, load_bank = [], [], [], []
-        for s in range(g.slots):
-            x, w, y = self.port("x", s), self.port("w", s), self.port("y", s)
-            modes, mode = g.modes_of(s), slot_mode[s]
-            active = replica(m, Cat(split == n for n in modes).any(), name=f"active{s}", reset_less=True)
-            slot_rows = pick([(mode[n], g.rects[n][s].rows) for n in modes])
+    def _slot_control(self, m, s, split, changed, quiet, mode):
+        """Slot ``s``'s stream handshakes, weight-bank state, output FIFO and clock enable."""
+        g = self.geometry
+        x, w, y = self.port("x", s), self.port("w", s), self.port("y", s)
+        modes = g.modes_of(s)
+        slot = _Slot(en=Signal(name=f"en{s}"), en_mid=Signal(name=f"en_mid{s}"), x_fire=Signal(name=f"x_fire{s}"),
+                     w_fire=Signal(name=f"w_fire{s}"), use_bank=Signal(name=f"use_bank{s}", reset_less=True),
+                     load_bank=Signal(name=f"load_bank{s}", reset_less=True))
+        active = replica(m, Cat(split == n for n in modes).any(), name=f"active{s}", reset_less=True)
+        full = [Signal(name=f"full{s}_{b}", reset_less=True) for b in range(2)]
+        busy = [Signal(range(g.slot_rows[s] + 1), name=f"busy{s}_{b}", reset_less=True) for b in range(2)]
+        m.d.comb += [
+            w.ready.eq(slot.en & active & quiet & ~Mux(slot.load_bank, full[1], full[0])
+                       & (Mux(slot.load_bank, busy[1], busy[0]) == 0)),
+            x.ready.eq(slot.en & active & quiet & Mux(slot.use_bank, full[1], full[0])),
+            slot.w_fire.eq(w.valid & w.ready),
+            slot.x_fire.eq(x.valid & x.ready),
+        ]
+        self._banks(m, s, slot, full, busy, pick([(mode[n], g.rects[n][s].rows) for n in modes]), changed)
 
-            en.append(Signal(name=f"en{s}"))
-            en_mid.append(Signal(name=f"en_mid{s}"))
-            x_fire.append(Signal(name=f"x_fire{s}"))
-            w_fire.append(Signal(name=f"w_fire{s}"))
-            use_bank.append(Signal(name=f"use_bank{s}", reset_less=True))
-            load_bank.append(Signal(name=f"load_bank{s}", reset_less=True))
+        # Output FIFO; the clock enable of the whole sub-array follows its fill level two cycles late: the
+        # decision (`early`) is registered once here (`en_mid`) and once more next to every block and delay
+        # line (the replicas of the enable, and `en` here), so the path across the die runs from flip-flop to
+        # flip-flop. The FIFO's third entry takes the result of the extra cycle.
+        layout = y_layout(g.slot_cols[s], self.tag_shape)
+        slot.fifo = m.submodules[f"fifo{s}"] = ResetInserter(changed)(SyncFIFO(width=layout.size,
+                                                                               depth=self.FIFO_DEPTH))
+        level_next = slot.fifo.level + slot.fifo.w_en - (slot.fifo.r_rdy & y.ready)
+        early = Signal(name=f"early{s}")
+        m.d.comb += [
+            early.eq(level_next < self.FIFO_DEPTH - 1),
+            y.valid.eq(slot.fifo.r_rdy),
+            y.payload.eq(slot.fifo.r_data),
+            slot.fifo.r_en.eq(y.ready),
+        ]
+        m.d.sync += [slot.en_mid.eq(early), slot.en.eq(slot.en_mid)]
+        return slot
 
-            full = [Signal(name=f"full{s}_{b}", reset_less=True) for b in range(2)]
-            busy = [Signal(range(g.slot_rows[s] + 1), name=f"busy{s}_{b}", reset_less=True) for b in range(2)]
-            load_row = Signal(range(g.slot_rows[s]), name=f"load_row{s}", reset_less=True)
-            can_load = Signal(name=f"can_load{s}")
-            m.d.comb += [
-                can_load.eq(~Mux(load_bank[s], full[1], full[0])
-                            & (Mux(load_bank[s], busy[1], busy[0]) == 0)),
-                w.ready.eq(en[s] & active & quiet & can_load),
-                x.ready.eq(en[s] & active & quiet & Mux(use_bank[s], full[1], full[0])),
-                w_fire[s].eq(w.valid & w.ready),
-                x_fire[s].eq(x.valid & x.ready),
-            ]
-            with m.If(changed):
-                m.d.sync += [full[0].eq(0), full[1].eq(0), busy[0].eq(0), busy[1].eq(0), load_row.eq(0),
-                             load_bank[s].eq(0), use_bank[s].eq(0)]
-            with m.Else():
-                with m.If(en[s]):
-                    for b in range(2):
-                        with m.If(busy[b] != 0):
-                            m.d.sync += busy[b].eq(busy[b] - 1)
-                with m.If(w_fire[s]):
-                    with m.If(load_row == slot_rows - 1):
-                        m.d.sync += [load_row.eq(0), load_bank[s].eq(~load_bank[s])]
-                        for b in range(2):
-                            with m.If(load_bank[s] == b):
-                                m.d.sync += full[b].eq(1)
-                    with m.Else():
-                        m.d.sync += load_row.eq(load_row + 1)
-                with m.If(x_fire[s] & x.payload.last):
-                    # A row accepted in cycle u reaches column c of the bank at the end of cycle u + 1 + c;
-                    # this item (accepted in cycle t) reads its last weight of column c, in the bottom row, at
-                    # the end of cycle t + rows + c. The same clock edge is safe, so u >= t + rows - 1: the
-                    # bank may load again after rows - 2 more enabled cycles.
-                    m.d.sync += use_bank[s].eq(~use_bank[s])
-                    for b in range(2):
-                        with m.If(use_bank[s] == b):
-                            m.d.sync += [full[b].eq(0),
-                                         busy[b].eq(Mux(slot_rows > self._GUARD, slot_rows - self._GUARD, 0))]
+    def _banks(self, m, s, slot, full, busy, slot_rows, changed):
+        """The two weight banks of slot ``s``: ``full`` once a tile is loaded, until its last item is accepted;
+        ``busy`` counts the enabled cycles until a released bank may load again.
 
-            # Output FIFO; the clock enable of the whole sub-array follows its fill level two cycles late: the
-            # decision (`early`) is registered once here (`en_mid`) and once more next to every block and delay
-            # line (the replicas of `enable`, and `en` here), so the path across the die runs from flip-flop to
-            # flip-flop. The FIFO's third entry takes the result of the extra cycle.
-            layout = y_layout(g.slot_cols[s], self.tag_shape)
-            fifo = ResetInserter(changed)(SyncFIFO(width=layout.size, depth=self.FIFO_DEPTH))
-            m.submodules[f"fifo{s}"] = fifo
-            level_next = fifo.level + fifo.w_en - (fifo.r_rdy & y.ready)
-            early = Signal(name=f"early{s}")
-            m.d.comb += [
-                early.eq(level_next < self.FIFO_DEPTH - 1),
-                y.valid.eq(fifo.r_rdy),
-                y.payload.eq(fifo.r_data),
-                fifo.r_en.eq(y.ready),
-            ]
-            m.d.sync += [en_mid[s].eq(early), en[s].eq(en_mid[s])]
+        A row accepted in cycle u reaches column c of the bank at the end of cycle u + 1 + c; the last item of
+        a tile (accepted in cycle t) reads its last weight of column c, in the bottom row, at the end of cycle
+        t + rows + c. The same clock edge is safe, so u >= t + rows - 1: the bank may load again after rows - 2
+        more enabled cycles. The updates below are in priority order (a later one wins): a change of split
+        resets everything.
+        """
+        load_row = Signal(range(self.geometry.slot_rows[s]), name=f"load_row{s}", reset_less=True)
+        loaded = slot.w_fire & (load_row == slot_rows - 1)
+        released = slot.x_fire & self.port("x", s).payload.last
+        for b in range(2):
+            with m.If(slot.en & (busy[b] != 0)):
+                m.d.sync += busy[b].eq(busy[b] - 1)
+        with m.If(loaded):
+            m.d.sync += [load_row.eq(0), slot.load_bank.eq(~slot.load_bank)]
+        with m.Elif(slot.w_fire):
+            m.d.sync += load_row.eq(load_row + 1)
+        with m.If(released):
+            m.d.sync += slot.use_bank.eq(~slot.use_bank)
+        for b in range(2):
+            with m.If(loaded & (slot.load_bank == b)):
+                m.d.sync += full[b].eq(1)
+            with m.If(released & (slot.use_bank == b)):
+                m.d.sync += [full[b].eq(0), busy[b].eq(Mux(slot_rows > self._GUARD, slot_rows - self._GUARD, 0))]
+        with m.If(changed):
+            m.d.sync += [full[0].eq(0), full[1].eq(0), busy[0].eq(0), busy[1].eq(0), load_row.eq(0),
+                         slot.load_bank.eq(0), slot.use_bank.eq(0)]
 
-        def enable(name, owners, mode):
-            """A replica of the clock enable of the slot that owns a piece of logic in each mode. No reset: during
-            a reset it takes the owner's `en_mid`, which is reset."""
-            return replica(m, pick([(mode[n], en_mid[slot]) for n, slot in owners.items()]), name=name,
-                           reset_less=True)
-
-        def local_mode(name, modes):
-            """A register of its own, next to the PE that uses it: the split is one of ``modes`` (one cycle
-            later, like the decodes)."""
-            return replica(m, Cat(split == n for n in modes).any(), name=name, reset_less=True)
-
-        def delay(name, value, delays, owners, mode):
-            """``value`` delayed by ``delays[n]`` enabled cycles of the owning slot in split ``n``."""
-            return _delay_line(m, name, value, [(mode[n], d) for n, d in delays.items()],
-                               enable(f"{name}_en", owners, mode))
-
-        # Processing elements, numbered row-major; the first `array_dsp_pes` get hard multipliers, laid out on
-        # the device's multiplier sites where rtl.floorplan knows them.
-        dsp_pes = self.config.array_dsp_pes
+    def _processing_elements(self, m, platform):
+        """The PEs, ``pe[r][c]``, numbered row-major; the first ``array_dsp_pes`` get hard multipliers, laid out
+        on the device's multiplier sites where rtl.floorplan knows them."""
+        rows, cols, dsp_pes = self.geometry.rows, self.geometry.cols, self.config.array_dsp_pes
         sites = array_dsp_sites(rows, cols, dsp_pes, dsp_rows(platform))
-        pe = [[ProcessingElement(multiplier="dsp" if r * cols + c < dsp_pes else "lut", psum_bits=g.psum_bits,
-                                 dsp_site=sites.get((r, c)))
+        pe = [[ProcessingElement(multiplier="dsp" if r * cols + c < dsp_pes else "lut",
+                                 psum_bits=self.geometry.psum_bits, dsp_site=sites.get((r, c)))
                for c in range(cols)] for r in range(rows)]
-        for r in range(rows):
-            for c in range(cols):
-                m.submodules[f"pe_{r}_{c}"] = pe[r][c]
+        for r, c in product(range(rows), range(cols)):
+            m.submodules[f"pe_{r}_{c}"] = pe[r][c]
+        return pe
 
-        # What each slot accepted in its last enabled cycle, registered next to the slot's handshake logic: the
-        # item's activations with its bank, and the weight row with its fire and bank. The entry and load points
-        # across the array take these registers, one cycle less delayed, so no handshake decision travels across
-        # the die in the cycle it is made. The activations are taken whether or not an item was accepted: a
-        # bubble's products only ever add into the bubble's own partial sums, which no result reads (the item
-        # tracker says which outputs are items), so the 8 x rows flip-flops do not wait for the handshake.
-        x_q, w_q = [], []
-        for s in range(g.slots):
-            x, w = self.port("x", s), self.port("w", s)
-            x_q.append(Signal(data.StructLayout({"a": x.payload.a.shape(), "bank": 1}), name=f"x_q{s}",
-                              reset_less=True))
-            # No reset: after a reset or a change of split the streams are held until every line has carried
-            # this register's bubbles through.
-            w_q.append({"row": Signal(w.payload.shape(), name=f"w_q{s}_row", reset_less=True),
-                        "fire": Signal(name=f"w_q{s}_fire", reset_less=True),
-                        "bank": Signal(name=f"w_q{s}_bank", reset_less=True)})
-            with m.If(en[s]):
-                m.d.sync += [x_q[s].a.eq(x.payload.a), x_q[s].bank.eq(use_bank[s]),
-                             w_q[s]["row"].eq(w.payload), w_q[s]["fire"].eq(w_fire[s]),
-                             w_q[s]["bank"].eq(load_bank[s])]
+    def _accepted(self, m, s, slot):
+        """What slot ``s`` accepted in its last enabled cycle, registered next to its handshake logic: the item's
+        activations with its bank (``x_q``), and the weight row with its fire and bank (``w_q``).
 
-        # Activation entry points: the left column of a sub-array. Row r of the sub-array (local row) reaches
-        # the PEs r + 1 cycles after its item was accepted (skew): one in x_q, r in the entry's delay line.
-        entry = {}
-        for r in range(rows):
-            for c in range(cols):
-                sources = {n: (s, r - rect.row) for n, s, rect in _placements(g, r, c) if rect.col == c}
-                if not sources:
-                    continue
-                mode = block_mode[r // block, c // block]
-                value = pick([(mode[n], Cat(x_q[s].a[local], x_q[s].bank)) for n, (s, local) in sources.items()])
-                out = delay(f"entry_{r}_{c}", value, {n: local for n, (_, local) in sources.items()},
-                            {n: s for n, (s, _) in sources.items()}, mode)
+        The entry and load points across the array take these registers, one cycle less delayed, so no
+        handshake decision travels across the die in the cycle it is made. The activations are taken whether or
+        not an item was accepted: a bubble's products only ever add into the bubble's own partial sums, which no
+        result reads (the item tracker says which outputs are items), so the 8 x rows flip-flops do not wait for
+        the handshake. No reset: after a reset or a change of split the streams are held until every line has
+        carried these registers' bubbles through.
+        """
+        x, w = self.port("x", s), self.port("w", s)
+        x_q = Signal(data.StructLayout({"a": x.payload.a.shape(), "bank": 1}), name=f"x_q{s}", reset_less=True)
+        w_q = Signal(data.StructLayout({"row": w.payload.shape(), "fire": 1, "bank": 1}), name=f"w_q{s}",
+                     reset_less=True)
+        with m.If(slot.en):
+            m.d.sync += [x_q.a.eq(x.payload.a), x_q.bank.eq(slot.use_bank),
+                         w_q.row.eq(w.payload), w_q.fire.eq(slot.w_fire), w_q.bank.eq(slot.load_bank)]
+        return x_q, w_q
+
+    def _entry_points(self, local, block_mode, accepted):
+        """Activation entry points, the left column of a sub-array: ``{(r, c): (splits, a, bank)}``. Row r of
+        the sub-array (local row) reaches the PEs r + 1 cycles after its item was accepted (skew): one in
+        ``x_q``, r in the entry's delay line."""
+        g, entry = self.geometry, {}
+        for r, c in product(range(g.rows), range(g.cols)):
+            sources = {n: (s, r - rect.row) for n, s, rect in _placements(g, r, c) if rect.col == c}
+            if sources:
+                mode = block_mode[r // g.block, c // g.block]
+                value = pick([(mode[n], Cat(accepted[s][0].a[local_row], accepted[s][0].bank))
+                              for n, (s, local_row) in sources.items()])
+                out = local.delay(f"entry_{r}_{c}", value, {n: local_row for n, (_, local_row) in sources.items()},
+                                  {n: s for n, (s, _) in sources.items()}, mode)
                 entry[r, c] = (set(sources), out[:ACT_BITS].as_signed(), out[ACT_BITS])
+        return entry
 
-        # Weight load points: the bottom row of a sub-array. Column c of the sub-array (local column) receives
-        # each row c + 1 cycles after the row was accepted (one in w_q, c in the load's delay line). Result exit
-        # points: the same bottom row, where column c is delayed by cols - 1 - c cycles (deskew).
-        load, exits = {}, {}
-        for r in range(rows):
-            for c in range(cols):
-                sources = {n: (s, c - rect.col, rect.cols) for n, s, rect in _placements(g, r, c)
-                           if rect.bottom == r}
-                if not sources:
-                    continue
-                mode = block_mode[r // block, c // block]
+    def _load_and_exit_points(self, local, block_mode, accepted, pe):
+        """Weight load points and result exit points, both on the bottom row of a sub-array: ``({(r, c): (row,
+        fire, bank)}, {(r, c): psum})``. Column c of the sub-array (local column) receives each weight row c + 1
+        cycles after the row was accepted (one in ``w_q``, c in the load's delay line); its sums leave delayed
+        by cols - 1 - c cycles (deskew)."""
+        g, load, exits = self.geometry, {}, {}
+        for r, c in product(range(g.rows), range(g.cols)):
+            sources = {n: (s, c - rect.col, rect.cols) for n, s, rect in _placements(g, r, c) if rect.bottom == r}
+            if sources:
+                mode = block_mode[r // g.block, c // g.block]
                 owners = {n: s for n, (s, _, _) in sources.items()}
-                value = pick([(mode[n], Cat(w_q[s]["row"][local], w_q[s]["fire"], w_q[s]["bank"]))
-                               for n, (s, local, _) in sources.items()])
-                out = delay(f"load_{r}_{c}", value, {n: local for n, (_, local, _) in sources.items()}, owners, mode)
+                value = pick([(mode[n], Cat(accepted[s][1].row[col], accepted[s][1].fire, accepted[s][1].bank))
+                              for n, (s, col, _) in sources.items()])
+                out = local.delay(f"load_{r}_{c}", value, {n: col for n, (_, col, _) in sources.items()}, owners,
+                                  mode)
                 load[r, c] = (out[:ACT_BITS].as_signed(), out[ACT_BITS], out[ACT_BITS + 1])
-                exits[r, c] = delay(f"exit_{r}_{c}", pe[r][c].psum_out,
-                                    {n: width - 1 - local for n, (_, local, width) in sources.items()},
-                                    owners, mode).as_signed()
+                exits[r, c] = local.delay(f"exit_{r}_{c}", pe[r][c].psum_out,
+                                          {n: width - 1 - col for n, (_, col, width) in sources.items()},
+                                          owners, mode).as_signed()
+        return load, exits
 
-        # Wire the PEs: the clock enable per block, activations from the left (or an entry point), partial
-        # sums from above (or zero at a sub-array's top row), the weight chain from below (or a load point),
-        # the load controls of the column's load point (shared by the column's PEs in the block).
-        for br in range(rows // block):
-            for bc in range(cols // block):
-                r0, c0 = br * block, bc * block
-                mode = block_mode[br, bc]
-                block_en = enable(f"block_en_{br}_{bc}", {n: g.owner(n, r0, c0) for n in g.splits}, mode)
-                bottoms = {n: g.rects[n][g.owner(n, r0, c0)].bottom for n in g.splits}
-                for c in range(c0, c0 + block):
-                    w_shift = Signal(name=f"w_shift_{br}_{c}")
-                    w_bank = Signal(name=f"w_bank_{br}_{c}")
-                    m.d.comb += [
-                        w_shift.eq(block_en & pick([(mode[n], load[bottom, c][1]) for n, bottom in bottoms.items()])),
-                        w_bank.eq(pick([(mode[n], load[bottom, c][2]) for n, bottom in bottoms.items()])),
-                    ]
-                    for r in range(r0, r0 + block):
-                        p = pe[r][c]
-                        m.d.comb += [p.en.eq(block_en), p.w_shift.eq(w_shift), p.w_bank.eq(w_bank)]
-                        if (r, c) in entry:
-                            modes, a_tap, bank_tap = entry[r, c]
-                            here = local_mode(f"entry_here_{r}_{c}", modes)
-                            left_a = pe[r][c - 1].a_out if c else 0
-                            left_bank = pe[r][c - 1].bank_out if c else 0
-                            m.d.comb += [p.a_in.eq(Mux(here, a_tap, left_a)),
-                                         p.bank_in.eq(Mux(here, bank_tap, left_bank))]
-                        else:
-                            m.d.comb += [p.a_in.eq(pe[r][c - 1].a_out), p.bank_in.eq(pe[r][c - 1].bank_out)]
-                        top = [n for n in g.splits if g.rects[n][g.owner(n, r, c)].row == r]
-                        if r == 0:
-                            m.d.comb += p.psum_in.eq(0)
-                        else:
-                            above = pe[r - 1][c].psum_out
-                            m.d.comb += p.psum_in.eq(Mux(local_mode(f"top_here_{r}_{c}", top), 0, above)
-                                                     if top else above)
-                        # The weight chain: from the load point where a sub-array's bottom row is here (always
-                        # in the array's bottom row), else from the PE below.
-                        here = [n for n, bottom in bottoms.items() if bottom == r]
-                        at_load = local_mode(f"load_here_{r}_{c}", here) if here and r + 1 < rows else None
-                        for bank in range(2):  # a load chain per bank: w_bank only enables the registers
-                            if r + 1 == rows:
-                                source = load[r, c][0]
-                            elif at_load is not None:
-                                source = Mux(at_load, load[r, c][0], pe[r + 1][c].w_out[bank])
-                            else:
-                                source = pe[r + 1][c].w_out[bank]
-                            m.d.comb += p.w_in[bank].eq(source)
-
-        # Per-slot item tracker (valid and tag) aligned with the results, and the FIFO input. The results,
-        # chosen among the exit points by the split, and the tracker's output are registered (one more stage
-        # of the slot's pipeline, enabled with it), so that neither the delay lines' LUT RAM nor the split
-        # decode lies on a path into the output FIFO's LUT RAM. No reset: see `w_q`.
-        for s in range(g.slots):
-            x = self.port("x", s)
-            modes, mode = g.modes_of(s), slot_mode[s]
-            tracked = delay(f"track{s}", Cat(x_fire[s], x.payload.tag),
-                            {n: g.latency(n) - 2 for n in modes}, dict.fromkeys(modes, s), mode)
-            psums = []
-            for lc in range(g.slot_cols[s]):
-                psum = Signal(signed(ACC_BITS), name=f"result{s}_{lc}", reset_less=True)
-                with m.If(en[s]):
-                    m.d.sync += psum.eq(pick([(mode[n], exits[g.rects[n][s].bottom, g.rects[n][s].col + lc])
-                                              for n in modes if lc < g.rects[n][s].cols]))
-                psums.append(psum)
-            track_q = Signal.like(tracked, name=f"track{s}_q", reset_less=True)
-            with m.If(en[s]):
-                m.d.sync += track_q.eq(tracked)
-            fifo = m.submodules[f"fifo{s}"]
+    def _wire_block(self, m, local, mode, pe, br, bc, entry, load):
+        """Block ``(br, bc)``'s PEs: its clock enable, and the load controls of each column's load point (shared
+        by the column's PEs in the block)."""
+        g = self.geometry
+        r0, c0 = br * g.block, bc * g.block
+        block_en = local.enable(f"block_en_{br}_{bc}", {n: g.owner(n, r0, c0) for n in g.splits}, mode)
+        bottoms = {n: g.rects[n][g.owner(n, r0, c0)].bottom for n in g.splits}
+        for c in range(c0, c0 + g.block):
+            w_shift = Signal(name=f"w_shift_{br}_{c}")
+            w_bank = Signal(name=f"w_bank_{br}_{c}")
             m.d.comb += [
-                fifo.w_en.eq(en[s] & track_q[0]),
-                fifo.w_data.eq(Cat(*psums, track_q[1:])),
+                w_shift.eq(block_en & pick([(mode[n], load[bottom, c][1]) for n, bottom in bottoms.items()])),
+                w_bank.eq(pick([(mode[n], load[bottom, c][2]) for n, bottom in bottoms.items()])),
             ]
-        return m
+            for r in range(r0, r0 + g.block):
+                m.d.comb += [pe[r][c].en.eq(block_en), pe[r][c].w_shift.eq(w_shift), pe[r][c].w_bank.eq(w_bank)]
+                self._wire_pe(m, local, pe, r, c, entry,
+                              [n for n, bottom in bottoms.items() if bottom == r], load)
+
+    def _wire_pe(self, m, local, pe, r, c, entry, bottom_here, load):
+        """PE ``(r, c)``'s data inputs: activations from the left (or an entry point), the partial sum from above
+        (or zero at a sub-array's top row), the weight chains from below (or a load point where a sub-array's
+        bottom row is here, in ``bottom_here``'s splits; always in the array's bottom row)."""
+        g, p = self.geometry, pe[r][c]
+        left_a, left_bank = (pe[r][c - 1].a_out, pe[r][c - 1].bank_out) if c else (0, 0)
+        if (r, c) in entry:
+            modes, a_tap, bank_tap = entry[r, c]
+            here = local.flag(f"entry_here_{r}_{c}", modes)
+            left_a, left_bank = Mux(here, a_tap, left_a), Mux(here, bank_tap, left_bank)
+        m.d.comb += [p.a_in.eq(left_a), p.bank_in.eq(left_bank)]
+        top = [n for n in g.splits if g.rects[n][g.owner(n, r, c)].row == r]
+        above = pe[r - 1][c].psum_out if r else 0
+        if r and top:
+            above = Mux(local.flag(f"top_here_{r}_{c}", top), 0, above)
+        m.d.comb += p.psum_in.eq(above)
+        at_load = local.flag(f"load_here_{r}_{c}", bottom_here) if bottom_here and r + 1 < g.rows else None
+        for bank in range(2):  # a load chain per bank: w_bank only enables the registers
+            if r + 1 == g.rows:
+                source = load[r, c][0]
+            elif at_load is not None:
+                source = Mux(at_load, load[r, c][0], pe[r + 1][c].w_out[bank])
+            else:
+                source = pe[r + 1][c].w_out[bank]
+            m.d.comb += p.w_in[bank].eq(source)
+
+    def _slot_results(self, m, local, s, slot, mode, exits):
+        """Slot ``s``'s item tracker (valid and tag) aligned with the results, and its output FIFO's input.
+
+        The results, chosen among the exit points by the split, and the tracker's output are registered (one
+        more stage of the slot's pipeline, enabled with it), so that neither the delay lines' LUT RAM nor the
+        split decode lies on a path into the output FIFO's LUT RAM. No reset: see :meth:`_accepted`.
+        """
+        g = self.geometry
+        modes = g.modes_of(s)
+        tracked = local.delay(f"track{s}", Cat(slot.x_fire, self.port("x", s).payload.tag),
+                              {n: g.latency(n) - 2 for n in modes}, dict.fromkeys(modes, s), mode)
+        psums = [Signal(signed(ACC_BITS), name=f"result{s}_{col}", reset_less=True) for col in range(g.slot_cols[s])]
+        track_q = Signal.like(tracked, name=f"track{s}_q", reset_less=True)
+        with m.If(slot.en):
+            m.d.sync += track_q.eq(tracked)
+            m.d.sync += [psum.eq(pick([(mode[n], exits[g.rects[n][s].bottom, g.rects[n][s].col + col])
+                                       for n in modes if col < g.rects[n][s].cols]))
+                         for col, psum in enumerate(psums)]
+        m.d.comb += [
+            slot.fifo.w_en.eq(slot.en & track_q[0]),
+            slot.fifo.w_data.eq(Cat(*psums, track_q[1:])),
+        ]
 
     @property
     def settle_cycles(self):
         """Cycles the streams are held after reset or a change of split (see :class:`ArrayGeometry`)."""
         return self.geometry.settle_cycles
+
+
+@dataclass
+class _Slot:
+    """The control signals of one slot that the rest of the array uses."""
+
+    en: Signal
+    en_mid: Signal
+    x_fire: Signal
+    w_fire: Signal
+    use_bank: Signal
+    load_bank: Signal
+    fifo: object = None
+
+
+class _LocalRegisters:
+    """Registers the pieces of the array take next to their own logic: copies of a slot's clock enable, flags of
+    the split in use, and delay lines enabled by the owning slot."""
+
+    def __init__(self, m, split, en_mid):
+        self.m, self.split, self.en_mid = m, split, en_mid
+
+    def enable(self, name, owners, mode):
+        """A replica of the clock enable of the slot that owns a piece of logic in each mode (``{n: slot}``). No
+        reset: during a reset it takes the owner's ``en_mid``, which is reset."""
+        return replica(self.m, pick([(mode[n], self.en_mid[slot]) for n, slot in owners.items()]), name=name,
+                       reset_less=True)
+
+    def flag(self, name, modes):
+        """A register of its own, next to the PE that uses it: the split is one of ``modes`` (one cycle later,
+        like the decodes)."""
+        return replica(self.m, Cat(self.split == n for n in modes).any(), name=name, reset_less=True)
+
+    def delay(self, name, value, delays, owners, mode):
+        """``value`` delayed by ``delays[n]`` enabled cycles of the owning slot ``owners[n]`` in split ``n``."""
+        return _delay_line(self.m, name, value, [(mode[n], d) for n, d in delays.items()],
+                           self.enable(f"{name}_en", owners, mode))

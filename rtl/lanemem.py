@@ -114,73 +114,75 @@ class LaneMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        row_bits = (self.depth - 1).bit_length()
-        elem_width = Shape.cast(self.elem_shape).width
-        se = self.slice_elems
-
-        slice_data = []
-        for j in range(self.slices):
-            mode = split_modes(m, self.split, self.word_elems, name=f"slice{j}")
-            mem = Memory(shape=se * elem_width, depth=self.depth, init=[])
-            m.submodules[f"slice{j}"] = mem
-            mem_w, mem_r = mem.write_port(granularity=elem_width), mem.read_port()
-            # The slice's port registers, after the multiplexers that choose the owning lane.
-            # The enables are reset; addresses and data take no reset (the reset net need not reach them).
-            wp = Signal(data.StructLayout({"addr": row_bits, "data": se * elem_width}), name=f"wp{j}",
-                        reset_less=True)
-            wp_en = Signal(se, name=f"wp{j}_en")
-            rp_addr, rp_en = Signal(row_bits, name=f"rp{j}_addr", reset_less=True), Signal(name=f"rp{j}_en")
-            data_q = Signal.like(mem_r.data, name=f"data{j}", reset_less=True)
-            m.d.comb += [mem_w.addr.eq(wp.addr), mem_w.en.eq(wp_en), mem_w.data.eq(wp.data),
-                         mem_r.addr.eq(rp_addr), mem_r.en.eq(rp_en)]
-            m.d.sync += data_q.eq(mem_r.data)
-            slice_data.append(data_q)
-            reads, writes = [], []
-            for n in self.word_elems:
-                per_lane = self.slices // n
-                lane, local = divmod(j, per_lane)
-                q = self.word_elems[n] // se
-                group, pos = divmod(local, q)
-                reads.append((mode[n], lane))
-                writes.append((mode[n], (lane, group if self.groups(n) > 1 else None, pos)))
-
-            def write(key, part):
-                lane, group, pos = key
-                port = getattr(self, f"write{lane}")
-                if part == "data":
-                    return Cat(port.data[pos * se + e] for e in range(se))
-                enables = port.en[pos * se:(pos + 1) * se]
-                return enables if group is None else Mux(port.addr[row_bits:] == group, enables, 0)
-
-            m.d.sync += [
-                rp_addr.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").addr[:row_bits])),
-                rp_en.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").en)),
-                wp.addr.eq(pick_keyed([(c, key[0]) for c, key in writes],
-                                      lambda lane: getattr(self, f"write{lane}").addr[:row_bits])),
-                wp.data.eq(pick_keyed([(c, key[0::2]) for c, key in writes],
-                                      lambda key: write((key[0], None, key[1]), "data"))),
-                wp_en.eq(pick_keyed(writes, lambda key: write(key, "en"))),
-            ]
-
-        # Read data of each lane: the slices of the group its read addressed, READ_LATENCY cycles before.
+        slice_data = [self._slice(m, j) for j in range(self.slices)]
         for lane in range(self.slices):
-            r = getattr(self, f"read{lane}")
-            mode = split_modes(m, self.split, self.word_elems, name=f"read{lane}")
-            group_q = r.addr[row_bits:]
-            for k in range(self.READ_LATENCY):
-                delayed = Signal(range(max(self.groups(n) for n in self.modes_of(lane))), name=f"group{lane}_d{k}",
-                                 reset_less=True)
-                if len(delayed):
-                    m.d.sync += delayed.eq(group_q)
-                group_q = delayed
-            choices = []
-            for n in self.modes_of(lane):
-                per_lane = self.slices // n
-                q = self.word_elems[n] // se
-                for group in range(self.groups(n)):
-                    first = lane * per_lane + group * q
-                    word = Cat(slice_data[first + p] for p in range(q))
-                    chosen = mode[n] & (group_q == group) if self.groups(n) > 1 else mode[n]
-                    choices.append((chosen, word))
-            m.d.comb += r.data.eq(pick(choices))
+            self._read_data(m, lane, slice_data)
         return m
+
+    @property
+    def _row_bits(self):
+        return (self.depth - 1).bit_length()
+
+    def _slice(self, m, j):
+        """Slice ``j``: its memory, and its port registers after the multiplexers that choose the owning lane
+        (enables reset; addresses and data take no reset, so the reset net need not reach them); returns its
+        registered read data."""
+        row_bits, se = self._row_bits, self.slice_elems
+        elem_width = Shape.cast(self.elem_shape).width
+        mode = split_modes(m, self.split, self.word_elems, name=f"slice{j}")
+        mem = Memory(shape=se * elem_width, depth=self.depth, init=[])
+        m.submodules[f"slice{j}"] = mem
+        mem_w, mem_r = mem.write_port(granularity=elem_width), mem.read_port()
+        wp = Signal(data.StructLayout({"addr": row_bits, "data": se * elem_width}), name=f"wp{j}", reset_less=True)
+        wp_en = Signal(se, name=f"wp{j}_en")
+        rp_addr, rp_en = Signal(row_bits, name=f"rp{j}_addr", reset_less=True), Signal(name=f"rp{j}_en")
+        data_q = Signal.like(mem_r.data, name=f"data{j}", reset_less=True)
+        m.d.comb += [mem_w.addr.eq(wp.addr), mem_w.en.eq(wp_en), mem_w.data.eq(wp.data),
+                     mem_r.addr.eq(rp_addr), mem_r.en.eq(rp_en)]
+        m.d.sync += data_q.eq(mem_r.data)
+        # In split n the slice belongs to `lane`, as the part `pos` of a word of its group `group`.
+        reads, writes = [], []
+        for n in self.word_elems:
+            lane, local = divmod(j, self.slices // n)
+            group, pos = divmod(local, self.word_elems[n] // se)
+            reads.append((mode[n], lane))
+            writes.append((mode[n], (lane, group if self.groups(n) > 1 else None, pos)))
+
+        def write(key, part):
+            lane, group, pos = key
+            port = getattr(self, f"write{lane}")
+            if part == "data":
+                return Cat(port.data[pos * se + e] for e in range(se))
+            enables = port.en[pos * se:(pos + 1) * se]
+            return enables if group is None else Mux(port.addr[row_bits:] == group, enables, 0)
+
+        m.d.sync += [
+            rp_addr.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").addr[:row_bits])),
+            rp_en.eq(pick_keyed(reads, lambda lane: getattr(self, f"read{lane}").en)),
+            wp.addr.eq(pick_keyed([(c, key[0]) for c, key in writes],
+                                  lambda lane: getattr(self, f"write{lane}").addr[:row_bits])),
+            wp.data.eq(pick_keyed([(c, key[0::2]) for c, key in writes],
+                                  lambda key: write((key[0], None, key[1]), "data"))),
+            wp_en.eq(pick_keyed(writes, lambda key: write(key, "en"))),
+        ]
+        return data_q
+
+    def _read_data(self, m, lane, slice_data):
+        """Read data of ``lane``: the slices of the group its read addressed, READ_LATENCY cycles before."""
+        r = getattr(self, f"read{lane}")
+        mode = split_modes(m, self.split, self.word_elems, name=f"read{lane}")
+        group_q = r.addr[self._row_bits:]
+        for k in range(self.READ_LATENCY):
+            delayed = Signal(range(max(self.groups(n) for n in self.modes_of(lane))), name=f"group{lane}_d{k}",
+                             reset_less=True)
+            if len(delayed):
+                m.d.sync += delayed.eq(group_q)
+            group_q = delayed
+        choices = []
+        for n in self.modes_of(lane):
+            q = self.word_elems[n] // self.slice_elems
+            for group in range(self.groups(n)):
+                first = lane * (self.slices // n) + group * q
+                word = Cat(slice_data[first + p] for p in range(q))
+                choices.append((mode[n] & (group_q == group) if self.groups(n) > 1 else mode[n], word))
+        m.d.comb += r.data.eq(pick(choices))

@@ -2,16 +2,17 @@
 post-processing, running whole multi-layer perceptrons from on-chip buffers.
 
 Structure (one *lane* per slot of the array; in split ``n`` lanes ``0 .. n-1`` work, each on its own
-sub-array)::
+sub-array). A lane (:class:`MLPLane`) is eight units joined by streams::
 
-    wload ──> weight memory ──(round-robin reads)──> lane fetchers ──> array w<l>   (tile rows)
-                                                                  └──> n-tile FIFO   (bias, params, destination)
-    cmd<l> ──> dispatcher ──> loader  : act<l> stream ──────────────> activation memory (lane slices)
-                          ├─> fetcher : weight words of each layer, in program order
-                          └─> feeder  : activation memory ──> array x<l> ──> array y<l>
-                                        ──> accumulate (accumulator memory, across k-tiles)
-                                        ──> post-processors (bias, requantise, ReLU or raw; shared by lanes)
-                                        ──> activation memory (next layer's input) or out<l> stream
+    wload ──> weight memory ──(round-robin reads)──> Fetcher ──> Unpacker ──> array w<l>   (tile rows)
+                                                                          └──> n-tile FIFO  (bias, params, destination)
+    cmd<l> ──> Dispatcher ──> Loader  : act<l> stream ───────────> activation memory (lane slices)
+                          ├─> Fetcher : weight words of each layer, in program order
+                          └─> Feeder  : activation memory ──> array x<l> ──> array y<l>
+                                        ──> Accumulator (accumulator memory, across k-tiles)
+                                        ──> BeatIssuer ──> post-processors (bias, requantise, ReLU or raw;
+                                            shared by lanes)
+                                        ──> Writer ──> activation memory (next layer's input) or out<l> stream
 
 A lane executes a stream of commands (:class:`MLPCommand`):
 
@@ -39,7 +40,6 @@ int8 each, packed ``array_cols // cols`` rows to a word).
 
 import enum
 from dataclasses import dataclass
-from itertools import pairwise
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -58,8 +58,9 @@ from .lib.slice import RegisterSlice
 from .memory import RegisteredRAM
 from .postproc import PostProcessor, RequantParams
 
-__all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "EngineGeometry", "MLPCommand", "MLPEngine", "MLPLane", "Op",
-           "SplitShape", "wload_layout"]
+__all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "Accumulator", "BeatIssuer", "CounterNest", "CreditCounter",
+           "Dispatcher", "EngineGeometry", "Feeder", "Fetcher", "Loader", "MLPCommand", "MLPEngine", "MLPLane", "Op",
+           "SplitShape", "Unpacker", "Writer", "delay_registers", "wload_layout"]
 
 #: Width of buffer addresses and of item/tile counts in commands.
 ADDR_BITS = 16
@@ -250,24 +251,173 @@ def wload_layout(geometry):
                               "data": data.ArrayLayout(signed(ACT_BITS), geometry.word_bytes)})
 
 
+def delay_registers(m, value, shape, cycles, *, name, reset_less=False):
+    """``value`` ``cycles`` cycles later, through a chain of registers ``<name>0``, ``<name>1``, ...
 
-def _take_command(m, fifo, start, name):
-    """The command at the head of ``fifo``, taken off it in the cycle ``start`` is high and held in registers,
-    with its counts less one precomputed: a sequencer then compares registers with registers, not the FIFO's
-    LUT RAM output through a subtractor."""
-    head = MLPCommand(fifo.r_data)
-    cmd = Signal(MLPCommand, name=f"{name}_cmd", reset_less=True)
-    last = {field: Signal(COUNT_BITS, name=f"{name}_last_{field}", reset_less=True)
-            for field in ("items", "ktiles", "ntiles")}
-    m.d.comb += fifo.r_en.eq(start)
-    with m.If(start):
-        m.d.sync += [cmd.eq(head), *(reg.eq(getattr(head, field) - 1) for field, reg in last.items())]
-    return head, cmd, last
+    A shift register, for short fixed delays that follow a request through a pipelined memory (a circular
+    buffer in LUT RAM, as the array's skew lines, pays off only for longer or variable delays).
+    """
+    for k in range(cycles):
+        stage = Signal(shape, name=f"{name}{k}", reset_less=reset_less)
+        m.d.sync += stage.eq(value)
+        value = stage
+    return value
 
 
 def _satisfied(done, wait):
     """``done`` has reached ``wait`` (modulo 2**WAIT_BITS, within half the range)."""
     return ~(done - wait)[WAIT_BITS - 1]
+
+
+def _latch_command(m, cmd, start, name):
+    """The command at the head of the stream ``cmd``, taken off it in the cycle ``start`` is high (``start``
+    implies ``cmd.valid``) and held in a register: a sequencer's logic then starts at flip-flops, not at the
+    command queue's LUT RAM."""
+    reg = Signal(MLPCommand, name=f"{name}_cmd", reset_less=True)
+    m.d.comb += cmd.ready.eq(start)
+    with m.If(start):
+        m.d.sync += reg.eq(cmd.payload)
+    return reg
+
+
+class CreditCounter(wiring.Component):
+    """Free entries of a buffer downstream, counted ahead of its own fill level: a credit is taken when an entry is
+    promised (a request issued whose answer will land there), given back when an entry is read.
+
+    Parameters
+    ----------
+    credits : int
+        Entries of the buffer.
+    registered : bool
+        ``available`` comes from a register, decided a cycle ahead from the next count (for a decision that fans
+        out), rather than from a compare of the count.
+
+    Members
+    -------
+    take, give : In(1)
+        A credit is taken, given back (both may happen in one cycle).
+    available : Out(1)
+        At least one credit is left.
+    """
+
+    def __init__(self, credits, *, registered):
+        if not isinstance(credits, int) or isinstance(credits, bool) or credits < 1:
+            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
+            raise ValueError(f"Credit count must be a positive integer, not {credits!r}")
+        self.credits, self.registered = credits, registered
+        super().__init__({"take": In(1), "give": In(1), "available": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        count = Signal(range(self.credits + 1), init=self.credits, name="credits")
+        count_next = Signal.like(count, name="credits_next")
+        m.d.comb += count_next.eq(count - self.take + self.give)
+        m.d.sync += count.eq(count_next)
+        if self.registered:
+            available = Signal(init=1, name="room")
+            m.d.sync += available.eq(count_next != 0)
+            m.d.comb += self.available.eq(available)
+        else:
+            m.d.comb += self.available.eq(count != 0)
+        return m
+
+
+class CounterNest(wiring.Component):
+    """The counters of a loop nest over a command's fields (innermost first, e.g. ``("items", "ktiles",
+    "ntiles")``): every sequencer of a lane counts its work with one.
+
+    Parameters
+    ----------
+    levels : tuple of str
+        :class:`MLPCommand` count fields (``items``, ``ktiles``, ``ntiles``), innermost first, each at most once.
+
+    Members
+    -------
+    start : In(1)
+        Begin a nest: every count to 0, each level's ``limit - 1`` into a register (so the compares below are
+        between registers), ``running`` set. Only while not ``running``.
+    limit : In(StructLayout({level: unsigned(16)}))
+        Iterations of each level (at least 1), taken at ``start``.
+    step : In(1)
+        One iteration of the innermost level done. Only while ``running``.
+    running : Out(1)
+        Between ``start`` and the last ``step``.
+    count : Out(StructLayout({level: unsigned(16)}))
+        The current iteration of each level.
+    last : Out(StructLayout({level: 1}))
+        ``count`` is the level's last iteration.
+    wrap : Out(StructLayout({level: 1}))
+        This ``step`` ends the level's last iteration (and so every inner level's); the inner levels restart at 0,
+        the next outer one advances. The outermost level's ``wrap`` ends the nest (its count then holds).
+    """
+
+    def __init__(self, levels):
+        if (not isinstance(levels, (tuple, list)) or not levels or len(set(levels)) != len(levels)
+                or any(level not in ("items", "ktiles", "ntiles") for level in levels)):
+            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
+            raise ValueError(f"Counter nest levels must be some of items, ktiles, ntiles, not {levels!r}")
+        self.levels = tuple(levels)
+        counts = data.StructLayout(dict.fromkeys(self.levels, unsigned(COUNT_BITS)))
+        flags = data.StructLayout(dict.fromkeys(self.levels, 1))
+        super().__init__({"start": In(1), "limit": In(counts), "step": In(1), "running": Out(1),
+                          "count": Out(counts), "last": Out(flags), "wrap": Out(flags)})
+
+    def elaborate(self, platform):
+        m = Module()
+        carry = self.step
+        with m.If(self.start):
+            m.d.sync += self.running.eq(1)
+        for level in self.levels:
+            count, last = self.count[level], Signal(COUNT_BITS, name=f"last_{level}", reset_less=True)
+            m.d.comb += [self.last[level].eq(count == last), self.wrap[level].eq(carry & self.last[level])]
+            with m.If(self.start):
+                m.d.sync += [count.eq(0), last.eq(self.limit[level] - 1)]
+            with m.Elif(carry & ~self.last[level]):
+                m.d.sync += count.eq(count + 1)
+            with m.Elif(self.wrap[level]):  # the inner levels restart, the outermost holds
+                if level != self.levels[-1]:
+                    m.d.sync += count.eq(0)
+            carry = self.wrap[level]
+        with m.If(carry):
+            m.d.sync += self.running.eq(0)
+        return m
+
+
+class _LaneUnit(wiring.Component):
+    """A unit of a lane: the lane's splits and sizes, and a decode of ``split`` into registers of its own (so no
+    decode register fans out across the lane)."""
+
+    def __init__(self, geometry, lane, members):
+        self.geometry, self.lane = geometry, lane
+        self.shapes = [geometry.splits[n] for n in geometry.lane_modes(lane)]
+        self.rows, self.cols = geometry.lane_rows(lane), geometry.lane_cols(lane)
+        self.postprocs = geometry.lane_postprocs(lane)
+        super().__init__({"split": In(range(geometry.lanes + 1)), **members})
+
+    def decode(self, m, name):
+        """``{n: split == n}`` for the lane's splits, one cycle late, in registers ``<name>_lane_mode<n>``."""
+        return split_modes(m, self.split, [s.n for s in self.shapes], name=f"{name}_lane")
+
+    def per_split(self, mode, attr):
+        """:class:`SplitShape` ``attr`` of the split in use, by the decode ``mode``."""
+        return pick([(mode[s.n], getattr(s, attr)) for s in self.shapes])
+
+
+def _word_tag(rows):
+    """What the fetcher tags each weight word with."""
+    return data.StructLayout({"bias": 1, "bias_last": 1, "params": RequantParams, "to_output": 1,
+                              "out_row": ADDR_BITS, "out_off": range(rows), "last_ntile": 1})
+
+
+def _ntile_layout(rows, cols):
+    """What the post-processing of an n-tile needs: its bias, parameters and destination."""
+    return data.StructLayout({"bias": data.ArrayLayout(signed(ACC_BITS), cols), "params": RequantParams,
+                              "to_output": 1, "out_row": ADDR_BITS, "out_off": range(rows), "last_ntile": 1})
+
+
+def _out_tag_layout(rows):
+    """Where a result goes, and whether it completes its layer."""
+    return data.StructLayout({"addr": ADDR_BITS, "off": range(rows), "to_output": 1, "layer_done": 1})
 
 
 def _beat_layout(postprocs):
@@ -276,346 +426,404 @@ def _beat_layout(postprocs):
                               "params": RequantParams})
 
 
-class MLPLane(wiring.Component):
-    """The sequencers and datapath of one lane (see the module documentation); built by :class:`MLPEngine`.
+def _fifo_stream(m, fifo, stream_):
+    """The read side of ``fifo`` (an ``amaranth.lib.fifo`` or :class:`SlicedFIFO`) as the stream ``stream_``."""
+    m.d.comb += [stream_.valid.eq(fifo.r_rdy), stream_.payload.eq(fifo.r_data), fifo.r_en.eq(stream_.ready)]
 
-    Parameters
-    ----------
-    geometry : EngineGeometry
-    lane : int
-    act_addr_width : int
-        Address width of the lane's ports of the activation memory.
+
+class Dispatcher(_LaneUnit):
+    """Sends the lane's commands on in order while the lane's split is in use: INPUT commands to the loader,
+    LAYER commands to both the fetcher and the feeder, each through a queue of its own; counts what it sent.
+
+    Members
+    -------
+    cmd : In(stream.Signature(MLPCommand))
+    load, fetch, feed : Out(stream.Signature(MLPCommand))
+    inputs_sent, layers_sent : Out(8)
+        INPUT and LAYER commands sent (modulo 256).
     """
 
-    #: Depth of the FIFOs between the units. The accumulator FIFO holds a burst of last-k-tile results while the
-    #: post-processors take them in beats (two per result on a quarter of the small array), so the array keeps
-    #: running into the next n-tile; the word FIFO smooths the lanes' turns at the weight memory. The word and
-    #: result-tag FIFOs present their heads from registers (``SyncFIFOBuffered``): the unpacker's multiplexers
-    #: and the write-back then start at a flip-flop, not at a LUT RAM's read address. The accumulator and n-tile
-    #: FIFOs, whose columns go to post-processors across the die, are cut by column with pointers of their own
-    #: (``rtl.pipeline.SlicedFIFO``). (They were tried with registered heads too: the head register's clock
-    #: enable, driven by the consumer's decision, became the critical path.)
-    WORD_FIFO = 16
-    FEED_FIFO = 8
-    ACC_FIFO = 16
-    NTILE_FIFO = 4
-    RESULT_FIFO = 16
+    #: Depth of each queue.
+    QUEUE = 2
 
-    def __init__(self, geometry, lane, *, act_addr_width):
-        self.geometry = g = geometry
-        self.lane = lane
-        rows, cols, postprocs = g.lane_rows(lane), g.lane_cols(lane), g.lane_postprocs(lane)
-        tag = g.tag_layout()
-        super().__init__({
-            "split": In(range(g.lanes + 1)),
-            "cmd": In(stream.Signature(MLPCommand)),
-            "act": In(stream.Signature(data.ArrayLayout(signed(ACT_BITS), rows))),
-            "out": Out(stream.Signature(data.ArrayLayout(signed(ACC_BITS), cols))),
-            "x": Out(stream.Signature(x_layout(rows, tag))),
-            "w": Out(stream.Signature(data.ArrayLayout(signed(ACT_BITS), cols))),
-            "y": In(stream.Signature(y_layout(cols, tag))),
-            "wreq": Out(stream.Signature(unsigned(ADDR_BITS))),
-            "wresp": In(data.ArrayLayout(signed(ACT_BITS), g.word_bytes)),
-            "wresp_valid": In(1),
-            "act_r": Out(read_signature(act_addr_width, signed(ACT_BITS), rows)),
-            "act_w": Out(write_signature(act_addr_width, signed(ACT_BITS), rows)),
-            "pp_i": Out(stream.Signature(_beat_layout(postprocs))),
-            "pp_o": In(stream.Signature(data.ArrayLayout(signed(ACC_BITS), postprocs))),
-            "idle": Out(1),
-            "inputs_done": Out(WAIT_BITS),
-            "layers_done": Out(WAIT_BITS),
-        })
+    def __init__(self, geometry, lane):
+        command = stream.Signature(MLPCommand)
+        super().__init__(geometry, lane, {"cmd": In(command), "load": Out(command), "fetch": Out(command),
+                                          "feed": Out(command), "inputs_sent": Out(WAIT_BITS),
+                                          "layers_sent": Out(WAIT_BITS)})
 
     def elaborate(self, platform):
         m = Module()
-        g = self.geometry
-        modes = g.lane_modes(self.lane)
-        shapes = [g.splits[n] for n in modes]
-        mode = split_modes(m, self.split, modes, name="lane")
-        active = Cat(mode.values()).any()
-
-        def const(attr):
-            # The value for the split in use, by the lane's current `mode` (each unit below decodes the split
-            # into registers of its own, so no decode register fans out across the lane).
-            return pick([(mode[s.n], getattr(s, attr)) for s in shapes])
-
-        def decode(unit):
-            return split_modes(m, self.split, modes, name=f"{unit}_lane")
-
-        rows, cols = g.lane_rows(self.lane), g.lane_cols(self.lane)
-        word_bytes = g.word_bytes
-        tag_layout = g.tag_layout()
-
-        inputs_done = Signal(WAIT_BITS)
-        layers_done = Signal(WAIT_BITS)
-        inputs_sent = Signal(WAIT_BITS)
-        layers_sent = Signal(WAIT_BITS)
-        m.d.comb += [
-            self.inputs_done.eq(inputs_done),
-            self.layers_done.eq(layers_done),
-            self.idle.eq((inputs_done == inputs_sent) & (layers_done == layers_sent)),
-        ]
-
-        # Dispatcher: INPUT commands to the loader, LAYER commands to both the fetcher and the feeder.
-        width = MLPCommand.as_shape().size
-        m.submodules.load_q = load_q = SyncFIFO(width=width, depth=2)
-        m.submodules.fetch_q = fetch_q = SyncFIFO(width=width, depth=2)
-        m.submodules.feed_q = feed_q = SyncFIFO(width=width, depth=2)
+        active = Cat(self.decode(m, "dispatch").values()).any()
+        queues = {}
+        for name in ("load", "fetch", "feed"):
+            queues[name] = m.submodules[f"{name}_q"] = SyncFIFO(width=MLPCommand.as_shape().size, depth=self.QUEUE)
+            m.d.comb += queues[name].w_data.eq(self.cmd.payload)
+            _fifo_stream(m, queues[name], getattr(self, name))
         is_layer = self.cmd.payload.op == Op.LAYER
+        accepted = self.cmd.valid & self.cmd.ready
         m.d.comb += [
-            self.cmd.ready.eq(active & Mux(is_layer, fetch_q.w_rdy & feed_q.w_rdy, load_q.w_rdy)),
-            load_q.w_data.eq(self.cmd.payload), fetch_q.w_data.eq(self.cmd.payload),
-            feed_q.w_data.eq(self.cmd.payload),
-            load_q.w_en.eq(self.cmd.valid & self.cmd.ready & ~is_layer),
-            fetch_q.w_en.eq(self.cmd.valid & self.cmd.ready & is_layer),
-            feed_q.w_en.eq(self.cmd.valid & self.cmd.ready & is_layer),
+            self.cmd.ready.eq(active & Mux(is_layer, queues["fetch"].w_rdy & queues["feed"].w_rdy,
+                                           queues["load"].w_rdy)),
+            queues["load"].w_en.eq(accepted & ~is_layer),
+            queues["fetch"].w_en.eq(accepted & is_layer),
+            queues["feed"].w_en.eq(accepted & is_layer),
         ]
-        with m.If(load_q.w_en):
-            m.d.sync += inputs_sent.eq(inputs_sent + 1)
-        with m.If(fetch_q.w_en):
-            m.d.sync += layers_sent.eq(layers_sent + 1)
+        with m.If(queues["load"].w_en):
+            m.d.sync += self.inputs_sent.eq(self.inputs_sent + 1)
+        with m.If(queues["fetch"].w_en):
+            m.d.sync += self.layers_sent.eq(self.layers_sent + 1)
+        return m
 
-        # Result writer (defined here, driven below): its write-back register has priority on the activation
-        # memory write port, so the loader yields to a register, not to the writer's decision.
-        writer_writes = Signal()
-        wb_valid = Signal()
 
-        # Loader: INPUT commands, from the act stream into the activation memory.
-        loading = Signal()
-        ld_item = Signal(COUNT_BITS)
-        ld_word = Signal(COUNT_BITS)
-        ld_row = Signal(ADDR_BITS)
-        act_fire = Signal()
+class Loader(_LaneUnit):
+    """INPUT commands: the ``act`` stream into the activation memory, word ``j`` of item ``i`` at
+    ``in_base + j * stride + i``.
+
+    Members
+    -------
+    cmd : In(stream.Signature(MLPCommand))
+    act : In(stream.Signature(data.ArrayLayout(signed(8), rows)))
+    write : Out(write_signature(...))
+        The word taken from ``act`` (all enables low in other cycles).
+    hold : In(1)
+        The write port is taken (by the writer's write-back register): take no word.
+    layers_done : In(8)
+        For the commands' ``wait_layers``.
+    inputs_done : Out(8)
+        INPUT commands completed (modulo 256).
+    """
+
+    def __init__(self, geometry, lane, *, act_addr_width):
+        rows = geometry.lane_rows(lane)
+        super().__init__(geometry, lane, {
+            "cmd": In(stream.Signature(MLPCommand)),
+            "act": In(stream.Signature(data.ArrayLayout(signed(ACT_BITS), rows))),
+            "write": Out(write_signature(act_addr_width, signed(ACT_BITS), rows)),
+            "hold": In(1), "layers_done": In(WAIT_BITS), "inputs_done": Out(WAIT_BITS)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.nest = nest = CounterNest(("items", "ktiles"))
+        start = ~nest.running & self.cmd.valid & _satisfied(self.layers_done, self.cmd.payload.wait_layers)
+        cmd = _latch_command(m, self.cmd, start, "load")
+        row = Signal(ADDR_BITS)  # in_base + word * stride
+        fire = self.act.valid & self.act.ready
         m.d.comb += [
-            self.act.ready.eq(loading & ~wb_valid),
-            act_fire.eq(self.act.valid & self.act.ready),
+            nest.start.eq(start), nest.limit.items.eq(self.cmd.payload.items),
+            nest.limit.ktiles.eq(self.cmd.payload.ktiles), nest.step.eq(fire),
+            self.act.ready.eq(nest.running & ~self.hold),
         ]
-        ld_start = Signal()
-        lc_head, lc, lc_last = _take_command(m, load_q, ld_start, "load")
-        m.d.comb += ld_start.eq(~loading & load_q.r_rdy & _satisfied(layers_done, lc_head.wait_layers))
-        with m.If(ld_start):
-            m.d.sync += [loading.eq(1), ld_item.eq(0), ld_word.eq(0), ld_row.eq(lc_head.in_base)]
-        with m.If(act_fire):
-            with m.If(ld_item == lc_last["items"]):
-                m.d.sync += [ld_item.eq(0), ld_word.eq(ld_word + 1), ld_row.eq(ld_row + lc.stride)]
-                with m.If(ld_word == lc_last["ktiles"]):
-                    m.d.sync += [loading.eq(0), inputs_done.eq(inputs_done + 1)]
-            with m.Else():
-                m.d.sync += ld_item.eq(ld_item + 1)
+        with m.If(start):
+            m.d.sync += row.eq(self.cmd.payload.in_base)
+        with m.If(nest.wrap.items):
+            m.d.sync += row.eq(row + cmd.stride)
+        with m.If(nest.wrap.ktiles):
+            m.d.sync += self.inputs_done.eq(self.inputs_done + 1)
+        with m.If(fire):
+            m.d.comb += [self.write.addr.eq(row + nest.count.items), self.write.en.eq((1 << self.rows) - 1),
+                         self.write.data.eq(self.act.payload)]
+        return m
 
-        # Fetcher, request side: the layer's weight words in order, each tagged with what it is.
-        word_tag = data.StructLayout({
-            "bias": 1, "bias_last": 1, "params": RequantParams, "to_output": 1, "out_row": ADDR_BITS,
-            "out_off": range(rows), "last_ntile": 1})
-        m.submodules.word_fifo = word_fifo = SyncFIFOBuffered(width=word_bytes * ACT_BITS + word_tag.size,
+
+class Fetcher(_LaneUnit):
+    """LAYER commands, request side: the layer's weight memory words in order (for each n-tile its bias words,
+    then the words of each k-tile), each answer tagged with what it is, into the word FIFO.
+
+    Members
+    -------
+    cmd : In(stream.Signature(MLPCommand))
+    wreq : Out(stream.Signature(unsigned(16)))
+        Weight memory addresses.
+    wresp, wresp_valid : In(data.ArrayLayout(signed(8), word_bytes)), In(1)
+        The word of a granted request, WRESP_LATENCY cycles later.
+    words : Out(stream.Signature(StructLayout({data, tag})))
+        The word FIFO's head (a register, ``SyncFIFOBuffered``).
+    """
+
+    #: Depth of the word FIFO: it smooths the lanes' turns at the weight memory.
+    WORD_FIFO = 16
+
+    def __init__(self, geometry, lane):
+        rows = geometry.lane_rows(lane)
+        word = data.StructLayout({"data": data.ArrayLayout(signed(ACT_BITS), geometry.word_bytes),
+                                  "tag": _word_tag(rows)})
+        super().__init__(geometry, lane, {
+            "cmd": In(stream.Signature(MLPCommand)),
+            "wreq": Out(stream.Signature(unsigned(ADDR_BITS))),
+            "wresp": In(data.ArrayLayout(signed(ACT_BITS), geometry.word_bytes)),
+            "wresp_valid": In(1),
+            "words": Out(stream.Signature(word))})
+
+    def elaborate(self, platform):
+        m = Module()
+        mode = self.decode(m, "fetch")
+        bias_words, tile_words = self.per_split(mode, "bias_words"), self.per_split(mode, "tile_words")
+        lane_rows, lane_cols = self.per_split(mode, "rows"), self.per_split(mode, "cols")
+        word_tag = _word_tag(self.rows)
+        m.submodules.word_fifo = word_fifo = SyncFIFOBuffered(width=self.words.payload.shape().size,
                                                               depth=self.WORD_FIFO)
-        fetching = Signal()
-        f_addr = Signal(ADDR_BITS)
-        f_nt = Signal(COUNT_BITS)
-        f_kt = Signal(COUNT_BITS)
-        f_word = Signal(range(max(max(s.tile_words, s.bias_words) for s in shapes) + 1))
-        f_tile = Signal()  # 0: bias words of the n-tile, 1: tile words
-        f_out_row = Signal(ADDR_BITS)
-        f_out_off = Signal(range(rows))
-        f_tag = Signal(word_tag)
-        # The tag of a request, delayed to meet its word (the weight memory answers WRESP_LATENCY cycles later).
-        f_tags = [Signal(word_tag, name=f"f_tag_d{k}", reset_less=True) for k in range(WRESP_LATENCY)]
-        # Words requested and not yet read from the word FIFO (in flight or waiting): a register, so that a
-        # request never waits on the FIFO's level arithmetic.
-        reserved = Signal(range(self.WORD_FIFO + 1))
-        mode = decode("fetch")
-        bias_words, tile_words = const("bias_words"), const("tile_words")
-        lane_rows, lane_cols = const("rows"), const("cols")
-        f_start = Signal()
-        fc_head, fc, fc_last = _take_command(m, fetch_q, f_start, "fetch")
-        m.d.comb += f_start.eq(~fetching & fetch_q.r_rdy)
+        _fifo_stream(m, word_fifo, self.words)
+        # Words requested and not yet read from the word FIFO (in flight or waiting) hold credits: a request
+        # never waits on the FIFO's level arithmetic.
+        m.submodules.credits = credits = CreditCounter(self.WORD_FIFO, registered=False)
+        m.submodules.nest = nest = CounterNest(("ktiles", "ntiles"))
+        start = ~nest.running & self.cmd.valid
+        cmd = _latch_command(m, self.cmd, start, "fetch")
+        addr = Signal(ADDR_BITS)
+        word = Signal(range(max(max(s.tile_words, s.bias_words) for s in self.shapes) + 1))
+        in_tile = Signal()  # 0: the bias words of the n-tile, 1: tile words
+        out_row = Signal(ADDR_BITS)
+        out_off = Signal(range(self.rows))
+        tag = Signal(word_tag)
+        fire = self.wreq.valid & self.wreq.ready
+        bias_end = ~in_tile & (word == bias_words - 1)
+        tile_end = in_tile & (word == tile_words - 1)
         m.d.comb += [
-            self.wreq.valid.eq(fetching & (reserved != self.WORD_FIFO)),
-            self.wreq.payload.eq(f_addr),
-            f_tag.bias.eq(~f_tile),
-            f_tag.bias_last.eq(~f_tile & (f_word == bias_words - 1)),
-            f_tag.params.eq(fc.params),
-            f_tag.to_output.eq(fc.to_output),
-            f_tag.out_row.eq(f_out_row),
-            f_tag.out_off.eq(f_out_off),
-            f_tag.last_ntile.eq(f_nt == fc_last["ntiles"]),
+            nest.start.eq(start), nest.limit.ktiles.eq(self.cmd.payload.ktiles),
+            nest.limit.ntiles.eq(self.cmd.payload.ntiles), nest.step.eq(fire & tile_end),
+            credits.take.eq(fire), credits.give.eq(word_fifo.r_en & word_fifo.r_rdy),
+            self.wreq.valid.eq(nest.running & credits.available),
+            self.wreq.payload.eq(addr),
+            tag.bias.eq(~in_tile), tag.bias_last.eq(bias_end), tag.params.eq(cmd.params),
+            tag.to_output.eq(cmd.to_output), tag.out_row.eq(out_row), tag.out_off.eq(out_off),
+            tag.last_ntile.eq(nest.last.ntiles),
+            # The tag of a request meets its word WRESP_LATENCY cycles later.
             word_fifo.w_en.eq(self.wresp_valid),
-            word_fifo.w_data.eq(Cat(self.wresp, f_tags[-1])),
+            word_fifo.w_data.eq(Cat(self.wresp, delay_registers(m, tag, word_tag, WRESP_LATENCY, name="f_tag_d",
+                                                                reset_less=True))),
         ]
-        wreq_fire = self.wreq.valid & self.wreq.ready
-        m.d.sync += [f_tags[0].eq(f_tag), *(later.eq(earlier) for earlier, later in pairwise(f_tags)),
-                     reserved.eq(reserved + wreq_fire - (word_fifo.r_en & word_fifo.r_rdy))]
-        with m.If(f_start):
-            m.d.sync += [fetching.eq(1), f_addr.eq(fc_head.w_base), f_nt.eq(0), f_kt.eq(0), f_word.eq(0),
-                         f_tile.eq(0), f_out_row.eq(fc_head.out_base), f_out_off.eq(0)]
-        with m.If(wreq_fire):
-            m.d.sync += f_addr.eq(f_addr + 1)
-            with m.If(~f_tile):
-                with m.If(f_word == bias_words - 1):
-                    m.d.sync += [f_word.eq(0), f_tile.eq(1)]
-                with m.Else():
-                    m.d.sync += f_word.eq(f_word + 1)
-            with m.Elif(f_word == tile_words - 1):
-                m.d.sync += f_word.eq(0)
-                with m.If(f_kt == fc_last["ktiles"]):
-                    m.d.sync += [f_kt.eq(0), f_tile.eq(0)]
-                    with m.If(f_nt == fc_last["ntiles"]):
-                        m.d.sync += fetching.eq(0)
-                    with m.Else():
-                        m.d.sync += f_nt.eq(f_nt + 1)
-                        with m.If(f_out_off == lane_rows - lane_cols):
-                            m.d.sync += [f_out_off.eq(0), f_out_row.eq(f_out_row + fc.stride)]
-                        with m.Else():
-                            m.d.sync += f_out_off.eq(f_out_off + lane_cols)
-                with m.Else():
-                    m.d.sync += f_kt.eq(f_kt + 1)
-            with m.Else():
-                m.d.sync += f_word.eq(f_word + 1)
+        with m.If(start):
+            m.d.sync += [addr.eq(self.cmd.payload.w_base), word.eq(0), in_tile.eq(0),
+                         out_row.eq(self.cmd.payload.out_base), out_off.eq(0)]
+        with m.If(fire):
+            m.d.sync += [addr.eq(addr + 1), word.eq(Mux(bias_end | tile_end, 0, word + 1))]
+        with m.If(fire & bias_end):
+            m.d.sync += in_tile.eq(1)
+        with m.If(nest.wrap.ktiles):
+            m.d.sync += in_tile.eq(0)
+            # The next n-tile's results go cols elements on, into the next word when this one is full.
+            with m.If(~nest.last.ntiles & (out_off == lane_rows - lane_cols)):
+                m.d.sync += [out_off.eq(0), out_row.eq(out_row + cmd.stride)]
+            with m.Elif(~nest.last.ntiles):
+                m.d.sync += out_off.eq(out_off + lane_cols)
+        return m
 
-        mode = decode("unpack")
-        # Fetcher, unpack side: bias words into the n-tile FIFO, tile words into weight rows for the array.
-        ntile_layout = data.StructLayout({
-            "bias": data.ArrayLayout(signed(ACC_BITS), cols), "params": RequantParams, "to_output": 1,
-            "out_row": ADDR_BITS, "out_off": range(rows), "last_ntile": 1})
+
+class Unpacker(_LaneUnit):
+    """LAYER commands, answer side: bias words (collected) into the n-tile FIFO with the n-tile's parameters and
+    destination; tile words cut into weight rows for the array.
+
+    Members
+    -------
+    words : In(stream.Signature(...))
+        The fetcher's tagged words.
+    w : Out(stream.Signature(data.ArrayLayout(signed(8), cols)))
+        Weight rows, to the array.
+    ntiles : Out(stream.Signature(ntile layout))
+        The n-tile FIFO's head.
+    """
+
+    #: Depth of the n-tile FIFO.
+    NTILE_FIFO = 4
+
+    def __init__(self, geometry, lane):
+        rows, cols = geometry.lane_rows(lane), geometry.lane_cols(lane)
+        word = data.StructLayout({"data": data.ArrayLayout(signed(ACT_BITS), geometry.word_bytes),
+                                  "tag": _word_tag(rows)})
+        super().__init__(geometry, lane, {
+            "words": In(stream.Signature(word)),
+            "w": Out(stream.Signature(data.ArrayLayout(signed(ACT_BITS), cols))),
+            "ntiles": Out(stream.Signature(_ntile_layout(rows, cols)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        mode = self.decode(m, "unpack")
+        ntile_layout = _ntile_layout(self.rows, self.cols)
         # Cut by bias element (each goes to its own post-processor), the rest in a slice of its own.
-        m.submodules.ntile_fifo = ntile_fifo = SlicedFIFO([ACC_BITS] * cols + [ntile_layout.size - cols * ACC_BITS],
-                                                          depth=self.NTILE_FIFO)
-        word = data.ArrayLayout(signed(ACT_BITS), word_bytes)(word_fifo.r_data[:word_bytes * ACT_BITS])
-        wtag = word_tag(word_fifo.r_data[word_bytes * ACT_BITS:])
-        max_bias_words = max(s.bias_words for s in shapes)
-        bias_slots = [Signal(word_bytes * ACT_BITS, name=f"bias_word{k}", reset_less=True)
+        m.submodules.ntile_fifo = ntile_fifo = SlicedFIFO(
+            [ACC_BITS] * self.cols + [ntile_layout.size - self.cols * ACC_BITS], depth=self.NTILE_FIFO)
+        _fifo_stream(m, ntile_fifo, self.ntiles)
+        word, tag = self.words.payload.data, self.words.payload.tag
+        max_bias_words = max(s.bias_words for s in self.shapes)
+        bias_slots = [Signal(len(word.as_value()), name=f"bias_word{k}", reset_less=True)
                       for k in range(max_bias_words - 1)]
         bias_index = Signal(range(max_bias_words))
-        row_index = Signal(range(max(s.rows_per_word for s in shapes)))
+        row_index = Signal(range(max(s.rows_per_word for s in self.shapes)))
         ntile_in = Signal(ntile_layout)
         m.d.comb += [
             ntile_in.bias.eq(pick([(mode[s.n], Cat(*bias_slots[:s.bias_words - 1], word.as_value()))
-                                    for s in shapes])),
-            ntile_in.params.eq(wtag.params), ntile_in.to_output.eq(wtag.to_output),
-            ntile_in.out_row.eq(wtag.out_row), ntile_in.out_off.eq(wtag.out_off),
-            ntile_in.last_ntile.eq(wtag.last_ntile),
+                                    for s in self.shapes])),
+            ntile_in.params.eq(tag.params), ntile_in.to_output.eq(tag.to_output),
+            ntile_in.out_row.eq(tag.out_row), ntile_in.out_off.eq(tag.out_off),
+            ntile_in.last_ntile.eq(tag.last_ntile),
             ntile_fifo.w_data.eq(ntile_in),
-            self.w.valid.eq(word_fifo.r_rdy & ~wtag.bias),
+            self.w.valid.eq(self.words.valid & ~tag.bias),
         ]
-        for e in range(cols):
+        for e in range(self.cols):
             # Weight e of the row comes from byte row_index * cols + e of the word.
             m.d.comb += self.w.payload[e].eq(pick_keyed(
-                [(mode[s.n] & (row_index == j), j * s.cols + e) for s in shapes if e < s.cols
+                [(mode[s.n] & (row_index == j), j * s.cols + e) for s in self.shapes if e < s.cols
                  for j in range(s.rows_per_word)], lambda byte: word[byte]))
-        with m.If(word_fifo.r_rdy & wtag.bias):
-            with m.If(wtag.bias_last):
-                m.d.comb += [ntile_fifo.w_en.eq(1), word_fifo.r_en.eq(ntile_fifo.w_rdy)]
-                with m.If(ntile_fifo.w_rdy):
-                    m.d.sync += bias_index.eq(0)
-            with m.Else():
-                m.d.comb += word_fifo.r_en.eq(1)
-                m.d.sync += bias_index.eq(bias_index + 1)
-                for k, slot in enumerate(bias_slots):
-                    with m.If(bias_index == k):
-                        m.d.sync += slot.eq(word.as_value())
-        with m.If(self.w.valid & self.w.ready):
-            with m.If(row_index == const("rows_per_word") - 1):
-                m.d.sync += row_index.eq(0)
-                m.d.comb += word_fifo.r_en.eq(1)
-            with m.Else():
-                m.d.sync += row_index.eq(row_index + 1)
+        # A bias word is kept (`collect`), or completes the bias with the word itself (`complete`); a tile word
+        # is read once its last row is taken (`word_done`).
+        collect = self.words.valid & tag.bias & ~tag.bias_last
+        complete = self.words.valid & tag.bias & tag.bias_last
+        row_taken = self.w.valid & self.w.ready
+        word_done = row_taken & (row_index == self.per_split(mode, "rows_per_word") - 1)
+        m.d.comb += [ntile_fifo.w_en.eq(complete),
+                     self.words.ready.eq((complete & ntile_fifo.w_rdy) | collect | word_done)]
+        with m.If(complete & ntile_fifo.w_rdy):
+            m.d.sync += bias_index.eq(0)
+        with m.If(collect):
+            m.d.sync += bias_index.eq(bias_index + 1)
+        for k, slot in enumerate(bias_slots):
+            with m.If(collect & (bias_index == k)):
+                m.d.sync += slot.eq(word.as_value())
+        with m.If(word_done):
+            m.d.sync += row_index.eq(0)
+        with m.Elif(row_taken):
+            m.d.sync += row_index.eq(row_index + 1)
+        return m
 
-        # Feeder: LAYER commands, activation words into the array, tagged for accumulation and output.
-        m.submodules.feed_fifo = feed_fifo = SyncFIFO(width=rows * ACT_BITS + tag_layout.size,
+
+class Feeder(_LaneUnit):
+    """LAYER commands, item side: for every n-tile, k-tile and item, the item's activation word read from the
+    activation memory into the array, tagged for accumulation and output.
+
+    Members
+    -------
+    cmd : In(stream.Signature(MLPCommand))
+    inputs_done, layers_done : In(8)
+        For the commands' ``wait_inputs`` and ``wait_layers``.
+    act_r : Out(read_signature(...))
+        The lane's read port of the activation memory.
+    x : Out(stream.Signature(x_layout(rows, tag)))
+        Items, to the array.
+    """
+
+    #: Depth of the feed FIFO, which takes the reads in flight.
+    FEED_FIFO = 8
+
+    def __init__(self, geometry, lane, *, act_addr_width):
+        rows = geometry.lane_rows(lane)
+        super().__init__(geometry, lane, {
+            "cmd": In(stream.Signature(MLPCommand)),
+            "inputs_done": In(WAIT_BITS), "layers_done": In(WAIT_BITS),
+            "act_r": Out(read_signature(act_addr_width, signed(ACT_BITS), rows)),
+            "x": Out(stream.Signature(x_layout(rows, geometry.tag_layout())))})
+
+    def elaborate(self, platform):
+        m = Module()
+        tag_layout = self.geometry.tag_layout()
+        m.submodules.feed_fifo = feed_fifo = SyncFIFO(width=self.rows * ACT_BITS + tag_layout.size,
                                                       depth=self.FEED_FIFO)
-        feeding = Signal()
-        d_item = Signal(COUNT_BITS)
-        d_kt = Signal(COUNT_BITS)
-        d_nt = Signal(COUNT_BITS)
-        d_row = Signal(ADDR_BITS)
         # Words read or being read and not yet taken by the array (the feed FIFO's level, counted ahead).
-        d_reserved = Signal(range(self.FEED_FIFO + 1))
-        # A read's valid flag and tag, following it through the activation memory (LaneMemory.READ_LATENCY).
-        latency = LaneMemory.READ_LATENCY
-        d_inflight = [Signal(name=f"d_inflight{k}") for k in range(latency)]
-        d_tag = Signal(tag_layout)
-        d_tags = [Signal(tag_layout, name=f"d_tag{k}", reset_less=True) for k in range(latency)]
+        m.submodules.credits = credits = CreditCounter(self.FEED_FIFO, registered=False)
+        m.submodules.nest = nest = CounterNest(("items", "ktiles", "ntiles"))
+        head = self.cmd.payload
+        start = (~nest.running & self.cmd.valid & _satisfied(self.inputs_done, head.wait_inputs)
+                 & _satisfied(self.layers_done, head.wait_layers))
+        cmd = _latch_command(m, self.cmd, start, "feed")
+        row = Signal(ADDR_BITS)  # in_base + k-tile * stride
         issue = Signal()
-        d_start = Signal()
-        dc_head, dc, dc_last = _take_command(m, feed_q, d_start, "feed")
-        m.d.comb += d_start.eq(~feeding & feed_q.r_rdy & _satisfied(inputs_done, dc_head.wait_inputs)
-                               & _satisfied(layers_done, dc_head.wait_layers))
-        with m.If(d_start):
-            m.d.sync += [feeding.eq(1), d_item.eq(0), d_kt.eq(0), d_nt.eq(0), d_row.eq(dc_head.in_base)]
+        tag = Signal(tag_layout)
         m.d.comb += [
-            issue.eq(feeding & (d_reserved != self.FEED_FIFO)),
+            nest.start.eq(start), nest.limit.items.eq(head.items), nest.limit.ktiles.eq(head.ktiles),
+            nest.limit.ntiles.eq(head.ntiles), nest.step.eq(issue),
+            issue.eq(nest.running & credits.available),
+            credits.take.eq(issue), credits.give.eq(feed_fifo.r_en & feed_fifo.r_rdy),
             self.act_r.en.eq(issue),
-            self.act_r.addr.eq(d_row + d_item),
-            d_tag.acc.eq(dc.acc_base + d_item),
-            d_tag.item.eq(d_item),
-            d_tag.first.eq(d_kt == 0),
-            d_tag.final.eq(d_kt == dc_last["ktiles"]),
-            d_tag.end.eq(d_item == dc_last["items"]),
-            feed_fifo.w_en.eq(d_inflight[-1]),
-            feed_fifo.w_data.eq(Cat(self.act_r.data, d_tags[-1])),
+            self.act_r.addr.eq(row + nest.count.items),
+            tag.acc.eq(cmd.acc_base + nest.count.items),
+            tag.item.eq(nest.count.items),
+            tag.first.eq(nest.count.ktiles == 0),
+            tag.final.eq(nest.last.ktiles),
+            tag.end.eq(nest.last.items),
+            # A read's valid flag and tag follow it through the activation memory.
+            feed_fifo.w_en.eq(delay_registers(m, issue, 1, LaneMemory.READ_LATENCY, name="d_inflight")),
+            feed_fifo.w_data.eq(Cat(self.act_r.data, delay_registers(m, tag, tag_layout, LaneMemory.READ_LATENCY,
+                                                                     name="d_tag", reset_less=True))),
         ]
-        m.d.sync += [d_inflight[0].eq(issue), d_tags[0].eq(d_tag),
-                     *(later.eq(earlier) for earlier, later in pairwise(d_inflight)),
-                     *(later.eq(earlier) for earlier, later in pairwise(d_tags)),
-                     d_reserved.eq(d_reserved + issue - (feed_fifo.r_en & feed_fifo.r_rdy))]
-        with m.If(issue):
-            with m.If(d_item == dc_last["items"]):
-                m.d.sync += d_item.eq(0)
-                with m.If(d_kt == dc_last["ktiles"]):
-                    m.d.sync += [d_kt.eq(0), d_row.eq(dc.in_base)]
-                    with m.If(d_nt == dc_last["ntiles"]):
-                        m.d.sync += feeding.eq(0)
-                    with m.Else():
-                        m.d.sync += d_nt.eq(d_nt + 1)
-                with m.Else():
-                    m.d.sync += [d_kt.eq(d_kt + 1), d_row.eq(d_row + dc.stride)]
-            with m.Else():
-                m.d.sync += d_item.eq(d_item + 1)
-        feed_tag = tag_layout(feed_fifo.r_data[rows * ACT_BITS:])
+        with m.If(start):
+            m.d.sync += row.eq(head.in_base)
+        with m.Elif(nest.wrap.ktiles):
+            m.d.sync += row.eq(cmd.in_base)
+        with m.Elif(nest.wrap.items):
+            m.d.sync += row.eq(row + cmd.stride)
+        feed_tag = tag_layout(feed_fifo.r_data[self.rows * ACT_BITS:])
         m.d.comb += [
             self.x.valid.eq(feed_fifo.r_rdy),
-            self.x.payload.a.eq(feed_fifo.r_data[:rows * ACT_BITS]),
+            self.x.payload.a.eq(feed_fifo.r_data[:self.rows * ACT_BITS]),
             self.x.payload.last.eq(feed_tag.end),
             self.x.payload.tag.eq(feed_tag),
             feed_fifo.r_en.eq(self.x.ready),
         ]
+        return m
 
-        # Accumulate: the first k-tile writes the accumulator row, later ones add to it, the last one goes on
-        # to post-processing. An accepted item is registered (stage A), where each column reads the item's row of
-        # its accumulator (LUT RAM read asynchronously, one memory per column, each addressed by a copy of the row
-        # register of its own: one address net to every LUT-RAM cell of the lane would cross the lane) into a
-        # register; in stage B the sum is formed and written back (or, after the last k-tile, sent on). So no
-        # cycle holds both the LUT-RAM read and the 32-bit carry chain. An item whose row the item ahead of it
-        # writes in the same cycle (consecutive k-tiles of a one-item chunk) takes that item's sum instead of the
-        # memory's stale word (`forward`, decided a cycle ahead into registers), so no item ever waits.
-        # Accepting needs only a register (`room`): the accumulator FIFO's free entries not yet promised to a
-        # last-k-tile result, counted in `credits` (one free entry is required for any item, as one may be).
-        # In LUT RAM where the device has it: at most 64 rows deep, block RAM would be 512 rows deep and mostly
-        # empty (and the block RAMs are spoken for by the weight and activation memories and the embedding unit).
+
+class Accumulator(_LaneUnit):
+    """The array's results summed across k-tiles in the lane's accumulator memory; each last k-tile's sum into
+    the accumulator FIFO.
+
+    The first k-tile writes the accumulator row, later ones add to it. An accepted result is registered (stage
+    A), where each column reads the item's row of its accumulator (LUT RAM read asynchronously, one memory per
+    column, each addressed by a copy of the row register of its own: one address net to every LUT-RAM cell of
+    the lane would cross the lane) into a register; in stage B the sum is formed and written back (or, after
+    the last k-tile, sent on). So no cycle holds both the LUT-RAM read and the 32-bit carry chain. An item
+    whose row the item ahead of it writes in the same cycle (consecutive k-tiles of a one-item chunk) takes
+    that item's sum instead of the memory's stale word (``forward``, decided a cycle ahead into registers), so
+    no item ever waits. Accepting needs only a register: the accumulator FIFO's free entries not yet promised
+    to a last-k-tile result, counted in credits (one free entry is required for any item, as one may be
+    final). In LUT RAM where the device has it: at most 64 rows deep, block RAM would be 512 rows deep and
+    mostly empty (and the block RAMs are spoken for by the weight and activation memories and the embedding
+    unit).
+
+    Members
+    -------
+    y : In(stream.Signature(y_layout(cols, tag)))
+        Results of the array.
+    sums : Out(stream.Signature(StructLayout({acc, tag})))
+        The accumulator FIFO's head: final sums with their tags.
+    """
+
+    #: Depth of the accumulator FIFO: it holds a burst of last-k-tile results while the post-processors take
+    #: them in beats (two per result on a quarter of the small array), so the array keeps running into the
+    #: next n-tile.
+    ACC_FIFO = 16
+
+    def __init__(self, geometry, lane):
+        cols, tag = geometry.lane_cols(lane), geometry.tag_layout()
+        super().__init__(geometry, lane, {
+            "y": In(stream.Signature(y_layout(cols, tag))),
+            "sums": Out(stream.Signature(data.StructLayout({"acc": data.ArrayLayout(signed(ACC_BITS), cols),
+                                                            "tag": tag})))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cols, tag_layout = self.cols, self.geometry.tag_layout()
         lut_ram = not isinstance(platform, SiliconBluePlatform)  # the iCE40 has none
         # Cut by column (each goes to its own post-processor), the tag in a slice of its own.
         m.submodules.acc_fifo = acc_fifo = SlicedFIFO([ACC_BITS] * cols + [tag_layout.size], depth=self.ACC_FIFO)
+        _fifo_stream(m, acc_fifo, self.sums)
+        m.submodules.credits = credits = CreditCounter(self.ACC_FIFO, registered=True)
         a_valid, b_valid = Signal(), Signal()
         a_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         b_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         a_tag, b_tag = Signal(tag_layout, reset_less=True), Signal(tag_layout, reset_less=True)
-        y_fire = Signal()
-        room = Signal(init=1)
-        credits = Signal(range(self.ACC_FIFO + 1), init=self.ACC_FIFO)
-        credits_next = Signal.like(credits)
+        fire = self.y.valid & self.y.ready
         m.d.comb += [
-            self.y.ready.eq(room),
-            y_fire.eq(self.y.valid & self.y.ready),
-            credits_next.eq(credits - (y_fire & self.y.payload.tag.final) + (acc_fifo.r_en & acc_fifo.r_rdy)),
+            self.y.ready.eq(credits.available),
+            credits.take.eq(fire & self.y.payload.tag.final),
+            credits.give.eq(acc_fifo.r_en & acc_fifo.r_rdy),
         ]
-        m.d.sync += [a_valid.eq(y_fire), a_psum.eq(self.y.payload.psum), a_tag.eq(self.y.payload.tag),
-                     b_valid.eq(a_valid), b_psum.eq(a_psum), b_tag.eq(a_tag),
-                     credits.eq(credits_next), room.eq(credits_next != 0)]
+        m.d.sync += [a_valid.eq(fire), a_psum.eq(self.y.payload.psum), a_tag.eq(self.y.payload.tag),
+                     b_valid.eq(a_valid), b_psum.eq(a_psum), b_tag.eq(a_tag)]
         # Next cycle the item now in A is in B, and writes its row unless final; the item arriving reads that row.
         forward_next = a_valid & ~a_tag.final & (a_tag.acc == self.y.payload.tag.acc)
         total = [Signal(signed(ACC_BITS), name=f"total{c}") for c in range(cols)]
         for c in range(cols):
-            acc_mem = Memory(shape=signed(ACC_BITS), depth=g.lane_acc_rows(self.lane), init=[],
+            acc_mem = Memory(shape=signed(ACC_BITS), depth=self.geometry.lane_acc_rows(self.lane), init=[],
                              attrs={"ram_style": "distributed"} if lut_ram else None)
             m.submodules[f"acc_mem{c}"] = acc_mem
             acc_w, acc_r = acc_mem.write_port(), acc_mem.read_port(domain="comb")
@@ -640,142 +848,277 @@ class MLPLane(wiring.Component):
             acc_fifo.w_en.eq(b_valid & b_tag.final),
             acc_fifo.w_data.eq(Cat(*total, b_tag)),
         ]
+        return m
 
-        mode = decode("beat")
-        # Post-process: the result vector in beats over the lane's post-processors, with the n-tile's bias and
-        # parameters. The post-processors never stall: a beat is issued only when the result FIFO has room for
-        # every beat in flight, counted in `pp_credits` (the result FIFO's entries neither filled nor promised
-        # to a beat in flight) with the decision `pp_room` in a register. The result tags need no check of their
-        # own: a result's tag lives from the issue of its last beat to the writer taking that beat, so there are
-        # never more tags than beats holding credits.
-        postprocs = g.lane_postprocs(self.lane)
-        acc_head = data.ArrayLayout(signed(ACC_BITS), cols)(acc_fifo.r_data[:cols * ACC_BITS])
-        acc_tag = tag_layout(acc_fifo.r_data[cols * ACC_BITS:])
-        nt_head = ntile_layout(ntile_fifo.r_data)
-        out_layout = data.StructLayout({"addr": ADDR_BITS, "off": range(rows), "to_output": 1, "layer_done": 1})
+
+class BeatIssuer(_LaneUnit):
+    """Each final sum in beats over the lane's post-processors, with its n-tile's bias and parameters; the
+    post-processors' results into the result FIFO, each result's destination into the result-tag FIFO.
+
+    The post-processors never stall: a beat is issued only when the result FIFO has room for every beat in
+    flight, counted in credits with the decision in a register. The result tags need no check of their own: a
+    result's tag lives from the issue of its last beat to the writer taking that beat, so there are never more
+    tags than beats holding credits. The beat leaves the lane in a register (the post-processors may lie across
+    the die), one cycle later.
+
+    Members
+    -------
+    sums : In(stream.Signature(...))
+        The accumulator's final sums.
+    ntiles : In(stream.Signature(...))
+        The unpacker's n-tile FIFO.
+    pp_i : Out(stream.Signature(beat layout))
+    pp_o : In(stream.Signature(data.ArrayLayout(signed(32), postprocs)))
+        To and from the lane's post-processors (their ``ready`` is ignored: they never stall).
+    results : Out(stream.Signature(data.ArrayLayout(signed(32), postprocs)))
+        The result FIFO's head (one beat).
+    tags : Out(stream.Signature(out tag layout))
+        The result-tag FIFO's head (a register, ``SyncFIFOBuffered``): one per result, with its last beat.
+    """
+
+    #: Depth of the result and result-tag FIFOs.
+    RESULT_FIFO = 16
+
+    def __init__(self, geometry, lane):
+        rows, cols, postprocs, tag = (geometry.lane_rows(lane), geometry.lane_cols(lane),
+                                      geometry.lane_postprocs(lane), geometry.tag_layout())
+        results = data.ArrayLayout(signed(ACC_BITS), postprocs)
+        super().__init__(geometry, lane, {
+            "sums": In(stream.Signature(data.StructLayout({"acc": data.ArrayLayout(signed(ACC_BITS), cols),
+                                                           "tag": tag}))),
+            "ntiles": In(stream.Signature(_ntile_layout(rows, cols))),
+            "pp_i": Out(stream.Signature(_beat_layout(postprocs))),
+            "pp_o": In(stream.Signature(results)),
+            "results": Out(stream.Signature(results)),
+            "tags": Out(stream.Signature(_out_tag_layout(rows)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        mode = self.decode(m, "beat")
+        out_layout = _out_tag_layout(self.rows)
         m.submodules.out_tags = out_tags = SyncFIFOBuffered(width=out_layout.size, depth=self.RESULT_FIFO)
-        m.submodules.result_fifo = result_fifo = SyncFIFO(width=postprocs * ACC_BITS, depth=self.RESULT_FIFO)
-        max_beats = max(s.beats for s in shapes)
-        beat = Signal(range(max_beats))
+        m.submodules.result_fifo = result_fifo = SyncFIFO(width=self.postprocs * ACC_BITS, depth=self.RESULT_FIFO)
+        _fifo_stream(m, out_tags, self.tags)
+        _fifo_stream(m, result_fifo, self.results)
+        m.submodules.credits = credits = CreditCounter(self.RESULT_FIFO, registered=True)
+        acc, acc_tag, ntile = self.sums.payload.acc, self.sums.payload.tag, self.ntiles.payload
+        beat = Signal(range(max(s.beats for s in self.shapes)))
         beat_next = Signal.like(beat)
-        pp_credits = Signal(range(self.RESULT_FIFO + 1), init=self.RESULT_FIFO)
-        pp_credits_next = Signal.like(pp_credits)
-        pp_room = Signal(init=1)
-        last_beat = beat == const("beats") - 1
-        pp_issue = Signal()
-        out_tag_in = Signal(out_layout)
-        # The beat leaves the lane in a register (the post-processors may lie across the die), one cycle later.
+        issue = Signal()
+        out_tag = Signal(out_layout)
         pp_valid = Signal()
         pp_beat = Signal(self.pp_i.payload.shape(), reset_less=True)
-        m.d.sync += [pp_valid.eq(pp_issue), pp_beat.params.eq(nt_head.params)]
+        m.d.sync += [pp_valid.eq(issue), pp_beat.params.eq(ntile.params), beat.eq(beat_next)]
         m.d.comb += [
-            pp_issue.eq(acc_fifo.r_rdy & ntile_fifo.r_rdy & pp_room),
-            pp_credits_next.eq(pp_credits - pp_issue + (result_fifo.r_en & result_fifo.r_rdy)),
+            issue.eq(self.sums.valid & self.ntiles.valid & credits.available),
+            credits.take.eq(issue), credits.give.eq(result_fifo.r_en & result_fifo.r_rdy),
             self.pp_i.valid.eq(pp_valid),
             self.pp_i.payload.eq(pp_beat),
-            out_tag_in.addr.eq(nt_head.out_row + acc_tag.item),
-            out_tag_in.off.eq(nt_head.out_off),
-            out_tag_in.to_output.eq(nt_head.to_output),
-            out_tag_in.layer_done.eq(acc_tag.end & nt_head.last_ntile),
-            out_tags.w_data.eq(out_tag_in),
-        ]
-        for e in range(postprocs):
-            # Each element's multiplexers (next to its post-processor, which may lie across the die from the
-            # others) take the split and the beat from copies of their own: the beat's as a register of the
-            # counter's next value, equal to it in every cycle.
-            element_mode = decode(f"beat{e}")
-            element_beat = replica(m, beat_next, name=f"beat{e}")
-            choices = [(element_mode[s.n] & (element_beat == b), b * s.postprocs + e)
-                       for s in shapes if e < s.postprocs for b in range(s.beats)]
-            m.d.sync += [
-                pp_beat.acc[e].eq(pick_keyed(choices, lambda i: acc_head[i])),
-                pp_beat.bias[e].eq(pick_keyed(choices, lambda i: nt_head.bias[i])),
-            ]
-        m.d.sync += [pp_credits.eq(pp_credits_next), pp_room.eq(pp_credits_next != 0)]
-        m.d.comb += beat_next.eq(beat)
-        m.d.sync += beat.eq(beat_next)
-        with m.If(pp_issue):
-            with m.If(last_beat):
-                m.d.comb += [beat_next.eq(0), acc_fifo.r_en.eq(1), out_tags.w_en.eq(1),
-                             ntile_fifo.r_en.eq(acc_tag.end)]
-            with m.Else():
-                m.d.comb += beat_next.eq(beat + 1)
-        m.d.comb += [
+            out_tag.addr.eq(ntile.out_row + acc_tag.item),
+            out_tag.off.eq(ntile.out_off),
+            out_tag.to_output.eq(ntile.to_output),
+            out_tag.layer_done.eq(acc_tag.end & ntile.last_ntile),
+            out_tags.w_data.eq(out_tag),
             self.pp_o.ready.eq(1),
             result_fifo.w_en.eq(self.pp_o.valid),
             result_fifo.w_data.eq(self.pp_o.payload),
         ]
+        for e in range(self.postprocs):
+            # Each element's multiplexers (next to its post-processor, which may lie across the die from the
+            # others) take the split and the beat from copies of their own: the beat's as a register of the
+            # counter's next value, equal to it in every cycle.
+            element_mode = self.decode(m, f"beat{e}")
+            element_beat = replica(m, beat_next, name=f"beat{e}")
+            choices = [(element_mode[s.n] & (element_beat == b), b * s.postprocs + e)
+                       for s in self.shapes if e < s.postprocs for b in range(s.beats)]
+            m.d.sync += [
+                pp_beat.acc[e].eq(pick_keyed(choices, lambda i: acc[i])),
+                pp_beat.bias[e].eq(pick_keyed(choices, lambda i: ntile.bias[i])),
+            ]
+        m.d.comb += beat_next.eq(beat)
+        with m.If(issue & (beat == self.per_split(mode, "beats") - 1)):
+            m.d.comb += [beat_next.eq(0), self.sums.ready.eq(1), out_tags.w_en.eq(1),
+                         self.ntiles.ready.eq(acc_tag.end)]
+        with m.Elif(issue):
+            m.d.comb += beat_next.eq(beat + 1)
+        return m
 
-        mode = decode("write")
-        # Collect the beats of a result and write it: to the activation memory (the low byte of each result,
-        # at its element offset in the word) or to the out stream, through a one-entry output register.
-        res_head = data.ArrayLayout(signed(ACC_BITS), postprocs)(result_fifo.r_data)
-        tag_head = out_layout(out_tags.r_data)
-        out_beat = Signal(range(max_beats))
-        partial = [data.ArrayLayout(signed(ACC_BITS), postprocs)(
-                   Signal(postprocs * ACC_BITS, name=f"partial{b}", reset_less=True)) for b in range(max_beats - 1)]
-        vector = Signal(data.ArrayLayout(signed(ACC_BITS), cols))
-        for c in range(cols):
-            # Element c of a result comes in beat c // postprocs from post-processor c % postprocs: the head of
-            # the result FIFO for the last beat, an earlier beat's register otherwise.
-            sources = []
-            for s in shapes:
-                if c < s.cols:
-                    beat_of, e = divmod(c, s.postprocs)
-                    sources.append((mode[s.n], ("head", e) if beat_of == s.beats - 1 else (beat_of, e)))
-            m.d.comb += vector[c].eq(pick_keyed(
-                sources, lambda key: res_head[key[1]] if key[0] == "head" else partial[key[0]][key[1]]))
+
+class Writer(_LaneUnit):
+    """Collects the beats of each result and writes it: to the activation memory (the low byte of each result,
+    at its element offset in the word) through a write-back register, or to the ``out`` stream through an
+    output register. A layer completes when its last result is written there (or, for the out stream, taken).
+
+    Members
+    -------
+    results, tags : In(stream.Signature(...))
+        The beat issuer's result and result-tag FIFOs.
+    out : Out(stream.Signature(data.ArrayLayout(signed(32), cols)))
+    wb : Out(write_signature(...)), wb_valid : Out(1)
+        The write-back register, for the activation memory's write port (which it has before the loader).
+    layers_done : Out(8)
+        LAYER commands completed (modulo 256).
+    """
+
+    def __init__(self, geometry, lane, *, act_addr_width):
+        rows, cols, postprocs = geometry.lane_rows(lane), geometry.lane_cols(lane), geometry.lane_postprocs(lane)
+        super().__init__(geometry, lane, {
+            "results": In(stream.Signature(data.ArrayLayout(signed(ACC_BITS), postprocs))),
+            "tags": In(stream.Signature(_out_tag_layout(rows))),
+            "out": Out(stream.Signature(data.ArrayLayout(signed(ACC_BITS), cols))),
+            "wb": Out(write_signature(act_addr_width, signed(ACT_BITS), rows)),
+            "wb_valid": Out(1),
+            "layers_done": Out(WAIT_BITS)})
+
+    def elaborate(self, platform):
+        m = Module()
+        mode = self.decode(m, "write")
+        tag = self.tags.payload
+        take, last_beat = Signal(), Signal()
+        vector = self._collect(m, mode, take, last_beat)
         out_valid = Signal()
-        out_data = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
-        out_last = out_beat == const("beats") - 1
-        take = Signal()
+        out_data = Signal(data.ArrayLayout(signed(ACC_BITS), self.cols), reset_less=True)
+        writes = Signal()
         m.d.comb += [
-            take.eq(result_fifo.r_rdy & (~out_last | ~tag_head.to_output | ~out_valid | self.out.ready)),
-            result_fifo.r_en.eq(take),
-            writer_writes.eq(take & out_last & ~tag_head.to_output),
+            take.eq(self.results.valid & (~last_beat | ~tag.to_output | ~out_valid | self.out.ready)),
+            writes.eq(take & last_beat & ~tag.to_output),
+            self.results.ready.eq(take),
+            self.tags.ready.eq(take & last_beat),
             self.out.valid.eq(out_valid),
             self.out.payload.eq(out_data),
         ]
         # The output register loads whenever it is free, so the enable of its cols x 32 flip-flops depends on
         # out_valid and out.ready only, not on the FIFOs' heads; out_valid says whether what it loaded is a result.
         with m.If(~out_valid | self.out.ready):
-            m.d.sync += [out_valid.eq(take & out_last & tag_head.to_output), out_data.eq(vector)]
-        with m.If(take):
-            with m.If(out_last):
-                m.d.sync += out_beat.eq(0)
-                m.d.comb += out_tags.r_en.eq(1)
-            with m.Else():
-                m.d.sync += out_beat.eq(out_beat + 1)
-                for b, reg in enumerate(partial):
-                    with m.If(out_beat == b):
-                        m.d.sync += reg.eq(res_head)
+            m.d.sync += [out_valid.eq(take & last_beat & tag.to_output), out_data.eq(vector)]
+        self._write_back(m, mode, vector, writes, take & last_beat & tag.to_output & tag.layer_done)
+        return m
 
-        # The activation memory write port: the writer's write-back register (a result at its element offset,
-        # the other elements disabled), else the loader. A layer completes when its last result is written there
-        # (or, for the out stream, taken).
-        mask = pick([(mode[s.n], (1 << s.cols) - 1) for s in shapes])
-        wb = Signal(data.StructLayout({"addr": len(self.act_w.addr), "en": len(self.act_w.en),
-                                       "data": self.act_w.data.shape()}), name="wb", reset_less=True)
-        wb_done = Signal()
-        out_done = Signal()
-        m.d.sync += [wb_valid.eq(writer_writes), wb_done.eq(writer_writes & tag_head.layer_done),
-                     out_done.eq(take & out_last & tag_head.to_output & tag_head.layer_done),
-                     layers_done.eq(layers_done + wb_done + out_done)]
-        with m.If(writer_writes):
+    def _collect(self, m, mode, take, last_beat):
+        """The result vector whose last beat is at the head of the result FIFO: element ``c`` comes in beat
+        ``c // postprocs`` from post-processor ``c % postprocs``, from the head for the last beat (``last_beat``),
+        from a register that kept an earlier beat when it was taken (``take``) otherwise."""
+        head = self.results.payload
+        beats = max(s.beats for s in self.shapes)
+        beat = Signal(range(beats), name="out_beat")
+        partial = [Signal(head.shape(), name=f"partial{b}", reset_less=True) for b in range(beats - 1)]
+        m.d.comb += last_beat.eq(beat == self.per_split(mode, "beats") - 1)
+        with m.If(take & last_beat):
+            m.d.sync += beat.eq(0)
+        with m.Elif(take):
+            m.d.sync += beat.eq(beat + 1)
+        for b, reg in enumerate(partial):
+            with m.If(take & ~last_beat & (beat == b)):
+                m.d.sync += reg.eq(head)
+        vector = Signal(data.ArrayLayout(signed(ACC_BITS), self.cols))
+        for c in range(self.cols):
+            sources = [(mode[s.n], ("head", e) if beat_of == s.beats - 1 else (beat_of, e))
+                       for s in self.shapes if c < s.cols for beat_of, e in [divmod(c, s.postprocs)]]
+            m.d.comb += vector[c].eq(pick_keyed(
+                sources, lambda key: head[key[1]] if key[0] == "head" else partial[key[0]][key[1]]))
+        return vector
+
+    def _write_back(self, m, mode, vector, writes, out_done):
+        """The write-back register: a result at its element offset in the word, the other elements disabled,
+        loaded when the writer ``writes``; and the count of completed layers."""
+        tag = self.tags.payload
+        wb = Signal(data.StructLayout({"addr": len(self.wb.addr), "en": len(self.wb.en),
+                                       "data": self.wb.data.shape()}), name="wb", reset_less=True)
+        wb_valid, wb_done, out_done_q = Signal(name="wb_valid"), Signal(name="wb_done"), Signal(name="out_done")
+        m.d.sync += [wb_valid.eq(writes), wb_done.eq(writes & tag.layer_done), out_done_q.eq(out_done),
+                     self.layers_done.eq(self.layers_done + wb_done + out_done_q)]
+        mask = pick([(mode[s.n], (1 << s.cols) - 1) for s in self.shapes])
+        with m.If(writes):
             m.d.sync += [
-                wb.addr.eq(tag_head.addr),
-                wb.en.eq(mask << tag_head.off),
-                wb.data.eq(Cat(pick_keyed([(mode[s.n], p % s.cols) for s in shapes],
-                                          lambda c: vector[c][:ACT_BITS]) for p in range(rows))),
+                wb.addr.eq(tag.addr),
+                wb.en.eq(mask << tag.off),
+                wb.data.eq(Cat(pick_keyed([(mode[s.n], p % s.cols) for s in self.shapes],
+                                          lambda c: vector[c][:ACT_BITS]) for p in range(self.rows))),
             ]
-        with m.If(wb_valid):
-            m.d.comb += [self.act_w.addr.eq(wb.addr), self.act_w.en.eq(wb.en), self.act_w.data.eq(wb.data)]
-        with m.Elif(act_fire):
-            m.d.comb += [
-                self.act_w.addr.eq(ld_row + ld_item),
-                self.act_w.en.eq((1 << rows) - 1),
-                self.act_w.data.eq(self.act.payload),
-            ]
+        m.d.comb += [self.wb_valid.eq(wb_valid), self.wb.addr.eq(wb.addr), self.wb.en.eq(wb.en),
+                     self.wb.data.eq(wb.data)]
+
+
+class MLPLane(wiring.Component):
+    """The units of one lane (see the module documentation), joined by streams; built by :class:`MLPEngine`.
+
+    Parameters
+    ----------
+    geometry : EngineGeometry
+    lane : int
+    act_addr_width : int
+        Address width of the lane's ports of the activation memory.
+    """
+
+    def __init__(self, geometry, lane, *, act_addr_width):
+        self.geometry = g = geometry
+        self.lane = lane
+        self.act_addr_width = act_addr_width
+        rows, cols, postprocs = g.lane_rows(lane), g.lane_cols(lane), g.lane_postprocs(lane)
+        tag = g.tag_layout()
+        super().__init__({
+            "split": In(range(g.lanes + 1)),
+            "cmd": In(stream.Signature(MLPCommand)),
+            "act": In(stream.Signature(data.ArrayLayout(signed(ACT_BITS), rows))),
+            "out": Out(stream.Signature(data.ArrayLayout(signed(ACC_BITS), cols))),
+            "x": Out(stream.Signature(x_layout(rows, tag))),
+            "w": Out(stream.Signature(data.ArrayLayout(signed(ACT_BITS), cols))),
+            "y": In(stream.Signature(y_layout(cols, tag))),
+            "wreq": Out(stream.Signature(unsigned(ADDR_BITS))),
+            "wresp": In(data.ArrayLayout(signed(ACT_BITS), g.word_bytes)),
+            "wresp_valid": In(1),
+            "act_r": Out(read_signature(act_addr_width, signed(ACT_BITS), rows)),
+            "act_w": Out(write_signature(act_addr_width, signed(ACT_BITS), rows)),
+            "pp_i": Out(stream.Signature(_beat_layout(postprocs))),
+            "pp_o": In(stream.Signature(data.ArrayLayout(signed(ACC_BITS), postprocs))),
+            "idle": Out(1),
+            "inputs_done": Out(WAIT_BITS),
+            "layers_done": Out(WAIT_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, lane, width = self.geometry, self.lane, self.act_addr_width
+        m.submodules.dispatcher = dispatcher = Dispatcher(g, lane)
+        m.submodules.loader = loader = Loader(g, lane, act_addr_width=width)
+        m.submodules.fetcher = fetcher = Fetcher(g, lane)
+        m.submodules.unpacker = unpacker = Unpacker(g, lane)
+        m.submodules.feeder = feeder = Feeder(g, lane, act_addr_width=width)
+        m.submodules.accumulator = accumulator = Accumulator(g, lane)
+        m.submodules.issuer = issuer = BeatIssuer(g, lane)
+        m.submodules.writer = writer = Writer(g, lane, act_addr_width=width)
+        for unit in (dispatcher, loader, fetcher, unpacker, feeder, accumulator, issuer, writer):
+            m.d.comb += unit.split.eq(self.split)
+        for source, sink in [
+            (wiring.flipped(self.cmd), dispatcher.cmd), (dispatcher.load, loader.cmd),
+            (dispatcher.fetch, fetcher.cmd), (dispatcher.feed, feeder.cmd),
+            (wiring.flipped(self.act), loader.act),
+            (fetcher.wreq, wiring.flipped(self.wreq)), (fetcher.words, unpacker.words),
+            (unpacker.w, wiring.flipped(self.w)), (unpacker.ntiles, issuer.ntiles),
+            (feeder.act_r, wiring.flipped(self.act_r)), (feeder.x, wiring.flipped(self.x)),
+            (wiring.flipped(self.y), accumulator.y), (accumulator.sums, issuer.sums),
+            (issuer.pp_i, wiring.flipped(self.pp_i)), (wiring.flipped(self.pp_o), issuer.pp_o),
+            (issuer.results, writer.results), (issuer.tags, writer.tags),
+            (writer.out, wiring.flipped(self.out)),
+        ]:
+            wiring.connect(m, source, sink)
+        m.d.comb += [
+            fetcher.wresp.eq(self.wresp), fetcher.wresp_valid.eq(self.wresp_valid),
+            loader.hold.eq(writer.wb_valid),
+            loader.layers_done.eq(writer.layers_done),
+            feeder.inputs_done.eq(loader.inputs_done), feeder.layers_done.eq(writer.layers_done),
+            self.inputs_done.eq(loader.inputs_done), self.layers_done.eq(writer.layers_done),
+            self.idle.eq((loader.inputs_done == dispatcher.inputs_sent)
+                         & (writer.layers_done == dispatcher.layers_sent)),
+        ]
+        # The activation memory's write port: the writer's write-back register, else the loader's word (the
+        # loader yields to a register, not to the writer's decision).
+        with m.If(writer.wb_valid):
+            m.d.comb += [self.act_w.addr.eq(writer.wb.addr), self.act_w.en.eq(writer.wb.en),
+                         self.act_w.data.eq(writer.wb.data)]
+        with m.Else():
+            m.d.comb += [self.act_w.addr.eq(loader.write.addr), self.act_w.en.eq(loader.write.en),
+                         self.act_w.data.eq(loader.write.data)]
         return m
 
 
@@ -831,50 +1174,60 @@ class MLPEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g = self.geometry
-        cols = self.config.array_cols
-
         # The lanes, the activation memory and the post-processor routing each decode `split` into registers
         # of their own (rpaccel.rtl.select.split_modes): all follow a change one cycle later. The array
         # registers its input before it compares or decodes it (so it follows a cycle later too).
-
         m.submodules.array = array = SystolicArray(self.config, tag_shape=g.tag_layout())
         m.submodules.act_mem = act_mem = g.act_memory()
         m.d.comb += [array.split.eq(self.split), act_mem.split.eq(self.split)]
-
-        # Between each lane and the array (which span the die apart on the ECP5): two register slices in a row
-        # on each of the item, weight and result streams, so no combinational path runs between them (the
-        # array's clock enables see the result slice's registered ready; the lane's accumulator addresses come
-        # from the slice's registers), and each side's handshake logic meets a slice of its own that the placer
-        # can put next to it (with one slice, one of the two sides' `ready` crossed the distance through
-        # logic). A FIFO of LUT RAM on the results was tried: its read address had to reach storage cells the
-        # placer spread between the array and the lane (13.9 ns of routing).
-        lanes, slices = [], []
+        lanes = []
         for lane in range(g.lanes):
-            unit = MLPLane(g, lane, act_addr_width=act_mem.addr_width(lane))
-            m.submodules[f"lane{lane}"] = unit
+            unit, slices = self._lane(m, lane, array, act_mem)
+            m.d.comb += self.idle[lane].eq(unit.idle & Cat(s.idle for s in slices).all())
             lanes.append(unit)
-            m.d.comb += unit.split.eq(self.split)
-            wiring.connect(m, wiring.flipped(getattr(self, f"cmd{lane}")), unit.cmd)
-            wiring.connect(m, wiring.flipped(getattr(self, f"act{lane}")), unit.act)
-            wiring.connect(m, unit.out, wiring.flipped(getattr(self, f"out{lane}")))
-            lane_slices = []
-            for name, source, sink in (("x", unit.x, array.port("x", lane)), ("w", unit.w, array.port("w", lane)),
-                                       ("y", array.port("y", lane), unit.y)):
-                near_source, near_sink = RegisterSlice(source.payload.shape()), RegisterSlice(source.payload.shape())
-                m.submodules[f"{name}_slice{lane}"], m.submodules[f"{name}_slice{lane}b"] = near_source, near_sink
-                wiring.connect(m, source, near_source.i)
-                wiring.connect(m, near_source.o, near_sink.i)
-                wiring.connect(m, near_sink.o, sink)
-                lane_slices += [near_source, near_sink]
-            slices.append(lane_slices)
-            wiring.connect(m, unit.act_r, getattr(act_mem, f"read{lane}"))
-            wiring.connect(m, unit.act_w, getattr(act_mem, f"write{lane}"))
-        m.d.comb += self.idle.eq(Cat(unit.idle & Cat(s.idle for s in lane_slices).all()
-                                     for unit, lane_slices in zip(lanes, slices)))
+        self._weight_memory(m, lanes)
+        self._postprocessors(m, lanes)
+        return m
 
-        # Weight memory: written by the host, read by the lanes' fetchers in round-robin order. Its 96 block
-        # RAMs (on the small preset) lie across the die: the write port is registered here and again in a copy
-        # per row of blocks inside the memory, the read address likewise.
+    def _lane(self, m, lane, array, act_mem):
+        """Lane ``lane`` and the register slices between it and the array; returns both.
+
+        Two register slices in a row on each of the item, weight and result streams (the lanes and the array
+        span the die apart on the ECP5), so no combinational path runs between them (the array's clock enables
+        see the result slice's registered ready; the lane's accumulator addresses come from the slice's
+        registers), and each side's handshake logic meets a slice of its own that the placer can put next to it
+        (with one slice, one of the two sides' `ready` crossed the distance through logic). A FIFO of LUT RAM on
+        the results was tried: its read address had to reach storage cells the placer spread between the array
+        and the lane (13.9 ns of routing).
+        """
+        unit = MLPLane(self.geometry, lane, act_addr_width=act_mem.addr_width(lane))
+        m.submodules[f"lane{lane}"] = unit
+        m.d.comb += unit.split.eq(self.split)
+        wiring.connect(m, wiring.flipped(getattr(self, f"cmd{lane}")), unit.cmd)
+        wiring.connect(m, wiring.flipped(getattr(self, f"act{lane}")), unit.act)
+        wiring.connect(m, unit.out, wiring.flipped(getattr(self, f"out{lane}")))
+        wiring.connect(m, unit.act_r, getattr(act_mem, f"read{lane}"))
+        wiring.connect(m, unit.act_w, getattr(act_mem, f"write{lane}"))
+        slices = []
+        for name, source, sink in (("x", unit.x, array.port("x", lane)), ("w", unit.w, array.port("w", lane)),
+                                   ("y", array.port("y", lane), unit.y)):
+            near_source, near_sink = RegisterSlice(source.payload.shape()), RegisterSlice(source.payload.shape())
+            m.submodules[f"{name}_slice{lane}"], m.submodules[f"{name}_slice{lane}b"] = near_source, near_sink
+            wiring.connect(m, source, near_source.i)
+            wiring.connect(m, near_source.o, near_sink.i)
+            wiring.connect(m, near_sink.o, sink)
+            slices += [near_source, near_sink]
+        return unit, slices
+
+    def _weight_memory(self, m, lanes):
+        """The weight memory: written by the host, read by the lanes' fetchers in round-robin order.
+
+        Its 96 block RAMs (on the small preset) lie across the die: the write port is registered here and again
+        in a copy per row of blocks inside the memory, the read address likewise. The request granted in cycle
+        t: its address is registered (t + 1), the memory answers five cycles later (t + 6), and its data are
+        registered (t + 7, WRESP_LATENCY), when the lane takes them.
+        """
+        g = self.geometry
         weights = RegisteredRAM(width=g.word_bytes * ACT_BITS, depth=g.weight_words, row_registers=True)
         m.submodules.weights = weights
         m.d.sync += [
@@ -883,46 +1236,27 @@ class MLPEngine(wiring.Component):
             weights.w_data.eq(self.wload.payload.data),
         ]
         m.d.comb += self.wload.ready.eq(1)
-        # Round-robin arbitration with a registered grant: `grant` names the lane that may read this cycle (its
-        # request fires if it is still valid), chosen in the previous cycle from the requests then and the lane
-        # after the last grant, so no path runs from one lane's request through the arbiter into another's
-        # counters. A lane alone is granted every cycle; a grant whose request has just ended is wasted.
-        grant = Signal(g.lanes)
-        pointer = Signal(range(g.lanes))
+        grant = _round_robin(m, [unit.wreq.valid for unit in lanes])
         fire = Cat(unit.wreq.valid & grant[k] for k, unit in enumerate(lanes))
-        grant_next = Signal(g.lanes)
-        order = [[(start + k) % g.lanes for k in range(g.lanes)] for start in range(g.lanes)]
-        for start, lanes_in_order in enumerate(order):
-            with m.If(pointer == start):
-                for k in reversed(lanes_in_order):
-                    with m.If(lanes[k].wreq.valid):
-                        m.d.comb += grant_next.eq(1 << k)
-        m.d.sync += grant.eq(grant_next)
-        for k in range(g.lanes):
-            with m.If(grant_next[k]):
-                m.d.sync += pointer.eq((k + 1) % g.lanes)
-        # The request that fires in cycle t: its address is registered (t + 1), the memory answers five cycles
-        # later (t + 6), and its data are registered (t + 7, WRESP_LATENCY), when the lane takes them.
         read_addr = Signal.like(weights.r_addr)
         resp = Signal.like(weights.r_data, reset_less=True)
-        resp_to = [Signal(g.lanes, name=f"resp_to{k}") for k in range(WRESP_LATENCY)]
         assert 1 + weights.latency + 1 == WRESP_LATENCY
+        resp_to = delay_registers(m, fire, g.lanes, WRESP_LATENCY, name="resp_to")
         m.d.sync += [read_addr.eq(pick([(grant[k], unit.wreq.payload) for k, unit in enumerate(lanes)])),
-                     resp.eq(weights.r_data), resp_to[0].eq(fire),
-                     *(later.eq(earlier) for earlier, later in pairwise(resp_to))]
+                     resp.eq(weights.r_data)]
         m.d.comb += weights.r_addr.eq(read_addr)
         for k, unit in enumerate(lanes):
-            m.d.comb += [
-                unit.wreq.ready.eq(grant[k]),
-                unit.wresp.eq(resp),
-                unit.wresp_valid.eq(resp_to[-1][k]),
-            ]
+            m.d.comb += [unit.wreq.ready.eq(grant[k]), unit.wresp.eq(resp), unit.wresp_valid.eq(resp_to[k])]
 
-        # Post-processors: one per array column; in split n, lane l owns processors l * cols/n .. + cols/n.
-        # They never stall (the lanes count the beats in flight), so a register on each side of them, after the
-        # routing multiplexers, costs nothing but two cycles of latency and keeps the lanes' FIFOs and the
-        # post-processors' adders out of each other's paths.
-        postprocs = [PostProcessor() for _ in range(cols)]
+    def _postprocessors(self, m, lanes):
+        """One post-processor per array column; in split n, lane l owns processors l * cols/n .. + cols/n.
+
+        They never stall (the lanes count the beats in flight), so a register on each side of them, after the
+        routing multiplexers, costs nothing but two cycles of latency and keeps the lanes' FIFOs and the
+        post-processors' adders out of each other's paths.
+        """
+        g = self.geometry
+        postprocs = [PostProcessor() for _ in range(self.config.array_cols)]
         for p, unit in enumerate(postprocs):
             m.submodules[f"postproc{p}"] = unit
             mode = split_modes(m, self.split, g.splits, name=f"postproc{p}")
@@ -948,4 +1282,23 @@ class MLPEngine(wiring.Component):
                 m.d.sync += payload[e].eq(pick_keyed([(c, first + e) for c, first, count in groups if e < count],
                                                      lambda p: postprocs[p].o.payload))
             m.d.comb += [lane.pp_i.ready.eq(1), lane.pp_o.valid.eq(valid), lane.pp_o.payload.eq(payload)]
-        return m
+
+
+def _round_robin(m, requests):
+    """Round-robin arbitration with a registered grant: returns ``grant``, a one-hot register naming the
+    requester that may go this cycle (its request fires if it is still valid), chosen in the previous cycle from
+    the requests then and the requester after the last grant, so no path runs from one requester's request
+    through the arbiter into another's counters. A requester alone is granted every cycle; a grant whose request
+    has just ended is wasted."""
+    count = len(requests)
+    grant, grant_next = Signal(count, name="grant"), Signal(count, name="grant_next")
+    pointer = Signal(range(count), name="pointer")
+    for start in range(count):
+        with m.If(pointer == start):  # the first requester from `start` on
+            m.d.comb += grant_next.eq(pick([(requests[(start + j) % count], 1 << (start + j) % count)
+                                            for j in range(count)]))
+    m.d.sync += grant.eq(grant_next)
+    for k in range(count):
+        with m.If(grant_next[k]):
+            m.d.sync += pointer.eq((k + 1) % count)
+    return grant
