@@ -21,6 +21,11 @@ Verilator build serves timed and untimed runs and an untimed port pays for nothi
   soon as possible"), and the cycles of a file never decrease;
 * a timed output line is ``<cycle of the transfer, decimal> <payload, hex>``.
 
+Payloads are packed and unpacked by the driver layer's codec (:mod:`rpaccel.host.driver.codec`), its hex lines
+read and written with numpy over the whole file. Values go in as the payload shape asks (``int``, ``dict``,
+``list``), as columns, or already packed (``packed=True``: ``(n, limbs)`` uint64 words or ints); the fastest
+form both ways, for runs of millions of transfers, is words (``packed=True, words=True``).
+
 The caller compares the outputs with its golden model::
 
     player = Player(PostProcessor)
@@ -588,19 +593,44 @@ def _timed_lines(cycles, lines):
 
 def _read_output(file, port, transfers, timed):
     """The ``(n, limbs)`` words of an output file, and its cycles (``timed``) or ``None``."""
-    text = file.read_text()
+    where = f"Output {port.name!r}"
     cycles = None
     if timed:
-        tokens = text.split()
-        cycles = np.array(tokens[0::2], dtype=np.int64)
-        text = " ".join(tokens[1::2])
-    elif not port.width:
+        cycles, text = _split_timed(file.read_bytes(), max(1, -(-port.width // 4)), where)
+    elif port.width:
+        text = file.read_bytes().decode("latin-1")  # a byte that is no hex digit is the codec's to name
+    else:
         # An untimed port without a payload writes no lines: its words are its transfers, all zero.
-        text = "0 " * transfers
+        text = "0\n" * transfers
     try:
         return parse_hex(text, port.width), cycles
     except CodecError as error:
-        raise PlayerError(_port_error(f"Output {port.name!r}", error)) from None
+        raise PlayerError(_port_error(where, error)) from None
+
+
+def _split_timed(data, digits, where):
+    """The cycles and the hex lines of the ``<cycle> <hex>`` lines of ``data`` (bytes, hex words of ``digits``
+    digits as the Verilog ``%h`` writes them)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size and raw[-1] != ord("\n"):
+        raise PlayerError(f"{where}: the file of the run ends in the middle of a line")
+    ends = np.flatnonzero(raw == ord("\n"))
+    sizes = np.diff(ends, prepend=-1)
+    # The cycles of a port increase, so the lines of k-digit cycles are one block of equal lines.
+    bounds = [*np.flatnonzero(np.diff(sizes, prepend=0)).tolist(), ends.size]
+    cycles, hexes = [np.zeros(0, dtype=np.int64)], [np.zeros((0, digits + 1), dtype=np.uint8)]
+    for first, last in pairwise(bounds):
+        size = int(sizes[first])
+        lines = raw[ends[first] + 1 - size:ends[last - 1] + 1].reshape(last - first, size)
+        length = size - digits - 2  # the cycle's decimal digits
+        numbers = lines[:, :max(length, 0)].astype(np.int64) - ord("0")
+        bad = ((numbers < 0) | (numbers > 9)).any(axis=1) | (lines[:, max(length, 0)] != ord(" "))
+        if length < 1 or bad.any():
+            line = first + (int(np.flatnonzero(bad)[0]) if length >= 1 else 0)
+            raise PlayerError(f"{where}: line {line} of the run's file is not '<cycle> <{digits} hex digits>'")
+        cycles.append(numbers @ 10 ** np.arange(length - 1, -1, -1, dtype=np.int64))
+        hexes.append(lines[:, length + 1:])
+    return np.concatenate(cycles), np.concatenate(hexes).tobytes().decode("latin-1")
 
 
 def _read_summary(path):

@@ -6,7 +6,7 @@ import pytest
 from rpaccel.host.driver.codec import codec, format_hex, pack
 from rpaccel.rtl.postproc import PostProcessor
 from rpaccel.sim.golden.postproc import EDGE_CASES, postprocess_payloads, random_postprocess_payloads
-from rpaccel.sim.player import Player, PlayerError, StreamPort, _timed_lines, stream_ports
+from rpaccel.sim.player import Player, PlayerError, StreamPort, _split_timed, _timed_lines, stream_ports
 from rpaccel.sim.streams import port_seed, xorshift_stalls
 
 from stream_fifo import Item, StreamFIFO, random_items
@@ -73,8 +73,18 @@ def test_words_and_columns_are_packed_at_once():
 def test_timed_lines_carry_decimal_cycles_without_leading_zeros():
     cycles = np.array([0, 7, 10, 99, 100, 123_456_789_012])
     lines = format_hex(np.arange(6, dtype=np.uint64), 12)
-    assert _timed_lines(cycles, lines).decode() == "0 000\n7 001\n10 002\n99 003\n100 004\n123456789012 005\n"
+    data = _timed_lines(cycles, lines)
+    assert data.decode() == "0 000\n7 001\n10 002\n99 003\n100 004\n123456789012 005\n"
+    read_cycles, read_lines = _split_timed(data, 3, "Output 'o'")
+    assert read_cycles.tolist() == cycles.tolist() and read_lines == lines
     assert _timed_lines(np.zeros(0, dtype=np.int64), "") == b""
+    assert _split_timed(b"", 3, "Output 'o'")[0].size == 0
+    for bad, error in [(b"5 001\n6 02\n", "line 1 of the run's file is not"),
+                       (b"5 001\n6x 002\n", "line 1 of the run's file is not"),
+                       (b"001\n", "line 0 of the run's file is not"),
+                       (b"5 001\n7 002", "the file of the run ends in the middle of a line")]:
+        with pytest.raises(PlayerError, match=f"^Output 'o': {error}"):
+            _split_timed(bad, 3, "Output 'o'")
 
 
 def test_player_errors_name_the_port():
