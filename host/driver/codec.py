@@ -656,7 +656,7 @@ def format_hex(words, width):
     """
     words = _check_words(words, width)
     count, digits = words.shape[0], _digits(width)
-    raw = words[:, ::-1].astype(">u8").view(np.uint8).reshape(count, -1)
+    raw = words[:, ::-1].astype(">u8").view(np.uint8).reshape(count, 8 * words.shape[1])
     nibbles = np.empty((count, raw.shape[1] * 2), dtype=np.uint8)
     nibbles[:, 0::2], nibbles[:, 1::2] = raw >> 4, raw & 15
     lines = np.empty((count, digits + 1), dtype=np.uint8)
@@ -709,5 +709,5 @@ def _from_nibbles(nibbles, width):
     padded = np.zeros((count, total), dtype=np.uint8)
     padded[:, total - digits:] = nibbles
     raw = (padded[:, 0::2] << 4) | padded[:, 1::2]
-    words = raw.view(">u8").reshape(count, -1)[:, ::-1].astype(_WORD)
+    words = raw.view(">u8").reshape(count, limbs(width))[:, ::-1].astype(_WORD)
     return _check_words(words, width)

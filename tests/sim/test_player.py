@@ -61,6 +61,8 @@ def test_words_and_columns_are_packed_at_once():
     result = player.run({"i": words}, expect={"o": len(items)}, pause=0.2, packed=True, words=True)
     assert result.outputs["o"].dtype == np.uint64
     np.testing.assert_array_equal(result.outputs["o"], words)
+    empty = player.run({}, expect={"o": 0}, packed=True, words=True, output_cycles=True)
+    assert empty.outputs["o"].shape == (0, 1) and empty.output_cycles["o"].shape == (0,)
     columns = item_codec.unpack(words)
     assert player.run({"i": columns}, expect={"o": len(items)}, pause=0.2).outputs["o"] == items
     columns["values"][2, 1] = 64
