@@ -21,6 +21,11 @@ Verilator build serves timed and untimed runs and an untimed port pays for nothi
   soon as possible"), and the cycles of a file never decrease;
 * a timed output line is ``<cycle of the transfer, decimal> <payload, hex>``.
 
+Payloads are packed and unpacked by the driver layer's codec (:mod:`rpaccel.host.driver.codec`), its hex lines
+read and written with numpy over the whole file. Values go in as the payload shape asks (``int``, ``dict``,
+``list``), as columns, or already packed (``packed=True``: ``(n, limbs)`` uint64 words or ints); the fastest
+form both ways, for runs of millions of transfers, is words (``packed=True, words=True``).
+
 The caller compares the outputs with its golden model::
 
     player = Player(PostProcessor)
@@ -36,14 +41,17 @@ import resource
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+from amaranth.hdl import unsigned
 
+from ..host.driver.codec import CodecError, codec, format_hex, from_ints, parse_hex, to_ints
 from ..host.driver.device import DeviceError, PortStats, TraceError, not_before_array
 from .cache import cache_entry, digest, mark_complete
-from .payload import PayloadError, pack, unpack
 from .streams import port_seed, stall_threshold
 from .verilator import (
     BUILD_ARGS,
@@ -101,10 +109,6 @@ def stream_ports(ports):
     statics = {name: width for name, (direction, width) in by_name.items()
                if direction == "i" and name not in members}
     return streams, statics
-
-
-def _hex_digits(width):
-    return max(1, (width + 3) // 4)
 
 
 def testbench_verilog(dut_top, streams, statics):
@@ -306,7 +310,9 @@ class PlayerResult:
     Attributes
     ----------
     outputs : dict
-        ``{port: [values]}`` for every output stream port, unpacked through the payload shape.
+        ``{port: values}`` for every output stream port: a list of values unpacked through the payload shape, a
+        list of packed ints (``packed=True``), or an ``(n, limbs)`` uint64 array of packed words
+        (``words=True``).
     cycles : int
         Cycles from the end of reset to ``done``.
     ports : dict
@@ -383,20 +389,19 @@ class Player:
             tmp.replace(path)
         return VerilogArtifact(path=path, top="player", key=key, ports=())
 
-    def _shape(self, port):
-        from amaranth.hdl import unsigned
-
-        width = next(s.width for s in self.streams if s.name == port)
-        return self._shapes.get(port, unsigned(width))
+    def _shape(self, name, width):
+        return self._shapes.get(name, unsigned(width))
 
     def run(self, inputs, *, expect, statics=None, pause=0.0, seed=1, max_cycles=100_000_000, waves=None,
-            name=None, packed=False, direct=False, not_before=None, output_cycles=False):
+            name=None, packed=False, words=False, direct=False, not_before=None, output_cycles=False):
         """Play ``inputs`` into the design and collect ``expect`` values from each output port.
 
         Parameters
         ----------
         inputs : dict
-            ``{input port: iterable of values}``.
+            ``{input port: values}``: an iterable of values as the payload shape asks (``int``, ``dict``, ``list``
+            nested as deep as the layout; see :meth:`~rpaccel.host.driver.codec.Codec.pack_value`), or columns
+            (a mapping or numpy array, packed at once by :meth:`~rpaccel.host.driver.codec.Codec.pack`).
         expect : dict
             ``{output port: number of values}``; the run ends when every output port has delivered this many.
         statics : dict, optional
@@ -414,9 +419,13 @@ class Player:
         name : str, optional
             Name of the run (for the waveform file).
         packed : bool
-            Inputs and statics are already packed bits (ints or a numpy integer array, e.g. packed with numpy by
-            the caller) and outputs are returned as packed ints: no per-value :func:`~rpaccel.sim.payload.pack`
-            and :func:`~rpaccel.sim.payload.unpack`, for runs with millions of transfers.
+            Inputs and statics are already packed bits: per input port ``(n, limbs)`` uint64 words (as
+            :mod:`rpaccel.host.driver.codec` packs them), Python ints or a numpy integer array; outputs are
+            returned as packed ints. Nothing is packed or unpacked value by value, for runs with millions of
+            transfers.
+        words : bool
+            Return every output as ``(n, limbs)`` uint64 words (whatever ``packed`` says): the fastest form for
+            long runs, ready for :meth:`Codec.unpack <rpaccel.host.driver.codec.Codec.unpack>`.
         direct : bool
             Run the testbench as a stand-alone Verilator binary (``verilator --binary``, see
             :func:`build_direct`) instead of under cocotb. Same testbench, same files, same results; no VPI,
@@ -495,16 +504,18 @@ class Player:
                               + ", ".join(f"{p} moved {st.transfers}" for p, st in summary["ports"].items()))
         outputs, cycles = {}, {}
         for s in self.streams:
-            if s.direction == "o":
-                words = (work / f"{s.name}.hex").read_text().split()
-                if output_cycles:
-                    cycles[s.name] = np.array(words[0::2], dtype=np.int64)
-                    words = words[1::2]
-                if packed:
-                    outputs[s.name] = [int(word, 16) for word in words]
-                else:
-                    shape = self._shape(s.name)
-                    outputs[s.name] = [unpack(shape, int(word, 16)) for word in words]
+            if s.direction == "i":
+                continue
+            found, stamps = _read_output(work / f"{s.name}.hex", s, summary["ports"][s.name].transfers,
+                                         output_cycles)
+            if output_cycles:
+                cycles[s.name] = stamps
+            if words:
+                outputs[s.name] = found
+            elif packed:
+                outputs[s.name] = to_ints(found)
+            else:
+                outputs[s.name] = codec(self._shape(s.name, s.width)).unpack_values(found)
         for file in work.iterdir():
             file.unlink()
         work.rmdir()
@@ -512,44 +523,114 @@ class Player:
                             build_seconds=build_seconds, cpu_seconds=cpu, output_cycles=cycles)
 
     def _static_bits(self, name, value, packed):
-        from amaranth.hdl import unsigned
-
         width = self.statics[name]
         if packed:
             if not 0 <= int(value) < 1 << width:
                 raise PlayerError(f"Static input {name!r}: {value} is not {width} packed bits")
             return int(value)
         try:
-            return pack(self._shapes.get(name, unsigned(width)), value)
-        except PayloadError as error:
+            return codec(self._shape(name, width)).pack_value(value)
+        except CodecError as error:
             raise PlayerError(f"Static input {name!r}: {error}") from None
 
     def _write_input(self, file, port, values, packed, not_before):
-        shape = self._shape(port.name)
-        digits = _hex_digits(port.width)
-        limit = 1 << port.width
-        words = []
-        for index, value in enumerate(values):
-            if packed:
-                bits = int(value)
-                if not 0 <= bits < limit:
-                    raise PlayerError(f"Input {port.name!r}, value #{index}: {bits} is not {port.width} packed bits")
-            else:
-                try:
-                    bits = pack(shape, value)
-                except PayloadError as error:
-                    raise PlayerError(f"Input {port.name!r}, value #{index}: {error}") from None
-            words.append(f"{bits:0{digits}x}\n")
+        """Write the input file of ``port`` (a line per word, timed if ``not_before`` is given); return the number
+        of words."""
+        try:
+            words = self._input_words(port, values, packed)
+            lines = format_hex(words, port.width)
+        except CodecError as error:
+            raise PlayerError(_port_error(f"Input {port.name!r}", error)) from None
         if not_before is not None:
             try:
                 cycles = not_before_array(port.name, not_before, len(words))
             except TraceError as error:
                 raise PlayerError(str(error)) from None
             # A word without a cycle of its own carries the one before it: the file's cycles never decrease.
-            cycles = np.maximum.accumulate(np.maximum(cycles, 0)).tolist()
-            words = [f"{cycle} {word}" for cycle, word in zip(cycles, words)]
-        file.write_text("".join(words))
+            cycles = np.maximum.accumulate(np.maximum(cycles, 0))
+            file.write_bytes(_timed_lines(cycles, lines))
+        else:
+            file.write_text(lines)
         return len(words)
+
+    def _input_words(self, port, values, packed):
+        # The ``(n, limbs)`` words of an input port's values.
+        if packed:
+            if isinstance(values, np.ndarray) and values.ndim == 2:
+                return values  # words, checked by format_hex
+            return from_ints(values, port.width)
+        port_codec = codec(self._shape(port.name, port.width))
+        if isinstance(values, Mapping) or (isinstance(values, np.ndarray) and values.dtype != object):
+            return port_codec.pack(values)
+        return port_codec.pack_values(values)
+
+
+def _port_error(where, error):
+    # ``Input 'i', value #3 = ...`` from a codec error ``Value #3 = ...``: one line naming the port and the word.
+    text = str(error)
+    return f"{where}, {text[:1].lower()}{text[1:]}"
+
+
+def _timed_lines(cycles, lines):
+    """``<cycle> <hex>`` lines, as bytes, from non-decreasing, non-negative ``cycles`` (written in decimal without
+    leading zeros) and the hex ``lines`` of :func:`~rpaccel.host.driver.codec.format_hex`."""
+    count = len(cycles)
+    if not count:
+        return b""
+    digits = len(str(int(cycles[-1])))
+    table = np.empty((count, digits + 1 + len(lines) // count), dtype=np.uint8)
+    rest = cycles.astype(np.int64)
+    for column in range(digits - 1, -1, -1):
+        rest, digit = np.divmod(rest, 10)
+        table[:, column] = digit + ord("0")
+    table[:, digits] = ord(" ")
+    table[:, digits + 1:] = np.frombuffer(lines.encode("ascii"), dtype=np.uint8).reshape(count, -1)
+    # The cycles never decrease, so the lines of k-digit cycles are one block: its last columns without the zeros.
+    bounds = [0, *np.searchsorted(cycles, 10 ** np.arange(1, digits)).tolist(), count]
+    return b"".join(table[first:last, digits - length:].tobytes()
+                    for length, (first, last) in enumerate(pairwise(bounds), start=1))
+
+
+def _read_output(file, port, transfers, timed):
+    """The ``(n, limbs)`` words of an output file, and its cycles (``timed``) or ``None``."""
+    where = f"Output {port.name!r}"
+    cycles = None
+    if timed:
+        cycles, text = _split_timed(file.read_bytes(), max(1, -(-port.width // 4)), where)
+    elif port.width:
+        text = file.read_bytes().decode("latin-1")  # a byte that is no hex digit is the codec's to name
+    else:
+        # An untimed port without a payload writes no lines: its words are its transfers, all zero.
+        text = "0\n" * transfers
+    try:
+        return parse_hex(text, port.width), cycles
+    except CodecError as error:
+        raise PlayerError(_port_error(where, error)) from None
+
+
+def _split_timed(data, digits, where):
+    """The cycles and the hex lines of the ``<cycle> <hex>`` lines of ``data`` (bytes, hex words of ``digits``
+    digits as the Verilog ``%h`` writes them)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size and raw[-1] != ord("\n"):
+        raise PlayerError(f"{where}: the file of the run ends in the middle of a line")
+    ends = np.flatnonzero(raw == ord("\n"))
+    sizes = np.diff(ends, prepend=-1)
+    # The cycles of a port increase, so the lines of k-digit cycles are one block of equal lines.
+    bounds = [*np.flatnonzero(np.diff(sizes, prepend=0)).tolist(), ends.size]
+    cycles, hexes = [np.zeros(0, dtype=np.int64)], [np.zeros((0, digits + 1), dtype=np.uint8)]
+    for first, last in pairwise(bounds):
+        size = int(sizes[first])
+        lines = raw[ends[first] + 1 - size:ends[last - 1] + 1].reshape(last - first, size)
+        length = size - digits - 2  # the cycle's decimal digits
+        numbers = lines[:, :max(length, 0)].astype(np.int64) - ord("0")
+        bad = ((numbers < 0) | (numbers > 9)).any(axis=1) | (lines[:, max(length, 0)] != ord(" "))
+        if length < 1 or bad.any():
+            line = first + (int(np.flatnonzero(bad)[0]) if length >= 1 else 0)
+            raise PlayerError(f"{where}: line {line} of the run's file is not '<cycle> <{digits} hex digits>'")
+        cycles.append(numbers @ 10 ** np.arange(length - 1, -1, -1, dtype=np.int64))
+        hexes.append(lines[:, length + 1:])
+    return np.concatenate(cycles), np.concatenate(hexes).tobytes().decode("latin-1")
 
 
 def _read_summary(path):

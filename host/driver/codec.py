@@ -656,7 +656,7 @@ def format_hex(words, width):
     """
     words = _check_words(words, width)
     count, digits = words.shape[0], _digits(width)
-    raw = words[:, ::-1].astype(">u8").view(np.uint8).reshape(count, -1)
+    raw = words[:, ::-1].astype(">u8").view(np.uint8).reshape(count, 8 * words.shape[1])
     nibbles = np.empty((count, raw.shape[1] * 2), dtype=np.uint8)
     nibbles[:, 0::2], nibbles[:, 1::2] = raw >> 4, raw & 15
     lines = np.empty((count, digits + 1), dtype=np.uint8)
@@ -674,8 +674,15 @@ def parse_hex(text, width):
     CodecError
         On a character that is not a hex digit, or a word beyond ``width`` bits.
     """
+    digits = _digits(width)
+    raw = np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)
+    # One word of exactly ``digits`` digits a line, as format_hex and the Verilog %h write: read without splitting.
+    if raw.size % (digits + 1) == 0 and (raw[digits::digits + 1] == ord("\n")).all():
+        nibbles = _NIBBLE[raw.reshape(-1, digits + 1)[:, :digits]]
+        if not (nibbles == 255).any():
+            return _from_nibbles(nibbles, width)
     tokens = text.split()
-    count, digits = len(tokens), max(_digits(width), 1)
+    count = len(tokens)
     lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=count)
     if count and lengths.max() > digits:
         index = int(np.flatnonzero(lengths > digits)[0])
@@ -692,9 +699,15 @@ def parse_hex(text, width):
         row, column = (int(i) for i in np.argwhere(nibbles == 255)[0])
         raise CodecError(f"Hex word #{row} {tokens[row]!r} has a character that is no hex digit "
                          f"({tokens[row][column]!r})")
+    return _from_nibbles(nibbles, width)
+
+
+def _from_nibbles(nibbles, width):
+    """``(n, limbs)`` words from an ``(n, digits)`` array of hex digit values (most significant first)."""
+    count, digits = nibbles.shape
     total = 16 * limbs(width)
     padded = np.zeros((count, total), dtype=np.uint8)
     padded[:, total - digits:] = nibbles
     raw = (padded[:, 0::2] << 4) | padded[:, 1::2]
-    words = raw.view(">u8").reshape(count, -1)[:, ::-1].astype(_WORD)
+    words = raw.view(">u8").reshape(count, limbs(width))[:, ::-1].astype(_WORD)
     return _check_words(words, width)

@@ -342,6 +342,7 @@ def test_ints_and_hex_lines_round_trip(width):
     assert np.array_equal(parse_hex(text, width), words)
     # Short words and upper-case digits parse too (leading zeros are optional).
     assert to_ints(parse_hex(" ".join(f"{v:X}" for v in ints), width)) == ints
+    assert parse_hex("", width).shape == (0, limbs(width)) and format_hex(parse_hex("", width), width) == ""
 
 
 def test_word_errors():

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from rpaccel.host.driver.codec import pack
+from rpaccel.host.driver.codec import codec, format_hex, pack
 from rpaccel.rtl.postproc import PostProcessor
 from rpaccel.sim.golden.postproc import EDGE_CASES, postprocess_payloads, random_postprocess_payloads
-from rpaccel.sim.player import Player, PlayerError, StreamPort, stream_ports
+from rpaccel.sim.player import Player, PlayerError, StreamPort, _split_timed, _timed_lines, stream_ports
 from rpaccel.sim.streams import port_seed, xorshift_stalls
 
 from stream_fifo import Item, StreamFIFO, random_items
@@ -49,8 +49,44 @@ def test_packed_mode_passes_bits_through():
     bits = [pack(Item, item) for item in items]
     result = Player(StreamFIFO, 4).run({"i": np.array(bits)}, expect={"o": len(bits)}, pause=0.2, packed=True)
     assert result.outputs["o"] == bits
-    with pytest.raises(PlayerError, match="value #0: 67108864 is not 26 packed bits"):
+    with pytest.raises(PlayerError, match=r"^Input 'i', value #0 = 67108864 is not 26 packed bits$"):
         Player(StreamFIFO, 4).run({"i": [1 << 26]}, expect={"o": 1}, packed=True)
+
+
+def test_words_and_columns_are_packed_at_once():
+    items = random_items(np.random.default_rng(5), 400)
+    item_codec = codec(Item)
+    words = item_codec.pack_values(items)
+    player = Player(StreamFIFO, 4)
+    result = player.run({"i": words}, expect={"o": len(items)}, pause=0.2, packed=True, words=True)
+    assert result.outputs["o"].dtype == np.uint64
+    np.testing.assert_array_equal(result.outputs["o"], words)
+    empty = player.run({}, expect={"o": 0}, packed=True, words=True, output_cycles=True)
+    assert empty.outputs["o"].shape == (0, 1) and empty.output_cycles["o"].shape == (0,)
+    columns = item_codec.unpack(words)
+    assert player.run({"i": columns}, expect={"o": len(items)}, pause=0.2).outputs["o"] == items
+    columns["values"][2, 1] = 64
+    with pytest.raises(PlayerError, match=r"^Input 'i', row 2: payload.values\[1\] = 64 does not fit signed\(7\)"):
+        player.run({"i": columns}, expect={"o": len(items)})
+    with pytest.raises(PlayerError, match=r"^Input 'i', packed word #1 has bits set beyond its 26 bits$"):
+        player.run({"i": np.array([[0], [1 << 26]], dtype=np.uint64)}, expect={"o": 2}, packed=True)
+
+
+def test_timed_lines_carry_decimal_cycles_without_leading_zeros():
+    cycles = np.array([0, 7, 10, 99, 100, 123_456_789_012])
+    lines = format_hex(np.arange(6, dtype=np.uint64), 12)
+    data = _timed_lines(cycles, lines)
+    assert data.decode() == "0 000\n7 001\n10 002\n99 003\n100 004\n123456789012 005\n"
+    read_cycles, read_lines = _split_timed(data, 3, "Output 'o'")
+    assert read_cycles.tolist() == cycles.tolist() and read_lines == lines
+    assert _timed_lines(np.zeros(0, dtype=np.int64), "") == b""
+    assert _split_timed(b"", 3, "Output 'o'")[0].size == 0
+    for bad, error in [(b"5 001\n6 02\n", "line 1 of the run's file is not"),
+                       (b"5 001\n6x 002\n", "line 1 of the run's file is not"),
+                       (b"001\n", "line 0 of the run's file is not"),
+                       (b"5 001\n7 002", "the file of the run ends in the middle of a line")]:
+        with pytest.raises(PlayerError, match=f"^Output 'o': {error}"):
+            _split_timed(bad, 3, "Output 'o'")
 
 
 def test_player_errors_name_the_port():
@@ -59,7 +95,7 @@ def test_player_errors_name_the_port():
         player.run({"x": []}, expect={"o": 0})
     with pytest.raises(PlayerError, match="expected count of output stream 'o'"):
         player.run({"i": []}, expect={})
-    with pytest.raises(PlayerError, match=r"Input 'i', value #1: payload.tag = 99 does not fit"):
+    with pytest.raises(PlayerError, match=r"^Input 'i', row 1: payload.tag = 99 does not fit unsigned\(5\)"):
         player.run({"i": [{"tag": 1, "values": [0, 0, 0]}, {"tag": 99, "values": [0, 0, 0]}]}, expect={"o": 2})
     with pytest.raises(PlayerError, match="did not finish within 200 cycles: i moved 1, o moved 1"):
         player.run({"i": [{"tag": 1, "values": [0, 0, 0]}]}, expect={"o": 2}, max_cycles=200)

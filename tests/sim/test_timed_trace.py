@@ -7,9 +7,9 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from rpaccel.host.driver.codec import pack
 from rpaccel.host.driver.device import NO_CYCLE, DeviceError, Port, TimedTrace, TraceError
 from rpaccel.sim.device import PlayerDevice, SimulatorDevice
-from rpaccel.sim.payload import pack
 
 from stream_fifo import Item, StreamFIFO, random_items
 
