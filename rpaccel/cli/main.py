@@ -1,8 +1,9 @@
 """Entry point and argument parsing of the ``rpaccel`` command.
 
 Each command lives in its own module with a ``register(subparsers)`` function that adds its parser and sets
-``func``. Usage errors and bad names are one line on standard error with exit status 2; a failed run (a
-mismatch, a tool failure) is one line with exit status 1. No traceback reaches the user unless ``RPACCEL_DEBUG``
+``func``. Usage errors and bad names (a :class:`~rpaccel.experiments.ExperimentError` names the option at fault)
+are one line on standard error with exit status 2; a failed run (a mismatch, a tool failure) is one line with
+exit status 1. No traceback reaches the user unless ``RPACCEL_DEBUG``
 is set.
 """
 
@@ -11,6 +12,7 @@ import os
 import sys
 
 from .. import __version__
+from ..experiments import ExperimentError, ExperimentFailed
 from . import bench, data, demo, info, models, quality, quantize, synth, timing, train
 from .common import CLIError, CommandFailed
 
@@ -45,7 +47,12 @@ def main(argv=None):
     except CLIError as error:
         print(f"rpaccel {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except CommandFailed as error:
+    except ExperimentError as error:
+        # The experiment's keyword arguments are the command's options of the same name.
+        option = "" if error.parameter is None else f"--{error.parameter.replace('_', '-')} "
+        print(f"rpaccel {args.command}: error: {option}{error.problem}", file=sys.stderr)
+        return 2
+    except (CommandFailed, ExperimentFailed) as error:
         print(f"rpaccel {args.command}: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
