@@ -41,19 +41,32 @@ class _Trace:
 
 
 def arrangements(config):
-    """The four cache arrangements at the on-chip bytes of ``config`` (the ``both`` one)."""
+    """The four cache arrangements at the on-chip bytes of ``config`` (the ``both`` one).
+
+    Raises
+    ------
+    ExperimentError
+        If ``config`` has no dynamic cache, or its caches' bytes do not make a whole power-of-two number of sets.
+    """
+    from ..config import ConfigError
     from ..embedding import EmbeddingGeometry
 
     g = EmbeddingGeometry.from_config(config)
+    if not config.dyn_cache_ways:
+        raise ExperimentError(None, f"the {config.name} configuration has no dynamic cache (dyn_cache_ways = 0)")
     total = g.static_bytes + g.dynamic_bytes
     static_rows = total // config.max_emb_dim
     sets = total // (config.dyn_cache_ways * config.dyn_cache_line_bytes)
-    return {
-        "none": replace(config, static_cache_rows=0, dyn_cache_ways=0),
-        "static": replace(config, static_cache_rows=static_rows, dyn_cache_ways=0),
-        "dynamic": replace(config, static_cache_rows=0, dyn_cache_sets=sets),
-        "both": config,
-    }
+    try:
+        return {
+            "none": replace(config, static_cache_rows=0, dyn_cache_ways=0),
+            "static": replace(config, static_cache_rows=static_rows, dyn_cache_ways=0),
+            "dynamic": replace(config, static_cache_rows=0, dyn_cache_sets=sets),
+            "both": config,
+        }
+    except ConfigError as error:
+        raise ExperimentError(None, f"the {config.name} configuration's {total:,} on-chip cache bytes cannot all go "
+                              f"to the dynamic cache: {error}") from None
 
 
 def _bags(rng, ids_per_table, pooling):
@@ -249,12 +262,13 @@ def run_embedding(config, *, lookups=48_000, warmup=16_000, tables=8, rows=8192,
     if tables > g.tables:
         raise ExperimentError("tables", f"must be at most {g.tables}, not {tables}")
     trace = _Trace(lookups, warmup, tables, rows, dim, pooling, seed)
+    configs = arrangements(config)
     rng = np.random.default_rng(seed)
     workloads = [_Workload(trace, g, a, rng) for a in EXPONENTS]
     if drift:
         workloads.append(_Workload(trace, g, 1.0, rng, drift=drift))
     results, walls, cycles = [], [], 0
-    for name, cfg in arrangements(config).items():
+    for name, cfg in configs.items():
         if progress:
             progress(f"  {name}: static {EmbeddingGeometry.from_config(cfg).static_bytes // 1024} KiB, dynamic "
                      f"{EmbeddingGeometry.from_config(cfg).dynamic_bytes // 1024} KiB ...")

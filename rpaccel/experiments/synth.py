@@ -40,7 +40,7 @@ def synthesize_config(component, config, *, target=None, **options):
     try:
         return synthesize(component, target, config, **options)
     except (UnknownComponent, UnknownTarget) as error:
-        raise ExperimentError("component", str(error)) from None
+        raise ExperimentError(None, str(error)) from None
     except SynthError as error:
         raise ExperimentFailed(str(error)) from None
 

@@ -25,7 +25,8 @@ def test_synth_list(capsys):
     (["synth", "nosuch", "--target", "ecp5-85f"], "unknown component 'nosuch' (known: pe, postproc"),
     (["synth", "pe", "--target", "virtex7"], "unknown target 'virtex7' (known: ice40-up5k, ecp5-85f)"),
     (["synth", "pe", "--target", "ecp5-85f", "--preset", "huge"], "Unknown preset 'huge'"),
-    (["synth", "pe"], "give --target"),
+    (["synth", "pe", "--preset", "paper"], "the paper preset has no synthesis target; give --target"),
+    (["synth", "pe", "--set", "array_rows=x"], "--set: array_rows must be an integer, not 'x'"),
     (["synth", "pe", "--target", "ecp5-85f", "--clock", "-5"], "--clock must be a positive frequency"),
     (["synth", "pe", "--bogus"], "unrecognized arguments: --bogus"),
     (["synth", "pe", "--target", "ecp5-85f", "--placer", "quick"], "placer must be one of heap, static, sa"),
@@ -35,6 +36,41 @@ def test_synth_list(capsys):
     (["demo", "--count", "0"], "--count must be a positive integer, not 0"),
     (["demo", "--k", "0"], "--k must be between 1 and the small preset's K_MAX 64, not 0"),
     (["demo", "--candidates", "-5"], "--candidates must be a positive integer, not -5"),
+    # A negative seed is an argument error, not a failed scoreboard.
+    (["demo", "--seed", "-1"], "argument --seed: must be a non-negative integer, not -1"),
+    (["demo", "--preset", "tiny", "--k", "17"], "--k must be between 1 and the tiny preset's K_MAX 16, not 17"),
+    (["demo", "--pause", "1"], "--pause must be in [0, 1), not 1.0"),
+    # --preset and --set on every command that builds or simulates hardware.
+    (["bench", "gemm", "--preset", "tiny", "--set", "array_row=8"],
+     "--set: unknown configuration field 'array_row' in 'array_row=8'; did you mean array_rows, array_cols?"),
+    (["bench", "gemm", "--preset", "tiny", "--set", "array_rows=6"],
+     "--set: tiny with array_rows=6: A 6x4 array of 2x2 blocks cannot be split into 4 sub-arrays"),
+    (["bench", "gemm", "--set", "splits=1,x"], "--set: splits must be comma-separated integers, not '1,x'"),
+    (["bench", "gemm", "--set", "array_rows"], "--set: a setting must be field=value, not 'array_rows'"),
+    (["bench", "gemm", "--preset", "huge"], "Unknown preset 'huge'; known presets: tiny, small, paper"),
+    (["bench", "gemm", "--preset", "tiny", "--set", "array_rows=8", "--models", "rm-small"],
+     "rm-small on the tiny+array_rows=8 configuration, split 1: The weights need 388 words"),
+    (["bench", "gemm", "--models", "rm-huge"], "--models has an unknown model 'rm-huge' (known: rm-large, rm-small)"),
+    (["bench", "gemm", "--splits", "3"], "--splits has 3, which is not one of the small configuration's splits"),
+    (["bench", "gemm", "--batches", "16,0"], "--batches must be comma-separated positive integers, not '16,0'"),
+    (["bench", "gemm", "--pause", "-0.1"], "--pause must be in [0, 1), not -0.1"),
+    (["bench", "gemm", "--seed", "-3"], "argument --seed: must be a non-negative integer, not -3"),
+    (["bench", "gemm", "--synth-only", "--synth-runs", "pe@virtex"], "--synth-runs: unknown run 'pe@virtex'"),
+    (["bench", "gemm", "--synth-only", "--pnr-timeout", "0"], "--pnr-timeout must be a positive number of seconds"),
+    (["bench", "embedding", "--set", "dyn_cache_sets=100"], "--set: small with dyn_cache_sets=100: dyn_cache_sets "
+                                                            "must be a power of two, not 100"),
+    (["bench", "embedding", "--preset", "tiny", "--dim", "32"], "--dim must be a power of two, a multiple of 16 "
+                                                                "and at most 16, not 32"),
+    (["bench", "topk", "--k-max", "16,0"], "--k-max must be comma-separated positive integers, not '16,0'"),
+    (["bench", "topk", "--queries", "0"], "--queries must be a positive integer, not 0"),
+    (["bench", "topk", "--set", "k_max=x"], "--set: k_max must be an integer, not 'x'"),
+    (["bench", "chip", "--preset", "tiny"], "--preset tiny targets 'ice40-up5k'; the chip budget counts the ECP5"),
+    (["bench", "synth", "--targets", "virtex"], "--targets has an unknown target 'virtex' (known: ice40-up5k, "
+                                                "ecp5-85f)"),
+    (["bench", "synth", "--preset", "paper"], "--preset paper has no synthesis target (its target is 'none'"),
+    (["bench", "synth", "--components", "nosuch"], "--components has an unknown component 'nosuch'"),
+    (["bench", "blocks", "--player-count", "0"], "--player-count must be a positive integer, not 0"),
+    (["bench", "quality", "--candidates", "64"], "--k must be at most 2, candidates/32"),
 ])
 def test_bad_arguments_are_one_line_with_status_2(argv, message):
     result = run_cli(*argv)
