@@ -108,3 +108,34 @@ def test_format_table_aligns_numbers():
     table = format_table(["name", "n"], [["a", 1234], ["b", 0.5]])
     assert table.splitlines()[1] == "| --- | ---: |"
     assert "1,234" in table
+
+
+#: ``rpaccel bench gemm --preset tiny --set array_rows=8 ...`` (the issue's example), with room for RM-small.
+GEMM_TINY8 = ["bench", "gemm", "--preset", "tiny", "--set", "array_rows=8", "--set", "weight_buffer_words=512",
+              "--models", "rm-small", "--batches", "16", "--splits", "1"]
+
+
+@pytest.mark.verilator
+def test_bench_gemm_at_a_custom_configuration_writes_its_section(tmp_path, capsys):
+    results = tmp_path / "results.md"
+    assert main([*GEMM_TINY8, "--write", "--results", str(results), "--json"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out[out.index("{"):out.index("\n}\n") + 2])
+    assert [(r["model"], r["split"], r["batch"], r["mismatches"]) for r in data["runs"]] == [("rm-small", 1, 16, 0)]
+    assert "| model | split | batch |" in out and f"written to {results}" in out
+    text = results.read_text()
+    assert "<!-- BEGIN gemm -->" in text and "Preset `tiny+array_rows=8+weight_buffer_words=512` (8x4 array" in text
+    assert "gemm-synth" not in text
+
+
+@pytest.mark.verilator
+def test_a_failed_check_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import rpaccel.sim.golden.mlp as golden
+
+    forward = golden.mlp_forward
+    monkeypatch.setattr(golden, "mlp_forward", lambda layers, x: forward(layers, x) + 1)   # a planted bug
+    results = tmp_path / "results.md"
+    assert main([*GEMM_TINY8, "--write", "--results", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert err == "rpaccel bench: failed: rm-small, split 1, batch 16: 64 outputs differ from the golden model\n"
+    assert not results.exists()
