@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rpaccel.cli import main
-from rpaccel.results import format_table, write_section
+from rpaccel.results import HEADLINES, format_table, git_commit, read_sections, write_section, write_status
 
 
 def run_cli(*argv):
@@ -93,15 +93,63 @@ def test_results_sections_are_replaced_in_place(tmp_path):
     path = tmp_path / "results.md"
     path.write_text("# Results\n\nHand-written notes stay.\n")
     day = datetime.date(2026, 1, 2)
-    write_section("x", "Section X", "old", command="rpaccel bench x", path=path, today=day)
-    write_section("y", "Section Y", "why", command="rpaccel bench y", path=path, today=day)
-    write_section("x", "Section X", "new", command="rpaccel bench x --write", path=path, today=day)
+    write_section("x", "Section X", "old-figures", command="rpaccel bench x", commit="abc1234", path=path, today=day)
+    write_section("y", "Section Y", "y-figures", command="rpaccel bench y", commit="abc1234", path=path, today=day)
+    write_section("x", "Section X", "new-figures", command="rpaccel bench x --write", commit="def5678+dirty", path=path,
+                  today=day)
     text = path.read_text()
-    assert "Hand-written notes stay." in text and "why" in text and "new" in text and "old" not in text
-    assert "Measured 2026-01-02 with `rpaccel bench x --write`." in text
-    assert text.index("Section X") < text.index("Section Y")
+    assert "Hand-written notes stay." in text and "y-figures" in text and "new-figures" in text
+    assert "old-figures" not in text
+    assert "Measured 2026-01-02 at commit `def5678+dirty` with `rpaccel bench x --write`." in text
+    assert text.index("Hand-written") < text.index("## Status") < text.index("Section X") < text.index("Section Y")
+    assert text.count("<!-- BEGIN status -->") == 1
     with pytest.raises(ValueError, match="letters, digits and dashes"):
         write_section("x y", "t", "b", path=path)
+    with pytest.raises(ValueError, match="not 'status'"):
+        write_section("status", "t", "b", path=path)
+
+
+def test_sections_record_the_commit_and_whether_the_tree_was_dirty(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    assert git_commit(tmp_path) is None   # not a repository
+    git("init", "-q")
+    (tmp_path / "f").write_text("1")
+    git("add", "f")
+    git("commit", "-qm", "one")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "f").write_text("2")
+    assert git_commit(tmp_path) == head + "+dirty"
+
+
+def test_status_table_reads_the_headline_figures_from_the_sections(tmp_path):
+    path = tmp_path / "results.md"
+    gemm = format_table(["model", "split", "batch", "utilisation"], [["rm-large", 1, 512, "91.5%"]])
+    synth = format_table(["component", "target", "Fmax MHz", "meets"], [["mlp", "ecp5-85f", 104.2, "no"]])
+    chip = format_table(["unit", "LUTs", "DSPs"], [["share", "85.5%", "101.3%"]])
+    write_section("gemm", "MLP engine", gemm, command="rpaccel bench gemm", commit="abc1234", path=path)
+    write_section("gemm-synth", "Synthesis", synth, command="rpaccel bench gemm --synth-only", commit="abc1234",
+                  path=path)
+    write_section("chip", "Chip", chip, command="rpaccel bench chip", commit="abc1234", path=path)
+    rows = {row["figure"]: row for row in read_sections(path.read_text())["status"]["tables"][0]}
+    assert len(rows) == len(HEADLINES)
+    utilisation = rows["MLP engine utilisation, RM-large bottom MLP, batch 512, whole array"]
+    assert (utilisation["measured"], utilisation["met"]) == ("91.5%", "yes")
+    assert utilisation["section"].startswith("[`gemm`](#mlp-engine), ") and utilisation["section"].endswith(
+        " at `abc1234`")
+    fmax = rows["MLP engine Fmax on the ECP5-85F (small), routed"]
+    assert (fmax["measured"], fmax["met"]) == ("104.2 MHz", "floor only (100)")
+    fits = rows["Small preset's units on the ECP5-85F, added up"]
+    assert (fits["measured"], fits["met"]) == ("101.3% of the DSPs, the fullest", "**no**")
+    assert rows["Top-k: candidates per cycle sustained per unit"]["measured"] == "not measured"
+    # Regenerating from what is there changes nothing.
+    before = path.read_text()
+    write_status(path)
+    assert path.read_text() == before
 
 
 def test_format_table_aligns_numbers():
