@@ -60,6 +60,13 @@ def register(subparsers):
         b.set_defaults(func=bench.run)
 
 
+def record(args, name, title, body):
+    """Write the section ``name`` of the results file if ``--write`` was given."""
+    if args.write:
+        path = write_section(name, title, body, path=args.results)
+        print(f"written to {path}")
+
+
 def finish(args, report):
     """Print ``report`` (JSON with ``--json``); if a check failed, fail; else record its sections with ``--write``."""
     if args.json:
@@ -68,10 +75,8 @@ def finish(args, report):
     if report.failures:
         more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
         raise CommandFailed(report.failures[0] + more)
-    if args.write:
-        for section in report.sections:
-            path = write_section(section.name, section.title, section.body, path=args.results)
-            print(f"written to {path}")
+    for section in report.sections:
+        record(args, section.name, section.title, section.body)
     return 0
 
 

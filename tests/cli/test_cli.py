@@ -173,7 +173,7 @@ def test_bench_gemm_at_a_custom_configuration_writes_its_section(tmp_path, capsy
     assert "| model | split | batch |" in out and f"written to {results}" in out
     text = results.read_text()
     assert "<!-- BEGIN gemm -->" in text and "Preset `tiny+array_rows=8+weight_buffer_words=512` (8x4 array" in text
-    assert "gemm-synth" not in text
+    assert "<!-- BEGIN gemm-synth -->" not in text
 
 
 @pytest.mark.verilator
