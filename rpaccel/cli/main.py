@@ -42,26 +42,27 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = " ".join(filter(None, [args.command, getattr(args, "bench", None)]))
     try:
         status = args.func(args)
     except CLIError as error:
-        print(f"rpaccel {args.command}: error: {error}", file=sys.stderr)
+        print(f"rpaccel {command}: error: {error}", file=sys.stderr)
         return 2
     except ExperimentError as error:
         # The experiment's keyword arguments are the command's options of the same name.
         option = "" if error.parameter is None else f"--{error.parameter.replace('_', '-')} "
-        print(f"rpaccel {args.command}: error: {option}{error.problem}", file=sys.stderr)
+        print(f"rpaccel {command}: error: {option}{error.problem}", file=sys.stderr)
         return 2
     except (CommandFailed, ExperimentFailed) as error:
-        print(f"rpaccel {args.command}: failed: {error}", file=sys.stderr)
+        print(f"rpaccel {command}: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"rpaccel {args.command}: interrupted", file=sys.stderr)
+        print(f"rpaccel {command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
         if os.environ.get("RPACCEL_DEBUG"):
             raise
-        print(f"rpaccel {args.command}: internal error: {type(error).__name__}: {error} "
+        print(f"rpaccel {command}: internal error: {type(error).__name__}: {error} "
               "(set RPACCEL_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return status or 0

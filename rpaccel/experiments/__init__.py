@@ -8,7 +8,7 @@ line (:mod:`rpaccel.cli`) does that::
 
     from rpaccel.config import preset
     from rpaccel.experiments.gemm import run_gemm
-    report = run_gemm(preset("tiny"), models=["rm-small"], batches=[16], splits=[1])
+    report = run_gemm(preset("small"), models=["rm-small"], batches=[16], splits=[1])
     assert report.passed
     print(report.text)
 

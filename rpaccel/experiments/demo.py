@@ -105,7 +105,7 @@ def run_query(config, *, candidates=1024, k=None, seed=1, pause=0.3):
     }
 
 
-def blocks_table(reports):
+def _blocks_table(reports):
     """The scoreboards' table: transactions, mismatches, cycles, simulation speed, build time."""
     rows = []
     for r in reports:
@@ -145,7 +145,7 @@ def run_demo(config, *, count=10_000, candidates=1024, k=None, seed=1, pause=0.3
     reports = run_scoreboards(count=count, seed=seed, pause=pause, waves=waves)
     query = run_query(config, candidates=candidates, k=k, seed=seed, pause=pause)
     lines = [f"rpaccel demo: blocks on {reports[0]['simulator']}, random inputs with "
-             f"{pause:.0%} idle input and back-pressured output cycles, seed {seed}\n", blocks_table(reports),
+             f"{pause:.0%} idle input and back-pressured output cycles, seed {seed}\n", _blocks_table(reports),
              "\nEvery output matched the golden model (bit-exact)." if all(r["mismatches"] == 0 for r in reports)
              else "\nMISMATCHES: see above."]
     lines += [f"waveform: {r['waves']}" for r in reports if r.get("waves")]

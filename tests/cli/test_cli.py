@@ -185,5 +185,5 @@ def test_a_failed_check_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch
     results = tmp_path / "results.md"
     assert main([*GEMM_TINY8, "--write", "--results", str(results)]) == 1
     err = capsys.readouterr().err
-    assert err == "rpaccel bench: failed: rm-small, split 1, batch 16: 64 outputs differ from the golden model\n"
+    assert err == "rpaccel bench gemm: failed: rm-small, split 1, batch 16: 64 outputs differ from the golden model\n"
     assert not results.exists()
