@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..results import RESULTS_FILE, write_section
 from .common import (
+    CLIError,
     CommandFailed,
     add_config_arguments,
     config_from_args,
@@ -97,7 +98,13 @@ def bench_synth(args):
     from ..experiments.synth import BLOCK_COMPONENTS, run_synth, target_presets
 
     components = args.components.split(",") if args.components else list(BLOCK_COMPONENTS)
-    configs = [config_from_args(args)] if config_given(args) else target_presets(args.targets.split(","))
+    targets = args.targets.split(",")
+    configs = target_presets(targets)
+    if config_given(args):
+        configs = [config_from_args(args)]
+        if configs[0].target not in targets:
+            raise CLIError(f"the {configs[0].name} configuration's target {configs[0].target!r} is not one of "
+                           f"--targets {args.targets}")
     return finish(args, run_synth(components=components, configs=configs, seed=args.seed, progress=say))
 
 

@@ -67,7 +67,9 @@ def test_synth_list(capsys):
     (["bench", "chip", "--preset", "tiny"], "--preset tiny targets 'ice40-up5k'; the chip budget counts the ECP5"),
     (["bench", "synth", "--targets", "virtex"], "--targets has an unknown target 'virtex' (known: ice40-up5k, "
                                                 "ecp5-85f)"),
-    (["bench", "synth", "--preset", "paper"], "--preset paper has no synthesis target (its target is 'none'"),
+    (["bench", "synth", "--preset", "paper"], "the paper configuration's target 'none' is not one of --targets"),
+    (["bench", "synth", "--preset", "tiny", "--targets", "ecp5-85f"],
+     "the tiny configuration's target 'ice40-up5k' is not one of --targets ecp5-85f"),
     (["bench", "synth", "--components", "nosuch"], "--components has an unknown component 'nosuch'"),
     (["bench", "blocks", "--player-count", "0"], "--player-count must be a positive integer, not 0"),
     (["bench", "quality", "--candidates", "64"], "--k must be at most 2, candidates/32"),
