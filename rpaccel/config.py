@@ -44,23 +44,17 @@ NO_TARGET = "none"
 
 
 def _parse_value(field, text):
-    """``text`` as a value of ``field``'s type (int, float, bool, tuple of ints or str)."""
+    """``text`` as a value of ``field``'s type (int, float, tuple of ints or str)."""
     kind = field.type
     try:
         if kind is int:
             return int(text, 0)
         if kind is float:
             return float(text)
-        if kind is bool:
-            value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
-            if value is None:
-                raise ValueError(text)
-            return value
         if kind is tuple:
             return tuple(int(part, 0) for part in text.split(","))
     except ValueError:
-        what = {int: "an integer", float: "a number", bool: "true or false",
-                tuple: "comma-separated integers"}[kind]
+        what = {int: "an integer", float: "a number", tuple: "comma-separated integers"}[kind]
         raise ConfigError(f"{field.name} must be {what}, not {text!r}") from None
     return text
 
@@ -69,9 +63,7 @@ def _format_value(value):
     """A field's value as ``--set`` takes it (the inverse of :func:`_parse_value`)."""
     if isinstance(value, tuple):
         return ",".join(map(str, value))
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -201,8 +193,8 @@ class AccelConfig:
     def with_settings(self, settings):
         """A copy with fields changed by ``field=value`` texts (the command line's ``--set``), checked.
 
-        Each value is parsed by its field's type: an integer (``0x`` and ``_`` allowed), a number, ``true`` or
-        ``false``, comma-separated integers for ``splits`` (``splits=1,2,4``), or text. A later setting of a field
+        Each value is parsed by its field's type: an integer (``0x`` and ``_`` allowed), a number,
+        comma-separated integers for ``splits`` (``splits=1,2,4``), or text. A later setting of a field
         wins. Unless ``name`` is set, the copy is named after this configuration and the changes
         (``"tiny+array_rows=8"``), so build folders and results say which configuration they measured.
 
@@ -217,6 +209,7 @@ class AccelConfig:
             If a text is not ``field=value``, names no field (the message lists the close names), has a value
             that does not parse as the field's type, or gives a configuration that fails the checks.
         """
+        settings = list(settings)
         by_name = {f.name: f for f in fields(self)}
         changes = {}
         for text in settings:
