@@ -18,8 +18,8 @@ from .common import (
     CLIError,
     CommandFailed,
     add_config_arguments,
+    apply_settings,
     config_from_args,
-    config_given,
     non_negative_int,
     print_json,
     say,
@@ -99,8 +99,9 @@ def bench_synth(args):
 
     components = args.components.split(",") if args.components else list(BLOCK_COMPONENTS)
     targets = args.targets.split(",")
-    configs = target_presets(targets)
-    if config_given(args):
+    if args.preset is None:
+        configs = [apply_settings(config, args) for config in target_presets(targets)]
+    else:
         configs = [config_from_args(args)]
         if configs[0].target not in targets:
             raise CLIError(f"the {configs[0].name} configuration's target {configs[0].target!r} is not one of "

@@ -5,7 +5,7 @@ import json
 
 from ..config import PRESETS, ConfigError, preset
 
-__all__ = ["CLIError", "CommandFailed", "add_config_arguments", "config_from_args", "config_given",
+__all__ = ["CLIError", "CommandFailed", "add_config_arguments", "apply_settings", "config_from_args", "config_given",
            "non_negative_int", "positive_ints", "print_json", "say"]
 
 
@@ -20,7 +20,8 @@ class CommandFailed(Exception):
 def add_config_arguments(parser, default="small", default_help=None):
     """Add ``--preset NAME`` and the repeatable ``--set FIELD=VALUE`` (read them with :func:`config_from_args`).
 
-    ``default`` is the preset used without ``--preset`` (None: the command decides, see ``default_help``).
+    ``default`` is the preset used without ``--preset`` (None: the command decides, see ``default_help``, and
+    applies ``--set`` with :func:`apply_settings`).
     """
     parser.add_argument("--preset", metavar="NAME",
                         help=f"configuration preset: {', '.join(PRESETS)} (default "
@@ -42,8 +43,13 @@ def config_from_args(args):
         base = preset(args.preset or args.default_preset)
     except ConfigError as error:
         raise CLIError(str(error)) from None
+    return apply_settings(base, args)
+
+
+def apply_settings(config, args):
+    """``config`` with the ``--set`` changes of ``args`` (one-line error if invalid)."""
     try:
-        return base.with_settings(args.settings)
+        return config.with_settings(args.settings)
     except ConfigError as error:
         raise CLIError(f"--set: {error}") from None
 

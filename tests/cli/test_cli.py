@@ -70,6 +70,8 @@ def test_synth_list(capsys):
     (["bench", "synth", "--preset", "paper"], "the paper configuration's target 'none' is not one of --targets"),
     (["bench", "synth", "--preset", "tiny", "--targets", "ecp5-85f"],
      "the tiny configuration's target 'ice40-up5k' is not one of --targets ecp5-85f"),
+    (["bench", "synth", "--set", "array_rows=6", "--targets", "ice40-up5k"],
+     "--set: tiny with array_rows=6: A 6x4 array of 2x2 blocks cannot be split into 4 sub-arrays"),
     (["bench", "synth", "--components", "nosuch"], "--components has an unknown component 'nosuch'"),
     (["bench", "blocks", "--player-count", "0"], "--player-count must be a positive integer, not 0"),
     (["bench", "quality", "--candidates", "64"], "--k must be at most 2, candidates/32"),
