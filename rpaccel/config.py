@@ -7,11 +7,16 @@ configuration is made the same way::
     from dataclasses import replace
     from rpaccel.config import preset
     cfg = replace(preset("small"), array_rows=8, array_cols=8)
+
+or from ``field=value`` text, as the command line's ``--set`` gives it (the name then records the changes)::
+
+    cfg = preset("tiny").with_settings(["array_rows=8", "splits=1,2"])    # named "tiny+array_rows=8+splits=1,2"
 """
 
+import difflib
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["PRESETS", "AccelConfig", "ConfigError", "preset"]
+__all__ = ["NO_TARGET", "PRESETS", "TARGETS", "AccelConfig", "ConfigError", "preset"]
 
 
 class ConfigError(ValueError):
@@ -32,8 +37,33 @@ def _non_negative_int(name, value):
         raise ConfigError(f"{name} must be a non-negative integer, not {value!r}")
 
 
-# Synthesis targets a preset can be meant for (see rpaccel.flow.synth for the boards behind them).
-TARGETS = ("ice40-up5k", "ecp5-85f", "none")
+#: The synthesis targets, by name: the one list of them (:data:`rpaccel.flow.synth.TARGETS` gives each its board).
+TARGETS = ("ice40-up5k", "ecp5-85f")
+#: The ``target`` of a configuration meant for modelling only (no FPGA).
+NO_TARGET = "none"
+
+
+def _parse_value(field, text):
+    """``text`` as a value of ``field``'s type (int, float, tuple of ints or str)."""
+    kind = field.type
+    try:
+        if kind is int:
+            return int(text, 0)
+        if kind is float:
+            return float(text)
+        if kind is tuple:
+            return tuple(int(part, 0) for part in text.split(","))
+    except ValueError:
+        what = {int: "an integer", float: "a number", tuple: "comma-separated integers"}[kind]
+        raise ConfigError(f"{field.name} must be {what}, not {text!r}") from None
+    return text
+
+
+def _format_value(value):
+    """A field's value as ``--set`` takes it (the inverse of :func:`_parse_value`)."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -89,7 +119,8 @@ class AccelConfig:
     clock_mhz : float
         Clock frequency the design is meant to meet on its ``target``.
     target : str
-        Synthesis target the preset is sized for (``"ice40-up5k"``, ``"ecp5-85f"`` or ``"none"``).
+        Synthesis target the preset is sized for: one of :data:`TARGETS` (``"ice40-up5k"``, ``"ecp5-85f"``), or
+        :data:`NO_TARGET` (``"none"``) for a configuration meant for modelling only.
     """
 
     name: str = "custom"
@@ -156,8 +187,50 @@ class AccelConfig:
             raise ConfigError(f"mem_bytes must be a power of two, not {self.mem_bytes!r}")
         if not isinstance(self.clock_mhz, (int, float)) or not self.clock_mhz > 0:
             raise ConfigError(f"clock_mhz must be a positive number, not {self.clock_mhz!r}")
-        if self.target not in TARGETS:
-            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, not {self.target!r}")
+        if self.target not in (*TARGETS, NO_TARGET):
+            raise ConfigError(f"target must be one of {', '.join((*TARGETS, NO_TARGET))}, not {self.target!r}")
+
+    def with_settings(self, settings):
+        """A copy with fields changed by ``field=value`` texts (the command line's ``--set``), checked.
+
+        Each value is parsed by its field's type: an integer (``0x`` and ``_`` allowed), a number,
+        comma-separated integers for ``splits`` (``splits=1,2,4``), or text. A later setting of a field
+        wins. Unless ``name`` is set, the copy is named after this configuration and the changes
+        (``"tiny+array_rows=8"``), so build folders and results say which configuration they measured.
+
+        Parameters
+        ----------
+        settings : iterable of str
+            ``"field=value"`` texts.
+
+        Raises
+        ------
+        ConfigError
+            If a text is not ``field=value``, names no field (the message lists the close names), has a value
+            that does not parse as the field's type, or gives a configuration that fails the checks.
+        """
+        settings = list(settings)
+        by_name = {f.name: f for f in fields(self)}
+        changes = {}
+        for text in settings:
+            field_name, equals, value = text.partition("=")
+            field_name = field_name.strip()
+            if not equals or not field_name:
+                raise ConfigError(f"a setting must be field=value, not {text!r}")
+            if field_name not in by_name:
+                close = difflib.get_close_matches(field_name, by_name, n=3, cutoff=0.6)
+                known = (f"did you mean {', '.join(close)}?" if close else f"fields: {', '.join(by_name)}")
+                raise ConfigError(f"unknown configuration field {field_name!r} in {text!r}; {known}")
+            changes.pop(field_name, None)
+            changes[field_name] = _parse_value(by_name[field_name], value.strip())
+        if not changes:
+            return self
+        if "name" not in changes:
+            changes["name"] = "+".join([self.name, *(f"{k}={_format_value(v)}" for k, v in changes.items())])
+        try:
+            return replace(self, **changes)
+        except ConfigError as error:
+            raise ConfigError(f"{self.name} with {' '.join(settings)}: {error}") from None
 
     # Derived values ---------------------------------------------------------------------------------------
 

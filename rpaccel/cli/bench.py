@@ -1,10 +1,11 @@
 """``rpaccel bench``: measurements that go into docs/results.md (with ``--write``).
 
-Each benchmark is a :class:`Bench`: a name, a help line, a function adding its own options and the function
-that runs it. Every benchmark has ``--write`` (record the figures, the date and the command line in
-docs/results.md), ``--results`` and ``--json``. The benchmarks of this module are listed in :data:`BENCHES`;
-a module ``rpaccel/cli/bench_<name>.py`` that defines ``BENCH = Bench(...)`` is picked up as well, so a new
-block brings its benchmark without editing this file.
+Each benchmark is a :class:`Bench`: a name, a help line, a function adding its own options and a function that
+turns the options into a call of its experiment (:mod:`rpaccel.experiments`) and hands the report to
+:func:`finish`, which prints it and records its sections. Every benchmark has ``--write`` (record the figures, the
+date, the commit and the command line in docs/results.md), ``--results`` and ``--json``. The benchmarks of this
+module are listed in :data:`BENCHES`; a module ``rpaccel/cli/bench_<name>.py`` that defines ``BENCH = Bench(...)``
+is picked up as well, so a new block brings its benchmark without editing this file.
 """
 
 import importlib
@@ -12,8 +13,17 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..results import RESULTS_FILE, format_table, write_section
-from .common import CLIError, CommandFailed, print_json
+from ..results import RESULTS_FILE, write_section
+from .common import (
+    CLIError,
+    CommandFailed,
+    add_config_arguments,
+    apply_settings,
+    config_from_args,
+    non_negative_int,
+    print_json,
+    say,
+)
 
 
 @dataclass(frozen=True)
@@ -58,56 +68,45 @@ def record(args, name, title, body):
         print(f"written to {path}")
 
 
+def finish(args, report):
+    """Print ``report`` (JSON with ``--json``); if a check failed, fail; else record its sections with ``--write``."""
+    if args.json:
+        print_json(report.data)
+    print(report.text)
+    if report.failures:
+        more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
+        raise CommandFailed(report.failures[0] + more)
+    for section in report.sections:
+        record(args, section.name, section.title, section.body)
+    return 0
+
+
 # --- bench synth -----------------------------------------------------------------------------------------
 
-# The small blocks; the large units (array, MLP engine, embedding unit, top-k) take minutes to an hour each to
-# place and route, and their own benches synthesise them (``bench gemm|embedding|topk``).
-BLOCK_COMPONENTS = ("pe", "pe-lut", "postproc")
-
-
 def _synth_arguments(p):
+    from ..config import TARGETS
+    from ..experiments.synth import BLOCK_COMPONENTS
+
     p.add_argument("--components", help=f"comma-separated components (default: {','.join(BLOCK_COMPONENTS)})")
-    p.add_argument("--targets", default="ice40-up5k,ecp5-85f", help="comma-separated targets (default: both)")
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help="comma-separated targets, each built at the presets meant for it (default: all)")
+    add_config_arguments(p, default=None, default_help="every preset meant for one of --targets")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
 
 
 def bench_synth(args):
-    from ..config import PRESETS
-    from ..flow.catalog import CATALOG
-    from .synth import synth_one
+    from ..experiments.synth import BLOCK_COMPONENTS, run_synth, target_presets
 
     components = args.components.split(",") if args.components else list(BLOCK_COMPONENTS)
-    for name in components:
-        if name not in CATALOG:
-            raise CLIError(f"unknown component {name!r} (known: {', '.join(CATALOG)})")
-    presets = {"ice40-up5k": PRESETS["tiny"], "ecp5-85f": PRESETS["small"]}
     targets = args.targets.split(",")
-    for target in targets:
-        if target not in presets:
-            raise CLIError(f"unknown target {target!r} (known: {', '.join(presets)})")
-    results = []
-    for target in targets:
-        for name in components:
-            r = synth_one(name, target, presets[target], seed=args.seed)
-            results.append(r)
-            print(f"  {name} on {target}: {r['fmax_mhz']} MHz, {r['cells']['luts']} LUTs", flush=True)
-    if args.json:
-        print_json(results)
-    rows = [[r["component"], r["target"], r["preset"], r["clock_constraint_mhz"], r["fmax_mhz"],
-             "yes" if r["meets_timing"] else "no", r["cells"]["luts"], r["cells"]["ffs"], r["harness"]["ffs"],
-             r["cells"]["dsps"], r["cells"]["brams"],
-             f"`{r['critical_path']['from']}` -> `{r['critical_path']['to']}`" if r["critical_path"] else ""]
-            for r in results]
-    table = format_table(["component", "target", "preset", "constraint MHz", "Fmax MHz", "meets", "LUTs", "FFs",
-                          "of which harness FFs", "DSPs", "BRAMs", "critical path"], rows)
-    tools = results[0]["tools"] if results else {}
-    notes = ("LUTs and FFs are Yosys's post-synthesis cell counts (on ECP5 a CCU2C carry cell counts as two "
-             "LUTs) and include the pin harness (one FF per input bit and one FF plus about one LUT per output "
-             "bit). Fmax is nextpnr's estimate for the harness clock, constrained at the preset's clock, seed "
-             f"{args.seed}. Tools: " + ", ".join(tools.values()) + ".")
-    print(table)
-    record(args, "synth-blocks", "Synthesis of the blocks", table + "\n\n" + notes)
-    return 0
+    if args.preset is None:
+        configs = [apply_settings(config, args) for config in target_presets(targets)]
+    else:
+        configs = [config_from_args(args)]
+        if configs[0].target not in targets:
+            raise CLIError(f"the {configs[0].name} configuration's target {configs[0].target!r} is not one of "
+                           f"--targets {args.targets}")
+    return finish(args, run_synth(components=components, configs=configs, seed=args.seed, progress=say))
 
 
 # --- bench blocks ----------------------------------------------------------------------------------------
@@ -117,58 +116,21 @@ def _blocks_arguments(p):
                    help="transactions per block for the cocotb scoreboards (default 10000)")
     p.add_argument("--player-count", type=int, default=200_000,
                    help="transactions of the post-processor for the file-driven player (default 200000)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="random seed (default 1)")
     p.add_argument("--pause", type=float, default=0.3,
                    help="probability of an idle input / back-pressured output cycle (default 0.3)")
-    p.set_defaults(waves=False)
 
 
 def bench_blocks(args):
-    import time
+    from ..experiments.blocks import run_blocks
 
-    import numpy as np
-
-    from ..rtl.postproc import PostProcessor
-    from ..sim.golden.postproc import postprocess_payloads, random_postprocess_payloads
-    from ..sim.player import Player
-    from .demo import run_blocks
-
-    if args.player_count <= 0:
-        raise CLIError(f"--player-count must be a positive integer, not {args.player_count}")
-    reports = run_blocks(args)
-    rows = [[r["block"], "cocotb drivers, Python every cycle", r["transactions"], r["mismatches"], r["cycles"],
-             r["cycles_per_second"]] for r in reports]
-
-    payloads = random_postprocess_payloads(np.random.default_rng(args.seed), args.player_count)
-    expected = postprocess_payloads(payloads)
-    started = time.perf_counter()
-    result = Player(PostProcessor).run({"i": payloads}, expect={"o": len(payloads)}, pause=args.pause,
-                                       seed=args.seed)
-    total = time.perf_counter() - started
-    mismatches = sum(a != b for a, b in zip(result.outputs["o"], expected))
-    rows.append(["postproc", "player, Python woken once", len(payloads), mismatches, result.cycles,
-                 result.cycles_per_second])
-    if mismatches:
-        raise CommandFailed(f"post-processor player run: {mismatches} mismatches against the golden model")
-    if args.json:
-        print_json({"scoreboards": reports, "player": {"transactions": len(payloads), "cycles": result.cycles,
-                                                         "cycles_per_second": result.cycles_per_second,
-                                                         "total_seconds": total}})
-    table = format_table(["block", "harness", "transactions", "mismatches", "cycles", "sim cycles/s"], rows)
-    print(table)
-    notes = (f"Random inputs, seed {args.seed}, {args.pause:.0%} idle input and back-pressured output cycles; every "
-             f"output compared with the golden model. Simulator: {reports[0]['simulator']}. The cocotb drivers "
-             "wake Python twice per cycle per stream; the player (rpaccel.sim.player) moves the streams through "
-             "files from a self-clocked Verilog testbench and wakes Python once per run. Its cycles/s count "
-             f"simulation only; writing and reading the {len(payloads):,} payloads in Python took "
-             f"{total - result.wall_seconds:.1f} s more.")
-    record(args, "blocks-harness", "Block scoreboards and simulation speed on Verilator", table + "\n\n" + notes)
-    return 0
+    return finish(args, run_blocks(count=args.count, player_count=args.player_count, seed=args.seed,
+                                   pause=args.pause))
 
 
 BENCHES = {b.name: b for b in [
-    Bench("synth", "synthesise the components for each target at its preset (tiny on iCE40, small on ECP5)",
-          _synth_arguments, bench_synth),
+    Bench("synth", "synthesise the components on each target at the presets meant for it (tiny on iCE40, small on "
+          "ECP5), or at --preset/--set on its target", _synth_arguments, bench_synth),
     Bench("blocks", "run the block scoreboards on Verilator and measure simulation speed of both harnesses",
           _blocks_arguments, bench_blocks),
 ]}

@@ -1,8 +1,9 @@
 """Entry point and argument parsing of the ``rpaccel`` command.
 
 Each command lives in its own module with a ``register(subparsers)`` function that adds its parser and sets
-``func``. Usage errors and bad names are one line on standard error with exit status 2; a failed run (a
-mismatch, a tool failure) is one line with exit status 1. No traceback reaches the user unless ``RPACCEL_DEBUG``
+``func``. Usage errors and bad names (a :class:`~rpaccel.experiments.ExperimentError` names the option at fault)
+are one line on standard error with exit status 2; a failed run (a mismatch, a tool failure) is one line with
+exit status 1. No traceback reaches the user unless ``RPACCEL_DEBUG``
 is set.
 """
 
@@ -11,6 +12,7 @@ import os
 import sys
 
 from .. import __version__
+from ..experiments import ExperimentError, ExperimentFailed
 from . import bench, data, demo, info, models, quality, quantize, synth, timing, train
 from .common import CLIError, CommandFailed
 
@@ -40,21 +42,27 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = " ".join(filter(None, [args.command, getattr(args, "bench", None)]))
     try:
         status = args.func(args)
     except CLIError as error:
-        print(f"rpaccel {args.command}: error: {error}", file=sys.stderr)
+        print(f"rpaccel {command}: error: {error}", file=sys.stderr)
         return 2
-    except CommandFailed as error:
-        print(f"rpaccel {args.command}: failed: {error}", file=sys.stderr)
+    except ExperimentError as error:
+        # The experiment's keyword arguments are the command's options of the same name.
+        option = "" if error.parameter is None else f"--{error.parameter.replace('_', '-')} "
+        print(f"rpaccel {command}: error: {option}{error.problem}", file=sys.stderr)
+        return 2
+    except (CommandFailed, ExperimentFailed) as error:
+        print(f"rpaccel {command}: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"rpaccel {args.command}: interrupted", file=sys.stderr)
+        print(f"rpaccel {command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
         if os.environ.get("RPACCEL_DEBUG"):
             raise
-        print(f"rpaccel {args.command}: internal error: {type(error).__name__}: {error} "
+        print(f"rpaccel {command}: internal error: {type(error).__name__}: {error} "
               "(set RPACCEL_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return status or 0

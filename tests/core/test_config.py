@@ -2,7 +2,7 @@ from dataclasses import replace
 
 import pytest
 
-from rpaccel.config import PRESETS, AccelConfig, ConfigError, preset
+from rpaccel.config import NO_TARGET, PRESETS, TARGETS, AccelConfig, ConfigError, preset
 
 
 def test_presets_are_valid_and_named():
@@ -58,3 +58,41 @@ def test_config_is_frozen_and_hashable():
     with pytest.raises(AttributeError):
         cfg.array_rows = 8
     assert hash(cfg) == hash(AccelConfig())
+
+
+def test_settings_parse_by_the_fields_type_and_name_the_configuration():
+    cfg = preset("tiny").with_settings(["array_rows=8", "splits=1,2", "clock_mhz=50", "target=none",
+                                        "mem_bytes=0x40000"])
+    assert (cfg.array_rows, cfg.splits, cfg.clock_mhz, cfg.target, cfg.mem_bytes) == (8, (1, 2), 50.0, "none", 1 << 18)
+    assert cfg.name == "tiny+array_rows=8+splits=1,2+clock_mhz=50+target=none+mem_bytes=262144"
+    assert cfg.array_cols == preset("tiny").array_cols
+    # A later setting of a field wins; an explicit name is kept; no settings is the configuration itself.
+    assert preset("small").with_settings(["k_max=16", "k_max=32"]).k_max == 32
+    assert preset("small").with_settings(["name=mine", "k_max=16"]).name == "mine"
+    assert preset("small").with_settings([]) is preset("small")
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("array_row=8", "unknown configuration field 'array_row' in 'array_row=8'; did you mean array_rows, array_cols"),
+    ("zzz=1", "unknown configuration field 'zzz' in 'zzz=1'; fields: name, array_rows, array_cols"),
+    ("array_rows", "a setting must be field=value, not 'array_rows'"),
+    ("=4", "a setting must be field=value, not '=4'"),
+    ("array_rows=eight", "array_rows must be an integer, not 'eight'"),
+    ("splits=1,two", "splits must be comma-separated integers, not '1,two'"),
+    ("clock_mhz=fast", "clock_mhz must be a number, not 'fast'"),
+    ("array_rows=6", "tiny with array_rows=6: A 6x4 array of 2x2 blocks cannot be split into 4 sub-arrays"),
+    ("k_max=0", "tiny with k_max=0: k_max must be a positive integer, not 0"),
+    ("target=virtex", "target must be one of ice40-up5k, ecp5-85f, none, not 'virtex'"),
+])
+def test_bad_settings_name_the_field(setting, message):
+    with pytest.raises(ConfigError) as info:
+        preset("tiny").with_settings([setting])
+    assert message in str(info.value)
+
+
+def test_one_list_of_targets():
+    from rpaccel.flow.synth import TARGETS as BOARDS
+
+    assert list(BOARDS) == list(TARGETS) == ["ice40-up5k", "ecp5-85f"]
+    assert all(board.name == name for name, board in BOARDS.items())
+    assert {cfg.target for cfg in PRESETS.values()} <= {*TARGETS, NO_TARGET}

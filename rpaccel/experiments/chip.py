@@ -1,0 +1,82 @@
+"""Do a configuration's large units fit its device together? (``rpaccel bench chip``)
+
+Packs the configuration's MLP engine, embedding unit and top-k units (``rpaccel synth mlp|embedding|topk-units``)
+with Yosys and nextpnr and adds up the cells each needs on the device. Each unit is measured in its own pin
+harness, so the sum counts three harnesses where a chip has none: it is an upper bound. With ``whole`` all of them
+are built in one design instead (:class:`rpaccel.rtl.chip.ChipParts`, ``rpaccel synth parts``), which nextpnr then
+packs as one.
+"""
+
+from ..results import format_table
+from .report import ExperimentError, Report, Section
+from .synth import device_label, synthesize_config
+
+__all__ = ["PARTS", "RESOURCES", "run_chip"]
+
+#: The units packed one by one.
+PARTS = ("mlp", "embedding", "topk-units")
+#: The resources added up: nextpnr's utilisation key and its label (ECP5 cells).
+RESOURCES = (("luts", "LUTs (TRELLIS_COMB)"), ("ffs", "FFs"), ("dsps", "DSPs (MULT18X18D)"),
+             ("brams", "block RAMs (DP16KD)"))
+
+
+def _pack(component, config, build_dir, say):
+    say(f"  packing {component} ({config.name}) on {config.target} ...")
+    r = synthesize_config(component, config, build_dir=f"{build_dir}/{component}", pack_only=True)
+    say("    " + ", ".join(f"{key} {r['packed_utilization'][key]['used']:,}" for key, _ in RESOURCES))
+    return r
+
+
+def run_chip(config, *, whole=False, build_dir="build/bench-chip", progress=None):
+    """Pack ``config``'s MLP engine, embedding unit and top-k units on its target and add up their cells.
+
+    Parameters
+    ----------
+    config : AccelConfig
+        The configuration; its target must be an ECP5 (the resources counted are the ECP5's).
+    whole : bool
+        Pack the units as one design (``rpaccel synth parts``) instead of adding up their packings.
+    build_dir : path-like
+        Build folder (one subfolder per unit).
+    progress : callable, optional
+        Called with a line before and after each packing.
+
+    Returns
+    -------
+    Report
+        One row per unit, the ``chip`` section (``chip-whole`` with ``whole``); ``data["fits"]`` says whether
+        every resource is within the device.
+    """
+    if config.target != "ecp5-85f":
+        raise ExperimentError("preset", f"{config.name} targets {config.target!r}; the chip budget counts the "
+                              "ECP5-85F's cells (target ecp5-85f)")
+    say = progress or (lambda line: None)
+    runs = [_pack("parts", config, build_dir, say)] if whole else [
+        _pack(part, config, build_dir, say) for part in PARTS]
+    device = runs[0]["packed_utilization"]
+    total = {key: sum(r["packed_utilization"][key]["used"] for r in runs) for key, _ in RESOURCES}
+    rows = [[r["component"], *(r["packed_utilization"][key]["used"] for key, _ in RESOURCES)] for r in runs]
+    if not whole:
+        rows.append(["sum", *(total[key] for key, _ in RESOURCES)])
+    label = device_label(config.target)
+    rows.append([label, *(device[key]["available"] for key, _ in RESOURCES)])
+    rows.append(["share", *(f"{100 * total[key] / device[key]['available']:.1f}%" for key, _ in RESOURCES)])
+    table = format_table(["unit", *(label for _, label in RESOURCES)], rows)
+    over = [label for key, label in RESOURCES if total[key] > device[key]["available"]]
+    verdict = (f"they do NOT fit: {', '.join(over)} exceed the device" if over else
+               "they fit: every resource is within the device")
+    how = ("packed as one design (`rpaccel synth parts`)" if whole else
+           f"each packed on its own in the pin harness and added up (an upper bound: {len(runs)} harnesses are "
+           "counted, about one LUT and one flip-flop per port bit each)")
+    notes = (f"Preset `{config.name}`: the MLP engine ({config.array_rows}x{config.array_cols} array), the embedding "
+             f"unit and {config.topk_units} top-k unit(s) of K_MAX = {config.k_max}, {how}; nextpnr's cell counts "
+             f"after packing (`--pack-only`). Result: {verdict}. TRELLIS_COMB is nextpnr's logic cell (a LUT4, "
+             f"a carry half or half of a LUT-RAM cell), of which the device has {device['luts']['available']:,}. "
+             "Placement and routing of the "
+             "units together is not measured here (see each unit's own bench for its Fmax). "
+             f"Tools: {', '.join(runs[0]['tools'].values())}.")
+    section = (Section("chip-whole", f"Whole chip as one design: the {config.name} preset's units on the {label}",
+                       table + "\n\n" + notes) if whole else
+               Section("chip", f"Whole chip: the {config.name} preset's units on the {label}", table + "\n\n" + notes))
+    return Report(rows=runs, text=table + "\n" + notes, sections=(section,),
+                  data={"runs": runs, "total": total, "fits": not over})
