@@ -1,6 +1,6 @@
 """The credit counter: places of a resource taken and not yet given back, and whether more may be taken."""
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,15 +67,18 @@ class CreditCounter(wiring.Component):
         super().__init__({"take": In(range(max_take + 1)), "give": In(range(max_give + 1)),
                           "count": Out(range(capacity + 1)), "room": Out(1, init=1), "room_next": Out(1)})
 
+    def _room(self, count):
+        # `count + need <= capacity` for a count that never exceeds the capacity: the count is none of the top
+        # `need` values. Compares with constants stay in LUTs; synthesis would make `<=` a carry chain.
+        return ~Cat(count == full for full in range(self.capacity - self.need + 1, self.capacity + 1)).any()
+
     def elaborate(self, platform):
         m = Module()
         count_next = Signal.like(self.count, name="count_next")
-        # `count <= capacity - need` rather than `count + need <= capacity`: a compare with a constant, no adder.
-        m.d.comb += [count_next.eq(self.count - self.give + self.take),
-                     self.room_next.eq(count_next <= self.capacity - self.need)]
+        m.d.comb += [count_next.eq(self.count - self.give + self.take), self.room_next.eq(self._room(count_next))]
         m.d.sync += self.count.eq(count_next)
         if self.registered:
             m.d.sync += self.room.eq(self.room_next)
         else:
-            m.d.comb += self.room.eq(self.count <= self.capacity - self.need)
+            m.d.comb += self.room.eq(self._room(self.count))
         return m
