@@ -37,8 +37,8 @@ Changing ``split`` discards every loaded tile and every item in flight (the cont
 the array is idle) and holds the streams for :attr:`ArrayGeometry.settle_cycles`. A ``split`` value that is not
 in ``config.splits`` stops every slot. The array takes ``split`` into a register of its own (a change takes
 effect a cycle later), compares that with a second copy, and every block and slot decodes it into a registered
-one-hot replica of its own (:func:`rpaccel.rtl.select.split_modes`), so no split-dependent multiplexer hangs on
-a die-wide net.
+one-hot replica of its own (:func:`rpaccel.rtl.lib.select.split_modes`), so no split-dependent multiplexer hangs
+on a die-wide net.
 
 A reset is handled like a change of split: a register takes the domain's reset and restarts the slots a cycle
 later, so the control registers take no reset of their own and the reset net reaches one flip-flop here rather
@@ -175,7 +175,10 @@ def _delay_line(m, name, value, delays, enable):
     that holds (``d = 0``: not delayed).
 
     A circular buffer: one write and one read per cycle whatever the delay (a register chain would move every
-    stage), which is cheap both as FPGA LUT RAM and in a simulator. Its contents are not reset.
+    stage), which is cheap both as FPGA LUT RAM and in a simulator. Its contents are not reset. Unlike
+    :class:`rpaccel.rtl.lib.delay.DelayLine` (a fixed delay, always running, its output in a register), the delay
+    follows the split (0 passes ``value`` through), the line advances only with the slot's enable, and the read
+    is asynchronous from a registered address: the PEs' and the result registers take its output directly.
     """
     value = Cat(value)
     longest = max(d for _, d in delays)

@@ -17,6 +17,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .lib.delay import shift_register
 from .lib.select import pick, pick_keyed, split_modes
 
 __all__ = ["LaneMemory", "read_signature", "write_signature"]
@@ -171,13 +172,8 @@ class LaneMemory(wiring.Component):
         """Read data of ``lane``: the slices of the group its read addressed, READ_LATENCY cycles before."""
         r = getattr(self, f"read{lane}")
         mode = split_modes(m, self.split, self.word_elems, name=f"read{lane}")
-        group_q = r.addr[self._row_bits:]
-        for k in range(self.READ_LATENCY):
-            delayed = Signal(range(max(self.groups(n) for n in self.modes_of(lane))), name=f"group{lane}_d{k}",
-                             reset_less=True)
-            if len(delayed):
-                m.d.sync += delayed.eq(group_q)
-            group_q = delayed
+        group_q = shift_register(m, r.addr[self._row_bits:], self.READ_LATENCY, name=f"group{lane}_d", first=0,
+                                 shape=range(max(self.groups(n) for n in self.modes_of(lane))), reset_less=True)[-1]
         choices = []
         for n in self.modes_of(lane):
             q = self.word_elems[n] // self.slice_elems

@@ -52,15 +52,17 @@ from ..config import AccelConfig, ConfigError
 from ..numeric import ACC_BITS, ACT_BITS
 from .array import ArrayGeometry, SystolicArray, x_layout, y_layout
 from .lanemem import LaneMemory, read_signature, write_signature
-from .lib.queue import Queue as SlicedFIFO
+from .lib.credit import CreditCounter
+from .lib.delay import shift_register
+from .lib.queue import Queue
 from .lib.select import pick, pick_keyed, replica, split_modes
 from .lib.slice import RegisterSlice
 from .memory import RegisteredRAM
 from .postproc import PostProcessor, RequantParams
 
-__all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "Accumulator", "BeatIssuer", "CounterNest", "CreditCounter",
+__all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "Accumulator", "BeatIssuer", "CounterNest",
            "Dispatcher", "EngineGeometry", "Feeder", "Fetcher", "Loader", "MLPCommand", "MLPEngine", "MLPLane", "Op",
-           "SplitShape", "Unpacker", "Writer", "delay_registers", "wload_layout"]
+           "SplitShape", "Unpacker", "Writer", "wload_layout"]
 
 #: Width of buffer addresses and of item/tile counts in commands.
 ADDR_BITS = 16
@@ -251,19 +253,6 @@ def wload_layout(geometry):
                               "data": data.ArrayLayout(signed(ACT_BITS), geometry.word_bytes)})
 
 
-def delay_registers(m, value, shape, cycles, *, name, reset_less=False):
-    """``value`` ``cycles`` cycles later, through a chain of registers ``<name>0``, ``<name>1``, ...
-
-    A shift register, for short fixed delays that follow a request through a pipelined memory (a circular
-    buffer in LUT RAM, as the array's skew lines, pays off only for longer or variable delays).
-    """
-    for k in range(cycles):
-        stage = Signal(shape, name=f"{name}{k}", reset_less=reset_less)
-        m.d.sync += stage.eq(value)
-        value = stage
-    return value
-
-
 def _satisfied(done, wait):
     """``done`` has reached ``wait`` (modulo 2**WAIT_BITS, within half the range)."""
     return ~(done - wait)[WAIT_BITS - 1]
@@ -278,48 +267,6 @@ def _latch_command(m, cmd, start, name):
     with m.If(start):
         m.d.sync += reg.eq(cmd.payload)
     return reg
-
-
-class CreditCounter(wiring.Component):
-    """Free entries of a buffer downstream, counted ahead of its own fill level: a credit is taken when an entry is
-    promised (a request issued whose answer will land there), given back when an entry is read.
-
-    Parameters
-    ----------
-    credits : int
-        Entries of the buffer.
-    registered : bool
-        ``available`` comes from a register, decided a cycle ahead from the next count (for a decision that fans
-        out), rather than from a compare of the count.
-
-    Members
-    -------
-    take, give : In(1)
-        A credit is taken, given back (both may happen in one cycle).
-    available : Out(1)
-        At least one credit is left.
-    """
-
-    def __init__(self, credits, *, registered):
-        if not isinstance(credits, int) or isinstance(credits, bool) or credits < 1:
-            self._MustUse__silence = True  # never built: no "created but never used" warning on top of the error
-            raise ValueError(f"Credit count must be a positive integer, not {credits!r}")
-        self.credits, self.registered = credits, registered
-        super().__init__({"take": In(1), "give": In(1), "available": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        count = Signal(range(self.credits + 1), init=self.credits, name="credits")
-        count_next = Signal.like(count, name="credits_next")
-        m.d.comb += count_next.eq(count - self.take + self.give)
-        m.d.sync += count.eq(count_next)
-        if self.registered:
-            available = Signal(init=1, name="room")
-            m.d.sync += available.eq(count_next != 0)
-            m.d.comb += self.available.eq(available)
-        else:
-            m.d.comb += self.available.eq(count != 0)
-        return m
 
 
 class CounterNest(wiring.Component):
@@ -427,7 +374,7 @@ def _beat_layout(postprocs):
 
 
 def _fifo_stream(m, fifo, stream_):
-    """The read side of ``fifo`` (an ``amaranth.lib.fifo`` or :class:`SlicedFIFO`) as the stream ``stream_``."""
+    """The read side of ``fifo`` (an ``amaranth.lib.fifo`` or :class:`~.lib.queue.Queue`) as the stream ``stream_``."""
     m.d.comb += [stream_.valid.eq(fifo.r_rdy), stream_.payload.eq(fifo.r_data), fifo.r_en.eq(stream_.ready)]
 
 
@@ -583,15 +530,15 @@ class Fetcher(_LaneUnit):
             nest.start.eq(start), nest.limit.ktiles.eq(self.cmd.payload.ktiles),
             nest.limit.ntiles.eq(self.cmd.payload.ntiles), nest.step.eq(fire & tile_end),
             credits.take.eq(fire), credits.give.eq(word_fifo.r_en & word_fifo.r_rdy),
-            self.wreq.valid.eq(nest.running & credits.available),
+            self.wreq.valid.eq(nest.running & credits.room),
             self.wreq.payload.eq(addr),
             tag.bias.eq(~in_tile), tag.bias_last.eq(bias_end), tag.params.eq(cmd.params),
             tag.to_output.eq(cmd.to_output), tag.out_row.eq(out_row), tag.out_off.eq(out_off),
             tag.last_ntile.eq(nest.last.ntiles),
             # The tag of a request meets its word WRESP_LATENCY cycles later.
             word_fifo.w_en.eq(self.wresp_valid),
-            word_fifo.w_data.eq(Cat(self.wresp, delay_registers(m, tag, word_tag, WRESP_LATENCY, name="f_tag_d",
-                                                                reset_less=True))),
+            word_fifo.w_data.eq(Cat(self.wresp, shift_register(m, tag, WRESP_LATENCY, name="f_tag_d", first=0,
+                                                               shape=word_tag, reset_less=True)[-1])),
         ]
         with m.If(start):
             m.d.sync += [addr.eq(self.cmd.payload.w_base), word.eq(0), in_tile.eq(0),
@@ -641,7 +588,7 @@ class Unpacker(_LaneUnit):
         mode = self.decode(m, "unpack")
         ntile_layout = _ntile_layout(self.rows, self.cols)
         # Cut by bias element (each goes to its own post-processor), the rest in a slice of its own.
-        m.submodules.ntile_fifo = ntile_fifo = SlicedFIFO(
+        m.submodules.ntile_fifo = ntile_fifo = Queue(
             [ACC_BITS] * self.cols + [ntile_layout.size - self.cols * ACC_BITS], depth=self.NTILE_FIFO)
         _fifo_stream(m, ntile_fifo, self.ntiles)
         word, tag = self.words.payload.data, self.words.payload.tag
@@ -731,7 +678,7 @@ class Feeder(_LaneUnit):
         m.d.comb += [
             nest.start.eq(start), nest.limit.items.eq(head.items), nest.limit.ktiles.eq(head.ktiles),
             nest.limit.ntiles.eq(head.ntiles), nest.step.eq(issue),
-            issue.eq(nest.running & credits.available),
+            issue.eq(nest.running & credits.room),
             credits.take.eq(issue), credits.give.eq(feed_fifo.r_en & feed_fifo.r_rdy),
             self.act_r.en.eq(issue),
             self.act_r.addr.eq(row + nest.count.items),
@@ -741,9 +688,10 @@ class Feeder(_LaneUnit):
             tag.final.eq(nest.last.ktiles),
             tag.end.eq(nest.last.items),
             # A read's valid flag and tag follow it through the activation memory.
-            feed_fifo.w_en.eq(delay_registers(m, issue, 1, LaneMemory.READ_LATENCY, name="d_inflight")),
-            feed_fifo.w_data.eq(Cat(self.act_r.data, delay_registers(m, tag, tag_layout, LaneMemory.READ_LATENCY,
-                                                                     name="d_tag", reset_less=True))),
+            feed_fifo.w_en.eq(shift_register(m, issue, LaneMemory.READ_LATENCY, name="d_inflight", first=0,
+                                             shape=1)[-1]),
+            feed_fifo.w_data.eq(Cat(self.act_r.data, shift_register(m, tag, LaneMemory.READ_LATENCY, name="d_tag",
+                                                                    first=0, shape=tag_layout, reset_less=True)[-1])),
         ]
         with m.If(start):
             m.d.sync += row.eq(head.in_base)
@@ -804,16 +752,16 @@ class Accumulator(_LaneUnit):
         cols, tag_layout = self.cols, self.geometry.tag_layout()
         lut_ram = not isinstance(platform, SiliconBluePlatform)  # the iCE40 has none
         # Cut by column (each goes to its own post-processor), the tag in a slice of its own.
-        m.submodules.acc_fifo = acc_fifo = SlicedFIFO([ACC_BITS] * cols + [tag_layout.size], depth=self.ACC_FIFO)
+        m.submodules.acc_fifo = acc_fifo = Queue([ACC_BITS] * cols + [tag_layout.size], depth=self.ACC_FIFO)
         _fifo_stream(m, acc_fifo, self.sums)
-        m.submodules.credits = credits = CreditCounter(self.ACC_FIFO, registered=True)
+        m.submodules.credits = credits = CreditCounter(self.ACC_FIFO)
         a_valid, b_valid = Signal(), Signal()
         a_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         b_psum = Signal(data.ArrayLayout(signed(ACC_BITS), cols), reset_less=True)
         a_tag, b_tag = Signal(tag_layout, reset_less=True), Signal(tag_layout, reset_less=True)
         fire = self.y.valid & self.y.ready
         m.d.comb += [
-            self.y.ready.eq(credits.available),
+            self.y.ready.eq(credits.room),
             credits.take.eq(fire & self.y.payload.tag.final),
             credits.give.eq(acc_fifo.r_en & acc_fifo.r_rdy),
         ]
@@ -900,7 +848,7 @@ class BeatIssuer(_LaneUnit):
         m.submodules.result_fifo = result_fifo = SyncFIFO(width=self.postprocs * ACC_BITS, depth=self.RESULT_FIFO)
         _fifo_stream(m, out_tags, self.tags)
         _fifo_stream(m, result_fifo, self.results)
-        m.submodules.credits = credits = CreditCounter(self.RESULT_FIFO, registered=True)
+        m.submodules.credits = credits = CreditCounter(self.RESULT_FIFO)
         acc, acc_tag, ntile = self.sums.payload.acc, self.sums.payload.tag, self.ntiles.payload
         beat = Signal(range(max(s.beats for s in self.shapes)))
         beat_next = Signal.like(beat)
@@ -910,7 +858,7 @@ class BeatIssuer(_LaneUnit):
         pp_beat = Signal(self.pp_i.payload.shape(), reset_less=True)
         m.d.sync += [pp_valid.eq(issue), pp_beat.params.eq(ntile.params), beat.eq(beat_next)]
         m.d.comb += [
-            issue.eq(self.sums.valid & self.ntiles.valid & credits.available),
+            issue.eq(self.sums.valid & self.ntiles.valid & credits.room),
             credits.take.eq(issue), credits.give.eq(result_fifo.r_en & result_fifo.r_rdy),
             self.pp_i.valid.eq(pp_valid),
             self.pp_i.payload.eq(pp_beat),
@@ -1175,7 +1123,7 @@ class MLPEngine(wiring.Component):
         m = Module()
         g = self.geometry
         # The lanes, the activation memory and the post-processor routing each decode `split` into registers
-        # of their own (rpaccel.rtl.select.split_modes): all follow a change one cycle later. The array
+        # of their own (rpaccel.rtl.lib.select.split_modes): all follow a change one cycle later. The array
         # registers its input before it compares or decodes it (so it follows a cycle later too).
         m.submodules.array = array = SystolicArray(self.config, tag_shape=g.tag_layout())
         m.submodules.act_mem = act_mem = g.act_memory()
@@ -1241,7 +1189,7 @@ class MLPEngine(wiring.Component):
         read_addr = Signal.like(weights.r_addr)
         resp = Signal.like(weights.r_data, reset_less=True)
         assert 1 + weights.latency + 1 == WRESP_LATENCY
-        resp_to = delay_registers(m, fire, g.lanes, WRESP_LATENCY, name="resp_to")
+        resp_to = shift_register(m, fire, WRESP_LATENCY, name="resp_to", first=0, shape=g.lanes)[-1]
         m.d.sync += [read_addr.eq(pick([(grant[k], unit.wreq.payload) for k, unit in enumerate(lanes)])),
                      resp.eq(weights.r_data)]
         m.d.comb += weights.r_addr.eq(read_addr)

@@ -6,6 +6,7 @@
   storage (optionally cut into slices) or behind it.
 * :mod:`.delay`: :class:`~.delay.DelayLine`, a wide delay line in LUT RAM, and :func:`~.delay.shift_register`, a
   chain of registers whose every stage can be read.
-* :mod:`.credit`: :class:`~.credit.CreditCounter`, places taken and given back, with a registered "room".
+* :mod:`.credit`: :class:`~.credit.CreditCounter`, places taken and given back, and whether there is room (a
+  register, or a compare of the count).
 * :mod:`.select`: the multiplexers and register replicas of the blocks whose wiring follows the run-time split.
 """

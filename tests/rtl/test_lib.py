@@ -339,10 +339,37 @@ def credit_errors(dut, *, seed, max_take, max_give, cycles=3000):
     return errors
 
 
+@pytest.mark.parametrize("registered", [True, False])
 @pytest.mark.parametrize(("capacity", "need", "max_take", "max_give"), [(16, 2, 1, 1), (8, 1, 1, 2), (24, 4, 4, 5)])
-def test_credit_counter_against_a_count(capacity, need, max_take, max_give):
-    dut = CreditCounter(capacity, need=need, max_take=max_take, max_give=max_give)
+def test_credit_counter_against_a_count(capacity, need, max_take, max_give, registered):
+    dut = CreditCounter(capacity, need=need, max_take=max_take, max_give=max_give, registered=registered)
     assert not credit_errors(dut, seed=capacity, max_take=max_take, max_give=max_give)
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_credit_counter_fills_and_drains_a_small_queue(registered):
+    """The lanes' use: one place taken and one given back at most per cycle, taken only with ``room``, never
+    more given back than taken; the count goes through every level from empty to full."""
+    dut = CreditCounter(3, registered=registered)
+    rng = random.Random(7)
+    seen = set()
+
+    async def bench(ctx):
+        used = 0
+        for _ in range(400):
+            room = bool(ctx.get(dut.room))
+            assert room == (used < 3)
+            assert ctx.get(dut.count) == used
+            take = room and rng.random() < 0.6
+            give = used > 0 and rng.random() < 0.5
+            ctx.set(dut.take, take)
+            ctx.set(dut.give, give)
+            used += take - give
+            seen.add(used)
+            await ctx.tick()
+
+    run_simulation(dut, [bench], max_cycles=1_000, name="credit-counter")
+    assert seen == {0, 1, 2, 3}
 
 
 class _RoomFromCount(CreditCounter):
@@ -366,3 +393,5 @@ def test_credit_counter_bad_parameters():
     with pytest.raises(ValueError, match="Credit counter need must be a positive integer of at most the capacity 4, "
                                          "not 5"):
         CreditCounter(4, need=5)
+    with pytest.raises(TypeError, match="Credit counter registered must be a bool, not 'yes'"):
+        CreditCounter(4, registered="yes")

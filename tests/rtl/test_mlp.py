@@ -167,41 +167,6 @@ def test_counter_nest_counts_every_iteration_in_order(levels):
     run_simulation(dut, [bench], max_cycles=2_000, name="counter-nest")
 
 
-@pytest.mark.parametrize("registered", [False, True])
-def test_credit_counter_never_gives_more_than_it_has(registered):
-    """Random takes (only while ``available``) and gives (only of taken credits) against a count of free
-    entries: ``available`` says a credit is left, a cycle ahead into a register when ``registered``."""
-    from rpaccel.rtl.mlp import CreditCounter
-    from rpaccel.sim.streams import run_simulation
-
-    dut = CreditCounter(3, registered=registered)
-    rng = np.random.default_rng(7)
-    seen = set()
-
-    async def bench(ctx):
-        free = 3
-        for _ in range(400):
-            available = bool(ctx.get(dut.available))
-            assert available == (free != 0)
-            take = available and rng.random() < 0.6
-            give = free < 3 and rng.random() < 0.5
-            ctx.set(dut.take, take)
-            ctx.set(dut.give, give)
-            free += give - take
-            seen.add(free)
-            await ctx.tick()
-
-    run_simulation(dut, [bench], max_cycles=1_000, name="credit-counter")
-    assert seen == {0, 1, 2, 3}
-
-
-def test_credit_counter_refuses_no_credits():
-    from rpaccel.rtl.mlp import CreditCounter
-
-    with pytest.raises(ValueError, match="Credit count must be a positive integer, not 0"):
-        CreditCounter(0, registered=False)
-
-
 def test_counter_nest_refuses_unknown_levels():
     from rpaccel.rtl.mlp import CounterNest
 
