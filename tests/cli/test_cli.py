@@ -182,7 +182,7 @@ def test_bench_gemm_at_a_custom_configuration_writes_its_section(tmp_path, capsy
 
 @pytest.mark.verilator
 def test_a_failed_check_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch):
-    import rpaccel.sim.golden.mlp as golden
+    import rpaccel.host.reference as golden
 
     forward = golden.mlp_forward
     monkeypatch.setattr(golden, "mlp_forward", lambda layers, x: forward(layers, x) + 1)   # a planted bug
