@@ -24,9 +24,10 @@ Stream formats (layouts from :func:`interaction_in_layout` and :func:`interactio
 
 Structure (see docs/interaction.md for the design decision and its cost): the item's vectors are written into
 one of two banks of block RAM while the other bank's item is computed. The sequencer issues one operation per
-cycle: a chunk of a vector to put out (the bottom vector for ``dot``, every vector for ``cat``), or a chunk of a
-pair to multiply and accumulate on ``lanes`` LUT multipliers (:func:`rpaccel.rtl.pe.lut_multiply`); a pair's
-sum is requantised by a :class:`~rpaccel.rtl.postproc.PostProcessor`. The results go through a queue into a
+cycle: a chunk of a vector to put out (the bottom vector for ``dot``, every vector for ``cat``), or a chunk of
+``pair_lanes`` consecutive pairs to multiply and accumulate, each on ``lanes`` LUT multipliers
+(:func:`rpaccel.rtl.pe.lut_multiply`); a pair's sum is requantised by a
+:class:`~rpaccel.rtl.postproc.PostProcessor`. The results go through a queue into a
 packer that fills the output words. The sequencer issues only while a :class:`~rpaccel.rtl.lib.credit.CreditCounter`
 says the queue has room for everything in flight, so the pipeline behind it never stalls.
 """
@@ -43,11 +44,14 @@ from .lib.queue import Queue
 from .pe import lut_partial_products, lut_product
 from .postproc import PostProcessor
 
-__all__ = ["MODES", "Interaction", "interaction_in_layout", "interaction_out_layout", "interaction_params_layout",
-           "item_cycles"]
+__all__ = ["DEFAULT_PAIR_LANES", "MODES", "Interaction", "interaction_in_layout", "interaction_out_layout",
+           "interaction_params_layout", "item_cycles"]
 
 #: The interaction modes, by their code in ``params.mode``.
 MODES = ("dot", "cat")
+#: Pairs computed at once by default: two keep RM-small's and RM-med's 351 pairs (176 cycles per item) within
+#: the MLP engine's cycles per item on the ``small`` array (see docs/interaction.md).
+DEFAULT_PAIR_LANES = 2
 
 # Stages from issuing an operation to its result entering the queue: the block RAM read (1), partial products
 # (2), products (3), partial sums (4), accumulation (5), requantisation (PostProcessor.LATENCY).
@@ -85,12 +89,13 @@ def interaction_out_layout(lanes):
     return data.StructLayout({"data": data.ArrayLayout(signed(ACT_BITS), lanes), "last": unsigned(1)})
 
 
-def item_cycles(mode, vectors, dim, lanes):
+def item_cycles(mode, vectors, dim, lanes, pair_lanes=None):
     """Cycles the sequencer spends on one item (its operations, one per cycle): the unit's throughput bound."""
+    pair_lanes = DEFAULT_PAIR_LANES if pair_lanes is None else pair_lanes
     chunks = _chunks(dim, lanes)
     if mode == "cat":
         return vectors * chunks
-    return chunks + vectors * (vectors - 1) // 2 * chunks
+    return chunks + -(-(vectors * (vectors - 1) // 2) // pair_lanes) * chunks
 
 
 class Interaction(wiring.Component):
@@ -104,6 +109,9 @@ class Interaction(wiring.Component):
         Most vectors ``F`` per item (the bottom output and the pooled vectors).
     max_dim : int
         Largest vector dimension ``d``.
+    pair_lanes : int
+        Pairs computed at once (at most ``lanes``), each on ``lanes`` LUT multipliers with a requantiser of its
+        own (a :class:`~rpaccel.rtl.postproc.PostProcessor`, two DSP blocks on the ECP5).
 
     Members
     -------
@@ -114,14 +122,18 @@ class Interaction(wiring.Component):
         Output words.
     """
 
-    def __init__(self, *, lanes, max_vectors, max_dim):
+    def __init__(self, *, lanes, max_vectors, max_dim, pair_lanes=DEFAULT_PAIR_LANES):
         _check_positive(self, "lanes", lanes)
         _check_positive(self, "max_vectors", max_vectors)
         _check_positive(self, "max_dim", max_dim)
+        _check_positive(self, "pair_lanes", pair_lanes)
         if lanes & (lanes - 1):
             self._MustUse__silence = True
             raise ValueError(f"Interaction unit lanes must be a power of two, not {lanes!r}")
-        self.lanes, self.max_vectors, self.max_dim = lanes, max_vectors, max_dim
+        if pair_lanes > lanes:
+            self._MustUse__silence = True
+            raise ValueError(f"Interaction unit pair_lanes must be at most lanes ({lanes}), not {pair_lanes!r}")
+        self.lanes, self.max_vectors, self.max_dim, self.pair_lanes = lanes, max_vectors, max_dim, pair_lanes
         #: Chunk words per vector of the largest dimension.
         self.max_chunks = _chunks(max_dim, lanes)
         super().__init__({"i": In(stream.Signature(interaction_in_layout(lanes, max_vectors, max_dim))),
@@ -144,11 +156,10 @@ class Interaction(wiring.Component):
         vector_bits = max(1, (self.max_vectors - 1).bit_length())
         word = lanes * ACT_BITS
 
-        # Two banks of vector chunks, addressed {chunk, vector, bank}; one read port per pair operand.
+        # Two banks of vector chunks, addressed {chunk, vector, bank}; a read port per pair operand.
         m.submodules.banks = banks = Memory(shape=word, depth=1 << (chunk_bits + vector_bits + 1), init=[])
         write = banks.write_port()
-        read_a, read_b = banks.read_port(), banks.read_port()
-
+        reads = [(banks.read_port(), banks.read_port()) for _ in range(self.pair_lanes)]
         full = Signal(2)                      # the bank holds a whole item not yet computed
         desc = [Signal(params_layout, name=f"desc{b}") for b in range(2)]
 
@@ -179,7 +190,9 @@ class Interaction(wiring.Component):
             with m.Else():
                 m.d.sync += lc.eq(lc + 1)
 
-        # The sequencer: one operation per cycle on bank rb while the result queue has room for it.
+        # The sequencer: one operation per cycle on bank rb while the result queue has room for it. An operation
+        # is a chunk of a vector to put out, or the same chunk of pair_lanes consecutive pairs (fewer at an
+        # item's end): lane 0's pair is (ri, rj), lane p's the p-th after it in row-major order.
         rb = Signal()
         item = Signal(params_layout)
         m.d.comb += item.eq(Mux(rb, desc[1], desc[0]))
@@ -191,17 +204,31 @@ class Interaction(wiring.Component):
         last_chunk = rc == self._chunk_count(item.dim) - 1
         emit_vectors = Mux(dot, 1, item.vectors)
         to_pairs = dot & (item.vectors > 1)
-        last_pair = (ri == item.vectors - 2) & (rj == item.vectors - 1)
-        done = last_chunk & Mux(pairs, last_pair, (ri == emit_vectors - 1) & ~to_pairs)
+        lane_i, lane_j, lane_valid, lane_end = [ri], [rj], [Signal(init=1, name="lane_valid0")], []
+        for p in range(self.pair_lanes):
+            end_p = Signal(name=f"lane_end{p}")       # lane p holds the item's last pair
+            m.d.comb += end_p.eq((lane_i[p] == item.vectors - 2) & (lane_j[p] == item.vectors - 1))
+            lane_end.append(end_p)
+            row_end = lane_j[p] == item.vectors - 1
+            next_i, next_j = Signal(vector_bits, name=f"lane_i{p + 1}"), Signal(vector_bits, name=f"lane_j{p + 1}")
+            next_valid = Signal(name=f"lane_valid{p + 1}")
+            m.d.comb += [next_i.eq(Mux(row_end, lane_i[p] + 1, lane_i[p])),
+                         next_j.eq(Mux(row_end, lane_i[p] + 2, lane_j[p] + 1)),
+                         next_valid.eq(lane_valid[p] & ~end_p)]
+            lane_i.append(next_i)
+            lane_j.append(next_j)
+            lane_valid.append(next_valid)
+        last_pairs = Cat(valid & end for valid, end in zip(lane_valid, lane_end)).any()
+        done = last_chunk & Mux(pairs, last_pairs, (ri == emit_vectors - 1) & ~to_pairs)
         issue = Signal()
         left = Signal(signed(self.max_dim.bit_length() + 1))
         m.d.comb += [
             issue.eq(full.bit_select(rb, 1) & credits.room),
             credits.take.eq(issue & (~pairs | last_chunk)),
-            read_a.addr.eq(Cat(rc, ri, rb)),
-            read_b.addr.eq(Cat(rc, rj, rb)),
             left.eq(item.dim - (rc << log_lanes)),
         ]
+        for p, (read_a, read_b) in enumerate(reads):
+            m.d.comb += [read_a.addr.eq(Cat(rc, lane_i[p], rb)), read_b.addr.eq(Cat(rc, lane_j[p], rb))]
         with m.If(issue):
             m.d.sync += rc.eq(Mux(last_chunk, 0, rc + 1))
             with m.If(done):
@@ -212,10 +239,8 @@ class Interaction(wiring.Component):
                         m.d.sync += [pairs.eq(1), ri.eq(0), rj.eq(1)]
                     with m.Else():
                         m.d.sync += ri.eq(ri + 1)
-                with m.Elif(rj == item.vectors - 1):
-                    m.d.sync += [ri.eq(ri + 1), rj.eq(ri + 2)]
                 with m.Else():
-                    m.d.sync += rj.eq(rj + 1)
+                    m.d.sync += [ri.eq(lane_i[-1]), rj.eq(lane_j[-1])]
 
         # What travels beside the data: op[k] describes the operation issued k + 1 cycles before.
         count_shape = unsigned(lanes.bit_length())
@@ -225,45 +250,49 @@ class Interaction(wiring.Component):
         m.d.comb += [
             issued.valid.eq(issue), issued.pair.eq(pairs), issued.first.eq(rc == 0),
             issued.push.eq(~pairs | last_chunk), issued.last.eq(done),
-            issued.count.eq(Mux(pairs, 1, Mux(left >= lanes, lanes, left))),
+            issued.count.eq(Mux(pairs, sum(lane_valid[:self.pair_lanes]), Mux(left >= lanes, lanes, left))),
         ]
         op = shift_register(m, issued, _LATENCY, name="op{}")
         scale = shift_register(m, Cat(item.m, item.s), _ACCUMULATE, name="scale{}", reset_less=True)
+        requant_in = op[_ACCUMULATE - 1]
 
-        # The multiply-accumulate: partial products, products, sums of four, the total, the accumulator.
-        a = data.View(data.ArrayLayout(signed(ACT_BITS), lanes), read_a.data)
-        b = data.View(data.ArrayLayout(signed(ACT_BITS), lanes), read_b.data)
-        partials = []
-        for k in range(lanes):
-            low, high = lut_partial_products(a[k], b[k])
-            low_r, high_r = Signal.like(low, name=f"low{k}"), Signal.like(high, name=f"high{k}")
-            m.d.sync += [low_r.eq(low), high_r.eq(high)]
-            partials.append((low_r, high_r))
-        products = [Signal(signed(2 * ACT_BITS), name=f"product{k}") for k in range(lanes)]
-        m.d.sync += [product.eq(lut_product(low, high)) for product, (low, high) in zip(products, partials)]
-        group = min(4, lanes)
-        sum_shape = signed(2 * ACT_BITS + (lanes - 1).bit_length())
-        sums = [Signal(sum_shape, name=f"sum{g}") for g in range(lanes // group)]
-        m.d.sync += [s.eq(sum(products[g * group:(g + 1) * group])) for g, s in enumerate(sums)]
-        acc = Signal(signed(ACC_BITS))
-        total = sum(sums)
-        with m.If(op[3].valid & op[3].pair):
-            m.d.sync += acc.eq(Mux(op[3].first, total, acc + total))
-
-        # Requantisation: never stalled, so its results come out PostProcessor.LATENCY cycles later.
-        m.submodules.requant = requant = PostProcessor()
-        m.d.comb += [
-            requant.i.valid.eq(op[_ACCUMULATE - 1].valid & op[_ACCUMULATE - 1].pair & op[_ACCUMULATE - 1].push),
-            requant.i.payload.acc.eq(acc),
-            requant.i.payload.bias.eq(0),
-            requant.i.payload.params.m.eq(scale[_ACCUMULATE - 1][:M_BITS]),
-            requant.i.payload.params.s.eq(scale[_ACCUMULATE - 1][M_BITS:]),
-            requant.o.ready.eq(1),
-        ]
+        # Per pair lane the multiply-accumulate (partial products, products, sums of four, the total, the
+        # accumulator) and the requantisation, never stalled, so its results come out PostProcessor.LATENCY
+        # cycles later.
+        results = []
+        for p, (read_a, read_b) in enumerate(reads):
+            a = data.View(data.ArrayLayout(signed(ACT_BITS), lanes), read_a.data)
+            b = data.View(data.ArrayLayout(signed(ACT_BITS), lanes), read_b.data)
+            partials = []
+            for k in range(lanes):
+                low, high = lut_partial_products(a[k], b[k])
+                low_r, high_r = Signal.like(low, name=f"low{p}_{k}"), Signal.like(high, name=f"high{p}_{k}")
+                m.d.sync += [low_r.eq(low), high_r.eq(high)]
+                partials.append((low_r, high_r))
+            products = [Signal(signed(2 * ACT_BITS), name=f"product{p}_{k}") for k in range(lanes)]
+            m.d.sync += [product.eq(lut_product(low, high)) for product, (low, high) in zip(products, partials)]
+            group = min(4, lanes)
+            sum_shape = signed(2 * ACT_BITS + (lanes - 1).bit_length())
+            sums = [Signal(sum_shape, name=f"sum{p}_{g}") for g in range(lanes // group)]
+            m.d.sync += [s.eq(sum(products[g * group:(g + 1) * group])) for g, s in enumerate(sums)]
+            acc = Signal(signed(ACC_BITS), name=f"acc{p}")
+            total = sum(sums)
+            with m.If(op[3].valid & op[3].pair):
+                m.d.sync += acc.eq(Mux(op[3].first, total, acc + total))
+            m.submodules[f"requant{p}"] = requant = PostProcessor()
+            m.d.comb += [
+                requant.i.valid.eq(requant_in.valid & requant_in.pair & requant_in.push),
+                requant.i.payload.acc.eq(acc),
+                requant.i.payload.bias.eq(0),
+                requant.i.payload.params.m.eq(scale[_ACCUMULATE - 1][:M_BITS]),
+                requant.i.payload.params.s.eq(scale[_ACCUMULATE - 1][M_BITS:]),
+                requant.o.ready.eq(1),
+            ]
+            results.append(requant.o.payload[:ACT_BITS])
 
         # The chunk read for an output operation, delayed to meet the requantised results.
         m.submodules.chunk_delay = chunk_delay = DelayLine(word, _LATENCY - 1)
-        m.d.comb += chunk_delay.i.eq(read_a.data)
+        m.d.comb += chunk_delay.i.eq(reads[0][0].data)
 
         # The result queue: {data, count, last} per pushed operation, room guaranteed by the credits.
         element = data.StructLayout({"data": word, "count": count_shape, "last": 1})
@@ -271,7 +300,8 @@ class Interaction(wiring.Component):
         out_op = op[_LATENCY - 1]
         pushed = Signal(element)
         m.d.comb += [
-            pushed.data.eq(Mux(out_op.pair, requant.o.payload[:ACT_BITS], chunk_delay.o)),
+            pushed.data.eq(Mux(out_op.pair, Cat(Mux(out_op.count > p, result, 0) for p, result in enumerate(results)),
+                               chunk_delay.o)),
             pushed.count.eq(out_op.count),
             pushed.last.eq(out_op.last),
             queue.w_data.eq(pushed),

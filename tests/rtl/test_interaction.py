@@ -66,11 +66,13 @@ def check(dut, batches, **kwargs):
 
 # --- the scoreboard ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lanes, vectors, dim", [(4, 5, 4), (4, 6, 3), (4, 4, 10), (8, 3, 8), (2, 7, 5),
-                                                 (1, 3, 2), (4, 1, 4)])
-def test_both_modes_bit_exact_under_stalls(lanes, vectors, dim):
-    rng = np.random.default_rng(lanes * 100 + vectors * 10 + dim)
-    dut = Interaction(lanes=lanes, max_vectors=8, max_dim=16)
+@pytest.mark.parametrize("lanes, pair_lanes, vectors, dim", [
+    (4, 2, 5, 4), (4, 3, 6, 3), (4, 2, 4, 10), (8, 1, 3, 8), (2, 2, 7, 5), (1, 1, 3, 2), (4, 2, 1, 4), (4, 4, 2, 4),
+    (4, 4, 8, 4),
+])
+def test_both_modes_bit_exact_under_stalls(lanes, pair_lanes, vectors, dim):
+    rng = np.random.default_rng(lanes * 1000 + pair_lanes * 100 + vectors * 10 + dim)
+    dut = Interaction(lanes=lanes, max_vectors=8, max_dim=16, pair_lanes=pair_lanes)
     batches = [make_batch(rng, mode, int(rng.integers(1, 4)), vectors, dim)
                for mode in ("dot", "cat", "dot", "cat", "cat", "dot")]
     check(dut, batches, in_pause=0.3, out_pause=0.4, seed=vectors)
@@ -94,18 +96,19 @@ def test_rm_small_shape_on_the_small_preset_unit():
                 make_batch(rng, "dot", 2, 27, 16)], in_pause=0.2, out_pause=0.3, seed=5)
 
 
-@pytest.mark.parametrize("mode, vectors, dim", [("dot", 27, 4), ("dot", 9, 16), ("cat", 9, 8)])
-def test_one_item_after_another_without_bubbles(mode, vectors, dim):
+@pytest.mark.parametrize("mode, vectors, dim, pair_lanes", [("dot", 27, 4, 2), ("dot", 27, 4, 1), ("dot", 9, 16, 3),
+                                                             ("cat", 9, 8, 2)])
+def test_one_item_after_another_without_bubbles(mode, vectors, dim, pair_lanes):
     # No idle input, no back-pressure: the sequencer issues one operation per cycle, so items leave item_cycles
     # apart, and an item's words leave on consecutive cycles wherever the packer fills one per cycle.
     rng = np.random.default_rng(13)
-    dut = Interaction(lanes=4, max_vectors=27, max_dim=16)
+    dut = Interaction(lanes=4, max_vectors=27, max_dim=16, pair_lanes=pair_lanes)
     count = 6
     batch = make_batch(rng, mode, count, vectors, dim)
     cycles = check(dut, [batch])
     per_item = output_words(mode, vectors, dim, dut.lanes)
     ends = np.array(cycles[per_item - 1::per_item])
-    assert np.all(np.diff(ends) == item_cycles(mode, vectors, dim, dut.lanes))
+    assert np.all(np.diff(ends) == item_cycles(mode, vectors, dim, dut.lanes, pair_lanes))
 
 
 def test_scoreboard_catches_a_product_one_bit_too_narrow(monkeypatch):
@@ -125,6 +128,8 @@ def test_scoreboard_catches_a_product_one_bit_too_narrow(monkeypatch):
     ({"lanes": 0, "max_vectors": 4, "max_dim": 4}, "lanes must be a positive integer, not 0"),
     ({"lanes": 4, "max_vectors": True, "max_dim": 4}, "max_vectors must be a positive integer, not True"),
     ({"lanes": 4, "max_vectors": 4, "max_dim": 2.0}, "max_dim must be a positive integer, not 2.0"),
+    ({"lanes": 4, "max_vectors": 4, "max_dim": 4, "pair_lanes": 0}, "pair_lanes must be a positive integer, not 0"),
+    ({"lanes": 4, "max_vectors": 4, "max_dim": 4, "pair_lanes": 5}, r"pair_lanes must be at most lanes \(4\), not 5"),
 ])
 def test_unit_parameter_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
