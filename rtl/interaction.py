@@ -53,9 +53,10 @@ MODES = ("dot", "cat")
 #: the MLP engine's cycles per item on the ``small`` array (see docs/interaction.md).
 DEFAULT_PAIR_LANES = 2
 
-# Stages from issuing an operation to its result entering the queue: the block RAM read (1), partial products
-# (2), products (3), partial sums (4), accumulation (5), requantisation (PostProcessor.LATENCY).
-_ACCUMULATE = 5
+# Stages from issuing an operation to its result entering the queue: the block RAM read (1), the operands'
+# register (2), partial products (3), products (4), partial sums (5), accumulation (6), requantisation
+# (PostProcessor.LATENCY). The operands' register keeps the block RAM's clock-to-out out of the multipliers' path.
+_ACCUMULATE = 6
 _LATENCY = _ACCUMULATE + PostProcessor.LATENCY
 # Entries of the result queue: more than the operations in flight plus the queue's own two cycles, so that the
 # credits never stop the sequencer while the output is taken every cycle.
@@ -261,8 +262,10 @@ class Interaction(wiring.Component):
         # cycles later.
         results = []
         for p, (read_a, read_b) in enumerate(reads):
-            a = data.View(data.ArrayLayout(signed(ACT_BITS), lanes), read_a.data)
-            b = data.View(data.ArrayLayout(signed(ACT_BITS), lanes), read_b.data)
+            operands = [Signal(data.ArrayLayout(signed(ACT_BITS), lanes), name=f"{side}{p}", reset_less=True)
+                        for side in ("a", "b")]
+            m.d.sync += [operands[0].eq(read_a.data), operands[1].eq(read_b.data)]
+            a, b = operands
             partials = []
             for k in range(lanes):
                 low, high = lut_partial_products(a[k], b[k])
@@ -277,8 +280,9 @@ class Interaction(wiring.Component):
             m.d.sync += [s.eq(sum(products[g * group:(g + 1) * group])) for g, s in enumerate(sums)]
             acc = Signal(signed(ACC_BITS), name=f"acc{p}")
             total = sum(sums)
-            with m.If(op[3].valid & op[3].pair):
-                m.d.sync += acc.eq(Mux(op[3].first, total, acc + total))
+            summed = op[_ACCUMULATE - 2]
+            with m.If(summed.valid & summed.pair):
+                m.d.sync += acc.eq(Mux(summed.first, total, acc + total))
             m.submodules[f"requant{p}"] = requant = PostProcessor()
             m.d.comb += [
                 requant.i.valid.eq(requant_in.valid & requant_in.pair & requant_in.push),
