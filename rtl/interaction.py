@@ -27,12 +27,12 @@ one of two banks of block RAM while the other bank's item is computed. The seque
 cycle: a chunk of a vector to put out (the bottom vector for ``dot``, every vector for ``cat``), or a chunk of
 ``pair_lanes`` consecutive pairs to multiply and accumulate, each on ``lanes`` LUT multipliers
 (:func:`rpaccel.rtl.pe.lut_multiply`); a pair's sum is requantised by a
-:class:`~rpaccel.rtl.postproc.PostProcessor`. The results go through a queue into a
-packer that fills the output words. The sequencer issues only while a :class:`~rpaccel.rtl.lib.credit.CreditCounter`
-says the queue has room for everything in flight, so the pipeline behind it never stalls.
+:class:`~rpaccel.rtl.postproc.PostProcessor`. The results go through a queue into a packer that fills the output
+words. The sequencer issues only while a :class:`~rpaccel.rtl.lib.credit.CreditCounter` says the queue has room
+for everything in flight, so the pipeline behind it never stalls.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -205,7 +205,7 @@ class Interaction(wiring.Component):
         last_chunk = rc == self._chunk_count(item.dim) - 1
         emit_vectors = Mux(dot, 1, item.vectors)
         to_pairs = dot & (item.vectors > 1)
-        lane_i, lane_j, lane_valid, lane_end = [ri], [rj], [Signal(init=1, name="lane_valid0")], []
+        lane_i, lane_j, lane_valid, lane_end = [ri], [rj], [Const(1, 1)], []
         for p in range(self.pair_lanes):
             end_p = Signal(name=f"lane_end{p}")       # lane p holds the item's last pair
             m.d.comb += end_p.eq((lane_i[p] == item.vectors - 2) & (lane_j[p] == item.vectors - 1))
