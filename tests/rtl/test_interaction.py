@@ -22,9 +22,9 @@ def make_batch(rng, mode, count, vectors, dim):
             "expected": interaction_model(mode, items, m, s)}
 
 
-def encode(batches, dut):
-    return np.concatenate([encode_items(b["mode"], b["items"], b["m"], b["s"], lanes=dut.lanes,
-                                        max_vectors=dut.max_vectors, max_dim=dut.max_dim) for b in batches])
+def encode(batches, *, lanes, max_vectors, max_dim):
+    return np.concatenate([encode_items(b["mode"], b["items"], b["m"], b["s"], lanes=lanes, max_vectors=max_vectors,
+                                        max_dim=max_dim) for b in batches])
 
 
 def run(dut, words, count, *, in_pause=0.0, out_pause=0.0, seed=0):
@@ -54,7 +54,8 @@ def run(dut, words, count, *, in_pause=0.0, out_pause=0.0, seed=0):
 def check(dut, batches, **kwargs):
     """Run the batches back to back and compare every item's output with the reference."""
     counts = [len(b["items"]) * -(-b["width"] // dut.lanes) for b in batches]
-    got, cycles = run(dut, encode(batches, dut), sum(counts), **kwargs)
+    words = encode(batches, lanes=dut.lanes, max_vectors=dut.max_vectors, max_dim=dut.max_dim)
+    got, cycles = run(dut, words, sum(counts), **kwargs)
     start = 0
     for b, count in zip(batches, counts):
         out = decode_items(got[start:start + count], b["width"], lanes=dut.lanes)
@@ -186,3 +187,24 @@ def test_small_preset_unit_long_rm_small_run_on_verilator():
     np.testing.assert_array_equal(decode_items(result.outputs["o"], expected.shape[1], lanes=config.array_rows),
                                   expected)
     assert result.cycles < len(items) * item_cycles("dot", 27, 4, config.array_rows) * 1.1
+
+
+@pytest.mark.verilator
+def test_small_preset_unit_mixed_models_on_verilator():
+    # Batches of RM-med (27 x 16), RM-large (27 x 32: two chunks per vector) and rmc1-like cat (9 x 32) items
+    # interleaved, the parameters travelling with each item's first word.
+    config = preset("small")
+    rng = np.random.default_rng(29)
+    shapes = [("dot", 27, 16), ("dot", 27, 32), ("cat", 9, 32), ("cat", 33, 64)]
+    batches = []
+    for _ in range(60):
+        mode, vectors, dim = shapes[int(rng.integers(len(shapes)))]
+        batches.append(make_batch(rng, mode, int(rng.integers(1, 40)), vectors, dim))
+    counts = [len(b["items"]) * output_words(b["mode"], *b["items"].shape[1:], config.array_rows) for b in batches]
+    words = encode(batches, lanes=config.array_rows, max_vectors=config.max_tables + 1, max_dim=config.max_emb_dim)
+    result = Player(Interaction.for_config, config).run({"i": words}, expect={"o": sum(counts)}, pause=0.3, seed=6,
+                                                        packed=True, words=True, direct=True)
+    words = result.outputs["o"]
+    for b, start, count in zip(batches, np.cumsum([0, *counts[:-1]]), counts):
+        np.testing.assert_array_equal(decode_items(words[start:start + count], b["width"], lanes=config.array_rows),
+                                      b["expected"])
