@@ -1,5 +1,5 @@
 """Interaction unit: Amaranth-simulator scoreboard against host.reference.interact, throughput, a planted bug,
-parameter errors, and a long Verilator run at RM-small's shape."""
+parameter errors of the unit and the driver layer, and Verilator runs (10,000 RM-small items, mixed models)."""
 
 import numpy as np
 import pytest
