@@ -5,7 +5,7 @@ For each item the unit takes ``F`` int8 vectors of ``d`` elements, the bottom ML
 :func:`rpaccel.host.reference.interact`:
 
 * ``dot``: the bottom vector, then the ``F (F - 1) / 2`` dot products of the vector pairs ``i < j`` in row-major
-  order (:func:`rpaccel.host.reference.pair_indices`), each requantised with the model's ``(m, s)`` and no ReLU
+  order (:func:`rpaccel.host.models.pair_indices`), each requantised with the model's ``(m, s)`` and no ReLU
   (:func:`rpaccel.numeric.requantize`);
 * ``cat``: the ``F`` vectors one after the other.
 
