@@ -21,7 +21,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-__all__ = ["CRITEO_KAGGLE_ROWS", "INTERACTIONS", "ZOO", "ModelError", "ModelSpec", "get_model", "model_names"]
+import numpy as np
+
+__all__ = ["CRITEO_KAGGLE_ROWS", "INTERACTIONS", "ZOO", "ModelError", "ModelSpec", "get_model", "model_names",
+           "pair_indices"]
 
 #: Distinct values of the 26 categorical features of the Criteo Kaggle display-advertising data set (the table
 #: sizes of DLRM's and RecPipe's Kaggle models).
@@ -322,3 +325,8 @@ def get_model(name, *, max_rows=None, row_scale=None):
     if max_rows is None and row_scale is None:
         return spec
     return spec.scaled(max_rows=max_rows, row_scale=row_scale)
+
+
+def pair_indices(n):
+    """Row-major pairs ``(i, j)``, ``i < j``, of ``n`` vectors: the order of the ``dot`` interaction's outputs."""
+    return np.triu_indices(n, k=1)

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..numeric import INT32_MAX, check_int8, check_int32, check_requant_params, postprocess, requantize
+from .models import pair_indices
 
 __all__ = ["Layer", "MLPError", "check_inputs", "check_mlp", "int_matmul", "interact", "mlp_forward",
-           "pair_indices", "pool", "run"]
+           "pool", "run"]
 
 
 class MLPError(ValueError):
@@ -186,11 +187,6 @@ def mlp_forward(layers, inputs, *, trace=None):
             trace[f"{name}_acc"] = acc
             trace[name] = x
     return x
-
-
-def pair_indices(n):
-    """Row-major pairs ``(i, j)``, ``i < j``, of ``n`` vectors."""
-    return np.triu_indices(n, k=1)
 
 
 def check_inputs(qmodel, dense_q, ids):

@@ -33,16 +33,11 @@ import math
 import numpy as np
 
 from .files import FileFormatError, load_arrays, save_arrays
-from .models import ModelError, ModelSpec
+from .models import ModelError, ModelSpec, pair_indices
 
 __all__ = ["FloatModel", "TrainConfig", "TrainingDiverged", "load_weights", "save_weights", "train"]
 
 WEIGHTS_FORMAT = "rpaccel-weights-1"
-
-
-def pair_indices(n):
-    """Row-major pairs ``(i, j)``, ``i < j``, of ``n`` vectors: the order of the ``dot`` interaction's outputs."""
-    return np.triu_indices(n, k=1)
 
 
 def _sigmoid(z):
