@@ -141,10 +141,11 @@ class Interaction(wiring.Component):
                           "o": Out(stream.Signature(interaction_out_layout(lanes)))})
 
     @classmethod
-    def for_config(cls, config):
+    def for_config(cls, config, *, pair_lanes=DEFAULT_PAIR_LANES):
         """The unit of an :class:`~rpaccel.config.AccelConfig`: words as wide as the MLP engine's activation words
         (``array_rows``), up to ``max_tables + 1`` vectors of up to ``max_emb_dim`` elements."""
-        return cls(lanes=config.array_rows, max_vectors=config.max_tables + 1, max_dim=config.max_emb_dim)
+        return cls(lanes=config.array_rows, max_vectors=config.max_tables + 1, max_dim=config.max_emb_dim,
+                   pair_lanes=pair_lanes)
 
     def _chunk_count(self, dim):
         return (dim + self.lanes - 1) >> (self.lanes.bit_length() - 1)
