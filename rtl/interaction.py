@@ -49,7 +49,7 @@ __all__ = ["DEFAULT_PAIR_LANES", "MODES", "Interaction", "interaction_in_layout"
 
 #: The interaction modes, by their code in ``params.mode``.
 MODES = ("dot", "cat")
-#: Pairs computed at once by default: two keep RM-small's and RM-med's 351 pairs (176 cycles per item) within
+#: Pairs computed at once by default: two keep RM-small's and RM-med's items (177 cycles for 351 pairs) within
 #: the MLP engine's cycles per item on the ``small`` array (see docs/interaction.md).
 DEFAULT_PAIR_LANES = 2
 
