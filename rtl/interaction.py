@@ -34,7 +34,7 @@ for everything in flight, so the pipeline behind it never stalls.
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS, ACT_BITS, M_BITS, S_BITS
@@ -147,72 +147,161 @@ class Interaction(wiring.Component):
         return cls(lanes=config.array_rows, max_vectors=config.max_tables + 1, max_dim=config.max_emb_dim,
                    pair_lanes=pair_lanes)
 
-    def _chunk_count(self, dim):
-        return (dim + self.lanes - 1) >> (self.lanes.bit_length() - 1)
+    def elaborate(self, platform):
+        m = Module()
+        lanes, word = self.lanes, self.lanes * ACT_BITS
+        chunk_bits = max(1, (self.max_chunks - 1).bit_length())
+        vector_bits = max(1, (self.max_vectors - 1).bit_length())
+        addr_bits = chunk_bits + vector_bits + 1
+
+        m.submodules.loader = loader = _Loader(lanes, self.max_vectors, self.max_dim, chunk_bits, vector_bits)
+        m.submodules.sequencer = sequencer = _Sequencer(lanes, self.max_vectors, self.max_dim, self.pair_lanes,
+                                                        chunk_bits, vector_bits)
+        m.submodules.datapath = datapath = _Datapath(lanes, self.pair_lanes)
+        m.submodules.queue = queue = Queue(_element_layout(lanes).size, depth=_QUEUE_DEPTH, register="read")
+        m.submodules.packer = packer = _Packer(lanes)
+
+        # Two banks of vector chunks, addressed {chunk, vector, bank}; a read port per pair operand.
+        m.submodules.banks = banks = Memory(shape=word, depth=1 << addr_bits, init=[])
+        wiring.connect(m, loader.write, banks.write_port())
+        for p in range(self.pair_lanes):
+            read_a, read_b = banks.read_port(), banks.read_port()
+            m.d.comb += [read_a.addr.eq(sequencer.read_a[p]), read_b.addr.eq(sequencer.read_b[p]),
+                         datapath.a[p].eq(read_a.data), datapath.b[p].eq(read_b.data)]
+
+        wiring.connect(m, wiring.flipped(self.i), loader.i)
+        m.d.comb += [
+            sequencer.full.eq(loader.full), sequencer.desc.eq(loader.desc), loader.release.eq(sequencer.release),
+            datapath.op.eq(sequencer.op), datapath.scale.eq(sequencer.scale),
+            queue.w_data.eq(datapath.result), queue.w_en.eq(datapath.push),
+            packer.i.valid.eq(queue.r_rdy), packer.i.payload.eq(queue.r_data),
+            queue.r_en.eq(packer.i.valid & packer.i.ready), sequencer.give.eq(packer.i.valid & packer.i.ready),
+        ]
+        wiring.connect(m, packer.o, wiring.flipped(self.o))
+        return m
+
+
+def _chunk_count(dim, lanes):
+    return (dim + lanes - 1) >> (lanes.bit_length() - 1)
+
+
+def _scale_layout():
+    return data.StructLayout({"m": unsigned(M_BITS), "s": unsigned(S_BITS)})
+
+
+def _op_layout(lanes):
+    """What travels beside an operation's data: ``push`` if it puts an entry into the result queue, ``last`` on an
+    item's last, ``count`` elements in that entry."""
+    return data.StructLayout({"valid": 1, "pair": 1, "first": 1, "push": 1, "last": 1,
+                              "count": unsigned(lanes.bit_length())})
+
+
+def _element_layout(lanes):
+    """A result queue entry: up to ``lanes`` elements (``count`` of them), ``last`` on an item's last."""
+    return data.StructLayout({"data": lanes * ACT_BITS, "count": unsigned(lanes.bit_length()), "last": 1})
+
+
+class _Loader(wiring.Component):
+    """Writes each item's chunks into the free bank (lanes beyond its dimension zeroed) and keeps its parameters.
+
+    Members
+    -------
+    i : In(stream.Signature(interaction_in_layout(lanes, max_vectors, max_dim)))
+        The unit's input; ready while the bank being loaded is free.
+    write : Out(WritePort.Signature(...).flip())
+        Drives the banks' write port, addressed ``{chunk, vector, bank}``.
+    full : Out(2)
+        Per bank: it holds a whole item not yet computed.
+    desc : Out(data.ArrayLayout(interaction_params_layout(max_vectors, max_dim), 2))
+        Per bank: its item's parameters.
+    release : In(2)
+        Per bank: its item has been computed (the bank is free from the next cycle).
+    """
+
+    def __init__(self, lanes, max_vectors, max_dim, chunk_bits, vector_bits):
+        self.lanes, self.chunk_bits, self.vector_bits = lanes, chunk_bits, vector_bits
+        params = interaction_params_layout(max_vectors, max_dim)
+        super().__init__({
+            "i": In(stream.Signature(interaction_in_layout(lanes, max_vectors, max_dim))),
+            "write": Out(WritePort.Signature(addr_width=chunk_bits + vector_bits + 1, shape=lanes * ACT_BITS).flip()),
+            "full": Out(2), "desc": Out(data.ArrayLayout(params, 2)), "release": In(2)})
 
     def elaborate(self, platform):
         m = Module()
-        lanes, log_lanes = self.lanes, self.lanes.bit_length() - 1
-        params_layout = interaction_params_layout(self.max_vectors, self.max_dim)
-        chunk_bits = max(1, (self.max_chunks - 1).bit_length())
-        vector_bits = max(1, (self.max_vectors - 1).bit_length())
-        word = lanes * ACT_BITS
-
-        # Two banks of vector chunks, addressed {chunk, vector, bank}; a read port per pair operand.
-        m.submodules.banks = banks = Memory(shape=word, depth=1 << (chunk_bits + vector_bits + 1), init=[])
-        write = banks.write_port()
-        reads = [(banks.read_port(), banks.read_port()) for _ in range(self.pair_lanes)]
-        full = Signal(2)                      # the bank holds a whole item not yet computed
-        desc = [Signal(params_layout, name=f"desc{b}") for b in range(2)]
-
-        # The loader: chunks into bank wb, lanes beyond the item's dimension zeroed.
         wb = Signal()
-        lv, lc = Signal(vector_bits, name="load_vector"), Signal(chunk_bits, name="load_chunk")
+        lv, lc = Signal(self.vector_bits, name="load_vector"), Signal(self.chunk_bits, name="load_chunk")
         first = (lv == 0) & (lc == 0)
-        loading = Signal(params_layout)
-        m.d.comb += loading.eq(Mux(first, self.i.payload.params, Mux(wb, desc[1], desc[0])))
-        remaining = Signal(signed(self.max_dim.bit_length() + 1))
+        loading = Signal.like(self.i.payload.params)
+        m.d.comb += loading.eq(Mux(first, self.i.payload.params, Mux(wb, self.desc[1], self.desc[0])))
+        remaining = Signal(signed(len(loading.dim) + 1))
         m.d.comb += [
-            remaining.eq(loading.dim - (lc << log_lanes)),
-            self.i.ready.eq(~full.bit_select(wb, 1)),
-            write.addr.eq(Cat(lc, lv, wb)),
-            write.data.eq(Cat(Mux(remaining > k, self.i.payload.data[k], 0) for k in range(lanes))),
-            write.en.eq(self.i.valid & self.i.ready),
+            remaining.eq(loading.dim - (lc << (self.lanes.bit_length() - 1))),
+            self.i.ready.eq(~self.full.bit_select(wb, 1)),
+            self.write.addr.eq(Cat(lc, lv, wb)),
+            self.write.data.eq(Cat(Mux(remaining > k, self.i.payload.data[k], 0) for k in range(self.lanes))),
+            self.write.en.eq(self.i.valid & self.i.ready),
         ]
-        with m.If(write.en):
+        for bank in range(2):
+            with m.If(self.release[bank]):
+                m.d.sync += self.full[bank].eq(0)
+        with m.If(self.write.en):
             for bank in range(2):
                 with m.If(first & (wb == bank)):
-                    m.d.sync += desc[bank].eq(self.i.payload.params)
-            with m.If(lc == self._chunk_count(loading.dim) - 1):
+                    m.d.sync += self.desc[bank].eq(self.i.payload.params)
+            with m.If(lc == _chunk_count(loading.dim, self.lanes) - 1):
                 m.d.sync += lc.eq(0)
                 with m.If(lv == loading.vectors - 1):
-                    m.d.sync += [lv.eq(0), full.bit_select(wb, 1).eq(1), wb.eq(~wb)]
+                    m.d.sync += [lv.eq(0), self.full.bit_select(wb, 1).eq(1), wb.eq(~wb)]
                 with m.Else():
                     m.d.sync += lv.eq(lv + 1)
             with m.Else():
                 m.d.sync += lc.eq(lc + 1)
+        return m
 
-        # The sequencer: one operation per cycle on bank rb while the result queue has room for it. An operation
-        # is a chunk of a vector to put out, or the same chunk of pair_lanes consecutive pairs (fewer at an
-        # item's end): lane 0's pair is (ri, rj), lane p's the p-th after it in row-major order.
-        rb = Signal()
-        item = Signal(params_layout)
-        m.d.comb += item.eq(Mux(rb, desc[1], desc[0]))
-        pairs = Signal(name="pair_phase")
-        ri, rj = Signal(vector_bits, name="vector_i"), Signal(vector_bits, name="vector_j", init=1)
-        rc = Signal(chunk_bits, name="chunk")
-        m.submodules.credits = credits = CreditCounter(_QUEUE_DEPTH)
-        dot = item.mode == 0
-        last_chunk = rc == self._chunk_count(item.dim) - 1
-        emit_vectors = Mux(dot, 1, item.vectors)
-        to_pairs = dot & (item.vectors > 1)
+
+class _Sequencer(wiring.Component):
+    """Issues one operation per cycle on a full bank while the result queue has room for it.
+
+    An operation is a chunk of a vector to put out, or the same chunk of ``pair_lanes`` consecutive pairs (fewer
+    at an item's end): lane 0's pair is ``(i, j)``, lane ``p``'s the ``p``-th after it in row-major order. A
+    :class:`~rpaccel.rtl.lib.credit.CreditCounter` counts the queue entries in flight.
+
+    Members
+    -------
+    full, desc : In(2), In(data.ArrayLayout(interaction_params_layout(max_vectors, max_dim), 2))
+        The loader's banks.
+    release : Out(2)
+        Per bank: its item's last operation is issued.
+    read_a, read_b : Out(data.ArrayLayout(unsigned(addr_width), pair_lanes))
+        Per pair lane, the banks' addresses of its two operands' chunks (lane 0's ``read_a`` is also the chunk to
+        put out).
+    op : Out(_op_layout(lanes))
+        The operation issued (``valid``) this cycle.
+    scale : Out(_scale_layout())
+        The requantisation of the item being issued.
+    give : In(1)
+        An entry has left the result queue.
+    """
+
+    def __init__(self, lanes, max_vectors, max_dim, pair_lanes, chunk_bits, vector_bits):
+        self.lanes, self.pair_lanes, self.chunk_bits, self.vector_bits = lanes, pair_lanes, chunk_bits, vector_bits
+        params = interaction_params_layout(max_vectors, max_dim)
+        addresses = data.ArrayLayout(unsigned(chunk_bits + vector_bits + 1), pair_lanes)
+        super().__init__({"full": In(2), "desc": In(data.ArrayLayout(params, 2)), "release": Out(2),
+                          "read_a": Out(addresses), "read_b": Out(addresses), "op": Out(_op_layout(lanes)),
+                          "scale": Out(_scale_layout()), "give": In(1)})
+
+    def _pair_lanes(self, m, item, ri, rj):
+        """Per pair lane ``p`` (and one more, the next operation's lane 0): its pair, whether it holds one, and
+        whether it holds the item's last."""
         lane_i, lane_j, lane_valid, lane_end = [ri], [rj], [Const(1, 1)], []
         for p in range(self.pair_lanes):
-            end_p = Signal(name=f"lane_end{p}")       # lane p holds the item's last pair
+            end_p = Signal(name=f"lane_end{p}")
             m.d.comb += end_p.eq((lane_i[p] == item.vectors - 2) & (lane_j[p] == item.vectors - 1))
             lane_end.append(end_p)
             row_end = lane_j[p] == item.vectors - 1
-            next_i, next_j = Signal(vector_bits, name=f"lane_i{p + 1}"), Signal(vector_bits, name=f"lane_j{p + 1}")
+            next_i = Signal(self.vector_bits, name=f"lane_i{p + 1}")
+            next_j = Signal(self.vector_bits, name=f"lane_j{p + 1}")
             next_valid = Signal(name=f"lane_valid{p + 1}")
             m.d.comb += [next_i.eq(Mux(row_end, lane_i[p] + 1, lane_i[p])),
                          next_j.eq(Mux(row_end, lane_i[p] + 2, lane_j[p] + 1)),
@@ -220,21 +309,44 @@ class Interaction(wiring.Component):
             lane_i.append(next_i)
             lane_j.append(next_j)
             lane_valid.append(next_valid)
+        return lane_i, lane_j, lane_valid, lane_end
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.credits = credits = CreditCounter(_QUEUE_DEPTH)
+        rb = Signal()
+        item = Signal.like(self.desc[0])
+        m.d.comb += item.eq(Mux(rb, self.desc[1], self.desc[0]))
+        pairs = Signal(name="pair_phase")
+        ri, rj = Signal(self.vector_bits, name="vector_i"), Signal(self.vector_bits, name="vector_j", init=1)
+        rc = Signal(self.chunk_bits, name="chunk")
+        dot = item.mode == 0
+        last_chunk = rc == _chunk_count(item.dim, self.lanes) - 1
+        emit_vectors = Mux(dot, 1, item.vectors)
+        to_pairs = dot & (item.vectors > 1)
+        lane_i, lane_j, lane_valid, lane_end = self._pair_lanes(m, item, ri, rj)
         last_pairs = Cat(valid & end for valid, end in zip(lane_valid, lane_end)).any()
         done = last_chunk & Mux(pairs, last_pairs, (ri == emit_vectors - 1) & ~to_pairs)
         issue = Signal()
-        left = Signal(signed(self.max_dim.bit_length() + 1))
+        left = Signal(signed(len(item.dim) + 1))
         m.d.comb += [
-            issue.eq(full.bit_select(rb, 1) & credits.room),
+            issue.eq(self.full.bit_select(rb, 1) & credits.room),
             credits.take.eq(issue & (~pairs | last_chunk)),
-            left.eq(item.dim - (rc << log_lanes)),
+            credits.give.eq(self.give),
+            left.eq(item.dim - (rc << (self.lanes.bit_length() - 1))),
+            self.release.eq((issue & done) << rb),
+            self.op.valid.eq(issue), self.op.pair.eq(pairs), self.op.first.eq(rc == 0),
+            self.op.push.eq(~pairs | last_chunk), self.op.last.eq(done),
+            self.op.count.eq(Mux(pairs, sum(lane_valid[:self.pair_lanes]),
+                                 Mux(left >= self.lanes, self.lanes, left))),
+            self.scale.m.eq(item.m), self.scale.s.eq(item.s),
         ]
-        for p, (read_a, read_b) in enumerate(reads):
-            m.d.comb += [read_a.addr.eq(Cat(rc, lane_i[p], rb)), read_b.addr.eq(Cat(rc, lane_j[p], rb))]
+        for p in range(self.pair_lanes):
+            m.d.comb += [self.read_a[p].eq(Cat(rc, lane_i[p], rb)), self.read_b[p].eq(Cat(rc, lane_j[p], rb))]
         with m.If(issue):
             m.d.sync += rc.eq(Mux(last_chunk, 0, rc + 1))
             with m.If(done):
-                m.d.sync += [pairs.eq(0), ri.eq(0), rj.eq(1), full.bit_select(rb, 1).eq(0), rb.eq(~rb)]
+                m.d.sync += [pairs.eq(0), ri.eq(0), rj.eq(1), rb.eq(~rb)]
             with m.Elif(last_chunk):
                 with m.If(~pairs):
                     with m.If(ri == emit_vectors - 1):
@@ -243,103 +355,155 @@ class Interaction(wiring.Component):
                         m.d.sync += ri.eq(ri + 1)
                 with m.Else():
                     m.d.sync += [ri.eq(lane_i[-1]), rj.eq(lane_j[-1])]
+        return m
 
-        # What travels beside the data: op[k] describes the operation issued k + 1 cycles before.
-        count_shape = unsigned(lanes.bit_length())
-        op_layout = data.StructLayout({"valid": 1, "pair": 1, "first": 1, "push": 1, "last": 1,
-                                       "count": count_shape})
-        issued = Signal(op_layout)
+
+class _PairLane(wiring.Component):
+    """One pair's multiply-accumulate and requantisation, never stalled.
+
+    The operands' register (after the block RAM's output register), ``lanes`` LUT multipliers in two stages
+    (partial products, products), sums of four, then the accumulator; a
+    :class:`~rpaccel.rtl.postproc.PostProcessor` requantises the total, its result out ``PostProcessor.LATENCY``
+    cycles after ``requantise``.
+
+    Members
+    -------
+    a, b : In(lanes * 8)
+        The operands' chunks, as read from the banks.
+    accumulate, first : In(1)
+        The sums leaving their register this cycle belong to a pair operation, the first chunk of its pairs.
+    requantise : In(1), scale : In(_scale_layout())
+        Requantise the accumulator now, with this ``(m, s)``.
+    result : Out(8)
+        The requantised int8 result.
+    """
+
+    def __init__(self, lanes):
+        self.lanes = lanes
+        super().__init__({"a": In(lanes * ACT_BITS), "b": In(lanes * ACT_BITS), "accumulate": In(1), "first": In(1),
+                          "requantise": In(1), "scale": In(_scale_layout()), "result": Out(ACT_BITS)})
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        a, b = (Signal(data.ArrayLayout(signed(ACT_BITS), lanes), name=side, reset_less=True) for side in "ab")
+        m.d.sync += [a.eq(self.a), b.eq(self.b)]
+        partials = []
+        for k in range(lanes):
+            low, high = lut_partial_products(a[k], b[k])
+            low_r, high_r = Signal.like(low, name=f"low{k}"), Signal.like(high, name=f"high{k}")
+            m.d.sync += [low_r.eq(low), high_r.eq(high)]
+            partials.append((low_r, high_r))
+        products = [Signal(signed(2 * ACT_BITS), name=f"product{k}") for k in range(lanes)]
+        m.d.sync += [product.eq(lut_product(low, high)) for product, (low, high) in zip(products, partials)]
+        group = min(4, lanes)
+        sums = [Signal(signed(2 * ACT_BITS + (lanes - 1).bit_length()), name=f"sum{g}") for g in range(lanes // group)]
+        m.d.sync += [s.eq(sum(products[g * group:(g + 1) * group])) for g, s in enumerate(sums)]
+        acc = Signal(signed(ACC_BITS))
+        with m.If(self.accumulate):
+            m.d.sync += acc.eq(Mux(self.first, sum(sums), acc + sum(sums)))
+        m.submodules.requant = requant = PostProcessor()
         m.d.comb += [
-            issued.valid.eq(issue), issued.pair.eq(pairs), issued.first.eq(rc == 0),
-            issued.push.eq(~pairs | last_chunk), issued.last.eq(done),
-            issued.count.eq(Mux(pairs, sum(lane_valid[:self.pair_lanes]), Mux(left >= lanes, lanes, left))),
+            requant.i.valid.eq(self.requantise),
+            requant.i.payload.acc.eq(acc),
+            requant.i.payload.bias.eq(0),
+            requant.i.payload.params.m.eq(self.scale.m),
+            requant.i.payload.params.s.eq(self.scale.s),
+            requant.o.ready.eq(1),
+            self.result.eq(requant.o.payload[:ACT_BITS]),
         ]
-        op = shift_register(m, issued, _LATENCY, name="op{}")
-        scale = shift_register(m, Cat(item.m, item.s), _ACCUMULATE, name="scale{}", reset_less=True)
-        requant_in = op[_ACCUMULATE - 1]
+        return m
 
-        # Per pair lane the multiply-accumulate (partial products, products, sums of four, the total, the
-        # accumulator) and the requantisation, never stalled, so its results come out PostProcessor.LATENCY
-        # cycles later.
+
+class _Datapath(wiring.Component):
+    """From an issued operation's block RAM reads to its entry of the result queue, ``_LATENCY`` cycles later.
+
+    The operation's description and the item's ``(m, s)`` travel in shift registers beside the pair lanes
+    (:class:`_PairLane`); an output chunk (lane 0's ``a``) in a :class:`~rpaccel.rtl.lib.delay.DelayLine`.
+
+    Members
+    -------
+    op : In(_op_layout(lanes)), scale : In(_scale_layout())
+        The operation issued this cycle and its item's requantisation.
+    a, b : In(data.ArrayLayout(unsigned(lanes * 8), pair_lanes))
+        The block RAM's read data, a cycle after the issue.
+    result : Out(_element_layout(lanes)), push : Out(1)
+        The entry for the result queue, and whether to push it.
+    """
+
+    def __init__(self, lanes, pair_lanes):
+        self.lanes, self.pair_lanes = lanes, pair_lanes
+        chunks = data.ArrayLayout(unsigned(lanes * ACT_BITS), pair_lanes)
+        super().__init__({"op": In(_op_layout(lanes)), "scale": In(_scale_layout()), "a": In(chunks),
+                          "b": In(chunks), "result": Out(_element_layout(lanes)), "push": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        # op[k] describes the operation issued k + 1 cycles before.
+        op = shift_register(m, self.op, _LATENCY, name="op{}")
+        scale = shift_register(m, self.scale, _ACCUMULATE, name="scale{}", reset_less=True)
+        summed, requant_in, out_op = op[_ACCUMULATE - 2], op[_ACCUMULATE - 1], op[_LATENCY - 1]
         results = []
-        for p, (read_a, read_b) in enumerate(reads):
-            operands = [Signal(data.ArrayLayout(signed(ACT_BITS), lanes), name=f"{side}{p}", reset_less=True)
-                        for side in ("a", "b")]
-            m.d.sync += [operands[0].eq(read_a.data), operands[1].eq(read_b.data)]
-            a, b = operands
-            partials = []
-            for k in range(lanes):
-                low, high = lut_partial_products(a[k], b[k])
-                low_r, high_r = Signal.like(low, name=f"low{p}_{k}"), Signal.like(high, name=f"high{p}_{k}")
-                m.d.sync += [low_r.eq(low), high_r.eq(high)]
-                partials.append((low_r, high_r))
-            products = [Signal(signed(2 * ACT_BITS), name=f"product{p}_{k}") for k in range(lanes)]
-            m.d.sync += [product.eq(lut_product(low, high)) for product, (low, high) in zip(products, partials)]
-            group = min(4, lanes)
-            sum_shape = signed(2 * ACT_BITS + (lanes - 1).bit_length())
-            sums = [Signal(sum_shape, name=f"sum{p}_{g}") for g in range(lanes // group)]
-            m.d.sync += [s.eq(sum(products[g * group:(g + 1) * group])) for g, s in enumerate(sums)]
-            acc = Signal(signed(ACC_BITS), name=f"acc{p}")
-            total = sum(sums)
-            summed = op[_ACCUMULATE - 2]
-            with m.If(summed.valid & summed.pair):
-                m.d.sync += acc.eq(Mux(summed.first, total, acc + total))
-            m.submodules[f"requant{p}"] = requant = PostProcessor()
+        for p in range(self.pair_lanes):
+            m.submodules[f"pair{p}"] = lane = _PairLane(self.lanes)
             m.d.comb += [
-                requant.i.valid.eq(requant_in.valid & requant_in.pair & requant_in.push),
-                requant.i.payload.acc.eq(acc),
-                requant.i.payload.bias.eq(0),
-                requant.i.payload.params.m.eq(scale[_ACCUMULATE - 1][:M_BITS]),
-                requant.i.payload.params.s.eq(scale[_ACCUMULATE - 1][M_BITS:]),
-                requant.o.ready.eq(1),
+                lane.a.eq(self.a[p]), lane.b.eq(self.b[p]),
+                lane.accumulate.eq(summed.valid & summed.pair), lane.first.eq(summed.first),
+                lane.requantise.eq(requant_in.valid & requant_in.pair & requant_in.push),
+                lane.scale.eq(scale[_ACCUMULATE - 1]),
             ]
-            results.append(requant.o.payload[:ACT_BITS])
-
-        # The chunk read for an output operation, delayed to meet the requantised results.
-        m.submodules.chunk_delay = chunk_delay = DelayLine(word, _LATENCY - 1)
-        m.d.comb += chunk_delay.i.eq(reads[0][0].data)
-
-        # The result queue: {data, count, last} per pushed operation, room guaranteed by the credits.
-        element = data.StructLayout({"data": word, "count": count_shape, "last": 1})
-        m.submodules.queue = queue = Queue(element.size, depth=_QUEUE_DEPTH, register="read")
-        out_op = op[_LATENCY - 1]
-        pushed = Signal(element)
+            results.append(Mux(out_op.count > p, lane.result, 0))
+        m.submodules.chunk_delay = chunk_delay = DelayLine(self.lanes * ACT_BITS, _LATENCY - 1)
         m.d.comb += [
-            pushed.data.eq(Mux(out_op.pair, Cat(Mux(out_op.count > p, result, 0) for p, result in enumerate(results)),
-                               chunk_delay.o)),
-            pushed.count.eq(out_op.count),
-            pushed.last.eq(out_op.last),
-            queue.w_data.eq(pushed),
-            queue.w_en.eq(out_op.valid & out_op.push),
+            chunk_delay.i.eq(self.a[0]),
+            self.result.data.eq(Mux(out_op.pair, Cat(results), chunk_delay.o)),
+            self.result.count.eq(out_op.count),
+            self.result.last.eq(out_op.last),
+            self.push.eq(out_op.valid & out_op.push),
         ]
+        return m
 
-        # The packer: elements appended to a partly filled word; a full word, or an item's last, goes out.
-        head = data.View(element, queue.r_data)
+
+class _Packer(wiring.Component):
+    """Appends each result queue entry to a partly filled word; a full word, or an item's last, goes out.
+
+    An item's end that overflows its word takes one more cycle (``flush``).
+
+    Members
+    -------
+    i : In(stream.Signature(_element_layout(lanes)))
+        The result queue's head.
+    o : Out(stream.Signature(interaction_out_layout(lanes)))
+        The unit's output, from a register.
+    """
+
+    def __init__(self, lanes):
+        self.lanes = lanes
+        super().__init__({"i": In(stream.Signature(_element_layout(lanes))),
+                          "o": Out(stream.Signature(interaction_out_layout(lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, word, head = self.lanes, self.lanes * ACT_BITS, self.i.payload
         buffer = Signal(word)                     # the first `fill` elements of the next word; the rest zero
         fill = Signal(range(lanes))
         flush = Signal()                          # buffer holds the end of an item that did not fit its word
-        out_data, out_valid = Signal(word), Signal()
+        out_data, out_last, out_valid = Signal(word), Signal(), Signal()
         combined = Signal(2 * word)
         total_count = Signal(range(2 * lanes))
         free = ~out_valid | self.o.ready
-        take = Signal()
         m.d.comb += [
             combined.eq(buffer | (head.data << (fill * ACT_BITS))),
             total_count.eq(fill + head.count),
-            take.eq(free & ~flush & queue.r_rdy),
-            queue.r_en.eq(take),
-            credits.give.eq(take),
-            self.o.valid.eq(out_valid),
-            self.o.payload.data.eq(out_data),
+            self.i.ready.eq(free & ~flush),
+            self.o.valid.eq(out_valid), self.o.payload.data.eq(out_data), self.o.payload.last.eq(out_last),
         ]
-        out_last = Signal()
-        m.d.comb += self.o.payload.last.eq(out_last)
         with m.If(free):
             m.d.sync += out_valid.eq(0)
         with m.If(free & flush):
             m.d.sync += [out_data.eq(buffer), out_last.eq(1), out_valid.eq(1), flush.eq(0), buffer.eq(0),
                          fill.eq(0)]
-        with m.Elif(take):
+        with m.Elif(self.i.valid & self.i.ready):
             with m.If(head.last):
                 m.d.sync += [out_data.eq(combined[:word]), out_last.eq(total_count <= lanes), out_valid.eq(1),
                              buffer.eq(Mux(total_count > lanes, combined[word:], 0)),
