@@ -18,7 +18,8 @@ Stream formats (layouts from :func:`interaction_in_layout` and :func:`interactio
 
 * in: ``{data: [int8] * lanes, params: {mode, vectors, dim, m, s}}``. A vector arrives as ``ceil(d / lanes)``
   chunk words, element ``k`` of the vector in lane ``k % lanes`` of chunk ``k // lanes``; an item is its ``F``
-  vectors in order. ``params`` is read on an item's first word only. Lanes beyond ``d`` are ignored.
+  vectors in order. ``params`` is read on an item's first word only. Lanes beyond ``d`` are ignored. An item
+  with ``vectors = 0`` or ``dim = 0`` is empty: its one word is dropped and nothing comes out for it.
 * out: ``{data: [int8] * lanes, last}``: the item's output vector in words of ``lanes`` elements, the last word
   zero-padded and marked ``last``.
 
@@ -117,8 +118,9 @@ class Interaction(wiring.Component):
     Members
     -------
     i : In(stream.Signature(interaction_in_layout(lanes, max_vectors, max_dim)))
-        Vector chunks; an item's first word carries its parameters (``1 <= vectors <= max_vectors``,
-        ``1 <= dim <= max_dim``; other values are the sender's error, the driver refuses them).
+        Vector chunks; an item's first word carries its parameters (``vectors <= max_vectors``,
+        ``dim <= max_dim``; larger values are the sender's error, the driver refuses them). An item with
+        ``vectors = 0`` or ``dim = 0`` is empty: one word, taken and dropped, with no output.
     o : Out(stream.Signature(interaction_out_layout(lanes)))
         Output words.
     """
@@ -204,6 +206,8 @@ def _element_layout(lanes):
 class _Loader(wiring.Component):
     """Writes each item's chunks into the free bank (lanes beyond its dimension zeroed) and keeps its parameters.
 
+    An item with ``vectors = 0`` or ``dim = 0`` is empty: its one word is taken and dropped, and nothing comes out.
+
     Members
     -------
     i : In(stream.Signature(interaction_in_layout(lanes, max_vectors, max_dim)))
@@ -233,13 +237,15 @@ class _Loader(wiring.Component):
         first = (lv == 0) & (lc == 0)
         loading = Signal.like(self.i.payload.params)
         m.d.comb += loading.eq(Mux(first, self.i.payload.params, Mux(wb, self.desc[1], self.desc[0])))
+        empty = Signal()                          # an item of no vectors or of d = 0: its word is dropped
         remaining = Signal(signed(len(loading.dim) + 1))
         m.d.comb += [
+            empty.eq(first & ((self.i.payload.params.vectors == 0) | (self.i.payload.params.dim == 0))),
             remaining.eq(loading.dim - (lc << (self.lanes.bit_length() - 1))),
             self.i.ready.eq(~self.full.bit_select(wb, 1)),
             self.write.addr.eq(Cat(lc, lv, wb)),
             self.write.data.eq(Cat(Mux(remaining > k, self.i.payload.data[k], 0) for k in range(self.lanes))),
-            self.write.en.eq(self.i.valid & self.i.ready),
+            self.write.en.eq(self.i.valid & self.i.ready & ~empty),
         ]
         for bank in range(2):
             with m.If(self.release[bank]):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rpaccel.config import preset
-from rpaccel.host.driver.codec import codec, to_ints
+from rpaccel.host.driver.codec import codec, from_ints, to_ints
 from rpaccel.host.driver.interaction import decode_items, encode_items, output_width, output_words
 from rpaccel.rtl import interaction as rtl_interaction
 from rpaccel.rtl.interaction import Interaction, interaction_in_layout, interaction_out_layout, item_cycles
@@ -110,6 +110,29 @@ def test_one_item_after_another_without_bubbles(mode, vectors, dim, pair_lanes):
     per_item = output_words(mode, vectors, dim, dut.lanes)
     ends = np.array(cycles[per_item - 1::per_item])
     assert np.all(np.diff(ends) == item_cycles(mode, vectors, dim, dut.lanes, pair_lanes))
+
+
+@pytest.mark.parametrize("vectors, dim", [(0, 4), (3, 0), (0, 0)])
+def test_an_empty_item_is_dropped_and_the_next_items_are_right(vectors, dim):
+    # An item of no vectors or of d = 0 (which the driver refuses) is one word that the unit drops: no output, no
+    # hang, and the items around it come out right; the stall-free items still leave item_cycles apart.
+    rng = np.random.default_rng(19)
+    dut = Interaction(lanes=4, max_vectors=8, max_dim=16)
+    in_codec = codec(interaction_in_layout(dut.lanes, dut.max_vectors, dut.max_dim))
+    empty = in_codec.pack_value({"data": [1, 2, 3, 4], "params": {"mode": 0, "vectors": vectors, "dim": dim,
+                                                                   "m": 7, "s": 1}})
+    batches = [make_batch(rng, mode, 3, 5, 6) for mode in ("dot", "cat", "dot")]
+    parts = [encode([b], lanes=dut.lanes, max_vectors=dut.max_vectors, max_dim=dut.max_dim) for b in batches]
+    ints = [*to_ints(parts[0]), empty, empty, *to_ints(parts[1]), empty, *to_ints(parts[2]), empty]
+    counts = [len(b["items"]) * output_words(b["mode"], 5, 6, dut.lanes) for b in batches]
+    for pause in (0.3, 0.0):
+        got, cycles = run(dut, from_ints(ints, in_codec.width), sum(counts), in_pause=pause, out_pause=pause, seed=2)
+        for b, start, count in zip(batches, np.cumsum([0, *counts[:-1]]), counts):
+            np.testing.assert_array_equal(decode_items(got[start:start + count], b["width"], lanes=dut.lanes),
+                                          b["expected"])
+    per_item = output_words("dot", 5, 6, dut.lanes)
+    ends = np.array(cycles[per_item - 1:counts[0]:per_item])         # the stall-free run's first batch
+    assert np.all(np.diff(ends) == item_cycles("dot", 5, 6, dut.lanes))
 
 
 def test_scoreboard_catches_a_product_one_bit_too_narrow(monkeypatch):
