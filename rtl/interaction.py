@@ -23,14 +23,15 @@ Stream formats (layouts from :func:`interaction_in_layout` and :func:`interactio
 * out: ``{data: [int8] * lanes, last}``: the item's output vector in words of ``lanes`` elements, the last word
   zero-padded and marked ``last``.
 
-Structure (see docs/interaction.md for the design decision and its cost): the item's vectors are written into
-one of two banks of block RAM while the other bank's item is computed. The sequencer issues one operation per
-cycle: a chunk of a vector to put out (the bottom vector for ``dot``, every vector for ``cat``), or a chunk of
-``pair_lanes`` consecutive pairs to multiply and accumulate, each on ``lanes`` LUT multipliers
-(:func:`rpaccel.rtl.pe.lut_multiply`); a pair's sum is requantised by a
-:class:`~rpaccel.rtl.postproc.PostProcessor`. The results go through a queue into a packer that fills the output
-words. The sequencer issues only while a :class:`~rpaccel.rtl.lib.credit.CreditCounter` says the queue has room
-for everything in flight, so the pipeline behind it never stalls.
+Structure (see docs/interaction.md for the design decision and its cost): a loader (:class:`_Loader`) writes each
+item's vectors into one of two banks of block RAM while the other bank's item is computed. A sequencer
+(:class:`_Sequencer`) issues one operation per cycle: a chunk of a vector to put out (the bottom vector for
+``dot``, every vector for ``cat``), or a chunk of ``pair_lanes`` consecutive pairs. The datapath
+(:class:`_Datapath`) multiplies and accumulates each pair on a :class:`_PairLane` of ``lanes`` LUT multipliers
+(:func:`rpaccel.rtl.pe.lut_multiply`) and requantises its sum with a :class:`~rpaccel.rtl.postproc.PostProcessor`.
+The results go through a queue into a packer (:class:`_Packer`) that fills the output words. The sequencer issues
+only while a :class:`~rpaccel.rtl.lib.credit.CreditCounter` says the queue has room for everything in flight, so
+the pipeline behind it never stalls.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
