@@ -24,7 +24,7 @@ from ..mlp import COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand
 from ..topk import DEFAULT_INDEX_BITS, k_bits
 
 __all__ = ["INDEX_BITS", "TAG_BITS", "ActSource", "ChipGeometry", "Counter", "ErrorCode", "FetchSource", "Opcode",
-           "OutDest", "ResponseKind", "ScoreDest"]
+           "OutDest", "ResponseKind", "ScoreDest", "survivors_address_layout"]
 
 #: Width of a candidate index (a candidate set holds at most 2**16 candidates).
 INDEX_BITS = DEFAULT_INDEX_BITS
@@ -295,3 +295,14 @@ class ChipGeometry:
             "score": signed(ACC_BITS),
             "data": unsigned(8 * self.line_bytes),
         })
+
+
+def survivors_address_layout(g):
+    """The address of one kept index in the survivors banks (the fetcher's read port into the score unit):
+    ``{unit, bank, position}``, result ``r`` of a top-k unit (counted from 1) held in bank ``r % 2``.
+
+    Parameters
+    ----------
+    g : ChipGeometry
+    """
+    return data.StructLayout({"unit": range(max(g.units, 2)), "bank": 1, "position": range(g.k_max)})
