@@ -17,7 +17,7 @@ from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.interaction import MODES
 from rpaccel.rtl.memory import MemoryModel
 from rpaccel.sim.golden.fetch import fetch_golden, list_image, record_image
-from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
+from rpaccel.sim.streams import StreamSource, pauses, payload_shape, run_simulation
 
 TINY = ChipGeometry(preset("tiny"))
 #: Lookup entries of 64 bits (28-bit row IDs).
@@ -65,7 +65,7 @@ class Program:
             readers = rng.randint(1, 2)
             survivors += [self._fetch(FetchSource.SURVIVORS, result=r, release=k == readers - 1)
                           for k in range(readers)]
-        places = sorted(rng.randint(0, len(body)) for _ in survivors)
+        places = sorted([0] + [rng.randint(0, len(body)) for _ in survivors[1:]])    # the first waits
         self.instructions = []
         for k, ins in enumerate([*body, None]):
             self.instructions += [s for s, p in zip(survivors, places) if p == k]
@@ -147,7 +147,8 @@ def run(program, *, pause=0.3, seed=0, fetcher=None, latency=12, bytes_per_cycle
     expected = program.golden()
     rng = random.Random(seed)
     got, problems = {}, []
-    state = {"loaded": False, "releases": 0, "done": 0, "banks": [[0] * g.k_max, [0] * g.k_max]}
+    state = {"loaded": False, "finished": False, "releases": 0, "done": 0, "waited": 0,
+             "banks": [[0] * g.k_max, [0] * g.k_max]}
     surv = codec(survivors_address_layout(g))
 
     async def commands(ctx):
@@ -158,18 +159,24 @@ def run(program, *, pause=0.3, seed=0, fetcher=None, latency=12, bytes_per_cycle
         await StreamSource(fetcher.cmd, pause=pause, seed=seed).send(ctx, program.instructions)
         while not ctx.get(fetcher.idle):
             await ctx.tick()
+        state["finished"] = True
 
-    def sink(name, port, count, k):
-        async def receive(ctx):
-            got[name] = await StreamSink(port, pause=pause, seed=seed * 31 + k).receive(ctx, count)
+    def sink(name, port, k):
+        async def receive(ctx):     # everything until the fetcher is idle after the last instruction
+            stalls, shape, values = pauses(pause, seed * 31 + k), codec(payload_shape(port)), []
+            while not state["finished"]:
+                ready = not next(stalls)
+                ctx.set(port.ready, ready)
+                *_, valid, bits = await ctx.tick().sample(port.valid, Value.cast(port.payload))
+                if ready and valid:
+                    values.append(shape.unpack_value(bits))
+            got[name] = values
         return receive
 
-    sinks = [sink("lookup", fetcher.lookup, len(expected.lookup), 1),
-             sink("join", fetcher.join, len(expected.join), 2),
-             sink("rsp", fetcher.rsp, len(expected.rsp), 3)]
+    sinks = [sink("lookup", fetcher.lookup, 1), sink("join", fetcher.join, 2), sink("rsp", fetcher.rsp, 3)]
     for lane in range(g.lanes):
-        sinks += [sink(f"dense{lane}", fetcher.dense[lane], len(expected.dense[lane]), 10 + lane),
-                  sink(f"index{lane}", fetcher.index[lane], len(expected.index[lane]), 20 + lane)]
+        sinks += [sink(f"dense{lane}", fetcher.dense[lane], 10 + lane),
+                  sink(f"index{lane}", fetcher.index[lane], 20 + lane)]
 
     async def survivors(ctx):   # the score unit's read port: data one cycle after the address
         while True:
@@ -178,10 +185,12 @@ def run(program, *, pause=0.3, seed=0, fetcher=None, latency=12, bytes_per_cycle
             ctx.set(fetcher.surv_data, state["banks"][addr["bank"]][addr["position"]] if addr["unit"] == 0 else 0)
 
     async def results(ctx):     # result r written to bank r % 2 once result r - 2 is released
+        while not state["loaded"]:
+            await ctx.tick()
         for r, kept in program.results.items():
             while state["releases"] < r - 2:
                 await ctx.tick()
-            await ctx.tick().repeat(rng.randint(1, 60))
+            await ctx.tick().repeat(rng.randint(30, 300))
             state["banks"][r % 2] = list(kept)
             state["done"] = r
             ctx.set(fetcher.results_done[0], r)
@@ -194,13 +203,16 @@ def run(program, *, pause=0.3, seed=0, fetcher=None, latency=12, bytes_per_cycle
             if release:
                 state["releases"] += 1
                 got["release"].append(0)
-            if valid and ready:
-                ins = program.instructions[taken]
-                taken += 1
-                f = ins["arg"].get("fetch")
-                if not ins["emb"] and f["source"] == FetchSource.SURVIVORS.value and state["done"] < f["wait_results"]:
-                    problems.append(f"instruction {taken - 1} started with {state['done']} results done, "
-                                    f"waiting for {f['wait_results']}")
+            if not valid:
+                continue
+            ins = program.instructions[taken]
+            early = (not ins["emb"] and ins["arg"]["fetch"]["source"] == FetchSource.SURVIVORS.value
+                     and state["done"] < ins["arg"]["fetch"]["wait_results"])
+            if early and ready:
+                problems.append(f"instruction {taken} started with {state['done']} results done, waiting for "
+                                f"{ins['arg']['fetch']['wait_results']}")
+            state["waited"] += early
+            taken += ready
 
     run_simulation(dut, [commands, *sinks], processes=[survivors, results, monitor], max_cycles=60_000,
                    name="fetch")
@@ -210,6 +222,7 @@ def run(program, *, pause=0.3, seed=0, fetcher=None, latency=12, bytes_per_cycle
     for lane in range(g.lanes):
         want[f"dense{lane}"] = expected.dense[lane]
         want[f"index{lane}"] = expected.index[lane]
+    got["waited"] = state["waited"]
     return got, want, problems
 
 
@@ -233,6 +246,7 @@ def test_random_programs_match_the_golden_model(g, seed):
     assert want["rsp"], "the program has no out-of-range LIST index"
     assert any(ins["emb"] for ins in program.instructions)
     assert want["release"] == [0] * len(program.results)
+    assert got["waited"] > 0, "no SURVIVORS fetch had to wait for its result"
 
 
 def test_no_back_pressure_and_slow_memory():
@@ -240,3 +254,46 @@ def test_no_back_pressure_and_slow_memory():
     got, want, problems = run(program, pause=0.0, seed=5, latency=30, bytes_per_cycle=4, buffer_lines=64)
     assert problems == []
     assert differences(got, want) == []
+
+
+class Planted(wiring.Component):
+    """A fetcher with a planted bug: ``early`` shows it one more kept result than the score unit has completed
+    (a SURVIVORS fetch starts one result early); ``unforced`` drops the ``last`` forced onto an item's final
+    lookup."""
+
+    def __init__(self, g, bug):
+        self.inner, self.bug = Fetcher(g, buffer_lines=16), bug
+        self.g = g
+        super().__init__(self.inner.signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self.inner
+        wiring.connect(m, wiring.flipped(self.cmd), inner.cmd)
+        wiring.connect(m, inner.mem, wiring.flipped(self.mem))
+        for name in ("lookup", "join", "rsp"):
+            wiring.connect(m, getattr(inner, name), wiring.flipped(getattr(self, name)))
+        for lane in range(self.g.lanes):
+            wiring.connect(m, inner.dense[lane], wiring.flipped(self.dense[lane]))
+            wiring.connect(m, inner.index[lane], wiring.flipped(self.index[lane]))
+        m.d.comb += [self.surv_addr.eq(inner.surv_addr), inner.surv_data.eq(self.surv_data),
+                     self.busy.eq(inner.busy), self.idle.eq(inner.idle)]
+        for unit in range(self.g.units):
+            m.d.comb += [inner.results_done[unit].eq(self.results_done[unit] + (self.bug == "early")),
+                         self.release[unit].eq(inner.release[unit])]
+        if self.bug == "unforced":
+            lookup = inner.lookup.payload.arg.lookup
+            m.d.comb += self.lookup.payload.arg.lookup.last.eq(lookup.last & ~lookup.end)
+        return m
+
+
+@pytest.mark.parametrize("bug", ["early", "unforced"])
+def test_scoreboard_catches_planted_bugs(bug):
+    program = Program(TINY, 1)
+    got, want, problems = run(program, seed=1, fetcher=Planted(TINY, bug))
+    if bug == "early":
+        assert problems and "started with" in problems[0]
+        assert any(d.startswith(("dense", "index", "lookup")) for d in differences(got, want))
+    else:
+        assert problems == []
+        assert [d.split(":")[0] for d in differences(got, want)] == ["lookup"]
