@@ -211,7 +211,8 @@ class Fetcher(wiring.Component):
         needed = (ins.dense_words * per_word + per_line - 1) >> ceil_log2(per_line)
         in_record = Mux(ins.stride < ins.dense_lines, ins.stride, ins.dense_lines)
         dense_read = Mux(needed < in_record, needed, in_record)
-        lookup_lines = Mux(ins.stride > ins.dense_lines, ins.stride - ins.dense_lines, 0)
+        has_lookups = ins.stride > ins.dense_lines
+        lookup_lines = Mux(has_lookups, ins.stride - ins.dense_lines, 0)
         record = ins.base + used * ins.stride
 
         with m.If(emit):
@@ -222,7 +223,7 @@ class Fetcher(wiring.Component):
                          item.eq(item + 1)]
             with m.If(last_item):
                 m.d.sync += [item.eq(0), phase.eq(1)]
-                with m.If(phase):
+                with m.If(phase | ~has_lookups):     # records without a lookup area: no phase 2
                     m.d.sync += active.eq(0)
                     with m.If((source == FetchSource.SURVIVORS) & ins.release):
                         m.d.comb += Array(self.release)[ins.unit].eq(1)
@@ -283,7 +284,7 @@ class Fetcher(wiring.Component):
             m.d.sync += list_line.eq(list_line + 1)
             with m.If(list_line == list_lines - 1):
                 m.d.sync += [list_line.eq(0), list_phase.eq(1)]
-                with m.If(list_phase):
+                with m.If(list_phase | ~has_lookups):
                     m.d.sync += list_active.eq(0)
         m.d.sync += list_credit.eq(list_credit - issue_list + (lists.r_en & lists.r_rdy))
 
@@ -348,25 +349,41 @@ class Fetcher(wiring.Component):
             with m.If(word_end):
                 m.d.comb += words_next.eq(words - 1)
 
-        # Lookups: the count, then the entries, then what is left of the lookup area.
+        # Lookups: the count, then the entries, then what is left of the lookup area. The count (entry 0) and the
+        # first lookup (entry 1) go in one step when they share a line.
         entry = line.word_select(entry_slot, entry_bits) if entries_per_line > 1 else line
-        fields = data.View(g.lookup_entry_layout(), entry[:g.lookup_entry_layout().size])
         on_lookups = p_active & (kind == _LOOKUP) & (lines != 0) & have_line
         capacity = (lines << ceil_log2(entries_per_line)) - 1
-        final = words == 1
+        count = Signal.like(words)
+        m.d.comb += count.eq(Mux(entry > capacity, capacity, entry))
+        counting = on_lookups & ~counted
         lookup_on = on_lookups & counted & (words != 0)
-        with m.If(on_lookups & ~counted):
-            m.d.comb += words_next.eq(Mux(entry > capacity, capacity, entry))
+        if entries_per_line > 1:
+            first = line.word_select(1, entry_bits)
+            count_step = counting & ((count == 0) | self.lookup.ready)
+            m.d.comb += self.lookup.valid.eq(lookup_on | (counting & (count != 0)))
+        else:
+            first = entry
+            count_step = counting
+            m.d.comb += self.lookup.valid.eq(lookup_on)
+        sent = Mux(counting, first, entry)
+        fields = data.View(g.lookup_entry_layout(), sent[:g.lookup_entry_layout().size])
+        final = Mux(counting, count == 1, words == 1)
+        with m.If(count_step):
             m.d.sync += counted.eq(1)
-            m.d.comb += response_taken.eq((entry_slot == entries_per_line - 1) | (entry == 0))
+            if entries_per_line > 1:
+                m.d.comb += [words_next.eq(Mux(count == 0, 0, count - 1)),
+                             response_taken.eq((count <= 1) | (entries_per_line == 2))]
+                m.d.sync += entry_slot.eq(2 % entries_per_line)
+            else:
+                m.d.comb += [words_next.eq(count), response_taken.eq(1)]
         with m.Elif(lookup_on & self.lookup.ready):
             m.d.comb += [words_next.eq(words - 1),
                          response_taken.eq((entry_slot == entries_per_line - 1) | final)]
-        with m.Elif(on_lookups & (words == 0)):
-            m.d.comb += response_taken.eq(1)
-        if entries_per_line > 1:
-            with m.If((on_lookups & ~counted) | (lookup_on & self.lookup.ready)):
+            if entries_per_line > 1:
                 m.d.sync += entry_slot.eq(entry_slot + 1)
+        with m.Elif(on_lookups & counted & (words == 0)):
+            m.d.comb += response_taken.eq(1)
 
         # EMB commands and list lines.
         emb_on = p_active & (kind == _EMB) & (words != 0) & embs.r_rdy
@@ -376,7 +393,8 @@ class Fetcher(wiring.Component):
             m.d.comb += response_taken.eq(1)
         m.d.comb += [lists.w_en.eq(p_active & (kind == _LIST) & have_line), lists.w_data.eq(line)]
 
-        m.d.comb += self.lookup.valid.eq(lookup_on | emb_on)
+        with m.If(emb_on):
+            m.d.comb += self.lookup.valid.eq(1)
         with m.If(kind == _EMB):
             m.d.comb += self.lookup.payload.eq(embs.r_data)
         with m.Else():

@@ -35,7 +35,7 @@ class Bench(wiring.Component):
         self.fetcher = fetcher
         self.model = MemoryModel(lines=MEMORY_LINES, line_bytes=g.line_bytes, addr_bits=g.addr_bits,
                                  max_burst=g.emb.max_burst, latency=latency, bytes_per_cycle=bytes_per_cycle,
-                                 queue_depth=4)
+                                 queue_depth=16)
         super().__init__({})
 
     def elaborate(self, platform):
