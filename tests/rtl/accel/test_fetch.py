@@ -24,6 +24,7 @@ TINY = ChipGeometry(preset("tiny"))
 WIDE_IDS = ChipGeometry(preset("tiny").with_settings(["mem_bytes=4294967296"]))
 #: Dense words of two memory lines.
 WIDE_ROWS = ChipGeometry(preset("tiny").with_settings(["array_rows=32"]))
+SMALL = ChipGeometry(preset("small"))
 MEMORY_LINES = 1024
 
 
@@ -236,8 +237,8 @@ def differences(got, want):
     return out
 
 
-@pytest.mark.parametrize("g, seed", [(TINY, 1), (TINY, 2), (WIDE_IDS, 3), (WIDE_ROWS, 4)],
-                         ids=["tiny-1", "tiny-2", "wide-ids", "wide-rows"])
+@pytest.mark.parametrize("g, seed", [(TINY, 1), (TINY, 2), (WIDE_IDS, 3), (WIDE_ROWS, 4), (SMALL, 6)],
+                         ids=["tiny-1", "tiny-2", "wide-ids", "wide-rows", "small"])
 def test_random_programs_match_the_golden_model(g, seed):
     program = Program(g, seed)
     got, want, problems = run(program, seed=seed, latency=8 + seed * 3)
@@ -297,3 +298,57 @@ def test_scoreboard_catches_planted_bugs(bug):
     else:
         assert problems == []
         assert [d.split(":")[0] for d in differences(got, want)] == ["lookup"]
+
+
+def fetch_cycles(g, *, items, stride, dense_lines, words, lookups, latency):
+    """Cycles from a RANGE FETCH's acceptance until the fetcher is idle, with no back-pressure and a memory of one
+    line per cycle."""
+    records = [record_image(g, [k % 128] * (dense_lines * g.line_bytes), [(k, 0, 0, 0)] * lookups, stride=stride,
+                            dense_lines=dense_lines) for k in range(items)]
+    fetcher = Fetcher(g)
+    dut = Bench(fetcher, latency=latency, bytes_per_cycle=g.line_bytes)
+    fetch = {"lane": 0, "source": FetchSource.RANGE.value, "first": 0, "list_addr": 0, "unit": 0,
+             "wait_results": 0, "release": 0, "items": items, "base": 0, "stride": stride, "count": items,
+             "dense_lines": dense_lines, "dense_words": words,
+             "join": {"mode": 0, "vectors": 1, "dim": 1, "m": 0, "s": 0}}
+    cycles = []
+
+    async def bench(ctx):
+        await StreamSource(dut.model.host.req).send(
+            ctx, [{"write": 1, "addr": a, "length": 0, "data": int.from_bytes(bytes(line), "little")}
+                  for a, line in enumerate(np.concatenate(records))])
+        await ctx.tick().repeat(2 * latency)      # the writes done
+        for port in (fetcher.lookup, fetcher.dense[0], fetcher.index[0], fetcher.join):
+            ctx.set(port.ready, 1)
+        await StreamSource(fetcher.cmd).send(ctx, [{"tag": 0, "emb": 0, "arg": {"fetch": fetch}}])
+        count = 1
+        while not ctx.get(fetcher.idle):
+            await ctx.tick()
+            count += 1
+        cycles.append(count)
+
+    run_simulation(dut, [bench], max_cycles=20_000, name="fetch-throughput")
+    return cycles[0]
+
+
+@pytest.mark.parametrize("stride, dense_lines, words, lookups", [(2, 1, 4, 3), (5, 1, 4, 15), (1, 1, 4, 0),
+                                                                 (1, 0, 0, 3)])
+def test_one_dense_word_and_one_lookup_per_cycle(stride, dense_lines, words, lookups):
+    items, latency = 64, 12
+    cycles = fetch_cycles(TINY, items=items, stride=stride, dense_lines=dense_lines, words=words,
+                          lookups=lookups, latency=latency)
+    # Phase 1 takes a cycle per item at least (its index), phase 2 one per lookup.
+    assert cycles <= items * (max(words, 1) + lookups) + latency + 8
+
+
+def test_parameter_errors_name_the_value():
+    with pytest.raises(TypeError, match="Fetcher geometry must be a ChipGeometry, not AccelConfig"):
+        Fetcher(preset("tiny"))
+    with pytest.raises(ValueError, match="Response buffer lines must be an integer of at least 16, not 8"):
+        Fetcher(TINY, buffer_lines=8)
+    with pytest.raises(ValueError, match="Index queue depth must be an integer of at least 2, not 1"):
+        Fetcher(TINY, index_depth=1)
+    with pytest.raises(ValueError, match="A memory line of 4 bytes is narrower than a 64-bit lookup entry"):
+        Fetcher(ChipGeometry(preset("tiny").with_settings(["dyn_cache_line_bytes=4", "mem_bytes=4294967296"])))
+    with pytest.raises(ValueError, match="Dense words of 12 bytes and memory lines of 16 bytes: one must divide"):
+        Fetcher(ChipGeometry(preset("tiny").with_settings(["array_rows=12"])))
