@@ -131,8 +131,11 @@ class Fetcher(wiring.Component):
         entry_bits = g.lookup_entry_bits
         entries_per_line = line_bits // entry_bits
         indices_per_line = lb // 2
+        # A token carries its record's place, ``base + index * stride + offset``, computed by the issuer (the
+        # multiplication is a pipeline stage of its own).
         token_layout = data.StructLayout({"kind": 2, "lane": lane_shape, "words": 8, "lines": 16,
-                                          "addr": unsigned(g.addr_bits)})
+                                          "index": unsigned(INDEX_BITS), "base": unsigned(g.addr_bits),
+                                          "stride": unsigned(16), "offset": unsigned(8)})
         desc_layout = data.StructLayout({"kind": 2, "lane": lane_shape, "words": 8, "lines": 16})
         list_depth = max(2, -(-self.buffer_lines // indices_per_line) + 2)
 
@@ -213,13 +216,13 @@ class Fetcher(wiring.Component):
         dense_read = Mux(needed < in_record, needed, in_record)
         has_lookups = ins.stride > ins.dense_lines
         lookup_lines = Mux(has_lookups, ins.stride - ins.dense_lines, 0)
-        record = ins.base + used * ins.stride
 
         with m.If(emit):
             m.d.sync += [tok_valid.eq(1), tok.kind.eq(Mux(phase, _LOOKUP, _DENSE)), tok.lane.eq(ins.lane),
                          tok.words.eq(ins.dense_words),
                          tok.lines.eq(Mux(phase, lookup_lines, dense_read)),
-                         tok.addr.eq(record + Mux(phase, ins.dense_lines, 0)),
+                         tok.index.eq(used), tok.base.eq(ins.base), tok.stride.eq(ins.stride),
+                         tok.offset.eq(Mux(phase, ins.dense_lines, 0)),
                          item.eq(item + 1)]
             with m.If(last_item):
                 m.d.sync += [item.eq(0), phase.eq(1)]
@@ -305,7 +308,7 @@ class Fetcher(wiring.Component):
             m.d.sync += [req_valid.eq(1), req.write.eq(0), req.addr.eq(ins.list_addr + list_line),
                          req.length.eq(0)]
         with m.If(take_tok):
-            m.d.sync += [left.eq(tok.lines), addr.eq(tok.addr)]
+            m.d.sync += [left.eq(tok.lines), addr.eq(tok.base + tok.index * tok.stride + tok.offset)]
         m.d.sync += credit.eq(credit - Mux(issue, size, 0) - issue_list + response_taken)
         m.d.comb += [responses.w_en.eq(self.mem.resp.valid), responses.w_data.eq(self.mem.resp.payload),
                      self.mem.resp.ready.eq(responses.w_rdy)]
