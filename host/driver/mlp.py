@@ -238,10 +238,10 @@ def plan_lane(geometry, split, lane, layers, inputs, w_bases, *, chunk=None, inp
     for index, count in enumerate(sizes):
         start = sum(sizes[:index])
         chunks.append((start, count))
-        # Input words, word-major: word j of every item, then word j + 1.
+        # Input words, item-major: item i's words 0 .. k_words - 1, then item i + 1's.
         x = np.zeros((count, k_words * r), dtype=np.int64)
         x[:, :layers[0].shape[0]] = inputs[start:start + count]
-        words.append(x.reshape(count, k_words, r).transpose(1, 0, 2).reshape(count * k_words, r))
+        words.append(x.reshape(count * k_words, r))
         reuse = first_layer_of_chunk[index - 2] + 1 if index >= 2 else layers_done
         commands.append(_command(op=Op.INPUT, wait_inputs=n_inputs % mod, wait_layers=reuse % mod, items=count,
                                  stride=chunk, in_base=x_base[index % 2], ktiles=k_words))
