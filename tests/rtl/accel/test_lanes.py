@@ -1,0 +1,265 @@
+"""Lane front ends: random LANE programs through one front end alone in the Amaranth simulator (every stream
+compared with a golden model, random idle inputs and back-pressure, waits on the weight loader's count), and a
+front end in front of a real MLP engine running an MLP fed through ``dense``."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rpaccel.config import preset
+from rpaccel.host.driver.codec import codec
+from rpaccel.host.driver.mlp import layout_weights, plan_lane
+from rpaccel.host.reference import mlp_forward
+from rpaccel.rtl.accel.isa import ActSource, ChipGeometry, OutDest
+from rpaccel.rtl.accel.lanes import LaneFrontEnd
+from rpaccel.rtl.mlp import WAIT_BITS, MLPEngine, Op
+from rpaccel.sim.golden.mlp import random_input, random_mlp
+from rpaccel.sim.streams import StreamSink, StreamSource, payload_shape, run_simulation
+
+TINY = ChipGeometry(preset("tiny"))
+MOD = 1 << WAIT_BITS
+# (lane, split): every lane width and cut of tiny (rows 4; lanes 0 and 1 are 4 rows wide, 2 in split 4).
+CASES = [(0, 1), (1, 2), (0, 4), (1, 4), (3, 4)]
+
+
+def random_command(rng, g, lane, split, wait_weights):
+    """A LANE command with every field random within what the front end must pass on unchanged."""
+    ratio = g.rows // g.engine.splits[split].rows
+    op = Op.INPUT if rng.random() < 0.5 else Op.LAYER
+    src_words = int(rng.integers(1, 4))
+    # INPUT: keep all cut words, or drop some of each item's (ktiles below src_words * ratio).
+    ktiles = int(rng.integers(1, src_words * ratio + 1)) if op == Op.INPUT else int(rng.integers(1, 4))
+    fields = {name: int(rng.integers(0, 1 << 16)) for name in ("stride", "in_base", "out_base", "acc_base", "w_base")}
+    cmd = {"op": int(op), "wait_inputs": int(rng.integers(0, MOD)), "wait_layers": int(rng.integers(0, MOD)),
+           "items": int(rng.integers(1, 6)), "ktiles": ktiles, "ntiles": int(rng.integers(1, 4)),
+           "params": {"m": int(rng.integers(0, 1 << 16)), "s": int(rng.integers(0, 64)),
+                      "relu": int(rng.integers(0, 2)), "raw": int(rng.integers(0, 2))},
+           "to_output": int(rng.random() < 0.7), **fields}
+    return {"lane": lane, "wait_weights": wait_weights % MOD, "src": int(rng.integers(0, 2)), "src_words": src_words,
+            "dst": int(rng.integers(0, 2)), "cmd": cmd}
+
+
+def random_program(rng, g, lane, split, count, first_wait):
+    """``count`` commands whose ``wait_weights`` rise (modulo 256) from ``first_wait``, and the words of the
+    streams into the front end: ``{"dense": [...], "inter": [...], "out": [...]}``."""
+    commands, wait = [], first_wait
+    streams = {"dense": [], "inter": [], "out": []}
+    cols = g.engine.lane_cols(lane)
+    for _ in range(count):
+        wait += int(rng.integers(0, 2))
+        command = random_command(rng, g, lane, split, wait)
+        commands.append(command)
+        cmd = command["cmd"]
+        if cmd["op"] == Op.INPUT:
+            words = rng.integers(-128, 128, size=(cmd["items"] * command["src_words"], g.rows)).tolist()
+            streams["inter" if ActSource(command["src"]) == ActSource.INTERACT else "dense"] += words
+        elif cmd["to_output"]:
+            streams["out"] += rng.integers(-(1 << 31), 1 << 31, size=(cmd["items"] * cmd["ntiles"], cols)).tolist()
+    return commands, streams
+
+
+def golden(g, lane, split, commands, streams):
+    """What a front end sends on ``engine_cmd``, ``act``, ``bottom`` and ``logits`` for ``commands`` and the words
+    of ``streams``."""
+    r, lane_rows = g.engine.splits[split].rows, g.engine.lane_rows(lane)
+    sources = {ActSource.DENSE: iter(streams["dense"]), ActSource.INTERACT: iter(streams["inter"])}
+    results = iter(streams["out"])
+    expected = {"engine_cmd": [], "act": [], "bottom": [], "logits": []}
+    for command in commands:
+        cmd = command["cmd"]
+        expected["engine_cmd"].append(cmd)
+        if cmd["op"] == Op.INPUT:
+            source = sources[ActSource(command["src"])]
+            for _ in range(cmd["items"]):
+                words = [next(source) for _ in range(command["src_words"])]
+                cut = [word[p:p + r] + [0] * (lane_rows - r) for word in words for p in range(0, g.rows, r)]
+                expected["act"] += cut[:cmd["ktiles"]]
+        elif cmd["to_output"]:
+            port = "bottom" if OutDest(command["dst"]) == OutDest.JOIN else "logits"
+            expected[port] += [next(results) for _ in range(cmd["items"] * cmd["ntiles"])]
+    return expected
+
+
+def run_front_end(dut, split, commands, streams, expected, *, pause, seed, first_done):
+    """Run ``dut`` on a program; return ``{port: received values}`` and the (cycle received, wait_weights) of
+    every engine command with the cycle at which ``weights_done`` reached each count."""
+    got, cycle = {}, [0]
+    reached = {}   # weights_done value -> cycle it was set
+
+    async def clock(ctx):
+        async for _ in ctx.tick():
+            cycle[0] += 1
+
+    async def weights(ctx):
+        # The weight loader's count rises by one every 40 cycles, from first_done (modulo 256).
+        done = first_done
+        last_wait = commands[-1]["wait_weights"]
+        while True:
+            ctx.set(dut.weights_done, done % MOD)
+            reached[done % MOD] = cycle[0]
+            if done % MOD == last_wait:
+                return
+            await ctx.tick().repeat(40)
+            done += 1
+
+    async def setup(ctx):
+        ctx.set(dut.split, split)
+        await ctx.tick().repeat(2)   # the registered decodes of the split
+        await StreamSource(dut.cmd, pause=pause, seed=seed).send(ctx, commands)
+
+    benches = [setup, weights]
+    for index, port in enumerate(("dense", "inter", "out")):
+        async def source(ctx, port=port, index=index):
+            await ctx.tick().repeat(2)
+            await StreamSource(getattr(dut, port), pause=pause, seed=seed * 7 + index).send(ctx, streams[port])
+        benches.append(source)
+    timing = []
+    for index, port in enumerate(expected):
+        async def sink(ctx, port=port, index=index):
+            receiver = StreamSink(getattr(dut, port), pause=pause, seed=seed * 11 + index)
+            if port == "engine_cmd":
+                for _ in expected[port]:
+                    value = (await receiver.receive(ctx, 1))[0]
+                    timing.append(cycle[0])
+                    got.setdefault(port, []).append(value)
+            else:
+                got[port] = await receiver.receive(ctx, len(expected[port]))
+        benches.append(sink)
+
+    async def finish(ctx):
+        # Once every stream has passed, the front end goes idle.
+        while len(got) < len(expected) or any(len(got[p]) < len(v) for p, v in expected.items()):
+            await ctx.tick()
+        await ctx.tick().repeat(4)
+        assert ctx.get(dut.idle) and not ctx.get(dut.busy)
+    benches.append(finish)
+    run_simulation(dut, benches, processes=[clock], max_cycles=60_000, name="lane-front-end")
+    return got, timing, reached
+
+
+def check_program(dut, g, lane, split, seed, *, count=24, pause=0.3):
+    rng = np.random.default_rng(seed)
+    first_done = 250  # the counts wrap past 255 during the run
+    commands, streams = random_program(rng, g, lane, split, count, first_done)
+    expected = golden(g, lane, split, commands, streams)
+    got, timing, reached = run_front_end(dut, split, commands, streams, expected, pause=pause, seed=seed,
+                                         first_done=first_done)
+    for port, values in expected.items():
+        assert got.get(port, []) == values, f"{port}: first difference at {_first_difference(got.get(port), values)}"
+    # No command left the gate before the weight loader had completed its wait_weights WEIGHTS commands.
+    for command, received in zip(commands, timing):
+        wait = command["wait_weights"]
+        assert received > reached[wait], f"a command waiting for {wait} WEIGHTS left early"
+    return commands
+
+
+def _first_difference(got, expected):
+    got = got or []
+    return next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+
+
+@pytest.mark.parametrize(("lane", "split"), CASES)
+def test_front_end_passes_random_programs_under_stalls(lane, split):
+    commands = check_program(LaneFrontEnd(TINY, lane), TINY, lane, split, seed=10 * lane + split)
+    kinds = {(c["cmd"]["op"], c["src"] if c["cmd"]["op"] == Op.INPUT else c["dst"]) for c in commands}
+    assert len(kinds) == 4  # both sources and both destinations were exercised
+
+
+def test_front_end_at_full_speed():
+    """Without idle cycles or back-pressure the program passes too (the handshakes' back-to-back cases)."""
+    check_program(LaneFrontEnd(TINY, 0), TINY, 0, 4, seed=5, pause=0.0)
+
+
+class _SwappedCut(LaneFrontEnd):
+    """A planted bug: the cut words of a source word leave in reverse order."""
+
+    def _cut(self, payload, rows, part, ratio):
+        return super()._cut(payload, rows, ratio - 1 - part, ratio)
+
+
+def test_scoreboard_catches_a_swapped_cut():
+    with pytest.raises(AssertionError, match="act: first difference"):
+        check_program(_SwappedCut(TINY, 0), TINY, 0, 4, seed=7)
+
+
+def test_front_end_refuses_bad_parameters():
+    with pytest.raises(TypeError, match="Lane front end geometry must be a ChipGeometry, not 'tiny'"):
+        LaneFrontEnd("tiny", 0)
+    with pytest.raises(ValueError, match=r"Lane front end lane must be an integer in \[0, 4\), not 4"):
+        LaneFrontEnd(TINY, 4)
+
+
+class _LaneOnEngine(wiring.Component):
+    """A front end in front of lane ``lane`` of a real engine: the controller's, the fetcher's and the weight
+    loader's sides exposed."""
+
+    def __init__(self, geometry, lane):
+        self.geometry, self.lane = geometry, lane
+        engine = MLPEngine.members(geometry.engine)
+        super().__init__({"split": In(range(geometry.lanes + 1)), "wload": engine["wload"],
+                          "weights_done": In(WAIT_BITS), "cmd": In(stream.Signature(geometry.lane_layout())),
+                          "dense": In(stream.Signature(geometry.act_word_layout())),
+                          "logits": engine[f"out{lane}"], "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        lane = self.lane
+        m.submodules.front = front = LaneFrontEnd(self.geometry, lane)
+        m.submodules.engine = engine = MLPEngine(self.geometry.config)
+        m.d.comb += [front.split.eq(self.split), engine.split.eq(self.split),
+                     front.weights_done.eq(self.weights_done),
+                     self.idle.eq(front.idle & engine.idle[lane])]
+        wiring.connect(m, wiring.flipped(self.wload), engine.wload)
+        wiring.connect(m, wiring.flipped(self.cmd), front.cmd)
+        wiring.connect(m, wiring.flipped(self.dense), front.dense)
+        wiring.connect(m, front.logits, wiring.flipped(self.logits))
+        wiring.connect(m, front.engine_cmd, getattr(engine, f"cmd{lane}"))
+        wiring.connect(m, front.act, getattr(engine, f"act{lane}"))
+        wiring.connect(m, getattr(engine, f"out{lane}"), front.out)
+        m.d.comb += [front.inter.valid.eq(0), front.bottom.ready.eq(0)]
+        return m
+
+
+@pytest.mark.parametrize(("lane", "split"), [(0, 1), (0, 4), (1, 2)])
+def test_front_end_feeds_a_real_engine(lane, split):
+    """An MLP on lane ``lane`` of a tiny engine, its commands as LANE commands held until the weights are loaded
+    (``wait_weights`` 1), its inputs as dense words of ``rows`` elements: the logits equal the reference."""
+    g = TINY
+    rng = np.random.default_rng(60 + 10 * lane + split)
+    layers = random_mlp(rng, [7, 9, 3], raw_last=True)
+    inputs = random_input(rng, 11, 7)
+    image = layout_weights(g.engine, split, {0: layers})
+    program = plan_lane(g.engine, split, lane, layers, inputs, image.bases[0], chunk=4)
+    src_words = -(-7 // g.rows)
+    commands = [{"lane": lane, "wait_weights": 1, "src": ActSource.DENSE.value, "src_words": src_words,
+                 "dst": OutDest.SCORE.value, "cmd": cmd} for cmd in program.commands]
+    dense = np.zeros((len(inputs), src_words * g.rows), dtype=np.int64)
+    dense[:, :7] = inputs
+    dense = dense.reshape(-1, g.rows).tolist()   # item after item, src_words words each
+    dut = _LaneOnEngine(g, lane)
+    got = []
+
+    async def setup(ctx):
+        ctx.set(dut.split, split)
+        wload = codec(payload_shape(dut.wload))
+        words = [wload.unpack_value(wload.pack_value({"addr": image.base + k, "data": word.tolist()}))
+                 for k, word in enumerate(image.words)]
+        await StreamSource(dut.wload, pause=0.2, seed=1).send(ctx, words)
+        await ctx.tick()
+        ctx.set(dut.weights_done, 1)
+
+    async def commands_in(ctx):
+        await StreamSource(dut.cmd, pause=0.3, seed=2).send(ctx, commands)
+
+    async def dense_in(ctx):
+        await StreamSource(dut.dense, pause=0.3, seed=3).send(ctx, dense)
+
+    async def logits_out(ctx):
+        got.extend(await StreamSink(dut.logits, pause=0.3, seed=4).receive(ctx, program.outputs))
+        await ctx.tick().repeat(30)
+        assert ctx.get(dut.idle)
+
+    run_simulation(dut, [setup, commands_in, dense_in, logits_out], max_cycles=100_000, name="lane-on-engine")
+    assert np.array_equal(program.decode(np.array(got)), mlp_forward(layers, inputs))
