@@ -8,8 +8,8 @@ MEM_READ, SPLIT and COUNTERS are *barriers*: they wait until every queue is empt
 (every unit idle, nothing in flight between units) for :data:`QUIET_CYCLES` cycles in a row, then run here:
 
 * SYNC answers DONE;
-* MEM_WRITE writes a line through the memory's host port, MEM_READ reads lines through it (bursts of at most
-  ``max_burst`` lines) and answers one DATA each;
+* MEM_WRITE writes a line through the controller's memory port (to the memory arbiter, idle then), MEM_READ reads
+  lines through it (bursts of at most ``max_burst`` lines) and answers one DATA each;
 * SPLIT sets ``split``;
 * COUNTERS asks the embedding unit for its counters (an EMB COUNTERS through the fetcher's queue), then answers
   one COUNTER per :class:`~.isa.Counter` the chip has, and clears them all if asked.
@@ -118,7 +118,7 @@ class Controller(wiring.Component):
     score : Out(stream.Signature(score instruction)).array(lanes)
     weights : Out(stream.Signature(WEIGHTS command))
     mem : Out(MemoryPort)
-        To the memory's host port.
+        To the memory arbiter (used only by barriers, while the other requesters are idle).
     emb_counters : In(stream.Signature(embedding unit counters))
     unit_rsp : In(stream.Signature(response)).array(unit_responses)
     split : Out(range(lanes + 1))
