@@ -2,6 +2,8 @@
 compared with a golden model, random idle inputs and back-pressure, waits on the weight loader's count), and a
 front end in front of a real MLP engine running an MLP fed through ``dense``."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from amaranth.hdl import Module
@@ -60,6 +62,15 @@ def random_program(rng, g, lane, split, count, first_wait):
     return commands, streams
 
 
+def owed(g, split, command):
+    """``(act words, output words)`` the front end passes for ``command`` in split ``split``."""
+    cmd = command["cmd"]
+    if cmd["op"] == Op.INPUT:
+        ratio = g.rows // g.engine.splits[split].rows
+        return cmd["items"] * min(cmd["ktiles"], command["src_words"] * ratio), 0
+    return 0, cmd["items"] * cmd["ntiles"] if cmd["to_output"] else 0
+
+
 def golden(g, lane, split, commands, streams):
     """What a front end sends on ``engine_cmd``, ``act``, ``bottom`` and ``logits`` for ``commands`` and the words
     of ``streams``."""
@@ -82,24 +93,54 @@ def golden(g, lane, split, commands, streams):
     return expected
 
 
-def run_front_end(dut, split, commands, streams, expected, *, pause, seed, first_done):
-    """Run ``dut`` on a program; return ``{port: received values}`` and the (cycle received, wait_weights) of
-    every engine command with the cycle at which ``weights_done`` reached each count."""
-    got, cycle = {}, [0]
-    reached = {}   # weights_done value -> cycle it was set
+@dataclass
+class Run:
+    """What a run of :func:`run_front_end` saw: the values received on each output, the cycles of the transfers on
+    ``engine_cmd``, ``act``, ``bottom`` and ``logits``, and the cycle ``weights_done`` took each value."""
 
-    async def clock(ctx):
-        async for _ in ctx.tick():
+    got: dict
+    moved: dict
+    reached: dict
+
+
+def run_front_end(dut, split, commands, streams, expected, *, pause, seed, first_done):
+    """Run ``dut`` on a program with random idle inputs and back-pressure (``pause``); ``weights_done`` rises from
+    ``first_done`` by one every 40 cycles up to the last command's ``wait_weights``. Checks ``busy`` and ``idle``
+    in every cycle against what the front end owes."""
+    run = Run(got={}, moved={port: [] for port in ("engine_cmd", "act", "bottom", "logits")}, reached={})
+    cycle = [0]
+    owing = [owed(dut.geometry, split, command) for command in commands]
+    wrong = []
+
+    async def monitor(ctx):
+        # Count the cycles, and hold busy to what the front end owes: from a command's arrival until it has left on
+        # engine_cmd, and, once it has, until its act words or output words have passed, the front end is busy.
+        ports = [dut.cmd, *(getattr(dut, port) for port in run.moved)]
+        accepted = delivered = 0
+        act = out = 0       # act words and output words owed by the commands delivered so far
+        async for _, _, busy, idle, *handshakes in ctx.tick().sample(
+                dut.busy, dut.idle, *(signal for port in ports for signal in (port.valid, port.ready))):
+            fired = [valid and ready for valid, ready in zip(handshakes[0::2], handshakes[1::2])]
+            if busy == idle or (not busy and (accepted > delivered or act or out)):
+                wrong.append(f"cycle {cycle[0]}: busy {busy}, idle {idle} while it owes {accepted - delivered} "
+                             f"commands, {act} act words, {out} outputs")
+            accepted += fired[0]
+            if fired[1]:
+                act, out = act + owing[delivered][0], out + owing[delivered][1]
+                delivered += 1
+            act -= fired[2]
+            out -= fired[3] + fired[4]
+            for port, moved in zip(run.moved, fired[1:]):
+                if moved:
+                    run.moved[port].append(cycle[0])
             cycle[0] += 1
 
     async def weights(ctx):
-        # The weight loader's count rises by one every 40 cycles, from first_done (modulo 256).
         done = first_done
-        last_wait = commands[-1]["wait_weights"]
         while True:
             ctx.set(dut.weights_done, done % MOD)
-            reached[done % MOD] = cycle[0]
-            if done % MOD == last_wait:
+            run.reached[done % MOD] = cycle[0]
+            if done % MOD == commands[-1]["wait_weights"]:
                 return
             await ctx.tick().repeat(40)
             done += 1
@@ -113,50 +154,45 @@ def run_front_end(dut, split, commands, streams, expected, *, pause, seed, first
     for index, port in enumerate(("dense", "inter", "out")):
         async def source(ctx, port=port, index=index):
             await ctx.tick().repeat(2)
-            await StreamSource(getattr(dut, port), pause=pause, seed=seed * 7 + index).send(ctx, streams[port])
+            # The engine's results come late (so the routes wait for them), the dense and inter words early.
+            idle = min(2 * pause, 0.8) if port == "out" else pause
+            await StreamSource(getattr(dut, port), pause=idle, seed=seed * 7 + index).send(ctx, streams[port])
         benches.append(source)
-    timing = []
     for index, port in enumerate(expected):
         async def sink(ctx, port=port, index=index):
             receiver = StreamSink(getattr(dut, port), pause=pause, seed=seed * 11 + index)
-            if port == "engine_cmd":
-                for _ in expected[port]:
-                    value = (await receiver.receive(ctx, 1))[0]
-                    timing.append(cycle[0])
-                    got.setdefault(port, []).append(value)
-            else:
-                got[port] = await receiver.receive(ctx, len(expected[port]))
+            run.got[port] = await receiver.receive(ctx, len(expected[port]))
         benches.append(sink)
 
     async def finish(ctx):
         # Once every stream has passed, the front end goes idle.
-        while len(got) < len(expected) or any(len(got[p]) < len(v) for p, v in expected.items()):
+        while len(run.got) < len(expected):
             await ctx.tick()
         await ctx.tick().repeat(4)
         assert ctx.get(dut.idle) and not ctx.get(dut.busy)
     benches.append(finish)
-    run_simulation(dut, benches, processes=[clock], max_cycles=60_000, name="lane-front-end")
-    return got, timing, reached
+    run_simulation(dut, benches, processes=[monitor], max_cycles=60_000, name="lane-front-end")
+    assert not wrong, wrong[0]
+    return run
 
 
 def check_program(dut, g, lane, split, seed, *, count=24, pause=0.3):
+    """A random program of ``count`` commands through ``dut``: every output compared with the golden model, and
+    no command passed before its ``wait_weights``. Returns the commands."""
     rng = np.random.default_rng(seed)
     first_done = 250  # the counts wrap past 255 during the run
     commands, streams = random_program(rng, g, lane, split, count, first_done)
     expected = golden(g, lane, split, commands, streams)
-    got, timing, reached = run_front_end(dut, split, commands, streams, expected, pause=pause, seed=seed,
-                                         first_done=first_done)
+    run = run_front_end(dut, split, commands, streams, expected, pause=pause, seed=seed, first_done=first_done)
     for port, values in expected.items():
-        assert got.get(port, []) == values, f"{port}: first difference at {_first_difference(got.get(port), values)}"
-    # No command left the gate before the weight loader had completed its wait_weights WEIGHTS commands.
-    for command, received in zip(commands, timing):
+        assert run.got[port] == values, f"{port}: first difference at {_first_difference(run.got[port], values)}"
+    for command, left in zip(commands, run.moved["engine_cmd"]):
         wait = command["wait_weights"]
-        assert received > reached[wait], f"a command waiting for {wait} WEIGHTS left early"
+        assert left > run.reached[wait], f"a command waiting for {wait} WEIGHTS left early"
     return commands
 
 
 def _first_difference(got, expected):
-    got = got or []
     return next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
 
 
@@ -170,6 +206,32 @@ def test_front_end_passes_random_programs_under_stalls(lane, split):
 def test_front_end_at_full_speed():
     """Without idle cycles or back-pressure the program passes too (the handshakes' back-to-back cases)."""
     check_program(LaneFrontEnd(TINY, 0), TINY, 0, 4, seed=5, pause=0.0)
+
+
+def test_front_end_moves_a_word_per_cycle():
+    """Without stalls, act words leave one per cycle (a cut word kept, the rest of the source word dropped at once)
+    with one idle cycle between INPUTs, and results one per cycle across n-tiles and layers."""
+    g, lane, split = TINY, 0, 4   # words of 4 cut into 2
+    rng = np.random.default_rng(3)
+    base = random_command(rng, g, lane, split, 0)
+    commands = []
+    for op, src, dst, items, src_words, ktiles, ntiles in [
+            (Op.INPUT, ActSource.DENSE, OutDest.JOIN, 16, 1, 2, 1),      # 2 cut words of every source word
+            (Op.INPUT, ActSource.INTERACT, OutDest.JOIN, 8, 2, 3, 1),    # 2 and 1 (one dropped)
+            (Op.LAYER, ActSource.DENSE, OutDest.JOIN, 8, 1, 1, 3),
+            (Op.LAYER, ActSource.DENSE, OutDest.SCORE, 4, 1, 1, 2),
+            (Op.LAYER, ActSource.DENSE, OutDest.JOIN, 5, 1, 1, 2)]:
+        cmd = {**base["cmd"], "op": int(op), "items": items, "ktiles": ktiles, "ntiles": ntiles, "to_output": 1}
+        commands.append({**base, "src": src.value, "dst": dst.value, "src_words": src_words, "cmd": cmd})
+    streams = {"dense": rng.integers(-128, 128, size=(16, 4)).tolist(),
+               "inter": rng.integers(-128, 128, size=(16, 4)).tolist(),
+               "out": rng.integers(-9, 9, size=(8 * 3 + 4 * 2 + 5 * 2, 4)).tolist()}
+    expected = golden(g, lane, split, commands, streams)
+    run = run_front_end(LaneFrontEnd(g, lane), split, commands, streams, expected, pause=0.0, seed=1, first_done=0)
+    assert all(run.got[port] == values for port, values in expected.items())
+    act, results = run.moved["act"], sorted(run.moved["bottom"] + run.moved["logits"])
+    assert len(act) == 32 + 24 and act[-1] - act[0] == len(act) - 1 + 1
+    assert results[-1] - results[0] == len(results) - 1
 
 
 class _SwappedCut(LaneFrontEnd):
