@@ -254,15 +254,17 @@ def test_front_end_refuses_bad_parameters():
 
 
 class _LaneOnEngine(wiring.Component):
-    """A front end in front of lane ``lane`` of a real engine: the controller's, the fetcher's and the weight
-    loader's sides exposed."""
+    """A front end in front of lane ``lane`` of a real engine, with the sides of the controller (``cmd``), the
+    weight loader (``wload``, ``weights_done``), the fetcher (``dense``), the joiner (``bottom``, ``inter``) and the
+    score sequencer (``logits``)."""
 
     def __init__(self, geometry, lane):
         self.geometry, self.lane = geometry, lane
         engine = MLPEngine.members(geometry.engine)
+        word = stream.Signature(geometry.act_word_layout())
         super().__init__({"split": In(range(geometry.lanes + 1)), "wload": engine["wload"],
                           "weights_done": In(WAIT_BITS), "cmd": In(stream.Signature(geometry.lane_layout())),
-                          "dense": In(stream.Signature(geometry.act_word_layout())),
+                          "dense": In(word), "inter": In(word), "bottom": engine[f"out{lane}"],
                           "logits": engine[f"out{lane}"], "idle": Out(1)})
 
     def elaborate(self, platform):
@@ -271,37 +273,52 @@ class _LaneOnEngine(wiring.Component):
         m.submodules.front = front = LaneFrontEnd(self.geometry, lane)
         m.submodules.engine = engine = MLPEngine(self.geometry.config)
         m.d.comb += [front.split.eq(self.split), engine.split.eq(self.split),
-                     front.weights_done.eq(self.weights_done),
-                     self.idle.eq(front.idle & engine.idle[lane])]
+                     front.weights_done.eq(self.weights_done), self.idle.eq(front.idle & engine.idle[lane])]
         wiring.connect(m, wiring.flipped(self.wload), engine.wload)
-        wiring.connect(m, wiring.flipped(self.cmd), front.cmd)
-        wiring.connect(m, wiring.flipped(self.dense), front.dense)
-        wiring.connect(m, front.logits, wiring.flipped(self.logits))
+        for port in ("cmd", "dense", "inter"):
+            wiring.connect(m, wiring.flipped(getattr(self, port)), getattr(front, port))
+        for port in ("bottom", "logits"):
+            wiring.connect(m, getattr(front, port), wiring.flipped(getattr(self, port)))
         wiring.connect(m, front.engine_cmd, getattr(engine, f"cmd{lane}"))
         wiring.connect(m, front.act, getattr(engine, f"act{lane}"))
         wiring.connect(m, getattr(engine, f"out{lane}"), front.out)
-        m.d.comb += [front.inter.valid.eq(0), front.bottom.ready.eq(0)]
         return m
 
 
-@pytest.mark.parametrize(("lane", "split"), [(0, 1), (0, 4), (1, 2)])
+def lane_commands(program, lane, src, src_words, dst):
+    """A lane program's MLPCommands as LANE commands, each waiting for the weights (one WEIGHTS command)."""
+    return [{"lane": lane, "wait_weights": 1, "src": src.value, "src_words": src_words, "dst": dst.value,
+             "cmd": cmd} for cmd in program.commands]
+
+
+def item_words(g, values):
+    """Items x K int8 as source words of ``rows`` elements, item after item (``ceil(K / rows)`` words each)."""
+    items, k = values.shape
+    words = -(-k // g.rows)
+    padded = np.zeros((items, words * g.rows), dtype=np.int64)
+    padded[:, :k] = values
+    return padded.reshape(-1, g.rows).tolist(), words
+
+
+@pytest.mark.parametrize(("lane", "split"), [(0, 1), (0, 4), (1, 2), (2, 4)])
 def test_front_end_feeds_a_real_engine(lane, split):
-    """An MLP on lane ``lane`` of a tiny engine, its commands as LANE commands held until the weights are loaded
-    (``wait_weights`` 1), its inputs as dense words of ``rows`` elements: the logits equal the reference."""
+    """A bottom MLP (dense words in, results to ``bottom``) and a top MLP over its output (``inter`` words in,
+    logits out) on lane ``lane`` of a tiny engine, their commands as LANE commands held until the weights are loaded
+    (``wait_weights`` 1); the testbench joins, turning the bottom results into the top MLP's input words. The
+    bottom results and the logits equal the reference."""
     g = TINY
     rng = np.random.default_rng(60 + 10 * lane + split)
-    layers = random_mlp(rng, [7, 9, 3], raw_last=True)
-    inputs = random_input(rng, 11, 7)
-    image = layout_weights(g.engine, split, {0: layers})
-    program = plan_lane(g.engine, split, lane, layers, inputs, image.bases[0], chunk=4)
-    src_words = -(-7 // g.rows)
-    commands = [{"lane": lane, "wait_weights": 1, "src": ActSource.DENSE.value, "src_words": src_words,
-                 "dst": OutDest.SCORE.value, "cmd": cmd} for cmd in program.commands]
-    dense = np.zeros((len(inputs), src_words * g.rows), dtype=np.int64)
-    dense[:, :7] = inputs
-    dense = dense.reshape(-1, g.rows).tolist()   # item after item, src_words words each
+    bottom_mlp, top_mlp = random_mlp(rng, [7, 9, 6], raw_last=False), random_mlp(rng, [6, 5, 1])
+    x = random_input(rng, 11, 7)
+    image = layout_weights(g.engine, split, {0: bottom_mlp, 1: top_mlp})
+    bottom = plan_lane(g.engine, split, lane, bottom_mlp, x, image.bases[0], chunk=4)
+    top = plan_lane(g.engine, split, lane, top_mlp, np.zeros((11, 6), dtype=np.int64), image.bases[1], chunk=4,
+                    inputs_done=bottom.inputs_done, layers_done=bottom.layers_done)
+    dense, dense_words = item_words(g, x)
+    commands = (lane_commands(bottom, lane, ActSource.DENSE, dense_words, OutDest.JOIN)
+                + lane_commands(top, lane, ActSource.INTERACT, -(-6 // g.rows), OutDest.SCORE))
     dut = _LaneOnEngine(g, lane)
-    got = []
+    got = {}
 
     async def setup(ctx):
         ctx.set(dut.split, split)
@@ -318,10 +335,19 @@ def test_front_end_feeds_a_real_engine(lane, split):
     async def dense_in(ctx):
         await StreamSource(dut.dense, pause=0.3, seed=3).send(ctx, dense)
 
+    async def join(ctx):
+        # The bottom results (int8 in int32, n-tile major per chunk) as the top MLP's input words.
+        got["bottom"] = bottom.decode(np.array(await StreamSink(dut.bottom, pause=0.3, seed=4).receive(
+            ctx, bottom.outputs)))
+        await StreamSource(dut.inter, pause=0.3, seed=5).send(ctx, item_words(g, got["bottom"])[0])
+
     async def logits_out(ctx):
-        got.extend(await StreamSink(dut.logits, pause=0.3, seed=4).receive(ctx, program.outputs))
+        got["logits"] = top.decode(np.array(await StreamSink(dut.logits, pause=0.3, seed=6).receive(
+            ctx, top.outputs)))
         await ctx.tick().repeat(30)
         assert ctx.get(dut.idle)
 
-    run_simulation(dut, [setup, commands_in, dense_in, logits_out], max_cycles=100_000, name="lane-on-engine")
-    assert np.array_equal(program.decode(np.array(got)), mlp_forward(layers, inputs))
+    run_simulation(dut, [setup, commands_in, dense_in, join, logits_out], max_cycles=100_000, name="lane-on-engine")
+    hidden = mlp_forward(bottom_mlp, x)
+    assert np.array_equal(got["bottom"], hidden)
+    assert np.array_equal(got["logits"], mlp_forward(top_mlp, hidden))
