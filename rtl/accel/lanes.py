@@ -238,7 +238,8 @@ class LaneFrontEnd(wiring.Component):
         """Output layers' routes into ``demux``, one entry of ``items`` words per n-tile; returns the count of
         result words routed and not yet passed."""
         ntile = Signal(COUNT_BITS, name="route_ntile")
-        pending = Signal(COUNT_BITS + 2, name="route_pending")
+        # At most one entry's words: the demultiplexer takes an entry once the one before has passed its last.
+        pending = Signal(COUNT_BITS, name="route_pending")
         last = ntile == route.ntiles - 1
         added = demux.route.valid & demux.route.ready
         passed = demux.i.valid & demux.i.ready
