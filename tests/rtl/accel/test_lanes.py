@@ -20,10 +20,11 @@ from rpaccel.rtl.mlp import WAIT_BITS, MLPEngine, Op
 from rpaccel.sim.golden.mlp import random_input, random_mlp
 from rpaccel.sim.streams import StreamSink, StreamSource, payload_shape, run_simulation
 
-TINY = ChipGeometry(preset("tiny"))
+TINY, SMALL = ChipGeometry(preset("tiny")), ChipGeometry(preset("small"))
 MOD = 1 << WAIT_BITS
-# (lane, split): every lane width and cut of tiny (rows 4; lanes 0 and 1 are 4 rows wide, 2 in split 4).
-CASES = [(0, 1), (1, 2), (0, 4), (1, 4), (3, 4)]
+# (geometry, lane, split): every lane width and cut of tiny (rows 4; lanes 0 and 1 are 4 rows wide, 2 in split 4),
+# and small's (16 rows, 8 in split 4).
+CASES = [(TINY, 0, 1), (TINY, 1, 2), (TINY, 0, 4), (TINY, 1, 4), (TINY, 3, 4), (SMALL, 0, 4), (SMALL, 2, 4)]
 
 
 def random_command(rng, g, lane, split, wait_weights):
@@ -196,9 +197,10 @@ def _first_difference(got, expected):
     return next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
 
 
-@pytest.mark.parametrize(("lane", "split"), CASES)
-def test_front_end_passes_random_programs_under_stalls(lane, split):
-    commands = check_program(LaneFrontEnd(TINY, lane), TINY, lane, split, seed=10 * lane + split)
+@pytest.mark.parametrize(("g", "lane", "split"), CASES,
+                         ids=lambda value: value.config.name if isinstance(value, ChipGeometry) else str(value))
+def test_front_end_passes_random_programs_under_stalls(g, lane, split):
+    commands = check_program(LaneFrontEnd(g, lane), g, lane, split, seed=10 * lane + split + g.rows)
     kinds = {(c["cmd"]["op"], c["src"] if c["cmd"]["op"] == Op.INPUT else c["dst"]) for c in commands}
     assert len(kinds) == 4  # both sources and both destinations were exercised
 
