@@ -1,6 +1,7 @@
 """Lane front ends: random LANE programs through one front end alone in the Amaranth simulator (every stream
-compared with a golden model, random idle inputs and back-pressure, waits on the weight loader's count), and a
-front end in front of a real MLP engine running an MLP fed through ``dense``."""
+compared with a golden model, random idle inputs and back-pressure, waits on the weight loader's count, ``busy``
+checked in every cycle, full throughput without stalls, a planted bug caught), and a front end in front of a real
+MLP engine running a bottom and a top MLP through all four of its data streams."""
 
 from dataclasses import dataclass
 
