@@ -2,6 +2,7 @@
 the survivors read back as the fetcher does with the release rule checked, a planted bug, parameter errors."""
 
 from collections import deque
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -16,13 +17,13 @@ TINY = ChipGeometry(preset("tiny"))                                         # 4 
 TWO_UNITS = ChipGeometry(preset("tiny").with_settings(["topk_units=2"]))    # 4 lanes, 2 top-k units
 
 
-def run_score(geometry, programs, logits, indices, *, pause=0.3, seed=0, dut=None, max_cycles=40_000):
+def run_score(geometry, programs, logits, indices, *, pause=0.3, seed=0, dut=None, processes=(), max_cycles=40_000):
     """Run the programs on a :class:`ScoreUnit`, acting as the fetcher for the survivors; return the errors found.
 
     Every stream gets random idle cycles or back-pressure (``pause``). The fetcher reads each kept result once
     ``results_done`` shows it (position 0 names the query: indices are distinct), reads it again after a random
     delay and then releases it, so a result written too early shows as a changed read; it also checks in every
-    cycle that no unit is more than two kept results ahead of its releases.
+    cycle that no unit is more than two kept results ahead of its releases. ``processes`` run alongside.
     """
     dut = ScoreUnit(geometry) if dut is None else dut
     expected = score_model(geometry, programs, logits, indices)
@@ -115,7 +116,8 @@ def run_score(geometry, programs, logits, indices, *, pause=0.3, seed=0, dut=Non
         if state != want:
             errors.append(f"at the end {state}, expected {want}")
 
-    run_simulation(dut, [*senders, receive, fetcher, final], max_cycles=max_cycles, name="score")
+    run_simulation(dut, [*senders, receive, fetcher, final], processes=processes, max_cycles=max_cycles,
+                   name="score")
     by_tag = {}
     for reply in got:
         by_tag.setdefault(reply["tag"], []).append(reply)
@@ -170,6 +172,51 @@ def test_random_programs_with_stalls(geometry, seed):
 def test_random_programs_without_stalls():
     programs, logits, indices = random_program(np.random.default_rng(4), TWO_UNITS, blocks=12)
     assert run_score(TWO_UNITS, programs, logits, indices, pause=0.0, seed=4) == []
+
+
+def transfers(stream, cycles):
+    """A process appending to ``cycles`` the cycle of every transfer on ``stream``."""
+    async def monitor(ctx):
+        cycle = 0
+        async for _, _, valid, ready in ctx.tick().sample(stream.valid, stream.ready):
+            if valid and ready:
+                cycles.append(cycle)
+            cycle += 1
+    return monitor
+
+
+def test_a_lane_takes_one_item_per_cycle():
+    # Two SCOREs of one query, one to the responses, a second query: gaps only where a query asks for its unit.
+    program = [score_instr(0, unit=0, items=20), score_instr(1, unit=0, items=20, last=1, k=16, keep=1),
+               score_instr(2, dest=ScoreDest.RSP, items=20), score_instr(3, unit=0, items=20, last=1, k=5, keep=1)]
+    rng = np.random.default_rng(5)
+    logits, indices = [rng.integers(-100, 100, 80).tolist()], [rng.choice(1 << 16, 80, replace=False).tolist()]
+    cycles = []
+    dut = ScoreUnit(TINY)
+    assert run_score(TINY, [program], logits, indices, pause=0.0, dut=dut,
+                     processes=[transfers(dut.logits0, cycles)]) == []
+    gaps = [b - a - 1 for a, b in pairwise(cycles) if b - a > 1]
+    assert len(cycles) == 80 and sum(gaps) <= 2, gaps
+
+
+def test_responses_merge_round_robin():
+    # Every lane sends LOGITs as fast as it can: the merged stream serves them in turn, one response per cycle.
+    lanes, items = TINY.lanes, 16
+    programs = [[score_instr(lane, lane=lane, dest=ScoreDest.RSP, items=items)] for lane in range(lanes)]
+    logits = [list(range(items)) for _ in range(lanes)]
+    indices = [list(range(lane * items, (lane + 1) * items)) for lane in range(lanes)]
+    cycles, order = [], []
+    dut = ScoreUnit(TINY)
+
+    async def tags(ctx):
+        async for _, _, valid, ready, tag in ctx.tick().sample(dut.rsp.valid, dut.rsp.ready, dut.rsp.payload.tag):
+            if valid and ready:
+                order.append(tag)
+
+    assert run_score(TINY, programs, logits, indices, pause=0.0, dut=dut,
+                     processes=[transfers(dut.rsp, cycles), tags]) == []
+    assert cycles == list(range(cycles[0], cycles[0] + lanes * items))
+    assert all(sorted(order[n:n + lanes]) == list(range(lanes)) for n in range(0, lanes * items, lanes)), order
 
 
 class _ThreeAhead(ScoreUnit):
