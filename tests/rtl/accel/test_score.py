@@ -15,6 +15,7 @@ from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
 
 TINY = ChipGeometry(preset("tiny"))                                         # 4 lanes, 1 top-k unit
 TWO_UNITS = ChipGeometry(preset("tiny").with_settings(["topk_units=2"]))    # 4 lanes, 2 top-k units
+ODD_K = ChipGeometry(preset("tiny").with_settings(["topk_units=3", "k_max=12"]))  # banks of 12 in 16 places
 
 
 def run_score(geometry, programs, logits, indices, *, pause=0.3, seed=0, dut=None, processes=(), max_cycles=40_000):
@@ -163,10 +164,12 @@ def test_golden_model_refuses_bad_programs(programs, logits, message):
 
 # --- the unit in the simulator ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("geometry, seed", [(TINY, 1), (TWO_UNITS, 2), (TWO_UNITS, 3)], ids=["tiny", "2u-a", "2u-b"])
-def test_random_programs_with_stalls(geometry, seed):
+@pytest.mark.parametrize("geometry, seed, pause", [
+    (TINY, 1, 0.3), (TINY, 2, 0.6), (TWO_UNITS, 3, 0.3), (TWO_UNITS, 4, 0.5), (TWO_UNITS, 5, 0.1), (ODD_K, 6, 0.3),
+], ids=["tiny-a", "tiny-b", "2u-a", "2u-b", "2u-c", "3u-k12"])
+def test_random_programs_with_stalls(geometry, seed, pause):
     programs, logits, indices = random_program(np.random.default_rng(seed), geometry, blocks=12)
-    assert run_score(geometry, programs, logits, indices, pause=0.3, seed=seed) == []
+    assert run_score(geometry, programs, logits, indices, pause=pause, seed=seed) == []
 
 
 def test_random_programs_without_stalls():
