@@ -35,9 +35,9 @@ from .isa import INDEX_BITS, TAG_BITS, ChipGeometry, ResponseKind, ScoreDest, su
 
 __all__ = ["ScoreUnit"]
 
-#: Queries a top-k unit holds between accepting their ``last`` and putting out the end of their result: the one
-#: being read out and the one waiting in its input register, with room to spare.
-CLOSING_DEPTH = 4
+#: Queries a :class:`~rpaccel.rtl.topk.TopKUnit` holds between accepting their ``last`` and putting out the end of
+#: their result: the one being read out and the one waiting in its input register.
+CLOSING_DEPTH = 2
 
 
 def closing_layout():
@@ -283,6 +283,7 @@ class ScoreUnit(wiring.Component):
                        element_layout(self.geometry), f"unit{unit}_head")
         offered = _select(m, owner, requests, 1, f"unit{unit}_offered")
         accept = Signal(range(lanes + 1), name=f"unit{unit}_accept", init=lanes)
+        # A full queue never holds back a `last` with TopKUnit as it is; the guard keeps the queue right regardless.
         m.d.comb += [
             port.valid.eq(held & offered & (closing.w_rdy | ~head.element.last)),
             port.payload.eq(head.element),
