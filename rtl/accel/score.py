@@ -31,6 +31,7 @@ from ..lib.queue import Queue
 from ..lib.slice import RegisterSlice
 from ..mlp import COUNT_BITS, WAIT_BITS
 from ..topk import TopKUnits, topk_in_layout
+from .controller import ResponseMerge
 from .isa import INDEX_BITS, TAG_BITS, ChipGeometry, ResponseKind, ScoreDest, survivors_address_layout
 
 __all__ = ["ScoreUnit"]
@@ -174,7 +175,7 @@ class ScoreUnit(wiring.Component):
     after the last; result ``r`` is written only once ``release`` has pulsed ``r - 2`` times (so at most two
     kept results wait for the fetcher). With ``report``, each candidate is a RANK response with the closing
     SCORE's tag, ``last`` on the final one. LOGIT and RANK responses merge round-robin (lanes, then units) into
-    ``rsp`` through a register slice.
+    ``rsp`` (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`).
 
     Parameters
     ----------
@@ -258,8 +259,13 @@ class ScoreUnit(wiring.Component):
         m.d.sync += unit_r.eq(self.surv_addr.unit)
         m.d.comb += self.surv_data.eq(_select(m, unit_r, reads, unsigned(INDEX_BITS), "surv_read"))
 
-        out = self._merge(m, [sequencer.rsp for sequencer in sequencers] + ranks)
-        busy = Cat(self.topk_busy.any(), ~out.idle, *(sequencer.busy for sequencer in sequencers)).any()
+        sources = [sequencer.rsp for sequencer in sequencers] + ranks
+        m.submodules.rsp = merge = ResponseMerge(g.response_layout(), len(sources))
+        for source, port in zip(sources, merge.i, strict=True):
+            wiring.connect(m, source, port)
+        wiring.connect(m, merge.o, wiring.flipped(self.rsp))
+        # The merge's output register holds a response exactly when it offers one.
+        busy = Cat(self.topk_busy.any(), self.rsp.valid, *(sequencer.busy for sequencer in sequencers)).any()
         m.d.comb += [
             self.busy.eq(busy),
             self.idle.eq(~busy & ~Cat(*(cmd.valid for cmd in self.cmd)).any()),
@@ -341,21 +347,3 @@ class ScoreUnit(wiring.Component):
         ]
         m.d.comb += self.topk_busy[unit].eq(held | (closing.level != 0) | ~rank.idle)
         return rank.o, read.data
-
-    def _merge(self, m, sources):
-        """The responses of ``sources`` into ``rsp``, round-robin, through a register slice (returned)."""
-        g = self.geometry
-        m.submodules.rsp = out = RegisterSlice(g.response_layout())
-        wiring.connect(m, out.o, wiring.flipped(self.rsp))
-        pointer = Signal(range(len(sources)), name="rsp_pointer")
-        any_valid, choice = _first_from(m, [source.valid for source in sources], pointer, "rsp")
-        m.d.comb += [
-            out.i.valid.eq(any_valid),
-            out.i.payload.eq(_select(m, choice, [source.payload for source in sources], g.response_layout(),
-                                     "rsp_head")),
-        ]
-        for k, source in enumerate(sources):
-            m.d.comb += source.ready.eq(out.i.ready & (choice == k))
-        with m.If(out.i.valid & out.i.ready):
-            m.d.sync += pointer.eq(_next(choice, len(sources)))
-        return out
