@@ -7,12 +7,16 @@ from collections import deque
 
 import pytest
 from amaranth.hdl import Module, Value
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from rpaccel.config import preset
 from rpaccel.rtl.accel.isa import ChipGeometry
+from rpaccel.rtl.accel.memarb import MemoryArbiter
 from rpaccel.rtl.accel.weights import WeightLoader
-from rpaccel.sim.streams import run_simulation
+from rpaccel.rtl.memory import MemoryModel
+from rpaccel.rtl.mlp import WAIT_BITS, wload_layout
+from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
 
 #: (preset, settings): words of 4 bytes in 16-byte lines (tiny), of 8 in 16 (small), one per 4-byte line, over
 #: two 2-byte lines, over four 4-byte lines.
@@ -210,6 +214,70 @@ def test_one_word_per_cycle(config, cycles_per_word):
                                   mem_pause=0.0, line_pause=0.0, latency=(30, 30))
     assert not errors, errors[:5]
     assert stats["cycles"] <= 200 * cycles_per_word + 30 + 12
+
+
+class _System(wiring.Component):
+    """The weight loader and a second requester (``other``, the testbench) through the memory arbiter to the
+    memory model."""
+
+    def __init__(self, g, lines):
+        self.g, self.lines = g, lines
+        super().__init__({"cmd": In(stream.Signature(g.weights_layout())), "other": In(g.emb_layouts.memory),
+                          "wload": Out(stream.Signature(wload_layout(g.engine))), "done": Out(WAIT_BITS),
+                          "idle": Out(1)})
+
+    def elaborate(self, platform):
+        g, m = self.g, Module()
+        m.submodules.loader = loader = WeightLoader(g)
+        m.submodules.arbiter = arbiter = MemoryArbiter(g.emb_layouts.memory, 2)
+        m.submodules.memory = memory = MemoryModel(lines=self.lines, line_bytes=g.line_bytes, addr_bits=g.addr_bits,
+                                                   max_burst=g.emb.max_burst, latency=12,
+                                                   bytes_per_cycle=g.line_bytes)
+        wiring.connect(m, loader.mem, arbiter.req[0])
+        wiring.connect(m, wiring.flipped(self.other), arbiter.req[1])
+        wiring.connect(m, arbiter.mem, memory.port)
+        wiring.connect(m, wiring.flipped(self.cmd), loader.cmd)
+        wiring.connect(m, loader.wload, wiring.flipped(self.wload))
+        m.d.comb += [self.done.eq(loader.done), self.idle.eq(loader.idle & arbiter.idle)]
+        return m
+
+
+def test_through_the_arbiter_to_the_memory_model():
+    """The testbench writes the weights through the arbiter's other port, then reads lines back through it while
+    the loader executes its commands: every word and every line read checked."""
+    g = geometry("tiny")
+    rng = random.Random(10)
+    commands, _ = random_commands(rng, g, 12)
+    commands = [dict(c, wait=0) for c in commands]
+    lines = 1 << (max(c["mem_addr"] + lines_of(g, c["words"]) for c in commands) - 1).bit_length()
+    memory = {a: rng.getrandbits(8 * g.line_bytes) for a in range(lines)}
+    expected = golden_writes(g, commands, memory)
+    reads = [rng.randrange(lines) for _ in range(150)]
+    dut = _System(g, lines)
+    stored = []
+
+    async def requester(ctx):
+        source = StreamSource(dut.other.req, pause=0.3, seed=1)
+        await source.send(ctx, [{"write": 1, "addr": a, "length": 0, "data": v} for a, v in memory.items()])
+        stored.append(True)
+        await source.send(ctx, [{"write": 0, "addr": a, "length": 0, "data": 0} for a in reads])
+
+    async def lines_back(ctx):
+        assert await StreamSink(dut.other.resp, pause=0.3, seed=2).receive(ctx, len(reads)) == [
+            memory[a] for a in reads]
+
+    async def commander(ctx):
+        while not stored:
+            await ctx.tick()
+        await StreamSource(dut.cmd, pause=0.3, seed=3).send(ctx, commands)
+
+    async def words(ctx):
+        got = await StreamSink(dut.wload, pause=0.3, seed=4).receive(ctx, len(expected))
+        assert [(w["addr"], int.from_bytes(bytes(b & 0xFF for b in w["data"]), "little")) for w in got] == expected
+        while ctx.get(dut.done) != len(commands) or not ctx.get(dut.idle):
+            await ctx.tick()
+
+    run_simulation(dut, [requester, lines_back, commander, words], max_cycles=20_000, name="weights-system")
 
 
 class _WaitsEarly(WeightLoader):
