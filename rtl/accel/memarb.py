@@ -27,9 +27,9 @@ class MemoryArbiter(wiring.Component):
     Latency: a granted request goes through a :class:`~rpaccel.rtl.lib.slice.RegisterSlice` and reaches ``mem.req``
     one cycle after its transfer on ``req[k].req``, so the arbiter's decision and the payload multiplexer end in
     registers. Lines pass from ``mem.resp`` to ``req[k].resp`` in the same cycle (``mem.resp.ready`` is the
-    requester's ready through one multiplexer). A read's entry is ready for its lines three cycles after its grant,
-    so a memory that answers within a cycle of accepting a read waits a cycle for it; the chip's memories answer in
-    five cycles at the earliest (:attr:`rpaccel.rtl.memory.MemoryModel.MIN_LATENCY`).
+    requester's ready through one multiplexer). A read's entry is ready for its lines three cycles after its grant
+    (two after the memory can have accepted the read): lines that come back sooner wait for it. The chip's
+    memories answer in five cycles at the earliest (:attr:`rpaccel.rtl.memory.MemoryModel.MIN_LATENCY`).
 
     Parameters
     ----------
