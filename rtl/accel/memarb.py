@@ -18,11 +18,13 @@ class MemoryArbiter(wiring.Component):
 
     Each cycle at most one request is granted, to the first requester with a request after the one granted last
     (round robin, so a requester waits at most ``n - 1`` grants to others while its request can be granted).
-    Requests go to the memory unchanged. A read is granted only while fewer than ``outstanding`` reads are in
-    flight (granted and not all their lines delivered): each granted read leaves its entry ``{requester, lines}``
-    in a queue, and the lines coming back from the memory (in request order) go to the requester at the head of
-    the queue, ``lines`` of them, in order (a :class:`~rpaccel.rtl.lib.route.RouteDemux`). Writes are posted:
-    they have no entry and no response, and are granted even when reads are not.
+    Requests go to the memory unchanged. Each granted read leaves its entry ``{requester, lines}`` in a queue, and
+    the lines coming back from the memory (in request order) go to the requester at the head of the queue,
+    ``lines`` of them, in order (a :class:`~rpaccel.rtl.lib.route.RouteDemux`). A read is granted only while the
+    queue has room, so at most ``outstanding`` reads are in flight (granted and not all their lines delivered).
+    Writes are posted: they have no entry and no response, and are granted even when reads are not. Lines are
+    delivered in memory order, so a requester that holds its lines up (``resp.ready`` low) holds up every later
+    line of every requester: a requester should read only what it has room for.
 
     Latency: a granted request goes through a :class:`~rpaccel.rtl.lib.slice.RegisterSlice` and reaches ``mem.req``
     one cycle after its transfer on ``req[k].req``, so the arbiter's decision and the payload multiplexer end in
