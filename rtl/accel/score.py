@@ -27,12 +27,22 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ...numeric import ACC_BITS
+from ..filter import FilterUnit
 from ..lib.queue import Queue
 from ..lib.slice import RegisterSlice
 from ..mlp import COUNT_BITS, WAIT_BITS
-from ..topk import TopKUnits, topk_in_layout
+from ..topk import TopKUnits
 from .controller import ResponseMerge
-from .isa import INDEX_BITS, TAG_BITS, ChipGeometry, ResponseKind, ScoreDest, survivors_address_layout
+from .isa import (
+    INDEX_BITS,
+    TAG_BITS,
+    ChipGeometry,
+    ErrorCode,
+    Opcode,
+    ResponseKind,
+    ScoreDest,
+    survivors_address_layout,
+)
 
 __all__ = ["ScoreUnit"]
 
@@ -47,9 +57,11 @@ def closing_layout():
 
 
 def element_layout(geometry):
-    """A sequencer's candidate for a top-k unit: the unit's input element, the unit, the closing SCORE's fields."""
-    return data.StructLayout({"unit": range(max(geometry.units, 2)),
-                              "element": topk_in_layout(geometry.k_max, index_bits=INDEX_BITS),
+    """A sequencer's candidate for a top-k or filter unit: which unit (``filter`` and ``unit``), the candidate,
+    ``last`` and ``k`` (with ``last``), the closing SCORE's fields."""
+    g = geometry
+    return data.StructLayout({"filter": 1, "unit": range(max(g.units, g.filters, 2)), "score": signed(ACC_BITS),
+                              "index": unsigned(INDEX_BITS), "last": 1, "k": unsigned(g.k_bits),
                               "closing": closing_layout()})
 
 
@@ -138,7 +150,7 @@ class _Sequencer(wiring.Component):
             m.d.sync += left.eq(left - 1)
 
         logit, index = self.logits.payload[0], self.index.payload
-        candidate = element.i.payload.element.candidates[0]
+        out = element.i.payload
         m.d.comb += [
             rsp.i.valid.eq(have & to_rsp),
             rsp.i.payload.kind.eq(ResponseKind.LOGIT),
@@ -147,15 +159,15 @@ class _Sequencer(wiring.Component):
             rsp.i.payload.index.eq(index),
             rsp.i.payload.score.eq(logit),
             element.i.valid.eq(have & ~to_rsp),
-            element.i.payload.unit.eq(score.unit),
-            candidate.score.eq(logit),
-            candidate.index.eq(index),
-            candidate.keep.eq(1),
-            element.i.payload.element.last.eq(closes),
-            element.i.payload.element.k.eq(score.k),
-            element.i.payload.closing.tag.eq(instr.tag),
-            element.i.payload.closing.keep.eq(score.keep),
-            element.i.payload.closing.report.eq(score.report),
+            out.filter.eq(score.dest == ScoreDest.FILTER),
+            out.unit.eq(score.unit),
+            out.score.eq(logit),
+            out.index.eq(index),
+            out.last.eq(closes),
+            out.k.eq(score.k),
+            out.closing.tag.eq(instr.tag),
+            out.closing.keep.eq(score.keep),
+            out.closing.report.eq(score.report),
         ]
         return m
 
@@ -223,10 +235,11 @@ class ScoreUnit(wiring.Component):
             "rsp": Out(stream.Signature(g.response_layout())),
             "surv_addr": In(survivors_address_layout(g)),
             "surv_data": Out(unsigned(INDEX_BITS)),
-            "results_done": Out(WAIT_BITS).array(g.units),
-            "release": In(1).array(g.units),
+            "results_done": Out(WAIT_BITS).array(g.holders),
+            "release": In(1).array(g.holders),
             "busy": Out(1),
             "topk_busy": Out(g.units),
+            "filter_busy": Out(max(g.filters, 1)),
             "idle": Out(1),
         })
         super().__init__(members)
@@ -242,13 +255,22 @@ class ScoreUnit(wiring.Component):
             wiring.connect(m, wiring.flipped(self.index[lane]), sequencer.index)
             sequencers.append(sequencer)
         m.submodules.topk = topk = TopKUnits(g.units, g.k_max, index_bits=INDEX_BITS)
+        filters = []
+        for unit in range(g.filters):
+            m.submodules[f"filter{unit}"] = unit_filter = FilterUnit(g.filter_capacity, index_bits=INDEX_BITS)
+            filters.append(unit_filter)
 
-        accepts = []
-        ranks = []
-        reads = []
-        for unit in range(g.units):
-            closing, accept, held = self._feed(m, unit, sequencers, topk.i[unit])
-            rank, read = self._result(m, unit, topk.o[unit], closing, held)
+        accepts, ranks, reads = [], [], []
+        for holder in range(g.holders):
+            is_filter = holder >= g.units
+            unit = holder - g.units if is_filter else holder
+            port = filters[unit].i if is_filter else topk.i[unit]
+            closing, accept, held = self._feed(m, holder, is_filter, unit, sequencers, port)
+            if is_filter:
+                rank, read = self._filter_result(m, holder, filters[unit].o, closing)
+                m.d.comb += self.filter_busy[unit].eq(held | (closing.level != 0) | filters[unit].busy)
+            else:
+                rank, read = self._result(m, holder, topk.o[unit], closing, held)
             accepts.append(accept)
             ranks.append(rank)
             reads.append(read)
@@ -265,40 +287,51 @@ class ScoreUnit(wiring.Component):
             wiring.connect(m, source, port)
         wiring.connect(m, merge.o, wiring.flipped(self.rsp))
         # The merge's output register holds a response exactly when it offers one.
-        busy = Cat(self.topk_busy.any(), self.rsp.valid, *(sequencer.busy for sequencer in sequencers)).any()
+        busy = Cat(self.topk_busy.any(), self.filter_busy.any(), self.rsp.valid,
+                   *(sequencer.busy for sequencer in sequencers)).any()
         m.d.comb += [
             self.busy.eq(busy),
             self.idle.eq(~busy & ~Cat(*(cmd.valid for cmd in self.cmd)).any()),
         ]
         return m
 
-    def _feed(self, m, unit, sequencers, port):
-        """Unit ``unit``'s input: the lane holding it, granted round-robin. Returns the queue of closing SCOREs,
-        ``accept``, the lane whose candidate the unit takes this cycle (``lanes`` if none), and ``held``."""
+    def _feed(self, m, holder, is_filter, unit, sequencers, port):
+        """Holder ``holder``'s input (top-k or filter ``unit``): the lane holding it, granted round-robin. Returns
+        the queue of closing SCOREs, ``accept``, the lane whose candidate the unit takes this cycle (``lanes`` if
+        none), and ``held``."""
         lanes = len(sequencers)
-        held = Signal(name=f"unit{unit}_held")
-        owner = Signal(range(lanes), name=f"unit{unit}_owner")
-        pointer = Signal(range(lanes), name=f"unit{unit}_pointer")
-        requests = [sequencer.element.valid & (sequencer.element.payload.unit == unit) for sequencer in sequencers]
-        asking, choice = _first_from(m, requests, pointer, f"unit{unit}_grant")
+        held = Signal(name=f"unit{holder}_held")
+        owner = Signal(range(lanes), name=f"unit{holder}_owner")
+        pointer = Signal(range(lanes), name=f"unit{holder}_pointer")
+        requests = [sequencer.element.valid & (sequencer.element.payload.filter == is_filter)
+                    & (sequencer.element.payload.unit == unit) for sequencer in sequencers]
+        asking, choice = _first_from(m, requests, pointer, f"unit{holder}_grant")
         with m.If(~held & asking):
             m.d.sync += [held.eq(1), owner.eq(choice), pointer.eq(_next(choice, lanes))]
 
-        m.submodules[f"closing{unit}"] = closing = Queue(closing_layout().size, depth=CLOSING_DEPTH, register="read")
+        m.submodules[f"closing{holder}"] = closing = Queue(closing_layout().size, depth=CLOSING_DEPTH,
+                                                            register="read")
         head = _select(m, owner, [sequencer.element.payload for sequencer in sequencers],
-                       element_layout(self.geometry), f"unit{unit}_head")
-        offered = _select(m, owner, requests, 1, f"unit{unit}_offered")
-        accept = Signal(range(lanes + 1), name=f"unit{unit}_accept", init=lanes)
-        # A full queue never holds back a `last` with TopKUnit as it is; the guard keeps the queue right regardless.
+                       element_layout(self.geometry), f"unit{holder}_head")
+        offered = _select(m, owner, requests, 1, f"unit{holder}_offered")
+        accept = Signal(range(lanes + 1), name=f"unit{holder}_accept", init=lanes)
+        # A full queue never holds back a `last` with TopKUnit or FilterUnit as they are (each holds at most two
+        # ended queries); the guard keeps the queue right regardless.
         m.d.comb += [
-            port.valid.eq(held & offered & (closing.w_rdy | ~head.element.last)),
-            port.payload.eq(head.element),
-            closing.w_en.eq(port.valid & port.ready & head.element.last),
+            port.valid.eq(held & offered & (closing.w_rdy | ~head.last)),
+            port.payload.last.eq(head.last),
+            port.payload.k.eq(head.k),
+            closing.w_en.eq(port.valid & port.ready & head.last),
             closing.w_data.eq(head.closing),
         ]
+        if is_filter:
+            m.d.comb += [port.payload.score.eq(head.score), port.payload.index.eq(head.index)]
+        else:
+            candidate = port.payload.candidates[0]
+            m.d.comb += [candidate.score.eq(head.score), candidate.index.eq(head.index), candidate.keep.eq(1)]
         with m.If(port.valid & port.ready):
             m.d.comb += accept.eq(owner)
-            with m.If(head.element.last):
+            with m.If(head.last):
                 m.d.sync += held.eq(0)
         return closing, accept, held
 
@@ -343,7 +376,56 @@ class ScoreUnit(wiring.Component):
             write.en.eq(go & info.keep & word.keep),
             write.addr.eq(Cat(position, ~done[0])),
             write.data.eq(word.index),
-            read.addr.eq(Cat(self.surv_addr.position, self.surv_addr.bank)),
+            read.addr.eq(Cat(self.surv_addr.position[:bits], self.surv_addr.bank)),
         ]
         m.d.comb += self.topk_busy[unit].eq(held | (closing.level != 0) | ~rank.idle)
+        return rank.o, read.data
+
+    def _filter_result(self, m, holder, result, closing):
+        """Filter holder ``holder``'s results into its survivors banks, KEPT responses and, for a query that had
+        more candidates than the unit holds, an ERROR. Returns the response stream and the survivors read data."""
+        g = self.geometry
+        m.submodules[f"rank{holder}"] = rank = RegisterSlice(g.response_layout())
+        info = data.View(closing_layout(), closing.r_data)
+        done = self.results_done[holder]
+        pending = Signal(range(self._AHEAD + 1), name=f"unit{holder}_pending")
+        position = Signal(range(g.filter_capacity), name=f"unit{holder}_position")
+        word = result.payload
+        have, allowed, reported, go = (Signal(name=f"unit{holder}_{name}")
+                                       for name in ("have", "allowed", "reported", "go"))
+        failed = word.last & word.error
+        # One response per word at most: the ERROR of an overflowing query replaces its last KEPT.
+        m.d.comb += [
+            have.eq(result.valid & closing.r_rdy),
+            allowed.eq(~info.keep | (pending != self._AHEAD)),
+            reported.eq((info.report & ~word.empty) | failed),
+            go.eq(have & allowed & (~reported | rank.i.ready)),
+            result.ready.eq(go),
+            closing.r_en.eq(go & word.last),
+            rank.i.valid.eq(have & allowed & reported),
+            rank.i.payload.kind.eq(Mux(failed, ResponseKind.ERROR, ResponseKind.KEPT)),
+            rank.i.payload.code.eq(Mux(failed, ErrorCode.ITEMS, ErrorCode.NONE)),
+            rank.i.payload.tag.eq(info.tag),
+            rank.i.payload.last.eq(word.last),
+            rank.i.payload.index.eq(Mux(failed, Opcode.SCORE.value, word.index)),
+        ]
+        completes = go & word.last & info.keep
+        m.d.sync += pending.eq(pending + completes - self.release[holder])
+        with m.If(go):
+            m.d.sync += position.eq(position + 1)
+            with m.If(word.last):
+                m.d.sync += position.eq(0)
+        with m.If(completes):
+            m.d.sync += done.eq(done + 1)
+
+        bits = Shape.cast(range(g.filter_capacity)).width
+        m.submodules[f"survivors{holder}"] = survivors = Memory(shape=unsigned(INDEX_BITS), depth=2 << bits,
+                                                                init=[])
+        write, read = survivors.write_port(), survivors.read_port()
+        m.d.comb += [
+            write.en.eq(go & info.keep & ~word.empty),
+            write.addr.eq(Cat(position, ~done[0])),
+            write.data.eq(word.index),
+            read.addr.eq(Cat(self.surv_addr.position[:bits], self.surv_addr.bank)),
+        ]
         return rank.o, read.data
