@@ -140,7 +140,8 @@ def _wrap(values, bits):
 
 class PagedMemory:
     """The chip's memory: ``lines`` lines of ``line_bytes`` bytes, allocated in pages as they are written (so the
-    ``paper`` preset's 16 GiB cost only what a program touches); unwritten lines read as zero.
+    ``paper`` preset's 16 GiB cost only what a program touches); unwritten lines read as zero, and addresses wrap
+    modulo ``lines`` (a line address has the memory's address bits).
 
     Parameters
     ----------
@@ -156,7 +157,7 @@ class PagedMemory:
     def read(self, addresses):
         """The lines at ``addresses`` (any shape), as ``(*shape, line_bytes)`` uint8."""
         addresses = np.asarray(addresses, dtype=np.int64)
-        flat = addresses.reshape(-1)
+        flat = addresses.reshape(-1) % self.lines
         out = np.zeros((flat.size, self.line_bytes), dtype=np.uint8)
         pages = flat >> self.PAGE_BITS
         for page in np.unique(pages).tolist():
@@ -167,7 +168,7 @@ class PagedMemory:
 
     def write(self, addresses, lines):
         """Write ``lines`` (``(n, line_bytes)`` bytes) at ``addresses`` (``n``; a later duplicate wins)."""
-        addresses = np.asarray(addresses, dtype=np.int64).reshape(-1)
+        addresses = np.asarray(addresses, dtype=np.int64).reshape(-1) % self.lines
         lines = np.asarray(lines).astype(np.uint8, copy=False).reshape(len(addresses), self.line_bytes)
         pages = addresses >> self.PAGE_BITS
         for page in np.unique(pages).tolist():
@@ -247,11 +248,11 @@ def _row(tree, i):
     return int(value) if np.ndim(value) == 0 else np.array(value)
 
 
-def _line_of(value, line_bytes):
-    """A line field (an int, or its uint64 limbs) as ``line_bytes`` uint8."""
-    if isinstance(value, int):
-        return np.frombuffer(int(value).to_bytes(8, "little"), dtype=np.uint8)[:line_bytes].copy()
-    return np.asarray(value, dtype="<u8").view(np.uint8)[:line_bytes].copy()
+def _lines_of(column, line_bytes):
+    """Unpacked line fields (``(n,)`` integers, or ``(n, limbs)`` uint64 limbs) as ``(n, line_bytes)`` uint8."""
+    column = np.asarray(column)
+    limbs = column.astype("<u8").reshape(len(column), -1)
+    return limbs.view(np.uint8)[:, :line_bytes].copy()
 
 
 # Units -------------------------------------------------------------------------------------------------------------
@@ -386,7 +387,7 @@ class _Embedding(_Unit):
         self.static = np.zeros((max(g.static_lines, 1), g.line_bytes), dtype=np.uint8)
         self.dynamic = LRUCache(g.sets, g.ways) if g.ways else None
         self.filled = {}        # line address -> the data the dynamic cache holds for it
-        self.partial = None     # (sum, count) of a bag whose last ID has not come yet
+        self.partial = None     # (rows, tables, ends) of a bag whose last ID has not come yet
         self.clear()
 
     def clear(self):
@@ -427,8 +428,8 @@ class _Embedding(_Unit):
             update = cmd["arg"]["update"]
             row, first = update["id"], (update["id"] << int(cfg["row_lines"][table])) + update["line"]
             line = int(cfg["mem_base"][table]) + first
-            data = _line_of(update["data"], g.line_bytes)
-            chip.memory.write([line % chip.memory.lines], data[None])
+            data = _lines_of([update["data"]], g.line_bytes)[0]
+            chip.memory.write([line], data[None])
             chip.count(Counter.MEM_WRITE_LINES, 1)
             if g.static_rows and row < cfg["rows"][table] and row < cfg["static_rows"][table]:
                 self.static[(int(cfg["static_base"][table]) + first) % len(self.static)] = data
@@ -913,8 +914,6 @@ class FunctionalChip:
         g, split = self.geometry, self.split
         lines = self.memory.lines
         acc_rows = g.engine.splits[split].acc_rows
-        if op == Opcode.MEM_WRITE:
-            return (ErrorCode.ADDRESS, arg["addr"]) if arg["addr"] >= lines else None
         if op == Opcode.MEM_READ:
             end = arg["addr"] + arg["length"]
             return (ErrorCode.ADDRESS, end) if end >= lines else None
@@ -983,6 +982,7 @@ class FunctionalChip:
             return None
         return None
 
+    _OPCODES = {op.value: op for op in Opcode}
     _BARRIERS = (Opcode.SYNC, Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.SPLIT, Opcode.COUNTERS)
     _ARG = {Opcode.MEM_WRITE: "mem_write", Opcode.MEM_READ: "mem_read", Opcode.SPLIT: "split",
             Opcode.WEIGHTS: "weights", Opcode.EMB: "emb", Opcode.FETCH: "fetch", Opcode.LANE: "lane",
@@ -993,15 +993,15 @@ class FunctionalChip:
         progress = False
         while self._next < self._count:
             i = self._next
-            try:
-                op = Opcode(int(self._columns["op"][i]))
-            except ValueError:
-                op = int(self._columns["op"][i])
-            tag = int(self._columns["tag"][i])
+            op = self._OPCODES.get(int(self._ops[i]), int(self._ops[i]))
+            tag = int(self._tags[i])
             if op in self._BARRIERS and not (self._idle() if op == Opcode.SYNC else self._finished()):
                 return progress
-            self._next += 1
             progress = True
+            if op == Opcode.MEM_WRITE:
+                self._mem_writes(i)
+                continue
+            self._next += 1
             self.count(Counter.COMMANDS)
             if not isinstance(op, Opcode):
                 self.error(tag, ErrorCode.OPCODE, op, op)
@@ -1014,12 +1014,23 @@ class FunctionalChip:
             self._execute(op, tag, arg)
         return progress
 
+    def _mem_writes(self, i):
+        """The run of MEM_WRITEs from command ``i`` at once (each waits only for the one before it)."""
+        ops = self._ops[i:]
+        others = np.flatnonzero(ops != Opcode.MEM_WRITE.value)
+        end = i + (int(others[0]) if others.size else len(ops))
+        self._next = end
+        self.count(Counter.COMMANDS, end - i)
+        columns = self._columns["arg"]["mem_write"]
+        addresses = columns["addr"][i:end]
+        good = addresses < self.memory.lines
+        for k in np.flatnonzero(~good).tolist():
+            self.error(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
+        self.memory.write(addresses[good], _lines_of(columns["data"][i:end], self.geometry.line_bytes)[good])
+
     def _execute(self, op, tag, arg):
-        g = self.geometry
         if op == Opcode.SYNC:
             self.responses.add(ResponseKind.DONE, tag, last=1)
-        elif op == Opcode.MEM_WRITE:
-            self.memory.write([arg["addr"]], _line_of(arg["data"], g.line_bytes)[None])
         elif op == Opcode.MEM_READ:
             count = arg["length"] + 1
             last = np.zeros(count, dtype=np.int64)
@@ -1073,6 +1084,8 @@ class FunctionalChip:
         """
         words = np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs)
         self._columns = self._command.unpack(words) if len(words) else None
+        self._ops = self._columns["op"] if len(words) else None
+        self._tags = self._columns["tag"] if len(words) else None
         self._count, self._next = len(words), 0
         self.responses = _Responses(self.geometry)
         progress = True
