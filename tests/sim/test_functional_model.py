@@ -13,7 +13,7 @@ from amaranth.lib import data
 
 from rpaccel.cachemodel import EmbeddingCacheModel
 from rpaccel.config import preset
-from rpaccel.embedding import EmbeddingLayout, TableSpec
+from rpaccel.embedding import EmbeddingLayout, TableSpec, pool_bags
 from rpaccel.host.data import preprocess
 from rpaccel.host.driver.codec import codec, from_ints, to_ints
 from rpaccel.host.driver.embedding import line_limbs
@@ -298,6 +298,75 @@ def test_a_list_fetches_in_its_order_and_an_index_beyond_the_set_is_an_error():
     assert errors["code"].tolist() == [ErrorCode.INDEX.value] * 2
     assert errors["index"].tolist() == [Opcode.FETCH.value] * 2 and errors["score"].tolist() == [15, 300]
     assert result.counters["ERRORS"] == 2
+
+
+# The embedding unit: bags, the static and dynamic caches, UPDATE and FLUSH ----------------------------------------
+
+
+def test_embedding_updates_reach_every_copy_and_memory_writes_reach_the_cache_after_a_flush():
+    """Bags of three IDs pooled (``cat`` join with the bottom output); UPDATE of a static and of a cached row is
+    seen at once, a MEM_WRITE behind the dynamic cache only after a FLUSH."""
+    chip = FunctionalChip(TINY)
+    g = chip.geometry
+    rng = np.random.default_rng(11)
+    rows, dim, static_rows, m, s = 8, g.line_bytes, 2, 3, 3
+    table = rng.integers(-128, 128, (rows, dim))
+    layout = EmbeddingLayout(g.emb, [TableSpec(rows, dim, static_rows, m, s)])
+    bottom, top = random_mlp(rng, (5, 4), raw_last=False), random_mlp(rng, (8, 6, 1))
+    dense = rng.integers(-128, 128, (6, 5))
+    ids = rng.integers(0, rows, (6, 3))
+    ids[:, 0] = [0, 5, 6, 1, 5, 6]       # every item looks up a changed row
+    image = layout_weights(g.engine, 1, {"bottom": bottom, "top": top})
+    records, stride, dense_lines = record_set(g, dense, [[(0, int(i), int(k == 2)) for k, i in enumerate(item)]
+                                                         for item in ids])
+    program = Program(g)
+    program.mem_write(0, table.astype(np.int8).view(np.uint8))
+    weights_at = rows
+    records_at = weights_at + stage_weights(program, g, image, weights_at)
+    program.mem_write(records_at, records)
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.CONFIG.value, table=0, arg={"config": {
+        "rows": rows, "static_rows": static_rows, "static_base": 0, "mem_base": 0, "row_lines": 0, "m": m, "s": s}})
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.PRELOAD.value, table=0)
+    plan, scores = LanePlan(g, 1, 0), []
+
+    def query():
+        program.add(Opcode.FETCH, "fetch", items=len(dense), base=records_at, stride=stride, count=len(dense),
+                    dense_lines=dense_lines, dense_words=-(-dense.shape[1] // g.rows),
+                    join={"mode": 1, "vectors": 2, "dim": 4})
+        plan.mlp(program, bottom, image.bases["bottom"], len(dense), src=ActSource.DENSE,
+                 src_words=-(-dense.shape[1] // g.rows), dst=OutDest.JOIN, wait_weights=1)
+        plan.mlp(program, top, image.bases["top"], len(dense), src=ActSource.INTERACT,
+                 src_words=output_words("cat", 2, 4, g.rows), dst=OutDest.SCORE, wait_weights=1)
+        scores.append(program.add(Opcode.SCORE, "score", dest=ScoreDest.RSP.value, items=len(dense)))
+
+    def expected(data):
+        pooled = pool_bags(layout, [data], np.zeros(len(ids), dtype=np.int64), np.arange(0, ids.size + 1, 3),
+                           ids.reshape(-1))
+        joined = np.concatenate([mlp_forward(bottom, dense), pooled[:, :4]], axis=1)
+        return mlp_forward(top, joined)[:, 0]
+
+    query()
+    updated = table.copy()
+    for row in (0, 5):                    # static, and cached by the first query
+        updated[row] = rng.integers(-128, 128, dim)
+        program.add(Opcode.EMB, "emb", op=EmbeddingOp.UPDATE.value, table=0,
+                    arg={"update": {"id": row, "line": 0, "data": int.from_bytes(
+                        updated[row].astype(np.int8).tobytes(), "little")}})
+    behind = updated.copy()
+    behind[6] = rng.integers(-128, 128, dim)
+    program.mem_write(6, behind[6:7].astype(np.int8).view(np.uint8))
+    query()
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.FLUSH.value)
+    query()
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    got = [of_kind(responses, ResponseKind.LOGIT, tag)["score"] for tag in scores]
+    for logits, rows_seen in zip(got, (table, updated, behind)):    # the second query sees row 6 stale
+        assert np.array_equal(logits, expected(rows_seen))
+    assert not np.array_equal(expected(updated), expected(behind))
+    assert result.counters["MEM_WRITE_LINES"] == 2          # the UPDATEs' write-throughs
+    assert result.counters["EMB_LOOKUPS"] == 3 * ids.size
+    assert result.counters["EMB_STATIC_HITS"] == 3 * int(np.count_nonzero(ids < static_rows))
 
 
 # (c), (d) queries of trained, quantised RM models ------------------------------------------------------------
