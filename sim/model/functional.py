@@ -48,8 +48,13 @@ What the model fixes where the RTL has a choice (the contract the controller and
   count and the entries, and the lines of a LIST; embedding unit: misses and preloads, UPDATE write-throughs; weight
   loader: the lines holding its words), not the host port's. The timing counters (``CYCLES``, ``BUSY_*``) are
   answered as 0: the model has no cycles.
-* **Interpretation of the streams**: INPUT stores word ``j`` of item ``i`` (the ``j``-th word of the lane's rows
-  cut from the item's ``src_words`` words) at ``in_base + j * stride + i``; the chip's streams are item-major.
+* **Streams**: the chip's streams are item-major. An INPUT stores word ``j`` of item ``i`` (the ``j``-th word of the
+  lane's rows cut from the item's ``src_words`` words) at ``in_base + j * stride + i``; one whose ``ktiles`` words need
+  more than ``src_words`` give never starts (a :class:`Deadlock`). The joiner takes ``F - 1``
+  pooled vectors per item by count (the ``end`` flags are not checked). A ``SURVIVORS`` position wraps modulo
+  ``k_max``; a bank holds what its last result left beyond that result's count.
+* **Embedding unit**: a dynamic cache hit reads the data the line was filled with, so a MEM_WRITE under a cached line
+  is seen only after a FLUSH (or an eviction); UPDATE writes memory and every on-chip copy (as the RTL does).
 
 Example::
 
@@ -387,7 +392,7 @@ class _Embedding(_Unit):
         self.static = np.zeros((max(g.static_lines, 1), g.line_bytes), dtype=np.uint8)
         self.dynamic = LRUCache(g.sets, g.ways) if g.ways else None
         self.filled = {}        # line address -> the data the dynamic cache holds for it
-        self.partial = None     # (rows, tables, ends) of a bag whose last ID has not come yet
+        self.partial = None     # (rows, tables) of a bag whose last ID has not come yet
         self.clear()
 
     def clear(self):
@@ -442,8 +447,8 @@ class _Embedding(_Unit):
     def _lookups(self, lookups):
         """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised."""
         chip, g, cfg = self.chip, self.geometry, self.config
-        tables, ids, last, end = lookups.T
-        row_lines = cfg["row_lines"][tables]
+        tables, ids, last, _ = lookups.T
+        row_lines = np.minimum(cfg["row_lines"][tables], g.bank_bits)     # a row is at most max_emb_dim bytes
         in_range = ids < cfg["rows"][tables]
         static = in_range & (ids < cfg["static_rows"][tables]) if g.static_rows else np.zeros(len(ids), bool)
         first = ids << row_lines
@@ -482,27 +487,27 @@ class _Embedding(_Unit):
             where = row_lines[dynamic] == n
             picks = offsets[where][:, None] + np.arange(1 << n)
             rows[dynamic[where], :(1 << n) * g.line_bytes] = data[picks].reshape(int(where.sum()), -1)
-        self._pool(rows.view(np.int8).astype(np.int64), tables, last, end)
+        self._pool(rows.view(np.int8).astype(np.int64), tables, last)
 
-    def _pool(self, rows, tables, last, end):
-        """Sum each bag's rows, requantise with its table's ``(m, s)`` (the table of the bag's last ID)."""
+    def _pool(self, rows, tables, last):
+        """Sum each bag's rows in the unit's accumulators, requantise with its table's ``(m, s)`` (the table of the
+        bag's last ID)."""
         ends = np.flatnonzero(last)
         if self.partial is not None:
             rows = np.concatenate([self.partial[0], rows])
             tables = np.concatenate([self.partial[1], tables])
-            end = np.concatenate([self.partial[2], end])
             ends = ends + len(self.partial[0])
         self.partial = None
         done = ends[-1] + 1 if ends.size else 0
         if done < len(rows):
-            self.partial = (rows[done:], tables[done:], end[done:])
+            self.partial = (rows[done:], tables[done:])
         if not ends.size:
             return
         starts = np.concatenate([[0], ends[:-1] + 1])
         sums = np.add.reduceat(rows[:done], starts, axis=0)
         bag_tables = tables[ends]
         m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
-        pooled = requantize(_wrap(sums, 32), m[:, None], s[:, None])
+        pooled = requantize(_wrap(sums, self.geometry.acc_bits), m[:, None], s[:, None])
         self.chip.pooled.push(pooled)
 
 
