@@ -218,6 +218,17 @@ def test_memory_written_and_read_back():
     assert result.counters["COMMANDS"] == 1 + 40 + 3 and result.counters["ERRORS"] == 0
     # The host port's lines are not the arbiter's.
     assert result.counters["MEM_READ_LINES"] == result.counters["MEM_WRITE_LINES"] == 0
+    # COUNTERS answers every counter, counting itself; with clear, the next starts from 0.
+    program = Program(g)
+    first = program.add(Opcode.COUNTERS, "counters", clear=1)
+    program.add(Opcode.FETCH, "fetch", items=0)          # refused: one error
+    second = program.add(Opcode.COUNTERS, "counters")
+    responses = decode(chip, chip.run(program.words()).responses)
+    for tag, commands, errors in ((first, 45, 0), (second, 2, 1)):
+        answered = of_kind(responses, ResponseKind.COUNTER, tag)
+        values = dict(zip(answered["index"].tolist(), answered["score"].tolist()))
+        assert (values[Counter.COMMANDS.value], values[Counter.ERRORS.value]) == (commands, errors)
+        assert answered["last"].tolist() == [0] * (len(values) - 1) + [1]
 
 
 # (b) one MLP through the dense path, the joiner and a SCORE to the responses ---------------------------------------
