@@ -311,6 +311,58 @@ def test_a_list_fetches_in_its_order_and_an_index_beyond_the_set_is_an_error():
     assert result.counters["ERRORS"] == 2
 
 
+def shared_unit_program(chip, *, close=(True, True)):
+    """Lanes 0 and 1 (split 2) each rank 24 candidates with their own MLPs on top-k unit 0, their sub-batches'
+    SCOREs interleaved in the program (``close[lane]``: whether the lane's final SCORE has ``last``). Returns the
+    program, each lane's SCORE tags, MLPs and the candidates' dense features."""
+    g = chip.geometry
+    rng = np.random.default_rng(12)
+    mlps = {lane: (random_mlp(rng, (6, 5), raw_last=False), random_mlp(rng, (5, 4, 1))) for lane in (0, 1)}
+    dense = rng.integers(-128, 128, (24, 6))
+    program = Program(g)
+    program.add(Opcode.SPLIT, "split", n=2)
+    image = layout_weights(g.engine, 2, {(lane, part): mlp for lane, pair in mlps.items()
+                                         for part, mlp in zip(("bottom", "top"), pair)})
+    records_at = 8 + stage_weights(program, g, image, 8)
+    records, stride, dense_lines = record_set(g, dense, [[] for _ in dense])
+    program.mem_write(records_at, records)
+    plans, scores = {lane: LanePlan(g, 2, lane) for lane in mlps}, {lane: [] for lane in mlps}
+    for first in (0, 12):
+        for lane, (bottom, top) in mlps.items():
+            program.add(Opcode.FETCH, "fetch", lane=lane, first=first, items=12, base=records_at, stride=stride,
+                        count=len(dense), dense_lines=dense_lines, dense_words=2,
+                        join={"mode": 1, "vectors": 1, "dim": 5})
+            plans[lane].mlp(program, bottom, image.bases[lane, "bottom"], 12, src=ActSource.DENSE, src_words=2,
+                            dst=OutDest.JOIN, wait_weights=1)
+            plans[lane].mlp(program, top, image.bases[lane, "top"], 12, src=ActSource.INTERACT, src_words=2,
+                            dst=OutDest.SCORE, wait_weights=1)
+        for lane in mlps:
+            scores[lane].append(program.add(Opcode.SCORE, "score", lane=lane, dest=ScoreDest.TOPK.value, items=12,
+                                            last=int(first == 12 and close[lane]), k=5, report=1))
+    return program, scores, mlps, dense
+
+
+def test_two_lanes_share_a_top_k_unit_one_query_at_a_time():
+    """The unit serves one query from its first candidate to its last; each ranking is its own lane's."""
+    chip = FunctionalChip(TINY)
+    program, tags, mlps, dense = shared_unit_program(chip)
+    responses = decode(chip, chip.run(program.words()).responses)
+    for lane, (bottom, top) in mlps.items():
+        scores, indices = topk(mlp_forward(bottom + top, dense)[:, 0], 5)
+        ranking = of_kind(responses, ResponseKind.RANK, tags[lane][-1])
+        assert ranking["score"].tolist() == scores.tolist() and ranking["index"].tolist() == indices.tolist()
+
+
+def test_a_query_never_closed_holds_its_top_k_unit():
+    chip = FunctionalChip(TINY)
+    program, tags, _, _ = shared_unit_program(chip, close=(False, True))
+    with pytest.raises(Deadlock) as error:
+        chip.run(program.words())
+    assert error.value.blocked == [     # lane 1's first SCORE waits behind lane 0's two
+        f"score sequencer 1: SCORE (tag {tags[1][0]}) waits for top-k unit 0, which holds lane 0's query",
+        "top-k unit 0: holds an open query of lane 0 (no SCORE with last closes it)"]
+
+
 # The embedding unit: bags, the static and dynamic caches, UPDATE and FLUSH ----------------------------------------
 
 
