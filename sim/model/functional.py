@@ -11,48 +11,45 @@ the functional counters. Values follow the numeric rules (:mod:`rpaccel.host.ref
 whose streams do not line up raises :class:`Deadlock` naming every blocked unit and what it waits for, so the model
 is the reference for "does this program run".
 
-What the model fixes where the RTL has a choice (the contract the controller and the units are held to):
+What the model follows of the RTL where docs/chip.md leaves a choice:
 
-* **Decode-time checks** (the controller; a refused command has no effect, answers one ERROR, counts in
-  ``ERRORS``), in this order per opcode, the detail (``score``) being the offending value:
+* **Decode-time checks** are :class:`rpaccel.rtl.accel.controller.Controller`'s, against the state the commands
+  before left (the split, the weight buffer's pages loaded by accepted WEIGHTS, the tables configured by accepted
+  EMB CONFIGs of non-zero rows); the first failing check in the controller's priority order gives the code and the
+  detail (``score``). Per opcode, highest priority first:
 
-  - unknown opcode: ``OPCODE`` (detail the opcode);
-  - ``MEM_READ``: ``ADDRESS`` if ``addr + length`` is beyond the memory (detail ``addr + length``); ``MEM_WRITE``:
-    ``ADDRESS`` if ``addr`` is;
-  - ``SPLIT``: ``SPLIT`` unless ``n`` is one of the configuration's splits;
-  - ``WEIGHTS``: ``LANE`` (``lane`` not in the current split), ``WEIGHTS`` (``w_addr + words`` above the weight
-    buffer; detail ``w_addr + words``), ``ADDRESS`` (the last memory line read beyond the memory; detail that line);
-  - ``EMB``: ``FIELD`` (op ``LOOKUP``, ``COUNTERS`` or unknown; detail the op), ``TABLE`` (``table >=
-    max_tables``; detail the table);
-  - ``FETCH``: ``LANE``, ``ITEMS`` (0 or above the lane's accumulator rows in the current split), ``FIELD`` (an
-    unknown source, ``join.vectors`` 0 or above ``max_tables + 1``, ``join.dim`` 0 or above ``max_emb_dim``;
-    detail the field), ``TABLE`` (``vectors - 1`` above the number of distinct tables configured by accepted EMB
-    CONFIGs; detail ``vectors - 1``), ``UNIT`` (``SURVIVORS`` from a unit the chip does not have), ``INDEX``
-    (``RANGE`` with ``first + items > count``; detail ``first + items - 1``), ``ADDRESS`` (the set's last record
-    line ``base + count * stride - 1``, or for ``LIST`` the list's last line, beyond the memory);
-  - ``LANE``: ``LANE``, ``ITEMS`` (as FETCH), ``WEIGHTS`` (a LAYER whose weights, ``w_base`` to ``w_base + ntiles
-    * (bias_words + ktiles * tile_words)`` in the current split, end above the highest end of an accepted WEIGHTS;
-    detail that end);
-  - ``SCORE``: ``LANE``, ``ITEMS`` (as FETCH), ``UNIT`` (``dest`` TOPK to a unit the chip does not have), ``K``
-    (``dest`` TOPK with ``last`` and ``k`` 0 or above ``k_max``).
+  - unknown opcode: ``OPCODE`` (the opcode);
+  - ``MEM_WRITE``: ``ADDRESS`` (``addr``); ``MEM_READ``: ``ADDRESS`` if ``addr + length`` is beyond the memory
+    (``addr``); ``SPLIT``: ``SPLIT`` (``n``);
+  - ``WEIGHTS``: ``LANE`` (with ``wait``; ``lane``), ``WEIGHTS`` (0 words or beyond the buffer; ``w_addr + words``),
+    ``ADDRESS`` (the lines read beyond the memory; ``mem_addr``);
+  - ``EMB``: ``FIELD`` (op ``LOOKUP``, ``COUNTERS`` or unknown; the op), ``TABLE`` (at or above ``emb_tables``);
+  - ``FETCH``: ``LANE``, ``ITEMS`` (0 or above the lane's accumulator rows), ``FIELD`` (source; the source),
+    ``FIELD`` (vectors or dimension 0 or too large; ``dim | vectors << dim bits``), ``UNIT`` (``SURVIVORS``),
+    ``INDEX`` (``SURVIVORS`` with ``first + items > k_max``, ``RANGE`` with ``first + items > count``; ``first +
+    items``), ``TABLE`` (``vectors - 1`` above the tables configured; ``vectors - 1``), ``ADDRESS`` (``list_addr``,
+    then ``base``, beyond the memory);
+  - ``LANE``: ``LANE``, ``ITEMS`` (as FETCH), ``WEIGHTS`` (a LAYER whose ``w_base`` page was never loaded;
+    ``w_base``);
+  - ``SCORE``: ``LANE``, ``ITEMS`` (0 items), ``UNIT`` (``dest`` TOPK), ``K`` (``dest`` TOPK with ``last`` and ``k``
+    0 or above ``k_max``).
 
 * **Run-time error**: a ``LIST`` index at or above ``count`` answers ERROR ``INDEX`` (index ``FETCH``, detail the
-  index) from the fetcher and the item uses candidate ``count - 1``.
-* **Barriers**: ``SYNC``, ``MEM_WRITE``, ``MEM_READ``, ``SPLIT`` and ``COUNTERS`` execute once every earlier command
-  has finished (every queue empty; a SCORE with ``last`` finishes when its result is kept and reported); ``SYNC``
-  also waits for every unit to be idle (no stream holding data, no top-k unit holding an open query). A SPLIT
+  index) from the fetcher and the item uses candidate ``count - 1``. Every ERROR has ``last`` set.
+* **Barriers**: ``SYNC``, ``MEM_WRITE``, ``MEM_READ``, ``SPLIT`` and ``COUNTERS`` wait until every queue is empty and
+  the chip is quiet (no unit holding work, no stream holding data, no top-k unit holding an open query). A SPLIT
   clears the lanes' activation memories (their contents are undefined across a split).
-* **Counters**: ``COMMANDS`` counts every command taken (refused ones and the COUNTERS itself included),
-  ``ERRORS`` every ERROR response, ``EMB_*`` the embedding unit's counts, ``MEM_READ_LINES``/``MEM_WRITE_LINES``
-  the lines through the memory arbiter (fetcher: ``dense_lines`` per record, then the lookup lines holding the
-  count and the entries, and the lines of a LIST; embedding unit: misses and preloads, UPDATE write-throughs; weight
-  loader: the lines holding its words), not the host port's. The timing counters (``CYCLES``, ``BUSY_*``) are
-  answered as 0: the model has no cycles.
+* **Counters**: ``COMMANDS`` counts the commands that have left the controller (a COUNTERS answers the count
+  before it, and with ``clear`` is not counted), ``ERRORS`` the refused ones, ``EMB_*`` the embedding unit's counts,
+  ``MEM_READ_LINES``/``MEM_WRITE_LINES`` the lines through the memory arbiter: the controller's MEM_READ and
+  MEM_WRITE, the fetcher's (``dense_lines`` per record, then the lookup lines holding the count and the entries, and
+  the lines of a LIST), the embedding unit's (misses, preloads, UPDATE write-throughs) and the weight loader's (the
+  lines holding its words). The timing counters (``CYCLES``, ``BUSY_*``) are answered as 0: the model has no cycles.
 * **Streams**: the chip's streams are item-major. An INPUT stores word ``j`` of item ``i`` (the ``j``-th word of the
   lane's rows cut from the item's ``src_words`` words) at ``in_base + j * stride + i``; one whose ``ktiles`` words need
   more than ``src_words`` give never starts (a :class:`Deadlock`). The joiner takes ``F - 1``
-  pooled vectors per item by count (the ``end`` flags are not checked). A ``SURVIVORS`` position wraps modulo
-  ``k_max``; a bank holds what its last result left beyond that result's count.
+  pooled vectors per item by count (the ``end`` flags are not checked). A survivors bank holds what its earlier
+  results left beyond the last result's count.
 * **Embedding unit**: a dynamic cache hit reads the data the line was filled with, so a MEM_WRITE under a cached line
   is seen only after a FLUSH (or an eviction); UPDATE writes memory and every on-chip copy (as the RTL does).
 
@@ -68,6 +65,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from amaranth.hdl import Shape
 
 from ...cachemodel import LRUCache
 from ...embedding import ceil_log2
@@ -76,6 +74,7 @@ from ...host.driver.embedding import line_limbs
 from ...host.driver.interaction import output_words
 from ...host.reference import int_matmul
 from ...numeric import requantize, topk
+from ...rtl.accel.controller import WEIGHT_PAGES, counter_ids
 from ...rtl.accel.isa import (
     ActSource,
     ChipGeometry,
@@ -326,7 +325,7 @@ class _Fetcher(_Unit):
             return arg["first"] + np.arange(items, dtype=np.int64)
         if source == FetchSource.SURVIVORS.value:
             unit = chip.topk[arg["unit"]]
-            positions = (arg["first"] + np.arange(items)) % chip.geometry.k_max
+            positions = arg["first"] + np.arange(items)
             indices = unit.banks[arg["wait_results"] % 2, positions].copy()
             if arg["release"]:
                 unit.releases = (unit.releases + 1) % _WAIT_MOD
@@ -844,8 +843,11 @@ class FunctionalChip:
         self.weight_buffer = np.zeros((g.engine.weight_words, g.engine.word_bytes), dtype=np.int8)
         self.split = 1
         self.counters = dict.fromkeys(Counter, 0)
-        self.tables_configured = np.zeros(max(g.emb.tables, 2), dtype=bool)
-        self.weights_loaded = 0
+        # What the controller's checks read: the tables configured, the weight buffer's pages loaded.
+        self.tables_configured = np.zeros(1 << ceil_log2(max(g.emb.tables, 2)), dtype=bool)
+        self.weight_pages = np.zeros(min(WEIGHT_PAGES, g.engine.weight_words), dtype=bool)
+        self._page_bits = (_ceil_div(g.engine.weight_words, len(self.weight_pages)) - 1).bit_length()
+        self._dim_bits = Shape.cast(g.join_params_layout()["dim"].shape).width
         self.dense = [_Stream(f"dense[{lane}]") for lane in range(g.lanes)]
         self.inter = [_Stream(f"inter[{lane}]") for lane in range(g.lanes)]
         self.bottom = [_Stream(f"bottom[{lane}]") for lane in range(g.lanes)]
@@ -872,28 +874,24 @@ class FunctionalChip:
         self.counters[counter] = (self.counters[counter] + int(n)) % (1 << 32)
 
     def error(self, tag, code, op, detail):
-        """ERROR responses (one per ``detail``) for a command of opcode ``op`` (an Opcode, or an unknown number)."""
+        """ERROR responses (one per ``detail``, ``last`` set) for a command of opcode ``op`` (an Opcode, or an
+        unknown number)."""
         detail = _wrap(np.atleast_1d(np.asarray(detail, dtype=np.int64)), 32)
         index = op.value if isinstance(op, Opcode) else op
-        self.responses.add(ResponseKind.ERROR, tag, count=len(detail), code=code, index=index, score=detail)
-        self.count(Counter.ERRORS, len(detail))
+        self.responses.add(ResponseKind.ERROR, tag, count=len(detail), last=1, code=code, index=index, score=detail)
+
+    def refuse(self, tag, code, op, detail):
+        """A command the controller refuses: its ERROR, counted."""
+        self.error(tag, code, op, detail)
+        self.count(Counter.ERRORS)
 
     def counter_values(self):
         """Every counter COUNTERS answers (those of the configuration's lanes and top-k units), ``{index: value}``
         in index order; the timing counters are 0."""
-        g, emb = self.geometry, self.embedding.counts
         values = {counter.value: value for counter, value in self.counters.items()}
-        for name, value in emb.items():
+        for name, value in self.embedding.counts.items():
             values[Counter[f"EMB_{name.upper()}"].value] = value % (1 << 32)
-        out = {}
-        for counter in Counter:
-            if counter is Counter.BUSY_LANE0:
-                out.update(dict.fromkeys(range(counter.value, counter.value + g.lanes), 0))
-            elif counter is Counter.BUSY_TOPK0:
-                out.update(dict.fromkeys(range(counter.value, counter.value + g.units), 0))
-            else:
-                out[counter.value] = values[counter.value]
-        return out
+        return {index: values.get(index, 0) for index in counter_ids(self.geometry)}
 
     def functional_counters(self):
         """``{name: value}`` of the counters the model keeps."""
@@ -908,86 +906,61 @@ class FunctionalChip:
 
     # Controller ------------------------------------------------------------------------------------------------
 
-    def _finished(self):
-        return all(unit.finished() for unit in self.units)
-
     def _idle(self):
         return all(unit.idle() for unit in self.units) and not any(len(s) for s in self.streams)
 
     def _check(self, op, arg):
-        """The decode-time check of a command: ``(ErrorCode, detail)`` or ``None`` (see the module docs)."""
-        g, split = self.geometry, self.split
-        lines = self.memory.lines
+        """The decode-time check of a command, as :class:`rpaccel.rtl.accel.controller.Controller` makes it:
+        ``(ErrorCode, detail)`` of the first failing check in priority order, or ``None``."""
+        g, split, lines = self.geometry, self.split, self.memory.lines
         acc_rows = g.engine.splits[split].acc_rows
+        checks = ()
         if op == Opcode.MEM_READ:
-            end = arg["addr"] + arg["length"]
-            return (ErrorCode.ADDRESS, end) if end >= lines else None
-        if op == Opcode.SPLIT:
-            return None if arg["n"] in g.engine.splits else (ErrorCode.SPLIT, arg["n"])
-        if op == Opcode.WEIGHTS:
-            if arg["lane"] >= split:
-                return ErrorCode.LANE, arg["lane"]
+            checks = ((arg["addr"] + arg["length"] >= lines, ErrorCode.ADDRESS, arg["addr"]),)
+        elif op == Opcode.SPLIT:
+            checks = ((arg["n"] not in g.engine.splits, ErrorCode.SPLIT, arg["n"]),)
+        elif op == Opcode.WEIGHTS:
             end = arg["w_addr"] + arg["words"]
-            if end > g.engine.weight_words:
-                return ErrorCode.WEIGHTS, end
-            last = arg["mem_addr"] + _ceil_div(arg["words"] * g.engine.word_bytes, g.line_bytes) - 1
-            return (ErrorCode.ADDRESS, last) if arg["words"] and last >= lines else None
-        if op == Opcode.EMB:
-            if arg["op"] not in (EmbeddingOp.CONFIG.value, EmbeddingOp.PRELOAD.value, EmbeddingOp.UPDATE.value,
-                                 EmbeddingOp.FLUSH.value):
-                return ErrorCode.FIELD, arg["op"]
-            return (ErrorCode.TABLE, arg["table"]) if arg["table"] >= g.emb.tables else None
-        if op == Opcode.FETCH:
-            join = arg["join"]
-            if arg["lane"] >= split:
-                return ErrorCode.LANE, arg["lane"]
-            if not 1 <= arg["items"] <= acc_rows:
-                return ErrorCode.ITEMS, arg["items"]
-            if arg["source"] not in [s.value for s in FetchSource]:
-                return ErrorCode.FIELD, arg["source"]
-            if not 1 <= join["vectors"] <= g.max_vectors:
-                return ErrorCode.FIELD, join["vectors"]
-            if not 1 <= join["dim"] <= g.max_dim:
-                return ErrorCode.FIELD, join["dim"]
-            if join["vectors"] - 1 > int(self.tables_configured.sum()):
-                return ErrorCode.TABLE, join["vectors"] - 1
-            if arg["source"] == FetchSource.SURVIVORS.value and arg["unit"] >= g.units:
-                return ErrorCode.UNIT, arg["unit"]
-            if arg["source"] == FetchSource.RANGE.value and arg["first"] + arg["items"] > arg["count"]:
-                return ErrorCode.INDEX, arg["first"] + arg["items"] - 1
-            last = arg["base"] + arg["count"] * arg["stride"] - 1
-            if last >= lines:
-                return ErrorCode.ADDRESS, last
-            last = arg["list_addr"] + _ceil_div(2 * arg["items"], g.line_bytes) - 1
-            if arg["source"] == FetchSource.LIST.value and last >= lines:
-                return ErrorCode.ADDRESS, last
-            return None
-        if op == Opcode.LANE:
+            read = _ceil_div(arg["words"] * g.engine.word_bytes, g.line_bytes)
+            checks = ((arg["wait"] and arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
+                      (arg["words"] == 0 or end > g.engine.weight_words, ErrorCode.WEIGHTS, end),
+                      (arg["mem_addr"] + read > lines, ErrorCode.ADDRESS, arg["mem_addr"]))
+        elif op == Opcode.EMB:
+            checks = ((arg["op"] not in self._EMB_OPS, ErrorCode.FIELD, arg["op"]),
+                      (arg["table"] >= g.emb.tables, ErrorCode.TABLE, arg["table"]))
+        elif op == Opcode.FETCH:
+            join, source, reach = arg["join"], arg["source"], arg["first"] + arg["items"]
+            bad_join = not (1 <= join["vectors"] <= g.max_vectors and 1 <= join["dim"] <= g.max_dim)
+            checks = (
+                (arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
+                (not 1 <= arg["items"] <= acc_rows, ErrorCode.ITEMS, arg["items"]),
+                (source not in self._SOURCES, ErrorCode.FIELD, source),
+                (bad_join, ErrorCode.FIELD, join["dim"] | join["vectors"] << self._dim_bits),
+                (source == FetchSource.SURVIVORS.value and arg["unit"] >= g.units, ErrorCode.UNIT, arg["unit"]),
+                (source == FetchSource.SURVIVORS.value and reach > g.k_max, ErrorCode.INDEX, reach),
+                (source == FetchSource.RANGE.value and reach > arg["count"], ErrorCode.INDEX, reach),
+                (join["vectors"] - 1 > int(self.tables_configured.sum()), ErrorCode.TABLE, join["vectors"] - 1),
+                (source == FetchSource.LIST.value and arg["list_addr"] >= lines, ErrorCode.ADDRESS,
+                 arg["list_addr"]),
+                (arg["base"] >= lines, ErrorCode.ADDRESS, arg["base"]))
+        elif op == Opcode.LANE:
             cmd = arg["cmd"]
-            if arg["lane"] >= split:
-                return ErrorCode.LANE, arg["lane"]
-            if not 1 <= cmd["items"] <= acc_rows:
-                return ErrorCode.ITEMS, cmd["items"]
-            if cmd["op"] == Op.LAYER:
-                shape = g.engine.splits[split]
-                end = cmd["w_base"] + cmd["ntiles"] * (shape.bias_words + cmd["ktiles"] * shape.tile_words)
-                if end > self.weights_loaded:
-                    return ErrorCode.WEIGHTS, end
-            return None
-        if op == Opcode.SCORE:
-            if arg["lane"] >= split:
-                return ErrorCode.LANE, arg["lane"]
-            if not 1 <= arg["items"] <= acc_rows:
-                return ErrorCode.ITEMS, arg["items"]
-            if arg["dest"] == ScoreDest.TOPK.value:
-                if arg["unit"] >= g.units:
-                    return ErrorCode.UNIT, arg["unit"]
-                if arg["last"] and not 1 <= arg["k"] <= g.k_max:
-                    return ErrorCode.K, arg["k"]
-            return None
-        return None
+            page = (cmd["w_base"] >> self._page_bits) & (WEIGHT_PAGES - 1)
+            loaded = page < len(self.weight_pages) and self.weight_pages[page]
+            checks = ((arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
+                      (not 1 <= cmd["items"] <= acc_rows, ErrorCode.ITEMS, cmd["items"]),
+                      (cmd["op"] == Op.LAYER and not loaded, ErrorCode.WEIGHTS, cmd["w_base"]))
+        elif op == Opcode.SCORE:
+            to_unit = arg["dest"] == ScoreDest.TOPK.value
+            checks = ((arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
+                      (arg["items"] == 0, ErrorCode.ITEMS, 0),
+                      (to_unit and arg["unit"] >= g.units, ErrorCode.UNIT, arg["unit"]),
+                      (to_unit and arg["last"] and not 1 <= arg["k"] <= g.k_max, ErrorCode.K, arg["k"]))
+        return next(((code, detail) for failed, code, detail in checks if failed), None)
 
     _OPCODES = {op.value: op for op in Opcode}
+    _EMB_OPS = (EmbeddingOp.CONFIG.value, EmbeddingOp.PRELOAD.value, EmbeddingOp.UPDATE.value, EmbeddingOp.FLUSH.value)
+    _SOURCES = tuple(source.value for source in FetchSource)
     _BARRIERS = (Opcode.SYNC, Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.SPLIT, Opcode.COUNTERS)
     _ARG = {Opcode.MEM_WRITE: "mem_write", Opcode.MEM_READ: "mem_read", Opcode.SPLIT: "split",
             Opcode.WEIGHTS: "weights", Opcode.EMB: "emb", Opcode.FETCH: "fetch", Opcode.LANE: "lane",
@@ -1000,23 +973,27 @@ class FunctionalChip:
             i = self._next
             op = self._OPCODES.get(int(self._ops[i]), int(self._ops[i]))
             tag = int(self._tags[i])
-            if op in self._BARRIERS and not (self._idle() if op == Opcode.SYNC else self._finished()):
+            if op in self._BARRIERS and not self._idle():
                 return progress
             progress = True
             if op == Opcode.MEM_WRITE:
                 self._mem_writes(i)
                 continue
             self._next += 1
-            self.count(Counter.COMMANDS)
+            arg = None
             if not isinstance(op, Opcode):
-                self.error(tag, ErrorCode.OPCODE, op, op)
-                continue
-            arg = _row(self._columns["arg"][self._ARG[op]], i) if op in self._ARG else None
-            refused = self._check(op, arg)
+                refused = ErrorCode.OPCODE, op
+            else:
+                arg = _row(self._columns["arg"][self._ARG[op]], i) if op in self._ARG else None
+                refused = self._check(op, arg)
             if refused is not None:
-                self.error(tag, refused[0], op, refused[1])
-                continue
-            self._execute(op, tag, arg)
+                self.refuse(tag, refused[0], op, refused[1])
+            else:
+                self._execute(op, tag, arg)
+            # A command counts once it has left the controller: a COUNTERS's answer does not count itself, and
+            # with clear it is not counted at all.
+            if not (op == Opcode.COUNTERS and arg["clear"] and refused is None):
+                self.count(Counter.COMMANDS)
         return progress
 
     def _mem_writes(self, i):
@@ -1030,8 +1007,9 @@ class FunctionalChip:
         addresses = columns["addr"][i:end]
         good = addresses < self.memory.lines
         for k in np.flatnonzero(~good).tolist():
-            self.error(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
+            self.refuse(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
         self.memory.write(addresses[good], _lines_of(columns["data"][i:end], self.geometry.line_bytes)[good])
+        self.count(Counter.MEM_WRITE_LINES, int(good.sum()))
 
     def _execute(self, op, tag, arg):
         if op == Opcode.SYNC:
@@ -1042,6 +1020,7 @@ class FunctionalChip:
             last[-1] = 1
             self.responses.add(ResponseKind.DATA, tag, count=count, last=last,
                                data=self.memory.read(arg["addr"] + np.arange(count)))
+            self.count(Counter.MEM_READ_LINES, count)
         elif op == Opcode.SPLIT:
             self.split = arg["n"]
             for lane in self.lanes:
@@ -1055,11 +1034,12 @@ class FunctionalChip:
             if arg["clear"]:
                 self.clear_counters()
         elif op == Opcode.WEIGHTS:
-            self.weights_loaded = max(self.weights_loaded, arg["w_addr"] + arg["words"])
+            first, last = arg["w_addr"] >> self._page_bits, (arg["w_addr"] + arg["words"] - 1) >> self._page_bits
+            self.weight_pages[first:last + 1] = True
             self.weights.queue.append((tag, arg))
         elif op == Opcode.EMB:
             if arg["op"] == EmbeddingOp.CONFIG.value:
-                self.tables_configured[arg["table"]] = True
+                self.tables_configured[arg["table"]] = arg["arg"]["config"]["rows"] != 0
             self.fetcher.queue.append((tag, True, arg))
         elif op == Opcode.FETCH:
             self.fetcher.queue.append((tag, False, arg))

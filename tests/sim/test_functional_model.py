@@ -216,15 +216,17 @@ def test_memory_written_and_read_back():
     assert np.array_equal(line_limbs(lines[30:]), of_kind(responses, ResponseKind.DATA, reads[1])["data"])
     assert of_kind(responses, ResponseKind.DONE, sync)["last"].tolist() == [1]
     assert result.counters["COMMANDS"] == 1 + 40 + 3 and result.counters["ERRORS"] == 0
-    # The host port's lines are not the arbiter's.
-    assert result.counters["MEM_READ_LINES"] == result.counters["MEM_WRITE_LINES"] == 0
-    # COUNTERS answers every counter, counting itself; with clear, the next starts from 0.
+    # The controller's memory accesses go through the memory arbiter, which counts them.
+    assert (result.counters["MEM_READ_LINES"], result.counters["MEM_WRITE_LINES"]) == (60, 40)
+    # COUNTERS answers every counter but itself; with clear, it is not counted at all.
     program = Program(g)
     first = program.add(Opcode.COUNTERS, "counters", clear=1)
     program.add(Opcode.FETCH, "fetch", items=0)          # refused: one error
     second = program.add(Opcode.COUNTERS, "counters")
-    responses = decode(chip, chip.run(program.words()).responses)
-    for tag, commands, errors in ((first, 45, 0), (second, 2, 1)):
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    assert (result.counters["COMMANDS"], result.counters["ERRORS"]) == (2, 1)
+    for tag, commands, errors in ((first, 44, 0), (second, 1, 1)):
         answered = of_kind(responses, ResponseKind.COUNTER, tag)
         values = dict(zip(answered["index"].tolist(), answered["score"].tolist()))
         assert (values[Counter.COMMANDS.value], values[Counter.ERRORS.value]) == (commands, errors)
@@ -308,7 +310,7 @@ def test_a_list_fetches_in_its_order_and_an_index_beyond_the_set_is_an_error():
     errors = of_kind(responses, ResponseKind.ERROR)
     assert errors["code"].tolist() == [ErrorCode.INDEX.value] * 2
     assert errors["index"].tolist() == [Opcode.FETCH.value] * 2 and errors["score"].tolist() == [15, 300]
-    assert result.counters["ERRORS"] == 2
+    assert result.counters["ERRORS"] == 0         # the controller's counter: refused commands only
 
 
 def shared_unit_program(chip, *, close=(True, True)):
@@ -427,7 +429,9 @@ def test_embedding_updates_reach_every_copy_and_memory_writes_reach_the_cache_af
     for logits, rows_seen in zip(got, (table, updated, behind)):    # the second query sees row 6 stale
         assert np.array_equal(logits, expected(rows_seen))
     assert not np.array_equal(expected(updated), expected(behind))
-    assert result.counters["MEM_WRITE_LINES"] == 2          # the UPDATEs' write-throughs
+    words = program.words()
+    host_writes = int(np.count_nonzero(codec(g.command_layout()).unpack(words)["op"] == Opcode.MEM_WRITE.value))
+    assert result.counters["MEM_WRITE_LINES"] == host_writes + 2          # and the UPDATEs' write-throughs
     assert result.counters["EMB_LOOKUPS"] == 3 * ids.size
     assert result.counters["EMB_STATIC_HITS"] == 3 * int(np.count_nonzero(ids < static_rows))
 
@@ -564,8 +568,7 @@ def test_a_one_stage_query_matches_the_reference(rm_models):
 
 def test_a_two_stage_query_filters_on_chip(rm_models):
     small_model, med_model = rm_models
-    config = SMALL.with_settings(["max_tables=64"])
-    chip = FunctionalChip(config)
+    chip = FunctionalChip(SMALL)         # 52 tables on chip (emb_tables)
     g = chip.geometry
     raw = tiny_data(small_model.spec, 160, start=7000, seed=11)
     program = Program(g)
@@ -603,62 +606,77 @@ def test_a_two_stage_query_filters_on_chip(rm_models):
 
 
 def test_every_error_code_with_its_detail_and_no_effect():
-    # Six tables: a table field of three bits can name a table the chip does not have.
-    chip = FunctionalChip(TINY.with_settings(["max_tables=6"]))
+    """The controller's checks (rtl/accel/controller.py), in its priority order, with its details."""
+    # Twelve tables: a table field of four bits can name a table the chip does not have.
+    chip = FunctionalChip(TINY.with_settings(["emb_tables=12"]))
     g = chip.geometry
     lines = 1 << g.addr_bits
     acc_rows = g.engine.splits[1].acc_rows
+    dim_bits = g.max_dim.bit_length()
     program = Program(g)
     good_fetch = {"lane": 0, "items": 2, "count": 4, "stride": 1, "dense_lines": 1, "dense_words": 1,
                   "join": {"vectors": 1, "dim": 4}}
+    layer = {"op": Op.LAYER, "items": 1, "ktiles": 1, "ntiles": 1}
     cases = [
         (13, None, {}, ErrorCode.OPCODE, 13),
-        (Opcode.SCORE, "score", {"lane": 1, "items": 1}, ErrorCode.LANE, 1),
-        (Opcode.FETCH, "fetch", {**good_fetch, "lane": 2}, ErrorCode.LANE, 2),
-        (Opcode.WEIGHTS, "weights", {"lane": 3, "words": 1}, ErrorCode.LANE, 3),
-        (Opcode.LANE, "lane", {"lane": 1, "cmd": {"items": 1}}, ErrorCode.LANE, 1),
+        (Opcode.SCORE, "score", {"lane": 1, "items": 0}, ErrorCode.LANE, 1),
+        (Opcode.FETCH, "fetch", {**good_fetch, "lane": 2, "items": 0}, ErrorCode.LANE, 2),
+        (Opcode.WEIGHTS, "weights", {"lane": 3, "wait": 1, "words": 0}, ErrorCode.LANE, 3),
+        (Opcode.LANE, "lane", {"lane": 1, "cmd": {"items": 0}}, ErrorCode.LANE, 1),
         (Opcode.SPLIT, "split", {"n": 3}, ErrorCode.SPLIT, 3),
         (Opcode.SCORE, "score", {"items": 1, "last": 1, "k": 0}, ErrorCode.K, 0),
         (Opcode.SCORE, "score", {"items": 1, "last": 1, "k": g.k_max + 1}, ErrorCode.K, g.k_max + 1),
-        (Opcode.FETCH, "fetch", {**good_fetch, "items": 0}, ErrorCode.ITEMS, 0),
-        (Opcode.LANE, "lane", {"cmd": {"items": acc_rows + 1}}, ErrorCode.ITEMS, acc_rows + 1),
-        (Opcode.SCORE, "score", {"items": 0}, ErrorCode.ITEMS, 0),
-        (Opcode.SCORE, "score", {"items": 1, "unit": 1}, ErrorCode.UNIT, 1),
-        (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.SURVIVORS.value, "unit": 1}, ErrorCode.UNIT, 1),
-        (Opcode.WEIGHTS, "weights", {"w_addr": 250, "words": 10}, ErrorCode.WEIGHTS, 260),
-        (Opcode.LANE, "lane", {"cmd": {"op": Op.LAYER, "items": 1, "w_base": 0, "ktiles": 1, "ntiles": 1}},
-         ErrorCode.WEIGHTS, 8),
+        (Opcode.FETCH, "fetch", {**good_fetch, "items": 0, "raw": {"source": 3}}, ErrorCode.ITEMS, 0),
+        (Opcode.LANE, "lane", {"cmd": {**layer, "items": acc_rows + 1}}, ErrorCode.ITEMS, acc_rows + 1),
+        (Opcode.SCORE, "score", {"items": 0, "unit": 1}, ErrorCode.ITEMS, 0),
+        (Opcode.SCORE, "score", {"items": 1, "unit": 1, "last": 1}, ErrorCode.UNIT, 1),
+        (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.SURVIVORS.value, "unit": 1, "first": 15},
+         ErrorCode.UNIT, 1),
+        (Opcode.WEIGHTS, "weights", {"w_addr": 250, "words": 10, "mem_addr": lines - 1}, ErrorCode.WEIGHTS, 260),
+        (Opcode.WEIGHTS, "weights", {"w_addr": 3, "words": 0}, ErrorCode.WEIGHTS, 3),
+        (Opcode.LANE, "lane", {"cmd": {**layer, "w_base": 9}}, ErrorCode.WEIGHTS, 9),
         (Opcode.EMB, "emb", {"op": EmbeddingOp.FLUSH.value, "table": g.emb.tables}, ErrorCode.TABLE, g.emb.tables),
         (Opcode.FETCH, "fetch", {**good_fetch, "join": {"vectors": 2, "dim": 4}}, ErrorCode.TABLE, 1),
-        (Opcode.FETCH, "fetch", {**good_fetch, "first": 3}, ErrorCode.INDEX, 4),
-        (Opcode.MEM_READ, "mem_read", {"addr": lines - 2, "length": 2}, ErrorCode.ADDRESS, lines),
-        (Opcode.WEIGHTS, "weights", {"mem_addr": lines - 1, "words": 8}, ErrorCode.ADDRESS, lines),
-        (Opcode.FETCH, "fetch", {**good_fetch, "base": lines - 3}, ErrorCode.ADDRESS, lines),
-        (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.LIST.value, "list_addr": lines - 1,
-                                 "items": 20, "count": 20}, ErrorCode.ADDRESS, lines + 1),
-        (Opcode.EMB, "emb", {"op": EmbeddingOp.LOOKUP.value}, ErrorCode.FIELD, EmbeddingOp.LOOKUP.value),
+        (Opcode.FETCH, "fetch", {**good_fetch, "first": 3, "join": {"vectors": 2, "dim": 4}}, ErrorCode.INDEX, 5),
+        (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.SURVIVORS.value, "first": 15},
+         ErrorCode.INDEX, 17),
+        (Opcode.MEM_READ, "mem_read", {"addr": lines - 2, "length": 2}, ErrorCode.ADDRESS, lines - 2),
+        (Opcode.WEIGHTS, "weights", {"mem_addr": lines - 1, "words": 8}, ErrorCode.ADDRESS, lines - 1),
+        (Opcode.EMB, "emb", {"op": EmbeddingOp.LOOKUP.value, "table": g.emb.tables}, ErrorCode.FIELD,
+         EmbeddingOp.LOOKUP.value),
         (Opcode.EMB, "emb", {"op": EmbeddingOp.COUNTERS.value}, ErrorCode.FIELD, EmbeddingOp.COUNTERS.value),
-        (Opcode.FETCH, "fetch", {**good_fetch, "raw": {"source": 3}}, ErrorCode.FIELD, 3),
-        (Opcode.FETCH, "fetch", {**good_fetch, "join": {"vectors": 0, "dim": 4}}, ErrorCode.FIELD, 0),
-        (Opcode.FETCH, "fetch", {**good_fetch, "join": {"vectors": 1, "dim": 0}}, ErrorCode.FIELD, 0),
+        (Opcode.FETCH, "fetch", {**good_fetch, "raw": {"source": 3}, "join": {"vectors": 0, "dim": 4}},
+         ErrorCode.FIELD, 3),
+        (Opcode.FETCH, "fetch", {**good_fetch, "join": {"vectors": 0, "dim": 4}, "unit": 1,
+                                 "source": FetchSource.SURVIVORS.value}, ErrorCode.FIELD, 4),
+        (Opcode.FETCH, "fetch", {**good_fetch, "join": {"vectors": 1, "dim": 0}}, ErrorCode.FIELD, 1 << dim_bits),
     ]
     assert {code for *_, code, _ in cases} == set(ErrorCode) - {ErrorCode.NONE}
     tags = [program.add(op, member, **fields) for op, member, fields, *_ in cases]
-    # Nothing refused had an effect: the split is still 1, no weights are loaded, no table configured, and the chip
-    # serves the next command.
+    # Nothing refused had an effect: the split is still 1, no weight page is loaded, no table configured (a CONFIG
+    # of 0 rows configures none); and the chip serves the next commands.
     after = [program.add(Opcode.LANE, "lane", lane=1, cmd={"items": 1}),
-             program.add(Opcode.WEIGHTS, "weights", w_addr=0, words=1),
-             program.add(Opcode.LANE, "lane", cmd={"op": Op.LAYER, "items": 1, "ktiles": 1, "ntiles": 1})]
+             program.add(Opcode.LANE, "lane", cmd={**layer, "w_base": 9}),
+             program.add(Opcode.WEIGHTS, "weights", w_addr=8, words=2),
+             program.add(Opcode.LANE, "lane", cmd={**layer, "w_base": 9}),
+             program.add(Opcode.EMB, "emb", op=EmbeddingOp.CONFIG.value, table=3, arg={"config": {"rows": 0}}),
+             program.add(Opcode.FETCH, "fetch", **{**good_fetch, "join": {"vectors": 2, "dim": 4}}),
+             program.add(Opcode.EMB, "emb", op=EmbeddingOp.CONFIG.value, table=3, arg={"config": {"rows": 5}}),
+             program.add(Opcode.FETCH, "fetch", **{**good_fetch, "join": {"vectors": 3, "dim": 4}})]
     read = program.add(Opcode.MEM_READ, "mem_read", addr=0, length=0)
     result = chip.run(program.words())
     errors = of_kind(decode(chip, result.responses), ResponseKind.ERROR)
     expected = [(tag, code.value, op if isinstance(op, int) else op.value, detail)
                 for tag, (op, _, _, code, detail) in zip(tags, cases)]
     expected += [(after[0], ErrorCode.LANE.value, Opcode.LANE.value, 1),
-                 (after[2], ErrorCode.WEIGHTS.value, Opcode.LANE.value, 8)]
+                 (after[1], ErrorCode.WEIGHTS.value, Opcode.LANE.value, 9),
+                 (after[5], ErrorCode.TABLE.value, Opcode.FETCH.value, 1),
+                 (after[7], ErrorCode.TABLE.value, Opcode.FETCH.value, 2)]
     got = list(zip(*(errors[name].tolist() for name in ("tag", "code", "index", "score"))))
     assert got == expected
+    assert errors["last"].tolist() == [1] * len(expected)
     assert result.counters["ERRORS"] == len(expected)
+    assert result.counters["COMMANDS"] == len(cases) + len(after) + 1
     assert len(of_kind(decode(chip, result.responses), ResponseKind.DATA, read)["kind"]) == 1
 
 
