@@ -1080,9 +1080,9 @@ class FunctionalChip:
                 progress |= unit.step()
         blocked = []
         if self._next < self._count:
-            op = Opcode(int(self._columns["op"][self._next]))
-            waits = "every earlier command to finish" + (" and every unit to be idle" if op == Opcode.SYNC else "")
-            blocked.append(f"controller: {op.name} (tag {int(self._columns['tag'][self._next])}) waits for {waits}")
+            op = Opcode(int(self._ops[self._next]))
+            blocked.append(f"controller: {op.name} (tag {int(self._tags[self._next])}) waits for the chip to be quiet "
+                           "(every queue empty, every unit idle)")
         blocked += [f"{unit.name}: {reason}" for unit in self.units if (reason := unit.waiting()) is not None]
         if not blocked:
             blocked += [f"{stream.name} holds {len(stream)} transfers no command takes"

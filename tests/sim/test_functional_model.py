@@ -709,7 +709,7 @@ def test_a_survivors_fetch_of_a_result_never_kept_deadlocks_and_a_sync_waits_for
     with pytest.raises(Deadlock) as error:
         chip.run(program.words())
     assert error.value.blocked == [
-        "controller: SYNC (tag 1) waits for every earlier command to finish and every unit to be idle",
+        "controller: SYNC (tag 1) waits for the chip to be quiet (every queue empty, every unit idle)",
         "fetcher: FETCH (tag 0) waits for result 1 of top-k unit 0 (0 done)"]
 
 
