@@ -214,9 +214,10 @@ class Controller(wiring.Component):
                 fail(state["tables"] + 1 < f.join.vectors, ErrorCode.TABLE, f.join.vectors - 1)
                 fail((f.source == FetchSource.RANGE) & (f.first + f.items > f.count), ErrorCode.INDEX,
                      f.first + f.items)
-                fail((f.source == FetchSource.SURVIVORS) & (f.first + f.items > g.k_max), ErrorCode.INDEX,
+                positions = Mux(f.unit < g.units, g.k_max, g.filter_capacity)
+                fail((f.source == FetchSource.SURVIVORS) & (f.first + f.items > positions), ErrorCode.INDEX,
                      f.first + f.items)
-                fail((f.source == FetchSource.SURVIVORS) & (f.unit >= g.units), ErrorCode.UNIT, f.unit)
+                fail((f.source == FetchSource.SURVIVORS) & (f.unit >= g.holders), ErrorCode.UNIT, f.unit)
                 bad_join = ((f.join.mode >= 2) | (f.join.vectors == 0) | (f.join.vectors > g.max_vectors)
                             | (f.join.dim == 0) | (f.join.dim > g.max_dim))
                 fail(bad_join, ErrorCode.FIELD, Cat(f.join.dim, f.join.vectors))
@@ -232,8 +233,11 @@ class Controller(wiring.Component):
                 fail(ln.lane >= split, ErrorCode.LANE, ln.lane)
             with m.Case(Opcode.SCORE):
                 s = a.score
-                fail((s.dest == ScoreDest.TOPK) & s.last & ((s.k == 0) | (s.k > g.k_max)), ErrorCode.K, s.k)
-                fail((s.dest == ScoreDest.TOPK) & (s.unit >= g.units), ErrorCode.UNIT, s.unit)
+                topk, filtered = s.dest == ScoreDest.TOPK, s.dest == ScoreDest.FILTER
+                k_limit = Mux(filtered, g.filter_capacity, g.k_max)
+                fail((topk | filtered) & s.last & ((s.k == 0) | (s.k > k_limit)), ErrorCode.K, s.k)
+                fail((topk & (s.unit >= g.units)) | (filtered & (s.unit >= g.filters)), ErrorCode.UNIT, s.unit)
+                fail(s.dest.as_value() == 3, ErrorCode.FIELD, s.dest.as_value())
                 fail(s.items == 0, ErrorCode.ITEMS, s.items)
                 fail(s.lane >= split, ErrorCode.LANE, s.lane)
             with m.Case(Opcode.NOP, Opcode.SYNC, Opcode.COUNTERS):

@@ -24,7 +24,7 @@ from ..mlp import COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand
 from ..topk import DEFAULT_INDEX_BITS, k_bits
 
 __all__ = ["INDEX_BITS", "TAG_BITS", "ActSource", "ChipGeometry", "Counter", "ErrorCode", "FetchSource", "Opcode",
-           "OutDest", "ResponseKind", "ScoreDest"]
+           "OutDest", "ResponseKind", "ScoreDest", "survivors_address_layout"]
 
 #: Width of a candidate index (a candidate set holds at most 2**16 candidates).
 INDEX_BITS = DEFAULT_INDEX_BITS
@@ -57,6 +57,7 @@ class ResponseKind(enum.Enum, shape=3):
     LOGIT = 3     # one (score, index) of a SCORE to the response stream, in item order
     COUNTER = 4   # one counter (``index`` names it, ``score`` holds its low 32 bits)
     ERROR = 5     # a refused command: ``code`` says why, ``index`` the opcode, ``score`` a detail
+    KEPT = 6      # one index of a filter result, in arrival order (``score`` zero)
 
 
 class ErrorCode(enum.Enum, shape=4):
@@ -98,11 +99,12 @@ class OutDest(enum.Enum, shape=1):
     SCORE = 1   # the lane's score sequencer (a top MLP's logits)
 
 
-class ScoreDest(enum.Enum, shape=1):
+class ScoreDest(enum.Enum, shape=2):
     """Where a SCORE sends its logits."""
 
-    TOPK = 0   # a top-k unit (the running top-k of a query)
-    RSP = 1    # the response stream, one LOGIT each (baseline mode: the host sorts)
+    TOPK = 0     # a top-k unit (the running top-k of a query, sorted; k up to K_MAX)
+    RSP = 1      # the response stream, one LOGIT each (baseline mode: the host sorts)
+    FILTER = 2   # a filter unit (the k best as a set, in arrival order; k up to filter_capacity)
 
 
 class Counter(enum.Enum, shape=6):
@@ -155,6 +157,11 @@ class ChipGeometry:
         The memory's line size and line-address width.
     units : int
         Top-k units.
+    filters : int
+        Filter units.
+    holders : int
+        Units whose kept results a FETCH reads (``SURVIVORS``): top-k unit ``u`` is holder ``u``, filter unit ``f``
+        holder ``units + f``.
     """
 
     def __init__(self, config):
@@ -170,6 +177,10 @@ class ChipGeometry:
         self.addr_bits = self.emb.addr_bits
         self.units = config.topk_units
         self.k_max = config.k_max
+        self.filters = config.filter_units
+        self.filter_capacity = config.filter_capacity
+        #: Units whose kept results a FETCH can read: the top-k units, then the filter units.
+        self.holders = self.units + self.filters
         self.max_vectors = config.max_tables + 1
         self.max_dim = config.max_emb_dim
 
@@ -206,7 +217,7 @@ class ChipGeometry:
             "source": FetchSource,
             "first": unsigned(INDEX_BITS),
             "list_addr": unsigned(self.addr_bits),
-            "unit": range(max(self.units, 2)),
+            "unit": range(max(self.holders, 2)),
             "wait_results": unsigned(WAIT_BITS),
             "release": 1,
             "items": unsigned(COUNT_BITS),
@@ -250,12 +261,22 @@ class ChipGeometry:
 
     def score_layout(self):
         """The SCORE command: take ``items`` logits (column 0 of the lane's output words) and their candidate
-        indices from ``lane``. ``dest`` TOPK: into top-k unit ``unit``, closing the query if ``last`` (with ``k``);
-        then, if ``keep``, the result is kept for FETCH (the unit's next result number) and, if ``report``, sent as
-        RANK responses. ``dest`` RSP: one LOGIT response each (``last`` on the final one if ``last``)."""
+        indices from ``lane``. ``dest`` TOPK or FILTER: into top-k unit or filter unit ``unit``, closing the query if
+        ``last`` (with ``k``); then, if ``keep``, the result is kept for FETCH (the holder's next result number) and,
+        if ``report``, sent as RANK responses (a top-k unit's, best first) or KEPT responses (a filter's, in arrival
+        order). ``dest`` RSP: one LOGIT response each (``last`` on the final one if ``last``)."""
         return data.StructLayout({"lane": range(max(self.lanes, 2)), "dest": ScoreDest,
-                                  "unit": range(max(self.units, 2)), "items": unsigned(COUNT_BITS),
-                                  "last": 1, "k": unsigned(k_bits(self.k_max)), "keep": 1, "report": 1})
+                                  "unit": range(max(self.units, self.filters, 2)), "items": unsigned(COUNT_BITS),
+                                  "last": 1, "k": unsigned(self.k_bits), "keep": 1, "report": 1})
+
+    @property
+    def k_bits(self):
+        """Width of a SCORE's ``k``: the largest k of a top-k or a filter unit fits, and so do some bad values."""
+        return k_bits(max(self.k_max, self.filter_capacity))
+
+    def holder_positions(self, holder):
+        """Places of a kept result of ``holder`` (``k_max`` for a top-k unit, ``filter_capacity`` for a filter)."""
+        return self.k_max if holder < self.units else self.filter_capacity
 
     def weights_layout(self):
         """The WEIGHTS command: ``words`` weight words from memory line ``mem_addr`` (packed, ``array_cols`` bytes
@@ -295,3 +316,11 @@ class ChipGeometry:
             "score": signed(ACC_BITS),
             "data": unsigned(8 * self.line_bytes),
         })
+
+
+def survivors_address_layout(geometry):
+    """``{unit, bank, position}``: an address of the survivors buffers, the kept results a FETCH from ``SURVIVORS``
+    reads. ``unit`` is a holder (top-k units, then filter units); result ``r`` of a holder, counted from 1, is in
+    bank ``r % 2``; ``position`` counts from a top-k result's best candidate, or in a filter result's order."""
+    positions = max(geometry.k_max, geometry.filter_capacity)
+    return data.StructLayout({"unit": range(max(geometry.holders, 2)), "bank": 1, "position": range(positions)})

@@ -35,12 +35,10 @@ def split(routes, n):
     return items, per_port
 
 
-def receive_each(sink, ctx, count, into):
+async def receive_each(sink, ctx, count, into):
     """Receive ``count`` values one by one into the list ``into`` (so a run cut short keeps what came)."""
-    async def run():
-        for _ in range(count):
-            into.extend(await sink.receive(ctx, 1))
-    return run()
+    for _ in range(count):
+        into.extend(await sink.receive(ctx, 1))
 
 
 def demux_errors(dut, routes, *, pause, seed, max_cycles=20_000):
