@@ -29,7 +29,7 @@ from ..reference import MLPError, check_mlp
 from .codec import CodecError, codec, from_ints, to_ints
 
 __all__ = ["EnginePlan", "LaneProgram", "WeightImage", "chunk_limit", "layout_weights", "payload_shapes",
-           "plan_engine", "plan_lane"]
+           "plan_engine", "plan_lane", "words_per_item"]
 
 
 def _ceil_div(a, b):
@@ -96,8 +96,9 @@ def layout_weights(geometry, split, mlps, *, base=0):
     return WeightImage(words=words, base=base, bases=bases)
 
 
-def _words_per_item(layers, rows):
-    """Activation words of an item: inputs, and the widest hidden layer of each parity."""
+def words_per_item(layers, rows):
+    """Activation words of an item of ``layers`` on a lane of ``rows`` rows: ``(inputs, even, odd)``, its input
+    words and the widest hidden layer of each parity (layer ``i`` writes the hidden region of parity ``i % 2``)."""
     inputs = _ceil_div(layers[0].shape[0], rows)
     hidden = [_ceil_div(layer.shape[1], rows) for layer in layers[:-1]]
     return inputs, max(hidden[0::2], default=0), max(hidden[1::2], default=0)
@@ -112,7 +113,7 @@ def chunk_limit(geometry, split, layers):
         If not even one item fits the activation memory.
     """
     shape = geometry.splits[split]
-    inputs, even, odd = _words_per_item(layers, shape.rows)
+    inputs, even, odd = words_per_item(layers, shape.rows)
     per_item = 2 * inputs + even + odd
     limit = min(shape.acc_rows, shape.act_words // per_item)
     if limit < 1:
@@ -222,7 +223,7 @@ def plan_lane(geometry, split, lane, layers, inputs, w_bases, *, chunk=None, inp
     count_of_chunks = _ceil_div(items, chunk)
     sizes = [items // count_of_chunks + (index < items % count_of_chunks) for index in range(count_of_chunks)]
     chunk = sizes[0]
-    k_words, even, _ = _words_per_item(layers, r)
+    k_words, even, _ = words_per_item(layers, r)
     x_base = (0, k_words * chunk)
     hidden_base = (2 * k_words * chunk, (2 * k_words + even) * chunk)
     for layer in layers:
