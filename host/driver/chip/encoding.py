@@ -344,8 +344,17 @@ def decode_commands(geometry, words):
     records = []
     for value in command.unpack_values(words):
         member = MEMBERS.get(value["op"])
-        records.append({"op": value["op"], "tag": value["tag"], "arg": value["arg"][member] if member else {}})
+        arg = value["arg"][member] if member else {}
+        if member == "emb":     # the unit command's own union: the member its op uses
+            arg = {**arg, "arg": {_EMB_MEMBERS.get(arg["op"], "counters"): arg["arg"][_EMB_MEMBERS.get(
+                arg["op"], "counters")]}}
+        records.append({"op": value["op"], "tag": value["tag"], "arg": arg})
     return records
+
+
+# The argument member of each embedding unit op (PRELOAD and FLUSH carry none: the all-zero ``counters``).
+_EMB_MEMBERS = {EmbeddingOp.LOOKUP: "lookup", EmbeddingOp.CONFIG: "config", EmbeddingOp.UPDATE: "update",
+                EmbeddingOp.COUNTERS: "counters"}
 
 
 # Responses ----------------------------------------------------------------------------------------------------------
