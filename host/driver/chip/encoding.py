@@ -39,7 +39,7 @@ from ..codec import CodecError, codec, from_ints
 from ..embedding import UnitCommands, line_limbs
 
 __all__ = ["ChipCommandError", "ChipEncoder", "ChipError", "Responses", "decode_commands", "decode_responses",
-           "geometry_of"]
+           "encode_responses", "geometry_of", "response_codec"]
 
 #: The ``arg`` member of each opcode (NOP and SYNC carry none).
 MEMBERS = {Opcode.MEM_WRITE: "mem_write", Opcode.MEM_READ: "mem_read", Opcode.SPLIT: "split",
@@ -376,7 +376,7 @@ class ChipError(Exception):
     def __init__(self, geometry, op, code, detail, tag):
         self.op, self.code, self.detail, self.tag = op, code, detail, tag
         name = op.name if isinstance(op, Opcode) else f"opcode {op}"
-        super().__init__(f"{name} refused: {_reason(geometry, code, detail)} (tag {tag})")
+        super().__init__(f"{name} refused: {_reason(geometry, code, detail)}")
 
 
 def _reason(g, code, d):

@@ -104,8 +104,16 @@ class ChipSetup:
     ----------
     geometry : rpaccel.rtl.accel.isa.ChipGeometry
     models : list of QuantModel
-    layout : rpaccel.embedding.EmbeddingLayout
-        Every model's tables, model ``i``'s from chip table :attr:`table_base` ``[i]``.
+    resident : bool
+        Whether every model's tables are configured at once (they fit ``max_tables``): model ``i``'s tables are
+        chip tables ``table_base[i]`` onwards. Otherwise every model's tables are chip tables 0 onwards, and the
+        compiler configures a model's tables (EMB CONFIG, and PRELOAD of static rows) before a stage that needs
+        them while another model's are configured; the tables stay in memory, one model's after the other's.
+    layouts : list of rpaccel.embedding.EmbeddingLayout
+        The layout each model's tables are configured with (one layout shared by every model if
+        :attr:`resident`).
+    table_base : list of int
+        The chip table of each model's table 0.
     memory : MemoryImage
     queries : list of Query
 
@@ -120,18 +128,30 @@ class ChipSetup:
         self.models = list(models)
         if not self.models:
             raise CompileError("A chip setup needs at least one model")
-        specs, self.table_base, self.dims = [], [], []
+        specs, self.dims = [], []
         for number, qmodel in enumerate(self.models):
             self._check_model(qmodel)
             spec = qmodel.spec
             dim = table_dim(g, spec.emb_dim)
             static = (static_rows or {}).get(number, (0,) * spec.num_tables)
-            self.table_base.append(len(specs))
             self.dims.append(dim)
-            specs += [TableSpec(rows, dim, int(static[t]), int(qmodel.pool_m[t]), int(qmodel.pool_s[t]))
-                      for t, rows in enumerate(spec.tables)]
+            specs.append([TableSpec(rows, dim, int(static[t]), int(qmodel.pool_m[t]), int(qmodel.pool_s[t]))
+                          for t, rows in enumerate(spec.tables)])
+        self.resident = sum(map(len, specs)) <= g.emb.tables
         try:
-            self.layout = EmbeddingLayout(g.emb, specs)
+            if self.resident:
+                layout = EmbeddingLayout(g.emb, [table for model in specs for table in model])
+                self.layouts = [layout] * len(specs)
+                self.table_base = np.cumsum([0] + [len(model) for model in specs[:-1]]).tolist()
+                top = layout.mem_lines
+            else:
+                self.layouts, self.table_base, top = [], [0] * len(specs), 0
+                for model in specs:
+                    layout = EmbeddingLayout(g.emb, model)
+                    # After the previous model's tables (whole multiples of the banks, so every base stays aligned).
+                    layout.mem_base = [base + top for base in layout.mem_base]
+                    top += layout.mem_lines
+                    self.layouts.append(layout)
         except LayoutError as error:
             raise CompileError(f"The models' tables do not fit the chip: {error}") from None
         self.memory = MemoryImage(g)
@@ -139,8 +159,9 @@ class ChipSetup:
             for t in range(qmodel.spec.num_tables):
                 chip_table = self.table_base[number] + t
                 rows = table_rows(qmodel, t, self.dims[number])
-                self.memory.write(self.layout.mem_base[chip_table], rows.view(np.uint8).reshape(-1, g.line_bytes))
-        self.memory.allocate(self.layout.mem_lines, what="embedding tables")
+                self.memory.write(self.layouts[number].mem_base[chip_table],
+                                  rows.view(np.uint8).reshape(-1, g.line_bytes))
+        self.memory.allocate(top, what="embedding tables")
         self.queries = []
         self._weights = {}
 
@@ -241,22 +262,28 @@ class ChipSetup:
         """MEM_WRITE words of the memory image (tables, weights staged so far, records)."""
         return self.memory.commands(encoder or ChipEncoder(self.geometry))
 
-    def setup_records(self, split, tag=0):
-        """Command records that prepare the chip: SPLIT, EMB CONFIG (and PRELOAD of tables with static rows) and
-        the WEIGHTS of ``split``."""
-        g = self.geometry
-        records = [_record(Opcode.SPLIT, tag, {"n": split})]
-        unit = ChipEncoder(g).unit
-        columns, count = unit.configure(self.layout)
+    def table_records(self, number=None, tag=0):
+        """EMB CONFIG (and PRELOAD of the tables with static rows) of every table (:attr:`resident`) or of model
+        ``number``'s."""
+        layout = self.layouts[0 if number is None else number]
+        unit = ChipEncoder(self.geometry).unit
+        columns, count = unit.configure(layout)
         config = columns["arg"]["config"]
-        for t in range(count):
-            records.append(_record(Opcode.EMB, tag, {"op": columns["op"], "table": t, "arg": {"config": {
-                name: int(values[t]) for name, values in config.items()}}}))
-        for t, spec in enumerate(self.layout.tables):
+        records = [_record(Opcode.EMB, tag, {"op": columns["op"], "table": t, "arg": {"config": {
+            name: int(values[t]) for name, values in config.items()}}}) for t in range(count)]
+        for t, spec in enumerate(layout.tables):
             if spec.static_rows:
                 columns, _ = unit.preload(t)
                 records.append(_record(Opcode.EMB, tag, {"op": columns["op"], "table": t,
                                                          "arg": {"counters": {"clear": 0}}}))
+        return records
+
+    def setup_records(self, split, tag=0):
+        """Command records that prepare the chip: SPLIT, the tables' EMB CONFIG and PRELOAD (if
+        :attr:`resident`) and the WEIGHTS of ``split``."""
+        records = [_record(Opcode.SPLIT, tag, {"n": split})]
+        if self.resident:
+            records += self.table_records(tag=tag)
         image, addr = self.weights(split)
         records.append(_record(Opcode.WEIGHTS, tag, {"mem_addr": addr, "w_addr": image.base,
                                                      "words": len(image.words), "wait": 0, "lane": 0,
@@ -487,6 +514,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     steps = [Step(records=setup.setup_records(split))]
     weights_done = 1
     results = [0] * g.units
+    configured = None   # the model whose tables are configured (when they are not all resident)
     tags = [q % 256 for q in range(len(queries))]
     for q, query in enumerate(queries):
         tag = tags[q]
@@ -496,6 +524,9 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             if baseline:
                 steps.append(Step(records=[], query=q, stage=s))
             step = steps[-1]
+            if not setup.resident and configured != number:
+                step.records += setup.table_records(number, tag)
+                configured = number
             qmodel = setup.models[number]
             spec = qmodel.spec
             records = query.records[number]
