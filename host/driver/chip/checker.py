@@ -62,8 +62,8 @@ class _Stream:
         p, c = next(producers, None), next(consumers, None)
         while p and c:
             if p[2] != c[2]:
-                raise ProgramError(f"{c[0]}: {c[3]} takes {c[2]} {self.name} per item, but {p[0]} ({p[3]}) sends "
-                                   f"{p[2]}")
+                raise ProgramError(f"{c[0]}: {c[3]} takes {c[2]} words per item of {self.name}, but {p[0]} "
+                                   f"({p[3]}) sends {p[2]}")
             step = min(p[1], c[1])
             p[1] -= step
             c[1] -= step
@@ -72,7 +72,7 @@ class _Stream:
             if not c[1]:
                 c = next(consumers, None)
         if p:
-            raise ProgramError(f"{p[0]}: {p[3]} sends {p[1]} items of {self.name} that no command takes")
+            raise ProgramError(f"{p[0]}: {p[1]} items of {self.name} ({p[3]}) that no command takes")
         if c:
             raise ProgramError(f"{c[0]}: {c[3]} takes {c[1]} items of {self.name} that no command sends")
 
@@ -179,8 +179,8 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
             if memory is not None:
                 _check_records(g, memory, arg, source, where, configured if tables is None else None)
             mode, vectors, dim = MODES[join["mode"]], join["vectors"], join["dim"]
-            stream("dense", lane).produce(where, items, arg["dense_words"], "FETCH")
-            stream("index", lane).produce(where, items, 1, "FETCH")
+            stream("dense", lane).produce(where, items, arg["dense_words"], "its dense words")
+            stream("index", lane).produce(where, items, 1, "its candidate indices")
             stream("bottom", lane).consume(where, items, -(-dim // shape.cols), "its join job")
             stream("interaction", lane).produce(where, items, output_words(mode, vectors, dim, g.rows),
                                                 "its join job")

@@ -57,6 +57,9 @@ def geometry_of(config):
 
 
 def _value(item):
+    """An enum member's value (members in a list or tuple too: an array of values)."""
+    if isinstance(item, (list, tuple)):
+        return np.array([_value(member) for member in item], dtype=np.int64)
     return item.value if hasattr(item, "value") else item
 
 
@@ -70,6 +73,13 @@ def _stack(values):
         return np.array(values, dtype=np.int64)
     except OverflowError:   # a field wider than 64 bits (a memory line): Python ints
         return np.array(values, dtype=object)
+
+
+def _structure(value):
+    """The field names of a record's argument, nested (records of one structure pack as one batch)."""
+    if isinstance(value, dict):
+        return tuple((name, _structure(item)) for name, item in value.items())
+    return None
 
 
 def _row_text(count, row):
@@ -134,7 +144,7 @@ class ChipEncoder:
         if bad.any():
             self._fail(op, name, values, bad, count, f"is outside [{low}, {high}]")
 
-    def _count(self, op, **fields):
+    def _count(self, op, /, **fields):
         """Rows of a batch: the common length of the fields given as arrays (1 if all are scalars)."""
         lengths = {name: np.shape(value)[0] for name, value in fields.items() if np.ndim(value)}
         if len(set(lengths.values())) > 1:
@@ -250,15 +260,15 @@ class ChipEncoder:
 
     def encode(self, records):
         """Words of command ``records`` (``{"op", "tag", "arg"}`` dicts as :func:`decode_commands` gives them and
-        the compiler builds), in order; runs of one opcode are packed as one batch."""
+        the compiler builds), in order; runs of one opcode (and one union member) are packed as one batch."""
         words, start = [], 0
         records = list(records)
+        keys = [(_value(record["op"]), _structure(record["arg"])) for record in records]
         while start < len(records):
-            op = Opcode(_value(records[start]["op"]))
             end = start
-            while end < len(records) and _value(records[end]["op"]) == op.value:
+            while end < len(records) and keys[end] == keys[start]:
                 end += 1
-            run = records[start:end]
+            op, run = Opcode(keys[start][0]), records[start:end]
             arg = _stack([record["arg"] for record in run]) if op in MEMBERS else None
             words.append(self._emit(op, arg, len(run), _stack([record.get("tag", 0) for record in run])))
             start = end
