@@ -741,14 +741,15 @@ def test_checker_catches_planted_inconsistencies(two_stage):
 
 
 def test_the_interpreter_catches_a_planted_compiler_bug(tiny_models):
-    """The interpreter is a scoreboard that can fail: one requantisation shift of the interaction changed in a
-    compiled program gives other answers than the golden model."""
+    """The interpreter is a scoreboard that can fail: the interaction's requantisation shift changed in one FETCH
+    of a compiled program gives other answers than the golden model."""
     a, b, _ = tiny_models
     setup = ChipSetup(TINY, [a, b])
     query = setup.add_query({a: candidates(a, 30), b: candidates(b, 30)})
     program, expected = run_pipeline(setup, [Stage(a, k=10), Stage(b, k=4)], [query], Schedule(sub_batch=6))
-    fetch = _find(program.steps[0].records, Opcode.FETCH)
+    fetch = _find(program.steps[0].records, Opcode.FETCH, source=FetchSource.SURVIVORS.value)     # stage 1's
+    join = program.steps[0].records[fetch]["arg"]["join"]
     program.steps[0].records = _changed(program.steps[0].records, fetch,
-                                        join={**program.steps[0].records[fetch]["arg"]["join"], "s": 3})
+                                        join={**join, "s": join["s"] + 1})
     with pytest.raises(AssertionError, match="tag 0"):
         check_by_interpreting(setup, program, expected)
