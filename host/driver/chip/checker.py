@@ -116,6 +116,7 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
     kept_items = [{} for _ in range(g.units)]
     open_items = [0] * g.units          # candidates of the query a unit is taking
     configured = set()
+    records_checked = set()
 
     for position, record in enumerate(commands):
         op = record["op"]
@@ -177,7 +178,11 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                 if arg["release"]:
                     released[unit].add(number)
             if memory is not None:
-                _check_records(g, memory, arg, source, where, configured if tables is None else None)
+                key = (source is FetchSource.RANGE and arg["first"], arg["base"], arg["stride"], arg["count"],
+                       arg["dense_lines"], join["vectors"], len(configured))
+                if key not in records_checked:      # a whole set (SURVIVORS, LIST) is checked once
+                    _check_records(g, memory, arg, source, where, configured if tables is None else None)
+                    records_checked.add(key)
             mode, vectors, dim = MODES[join["mode"]], join["vectors"], join["dim"]
             stream("dense", lane).produce(where, items, arg["dense_words"], "its dense words")
             stream("index", lane).produce(where, items, 1, "its candidate indices")
