@@ -178,8 +178,9 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                 if arg["release"]:
                     released[unit].add(number)
             if memory is not None:
-                key = (source is FetchSource.RANGE and arg["first"], arg["base"], arg["stride"], arg["count"],
-                       arg["dense_lines"], join["vectors"], len(configured))
+                span = (arg["first"], items) if source is FetchSource.RANGE else None
+                key = (span, arg["base"], arg["stride"], arg["count"], arg["dense_lines"], join["vectors"],
+                       len(configured))
                 if key not in records_checked:      # a whole set (SURVIVORS, LIST) is checked once
                     _check_records(g, memory, arg, source, where, configured if tables is None else None)
                     records_checked.add(key)
