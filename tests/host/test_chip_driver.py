@@ -507,8 +507,9 @@ def test_rm_large_weights_beyond_the_buffer_are_a_clear_error():
     large = quantised(get_model("rm-large", max_rows=200), samples=600)
     setup = ChipSetup(SMALL, [large])
     query = setup.add_query({large: candidates(large, 20)})
-    with pytest.raises(CompileError, match=r"The weights of rm-large need \d+ words at split 1; the weight buffer "
-                                           r"holds 24576 .* streaming weights from memory is not supported yet"):
+    with pytest.raises(CompileError, match=r"^rm-large at split 1: The weights need \d+ words of the weight memory, "
+                                           r"which has 24576 \(weight_buffer_words\); streaming weights from memory "
+                                           "is not supported yet$"):
         compile_queries(setup, [Stage(large, k=8)], [query], Schedule(split=1))
 
 

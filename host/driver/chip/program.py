@@ -36,7 +36,7 @@ from ....numeric import topk
 from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
-from ...reference import check_inputs, run
+from ...reference import MLPError, check_inputs, run
 from ..interaction import output_words
 from ..mlp import layout_weights, words_per_item
 from .encoding import ChipEncoder, Responses, geometry_of
@@ -210,22 +210,15 @@ class ChipSetup:
             for number in range(len(self.models)):
                 bottom, top = self.mlps(number)
                 mlps[number, "bottom"], mlps[number, "top"] = bottom, top
-            words = sum(self._image_words(split, {key: layers}) for key, layers in mlps.items())
-            if words > self.geometry.engine.weight_words:
+            try:
+                image = layout_weights(self.geometry.engine, split, mlps)
+            except MLPError as error:
                 names = ", ".join(model.spec.name for model in self.models)
-                raise CompileError(f"The weights of {names} need {words} words at split {split}; the weight buffer "
-                                   f"holds {self.geometry.engine.weight_words} (weight_buffer_words) and streaming "
-                                   "weights from memory is not supported yet")
-            image = layout_weights(self.geometry.engine, split, mlps)
+                raise CompileError(f"{names} at split {split}: {error}; streaming weights from memory is not "
+                                   "supported yet") from None
             addr = self.memory.place(stage_weights(self.geometry, image.words), what=f"weights of split {split}")
             self._weights[split] = (image, addr)
         return self._weights[split]
-
-    def _image_words(self, split, mlps):
-        shape = self.geometry.engine.splits[split]
-        return sum(_ceil_div(layer.shape[1], shape.cols) * (shape.bias_words + _ceil_div(layer.shape[0], shape.rows)
-                                                            * shape.tile_words)
-                   for layers in mlps.values() for layer in layers)
 
     def add_query(self, inputs):
         """Place a query's candidates in memory: ``inputs`` is ``{model number or QuantModel: (dense_q, ids)}``
