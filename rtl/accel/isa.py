@@ -24,7 +24,7 @@ from ..mlp import COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand
 from ..topk import DEFAULT_INDEX_BITS, k_bits
 
 __all__ = ["INDEX_BITS", "TAG_BITS", "ActSource", "ChipGeometry", "Counter", "ErrorCode", "FetchSource", "Opcode",
-           "OutDest", "ResponseKind", "ScoreDest"]
+           "OutDest", "ResponseKind", "ScoreDest", "survivors_address_layout"]
 
 #: Width of a candidate index (a candidate set holds at most 2**16 candidates).
 INDEX_BITS = DEFAULT_INDEX_BITS
@@ -295,3 +295,10 @@ class ChipGeometry:
             "score": signed(ACC_BITS),
             "data": unsigned(8 * self.line_bytes),
         })
+
+
+def survivors_address_layout(geometry):
+    """``{unit, bank, position}``: an address of the survivors buffers, the kept top-k results a FETCH from
+    ``SURVIVORS`` reads (result ``r`` of a unit, counted from 1, is in bank ``r % 2``; ``position`` counts from its
+    best candidate)."""
+    return data.StructLayout({"unit": range(max(geometry.units, 2)), "bank": 1, "position": range(geometry.k_max)})
