@@ -270,7 +270,7 @@ def test_records_hold_dense_bytes_then_counted_lookup_entries(config):
     assert np.array_equal(entries["table"], np.broadcast_to(base + np.arange(tables).repeat(pooling), (n, 15)))
     assert np.array_equal(entries["last"], np.broadcast_to(np.tile(np.arange(pooling) == 2, tables), (n, 15)))
     assert np.array_equal(entries["end"], np.broadcast_to(np.arange(15) == 14, (n, 15)))
-    with pytest.raises(ChipCommandError, match=r"Records name chip tables .* \(max_tables\)"):
+    with pytest.raises(ChipCommandError, match=r"Records name chip tables .* \(emb_tables\)"):
         encode_records(g, dense_q, ids, table_base=g.emb.tables - 4)
 
 
@@ -351,6 +351,10 @@ def test_models_that_cannot_run_on_chip_are_refused(tiny_models):
     big = quantised(tiny_dot(name="tiny-wide", emb_dim=32, bottom=(8, 32)))
     with pytest.raises(CompileError, match="tiny-wide cannot run on tiny: embedding dimension 32 exceeds"):
         ChipSetup(TINY, [big])
+    many = quantised(tiny_dot(name="tiny-many", tables=(10,) * 9))
+    with pytest.raises(CompileError, match=r"tiny-many cannot run on tiny: 9 tables exceed the 8 of a model "
+                                           r"\(max_tables\)$"):
+        ChipSetup(TINY, [many])
     setup = ChipSetup(TINY, [a])
     with pytest.raises(CompileError, match="Model tiny-dot-b is not loaded"):
         compile_queries(setup, [Stage(tiny_models[1], k=4)], [])
@@ -469,9 +473,9 @@ def test_sub_batches_default_to_what_the_lanes_hold_and_are_checked(tiny_models)
         compile_queries(setup, [Stage(a, k=4)], [query], Schedule("baseline", split=2))
 
 
-def test_models_beyond_max_tables_are_configured_stage_by_stage(tiny_models):
+def test_models_beyond_emb_tables_are_configured_stage_by_stage(tiny_models):
     a, b, c = tiny_models
-    setup = ChipSetup(TINY, [a, b, c])
+    setup = ChipSetup(TINY.with_settings(["emb_tables=8"]), [a, b, c])
     assert not setup.resident and setup.table_base == [0, 0, 0]
     query = setup.add_query({a: candidates(a, 30), b: candidates(b, 30), c: candidates(c, 30)})
     for mode in ("rpaccel", "baseline"):
@@ -495,6 +499,7 @@ def rm_models():
 def test_rm_pipelines_on_small(rm_models, mode):
     small, med = rm_models["rm-small"], rm_models["rm-med"]
     setup = ChipSetup(SMALL, [small, med])
+    assert setup.resident and setup.table_base == [0, 26]       # 52 tables of emb_tables' 64
     queries = [setup.add_query({small: candidates(small, 300, 7000 + q), med: candidates(med, 300, 7000 + q)})
                for q in range(2)]
     for stages in ([Stage(small, k=64)], [Stage(small, k=64), Stage(med, k=16)],

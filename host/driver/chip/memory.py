@@ -154,7 +154,7 @@ def encode_records(geometry, dense_q, ids, *, table_base=0):
     lb, entry_bytes = g.line_bytes, g.lookup_entry_bits // 8
     if table_base + tables > g.emb.tables:
         raise ChipCommandError(f"Records name chip tables {table_base} .. {table_base + tables - 1}; the chip has "
-                               f"{g.emb.tables} (max_tables)")
+                               f"{g.emb.tables} (emb_tables)")
     dense_lines = -(-dense // lb)
     lookups = tables * pooling
     stride = dense_lines + -(-(1 + lookups) * entry_bytes // lb)

@@ -105,7 +105,7 @@ class ChipSetup:
     geometry : rpaccel.rtl.accel.isa.ChipGeometry
     models : list of QuantModel
     resident : bool
-        Whether every model's tables are configured at once (they fit ``max_tables``): model ``i``'s tables are
+        Whether every model's tables are configured at once (they fit ``emb_tables``): model ``i``'s tables are
         chip tables ``table_base[i]`` onwards. Otherwise every model's tables are chip tables 0 onwards, and the
         compiler configures a model's tables (EMB CONFIG, and PRELOAD of static rows) before a stage that needs
         them while another model's are configured; the tables stay in memory, one model's after the other's.
@@ -176,8 +176,8 @@ class ChipSetup:
             why = f"interaction {spec.interaction!r} is not one of the chip's {MODES}"
         elif spec.bottom[-1] != spec.emb_dim:
             why = f"the bottom output ({spec.bottom[-1]}) must be as wide as the embeddings ({spec.emb_dim})"
-        elif spec.num_tables > g.emb.tables or spec.num_tables + 1 > g.max_vectors:
-            why = f"{spec.num_tables} tables exceed the chip's {g.emb.tables} (max_tables)"
+        elif spec.num_tables > g.config.max_tables:
+            why = f"{spec.num_tables} tables exceed the {g.config.max_tables} of a model (max_tables)"
         elif spec.emb_dim > g.max_dim:
             why = f"embedding dimension {spec.emb_dim} exceeds max_emb_dim {g.max_dim}"
         elif spec.pooling > g.emb.max_pooling:
