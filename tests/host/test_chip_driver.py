@@ -239,7 +239,7 @@ def test_responses_decode_into_rankings_logits_counters_and_errors():
     assert [str(error) for error in errors] == [
         "SCORE refused: k 0 is outside [1, 16]",
         "opcode 13 refused: opcode 13 is not one the chip knows",
-        "MEM_READ refused: address 9000 is beyond the memory's 8192 lines"]
+        "MEM_READ refused: an access from line 9000 goes beyond the memory's 8192 lines"]
     assert (errors[0].op, errors[0].code, errors[0].detail, errors[0].tag) == (Opcode.SCORE, ErrorCode.K, 0, 8)
 
 

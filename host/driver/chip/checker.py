@@ -225,7 +225,7 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
         elif op is Opcode.SCORE:
             lane = lane_of(arg["lane"])
             items = arg["items"]
-            within("items", items, 1, shape.acc_rows)
+            within("items", items, 1, (1 << 16) - 1)
             stream("index", lane).consume(where, items, 1, "SCORE")
             stream("logits", lane).consume(where, items, 1, "SCORE")
             if ScoreDest(_value(arg["dest"])) is ScoreDest.TOPK:

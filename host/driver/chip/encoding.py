@@ -312,9 +312,9 @@ class ChipEncoder:
         g, op = self.geometry, Opcode.FETCH
         self._within(op, "lane", arg["lane"], 0, g.lanes - 1, count)
         self._within(op, "items", arg["items"], 1, self._items(), count)
-        self._within(op, "unit", arg["unit"], 0, g.units - 1, count)
         self._within(op, "source", arg["source"], 0, len(FetchSource) - 1, count)
         source = np.asarray(arg["source"])
+        self._within(op, "unit", arg["unit"], 0, g.units - 1, count, where=source == FetchSource.SURVIVORS.value)
         first, items = np.asarray(arg["first"], dtype=np.int64), np.asarray(arg["items"], dtype=np.int64)
         self._within(op, "first + items", first + items, 1, arg["count"], count, where=source == 0)
         self._within(op, "first + items", first + items, 1, g.k_max, count, where=source == 1)
@@ -338,8 +338,9 @@ class ChipEncoder:
     def _check_score(self, arg, count):
         g, op = self.geometry, Opcode.SCORE
         self._within(op, "lane", arg["lane"], 0, g.lanes - 1, count)
-        self._within(op, "items", arg["items"], 1, self._items(), count)
-        self._within(op, "unit", arg["unit"], 0, g.units - 1, count)
+        self._within(op, "items", arg["items"], 1, (1 << 16) - 1, count)
+        topk = np.asarray(arg["dest"]) == ScoreDest.TOPK.value
+        self._within(op, "unit", arg["unit"], 0, g.units - 1, count, where=topk)
         closes = (np.asarray(arg["dest"]) == ScoreDest.TOPK.value) & (np.asarray(arg["last"]) != 0)
         self._within(op, "k", arg["k"], 1, g.k_max, count, where=closes)
 
@@ -386,21 +387,23 @@ class ChipError(Exception):
     def __init__(self, geometry, op, code, detail, tag):
         self.op, self.code, self.detail, self.tag = op, code, detail, tag
         name = op.name if isinstance(op, Opcode) else f"opcode {op}"
-        super().__init__(f"{name} refused: {_reason(geometry, code, detail)}")
+        super().__init__(f"{name} refused: {_reason(geometry, op, code, detail)}")
 
 
-def _reason(g, code, d):
+def _reason(g, op, code, d):
+    """Why the chip refused a command, from the ERROR's code and detail (the controller's and the fetcher's)."""
     reasons = {
         ErrorCode.OPCODE: f"opcode {d} is not one the chip knows",
         ErrorCode.LANE: f"lane {d} is not active in the current split",
         ErrorCode.SPLIT: f"split {d} is not one of {g.config.splits}",
         ErrorCode.K: f"k {d} is outside [1, {g.k_max}]",
-        ErrorCode.ITEMS: f"{d} items is none or more than the buffers hold",
+        ErrorCode.ITEMS: f"{d} items is none or more than a lane's accumulator rows",
         ErrorCode.UNIT: f"top-k unit {d} does not exist (the chip has {g.units})",
-        ErrorCode.WEIGHTS: f"weight word {d} is outside the weight buffer or its layer's weights are not loaded",
-        ErrorCode.TABLE: f"table {d} is beyond the configured tables ({g.emb.tables} at most)",
-        ErrorCode.INDEX: f"candidate index {d} is outside the candidate set",
-        ErrorCode.ADDRESS: f"address {d} is beyond the memory's {1 << g.addr_bits} lines",
+        ErrorCode.WEIGHTS: f"weight word {d} is beyond the weight buffer or in a page no WEIGHTS has loaded",
+        ErrorCode.TABLE: f"the join needs {d} tables, more than are configured" if op is Opcode.FETCH
+        else f"table {d} is beyond the chip's {g.emb.tables} (emb_tables)",
+        ErrorCode.INDEX: f"candidate {d} (an index, or first + items) is outside the candidate set",
+        ErrorCode.ADDRESS: f"an access from line {d} goes beyond the memory's {1 << g.addr_bits} lines",
         ErrorCode.FIELD: f"a field holds {d}, outside its range",
     }
     return reasons.get(code, f"error code {code} (detail {d})")
