@@ -738,6 +738,9 @@ def test_checker_catches_planted_inconsistencies(two_stage):
     refused(r"^command 0 \(SPLIT\): split 3 is not one of \(1, 2, 4\)$", _changed(records, 0, n=3))
     second_lane = _find(records, Opcode.FETCH, lane=1)
     refused(rf"^command {second_lane} \(FETCH\): lane 1 is not active in split 1$", _changed(records, 0, n=1))
+    refused(rf"^command {layer} \(LANE\): the words from in_base 250 \(\d+ per item, stride 8\) go beyond the "
+            r"lane's 128 activation words$", _changed(records, layer, cmd__in_base=250))
+    refused(rf"^command {layer} \(LANE\): stride 3 is below the \d+ items", _changed(records, layer, cmd__stride=3))
     weights = _find(records, Opcode.WEIGHTS)
     refused(r"\(LANE\): the layer's weights \(words \d+ \.\. \d+\) are not all loaded by earlier WEIGHTS$",
             _changed(records, weights, words=8))

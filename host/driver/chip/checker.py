@@ -203,6 +203,7 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                 if not _met(done, cmd[name]):
                     raise ProgramError(f"{where}: {name} = {cmd[name]}, but only {done} "
                                        f"{name.removeprefix('wait_')} of lane {lane} come before it")
+            _check_regions(shape, cmd, where)
             if cmd["op"] == Op.INPUT:
                 src = ActSource(_value(arg["src"]))
                 kind = "dense" if src is ActSource.DENSE else "interaction"
@@ -250,6 +251,25 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
             if number not in released[unit]:
                 raise ProgramError(f"End of program: kept result {number} of top-k unit {unit} is never released "
                                    "(the result two later would wait for its bank)")
+
+
+def _check_regions(shape, cmd, where):
+    """A LANE command's activation words (item ``i``'s word ``j`` at ``base + j * stride + i``) and accumulator
+    rows within the lane's buffers, and no item's words overlapping another's."""
+    items, stride = cmd["items"], cmd["stride"]
+    regions = [("in_base", cmd["in_base"], cmd["ktiles"])]
+    if cmd["op"] == Op.LAYER:
+        if cmd["acc_base"] + items > shape.acc_rows:
+            raise ProgramError(f"{where}: accumulator rows {cmd['acc_base']} .. {cmd['acc_base'] + items - 1} are "
+                               f"beyond the lane's {shape.acc_rows}")
+        if not cmd["to_output"]:
+            regions.append(("out_base", cmd["out_base"], -(-cmd["ntiles"] * shape.cols // shape.rows)))
+    for name, base, words in regions:
+        if words > 1 and stride < items:
+            raise ProgramError(f"{where}: stride {stride} is below the {items} items (their words would overlap)")
+        if words and base + (words - 1) * stride + items > shape.act_words:
+            raise ProgramError(f"{where}: the words from {name} {base} ({words} per item, stride {stride}) go beyond "
+                               f"the lane's {shape.act_words} activation words")
 
 
 def _check_records(g, memory, arg, source, where, configured):
