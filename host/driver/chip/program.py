@@ -38,7 +38,7 @@ from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
 from ...reference import MLPError, check_inputs, run
 from ..interaction import output_words
-from ..mlp import layout_weights, words_per_item
+from ..mlp import layout_weights, mlp_command, words_per_item
 from .encoding import ChipEncoder, Responses, geometry_of
 from .memory import (
     MemoryImage,
@@ -406,7 +406,7 @@ class _Lane:
         parity = self.batches % 2
         region = (name, parity)
         records = [{"lane": self.lane, "wait_weights": wait_weights % MOD, "src": src, "src_words": src_words,
-                    "dst": OutDest.JOIN, "cmd": _mlp_command(
+                    "dst": OutDest.JOIN, "cmd": mlp_command(
                         op=Op.INPUT, wait_inputs=self.inputs_done % MOD,
                         wait_layers=max(self.readers[region], self.layers_done - 64, 0) % MOD, items=items,
                         stride=self.stride, in_base=self.inputs[region], ktiles=_ceil_div(layers[0].shape[0],
@@ -417,7 +417,7 @@ class _Lane:
             k, n = layer.shape
             wait_layers = self.layers_done if number else max(self.layers_done - 2, 0)
             records.append({"lane": self.lane, "wait_weights": wait_weights % MOD, "src": ActSource.DENSE,
-                            "src_words": 0, "dst": dst if last else OutDest.JOIN, "cmd": _mlp_command(
+                            "src_words": 0, "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
                                 op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD,
                                 items=items, stride=self.stride,
                                 in_base=self.inputs[region] if number == 0 else self.hidden[(number - 1) % 2],
@@ -429,15 +429,6 @@ class _Lane:
             if number == 0:
                 self.readers[region] = self.layers_done
         return records
-
-
-def _mlp_command(**fields):
-    command = {"op": 0, "wait_inputs": 0, "wait_layers": 0, "items": 0, "stride": 0, "in_base": 0, "out_base": 0,
-               "acc_base": 0, "w_base": 0, "ktiles": 0, "ntiles": 0,
-               "params": {"m": 0, "s": 0, "relu": 0, "raw": 0}, "to_output": 0}
-    command.update(fields)
-    command["op"] = int(command["op"])
-    return command
 
 
 def _sizes(items, sub_batch):
@@ -453,9 +444,11 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     Raises
     ------
     CompileError
-        On a stage whose model is not loaded or has no candidates in a query, items or k out of range, a split
-        without a lane per stage... (the message names the stage and the value), a sub-batch larger than a
-        lane holds, or weights that do not fit the weight buffer.
+        On a stage whose model is not loaded or has no candidates in a query, a stage's items or k out of range
+        (naming the stage and the value), a split the chip does not have, a sub-batch larger than a lane holds,
+        or weights that do not fit the weight buffer.
+    rpaccel.host.reference.MLPError
+        If an MLP command's field cannot hold a region or count (naming the field).
     """
     g = setup.geometry
     stages, queries = list(stages), list(queries)
