@@ -237,7 +237,7 @@ def test_responses_decode_into_rankings_logits_counters_and_errors():
     assert responses.records(5) == [(ResponseKind.LOGIT.value, 0, 0, 2, -3), (ResponseKind.LOGIT.value, 1, 0, 0, 7)]
     errors = responses.errors()
     assert [str(error) for error in errors] == [
-        "SCORE refused: k 0 is outside [1, 16]",
+        "SCORE refused: k 0 is outside [1, 16] (a top-k unit) or [1, 256] (a filter unit)",
         "opcode 13 refused: opcode 13 is not one the chip knows",
         "MEM_READ refused: an access from line 9000 goes beyond the memory's 8192 lines"]
     assert (errors[0].op, errors[0].code, errors[0].detail, errors[0].tag) == (Opcode.SCORE, ErrorCode.K, 0, 8)
@@ -404,8 +404,9 @@ def check_structure(program):
         assert {f["source"] for f in fetches} <= {FetchSource.RANGE, FetchSource.LIST}
         assert len(program.steps) == 1 + len(expected_items)
     else:
-        assert all(s["dest"] is ScoreDest.TOPK for s in scores)
         stages = len(program.stages)
+        assert all(s["dest"] is (ScoreDest.TOPK if (i + 1) % stages == 0 else ScoreDest.FILTER)
+                   for i, s in enumerate(closing))
         assert [s["keep"] for s in closing] == [int(i % stages != stages - 1) for i in range(len(closing))]
         assert [s["report"] for s in closing] == [int(i % stages == stages - 1) for i in range(len(closing))]
         survivors = [f for f in fetches if f["source"] is FetchSource.SURVIVORS]
@@ -639,17 +640,23 @@ def interpret(setup, program, lists):
                 out[tag] += [(ResponseKind.LOGIT.value, int(arg["last"] and i == items - 1), 0, index, int(logit))
                              for i, (index, logit) in enumerate(zip(indices, logits))]
                 continue
-            scores, held = pending[arg["unit"]]
+            filtered = plain(arg["dest"]) == ScoreDest.FILTER.value
+            holder = g.units + arg["unit"] if filtered else arg["unit"]
+            scores, held = pending[holder]
             scores += logits
             held += indices
             if arg["last"]:
                 best, best_indices = topk(np.array(scores), arg["k"], np.array(held))
+                if filtered:        # the set, in the order it was scored
+                    best_indices = np.array(held)[np.isin(held, best_indices)]
+                    best = np.zeros(len(best_indices), dtype=np.int64)
                 if arg["keep"]:
-                    kept[arg["unit"]].append(best_indices)
+                    kept[holder].append(best_indices)
                 if arg["report"]:
-                    out[tag] += [(ResponseKind.RANK.value, int(i == len(best) - 1), 0, int(index), int(score))
+                    kind = ResponseKind.KEPT if filtered else ResponseKind.RANK
+                    out[tag] += [(kind.value, int(i == len(best) - 1), 0, int(index), int(score))
                                  for i, (score, index) in enumerate(zip(best, best_indices))]
-                del pending[arg["unit"]]
+                del pending[holder]
     assert not jobs and not any(queues.values()), "streams left with data"
     return out
 
@@ -722,17 +729,17 @@ def test_checker_catches_planted_inconsistencies(two_stage):
             _changed(records, dense_input, wait_weights=2))
     # A result read after its release: the releasing FETCH repeated.
     release = _find(records, Opcode.FETCH, release=1)
-    refused(rf"^command {release + 1} \(FETCH\): reads kept result 1 of top-k unit 0 after its release$",
+    refused(rf"^command {release + 1} \(FETCH\): reads kept result 1 of filter unit 0 after its release$",
             [*records[:release + 1], records[release], *records[release + 1:]])
     # Result 3 reuses result 1's bank, which query 0's last stage-1 fetch no longer releases.
     keep3 = [i for i, r in enumerate(records) if r["op"] is Opcode.SCORE and r["arg"]["keep"]][2]
-    refused(rf"^command {keep3} \(SCORE\): keeps result 3 of top-k unit 0 in the bank of result 1, which no "
+    refused(rf"^command {keep3} \(SCORE\): keeps result 3 of filter unit 0 in the bank of result 1, which no "
             "earlier FETCH releases$", _changed(records, release, release=0))
     wait = _find(records, Opcode.FETCH, source=FetchSource.SURVIVORS.value)
-    refused(rf"^command {wait} \(FETCH\): waits for kept result 2 of top-k unit 0; only 1 are kept before it$",
+    refused(rf"^command {wait} \(FETCH\): waits for kept result 2 of filter unit 0; only 1 are kept before it$",
             _changed(records, wait, wait_results=2))
     closing = _find(records, Opcode.SCORE, last=1)
-    refused(rf"^command {closing} \(SCORE\): k = 0 is outside \[1, 16\]$", _changed(records, closing, k=0))
+    refused(rf"^command {closing} \(SCORE\): k = 0 is outside \[1, 256\]$", _changed(records, closing, k=0))
     refused(rf"^command {fetch} \(FETCH\): candidate 0's record holds 4 bags; the join takes 3$",
             _changed(records, fetch, join={**records[fetch]["arg"]["join"], "vectors": 4}))
     refused(r"^command 0 \(SPLIT\): split 3 is not one of \(1, 2, 4\)$", _changed(records, 0, n=3))
@@ -744,7 +751,7 @@ def test_checker_catches_planted_inconsistencies(two_stage):
     weights = _find(records, Opcode.WEIGHTS)
     refused(r"\(LANE\): the layer's weights \(words \d+ \.\. \d+\) are not all loaded by earlier WEIGHTS$",
             _changed(records, weights, words=8))
-    refused(r"^End of program: kept result 3 of top-k unit 0 is never released",
+    refused(r"^End of program: kept result 3 of filter unit 0 is never released",
             _changed(records, max(i for i, r in enumerate(records) if r["op"] is Opcode.FETCH and r["arg"]["release"]),
                      release=0))
 

@@ -11,8 +11,8 @@ position and opcode) and what does not line up:
 * **Waits**: every ``wait_*`` (weights, a lane's inputs and layers, kept results) met by commands before it
   (counters modulo 256, within half the range); a kept result not read after its release, and released before
   the result two later reuses its bank; every kept result released by the end.
-* **Ranges**: lanes of the current split, top-k units, ``k``, items within a lane's accumulator rows, layers whose
-  weights WEIGHTS loaded, join vectors and tables within the configuration.
+* **Ranges**: lanes of the current split, top-k and filter units, ``k``, items within a lane's accumulator rows,
+  layers whose weights WEIGHTS loaded, join vectors and tables within the configuration.
 """
 
 from collections import defaultdict
@@ -111,10 +111,11 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
     weights_done = 0
     loaded = np.zeros(g.engine.weight_words, dtype=bool)
     inputs, layers = defaultdict(int), defaultdict(int)
-    results = [0] * g.units             # kept results completed (as SCOREs before a point close them)
-    released = [set() for _ in range(g.units)]
-    kept_items = [{} for _ in range(g.units)]
-    open_items = [0] * g.units          # candidates of the query a unit is taking
+    # Per holder (top-k units, then filter units):
+    results = [0] * g.holders           # kept results completed (as SCOREs before a point close them)
+    released = [set() for _ in range(g.holders)]
+    kept_items = [{} for _ in range(g.holders)]
+    open_items = [0] * g.holders        # candidates of the query a unit is taking
     configured = set()
     records_checked = set()
 
@@ -166,14 +167,15 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                 within("first + items", arg["first"] + items, 1, arg["count"])
             elif source is FetchSource.SURVIVORS:
                 unit = arg["unit"]
-                within("unit", unit, 0, g.units - 1)
+                within("unit", unit, 0, g.holders - 1)
                 wait = arg["wait_results"]
                 if not _met(results[unit], wait) or not results[unit]:
-                    raise ProgramError(f"{where}: waits for kept result {wait} of top-k unit {unit}; only "
+                    raise ProgramError(f"{where}: waits for kept result {wait} of {_holder(g, unit)}; only "
                                        f"{results[unit]} are kept before it")
                 number = results[unit] - (results[unit] - wait) % MOD
                 if number in released[unit]:
-                    raise ProgramError(f"{where}: reads kept result {number} of top-k unit {unit} after its release")
+                    raise ProgramError(f"{where}: reads kept result {number} of {_holder(g, unit)} after its "
+                                       "release")
                 within("first + items", arg["first"] + items, 1, kept_items[unit].get(number, 0))
                 if arg["release"]:
                     released[unit].add(number)
@@ -229,28 +231,38 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
             within("items", items, 1, (1 << 16) - 1)
             stream("index", lane).consume(where, items, 1, "SCORE")
             stream("logits", lane).consume(where, items, 1, "SCORE")
-            if ScoreDest(_value(arg["dest"])) is ScoreDest.TOPK:
-                unit = arg["unit"]
-                within("unit", unit, 0, g.units - 1)
+            dest = ScoreDest(_value(arg["dest"]))
+            if dest is not ScoreDest.RSP:
+                filtered = dest is ScoreDest.FILTER
+                within("unit", arg["unit"], 0, (g.filters if filtered else g.units) - 1)
+                unit = g.units + arg["unit"] if filtered else arg["unit"]
                 open_items[unit] += items
+                if filtered and open_items[unit] > g.filter_capacity:
+                    raise ProgramError(f"{where}: {open_items[unit]} candidates of one query into a filter unit, "
+                                       f"which holds {g.filter_capacity} (filter_capacity)")
                 if arg["last"]:
-                    within("k", arg["k"], 1, g.k_max)
+                    within("k", arg["k"], 1, g.filter_capacity if filtered else g.k_max)
                     if arg["keep"]:
                         number = results[unit] + 1
                         if number > 2 and number - 2 not in released[unit]:
-                            raise ProgramError(f"{where}: keeps result {number} of top-k unit {unit} in the bank of "
-                                               f"result {number - 2}, which no earlier FETCH releases")
+                            raise ProgramError(f"{where}: keeps result {number} of {_holder(g, unit)} in the bank "
+                                               f"of result {number - 2}, which no earlier FETCH releases")
                         results[unit] = number
                         kept_items[unit][number] = min(arg["k"], open_items[unit])
                     open_items[unit] = 0
 
     for kind_stream in [*streams.values(), pooled]:
         kind_stream.match()
-    for unit in range(g.units):
+    for unit in range(g.holders):
         for number in range(1, results[unit] + 1):
             if number not in released[unit]:
-                raise ProgramError(f"End of program: kept result {number} of top-k unit {unit} is never released "
+                raise ProgramError(f"End of program: kept result {number} of {_holder(g, unit)} is never released "
                                    "(the result two later would wait for its bank)")
+
+
+def _holder(g, holder):
+    """A holder of kept results, in words."""
+    return f"top-k unit {holder}" if holder < g.units else f"filter unit {holder - g.units}"
 
 
 def _check_regions(shape, cmd, where):

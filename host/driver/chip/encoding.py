@@ -314,10 +314,13 @@ class ChipEncoder:
         self._within(op, "items", arg["items"], 1, self._items(), count)
         self._within(op, "source", arg["source"], 0, len(FetchSource) - 1, count)
         source = np.asarray(arg["source"])
-        self._within(op, "unit", arg["unit"], 0, g.units - 1, count, where=source == FetchSource.SURVIVORS.value)
+        survivors = source == FetchSource.SURVIVORS.value
+        self._within(op, "unit", arg["unit"], 0, g.holders - 1, count, where=survivors)
         first, items = np.asarray(arg["first"], dtype=np.int64), np.asarray(arg["items"], dtype=np.int64)
         self._within(op, "first + items", first + items, 1, arg["count"], count, where=source == 0)
-        self._within(op, "first + items", first + items, 1, g.k_max, count, where=source == 1)
+        from_topk = np.asarray(arg["unit"]) < g.units
+        self._within(op, "first + items", first + items, 1, g.k_max, count, where=survivors & from_topk)
+        self._within(op, "first + items", first + items, 1, g.filter_capacity, count, where=survivors & ~from_topk)
         self._within(op, "stride", arg["stride"], np.asarray(arg["dense_lines"]) + 1, 1 << 16, count)
         end = np.asarray(arg["base"], dtype=np.int64) + np.asarray(arg["count"]) * np.asarray(arg["stride"])
         self._within(op, "base + count * stride", end, 0, self.mem_lines, count)
@@ -339,10 +342,14 @@ class ChipEncoder:
         g, op = self.geometry, Opcode.SCORE
         self._within(op, "lane", arg["lane"], 0, g.lanes - 1, count)
         self._within(op, "items", arg["items"], 1, (1 << 16) - 1, count)
-        topk = np.asarray(arg["dest"]) == ScoreDest.TOPK.value
+        dest = np.asarray(arg["dest"])
+        self._within(op, "dest", dest, 0, len(ScoreDest) - 1, count)
+        topk, filtered = dest == ScoreDest.TOPK.value, dest == ScoreDest.FILTER.value
         self._within(op, "unit", arg["unit"], 0, g.units - 1, count, where=topk)
-        closes = (np.asarray(arg["dest"]) == ScoreDest.TOPK.value) & (np.asarray(arg["last"]) != 0)
-        self._within(op, "k", arg["k"], 1, g.k_max, count, where=closes)
+        self._within(op, "unit", arg["unit"], 0, g.filters - 1, count, where=filtered)
+        closes = np.asarray(arg["last"]) != 0
+        self._within(op, "k", arg["k"], 1, g.k_max, count, where=topk & closes)
+        self._within(op, "k", arg["k"], 1, g.filter_capacity, count, where=filtered & closes)
 
 
 def decode_commands(geometry, words):
@@ -396,9 +403,9 @@ def _reason(g, op, code, d):
         ErrorCode.OPCODE: f"opcode {d} is not one the chip knows",
         ErrorCode.LANE: f"lane {d} is not active in the current split",
         ErrorCode.SPLIT: f"split {d} is not one of {g.config.splits}",
-        ErrorCode.K: f"k {d} is outside [1, {g.k_max}]",
+        ErrorCode.K: f"k {d} is outside [1, {g.k_max}] (a top-k unit) or [1, {g.filter_capacity}] (a filter unit)",
         ErrorCode.ITEMS: f"{d} items is none or more than a lane's accumulator rows",
-        ErrorCode.UNIT: f"top-k unit {d} does not exist (the chip has {g.units})",
+        ErrorCode.UNIT: f"unit {d} does not exist (the chip has {g.units} top-k and {g.filters} filter units)",
         ErrorCode.WEIGHTS: f"weight word {d} is beyond the weight buffer or in a page no WEIGHTS has loaded",
         ErrorCode.TABLE: f"the join needs {d} tables, more than are configured" if op is Opcode.FETCH
         else f"table {d} is beyond the chip's {g.emb.tables} (emb_tables)",

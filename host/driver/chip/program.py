@@ -291,7 +291,8 @@ class Stage:
     """One stage of a pipeline: ``model`` scores ``items`` candidates and keeps the best ``k``.
 
     ``items`` ``None``: every candidate of the query (first stage) or every one the previous stage kept; a later
-    stage may score fewer, the best ``items`` of the previous stage's result.
+    stage may score fewer, the best ``items`` of the previous stage's result (on the chip, the previous stage's
+    filter unit then keeps that many).
     """
 
     model: object
@@ -467,7 +468,9 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         raise CompileError(f"Split {split} is not one of the chip's splits {tuple(g.engine.splits)}")
     numbers = [setup.number(stage.model) for stage in stages]
     lanes = [0 if baseline else s % split for s in range(len(stages))]
-    units = [s % g.units for s in range(len(stages))]
+    # The final stage ranks on a top-k unit; a stage whose result a later one reads keeps it on a filter unit.
+    units = [s % g.units if s == len(stages) - 1 else s % g.filters for s in range(len(stages))]
+    holders = [unit if s == len(stages) - 1 else g.units + unit for s, unit in enumerate(units)]
 
     # Items and k of every stage of every query.
     plan = []
@@ -480,8 +483,14 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             if not 1 <= count <= previous:
                 raise CompileError(f"Stage {s} scores {count} candidates of query {q}; it has {previous} "
                                    f"({'candidates' if s == 0 else 'kept by stage ' + str(s - 1)})")
-            if not isinstance(stage.k, int) or not 1 <= stage.k <= g.k_max:
-                raise CompileError(f"Stage {s}: k = {stage.k!r} is outside [1, {g.k_max}] (k_max)")
+            final = s == len(stages) - 1
+            filtered = not baseline and not final        # a later stage reads it: a filter unit keeps the set
+            limit, what = (g.filter_capacity, "filter_capacity") if filtered else (g.k_max, "k_max")
+            if not isinstance(stage.k, int) or not 1 <= stage.k <= limit:
+                raise CompileError(f"Stage {s}: k = {stage.k!r} is outside [1, {limit}] ({what})")
+            if filtered and count > g.filter_capacity:
+                raise CompileError(f"Stage {s} filters {count} candidates of query {q}; a filter unit holds "
+                                   f"{g.filter_capacity} (filter_capacity)")
             items.append(count)
             previous = min(stage.k, count)
         plan.append(items)
@@ -499,7 +508,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     image, _ = setup.weights(split)
     steps = [Step(records=setup.setup_records(split))]
     weights_done = 1
-    results = [0] * g.units
+    results = [0] * g.holders
     configured = None   # the model whose tables are configured (when they are not all resident)
     tags = [q % 256 for q in range(len(queries))]
     for q, query in enumerate(queries):
@@ -542,15 +551,16 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                 lane.batches += 1
                 step.records += [_record(Opcode.LANE, tag, arg) for arg in lane_records]
                 keep = int(closing and not final and not baseline)
+                dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
                 step.records.append(_record(Opcode.SCORE, tag, {
-                    "lane": lane.lane, "dest": ScoreDest.RSP if baseline else ScoreDest.TOPK,
+                    "lane": lane.lane, "dest": dest,
                     "unit": 0 if baseline else unit, "items": items, "last": int(closing),
-                    "k": stage.k if closing and not baseline else 0, "keep": keep,
+                    "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0, "keep": keep,
                     "report": int(closing and final and not baseline)}))
                 first += items
             if not baseline and not final:
-                results[unit] += 1
-                kept = (unit, results[unit])
+                results[holders[s]] += 1
+                kept = (holders[s], results[holders[s]])
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
                    sub_batch=sub_batch, steps=steps, tags=tags, items=plan)
 
@@ -607,6 +617,11 @@ def expected_responses(program):
             logits[q, s] = (candidates, scores)
             if program.mode == "baseline":
                 emit(ResponseKind.LOGIT, tag, candidates, scores)
+            if program.mode == "rpaccel" and s < len(program.stages) - 1:
+                # A filter unit keeps the set of as many as the next stage scores, in the order they were scored.
+                _, best = topk(scores, program.items[q][s + 1], candidates)
+                candidates = candidates[np.isin(candidates, best)]
+                continue
             best_scores, candidates = topk(scores, stage.k, candidates)
         rankings.append(list(zip(best_scores.tolist(), candidates.tolist())))
         if program.mode == "rpaccel":
