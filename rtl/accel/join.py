@@ -23,6 +23,9 @@ Structure:
 
 Sizes and conventions are the chip's (docs/chip.md, "Units"); a job must have ``1 <= items <=
 engine.max_acc_rows``, ``1 <= F <= max_tables + 1`` and ``1 <= d <= max_emb_dim``, which the controller checks.
+A job's pooled vectors (:func:`pooled_words`) must fit the FIFO: its items go out only once its whole bottom block
+is in, and that block needs every dense word of the sub-batch, which the fetcher sends between the lookups whose
+pooled vectors the FIFO must take meanwhile. The driver checks it.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -37,7 +40,7 @@ from ..lib.queue import Queue
 from ..lib.route import RouteDemux
 from .isa import ChipGeometry
 
-__all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit"]
+__all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit", "pooled_words"]
 
 #: Jobs the joiner holds before loading their bottom block (and ahead of their pooled vectors).
 JOB_QUEUE_DEPTH = 4
@@ -45,6 +48,12 @@ JOB_QUEUE_DEPTH = 4
 ROUTE_QUEUE_DEPTH = 4
 
 _DOT = MODES.index("dot")
+
+
+def pooled_words(geometry, items, vectors, dim):
+    """FIFO words a job's pooled vectors take: ``items (F - 1) ceil(d / rows)``; at most
+    ``config.join_buffer_words`` for the job to run (see the module's notes)."""
+    return items * (vectors - 1) * -(-dim // geometry.rows)
 
 
 def _bits(n):
@@ -190,15 +199,6 @@ class _BottomLoader(wiring.Component):
         rows, log_rows = s.rows, s.rows.bit_length() - 1
         params = job.params
 
-        # The current split's sub-array columns: the elements of a bottom word, and their write enables.
-        cols = Signal(range(rows + 1))
-        mask = Signal(rows)
-        splits = sorted(g.engine.splits.items())
-        m.d.comb += [cols.eq(splits[0][1].cols), mask.eq((1 << splits[0][1].cols) - 1)]
-        for n, shape in splits[1:]:
-            with m.If(self.split == n):
-                m.d.comb += [cols.eq(shape.cols), mask.eq((1 << shape.cols) - 1)]
-
         # The job's lane's bottom word, low 8 bits of each element, and its handshake.
         word = Signal(rows * ACT_BITS)
         valid = Signal()
@@ -206,6 +206,22 @@ class _BottomLoader(wiring.Component):
             bottom = getattr(self, f"bottom{lane}")
             with m.If(job.lane == lane):
                 m.d.comb += [word.eq(Cat(element[:ACT_BITS] for element in bottom.payload)), valid.eq(bottom.valid)]
+
+        # The current split's sub-array columns c, and the word's c elements repeated across a bank word (they are
+        # written at a multiple of c, under element-wise enables: no shifter for the data).
+        cols = Signal(range(rows + 1))
+        mask = Signal(rows)
+        repeated = Signal(rows * ACT_BITS)
+
+        def use(shape):
+            return [cols.eq(shape.cols), mask.eq((1 << shape.cols) - 1),
+                    repeated.eq(Cat([word[:shape.cols * ACT_BITS]] * (rows // shape.cols)))]
+
+        splits = sorted(g.engine.splits.items())
+        m.d.comb += use(splits[0][1])                  # the whole array, unless another split is set
+        for n, shape in splits[1:]:
+            with m.If(self.split == n):
+                m.d.comb += use(shape)
 
         wb = Signal()
         start = Signal()                      # a job is at the head and the bank it goes to is free
@@ -222,7 +238,7 @@ class _BottomLoader(wiring.Component):
         lane_offset = offset[:log_rows] if log_rows else Const(0, 1)
         m.d.comb += [
             self.write.addr.eq(Cat(offset[log_rows:][:s.chunk_bits], item, wb)),
-            self.write.data.eq(word << (lane_offset * ACT_BITS)),
+            self.write.data.eq(repeated),
             self.write.en.eq(Mux(take, mask << lane_offset, 0)),
         ]
         block_end = _advance_tiles(m, take, item, offset, item == job.items - 1, offset + cols >= params.dim, cols)

@@ -12,7 +12,7 @@ from rpaccel.config import ConfigError, preset
 from rpaccel.host.driver.interaction import output_words
 from rpaccel.rtl.accel import join as rtl_join
 from rpaccel.rtl.accel.isa import ChipGeometry
-from rpaccel.rtl.accel.join import JOB_QUEUE_DEPTH, JoinUnit
+from rpaccel.rtl.accel.join import JOB_QUEUE_DEPTH, JoinUnit, pooled_words
 from rpaccel.sim.golden.interaction import random_items
 from rpaccel.sim.golden.join import bottom_words, job_value, join_golden, pooled_values
 from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
@@ -142,12 +142,13 @@ def test_largest_job_fills_the_bottom_buffer():
 
 def test_fifo_takes_every_pooled_vector_before_any_bottom_block():
     # The embedding unit never waits on the joiner while the FIFO has room: every pooled vector of the queued jobs
-    # goes in while no bottom block has come (the bottom sources start only once the pooled source is done).
+    # goes in while no bottom block has come (the bottom sources start only once the pooled source is done), up to
+    # the FIFO's last word.
     rng = np.random.default_rng(6)
-    jobs, bottom, pooled = zip(*(random_job(rng, TINY, 2, items=3, vectors=5, dim=8)
+    jobs, bottom, pooled = zip(*(random_job(rng, TINY, 2, items=4, vectors=5, dim=7)
                                  for _ in range(JOB_QUEUE_DEPTH)))
-    words = sum(job["items"] * (job["vectors"] - 1) * -(-job["dim"] // TINY.rows) for job in jobs)
-    assert words <= TINY.config.join_buffer_words
+    words = sum(pooled_words(TINY, job["items"], job["vectors"], job["dim"]) for job in jobs)
+    assert words == TINY.config.join_buffer_words
     run(TINY, 2, jobs, bottom, pooled, pause=0.0, seed=6, wait_for_pooled=True, max_cycles=20_000)
 
 
