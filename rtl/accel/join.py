@@ -114,7 +114,6 @@ class _PooledWriter(wiring.Component):
 
     def __init__(self, sizes, pooled_layout):
         self.sizes = sizes
-        self.row_elems = pooled_layout["data"].shape.length
         super().__init__({"job": In(stream.Signature(sizes.pooled_job)),
                           "pooled": In(stream.Signature(pooled_layout)),
                           "fifo": Out(stream.Signature(unsigned(sizes.rows * ACT_BITS))),
@@ -443,7 +442,8 @@ class JoinUnit(wiring.Component):
         wiring.connect(m, loader.write, banks.write_port(granularity=ACT_BITS))
         m.d.comb += [routes.w_en.eq(loader.route.valid), routes.w_data.eq(loader.route.payload),
                      loader.route.ready.eq(routes.w_rdy),
-                     demux.route.valid.eq(routes.r_rdy), demux.route.payload.eq(routes.r_data),
+                     demux.route.valid.eq(routes.r_rdy), demux.route.payload.port.eq(s.route(routes.r_data).port),
+                     demux.route.payload.count.eq(s.route(routes.r_data).count),
                      routes.r_en.eq(demux.route.ready)]
 
         # The sender, from the banks and the FIFO into the interaction unit, and its output to the lanes.

@@ -44,7 +44,7 @@ def run(g, split, jobs, bottom, pooled, *, pause=0.3, seed=0, pooled_delay=0, bo
     pooled_stream = [value for job, p in zip(jobs, pooled) for value in pooled_values(g, p, rng)]
     expected = join_golden(g, jobs, bottom, pooled)
     got = {lane: [] for lane in range(g.lanes)}
-    seen = {"pooled_done": None, "bottom_start": None, "busy": 0, "unit_in": [], "unit_ready": [],
+    seen = {"pooled_done": False, "busy": 0, "interaction_busy": 0, "unit_in": [], "unit_ready": [],
             "idle_end": None}
 
     async def send_jobs(ctx):
@@ -78,8 +78,10 @@ def run(g, split, jobs, bottom, pooled, *, pause=0.3, seed=0, pooled_delay=0, bo
     async def monitor(ctx):
         unit = dut.interaction.i
         cycle = 0
-        async for _, _, busy, valid, ready in ctx.tick().sample(dut.busy, unit.valid, unit.ready):
+        async for _, _, busy, unit_busy, valid, ready in ctx.tick().sample(dut.busy, dut.interaction_busy,
+                                                                           unit.valid, unit.ready):
             seen["busy"] += busy
+            seen["interaction_busy"] += unit_busy
             if valid and ready:
                 seen["unit_in"].append(cycle)
             if ready:
@@ -122,6 +124,17 @@ def test_random_jobs_across_lanes_bit_exact_under_stalls(split):
     jobs, bottom, pooled = zip(*(cases[k] for k in order))
     seen = run(TINY, split, jobs, bottom, pooled, pause=0.3, seed=10 * split)
     assert seen["idle_end"] is not None and seen["idle_end"][1:] == (0, 0)
+    assert seen["busy"] and seen["interaction_busy"]
+
+
+@pytest.mark.parametrize("settings, split", [(["array_rows=8"], 4), (["array_rows=8"], 1),
+                                             (["array_rows=16", "array_cols=8", "block=2"], 2)])
+def test_words_wider_than_a_sub_array(settings, split):
+    # Several n-tiles per interaction word (rows / c = 2 .. 4), and one word per vector (rows = max_emb_dim).
+    g = ChipGeometry(preset("tiny").with_settings(settings))
+    rng = np.random.default_rng(g.rows + split)
+    jobs, bottom, pooled = zip(*(random_job(rng, g, split) for _ in range(10)))
+    run(g, split, jobs, bottom, pooled, pause=0.3, seed=g.rows)
 
 
 @pytest.mark.parametrize("pooled_delay, bottom_delay", [(0, 400), (600, 0)])
