@@ -128,9 +128,9 @@ def test_random_jobs_across_lanes_bit_exact_under_stalls(split):
 
 
 @pytest.mark.parametrize("settings, split", [(["array_rows=8"], 4), (["array_rows=8"], 1),
-                                             (["array_rows=16", "array_cols=8", "block=2"], 2)])
+                                             (["array_rows=16", "array_cols=8", "block=2"], 2), (["splits=1"], 1)])
 def test_words_wider_than_a_sub_array(settings, split):
-    # Several n-tiles per interaction word (rows / c = 2 .. 4), and one word per vector (rows = max_emb_dim).
+    # Several n-tiles per interaction word (rows / c = 2 .. 4), one word per vector (rows = max_emb_dim), one lane.
     g = ChipGeometry(preset("tiny").with_settings(settings))
     rng = np.random.default_rng(g.rows + split)
     jobs, bottom, pooled = zip(*(random_job(rng, g, split) for _ in range(10)))
