@@ -96,7 +96,10 @@ class AccelConfig:
     max_emb_dim : int
         Largest embedding dimension the embedding unit handles.
     max_tables : int
-        Largest number of embedding tables per model.
+        Largest number of embedding tables per model (the interaction unit takes up to ``max_tables + 1`` vectors).
+    emb_tables : int
+        Embedding tables the embedding unit holds, over every model loaded at once (a multi-stage pipeline's
+        models each have their own tables: RM-small and RM-large need 52); at least ``max_tables``.
     static_cache_rows : int
         Embedding rows of ``max_emb_dim`` bytes held by the static (profiled, tag-free) cache, over all tables
         (narrower rows pack densely: twice as many rows of half the width).
@@ -140,6 +143,7 @@ class AccelConfig:
     # Embedding unit and caches.
     max_emb_dim: int = 64
     max_tables: int = 32
+    emb_tables: int = 64
     static_cache_rows: int = 1024
     dyn_cache_sets: int = 1024
     dyn_cache_ways: int = 4
@@ -179,6 +183,8 @@ class AccelConfig:
             raise ConfigError(f"splits must be a tuple of sub-array counts including 1, not {self.splits!r}")
         for n in self.splits:
             self.subarray_shape(n)  # raises on a split the array cannot make
+        if self.emb_tables < self.max_tables:
+            raise ConfigError(f"emb_tables must be at least max_tables ({self.max_tables}), not {self.emb_tables!r}")
         if not _is_pow2(self.dyn_cache_sets):
             raise ConfigError(f"dyn_cache_sets must be a power of two, not {self.dyn_cache_sets!r}")
         if not _is_pow2(self.dyn_cache_line_bytes):
@@ -307,7 +313,7 @@ PRESETS = {
     # iCEBreaker (iCE40 UP5K: 5280 LUT4, 8 DSP, 30 x 4 kbit EBR, 4 x 256 kbit SPRAM).
     "tiny": replace(
         SMALL, name="tiny", array_rows=4, array_cols=4, block=2, splits=(1, 2, 4), array_dsp_pes=0,
-        weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8,
+        weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8, emb_tables=16,
         static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
         mem_bytes=1 << 17, join_buffer_words=128, k_max=16, topk_units=1, clock_mhz=30.0, target="ice40-up5k"),
@@ -317,7 +323,7 @@ PRESETS = {
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
-        array_dsp_pes=128 * 128,
+        array_dsp_pes=128 * 128, emb_tables=128,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
         mem_bytes=1 << 34, join_buffer_words=16384, k_max=256, topk_units=16, target="none"),
