@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from ...numeric import ACC_BITS, ACT_BITS
 from ..interaction import MODES, Interaction
 from ..lib.queue import Queue
-from ..lib.route import RouteDemux
+from ..lib.route import RouteDemux, route_layout
 from .isa import ChipGeometry
 
 __all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit", "pooled_words"]
@@ -82,7 +82,7 @@ class _Sizes:
         self.pooled_job = data.StructLayout({"items": self.job["items"].shape,
                                              "vectors": self.job["params"].shape["vectors"].shape,
                                              "dim": self.job["params"].shape["dim"].shape})
-        self.route = data.StructLayout({"port": range(g.lanes), "count": unsigned(self.count_bits)})
+        self.route = route_layout(g.lanes, self.count_bits)
 
 
 def _advance_tiles(m, take, item, offset, last_item, last_tile, cols):
@@ -442,8 +442,7 @@ class JoinUnit(wiring.Component):
         wiring.connect(m, loader.write, banks.write_port(granularity=ACT_BITS))
         m.d.comb += [routes.w_en.eq(loader.route.valid), routes.w_data.eq(loader.route.payload),
                      loader.route.ready.eq(routes.w_rdy),
-                     demux.route.valid.eq(routes.r_rdy), demux.route.payload.port.eq(s.route(routes.r_data).port),
-                     demux.route.payload.count.eq(s.route(routes.r_data).count),
+                     demux.route.valid.eq(routes.r_rdy), demux.route.payload.eq(routes.r_data),
                      routes.r_en.eq(demux.route.ready)]
 
         # The sender, from the banks and the FIFO into the interaction unit, and its output to the lanes.
