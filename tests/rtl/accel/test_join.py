@@ -137,6 +137,15 @@ def test_words_wider_than_a_sub_array(settings, split):
     run(g, split, jobs, bottom, pooled, pause=0.3, seed=g.rows)
 
 
+@pytest.mark.parametrize("split", [1, 4])
+def test_small_preset(split):
+    # The chip's default configuration: 16-element words, up to 33 vectors of up to 64 elements.
+    g = ChipGeometry(preset("small"))
+    rng = np.random.default_rng(40 + split)
+    jobs, bottom, pooled = zip(*(random_job(rng, g, split, items=int(rng.integers(1, 4))) for _ in range(8)))
+    run(g, split, jobs, bottom, pooled, pause=0.3, seed=40 + split)
+
+
 @pytest.mark.parametrize("pooled_delay, bottom_delay", [(0, 400), (600, 0)])
 def test_pooled_vectors_early_and_late(pooled_delay, bottom_delay):
     rng = np.random.default_rng(pooled_delay + bottom_delay)
