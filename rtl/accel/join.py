@@ -25,7 +25,7 @@ Sizes and conventions are the chip's (docs/chip.md, "Units"); a job must have ``
 engine.max_acc_rows``, ``1 <= F <= max_tables + 1`` and ``1 <= d <= max_emb_dim``, which the controller checks.
 A job's pooled vectors (:func:`pooled_words`) must fit the FIFO: its items go out only once its whole bottom block
 is in, and that block needs every dense word of the sub-batch, which the fetcher sends between the lookups whose
-pooled vectors the FIFO must take meanwhile. The driver checks it.
+pooled vectors the FIFO must take meanwhile; a program must keep to it (a job beyond it stalls the chip).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
