@@ -34,6 +34,7 @@ import numpy as np
 from ....embedding import EmbeddingLayout, LayoutError, TableSpec
 from ....numeric import topk
 from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
+from ....rtl.accel.join import pooled_words
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
 from ...reference import MLPError, check_inputs, run
@@ -303,12 +304,17 @@ class Stage:
 @dataclass(frozen=True)
 class Schedule:
     """How a pipeline runs: ``mode`` ``"rpaccel"`` or ``"baseline"``, the array ``split`` (``None``: the largest
-    split with a lane per stage, 1 for the baseline) and the sub-batch size ``sub_batch`` (``None``: the most the
-    lanes hold)."""
+    split with a lane per stage, 1 for the baseline), the sub-batch size ``sub_batch`` (``None``: the most the
+    lanes hold) and ``lookahead``: a lane's commands put sub-batch i + 1's dense input and bottom MLP before
+    sub-batch i's interaction input and top MLP, so the engine computes the next bottom MLP (and the fetcher
+    gathers the next embeddings) while the interaction unit works on the current sub-batch. Lookahead is used only
+    where it cannot deadlock: a sub-batch's pooled vectors must fit the joiner's FIFO (``join_buffer_words``),
+    so its lookups never wait for the joiner while the fetcher holds the next sub-batch's dense words back."""
 
     mode: str = "rpaccel"
     split: int = None
     sub_batch: int = None
+    lookahead: bool = True
 
 
 @dataclass
@@ -402,9 +408,9 @@ class _Lane:
         self.hidden = ((2 * kb + 2 * kt) * s, (2 * kb + 2 * kt + self.even) * s)
         self.readers = dict.fromkeys(self.inputs, 0)    # the layer (1-based count) that last read each input region
 
-    def mlp(self, name, layers, w_bases, items, src, src_words, dst, wait_weights):
-        """LANE command records of one MLP on one sub-batch: an INPUT, then its layers."""
-        parity = self.batches % 2
+    def mlp(self, name, layers, w_bases, items, src, src_words, dst, wait_weights, batch):
+        """LANE command records of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers."""
+        parity = batch % 2
         region = (name, parity)
         records = [{"lane": self.lane, "wait_weights": wait_weights % MOD, "src": src, "src_words": src_words,
                     "dst": OutDest.JOIN, "cmd": mlp_command(
@@ -531,33 +537,51 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
             final = s == len(stages) - 1
             sizes = _sizes(plan[q][s], sub_batch)
-            first = 0
-            for index, items in enumerate(sizes):
-                closing = index == len(sizes) - 1
-                fetch = {"lane": lane.lane, "source": FetchSource.RANGE, "first": first, "list_addr": 0, "unit": 0,
-                         "wait_results": 0, "release": 0, "items": items, **records.fetch_fields(), "join": join}
-                if s and baseline:
-                    addr = setup.memory.allocate(list_lines(g, items), what=f"the list of query {q} stage {s}")
-                    step.lists.append((addr, first, items))
-                    fetch.update(source=FetchSource.LIST, list_addr=addr)
-                elif s:
-                    fetch.update(source=FetchSource.SURVIVORS, unit=kept[0], wait_results=kept[1] % MOD,
-                                 release=int(closing))
-                step.records.append(_record(Opcode.FETCH, tag, fetch))
-                lane_records = lane.mlp("bottom", bottom, image.bases[number, "bottom"], items, ActSource.DENSE,
-                                        records.dense_words, OutDest.JOIN, weights_done)
-                lane_records += lane.mlp("top", top, image.bases[number, "top"], items, ActSource.INTERACT,
-                                         inter_words, OutDest.SCORE, weights_done)
-                lane.batches += 1
-                step.records += [_record(Opcode.LANE, tag, arg) for arg in lane_records]
-                keep = int(closing and not final and not baseline)
-                dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
+            lookahead = schedule.lookahead and pooled_words(g, max(sizes), spec.num_tables + 1,
+                                                           spec.emb_dim) <= g.config.join_buffer_words
+            dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
+            # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
+            # its top MLP and its SCORE.
+            events = []
+            for index in range(len(sizes)):
+                events.append(("bottom", index))
+                if not lookahead:
+                    events.append(("top", index))
+                elif index:
+                    events.append(("top", index - 1))
+            if lookahead:
+                events.append(("top", len(sizes) - 1))
+            firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+            batches = {}
+            for part, index in events:
+                items, closing = sizes[index], index == len(sizes) - 1
+                if part == "bottom":
+                    fetch = {"lane": lane.lane, "source": FetchSource.RANGE, "first": firsts[index], "list_addr": 0,
+                             "unit": 0, "wait_results": 0, "release": 0, "items": items, **records.fetch_fields(),
+                             "join": join}
+                    if s and baseline:
+                        addr = setup.memory.allocate(list_lines(g, items), what=f"the list of query {q} stage {s}")
+                        step.lists.append((addr, firsts[index], items))
+                        fetch.update(source=FetchSource.LIST, list_addr=addr)
+                    elif s:
+                        fetch.update(source=FetchSource.SURVIVORS, unit=kept[0], wait_results=kept[1] % MOD,
+                                     release=int(closing))
+                    step.records.append(_record(Opcode.FETCH, tag, fetch))
+                    batches[index] = lane.batches
+                    lane.batches += 1
+                    step.records.extend(_record(Opcode.LANE, tag, arg) for arg in lane.mlp(
+                        "bottom", bottom, image.bases[number, "bottom"], items, ActSource.DENSE, records.dense_words,
+                        OutDest.JOIN, weights_done, batches[index]))
+                    continue
+                step.records.extend(_record(Opcode.LANE, tag, arg) for arg in lane.mlp(
+                    "top", top, image.bases[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
+                    weights_done, batches[index]))
                 step.records.append(_record(Opcode.SCORE, tag, {
-                    "lane": lane.lane, "dest": dest,
-                    "unit": 0 if baseline else unit, "items": items, "last": int(closing),
-                    "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0, "keep": keep,
+                    "lane": lane.lane, "dest": dest, "unit": 0 if baseline else unit, "items": items,
+                    "last": int(closing),
+                    "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
+                    "keep": int(closing and not final and not baseline),
                     "report": int(closing and final and not baseline)}))
-                first += items
             if not baseline and not final:
                 results[holders[s]] += 1
                 kept = (holders[s], results[holders[s]])
