@@ -28,6 +28,9 @@ __all__ = ["RPAccel"]
 
 #: Memory requesters behind the arbiter, in port order.
 REQUESTERS = ("controller", "fetcher", "embedding", "weights")
+#: Reads the memory arbiter lets be in flight: the memory model's latency (100 cycles at a line per cycle) needs
+#: many to keep the embedding unit's misses and the weight loader's bursts going.
+ARBITER_OUTSTANDING = 64
 #: The memories.
 MEMORIES = ("model", "bram", "port")
 
@@ -95,7 +98,8 @@ class RPAccel(wiring.Component):
         m = Module()
         g, config = self.geometry, self.config
         m.submodules.controller = ctrl = Controller(g, mem_lines=self.mem_lines, unit_responses=2)
-        m.submodules.arbiter = arbiter = MemoryArbiter(g.emb_layouts.memory, len(REQUESTERS))
+        m.submodules.arbiter = arbiter = MemoryArbiter(g.emb_layouts.memory, len(REQUESTERS),
+                                                       outstanding=ARBITER_OUTSTANDING)
         m.submodules.embedding = emb = EmbeddingUnit(config)
         m.submodules.fetcher = fetcher = Fetcher(g)
         m.submodules.join = join = JoinUnit(g)
@@ -132,9 +136,9 @@ class RPAccel(wiring.Component):
         wiring.connect(m, emb.counters, ctrl.emb_counters)
         wiring.connect(m, fetcher.join, join.jobs)
         m.d.comb += [fetcher.surv_data.eq(score.surv_data), score.surv_addr.eq(fetcher.surv_addr)]
-        for unit in range(g.units):
-            m.d.comb += [fetcher.results_done[unit].eq(score.results_done[unit]),
-                         score.release[unit].eq(fetcher.release[unit])]
+        for holder in range(g.holders):
+            m.d.comb += [fetcher.results_done[holder].eq(score.results_done[holder]),
+                         score.release[holder].eq(fetcher.release[holder])]
         wiring.connect(m, fetcher.rsp, ctrl.unit_rsp[0])
         wiring.connect(m, score.rsp, ctrl.unit_rsp[1])
 
@@ -162,7 +166,7 @@ class RPAccel(wiring.Component):
             ctrl.busy.fetch.eq(fetcher.busy), ctrl.busy.embedding.eq(~emb.idle), ctrl.busy.join.eq(join.busy),
             ctrl.busy.interaction.eq(join.interaction_busy), ctrl.busy.weights.eq(weights.busy),
             ctrl.busy.lanes.eq(Cat(front.busy | ~engine.idle[lane] for lane, front in enumerate(lanes))),
-            ctrl.busy.topk.eq(score.topk_busy),
+            ctrl.busy.topk.eq(score.topk_busy), ctrl.busy.filters.eq(score.filter_busy[:g.filters]),
             ctrl.mem_read_lines.eq(arbiter.read_lines), ctrl.mem_write_lines.eq(arbiter.write_lines),
             arbiter.clear.eq(ctrl.clear_counters),
         ]

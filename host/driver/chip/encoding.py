@@ -483,6 +483,8 @@ class Responses:
                 name = f"BUSY_LANE{index - Counter.BUSY_LANE0.value}"
             elif Counter.BUSY_TOPK0.value <= index < Counter.BUSY_TOPK0.value + units:
                 name = f"BUSY_TOPK{index - Counter.BUSY_TOPK0.value}"
+            elif Counter.BUSY_FILTER0.value <= index < Counter.BUSY_FILTER0.value + self.geometry.filters:
+                name = f"BUSY_FILTER{index - Counter.BUSY_FILTER0.value}"
             else:
                 name = names.get(index, f"COUNTER{index}")
             out[name] = value
