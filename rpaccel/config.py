@@ -96,7 +96,10 @@ class AccelConfig:
     max_emb_dim : int
         Largest embedding dimension the embedding unit handles.
     max_tables : int
-        Largest number of embedding tables per model.
+        Largest number of embedding tables per model (the interaction unit takes up to ``max_tables + 1`` vectors).
+    emb_tables : int
+        Embedding tables the embedding unit holds, over every model loaded at once (a multi-stage pipeline's
+        models each have their own tables: RM-small and RM-large need 52); at least ``max_tables``.
     static_cache_rows : int
         Embedding rows of ``max_emb_dim`` bytes held by the static (profiled, tag-free) cache, over all tables
         (narrower rows pack densely: twice as many rows of half the width).
@@ -112,10 +115,19 @@ class AccelConfig:
         Latency and bandwidth of the off-chip memory model.
     mem_bytes : int
         Capacity of the off-chip memory holding the embedding tables (a power of two; sets address widths).
+    join_buffer_words : int
+        Depth of the joiner's FIFO of pooled vectors (a power of two), in words of ``array_rows`` int8; a vector
+        of ``d`` elements takes ``ceil(d / array_rows)`` words. The embedding unit runs ahead of the MLP engine by
+        at most this much pooled data (:mod:`rpaccel.rtl.accel.join`).
     k_max : int
         Largest k a top-k unit supports.
     topk_units : int
         Number of top-k units working on independent streams.
+    filter_units : int
+        Filter units (:mod:`rpaccel.rtl.filter`): the k best of a stage's candidates as a set, for the next stage.
+    filter_capacity : int
+        Most candidates of one query a filter unit takes (a power of two), and so the largest k of a filtering
+        stage (RecPipe's 4,096 -> 512 needs 4,096).
     clock_mhz : float
         Clock frequency the design is meant to meet on its ``target``.
     target : str
@@ -136,6 +148,7 @@ class AccelConfig:
     # Embedding unit and caches.
     max_emb_dim: int = 64
     max_tables: int = 32
+    emb_tables: int = 64
     static_cache_rows: int = 1024
     dyn_cache_sets: int = 1024
     dyn_cache_ways: int = 4
@@ -146,9 +159,13 @@ class AccelConfig:
     mem_latency_cycles: int = 100
     mem_bytes_per_cycle: int = 16
     mem_bytes: int = 1 << 25
-    # Top-k filter units.
+    # Joiner (between the embedding unit, the bottom MLP and the interaction unit).
+    join_buffer_words: int = 2048
+    # Top-k and filter units.
     k_max: int = 64
     topk_units: int = 1
+    filter_units: int = 1
+    filter_capacity: int = 4096
     # Implementation.
     clock_mhz: float = 125.0
     target: str = "ecp5-85f"
@@ -173,6 +190,10 @@ class AccelConfig:
             raise ConfigError(f"splits must be a tuple of sub-array counts including 1, not {self.splits!r}")
         for n in self.splits:
             self.subarray_shape(n)  # raises on a split the array cannot make
+        if self.emb_tables < self.max_tables:
+            raise ConfigError(f"emb_tables must be at least max_tables ({self.max_tables}), not {self.emb_tables!r}")
+        if not _is_pow2(self.filter_capacity) or self.filter_capacity < 2:
+            raise ConfigError(f"filter_capacity must be a power of two of at least 2, not {self.filter_capacity!r}")
         if not _is_pow2(self.dyn_cache_sets):
             raise ConfigError(f"dyn_cache_sets must be a power of two, not {self.dyn_cache_sets!r}")
         if not _is_pow2(self.dyn_cache_line_bytes):
@@ -185,6 +206,8 @@ class AccelConfig:
                               f"({self.max_emb_dim}), not {self.emb_requant_lanes!r}")
         if not _is_pow2(self.mem_bytes):
             raise ConfigError(f"mem_bytes must be a power of two, not {self.mem_bytes!r}")
+        if not _is_pow2(self.join_buffer_words):
+            raise ConfigError(f"join_buffer_words must be a power of two, not {self.join_buffer_words!r}")
         if not isinstance(self.clock_mhz, (int, float)) or not self.clock_mhz > 0:
             raise ConfigError(f"clock_mhz must be a positive number, not {self.clock_mhz!r}")
         if self.target not in (*TARGETS, NO_TARGET):
@@ -299,20 +322,22 @@ PRESETS = {
     # iCEBreaker (iCE40 UP5K: 5280 LUT4, 8 DSP, 30 x 4 kbit EBR, 4 x 256 kbit SPRAM).
     "tiny": replace(
         SMALL, name="tiny", array_rows=4, array_cols=4, block=2, splits=(1, 2, 4), array_dsp_pes=0,
-        weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8,
+        weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8, emb_tables=16,
         static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
-        mem_bytes=1 << 17, k_max=16, topk_units=1, clock_mhz=30.0, target="ice40-up5k"),
+        mem_bytes=1 << 17, join_buffer_words=128, k_max=16, topk_units=1, filter_capacity=256, clock_mhz=30.0,
+        target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the
     # MLP engine (16 x 8), the embedding unit and one top-k unit fit the device together (docs/mlp.md, "DSP budget").
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
-        array_dsp_pes=128 * 128,
+        array_dsp_pes=128 * 128, emb_tables=128,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
-        mem_bytes=1 << 34, k_max=256, topk_units=16, target="none"),
+        mem_bytes=1 << 34, join_buffer_words=16384, k_max=256, topk_units=16, filter_units=4, filter_capacity=16384,
+        target="none"),
 }
 
 

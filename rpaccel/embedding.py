@@ -63,7 +63,7 @@ class EmbeddingGeometry:
     line_bytes : int
         Line size ``L``: the unit of memory transfers and of the dynamic cache.
     tables : int
-        Number of tables the unit can hold (``max_tables``).
+        Number of tables the unit can hold (``emb_tables``).
     static_rows : int
         Static cache capacity in rows of ``E`` bytes (0: no static cache).
     sets, ways : int
@@ -117,7 +117,7 @@ class EmbeddingGeometry:
         if config.dyn_cache_ways and ceil_log2(config.dyn_cache_sets) >= addr_bits:
             raise ConfigError(f"dyn_cache_sets ({config.dyn_cache_sets}) must be smaller than the memory's "
                               f"{1 << addr_bits} lines")
-        return cls(row_bytes=e, line_bytes=line, tables=config.max_tables, static_rows=config.static_cache_rows,
+        return cls(row_bytes=e, line_bytes=line, tables=config.emb_tables, static_rows=config.static_cache_rows,
                    sets=config.dyn_cache_sets if config.dyn_cache_ways else 0, ways=config.dyn_cache_ways,
                    addr_bits=addr_bits, max_pooling=config.max_pooling, requant_lanes=config.emb_requant_lanes,
                    max_outstanding=config.max_outstanding_misses)
@@ -246,7 +246,7 @@ class EmbeddingLayout:
         if not self.tables:
             raise LayoutError("A layout needs at least one table")
         if len(self.tables) > g.tables:
-            raise LayoutError(f"{len(self.tables)} tables do not fit the unit's {g.tables} (max_tables)")
+            raise LayoutError(f"{len(self.tables)} tables do not fit the unit's {g.tables} (emb_tables)")
         self.row_lines = []
         for t, spec in enumerate(self.tables):
             for name in ("rows", "dim", "static_rows", "m", "s"):

@@ -669,7 +669,7 @@ class EmbeddingUnit(wiring.Component):
     Parameters
     ----------
     config : rpaccel.config.AccelConfig
-        Sizes come from ``max_emb_dim``, ``max_tables``, ``static_cache_rows``, ``dyn_cache_sets``,
+        Sizes come from ``max_emb_dim``, ``emb_tables``, ``static_cache_rows``, ``dyn_cache_sets``,
         ``dyn_cache_ways`` (0: no dynamic cache), ``dyn_cache_line_bytes``, ``max_outstanding_misses``,
         ``max_pooling``, ``emb_requant_lanes`` and ``mem_bytes`` (see
         :meth:`rpaccel.embedding.EmbeddingGeometry.from_config`).

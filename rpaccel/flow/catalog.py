@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from ..rtl.array import SystolicArray
 from ..rtl.chip import ChipParts
 from ..rtl.embedding import EmbeddingUnit
+from ..rtl.filter import FilterUnit
 from ..rtl.interaction import Interaction
 from ..rtl.memory import BlockRAMMemory
 from ..rtl.mlp import MLPEngine
@@ -62,6 +63,8 @@ CATALOG = {entry.name: entry for entry in [
                  lambda config: TopKUnit(config.k_max)),
     CatalogEntry("topk-units", "the preset's topk_units top-k units on independent streams",
                  lambda config: TopKUnits(config.topk_units, config.k_max)),
+    CatalogEntry("filter", "filter unit: the k best of up to filter_capacity candidates as a set, by radix "
+                 "selection", lambda config: FilterUnit(config.filter_capacity)),
     CatalogEntry("interaction", "interaction unit: DLRM dot (pairwise dot products, requantised) or cat, chosen per "
                  "item", Interaction.for_config),
     CatalogEntry("parts", "the preset's MLP engine, embedding unit and top-k units side by side (whole-chip fit)",

@@ -70,9 +70,9 @@ class Fetcher(wiring.Component):
         Read address into the survivors banks (read every cycle).
     surv_data : In(unsigned(INDEX_BITS))
         The index at ``surv_addr`` of the cycle before.
-    results_done : In(WAIT_BITS).array(g.units)
+    results_done : In(WAIT_BITS).array(g.holders)
         Kept results completed per top-k unit (modulo 256).
-    release : Out(1).array(g.units)
+    release : Out(1).array(g.holders)
         A one-cycle pulse when a ``SURVIVORS`` FETCH with ``release`` has read its last index.
     rsp : Out(stream.Signature(g.response_layout()))
         ERROR responses (a ``LIST`` index out of range).
@@ -110,8 +110,8 @@ class Fetcher(wiring.Component):
             "join": Out(stream.Signature(g.join_job_layout())),
             "surv_addr": Out(survivors_address_layout(g)),
             "surv_data": In(unsigned(INDEX_BITS)),
-            "results_done": In(WAIT_BITS).array(g.units),
-            "release": Out(1).array(g.units),
+            "results_done": In(WAIT_BITS).array(g.holders),
+            "release": Out(1).array(g.holders),
             "rsp": Out(stream.Signature(g.response_layout())),
             "busy": Out(1),
             "idle": Out(1),

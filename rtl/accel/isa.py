@@ -57,6 +57,7 @@ class ResponseKind(enum.Enum, shape=3):
     LOGIT = 3     # one (score, index) of a SCORE to the response stream, in item order
     COUNTER = 4   # one counter (``index`` names it, ``score`` holds its low 32 bits)
     ERROR = 5     # a refused command: ``code`` says why, ``index`` the opcode, ``score`` a detail
+    KEPT = 6      # one index of a filter result, in arrival order (``score`` zero)
 
 
 class ErrorCode(enum.Enum, shape=4):
@@ -98,11 +99,12 @@ class OutDest(enum.Enum, shape=1):
     SCORE = 1   # the lane's score sequencer (a top MLP's logits)
 
 
-class ScoreDest(enum.Enum, shape=1):
+class ScoreDest(enum.Enum, shape=2):
     """Where a SCORE sends its logits."""
 
-    TOPK = 0   # a top-k unit (the running top-k of a query)
-    RSP = 1    # the response stream, one LOGIT each (baseline mode: the host sorts)
+    TOPK = 0     # a top-k unit (the running top-k of a query, sorted; k up to K_MAX)
+    RSP = 1      # the response stream, one LOGIT each (baseline mode: the host sorts)
+    FILTER = 2   # a filter unit (the k best as a set, in arrival order; k up to filter_capacity)
 
 
 class Counter(enum.Enum, shape=6):
@@ -111,7 +113,8 @@ class Counter(enum.Enum, shape=6):
     Busy counters count the cycles in which the unit holds work (an instruction started and not finished, or data
     in its pipeline). ``EMB_*`` are the embedding unit's own (:data:`rpaccel.cachemodel.COUNTERS`, without its
     ``cycles``); ``MEM_*`` count lines through the memory port. ``BUSY_LANE0 + l`` is lane ``l``'s, ``BUSY_TOPK0 + u``
-    top-k unit ``u``'s (COUNTERS answers those of the configuration's lanes and units only).
+    top-k unit ``u``'s, ``BUSY_FILTER0 + f`` filter unit ``f``'s (COUNTERS answers those of the configuration's
+    lanes and units only).
     """
 
     CYCLES = 0
@@ -133,6 +136,7 @@ class Counter(enum.Enum, shape=6):
     EMB_MEM_LINES = 46
     MEM_READ_LINES = 47
     MEM_WRITE_LINES = 48
+    BUSY_FILTER0 = 49
 
 
 class ChipGeometry:
@@ -155,6 +159,11 @@ class ChipGeometry:
         The memory's line size and line-address width.
     units : int
         Top-k units.
+    filters : int
+        Filter units.
+    holders : int
+        Units whose kept results a FETCH reads (``SURVIVORS``): top-k unit ``u`` is holder ``u``, filter unit ``f``
+        holder ``units + f``.
     """
 
     def __init__(self, config):
@@ -170,6 +179,10 @@ class ChipGeometry:
         self.addr_bits = self.emb.addr_bits
         self.units = config.topk_units
         self.k_max = config.k_max
+        self.filters = config.filter_units
+        self.filter_capacity = config.filter_capacity
+        #: Units whose kept results a FETCH can read: the top-k units, then the filter units.
+        self.holders = self.units + self.filters
         self.max_vectors = config.max_tables + 1
         self.max_dim = config.max_emb_dim
 
@@ -206,7 +219,7 @@ class ChipGeometry:
             "source": FetchSource,
             "first": unsigned(INDEX_BITS),
             "list_addr": unsigned(self.addr_bits),
-            "unit": range(max(self.units, 2)),
+            "unit": range(max(self.holders, 2)),
             "wait_results": unsigned(WAIT_BITS),
             "release": 1,
             "items": unsigned(COUNT_BITS),
@@ -250,12 +263,22 @@ class ChipGeometry:
 
     def score_layout(self):
         """The SCORE command: take ``items`` logits (column 0 of the lane's output words) and their candidate
-        indices from ``lane``. ``dest`` TOPK: into top-k unit ``unit``, closing the query if ``last`` (with ``k``);
-        then, if ``keep``, the result is kept for FETCH (the unit's next result number) and, if ``report``, sent as
-        RANK responses. ``dest`` RSP: one LOGIT response each (``last`` on the final one if ``last``)."""
+        indices from ``lane``. ``dest`` TOPK or FILTER: into top-k unit or filter unit ``unit``, closing the query if
+        ``last`` (with ``k``); then, if ``keep``, the result is kept for FETCH (the holder's next result number) and,
+        if ``report``, sent as RANK responses (a top-k unit's, best first) or KEPT responses (a filter's, in arrival
+        order). ``dest`` RSP: one LOGIT response each (``last`` on the final one if ``last``)."""
         return data.StructLayout({"lane": range(max(self.lanes, 2)), "dest": ScoreDest,
-                                  "unit": range(max(self.units, 2)), "items": unsigned(COUNT_BITS),
-                                  "last": 1, "k": unsigned(k_bits(self.k_max)), "keep": 1, "report": 1})
+                                  "unit": range(max(self.units, self.filters, 2)), "items": unsigned(COUNT_BITS),
+                                  "last": 1, "k": unsigned(self.k_bits), "keep": 1, "report": 1})
+
+    @property
+    def k_bits(self):
+        """Width of a SCORE's ``k``: the largest k of a top-k or a filter unit fits, and so do some bad values."""
+        return k_bits(max(self.k_max, self.filter_capacity))
+
+    def holder_positions(self, holder):
+        """Places of a kept result of ``holder`` (``k_max`` for a top-k unit, ``filter_capacity`` for a filter)."""
+        return self.k_max if holder < self.units else self.filter_capacity
 
     def weights_layout(self):
         """The WEIGHTS command: ``words`` weight words from memory line ``mem_addr`` (packed, ``array_cols`` bytes
@@ -297,12 +320,9 @@ class ChipGeometry:
         })
 
 
-def survivors_address_layout(g):
-    """The address of one kept index in the survivors banks (the fetcher's read port into the score unit):
-    ``{unit, bank, position}``, result ``r`` of a top-k unit (counted from 1) held in bank ``r % 2``.
-
-    Parameters
-    ----------
-    g : ChipGeometry
-    """
-    return data.StructLayout({"unit": range(max(g.units, 2)), "bank": 1, "position": range(g.k_max)})
+def survivors_address_layout(geometry):
+    """``{unit, bank, position}``: an address of the survivors buffers, the kept results a FETCH from ``SURVIVORS``
+    reads. ``unit`` is a holder (top-k units, then filter units); result ``r`` of a holder, counted from 1, is in
+    bank ``r % 2``; ``position`` counts from a top-k result's best candidate, or in a filter result's order."""
+    positions = max(geometry.k_max, geometry.filter_capacity)
+    return data.StructLayout({"unit": range(max(geometry.holders, 2)), "bank": 1, "position": range(positions)})

@@ -8,5 +8,7 @@
   chain of registers whose every stage can be read.
 * :mod:`.credit`: :class:`~.credit.CreditCounter`, places taken and given back, and whether there is room (a
   register, or a compare of the count).
+* :mod:`.route`: :class:`~.route.RouteDemux` and :class:`~.route.RouteMux`, a stream demultiplexer and
+  multiplexer steered by a stream of ``{port, count}`` route entries (order-directed streams).
 * :mod:`.select`: the multiplexers and register replicas of the blocks whose wiring follows the run-time split.
 """

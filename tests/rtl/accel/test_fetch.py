@@ -183,7 +183,9 @@ def run(program, *, pause=0.3, seed=0, fetcher=None, latency=12, bytes_per_cycle
         while True:
             *_, addr = await ctx.tick().sample(Value.cast(fetcher.surv_addr))
             addr = surv.unpack_value(addr)
-            ctx.set(fetcher.surv_data, state["banks"][addr["bank"]][addr["position"]] if addr["unit"] == 0 else 0)
+            bank = state["banks"][addr["bank"]]
+            known = addr["unit"] == 0 and addr["position"] < len(bank)    # other addresses: not read by a fetch
+            ctx.set(fetcher.surv_data, bank[addr["position"]] if known else 0)
 
     async def results(ctx):     # result r written to bank r % 2 once result r - 2 is released
         while not state["loaded"]:

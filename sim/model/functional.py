@@ -1,0 +1,1092 @@
+"""An untimed functional model of the chip: its command set executed unit by unit, without cycles.
+
+:class:`FunctionalChip` holds the chip of docs/chip.md as Python objects: the memory, the controller, the fetcher,
+the embedding unit (its caches through :mod:`rpaccel.cachemodel`), one front end and MLP engine lane per lane of
+the array, the joiner with the interaction unit, the score sequencers with the top-k units and their survivors
+banks, and the weight loader. Each unit has its instruction queue; the streams between units are deques of numpy
+blocks in the order both ends follow. :meth:`FunctionalChip.run` takes packed command words
+(:meth:`~rpaccel.rtl.accel.isa.ChipGeometry.command_layout`), steps the units round-robin until none can make
+progress, and returns the packed response words (:meth:`~rpaccel.rtl.accel.isa.ChipGeometry.response_layout`) and
+the functional counters. Values follow the numeric rules (:mod:`rpaccel.host.reference`'s arithmetic); a program
+whose streams do not line up raises :class:`Deadlock` naming every blocked unit and what it waits for, so the model
+is the reference for "does this program run".
+
+What the model follows of the RTL where docs/chip.md leaves a choice:
+
+* **Decode-time checks** are :class:`rpaccel.rtl.accel.controller.Controller`'s, against the state the commands
+  before left (the split, the weight buffer's pages loaded by accepted WEIGHTS, the tables configured by accepted
+  EMB CONFIGs of non-zero rows); the first failing check in the controller's priority order gives the code and the
+  detail (``score``). Per opcode, highest priority first:
+
+  - unknown opcode: ``OPCODE`` (the opcode);
+  - ``MEM_WRITE``: ``ADDRESS`` (``addr``); ``MEM_READ``: ``ADDRESS`` if ``addr + length`` is beyond the memory
+    (``addr``); ``SPLIT``: ``SPLIT`` (``n``);
+  - ``WEIGHTS``: ``LANE`` (with ``wait``; ``lane``), ``WEIGHTS`` (0 words or beyond the buffer; ``w_addr + words``),
+    ``ADDRESS`` (the lines read beyond the memory; ``mem_addr``);
+  - ``EMB``: ``FIELD`` (op ``LOOKUP``, ``COUNTERS`` or unknown; the op), ``TABLE`` (at or above ``emb_tables``);
+  - ``FETCH``: ``LANE``, ``ITEMS`` (0 or above the lane's accumulator rows), ``FIELD`` (source; the source),
+    ``FIELD`` (vectors or dimension 0 or too large; ``dim | vectors << dim bits``), ``UNIT`` (``SURVIVORS``),
+    ``INDEX`` (``SURVIVORS`` with ``first + items > k_max``, ``RANGE`` with ``first + items > count``; ``first +
+    items``), ``TABLE`` (``vectors - 1`` above the tables configured; ``vectors - 1``), ``ADDRESS`` (``list_addr``,
+    then ``base``, beyond the memory);
+  - ``LANE``: ``LANE``, ``ITEMS`` (as FETCH), ``WEIGHTS`` (a LAYER whose ``w_base`` page was never loaded;
+    ``w_base``);
+  - ``SCORE``: ``LANE``, ``ITEMS`` (0 items), ``UNIT`` (``dest`` TOPK), ``K`` (``dest`` TOPK with ``last`` and ``k``
+    0 or above ``k_max``).
+
+* **Run-time error**: a ``LIST`` index at or above ``count`` answers ERROR ``INDEX`` (index ``FETCH``, detail the
+  index) from the fetcher and the item uses candidate ``count - 1``. Every ERROR has ``last`` set.
+* **Barriers**: ``SYNC``, ``MEM_WRITE``, ``MEM_READ``, ``SPLIT`` and ``COUNTERS`` wait until every queue is empty and
+  the chip is quiet (no unit holding work, no stream holding data, no top-k unit holding an open query). A SPLIT
+  clears the lanes' activation memories (their contents are undefined across a split).
+* **Counters**: ``COMMANDS`` counts the commands that have left the controller (a COUNTERS answers the count
+  before it, and with ``clear`` is not counted), ``ERRORS`` the refused ones, ``EMB_*`` the embedding unit's counts,
+  ``MEM_READ_LINES``/``MEM_WRITE_LINES`` the lines through the memory arbiter: the controller's MEM_READ and
+  MEM_WRITE, the fetcher's (``dense_lines`` per record, then the lookup lines holding the count and the entries, and
+  the lines of a LIST), the embedding unit's (misses, preloads, UPDATE write-throughs) and the weight loader's (the
+  lines holding its words). The timing counters (``CYCLES``, ``BUSY_*``) are answered as 0: the model has no cycles.
+* **Streams**: the chip's streams are item-major. An INPUT stores word ``j`` of item ``i`` (the ``j``-th word of the
+  lane's rows cut from the item's ``src_words`` words) at ``in_base + j * stride + i``; one whose ``ktiles`` words need
+  more than ``src_words`` give never starts (a :class:`Deadlock`). The joiner takes ``F - 1``
+  pooled vectors per item by count (the ``end`` flags are not checked). A survivors bank holds what its earlier
+  results left beyond the last result's count.
+* **Embedding unit**: a dynamic cache hit reads the data the line was filled with, so a MEM_WRITE under a cached line
+  is seen only after a FLUSH (or an eviction); UPDATE writes memory and every on-chip copy (as the RTL does).
+
+Example::
+
+    chip = FunctionalChip(config)
+    result = chip.run(words)            # words: (n, limbs) packed commands
+    result.responses                    # (m, limbs) packed responses
+    result.counters["EMB_LOOKUPS"]
+"""
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Shape
+
+from ...cachemodel import LRUCache
+from ...embedding import ceil_log2
+from ...host.driver.codec import LIMB_BITS, codec
+from ...host.driver.embedding import line_limbs
+from ...host.driver.interaction import output_words
+from ...host.reference import int_matmul
+from ...numeric import requantize, topk
+from ...rtl.accel.controller import WEIGHT_PAGES, counter_ids
+from ...rtl.accel.isa import (
+    ActSource,
+    ChipGeometry,
+    Counter,
+    ErrorCode,
+    FetchSource,
+    Opcode,
+    OutDest,
+    ResponseKind,
+    ScoreDest,
+)
+from ...rtl.embedding import EmbeddingOp
+from ...rtl.interaction import MODES
+from ...rtl.mlp import WAIT_BITS, Op
+from ..golden.interaction import interaction_model
+
+__all__ = ["ChipRun", "Deadlock", "FunctionalChip", "PagedMemory"]
+
+_WAIT_MOD = 1 << WAIT_BITS
+
+
+class Deadlock(RuntimeError):
+    """The chip's units stopped with work left: a program whose streams or waits do not line up.
+
+    Attributes
+    ----------
+    blocked : list of str
+        One line per blocked unit (or stream holding data no command takes): what it waits for.
+    """
+
+    def __init__(self, blocked):
+        self.blocked = list(blocked)
+        super().__init__("The chip stopped with work left:\n  " + "\n  ".join(self.blocked))
+
+
+@dataclass
+class ChipRun:
+    """What :meth:`FunctionalChip.run` returns.
+
+    Attributes
+    ----------
+    responses : numpy.ndarray
+        ``(n, limbs)`` packed response words, in the model's (deterministic) order.
+    counters : dict
+        The functional counters by :class:`~rpaccel.rtl.accel.isa.Counter` name (``COMMANDS``, ``ERRORS``,
+        ``EMB_*``, ``MEM_READ_LINES``, ``MEM_WRITE_LINES``) after the run, since reset or the last clear.
+    """
+
+    responses: np.ndarray
+    counters: dict
+
+
+def _satisfied(done, wait):
+    """``done`` has reached ``wait``, modulo 256 within half the range (as :func:`rpaccel.rtl.mlp._satisfied`)."""
+    return (done - wait) % _WAIT_MOD < _WAIT_MOD // 2
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _wrap(values, bits):
+    """Two's complement wrap of integers to ``bits`` bits (what a register of that width holds)."""
+    half = 1 << (bits - 1)
+    return (np.asarray(values, dtype=np.int64) + half) % (2 * half) - half
+
+
+class PagedMemory:
+    """The chip's memory: ``lines`` lines of ``line_bytes`` bytes, allocated in pages as they are written (so the
+    ``paper`` preset's 16 GiB cost only what a program touches); unwritten lines read as zero, and addresses wrap
+    modulo ``lines`` (a line address has the memory's address bits).
+
+    Parameters
+    ----------
+    lines, line_bytes : int
+    """
+
+    PAGE_BITS = 12
+
+    def __init__(self, lines, line_bytes):
+        self.lines, self.line_bytes = lines, line_bytes
+        self._pages = {}
+
+    def read(self, addresses):
+        """The lines at ``addresses`` (any shape), as ``(*shape, line_bytes)`` uint8."""
+        addresses = np.asarray(addresses, dtype=np.int64)
+        flat = addresses.reshape(-1) % self.lines
+        out = np.zeros((flat.size, self.line_bytes), dtype=np.uint8)
+        pages = flat >> self.PAGE_BITS
+        for page in np.unique(pages).tolist():
+            if page in self._pages:
+                where = pages == page
+                out[where] = self._pages[page][flat[where] & ((1 << self.PAGE_BITS) - 1)]
+        return out.reshape(*addresses.shape, self.line_bytes)
+
+    def write(self, addresses, lines):
+        """Write ``lines`` (``(n, line_bytes)`` bytes) at ``addresses`` (``n``; a later duplicate wins)."""
+        addresses = np.asarray(addresses, dtype=np.int64).reshape(-1) % self.lines
+        lines = np.asarray(lines).astype(np.uint8, copy=False).reshape(len(addresses), self.line_bytes)
+        pages = addresses >> self.PAGE_BITS
+        for page in np.unique(pages).tolist():
+            where = pages == page
+            if page not in self._pages:
+                self._pages[page] = np.zeros((1 << self.PAGE_BITS, self.line_bytes), dtype=np.uint8)
+            self._pages[page][addresses[where] & ((1 << self.PAGE_BITS) - 1)] = lines[where]
+
+    def read_bytes(self, line, count):
+        """``count`` bytes from the start of line ``line`` (over as many lines as they need), as uint8."""
+        lines = _ceil_div(count, self.line_bytes)
+        return self.read(line + np.arange(lines)).reshape(-1)[:count]
+
+
+class _Stream:
+    """A stream between two units: numpy blocks whose first axis is the transfers, in order."""
+
+    def __init__(self, name):
+        self.name = name
+        self.blocks = deque()
+        self.count = 0
+
+    def __len__(self):
+        return self.count
+
+    def push(self, block):
+        if len(block):
+            self.blocks.append(block)
+            self.count += len(block)
+
+    def take(self, n):
+        """The next ``n`` transfers (the caller checked that there are as many), as one array."""
+        parts, need = [], n
+        while need:
+            block = self.blocks[0]
+            if len(block) <= need:
+                parts.append(self.blocks.popleft())
+                need -= len(block)
+            else:
+                parts.append(block[:need])
+                self.blocks[0] = block[need:]
+                need = 0
+        self.count -= n
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class _Responses:
+    """Response columns gathered in blocks, packed once at the end."""
+
+    FIELDS = ("kind", "tag", "last", "code", "index", "score")
+
+    def __init__(self, geometry):
+        self.line_bytes = geometry.line_bytes
+        self.codec = codec(geometry.response_layout())
+        self.blocks = []
+
+    def add(self, kind, tag, *, count=1, last=0, code=ErrorCode.NONE, index=0, score=0, data=None):
+        columns = {"kind": kind.value, "tag": tag, "last": last, "code": code.value, "index": index, "score": score}
+        block = {name: np.broadcast_to(np.asarray(value, dtype=np.int64), (count,)) for name, value in columns.items()}
+        block["data"] = np.zeros((count, self.line_bytes), dtype=np.uint8) if data is None else data
+        self.blocks.append(block)
+
+    def pack(self):
+        if not self.blocks:
+            return np.zeros((0, self.codec.limbs), dtype=np.uint64)
+        columns = {name: np.concatenate([b[name] for b in self.blocks]) for name in self.FIELDS}
+        limbs = line_limbs(np.concatenate([b["data"] for b in self.blocks]))
+        columns["data"] = limbs[:, 0] if 8 * self.line_bytes <= LIMB_BITS else limbs
+        return self.codec.pack(columns)
+
+
+def _row(tree, i):
+    """Row ``i`` of unpacked columns as nested dicts of Python ints (limbs of a wide leaf as a uint64 array)."""
+    if isinstance(tree, dict):
+        return {name: _row(value, i) for name, value in tree.items()}
+    value = tree[i]
+    return int(value) if np.ndim(value) == 0 else np.array(value)
+
+
+def _lines_of(column, line_bytes):
+    """Unpacked line fields (``(n,)`` integers, or ``(n, limbs)`` uint64 limbs) as ``(n, line_bytes)`` uint8."""
+    column = np.asarray(column)
+    limbs = column.astype("<u8").reshape(len(column), -1)
+    return limbs.view(np.uint8)[:, :line_bytes].copy()
+
+
+# Units -------------------------------------------------------------------------------------------------------------
+
+
+class _Unit:
+    """A unit of the chip: ``step`` makes what progress it can (returns whether it made any), ``finished`` says
+    whether every instruction it was given is done, ``idle`` whether it also holds nothing else, ``waiting`` what
+    blocks it (``None`` when idle)."""
+
+    name = "unit"
+
+    def __init__(self, chip):
+        self.chip = chip
+
+    def finished(self):
+        return not self.queue
+
+    def idle(self):
+        return self.finished()
+
+
+class _Fetcher(_Unit):
+    """FETCH and EMB commands, in order (docs/chip.md, "Units"; rtl/accel/fetch.py)."""
+
+    name = "fetcher"
+
+    def __init__(self, chip):
+        super().__init__(chip)
+        g = chip.geometry
+        self.queue = deque()
+        self.entry_bytes = g.lookup_entry_bits // 8
+        self.entry_codec = codec(g.lookup_entry_layout())
+        self.entry_mask = np.uint64((1 << g.lookup_entry_layout().size) - 1)
+
+    def step(self):
+        chip, progress = self.chip, False
+        while self.queue:
+            tag, emb, arg = self.queue[0]
+            if emb:
+                chip.embedding.queue.append(("cmd", tag, arg))
+            else:
+                if arg["source"] == FetchSource.SURVIVORS.value:
+                    unit = chip.topk[arg["unit"]]
+                    if not _satisfied(unit.results_done, arg["wait_results"]):
+                        return progress
+                self._fetch(tag, arg)
+            self.queue.popleft()
+            progress = True
+        return progress
+
+    def waiting(self):
+        if not self.queue:
+            return None
+        tag, emb, arg = self.queue[0]
+        if emb or arg["source"] != FetchSource.SURVIVORS.value:
+            return f"{'EMB' if emb else 'FETCH'} (tag {tag}) queued"
+        unit = self.chip.topk[arg["unit"]]
+        return (f"FETCH (tag {tag}) waits for result {arg['wait_results']} of top-k unit {arg['unit']} "
+                f"({unit.results_done} done)")
+
+    def _indices(self, tag, arg):
+        chip, items = self.chip, arg["items"]
+        source = arg["source"]
+        if source == FetchSource.RANGE.value:
+            return arg["first"] + np.arange(items, dtype=np.int64)
+        if source == FetchSource.SURVIVORS.value:
+            unit = chip.topk[arg["unit"]]
+            positions = arg["first"] + np.arange(items)
+            indices = unit.banks[arg["wait_results"] % 2, positions].copy()
+            if arg["release"]:
+                unit.releases = (unit.releases + 1) % _WAIT_MOD
+            return indices
+        raw = chip.memory.read_bytes(arg["list_addr"], 2 * items)
+        chip.count(Counter.MEM_READ_LINES, _ceil_div(2 * items, chip.geometry.line_bytes))
+        indices = raw.view("<u2").astype(np.int64)
+        bad = np.flatnonzero(indices >= arg["count"])
+        if bad.size:
+            chip.error(tag, ErrorCode.INDEX, Opcode.FETCH, indices[bad])
+            indices[bad] = arg["count"] - 1
+        return indices
+
+    def _fetch(self, tag, arg):
+        chip, g = self.chip, self.chip.geometry
+        lane, items, stride = arg["lane"], arg["items"], arg["stride"]
+        chip.joiner.jobs.append({"tag": tag, "lane": lane, "items": items, "params": arg["join"]})
+        indices = self._indices(tag, arg)
+        chip.index[lane].push(indices)
+        # Phase 1: every item's dense words (bytes beyond the dense lines are zero).
+        lb, dense_lines = g.line_bytes, arg["dense_lines"]
+        first_lines = arg["base"] + indices * stride
+        want = arg["dense_words"] * g.rows
+        dense = np.zeros((items, max(want, dense_lines * lb)), dtype=np.uint8)
+        if dense_lines:
+            lines = chip.memory.read(first_lines[:, None] + np.arange(dense_lines))
+            dense[:, :dense_lines * lb] = lines.reshape(items, -1)
+            chip.count(Counter.MEM_READ_LINES, items * dense_lines)
+        chip.dense[lane].push(dense[:, :want].view(np.int8).astype(np.int64).reshape(-1, g.rows))
+        # Phase 2: every item's lookups.
+        area = stride - dense_lines
+        holds = area * lb // self.entry_bytes - 1 if area > 0 else -1
+        if holds < 0:
+            return
+        raw = chip.memory.read(first_lines[:, None] + dense_lines + np.arange(area)).reshape(items, -1)
+        entries = raw[:, :(holds + 1) * self.entry_bytes].copy().view(f"<u{self.entry_bytes}").astype(np.uint64)
+        counts = np.minimum(entries[:, 0], np.uint64(holds)).astype(np.int64)
+        chip.count(Counter.MEM_READ_LINES, int(np.sum(_ceil_div((counts + 1) * self.entry_bytes, lb))))
+        taken = np.arange(holds + 1)[None, :] <= counts[:, None]
+        taken[:, 0] = False
+        fields = self.entry_codec.unpack((entries[taken] & self.entry_mask)[:, None])
+        final = np.zeros(int(counts.sum()), dtype=np.int64)
+        final[np.cumsum(counts[counts > 0]) - 1] = 1
+        lookups = np.stack([fields["table"], fields["id"], fields["last"] | final, final], axis=1)
+        if len(lookups):
+            chip.embedding.queue.append(("lookup", tag, lookups))
+
+
+class _Embedding(_Unit):
+    """The embedding unit (:mod:`rpaccel.rtl.embedding`): table configuration, static cache, dynamic cache (counts by
+    :class:`rpaccel.cachemodel.LRUCache`, data as filled), pooling and requantisation."""
+
+    name = "embedding unit"
+    CONFIG_FIELDS = ("rows", "static_rows", "static_base", "mem_base", "row_lines", "m", "s")
+
+    def __init__(self, chip):
+        super().__init__(chip)
+        g = self.geometry = chip.geometry.emb
+        self.queue = deque()
+        # One entry per value of the command's table field (a table at or above max_tables reads zeros).
+        entries = 1 << ceil_log2(max(g.tables, 2))
+        self.config = {name: np.zeros(entries, dtype=np.int64) for name in self.CONFIG_FIELDS}
+        self.static = np.zeros((max(g.static_lines, 1), g.line_bytes), dtype=np.uint8)
+        self.dynamic = LRUCache(g.sets, g.ways) if g.ways else None
+        self.filled = {}        # line address -> the data the dynamic cache holds for it
+        self.partial = None     # (rows, tables) of a bag whose last ID has not come yet
+        self.clear()
+
+    def clear(self):
+        self.counts = dict.fromkeys(("lookups", "static_hits", "line_hits", "line_misses", "evictions",
+                                     "range_errors", "mem_lines"), 0)
+
+    def step(self):
+        progress = False
+        while self.queue:
+            kind, _tag, arg = self.queue.popleft()
+            if kind == "lookup":
+                self._lookups(arg)
+            else:
+                self._command(arg)
+            progress = True
+        return progress
+
+    def waiting(self):
+        return None if self.idle() else "holds a bag whose last ID has not come"
+
+    def idle(self):
+        return not self.queue and self.partial is None
+
+    def _command(self, cmd):
+        chip, g, cfg = self.chip, self.geometry, self.config
+        op, table = cmd["op"], cmd["table"]
+        if op == EmbeddingOp.CONFIG.value:
+            for name in self.CONFIG_FIELDS:
+                cfg[name][table] = cmd["arg"]["config"][name]
+        elif op == EmbeddingOp.PRELOAD.value:
+            lines = int(cfg["static_rows"][table]) << int(cfg["row_lines"][table]) if g.static_rows else 0
+            if lines:
+                data = chip.memory.read(cfg["mem_base"][table] + np.arange(lines))
+                self.static[(cfg["static_base"][table] + np.arange(lines)) % len(self.static)] = data
+            self.counts["mem_lines"] += lines
+            chip.count(Counter.MEM_READ_LINES, lines)
+        elif op == EmbeddingOp.UPDATE.value:
+            update = cmd["arg"]["update"]
+            row, first = update["id"], (update["id"] << int(cfg["row_lines"][table])) + update["line"]
+            line = int(cfg["mem_base"][table]) + first
+            data = _lines_of([update["data"]], g.line_bytes)[0]
+            chip.memory.write([line], data[None])
+            chip.count(Counter.MEM_WRITE_LINES, 1)
+            if g.static_rows and row < cfg["rows"][table] and row < cfg["static_rows"][table]:
+                self.static[(int(cfg["static_base"][table]) + first) % len(self.static)] = data
+            elif self.dynamic is not None and row < cfg["rows"][table] and self.dynamic.contains(line):
+                self.filled[line] = data
+        elif op == EmbeddingOp.FLUSH.value and self.dynamic is not None:
+            self.dynamic.flush()
+            self.filled.clear()
+
+    def _lookups(self, lookups):
+        """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised."""
+        chip, g, cfg = self.chip, self.geometry, self.config
+        tables, ids, last, _ = lookups.T
+        row_lines = np.minimum(cfg["row_lines"][tables], g.bank_bits)     # a row is at most max_emb_dim bytes
+        in_range = ids < cfg["rows"][tables]
+        static = in_range & (ids < cfg["static_rows"][tables]) if g.static_rows else np.zeros(len(ids), bool)
+        first = ids << row_lines
+        rows = np.zeros((len(ids), g.row_bytes), dtype=np.uint8)
+        counts = self.counts
+        counts["lookups"] += len(ids)
+        counts["range_errors"] += int(np.count_nonzero(~in_range))
+        counts["static_hits"] += int(np.count_nonzero(static))
+        for n in np.unique(row_lines[static]).tolist():
+            where = np.flatnonzero(static & (row_lines == n))
+            lines = (cfg["static_base"][tables[where]] + first[where])[:, None] + np.arange(1 << n)
+            rows[where, :(1 << n) * g.line_bytes] = self.static[lines % len(self.static)].reshape(len(where), -1)
+        dynamic = np.flatnonzero(in_range & ~static)
+        bases = (cfg["mem_base"][tables[dynamic]] + first[dynamic]) % chip.memory.lines
+        spans = 1 << row_lines[dynamic]
+        lines = np.repeat(bases - np.cumsum(spans) + spans, spans) + np.arange(int(spans.sum()))
+        data = chip.memory.read(lines)
+        if self.dynamic is None:
+            misses = len(lines)
+        else:
+            cache, filled = self.dynamic, self.filled
+            hits, misses, evictions = cache.hits, cache.misses, cache.evictions
+            for k, line in enumerate(lines.tolist()):
+                if cache.access(line):
+                    data[k] = filled[line]
+                else:
+                    filled[line] = data[k]
+            counts["line_hits"] += cache.hits - hits
+            counts["evictions"] += cache.evictions - evictions
+            misses = cache.misses - misses
+        counts["line_misses"] += misses
+        counts["mem_lines"] += misses
+        chip.count(Counter.MEM_READ_LINES, misses)
+        offsets = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
+        for n in np.unique(row_lines[dynamic]).tolist():
+            where = row_lines[dynamic] == n
+            picks = offsets[where][:, None] + np.arange(1 << n)
+            rows[dynamic[where], :(1 << n) * g.line_bytes] = data[picks].reshape(int(where.sum()), -1)
+        self._pool(rows.view(np.int8).astype(np.int64), tables, last)
+
+    def _pool(self, rows, tables, last):
+        """Sum each bag's rows in the unit's accumulators, requantise with its table's ``(m, s)`` (the table of the
+        bag's last ID)."""
+        ends = np.flatnonzero(last)
+        if self.partial is not None:
+            rows = np.concatenate([self.partial[0], rows])
+            tables = np.concatenate([self.partial[1], tables])
+            ends = ends + len(self.partial[0])
+        self.partial = None
+        done = ends[-1] + 1 if ends.size else 0
+        if done < len(rows):
+            self.partial = (rows[done:], tables[done:])
+        if not ends.size:
+            return
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        sums = np.add.reduceat(rows[:done], starts, axis=0)
+        bag_tables = tables[ends]
+        m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
+        pooled = requantize(_wrap(sums, self.geometry.acc_bits), m[:, None], s[:, None])
+        self.chip.pooled.push(pooled)
+
+
+class _Lane(_Unit):
+    """A lane front end and its MLP engine lane: the LANE queue and its gate, the engine's loader (INPUT) and
+    layer (LAYER) sequencers, the activation memory (docs/chip.md; rtl/mlp.py)."""
+
+    def __init__(self, chip, lane):
+        super().__init__(chip)
+        self.lane = lane
+        self.name = f"lane {lane}"
+        self.queue = deque()
+        self.loads = deque()
+        self.layers = deque()
+        self.inputs_done = self.layers_done = 0
+        self.memory = None
+
+    def reset_memory(self, split):
+        shape = self.chip.geometry.engine.splits[split]
+        self.memory = np.zeros((shape.act_words, shape.rows), dtype=np.int64) if self.lane < split else None
+
+    def step(self):
+        progress = False
+        while self.queue and _satisfied(self.chip.weights.done, self.queue[0][1]["wait_weights"]):
+            tag, arg = self.queue.popleft()
+            (self.loads if arg["cmd"]["op"] == Op.INPUT else self.layers).append((tag, arg))
+            progress = True
+        moved = True
+        while moved:
+            moved = self._load() | self._layer()
+            progress |= moved
+        return progress
+
+    def _shape(self):
+        return self.chip.geometry.engine.splits[self.chip.split]
+
+    def _load_block(self):
+        """Why the head INPUT cannot start, or ``None``."""
+        tag, arg = self.loads[0]
+        cmd, r = arg["cmd"], self._shape().rows
+        source = self.chip.inter[self.lane] if arg["src"] == ActSource.INTERACT.value else self.chip.dense[self.lane]
+        if not _satisfied(self.layers_done, cmd["wait_layers"]):
+            return f"INPUT (tag {tag}) waits for {cmd['wait_layers']} layers ({self.layers_done} done)"
+        if cmd["ktiles"] * r > arg["src_words"] * self.chip.geometry.rows:
+            return (f"INPUT (tag {tag}) wants {cmd['ktiles']} words of {r} per item, its {arg['src_words']} words "
+                    f"of {self.chip.geometry.rows} hold fewer")
+        need = cmd["items"] * arg["src_words"]
+        if len(source) < need:
+            return f"INPUT (tag {tag}) waits for {need} words on {source.name} ({len(source)} there)"
+        return None
+
+    def _load(self):
+        if not self.loads or self._load_block() is not None:
+            return False
+        _tag, arg = self.loads.popleft()
+        cmd, r = arg["cmd"], self._shape().rows
+        source = self.chip.inter[self.lane] if arg["src"] == ActSource.INTERACT.value else self.chip.dense[self.lane]
+        items, kt = cmd["items"], cmd["ktiles"]
+        words = source.take(items * arg["src_words"]).reshape(items, -1)[:, :kt * r].reshape(items, kt, r)
+        address = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + np.arange(items)[None, :]
+        self.memory[address % len(self.memory)] = words.transpose(1, 0, 2)
+        self.inputs_done = (self.inputs_done + 1) % _WAIT_MOD
+        return True
+
+    def _layer_block(self):
+        tag, arg = self.layers[0]
+        cmd = arg["cmd"]
+        if not _satisfied(self.inputs_done, cmd["wait_inputs"]):
+            return f"LAYER (tag {tag}) waits for {cmd['wait_inputs']} inputs ({self.inputs_done} done)"
+        if not _satisfied(self.layers_done, cmd["wait_layers"]):
+            return f"LAYER (tag {tag}) waits for {cmd['wait_layers']} layers ({self.layers_done} done)"
+        return None
+
+    def _layer(self):
+        if not self.layers or self._layer_block() is not None:
+            return False
+        _tag, arg = self.layers.popleft()
+        cmd, shape = arg["cmd"], self._shape()
+        r, c = shape.rows, shape.cols
+        items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
+        buffer = self.chip.weight_buffer
+        span = shape.bias_words + kt * shape.tile_words
+        address = cmd["w_base"] + np.arange(nt)[:, None] * span + np.arange(span)
+        words = buffer[address % len(buffer)]                                   # (nt, span, word bytes)
+        bias = words[:, :shape.bias_words].reshape(nt, -1)[:, :4 * c].copy().view("<i4").reshape(-1)
+        weights = words[:, shape.bias_words:].reshape(nt, kt * r, c).transpose(1, 0, 2).reshape(kt * r, nt * c)
+        rows = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + np.arange(items)[None, :]
+        x = self.memory[rows % len(self.memory)].transpose(1, 0, 2).reshape(items, kt * r)
+        params = cmd["params"]
+        total = _wrap(int_matmul(x, weights) + bias.astype(np.int64), 32)
+        out = total if params["raw"] else requantize(total, params["m"], params["s"], bool(params["relu"]))
+        if cmd["to_output"]:
+            stream = self.chip.bottom if arg["dst"] == OutDest.JOIN.value else self.chip.logits
+            stream[self.lane].push(out.reshape(items, nt, c).transpose(1, 0, 2).reshape(nt * items, c))
+        else:
+            values = _wrap(out, 8)
+            for j in range(nt):
+                word = cmd["out_base"] + (j * c) // r * cmd["stride"] + np.arange(items)
+                at = (j * c) % r
+                self.memory[word % len(self.memory), at:at + c] = values[:, j * c:(j + 1) * c]
+        self.layers_done = (self.layers_done + 1) % _WAIT_MOD
+        return True
+
+    def waiting(self):
+        reasons = []
+        if self.queue:
+            tag, arg = self.queue[0]
+            reasons.append(f"LANE (tag {tag}) waits for {arg['wait_weights']} WEIGHTS ({self.chip.weights.done} done)")
+        if self.loads:
+            reasons.append(self._load_block() or "INPUT ready")
+        if self.layers:
+            reasons.append(self._layer_block() or "LAYER ready")
+        return "; ".join(reasons) if reasons else None
+
+    def finished(self):
+        return not (self.queue or self.loads or self.layers)
+
+
+class _Joiner(_Unit):
+    """The joiner and the interaction unit: per FETCH's join job, the lane's bottom output and the pooled vectors
+    in, the interaction words out to the lane."""
+
+    name = "joiner"
+
+    def __init__(self, chip):
+        super().__init__(chip)
+        self.jobs = deque()
+
+    def finished(self):
+        return not self.jobs
+
+    def _need(self, job):
+        params = job["params"]
+        c = self.chip.geometry.engine.splits[self.chip.split].cols
+        return job["items"] * _ceil_div(params["dim"], c), job["items"] * (params["vectors"] - 1)
+
+    def step(self):
+        chip, progress = self.chip, False
+        while self.jobs:
+            job = self.jobs[0]
+            lane, items, params = job["lane"], job["items"], job["params"]
+            bottom_words, pooled_vectors = self._need(job)
+            if len(chip.bottom[lane]) < bottom_words or len(chip.pooled) < pooled_vectors:
+                return progress
+            self.jobs.popleft()
+            c, d, f = chip.geometry.engine.splits[chip.split].cols, params["dim"], params["vectors"]
+            bottom = chip.bottom[lane].take(bottom_words).reshape(-1, items, c).transpose(1, 0, 2)
+            vectors = np.empty((items, f, d), dtype=np.int64)
+            vectors[:, 0] = _wrap(bottom.reshape(items, -1)[:, :d], 8)
+            if f > 1:
+                vectors[:, 1:] = chip.pooled.take(pooled_vectors).reshape(items, f - 1, -1)[:, :, :d]
+            mode = MODES[params["mode"]]
+            out = interaction_model(mode, vectors, params["m"], params["s"])
+            rows = chip.geometry.rows
+            words = np.zeros((items, output_words(mode, f, d, rows) * rows), dtype=np.int64)
+            words[:, :out.shape[1]] = out
+            chip.inter[lane].push(words.reshape(-1, rows))
+            progress = True
+        return progress
+
+    def waiting(self):
+        if not self.jobs:
+            return None
+        job = self.jobs[0]
+        bottom_words, pooled_vectors = self._need(job)
+        return (f"the join of FETCH (tag {job['tag']}) waits for {bottom_words} words on bottom[{job['lane']}] "
+                f"({len(self.chip.bottom[job['lane']])} there) and {pooled_vectors} pooled vectors "
+                f"({len(self.chip.pooled)} there)")
+
+
+class _TopK(_Unit):
+    """A top-k unit and its survivors banks: the query it holds, its closed results waiting to be kept."""
+
+    def __init__(self, chip, unit):
+        super().__init__(chip)
+        self.unit = unit
+        self.name = f"top-k unit {unit}"
+        self.owner = None                    # the lane whose query the unit holds
+        self.scores, self.indices = [], []
+        self.results = deque()               # closed queries: (tag, scores, indices, keep, report)
+        self.results_done = self.releases = 0
+        self.banks = np.zeros((2, chip.geometry.k_max), dtype=np.int64)
+
+    def take(self, lane, scores, indices):
+        self.owner = lane
+        self.scores.append(scores)
+        self.indices.append(indices)
+
+    def close(self, tag, k, keep, report):
+        scores, indices = topk(np.concatenate(self.scores), k, np.concatenate(self.indices))
+        self.results.append((tag, scores, indices, keep, report))
+        self.owner, self.scores, self.indices = None, [], []
+
+    def step(self):
+        progress = False
+        while self.results:
+            tag, scores, indices, keep, report = self.results[0]
+            if keep:
+                number = (self.results_done + 1) % _WAIT_MOD
+                if not _satisfied(self.releases, (number - 2) % _WAIT_MOD):
+                    return progress
+                self.banks[number % 2, :len(indices)] = indices
+                self.results_done = number
+            if report:
+                last = np.zeros(len(scores), dtype=np.int64)
+                last[-1] = 1
+                self.chip.responses.add(ResponseKind.RANK, tag, count=len(scores), last=last, index=indices,
+                                        score=scores)
+            self.results.popleft()
+            progress = True
+        return progress
+
+    def waiting(self):
+        if self.results:
+            number = (self.results_done + 1) % _WAIT_MOD
+            return (f"result {number} (SCORE tag {self.results[0][0]}) waits for result {(number - 2) % _WAIT_MOD} "
+                    f"to be released ({self.releases} releases)")
+        if self.owner is not None:
+            return f"holds an open query of lane {self.owner} (no SCORE with last closes it)"
+        return None
+
+    def finished(self):
+        return not self.results
+
+    def idle(self):
+        return not self.results and self.owner is None
+
+
+class _Scorer(_Unit):
+    """A lane's score sequencer: its SCOREs in order, logits and indices to a top-k unit or to the responses."""
+
+    def __init__(self, chip, lane):
+        super().__init__(chip)
+        self.lane = lane
+        self.name = f"score sequencer {lane}"
+        self.queue = deque()
+
+    def _block(self):
+        tag, arg = self.queue[0]
+        chip, lane = self.chip, self.lane
+        for stream in (chip.logits[lane], chip.index[lane]):
+            if len(stream) < arg["items"]:
+                return f"SCORE (tag {tag}) waits for {arg['items']} on {stream.name} ({len(stream)} there)"
+        if arg["dest"] == ScoreDest.TOPK.value:
+            owner = chip.topk[arg["unit"]].owner
+            if owner not in (None, lane):
+                return f"SCORE (tag {tag}) waits for top-k unit {arg['unit']}, which holds lane {owner}'s query"
+        return None
+
+    def step(self):
+        chip, progress = self.chip, False
+        while self.queue and self._block() is None:
+            tag, arg = self.queue.popleft()
+            items = arg["items"]
+            scores = chip.logits[self.lane].take(items)[:, 0]
+            indices = chip.index[self.lane].take(items)
+            if arg["dest"] == ScoreDest.RSP.value:
+                last = np.zeros(items, dtype=np.int64)
+                last[-1] = arg["last"]
+                chip.responses.add(ResponseKind.LOGIT, tag, count=items, last=last, index=indices, score=scores)
+            else:
+                unit = chip.topk[arg["unit"]]
+                unit.take(self.lane, scores, indices)
+                if arg["last"]:
+                    unit.close(tag, arg["k"], arg["keep"], arg["report"])
+            progress = True
+        return progress
+
+    def waiting(self):
+        return (self._block() or "SCORE ready") if self.queue else None
+
+
+class _WeightLoader(_Unit):
+    """WEIGHTS commands, in order: words from memory into the weight buffer."""
+
+    name = "weight loader"
+
+    def __init__(self, chip):
+        super().__init__(chip)
+        self.queue = deque()
+        self.done = 0
+
+    def _block(self):
+        tag, arg = self.queue[0]
+        lane = self.chip.lanes[arg["lane"]]
+        if arg["wait"] and not _satisfied(lane.layers_done, arg["wait_layers"]):
+            return (f"WEIGHTS (tag {tag}) waits for {arg['wait_layers']} layers of lane {arg['lane']} "
+                    f"({lane.layers_done} done)")
+        return None
+
+    def step(self):
+        chip, progress = self.chip, False
+        while self.queue and self._block() is None:
+            _tag, arg = self.queue.popleft()
+            word_bytes, words = chip.geometry.engine.word_bytes, arg["words"]
+            if words:
+                data = chip.memory.read_bytes(arg["mem_addr"], words * word_bytes)
+                chip.count(Counter.MEM_READ_LINES, _ceil_div(words * word_bytes, chip.geometry.line_bytes))
+                chip.weight_buffer[arg["w_addr"] + np.arange(words)] = data.view(np.int8).reshape(words, word_bytes)
+            self.done = (self.done + 1) % _WAIT_MOD
+            progress = True
+        return progress
+
+    def waiting(self):
+        return (self._block() or "WEIGHTS ready") if self.queue else None
+
+
+# The chip ----------------------------------------------------------------------------------------------------------
+
+
+class FunctionalChip:
+    """The chip of a configuration as Python objects, executing packed command words (see the module docs).
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+
+    Attributes
+    ----------
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
+    memory : PagedMemory
+        ``mem_bytes / line_bytes`` lines.
+    weight_buffer : numpy.ndarray
+        ``weight_buffer_words x array_cols`` int8.
+    split : int
+        The current split (1 after reset).
+    """
+
+    def __init__(self, config):
+        self.geometry = g = ChipGeometry(config)
+        self.config = config
+        self._command = codec(g.command_layout())
+        self.memory = PagedMemory(1 << g.addr_bits, g.line_bytes)
+        self.weight_buffer = np.zeros((g.engine.weight_words, g.engine.word_bytes), dtype=np.int8)
+        self.split = 1
+        self.counters = dict.fromkeys(Counter, 0)
+        # What the controller's checks read: the tables configured, the weight buffer's pages loaded.
+        self.tables_configured = np.zeros(1 << ceil_log2(max(g.emb.tables, 2)), dtype=bool)
+        self.weight_pages = np.zeros(min(WEIGHT_PAGES, g.engine.weight_words), dtype=bool)
+        self._page_bits = (_ceil_div(g.engine.weight_words, len(self.weight_pages)) - 1).bit_length()
+        self._dim_bits = Shape.cast(g.join_params_layout()["dim"].shape).width
+        self.dense = [_Stream(f"dense[{lane}]") for lane in range(g.lanes)]
+        self.inter = [_Stream(f"inter[{lane}]") for lane in range(g.lanes)]
+        self.bottom = [_Stream(f"bottom[{lane}]") for lane in range(g.lanes)]
+        self.logits = [_Stream(f"logits[{lane}]") for lane in range(g.lanes)]
+        self.index = [_Stream(f"index[{lane}]") for lane in range(g.lanes)]
+        self.pooled = _Stream("pooled")
+        self.fetcher = _Fetcher(self)
+        self.embedding = _Embedding(self)
+        self.lanes = [_Lane(self, lane) for lane in range(g.lanes)]
+        self.joiner = _Joiner(self)
+        self.scorers = [_Scorer(self, lane) for lane in range(g.lanes)]
+        self.topk = [_TopK(self, unit) for unit in range(g.units)]
+        self.weights = _WeightLoader(self)
+        self.units = [self.fetcher, self.embedding, *self.lanes, self.joiner, *self.scorers, *self.topk,
+                      self.weights]
+        self.streams = [*self.dense, *self.inter, *self.bottom, *self.logits, *self.index, self.pooled]
+        for lane in self.lanes:
+            lane.reset_memory(self.split)
+        self.responses = None
+
+    # Counters and responses ------------------------------------------------------------------------------------
+
+    def count(self, counter, n=1):
+        self.counters[counter] = (self.counters[counter] + int(n)) % (1 << 32)
+
+    def error(self, tag, code, op, detail):
+        """ERROR responses (one per ``detail``, ``last`` set) for a command of opcode ``op`` (an Opcode, or an
+        unknown number)."""
+        detail = _wrap(np.atleast_1d(np.asarray(detail, dtype=np.int64)), 32)
+        index = op.value if isinstance(op, Opcode) else op
+        self.responses.add(ResponseKind.ERROR, tag, count=len(detail), last=1, code=code, index=index, score=detail)
+
+    def refuse(self, tag, code, op, detail):
+        """A command the controller refuses: its ERROR, counted."""
+        self.error(tag, code, op, detail)
+        self.count(Counter.ERRORS)
+
+    def counter_values(self):
+        """Every counter COUNTERS answers (those of the configuration's lanes and top-k units), ``{index: value}``
+        in index order; the timing counters are 0."""
+        values = {counter.value: value for counter, value in self.counters.items()}
+        for name, value in self.embedding.counts.items():
+            values[Counter[f"EMB_{name.upper()}"].value] = value % (1 << 32)
+        return {index: values.get(index, 0) for index in counter_ids(self.geometry)}
+
+    def functional_counters(self):
+        """``{name: value}`` of the counters the model keeps."""
+        values = self.counter_values()
+        names = ("COMMANDS", "ERRORS", "EMB_LOOKUPS", "EMB_STATIC_HITS", "EMB_LINE_HITS", "EMB_LINE_MISSES",
+                 "EMB_EVICTIONS", "EMB_RANGE_ERRORS", "EMB_MEM_LINES", "MEM_READ_LINES", "MEM_WRITE_LINES")
+        return {name: values[Counter[name].value] for name in names}
+
+    def clear_counters(self):
+        self.counters = dict.fromkeys(Counter, 0)
+        self.embedding.clear()
+
+    # Controller ------------------------------------------------------------------------------------------------
+
+    def _idle(self):
+        return all(unit.idle() for unit in self.units) and not any(len(s) for s in self.streams)
+
+    def _check(self, op, arg):
+        """The decode-time check of a command, as :class:`rpaccel.rtl.accel.controller.Controller` makes it:
+        ``(ErrorCode, detail)`` of the first failing check in priority order, or ``None``."""
+        g, split, lines = self.geometry, self.split, self.memory.lines
+        acc_rows = g.engine.splits[split].acc_rows
+        checks = ()
+        if op == Opcode.MEM_READ:
+            checks = ((arg["addr"] + arg["length"] >= lines, ErrorCode.ADDRESS, arg["addr"]),)
+        elif op == Opcode.SPLIT:
+            checks = ((arg["n"] not in g.engine.splits, ErrorCode.SPLIT, arg["n"]),)
+        elif op == Opcode.WEIGHTS:
+            end = arg["w_addr"] + arg["words"]
+            read = _ceil_div(arg["words"] * g.engine.word_bytes, g.line_bytes)
+            checks = ((arg["wait"] and arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
+                      (arg["words"] == 0 or end > g.engine.weight_words, ErrorCode.WEIGHTS, end),
+                      (arg["mem_addr"] + read > lines, ErrorCode.ADDRESS, arg["mem_addr"]))
+        elif op == Opcode.EMB:
+            checks = ((arg["op"] not in self._EMB_OPS, ErrorCode.FIELD, arg["op"]),
+                      (arg["table"] >= g.emb.tables, ErrorCode.TABLE, arg["table"]))
+        elif op == Opcode.FETCH:
+            join, source, reach = arg["join"], arg["source"], arg["first"] + arg["items"]
+            bad_join = not (1 <= join["vectors"] <= g.max_vectors and 1 <= join["dim"] <= g.max_dim)
+            checks = (
+                (arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
+                (not 1 <= arg["items"] <= acc_rows, ErrorCode.ITEMS, arg["items"]),
+                (source not in self._SOURCES, ErrorCode.FIELD, source),
+                (bad_join, ErrorCode.FIELD, join["dim"] | join["vectors"] << self._dim_bits),
+                (source == FetchSource.SURVIVORS.value and arg["unit"] >= g.units, ErrorCode.UNIT, arg["unit"]),
+                (source == FetchSource.SURVIVORS.value and reach > g.k_max, ErrorCode.INDEX, reach),
+                (source == FetchSource.RANGE.value and reach > arg["count"], ErrorCode.INDEX, reach),
+                (join["vectors"] - 1 > int(self.tables_configured.sum()), ErrorCode.TABLE, join["vectors"] - 1),
+                (source == FetchSource.LIST.value and arg["list_addr"] >= lines, ErrorCode.ADDRESS,
+                 arg["list_addr"]),
+                (arg["base"] >= lines, ErrorCode.ADDRESS, arg["base"]))
+        elif op == Opcode.LANE:
+            cmd = arg["cmd"]
+            page = (cmd["w_base"] >> self._page_bits) & (WEIGHT_PAGES - 1)
+            loaded = page < len(self.weight_pages) and self.weight_pages[page]
+            checks = ((arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
+                      (not 1 <= cmd["items"] <= acc_rows, ErrorCode.ITEMS, cmd["items"]),
+                      (cmd["op"] == Op.LAYER and not loaded, ErrorCode.WEIGHTS, cmd["w_base"]))
+        elif op == Opcode.SCORE:
+            to_unit = arg["dest"] == ScoreDest.TOPK.value
+            checks = ((arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
+                      (arg["items"] == 0, ErrorCode.ITEMS, 0),
+                      (to_unit and arg["unit"] >= g.units, ErrorCode.UNIT, arg["unit"]),
+                      (to_unit and arg["last"] and not 1 <= arg["k"] <= g.k_max, ErrorCode.K, arg["k"]))
+        return next(((code, detail) for failed, code, detail in checks if failed), None)
+
+    _OPCODES = {op.value: op for op in Opcode}
+    _EMB_OPS = (EmbeddingOp.CONFIG.value, EmbeddingOp.PRELOAD.value, EmbeddingOp.UPDATE.value, EmbeddingOp.FLUSH.value)
+    _SOURCES = tuple(source.value for source in FetchSource)
+    _BARRIERS = (Opcode.SYNC, Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.SPLIT, Opcode.COUNTERS)
+    _ARG = {Opcode.MEM_WRITE: "mem_write", Opcode.MEM_READ: "mem_read", Opcode.SPLIT: "split",
+            Opcode.WEIGHTS: "weights", Opcode.EMB: "emb", Opcode.FETCH: "fetch", Opcode.LANE: "lane",
+            Opcode.SCORE: "score", Opcode.COUNTERS: "counters"}
+
+    def _controller(self):
+        """Take commands while they can go (a barrier waits for every earlier command)."""
+        progress = False
+        while self._next < self._count:
+            i = self._next
+            op = self._OPCODES.get(int(self._ops[i]), int(self._ops[i]))
+            tag = int(self._tags[i])
+            if op in self._BARRIERS and not self._idle():
+                return progress
+            progress = True
+            if op == Opcode.MEM_WRITE:
+                self._mem_writes(i)
+                continue
+            self._next += 1
+            arg = None
+            if not isinstance(op, Opcode):
+                refused = ErrorCode.OPCODE, op
+            else:
+                arg = _row(self._columns["arg"][self._ARG[op]], i) if op in self._ARG else None
+                refused = self._check(op, arg)
+            if refused is not None:
+                self.refuse(tag, refused[0], op, refused[1])
+            else:
+                self._execute(op, tag, arg)
+            # A command counts once it has left the controller: a COUNTERS's answer does not count itself, and
+            # with clear it is not counted at all.
+            if not (op == Opcode.COUNTERS and arg["clear"] and refused is None):
+                self.count(Counter.COMMANDS)
+        return progress
+
+    def _mem_writes(self, i):
+        """The run of MEM_WRITEs from command ``i`` at once (each waits only for the one before it)."""
+        ops = self._ops[i:]
+        others = np.flatnonzero(ops != Opcode.MEM_WRITE.value)
+        end = i + (int(others[0]) if others.size else len(ops))
+        self._next = end
+        self.count(Counter.COMMANDS, end - i)
+        columns = self._columns["arg"]["mem_write"]
+        addresses = columns["addr"][i:end]
+        good = addresses < self.memory.lines
+        for k in np.flatnonzero(~good).tolist():
+            self.refuse(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
+        self.memory.write(addresses[good], _lines_of(columns["data"][i:end], self.geometry.line_bytes)[good])
+        self.count(Counter.MEM_WRITE_LINES, int(good.sum()))
+
+    def _execute(self, op, tag, arg):
+        if op == Opcode.SYNC:
+            self.responses.add(ResponseKind.DONE, tag, last=1)
+        elif op == Opcode.MEM_READ:
+            count = arg["length"] + 1
+            last = np.zeros(count, dtype=np.int64)
+            last[-1] = 1
+            self.responses.add(ResponseKind.DATA, tag, count=count, last=last,
+                               data=self.memory.read(arg["addr"] + np.arange(count)))
+            self.count(Counter.MEM_READ_LINES, count)
+        elif op == Opcode.SPLIT:
+            self.split = arg["n"]
+            for lane in self.lanes:
+                lane.reset_memory(self.split)
+        elif op == Opcode.COUNTERS:
+            values = self.counter_values()
+            last = np.zeros(len(values), dtype=np.int64)
+            last[-1] = 1
+            self.responses.add(ResponseKind.COUNTER, tag, count=len(values), last=last, index=list(values),
+                               score=_wrap(list(values.values()), 32))
+            if arg["clear"]:
+                self.clear_counters()
+        elif op == Opcode.WEIGHTS:
+            first, last = arg["w_addr"] >> self._page_bits, (arg["w_addr"] + arg["words"] - 1) >> self._page_bits
+            self.weight_pages[first:last + 1] = True
+            self.weights.queue.append((tag, arg))
+        elif op == Opcode.EMB:
+            if arg["op"] == EmbeddingOp.CONFIG.value:
+                self.tables_configured[arg["table"]] = arg["arg"]["config"]["rows"] != 0
+            self.fetcher.queue.append((tag, True, arg))
+        elif op == Opcode.FETCH:
+            self.fetcher.queue.append((tag, False, arg))
+        elif op == Opcode.LANE:
+            self.lanes[arg["lane"]].queue.append((tag, arg))
+        elif op == Opcode.SCORE:
+            self.scorers[arg["lane"]].queue.append((tag, arg))
+
+    # Running -----------------------------------------------------------------------------------------------------
+
+    def run(self, words):
+        """Execute packed command words; the chip's state (memory, tables, counters, ...) carries over between runs.
+
+        Parameters
+        ----------
+        words : numpy.ndarray
+            ``(n, limbs)`` uint64 words of :meth:`~rpaccel.rtl.accel.isa.ChipGeometry.command_layout`.
+
+        Returns
+        -------
+        ChipRun
+
+        Raises
+        ------
+        Deadlock
+            If the units stop with work left (the message names each blocked unit and what it waits for).
+        """
+        words = np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs)
+        self._columns = self._command.unpack(words) if len(words) else None
+        self._ops = self._columns["op"] if len(words) else None
+        self._tags = self._columns["tag"] if len(words) else None
+        self._count, self._next = len(words), 0
+        self.responses = _Responses(self.geometry)
+        progress = True
+        while progress:
+            progress = self._controller()
+            for unit in self.units:
+                progress |= unit.step()
+        blocked = []
+        if self._next < self._count:
+            op = Opcode(int(self._ops[self._next]))
+            blocked.append(f"controller: {op.name} (tag {int(self._tags[self._next])}) waits for the chip to be quiet "
+                           "(every queue empty, every unit idle)")
+        blocked += [f"{unit.name}: {reason}" for unit in self.units if (reason := unit.waiting()) is not None]
+        if not blocked:
+            blocked += [f"{stream.name} holds {len(stream)} transfers no command takes"
+                        for stream in self.streams if len(stream)]
+        if blocked:
+            raise Deadlock(blocked)
+        return ChipRun(responses=self.responses.pack(), counters=self.functional_counters())

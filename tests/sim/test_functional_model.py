@@ -1,0 +1,723 @@
+"""The chip's functional model (rpaccel.sim.model.functional) on hand-built programs.
+
+Programs are encoded here with the codec straight from the layouts of rtl/accel/isa.py (the driver's encoder,
+rpaccel.host.driver.chip, replaces this when it lands): memory written and read back, an MLP run through the dense
+path, the joiner and a SCORE to the response stream against host.reference.mlp_forward, a 1-stage and a 2-stage
+query of trained, quantised RM models against host.reference.run and numeric.topk, every error code, and programs
+whose streams or waits do not line up raising Deadlock.
+"""
+
+import numpy as np
+import pytest
+from amaranth.lib import data
+
+from rpaccel.cachemodel import EmbeddingCacheModel
+from rpaccel.config import preset
+from rpaccel.embedding import EmbeddingLayout, TableSpec, pool_bags
+from rpaccel.host.data import preprocess
+from rpaccel.host.driver.codec import codec, from_ints, to_ints
+from rpaccel.host.driver.embedding import line_limbs
+from rpaccel.host.driver.interaction import output_width, output_words
+from rpaccel.host.driver.mlp import layout_weights
+from rpaccel.host.models import get_model
+from rpaccel.host.quant import quantize
+from rpaccel.host.reference import mlp_forward
+from rpaccel.host.train import TrainConfig, train
+from rpaccel.numeric import topk
+from rpaccel.rtl.accel.isa import ActSource, Counter, ErrorCode, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
+from rpaccel.rtl.embedding import EmbeddingOp
+from rpaccel.rtl.mlp import Op
+from rpaccel.sim.golden.mlp import random_mlp
+from rpaccel.sim.model.functional import Deadlock, FunctionalChip
+
+from host_fixtures import tiny_data
+
+TINY, SMALL = preset("tiny"), preset("small")
+
+
+# A small encoder of the chip's commands (the driver's ChipEncoder replaces it) ----------------------------------
+
+
+def _value(shape, given=None):
+    """A value of ``shape`` from the fields ``given`` (nested dicts), every other field 0 (a union's member: the one
+    given, or its first)."""
+    layout = shape if isinstance(shape, data.Layout) else (
+        data.Layout.cast(shape) if isinstance(shape, type) and issubclass(shape, data.View) else None)
+    if isinstance(layout, data.ArrayLayout):
+        return given if given is not None else [_value(layout.elem_shape) for _ in range(layout.length)]
+    if isinstance(layout, data.UnionLayout):
+        name = next(iter(given)) if given else next(iter(layout))[0]
+        return {name: _value(layout[name].shape, (given or {}).get(name))}
+    if isinstance(layout, data.StructLayout):
+        unknown = set(given or {}) - {name for name, _ in layout}
+        assert not unknown, f"no fields {unknown}"
+        return {name: _value(field.shape, (given or {}).get(name)) for name, field in layout}
+    return 0 if given is None else given
+
+
+class Program:
+    """Commands of one program, each tagged by its position (modulo 256)."""
+
+    def __init__(self, geometry):
+        self.g = geometry
+        self.layout = geometry.command_layout()
+        self.codec = codec(self.layout)
+        self.blocks, self.values, self.tag = [], [], 0
+        self.raw = []   # (row in self.values, bit offset, value): fields set to values their enum does not have
+
+    def _flush(self):
+        if self.values:
+            ints = to_ints(self.codec.pack_values(self.values))
+            for row, offset, value in self.raw:
+                ints[row] |= value << offset
+            self.blocks.append(from_ints(ints, self.codec.width))
+            self.values, self.raw = [], []
+
+    def add(self, opcode, member=None, /, *, raw=None, **fields):
+        """One command, its ``arg.member`` from ``fields``; returns its tag. ``opcode`` a raw number, or ``raw``
+        (``{field of arg.member: number}``), set a field to a value its enum does not have (left 0 in the value)."""
+        arg = _value(self.layout["arg"].shape, {member: fields} if member else None)
+        tag = self.tag
+        row = len(self.values)
+        if not isinstance(opcode, Opcode):
+            self.raw.append((row, self.layout["op"].offset, opcode))
+        for name, value in (raw or {}).items():
+            offset = self.layout["arg"].offset + self.layout["arg"].shape[member].shape[name].offset
+            self.raw.append((row, offset, value))
+        self.values.append({"op": opcode.value if isinstance(opcode, Opcode) else 0, "tag": tag, "arg": arg})
+        self.tag = (self.tag + 1) % 256
+        return tag
+
+    def mem_write(self, addr, lines):
+        """MEM_WRITE of ``lines`` (``(n, line_bytes)`` bytes) from line ``addr``, packed as a batch."""
+        self._flush()
+        lines = np.asarray(lines)
+        limbs = line_limbs(lines)
+        data_ = limbs[:, 0] if self.g.line_bytes <= 8 else limbs
+        tags = (self.tag + np.arange(len(lines))) % 256
+        self.tag = (self.tag + len(lines)) % 256
+        self.blocks.append(self.codec.pack({"op": Opcode.MEM_WRITE.value, "tag": tags, "arg": {"mem_write": {
+            "addr": addr + np.arange(len(lines)), "data": data_}}}))
+
+    def lane(self, lane, cmd, **fields):
+        return self.add(Opcode.LANE, "lane", lane=lane, cmd=cmd, **fields)
+
+    def words(self):
+        self._flush()
+        return np.concatenate(self.blocks) if self.blocks else np.zeros((0, self.codec.limbs), dtype=np.uint64)
+
+
+def decode(chip, words):
+    """Response columns as numpy arrays."""
+    return codec(chip.geometry.response_layout()).unpack(words)
+
+
+def of_kind(responses, kind, tag=None):
+    where = responses["kind"] == kind.value
+    if tag is not None:
+        where &= responses["tag"] == tag
+    return {name: value[where] for name, value in responses.items()}
+
+
+def as_lines(values, line_bytes):
+    """int8/uint8 bytes (1-D) as ``(n, line_bytes)`` lines, zero-padded."""
+    values = np.asarray(values).astype(np.uint8).reshape(-1)
+    lines = np.zeros((-(-len(values) // line_bytes) or 1, line_bytes), dtype=np.uint8)
+    lines.reshape(-1)[:len(values)] = values
+    return lines
+
+
+# Memory images: records, weights, tables ---------------------------------------------------------------------------
+
+
+def record_set(g, dense, lookups):
+    """Candidate records (docs/chip.md): ``dense`` ``(n, D)`` int8, ``lookups`` per item a list of ``(table, id,
+    last)`` (``end`` on the final). Returns ``(lines, stride, dense_lines)``."""
+    lb, entry = g.line_bytes, g.lookup_entry_bits // 8
+    dense = np.asarray(dense)
+    dense_lines = -(-dense.shape[1] // lb)
+    most = max(len(item) for item in lookups)
+    stride = dense_lines + -(-(most + 1) * entry // lb)
+    image = np.zeros((len(dense), stride * lb), dtype=np.uint8)
+    image[:, :dense.shape[1]] = dense.astype(np.int8).view(np.uint8)
+    entry_codec = codec(g.lookup_entry_layout())
+    for i, item in enumerate(lookups):
+        values = [len(item)]
+        if item:
+            table, ids, last = (np.array(column) for column in zip(*item))
+            end = np.zeros(len(item), dtype=np.int64)
+            end[-1] = 1
+            values += entry_codec.pack({"table": table, "id": ids, "last": last, "end": end})[:, 0].tolist()
+        raw = np.array(values, dtype=f"<u{entry}").view(np.uint8)
+        image[i, dense_lines * lb:dense_lines * lb + len(raw)] = raw
+    return image.reshape(-1, lb), stride, dense_lines
+
+
+def stage_weights(program, g, image, mem_addr, *, flip=None):
+    """Stage a weight image in memory from line ``mem_addr`` (with byte ``flip`` changed: a planted bug) and load
+    it with one WEIGHTS; returns the lines."""
+    lines = as_lines(image.words.view(np.uint8), g.line_bytes)
+    if flip is not None:
+        lines.reshape(-1)[flip] ^= 0x40
+    program.mem_write(mem_addr, lines)
+    program.add(Opcode.WEIGHTS, "weights", mem_addr=mem_addr, w_addr=image.base, words=len(image.words))
+    return len(lines)
+
+
+class LanePlan:
+    """A lane's MLP commands, fully ordered: every INPUT waits for the lane's earlier layers, every LAYER for the
+    lane's earlier inputs and layers (one set of regions; a test planner, not the driver's)."""
+
+    def __init__(self, g, split, lane):
+        self.g, self.shape, self.lane = g, g.engine.splits[split], lane
+        self.inputs = self.layers = 0
+
+    def mlp(self, program, layers, w_bases, items, *, src, src_words, dst, wait_weights):
+        r, c = self.shape.rows, self.shape.cols
+        in_words = -(-layers[0].shape[0] // r)
+        hidden = max([-(-layer.shape[1] // r) for layer in layers[:-1]], default=0)
+        bases = (in_words * items, (in_words + hidden) * items)
+        assert (in_words + 2 * hidden) * items <= self.shape.act_words
+        program.lane(self.lane, {"op": Op.INPUT, "wait_layers": self.layers % 256, "items": items, "stride": items,
+                                 "ktiles": in_words}, src=src.value, src_words=src_words, wait_weights=wait_weights)
+        self.inputs += 1
+        for n, (layer, w_base) in enumerate(zip(layers, w_bases)):
+            last = n == len(layers) - 1
+            program.lane(self.lane, {
+                "op": Op.LAYER, "wait_inputs": self.inputs % 256, "wait_layers": self.layers % 256, "items": items,
+                "stride": items, "in_base": bases[(n - 1) % 2] if n else 0, "out_base": 0 if last else bases[n % 2],
+                "w_base": w_base, "ktiles": -(-layer.shape[0] // r), "ntiles": -(-layer.shape[1] // c),
+                "params": {"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
+                "to_output": int(last)}, dst=dst.value, wait_weights=wait_weights)
+            self.layers += 1
+
+
+# (a) memory ----------------------------------------------------------------------------------------------------
+
+
+def test_memory_written_and_read_back():
+    chip = FunctionalChip(TINY)
+    g, rng = chip.geometry, np.random.default_rng(1)
+    program = Program(g)
+    program.add(Opcode.NOP)
+    lines = rng.integers(0, 256, (40, g.line_bytes), dtype=np.uint8)
+    program.mem_write(100, lines[:30])
+    program.mem_write((1 << g.addr_bits) - 10, lines[30:])
+    reads = [program.add(Opcode.MEM_READ, "mem_read", addr=90, length=49),
+             program.add(Opcode.MEM_READ, "mem_read", addr=(1 << g.addr_bits) - 10, length=9)]
+    sync = program.add(Opcode.SYNC)
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    first = of_kind(responses, ResponseKind.DATA, reads[0])
+    expected = np.zeros((50, g.line_bytes), dtype=np.uint8)
+    expected[10:40] = lines[:30]
+    assert np.array_equal(line_limbs(expected), first["data"])
+    assert first["last"].tolist() == [0] * 49 + [1]
+    assert np.array_equal(line_limbs(lines[30:]), of_kind(responses, ResponseKind.DATA, reads[1])["data"])
+    assert of_kind(responses, ResponseKind.DONE, sync)["last"].tolist() == [1]
+    assert result.counters["COMMANDS"] == 1 + 40 + 3 and result.counters["ERRORS"] == 0
+    # The controller's memory accesses go through the memory arbiter, which counts them.
+    assert (result.counters["MEM_READ_LINES"], result.counters["MEM_WRITE_LINES"]) == (60, 40)
+    # COUNTERS answers every counter but itself; with clear, it is not counted at all.
+    program = Program(g)
+    first = program.add(Opcode.COUNTERS, "counters", clear=1)
+    program.add(Opcode.FETCH, "fetch", items=0)          # refused: one error
+    second = program.add(Opcode.COUNTERS, "counters")
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    assert (result.counters["COMMANDS"], result.counters["ERRORS"]) == (2, 1)
+    for tag, commands, errors in ((first, 44, 0), (second, 1, 1)):
+        answered = of_kind(responses, ResponseKind.COUNTER, tag)
+        values = dict(zip(answered["index"].tolist(), answered["score"].tolist()))
+        assert (values[Counter.COMMANDS.value], values[Counter.ERRORS.value]) == (commands, errors)
+        assert answered["last"].tolist() == [0] * (len(values) - 1) + [1]
+
+
+# (b) one MLP through the dense path, the joiner and a SCORE to the responses ---------------------------------------
+
+
+def mlp_program(chip, split, lane, dense, bottom, top, *, source=FetchSource.RANGE, order=None, planted=None):
+    """A program running ``bottom`` (to the joiner: ``cat`` of one vector passes it through) then ``top`` (raw, one
+    output) on ``lane``, candidates fetched as ``source`` (``order`` the LIST), logits to the responses."""
+    g = chip.geometry
+    program = Program(g)
+    if split != 1:
+        program.add(Opcode.SPLIT, "split", n=split)
+    image = layout_weights(g.engine, split, {"bottom": bottom, "top": top})
+    weights_at = 8
+    staged = stage_weights(program, g, image, weights_at, flip=planted)
+    lines, stride, dense_lines = record_set(g, dense, [[] for _ in dense])
+    base = weights_at + staged
+    program.mem_write(base, lines)
+    items, d = len(dense), bottom[-1].shape[1]
+    fetch = {"lane": lane, "source": source.value, "items": items, "base": base, "stride": stride, "count": items,
+             "dense_lines": dense_lines, "dense_words": -(-dense.shape[1] // g.rows),
+             "join": {"mode": 1, "vectors": 1, "dim": d}}
+    if source == FetchSource.LIST:
+        list_at = base + len(lines)
+        program.mem_write(list_at, as_lines(np.asarray(order, dtype="<u2").view(np.uint8), g.line_bytes))
+        fetch["list_addr"] = list_at
+    program.add(Opcode.FETCH, "fetch", **fetch)
+    plan = LanePlan(g, split, lane)
+    plan.mlp(program, bottom, image.bases["bottom"], items, src=ActSource.DENSE, src_words=fetch["dense_words"],
+             dst=OutDest.JOIN, wait_weights=1)
+    plan.mlp(program, top, image.bases["top"], items, src=ActSource.INTERACT,
+             src_words=output_words("cat", 1, d, g.rows), dst=OutDest.SCORE, wait_weights=1)
+    score = program.add(Opcode.SCORE, "score", lane=lane, dest=ScoreDest.RSP.value, items=items, last=1)
+    return program, score
+
+
+@pytest.mark.parametrize(("split", "lane", "items"), [(1, 0, 12), (2, 1, 12), (4, 3, 8)])
+def test_one_mlp_on_a_lane_matches_mlp_forward(split, lane, items):
+    chip = FunctionalChip(TINY)
+    rng = np.random.default_rng(split)
+    bottom = random_mlp(rng, (7, 9, 5), raw_last=False)
+    top = random_mlp(rng, (5, 6, 1))
+    dense = rng.integers(-128, 128, (items, 7))
+    program, score = mlp_program(chip, split, lane, dense, bottom, top)
+    logits = of_kind(decode(chip, chip.run(program.words()).responses), ResponseKind.LOGIT, score)
+    expected = mlp_forward(bottom + top, dense)[:, 0]
+    assert np.array_equal(logits["score"], expected)
+    assert logits["index"].tolist() == list(range(len(dense)))
+    assert logits["last"].tolist() == [0] * (len(dense) - 1) + [1]
+    assert np.unique(expected).size > 6   # not degenerate
+
+
+def test_a_planted_weight_error_changes_the_logits():
+    chip = FunctionalChip(TINY)
+    rng = np.random.default_rng(7)
+    bottom, top = random_mlp(rng, (7, 9, 5), raw_last=False), random_mlp(rng, (5, 6, 1))
+    dense = rng.integers(-128, 128, (12, 7))
+    first_weight = chip.geometry.engine.splits[1].bias_words * chip.geometry.engine.word_bytes
+    program, score = mlp_program(chip, 1, 0, dense, bottom, top, planted=first_weight)
+    logits = of_kind(decode(chip, chip.run(program.words()).responses), ResponseKind.LOGIT, score)["score"]
+    assert not np.array_equal(logits, mlp_forward(bottom + top, dense)[:, 0])
+
+
+def test_a_list_fetches_in_its_order_and_an_index_beyond_the_set_is_an_error():
+    chip = FunctionalChip(TINY)
+    rng = np.random.default_rng(3)
+    bottom, top = random_mlp(rng, (6, 5), raw_last=False), random_mlp(rng, (5, 1))
+    dense = rng.integers(-128, 128, (10, 6))
+    order = [7, 2, 2, 15, 0, 9, 300, 4, 1, 3]   # 15 and 300 are beyond the set of 10
+    program, score = mlp_program(chip, 1, 0, dense, bottom, top, source=FetchSource.LIST, order=order)
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    used = np.minimum(order, len(dense) - 1)
+    logits = of_kind(responses, ResponseKind.LOGIT, score)
+    assert logits["index"].tolist() == used.tolist()
+    assert np.array_equal(logits["score"], mlp_forward(bottom + top, dense[used])[:, 0])
+    errors = of_kind(responses, ResponseKind.ERROR)
+    assert errors["code"].tolist() == [ErrorCode.INDEX.value] * 2
+    assert errors["index"].tolist() == [Opcode.FETCH.value] * 2 and errors["score"].tolist() == [15, 300]
+    assert result.counters["ERRORS"] == 0         # the controller's counter: refused commands only
+
+
+def shared_unit_program(chip, *, close=(True, True)):
+    """Lanes 0 and 1 (split 2) each rank 24 candidates with their own MLPs on top-k unit 0, their sub-batches'
+    SCOREs interleaved in the program (``close[lane]``: whether the lane's final SCORE has ``last``). Returns the
+    program, each lane's SCORE tags, MLPs and the candidates' dense features."""
+    g = chip.geometry
+    rng = np.random.default_rng(12)
+    mlps = {lane: (random_mlp(rng, (6, 5), raw_last=False), random_mlp(rng, (5, 4, 1))) for lane in (0, 1)}
+    dense = rng.integers(-128, 128, (24, 6))
+    program = Program(g)
+    program.add(Opcode.SPLIT, "split", n=2)
+    image = layout_weights(g.engine, 2, {(lane, part): mlp for lane, pair in mlps.items()
+                                         for part, mlp in zip(("bottom", "top"), pair)})
+    records_at = 8 + stage_weights(program, g, image, 8)
+    records, stride, dense_lines = record_set(g, dense, [[] for _ in dense])
+    program.mem_write(records_at, records)
+    plans, scores = {lane: LanePlan(g, 2, lane) for lane in mlps}, {lane: [] for lane in mlps}
+    for first in (0, 12):
+        for lane, (bottom, top) in mlps.items():
+            program.add(Opcode.FETCH, "fetch", lane=lane, first=first, items=12, base=records_at, stride=stride,
+                        count=len(dense), dense_lines=dense_lines, dense_words=2,
+                        join={"mode": 1, "vectors": 1, "dim": 5})
+            plans[lane].mlp(program, bottom, image.bases[lane, "bottom"], 12, src=ActSource.DENSE, src_words=2,
+                            dst=OutDest.JOIN, wait_weights=1)
+            plans[lane].mlp(program, top, image.bases[lane, "top"], 12, src=ActSource.INTERACT, src_words=2,
+                            dst=OutDest.SCORE, wait_weights=1)
+        for lane in mlps:
+            scores[lane].append(program.add(Opcode.SCORE, "score", lane=lane, dest=ScoreDest.TOPK.value, items=12,
+                                            last=int(first == 12 and close[lane]), k=5, report=1))
+    return program, scores, mlps, dense
+
+
+def test_two_lanes_share_a_top_k_unit_one_query_at_a_time():
+    """The unit serves one query from its first candidate to its last; each ranking is its own lane's."""
+    chip = FunctionalChip(TINY)
+    program, tags, mlps, dense = shared_unit_program(chip)
+    responses = decode(chip, chip.run(program.words()).responses)
+    for lane, (bottom, top) in mlps.items():
+        scores, indices = topk(mlp_forward(bottom + top, dense)[:, 0], 5)
+        ranking = of_kind(responses, ResponseKind.RANK, tags[lane][-1])
+        assert ranking["score"].tolist() == scores.tolist() and ranking["index"].tolist() == indices.tolist()
+
+
+def test_a_query_never_closed_holds_its_top_k_unit():
+    chip = FunctionalChip(TINY)
+    program, tags, _, _ = shared_unit_program(chip, close=(False, True))
+    with pytest.raises(Deadlock) as error:
+        chip.run(program.words())
+    assert error.value.blocked == [     # lane 1's first SCORE waits behind lane 0's two
+        f"score sequencer 1: SCORE (tag {tags[1][0]}) waits for top-k unit 0, which holds lane 0's query",
+        "top-k unit 0: holds an open query of lane 0 (no SCORE with last closes it)"]
+
+
+# The embedding unit: bags, the static and dynamic caches, UPDATE and FLUSH ----------------------------------------
+
+
+def test_embedding_updates_reach_every_copy_and_memory_writes_reach_the_cache_after_a_flush():
+    """Bags of three IDs pooled (``cat`` join with the bottom output); UPDATE of a static and of a cached row is
+    seen at once, a MEM_WRITE behind the dynamic cache only after a FLUSH."""
+    chip = FunctionalChip(TINY)
+    g = chip.geometry
+    rng = np.random.default_rng(11)
+    rows, dim, static_rows, m, s = 8, g.line_bytes, 2, 3, 3
+    table = rng.integers(-128, 128, (rows, dim))
+    layout = EmbeddingLayout(g.emb, [TableSpec(rows, dim, static_rows, m, s)])
+    bottom, top = random_mlp(rng, (5, 4), raw_last=False), random_mlp(rng, (8, 6, 1))
+    dense = rng.integers(-128, 128, (6, 5))
+    ids = rng.integers(0, rows, (6, 3))
+    ids[:, 0] = [0, 5, 6, 1, 5, 6]       # every item looks up a changed row
+    image = layout_weights(g.engine, 1, {"bottom": bottom, "top": top})
+    records, stride, dense_lines = record_set(g, dense, [[(0, int(i), int(k == 2)) for k, i in enumerate(item)]
+                                                         for item in ids])
+    program = Program(g)
+    program.mem_write(0, table.astype(np.int8).view(np.uint8))
+    weights_at = rows
+    records_at = weights_at + stage_weights(program, g, image, weights_at)
+    program.mem_write(records_at, records)
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.CONFIG.value, table=0, arg={"config": {
+        "rows": rows, "static_rows": static_rows, "static_base": 0, "mem_base": 0, "row_lines": 0, "m": m, "s": s}})
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.PRELOAD.value, table=0)
+    plan, scores = LanePlan(g, 1, 0), []
+
+    def query():
+        program.add(Opcode.FETCH, "fetch", items=len(dense), base=records_at, stride=stride, count=len(dense),
+                    dense_lines=dense_lines, dense_words=-(-dense.shape[1] // g.rows),
+                    join={"mode": 1, "vectors": 2, "dim": 4})
+        plan.mlp(program, bottom, image.bases["bottom"], len(dense), src=ActSource.DENSE,
+                 src_words=-(-dense.shape[1] // g.rows), dst=OutDest.JOIN, wait_weights=1)
+        plan.mlp(program, top, image.bases["top"], len(dense), src=ActSource.INTERACT,
+                 src_words=output_words("cat", 2, 4, g.rows), dst=OutDest.SCORE, wait_weights=1)
+        scores.append(program.add(Opcode.SCORE, "score", dest=ScoreDest.RSP.value, items=len(dense)))
+
+    def expected(data):
+        pooled = pool_bags(layout, [data], np.zeros(len(ids), dtype=np.int64), np.arange(0, ids.size + 1, 3),
+                           ids.reshape(-1))
+        joined = np.concatenate([mlp_forward(bottom, dense), pooled[:, :4]], axis=1)
+        return mlp_forward(top, joined)[:, 0]
+
+    query()
+    updated = table.copy()
+    for row in (0, 5):                    # static, and cached by the first query
+        updated[row] = rng.integers(-128, 128, dim)
+        program.add(Opcode.EMB, "emb", op=EmbeddingOp.UPDATE.value, table=0,
+                    arg={"update": {"id": row, "line": 0, "data": int.from_bytes(
+                        updated[row].astype(np.int8).tobytes(), "little")}})
+    behind = updated.copy()
+    behind[6] = rng.integers(-128, 128, dim)
+    program.mem_write(6, behind[6:7].astype(np.int8).view(np.uint8))
+    query()
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.FLUSH.value)
+    query()
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    got = [of_kind(responses, ResponseKind.LOGIT, tag)["score"] for tag in scores]
+    for logits, rows_seen in zip(got, (table, updated, behind)):    # the second query sees row 6 stale
+        assert np.array_equal(logits, expected(rows_seen))
+    assert not np.array_equal(expected(updated), expected(behind))
+    words = program.words()
+    host_writes = int(np.count_nonzero(codec(g.command_layout()).unpack(words)["op"] == Opcode.MEM_WRITE.value))
+    assert result.counters["MEM_WRITE_LINES"] == host_writes + 2          # and the UPDATEs' write-throughs
+    assert result.counters["EMB_LOOKUPS"] == 3 * ids.size
+    assert result.counters["EMB_STATIC_HITS"] == 3 * int(np.count_nonzero(ids < static_rows))
+
+
+# (c), (d) queries of trained, quantised RM models ------------------------------------------------------------
+
+
+def trained(name, rows=60, samples=2000):
+    spec = get_model(name, max_rows=rows)
+    records = tiny_data(spec, samples)
+    model, _ = train(spec, *preprocess(records, spec), records.labels,
+                     TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
+    return quantize(model, records.take(slice(0, 1000)))
+
+
+@pytest.fixture(scope="module")
+def rm_models():
+    return trained("rm-small"), trained("rm-med")
+
+
+class Loaded:
+    """A model on the chip: tables in memory and configured from chip table ``first_table``, weights loaded for
+    ``split`` at word ``w_base``, its candidate records in memory."""
+
+    def __init__(self, program, g, qmodel, split, *, first_table, mem_at, w_base, weights_done, records):
+        spec = qmodel.spec
+        self.qmodel, self.first_table = qmodel, first_table
+        dim = max(spec.emb_dim, g.line_bytes)          # rows padded to whole lines
+        static = [min(4, rows) for rows in spec.tables]
+        self.layout = EmbeddingLayout(g.emb, [TableSpec(rows, dim, s, int(m), int(sh)) for rows, s, m, sh in
+                                              zip(spec.tables, static, qmodel.pool_m, qmodel.pool_s)])
+        padded = np.zeros((len(qmodel.emb), dim), dtype=np.int8)
+        padded[:, :spec.emb_dim] = qmodel.emb
+        tables = np.zeros((self.layout.mem_lines * g.line_bytes,), dtype=np.uint8)
+        for t, rows in enumerate(spec.tables):
+            start = self.layout.mem_base[t] * g.line_bytes
+            chunk = padded[qmodel.offsets[t]:qmodel.offsets[t] + rows].view(np.uint8).reshape(-1)
+            tables[start:start + len(chunk)] = chunk
+        self.table_base = mem_at
+        program.mem_write(mem_at, tables.reshape(-1, g.line_bytes))
+        for t in range(len(spec.tables)):
+            program.add(Opcode.EMB, "emb", op=EmbeddingOp.CONFIG.value, table=first_table + t, arg={"config": {
+                "rows": spec.tables[t], "static_rows": static[t],
+                "static_base": self.layout.static_base[t] + (0 if first_table == 0 else g.emb.static_lines // 2),
+                "mem_base": mem_at + self.layout.mem_base[t], "row_lines": self.layout.row_lines[t].bit_length() - 1,
+                "m": int(qmodel.pool_m[t]), "s": int(qmodel.pool_s[t])}})
+            program.add(Opcode.EMB, "emb", op=EmbeddingOp.PRELOAD.value, table=first_table + t)
+        at = mem_at + self.layout.mem_lines
+        mlps = qmodel.mlps()
+        self.image = layout_weights(g.engine, split, {"bottom": mlps["bottom"], "top": mlps["top"]}, base=w_base)
+        at += stage_weights(program, g, self.image, at)
+        self.weights_done = weights_done + 1
+        self.dense_q, self.ids = records
+        lookups = [[(first_table + t, int(self.ids[i, t, 0]), 1) for t in range(len(spec.tables))]
+                   for i in range(len(self.dense_q))]
+        lines, self.stride, self.dense_lines = record_set(g, self.dense_q, lookups)
+        self.records = at
+        program.mem_write(at, lines)
+        self.end = at + len(lines)
+        self.g = g
+
+    def sub_batch(self, program, plan, lane, items, fetch):
+        """FETCH ``items`` candidates (``fetch`` gives the source fields) and the lane's two MLPs."""
+        g, q = self.g, self.qmodel
+        spec = q.spec
+        vectors, d = spec.num_vectors, spec.emb_dim
+        program.add(Opcode.FETCH, "fetch", lane=lane, items=items, base=self.records, stride=self.stride,
+                    count=len(self.dense_q), dense_lines=self.dense_lines, dense_words=-(-spec.dense // g.rows),
+                    join={"mode": 0, "vectors": vectors, "dim": d, "m": q.inter_m, "s": q.inter_s}, **fetch)
+        mlps = q.mlps()
+        plan.mlp(program, mlps["bottom"], self.image.bases["bottom"], items, src=ActSource.DENSE,
+                 src_words=-(-spec.dense // g.rows), dst=OutDest.JOIN, wait_weights=self.weights_done)
+        assert output_width("dot", vectors, d) == mlps["top"][0].shape[0]
+        plan.mlp(program, mlps["top"], self.image.bases["top"], items, src=ActSource.INTERACT,
+                 src_words=output_words("dot", vectors, d, g.rows), dst=OutDest.SCORE, wait_weights=self.weights_done)
+
+    def expected_counts(self, order):
+        """The embedding counters of the preloads and of looking up the records ``order`` (in order), by the cache
+        model."""
+        model = EmbeddingCacheModel(self.layout)
+        for t in range(len(self.layout)):
+            model.preload(t)
+        for item in order:
+            for t in range(self.ids.shape[1]):
+                model.lookup(t, [self.ids[item, t, 0]])
+        return model.counts
+
+
+def test_a_one_stage_query_matches_the_reference(rm_models):
+    qmodel = rm_models[0]
+    chip = FunctionalChip(SMALL)
+    g = chip.geometry
+    records = tiny_data(qmodel.spec, 150, start=5000, seed=9)
+    program = Program(g)
+    model = Loaded(program, g, qmodel, 1, first_table=0, mem_at=0, w_base=0, weights_done=0,
+                   records=qmodel.inputs(records))
+    plan = LanePlan(g, 1, 0)
+    sizes = [40, 40, 40, 30]
+    logits_tags, first = [], 0
+    for size in sizes:
+        model.sub_batch(program, plan, 0, size, {"source": FetchSource.RANGE.value, "first": first})
+        logits_tags.append(program.add(Opcode.SCORE, "score", lane=0, dest=ScoreDest.RSP.value, items=size))
+        first += size
+    # The same query again, ranked on chip.
+    first = 0
+    for n, size in enumerate(sizes):
+        model.sub_batch(program, plan, 0, size, {"source": FetchSource.RANGE.value, "first": first})
+        rank = program.add(Opcode.SCORE, "score", lane=0, dest=ScoreDest.TOPK.value, unit=0, items=size,
+                           last=int(n == len(sizes) - 1), k=20, report=1)
+        first += size
+    counters = program.add(Opcode.COUNTERS, "counters")
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    expected = qmodel.logits(model.dense_q, model.ids)
+    logits = np.concatenate([of_kind(responses, ResponseKind.LOGIT, tag)["score"] for tag in logits_tags])
+    assert np.array_equal(logits, expected)
+    assert np.unique(expected).size > 100
+    ranking = of_kind(responses, ResponseKind.RANK, rank)
+    scores, indices = topk(expected, 20)
+    assert ranking["score"].tolist() == scores.tolist() and ranking["index"].tolist() == indices.tolist()
+    assert ranking["last"].tolist() == [0] * 19 + [1]
+    # The embedding counters are the cache model's on the lookups in fetch order.
+    counts = model.expected_counts(list(range(150)) * 2)
+    for name, value in counts.items():
+        assert result.counters[f"EMB_{name.upper()}"] == value, name
+    assert counts["static_hits"] and counts["line_hits"] and counts["line_misses"]
+    answered = of_kind(responses, ResponseKind.COUNTER, counters)
+    values = dict(zip(answered["index"].tolist(), answered["score"].tolist()))
+    assert values[Counter.EMB_LOOKUPS.value] == 2 * 150 * 26 and values[Counter.ERRORS.value] == 0
+    assert sorted(values) == sorted([c.value for c in Counter if c not in (Counter.BUSY_LANE0, Counter.BUSY_TOPK0)]
+                                    + [Counter.BUSY_LANE0.value + lane for lane in range(g.lanes)]
+                                    + [Counter.BUSY_TOPK0.value + unit for unit in range(g.units)])
+
+
+def test_a_two_stage_query_filters_on_chip(rm_models):
+    small_model, med_model = rm_models
+    chip = FunctionalChip(SMALL)         # 52 tables on chip (emb_tables)
+    g = chip.geometry
+    raw = tiny_data(small_model.spec, 160, start=7000, seed=11)
+    program = Program(g)
+    program.add(Opcode.SPLIT, "split", n=2)
+    first_stage = Loaded(program, g, small_model, 2, first_table=0, mem_at=0, w_base=0, weights_done=0,
+                         records=small_model.inputs(raw))
+    second_stage = Loaded(program, g, med_model, 2, first_table=26, mem_at=first_stage.end,
+                          w_base=len(first_stage.image.words), weights_done=1, records=med_model.inputs(raw))
+    keep, k = 48, 10
+    plan0, plan1 = LanePlan(g, 2, 0), LanePlan(g, 2, 1)
+    for n, first in enumerate(range(0, 160, 40)):
+        first_stage.sub_batch(program, plan0, 0, 40, {"source": FetchSource.RANGE.value, "first": first})
+        program.add(Opcode.SCORE, "score", lane=0, dest=ScoreDest.TOPK.value, unit=0, items=40, last=int(n == 3),
+                    k=keep, keep=1)
+    sizes = [20, 20, 8]
+    for n, first in enumerate(np.cumsum([0, *sizes[:-1]]).tolist()):
+        second_stage.sub_batch(program, plan1, 1, sizes[n], {
+            "source": FetchSource.SURVIVORS.value, "first": first, "unit": 0, "wait_results": 1,
+            "release": int(n == len(sizes) - 1)})
+        rank = program.add(Opcode.SCORE, "score", lane=1, dest=ScoreDest.TOPK.value, unit=0, items=sizes[n],
+                           last=int(n == len(sizes) - 1), k=k, report=1)
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    _, survivors = topk(small_model.logits(first_stage.dense_q, first_stage.ids), keep)
+    logits = med_model.logits(second_stage.dense_q[survivors], second_stage.ids[survivors])
+    scores, indices = topk(logits, k, survivors)
+    ranking = of_kind(responses, ResponseKind.RANK, rank)
+    assert ranking["score"].tolist() == scores.tolist() and ranking["index"].tolist() == indices.tolist()
+    assert len(of_kind(responses, ResponseKind.RANK)["kind"]) == k   # the first stage reported nothing
+    assert result.counters["ERRORS"] == 0
+    assert chip.topk[0].results_done == 1 and chip.topk[0].releases == 1
+
+
+# (e) errors --------------------------------------------------------------------------------------------------------
+
+
+def test_every_error_code_with_its_detail_and_no_effect():
+    """The controller's checks (rtl/accel/controller.py), in its priority order, with its details."""
+    # Twelve tables: a table field of four bits can name a table the chip does not have.
+    chip = FunctionalChip(TINY.with_settings(["emb_tables=12"]))
+    g = chip.geometry
+    lines = 1 << g.addr_bits
+    acc_rows = g.engine.splits[1].acc_rows
+    dim_bits = g.max_dim.bit_length()
+    program = Program(g)
+    good_fetch = {"lane": 0, "items": 2, "count": 4, "stride": 1, "dense_lines": 1, "dense_words": 1,
+                  "join": {"vectors": 1, "dim": 4}}
+    layer = {"op": Op.LAYER, "items": 1, "ktiles": 1, "ntiles": 1}
+    cases = [
+        (13, None, {}, ErrorCode.OPCODE, 13),
+        (Opcode.SCORE, "score", {"lane": 1, "items": 0}, ErrorCode.LANE, 1),
+        (Opcode.FETCH, "fetch", {**good_fetch, "lane": 2, "items": 0}, ErrorCode.LANE, 2),
+        (Opcode.WEIGHTS, "weights", {"lane": 3, "wait": 1, "words": 0}, ErrorCode.LANE, 3),
+        (Opcode.LANE, "lane", {"lane": 1, "cmd": {"items": 0}}, ErrorCode.LANE, 1),
+        (Opcode.SPLIT, "split", {"n": 3}, ErrorCode.SPLIT, 3),
+        (Opcode.SCORE, "score", {"items": 1, "last": 1, "k": 0}, ErrorCode.K, 0),
+        (Opcode.SCORE, "score", {"items": 1, "last": 1, "k": g.k_max + 1}, ErrorCode.K, g.k_max + 1),
+        (Opcode.FETCH, "fetch", {**good_fetch, "items": 0, "raw": {"source": 3}}, ErrorCode.ITEMS, 0),
+        (Opcode.LANE, "lane", {"cmd": {**layer, "items": acc_rows + 1}}, ErrorCode.ITEMS, acc_rows + 1),
+        (Opcode.SCORE, "score", {"items": 0, "unit": 1}, ErrorCode.ITEMS, 0),
+        (Opcode.SCORE, "score", {"items": 1, "unit": 1, "last": 1}, ErrorCode.UNIT, 1),
+        (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.SURVIVORS.value, "unit": 1, "first": 15},
+         ErrorCode.UNIT, 1),
+        (Opcode.WEIGHTS, "weights", {"w_addr": 250, "words": 10, "mem_addr": lines - 1}, ErrorCode.WEIGHTS, 260),
+        (Opcode.WEIGHTS, "weights", {"w_addr": 3, "words": 0}, ErrorCode.WEIGHTS, 3),
+        (Opcode.LANE, "lane", {"cmd": {**layer, "w_base": 9}}, ErrorCode.WEIGHTS, 9),
+        (Opcode.EMB, "emb", {"op": EmbeddingOp.FLUSH.value, "table": g.emb.tables}, ErrorCode.TABLE, g.emb.tables),
+        (Opcode.FETCH, "fetch", {**good_fetch, "join": {"vectors": 2, "dim": 4}}, ErrorCode.TABLE, 1),
+        (Opcode.FETCH, "fetch", {**good_fetch, "first": 3, "join": {"vectors": 2, "dim": 4}}, ErrorCode.INDEX, 5),
+        (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.SURVIVORS.value, "first": 15},
+         ErrorCode.INDEX, 17),
+        (Opcode.MEM_READ, "mem_read", {"addr": lines - 2, "length": 2}, ErrorCode.ADDRESS, lines - 2),
+        (Opcode.WEIGHTS, "weights", {"mem_addr": lines - 1, "words": 8}, ErrorCode.ADDRESS, lines - 1),
+        (Opcode.EMB, "emb", {"op": EmbeddingOp.LOOKUP.value, "table": g.emb.tables}, ErrorCode.FIELD,
+         EmbeddingOp.LOOKUP.value),
+        (Opcode.EMB, "emb", {"op": EmbeddingOp.COUNTERS.value}, ErrorCode.FIELD, EmbeddingOp.COUNTERS.value),
+        (Opcode.FETCH, "fetch", {**good_fetch, "raw": {"source": 3}, "join": {"vectors": 0, "dim": 4}},
+         ErrorCode.FIELD, 3),
+        (Opcode.FETCH, "fetch", {**good_fetch, "join": {"vectors": 0, "dim": 4}, "unit": 1,
+                                 "source": FetchSource.SURVIVORS.value}, ErrorCode.FIELD, 4),
+        (Opcode.FETCH, "fetch", {**good_fetch, "join": {"vectors": 1, "dim": 0}}, ErrorCode.FIELD, 1 << dim_bits),
+    ]
+    assert {code for *_, code, _ in cases} == set(ErrorCode) - {ErrorCode.NONE}
+    tags = [program.add(op, member, **fields) for op, member, fields, *_ in cases]
+    # Nothing refused had an effect: the split is still 1, no weight page is loaded, no table configured (a CONFIG
+    # of 0 rows configures none); and the chip serves the next commands.
+    after = [program.add(Opcode.LANE, "lane", lane=1, cmd={"items": 1}),
+             program.add(Opcode.LANE, "lane", cmd={**layer, "w_base": 9}),
+             program.add(Opcode.WEIGHTS, "weights", w_addr=8, words=2),
+             program.add(Opcode.LANE, "lane", cmd={**layer, "w_base": 9}),
+             program.add(Opcode.EMB, "emb", op=EmbeddingOp.CONFIG.value, table=3, arg={"config": {"rows": 0}}),
+             program.add(Opcode.FETCH, "fetch", **{**good_fetch, "join": {"vectors": 2, "dim": 4}}),
+             program.add(Opcode.EMB, "emb", op=EmbeddingOp.CONFIG.value, table=3, arg={"config": {"rows": 5}}),
+             program.add(Opcode.FETCH, "fetch", **{**good_fetch, "join": {"vectors": 3, "dim": 4}})]
+    read = program.add(Opcode.MEM_READ, "mem_read", addr=0, length=0)
+    result = chip.run(program.words())
+    errors = of_kind(decode(chip, result.responses), ResponseKind.ERROR)
+    expected = [(tag, code.value, op if isinstance(op, int) else op.value, detail)
+                for tag, (op, _, _, code, detail) in zip(tags, cases)]
+    expected += [(after[0], ErrorCode.LANE.value, Opcode.LANE.value, 1),
+                 (after[1], ErrorCode.WEIGHTS.value, Opcode.LANE.value, 9),
+                 (after[5], ErrorCode.TABLE.value, Opcode.FETCH.value, 1),
+                 (after[7], ErrorCode.TABLE.value, Opcode.FETCH.value, 2)]
+    got = list(zip(*(errors[name].tolist() for name in ("tag", "code", "index", "score"))))
+    assert got == expected
+    assert errors["last"].tolist() == [1] * len(expected)
+    assert result.counters["ERRORS"] == len(expected)
+    assert result.counters["COMMANDS"] == len(cases) + len(after) + 1
+    assert len(of_kind(decode(chip, result.responses), ResponseKind.DATA, read)["kind"]) == 1
+
+
+# (f) programs that do not line up --------------------------------------------------------------------------------
+
+
+def test_a_lane_taking_more_dense_words_than_fetched_deadlocks():
+    chip = FunctionalChip(TINY)
+    rng = np.random.default_rng(5)
+    bottom, top = random_mlp(rng, (6, 5), raw_last=False), random_mlp(rng, (5, 1))
+    program, _ = mlp_program(chip, 1, 0, rng.integers(-128, 128, (8, 6)), bottom, top)
+    words = program.words()
+    columns = codec(chip.geometry.command_layout()).unpack(words)
+    first_input = int(np.flatnonzero(columns["op"] == Opcode.LANE.value)[0])
+    columns["arg"] = {"lane": {**columns["arg"]["lane"], "src_words": np.where(
+        np.arange(len(words)) == first_input, 3, columns["arg"]["lane"]["src_words"])}}
+    broken = codec(chip.geometry.command_layout()).pack(columns)
+    with pytest.raises(Deadlock, match=r"lane 0: INPUT \(tag \d+\) waits for 24 words on dense\[0\] \(16 there\)") \
+            as error:
+        chip.run(broken)
+    assert any(line.startswith("joiner:") for line in error.value.blocked)
+
+
+def test_a_survivors_fetch_of_a_result_never_kept_deadlocks_and_a_sync_waits_for_it():
+    chip = FunctionalChip(TINY)
+    program = Program(chip.geometry)
+    program.add(Opcode.FETCH, "fetch", source=FetchSource.SURVIVORS.value, wait_results=1, items=2, count=4,
+                stride=1, dense_lines=1, dense_words=1, join={"vectors": 1, "dim": 4})
+    program.add(Opcode.SYNC)
+    with pytest.raises(Deadlock) as error:
+        chip.run(program.words())
+    assert error.value.blocked == [
+        "controller: SYNC (tag 1) waits for the chip to be quiet (every queue empty, every unit idle)",
+        "fetcher: FETCH (tag 0) waits for result 1 of top-k unit 0 (0 done)"]
+
+
+def test_logits_nobody_scores_are_work_left():
+    chip = FunctionalChip(TINY)
+    rng = np.random.default_rng(6)
+    bottom, top = random_mlp(rng, (6, 5), raw_last=False), random_mlp(rng, (5, 1))
+    program, _ = mlp_program(chip, 1, 0, rng.integers(-128, 128, (8, 6)), bottom, top)
+    words = program.words()[:-1]     # without the SCORE
+    with pytest.raises(Deadlock, match=r"logits\[0\] holds 8 transfers no command takes"):
+        chip.run(words)
