@@ -7,13 +7,22 @@ decoupled stages:
   join job, then walks its items twice, phase 1 and phase 2: per item it resolves the candidate index (``RANGE``:
   ``first + i``; ``SURVIVORS``: the survivors bank, read one cycle ahead; ``LIST``: the list lines a list reader
   fetches ahead), sends it to ``index[lane]`` (phase 1; a ``LIST`` index at or above ``count`` gives an ERROR
-  response and becomes ``count - 1``) and puts out a *token*: the memory lines of the item's dense area (phase 1)
-  or lookup area (phase 2). An EMB instruction is a token too, so it keeps its place among the lookups;
-* the **issuer** turns tokens into memory reads (bursts of at most ``max_burst`` lines) and a *descriptor* per
-  token for the parser. A read is issued only when the response buffer has room for all its lines, so the
-  fetcher always accepts the memory's responses: it never holds up the memory port that the embedding unit shares;
-* the **parser** takes the response lines in order, per descriptor: dense words to ``dense[lane]``, lookups to
-  ``lookup`` as LOOKUP commands, list lines to the sequencer's list queue, EMB commands from their queue.
+  response and becomes ``count - 1``) and puts out a *token*: the memory lines of the item's dense area (phase 1:
+  the lines that hold the ``dense_words`` words sent, at most ``dense_lines`` and the record) or of its lookup area
+  (phase 2: the rest of the record; a FETCH whose records have no lookup area has no phase 2). An EMB
+  instruction is a token too, so it keeps its place among the lookups;
+* the **issuer** computes a token's record address (``base + index * stride``, a pipeline stage of its own), turns
+  the token into memory reads (bursts of at most ``max_burst`` lines) and a *descriptor* for the parser. A read is
+  issued only when the response buffer has room for all its lines, so the fetcher always accepts the memory's
+  responses: it never holds up the memory port that the embedding unit shares. List lines are requested between
+  tokens, a line at a time, once the list queue has room for them;
+* the **parser** takes the response lines in order, per descriptor, a step per cycle: a dense word (cut from the
+  lines in pieces of ``min(rows, line_bytes)`` bytes) to ``dense[lane]``; the count of an item's lookups together
+  with its first lookup, then a lookup per cycle to ``lookup`` as LOOKUP commands, then any unused lines of the
+  lookup area, a line per cycle; a list line to the sequencer's list queue; an EMB command from its queue.
+
+So with the memory keeping up, a FETCH takes about a cycle per dense word (at least a cycle per item) and a cycle
+per lookup, plus the memory latency.
 
 Phase 1 of a FETCH reads only dense areas and phase 2 only lookup areas, so a sub-batch's dense words never wait
 behind its lookups. The joiner consumes a sub-batch's pooled vectors only after the lane has run the bottom MLP on

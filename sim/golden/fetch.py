@@ -102,7 +102,7 @@ def _indices(g, f, memory, survivors):
         return [(f["first"] + i) & 0xFFFF for i in range(items)]
     if source == FetchSource.SURVIVORS:
         kept = survivors[(f["unit"], f["wait_results"])]
-        return [int(kept[(f["first"] + i) % g.k_max]) for i in range(items)]
+        return [int(kept[f["first"] + i]) for i in range(items)]
     per_line = g.line_bytes // 2
     return [int(_line(g, memory, f["list_addr"] + i // per_line).view("<u2")[i % per_line]) for i in range(items)]
 
@@ -119,8 +119,8 @@ def fetch_golden(g, instructions, memory, survivors=None):
     memory : numpy.ndarray
         ``(lines, line_bytes)`` uint8: the memory from line 0 (addresses wrap modulo ``2**g.addr_bits``).
     survivors : mapping, optional
-        ``(unit, result) -> indices``: the kept result a ``SURVIVORS`` fetch with that ``unit`` and
-        ``wait_results`` reads.
+        ``(unit, result) -> indices``: the kept result a ``SURVIVORS`` fetch with that ``unit`` (a holder: top-k
+        units, then filter units) and ``wait_results`` reads, from position 0.
 
     Returns
     -------
