@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Value
+from amaranth.hdl import Cat, Module, Value
 from amaranth.lib import wiring
 
 from rpaccel.config import preset
@@ -24,6 +24,8 @@ TINY = ChipGeometry(preset("tiny"))
 WIDE_IDS = ChipGeometry(preset("tiny").with_settings(["mem_bytes=4294967296"]))
 #: Dense words of two memory lines.
 WIDE_ROWS = ChipGeometry(preset("tiny").with_settings(["array_rows=32"]))
+#: A lookup entry per line (8-byte lines, 64-bit entries).
+NARROW_LINES = ChipGeometry(preset("tiny").with_settings(["dyn_cache_line_bytes=8", "mem_bytes=2147483648"]))
 SMALL = ChipGeometry(preset("small"))
 MEMORY_LINES = 1024
 
@@ -198,11 +200,16 @@ def run(program, *, pause=0.3, seed=0, fetcher=None, latency=12, bytes_per_cycle
             state["done"] = r
             ctx.set(fetcher.results_done[0], r)
 
-    async def monitor(ctx):     # releases, and the start of every SURVIVORS fetch against results_done
+    outputs = [fetcher.mem.req, fetcher.lookup, fetcher.join, fetcher.rsp, *fetcher.dense, *fetcher.index]
+
+    async def monitor(ctx):     # releases, the start of every SURVIVORS fetch against results_done, busy and idle
         taken, got["release"] = 0, []
         while True:
-            *_, valid, ready, release = await ctx.tick().sample(fetcher.cmd.valid, fetcher.cmd.ready,
-                                                                fetcher.release[0])
+            *_, valid, ready, release, busy, idle, sending = await ctx.tick().sample(
+                fetcher.cmd.valid, fetcher.cmd.ready, fetcher.release[0], fetcher.busy, fetcher.idle,
+                Cat(port.valid for port in outputs))
+            if (sending and not busy) or (idle and (busy or valid)):
+                problems.append(f"busy {busy}, idle {idle} with command {valid} and outputs {sending:b}")
             if release:
                 state["releases"] += 1
                 got["release"].append(0)
@@ -239,8 +246,9 @@ def differences(got, want):
     return out
 
 
-@pytest.mark.parametrize("g, seed", [(TINY, 1), (TINY, 2), (WIDE_IDS, 3), (WIDE_ROWS, 4), (SMALL, 6)],
-                         ids=["tiny-1", "tiny-2", "wide-ids", "wide-rows", "small"])
+@pytest.mark.parametrize("g, seed", [(TINY, 1), (TINY, 2), (WIDE_IDS, 3), (WIDE_ROWS, 4), (NARROW_LINES, 8),
+                                     (SMALL, 6)],
+                         ids=["tiny-1", "tiny-2", "wide-ids", "wide-rows", "narrow-lines", "small"])
 def test_random_programs_match_the_golden_model(g, seed):
     program = Program(g, seed)
     got, want, problems = run(program, seed=seed, latency=8 + seed * 3)
