@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..host.driver.chip import ChipEncoder, decode_responses, expected_responses
+from ..host.driver.codec import to_ints
 from ..host.driver.device import TimedTrace
 from ..numeric import topk
 from ..rtl.accel.isa import ResponseKind
@@ -101,7 +102,7 @@ def program_words(program, expected=None, encoder=None):
     return np.concatenate(parts)
 
 
-def run_program(program, *, device=None, pause=0.0, seed=1, max_cycles=200_000_000):
+def run_program(program, *, device=None, pause=0.0, seed=1, max_cycles=20_000_000):
     """Run ``program`` on the chip (RTL, Verilator) and return a :class:`ChipRun`.
 
     Parameters
@@ -118,7 +119,7 @@ def run_program(program, *, device=None, pause=0.0, seed=1, max_cycles=200_000_0
     device = device or chip_device(config)
     expected = expected_responses(program)
     words = program_words(program, expected)
-    trace = TimedTrace().send("cmd", words).expect("rsp", len(expected.responses))
+    trace = TimedTrace().send("cmd", to_ints(words)).expect("rsp", len(expected.responses))
     result = device.run(trace, pause=pause, seed=seed, max_cycles=max_cycles)
     out = result.outputs["rsp"]
     responses = decode_responses(program.setup.geometry, out.words)
