@@ -126,6 +126,15 @@ def run_score(geometry, programs, logits, indices, *, pause=0.3, seed=0, hold=60
                 ctx.set(dut.release[holder], 0)
         finished["survivors"] = True
 
+    async def watch_idle(ctx):
+        # Once every input is in, the unit may not say idle while a response is still to come.
+        sent, count = 0, sum(len(replies) for replies in expected.responses.values())
+        async for _, _, idle, valid, ready in ctx.tick().sample(dut.idle, dut.rsp.valid, dut.rsp.ready):
+            sent += valid and ready
+            error = "idle with responses still to come"
+            if idle and sent < count and finished["senders"] == len(senders) and error not in errors:
+                errors.append(error)
+
     async def final(ctx):
         # A query neither kept nor reported shows only as the unit going idle: wait for that, within a bound.
         while not (finished["responses"] and finished["survivors"] and finished["senders"] == len(senders)):
@@ -142,7 +151,7 @@ def run_score(geometry, programs, logits, indices, *, pause=0.3, seed=0, hold=60
         if state != want:
             errors.append(f"at the end {state}, expected {want}")
 
-    run_simulation(dut, [*senders, receive, fetcher, final], processes=processes, max_cycles=max_cycles,
+    run_simulation(dut, [*senders, receive, fetcher, final], processes=[watch_idle, *processes], max_cycles=max_cycles,
                    name="score")
     by_tag = {}
     for reply in got:
@@ -232,6 +241,12 @@ def test_random_programs_without_stalls():
     assert run_score(SMALL_FILTERS, programs, logits, indices, pause=0.0, seed=4) == []
 
 
+def test_busy_until_a_filter_result_has_left():
+    # The kept candidate comes last: the filter unit has finished before its KEPT leaves the response slice.
+    programs = [[score_instr(0, dest=ScoreDest.FILTER, items=6, last=1, k=1, report=1)]]
+    assert run_score(TINY, programs, [[7, 1, 2, 0, 3, 9]], [list(range(10, 16))], pause=0.0) == []
+
+
 def transfers(stream, cycles):
     """A process appending to ``cycles`` the cycle of every transfer on ``stream``."""
     async def monitor(ctx):
@@ -297,13 +312,13 @@ def test_scoreboard_catches_a_result_written_before_its_bank_is_released(dest):
 class _OverflowUnnoticed(ScoreUnit):
     """Planted bug: a filter unit's overflow flag is lost on the way to its responses."""
 
-    def _filter_result(self, m, holder, result, closing):
+    def _filter_result(self, m, holder, result, closing, busy):
         words = data.View(filter_out_layout(), Signal(filter_out_layout()))
         valid = Signal(name=f"unit{holder}_planted_valid")
         ready = Signal(name=f"unit{holder}_planted_ready")
         m.d.comb += [valid.eq(result.valid), words.eq(result.payload), words.error.eq(0), result.ready.eq(ready)]
         planted = _Port(valid, ready, words)
-        return super()._filter_result(m, holder, planted, closing)
+        return super()._filter_result(m, holder, planted, closing, busy)
 
 
 class _Port:
