@@ -21,8 +21,8 @@ TINY = ChipGeometry(preset("tiny"))           # 4 lanes, 1 top-k unit (k_max 16)
 TWO_UNITS = ChipGeometry(preset("tiny").with_settings(["topk_units=2"]))
 TWO_FILTERS = ChipGeometry(preset("tiny").with_settings(["filter_units=2"]))
 ODD_K = ChipGeometry(preset("tiny").with_settings(["topk_units=3", "k_max=12"]))  # banks of 12 in 256 places
-# Filters of 16 candidates: random queries of up to 24 overflow; top-k and filter banks of equal size.
-SMALL_FILTERS = ChipGeometry(preset("tiny").with_settings(["topk_units=2", "filter_units=2", "filter_capacity=16"]))
+# Filters of 8 candidates: random queries of up to 24 overflow; filter banks smaller than top-k ones.
+SMALL_FILTERS = ChipGeometry(preset("tiny").with_settings(["topk_units=2", "filter_units=2", "filter_capacity=8"]))
 
 #: Cycles within which the unit must be idle once every input is in and every output out (a filter unit's
 #: selection of a query nobody waits for takes about 1,100).
@@ -194,15 +194,14 @@ def test_golden_filter_keeps_the_first_of_equal_pairs_and_flags_an_overflow():
     assert filter_keep([1, 2, 3, 9], 5, [0, 1, 2, 3], 3) == ([0, 1, 2], True)   # 9 came after the unit was full
     # An overflowing query's ERROR replaces its last KEPT, and is answered without report too.
     programs = [[score_instr(8, dest=ScoreDest.FILTER, items=20, last=1, k=2, keep=1, report=1)],
-                [score_instr(9, lane=1, dest=ScoreDest.FILTER, unit=1, items=17, last=1, k=16)]]
-    logits = [list(range(20)), [0] * 17]
-    outcome = score_model(SMALL_FILTERS, programs, logits, [list(range(20)), list(range(100, 117))])
-    error = {"code": ErrorCode.ITEMS, "index": Opcode.SCORE.value, "score": 0, "last": 1}
-    assert outcome.responses == {8: [response(ResponseKind.KEPT, 8, 0, 14, 0),
-                                     response(ResponseKind.ERROR, 8, error["score"], error["index"], 1,
-                                              error["code"])],
-                                 9: [response(ResponseKind.ERROR, 9, 0, Opcode.SCORE.value, 1, ErrorCode.ITEMS)]}
-    assert outcome.results_done == [0, 0, 1, 0] and outcome.kept[2][0].indices == [14, 15]
+                [score_instr(9, lane=1, dest=ScoreDest.FILTER, unit=1, items=9, last=1, k=8)]]
+    logits = [list(range(20)), [0] * 9]
+    outcome = score_model(SMALL_FILTERS, programs, logits, [list(range(20)), list(range(100, 109))])
+    def error(tag):
+        return response(ResponseKind.ERROR, tag, 0, Opcode.SCORE.value, 1, ErrorCode.ITEMS)
+
+    assert outcome.responses == {8: [response(ResponseKind.KEPT, 8, 0, 6, 0), error(8)], 9: [error(9)]}
+    assert outcome.results_done == [0, 0, 1, 0] and outcome.kept[2][0].indices == [6, 7]
 
 
 @pytest.mark.parametrize("programs, logits, message", [
@@ -226,13 +225,13 @@ def test_golden_model_refuses_bad_programs(programs, logits, message):
 @pytest.mark.parametrize("geometry, seed, pause", [
     (TINY, 1, 0.3), (TINY, 2, 0.6), (TWO_UNITS, 3, 0.3), (TWO_UNITS, 4, 0.5), (TWO_FILTERS, 5, 0.1),
     (TWO_FILTERS, 6, 0.4), (SMALL_FILTERS, 7, 0.3), (ODD_K, 8, 0.3),
-], ids=["tiny-a", "tiny-b", "2u-a", "2u-b", "2f-a", "2f-b", "2u2f-cap16", "3u-k12"])
+], ids=["tiny-a", "tiny-b", "2u-a", "2u-b", "2f-a", "2f-b", "2u2f-cap8", "3u-k12"])
 def test_random_programs_with_stalls(geometry, seed, pause):
     programs, logits, indices = random_program(np.random.default_rng(seed), geometry, blocks=12)
     kinds = {reply["kind"] for replies in score_model(geometry, programs, logits, indices).responses.values()
              for reply in replies}
     assert {ResponseKind.LOGIT, ResponseKind.RANK, ResponseKind.KEPT} <= kinds
-    assert (ResponseKind.ERROR in kinds) == (geometry is SMALL_FILTERS)   # only 16-candidate filters overflow
+    assert (ResponseKind.ERROR in kinds) == (geometry is SMALL_FILTERS)   # only 8-candidate filters overflow
     assert run_score(geometry, programs, logits, indices, pause=pause, seed=seed) == []
 
 
@@ -330,8 +329,8 @@ class _Port:
 
 def test_scoreboard_catches_an_overflow_not_reported():
     programs = [[score_instr(0, dest=ScoreDest.FILTER, items=20, last=1, k=4, keep=1, report=1),
-                 score_instr(1, dest=ScoreDest.FILTER, items=10, last=1, k=4, keep=1)]]
-    logits, indices = [list(range(30))], [list(range(500, 530))]
+                 score_instr(1, dest=ScoreDest.FILTER, items=6, last=1, k=4, keep=1)]]
+    logits, indices = [list(range(26))], [list(range(500, 526))]
     errors = run_score(SMALL_FILTERS, programs, logits, indices, pause=0.2, dut=_OverflowUnnoticed(SMALL_FILTERS))
     assert any("tag 0: responses" in error for error in errors), errors
     assert run_score(SMALL_FILTERS, programs, logits, indices, pause=0.2) == []
