@@ -744,12 +744,6 @@ class _Holder(_Unit):
         return not self.results and self.owner is None
 
 
-def _last_flags(count):
-    last = np.zeros(count, dtype=np.int64)
-    last[-1:] = 1
-    return last
-
-
 class _TopK(_Holder):
     """A top-k unit: the ``k`` best of a query, best first, as RANK responses."""
 
@@ -758,9 +752,12 @@ class _TopK(_Holder):
 
     def _select(self, tag, scores, indices, k, report):
         scores, indices = topk(scores, k, indices)
-        replies = [{"kind": ResponseKind.RANK, "tag": tag, "count": len(scores), "last": _last_flags(len(scores)),
-                    "index": indices, "score": scores}] if report else []
-        return indices, replies
+        if not report:
+            return indices, []
+        last = np.zeros(len(scores), dtype=np.int64)
+        last[-1] = 1
+        return indices, [{"kind": ResponseKind.RANK, "tag": tag, "count": len(scores), "last": last,
+                          "index": indices, "score": scores}]
 
 
 class _Filter(_Holder):
@@ -773,10 +770,14 @@ class _Filter(_Holder):
 
     def _select(self, tag, scores, indices, k, report):
         kept, overflow = filter_keep(scores.tolist(), k, indices.tolist(), self.capacity)
-        shown = len(kept) - overflow if report else 0
-        replies = [{"kind": ResponseKind.KEPT, "tag": tag, "count": shown,
-                    "last": _last_flags(shown) * (not overflow), "index": kept[:shown]}] if shown else []
-        if overflow:
+        shown = (kept[:-1] if overflow else kept) if report else []
+        replies = []
+        if shown:
+            last = np.zeros(len(shown), dtype=np.int64)
+            last[-1] = not overflow
+            replies.append({"kind": ResponseKind.KEPT, "tag": tag, "count": len(shown), "last": last,
+                            "index": shown})
+        if overflow:       # its ERROR replaces the last KEPT
             replies.append({"kind": ResponseKind.ERROR, "tag": tag, "last": 1, "code": ErrorCode.ITEMS,
                             "index": Opcode.SCORE.value})
         return np.array(kept, dtype=np.int64), replies
