@@ -242,7 +242,7 @@ def random_program(rng, geometry, *, blocks=6, max_items=8, tags=1 << TAG_BITS):
             if rng.random() < 0.3:
                 program.append(to_rsp(lane))
                 continue
-            to_filter = g.filters and rng.random() < 0.5
+            to_filter = rng.random() < 0.5
             dest, units, k_max = ((ScoreDest.FILTER, g.filters, g.filter_capacity) if to_filter
                                   else (ScoreDest.TOPK, g.units, g.k_max))
             unit = int(rng.integers(0, units))

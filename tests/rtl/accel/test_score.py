@@ -257,10 +257,12 @@ def transfers(stream, cycles):
     return monitor
 
 
-def test_a_lane_takes_one_item_per_cycle():
+@pytest.mark.parametrize("dest", [ScoreDest.TOPK, ScoreDest.FILTER])
+def test_a_lane_takes_one_item_per_cycle(dest):
     # Two SCOREs of one query, one to the responses, a second query: gaps only where a query asks for its unit.
-    program = [score_instr(0, unit=0, items=20), score_instr(1, unit=0, items=20, last=1, k=16, keep=1),
-               score_instr(2, dest=ScoreDest.RSP, items=20), score_instr(3, unit=0, items=20, last=1, k=5, keep=1)]
+    program = [score_instr(0, dest=dest, items=20), score_instr(1, dest=dest, items=20, last=1, k=16, keep=1),
+               score_instr(2, dest=ScoreDest.RSP, items=20),
+               score_instr(3, dest=dest, items=20, last=1, k=5, keep=1)]
     rng = np.random.default_rng(5)
     logits, indices = [rng.integers(-100, 100, 80).tolist()], [rng.choice(1 << 16, 80, replace=False).tolist()]
     cycles = []
