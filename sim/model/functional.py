@@ -886,6 +886,9 @@ class FunctionalChip:
         ``weight_buffer_words x array_cols`` int8.
     split : int
         The current split (1 after reset).
+    topk, filters : list
+        The top-k units and the filter units; ``holders`` both, in holder order (a holder's ``results_done``,
+        ``releases`` and ``banks`` are its kept results' state).
     """
 
     def __init__(self, config):
