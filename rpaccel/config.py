@@ -115,6 +115,10 @@ class AccelConfig:
         Latency and bandwidth of the off-chip memory model.
     mem_bytes : int
         Capacity of the off-chip memory holding the embedding tables (a power of two; sets address widths).
+    join_buffer_words : int
+        Depth of the joiner's FIFO of pooled vectors (a power of two), in words of ``array_rows`` int8; a vector
+        of ``d`` elements takes ``ceil(d / array_rows)`` words. The embedding unit runs ahead of the MLP engine by
+        at most this much pooled data (:mod:`rpaccel.rtl.accel.join`).
     k_max : int
         Largest k a top-k unit supports.
     topk_units : int
@@ -155,6 +159,8 @@ class AccelConfig:
     mem_latency_cycles: int = 100
     mem_bytes_per_cycle: int = 16
     mem_bytes: int = 1 << 25
+    # Joiner (between the embedding unit, the bottom MLP and the interaction unit).
+    join_buffer_words: int = 2048
     # Top-k and filter units.
     k_max: int = 64
     topk_units: int = 1
@@ -200,6 +206,8 @@ class AccelConfig:
                               f"({self.max_emb_dim}), not {self.emb_requant_lanes!r}")
         if not _is_pow2(self.mem_bytes):
             raise ConfigError(f"mem_bytes must be a power of two, not {self.mem_bytes!r}")
+        if not _is_pow2(self.join_buffer_words):
+            raise ConfigError(f"join_buffer_words must be a power of two, not {self.join_buffer_words!r}")
         if not isinstance(self.clock_mhz, (int, float)) or not self.clock_mhz > 0:
             raise ConfigError(f"clock_mhz must be a positive number, not {self.clock_mhz!r}")
         if self.target not in (*TARGETS, NO_TARGET):
@@ -317,7 +325,8 @@ PRESETS = {
         weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8, emb_tables=16,
         static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
-        mem_bytes=1 << 17, k_max=16, topk_units=1, filter_capacity=256, clock_mhz=30.0, target="ice40-up5k"),
+        mem_bytes=1 << 17, join_buffer_words=128, k_max=16, topk_units=1, filter_capacity=256, clock_mhz=30.0,
+        target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the
     # MLP engine (16 x 8), the embedding unit and one top-k unit fit the device together (docs/mlp.md, "DSP budget").
     "small": SMALL,
@@ -327,7 +336,8 @@ PRESETS = {
         array_dsp_pes=128 * 128, emb_tables=128,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
-        mem_bytes=1 << 34, k_max=256, topk_units=16, filter_units=4, filter_capacity=16384, target="none"),
+        mem_bytes=1 << 34, join_buffer_words=16384, k_max=256, topk_units=16, filter_units=4, filter_capacity=16384,
+        target="none"),
 }
 
 

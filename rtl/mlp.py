@@ -17,7 +17,8 @@ sub-array). A lane (:class:`MLPLane`) is eight units joined by streams::
 A lane executes a stream of commands (:class:`MLPCommand`):
 
 * ``INPUT``: take ``items * ktiles`` words from the lane's ``act`` stream and store word ``j`` of item ``i`` at
-  ``in_base + j * stride + i`` (the stream gives all items' word 0, then all items' word 1, ...).
+  ``in_base + j * stride + i`` (the stream gives item 0's words 0 .. ktiles - 1, then item 1's, ...: the order
+  in which the chip's fetcher and joiner produce them).
 * ``LAYER``: one layer over a chunk of ``items`` items: for every n-tile, for every k-tile, every item's
   activation word ``in_base + kt * stride + i`` goes through the array with the tile's weights; partial sums
   accumulate in accumulator rows ``acc_base + i``; after the last k-tile the post-processors add the n-tile's
@@ -424,8 +425,8 @@ class Dispatcher(_LaneUnit):
 
 
 class Loader(_LaneUnit):
-    """INPUT commands: the ``act`` stream into the activation memory, word ``j`` of item ``i`` at
-    ``in_base + j * stride + i``.
+    """INPUT commands: the ``act`` stream (item after item, ``ktiles`` words each) into the activation memory,
+    word ``j`` of item ``i`` at ``in_base + j * stride + i``.
 
     Members
     -------
@@ -451,10 +452,11 @@ class Loader(_LaneUnit):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.nest = nest = CounterNest(("items", "ktiles"))
+        m.submodules.nest = nest = CounterNest(("ktiles", "items"))
         start = ~nest.running & self.cmd.valid & _satisfied(self.layers_done, self.cmd.payload.wait_layers)
         cmd = _latch_command(m, self.cmd, start, "load")
-        row = Signal(ADDR_BITS)  # in_base + word * stride
+        item = Signal(ADDR_BITS)  # in_base + item
+        addr = Signal(ADDR_BITS)  # in_base + word * stride + item: the next word's address
         fire = self.act.valid & self.act.ready
         m.d.comb += [
             nest.start.eq(start), nest.limit.items.eq(self.cmd.payload.items),
@@ -462,13 +464,15 @@ class Loader(_LaneUnit):
             self.act.ready.eq(nest.running & ~self.hold),
         ]
         with m.If(start):
-            m.d.sync += row.eq(self.cmd.payload.in_base)
+            m.d.sync += [item.eq(self.cmd.payload.in_base), addr.eq(self.cmd.payload.in_base)]
+        with m.Elif(nest.wrap.ktiles):  # (`start` only while not running, words only while running)
+            m.d.sync += [item.eq(item + 1), addr.eq(item + 1)]
+        with m.Elif(fire):
+            m.d.sync += addr.eq(addr + cmd.stride)
         with m.If(nest.wrap.items):
-            m.d.sync += row.eq(row + cmd.stride)
-        with m.If(nest.wrap.ktiles):
             m.d.sync += self.inputs_done.eq(self.inputs_done + 1)
         with m.If(fire):
-            m.d.comb += [self.write.addr.eq(row + nest.count.items), self.write.en.eq((1 << self.rows) - 1),
+            m.d.comb += [self.write.addr.eq(addr), self.write.en.eq((1 << self.rows) - 1),
                          self.write.data.eq(self.act.payload)]
         return m
 
@@ -1093,6 +1097,9 @@ class MLPEngine(wiring.Component):
         Results of lane ``l``'s output layers.
     idle : Out(lanes)
         Lane ``l`` has completed every command it accepted.
+    layers_done : Out(8).array(lanes)
+        LAYER commands lane ``l`` has completed (modulo 256; what a weight loader waits on before it overwrites a
+        layer's weights).
     """
 
     def __init__(self, config):
@@ -1112,6 +1119,7 @@ class MLPEngine(wiring.Component):
             "split": In(range(g.lanes + 1)),
             "wload": In(stream.Signature(wload_layout(g))),
             "idle": Out(g.lanes),
+            "layers_done": Out(WAIT_BITS).array(g.lanes),
         }
         for lane in range(g.lanes):
             members[f"cmd{lane}"] = In(stream.Signature(MLPCommand))
@@ -1131,7 +1139,8 @@ class MLPEngine(wiring.Component):
         lanes = []
         for lane in range(g.lanes):
             unit, slices = self._lane(m, lane, array, act_mem)
-            m.d.comb += self.idle[lane].eq(unit.idle & Cat(s.idle for s in slices).all())
+            m.d.comb += [self.idle[lane].eq(unit.idle & Cat(s.idle for s in slices).all()),
+                         self.layers_done[lane].eq(unit.layers_done)]
             lanes.append(unit)
         self._weight_memory(m, lanes)
         self._postprocessors(m, lanes)

@@ -39,6 +39,8 @@ class EngineHarness(wiring.Component):
         with m.If(self.wload.valid & self.wload.ready & ~released):
             m.d.sync += loaded.eq(loaded + 1)
         m.d.comb += [engine.split.eq(self.split), self.idle.eq(engine.idle)]
+        for lane in range(self.geometry.lanes):
+            m.d.comb += self.layers_done[lane].eq(engine.layers_done[lane])
         wiring.connect(m, wiring.flipped(self.wload), engine.wload)
         for lane in range(self.geometry.lanes):
             cmd, inner = getattr(self, f"cmd{lane}"), getattr(engine, f"cmd{lane}")

@@ -14,4 +14,6 @@ the words it produces.
 * :mod:`~rpaccel.host.driver.embedding`: the embedding system's command encoder and output decoders.
 * :mod:`~rpaccel.host.driver.topk`: top-k query framing and packing, result decoding.
 * :mod:`~rpaccel.host.driver.models`: a quantised model's MLPs as engine programs.
+* :mod:`~rpaccel.host.driver.chip`: the chip's command encoder and response decoder, memory images, query
+  compiler and static program checker.
 """

@@ -29,7 +29,7 @@ from ..reference import MLPError, check_mlp
 from .codec import CodecError, codec, from_ints, to_ints
 
 __all__ = ["EnginePlan", "LaneProgram", "WeightImage", "chunk_limit", "layout_weights", "payload_shapes",
-           "plan_engine", "plan_lane"]
+           "mlp_command", "plan_engine", "plan_lane", "words_per_item"]
 
 
 def _ceil_div(a, b):
@@ -96,8 +96,9 @@ def layout_weights(geometry, split, mlps, *, base=0):
     return WeightImage(words=words, base=base, bases=bases)
 
 
-def _words_per_item(layers, rows):
-    """Activation words of an item: inputs, and the widest hidden layer of each parity."""
+def words_per_item(layers, rows):
+    """Activation words of an item of ``layers`` on a lane of ``rows`` rows: ``(inputs, even, odd)``, its input
+    words and the widest hidden layer of each parity (layer ``i`` writes the hidden region of parity ``i % 2``)."""
     inputs = _ceil_div(layers[0].shape[0], rows)
     hidden = [_ceil_div(layer.shape[1], rows) for layer in layers[:-1]]
     return inputs, max(hidden[0::2], default=0), max(hidden[1::2], default=0)
@@ -112,7 +113,7 @@ def chunk_limit(geometry, split, layers):
         If not even one item fits the activation memory.
     """
     shape = geometry.splits[split]
-    inputs, even, odd = _words_per_item(layers, shape.rows)
+    inputs, even, odd = words_per_item(layers, shape.rows)
     per_item = 2 * inputs + even + odd
     limit = min(shape.acc_rows, shape.act_words // per_item)
     if limit < 1:
@@ -222,7 +223,7 @@ def plan_lane(geometry, split, lane, layers, inputs, w_bases, *, chunk=None, inp
     count_of_chunks = _ceil_div(items, chunk)
     sizes = [items // count_of_chunks + (index < items % count_of_chunks) for index in range(count_of_chunks)]
     chunk = sizes[0]
-    k_words, even, _ = _words_per_item(layers, r)
+    k_words, even, _ = words_per_item(layers, r)
     x_base = (0, k_words * chunk)
     hidden_base = (2 * k_words * chunk, (2 * k_words + even) * chunk)
     for layer in layers:
@@ -238,12 +239,12 @@ def plan_lane(geometry, split, lane, layers, inputs, w_bases, *, chunk=None, inp
     for index, count in enumerate(sizes):
         start = sum(sizes[:index])
         chunks.append((start, count))
-        # Input words, word-major: word j of every item, then word j + 1.
+        # Input words, item-major: item i's words 0 .. k_words - 1, then item i + 1's.
         x = np.zeros((count, k_words * r), dtype=np.int64)
         x[:, :layers[0].shape[0]] = inputs[start:start + count]
-        words.append(x.reshape(count, k_words, r).transpose(1, 0, 2).reshape(count * k_words, r))
+        words.append(x.reshape(count * k_words, r))
         reuse = first_layer_of_chunk[index - 2] + 1 if index >= 2 else layers_done
-        commands.append(_command(op=Op.INPUT, wait_inputs=n_inputs % mod, wait_layers=reuse % mod, items=count,
+        commands.append(mlp_command(op=Op.INPUT, wait_inputs=n_inputs % mod, wait_layers=reuse % mod, items=count,
                                  stride=chunk, in_base=x_base[index % 2], ktiles=k_words))
         n_inputs += 1
         this_input = n_inputs
@@ -257,7 +258,7 @@ def plan_lane(geometry, split, lane, layers, inputs, w_bases, *, chunk=None, inp
             wait_layers = n_layers if number else max(layers_done, n_layers - 2)
             if number == 0:
                 first_layer_of_chunk.append(n_layers)
-            commands.append(_command(
+            commands.append(mlp_command(
                 op=Op.LAYER, wait_inputs=this_input % mod, wait_layers=wait_layers % mod, items=count, stride=chunk,
                 in_base=in_base, out_base=out_base, acc_base=0, w_base=w_base, ktiles=kt, ntiles=nt,
                 params={"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
@@ -272,8 +273,14 @@ def plan_lane(geometry, split, lane, layers, inputs, w_bases, *, chunk=None, inp
         inputs_done=n_inputs % mod, layers_done=n_layers % mod)
 
 
-def _command(**fields):
-    """An :class:`~rpaccel.rtl.mlp.MLPCommand` payload (unnamed fields zero), checked against its layout."""
+def mlp_command(**fields):
+    """An :class:`~rpaccel.rtl.mlp.MLPCommand` payload (unnamed fields zero), checked against its layout.
+
+    Raises
+    ------
+    MLPError
+        If a field does not fit (naming it).
+    """
     command = {"op": 0, "wait_inputs": 0, "wait_layers": 0, "items": 0, "stride": 0, "in_base": 0, "out_base": 0,
                "acc_base": 0, "w_base": 0, "ktiles": 0, "ntiles": 0,
                "params": {"m": 0, "s": 0, "relu": 0, "raw": 0}, "to_output": 0}

@@ -40,7 +40,7 @@ COUNTER_BITS = 32
 def busy_layout(geometry):
     """The busy signals the controller counts: one per unit, one per lane, one per top-k unit."""
     return data.StructLayout({"fetch": 1, "embedding": 1, "join": 1, "interaction": 1, "weights": 1,
-                              "lanes": geometry.lanes, "topk": geometry.units})
+                              "lanes": geometry.lanes, "topk": geometry.units, "filters": geometry.filters})
 
 
 def counter_ids(geometry):
@@ -52,6 +52,8 @@ def counter_ids(geometry):
             ids += [counter.value + lane for lane in range(geometry.lanes)]
         elif counter is Counter.BUSY_TOPK0:
             ids += [counter.value + unit for unit in range(geometry.units)]
+        elif counter is Counter.BUSY_FILTER0:
+            ids += [counter.value + unit for unit in range(geometry.filters)]
         else:
             ids.append(counter.value)
     return ids
@@ -304,6 +306,8 @@ class Controller(wiring.Component):
             increments[Counter.BUSY_LANE0.value + lane] = busy.lanes[lane]
         for unit in range(g.units):
             increments[Counter.BUSY_TOPK0.value + unit] = busy.topk[unit]
+        for unit in range(g.filters):
+            increments[Counter.BUSY_FILTER0.value + unit] = busy.filters[unit]
         accepted = cmd_in.o.valid & cmd_in.o.ready
         refused = Signal()
         increments[Counter.COMMANDS.value] = accepted

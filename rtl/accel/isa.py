@@ -113,7 +113,8 @@ class Counter(enum.Enum, shape=6):
     Busy counters count the cycles in which the unit holds work (an instruction started and not finished, or data
     in its pipeline). ``EMB_*`` are the embedding unit's own (:data:`rpaccel.cachemodel.COUNTERS`, without its
     ``cycles``); ``MEM_*`` count lines through the memory port. ``BUSY_LANE0 + l`` is lane ``l``'s, ``BUSY_TOPK0 + u``
-    top-k unit ``u``'s (COUNTERS answers those of the configuration's lanes and units only).
+    top-k unit ``u``'s, ``BUSY_FILTER0 + f`` filter unit ``f``'s (COUNTERS answers those of the configuration's
+    lanes and units only).
     """
 
     CYCLES = 0
@@ -135,6 +136,7 @@ class Counter(enum.Enum, shape=6):
     EMB_MEM_LINES = 46
     MEM_READ_LINES = 47
     MEM_WRITE_LINES = 48
+    BUSY_FILTER0 = 49
 
 
 class ChipGeometry:

@@ -131,9 +131,9 @@ def test_command_stream_of_a_chunked_batch():
     assert [c["w_base"] for c in layer_cmds[:2]] == [100, 200]
     assert [c["to_output"] for c in layer_cmds[:2]] == [0, 1]
     assert layer_cmds[0]["params"]["m"] == layers[0].m and layer_cmds[1]["params"]["raw"] == 1
-    # Input words are word-major per chunk: word 0 of the chunk's items, then word 1.
-    assert np.array_equal(program.inputs[:4, :16], x[:4, :16])
-    assert np.array_equal(program.inputs[4:8, :4], x[:4, 16:]) and not program.inputs[4:8, 4:].any()
+    # Input words are item-major per chunk: item 0's two words, then item 1's.
+    assert np.array_equal(program.inputs[0:8:2, :16], x[:4, :16])
+    assert np.array_equal(program.inputs[1:8:2, :4], x[:4, 16:]) and not program.inputs[1:8:2, 4:].any()
     assert program.outputs == 10 and program.macs == 10 * (20 * 40 + 40 * 3)
     # Every command packs into the hardware layout and back.
     for command in program.commands:

@@ -1,0 +1,657 @@
+"""The chip's query compiler: models loaded on chip, pipelines of stages, and the programs that run them.
+
+A :class:`ChipSetup` places models on a chip: their embedding tables (one :class:`~rpaccel.embedding.
+EmbeddingLayout` of every model's tables, a model's tables on consecutive chip tables), their weights per split
+(:func:`~rpaccel.host.driver.mlp.layout_weights`, staged in memory and loaded once with WEIGHTS) and the
+candidate records of each query (:meth:`ChipSetup.add_query`), all in one :class:`~.memory.MemoryImage`.
+
+:func:`compile_queries` turns a pipeline of :class:`Stage` s and a list of queries into a :class:`Program` under a
+:class:`Schedule`:
+
+* ``"rpaccel"``: split ``n``, stage ``s`` on lane ``s % n`` and top-k unit ``s % units``; each stage runs in
+  sub-batches of at most ``S`` candidates, the top-k unit keeping a running top-k; a later stage fetches the kept
+  result with ``FETCH SURVIVORS`` (waiting for it, the last fetch releasing it), so the whole program runs with no
+  host step.
+* ``"baseline"``: split 1, everything on lane 0, one sub-batch after another, every logit to the host (``SCORE``
+  dest RSP); a later stage fetches a ``LIST`` the host writes after sorting the previous stage's logits, so each
+  stage of each query is a :class:`Step` of its own.
+
+Per sub-batch a lane gets a FETCH, an INPUT of the dense words, the bottom MLP's LAYERs (the last to the joiner),
+an INPUT of the interaction words, the top MLP's LAYERs (the last, raw, to the score sequencer) and a SCORE. The
+lane's activation memory holds two input regions for each MLP (alternating per sub-batch) and two hidden regions
+(alternating per layer, as :func:`~rpaccel.host.driver.mlp.plan_lane` lays out one MLP); an INPUT waits until the
+layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
+and regions carry on from query to query.
+
+:func:`expected_responses` is the golden model of a program: what the chip must answer, computed with
+:func:`rpaccel.host.reference.run` and :func:`rpaccel.numeric.topk`.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ....embedding import EmbeddingLayout, LayoutError, TableSpec
+from ....numeric import topk
+from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
+from ....rtl.accel.join import pooled_words
+from ....rtl.interaction import MODES
+from ....rtl.mlp import WAIT_BITS, Op
+from ...reference import MLPError, check_inputs, run
+from ..interaction import output_words
+from ..mlp import layout_weights, mlp_command, words_per_item
+from .encoding import ChipEncoder, Responses, geometry_of
+from .memory import (
+    MemoryImage,
+    RecordSet,
+    encode_list,
+    encode_records,
+    list_lines,
+    stage_weights,
+    table_dim,
+    table_rows,
+)
+
+__all__ = ["ChipSetup", "CompileError", "Expected", "Program", "Query", "Schedule", "Stage", "Step",
+           "compile_queries", "expected_responses"]
+
+MOD = 1 << WAIT_BITS
+
+
+class CompileError(ValueError):
+    """A pipeline, schedule or model the compiler cannot map onto the chip (the message says which and why)."""
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _record(op, tag, arg=None):
+    return {"op": op, "tag": tag, "arg": arg or {}}
+
+
+# Models on chip ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Query:
+    """One query's candidates: a record set per model in memory, and the inputs they were made from.
+
+    Attributes
+    ----------
+    count : int
+        Candidates.
+    records : dict
+        ``{model number: RecordSet}``.
+    inputs : dict
+        ``{model number: (dense_q, ids)}`` (checked, ``ids`` ``(n, T, P)``).
+    """
+
+    count: int
+    records: dict
+    inputs: dict
+
+
+class ChipSetup:
+    """Models loaded on a chip: their tables, weights and queries' candidate records in one memory image.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig or rpaccel.rtl.accel.isa.ChipGeometry
+    models : sequence of rpaccel.host.quant.QuantModel
+    static_rows : dict, optional
+        ``{model number: rows per table}`` held by the static cache (the hottest IDs are the lowest; default none).
+
+    Attributes
+    ----------
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
+    models : list of QuantModel
+    resident : bool
+        Whether every model's tables are configured at once (they fit ``emb_tables``): model ``i``'s tables are
+        chip tables ``table_base[i]`` onwards. Otherwise every model's tables are chip tables 0 onwards, and the
+        compiler configures a model's tables (EMB CONFIG, and PRELOAD of static rows) before a stage that needs
+        them while another model's are configured; the tables stay in memory, one model's after the other's.
+    layouts : list of rpaccel.embedding.EmbeddingLayout
+        The layout each model's tables are configured with (one layout shared by every model if
+        :attr:`resident`).
+    table_base : list of int
+        The chip table of each model's table 0.
+    memory : MemoryImage
+    queries : list of Query
+
+    Raises
+    ------
+    CompileError
+        If a model cannot run on the chip (naming the model and why), or the tables do not fit.
+    """
+
+    def __init__(self, config, models, *, static_rows=None):
+        self.geometry = g = geometry_of(config)
+        self.models = list(models)
+        if not self.models:
+            raise CompileError("A chip setup needs at least one model")
+        specs, self.dims = [], []
+        for number, qmodel in enumerate(self.models):
+            self._check_model(qmodel)
+            spec = qmodel.spec
+            dim = table_dim(g, spec.emb_dim)
+            static = (static_rows or {}).get(number, (0,) * spec.num_tables)
+            self.dims.append(dim)
+            specs.append([TableSpec(rows, dim, int(static[t]), int(qmodel.pool_m[t]), int(qmodel.pool_s[t]))
+                          for t, rows in enumerate(spec.tables)])
+        self.resident = sum(map(len, specs)) <= g.emb.tables
+        try:
+            if self.resident:
+                layout = EmbeddingLayout(g.emb, [table for model in specs for table in model])
+                self.layouts = [layout] * len(specs)
+                self.table_base = np.cumsum([0] + [len(model) for model in specs[:-1]]).tolist()
+                top = layout.mem_lines
+            else:
+                self.layouts, self.table_base, top = [], [0] * len(specs), 0
+                for model in specs:
+                    layout = EmbeddingLayout(g.emb, model)
+                    # After the previous model's tables (whole multiples of the banks, so every base stays aligned).
+                    layout.mem_base = [base + top for base in layout.mem_base]
+                    top += layout.mem_lines
+                    self.layouts.append(layout)
+        except LayoutError as error:
+            raise CompileError(f"The models' tables do not fit the chip: {error}") from None
+        self.memory = MemoryImage(g)
+        for number, qmodel in enumerate(self.models):
+            for t in range(qmodel.spec.num_tables):
+                chip_table = self.table_base[number] + t
+                rows = table_rows(qmodel, t, self.dims[number])
+                self.memory.write(self.layouts[number].mem_base[chip_table],
+                                  rows.view(np.uint8).reshape(-1, g.line_bytes))
+        self.memory.allocate(top, what="embedding tables")
+        self.queries = []
+        self._weights = {}
+
+    def _check_model(self, qmodel):
+        g, spec = self.geometry, qmodel.spec
+        why = None
+        if spec.tasks:
+            why = "task towers are not supported on chip"
+        elif not spec.bottom:
+            why = "a model without a bottom MLP is not supported on chip (the joiner takes the bottom output)"
+        elif spec.interaction not in MODES:
+            why = f"interaction {spec.interaction!r} is not one of the chip's {MODES}"
+        elif spec.bottom[-1] != spec.emb_dim:
+            why = f"the bottom output ({spec.bottom[-1]}) must be as wide as the embeddings ({spec.emb_dim})"
+        elif spec.num_tables > g.config.max_tables:
+            why = f"{spec.num_tables} tables exceed the {g.config.max_tables} of a model (max_tables)"
+        elif spec.emb_dim > g.max_dim:
+            why = f"embedding dimension {spec.emb_dim} exceeds max_emb_dim {g.max_dim}"
+        elif spec.pooling > g.emb.max_pooling:
+            why = f"pooling {spec.pooling} exceeds max_pooling {g.emb.max_pooling}"
+        if why:
+            raise CompileError(f"Model {spec.name} cannot run on {g.config.name}: {why}")
+
+    def number(self, qmodel):
+        """The number of ``qmodel`` in :attr:`models`."""
+        for number, model in enumerate(self.models):
+            if model is qmodel:
+                return number
+        raise CompileError(f"Model {qmodel.spec.name} is not loaded on this chip setup")
+
+    def mlps(self, number):
+        """``(bottom layers, top layers)`` of model ``number``."""
+        mlps = self.models[number].mlps()
+        return mlps["bottom"], mlps["top"]
+
+    def weights(self, split):
+        """``(WeightImage, memory line)`` of every model's MLPs laid out for ``split``, staged once per split.
+
+        Raises
+        ------
+        CompileError
+            If they do not fit the weight buffer (streaming weights from memory is not done yet).
+        """
+        if split not in self._weights:
+            mlps = {}
+            for number in range(len(self.models)):
+                bottom, top = self.mlps(number)
+                mlps[number, "bottom"], mlps[number, "top"] = bottom, top
+            try:
+                image = layout_weights(self.geometry.engine, split, mlps)
+            except MLPError as error:
+                names = ", ".join(model.spec.name for model in self.models)
+                raise CompileError(f"{names} at split {split}: {error}; streaming weights from memory is not "
+                                   "supported yet") from None
+            addr = self.memory.place(stage_weights(self.geometry, image.words), what=f"weights of split {split}")
+            self._weights[split] = (image, addr)
+        return self._weights[split]
+
+    def add_query(self, inputs):
+        """Place a query's candidates in memory: ``inputs`` is ``{model number or QuantModel: (dense_q, ids)}``
+        with one entry for every model a stage of the pipeline runs, all with the same number of candidates.
+
+        Returns
+        -------
+        Query
+        """
+        records, checked, count = {}, {}, None
+        for key, (dense_q, ids) in inputs.items():
+            number = key if isinstance(key, int) else self.number(key)
+            qmodel = self.models[number]
+            dense_q, ids = check_inputs(qmodel, dense_q, ids)
+            if count is not None and len(dense_q) != count:
+                raise CompileError(f"A query's candidates must be as many for every model: {count} and "
+                                   f"{len(dense_q)} ({qmodel.spec.name})")
+            count = len(dense_q)
+            if not 1 <= count <= 1 << 16:
+                raise CompileError(f"A query holds 1 to 65536 candidates, not {count}")
+            lines, dense_lines, stride = encode_records(self.geometry, dense_q, ids,
+                                                        table_base=self.table_base[number])
+            base = self.memory.place(lines, what=f"the records of query {len(self.queries)}")
+            records[number] = RecordSet(base=base, stride=stride, count=count, dense_lines=dense_lines,
+                                        dense_words=_ceil_div(qmodel.spec.dense, self.geometry.rows),
+                                        dense=qmodel.spec.dense, table_base=self.table_base[number],
+                                        tables=ids.shape[1], pooling=ids.shape[2])
+            checked[number] = (dense_q, ids)
+        query = Query(count=count, records=records, inputs=checked)
+        self.queries.append(query)
+        return query
+
+    def load_words(self, encoder=None):
+        """MEM_WRITE words of the memory image (tables, weights staged so far, records)."""
+        return self.memory.commands(encoder or ChipEncoder(self.geometry))
+
+    def table_records(self, number=None, tag=0):
+        """EMB CONFIG (and PRELOAD of the tables with static rows) of every table (:attr:`resident`) or of model
+        ``number``'s."""
+        layout = self.layouts[0 if number is None else number]
+        unit = ChipEncoder(self.geometry).unit
+        columns, count = unit.configure(layout)
+        config = columns["arg"]["config"]
+        records = [_record(Opcode.EMB, tag, {"op": columns["op"], "table": t, "arg": {"config": {
+            name: int(values[t]) for name, values in config.items()}}}) for t in range(count)]
+        for t, spec in enumerate(layout.tables):
+            if spec.static_rows:
+                columns, _ = unit.preload(t)
+                records.append(_record(Opcode.EMB, tag, {"op": columns["op"], "table": t,
+                                                         "arg": {"counters": {"clear": 0}}}))
+        return records
+
+    def setup_records(self, split, tag=0):
+        """Command records that prepare the chip: SPLIT, the tables' EMB CONFIG and PRELOAD (if
+        :attr:`resident`) and the WEIGHTS of ``split``."""
+        records = [_record(Opcode.SPLIT, tag, {"n": split})]
+        if self.resident:
+            records += self.table_records(tag=tag)
+        image, addr = self.weights(split)
+        records.append(_record(Opcode.WEIGHTS, tag, {"mem_addr": addr, "w_addr": image.base,
+                                                     "words": len(image.words), "wait": 0, "lane": 0,
+                                                     "wait_layers": 0}))
+        return records
+
+
+# Pipelines and schedules ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a pipeline: ``model`` scores ``items`` candidates and keeps the best ``k``.
+
+    ``items`` ``None``: every candidate of the query (first stage) or every one the previous stage kept; a later
+    stage may score fewer, the best ``items`` of the previous stage's result (on the chip, the previous stage's
+    filter unit then keeps that many).
+    """
+
+    model: object
+    items: int = None
+    k: int = 1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a pipeline runs: ``mode`` ``"rpaccel"`` or ``"baseline"``, the array ``split`` (``None``: the largest
+    split with a lane per stage, 1 for the baseline), the sub-batch size ``sub_batch`` (``None``: the most the
+    lanes hold) and ``lookahead``: a lane's commands put sub-batch i + 1's dense input and bottom MLP before
+    sub-batch i's interaction input and top MLP, so the engine computes the next bottom MLP (and the fetcher
+    gathers the next embeddings) while the interaction unit works on the current sub-batch. Lookahead is used only
+    where it cannot deadlock: a sub-batch's pooled vectors must fit the joiner's FIFO (``join_buffer_words``),
+    so its lookups never wait for the joiner while the fetcher holds the next sub-batch's dense words back."""
+
+    mode: str = "rpaccel"
+    split: int = None
+    sub_batch: int = None
+    lookahead: bool = True
+
+
+@dataclass
+class Step:
+    """Commands sent in one go, and the candidate lists the host writes before sending them (baseline).
+
+    Attributes
+    ----------
+    records : list of dict
+        Command records (``{"op", "tag", "arg"}``).
+    query, stage : int or None
+        The query and stage the step runs (``None`` for a step of several).
+    lists : list of (int, int, int)
+        ``(memory line, first position, items)`` of each sub-batch's LIST: the positions
+        ``first .. first + items - 1`` of the candidate list, 16-bit, from that line.
+    """
+
+    records: list
+    query: int = None
+    stage: int = None
+    lists: list = field(default_factory=list)
+
+    def list_words(self, encoder, indices):
+        """MEM_WRITE words that write candidate list ``indices`` (the stage's candidates, in order) where the
+        step's FETCHes read it."""
+        words = [encoder.mem_write(addr, encode_list(encoder.geometry, np.asarray(indices)[first:first + items]))
+                 for addr, first, items in self.lists]
+        return np.concatenate(words) if words else encoder.nop(0)
+
+
+@dataclass
+class Program:
+    """A compiled pipeline over queries.
+
+    Attributes
+    ----------
+    setup : ChipSetup
+    stages : list of Stage
+    queries : list of Query
+    mode : str
+    split, sub_batch : int
+    steps : list of Step
+        One step (rpaccel), or one per query and stage (baseline; the first also prepares the chip).
+    tags : list of int
+        Each query's tag (every command of a query and every response to it carries it).
+    items : list of list of int
+        Candidates each stage scores, per query.
+    """
+
+    setup: ChipSetup
+    stages: list
+    queries: list
+    mode: str
+    split: int
+    sub_batch: int
+    steps: list
+    tags: list
+    items: list
+
+    def records(self):
+        """Every command record of every step, in order."""
+        return [record for step in self.steps for record in step.records]
+
+    def words(self, encoder=None):
+        """Packed words of every step, in order (baseline: the host must write each step's lists first)."""
+        return (encoder or ChipEncoder(self.setup.geometry)).encode(self.records())
+
+
+class _Lane:
+    """One lane's activation memory layout and completion counters while a program is compiled."""
+
+    def __init__(self, geometry, split, lane, mlps):
+        shape = geometry.engine.splits[split]
+        self.lane, self.rows, self.cols = lane, shape.rows, shape.cols
+        sizes = [words_per_item(layers, shape.rows) for pair in mlps for layers in pair]
+        self.kb = max(size[0] for size in sizes[0::2])
+        self.kt = max(size[0] for size in sizes[1::2])
+        self.even, self.odd = max(size[1] for size in sizes), max(size[2] for size in sizes)
+        per_item = 2 * self.kb + 2 * self.kt + self.even + self.odd
+        self.limit = min(shape.acc_rows, shape.act_words // per_item)
+        if self.limit < 1:
+            raise CompileError(f"One candidate needs {per_item} activation words on lane {lane} of split {split}; "
+                               f"the lane has {shape.act_words} (act_buffer_words)")
+        self.inputs_done = self.layers_done = self.batches = 0
+
+    def place(self, sub_batch):
+        """Lay out the regions for sub-batches of at most ``sub_batch`` candidates (the stride of every region)."""
+        s, kb, kt = sub_batch, self.kb, self.kt
+        self.stride = s
+        self.inputs = {("bottom", 0): 0, ("bottom", 1): kb * s, ("top", 0): 2 * kb * s, ("top", 1): (2 * kb + kt) * s}
+        self.hidden = ((2 * kb + 2 * kt) * s, (2 * kb + 2 * kt + self.even) * s)
+        self.readers = dict.fromkeys(self.inputs, 0)    # the layer (1-based count) that last read each input region
+
+    def mlp(self, name, layers, w_bases, items, src, src_words, dst, wait_weights, batch):
+        """LANE command records of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers."""
+        parity = batch % 2
+        region = (name, parity)
+        records = [{"lane": self.lane, "wait_weights": wait_weights % MOD, "src": src, "src_words": src_words,
+                    "dst": OutDest.JOIN, "cmd": mlp_command(
+                        op=Op.INPUT, wait_inputs=self.inputs_done % MOD,
+                        wait_layers=max(self.readers[region], self.layers_done - 64, 0) % MOD, items=items,
+                        stride=self.stride, in_base=self.inputs[region], ktiles=_ceil_div(layers[0].shape[0],
+                                                                                           self.rows))}]
+        self.inputs_done += 1
+        for number, (layer, w_base) in enumerate(zip(layers, w_bases)):
+            last = number == len(layers) - 1
+            k, n = layer.shape
+            wait_layers = self.layers_done if number else max(self.layers_done - 2, 0)
+            records.append({"lane": self.lane, "wait_weights": wait_weights % MOD, "src": ActSource.DENSE,
+                            "src_words": 0, "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
+                                op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD,
+                                items=items, stride=self.stride,
+                                in_base=self.inputs[region] if number == 0 else self.hidden[(number - 1) % 2],
+                                out_base=0 if last else self.hidden[number % 2], w_base=w_base,
+                                ktiles=_ceil_div(k, self.rows), ntiles=_ceil_div(n, self.cols),
+                                params={"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
+                                to_output=int(last))})
+            self.layers_done += 1
+            if number == 0:
+                self.readers[region] = self.layers_done
+        return records
+
+
+def _sizes(items, sub_batch):
+    """Sub-batch sizes of ``items`` candidates: as few as ``sub_batch`` allows, differing by at most one."""
+    count = _ceil_div(items, sub_batch)
+    return [items // count + (index < items % count) for index in range(count)]
+
+
+def compile_queries(setup, stages, queries, schedule=Schedule()):
+    """Compile the pipeline ``stages`` over ``queries`` (from :meth:`ChipSetup.add_query`) into a
+    :class:`Program` under ``schedule``.
+
+    Raises
+    ------
+    CompileError
+        On a stage whose model is not loaded or has no candidates in a query, a stage's items or k out of range
+        (naming the stage and the value), a split the chip does not have, a sub-batch larger than a lane holds,
+        or weights that do not fit the weight buffer.
+    rpaccel.host.reference.MLPError
+        If an MLP command's field cannot hold a region or count (naming the field).
+    """
+    g = setup.geometry
+    stages, queries = list(stages), list(queries)
+    if not stages:
+        raise CompileError("A pipeline needs at least one stage")
+    if schedule.mode not in ("rpaccel", "baseline"):
+        raise CompileError(f"Schedule mode must be 'rpaccel' or 'baseline', not {schedule.mode!r}")
+    baseline = schedule.mode == "baseline"
+    if baseline:
+        if schedule.split not in (None, 1):
+            raise CompileError(f"The baseline runs on the whole array (split 1), not split {schedule.split}")
+        split = 1
+    else:
+        split = schedule.split or max([n for n in g.config.splits if n <= len(stages)], default=1)
+    if split not in g.engine.splits:
+        raise CompileError(f"Split {split} is not one of the chip's splits {tuple(g.engine.splits)}")
+    numbers = [setup.number(stage.model) for stage in stages]
+    lanes = [0 if baseline else s % split for s in range(len(stages))]
+    # The final stage ranks on a top-k unit; a stage whose result a later one reads keeps it on a filter unit.
+    units = [s % g.units if s == len(stages) - 1 else s % g.filters for s in range(len(stages))]
+    holders = [unit if s == len(stages) - 1 else g.units + unit for s, unit in enumerate(units)]
+
+    # Items and k of every stage of every query.
+    plan = []
+    for q, query in enumerate(queries):
+        items, previous = [], query.count
+        for s, stage in enumerate(stages):
+            if numbers[s] not in query.records:
+                raise CompileError(f"Query {q} has no candidates for stage {s}'s model {stage.model.spec.name}")
+            count = previous if stage.items is None else stage.items
+            if not 1 <= count <= previous:
+                raise CompileError(f"Stage {s} scores {count} candidates of query {q}; it has {previous} "
+                                   f"({'candidates' if s == 0 else 'kept by stage ' + str(s - 1)})")
+            final = s == len(stages) - 1
+            filtered = not baseline and not final        # a later stage reads it: a filter unit keeps the set
+            limit, what = (g.filter_capacity, "filter_capacity") if filtered else (g.k_max, "k_max")
+            if not isinstance(stage.k, int) or not 1 <= stage.k <= limit:
+                raise CompileError(f"Stage {s}: k = {stage.k!r} is outside [1, {limit}] ({what})")
+            if filtered and count > g.filter_capacity:
+                raise CompileError(f"Stage {s} filters {count} candidates of query {q}; a filter unit holds "
+                                   f"{g.filter_capacity} (filter_capacity)")
+            items.append(count)
+            previous = min(stage.k, count)
+        plan.append(items)
+
+    lane_models = {lane: [setup.mlps(numbers[s]) for s in range(len(stages)) if lanes[s] == lane]
+                   for lane in set(lanes)}
+    state = {lane: _Lane(g, split, lane, mlps) for lane, mlps in lane_models.items()}
+    sub_batch = schedule.sub_batch or min(lane.limit for lane in state.values())
+    for lane in state.values():
+        if not 1 <= sub_batch <= lane.limit:
+            raise CompileError(f"Sub-batch size {sub_batch} is outside [1, {lane.limit}] for lane {lane.lane} of "
+                               f"split {split} (accumulator rows, activation memory)")
+        lane.place(sub_batch)
+
+    image, _ = setup.weights(split)
+    steps = [Step(records=setup.setup_records(split))]
+    weights_done = 1
+    results = [0] * g.holders
+    configured = None   # the model whose tables are configured (when they are not all resident)
+    tags = [q % 256 for q in range(len(queries))]
+    for q, query in enumerate(queries):
+        tag = tags[q]
+        kept = None     # (unit, result number) of the previous stage's kept result
+        for s, stage in enumerate(stages):
+            number, lane, unit = numbers[s], state[lanes[s]], units[s]
+            if baseline:
+                steps.append(Step(records=[], query=q, stage=s))
+            step = steps[-1]
+            if not setup.resident and configured != number:
+                step.records += setup.table_records(number, tag)
+                configured = number
+            qmodel = setup.models[number]
+            spec = qmodel.spec
+            records = query.records[number]
+            bottom, top = setup.mlps(number)
+            join = {"mode": MODES.index(spec.interaction), "vectors": spec.num_tables + 1, "dim": spec.emb_dim,
+                    "m": qmodel.inter_m, "s": qmodel.inter_s}
+            inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
+            final = s == len(stages) - 1
+            sizes = _sizes(plan[q][s], sub_batch)
+            lookahead = schedule.lookahead and pooled_words(g, max(sizes), spec.num_tables + 1,
+                                                           spec.emb_dim) <= g.config.join_buffer_words
+            dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
+            # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
+            # its top MLP and its SCORE.
+            events = []
+            for index in range(len(sizes)):
+                events.append(("bottom", index))
+                if not lookahead:
+                    events.append(("top", index))
+                elif index:
+                    events.append(("top", index - 1))
+            if lookahead:
+                events.append(("top", len(sizes) - 1))
+            firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+            batches = {}
+            for part, index in events:
+                items, closing = sizes[index], index == len(sizes) - 1
+                if part == "bottom":
+                    fetch = {"lane": lane.lane, "source": FetchSource.RANGE, "first": firsts[index], "list_addr": 0,
+                             "unit": 0, "wait_results": 0, "release": 0, "items": items, **records.fetch_fields(),
+                             "join": join}
+                    if s and baseline:
+                        addr = setup.memory.allocate(list_lines(g, items), what=f"the list of query {q} stage {s}")
+                        step.lists.append((addr, firsts[index], items))
+                        fetch.update(source=FetchSource.LIST, list_addr=addr)
+                    elif s:
+                        fetch.update(source=FetchSource.SURVIVORS, unit=kept[0], wait_results=kept[1] % MOD,
+                                     release=int(closing))
+                    step.records.append(_record(Opcode.FETCH, tag, fetch))
+                    batches[index] = lane.batches
+                    lane.batches += 1
+                    step.records.extend(_record(Opcode.LANE, tag, arg) for arg in lane.mlp(
+                        "bottom", bottom, image.bases[number, "bottom"], items, ActSource.DENSE, records.dense_words,
+                        OutDest.JOIN, weights_done, batches[index]))
+                    continue
+                step.records.extend(_record(Opcode.LANE, tag, arg) for arg in lane.mlp(
+                    "top", top, image.bases[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
+                    weights_done, batches[index]))
+                step.records.append(_record(Opcode.SCORE, tag, {
+                    "lane": lane.lane, "dest": dest, "unit": 0 if baseline else unit, "items": items,
+                    "last": int(closing),
+                    "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
+                    "keep": int(closing and not final and not baseline),
+                    "report": int(closing and final and not baseline)}))
+            if not baseline and not final:
+                results[holders[s]] += 1
+                kept = (holders[s], results[holders[s]])
+    return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
+                   sub_batch=sub_batch, steps=steps, tags=tags, items=plan)
+
+
+# The golden model ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Expected:
+    """What the chip answers to a program.
+
+    Attributes
+    ----------
+    responses : Responses
+        Every response, in an order that is exact per tag.
+    rankings : list
+        Per query, the final ranking ``[(score, index), ...]`` best first (baseline: the host's sort).
+    logits : dict
+        ``{(query, stage): (indices, logits)}``: the candidates each stage scores and their logits.
+    lists : dict
+        ``{(query, stage): indices}``: the candidates of each later stage (what the baseline host writes).
+    """
+
+    responses: Responses
+    rankings: list
+    logits: dict
+    lists: dict
+
+
+def expected_responses(program):
+    """The :class:`Expected` answers of ``program``: logits by :func:`rpaccel.host.reference.run`, rankings by
+    :func:`rpaccel.numeric.topk` (ties to the lower candidate index, as the top-k units break them)."""
+    setup = program.setup
+    columns = {name: [] for name in ("kind", "tag", "last", "index", "score")}
+    rankings, logits, lists = [], {}, {}
+
+    def emit(kind, tag, indices, scores):
+        count = len(indices)
+        columns["kind"].append(np.full(count, kind.value))
+        columns["tag"].append(np.full(count, tag))
+        columns["last"].append(np.arange(count) == count - 1)
+        columns["index"].append(np.asarray(indices))
+        columns["score"].append(np.asarray(scores))
+
+    for q, query in enumerate(program.queries):
+        tag = program.tags[q]
+        candidates = np.arange(query.count)
+        for s, stage in enumerate(program.stages):
+            number = setup.number(stage.model)
+            candidates = candidates[:program.items[q][s]]
+            if s:
+                lists[q, s] = candidates
+            dense_q, ids = query.inputs[number]
+            scores = run(setup.models[number], dense_q[candidates], ids[candidates])
+            logits[q, s] = (candidates, scores)
+            if program.mode == "baseline":
+                emit(ResponseKind.LOGIT, tag, candidates, scores)
+            if program.mode == "rpaccel" and s < len(program.stages) - 1:
+                # A filter unit keeps the set of as many as the next stage scores, in the order they were scored.
+                _, best = topk(scores, program.items[q][s + 1], candidates)
+                candidates = candidates[np.isin(candidates, best)]
+                continue
+            best_scores, candidates = topk(scores, stage.k, candidates)
+        rankings.append(list(zip(best_scores.tolist(), candidates.tolist())))
+        if program.mode == "rpaccel":
+            emit(ResponseKind.RANK, tag, candidates, best_scores)
+    flat = {name: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+            for name, parts in columns.items()}
+    count = len(flat["kind"])
+    flat.update(code=np.zeros(count, dtype=np.int64), data=np.zeros((count, 1), dtype=np.uint64))
+    return Expected(responses=Responses(setup.geometry, flat), rankings=rankings, logits=logits, lists=lists)
