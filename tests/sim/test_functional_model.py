@@ -1,10 +1,12 @@
-"""The chip's functional model (rpaccel.sim.model.functional) on hand-built programs.
+"""The chip's functional model (rpaccel.sim.model.functional) on hand-built programs and the driver's.
 
-Programs are encoded here with the codec straight from the layouts of rtl/accel/isa.py (the driver's encoder,
-rpaccel.host.driver.chip, replaces this when it lands): memory written and read back, an MLP run through the dense
-path, the joiner and a SCORE to the response stream against host.reference.mlp_forward, a 1-stage and a 2-stage
-query of trained, quantised RM models against host.reference.run and numeric.topk, every error code, and programs
-whose streams or waits do not line up raising Deadlock.
+Programs are encoded here with the codec straight from the layouts of rtl/accel/isa.py: memory written and read
+back, an MLP run through the dense path, the joiner and a SCORE to the response stream against
+host.reference.mlp_forward, a 1-stage and a 2-stage query of trained, quantised RM models against host.reference.run
+and numeric.topk, a 2-stage chain keeping more than k_max candidates on a filter unit, a filter query beyond the
+unit's capacity, every error code (the filter checks also against the RTL controller), and programs whose streams or
+waits do not line up raising Deadlock. Programs of the driver (rpaccel.host.driver.chip), whose intermediate stages
+keep on filter units, against its golden model.
 """
 
 import numpy as np
@@ -16,6 +18,7 @@ from rpaccel.cachemodel import EmbeddingCacheModel
 from rpaccel.config import preset
 from rpaccel.embedding import EmbeddingLayout, TableSpec, pool_bags
 from rpaccel.host.data import preprocess
+from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries, decode_responses, expected_responses
 from rpaccel.host.driver.codec import codec, from_ints, to_ints
 from rpaccel.host.driver.embedding import line_limbs
 from rpaccel.host.driver.interaction import output_width, output_words
@@ -29,11 +32,12 @@ from rpaccel.rtl.accel.controller import Controller
 from rpaccel.rtl.accel.isa import ActSource, Counter, ErrorCode, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
+from rpaccel.sim.chip import program_words
 from rpaccel.sim.golden.mlp import random_mlp
 from rpaccel.sim.model.functional import Deadlock, FunctionalChip
 from rpaccel.sim.streams import StreamSink, run_simulation
 
-from host_fixtures import tiny_data
+from host_fixtures import tiny_data, tiny_dot
 
 TINY, SMALL = preset("tiny"), preset("small")
 
@@ -479,6 +483,41 @@ def test_a_fetch_of_a_filter_result_never_kept_deadlocks():
     with pytest.raises(Deadlock) as error:
         chip.run(program.words())
     assert error.value.blocked == ["fetcher: FETCH (tag 0) waits for result 1 of filter unit 0 (0 done)"]
+
+
+@pytest.fixture(scope="module")
+def dot_models():
+    """Two small trained, quantised ``dot`` models of tiny's sizes."""
+    models = []
+    for spec in (tiny_dot(), tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1))):
+        records = tiny_data(spec, 1500)
+        model, _ = train(spec, *preprocess(records, spec), records.labels,
+                         TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
+        models.append(quantize(model, records.take(slice(0, 800))))
+    return models
+
+
+@pytest.mark.parametrize("ks", [(40, 5), (40, 20, 5)], ids=["2-stage", "3-stage"])
+def test_driver_pipelines_keeping_on_filters_match_the_golden_model(dot_models, ks):
+    """The driver's programs (rpaccel.host.driver.chip): every stage but the last keeps its k best (above k_max)
+    on a filter unit, the next fetches them from the filter's holder; responses as the golden model's."""
+    a, b = dot_models
+    setup = ChipSetup(TINY, [a, b])
+    queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, n, start=7000 + n)) for m in (a, b)}) for n in (90, 60)]
+    program = compile_queries(setup, [Stage((a, b)[n % 2], k=k) for n, k in enumerate(ks)], queries,
+                              Schedule("rpaccel", sub_batch=8))
+    expected = expected_responses(program)
+    chip = FunctionalChip(TINY)
+    words = program_words(program, expected)
+    commands = codec(chip.geometry.command_layout()).unpack(words)
+    to_filters = (commands["op"] == Opcode.SCORE.value) & (commands["arg"]["score"]["dest"] == ScoreDest.FILTER.value)
+    assert to_filters.any() and max(ks[:-1]) > chip.geometry.k_max
+    responses = decode_responses(chip.geometry, chip.run(words).responses)
+    for tag in sorted(set(program.tags)):
+        assert responses.records(tag) == expected.responses.records(tag), tag
+    assert len(responses.kind) == len(queries) * ks[-1]
+    kept = [(holder.results_done, holder.releases) for holder in chip.holders]
+    assert kept == [(0, 0), (len(queries) * (len(ks) - 1),) * 2]
 
 
 # The embedding unit: bags, the static and dynamic caches, UPDATE and FLUSH ----------------------------------------
