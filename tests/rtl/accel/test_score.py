@@ -197,6 +197,7 @@ def test_golden_filter_keeps_the_first_of_equal_pairs_and_flags_an_overflow():
                 [score_instr(9, lane=1, dest=ScoreDest.FILTER, unit=1, items=9, last=1, k=8)]]
     logits = [list(range(20)), [0] * 9]
     outcome = score_model(SMALL_FILTERS, programs, logits, [list(range(20)), list(range(100, 109))])
+
     def error(tag):
         return response(ResponseKind.ERROR, tag, 0, Opcode.SCORE.value, 1, ErrorCode.ITEMS)
 
