@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..rtl.accel.top import RPAccel
 from ..rtl.array import SystolicArray
 from ..rtl.chip import ChipParts
 from ..rtl.embedding import EmbeddingUnit
@@ -67,6 +68,9 @@ CATALOG = {entry.name: entry for entry in [
                  "selection", lambda config: FilterUnit(config.filter_capacity)),
     CatalogEntry("interaction", "interaction unit: DLRM dot (pairwise dot products, requantised) or cat, chosen per "
                  "item", Interaction.for_config),
+    CatalogEntry("accel", "RPAccel, the whole chip: controller, fetcher, embedding unit, MLP engine, joiner and "
+                 "interaction unit, top-k and filter units (memory port on pins)",
+                 lambda config: RPAccel(config, memory="port")),
     CatalogEntry("parts", "the preset's MLP engine, embedding unit and top-k units side by side (whole-chip fit)",
                  ChipParts),
 ]}

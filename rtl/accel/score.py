@@ -1,12 +1,15 @@
-"""The score sequencers, the top-k units they feed and the survivors buffers the fetcher reads.
+"""The score sequencers, the top-k and filter units they feed and the survivors buffers the fetcher reads.
 
 Per lane a sequencer executes the lane's SCORE instructions in order: each takes ``items`` logits (column 0 of the
 lane's top-MLP output words) and as many candidate indices (from the fetcher) and sends them either to the response
-stream, one LOGIT each, or to a top-k unit (:class:`rpaccel.rtl.topk.TopKUnits`). A unit serves one lane's query at
-a time, from its first candidate to its ``last``; when its result comes out, a query whose closing SCORE had
-``keep`` is written into one of the unit's two survivors banks (result ``r``, counted from 1, into bank ``r % 2``,
-once the fetcher has released result ``r - 2``), and one that had ``report`` is answered with RANK responses. LOGIT
-and RANK responses of all lanes and units merge round-robin into one stream. docs/chip.md has the command table.
+stream, one LOGIT each, or to a top-k unit (:class:`rpaccel.rtl.topk.TopKUnits`), or to a filter unit
+(:class:`rpaccel.rtl.filter.FilterUnit`). A unit serves one lane's query at a time, from its first candidate to its
+``last``; when its result comes out, a query whose closing SCORE had ``keep`` is written into one of the unit's two
+survivors banks (result ``r``, counted from 1, into bank ``r % 2``, once the fetcher has released result ``r - 2``),
+and one that had ``report`` is answered with RANK responses (a top-k unit's, best first) or KEPT responses (a filter
+unit's, in arrival order). The units are the survivors' *holders*: top-k unit ``u`` is holder ``u``, filter unit
+``f`` holder ``units + f``. LOGIT, RANK, KEPT and a filter's ERROR responses of all lanes and units merge round-robin
+into one stream. docs/chip.md has the command table.
 
 ::
 
@@ -173,21 +176,25 @@ class _Sequencer(wiring.Component):
 
 
 class ScoreUnit(wiring.Component):
-    """The score sequencers (one per lane), the top-k units and their survivors buffers.
+    """The score sequencers (one per lane), the top-k and filter units and their survivors buffers.
 
     Per lane, SCORE instructions execute in order, one item per cycle. ``dest`` RSP: one LOGIT response per item
     (``score`` the logit, ``index`` the candidate), ``last`` on the final item of a SCORE with ``last``. ``dest``
-    TOPK: the items go to top-k unit ``unit``, the final one of a SCORE with ``last`` ending the query with its
-    ``k``. A unit serves one lane's query at a time: a lane is granted a free unit (round-robin among the lanes
-    asking, one cycle after asking) and holds it until its query's ``last``; another lane's candidates for the
-    unit wait. What the closing SCORE said (``tag``, ``keep``, ``report``) is queued per unit for the result.
+    TOPK or FILTER: the items go to top-k unit or filter unit ``unit``, the final one of a SCORE with ``last``
+    ending the query with its ``k``. A unit serves one lane's query at a time: a lane is granted a free unit
+    (round-robin among the lanes asking, one cycle after asking) and holds it until its query's ``last``; another
+    lane's candidates for the unit wait. What the closing SCORE said (``tag``, ``keep``, ``report``) is queued per
+    unit for the result.
 
-    A result (sorted, best first): with ``keep``, its indices are written to position 0, 1, ... of the unit's
-    survivors bank ``r % 2`` (``r`` the unit's kept result, counted from 1), and ``results_done`` becomes ``r``
-    after the last; result ``r`` is written only once ``release`` has pulsed ``r - 2`` times (so at most two
-    kept results wait for the fetcher). With ``report``, each candidate is a RANK response with the closing
-    SCORE's tag, ``last`` on the final one. LOGIT and RANK responses merge round-robin (lanes, then units) into
-    ``rsp`` (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`).
+    A result (a top-k unit's sorted, best first; a filter unit's in arrival order): with ``keep``, its indices are
+    written to position 0, 1, ... of its holder's survivors bank ``r % 2`` (``r`` the holder's kept result, counted
+    from 1), and ``results_done`` becomes ``r`` after the last; result ``r`` is written only once ``release`` has
+    pulsed ``r - 2`` times (so at most two kept results wait for the fetcher). With ``report``, each candidate is a
+    RANK response (a top-k unit's) or a KEPT response (a filter unit's, ``score`` zero) with the closing SCORE's
+    tag, ``last`` on the final one. A filter query that had more candidates than the unit holds (the extra ones
+    are dropped) is answered, with or without ``report``, by an ERROR (``code`` ITEMS, ``index`` the SCORE opcode,
+    ``last`` set) in place of its last KEPT. Responses merge round-robin (lanes, then holders) into ``rsp``
+    (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`).
 
     Parameters
     ----------
@@ -202,18 +209,20 @@ class ScoreUnit(wiring.Component):
     index : In(stream.Signature(unsigned(INDEX_BITS))).array(geometry.lanes)
         Each lane's candidate indices, one per item, in the order of its logits.
     rsp : Out(stream.Signature(geometry.response_layout()))
-        LOGIT and RANK responses (``code`` and ``data`` zero).
+        LOGIT, RANK, KEPT and ERROR responses (``data`` zero).
     surv_addr : In(survivors_address_layout(geometry))
     surv_data : Out(unsigned(INDEX_BITS))
         The survivors read port: ``surv_data`` is the index at ``surv_addr`` of the cycle before.
-    results_done : Out(WAIT_BITS).array(geometry.units)
-        Kept results completed per unit (modulo ``2 ** WAIT_BITS``).
-    release : In(1).array(geometry.units)
-        A pulse per kept result of the unit the fetcher is done with.
+    results_done : Out(WAIT_BITS).array(geometry.holders)
+        Kept results completed per holder (modulo ``2 ** WAIT_BITS``).
+    release : In(1).array(geometry.holders)
+        A pulse per kept result of the holder the fetcher is done with.
     busy : Out(1)
         A sequencer holds an instruction or an item, a unit holds a query, or a response is on its way.
     topk_busy : Out(geometry.units)
-        The unit holds a query: granted to a lane, or a result not yet put out.
+        The top-k unit holds a query: granted to a lane, or a result not yet put out.
+    filter_busy : Out(max(geometry.filters, 1))
+        The filter unit holds a query (likewise).
     idle : Out(1)
         Not busy, and no instruction waiting on ``cmd``.
     """
@@ -267,8 +276,8 @@ class ScoreUnit(wiring.Component):
             port = filters[unit].i if is_filter else topk.i[unit]
             closing, accept, held = self._feed(m, holder, is_filter, unit, sequencers, port)
             if is_filter:
-                rank, read = self._filter_result(m, holder, filters[unit].o, closing)
-                m.d.comb += self.filter_busy[unit].eq(held | (closing.level != 0) | filters[unit].busy)
+                busy = held | (closing.level != 0) | filters[unit].busy
+                rank, read = self._filter_result(m, holder, filters[unit].o, closing, busy)
             else:
                 rank, read = self._result(m, holder, topk.o[unit], closing, held)
             accepts.append(accept)
@@ -381,9 +390,10 @@ class ScoreUnit(wiring.Component):
         m.d.comb += self.topk_busy[unit].eq(held | (closing.level != 0) | ~rank.idle)
         return rank.o, read.data
 
-    def _filter_result(self, m, holder, result, closing):
+    def _filter_result(self, m, holder, result, closing, busy):
         """Filter holder ``holder``'s results into its survivors banks, KEPT responses and, for a query that had
-        more candidates than the unit holds, an ERROR. Returns the response stream and the survivors read data."""
+        more candidates than the unit holds, an ERROR; ``busy``: the unit holds a query. Returns the response stream
+        and the survivors read data."""
         g = self.geometry
         m.submodules[f"rank{holder}"] = rank = RegisterSlice(g.response_layout())
         info = data.View(closing_layout(), closing.r_data)
@@ -428,4 +438,6 @@ class ScoreUnit(wiring.Component):
             write.data.eq(word.index),
             read.addr.eq(Cat(self.surv_addr.position[:bits], self.surv_addr.bank)),
         ]
+        # A response in the slice is work too: the unit's input and output may both be done a cycle before it leaves.
+        m.d.comb += self.filter_busy[holder - g.units].eq(busy | ~rank.idle)
         return rank.o, read.data

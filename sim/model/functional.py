@@ -2,9 +2,9 @@
 
 :class:`FunctionalChip` holds the chip of docs/chip.md as Python objects: the memory, the controller, the fetcher,
 the embedding unit (its caches through :mod:`rpaccel.cachemodel`), one front end and MLP engine lane per lane of
-the array, the joiner with the interaction unit, the score sequencers with the top-k units and their survivors
-banks, and the weight loader. Each unit has its instruction queue; the streams between units are deques of numpy
-blocks in the order both ends follow. :meth:`FunctionalChip.run` takes packed command words
+the array, the joiner with the interaction unit, the score sequencers with the top-k and filter units and their
+survivors banks, and the weight loader. Each unit has its instruction queue; the streams between units are deques of
+numpy blocks in the order both ends follow. :meth:`FunctionalChip.run` takes packed command words
 (:meth:`~rpaccel.rtl.accel.isa.ChipGeometry.command_layout`), steps the units round-robin until none can make
 progress, and returns the packed response words (:meth:`~rpaccel.rtl.accel.isa.ChipGeometry.response_layout`) and
 the functional counters. Values follow the numeric rules (:mod:`rpaccel.host.reference`'s arithmetic); a program
@@ -25,26 +25,34 @@ What the model follows of the RTL where docs/chip.md leaves a choice:
     ``ADDRESS`` (the lines read beyond the memory; ``mem_addr``);
   - ``EMB``: ``FIELD`` (op ``LOOKUP``, ``COUNTERS`` or unknown; the op), ``TABLE`` (at or above ``emb_tables``);
   - ``FETCH``: ``LANE``, ``ITEMS`` (0 or above the lane's accumulator rows), ``FIELD`` (source; the source),
-    ``FIELD`` (vectors or dimension 0 or too large; ``dim | vectors << dim bits``), ``UNIT`` (``SURVIVORS``),
-    ``INDEX`` (``SURVIVORS`` with ``first + items > k_max``, ``RANGE`` with ``first + items > count``; ``first +
-    items``), ``TABLE`` (``vectors - 1`` above the tables configured; ``vectors - 1``), ``ADDRESS`` (``list_addr``,
-    then ``base``, beyond the memory);
+    ``FIELD`` (vectors or dimension 0 or too large; ``dim | vectors << dim bits``), ``UNIT`` (``SURVIVORS`` from
+    a holder at or above ``holders``), ``INDEX`` (``SURVIVORS`` with ``first + items`` beyond the holder's positions,
+    ``k_max`` for a top-k unit and ``filter_capacity`` for a filter unit; ``RANGE`` with ``first + items > count``;
+    ``first + items``), ``TABLE`` (``vectors - 1`` above the tables configured; ``vectors - 1``), ``ADDRESS``
+    (``list_addr``, then ``base``, beyond the memory);
   - ``LANE``: ``LANE``, ``ITEMS`` (as FETCH), ``WEIGHTS`` (a LAYER whose ``w_base`` page was never loaded;
     ``w_base``);
-  - ``SCORE``: ``LANE``, ``ITEMS`` (0 items), ``UNIT`` (``dest`` TOPK), ``K`` (``dest`` TOPK with ``last`` and ``k``
-    0 or above ``k_max``).
+  - ``SCORE``: ``LANE``, ``ITEMS`` (0 items), ``FIELD`` (``dest`` 3; the dest), ``UNIT`` (``dest`` TOPK at or above
+    ``topk_units``, FILTER at or above ``filter_units``), ``K`` (``dest`` TOPK or FILTER with ``last`` and ``k`` 0 or
+    above ``k_max``, respectively ``filter_capacity``).
 
-* **Run-time error**: a ``LIST`` index at or above ``count`` answers ERROR ``INDEX`` (index ``FETCH``, detail the
-  index) from the fetcher and the item uses candidate ``count - 1``. Every ERROR has ``last`` set.
+* **Run-time errors**: a ``LIST`` index at or above ``count`` answers ERROR ``INDEX`` (index ``FETCH``, detail the
+  index) from the fetcher and the item uses candidate ``count - 1``; a filter query of more than ``filter_capacity``
+  candidates keeps the best of its first ``filter_capacity`` and answers ERROR ``ITEMS`` (index ``SCORE``, detail 0,
+  the closing SCORE's tag) in place of its last KEPT, with or without ``report``. Every ERROR has ``last`` set; only
+  refused commands count in ``ERRORS``.
 * **Barriers**: ``SYNC``, ``MEM_WRITE``, ``MEM_READ``, ``SPLIT`` and ``COUNTERS`` wait until every queue is empty and
-  the chip is quiet (no unit holding work, no stream holding data, no top-k unit holding an open query). A SPLIT
-  clears the lanes' activation memories (their contents are undefined across a split).
+  the chip is quiet (no unit holding work, no stream holding data, no top-k or filter unit holding an open query).
+  A SPLIT clears the lanes' activation memories (their contents are undefined across a split).
 * **Counters**: ``COMMANDS`` counts the commands that have left the controller (a COUNTERS answers the count
   before it, and with ``clear`` is not counted), ``ERRORS`` the refused ones, ``EMB_*`` the embedding unit's counts,
   ``MEM_READ_LINES``/``MEM_WRITE_LINES`` the lines through the memory arbiter: the controller's MEM_READ and
   MEM_WRITE, the fetcher's (``dense_lines`` per record, then the lookup lines holding the count and the entries, and
   the lines of a LIST), the embedding unit's (misses, preloads, UPDATE write-throughs) and the weight loader's (the
   lines holding its words). The timing counters (``CYCLES``, ``BUSY_*``) are answered as 0: the model has no cycles.
+* **Holders**: the units whose kept results a ``SURVIVORS`` FETCH reads are the top-k units (holder ``u``), then the
+  filter units (holder ``topk_units + f``); a top-k result is kept best first, a filter result in arrival order (the
+  ``k`` best as a set, :func:`rpaccel.sim.golden.score.filter_keep`).
 * **Streams**: the chip's streams are item-major. An INPUT stores word ``j`` of item ``i`` (the ``j``-th word of the
   lane's rows cut from the item's ``src_words`` words) at ``in_base + j * stride + i``; one whose ``ktiles`` words need
   more than ``src_words`` give never starts (a :class:`Deadlock`). The joiner takes ``F - 1``
@@ -90,6 +98,7 @@ from ...rtl.embedding import EmbeddingOp
 from ...rtl.interaction import MODES
 from ...rtl.mlp import WAIT_BITS, Op
 from ..golden.interaction import interaction_model
+from ..golden.score import filter_keep
 
 __all__ = ["ChipRun", "Deadlock", "FunctionalChip", "PagedMemory"]
 
@@ -300,7 +309,7 @@ class _Fetcher(_Unit):
                 chip.embedding.queue.append(("cmd", tag, arg))
             else:
                 if arg["source"] == FetchSource.SURVIVORS.value:
-                    unit = chip.topk[arg["unit"]]
+                    unit = chip.holders[arg["unit"]]
                     if not _satisfied(unit.results_done, arg["wait_results"]):
                         return progress
                 self._fetch(tag, arg)
@@ -314,9 +323,8 @@ class _Fetcher(_Unit):
         tag, emb, arg = self.queue[0]
         if emb or arg["source"] != FetchSource.SURVIVORS.value:
             return f"{'EMB' if emb else 'FETCH'} (tag {tag}) queued"
-        unit = self.chip.topk[arg["unit"]]
-        return (f"FETCH (tag {tag}) waits for result {arg['wait_results']} of top-k unit {arg['unit']} "
-                f"({unit.results_done} done)")
+        unit = self.chip.holders[arg["unit"]]
+        return f"FETCH (tag {tag}) waits for result {arg['wait_results']} of {unit.name} ({unit.results_done} done)"
 
     def _indices(self, tag, arg):
         chip, items = self.chip, arg["items"]
@@ -324,7 +332,7 @@ class _Fetcher(_Unit):
         if source == FetchSource.RANGE.value:
             return arg["first"] + np.arange(items, dtype=np.int64)
         if source == FetchSource.SURVIVORS.value:
-            unit = chip.topk[arg["unit"]]
+            unit = chip.holders[arg["unit"]]
             positions = arg["first"] + np.arange(items)
             indices = unit.banks[arg["wait_results"] % 2, positions].copy()
             if arg["release"]:
@@ -677,18 +685,18 @@ class _Joiner(_Unit):
                 f"({len(self.chip.pooled)} there)")
 
 
-class _TopK(_Unit):
-    """A top-k unit and its survivors banks: the query it holds, its closed results waiting to be kept."""
+class _Holder(_Unit):
+    """A unit whose kept results FETCH reads (a top-k or a filter unit) and its survivors banks: the query it holds,
+    its closed results waiting to be kept."""
 
-    def __init__(self, chip, unit):
+    def __init__(self, chip, name, positions):
         super().__init__(chip)
-        self.unit = unit
-        self.name = f"top-k unit {unit}"
+        self.name = name
         self.owner = None                    # the lane whose query the unit holds
         self.scores, self.indices = [], []
-        self.results = deque()               # closed queries: (tag, scores, indices, keep, report)
+        self.results = deque()               # closed queries: (tag, kept indices, keep, responses)
         self.results_done = self.releases = 0
-        self.banks = np.zeros((2, chip.geometry.k_max), dtype=np.int64)
+        self.banks = np.zeros((2, positions), dtype=np.int64)
 
     def take(self, lane, scores, indices):
         self.owner = lane
@@ -696,25 +704,26 @@ class _TopK(_Unit):
         self.indices.append(indices)
 
     def close(self, tag, k, keep, report):
-        scores, indices = topk(np.concatenate(self.scores), k, np.concatenate(self.indices))
-        self.results.append((tag, scores, indices, keep, report))
+        kept, replies = self._select(tag, np.concatenate(self.scores), np.concatenate(self.indices), k, report)
+        self.results.append((tag, kept, keep, replies))
         self.owner, self.scores, self.indices = None, [], []
+
+    def _select(self, tag, scores, indices, k, report):
+        """The kept indices of a closed query and its responses (keyword arguments of ``_Responses.add``)."""
+        raise NotImplementedError
 
     def step(self):
         progress = False
         while self.results:
-            tag, scores, indices, keep, report = self.results[0]
+            _tag, kept, keep, replies = self.results[0]
             if keep:
                 number = (self.results_done + 1) % _WAIT_MOD
                 if not _satisfied(self.releases, (number - 2) % _WAIT_MOD):
                     return progress
-                self.banks[number % 2, :len(indices)] = indices
+                self.banks[number % 2, :len(kept)] = kept
                 self.results_done = number
-            if report:
-                last = np.zeros(len(scores), dtype=np.int64)
-                last[-1] = 1
-                self.chip.responses.add(ResponseKind.RANK, tag, count=len(scores), last=last, index=indices,
-                                        score=scores)
+            for reply in replies:
+                self.chip.responses.add(**reply)
             self.results.popleft()
             progress = True
         return progress
@@ -735,8 +744,48 @@ class _TopK(_Unit):
         return not self.results and self.owner is None
 
 
+class _TopK(_Holder):
+    """A top-k unit: the ``k`` best of a query, best first, as RANK responses."""
+
+    def __init__(self, chip, unit):
+        super().__init__(chip, f"top-k unit {unit}", chip.geometry.k_max)
+
+    def _select(self, tag, scores, indices, k, report):
+        scores, indices = topk(scores, k, indices)
+        if not report:
+            return indices, []
+        last = np.zeros(len(scores), dtype=np.int64)
+        last[-1] = 1
+        return indices, [{"kind": ResponseKind.RANK, "tag": tag, "count": len(scores), "last": last,
+                          "index": indices, "score": scores}]
+
+
+class _Filter(_Holder):
+    """A filter unit: the ``k`` best of a query as a set, in arrival order, as KEPT responses; the first
+    ``filter_capacity`` candidates of a query only, and an ERROR in place of the last KEPT if there were more."""
+
+    def __init__(self, chip, unit):
+        self.capacity = chip.geometry.filter_capacity
+        super().__init__(chip, f"filter unit {unit}", self.capacity)
+
+    def _select(self, tag, scores, indices, k, report):
+        kept, overflow = filter_keep(scores.tolist(), k, indices.tolist(), self.capacity)
+        shown = (kept[:-1] if overflow else kept) if report else []
+        replies = []
+        if shown:
+            last = np.zeros(len(shown), dtype=np.int64)
+            last[-1] = not overflow
+            replies.append({"kind": ResponseKind.KEPT, "tag": tag, "count": len(shown), "last": last,
+                            "index": shown})
+        if overflow:       # its ERROR replaces the last KEPT
+            replies.append({"kind": ResponseKind.ERROR, "tag": tag, "last": 1, "code": ErrorCode.ITEMS,
+                            "index": Opcode.SCORE.value})
+        return np.array(kept, dtype=np.int64), replies
+
+
 class _Scorer(_Unit):
-    """A lane's score sequencer: its SCOREs in order, logits and indices to a top-k unit or to the responses."""
+    """A lane's score sequencer: its SCOREs in order, logits and indices to a top-k or filter unit or to the
+    responses."""
 
     def __init__(self, chip, lane):
         super().__init__(chip)
@@ -750,11 +799,15 @@ class _Scorer(_Unit):
         for stream in (chip.logits[lane], chip.index[lane]):
             if len(stream) < arg["items"]:
                 return f"SCORE (tag {tag}) waits for {arg['items']} on {stream.name} ({len(stream)} there)"
-        if arg["dest"] == ScoreDest.TOPK.value:
-            owner = chip.topk[arg["unit"]].owner
-            if owner not in (None, lane):
-                return f"SCORE (tag {tag}) waits for top-k unit {arg['unit']}, which holds lane {owner}'s query"
+        if arg["dest"] != ScoreDest.RSP.value:
+            unit = self._unit(arg)
+            if unit.owner not in (None, lane):
+                return f"SCORE (tag {tag}) waits for {unit.name}, which holds lane {unit.owner}'s query"
         return None
+
+    def _unit(self, arg):
+        """The top-k or filter unit a SCORE (not to the responses) names."""
+        return (self.chip.filters if arg["dest"] == ScoreDest.FILTER.value else self.chip.topk)[arg["unit"]]
 
     def step(self):
         chip, progress = self.chip, False
@@ -768,7 +821,7 @@ class _Scorer(_Unit):
                 last[-1] = arg["last"]
                 chip.responses.add(ResponseKind.LOGIT, tag, count=items, last=last, index=indices, score=scores)
             else:
-                unit = chip.topk[arg["unit"]]
+                unit = self._unit(arg)
                 unit.take(self.lane, scores, indices)
                 if arg["last"]:
                     unit.close(tag, arg["k"], arg["keep"], arg["report"])
@@ -833,6 +886,9 @@ class FunctionalChip:
         ``weight_buffer_words x array_cols`` int8.
     split : int
         The current split (1 after reset).
+    topk, filters : list
+        The top-k units and the filter units; ``holders`` both, in holder order (a holder's ``results_done``,
+        ``releases`` and ``banks`` are its kept results' state).
     """
 
     def __init__(self, config):
@@ -860,8 +916,10 @@ class FunctionalChip:
         self.joiner = _Joiner(self)
         self.scorers = [_Scorer(self, lane) for lane in range(g.lanes)]
         self.topk = [_TopK(self, unit) for unit in range(g.units)]
+        self.filters = [_Filter(self, unit) for unit in range(g.filters)]
+        self.holders = [*self.topk, *self.filters]
         self.weights = _WeightLoader(self)
-        self.units = [self.fetcher, self.embedding, *self.lanes, self.joiner, *self.scorers, *self.topk,
+        self.units = [self.fetcher, self.embedding, *self.lanes, self.joiner, *self.scorers, *self.holders,
                       self.weights]
         self.streams = [*self.dense, *self.inter, *self.bottom, *self.logits, *self.index, self.pooled]
         for lane in self.lanes:
@@ -936,8 +994,9 @@ class FunctionalChip:
                 (not 1 <= arg["items"] <= acc_rows, ErrorCode.ITEMS, arg["items"]),
                 (source not in self._SOURCES, ErrorCode.FIELD, source),
                 (bad_join, ErrorCode.FIELD, join["dim"] | join["vectors"] << self._dim_bits),
-                (source == FetchSource.SURVIVORS.value and arg["unit"] >= g.units, ErrorCode.UNIT, arg["unit"]),
-                (source == FetchSource.SURVIVORS.value and reach > g.k_max, ErrorCode.INDEX, reach),
+                (source == FetchSource.SURVIVORS.value and arg["unit"] >= g.holders, ErrorCode.UNIT, arg["unit"]),
+                (source == FetchSource.SURVIVORS.value and reach > g.holder_positions(arg["unit"]), ErrorCode.INDEX,
+                 reach),
                 (source == FetchSource.RANGE.value and reach > arg["count"], ErrorCode.INDEX, reach),
                 (join["vectors"] - 1 > int(self.tables_configured.sum()), ErrorCode.TABLE, join["vectors"] - 1),
                 (source == FetchSource.LIST.value and arg["list_addr"] >= lines, ErrorCode.ADDRESS,
@@ -951,16 +1010,20 @@ class FunctionalChip:
                       (not 1 <= cmd["items"] <= acc_rows, ErrorCode.ITEMS, cmd["items"]),
                       (cmd["op"] == Op.LAYER and not loaded, ErrorCode.WEIGHTS, cmd["w_base"]))
         elif op == Opcode.SCORE:
-            to_unit = arg["dest"] == ScoreDest.TOPK.value
+            dest = arg["dest"]
+            units, k_max = {ScoreDest.TOPK.value: (g.units, g.k_max),
+                            ScoreDest.FILTER.value: (g.filters, g.filter_capacity)}.get(dest, (None, None))
             checks = ((arg["lane"] >= split, ErrorCode.LANE, arg["lane"]),
                       (arg["items"] == 0, ErrorCode.ITEMS, 0),
-                      (to_unit and arg["unit"] >= g.units, ErrorCode.UNIT, arg["unit"]),
-                      (to_unit and arg["last"] and not 1 <= arg["k"] <= g.k_max, ErrorCode.K, arg["k"]))
+                      (dest not in self._DESTS, ErrorCode.FIELD, dest),
+                      (units is not None and arg["unit"] >= units, ErrorCode.UNIT, arg["unit"]),
+                      (units is not None and arg["last"] and not 1 <= arg["k"] <= k_max, ErrorCode.K, arg["k"]))
         return next(((code, detail) for failed, code, detail in checks if failed), None)
 
     _OPCODES = {op.value: op for op in Opcode}
     _EMB_OPS = (EmbeddingOp.CONFIG.value, EmbeddingOp.PRELOAD.value, EmbeddingOp.UPDATE.value, EmbeddingOp.FLUSH.value)
     _SOURCES = tuple(source.value for source in FetchSource)
+    _DESTS = tuple(dest.value for dest in ScoreDest)
     _BARRIERS = (Opcode.SYNC, Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.SPLIT, Opcode.COUNTERS)
     _ARG = {Opcode.MEM_WRITE: "mem_write", Opcode.MEM_READ: "mem_read", Opcode.SPLIT: "split",
             Opcode.WEIGHTS: "weights", Opcode.EMB: "emb", Opcode.FETCH: "fetch", Opcode.LANE: "lane",

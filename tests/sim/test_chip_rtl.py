@@ -1,20 +1,36 @@
 """The chip end to end on Verilator: compiled programs of trained, quantised models, every response checked
-against the golden model (rpaccel.host.reference, rpaccel.numeric.topk), tag by tag."""
+against the golden model (rpaccel.host.reference, rpaccel.numeric.topk) tag by tag; refused commands against the
+functional model (rpaccel.sim.model.functional), each followed by good queries that must still be right."""
 
+import numpy as np
 import pytest
 
 from rpaccel.config import preset
 from rpaccel.host.data import preprocess
-from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries
+from rpaccel.host.driver.chip import (
+    ChipEncoder,
+    ChipSetup,
+    Schedule,
+    Stage,
+    compile_queries,
+    decode_responses,
+    expected_responses,
+)
+from rpaccel.host.driver.codec import codec
 from rpaccel.host.quant import quantize
 from rpaccel.host.train import TrainConfig, train
-from rpaccel.sim.chip import chip_device, run_program
+from rpaccel.rtl.accel.isa import ChipGeometry, FetchSource, Opcode, ResponseKind, ScoreDest
+from rpaccel.rtl.embedding import EmbeddingOp
+from rpaccel.rtl.mlp import Op
+from rpaccel.sim.chip import chip_device, run_program, run_words
+from rpaccel.sim.model.functional import FunctionalChip
 
 from host_fixtures import tiny_data, tiny_dot
 
 pytestmark = [pytest.mark.verilator, pytest.mark.slow]
 
-TINY = preset("tiny")
+TINY = preset("tiny").with_settings(["weight_buffer_words=512"])    # three models' weights at once
+G = ChipGeometry(TINY)
 
 
 def quantised(spec, samples=1500):
@@ -26,7 +42,8 @@ def quantised(spec, samples=1500):
 
 @pytest.fixture(scope="module")
 def models():
-    return [quantised(tiny_dot()), quantised(tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1)))]
+    return [quantised(tiny_dot()), quantised(tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1))),
+            quantised(tiny_dot(name="tiny-dot-c", bottom=(8, 8, 4), top=(6, 3, 1)))]
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +55,104 @@ def candidates(qmodel, n, start=5000):
     return qmodel.inputs(tiny_data(qmodel.spec, n, start=start))
 
 
-def _query(setup, models, n, start):
-    return setup.add_query({model: candidates(model, n, start) for model in models})
+def _queries(setup, models, sizes, start=7000):
+    return [setup.add_query({model: candidates(model, n, start + n) for model in models}) for n in sizes]
 
 
 @pytest.mark.parametrize("mode", ["rpaccel", "baseline"])
-@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("stages", [1, 2, 3])
 def test_pipelines_on_the_rtl_match_the_golden_model(models, device, mode, stages):
-    a, b = models
-    setup = ChipSetup(TINY, [a, b])
-    queries = [_query(setup, [a, b], n, 7000 + n) for n in (30, 19)]
-    pipeline = [Stage(a, k=12), Stage(b, k=5)][:stages]
+    setup = ChipSetup(TINY, models)
+    queries = _queries(setup, models, (30, 19))
+    pipeline = [Stage(models[0], k=12), Stage(models[1], k=7), Stage(models[2], k=3)][:stages]
     program = compile_queries(setup, pipeline, queries, Schedule(mode, sub_batch=8))
     run = run_program(program, device=device)
     assert run.mismatches() == {}
     assert run.check_lists() == []
+
+
+@pytest.mark.parametrize(("split", "sub_batch", "lookahead", "pause"), [
+    (2, 5, True, 0.3), (4, 5, True, 0.0), (4, 3, False, 0.5), (2, 10, False, 0.2)])
+def test_splits_sub_batches_and_stalls(models, device, split, sub_batch, lookahead, pause):
+    """Two stages on the lanes of a split array, sub-batches of several sizes (a query not a multiple of them),
+    with and without the lookahead schedule, random idle cycles on the commands and back-pressure on the
+    responses; three queries back to back."""
+    setup = ChipSetup(TINY, models[:2])
+    queries = _queries(setup, models[:2], (41, 17, 33), start=9000)
+    program = compile_queries(setup, [Stage(models[0], k=14), Stage(models[1], k=6)], queries,
+                              Schedule("rpaccel", split=split, sub_batch=sub_batch, lookahead=lookahead))
+    run = run_program(program, device=device, pause=pause, seed=split * 7 + sub_batch)
+    assert run.mismatches() == {}
+
+
+def _command(op, tag, member=None, /, **fields):
+    """A packed command: every field zero but ``fields`` of ``arg.<member>``."""
+    template = codec(G.command_layout()).unpack_value(0)
+    value = {"op": op.value, "tag": tag, "arg": {"split": {"n": 0}}}
+    if member is not None:
+        arg = template["arg"][member]
+        for name, field in fields.items():
+            arg[name] = {**arg[name], **field} if isinstance(field, dict) and name != "arg" else field
+        if member == "emb" and "arg" not in fields:
+            arg["arg"] = {"lookup": arg["arg"]["lookup"]}
+        value["arg"] = {member: arg}
+    return codec(G.command_layout()).pack_value(value)
+
+
+def _raw(packed, path, bits):
+    layout, offset = G.command_layout(), 0
+    for name in path:
+        field = layout[name]
+        offset, layout = offset + field.offset, field.shape
+    width = layout.size if hasattr(layout, "size") else layout.as_shape().width
+    return packed & ~(((1 << width) - 1) << offset) | bits << offset
+
+
+def bad_commands():
+    """Commands the chip refuses, one of each kind, tags from 200."""
+    join = {"mode": 0, "vectors": 1, "dim": 4, "m": 1, "s": 0}
+    fetch = {"lane": 0, "items": 4, "count": 8, "stride": 2, "join": join}
+    return [
+        _raw(_command(Opcode.NOP, 200), ("op",), 13),
+        _command(Opcode.SPLIT, 201, "split", n=3),
+        _command(Opcode.LANE, 202, "lane", lane=3, cmd={"op": Op.INPUT.value, "items": 2, "ktiles": 1}),
+        _command(Opcode.SCORE, 203, "score", dest=ScoreDest.TOPK.value, items=2, last=1, k=0),
+        _command(Opcode.SCORE, 204, "score", dest=ScoreDest.FILTER.value, items=2, last=1,
+                 k=TINY.filter_capacity + 1),
+        _command(Opcode.FETCH, 205, "fetch", **{**fetch, "first": 5}),
+        _command(Opcode.FETCH, 206, "fetch", **{**fetch, "items": 0}),
+        _command(Opcode.LANE, 207, "lane", cmd={"op": Op.LAYER.value, "items": 2, "w_base": 200, "ktiles": 1,
+                                                "ntiles": 1}),
+        _command(Opcode.EMB, 208, "emb", op=EmbeddingOp.LOOKUP.value, table=1),
+        _command(Opcode.FETCH, 209, "fetch", **{**fetch, "source": FetchSource.SURVIVORS.value, "unit": 0,
+                                                "first": TINY.k_max - 2}),
+        _raw(_command(Opcode.SCORE, 210, "score", items=1), ("arg", "score", "dest"), 3),
+        _command(Opcode.SCORE, 211, "score", dest=ScoreDest.FILTER.value, unit=1, items=1),
+    ]
+
+
+def test_bad_commands_are_refused_and_good_queries_still_run(models, device):
+    """Every refusal, with its code and detail as the functional model gives them, then two 2-stage queries that
+    must still be right; the counters report the refusals."""
+    setup = ChipSetup(TINY, models[:2])
+    queries = _queries(setup, models[:2], (26, 21), start=11000)
+    program = compile_queries(setup, [Stage(models[0], k=9), Stage(models[1], k=4)], queries,
+                              Schedule("rpaccel", sub_batch=8))
+    encoder = ChipEncoder(TINY)
+    bad = np.array([[(word >> (64 * limb)) & ((1 << 64) - 1) for limb in range(G.command_layout().size // 64 + 1)]
+                    for word in bad_commands()], dtype=np.uint64)[:, :encoder.encode([]).shape[1]]
+    words = np.concatenate([setup.load_words(encoder), bad, program.words(encoder), encoder.counters(tag=250)])
+    model = decode_responses(G, FunctionalChip(TINY).run(words).responses)
+    refused = list(range(200, 212))
+    assert sorted(set(model.tag[model.kind == ResponseKind.ERROR.value].tolist())) == refused
+    got, _, _, _ = run_words(device, G, words, len(model), pause=0.2, seed=5)
+    for tag in sorted(set(model.tag.tolist()) - {250}):
+        assert got.records(tag) == model.records(tag), f"tag {tag}"
+    golden = expected_responses(program)
+    for tag in program.tags:
+        assert got.records(tag) == golden.responses.records(tag)
+    counters = got.counters(250)
+    assert counters["ERRORS"] == len(refused)
+    assert counters["COMMANDS"] == len(words) - 1           # every command but the COUNTERS answering
+    assert counters["BUSY_LANE0"] > 0 and counters["BUSY_LANE1"] > 0 and counters["BUSY_FILTER0"] > 0
+    assert counters["EMB_LOOKUPS"] == model.counters(250)["EMB_LOOKUPS"]

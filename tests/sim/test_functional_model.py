@@ -1,20 +1,24 @@
-"""The chip's functional model (rpaccel.sim.model.functional) on hand-built programs.
+"""The chip's functional model (rpaccel.sim.model.functional) on hand-built programs and the driver's.
 
-Programs are encoded here with the codec straight from the layouts of rtl/accel/isa.py (the driver's encoder,
-rpaccel.host.driver.chip, replaces this when it lands): memory written and read back, an MLP run through the dense
-path, the joiner and a SCORE to the response stream against host.reference.mlp_forward, a 1-stage and a 2-stage
-query of trained, quantised RM models against host.reference.run and numeric.topk, every error code, and programs
-whose streams or waits do not line up raising Deadlock.
+Programs are encoded here with the codec straight from the layouts of rtl/accel/isa.py: memory written and read
+back, an MLP run through the dense path, the joiner and a SCORE to the response stream against
+host.reference.mlp_forward, a 1-stage and a 2-stage query of trained, quantised RM models against host.reference.run
+and numeric.topk, a 2-stage chain keeping more than k_max candidates on a filter unit, a filter query beyond the
+unit's capacity, every error code (the filter checks also against the RTL controller), and programs whose streams or
+waits do not line up raising Deadlock. Programs of the driver (rpaccel.host.driver.chip), whose intermediate stages
+keep on filter units, against its golden model.
 """
 
 import numpy as np
 import pytest
+from amaranth.hdl import Value
 from amaranth.lib import data
 
 from rpaccel.cachemodel import EmbeddingCacheModel
 from rpaccel.config import preset
 from rpaccel.embedding import EmbeddingLayout, TableSpec, pool_bags
 from rpaccel.host.data import preprocess
+from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries, decode_responses, expected_responses
 from rpaccel.host.driver.codec import codec, from_ints, to_ints
 from rpaccel.host.driver.embedding import line_limbs
 from rpaccel.host.driver.interaction import output_width, output_words
@@ -24,13 +28,16 @@ from rpaccel.host.quant import quantize
 from rpaccel.host.reference import mlp_forward
 from rpaccel.host.train import TrainConfig, train
 from rpaccel.numeric import topk
+from rpaccel.rtl.accel.controller import Controller
 from rpaccel.rtl.accel.isa import ActSource, Counter, ErrorCode, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
+from rpaccel.sim.chip import program_words
 from rpaccel.sim.golden.mlp import random_mlp
 from rpaccel.sim.model.functional import Deadlock, FunctionalChip
+from rpaccel.sim.streams import StreamSink, run_simulation
 
-from host_fixtures import tiny_data
+from host_fixtures import tiny_data, tiny_dot
 
 TINY, SMALL = preset("tiny"), preset("small")
 
@@ -365,6 +372,154 @@ def test_a_query_never_closed_holds_its_top_k_unit():
         "top-k unit 0: holds an open query of lane 0 (no SCORE with last closes it)"]
 
 
+# Filter units: a stage's k best as a set, fetched by the next stage ----------------------------------------------
+
+
+class DenseStages:
+    """Stages of dense-only MLPs (a bottom MLP to the joiner, ``cat`` of one vector, a raw top MLP of one output) on
+    lane 0 of split 1, over one candidate set in memory; ``dense`` the candidates' features."""
+
+    def __init__(self, chip, program, dense, stages):
+        g = self.g = chip.geometry
+        self.program, self.dense, self.stages = program, dense, stages
+        self.image = layout_weights(g.engine, 1, {(n, part): mlp for n, pair in enumerate(stages)
+                                                  for part, mlp in zip(("bottom", "top"), pair)})
+        self.records = 8 + stage_weights(program, g, self.image, 8)
+        lines, self.stride, self.dense_lines = record_set(g, dense, [[] for _ in dense])
+        program.mem_write(self.records, lines)
+        self.plan = LanePlan(g, 1, 0)
+
+    def sub_batch(self, stage, items, **fetch):
+        """FETCH ``items`` candidates (``fetch``: the source fields) and stage ``stage``'s MLPs on lane 0."""
+        g, (bottom, top) = self.g, self.stages[stage]
+        d, words = bottom[-1].shape[1], -(-self.dense.shape[1] // g.rows)
+        self.program.add(Opcode.FETCH, "fetch", items=items, base=self.records, stride=self.stride,
+                         count=len(self.dense), dense_lines=self.dense_lines, dense_words=words,
+                         join={"mode": 1, "vectors": 1, "dim": d}, **fetch)
+        self.plan.mlp(self.program, bottom, self.image.bases[stage, "bottom"], items, src=ActSource.DENSE,
+                      src_words=words, dst=OutDest.JOIN, wait_weights=1)
+        self.plan.mlp(self.program, top, self.image.bases[stage, "top"], items, src=ActSource.INTERACT,
+                      src_words=output_words("cat", 1, d, g.rows), dst=OutDest.SCORE, wait_weights=1)
+
+    def logits(self, stage, rows):
+        bottom, top = self.stages[stage]
+        return mlp_forward(bottom + top, self.dense[rows])[:, 0]
+
+
+def dense_stages(rng, count):
+    """Two stages' MLPs and ``count`` candidates' dense features."""
+    stages = [(random_mlp(rng, (6, 4), raw_last=False), random_mlp(rng, (4, 6, 1))) for _ in range(2)]
+    return stages, rng.integers(-128, 128, (count, 6))
+
+
+def test_a_two_stage_query_keeps_more_than_k_max_through_a_filter():
+    """Stage 1 keeps its 64 best of 200 (k_max is 16) as a set on the filter unit; stage 2 fetches them from the
+    filter's holder and ranks them on the top-k unit: the reference chain's result."""
+    chip = FunctionalChip(TINY)
+    g = chip.geometry
+    assert g.k_max < 64 <= g.filter_capacity
+    stages, dense = dense_stages(np.random.default_rng(21), 200)
+    program = Program(g)
+    chain = DenseStages(chip, program, dense, stages)
+    keep, k = 64, 10
+    for n, first in enumerate(range(0, 200, 40)):
+        chain.sub_batch(0, 40, source=FetchSource.RANGE.value, first=first)
+        kept = program.add(Opcode.SCORE, "score", dest=ScoreDest.FILTER.value, unit=0, items=40, last=int(n == 4),
+                           k=keep, keep=1, report=1)
+    for n, first in enumerate((0, 32)):
+        chain.sub_batch(1, 32, source=FetchSource.SURVIVORS.value, unit=g.units, first=first, wait_results=1,
+                        release=n)
+        rank = program.add(Opcode.SCORE, "score", dest=ScoreDest.TOPK.value, unit=0, items=32, last=n, k=k,
+                           report=1)
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    first_logits = chain.logits(0, np.arange(200))
+    assert np.unique(first_logits).size > 150
+    survivors = np.sort(topk(first_logits, keep)[1])     # the set, in the order stage 1 scored it
+    answered = of_kind(responses, ResponseKind.KEPT, kept)
+    assert answered["index"].tolist() == survivors.tolist() and answered["score"].tolist() == [0] * keep
+    assert answered["last"].tolist() == [0] * (keep - 1) + [1]
+    scores, indices = topk(chain.logits(1, survivors), k, survivors)
+    ranking = of_kind(responses, ResponseKind.RANK, rank)
+    assert ranking["score"].tolist() == scores.tolist() and ranking["index"].tolist() == indices.tolist()
+    assert len(responses["kind"]) == keep + k and result.counters["ERRORS"] == 0
+    assert (chip.filters[0].results_done, chip.filters[0].releases) == (1, 1)
+    assert (chip.topk[0].results_done, chip.topk[0].releases) == (0, 0)
+
+
+def test_a_filter_query_beyond_the_capacity_keeps_the_best_of_the_first_and_answers_an_error():
+    chip = FunctionalChip(TINY.with_settings(["filter_capacity=32"]))
+    g = chip.geometry
+    stages, dense = dense_stages(np.random.default_rng(22), 40)
+    program = Program(g)
+    chain = DenseStages(chip, program, dense, stages)
+    tags = []
+    for report in (1, 0):
+        chain.sub_batch(0, 40, source=FetchSource.RANGE.value, first=0)
+        tags.append(program.add(Opcode.SCORE, "score", dest=ScoreDest.FILTER.value, items=40, last=1, k=5, keep=1,
+                                report=report))
+    chain.sub_batch(1, 5, source=FetchSource.SURVIVORS.value, unit=g.units, wait_results=2, release=1)
+    logits = program.add(Opcode.SCORE, "score", dest=ScoreDest.RSP.value, items=5)
+    result = chip.run(program.words())
+    responses = decode(chip, result.responses)
+    held = chain.logits(0, np.arange(32))                   # candidates 32 .. 39 were dropped
+    kept = np.sort(topk(held, 5)[1])
+    assert topk(chain.logits(0, np.arange(40)), 5)[1].max() >= 32   # which changes the result
+    reported = of_kind(responses, ResponseKind.KEPT, tags[0])
+    assert reported["index"].tolist() == kept[:-1].tolist() and reported["last"].tolist() == [0] * 4
+    errors = of_kind(responses, ResponseKind.ERROR)
+    assert list(zip(*(errors[name].tolist() for name in ("tag", "code", "index", "score", "last")))) == [
+        (tag, ErrorCode.ITEMS.value, Opcode.SCORE.value, 0, 1) for tag in tags]
+    assert len(of_kind(responses, ResponseKind.KEPT, tags[1])["kind"]) == 0
+    assert of_kind(responses, ResponseKind.LOGIT, logits)["index"].tolist() == kept.tolist()
+    assert result.counters["ERRORS"] == 0                   # the controller's counter: refused commands only
+
+
+def test_a_fetch_of_a_filter_result_never_kept_deadlocks():
+    chip = FunctionalChip(TINY)
+    program = Program(chip.geometry)
+    program.add(Opcode.FETCH, "fetch", source=FetchSource.SURVIVORS.value, unit=1, wait_results=1, items=2, count=4,
+                stride=1, dense_lines=1, dense_words=1, join={"vectors": 1, "dim": 4})
+    with pytest.raises(Deadlock) as error:
+        chip.run(program.words())
+    assert error.value.blocked == ["fetcher: FETCH (tag 0) waits for result 1 of filter unit 0 (0 done)"]
+
+
+@pytest.fixture(scope="module")
+def dot_models():
+    """Two small trained, quantised ``dot`` models of tiny's sizes."""
+    models = []
+    for spec in (tiny_dot(), tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1))):
+        records = tiny_data(spec, 1500)
+        model, _ = train(spec, *preprocess(records, spec), records.labels,
+                         TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
+        models.append(quantize(model, records.take(slice(0, 800))))
+    return models
+
+
+@pytest.mark.parametrize("ks", [(40, 5), (40, 20, 5)], ids=["2-stage", "3-stage"])
+def test_driver_pipelines_keeping_on_filters_match_the_golden_model(dot_models, ks):
+    """The driver's programs (rpaccel.host.driver.chip): every stage but the last keeps its k best (above k_max)
+    on a filter unit, the next fetches them from the filter's holder; responses as the golden model's."""
+    a, b = dot_models
+    setup = ChipSetup(TINY, [a, b])
+    queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, n, start=7000 + n)) for m in (a, b)}) for n in (90, 60)]
+    program = compile_queries(setup, [Stage((a, b)[n % 2], k=k) for n, k in enumerate(ks)], queries,
+                              Schedule("rpaccel", sub_batch=8))
+    expected = expected_responses(program)
+    chip = FunctionalChip(TINY)
+    words = program_words(program, expected)
+    commands = codec(chip.geometry.command_layout()).unpack(words)
+    to_filters = (commands["op"] == Opcode.SCORE.value) & (commands["arg"]["score"]["dest"] == ScoreDest.FILTER.value)
+    assert to_filters.any() and max(ks[:-1]) > chip.geometry.k_max
+    responses = decode_responses(chip.geometry, chip.run(words).responses)
+    for tag in sorted(set(program.tags)):
+        assert responses.records(tag) == expected.responses.records(tag), tag
+    assert len(responses.kind) == len(queries) * ks[-1]
+    kept = [(holder.results_done, holder.releases) for holder in chip.holders]
+    assert kept == [(0, 0), (len(queries) * (len(ks) - 1),) * 2]
+
+
 # The embedding unit: bags, the static and dynamic caches, UPDATE and FLUSH ----------------------------------------
 
 
@@ -630,8 +785,6 @@ def test_every_error_code_with_its_detail_and_no_effect():
         (Opcode.LANE, "lane", {"cmd": {**layer, "items": acc_rows + 1}}, ErrorCode.ITEMS, acc_rows + 1),
         (Opcode.SCORE, "score", {"items": 0, "unit": 1}, ErrorCode.ITEMS, 0),
         (Opcode.SCORE, "score", {"items": 1, "unit": 1, "last": 1}, ErrorCode.UNIT, 1),
-        (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.SURVIVORS.value, "unit": 1, "first": 15},
-         ErrorCode.UNIT, 1),
         (Opcode.WEIGHTS, "weights", {"w_addr": 250, "words": 10, "mem_addr": lines - 1}, ErrorCode.WEIGHTS, 260),
         (Opcode.WEIGHTS, "weights", {"w_addr": 3, "words": 0}, ErrorCode.WEIGHTS, 3),
         (Opcode.LANE, "lane", {"cmd": {**layer, "w_base": 9}}, ErrorCode.WEIGHTS, 9),
@@ -640,6 +793,8 @@ def test_every_error_code_with_its_detail_and_no_effect():
         (Opcode.FETCH, "fetch", {**good_fetch, "first": 3, "join": {"vectors": 2, "dim": 4}}, ErrorCode.INDEX, 5),
         (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.SURVIVORS.value, "first": 15},
          ErrorCode.INDEX, 17),
+        (Opcode.FETCH, "fetch", {**good_fetch, "source": FetchSource.SURVIVORS.value, "unit": 1,
+                                 "first": g.filter_capacity - 1}, ErrorCode.INDEX, g.filter_capacity + 1),
         (Opcode.MEM_READ, "mem_read", {"addr": lines - 2, "length": 2}, ErrorCode.ADDRESS, lines - 2),
         (Opcode.WEIGHTS, "weights", {"mem_addr": lines - 1, "words": 8}, ErrorCode.ADDRESS, lines - 1),
         (Opcode.EMB, "emb", {"op": EmbeddingOp.LOOKUP.value, "table": g.emb.tables}, ErrorCode.FIELD,
@@ -678,6 +833,75 @@ def test_every_error_code_with_its_detail_and_no_effect():
     assert result.counters["ERRORS"] == len(expected)
     assert result.counters["COMMANDS"] == len(cases) + len(after) + 1
     assert len(of_kind(decode(chip, result.responses), ResponseKind.DATA, read)["kind"]) == 1
+
+
+def controller_errors(geometry, words):
+    """The ERROR responses of :class:`rpaccel.rtl.accel.controller.Controller` (in the Amaranth simulator, every
+    unit queue drained, the chip quiet) to packed command ``words`` ending in a SYNC, as ``(tag, code, index,
+    score)``."""
+    ctrl = Controller(geometry, mem_lines=1 << geometry.addr_bits)
+    got = []
+
+    async def driver(ctx):
+        ctx.set(ctrl.quiet, 1)
+        for port in (ctrl.fetch, ctrl.weights, *ctrl.lane, *ctrl.score):
+            ctx.set(port.ready, 1)
+        for word in to_ints(words):
+            ctx.set(Value.cast(ctrl.cmd.payload), int(word))
+            ctx.set(ctrl.cmd.valid, 1)
+            accepted = False
+            while not accepted:
+                _, _, accepted = await ctx.tick().sample(ctrl.cmd.ready)
+        ctx.set(ctrl.cmd.valid, 0)
+
+    async def responder(ctx):
+        while not got or got[-1]["kind"] != ResponseKind.DONE:
+            got.extend(await StreamSink(ctrl.rsp).receive(ctx, 1))
+
+    run_simulation(ctrl, [driver, responder], max_cycles=5_000, name="controller_checks")
+    return [(r["tag"], r["code"].value, r["index"], r["score"]) for r in got if r["kind"] == ResponseKind.ERROR]
+
+
+def test_the_checks_of_filter_units_and_holders():
+    """SCORE to a filter unit and FETCH from a holder, checked as the controller checks them (priorities and
+    details): the model's refusals are the RTL controller's on the same words."""
+    # Holders: top-k units 0 and 1, filter unit 0 as holder 2; a two-bit holder field can name a fourth.
+    chip = FunctionalChip(TINY.with_settings(["topk_units=2"]))
+    g = chip.geometry
+    cap, filter_ = g.filter_capacity, ScoreDest.FILTER.value
+    survivors = {"items": 2, "count": 4, "stride": 1, "dense_lines": 1, "dense_words": 1,
+                 "join": {"vectors": 1, "dim": 4}, "source": FetchSource.SURVIVORS.value}
+    cases = [
+        # dest 3 is a FIELD error, after LANE and ITEMS and before UNIT and K.
+        (Opcode.SCORE, "score", {"lane": 1, "items": 0, "raw": {"dest": 3}}, ErrorCode.LANE, 1),
+        (Opcode.SCORE, "score", {"items": 0, "raw": {"dest": 3}}, ErrorCode.ITEMS, 0),
+        (Opcode.SCORE, "score", {"items": 1, "unit": 1, "last": 1, "raw": {"dest": 3}}, ErrorCode.FIELD, 3),
+        (Opcode.SCORE, "score", {"dest": filter_, "items": 1, "unit": 1, "last": 1}, ErrorCode.UNIT, 1),
+        (Opcode.SCORE, "score", {"dest": filter_, "items": 1, "last": 1}, ErrorCode.K, 0),
+        (Opcode.SCORE, "score", {"dest": filter_, "items": 1, "last": 1, "k": cap + 1}, ErrorCode.K, cap + 1),
+        (Opcode.SCORE, "score", {"dest": ScoreDest.TOPK.value, "items": 1, "last": 1, "k": g.k_max + 1},
+         ErrorCode.K, g.k_max + 1),
+        (Opcode.FETCH, "fetch", {**survivors, "unit": 3, "first": cap}, ErrorCode.UNIT, 3),
+        (Opcode.FETCH, "fetch", {**survivors, "unit": 1, "first": g.k_max - 1}, ErrorCode.INDEX, g.k_max + 1),
+        (Opcode.FETCH, "fetch", {**survivors, "unit": 2, "first": cap - 1}, ErrorCode.INDEX, cap + 1),
+    ]
+    program = Program(g)
+    tags = [program.add(op, member, **fields) for op, member, fields, *_ in cases]
+    # Accepted: up to the filter's positions from its holder; a filter's k unchecked without last, k = capacity.
+    program.add(Opcode.FETCH, "fetch", **survivors, unit=2, first=cap - 2, wait_results=1)
+    program.add(Opcode.SCORE, "score", dest=filter_, items=1, k=cap + 1)
+    program.add(Opcode.SCORE, "score", dest=filter_, items=1, last=1, k=cap)
+    with pytest.raises(Deadlock) as error:       # the accepted commands wait for what never comes
+        chip.run(program.words())
+    assert error.value.blocked == [
+        "fetcher: FETCH (tag 10) waits for result 1 of filter unit 0 (0 done)",
+        "score sequencer 0: SCORE (tag 11) waits for 1 on logits[0] (0 there)"]
+    errors = of_kind(decode(chip, chip.responses.pack()), ResponseKind.ERROR)
+    got = list(zip(*(errors[name].tolist() for name in ("tag", "code", "index", "score"))))
+    assert got == [(tag, code.value, op.value, detail) for tag, (op, _, _, code, detail) in zip(tags, cases)]
+    assert chip.counters[Counter.ERRORS] == len(cases)
+    program.add(Opcode.SYNC)
+    assert controller_errors(g, program.words()) == got
 
 
 # (f) programs that do not line up --------------------------------------------------------------------------------
