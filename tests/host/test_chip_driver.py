@@ -323,10 +323,12 @@ def test_setup_places_tables_configures_them_and_stages_weights(tiny_models):
     assert np.array_equal(encoder.encode(records), np.concatenate([
         encoder.split(2), encoder.emb_config(layout), encoder.emb_preload(4), encoder.emb_preload(6),
         encoder.nop(0)[:0], encoder.weights(*_weights_fields(setup, 2))]))
-    image, addr = setup.weights(2)
+    plan = setup.weights(2)
+    image, addr = plan.image, plan.addr
+    assert plan.staged == {} and plan.region == len(image.words)
     staged = setup.memory.read(addr, -(-len(image.words) * g.engine.word_bytes // g.line_bytes))
     assert np.array_equal(staged.view(np.int8).reshape(-1, g.engine.word_bytes)[:len(image.words)], image.words)
-    assert setup.weights(2)[1] == addr      # staged once per split
+    assert setup.weights(2) is plan      # staged once per split
     query = setup.add_query({a: candidates(a, 9), 1: candidates(b, 9)})
     dense_q, ids = query.inputs[1]
     records_b = query.records[1]
@@ -340,8 +342,8 @@ def test_setup_places_tables_configures_them_and_stages_weights(tiny_models):
 
 
 def _weights_fields(setup, split):
-    image, addr = setup.weights(split)
-    return addr, image.base, len(image.words)
+    plan = setup.weights(split)
+    return plan.addr, plan.image.base, len(plan.image.words)
 
 
 def test_models_that_cannot_run_on_chip_are_refused(tiny_models):
@@ -509,13 +511,14 @@ def test_rm_pipelines_on_small(rm_models, mode):
         assert len(expected.rankings[0]) == stages[-1].k
 
 
-def test_rm_large_weights_beyond_the_buffer_are_a_clear_error():
+def test_rm_large_layers_beyond_half_the_buffer_are_a_clear_error():
+    """RM-large's widest layer takes more than half of small's weight buffer: not even two slots to stream it."""
     large = quantised(get_model("rm-large", max_rows=200), samples=600)
     setup = ChipSetup(SMALL, [large])
     query = setup.add_query({large: candidates(large, 20)})
-    with pytest.raises(CompileError, match=r"^rm-large at split 1: The weights need \d+ words of the weight memory, "
-                                           r"which has 24576 \(weight_buffer_words\); streaming weights from memory "
-                                           "is not supported yet$"):
+    with pytest.raises(CompileError, match=r"^The weights at split 1 do not fit: 0 resident words and two slots of "
+                                           r"\d+ words for streaming rm-large exceed the 24576 of "
+                                           "weight_buffer_words$"):
         compile_queries(setup, [Stage(large, k=8)], [query], Schedule(split=1))
 
 

@@ -52,7 +52,7 @@ from .memory import (
     table_rows,
 )
 
-__all__ = ["ChipSetup", "CompileError", "Expected", "Program", "Query", "Schedule", "Stage", "Step",
+__all__ = ["ChipSetup", "CompileError", "Expected", "Program", "Query", "Schedule", "Stage", "Step", "WeightPlan",
            "compile_queries", "expected_responses"]
 
 MOD = 1 << WAIT_BITS
@@ -91,6 +91,33 @@ class Query:
     inputs: dict
 
 
+@dataclass(frozen=True)
+class WeightPlan:
+    """The weight buffer at one split: resident models loaded once, streamed models' layers copied per use.
+
+    Attributes
+    ----------
+    image : rpaccel.host.driver.mlp.WeightImage
+        The resident models' MLPs from word 0, keys ``(model number, "bottom" or "top")``.
+    addr : int or None
+        The memory line the image is staged at (``None``: no model is resident).
+    region : int
+        The first word of the streaming region (the rest of the buffer), which the compiler divides into rings of
+        slots of ``slot_words``, one ring per lane that runs a streamed model.
+    slot_words : int
+        The largest streamed layer's words (0 if nothing streams).
+    staged : dict
+        ``{(model number, "bottom" or "top"): ((memory line, words), ...)}``: each streamed layer's words, laid
+        out by :func:`~rpaccel.host.driver.mlp.layout_weights` alone, staged from a line of its own.
+    """
+
+    image: object
+    addr: object
+    region: int
+    slot_words: int
+    staged: dict
+
+
 class ChipSetup:
     """Models loaded on a chip: their tables, weights and queries' candidate records in one memory image.
 
@@ -100,6 +127,9 @@ class ChipSetup:
     models : sequence of rpaccel.host.quant.QuantModel
     static_rows : dict, optional
         ``{model number: rows per table}`` held by the static cache (the hottest IDs are the lowest; default none).
+    streamed : collection of int, optional
+        Model numbers whose weights stream from memory at every split (default: none if every model's weights fit
+        the weight buffer, otherwise the models that do not fit next to the others, :meth:`weights`).
 
     Attributes
     ----------
@@ -115,6 +145,8 @@ class ChipSetup:
         :attr:`resident`).
     table_base : list of int
         The chip table of each model's table 0.
+    streamed : frozenset or None
+        The ``streamed`` given.
     memory : MemoryImage
     queries : list of Query
 
@@ -124,11 +156,17 @@ class ChipSetup:
         If a model cannot run on the chip (naming the model and why), or the tables do not fit.
     """
 
-    def __init__(self, config, models, *, static_rows=None):
+    def __init__(self, config, models, *, static_rows=None, streamed=None):
         self.geometry = g = geometry_of(config)
         self.models = list(models)
         if not self.models:
             raise CompileError("A chip setup needs at least one model")
+        if streamed is not None:
+            streamed = frozenset(streamed)
+            if not streamed <= set(range(len(self.models))):
+                raise CompileError(f"Streamed models {sorted(streamed)} must be model numbers below "
+                                   f"{len(self.models)}")
+        self.streamed = streamed
         specs, self.dims = [], []
         for number, qmodel in enumerate(self.models):
             self._check_model(qmodel)
@@ -199,27 +237,70 @@ class ChipSetup:
         return mlps["bottom"], mlps["top"]
 
     def weights(self, split):
-        """``(WeightImage, memory line)`` of every model's MLPs laid out for ``split``, staged once per split.
+        """The :class:`WeightPlan` of ``split``: the resident models' weights laid out from word 0 and staged
+        once, the streamed models' layers staged one by one (each one contiguous copy), made once per split.
+
+        Models stream (:attr:`streamed`, or those that do not fit, chosen in model order) when the resident ones
+        and two slots of the largest streamed layer do not fit the weight buffer together.
 
         Raises
         ------
         CompileError
-            If they do not fit the weight buffer (streaming weights from memory is not done yet).
+            If even one streamed layer per slot leaves fewer than two slots of the buffer (naming the layer's
+            size), or the resident models alone do not fit.
         """
-        if split not in self._weights:
-            mlps = {}
-            for number in range(len(self.models)):
-                bottom, top = self.mlps(number)
-                mlps[number, "bottom"], mlps[number, "top"] = bottom, top
+        if split in self._weights:
+            return self._weights[split]
+        g = self.geometry
+        engine, words = g.engine, g.engine.weight_words
+        layers = {}     # {number: {mlp: [WeightImage of each layer]}}
+        for number in range(len(self.models)):
             try:
-                image = layout_weights(self.geometry.engine, split, mlps)
+                layers[number] = {name: [layout_weights(engine, split, {0: [layer]}) for layer in mlp]
+                                  for name, mlp in zip(("bottom", "top"), self.mlps(number))}
             except MLPError as error:
-                names = ", ".join(model.spec.name for model in self.models)
-                raise CompileError(f"{names} at split {split}: {error}; streaming weights from memory is not "
-                                   "supported yet") from None
-            addr = self.memory.place(stage_weights(self.geometry, image.words), what=f"weights of split {split}")
-            self._weights[split] = (image, addr)
-        return self._weights[split]
+                raise CompileError(f"{self.models[number].spec.name} at split {split}: {error}") from None
+
+        def size(numbers):
+            return sum(len(image.words) for number in numbers for mlp in layers[number].values() for image in mlp)
+
+        def slot(numbers):
+            return max((len(image.words) for number in numbers for mlp in layers[number].values()
+                        for image in mlp), default=0)
+
+        every = range(len(self.models))
+        if self.streamed is not None:
+            streamed = sorted(self.streamed)
+        elif size(every) <= words:
+            streamed = []
+        else:
+            resident = []
+            for number in every:
+                rest = [other for other in every if other not in resident and other != number]
+                if size([*resident, number]) + 2 * slot(rest) <= words:
+                    resident.append(number)
+            streamed = [number for number in every if number not in resident]
+        resident = [number for number in every if number not in streamed]
+        names = ", ".join(self.models[number].spec.name for number in streamed)
+        if size(resident) + 2 * slot(streamed) > words:
+            raise CompileError(f"The weights at split {split} do not fit: {size(resident)} resident words and two "
+                               f"slots of {slot(streamed)} words for streaming {names or 'nothing'} exceed the "
+                               f"{words} of weight_buffer_words")
+        mlps = {(number, name): mlp for number in resident for name, mlp in zip(("bottom", "top"),
+                                                                                  self.mlps(number))}
+        image = layout_weights(engine, split, mlps)
+        addr = (self.memory.place(stage_weights(g, image.words), what=f"the weights of split {split}")
+                if len(image.words) else None)
+        staged = {}
+        for number in streamed:
+            for name, images in layers[number].items():
+                staged[number, name] = tuple(
+                    (self.memory.place(stage_weights(g, layer.words),
+                                       what=f"the weights of {self.models[number].spec.name} at split {split}"),
+                     len(layer.words)) for layer in images)
+        plan = WeightPlan(image=image, addr=addr, region=len(image.words), slot_words=slot(streamed), staged=staged)
+        self._weights[split] = plan
+        return plan
 
     def add_query(self, inputs):
         """Place a query's candidates in memory: ``inputs`` is ``{model number or QuantModel: (dense_q, ids)}``
@@ -274,14 +355,15 @@ class ChipSetup:
 
     def setup_records(self, split, tag=0):
         """Command records that prepare the chip: SPLIT, the tables' EMB CONFIG and PRELOAD (if
-        :attr:`resident`) and the WEIGHTS of ``split``."""
+        :attr:`resident`) and the WEIGHTS of ``split``'s resident weights (if any)."""
         records = [_record(Opcode.SPLIT, tag, {"n": split})]
         if self.resident:
             records += self.table_records(tag=tag)
-        image, addr = self.weights(split)
-        records.append(_record(Opcode.WEIGHTS, tag, {"mem_addr": addr, "w_addr": image.base,
-                                                     "words": len(image.words), "wait": 0, "lane": 0,
-                                                     "wait_layers": 0}))
+        plan = self.weights(split)
+        if plan.addr is not None:
+            records.append(_record(Opcode.WEIGHTS, tag, {"mem_addr": plan.addr, "w_addr": plan.image.base,
+                                                         "words": len(plan.image.words), "wait": 0, "lane": 0,
+                                                         "wait_layers": 0}))
         return records
 
 
@@ -408,34 +490,65 @@ class _Lane:
         self.hidden = ((2 * kb + 2 * kt) * s, (2 * kb + 2 * kt + self.even) * s)
         self.readers = dict.fromkeys(self.inputs, 0)    # the layer (1-based count) that last read each input region
 
-    def mlp(self, name, layers, w_bases, items, src, src_words, dst, wait_weights, batch):
-        """LANE command records of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers."""
+    def mlp(self, name, layers, weights, items, src, src_words, dst, loader, batch):
+        """``(opcode, arg)`` of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers, each
+        streamed layer after the WEIGHTS that copies it into the next slot of the lane's ring.
+
+        ``weights`` is the MLP's resident ``w_base`` per layer, or its staged ``(memory line, words)`` per layer;
+        ``loader`` counts the WEIGHTS commands so far (each LANE command waits for all of them, so its wait is
+        always a recent count)."""
         parity = batch % 2
         region = (name, parity)
-        records = [{"lane": self.lane, "wait_weights": wait_weights % MOD, "src": src, "src_words": src_words,
-                    "dst": OutDest.JOIN, "cmd": mlp_command(
-                        op=Op.INPUT, wait_inputs=self.inputs_done % MOD,
-                        wait_layers=max(self.readers[region], self.layers_done - 64, 0) % MOD, items=items,
-                        stride=self.stride, in_base=self.inputs[region], ktiles=_ceil_div(layers[0].shape[0],
-                                                                                           self.rows))}]
+        records = [(Opcode.LANE, {
+            "lane": self.lane, "wait_weights": loader.done % MOD, "src": src, "src_words": src_words,
+            "dst": OutDest.JOIN, "cmd": mlp_command(
+                op=Op.INPUT, wait_inputs=self.inputs_done % MOD,
+                wait_layers=max(self.readers[region], self.layers_done - 64, 0) % MOD, items=items,
+                stride=self.stride, in_base=self.inputs[region], ktiles=_ceil_div(layers[0].shape[0], self.rows))})]
         self.inputs_done += 1
-        for number, (layer, w_base) in enumerate(zip(layers, w_bases)):
+        for number, (layer, weight) in enumerate(zip(layers, weights)):
+            if isinstance(weight, tuple):
+                w_base = self.ring[self.slot]
+                user = self.users[self.slot]
+                # Into the slot once the layer that last read it has completed (an earlier command of this lane,
+                # so the loader, which keeps program order, never waits on a command behind it).
+                records.append((Opcode.WEIGHTS, {"mem_addr": weight[0], "w_addr": w_base, "words": weight[1],
+                                                 "wait": int(user > 0), "lane": self.lane,
+                                                 "wait_layers": user % MOD}))
+                loader.done += 1
+                self.users[self.slot] = self.layers_done + 1
+                self.slot = (self.slot + 1) % len(self.ring)
+            else:
+                w_base = weight
             last = number == len(layers) - 1
             k, n = layer.shape
             wait_layers = self.layers_done if number else max(self.layers_done - 2, 0)
-            records.append({"lane": self.lane, "wait_weights": wait_weights % MOD, "src": ActSource.DENSE,
-                            "src_words": 0, "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
-                                op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD,
-                                items=items, stride=self.stride,
-                                in_base=self.inputs[region] if number == 0 else self.hidden[(number - 1) % 2],
-                                out_base=0 if last else self.hidden[number % 2], w_base=w_base,
-                                ktiles=_ceil_div(k, self.rows), ntiles=_ceil_div(n, self.cols),
-                                params={"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
-                                to_output=int(last))})
+            records.append((Opcode.LANE, {
+                "lane": self.lane, "wait_weights": loader.done % MOD, "src": ActSource.DENSE, "src_words": 0,
+                "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
+                    op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD, items=items,
+                    stride=self.stride, in_base=self.inputs[region] if number == 0 else self.hidden[(number - 1) % 2],
+                    out_base=0 if last else self.hidden[number % 2], w_base=w_base, ktiles=_ceil_div(k, self.rows),
+                    ntiles=_ceil_div(n, self.cols), params={"m": layer.m, "s": layer.s, "relu": int(layer.relu),
+                                                            "raw": int(layer.raw)},
+                    to_output=int(last))}))
             self.layers_done += 1
             if number == 0:
                 self.readers[region] = self.layers_done
         return records
+
+    def stream(self, base, slots, slot_words):
+        """Give the lane a ring of ``slots`` slots of ``slot_words`` weight words from word ``base``."""
+        self.ring = [base + i * slot_words for i in range(slots)]
+        self.users = [0] * slots    # per slot, the layer (1-based count) that last read it
+        self.slot = 0
+
+
+class _Loader:
+    """The WEIGHTS commands of a program so far (the weight loader's completion count once they have run)."""
+
+    def __init__(self, done):
+        self.done = done
 
 
 def _sizes(items, sub_batch):
@@ -511,9 +624,20 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                                f"split {split} (accumulator rows, activation memory)")
         lane.place(sub_batch)
 
-    image, _ = setup.weights(split)
+    buffer = setup.weights(split)
+    streaming = sorted({lanes[s] for s in range(len(stages)) if (numbers[s], "bottom") in buffer.staged})
+    if streaming:
+        slots = (g.engine.weight_words - buffer.region) // (len(streaming) * buffer.slot_words)
+        if slots < 2:
+            raise CompileError(f"Lanes {streaming} of split {split} stream weights: each needs two slots of "
+                               f"{buffer.slot_words} words, and {g.engine.weight_words - buffer.region} words of "
+                               "weight_buffer_words are left after the resident models")
+        for index, lane in enumerate(streaming):
+            state[lane].stream(buffer.region + index * slots * buffer.slot_words, slots, buffer.slot_words)
+    weights = {key: buffer.image.bases.get(key) or buffer.staged[key] for number in set(numbers)
+               for key in ((number, "bottom"), (number, "top"))}
     steps = [Step(records=setup.setup_records(split))]
-    weights_done = 1
+    loader = _Loader(int(buffer.addr is not None))
     results = [0] * g.holders
     configured = None   # the model whose tables are configured (when they are not all resident)
     tags = [q % 256 for q in range(len(queries))]
@@ -569,13 +693,13 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                     step.records.append(_record(Opcode.FETCH, tag, fetch))
                     batches[index] = lane.batches
                     lane.batches += 1
-                    step.records.extend(_record(Opcode.LANE, tag, arg) for arg in lane.mlp(
-                        "bottom", bottom, image.bases[number, "bottom"], items, ActSource.DENSE, records.dense_words,
-                        OutDest.JOIN, weights_done, batches[index]))
+                    step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
+                        "bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE, records.dense_words,
+                        OutDest.JOIN, loader, batches[index]))
                     continue
-                step.records.extend(_record(Opcode.LANE, tag, arg) for arg in lane.mlp(
-                    "top", top, image.bases[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
-                    weights_done, batches[index]))
+                step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
+                    "top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
+                    loader, batches[index]))
                 step.records.append(_record(Opcode.SCORE, tag, {
                     "lane": lane.lane, "dest": dest, "unit": 0 if baseline else unit, "items": items,
                     "last": int(closing),
