@@ -772,3 +772,97 @@ def test_the_interpreter_catches_a_planted_compiler_bug(tiny_models):
                                         join={**join, "s": join["s"] + 1})
     with pytest.raises(AssertionError, match="tag 0"):
         check_by_interpreting(setup, program, expected)
+
+
+# Streaming weights -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_model():
+    """A model whose weights (312 words at split 1) exceed tiny's weight buffer (256 words)."""
+    return quantised(tiny_dot(name="tiny-big", bottom=(16, 16, 4), top=(16, 16, 1)))
+
+
+def _weights_commands(records):
+    return [(i, r["arg"]) for i, r in enumerate(records) if r["op"] is Opcode.WEIGHTS]
+
+
+@pytest.mark.parametrize(("stages", "split", "lookahead"), [(1, 1, True), (2, 2, True), (2, 2, False), (2, 1, True)])
+def test_weights_beyond_the_buffer_stream_through_slots(tiny_models, big_model, stages, split, lookahead):
+    """The model that does not fit streams (the other stays resident): per sub-batch a WEIGHTS before each of its
+    layers, into alternating slots, each waiting for the layer that last read its slot; the program passes the
+    checker and the interpreter gives the golden model's answers."""
+    a = tiny_models[0]
+    setup = ChipSetup(TINY, [a, big_model])
+    plan = setup.weights(split)
+    assert set(plan.staged) == {(1, "bottom"), (1, "top")} and set(plan.image.bases) == {(0, "bottom"), (0, "top")}
+    queries = [setup.add_query({a: candidates(a, n, 8000 + n), big_model: candidates(big_model, n, 8000 + n)})
+               for n in (21, 13)]
+    pipeline = [Stage(big_model, k=5)] if stages == 1 else [Stage(a, k=9), Stage(big_model, k=4)]
+    program, expected = run_pipeline(setup, pipeline, queries,
+                                     Schedule(split=split, sub_batch=5, lookahead=lookahead))
+    records = program.records()
+    weights = _weights_commands(records)
+    sub_batches = sum(-(-program.items[q][-1] // 5) for q in range(2))
+    assert len(weights) == 1 + 6 * sub_batches      # the resident image, then six layers per sub-batch
+    streamed = [arg for _, arg in weights[1:]]
+    slots = sorted({arg["w_addr"] for arg in streamed})
+    assert len(slots) >= 2 and slots[0] == plan.region and all(arg["lane"] == (stages - 1) % split for arg in streamed)
+    assert [arg["w_addr"] for arg in streamed] == [slots[i % len(slots)] for i in range(len(streamed))]
+    assert [arg["wait"] for arg in streamed] == [int(i >= len(slots)) for i in range(len(streamed))]
+    for q in range(2):
+        assert expected.responses.ranking(q) == expected.rankings[q]
+
+
+def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
+    """Both stages' models streamed (``streamed``), each lane with a ring of its own; too little room is an
+    error naming the lanes."""
+    a = tiny_models[0]
+    wide = TINY.with_settings(["weight_buffer_words=512"])
+    setup = ChipSetup(wide, [a, big_model], streamed=(0, 1))
+    queries = [setup.add_query({a: candidates(a, 17, 8100), big_model: candidates(big_model, 17, 8100)})]
+    program, _ = run_pipeline(setup, [Stage(a, k=8), Stage(big_model, k=6), Stage(a, items=5, k=2)], queries,
+                              Schedule(split=2, sub_batch=4))
+    streamed = [arg for _, arg in _weights_commands(program.records())]
+    lanes = {lane: {arg["w_addr"] for arg in streamed if arg["lane"] == lane} for lane in (0, 1)}
+    assert lanes[0] and lanes[1] and not lanes[0] & lanes[1]
+    assert setup.weights(2).addr is None        # nothing resident: no WEIGHTS before the first layer's
+    with pytest.raises(CompileError, match=r"^Lanes \[0, 1\] of split 2 stream weights: each needs two slots of "
+                                           r"80 words, and 256 words of weight_buffer_words are left after the "
+                                           "resident models$"):
+        compile_queries(ChipSetup(TINY, [a, big_model], streamed=(0, 1)), [Stage(a, k=8), Stage(big_model, k=3)],
+                        [], Schedule(split=2))
+    with pytest.raises(CompileError, match=r"^Streamed models \[2\] must be model numbers below 2$"):
+        ChipSetup(TINY, [a, big_model], streamed=(2,))
+
+
+def test_checker_catches_planted_streaming_errors(tiny_models, big_model):
+    a = tiny_models[0]
+    setup = ChipSetup(TINY, [a, big_model])
+    queries = [setup.add_query({a: candidates(a, 20, 8200), big_model: candidates(big_model, 20, 8200)})]
+    program = compile_queries(setup, [Stage(a, k=9), Stage(big_model, k=4)], queries, Schedule(sub_batch=5))
+    records = program.records()
+    check_program(TINY, records, memory=setup.memory)
+
+    def refused(message, changed):
+        with pytest.raises(ProgramError, match=message):
+            check_program(TINY, changed, memory=setup.memory)
+
+    waiting = next(i for i, arg in _weights_commands(records) if arg["wait"])
+    layers = records[waiting]["arg"]["wait_layers"]
+    refused(rf"^command {waiting} \(WEIGHTS\): overwrites weights that layer {layers} of lane 1 reads; it does not "
+            "wait for it$", _changed(records, waiting, wait=0))
+    refused(rf"^command {waiting} \(WEIGHTS\): overwrites weights that layer {layers} of lane 1 reads; it waits "
+            rf"for {layers - 1} layers of lane 1$", _changed(records, waiting, wait_layers=layers - 1))
+    refused(rf"^command {waiting} \(WEIGHTS\): overwrites weights that layer {layers} of lane 1 reads; it waits "
+            rf"for {layers} layers of lane 0$", _changed(records, waiting, lane=0))
+    layer = waiting + 1
+    assert records[layer]["op"] is Opcode.LANE and records[layer]["arg"]["cmd"]["op"] == Op.LAYER
+    count = records[layer]["arg"]["wait_weights"]
+    refused(rf"^command {layer} \(LANE\): reads weights WEIGHTS command {count} loads, but waits for {count - 1}$",
+            _changed(records, layer, wait_weights=count - 1))
+    # A WEIGHTS moved before the layer it waits for: the wait cannot be met by commands before it.
+    reader = [i for i in range(waiting) if records[i]["op"] is Opcode.LANE and records[i]["arg"]["lane"] == 1
+              and records[i]["arg"]["cmd"]["op"] == Op.LAYER][layers - 1]
+    moved = [*records[:reader], records[waiting], *records[reader:waiting], *records[waiting + 1:]]
+    refused(rf"^command {reader} \(WEIGHTS\): waits for {layers} layers of lane 1; only {layers - 1} come before it$",
+            moved)
