@@ -511,15 +511,20 @@ def test_rm_pipelines_on_small(rm_models, mode):
         assert len(expected.rankings[0]) == stages[-1].k
 
 
-def test_rm_large_layers_beyond_half_the_buffer_are_a_clear_error():
-    """RM-large's widest layer takes more than half of small's weight buffer: not even two slots to stream it."""
+def test_rm_large_streams_on_small_in_parts():
+    """RM-large's widest layers take more than half of small's weight buffer: they stream in parts of whole
+    n-tiles, each a WEIGHTS and a LAYER, and the program still gives the reference's answers."""
     large = quantised(get_model("rm-large", max_rows=200), samples=600)
     setup = ChipSetup(SMALL, [large])
+    plan = setup.weights(1)
+    assert plan.addr is None and 2 * plan.slot_words <= SMALL.weight_buffer_words
+    parts = [len(layer) for mlp in plan.staged.values() for layer in mlp]
+    assert max(parts) > 1 and parts[len(large.spec.bottom) - 1] == parts[-1] == 1      # output layers whole
     query = setup.add_query({large: candidates(large, 20)})
-    with pytest.raises(CompileError, match=r"^The weights at split 1 do not fit: 0 resident words and two slots of "
-                                           r"\d+ words for streaming rm-large exceed the 24576 of "
-                                           "weight_buffer_words$"):
-        compile_queries(setup, [Stage(large, k=8)], [query], Schedule(split=1))
+    program, expected = run_pipeline(setup, [Stage(large, k=8)], [query], Schedule(split=1, sub_batch=10))
+    layers = [r for r in program.records() if r["op"] is Opcode.LANE and r["arg"]["cmd"]["op"] == Op.LAYER]
+    assert len(layers) == 2 * sum(parts)
+    assert len(expected.rankings[0]) == 8
 
 
 # An untimed interpreter of compiled programs ----------------------------------------------------------------------
@@ -814,8 +819,8 @@ def test_weights_beyond_the_buffer_stream_through_slots(tiny_models, big_model, 
 
 
 def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
-    """Both stages' models streamed (``streamed``), each lane with a ring of its own; too little room is an
-    error naming the lanes."""
+    """Both stages' models streamed (``streamed``), each lane with a ring of its own (in parts where the room
+    divided by the lanes is smaller than a layer); too little room is an error naming the lanes."""
     a = tiny_models[0]
     wide = TINY.with_settings(["weight_buffer_words=512"])
     setup = ChipSetup(wide, [a, big_model], streamed=(0, 1))
@@ -826,11 +831,22 @@ def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
     lanes = {lane: {arg["w_addr"] for arg in streamed if arg["lane"] == lane} for lane in (0, 1)}
     assert lanes[0] and lanes[1] and not lanes[0] & lanes[1]
     assert setup.weights(2).addr is None        # nothing resident: no WEIGHTS before the first layer's
-    with pytest.raises(CompileError, match=r"^Lanes \[0, 1\] of split 2 stream weights: each needs two slots of "
-                                           r"80 words, and 256 words of weight_buffer_words are left after the "
+    # Both models streamed on tiny's 256 words: two lanes' rings of slots of 64, the 80-word layers in parts.
+    setup = ChipSetup(TINY, [a, big_model], streamed=(0, 1))
+    assert setup.weights(2).slot_words <= 64 and max(map(len, setup.weights(2).staged[1, "top"])) == 2
+    queries = [setup.add_query({a: candidates(a, 17, 8100), big_model: candidates(big_model, 17, 8100)})]
+    run_pipeline(setup, [Stage(a, k=8), Stage(big_model, k=6)], queries, Schedule(split=2, sub_batch=4))
+    # One streamed model on two lanes: the room was divided for one.
+    setup = ChipSetup(TINY, [a, big_model])
+    left = TINY.weight_buffer_words - setup.weights(2).region
+    with pytest.raises(CompileError, match=rf"^Lanes \[0, 1\] of split 2 stream weights: each needs two slots of "
+                                           rf"80 words, and {left} words of weight_buffer_words are left after the "
                                            "resident models$"):
-        compile_queries(ChipSetup(TINY, [a, big_model], streamed=(0, 1)), [Stage(a, k=8), Stage(big_model, k=3)],
-                        [], Schedule(split=2))
+        compile_queries(setup, [Stage(big_model, k=8), Stage(big_model, k=3)], [], Schedule(split=2))
+    with pytest.raises(CompileError, match=r"^tiny-big's bottom layer 1 at split 1 cannot stream: 1 n-tiles of 20 "
+                                           r"words each in a slot, and the 32 words the resident weights leave "
+                                           "hold slots of 16$"):
+        ChipSetup(TINY.with_settings(["weight_buffer_words=32"]), [big_model]).weights(1)
     with pytest.raises(CompileError, match=r"^Streamed models \[2\] must be model numbers below 2$"):
         ChipSetup(TINY, [a, big_model], streamed=(2,))
 

@@ -164,15 +164,20 @@ def big_model():
     return quantised(tiny_dot(name="tiny-big", bottom=(32, 16, 4), top=(32, 16, 1)))
 
 
-@pytest.mark.parametrize(("stages", "split", "sub_batch", "lookahead", "pause"), [
-    (1, 1, 6, True, 0.0), (1, 1, 7, False, 0.3), (2, 2, 5, True, 0.3), (2, 2, 4, False, 0.0), (2, 1, 5, True, 0.2)])
-def test_streamed_weights_on_the_rtl(models, big_model, device, stages, split, sub_batch, lookahead, pause):
+@pytest.mark.parametrize(("stages", "split", "sub_batch", "lookahead", "pause", "streamed"), [
+    (1, 1, 6, True, 0.0, None), (1, 1, 7, False, 0.3, None), (2, 2, 5, True, 0.3, None), (2, 2, 4, False, 0.0, None),
+    (2, 1, 5, True, 0.2, None), (2, 2, 5, True, 0.3, (0, 1)), (2, 2, 3, False, 0.1, (0, 1))])
+def test_streamed_weights_on_the_rtl(models, big_model, device, stages, split, sub_batch, lookahead, pause,
+                                     streamed):
     """A model whose weights exceed the weight buffer streams them per sub-batch through slots (the other model
-    stays resident), 1- and 2-stage, with and without lookahead, with stalls: every response equals the golden
-    model's, and the functional model (which runs the loader as far ahead as the waits allow) agrees."""
+    stays resident; or both stream, each lane with its ring, layers larger than a slot in parts), 1- and 2-stage,
+    with and without lookahead, with stalls: every response equals the golden model's, and the functional model
+    (which runs the loader as far ahead as the waits allow) agrees."""
     a = models[0]
-    setup = ChipSetup(TINY, [a, big_model])
-    assert set(setup.weights(split).staged) == {(1, "bottom"), (1, "top")}
+    setup = ChipSetup(TINY, [a, big_model], streamed=streamed)
+    plan = setup.weights(split)
+    assert set(plan.staged) >= {(1, "bottom"), (1, "top")}
+    assert (max(len(layer) for mlp in plan.staged.values() for layer in mlp) > 1) == (streamed is not None)
     queries = _queries(setup, [a, big_model], (23, 16), start=12000)
     pipeline = [Stage(big_model, k=6)] if stages == 1 else [Stage(a, k=11), Stage(big_model, k=5)]
     program = compile_queries(setup, pipeline, queries,

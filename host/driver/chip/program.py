@@ -27,7 +27,8 @@ and regions carry on from query to query.
 :func:`rpaccel.host.reference.run` and :func:`rpaccel.numeric.topk`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from math import gcd
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseK
 from ....rtl.accel.join import pooled_words
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
-from ...reference import MLPError, check_inputs, run
+from ...reference import MLPError, check_inputs, check_mlp, run
 from ..interaction import output_words
 from ..mlp import layout_weights, mlp_command, words_per_item
 from .encoding import ChipEncoder, Responses, geometry_of
@@ -92,6 +93,18 @@ class Query:
 
 
 @dataclass(frozen=True)
+class StreamedPart:
+    """A streamed layer's n-tiles ``first .. first + ntiles - 1``: ``words`` weight words staged from memory line
+    ``addr`` (:func:`~rpaccel.host.driver.mlp.layout_weights` of those columns alone), copied by one WEIGHTS and
+    computed by one LAYER."""
+
+    addr: int
+    words: int
+    first: int
+    ntiles: int
+
+
+@dataclass(frozen=True)
 class WeightPlan:
     """The weight buffer at one split: resident models loaded once, streamed models' layers copied per use.
 
@@ -105,10 +118,10 @@ class WeightPlan:
         The first word of the streaming region (the rest of the buffer), which the compiler divides into rings of
         slots of ``slot_words``, one ring per lane that runs a streamed model.
     slot_words : int
-        The largest streamed layer's words (0 if nothing streams).
+        The largest streamed part's words (0 if nothing streams).
     staged : dict
-        ``{(model number, "bottom" or "top"): ((memory line, words), ...)}``: each streamed layer's words, laid
-        out by :func:`~rpaccel.host.driver.mlp.layout_weights` alone, staged from a line of its own.
+        ``{(model number, "bottom" or "top"): ((StreamedPart, ...) per layer)}``: each streamed layer's parts
+        (one part, the whole layer, unless it is larger than a slot).
     """
 
     image: object
@@ -237,36 +250,43 @@ class ChipSetup:
         return mlps["bottom"], mlps["top"]
 
     def weights(self, split):
-        """The :class:`WeightPlan` of ``split``: the resident models' weights laid out from word 0 and staged
-        once, the streamed models' layers staged one by one (each one contiguous copy), made once per split.
+        """The :class:`WeightPlan` of ``split``, made (and staged in memory) once per split.
 
-        Models stream (:attr:`streamed`, or those that do not fit, chosen in model order) when the resident ones
-        and two slots of the largest streamed layer do not fit the weight buffer together.
+        Every model is resident (laid out from word 0, loaded once) if all fit the weight buffer. Otherwise the
+        models in :attr:`streamed` (default: in model order, each that does not fit next to the resident ones
+        and two slots of the others' largest layer) stream from memory: each layer is staged on its own, so it is
+        one contiguous copy into a slot. A layer larger than half the room left is staged in parts of whole
+        n-tiles (each part a LAYER of its own, starting on a whole activation word), the last layer of an MLP
+        (whose output is a stream) excepted; with several lanes (up to the split, one per streamed model) the room
+        holds two slots for each.
 
         Raises
         ------
         CompileError
-            If even one streamed layer per slot leaves fewer than two slots of the buffer (naming the layer's
-            size), or the resident models alone do not fit.
+            If the resident models leave no room for two slots of a streamed layer's part (naming the sizes).
         """
         if split in self._weights:
             return self._weights[split]
         g = self.geometry
-        engine, words = g.engine, g.engine.weight_words
-        layers = {}     # {number: {mlp: [WeightImage of each layer]}}
-        for number in range(len(self.models)):
-            try:
-                layers[number] = {name: [layout_weights(engine, split, {0: [layer]}) for layer in mlp]
-                                  for name, mlp in zip(("bottom", "top"), self.mlps(number))}
-            except MLPError as error:
-                raise CompileError(f"{self.models[number].spec.name} at split {split}: {error}") from None
+        engine, words, shape = g.engine, g.engine.weight_words, g.engine.splits[split]
+        layers = {number: dict(zip(("bottom", "top"), self.mlps(number))) for number in range(len(self.models))}
+        for number in layers:
+            for mlp in layers[number].values():
+                try:
+                    check_mlp(mlp)
+                except MLPError as error:
+                    raise CompileError(f"{self.models[number].spec.name}: {error}") from None
+
+        def layer_words(layer):
+            k, n = layer.shape
+            return _ceil_div(n, shape.cols) * (shape.bias_words + _ceil_div(k, shape.rows) * shape.tile_words)
 
         def size(numbers):
-            return sum(len(image.words) for number in numbers for mlp in layers[number].values() for image in mlp)
+            return sum(layer_words(layer) for number in numbers for mlp in layers[number].values() for layer in mlp)
 
         def slot(numbers):
-            return max((len(image.words) for number in numbers for mlp in layers[number].values()
-                        for image in mlp), default=0)
+            return max((layer_words(layer) for number in numbers for mlp in layers[number].values()
+                        for layer in mlp), default=0)
 
         every = range(len(self.models))
         if self.streamed is not None:
@@ -281,24 +301,48 @@ class ChipSetup:
                     resident.append(number)
             streamed = [number for number in every if number not in resident]
         resident = [number for number in every if number not in streamed]
-        names = ", ".join(self.models[number].spec.name for number in streamed)
-        if size(resident) + 2 * slot(streamed) > words:
-            raise CompileError(f"The weights at split {split} do not fit: {size(resident)} resident words and two "
-                               f"slots of {slot(streamed)} words for streaming {names or 'nothing'} exceed the "
-                               f"{words} of weight_buffer_words")
-        mlps = {(number, name): mlp for number in resident for name, mlp in zip(("bottom", "top"),
-                                                                                  self.mlps(number))}
-        image = layout_weights(engine, split, mlps)
+        room = words - size(resident)
+        if room < 0:
+            raise CompileError(f"The resident weights at split {split} need {size(resident)} words; the weight "
+                               f"buffer has {words} (weight_buffer_words)")
+        image = layout_weights(engine, split, {(number, name): mlp for number in resident
+                                               for name, mlp in layers[number].items()})
         addr = (self.memory.place(stage_weights(g, image.words), what=f"the weights of split {split}")
                 if len(image.words) else None)
+        # Two slots for every lane that may run a streamed model.
+        cap = min(slot(streamed), room // (2 * max(min(split, len(streamed)), 1)))
+        # Parts start on whole activation words: a multiple of `align` n-tiles.
+        align = shape.rows // gcd(shape.rows, shape.cols)
         staged = {}
         for number in streamed:
-            for name, images in layers[number].items():
-                staged[number, name] = tuple(
-                    (self.memory.place(stage_weights(g, layer.words),
-                                       what=f"the weights of {self.models[number].spec.name} at split {split}"),
-                     len(layer.words)) for layer in images)
-        plan = WeightPlan(image=image, addr=addr, region=len(image.words), slot_words=slot(streamed), staged=staged)
+            name_of = self.models[number].spec.name
+            for name, mlp in layers[number].items():
+                parts_of = []
+                for index, layer in enumerate(mlp):
+                    k, n = layer.shape
+                    ntile_words = shape.bias_words + _ceil_div(k, shape.rows) * shape.tile_words
+                    ntiles = _ceil_div(n, shape.cols)
+                    per_part = min(ntiles, cap // ntile_words // align * align)
+                    if per_part < (ntiles if index == len(mlp) - 1 else min(ntiles, align)):
+                        raise CompileError(
+                            f"{name_of}'s {name} layer {index} at split {split} cannot stream: "
+                            f"{ntiles if index == len(mlp) - 1 else min(ntiles, align)} n-tiles of {ntile_words} "
+                            f"words each in a slot, and the {room} words the resident weights leave hold slots "
+                            f"of {cap}")
+                    parts = []
+                    for first in range(0, ntiles, per_part):
+                        cols = slice(first * shape.cols, min((first + per_part) * shape.cols, n))
+                        part = replace(layer, weights=layer.weights[:, cols], bias=layer.bias[cols])
+                        laid = layout_weights(engine, split, {0: [part]})
+                        parts.append(StreamedPart(
+                            addr=self.memory.place(stage_weights(g, laid.words),
+                                                   what=f"the weights of {name_of} at split {split}"),
+                            words=len(laid.words), first=first, ntiles=_ceil_div(cols.stop - cols.start, shape.cols)))
+                    parts_of.append(tuple(parts))
+                staged[number, name] = tuple(parts_of)
+        slot_words = max((part.words for layers_ in staged.values() for parts in layers_ for part in parts),
+                         default=0)
+        plan = WeightPlan(image=image, addr=addr, region=len(image.words), slot_words=slot_words, staged=staged)
         self._weights[split] = plan
         return plan
 
@@ -492,9 +536,9 @@ class _Lane:
 
     def mlp(self, name, layers, weights, items, src, src_words, dst, loader, batch):
         """``(opcode, arg)`` of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers, each
-        streamed layer after the WEIGHTS that copies it into the next slot of the lane's ring.
+        streamed part after the WEIGHTS that copies it into the next slot of the lane's ring.
 
-        ``weights`` is the MLP's resident ``w_base`` per layer, or its staged ``(memory line, words)`` per layer;
+        ``weights`` is the MLP's resident ``w_base`` per layer, or its :class:`StreamedPart` s per layer;
         ``loader`` counts the WEIGHTS commands so far (each LANE command waits for all of them, so its wait is
         always a recent count)."""
         parity = batch % 2
@@ -507,32 +551,36 @@ class _Lane:
                 stride=self.stride, in_base=self.inputs[region], ktiles=_ceil_div(layers[0].shape[0], self.rows))})]
         self.inputs_done += 1
         for number, (layer, weight) in enumerate(zip(layers, weights)):
-            if isinstance(weight, tuple):
-                w_base = self.ring[self.slot]
-                user = self.users[self.slot]
-                # Into the slot once the layer that last read it has completed (an earlier command of this lane,
-                # so the loader, which keeps program order, never waits on a command behind it).
-                records.append((Opcode.WEIGHTS, {"mem_addr": weight[0], "w_addr": w_base, "words": weight[1],
-                                                 "wait": int(user > 0), "lane": self.lane,
-                                                 "wait_layers": user % MOD}))
-                loader.done += 1
-                self.users[self.slot] = self.layers_done + 1
-                self.slot = (self.slot + 1) % len(self.ring)
-            else:
-                w_base = weight
             last = number == len(layers) - 1
             k, n = layer.shape
+            # Every part waits for the layers before this one (the first layer: for the INPUT's region only).
             wait_layers = self.layers_done if number else max(self.layers_done - 2, 0)
-            records.append((Opcode.LANE, {
-                "lane": self.lane, "wait_weights": loader.done % MOD, "src": ActSource.DENSE, "src_words": 0,
-                "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
-                    op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD, items=items,
-                    stride=self.stride, in_base=self.inputs[region] if number == 0 else self.hidden[(number - 1) % 2],
-                    out_base=0 if last else self.hidden[number % 2], w_base=w_base, ktiles=_ceil_div(k, self.rows),
-                    ntiles=_ceil_div(n, self.cols), params={"m": layer.m, "s": layer.s, "relu": int(layer.relu),
-                                                            "raw": int(layer.raw)},
-                    to_output=int(last))}))
-            self.layers_done += 1
+            out_base = 0 if last else self.hidden[number % 2]
+            parts = weight if isinstance(weight, tuple) else (StreamedPart(None, 0, 0, _ceil_div(n, self.cols)),)
+            for part in parts:
+                w_base = weight
+                if part.addr is not None:
+                    w_base = self.ring[self.slot]
+                    user = self.users[self.slot]
+                    # Into the slot once the layer that last read it has completed (an earlier command of this
+                    # lane, so the loader, which keeps program order, never waits on a command behind it).
+                    records.append((Opcode.WEIGHTS, {"mem_addr": part.addr, "w_addr": w_base, "words": part.words,
+                                                     "wait": int(user > 0), "lane": self.lane,
+                                                     "wait_layers": user % MOD}))
+                    loader.done += 1
+                    self.users[self.slot] = self.layers_done + 1
+                    self.slot = (self.slot + 1) % len(self.ring)
+                records.append((Opcode.LANE, {
+                    "lane": self.lane, "wait_weights": loader.done % MOD, "src": ActSource.DENSE, "src_words": 0,
+                    "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
+                        op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD,
+                        items=items, stride=self.stride,
+                        in_base=self.inputs[region] if number == 0 else self.hidden[(number - 1) % 2],
+                        out_base=out_base + part.first * self.cols // self.rows * self.stride, w_base=w_base,
+                        ktiles=_ceil_div(k, self.rows), ntiles=part.ntiles,
+                        params={"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
+                        to_output=int(last))}))
+                self.layers_done += 1
             if number == 0:
                 self.readers[region] = self.layers_done
         return records
