@@ -58,6 +58,11 @@ __all__ = ["ChipSetup", "CompileError", "Expected", "Program", "Query", "Schedul
 
 MOD = 1 << WAIT_BITS
 
+#: How many of the latest WEIGHTS a LANE command may leave unwaited (other lanes' streamed layers): the loader's
+#: count may run this far less half the counters' range (128) ahead of the program position of a command at the
+#: head of its lane before the command's wait would look unmet.
+WEIGHTS_LAG = 64
+
 
 class CompileError(ValueError):
     """A pipeline, schedule or model the compiler cannot map onto the chip (the message says which and why)."""
@@ -525,6 +530,7 @@ class _Lane:
             raise CompileError(f"One candidate needs {per_item} activation words on lane {lane} of split {split}; "
                                f"the lane has {shape.act_words} (act_buffer_words)")
         self.inputs_done = self.layers_done = self.batches = 0
+        self.loaded = 0     # the WEIGHTS count after the lane's latest (its own streamed layers or the resident image)
 
     def place(self, sub_batch):
         """Lay out the regions for sub-batches of at most ``sub_batch`` candidates (the stride of every region)."""
@@ -539,12 +545,14 @@ class _Lane:
         streamed part after the WEIGHTS that copies it into the next slot of the lane's ring.
 
         ``weights`` is the MLP's resident ``w_base`` per layer, or its :class:`StreamedPart` s per layer;
-        ``loader`` counts the WEIGHTS commands so far (each LANE command waits for all of them, so its wait is
-        always a recent count)."""
+        ``loader`` counts the WEIGHTS commands so far. A LANE command waits for the lane's own latest WEIGHTS (or
+        the resident image's), not for other lanes' streams, but never for fewer than all but the last
+        :data:`WEIGHTS_LAG` before it: its count stays recent (modulo 256) however far other lanes' streams run
+        ahead of it."""
         parity = batch % 2
         region = (name, parity)
         records = [(Opcode.LANE, {
-            "lane": self.lane, "wait_weights": loader.done % MOD, "src": src, "src_words": src_words,
+            "lane": self.lane, "wait_weights": loader.wait(self) % MOD, "src": src, "src_words": src_words,
             "dst": OutDest.JOIN, "cmd": mlp_command(
                 op=Op.INPUT, wait_inputs=self.inputs_done % MOD,
                 wait_layers=max(self.readers[region], self.layers_done - 64, 0) % MOD, items=items,
@@ -568,10 +576,12 @@ class _Lane:
                                                      "wait": int(user > 0), "lane": self.lane,
                                                      "wait_layers": user % MOD}))
                     loader.done += 1
+                    self.loaded = loader.done
                     self.users[self.slot] = self.layers_done + 1
                     self.slot = (self.slot + 1) % len(self.ring)
                 records.append((Opcode.LANE, {
-                    "lane": self.lane, "wait_weights": loader.done % MOD, "src": ActSource.DENSE, "src_words": 0,
+                    "lane": self.lane, "wait_weights": loader.wait(self) % MOD, "src": ActSource.DENSE,
+                    "src_words": 0,
                     "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
                         op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD,
                         items=items, stride=self.stride,
@@ -597,6 +607,10 @@ class _Loader:
 
     def __init__(self, done):
         self.done = done
+
+    def wait(self, lane):
+        """What a command of ``lane`` (a :class:`_Lane`) waits for next."""
+        return max(lane.loaded, self.done - WEIGHTS_LAG)
 
 
 def _sizes(items, sub_batch):
@@ -686,6 +700,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                for key in ((number, "bottom"), (number, "top"))}
     steps = [Step(records=setup.setup_records(split))]
     loader = _Loader(int(buffer.addr is not None))
+    for lane in state.values():
+        lane.loaded = loader.done
     results = [0] * g.holders
     configured = None   # the model whose tables are configured (when they are not all resident)
     tags = [q % 256 for q in range(len(queries))]
