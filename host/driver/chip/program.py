@@ -2,8 +2,9 @@
 
 A :class:`ChipSetup` places models on a chip: their embedding tables (one :class:`~rpaccel.embedding.
 EmbeddingLayout` of every model's tables, a model's tables on consecutive chip tables), their weights per split
-(:func:`~rpaccel.host.driver.mlp.layout_weights`, staged in memory and loaded once with WEIGHTS) and the
-candidate records of each query (:meth:`ChipSetup.add_query`), all in one :class:`~.memory.MemoryImage`.
+(:func:`~rpaccel.host.driver.mlp.layout_weights`, staged in memory and loaded once with WEIGHTS, or streamed: see
+below) and the candidate records of each query (:meth:`ChipSetup.add_query`), all in one
+:class:`~.memory.MemoryImage`.
 
 :func:`compile_queries` turns a pipeline of :class:`Stage` s and a list of queries into a :class:`Program` under a
 :class:`Schedule`:
@@ -22,6 +23,15 @@ lane's activation memory holds two input regions for each MLP (alternating per s
 (alternating per layer, as :func:`~rpaccel.host.driver.mlp.plan_lane` lays out one MLP); an INPUT waits until the
 layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
 and regions carry on from query to query.
+
+Weights that do not fit the weight buffer stream from memory (:meth:`ChipSetup.weights`, a :class:`WeightPlan`):
+the resident models' weights are loaded once from word 0, the rest of the buffer is divided into a ring of slots
+for every lane that runs a streamed model, and each streamed layer (or part of a layer larger than a slot, a LAYER
+per part) is staged in memory on its own. Before each streamed LAYER the lane's program has a WEIGHTS copying it
+into the ring's next slot, waiting (on the lane) for the layer that last read the slot; the LAYER waits for that
+WEIGHTS. With two slots or more, layer j + 1's weights load while layer j computes. Every WEIGHTS waits only on
+a layer before it in the program, so the weight loader, which runs WEIGHTS in program order for every lane, never
+holds a WEIGHTS that an earlier command needs behind one that waits on a later command.
 
 :func:`expected_responses` is the golden model of a program: what the chip must answer, computed with
 :func:`rpaccel.host.reference.run` and :func:`rpaccel.numeric.topk`.
@@ -628,7 +638,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     CompileError
         On a stage whose model is not loaded or has no candidates in a query, a stage's items or k out of range
         (naming the stage and the value), a split the chip does not have, a sub-batch larger than a lane holds,
-        or weights that do not fit the weight buffer.
+        or streamed weights without two slots per streaming lane.
     rpaccel.host.reference.MLPError
         If an MLP command's field cannot hold a region or count (naming the field).
     """
