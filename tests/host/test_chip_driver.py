@@ -35,6 +35,7 @@ from rpaccel.host.driver.chip import (
     expected_responses,
     stage_weights,
 )
+from rpaccel.host.driver.chip.program import MAX_SLOTS
 from rpaccel.host.driver.codec import codec, to_ints
 from rpaccel.host.driver.interaction import output_words
 from rpaccel.host.driver.mlp import layout_weights
@@ -524,6 +525,8 @@ def test_rm_large_streams_on_small_in_parts():
     program, expected = run_pipeline(setup, [Stage(large, k=8)], [query], Schedule(split=1, sub_batch=10))
     layers = [r for r in program.records() if r["op"] is Opcode.LANE and r["arg"]["cmd"]["op"] == Op.LAYER]
     assert len(layers) == 2 * sum(parts)
+    slots = {arg["w_addr"] for _, arg in _weights_commands(program.records())}
+    assert 2 <= len(slots) <= MAX_SLOTS
     assert len(expected.rankings[0]) == 8
 
 

@@ -73,6 +73,10 @@ MOD = 1 << WAIT_BITS
 #: head of its lane before the command's wait would look unmet.
 WEIGHTS_LAG = 64
 
+#: The most slots in a lane's ring: how many of its streamed layers the loader may copy ahead of the lane (more
+#: would hide no more latency, and would let the loader's count run further ahead of the lanes' waits).
+MAX_SLOTS = 8
+
 
 class CompileError(ValueError):
     """A pipeline, schedule or model the compiler cannot map onto the chip (the message says which and why)."""
@@ -704,6 +708,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             raise CompileError(f"Lanes {streaming} of split {split} stream weights: each needs two slots of "
                                f"{buffer.slot_words} words, and {g.engine.weight_words - buffer.region} words of "
                                "weight_buffer_words are left after the resident models")
+        slots = min(slots, MAX_SLOTS)
         for index, lane in enumerate(streaming):
             state[lane].stream(buffer.region + index * slots * buffer.slot_words, slots, buffer.slot_words)
     weights = {key: buffer.image.bases.get(key) or buffer.staged[key] for number in set(numbers)
