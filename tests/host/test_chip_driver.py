@@ -794,8 +794,10 @@ def _weights_commands(records):
     return [(i, r["arg"]) for i, r in enumerate(records) if r["op"] is Opcode.WEIGHTS]
 
 
-@pytest.mark.parametrize(("stages", "split", "lookahead"), [(1, 1, True), (2, 2, True), (2, 2, False), (2, 1, True)])
-def test_weights_beyond_the_buffer_stream_through_slots(tiny_models, big_model, stages, split, lookahead):
+@pytest.mark.parametrize(("mode", "stages", "split", "lookahead"), [
+    ("rpaccel", 1, 1, True), ("rpaccel", 2, 2, True), ("rpaccel", 2, 2, False), ("rpaccel", 2, 1, True),
+    ("baseline", 2, 1, True)])
+def test_weights_beyond_the_buffer_stream_through_slots(tiny_models, big_model, mode, stages, split, lookahead):
     """The model that does not fit streams (the other stays resident): per sub-batch a WEIGHTS before each of its
     layers, into alternating slots, each waiting for the layer that last read its slot; the program passes the
     checker and the interpreter gives the golden model's answers."""
@@ -807,7 +809,7 @@ def test_weights_beyond_the_buffer_stream_through_slots(tiny_models, big_model, 
                for n in (21, 13)]
     pipeline = [Stage(big_model, k=5)] if stages == 1 else [Stage(a, k=9), Stage(big_model, k=4)]
     program, expected = run_pipeline(setup, pipeline, queries,
-                                     Schedule(split=split, sub_batch=5, lookahead=lookahead))
+                                     Schedule(mode, split=split, sub_batch=5, lookahead=lookahead))
     records = program.records()
     weights = _weights_commands(records)
     sub_batches = sum(-(-program.items[q][-1] // 5) for q in range(2))
@@ -817,8 +819,9 @@ def test_weights_beyond_the_buffer_stream_through_slots(tiny_models, big_model, 
     assert len(slots) >= 2 and slots[0] == plan.region and all(arg["lane"] == (stages - 1) % split for arg in streamed)
     assert [arg["w_addr"] for arg in streamed] == [slots[i % len(slots)] for i in range(len(streamed))]
     assert [arg["wait"] for arg in streamed] == [int(i >= len(slots)) for i in range(len(streamed))]
-    for q in range(2):
-        assert expected.responses.ranking(q) == expected.rankings[q]
+    if mode == "rpaccel":
+        for q in range(2):
+            assert expected.responses.ranking(q) == expected.rankings[q]
 
 
 def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
