@@ -8,6 +8,7 @@ compiled pipeline equal rankings computed here from ``QuantModel.logits``).
 """
 
 from collections import defaultdict, deque
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -830,12 +831,16 @@ def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
     a = tiny_models[0]
     wide = TINY.with_settings(["weight_buffer_words=512"])
     setup = ChipSetup(wide, [a, big_model], streamed=(0, 1))
-    queries = [setup.add_query({a: candidates(a, 17, 8100), big_model: candidates(big_model, 17, 8100)})]
-    program, _ = run_pipeline(setup, [Stage(a, k=8), Stage(big_model, k=6), Stage(a, items=5, k=2)], queries,
-                              Schedule(split=2, sub_batch=4))
+    queries = [setup.add_query({a: candidates(a, 17, 8100 + q), big_model: candidates(big_model, 17, 8100 + q)})
+               for q in range(2)]
+    program, _ = run_pipeline(setup, [Stage(a, k=8), Stage(big_model, k=6)], queries, Schedule(split=2, sub_batch=4))
     streamed = [arg for _, arg in _weights_commands(program.records())]
     lanes = {lane: {arg["w_addr"] for arg in streamed if arg["lane"] == lane} for lane in (0, 1)}
     assert lanes[0] and lanes[1] and not lanes[0] & lanes[1]
+    # Query 0's stage 1 (lane 1) and query 1's stage 0 (lane 0) interleave: the loader serves the lanes in turn.
+    order = [arg["lane"] for arg in streamed]
+    switches = sum(1 for x, y in pairwise(order) if x != y)
+    assert switches > 2 * len(queries)
     assert setup.weights(2).addr is None        # nothing resident: no WEIGHTS before the first layer's
     # Both models streamed on tiny's 256 words: two lanes' rings of slots of 64, the 80-word layers in parts.
     setup = ChipSetup(TINY, [a, big_model], streamed=(0, 1))

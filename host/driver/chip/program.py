@@ -22,7 +22,10 @@ an INPUT of the interaction words, the top MLP's LAYERs (the last, raw, to the s
 lane's activation memory holds two input regions for each MLP (alternating per sub-batch) and two hidden regions
 (alternating per layer, as :func:`~rpaccel.host.driver.mlp.plan_lane` lays out one MLP); an INPUT waits until the
 layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
-and regions carry on from query to query.
+and regions carry on from query to query. When every stage has a lane and a unit of its own (and the tables are
+resident), the program interleaves, sub-batch by sub-batch, stage ``s`` of query ``q`` with stage ``s - 1`` of query
+``q + 1`` (which depend on each other only through results of earlier queries), so the fetcher, the joiner and the
+weight loader, which take their commands in program order, serve the lanes in turn.
 
 Weights that do not fit the weight buffer stream from memory (:meth:`ChipSetup.weights`, a :class:`WeightPlan`):
 the resident models' weights are loaded once from word 0, the rest of the buffer is divided into a ring of slots
@@ -718,64 +721,65 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     for lane in state.values():
         lane.loaded = loader.done
     results = [0] * g.holders
-    configured = None   # the model whose tables are configured (when they are not all resident)
     tags = [q % 256 for q in range(len(queries))]
-    for q, query in enumerate(queries):
-        tag = tags[q]
-        kept = None     # (unit, result number) of the previous stage's kept result
-        for s, stage in enumerate(stages):
-            number, lane, unit = numbers[s], state[lanes[s]], units[s]
-            if baseline:
-                steps.append(Step(records=[], query=q, stage=s))
-            step = steps[-1]
-            if not setup.resident and configured != number:
-                step.records += setup.table_records(number, tag)
-                configured = number
-            qmodel = setup.models[number]
-            spec = qmodel.spec
-            records = query.records[number]
-            bottom, top = setup.mlps(number)
-            join = {"mode": MODES.index(spec.interaction), "vectors": spec.num_tables + 1, "dim": spec.emb_dim,
-                    "m": qmodel.inter_m, "s": qmodel.inter_s}
-            inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
-            final = s == len(stages) - 1
-            sizes = _sizes(plan[q][s], sub_batch)
-            lookahead = schedule.lookahead and pooled_words(g, max(sizes), spec.num_tables + 1,
-                                                           spec.emb_dim) <= g.config.join_buffer_words
-            dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
-            # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
-            # its top MLP and its SCORE.
-            events = []
-            for index in range(len(sizes)):
-                events.append(("bottom", index))
-                if not lookahead:
-                    events.append(("top", index))
-                elif index:
-                    events.append(("top", index - 1))
-            if lookahead:
-                events.append(("top", len(sizes) - 1))
-            firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
-            batches = {}
-            for part, index in events:
-                items, closing = sizes[index], index == len(sizes) - 1
-                if part == "bottom":
-                    fetch = {"lane": lane.lane, "source": FetchSource.RANGE, "first": firsts[index], "list_addr": 0,
-                             "unit": 0, "wait_results": 0, "release": 0, "items": items, **records.fetch_fields(),
-                             "join": join}
-                    if s and baseline:
-                        addr = setup.memory.allocate(list_lines(g, items), what=f"the list of query {q} stage {s}")
-                        step.lists.append((addr, firsts[index], items))
-                        fetch.update(source=FetchSource.LIST, list_addr=addr)
-                    elif s:
-                        fetch.update(source=FetchSource.SURVIVORS, unit=kept[0], wait_results=kept[1] % MOD,
-                                     release=int(closing))
-                    step.records.append(_record(Opcode.FETCH, tag, fetch))
-                    batches[index] = lane.batches
-                    lane.batches += 1
-                    step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
-                        "bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE, records.dense_words,
-                        OutDest.JOIN, loader, batches[index]))
-                    continue
+    kept = {}           # {query: (holder, result number)} of the query's latest kept result
+    configured = [None]     # the model whose tables are configured (when they are not all resident)
+
+    def task(q, s):
+        """Append the commands of stage ``s`` of query ``q``, yielding after each sub-batch's bottom or top."""
+        query, stage, tag = queries[q], stages[s], tags[q]
+        number, lane, unit = numbers[s], state[lanes[s]], units[s]
+        if baseline:
+            steps.append(Step(records=[], query=q, stage=s))
+        step = steps[-1]
+        if not setup.resident and configured[0] != number:
+            step.records += setup.table_records(number, tag)
+            configured[0] = number
+        qmodel = setup.models[number]
+        spec = qmodel.spec
+        records = query.records[number]
+        bottom, top = setup.mlps(number)
+        join = {"mode": MODES.index(spec.interaction), "vectors": spec.num_tables + 1, "dim": spec.emb_dim,
+                "m": qmodel.inter_m, "s": qmodel.inter_s}
+        inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
+        final = s == len(stages) - 1
+        sizes = _sizes(plan[q][s], sub_batch)
+        lookahead = schedule.lookahead and pooled_words(g, max(sizes), spec.num_tables + 1,
+                                                       spec.emb_dim) <= g.config.join_buffer_words
+        dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
+        # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
+        # its top MLP and its SCORE.
+        events = []
+        for index in range(len(sizes)):
+            events.append(("bottom", index))
+            if not lookahead:
+                events.append(("top", index))
+            elif index:
+                events.append(("top", index - 1))
+        if lookahead:
+            events.append(("top", len(sizes) - 1))
+        firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+        batches = {}
+        for part, index in events:
+            items, closing = sizes[index], index == len(sizes) - 1
+            if part == "bottom":
+                fetch = {"lane": lane.lane, "source": FetchSource.RANGE, "first": firsts[index], "list_addr": 0,
+                         "unit": 0, "wait_results": 0, "release": 0, "items": items, **records.fetch_fields(),
+                         "join": join}
+                if s and baseline:
+                    addr = setup.memory.allocate(list_lines(g, items), what=f"the list of query {q} stage {s}")
+                    step.lists.append((addr, firsts[index], items))
+                    fetch.update(source=FetchSource.LIST, list_addr=addr)
+                elif s:
+                    fetch.update(source=FetchSource.SURVIVORS, unit=kept[q][0], wait_results=kept[q][1] % MOD,
+                                 release=int(closing))
+                step.records.append(_record(Opcode.FETCH, tag, fetch))
+                batches[index] = lane.batches
+                lane.batches += 1
+                step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
+                    "bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE, records.dense_words,
+                    OutDest.JOIN, loader, batches[index]))
+            else:
                 step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
                     "top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
                     loader, batches[index]))
@@ -785,9 +789,23 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                     "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
                     "keep": int(closing and not final and not baseline),
                     "report": int(closing and final and not baseline)}))
-            if not baseline and not final:
-                results[holders[s]] += 1
-                kept = (holders[s], results[holders[s]])
+            yield
+        if not baseline and not final:
+            results[holders[s]] += 1
+            kept[q] = (holders[s], results[holders[s]])
+
+    # Stage s of query q and stage s - 1 of query q + 1 run at once (on different lanes and units): their
+    # sub-batches interleave in the program, so the units that take commands in program order for every lane (the
+    # fetcher, the joiner, the weight loader) serve both lanes in turn rather than one stage's whole query first.
+    interleave = (not baseline and setup.resident and len(set(lanes)) == len(stages)
+                  and len(set(holders)) == len(stages))
+    waves = ([[(w - s, s) for s in reversed(range(len(stages))) if 0 <= w - s < len(queries)]
+              for w in range(len(queries) + len(stages) - 1)] if interleave else
+             [[(q, s)] for q in range(len(queries)) for s in range(len(stages))])
+    for wave in waves:
+        running = [task(q, s) for q, s in wave]
+        while running:
+            running = [each for each in running if next(each, StopIteration) is not StopIteration]
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
                    sub_batch=sub_batch, steps=steps, tags=tags, items=plan)
 
