@@ -71,9 +71,9 @@ __all__ = ["ChipSetup", "CompileError", "Expected", "Program", "Query", "Schedul
 
 MOD = 1 << WAIT_BITS
 
-#: How many of the latest WEIGHTS a LANE command may leave unwaited (other lanes' streamed layers): the loader's
-#: count may run this far less half the counters' range (128) ahead of the program position of a command at the
-#: head of its lane before the command's wait would look unmet.
+#: How many of the latest WEIGHTS before it a LANE command may leave unwaited (other lanes' streamed layers). Its
+#: wait is then at least the count before it less this, so it still looks met (modulo 256, within half the range)
+#: while the loader has completed fewer than 128 - WEIGHTS_LAG WEIGHTS that come after it in the program.
 WEIGHTS_LAG = 64
 
 #: The most slots in a lane's ring: how many of its streamed layers the loader may copy ahead of the lane (more
