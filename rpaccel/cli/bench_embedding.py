@@ -13,7 +13,7 @@ def _arguments(p):
     p.add_argument("--warmup", type=int, default=16_000, help="lookups before measuring (default 16000)")
     p.add_argument("--tables", type=int, default=8, help="embedding tables (default 8)")
     p.add_argument("--rows", type=int, default=8192, help="rows per table (default 8192)")
-    p.add_argument("--dim", type=int, default=64, help="embedding dimension (default 64)")
+    p.add_argument("--dim", type=int, help="embedding dimension (default: the configuration's max_emb_dim)")
     p.add_argument("--pooling", type=int, default=8, help="IDs per bag (default 8)")
     p.add_argument("--seed", type=non_negative_int, default=1, help="random seed (default 1)")
     p.add_argument("--drift", type=float, default=0.25,
@@ -33,8 +33,8 @@ def bench_embedding(args):
     reports = []
     if not args.synth_only:
         reports.append(run_embedding(config, lookups=args.lookups, warmup=args.warmup, tables=args.tables,
-                                     rows=args.rows, dim=args.dim, pooling=args.pooling, seed=args.seed,
-                                     drift=args.drift, progress=say))
+                                     rows=args.rows, dim=args.dim or config.max_emb_dim, pooling=args.pooling,
+                                     seed=args.seed, drift=args.drift, progress=say))
     if args.synth or args.synth_only:
         reports.append(run_embedding_synth(config, pnr_timeout=args.pnr_timeout, progress=say))
     return finish(args, combine(*reports))

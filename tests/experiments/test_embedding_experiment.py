@@ -1,6 +1,7 @@
 """The embedding unit's ablation (``rpaccel bench embedding``) called directly, at a tiny configuration."""
 
 import pytest
+from configs import SMALL16
 
 from rpaccel.config import preset
 from rpaccel.experiments import ExperimentError
@@ -50,10 +51,10 @@ def test_run_embedding_on_a_tiny_configuration():
     ({"lookups": 0}, "lookups must be a positive integer, not 0"),
     ({"drift": 1.5}, "drift must be between 0 and 1, not 1.5"),
     ({"dim": 48}, "dim must be a power of two, a multiple of 16 and at most 64, not 48"),
-    ({"tables": 40}, "tables must be at most 32, not 40"),
+    ({"tables": 70}, "tables must be at most 64, not 70"),
     ({"seed": -1}, "seed must be a non-negative integer, not -1"),
 ])
 def test_run_embedding_checks_its_arguments(kwargs, message):
     with pytest.raises(ExperimentError) as info:
-        run_embedding(preset("small"), **kwargs)
+        run_embedding(SMALL16, **kwargs)
     assert str(info.value) == message

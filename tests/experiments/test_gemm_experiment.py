@@ -1,6 +1,7 @@
 """The MLP engine's experiment (``rpaccel bench gemm``) called directly, at a tiny configuration."""
 
 import pytest
+from configs import SMALL16
 
 from rpaccel.config import preset
 from rpaccel.experiments import ExperimentError
@@ -45,19 +46,19 @@ def test_run_gemm_reports_outputs_that_differ_from_the_golden_model(monkeypatch)
     ({"models": ["rm-huge"]}, "models has an unknown model 'rm-huge' (known: rm-large, rm-small)"),
     ({"batches": [16, 0]}, "batches must be positive integers, not [16, 0]"),
     ({"batches": []}, "batches must be positive integers, not []"),
-    ({"splits": [16]}, "splits has 16, which is not one of the small configuration's splits (1, 2, 4)"),
+    ({"splits": [16]}, "splits has 16, which is not one of the small16 configuration's splits (1, 2, 4)"),
     ({"pause": -0.5}, "pause must be in [0, 1), not -0.5"),
     ({"seed": -1}, "seed must be a non-negative integer, not -1"),
 ])
 def test_run_gemm_checks_its_arguments(kwargs, message):
     with pytest.raises(ExperimentError, match=None) as info:
-        run_gemm(preset("small"), **kwargs)
+        run_gemm(SMALL16, **kwargs)
     assert str(info.value) == message
 
 
 def test_a_batch_that_does_not_divide_or_a_model_that_does_not_fit_is_an_error():
     with pytest.raises(ExperimentError, match="batches has 6, which does not divide among 4 sub-arrays"):
-        run_gemm(preset("small"), models=["rm-small"], batches=[6], splits=[4])
+        run_gemm(SMALL16, models=["rm-small"], batches=[6], splits=[4])
     with pytest.raises(ExperimentError, match="rm-large on the tiny configuration, split 1: The weights need"):
         run_gemm(preset("tiny"), models=["rm-large"], batches=[16], splits=[1])
 
@@ -69,7 +70,7 @@ def test_synthesis_runs_follow_the_presets_targets():
     # An explicit configuration replaces the preset meant for its target.
     custom = preset("tiny").with_settings(["array_rows=8"])
     assert synth_runs(custom) == [("array", custom), ("mlp", custom)]
-    assert [c for c, _ in synth_runs(preset("small"))] == ["pe", "pe-lut", "mlp"]
+    assert [c for c, _ in synth_runs(SMALL16)] == ["pe", "pe-lut", "mlp"]
     with pytest.raises(ExperimentError, match="paper has no synthesis runs"):
         synth_runs(preset("paper"))
 

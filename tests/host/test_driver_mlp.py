@@ -5,8 +5,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from amaranth.hdl import Const
+from configs import SMALL16
 
-from rpaccel.config import ConfigError, preset
+from rpaccel.config import ConfigError
 from rpaccel.host.driver.codec import pack, to_ints, unpack
 from rpaccel.host.driver.mlp import (
     chunk_limit,
@@ -22,7 +23,7 @@ from rpaccel.sim.golden.mlp import random_input, random_mlp
 
 # The layout arithmetic below is worked out by hand for a 16 x 16 array of 4 x 4 blocks (the small preset before
 # it became 16 x 8), so these tests pin that geometry rather than follow the preset.
-SMALL = EngineGeometry(replace(preset("small"), name="16x16", array_cols=16, weight_buffer_words=12288,
+SMALL = EngineGeometry(replace(SMALL16, name="16x16", array_cols=16, weight_buffer_words=12288,
                                act_buffer_words=4096))
 
 
@@ -157,7 +158,7 @@ def test_decode_reorders_ntile_major_outputs():
 def test_plan_errors():
     layers = random_mlp(np.random.default_rng(8), [5, 3])
     with pytest.raises(MLPError, match="Split 3 is not one of the engine's splits"):
-        plan_engine(preset("small"), 3, {0: (layers, np.zeros((2, 5), dtype=int))})
+        plan_engine(SMALL16, 3, {0: (layers, np.zeros((2, 5), dtype=int))})
     with pytest.raises(MLPError, match="Lane 2 does not exist in split 2"):
         plan_lane(SMALL, 2, 2, layers, np.zeros((2, 5), dtype=int), (0,))
     with pytest.raises(MLPError, match="Chunk must be between 1 and 64"):
@@ -170,7 +171,7 @@ def test_plan_words_follow_the_engine_layouts():
     # Every packed word of a two-lane plan equals the scalar packing (the oracle) of the value it stands for.
     layers = random_mlp(np.random.default_rng(9), [20, 12, 5])
     x = random_input(np.random.default_rng(10), 6, 20)
-    plan = plan_engine(preset("small"), 2, {0: (layers, x), 1: (layers, x[:3])})
+    plan = plan_engine(SMALL16, 2, {0: (layers, x), 1: (layers, x[:3])})
     shapes = payload_shapes(plan.geometry)
     inputs = plan.player_inputs()
     image = plan.weights
@@ -199,11 +200,11 @@ def test_commands_are_checked_against_their_layout():
 
 def test_engine_geometry_errors():
     with pytest.raises(ConfigError, match="rows are a multiple of their columns"):
-        EngineGeometry(replace(preset("small"), array_rows=8, array_cols=16, splits=(1,)))
+        EngineGeometry(replace(SMALL16, array_rows=8, array_cols=16, splits=(1,)))
     with pytest.raises(ConfigError, match="act_buffer_words must split into 4 power-of-two slices"):
-        EngineGeometry(replace(preset("small"), act_buffer_words=3000))
+        EngineGeometry(replace(SMALL16, act_buffer_words=3000))
     with pytest.raises(ConfigError, match="acc_buffer_words must be a positive integer"):
-        replace(preset("small"), acc_buffer_words=0)
+        replace(SMALL16, acc_buffer_words=0)
 
 
 def const_bits(shape, value):

@@ -10,6 +10,7 @@ weight) show the comparison can fail.
 
 import numpy as np
 import pytest
+from configs import SMALL16
 
 from rpaccel.config import preset
 from rpaccel.host.data import preprocess
@@ -23,7 +24,7 @@ from rpaccel.sim.mlp_harness import play_model, play_plan, simulate_plan
 
 from host_fixtures import tiny_cat_towers, tiny_data, tiny_dot, tiny_wnd
 
-TINY, SMALL = preset("tiny"), preset("small")
+TINY, SMALL = preset("tiny"), SMALL16
 
 
 def trained_quantised(spec, samples=6000, test=300):

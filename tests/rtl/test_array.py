@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
+from configs import SMALL16
 
 from rpaccel.config import ConfigError, preset
 from rpaccel.rtl.array import ArrayGeometry, Rect, SystolicArray, subarray_rects
@@ -60,7 +61,7 @@ def test_pe_refuses_an_unknown_multiplier():
 
 
 def test_geometry_of_the_splits():
-    g = ArrayGeometry(preset("small"))
+    g = ArrayGeometry(SMALL16)
     assert g.rects[1] == (Rect(0, 0, 16, 8),)
     assert g.rects[2] == (Rect(0, 0, 16, 4), Rect(0, 4, 16, 4))
     assert g.rects[4] == (Rect(0, 0, 8, 4), Rect(0, 4, 8, 4), Rect(8, 0, 8, 4), Rect(8, 4, 8, 4))

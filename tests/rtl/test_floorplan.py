@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 from amaranth.hdl import Fragment, Instance
+from configs import SMALL16
 
-from rpaccel.config import preset
 from rpaccel.flow.synth import TARGETS, tool_env
 from rpaccel.rtl.array import SystolicArray
 from rpaccel.rtl.floorplan import ECP5_DSP_SITES, array_dsp_sites, dsp_rows
@@ -38,7 +38,7 @@ def test_ecp5_85f_table():
 
 
 def test_small_array_layout():
-    config = preset("small")
+    config = SMALL16
     rows, cols = config.array_rows, config.array_cols
     placed = array_dsp_sites(rows, cols, config.array_dsp_pes, SITES)
     assert len(placed) == config.array_dsp_pes == len(set(placed.values()))
@@ -76,7 +76,7 @@ def _bels(fragment):
 
 
 def test_array_pes_carry_their_site():
-    config = preset("small")
+    config = SMALL16
     bels = list(_bels(Fragment.get(SystolicArray(config), _Platform("LFE5U-85F"))))
     expected = array_dsp_sites(config.array_rows, config.array_cols, config.array_dsp_pes, SITES)
     assert sorted(bel for kind, bel in bels if kind == "MULT18X18D") == sorted(expected.values())

@@ -3,8 +3,8 @@ parameter errors of the unit and the driver layer, and Verilator runs (10,000 RM
 
 import numpy as np
 import pytest
+from configs import SMALL16
 
-from rpaccel.config import preset
 from rpaccel.host.driver.codec import codec, from_ints, to_ints
 from rpaccel.host.driver.interaction import decode_items, encode_items, output_width, output_words
 from rpaccel.rtl import interaction as rtl_interaction
@@ -91,7 +91,7 @@ def test_items_of_different_shapes_follow_each_other():
 def test_rm_small_shape_on_the_small_preset_unit():
     # RM-small: d = 4, 26 tables, so 27 vectors and 351 pairs; the preset's unit (16 lanes, 33 vectors, d <= 64).
     rng = np.random.default_rng(11)
-    dut = Interaction.for_config(preset("small"))
+    dut = Interaction.for_config(SMALL16)
     assert (dut.lanes, dut.max_vectors, dut.max_dim) == (16, 33, 64)
     check(dut, [make_batch(rng, "dot", 3, 27, 4), make_batch(rng, "cat", 2, 27, 4),
                 make_batch(rng, "dot", 2, 27, 16)], in_pause=0.2, out_pause=0.3, seed=5)
@@ -196,7 +196,7 @@ def test_decoder_checks_the_framing():
 def test_small_preset_unit_long_rm_small_run_on_verilator():
     # 10,000 RM-small items (27 vectors of 4, 351 pairs) with idle input and back-pressure, then the cycles of
     # a stall-free stretch: one item per item_cycles.
-    config = preset("small")
+    config = SMALL16
     rng = np.random.default_rng(23)
     items = random_items(rng, 10_000, 27, 4)
     m, s = 40_503, 21
@@ -216,7 +216,7 @@ def test_small_preset_unit_long_rm_small_run_on_verilator():
 def test_small_preset_unit_mixed_models_on_verilator():
     # Batches of RM-med (27 x 16), RM-large (27 x 32: two chunks per vector) and rmc1-like cat (9 x 32) items
     # interleaved, the parameters travelling with each item's first word.
-    config = preset("small")
+    config = SMALL16
     rng = np.random.default_rng(29)
     shapes = [("dot", 27, 16), ("dot", 27, 32), ("cat", 9, 32), ("cat", 33, 64)]
     batches = []

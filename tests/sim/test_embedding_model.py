@@ -4,9 +4,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from configs import SMALL16
 
 from rpaccel.cachemodel import EmbeddingCacheModel, LRUCache
-from rpaccel.config import ConfigError, preset
+from rpaccel.config import ConfigError
 from rpaccel.embedding import (
     EmbeddingGeometry,
     EmbeddingLayout,
@@ -20,7 +21,7 @@ from rpaccel.embedding import (
 from rpaccel.numeric import requantize
 from rpaccel.zipf import ZipfSampler
 
-SMALL = EmbeddingGeometry.from_config(preset("small"))
+SMALL = EmbeddingGeometry.from_config(SMALL16)
 
 
 def test_small_geometry():
@@ -41,11 +42,11 @@ def test_small_geometry():
 ])
 def test_geometry_errors_name_the_field(change, message):
     with pytest.raises(ConfigError, match=message):
-        EmbeddingGeometry.from_config(replace(preset("small"), **change))
+        EmbeddingGeometry.from_config(replace(SMALL16, **change))
 
 
 def test_dynamic_cache_disabled_needs_no_sets():
-    g = EmbeddingGeometry.from_config(replace(preset("small"), dyn_cache_ways=0, dyn_cache_sets=1))
+    g = EmbeddingGeometry.from_config(replace(SMALL16, dyn_cache_ways=0, dyn_cache_sets=1))
     assert g.ways == 0 and g.dynamic_bytes == 0 and g.tag_bits == 0
 
 
@@ -69,7 +70,7 @@ def test_layout_places_tables_aligned():
     ([TableSpec(10, 16, m=1 << 16)], r"Table 0: Requantisation multiplier m must be an integer in \[0, 65535\]"),
     ([TableSpec(5000, 64, 1025)], r"Static rows need 4100 lines of the static cache, which holds 4096"),
     ([TableSpec(1 << 20, 64)], "Tables need 4194304 memory lines, more than the memory's 2097152"),
-    ([TableSpec(1, 16)] * 33, r"33 tables do not fit the unit's 32 \(max_tables\)"),
+    ([TableSpec(1, 16)] * 65, r"65 tables do not fit the unit's 64 \(emb_tables\)"),
 ])
 def test_layout_errors_name_table_and_value(tables, message):
     with pytest.raises(LayoutError, match=message):
@@ -143,7 +144,7 @@ def test_zero_ways_is_an_error():
 
 
 def test_cache_model_counts_static_dynamic_and_range_errors():
-    g = EmbeddingGeometry.from_config(replace(preset("small"), dyn_cache_sets=4, dyn_cache_ways=1))
+    g = EmbeddingGeometry.from_config(replace(SMALL16, dyn_cache_sets=4, dyn_cache_ways=1))
     layout = EmbeddingLayout(g, [TableSpec(100, 32, static_rows=10)])
     model = EmbeddingCacheModel(layout)
     model.lookup(0, [3, 10, 10, 100, 12])
@@ -182,8 +183,8 @@ def test_allocate_static_prefers_accesses_per_line():
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--dim", "48"], "--dim must be a power of two, a multiple of 16 and at most 64, not 48"),
-    (["--tables", "40"], "--tables must be at most 32, not 40"),
+    (["--dim", "48"], "--dim must be a power of two, a multiple of 16 and at most 32, not 48"),
+    (["--tables", "70"], "--tables must be at most 64, not 70"),
     (["--lookups", "0"], "--lookups must be a positive integer, not 0"),
     (["--drift", "1.5"], "--drift must be between 0 and 1, not 1.5"),
 ])

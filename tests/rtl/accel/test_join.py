@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from configs import SMALL16
 
 from rpaccel.config import ConfigError, preset
 from rpaccel.host.driver.interaction import output_words
@@ -140,7 +141,7 @@ def test_words_wider_than_a_sub_array(settings, split):
 @pytest.mark.parametrize("split", [1, 4])
 def test_small_preset(split):
     # The chip's default configuration: 16-element words, up to 33 vectors of up to 64 elements.
-    g = ChipGeometry(preset("small"))
+    g = ChipGeometry(SMALL16)
     rng = np.random.default_rng(40 + split)
     jobs, bottom, pooled = zip(*(random_job(rng, g, split, items=int(rng.integers(1, 4))) for _ in range(8)))
     run(g, split, jobs, bottom, pooled, pause=0.3, seed=40 + split)
@@ -222,4 +223,4 @@ def test_joiner_needs_a_chip_geometry():
 def test_join_buffer_words_is_a_power_of_two():
     with pytest.raises(ConfigError, match="join_buffer_words must be a power of two, not 100"):
         replace(preset("tiny"), join_buffer_words=100)
-    assert [preset(name).join_buffer_words for name in ("tiny", "small", "paper")] == [128, 2048, 16384]
+    assert [preset(name).join_buffer_words for name in ("tiny", "small", "paper")] == [128, 1024, 16384]

@@ -10,6 +10,7 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from configs import SMALL16
 
 from rpaccel.config import preset
 from rpaccel.host.driver.codec import codec
@@ -21,7 +22,7 @@ from rpaccel.rtl.mlp import WAIT_BITS, MLPEngine, Op
 from rpaccel.sim.golden.mlp import random_input, random_mlp
 from rpaccel.sim.streams import StreamSink, StreamSource, payload_shape, run_simulation
 
-TINY, SMALL = ChipGeometry(preset("tiny")), ChipGeometry(preset("small"))
+TINY, SMALL = ChipGeometry(preset("tiny")), ChipGeometry(SMALL16)
 MOD = 1 << WAIT_BITS
 # (geometry, lane, split): every lane width and cut of tiny (rows 4; lanes 0 and 1 are 4 rows wide, 2 in split 4),
 # and small's (16 rows, 8 in split 4).
