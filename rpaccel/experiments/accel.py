@@ -23,7 +23,7 @@ import numpy as np
 from ..results import format_table
 from .report import ExperimentError, ExperimentFailed, Report, Section, check_fraction, check_positive, check_seed
 
-__all__ = ["MODES", "PIPELINES", "ROLES", "measure_program", "pipeline_stages", "run_accel", "train_models"]
+__all__ = ["MODES", "PIPELINES", "ROLES", "measure", "measure_program", "pipeline_stages", "run_accel", "train_models"]
 
 #: The three model roles of RecPipe's pipelines and their zoo models.
 ROLES = {"small": "rm-small", "med": "rm-med", "large": "rm-large"}
@@ -163,6 +163,49 @@ def _cache(counters):
             "line_misses": counters.get("EMB_LINE_MISSES", 0)}
 
 
+def measure(config, program, device, *, pause=0.0, seed=1, note=""):
+    """Run ``program`` on the chip ``device`` (:func:`measure_program`) and tabulate it.
+
+    Returns
+    -------
+    (dict, str or None)
+        The row: ``mode``, ``stages``, ``split``, ``sub_batch``, ``queries``, ``cycles_per_query``, ``latency_us``
+        (at ``config.clock_mhz``), ``utilisation`` (busy share of each unit over the window), ``cache``,
+        ``mem_read_lines``, ``mem_write_lines``, ``checked``, ``rankings`` (the chip's, per query), ``lane_busy``
+        (per stage, its lane's busy cycles), ``stage_ends`` (baseline), ``setup_cycles``, ``sim_cycles``,
+        ``wall_seconds``, ``note`` and ``counters``; and what differs from the golden model (None if nothing).
+    """
+    from ..sim.verilator import ToolNotFound
+
+    try:
+        run, figures = measure_program(program, device, pause=pause, seed=seed)
+    except ToolNotFound as error:
+        raise ExperimentFailed(str(error)) from None
+    wrong, lists = run.mismatches(), run.check_lists()
+    failure = (next(iter(wrong.values())) if wrong else
+               f"the chip's logits give other candidate lists at (query, stage) {lists}" if lists else None)
+    counters, cycles, queries = figures["counters"], figures["cycles"], len(program.queries)
+    window = max(counters.get("CYCLES", 0), 1)
+    g, setup = program.setup.geometry, program.setup
+    names = [setup.models[setup.number(stage.model)].spec.name for stage in program.stages]
+    lanes = [0 if program.mode == "baseline" else s % program.split for s in range(len(program.stages))]
+    row = {"mode": program.mode,
+           "stages": " -> ".join(f"{name} {items}->{min(stage.k, items)}"
+                                 for name, items, stage in zip(names, program.items[0], program.stages)),
+           "split": program.split, "sub_batch": program.sub_batch, "queries": queries,
+           "cycles_per_query": cycles / queries, "latency_us": cycles / queries / config.clock_mhz,
+           "utilisation": _utilisation(counters, window, program.split, g), "cache": _cache(counters),
+           "mem_read_lines": counters.get("MEM_READ_LINES", 0), "mem_write_lines": counters.get("MEM_WRITE_LINES", 0),
+           "checked": failure is None,
+           "rankings": [run.responses.ranking(tag) if program.mode == "rpaccel" else run.expected.rankings[q]
+                        for q, tag in enumerate(program.tags)],
+           "lane_busy": [counters.get(f"BUSY_LANE{lane}", 0) for lane in lanes],
+           "stage_ends": figures["stage_ends"], "setup_cycles": figures["setup_cycles"],
+           "sim_cycles": figures["total_cycles"], "wall_seconds": figures["wall_seconds"], "note": note,
+           "counters": counters}
+    return row, failure
+
+
 def _compile(config, models, stages, inputs, queries, mode, sub_batch):
     """A fresh setup of the stages' models and ``queries`` queries of ``inputs``, compiled under ``mode``."""
     from ..host.driver.chip import ChipSetup, Schedule, Stage, compile_queries
@@ -231,7 +274,6 @@ def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), mod
     from ..host.data import SyntheticConfig
     from ..host.models import get_model
     from ..sim.chip import chip_device
-    from ..sim.verilator import ToolNotFound
 
     say = progress or (lambda line: None)
     check_positive(candidates=candidates, queries=queries, train_samples=train_samples, max_rows=max_rows)
@@ -253,7 +295,9 @@ def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), mod
         data = SyntheticConfig.criteo(max_rows=max_rows, seed=seed)
     else:
         data = None
-    needed = {role for plan in stage_plans.values() for role, _ in plan} | ({"med"} if "large" in specs else set())
+    needed = {role for plan in stage_plans.values() for role, _ in plan}
+    if "large" in needed:
+        needed.add("med")       # RM-med stands in for RM-large where the compiler refuses it
     specs = {role: spec for role, spec in specs.items() if role in needed}
     say(f"training {', '.join(spec.name for spec in specs.values())} on {train_samples:,} synthetic samples ...")
     models, generator, train_seconds = train_models(specs, train_samples=train_samples, seed=seed, data=data)
@@ -262,7 +306,6 @@ def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), mod
     inputs = [{role: model.inputs(records.take(slice(q * candidates, (q + 1) * candidates)))
                for role, model in models.items()} for q in range(queries)]
 
-    g = None
     device = chip_device(config)
     rows, failures, runs = [], [], {}
     for p in pipelines:
@@ -270,34 +313,14 @@ def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), mod
         if note:
             say(f"  {p}-stage: {note}")
         for mode, program in programs.items():
-            g = program.setup.geometry
             say(f"running the {p}-stage pipeline in {mode} mode (split {program.split}, sub-batch "
                 f"{program.sub_batch}) on the RTL ...")
-            try:
-                run, figures = measure_program(program, device, pause=pause, seed=seed)
-            except ToolNotFound as error:
-                raise ExperimentFailed(str(error)) from None
-            wrong = run.mismatches()
-            lists = run.check_lists()
-            if wrong or lists:
-                failures.append(f"{p}-stage {mode}: " + (next(iter(wrong.values())) if wrong else
-                                                         f"the chip's logits give other lists at {lists}"))
-            counters, cycles = figures["counters"], figures["cycles"]
-            window = max(counters.get("CYCLES", 0), 1)
-            names = [program.setup.models[program.setup.number(stage.model)].spec.name for stage in program.stages]
-            row = {"pipeline": p, "mode": mode, "stages": " -> ".join(
-                       f"{name} {items}->{stage.k}" for name, items, stage in zip(names, program.items[0],
-                                                                                    program.stages)),
-                   "split": program.split, "sub_batch": program.sub_batch, "queries": queries,
-                   "cycles_per_query": cycles / queries, "latency_us": cycles / queries / config.clock_mhz,
-                   "utilisation": _utilisation(counters, window, program.split, g), "cache": _cache(counters),
-                   "mem_read_lines": counters.get("MEM_READ_LINES", 0),
-                   "mem_write_lines": counters.get("MEM_WRITE_LINES", 0), "checked": not (wrong or lists),
-                   "setup_cycles": figures["setup_cycles"], "sim_cycles": figures["total_cycles"],
-                   "wall_seconds": figures["wall_seconds"], "stage_ends": figures["stage_ends"], "note": note,
-                   "counters": counters}
-            say(f"  {cycles / queries:,.0f} cycles per query, {'checked' if row['checked'] else 'MISMATCH'}; "
-                f"{figures['total_cycles']:,} cycles simulated in {figures['wall_seconds']:.1f} s")
+            row, failure = measure(config, program, device, pause=pause, seed=seed, note=note)
+            if failure:
+                failures.append(f"{p}-stage {mode}: {failure}")
+            say(f"  {row['cycles_per_query']:,.0f} cycles per query, {'checked' if row['checked'] else 'MISMATCH'}; "
+                f"{row['sim_cycles']:,} cycles simulated in {row['wall_seconds']:.1f} s")
+            row = {"pipeline": p, **row}
             rows.append(row)
             runs[p, mode] = row
     for row in rows:
