@@ -23,7 +23,8 @@ import numpy as np
 from ..results import format_table
 from .report import ExperimentError, ExperimentFailed, Report, Section, check_fraction, check_positive, check_seed
 
-__all__ = ["MODES", "PIPELINES", "ROLES", "measure", "measure_program", "pipeline_stages", "run_accel", "train_models"]
+__all__ = ["MEASUREMENT", "MODES", "PIPELINES", "ROLES", "add_ratios", "compile_pipeline", "measure", "measure_program",
+           "pipeline_stages", "run_accel", "tables", "train_models"]
 
 #: The three model roles of RecPipe's pipelines and their zoo models.
 ROLES = {"small": "rm-small", "med": "rm-med", "large": "rm-large"}
@@ -217,7 +218,7 @@ def _compile(config, models, stages, inputs, queries, mode, sub_batch):
     return compile_queries(setup, pipeline, query_set, Schedule(mode, sub_batch=sub_batch))
 
 
-def _programs(config, models, stages, inputs, queries, modes, sub_batch):
+def compile_pipeline(config, models, stages, inputs, queries, modes, sub_batch):
     """``({mode: Program}, note)``: the pipeline compiled in every mode; where the compiler refuses RM-large
     (``large``), the same pipeline with RM-med in its place, and the note says why."""
     from ..host.driver.chip import CompileError
@@ -307,9 +308,9 @@ def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), mod
                for role, model in models.items()} for q in range(queries)]
 
     device = chip_device(config)
-    rows, failures, runs = [], [], {}
+    rows, failures = [], []
     for p in pipelines:
-        programs, note = _programs(config, models, stage_plans[p], inputs, queries, modes, sub_batch)
+        programs, note = compile_pipeline(config, models, stage_plans[p], inputs, queries, modes, sub_batch)
         if note:
             say(f"  {p}-stage: {note}")
         for mode, program in programs.items():
@@ -322,11 +323,7 @@ def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), mod
                 f"{row['sim_cycles']:,} cycles simulated in {row['wall_seconds']:.1f} s")
             row = {"pipeline": p, **row}
             rows.append(row)
-            runs[p, mode] = row
-    for row in rows:
-        other = runs.get((row["pipeline"], "rpaccel"))
-        row["ratio"] = (runs[row["pipeline"], "baseline"]["cycles_per_query"] / other["cycles_per_query"]
-                        if other and (row["pipeline"], "baseline") in runs else None)
+    add_ratios(rows)
     text, body = _tables(config, rows, candidates, train_samples, max_rows, seed, pause, train_seconds)
     return Report(rows=rows, text=text, sections=(Section("accel", f"RecPipe's pipelines on the chip "
                                                           f"({config.name}, RTL on Verilator)", body),),
@@ -338,15 +335,16 @@ def _pct(value):
     return f"{100 * value:.0f}%"
 
 
-def _tables(config, rows, candidates, train_samples, max_rows, seed, pause, train_seconds):
-    """The report's text and the results section's body."""
+def tables(config, rows):
+    """``(main, busy, cache)``: the Markdown tables of measured ``rows`` (cycles and checks, busy shares, caches
+    and memory)."""
     main = format_table(
         ["pipeline", "mode", "stages (items->kept)", "split", "sub-batch", "cycles/query",
          f"latency us @ {config.clock_mhz:g} MHz", "baseline/rpaccel", "checked", "note"],
         [[f"{r['pipeline']}-stage", r["mode"], r["stages"], r["split"], r["sub_batch"], round(r["cycles_per_query"]),
           f"{r['latency_us']:.1f}", f"{r['ratio']:.2f}x" if r["ratio"] else "-", "yes" if r["checked"] else "NO",
           r["note"] or "-"] for r in rows])
-    units = list(rows[0]["utilisation"]) if rows else []
+    units = []
     for r in rows:
         units += [unit for unit in r["utilisation"] if unit not in units]
     busy = format_table(
@@ -359,6 +357,31 @@ def _tables(config, rows, candidates, train_samples, max_rows, seed, pause, trai
         [[f"{r['pipeline']}-stage", r["mode"], r["cache"]["lookups"], _pct(r["cache"]["static_hit_rate"]),
           _pct(r["cache"]["line_hit_rate"]), r["cache"]["line_misses"], r["mem_read_lines"], r["mem_write_lines"]]
          for r in rows])
+    return main, busy, cache
+
+
+def add_ratios(rows):
+    """Set each row's ``ratio``: its pipeline's baseline cycles over its rpaccel cycles (None without both)."""
+    runs = {(r["pipeline"], r["mode"]): r for r in rows}
+    for row in rows:
+        fast, slow = runs.get((row["pipeline"], "rpaccel")), runs.get((row["pipeline"], "baseline"))
+        row["ratio"] = slow["cycles_per_query"] / fast["cycles_per_query"] if fast and slow else None
+
+
+#: What the figures mean (the notes of the accel section and the demo).
+MEASUREMENT = (
+    "Cycles per query: from the program's first command (after SYNC + COUNTERS(clear), which follow the memory "
+    "image and the one-time SPLIT, table configuration and WEIGHTS) to its last response. rpaccel: the array split "
+    "into a lane per stage, sub-batches with lookahead, filter units between the stages; baseline: whole array, "
+    "sub-batches one after another, every logit to the host, whose sort and candidate-list write cost no cycles "
+    "here (the list's MEM_WRITEs do). Utilisation: busy cycles over the window's cycles (lanes: each lane of the "
+    "split). Static hits: lookups served by the static cache; line hit rate: dynamic-cache line hits over line "
+    "accesses.")
+
+
+def _tables(config, rows, candidates, train_samples, max_rows, seed, pause, train_seconds):
+    """The report's text and the results section's body."""
+    main, busy, cache = tables(config, rows)
     notes = (
         f"Preset `{config.name}` ({config.array_rows}x{config.array_cols} array, K_MAX {config.k_max}, "
         f"{config.mem_latency_cycles}-cycle memory), RTL on Verilator. RecPipe's pipelines at {candidates:,} "
@@ -366,14 +389,7 @@ def _tables(config, rows, candidates, train_samples, max_rows, seed, pause, trai
         f"RM-med and RM-large with tables capped at {max_rows:,} rows, trained for one epoch on {train_samples:,} "
         f"synthetic Criteo-like samples (seed {seed}, {train_seconds:.0f} s) and quantised to int8. Every response "
         "(ranking, and in baseline mode every logit) equals the golden model's (`rpaccel.host.reference`, "
-        "`numeric.topk`). Cycles per query: from the program's first command (after SYNC + COUNTERS(clear), "
-        "which follow the memory image and the one-time SPLIT, table configuration and WEIGHTS) to its last "
-        "response. rpaccel: the array split into a lane per stage, sub-batches with lookahead, filter units "
-        "between the stages; baseline: whole array, sub-batches one after another, every logit to the host, "
-        "whose sort and candidate-list write cost no cycles here (the list's MEM_WRITEs do). Utilisation: busy "
-        "cycles over the window's cycles (lanes: each lane of the split). Static hits: lookups served by the "
-        "static cache; line hit rate: dynamic-cache line hits over line accesses"
-        + (f"; random idle command and back-pressured response cycles with probability {pause}" if pause else "")
-        + ".")
+        f"`numeric.topk`). {MEASUREMENT}"
+        + (f" Random idle command and back-pressured response cycles with probability {pause}." if pause else ""))
     text = "\n\n".join([main, busy, cache])
     return text, f"{main}\n\nBusy share of each unit:\n\n{busy}\n\nEmbedding caches and memory:\n\n{cache}\n\n{notes}"
