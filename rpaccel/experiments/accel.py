@@ -23,8 +23,8 @@ import numpy as np
 from ..results import format_table
 from .report import ExperimentError, ExperimentFailed, Report, Section, check_fraction, check_positive, check_seed
 
-__all__ = ["MEASUREMENT", "MODES", "PIPELINES", "ROLES", "add_ratios", "compile_pipeline", "measure", "measure_program",
-           "pipeline_stages", "run_accel", "tables", "train_models"]
+__all__ = ["FALLBACK", "MEASUREMENT", "MODES", "PIPELINES", "ROLES", "add_ratios", "compile_pipeline", "measure",
+           "measure_program", "pipeline_stages", "run_accel", "tables", "train_models"]
 
 #: The three model roles of RecPipe's pipelines and their zoo models.
 ROLES = {"small": "rm-small", "med": "rm-med", "large": "rm-large"}
@@ -35,6 +35,8 @@ PIPELINES = {1: (("large", 64),), 2: (("small", 512), ("large", 64)),
 MODES = ("rpaccel", "baseline")
 #: RecPipe's candidates per query, the reference of :data:`PIPELINES`' kept counts.
 RECPIPE_CANDIDATES = 4096
+#: The note of a pipeline whose RM-large was refused (the reason follows it).
+FALLBACK = "RM-med in place of RM-large"
 #: Tags of the measurement brackets (queries use tags 0 .. queries - 1).
 START_TAG, END_TAG = 254, 255
 
@@ -233,8 +235,9 @@ def compile_pipeline(config, models, stages, inputs, queries, modes, sub_batch):
     try:
         programs = {mode: _compile(config, models, fallback, inputs, queries, mode, sub_batch) for mode in modes}
     except CompileError as error:
-        raise ExperimentError(None, f"the pipeline {fallback} on {config.name}: {error}") from None
-    return programs, f"RM-large refused ({reason}): RM-med runs in its place"
+        raise ExperimentError(None, f"the pipeline {fallback} on {config.name} (RM-large refused: {reason}): "
+                              f"{error}") from None
+    return programs, f"{FALLBACK}: the compiler refused RM-large ({reason})"
 
 
 def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), modes=MODES, sub_batch=None,
@@ -343,7 +346,10 @@ def tables(config, rows):
          f"latency us @ {config.clock_mhz:g} MHz", "baseline/rpaccel", "checked", "note"],
         [[f"{r['pipeline']}-stage", r["mode"], r["stages"], r["split"], r["sub_batch"], round(r["cycles_per_query"]),
           f"{r['latency_us']:.1f}", f"{r['ratio']:.2f}x" if r["ratio"] else "-", "yes" if r["checked"] else "NO",
-          r["note"] or "-"] for r in rows])
+          r["note"].split(":")[0] or "-"] for r in rows])
+    reasons = list(dict.fromkeys(f"{r['pipeline']}-stage: {r['note']}." for r in rows if r["note"]))
+    if reasons:
+        main += "\n\n" + "\n".join(reasons)
     units = []
     for r in rows:
         units += [unit for unit in r["utilisation"] if unit not in units]

@@ -81,9 +81,9 @@ def test_rm_large_refused_falls_back_to_rm_med_and_says_so():
     report = run_accel(config, candidates=64, pipelines=(2,), modes=("rpaccel",), **{**RUN, "specs": specs})
     assert report.passed
     (row,) = report.rows
-    assert row["note"].startswith("RM-large refused (") and "RM-med runs in its place" in row["note"]
+    assert row["note"].startswith("RM-med in place of RM-large: the compiler refused RM-large (")
     assert "tiny-m" in row["stages"] and "tiny-xl" not in row["stages"]
-    assert "RM-med runs in its place" in report.text
+    assert "| RM-med in place of RM-large |" in report.text and "2-stage: RM-med in place" in report.text
 
 
 @pytest.mark.verilator
