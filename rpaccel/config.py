@@ -85,8 +85,8 @@ class AccelConfig:
     array_dsp_pes : int
         Largest number of processing elements whose multiplier is a hard DSP multiplier; the others get LUT
         multipliers (:func:`rpaccel.rtl.pe.lut_multiply`). Sized so that the array, the post-processors
-        (two DSPs each, one per array column) and the embedding unit's requantisers (one each) fit the target's
-        DSP blocks: 124 + 16 + 16 = 156 on ``small``.
+        (two DSPs each, one per array column), the embedding unit's requantisers (one each) and the interaction
+        unit's requantisers (two each) fit the target's DSP blocks: 64 + 16 + 16 + 4 = 100 of 156 on ``small``.
     weight_buffer_words, act_buffer_words : int
         Depth of the MLP engine's on-chip weight and activation buffers, in array-width words
         (a weight word is one row of a C-wide tile, an activation word one R-wide input vector).
@@ -137,20 +137,20 @@ class AccelConfig:
 
     name: str = "custom"
     # Systolic array and MLP engine.
-    array_rows: int = 16
+    array_rows: int = 8
     array_cols: int = 8
     block: int = 4
-    splits: tuple = (1, 2, 4)
-    array_dsp_pes: int = 124
-    weight_buffer_words: int = 24576
-    act_buffer_words: int = 4096
+    splits: tuple = (1, 2)
+    array_dsp_pes: int = 64
+    weight_buffer_words: int = 8192
+    act_buffer_words: int = 8192
     acc_buffer_words: int = 64
     # Embedding unit and caches.
-    max_emb_dim: int = 64
+    max_emb_dim: int = 32
     max_tables: int = 32
     emb_tables: int = 64
     static_cache_rows: int = 1024
-    dyn_cache_sets: int = 1024
+    dyn_cache_sets: int = 512
     dyn_cache_ways: int = 4
     dyn_cache_line_bytes: int = 16
     max_outstanding_misses: int = 128
@@ -160,7 +160,7 @@ class AccelConfig:
     mem_bytes_per_cycle: int = 16
     mem_bytes: int = 1 << 25
     # Joiner (between the embedding unit, the bottom MLP and the interaction unit).
-    join_buffer_words: int = 2048
+    join_buffer_words: int = 1024
     # Top-k and filter units.
     k_max: int = 64
     topk_units: int = 1
@@ -327,13 +327,14 @@ PRESETS = {
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
         mem_bytes=1 << 17, join_buffer_words=128, k_max=16, topk_units=1, filter_capacity=256, clock_mhz=30.0,
         target="ice40-up5k"),
-    # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the
-    # MLP engine (16 x 8), the embedding unit and one top-k unit fit the device together (docs/mlp.md, "DSP budget").
+    # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the whole
+    # chip (8 x 8 array split in two, embedding unit with 32-byte rows, interaction, one top-k unit of 64, one filter
+    # unit of 4,096) packs within 80% of the logic cells (docs/chip.md, "Fit"; results.md, chip-accel).
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
-        array_dsp_pes=128 * 128, emb_tables=128,
+        array_dsp_pes=128 * 128, emb_tables=128, max_emb_dim=64,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
         mem_bytes=1 << 34, join_buffer_words=16384, k_max=256, topk_units=16, filter_units=4, filter_capacity=16384,

@@ -80,3 +80,59 @@ def run_chip(config, *, whole=False, build_dir="build/bench-chip", progress=None
                Section("chip", f"Whole chip: the {config.name} preset's units on the {label}", table + "\n\n" + notes))
     return Report(rows=runs, text=table + "\n" + notes, sections=(section,),
                   data={"runs": runs, "total": total, "fits": not over})
+
+
+#: Most of the ECP5-85F's logic cells the whole chip may use (issue 19: room left for routing and for change).
+LUT_BUDGET = 0.80
+
+
+def run_chip_routed(config, *, seed=1, router=None, placer=None, timeout=None, build_dir="build/bench-chip/accel",
+                    progress=None):
+    """Place and route the whole chip (``rpaccel synth accel``: RPAccel with its memory port on pins) on its ECP5.
+
+    Returns
+    -------
+    Report
+        The ``chip-accel`` section: Fmax against the preset's clock, LUTs (against the 80% budget), FFs, DSPs and
+        block RAMs as nextpnr placed them, and the critical path; ``data["run"]`` the flow's summary,
+        ``data["fits"]`` whether it routed within every budget.
+    """
+    if config.target != "ecp5-85f":
+        raise ExperimentError("preset", f"{config.name} targets {config.target!r}; the chip is routed on the "
+                              "ECP5-85F (target ecp5-85f)")
+    say = progress or (lambda line: None)
+    say(f"  placing and routing accel ({config.name}) on {config.target} ...")
+    r = synthesize_config("accel", config, seed=seed, router=router, placer=placer, timeout=timeout,
+                          build_dir=build_dir)
+    used = r["utilization"] or r["packed_utilization"]
+    label = device_label(config.target)
+    rows = [[key_label, f"{used[key]['used']:,}", f"{used[key]['available']:,}",
+             f"{100 * used[key]['used'] / used[key]['available']:.1f}%"] for key, key_label in RESOURCES]
+    table = format_table(["resource", "used", label, "share"], rows)
+    luts = used["luts"]["used"] / used["luts"]["available"]
+    over = [key_label for key, key_label in RESOURCES if used[key]["used"] > used[key]["available"]]
+    path = r["critical_path"]
+    fmax = r["fmax_mhz"]
+    lines = [f"Preset `{config.name}` ({config.array_rows}x{config.array_cols} array, splits "
+             f"{','.join(map(str, config.splits))}, {config.topk_units} top-k unit(s) of K_MAX {config.k_max}, "
+             f"{config.filter_units} filter unit(s) of {config.filter_capacity}), the whole chip "
+             "(`rpaccel synth accel`: controller, memory arbiter, fetcher, embedding unit and caches, MLP engine, "
+             "lane front ends, joiner and interaction unit, score unit with top-k and filter units, weight loader; "
+             "the memory port on pins) placed and routed by nextpnr, seed "
+             f"{seed}" + (f", router {router}" if router else "") + (f", placer {placer}" if placer else "") + ".",
+             (f"Fmax {fmax:.1f} MHz against the preset's {config.clock_mhz:g} MHz constraint "
+              f"({'met' if r['meets_timing'] else 'not met'})." if fmax else
+              "The run did not route within the time given: no Fmax."),
+             f"Logic cells: {100 * luts:.1f}% of the device (budget {100 * LUT_BUDGET:.0f}%: "
+             f"{'within' if luts <= LUT_BUDGET else 'OVER'})" + (f"; over the device: {', '.join(over)}" if over
+                                                                   else "; every resource within the device") + "."]
+    if path:
+        lines.append(f"Critical path {path['delay_ns']} ns ({path['clock_to_out_ns']} clock-to-output, "
+                     f"{path['logic_ns']} logic in {path['logic_levels']} levels, {path['routing_ns']} routing): "
+                     f"`{path['from']}` -> `{path['to']}`.")
+    lines.append(f"Tools: {', '.join(r['tools'].values())}.")
+    notes = " ".join(lines)
+    section = Section("chip-accel", f"The chip placed and routed: {config.name} on the {label}",
+                      table + "\n\n" + notes)
+    return Report(rows=[r], text=table + "\n" + notes, sections=(section,),
+                  data={"run": r, "fits": bool(fmax) and luts <= LUT_BUDGET and not over})

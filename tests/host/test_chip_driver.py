@@ -8,6 +8,7 @@ compiled pipeline equal rankings computed here from ``QuantModel.logits``).
 """
 
 from collections import defaultdict, deque
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from rpaccel.host.driver.chip import (
     expected_responses,
     stage_weights,
 )
+from rpaccel.host.driver.chip.program import MAX_SLOTS
 from rpaccel.host.driver.codec import codec, to_ints
 from rpaccel.host.driver.interaction import output_words
 from rpaccel.host.driver.mlp import layout_weights
@@ -323,10 +325,12 @@ def test_setup_places_tables_configures_them_and_stages_weights(tiny_models):
     assert np.array_equal(encoder.encode(records), np.concatenate([
         encoder.split(2), encoder.emb_config(layout), encoder.emb_preload(4), encoder.emb_preload(6),
         encoder.nop(0)[:0], encoder.weights(*_weights_fields(setup, 2))]))
-    image, addr = setup.weights(2)
+    plan = setup.weights(2)
+    image, addr = plan.image, plan.addr
+    assert plan.staged == {} and plan.region == len(image.words)
     staged = setup.memory.read(addr, -(-len(image.words) * g.engine.word_bytes // g.line_bytes))
     assert np.array_equal(staged.view(np.int8).reshape(-1, g.engine.word_bytes)[:len(image.words)], image.words)
-    assert setup.weights(2)[1] == addr      # staged once per split
+    assert setup.weights(2) is plan      # staged once per split
     query = setup.add_query({a: candidates(a, 9), 1: candidates(b, 9)})
     dense_q, ids = query.inputs[1]
     records_b = query.records[1]
@@ -340,8 +344,8 @@ def test_setup_places_tables_configures_them_and_stages_weights(tiny_models):
 
 
 def _weights_fields(setup, split):
-    image, addr = setup.weights(split)
-    return addr, image.base, len(image.words)
+    plan = setup.weights(split)
+    return plan.addr, plan.image.base, len(plan.image.words)
 
 
 def test_models_that_cannot_run_on_chip_are_refused(tiny_models):
@@ -509,14 +513,22 @@ def test_rm_pipelines_on_small(rm_models, mode):
         assert len(expected.rankings[0]) == stages[-1].k
 
 
-def test_rm_large_weights_beyond_the_buffer_are_a_clear_error():
+def test_rm_large_streams_on_small_in_parts():
+    """RM-large's widest layers take more than half of small's weight buffer: they stream in parts of whole
+    n-tiles, each a WEIGHTS and a LAYER, and the program still gives the reference's answers."""
     large = quantised(get_model("rm-large", max_rows=200), samples=600)
     setup = ChipSetup(SMALL, [large])
+    plan = setup.weights(1)
+    assert plan.addr is None and 2 * plan.slot_words <= SMALL.weight_buffer_words
+    parts = [len(layer) for mlp in plan.staged.values() for layer in mlp]
+    assert max(parts) > 1 and parts[len(large.spec.bottom) - 1] == parts[-1] == 1      # output layers whole
     query = setup.add_query({large: candidates(large, 20)})
-    with pytest.raises(CompileError, match=r"^rm-large at split 1: The weights need \d+ words of the weight memory, "
-                                           r"which has 24576 \(weight_buffer_words\); streaming weights from memory "
-                                           "is not supported yet$"):
-        compile_queries(setup, [Stage(large, k=8)], [query], Schedule(split=1))
+    program, expected = run_pipeline(setup, [Stage(large, k=8)], [query], Schedule(split=1, sub_batch=10))
+    layers = [r for r in program.records() if r["op"] is Opcode.LANE and r["arg"]["cmd"]["op"] == Op.LAYER]
+    assert len(layers) == 2 * sum(parts)
+    slots = {arg["w_addr"] for _, arg in _weights_commands(program.records())}
+    assert 2 <= len(slots) <= MAX_SLOTS
+    assert len(expected.rankings[0]) == 8
 
 
 # An untimed interpreter of compiled programs ----------------------------------------------------------------------
@@ -769,3 +781,115 @@ def test_the_interpreter_catches_a_planted_compiler_bug(tiny_models):
                                         join={**join, "s": join["s"] + 1})
     with pytest.raises(AssertionError, match="tag 0"):
         check_by_interpreting(setup, program, expected)
+
+
+# Streaming weights -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_model():
+    """A model whose weights (312 words at split 1) exceed tiny's weight buffer (256 words)."""
+    return quantised(tiny_dot(name="tiny-big", bottom=(16, 16, 4), top=(16, 16, 1)))
+
+
+def _weights_commands(records):
+    return [(i, r["arg"]) for i, r in enumerate(records) if r["op"] is Opcode.WEIGHTS]
+
+
+@pytest.mark.parametrize(("mode", "stages", "split", "lookahead"), [
+    ("rpaccel", 1, 1, True), ("rpaccel", 2, 2, True), ("rpaccel", 2, 2, False), ("rpaccel", 2, 1, True),
+    ("baseline", 2, 1, True)])
+def test_weights_beyond_the_buffer_stream_through_slots(tiny_models, big_model, mode, stages, split, lookahead):
+    """The model that does not fit streams (the other stays resident): per sub-batch a WEIGHTS before each of its
+    layers, into alternating slots, each waiting for the layer that last read its slot; the program passes the
+    checker and the interpreter gives the golden model's answers."""
+    a = tiny_models[0]
+    setup = ChipSetup(TINY, [a, big_model])
+    plan = setup.weights(split)
+    assert set(plan.staged) == {(1, "bottom"), (1, "top")} and set(plan.image.bases) == {(0, "bottom"), (0, "top")}
+    queries = [setup.add_query({a: candidates(a, n, 8000 + n), big_model: candidates(big_model, n, 8000 + n)})
+               for n in (21, 13)]
+    pipeline = [Stage(big_model, k=5)] if stages == 1 else [Stage(a, k=9), Stage(big_model, k=4)]
+    program, expected = run_pipeline(setup, pipeline, queries,
+                                     Schedule(mode, split=split, sub_batch=5, lookahead=lookahead))
+    records = program.records()
+    weights = _weights_commands(records)
+    sub_batches = sum(-(-program.items[q][-1] // 5) for q in range(2))
+    assert len(weights) == 1 + 6 * sub_batches      # the resident image, then six layers per sub-batch
+    streamed = [arg for _, arg in weights[1:]]
+    slots = sorted({arg["w_addr"] for arg in streamed})
+    assert len(slots) >= 2 and slots[0] == plan.region and all(arg["lane"] == (stages - 1) % split for arg in streamed)
+    assert [arg["w_addr"] for arg in streamed] == [slots[i % len(slots)] for i in range(len(streamed))]
+    assert [arg["wait"] for arg in streamed] == [int(i >= len(slots)) for i in range(len(streamed))]
+    if mode == "rpaccel":
+        for q in range(2):
+            assert expected.responses.ranking(q) == expected.rankings[q]
+
+
+def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
+    """Both stages' models streamed (``streamed``), each lane with a ring of its own (in parts where the room
+    divided by the lanes is smaller than a layer); too little room is an error naming the lanes."""
+    a = tiny_models[0]
+    wide = TINY.with_settings(["weight_buffer_words=512"])
+    setup = ChipSetup(wide, [a, big_model], streamed=(0, 1))
+    queries = [setup.add_query({a: candidates(a, 17, 8100 + q), big_model: candidates(big_model, 17, 8100 + q)})
+               for q in range(2)]
+    program, _ = run_pipeline(setup, [Stage(a, k=8), Stage(big_model, k=6)], queries, Schedule(split=2, sub_batch=4))
+    streamed = [arg for _, arg in _weights_commands(program.records())]
+    lanes = {lane: {arg["w_addr"] for arg in streamed if arg["lane"] == lane} for lane in (0, 1)}
+    assert lanes[0] and lanes[1] and not lanes[0] & lanes[1]
+    # Query 0's stage 1 (lane 1) and query 1's stage 0 (lane 0) interleave: the loader serves the lanes in turn.
+    order = [arg["lane"] for arg in streamed]
+    switches = sum(1 for x, y in pairwise(order) if x != y)
+    assert switches > 2 * len(queries)
+    assert setup.weights(2).addr is None        # nothing resident: no WEIGHTS before the first layer's
+    # Both models streamed on tiny's 256 words: two lanes' rings of slots of 64, the 80-word layers in parts.
+    setup = ChipSetup(TINY, [a, big_model], streamed=(0, 1))
+    assert setup.weights(2).slot_words <= 64 and max(map(len, setup.weights(2).staged[1, "top"])) == 2
+    queries = [setup.add_query({a: candidates(a, 17, 8100), big_model: candidates(big_model, 17, 8100)})]
+    run_pipeline(setup, [Stage(a, k=8), Stage(big_model, k=6)], queries, Schedule(split=2, sub_batch=4))
+    # One streamed model on two lanes: the room was divided for one.
+    setup = ChipSetup(TINY, [a, big_model])
+    left = TINY.weight_buffer_words - setup.weights(2).region
+    with pytest.raises(CompileError, match=rf"^Lanes \[0, 1\] of split 2 stream weights: each needs two slots of "
+                                           rf"80 words, and {left} words of weight_buffer_words are left after the "
+                                           "resident models$"):
+        compile_queries(setup, [Stage(big_model, k=8), Stage(big_model, k=3)], [], Schedule(split=2))
+    with pytest.raises(CompileError, match=r"^tiny-big's bottom layer 1 at split 1 cannot stream: 1 n-tiles of 20 "
+                                           r"words each in a slot, and the 32 words the resident weights leave "
+                                           "hold slots of 16$"):
+        ChipSetup(TINY.with_settings(["weight_buffer_words=32"]), [big_model]).weights(1)
+    with pytest.raises(CompileError, match=r"^Streamed models \[2\] must be model numbers below 2$"):
+        ChipSetup(TINY, [a, big_model], streamed=(2,))
+
+
+def test_checker_catches_planted_streaming_errors(tiny_models, big_model):
+    a = tiny_models[0]
+    setup = ChipSetup(TINY, [a, big_model])
+    queries = [setup.add_query({a: candidates(a, 20, 8200), big_model: candidates(big_model, 20, 8200)})]
+    program = compile_queries(setup, [Stage(a, k=9), Stage(big_model, k=4)], queries, Schedule(sub_batch=5))
+    records = program.records()
+    check_program(TINY, records, memory=setup.memory)
+
+    def refused(message, changed):
+        with pytest.raises(ProgramError, match=message):
+            check_program(TINY, changed, memory=setup.memory)
+
+    waiting = next(i for i, arg in _weights_commands(records) if arg["wait"])
+    layers = records[waiting]["arg"]["wait_layers"]
+    refused(rf"^command {waiting} \(WEIGHTS\): overwrites weights that layer {layers} of lane 1 reads; it does not "
+            "wait for it$", _changed(records, waiting, wait=0))
+    refused(rf"^command {waiting} \(WEIGHTS\): overwrites weights that layer {layers} of lane 1 reads; it waits "
+            rf"for {layers - 1} layers of lane 1$", _changed(records, waiting, wait_layers=layers - 1))
+    refused(rf"^command {waiting} \(WEIGHTS\): overwrites weights that layer {layers} of lane 1 reads; it waits "
+            rf"for {layers} layers of lane 0$", _changed(records, waiting, lane=0))
+    layer = waiting + 1
+    assert records[layer]["op"] is Opcode.LANE and records[layer]["arg"]["cmd"]["op"] == Op.LAYER
+    count = records[layer]["arg"]["wait_weights"]
+    refused(rf"^command {layer} \(LANE\): reads weights WEIGHTS command {count} loads, but waits for {count - 1}$",
+            _changed(records, layer, wait_weights=count - 1))
+    # A WEIGHTS moved before the layer it waits for: the wait cannot be met by commands before it.
+    reader = [i for i in range(waiting) if records[i]["op"] is Opcode.LANE and records[i]["arg"]["lane"] == 1
+              and records[i]["arg"]["cmd"]["op"] == Op.LAYER][layers - 1]
+    moved = [*records[:reader], records[waiting], *records[reader:waiting], *records[waiting + 1:]]
+    refused(rf"^command {reader} \(WEIGHTS\): waits for {layers} layers of lane 1; only {layers - 1} come before it$",
+            moved)

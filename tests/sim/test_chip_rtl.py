@@ -22,7 +22,7 @@ from rpaccel.host.train import TrainConfig, train
 from rpaccel.rtl.accel.isa import ChipGeometry, FetchSource, Opcode, ResponseKind, ScoreDest
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
-from rpaccel.sim.chip import chip_device, run_program, run_words
+from rpaccel.sim.chip import chip_device, program_words, run_program, run_words
 from rpaccel.sim.model.functional import FunctionalChip
 
 from host_fixtures import tiny_data, tiny_dot
@@ -156,3 +156,37 @@ def test_bad_commands_are_refused_and_good_queries_still_run(models, device):
     assert counters["COMMANDS"] == len(words) - 1           # every command but the COUNTERS answering
     assert counters["BUSY_LANE0"] > 0 and counters["BUSY_LANE1"] > 0 and counters["BUSY_FILTER0"] > 0
     assert counters["EMB_LOOKUPS"] == model.counters(250)["EMB_LOOKUPS"]
+
+
+@pytest.fixture(scope="module")
+def big_model():
+    """552 weight words at split 1 (layers of up to 160): beyond TINY's 512, so it streams."""
+    return quantised(tiny_dot(name="tiny-big", bottom=(32, 16, 4), top=(32, 16, 1)))
+
+
+@pytest.mark.parametrize(("mode", "stages", "split", "sub_batch", "lookahead", "pause", "streamed"), [
+    ("rpaccel", 1, 1, 6, True, 0.0, None), ("rpaccel", 1, 1, 7, False, 0.3, None),
+    ("rpaccel", 2, 2, 5, True, 0.3, None), ("rpaccel", 2, 2, 4, False, 0.0, None),
+    ("rpaccel", 2, 1, 5, True, 0.2, None), ("rpaccel", 2, 2, 5, True, 0.3, (0, 1)),
+    ("rpaccel", 2, 2, 3, False, 0.1, (0, 1)), ("baseline", 2, 1, 6, True, 0.2, None)])
+def test_streamed_weights_on_the_rtl(models, big_model, device, mode, stages, split, sub_batch, lookahead, pause,
+                                     streamed):
+    """A model whose weights exceed the weight buffer streams them per sub-batch through slots (the other model
+    stays resident; or both stream, each lane with its ring, layers larger than a slot in parts), 1- and 2-stage,
+    with and without lookahead, in both modes, with stalls: every response equals the golden model's, and the
+    functional model (which runs the loader as far ahead as the waits allow) agrees."""
+    a = models[0]
+    setup = ChipSetup(TINY, [a, big_model], streamed=streamed)
+    plan = setup.weights(split)
+    assert set(plan.staged) >= {(1, "bottom"), (1, "top")}
+    assert (max(len(layer) for mlp in plan.staged.values() for layer in mlp) > 1) == (streamed is not None)
+    queries = _queries(setup, [a, big_model], (23, 16), start=12000)
+    pipeline = [Stage(big_model, k=6)] if stages == 1 else [Stage(a, k=11), Stage(big_model, k=5)]
+    program = compile_queries(setup, pipeline, queries,
+                              Schedule(mode, split=split, sub_batch=sub_batch, lookahead=lookahead))
+    run = run_program(program, device=device, pause=pause, seed=sub_batch)
+    assert run.mismatches() == {}
+    assert run.check_lists() == []
+    model = decode_responses(G, FunctionalChip(TINY).run(program_words(program)).responses)
+    for tag in program.tags:
+        assert model.records(tag) == run.expected.responses.records(tag)

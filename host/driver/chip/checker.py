@@ -9,8 +9,11 @@ position and opcode) and what does not line up:
   send and INPUT(INTERACT)s take, the logits LAYERs send and SCOREs take, item by item with the same words per
   item; join jobs and the pooled vectors the records' lookups give (with the memory image).
 * **Waits**: every ``wait_*`` (weights, a lane's inputs and layers, kept results) met by commands before it
-  (counters modulo 256, within half the range); a kept result not read after its release, and released before
-  the result two later reuses its bank; every kept result released by the end.
+  (counters modulo 256, within half the range), so the commands can run in program order and no unit waits on a
+  command behind one it holds; a kept result not read after its release, and released before the result two
+  later reuses its bank; every kept result released by the end.
+* **Weights**: a LAYER waits for the WEIGHTS that last loaded its words; a WEIGHTS that overwrites words an
+  earlier layer reads (a streaming slot) waits, on that layer's lane, until the last of them has completed.
 * **Ranges**: lanes of the current split, top-k and filter units, ``k``, items within a lane's accumulator rows,
   layers whose weights WEIGHTS loaded, join vectors and tables within the configuration.
 """
@@ -110,6 +113,10 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
     pooled = _Stream("pooled vectors")
     weights_done = 0
     loaded = np.zeros(g.engine.weight_words, dtype=bool)
+    # Per weight word: the WEIGHTS (1-based count) that last wrote it, and per lane the last layer (1-based count)
+    # that read it since.
+    writer = np.zeros(g.engine.weight_words, dtype=np.int64)
+    reader = np.zeros((g.lanes, g.engine.weight_words), dtype=np.int64)
     inputs, layers = defaultdict(int), defaultdict(int)
     # Per holder (top-k units, then filter units):
     results = [0] * g.holders           # kept results completed (as SCOREs before a point close them)
@@ -146,8 +153,17 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                 if not _met(layers[lane], arg["wait_layers"]):
                     raise ProgramError(f"{where}: waits for {arg['wait_layers']} layers of lane {lane}; only "
                                        f"{layers[lane]} come before it")
-            loaded[arg["w_addr"]:arg["w_addr"] + arg["words"]] = True
+            span = slice(arg["w_addr"], arg["w_addr"] + arg["words"])
+            for lane in range(g.lanes):
+                last = int(reader[lane, span].max())
+                if last and not (arg["wait"] and arg["lane"] == lane and _met(arg["wait_layers"], last)):
+                    raise ProgramError(f"{where}: overwrites weights that layer {last} of lane {lane} reads; it "
+                                       + (f"waits for {arg['wait_layers']} layers of lane {arg['lane']}"
+                                          if arg["wait"] else "does not wait for it"))
+            loaded[span] = True
             weights_done += 1
+            writer[span] = weights_done
+            reader[:, span] = 0
         elif op is Opcode.EMB:
             if _value(arg["op"]) == 1:      # CONFIG
                 configured.add(arg["table"])
@@ -220,11 +236,17 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                         not loaded[cmd["w_base"]:cmd["w_base"] + size].all():
                     raise ProgramError(f"{where}: the layer's weights (words {cmd['w_base']} .. "
                                        f"{cmd['w_base'] + size - 1}) are not all loaded by earlier WEIGHTS")
+                span = slice(cmd["w_base"], cmd["w_base"] + size)
+                latest = int(writer[span].max())
+                if not _met(arg["wait_weights"], latest):
+                    raise ProgramError(f"{where}: reads weights WEIGHTS command {latest} loads, but waits for "
+                                       f"{arg['wait_weights']}")
                 if cmd["to_output"]:
                     dst = OutDest(_value(arg["dst"]))
                     kind = "bottom" if dst is OutDest.JOIN else "logits"
                     stream(kind, lane).produce(where, cmd["items"], cmd["ntiles"], f"LAYER to {dst.name}")
                 layers[lane] += 1
+                reader[lane, span] = layers[lane]
         elif op is Opcode.SCORE:
             lane = lane_of(arg["lane"])
             items = arg["items"]

@@ -2,8 +2,9 @@
 
 A :class:`ChipSetup` places models on a chip: their embedding tables (one :class:`~rpaccel.embedding.
 EmbeddingLayout` of every model's tables, a model's tables on consecutive chip tables), their weights per split
-(:func:`~rpaccel.host.driver.mlp.layout_weights`, staged in memory and loaded once with WEIGHTS) and the
-candidate records of each query (:meth:`ChipSetup.add_query`), all in one :class:`~.memory.MemoryImage`.
+(:func:`~rpaccel.host.driver.mlp.layout_weights`, staged in memory and loaded once with WEIGHTS, or streamed: see
+below) and the candidate records of each query (:meth:`ChipSetup.add_query`), all in one
+:class:`~.memory.MemoryImage`.
 
 :func:`compile_queries` turns a pipeline of :class:`Stage` s and a list of queries into a :class:`Program` under a
 :class:`Schedule`:
@@ -21,13 +22,26 @@ an INPUT of the interaction words, the top MLP's LAYERs (the last, raw, to the s
 lane's activation memory holds two input regions for each MLP (alternating per sub-batch) and two hidden regions
 (alternating per layer, as :func:`~rpaccel.host.driver.mlp.plan_lane` lays out one MLP); an INPUT waits until the
 layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
-and regions carry on from query to query.
+and regions carry on from query to query. When every stage has a lane and a unit of its own (and the tables are
+resident), the program interleaves, sub-batch by sub-batch, stage ``s`` of query ``q`` with stage ``s - 1`` of query
+``q + 1`` (which depend on each other only through results of earlier queries), so the fetcher, the joiner and the
+weight loader, which take their commands in program order, serve the lanes in turn.
+
+Weights that do not fit the weight buffer stream from memory (:meth:`ChipSetup.weights`, a :class:`WeightPlan`):
+the resident models' weights are loaded once from word 0, the rest of the buffer is divided into a ring of slots
+for every lane that runs a streamed model, and each streamed layer (or part of a layer larger than a slot, a LAYER
+per part) is staged in memory on its own. Before each streamed LAYER the lane's program has a WEIGHTS copying it
+into the ring's next slot, waiting (on the lane) for the layer that last read the slot; the LAYER waits for that
+WEIGHTS. With two slots or more, layer j + 1's weights load while layer j computes. Every WEIGHTS waits only on
+a layer before it in the program, so the weight loader, which runs WEIGHTS in program order for every lane, never
+holds a WEIGHTS that an earlier command needs behind one that waits on a later command.
 
 :func:`expected_responses` is the golden model of a program: what the chip must answer, computed with
 :func:`rpaccel.host.reference.run` and :func:`rpaccel.numeric.topk`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from math import gcd
 
 import numpy as np
 
@@ -37,7 +51,7 @@ from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseK
 from ....rtl.accel.join import pooled_words
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
-from ...reference import MLPError, check_inputs, run
+from ...reference import MLPError, check_inputs, check_mlp, run
 from ..interaction import output_words
 from ..mlp import layout_weights, mlp_command, words_per_item
 from .encoding import ChipEncoder, Responses, geometry_of
@@ -52,10 +66,19 @@ from .memory import (
     table_rows,
 )
 
-__all__ = ["ChipSetup", "CompileError", "Expected", "Program", "Query", "Schedule", "Stage", "Step",
+__all__ = ["ChipSetup", "CompileError", "Expected", "Program", "Query", "Schedule", "Stage", "Step", "WeightPlan",
            "compile_queries", "expected_responses"]
 
 MOD = 1 << WAIT_BITS
+
+#: How many of the latest WEIGHTS before it a LANE command may leave unwaited (other lanes' streamed layers). Its
+#: wait is then at least the count before it less this, so it still looks met (modulo 256, within half the range)
+#: while the loader has completed fewer than 128 - WEIGHTS_LAG WEIGHTS that come after it in the program.
+WEIGHTS_LAG = 64
+
+#: The most slots in a lane's ring: how many of its streamed layers the loader may copy ahead of the lane (more
+#: would hide no more latency, and would let the loader's count run further ahead of the lanes' waits).
+MAX_SLOTS = 8
 
 
 class CompileError(ValueError):
@@ -91,6 +114,45 @@ class Query:
     inputs: dict
 
 
+@dataclass(frozen=True)
+class StreamedPart:
+    """A streamed layer's n-tiles ``first .. first + ntiles - 1``: ``words`` weight words staged from memory line
+    ``addr`` (:func:`~rpaccel.host.driver.mlp.layout_weights` of those columns alone), copied by one WEIGHTS and
+    computed by one LAYER."""
+
+    addr: int
+    words: int
+    first: int
+    ntiles: int
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """The weight buffer at one split: resident models loaded once, streamed models' layers copied per use.
+
+    Attributes
+    ----------
+    image : rpaccel.host.driver.mlp.WeightImage
+        The resident models' MLPs from word 0, keys ``(model number, "bottom" or "top")``.
+    addr : int or None
+        The memory line the image is staged at (``None``: no model is resident).
+    region : int
+        The first word of the streaming region (the rest of the buffer), which the compiler divides into rings of
+        slots of ``slot_words``, one ring per lane that runs a streamed model.
+    slot_words : int
+        The largest streamed part's words (0 if nothing streams).
+    staged : dict
+        ``{(model number, "bottom" or "top"): ((StreamedPart, ...) per layer)}``: each streamed layer's parts
+        (one part, the whole layer, unless it is larger than a slot).
+    """
+
+    image: object
+    addr: object
+    region: int
+    slot_words: int
+    staged: dict
+
+
 class ChipSetup:
     """Models loaded on a chip: their tables, weights and queries' candidate records in one memory image.
 
@@ -100,6 +162,9 @@ class ChipSetup:
     models : sequence of rpaccel.host.quant.QuantModel
     static_rows : dict, optional
         ``{model number: rows per table}`` held by the static cache (the hottest IDs are the lowest; default none).
+    streamed : collection of int, optional
+        Model numbers whose weights stream from memory at every split (default: none if every model's weights fit
+        the weight buffer, otherwise the models that do not fit next to the others, :meth:`weights`).
 
     Attributes
     ----------
@@ -115,6 +180,8 @@ class ChipSetup:
         :attr:`resident`).
     table_base : list of int
         The chip table of each model's table 0.
+    streamed : frozenset or None
+        The ``streamed`` given.
     memory : MemoryImage
     queries : list of Query
 
@@ -124,11 +191,17 @@ class ChipSetup:
         If a model cannot run on the chip (naming the model and why), or the tables do not fit.
     """
 
-    def __init__(self, config, models, *, static_rows=None):
+    def __init__(self, config, models, *, static_rows=None, streamed=None):
         self.geometry = g = geometry_of(config)
         self.models = list(models)
         if not self.models:
             raise CompileError("A chip setup needs at least one model")
+        if streamed is not None:
+            streamed = frozenset(streamed)
+            if not streamed <= set(range(len(self.models))):
+                raise CompileError(f"Streamed models {sorted(streamed)} must be model numbers below "
+                                   f"{len(self.models)}")
+        self.streamed = streamed
         specs, self.dims = [], []
         for number, qmodel in enumerate(self.models):
             self._check_model(qmodel)
@@ -199,27 +272,101 @@ class ChipSetup:
         return mlps["bottom"], mlps["top"]
 
     def weights(self, split):
-        """``(WeightImage, memory line)`` of every model's MLPs laid out for ``split``, staged once per split.
+        """The :class:`WeightPlan` of ``split``, made (and staged in memory) once per split.
+
+        Every model is resident (laid out from word 0, loaded once) if all fit the weight buffer. Otherwise the
+        models in :attr:`streamed` (default: in model order, each that does not fit next to the resident ones
+        and two slots of the others' largest layer) stream from memory: each layer is staged on its own, so it is
+        one contiguous copy into a slot. A layer larger than half the room left is staged in parts of whole
+        n-tiles (each part a LAYER of its own, starting on a whole activation word), the last layer of an MLP
+        (whose output is a stream) excepted; with several lanes (up to the split, one per streamed model) the room
+        holds two slots for each.
 
         Raises
         ------
         CompileError
-            If they do not fit the weight buffer (streaming weights from memory is not done yet).
+            If the resident models leave no room for two slots of a streamed layer's part (naming the sizes).
         """
-        if split not in self._weights:
-            mlps = {}
-            for number in range(len(self.models)):
-                bottom, top = self.mlps(number)
-                mlps[number, "bottom"], mlps[number, "top"] = bottom, top
-            try:
-                image = layout_weights(self.geometry.engine, split, mlps)
-            except MLPError as error:
-                names = ", ".join(model.spec.name for model in self.models)
-                raise CompileError(f"{names} at split {split}: {error}; streaming weights from memory is not "
-                                   "supported yet") from None
-            addr = self.memory.place(stage_weights(self.geometry, image.words), what=f"weights of split {split}")
-            self._weights[split] = (image, addr)
-        return self._weights[split]
+        if split in self._weights:
+            return self._weights[split]
+        g = self.geometry
+        engine, words, shape = g.engine, g.engine.weight_words, g.engine.splits[split]
+        layers = {number: dict(zip(("bottom", "top"), self.mlps(number))) for number in range(len(self.models))}
+        for number in layers:
+            for mlp in layers[number].values():
+                try:
+                    check_mlp(mlp)
+                except MLPError as error:
+                    raise CompileError(f"{self.models[number].spec.name}: {error}") from None
+
+        def layer_words(layer):
+            k, n = layer.shape
+            return _ceil_div(n, shape.cols) * (shape.bias_words + _ceil_div(k, shape.rows) * shape.tile_words)
+
+        def size(numbers):
+            return sum(layer_words(layer) for number in numbers for mlp in layers[number].values() for layer in mlp)
+
+        def slot(numbers):
+            return max((layer_words(layer) for number in numbers for mlp in layers[number].values()
+                        for layer in mlp), default=0)
+
+        every = range(len(self.models))
+        if self.streamed is not None:
+            streamed = sorted(self.streamed)
+        elif size(every) <= words:
+            streamed = []
+        else:
+            resident = []
+            for number in every:
+                rest = [other for other in every if other not in resident and other != number]
+                if size([*resident, number]) + 2 * slot(rest) <= words:
+                    resident.append(number)
+            streamed = [number for number in every if number not in resident]
+        resident = [number for number in every if number not in streamed]
+        room = words - size(resident)
+        if room < 0:
+            raise CompileError(f"The resident weights at split {split} need {size(resident)} words; the weight "
+                               f"buffer has {words} (weight_buffer_words)")
+        image = layout_weights(engine, split, {(number, name): mlp for number in resident
+                                               for name, mlp in layers[number].items()})
+        addr = (self.memory.place(stage_weights(g, image.words), what=f"the weights of split {split}")
+                if len(image.words) else None)
+        # Two slots for every lane that may run a streamed model.
+        cap = min(slot(streamed), room // (2 * max(min(split, len(streamed)), 1)))
+        # Parts start on whole activation words: a multiple of `align` n-tiles.
+        align = shape.rows // gcd(shape.rows, shape.cols)
+        staged = {}
+        for number in streamed:
+            name_of = self.models[number].spec.name
+            for name, mlp in layers[number].items():
+                parts_of = []
+                for index, layer in enumerate(mlp):
+                    k, n = layer.shape
+                    ntile_words = shape.bias_words + _ceil_div(k, shape.rows) * shape.tile_words
+                    ntiles = _ceil_div(n, shape.cols)
+                    per_part = min(ntiles, cap // ntile_words // align * align)
+                    if per_part < (ntiles if index == len(mlp) - 1 else min(ntiles, align)):
+                        raise CompileError(
+                            f"{name_of}'s {name} layer {index} at split {split} cannot stream: "
+                            f"{ntiles if index == len(mlp) - 1 else min(ntiles, align)} n-tiles of {ntile_words} "
+                            f"words each in a slot, and the {room} words the resident weights leave hold slots "
+                            f"of {cap}")
+                    parts = []
+                    for first in range(0, ntiles, per_part):
+                        cols = slice(first * shape.cols, min((first + per_part) * shape.cols, n))
+                        part = replace(layer, weights=layer.weights[:, cols], bias=layer.bias[cols])
+                        laid = layout_weights(engine, split, {0: [part]})
+                        parts.append(StreamedPart(
+                            addr=self.memory.place(stage_weights(g, laid.words),
+                                                   what=f"the weights of {name_of} at split {split}"),
+                            words=len(laid.words), first=first, ntiles=_ceil_div(cols.stop - cols.start, shape.cols)))
+                    parts_of.append(tuple(parts))
+                staged[number, name] = tuple(parts_of)
+        slot_words = max((part.words for layers_ in staged.values() for parts in layers_ for part in parts),
+                         default=0)
+        plan = WeightPlan(image=image, addr=addr, region=len(image.words), slot_words=slot_words, staged=staged)
+        self._weights[split] = plan
+        return plan
 
     def add_query(self, inputs):
         """Place a query's candidates in memory: ``inputs`` is ``{model number or QuantModel: (dense_q, ids)}``
@@ -274,14 +421,15 @@ class ChipSetup:
 
     def setup_records(self, split, tag=0):
         """Command records that prepare the chip: SPLIT, the tables' EMB CONFIG and PRELOAD (if
-        :attr:`resident`) and the WEIGHTS of ``split``."""
+        :attr:`resident`) and the WEIGHTS of ``split``'s resident weights (if any)."""
         records = [_record(Opcode.SPLIT, tag, {"n": split})]
         if self.resident:
             records += self.table_records(tag=tag)
-        image, addr = self.weights(split)
-        records.append(_record(Opcode.WEIGHTS, tag, {"mem_addr": addr, "w_addr": image.base,
-                                                     "words": len(image.words), "wait": 0, "lane": 0,
-                                                     "wait_layers": 0}))
+        plan = self.weights(split)
+        if plan.addr is not None:
+            records.append(_record(Opcode.WEIGHTS, tag, {"mem_addr": plan.addr, "w_addr": plan.image.base,
+                                                         "words": len(plan.image.words), "wait": 0, "lane": 0,
+                                                         "wait_layers": 0}))
         return records
 
 
@@ -399,6 +547,7 @@ class _Lane:
             raise CompileError(f"One candidate needs {per_item} activation words on lane {lane} of split {split}; "
                                f"the lane has {shape.act_words} (act_buffer_words)")
         self.inputs_done = self.layers_done = self.batches = 0
+        self.loaded = 0     # the WEIGHTS count after the lane's latest (its own streamed layers or the resident image)
 
     def place(self, sub_batch):
         """Lay out the regions for sub-batches of at most ``sub_batch`` candidates (the stride of every region)."""
@@ -408,34 +557,77 @@ class _Lane:
         self.hidden = ((2 * kb + 2 * kt) * s, (2 * kb + 2 * kt + self.even) * s)
         self.readers = dict.fromkeys(self.inputs, 0)    # the layer (1-based count) that last read each input region
 
-    def mlp(self, name, layers, w_bases, items, src, src_words, dst, wait_weights, batch):
-        """LANE command records of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers."""
+    def mlp(self, name, layers, weights, items, src, src_words, dst, loader, batch):
+        """``(opcode, arg)`` of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers, each
+        streamed part after the WEIGHTS that copies it into the next slot of the lane's ring.
+
+        ``weights`` is the MLP's resident ``w_base`` per layer, or its :class:`StreamedPart` s per layer;
+        ``loader`` counts the WEIGHTS commands so far. A LANE command waits for the lane's own latest WEIGHTS (or
+        the resident image's), not for other lanes' streams, but never for fewer than all but the last
+        :data:`WEIGHTS_LAG` before it: its count stays recent (modulo 256) however far other lanes' streams run
+        ahead of it."""
         parity = batch % 2
         region = (name, parity)
-        records = [{"lane": self.lane, "wait_weights": wait_weights % MOD, "src": src, "src_words": src_words,
-                    "dst": OutDest.JOIN, "cmd": mlp_command(
-                        op=Op.INPUT, wait_inputs=self.inputs_done % MOD,
-                        wait_layers=max(self.readers[region], self.layers_done - 64, 0) % MOD, items=items,
-                        stride=self.stride, in_base=self.inputs[region], ktiles=_ceil_div(layers[0].shape[0],
-                                                                                           self.rows))}]
+        records = [(Opcode.LANE, {
+            "lane": self.lane, "wait_weights": loader.wait(self) % MOD, "src": src, "src_words": src_words,
+            "dst": OutDest.JOIN, "cmd": mlp_command(
+                op=Op.INPUT, wait_inputs=self.inputs_done % MOD,
+                wait_layers=max(self.readers[region], self.layers_done - 64, 0) % MOD, items=items,
+                stride=self.stride, in_base=self.inputs[region], ktiles=_ceil_div(layers[0].shape[0], self.rows))})]
         self.inputs_done += 1
-        for number, (layer, w_base) in enumerate(zip(layers, w_bases)):
+        for number, (layer, weight) in enumerate(zip(layers, weights)):
             last = number == len(layers) - 1
             k, n = layer.shape
+            # Every part waits for the layers before this one (the first layer: for the INPUT's region only).
             wait_layers = self.layers_done if number else max(self.layers_done - 2, 0)
-            records.append({"lane": self.lane, "wait_weights": wait_weights % MOD, "src": ActSource.DENSE,
-                            "src_words": 0, "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
-                                op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD,
-                                items=items, stride=self.stride,
-                                in_base=self.inputs[region] if number == 0 else self.hidden[(number - 1) % 2],
-                                out_base=0 if last else self.hidden[number % 2], w_base=w_base,
-                                ktiles=_ceil_div(k, self.rows), ntiles=_ceil_div(n, self.cols),
-                                params={"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
-                                to_output=int(last))})
-            self.layers_done += 1
+            out_base = 0 if last else self.hidden[number % 2]
+            parts = weight if isinstance(weight, tuple) else (StreamedPart(None, 0, 0, _ceil_div(n, self.cols)),)
+            for part in parts:
+                w_base = weight
+                if part.addr is not None:
+                    w_base = self.ring[self.slot]
+                    user = self.users[self.slot]
+                    # Into the slot once the layer that last read it has completed (an earlier command of this
+                    # lane, so the loader, which keeps program order, never waits on a command behind it).
+                    records.append((Opcode.WEIGHTS, {"mem_addr": part.addr, "w_addr": w_base, "words": part.words,
+                                                     "wait": int(user > 0), "lane": self.lane,
+                                                     "wait_layers": user % MOD}))
+                    loader.done += 1
+                    self.loaded = loader.done
+                    self.users[self.slot] = self.layers_done + 1
+                    self.slot = (self.slot + 1) % len(self.ring)
+                records.append((Opcode.LANE, {
+                    "lane": self.lane, "wait_weights": loader.wait(self) % MOD, "src": ActSource.DENSE,
+                    "src_words": 0,
+                    "dst": dst if last else OutDest.JOIN, "cmd": mlp_command(
+                        op=Op.LAYER, wait_inputs=self.inputs_done % MOD, wait_layers=wait_layers % MOD,
+                        items=items, stride=self.stride,
+                        in_base=self.inputs[region] if number == 0 else self.hidden[(number - 1) % 2],
+                        out_base=out_base + part.first * self.cols // self.rows * self.stride, w_base=w_base,
+                        ktiles=_ceil_div(k, self.rows), ntiles=part.ntiles,
+                        params={"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
+                        to_output=int(last))}))
+                self.layers_done += 1
             if number == 0:
                 self.readers[region] = self.layers_done
         return records
+
+    def stream(self, base, slots, slot_words):
+        """Give the lane a ring of ``slots`` slots of ``slot_words`` weight words from word ``base``."""
+        self.ring = [base + i * slot_words for i in range(slots)]
+        self.users = [0] * slots    # per slot, the layer (1-based count) that last read it
+        self.slot = 0
+
+
+class _Loader:
+    """The WEIGHTS commands of a program so far (the weight loader's completion count once they have run)."""
+
+    def __init__(self, done):
+        self.done = done
+
+    def wait(self, lane):
+        """What a command of ``lane`` (a :class:`_Lane`) waits for next."""
+        return max(lane.loaded, self.done - WEIGHTS_LAG)
 
 
 def _sizes(items, sub_batch):
@@ -453,7 +645,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     CompileError
         On a stage whose model is not loaded or has no candidates in a query, a stage's items or k out of range
         (naming the stage and the value), a split the chip does not have, a sub-batch larger than a lane holds,
-        or weights that do not fit the weight buffer.
+        or streamed weights without two slots per streaming lane.
     rpaccel.host.reference.MLPError
         If an MLP command's field cannot hold a region or count (naming the field).
     """
@@ -513,80 +705,109 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                                f"split {split} (accumulator rows, activation memory)")
         lane.place(sub_batch)
 
-    image, _ = setup.weights(split)
+    buffer = setup.weights(split)
+    streaming = sorted({lanes[s] for s in range(len(stages)) if (numbers[s], "bottom") in buffer.staged})
+    if streaming:
+        slots = (g.engine.weight_words - buffer.region) // (len(streaming) * buffer.slot_words)
+        if slots < 2:
+            raise CompileError(f"Lanes {streaming} of split {split} stream weights: each needs two slots of "
+                               f"{buffer.slot_words} words, and {g.engine.weight_words - buffer.region} words of "
+                               "weight_buffer_words are left after the resident models")
+        slots = min(slots, MAX_SLOTS)
+        for index, lane in enumerate(streaming):
+            state[lane].stream(buffer.region + index * slots * buffer.slot_words, slots, buffer.slot_words)
+    weights = {key: buffer.image.bases.get(key) or buffer.staged[key] for number in set(numbers)
+               for key in ((number, "bottom"), (number, "top"))}
     steps = [Step(records=setup.setup_records(split))]
-    weights_done = 1
+    loader = _Loader(int(buffer.addr is not None))
+    for lane in state.values():
+        lane.loaded = loader.done
     results = [0] * g.holders
-    configured = None   # the model whose tables are configured (when they are not all resident)
     tags = [q % 256 for q in range(len(queries))]
-    for q, query in enumerate(queries):
-        tag = tags[q]
-        kept = None     # (unit, result number) of the previous stage's kept result
-        for s, stage in enumerate(stages):
-            number, lane, unit = numbers[s], state[lanes[s]], units[s]
-            if baseline:
-                steps.append(Step(records=[], query=q, stage=s))
-            step = steps[-1]
-            if not setup.resident and configured != number:
-                step.records += setup.table_records(number, tag)
-                configured = number
-            qmodel = setup.models[number]
-            spec = qmodel.spec
-            records = query.records[number]
-            bottom, top = setup.mlps(number)
-            join = {"mode": MODES.index(spec.interaction), "vectors": spec.num_tables + 1, "dim": spec.emb_dim,
-                    "m": qmodel.inter_m, "s": qmodel.inter_s}
-            inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
-            final = s == len(stages) - 1
-            sizes = _sizes(plan[q][s], sub_batch)
-            lookahead = schedule.lookahead and pooled_words(g, max(sizes), spec.num_tables + 1,
-                                                           spec.emb_dim) <= g.config.join_buffer_words
-            dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
-            # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
-            # its top MLP and its SCORE.
-            events = []
-            for index in range(len(sizes)):
-                events.append(("bottom", index))
-                if not lookahead:
-                    events.append(("top", index))
-                elif index:
-                    events.append(("top", index - 1))
-            if lookahead:
-                events.append(("top", len(sizes) - 1))
-            firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
-            batches = {}
-            for part, index in events:
-                items, closing = sizes[index], index == len(sizes) - 1
-                if part == "bottom":
-                    fetch = {"lane": lane.lane, "source": FetchSource.RANGE, "first": firsts[index], "list_addr": 0,
-                             "unit": 0, "wait_results": 0, "release": 0, "items": items, **records.fetch_fields(),
-                             "join": join}
-                    if s and baseline:
-                        addr = setup.memory.allocate(list_lines(g, items), what=f"the list of query {q} stage {s}")
-                        step.lists.append((addr, firsts[index], items))
-                        fetch.update(source=FetchSource.LIST, list_addr=addr)
-                    elif s:
-                        fetch.update(source=FetchSource.SURVIVORS, unit=kept[0], wait_results=kept[1] % MOD,
-                                     release=int(closing))
-                    step.records.append(_record(Opcode.FETCH, tag, fetch))
-                    batches[index] = lane.batches
-                    lane.batches += 1
-                    step.records.extend(_record(Opcode.LANE, tag, arg) for arg in lane.mlp(
-                        "bottom", bottom, image.bases[number, "bottom"], items, ActSource.DENSE, records.dense_words,
-                        OutDest.JOIN, weights_done, batches[index]))
-                    continue
-                step.records.extend(_record(Opcode.LANE, tag, arg) for arg in lane.mlp(
-                    "top", top, image.bases[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
-                    weights_done, batches[index]))
+    kept = {}           # {query: (holder, result number)} of the query's latest kept result
+    configured = [None]     # the model whose tables are configured (when they are not all resident)
+
+    def task(q, s):
+        """Append the commands of stage ``s`` of query ``q``, yielding after each sub-batch's bottom or top."""
+        query, stage, tag = queries[q], stages[s], tags[q]
+        number, lane, unit = numbers[s], state[lanes[s]], units[s]
+        if baseline:
+            steps.append(Step(records=[], query=q, stage=s))
+        step = steps[-1]
+        if not setup.resident and configured[0] != number:
+            step.records += setup.table_records(number, tag)
+            configured[0] = number
+        qmodel = setup.models[number]
+        spec = qmodel.spec
+        records = query.records[number]
+        bottom, top = setup.mlps(number)
+        join = {"mode": MODES.index(spec.interaction), "vectors": spec.num_tables + 1, "dim": spec.emb_dim,
+                "m": qmodel.inter_m, "s": qmodel.inter_s}
+        inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
+        final = s == len(stages) - 1
+        sizes = _sizes(plan[q][s], sub_batch)
+        lookahead = schedule.lookahead and pooled_words(g, max(sizes), spec.num_tables + 1,
+                                                       spec.emb_dim) <= g.config.join_buffer_words
+        dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
+        # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
+        # its top MLP and its SCORE.
+        events = []
+        for index in range(len(sizes)):
+            events.append(("bottom", index))
+            if not lookahead:
+                events.append(("top", index))
+            elif index:
+                events.append(("top", index - 1))
+        if lookahead:
+            events.append(("top", len(sizes) - 1))
+        firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+        batches = {}
+        for part, index in events:
+            items, closing = sizes[index], index == len(sizes) - 1
+            if part == "bottom":
+                fetch = {"lane": lane.lane, "source": FetchSource.RANGE, "first": firsts[index], "list_addr": 0,
+                         "unit": 0, "wait_results": 0, "release": 0, "items": items, **records.fetch_fields(),
+                         "join": join}
+                if s and baseline:
+                    addr = setup.memory.allocate(list_lines(g, items), what=f"the list of query {q} stage {s}")
+                    step.lists.append((addr, firsts[index], items))
+                    fetch.update(source=FetchSource.LIST, list_addr=addr)
+                elif s:
+                    fetch.update(source=FetchSource.SURVIVORS, unit=kept[q][0], wait_results=kept[q][1] % MOD,
+                                 release=int(closing))
+                step.records.append(_record(Opcode.FETCH, tag, fetch))
+                batches[index] = lane.batches
+                lane.batches += 1
+                step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
+                    "bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE, records.dense_words,
+                    OutDest.JOIN, loader, batches[index]))
+            else:
+                step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
+                    "top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
+                    loader, batches[index]))
                 step.records.append(_record(Opcode.SCORE, tag, {
                     "lane": lane.lane, "dest": dest, "unit": 0 if baseline else unit, "items": items,
                     "last": int(closing),
                     "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
                     "keep": int(closing and not final and not baseline),
                     "report": int(closing and final and not baseline)}))
-            if not baseline and not final:
-                results[holders[s]] += 1
-                kept = (holders[s], results[holders[s]])
+            yield
+        if not baseline and not final:
+            results[holders[s]] += 1
+            kept[q] = (holders[s], results[holders[s]])
+
+    # Stage s of query q and stage s - 1 of query q + 1 run at once (on different lanes and units): their
+    # sub-batches interleave in the program, so the units that take commands in program order for every lane (the
+    # fetcher, the joiner, the weight loader) serve both lanes in turn rather than one stage's whole query first.
+    interleave = (not baseline and setup.resident and len(set(lanes)) == len(stages)
+                  and len(set(holders)) == len(stages))
+    waves = ([[(w - s, s) for s in reversed(range(len(stages))) if 0 <= w - s < len(queries)]
+              for w in range(len(queries) + len(stages) - 1)] if interleave else
+             [[(q, s)] for q in range(len(queries)) for s in range(len(stages))])
+    for wave in waves:
+        running = [task(q, s) for q, s in wave]
+        while running:
+            running = [each for each in running if next(each, StopIteration) is not StopIteration]
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
                    sub_batch=sub_batch, steps=steps, tags=tags, items=plan)
 
