@@ -177,13 +177,21 @@ def measure(config, program, device, *, pause=0.0, seed=1, note=""):
         ``mem_read_lines``, ``mem_write_lines``, ``checked``, ``rankings`` (the chip's, per query), ``lane_busy``
         (per stage, its lane's busy cycles), ``stage_ends`` (baseline), ``setup_cycles``, ``sim_cycles``,
         ``wall_seconds``, ``note`` and ``counters``; and what differs from the golden model (None if nothing).
+
+    Raises
+    ------
+    ExperimentFailed
+        If Verilator is missing, or the chip does not finish the program (a stall: no figures to give).
     """
+    from ..sim.player import PlayerError
     from ..sim.verilator import ToolNotFound
 
     try:
         run, figures = measure_program(program, device, pause=pause, seed=seed)
     except ToolNotFound as error:
         raise ExperimentFailed(str(error)) from None
+    except PlayerError as error:     # the chip stalled: no figures to give
+        raise ExperimentFailed(f"{program.mode} mode, {len(program.stages)} stage(s): {error}") from None
     wrong, lists = run.mismatches(), run.check_lists()
     failure = (next(iter(wrong.values())) if wrong else
                f"the chip's logits give other candidate lists at (query, stage) {lists}" if lists else None)
