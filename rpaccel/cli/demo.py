@@ -1,29 +1,30 @@
-"""``rpaccel demo``: the main job on a small default (:mod:`rpaccel.experiments.demo`).
+"""``rpaccel demo``: the main job, RecPipe's 2-stage query on the chip (:mod:`rpaccel.experiments.demo`).
 
-Until the accelerator's top level exists, it runs what is built on Verilator, every output checked against the
-golden models, with random idle input cycles and back-pressure:
-
-* the block scoreboards (processing element, post-processor) through cocotb, and
-* a ranking query through two blocks on the RTL, glued by the host: the MLP engine (``small`` preset unless
-  ``--preset``/``--set`` say otherwise) scores ``--candidates`` candidates with a random int8 scoring MLP whose
-  last layer emits raw int32 logits, and a top-k unit of the preset's ``K_MAX`` keeps the ``k`` best of those
-  logits, sorted.
+RM-small scores ``--candidates`` candidates (default 1,024) and keeps an eighth, RM-large scores those and keeps
+the best ``--k`` (default candidates / 64, at most the preset's K_MAX), with models trained for seconds on synthetic
+Criteo-like data and quantised to int8, on the chip's RTL (Verilator; ``small`` preset unless ``--preset``/``--set``
+say otherwise). The query runs in RPAccel mode (split array, sub-batches, on-chip filtering) and in the baseline mode
+on the same RTL; the output gives per-stage cycles and latency at the preset's clock, per-unit utilisation, cache hit
+rates, and the ranking checked against the golden model and the host's reference pipeline. The first run on a
+fresh machine builds the chip with Verilator (about 5 minutes for ``small``); later runs reuse the build.
 """
 
-from .common import CommandFailed, add_config_arguments, config_from_args, non_negative_int, print_json
+from .common import CommandFailed, add_config_arguments, config_from_args, non_negative_int, print_json, say
 
 
 def register(subparsers):
-    p = subparsers.add_parser("demo", help="run the built blocks on Verilator against their golden models",
+    from ..experiments.demo import DEMO_CANDIDATES
+
+    p = subparsers.add_parser("demo", help="RecPipe's 2-stage query on the chip (RTL, Verilator), checked",
                               description=__doc__)
     add_config_arguments(p)
-    p.add_argument("--count", type=int, default=10_000, help="random transactions per block (default 10000)")
-    p.add_argument("--seed", type=non_negative_int, default=1, help="random seed (default 1)")
-    p.add_argument("--pause", type=float, default=0.3,
-                   help="probability of an idle input / back-pressured output cycle (default 0.3)")
-    p.add_argument("--waves", action="store_true", help="dump FST waveforms into ./waves")
-    p.add_argument("--candidates", type=int, default=1024, help="candidates of the ranking query (default 1024)")
-    p.add_argument("--k", type=int, default=None, help="results of the ranking query (default: the preset's K_MAX)")
+    p.add_argument("--candidates", type=int, default=DEMO_CANDIDATES,
+                   help=f"candidates of the query (default {DEMO_CANDIDATES}); stage 1 keeps an eighth")
+    p.add_argument("--k", type=int, default=None,
+                   help="results of the query (default candidates/64, at most the preset's K_MAX)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="random seed of data and training (default 1)")
+    p.add_argument("--pause", type=float, default=0.0,
+                   help="probability of an idle command / back-pressured response cycle (default 0)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
@@ -31,8 +32,8 @@ def register(subparsers):
 def run(args):
     from ..experiments.demo import run_demo
 
-    report = run_demo(config_from_args(args), count=args.count, candidates=args.candidates, k=args.k,
-                      seed=args.seed, pause=args.pause, waves=args.waves)
+    report = run_demo(config_from_args(args), candidates=args.candidates, k=args.k, seed=args.seed,
+                      pause=args.pause, progress=None if args.json else say)
     if args.json:
         print_json(report.data)
     else:

@@ -14,14 +14,15 @@ line (:mod:`rpaccel.cli`) does that::
 
 One module per command:
 
-* :mod:`.blocks`: ``run_blocks`` (``bench blocks``), ``run_scoreboards`` (also ``demo``);
+* :mod:`.blocks`: ``run_blocks`` (``bench blocks``), ``run_scoreboards``;
 * :mod:`.synth`: ``run_synth`` (``bench synth``), ``synthesize_config`` (the others' synthesis);
 * :mod:`.gemm`: ``run_gemm``, ``run_gemm_synth`` (``bench gemm``);
 * :mod:`.embedding`: ``run_embedding``, ``run_embedding_synth`` (``bench embedding``);
 * :mod:`.topk`: ``run_topk`` (``bench topk``);
 * :mod:`.chip`: ``run_chip`` (``bench chip``);
 * :mod:`.quality`: ``run_quality`` (``bench quality``);
-* :mod:`.demo`: ``run_demo``, ``run_query`` (``demo``).
+* :mod:`.accel`: ``run_accel`` (``bench accel``), ``measure`` (also ``demo``);
+* :mod:`.demo`: ``run_demo`` (``demo``).
 """
 
 from .report import ExperimentError, ExperimentFailed, Report, Section, combine

@@ -1,166 +1,139 @@
-"""The main job on a small default (``rpaccel demo``).
+"""The main job (``rpaccel demo``): RecPipe's 2-stage query on the chip's RTL.
 
-Until the accelerator's top level exists, it runs what is built on Verilator, every output checked against the
-golden models, with random idle input cycles and back-pressure:
-
-* the block scoreboards (processing element, post-processor) through cocotb, and
-* a ranking query through two blocks on the RTL, glued by the host: the MLP engine scores ``candidates``
-  candidates with a random int8 scoring MLP whose last layer emits raw int32 logits, and a top-k unit of the
-  configuration's ``K_MAX`` keeps the ``k`` best of those logits, sorted.
+RM-small scores every candidate and keeps an eighth of them, RM-large scores those and keeps the best ``k``
+(RecPipe's 4,096 -> 512 -> 64, scaled to ``candidates``), with trained, quantised models on synthetic Criteo-like
+data, on :class:`rpaccel.rtl.accel.top.RPAccel` on Verilator. The query runs twice on the same RTL: in RPAccel mode
+(the array split, a lane per stage, sub-batches, a filter unit between the stages) and in the baseline mode (whole
+array, every logit to the host). Every response is checked against the golden model, and the chip's ranking against
+the host's reference pipeline (:func:`rpaccel.host.quality.run_pipeline` on the integer reference's logits).
 """
 
+import time
+
 from ..results import format_table
-from .blocks import run_scoreboards
-from .report import ExperimentError, ExperimentFailed, Report, check_fraction, check_positive, check_seed
+from .accel import MEASUREMENT, ROLES, add_ratios, compile_pipeline, measure, tables, train_models
+from .report import ExperimentError, Report, check_fraction, check_positive, check_seed
 
-__all__ = ["SCORING_MLP", "run_demo", "run_query"]
+__all__ = ["DEMO_CANDIDATES", "run_demo"]
 
-#: Layer widths of the demo's scoring MLP (13 dense features, as Criteo's; one raw int32 logit).
-SCORING_MLP = (13, 64, 32, 1)
+#: The demo's candidates by default: 1,024 -> 128 -> 16 runs in well under two minutes on a built chip.
+DEMO_CANDIDATES = 1024
 
 
-def _check_query(config, candidates, k, seed, pause):
-    """Check the query's parameters before anything runs; return ``k``."""
-    k = config.k_max if k is None else k
+def _check(config, candidates, k, seed, pause):
+    """Check the query's parameters before anything runs; return ``(kept by stage 1, k)``."""
     check_positive(candidates=candidates)
+    if candidates < 8:
+        raise ExperimentError("candidates", f"must be at least 8 (stage 1 keeps an eighth), not {candidates}")
+    kept = candidates // 8
+    k = min(max(1, candidates // 64), config.k_max, kept) if k is None else k
     if not isinstance(k, int) or not 1 <= k <= config.k_max:
         raise ExperimentError("k", f"must be between 1 and the {config.name} preset's K_MAX {config.k_max}, not {k}")
+    if k > kept:
+        raise ExperimentError("k", f"must be at most {kept}, the candidates stage 1 keeps, not {k}")
     check_seed(seed)
     check_fraction("pause", pause)
-    return k
+    return kept, k
 
 
-def run_query(config, *, candidates=1024, k=None, seed=1, pause=0.3):
-    """One ranking query on the RTL: the MLP engine scores, a top-k unit selects; both checked.
+def run_demo(config, *, candidates=DEMO_CANDIDATES, k=None, seed=1, pause=0.0, train_samples=10_000,
+             max_rows=5_000, specs=None, progress=None):
+    """RecPipe's 2-stage query on the chip's RTL in RPAccel and baseline mode, checked.
 
     Parameters
     ----------
     config : AccelConfig
-        The configuration of the engine and the top-k unit.
+        The chip.
     candidates : int
-        Candidates of the query.
+        Candidates of the query; stage 1 keeps ``candidates // 8``.
     k : int, optional
-        Results kept (default: the configuration's ``k_max``).
+        Results (default ``candidates // 64``, at most ``K_MAX``).
     seed : int
-        Random seed of the MLP, the features and the idle cycles.
+        Seed of the data, the training and the idle cycles.
     pause : float
-        Probability of an idle input / back-pressured output cycle.
-
-    Returns
-    -------
-    dict
-        The query, its stages (transactions, mismatches, cycles, simulation speed), whether the RTL's ranking
-        equals the golden model's (``ranking_matches_golden``), and the first five results.
-    """
-    import numpy as np
-
-    from ..host.driver.mlp import MLPError, plan_engine
-    from ..host.driver.topk import pack_elements, unpack_results
-    from ..host.reference import mlp_forward
-    from ..numeric import topk
-    from ..rtl.topk import TopKUnit
-    from ..sim.golden.mlp import random_input, random_mlp
-    from ..sim.golden.topk import Query, stream_elements, unit_model
-    from ..sim.mlp_harness import play_plan
-    from ..sim.player import Player
-    from ..sim.verilator import ToolNotFound
-
-    k = _check_query(config, candidates, k, seed, pause)
-    rng = np.random.default_rng(seed)
-    layers = random_mlp(rng, SCORING_MLP, raw_last=True)
-    features = random_input(rng, candidates, SCORING_MLP[0])
-    try:
-        plan = plan_engine(config, 1, {0: (layers, features)})
-    except MLPError as error:
-        raise ExperimentError(None, f"the scoring MLP on the {config.name} configuration: {error}") from None
-    try:
-        outputs, mlp_run = play_plan(config, plan, pause=pause, seed=seed)
-        logits = np.asarray(outputs[0], dtype=np.int64)[:, 0]
-        golden_logits = mlp_forward(layers, features)[:, 0]
-        mlp_mismatches = int(np.sum(logits != golden_logits))
-        elements = stream_elements([Query.make(logits, k)], k_max=config.k_max)
-        expected = unit_model(elements, config.k_max)
-        topk_run = Player(TopKUnit, config.k_max).run(
-            {"i": pack_elements(elements, config.k_max)}, expect={"o": len(expected)}, pause=pause,
-            seed=seed, packed=True)
-    except ToolNotFound as error:
-        raise ExperimentFailed(str(error)) from None
-    got = unpack_results(topk_run.outputs["o"])
-    topk_mismatches = sum(a != b for a, b in zip(got, expected)) + abs(len(got) - len(expected))
-    # End to end: the RTL's ranking against the golden logits' top k (same tie rule: lower index first).
-    best_scores, best_indices = topk(golden_logits, k, np.arange(candidates))
-    ranking = [(r["score"], r["index"]) for r in got]
-    end_to_end = ranking == list(zip(best_scores.tolist(), best_indices.tolist()))
-    return {
-        "candidates": candidates, "k": k, "mlp": "-".join(map(str, SCORING_MLP)), "preset": config.name,
-        "pause": pause, "seed": seed,
-        "stages": [
-            {"stage": f"MLP engine ({config.array_rows}x{config.array_cols} array), scores",
-             "transactions": candidates, "mismatches": mlp_mismatches, "cycles": mlp_run.cycles,
-             "sim_cycles_per_s": mlp_run.cycles_per_second},
-            {"stage": f"top-k unit (K_MAX {config.k_max}), best {k} of {candidates}",
-             "transactions": len(got), "mismatches": topk_mismatches, "cycles": topk_run.cycles,
-             "sim_cycles_per_s": topk_run.cycles_per_second},
-        ],
-        "ranking_matches_golden": end_to_end and mlp_mismatches == 0 and topk_mismatches == 0,
-        "top": ranking[:5],
-    }
-
-
-def _blocks_table(reports):
-    """The scoreboards' table: transactions, mismatches, cycles, simulation speed, build time."""
-    rows = []
-    for r in reports:
-        transfers = r["transactions"]
-        rows.append([r["block"], transfers, r["mismatches"], r["cycles"], transfers / r["cycles"],
-                     r["cycles_per_second"], r["build_seconds"]])
-    return format_table(["block", "transactions", "mismatches", "cycles", "transactions/cycle",
-                         "sim cycles/s", "build s"], rows)
-
-
-def run_demo(config, *, count=10_000, candidates=1024, k=None, seed=1, pause=0.3, waves=False):
-    """The block scoreboards, then a ranking query on the RTL (:func:`run_query`).
-
-    Parameters
-    ----------
-    config : AccelConfig
-        The configuration of the query's engine and top-k unit.
-    count : int
-        Random transactions per block scoreboard.
-    candidates, k : int
-        The query's candidates and results (``k`` default: the configuration's ``k_max``).
-    seed : int
-        Random seed.
-    pause : float
-        Probability of an idle input / back-pressured output cycle.
-    waves : bool
-        Dump FST waveforms of the scoreboards into ``./waves``.
+        Probability of an idle command / back-pressured response cycle.
+    train_samples, max_rows : int
+        Training samples; rows of each embedding table.
+    specs : dict, optional
+        ``{"small": spec, "med": spec, "large": spec}`` with the same inputs (default: the zoo's RM models;
+        RM-med stands in for RM-large where the compiler refuses it, and the output says so).
+    progress : callable, optional
+        Called with a line per step.
 
     Returns
     -------
     Report
-        The scoreboards' rows; ``data`` holds them (``blocks``) and the query (``query``); a failure if the RTL's
-        ranking differs from the golden model's.
+        One row per mode (:func:`rpaccel.experiments.accel.measure`); ``data`` adds the per-stage figures and
+        the check against the host's pipeline; a failure if a response or the ranking differs.
     """
-    _check_query(config, candidates, k, seed, pause)
-    check_positive(count=count)
-    reports = run_scoreboards(count=count, seed=seed, pause=pause, waves=waves)
-    query = run_query(config, candidates=candidates, k=k, seed=seed, pause=pause)
-    lines = [f"rpaccel demo: blocks on {reports[0]['simulator']}, random inputs with "
-             f"{pause:.0%} idle input and back-pressured output cycles, seed {seed}\n", _blocks_table(reports),
-             "\nEvery output matched the golden model (bit-exact)." if all(r["mismatches"] == 0 for r in reports)
-             else "\nMISMATCHES: see above."]
-    lines += [f"waveform: {r['waves']}" for r in reports if r.get("waves")]
-    lines += [f"\nA ranking query on the RTL ({query['preset']} preset): {query['candidates']} candidates scored by a "
-              f"{query['mlp']} int8 MLP on the MLP engine, the best {query['k']} kept by a top-k unit\n",
-              format_table(["stage", "transactions", "mismatches", "cycles", "sim cycles/s"],
-                           [[st["stage"], st["transactions"], st["mismatches"], st["cycles"], st["sim_cycles_per_s"]]
-                            for st in query["stages"]])]
-    top = ", ".join(f"#{index} ({score})" for score, index in query["top"])
-    if query["ranking_matches_golden"]:
-        lines.append(f"\nThe ranking equals the golden model's (bit-exact logits, same order). Best: {top}, ...")
-        failures = ()
-    else:
-        lines.append("\nMISMATCH: the RTL's ranking differs from the golden model's.")
-        failures = ("the RTL's ranking differs from the golden model's",)
-    return Report(rows=reports, text="\n".join(lines), data={"blocks": reports, "query": query}, failures=failures)
+    from ..host.data import SyntheticConfig
+    from ..host.models import get_model
+    from ..host.quality import Pipeline, run_pipeline
+    from ..host.quality import Stage as QualityStage
+    from ..host.reference import run
+    from ..sim.chip import chip_device
+
+    kept, k = _check(config, candidates, k, seed, pause)
+    check_positive(train_samples=train_samples, max_rows=max_rows)
+    say = progress or (lambda line: None)
+    start = time.monotonic()
+    data = None
+    if specs is None:
+        specs = {role: get_model(name, max_rows=max_rows) for role, name in ROLES.items()}
+        data = SyntheticConfig.criteo(max_rows=max_rows, seed=seed)
+    say(f"training {', '.join(spec.name for spec in specs.values())} on {train_samples:,} synthetic samples ...")
+    models, generator, train_seconds = train_models(specs, train_samples=train_samples, seed=seed, data=data)
+    records = generator.generate(candidates, start=train_samples + 2_000)
+    inputs = [{role: model.inputs(records) for role, model in models.items()}]
+    programs, note = compile_pipeline(config, models, [("small", kept), ("large", k)], inputs, 1,
+                                      ("rpaccel", "baseline"), None)
+    if note:
+        say(f"  {note}")
+    device = chip_device(config)
+    rows, failures = [], []
+    for mode, program in programs.items():
+        say(f"running the query in {mode} mode (split {program.split}, sub-batch {program.sub_batch}) on the RTL "
+            "(Verilator; the first run builds the chip) ...")
+        row, failure = measure(config, program, device, pause=pause, seed=seed, note=note)
+        rows.append({"pipeline": 2, **row})
+        if failure:
+            failures.append(f"{mode} mode: {failure}")
+    add_ratios(rows)
+
+    # The host's reference pipeline on the same candidates (RecPipe's stage rule, ties to the lower index).
+    roles = [("small", kept), ("med" if note else "large", k)]
+    scores = {role: run(models[role], *inputs[0][role])[None, :] for role, _ in roles}
+    want = run_pipeline(Pipeline("2-stage", tuple(QualityStage(role, n) for role, n in roles)), scores, k)[0]
+    ranking = rows[0]["rankings"][0]
+    matches = [index for _, index in ranking] == want.tolist()
+    if not matches:
+        failures.append("the chip's ranking differs from the host's reference pipeline")
+
+    fast, base = rows
+    names = [models[role].spec.name for role, _ in roles]
+    ends = base["stage_ends"][0]
+    stage_rows = [[f"{s + 1}: {names[s]}", f"{[candidates, kept][s]:,} -> {n:,}", s % fast["split"],
+                   fast["lane_busy"][s], ends[s] - (ends[s - 1] if s else 0),
+                   f"{(ends[s] - (ends[s - 1] if s else 0)) / config.clock_mhz:.1f}"]
+                  for s, (_, n) in enumerate(roles)]
+    stage_table = format_table(
+        ["stage", "candidates -> kept", "rpaccel lane", "rpaccel lane busy cycles", "baseline cycles",
+         f"baseline us @ {config.clock_mhz:g} MHz"], stage_rows)
+    main, busy, cache = tables(config, rows)
+    top = ", ".join(f"#{index} ({score})" for score, index in ranking[:5])
+    verdict = (f"The chip's ranking equals the host's reference pipeline (bit-exact logits, same order). Best: "
+               f"{top}, ..." if matches and not failures else "MISMATCH: " + "; ".join(failures))
+    elapsed = time.monotonic() - start
+    text = "\n".join([
+        f"rpaccel demo: RecPipe's 2-stage query on the chip ({config.name} preset, RTL on Verilator): "
+        f"{names[0]} scores {candidates:,} candidates and keeps {kept:,}, {names[1]} keeps the best {k}; models "
+        f"trained on {train_samples:,} synthetic samples (seed {seed}, {train_seconds:.0f} s) and quantised to int8.",
+        *([f"Note: {note}."] if note else []),
+        "", stage_table, "", main, "", "Busy share of each unit:", "", busy, "", "Embedding caches and memory:", "",
+        cache, "", MEASUREMENT, "", verdict,
+        f"Wall clock {elapsed:.0f} s (training {train_seconds:.0f} s, simulation "
+        f"{sum(r['wall_seconds'] for r in rows):.0f} s)."])
+    data = {"candidates": candidates, "kept": kept, "k": k, "preset": config.name, "seed": seed, "pause": pause,
+            "models": names, "note": note, "rows": rows, "stages": stage_rows, "ranking": ranking,
+            "ranking_matches_host_pipeline": matches, "train_seconds": train_seconds, "wall_seconds": elapsed}
+    return Report(rows=rows, text=text, data=data, failures=tuple(failures))

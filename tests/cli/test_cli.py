@@ -33,7 +33,6 @@ def test_synth_list(capsys):
     (["synth", "pe", "--target", "ecp5-85f", "--router", "r3"], "router must be one of router1, router2"),
     (["bench", "gemm", "--synth-only", "--placer", "quick"], "--placer must be one of heap, static, sa"),
     (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
-    (["demo", "--count", "0"], "--count must be a positive integer, not 0"),
     (["demo", "--k", "0"], "--k must be between 1 and the small preset's K_MAX 64, not 0"),
     (["demo", "--candidates", "-5"], "--candidates must be a positive integer, not -5"),
     # A negative seed is an argument error, not a failed scoreboard.

@@ -1,38 +1,57 @@
-"""The demo's experiment: the ranking query through two RTL blocks on Verilator glued by the host, and the checks
-of its arguments."""
+"""The demo's experiment: RecPipe's 2-stage query on the chip's RTL (tiny models), checked against the golden model
+and the host's reference pipeline, a planted disagreement caught, and the checks of its arguments."""
 
 import pytest
 
 from rpaccel.config import preset
 from rpaccel.experiments import ExperimentError
-from rpaccel.experiments.demo import SCORING_MLP, run_demo, run_query
-from rpaccel.host.reference import mlp_forward
-from rpaccel.numeric import topk
-from rpaccel.sim.golden.mlp import random_input, random_mlp
+from rpaccel.experiments.demo import run_demo
+
+from host_fixtures import tiny_dot
+
+TINY = preset("tiny").with_settings(["weight_buffer_words=512"])
+SPECS = {"small": tiny_dot(name="tiny-s"), "med": tiny_dot(name="tiny-m", bottom=(6, 4), top=(5, 1)),
+         "large": tiny_dot(name="tiny-l", bottom=(8, 8, 4), top=(6, 3, 1))}
 
 
 @pytest.mark.verilator
-def test_ranking_query_on_the_rtl_matches_the_golden_ranking():
-    import numpy as np
+@pytest.mark.slow
+def test_the_two_stage_query_runs_on_the_chip_in_both_modes():
+    report = run_demo(TINY, candidates=96, k=5, specs=SPECS, train_samples=1500, pause=0.2)
+    assert report.passed, report.failures
+    data = report.data
+    assert (data["kept"], data["k"]) == (12, 5) and data["ranking_matches_host_pipeline"]
+    assert [row["mode"] for row in report.rows] == ["rpaccel", "baseline"]
+    assert all(row["checked"] for row in report.rows)
+    assert len(data["ranking"]) == 5 and data["ranking"] == sorted(data["ranking"], key=lambda r: (-r[0], r[1]))
+    (first, second) = data["stages"]
+    assert first[1] == "96 -> 12" and second[1] == "12 -> 5"
+    # Stage cycles of the baseline add up to its query (the last LOGIT ends the query).
+    assert first[4] + second[4] == report.rows[1]["cycles_per_query"]
+    assert "baseline/rpaccel" in report.text and "tiny-s scores 96 candidates and keeps 12" in report.text
 
-    report = run_query(preset("small"), candidates=97, k=10, seed=5, pause=0.3)
-    assert report["ranking_matches_golden"], report
-    assert [stage["mismatches"] for stage in report["stages"]] == [0, 0]
-    assert report["stages"][1]["transactions"] == 10
-    # The reported ranking is the golden one (same seed, same draws as run_query).
-    rng = np.random.default_rng(5)
-    layers = random_mlp(rng, SCORING_MLP, raw_last=True)
-    logits = mlp_forward(layers, random_input(rng, 97, SCORING_MLP[0]))[:, 0]
-    scores, indices = topk(logits, 10, np.arange(97))
-    assert report["top"] == list(zip(scores.tolist(), indices.tolist()))[:5]
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_a_ranking_other_than_the_host_pipelines_fails(monkeypatch):
+    """Planted: the host's reference pipeline answers its ranking reversed; the demo must fail."""
+    import rpaccel.host.quality as quality
+
+    original = quality.run_pipeline
+    monkeypatch.setattr(quality, "run_pipeline", lambda *args: original(*args)[:, ::-1])
+    report = run_demo(TINY, candidates=64, k=4, specs=SPECS, train_samples=1500)
+    assert report.failures == ("the chip's ranking differs from the host's reference pipeline",)
+    assert "MISMATCH" in report.text
 
 
 @pytest.mark.parametrize(("kwargs", "parameter", "message"), [
     ({"seed": -1}, "seed", "seed must be a non-negative integer, not -1"),
     ({"k": 65}, "k", "k must be between 1 and the small preset's K_MAX 64, not 65"),
+    ({"candidates": 256, "k": 40}, "k", "k must be at most 32, the candidates stage 1 keeps, not 40"),
     ({"candidates": 0}, "candidates", "candidates must be a positive integer, not 0"),
+    ({"candidates": 7}, "candidates", "candidates must be at least 8 (stage 1 keeps an eighth), not 7"),
     ({"pause": 1.0}, "pause", "pause must be in [0, 1), not 1.0"),
-    ({"count": 0}, "count", "count must be a positive integer, not 0"),
+    ({"train_samples": 0}, "train_samples", "train_samples must be a positive integer, not 0"),
 ])
 def test_demo_checks_its_arguments_before_running(kwargs, parameter, message):
     with pytest.raises(ExperimentError) as info:

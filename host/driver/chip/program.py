@@ -683,7 +683,9 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                                    f"({'candidates' if s == 0 else 'kept by stage ' + str(s - 1)})")
             final = s == len(stages) - 1
             filtered = not baseline and not final        # a later stage reads it: a filter unit keeps the set
-            limit, what = (g.filter_capacity, "filter_capacity") if filtered else (g.k_max, "k_max")
+            # A baseline stage that a later one reads is sorted by the host: any k up to its candidates.
+            limit, what = ((g.filter_capacity, "filter_capacity") if filtered else (count, "its candidates")
+                           if baseline and not final else (g.k_max, "k_max"))
             if not isinstance(stage.k, int) or not 1 <= stage.k <= limit:
                 raise CompileError(f"Stage {s}: k = {stage.k!r} is outside [1, {limit}] ({what})")
             if filtered and count > g.filter_capacity:
