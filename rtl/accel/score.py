@@ -350,11 +350,9 @@ class ScoreUnit(wiring.Component):
         g = self.geometry
         m.submodules[f"rank{unit}"] = rank = RegisterSlice(g.response_layout())
         info = data.View(closing_layout(), closing.r_data)
-        done = self.results_done[unit]
-        pending = Signal(range(self._AHEAD + 1), name=f"unit{unit}_pending")  # kept results not released
-        position = Signal(range(g.k_max), name=f"unit{unit}_position")
         word = result.payload
         have, allowed, ranked, go = (Signal(name=f"unit{unit}_{name}") for name in ("have", "allowed", "ranked", "go"))
+        pending, read_data = self._kept(m, unit, g.k_max, go, word.last, info.keep, word.keep, word.index)
         m.d.comb += [
             have.eq(result.valid & closing.r_rdy),
             allowed.eq(~info.keep | (pending != self._AHEAD)),
@@ -369,26 +367,8 @@ class ScoreUnit(wiring.Component):
             rank.i.payload.index.eq(word.index),
             rank.i.payload.score.eq(word.score),
         ]
-        completes = go & word.last & info.keep
-        m.d.sync += pending.eq(pending + completes - self.release[unit])
-        with m.If(go):
-            m.d.sync += position.eq(position + 1)
-            with m.If(word.last):
-                m.d.sync += position.eq(0)
-        with m.If(completes):
-            m.d.sync += done.eq(done + 1)
-
-        bits = Shape.cast(range(g.k_max)).width
-        m.submodules[f"survivors{unit}"] = survivors = Memory(shape=unsigned(INDEX_BITS), depth=2 << bits, init=[])
-        write, read = survivors.write_port(), survivors.read_port()
-        m.d.comb += [
-            write.en.eq(go & info.keep & word.keep),
-            write.addr.eq(Cat(position, ~done[0])),
-            write.data.eq(word.index),
-            read.addr.eq(Cat(self.surv_addr.position[:bits], self.surv_addr.bank)),
-        ]
         m.d.comb += self.topk_busy[unit].eq(held | (closing.level != 0) | ~rank.idle)
-        return rank.o, read.data
+        return rank.o, read_data
 
     def _filter_result(self, m, holder, result, closing, busy):
         """Filter holder ``holder``'s results into its survivors banks, KEPT responses and, for a query that had
@@ -397,12 +377,11 @@ class ScoreUnit(wiring.Component):
         g = self.geometry
         m.submodules[f"rank{holder}"] = rank = RegisterSlice(g.response_layout())
         info = data.View(closing_layout(), closing.r_data)
-        done = self.results_done[holder]
-        pending = Signal(range(self._AHEAD + 1), name=f"unit{holder}_pending")
-        position = Signal(range(g.filter_capacity), name=f"unit{holder}_position")
         word = result.payload
         have, allowed, reported, go = (Signal(name=f"unit{holder}_{name}")
                                        for name in ("have", "allowed", "reported", "go"))
+        pending, read_data = self._kept(m, holder, g.filter_capacity, go, word.last, info.keep, ~word.empty,
+                                        word.index)
         failed = word.last & word.error
         # One response per word at most: the ERROR of an overflowing query replaces its last KEPT.
         m.d.comb += [
@@ -419,25 +398,31 @@ class ScoreUnit(wiring.Component):
             rank.i.payload.last.eq(word.last),
             rank.i.payload.index.eq(Mux(failed, Opcode.SCORE.value, word.index)),
         ]
-        completes = go & word.last & info.keep
+        # A response in the slice is work too: the unit's input and output may both be done a cycle before it leaves.
+        m.d.comb += self.filter_busy[holder - g.units].eq(busy | ~rank.idle)
+        return rank.o, read_data
+
+    def _kept(self, m, holder, positions, go, last, keep, present, index):
+        """The kept results of ``holder``: its survivors banks (``positions`` places each), written from position 0
+        for a query whose closing SCORE had ``keep``, one ``present`` word per ``go`` (``last`` ends the result), and
+        ``results_done``. Returns ``pending`` (kept results not yet released) and the survivors read data."""
+        done = self.results_done[holder]
+        pending = Signal(range(self._AHEAD + 1), name=f"unit{holder}_pending")
+        position = Signal(range(positions), name=f"unit{holder}_position")
+        completes = go & last & keep
         m.d.sync += pending.eq(pending + completes - self.release[holder])
         with m.If(go):
-            m.d.sync += position.eq(position + 1)
-            with m.If(word.last):
-                m.d.sync += position.eq(0)
+            m.d.sync += position.eq(Mux(last, 0, position + 1))
         with m.If(completes):
             m.d.sync += done.eq(done + 1)
-
-        bits = Shape.cast(range(g.filter_capacity)).width
+        bits = Shape.cast(range(positions)).width
         m.submodules[f"survivors{holder}"] = survivors = Memory(shape=unsigned(INDEX_BITS), depth=2 << bits,
                                                                 init=[])
         write, read = survivors.write_port(), survivors.read_port()
         m.d.comb += [
-            write.en.eq(go & info.keep & ~word.empty),
+            write.en.eq(go & keep & present),
             write.addr.eq(Cat(position, ~done[0])),
-            write.data.eq(word.index),
+            write.data.eq(index),
             read.addr.eq(Cat(self.surv_addr.position[:bits], self.surv_addr.bank)),
         ]
-        # A response in the slice is work too: the unit's input and output may both be done a cycle before it leaves.
-        m.d.comb += self.filter_busy[holder - g.units].eq(busy | ~rank.idle)
-        return rank.o, read.data
+        return pending, read.data
