@@ -61,7 +61,7 @@ from .lib.slice import RegisterSlice
 from .memory import RegisteredRAM
 from .postproc import PostProcessor, RequantParams
 
-__all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "Accumulator", "BeatIssuer", "CounterNest",
+__all__ = ["ADDR_BITS", "COUNT_BITS", "WAIT_BITS", "Accumulator", "BeatIssuer", "CounterNest", "satisfied",
            "Dispatcher", "EngineGeometry", "Feeder", "Fetcher", "Loader", "MLPCommand", "MLPEngine", "MLPLane", "Op",
            "SplitShape", "Unpacker", "Writer", "wload_layout"]
 
@@ -254,7 +254,7 @@ def wload_layout(geometry):
                               "data": data.ArrayLayout(signed(ACT_BITS), geometry.word_bytes)})
 
 
-def _satisfied(done, wait):
+def satisfied(done, wait):
     """``done`` has reached ``wait`` (modulo 2**WAIT_BITS, within half the range)."""
     return ~(done - wait)[WAIT_BITS - 1]
 
@@ -453,7 +453,7 @@ class Loader(_LaneUnit):
     def elaborate(self, platform):
         m = Module()
         m.submodules.nest = nest = CounterNest(("ktiles", "items"))
-        start = ~nest.running & self.cmd.valid & _satisfied(self.layers_done, self.cmd.payload.wait_layers)
+        start = ~nest.running & self.cmd.valid & satisfied(self.layers_done, self.cmd.payload.wait_layers)
         cmd = _latch_command(m, self.cmd, start, "load")
         item = Signal(ADDR_BITS)  # in_base + item
         addr = Signal(ADDR_BITS)  # in_base + word * stride + item: the next word's address
@@ -673,8 +673,8 @@ class Feeder(_LaneUnit):
         m.submodules.credits = credits = CreditCounter(self.FEED_FIFO, registered=False)
         m.submodules.nest = nest = CounterNest(("items", "ktiles", "ntiles"))
         head = self.cmd.payload
-        start = (~nest.running & self.cmd.valid & _satisfied(self.inputs_done, head.wait_inputs)
-                 & _satisfied(self.layers_done, head.wait_layers))
+        start = (~nest.running & self.cmd.valid & satisfied(self.inputs_done, head.wait_inputs)
+                 & satisfied(self.layers_done, head.wait_layers))
         cmd = _latch_command(m, self.cmd, start, "feed")
         row = Signal(ADDR_BITS)  # in_base + k-tile * stride
         issue = Signal()

@@ -37,7 +37,7 @@ from ...embedding import ceil_log2
 from ..embedding import EmbeddingOp
 from ..lib.queue import Queue
 from ..memory import checked_init
-from ..mlp import WAIT_BITS, _satisfied
+from ..mlp import WAIT_BITS, satisfied
 from .isa import INDEX_BITS, ChipGeometry, ErrorCode, FetchSource, Opcode, ResponseKind, survivors_address_layout
 
 __all__ = ["Fetcher"]
@@ -188,7 +188,7 @@ class Fetcher(wiring.Component):
             m.d.sync += rsp_valid.eq(0)
 
         fetch = head.arg.fetch
-        waited = _satisfied(Array(self.results_done)[fetch.unit], fetch.wait_results)
+        waited = satisfied(Array(self.results_done)[fetch.unit], fetch.wait_results)
         is_fetch = self.cmd.valid & ~head.emb & ~active
         start = is_fetch & join_free & ((fetch.source != FetchSource.SURVIVORS) | waited)
         pass_emb = self.cmd.valid & head.emb & ~active & tok_free & embs.w_rdy

@@ -33,7 +33,7 @@ from ..lib.queue import Queue
 from ..lib.route import RouteDemux
 from ..lib.select import pick, split_modes
 from ..lib.slice import RegisterSlice
-from ..mlp import COUNT_BITS, WAIT_BITS, MLPCommand, Op, _satisfied
+from ..mlp import COUNT_BITS, WAIT_BITS, MLPCommand, Op, satisfied
 from .isa import ActSource, ChipGeometry, OutDest
 
 __all__ = ["LaneFrontEnd"]
@@ -157,7 +157,7 @@ class LaneFrontEnd(wiring.Component):
             route.dst.eq(head.dst), route.items.eq(head.cmd.items), route.ntiles.eq(head.cmd.ntiles),
         ]
         m.d.comb += [
-            cmd_slice.i.valid.eq(commands.r_rdy & _satisfied(self.weights_done, head.wait_weights)
+            cmd_slice.i.valid.eq(commands.r_rdy & satisfied(self.weights_done, head.wait_weights)
                                  & (~is_input | jobs.w_rdy) & (~to_output | routes.w_rdy)),
             cmd_slice.i.payload.eq(head.cmd),
             passed.eq(cmd_slice.i.valid & cmd_slice.i.ready),

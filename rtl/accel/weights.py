@@ -9,7 +9,7 @@ from ..lib.credit import CreditCounter
 from ..lib.queue import Queue
 from ..lib.slice import RegisterSlice
 from ..memory import checked_init
-from ..mlp import WAIT_BITS, _satisfied, wload_layout
+from ..mlp import WAIT_BITS, satisfied, wload_layout
 from .isa import ChipGeometry
 
 __all__ = ["WeightLoader"]
@@ -147,7 +147,7 @@ class WeightLoader(wiring.Component):
                          lane.eq(cmd.lane),
                          wait.eq(cmd.wait), wait_layers.eq(cmd.wait_layers), job.w_addr.eq(cmd.w_addr),
                          job.words.eq(cmd.words)]
-        with m.If(held & ~started & (~wait | _satisfied(Array(self.layers_done)[lane], wait_layers))):
+        with m.If(held & ~started & (~wait | satisfied(Array(self.layers_done)[lane], wait_layers))):
             m.d.comb += jobs.w_en.eq(1)
             with m.If(jobs.w_rdy):
                 m.d.sync += [started.eq(1), held.eq(left != 0)]

@@ -137,7 +137,7 @@ class ChipRun:
 
 
 def _satisfied(done, wait):
-    """``done`` has reached ``wait``, modulo 256 within half the range (as :func:`rpaccel.rtl.mlp._satisfied`)."""
+    """``done`` has reached ``wait``, modulo 256 within half the range (as :func:`rpaccel.rtl.mlp.satisfied`)."""
     return (done - wait) % _WAIT_MOD < _WAIT_MOD // 2
 
 

@@ -35,7 +35,7 @@ def geometry(name):
 
 
 def satisfied(done, wait):
-    """``done`` has reached ``wait`` modulo 256 (as rpaccel.rtl.mlp._satisfied)."""
+    """``done`` has reached ``wait`` modulo 256 (as rpaccel.rtl.mlp.satisfied)."""
     return (done - wait) % 256 < 128
 
 
