@@ -1,8 +1,8 @@
 """The main job (``rpaccel demo``): RecPipe's 2-stage query on the chip's RTL.
 
 RM-small scores every candidate and keeps an eighth of them, a larger model scores those and keeps the best ``k``
-(RecPipe's 4,096 -> 512 -> 64, scaled to ``candidates``; RecPipe's second model is RM-large, the demo's is
-:data:`SECOND_STAGE`, see there), with trained, quantised models on synthetic Criteo-like
+(RecPipe's 4,096 -> 512 -> 64 with RM-small and RM-large, scaled to ``candidates``), with trained, quantised models on
+synthetic Criteo-like
 data, on :class:`rpaccel.rtl.accel.top.RPAccel` on Verilator. The query runs twice on the same RTL: in RPAccel mode
 (the array split, a lane per stage, sub-batches, a filter unit between the stages) and in the baseline mode (whole
 array, every logit to the host). Every response is checked against the golden model, and the chip's ranking against
@@ -19,10 +19,6 @@ __all__ = ["DEMO_CANDIDATES", "run_demo"]
 
 #: The demo's candidates by default: 1,024 -> 128 -> 16 runs in well under two minutes on a built chip.
 DEMO_CANDIDATES = 1024
-#: The model of the demo's second stage. RecPipe's is RM-large; on the resized ``small`` preset RM-large's weights
-#: exceed the weight buffer and stream from memory, and the chip stalls on that streamed program (found in this
-#: issue's last session, not yet explained: issue 19 stays open for it), so the demo runs RM-med there until then.
-SECOND_STAGE = "med"
 
 
 def _check(config, candidates, k, seed, pause):
@@ -60,8 +56,8 @@ def run_demo(config, *, candidates=DEMO_CANDIDATES, k=None, seed=1, pause=0.0, t
     train_samples, max_rows : int
         Training samples; rows of each embedding table.
     specs : dict, optional
-        ``{"small": spec, "med": spec, "large": spec}`` with the same inputs (default: the zoo's RM models;
-        RM-med stands in for RM-large where the compiler refuses it, and the output says so).
+        ``{"small": spec, "large": spec}`` with the same inputs (default: the zoo's RM-small and RM-large); with
+        ``"med"`` too, RM-med stands in for RM-large where the compiler refuses it, and the output says so.
     progress : callable, optional
         Called with a line per step.
 
@@ -85,20 +81,16 @@ def run_demo(config, *, candidates=DEMO_CANDIDATES, k=None, seed=1, pause=0.0, t
     data = None
     if specs is None:
         specs = {role: get_model(name, max_rows=max_rows) for role, name in ROLES.items()
-                 if role in ("small", SECOND_STAGE)}
+                 if role in ("small", "large")}
         data = SyntheticConfig.criteo(max_rows=max_rows, seed=seed)
     say(f"training {', '.join(spec.name for spec in specs.values())} on {train_samples:,} synthetic samples ...")
     models, generator, train_seconds = train_models(specs, train_samples=train_samples, seed=seed, data=data)
     records = generator.generate(candidates, start=train_samples + 2_000)
     inputs = [{role: model.inputs(records) for role, model in models.items()}]
-    second = SECOND_STAGE if SECOND_STAGE in models else "large"
-    programs, note = compile_pipeline(config, models, [("small", kept), (second, k)], inputs, 1,
+    programs, note = compile_pipeline(config, models, [("small", kept), ("large", k)], inputs, 1,
                                       ("rpaccel", "baseline"), None)
     if note:
         say(f"  {note}")
-    if second != "large":
-        say(f"  stage 2 runs {models[second].spec.name}, not RM-large: RM-large's weights stream on this preset and "
-            "the chip stalls on that program (rpaccel.experiments.demo.SECOND_STAGE)")
     device = chip_device(config)
     rows, failures = [], []
     for mode, program in programs.items():
@@ -111,7 +103,7 @@ def run_demo(config, *, candidates=DEMO_CANDIDATES, k=None, seed=1, pause=0.0, t
     add_ratios(rows)
 
     # The host's reference pipeline on the same candidates (RecPipe's stage rule, ties to the lower index).
-    roles = [("small", kept), ("med" if note else second, k)]
+    roles = [("small", kept), ("med" if note else "large", k)]
     scores = {role: run(models[role], *inputs[0][role])[None, :] for role, _ in roles}
     want = run_pipeline(Pipeline("2-stage", tuple(QualityStage(role, n) for role, n in roles)), scores, k)[0]
     ranking = rows[0]["rankings"][0]

@@ -1,16 +1,19 @@
-"""The memory arbiter: the chip's requesters (fetcher, embedding unit, weight loader) share one memory port."""
+"""The memory arbiter: the chip's requesters (fetcher, embedding unit, weight loader) share one memory port; and
+the read buffer, which lets a requester that may hold its lines up share the port without holding up the others."""
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from ..lib.credit import CreditCounter
 from ..lib.queue import Queue
 from ..lib.route import RouteDemux, route_layout
 from ..lib.select import pick
 from ..lib.slice import RegisterSlice
 from ..memory import MemoryPort, checked_init
 
-__all__ = ["MemoryArbiter"]
+__all__ = ["MemoryArbiter", "ReadBuffer"]
 
 
 class MemoryArbiter(wiring.Component):
@@ -121,4 +124,68 @@ class MemoryArbiter(wiring.Component):
         line_out = self.mem.req.valid & self.mem.req.ready & self.mem.req.payload.write
         for counter, line in ((self.read_lines, line_in), (self.write_lines, line_out)):
             m.d.sync += counter.eq(Mux(self.clear, 0, counter) + line)
+        return m
+
+
+class ReadBuffer(wiring.Component):
+    """Holds a requester's read lines until it takes them, so that it never holds up a shared memory port.
+
+    The :class:`MemoryArbiter` delivers lines in memory order: a requester that stops taking its lines stops every
+    requester's. The embedding unit does: it takes a missed line only when its pooled output can move, and that
+    output waits on the joiner, which waits on the lanes, which may wait on weights that the weight loader reads
+    through the same port (a deadlock). Between such a requester and the arbiter, the buffer passes a read only
+    while it has room for all of the read's lines besides the lines already requested and not yet taken
+    (a :class:`~rpaccel.rtl.lib.credit.CreditCounter`), and puts every line into a queue, so it takes each line
+    as it comes and the requester takes them at its own pace. Writes pass unchanged.
+
+    A line reaches the requester two cycles after it leaves the memory port (the queue's latency, its head in a
+    register); the request path adds no register (its ``valid`` is the requester's, gated by a registered ``room``).
+
+    Parameters
+    ----------
+    port : rpaccel.rtl.memory.MemoryPort
+        The signature of the memory port (both sides).
+    lines : int
+        Lines the buffer holds: the most lines requested and not yet taken (at least the longest read,
+        ``max(max_burst, 2)``). A requester that itself keeps to fewer lines in flight is never held back.
+
+    Members
+    -------
+    requester : In(port)
+        The requester's port (``wiring.connect(m, requester.mem, buffer.requester)``).
+    mem : Out(port)
+        Towards the memory or the arbiter.
+    idle : Out(1)
+        Every line read has been taken by the requester.
+    """
+
+    @checked_init
+    def __init__(self, port, lines):
+        if not isinstance(port, MemoryPort):
+            raise TypeError(f"Read buffer port must be a MemoryPort, not {port!r}")
+        self.port, self.max_lines = port, max(port.max_burst, 2)
+        if not isinstance(lines, int) or isinstance(lines, bool) or lines < self.max_lines:
+            raise ValueError(f"Read buffer lines must be an integer of at least the longest read "
+                             f"({self.max_lines} lines), not {lines!r}")
+        self.lines = lines
+        super().__init__({"requester": In(port), "mem": Out(port), "idle": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        up, down = self.requester, self.mem
+        m.submodules.credit = credit = CreditCounter(self.lines, need=self.max_lines, max_take=self.max_lines)
+        # In block RAM (a line is wide and the requester may keep many in flight), its head in a register.
+        m.submodules.queue = queue = SyncFIFOBuffered(width=8 * self.port.line_bytes, depth=self.lines)
+        request = up.req.payload
+        can_go = request.write | credit.room
+        m.d.comb += [
+            down.req.payload.eq(request), down.req.valid.eq(up.req.valid & can_go),
+            up.req.ready.eq(down.req.ready & can_go),
+            credit.take.eq(Mux(down.req.valid & down.req.ready & ~request.write, request.length + 1, 0)),
+            # Every line in flight has its place: the queue is never full when one comes back.
+            queue.w_data.eq(down.resp.payload), queue.w_en.eq(down.resp.valid), down.resp.ready.eq(queue.w_rdy),
+            up.resp.payload.eq(queue.r_data), up.resp.valid.eq(queue.r_rdy), queue.r_en.eq(up.resp.ready),
+            credit.give.eq(up.resp.valid & up.resp.ready),
+            self.idle.eq(credit.count == 0),
+        ]
         return m

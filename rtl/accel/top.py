@@ -20,7 +20,7 @@ from .fetch import Fetcher
 from .isa import ChipGeometry
 from .join import JoinUnit
 from .lanes import LaneFrontEnd
-from .memarb import MemoryArbiter
+from .memarb import MemoryArbiter, ReadBuffer
 from .score import ScoreUnit
 from .weights import WeightLoader
 
@@ -120,8 +120,13 @@ class RPAccel(wiring.Component):
             m.submodules.memory = memory = self._memory()
             wiring.connect(m, arbiter.mem, memory.port)
             m.d.comb += [memory.host.req.valid.eq(0), memory.host.resp.ready.eq(0)]
-        for index, requester in enumerate((ctrl, fetcher, emb, weights)):
-            wiring.connect(m, requester.mem, arbiter.req[index])
+        # The embedding unit takes a missed line only when its pooled output can move (it waits on the joiner, and
+        # so on the lanes and the weights they need from this port): its lines wait in a buffer of their own.
+        m.submodules.emb_reads = emb_reads = ReadBuffer(g.emb_layouts.memory,
+                                                        g.emb.max_outstanding + max(g.emb.max_burst, 2))
+        wiring.connect(m, emb.mem, emb_reads.requester)
+        for index, requester in enumerate((ctrl.mem, fetcher.mem, emb_reads.mem, weights.mem)):
+            wiring.connect(m, requester, arbiter.req[index])
 
         # Instructions.
         wiring.connect(m, ctrl.fetch, fetcher.cmd)
@@ -159,8 +164,8 @@ class RPAccel(wiring.Component):
         m.d.comb += [engine.split.eq(ctrl.split), join.split.eq(ctrl.split)]
 
         # Quiet (every unit idle) and busy, for the controller's barriers and counters.
-        idle = [fetcher.idle, emb.idle, join.idle, score.idle, weights.idle, arbiter.idle, engine.idle.all(),
-                *(front.idle for front in lanes)]
+        idle = [fetcher.idle, emb.idle, emb_reads.idle, join.idle, score.idle, weights.idle, arbiter.idle,
+                engine.idle.all(), *(front.idle for front in lanes)]
         m.d.comb += ctrl.quiet.eq(Cat(idle).all())
         m.d.comb += [
             ctrl.busy.fetch.eq(fetcher.busy), ctrl.busy.embedding.eq(~emb.idle), ctrl.busy.join.eq(join.busy),

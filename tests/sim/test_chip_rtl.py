@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rpaccel.config import preset
-from rpaccel.host.data import preprocess
+from rpaccel.experiments.accel import train_models
+from rpaccel.host.data import SyntheticConfig, preprocess
 from rpaccel.host.driver.chip import (
     ChipEncoder,
     ChipSetup,
@@ -17,9 +18,11 @@ from rpaccel.host.driver.chip import (
     expected_responses,
 )
 from rpaccel.host.driver.codec import codec
+from rpaccel.host.models import get_model
 from rpaccel.host.quant import quantize
 from rpaccel.host.train import TrainConfig, train
 from rpaccel.rtl.accel.isa import ChipGeometry, FetchSource, Opcode, ResponseKind, ScoreDest
+from rpaccel.rtl.accel.join import pooled_words
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import chip_device, program_words, run_program, run_words
@@ -190,3 +193,26 @@ def test_streamed_weights_on_the_rtl(models, big_model, device, mode, stages, sp
     model = decode_responses(G, FunctionalChip(TINY).run(program_words(program)).responses)
     for tag in program.tags:
         assert model.records(tag) == run.expected.responses.records(tag)
+
+
+
+def test_rm_large_streams_while_the_joiner_fifo_is_full():
+    """RM-large on ``small`` (its weights stream): with lookahead the joiner's FIFO holds one sub-batch's pooled
+    vectors, not two, so the embedding unit waits on it with missed lines in flight while the lane computes the next
+    bottom MLP, whose weights come through the same memory port. The embedding unit's read buffer keeps those lines
+    from holding the port (this program deadlocked the chip without it); every response equals the golden
+    model's."""
+    config = preset("small")
+    spec = get_model("rm-large", max_rows=100)
+    models, generator, _ = train_models({"large": spec}, train_samples=1000, calibration=300,
+                                        data=SyntheticConfig.criteo(max_rows=100, seed=1))
+    model = models["large"]
+    setup = ChipSetup(config, [model])
+    assert (0, "bottom") in setup.weights(1).staged                 # it streams
+    geometry = ChipGeometry(config)
+    one = pooled_words(geometry, 8, spec.num_tables + 1, spec.emb_dim)
+    assert one <= config.join_buffer_words < 2 * one
+    query = setup.add_query({model: model.inputs(generator.generate(48, start=5000))})
+    program = compile_queries(setup, [Stage(model, k=16)], [query], Schedule("baseline", sub_batch=8))
+    run = run_program(program, max_cycles=3_000_000)
+    assert run.mismatches() == {}

@@ -3,13 +3,14 @@ modelled in the testbench (a Python dict served in order, random latency and bac
 line and every counter is checked, cycle by cycle, with planted bugs the check must catch."""
 
 import random
+import re
 from collections import deque
 
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 
-from rpaccel.rtl.accel.memarb import MemoryArbiter
+from rpaccel.rtl.accel.memarb import MemoryArbiter, ReadBuffer
 from rpaccel.rtl.memory import MemoryPort
 from rpaccel.sim.streams import run_simulation
 
@@ -222,3 +223,120 @@ def test_bad_parameters():
         MemoryArbiter(PORT, 0)
     with pytest.raises(ValueError, match="Memory arbiter outstanding reads must be an integer of at least 3, not 2"):
         MemoryArbiter(PORT, 2, outstanding=2)
+
+
+# The read buffer ---------------------------------------------------------------------------------------------------
+
+
+def read_buffer_errors(dut, *, seed, requests=150, write_fraction=0.2, req_pause=0.2, hold=0.9, hold_cycles=60,
+                       latency=(1, 10), max_cycles=30_000):
+    """Random reads and writes from a requester that holds its lines up for long spells (``hold``: probability that
+    a spell of up to ``hold_cycles`` cycles of ``resp.ready`` low begins after a line), through ``dut`` to a memory
+    that answers each read after a random latency and never waits. Checked every cycle: requests reach the memory
+    unchanged and in order; the buffer never refuses a line the memory offers; the requester gets every line, in
+    order; at most ``dut.lines`` lines are requested and not yet taken; ``idle``. Returns ``(errors, stats)``."""
+    rng = random.Random(seed)
+    memory = {a: rng.getrandbits(32) for a in range(LINES)}
+    errors, stats = [], {"most_lines": 0, "held_reads": 0}
+
+    async def bench(ctx):
+        made, current, sent = 0, None, deque()
+        expected, mem_lines = deque(), deque()      # lines the requester must get; [due cycle, value] at the memory
+        owed = 0                                    # lines requested and not yet taken
+        held = 0
+        for cycle in range(max_cycles):
+            if current is None and made < requests and rng.random() >= req_pause:
+                current = random_request(rng, 0, made, write_fraction)
+                made += 1
+            ctx.set(dut.requester.req.valid, current is not None)
+            if current is not None:
+                ctx.set(dut.requester.req.payload, current)
+            ctx.set(dut.requester.resp.ready, held == 0)
+            ctx.set(dut.mem.req.ready, 1)
+            line_valid = bool(mem_lines) and mem_lines[0][0] <= cycle
+            ctx.set(dut.mem.resp.valid, line_valid)
+            if line_valid:
+                ctx.set(dut.mem.resp.payload, mem_lines[0][1])
+
+            if ctx.get(dut.idle) != (owed == 0):
+                errors.append((cycle, "idle", ctx.get(dut.idle), owed))
+            if current is not None and not current["write"] and not ctx.get(dut.requester.req.ready):
+                stats["held_reads"] += 1
+            if current is not None and ctx.get(dut.requester.req.ready):
+                sent.append(current)
+                if not current["write"]:
+                    owed += current["length"] + 1
+                current = None
+            stats["most_lines"] = max(stats["most_lines"], owed)
+            if owed > dut.lines:
+                errors.append((cycle, "lines requested and not taken", owed))
+            if ctx.get(dut.mem.req.valid) and ctx.get(dut.mem.req.ready):
+                request = {name: ctx.get(getattr(dut.mem.req.payload, name))
+                           for name in ("write", "addr", "length", "data")}
+                want = sent.popleft() if sent else None
+                if want is None or (request["write"], request["addr"]) != (want["write"], want["addr"]) or (
+                        request["data"] != want["data"] if want["write"] else request["length"] != want["length"]):
+                    errors.append((cycle, "request", request, want))
+                elif request["write"]:
+                    memory[request["addr"]] = request["data"]
+                else:
+                    due = cycle + rng.randint(*latency)
+                    for i in range(request["length"] + 1):
+                        value = memory[(request["addr"] + i) % LINES]
+                        expected.append(value)
+                        mem_lines.append([due, value])
+            if line_valid:
+                if ctx.get(dut.mem.resp.ready):
+                    mem_lines.popleft()
+                else:
+                    errors.append((cycle, "a line from the memory refused"))
+            if ctx.get(dut.requester.resp.valid) and ctx.get(dut.requester.resp.ready):
+                value = ctx.get(dut.requester.resp.payload)
+                if not expected or value != expected.popleft():
+                    errors.append((cycle, "line", value))
+                owed -= 1
+                if rng.random() < hold:
+                    held = rng.randint(1, hold_cycles)
+            elif held:
+                held -= 1
+            await ctx.tick()
+            if made == requests and current is None and not sent and not expected and not owed:
+                return
+        errors.append(("timeout", made, len(expected), owed))
+
+    run_simulation(dut, [bench], max_cycles=max_cycles + 10, name="read-buffer")
+    return errors, stats
+
+
+@pytest.mark.parametrize(("lines", "seed", "hold", "latency"), [
+    (PORT.max_burst, 1, 0.9, (1, 10)), (3 * PORT.max_burst, 2, 0.5, (1, 30)), (2 * PORT.max_burst, 3, 0.0, (1, 3))])
+def test_read_buffer_takes_every_line_the_memory_offers(lines, seed, hold, latency):
+    """However long the requester holds its lines up, the memory's lines are always taken: the buffer passes a read
+    only while it has room for its lines."""
+    dut = ReadBuffer(PORT, lines)
+    errors, stats = read_buffer_errors(dut, seed=seed, hold=hold, latency=latency)
+    assert not errors, errors[:5]
+    if hold:
+        assert stats["held_reads"] > 0 and stats["most_lines"] > lines - PORT.max_burst   # the bound was reached
+
+
+class _NoRoomCheck(ReadBuffer):
+    """Planted bug: reads pass whether or not the queue has room for their lines."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.d.comb += [self.mem.req.valid.eq(self.requester.req.valid), self.requester.req.ready.eq(self.mem.req.ready)]
+        return m
+
+
+def test_read_buffer_check_catches_a_buffer_without_credit():
+    errors, _ = read_buffer_errors(_NoRoomCheck(PORT, PORT.max_burst), seed=1)
+    assert any(error[1] in ("a line from the memory refused", "lines requested and not taken") for error in errors)
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (3, "Read buffer lines must be an integer of at least the longest read (4 lines), not 3"),
+    (True, "Read buffer lines must be an integer of at least the longest read (4 lines), not True")])
+def test_read_buffer_rejects_bad_parameters(lines, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ReadBuffer(PORT, lines)
