@@ -1,7 +1,7 @@
 """``rpaccel bench accel``: RecPipe's pipelines on the chip's RTL, RPAccel mode against the baseline
 (:mod:`rpaccel.experiments.accel`)."""
 
-from ..experiments.accel import MODES, PIPELINES, RECPIPE_CANDIDATES, run_accel
+from ..experiments.accel import MODES, PIPELINES, RECPIPE_CANDIDATES, SCHEDULES, run_accel
 from .bench import Bench, finish
 from .common import add_config_arguments, config_from_args, non_negative_int, positive_ints, say
 
@@ -13,7 +13,8 @@ def _arguments(p):
                         "scale with it)")
     p.add_argument("--pipelines", default=",".join(map(str, PIPELINES)),
                    help="comma-separated pipelines of 1, 2, 3 stages (default 1,2,3)")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)} (default both)")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"comma-separated schedules, of {', '.join(SCHEDULES)} (default {','.join(MODES)})")
     p.add_argument("--sub-batch", type=int, default=None,
                    help="sub-batch size (default: the most the lanes hold)")
     p.add_argument("--queries", type=int, default=1, help="queries per program, back to back (default 1)")

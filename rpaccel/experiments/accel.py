@@ -6,8 +6,14 @@ RPAccel` on Verilator) in both schedules of :class:`rpaccel.host.driver.chip.Sch
 
 * ``rpaccel``: the array split, a lane per stage, sub-batches with lookahead, filter units between the stages
   (no host step);
-* ``baseline``: the whole array, one sub-batch after another, every logit to the host, which sorts them and
-  writes the next stage's candidate list (the host step itself costs no cycles here).
+* ``baseline``: RecPipe's TPU-like baseline: the whole array, one sub-batch after another (a SYNC after each),
+  every logit to the host, which sorts them and writes the next stage's candidate list (the host step itself costs
+  no cycles here).
+
+Two more schedules separate the causes (:data:`SCHEDULES`): ``rpaccel-whole`` is RPAccel mode on the whole array
+(the stages one after another; sub-batch pipelining and on-chip filtering without the split), and
+``baseline-overlapped`` the baseline without its SYNCs (the chip's decoupled units overlap its sub-batches: a
+stronger baseline than RecPipe's).
 
 Every response is checked against the golden model (:func:`rpaccel.host.driver.chip.expected_responses`); a
 mismatch is a failed check, not a figure. The measured window of a run is bracketed by SYNC + COUNTERS(clear)
@@ -23,15 +29,19 @@ import numpy as np
 from ..results import format_table
 from .report import ExperimentError, ExperimentFailed, Report, Section, check_fraction, check_positive, check_seed
 
-__all__ = ["FALLBACK", "MEASUREMENT", "MODES", "PIPELINES", "ROLES", "add_ratios", "compile_pipeline", "measure",
-           "measure_program", "pipeline_stages", "run_accel", "tables", "train_models"]
+__all__ = ["FALLBACK", "MEASUREMENT", "MODES", "PIPELINES", "ROLES", "SCHEDULES", "add_ratios", "compile_pipeline",
+           "measure", "measure_program", "pipeline_stages", "run_accel", "tables", "train_models"]
 
 #: The three model roles of RecPipe's pipelines and their zoo models.
 ROLES = {"small": "rm-small", "med": "rm-med", "large": "rm-large"}
 #: RecPipe's pipelines at 4,096 candidates: per stage, (model role, candidates kept). Scaled with the candidates.
 PIPELINES = {1: (("large", 64),), 2: (("small", 512), ("large", 64)),
              3: (("small", 512), ("med", 128), ("large", 64))}
-#: The schedules compared.
+#: The schedules a run can compare: name -> :class:`rpaccel.host.driver.chip.Schedule` fields.
+SCHEDULES = {"rpaccel": {"mode": "rpaccel"}, "baseline": {"mode": "baseline"},
+             "rpaccel-whole": {"mode": "rpaccel", "split": 1},
+             "baseline-overlapped": {"mode": "baseline", "serial": False}}
+#: The schedules compared by default.
 MODES = ("rpaccel", "baseline")
 #: RecPipe's candidates per query, the reference of :data:`PIPELINES`' kept counts.
 RECPIPE_CANDIDATES = 4096
@@ -114,8 +124,8 @@ def measure_program(program, device, *, pause=0.0, seed=1):
     (rpaccel.sim.chip.ChipRun, dict)
         The run (its ``mismatches()`` and ``check_lists()`` check it) and the figures: ``cycles`` (from the
         program's first command to its last response), ``counters`` (the window's, by name), ``stage_ends``
-        (per query and stage, the cycle its last LOGIT left the chip, counted from the window's start; baseline
-        only), ``setup_cycles`` and ``total_cycles`` of the run.
+        (per query and stage, the cycle its last LOGIT, or with serial sub-batches the DONE after it, left the
+        chip, counted from the window's start; baseline only), ``setup_cycles`` and ``total_cycles`` of the run.
     """
     from ..host.driver.chip import ChipEncoder, expected_responses
     from ..rtl.accel.controller import counter_ids
@@ -137,9 +147,13 @@ def measure_program(program, device, *, pause=0.0, seed=1):
     stage_ends = {}
     if program.mode == "baseline":
         for q, tag in enumerate(program.tags):
-            rows = np.flatnonzero((responses.kind == ResponseKind.LOGIT.value) & (responses.tag == tag))
-            ends = np.cumsum(program.items[q]) - 1
-            stage_ends[q] = [int(cycles[rows[e]]) - start if e < len(rows) else None for e in ends]
+            rows = np.flatnonzero(responses.tag == tag)
+            logits = np.flatnonzero(responses.kind[rows] == ResponseKind.LOGIT.value)
+            # A stage ends with its last logit, or (serial) the DONE of the SYNC after it.
+            ends = [logits[e] + program.serial if e < len(logits) else None
+                    for e in np.cumsum(program.items[q]) - 1]
+            stage_ends[q] = [int(cycles[rows[e]]) - start if e is not None and e < len(rows) else None
+                             for e in ends]
     return run, {"cycles": end - start, "counters": responses.counters(END_TAG), "stage_ends": stage_ends,
                  "setup_cycles": start, "total_cycles": total, "wall_seconds": wall}
 
@@ -218,14 +232,15 @@ def measure(config, program, device, *, pause=0.0, seed=1, note=""):
 
 
 def _compile(config, models, stages, inputs, queries, mode, sub_batch):
-    """A fresh setup of the stages' models and ``queries`` queries of ``inputs``, compiled under ``mode``."""
+    """A fresh setup of the stages' models and ``queries`` queries of ``inputs``, compiled under the schedule
+    ``mode`` (a name of :data:`SCHEDULES`)."""
     from ..host.driver.chip import ChipSetup, Schedule, Stage, compile_queries
 
     used = list(dict.fromkeys(role for role, _ in stages))
     setup = ChipSetup(config, [models[role] for role in used])
     query_set = [setup.add_query({models[role]: inputs[q][role] for role in used}) for q in range(queries)]
     pipeline = [Stage(models[role], k=kept) for role, kept in stages]
-    return compile_queries(setup, pipeline, query_set, Schedule(mode, sub_batch=sub_batch))
+    return compile_queries(setup, pipeline, query_set, Schedule(sub_batch=sub_batch, **SCHEDULES[mode]))
 
 
 def compile_pipeline(config, models, stages, inputs, queries, modes, sub_batch):
@@ -297,8 +312,8 @@ def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), mod
     if not pipelines or len(set(pipelines)) != len(pipelines):
         raise ExperimentError("pipelines", f"must be distinct values of {sorted(PIPELINES)}, not {pipelines!r}")
     stage_plans = {p: pipeline_stages(p, candidates, config.k_max) for p in pipelines}
-    if not modes or len(set(modes)) != len(modes) or any(mode not in MODES for mode in modes):
-        raise ExperimentError("modes", f"must be distinct values of {', '.join(MODES)}, not {modes!r}")
+    if not modes or len(set(modes)) != len(modes) or any(mode not in SCHEDULES for mode in modes):
+        raise ExperimentError("modes", f"must be distinct values of {', '.join(SCHEDULES)}, not {modes!r}")
     if not 1 <= queries < START_TAG:
         raise ExperimentError("queries", f"must be between 1 and {START_TAG - 1}, not {queries}")
 
@@ -328,6 +343,7 @@ def run_accel(config, *, candidates=RECPIPE_CANDIDATES, pipelines=(1, 2, 3), mod
             say(f"running the {p}-stage pipeline in {mode} mode (split {program.split}, sub-batch "
                 f"{program.sub_batch}) on the RTL ...")
             row, failure = measure(config, program, device, pause=pause, seed=seed, note=note)
+            row["mode"] = mode
             if failure:
                 failures.append(f"{p}-stage {mode}: {failure}")
             say(f"  {row['cycles_per_query']:,.0f} cycles per query, {'checked' if row['checked'] else 'MISMATCH'}; "
@@ -350,9 +366,10 @@ def tables(config, rows):
     """``(main, busy, cache)``: the Markdown tables of measured ``rows`` (cycles and checks, busy shares, caches
     and memory)."""
     main = format_table(
-        ["pipeline", "mode", "stages (items->kept)", "split", "sub-batch", "cycles/query",
-         f"latency us @ {config.clock_mhz:g} MHz", "baseline/rpaccel", "checked", "note"],
-        [[f"{r['pipeline']}-stage", r["mode"], r["stages"], r["split"], r["sub_batch"], round(r["cycles_per_query"]),
+        ["pipeline", "mode", "stages (items->kept)", "split", "sub-batch", "queries", "cycles/query",
+         f"latency us @ {config.clock_mhz:g} MHz", "baseline/this", "checked", "note"],
+        [[f"{r['pipeline']}-stage", r["mode"], r["stages"], r["split"], r["sub_batch"], r["queries"],
+          round(r["cycles_per_query"]),
           f"{r['latency_us']:.1f}", f"{r['ratio']:.2f}x" if r["ratio"] else "-", "yes" if r["checked"] else "NO",
           r["note"].split(":")[0] or "-"] for r in rows])
     reasons = list(dict.fromkeys(f"{r['pipeline']}-stage: {r['note']}." for r in rows if r["note"]))
@@ -375,22 +392,23 @@ def tables(config, rows):
 
 
 def add_ratios(rows):
-    """Set each row's ``ratio``: its pipeline's baseline cycles over its rpaccel cycles (None without both)."""
+    """Set each row's ``ratio``: its pipeline's baseline cycles over its own (None without a baseline row)."""
     runs = {(r["pipeline"], r["mode"]): r for r in rows}
     for row in rows:
-        fast, slow = runs.get((row["pipeline"], "rpaccel")), runs.get((row["pipeline"], "baseline"))
-        row["ratio"] = slow["cycles_per_query"] / fast["cycles_per_query"] if fast and slow else None
+        base = runs.get((row["pipeline"], "baseline"))
+        row["ratio"] = base["cycles_per_query"] / row["cycles_per_query"] if base else None
 
 
 #: What the figures mean (the notes of the accel section and the demo).
 MEASUREMENT = (
     "Cycles per query: from the program's first command (after SYNC + COUNTERS(clear), which follow the memory "
-    "image and the one-time SPLIT, table configuration and WEIGHTS) to its last response. rpaccel: the array split "
-    "into a lane per stage, sub-batches with lookahead, filter units between the stages; baseline: whole array, "
-    "sub-batches one after another, every logit to the host, whose sort and candidate-list write cost no cycles "
-    "here (the list's MEM_WRITEs do). Utilisation: busy cycles over the window's cycles (lanes: each lane of the "
-    "split). Static hits: lookups served by the static cache; line hit rate: dynamic-cache line hits over line "
-    "accesses.")
+    "image and the one-time SPLIT, table configuration and WEIGHTS) to its last response, over the queries sent "
+    "back to back. rpaccel: the array split into a lane per stage, sub-batches with lookahead, filter units between "
+    "the stages; baseline: whole array, sub-batches one after another (a SYNC after each), every logit to the "
+    "host, whose sort and candidate-list write cost no cycles here (the list's MEM_WRITEs do); rpaccel-whole: "
+    "RPAccel mode on the whole array; baseline-overlapped: the baseline without its SYNCs. Utilisation: busy "
+    "cycles over the window's cycles (lanes: each lane of the split). Static hits: lookups served by the static "
+    "cache; line hit rate: dynamic-cache line hits over line accesses.")
 
 
 def _tables(config, rows, candidates, train_samples, max_rows, seed, pause, train_seconds):

@@ -49,8 +49,8 @@ def test_pipelines_in_both_modes_are_checked_and_measured():
             -(-n * 2 // 16) for n in items[1:]))
         assert row["ratio"] == pytest.approx(
             next(r for r in report.rows if r["pipeline"] == row["pipeline"] and r["mode"] == "baseline")[
-                "cycles_per_query"] / row["cycles_per_query"] if row["mode"] == "rpaccel" else row["ratio"])
-    assert "| 3-stage | rpaccel |" in report.sections[0].body and "baseline/rpaccel" in report.text
+                "cycles_per_query"] / row["cycles_per_query"])
+    assert "| 3-stage | rpaccel |" in report.sections[0].body and "baseline/this" in report.text
 
 
 @pytest.mark.verilator
@@ -108,10 +108,28 @@ def test_a_wrong_answer_is_a_failed_check(monkeypatch):
     assert "| NO |" in report.text
 
 
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_the_schedules_that_separate_the_causes():
+    """``rpaccel-whole`` runs RPAccel mode on split 1, ``baseline-overlapped`` the baseline without SYNCs: both
+    checked, each with its ratio to the baseline; the baseline answers a DONE per sub-batch that the overlapped
+    one does not."""
+    modes = ("baseline", "rpaccel-whole", "baseline-overlapped")
+    report = run_accel(TINY, candidates=64, pipelines=(2,), modes=modes, **RUN)
+    assert report.passed, report.failures
+    rows = {row["mode"]: row for row in report.rows}
+    assert list(rows) == list(modes) and rows["rpaccel-whole"]["split"] == 1
+    assert rows["baseline"]["ratio"] == 1.0
+    for mode in modes[1:]:
+        assert rows[mode]["ratio"] == pytest.approx(rows["baseline"]["cycles_per_query"] /
+                                                    rows[mode]["cycles_per_query"])
+    assert rows["baseline"]["counters"]["COMMANDS"] == rows["baseline-overlapped"]["counters"]["COMMANDS"] + 8 + 1
+
 @pytest.mark.parametrize(("kwargs", "parameter", "message"), [
     ({"pipelines": (4,)}, "pipelines", "pipelines must be of [1, 2, 3], not 4"),
     ({"pipelines": (2, 2)}, "pipelines", "pipelines must be distinct values of [1, 2, 3], not [2, 2]"),
-    ({"modes": ("tpu",)}, "modes", "modes must be distinct values of rpaccel, baseline, not ['tpu']"),
+    ({"modes": ("tpu",)}, "modes", "modes must be distinct values of rpaccel, baseline, rpaccel-whole, "
+     "baseline-overlapped, not ['tpu']"),
     ({"candidates": 0}, "candidates", "candidates must be a positive integer, not 0"),
     ({"queries": 254}, "queries", "queries must be between 1 and 253, not 254"),
     ({"sub_batch": 0}, "sub_batch", "sub_batch must be a positive integer, not 0"),

@@ -28,7 +28,7 @@ def test_the_two_stage_query_runs_on_the_chip_in_both_modes():
     assert first[1] == "96 -> 12" and second[1] == "12 -> 5"
     # Stage cycles of the baseline add up to its query (the last LOGIT ends the query).
     assert first[4] + second[4] == report.rows[1]["cycles_per_query"]
-    assert "baseline/rpaccel" in report.text and "tiny-s scores 96 candidates and keeps 12" in report.text
+    assert "baseline/this" in report.text and "tiny-s scores 96 candidates and keeps 12" in report.text
 
 
 @pytest.mark.verilator

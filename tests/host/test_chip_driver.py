@@ -478,6 +478,32 @@ def test_sub_batches_default_to_what_the_lanes_hold_and_are_checked(tiny_models)
         compile_queries(setup, [Stage(a, k=4)], [query], Schedule("baseline", split=2))
 
 
+def test_the_baseline_runs_sub_batches_one_after_another(tiny_models):
+    """Serial sub-batches (the baseline's default): a SYNC after every sub-batch's SCORE, in the query's tag, and no
+    lookahead; ``serial=False`` leaves them out; RPAccel mode refuses them (a SYNC would wait for its open query)."""
+    a, b, _ = tiny_models
+    setup = ChipSetup(TINY, [a, b])
+    query = setup.add_query({a: candidates(a, 30), b: candidates(b, 30)})
+    stages = [Stage(a, k=10), Stage(b, k=4)]
+
+    def ops(program):
+        return [record["op"] for record in program.records()]
+
+    serial, _ = run_pipeline(setup, stages, [query], Schedule("baseline", sub_batch=4))
+    assert serial.serial
+    sequence = ops(serial)
+    syncs = [i for i, op in enumerate(sequence) if op is Opcode.SYNC]
+    assert len(syncs) == len(serial.sub_batches(0, 0)) + len(serial.sub_batches(0, 1)) == 8 + 3
+    assert all(sequence[i - 1] is Opcode.SCORE for i in syncs)
+    assert all(record["tag"] == serial.tags[0] for record in serial.records() if record["op"] is Opcode.SYNC)
+    # No lookahead: each sub-batch's top MLP and SCORE come before the next sub-batch's FETCH.
+    fetches = [i for i, op in enumerate(sequence) if op is Opcode.FETCH]
+    assert all(any(f < i < g for i in syncs) for f, g in pairwise(fetches))
+    overlapped, _ = run_pipeline(setup, stages, [query], Schedule("baseline", sub_batch=4, serial=False))
+    assert not overlapped.serial and Opcode.SYNC not in ops(overlapped)
+    with pytest.raises(CompileError, match=r"^Serial sub-batches \(a SYNC after each\) need the baseline mode"):
+        compile_queries(setup, stages, [query], Schedule("rpaccel", serial=True))
+
 def test_models_beyond_emb_tables_are_configured_stage_by_stage(tiny_models):
     a, b, c = tiny_models
     setup = ChipSetup(TINY.with_settings(["emb_tables=8"]), [a, b, c])
@@ -575,7 +601,9 @@ def interpret(setup, program, lists):
 
     for record in program.records():
         op, arg, tag = record["op"], record["arg"], record["tag"]
-        if op is Opcode.SPLIT:
+        if op is Opcode.SYNC:       # every earlier command has finished: its responses come first
+            out[tag].append((ResponseKind.DONE.value, 1, 0, 0, 0))
+        elif op is Opcode.SPLIT:
             shape = g.engine.splits[arg["n"]]
             act = {lane: np.zeros((shape.act_words, shape.rows), dtype=np.int64) for lane in range(arg["n"])}
         elif op is Opcode.WEIGHTS:

@@ -457,12 +457,20 @@ class Schedule:
     sub-batch i's interaction input and top MLP, so the engine computes the next bottom MLP (and the fetcher
     gathers the next embeddings) while the interaction unit works on the current sub-batch. Lookahead is used only
     where it cannot deadlock: a sub-batch's pooled vectors must fit the joiner's FIFO (``join_buffer_words``),
-    so its lookups never wait for the joiner while the fetcher holds the next sub-batch's dense words back."""
+    so its lookups never wait for the joiner while the fetcher holds the next sub-batch's dense words back.
+
+    ``serial`` (baseline only): sub-batches one after another, a SYNC after each sub-batch's SCORE (its DONE
+    answers with the query's tag), so nothing of sub-batch i + 1 (its fetch, lookups, MLPs) starts before sub-batch
+    i has left the chip; no lookahead. ``None`` is the mode's own: serial for the baseline (RecPipe's TPU-like
+    baseline has no sub-batch pipelining), overlapped for RPAccel (whose top-k and filter units keep a query open
+    across sub-batches, which a SYNC would wait for). ``serial=False`` with the baseline lets the chip's decoupled
+    units overlap sub-batches as they do in RPAccel mode: a stronger baseline than RecPipe's."""
 
     mode: str = "rpaccel"
     split: int = None
     sub_batch: int = None
     lookahead: bool = True
+    serial: bool = None
 
 
 @dataclass
@@ -510,6 +518,8 @@ class Program:
         Each query's tag (every command of a query and every response to it carries it).
     items : list of list of int
         Candidates each stage scores, per query.
+    serial : bool
+        Sub-batches one after another (a SYNC after each; see :class:`Schedule`).
     """
 
     setup: ChipSetup
@@ -521,6 +531,11 @@ class Program:
     steps: list
     tags: list
     items: list
+    serial: bool = False
+
+    def sub_batches(self, query, stage):
+        """Sizes of the sub-batches of ``stage`` of ``query``, in order."""
+        return _sizes(self.items[query][stage], self.sub_batch)
 
     def records(self):
         """Every command record of every step, in order."""
@@ -656,6 +671,11 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     if schedule.mode not in ("rpaccel", "baseline"):
         raise CompileError(f"Schedule mode must be 'rpaccel' or 'baseline', not {schedule.mode!r}")
     baseline = schedule.mode == "baseline"
+    serial = baseline if schedule.serial is None else schedule.serial
+    if serial not in (True, False) or (serial and not baseline):
+        raise CompileError(f"Serial sub-batches (a SYNC after each) need the baseline mode and a bool, not "
+                           f"serial={schedule.serial!r} in {schedule.mode} mode: the top-k and filter units keep an "
+                           "RPAccel query open across its sub-batches, and a SYNC would wait for it forever")
     if baseline:
         if schedule.split not in (None, 1):
             raise CompileError(f"The baseline runs on the whole array (split 1), not split {schedule.split}")
@@ -746,7 +766,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
         final = s == len(stages) - 1
         sizes = _sizes(plan[q][s], sub_batch)
-        lookahead = schedule.lookahead and pooled_words(g, max(sizes), spec.num_tables + 1,
+        lookahead = schedule.lookahead and not serial and pooled_words(g, max(sizes), spec.num_tables + 1,
                                                        spec.emb_dim) <= g.config.join_buffer_words
         dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
         # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
@@ -791,6 +811,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                     "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
                     "keep": int(closing and not final and not baseline),
                     "report": int(closing and final and not baseline)}))
+                if serial:
+                    step.records.append(_record(Opcode.SYNC, tag))
             yield
         if not baseline and not final:
             results[holders[s]] += 1
@@ -809,7 +831,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         while running:
             running = [each for each in running if next(each, StopIteration) is not StopIteration]
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
-                   sub_batch=sub_batch, steps=steps, tags=tags, items=plan)
+                   sub_batch=sub_batch, steps=steps, tags=tags, items=plan, serial=serial)
 
 
 # The golden model ------------------------------------------------------------------------------------------------
@@ -843,11 +865,11 @@ def expected_responses(program):
     columns = {name: [] for name in ("kind", "tag", "last", "index", "score")}
     rankings, logits, lists = [], {}, {}
 
-    def emit(kind, tag, indices, scores):
+    def emit(kind, tag, indices, scores, last=True):
         count = len(indices)
         columns["kind"].append(np.full(count, kind.value))
         columns["tag"].append(np.full(count, tag))
-        columns["last"].append(np.arange(count) == count - 1)
+        columns["last"].append((np.arange(count) == count - 1) & last)
         columns["index"].append(np.asarray(indices))
         columns["score"].append(np.asarray(scores))
 
@@ -862,17 +884,25 @@ def expected_responses(program):
             dense_q, ids = query.inputs[number]
             scores = run(setup.models[number], dense_q[candidates], ids[candidates])
             logits[q, s] = (candidates, scores)
-            if program.mode == "baseline":
-                emit(ResponseKind.LOGIT, tag, candidates, scores)
-            if program.mode == "rpaccel" and s < len(program.stages) - 1:
+            final = s == len(program.stages) - 1
+            if program.mode == "rpaccel" and not final:
                 # A filter unit keeps the set of as many as the next stage scores, in the order they were scored.
                 _, best = topk(scores, program.items[q][s + 1], candidates)
-                candidates = candidates[np.isin(candidates, best)]
-                continue
-            best_scores, candidates = topk(scores, stage.k, candidates)
+                kept = candidates[np.isin(candidates, best)]
+            else:
+                best_scores, kept = topk(scores, stage.k, candidates)
+            if program.mode == "baseline":
+                # Per sub-batch its logits (``last`` on the stage's last, its closing SCORE's), and with serial
+                # sub-batches the DONE of its SYNC, which waits until the sub-batch has left the chip.
+                ends = np.cumsum(program.sub_batches(q, s)) if program.serial else [len(candidates)]
+                for first, end in zip([0, *ends[:-1]], ends):
+                    emit(ResponseKind.LOGIT, tag, candidates[first:end], scores[first:end], last=end == ends[-1])
+                    if program.serial:
+                        emit(ResponseKind.DONE, tag, [0], [0])
+            elif final:
+                emit(ResponseKind.RANK, tag, kept, best_scores)
+            candidates = kept
         rankings.append(list(zip(best_scores.tolist(), candidates.tolist())))
-        if program.mode == "rpaccel":
-            emit(ResponseKind.RANK, tag, candidates, best_scores)
     flat = {name: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
             for name, parts in columns.items()}
     count = len(flat["kind"])
