@@ -284,7 +284,9 @@ def build_direct(artifact):
     exe = ensure_verilator()
     args = [*BUILD_ARGS, *DIRECT_ARGS, "--top-module", artifact.top]
     text = strip_zero_memory_init(artifact.path.read_text())
-    key = digest(artifact.key, text, args, verilator_version(), os.environ.get("CXX", ""))
+    # The Verilog text, not the sources it came from: a change that leaves the design's Verilog alone (an experiment,
+    # the CLI) costs a regeneration, not a build.
+    key = digest(artifact.top, text, args, verilator_version(), os.environ.get("CXX", ""))
     started = time.perf_counter()
     with cache_entry("verilator-direct", key) as (folder, complete):
         binary = folder / f"V{artifact.top}"

@@ -187,7 +187,8 @@ def _build(artifact, build_args, waves):
     args = list(BUILD_ARGS) + list(build_args)
     if waves:
         args += ["--trace-fst", "--trace-structs"] if fst_supported() else ["--trace-structs"]
-    key = digest(artifact.key, artifact.path.read_text(), args, verilator_version(),
+    # The Verilog text, not the sources it came from (see rpaccel.sim.player.build_direct).
+    key = digest(artifact.top, artifact.path.read_text(), args, verilator_version(),
                  _cocotb_version(), os.environ.get("CXX", ""))
     started = time.perf_counter()
     with cache_entry("verilator", key) as (folder, complete):
