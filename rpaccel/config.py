@@ -155,7 +155,7 @@ class AccelConfig:
     dyn_cache_line_bytes: int = 16
     max_outstanding_misses: int = 128
     max_pooling: int = 1024
-    emb_requant_lanes: int = 16
+    emb_requant_lanes: int = 8
     mem_latency_cycles: int = 100
     mem_bytes_per_cycle: int = 16
     mem_bytes: int = 1 << 25
@@ -328,14 +328,17 @@ PRESETS = {
         mem_bytes=1 << 17, join_buffer_words=128, k_max=16, topk_units=1, filter_capacity=256, clock_mhz=30.0,
         target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the whole
-    # chip (8 x 8 array split in two, embedding unit with 32-byte rows, interaction, one top-k unit of 64, one filter
-    # unit of 4,096) packs within 80% of the logic cells (docs/chip.md, "Fit"; results.md, chip-accel).
+    # chip (8 x 8 array split in two, embedding unit with 32-byte rows requantised 8 elements a cycle, interaction,
+    # one top-k unit of 64, one filter unit of 4,096) packs within 80% of the logic cells (docs/chip.md, "Fit";
+    # results.md, chip-accel). Eight requantisation lanes keep up with the joiner, which writes a pooled vector a
+    # row of the array (8 elements) a cycle.
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
         array_dsp_pes=128 * 128, emb_tables=128, max_emb_dim=64,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
+        emb_requant_lanes=16,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
         mem_bytes=1 << 34, join_buffer_words=16384, k_max=256, topk_units=16, filter_units=4, filter_capacity=16384,
         target="none"),
