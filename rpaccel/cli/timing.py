@@ -1,4 +1,5 @@
-"""``rpaccel timing``: every failing endpoint of a routed build, grouped, with the worst path of each group."""
+"""``rpaccel timing``: every failing endpoint of a routed build (or, ``--netlist``, estimated from a synthesised one),
+grouped, with the worst path of each group."""
 
 from pathlib import Path
 
@@ -12,13 +13,19 @@ def register(subparsers):
                     "--sdf), propagate arrival times from every register to every setup check, and list the "
                     "endpoints that miss the clock period, grouped by the name patterns of their worst path's "
                     "start and end (bits and indices removed), worst group first. nextpnr itself reports one path.")
-    p.add_argument("build", help="build folder (holding top.sdf) or an SDF file")
+    p.add_argument("build", help="build folder (holding top.sdf, or top.json with --netlist) or the file itself")
     p.add_argument("--period", type=float, metavar="NS",
                    help="clock period in ns (default: the build's constraint, from its report, else 8 ns)")
     p.add_argument("--groups", type=int, default=20, metavar="N", help="groups to list (default 20)")
     p.add_argument("--show", type=int, default=1, metavar="K",
                    help="print the worst path of the first K groups step by step (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--netlist", action="store_true",
+                   help="before place and route: estimate from the synthesised netlist (top.json) with each "
+                        "cell's estimated delay and --wire ns per connection; ranks paths by logic depth (only "
+                        "the routed SDF gives Fmax)")
+    p.add_argument("--wire", type=float, default=0.7, metavar="NS",
+                   help="with --netlist: estimated delay of a connection between slices (default 0.7 ns)")
     p.add_argument("--placement", action="store_true",
                    help="instead, where each block lies on the device (from placed.json, which rpaccel synth "
                         "--placement writes): cells, centre, and the 10th-90th percentile span of X and Y")
@@ -27,14 +34,15 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def _sdf_and_period(build, period):
+def _sdf_and_period(build, period, netlist=False):
     import json
 
     path = Path(build)
-    sdf = path / "top.sdf" if path.is_dir() else path
+    sdf = path / ("top.json" if netlist else "top.sdf") if path.is_dir() else path
     if not sdf.is_file():
-        raise CLIError(f"{sdf}: no SDF file (rpaccel synth writes top.sdf in its build folder; nextpnr writes one "
-                       f"with --sdf)")
+        raise CLIError(f"{sdf}: no synthesised netlist (rpaccel synth writes top.json in its build folder)"
+                       if netlist else f"{sdf}: no SDF file (rpaccel synth writes top.sdf in its build folder; "
+                       "nextpnr writes one with --sdf)")
     if period is None:
         report = sdf.with_name("top.report.json")
         period = 8.0
@@ -118,16 +126,19 @@ def placement(build, depth, limit, json_out):
 
 
 def run(args):
-    from ..flow.timing import SdfError, analyse, read_sdf
+    from ..flow.timing import NetlistError, SdfError, analyse, estimate_netlist, read_sdf
 
     if args.groups < 0 or args.show < 0:
         raise CLIError("--groups and --show must not be negative")
+    if not args.wire >= 0:
+        raise CLIError(f"--wire must be a non-negative number of ns, not {args.wire}")
     if args.placement:
         return placement(args.build, args.depth, args.groups, args.json)
-    sdf, period = _sdf_and_period(args.build, args.period)
+    source, period = _sdf_and_period(args.build, args.period, args.netlist)
     try:
-        report = analyse(read_sdf(sdf), period)
-    except SdfError as error:
+        graph = estimate_netlist(source, wire_ns=args.wire) if args.netlist else read_sdf(source)
+        report = analyse(graph, period)
+    except (SdfError, NetlistError) as error:
         raise CommandFailed(str(error)) from None
     if args.json:
         print_json(as_json(report, args.groups))

@@ -11,6 +11,11 @@ the slow corner (the third value of each triple, as nextpnr does).
 One clock domain is assumed (the designs built here have one): each arc out of a clock pin starts a path, each
 setup check ends one. Paths from input pads (no launching register) are not timed, as in nextpnr's clock report.
 
+Before place and route, :func:`estimate_netlist` builds the same graph from the synthesised ECP5 netlist (the
+``top.json`` Yosys writes; :func:`rpaccel.flow.synth.synthesize` keeps it) with each cell's delay estimated and one
+fixed delay per connection: a design's logic depth, path by path, in the minutes synthesis takes rather than the
+hour a large design takes to place and route. Its figures rank paths; only the routed SDF gives Fmax.
+
 Where a path's routing comes from is a question of placement: :func:`read_placement` summarises where each block
 of a placed design lies (its cells' tiles, from the JSON nextpnr writes with ``--write``; ``rpaccel synth
 --placement`` asks for it).
@@ -22,8 +27,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CLOCK_PINS", "BlockPlacement", "PathGroup", "PlacementError", "SdfError", "TimingGraph", "TimingPath",
-           "TimingReport", "analyse", "name_pattern", "read_placement", "read_sdf"]
+__all__ = ["CLOCK_PINS", "ECP5_ESTIMATES", "BlockPlacement", "NetlistError", "PathGroup", "PlacementError", "SdfError",
+           "TimingGraph", "TimingPath", "TimingReport", "analyse", "estimate_netlist", "name_pattern",
+           "read_placement", "read_sdf"]
 
 #: Cell pins whose arcs launch a path (clock-to-output), by the names nextpnr's ECP5 and iCE40 cells use.
 CLOCK_PINS = frozenset({"CLK", "CLK0", "CLK1", "CLK2", "CLK3", "CLKA", "CLKB", "WCK", "CLKI", "RCLK", "WCLK"})
@@ -45,6 +51,10 @@ class SdfError(ValueError):
 
 class PlacementError(ValueError):
     """A placed-design JSON file this module cannot read; the message names the file."""
+
+
+class NetlistError(ValueError):
+    """A synthesised netlist this module cannot read; the message names the file and what is wrong."""
 
 
 def _unescape(name):
@@ -401,3 +411,123 @@ def read_placement(path, depth=2):
                                      x_span=(_percentile(xs, 0.1), _percentile(xs, 0.9)),
                                      y_span=(_percentile(ys, 0.1), _percentile(ys, 0.9))))
     return sorted(blocks, key=lambda b: (-b.cells, b.block))
+
+
+# Estimates from the synthesised netlist ---------------------------------------------------------------------------
+
+#: Estimated delays (ns) of the ECP5 cells synth_ecp5 maps to, near the slow corner of nextpnr's database for the
+#: -6/-8 grades: per cell type ``{"arcs": {(input, output): ns}, "launch": {output: ns}, "setup": {input: ns}}``,
+#: pins named without their bit (each bit of a bus pin is a node of its own, ``A3``). ``None`` keys are filled
+#: from the cell's parameters (the DSP's registers).
+ECP5_ESTIMATES = {
+    "LUT4": {"arcs": {(pin, "Z"): 0.45 for pin in "ABCD"}},
+    "PFUMX": {"arcs": {("ALUT", "Z"): 0.25, ("BLUT", "Z"): 0.25, ("C0", "Z"): 0.35}},
+    "L6MUX21": {"arcs": {("D0", "Z"): 0.25, ("D1", "Z"): 0.25, ("SD", "Z"): 0.35}},
+    "CCU2C": {"arcs": {**{(f"{p}0", "S0"): 0.45 for p in "ABCD"}, **{(f"{p}1", "S1"): 0.45 for p in "ABCD"},
+                       **{(f"{p}0", "S1"): 0.5 for p in "ABCD"},
+                       **{(f"{p}{i}", "COUT"): 0.3 for p in "ABCD" for i in "01"},
+                       ("CIN", "S0"): 0.25, ("CIN", "S1"): 0.3, ("CIN", "COUT"): 0.06}},
+    "TRELLIS_FF": {"launch": {"Q": 0.4}, "setup": {"DI": 0.1, "M": 0.1, "CE": 0.2, "LSR": 0.2}},
+    "TRELLIS_DPR16X4": {"arcs": {("RAD", "DO"): 0.6}, "launch": {"DO": 0.6},
+                        "setup": {"DI": 0.1, "WAD": 0.1, "WRE": 0.2}},
+    "DP16KD": {"launch": {"DOA": 2.5, "DOB": 2.5},
+               "setup": dict.fromkeys(("ADA", "ADB", "DIA", "DIB", "CEA", "CEB", "OCEA", "OCEB", "WEA", "WEB", "CSA",
+                                       "CSB", "RSTA", "RSTB"), 0.2)},
+    "MULT18X18D": None,
+    "TRELLIS_IO": {},
+}
+
+
+def _pins(table):
+    """The pin names a table of :data:`ECP5_ESTIMATES` knows."""
+    return ({pin for arc in table.get("arcs", {}) for pin in arc} | set(table.get("launch", {}))
+            | set(table.get("setup", {})))
+
+
+def _pin(port, known):
+    """The pin of ``port`` in a table knowing ``known`` pins: the port itself (``A0`` of a carry cell), or the bus
+    its bit belongs to (``DOA3`` of a block RAM -> ``DOA``)."""
+    return port if port in known else port.rstrip("0123456789") or port
+
+
+def _multiplier(parameters):
+    """The estimates of a MULT18X18D: its inputs and output registered or not, as its parameters say."""
+    registered_in = parameters.get("REG_INPUTA_CLK", "NONE") != "NONE"
+    registered_out = parameters.get("REG_OUTPUT_CLK", "NONE") != "NONE"
+    table = {"arcs": {}, "launch": {}, "setup": {}}
+    if registered_in:
+        table["setup"].update(A=0.2, B=0.2)
+    if registered_out:
+        table["launch"]["P"] = 0.6
+        table["setup"].update({} if registered_in else {"A": 4.0, "B": 4.0})
+    elif registered_in:
+        table["launch"]["P"] = 4.0
+    else:
+        table["arcs"].update({("A", "P"): 4.0, ("B", "P"): 4.0})
+    return table
+
+
+#: Connections that stay inside a slice or a carry chain: ``(cell type, input pin): ns``.
+_LOCAL_WIRES = {("CCU2C", "CIN"): 0.0, ("PFUMX", "ALUT"): 0.1, ("PFUMX", "BLUT"): 0.1, ("L6MUX21", "D0"): 0.1,
+                ("L6MUX21", "D1"): 0.1}
+
+
+def estimate_netlist(path, *, wire_ns=0.7):
+    """A :class:`TimingGraph` of the synthesised ECP5 netlist ``path`` (Yosys JSON of ``synth_ecp5``, flattened)
+    with :data:`ECP5_ESTIMATES` for the cells and ``wire_ns`` for every connection.
+
+    Raises
+    ------
+    NetlistError
+        If the file is missing or not a flattened Yosys netlist, or holds a cell type without estimates.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NetlistError(f"{path}: no such netlist (rpaccel synth writes top.json in its build folder)")
+    try:
+        modules = json.loads(path.read_text())["modules"]
+    except (ValueError, KeyError, TypeError):
+        raise NetlistError(f"{path}: not a Yosys JSON netlist (no 'modules')") from None
+    tops = [m for m in modules.values() if m.get("attributes", {}).get("top")] or list(modules.values())
+    if len(tops) != 1:
+        raise NetlistError(f"{path}: {len(tops)} top modules; a flattened netlist has one")
+    cells = tops[0].get("cells", {})
+    drivers, sinks = {}, defaultdict(list)     # bit -> output node; bit -> [(input node, its wire delay)]
+    arcs, launch, setup = defaultdict(list), {}, {}
+    for name, cell in cells.items():
+        kind = cell.get("type", "")
+        if kind.startswith("$scopeinfo"):
+            continue
+        if kind not in ECP5_ESTIMATES:
+            raise NetlistError(f"{path}: cell {name} is a {kind!r}, which has no delay estimates "
+                               "(an ECP5 netlist of synth_ecp5 is expected)")
+        table = ECP5_ESTIMATES[kind] or _multiplier(cell.get("parameters", {}))
+        known = _pins(table)
+        directions = cell.get("port_directions", {})
+        nodes = defaultdict(list)   # pin -> the nodes of its bits (over every port of a bus)
+        for port, bits in cell.get("connections", {}).items():
+            for index, bit in enumerate(bits):
+                node = f"{name}/{port}{index if len(bits) > 1 else ''}"
+                nodes[_pin(port, known)].append(node)
+                if not isinstance(bit, int):
+                    continue    # a constant
+                if directions.get(port) == "output":
+                    drivers[bit] = node
+                else:
+                    sinks[bit].append((node, _LOCAL_WIRES.get((kind, _pin(port, known)), wire_ns)))
+        for pin, pin_nodes in nodes.items():
+            for node in pin_nodes:
+                if pin in table.get("launch", {}):
+                    launch[node] = table["launch"][pin]
+                if pin in table.get("setup", {}):
+                    setup[node] = table["setup"][pin]
+        for (into, out), delay in table.get("arcs", {}).items():
+            for target in nodes.get(out, ()):
+                arcs[target].extend((source, delay, "cell") for source in nodes.get(into, ()))
+    for bit, targets in sinks.items():
+        if bit in drivers:
+            for target, delay in targets:
+                arcs[target].append((drivers[bit], delay, "net"))
+    if not launch:
+        raise NetlistError(f"{path}: no registers (not a synthesised design?)")
+    return TimingGraph(arcs=dict(arcs), launch=launch, setup=setup, source=str(path))

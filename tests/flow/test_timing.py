@@ -5,7 +5,15 @@ import json
 import pytest
 
 from rpaccel.cli.main import main
-from rpaccel.flow.timing import SdfError, analyse, name_pattern, read_placement, read_sdf
+from rpaccel.flow.timing import (
+    NetlistError,
+    SdfError,
+    analyse,
+    estimate_netlist,
+    name_pattern,
+    read_placement,
+    read_sdf,
+)
 
 # Two registers a -> b through a LUT, b -> c through two LUTs and a long net, a pad straight into c's clock
 # enable (not timed: no launching register), and a combinational loop between two LUTs feeding d.
@@ -203,3 +211,69 @@ def test_placement_errors(placed, tmp_path, capsys):
     assert main(["timing", str(tmp_path / "missing.json"), "--placement"]) == 1
     assert "no placed design" in capsys.readouterr().err
     assert main(["timing", str(placed), "--placement", "--depth", "0"]) == 2
+
+
+# A synthesised netlist (Yosys JSON): flip-flop a -> LUT -> carry cell c1 -> carry chain -> c2 -> flip-flop b; a
+# block RAM's output -> LUT -> b's clock enable; a multiplier with registered outputs and unregistered inputs fed by
+# a; a constant input.
+def _cell(kind, connections, directions, parameters=None):
+    return {"type": kind, "connections": connections, "port_directions": directions, "parameters": parameters or {}}
+
+
+NETLIST = {"modules": {"top": {"attributes": {"top": "00000000000000000000000000000001"}, "cells": {
+    "a_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"Q": [2], "DI": [9]}, {"Q": "output", "DI": "input"}),
+    "l1": _cell("LUT4", {"A": [2], "B": ["0"], "C": ["1"], "D": [2], "Z": [3]},
+                {"A": "input", "B": "input", "C": "input", "D": "input", "Z": "output"}),
+    "c1": _cell("CCU2C", {"A0": [3], "CIN": ["0"], "COUT": [4], "S0": [10]},
+                {"A0": "input", "CIN": "input", "COUT": "output", "S0": "output"}),
+    "c2": _cell("CCU2C", {"CIN": [4], "S0": [5]}, {"CIN": "input", "S0": "output"}),
+    "b_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"DI": [5], "CE": [7], "Q": [9]},
+                            {"DI": "input", "CE": "input", "Q": "output"}),
+    "ram": _cell("DP16KD", {"DOA0": [6], "ADA3": [2]}, {"DOA0": "output", "ADA3": "input"}),
+    "l2": _cell("LUT4", {"A": [6], "Z": [7]}, {"A": "input", "Z": "output"}),
+    "mul": _cell("MULT18X18D", {"A0": [2], "B0": [2], "P0": [8]}, {"A0": "input", "B0": "input", "P0": "output"},
+                 {"REG_INPUTA_CLK": "NONE", "REG_OUTPUT_CLK": "CLK0"}),
+    "scope": {"type": "$scopeinfo", "connections": {}, "port_directions": {}},
+}}}}
+
+
+@pytest.fixture
+def netlist(tmp_path):
+    path = tmp_path / "top.json"
+    path.write_text(json.dumps(NETLIST))
+    return path
+
+
+def test_netlist_estimates_follow_the_cells_and_wires(netlist):
+    graph = estimate_netlist(netlist, wire_ns=0.7)
+    report = analyse(graph, 3.0)
+    worst = {group.worst.end: group.worst for group in report.groups}
+    # a (0.4) + wire + LUT (0.45) + wire + A0 -> COUT (0.3) + carry (0) + CIN -> S0 (0.25) + wire, then setup 0.1.
+    path = worst["b_TRELLIS_FF_Q/DI"]
+    assert path.start == "a_TRELLIS_FF_Q/Q" and path.logic_levels == 3
+    assert path.delay_ns == pytest.approx(0.4 + 0.7 + 0.45 + 0.7 + 0.3 + 0.0 + 0.25 + 0.7 + 0.1)
+    # The block RAM launches (2.5) into b's clock enable (setup 0.2); the multiplier's unregistered inputs are
+    # checked 4.0 ns before its output register, and its output launches.
+    assert worst["b_TRELLIS_FF_Q/CE"].delay_ns == pytest.approx(2.5 + 0.7 + 0.45 + 0.7 + 0.2)
+    assert worst["mul/A0"].delay_ns == pytest.approx(0.4 + 0.7 + 4.0) == report.worst.delay_ns
+    assert "mul/P0" in graph.launch and (report.endpoints, report.failing) == (6, 4)
+    assert analyse(estimate_netlist(netlist, wire_ns=0.0), 3.0).worst.delay_ns == pytest.approx(4.4)
+
+
+def test_netlist_errors_name_the_file(netlist, tmp_path, capsys):
+    with pytest.raises(NetlistError, match="no such netlist"):
+        estimate_netlist(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(NetlistError, match=r"bad.json: not a Yosys JSON netlist"):
+        estimate_netlist(bad)
+    foreign = json.loads(netlist.read_text())
+    foreign["modules"]["top"]["cells"]["x"] = _cell("SB_LUT4", {}, {})
+    bad.write_text(json.dumps(foreign))
+    with pytest.raises(NetlistError, match=r"cell x is a 'SB_LUT4', which has no delay estimates"):
+        estimate_netlist(bad)
+    assert main(["timing", str(netlist.parent), "--netlist", "--period", "3"]) == 0
+    assert "4 of 6 endpoints fail" in capsys.readouterr().out
+    assert main(["timing", str(tmp_path / "nothing"), "--netlist"]) == 2
+    assert "no synthesised netlist" in capsys.readouterr().err
+    assert main(["timing", str(netlist), "--netlist", "--wire", "-1"]) == 2
