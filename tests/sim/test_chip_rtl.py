@@ -11,6 +11,7 @@ from rpaccel.host.data import SyntheticConfig, preprocess
 from rpaccel.host.driver.chip import (
     ChipEncoder,
     ChipSetup,
+    CompileError,
     Schedule,
     Stage,
     compile_queries,
@@ -216,3 +217,35 @@ def test_rm_large_streams_while_the_joiner_fifo_is_full():
     program = compile_queries(setup, [Stage(model, k=16)], [query], Schedule("baseline", sub_batch=8))
     run = run_program(program, max_cycles=3_000_000)
     assert run.mismatches() == {}
+
+
+@pytest.fixture(scope="module")
+def small_device():
+    return chip_device(preset("small"))
+
+
+@pytest.mark.parametrize("name", ["rm-small", "rm-med", "rm-large", "rmc1"])
+def test_every_zoo_model_the_chip_runs_is_bit_exact_on_small(name, small_device):
+    """Each zoo model the compiler maps onto ``small`` (tables capped at 200 rows; RM-large and RMC1 stream their
+    weights) ranks a query on the RTL exactly as the golden model does, in both modes."""
+    spec = get_model(name, max_rows=200)
+    models, generator, _ = train_models({name: spec}, train_samples=800, calibration=200)
+    model = models[name]
+    setup = ChipSetup(preset("small"), [model])
+    query = setup.add_query({model: model.inputs(generator.generate(30, start=4000))})
+    for mode in ("rpaccel", "baseline"):
+        program = compile_queries(setup, [Stage(model, k=8)], [query], Schedule(mode))
+        run = run_program(program, device=small_device, max_cycles=5_000_000)
+        assert run.mismatches() == {}, (name, mode)
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("rmc2", "embedding dimension 64 exceeds max_emb_dim 32"),
+    ("rmc3", "its 2560 dense features take 320 words of 8, and a FETCH's dense_words holds at most 255"),
+    ("wnd", "a model without a bottom MLP is not supported on chip"),
+    ("mt-wnd", "task towers are not supported on chip")])
+def test_zoo_models_the_chip_cannot_run_are_refused_with_the_reason(name, reason):
+    spec = get_model(name, max_rows=200)
+    models, _, _ = train_models({name: spec}, train_samples=400, calibration=100)
+    with pytest.raises(CompileError, match=f"^Model {name} cannot run on small: {reason}"):
+        ChipSetup(preset("small"), [models[name]])

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from math import gcd
 
 import numpy as np
+from amaranth.hdl import Shape
 
 from ....embedding import EmbeddingLayout, LayoutError, TableSpec
 from ....numeric import topk
@@ -256,6 +257,15 @@ class ChipSetup:
             why = f"embedding dimension {spec.emb_dim} exceeds max_emb_dim {g.max_dim}"
         elif spec.pooling > g.emb.max_pooling:
             why = f"pooling {spec.pooling} exceeds max_pooling {g.emb.max_pooling}"
+        else:
+            fetch = g.fetch_layout()
+            for field, need, unit in (("dense_words", _ceil_div(spec.dense, g.rows), f"words of {g.rows}"),
+                                      ("dense_lines", _ceil_div(spec.dense, g.line_bytes), "memory lines")):
+                most = (1 << Shape.cast(fetch[field].shape).width) - 1
+                if need > most:
+                    why = (f"its {spec.dense} dense features take {need} {unit}, and a FETCH's {field} holds "
+                           f"at most {most}")
+                    break
         if why:
             raise CompileError(f"Model {spec.name} cannot run on {g.config.name}: {why}")
 
