@@ -113,6 +113,8 @@ class AccelConfig:
         Pooled elements the embedding unit requantises per cycle (a power of two, at most ``max_emb_dim``).
     mem_latency_cycles, mem_bytes_per_cycle : int
         Latency and bandwidth of the off-chip memory model.
+    mem_latency_jitter : int
+        Most extra cycles a request to the memory model may take, pseudo-random per request (0: a fixed latency).
     mem_bytes : int
         Capacity of the off-chip memory holding the embedding tables (a power of two; sets address widths).
     join_buffer_words : int
@@ -158,6 +160,7 @@ class AccelConfig:
     emb_requant_lanes: int = 8
     mem_latency_cycles: int = 100
     mem_bytes_per_cycle: int = 16
+    mem_latency_jitter: int = 0
     mem_bytes: int = 1 << 25
     # Joiner (between the embedding unit, the bottom MLP and the interaction unit).
     join_buffer_words: int = 1024
@@ -176,7 +179,7 @@ class AccelConfig:
         for f in fields(self):
             if f.type is int or f.type == "int":
                 value = getattr(self, f.name)
-                if f.name in ("static_cache_rows", "dyn_cache_ways", "array_dsp_pes"):
+                if f.name in ("static_cache_rows", "dyn_cache_ways", "array_dsp_pes", "mem_latency_jitter"):
                     _non_negative_int(f.name, value)
                 else:
                     _positive_int(f.name, value)

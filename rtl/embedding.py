@@ -1181,7 +1181,8 @@ class EmbeddingSystem(wiring.Component):
         if self.memory_kind == "model":
             memory = MemoryModel(**common, latency=config.mem_latency_cycles,
                                  bytes_per_cycle=config.mem_bytes_per_cycle,
-                                 queue_depth=max(16, g.max_outstanding), storage=self.storage)
+                                 queue_depth=max(16, g.max_outstanding), storage=self.storage,
+                                 jitter=config.mem_latency_jitter)
         else:
             memory = BlockRAMMemory(**common)
         m.submodules.memory = memory

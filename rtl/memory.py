@@ -21,7 +21,7 @@ tables), served round-robin into one request queue:
 
 import functools
 
-from amaranth.hdl import Array, ClockSignal, Instance, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, ClockSignal, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -140,7 +140,7 @@ class _Memory(wiring.Component):
 
     @checked_init
     def __init__(self, *, lines, line_bytes, addr_bits, max_burst, latency, bytes_per_cycle, queue_depth,
-                 storage):
+                 storage, jitter=0):
         _check_pow2("Memory lines", lines)
         _check_positive("Request queue depth", queue_depth)
         if storage not in ("memory", "verilog"):
@@ -150,7 +150,7 @@ class _Memory(wiring.Component):
             raise ValueError(f"Memory of {lines} lines needs more than {addr_bits} address bits")
         self.lines, self.line_bytes, self.addr_bits, self.max_burst = lines, line_bytes, addr_bits, max_burst
         self.latency, self.bytes_per_cycle, self.queue_depth = latency, bytes_per_cycle, queue_depth
-        self.storage = storage
+        self.storage, self.jitter = storage, jitter
         if storage == "verilog":
             #: Verilog the generated design needs beside Amaranth's output.
             self.extra_verilog = STORAGE_VERILOG
@@ -195,7 +195,7 @@ class _Memory(wiring.Component):
             self.host.req.ready.eq(queue.w_rdy & grant_host),
         ]
         if timed:
-            m.d.comb += incoming.due.eq(now + (self.latency - self._SERVICE))
+            m.d.comb += incoming.due.eq(now + (self.latency - self._SERVICE) + self._extra(m))
         with m.If(queue.w_en & queue.w_rdy):
             m.d.sync += last_host.eq(grant_host)
 
@@ -246,6 +246,17 @@ class _Memory(wiring.Component):
         m.d.comb += responses.r_en.eq(Mux(to_host, self.host.resp.ready, self.port.resp.ready))
         return m
 
+    def _extra(self, m):
+        """Each request's extra latency, pseudo-random in ``[0, jitter]``: the low bits of a 16-bit LFSR (taps 16,
+        15, 13, 4) that steps every cycle, folded into range. Requests are still served in order, so a request
+        due before the one ahead of it waits for it."""
+        if not self.jitter:
+            return 0
+        lfsr = Signal(16, init=0xACE1)
+        m.d.sync += lfsr.eq(Cat(lfsr[15] ^ lfsr[14] ^ lfsr[12] ^ lfsr[3], lfsr[:15]))
+        draw = lfsr[:self.jitter.bit_length()]
+        return Mux(draw > self.jitter, draw - (self.jitter + 1), draw)
+
     def _bandwidth(self, m, beat):
         # Token bucket: bytes_per_cycle tokens arrive per cycle and a line costs line_bytes. The bucket holds
         # line_bytes + bytes_per_cycle - 1: under continuous demand no token is ever lost, so the long-run rate is
@@ -288,6 +299,9 @@ class MemoryModel(_Memory):
         Requests the model holds; with fewer, a requester sees back-pressure before the latency limits it.
     storage : str
         ``"memory"`` (an Amaranth memory) or ``"verilog"`` (a Verilog array; Verilator only).
+    jitter : int
+        Most extra cycles of latency a request may take, pseudo-random per request (a fixed LFSR sequence, so a run
+        is repeatable); requests are still answered in order. 0 (the default): every request takes ``latency``.
 
     Members
     -------
@@ -297,8 +311,10 @@ class MemoryModel(_Memory):
 
     @checked_init
     def __init__(self, *, lines, line_bytes, addr_bits, max_burst, latency, bytes_per_cycle, queue_depth=16,
-                 storage="memory"):
+                 storage="memory", jitter=0):
         _check_positive("Latency", latency)
+        if not isinstance(jitter, int) or isinstance(jitter, bool) or not 0 <= jitter < 1 << 15:
+            raise ValueError(f"Latency jitter must be an integer from 0 to {(1 << 15) - 1}, not {jitter!r}")
         if latency < self.MIN_LATENCY:
             raise ValueError(f"Latency must be at least {self.MIN_LATENCY} cycles (the model's own pipeline), "
                              f"not {latency}")
@@ -308,7 +324,7 @@ class MemoryModel(_Memory):
                              "per cycle, the most the model's port can carry")
         super().__init__(lines=lines, line_bytes=line_bytes, addr_bits=addr_bits, max_burst=max_burst,
                          latency=latency, bytes_per_cycle=bytes_per_cycle, queue_depth=queue_depth,
-                         storage=storage)
+                         storage=storage, jitter=jitter)
 
 
 class BlockRAMMemory(_Memory):

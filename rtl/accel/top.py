@@ -91,7 +91,8 @@ class RPAccel(wiring.Component):
                   "max_burst": g.emb.max_burst}
         if self.memory_kind == "model":
             return MemoryModel(**common, latency=config.mem_latency_cycles, bytes_per_cycle=config.mem_bytes_per_cycle,
-                               queue_depth=max(16, g.emb.max_outstanding), storage=self.storage)
+                               queue_depth=max(16, g.emb.max_outstanding), storage=self.storage,
+                               jitter=config.mem_latency_jitter)
         return BlockRAMMemory(**common)
 
     def elaborate(self, platform):

@@ -11,9 +11,9 @@ from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
 LINE = 4   # bytes per line in these tests
 
 
-def model(latency=10, bytes_per_cycle=LINE, lines=64):
+def model(latency=10, bytes_per_cycle=LINE, lines=64, jitter=0):
     return MemoryModel(lines=lines, line_bytes=LINE, addr_bits=8, max_burst=8, latency=latency,
-                       bytes_per_cycle=bytes_per_cycle, queue_depth=16)
+                       bytes_per_cycle=bytes_per_cycle, queue_depth=16, jitter=jitter)
 
 
 def read(addr, length=1):
@@ -78,6 +78,26 @@ def test_bandwidth_limit(rate):
     assert [v for _, v in lines] == [0x1000 + a for a in range(64)]
 
 
+@pytest.mark.parametrize("jitter", [1, 5, 23])
+def test_jitter_delays_requests_by_up_to_its_cycles_in_order(jitter):
+    """Single-line reads back to back: each line comes ``latency`` to ``latency + jitter`` cycles after its request
+    (or right after the line before it, which it never overtakes), the extra cycles vary, and every value is
+    right."""
+    requests = [read(a % 16) for a in range(40)]
+    accepted, lines = timed_reads(model(8, jitter=jitter), requests)
+    assert [v for _, v in lines] == [0x1000 + a % 16 for a in range(40)]
+    delays = [c - a for (c, _), a in zip(lines, accepted)]
+    previous = [None, *(c for c, _ in lines[:-1])]
+    for delay, (cycle, _), before in zip(delays, lines, previous):
+        assert 8 <= delay <= 8 + jitter or cycle == before + 1
+    assert len(set(delays)) > 1 and max(delays) > 8
+
+
+def test_jitter_is_checked():
+    with pytest.raises(ValueError, match="Latency jitter must be an integer from 0 to 32767, not -1"):
+        model(jitter=-1)
+
+
 def random_traffic(dut, seed, count=300):
     """Random reads and writes on both ports with stalls; each port owns half of the lines."""
     rng = np.random.default_rng(seed)
@@ -119,9 +139,9 @@ def random_traffic(dut, seed, count=300):
         assert len(results[name + "_got"]) == len(results[name])
 
 
-@pytest.mark.parametrize("rate", [1, 4])
-def test_model_random_traffic_under_stalls(rate):
-    random_traffic(model(9, rate), seed=rate)
+@pytest.mark.parametrize(("rate", "jitter"), [(1, 0), (4, 0), (4, 13)])
+def test_model_random_traffic_under_stalls(rate, jitter):
+    random_traffic(model(9, rate, jitter=jitter), seed=rate)
 
 
 def test_block_ram_memory_random_traffic_under_stalls():

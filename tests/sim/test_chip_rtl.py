@@ -89,6 +89,20 @@ def test_splits_sub_batches_and_stalls(models, device, split, sub_batch, lookahe
     assert run.mismatches() == {}
 
 
+@pytest.mark.parametrize("mode", ["rpaccel", "baseline"])
+def test_random_memory_latency(models, big_model, mode):
+    """The memory model answers each request after 100 to 131 cycles (pseudo-random, in order): a 2-stage pipeline
+    whose second model streams its weights, three queries, random idle cycles and back-pressure on the host
+    streams; every response equals the golden model's."""
+    config = TINY.with_settings(["mem_latency_jitter=31"])
+    setup = ChipSetup(config, [models[0], big_model])
+    queries = _queries(setup, [models[0], big_model], (29, 18, 35), start=16000)
+    program = compile_queries(setup, [Stage(models[0], k=12), Stage(big_model, k=5)], queries,
+                              Schedule(mode, sub_batch=5))
+    run = run_program(program, device=chip_device(config), pause=0.3, seed=11)
+    assert run.mismatches() == {}
+    assert run.check_lists() == []
+
 def _command(op, tag, member=None, /, **fields):
     """A packed command: every field zero but ``fields`` of ``arg.<member>``."""
     template = codec(G.command_layout()).unpack_value(0)
