@@ -86,7 +86,8 @@ class Fetcher(wiring.Component):
     rsp : Out(stream.Signature(g.response_layout()))
         ERROR responses (a ``LIST`` index out of range).
     busy, idle : Out(1)
-        Work held (an instruction started, data inside); nothing queued or in flight.
+        An instruction in progress (items being walked, lines requested or being parsed: the ``BUSY_FETCH``
+        counter); nothing in progress, queued, in flight or waiting for its taker.
     """
 
     @checked_init
@@ -434,8 +435,10 @@ class Fetcher(wiring.Component):
             m.d.sync += [p_active.eq(p_active & ~finish), lines.eq(lines_next), words.eq(words_next)]
 
         # --- Status --------------------------------------------------------------------------------------------
+        # Busy: an instruction in progress (its items walked, its lines requested or parsed). Not busy, but not
+        # idle: only results waiting for their takers (indices for the score unit, a join job, an ERROR).
         busy = (active | tok_valid | (left != 0) | req_valid | (credit != self.buffer_lines) | descriptors.r_rdy
-                | p_active | join_valid | rsp_valid | list_active | lists.r_rdy
-                | Cat(q.r_rdy for q in index_queues).any())
-        m.d.comb += [self.busy.eq(busy), self.idle.eq(~busy & ~self.cmd.valid)]
+                | p_active | list_active | lists.r_rdy)
+        waiting = join_valid | rsp_valid | Cat(q.r_rdy for q in index_queues).any()
+        m.d.comb += [self.busy.eq(busy), self.idle.eq(~busy & ~waiting & ~self.cmd.valid)]
         return m

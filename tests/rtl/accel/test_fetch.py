@@ -200,15 +200,18 @@ def run(program, *, pause=0.3, seed=0, fetcher=None, latency=12, bytes_per_cycle
             state["done"] = r
             ctx.set(fetcher.results_done[0], r)
 
-    outputs = [fetcher.mem.req, fetcher.lookup, fetcher.join, fetcher.rsp, *fetcher.dense, *fetcher.index]
+    # Sending a request, a lookup or a dense word is work in progress; an index, a join job or an ERROR may also
+    # wait for its taker after the instruction is done.
+    working = [fetcher.mem.req, fetcher.lookup, *fetcher.dense]
+    outputs = [*working, fetcher.join, fetcher.rsp, *fetcher.index]
 
     async def monitor(ctx):     # releases, the start of every SURVIVORS fetch against results_done, busy and idle
         taken, got["release"] = 0, []
         while True:
-            *_, valid, ready, release, busy, idle, sending = await ctx.tick().sample(
+            *_, valid, ready, release, busy, idle, sending, working_out = await ctx.tick().sample(
                 fetcher.cmd.valid, fetcher.cmd.ready, fetcher.release[0], fetcher.busy, fetcher.idle,
-                Cat(port.valid for port in outputs))
-            if (sending and not busy) or (idle and (busy or valid)):
+                Cat(port.valid for port in outputs), Cat(port.valid for port in working))
+            if (working_out and not busy) or (idle and (busy or valid or sending)):
                 problems.append(f"busy {busy}, idle {idle} with command {valid} and outputs {sending:b}")
             if release:
                 state["releases"] += 1
