@@ -51,6 +51,7 @@ def test_pipelines_in_both_modes_are_checked_and_measured():
             next(r for r in report.rows if r["pipeline"] == row["pipeline"] and r["mode"] == "baseline")[
                 "cycles_per_query"] / row["cycles_per_query"])
     assert "| 3-stage | rpaccel |" in report.sections[0].body and "baseline/this" in report.text
+    assert report.sections[0].name == "accel-queries-2" and "2 queries back to back" in report.sections[0].title
 
 
 @pytest.mark.verilator
