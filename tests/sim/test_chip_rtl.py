@@ -263,3 +263,32 @@ def test_zoo_models_the_chip_cannot_run_are_refused_with_the_reason(name, reason
     models, _, _ = train_models({name: spec}, train_samples=400, calibration=100)
     with pytest.raises(CompileError, match=f"^Model {name} cannot run on small: {reason}"):
         ChipSetup(preset("small"), [models[name]])
+
+
+def test_interleaved_queries_where_the_joiner_fifo_holds_one_stage():
+    """RecPipe's 2-stage pipeline over three queries on ``small``: stage 2 of query q (RM-large, streamed, lane 1)
+    interleaves with stage 1 of query q + 1 (RM-small, lane 0). The joiner sends jobs in fetch order, so a lane
+    that computes its next bottom MLP first (lookahead) needs the FIFO to hold its sub-batch's pooled vectors and
+    the other lane's fetched in between; RM-large's alone fill it, so the compiler leaves lookahead out (with it
+    this program deadlocked the chip) and every response equals the golden model's."""
+    config = preset("small")
+    specs = {role: get_model(f"rm-{role}", max_rows=300) for role in ("small", "large")}
+    models, generator, _ = train_models(specs, train_samples=1000, calibration=300,
+                                        data=SyntheticConfig.criteo(max_rows=300, seed=1))
+    small, large = models["small"], models["large"]
+    setup = ChipSetup(config, [small, large])
+    queries = [setup.add_query({m: m.inputs(generator.generate(256, start=5000 + 256 * q)) for m in (small, large)})
+               for q in range(3)]
+    program = compile_queries(setup, [Stage(small, k=32), Stage(large, k=8)], queries, Schedule("rpaccel"))
+    geometry = ChipGeometry(config)
+    stage_1 = pooled_words(geometry, program.sub_batch, small.spec.num_tables + 1, small.spec.emb_dim)
+    stage_2 = pooled_words(geometry, program.sub_batch, large.spec.num_tables + 1, large.spec.emb_dim)
+    assert stage_1 <= config.join_buffer_words < stage_1 + stage_2
+    # No lookahead: every lane's FETCH is followed by its SCORE before its next FETCH.
+    order = {}
+    for record in program.records():
+        if record["op"] in (Opcode.FETCH, Opcode.SCORE):
+            order.setdefault(record["arg"]["lane"], []).append(record["op"])
+    assert all(ops == [Opcode.FETCH, Opcode.SCORE] * (len(ops) // 2) for ops in order.values())
+    run = run_program(program, max_cycles=8_000_000)
+    assert run.mismatches() == {}

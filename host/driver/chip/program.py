@@ -467,7 +467,9 @@ class Schedule:
     sub-batch i's interaction input and top MLP, so the engine computes the next bottom MLP (and the fetcher
     gathers the next embeddings) while the interaction unit works on the current sub-batch. Lookahead is used only
     where it cannot deadlock: a sub-batch's pooled vectors must fit the joiner's FIFO (``join_buffer_words``),
-    so its lookups never wait for the joiner while the fetcher holds the next sub-batch's dense words back.
+    together with a sub-batch of every other stage where stages of different queries interleave, so its lookups
+    (and those fetched after them) never wait for the joiner while the fetcher holds the next sub-batch's dense
+    words back.
 
     ``serial`` (baseline only): sub-batches one after another, a SYNC after each sub-batch's SCORE (its DONE
     answers with the query's tag), so nothing of sub-batch i + 1 (its fetch, lookups, MLPs) starts before sub-batch
@@ -757,6 +759,12 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     kept = {}           # {query: (holder, result number)} of the query's latest kept result
     configured = [None]     # the model whose tables are configured (when they are not all resident)
 
+    def pooled(s, items=None):
+        """Joiner FIFO words of the pooled vectors of a sub-batch of stage ``s`` (default: its largest)."""
+        spec = setup.models[numbers[s]].spec
+        items = items or max(max(_sizes(plan[q][s], sub_batch)) for q in range(len(queries)))
+        return pooled_words(g, items, spec.num_tables + 1, spec.emb_dim)
+
     def task(q, s):
         """Append the commands of stage ``s`` of query ``q``, yielding after each sub-batch's bottom or top."""
         query, stage, tag = queries[q], stages[s], tags[q]
@@ -776,8 +784,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
         final = s == len(stages) - 1
         sizes = _sizes(plan[q][s], sub_batch)
-        lookahead = schedule.lookahead and not serial and pooled_words(g, max(sizes), spec.num_tables + 1,
-                                                       spec.emb_dim) <= g.config.join_buffer_words
+        lookahead = schedule.lookahead and not serial and pooled(s, max(sizes)) + (
+            sum(pooled(t) for t in range(len(stages)) if t != s) if interleave else 0) <= g.config.join_buffer_words
         dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
         # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
         # its top MLP and its SCORE.
@@ -831,6 +839,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     # Stage s of query q and stage s - 1 of query q + 1 run at once (on different lanes and units): their
     # sub-batches interleave in the program, so the units that take commands in program order for every lane (the
     # fetcher, the joiner, the weight loader) serve both lanes in turn rather than one stage's whole query first.
+    # Lookahead then needs the FIFO to hold a sub-batch of every stage (the joiner sends jobs in fetch order: the
+    # other lanes' jobs fetched between a sub-batch and the next, which the lane computes first, wait behind it).
     interleave = (not baseline and setup.resident and len(set(lanes)) == len(stages)
                   and len(set(holders)) == len(stages))
     waves = ([[(w - s, s) for s in reversed(range(len(stages))) if 0 <= w - s < len(queries)]
