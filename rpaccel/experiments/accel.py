@@ -138,7 +138,10 @@ def measure_program(program, device, *, pause=0.0, seed=1):
     setup_count = len(program.setup.setup_records(program.split))
     words = _words(program, expected, encoder, setup_count)
     count = len(expected.responses) + 2 * (1 + len(counter_ids(g)))
-    responses, cycles, total, wall = run_words(device, g, words, count, pause=pause, seed=seed)
+    # A stall shows as a run that does not finish: allow far more cycles than any query-stage takes (RM-large on
+    # 4,096 candidates of `small` takes 17 million).
+    limit = 50_000_000 * len(program.queries) * len(program.stages)
+    responses, cycles, total, wall = run_words(device, g, words, count, pause=pause, seed=seed, max_cycles=limit)
     run = ChipRun(responses=responses, cycles=cycles, total_cycles=total, wall_seconds=wall, expected=expected,
                   program=program)
     start = int(cycles[np.flatnonzero(responses.tag == START_TAG)].max())
