@@ -269,8 +269,8 @@ def test_interleaved_queries_where_the_joiner_fifo_holds_one_stage():
     """RecPipe's 2-stage pipeline over three queries on ``small``: stage 2 of query q (RM-large, streamed, lane 1)
     interleaves with stage 1 of query q + 1 (RM-small, lane 0). The joiner sends jobs in fetch order, so a lane
     that computes its next bottom MLP first (lookahead) needs the FIFO to hold its sub-batch's pooled vectors and
-    the other lane's fetched in between; RM-large's alone fill it, so the compiler leaves lookahead out (with it
-    this program deadlocked the chip) and every response equals the golden model's."""
+    the other lane's fetched in between; RM-large's alone fill it, so the compiler leaves lookahead out where the
+    stages interleave (with it this program deadlocked the chip) and every response equals the golden model's."""
     config = preset("small")
     specs = {role: get_model(f"rm-{role}", max_rows=300) for role in ("small", "large")}
     models, generator, _ = train_models(specs, train_samples=1000, calibration=300,
@@ -284,11 +284,15 @@ def test_interleaved_queries_where_the_joiner_fifo_holds_one_stage():
     stage_1 = pooled_words(geometry, program.sub_batch, small.spec.num_tables + 1, small.spec.emb_dim)
     stage_2 = pooled_words(geometry, program.sub_batch, large.spec.num_tables + 1, large.spec.emb_dim)
     assert stage_1 <= config.join_buffer_words < stage_1 + stage_2
-    # No lookahead: every lane's FETCH is followed by its SCORE before its next FETCH.
+    # Stage 1 of queries 1 and 2 (lane 0) and stage 2 of queries 0 and 1 (lane 1) interleave: no lookahead (each
+    # FETCH followed by its SCORE before the lane's next FETCH). Stage 1 of query 0 runs alone and looks ahead.
     order = {}
     for record in program.records():
         if record["op"] in (Opcode.FETCH, Opcode.SCORE):
-            order.setdefault(record["arg"]["lane"], []).append(record["op"])
-    assert all(ops == [Opcode.FETCH, Opcode.SCORE] * (len(ops) // 2) for ops in order.values())
+            order.setdefault((record["arg"]["lane"], record["tag"]), []).append(record["op"])
+    for lane, tag in ((0, 1), (0, 2), (1, 0), (1, 1)):
+        ops = order[lane, tag]
+        assert ops == [Opcode.FETCH, Opcode.SCORE] * (len(ops) // 2), (lane, tag)
+    assert order[0, 0][:2] == [Opcode.FETCH, Opcode.FETCH]
     run = run_program(program, max_cycles=8_000_000)
     assert run.mismatches() == {}

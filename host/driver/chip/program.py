@@ -784,8 +784,10 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
         final = s == len(stages) - 1
         sizes = _sizes(plan[q][s], sub_batch)
-        lookahead = schedule.lookahead and not serial and pooled(s, max(sizes)) + (
-            sum(pooled(t) for t in range(len(stages)) if t != s) if interleave else 0) <= g.config.join_buffer_words
+        # The stages of other queries this task interleaves with (its wave's, see below).
+        partners = [t for t in range(len(stages)) if t != s and 0 <= q + s - t < len(queries)] if interleave else []
+        lookahead = schedule.lookahead and not serial and pooled(s, max(sizes)) + sum(
+            pooled(t) for t in partners) <= g.config.join_buffer_words
         dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
         # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
         # its top MLP and its SCORE.
