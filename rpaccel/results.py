@@ -264,6 +264,16 @@ def _iso_quality(tables):
             _number(change.split()[0]) >= 0)
 
 
+def _rpaccel_vs_baseline(mode):
+    def measure(tables):
+        row = _row(tables, {"pipeline": "2-stage", "mode": mode})
+        if row is None:
+            return None
+        ratio = _number(row["baseline/this"].rstrip("x"))
+        return f"{row['baseline/this']} ({row['cycles/query']} cycles per query)", ratio is not None and ratio > 1
+    return measure
+
+
 #: The figures of the status table, in its order.
 HEADLINES = (
     Headline("MLP engine utilisation, RM-large bottom MLP, batch 512, whole array", "gemm", ">= 90% (issue 3)",
@@ -286,6 +296,10 @@ HEADLINES = (
     Headline("Block scoreboards: mismatches against the golden models", "blocks-harness", "0", _mismatches),
     Headline("Quality: 3-stage pipeline vs 1-stage RM-large (synthetic data)", "quality-pipelines",
              "iso-quality, >= 0 points (RecPipe)", _iso_quality),
+    Headline("Chip (small, RTL): 2-stage query, baseline cycles over RPAccel mode's (split array)", "accel",
+             "> 1x (issue 19)", _rpaccel_vs_baseline("rpaccel")),
+    Headline("Chip (small, RTL): 2-stage query, baseline cycles over RPAccel mode's on the whole array", "accel",
+             "> 1x (issue 19)", _rpaccel_vs_baseline("rpaccel-whole")),
 )
 
 

@@ -138,7 +138,15 @@ def test_status_table_reads_the_headline_figures_from_the_sections(tmp_path):
     write_section("gemm-synth", "Synthesis", synth, command="rpaccel bench gemm --synth-only", commit="abc1234",
                   path=path)
     write_section("chip", "Chip", chip, command="rpaccel bench chip", commit="abc1234", path=path)
+    accel = format_table(["pipeline", "mode", "cycles/query", "baseline/this"],
+                         [["2-stage", "rpaccel", "7,728,209", "0.59x"], ["2-stage", "rpaccel-whole", "4,509,216",
+                                                                        "1.01x"]])
+    write_section("accel", "Chip", accel, command="rpaccel bench accel", commit="abc1234", path=path)
     rows = {row["figure"]: row for row in read_sections(path.read_text())["status"]["tables"][0]}
+    split = rows["Chip (small, RTL): 2-stage query, baseline cycles over RPAccel mode's (split array)"]
+    assert (split["measured"], split["met"]) == ("0.59x (7,728,209 cycles per query)", "**no**")
+    whole = rows["Chip (small, RTL): 2-stage query, baseline cycles over RPAccel mode's on the whole array"]
+    assert (whole["measured"], whole["met"]) == ("1.01x (4,509,216 cycles per query)", "yes")
     assert len(rows) == len(HEADLINES)
     utilisation = rows["MLP engine utilisation, RM-large bottom MLP, batch 512, whole array"]
     assert (utilisation["measured"], utilisation["met"]) == ("91.5%", "yes")
