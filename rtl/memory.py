@@ -83,10 +83,12 @@ class MemoryPort(wiring.Signature):
         _check_pow2("Line size", line_bytes)
         _check_positive("Maximum burst", max_burst)
         self.addr_bits, self.line_bytes, self.max_burst = addr_bits, line_bytes, max_burst
+        #: Most lines of one read (``length + 1``; ``length`` is at least one bit wide).
+        self.max_lines = max(max_burst, 2)
         self.request = data.StructLayout({
             "write": 1,
             "addr": unsigned(addr_bits),
-            "length": range(max(max_burst, 2)),
+            "length": range(self.max_lines),
             "data": unsigned(8 * line_bytes),
         })
         super().__init__({

@@ -34,7 +34,7 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def _sdf_and_period(build, period, netlist=False):
+def _source_and_period(build, period, netlist=False):
     import json
 
     path = Path(build)
@@ -134,7 +134,7 @@ def run(args):
         raise CLIError(f"--wire must be a non-negative number of ns, not {args.wire}")
     if args.placement:
         return placement(args.build, args.depth, args.groups, args.json)
-    source, period = _sdf_and_period(args.build, args.period, args.netlist)
+    source, period = _source_and_period(args.build, args.period, args.netlist)
     try:
         graph = estimate_netlist(source, wire_ns=args.wire) if args.netlist else read_sdf(source)
         report = analyse(graph, period)

@@ -153,7 +153,7 @@ def measure_program(program, device, *, pause=0.0, seed=1):
             rows = np.flatnonzero(responses.tag == tag)
             logits = np.flatnonzero(responses.kind[rows] == ResponseKind.LOGIT.value)
             # A stage ends with its last logit, or (serial) the DONE of the SYNC after it.
-            ends = [logits[e] + program.serial if e < len(logits) else None
+            ends = [logits[e] + int(program.serial) if e < len(logits) else None
                     for e in np.cumsum(program.items[q]) - 1]
             stage_ends[q] = [int(cycles[rows[e]]) - start if e is not None and e < len(rows) else None
                              for e in ends]

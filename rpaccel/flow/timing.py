@@ -417,8 +417,8 @@ def read_placement(path, depth=2):
 
 #: Estimated delays (ns) of the ECP5 cells synth_ecp5 maps to, near the slow corner of nextpnr's database for the
 #: -6/-8 grades: per cell type ``{"arcs": {(input, output): ns}, "launch": {output: ns}, "setup": {input: ns}}``,
-#: pins named without their bit (each bit of a bus pin is a node of its own, ``A3``). ``None`` keys are filled
-#: from the cell's parameters (the DSP's registers).
+#: pins named without their bit (each bit of a bus pin is a node of its own, ``A3``). The multiplier's (``None``)
+#: depend on which of its registers its parameters enable (:func:`_multiplier`).
 ECP5_ESTIMATES = {
     "LUT4": {"arcs": {(pin, "Z"): 0.45 for pin in "ABCD"}},
     "PFUMX": {"arcs": {("ALUT", "Z"): 0.25, ("BLUT", "Z"): 0.25, ("C0", "Z"): 0.35}},

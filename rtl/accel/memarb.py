@@ -69,7 +69,7 @@ class MemoryArbiter(wiring.Component):
             raise ValueError(f"Memory arbiter outstanding reads must be an integer of at least 3, not {outstanding!r}")
         self.port, self.n, self.outstanding = port, n, outstanding
         #: Most lines of one read (``length + 1``, ``length`` as wide as the port makes it).
-        self.max_lines = max(port.max_burst, 2)
+        self.max_lines = port.max_lines
         super().__init__({"req": In(port).array(n), "mem": Out(port), "read_lines": Out(32), "write_lines": Out(32),
                           "clear": In(1), "idle": Out(1)})
 
@@ -147,7 +147,7 @@ class ReadBuffer(wiring.Component):
         The signature of the memory port (both sides).
     lines : int
         Lines the buffer holds: the most lines requested and not yet taken (at least the longest read,
-        ``max(max_burst, 2)``). A requester that itself keeps to fewer lines in flight is never held back.
+        ``port.max_lines``). A requester that itself keeps to fewer lines in flight is never held back.
 
     Members
     -------
@@ -163,7 +163,7 @@ class ReadBuffer(wiring.Component):
     def __init__(self, port, lines):
         if not isinstance(port, MemoryPort):
             raise TypeError(f"Read buffer port must be a MemoryPort, not {port!r}")
-        self.port, self.max_lines = port, max(port.max_burst, 2)
+        self.port, self.max_lines = port, port.max_lines
         if not isinstance(lines, int) or isinstance(lines, bool) or lines < self.max_lines:
             raise ValueError(f"Read buffer lines must be an integer of at least the longest read "
                              f"({self.max_lines} lines), not {lines!r}")

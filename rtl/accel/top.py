@@ -123,8 +123,8 @@ class RPAccel(wiring.Component):
             m.d.comb += [memory.host.req.valid.eq(0), memory.host.resp.ready.eq(0)]
         # The embedding unit takes a missed line only when its pooled output can move (it waits on the joiner, and
         # so on the lanes and the weights they need from this port): its lines wait in a buffer of their own.
-        m.submodules.emb_reads = emb_reads = ReadBuffer(g.emb_layouts.memory,
-                                                        g.emb.max_outstanding + max(g.emb.max_burst, 2))
+        port = g.emb_layouts.memory
+        m.submodules.emb_reads = emb_reads = ReadBuffer(port, g.emb.max_outstanding + port.max_lines)
         wiring.connect(m, emb.mem, emb_reads.requester)
         for index, requester in enumerate((ctrl.mem, fetcher.mem, emb_reads.mem, weights.mem)):
             wiring.connect(m, requester, arbiter.req[index])
