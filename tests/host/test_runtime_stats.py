@@ -1,0 +1,60 @@
+"""Replay statistics: percentiles in bounded memory within 0.1%, the warm-up left out, LoadGen's validity."""
+
+import numpy as np
+import pytest
+
+from rpaccel.host.runtime.stats import LatencyRecorder, min_queries_for
+
+
+def test_early_stopping_matches_loadgen():
+    # LoadGen's Server scenario at the 99th percentile: 459 queries with none over the target, 662 with one,
+    # 2,010 with ten, 6,898 with fifty (mlcommons/inference, loadgen/early_stopping.cc).
+    assert [min_queries_for(t, 0.99) for t in (0, 1, 10, 50)] == [459, 662, 2010, 6898]
+    assert min_queries_for(0, 0.95) == 90      # ceil(log 0.01 / log 0.95)
+    with pytest.raises(ValueError, match="fraction"):
+        min_queries_for(0, 95)
+
+
+def test_percentiles_within_a_tenth_of_a_percent_and_warmup_left_out():
+    rng = np.random.default_rng(1)
+    latencies = rng.lognormal(np.log(3e6), 0.5, 20_000).astype(np.int64)      # about 3 ms
+    arrivals = np.cumsum(rng.exponential(1e6, 20_000)).astype(np.int64)
+    recorder = LatencyRecorder(warmup=1000)
+    for i, (arrival, latency) in enumerate(zip(arrivals, latencies)):
+        recorder.record(int(arrival), int(arrival + (10**9 if i < 1000 else latency)))    # a slow warm-up
+    report = recorder.report()
+    measured = latencies[1000:] / 1e6
+    assert report.queries == 19_000 and report.warmup == 1000
+    for name, q in (("p50", 50), ("p95", 95), ("p99", 99)):
+        assert getattr(report, name) == pytest.approx(np.percentile(measured, q), rel=2e-3), name
+    assert report.max == pytest.approx(measured.max(), rel=1e-3)
+    span = (max(arrivals[1000:] + latencies[1000:]) - arrivals[1000]) / 1e9
+    assert report.completed_qps == pytest.approx(19_000 / span)
+    assert report.valid is None and report.meets_target is None
+
+
+def test_validity_as_loadgen_judges_it():
+    def run(n, slow, target=10.0, **kwargs):
+        recorder = LatencyRecorder(target_ms=target, percentile=0.99, **kwargs)
+        for i in range(n):
+            recorder.record(i * 10**6, i * 10**6 + (20 if i < slow else 1) * 10**6)
+        return recorder.report()
+
+    assert run(459, 0).valid and not run(458, 0).valid
+    short = run(661, 1)
+    assert not short.valid and "early stopping needs 662 queries with 1 over the target" in short.reasons[0]
+    assert run(662, 1).valid and run(662, 1).meets_target
+    assert not run(2000, 100).meets_target
+    assert "fewer than the minimum 1000" in run(500, 0, min_queries=1000).reasons[0]
+    assert "shorter than the minimum" in run(500, 0, min_duration_s=60).reasons[0]
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="before it arrives"):
+        LatencyRecorder().record(10, 5)
+    with pytest.raises(ValueError, match="No query measured: 1 recorded, 5 of warm-up"):
+        recorder = LatencyRecorder(warmup=5)
+        recorder.record(0, 1)
+        recorder.report()
+    with pytest.raises(ValueError, match="latency target"):
+        LatencyRecorder(target_ms=0)
