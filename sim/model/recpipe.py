@@ -25,7 +25,9 @@ dimension K of a weight tile) and ``C`` columns (the output dimension N):
   ``(min(N, C) + min(K, R) + items) * ceil(K / R) * ceil(N / C)``: fill and drain of one tile, and every item,
   for every tile, tiles one after another.
 * **Sort**: on chip, ``items / 16`` (a 64-byte SRAM word of 4-byte scores a cycle), then divided by the clock
-  period in ns.
+  period in ns. The artifact ran under Python 2 (its Docker image installs Ubuntu 16.04's ``python``), where both
+  divisions of integers floor: its figures count ``floor(floor(items / 16) / 8)`` cycles (47 for 6,140 items, not
+  47.97), and so does this.
 * **Output PCIe**: ``5 + 5 * top_n / 4096`` "ms", multiplied by 1,000 as the input term; the sweeps call
   ``run_query`` with ``top_n = 0``, so only the 5 "ms" latency is in RecPipe's figures.
 
@@ -36,7 +38,8 @@ they raise the throughput, not a query's service time, which is one engine's.
 Two of the terms mix units. The PCIe terms are written in milliseconds and added as cycles (5 ms counts as 5,000
 cycles, 40 us, where 5 ms are 625,000 cycles of 8 ns), and the sort term, a cycle count, is divided by the clock
 period as if it were nanoseconds (``items / 128`` cycles at 8 ns). Both are kept by default, so the estimate is
-RecPipe's; ``fix_pcie=True`` and ``fix_sort=True`` give the corrected terms, to show what the errors are worth.
+RecPipe's; ``fix_pcie=True`` and ``fix_sort=True`` give the corrected terms (``ms * 1e6 / clock_ns`` and
+``ceil(items / 16)`` cycles), to show what the errors are worth.
 
 Where the artifact leaves a choice open for a configuration or model it never ran, this module decides:
 
@@ -316,8 +319,8 @@ def recpipe_query(config, stages, *, split=1, clock_ns=RECPIPE_CLOCK_NS, dram_by
         Count the PCIe terms' milliseconds as milliseconds (``ms * 1e6 / clock_ns`` cycles) rather than RecPipe's
         ``ms * 1000`` cycles.
     fix_sort : bool
-        Count the sort as ``items * bytes_per_value / sram_bytes_per_cycle`` cycles rather than RecPipe's that
-        figure divided by ``clock_ns``.
+        Count the sort as ``ceil(items / (sram_bytes_per_cycle / bytes_per_value))`` cycles rather than RecPipe's
+        ``floor(floor(items / (sram_bytes_per_cycle / bytes_per_value)) / clock_ns)``.
 
     Returns
     -------
@@ -368,12 +371,13 @@ def recpipe_query(config, stages, *, split=1, clock_ns=RECPIPE_CLOCK_NS, dram_by
         bottom_layers, top_layers = _layers(model)
         bottom, bottom_load = mlp(bottom_layers, items, rows, cols, engine_bandwidth)
         top, top_load = mlp(top_layers, items, rows, cols, engine_bandwidth)
-        sort = items / (sram_bytes_per_cycle / bytes_per_value)
+        per_cycle = sram_bytes_per_cycle / bytes_per_value
+        sort = math.ceil(items / per_cycle) if fix_sort else math.floor(math.floor(items / per_cycle) / clock_ns)
         estimates.append(StageEstimate(
             model=model.name, items=items, k=k, split=n, rows=rows, cols=cols, engines=n // len(pipeline),
             dram_bytes_per_cycle=engine_bandwidth,
             pcie_in=pcie(_PCIE_LATENCY_MS + _PCIE_IN_MS_PER_4096 / 4096 * items), embedding=embedding,
-            bottom=bottom, top=top, sort=sort if fix_sort else sort / clock_ns,
+            bottom=bottom, top=top, sort=sort,
             pcie_out=pcie(_PCIE_LATENCY_MS + _PCIE_OUT_MS_PER_4096 / 4096 * (k if pcie_out_k else 0)),
             weight_load=bottom_load + top_load))
     return RecPipeEstimate(config=config.name, clock_ns=clock_ns, fix_pcie=bool(fix_pcie), fix_sort=bool(fix_sort),
