@@ -1,0 +1,106 @@
+"""``rpaccel replay``: serve a query trace through a ranking pipeline under load (:mod:`rpaccel.experiments.replay`).
+
+The trace (``rpaccel trace gen``) gives the queries' sizes and candidates; ``--pipeline`` the stages
+(``MODEL:ITEMS:K,...``, e.g. ``rm-small:4096:512,rm-large:512:64``); ``--backend cpu`` runs them for real on this
+machine under MLPerf LoadGen's Server scenario at each ``--load`` (queries per second, exponential arrivals).
+Per load: completed queries per second, p50/p95/p99 latency, NDCG@k of the rankings, and with ``--target-ms``
+LoadGen's validity (early stopping, minimum queries and duration). ``--out`` writes the rows as JSON and CSV and
+keeps LoadGen's logs; nothing is written until the run is complete.
+"""
+
+from pathlib import Path
+
+from .common import CLIError, print_json, say
+from .hostcommon import check_files, positive_int
+
+
+def _loads(text):
+    import argparse
+
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or any(not value > 0 for value in values):
+        raise argparse.ArgumentTypeError(f"loads must be positive queries per second, not {text!r}")
+    return values
+
+
+def _model(text):
+    import argparse
+
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=FILE")
+    return name, path
+
+
+def register(subparsers):
+    p = subparsers.add_parser("replay", help="serve a query trace through a pipeline under load (cpu backend)",
+                              description=__doc__)
+    p.add_argument("--trace", required=True, help="query trace (rpaccel trace gen)")
+    p.add_argument("--pipeline", required=True, help="stages MODEL:ITEMS:K,... (e.g. rm-small:4096:512,"
+                                                     "rm-large:512:64)")
+    p.add_argument("--backend", default="cpu", help="cpu (model and rtl: issue 21's next parts)")
+    p.add_argument("--model", type=_model, action="append", default=[], metavar="NAME=FILE",
+                   help="a stage model's file: quantised .q.npz (int8) or float weights .npz (float32); default: "
+                        "trained for seconds on the trace's synthetic stream")
+    p.add_argument("--numerics", default="int8", help="int8 (the integer reference: the chip's rankings) or float32")
+    p.add_argument("--load", type=_loads, default=[100.0], metavar="QPS,...",
+                   help="offered loads in queries per second (default 100)")
+    p.add_argument("--target-ms", type=float, help="latency target for validity (LoadGen's)")
+    p.add_argument("--percentile", type=float, default=95.0, help="the target's percentile (default 95)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--working-set", type=positive_int, default=32,
+                   help="trace queries LoadGen draws from, the trace's first (default 32)")
+    p.add_argument("--min-queries", type=positive_int, default=200, help="LoadGen's minimum queries (default 200)")
+    p.add_argument("--min-duration", type=float, default=5.0, help="LoadGen's minimum seconds per load (default 5)")
+    p.add_argument("--k", type=positive_int, help="NDCG depth (default the last stage's K)")
+    p.add_argument("--seed", type=int, default=1, help="seed of training and of LoadGen (default 1)")
+    p.add_argument("--out", help="folder for rows.json, rows.csv and LoadGen's logs (must not exist)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    import csv
+    import json
+    import shutil
+    import tempfile
+
+    from ..experiments.replay import run_replay
+
+    out = Path(args.out) if args.out else None
+    check_files([("--trace", args.trace)], [])
+    if out is not None and out.exists():
+        raise CLIError(f"--out {out} exists; name a new folder (nothing is overwritten)")
+    if not 0 < args.percentile < 100:
+        raise CLIError(f"--percentile must be in (0, 100), not {args.percentile}")
+    models = dict(args.model)
+    scratch = Path(tempfile.mkdtemp(prefix=".replay-", dir=out.parent if out else None)) if out else None
+    try:
+        report = run_replay(trace=args.trace, pipeline=args.pipeline, backend=args.backend, models=models or None,
+                            numerics=args.numerics, loads=args.load, target_ms=args.target_ms,
+                            percentile=args.percentile / 100, workers=args.workers, working_set=args.working_set,
+                            min_queries=args.min_queries, min_duration_s=args.min_duration, k=args.k,
+                            seed=args.seed, outdir=scratch, progress=None if args.json else say)
+        if out is not None:
+            (scratch / "rows.json").write_text(json.dumps(report.data, indent=2) + "\n")
+            with open(scratch / "rows.csv", "w", newline="") as handle:
+                fields = [key for key in report.rows[0] if key != "reasons"]
+                writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(report.rows)
+            scratch.rename(out)
+            scratch = None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if args.json:
+        print_json(report.data)
+    else:
+        print(report.text)
+        if out is not None:
+            print(f"\nwrote {out}/rows.json, rows.csv and LoadGen's logs (load-*/)")
+    return 0
+

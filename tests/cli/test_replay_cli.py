@@ -1,0 +1,63 @@
+"""``rpaccel replay`` end to end on the cpu backend, and its one-line errors."""
+
+import csv
+import json
+
+import pytest
+
+from rpaccel.cli import main
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    d = tmp_path_factory.mktemp("replay")
+    assert main(["trace", "gen", "--out", str(d / "t.jsonl"), "--queries", "40", "--sizes", "fixed:256",
+                 "--max-rows", "300", "--start", "30000", "--quiet"]) == 0
+    return d / "t.jsonl"
+
+
+@pytest.mark.slow
+def test_replay_on_the_cpu_backend_writes_rows_and_loadgen_logs(trace, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["replay", "--trace", str(trace), "--pipeline", "rm-small:256:32,rm-med:32:8", "--load", "50",
+                 "--target-ms", "500", "--min-duration", "1", "--min-queries", "50", "--working-set", "8",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| 50 |" in text and "NDCG@8" in text
+    rows = json.loads((out / "rows.json").read_text())["rows"]
+    assert rows[0]["queries"] >= 50 and rows[0]["p50_ms"] <= rows[0]["p95_ms"] <= rows[0]["p99_ms"]
+    assert rows[0]["loadgen_result"] in ("VALID", "INVALID") and 0 <= rows[0]["ndcg@8"] <= 1
+    with open(out / "rows.csv") as handle:
+        assert next(csv.DictReader(handle))["offered_qps"] == "50.0"
+    assert (out / "load-50" / "mlperf_log_summary.txt").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "board"], "--backend must be one of cpu"),
+    (["--pipeline", "rm-small:256"], "not MODEL:ITEMS:K"),
+    (["--pipeline", "rm-small:128:16"], "trace query 0: A query of 256 candidates does not fit stage 0"),
+    (["--pipeline", "nope:256:16"], "unknown model 'nope'"),
+    (["--model", "rm-med=x.q.npz"], "names model(s) rm-med the pipeline does not use"),
+    (["--load", "0"], "loads must be positive"),
+    (["--numerics", "float64"], "--numerics must be one of int8, float32"),
+    (["--trace", "{d}/missing.jsonl"], "missing.jsonl: cannot open"),
+])
+def test_bad_input_is_one_line_with_status_2(trace, tmp_path, argv, message, capsys):
+    base = {"--trace": str(trace), "--pipeline": "rm-small:256:16", "--min-duration": "1"}
+    args = ["replay"]
+    given = dict(zip(argv[::2], argv[1::2]))
+    for option, value in {**base, **given}.items():
+        args += [option, value.format(d=tmp_path)]
+    try:
+        status = main(args)
+    except SystemExit as exit:     # argparse's own errors (one line, status 2)
+        status = exit.code
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_replay_refuses_an_existing_output_folder(trace, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main(["replay", "--trace", str(trace), "--pipeline", "rm-small:256:16", "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "exists; name a new folder" in capsys.readouterr().err
