@@ -20,7 +20,8 @@ with sorted keys and no spaces, so the same arguments write the same bytes (a ``
 
 * Line 1, the header: ``{"format": "rpaccel-trace", "version": 1, "queries": N, "seed": S, "sizes": "...",
   "arrivals": "...", "data": {...}}``; ``data`` is ``{"kind": "synthetic", "seed": ..., "max_rows": ..., "skew":
-  ..., "ctr": ..., "start": ...}`` or ``{"kind": "file", "path": "...", "samples": M}``.
+  ..., "ctr": ..., "start": ...}`` or ``{"kind": "file", "path": "...", "samples": M}`` (the path relative to
+  the trace's folder).
 * Lines 2 to N + 1, one per query, in arrival order: ``{"q": i, "t_ns": T, "size": n, "first": f}``: query number
   (0, 1, 2, ...), arrival in nanoseconds from the trace's start (non-decreasing), candidates, and the index of the
   first sample in the data stream (the query ranks samples ``f`` to ``f + n - 1``, wrapping around a file's end).
@@ -469,7 +470,7 @@ class TraceData:
     ----------
     header : TraceHeader
     base : path-like, optional
-        Folder a relative data-file path is taken from (default: the current folder).
+        Folder a relative data-file path is taken from: the trace's (default: the current folder).
 
     Raises
     ------

@@ -2,7 +2,9 @@
 
 The trace (``rpaccel trace gen``) gives the queries' sizes and candidates; ``--pipeline`` the stages
 (``MODEL:ITEMS:K,...``, e.g. ``rm-small:4096:512,rm-large:512:64``); ``--backend cpu`` runs them for real on this
-machine under MLPerf LoadGen's Server scenario at each ``--load`` (queries per second, exponential arrivals).
+machine under MLPerf LoadGen's Server scenario at each ``--load`` (queries per second, exponential arrivals);
+``--backend rtl`` runs them on the chip's RTL (Verilator, ``--preset``/``--set``), each query sent at its arrival
+in the trace (gaps scaled to each ``--load``; default the trace's own rate), every response checked.
 Per load: completed queries per second, p50/p95/p99 latency, NDCG@k of the rankings, and with ``--target-ms``
 LoadGen's validity (early stopping, minimum queries and duration). ``--out`` writes the rows as JSON and CSV and
 keeps LoadGen's logs; nothing is written until the run is complete.
@@ -10,7 +12,7 @@ keeps LoadGen's logs; nothing is written until the run is complete.
 
 from pathlib import Path
 
-from .common import CLIError, print_json, say
+from .common import CLIError, CommandFailed, add_config_arguments, config_from_args, print_json, say
 from .hostcommon import check_files, positive_int
 
 
@@ -41,18 +43,21 @@ def register(subparsers):
     p.add_argument("--trace", required=True, help="query trace (rpaccel trace gen)")
     p.add_argument("--pipeline", required=True, help="stages MODEL:ITEMS:K,... (e.g. rm-small:4096:512,"
                                                      "rm-large:512:64)")
-    p.add_argument("--backend", default="cpu", help="cpu (model and rtl: issue 21's next parts)")
+    p.add_argument("--backend", default="cpu", help="cpu (default) or rtl (the model backend: issue 21's next part)")
+    add_config_arguments(p)
     p.add_argument("--model", type=_model, action="append", default=[], metavar="NAME=FILE",
                    help="a stage model's file: quantised .q.npz (int8) or float weights .npz (float32); default: "
                         "trained for seconds on the trace's synthetic stream")
     p.add_argument("--numerics", default="int8", help="int8 (the integer reference: the chip's rankings) or float32")
-    p.add_argument("--load", type=_loads, default=[100.0], metavar="QPS,...",
-                   help="offered loads in queries per second (default 100)")
+    p.add_argument("--load", type=_loads, metavar="QPS,...",
+                   help="offered loads in queries per second (default: the trace's own rate)")
     p.add_argument("--target-ms", type=float, help="latency target for validity (LoadGen's)")
     p.add_argument("--percentile", type=float, default=95.0, help="the target's percentile (default 95)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
-    p.add_argument("--working-set", type=positive_int, default=32,
-                   help="trace queries LoadGen draws from, the trace's first (default 32)")
+    p.add_argument("--queries", type=positive_int, default=32,
+                   help="the trace's first queries used: LoadGen's working set (cpu) or those replayed (rtl) "
+                        "(default 32)")
+    p.add_argument("--warmup", type=int, default=0, help="queries left out of the figures at the start (rtl)")
     p.add_argument("--min-queries", type=positive_int, default=200, help="LoadGen's minimum queries (default 200)")
     p.add_argument("--min-duration", type=float, default=5.0, help="LoadGen's minimum seconds per load (default 5)")
     p.add_argument("--k", type=positive_int, help="NDCG depth (default the last stage's K)")
@@ -79,9 +84,10 @@ def run(args):
     models = dict(args.model)
     scratch = Path(tempfile.mkdtemp(prefix=".replay-", dir=out.parent if out else None)) if out else None
     try:
-        report = run_replay(trace=args.trace, pipeline=args.pipeline, backend=args.backend, models=models or None,
-                            numerics=args.numerics, loads=args.load, target_ms=args.target_ms,
-                            percentile=args.percentile / 100, workers=args.workers, working_set=args.working_set,
+        report = run_replay(trace=args.trace, pipeline=args.pipeline, backend=args.backend,
+                            config=config_from_args(args), models=models or None, numerics=args.numerics,
+                            loads=args.load, target_ms=args.target_ms, percentile=args.percentile / 100,
+                            workers=args.workers, queries=args.queries, warmup=args.warmup,
                             min_queries=args.min_queries, min_duration_s=args.min_duration, k=args.k,
                             seed=args.seed, outdir=scratch, progress=None if args.json else say)
         if out is not None:
@@ -101,6 +107,9 @@ def run(args):
     else:
         print(report.text)
         if out is not None:
-            print(f"\nwrote {out}/rows.json, rows.csv and LoadGen's logs (load-*/)")
+            print(f"\nwrote {out}/rows.json, rows.csv" + (" and LoadGen's logs (load-*/)" if args.backend == "cpu"
+                                                            else ""))
+    if not report.passed:
+        raise CommandFailed(report.failures[0])
     return 0
 

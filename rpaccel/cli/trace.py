@@ -7,6 +7,7 @@ info`` reads a trace, checking every line, and reports its load and its size and
 it with ``file:line: field: what``.
 """
 
+import os
 from pathlib import Path
 
 from .common import CLIError, print_json
@@ -68,7 +69,9 @@ def _data_source(args):
         raise CLIError(f"--data {path}: no such file")
     with host_errors():
         samples = len(load_records(path))
-    return {"kind": "file", "path": str(path), "samples": samples}
+    # Relative to the trace's folder, so that a trace and its data move together.
+    return {"kind": "file", "path": os.path.relpath(path.resolve(), Path(args.out).resolve().parent),
+            "samples": samples}
 
 
 def run_gen(args):

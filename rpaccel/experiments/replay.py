@@ -18,7 +18,7 @@ from .report import ExperimentError, Report
 
 __all__ = ["run_replay"]
 
-BACKENDS = ("cpu",)
+BACKENDS = ("cpu", "rtl")
 
 
 def _load_models(stages, files, numerics, header, train_samples, seed, progress):
@@ -83,9 +83,9 @@ def _ndcg(rankings, queries, k):
     return float(np.mean(ndcg(labels, k))) if len(labels) else None
 
 
-def run_replay(*, trace, pipeline, backend="cpu", models=None, numerics="int8", loads=(100.0,), target_ms=None,
-               percentile=0.95, workers=1, working_set=32, min_queries=200, min_duration_s=5.0, k=None,
-               train_samples=20_000, seed=1, outdir=None, progress=None):
+def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, numerics="int8", loads=None,
+               target_ms=None, percentile=0.95, workers=1, queries=32, warmup=0, min_queries=200,
+               min_duration_s=5.0, k=None, train_samples=20_000, seed=1, outdir=None, progress=None):
     """Serve ``trace``'s queries through ``pipeline`` on ``backend`` at each offered load.
 
     Parameters
@@ -95,21 +95,29 @@ def run_replay(*, trace, pipeline, backend="cpu", models=None, numerics="int8", 
     pipeline : str
         ``MODEL:ITEMS:K,...``.
     backend : str
-        ``"cpu"``.
+        ``"cpu"`` (the pipeline on this machine under LoadGen) or ``"rtl"`` (the chip on Verilator, each query
+        sent at its arrival).
+    config : rpaccel.config.AccelConfig, optional
+        The chip (``rtl``; default the ``small`` preset).
     models : dict, optional
         Model name -> file; default: trained on the trace's synthetic stream.
     numerics : str
-        ``"int8"`` (the integer reference, the chip's rankings) or ``"float32"``.
-    loads : sequence of float
-        Offered loads in queries per second (LoadGen's exponential arrivals).
+        ``"int8"`` (the integer reference, the chip's rankings) or ``"float32"`` (``cpu`` only).
+    loads : sequence of float, optional
+        Offered loads in queries per second. ``cpu``: LoadGen's exponential arrivals at each; ``rtl``: the
+        trace's arrivals scaled to each. Default: the trace's own rate.
     target_ms, percentile : float
-        Latency target for validity (default: none; LoadGen needs one, so 1 s is used and not judged).
+        Latency target and its percentile for validity (``cpu``: LoadGen's; without a target LoadGen gets 1 s,
+        not judged).
     workers : int
-        Worker processes.
-    working_set : int
-        Trace queries LoadGen draws from (its performance sample count): the first ones of the trace.
+        Worker processes (``cpu``).
+    queries : int
+        Trace queries used: LoadGen's working set (``cpu``, the first ones of the trace) or the queries replayed
+        (``rtl``).
+    warmup : int
+        Queries left out of the figures at the start (``rtl``).
     min_queries, min_duration_s
-        LoadGen's minimum query count and duration per load.
+        LoadGen's minimum query count and duration per load (``cpu``).
     k : int, optional
         NDCG depth (default the last stage's K).
     train_samples, seed : int
@@ -121,24 +129,26 @@ def run_replay(*, trace, pipeline, backend="cpu", models=None, numerics="int8", 
     -------
     Report
     """
-    import tempfile
-
     from ..host.data import DataError
-    from ..host.runtime.cpu import NUMERICS, CpuRanker, run_loadgen
+    from ..host.runtime.cpu import NUMERICS
     from ..host.runtime.pipeline import PipelineError, parse_pipeline, stage_items
     from ..host.runtime.trace import TraceData, read_trace
 
     if backend not in BACKENDS:
-        raise ExperimentError("backend", f"must be one of {', '.join(BACKENDS)} (model and rtl: issue 21's next "
-                                         f"parts), not {backend!r}")
-    if numerics not in NUMERICS:
-        raise ExperimentError("numerics", f"must be one of {', '.join(NUMERICS)}, not {numerics!r}")
-    loads = list(loads)
-    if not loads or any(not (isinstance(q, (int, float)) and q > 0) for q in loads):
-        raise ExperimentError("load", f"must be positive queries per second, not {loads!r}")
-    for name, value in (("workers", workers), ("working_set", working_set), ("min_queries", min_queries)):
+        raise ExperimentError("backend", f"must be one of {', '.join(BACKENDS)} (model: issue 21's next part), "
+                                         f"not {backend!r}")
+    if numerics not in NUMERICS or (backend == "rtl" and numerics != "int8"):
+        raise ExperimentError("numerics", f"must be one of {', '.join(NUMERICS) if backend == 'cpu' else 'int8'} "
+                                          f"on the {backend} backend, not {numerics!r}")
+    if loads is not None:
+        loads = list(loads)
+        if not loads or any(not (isinstance(q, (int, float)) and q > 0) for q in loads):
+            raise ExperimentError("load", f"must be positive queries per second, not {loads!r}")
+    for name, value in (("workers", workers), ("queries", queries), ("min_queries", min_queries)):
         if not isinstance(value, int) or value < 1:
             raise ExperimentError(name, f"must be a positive integer, not {value!r}")
+    if not isinstance(warmup, int) or not 0 <= warmup < queries:
+        raise ExperimentError("warmup", f"must be a number of queries in [0, {queries}), not {warmup!r}")
     try:
         stages = parse_pipeline(pipeline)
     except PipelineError as error:
@@ -149,30 +159,54 @@ def run_replay(*, trace, pipeline, backend="cpu", models=None, numerics="int8", 
         raise ExperimentError("k", f"must be in [1, {stages[-1].k}] (the last stage's K), not {k}")
     try:
         header, records = read_trace(trace)
-        queries_meta = [record for _, record in zip(range(working_set), records)]
-        for record in queries_meta:
+        chosen = [record for _, record in zip(range(queries), records)]
+        for record in chosen:
             try:
                 stage_items(stages, record.size)
             except PipelineError as error:
                 raise ExperimentError("pipeline", f"trace query {record.q}: {error}") from None
-        data = TraceData(header, base=Path(trace).parent if header.data["kind"] == "file" else None)
-        queries = {record.q: data.query(record) for record in queries_meta}
+        data = TraceData(header, base=Path(trace).parent)
+        candidates = {record.q: data.query(record) for record in chosen}
     except DataError as error:
         raise ExperimentError("trace", str(error)) from None
+    times = np.array([record.t_ns for record in chosen], dtype=np.int64)
+    trace_qps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 1 and times[-1] > times[0] else None
+    if loads is None:
+        if trace_qps is None:
+            raise ExperimentError("load", "must be given: the trace's first queries arrive all at once")
+        loads = [trace_qps]
     loaded, note = _load_models(stages, models, numerics, header, train_samples, seed, progress)
-    ranker = CpuRanker(stages, loaded, numerics)
+    if backend == "cpu":
+        rows = _serve_cpu(stages, loaded, numerics, candidates, loads, target_ms, percentile, workers, min_queries,
+                          min_duration_s, k, seed, outdir, progress)
+    else:
+        rows = _serve_rtl(config, stages, loaded, candidates, times, trace_qps, loads, target_ms, percentile,
+                          warmup, k, progress)
+    text = _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, len(candidates), config)
+    return Report(rows=rows, text=text, data={"trace": str(trace), "pipeline": pipeline, "backend": backend,
+                                              "rows": rows, "models": note or "given files"},
+                  failures=tuple(f"load {row['offered_qps']:g}: {message}" for row in rows
+                                 for message in row.get("mismatches", [])))
+
+
+def _serve_cpu(stages, models, numerics, candidates, loads, target_ms, percentile, workers, min_queries,
+               min_duration_s, k, seed, outdir, progress):
+    import tempfile
+
+    from ..host.runtime.cpu import CpuRanker, run_loadgen
+
+    ranker = CpuRanker(stages, models, numerics)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for load in loads:
             if progress:
                 progress(f"serving at {load:g} queries/s for at least {min_duration_s:g} s (LoadGen Server)")
-            out = Path(outdir or scratch) / f"load-{load:g}"
             started = time.monotonic()
-            run = run_loadgen(ranker, queries, qps=load, target_ms=target_ms or 1000.0, percentile=percentile,
+            run = run_loadgen(ranker, candidates, qps=load, target_ms=target_ms or 1000.0, percentile=percentile,
                               min_queries=min_queries, min_duration_s=min_duration_s, workers=workers,
-                              outdir=out, seed=seed)
+                              outdir=Path(outdir or scratch) / f"load-{load:g}", seed=seed)
             report = run.report
-            rows.append({"backend": backend, "numerics": numerics, "offered_qps": load,
+            rows.append({"backend": "cpu", "numerics": numerics, "offered_qps": load,
                          "completed_qps": report.completed_qps, "queries": report.queries, "p50_ms": report.p50,
                          "p95_ms": report.p95, "p99_ms": report.p99, "mean_ms": report.mean,
                          "meets_target": report.meets_target if target_ms else None,
@@ -180,29 +214,84 @@ def run_replay(*, trace, pipeline, backend="cpu", models=None, numerics="int8", 
                          "loadgen_result": run.loadgen.get("result") if target_ms else None,
                          "loadgen_completed_qps": run.loadgen.get("completed_qps"),
                          "loadgen_p95_ms": run.loadgen.get("95.00_percentile_ms"),
-                         f"ndcg@{k}": _ndcg(run.rankings, queries, k), "wall_s": time.monotonic() - started,
+                         f"ndcg@{k}": _ndcg(run.rankings, candidates, k), "wall_s": time.monotonic() - started,
                          "reasons": list(report.reasons) if target_ms else []})
-    text = _text(rows, header, stages, workers, target_ms, percentile, note, k, len(queries))
-    return Report(rows=rows, text=text, data={"trace": str(trace), "pipeline": pipeline, "rows": rows,
-                                              "models": note or "given files"})
+    return rows
 
 
-def _text(rows, header, stages, workers, target_ms, percentile, note, k, working_set):
+def _serve_rtl(config, stages, models, candidates, times, trace_qps, loads, target_ms, percentile, warmup, k,
+               progress):
+    from ..config import preset
+    from ..host.runtime.chip import replay_on_chip
+    from ..host.runtime.pipeline import PipelineError
+    from ..host.runtime.stats import LatencyRecorder
+    from ..sim.chip import chip_device
+
+    config = config or preset("small")
+    numbers = sorted(candidates)
+    queries = [candidates[number] for number in numbers]
+    device = chip_device(config)
+    rows = []
+    for load in loads:
+        scale = 1.0 if trace_qps is None else trace_qps / load
+        arrivals = np.rint((times - times[0]) * scale).astype(np.int64)
+        if progress:
+            progress(f"replaying {len(queries)} queries on the {config.name} chip (RTL, Verilator) at "
+                     f"{load:g} queries/s")
+        try:
+            run = replay_on_chip(device, config, models, stages, queries, arrivals)
+        except PipelineError as error:
+            raise ExperimentError("pipeline", str(error)) from None
+        recorder = LatencyRecorder(warmup=warmup, target_ms=target_ms, percentile=percentile)
+        arrival_ns = run.arrivals * 1000 / config.clock_mhz
+        for arrival, latency in zip(arrival_ns, run.latencies_ns):
+            recorder.record(arrival, arrival + latency)
+        report = recorder.report()
+        rankings = {number: (np.array([index for _, index in ranking]), None)
+                    for number, ranking in zip(numbers, run.rankings)}
+        rows.append({"backend": "rtl", "numerics": "int8", "offered_qps": load, "completed_qps": report.completed_qps,
+                     "queries": report.queries, "warmup": report.warmup, "p50_ms": report.p50,
+                     "p95_ms": report.p95, "p99_ms": report.p99, "mean_ms": report.mean,
+                     "meets_target": report.meets_target, "valid": report.valid,
+                     f"ndcg@{k}": _ndcg(rankings, candidates, k), "service_cycles": int(np.min(
+                         run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
+                     "wall_s": run.wall_seconds, "checked": not run.mismatches,
+                     "mismatches": list(run.mismatches.values()), "reasons": list(report.reasons)})
+    return rows
+
+
+def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, count, config):
     pipeline = " -> ".join(str(stage) for stage in stages)
-    lines = [f"Replay on the cpu backend: {pipeline}; {workers} worker process(es); LoadGen Server scenario "
-             f"(exponential arrivals), over the trace's first {working_set} queries (sizes {header.sizes})."]
+    if backend == "cpu":
+        lines = [f"Replay on the cpu backend: {pipeline}; {workers} worker process(es); LoadGen Server scenario "
+                 f"(exponential arrivals), over the trace's first {count} queries (sizes {header.sizes})."]
+    else:
+        name = config.name if config else "small"
+        clock = f"{config.clock_mhz:g}" if config else "the preset's"
+        lines = [f"Replay on the rtl backend: {pipeline}; the {name} chip on Verilator, RPAccel mode, the trace's "
+                 f"first {count} queries each sent at its arrival (the trace's gaps scaled to each load); latency "
+                 f"at {clock} MHz."]
     if note:
         lines.append(note + ".")
     target = f" (target p{percentile * 100:g} {target_ms:g} ms)" if target_ms else ""
     head = ["offered q/s", "completed q/s", "queries", "p50 ms", "p95 ms", "p99 ms", f"NDCG@{k}", "valid" + target]
+    if backend == "rtl":
+        head.append("checked")
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---:|" * (len(head) - 1) + "---|"]
     for row in rows:
         verdict = "-" if row["valid"] is None else ("yes" if row["valid"] else "no: " + "; ".join(row["reasons"]))
         ndcg = row[f"ndcg@{k}"]
-        lines.append(f"| {row['offered_qps']:g} | {row['completed_qps']:.1f} | {row['queries']} | "
-                     f"{row['p50_ms']:.2f} | {row['p95_ms']:.2f} | {row['p99_ms']:.2f} | "
-                     f"{'-' if ndcg is None else f'{ndcg:.4f}'} | {verdict} |")
+        cells = [f"{row['offered_qps']:.1f}", f"{row['completed_qps']:.1f}", str(row["queries"]),
+                 f"{row['p50_ms']:.3f}", f"{row['p95_ms']:.3f}", f"{row['p99_ms']:.3f}",
+                 "-" if ndcg is None else f"{ndcg:.4f}", verdict]
+        if backend == "rtl":
+            cells.append("yes" if row["checked"] else "no")
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Latency: from LoadGen's issue of a query to its ranking (wall clock, HdrHistogram); LoadGen's own "
-                 "p95 agrees within the time LoadGen takes to issue.")
-    return "\n".join(lines)
+    if backend == "cpu":
+        lines.append("Latency: from LoadGen's issue of a query to its ranking (wall clock, HdrHistogram); "
+                     "LoadGen's own p95 agrees within the time LoadGen takes to issue.")
+    else:
+        lines.append("Latency: from a query's arrival cycle to its last response (the chip's cycles at the "
+                     "preset's clock); checked: every response equals the golden model's.")
+    return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ def trace(tmp_path_factory):
 def test_replay_on_the_cpu_backend_writes_rows_and_loadgen_logs(trace, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["replay", "--trace", str(trace), "--pipeline", "rm-small:256:32,rm-med:32:8", "--load", "50",
-                 "--target-ms", "500", "--min-duration", "1", "--min-queries", "50", "--working-set", "8",
+                 "--target-ms", "500", "--min-duration", "1", "--min-queries", "50", "--queries", "8",
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| 50 |" in text and "NDCG@8" in text
@@ -33,13 +33,14 @@ def test_replay_on_the_cpu_backend_writes_rows_and_loadgen_logs(trace, tmp_path,
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--backend", "board"], "--backend must be one of cpu"),
+    (["--backend", "board"], "--backend must be one of cpu, rtl"),
     (["--pipeline", "rm-small:256"], "not MODEL:ITEMS:K"),
     (["--pipeline", "rm-small:128:16"], "trace query 0: A query of 256 candidates does not fit stage 0"),
     (["--pipeline", "nope:256:16"], "unknown model 'nope'"),
     (["--model", "rm-med=x.q.npz"], "names model(s) rm-med the pipeline does not use"),
     (["--load", "0"], "loads must be positive"),
     (["--numerics", "float64"], "--numerics must be one of int8, float32"),
+    (["--backend", "rtl", "--numerics", "float32"], "--numerics must be one of int8 on the rtl backend"),
     (["--trace", "{d}/missing.jsonl"], "missing.jsonl: cannot open"),
 ])
 def test_bad_input_is_one_line_with_status_2(trace, tmp_path, argv, message, capsys):
@@ -61,3 +62,12 @@ def test_replay_refuses_an_existing_output_folder(trace, tmp_path, capsys):
     assert main(["replay", "--trace", str(trace), "--pipeline", "rm-small:256:16", "--out",
                  str(tmp_path / "run")]) == 2
     assert "exists; name a new folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rtl_backend_refuses_a_pipeline_the_chip_cannot_run_before_simulating(trace, capsys):
+    assert main(["replay", "--backend", "rtl", "--trace", str(trace), "--pipeline", "rm-small:256:100",
+                 "--queries", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "The chip (small) cannot run the pipeline: Stage 0: k = 100 is outside [1, 64] (k_max)" in err
+    assert len(err.splitlines()) == 1

@@ -476,13 +476,18 @@ class Schedule:
     i has left the chip; no lookahead. ``None`` is the mode's own: serial for the baseline (RecPipe's TPU-like
     baseline has no sub-batch pipelining), overlapped for RPAccel (whose top-k and filter units keep a query open
     across sub-batches, which a SYNC would wait for). ``serial=False`` with the baseline lets the chip's decoupled
-    units overlap sub-batches as they do in RPAccel mode: a stronger baseline than RecPipe's."""
+    units overlap sub-batches as they do in RPAccel mode: a stronger baseline than RecPipe's.
+
+    ``interleave`` (RPAccel mode): stage ``s`` of query ``q`` may interleave with stage ``s - 1`` of query ``q + 1``
+    (see :func:`compile_queries`). ``False`` keeps each query's commands together, in query order, as a replay
+    that sends each query at its arrival needs (a query's commands cannot wait behind a later query's)."""
 
     mode: str = "rpaccel"
     split: int = None
     sub_batch: int = None
     lookahead: bool = True
     serial: bool = None
+    interleave: bool = True
 
 
 @dataclass
@@ -843,7 +848,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     # fetcher, the joiner, the weight loader) serve both lanes in turn rather than one stage's whole query first.
     # Lookahead then needs the FIFO to hold a sub-batch of every stage (the joiner sends jobs in fetch order: the
     # other lanes' jobs fetched between a sub-batch and the next, which the lane computes first, wait behind it).
-    interleave = (not baseline and setup.resident and len(set(lanes)) == len(stages)
+    interleave = (schedule.interleave and not baseline and setup.resident and len(set(lanes)) == len(stages)
                   and len(set(holders)) == len(stages))
     waves = ([[(w - s, s) for s in reversed(range(len(stages))) if 0 <= w - s < len(queries)]
               for w in range(len(queries) + len(stages) - 1)] if interleave else

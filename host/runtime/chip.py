@@ -1,0 +1,172 @@
+"""The accelerator backend: a trace's queries on the chip, each sent at its arrival cycle.
+
+:func:`replay_on_chip` places every query's candidates in the chip's memory, compiles the pipeline in RPAccel mode
+with each query's commands kept together (:class:`~rpaccel.host.driver.chip.Schedule` ``interleave=False``), and
+runs one timed trace on a :class:`~rpaccel.host.driver.device.Device` (the RTL on Verilator today; the fast model
+and a board behind the same interface later): the memory image and the setup first, then each query's commands
+as one burst held until its arrival cycle. The chip's command port takes a burst only as fast as the controller
+dispatches, so a query that arrives while earlier ones are in flight queues inside the chip, as it would on a
+board. A query finishes with its last response (the final RANK); its latency is that cycle minus its arrival.
+
+Time zero of the trace is the cycle after the setup: a first run of the setup alone measures when it ends (the
+run is deterministic, so the full run ends it on the same cycle), and the queries' arrivals are counted from the
+cycle after. Arrivals in nanoseconds become cycles at the configuration's clock (``clock_mhz``), rounded down.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..driver.chip import (
+    ChipEncoder,
+    ChipSetup,
+    CompileError,
+    Schedule,
+    Stage,
+    compile_queries,
+    decode_responses,
+    expected_responses,
+)
+from ..driver.codec import to_ints
+from ..driver.device import TimedTrace
+from .pipeline import PipelineError, stage_items
+
+__all__ = ["ChipReplay", "replay_on_chip"]
+
+#: Tag of the setup's SYNC; queries take tags 0 to 254 (so at most 255 queries a run).
+SETUP_TAG = 255
+MAX_QUERIES = SETUP_TAG
+
+
+@dataclass
+class ChipReplay:
+    """What a replay on the chip measured.
+
+    Attributes
+    ----------
+    arrivals, finishes : numpy.ndarray
+        Per query, its arrival and the cycle its last response left the chip, counted from time zero (the cycle
+        after the setup).
+    latencies_ns : numpy.ndarray
+        ``(finishes - arrivals)`` in nanoseconds at the clock.
+    rankings : list
+        Per query, the chip's ranking ``[(score, index), ...]`` best first (indices into the query's candidates).
+    mismatches : dict
+        ``{query: message}`` of queries whose responses differ from the golden model's (empty when all agree).
+    setup_cycles, total_cycles : int
+        Cycles of the setup and of the whole run.
+    wall_seconds : float
+    clock_mhz : float
+    """
+
+    arrivals: np.ndarray
+    finishes: np.ndarray
+    latencies_ns: np.ndarray
+    rankings: list
+    mismatches: dict
+    setup_cycles: int
+    total_cycles: int
+    wall_seconds: float
+    clock_mhz: float
+
+
+def _query_records(program, setup_count):
+    """The program's command records per query (in order, each query's together) after the setup's."""
+    records = program.steps[0].records[setup_count:]
+    out = [[] for _ in program.queries]
+    query = -1
+    for record in records:
+        if query < 0 or record["tag"] != program.tags[query]:
+            query += 1
+            if program.tags[query] != record["tag"]:
+                raise AssertionError("the compiler interleaved queries")
+        out[query].append(record)
+    return out
+
+
+def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_batch=None, max_cycles=None):
+    """Run ``queries`` through ``stages`` on the chip ``device``, each at its arrival.
+
+    Parameters
+    ----------
+    device : rpaccel.host.driver.device.Device
+        The chip of ``config`` (e.g. :func:`rpaccel.sim.chip.chip_device`).
+    config : rpaccel.config.AccelConfig
+    models : dict
+        Model name -> :class:`~rpaccel.host.quant.QuantModel` for every stage's model.
+    stages : tuple of StageSpec
+    queries : list of rpaccel.host.data.Records
+        Each query's candidates.
+    arrivals_ns : sequence of int
+        Each query's arrival (non-decreasing) in nanoseconds from time zero.
+    sub_batch : int, optional
+        The compiler's sub-batch size (default the most the lanes hold).
+    max_cycles : int, optional
+        Simulation budget (default: 20 million cycles a query and stage beyond the last arrival).
+
+    Raises
+    ------
+    rpaccel.host.runtime.pipeline.PipelineError
+        Before anything runs, if a query does not fit the pipeline, the queries are too many for one run
+        (255), or the chip cannot run the pipeline (the compiler's reason: k above K_MAX, a model that does not
+        fit, memory too small for the queries' candidates).
+    """
+    if not queries:
+        raise PipelineError("No queries to replay")
+    if len(queries) > MAX_QUERIES:
+        raise PipelineError(f"One replay on the chip takes at most {MAX_QUERIES} queries (response tags), not "
+                            f"{len(queries)}")
+    arrivals_ns = np.asarray(arrivals_ns, dtype=np.int64)
+    if arrivals_ns.shape != (len(queries),) or (np.diff(arrivals_ns) < 0).any() or (arrivals_ns < 0).any():
+        raise PipelineError("Arrivals must be one non-negative, non-decreasing time per query")
+    for number, records in enumerate(queries):
+        try:
+            stage_items(stages, len(records))
+        except PipelineError as error:
+            raise PipelineError(f"Query {number}: {error}") from None
+    order = list(dict.fromkeys(stage.model for stage in stages))
+    try:
+        setup = ChipSetup(config, [models[name] for name in order])
+        placed = [setup.add_query({models[name]: models[name].inputs(records) for name in order})
+                  for records in queries]
+        program = compile_queries(setup, [Stage(models[stage.model], k=stage.k) for stage in stages], placed,
+                                  Schedule("rpaccel", sub_batch=sub_batch, interleave=False))
+    except (CompileError, ValueError) as error:
+        raise PipelineError(f"The chip ({config.name}) cannot run the pipeline: {error}") from None
+    geometry = setup.geometry
+    encoder = ChipEncoder(geometry)
+    expected = expected_responses(program)
+    setup_count = len(setup.setup_records(program.split))
+    setup_words = to_ints(np.concatenate([setup.load_words(encoder),
+                                          encoder.encode(program.steps[0].records[:setup_count]),
+                                          encoder.sync(tag=SETUP_TAG)]))
+    query_words = [to_ints(encoder.encode(records)) for records in _query_records(program, setup_count)]
+
+    first = device.run(TimedTrace().send("cmd", setup_words).expect("rsp", 1),
+                       max_cycles=max(1_000_000, 64 * len(setup_words)))
+    zero = int(first.outputs["rsp"].cycles[-1]) + 1
+    arrivals = (arrivals_ns * config.clock_mhz // 1000).astype(np.int64)
+    trace = TimedTrace().send("cmd", setup_words)
+    for words, arrival in zip(query_words, arrivals):
+        trace.send("cmd", words, at=zero + int(arrival))
+    trace.expect("rsp", 1 + len(expected.responses))
+    budget = max_cycles or zero + int(arrivals[-1]) + 20_000_000 * len(queries) * len(stages)
+    result = device.run(trace, max_cycles=budget)
+    out = result.outputs["rsp"]
+    responses, cycles = decode_responses(geometry, out.words), np.asarray(out.cycles) - zero
+    if responses.tag[0] != SETUP_TAG or int(cycles[0]) != -1:
+        raise RuntimeError(f"The setup ended at cycle {int(cycles[0]) + zero}, not {zero - 1} as when run alone")
+
+    finishes, rankings, mismatches = [], [], {}
+    for number, tag in enumerate(program.tags):
+        rows = np.flatnonzero(responses.tag == tag)
+        finishes.append(int(cycles[rows[-1]]))
+        rankings.append(responses.ranking(tag))
+        got, want = responses.records(tag), expected.responses.records(tag)
+        if got != want:
+            mismatches[number] = f"query {number}: {len(got)} responses, {len(want)} expected"
+    finishes = np.asarray(finishes, dtype=np.int64)
+    latencies = (finishes - arrivals) * 1000 / config.clock_mhz
+    return ChipReplay(arrivals=arrivals, finishes=finishes, latencies_ns=latencies, rankings=rankings,
+                      mismatches=mismatches, setup_cycles=zero, total_cycles=result.cycles,
+                      wall_seconds=result.wall_seconds, clock_mhz=config.clock_mhz)
