@@ -99,12 +99,15 @@ class LoadGenRun:
         Trace query number -> ``(indices, scores)`` of its last ranking.
     issued : int
         Queries LoadGen issued.
+    recorder : rpaccel.host.runtime.stats.LatencyRecorder
+        The latencies behind ``report`` (its CDF).
     """
 
     report: object
     loadgen: dict
     rankings: dict
     issued: int
+    recorder: object = None
 
 
 # Worker processes: the ranker and the prepared queries live in each worker, set up once.
@@ -249,4 +252,5 @@ def run_loadgen(ranker, trace_queries, *, qps, target_ms, percentile=0.95, min_q
     for start, finish in sorted(times):
         recorder.record(start, finish)
     summary = _parse_summary((outdir / "mlperf_log_summary.txt").read_text())
-    return LoadGenRun(report=recorder.report(), loadgen=summary, rankings=rankings, issued=issued[0])
+    return LoadGenRun(report=recorder.report(), loadgen=summary, rankings=rankings, issued=issued[0],
+                      recorder=recorder)

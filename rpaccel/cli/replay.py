@@ -53,6 +53,10 @@ def register(subparsers):
                    help="offered loads in queries per second (default: the trace's own rate)")
     p.add_argument("--target-ms", type=float, help="latency target for validity (LoadGen's)")
     p.add_argument("--percentile", type=float, default=95.0, help="the target's percentile (default 95)")
+    p.add_argument("--search", action="store_true",
+                   help="search the highest load meeting --target-ms (doubling from the trace's rate, then "
+                        "bisecting) instead of fixed loads")
+    p.add_argument("--plot", help="write latency vs load and the latency CDFs to this image (.png, .svg, ...)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--queries", type=positive_int, default=32,
                    help="the trace's first queries used: LoadGen's working set (cpu) or those replayed (rtl) "
@@ -81,19 +85,28 @@ def run(args):
         raise CLIError(f"--out {out} exists; name a new folder (nothing is overwritten)")
     if not 0 < args.percentile < 100:
         raise CLIError(f"--percentile must be in (0, 100), not {args.percentile}")
+    if args.plot:
+        from ..host.quality import check_plot_path
+
+        check_files([("--trace", args.trace)], [("--plot", args.plot)])
+        try:
+            check_plot_path(args.plot)
+        except ValueError as error:
+            raise CLIError(f"--plot {error}") from None
     models = dict(args.model)
     scratch = Path(tempfile.mkdtemp(prefix=".replay-", dir=out.parent if out else None)) if out else None
     try:
         report = run_replay(trace=args.trace, pipeline=args.pipeline, backend=args.backend,
                             config=config_from_args(args), models=models or None, numerics=args.numerics,
                             loads=args.load, target_ms=args.target_ms, percentile=args.percentile / 100,
+                            search=args.search,
                             workers=args.workers, queries=args.queries, warmup=args.warmup,
                             min_queries=args.min_queries, min_duration_s=args.min_duration, k=args.k,
                             seed=args.seed, outdir=scratch, progress=None if args.json else say)
         if out is not None:
             (scratch / "rows.json").write_text(json.dumps(report.data, indent=2) + "\n")
             with open(scratch / "rows.csv", "w", newline="") as handle:
-                fields = [key for key in report.rows[0] if key != "reasons"]
+                fields = [key for key in report.rows[0] if key not in ("reasons", "cdf", "mismatches")]
                 writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(report.rows)
@@ -102,6 +115,11 @@ def run(args):
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+    if args.plot:
+        from ..experiments.replay import plot_replay
+
+        plot_replay(report.rows, args.plot, target_ms=args.target_ms, percentile=args.percentile / 100,
+                    title=f"{args.pipeline} on {args.backend}, trace {Path(args.trace).name}")
     if args.json:
         print_json(report.data)
     else:
@@ -109,6 +127,8 @@ def run(args):
         if out is not None:
             print(f"\nwrote {out}/rows.json, rows.csv" + (" and LoadGen's logs (load-*/)" if args.backend == "cpu"
                                                             else ""))
+        if args.plot:
+            print(f"wrote {args.plot}")
     if not report.passed:
         raise CommandFailed(report.failures[0])
     return 0

@@ -16,7 +16,7 @@ import numpy as np
 
 from .report import ExperimentError, Report
 
-__all__ = ["run_replay"]
+__all__ = ["plot_replay", "run_replay", "search_load"]
 
 BACKENDS = ("cpu", "rtl")
 
@@ -84,7 +84,7 @@ def _ndcg(rankings, queries, k):
 
 
 def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, numerics="int8", loads=None,
-               target_ms=None, percentile=0.95, workers=1, queries=32, warmup=0, min_queries=200,
+               target_ms=None, percentile=0.95, search=False, workers=1, queries=32, warmup=0, min_queries=200,
                min_duration_s=5.0, k=None, train_samples=20_000, seed=1, outdir=None, progress=None):
     """Serve ``trace``'s queries through ``pipeline`` on ``backend`` at each offered load.
 
@@ -109,6 +109,9 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
     target_ms, percentile : float
         Latency target and its percentile for validity (``cpu``: LoadGen's; without a target LoadGen gets 1 s,
         not judged).
+    search : bool
+        Search the highest load whose percentile latency meets ``target_ms`` (:func:`search_load`, from the
+        trace's own rate) instead of serving fixed loads.
     workers : int
         Worker processes (``cpu``).
     queries : int
@@ -129,6 +132,8 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
     -------
     Report
     """
+    import tempfile
+
     from ..host.data import DataError
     from ..host.runtime.cpu import NUMERICS
     from ..host.runtime.pipeline import PipelineError, parse_pipeline, stage_items
@@ -171,68 +176,79 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         raise ExperimentError("trace", str(error)) from None
     times = np.array([record.t_ns for record in chosen], dtype=np.int64)
     trace_qps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 1 and times[-1] > times[0] else None
-    if loads is None:
-        if trace_qps is None:
-            raise ExperimentError("load", "must be given: the trace's first queries arrive all at once")
-        loads = [trace_qps]
+    if search and (target_ms is None or loads is not None):
+        raise ExperimentError("search", "needs a latency target (target_ms) and no fixed loads")
+    if loads is None and trace_qps is None:
+        raise ExperimentError("load", "must be given: the trace's first queries arrive all at once")
+    if backend == "rtl":
+        from ..config import preset
+
+        config = config or preset("small")
     loaded, note = _load_models(stages, models, numerics, header, train_samples, seed, progress)
-    if backend == "cpu":
-        rows = _serve_cpu(stages, loaded, numerics, candidates, loads, target_ms, percentile, workers, min_queries,
-                          min_duration_s, k, seed, outdir, progress)
-    else:
-        rows = _serve_rtl(config, stages, loaded, candidates, times, trace_qps, loads, target_ms, percentile,
-                          warmup, k, progress)
+    with tempfile.TemporaryDirectory() as scratch:
+        if backend == "cpu":
+            serve = _cpu_server(stages, loaded, numerics, candidates, target_ms, percentile, workers, min_queries,
+                                min_duration_s, k, seed, outdir, scratch, progress)
+        else:
+            serve = _rtl_server(config, stages, loaded, candidates, times, trace_qps, target_ms, percentile,
+                                warmup, k, progress)
+        if search:
+            rows, best = search_load(serve, trace_qps)
+        else:
+            rows, best = [serve(load) for load in loads or [trace_qps]], None
     text = _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, len(candidates), config)
+    if search:
+        text += (f"Highest load meeting p{percentile * 100:g} <= {target_ms:g} ms: {best['offered_qps']:.1f} "
+                 f"queries/s offered, {best['completed_qps']:.1f} completed (searched {len(rows)} loads).\n"
+                 if best else f"No load met p{percentile * 100:g} <= {target_ms:g} ms (searched {len(rows)} loads)."
+                 "\n")
     return Report(rows=rows, text=text, data={"trace": str(trace), "pipeline": pipeline, "backend": backend,
-                                              "rows": rows, "models": note or "given files"},
+                                              "rows": rows, "best": best, "models": note or "given files"},
                   failures=tuple(f"load {row['offered_qps']:g}: {message}" for row in rows
                                  for message in row.get("mismatches", [])))
 
 
-def _serve_cpu(stages, models, numerics, candidates, loads, target_ms, percentile, workers, min_queries,
-               min_duration_s, k, seed, outdir, progress):
-    import tempfile
-
+def _cpu_server(stages, models, numerics, candidates, target_ms, percentile, workers, min_queries, min_duration_s,
+                k, seed, outdir, scratch, progress):
+    """``serve(load) -> row``: the pipeline on this machine under LoadGen at ``load`` queries per second."""
     from ..host.runtime.cpu import CpuRanker, run_loadgen
 
     ranker = CpuRanker(stages, models, numerics)
-    rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for load in loads:
-            if progress:
-                progress(f"serving at {load:g} queries/s for at least {min_duration_s:g} s (LoadGen Server)")
-            started = time.monotonic()
-            run = run_loadgen(ranker, candidates, qps=load, target_ms=target_ms or 1000.0, percentile=percentile,
-                              min_queries=min_queries, min_duration_s=min_duration_s, workers=workers,
-                              outdir=Path(outdir or scratch) / f"load-{load:g}", seed=seed)
-            report = run.report
-            rows.append({"backend": "cpu", "numerics": numerics, "offered_qps": load,
-                         "completed_qps": report.completed_qps, "queries": report.queries, "p50_ms": report.p50,
-                         "p95_ms": report.p95, "p99_ms": report.p99, "mean_ms": report.mean,
-                         "meets_target": report.meets_target if target_ms else None,
-                         "valid": report.valid if target_ms else None,
-                         "loadgen_result": run.loadgen.get("result") if target_ms else None,
-                         "loadgen_completed_qps": run.loadgen.get("completed_qps"),
-                         "loadgen_p95_ms": run.loadgen.get("95.00_percentile_ms"),
-                         f"ndcg@{k}": _ndcg(run.rankings, candidates, k), "wall_s": time.monotonic() - started,
-                         "reasons": list(report.reasons) if target_ms else []})
-    return rows
+
+    def serve(load):
+        if progress:
+            progress(f"serving at {load:g} queries/s for at least {min_duration_s:g} s (LoadGen Server)")
+        started = time.monotonic()
+        run = run_loadgen(ranker, candidates, qps=load, target_ms=target_ms or 1000.0, percentile=percentile,
+                          min_queries=min_queries, min_duration_s=min_duration_s, workers=workers,
+                          outdir=Path(outdir or scratch) / f"load-{load:g}", seed=seed)
+        report = run.report
+        return {"backend": "cpu", "numerics": numerics, "offered_qps": load, "completed_qps": report.completed_qps,
+                "queries": report.queries, "p50_ms": report.p50, "p95_ms": report.p95, "p99_ms": report.p99,
+                "mean_ms": report.mean, "meets_target": report.meets_target if target_ms else None,
+                "valid": report.valid if target_ms else None,
+                "loadgen_result": run.loadgen.get("result") if target_ms else None,
+                "loadgen_completed_qps": run.loadgen.get("completed_qps"),
+                "loadgen_p95_ms": run.loadgen.get("95.00_percentile_ms"),
+                f"ndcg@{k}": _ndcg(run.rankings, candidates, k), "wall_s": time.monotonic() - started,
+                "reasons": list(report.reasons) if target_ms else [], "cdf": _cdf(run.recorder)}
+
+    return serve
 
 
-def _serve_rtl(config, stages, models, candidates, times, trace_qps, loads, target_ms, percentile, warmup, k,
-               progress):
-    from ..config import preset
+def _rtl_server(config, stages, models, candidates, times, trace_qps, target_ms, percentile, warmup, k,
+                progress):
+    """``serve(load) -> row``: the trace's queries on the chip's RTL, its gaps scaled to ``load``."""
     from ..host.runtime.chip import replay_on_chip
     from ..host.runtime.pipeline import PipelineError
     from ..host.runtime.stats import LatencyRecorder
     from ..sim.chip import chip_device
 
-    config = config or preset("small")
     numbers = sorted(candidates)
     queries = [candidates[number] for number in numbers]
     device = chip_device(config)
-    rows = []
-    for load in loads:
+
+    def serve(load):
         scale = 1.0 if trace_qps is None else trace_qps / load
         arrivals = np.rint((times - times[0]) * scale).astype(np.int64)
         if progress:
@@ -249,15 +265,57 @@ def _serve_rtl(config, stages, models, candidates, times, trace_qps, loads, targ
         report = recorder.report()
         rankings = {number: (np.array([index for _, index in ranking]), None)
                     for number, ranking in zip(numbers, run.rankings)}
-        rows.append({"backend": "rtl", "numerics": "int8", "offered_qps": load, "completed_qps": report.completed_qps,
-                     "queries": report.queries, "warmup": report.warmup, "p50_ms": report.p50,
-                     "p95_ms": report.p95, "p99_ms": report.p99, "mean_ms": report.mean,
-                     "meets_target": report.meets_target, "valid": report.valid,
-                     f"ndcg@{k}": _ndcg(rankings, candidates, k), "service_cycles": int(np.min(
-                         run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
-                     "wall_s": run.wall_seconds, "checked": not run.mismatches,
-                     "mismatches": list(run.mismatches.values()), "reasons": list(report.reasons)})
-    return rows
+        return {"backend": "rtl", "numerics": "int8", "offered_qps": load, "completed_qps": report.completed_qps,
+                "queries": report.queries, "warmup": report.warmup, "p50_ms": report.p50, "p95_ms": report.p95,
+                "p99_ms": report.p99, "mean_ms": report.mean, "meets_target": report.meets_target,
+                "valid": report.valid, f"ndcg@{k}": _ndcg(rankings, candidates, k),
+                "service_cycles": int(np.min(run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
+                "wall_s": run.wall_seconds, "checked": not run.mismatches,
+                "mismatches": list(run.mismatches.values()), "reasons": list(report.reasons),
+                "cdf": _cdf(recorder)}
+
+    return serve
+
+
+def _cdf(recorder, points=50):
+    percentiles, latencies = recorder.cdf(points)
+    return [[float(p), float(ms)] for p, ms in zip(percentiles, latencies)]
+
+
+def search_load(serve, start, *, doublings=8, bisections=4):
+    """The highest offered load whose rows meet the latency target: ``serve(load)`` (a row with ``meets_target``)
+    from ``start``, doubling while the target is met (halving while it is not), then bisecting between the last
+    load that met it and the first that did not. Returns ``(rows, best)``: every row served, in order, and the
+    best row (None if no load met the target)."""
+    rows = []
+
+    def meets(load):
+        rows.append(serve(load))
+        return bool(rows[-1]["meets_target"])
+
+    low = high = None
+    load = start
+    for _ in range(doublings + 1):
+        if meets(load):
+            low, load = load, load * 2
+            if high is not None:
+                break
+        else:
+            high, load = load, load / 2
+            if low is not None:
+                break
+        if low is not None and high is not None:
+            break
+    if low is not None and high is not None:
+        for _ in range(bisections):
+            middle = (low + high) / 2
+            if meets(middle):
+                low = middle
+            else:
+                high = middle
+    passing = [row for row in rows if row["meets_target"]]
+    best = max(passing, key=lambda row: row["offered_qps"]) if passing else None
+    return rows, best
 
 
 def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, count, config):
@@ -295,3 +353,48 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
         lines.append("Latency: from a query's arrival cycle to its last response (the chip's cycles at the "
                      "preset's clock); checked: every response equals the golden model's.")
     return "\n".join(lines) + "\n"
+
+
+def plot_replay(rows, path, *, target_ms=None, percentile=0.95, title=None):
+    """Latency against offered load (p50, p95, p99 per backend) and the latency CDF of every load, as one figure
+    at ``path`` (the type from its suffix; the file appears only when complete)."""
+    from ..host.files import replacing
+    from ..host.quality import check_plot_path
+
+    check_plot_path(path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120)
+    for backend in dict.fromkeys(row["backend"] for row in rows):
+        sub = sorted((row for row in rows if row["backend"] == backend), key=lambda row: row["offered_qps"])
+        loads = [row["offered_qps"] for row in sub]
+        for name, style in (("p50_ms", ":"), ("p95_ms", "-"), ("p99_ms", "--")):
+            left.plot(loads, [row[name] for row in sub], style, marker="o", markersize=4,
+                      label=f"{backend} {name[:3]}")
+    if target_ms:
+        left.axhline(target_ms, color="grey", linewidth=0.8)
+        left.annotate(f"target p{percentile * 100:g} {target_ms:g} ms", (0.01, target_ms), fontsize=7,
+                      xycoords=("axes fraction", "data"), va="bottom")
+    left.set_xscale("log")
+    left.set_xlabel("offered load (queries/s)")
+    left.set_ylabel("latency (ms)")
+    left.set_yscale("log")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    for row in sorted(rows, key=lambda row: row["offered_qps"]):
+        percentiles, latencies = zip(*row["cdf"])
+        right.plot(latencies, [p / 100 for p in percentiles], label=f"{row['backend']} {row['offered_qps']:.3g} q/s")
+    right.set_xscale("log")
+    right.set_xlabel("latency (ms)")
+    right.set_ylabel("share of queries")
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)

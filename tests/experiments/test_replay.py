@@ -1,0 +1,38 @@
+"""The replay experiment's load search and plot, on a stand-in server (the backends have their own tests)."""
+
+import pytest
+
+from rpaccel.experiments.replay import plot_replay, search_load
+
+
+def server(capacity):
+    """A stand-in backend: p95 grows with the load and meets the target up to ``capacity`` queries/s."""
+    def serve(load):
+        p95 = 10 * load / capacity
+        return {"backend": "fake", "offered_qps": load, "completed_qps": min(load, capacity), "p50_ms": p95 / 2,
+                "p95_ms": p95, "p99_ms": p95 * 1.2, "meets_target": p95 <= 10,
+                "cdf": [[p, p95 * p / 95] for p in (0, 50, 95, 100)]}
+    return serve
+
+
+@pytest.mark.parametrize("start, capacity", [(10, 37), (100, 37), (37, 37), (1, 200)])
+def test_search_finds_the_highest_load_within_a_bisection(start, capacity):
+    rows, best = search_load(server(capacity), start)
+    assert best["meets_target"] and best["offered_qps"] <= capacity
+    failing = [row["offered_qps"] for row in rows if not row["meets_target"]]
+    assert failing and min(failing) - best["offered_qps"] <= min(failing) / 2 ** 4    # four bisections
+    assert best == max((row for row in rows if row["meets_target"]), key=lambda row: row["offered_qps"])
+
+
+def test_search_without_a_passing_load():
+    rows, best = search_load(server(1e-6), 1.0, doublings=3)
+    assert best is None and len(rows) == 4 and rows[-1]["offered_qps"] == 1 / 8
+
+
+def test_plot_is_written_whole(tmp_path):
+    rows, _ = search_load(server(37), 10)
+    plot_replay(rows, tmp_path / "replay.png", target_ms=10, title="fake")
+    assert (tmp_path / "replay.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="unsupported plot file type"):
+        plot_replay(rows, tmp_path / "replay.xyz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replay.png"]
