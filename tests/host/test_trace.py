@@ -210,3 +210,26 @@ def test_cli_refuses_to_overwrite_the_data_file(tmp_path, capsys):
     assert main(["trace", "gen", "--out", str(data), "--data", str(data)]) == 2
     assert data.read_text() == "precious\n"
     assert "would overwrite the input" in capsys.readouterr().err
+
+
+def test_cli_trace_over_a_data_file_moves_with_it(tmp_path, capsys):
+    generator = SyntheticCriteo(SyntheticConfig.criteo(max_rows=300, seed=1))
+    (tmp_path / "data").mkdir()
+    write_criteo_tsv(tmp_path / "data" / "d.tsv", [generator.generate(50)])
+    out = tmp_path / "traces" / "q.jsonl"
+    assert main(["trace", "gen", "--out", str(out), "--queries", "20", "--sizes", "fixed:8", "--data",
+                 str(tmp_path / "data" / "d.tsv"), "--quiet"]) == 0
+    header, records = read_trace(out)
+    assert header.data == {"kind": "file", "path": "../data/d.tsv", "samples": 50}
+    records = list(records)
+    assert records[6].first == 48 and records[7].first == 6        # wrapped at the file's end
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (tmp_path / "traces").rename(moved / "traces")
+    (tmp_path / "data").rename(moved / "data")
+    header, records = read_trace(moved / "traces" / "q.jsonl")
+    query = TraceData(header, base=moved / "traces").query(list(records)[6])
+    assert np.array_equal(query.labels, generator.generate(50).labels[np.r_[48:50, 0:6]])
+    capsys.readouterr()
+    assert main(["trace", "info", str(moved / "traces" / "q.jsonl")]) == 0
+    assert "data file ../data/d.tsv (50 samples)" in capsys.readouterr().out
