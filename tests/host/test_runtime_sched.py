@@ -1,0 +1,85 @@
+"""DeepRecSys's schedulers as a queueing simulation: exact small cases, the load search, the hill-climb."""
+
+import math
+
+import numpy as np
+import pytest
+
+from rpaccel.host.runtime.sched import (
+    SchedConfig,
+    ServiceTable,
+    deeprecsched,
+    max_load,
+    measure_cpu_service,
+    simulate,
+)
+
+
+def constant(ns):
+    return lambda size: ns
+
+
+def test_requests_share_the_cores_first_come_first_served():
+    arrivals, sizes = [0, 0, 0], [10, 10, 10]
+    assert simulate(arrivals, sizes, SchedConfig(16), workers=1, cpu=constant(100)).tolist() == [100, 200, 300]
+    assert simulate(arrivals, sizes, SchedConfig(16), workers=2, cpu=constant(100)).tolist() == [100, 100, 200]
+    # A query of 25 items in batches of 10: requests of 10, 10 and 5 on three cores at once.
+    table = ServiceTable((1, 10), (10.0, 100.0))
+    assert simulate([0], [25], SchedConfig(10), workers=3, cpu=table).tolist() == [100]
+    assert simulate([0], [25], SchedConfig(10), workers=1, cpu=table).tolist() == [250]
+    # The accelerator takes queries of at least T items whole, first come first served.
+    finishes = simulate([0, 0, 5], [30, 5, 40], SchedConfig(8, 20), workers=1, cpu=constant(7),
+                        accel=lambda size: 100 + size)
+    assert finishes.tolist() == [130, 7, 270]
+
+
+def test_service_table_interpolates_and_extends():
+    table = ServiceTable((1, 10, 20), (10.0, 100.0, 150.0))
+    assert table(5.5) == 55.0 and table(20) == 150.0 and table(30) == 200.0
+    with pytest.raises(ValueError, match="increasing sizes"):
+        ServiceTable((10, 1), (1.0, 2.0))
+
+
+def test_measured_service_is_a_median_per_size():
+    calls = []
+    table = measure_cpu_service(lambda size: calls.append(size), [1, 4], repeats=3)
+    assert calls == [1] * 4 + [4] * 4 and table.sizes == (1, 4) and all(ns >= 0 for ns in table.ns)
+
+
+def test_max_load_brackets_the_target():
+    rng = np.random.default_rng(1)
+    gaps = rng.exponential(1e6, 4000)
+    gaps[0] = 0
+    sizes = rng.integers(50, 300, 4000)
+    table = ServiceTable((1, 512), (2e5, 2e6))
+    config = SchedConfig(64)
+    load, tail = max_load(gaps, sizes, config, target_ms=5, workers=4, cpu=table)
+    assert tail <= 5
+
+    def tail_at(q):
+        arrivals = np.cumsum(gaps * (len(gaps) / gaps.sum() * 1e9 / q))
+        return np.percentile(simulate(arrivals, sizes, config, workers=4, cpu=table) - arrivals, 95) / 1e6
+
+    assert tail_at(load) <= 5 < tail_at(load * 1.05)
+    assert max_load(gaps, sizes, config, target_ms=0.01, workers=4, cpu=table) == (0.0, math.inf)
+
+
+def test_deeprecsched_beats_every_static_setting_it_tried():
+    rng = np.random.default_rng(2)
+    gaps = rng.exponential(1e6, 3000)
+    gaps[0] = 0
+    sizes = np.clip(np.rint(rng.lognormal(5.1, 0.2, 3000)), 1, 1024).astype(int)
+    cpu = ServiceTable((1, 512), (3e5, 3e5 + 512 * 8e3))       # per-request overhead: batching pays up to a point
+    best, load, tried = deeprecsched(gaps, sizes, target_ms=3, workers=8, cpu=cpu,
+                                     accel=lambda size: 2e5 + size * 1e3)
+    assert load == max(each for _, each, _ in tried) and best in [config for config, _, _ in tried]
+    static, static_load, _ = deeprecsched(gaps, sizes, target_ms=3, workers=8, cpu=cpu, batches=(32,))
+    assert load >= static_load and static == SchedConfig(32)
+    assert any(config.threshold is not None for config, _, _ in tried)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="give its service time"):
+        simulate([0], [1], SchedConfig(8, 4), workers=1, cpu=constant(1))
+    with pytest.raises(ValueError, match="Workers must be"):
+        simulate([0], [1], SchedConfig(8), workers=0, cpu=constant(1))
