@@ -16,7 +16,7 @@ import numpy as np
 
 from .report import ExperimentError, Report
 
-__all__ = ["plot_replay", "run_replay", "search_load"]
+__all__ = ["plot_replay", "run_replay", "run_replay_bench", "search_load"]
 
 BACKENDS = ("cpu", "rtl")
 
@@ -398,3 +398,123 @@ def plot_replay(rows, path, *, target_ms=None, percentile=0.95, title=None):
     with replacing(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
+
+
+def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2, utilisations=(0.3, 0.6, 0.8),
+                     queries=16, min_queries=300, min_duration_s=10.0, simulated=20_000, max_rows=20_000, seed=1,
+                     progress=None):
+    """The CPU baseline under LoadGen at several loads, beside the queueing simulation (:mod:`~rpaccel.host.
+    runtime.sched`) with the service time measured on this machine: the simulation's p95 against LoadGen's.
+
+    Parameters
+    ----------
+    pipeline : str
+    workers : int
+        Worker processes (LoadGen) and simulated cores.
+    utilisations : sequence of float
+        Offered loads as shares of the measured capacity (``workers`` over the median service time).
+    queries : int
+        Queries in LoadGen's working set (candidates from the synthetic stream).
+    min_queries, min_duration_s
+        LoadGen's minimum queries and seconds per load.
+    simulated : int
+        Queries of the simulation per load (Poisson arrivals at the same load).
+    max_rows, seed : int
+
+    Returns
+    -------
+    Report
+    """
+    import tempfile
+
+    from ..host.runtime.cpu import CpuRanker, run_loadgen
+    from ..host.runtime.pipeline import PipelineError, parse_pipeline
+    from ..host.runtime.sched import SchedConfig, simulate
+    from ..host.runtime.trace import TraceData, generate_trace
+    from .report import Section, check_fraction, check_positive
+
+    try:
+        stages = parse_pipeline(pipeline)
+    except PipelineError as error:
+        raise ExperimentError("pipeline", str(error)) from None
+    _check_models(stages, None)
+    check_positive(workers=workers, queries=queries, min_queries=min_queries, simulated=simulated)
+    if not utilisations:
+        raise ExperimentError("utilisations", "must name at least one share of capacity")
+    for share in utilisations:
+        check_fraction("utilisations", share)
+        if share <= 0:
+            raise ExperimentError("utilisations", f"must be in (0, 1), not {share!r}")
+    size = stages[0].items
+    train_samples = 20_000
+    data = {"kind": "synthetic", "seed": seed, "max_rows": max_rows, "skew": 1.05, "ctr": 0.25,
+            "start": train_samples + 2_000}
+    header, records = generate_trace(queries, sizes=f"fixed:{size}", arrivals="poisson:1", data=data, seed=seed)
+    source = TraceData(header)
+    candidates = {record.q: source.query(record) for record in records}
+    models, note = _load_models(stages, None, "int8", header, train_samples, seed, progress)
+    ranker = CpuRanker(stages, models)
+    prepared = [ranker.prepare(candidates[number]) for number in sorted(candidates)]
+    if progress:
+        progress("measuring the service time of a query (median over the working set, three rounds)")
+    times = []
+    for _ in range(3):
+        for each in prepared:
+            start = time.perf_counter_ns()
+            ranker.rank(each)
+            times.append(time.perf_counter_ns() - start)
+    service_ns = float(np.median(times))
+    capacity = workers * 1e9 / service_ns
+    rows = []
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        for share in utilisations:
+            load = share * capacity
+            if progress:
+                progress(f"LoadGen at {load:.1f} queries/s ({share:.0%} of capacity) for at least "
+                         f"{min_duration_s:g} s")
+            run = run_loadgen(ranker, candidates, qps=load, target_ms=1000.0, percentile=0.95,
+                              min_queries=min_queries, min_duration_s=min_duration_s, workers=workers,
+                              outdir=Path(scratch) / f"load-{share}", seed=seed)
+            arrivals = np.cumsum(rng.exponential(1e9 / load, simulated))
+            finishes = simulate(arrivals, np.full(simulated, size), SchedConfig(size), workers=workers,
+                                cpu=lambda _: service_ns)
+            latencies = (finishes - arrivals)[simulated // 10:] / 1e6      # the first tenth as warm-up
+            sim = {name: float(np.percentile(latencies, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+            loadgen_p95 = run.loadgen.get("95.00_percentile_ms")
+            rows.append({"utilisation": share, "offered_qps": load, "completed_qps": run.report.completed_qps,
+                         "queries": run.report.queries, "loadgen_p50_ms": run.loadgen.get("50.00_percentile_ms"),
+                         "loadgen_p95_ms": loadgen_p95, "loadgen_p99_ms": run.loadgen.get("99.00_percentile_ms"),
+                         "measured_p95_ms": run.report.p95, "simulated_p50_ms": sim["p50"],
+                         "simulated_p95_ms": sim["p95"], "simulated_p99_ms": sim["p99"],
+                         "p95_error": (sim["p95"] - loadgen_p95) / loadgen_p95 if loadgen_p95 else None,
+                         f"ndcg@{stages[-1].k}": _ndcg(run.rankings, candidates, stages[-1].k),
+                         "loadgen_result": run.loadgen.get("result")})
+    k = stages[-1].k
+    lines = [f"Pipeline {' -> '.join(str(stage) for stage in stages)}, int8 reference, {workers} worker "
+             f"process(es); queries of {size:,} synthetic candidates (LoadGen's working set: {queries}). Service "
+             f"time of a query, measured here (median of {len(times)}): {service_ns / 1e6:.2f} ms, so a capacity of "
+             f"{capacity:.1f} queries/s. {note}.", "",
+             "| load (share of capacity) | offered q/s | completed q/s | queries | LoadGen p50 ms | LoadGen p95 ms "
+             "| LoadGen p99 ms | simulated p95 ms | p95 error | NDCG@" + str(k) + " |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        error = "-" if row["p95_error"] is None else f"{row['p95_error']:+.1%}"
+        ndcg = row[f"ndcg@{k}"]
+        lines.append(f"| {row['utilisation']:.0%} | {row['offered_qps']:.1f} | {row['completed_qps']:.1f} | "
+                     f"{row['queries']} | {row['loadgen_p50_ms']:.2f} | {row['loadgen_p95_ms']:.2f} | "
+                     f"{row['loadgen_p99_ms']:.2f} | {row['simulated_p95_ms']:.2f} | {error} | "
+                     f"{'-' if ndcg is None else f'{ndcg:.4f}'} |")
+    lines += ["", "LoadGen: MLPerf LoadGen's Server scenario (exponential arrivals at the offered load, its seeds), "
+              "each query one sample ranked by a worker process, latency from LoadGen's scheduled issue to the "
+              "ranking. Simulated: the same load as a Poisson process through "
+              "`rpaccel.host.runtime.sched.simulate` (the workers as first-come-first-served cores, every query the "
+              f"measured median service time; {simulated:,} queries, the first tenth left out). p95 error: "
+              "simulated over LoadGen's, minus one. The machine is shared (2 cores), so LoadGen's figures include "
+              "other processes' interference and the service time's spread, which the simulation's constant "
+              "service time does not."]
+    text = "\n".join(lines) + "\n"
+    return Report(rows=rows, text=text, data={"pipeline": pipeline, "service_ms": service_ns / 1e6,
+                                              "capacity_qps": capacity, "rows": rows},
+                  sections=(Section("replay-cpu", "The CPU baseline under LoadGen, beside the queueing simulation",
+                                    text),))

@@ -36,3 +36,15 @@ def test_plot_is_written_whole(tmp_path):
     with pytest.raises(ValueError, match="unsupported plot file type"):
         plot_replay(rows, tmp_path / "replay.xyz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["replay.png"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"utilisations": [1.5]}, "utilisations must be in [0, 1)"), ({"utilisations": [0]}, "must be in (0, 1)"),
+    ({"workers": 0}, "workers must be a positive integer"), ({"pipeline": "x:10:5"}, "unknown model 'x'"),
+])
+def test_replay_bench_refuses_bad_settings_before_running(kwargs, message):
+    from rpaccel.experiments import ExperimentError
+    from rpaccel.experiments.replay import run_replay_bench
+
+    with pytest.raises(ExperimentError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        run_replay_bench(**kwargs)
