@@ -1,0 +1,343 @@
+"""Cycle-exact timing model of the MLP engine (:class:`rpaccel.rtl.mlp.MLPEngine`) running an
+:class:`~rpaccel.host.driver.mlp.EnginePlan`.
+
+:func:`engine_timing` takes the plan the RTL engine runs (through :class:`~rpaccel.sim.mlp_harness.EngineHarness`:
+the weight image is written first, one word a cycle from cycle 0, and the commands are let in once it is) with no
+idle input cycle and no output back-pressure (the :class:`~rpaccel.sim.player.Player`'s ``pause=0``), and returns
+the cycle of every transfer of every ``out<l>`` stream (as :attr:`~rpaccel.sim.player.PlayerResult.output_cycles`)
+and the run's cycles (as :attr:`~rpaccel.sim.player.PlayerResult.cycles`: the last transfer's cycle + 1). Cycles
+are the Player's: cycle 0 is the first cycle out of reset, a transfer counts in the cycle whose closing edge sees
+``valid`` and ``ready``.
+
+The model follows every element through the engine's queues as a chain of max-plus recurrences: an element leaves
+a stage at the latest of the cycle it arrives plus the stage's latency, the cycle after the element before it
+left, and the cycle after the element as many places ahead as the stage holds left the next stage (or returned its
+credit). There is no loop over cycles: the loops are over commands, weight words, weight rows and items, and the
+weight memory's arbiter steps once per granted request. Runs of a few thousand items take milliseconds.
+
+Timing rules, each with the RTL mechanism it comes from (cycles relative to the event named; "fire" is a
+transfer):
+
+1. **Release and dispatch** (``EngineHarness``, ``Dispatcher``). With ``P`` weight words in the image, the words
+   are written in cycles ``0 .. P - 1`` (``wload`` is always ready) and the first command fires in cycle ``P``
+   (``loaded >= preload`` is combinational). Commands fire one a cycle, in order; command ``k`` also waits until
+   its unit's queue (``SyncFIFO`` of 2) has room: one cycle after the unit took the command two before it of the
+   same queue (an INPUT: the loader's; a LAYER: both the fetcher's and the feeder's). A queued command is at its
+   unit's head one cycle after it fired.
+2. **Loader** (``Loader``). Starts at the latest of its command at the head, one cycle after its previous
+   command's last word, and ``layers_done`` reaching ``wait_layers``; its words fire from the next cycle on, one
+   a cycle, except in the cycles after a hidden-layer result was taken by the writer (the write-back register
+   ``wb_valid`` has the write port: ``hold``). ``inputs_done`` counts the command one cycle after its last word.
+3. **Fetcher** (``Fetcher``, ``CreditCounter`` of the word FIFO). Starts one cycle after the later of its command
+   at the head and its previous command's last request firing; word ``m`` of the lane (counted across commands)
+   is requested from the cycle after the start or after word ``m - 1`` fired, and not before the cycle after word
+   ``m - 16`` left the word FIFO (16 credits, ``room`` a compare of the count register).
+4. **Weight memory arbiter** (``_round_robin``). The grant of cycle ``t + 1`` is chosen in cycle ``t`` from the
+   requests of cycle ``t``, round-robin from the lane after the last one chosen; a granted lane fires in ``t +
+   1`` if it requests then (a lane that fired in ``t`` counts as requesting in ``t``; a lane alone therefore
+   fires back to back, and one cycle after its request rises when it did not fire the cycle before).
+5. **Weight words** (``WRESP_LATENCY``, ``SyncFIFOBuffered``). A word fired in ``f`` is at the word FIFO's head
+   in ``max(f + WRESP_LATENCY + 2, cycle after the word before it left)``.
+6. **Unpacker** (``Unpacker``, the n-tile ``Queue`` of 4). A bias word leaves the FIFO in the cycle it is at the
+   head; the last one of an n-tile also waits for room in the n-tile FIFO: one cycle after the beat issuer took
+   the entry four n-tiles back. A tile word is cut into ``rows_per_word`` rows, one a cycle, into the ``w``
+   stream; it leaves the FIFO with its last row.
+7. **Register slices** (``RegisterSlice``, two on each of ``w``, ``x`` and ``y``). A slice is a two-entry queue of
+   one cycle's latency whose input is ready while it holds at most one element: element ``n`` enters it no earlier
+   than the cycle after element ``n - 2`` left it.
+8. **Array: weights** (``SystolicArray._banks``, ``_split_in_use``). The streams are held until the array has
+   settled after reset: from cycle ``settle_cycles + 1``. Tile ``j`` of a lane (counted across commands) loads
+   into bank ``j % 2``; its rows are accepted from ``max(rows - 1, 1)`` cycles after the last item of tile ``j -
+   2`` was accepted (the bank's ``busy`` count of ``rows - 2``), one a cycle.
+9. **Array: items** (``Feeder``, ``LaneMemory.READ_LATENCY``, feed ``SyncFIFO`` of 8 with its credits). The
+   feeder starts at the latest of its command at the head, one cycle after its previous command's last issue, and
+   ``inputs_done``/``layers_done`` reaching the command's waits; it issues one read a cycle from the next cycle,
+   item ``n`` of the lane not before the cycle after item ``n - 8`` left the feed FIFO; an issued read is at the
+   FIFO's head 4 cycles later (3 of read latency, 1 of the FIFO). The array accepts the first item of a tile one
+   cycle after the tile's last row was accepted (``full``), every item after the one before it.
+10. **Array: results** (``ArrayGeometry.latency``). An item accepted in ``x`` is presented in ``y`` ``latency =
+    rows + cols + 4`` cycles later and reaches the accumulator 2 cycles after that (two slices).
+11. **Accumulator and beat issuer** (``Accumulator``, ``BeatIssuer``). A final sum reaching the accumulator in
+    ``a`` is at the accumulator FIFO's head (a write-registered ``Queue``) in ``a + 4``; the issuer sends its
+    ``beats`` beats in consecutive cycles from then, and not before the cycle after the previous sum's last beat.
+12. **Post-processing and writer** (``_postprocessors``, ``PostProcessor.LATENCY``, ``Writer``). A beat issued in
+    ``b`` is in the result FIFO in ``b + 11`` (the issuer's register, the routing register, 7 stages, the return
+    register, the FIFO); the writer takes it then. The last beat of an output-layer result taken in ``c`` fires
+    on ``out`` in ``c + 1``; a hidden-layer result is written from the write-back register in ``c + 1`` (the
+    loader's ``hold``). A layer is done in ``layers_done`` two cycles after its last result was taken.
+
+What is not modelled (the result says so in :attr:`EngineTiming.inexact`, naming it): back-pressure from the
+accumulator FIFO when final sums arrive faster than the post-processors take them for long enough to use its 16
+credits (possible only where ``beats > 1``, long runs of final items): the array's clock enable then stalls the
+sub-array.
+"""
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...rtl.lanemem import LaneMemory
+from ...rtl.mlp import WRESP_LATENCY, Accumulator, Dispatcher, Feeder, Fetcher, Op, Unpacker
+from ...rtl.postproc import PostProcessor
+
+__all__ = ["EngineTiming", "engine_timing"]
+
+#: A word fired in ``f`` is at the word FIFO's head in ``f + WORD_HEAD`` (the response, the buffered FIFO's two).
+WORD_HEAD = WRESP_LATENCY + 2
+#: A read issued in ``i`` is at the feed FIFO's head in ``i + ITEM_HEAD``.
+ITEM_HEAD = LaneMemory.READ_LATENCY + 1
+#: Cycles from a final sum reaching the accumulator to its first beat's issue: stages A and B, the write-registered
+#: accumulator queue (two).
+TO_ISSUE = 2 + 2
+#: Cycles from a beat's issue to the writer taking it: the issuer's ``pp_beat``, the routing register, the
+#: post-processor, the return register, the result FIFO.
+TO_WRITER = 2 + PostProcessor.LATENCY + 1 + 1
+#: Places of each register slice, and slices per stream.
+SLICE, SLICES = 2, 2
+NEVER = -(1 << 62)
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    """What :func:`engine_timing` returns.
+
+    Attributes
+    ----------
+    outputs : dict
+        ``{"out<l>": int64 array}``: the cycle of every transfer of each working lane's ``out`` stream, in order.
+    cycles : int
+        The run's cycles: the last output transfer's cycle + 1.
+    layers_done : dict
+        ``{lane: int64 array}``: per LAYER command of the lane, in order, the first cycle in which ``layers_done``
+        counts it.
+    inexact : tuple of str
+        Mechanisms the run met that the model does not follow (empty: every cycle is exact).
+    """
+
+    outputs: dict
+    cycles: int
+    layers_done: dict
+    inexact: tuple
+
+
+class _Slices:
+    """A chain of ``SLICES`` register slices: the cycle each element enters each slice and leaves the last."""
+
+    def __init__(self):
+        self.enter = [[] for _ in range(SLICES)]
+        self.leave = []
+
+    def push(self, arrive, gate):
+        """An element offered from cycle ``arrive`` whose consumer takes it from cycle ``gate`` on; returns the
+        cycle it leaves the chain and the cycle it entered it."""
+        n = len(self.leave)
+        times = []
+        t = arrive
+        for s in range(SLICES):
+            stage = self.enter[s]
+            if n:
+                t = max(t, stage[n - 1] + 1)
+            nxt = self.enter[s + 1] if s + 1 < SLICES else self.leave
+            if n >= SLICE:
+                t = max(t, nxt[n - SLICE] + 1)
+            stage.append(t)
+            times.append(t)
+            t += 1
+        if n:
+            t = max(t, self.leave[n - 1] + 1)
+        t = max(t, gate)
+        self.leave.append(t)
+        return t, times[0]
+
+
+class _Lane:
+    """One lane's units, their queues and histories; :meth:`run` is a generator that yields the cycle from which
+    the lane requests its next weight word and is sent the cycle the request fired."""
+
+    def __init__(self, geometry, split, program, release):
+        self.shape = shape = geometry.splits[split]
+        self.program = program
+        self.release = release
+        self.latency = geometry.array.latency(split)
+        self.quiet = geometry.array.settle_cycles + 1
+        self.bank_wait = max(shape.rows - 1, 1)
+        self.outputs = []
+        self.layers_done = []           # per LAYER: the cycle layers_done counts it
+        self.inexact = set()
+
+    def run(self):
+        shape = self.shape
+        dispatched = []                 # per command, the cycle it fired on cmd
+        starts = {"load": [], "fetch": [], "feed": []}
+        inputs_done = []                # per INPUT: the cycle inputs_done counts it
+        holds = []                      # cycles the writer's write-back register holds the loader (increasing)
+        last_word = NEVER               # the loader's last word
+        fired, left = [], []            # weight words: request fired, left the word FIFO
+        rows = _Slices()                # weight rows on w
+        items = _Slices()               # items on x
+        issued = []                     # items: read issued
+        tile_last = []                  # per tile: the cycle its last item was accepted
+        ntile_filled = 0                # n-tile FIFO entries written
+        ntile_taken = []                # per n-tile: the cycle the issuer took its entry
+        beat_free = NEVER               # the cycle the issuer may start the next sum
+        acc_reads = []                  # final sums: the cycle their last beat left the accumulator FIFO
+
+        def done_at(history, wait):
+            return history[wait - 1] if wait else NEVER
+
+        for command in self.program.commands:
+            op = command["op"]
+            cycle = dispatched[-1] + 1 if dispatched else self.release
+            queues = ("load",) if op == Op.INPUT else ("fetch", "feed")
+            for queue in queues:
+                if len(starts[queue]) >= Dispatcher.QUEUE:
+                    cycle = max(cycle, starts[queue][-Dispatcher.QUEUE] + 1)
+            dispatched.append(cycle)
+            if op == Op.INPUT:
+                start = max(cycle + 1, last_word + 1, done_at(self.layers_done, command["wait_layers"]))
+                starts["load"].append(start)
+                count = command["items"] * command["ktiles"]
+                last = start + count
+                while True:  # the words skip the held cycles
+                    extended = start + count + bisect_right(holds, last) - bisect_left(holds, start + 1)
+                    if extended == last:
+                        break
+                    last = extended
+                last_word = last
+                inputs_done.append(last + 1)
+                continue
+
+            fetch_start = max(cycle + 1, (fired[-1] + 1) if fired else NEVER)
+            starts["fetch"].append(fetch_start)
+            feed_start = max(cycle + 1, (issued[-1] + 1) if issued else NEVER,
+                             done_at(inputs_done, command["wait_inputs"]),
+                             done_at(self.layers_done, command["wait_layers"]))
+            starts["feed"].append(feed_start)
+            ktiles, ntiles, count = command["ktiles"], command["ntiles"], command["items"]
+            first_word = first_item = True
+            for _ in range(ntiles):
+                words = [True] * shape.bias_words + [False] * (ktiles * shape.tile_words)
+                for index, bias in enumerate(words):
+                    m = len(fired)
+                    request = fetch_start + 1 if first_word else fired[-1] + 1
+                    if m >= Fetcher.WORD_FIFO:
+                        request = max(request, left[m - Fetcher.WORD_FIFO] + 1)
+                    first_word = False
+                    fire = yield request
+                    fired.append(fire)
+                    head = max(fire + WORD_HEAD, (left[-1] + 1) if left else NEVER)
+                    if bias:
+                        if index == shape.bias_words - 1:
+                            if ntile_filled >= Unpacker.NTILE_FIFO:
+                                head = max(head, ntile_taken[ntile_filled - Unpacker.NTILE_FIFO] + 1)
+                            ntile_filled += 1
+                        left.append(head)
+                        continue
+                    tile = len(tile_last)
+                    gate = max(self.quiet, (tile_last[tile - 2] + self.bank_wait) if tile >= 2 else NEVER)
+                    row_ready = head
+                    for _ in range(shape.rows_per_word):
+                        accepted, entered = rows.push(row_ready, gate)
+                        row_ready = entered + 1
+                    left.append(entered)
+                    word = index - shape.bias_words
+                    if word % shape.tile_words != shape.tile_words - 1:
+                        continue
+                    # The tile is loaded: its items.
+                    final = word // shape.tile_words == ktiles - 1
+                    tile_gate = accepted + 1
+                    for item in range(count):
+                        n = len(issued)
+                        issue = (issued[-1] + 1) if issued else NEVER
+                        if first_item:
+                            issue, first_item = max(issue, feed_start + 1), False
+                        if n >= Feeder.FEED_FIFO:
+                            issue = max(issue, items.enter[0][n - Feeder.FEED_FIFO] + 1)
+                        issued.append(issue)
+                        x, _ = items.push(issue + ITEM_HEAD, tile_gate if item == 0 else NEVER)
+                        # The accumulator takes a result only with a credit of its FIFO free: at most ACC_FIFO
+                        # final sums taken and not yet read. Not modelled: flag the run if it would wait.
+                        arrive = x + self.latency + SLICES
+                        if len(acc_reads) >= Accumulator.ACC_FIFO and acc_reads[-Accumulator.ACC_FIFO] >= arrive:
+                            self.inexact.add("accumulator FIFO back-pressure (final sums faster than the "
+                                             "post-processors for more than its credits)")
+                        if not final:
+                            continue
+                        first_beat = max(arrive + TO_ISSUE, beat_free)
+                        last_beat = first_beat + shape.beats - 1
+                        beat_free = last_beat + 1
+                        acc_reads.append(last_beat)
+                        taken = last_beat + TO_WRITER
+                        if item == count - 1:
+                            ntile_taken.append(last_beat)
+                        if command["to_output"]:
+                            self.outputs.append(taken + 1)
+                        else:
+                            holds.append(taken + 1)
+                    tile_last.append(items.leave[-1])
+            self.layers_done.append(taken + 2)
+
+
+def _arbitrate(lanes):
+    """Drive the lanes' :meth:`_Lane.run` generators through the weight memory's round-robin arbiter (rule 4),
+    one step per grant."""
+    count = len(lanes)
+    runs, pending = [], []
+    for lane in lanes:
+        run = lane.run()
+        runs.append(run)
+        pending.append(_next(run, None))
+    pointer, cycle, fired_now = 0, NEVER, None
+    while True:
+        requesting = [k for k in range(count) if (pending[k] is not None and pending[k] <= cycle) or k == fired_now]
+        if not requesting:
+            waiting = [t for t in pending if t is not None]
+            if not waiting:
+                return
+            cycle, fired_now = min(waiting), None
+            continue
+        chosen = min(requesting, key=lambda k: (k - pointer) % count)
+        pointer = (chosen + 1) % count
+        cycle += 1
+        fired_now = None
+        if pending[chosen] is not None and pending[chosen] <= cycle:
+            pending[chosen] = _next(runs[chosen], cycle)
+            fired_now = chosen
+
+
+def _next(run, value):
+    """The generator's next request cycle (``None`` when it has finished)."""
+    try:
+        return run.send(value)
+    except StopIteration:
+        return None
+
+
+def engine_timing(plan, *, release=None):
+    """The cycle of every output transfer of ``plan`` on the engine, and the run's cycles (see the module
+    documentation for the conditions and the rules).
+
+    Parameters
+    ----------
+    plan : rpaccel.host.driver.mlp.EnginePlan
+        What the engine runs (its geometry gives the configuration).
+    release : int, optional
+        The cycle the commands are let in (default: the image's word count, as
+        :class:`~rpaccel.sim.mlp_harness.EngineHarness` does).
+
+    Returns
+    -------
+    EngineTiming
+    """
+    geometry = plan.geometry
+    release = len(plan.weights.words) if release is None else int(release)
+    if release < 0:
+        raise ValueError(f"The release cycle must not be negative, not {release}")
+    lanes = {lane: _Lane(geometry, plan.split, program, release) for lane, program in sorted(plan.lanes.items())}
+    _arbitrate(list(lanes.values()))
+    outputs = {f"out{lane}": np.array(unit.outputs, dtype=np.int64) for lane, unit in lanes.items()}
+    last = max((int(cycles[-1]) for cycles in outputs.values() if len(cycles)), default=-1)
+    return EngineTiming(outputs=outputs, cycles=last + 1,
+                        layers_done={lane: np.array(unit.layers_done, dtype=np.int64) for lane, unit in lanes.items()},
+                        inexact=tuple(sorted(set().union(*(unit.inexact for unit in lanes.values())))))
