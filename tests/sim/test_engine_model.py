@@ -1,0 +1,156 @@
+"""The MLP engine's timing model (:mod:`rpaccel.sim.model.engine`) against the RTL engine on Verilator: every output
+transfer's cycle and the run's cycles equal, over random plans on ``tiny`` (every split, one to four lanes at once
+with their own or a shared MLP, partial tiles, chunks, up to the chunk limit) and ``small``; a model with one cycle
+less of post-processing is caught; the one mechanism the model does not follow is flagged where it occurs."""
+
+import numpy as np
+import pytest
+
+from rpaccel.config import preset
+from rpaccel.host.driver.mlp import chunk_limit, plan_engine
+from rpaccel.host.reference import MLPError
+from rpaccel.rtl.mlp import EngineGeometry
+from rpaccel.sim.golden.mlp import random_input, random_mlp
+from rpaccel.sim.mlp_harness import play_plan
+from rpaccel.sim.model import engine
+from rpaccel.sim.model.engine import engine_timing
+
+TINY, SMALL = preset("tiny"), preset("small")
+# Primes, powers of two and their neighbours, widths under the sub-arrays': partial tiles in K and N.
+WIDTHS = [1, 2, 3, 4, 5, 7, 8, 9, 13, 15, 16, 17, 31, 33]
+# Random plans the model flags (accumulator FIFO back-pressure on tiny's quarters, see the last test) are left out
+# of the exact regression, by name: seed 15 (exact all the same), seed 20 (outputs up to 15 cycles late of 414).
+FLAGGED = (15, 20)
+TINY_SEEDS = [seed for seed in range(26) if seed not in FLAGGED]
+SMALL_SEEDS = range(100, 106)
+
+
+def random_plan(config, seed):
+    """A random plan: a split, a random set of its lanes, each with its own MLP or all sharing one, a random batch
+    (1 to 40 items) and, in most plans, a random chunk size; the weight image must fit."""
+    geometry = EngineGeometry(config)
+    rng = np.random.default_rng(seed)
+    while True:
+        split = int(rng.choice(list(geometry.splits)))
+        lanes = sorted(rng.choice(split, int(rng.integers(1, split + 1)), replace=False).tolist())
+        shared = rng.random() < 0.5
+        jobs, layers = {}, None
+        for lane in lanes:
+            if layers is None or not shared:
+                dims = [int(rng.choice(WIDTHS)) for _ in range(int(rng.integers(2, 5)))]
+                layers = random_mlp(rng, dims, raw_last=bool(rng.random() < 0.7))
+            jobs[lane] = (layers, random_input(rng, int(rng.integers(1, 41)), layers[0].shape[0]))
+        try:
+            limit = min(chunk_limit(geometry, split, mlp) for mlp, _ in jobs.values())
+            chunk = int(rng.integers(1, limit + 1)) if rng.random() < 0.6 else None
+            return plan_engine(config, split, jobs, chunk=chunk)
+        except MLPError:  # the image does not fit the weight memory: draw again
+            continue
+
+
+_RTL = {}
+
+
+def rtl_run(config, seed):
+    """The plan of ``seed`` and its Verilator run (cached: the planted-error test reuses the runs)."""
+    key = (config.name, seed)
+    if key not in _RTL:
+        plan = random_plan(config, seed)
+        _RTL[key] = plan, play_plan(config, plan, output_cycles=True)[1]
+    return _RTL[key]
+
+
+def mismatches(timing, result):
+    """``{port: (first index, model cycle, RTL cycle)}`` of every stream whose cycles differ, and the run's cycles
+    if they differ."""
+    found = {}
+    for port, cycles in result.output_cycles.items():
+        rtl = np.asarray(cycles, dtype=np.int64)
+        model = timing.outputs.get(port, np.zeros(0, dtype=np.int64))
+        if len(model) != len(rtl):
+            found[port] = ("count", len(model), len(rtl))
+        elif not np.array_equal(model, rtl):
+            first = int(np.flatnonzero(model != rtl)[0])
+            found[port] = (first, int(model[first]), int(rtl[first]))
+    if timing.cycles != result.cycles:
+        found["cycles"] = (timing.cycles, result.cycles)
+    return found
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize(("config", "seed"), [(TINY, seed) for seed in TINY_SEEDS]
+                         + [(SMALL, seed) for seed in SMALL_SEEDS])
+def test_every_output_cycle_equals_the_rtl(config, seed):
+    plan, result = rtl_run(config, seed)
+    timing = engine_timing(plan)
+    assert timing.inexact == (), f"seed {seed}: the regression holds exact cases only, this one met {timing.inexact}"
+    assert mismatches(timing, result) == {}
+
+
+def test_the_regression_covers_splits_lanes_chunks_and_partial_tiles():
+    plans = [random_plan(TINY, seed) for seed in TINY_SEEDS]
+    assert {plan.split for plan in plans} == set(EngineGeometry(TINY).splits)
+    assert any(len(plan.lanes) > 1 for plan in plans)
+    assert any(len(plan.lanes) == 1 and plan.split > 1 for plan in plans)
+    assert any(len(program.chunks) > 1 for plan in plans for program in plan.lanes.values())
+    assert any(min(size for _, size in program.chunks) == 1 for plan in plans for program in plan.lanes.values())
+    shapes = {command["ktiles"] > 1 for plan in plans for program in plan.lanes.values()
+              for command in program.commands if command["op"]}
+    assert shapes == {True, False}
+    assert any(program.out_features % program.cols for plan in plans for program in plan.lanes.values())
+
+
+@pytest.mark.verilator
+def test_a_model_with_one_cycle_less_of_post_processing_is_caught(monkeypatch):
+    monkeypatch.setattr(engine, "TO_WRITER", engine.TO_WRITER - 1)
+    caught = [seed for seed in TINY_SEEDS[:4] if mismatches(engine_timing(rtl_run(TINY, seed)[0]),
+                                                             rtl_run(TINY, seed)[1])]
+    assert caught == list(TINY_SEEDS[:4])
+
+
+@pytest.mark.parametrize("seed", FLAGGED)
+def test_the_plans_left_out_are_flagged(seed):
+    assert engine_timing(random_plan(TINY, seed)).inexact
+
+
+@pytest.mark.verilator
+def test_accumulator_back_pressure_is_flagged_where_it_changes_the_cycles():
+    """The named exception: on tiny's quarters (two beats a result) a 32-item chunk over three n-tiles sends final
+    sums twice as fast as the post-processors take them for long enough to use the accumulator FIFO's credits; the
+    array then stalls, which the model does not follow, and says so."""
+    rng = np.random.default_rng(5)
+    layers = random_mlp(rng, [3, 6])
+    plan = plan_engine(TINY, 4, {0: (layers, random_input(rng, 32, 3))})
+    _, result = play_plan(TINY, plan, output_cycles=True)
+    timing = engine_timing(plan)
+    assert timing.inexact and "accumulator FIFO" in timing.inexact[0]
+    assert mismatches(timing, result)
+    shorter = plan_engine(TINY, 4, {0: (layers, random_input(rng, 20, 3))})
+    assert engine_timing(shorter).inexact == ()
+
+
+def test_layers_complete_in_order_after_their_outputs():
+    plan = random_plan(TINY, 3)
+    timing = engine_timing(plan)
+    for lane, program in plan.lanes.items():
+        done = timing.layers_done[lane]
+        assert len(done) == sum(1 for command in program.commands if command["op"])
+        assert np.all(np.diff(done) > 0)
+        assert done[-1] == timing.outputs[f"out{lane}"][-1] + 1  # two cycles after the writer took the last one
+    later = engine_timing(plan, release=len(plan.weights.words) + 100)
+    assert later.cycles == timing.cycles + 100
+
+
+def test_the_model_runs_configurations_too_large_for_the_rtl():
+    paper = preset("paper")
+    rng = np.random.default_rng(7)
+    layers = random_mlp(rng, [13, 512, 256, 64])
+    plan = plan_engine(paper, 1, {0: (layers, random_input(rng, 300, 13))})
+    timing = engine_timing(plan)
+    assert len(timing.outputs["out0"]) == plan.lanes[0].outputs
+    assert np.all(np.diff(timing.outputs["out0"]) > 0)
+
+
+def test_a_negative_release_is_refused():
+    with pytest.raises(ValueError, match="release cycle must not be negative, not -1"):
+        engine_timing(random_plan(TINY, 0), release=-1)
