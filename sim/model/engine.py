@@ -72,7 +72,8 @@ credits (possible only where ``beats > 1``, long runs of final items): the array
 sub-array.
 """
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,70 +122,164 @@ class EngineTiming:
     inexact: tuple
 
 
-class _Slices:
-    """A chain of ``SLICES`` register slices: the cycle each element enters each slice and leaves the last."""
+class _Progressions:
+    """Increasing cycles kept as arithmetic progressions ``(first, count, step)``."""
 
     def __init__(self):
-        self.enter = [[] for _ in range(SLICES)]
-        self.leave = []
+        self.firsts, self.runs = [], []
 
-    def push(self, arrive, gate):
-        """An element offered from cycle ``arrive`` whose consumer takes it from cycle ``gate`` on; returns the
-        cycle it leaves the chain and the cycle it entered it."""
-        n = len(self.leave)
-        times = []
-        t = arrive
-        for s in range(SLICES):
-            stage = self.enter[s]
-            if n:
-                t = max(t, stage[n - 1] + 1)
-            nxt = self.enter[s + 1] if s + 1 < SLICES else self.leave
-            if n >= SLICE:
-                t = max(t, nxt[n - SLICE] + 1)
-            stage.append(t)
-            times.append(t)
-            t += 1
-        if n:
-            t = max(t, self.leave[n - 1] + 1)
-        t = max(t, gate)
-        self.leave.append(t)
-        return t, times[0]
+    def add(self, first, count, step):
+        self.firsts.append(first)
+        self.runs.append((first, count, step))
+
+    def count(self, low, high):
+        """How many of the cycles lie in ``low .. high``."""
+        total = 0
+        for index in range(bisect_right(self.firsts, high) - 1, -1, -1):
+            first, count, step = self.runs[index]
+            if first + (count - 1) * step < low:
+                break
+            total += min(count - 1, (high - first) // step) - max(0, -(-(low - first) // step)) + 1
+        return total
+
+    def array(self):
+        if not self.runs:
+            return np.zeros(0, dtype=np.int64)
+        first, count, step = (np.array(column, dtype=np.int64) for column in zip(*self.runs))
+        before = np.cumsum(count) - count
+        offsets = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(before, count)
+        return np.repeat(first, count) + offsets * np.repeat(step, count)
+
+
+class _Weights:
+    """The weight path of a lane (rules 3 to 8): the fetcher's requests, the word FIFO, the unpacker and the
+    ``w`` slices, as the few last cycles each queue's rule looks back to."""
+
+    def __init__(self):
+        self.fired = NEVER                      # the last word's request fired
+        self.left = deque(maxlen=Fetcher.WORD_FIFO)   # the last words' cycles leaving the word FIFO
+        self.rows = [[NEVER] * SLICE for _ in range(SLICES + 1)]  # the last rows entering each slice, leaving
+
+    def key(self, reference):
+        """The state relative to ``reference`` (the last request's fire): a cycle at or before it cannot bind a
+        later word, row or request, so it is clipped there."""
+        return (len(self.left), *(max(t - reference, 0) for t in self.left),
+                *(max(t - reference, 0) for stage in self.rows for t in stage))
+
+    def restore(self, key, reference):
+        count = key[0]
+        self.fired = reference
+        self.left = deque((t + reference for t in key[1:1 + count]), maxlen=Fetcher.WORD_FIFO)
+        flat = [t + reference for t in key[1 + count:]]
+        self.rows = [flat[SLICE * s:SLICE * (s + 1)] for s in range(SLICES + 1)]
+
+    def tile(self, shape, bias, first_request, gate, bias_gate):
+        """A generator over one tile's words, preceded by ``bias`` bias words: yields each word's request cycle,
+        is sent the cycle it fired; returns the cycle the tile's last row was accepted."""
+        left, rows = self.left, self.rows
+        for index in range(bias + shape.tile_words):
+            request = first_request if index == 0 and first_request is not None else self.fired + 1
+            if len(left) == Fetcher.WORD_FIFO:
+                request = max(request, left[0] + 1)
+            fire = yield request
+            self.fired = fire
+            head = max(fire + WORD_HEAD, left[-1] + 1) if left else fire + WORD_HEAD
+            if index < bias:
+                left.append(max(head, bias_gate) if index == bias - 1 else head)
+                continue
+            arrive = head
+            for _ in range(shape.rows_per_word):
+                t = arrive
+                for s in range(SLICES):  # rule 7
+                    t = max(t, rows[s][-1] + 1, rows[s + 1][0] + 1)
+                    rows[s] = [rows[s][-1], t]
+                    if s == 0:
+                        arrive = t + 1
+                    t += 1
+                t = max(t, rows[SLICES][-1] + 1, gate)
+                rows[SLICES] = [rows[SLICES][-1], t]
+            left.append(arrive - 1)
+        return rows[SLICES][-1]
 
 
 class _Lane:
-    """One lane's units, their queues and histories; :meth:`run` is a generator that yields the cycle from which
-    the lane requests its next weight word and is sent the cycle the request fired."""
+    """One lane's units, their queues and histories. :meth:`run` is a generator: alone on the weight memory (the
+    only working lane), it computes its requests' fires itself (rule 4) and yields nothing; otherwise it yields
+    the cycle from which it requests its next weight word and is sent the cycle the request fired."""
 
-    def __init__(self, geometry, split, program, release):
+    def __init__(self, geometry, split, program, release, *, alone):
         self.shape = shape = geometry.splits[split]
         self.program = program
         self.release = release
+        self.alone = alone
         self.latency = geometry.array.latency(split)
         self.quiet = geometry.array.settle_cycles + 1
         self.bank_wait = max(shape.rows - 1, 1)
-        self.outputs = []
+        self.outputs = _Progressions()
         self.layers_done = []           # per LAYER: the cycle layers_done counts it
         self.inexact = set()
+        self.memo = {}                  # a tile's weights from a state seen before (alone only)
+
+    def _weights(self, weights, bias, first_request, gate, bias_gate):
+        """A tile's weights (with ``bias`` bias words first): yields requests unless alone; returns the cycle its
+        last row was accepted."""
+        if not self.alone:
+            return (yield from weights.tile(self.shape, bias, first_request, gate, bias_gate))
+        reference = weights.fired
+        key = None
+        if reference != NEVER:
+            key = (weights.key(reference), bias, None if first_request is None else first_request - reference,
+                   max(gate - reference, 0), max(bias_gate - reference, 0))
+            found = self.memo.get(key)
+            if found is not None:
+                state, fired, loaded = found
+                weights.restore(state, reference + fired)
+                return reference + fired + loaded
+        run = weights.tile(self.shape, bias, first_request, gate, bias_gate)
+        fired = weights.fired
+        try:
+            request = next(run)
+            while True:
+                fired = request if request == fired + 1 else request + 1  # rule 4, a lane alone
+                request = run.send(fired)
+        except StopIteration as stop:
+            loaded = stop.value
+        if key is not None:
+            self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
+        return loaded
 
     def run(self):
-        shape = self.shape
+        shape, latency = self.shape, self.latency
+        lag = Feeder.FEED_FIFO + SLICE * SLICES   # items between the feeder's issue and the array
         dispatched = []                 # per command, the cycle it fired on cmd
         starts = {"load": [], "fetch": [], "feed": []}
         inputs_done = []                # per INPUT: the cycle inputs_done counts it
-        holds = []                      # cycles the writer's write-back register holds the loader (increasing)
+        holds = _Progressions()         # cycles the writer's write-back register holds the loader
         last_word = NEVER               # the loader's last word
-        fired, left = [], []            # weight words: request fired, left the word FIFO
-        rows = _Slices()                # weight rows on w
-        items = _Slices()               # items on x
-        issued = []                     # items: read issued
+        weights = _Weights()
+        tile_first, tile_x = [], []     # per tile: its first item (counted in the lane), the cycle it was accepted
+        items = 0                       # items issued in the lane
+        issued = NEVER                  # the last item's issue
+        accepted = NEVER                # the last item's cycle in x
         tile_last = []                  # per tile: the cycle its last item was accepted
         ntile_filled = 0                # n-tile FIFO entries written
         ntile_taken = []                # per n-tile: the cycle the issuer took its entry
         beat_free = NEVER               # the cycle the issuer may start the next sum
-        acc_reads = []                  # final sums: the cycle their last beat left the accumulator FIFO
+        reads = deque(maxlen=Accumulator.ACC_FIFO)  # the last final sums' last beats (accumulator FIFO reads)
 
         def done_at(history, wait):
             return history[wait - 1] if wait else NEVER
+
+        def x_of(n):
+            index = bisect_right(tile_first, n) - 1
+            return tile_x[index] + n - tile_first[index]
+
+        def check_room(arrive):
+            # The accumulator takes a result only with a credit of its FIFO free: at most ACC_FIFO final sums
+            # taken and not yet read. Not modelled: flag the run if a result would wait.
+            if len(reads) == Accumulator.ACC_FIFO and reads[0] >= arrive:
+                self.inexact.add("accumulator FIFO back-pressure (final sums faster than the post-processors "
+                                 "for more than its credits)")
 
         for command in self.program.commands:
             op = command["op"]
@@ -200,7 +295,7 @@ class _Lane:
                 count = command["items"] * command["ktiles"]
                 last = start + count
                 while True:  # the words skip the held cycles
-                    extended = start + count + bisect_right(holds, last) - bisect_left(holds, start + 1)
+                    extended = start + count + holds.count(start + 1, last)
                     if extended == last:
                         break
                     last = extended
@@ -208,75 +303,59 @@ class _Lane:
                 inputs_done.append(last + 1)
                 continue
 
-            fetch_start = max(cycle + 1, (fired[-1] + 1) if fired else NEVER)
+            fetch_start = max(cycle + 1, weights.fired + 1)
             starts["fetch"].append(fetch_start)
-            feed_start = max(cycle + 1, (issued[-1] + 1) if issued else NEVER,
-                             done_at(inputs_done, command["wait_inputs"]),
+            feed_start = max(cycle + 1, issued + 1, done_at(inputs_done, command["wait_inputs"]),
                              done_at(self.layers_done, command["wait_layers"]))
             starts["feed"].append(feed_start)
             ktiles, ntiles, count = command["ktiles"], command["ntiles"], command["items"]
-            first_word = first_item = True
+            first_request, first_issue = fetch_start + 1, feed_start + 1
             for _ in range(ntiles):
-                words = [True] * shape.bias_words + [False] * (ktiles * shape.tile_words)
-                for index, bias in enumerate(words):
-                    m = len(fired)
-                    request = fetch_start + 1 if first_word else fired[-1] + 1
-                    if m >= Fetcher.WORD_FIFO:
-                        request = max(request, left[m - Fetcher.WORD_FIFO] + 1)
-                    first_word = False
-                    fire = yield request
-                    fired.append(fire)
-                    head = max(fire + WORD_HEAD, (left[-1] + 1) if left else NEVER)
-                    if bias:
-                        if index == shape.bias_words - 1:
-                            if ntile_filled >= Unpacker.NTILE_FIFO:
-                                head = max(head, ntile_taken[ntile_filled - Unpacker.NTILE_FIFO] + 1)
-                            ntile_filled += 1
-                        left.append(head)
-                        continue
+                bias_gate = NEVER
+                if ntile_filled >= Unpacker.NTILE_FIFO:
+                    bias_gate = ntile_taken[ntile_filled - Unpacker.NTILE_FIFO] + 1
+                ntile_filled += 1
+                for ktile in range(ktiles):
                     tile = len(tile_last)
                     gate = max(self.quiet, (tile_last[tile - 2] + self.bank_wait) if tile >= 2 else NEVER)
-                    row_ready = head
-                    for _ in range(shape.rows_per_word):
-                        accepted, entered = rows.push(row_ready, gate)
-                        row_ready = entered + 1
-                    left.append(entered)
-                    word = index - shape.bias_words
-                    if word % shape.tile_words != shape.tile_words - 1:
+                    loaded = yield from self._weights(weights, 0 if ktile else shape.bias_words, first_request,
+                                                      gate, bias_gate)
+                    first_request = None
+                    # The tile's items (rule 9): one a cycle from the first, whose read waited for the item lag
+                    # places ahead to reach the array.
+                    issue = max(issued + 1, first_issue)
+                    first_issue = NEVER
+                    if items >= lag:
+                        issue = max(issue, x_of(items - lag) + SLICES + 1)
+                    x = max(accepted + 1, loaded + 1, issue + ITEM_HEAD + SLICES)
+                    tile_first.append(items)
+                    tile_x.append(x)
+                    last_item = items + count - 1
+                    issued = issue + count - 1
+                    if last_item >= lag:
+                        issued = max(issued, x_of(last_item - lag) + SLICES + 1)
+                    items += count
+                    accepted = x + count - 1
+                    tile_last.append(accepted)
+                    arrive = x + latency + SLICES   # rule 10
+                    if ktile < ktiles - 1:
+                        check_room(arrive)
                         continue
-                    # The tile is loaded: its items.
-                    final = word // shape.tile_words == ktiles - 1
-                    tile_gate = accepted + 1
-                    for item in range(count):
-                        n = len(issued)
-                        issue = (issued[-1] + 1) if issued else NEVER
-                        if first_item:
-                            issue, first_item = max(issue, feed_start + 1), False
-                        if n >= Feeder.FEED_FIFO:
-                            issue = max(issue, items.enter[0][n - Feeder.FEED_FIFO] + 1)
-                        issued.append(issue)
-                        x, _ = items.push(issue + ITEM_HEAD, tile_gate if item == 0 else NEVER)
-                        # The accumulator takes a result only with a credit of its FIFO free: at most ACC_FIFO
-                        # final sums taken and not yet read. Not modelled: flag the run if it would wait.
-                        arrive = x + self.latency + SLICES
-                        if len(acc_reads) >= Accumulator.ACC_FIFO and acc_reads[-Accumulator.ACC_FIFO] >= arrive:
-                            self.inexact.add("accumulator FIFO back-pressure (final sums faster than the "
-                                             "post-processors for more than its credits)")
-                        if not final:
-                            continue
-                        first_beat = max(arrive + TO_ISSUE, beat_free)
-                        last_beat = first_beat + shape.beats - 1
-                        beat_free = last_beat + 1
-                        acc_reads.append(last_beat)
-                        taken = last_beat + TO_WRITER
-                        if item == count - 1:
-                            ntile_taken.append(last_beat)
-                        if command["to_output"]:
-                            self.outputs.append(taken + 1)
-                        else:
-                            holds.append(taken + 1)
-                    tile_last.append(items.leave[-1])
-            self.layers_done.append(taken + 2)
+                    # Rule 11: the final sums' beats, back to back from the first, which waits for nothing else.
+                    beats = shape.beats
+                    first_beat = max(arrive + TO_ISSUE, beat_free)
+                    last_beat = first_beat + beats * count - 1
+                    beat_free = last_beat + 1
+                    if beats > 1:
+                        for item in range(count):
+                            if item < Accumulator.ACC_FIFO or item == count - 1:
+                                check_room(arrive + item)
+                            reads.append(first_beat + beats * item + beats - 1)
+                    ntile_taken.append(last_beat)
+                    # Rule 12.
+                    (self.outputs if command["to_output"] else holds).add(first_beat + beats - 1 + TO_WRITER + 1,
+                                                                          count, beats)
+            self.layers_done.append(last_beat + TO_WRITER + 2)
 
 
 def _arbitrate(lanes):
@@ -334,9 +413,11 @@ def engine_timing(plan, *, release=None):
     release = len(plan.weights.words) if release is None else int(release)
     if release < 0:
         raise ValueError(f"The release cycle must not be negative, not {release}")
-    lanes = {lane: _Lane(geometry, plan.split, program, release) for lane, program in sorted(plan.lanes.items())}
+    alone = len(plan.lanes) == 1
+    lanes = {lane: _Lane(geometry, plan.split, program, release, alone=alone)
+             for lane, program in sorted(plan.lanes.items())}
     _arbitrate(list(lanes.values()))
-    outputs = {f"out{lane}": np.array(unit.outputs, dtype=np.int64) for lane, unit in lanes.items()}
+    outputs = {f"out{lane}": unit.outputs.array() for lane, unit in lanes.items()}
     last = max((int(cycles[-1]) for cycles in outputs.values() if len(cycles)), default=-1)
     return EngineTiming(outputs=outputs, cycles=last + 1,
                         layers_done={lane: np.array(unit.layers_done, dtype=np.int64) for lane, unit in lanes.items()},
