@@ -123,29 +123,37 @@ class EngineTiming:
 
 
 class _Progressions:
-    """Increasing cycles kept as arithmetic progressions ``(first, count, step)``."""
+    """Increasing cycles kept as runs of arithmetic progressions: ``(first, count, step, repeats, period)`` is
+    ``count`` cycles ``step`` apart from ``first``, then again ``period`` later, ``repeats`` times in all."""
 
     def __init__(self):
         self.firsts, self.runs = [], []
 
-    def add(self, first, count, step):
+    def add(self, first, count, step, repeats=1, period=0):
         self.firsts.append(first)
-        self.runs.append((first, count, step))
+        self.runs.append((first, count, step, repeats, period))
 
     def count(self, low, high):
         """How many of the cycles lie in ``low .. high``."""
         total = 0
         for index in range(bisect_right(self.firsts, high) - 1, -1, -1):
-            first, count, step = self.runs[index]
-            if first + (count - 1) * step < low:
+            first, count, step, repeats, period = self.runs[index]
+            span = (count - 1) * step
+            if first + (repeats - 1) * period + span < low:
                 break
-            total += min(count - 1, (high - first) // step) - max(0, -(-(low - first) // step)) + 1
+            repeat = max(0, -(-(low - first - span) // period)) if period else 0
+            while repeat < repeats and first + repeat * period <= high:
+                start = first + repeat * period
+                total += max(0, min(count - 1, (high - start) // step) - max(0, -(-(low - start) // step)) + 1)
+                repeat += 1
         return total
 
     def array(self):
         if not self.runs:
             return np.zeros(0, dtype=np.int64)
-        first, count, step = (np.array(column, dtype=np.int64) for column in zip(*self.runs))
+        first, count, step, repeats, period = (np.array(column, dtype=np.int64) for column in zip(*self.runs))
+        first = np.repeat(first, repeats) + np.concatenate([np.arange(r) for r in repeats]) * np.repeat(period, repeats)
+        count, step = np.repeat(count, repeats), np.repeat(step, repeats)
         before = np.cumsum(count) - count
         offsets = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(before, count)
         return np.repeat(first, count) + offsets * np.repeat(step, count)
@@ -202,10 +210,65 @@ class _Weights:
         return rows[SLICES][-1]
 
 
+class _Items:
+    """The item path of a lane (rules 9 and 10) as the last cycles its rules look back to."""
+
+    #: Items between the feeder's issue and the array: the feed FIFO's credits and the slices' places.
+    LAG = Feeder.FEED_FIFO + SLICE * SLICES
+
+    def __init__(self):
+        self.count = 0                          # items issued in the lane
+        self.issued = NEVER                     # the last item's issue
+        self.accepted = NEVER                   # the last item's cycle in x
+        self.tiles = deque(maxlen=self.LAG + 1)  # the last tiles' (first item, cycle it was accepted)
+        self.tile_last = deque([NEVER, NEVER], maxlen=2)  # the last two tiles' last items' cycles in x
+
+    def x_of(self, n):
+        """The cycle item ``n`` (one of the last ``LAG``) was accepted."""
+        for first, x in reversed(self.tiles):
+            if first <= n:
+                return x + n - first
+        raise AssertionError(f"item {n} is older than the last {self.LAG}")
+
+    def tile(self, count, loaded, first_issue):
+        """A tile of ``count`` items whose weights were loaded in ``loaded``; returns the first item's cycle."""
+        lag = self.LAG
+        issue = max(self.issued + 1, first_issue)
+        if self.count >= lag:
+            issue = max(issue, self.x_of(self.count - lag) + SLICES + 1)
+        x = max(self.accepted + 1, loaded + 1, issue + ITEM_HEAD + SLICES)
+        self.tiles.append((self.count, x))
+        last = self.count + count - 1
+        self.issued = issue + count - 1
+        if last >= lag:
+            self.issued = max(self.issued, self.x_of(last - lag) + SLICES + 1)
+        self.count += count
+        self.accepted = x + count - 1
+        self.tile_last.append(self.accepted)
+        return x
+
+    def key(self, reference):
+        return (min(self.count, self.LAG), self.issued - reference, self.accepted - reference,
+                *(t - reference for t in self.tile_last),
+                *(v for first, x in self.tiles for v in (first - self.count, x - reference)))
+
+    def shift(self, cycles, items):
+        self.count += items
+        self.issued += cycles
+        self.accepted += cycles
+        self.tile_last = deque((t + cycles for t in self.tile_last), maxlen=2)
+        self.tiles = deque(((first + items, x + cycles) for first, x in self.tiles), maxlen=self.LAG + 1)
+
+
 class _Lane:
     """One lane's units, their queues and histories. :meth:`run` is a generator: alone on the weight memory (the
     only working lane), it computes its requests' fires itself (rule 4) and yields nothing; otherwise it yields
-    the cycle from which it requests its next weight word and is sent the cycle the request fired."""
+    the cycle from which it requests its next weight word and is sent the cycle the request fired.
+
+    Alone, a run of steps that leave the lane's state as the step before left it, shifted by the same number of
+    cycles, repeats: the rest of the run is shifted in one go (the middle k-tiles of an n-tile, the n-tiles of a
+    layer), and a tile's weights from a state seen before are taken from a memo.
+    """
 
     def __init__(self, geometry, split, program, release, *, alone):
         self.shape = shape = geometry.splits[split]
@@ -216,13 +279,21 @@ class _Lane:
         self.quiet = geometry.array.settle_cycles + 1
         self.bank_wait = max(shape.rows - 1, 1)
         self.outputs = _Progressions()
+        self.holds = _Progressions()    # cycles the writer's write-back register holds the loader
         self.layers_done = []           # per LAYER: the cycle layers_done counts it
         self.inexact = set()
         self.memo = {}                  # a tile's weights from a state seen before (alone only)
+        self.weights = _Weights()
+        self.items = _Items()
+        self.ntile_filled = 0           # n-tile FIFO entries written
+        self.ntile_taken = deque(maxlen=Unpacker.NTILE_FIFO)  # the last n-tiles' cycles the issuer took them
+        self.beat_free = NEVER          # the cycle the issuer may start the next sum
+        self.reads = deque(maxlen=Accumulator.ACC_FIFO)  # the last final sums' last beats (accumulator FIFO reads)
 
-    def _weights(self, weights, bias, first_request, gate, bias_gate):
+    def _loaded(self, bias, first_request, gate, bias_gate):
         """A tile's weights (with ``bias`` bias words first): yields requests unless alone; returns the cycle its
         last row was accepted."""
+        weights = self.weights
         if not self.alone:
             return (yield from weights.tile(self.shape, bias, first_request, gate, bias_gate))
         reference = weights.fired
@@ -248,38 +319,88 @@ class _Lane:
             self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
         return loaded
 
+    def _check_room(self, arrive):
+        # The accumulator takes a result only with a credit of its FIFO free: at most ACC_FIFO final sums taken
+        # and not yet read. Not modelled: flag the run if a result would wait.
+        if len(self.reads) == Accumulator.ACC_FIFO and self.reads[0] >= arrive:
+            self.inexact.add("accumulator FIFO back-pressure (final sums faster than the post-processors for more "
+                             "than its credits)")
+
+    def _tile(self, count, bias, first_request, first_issue, bias_gate, final, to_output):
+        """One tile of a LAYER command (rules 3 to 12); returns the last beat of its last sum if ``final``."""
+        items = self.items
+        gate = max(self.quiet, items.tile_last[0] + self.bank_wait)
+        loaded = yield from self._loaded(bias, first_request, gate, bias_gate)
+        x = items.tile(count, loaded, first_issue)
+        arrive = x + self.latency + SLICES   # rule 10
+        if not final:
+            self._check_room(arrive)
+            return None
+        # Rule 11: the final sums' beats, back to back from the first, which waits for nothing else.
+        beats = self.shape.beats
+        first_beat = max(arrive + TO_ISSUE, self.beat_free)
+        last_beat = first_beat + beats * count - 1
+        self.beat_free = last_beat + 1
+        if beats > 1:
+            for item in range(count):
+                if item < Accumulator.ACC_FIFO or item == count - 1:
+                    self._check_room(arrive + item)
+                self.reads.append(first_beat + beats * item + beats - 1)
+        self.ntile_taken.append(last_beat)
+        # Rule 12.
+        (self.outputs if to_output else self.holds).add(first_beat + beats - 1 + TO_WRITER + 1, count, beats)
+        return last_beat
+
+    def _key(self, whole):
+        """The lane's state relative to its last weight request, for a step that is a middle k-tile or (``whole``)
+        an n-tile."""
+        reference = self.weights.fired
+        key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0))
+        if whole:
+            key += (min(self.ntile_filled, Unpacker.NTILE_FIFO), self.beat_free - reference,
+                    *(t - reference for t in self.ntile_taken), *(t - reference for t in self.reads))
+        return reference, key
+
+    def _shift(self, cycles, items, whole):
+        """Move the state on by ``cycles`` and ``items``: the steps the jump leaves out."""
+        self.weights.restore(self.weights.key(self.weights.fired), self.weights.fired + cycles)
+        self.items.shift(cycles, items)
+        if whole:
+            self.beat_free += cycles
+            self.ntile_taken = deque((t + cycles for t in self.ntile_taken), maxlen=Unpacker.NTILE_FIFO)
+            self.reads = deque((t + cycles for t in self.reads), maxlen=Accumulator.ACC_FIFO)
+
+    def _ntile(self, command, first_request, first_issue):
+        """One n-tile of a LAYER command; returns the last beat of its last sum."""
+        ktiles, count = command["ktiles"], command["items"]
+        bias_gate = self.ntile_taken[0] + 1 if self.ntile_filled >= Unpacker.NTILE_FIFO else NEVER
+        self.ntile_filled += 1
+        last = yield from self._tile(count, self.shape.bias_words, first_request, first_issue, bias_gate,
+                                     ktiles == 1, command["to_output"])
+        ktile, previous = 1, None
+        while ktile < ktiles - 1:
+            if self.alone:
+                reference, key = self._key(False)
+                if previous is not None and previous[1] == key and reference > previous[0]:
+                    # The middle k-tiles repeat: jump to the last one.
+                    left = ktiles - 1 - ktile
+                    self._shift((reference - previous[0]) * left, count * left, False)
+                    break
+                previous = reference, key
+            yield from self._tile(count, 0, None, NEVER, NEVER, False, False)
+            ktile += 1
+        if ktiles > 1:
+            last = yield from self._tile(count, 0, None, NEVER, NEVER, True, command["to_output"])
+        return last
+
     def run(self):
-        shape, latency = self.shape, self.latency
-        lag = Feeder.FEED_FIFO + SLICE * SLICES   # items between the feeder's issue and the array
         dispatched = []                 # per command, the cycle it fired on cmd
         starts = {"load": [], "fetch": [], "feed": []}
         inputs_done = []                # per INPUT: the cycle inputs_done counts it
-        holds = _Progressions()         # cycles the writer's write-back register holds the loader
         last_word = NEVER               # the loader's last word
-        weights = _Weights()
-        tile_first, tile_x = [], []     # per tile: its first item (counted in the lane), the cycle it was accepted
-        items = 0                       # items issued in the lane
-        issued = NEVER                  # the last item's issue
-        accepted = NEVER                # the last item's cycle in x
-        tile_last = []                  # per tile: the cycle its last item was accepted
-        ntile_filled = 0                # n-tile FIFO entries written
-        ntile_taken = []                # per n-tile: the cycle the issuer took its entry
-        beat_free = NEVER               # the cycle the issuer may start the next sum
-        reads = deque(maxlen=Accumulator.ACC_FIFO)  # the last final sums' last beats (accumulator FIFO reads)
 
         def done_at(history, wait):
             return history[wait - 1] if wait else NEVER
-
-        def x_of(n):
-            index = bisect_right(tile_first, n) - 1
-            return tile_x[index] + n - tile_first[index]
-
-        def check_room(arrive):
-            # The accumulator takes a result only with a credit of its FIFO free: at most ACC_FIFO final sums
-            # taken and not yet read. Not modelled: flag the run if a result would wait.
-            if len(reads) == Accumulator.ACC_FIFO and reads[0] >= arrive:
-                self.inexact.add("accumulator FIFO back-pressure (final sums faster than the post-processors "
-                                 "for more than its credits)")
 
         for command in self.program.commands:
             op = command["op"]
@@ -295,7 +416,7 @@ class _Lane:
                 count = command["items"] * command["ktiles"]
                 last = start + count
                 while True:  # the words skip the held cycles
-                    extended = start + count + holds.count(start + 1, last)
+                    extended = start + count + self.holds.count(start + 1, last)
                     if extended == last:
                         break
                     last = extended
@@ -303,58 +424,30 @@ class _Lane:
                 inputs_done.append(last + 1)
                 continue
 
-            fetch_start = max(cycle + 1, weights.fired + 1)
+            fetch_start = max(cycle + 1, self.weights.fired + 1)
             starts["fetch"].append(fetch_start)
-            feed_start = max(cycle + 1, issued + 1, done_at(inputs_done, command["wait_inputs"]),
+            feed_start = max(cycle + 1, self.items.issued + 1, done_at(inputs_done, command["wait_inputs"]),
                              done_at(self.layers_done, command["wait_layers"]))
             starts["feed"].append(feed_start)
-            ktiles, ntiles, count = command["ktiles"], command["ntiles"], command["items"]
-            first_request, first_issue = fetch_start + 1, feed_start + 1
-            for _ in range(ntiles):
-                bias_gate = NEVER
-                if ntile_filled >= Unpacker.NTILE_FIFO:
-                    bias_gate = ntile_taken[ntile_filled - Unpacker.NTILE_FIFO] + 1
-                ntile_filled += 1
-                for ktile in range(ktiles):
-                    tile = len(tile_last)
-                    gate = max(self.quiet, (tile_last[tile - 2] + self.bank_wait) if tile >= 2 else NEVER)
-                    loaded = yield from self._weights(weights, 0 if ktile else shape.bias_words, first_request,
-                                                      gate, bias_gate)
-                    first_request = None
-                    # The tile's items (rule 9): one a cycle from the first, whose read waited for the item lag
-                    # places ahead to reach the array.
-                    issue = max(issued + 1, first_issue)
-                    first_issue = NEVER
-                    if items >= lag:
-                        issue = max(issue, x_of(items - lag) + SLICES + 1)
-                    x = max(accepted + 1, loaded + 1, issue + ITEM_HEAD + SLICES)
-                    tile_first.append(items)
-                    tile_x.append(x)
-                    last_item = items + count - 1
-                    issued = issue + count - 1
-                    if last_item >= lag:
-                        issued = max(issued, x_of(last_item - lag) + SLICES + 1)
-                    items += count
-                    accepted = x + count - 1
-                    tile_last.append(accepted)
-                    arrive = x + latency + SLICES   # rule 10
-                    if ktile < ktiles - 1:
-                        check_room(arrive)
-                        continue
-                    # Rule 11: the final sums' beats, back to back from the first, which waits for nothing else.
-                    beats = shape.beats
-                    first_beat = max(arrive + TO_ISSUE, beat_free)
-                    last_beat = first_beat + beats * count - 1
-                    beat_free = last_beat + 1
-                    if beats > 1:
-                        for item in range(count):
-                            if item < Accumulator.ACC_FIFO or item == count - 1:
-                                check_room(arrive + item)
-                            reads.append(first_beat + beats * item + beats - 1)
-                    ntile_taken.append(last_beat)
-                    # Rule 12.
-                    (self.outputs if command["to_output"] else holds).add(first_beat + beats - 1 + TO_WRITER + 1,
-                                                                          count, beats)
+            ntiles, per_ntile = command["ntiles"], command["items"] * command["ktiles"]
+            target = self.outputs if command["to_output"] else self.holds
+            last_beat = yield from self._ntile(command, fetch_start + 1, feed_start + 1)
+            ntile, previous = 1, None
+            while ntile < ntiles:
+                if self.alone:
+                    reference, key = self._key(True)
+                    if previous is not None and previous[1] == key and reference > previous[0]:
+                        # The n-tiles repeat: the rest in one go, their results as repeats of the last one's.
+                        period, left = reference - previous[0], ntiles - ntile
+                        first, count, step, _, _ = target.runs[-1]
+                        target.add(first + period, count, step, left, period)
+                        self._shift(period * left, per_ntile * left, True)
+                        self.ntile_filled += left
+                        last_beat += period * left
+                        break
+                    previous = reference, key
+                last_beat = yield from self._ntile(command, None, NEVER)
+                ntile += 1
             self.layers_done.append(last_beat + TO_WRITER + 2)
 
 
