@@ -9,11 +9,10 @@ and the run's cycles (as :attr:`~rpaccel.sim.player.PlayerResult.cycles`: the la
 are the Player's: cycle 0 is the first cycle out of reset, a transfer counts in the cycle whose closing edge sees
 ``valid`` and ``ready``.
 
-The model follows every element through the engine's queues as a chain of max-plus recurrences: an element leaves
-a stage at the latest of the cycle it arrives plus the stage's latency, the cycle after the element before it
-left, and the cycle after the element as many places ahead as the stage holds left the next stage (or returned its
-credit). There is no loop over cycles: the loops are over commands, weight words, weight rows and items, and the
-weight memory's arbiter steps once per granted request. Runs of a few thousand items take milliseconds.
+The model follows the engine's queues as max-plus recurrences: an element leaves a stage at the latest of the
+cycle it arrives plus the stage's latency, the cycle after the element before it left, and the cycle after the
+element as many places ahead as the stage holds left the next stage (or returned its credit). There is no loop
+over cycles (see the end for what it loops over).
 
 Timing rules, each with the RTL mechanism it comes from (cycles relative to the event named; "fire" is a
 transfer):
@@ -54,7 +53,10 @@ transfer):
    ``inputs_done``/``layers_done`` reaching the command's waits; it issues one read a cycle from the next cycle,
    item ``n`` of the lane not before the cycle after item ``n - 8`` left the feed FIFO; an issued read is at the
    FIFO's head 4 cycles later (3 of read latency, 1 of the FIFO). The array accepts the first item of a tile one
-   cycle after the tile's last row was accepted (``full``), every item after the one before it.
+   cycle after the tile's last row was accepted (``full``), every item after the one before it. With the two
+   slices' four places (rule 7) the chain reduces to: item ``n`` is issued at the latest of the cycle after item
+   ``n - 1``'s issue and 3 cycles after item ``n - 12`` was accepted, and accepted at the latest of 6 cycles after
+   its issue, the cycle after item ``n - 1`` and its tile's gate; so a tile's items take consecutive cycles.
 10. **Array: results** (``ArrayGeometry.latency``). An item accepted in ``x`` is presented in ``y`` ``latency =
     rows + cols + 4`` cycles later and reaches the accumulator 2 cycles after that (two slices).
 11. **Accumulator and beat issuer** (``Accumulator``, ``BeatIssuer``). A final sum reaching the accumulator in
@@ -66,10 +68,23 @@ transfer):
     on ``out`` in ``c + 1``; a hidden-layer result is written from the write-back register in ``c + 1`` (the
     loader's ``hold``). A layer is done in ``layers_done`` two cycles after its last result was taken.
 
-What is not modelled (the result says so in :attr:`EngineTiming.inexact`, naming it): back-pressure from the
-accumulator FIFO when final sums arrive faster than the post-processors take them for long enough to use its 16
-credits (possible only where ``beats > 1``, long runs of final items): the array's clock enable then stalls the
-sub-array.
+13. **Stalls** (``SystolicArray._slot_control``: the output FIFO of 3 and the clock enable two cycles late;
+    ``Accumulator``'s ``CreditCounter`` of its FIFO). The accumulator takes a result only while at most 15 final
+    sums are taken and not yet read by the beat issuer (16 credits): where a result takes several beats
+    (``beats > 1``: post-processors shared by the columns) long runs of final sums wait. A result leaves the array's
+    output FIFO no earlier than the cycle after the result two places ahead entered the first ``y`` slice (rule
+    7); the sub-array's clock enable is low in cycle ``t`` while the FIFO held two results in cycle ``t - 1``,
+    i.e. in cycles ``written[n] + 2 .. left[n - 1] + 1`` for each result ``n``. The array then counts only
+    enabled cycles: items and weight rows are accepted in them, a bank's ``busy`` count of ``rows - 2`` runs in
+    them, and a result is written to the output FIFO ``latency - 1`` enabled cycles after its item was accepted.
+
+How it runs fast: per tile, the items are in closed form (one a cycle from the first, rule 9; their results one a
+cycle, the beats back to back) unless the sub-array stalls or the accumulator would make them wait, when they go
+item by item; the weight words go word by word. A lane alone on the weight memory remembers each tile's weights
+by the state they started from relative to the last request (what lies at or before it cannot bind later
+events), and steps that leave the lane's whole state as the step before did, shifted by the same number of
+cycles, repeat: the rest of a run of middle k-tiles of an n-tile, and of the n-tiles of a layer, is shifted in one
+go, its results kept as repeated arithmetic progressions.
 """
 
 from bisect import bisect_right
@@ -112,14 +127,11 @@ class EngineTiming:
     layers_done : dict
         ``{lane: int64 array}``: per LAYER command of the lane, in order, the first cycle in which ``layers_done``
         counts it.
-    inexact : tuple of str
-        Mechanisms the run met that the model does not follow (empty: every cycle is exact).
     """
 
     outputs: dict
     cycles: int
     layers_done: dict
-    inexact: tuple
 
 
 class _Progressions:
@@ -159,6 +171,45 @@ class _Progressions:
         return np.repeat(first, count) + offsets * np.repeat(step, count)
 
 
+class _Stalls:
+    """The cycles a sub-array's clock enable is low (rule 13), as disjoint increasing intervals."""
+
+    def __init__(self):
+        self.starts, self.ends = [], []
+
+    @property
+    def last(self):
+        """The last stalled cycle so far."""
+        return self.ends[-1] if self.ends else NEVER
+
+    def add(self, start, end):
+        if start > end:
+            return
+        if self.ends and self.ends[-1] >= start - 1:
+            self.ends[-1] = max(self.ends[-1], end)
+        else:
+            self.starts.append(start)
+            self.ends.append(end)
+
+    def enabled(self, t):
+        """The first enabled cycle from ``t`` on."""
+        if self.ends and self.ends[-1] >= t:
+            index = bisect_right(self.starts, t) - 1
+            if index >= 0 and self.ends[index] >= t:
+                return self.ends[index] + 1
+        return t
+
+    def advance(self, t, count):
+        """The ``count``-th enabled cycle after the enabled cycle ``t``."""
+        t += count
+        if self.ends and self.ends[-1] > t - count:
+            for index in range(bisect_right(self.starts, t - count), len(self.starts)):
+                if self.starts[index] > t:
+                    break
+                t += self.ends[index] - self.starts[index] + 1
+        return t
+
+
 class _Weights:
     """The weight path of a lane (rules 3 to 8): the fetcher's requests, the word FIFO, the unpacker and the
     ``w`` slices, as the few last cycles each queue's rule looks back to."""
@@ -181,7 +232,7 @@ class _Weights:
         flat = [t + reference for t in key[1 + count:]]
         self.rows = [flat[SLICE * s:SLICE * (s + 1)] for s in range(SLICES + 1)]
 
-    def tile(self, shape, bias, first_request, gate, bias_gate):
+    def tile(self, shape, bias, first_request, gate, bias_gate, stalls):
         """A generator over one tile's words, preceded by ``bias`` bias words: yields each word's request cycle,
         is sent the cycle it fired; returns the cycle the tile's last row was accepted."""
         left, rows = self.left, self.rows
@@ -204,7 +255,7 @@ class _Weights:
                     if s == 0:
                         arrive = t + 1
                     t += 1
-                t = max(t, rows[SLICES][-1] + 1, gate)
+                t = stalls.enabled(max(t, rows[SLICES][-1] + 1, gate))
                 rows[SLICES] = [rows[SLICES][-1], t]
             left.append(arrive - 1)
         return rows[SLICES][-1]
@@ -223,29 +274,32 @@ class _Items:
         self.tiles = deque(maxlen=self.LAG + 1)  # the last tiles' (first item, cycle it was accepted)
         self.tile_last = deque([NEVER, NEVER], maxlen=2)  # the last two tiles' last items' cycles in x
 
-    def x_of(self, n):
-        """The cycle item ``n`` (one of the last ``LAG``) was accepted."""
+    def x_of(self, n, stalls):
+        """The cycle item ``n`` (one of the last ``LAG``) was accepted: its tile's items take consecutive enabled
+        cycles."""
         for first, x in reversed(self.tiles):
             if first <= n:
-                return x + n - first
+                return stalls.advance(x, n - first)
         raise AssertionError(f"item {n} is older than the last {self.LAG}")
 
-    def tile(self, count, loaded, first_issue):
-        """A tile of ``count`` items whose weights were loaded in ``loaded``; returns the first item's cycle."""
-        lag = self.LAG
+    def start(self, loaded, first_issue, stalls):
+        """The first item's issue and cycle in ``x`` of a tile whose weights were loaded in ``loaded``."""
         issue = max(self.issued + 1, first_issue)
-        if self.count >= lag:
-            issue = max(issue, self.x_of(self.count - lag) + SLICES + 1)
-        x = max(self.accepted + 1, loaded + 1, issue + ITEM_HEAD + SLICES)
+        if self.count >= self.LAG:
+            issue = max(issue, self.x_of(self.count - self.LAG, stalls) + SLICES + 1)
+        return issue, stalls.enabled(max(self.accepted + 1, loaded + 1, issue + ITEM_HEAD + SLICES))
+
+    def finish(self, count, issue, x, accepted, stalls):
+        """Record a tile of ``count`` items, the first issued in ``issue`` and accepted in ``x``, the last in
+        ``accepted``."""
         self.tiles.append((self.count, x))
         last = self.count + count - 1
         self.issued = issue + count - 1
-        if last >= lag:
-            self.issued = max(self.issued, self.x_of(last - lag) + SLICES + 1)
+        if last >= self.LAG:
+            self.issued = max(self.issued, self.x_of(last - self.LAG, stalls) + SLICES + 1)
         self.count += count
-        self.accepted = x + count - 1
-        self.tile_last.append(self.accepted)
-        return x
+        self.accepted = accepted
+        self.tile_last.append(accepted)
 
     def key(self, reference):
         return (min(self.count, self.LAG), self.issued - reference, self.accepted - reference,
@@ -277,11 +331,10 @@ class _Lane:
         self.alone = alone
         self.latency = geometry.array.latency(split)
         self.quiet = geometry.array.settle_cycles + 1
-        self.bank_wait = max(shape.rows - 1, 1)
+        self.bank_hold = max(shape.rows - 2, 0)
         self.outputs = _Progressions()
         self.holds = _Progressions()    # cycles the writer's write-back register holds the loader
         self.layers_done = []           # per LAYER: the cycle layers_done counts it
-        self.inexact = set()
         self.memo = {}                  # a tile's weights from a state seen before (alone only)
         self.weights = _Weights()
         self.items = _Items()
@@ -289,16 +342,20 @@ class _Lane:
         self.ntile_taken = deque(maxlen=Unpacker.NTILE_FIFO)  # the last n-tiles' cycles the issuer took them
         self.beat_free = NEVER          # the cycle the issuer may start the next sum
         self.reads = deque(maxlen=Accumulator.ACC_FIFO)  # the last final sums' last beats (accumulator FIFO reads)
+        self.stalls = _Stalls()
+        # The last two results on their way from the array's output FIFO to the accumulator: the cycles they
+        # left the FIFO (into the first slice), entered the second slice, reached the accumulator.
+        self.results = [[NEVER] * SLICE for _ in range(SLICES + 1)]
 
     def _loaded(self, bias, first_request, gate, bias_gate):
         """A tile's weights (with ``bias`` bias words first): yields requests unless alone; returns the cycle its
         last row was accepted."""
         weights = self.weights
         if not self.alone:
-            return (yield from weights.tile(self.shape, bias, first_request, gate, bias_gate))
+            return (yield from weights.tile(self.shape, bias, first_request, gate, bias_gate, self.stalls))
         reference = weights.fired
         key = None
-        if reference != NEVER:
+        if reference != NEVER and self.stalls.last < reference:
             key = (weights.key(reference), bias, None if first_request is None else first_request - reference,
                    max(gate - reference, 0), max(bias_gate - reference, 0))
             found = self.memo.get(key)
@@ -306,7 +363,7 @@ class _Lane:
                 state, fired, loaded = found
                 weights.restore(state, reference + fired)
                 return reference + fired + loaded
-        run = weights.tile(self.shape, bias, first_request, gate, bias_gate)
+        run = weights.tile(self.shape, bias, first_request, gate, bias_gate, self.stalls)
         fired = weights.fired
         try:
             request = next(run)
@@ -319,52 +376,95 @@ class _Lane:
             self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
         return loaded
 
-    def _check_room(self, arrive):
-        # The accumulator takes a result only with a credit of its FIFO free: at most ACC_FIFO final sums taken
-        # and not yet read. Not modelled: flag the run if a result would wait.
-        if len(self.reads) == Accumulator.ACC_FIFO and self.reads[0] >= arrive:
-            self.inexact.add("accumulator FIFO back-pressure (final sums faster than the post-processors for more "
-                             "than its credits)")
+    def _unhindered(self, reached, count, first_beat, final):
+        """Whether a tile's results, reaching the accumulator's slices from ``reached`` one a cycle (the first beat
+        of the first from ``first_beat`` if ``final``), find the way free: the results before them are through,
+        and the accumulator FIFO has a credit for each (at most ACC_FIFO final sums taken and not yet read)."""
+        if self.results[SLICES][-1] > reached - 1:
+            return False
+        reads, beats, capacity = self.reads, self.shape.beats, Accumulator.ACC_FIFO
+        if beats == 1:  # the post-processors keep up: a final sum is read four cycles after it arrives
+            return True
+        if not final:
+            return len(reads) < capacity or reads[0] < reached
+        for item in range(min(count, capacity)):
+            index = len(reads) - capacity + item
+            if index >= 0 and reads[index] >= reached + item:
+                return False
+        return count <= capacity or first_beat + beats * (count - capacity) - 1 < reached + count - 1
 
     def _tile(self, count, bias, first_request, first_issue, bias_gate, final, to_output):
-        """One tile of a LAYER command (rules 3 to 12); returns the last beat of its last sum if ``final``."""
-        items = self.items
-        gate = max(self.quiet, items.tile_last[0] + self.bank_wait)
+        """One tile of a LAYER command (rules 3 to 13); returns the last beat of its last sum if ``final``."""
+        items, stalls, latency, beats = self.items, self.stalls, self.latency, self.shape.beats
+        gate = max(self.quiet, stalls.advance(stalls.enabled(items.tile_last[0] + 1), self.bank_hold))
         loaded = yield from self._loaded(bias, first_request, gate, bias_gate)
-        x = items.tile(count, loaded, first_issue)
-        arrive = x + self.latency + SLICES   # rule 10
-        if not final:
-            self._check_room(arrive)
-            return None
-        # Rule 11: the final sums' beats, back to back from the first, which waits for nothing else.
-        beats = self.shape.beats
-        first_beat = max(arrive + TO_ISSUE, self.beat_free)
-        last_beat = first_beat + beats * count - 1
-        self.beat_free = last_beat + 1
-        if beats > 1:
+        issue, x = items.start(loaded, first_issue, stalls)
+        reached = x + latency + SLICES   # rule 10
+        first_beat = max(reached + TO_ISSUE, self.beat_free)
+        target = self.outputs if to_output else self.holds
+        if stalls.last < x and self._unhindered(reached, count, first_beat, final):
+            # The items take consecutive cycles, their results follow one a cycle.
+            accepted = x + count - 1
+            for s, stage in enumerate(self.results):
+                last = reached - SLICES + s + count - 1
+                self.results[s] = [stage[-1] if count == 1 else last - 1, last]
+            if final:  # rules 11 and 12: the beats back to back
+                last_beat = first_beat + beats * count - 1
+                self.beat_free = last_beat + 1
+                if beats > 1:
+                    self.reads.extend(first_beat + beats * item + beats - 1
+                                      for item in range(max(0, count - Accumulator.ACC_FIFO), count))
+                target.add(first_beat + beats - 1 + TO_WRITER + 1, count, beats)
+        else:
+            # Rule 13: item by item, the sub-array stalling while its output FIFO holds two results.
+            accepted = NEVER
+            results = self.results
             for item in range(count):
-                if item < Accumulator.ACC_FIFO or item == count - 1:
-                    self._check_room(arrive + item)
-                self.reads.append(first_beat + beats * item + beats - 1)
+                accepted = x if item == 0 else stalls.enabled(accepted + 1)
+                written = stalls.advance(accepted, latency - 1)
+                t = written + 1
+                for s in range(SLICES):
+                    t = max(t, results[s][-1] + 1, results[s + 1][0] + 1)
+                    if s == 0:
+                        stalls.add(written + 2, results[0][-1] + 1)
+                    results[s] = [results[s][-1], t]
+                    t += 1
+                t = max(t, results[SLICES][-1] + 1)
+                if len(self.reads) == Accumulator.ACC_FIFO:
+                    t = max(t, self.reads[0] + 1)
+                results[SLICES] = [results[SLICES][-1], t]
+                if final:
+                    beat = max(t + TO_ISSUE, self.beat_free) + beats - 1
+                    self.beat_free = beat + 1
+                    self.reads.append(beat)
+                    target.add(beat + TO_WRITER + 1, 1, 1)
+            last_beat = self.beat_free - 1
+        items.finish(count, issue, x, accepted, stalls)
+        if not final:
+            return None
         self.ntile_taken.append(last_beat)
-        # Rule 12.
-        (self.outputs if to_output else self.holds).add(first_beat + beats - 1 + TO_WRITER + 1, count, beats)
         return last_beat
 
     def _key(self, whole):
         """The lane's state relative to its last weight request, for a step that is a middle k-tile or (``whole``)
-        an n-tile."""
+        an n-tile (``None`` while the sub-array's stalls reach the items it remembers); what lies at or before
+        the reference cannot bind what follows and is clipped there."""
         reference = self.weights.fired
-        key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0))
+        if self.items.tiles and self.stalls.last >= self.items.tiles[0][1]:
+            return reference, None
+        key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0),
+               *(max(t - reference, 0) for stage in self.results for t in stage),
+               *(max(t - reference, 0) for t in self.reads))
         if whole:
-            key += (min(self.ntile_filled, Unpacker.NTILE_FIFO), self.beat_free - reference,
-                    *(t - reference for t in self.ntile_taken), *(t - reference for t in self.reads))
+            key += (min(self.ntile_filled, Unpacker.NTILE_FIFO), max(self.beat_free - reference, 0),
+                    *(max(t - reference, 0) for t in self.ntile_taken))
         return reference, key
 
     def _shift(self, cycles, items, whole):
         """Move the state on by ``cycles`` and ``items``: the steps the jump leaves out."""
         self.weights.restore(self.weights.key(self.weights.fired), self.weights.fired + cycles)
         self.items.shift(cycles, items)
+        self.results = [[t + cycles for t in stage] for stage in self.results]
         if whole:
             self.beat_free += cycles
             self.ntile_taken = deque((t + cycles for t in self.ntile_taken), maxlen=Unpacker.NTILE_FIFO)
@@ -381,7 +481,7 @@ class _Lane:
         while ktile < ktiles - 1:
             if self.alone:
                 reference, key = self._key(False)
-                if previous is not None and previous[1] == key and reference > previous[0]:
+                if key is not None and previous is not None and previous[1] == key and reference > previous[0]:
                     # The middle k-tiles repeat: jump to the last one.
                     left = ktiles - 1 - ktile
                     self._shift((reference - previous[0]) * left, count * left, False)
@@ -436,7 +536,7 @@ class _Lane:
             while ntile < ntiles:
                 if self.alone:
                     reference, key = self._key(True)
-                    if previous is not None and previous[1] == key and reference > previous[0]:
+                    if key is not None and previous is not None and previous[1] == key and reference > previous[0]:
                         # The n-tiles repeat: the rest in one go, their results as repeats of the last one's.
                         period, left = reference - previous[0], ntiles - ntile
                         first, count, step, _, _ = target.runs[-1]
@@ -513,5 +613,4 @@ def engine_timing(plan, *, release=None):
     outputs = {f"out{lane}": unit.outputs.array() for lane, unit in lanes.items()}
     last = max((int(cycles[-1]) for cycles in outputs.values() if len(cycles)), default=-1)
     return EngineTiming(outputs=outputs, cycles=last + 1,
-                        layers_done={lane: np.array(unit.layers_done, dtype=np.int64) for lane, unit in lanes.items()},
-                        inexact=tuple(sorted(set().union(*(unit.inexact for unit in lanes.values())))))
+                        layers_done={lane: np.array(unit.layers_done, dtype=np.int64) for lane, unit in lanes.items()})
