@@ -94,7 +94,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...rtl.lanemem import LaneMemory
-from ...rtl.mlp import WRESP_LATENCY, Accumulator, Dispatcher, Feeder, Fetcher, Op, Unpacker
+from ...rtl.mlp import WAIT_BITS, WRESP_LATENCY, Accumulator, Dispatcher, Feeder, Fetcher, Op, Unpacker
 from ...rtl.postproc import PostProcessor
 
 __all__ = ["EngineTiming", "engine_timing"]
@@ -499,8 +499,11 @@ class _Lane:
         inputs_done = []                # per INPUT: the cycle inputs_done counts it
         last_word = NEVER               # the loader's last word
 
-        def done_at(history, wait):
-            return history[wait - 1] if wait else NEVER
+        def done_at(history, wait, before):
+            # The cycle the count reaches the wait: ``wait`` is the count modulo 2**WAIT_BITS (rtl.mlp.satisfied),
+            # of commands that came before this one.
+            target = before - (before - wait) % (1 << WAIT_BITS)
+            return history[target - 1] if target > 0 else NEVER
 
         for command in self.program.commands:
             op = command["op"]
@@ -511,7 +514,9 @@ class _Lane:
                     cycle = max(cycle, starts[queue][-Dispatcher.QUEUE] + 1)
             dispatched.append(cycle)
             if op == Op.INPUT:
-                start = max(cycle + 1, last_word + 1, done_at(self.layers_done, command["wait_layers"]))
+                layers_before = len(self.layers_done)
+                start = max(cycle + 1, last_word + 1,
+                            done_at(self.layers_done, command["wait_layers"], layers_before))
                 starts["load"].append(start)
                 count = command["items"] * command["ktiles"]
                 last = start + count
@@ -526,8 +531,9 @@ class _Lane:
 
             fetch_start = max(cycle + 1, self.weights.fired + 1)
             starts["fetch"].append(fetch_start)
-            feed_start = max(cycle + 1, self.items.issued + 1, done_at(inputs_done, command["wait_inputs"]),
-                             done_at(self.layers_done, command["wait_layers"]))
+            feed_start = max(cycle + 1, self.items.issued + 1,
+                             done_at(inputs_done, command["wait_inputs"], len(inputs_done)),
+                             done_at(self.layers_done, command["wait_layers"], len(self.layers_done)))
             starts["feed"].append(feed_start)
             ntiles, per_ntile = command["ntiles"], command["items"] * command["ktiles"]
             target = self.outputs if command["to_output"] else self.holds

@@ -140,6 +140,16 @@ def test_a_model_without_the_accumulator_credits_is_caught(monkeypatch):
     assert caught([0, 2]) == [0, 2]
 
 
+@pytest.mark.verilator
+def test_waits_past_the_counters_wrap():
+    """Chunks of one item: 300 INPUT and 600 LAYER commands on one lane, so the 8-bit completion counters the
+    commands wait on wrap around (rtl.mlp.satisfied)."""
+    rng = np.random.default_rng(9)
+    plan = plan_engine(TINY, 2, {0: (random_mlp(rng, [5, 3, 2]), random_input(rng, 300, 5))}, chunk=1)
+    _, result = play_plan(TINY, plan, output_cycles=True)
+    assert mismatches(engine_timing(plan), result) == {}
+
+
 def test_layers_complete_in_order_after_their_outputs():
     plan = random_plan(TINY, 3)
     timing = engine_timing(plan)
