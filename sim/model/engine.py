@@ -494,10 +494,104 @@ class _Lane:
         return last
 
     def run(self):
-        dispatched = []                 # per command, the cycle it fired on cmd
-        starts = {"load": [], "fetch": [], "feed": []}
-        inputs_done = []                # per INPUT: the cycle inputs_done counts it
-        last_word = NEVER               # the loader's last word
+        commands = self.program.commands
+        self.dispatched = []            # per command, the cycle it fired on cmd
+        self.starts = {"load": [], "fetch": [], "feed": []}
+        self.inputs_done = []           # per INPUT: the cycle inputs_done counts it
+        self.last_word = NEVER          # the loader's last word
+        inputs = 0
+        self.inputs_before = []         # per command, the INPUT commands before it
+        for command in commands:
+            self.inputs_before.append(inputs)
+            inputs += command["op"] == Op.INPUT
+        index, previous = 0, None
+        while index < len(commands):
+            if self.alone and commands[index]["op"] == Op.INPUT:
+                # A chunk starts. If the lane's state is the state at the previous chunk's start shifted, and the
+                # chunks ahead are alike, they repeat.
+                length = self._chunk_length(index)
+                reference, key = self._chunk_key(index, length)
+                if (key is not None and previous is not None and previous[1] == key and reference > previous[0]
+                        and previous[2] == index - length):
+                    repeats = 0
+                    while (index + (repeats + 1) * length <= len(commands)
+                           and self._chunk_shape(index + repeats * length, length) == key[0]):
+                        repeats += 1
+                    self._repeat_chunk(previous[3], reference - previous[0], repeats)
+                    index += repeats * length
+                    previous = None
+                    continue
+                previous = (reference, key, index, self._marks())
+            yield from self._command(commands[index])
+            index += 1
+
+    def _chunk_length(self, index):
+        """Commands from the INPUT at ``index`` to the next INPUT."""
+        commands, end = self.program.commands, index + 1
+        while end < len(commands) and commands[end]["op"] != Op.INPUT:
+            end += 1
+        return end - index
+
+    def _chunk_shape(self, index, length):
+        """What the timing of the ``length`` commands from ``index`` depends on: per command its counts and how far
+        back its waits reach."""
+        shape, modulo = [], 1 << WAIT_BITS
+        for at in range(index, index + length):
+            command, inputs = self.program.commands[at], self.inputs_before[at]
+            layers = at - inputs
+            if command["op"] == Op.INPUT:
+                shape.append((command["items"], command["ktiles"], (layers - command["wait_layers"]) % modulo))
+            else:
+                shape.append((command["items"], command["ktiles"], command["ntiles"], command["to_output"],
+                              (inputs - command["wait_inputs"]) % modulo, (layers - command["wait_layers"]) % modulo))
+        return tuple(shape)
+
+    def _chunk_key(self, index, length):
+        """The lane's state at the start of the chunk at ``index`` relative to the last command's dispatch, with
+        the chunk's shape first (``None`` where it is not known to repeat)."""
+        if not self.dispatched:
+            return None, None
+        reference = self.dispatched[-1]
+        lane_reference, lane_key = self._key(True)
+        if lane_key is None:
+            return reference, None
+        layers = length - 1
+
+        def relative(values):
+            return tuple(t - reference for t in values)
+
+        holds = tuple((first - reference, count, step, repeats, period)
+                      for first, count, step, repeats, period in self.holds.runs
+                      if first + (count - 1) * step + (repeats - 1) * period >= reference)
+        return reference, (self._chunk_shape(index, length), *(relative(self.starts[q][-2:]) for q in self.starts),
+                           relative(self.inputs_done[-2:]), relative(self.layers_done[-2 * layers - 2:]),
+                           self.last_word - reference, holds, lane_reference - reference, lane_key)
+
+    def _marks(self):
+        """How long the lane's histories are: what a chunk adds starts there."""
+        return (len(self.dispatched), {q: len(v) for q, v in self.starts.items()}, len(self.inputs_done),
+                len(self.layers_done), len(self.outputs.runs), len(self.holds.runs), self.items.count,
+                self.ntile_filled)
+
+    def _repeat_chunk(self, marks, period, repeats):
+        """The chunk since ``marks`` again ``repeats`` times, each ``period`` cycles after the one before."""
+        dispatched, starts, inputs_done, layers_done, outputs, holds, items, ntiles = marks
+        for k in range(1, repeats + 1):
+            shift = k * period
+            for history, mark in [(self.dispatched, dispatched), (self.inputs_done, inputs_done),
+                                  (self.layers_done, layers_done),
+                                  *((self.starts[q], starts[q]) for q in self.starts)]:
+                history.extend([t + shift for t in history[mark:mark + (len(history) - mark) // k]])
+            for runs, mark in ((self.outputs, outputs), (self.holds, holds)):
+                for first, count, step, times, every in runs.runs[mark:mark + (len(runs.runs) - mark) // k]:
+                    runs.add(first + shift, count, step, times, every)
+        self._shift(period * repeats, (self.items.count - items) * repeats, True)
+        self.ntile_filled += (self.ntile_filled - ntiles) * repeats
+        self.last_word += period * repeats
+
+    def _command(self, command):
+        """One command (rules 1 to 3 and 9): dispatch, then the loader, or the fetcher's and feeder's layer."""
+        starts, inputs_done = self.starts, self.inputs_done
 
         def done_at(history, wait, before):
             # The cycle the count reaches the wait: ``wait`` is the count modulo 2**WAIT_BITS (rtl.mlp.satisfied),
@@ -505,56 +599,60 @@ class _Lane:
             target = before - (before - wait) % (1 << WAIT_BITS)
             return history[target - 1] if target > 0 else NEVER
 
-        for command in self.program.commands:
-            op = command["op"]
-            cycle = dispatched[-1] + 1 if dispatched else self.release
-            queues = ("load",) if op == Op.INPUT else ("fetch", "feed")
-            for queue in queues:
-                if len(starts[queue]) >= Dispatcher.QUEUE:
-                    cycle = max(cycle, starts[queue][-Dispatcher.QUEUE] + 1)
-            dispatched.append(cycle)
-            if op == Op.INPUT:
-                layers_before = len(self.layers_done)
-                start = max(cycle + 1, last_word + 1,
-                            done_at(self.layers_done, command["wait_layers"], layers_before))
-                starts["load"].append(start)
-                count = command["items"] * command["ktiles"]
-                last = start + count
-                while True:  # the words skip the held cycles
-                    extended = start + count + self.holds.count(start + 1, last)
-                    if extended == last:
-                        break
-                    last = extended
-                last_word = last
-                inputs_done.append(last + 1)
-                continue
+        op = command["op"]
+        cycle = self.dispatched[-1] + 1 if self.dispatched else self.release
+        queues = ("load",) if op == Op.INPUT else ("fetch", "feed")
+        for queue in queues:
+            if len(starts[queue]) >= Dispatcher.QUEUE:
+                cycle = max(cycle, starts[queue][-Dispatcher.QUEUE] + 1)
+        self.dispatched.append(cycle)
+        if op == Op.INPUT:
+            start = max(cycle + 1, self.last_word + 1,
+                        done_at(self.layers_done, command["wait_layers"], len(self.layers_done)))
+            starts["load"].append(start)
+            count = command["items"] * command["ktiles"]
+            last = start + count
+            while True:  # the words skip the held cycles
+                extended = start + count + self.holds.count(start + 1, last)
+                if extended == last:
+                    break
+                last = extended
+            self.last_word = last
+            inputs_done.append(last + 1)
+            return
 
-            fetch_start = max(cycle + 1, self.weights.fired + 1)
-            starts["fetch"].append(fetch_start)
-            feed_start = max(cycle + 1, self.items.issued + 1,
-                             done_at(inputs_done, command["wait_inputs"], len(inputs_done)),
-                             done_at(self.layers_done, command["wait_layers"], len(self.layers_done)))
-            starts["feed"].append(feed_start)
-            ntiles, per_ntile = command["ntiles"], command["items"] * command["ktiles"]
-            target = self.outputs if command["to_output"] else self.holds
-            last_beat = yield from self._ntile(command, fetch_start + 1, feed_start + 1)
-            ntile, previous = 1, None
-            while ntile < ntiles:
-                if self.alone:
-                    reference, key = self._key(True)
-                    if key is not None and previous is not None and previous[1] == key and reference > previous[0]:
-                        # The n-tiles repeat: the rest in one go, their results as repeats of the last one's.
-                        period, left = reference - previous[0], ntiles - ntile
-                        first, count, step, _, _ = target.runs[-1]
+        fetch_start = max(cycle + 1, self.weights.fired + 1)
+        starts["fetch"].append(fetch_start)
+        feed_start = max(cycle + 1, self.items.issued + 1,
+                         done_at(inputs_done, command["wait_inputs"], len(inputs_done)),
+                         done_at(self.layers_done, command["wait_layers"], len(self.layers_done)))
+        starts["feed"].append(feed_start)
+        ntiles, per_ntile = command["ntiles"], command["items"] * command["ktiles"]
+        target = self.outputs if command["to_output"] else self.holds
+        last_beat = yield from self._ntile(command, fetch_start + 1, feed_start + 1)
+        ntile, previous = 1, None
+        while ntile < ntiles:
+            if self.alone:
+                reference, key = self._key(True)
+                if key is not None and previous is not None and previous[1] == key and reference > previous[0]:
+                    # The n-tiles repeat: the rest in one go, their results as repeats of the last one's.
+                    period, left = reference - previous[0], ntiles - ntile
+                    added = target.runs[previous[2]:]
+                    if len(added) == 1:
+                        first, count, step, _, _ = added[0]
                         target.add(first + period, count, step, left, period)
-                        self._shift(period * left, per_ntile * left, True)
-                        self.ntile_filled += left
-                        last_beat += period * left
-                        break
-                    previous = reference, key
-                last_beat = yield from self._ntile(command, None, NEVER)
-                ntile += 1
-            self.layers_done.append(last_beat + TO_WRITER + 2)
+                    else:
+                        for k in range(1, left + 1):
+                            for first, count, step, times, every in added:
+                                target.add(first + k * period, count, step, times, every)
+                    self._shift(period * left, per_ntile * left, True)
+                    self.ntile_filled += left
+                    last_beat += period * left
+                    break
+                previous = reference, key, len(target.runs)
+            last_beat = yield from self._ntile(command, None, NEVER)
+            ntile += 1
+        self.layers_done.append(last_beat + TO_WRITER + 2)
 
 
 def _arbitrate(lanes):
