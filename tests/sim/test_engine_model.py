@@ -150,6 +150,27 @@ def test_waits_past_the_counters_wrap():
     assert mismatches(engine_timing(plan), result) == {}
 
 
+# Plans long enough for the model's shortcuts (a lane alone): repeating middle k-tiles, n-tiles and chunks.
+# (configuration, split, layer widths, items, chunk).
+REPEATING = [(SMALL, 1, [13, 64, 4], 300, 20), (SMALL, 2, [40, 100, 9], 120, 24), (TINY, 4, [4, 12], 120, 8),
+             (TINY, 1, [9, 24, 5], 200, 16), (TINY, 2, [13, 30, 6], 60, None)]
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("case", range(len(REPEATING)))
+def test_repeating_steps_are_taken_in_one_go_exactly(case, monkeypatch):
+    config, split, dims, items, chunk = REPEATING[case]
+    rng = np.random.default_rng(case)
+    plan = plan_engine(config, split, {0: (random_mlp(rng, dims), random_input(rng, items, dims[0]))}, chunk=chunk)
+    jumps = []
+    shift = engine._Lane._shift
+    monkeypatch.setattr(engine._Lane, "_shift", lambda self, *args: jumps.append(args) or shift(self, *args))
+    timing = engine_timing(plan)
+    assert jumps
+    _, result = play_plan(config, plan, output_cycles=True)
+    assert mismatches(timing, result) == {}
+
+
 def test_layers_complete_in_order_after_their_outputs():
     plan = random_plan(TINY, 3)
     timing = engine_timing(plan)
