@@ -51,6 +51,25 @@ def random_plan(config, seed):
             continue
 
 
+def random_long_plan(config, seed):
+    """A random long plan: 2 to 5 layers of widths up to 128, 50 to 400 items a lane (one lane in most plans,
+    sharing one MLP otherwise), any chunk size: many chunks, n-tiles and k-tiles for the model's repeats."""
+    geometry = EngineGeometry(config)
+    rng = np.random.default_rng(seed)
+    widths = [3, 8, 13, 16, 17, 24, 32, 33, 48, 64, 100, 128]
+    while True:
+        split = int(rng.choice(list(geometry.splits)))
+        lanes = int(rng.integers(1, split + 1)) if rng.random() < 0.3 else 1
+        layers = random_mlp(rng, [int(rng.choice(widths)) for _ in range(int(rng.integers(3, 7)))])
+        jobs = {lane: (layers, random_input(rng, int(rng.integers(50, 401)), layers[0].shape[0]))
+                for lane in range(lanes)}
+        try:
+            chunk = int(rng.integers(1, chunk_limit(geometry, split, layers) + 1)) if rng.random() < 0.5 else None
+            return plan_engine(config, split, jobs, chunk=chunk)
+        except MLPError:
+            continue
+
+
 _RTL = {}
 
 
@@ -63,11 +82,14 @@ def stall_plan(case):
 
 
 def rtl_run(config, seed):
-    """The plan of ``seed`` (or, for ``seed = ("stall", case)``, of a stall case) and its Verilator run (cached:
-    the planted-error tests reuse the runs)."""
+    """The plan of ``seed`` (``("stall", case)``: a stall case; ``("long", seed)``: a long plan) and its Verilator
+    run (cached: the planted-error tests reuse the runs)."""
     key = (config.name, seed)
     if key not in _RTL:
-        plan = stall_plan(seed[1]) if isinstance(seed, tuple) else random_plan(config, seed)
+        if isinstance(seed, tuple):
+            plan = stall_plan(seed[1]) if seed[0] == "stall" else random_long_plan(config, seed[1])
+        else:
+            plan = random_plan(config, seed)
         _RTL[key] = plan, play_plan(config, plan, output_cycles=True)[1]
     return _RTL[key]
 
@@ -92,7 +114,9 @@ def mismatches(timing, result):
 @pytest.mark.verilator
 @pytest.mark.parametrize(("config", "seed"), [(TINY, seed) for seed in TINY_SEEDS]
                          + [(TINY, ("stall", case)) for case in range(len(STALL_CASES))]
-                         + [(SMALL, seed) for seed in SMALL_SEEDS])
+                         + [(SMALL, seed) for seed in SMALL_SEEDS]
+                         + [(TINY, ("long", seed)) for seed in range(12)]
+                         + [(SMALL, ("long", seed)) for seed in range(4)])
 def test_every_output_cycle_equals_the_rtl(config, seed):
     plan, result = rtl_run(config, seed)
     assert mismatches(engine_timing(plan), result) == {}
