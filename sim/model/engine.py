@@ -329,12 +329,21 @@ class _Lane:
         self.program = program
         self.release = release
         self.alone = alone
+        self.inputs_before = []         # per command, the INPUT commands before it
+        inputs = 0
+        for command in program.commands:
+            self.inputs_before.append(inputs)
+            inputs += command["op"] == Op.INPUT
         self.latency = geometry.array.latency(split)
         self.quiet = geometry.array.settle_cycles + 1
         self.bank_hold = max(shape.rows - 2, 0)
         self.outputs = _Progressions()
         self.holds = _Progressions()    # cycles the writer's write-back register holds the loader
+        self.dispatched = []            # per command, the cycle it fired on cmd
+        self.starts = {"load": [], "fetch": [], "feed": []}  # per command of each unit's queue, the cycle it started
+        self.inputs_done = []           # per INPUT: the cycle inputs_done counts it
         self.layers_done = []           # per LAYER: the cycle layers_done counts it
+        self.last_word = NEVER          # the loader's last word
         self.memo = {}                  # a tile's weights from a state seen before (alone only)
         self.weights = _Weights()
         self.items = _Items()
@@ -495,15 +504,6 @@ class _Lane:
 
     def run(self):
         commands = self.program.commands
-        self.dispatched = []            # per command, the cycle it fired on cmd
-        self.starts = {"load": [], "fetch": [], "feed": []}
-        self.inputs_done = []           # per INPUT: the cycle inputs_done counts it
-        self.last_word = NEVER          # the loader's last word
-        inputs = 0
-        self.inputs_before = []         # per command, the INPUT commands before it
-        for command in commands:
-            self.inputs_before.append(inputs)
-            inputs += command["op"] == Op.INPUT
         index, previous = 0, None
         while index < len(commands):
             if self.alone and commands[index]["op"] == Op.INPUT:
