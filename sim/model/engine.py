@@ -109,9 +109,11 @@ TO_ISSUE = 2 + 2
 #: Cycles from a beat's issue to the writer taking it: the issuer's ``pp_beat``, the routing register, the
 #: post-processor, the return register, the result FIFO.
 TO_WRITER = 2 + PostProcessor.LATENCY + 1 + 1
-#: Places of each register slice, and slices per stream.
+#: Places of each register slice, and slices per stream (``MLPEngine._lane``; :meth:`_Weights.tile` spells the two
+#: out).
 SLICE, SLICES = 2, 2
 NEVER = -(1 << 62)
+FINISHED = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -235,30 +237,34 @@ class _Weights:
     def tile(self, shape, bias, first_request, gate, bias_gate, stalls):
         """A generator over one tile's words, preceded by ``bias`` bias words: yields each word's request cycle,
         is sent the cycle it fired; returns the cycle the tile's last row was accepted."""
-        left, rows = self.left, self.rows
+        left, fired = self.left, self.fired
+        # The last two rows' cycles entering the first and the second slice and leaving the second (rule 7).
+        (entered0, entered1), (passed0, passed1), (accepted0, accepted1) = self.rows
         for index in range(bias + shape.tile_words):
-            request = first_request if index == 0 and first_request is not None else self.fired + 1
-            if len(left) == Fetcher.WORD_FIFO:
-                request = max(request, left[0] + 1)
-            fire = yield request
-            self.fired = fire
-            head = max(fire + WORD_HEAD, left[-1] + 1) if left else fire + WORD_HEAD
+            request = first_request if index == 0 and first_request is not None else fired + 1
+            if len(left) == Fetcher.WORD_FIFO and left[0] >= request:
+                request = left[0] + 1
+            fired = yield request
+            head = fired + WORD_HEAD
+            if left and left[-1] >= head:
+                head = left[-1] + 1
             if index < bias:
                 left.append(max(head, bias_gate) if index == bias - 1 else head)
                 continue
             arrive = head
             for _ in range(shape.rows_per_word):
-                t = arrive
-                for s in range(SLICES):  # rule 7
-                    t = max(t, rows[s][-1] + 1, rows[s + 1][0] + 1)
-                    rows[s] = [rows[s][-1], t]
-                    if s == 0:
-                        arrive = t + 1
-                    t += 1
-                t = stalls.enabled(max(t, rows[SLICES][-1] + 1, gate))
-                rows[SLICES] = [rows[SLICES][-1], t]
-            left.append(arrive - 1)
-        return rows[SLICES][-1]
+                entered = max(arrive, entered1 + 1, passed0 + 1)
+                passed = max(entered + 1, passed1 + 1, accepted0 + 1)
+                accepted = max(passed + 1, accepted1 + 1, gate)
+                if stalls.ends:
+                    accepted = stalls.enabled(accepted)
+                entered0, entered1, passed0, passed1, accepted0, accepted1 = (entered1, entered, passed1, passed,
+                                                                              accepted1, accepted)
+                arrive = entered + 1
+            left.append(entered1)
+        self.fired = fired
+        self.rows = [[entered0, entered1], [passed0, passed1], [accepted0, accepted1]]
+        return accepted1
 
 
 class _Items:
@@ -659,35 +665,32 @@ def _arbitrate(lanes):
     """Drive the lanes' :meth:`_Lane.run` generators through the weight memory's round-robin arbiter (rule 4),
     one step per grant."""
     count = len(lanes)
-    runs, pending = [], []
-    for lane in lanes:
-        run = lane.run()
-        runs.append(run)
-        pending.append(_next(run, None))
-    pointer, cycle, fired_now = 0, NEVER, None
+    runs = [lane.run() for lane in lanes]
+    pending = [_next(run, None) for run in runs]   # each lane's request, from that cycle on
+    orders = [[(first + k) % count for k in range(count)] for first in range(count)]
+    pointer, cycle, fired_now = 0, NEVER, -1
     while True:
-        requesting = [k for k in range(count) if (pending[k] is not None and pending[k] <= cycle) or k == fired_now]
-        if not requesting:
-            waiting = [t for t in pending if t is not None]
-            if not waiting:
+        # The grant of cycle + 1: the first lane from the pointer on requesting in this cycle.
+        chosen = next((k for k in orders[pointer] if pending[k] <= cycle or k == fired_now), None)
+        if chosen is None:
+            cycle, fired_now = min(pending), -1
+            if cycle == FINISHED:
                 return
-            cycle, fired_now = min(waiting), None
             continue
-        chosen = min(requesting, key=lambda k: (k - pointer) % count)
-        pointer = (chosen + 1) % count
+        pointer = orders[chosen][1 % count]
         cycle += 1
-        fired_now = None
-        if pending[chosen] is not None and pending[chosen] <= cycle:
+        fired_now = -1
+        if pending[chosen] <= cycle:
             pending[chosen] = _next(runs[chosen], cycle)
             fired_now = chosen
 
 
 def _next(run, value):
-    """The generator's next request cycle (``None`` when it has finished)."""
+    """The generator's next request cycle (``FINISHED`` when it has finished)."""
     try:
         return run.send(value)
     except StopIteration:
-        return None
+        return FINISHED
 
 
 def engine_timing(plan, *, release=None):
