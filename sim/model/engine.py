@@ -80,11 +80,13 @@ transfer):
 
 How it runs fast: per tile, the items are in closed form (one a cycle from the first, rule 9; their results one a
 cycle, the beats back to back) unless the sub-array stalls or the accumulator would make them wait, when they go
-item by item; the weight words go word by word. A lane alone on the weight memory remembers each tile's weights
-by the state they started from relative to the last request (what lies at or before it cannot bind later
-events), and steps that leave the lane's whole state as the step before did, shifted by the same number of
-cycles, repeat: the rest of a run of middle k-tiles of an n-tile, and of the n-tiles of a layer, is shifted in one
-go, its results kept as repeated arithmetic progressions.
+item by item; the weight words go word by word. A lane alone on the weight memory (the only lane of the plan)
+remembers each tile's weights by the state they started from relative to the last request (what lies at or before
+it cannot bind later events), and a step that starts from the state the step before started from, shifted by some
+cycles, repeats: the rest of a run of such steps is shifted in one go (the middle k-tiles of an n-tile, the
+n-tiles of a layer, the chunks of a batch), its results kept as repeated arithmetic progressions. Several lanes
+go word by word through the arbiter (rule 4): their steps repeat only together, which the model does not look
+for yet.
 """
 
 from bisect import bisect_right
