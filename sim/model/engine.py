@@ -327,9 +327,9 @@ class _Lane:
     only working lane), it computes its requests' fires itself (rule 4) and yields nothing; otherwise it yields
     the cycle from which it requests its next weight word and is sent the cycle the request fired.
 
-    Alone, a run of steps that leave the lane's state as the step before left it, shifted by the same number of
-    cycles, repeats: the rest of the run is shifted in one go (the middle k-tiles of an n-tile, the n-tiles of a
-    layer), and a tile's weights from a state seen before are taken from a memo.
+    Alone, a step that starts from the state the step before started from, shifted by some cycles, repeats: the
+    rest of the run is shifted in one go (the middle k-tiles of an n-tile, the n-tiles of a layer, the chunks of a
+    batch), and a tile's weights from a state seen before are taken from a memo.
     """
 
     def __init__(self, geometry, split, program, release, *, alone):

@@ -1,8 +1,10 @@
 """The MLP engine's timing model (:mod:`rpaccel.sim.model.engine`) against the RTL engine on Verilator: every output
 transfer's cycle and the run's cycles equal, over random plans on ``tiny`` (every split, one to four lanes at once
-with their own or a shared MLP, partial tiles, chunks, up to the chunk limit), on ``small``, and on tiny's quarters
-with long chunks (results faster than the post-processors: the sub-array stalls); a model with one cycle less of
-post-processing, or one that does not stall the sub-array, is caught."""
+with their own or a shared MLP, partial tiles, chunks, up to the chunk limit) and ``small``, long random plans (many
+chunks, n-tiles and k-tiles), plans whose steps repeat (the model's shortcuts), tiny's quarters with long chunks
+(results faster than the post-processors: the sub-array stalls) and a lane of 900 commands (the 8-bit completion
+counters wrap). Planted errors the regression catches: one cycle less of post-processing, a sub-array that never
+stalls, an accumulator FIFO without credits."""
 
 from types import SimpleNamespace
 
