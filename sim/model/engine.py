@@ -1,0 +1,725 @@
+"""Cycle-exact timing model of the MLP engine (:class:`rpaccel.rtl.mlp.MLPEngine`) running an
+:class:`~rpaccel.host.driver.mlp.EnginePlan`.
+
+:func:`engine_timing` takes the plan the RTL engine runs (through :class:`~rpaccel.sim.mlp_harness.EngineHarness`:
+the weight image is written first, one word a cycle from cycle 0, and the commands are let in once it is) with no
+idle input cycle and no output back-pressure (the :class:`~rpaccel.sim.player.Player`'s ``pause=0``), and returns
+the cycle of every transfer of every ``out<l>`` stream (as :attr:`~rpaccel.sim.player.PlayerResult.output_cycles`)
+and the run's cycles (as :attr:`~rpaccel.sim.player.PlayerResult.cycles`: the last transfer's cycle + 1). Cycles
+are the Player's: cycle 0 is the first cycle out of reset, a transfer counts in the cycle whose closing edge sees
+``valid`` and ``ready``.
+
+The model follows the engine's queues as max-plus recurrences: an element leaves a stage at the latest of the
+cycle it arrives plus the stage's latency, the cycle after the element before it left, and the cycle after the
+element as many places ahead as the stage holds left the next stage (or returned its credit). There is no loop
+over cycles (see the end for what it loops over).
+
+Timing rules, each with the RTL mechanism it comes from (cycles relative to the event named; "fire" is a
+transfer):
+
+1. **Release and dispatch** (``EngineHarness``, ``Dispatcher``). With ``P`` weight words in the image, the words
+   are written in cycles ``0 .. P - 1`` (``wload`` is always ready) and the first command fires in cycle ``P``
+   (``loaded >= preload`` is combinational). Commands fire one a cycle, in order; command ``k`` also waits until
+   its unit's queue (``SyncFIFO`` of 2) has room: one cycle after the unit took the command two before it of the
+   same queue (an INPUT: the loader's; a LAYER: both the fetcher's and the feeder's). A queued command is at its
+   unit's head one cycle after it fired.
+2. **Loader** (``Loader``). Starts at the latest of its command at the head, one cycle after its previous
+   command's last word, and ``layers_done`` reaching ``wait_layers``; its words fire from the next cycle on, one
+   a cycle, except in the cycles after a hidden-layer result was taken by the writer (the write-back register
+   ``wb_valid`` has the write port: ``hold``). ``inputs_done`` counts the command one cycle after its last word.
+3. **Fetcher** (``Fetcher``, ``CreditCounter`` of the word FIFO). Starts one cycle after the later of its command
+   at the head and its previous command's last request firing; word ``m`` of the lane (counted across commands)
+   is requested from the cycle after the start or after word ``m - 1`` fired, and not before the cycle after word
+   ``m - 16`` left the word FIFO (16 credits, ``room`` a compare of the count register).
+4. **Weight memory arbiter** (``_round_robin``). The grant of cycle ``t + 1`` is chosen in cycle ``t`` from the
+   requests of cycle ``t``, round-robin from the lane after the last one chosen; a granted lane fires in ``t +
+   1`` if it requests then (a lane that fired in ``t`` counts as requesting in ``t``; a lane alone therefore
+   fires back to back, and one cycle after its request rises when it did not fire the cycle before).
+5. **Weight words** (``WRESP_LATENCY``, ``SyncFIFOBuffered``). A word fired in ``f`` is at the word FIFO's head
+   in ``max(f + WRESP_LATENCY + 2, cycle after the word before it left)``.
+6. **Unpacker** (``Unpacker``, the n-tile ``Queue`` of 4). A bias word leaves the FIFO in the cycle it is at the
+   head; the last one of an n-tile also waits for room in the n-tile FIFO: one cycle after the beat issuer took
+   the entry four n-tiles back. A tile word is cut into ``rows_per_word`` rows, one a cycle, into the ``w``
+   stream; it leaves the FIFO with its last row.
+7. **Register slices** (``RegisterSlice``, two on each of ``w``, ``x`` and ``y``). A slice is a two-entry queue of
+   one cycle's latency whose input is ready while it holds at most one element: element ``n`` enters it no earlier
+   than the cycle after element ``n - 2`` left it.
+8. **Array: weights** (``SystolicArray._banks``, ``_split_in_use``). The streams are held until the array has
+   settled after reset: from cycle ``settle_cycles + 1``. Tile ``j`` of a lane (counted across commands) loads
+   into bank ``j % 2``; its rows are accepted from ``max(rows - 1, 1)`` cycles after the last item of tile ``j -
+   2`` was accepted (the bank's ``busy`` count of ``rows - 2``), one a cycle.
+9. **Array: items** (``Feeder``, ``LaneMemory.READ_LATENCY``, feed ``SyncFIFO`` of 8 with its credits). The
+   feeder starts at the latest of its command at the head, one cycle after its previous command's last issue, and
+   ``inputs_done``/``layers_done`` reaching the command's waits; it issues one read a cycle from the next cycle,
+   item ``n`` of the lane not before the cycle after item ``n - 8`` left the feed FIFO; an issued read is at the
+   FIFO's head 4 cycles later (3 of read latency, 1 of the FIFO). The array accepts the first item of a tile one
+   cycle after the tile's last row was accepted (``full``), every item after the one before it. With the two
+   slices' four places (rule 7) the chain reduces to: item ``n`` is issued at the latest of the cycle after item
+   ``n - 1``'s issue and 3 cycles after item ``n - 12`` was accepted, and accepted at the latest of 6 cycles after
+   its issue, the cycle after item ``n - 1`` and its tile's gate; so a tile's items take consecutive cycles.
+10. **Array: results** (``ArrayGeometry.latency``). An item accepted in ``x`` is presented in ``y`` ``latency =
+    rows + cols + 4`` cycles later and reaches the accumulator 2 cycles after that (two slices).
+11. **Accumulator and beat issuer** (``Accumulator``, ``BeatIssuer``). A final sum reaching the accumulator in
+    ``a`` is at the accumulator FIFO's head (a write-registered ``Queue``) in ``a + 4``; the issuer sends its
+    ``beats`` beats in consecutive cycles from then, and not before the cycle after the previous sum's last beat.
+12. **Post-processing and writer** (``_postprocessors``, ``PostProcessor.LATENCY``, ``Writer``). A beat issued in
+    ``b`` is in the result FIFO in ``b + 11`` (the issuer's register, the routing register, 7 stages, the return
+    register, the FIFO); the writer takes it then. The last beat of an output-layer result taken in ``c`` fires
+    on ``out`` in ``c + 1``; a hidden-layer result is written from the write-back register in ``c + 1`` (the
+    loader's ``hold``). A layer is done in ``layers_done`` two cycles after its last result was taken.
+
+13. **Stalls** (``SystolicArray._slot_control``: the output FIFO of 3 and the clock enable two cycles late;
+    ``Accumulator``'s ``CreditCounter`` of its FIFO). The accumulator takes a result only while at most 15 final
+    sums are taken and not yet read by the beat issuer (16 credits): where a result takes several beats
+    (``beats > 1``: post-processors shared by the columns) long runs of final sums wait. A result leaves the array's
+    output FIFO no earlier than the cycle after the result two places ahead entered the first ``y`` slice (rule
+    7); the sub-array's clock enable is low in cycle ``t`` while the FIFO held two results in cycle ``t - 1``,
+    i.e. in cycles ``written[n] + 2 .. left[n - 1] + 1`` for each result ``n``. The array then counts only
+    enabled cycles: items and weight rows are accepted in them, a bank's ``busy`` count of ``rows - 2`` runs in
+    them, and a result is written to the output FIFO ``latency - 1`` enabled cycles after its item was accepted.
+
+How it runs fast: per tile, the items are in closed form (one a cycle from the first, rule 9; their results one a
+cycle, the beats back to back) unless the sub-array stalls or the accumulator would make them wait, when they go
+item by item; the weight words go word by word. A lane alone on the weight memory (the only lane of the plan)
+remembers each tile's weights by the state they started from relative to the last request (what lies at or before
+it cannot bind later events), and a step that starts from the state the step before started from, shifted by some
+cycles, repeats: the rest of a run of such steps is shifted in one go (the middle k-tiles of an n-tile, the
+n-tiles of a layer, the chunks of a batch), its results kept as repeated arithmetic progressions. Several lanes
+go word by word through the arbiter (rule 4): their steps repeat only together, which the model does not look
+for yet.
+"""
+
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...rtl.lanemem import LaneMemory
+from ...rtl.mlp import WAIT_BITS, WRESP_LATENCY, Accumulator, Dispatcher, Feeder, Fetcher, Op, Unpacker
+from ...rtl.postproc import PostProcessor
+
+__all__ = ["EngineTiming", "engine_timing"]
+
+#: A word fired in ``f`` is at the word FIFO's head in ``f + WORD_HEAD`` (the response, the buffered FIFO's two).
+WORD_HEAD = WRESP_LATENCY + 2
+#: A read issued in ``i`` is at the feed FIFO's head in ``i + ITEM_HEAD``.
+ITEM_HEAD = LaneMemory.READ_LATENCY + 1
+#: Cycles from a final sum reaching the accumulator to its first beat's issue: stages A and B, the write-registered
+#: accumulator queue (two).
+TO_ISSUE = 2 + 2
+#: Cycles from a beat's issue to the writer taking it: the issuer's ``pp_beat``, the routing register, the
+#: post-processor, the return register, the result FIFO.
+TO_WRITER = 2 + PostProcessor.LATENCY + 1 + 1
+#: Places of each register slice, and slices per stream (``MLPEngine._lane``; :meth:`_Weights.tile` spells the two
+#: out).
+SLICE, SLICES = 2, 2
+NEVER = -(1 << 62)
+FINISHED = 1 << 62
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    """What :func:`engine_timing` returns.
+
+    Attributes
+    ----------
+    outputs : dict
+        ``{"out<l>": int64 array}``: the cycle of every transfer of each working lane's ``out`` stream, in order.
+    cycles : int
+        The run's cycles: the last output transfer's cycle + 1.
+    layers_done : dict
+        ``{lane: int64 array}``: per LAYER command of the lane, in order, the first cycle in which ``layers_done``
+        counts it.
+    """
+
+    outputs: dict
+    cycles: int
+    layers_done: dict
+
+
+class _Progressions:
+    """Increasing cycles kept as runs of arithmetic progressions: ``(first, count, step, repeats, period)`` is
+    ``count`` cycles ``step`` apart from ``first``, then again ``period`` later, ``repeats`` times in all."""
+
+    def __init__(self):
+        self.firsts, self.runs = [], []
+
+    def add(self, first, count, step, repeats=1, period=0):
+        self.firsts.append(first)
+        self.runs.append((first, count, step, repeats, period))
+
+    def count(self, low, high):
+        """How many of the cycles lie in ``low .. high``."""
+        total = 0
+        for index in range(bisect_right(self.firsts, high) - 1, -1, -1):
+            first, count, step, repeats, period = self.runs[index]
+            span = (count - 1) * step
+            if first + (repeats - 1) * period + span < low:
+                break
+            repeat = max(0, -(-(low - first - span) // period)) if period else 0
+            while repeat < repeats and first + repeat * period <= high:
+                start = first + repeat * period
+                total += max(0, min(count - 1, (high - start) // step) - max(0, -(-(low - start) // step)) + 1)
+                repeat += 1
+        return total
+
+    def array(self):
+        if not self.runs:
+            return np.zeros(0, dtype=np.int64)
+        first, count, step, repeats, period = (np.array(column, dtype=np.int64) for column in zip(*self.runs))
+        first = np.repeat(first, repeats) + np.concatenate([np.arange(r) for r in repeats]) * np.repeat(period, repeats)
+        count, step = np.repeat(count, repeats), np.repeat(step, repeats)
+        before = np.cumsum(count) - count
+        offsets = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(before, count)
+        return np.repeat(first, count) + offsets * np.repeat(step, count)
+
+
+class _Stalls:
+    """The cycles a sub-array's clock enable is low (rule 13), as disjoint increasing intervals."""
+
+    def __init__(self):
+        self.starts, self.ends = [], []
+
+    @property
+    def last(self):
+        """The last stalled cycle so far."""
+        return self.ends[-1] if self.ends else NEVER
+
+    def add(self, start, end):
+        if start > end:
+            return
+        if self.ends and self.ends[-1] >= start - 1:
+            self.ends[-1] = max(self.ends[-1], end)
+        else:
+            self.starts.append(start)
+            self.ends.append(end)
+
+    def enabled(self, t):
+        """The first enabled cycle from ``t`` on."""
+        if self.ends and self.ends[-1] >= t:
+            index = bisect_right(self.starts, t) - 1
+            if index >= 0 and self.ends[index] >= t:
+                return self.ends[index] + 1
+        return t
+
+    def advance(self, t, count):
+        """The ``count``-th enabled cycle after the enabled cycle ``t``."""
+        t += count
+        if self.ends and self.ends[-1] > t - count:
+            for index in range(bisect_right(self.starts, t - count), len(self.starts)):
+                if self.starts[index] > t:
+                    break
+                t += self.ends[index] - self.starts[index] + 1
+        return t
+
+
+class _Weights:
+    """The weight path of a lane (rules 3 to 8): the fetcher's requests, the word FIFO, the unpacker and the
+    ``w`` slices, as the few last cycles each queue's rule looks back to."""
+
+    def __init__(self):
+        self.fired = NEVER                      # the last word's request fired
+        self.left = deque(maxlen=Fetcher.WORD_FIFO)   # the last words' cycles leaving the word FIFO
+        self.rows = [[NEVER] * SLICE for _ in range(SLICES + 1)]  # the last rows entering each slice, leaving
+
+    def key(self, reference):
+        """The state relative to ``reference`` (the last request's fire): a cycle at or before it cannot bind a
+        later word, row or request, so it is clipped there."""
+        return (len(self.left), *(max(t - reference, 0) for t in self.left),
+                *(max(t - reference, 0) for stage in self.rows for t in stage))
+
+    def restore(self, key, reference):
+        count = key[0]
+        self.fired = reference
+        self.left = deque((t + reference for t in key[1:1 + count]), maxlen=Fetcher.WORD_FIFO)
+        flat = [t + reference for t in key[1 + count:]]
+        self.rows = [flat[SLICE * s:SLICE * (s + 1)] for s in range(SLICES + 1)]
+
+    def tile(self, shape, bias, first_request, gate, bias_gate, stalls):
+        """A generator over one tile's words, preceded by ``bias`` bias words: yields each word's request cycle,
+        is sent the cycle it fired; returns the cycle the tile's last row was accepted."""
+        left, fired = self.left, self.fired
+        # The last two rows' cycles entering the first and the second slice and leaving the second (rule 7).
+        (entered0, entered1), (passed0, passed1), (accepted0, accepted1) = self.rows
+        for index in range(bias + shape.tile_words):
+            request = first_request if index == 0 and first_request is not None else fired + 1
+            if len(left) == Fetcher.WORD_FIFO and left[0] >= request:
+                request = left[0] + 1
+            fired = yield request
+            head = fired + WORD_HEAD
+            if left and left[-1] >= head:
+                head = left[-1] + 1
+            if index < bias:
+                left.append(max(head, bias_gate) if index == bias - 1 else head)
+                continue
+            arrive = head
+            for _ in range(shape.rows_per_word):
+                entered = max(arrive, entered1 + 1, passed0 + 1)
+                passed = max(entered + 1, passed1 + 1, accepted0 + 1)
+                accepted = max(passed + 1, accepted1 + 1, gate)
+                if stalls.ends:
+                    accepted = stalls.enabled(accepted)
+                entered0, entered1, passed0, passed1, accepted0, accepted1 = (entered1, entered, passed1, passed,
+                                                                              accepted1, accepted)
+                arrive = entered + 1
+            left.append(entered1)
+        self.fired = fired
+        self.rows = [[entered0, entered1], [passed0, passed1], [accepted0, accepted1]]
+        return accepted1
+
+
+class _Items:
+    """The item path of a lane (rules 9 and 10) as the last cycles its rules look back to."""
+
+    #: Items between the feeder's issue and the array: the feed FIFO's credits and the slices' places.
+    LAG = Feeder.FEED_FIFO + SLICE * SLICES
+
+    def __init__(self):
+        self.count = 0                          # items issued in the lane
+        self.issued = NEVER                     # the last item's issue
+        self.accepted = NEVER                   # the last item's cycle in x
+        self.tiles = deque(maxlen=self.LAG + 1)  # the last tiles' (first item, cycle it was accepted)
+        self.tile_last = deque([NEVER, NEVER], maxlen=2)  # the last two tiles' last items' cycles in x
+
+    def x_of(self, n, stalls):
+        """The cycle item ``n`` (one of the last ``LAG``) was accepted: its tile's items take consecutive enabled
+        cycles."""
+        for first, x in reversed(self.tiles):
+            if first <= n:
+                return stalls.advance(x, n - first)
+        raise AssertionError(f"item {n} is older than the last {self.LAG}")
+
+    def start(self, loaded, first_issue, stalls):
+        """The first item's issue and cycle in ``x`` of a tile whose weights were loaded in ``loaded``."""
+        issue = max(self.issued + 1, first_issue)
+        if self.count >= self.LAG:
+            issue = max(issue, self.x_of(self.count - self.LAG, stalls) + SLICES + 1)
+        return issue, stalls.enabled(max(self.accepted + 1, loaded + 1, issue + ITEM_HEAD + SLICES))
+
+    def finish(self, count, issue, x, accepted, stalls):
+        """Record a tile of ``count`` items, the first issued in ``issue`` and accepted in ``x``, the last in
+        ``accepted``."""
+        self.tiles.append((self.count, x))
+        last = self.count + count - 1
+        self.issued = issue + count - 1
+        if last >= self.LAG:
+            self.issued = max(self.issued, self.x_of(last - self.LAG, stalls) + SLICES + 1)
+        self.count += count
+        self.accepted = accepted
+        self.tile_last.append(accepted)
+
+    def key(self, reference):
+        return (min(self.count, self.LAG), self.issued - reference, self.accepted - reference,
+                *(t - reference for t in self.tile_last),
+                *(v for first, x in self.tiles for v in (first - self.count, x - reference)))
+
+    def shift(self, cycles, items):
+        self.count += items
+        self.issued += cycles
+        self.accepted += cycles
+        self.tile_last = deque((t + cycles for t in self.tile_last), maxlen=2)
+        self.tiles = deque(((first + items, x + cycles) for first, x in self.tiles), maxlen=self.LAG + 1)
+
+
+class _Lane:
+    """One lane's units, their queues and histories. :meth:`run` is a generator: alone on the weight memory (the
+    only working lane), it computes its requests' fires itself (rule 4) and yields nothing; otherwise it yields
+    the cycle from which it requests its next weight word and is sent the cycle the request fired.
+
+    Alone, a step that starts from the state the step before started from, shifted by some cycles, repeats: the
+    rest of the run is shifted in one go (the middle k-tiles of an n-tile, the n-tiles of a layer, the chunks of a
+    batch), and a tile's weights from a state seen before are taken from a memo.
+    """
+
+    def __init__(self, geometry, split, program, release, *, alone):
+        self.shape = shape = geometry.splits[split]
+        self.program = program
+        self.release = release
+        self.alone = alone
+        self.inputs_before = []         # per command, the INPUT commands before it
+        inputs = 0
+        for command in program.commands:
+            self.inputs_before.append(inputs)
+            inputs += command["op"] == Op.INPUT
+        self.latency = geometry.array.latency(split)
+        self.quiet = geometry.array.settle_cycles + 1
+        self.bank_hold = max(shape.rows - 2, 0)
+        self.outputs = _Progressions()
+        self.holds = _Progressions()    # cycles the writer's write-back register holds the loader
+        self.dispatched = []            # per command, the cycle it fired on cmd
+        self.starts = {"load": [], "fetch": [], "feed": []}  # per command of each unit's queue, the cycle it started
+        self.inputs_done = []           # per INPUT: the cycle inputs_done counts it
+        self.layers_done = []           # per LAYER: the cycle layers_done counts it
+        self.last_word = NEVER          # the loader's last word
+        self.memo = {}                  # a tile's weights from a state seen before (alone only)
+        self.weights = _Weights()
+        self.items = _Items()
+        self.ntile_filled = 0           # n-tile FIFO entries written
+        self.ntile_taken = deque(maxlen=Unpacker.NTILE_FIFO)  # the last n-tiles' cycles the issuer took them
+        self.beat_free = NEVER          # the cycle the issuer may start the next sum
+        self.reads = deque(maxlen=Accumulator.ACC_FIFO)  # the last final sums' last beats (accumulator FIFO reads)
+        self.stalls = _Stalls()
+        # The last two results on their way from the array's output FIFO to the accumulator: the cycles they
+        # left the FIFO (into the first slice), entered the second slice, reached the accumulator.
+        self.results = [[NEVER] * SLICE for _ in range(SLICES + 1)]
+
+    def _loaded(self, bias, first_request, gate, bias_gate):
+        """A tile's weights (with ``bias`` bias words first): yields requests unless alone; returns the cycle its
+        last row was accepted."""
+        weights = self.weights
+        if not self.alone:
+            return (yield from weights.tile(self.shape, bias, first_request, gate, bias_gate, self.stalls))
+        reference = weights.fired
+        key = None
+        if reference != NEVER and self.stalls.last < reference:
+            key = (weights.key(reference), bias, None if first_request is None else first_request - reference,
+                   max(gate - reference, 0), max(bias_gate - reference, 0))
+            found = self.memo.get(key)
+            if found is not None:
+                state, fired, loaded = found
+                weights.restore(state, reference + fired)
+                return reference + fired + loaded
+        run = weights.tile(self.shape, bias, first_request, gate, bias_gate, self.stalls)
+        fired = weights.fired
+        try:
+            request = next(run)
+            while True:
+                fired = request if request == fired + 1 else request + 1  # rule 4, a lane alone
+                request = run.send(fired)
+        except StopIteration as stop:
+            loaded = stop.value
+        if key is not None:
+            self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
+        return loaded
+
+    def _unhindered(self, reached, count, first_beat, final):
+        """Whether a tile's results, reaching the accumulator's slices from ``reached`` one a cycle (the first beat
+        of the first from ``first_beat`` if ``final``), find the way free: the results before them are through,
+        and the accumulator FIFO has a credit for each (at most ACC_FIFO final sums taken and not yet read)."""
+        if self.results[SLICES][-1] > reached - 1:
+            return False
+        reads, beats, capacity = self.reads, self.shape.beats, Accumulator.ACC_FIFO
+        if beats == 1:  # the post-processors keep up: a final sum is read four cycles after it arrives
+            return True
+        if not final:
+            return len(reads) < capacity or reads[0] < reached
+        for item in range(min(count, capacity)):
+            index = len(reads) - capacity + item
+            if index >= 0 and reads[index] >= reached + item:
+                return False
+        return count <= capacity or first_beat + beats * (count - capacity) - 1 < reached + count - 1
+
+    def _tile(self, count, bias, first_request, first_issue, bias_gate, final, to_output):
+        """One tile of a LAYER command (rules 3 to 13); returns the last beat of its last sum if ``final``."""
+        items, stalls, latency, beats = self.items, self.stalls, self.latency, self.shape.beats
+        gate = max(self.quiet, stalls.advance(stalls.enabled(items.tile_last[0] + 1), self.bank_hold))
+        loaded = yield from self._loaded(bias, first_request, gate, bias_gate)
+        issue, x = items.start(loaded, first_issue, stalls)
+        reached = x + latency + SLICES   # rule 10
+        first_beat = max(reached + TO_ISSUE, self.beat_free)
+        target = self.outputs if to_output else self.holds
+        if stalls.last < x and self._unhindered(reached, count, first_beat, final):
+            # The items take consecutive cycles, their results follow one a cycle.
+            accepted = x + count - 1
+            for s, stage in enumerate(self.results):
+                last = reached - SLICES + s + count - 1
+                self.results[s] = [stage[-1] if count == 1 else last - 1, last]
+            if final:  # rules 11 and 12: the beats back to back
+                last_beat = first_beat + beats * count - 1
+                self.beat_free = last_beat + 1
+                if beats > 1:
+                    self.reads.extend(first_beat + beats * item + beats - 1
+                                      for item in range(max(0, count - Accumulator.ACC_FIFO), count))
+                target.add(first_beat + beats - 1 + TO_WRITER + 1, count, beats)
+        else:
+            # Rule 13: item by item, the sub-array stalling while its output FIFO holds two results.
+            accepted = NEVER
+            results = self.results
+            for item in range(count):
+                accepted = x if item == 0 else stalls.enabled(accepted + 1)
+                written = stalls.advance(accepted, latency - 1)
+                t = written + 1
+                for s in range(SLICES):
+                    t = max(t, results[s][-1] + 1, results[s + 1][0] + 1)
+                    if s == 0:
+                        stalls.add(written + 2, results[0][-1] + 1)
+                    results[s] = [results[s][-1], t]
+                    t += 1
+                t = max(t, results[SLICES][-1] + 1)
+                if len(self.reads) == Accumulator.ACC_FIFO:
+                    t = max(t, self.reads[0] + 1)
+                results[SLICES] = [results[SLICES][-1], t]
+                if final:
+                    beat = max(t + TO_ISSUE, self.beat_free) + beats - 1
+                    self.beat_free = beat + 1
+                    self.reads.append(beat)
+                    target.add(beat + TO_WRITER + 1, 1, 1)
+            last_beat = self.beat_free - 1
+        items.finish(count, issue, x, accepted, stalls)
+        if not final:
+            return None
+        self.ntile_taken.append(last_beat)
+        return last_beat
+
+    def _key(self, whole):
+        """The lane's state relative to its last weight request, for a step that is a middle k-tile or (``whole``)
+        an n-tile (``None`` while the sub-array's stalls reach the items it remembers); what lies at or before
+        the reference cannot bind what follows and is clipped there."""
+        reference = self.weights.fired
+        if self.items.tiles and self.stalls.last >= self.items.tiles[0][1]:
+            return reference, None
+        key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0),
+               *(max(t - reference, 0) for stage in self.results for t in stage),
+               *(max(t - reference, 0) for t in self.reads))
+        if whole:
+            key += (min(self.ntile_filled, Unpacker.NTILE_FIFO), max(self.beat_free - reference, 0),
+                    *(max(t - reference, 0) for t in self.ntile_taken))
+        return reference, key
+
+    def _shift(self, cycles, items, whole):
+        """Move the state on by ``cycles`` and ``items``: the steps the jump leaves out."""
+        self.weights.restore(self.weights.key(self.weights.fired), self.weights.fired + cycles)
+        self.items.shift(cycles, items)
+        self.results = [[t + cycles for t in stage] for stage in self.results]
+        if whole:
+            self.beat_free += cycles
+            self.ntile_taken = deque((t + cycles for t in self.ntile_taken), maxlen=Unpacker.NTILE_FIFO)
+            self.reads = deque((t + cycles for t in self.reads), maxlen=Accumulator.ACC_FIFO)
+
+    def _ntile(self, command, first_request, first_issue):
+        """One n-tile of a LAYER command; returns the last beat of its last sum."""
+        ktiles, count = command["ktiles"], command["items"]
+        bias_gate = self.ntile_taken[0] + 1 if self.ntile_filled >= Unpacker.NTILE_FIFO else NEVER
+        self.ntile_filled += 1
+        last = yield from self._tile(count, self.shape.bias_words, first_request, first_issue, bias_gate,
+                                     ktiles == 1, command["to_output"])
+        ktile, previous = 1, None
+        while ktile < ktiles - 1:
+            if self.alone:
+                reference, key = self._key(False)
+                if key is not None and previous is not None and previous[1] == key and reference > previous[0]:
+                    # The middle k-tiles repeat: jump to the last one.
+                    left = ktiles - 1 - ktile
+                    self._shift((reference - previous[0]) * left, count * left, False)
+                    break
+                previous = reference, key
+            yield from self._tile(count, 0, None, NEVER, NEVER, False, False)
+            ktile += 1
+        if ktiles > 1:
+            last = yield from self._tile(count, 0, None, NEVER, NEVER, True, command["to_output"])
+        return last
+
+    def run(self):
+        commands = self.program.commands
+        index, previous = 0, None
+        while index < len(commands):
+            if self.alone and commands[index]["op"] == Op.INPUT:
+                # A chunk starts. If the lane's state is the state at the previous chunk's start shifted, and the
+                # chunks ahead are alike, they repeat.
+                length = self._chunk_length(index)
+                reference, key = self._chunk_key(index, length)
+                if (key is not None and previous is not None and previous[1] == key and reference > previous[0]
+                        and previous[2] == index - length):
+                    repeats = 0
+                    while (index + (repeats + 1) * length <= len(commands)
+                           and self._chunk_shape(index + repeats * length, length) == key[0]):
+                        repeats += 1
+                    self._repeat_chunk(previous[3], reference - previous[0], repeats)
+                    index += repeats * length
+                    previous = None
+                    continue
+                previous = (reference, key, index, self._marks())
+            yield from self._command(commands[index])
+            index += 1
+
+    def _chunk_length(self, index):
+        """Commands from the INPUT at ``index`` to the next INPUT."""
+        commands, end = self.program.commands, index + 1
+        while end < len(commands) and commands[end]["op"] != Op.INPUT:
+            end += 1
+        return end - index
+
+    def _chunk_shape(self, index, length):
+        """What the timing of the ``length`` commands from ``index`` depends on: per command its counts and how far
+        back its waits reach."""
+        shape, modulo = [], 1 << WAIT_BITS
+        for at in range(index, index + length):
+            command, inputs = self.program.commands[at], self.inputs_before[at]
+            layers = at - inputs
+            if command["op"] == Op.INPUT:
+                shape.append((command["items"], command["ktiles"], (layers - command["wait_layers"]) % modulo))
+            else:
+                shape.append((command["items"], command["ktiles"], command["ntiles"], command["to_output"],
+                              (inputs - command["wait_inputs"]) % modulo, (layers - command["wait_layers"]) % modulo))
+        return tuple(shape)
+
+    def _chunk_key(self, index, length):
+        """The lane's state at the start of the chunk at ``index`` relative to the last command's dispatch, with
+        the chunk's shape first (``None`` where it is not known to repeat)."""
+        if not self.dispatched:
+            return None, None
+        reference = self.dispatched[-1]
+        lane_reference, lane_key = self._key(True)
+        if lane_key is None:
+            return reference, None
+        layers = length - 1
+
+        def relative(values):
+            return tuple(t - reference for t in values)
+
+        holds = tuple((first - reference, count, step, repeats, period)
+                      for first, count, step, repeats, period in self.holds.runs
+                      if first + (count - 1) * step + (repeats - 1) * period >= reference)
+        return reference, (self._chunk_shape(index, length), *(relative(self.starts[q][-2:]) for q in self.starts),
+                           relative(self.inputs_done[-2:]), relative(self.layers_done[-2 * layers - 2:]),
+                           self.last_word - reference, holds, lane_reference - reference, lane_key)
+
+    def _marks(self):
+        """How long the lane's histories are: what a chunk adds starts there."""
+        return (len(self.dispatched), {q: len(v) for q, v in self.starts.items()}, len(self.inputs_done),
+                len(self.layers_done), len(self.outputs.runs), len(self.holds.runs), self.items.count,
+                self.ntile_filled)
+
+    def _repeat_chunk(self, marks, period, repeats):
+        """The chunk since ``marks`` again ``repeats`` times, each ``period`` cycles after the one before."""
+        dispatched, starts, inputs_done, layers_done, outputs, holds, items, ntiles = marks
+        for k in range(1, repeats + 1):
+            shift = k * period
+            for history, mark in [(self.dispatched, dispatched), (self.inputs_done, inputs_done),
+                                  (self.layers_done, layers_done),
+                                  *((self.starts[q], starts[q]) for q in self.starts)]:
+                history.extend([t + shift for t in history[mark:mark + (len(history) - mark) // k]])
+            for runs, mark in ((self.outputs, outputs), (self.holds, holds)):
+                for first, count, step, times, every in runs.runs[mark:mark + (len(runs.runs) - mark) // k]:
+                    runs.add(first + shift, count, step, times, every)
+        self._shift(period * repeats, (self.items.count - items) * repeats, True)
+        self.ntile_filled += (self.ntile_filled - ntiles) * repeats
+        self.last_word += period * repeats
+
+    def _command(self, command):
+        """One command (rules 1 to 3 and 9): dispatch, then the loader, or the fetcher's and feeder's layer."""
+        starts, inputs_done = self.starts, self.inputs_done
+
+        def done_at(history, wait, before):
+            # The cycle the count reaches the wait: ``wait`` is the count modulo 2**WAIT_BITS (rtl.mlp.satisfied),
+            # of commands that came before this one.
+            target = before - (before - wait) % (1 << WAIT_BITS)
+            return history[target - 1] if target > 0 else NEVER
+
+        op = command["op"]
+        cycle = self.dispatched[-1] + 1 if self.dispatched else self.release
+        queues = ("load",) if op == Op.INPUT else ("fetch", "feed")
+        for queue in queues:
+            if len(starts[queue]) >= Dispatcher.QUEUE:
+                cycle = max(cycle, starts[queue][-Dispatcher.QUEUE] + 1)
+        self.dispatched.append(cycle)
+        if op == Op.INPUT:
+            start = max(cycle + 1, self.last_word + 1,
+                        done_at(self.layers_done, command["wait_layers"], len(self.layers_done)))
+            starts["load"].append(start)
+            count = command["items"] * command["ktiles"]
+            last = start + count
+            while True:  # the words skip the held cycles
+                extended = start + count + self.holds.count(start + 1, last)
+                if extended == last:
+                    break
+                last = extended
+            self.last_word = last
+            inputs_done.append(last + 1)
+            return
+
+        fetch_start = max(cycle + 1, self.weights.fired + 1)
+        starts["fetch"].append(fetch_start)
+        feed_start = max(cycle + 1, self.items.issued + 1,
+                         done_at(inputs_done, command["wait_inputs"], len(inputs_done)),
+                         done_at(self.layers_done, command["wait_layers"], len(self.layers_done)))
+        starts["feed"].append(feed_start)
+        ntiles, per_ntile = command["ntiles"], command["items"] * command["ktiles"]
+        target = self.outputs if command["to_output"] else self.holds
+        last_beat = yield from self._ntile(command, fetch_start + 1, feed_start + 1)
+        ntile, previous = 1, None
+        while ntile < ntiles:
+            if self.alone:
+                reference, key = self._key(True)
+                if key is not None and previous is not None and previous[1] == key and reference > previous[0]:
+                    # The n-tiles repeat: the rest in one go, their results as repeats of the last one's.
+                    period, left = reference - previous[0], ntiles - ntile
+                    added = target.runs[previous[2]:]
+                    if len(added) == 1:
+                        first, count, step, _, _ = added[0]
+                        target.add(first + period, count, step, left, period)
+                    else:
+                        for k in range(1, left + 1):
+                            for first, count, step, times, every in added:
+                                target.add(first + k * period, count, step, times, every)
+                    self._shift(period * left, per_ntile * left, True)
+                    self.ntile_filled += left
+                    last_beat += period * left
+                    break
+                previous = reference, key, len(target.runs)
+            last_beat = yield from self._ntile(command, None, NEVER)
+            ntile += 1
+        self.layers_done.append(last_beat + TO_WRITER + 2)
+
+
+def _arbitrate(lanes):
+    """Drive the lanes' :meth:`_Lane.run` generators through the weight memory's round-robin arbiter (rule 4),
+    one step per grant."""
+    count = len(lanes)
+    runs = [lane.run() for lane in lanes]
+    pending = [_next(run, None) for run in runs]   # each lane's request, from that cycle on
+    orders = [[(first + k) % count for k in range(count)] for first in range(count)]
+    pointer, cycle, fired_now = 0, NEVER, -1
+    while True:
+        # The grant of cycle + 1: the first lane from the pointer on requesting in this cycle.
+        chosen = next((k for k in orders[pointer] if pending[k] <= cycle or k == fired_now), None)
+        if chosen is None:
+            cycle, fired_now = min(pending), -1
+            if cycle == FINISHED:
+                return
+            continue
+        pointer = orders[chosen][1 % count]
+        cycle += 1
+        fired_now = -1
+        if pending[chosen] <= cycle:
+            pending[chosen] = _next(runs[chosen], cycle)
+            fired_now = chosen
+
+
+def _next(run, value):
+    """The generator's next request cycle (``FINISHED`` when it has finished)."""
+    try:
+        return run.send(value)
+    except StopIteration:
+        return FINISHED
+
+
+def engine_timing(plan, *, release=None):
+    """The cycle of every output transfer of ``plan`` on the engine, and the run's cycles (see the module
+    documentation for the conditions and the rules).
+
+    Parameters
+    ----------
+    plan : rpaccel.host.driver.mlp.EnginePlan
+        What the engine runs (its geometry gives the configuration).
+    release : int, optional
+        The cycle the commands are let in (default: the image's word count, as
+        :class:`~rpaccel.sim.mlp_harness.EngineHarness` does).
+
+    Returns
+    -------
+    EngineTiming
+    """
+    geometry = plan.geometry
+    release = len(plan.weights.words) if release is None else int(release)
+    if release < 0:
+        raise ValueError(f"The release cycle must not be negative, not {release}")
+    alone = len(plan.lanes) == 1
+    lanes = {lane: _Lane(geometry, plan.split, program, release, alone=alone)
+             for lane, program in sorted(plan.lanes.items())}
+    _arbitrate(list(lanes.values()))
+    outputs = {f"out{lane}": unit.outputs.array() for lane, unit in lanes.items()}
+    last = max((int(cycles[-1]) for cycles in outputs.values() if len(cycles)), default=-1)
+    return EngineTiming(outputs=outputs, cycles=last + 1,
+                        layers_done={lane: np.array(unit.layers_done, dtype=np.int64) for lane, unit in lanes.items()})
