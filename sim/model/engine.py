@@ -323,20 +323,24 @@ class _Items:
 
 
 class _Lane:
-    """One lane's units, their queues and histories. :meth:`run` is a generator: alone on the weight memory (the
-    only working lane), it computes its requests' fires itself (rule 4) and yields nothing; otherwise it yields
-    the cycle from which it requests its next weight word and is sent the cycle the request fired.
+    """One lane's units, their queues and histories. :meth:`run` is a generator: it yields the cycle from which it
+    requests its next weight word and is sent the cycle the request fired, except where it is alone on the weight
+    memory: a request whose fire as the only requester (rule 4) comes no later than :attr:`horizon` (set by
+    :func:`_arbitrate` before each send: the first cycle another lane may request in) fires so without a yield.
 
-    Alone, a step that starts from the state the step before started from, shifted by some cycles, repeats: the
-    rest of the run is shifted in one go (the middle k-tiles of an n-tile, the n-tiles of a layer, the chunks of a
-    batch), and a tile's weights from a state seen before are taken from a memo.
+    Alone, a step that starts from the state the step before started from, shifted by some cycles, repeats: as
+    many of the steps ahead as end by the horizon are shifted in one go (the middle k-tiles of an n-tile, the
+    n-tiles of a layer, the chunks of a batch), and a tile's weights from a state seen before are taken from a
+    memo. Only steps run alone repeat: :attr:`shared` counts the words that went through the arbiter.
     """
 
     def __init__(self, geometry, split, program, release, *, alone):
         self.shape = shape = geometry.splits[split]
         self.program = program
         self.release = release
-        self.alone = alone
+        self.horizon = FINISHED if alone else NEVER  # fires up to this cycle are the lane's alone
+        self.shared = 0                 # words fired through the arbiter (not alone)
+        self.last_fire = NEVER          # the last word's fire
         self.inputs_before = []         # per command, the INPUT commands before it
         inputs = 0
         for command in program.commands:
@@ -352,7 +356,7 @@ class _Lane:
         self.inputs_done = []           # per INPUT: the cycle inputs_done counts it
         self.layers_done = []           # per LAYER: the cycle layers_done counts it
         self.last_word = NEVER          # the loader's last word
-        self.memo = {}                  # a tile's weights from a state seen before (alone only)
+        self.memo = {}                  # a tile's weights from a state seen before, run alone
         self.weights = _Weights()
         self.items = _Items()
         self.ntile_filled = 0           # n-tile FIFO entries written
@@ -365,31 +369,34 @@ class _Lane:
         self.results = [[NEVER] * SLICE for _ in range(SLICES + 1)]
 
     def _loaded(self, bias, first_request, gate, bias_gate):
-        """A tile's weights (with ``bias`` bias words first): yields requests unless alone; returns the cycle its
-        last row was accepted."""
+        """A tile's weights (with ``bias`` bias words first): yields the requests whose fires the arbiter decides;
+        returns the cycle its last row was accepted."""
         weights = self.weights
-        if not self.alone:
-            return (yield from weights.tile(self.shape, bias, first_request, gate, bias_gate, self.stalls))
         reference = weights.fired
         key = None
-        if reference != NEVER and self.stalls.last < reference:
+        if reference != NEVER and self.stalls.last < reference and self.horizon > reference + 1:
             key = (weights.key(reference), bias, None if first_request is None else first_request - reference,
                    max(gate - reference, 0), max(bias_gate - reference, 0))
             found = self.memo.get(key)
-            if found is not None:
+            if found is not None and reference + found[1] <= self.horizon:
                 state, fired, loaded = found
                 weights.restore(state, reference + fired)
+                self.last_fire = weights.fired
                 return reference + fired + loaded
         run = weights.tile(self.shape, bias, first_request, gate, bias_gate, self.stalls)
-        fired = weights.fired
+        fired, shared = weights.fired, self.shared
         try:
             request = next(run)
             while True:
                 fired = request if request == fired + 1 else request + 1  # rule 4, a lane alone
+                if fired > self.horizon:
+                    fired = yield request
+                    self.shared += 1
+                self.last_fire = fired
                 request = run.send(fired)
         except StopIteration as stop:
             loaded = stop.value
-        if key is not None:
+        if key is not None and self.shared == shared:
             self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
         return loaded
 
@@ -464,10 +471,10 @@ class _Lane:
 
     def _key(self, whole):
         """The lane's state relative to its last weight request, for a step that is a middle k-tile or (``whole``)
-        an n-tile (``None`` while the sub-array's stalls reach the items it remembers); what lies at or before
-        the reference cannot bind what follows and is clipped there."""
+        an n-tile (``None`` while the sub-array's stalls reach the items it remembers, or while another lane may
+        request next cycle); what lies at or before the reference cannot bind what follows and is clipped there."""
         reference = self.weights.fired
-        if self.items.tiles and self.stalls.last >= self.items.tiles[0][1]:
+        if self.horizon <= reference + 1 or (self.items.tiles and self.stalls.last >= self.items.tiles[0][1]):
             return reference, None
         key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0),
                *(max(t - reference, 0) for stage in self.results for t in stage),
@@ -480,6 +487,7 @@ class _Lane:
     def _shift(self, cycles, items, whole):
         """Move the state on by ``cycles`` and ``items``: the steps the jump leaves out."""
         self.weights.restore(self.weights.key(self.weights.fired), self.weights.fired + cycles)
+        self.last_fire = self.weights.fired
         self.items.shift(cycles, items)
         self.results = [[t + cycles for t in stage] for stage in self.results]
         if whole:
@@ -496,14 +504,17 @@ class _Lane:
                                      ktiles == 1, command["to_output"])
         ktile, previous = 1, None
         while ktile < ktiles - 1:
-            if self.alone:
-                reference, key = self._key(False)
-                if key is not None and previous is not None and previous[1] == key and reference > previous[0]:
-                    # The middle k-tiles repeat: jump to the last one.
-                    left = ktiles - 1 - ktile
-                    self._shift((reference - previous[0]) * left, count * left, False)
-                    break
-                previous = reference, key
+            reference, key = self._key(False)
+            if key is not None and previous is not None and previous[1:] == (key, self.shared):
+                # The middle k-tiles repeat: jump over as many as end by the horizon.
+                period = reference - previous[0]
+                left = min(ktiles - 1 - ktile, (self.horizon - reference) // period)
+                if left > 0:
+                    self._shift(period * left, count * left, False)
+                    ktile += left
+                    previous = None
+                    continue
+            previous = None if key is None else (reference, key, self.shared)
             yield from self._tile(count, 0, None, NEVER, NEVER, False, False)
             ktile += 1
         if ktiles > 1:
@@ -514,22 +525,25 @@ class _Lane:
         commands = self.program.commands
         index, previous = 0, None
         while index < len(commands):
-            if self.alone and commands[index]["op"] == Op.INPUT:
-                # A chunk starts. If the lane's state is the state at the previous chunk's start shifted, and the
-                # chunks ahead are alike, they repeat.
+            if commands[index]["op"] == Op.INPUT:
+                # A chunk starts. If the lane's state is the state at the previous chunk's start shifted, the
+                # previous chunk ran alone and the chunks ahead are alike, they repeat (as many as end by the
+                # horizon).
                 length = self._chunk_length(index)
                 reference, key = self._chunk_key(index, length)
                 if (key is not None and previous is not None and previous[1] == key and reference > previous[0]
-                        and previous[2] == index - length):
-                    repeats = 0
-                    while (index + (repeats + 1) * length <= len(commands)
+                        and previous[2] == index - length and previous[4] == self.shared):
+                    period = reference - previous[0]
+                    repeats, most = 0, (self.horizon - self.weights.fired) // period
+                    while (repeats < most and index + (repeats + 1) * length <= len(commands)
                            and self._chunk_shape(index + repeats * length, length) == key[0]):
                         repeats += 1
-                    self._repeat_chunk(previous[3], reference - previous[0], repeats)
-                    index += repeats * length
-                    previous = None
-                    continue
-                previous = (reference, key, index, self._marks())
+                    if repeats:
+                        self._repeat_chunk(previous[3], period, repeats)
+                        index += repeats * length
+                        previous = None
+                        continue
+                previous = (reference, key, index, self._marks(), self.shared)
             yield from self._command(commands[index])
             index += 1
 
@@ -640,11 +654,14 @@ class _Lane:
         last_beat = yield from self._ntile(command, fetch_start + 1, feed_start + 1)
         ntile, previous = 1, None
         while ntile < ntiles:
-            if self.alone:
-                reference, key = self._key(True)
-                if key is not None and previous is not None and previous[1] == key and reference > previous[0]:
-                    # The n-tiles repeat: the rest in one go, their results as repeats of the last one's.
-                    period, left = reference - previous[0], ntiles - ntile
+            reference, key = self._key(True)
+            if (key is not None and previous is not None and previous[1] == key and reference > previous[0]
+                    and previous[3] == self.shared):
+                # The n-tiles repeat: as many as end by the horizon in one go, their results as repeats of the
+                # last one's.
+                period = reference - previous[0]
+                left = min(ntiles - ntile, (self.horizon - reference) // period)
+                if left > 0:
                     added = target.runs[previous[2]:]
                     if len(added) == 1:
                         first, count, step, _, _ = added[0]
@@ -656,8 +673,10 @@ class _Lane:
                     self._shift(period * left, per_ntile * left, True)
                     self.ntile_filled += left
                     last_beat += period * left
-                    break
-                previous = reference, key, len(target.runs)
+                    ntile += left
+                    previous = None
+                    continue
+            previous = None if key is None else (reference, key, len(target.runs), self.shared)
             last_beat = yield from self._ntile(command, None, NEVER)
             ntile += 1
         self.layers_done.append(last_beat + TO_WRITER + 2)
@@ -665,7 +684,8 @@ class _Lane:
 
 def _arbitrate(lanes):
     """Drive the lanes' :meth:`_Lane.run` generators through the weight memory's round-robin arbiter (rule 4),
-    one step per grant."""
+    one step per grant. A lane sent its fire is told the first cycle another lane may request in (its horizon):
+    it may fire alone up to it (and then the arbiter's next choice is made in its last fire's cycle)."""
     count = len(lanes)
     runs = [lane.run() for lane in lanes]
     pending = [_next(run, None) for run in runs]   # each lane's request, from that cycle on
@@ -683,10 +703,10 @@ def _arbitrate(lanes):
         cycle += 1
         fired_now = -1
         if pending[chosen] <= cycle:
+            lane = lanes[chosen]
+            lane.horizon = min((pending[k] for k in orders[chosen][1:]), default=FINISHED)
             pending[chosen] = _next(runs[chosen], cycle)
-            fired_now = chosen
-
-
+            cycle, fired_now = lane.last_fire, chosen
 def _next(run, value):
     """The generator's next request cycle (``FINISHED`` when it has finished)."""
     try:
