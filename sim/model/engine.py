@@ -236,9 +236,10 @@ class _Weights:
         flat = [t + reference for t in key[1 + count:]]
         self.rows = [flat[SLICE * s:SLICE * (s + 1)] for s in range(SLICES + 1)]
 
-    def tile(self, shape, bias, first_request, gate, bias_gate, stalls):
-        """A generator over one tile's words, preceded by ``bias`` bias words: yields each word's request cycle,
-        is sent the cycle it fired; returns the cycle the tile's last row was accepted."""
+    def tile(self, lane, shape, bias, first_request, gate, bias_gate, stalls):
+        """A generator over one tile's words, preceded by ``bias`` bias words: a word whose fire as the only
+        requester (rule 4) comes by ``lane.horizon`` fires so, the others are yielded (their request cycle) and
+        sent the cycle they fired; returns the cycle the tile's last row was accepted."""
         left, fired = self.left, self.fired
         # The last two rows' cycles entering the first and the second slice and leaving the second (rule 7).
         (entered0, entered1), (passed0, passed1), (accepted0, accepted1) = self.rows
@@ -246,7 +247,14 @@ class _Weights:
             request = first_request if index == 0 and first_request is not None else fired + 1
             if len(left) == Fetcher.WORD_FIFO and left[0] >= request:
                 request = left[0] + 1
-            fired = yield request
+            if request == fired + 1 and fired < lane.horizon:
+                fired = request
+            elif request < lane.horizon:
+                fired = request + 1
+            else:
+                fired = yield request
+                lane.shared += 1
+            lane.last_fire = fired
             head = fired + WORD_HEAD
             if left and left[-1] >= head:
                 head = left[-1] + 1
@@ -383,19 +391,8 @@ class _Lane:
                 weights.restore(state, reference + fired)
                 self.last_fire = weights.fired
                 return reference + fired + loaded
-        run = weights.tile(self.shape, bias, first_request, gate, bias_gate, self.stalls)
-        fired, shared = weights.fired, self.shared
-        try:
-            request = next(run)
-            while True:
-                fired = request if request == fired + 1 else request + 1  # rule 4, a lane alone
-                if fired > self.horizon:
-                    fired = yield request
-                    self.shared += 1
-                self.last_fire = fired
-                request = run.send(fired)
-        except StopIteration as stop:
-            loaded = stop.value
+        shared = self.shared
+        loaded = yield from weights.tile(self, self.shape, bias, first_request, gate, bias_gate, self.stalls)
         if key is not None and self.shared == shared:
             self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
         return loaded
