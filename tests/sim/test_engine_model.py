@@ -222,3 +222,40 @@ def test_the_model_runs_configurations_too_large_for_the_rtl():
 def test_a_negative_release_is_refused():
     with pytest.raises(ValueError, match="release cycle must not be negative, not -1"):
         engine_timing(random_plan(TINY, 0), release=-1)
+
+
+def mixed_lanes_plan(config, split, case):
+    """Lanes running different MLPs of different lengths (as RecPipe's stages on separate lanes): the short ones
+    finish first, the last one then runs alone on the weight memory."""
+    rng = np.random.default_rng(case)
+    short, long = random_mlp(rng, [7, 8, 3]), random_mlp(rng, [7, 24, 16, 5])
+    geometry = EngineGeometry(config)
+    chunk = min(chunk_limit(geometry, split, short), chunk_limit(geometry, split, long), 16)
+    jobs = {lane: (short, random_input(rng, 24 + 8 * lane, 7)) for lane in range(split - 1)}
+    jobs[split - 1] = (long, random_input(rng, 150, 7))
+    return plan_engine(config, split, jobs, chunk=chunk)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize(("config", "split"), [(TINY, 2), (TINY, 4), (SMALL, 2)])
+def test_a_lane_left_alone_repeats_its_steps_exactly(config, split, monkeypatch):
+    plan = mixed_lanes_plan(config, split, split)
+    jumps = []
+    shift = engine._Lane._shift
+    monkeypatch.setattr(engine._Lane, "_shift", lambda self, *args: jumps.append(args) or shift(self, *args))
+    timing = engine_timing(plan)
+    assert jumps
+    _RTL[(config.name, ("mixed", split))] = plan, play_plan(config, plan, output_cycles=True)[1]
+    assert mismatches(timing, _RTL[(config.name, ("mixed", split))][1]) == {}
+
+
+@pytest.mark.verilator
+def test_a_lane_alone_one_cycle_too_long_is_caught(monkeypatch):
+    """A lane that fires alone up to one cycle after another lane's request: the arbiter's choice in that cycle is
+    missed."""
+    late = property(lambda self: self.__dict__["late"] + 1,
+                    lambda self, value: self.__dict__.__setitem__("late", value))
+    monkeypatch.setattr(engine._Lane, "horizon", late, raising=False)
+    cases = [(TINY, 0), (TINY, 7), (TINY, 9), (SMALL, 100)]  # plans of several lanes where it matters
+    assert all(len(random_plan(config, seed).lanes) > 1 for config, seed in cases)
+    assert [case for case in cases if mismatches(engine_timing(rtl_run(*case)[0]), rtl_run(*case)[1])] == cases
