@@ -138,6 +138,11 @@ class EngineTiming:
     layers_done: dict
 
 
+class _Fragile(Exception):
+    """A robust run (see :func:`_arbitrate`) met a step whose timing the arbiter may move: the exception's argument
+    is the cycle from which the run must go on exactly."""
+
+
 class _Progressions:
     """Increasing cycles kept as runs of arithmetic progressions: ``(first, count, step, repeats, period)`` is
     ``count`` cycles ``step`` apart from ``first``, then again ``period`` later, ``repeats`` times in all."""
@@ -244,20 +249,32 @@ class _Weights:
         # The last two rows' cycles entering the first and the second slice and leaving the second (rule 7).
         (entered0, entered1), (passed0, passed1), (accepted0, accepted1) = self.rows
         for index in range(bias + shape.tile_words):
-            request = first_request if index == 0 and first_request is not None else fired + 1
-            if len(left) == Fetcher.WORD_FIFO and left[0] >= request:
-                request = left[0] + 1
+            first = index == 0 and first_request is not None
+            credit = left[0] + 1 if len(left) == Fetcher.WORD_FIFO else NEVER
+            request = max(first_request if first else fired + 1, credit)
+            floor = max(credit, first_request, lane.worst + 2) if first else credit
+            earliest = max(credit, lane.first_floor, lane.best + 2) if first else max(credit, lane.best + 1)
             if request == fired + 1 and fired < lane.horizon:
                 fired = request
             elif request < lane.horizon:
                 fired = request + 1
             else:
-                fired = yield request
-                lane.shared += 1
+                sent = yield request
+                if sent is None:  # the run turns robust (see _arbitrate) with this word requested
+                    fired, floor, earliest = (request if request == fired + 1 else request + 1), request, request
+                else:
+                    fired = sent
+                    lane.shared += 1
             lane.last_fire = fired
             head = fired + WORD_HEAD
             if left and left[-1] >= head:
                 head = left[-1] + 1
+            if lane.robust:
+                # The earliest and the latest the word may fire whatever the other lanes do (the arbiter grants a
+                # waiting lane within as many cycles as there are lanes): its head must not move.
+                lane.best, lane.worst = earliest, lane.robust + max(lane.worst, floor)
+                if lane.worst + WORD_HEAD > head or (earliest + WORD_HEAD < head and (not left or left[-1] < head - 1)):
+                    raise _Fragile(fired)
             if index < bias:
                 left.append(max(head, bias_gate) if index == bias - 1 else head)
                 continue
@@ -349,6 +366,10 @@ class _Lane:
         self.horizon = FINISHED if alone else NEVER  # fires up to this cycle are the lane's alone
         self.shared = 0                 # words fired through the arbiter (not alone)
         self.last_fire = NEVER          # the last word's fire
+        # Robust (the lanes' count, 0 while exact): the earliest and the latest the last word may have fired, and
+        # the earliest a command's first word may be requested (the first after its dispatch).
+        self.robust, self.best, self.worst, self.first_floor = 0, NEVER, NEVER, NEVER
+        self.fetch_early, self.fetch_late = [], []  # per LAYER, the earliest and the latest its fetch may start
         self.inputs_before = []         # per command, the INPUT commands before it
         inputs = 0
         for command in program.commands:
@@ -384,18 +405,25 @@ class _Lane:
         key = None
         if reference != NEVER and self.stalls.last < reference and self.horizon > reference + 1:
             key = (weights.key(reference), bias, None if first_request is None else first_request - reference,
-                   max(gate - reference, 0), max(bias_gate - reference, 0))
+                   max(gate - reference, 0), max(bias_gate - reference, 0), *self._bounds(reference),
+                   self.robust and first_request is not None and self.first_floor - reference)
             found = self.memo.get(key)
             if found is not None and reference + found[1] <= self.horizon:
-                state, fired, loaded = found
+                state, fired, loaded, best, worst = found
                 weights.restore(state, reference + fired)
                 self.last_fire = weights.fired
+                self.best, self.worst = weights.fired + best, weights.fired + worst
                 return reference + fired + loaded
         shared = self.shared
         loaded = yield from weights.tile(self, self.shape, bias, first_request, gate, bias_gate, self.stalls)
         if key is not None and self.shared == shared:
-            self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
+            self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired,
+                              self.best - weights.fired, self.worst - weights.fired)
         return loaded
+
+    def _bounds(self, reference):
+        """The earliest and the latest the last word may have fired, relative to ``reference`` (robust only)."""
+        return (self.robust, self.best - reference, self.worst - reference) if self.robust else (0,)
 
     def _unhindered(self, reached, count, first_beat, final):
         """Whether a tile's results, reaching the accumulator's slices from ``reached`` one a cycle (the first beat
@@ -474,6 +502,7 @@ class _Lane:
         if self.horizon <= reference + 1 or (self.items.tiles and self.stalls.last >= self.items.tiles[0][1]):
             return reference, None
         key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0),
+               *self._bounds(reference),
                *(max(t - reference, 0) for stage in self.results for t in stage),
                *(max(t - reference, 0) for t in self.reads))
         if whole:
@@ -485,6 +514,8 @@ class _Lane:
         """Move the state on by ``cycles`` and ``items``: the steps the jump leaves out."""
         self.weights.restore(self.weights.key(self.weights.fired), self.weights.fired + cycles)
         self.last_fire = self.weights.fired
+        self.best += cycles
+        self.worst += cycles
         self.items.shift(cycles, items)
         self.results = [[t + cycles for t in stage] for stage in self.results]
         if whole:
@@ -584,21 +615,23 @@ class _Lane:
                       if first + (count - 1) * step + (repeats - 1) * period >= reference)
         return reference, (self._chunk_shape(index, length), *(relative(self.starts[q][-2:]) for q in self.starts),
                            relative(self.inputs_done[-2:]), relative(self.layers_done[-2 * layers - 2:]),
+                           relative(self.fetch_early[-2:]), relative(self.fetch_late[-2:]),
                            self.last_word - reference, holds, lane_reference - reference, lane_key)
 
     def _marks(self):
         """How long the lane's histories are: what a chunk adds starts there."""
         return (len(self.dispatched), {q: len(v) for q, v in self.starts.items()}, len(self.inputs_done),
                 len(self.layers_done), len(self.outputs.runs), len(self.holds.runs), self.items.count,
-                self.ntile_filled)
+                self.ntile_filled, len(self.fetch_early))
 
     def _repeat_chunk(self, marks, period, repeats):
         """The chunk since ``marks`` again ``repeats`` times, each ``period`` cycles after the one before."""
-        dispatched, starts, inputs_done, layers_done, outputs, holds, items, ntiles = marks
+        dispatched, starts, inputs_done, layers_done, outputs, holds, items, ntiles, fetches = marks
         for k in range(1, repeats + 1):
             shift = k * period
             for history, mark in [(self.dispatched, dispatched), (self.inputs_done, inputs_done),
-                                  (self.layers_done, layers_done),
+                                  (self.layers_done, layers_done), (self.fetch_early, fetches),
+                                  (self.fetch_late, fetches),
                                   *((self.starts[q], starts[q]) for q in self.starts)]:
                 history.extend([t + shift for t in history[mark:mark + (len(history) - mark) // k]])
             for runs, mark in ((self.outputs, outputs), (self.holds, holds)):
@@ -618,12 +651,16 @@ class _Lane:
             target = before - (before - wait) % (1 << WAIT_BITS)
             return history[target - 1] if target > 0 else NEVER
 
-        op = command["op"]
+        op, depth = command["op"], Dispatcher.QUEUE
         cycle = self.dispatched[-1] + 1 if self.dispatched else self.release
-        queues = ("load",) if op == Op.INPUT else ("fetch", "feed")
-        for queue in queues:
-            if len(starts[queue]) >= Dispatcher.QUEUE:
-                cycle = max(cycle, starts[queue][-Dispatcher.QUEUE] + 1)
+        for queue in ("load",) if op == Op.INPUT else ("feed",):
+            if len(starts[queue]) >= depth:
+                cycle = max(cycle, starts[queue][-depth] + 1)
+        if op != Op.INPUT and len(starts["fetch"]) >= depth:
+            others, cycle = cycle, max(cycle, starts["fetch"][-depth] + 1)
+            if self.robust and (max(others, self.fetch_early[-depth] + 1) != cycle
+                                or self.fetch_late[-depth] + 1 > cycle):
+                raise _Fragile(cycle)  # the fetcher's start, which the arbiter may move, may move the dispatch
         self.dispatched.append(cycle)
         if op == Op.INPUT:
             start = max(cycle + 1, self.last_word + 1,
@@ -642,6 +679,13 @@ class _Lane:
 
         fetch_start = max(cycle + 1, self.weights.fired + 1)
         starts["fetch"].append(fetch_start)
+        if self.robust:
+            self.fetch_early.append(max(cycle + 1, self.best + 1))
+            self.fetch_late.append(max(cycle + 1, self.worst + 1))
+            self.first_floor = cycle + 2
+        else:
+            self.fetch_early.append(fetch_start)
+            self.fetch_late.append(fetch_start)
         feed_start = max(cycle + 1, self.items.issued + 1,
                          done_at(inputs_done, command["wait_inputs"], len(inputs_done)),
                          done_at(self.layers_done, command["wait_layers"], len(self.layers_done)))
@@ -679,16 +723,27 @@ class _Lane:
         self.layers_done.append(last_beat + TO_WRITER + 2)
 
 
-def _arbitrate(lanes):
+def _arbitrate(lanes, robust_from=FINISHED):
     """Drive the lanes' :meth:`_Lane.run` generators through the weight memory's round-robin arbiter (rule 4),
     one step per grant. A lane sent its fire is told the first cycle another lane may request in (its horizon):
-    it may fire alone up to it (and then the arbiter's next choice is made in its last fire's cycle)."""
+    it may fire alone up to it (and then the arbiter's next choice is made in its last fire's cycle).
+
+    From cycle ``robust_from`` on, the run turns robust: each lane runs to its end alone, keeping the earliest and
+    the latest each word may fire whatever the others do (a requesting lane is granted within as many decisions
+    as there are lanes); a word whose head of the word FIFO, or a command whose dispatch, these bounds could move
+    raises :class:`_Fragile`."""
     count = len(lanes)
     runs = [lane.run() for lane in lanes]
     pending = [_next(run, None) for run in runs]   # each lane's request, from that cycle on
     orders = [[(first + k) % count for k in range(count)] for first in range(count)]
     pointer, cycle, fired_now = 0, NEVER, -1
     while True:
+        if cycle >= robust_from:
+            for lane, run, request in zip(lanes, runs, pending):
+                if request != FINISHED:
+                    lane.robust, lane.horizon, lane.best, lane.worst = count, FINISHED, lane.last_fire, lane.last_fire
+                    _next(run, None)
+            return
         # The grant of cycle + 1: the first lane from the pointer on requesting in this cycle.
         chosen = next((k for k in orders[pointer] if pending[k] <= cycle or k == fired_now), None)
         if chosen is None:
@@ -704,6 +759,8 @@ def _arbitrate(lanes):
             lane.horizon = min((pending[k] for k in orders[chosen][1:]), default=FINISHED)
             pending[chosen] = _next(runs[chosen], cycle)
             cycle, fired_now = lane.last_fire, chosen
+
+
 def _next(run, value):
     """The generator's next request cycle (``FINISHED`` when it has finished)."""
     try:
@@ -733,9 +790,16 @@ def engine_timing(plan, *, release=None):
     if release < 0:
         raise ValueError(f"The release cycle must not be negative, not {release}")
     alone = len(plan.lanes) == 1
-    lanes = {lane: _Lane(geometry, plan.split, program, release, alone=alone)
-             for lane, program in sorted(plan.lanes.items())}
-    _arbitrate(list(lanes.values()))
+    robust_from = release
+    while True:
+        lanes = {lane: _Lane(geometry, plan.split, program, release, alone=alone)
+                 for lane, program in sorted(plan.lanes.items())}
+        try:
+            _arbitrate(list(lanes.values()), FINISHED if alone else robust_from)
+            break
+        except _Fragile as fragile:
+            # Exactly up to the fragile step at least, and twice as far as the last try.
+            robust_from = max(fragile.args[0] + 1, robust_from + 2 * (robust_from - release) + 64)
     outputs = {f"out{lane}": unit.outputs.array() for lane, unit in lanes.items()}
     last = max((int(cycles[-1]) for cycles in outputs.values() if len(cycles)), default=-1)
     return EngineTiming(outputs=outputs, cycles=last + 1,
