@@ -89,7 +89,7 @@ go word by word through the arbiter (rule 4): their steps repeat only together, 
 for yet.
 """
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass
 
@@ -252,16 +252,27 @@ class _Weights:
             first = index == 0 and first_request is not None
             credit = left[0] + 1 if len(left) == Fetcher.WORD_FIFO else NEVER
             request = max(first_request if first else fired + 1, credit)
+            # Robust: the earliest request may be (a new request, firing a cycle later, from a command's start or
+            # past the latest previous fire), the latest the request or the previous fire may be.
+            if first:
+                earliest = max(credit, lane.first_floor, lane.best + 2) + 1
+            else:
+                earliest = max(credit, lane.best + 1)
+                earliest += lane.worst + 1 < earliest
             floor = max(credit, first_request, lane.worst + 2) if first else credit
-            earliest = max(credit, lane.first_floor, lane.best + 2) if first else max(credit, lane.best + 1)
             if request == fired + 1 and fired < lane.horizon:
                 fired = request
             elif request < lane.horizon:
                 fired = request + 1
+            elif lane.robust:
+                fired = request if request == fired + 1 else request + 1
+                lane.horizon = lane.segment_end(fired + 1)
             else:
                 sent = yield request
                 if sent is None:  # the run turns robust (see _arbitrate) with this word requested
-                    fired, floor, earliest = (request if request == fired + 1 else request + 1), request, request
+                    new = request != fired + 1
+                    fired, floor, earliest = request + new, request, request + new
+                    lane.horizon = lane.segment_end(fired + 1)
                 else:
                     fired = sent
                     lane.shared += 1
@@ -271,9 +282,10 @@ class _Weights:
                 head = left[-1] + 1
             if lane.robust:
                 # The earliest and the latest the word may fire whatever the other lanes do (the arbiter grants a
-                # waiting lane within as many cycles as there are lanes): its head must not move.
-                lane.best, lane.worst = earliest, lane.robust + max(lane.worst, floor)
-                if lane.worst + WORD_HEAD > head or (earliest + WORD_HEAD < head and (not left or left[-1] < head - 1)):
+                # waiting lane within as many decisions as there are lanes requesting): its head must not move.
+                lane.best, lane.worst = earliest, lane.competitors(earliest) + max(lane.worst, floor)
+                back = left[-1] + 1 if left else NEVER
+                if max(lane.best + WORD_HEAD, back) != max(lane.worst + WORD_HEAD, back):
                     raise _Fragile(fired)
             if index < bias:
                 left.append(max(head, bias_gate) if index == bias - 1 else head)
@@ -366,9 +378,10 @@ class _Lane:
         self.horizon = FINISHED if alone else NEVER  # fires up to this cycle are the lane's alone
         self.shared = 0                 # words fired through the arbiter (not alone)
         self.last_fire = NEVER          # the last word's fire
-        # Robust (the lanes' count, 0 while exact): the earliest and the latest the last word may have fired, and
-        # the earliest a command's first word may be requested (the first after its dispatch).
-        self.robust, self.best, self.worst, self.first_floor = 0, NEVER, NEVER, NEVER
+        # Robust (see _arbitrate): the other lanes' last fires at the latest (FINISHED where not known), the
+        # earliest and the latest the last word may have fired, and the earliest a command's first word may be
+        # requested (the first after its dispatch).
+        self.robust, self.rivals, self.best, self.worst, self.first_floor = False, [], NEVER, NEVER, NEVER
         self.fetch_early, self.fetch_late = [], []  # per LAYER, the earliest and the latest its fetch may start
         self.inputs_before = []         # per command, the INPUT commands before it
         inputs = 0
@@ -421,9 +434,22 @@ class _Lane:
                               self.best - weights.fired, self.worst - weights.fired)
         return loaded
 
+    def competitors(self, t):
+        """The lanes that may request from cycle ``t`` on (robust only), this one with them."""
+        return 1 + len(self.rivals) - bisect_left(self.rivals, t)
+
+    def segment_end(self, t):
+        """The last cycle from ``t`` on with as many competitors as ``t``."""
+        index = bisect_left(self.rivals, t)
+        return self.rivals[index] if index < len(self.rivals) else FINISHED
+
     def _bounds(self, reference):
-        """The earliest and the latest the last word may have fired, relative to ``reference`` (robust only)."""
-        return (self.robust, self.best - reference, self.worst - reference) if self.robust else (0,)
+        """The earliest and the latest the last word may have fired relative to ``reference``, and the competitors
+        from then (robust only)."""
+        if not self.robust:
+            return (0,)
+        return (self.competitors(self.best + 1), self.competitors(reference + 1), self.best - reference,
+                self.worst - reference)
 
     def _unhindered(self, reached, count, first_beat, final):
         """Whether a tile's results, reaching the accumulator's slices from ``reached`` one a cycle (the first beat
@@ -723,26 +749,37 @@ class _Lane:
         self.layers_done.append(last_beat + TO_WRITER + 2)
 
 
-def _arbitrate(lanes, robust_from=FINISHED):
+def _arbitrate(lanes, robust_from=FINISHED, ends=None):
     """Drive the lanes' :meth:`_Lane.run` generators through the weight memory's round-robin arbiter (rule 4),
     one step per grant. A lane sent its fire is told the first cycle another lane may request in (its horizon):
     it may fire alone up to it (and then the arbiter's next choice is made in its last fire's cycle).
 
     From cycle ``robust_from`` on, the run turns robust: each lane runs to its end alone, keeping the earliest and
     the latest each word may fire whatever the others do (a requesting lane is granted within as many decisions
-    as there are lanes); a word whose head of the word FIFO, or a command whose dispatch, these bounds could move
-    raises :class:`_Fragile`."""
-    count = len(lanes)
+    as there are lanes that may request: those not past their last fire, ``ends[lane]`` at the latest where
+    known). A word whose head of the word FIFO, or a command whose dispatch, these bounds could move raises
+    :class:`_Fragile` with the cycle and the latest last fires of the lanes that ran robust to their end."""
+    count, ends = len(lanes), ends or {}
     runs = [lane.run() for lane in lanes]
     pending = [_next(run, None) for run in runs]   # each lane's request, from that cycle on
     orders = [[(first + k) % count for k in range(count)] for first in range(count)]
     pointer, cycle, fired_now = 0, NEVER, -1
     while True:
         if cycle >= robust_from:
-            for lane, run, request in zip(lanes, runs, pending):
-                if request != FINISHED:
-                    lane.robust, lane.horizon, lane.best, lane.worst = count, FINISHED, lane.last_fire, lane.last_fire
-                    _next(run, None)
+            active = [k for k in range(count) if pending[k] != FINISHED]
+            fragile, found = FINISHED, {}
+            for k in active:
+                lane = lanes[k]
+                lane.robust, lane.best, lane.worst = True, lane.last_fire, lane.last_fire
+                lane.rivals = sorted(ends.get(j, FINISHED) for j in active if j != k)
+                lane.horizon = lane.segment_end(lane.last_fire + 1)
+                try:
+                    _next(runs[k], None)
+                    found[k] = lane.worst
+                except _Fragile as error:
+                    fragile = min(fragile, error.args[0])
+            if fragile != FINISHED:
+                raise _Fragile(fragile, found)
             return
         # The grant of cycle + 1: the first lane from the pointer on requesting in this cycle.
         chosen = next((k for k in orders[pointer] if pending[k] <= cycle or k == fired_now), None)
@@ -790,16 +827,23 @@ def engine_timing(plan, *, release=None):
     if release < 0:
         raise ValueError(f"The release cycle must not be negative, not {release}")
     alone = len(plan.lanes) == 1
-    robust_from = release
+    robust_from, ends = release, {}
     while True:
         lanes = {lane: _Lane(geometry, plan.split, program, release, alone=alone)
                  for lane, program in sorted(plan.lanes.items())}
         try:
-            _arbitrate(list(lanes.values()), FINISHED if alone else robust_from)
+            _arbitrate(list(lanes.values()), FINISHED if alone else robust_from, ends)
             break
         except _Fragile as fragile:
-            # Exactly up to the fragile step at least, and twice as far as the last try.
-            robust_from = max(fragile.args[0] + 1, robust_from + 2 * (robust_from - release) + 64)
+            cycle, found = fragile.args
+            # The lanes that ran robust to their end did so whatever the others did: their last fires bound the
+            # competition; with fewer competitors, try again from the same cycle, else run exactly up to the
+            # fragile step at least, and twice as far as the last try.
+            found = {k: end for k, end in found.items() if end < ends.get(k, FINISHED)}
+            if found:
+                ends.update(found)
+            else:
+                robust_from = max(cycle + 1, robust_from + 2 * (robust_from - release) + 64)
     outputs = {f"out{lane}": unit.outputs.array() for lane, unit in lanes.items()}
     last = max((int(cycles[-1]) for cycles in outputs.values() if len(cycles)), default=-1)
     return EngineTiming(outputs=outputs, cycles=last + 1,

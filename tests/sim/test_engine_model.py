@@ -285,8 +285,8 @@ def test_lanes_busy_together_run_robust_exactly(case, monkeypatch):
     config, plan = contended_plan(case)
     tries = []
     arbitrate = engine._arbitrate
-    monkeypatch.setattr(engine, "_arbitrate", lambda lanes, robust_from: tries.append(robust_from)
-                        or arbitrate(lanes, robust_from))
+    monkeypatch.setattr(engine, "_arbitrate", lambda lanes, robust_from, ends: tries.append(robust_from)
+                        or arbitrate(lanes, robust_from, ends))
     timing = engine_timing(plan)
     assert tries[-1] < timing.cycles // 2  # robust for most of the run
     _RTL[(config.name, ("contended", case))] = plan, play_plan(config, plan, output_cycles=True)[1]
@@ -297,8 +297,7 @@ def test_lanes_busy_together_run_robust_exactly(case, monkeypatch):
 def test_a_robust_bound_one_cycle_short_is_caught(monkeypatch):
     """Robust lanes that take the arbiter to grant a waiting lane within one decision fewer than there are lanes:
     a word they take as safe moves."""
-    short = property(lambda self: self.__dict__["robust"] and self.__dict__["robust"] - 1,
-                     lambda self, value: self.__dict__.__setitem__("robust", value))
-    monkeypatch.setattr(engine._Lane, "robust", short, raising=False)
+    competitors = engine._Lane.competitors
+    monkeypatch.setattr(engine._Lane, "competitors", lambda self, t: competitors(self, t) - 1)
     cases = [(TINY, 0), (TINY, 2)]
     assert [case for case in cases if mismatches(engine_timing(rtl_run(*case)[0]), rtl_run(*case)[1])] == cases
