@@ -80,13 +80,31 @@ transfer):
 
 How it runs fast: per tile, the items are in closed form (one a cycle from the first, rule 9; their results one a
 cycle, the beats back to back) unless the sub-array stalls or the accumulator would make them wait, when they go
-item by item; the weight words go word by word. A lane alone on the weight memory (the only lane of the plan)
-remembers each tile's weights by the state they started from relative to the last request (what lies at or before
-it cannot bind later events), and a step that starts from the state the step before started from, shifted by some
-cycles, repeats: the rest of a run of such steps is shifted in one go (the middle k-tiles of an n-tile, the
-n-tiles of a layer, the chunks of a batch), its results kept as repeated arithmetic progressions. Several lanes
-go word by word through the arbiter (rule 4): their steps repeat only together, which the model does not look
-for yet.
+item by item; the weight words go word by word. A lane alone on the weight memory remembers each tile's weights by
+the state they started from relative to the last request (what lies at or before it cannot bind later events), and
+a step that starts from the state the step before started from, shifted by some cycles, repeats: the rest of a run
+of such steps is shifted in one go (the middle k-tiles of an n-tile, the n-tiles of a layer, the chunks of a
+batch), its results kept as repeated arithmetic progressions.
+
+Several lanes share the weight memory, and only through it (rule 4). Two things let them run as fast as one:
+
+- **Alone up to a horizon.** The lanes go through the arbiter in cycle order, but a lane whose word would fire, as
+  the only requester, no later than the first cycle another lane may request in (the others' pending requests: a
+  lane requests nothing before the request it waits on) fires it so without the arbiter, and its repeated steps are
+  taken in one go as far as they end by then (only steps that ran alone repeat). A lane left alone (the others
+  done) runs as the only lane does.
+- **Robust runs.** What the arbiter decides is when each word fires; the rest of a lane's timing depends on it
+  only through the word's head of the word FIFO (rule 5: ``max(fire + 5, previous word's leaving + 1)``) and the
+  fetcher's start of each command (rule 3, which a later command's dispatch waits on, rule 1). Once the word FIFOs
+  run ahead of the array, a word's head is its predecessor's leaving whenever in a window it fires. From cycle
+  ``robust_from`` on (a run first goes exactly up to it) each lane runs alone to its end and keeps, beside its own
+  fires, the earliest and the latest each word may fire whatever the others do: a waiting lane is granted within
+  ``n`` decisions, ``n`` the lanes that may request by then (this one and those not past their last fire, known
+  from the lanes' own robust runs), so the latest fire is ``n`` cycles after the latest of the previous word's fire
+  and the word's credit or command start; the earliest is the earliest request (a cycle later for a request that
+  must be new). If no word's head and no command's dispatch can move within these bounds, every lane's timing is
+  its own run's, exactly; else the run is redone going exactly further (past the step that could move, and twice
+  as far as before), so that the result is exact in every case and fast where the lanes' weights run ahead.
 """
 
 from bisect import bisect_left, bisect_right
@@ -749,17 +767,19 @@ class _Lane:
         self.layers_done.append(last_beat + TO_WRITER + 2)
 
 
-def _arbitrate(lanes, robust_from=FINISHED, ends=None):
+def _arbitrate(lanes, robust_from=FINISHED, done=None):
     """Drive the lanes' :meth:`_Lane.run` generators through the weight memory's round-robin arbiter (rule 4),
     one step per grant. A lane sent its fire is told the first cycle another lane may request in (its horizon):
     it may fire alone up to it (and then the arbiter's next choice is made in its last fire's cycle).
 
     From cycle ``robust_from`` on, the run turns robust: each lane runs to its end alone, keeping the earliest and
     the latest each word may fire whatever the others do (a requesting lane is granted within as many decisions
-    as there are lanes that may request: those not past their last fire, ``ends[lane]`` at the latest where
-    known). A word whose head of the word FIFO, or a command whose dispatch, these bounds could move raises
-    :class:`_Fragile` with the cycle and the latest last fires of the lanes that ran robust to their end."""
-    count, ends = len(lanes), ends or {}
+    as there are lanes that may request: those not past their last fire). ``done`` gives ``{index: lane}`` of
+    lanes that ran robust to their end in an earlier try: they are not run again, and their latest last fires
+    bound the competition. A word whose head of the word FIFO, or a command whose dispatch, these bounds could
+    move raises :class:`_Fragile` with the cycle and ``{index: lane}`` of the lanes that ran robust to their
+    end."""
+    count, done = len(lanes), done or {}
     runs = [lane.run() for lane in lanes]
     pending = [_next(run, None) for run in runs]   # each lane's request, from that cycle on
     orders = [[(first + k) % count for k in range(count)] for first in range(count)]
@@ -769,13 +789,15 @@ def _arbitrate(lanes, robust_from=FINISHED, ends=None):
             active = [k for k in range(count) if pending[k] != FINISHED]
             fragile, found = FINISHED, {}
             for k in active:
+                if k in done:
+                    continue
                 lane = lanes[k]
                 lane.robust, lane.best, lane.worst = True, lane.last_fire, lane.last_fire
-                lane.rivals = sorted(ends.get(j, FINISHED) for j in active if j != k)
+                lane.rivals = sorted(done[j].worst if j in done else FINISHED for j in active if j != k)
                 lane.horizon = lane.segment_end(lane.last_fire + 1)
                 try:
                     _next(runs[k], None)
-                    found[k] = lane.worst
+                    found[k] = lane
                 except _Fragile as error:
                     fragile = min(fragile, error.args[0])
             if fragile != FINISHED:
@@ -827,23 +849,21 @@ def engine_timing(plan, *, release=None):
     if release < 0:
         raise ValueError(f"The release cycle must not be negative, not {release}")
     alone = len(plan.lanes) == 1
-    robust_from, ends = release, {}
+    robust_from, done = release, {}
     while True:
-        lanes = {lane: _Lane(geometry, plan.split, program, release, alone=alone)
-                 for lane, program in sorted(plan.lanes.items())}
+        units = [_Lane(geometry, plan.split, plan.lanes[lane], release, alone=alone) for lane in sorted(plan.lanes)]
         try:
-            _arbitrate(list(lanes.values()), FINISHED if alone else robust_from, ends)
+            _arbitrate(units, FINISHED if alone else robust_from, done)
             break
         except _Fragile as fragile:
+            # The lanes that ran robust to their end did so whatever the others did: their timing is the RTL's and
+            # their last fires bound the competition. If that may spare the fragile step a competitor, try again
+            # from the same cycle, else run exactly up to it at least, and twice as far as the last try.
             cycle, found = fragile.args
-            # The lanes that ran robust to their end did so whatever the others did: their last fires bound the
-            # competition; with fewer competitors, try again from the same cycle, else run exactly up to the
-            # fragile step at least, and twice as far as the last try.
-            found = {k: end for k, end in found.items() if end < ends.get(k, FINISHED)}
-            if found:
-                ends.update(found)
-            else:
+            done.update(found)
+            if not any(lane.worst < cycle for lane in found.values()):
                 robust_from = max(cycle + 1, robust_from + 2 * (robust_from - release) + 64)
+    lanes = {lane: done.get(k, unit) for k, (lane, unit) in enumerate(zip(sorted(plan.lanes), units))}
     outputs = {f"out{lane}": unit.outputs.array() for lane, unit in lanes.items()}
     last = max((int(cycles[-1]) for cycles in outputs.values() if len(cycles)), default=-1)
     return EngineTiming(outputs=outputs, cycles=last + 1,

@@ -285,8 +285,8 @@ def test_lanes_busy_together_run_robust_exactly(case, monkeypatch):
     config, plan = contended_plan(case)
     tries = []
     arbitrate = engine._arbitrate
-    monkeypatch.setattr(engine, "_arbitrate", lambda lanes, robust_from, ends: tries.append(robust_from)
-                        or arbitrate(lanes, robust_from, ends))
+    monkeypatch.setattr(engine, "_arbitrate", lambda lanes, robust_from, done: tries.append(robust_from)
+                        or arbitrate(lanes, robust_from, done))
     timing = engine_timing(plan)
     assert tries[-1] < timing.cycles // 2  # robust for most of the run
     _RTL[(config.name, ("contended", case))] = plan, play_plan(config, plan, output_cycles=True)[1]
