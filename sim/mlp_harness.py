@@ -90,16 +90,19 @@ def simulate_plan(config, plan, *, pause=0.0, seed=0, max_cycles=1_000_000):
     return outputs, max(cycles.values())
 
 
-def play_plan(config, plan, *, pause=0.0, seed=1, direct=True, max_cycles=100_000_000, output_cycles=False):
+def play_plan(config, plan, *, pause=0.0, seed=1, direct=True, max_cycles=100_000_000, output_cycles=False,
+              not_before=None):
     """Run an :class:`~rpaccel.host.driver.mlp.EnginePlan` on :class:`EngineHarness` in Verilator through the
     file-driven :class:`~rpaccel.sim.player.Player`; return ``(decoded outputs, PlayerResult)``. With
     ``output_cycles`` the result records the cycle of every output transfer
-    (:attr:`~rpaccel.sim.player.PlayerResult.output_cycles`)."""
+    (:attr:`~rpaccel.sim.player.PlayerResult.output_cycles`); ``not_before`` gives input words not-before cycles
+    (``{port: cycles}``, see :meth:`Player.run <rpaccel.sim.player.Player.run>`)."""
     from .player import Player
 
     result = Player(EngineHarness, config).run(plan.player_inputs(), expect=plan.expect(), statics=plan.statics(),
                                                packed=True, pause=pause, seed=seed, direct=direct,
-                                               max_cycles=max_cycles, output_cycles=output_cycles)
+                                               max_cycles=max_cycles, output_cycles=output_cycles,
+                                               not_before=not_before)
     return plan.decode(result.outputs), result
 
 

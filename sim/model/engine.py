@@ -113,6 +113,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...host.driver.device import NO_CYCLE, not_before_array
 from ...rtl.lanemem import LaneMemory
 from ...rtl.mlp import WAIT_BITS, WRESP_LATENCY, Accumulator, Dispatcher, Feeder, Fetcher, Op, Unpacker
 from ...rtl.postproc import PostProcessor
@@ -389,10 +390,26 @@ class _Lane:
     memo. Only steps run alone repeat: :attr:`shared` counts the words that went through the arbiter.
     """
 
-    def __init__(self, geometry, split, program, release, *, alone):
+    def __init__(self, geometry, split, program, release, *, alone, commands_at=None, inputs_at=None):
         self.shape = shape = geometry.splits[split]
         self.program = program
         self.release = release
+        # Not-before cycles: per command (NO_CYCLE where none), and per INPUT command its words' that have one, as
+        # (index in the command, cycle); ``timed``: the commands with either.
+        self.commands_at = commands_at
+        self.inputs_at, self.timed = {}, set()
+        if commands_at is not None:
+            self.timed.update(np.flatnonzero(commands_at != NO_CYCLE).tolist())
+        words = 0
+        for index, command in enumerate(program.commands):
+            if command["op"] == Op.INPUT:
+                count = command["items"] * command["ktiles"]
+                if inputs_at is not None:
+                    given = np.flatnonzero(inputs_at[words:words + count] != NO_CYCLE)
+                    if len(given):
+                        self.inputs_at[index] = [(int(k), int(inputs_at[words + k])) for k in given]
+                        self.timed.add(index)
+                words += count
         self.horizon = FINISHED if alone else NEVER  # fires up to this cycle are the lane's alone
         self.shared = 0                 # words fired through the arbiter (not alone)
         self.last_fire = NEVER          # the last word's fire
@@ -603,6 +620,8 @@ class _Lane:
                 # horizon).
                 length = self._chunk_length(index)
                 reference, key = self._chunk_key(index, length)
+                if key is not None and any(timed for *_, timed in key[0]):
+                    key = None  # not-before cycles: the chunk's timing is its own
                 if (key is not None and previous is not None and previous[1] == key and reference > previous[0]
                         and previous[2] == index - length and previous[4] == self.shared):
                     period = reference - previous[0]
@@ -616,8 +635,23 @@ class _Lane:
                         previous = None
                         continue
                 previous = (reference, key, index, self._marks(), self.shared)
-            yield from self._command(commands[index])
+            yield from self._command(index)
             index += 1
+
+    def _after(self, t, count):
+        """The ``count``-th cycle after ``t`` the loader is not held in."""
+        last = t + count
+        while True:
+            extended = t + count + self.holds.count(t + 1, last)
+            if extended == last:
+                return last
+            last = extended
+
+    def _unheld(self, t):
+        """The first cycle from ``t`` on the loader is not held in."""
+        while self.holds.count(t, t):
+            t += 1
+        return t
 
     def _chunk_length(self, index):
         """Commands from the INPUT at ``index`` to the next INPUT."""
@@ -627,17 +661,19 @@ class _Lane:
         return end - index
 
     def _chunk_shape(self, index, length):
-        """What the timing of the ``length`` commands from ``index`` depends on: per command its counts and how far
-        back its waits reach."""
+        """What the timing of the ``length`` commands from ``index`` depends on: per command its counts, how far
+        back its waits reach and whether it or its words have not-before cycles."""
         shape, modulo = [], 1 << WAIT_BITS
         for at in range(index, index + length):
             command, inputs = self.program.commands[at], self.inputs_before[at]
             layers = at - inputs
             if command["op"] == Op.INPUT:
-                shape.append((command["items"], command["ktiles"], (layers - command["wait_layers"]) % modulo))
+                shape.append((command["items"], command["ktiles"], (layers - command["wait_layers"]) % modulo,
+                              at in self.timed))
             else:
                 shape.append((command["items"], command["ktiles"], command["ntiles"], command["to_output"],
-                              (inputs - command["wait_inputs"]) % modulo, (layers - command["wait_layers"]) % modulo))
+                              (inputs - command["wait_inputs"]) % modulo, (layers - command["wait_layers"]) % modulo,
+                              at in self.timed))
         return tuple(shape)
 
     def _chunk_key(self, index, length):
@@ -685,9 +721,9 @@ class _Lane:
         self.ntile_filled += (self.ntile_filled - ntiles) * repeats
         self.last_word += period * repeats
 
-    def _command(self, command):
+    def _command(self, index):
         """One command (rules 1 to 3 and 9): dispatch, then the loader, or the fetcher's and feeder's layer."""
-        starts, inputs_done = self.starts, self.inputs_done
+        command, starts, inputs_done = self.program.commands[index], self.starts, self.inputs_done
 
         def done_at(history, wait, before):
             # The cycle the count reaches the wait: ``wait`` is the count modulo 2**WAIT_BITS (rtl.mlp.satisfied),
@@ -697,6 +733,8 @@ class _Lane:
 
         op, depth = command["op"], Dispatcher.QUEUE
         cycle = self.dispatched[-1] + 1 if self.dispatched else self.release
+        if self.commands_at is not None:
+            cycle = max(cycle, int(self.commands_at[index]))
         for queue in ("load",) if op == Op.INPUT else ("feed",):
             if len(starts[queue]) >= depth:
                 cycle = max(cycle, starts[queue][-depth] + 1)
@@ -710,14 +748,13 @@ class _Lane:
             start = max(cycle + 1, self.last_word + 1,
                         done_at(self.layers_done, command["wait_layers"], len(self.layers_done)))
             starts["load"].append(start)
-            count = command["items"] * command["ktiles"]
-            last = start + count
-            while True:  # the words skip the held cycles
-                extended = start + count + self.holds.count(start + 1, last)
-                if extended == last:
-                    break
-                last = extended
-            self.last_word = last
+            # The words one a cycle from the cycle after the start, skipping the held cycles, each not before its
+            # not-before cycle.
+            last, taken = start, 0
+            for word, at in self.inputs_at.get(index, ()):
+                last = self._unheld(max(self._after(last, word - taken + 1), at))
+                taken = word + 1
+            self.last_word = last = self._after(last, command["items"] * command["ktiles"] - taken)
             inputs_done.append(last + 1)
             return
 
@@ -828,7 +865,7 @@ def _next(run, value):
         return FINISHED
 
 
-def engine_timing(plan, *, release=None):
+def engine_timing(plan, *, release=None, not_before=None):
     """The cycle of every output transfer of ``plan`` on the engine, and the run's cycles (see the module
     documentation for the conditions and the rules).
 
@@ -837,21 +874,40 @@ def engine_timing(plan, *, release=None):
     plan : rpaccel.host.driver.mlp.EnginePlan
         What the engine runs (its geometry gives the configuration).
     release : int, optional
-        The cycle the commands are let in (default: the image's word count, as
+        The cycle the commands are let in (default: the cycle after the image's last word was written, as
         :class:`~rpaccel.sim.mlp_harness.EngineHarness` does).
+    not_before : dict, optional
+        ``{input port: cycles}`` as :meth:`Player.run <rpaccel.sim.player.Player.run>` takes them (for ``wload``,
+        ``cmd<l>`` and ``act<l>``): a word is not offered before its cycle.
 
     Returns
     -------
     EngineTiming
     """
     geometry = plan.geometry
-    release = len(plan.weights.words) if release is None else int(release)
+    ports = {"wload": len(plan.weights.words)}
+    for lane, program in plan.lanes.items():
+        ports[f"cmd{lane}"], ports[f"act{lane}"] = len(program.commands), len(program.inputs)
+    not_before = dict(not_before or {})
+    unknown = sorted(set(not_before) - set(ports))
+    if unknown:
+        raise ValueError(f"Not-before cycles for {unknown[0]!r}, which is not an input port of the plan "
+                         f"({', '.join(sorted(ports))})")
+    at = {port: not_before_array(port, cycles, ports[port]) for port, cycles in not_before.items()}
+    if release is None:
+        # The image's words one a cycle from cycle 0, each not before its cycle; the commands from the next.
+        words = at.get("wload", np.full(ports["wload"], NO_CYCLE, dtype=np.int64))
+        release = len(words) + max(0, int((words - np.arange(len(words))).max(initial=0)))
+    elif "wload" in at:
+        raise ValueError("Give either the release cycle or the weight words' not-before cycles, not both")
+    release = int(release)
     if release < 0:
         raise ValueError(f"The release cycle must not be negative, not {release}")
     alone = len(plan.lanes) == 1
     robust_from, done = release, {}
     while True:
-        units = [_Lane(geometry, plan.split, plan.lanes[lane], release, alone=alone) for lane in sorted(plan.lanes)]
+        units = [_Lane(geometry, plan.split, plan.lanes[lane], release, alone=alone,
+                       commands_at=at.get(f"cmd{lane}"), inputs_at=at.get(f"act{lane}")) for lane in sorted(plan.lanes)]
         try:
             _arbitrate(units, FINISHED if alone else robust_from, done)
             break
