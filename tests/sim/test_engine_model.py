@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rpaccel.config import preset
+from rpaccel.host.driver.device import NO_CYCLE, TraceError
 from rpaccel.host.driver.mlp import chunk_limit, plan_engine
 from rpaccel.host.reference import MLPError
 from rpaccel.rtl.mlp import EngineGeometry
@@ -301,3 +302,60 @@ def test_a_robust_bound_one_cycle_short_is_caught(monkeypatch):
     monkeypatch.setattr(engine._Lane, "competitors", lambda self, t: competitors(self, t) - 1)
     cases = [(TINY, 0), (TINY, 2)]
     assert [case for case in cases if mismatches(engine_timing(rtl_run(*case)[0]), rtl_run(*case)[1])] == cases
+
+
+def not_before(plan, seed, spread):
+    """Random not-before cycles (up to ``spread``) on about a third of each lane's commands and input words and,
+    in half the plans, a twentieth of the weight words."""
+    rng = np.random.default_rng(seed)
+    ports = {"wload": len(plan.weights.words)} if rng.random() < 0.5 else {}
+    for lane, program in plan.lanes.items():
+        ports[f"cmd{lane}"], ports[f"act{lane}"] = len(program.commands), len(program.inputs)
+    cycles = {}
+    for port, count in ports.items():
+        cycles[port] = np.full(count, NO_CYCLE, dtype=np.int64)
+        pick = rng.random(count) < (0.05 if port == "wload" else 0.3)
+        cycles[port][pick] = np.sort(rng.integers(0, spread, int(pick.sum())))
+    return cycles
+
+
+# Plans with not-before cycles: (configuration, seed of a random plan, or ("long", seed)).
+TIMED = [(TINY, 3), (TINY, 7), (TINY, 17), (TINY, ("long", 1)), (TINY, ("long", 8)), (SMALL, 101), (SMALL, 104),
+         (SMALL, ("long", 2))]
+
+
+def timed_run(case):
+    """A plan of ``TIMED[case]``, its not-before cycles and its Verilator run."""
+    config, seed = TIMED[case]
+    key = (config.name, ("timed", case))
+    if key not in _RTL:
+        plan = random_long_plan(config, seed[1]) if isinstance(seed, tuple) else random_plan(config, seed)
+        cycles = not_before(plan, case, engine_timing(plan).cycles + 100)
+        _RTL[key] = (plan, cycles), play_plan(config, plan, output_cycles=True, not_before=cycles)[1]
+    return _RTL[key]
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("case", range(len(TIMED)))
+def test_not_before_cycles_keep_every_output_cycle_exact(case):
+    (plan, cycles), result = timed_run(case)
+    assert mismatches(engine_timing(plan, not_before=cycles), result) == {}
+
+
+@pytest.mark.verilator
+def test_a_model_that_offers_timed_words_a_cycle_early_is_caught(monkeypatch):
+    checked = engine.not_before_array
+    monkeypatch.setattr(engine, "not_before_array", lambda *args: np.where(
+        checked(*args) > 0, checked(*args) - 1, checked(*args)))
+    assert all(mismatches(engine_timing(timed_run(case)[0][0], not_before=timed_run(case)[0][1]), timed_run(case)[1])
+               for case in range(len(TIMED)))
+
+
+def test_not_before_cycles_are_checked():
+    plan = random_plan(TINY, 0)
+    with pytest.raises(ValueError, match="'cmd7', which is not an input port of the plan"):
+        engine_timing(plan, not_before={"cmd7": [1]})
+    with pytest.raises(TraceError, match="cmd"):
+        engine_timing(plan, not_before={f"cmd{min(plan.lanes)}": [5, 3]})
+    with pytest.raises(ValueError, match="either the release cycle or the weight words"):
+        engine_timing(plan, release=10, not_before={"wload": [None] * len(plan.weights.words)})
