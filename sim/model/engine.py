@@ -115,8 +115,9 @@ import numpy as np
 
 from ...host.driver.device import NO_CYCLE, not_before_array
 from ...rtl.lanemem import LaneMemory
-from ...rtl.mlp import WAIT_BITS, WRESP_LATENCY, Accumulator, Dispatcher, Feeder, Fetcher, Op, Unpacker
+from ...rtl.mlp import WAIT_BITS, WRESP_LATENCY, Accumulator, BeatIssuer, Dispatcher, Feeder, Fetcher, Op, Unpacker
 from ...rtl.postproc import PostProcessor
+from ..streams import port_seed, xorshift_stalls
 
 __all__ = ["EngineTiming", "engine_timing"]
 
@@ -197,6 +198,24 @@ class _Progressions:
         before = np.cumsum(count) - count
         offsets = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(before, count)
         return np.repeat(first, count) + offsets * np.repeat(step, count)
+
+
+class _Ready:
+    """The cycles an output port of the :class:`~rpaccel.sim.player.Player` is ready in, with ``pause`` and the
+    run's ``seed`` (:func:`~rpaccel.sim.streams.xorshift_stalls`), drawn as far as asked."""
+
+    def __init__(self, pause, seed, port):
+        self.stalls = xorshift_stalls(pause, port_seed(seed, port))
+        self.stalled = []
+
+    def first(self, t):
+        """The first ready cycle from ``t`` on."""
+        while True:
+            while len(self.stalled) <= t:
+                self.stalled.extend(next(self.stalls) for _ in range(max(1024, len(self.stalled))))
+            if not self.stalled[t]:
+                return t
+            t += 1
 
 
 class _Stalls:
@@ -390,7 +409,7 @@ class _Lane:
     memo. Only steps run alone repeat: :attr:`shared` counts the words that went through the arbiter.
     """
 
-    def __init__(self, geometry, split, program, release, *, alone, commands_at=None, inputs_at=None):
+    def __init__(self, geometry, split, program, release, *, alone, commands_at=None, inputs_at=None, ready=None):
         self.shape = shape = geometry.splits[split]
         self.program = program
         self.release = release
@@ -440,6 +459,11 @@ class _Lane:
         self.ntile_taken = deque(maxlen=Unpacker.NTILE_FIFO)  # the last n-tiles' cycles the issuer took them
         self.beat_free = NEVER          # the cycle the issuer may start the next sum
         self.reads = deque(maxlen=Accumulator.ACC_FIFO)  # the last final sums' last beats (accumulator FIFO reads)
+        # Output back-pressure (rule 14): the out stream's ready cycles (None: always), the writer's last beats'
+        # takes (the result FIFO's credits), the last take, the last output transfer.
+        self.ready = ready
+        self.takes = deque(maxlen=BeatIssuer.RESULT_FIFO)
+        self.take_last, self.out_last = NEVER, NEVER
         self.stalls = _Stalls()
         # The last two results on their way from the array's output FIFO to the accumulator: the cycles they
         # left the FIFO (into the first slice), entered the second slice, reached the accumulator.
@@ -490,7 +514,7 @@ class _Lane:
         """Whether a tile's results, reaching the accumulator's slices from ``reached`` one a cycle (the first beat
         of the first from ``first_beat`` if ``final``), find the way free: the results before them are through,
         and the accumulator FIFO has a credit for each (at most ACC_FIFO final sums taken and not yet read)."""
-        if self.results[SLICES][-1] > reached - 1:
+        if self.ready is not None or self.results[SLICES][-1] > reached - 1:
             return False
         reads, beats, capacity = self.reads, self.shape.beats, Accumulator.ACC_FIFO
         if beats == 1:  # the post-processors keep up: a final sum is read four cycles after it arrives
@@ -544,10 +568,13 @@ class _Lane:
                     t = max(t, self.reads[0] + 1)
                 results[SLICES] = [results[SLICES][-1], t]
                 if final:
-                    beat = max(t + TO_ISSUE, self.beat_free) + beats - 1
+                    if self.ready is None:
+                        beat = max(t + TO_ISSUE, self.beat_free) + beats - 1
+                        target.add(beat + TO_WRITER + 1, 1, 1)
+                    else:
+                        beat = self._written(max(t + TO_ISSUE, self.beat_free), to_output, target)
                     self.beat_free = beat + 1
                     self.reads.append(beat)
-                    target.add(beat + TO_WRITER + 1, 1, 1)
             last_beat = self.beat_free - 1
         items.finish(count, issue, x, accepted, stalls)
         if not final:
@@ -555,12 +582,34 @@ class _Lane:
         self.ntile_taken.append(last_beat)
         return last_beat
 
+    def _written(self, first, to_output, target):
+        """Rule 14: a final sum's beats from ``first`` on, each issued with a credit of the result FIFO and taken
+        by the writer in order, its last one, for an output, once the output register is free; records the
+        output's transfer (or the write-back's hold) and returns the last beat's issue."""
+        takes, issue = self.takes, first - 1
+        for beat in range(self.shape.beats):
+            issue += 1
+            if len(takes) == BeatIssuer.RESULT_FIFO:
+                issue = max(issue, takes[0] + 1)
+            take = max(issue + TO_WRITER, self.take_last + 1)
+            if to_output and beat == self.shape.beats - 1:
+                take = max(take, self.out_last)
+            takes.append(take)
+            self.take_last = take
+        if to_output:
+            self.out_last = self.ready.first(take + 1)
+            target.add(self.out_last, 1, 1)
+        else:
+            target.add(take + 1, 1, 1)
+        return issue
+
     def _key(self, whole):
         """The lane's state relative to its last weight request, for a step that is a middle k-tile or (``whole``)
         an n-tile (``None`` while the sub-array's stalls reach the items it remembers, or while another lane may
         request next cycle); what lies at or before the reference cannot bind what follows and is clipped there."""
         reference = self.weights.fired
-        if self.horizon <= reference + 1 or (self.items.tiles and self.stalls.last >= self.items.tiles[0][1]):
+        if (self.horizon <= reference + 1 or self.ready is not None
+                or (self.items.tiles and self.stalls.last >= self.items.tiles[0][1])):
             return reference, None
         key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0),
                *self._bounds(reference),
@@ -801,7 +850,7 @@ class _Lane:
             previous = None if key is None else (reference, key, len(target.runs), self.shared)
             last_beat = yield from self._ntile(command, None, NEVER)
             ntile += 1
-        self.layers_done.append(last_beat + TO_WRITER + 2)
+        self.layers_done.append((last_beat + TO_WRITER if self.ready is None else self.take_last) + 2)
 
 
 def _arbitrate(lanes, robust_from=FINISHED, done=None):
@@ -865,7 +914,7 @@ def _next(run, value):
         return FINISHED
 
 
-def engine_timing(plan, *, release=None, not_before=None):
+def engine_timing(plan, *, release=None, not_before=None, pause=None, seed=1):
     """The cycle of every output transfer of ``plan`` on the engine, and the run's cycles (see the module
     documentation for the conditions and the rules).
 
@@ -879,6 +928,11 @@ def engine_timing(plan, *, release=None, not_before=None):
     not_before : dict, optional
         ``{input port: cycles}`` as :meth:`Player.run <rpaccel.sim.player.Player.run>` takes them (for ``wload``,
         ``cmd<l>`` and ``act<l>``): a word is not offered before its cycle.
+    pause : dict, optional
+        ``{"out<l>": probability}``: the output ports back-pressured as the Player does with this ``pause``
+        and ``seed`` (idle input cycles are not-before cycles).
+    seed : int
+        The Player run's seed.
 
     Returns
     -------
@@ -900,6 +954,13 @@ def engine_timing(plan, *, release=None, not_before=None):
         release = len(words) + max(0, int((words - np.arange(len(words))).max(initial=0)))
     elif "wload" in at:
         raise ValueError("Give either the release cycle or the weight words' not-before cycles, not both")
+    pause = dict(pause or {})
+    outputs = {f"out{lane}" for lane in plan.lanes}
+    for port in sorted(pause):
+        if port not in outputs:
+            raise ValueError(f"Pause for {port!r}, which is not an output port of the plan "
+                             f"({', '.join(sorted(outputs))})")
+    ready = {port: _Ready(probability, seed, port) for port, probability in pause.items() if probability}
     release = int(release)
     if release < 0:
         raise ValueError(f"The release cycle must not be negative, not {release}")
@@ -907,7 +968,8 @@ def engine_timing(plan, *, release=None, not_before=None):
     robust_from, done = release, {}
     while True:
         units = [_Lane(geometry, plan.split, plan.lanes[lane], release, alone=alone,
-                       commands_at=at.get(f"cmd{lane}"), inputs_at=at.get(f"act{lane}")) for lane in sorted(plan.lanes)]
+                       commands_at=at.get(f"cmd{lane}"), inputs_at=at.get(f"act{lane}"), ready=ready.get(f"out{lane}"))
+                 for lane in sorted(plan.lanes)]
         try:
             _arbitrate(units, FINISHED if alone else robust_from, done)
             break
