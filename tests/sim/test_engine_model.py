@@ -359,3 +359,47 @@ def test_not_before_cycles_are_checked():
         engine_timing(plan, not_before={f"cmd{min(plan.lanes)}": [5, 3]})
     with pytest.raises(ValueError, match="either the release cycle or the weight words"):
         engine_timing(plan, release=10, not_before={"wload": [None] * len(plan.weights.words)})
+
+
+# Plans with back-pressured outputs: (configuration, seed of a random plan, or ("long", seed), pause per lane).
+PAUSED = [(TINY, 3, 0.3), (TINY, 7, 0.9), (TINY, 17, 0.6), (TINY, ("long", 1), 0.5), (TINY, ("stall", 2), 0.8),
+          (SMALL, 101, 0.3), (SMALL, ("long", 2), 0.9)]
+
+
+def paused_run(case):
+    """A plan of ``PAUSED[case]``, its ports' pause, not-before cycles in every other case, and its Verilator run
+    (seeded with the case)."""
+    config, seed, probability = PAUSED[case]
+    key = (config.name, ("paused", case))
+    if key not in _RTL:
+        plan = rtl_run(config, seed)[0] if isinstance(seed, tuple) else random_plan(config, seed)
+        pause = {f"out{lane}": probability for lane in plan.lanes}
+        cycles = not_before(plan, case, engine_timing(plan).cycles) if case % 2 else {}
+        _RTL[key] = ((plan, pause, cycles),
+                     play_plan(config, plan, output_cycles=True, pause=pause, seed=case + 1, not_before=cycles)[1])
+    return _RTL[key]
+
+
+def paused_mismatches(case):
+    (plan, pause, cycles), result = paused_run(case)
+    return mismatches(engine_timing(plan, pause=pause, seed=case + 1, not_before=cycles), result)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("case", range(len(PAUSED)))
+def test_back_pressured_outputs_keep_every_output_cycle_exact(case):
+    assert paused_mismatches(case) == {}
+
+
+@pytest.mark.verilator
+def test_a_result_fifo_without_credits_is_caught(monkeypatch):
+    """Outputs held long enough fill the result FIFO: the beat issuer waits for its credits, the accumulator FIFO
+    fills, the sub-array stalls."""
+    monkeypatch.setattr(engine, "BeatIssuer", SimpleNamespace(RESULT_FIFO=1 << 20))
+    assert [case for case in (1, 6) if paused_mismatches(case)] == [1, 6]
+
+
+def test_pause_is_for_output_ports():
+    plan = random_plan(TINY, 0)
+    with pytest.raises(ValueError, match="'cmd0', which is not an output port of the plan"):
+        engine_timing(plan, pause={"cmd0": 0.5})
