@@ -2,12 +2,14 @@
 :class:`~rpaccel.host.driver.mlp.EnginePlan`.
 
 :func:`engine_timing` takes the plan the RTL engine runs (through :class:`~rpaccel.sim.mlp_harness.EngineHarness`:
-the weight image is written first, one word a cycle from cycle 0, and the commands are let in once it is) with no
-idle input cycle and no output back-pressure (the :class:`~rpaccel.sim.player.Player`'s ``pause=0``), and returns
-the cycle of every transfer of every ``out<l>`` stream (as :attr:`~rpaccel.sim.player.PlayerResult.output_cycles`)
-and the run's cycles (as :attr:`~rpaccel.sim.player.PlayerResult.cycles`: the last transfer's cycle + 1). Cycles
-are the Player's: cycle 0 is the first cycle out of reset, a transfer counts in the cycle whose closing edge sees
-``valid`` and ``ready``.
+the weight image is written first, one word a cycle from cycle 0, and the commands are let in once it is), with
+not-before cycles on the input words (the :class:`~rpaccel.sim.player.Player`'s ``not_before``: a word is offered
+from that cycle, or from the cycle after the word before it was taken if later; idle inputs are such cycles) and
+back-pressure on the outputs (the Player's ``pause`` on ``out<l>`` ports, its stall pattern drawn from the run's
+seed as the Player draws it), and returns the cycle of every transfer of every ``out<l>`` stream (as
+:attr:`~rpaccel.sim.player.PlayerResult.output_cycles`) and the run's cycles (as
+:attr:`~rpaccel.sim.player.PlayerResult.cycles`: the last transfer's cycle + 1). Cycles are the Player's: cycle 0
+is the first cycle out of reset, a transfer counts in the cycle whose closing edge sees ``valid`` and ``ready``.
 
 The model follows the engine's queues as max-plus recurrences: an element leaves a stage at the latest of the
 cycle it arrives plus the stage's latency, the cycle after the element before it left, and the cycle after the
@@ -17,16 +19,17 @@ over cycles (see the end for what it loops over).
 Timing rules, each with the RTL mechanism it comes from (cycles relative to the event named; "fire" is a
 transfer):
 
-1. **Release and dispatch** (``EngineHarness``, ``Dispatcher``). With ``P`` weight words in the image, the words
-   are written in cycles ``0 .. P - 1`` (``wload`` is always ready) and the first command fires in cycle ``P``
-   (``loaded >= preload`` is combinational). Commands fire one a cycle, in order; command ``k`` also waits until
-   its unit's queue (``SyncFIFO`` of 2) has room: one cycle after the unit took the command two before it of the
-   same queue (an INPUT: the loader's; a LAYER: both the fetcher's and the feeder's). A queued command is at its
-   unit's head one cycle after it fired.
+1. **Release and dispatch** (``EngineHarness``, ``Dispatcher``). The image's ``P`` words are written one a cycle
+   from cycle 0 (``wload`` is always ready), each when offered; the first command may fire in the cycle after the
+   last (``loaded >= preload`` is combinational): cycle ``P`` without not-before cycles. Commands fire one a
+   cycle, in order, each when offered; command ``k`` also waits until its unit's queue (``SyncFIFO`` of 2) has
+   room: one cycle after the unit took the command two before it of the same queue (an INPUT: the loader's; a
+   LAYER: both the fetcher's and the feeder's). A queued command is at its unit's head one cycle after it fired.
 2. **Loader** (``Loader``). Starts at the latest of its command at the head, one cycle after its previous
    command's last word, and ``layers_done`` reaching ``wait_layers``; its words fire from the next cycle on, one
-   a cycle, except in the cycles after a hidden-layer result was taken by the writer (the write-back register
-   ``wb_valid`` has the write port: ``hold``). ``inputs_done`` counts the command one cycle after its last word.
+   a cycle, each when offered, except in the cycles after a hidden-layer result was taken by the writer (the
+   write-back register ``wb_valid`` has the write port: ``hold``). ``inputs_done`` counts the command one cycle
+   after its last word.
 3. **Fetcher** (``Fetcher``, ``CreditCounter`` of the word FIFO). Starts one cycle after the later of its command
    at the head and its previous command's last request firing; word ``m`` of the lane (counted across commands)
    is requested from the cycle after the start or after word ``m - 1`` fired, and not before the cycle after word
@@ -64,9 +67,11 @@ transfer):
     ``beats`` beats in consecutive cycles from then, and not before the cycle after the previous sum's last beat.
 12. **Post-processing and writer** (``_postprocessors``, ``PostProcessor.LATENCY``, ``Writer``). A beat issued in
     ``b`` is in the result FIFO in ``b + 11`` (the issuer's register, the routing register, 7 stages, the return
-    register, the FIFO); the writer takes it then. The last beat of an output-layer result taken in ``c`` fires
-    on ``out`` in ``c + 1``; a hidden-layer result is written from the write-back register in ``c + 1`` (the
-    loader's ``hold``). A layer is done in ``layers_done`` two cycles after its last result was taken.
+    register, the FIFO); the writer takes it then (rule 14: no earlier than the cycle after the beat before it,
+    and for an output's last beat, no earlier than the previous output's transfer). The last beat of an
+    output-layer result taken in ``c`` fires on ``out`` in the first cycle from ``c + 1`` on that ``out`` is
+    ready; a hidden-layer result is written from the write-back register in ``c + 1`` (the loader's ``hold``). A
+    layer is done in ``layers_done`` two cycles after its last result was taken.
 
 13. **Stalls** (``SystolicArray._slot_control``: the output FIFO of 3 and the clock enable two cycles late;
     ``Accumulator``'s ``CreditCounter`` of its FIFO). The accumulator takes a result only while at most 15 final
@@ -77,14 +82,22 @@ transfer):
     i.e. in cycles ``written[n] + 2 .. left[n - 1] + 1`` for each result ``n``. The array then counts only
     enabled cycles: items and weight rows are accepted in them, a bank's ``busy`` count of ``rows - 2`` runs in
     them, and a result is written to the output FIFO ``latency - 1`` enabled cycles after its item was accepted.
+14. **Back-pressure** (``Writer``'s output register, ``BeatIssuer``'s ``CreditCounter`` of the result FIFO). The
+    output register loads while it is empty or transferring, so the writer takes an output's last beat no earlier
+    than the previous output's transfer, and the beats behind it wait in the result FIFO (16 places). The beat
+    issuer issues a beat only with a credit of the result FIFO (``room`` a compare of the count register): beat
+    ``n`` of the lane no earlier than the cycle after the writer took beat ``n - 16``. Sums then leave the
+    accumulator FIFO later (rule 11), whose credits hold the array (rule 13).
 
 How it runs fast: per tile, the items are in closed form (one a cycle from the first, rule 9; their results one a
-cycle, the beats back to back) unless the sub-array stalls or the accumulator would make them wait, when they go
-item by item; the weight words go word by word. A lane alone on the weight memory remembers each tile's weights by
-the state they started from relative to the last request (what lies at or before it cannot bind later events), and
-a step that starts from the state the step before started from, shifted by some cycles, repeats: the rest of a run
-of such steps is shifted in one go (the middle k-tiles of an n-tile, the n-tiles of a layer, the chunks of a
-batch), its results kept as repeated arithmetic progressions.
+cycle, the beats back to back) unless the sub-array stalls, the accumulator would make them wait or the outputs
+are back-pressured, when they go item by item; the weight words go word by word. A lane alone on the weight
+memory remembers each tile's weights by the state they started from relative to the last request (what lies at or
+before it cannot bind later events), and a step that starts from the state the step before started from, shifted
+by some cycles, repeats: the rest of a run of such steps is shifted in one go (the middle k-tiles of an n-tile, the
+n-tiles of a layer, the chunks of a batch), its results kept as repeated arithmetic progressions. A chunk with a
+not-before cycle (on a command or an input word) does not repeat, nor does any step of a lane whose outputs are
+back-pressured.
 
 Several lanes share the weight memory, and only through it (rule 4). Two things let them run as fast as one:
 
