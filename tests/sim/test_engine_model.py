@@ -2,9 +2,12 @@
 transfer's cycle and the run's cycles equal, over random plans on ``tiny`` (every split, one to four lanes at once
 with their own or a shared MLP, partial tiles, chunks, up to the chunk limit) and ``small``, long random plans (many
 chunks, n-tiles and k-tiles), plans whose steps repeat (the model's shortcuts), tiny's quarters with long chunks
-(results faster than the post-processors: the sub-array stalls) and a lane of 900 commands (the 8-bit completion
-counters wrap). Planted errors the regression catches: one cycle less of post-processing, a sub-array that never
-stalls, an accumulator FIFO without credits."""
+(results faster than the post-processors: the sub-array stalls), a lane of 900 commands (the 8-bit completion
+counters wrap), lanes of different lengths (the last one left alone), lanes busy on the weight memory together
+(robust runs), not-before cycles on weight words, commands and input words, and back-pressured outputs. Planted
+errors the regression catches: one cycle less of post-processing, a sub-array that never stalls, an accumulator
+FIFO without credits, a lane firing alone one cycle past its horizon, robust bounds one competitor short, timed
+words offered a cycle early, a result FIFO without credits."""
 
 from types import SimpleNamespace
 
