@@ -282,8 +282,10 @@ class _Weights:
     def key(self, reference):
         """The state relative to ``reference`` (the last request's fire): a cycle at or before it cannot bind a
         later word, row or request, so it is clipped there."""
-        return (len(self.left), *(max(t - reference, 0) for t in self.left),
-                *(max(t - reference, 0) for stage in self.rows for t in stage))
+        (entered0, entered1), (passed0, passed1), (accepted0, accepted1) = self.rows
+        return (len(self.left), *[t - reference if t > reference else 0 for t in self.left],
+                *[t - reference if t > reference else 0
+                  for t in (entered0, entered1, passed0, passed1, accepted0, accepted1)])
 
     def restore(self, key, reference):
         count = key[0]
@@ -398,9 +400,10 @@ class _Items:
         self.tile_last.append(accepted)
 
     def key(self, reference):
-        return (min(self.count, self.LAG), self.issued - reference, self.accepted - reference,
-                *(t - reference for t in self.tile_last),
-                *(v for first, x in self.tiles for v in (first - self.count, x - reference)))
+        count = self.count
+        return (min(count, self.LAG), self.issued - reference, self.accepted - reference,
+                self.tile_last[0] - reference, self.tile_last[1] - reference,
+                *[first - count for first, _ in self.tiles], *[x - reference for _, x in self.tiles])
 
     def shift(self, cycles, items):
         self.count += items
@@ -750,7 +753,8 @@ class _Lane:
         layers = length - 1
 
         def relative(values):
-            return tuple(t - reference for t in values)
+            # A cycle at or before the reference cannot bind what follows: every command after it fires later.
+            return tuple(max(t - reference, 0) for t in values)
 
         holds = tuple((first - reference, count, step, repeats, period)
                       for first, count, step, repeats, period in self.holds.runs
@@ -758,7 +762,7 @@ class _Lane:
         return reference, (self._chunk_shape(index, length), *(relative(self.starts[q][-2:]) for q in self.starts),
                            relative(self.inputs_done[-2:]), relative(self.layers_done[-2 * layers - 2:]),
                            relative(self.fetch_early[-2:]), relative(self.fetch_late[-2:]),
-                           self.last_word - reference, holds, lane_reference - reference, lane_key)
+                           max(self.last_word - reference, 0), holds, lane_reference - reference, lane_key)
 
     def _marks(self):
         """How long the lane's histories are: what a chunk adds starts there."""
