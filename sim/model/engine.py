@@ -290,9 +290,9 @@ class _Weights:
     def restore(self, key, reference):
         count = key[0]
         self.fired = reference
-        self.left = deque((t + reference for t in key[1:1 + count]), maxlen=Fetcher.WORD_FIFO)
-        flat = [t + reference for t in key[1 + count:]]
-        self.rows = [flat[SLICE * s:SLICE * (s + 1)] for s in range(SLICES + 1)]
+        self.left = deque([t + reference for t in key[1:1 + count]], maxlen=Fetcher.WORD_FIFO)
+        entered0, entered1, passed0, passed1, accepted0, accepted1 = [t + reference for t in key[1 + count:]]
+        self.rows = [[entered0, entered1], [passed0, passed1], [accepted0, accepted1]]
 
     def tile(self, lane, shape, bias, first_request, gate, bias_gate, stalls):
         """A generator over one tile's words, preceded by ``bias`` bias words: a word whose fire as the only
@@ -627,13 +627,14 @@ class _Lane:
         if (self.horizon <= reference + 1 or self.ready is not None
                 or (self.items.tiles and self.stalls.last >= self.items.tiles[0][1])):
             return reference, None
+        (r0, r1), (r2, r3), (r4, r5) = self.results
         key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0),
                *self._bounds(reference),
-               *(max(t - reference, 0) for stage in self.results for t in stage),
-               *(max(t - reference, 0) for t in self.reads))
+               *[t - reference if t > reference else 0 for t in (r0, r1, r2, r3, r4, r5)],
+               *[t - reference if t > reference else 0 for t in self.reads])
         if whole:
             key += (min(self.ntile_filled, Unpacker.NTILE_FIFO), max(self.beat_free - reference, 0),
-                    *(max(t - reference, 0) for t in self.ntile_taken))
+                    *[t - reference if t > reference else 0 for t in self.ntile_taken])
         return reference, key
 
     def _shift(self, cycles, items, whole):
@@ -752,16 +753,17 @@ class _Lane:
             return reference, None
         layers = length - 1
 
-        def relative(values):
-            # A cycle at or before the reference cannot bind what follows: every command after it fires later.
-            return tuple(max(t - reference, 0) for t in values)
+        def relative(history, count):
+            # The last ``count`` cycles of ``history``: a cycle at or before the reference cannot bind what follows
+            # (every command after it fires later), nor can one that is not there.
+            return (0,) * (count - len(history)) + tuple(max(t - reference, 0) for t in history[-count:])
 
         holds = tuple((first - reference, count, step, repeats, period)
                       for first, count, step, repeats, period in self.holds.runs
                       if first + (count - 1) * step + (repeats - 1) * period >= reference)
-        return reference, (self._chunk_shape(index, length), *(relative(self.starts[q][-2:]) for q in self.starts),
-                           relative(self.inputs_done[-2:]), relative(self.layers_done[-2 * layers - 2:]),
-                           relative(self.fetch_early[-2:]), relative(self.fetch_late[-2:]),
+        return reference, (self._chunk_shape(index, length), *(relative(self.starts[q], 2) for q in self.starts),
+                           relative(self.inputs_done, 2), relative(self.layers_done, 2 * layers + 2),
+                           relative(self.fetch_early, 2), relative(self.fetch_late, 2),
                            max(self.last_word - reference, 0), holds, lane_reference - reference, lane_key)
 
     def _marks(self):
