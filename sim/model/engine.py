@@ -259,6 +259,16 @@ class _Stalls:
                 return self.ends[index] + 1
         return t
 
+    def since(self, t):
+        """The stalled intervals that end at or after ``t``, as ``(start, end)`` from ``t`` at the earliest."""
+        index = bisect_left(self.ends, t)
+        return [(max(start, t), end) for start, end in zip(self.starts[index:], self.ends[index:])]
+
+    def repeat(self, t, cycles):
+        """The stalled intervals from ``t`` on again ``cycles`` later, after the last."""
+        for start, end in self.since(t):
+            self.add(start + cycles, end + cycles)
+
     def advance(self, t, count):
         """The ``count``-th enabled cycle after the enabled cycle ``t``."""
         t += count
@@ -398,6 +408,15 @@ class _Items:
         self.count += count
         self.accepted = accepted
         self.tile_last.append(accepted)
+
+    def watched(self):
+        """The first cycle the lane's stalls can bind from: the tile of the oldest item the feeder waits on, the
+        item a bank waits on (``NEVER`` before any item)."""
+        if not self.tiles:
+            return NEVER
+        oldest = self.count - self.LAG
+        x = next((x for first, x in reversed(self.tiles) if first <= oldest), self.tiles[0][1])
+        return min(x, self.tile_last[0] + 1)
 
     def key(self, reference):
         count = self.count
@@ -624,12 +643,13 @@ class _Lane:
         an n-tile (``None`` while the sub-array's stalls reach the items it remembers, or while another lane may
         request next cycle); what lies at or before the reference cannot bind what follows and is clipped there."""
         reference = self.weights.fired
-        if (self.horizon <= reference + 1 or self.ready is not None
-                or (self.items.tiles and self.stalls.last >= self.items.tiles[0][1])):
+        if self.horizon <= reference + 1 or self.ready is not None:
             return reference, None
         (r0, r1), (r2, r3), (r4, r5) = self.results
+        watched = self.items.watched()
         key = (self.weights.key(reference), self.items.key(reference), max(self.quiet - reference, 0),
                *self._bounds(reference),
+               tuple((start - reference, end - reference) for start, end in self.stalls.since(watched)),
                *[t - reference if t > reference else 0 for t in (r0, r1, r2, r3, r4, r5)],
                *[t - reference if t > reference else 0 for t in self.reads])
         if whole:
@@ -637,8 +657,14 @@ class _Lane:
                     *[t - reference if t > reference else 0 for t in self.ntile_taken])
         return reference, key
 
+    def _leaps(self, cycles):
+        """Whether the state can move on by ``cycles``: the stalls it watches then come after the last one."""
+        return self.items.watched() + cycles > self.stalls.last
+
     def _shift(self, cycles, items, whole):
-        """Move the state on by ``cycles`` and ``items``: the steps the jump leaves out."""
+        """Move the state on by ``cycles`` and ``items``: the steps the jump leaves out (their stalls, as the
+        stalls the state watches, again)."""
+        self.stalls.repeat(self.items.watched(), cycles)
         self.weights.restore(self.weights.key(self.weights.fired), self.weights.fired + cycles)
         self.last_fire = self.weights.fired
         self.best += cycles
@@ -664,7 +690,7 @@ class _Lane:
                 # The middle k-tiles repeat: jump over as many as end by the horizon.
                 period = reference - previous[0]
                 left = min(ktiles - 1 - ktile, (self.horizon - reference) // period)
-                if left > 0:
+                if left > 0 and self._leaps(period * left):
                     self._shift(period * left, count * left, False)
                     ktile += left
                     previous = None
@@ -695,7 +721,7 @@ class _Lane:
                     while (repeats < most and index + (repeats + 1) * length <= len(commands)
                            and self._chunk_shape(index + repeats * length, length) == key[0]):
                         repeats += 1
-                    if repeats:
+                    if repeats and self._leaps(period * repeats):
                         self._repeat_chunk(previous[3], period, repeats)
                         index += repeats * length
                         previous = None
@@ -851,7 +877,7 @@ class _Lane:
                 # last one's.
                 period = reference - previous[0]
                 left = min(ntiles - ntile, (self.horizon - reference) // period)
-                if left > 0:
+                if left > 0 and self._leaps(period * left):
                     added = target.runs[previous[2]:]
                     if len(added) == 1:
                         first, count, step, _, _ = added[0]
