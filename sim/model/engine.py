@@ -538,12 +538,12 @@ class _Lane:
         return self.rivals[index] if index < len(self.rivals) else FINISHED
 
     def _bounds(self, reference):
-        """The earliest and the latest the last word may have fired relative to ``reference``, and the competitors
-        from then (robust only)."""
+        """The earliest and the latest the last word may have fired relative to ``reference``, the competitors
+        from then and where they change before the reference (robust only)."""
         if not self.robust:
             return (0,)
         return (self.competitors(self.best + 1), self.competitors(reference + 1), self.best - reference,
-                self.worst - reference)
+                self.worst - reference, min(self.segment_end(self.best + 1) - reference, 1))
 
     def _unhindered(self, reached, count, first_beat, final):
         """Whether a tile's results, reaching the accumulator's slices from ``reached`` one a cycle (the first beat
