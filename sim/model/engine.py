@@ -120,6 +120,7 @@ Several lanes share the weight memory, and only through it (rule 4). Two things 
   as far as before), so that the result is exact in every case and fast where the lanes' weights run ahead.
 """
 
+import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ from ...host.driver.device import NO_CYCLE, not_before_array
 from ...rtl.lanemem import LaneMemory
 from ...rtl.mlp import WAIT_BITS, WRESP_LATENCY, Accumulator, BeatIssuer, Dispatcher, Feeder, Fetcher, Op, Unpacker
 from ...rtl.postproc import PostProcessor
-from ..streams import port_seed, xorshift_stalls
+from ..streams import port_seed, stall_threshold
 
 __all__ = ["EngineTiming", "engine_timing"]
 
@@ -213,22 +214,67 @@ class _Progressions:
         return np.repeat(first, count) + offsets * np.repeat(step, count)
 
 
+def _xorshift_step(state):
+    state ^= (state << 13) & 0xFFFF_FFFF
+    state ^= state >> 17
+    return state ^ (state << 5) & 0xFFFF_FFFF
+
+
+def _gf2_apply(columns, state):
+    """A 32 x 32 matrix over GF(2), given by the images of the unit vectors, applied to ``state``."""
+    result, bit = 0, 0
+    while state:
+        if state & 1:
+            result ^= columns[bit]
+        state >>= 1
+        bit += 1
+    return result
+
+
+def _xorshift_states(seed, count):
+    """The first ``count`` states after ``seed`` of the Player's xorshift (13, 17, 5) (the states
+    :func:`~rpaccel.sim.streams.xorshift_stalls` draws), as a ``uint64`` array: about ``sqrt(count)`` streams, each
+    started a jump of as many steps after the one before (the step's matrix over GF(2) raised to that power), step
+    side by side."""
+    span = max(1, math.isqrt(count))
+    streams = -(-count // span)
+    jump, power, left = [1 << bit for bit in range(32)], [_xorshift_step(1 << bit) for bit in range(32)], span
+    while left:
+        if left & 1:
+            jump = [_gf2_apply(power, column) for column in jump]
+        power = [_gf2_apply(power, column) for column in power]
+        left >>= 1
+    starts = [seed & 0xFFFF_FFFF or 1]
+    for _ in range(streams - 1):
+        starts.append(_gf2_apply(jump, starts[-1]))
+    state, mask = np.array(starts, dtype=np.uint64), np.uint64(0xFFFF_FFFF)
+    states = np.empty((span, streams), dtype=np.uint64)
+    for step in range(span):
+        state ^= (state << np.uint64(13)) & mask
+        state ^= state >> np.uint64(17)
+        state ^= (state << np.uint64(5)) & mask
+        states[step] = state
+    return states.T.reshape(-1)[:count]
+
+
 class _Ready:
     """The cycles an output port of the :class:`~rpaccel.sim.player.Player` is ready in, with ``pause`` and the
-    run's ``seed`` (:func:`~rpaccel.sim.streams.xorshift_stalls`), drawn as far as asked."""
+    run's ``seed`` (the stall pattern of :func:`~rpaccel.sim.streams.xorshift_stalls`, drawn vectorised as far as
+    asked)."""
 
     def __init__(self, pause, seed, port):
-        self.stalls = xorshift_stalls(pause, port_seed(seed, port))
-        self.stalled = []
+        self.threshold, self.seed = stall_threshold(pause), port_seed(seed, port)
+        self.next = np.zeros(0, dtype=np.int64)  # per cycle, the first ready cycle from it on (-1: not drawn)
 
     def first(self, t):
         """The first ready cycle from ``t`` on."""
-        while True:
-            while len(self.stalled) <= t:
-                self.stalled.extend(next(self.stalls) for _ in range(max(1024, len(self.stalled))))
-            if not self.stalled[t]:
-                return t
-            t += 1
+        while t >= len(self.next) or self.next[t] < 0:
+            count = max(2 * len(self.next), t + 4096)
+            ready = (_xorshift_states(self.seed, count) & np.uint64(0xFFFF)) >= self.threshold
+            # The first ready cycle from each on: a reversed running minimum over the ready ones.
+            self.next = np.minimum.accumulate(np.where(ready, np.arange(count), count)[::-1])[::-1]
+            self.next[self.next == count] = -1
+        return int(self.next[t])
 
 
 class _Stalls:
@@ -545,14 +591,23 @@ class _Lane:
         return (self.competitors(self.best + 1), self.competitors(reference + 1), self.best - reference,
                 self.worst - reference, min(self.segment_end(self.best + 1) - reference, 1))
 
-    def _unhindered(self, reached, count, first_beat, final):
+    def _unhindered(self, reached, count, first_beat, final, to_output):
         """Whether a tile's results, reaching the accumulator's slices from ``reached`` one a cycle (the first beat
         of the first from ``first_beat`` if ``final``), find the way free: the results before them are through,
-        and the accumulator FIFO has a credit for each (at most ACC_FIFO final sums taken and not yet read)."""
-        if self.ready is not None or self.results[SLICES][-1] > reached - 1:
+        the accumulator FIFO has a credit for each (at most ACC_FIFO final sums taken and not yet read), and with
+        back-pressure, they are hidden-layer results whose beats find the result FIFO's credits and the writer
+        free."""
+        if self.results[SLICES][-1] > reached - 1:
             return False
+        if self.ready is not None and final:
+            takes = self.takes
+            if to_output or self.take_last >= first_beat + TO_WRITER:
+                return False
+            if len(takes) == BeatIssuer.RESULT_FIFO and any(
+                    takes[beat] >= first_beat + beat for beat in range(min(count * self.shape.beats, len(takes)))):
+                return False
         reads, beats, capacity = self.reads, self.shape.beats, Accumulator.ACC_FIFO
-        if beats == 1:  # the post-processors keep up: a final sum is read four cycles after it arrives
+        if beats == 1 and self.ready is None:  # the post-processors keep up: a sum is read four cycles after it arrives
             return True
         if not final:
             return len(reads) < capacity or reads[0] < reached
@@ -571,7 +626,7 @@ class _Lane:
         reached = x + latency + SLICES   # rule 10
         first_beat = max(reached + TO_ISSUE, self.beat_free)
         target = self.outputs if to_output else self.holds
-        if stalls.last < x and self._unhindered(reached, count, first_beat, final):
+        if stalls.last < x and self._unhindered(reached, count, first_beat, final, to_output):
             # The items take consecutive cycles, their results follow one a cycle.
             accepted = x + count - 1
             for s, stage in enumerate(self.results):
@@ -580,10 +635,15 @@ class _Lane:
             if final:  # rules 11 and 12: the beats back to back
                 last_beat = first_beat + beats * count - 1
                 self.beat_free = last_beat + 1
-                if beats > 1:
+                if beats > 1 or self.ready is not None:
                     self.reads.extend(first_beat + beats * item + beats - 1
                                       for item in range(max(0, count - Accumulator.ACC_FIFO), count))
                 target.add(first_beat + beats - 1 + TO_WRITER + 1, count, beats)
+                if self.ready is not None:  # rule 14: each beat taken as it comes
+                    total = beats * count
+                    self.takes.extend(range(first_beat + max(0, total - BeatIssuer.RESULT_FIFO) + TO_WRITER,
+                                            first_beat + total + TO_WRITER))
+                    self.take_last = last_beat + TO_WRITER
         else:
             # Rule 13: item by item, the sub-array stalling while its output FIFO holds two results.
             accepted = NEVER
@@ -643,7 +703,7 @@ class _Lane:
         an n-tile (``None`` while the sub-array's stalls reach the items it remembers, or while another lane may
         request next cycle); what lies at or before the reference cannot bind what follows and is clipped there."""
         reference = self.weights.fired
-        if self.horizon <= reference + 1 or self.ready is not None:
+        if self.horizon <= reference + 1:
             return reference, None
         (r0, r1), (r2, r3), (r4, r5) = self.results
         watched = self.items.watched()
@@ -655,6 +715,9 @@ class _Lane:
         if whole:
             key += (min(self.ntile_filled, Unpacker.NTILE_FIFO), max(self.beat_free - reference, 0),
                     *[t - reference if t > reference else 0 for t in self.ntile_taken])
+        if self.ready is not None:
+            key += (len(self.takes), *[t - reference if t > reference else 0
+                                       for t in (*self.takes, self.take_last, self.out_last)])
         return reference, key
 
     def _leaps(self, cycles):
@@ -675,6 +738,8 @@ class _Lane:
             self.beat_free += cycles
             self.ntile_taken = deque((t + cycles for t in self.ntile_taken), maxlen=Unpacker.NTILE_FIFO)
             self.reads = deque((t + cycles for t in self.reads), maxlen=Accumulator.ACC_FIFO)
+            self.takes = deque((t + cycles for t in self.takes), maxlen=BeatIssuer.RESULT_FIFO)
+            self.take_last += cycles
 
     def _ntile(self, command, first_request, first_issue):
         """One n-tile of a LAYER command; returns the last beat of its last sum."""
@@ -712,8 +777,8 @@ class _Lane:
                 # horizon).
                 length = self._chunk_length(index)
                 reference, key = self._chunk_key(index, length)
-                if key is not None and any(timed for *_, timed in key[0]):
-                    key = None  # not-before cycles: the chunk's timing is its own
+                if key is not None and (self.ready is not None or any(timed for *_, timed in key[0])):
+                    key = None  # back-pressured outputs, not-before cycles: the chunk's timing is its own
                 if (key is not None and previous is not None and previous[1] == key and reference > previous[0]
                         and previous[2] == index - length and previous[4] == self.shared):
                     period = reference - previous[0]
@@ -870,7 +935,8 @@ class _Lane:
         last_beat = yield from self._ntile(command, fetch_start + 1, feed_start + 1)
         ntile, previous = 1, None
         while ntile < ntiles:
-            reference, key = self._key(True)
+            # Back-pressured outputs come when the out stream is ready: their n-tiles do not repeat.
+            reference, key = self._key(True) if self.ready is None or not command["to_output"] else (None, None)
             if (key is not None and previous is not None and previous[1] == key and reference > previous[0]
                     and previous[3] == self.shared):
                 # The n-tiles repeat: as many as end by the horizon in one go, their results as repeats of the

@@ -9,6 +9,7 @@ errors the regression catches: one cycle less of post-processing, a sub-array th
 FIFO without credits, a lane firing alone one cycle past its horizon, robust bounds one competitor short, timed
 words offered a cycle early, a result FIFO without credits."""
 
+from itertools import islice
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,6 +24,7 @@ from rpaccel.sim.golden.mlp import random_input, random_mlp
 from rpaccel.sim.mlp_harness import play_plan
 from rpaccel.sim.model import engine
 from rpaccel.sim.model.engine import engine_timing
+from rpaccel.sim.streams import port_seed, xorshift_stalls
 
 TINY, SMALL = preset("tiny"), preset("small")
 # Primes, powers of two and their neighbours, widths under the sub-arrays': partial tiles in K and N.
@@ -406,3 +408,14 @@ def test_pause_is_for_output_ports():
     plan = random_plan(TINY, 0)
     with pytest.raises(ValueError, match="'cmd0', which is not an output port of the plan"):
         engine_timing(plan, pause={"cmd0": 0.5})
+
+
+@pytest.mark.parametrize(("pause", "seed", "cycles"), [(0.3, 1, 1), (0.6, 5, 17), (0.9, 12345, 5000), (0.1, 7, 70001)])
+def test_the_models_stall_pattern_is_the_players(pause, seed, cycles):
+    """The model draws the Player's xorshift stall pattern vectorised (streams a jump apart); every cycle's ready
+    equals :func:`~rpaccel.sim.streams.xorshift_stalls`'s, and each cycle's next ready cycle follows."""
+    stalled = np.fromiter(islice(xorshift_stalls(pause, port_seed(seed, "out1")), cycles), dtype=bool)
+    ready = engine._Ready(pause, seed, "out1")
+    firsts = [ready.first(t) for t in range(cycles)]
+    assert np.array_equal(np.array(firsts) == np.arange(cycles), ~stalled)
+    assert all(first >= cycles or not stalled[first] for first in firsts)
