@@ -95,9 +95,10 @@ are back-pressured, when they go item by item; the weight words go word by word.
 memory remembers each tile's weights by the state they started from relative to the last request (what lies at or
 before it cannot bind later events), and a step that starts from the state the step before started from, shifted
 by some cycles, repeats: the rest of a run of such steps is shifted in one go (the middle k-tiles of an n-tile, the
-n-tiles of a layer, the chunks of a batch), its results kept as repeated arithmetic progressions. A chunk with a
-not-before cycle (on a command or an input word) does not repeat, nor does any step of a lane whose outputs are
-back-pressured.
+n-tiles of a layer, the chunks of a batch), its results kept as repeated arithmetic progressions; the state watches
+the sub-array's stalls from the oldest item the feeder or a bank waits on. A chunk with a not-before cycle (on a
+command or an input word) does not repeat; with back-pressured outputs the output layer's final tiles go item by
+item and their n-tiles and the lane's chunks do not repeat (the out stream's ready cycles do not).
 
 Several lanes share the weight memory, and only through it (rule 4). Two things let them run as fast as one:
 
@@ -107,8 +108,9 @@ Several lanes share the weight memory, and only through it (rule 4). Two things 
   taken in one go as far as they end by then (only steps that ran alone repeat). A lane left alone (the others
   done) runs as the only lane does.
 - **Robust runs.** What the arbiter decides is when each word fires; the rest of a lane's timing depends on it
-  only through the word's head of the word FIFO (rule 5: ``max(fire + 5, previous word's leaving + 1)``) and the
-  fetcher's start of each command (rule 3, which a later command's dispatch waits on, rule 1). Once the word FIFOs
+  only through the word's head of the word FIFO (rule 5: the later of a fixed latency after its fire and the cycle
+  after the word before it left) and the fetcher's start of each command (rule 3, which a later command's dispatch
+  waits on, rule 1). Once the word FIFOs
   run ahead of the array, a word's head is its predecessor's leaving whenever in a window it fires. From cycle
   ``robust_from`` on (a run first goes exactly up to it) each lane runs alone to its end and keeps, beside its own
   fires, the earliest and the latest each word may fire whatever the others do: a waiting lane is granted within
@@ -117,7 +119,8 @@ Several lanes share the weight memory, and only through it (rule 4). Two things 
   and the word's credit or command start; the earliest is the earliest request (a cycle later for a request that
   must be new). If no word's head and no command's dispatch can move within these bounds, every lane's timing is
   its own run's, exactly; else the run is redone going exactly further (past the step that could move, and twice
-  as far as before), so that the result is exact in every case and fast where the lanes' weights run ahead.
+  as far as before), keeping the lanes that ran robust to their end (their last fires then bound the others'
+  competitors), so that the result is exact in every case and fast where the lanes' weights run ahead.
 """
 
 import math
