@@ -4,12 +4,13 @@
 :func:`engine_timing` takes the plan the RTL engine runs (through :class:`~rpaccel.sim.mlp_harness.EngineHarness`:
 the weight image is written first, one word a cycle from cycle 0, and the commands are let in once it is), with
 not-before cycles on the input words (the :class:`~rpaccel.sim.player.Player`'s ``not_before``: a word is offered
-from that cycle, or from the cycle after the word before it was taken if later; idle inputs are such cycles) and
-back-pressure on the outputs (the Player's ``pause`` on ``out<l>`` ports, its stall pattern drawn from the run's
-seed as the Player draws it), and returns the cycle of every transfer of every ``out<l>`` stream (as
-:attr:`~rpaccel.sim.player.PlayerResult.output_cycles`) and the run's cycles (as
-:attr:`~rpaccel.sim.player.PlayerResult.cycles`: the last transfer's cycle + 1). Cycles are the Player's: cycle 0
-is the first cycle out of reset, a transfer counts in the cycle whose closing edge sees ``valid`` and ``ready``.
+from that cycle, or from the cycle after the word before it was taken if later) and the Player's ``pause`` on any
+port (idle input cycles: a word is offered in the first cycle from then its port does not stall; back-pressured
+outputs; each port's stall pattern drawn from the run's seed as the Player draws it), and returns the cycle of
+every transfer of every ``out<l>`` stream (as :attr:`~rpaccel.sim.player.PlayerResult.output_cycles`) and the
+run's cycles (as :attr:`~rpaccel.sim.player.PlayerResult.cycles`: the last transfer's cycle + 1). Cycles are the
+Player's: cycle 0 is the first cycle out of reset, a transfer counts in the cycle whose closing edge sees ``valid``
+and ``ready``.
 
 The model follows the engine's queues as max-plus recurrences: an element leaves a stage at the latest of the
 cycle it arrives plus the stage's latency, the cycle after the element before it left, and the cycle after the
@@ -96,9 +97,9 @@ memory remembers each tile's weights by the state they started from relative to 
 before it cannot bind later events), and a step that starts from the state the step before started from, shifted
 by some cycles, repeats: the rest of a run of such steps is shifted in one go (the middle k-tiles of an n-tile, the
 n-tiles of a layer, the chunks of a batch), its results kept as repeated arithmetic progressions; the state watches
-the sub-array's stalls from the oldest item the feeder or a bank waits on. A chunk with a not-before cycle (on a
-command or an input word) does not repeat; with back-pressured outputs the output layer's final tiles go item by
-item and their n-tiles and the lane's chunks do not repeat (the out stream's ready cycles do not).
+the sub-array's stalls from the oldest item the feeder or a bank waits on. A chunk with a not-before cycle or an
+idle cycle (on a command or an input word) does not repeat; with back-pressured outputs the output layer's final
+tiles go item by item and their n-tiles and the lane's chunks do not repeat (the out stream's ready cycles do not).
 
 Several lanes share the weight memory, and only through it (rule 4). Two things let them run as fast as one:
 
@@ -260,24 +261,40 @@ def _xorshift_states(seed, count):
     return states.T.reshape(-1)[:count]
 
 
-class _Ready:
-    """The cycles an output port of the :class:`~rpaccel.sim.player.Player` is ready in, with ``pause`` and the
-    run's ``seed`` (the stall pattern of :func:`~rpaccel.sim.streams.xorshift_stalls`, drawn vectorised as far as
-    asked)."""
+class _Pattern:
+    """The cycles a port of the :class:`~rpaccel.sim.player.Player` is not stalled in (an output ready, an input
+    free to offer its word), with ``pause`` and the run's ``seed`` (the stall pattern of
+    :func:`~rpaccel.sim.streams.xorshift_stalls`, drawn vectorised as far as asked)."""
 
     def __init__(self, pause, seed, port):
-        self.threshold, self.seed = stall_threshold(pause), port_seed(seed, port)
-        self.next = np.zeros(0, dtype=np.int64)  # per cycle, the first ready cycle from it on (-1: not drawn)
+        self.port, self.threshold, self.seed = port, stall_threshold(pause), port_seed(seed, port)
+        self.next = np.zeros(0, dtype=np.int64)  # per cycle drawn, the first free cycle from it on (-1: not drawn)
+        self.free = np.zeros(0, dtype=np.int64)  # the free cycles drawn
+
+    def _draw(self, count):
+        free = (_xorshift_states(self.seed, count) & np.uint64(0xFFFF)) >= self.threshold
+        # The first free cycle from each on: a reversed running minimum over the free ones.
+        self.next = np.minimum.accumulate(np.where(free, np.arange(count), count)[::-1])[::-1]
+        self.next[self.next == count] = -1
+        self.free = np.flatnonzero(free)
 
     def first(self, t):
-        """The first ready cycle from ``t`` on."""
+        """The first free cycle from ``t`` on."""
         while t >= len(self.next) or self.next[t] < 0:
-            count = max(2 * len(self.next), t + 4096)
-            ready = (_xorshift_states(self.seed, count) & np.uint64(0xFFFF)) >= self.threshold
-            # The first ready cycle from each on: a reversed running minimum over the ready ones.
-            self.next = np.minimum.accumulate(np.where(ready, np.arange(count), count)[::-1])[::-1]
-            self.next[self.next == count] = -1
+            self._draw(max(2 * len(self.next), t + 4096))
         return int(self.next[t])
+
+    def rank(self, cycles):
+        """How many free cycles come before each of ``cycles`` (an array)."""
+        if len(cycles) and cycles.max() >= len(self.next):
+            self._draw(max(2 * len(self.next), int(cycles.max()) + 4096))
+        return np.searchsorted(self.free, cycles)
+
+    def nth(self, rank):
+        """The free cycle of rank ``rank`` (0: the first)."""
+        while rank >= len(self.free):
+            self._draw(max(2 * len(self.next), 4096))
+        return int(self.free[rank])
 
 
 class _Stalls:
@@ -493,20 +510,26 @@ class _Lane:
     memo. Only steps run alone repeat: :attr:`shared` counts the words that went through the arbiter.
     """
 
-    def __init__(self, geometry, split, program, release, *, alone, commands_at=None, inputs_at=None, ready=None):
+    def __init__(self, geometry, split, program, release, *, alone, commands_at=None, inputs_at=None, patterns=None):
         self.shape = shape = geometry.splits[split]
         self.program = program
         self.release = release
         # Not-before cycles: per command (NO_CYCLE where none), and per INPUT command its words' that have one, as
-        # (index in the command, cycle); ``timed``: the commands with either.
+        # (index in the command, cycle); the stall patterns of the lane's ports (``{"cmd" | "act" | "out":
+        # _Pattern}``, the ports the Player pauses); ``timed``: the commands with not-before or paused words.
         self.commands_at = commands_at
+        self.patterns = patterns = patterns or {}
         self.inputs_at, self.timed = {}, set()
         if commands_at is not None:
             self.timed.update(np.flatnonzero(commands_at != NO_CYCLE).tolist())
+        if "cmd" in patterns:
+            self.timed.update(range(len(program.commands)))
         words = 0
         for index, command in enumerate(program.commands):
             if command["op"] == Op.INPUT:
                 count = command["items"] * command["ktiles"]
+                if "act" in patterns:
+                    self.timed.add(index)
                 if inputs_at is not None:
                     given = np.flatnonzero(inputs_at[words:words + count] != NO_CYCLE)
                     if len(given):
@@ -545,7 +568,7 @@ class _Lane:
         self.reads = deque(maxlen=Accumulator.ACC_FIFO)  # the last final sums' last beats (accumulator FIFO reads)
         # Output back-pressure (rule 14): the out stream's ready cycles (None: always), the writer's last beats'
         # takes (the result FIFO's credits), the last take, the last output transfer.
-        self.ready = ready
+        self.ready = patterns.get("out")
         self.takes = deque(maxlen=BeatIssuer.RESULT_FIFO)
         self.take_last, self.out_last = NEVER, NEVER
         self.stalls = _Stalls()
@@ -895,8 +918,12 @@ class _Lane:
 
         op, depth = command["op"], Dispatcher.QUEUE
         cycle = self.dispatched[-1] + 1 if self.dispatched else self.release
-        if self.commands_at is not None:
-            cycle = max(cycle, int(self.commands_at[index]))
+        if self.commands_at is not None or "cmd" in self.patterns:
+            # Offered from the cycle after the command before it fired (from cycle 0 for the first), not before its
+            # not-before cycle, in the first cycle from then the Player does not stall.
+            offer = max(self.dispatched[-1] + 1 if self.dispatched else 0,
+                        0 if self.commands_at is None else int(self.commands_at[index]))
+            cycle = max(cycle, self.patterns["cmd"].first(offer) if "cmd" in self.patterns else offer)
         for queue in ("load",) if op == Op.INPUT else ("feed",):
             if len(starts[queue]) >= depth:
                 cycle = max(cycle, starts[queue][-depth] + 1)
@@ -912,11 +939,20 @@ class _Lane:
             starts["load"].append(start)
             # The words one a cycle from the cycle after the start, skipping the held cycles, each not before its
             # not-before cycle.
-            last, taken = start, 0
-            for word, at in self.inputs_at.get(index, ()):
-                last = self._unheld(max(self._after(last, word - taken + 1), at))
-                taken = word + 1
-            self.last_word = last = self._after(last, command["items"] * command["ktiles"] - taken)
+            count = command["items"] * command["ktiles"]
+            if "act" in self.patterns:
+                # Each word offered from the cycle after the one before it was taken, not before its not-before
+                # cycle, in the first cycle from then the Player does not stall.
+                pattern, at, last = self.patterns["act"], dict(self.inputs_at.get(index, ())), max(self.last_word, -1)
+                for word in range(count):
+                    last = self._unheld(max(pattern.first(max(last + 1, at.get(word, 0))), start + 1))
+            else:
+                last, taken = start, 0
+                for word, at in self.inputs_at.get(index, ()):
+                    last = self._unheld(max(self._after(last, word - taken + 1), at))
+                    taken = word + 1
+                last = self._after(last, count - taken)
+            self.last_word = last
             inputs_done.append(last + 1)
             return
 
@@ -1042,9 +1078,9 @@ def engine_timing(plan, *, release=None, not_before=None, pause=None, seed=1):
     not_before : dict, optional
         ``{input port: cycles}`` as :meth:`Player.run <rpaccel.sim.player.Player.run>` takes them (for ``wload``,
         ``cmd<l>`` and ``act<l>``): a word is not offered before its cycle.
-    pause : dict, optional
-        ``{"out<l>": probability}``: the output ports back-pressured as the Player does with this ``pause``
-        and ``seed`` (idle input cycles are not-before cycles).
+    pause : float or dict, optional
+        The Player's ``pause`` (a probability for every port, or ``{port: probability}``): idle input cycles and
+        back-pressured outputs, drawn as the Player draws them from ``seed``.
     seed : int
         The Player run's seed.
 
@@ -1062,19 +1098,28 @@ def engine_timing(plan, *, release=None, not_before=None, pause=None, seed=1):
         raise ValueError(f"Not-before cycles for {unknown[0]!r}, which is not an input port of the plan "
                          f"({', '.join(sorted(ports))})")
     at = {port: not_before_array(port, cycles, ports[port]) for port, cycles in not_before.items()}
-    if release is None:
-        # The image's words one a cycle from cycle 0, each not before its cycle; the commands from the next.
-        words = at.get("wload", np.full(ports["wload"], NO_CYCLE, dtype=np.int64))
-        release = len(words) + max(0, int((words - np.arange(len(words))).max(initial=0)))
-    elif "wload" in at:
-        raise ValueError("Give either the release cycle or the weight words' not-before cycles, not both")
-    pause = dict(pause or {})
     outputs = {f"out{lane}" for lane in plan.lanes}
-    for port in sorted(pause):
-        if port not in outputs:
-            raise ValueError(f"Pause for {port!r}, which is not an output port of the plan "
-                             f"({', '.join(sorted(outputs))})")
-    ready = {port: _Ready(probability, seed, port) for port, probability in pause.items() if probability}
+    pause = dict(pause) if isinstance(pause, dict) else dict.fromkeys((*ports, *outputs), pause or 0.0)
+    unknown = sorted(set(pause) - set(ports) - outputs)
+    if unknown:
+        raise ValueError(f"Pause for {unknown[0]!r}, which is not a port of the plan "
+                         f"({', '.join(sorted((*ports, *outputs)))})")
+    patterns = {port: _Pattern(probability, seed, port) for port, probability in pause.items() if probability}
+    if release is None:
+        # The image's words one a cycle from cycle 0, each offered not before its cycle, in a cycle the Player does
+        # not stall; the commands from the cycle after the last.
+        words = at.get("wload", np.full(ports["wload"], NO_CYCLE, dtype=np.int64))
+        count = len(words)
+        if "wload" not in patterns:
+            release = count + max(0, int((words - np.arange(count)).max(initial=0)))
+        elif count:
+            # In the free cycles' ranks: word w takes the rank after word w - 1's, or its not-before cycle's.
+            ranks = patterns["wload"].rank(np.maximum(words, 0)) - np.arange(count)
+            release = patterns["wload"].nth(count - 1 + int(np.maximum.accumulate(ranks)[-1])) + 1
+        else:
+            release = 0
+    elif "wload" in at or "wload" in patterns:
+        raise ValueError("Give either the release cycle or the weight words' not-before cycles or pause, not both")
     release = int(release)
     if release < 0:
         raise ValueError(f"The release cycle must not be negative, not {release}")
@@ -1082,7 +1127,9 @@ def engine_timing(plan, *, release=None, not_before=None, pause=None, seed=1):
     robust_from, done = release, {}
     while True:
         units = [_Lane(geometry, plan.split, plan.lanes[lane], release, alone=alone,
-                       commands_at=at.get(f"cmd{lane}"), inputs_at=at.get(f"act{lane}"), ready=ready.get(f"out{lane}"))
+                       commands_at=at.get(f"cmd{lane}"), inputs_at=at.get(f"act{lane}"),
+                       patterns={unit: patterns[f"{unit}{lane}"] for unit in ("cmd", "act", "out")
+                                 if f"{unit}{lane}" in patterns})
                  for lane in sorted(plan.lanes)]
         try:
             _arbitrate(units, FINISHED if alone else robust_from, done)

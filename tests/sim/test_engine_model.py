@@ -4,10 +4,11 @@ with their own or a shared MLP, partial tiles, chunks, up to the chunk limit) an
 chunks, n-tiles and k-tiles), plans whose steps repeat (the model's shortcuts), tiny's quarters with long chunks
 (results faster than the post-processors: the sub-array stalls), a lane of 900 commands (the 8-bit completion
 counters wrap), lanes of different lengths (the last one left alone), lanes busy on the weight memory together
-(robust runs), not-before cycles on weight words, commands and input words, and back-pressured outputs. Planted
-errors the regression catches: one cycle less of post-processing, a sub-array that never stalls, an accumulator
-FIFO without credits, a lane firing alone one cycle past its horizon, robust bounds one competitor short, timed
-words offered a cycle early, a result FIFO without credits."""
+(robust runs), not-before cycles on weight words, commands and input words, back-pressured outputs, and the
+Player's pause on every port. Planted errors the regression catches: one cycle less of post-processing, a sub-array
+that never stalls, an accumulator FIFO without credits, a lane firing alone one cycle past its horizon, robust
+bounds one competitor short, timed words offered a cycle early, a result FIFO without credits, inputs that never
+idle."""
 
 from itertools import islice
 from types import SimpleNamespace
@@ -397,6 +398,37 @@ def test_back_pressured_outputs_keep_every_output_cycle_exact(case):
     assert paused_mismatches(case) == {}
 
 
+# Plans run with the Player's pause on every port (idle inputs, back-pressured outputs): (configuration, seed of a
+# random plan, or ("long", seed), or ("stall", case), pause).
+IDLE = [(TINY, 5, 0.3), (TINY, 13, 0.6), (TINY, ("long", 6), 0.3), (TINY, ("stall", 1), 0.5), (SMALL, 102, 0.3),
+        (SMALL, ("long", 0), 0.6)]
+
+
+def idle_mismatches(case):
+    """Where the model's cycles of ``IDLE[case]`` differ from its Verilator run's."""
+    config, seed, pause = IDLE[case]
+    key = (config.name, ("idle", case))
+    if key not in _RTL:
+        plan = rtl_run(config, seed)[0] if isinstance(seed, tuple) else random_plan(config, seed)
+        _RTL[key] = plan, play_plan(config, plan, output_cycles=True, pause=pause, seed=case + 7)[1]
+    plan, result = _RTL[key]
+    return mismatches(engine_timing(plan, pause=pause, seed=case + 7), result)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("case", range(len(IDLE)))
+def test_idle_inputs_and_back_pressure_keep_every_output_cycle_exact(case):
+    assert idle_mismatches(case) == {}
+
+
+@pytest.mark.verilator
+def test_a_model_whose_inputs_never_idle_is_caught(monkeypatch):
+    first = engine._Pattern.first
+    monkeypatch.setattr(engine._Pattern, "first",
+                        lambda self, t: first(self, t) if self.port.startswith("out") else t)
+    assert all(idle_mismatches(case) for case in range(len(IDLE)))
+
+
 @pytest.mark.verilator
 def test_a_result_fifo_without_credits_is_caught(monkeypatch):
     """Outputs held long enough fill the result FIFO: the beat issuer waits for its credits, the accumulator FIFO
@@ -405,10 +437,12 @@ def test_a_result_fifo_without_credits_is_caught(monkeypatch):
     assert [case for case in (1, 6) if paused_mismatches(case)] == [1, 6]
 
 
-def test_pause_is_for_output_ports():
+def test_pause_is_for_the_plans_ports():
     plan = random_plan(TINY, 0)
-    with pytest.raises(ValueError, match="'cmd0', which is not an output port of the plan"):
-        engine_timing(plan, pause={"cmd0": 0.5})
+    with pytest.raises(ValueError, match="'cmd7', which is not a port of the plan"):
+        engine_timing(plan, pause={"cmd7": 0.5})
+    with pytest.raises(ValueError, match="either the release cycle or the weight words' not-before cycles or pause"):
+        engine_timing(plan, release=10, pause=0.5)
 
 
 @pytest.mark.parametrize(("pause", "seed", "cycles"), [(0.3, 1, 1), (0.6, 5, 17), (0.9, 12345, 5000), (0.1, 7, 70001)])
@@ -416,7 +450,7 @@ def test_the_models_stall_pattern_is_the_players(pause, seed, cycles):
     """The model draws the Player's xorshift stall pattern vectorised (streams a jump apart); every cycle's ready
     equals :func:`~rpaccel.sim.streams.xorshift_stalls`'s, and each cycle's next ready cycle follows."""
     stalled = np.fromiter(islice(xorshift_stalls(pause, port_seed(seed, "out1")), cycles), dtype=bool)
-    ready = engine._Ready(pause, seed, "out1")
+    ready = engine._Pattern(pause, seed, "out1")
     firsts = [ready.first(t) for t in range(cycles)]
     assert np.array_equal(np.array(firsts) == np.arange(cycles), ~stalled)
     assert all(first >= cycles or not stalled[first] for first in firsts)
