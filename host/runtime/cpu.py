@@ -190,35 +190,53 @@ def run_loadgen(ranker, trace_queries, *, qps, target_ms, percentile=0.95, min_q
 
     state = {"pool": None}
     lock = threading.Lock()
-    issued, times, rankings = [0], [], {}
+    issued, times, rankings, failures = [0], [], {}, []
+
+    # An exception must not leave a callback: LoadGen calls them from C++ and would crash. What fails is recorded,
+    # every sample is still completed (or LoadGen would wait forever), and the error is raised after the run.
+    def fail(where, error):
+        with lock:
+            failures.append(f"{where}: {type(error).__name__}: {error}")
 
     def load(samples):
-        chosen = {numbers[sample.index if hasattr(sample, "index") else sample]: None for sample in samples}
-        queries = {number: trace_queries[number] for number in chosen}
-        context = multiprocessing.get_context("spawn")
-        state["pool"] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                               initializer=_worker_init, initargs=(ranker, queries))
-        # Start every worker (and its preparation) now, before the timed run.
-        list(state["pool"].map(_worker_rank, [next(iter(queries))] * workers))
+        try:
+            chosen = {numbers[index]: None for index in samples}       # LoadGen passes sample indices
+            queries = {number: trace_queries[number] for number in chosen}
+            context = multiprocessing.get_context("spawn")
+            state["pool"] = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_worker_init, initargs=(ranker, queries))
+            # Start every worker (and its preparation) now, before the timed run.
+            list(state["pool"].map(_worker_rank, [next(iter(queries))] * workers))
+        except BaseException as error:
+            fail("preparing the workers", error)
 
     def unload(samples):
         if state["pool"] is not None:
-            state["pool"].shutdown()
+            state["pool"].shutdown(cancel_futures=True)
             state["pool"] = None
 
     def issue(samples):
         for sample in samples:
             start = time.monotonic_ns()
             number = numbers[sample.index]
-            future = state["pool"].submit(_worker_rank, number)
+            try:
+                future = state["pool"].submit(_worker_rank, number)
+            except BaseException as error:
+                fail(f"query {number}", error)
+                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
+                continue
 
             def done(future, sample=sample, start=start, number=number):
                 finish = time.monotonic_ns()
-                result = future.result()
-                with lock:
-                    times.append((start, finish))
-                    rankings[number] = result
-                    issued[0] += 1
+                try:
+                    result = future.result()
+                except BaseException as error:
+                    fail(f"query {number}", error)
+                else:
+                    with lock:
+                        times.append((start, finish))
+                        rankings[number] = result
+                        issued[0] += 1
                 lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
 
             future.add_done_callback(done)
@@ -247,6 +265,8 @@ def run_loadgen(ranker, trace_queries, *, qps, target_ms, percentile=0.95, min_q
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
         unload(None)
+    if failures:
+        raise RuntimeError(f"The CPU backend failed {len(failures)} time(s); the first: {failures[0]}")
     recorder = LatencyRecorder(target_ms=target_ms, percentile=percentile, min_queries=min_queries,
                                min_duration_s=min_duration_s)
     for start, finish in sorted(times):

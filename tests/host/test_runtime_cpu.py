@@ -83,3 +83,19 @@ def test_a_short_loadgen_server_run(models, tmp_path):
     for number, (indices, _) in result.rankings.items():
         want_indices, _ = reference_ranking(qmodels, stages, queries[number])
         assert indices.tolist() == want_indices.tolist()
+
+
+class _Failing(CpuRanker):
+    def rank(self, prepared):
+        raise ValueError("planted")
+
+
+@pytest.mark.slow
+def test_a_failing_worker_ends_the_run_with_its_error(models, tmp_path):
+    _, qmodels = models
+    ranker = _Failing(parse_pipeline("a:64:8"), qmodels)
+    queries = {q: tiny_data(qmodels["a"].spec, 64, start=q * 64) for q in range(2)}
+    failed = r"The CPU backend failed .* time\(s\); the first: (preparing the workers|query [01]): ValueError: planted"
+    with pytest.raises(RuntimeError, match=failed):
+        run_loadgen(ranker, queries, qps=100, target_ms=50, min_queries=10, min_duration_s=0.2, workers=1,
+                    outdir=tmp_path / "lg")
