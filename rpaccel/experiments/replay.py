@@ -348,7 +348,7 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
     lines.append("")
     if backend == "cpu":
         lines.append("Latency: from LoadGen's issue of a query to its ranking (wall clock, HdrHistogram); "
-                     "LoadGen's own p95 agrees within the time LoadGen takes to issue.")
+                     "LoadGen's own figures, from its scheduled issue, are longer by the time it takes to issue.")
     else:
         lines.append("Latency: from a query's arrival cycle to its last response (the chip's cycles at the "
                      "preset's clock); checked: every response equals the golden model's.")
