@@ -106,7 +106,8 @@ def run(args):
         if out is not None:
             (scratch / "rows.json").write_text(json.dumps(report.data, indent=2) + "\n")
             with open(scratch / "rows.csv", "w", newline="") as handle:
-                fields = [key for key in report.rows[0] if key not in ("reasons", "cdf", "mismatches")]
+                fields = [key for key in report.rows[0]
+                          if key not in ("reasons", "cdf", "mismatches", "utilisation", "cache")]
                 writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(report.rows)

@@ -243,6 +243,7 @@ def _rtl_server(config, stages, models, candidates, times, trace_qps, target_ms,
     from ..host.runtime.pipeline import PipelineError
     from ..host.runtime.stats import LatencyRecorder
     from ..sim.chip import chip_device
+    from .accel import cache_figures, unit_utilisation
 
     numbers = sorted(candidates)
     queries = [candidates[number] for number in numbers]
@@ -271,6 +272,8 @@ def _rtl_server(config, stages, models, candidates, times, trace_qps, target_ms,
                 "valid": report.valid, f"ndcg@{k}": _ndcg(rankings, candidates, k),
                 "service_cycles": int(np.min(run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
                 "wall_s": run.wall_seconds, "checked": not run.mismatches,
+                "utilisation": unit_utilisation(run.counters, max(run.end_cycle, 1), run.split, run.geometry),
+                "cache": cache_figures(run.counters),
                 "mismatches": list(run.mismatches.values()), "reasons": list(report.reasons),
                 "cdf": _cdf(recorder)}
 
@@ -352,6 +355,12 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
     else:
         lines.append("Latency: from a query's arrival cycle to its last response (the chip's cycles at the "
                      "preset's clock); checked: every response equals the golden model's.")
+        for row in rows:
+            busy = ", ".join(f"{unit} {share:.0%}" for unit, share in row["utilisation"].items())
+            cache = row["cache"]
+            lines.append(f"At {row['offered_qps']:.1f} q/s, busy share of each unit from the first arrival until "
+                         f"the chip is idle: {busy}; embedding lookups {cache['lookups']:,}, static hits "
+                         f"{cache['static_hit_rate']:.0%}, line hit rate {cache['line_hit_rate']:.0%}.")
     return "\n".join(lines) + "\n"
 
 
