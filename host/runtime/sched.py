@@ -53,17 +53,18 @@ class ServiceTable:
 
 def measure_cpu_service(rank, sizes, *, repeats=9):
     """A :class:`ServiceTable` of ``rank(size)`` (runs one request of ``size`` items, its inputs prepared), the
-    median of ``repeats`` runs per size after one warm-up run."""
-    medians = []
+    median of ``repeats`` runs per size after one warm-up run of each. The sizes take turns in every round, so a
+    burst of other work on a shared machine lands on all of them rather than on one size's every run."""
+    sizes = list(sizes)
     for size in sizes:
         rank(size)
-        times = []
-        for _ in range(repeats):
+    times = {size: [] for size in sizes}
+    for _ in range(repeats):
+        for size in sizes:
             start = time.perf_counter_ns()
             rank(size)
-            times.append(time.perf_counter_ns() - start)
-        medians.append(float(np.median(times)))
-    return ServiceTable(tuple(sizes), tuple(medians))
+            times[size].append(time.perf_counter_ns() - start)
+    return ServiceTable(tuple(sizes), tuple(float(np.median(times[size])) for size in sizes))
 
 
 @dataclass(frozen=True)
