@@ -75,6 +75,19 @@ def _check_models(stages, files):
             raise ExperimentError("models", f"gives no file for the pipeline's model(s) {', '.join(missing)}")
 
 
+def _check_chip(config, stages):
+    """The chip's limits a pipeline must keep, checked before models are trained (the compiler checks the rest)."""
+    last = stages[-1]
+    if last.k > config.k_max:
+        raise ExperimentError("pipeline", f"the last stage ({last}) keeps {last.k}; the {config.name} chip's top-k "
+                                          f"units keep at most {config.k_max} (k_max)")
+    for number, stage in enumerate(stages[:-1]):
+        if stage.items > config.filter_capacity:
+            raise ExperimentError("pipeline", f"stage {number} ({stage}) filters {stage.items} items; the "
+                                              f"{config.name} chip's filter units hold {config.filter_capacity} "
+                                              "(filter_capacity)")
+
+
 def _ndcg(rankings, queries, k):
     from ..host.quality import ndcg
 
@@ -184,6 +197,7 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         from ..config import preset
 
         config = config or preset("small")
+        _check_chip(config, stages)
     loaded, note = _load_models(stages, models, numerics, header, train_samples, seed, progress)
     with tempfile.TemporaryDirectory() as scratch:
         if backend == "cpu":
