@@ -98,7 +98,7 @@ class LoadGenRun:
     rankings : dict
         Trace query number -> ``(indices, scores)`` of its last ranking.
     issued : int
-        Queries LoadGen issued.
+        Queries served (issued by LoadGen and ranked without error).
     recorder : rpaccel.host.runtime.stats.LatencyRecorder
         The latencies behind ``report`` (its CDF).
     """
