@@ -16,7 +16,7 @@ import numpy as np
 
 from .report import ExperimentError, Report
 
-__all__ = ["plot_replay", "run_replay", "run_replay_bench", "search_load"]
+__all__ = ["plot_replay", "run_replay", "run_replay_bench", "run_replay_rtl_bench", "search_load"]
 
 BACKENDS = ("cpu", "rtl")
 
@@ -285,7 +285,7 @@ def _rtl_server(config, stages, models, candidates, times, trace_qps, target_ms,
                 "p99_ms": report.p99, "mean_ms": report.mean, "meets_target": report.meets_target,
                 "valid": report.valid, f"ndcg@{k}": _ndcg(rankings, candidates, k),
                 "service_cycles": int(np.min(run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
-                "wall_s": run.wall_seconds, "checked": not run.mismatches,
+                "wall_s": run.wall_seconds, "checked": not run.mismatches, "split": run.split,
                 "utilisation": unit_utilisation(run.counters, max(run.end_cycle, 1), run.split, run.geometry),
                 "cache": cache_figures(run.counters),
                 "mismatches": list(run.mismatches.values()), "reasons": list(report.reasons),
@@ -541,3 +541,70 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
                                               "capacity_qps": capacity, "rows": rows},
                   sections=(Section("replay-cpu", "The CPU baseline under LoadGen, beside the queueing simulation",
                                     text),))
+
+
+def run_replay_rtl_bench(config, *, pipeline="rm-small:1024:128,rm-large:128:16", queries=8,
+                         utilisations=(0.5, 0.9, 1.5), max_rows=20_000, seed=1, progress=None):
+    """A short replay on the chip's RTL at loads relative to its capacity: each query sent at its arrival
+    (Poisson gaps), the latencies in the chip's cycles (deterministic, whatever the machine's load).
+
+    The capacity is one over the service time of the first query replayed alone. Returns a :class:`Report` with
+    the section ``replay-rtl``.
+    """
+    from ..host.runtime.pipeline import PipelineError, parse_pipeline
+    from ..host.runtime.trace import TraceData, generate_trace
+    from .report import Section, check_positive
+
+    try:
+        stages = parse_pipeline(pipeline)
+    except PipelineError as error:
+        raise ExperimentError("pipeline", str(error)) from None
+    _check_models(stages, None)
+    check_positive(queries=queries, max_rows=max_rows)
+    if not utilisations or any(not (isinstance(u, (int, float)) and u > 0) for u in utilisations):
+        raise ExperimentError("utilisations", f"must be positive shares of capacity, not {list(utilisations)!r}")
+    _check_chip(config, stages)
+    train_samples = 20_000
+    data = {"kind": "synthetic", "seed": seed, "max_rows": max_rows, "skew": 1.05, "ctr": 0.25,
+            "start": train_samples + 2_000}
+    header, records = generate_trace(queries, sizes=f"fixed:{stages[0].items}", arrivals="poisson:1", data=data,
+                                     seed=seed)
+    records = list(records)
+    source = TraceData(header)
+    candidates = {record.q: source.query(record) for record in records}
+    times = np.array([record.t_ns for record in records], dtype=np.int64)
+    trace_qps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9)
+    models, note = _load_models(stages, None, "int8", header, train_samples, seed, progress)
+    k = stages[-1].k
+    alone = _rtl_server(config, stages, models, {0: candidates[0]}, times[:1], None, None, 0.95, 0, k, progress)
+    service = alone(1.0)
+    capacity = 1e3 / service["p50_ms"]
+    serve = _rtl_server(config, stages, models, candidates, times, trace_qps, None, 0.95, 0, k, progress)
+    rows = [{**serve(share * capacity), "load_share": share} for share in utilisations]
+    lines = [f"Pipeline {' -> '.join(str(stage) for stage in stages)} on the {config.name} chip (RTL on Verilator, "
+             f"RPAccel mode, split {rows[0]['split']}); {queries} queries of "
+             f"{stages[0].items:,} synthetic candidates, Poisson arrivals (seed {seed}) scaled to each load; "
+             f"latency from a query's arrival cycle to its last response at {config.clock_mhz:g} MHz (the preset's "
+             f"target clock, not a routed figure). One query alone takes {service['p50_ms']:.3f} ms: a capacity of "
+             f"{capacity:.1f} queries/s. {note}.", "",
+             f"| load (share of capacity) | offered q/s | completed q/s | p50 ms | p95 ms | p99 ms | NDCG@{k} | "
+             "checked |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in rows:
+        ndcg = row[f"ndcg@{k}"]
+        lines.append(f"| {row['load_share']:.0%} | {row['offered_qps']:.1f} | {row['completed_qps']:.1f} | "
+                     f"{row['p50_ms']:.3f} | {row['p95_ms']:.3f} | {row['p99_ms']:.3f} | "
+                     f"{'-' if ndcg is None else f'{ndcg:.4f}'} | {'yes' if row['checked'] else 'no'} |")
+    lines += ["", "Busy share of each unit from the first arrival until the chip is idle:", "",
+              "| load | " + " | ".join(rows[0]["utilisation"]) + " |",
+              "| --- |" + " ---: |" * len(rows[0]["utilisation"])]
+    for row in rows:
+        lines.append(f"| {row['load_share']:.0%} | " + " | ".join(f"{share:.0%}" for share in
+                                                                  row["utilisation"].values()) + " |")
+    lines += ["", f"{queries} queries are too few for LoadGen's early stopping at p95 (90 with none over a "
+              "target): these are the chip's latencies under queueing, not a validated tail; the fast model "
+              "(issue 20) replays thousands."]
+    text = "\n".join(lines) + "\n"
+    failures = tuple(f"load {row['offered_qps']:.1f}: {message}" for row in rows for message in row["mismatches"])
+    return Report(rows=rows, text=text, data={"pipeline": pipeline, "capacity_qps": capacity, "rows": rows},
+                  sections=(Section("replay-rtl", "A short replay on the chip's RTL (small)", text),),
+                  failures=failures)
