@@ -108,6 +108,8 @@ def simulate(arrivals_ns, sizes, config, *, workers, cpu, accel=None):
         raise ValueError("A threshold sends queries to the accelerator: give its service time (accel)")
     arrivals = np.asarray(arrivals_ns, dtype=np.float64)
     sizes = np.asarray(sizes, dtype=np.int64)
+    if arrivals.shape != sizes.shape or (np.diff(arrivals) < 0).any():
+        raise ValueError("Arrivals must be non-decreasing, one per query size (first come, first served)")
     cores = [0.0] * workers         # a heap of the cores' free times
     accel_free = 0.0
     finishes = np.empty(len(arrivals))
@@ -131,8 +133,9 @@ def simulate(arrivals_ns, sizes, config, *, workers, cpu, accel=None):
 
 
 def _tail_ms(arrivals, finishes, percentile, warmup):
-    latencies = (finishes - arrivals)[warmup:]
-    return float(np.percentile(latencies, percentile * 100)) / 1e6
+    """LoadGen's percentile (the ``floor(n p) + 1``-th smallest) of the latencies after ``warmup``, in ms."""
+    latencies = np.sort((finishes - arrivals)[warmup:])
+    return float(latencies[min(math.floor(len(latencies) * percentile), len(latencies) - 1)]) / 1e6
 
 
 def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, workers, cpu, accel=None,
@@ -143,11 +146,12 @@ def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, wo
 
     Returns
     -------
-    (float, float)
-        The load and its percentile latency in ms (``(0.0, inf)`` if even ``low`` misses the target).
+    (float, float) or (None, None)
+        The load and its percentile latency in ms; ``(None, None)`` if even ``low`` misses the target (RecPipe's
+        "unachievable").
     """
     gaps = np.asarray(gaps_ns, dtype=np.float64)
-    base = len(gaps) / max(gaps.sum(), 1.0) * 1e9          # the trace's own rate
+    base = (len(gaps) - 1) / max(gaps.sum(), 1.0) * 1e9    # the trace's own rate: n - 1 gaps after the first arrival
 
     def tail(load):
         arrivals = np.cumsum(gaps * (base / load))
@@ -162,7 +166,7 @@ def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, wo
         high = 4e9 / work
     low = low or high / 1e4
     if tail(low) > target_ms:
-        return 0.0, math.inf
+        return None, None
     for _ in range(steps):
         middle = math.sqrt(low * high)
         if tail(middle) <= target_ms:
@@ -181,7 +185,8 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
     Returns
     -------
     (SchedConfig, float, list)
-        The chosen setting, its highest load meeting the target, and every ``(SchedConfig, load, tail_ms)`` tried.
+        The chosen setting, its highest load meeting the target (0.0 if none does), and every ``(SchedConfig,
+        load, tail_ms)`` tried (``load`` and ``tail_ms`` None where no load meets it).
     """
     tried = []
 
@@ -189,7 +194,7 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
         load, tail = max_load(gaps_ns, sizes, config, target_ms=target_ms, percentile=percentile, warmup=warmup,
                               workers=workers, cpu=cpu, accel=accel)
         tried.append((config, load, tail))
-        return load
+        return 0.0 if load is None else load
 
     best, best_load = None, -1.0
 
@@ -204,7 +209,7 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
                 break
             previous = load
 
-    climb(SchedConfig(batch) for batch in batches)
+    climb([SchedConfig(batch) for batch in batches])
     if accel is not None:
-        climb(SchedConfig(best.batch, threshold) for threshold in thresholds)
+        climb([SchedConfig(best.batch, threshold) for threshold in thresholds])
     return best, best_load, tried

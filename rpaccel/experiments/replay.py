@@ -75,6 +75,11 @@ def _check_models(stages, files):
             raise ExperimentError("models", f"gives no file for the pipeline's model(s) {', '.join(missing)}")
 
 
+def _num(value, spec=".1f"):
+    """``value`` formatted, or "-" for None (a figure that could not be measured)."""
+    return "-" if value is None else format(value, spec)
+
+
 def _check_chip(config, stages):
     """The chip's limits a pipeline must keep, checked before models are trained (the compiler checks the rest)."""
     last = stages[-1]
@@ -213,7 +218,7 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
     text = _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, len(candidates), config)
     if search:
         text += (f"Highest load meeting p{percentile * 100:g} <= {target_ms:g} ms: {best['offered_qps']:.1f} "
-                 f"queries/s offered, {best['completed_qps']:.1f} completed (searched {len(rows)} loads).\n"
+                 f"queries/s offered, {_num(best['completed_qps'])} completed (searched {len(rows)} loads).\n"
                  if best else f"No load met p{percentile * 100:g} <= {target_ms:g} ms (searched {len(rows)} loads)."
                  "\n")
     return Report(rows=rows, text=text, data={"trace": str(trace), "pipeline": pipeline, "backend": backend,
@@ -356,7 +361,7 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
     for row in rows:
         verdict = "-" if row["valid"] is None else ("yes" if row["valid"] else "no: " + "; ".join(row["reasons"]))
         ndcg = row[f"ndcg@{k}"]
-        cells = [f"{row['offered_qps']:.1f}", f"{row['completed_qps']:.1f}", str(row["queries"]),
+        cells = [f"{row['offered_qps']:.1f}", _num(row["completed_qps"]), str(row["queries"]),
                  f"{row['p50_ms']:.3f}", f"{row['p95_ms']:.3f}", f"{row['p99_ms']:.3f}",
                  "-" if ndcg is None else f"{ndcg:.4f}", verdict]
         if backend == "rtl":
@@ -524,7 +529,7 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
     for row in rows:
         error = "-" if row["p95_error"] is None else f"{row['p95_error']:+.1%}"
         ndcg = row[f"ndcg@{k}"]
-        lines.append(f"| {row['utilisation']:.0%} | {row['offered_qps']:.1f} | {row['completed_qps']:.1f} | "
+        lines.append(f"| {row['utilisation']:.0%} | {row['offered_qps']:.1f} | {_num(row['completed_qps'])} | "
                      f"{row['queries']} | {row['loadgen_p50_ms']:.2f} | {row['loadgen_p95_ms']:.2f} | "
                      f"{row['loadgen_p99_ms']:.2f} | {row['simulated_p95_ms']:.2f} | {error} | "
                      f"{'-' if ndcg is None else f'{ndcg:.4f}'} |")
@@ -591,7 +596,7 @@ def run_replay_rtl_bench(config, *, pipeline="rm-small:1024:128,rm-large:128:16"
              "checked |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in rows:
         ndcg = row[f"ndcg@{k}"]
-        lines.append(f"| {row['load_share']:.0%} | {row['offered_qps']:.1f} | {row['completed_qps']:.1f} | "
+        lines.append(f"| {row['load_share']:.0%} | {row['offered_qps']:.1f} | {_num(row['completed_qps'])} | "
                      f"{row['p50_ms']:.3f} | {row['p95_ms']:.3f} | {row['p99_ms']:.3f} | "
                      f"{'-' if ndcg is None else f'{ndcg:.4f}'} | {'yes' if row['checked'] else 'no'} |")
     lines += ["", "Busy share of each unit from the first arrival until the chip is idle:", "",
