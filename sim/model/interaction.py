@@ -1,0 +1,394 @@
+"""Cycle-exact timing model of the interaction unit (:class:`rpaccel.rtl.interaction.Interaction`) on its own.
+
+:meth:`InteractionModel.run` takes the unit's input words as :func:`~rpaccel.host.driver.interaction.encode_items`
+makes them (batches of several modes, shapes and ``(m, s)`` concatenated), the not-before cycle of each word (idle
+gaps allowed) and the output's ``ready`` in every cycle (always ready by default), and returns the cycle each input
+word is accepted, the output words (values by :func:`rpaccel.sim.golden.interaction.interaction_model`, the
+golden model) and the cycle each leaves. Cycles are the :class:`~rpaccel.sim.player.Player`'s: cycle 0 is the
+first cycle out of reset, a transfer counts in the cycle whose closing edge sees ``valid`` and ``ready``, and an
+input word is offered from its not-before cycle, never before the cycle after the word ahead of it was taken.
+
+Timing rules, each with the RTL mechanism it comes from ("item ``i``" counts the items with vectors; an *op* is
+one sequencer issue; an *entry* one result queue entry):
+
+1. **Loader and banks** (``_Loader``: ``i.ready = ~full[wb]``, ``wb`` toggling per item). Item ``i`` loads into
+   bank ``i % 2``, which is free from the cycle after the sequencer released item ``i - 2`` (``release`` clears
+   ``full`` at the edge). Word ``k`` is accepted in ``A[k] = max(not_before[k], A[k - 1] + 1, gate)``, the gate
+   being ``R[i - 2] + 1`` on an item's first word (``R``: the cycle of an item's last op) and nothing on the
+   others (the bank cannot fill under its own item). An empty item (``vectors = 0`` or ``dim = 0``, which the
+   driver refuses) is one word, accepted under the gate of the next item's bank and dropped.
+2. **Sequencer start** (``full`` set at the edge closing the item's last word, ``rb`` toggling at the edge
+   closing the last op). Item ``i``'s first op is issued no earlier than ``S[i] = max(L[i] + 1, R[i - 1] + 1)``,
+   ``L[i]`` the cycle its last word was accepted; its ops then issue one a cycle (:func:`op_schedule`:
+   ``item_cycles`` ops, a push op per entry, ``last`` on the final one), except for rule 3.
+3. **Credits** (``CreditCounter(32)``, ``room`` registered from the count the cycle's ``take`` and ``give``
+   make). Every op, pushing or not, needs ``room``: an op issued in ``t`` after ``E`` push ops (counted over the
+   whole run) needs entry ``E - 32`` to have been read by the packer in ``t - 1`` or earlier.
+4. **Datapath and queue** (``_Datapath``: ``6 + PostProcessor.LATENCY = 13`` stages; the read-registered
+   ``Queue``: a write reaches the head register two cycles later). The entry of a push op issued in ``t`` is
+   written in ``t + 13`` and can be read by the packer from ``t + ISSUE_TO_READ = t + 15`` (and never before
+   the cycle after the entry ahead of it was read).
+5. **Packer** (``_Packer``: ``i.ready = free & ~flush``, ``free = ~out_valid | o.ready``, the output word in a
+   register). The packer acts at most once a cycle, only when ``free``: it reads an entry (one that completes a
+   word, or ends an item, *emits* that word) or, after an item's last entry that overflowed its word (fill plus
+   count above ``lanes``), flushes the rest as a word of its own (one cycle, no entry read). An emitted word is
+   offered from the next cycle and leaves in the first cycle from then with ``ready``; the packer's next action
+   is not before that cycle (it is not ``free`` while the word waits). After an action that emits nothing the
+   next is not before the next cycle. Which entries emit is a property of the item's shape
+   (:func:`op_schedule`), the packer's fill returning to zero at every item's end.
+
+How it runs fast: the loop is per item. An item's ops are one arithmetic run from its start, each entry's
+read and the packer's words are closed forms (rule 5 with output always ready: ``read[e] = max(P + e,
+issue[e] + 15)``, ``P`` the packer's first free cycle, ``e`` counting the item's actions, a flush included), and
+the credits of rule 3 are checked against them in one numpy pass. Only when the check fails (the packer lags the
+sequencer by 32 cycles, e.g. under back-pressure or behind items that each flush) does the item go in blocks of
+32 entries, each block's ops bounded by the reads of the block before. With a ``ready`` pattern the packer's words
+go one by one (a loop per output word, not per cycle): an emitted word leaves at the next ready cycle, looked up
+in a table.
+"""
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from ...host.driver.codec import codec
+from ...host.driver.interaction import check_item_params, output_width
+from ...rtl.interaction import DEFAULT_PAIR_LANES, MODES, interaction_in_layout, interaction_out_layout
+from ...rtl.postproc import PostProcessor
+from ..golden.interaction import interaction_model
+
+__all__ = ["DATAPATH_LATENCY", "ISSUE_TO_READ", "QUEUE_DEPTH", "InteractionModel", "InteractionRun", "OpSchedule",
+           "op_schedule"]
+
+#: Cycles from an op's issue to its entry's write into the result queue: the block RAM read, the operands'
+#: register, partial products, products, sums of four, the accumulator, the requantiser.
+DATAPATH_LATENCY = 6 + PostProcessor.LATENCY
+#: Cycles from an op's issue to the packer's first chance to read its entry (the read-registered queue's two).
+ISSUE_TO_READ = DATAPATH_LATENCY + 2
+#: Entries of the result queue: the sequencer's credits.
+QUEUE_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class OpSchedule:
+    """The ops of one item shape, and what the packer makes of its entries.
+
+    Attributes
+    ----------
+    ops : int
+        Ops the sequencer issues (:func:`rpaccel.rtl.interaction.item_cycles`).
+    entry_op : numpy.ndarray
+        Per entry, the index of the op that pushes it.
+    pushed_before : numpy.ndarray
+        Per op, the entries pushed by the item's ops before it.
+    emit : numpy.ndarray
+        Per packer action (the entries, then the flush if there is one), whether it emits an output word.
+    flush : bool
+        The item's last entry overflows its word: the packer takes one more cycle to put out the rest.
+    words : int
+        Output words of the item.
+    """
+
+    ops: int
+    entry_op: np.ndarray
+    pushed_before: np.ndarray
+    emit: np.ndarray
+    flush: bool
+    words: int
+
+
+@cache
+def op_schedule(mode, vectors, dim, lanes, pair_lanes):
+    """The :class:`OpSchedule` of an item of ``vectors`` vectors of ``dim`` elements in ``mode`` (``"dot"`` or
+    ``"cat"``) on a unit of ``lanes`` lanes and ``pair_lanes`` pair lanes (``_Sequencer``'s order: the output
+    vectors' chunks, then per group of ``pair_lanes`` pairs its chunks, pushing on the last)."""
+    chunks = -(-dim // lanes)
+    chunk_counts = [min(lanes, dim - c * lanes) for c in range(chunks)]
+    push, counts = [], []                   # per op: pushes an entry; per entry: its elements
+    for _ in range(vectors if mode == "cat" else 1):
+        push += [True] * chunks
+        counts += chunk_counts
+    if mode == "dot":
+        pairs = vectors * (vectors - 1) // 2
+        for first in range(0, pairs, pair_lanes):
+            push += [False] * (chunks - 1) + [True]
+            counts.append(min(pair_lanes, pairs - first))
+    emit, fill = [], 0
+    for count in counts[:-1]:
+        fill += count
+        emit.append(fill >= lanes)
+        fill -= lanes if fill >= lanes else 0
+    flush = fill + counts[-1] > lanes
+    emit += [True] * (1 + flush)
+    push = np.array(push)
+    schedule = OpSchedule(ops=len(push), entry_op=np.flatnonzero(push), pushed_before=np.cumsum(push) - push,
+                          emit=np.array(emit), flush=bool(flush), words=int(sum(emit)))
+    for array in (schedule.entry_op, schedule.pushed_before, schedule.emit):
+        array.flags.writeable = False
+    return schedule
+
+
+@dataclass
+class InteractionRun:
+    """What :meth:`InteractionModel.run` returns.
+
+    Attributes
+    ----------
+    accepted : numpy.ndarray
+        The cycle each input word was accepted (int64).
+    outputs : numpy.ndarray
+        The output words, ``(n, limbs)`` uint64 (as :class:`~rpaccel.sim.player.Player` returns with
+        ``words=True``).
+    output_cycles : numpy.ndarray
+        The cycle each output word left (int64).
+    cycles : int
+        The last transfer's cycle + 1 (:attr:`rpaccel.sim.player.PlayerResult.cycles`).
+    """
+
+    accepted: np.ndarray
+    outputs: np.ndarray
+    output_cycles: np.ndarray
+    cycles: int
+
+
+class _Ready:
+    """The output's ``ready`` per cycle, as the first ready cycle from a given one (ready beyond the pattern)."""
+
+    def __init__(self, pattern):
+        pattern = np.asarray(pattern, dtype=bool)
+        if pattern.ndim != 1:
+            raise ValueError(f"Ready pattern must be one-dimensional, not of shape {pattern.shape}")
+        size = len(pattern)
+        cycles = np.where(pattern, np.arange(size), size)
+        self._next = np.append(np.minimum.accumulate(cycles[::-1])[::-1], size).tolist()
+        self._size = size
+
+    def next(self, cycle):
+        return self._next[cycle] if cycle < self._size else cycle
+
+
+class InteractionModel:
+    """The interaction unit's timing and values, for a unit of the given parameters (as
+    :class:`~rpaccel.rtl.interaction.Interaction`'s).
+
+    Parameters
+    ----------
+    lanes : int
+        int8 elements per word (a power of two).
+    max_vectors, max_dim : int
+        Most vectors per item, largest dimension.
+    pair_lanes : int
+        Pairs computed at once (at most ``lanes``).
+    """
+
+    def __init__(self, *, lanes, max_vectors, max_dim, pair_lanes=DEFAULT_PAIR_LANES):
+        for what, value in (("lanes", lanes), ("max_vectors", max_vectors), ("max_dim", max_dim),
+                            ("pair_lanes", pair_lanes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"Interaction model {what} must be a positive integer, not {value!r}")
+        if lanes & (lanes - 1):
+            raise ValueError(f"Interaction model lanes must be a power of two, not {lanes!r}")
+        if pair_lanes > lanes:
+            raise ValueError(f"Interaction model pair_lanes must be at most lanes ({lanes}), not {pair_lanes!r}")
+        self.lanes, self.max_vectors, self.max_dim, self.pair_lanes = lanes, max_vectors, max_dim, pair_lanes
+        self._in = codec(interaction_in_layout(lanes, max_vectors, max_dim))
+        self._out = codec(interaction_out_layout(lanes))
+
+    @classmethod
+    def for_config(cls, config, *, pair_lanes=DEFAULT_PAIR_LANES):
+        """The model of ``Interaction.for_config(config, pair_lanes=pair_lanes)``."""
+        return cls(lanes=config.array_rows, max_vectors=config.max_tables + 1, max_dim=config.max_emb_dim,
+                   pair_lanes=pair_lanes)
+
+    def run(self, words, *, not_before=None, ready=None):
+        """Run the unit on input ``words``.
+
+        Parameters
+        ----------
+        words : numpy.ndarray
+            ``(n, limbs)`` uint64 input words, as :func:`~rpaccel.host.driver.interaction.encode_items` makes them.
+        not_before : array_like, optional
+            Per word, the cycle before which it is not offered (default: every word as soon as possible).
+        ready : array_like of bool, optional
+            The output's ``ready`` in cycles ``0, 1, ...``; the output is ready in every cycle beyond the pattern.
+            Default: always ready.
+
+        Returns
+        -------
+        InteractionRun
+
+        Raises
+        ------
+        ValueError
+            On an item with more vectors or a larger dimension than the unit takes, an item cut short by the end
+            of the words, or a ``not_before`` of the wrong length.
+        """
+        columns = self._in.unpack(words)
+        params, data = columns["params"], columns["data"]
+        count = len(data)
+        not_before = np.zeros(count, np.int64) if not_before is None else np.asarray(not_before, np.int64)
+        if not_before.shape != (count,):
+            raise ValueError(f"not_before must give one cycle per input word ({count}), not shape "
+                             f"{not_before.shape}")
+        items = self._items(params, count)
+        accepted, output_cycles = self._timing(items, not_before, None if ready is None else _Ready(ready))
+        outputs = self._outputs(items, params, data)
+        last = max(int(accepted[-1]) if count else -1, int(output_cycles[-1]) if len(output_cycles) else -1)
+        return InteractionRun(accepted=accepted, outputs=outputs, output_cycles=output_cycles, cycles=last + 1)
+
+    # --- the items ------------------------------------------------------------------------------------------------
+
+    def _items(self, params, count):
+        """``[(first word, words, schedule or None for an empty item, parameter tuple)]`` in order."""
+        modes, vectors, dims = params["mode"].tolist(), params["vectors"].tolist(), params["dim"].tolist()
+        ms, ss = params["m"].tolist(), params["s"].tolist()
+        items, word = [], 0
+        while word < count:
+            mode, f, d = MODES[modes[word]], vectors[word], dims[word]
+            if f == 0 or d == 0:
+                items.append((word, 1, None, None))
+                word += 1
+                continue
+            check_item_params(mode, f, d, max_vectors=self.max_vectors, max_dim=self.max_dim)
+            length = f * -(-d // self.lanes)
+            if word + length > count:
+                raise ValueError(f"Item at input word {word} ({mode}, {f} x {d}) needs {length} words, "
+                                 f"{count - word} are left")
+            schedule = op_schedule(mode, f, d, self.lanes, self.pair_lanes)
+            items.append((word, length, schedule, (mode, f, d, ms[word], ss[word])))
+            word += length
+        return items
+
+    def _outputs(self, items, params, data):
+        """The output words: each item's :func:`interaction_model` vector in zero-padded words, ``last`` on its
+        final one; items of one shape and ``(m, s)`` computed together."""
+        lanes = self.lanes
+        real = [item for item in items if item[2] is not None]
+        starts = np.cumsum([0] + [schedule.words for _, _, schedule, _ in real])
+        groups = {}
+        for (first, _, _, key), start in zip(real, starts):
+            groups.setdefault(key, []).append((first, start))
+        out_data = np.zeros((int(starts[-1]), lanes), np.int64)
+        out_last = np.zeros(int(starts[-1]), np.int64)
+        for (mode, f, d, m, s), places in groups.items():
+            firsts, outs = np.array(places).T
+            chunks = -(-d // lanes)
+            rows = data[firsts[:, None] + np.arange(f * chunks)]
+            vectors = rows.reshape(len(firsts), f, chunks * lanes)[:, :, :d]
+            values = interaction_model(mode, vectors, m, s)
+            per_item = -(-output_width(mode, f, d) // lanes)
+            padded = np.zeros((len(firsts), per_item * lanes), np.int64)
+            padded[:, :values.shape[1]] = values
+            index = (outs[:, None] + np.arange(per_item)).ravel()
+            out_data[index] = padded.reshape(-1, lanes)
+            out_last[outs + per_item - 1] = 1
+        return self._out.pack({"data": out_data, "last": out_last})
+
+    # --- the timing -----------------------------------------------------------------------------------------------
+
+    def _timing(self, items, not_before, ready):
+        count = len(not_before)
+        index = np.arange(count, dtype=np.int64)
+        # Rule 1 within an item: A[k] = max(A[first] + k - first, k + max over j <= k of (not_before[j] - j)); the
+        # words before the item's first are bounded by its A[first] already.
+        offered = index + np.maximum.accumulate(not_before - index) if count else index
+        gates = not_before.copy()
+        entries = sum(schedule.entry_op.size for _, _, schedule, _ in items if schedule is not None)
+        reads = np.empty(entries, np.int64)     # the packer's read of every entry (rule 3's credits)
+        outs = []
+        accepted_last, released, loaded = -1, [-1, -1], 0   # released: R of the last two items
+        packer, entry = 0, 0                    # the packer's first free cycle; entries so far
+        for first, length, schedule, _ in items:
+            gate = released[loaded % 2] + 1
+            start = max(not_before[first], accepted_last + 1, gate)
+            gates[first] = start
+            if schedule is None:
+                accepted_last = start
+                continue
+            last_word = first + length - 1
+            accepted_last = max(start + length - 1, int(offered[last_word]))
+            begin = max(accepted_last + 1, released[(loaded + 1) % 2] + 1)
+            release, packer = self._item(schedule, begin, packer, reads, entry, ready, outs)
+            released[loaded % 2] = release
+            loaded += 1
+            entry += schedule.entry_op.size
+        accepted = index + np.maximum.accumulate(gates - index) if count else index
+        output_cycles = np.concatenate(outs) if outs else np.zeros(0, np.int64)
+        return accepted, output_cycles
+
+    def _item(self, schedule, begin, packer, reads, entry, ready, outs):
+        """Issue one item's ops from ``begin`` (rules 2-5), its entries' reads into ``reads[entry:]`` and its
+        output cycles appended to ``outs``; return its last op's cycle and the packer's next free cycle."""
+        entries = schedule.entry_op.size
+        ops = np.arange(schedule.ops, dtype=np.int64)
+        credit = self._credit_bound(schedule.pushed_before, reads, entry, 0, entries)
+        issue = ops + np.maximum(begin, np.maximum.accumulate(credit - ops))
+        done, cycles, free = self._pack(issue[schedule.entry_op] + ISSUE_TO_READ, schedule.emit, schedule.flush,
+                                        packer, ready)
+        reads[entry:entry + entries] = done[:entries]
+        late = schedule.pushed_before >= QUEUE_DEPTH
+        if not np.any(late) or np.all(reads[entry + schedule.pushed_before[late] - QUEUE_DEPTH] < issue[late]):
+            outs.append(cycles)
+            return int(issue[-1]), free
+        # The item's own entries hold its later ops back: in blocks of QUEUE_DEPTH entries, each bounded by the
+        # reads of the block before (all known).
+        base, free = begin, packer
+        for low in range(0, entries, QUEUE_DEPTH):
+            high = min(low + QUEUE_DEPTH, entries)
+            first_op = 0 if low == 0 else int(schedule.entry_op[low - 1]) + 1
+            block = ops[first_op:schedule.entry_op[high - 1] + 1]
+            credit = self._credit_bound(schedule.pushed_before[block], reads, entry, low, high)
+            issue = block + np.maximum(base, np.maximum.accumulate(credit - block))
+            base = int(issue[-1]) - int(block[-1])
+            last = high == entries
+            done, cycles, free = self._pack(issue[schedule.entry_op[low:high] - first_op] + ISSUE_TO_READ,
+                                            schedule.emit[low:high + last], last and schedule.flush, free, ready)
+            reads[entry + low:entry + high] = done[:high - low]
+            outs.append(cycles)
+        return base + schedule.ops - 1, free
+
+    @staticmethod
+    def _credit_bound(pushed_before, reads, entry, low, high):
+        """Per op (``pushed_before`` its item's entries pushed before it), the first cycle rule 3 allows: the
+        cycle after the read of the entry ``QUEUE_DEPTH`` before, for the ops whose entry is before ``low`` or
+        at it (the rest are bounded by entries of their own block, checked by the caller)."""
+        behind = entry + pushed_before - QUEUE_DEPTH
+        known = (behind >= 0) & (pushed_before - QUEUE_DEPTH < low)
+        bound = np.full(len(pushed_before), -1, np.int64)
+        bound[known] = reads[behind[known]] + 1
+        return bound
+
+    @staticmethod
+    def _pack(available, emit, flush, free, ready):
+        """Rule 5 on a run of the packer's actions (entries ``available`` from the given cycles, then the flush
+        if ``flush``), the packer free from ``free``: the actions' cycles, the emitted words' cycles and the
+        packer's next free cycle."""
+        if flush:
+            available = np.append(available, -1)
+        steps = np.arange(len(available), dtype=np.int64)
+        if ready is None:
+            acts = steps + np.maximum(free, np.maximum.accumulate(available - steps))
+            words = acts[emit] + 1
+            return acts, words, int(acts[-1]) + 1
+        # A group of actions ends with an emitting one; the next group starts when its word has left.
+        ends = np.flatnonzero(emit)
+        starts = np.concatenate(([0], ends + 1))
+        if starts[-1] == len(available):
+            starts = starts[:-1]
+        slack = available - steps
+        group_max = np.maximum.reduceat(slack, starts).tolist()
+        bases, words = [], []
+        for start, end, most in zip(starts.tolist(), [*ends.tolist(), len(available) - 1], group_max):
+            bases.append(free - start)
+            act = max(free - start, most) + end
+            if emit[end]:
+                free = ready.next(act + 1)
+                words.append(free)
+            else:
+                free = act + 1
+        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(available))))
+        spread = 1 << 42
+        within = np.maximum.accumulate(slack + group * spread) - group * spread
+        acts = steps + np.maximum(np.array(bases, np.int64)[group], within)
+        return acts, np.array(words, np.int64), free

@@ -1,0 +1,124 @@
+"""The interaction unit's timing model (rpaccel.sim.model.interaction) against the RTL, cycle for cycle: every input
+word's acceptance and every output word's cycle and value, in the Amaranth simulator (small programs) and on
+Verilator through the Player (longer ones), with the output always ready and under back-pressure; a planted error
+in the model that the regression catches."""
+
+from itertools import islice
+
+import numpy as np
+import pytest
+from amaranth.hdl import Value
+
+from rpaccel.config import preset
+from rpaccel.host.driver.codec import to_ints
+from rpaccel.host.driver.interaction import encode_items, output_words
+from rpaccel.rtl.interaction import Interaction, item_cycles
+from rpaccel.sim.golden.interaction import random_items
+from rpaccel.sim.model import interaction as model_interaction
+from rpaccel.sim.model.interaction import InteractionModel, op_schedule
+from rpaccel.sim.player import Player
+from rpaccel.sim.streams import port_seed, run_simulation, xorshift_stalls
+
+PRESETS = ("tiny", "small")
+
+
+def unit_params(name):
+    config = preset(name)
+    return {"lanes": config.array_rows, "max_vectors": config.max_tables + 1, "max_dim": config.max_emb_dim}
+
+
+def random_program(rng, params, batches, *, gaps, max_items=3, max_vectors=None):
+    """Input words of ``batches`` random batches (either mode, random ``F``, ``d`` and ``(m, s)``), and per word a
+    not-before cycle: 0, or with ``gaps`` a random later cycle on some items' first words (idle stretches)."""
+    lanes, max_dim = params["lanes"], params["max_dim"]
+    max_vectors = max_vectors or params["max_vectors"]
+    parts, firsts, cycles = [], [], 0
+    for _ in range(batches):
+        mode = ("dot", "cat")[int(rng.integers(2))]
+        vectors = int(rng.integers(1, max_vectors + 1))
+        dim = int(rng.choice([int(rng.integers(1, lanes + 1)), int(rng.integers(1, max_dim + 1)), lanes, max_dim]))
+        count = int(rng.integers(1, max_items + 1))
+        m, s = int(rng.integers(1, 1 << 16)), int(rng.integers(0, 30))
+        words = encode_items(mode, random_items(rng, count, vectors, dim), m, s, **params)
+        per_item = len(words) // count
+        for item in range(count):
+            cycles += item_cycles(mode, vectors, dim, lanes)
+            firsts.append((sum(len(p) for p in parts) + item * per_item, cycles))
+        parts.append(words)
+    words = np.concatenate(parts)
+    not_before = np.zeros(len(words), np.int64)
+    if gaps:
+        for first, cycle in firsts:
+            if rng.random() < gaps:
+                not_before[first] = int(rng.integers(0, cycle + 40))
+    return words, not_before
+
+
+def ready_pattern(pause, seed, cycles):
+    """The output's ready per cycle in a Player run with ``pause={"o": pause}`` and ``seed``."""
+    return ~np.fromiter(islice(xorshift_stalls(pause, port_seed(seed, "o")), cycles), bool, cycles)
+
+
+def simulate(params, words, not_before, ready=None, *, pair_lanes=2):
+    """The RTL in the Amaranth simulator: every input word's acceptance cycle, the output words and their cycles
+    (input words offered as the Player offers them, the output's ready from ``ready``, then always)."""
+    dut = Interaction(**params, pair_lanes=pair_lanes)
+    ints = to_ints(words)
+    model = InteractionModel(**params, pair_lanes=pair_lanes)
+    expected_outputs = len(model.run(words).outputs)
+    accepted, out, out_cycles = [], [], []
+
+    async def bench(ctx):
+        payload, out_payload = Value.cast(dut.i.payload), Value.cast(dut.o.payload)
+        word, cycle = 0, 0
+        while len(out) < expected_outputs or word < len(ints):
+            offer = bool(word < len(ints) and cycle >= not_before[word])
+            ctx.set(dut.i.valid, offer)
+            if offer:
+                ctx.set(payload, ints[word])
+            take = ready is None or cycle >= len(ready) or bool(ready[cycle])
+            ctx.set(dut.o.ready, take)
+            _, _, in_ready, valid, bits = await ctx.tick().sample(dut.i.ready, dut.o.valid, out_payload)
+            if offer and in_ready:
+                accepted.append(cycle)
+                word += 1
+            if take and valid:
+                out.append(bits)
+                out_cycles.append(cycle)
+            cycle += 1
+
+    run_simulation(dut, [bench], max_cycles=200_000, name="interaction-model")
+    return np.array(accepted), out, np.array(out_cycles)
+
+
+def check_against_amaranth(params, words, not_before, ready=None):
+    accepted, out, out_cycles = simulate(params, words, not_before, ready)
+    run = InteractionModel(**params).run(words, not_before=not_before, ready=ready)
+    np.testing.assert_array_equal(run.accepted, accepted, err_msg="input acceptance cycles")
+    np.testing.assert_array_equal(run.output_cycles, out_cycles, err_msg="output cycles")
+    assert to_ints(run.outputs) == out
+    return run
+
+
+# --- the ops and the packer's words of an item --------------------------------------------------------------------
+
+@pytest.mark.parametrize("lanes, pair_lanes", [(4, 2), (8, 2), (4, 3), (1, 1), (16, 2)])
+def test_op_schedule_counts_the_rtl_ops_and_words(lanes, pair_lanes):
+    for mode in ("dot", "cat"):
+        for vectors in (1, 2, 5, 9, 27):
+            for dim in (1, 3, lanes, lanes + 1, 3 * lanes):
+                schedule = op_schedule(mode, vectors, dim, lanes, pair_lanes)
+                assert schedule.ops == item_cycles(mode, vectors, dim, lanes, pair_lanes)
+                assert schedule.words == output_words(mode, vectors, dim, lanes)
+                assert schedule.entry_op[-1] == schedule.ops - 1
+
+
+# --- Amaranth simulator: every cycle of small programs -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("seed", range(3))
+def test_always_ready_matches_the_rtl(name, seed):
+    params = unit_params(name)
+    rng = np.random.default_rng(seed)
+    words, not_before = random_program(rng, params, 6, gaps=0.3 if seed else 0.0, max_vectors=9)
+    check_against_amaranth(params, words, not_before)
