@@ -68,6 +68,9 @@ DATAPATH_LATENCY = 6 + PostProcessor.LATENCY
 ISSUE_TO_READ = DATAPATH_LATENCY + 2
 #: Entries of the result queue: the sequencer's credits.
 QUEUE_DEPTH = 32
+#: An item whose every entry is read at most this many cycles after its op, behind ``QUEUE_DEPTH`` such entries,
+#: never waits for a credit (see the module documentation, "How it runs fast").
+SETTLED = ISSUE_TO_READ + 16
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class OpSchedule:
         The item's last entry overflows its word: the packer takes one more cycle to put out the rest.
     words : int
         Output words of the item.
+    word_action, word_op : numpy.ndarray
+        Per output word, the packer action that emits it, and the op whose entry that action reads (``ops`` for
+        the flush: one after the last op).
     """
 
     ops: int
@@ -96,6 +102,8 @@ class OpSchedule:
     emit: np.ndarray
     flush: bool
     words: int
+    word_action: np.ndarray
+    word_op: np.ndarray
 
 
 @cache
@@ -122,9 +130,12 @@ def op_schedule(mode, vectors, dim, lanes, pair_lanes):
     flush = fill + counts[-1] > lanes
     emit += [True] * (1 + flush)
     push = np.array(push)
-    schedule = OpSchedule(ops=len(push), entry_op=np.flatnonzero(push), pushed_before=np.cumsum(push) - push,
-                          emit=np.array(emit), flush=bool(flush), words=int(sum(emit)))
-    for array in (schedule.entry_op, schedule.pushed_before, schedule.emit):
+    entry_op = np.flatnonzero(push)
+    word_action = np.flatnonzero(emit)
+    schedule = OpSchedule(ops=len(push), entry_op=entry_op, pushed_before=np.cumsum(push) - push,
+                          emit=np.array(emit), flush=bool(flush), words=len(word_action), word_action=word_action,
+                          word_op=np.append(entry_op, len(push))[word_action])
+    for array in (schedule.entry_op, schedule.pushed_before, schedule.emit, schedule.word_action, schedule.word_op):
         array.flags.writeable = False
     return schedule
 
@@ -150,6 +161,42 @@ class InteractionRun:
     outputs: np.ndarray
     output_cycles: np.ndarray
     cycles: int
+
+
+class _State:
+    """Where a run stands between items: the loader's and sequencer's (rules 1 and 2), the packer's first free
+    cycle, every entry's read so far, the output cycles so far."""
+
+    def __init__(self, items, not_before):
+        count = len(not_before)
+        index = np.arange(count, dtype=np.int64)
+        # Rule 1 within an item: A[k] = max(A[first] + k - first, k + max over j <= k of (not_before[j] - j)); the
+        # words before the item's first are bounded by its A[first] already.
+        self.offered = (index + np.maximum.accumulate(not_before - index)).tolist() if count else []
+        self.not_before = not_before.tolist()
+        self.gates = list(self.not_before)   # per word, its acceptance bound: not_before, or an item's start
+        entries = sum(schedule.entry_op.size for _, _, schedule, _ in items if schedule is not None)
+        self.reads = np.empty(entries, np.int64)
+        self.outs = []
+        self.accepted_last, self.released, self.loaded = -1, [-1, -1], 0   # released: by bank, R of its last item
+        self.packer, self.entry = 0, 0
+
+    def load(self, first, length, schedule):
+        """Rule 1 for an item's words (or an empty item's word); rule 2: the cycle its first op may issue."""
+        start = max(self.not_before[first], self.accepted_last + 1, self.released[self.loaded % 2] + 1)
+        self.gates[first] = start
+        if schedule is None:
+            self.accepted_last = start
+            return None
+        self.accepted_last = max(start + length - 1, self.offered[first + length - 1])
+        return max(self.accepted_last + 1, self.released[(self.loaded + 1) % 2] + 1)
+
+    def result(self):
+        """Every input word's acceptance and every output word's cycle."""
+        gates = np.array(self.gates, np.int64)
+        index = np.arange(len(gates), dtype=np.int64)
+        accepted = index + np.maximum.accumulate(gates - index) if len(gates) else index
+        return accepted, np.concatenate(self.outs) if self.outs else np.zeros(0, np.int64)
 
 
 class _Ready:
@@ -288,38 +335,57 @@ class InteractionModel:
     # --- the timing -----------------------------------------------------------------------------------------------
 
     def _timing(self, items, not_before, ready):
-        count = len(not_before)
-        index = np.arange(count, dtype=np.int64)
-        # Rule 1 within an item: A[k] = max(A[first] + k - first, k + max over j <= k of (not_before[j] - j)); the
-        # words before the item's first are bounded by its A[first] already.
-        offered = index + np.maximum.accumulate(not_before - index) if count else index
-        gates = not_before.copy()
-        entries = sum(schedule.entry_op.size for _, _, schedule, _ in items if schedule is not None)
-        reads = np.empty(entries, np.int64)     # the packer's read of every entry (rule 3's credits)
-        outs = []
-        accepted_last, released, loaded = -1, [-1, -1], 0   # released: R of the last two items
-        packer, entry = 0, 0                    # the packer's first free cycle; entries so far
+        state = _State(items, not_before)
+        run = []            # items in closed form not yet written out: (begin, packer before, schedule, entry)
+        settled = QUEUE_DEPTH   # entries behind the next item read at most SETTLED cycles after their op
         for first, length, schedule, _ in items:
-            gate = released[loaded % 2] + 1
-            start = max(not_before[first], accepted_last + 1, gate)
-            gates[first] = start
+            begin = state.load(first, length, schedule)
             if schedule is None:
-                accepted_last = start
                 continue
-            last_word = first + length - 1
-            accepted_last = max(start + length - 1, int(offered[last_word]))
-            begin = max(accepted_last + 1, released[(loaded + 1) % 2] + 1)
-            release, packer = self._item(schedule, begin, packer, reads, entry, ready, outs)
-            released[loaded % 2] = release
-            loaded += 1
-            entry += schedule.entry_op.size
-        accepted = index + np.maximum.accumulate(gates - index) if count else index
-        output_cycles = np.concatenate(outs) if outs else np.zeros(0, np.int64)
-        return accepted, output_cycles
+            entries = schedule.entry_op.size
+            if ready is None and settled >= QUEUE_DEPTH and state.packer - begin <= SETTLED:
+                run.append((begin, state.packer, schedule, state.entry))
+                state.packer = max(state.packer + entries, begin + ISSUE_TO_READ + schedule.ops) + schedule.flush
+                release = begin + schedule.ops - 1
+                settled += entries
+            else:
+                self._closed_form(run, state)
+                run = []
+                release, state.packer, calm = self._item(schedule, begin, state.packer, state.reads, state.entry,
+                                                         ready, state.outs)
+                settled = settled + entries if calm else 0
+            state.released[state.loaded % 2] = release
+            state.loaded += 1
+            state.entry += entries
+        self._closed_form(run, state)
+        return state.result()
+
+    @staticmethod
+    def _closed_form(run, state):
+        """The output cycles of a run of items whose reads are all at most ``SETTLED`` cycles after their ops, in
+        closed form (word ``w`` of an item begun in ``S`` with the packer free from ``P``: ``max(P + action,
+        S + ISSUE_TO_READ + op) + 1``), and the reads of its last ``QUEUE_DEPTH`` entries for the items after."""
+        if not run:
+            return
+        begins, packers, schedules, _ = zip(*run)
+        words = np.array([schedule.words for schedule in schedules])
+        action = np.concatenate([schedule.word_action for schedule in schedules])
+        op = np.concatenate([schedule.word_op for schedule in schedules])
+        state.outs.append(np.maximum(np.repeat(packers, words) + action,
+                                     np.repeat(begins, words) + ISSUE_TO_READ + op) + 1)
+        needed = QUEUE_DEPTH
+        for begin, packer, schedule, entry in reversed(run):
+            count = schedule.entry_op.size
+            state.reads[entry:entry + count] = np.maximum(packer + np.arange(count),
+                                                          begin + ISSUE_TO_READ + schedule.entry_op)
+            needed -= count
+            if needed <= 0:
+                break
 
     def _item(self, schedule, begin, packer, reads, entry, ready, outs):
         """Issue one item's ops from ``begin`` (rules 2-5), its entries' reads into ``reads[entry:]`` and its
-        output cycles appended to ``outs``; return its last op's cycle and the packer's next free cycle."""
+        output cycles appended to ``outs``; return its last op's cycle, the packer's next free cycle and whether
+        every entry was read at most ``SETTLED`` cycles after its op."""
         entries = schedule.entry_op.size
         ops = np.arange(schedule.ops, dtype=np.int64)
         credit = self._credit_bound(schedule.pushed_before, reads, entry, 0, entries)
@@ -330,10 +396,10 @@ class InteractionModel:
         late = schedule.pushed_before >= QUEUE_DEPTH
         if not np.any(late) or np.all(reads[entry + schedule.pushed_before[late] - QUEUE_DEPTH] < issue[late]):
             outs.append(cycles)
-            return int(issue[-1]), free
+            return int(issue[-1]), free, bool(np.all(done[:entries] - issue[schedule.entry_op] <= SETTLED))
         # The item's own entries hold its later ops back: in blocks of QUEUE_DEPTH entries, each bounded by the
         # reads of the block before (all known).
-        base, free = begin, packer
+        base, free, calm = begin, packer, True
         for low in range(0, entries, QUEUE_DEPTH):
             high = min(low + QUEUE_DEPTH, entries)
             first_op = 0 if low == 0 else int(schedule.entry_op[low - 1]) + 1
@@ -342,11 +408,13 @@ class InteractionModel:
             issue = block + np.maximum(base, np.maximum.accumulate(credit - block))
             base = int(issue[-1]) - int(block[-1])
             last = high == entries
-            done, cycles, free = self._pack(issue[schedule.entry_op[low:high] - first_op] + ISSUE_TO_READ,
-                                            schedule.emit[low:high + last], last and schedule.flush, free, ready)
+            pushes = issue[schedule.entry_op[low:high] - first_op]
+            done, cycles, free = self._pack(pushes + ISSUE_TO_READ, schedule.emit[low:high + last],
+                                            last and schedule.flush, free, ready)
             reads[entry + low:entry + high] = done[:high - low]
+            calm &= bool(np.all(done[:high - low] - pushes <= SETTLED))
             outs.append(cycles)
-        return base + schedule.ops - 1, free
+        return base + schedule.ops - 1, free, calm
 
     @staticmethod
     def _credit_bound(pushed_before, reads, entry, low, high):

@@ -197,3 +197,48 @@ def test_random_programs_match_verilator(name, pause):
         rng = np.random.default_rng(100 * seed + int(pause * 10))
         words, not_before = random_program(rng, params, 30, gaps=0.3 if seed % 2 else 0.0, max_items=6)
         check_against_player(name, words, not_before, pause, seed + 1)
+
+
+# --- planted errors, parameter errors ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("constant, change", [("ISSUE_TO_READ", -1), ("QUEUE_DEPTH", 1)])
+def test_regression_catches_a_planted_error(monkeypatch, constant, change):
+    # A datapath one stage shorter (every entry readable a cycle early), or a result queue one entry deeper (the
+    # sequencer's credits one more): the Amaranth regression's cases, then items that run out of credits.
+    params = unit_params("tiny")
+    words, not_before = random_program(np.random.default_rng(1), params, 6, gaps=0.3, max_vectors=9)
+    flushing = encode_items("cat", random_items(np.random.default_rng(5), 60, 2, 3), **params)
+    cases = [(words, not_before), (flushing, np.zeros(len(flushing), np.int64))]
+    expected = [simulate(params, w, nb) for w, nb in cases]
+    monkeypatch.setattr(model_interaction, constant, getattr(model_interaction, constant) + change)
+    wrong = 0
+    for (w, nb), (accepted, _, out_cycles) in zip(cases, expected):
+        run = InteractionModel(**params).run(w, not_before=nb)
+        wrong += not (np.array_equal(run.accepted, accepted) and np.array_equal(run.output_cycles, out_cycles))
+    assert wrong
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lanes": 3, "max_vectors": 4, "max_dim": 4}, "lanes must be a power of two, not 3"),
+    ({"lanes": 4, "max_vectors": 0, "max_dim": 4}, "max_vectors must be a positive integer, not 0"),
+    ({"lanes": 4, "max_vectors": 4, "max_dim": 4, "pair_lanes": 5}, r"pair_lanes must be at most lanes \(4\), not 5"),
+])
+def test_model_parameter_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        InteractionModel(**kwargs)
+
+
+def test_run_refuses_what_the_unit_cannot_take():
+    params = unit_params("tiny")
+    unit = InteractionModel(**params)
+    words = encode_items("dot", random_items(np.random.default_rng(2), 2, 3, 5), 3, 1, **params)
+    with pytest.raises(ValueError, match=r"not_before must give one cycle per input word \(12\)"):
+        unit.run(words, not_before=np.zeros(11, np.int64))
+    with pytest.raises(ValueError, match=r"Item at input word 6 \(dot, 3 x 5\) needs 6 words, 5 are left"):
+        unit.run(words[:-1])
+    wide = unit._in.pack({"data": np.zeros((1, params["lanes"]), np.int64),
+                          "params": {"mode": 1, "vectors": 10, "dim": 3, "m": 0, "s": 0}})
+    with pytest.raises(ValueError, match=r"vectors per item must be in \[1, 9\], not 10"):
+        unit.run(wide)
+    with pytest.raises(ValueError, match="Ready pattern must be one-dimensional"):
+        unit.run(words, ready=np.ones((2, 2), bool))
