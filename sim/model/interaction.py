@@ -148,9 +148,9 @@ class InteractionRun:
     ----------
     accepted : numpy.ndarray
         The cycle each input word was accepted (int64).
-    outputs : numpy.ndarray
+    outputs : numpy.ndarray or None
         The output words, ``(n, limbs)`` uint64 (as :class:`~rpaccel.sim.player.Player` returns with
-        ``words=True``).
+        ``words=True``); ``None`` for a run without ``values``.
     output_cycles : numpy.ndarray
         The cycle each output word left (int64).
     cycles : int
@@ -248,7 +248,7 @@ class InteractionModel:
         return cls(lanes=config.array_rows, max_vectors=config.max_tables + 1, max_dim=config.max_emb_dim,
                    pair_lanes=pair_lanes)
 
-    def run(self, words, *, not_before=None, ready=None):
+    def run(self, words, *, not_before=None, ready=None, values=True):
         """Run the unit on input ``words``.
 
         Parameters
@@ -260,6 +260,8 @@ class InteractionModel:
         ready : array_like of bool, optional
             The output's ``ready`` in cycles ``0, 1, ...``; the output is ready in every cycle beyond the pattern.
             Default: always ready.
+        values : bool
+            Compute the output words (``False``: the timing only, :attr:`InteractionRun.outputs` is ``None``).
 
         Returns
         -------
@@ -280,7 +282,7 @@ class InteractionModel:
                              f"{not_before.shape}")
         items = self._items(params, count)
         accepted, output_cycles = self._timing(items, not_before, None if ready is None else _Ready(ready))
-        outputs = self._outputs(items, params, data)
+        outputs = self._outputs(items, params, data) if values else None
         last = max(int(accepted[-1]) if count else -1, int(output_cycles[-1]) if len(output_cycles) else -1)
         return InteractionRun(accepted=accepted, outputs=outputs, output_cycles=output_cycles, cycles=last + 1)
 
