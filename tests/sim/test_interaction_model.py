@@ -94,9 +94,9 @@ def simulate(params, words, not_before, ready=None, *, pair_lanes=2):
     return np.array(accepted), out, np.array(out_cycles)
 
 
-def check_against_amaranth(params, words, not_before, ready=None):
-    accepted, out, out_cycles = simulate(params, words, not_before, ready)
-    run = InteractionModel(**params).run(words, not_before=not_before, ready=ready)
+def check_against_amaranth(params, words, not_before, ready=None, *, pair_lanes=2):
+    accepted, out, out_cycles = simulate(params, words, not_before, ready, pair_lanes=pair_lanes)
+    run = InteractionModel(**params, pair_lanes=pair_lanes).run(words, not_before=not_before, ready=ready)
     np.testing.assert_array_equal(run.accepted, accepted, err_msg="input acceptance cycles")
     np.testing.assert_array_equal(run.output_cycles, out_cycles, err_msg="output cycles")
     assert to_ints(run.outputs) == out
@@ -139,6 +139,16 @@ def test_back_pressure_matches_the_rtl(name, seed):
     for start in rng.integers(0, 1500, 8):
         windows[start:start + int(rng.integers(1, 80))] = False
     check_against_amaranth(params, words, not_before, windows)
+
+
+@pytest.mark.parametrize("lanes, pair_lanes", [(4, 1), (4, 3), (4, 4), (2, 2), (1, 1)])
+def test_other_unit_shapes_match_the_rtl(lanes, pair_lanes):
+    # One, several and all pairs per op, one-lane words; gaps in the input and back-pressure.
+    params = {"lanes": lanes, "max_vectors": 8, "max_dim": 9}
+    rng = np.random.default_rng(lanes * 10 + pair_lanes)
+    words, not_before = random_program(rng, params, 5, gaps=0.3)
+    check_against_amaranth(params, words, not_before, pair_lanes=pair_lanes)
+    check_against_amaranth(params, words, not_before, ready_pattern(0.3, pair_lanes, 4000), pair_lanes=pair_lanes)
 
 
 @pytest.mark.parametrize("mode, vectors, dim", [("cat", 2, 3), ("dot", 4, 3)])
