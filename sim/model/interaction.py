@@ -37,14 +37,21 @@ one sequencer issue; an *entry* one result queue entry):
    next is not before the next cycle. Which entries emit is a property of the item's shape
    (:func:`op_schedule`), the packer's fill returning to zero at every item's end.
 
-How it runs fast: the loop is per item. An item's ops are one arithmetic run from its start, each entry's
-read and the packer's words are closed forms (rule 5 with output always ready: ``read[e] = max(P + e,
-issue[e] + 15)``, ``P`` the packer's first free cycle, ``e`` counting the item's actions, a flush included), and
-the credits of rule 3 are checked against them in one numpy pass. Only when the check fails (the packer lags the
-sequencer by 32 cycles, e.g. under back-pressure or behind items that each flush) does the item go in blocks of
-32 entries, each block's ops bounded by the reads of the block before. With a ``ready`` pattern the packer's words
-go one by one (a loop per output word, not per cycle): an emitted word leaves at the next ready cycle, looked up
-in a table.
+How it runs fast: the loop is per item, never per cycle. With the output always ready an item is in closed form,
+in scalars, while the packer keeps up: its ops issue in ``S .. S + ops - 1``; its packer action ``e`` (its entries,
+then the flush) is in ``max(P + e, S + 15 + op[e])``, ``P`` the packer's first free cycle (rule 5 with one action a
+cycle; ``op[e] - e`` never decreases), so the packer is next free in ``max(P + entries, S + 15 + ops) + flush``
+and the item's words leave in ``max(P + action, S + 15 + op) + 1``, one numpy expression over a run of such items.
+Such an item waits for no credit if ``P - S <= SETTLED = 31`` and the 32 entries before it were each read at most
+31 cycles after its op: entry ``E - 32`` is then read by ``issue(E - 32) + 31``, and the op after ``E`` pushes
+issues at least 32 ops after ``issue(E - 32)``. Any other item (the packer lagging: items that each flush,
+back-pressure) goes alone: its ops bounded by the reads of the entries before it, its reads and words by rule 5 in
+numpy, then the credits it owes itself checked; if they bind, in blocks of 32 entries, each block's ops bounded by
+the reads of the block before. With a ``ready`` pattern the packer goes word by word (a loop per output word,
+closed forms between words): an emitted word leaves in the next ready cycle, looked up in a table of the pattern.
+
+Not modelled: random idle cycles on the input (the Player's input ``pause``); idle input is given as not-before
+cycles.
 """
 
 from dataclasses import dataclass
@@ -68,8 +75,8 @@ DATAPATH_LATENCY = 6 + PostProcessor.LATENCY
 ISSUE_TO_READ = DATAPATH_LATENCY + 2
 #: Entries of the result queue: the sequencer's credits.
 QUEUE_DEPTH = 32
-#: An item whose every entry is read at most this many cycles after its op, behind ``QUEUE_DEPTH`` such entries,
-#: never waits for a credit (see the module documentation, "How it runs fast").
+#: An item begun at most this many cycles before the packer is free, behind ``QUEUE_DEPTH`` entries each read at
+#: most this many cycles after its op, waits for no credit (see the module documentation, "How it runs fast").
 SETTLED = ISSUE_TO_READ + 16
 
 
