@@ -207,7 +207,8 @@ class _State:
 
 
 class _Ready:
-    """The output's ``ready`` per cycle, as the first ready cycle from a given one (ready beyond the pattern)."""
+    """The output's ``ready`` per cycle, as the first ready cycle from each (ready in every cycle beyond the
+    pattern)."""
 
     def __init__(self, pattern):
         pattern = np.asarray(pattern, dtype=bool)
@@ -215,11 +216,8 @@ class _Ready:
             raise ValueError(f"Ready pattern must be one-dimensional, not of shape {pattern.shape}")
         size = len(pattern)
         cycles = np.where(pattern, np.arange(size), size)
-        self._next = np.append(np.minimum.accumulate(cycles[::-1])[::-1], size).tolist()
-        self._size = size
-
-    def next(self, cycle):
-        return self._next[cycle] if cycle < self._size else cycle
+        #: Per cycle of the pattern, the first ready cycle from it.
+        self.table = np.minimum.accumulate(cycles[::-1])[::-1].tolist()
 
 
 class InteractionModel:
@@ -406,6 +404,15 @@ class InteractionModel:
         if not np.any(late) or np.all(reads[entry + schedule.pushed_before[late] - QUEUE_DEPTH] < issue[late]):
             outs.append(cycles)
             return int(issue[-1]), free, bool(np.all(done[:entries] - issue[schedule.entry_op] <= SETTLED))
+        # The packer sets the pace: if every entry is in the queue before the packer comes to it, the reads are the
+        # packer's chain alone, and the ops follow from the credits.
+        done, cycles, chained = self._pack(None, schedule.emit, schedule.flush, packer, ready)
+        reads[entry:entry + entries] = done[:entries]
+        credit = self._credit_bound(schedule.pushed_before, reads, entry, entries, entries)
+        issue = ops + np.maximum(begin, np.maximum.accumulate(credit - ops))
+        if np.all(issue[schedule.entry_op] + ISSUE_TO_READ <= done[:entries]):
+            outs.append(cycles)
+            return int(issue[-1]), chained, bool(np.all(done[:entries] - issue[schedule.entry_op] <= SETTLED))
         # The item's own entries hold its later ops back: in blocks of QUEUE_DEPTH entries, each bounded by the
         # reads of the block before (all known).
         base, free, calm = begin, packer, True
@@ -438,34 +445,48 @@ class InteractionModel:
 
     @staticmethod
     def _pack(available, emit, flush, free, ready):
-        """Rule 5 on a run of the packer's actions (entries ``available`` from the given cycles, then the flush
-        if ``flush``), the packer free from ``free``: the actions' cycles, the emitted words' cycles and the
-        packer's next free cycle."""
-        if flush:
-            available = np.append(available, -1)
-        steps = np.arange(len(available), dtype=np.int64)
+        """Rule 5 on a run of the packer's actions (entries ``available`` from the given cycles, or ``None``:
+        each there before the packer comes to it; then the flush if ``flush``), the packer free from ``free``: the
+        actions' cycles, the emitted words' cycles and the packer's next free cycle."""
+        count = len(emit)
+        steps = np.arange(count, dtype=np.int64)
+        slack = None
+        if available is not None:
+            slack = (np.append(available, -1) if flush else available) - steps
         if ready is None:
-            acts = steps + np.maximum(free, np.maximum.accumulate(available - steps))
-            words = acts[emit] + 1
-            return acts, words, int(acts[-1]) + 1
-        # A group of actions ends with an emitting one; the next group starts when its word has left.
+            acts = steps + (free if slack is None else np.maximum(free, np.maximum.accumulate(slack)))
+            return acts, acts[emit] + 1, int(acts[-1]) + 1
+        # A group of actions ends with an emitting one; the next group starts when its word has left, in the first
+        # ready cycle after the action (ready.table[cycle] for a cycle within the pattern).
         ends = np.flatnonzero(emit)
         starts = np.concatenate(([0], ends + 1))
-        if starts[-1] == len(available):
+        trailing = bool(starts[-1] < count)         # actions after the last emitting one: no word, no wait
+        if not trailing:
             starts = starts[:-1]
-        slack = available - steps
-        group_max = np.maximum.reduceat(slack, starts).tolist()
+        table, size = ready.table, len(ready.table)
         bases, words = [], []
-        for start, end, most in zip(starts.tolist(), [*ends.tolist(), len(available) - 1], group_max):
-            bases.append(free - start)
-            act = max(free - start, most) + end
-            if emit[end]:
-                free = ready.next(act + 1)
+        if slack is None:
+            for start, end in zip(starts.tolist(), ends.tolist()):
+                bases.append(free - start)
+                cycle = free + end - start + 1
+                free = table[cycle] if cycle < size else cycle
                 words.append(free)
-            else:
-                free = act + 1
-        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(available))))
-        spread = 1 << 42
-        within = np.maximum.accumulate(slack + group * spread) - group * spread
-        acts = steps + np.maximum(np.array(bases, np.int64)[group], within)
-        return acts, np.array(words, np.int64), free
+        else:
+            group_max = np.maximum.reduceat(slack, starts).tolist()
+            for start, end, most in zip(starts.tolist(), ends.tolist(), group_max):
+                base = max(free - start, most)
+                bases.append(free - start)
+                cycle = base + end + 1
+                free = table[cycle] if cycle < size else cycle
+                words.append(free)
+        if trailing:
+            start = int(starts[-1])
+            bases.append(free - start)
+            free = (free - start if slack is None else max(free - start, int(slack[start:].max()))) + count
+        lengths = np.diff(np.append(starts, count))
+        base = np.repeat(np.array(bases, np.int64), lengths)
+        if slack is not None:
+            group = np.repeat(np.arange(len(starts)), lengths)
+            spread = 1 << 42
+            base = np.maximum(base, np.maximum.accumulate(slack + group * spread) - group * spread)
+        return steps + base, np.array(words, np.int64), free
