@@ -345,6 +345,7 @@ class InteractionModel:
         state = _State(items, not_before)
         run = []            # items in closed form not yet written out: (begin, packer before, schedule, entry)
         settled = QUEUE_DEPTH   # entries behind the next item read at most SETTLED cycles after their op
+        paced = False           # the packer set the pace of the last item that went alone
         for first, length, schedule, _ in items:
             begin = state.load(first, length, schedule)
             if schedule is None:
@@ -358,8 +359,8 @@ class InteractionModel:
             else:
                 self._closed_form(run, state)
                 run = []
-                release, state.packer, calm = self._item(schedule, begin, state.packer, state.reads, state.entry,
-                                                         ready, state.outs)
+                release, state.packer, calm, paced = self._item(schedule, begin, state.packer, state.reads,
+                                                                state.entry, ready, state.outs, paced)
                 settled = settled + entries if calm else 0
             state.released[state.loaded % 2] = release
             state.loaded += 1
@@ -389,30 +390,37 @@ class InteractionModel:
             if needed <= 0:
                 break
 
-    def _item(self, schedule, begin, packer, reads, entry, ready, outs):
+    def _item(self, schedule, begin, packer, reads, entry, ready, outs, paced):
         """Issue one item's ops from ``begin`` (rules 2-5), its entries' reads into ``reads[entry:]`` and its
-        output cycles appended to ``outs``; return its last op's cycle, the packer's next free cycle and whether
-        every entry was read at most ``SETTLED`` cycles after its op."""
+        output cycles appended to ``outs``; return its last op's cycle, the packer's next free cycle, whether
+        every entry was read at most ``SETTLED`` cycles after its op and whether the packer set the pace.
+
+        Two guesses, each checked, the one that held for the item before (``paced``) first: no op waits for a
+        credit its own item owes; or the packer sets the pace (every entry is in the queue before the packer
+        comes to it, so the reads are the packer's chain alone, and the ops follow from the credits). Neither:
+        in blocks."""
         entries = schedule.entry_op.size
         ops = np.arange(schedule.ops, dtype=np.int64)
-        credit = self._credit_bound(schedule.pushed_before, reads, entry, 0, entries)
-        issue = ops + np.maximum(begin, np.maximum.accumulate(credit - ops))
-        done, cycles, free = self._pack(issue[schedule.entry_op] + ISSUE_TO_READ, schedule.emit, schedule.flush,
-                                        packer, ready)
-        reads[entry:entry + entries] = done[:entries]
         late = schedule.pushed_before >= QUEUE_DEPTH
-        if not np.any(late) or np.all(reads[entry + schedule.pushed_before[late] - QUEUE_DEPTH] < issue[late]):
-            outs.append(cycles)
-            return int(issue[-1]), free, bool(np.all(done[:entries] - issue[schedule.entry_op] <= SETTLED))
-        # The packer sets the pace: if every entry is in the queue before the packer comes to it, the reads are the
-        # packer's chain alone, and the ops follow from the credits.
-        done, cycles, chained = self._pack(None, schedule.emit, schedule.flush, packer, ready)
-        reads[entry:entry + entries] = done[:entries]
-        credit = self._credit_bound(schedule.pushed_before, reads, entry, entries, entries)
-        issue = ops + np.maximum(begin, np.maximum.accumulate(credit - ops))
-        if np.all(issue[schedule.entry_op] + ISSUE_TO_READ <= done[:entries]):
-            outs.append(cycles)
-            return int(issue[-1]), chained, bool(np.all(done[:entries] - issue[schedule.entry_op] <= SETTLED))
+        for guess in (True, False) if paced else (False, True):
+            if guess:
+                done, cycles, free = self._pack(None, schedule.emit, schedule.flush, packer, ready)
+                reads[entry:entry + entries] = done[:entries]
+                credit = self._credit_bound(schedule.pushed_before, reads, entry, entries, entries)
+                issue = ops + np.maximum(begin, np.maximum.accumulate(credit - ops))
+                held = np.all(issue[schedule.entry_op] + ISSUE_TO_READ <= done[:entries])
+            else:
+                credit = self._credit_bound(schedule.pushed_before, reads, entry, 0, entries)
+                issue = ops + np.maximum(begin, np.maximum.accumulate(credit - ops))
+                done, cycles, free = self._pack(issue[schedule.entry_op] + ISSUE_TO_READ, schedule.emit,
+                                                schedule.flush, packer, ready)
+                reads[entry:entry + entries] = done[:entries]
+                held = not np.any(late) or np.all(reads[entry + schedule.pushed_before[late] - QUEUE_DEPTH]
+                                                  < issue[late])
+            if held:
+                outs.append(cycles)
+                calm = bool(np.all(done[:entries] - issue[schedule.entry_op] <= SETTLED))
+                return int(issue[-1]), free, calm, guess
         # The item's own entries hold its later ops back: in blocks of QUEUE_DEPTH entries, each bounded by the
         # reads of the block before (all known).
         base, free, calm = begin, packer, True
@@ -430,7 +438,7 @@ class InteractionModel:
             reads[entry + low:entry + high] = done[:high - low]
             calm &= bool(np.all(done[:high - low] - pushes <= SETTLED))
             outs.append(cycles)
-        return base + schedule.ops - 1, free, calm
+        return base + schedule.ops - 1, free, calm, False
 
     @staticmethod
     def _credit_bound(pushed_before, reads, entry, low, high):
