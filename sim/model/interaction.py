@@ -177,30 +177,25 @@ class _State:
     def __init__(self, items, not_before):
         count = len(not_before)
         index = np.arange(count, dtype=np.int64)
+        firsts = np.array([first for first, _, _, _ in items], np.int64)
+        lasts = firsts + np.array([length for _, length, _, _ in items], np.int64) - 1
         # Rule 1 within an item: A[k] = max(A[first] + k - first, k + max over j <= k of (not_before[j] - j)); the
         # words before the item's first are bounded by its A[first] already.
-        self.offered = (index + np.maximum.accumulate(not_before - index)).tolist() if count else []
-        self.not_before = not_before.tolist()
-        self.gates = list(self.not_before)   # per word, its acceptance bound: not_before, or an item's start
+        offered = index + np.maximum.accumulate(not_before - index) if count else index
+        self.not_before = not_before
+        self.firsts = firsts
+        #: Per item, its first word's not-before cycle and the bound rule 1 puts on its last word's acceptance.
+        self.first_offer, self.last_offer = not_before[firsts].tolist(), offered[lasts].tolist()
+        self.starts = []                    # per item, its first word's acceptance
         entries = sum(schedule.entry_op.size for _, _, schedule, _ in items if schedule is not None)
         self.reads = np.empty(entries, np.int64)
         self.outs = []
-        self.accepted_last, self.released, self.loaded = -1, [-1, -1], 0   # released: by bank, R of its last item
         self.packer, self.entry = 0, 0
-
-    def load(self, first, length, schedule):
-        """Rule 1 for an item's words (or an empty item's word); rule 2: the cycle its first op may issue."""
-        start = max(self.not_before[first], self.accepted_last + 1, self.released[self.loaded % 2] + 1)
-        self.gates[first] = start
-        if schedule is None:
-            self.accepted_last = start
-            return None
-        self.accepted_last = max(start + length - 1, self.offered[first + length - 1])
-        return max(self.accepted_last + 1, self.released[(self.loaded + 1) % 2] + 1)
 
     def result(self):
         """Every input word's acceptance and every output word's cycle."""
-        gates = np.array(self.gates, np.int64)
+        gates = self.not_before.copy()
+        gates[self.firsts] = self.starts
         index = np.arange(len(gates), dtype=np.int64)
         accepted = index + np.maximum.accumulate(gates - index) if len(gates) else index
         return accepted, np.concatenate(self.outs) if self.outs else np.zeros(0, np.int64)
@@ -294,25 +289,35 @@ class InteractionModel:
     # --- the items ------------------------------------------------------------------------------------------------
 
     def _items(self, params, count):
-        """``[(first word, words, schedule or None for an empty item, parameter tuple)]`` in order."""
-        modes, vectors, dims = params["mode"].tolist(), params["vectors"].tolist(), params["dim"].tolist()
-        ms, ss = params["m"].tolist(), params["s"].tolist()
-        items, word = [], 0
+        """``[(first word, words, schedule or None for an empty item, parameter tuple)]`` in order: the words
+        as the loader walks them, an item's first word giving its length."""
+        if not count:
+            return []
+        vectors, dims = params["vectors"], params["dim"]
+        empty = (vectors == 0) | (dims == 0)
+        length = np.where(empty, 1, vectors * -(-dims // self.lanes))
+        after = (np.arange(count) + length).tolist()
+        firsts, word = [], 0
         while word < count:
-            mode, f, d = MODES[modes[word]], vectors[word], dims[word]
-            if f == 0 or d == 0:
-                items.append((word, 1, None, None))
-                word += 1
-                continue
-            check_item_params(mode, f, d, max_vectors=self.max_vectors, max_dim=self.max_dim)
-            length = f * -(-d // self.lanes)
-            if word + length > count:
-                raise ValueError(f"Item at input word {word} ({mode}, {f} x {d}) needs {length} words, "
-                                 f"{count - word} are left")
-            schedule = op_schedule(mode, f, d, self.lanes, self.pair_lanes)
-            items.append((word, length, schedule, (mode, f, d, ms[word], ss[word])))
-            word += length
-        return items
+            firsts.append(word)
+            word = after[word]
+        firsts = np.array(firsts, np.int64)
+        keys = np.stack([params[name][firsts] for name in ("mode", "vectors", "dim", "m", "s")], axis=1)
+        unique, seen, kinds = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        shapes = [None] * len(unique)
+        for kind in np.argsort(seen).tolist():
+            code, f, d, m, s = unique[kind].tolist()
+            if f and d:
+                check_item_params(MODES[code], f, d, max_vectors=self.max_vectors, max_dim=self.max_dim)
+                shapes[kind] = (op_schedule(MODES[code], f, d, self.lanes, self.pair_lanes), (MODES[code], f, d, m, s))
+        last = int(firsts[-1])
+        if after[last] > count:
+            code, f, d = (int(params[name][last]) for name in ("mode", "vectors", "dim"))
+            raise ValueError(f"Item at input word {last} ({MODES[code]}, {f} x {d}) needs {after[last] - last} "
+                             f"words, {count - last} are left")
+        lengths = length[firsts].tolist()
+        return [(first, words, *(shapes[kind] or (None, None)))
+                for first, words, kind in zip(firsts.tolist(), lengths, kinds.ravel().tolist())]
 
     def _outputs(self, items, params, data):
         """The output words: each item's :func:`interaction_model` vector in zero-padded words, ``last`` on its
@@ -343,27 +348,34 @@ class InteractionModel:
 
     def _timing(self, items, not_before, ready):
         state = _State(items, not_before)
+        starts = state.starts
         run = []            # items in closed form not yet written out: (begin, packer before, schedule, entry)
         settled = QUEUE_DEPTH   # entries behind the next item read at most SETTLED cycles after their op
         paced = False           # the packer set the pace of the last item that went alone
-        for first, length, schedule, _ in items:
-            begin = state.load(first, length, schedule)
+        accepted, released, loaded = -1, [-1, -1], 0    # released: per bank, its last item's last op
+        for (_, length, schedule, _), first_offer, last_offer in zip(items, state.first_offer, state.last_offer):
+            # Rules 1 and 2.
+            start = max(first_offer, accepted + 1, released[loaded % 2] + 1)
+            starts.append(start)
             if schedule is None:
+                accepted = start
                 continue
-            entries = schedule.entry_op.size
-            if ready is None and settled >= QUEUE_DEPTH and state.packer - begin <= SETTLED:
-                run.append((begin, state.packer, schedule, state.entry))
-                state.packer = max(state.packer + entries, begin + ISSUE_TO_READ + schedule.ops) + schedule.flush
+            accepted = max(start + length - 1, last_offer)
+            begin = max(accepted + 1, released[1 - loaded % 2] + 1)
+            entries, packer = schedule.entry_op.size, state.packer
+            if ready is None and settled >= QUEUE_DEPTH and packer - begin <= SETTLED:
+                run.append((begin, packer, schedule, state.entry))
+                state.packer = max(packer + entries, begin + ISSUE_TO_READ + schedule.ops) + schedule.flush
                 release = begin + schedule.ops - 1
                 settled += entries
             else:
                 self._closed_form(run, state)
                 run = []
-                release, state.packer, calm, paced = self._item(schedule, begin, state.packer, state.reads,
-                                                                state.entry, ready, state.outs, paced)
+                release, state.packer, calm, paced = self._item(schedule, begin, packer, state.reads, state.entry,
+                                                                ready, state.outs, paced)
                 settled = settled + entries if calm else 0
-            state.released[state.loaded % 2] = release
-            state.loaded += 1
+            released[loaded % 2] = release
+            loaded += 1
             state.entry += entries
         self._closed_form(run, state)
         return state.result()
