@@ -170,6 +170,21 @@ class InteractionRun:
     cycles: int
 
 
+def _bits(words, offset, width):
+    """Bits ``offset .. offset + width - 1`` of ``(n, limbs)`` uint64 words, as ``(n, ceil(width / 64))`` words."""
+    limb, shift = divmod(offset, 64)
+    out = []
+    for k in range(-(-width // 64)):
+        low = words[:, limb + k] >> np.uint64(shift)
+        if shift and limb + k + 1 < words.shape[1]:
+            low |= words[:, limb + k + 1] << np.uint64(64 - shift)
+        out.append(low)
+    result = np.stack(out, axis=1)
+    if width % 64:
+        result[:, -1] &= np.uint64((1 << (width % 64)) - 1)
+    return result
+
+
 class _State:
     """Where a run stands between items: the loader's and sequencer's (rules 1 and 2), the packer's first free
     cycle, every entry's read so far, the output cycles so far."""
@@ -181,7 +196,7 @@ class _State:
         lasts = firsts + np.array([length for _, length, _, _ in items], np.int64) - 1
         # Rule 1 within an item: A[k] = max(A[first] + k - first, k + max over j <= k of (not_before[j] - j)); the
         # words before the item's first are bounded by its A[first] already.
-        offered = index + np.maximum.accumulate(not_before - index) if count else index
+        offered = index + np.maximum.accumulate(not_before - index)
         self.not_before = not_before
         self.firsts = firsts
         #: Per item, its first word's not-before cycle and the bound rule 1 puts on its last word's acceptance.
@@ -197,7 +212,7 @@ class _State:
         gates = self.not_before.copy()
         gates[self.firsts] = self.starts
         index = np.arange(len(gates), dtype=np.int64)
-        accepted = index + np.maximum.accumulate(gates - index) if len(gates) else index
+        accepted = index + np.maximum.accumulate(gates - index)
         return accepted, np.concatenate(self.outs) if self.outs else np.zeros(0, np.int64)
 
 
@@ -239,7 +254,10 @@ class InteractionModel:
         if pair_lanes > lanes:
             raise ValueError(f"Interaction model pair_lanes must be at most lanes ({lanes}), not {pair_lanes!r}")
         self.lanes, self.max_vectors, self.max_dim, self.pair_lanes = lanes, max_vectors, max_dim, pair_lanes
-        self._in = codec(interaction_in_layout(lanes, max_vectors, max_dim))
+        layout = interaction_in_layout(lanes, max_vectors, max_dim)
+        self._in = codec(layout)
+        self._params = codec(layout["params"].shape)
+        self._params_offset = layout["params"].offset
         self._out = codec(interaction_out_layout(lanes))
 
     @classmethod
@@ -273,17 +291,26 @@ class InteractionModel:
             On an item with more vectors or a larger dimension than the unit takes, an item cut short by the end
             of the words, or a ``not_before`` of the wrong length.
         """
-        columns = self._in.unpack(words)
-        params, data = columns["params"], columns["data"]
-        count = len(data)
+        words = np.asarray(words)
+        count = len(words)
         not_before = np.zeros(count, np.int64) if not_before is None else np.asarray(not_before, np.int64)
         if not_before.shape != (count,):
             raise ValueError(f"not_before must give one cycle per input word ({count}), not shape "
                              f"{not_before.shape}")
+        if not count:
+            nothing = np.zeros(0, np.int64)
+            outputs = np.zeros((0, -(-self._out.width // 64)), np.uint64) if values else None
+            return InteractionRun(accepted=nothing, outputs=outputs, output_cycles=nothing, cycles=0)
+        if values:
+            columns = self._in.unpack(words)
+            params, data = columns["params"], columns["data"]
+        else:
+            self._in.unpack(words[:1])      # the words' shape and width checked on one
+            params = self._params.unpack(_bits(words, self._params_offset, self._params.width))
         items = self._items(params, count)
         accepted, output_cycles = self._timing(items, not_before, None if ready is None else _Ready(ready))
         outputs = self._outputs(items, params, data) if values else None
-        last = max(int(accepted[-1]) if count else -1, int(output_cycles[-1]) if len(output_cycles) else -1)
+        last = max(int(accepted[-1]), int(output_cycles[-1]) if len(output_cycles) else -1)
         return InteractionRun(accepted=accepted, outputs=outputs, output_cycles=output_cycles, cycles=last + 1)
 
     # --- the items ------------------------------------------------------------------------------------------------
@@ -291,8 +318,6 @@ class InteractionModel:
     def _items(self, params, count):
         """``[(first word, words, schedule or None for an empty item, parameter tuple)]`` in order: the words
         as the loader walks them, an item's first word giving its length."""
-        if not count:
-            return []
         vectors, dims = params["vectors"], params["dim"]
         empty = (vectors == 0) | (dims == 0)
         length = np.where(empty, 1, vectors * -(-dims // self.lanes))

@@ -273,3 +273,21 @@ def test_run_refuses_what_the_unit_cannot_take():
         unit.run(wide)
     with pytest.raises(ValueError, match="Ready pattern must be one-dimensional"):
         unit.run(words, ready=np.ones((2, 2), bool))
+
+
+@pytest.mark.parametrize("lanes", [1, 4, 8, 16])
+def test_timing_alone_reads_the_same_parameters(lanes):
+    # values=False reads each word's parameters straight from its bits (at bit 8 * lanes: within a limb, across
+    # two limbs, at a limb's start); the timing is the same.
+    params = {"lanes": lanes, "max_vectors": 33, "max_dim": 64}
+    words, not_before = random_program(np.random.default_rng(lanes), params, 20, gaps=0.3)
+    unit = InteractionModel(**params, pair_lanes=min(lanes, 2))
+    full, alone = unit.run(words, not_before=not_before), unit.run(words, not_before=not_before, values=False)
+    assert alone.outputs is None
+    np.testing.assert_array_equal(alone.accepted, full.accepted)
+    np.testing.assert_array_equal(alone.output_cycles, full.output_cycles)
+
+
+def test_no_words_no_cycles():
+    run = InteractionModel(**unit_params("tiny")).run(np.zeros((0, 1), np.uint64))
+    assert (run.accepted.size, run.output_cycles.size, run.outputs.shape, run.cycles) == (0, 0, (0, 1), 0)
