@@ -291,3 +291,14 @@ def test_timing_alone_reads_the_same_parameters(lanes):
 def test_no_words_no_cycles():
     run = InteractionModel(**unit_params("tiny")).run(np.zeros((0, 1), np.uint64))
     assert (run.accepted.size, run.output_cycles.size, run.outputs.shape, run.cycles) == (0, 0, (0, 1), 0)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("mode, vectors, dim, count", [("dot", 27, 4, 2000), ("cat", 33, 32, 400), ("cat", 5, 3, 3000)])
+@pytest.mark.parametrize("pause", [0.0, 0.4])
+def test_long_runs_match_verilator(mode, vectors, dim, count, pause):
+    # Long runs of one shape on the small preset's unit: RM-small's (the packer paced by back-pressure, the
+    # sequencer by the credits), whole-word cat entries, and cat items that each flush.
+    params = unit_params("small")
+    words = encode_items(mode, random_items(np.random.default_rng(count), count, vectors, dim), 40_503, 21, **params)
+    check_against_player("small", words, np.zeros(len(words), np.int64), pause, 7)
