@@ -78,6 +78,8 @@ QUEUE_DEPTH = 32
 #: An item begun at most this many cycles before the packer is free, behind ``QUEUE_DEPTH`` entries each read at
 #: most this many cycles after its op, waits for no credit (see the module documentation, "How it runs fast").
 SETTLED = ISSUE_TO_READ + 16
+#: Most rounds of :meth:`InteractionModel._leading`'s fixed point (the items go one by one beyond them).
+_ROUNDS = 64
 
 
 @dataclass(frozen=True)
@@ -329,19 +331,20 @@ class InteractionModel:
         firsts = np.array(firsts, np.int64)
         keys = np.stack([params[name][firsts] for name in ("mode", "vectors", "dim", "m", "s")], axis=1)
         unique, seen, kinds = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        shapes = [None] * len(unique)
+        shapes = [(None, None)] * len(unique)        # per kind of item: its schedule and parameters
         for kind in np.argsort(seen).tolist():
             code, f, d, m, s = unique[kind].tolist()
             if f and d:
-                check_item_params(MODES[code], f, d, max_vectors=self.max_vectors, max_dim=self.max_dim)
-                shapes[kind] = (op_schedule(MODES[code], f, d, self.lanes, self.pair_lanes), (MODES[code], f, d, m, s))
+                mode = MODES[code]
+                check_item_params(mode, f, d, max_vectors=self.max_vectors, max_dim=self.max_dim)
+                shapes[kind] = (op_schedule(mode, f, d, self.lanes, self.pair_lanes), (mode, f, d, m, s))
         last = int(firsts[-1])
         if after[last] > count:
             code, f, d = (int(params[name][last]) for name in ("mode", "vectors", "dim"))
             raise ValueError(f"Item at input word {last} ({MODES[code]}, {f} x {d}) needs {after[last] - last} "
                              f"words, {count - last} are left")
         lengths = length[firsts].tolist()
-        return [(first, words, *(shapes[kind] or (None, None)))
+        return [(first, words) + shapes[kind]
                 for first, words, kind in zip(firsts.tolist(), lengths, kinds.ravel().tolist())]
 
     def _outputs(self, items, params, data):
@@ -375,10 +378,13 @@ class InteractionModel:
         state = _State(items, not_before)
         starts = state.starts
         run = []            # items in closed form not yet written out: (begin, packer before, schedule, entry)
-        settled = QUEUE_DEPTH   # entries behind the next item read at most SETTLED cycles after their op
         paced = False           # the packer set the pace of the last item that went alone
         accepted, released, loaded = -1, [-1, -1], 0    # released: per bank, its last item's last op
-        for (_, length, schedule, _), first_offer, last_offer in zip(items, state.first_offer, state.last_offer):
+        if ready is None:
+            accepted, released, loaded = self._leading(items, state)
+        settled = QUEUE_DEPTH + state.entry     # entries behind the next item read at most SETTLED after their op
+        for (_, length, schedule, _), first_offer, last_offer in zip(items[loaded:], state.first_offer[loaded:],
+                                                                      state.last_offer[loaded:]):
             # Rules 1 and 2.
             start = max(first_offer, accepted + 1, released[loaded % 2] + 1)
             starts.append(start)
@@ -404,6 +410,53 @@ class InteractionModel:
             state.entry += entries
         self._closed_form(run, state)
         return state.result()
+
+    def _leading(self, items, state):
+        """The items before the first empty one, the output always ready, all at once: rules 1 and 2 solved as
+        max-plus recurrences over the items, rule 5 in closed form; the items before the first whose packer lags
+        (``P - S > SETTLED``) committed. Return the loader's and sequencer's state after them (the last word's
+        acceptance, each bank's release, the items committed)."""
+        count = next((index for index, item in enumerate(items) if item[2] is None), len(items))
+        if not count:
+            return -1, [-1, -1], 0
+        schedules = [schedule for _, _, schedule, _ in items[:count]]
+        length = np.array([length for _, length, _, _ in items[:count]], np.int64)
+        ops = np.array([schedule.ops for schedule in schedules], np.int64)
+        entries = np.array([schedule.entry_op.size for schedule in schedules], np.int64)
+        flush = np.array([schedule.flush for schedule in schedules], np.int64)
+        first_offer = np.array(state.first_offer[:count], np.int64)
+        alone = np.maximum(first_offer + length - 1, np.array(state.last_offer[:count], np.int64))
+        length_sum, ops_sum = np.cumsum(length), np.cumsum(ops)
+        # accepted[i] = max(alone[i], accepted[i - 1] + length[i], release[i - 2] + length[i]) and release[i] =
+        # max(accepted[i], release[i - 1]) + ops[i]: iterated from below to their fixed point, a few rounds
+        # (one per change of what binds along the run).
+        release = np.full(count, -1, np.int64)
+        for _ in range(_ROUNDS):
+            gate = np.concatenate(([-1, -1], release[:-2]))
+            accepted = length_sum + np.maximum.accumulate(np.maximum(alone, gate + length) - length_sum)
+            again = ops_sum + np.maximum.accumulate(accepted + ops - ops_sum)
+            if np.array_equal(again, release):
+                break
+            release = again
+        else:
+            return -1, [-1, -1], 0
+        before = np.concatenate(([-1], release[:-1]))
+        begin = np.maximum(accepted + 1, before + 1)
+        start = np.maximum(first_offer, np.maximum(np.concatenate(([-1], accepted[:-1])), gate) + 1)
+        # The packer: P[i + 1] = max(P[i] + entries[i], begin[i] + ISSUE_TO_READ + ops[i]) + flush[i].
+        step = np.concatenate(([0], np.cumsum(entries + flush)))
+        reach = np.maximum.accumulate(begin + ISSUE_TO_READ + ops + flush - step[1:])
+        packer = step + np.maximum(state.packer, np.concatenate(([state.packer], reach)))
+        lagging = np.flatnonzero(packer[:-1] - begin > SETTLED)
+        done = int(lagging[0]) if lagging.size else count
+        firsts = np.concatenate(([0], np.cumsum(entries)))
+        state.starts.extend(start[:done].tolist())
+        self._closed_form(list(zip(begin[:done].tolist(), packer[:done].tolist(), schedules[:done],
+                                   (state.entry + firsts[:done]).tolist())), state)
+        state.packer = int(packer[done])
+        state.entry += int(firsts[done])
+        released = [int(release[bank::2][:(done - bank + 1) // 2][-1]) if done > bank else -1 for bank in (0, 1)]
+        return int(accepted[done - 1]) if done else -1, released, done
 
     @staticmethod
     def _closed_form(run, state):

@@ -302,3 +302,19 @@ def test_long_runs_match_verilator(mode, vectors, dim, count, pause):
     params = unit_params("small")
     words = encode_items(mode, random_items(np.random.default_rng(count), count, vectors, dim), 40_503, 21, **params)
     check_against_player("small", words, np.zeros(len(words), np.int64), pause, 7)
+
+
+def test_all_items_at_once_equal_item_by_item(monkeypatch):
+    # The leading items in closed form all at once (fixed points of the loader's and sequencer's recurrences)
+    # against the same items one by one, on many random programs (the RTL checks of both are above).
+    cases = []
+    for seed in range(40):
+        rng = np.random.default_rng(1000 + seed)
+        params = unit_params(PRESETS[seed % 2])
+        cases.append((params, *random_program(rng, params, 12, gaps=(0.0, 0.1, 0.5)[seed % 3], max_items=8)))
+    runs = [InteractionModel(**params).run(words, not_before=nb, values=False) for params, words, nb in cases]
+    monkeypatch.setattr(InteractionModel, "_leading", lambda self, items, state: (-1, [-1, -1], 0))
+    for (params, words, nb), run in zip(cases, runs):
+        alone = InteractionModel(**params).run(words, not_before=nb, values=False)
+        np.testing.assert_array_equal(alone.accepted, run.accepted)
+        np.testing.assert_array_equal(alone.output_cycles, run.output_cycles)
