@@ -44,7 +44,11 @@ cycle; ``op[e] - e`` never decreases), so the packer is next free in ``max(P + e
 and the item's words leave in ``max(P + action, S + 15 + op) + 1``, one numpy expression over a run of such items.
 Such an item waits for no credit if ``P - S <= SETTLED = 31`` and the 32 entries before it were each read at most
 31 cycles after its op: entry ``E - 32`` is then read by ``issue(E - 32) + 31``, and the op after ``E`` pushes
-issues at least 32 ops after ``issue(E - 32)``. Any other item (the packer lagging: items that each flush,
+issues at least 32 ops after ``issue(E - 32)``. The run's leading items (up to an empty one) go all at once: rules 1
+and 2 over them are the max-plus recurrences ``accepted[i] = max(alone[i], accepted[i - 1] + words[i], R[i - 2] +
+words[i])`` and ``R[i] = max(accepted[i], R[i - 1]) + ops[i]``, iterated from below to their fixed point in numpy
+(a round per change of what binds along the run), ``P`` a running maximum; from the first whose packer lags, the
+loop per item takes over. Any other item (the packer lagging: items that each flush,
 back-pressure) goes alone: its ops bounded by the reads of the entries before it, its reads and words by rule 5 in
 numpy, then the credits it owes itself checked; if they bind, in blocks of 32 entries, each block's ops bounded by
 the reads of the block before. With a ``ready`` pattern the packer goes word by word (a loop per output word,
