@@ -46,15 +46,16 @@ Such an item waits for no credit if ``P - S <= SETTLED = 31`` and the 32 entries
 31 cycles after its op: entry ``E - 32`` is then read by ``issue(E - 32) + 31``, and the op after ``E`` pushes
 issues at least 32 ops after ``issue(E - 32)``. The run's leading items (up to an empty one) go all at once: rules 1
 and 2 over them are the max-plus recurrences ``accepted[i] = max(alone[i], accepted[i - 1] + words[i], R[i - 2] +
-words[i])`` and ``R[i] = max(accepted[i], R[i - 1]) + ops[i]``, iterated from below to their fixed point in numpy
+words[i])`` (``alone[i]`` the bound of the item's own not-before cycles) and ``R[i] = max(accepted[i], R[i - 1]) +
+ops[i]``, iterated from below to their fixed point in numpy
 (a round per change of what binds along the run), ``P`` a running maximum; from the first whose packer lags, the
 loop per item takes over. Any other item (the packer lagging: items that each flush, back-pressure) goes alone, on
 one of two guesses checked in numpy, the one that held for the item before first: no op waits for a credit its own
 item owes (its ops bounded by the reads of the entries before it, its reads by rule 5); or the packer sets the pace
 (every entry is in the queue before the packer comes to it, so the reads are the packer's chain alone and the ops
 follow from the credits). If neither holds, in blocks of 32 entries, each block's ops bounded by the reads of the
-block before. With a ``ready`` pattern the packer goes word by word (a loop per output word,
-closed forms between words): an emitted word leaves in the next ready cycle, looked up in a table of the pattern.
+block before. With a ``ready`` pattern the packer goes word by word (a loop per output word, closed forms between
+words): an emitted word leaves in the next ready cycle, looked up in a table of the pattern.
 
 Not modelled: random idle cycles on the input (the Player's input ``pause``); idle input is given as not-before
 cycles.
