@@ -313,6 +313,11 @@ def test_all_items_at_once_equal_item_by_item(monkeypatch):
         params = unit_params(PRESETS[seed % 2])
         cases.append((params, *random_program(rng, params, 12, gaps=(0.0, 0.1, 0.5)[seed % 3], max_items=8)))
     runs = [InteractionModel(**params).run(words, not_before=nb, values=False) for params, words, nb in cases]
+    for (params, words, nb), run in zip(cases, runs):
+        # An all-ready pattern takes the items one by one through the packer's word loop.
+        ready = InteractionModel(**params).run(words, not_before=nb, ready=np.ones(10, bool), values=False)
+        np.testing.assert_array_equal(ready.accepted, run.accepted)
+        np.testing.assert_array_equal(ready.output_cycles, run.output_cycles)
     monkeypatch.setattr(InteractionModel, "_leading", lambda self, items, state: (-1, [-1, -1], 0))
     for (params, words, nb), run in zip(cases, runs):
         alone = InteractionModel(**params).run(words, not_before=nb, values=False)
