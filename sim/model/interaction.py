@@ -179,6 +179,19 @@ class InteractionRun:
     cycles: int
 
 
+@cache
+def _groups(emit):
+    """The packer's groups of actions (``emit`` the bytes of a bool array): their starts and ends (the emitting
+    actions, as lists), their lengths (an array) and whether actions that emit nothing trail the last group."""
+    emit = np.frombuffer(emit, dtype=bool)
+    ends = np.flatnonzero(emit)
+    starts = np.concatenate(([0], ends + 1))
+    trailing = bool(starts[-1] < len(emit))
+    if not trailing:
+        starts = starts[:-1]
+    return starts.tolist(), ends.tolist(), np.diff(np.append(starts, len(emit))), trailing
+
+
 def _bits(words, offset, width):
     """Bits ``offset .. offset + width - 1`` of ``(n, limbs)`` uint64 words, as ``(n, ceil(width / 64))`` words."""
     limb, shift = divmod(offset, 64)
@@ -542,11 +555,11 @@ class InteractionModel:
         """Per op (``pushed_before`` its item's entries pushed before it), the first cycle rule 3 allows: the
         cycle after the read of the entry ``QUEUE_DEPTH`` before, for the ops whose entry is before ``low`` or
         at it (the rest are bounded by entries of their own block, checked by the caller)."""
-        behind = entry + pushed_before - QUEUE_DEPTH
+        behind = entry - QUEUE_DEPTH + pushed_before
+        if entry >= QUEUE_DEPTH and low >= high:
+            return reads[behind] + 1
         known = (behind >= 0) & (pushed_before - QUEUE_DEPTH < low)
-        bound = np.full(len(pushed_before), -1, np.int64)
-        bound[known] = reads[behind[known]] + 1
-        return bound
+        return np.where(known, reads[np.maximum(behind, 0)] + 1, -1)
 
     @staticmethod
     def _pack(available, emit, flush, free, ready):
@@ -563,32 +576,27 @@ class InteractionModel:
             return acts, acts[emit] + 1, int(acts[-1]) + 1
         # A group of actions ends with an emitting one; the next group starts when its word has left, in the first
         # ready cycle after the action (ready.table[cycle] for a cycle within the pattern).
-        ends = np.flatnonzero(emit)
-        starts = np.concatenate(([0], ends + 1))
-        trailing = bool(starts[-1] < count)         # actions after the last emitting one: no word, no wait
-        if not trailing:
-            starts = starts[:-1]
+        starts, ends, lengths, trailing = _groups(emit.tobytes())
         table, size = ready.table, len(ready.table)
         bases, words = [], []
         if slack is None:
-            for start, end in zip(starts.tolist(), ends.tolist()):
+            for start, end in zip(starts, ends):
                 bases.append(free - start)
                 cycle = free + end - start + 1
                 free = table[cycle] if cycle < size else cycle
                 words.append(free)
         else:
             group_max = np.maximum.reduceat(slack, starts).tolist()
-            for start, end, most in zip(starts.tolist(), ends.tolist(), group_max):
+            for start, end, most in zip(starts, ends, group_max):
                 base = max(free - start, most)
                 bases.append(free - start)
                 cycle = base + end + 1
                 free = table[cycle] if cycle < size else cycle
                 words.append(free)
         if trailing:
-            start = int(starts[-1])
+            start = starts[-1]
             bases.append(free - start)
             free = (free - start if slack is None else max(free - start, int(slack[start:].max()))) + count
-        lengths = np.diff(np.append(starts, count))
         base = np.repeat(np.array(bases, np.int64), lengths)
         if slack is not None:
             group = np.repeat(np.arange(len(starts)), lengths)
