@@ -72,8 +72,8 @@ from ...rtl.interaction import DEFAULT_PAIR_LANES, MODES, interaction_in_layout,
 from ...rtl.postproc import PostProcessor
 from ..golden.interaction import interaction_model
 
-__all__ = ["DATAPATH_LATENCY", "ISSUE_TO_READ", "QUEUE_DEPTH", "InteractionModel", "InteractionRun", "OpSchedule",
-           "op_schedule"]
+__all__ = ["DATAPATH_LATENCY", "ISSUE_TO_READ", "QUEUE_DEPTH", "SETTLED", "InteractionModel", "InteractionRun",
+           "OpSchedule", "op_schedule"]
 
 #: Cycles from an op's issue to its entry's write into the result queue: the block RAM read, the operands'
 #: register, partial products, products, sums of four, the accumulator, the requantiser.
@@ -225,7 +225,7 @@ class _State:
         self.first_offer, self.last_offer = not_before[firsts].tolist(), offered[lasts].tolist()
         self.starts = []                    # per item, its first word's acceptance
         entries = sum(schedule.entry_op.size for _, _, schedule, _ in items if schedule is not None)
-        self.reads = np.empty(entries, np.int64)
+        self.reads = np.empty(entries, np.int64)    # per entry, the packer's read (those rule 3 may still ask for)
         self.outs = []
         self.packer, self.entry = 0, 0
 
