@@ -179,11 +179,13 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     finishes, rankings, mismatches = [], [], {}
     for number, tag in enumerate(program.tags):
         rows = np.flatnonzero(responses.tag == tag)
-        finishes.append(int(cycles[rows[-1]]))
+        finishes.append(int(cycles[rows[-1]]) if len(rows) else int(cycles[-1]))
         rankings.append(responses.ranking(tag))
         got, want = responses.records(tag), expected.responses.records(tag)
         if got != want:
-            mismatches[number] = f"query {number}: {len(got)} responses, {len(want)} expected"
+            first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            mismatches[number] = (f"query {number}: {len(got)} responses, {len(want)} expected; first difference "
+                                  f"at {first}")
     finishes = np.asarray(finishes, dtype=np.int64)
     latencies = (finishes - arrivals) * 1000 / config.clock_mhz
     return ChipReplay(arrivals=arrivals, finishes=finishes, latencies_ns=latencies, rankings=rankings,

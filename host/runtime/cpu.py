@@ -17,6 +17,7 @@ inference and the top-k only, as the accelerator's replay starts from candidates
 
 import concurrent.futures
 import multiprocessing
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ class LoadGenRun:
     Attributes
     ----------
     report : rpaccel.host.runtime.stats.LatencyReport
-        Our figures from each query's issue and completion (LoadGen's scheduled issue, wall clock).
+        Our figures, from the issue callback to the ranking (wall clock; LoadGen's own start at its scheduled
+        issue, a little earlier).
     loadgen : dict
         LoadGen's own summary (``mlperf_log_summary.txt``): ``result`` (VALID/INVALID), ``completed_qps``,
         ``scheduled_qps``, latency percentiles in ms, ``early_stopping`` and the raw ``text``.
@@ -114,9 +116,18 @@ class LoadGenRun:
 _worker = {}
 
 
-def _worker_init(ranker, queries):
+def _worker_init(ranker, queries, barrier):
+    # Ctrl-C is the parent's to handle: a worker interrupted in multiprocessing's loop would print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker["ranker"] = ranker
     _worker["prepared"] = {number: ranker.prepare(records) for number, records in queries.items()}
+    _worker["barrier"] = barrier
+
+
+def _worker_ready():
+    """Wait until every worker has prepared its queries (one call per worker: a worker blocked here takes no
+    other call, so ``workers`` calls reach ``workers`` different processes)."""
+    _worker["barrier"].wait(timeout=600)
 
 
 def _worker_rank(number):
@@ -204,9 +215,11 @@ def run_loadgen(ranker, trace_queries, *, qps, target_ms, percentile=0.95, min_q
             queries = {number: trace_queries[number] for number in chosen}
             context = multiprocessing.get_context("spawn")
             state["pool"] = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_worker_init, initargs=(ranker, queries))
-            # Start every worker (and its preparation) now, before the timed run.
-            list(state["pool"].map(_worker_rank, [next(iter(queries))] * workers))
+                workers, mp_context=context, initializer=_worker_init,
+                initargs=(ranker, queries, context.Barrier(workers)))
+            # Every worker started and its queries prepared before the timed run.
+            for future in [state["pool"].submit(_worker_ready) for _ in range(workers)]:
+                future.result()
         except BaseException as error:
             fail("preparing the workers", error)
 
@@ -237,7 +250,10 @@ def run_loadgen(ranker, trace_queries, *, qps, target_ms, percentile=0.95, min_q
                         times.append((start, finish))
                         rankings[number] = result
                         issued[0] += 1
-                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
+                try:
+                    lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
+                except BaseException as error:
+                    fail(f"completing query {number}", error)
 
             future.add_done_callback(done)
 

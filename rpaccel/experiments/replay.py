@@ -1,8 +1,9 @@
 """``rpaccel replay``: a query trace served by a backend under load, with tail latency, throughput and quality.
 
-So far the ``cpu`` backend (:mod:`rpaccel.host.runtime.cpu`): the pipeline runs for real on this machine, in
-worker processes, under MLPerf LoadGen's Server scenario, once per offered load. The ``model`` and ``rtl``
-backends (the fast model, the chip on Verilator) come with issue 21's next parts.
+Backends: ``cpu`` (:mod:`rpaccel.host.runtime.cpu`: the pipeline for real on this machine, in worker processes,
+under MLPerf LoadGen's Server scenario, once per offered load) and ``rtl`` (:mod:`rpaccel.host.runtime.chip`: the
+chip's RTL on Verilator, each query sent at its arrival). The ``model`` backend (the fast model) comes with issue
+21's next part.
 
 Models: quantised (``.q.npz``, ``rpaccel quantize``) or float (``.npz``, ``rpaccel train``) files per stage model,
 or, when none are given and the trace's data is the synthetic stream, models trained for seconds on the start of
@@ -96,9 +97,9 @@ def _check_chip(config, stages):
 def _ndcg(rankings, queries, k):
     from ..host.quality import ndcg
 
-    labels = np.stack([queries[number].labels[indices[:k]] for number, (indices, _) in sorted(rankings.items())
-                       if len(indices) >= k])
-    return float(np.mean(ndcg(labels, k))) if len(labels) else None
+    labels = [queries[number].labels[indices[:k]] for number, (indices, _) in sorted(rankings.items())
+              if len(indices) >= k]
+    return float(np.mean(ndcg(np.stack(labels), k))) if labels else None
 
 
 def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, numerics="int8", loads=None,
@@ -172,6 +173,22 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
             raise ExperimentError(name, f"must be a positive integer, not {value!r}")
     if not isinstance(warmup, int) or not 0 <= warmup < queries:
         raise ExperimentError("warmup", f"must be a number of queries in [0, {queries}), not {warmup!r}")
+    if target_ms is not None and not (isinstance(target_ms, (int, float)) and target_ms > 0):
+        raise ExperimentError("target_ms", f"must be a positive number of ms, not {target_ms!r}")
+    if not 0 < percentile < 1:
+        raise ExperimentError("percentile", f"must be a fraction in (0, 1), not {percentile!r}")
+    if not (isinstance(min_duration_s, (int, float)) and min_duration_s >= 0):
+        raise ExperimentError("min_duration_s", f"must be a number of seconds >= 0, not {min_duration_s!r}")
+    if search and (target_ms is None or loads is not None):
+        raise ExperimentError("search", "needs a latency target (target_ms) and no fixed loads")
+    if backend == "rtl":
+        from ..config import preset
+        from ..host.runtime.chip import MAX_QUERIES
+
+        config = config or preset("small")
+        if queries > MAX_QUERIES:
+            raise ExperimentError("queries", f"must be at most {MAX_QUERIES} on the rtl backend (response tags), "
+                                             f"not {queries}")
     try:
         stages = parse_pipeline(pipeline)
     except PipelineError as error:
@@ -180,9 +197,13 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
     k = k or stages[-1].k
     if not 1 <= k <= stages[-1].k:
         raise ExperimentError("k", f"must be in [1, {stages[-1].k}] (the last stage's K), not {k}")
+    if backend == "rtl":
+        _check_chip(config, stages)
     try:
         header, records = read_trace(trace)
         chosen = [record for _, record in zip(range(queries), records)]
+        for _ in records:       # the rest is read too, so that a truncated or corrupted trace is refused
+            pass
         for record in chosen:
             try:
                 stage_items(stages, record.size)
@@ -192,17 +213,14 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         candidates = {record.q: data.query(record) for record in chosen}
     except DataError as error:
         raise ExperimentError("trace", str(error)) from None
+    if warmup >= len(chosen):
+        raise ExperimentError("warmup", f"must leave queries to measure: the trace holds {len(chosen)}")
     times = np.array([record.t_ns for record in chosen], dtype=np.int64)
     trace_qps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 1 and times[-1] > times[0] else None
-    if search and (target_ms is None or loads is not None):
-        raise ExperimentError("search", "needs a latency target (target_ms) and no fixed loads")
+    if trace_qps is None and (search or (loads is not None and backend == "rtl")):
+        raise ExperimentError("load", "cannot be scaled: the trace's first queries arrive all at once")
     if loads is None and trace_qps is None:
         raise ExperimentError("load", "must be given: the trace's first queries arrive all at once")
-    if backend == "rtl":
-        from ..config import preset
-
-        config = config or preset("small")
-        _check_chip(config, stages)
     loaded, note = _load_models(stages, models, numerics, header, train_samples, seed, progress)
     with tempfile.TemporaryDirectory() as scratch:
         if backend == "cpu":
@@ -218,7 +236,8 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
     text = _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, len(candidates), config)
     if search:
         text += (f"Highest load meeting p{percentile * 100:g} <= {target_ms:g} ms: {best['offered_qps']:.1f} "
-                 f"queries/s offered, {_num(best['completed_qps'])} completed (searched {len(rows)} loads).\n"
+                 f"queries/s offered, {_num(best['completed_qps'])} completed (searched {len(rows)} loads; "
+                 f"{'a valid run' if best['valid'] else 'not a valid run: ' + '; '.join(best['reasons'])}).\n"
                  if best else f"No load met p{percentile * 100:g} <= {target_ms:g} ms (searched {len(rows)} loads)."
                  "\n")
     return Report(rows=rows, text=text, data={"trace": str(trace), "pipeline": pipeline, "backend": backend,
@@ -233,6 +252,7 @@ def _cpu_server(stages, models, numerics, candidates, target_ms, percentile, wor
     from ..host.runtime.cpu import CpuRanker, run_loadgen
 
     ranker = CpuRanker(stages, models, numerics)
+    served = []
 
     def serve(load):
         if progress:
@@ -240,7 +260,8 @@ def _cpu_server(stages, models, numerics, candidates, target_ms, percentile, wor
         started = time.monotonic()
         run = run_loadgen(ranker, candidates, qps=load, target_ms=target_ms or 1000.0, percentile=percentile,
                           min_queries=min_queries, min_duration_s=min_duration_s, workers=workers,
-                          outdir=Path(outdir or scratch) / f"load-{load:g}", seed=seed)
+                          outdir=Path(outdir or scratch) / f"load-{len(served) + 1}-{load:g}", seed=seed)
+        served.append(load)
         report = run.report
         return {"backend": "cpu", "numerics": numerics, "offered_qps": load, "completed_qps": report.completed_qps,
                 "queries": report.queries, "p50_ms": report.p50, "p95_ms": report.p95, "p99_ms": report.p99,
@@ -289,7 +310,7 @@ def _rtl_server(config, stages, models, candidates, times, trace_qps, target_ms,
                 "queries": report.queries, "warmup": report.warmup, "p50_ms": report.p50, "p95_ms": report.p95,
                 "p99_ms": report.p99, "mean_ms": report.mean, "meets_target": report.meets_target,
                 "valid": report.valid, f"ndcg@{k}": _ndcg(rankings, candidates, k),
-                "service_cycles": int(np.min(run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
+                "min_latency_cycles": int(np.min(run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
                 "wall_s": run.wall_seconds, "checked": not run.mismatches, "split": run.split,
                 "utilisation": unit_utilisation(run.counters, max(run.end_cycle, 1), run.split, run.geometry),
                 "cache": cache_figures(run.counters),
@@ -355,8 +376,7 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
         lines.append(note + ".")
     target = f" (target p{percentile * 100:g} {target_ms:g} ms)" if target_ms else ""
     head = ["offered q/s", "completed q/s", "queries", "p50 ms", "p95 ms", "p99 ms", f"NDCG@{k}", "valid" + target]
-    if backend == "rtl":
-        head.append("checked")
+    head.append("checked" if backend == "rtl" else "LoadGen")
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---:|" * (len(head) - 1) + "---|"]
     for row in rows:
         verdict = "-" if row["valid"] is None else ("yes" if row["valid"] else "no: " + "; ".join(row["reasons"]))
@@ -364,13 +384,14 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
         cells = [f"{row['offered_qps']:.1f}", _num(row["completed_qps"]), str(row["queries"]),
                  f"{row['p50_ms']:.3f}", f"{row['p95_ms']:.3f}", f"{row['p99_ms']:.3f}",
                  "-" if ndcg is None else f"{ndcg:.4f}", verdict]
-        if backend == "rtl":
-            cells.append("yes" if row["checked"] else "no")
+        cells.append(("yes" if row["checked"] else "no") if backend == "rtl" else row["loadgen_result"] or "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if backend == "cpu":
-        lines.append("Latency: from LoadGen's issue of a query to its ranking (wall clock, HdrHistogram); "
-                     "LoadGen's own figures, from its scheduled issue, are longer by the time it takes to issue.")
+        lines.append("Latency: from LoadGen's issue of a query to its ranking (wall clock, HdrHistogram; no warm-up "
+                     "left out, as LoadGen leaves none); LoadGen's own figures, from its scheduled issue, are longer "
+                     "by the time it takes to issue. valid: our recorder's verdict (early stopping, minimum queries "
+                     "and duration); LoadGen: LoadGen's own.")
     else:
         lines.append("Latency: from a query's arrival cycle to its last response (the chip's cycles at the "
                      "preset's clock); checked: every response equals the golden model's.")
@@ -606,8 +627,8 @@ def run_replay_rtl_bench(config, *, pipeline="rm-small:1024:128,rm-large:128:16"
         lines.append(f"| {row['load_share']:.0%} | " + " | ".join(f"{share:.0%}" for share in
                                                                   row["utilisation"].values()) + " |")
     lines += ["", f"{queries} queries are too few for LoadGen's early stopping at p95 (90 with none over a "
-              "target): these are the chip's latencies under queueing, not a validated tail; the fast model "
-              "(issue 20) replays thousands."]
+              "target): these are the chip's latencies under queueing, not a validated tail; thousands of queries "
+              "need the fast model (issue 20)."]
     text = "\n".join(lines) + "\n"
     failures = tuple(f"load {row['offered_qps']:.1f}: {message}" for row in rows for message in row["mismatches"])
     return Report(rows=rows, text=text, data={"pipeline": pipeline, "capacity_qps": capacity, "rows": rows},

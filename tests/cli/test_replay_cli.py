@@ -29,7 +29,7 @@ def test_replay_on_the_cpu_backend_writes_rows_and_loadgen_logs(trace, tmp_path,
     assert rows[0]["loadgen_result"] in ("VALID", "INVALID") and 0 <= rows[0]["ndcg@8"] <= 1
     with open(out / "rows.csv") as handle:
         assert next(csv.DictReader(handle))["offered_qps"] == "50.0"
-    assert (out / "load-50" / "mlperf_log_summary.txt").exists()
+    assert (out / "load-1-50" / "mlperf_log_summary.txt").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
