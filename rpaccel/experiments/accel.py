@@ -66,7 +66,7 @@ def pipeline_stages(pipeline, candidates, k_max):
     return stages
 
 
-def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data=None):
+def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data=None, first=0):
     """Train ``specs`` (``{role: ModelSpec}``, every spec with the same inputs) briefly on synthetic data and
     quantise them.
 
@@ -78,6 +78,8 @@ def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data
     seed : int
     data : rpaccel.host.data.SyntheticConfig, optional
         The data's layout (default: the first spec's dense inputs, tables and pooling).
+    first : int
+        The stream's first training sample (the calibration samples follow the training ones).
 
     Returns
     -------
@@ -93,8 +95,8 @@ def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data
     first = next(iter(specs.values()))
     data = data or SyntheticConfig(dense=first.dense, rows=first.tables, pooling=first.pooling, seed=seed)
     generator = SyntheticCriteo(data)
-    records = generator.generate(train_samples)
-    calib = generator.generate(calibration, start=train_samples)
+    records = generator.generate(train_samples, start=first)
+    calib = generator.generate(calibration, start=first + train_samples)
     models = {}
     for role, spec in specs.items():
         model, _ = train(spec, *preprocess(records, spec), records.labels,

@@ -6,8 +6,8 @@ chip's RTL on Verilator, each query sent at its arrival). The ``model`` backend 
 21's next part.
 
 Models: quantised (``.q.npz``, ``rpaccel quantize``) or float (``.npz``, ``rpaccel train``) files per stage model,
-or, when none are given and the trace's data is the synthetic stream, models trained for seconds on the start of
-that stream (the trace's queries should then start after it: ``rpaccel trace gen --start``).
+or, when none are given and the trace's data is the synthetic stream, models trained for seconds on samples of
+that stream far beyond any trace's (from sample 2**32).
 """
 
 import time
@@ -20,6 +20,8 @@ from .report import ExperimentError, Report
 __all__ = ["plot_replay", "run_replay", "run_replay_bench", "run_replay_rtl_bench", "search_load"]
 
 BACKENDS = ("cpu", "rtl")
+#: The synthetic stream's first sample the models are trained on when no model files are given.
+TRAIN_FIRST = 1 << 32
 
 
 def _load_models(stages, files, numerics, header, train_samples, seed, progress):
@@ -50,11 +52,10 @@ def _load_models(stages, files, numerics, header, train_samples, seed, progress)
     if progress:
         progress(f"training {', '.join(names)} on {train_samples:,} synthetic samples")
     config = SyntheticConfig.criteo(max_rows=data["max_rows"], skew=data["skew"], ctr=data["ctr"], seed=data["seed"])
-    models, _, seconds = train_models(specs, train_samples=train_samples, seed=seed, data=config)
-    overlap = data["start"] < train_samples + 2_000
-    return models, (f"models trained in {seconds:.0f} s on samples 0 to {train_samples + 1_999:,} of the stream"
-                    + (" (the trace's queries overlap them: generate it with --start "
-                       f"{train_samples + 2_000})" if overlap else ""))
+    # Far beyond any trace's samples, so that the queries are never the training data.
+    models, _, seconds = train_models(specs, train_samples=train_samples, seed=seed, data=config, first=TRAIN_FIRST)
+    return models, (f"models trained in {seconds:.0f} s on {train_samples:,} samples of the stream from sample "
+                    f"{TRAIN_FIRST:,} (calibrated on the 2,000 after), none of them a query's")
 
 
 def _check_models(stages, files):
