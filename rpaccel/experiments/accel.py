@@ -92,8 +92,8 @@ def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data
     from ..host.train import TrainConfig, train
 
     start = time.monotonic()
-    first = next(iter(specs.values()))
-    data = data or SyntheticConfig(dense=first.dense, rows=first.tables, pooling=first.pooling, seed=seed)
+    spec = next(iter(specs.values()))
+    data = data or SyntheticConfig(dense=spec.dense, rows=spec.tables, pooling=spec.pooling, seed=seed)
     generator = SyntheticCriteo(data)
     records = generator.generate(train_samples, start=first)
     calib = generator.generate(calibration, start=first + train_samples)
