@@ -529,8 +529,10 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
             arrivals = np.cumsum(rng.exponential(1e9 / load, simulated))
             finishes = simulate(arrivals, np.full(simulated, size), SchedConfig(size), workers=workers,
                                 cpu=lambda _: service_ns)
-            latencies = (finishes - arrivals)[simulated // 10:] / 1e6      # the first tenth as warm-up
-            sim = {name: float(np.percentile(latencies, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+            latencies = np.sort((finishes - arrivals)[simulated // 10:] / 1e6)      # the first tenth as warm-up
+            # LoadGen's percentiles: the floor(n p) + 1-th smallest.
+            sim = {name: float(latencies[int(len(latencies) * q)]) for name, q in
+                   (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))}
             loadgen_p95 = run.loadgen.get("95.00_percentile_ms")
             rows.append({"utilisation": share, "offered_qps": load, "completed_qps": run.report.completed_qps,
                          "queries": run.report.queries, "loadgen_p50_ms": run.loadgen.get("50.00_percentile_ms"),

@@ -75,3 +75,11 @@ def test_rtl_backend_refuses_a_pipeline_the_chip_cannot_run_before_anything(trac
                  *settings]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_replay_refuses_a_truncated_trace_even_beyond_the_queries_it_uses(trace, tmp_path, capsys):
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(trace.read_text().splitlines(keepends=True)[:20]))     # 19 of 40 records
+    assert main(["replay", "--trace", str(cut), "--pipeline", "rm-small:256:16", "--queries", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "cut.jsonl:21: truncated: the header announces 40 queries, the file holds 19" in err

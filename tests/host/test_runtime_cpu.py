@@ -100,3 +100,28 @@ def test_a_failing_worker_ends_the_run_with_its_error(models, tmp_path):
     with pytest.raises(RuntimeError, match=failed):
         run_loadgen(ranker, queries, qps=100, target_ms=50, min_queries=10, min_duration_s=0.2, workers=1,
                     outdir=tmp_path / "lg")
+
+
+def test_loadgen_summary_is_read_by_label():
+    from rpaccel.host.runtime.cpu import _parse_summary
+
+    text = """================================================
+MLPerf Results Summary
+================================================
+SUT name : PySUT
+Scenario : Server
+Mode     : PerformanceOnly
+Completed samples per second    : 107.64
+Result is : VALID
+  Early stopping satisfied: Yes
+Scheduled samples per second : 107.98
+Min latency (ns)                : 5486046
+Max latency (ns)                : 24440576
+Mean latency (ns)               : 7514505
+50.00 percentile latency (ns)   : 6370628
+95.00 percentile latency (ns)   : 12387352
+"""
+    summary = _parse_summary(text)
+    assert summary["result"] == "VALID" and summary["early_stopping"] is True
+    assert summary["completed_qps"] == 107.64 and summary["scheduled_qps"] == 107.98
+    assert summary["95.00_percentile_ms"] == pytest.approx(12.387352) and summary["max_ms"] == pytest.approx(24.440576)
