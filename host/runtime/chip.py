@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...rtl.accel.controller import counter_ids
+from ...rtl.accel.isa import ResponseKind
 from ..driver.chip import (
     ChipEncoder,
     ChipSetup,
@@ -33,9 +35,9 @@ from .pipeline import PipelineError, stage_items
 
 __all__ = ["ChipReplay", "replay_on_chip"]
 
-#: Tag of the setup's SYNC; queries take tags 0 to 254 (so at most 255 queries a run).
-SETUP_TAG = 255
-MAX_QUERIES = SETUP_TAG
+#: Tags of the setup's and the end's SYNC and COUNTERS; queries take tags 0 to 253 (at most 254 queries a run).
+SETUP_TAG, END_TAG = 255, 254
+MAX_QUERIES = END_TAG
 
 
 @dataclass
@@ -53,6 +55,14 @@ class ChipReplay:
         Per query, the chip's ranking ``[(score, index), ...]`` best first (indices into the query's candidates).
     mismatches : dict
         ``{query: message}`` of queries whose responses differ from the golden model's (empty when all agree).
+    counters : dict
+        The chip's counters (by name) from time zero to the end of the last query (cleared after the setup; read
+        by a SYNC and COUNTERS sent after the last query).
+    end_cycle : int
+        The cycle the chip was idle again after the last query (the end SYNC's DONE), from time zero.
+    split : int
+        The array's split the program ran on.
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
     setup_cycles, total_cycles : int
         Cycles of the setup and of the whole run.
     wall_seconds : float
@@ -64,6 +74,10 @@ class ChipReplay:
     latencies_ns: np.ndarray
     rankings: list
     mismatches: dict
+    counters: dict
+    end_cycle: int
+    split: int
+    geometry: object
     setup_cycles: int
     total_cycles: int
     wall_seconds: float
@@ -108,7 +122,7 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     ------
     rpaccel.host.runtime.pipeline.PipelineError
         Before anything runs, if a query does not fit the pipeline, the queries are too many for one run
-        (255), or the chip cannot run the pipeline (the compiler's reason: k above K_MAX, a model that does not
+        (254), or the chip cannot run the pipeline (the compiler's reason: k above K_MAX, a model that does not
         fit, memory too small for the queries' candidates).
     """
     if not queries:
@@ -139,34 +153,43 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     setup_count = len(setup.setup_records(program.split))
     setup_words = to_ints(np.concatenate([setup.load_words(encoder),
                                           encoder.encode(program.steps[0].records[:setup_count]),
-                                          encoder.sync(tag=SETUP_TAG)]))
+                                          encoder.sync(tag=SETUP_TAG), encoder.counters(clear=True, tag=SETUP_TAG)]))
     query_words = [to_ints(encoder.encode(records)) for records in _query_records(program, setup_count)]
+    end_words = to_ints(np.concatenate([encoder.sync(tag=END_TAG), encoder.counters(tag=END_TAG)]))
+    bracket = 1 + len(counter_ids(geometry))        # a SYNC's DONE and the COUNTER responses
 
-    first = device.run(TimedTrace().send("cmd", setup_words).expect("rsp", 1),
+    first = device.run(TimedTrace().send("cmd", setup_words).expect("rsp", bracket),
                        max_cycles=max(1_000_000, 64 * len(setup_words)))
     zero = int(first.outputs["rsp"].cycles[-1]) + 1
     arrivals = (arrivals_ns * config.clock_mhz // 1000).astype(np.int64)
     trace = TimedTrace().send("cmd", setup_words)
     for words, arrival in zip(query_words, arrivals):
         trace.send("cmd", words, at=zero + int(arrival))
-    trace.expect("rsp", 1 + len(expected.responses))
+    trace.send("cmd", end_words)
+    trace.expect("rsp", 2 * bracket + len(expected.responses))
     budget = max_cycles or zero + int(arrivals[-1]) + 20_000_000 * len(queries) * len(stages)
     result = device.run(trace, max_cycles=budget)
     out = result.outputs["rsp"]
     responses, cycles = decode_responses(geometry, out.words), np.asarray(out.cycles) - zero
-    if responses.tag[0] != SETUP_TAG or int(cycles[0]) != -1:
-        raise RuntimeError(f"The setup ended at cycle {int(cycles[0]) + zero}, not {zero - 1} as when run alone")
+    if responses.tag[bracket - 1] != SETUP_TAG or int(cycles[bracket - 1]) != -1:
+        raise RuntimeError(f"The setup ended at cycle {int(cycles[bracket - 1]) + zero}, not {zero - 1} as when "
+                           "run alone")
+    done = np.flatnonzero((responses.tag == END_TAG) & (responses.kind == ResponseKind.DONE.value))
 
     finishes, rankings, mismatches = [], [], {}
     for number, tag in enumerate(program.tags):
         rows = np.flatnonzero(responses.tag == tag)
-        finishes.append(int(cycles[rows[-1]]))
+        finishes.append(int(cycles[rows[-1]]) if len(rows) else int(cycles[-1]))
         rankings.append(responses.ranking(tag))
         got, want = responses.records(tag), expected.responses.records(tag)
         if got != want:
-            mismatches[number] = f"query {number}: {len(got)} responses, {len(want)} expected"
+            first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            mismatches[number] = (f"query {number}: {len(got)} responses, {len(want)} expected; first difference "
+                                  f"at {first}")
     finishes = np.asarray(finishes, dtype=np.int64)
     latencies = (finishes - arrivals) * 1000 / config.clock_mhz
     return ChipReplay(arrivals=arrivals, finishes=finishes, latencies_ns=latencies, rankings=rankings,
-                      mismatches=mismatches, setup_cycles=zero, total_cycles=result.cycles,
+                      mismatches=mismatches, counters=responses.counters(END_TAG), end_cycle=int(cycles[done[0]]),
+                      split=program.split, geometry=geometry,
+                      setup_cycles=zero, total_cycles=result.cycles,
                       wall_seconds=result.wall_seconds, clock_mhz=config.clock_mhz)

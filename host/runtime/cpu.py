@@ -17,6 +17,7 @@ inference and the top-k only, as the accelerator's replay starts from candidates
 
 import concurrent.futures
 import multiprocessing
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -91,14 +92,15 @@ class LoadGenRun:
     Attributes
     ----------
     report : rpaccel.host.runtime.stats.LatencyReport
-        Our figures from each query's issue and completion (LoadGen's scheduled issue, wall clock).
+        Our figures, from the issue callback to the ranking (wall clock; LoadGen's own start at its scheduled
+        issue, a little earlier).
     loadgen : dict
         LoadGen's own summary (``mlperf_log_summary.txt``): ``result`` (VALID/INVALID), ``completed_qps``,
         ``scheduled_qps``, latency percentiles in ms, ``early_stopping`` and the raw ``text``.
     rankings : dict
         Trace query number -> ``(indices, scores)`` of its last ranking.
     issued : int
-        Queries LoadGen issued.
+        Queries served (issued by LoadGen and ranked without error).
     recorder : rpaccel.host.runtime.stats.LatencyRecorder
         The latencies behind ``report`` (its CDF).
     """
@@ -114,9 +116,18 @@ class LoadGenRun:
 _worker = {}
 
 
-def _worker_init(ranker, queries):
+def _worker_init(ranker, queries, barrier):
+    # Ctrl-C is the parent's to handle: a worker interrupted in multiprocessing's loop would print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker["ranker"] = ranker
     _worker["prepared"] = {number: ranker.prepare(records) for number, records in queries.items()}
+    _worker["barrier"] = barrier
+
+
+def _worker_ready():
+    """Wait until every worker has prepared its queries (one call per worker: a worker blocked here takes no
+    other call, so ``workers`` calls reach ``workers`` different processes)."""
+    _worker["barrier"].wait(timeout=600)
 
 
 def _worker_rank(number):
@@ -190,36 +201,59 @@ def run_loadgen(ranker, trace_queries, *, qps, target_ms, percentile=0.95, min_q
 
     state = {"pool": None}
     lock = threading.Lock()
-    issued, times, rankings = [0], [], {}
+    issued, times, rankings, failures = [0], [], {}, []
+
+    # An exception must not leave a callback: LoadGen calls them from C++ and would crash. What fails is recorded,
+    # every sample is still completed (or LoadGen would wait forever), and the error is raised after the run.
+    def fail(where, error):
+        with lock:
+            failures.append(f"{where}: {type(error).__name__}: {error}")
 
     def load(samples):
-        chosen = {numbers[sample.index if hasattr(sample, "index") else sample]: None for sample in samples}
-        queries = {number: trace_queries[number] for number in chosen}
-        context = multiprocessing.get_context("spawn")
-        state["pool"] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                               initializer=_worker_init, initargs=(ranker, queries))
-        # Start every worker (and its preparation) now, before the timed run.
-        list(state["pool"].map(_worker_rank, [next(iter(queries))] * workers))
+        try:
+            chosen = {numbers[index]: None for index in samples}       # LoadGen passes sample indices
+            queries = {number: trace_queries[number] for number in chosen}
+            context = multiprocessing.get_context("spawn")
+            state["pool"] = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_worker_init,
+                initargs=(ranker, queries, context.Barrier(workers)))
+            # Every worker started and its queries prepared before the timed run.
+            for future in [state["pool"].submit(_worker_ready) for _ in range(workers)]:
+                future.result()
+        except BaseException as error:
+            fail("preparing the workers", error)
 
     def unload(samples):
         if state["pool"] is not None:
-            state["pool"].shutdown()
+            state["pool"].shutdown(cancel_futures=True)
             state["pool"] = None
 
     def issue(samples):
         for sample in samples:
             start = time.monotonic_ns()
             number = numbers[sample.index]
-            future = state["pool"].submit(_worker_rank, number)
+            try:
+                future = state["pool"].submit(_worker_rank, number)
+            except BaseException as error:
+                fail(f"query {number}", error)
+                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
+                continue
 
             def done(future, sample=sample, start=start, number=number):
                 finish = time.monotonic_ns()
-                result = future.result()
-                with lock:
-                    times.append((start, finish))
-                    rankings[number] = result
-                    issued[0] += 1
-                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
+                try:
+                    result = future.result()
+                except BaseException as error:
+                    fail(f"query {number}", error)
+                else:
+                    with lock:
+                        times.append((start, finish))
+                        rankings[number] = result
+                        issued[0] += 1
+                try:
+                    lg.QuerySamplesComplete([lg.QuerySampleResponse(sample.id, 0, 0)])
+                except BaseException as error:
+                    fail(f"completing query {number}", error)
 
             future.add_done_callback(done)
 
@@ -247,6 +281,8 @@ def run_loadgen(ranker, trace_queries, *, qps, target_ms, percentile=0.95, min_q
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
         unload(None)
+    if failures:
+        raise RuntimeError(f"The CPU backend failed {len(failures)} time(s); the first: {failures[0]}")
     recorder = LatencyRecorder(target_ms=target_ms, percentile=percentile, min_queries=min_queries,
                                min_duration_s=min_duration_s)
     for start, finish in sorted(times):

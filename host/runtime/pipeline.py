@@ -8,7 +8,7 @@ same candidates.
 
 from dataclasses import dataclass
 
-__all__ = ["PipelineError", "StageSpec", "parse_pipeline"]
+__all__ = ["PipelineError", "StageSpec", "parse_pipeline", "stage_items"]
 
 
 class PipelineError(ValueError):
@@ -44,7 +44,7 @@ def parse_pipeline(text):
         model, items, k = fields
         values = []
         for name, value in (("ITEMS", items), ("K", k)):
-            if not value.isdigit() or int(value) < 1:
+            if not (value.isascii() and value.isdecimal()) or int(value) < 1:
                 raise PipelineError(f"Pipeline {text!r}: stage {number} ({model}): {name} {value!r} is not a "
                                     "positive integer")
             values.append(int(value))

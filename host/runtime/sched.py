@@ -53,17 +53,18 @@ class ServiceTable:
 
 def measure_cpu_service(rank, sizes, *, repeats=9):
     """A :class:`ServiceTable` of ``rank(size)`` (runs one request of ``size`` items, its inputs prepared), the
-    median of ``repeats`` runs per size after one warm-up run."""
-    medians = []
+    median of ``repeats`` runs per size after one warm-up run of each. The sizes take turns in every round, so a
+    burst of other work on a shared machine lands on all of them rather than on one size's every run."""
+    sizes = list(sizes)
     for size in sizes:
         rank(size)
-        times = []
-        for _ in range(repeats):
+    times = {size: [] for size in sizes}
+    for _ in range(repeats):
+        for size in sizes:
             start = time.perf_counter_ns()
             rank(size)
-            times.append(time.perf_counter_ns() - start)
-        medians.append(float(np.median(times)))
-    return ServiceTable(tuple(sizes), tuple(medians))
+            times[size].append(time.perf_counter_ns() - start)
+    return ServiceTable(tuple(sizes), tuple(float(np.median(times[size])) for size in sizes))
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def simulate(arrivals_ns, sizes, config, *, workers, cpu, accel=None):
         raise ValueError("A threshold sends queries to the accelerator: give its service time (accel)")
     arrivals = np.asarray(arrivals_ns, dtype=np.float64)
     sizes = np.asarray(sizes, dtype=np.int64)
+    if arrivals.shape != sizes.shape or (np.diff(arrivals) < 0).any():
+        raise ValueError("Arrivals must be non-decreasing, one per query size (first come, first served)")
     cores = [0.0] * workers         # a heap of the cores' free times
     accel_free = 0.0
     finishes = np.empty(len(arrivals))
@@ -130,8 +133,9 @@ def simulate(arrivals_ns, sizes, config, *, workers, cpu, accel=None):
 
 
 def _tail_ms(arrivals, finishes, percentile, warmup):
-    latencies = (finishes - arrivals)[warmup:]
-    return float(np.percentile(latencies, percentile * 100)) / 1e6
+    """LoadGen's percentile (the ``floor(n p) + 1``-th smallest) of the latencies after ``warmup``, in ms."""
+    latencies = np.sort((finishes - arrivals)[warmup:])
+    return float(latencies[min(math.floor(len(latencies) * percentile), len(latencies) - 1)]) / 1e6
 
 
 def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, workers, cpu, accel=None,
@@ -142,11 +146,12 @@ def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, wo
 
     Returns
     -------
-    (float, float)
-        The load and its percentile latency in ms (``(0.0, inf)`` if even ``low`` misses the target).
+    (float, float) or (None, None)
+        The load and its percentile latency in ms; ``(None, None)`` if even ``low`` misses the target (RecPipe's
+        "unachievable").
     """
     gaps = np.asarray(gaps_ns, dtype=np.float64)
-    base = len(gaps) / max(gaps.sum(), 1.0) * 1e9          # the trace's own rate
+    base = (len(gaps) - 1) / max(gaps.sum(), 1.0) * 1e9    # the trace's own rate: n - 1 gaps after the first arrival
 
     def tail(load):
         arrivals = np.cumsum(gaps * (base / load))
@@ -161,7 +166,7 @@ def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, wo
         high = 4e9 / work
     low = low or high / 1e4
     if tail(low) > target_ms:
-        return 0.0, math.inf
+        return None, None
     for _ in range(steps):
         middle = math.sqrt(low * high)
         if tail(middle) <= target_ms:
@@ -180,7 +185,8 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
     Returns
     -------
     (SchedConfig, float, list)
-        The chosen setting, its highest load meeting the target, and every ``(SchedConfig, load, tail_ms)`` tried.
+        The chosen setting, its highest load meeting the target (0.0 if none does), and every ``(SchedConfig,
+        load, tail_ms)`` tried (``load`` and ``tail_ms`` None where no load meets it).
     """
     tried = []
 
@@ -188,7 +194,7 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
         load, tail = max_load(gaps_ns, sizes, config, target_ms=target_ms, percentile=percentile, warmup=warmup,
                               workers=workers, cpu=cpu, accel=accel)
         tried.append((config, load, tail))
-        return load
+        return 0.0 if load is None else load
 
     best, best_load = None, -1.0
 
@@ -203,7 +209,7 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
                 break
             previous = load
 
-    climb(SchedConfig(batch) for batch in batches)
+    climb([SchedConfig(batch) for batch in batches])
     if accel is not None:
-        climb(SchedConfig(best.batch, threshold) for threshold in thresholds)
+        climb([SchedConfig(best.batch, threshold) for threshold in thresholds])
     return best, best_load, tried

@@ -14,8 +14,10 @@ Validity follows LoadGen's Server scenario (``loadgen/results.cc``, ``early_stop
   with ten, 6,898 with fifty (:func:`min_queries_for`).
 * **Minimum queries** and **minimum duration**: the run's own thresholds (LoadGen's defaults are per benchmark).
 
-Throughput is the completed queries over the time from the first measured arrival to the last finish (LoadGen's
-"completed samples per second").
+Percentiles are LoadGen's: the ``floor(n p) + 1``-th smallest latency of ``n`` (from the histogram, within
+0.1%); whether the target is met is decided exactly, from the count of queries over it. Throughput is the
+measured queries over the time from the first measured arrival to the last finish (LoadGen's "completed samples
+per second" counts from the test's start instead).
 """
 
 import math
@@ -27,7 +29,7 @@ from hdrh.histogram import HdrHistogram
 
 __all__ = ["LatencyRecorder", "LatencyReport", "min_queries_for"]
 
-#: Largest latency the histogram holds: one hour in nanoseconds (anything longer is clamped, and counted).
+#: Largest latency the histogram holds: one hour in nanoseconds (anything longer is recorded as one hour).
 MAX_LATENCY_NS = 3600 * 10**9
 #: LoadGen's early-stopping confidence.
 CONFIDENCE = 0.99
@@ -84,9 +86,10 @@ class LatencyReport:
     warmup : int
         Queries left out at the start.
     p50, p95, p99, mean, max : float
-        Latency (finish - arrival) percentiles, mean and maximum, in ms (HdrHistogram, within 0.1%).
-    completed_qps : float
-        Measured queries over the time from their first arrival to their last finish.
+        Latency (finish - arrival) percentiles as LoadGen takes them (the ``floor(n p) + 1``-th smallest), mean
+        and maximum, in ms (HdrHistogram, within 0.1%).
+    completed_qps : float or None
+        Measured queries over the time from their first arrival to their last finish (None if that time is 0).
     duration_s : float
         That time.
     target_ms, percentile : float or None
@@ -94,11 +97,13 @@ class LatencyReport:
     overlatency : int
         Measured queries over the target.
     meets_target : bool or None
-        Whether the percentile's latency is within the target.
+        Whether the percentile's latency is within the target, decided exactly: at most ``n - 1 - floor(n p)``
+        queries over it.
     early_stopping_queries : int or None
         Queries the run needs for LoadGen's early stopping given ``overlatency``.
     valid : bool or None
-        LoadGen's verdict: early stopping, minimum queries and minimum duration all met (None without a target).
+        LoadGen's Server rules that apply to a replay: early stopping, minimum queries and minimum duration all
+        met (None without a target; LoadGen's performance constraints are not checked here).
     reasons : tuple of str
         What makes the run invalid.
     """
@@ -171,6 +176,12 @@ class LatencyRecorder:
         if self._target_ns is not None and latency > self._target_ns:
             self._overlatency += 1
 
+    def percentile_ms(self, fraction):
+        """LoadGen's percentile of the measured latencies in ms: the ``floor(n fraction) + 1``-th smallest."""
+        n = self._histogram.get_total_count()
+        rank = min(math.floor(n * fraction) + 1, n)
+        return self._histogram.get_value_at_percentile(100 * rank / n) * 1e-6
+
     def cdf(self, points=200):
         """The latency distribution as ``(percentiles, latencies_ms)`` arrays at ``points`` percentiles from 0 to
         100 (the histogram's, within 0.1%), for a CDF plot."""
@@ -191,12 +202,10 @@ class LatencyRecorder:
             raise ValueError(f"No query measured: {self._seen} recorded, {self.warmup} of warm-up")
         h = self._histogram
         duration = (self._last_finish - self._first_arrival) / 1e9
-        ms = 1e-6
-        figures = {"queries": n, "warmup": min(self.warmup, self._seen),
-                   "p50": h.get_value_at_percentile(50) * ms, "p95": h.get_value_at_percentile(95) * ms,
-                   "p99": h.get_value_at_percentile(99) * ms, "mean": h.get_mean_value() * ms,
-                   "max": h.get_max_value() * ms, "completed_qps": n / duration if duration > 0 else math.inf,
-                   "duration_s": duration}
+        figures = {"queries": n, "warmup": min(self.warmup, self._seen), "p50": self.percentile_ms(0.50),
+                   "p95": self.percentile_ms(0.95), "p99": self.percentile_ms(0.99),
+                   "mean": h.get_mean_value() * 1e-6, "max": h.get_max_value() * 1e-6,
+                   "completed_qps": n / duration if duration > 0 else None, "duration_s": duration}
         if self.target_ms is None:
             return LatencyReport(**figures)
         needed = min_queries_for(self._overlatency, self.percentile)
@@ -208,7 +217,7 @@ class LatencyRecorder:
             reasons.append(f"{n} queries measured, fewer than the minimum {self.min_queries}")
         if duration < self.min_duration_s:
             reasons.append(f"{duration:.3f} s measured, shorter than the minimum {self.min_duration_s} s")
-        tail = h.get_value_at_percentile(self.percentile * 100) * ms
+        allowed = n - 1 - math.floor(n * self.percentile)     # over the target, with the percentile within it
         return LatencyReport(**figures, target_ms=self.target_ms, percentile=self.percentile,
-                             overlatency=self._overlatency, meets_target=tail <= self.target_ms,
+                             overlatency=self._overlatency, meets_target=self._overlatency <= allowed,
                              early_stopping_queries=needed, valid=not reasons, reasons=tuple(reasons))

@@ -16,12 +16,13 @@ trace's header keeps, so a trace says how it was made.
   ``.npz``), read from its first sample and wrapped around at its end.
 
 The format, version 1 (``.jsonl``, or ``.jsonl.gz`` compressed): JSON Lines, UTF-8, one object per line, written
-with sorted keys and no spaces, so the same arguments write the same bytes (a ``.gz`` file has no time stamp).
+with sorted keys and no spaces, so the same arguments write the same bytes with the same numpy (its random
+generators) and zlib (``.gz``; the file has no time stamp).
 
 * Line 1, the header: ``{"format": "rpaccel-trace", "version": 1, "queries": N, "seed": S, "sizes": "...",
-  "arrivals": "...", "data": {...}}``; ``data`` is ``{"kind": "synthetic", "seed": ..., "max_rows": ..., "skew":
-  ..., "ctr": ..., "start": ...}`` or ``{"kind": "file", "path": "...", "samples": M}`` (the path relative to
-  the trace's folder).
+  "min_size": A, "max_size": B, "arrivals": "...", "data": {...}}`` (sizes are clipped to ``[A, B]``);
+  ``data`` is ``{"kind": "synthetic", "seed": ..., "max_rows": ..., "skew": ..., "ctr": ..., "start": ...}`` or
+  ``{"kind": "file", "path": "...", "samples": M}`` (the path relative to the trace's folder).
 * Lines 2 to N + 1, one per query, in arrival order: ``{"q": i, "t_ns": T, "size": n, "first": f}``: query number
   (0, 1, 2, ...), arrival in nanoseconds from the trace's start (non-decreasing), candidates, and the index of the
   first sample in the data stream (the query ranks samples ``f`` to ``f + n - 1``, wrapping around a file's end).
@@ -35,6 +36,7 @@ import gzip
 import io
 import json
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +133,10 @@ class SizeDist:
             return cls(kind, (a, b), low, high, text)
         if kind == "table":
             if rest in _TABLES:
-                return cls("table", _TABLES[rest], low, high, text)
+                values = _TABLES[rest]
+                if min(values) < low or max(values) > high:
+                    raise ValueError(f"table: {rest} has sizes outside [{low}, {high}] (the clipping bounds)")
+                return cls("table", values, low, high, text)
             try:
                 values = _numbers(rest, len(rest.split(",")), "table:V1,V2,...")
             except ValueError:
@@ -139,9 +144,19 @@ class SizeDist:
             if not values or any(value != int(value) or value < 1 for value in values):
                 raise ValueError(f"table: needs a known name ({', '.join(_TABLES)}) or positive integers, not "
                                  f"{rest!r}")
-            return cls("table", tuple(int(value) for value in values), low, high, text)
+            values = tuple(int(value) for value in values)
+            if min(values) < low or max(values) > high:
+                raise ValueError(f"table: {text!r} has sizes outside [{low}, {high}] (the clipping bounds)")
+            return cls("table", values, low, high, text)
         raise ValueError(f"Unknown size distribution {text!r}: use fixed:N, normal:MEAN,STD, lognormal:MU,SIGMA "
                          f"or table:NAME|V1,V2,...")
+
+    @property
+    def largest(self):
+        """The largest size this distribution gives."""
+        if self.kind == "fixed":
+            return self.params[0]
+        return max(self.params) if self.kind == "table" else self.high
 
     def draw(self, rng, n):
         """``n`` sizes from ``rng`` (a :class:`numpy.random.Generator`), as int64."""
@@ -190,6 +205,9 @@ class ArrivalProcess:
         (rate,) = _numbers(rest, 1, f"{kind}:{'QPS' if kind == 'poisson' else 'MEAN_MS'}")
         if rate <= 0:
             raise ValueError(f"{kind}: the rate must be positive, not {rest!r}")
+        # Gaps of at most a day on average keep a trace's times within int64 nanoseconds.
+        if (kind == "poisson" and rate < 1 / 86_400) or (kind == "recpipe" and rate > 86_400_000):
+            raise ValueError(f"{kind}: a mean gap of more than a day ({rest!r}) is not a load")
         return cls(kind, rate, text)
 
     def gaps_ns(self, rng, n):
@@ -221,6 +239,8 @@ class TraceHeader:
     seed : int
     sizes, arrivals : str
         The text forms of the :class:`SizeDist` and :class:`ArrivalProcess`.
+    min_size, max_size : int
+        The sizes' clipping bounds.
     data : dict
         The data stream: ``{"kind": "synthetic", ...}`` (the :class:`~rpaccel.host.data.SyntheticConfig`'s seed,
         max_rows, skew and ctr, and the stream's first sample ``start``) or ``{"kind": "file", "path": ...,
@@ -232,19 +252,44 @@ class TraceHeader:
     sizes: str
     arrivals: str
     data: dict
+    min_size: int = 1
+    max_size: int = 1024
 
     def to_json(self):
         return {"format": TRACE_FORMAT, "version": TRACE_VERSION, "queries": self.queries, "seed": self.seed,
-                "sizes": self.sizes, "arrivals": self.arrivals, "data": self.data}
+                "sizes": self.sizes, "min_size": self.min_size, "max_size": self.max_size,
+                "arrivals": self.arrivals, "data": self.data}
+
+
+class _DataFieldError(ValueError):
+    """A field of a trace's ``data`` is missing or bad (``field`` names it)."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
 
 
 def _check_data(data):
+    """Check a trace's ``data`` object field by field (raising :class:`_DataFieldError` naming the field)."""
     if not isinstance(data, dict) or data.get("kind") not in ("synthetic", "file"):
-        raise ValueError(f"A trace's data must be {{'kind': 'synthetic' or 'file', ...}}, not {data!r}")
-    if data["kind"] == "file" and (not isinstance(data.get("samples"), int) or data["samples"] < 1):
-        raise ValueError(f"A data file's sample count must be a positive integer, not {data.get('samples')!r}")
-    if data["kind"] == "synthetic" and (not isinstance(data.get("start", 0), int) or data.get("start", 0) < 0):
-        raise ValueError(f"A synthetic stream's start must be a non-negative integer, not {data.get('start')!r}")
+        raise _DataFieldError("kind", f"must be {{'kind': 'synthetic' or 'file', ...}}, not {data!r}")
+
+    def need(name, kind, check, what):
+        value = data.get(name)
+        if name not in data:
+            raise _DataFieldError(name, "missing")
+        if not isinstance(value, kind) or isinstance(value, bool) or not check(value):
+            raise _DataFieldError(name, f"must be {what}, not {value!r}")
+
+    if data["kind"] == "file":
+        need("path", str, bool, "a file's path")
+        need("samples", int, lambda v: v >= 1, "a positive integer")
+    else:
+        need("seed", int, lambda v: v >= 0, "a non-negative integer")
+        need("max_rows", int, lambda v: v >= 1, "a positive integer")
+        need("skew", (int, float), lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+        need("ctr", (int, float), lambda v: 0 < v < 1, "in (0, 1)")
+        need("start", int, lambda v: v >= 0, "a non-negative integer")
 
 
 def generate_trace(queries, *, sizes, arrivals, data, seed=1):
@@ -272,8 +317,14 @@ def generate_trace(queries, *, sizes, arrivals, data, seed=1):
         raise ValueError(f"The seed must be a non-negative integer, not {seed!r}")
     sizes = sizes if isinstance(sizes, SizeDist) else SizeDist.parse(sizes)
     arrivals = arrivals if isinstance(arrivals, ArrivalProcess) else ArrivalProcess.parse(arrivals)
-    _check_data(data)
-    header = TraceHeader(queries, seed, sizes.text, arrivals.text, dict(data))
+    try:
+        _check_data(data)
+    except _DataFieldError as error:
+        raise ValueError(f"A trace's data: {error.field}: {error}") from None
+    if data["kind"] == "file" and sizes.largest > data["samples"]:
+        raise ValueError(f"Queries of up to {sizes.largest} candidates cannot be taken from a data file of "
+                         f"{data['samples']} samples")
+    header = TraceHeader(queries, seed, sizes.text, arrivals.text, dict(data), sizes.low, sizes.high)
     return header, _records(header, sizes, arrivals)
 
 
@@ -314,10 +365,10 @@ def write_trace(path, header, records, *, progress=None):
                 count += 1
                 if progress is not None and count % 1024 == 0:
                     progress.update(1024)
+            if count != header.queries:     # before the file is put in place
+                raise ValueError(f"{path}: the header announces {header.queries} queries, {count} were given")
         if progress is not None:
             progress.update(count % 1024)
-    if count != header.queries:
-        raise ValueError(f"{path}: the header announces {header.queries} queries, {count} were written")
     return count
 
 
@@ -369,10 +420,14 @@ def _header(path, lines):
             raise DataError(path, 1, name, f"must be a string, not {obj.get(name)!r}")
     try:
         _check_data(obj.get("data"))
-    except ValueError as error:
-        raise DataError(path, 1, "data", str(error)) from None
+    except _DataFieldError as error:
+        raise DataError(path, 1, f"data.{error.field}", str(error)) from None
+    for name in ("min_size", "max_size"):
+        _int_field(path, 1, obj, name, 1)
+    if obj["min_size"] > obj["max_size"]:
+        raise DataError(path, 1, "min_size", f"{obj['min_size']} is above max_size {obj['max_size']}")
     return TraceHeader(_int_field(path, 1, obj, "queries", 1), _int_field(path, 1, obj, "seed"), obj["sizes"],
-                       obj["arrivals"], obj["data"])
+                       obj["arrivals"], obj["data"], obj["min_size"], obj["max_size"])
 
 
 def read_trace(path):
@@ -390,7 +445,7 @@ def read_trace(path):
     handle = _open_lines(path)
     try:
         header = _header(path, iter(handle))
-    except (UnicodeDecodeError, OSError, EOFError) as error:
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as error:
         handle.close()
         raise DataError(path, 1, None, f"unreadable: {error}") from None
     except BaseException:
@@ -422,7 +477,7 @@ def _read_records(path, handle, header):
                                     f"beyond the data file's {wrap} samples")
                 previous, count = t, count + 1
                 yield QueryRecord(q, t, size, first)
-        except (UnicodeDecodeError, OSError, EOFError) as error:
+        except (UnicodeDecodeError, OSError, EOFError, zlib.error) as error:
             raise DataError(path, number + 1, None, f"unreadable: {error}") from None
     if count != header.queries:
         raise DataError(path, number + 1, None, f"truncated: the header announces {header.queries} queries, the "

@@ -1,9 +1,11 @@
 """``rpaccel bench replay``: the CPU baseline under MLPerf LoadGen at several loads, beside the queueing simulation
-with the service time measured here (:func:`rpaccel.experiments.replay.run_replay_bench`)."""
+with the service time measured here (:func:`rpaccel.experiments.replay.run_replay_bench`), and a short replay on the
+chip's RTL (:func:`rpaccel.experiments.replay.run_replay_rtl_bench`)."""
 
-from ..experiments.replay import run_replay_bench
+from ..experiments import combine
+from ..experiments.replay import run_replay_bench, run_replay_rtl_bench
 from .bench import Bench, finish
-from .common import non_negative_int, say
+from .common import CLIError, add_config_arguments, config_from_args, non_negative_int, say
 from .hostcommon import positive_int
 
 
@@ -17,6 +19,11 @@ def _shares(text):
 
 
 def _arguments(p):
+    add_config_arguments(p)
+    p.add_argument("--parts", default="cpu,rtl",
+                   help="cpu (LoadGen beside the simulation), rtl (a short replay on the chip's RTL) or both "
+                        "(default cpu,rtl)")
+    p.add_argument("--rtl-queries", type=positive_int, default=8, help="queries of the rtl part (default 8)")
     p.add_argument("--pipeline", default="rm-small:1024:128,rm-large:128:16",
                    help="stages MODEL:ITEMS:K,... (default rm-small:1024:128,rm-large:128:16)")
     p.add_argument("--workers", type=positive_int, default=2, help="worker processes and simulated cores (default 2)")
@@ -29,11 +36,21 @@ def _arguments(p):
 
 
 def run(args):
-    report = run_replay_bench(pipeline=args.pipeline, workers=args.workers, utilisations=args.utilisations,
-                              queries=args.queries, min_queries=args.min_queries, min_duration_s=args.min_duration,
-                              seed=args.seed, progress=None if args.json else say)
-    return finish(args, report)
+    parts = args.parts.split(",")
+    unknown = sorted(set(parts) - {"cpu", "rtl"})
+    if unknown or not parts:
+        raise CLIError(f"--parts must name cpu, rtl or both, not {args.parts!r}")
+    progress = None if args.json else say
+    reports = []
+    if "cpu" in parts:
+        reports.append(run_replay_bench(pipeline=args.pipeline, workers=args.workers, utilisations=args.utilisations,
+                                        queries=args.queries, min_queries=args.min_queries,
+                                        min_duration_s=args.min_duration, seed=args.seed, progress=progress))
+    if "rtl" in parts:
+        reports.append(run_replay_rtl_bench(config_from_args(args), pipeline=args.pipeline,
+                                            queries=args.rtl_queries, seed=args.seed, progress=progress))
+    return finish(args, combine(*reports))
 
 
-BENCH = Bench("replay", "the CPU baseline under LoadGen beside the queueing simulation (p95 error)", _arguments,
-              run)
+BENCH = Bench("replay", "the CPU baseline under LoadGen beside the queueing simulation; a short replay on the RTL",
+              _arguments, run)

@@ -12,7 +12,15 @@ keeps LoadGen's logs; nothing is written until the run is complete.
 
 from pathlib import Path
 
-from .common import CLIError, CommandFailed, add_config_arguments, config_from_args, print_json, say
+from .common import (
+    CLIError,
+    CommandFailed,
+    add_config_arguments,
+    config_from_args,
+    non_negative_int,
+    print_json,
+    say,
+)
 from .hostcommon import check_files, positive_int
 
 
@@ -65,7 +73,7 @@ def register(subparsers):
     p.add_argument("--min-queries", type=positive_int, default=200, help="LoadGen's minimum queries (default 200)")
     p.add_argument("--min-duration", type=float, default=5.0, help="LoadGen's minimum seconds per load (default 5)")
     p.add_argument("--k", type=positive_int, help="NDCG depth (default the last stage's K)")
-    p.add_argument("--seed", type=int, default=1, help="seed of training and of LoadGen (default 1)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="seed of training and of LoadGen (default 1)")
     p.add_argument("--out", help="folder for rows.json, rows.csv and LoadGen's logs (must not exist)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=run)
@@ -80,7 +88,7 @@ def run(args):
     from ..experiments.replay import run_replay
 
     out = Path(args.out) if args.out else None
-    check_files([("--trace", args.trace)], [])
+    check_files([("--trace", args.trace)], [("--out", out)] if out is not None and not out.exists() else [])
     if out is not None and out.exists():
         raise CLIError(f"--out {out} exists; name a new folder (nothing is overwritten)")
     if not 0 < args.percentile < 100:
@@ -106,7 +114,8 @@ def run(args):
         if out is not None:
             (scratch / "rows.json").write_text(json.dumps(report.data, indent=2) + "\n")
             with open(scratch / "rows.csv", "w", newline="") as handle:
-                fields = [key for key in report.rows[0] if key not in ("reasons", "cdf", "mismatches")]
+                fields = [key for key in report.rows[0]
+                          if key not in ("reasons", "cdf", "mismatches", "utilisation", "cache")]
                 writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(report.rows)
@@ -125,7 +134,7 @@ def run(args):
     else:
         print(report.text)
         if out is not None:
-            print(f"\nwrote {out}/rows.json, rows.csv" + (" and LoadGen's logs (load-*/)" if args.backend == "cpu"
+            print(f"\nwrote {out}/rows.json, rows.csv" + (" and LoadGen's logs (load-N-QPS/)" if args.backend == "cpu"
                                                             else ""))
         if args.plot:
             print(f"wrote {args.plot}")

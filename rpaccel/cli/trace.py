@@ -76,7 +76,7 @@ def _data_source(args):
 
 def run_gen(args):
     from ..host.progress import Progress
-    from ..host.runtime.trace import SizeDist, generate_trace, write_trace
+    from ..host.runtime.trace import ArrivalProcess, SizeDist, generate_trace, write_trace
 
     out = Path(args.out)
     check_files([("--data", args.data)], [("--out", out)])
@@ -88,12 +88,15 @@ def run_gen(args):
         sizes = SizeDist.parse(args.sizes, low=args.min_size, high=args.max_size)
     except ValueError as error:
         raise CLIError(f"--sizes: {error}") from None
-    data = _data_source(args)
     try:
-        header, records = generate_trace(args.queries, sizes=sizes, arrivals=args.arrivals, data=data,
-                                         seed=args.seed)
+        arrivals = ArrivalProcess.parse(args.arrivals)
     except ValueError as error:
         raise CLIError(f"--arrivals: {error}") from None
+    data = _data_source(args)
+    try:
+        header, records = generate_trace(args.queries, sizes=sizes, arrivals=arrivals, data=data, seed=args.seed)
+    except ValueError as error:     # the data options (--data-seed, --max-rows, --skew, --ctr, --start, --data)
+        raise CLIError(str(error)) from None
     with Progress(f"writing {out.name}", args.queries, "queries", enabled=not args.quiet) as bar:
         write_trace(out, header, records, progress=bar)
     print(f"wrote {args.queries:,} queries to {out} (sizes {args.sizes}, arrivals {args.arrivals}, seed "

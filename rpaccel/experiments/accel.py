@@ -29,8 +29,9 @@ import numpy as np
 from ..results import format_table
 from .report import ExperimentError, ExperimentFailed, Report, Section, check_fraction, check_positive, check_seed
 
-__all__ = ["FALLBACK", "MEASUREMENT", "MODES", "PIPELINES", "ROLES", "SCHEDULES", "add_ratios", "compile_pipeline",
-           "measure", "measure_program", "pipeline_stages", "run_accel", "tables", "train_models"]
+__all__ = ["FALLBACK", "MEASUREMENT", "MODES", "PIPELINES", "ROLES", "SCHEDULES", "add_ratios", "cache_figures",
+           "compile_pipeline", "measure", "measure_program", "pipeline_stages", "run_accel", "tables", "train_models",
+           "unit_utilisation"]
 
 #: The three model roles of RecPipe's pipelines and their zoo models.
 ROLES = {"small": "rm-small", "med": "rm-med", "large": "rm-large"}
@@ -65,7 +66,7 @@ def pipeline_stages(pipeline, candidates, k_max):
     return stages
 
 
-def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data=None):
+def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data=None, first=0):
     """Train ``specs`` (``{role: ModelSpec}``, every spec with the same inputs) briefly on synthetic data and
     quantise them.
 
@@ -77,6 +78,8 @@ def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data
     seed : int
     data : rpaccel.host.data.SyntheticConfig, optional
         The data's layout (default: the first spec's dense inputs, tables and pooling).
+    first : int
+        The stream's first training sample (the calibration samples follow the training ones).
 
     Returns
     -------
@@ -89,11 +92,11 @@ def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data
     from ..host.train import TrainConfig, train
 
     start = time.monotonic()
-    first = next(iter(specs.values()))
-    data = data or SyntheticConfig(dense=first.dense, rows=first.tables, pooling=first.pooling, seed=seed)
+    spec = next(iter(specs.values()))
+    data = data or SyntheticConfig(dense=spec.dense, rows=spec.tables, pooling=spec.pooling, seed=seed)
     generator = SyntheticCriteo(data)
-    records = generator.generate(train_samples)
-    calib = generator.generate(calibration, start=train_samples)
+    records = generator.generate(train_samples, start=first)
+    calib = generator.generate(calibration, start=first + train_samples)
     models = {}
     for role, spec in specs.items():
         model, _ = train(spec, *preprocess(records, spec), records.labels,
@@ -161,7 +164,7 @@ def measure_program(program, device, *, pause=0.0, seed=1):
                  "setup_cycles": start, "total_cycles": total, "wall_seconds": wall}
 
 
-def _utilisation(counters, window, lanes, g):
+def unit_utilisation(counters, window, lanes, g):
     """Busy share of each unit over the ``window`` cycles (lanes: each active lane's)."""
     out = {f"lane{lane}": counters.get(f"BUSY_LANE{lane}", 0) / window for lane in range(lanes)}
     for label, name in (("fetch", "BUSY_FETCH"), ("embedding", "BUSY_EMBEDDING"), ("join", "BUSY_JOIN"),
@@ -174,7 +177,8 @@ def _utilisation(counters, window, lanes, g):
     return out
 
 
-def _cache(counters):
+def cache_figures(counters):
+    """The embedding unit's lookups, static-cache hit rate, dynamic-cache line hit rate and line misses."""
     lookups = counters.get("EMB_LOOKUPS", 0)
     lines = counters.get("EMB_LINE_HITS", 0) + counters.get("EMB_LINE_MISSES", 0)
     return {"lookups": lookups,
@@ -222,7 +226,7 @@ def measure(config, program, device, *, pause=0.0, seed=1, note=""):
                                  for name, items, stage in zip(names, program.items[0], program.stages)),
            "split": program.split, "sub_batch": program.sub_batch, "queries": queries,
            "cycles_per_query": cycles / queries, "latency_us": cycles / queries / config.clock_mhz,
-           "utilisation": _utilisation(counters, window, program.split, g), "cache": _cache(counters),
+           "utilisation": unit_utilisation(counters, window, program.split, g), "cache": cache_figures(counters),
            "mem_read_lines": counters.get("MEM_READ_LINES", 0), "mem_write_lines": counters.get("MEM_WRITE_LINES", 0),
            "checked": failure is None,
            "rankings": [run.responses.ranking(tag) if program.mode == "rpaccel" else run.expected.rankings[q]

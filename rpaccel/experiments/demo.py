@@ -122,6 +122,7 @@ def run_demo(config, *, candidates=DEMO_CANDIDATES, k=None, seed=1, pause=0.0, t
         ["stage", "candidates -> kept", "rpaccel lane", "rpaccel lane busy cycles", "baseline cycles",
          f"baseline us @ {config.clock_mhz:g} MHz"], stage_rows)
     main, busy, cache = tables(config, rows)
+    peer = _recpipe_estimate(config, models, roles, candidates, fast["split"], rows)
     top = ", ".join(f"#{index} ({score})" for score, index in ranking[:5])
     verdict = (f"The chip's ranking equals the host's reference pipeline (bit-exact logits, same order). Best: "
                f"{top}, ..." if matches and not failures else "MISMATCH: " + "; ".join(failures))
@@ -132,10 +133,29 @@ def run_demo(config, *, candidates=DEMO_CANDIDATES, k=None, seed=1, pause=0.0, t
         f"trained on {train_samples:,} synthetic samples (seed {seed}, {train_seconds:.0f} s) and quantised to int8.",
         *([f"Note: {note}."] if note else []),
         "", stage_table, "", main, "", "Busy share of each unit:", "", busy, "", "Embedding caches and memory:", "",
-        cache, "", MEASUREMENT, "", verdict,
+        cache, "", MEASUREMENT, "", peer, "", verdict,
         f"Wall clock {elapsed:.0f} s (training {train_seconds:.0f} s, simulation "
         f"{sum(r['wall_seconds'] for r in rows):.0f} s)."])
     data = {"candidates": candidates, "kept": kept, "k": k, "preset": config.name, "seed": seed, "pause": pause,
             "models": names, "note": note, "rows": rows, "stages": stage_rows, "ranking": ranking,
-            "ranking_matches_host_pipeline": matches, "train_seconds": train_seconds, "wall_seconds": elapsed}
+            "ranking_matches_host_pipeline": matches, "train_seconds": train_seconds, "wall_seconds": elapsed,
+            "recpipe_model": peer}
     return Report(rows=rows, text=text, data=data, failures=tuple(failures))
+
+
+def _recpipe_estimate(config, models, roles, candidates, split, rows):
+    """RecPipe's analytical model (:mod:`rpaccel.sim.model.recpipe`) on the same query and configuration, beside
+    the chip's measured cycles."""
+    from ..sim.model.recpipe import RecPipeStage, recpipe_query
+
+    stages, items = [], candidates
+    for role, kept in roles:
+        stages.append(RecPipeStage(models[role].spec, items, kept))
+        items = kept
+    measured = {row["mode"]: row["cycles_per_query"] for row in rows}
+    parts = []
+    for mode, n in (("rpaccel", split), ("baseline", 1)):
+        estimate = recpipe_query(config, stages, split=n, clock_ns=1000 / config.clock_mhz)
+        parts.append(f"{mode} (split {n}) {estimate.cycles:,.0f} cycles against {measured[mode]:,} measured")
+    return ("RecPipe's analytical model (its formulas and constants: 50% miss rate, per-layer weight reloads, no "
+            "overlap) on this query and configuration: " + "; ".join(parts) + ".")

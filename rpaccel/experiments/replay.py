@@ -1,12 +1,13 @@
 """``rpaccel replay``: a query trace served by a backend under load, with tail latency, throughput and quality.
 
-So far the ``cpu`` backend (:mod:`rpaccel.host.runtime.cpu`): the pipeline runs for real on this machine, in
-worker processes, under MLPerf LoadGen's Server scenario, once per offered load. The ``model`` and ``rtl``
-backends (the fast model, the chip on Verilator) come with issue 21's next parts.
+Backends: ``cpu`` (:mod:`rpaccel.host.runtime.cpu`: the pipeline for real on this machine, in worker processes,
+under MLPerf LoadGen's Server scenario, once per offered load) and ``rtl`` (:mod:`rpaccel.host.runtime.chip`: the
+chip's RTL on Verilator, each query sent at its arrival). The ``model`` backend (the fast model) comes with issue
+21's next part.
 
 Models: quantised (``.q.npz``, ``rpaccel quantize``) or float (``.npz``, ``rpaccel train``) files per stage model,
-or, when none are given and the trace's data is the synthetic stream, models trained for seconds on the start of
-that stream (the trace's queries should then start after it: ``rpaccel trace gen --start``).
+or, when none are given and the trace's data is the synthetic stream, models trained for seconds on samples of
+that stream far beyond any trace's (from sample 2**32).
 """
 
 import time
@@ -16,9 +17,11 @@ import numpy as np
 
 from .report import ExperimentError, Report
 
-__all__ = ["plot_replay", "run_replay", "run_replay_bench", "search_load"]
+__all__ = ["plot_replay", "run_replay", "run_replay_bench", "run_replay_rtl_bench", "search_load"]
 
 BACKENDS = ("cpu", "rtl")
+#: The synthetic stream's first sample the models are trained on when no model files are given.
+TRAIN_FIRST = 1 << 32
 
 
 def _load_models(stages, files, numerics, header, train_samples, seed, progress):
@@ -49,11 +52,10 @@ def _load_models(stages, files, numerics, header, train_samples, seed, progress)
     if progress:
         progress(f"training {', '.join(names)} on {train_samples:,} synthetic samples")
     config = SyntheticConfig.criteo(max_rows=data["max_rows"], skew=data["skew"], ctr=data["ctr"], seed=data["seed"])
-    models, _, seconds = train_models(specs, train_samples=train_samples, seed=seed, data=config)
-    overlap = data["start"] < train_samples + 2_000
-    return models, (f"models trained in {seconds:.0f} s on samples 0 to {train_samples + 1_999:,} of the stream"
-                    + (" (the trace's queries overlap them: generate it with --start "
-                       f"{train_samples + 2_000})" if overlap else ""))
+    # Far beyond any trace's samples, so that the queries are never the training data.
+    models, _, seconds = train_models(specs, train_samples=train_samples, seed=seed, data=config, first=TRAIN_FIRST)
+    return models, (f"models trained in {seconds:.0f} s on {train_samples:,} samples of the stream from sample "
+                    f"{TRAIN_FIRST:,} (calibrated on the 2,000 after), none of them a query's")
 
 
 def _check_models(stages, files):
@@ -75,12 +77,30 @@ def _check_models(stages, files):
             raise ExperimentError("models", f"gives no file for the pipeline's model(s) {', '.join(missing)}")
 
 
+def _num(value, spec=".1f"):
+    """``value`` formatted, or "-" for None (a figure that could not be measured)."""
+    return "-" if value is None else format(value, spec)
+
+
+def _check_chip(config, stages):
+    """The chip's limits a pipeline must keep, checked before models are trained (the compiler checks the rest)."""
+    last = stages[-1]
+    if last.k > config.k_max:
+        raise ExperimentError("pipeline", f"the last stage ({last}) keeps {last.k}; the {config.name} chip's top-k "
+                                          f"units keep at most {config.k_max} (k_max)")
+    for number, stage in enumerate(stages[:-1]):
+        if stage.items > config.filter_capacity:
+            raise ExperimentError("pipeline", f"stage {number} ({stage}) filters {stage.items} items; the "
+                                              f"{config.name} chip's filter units hold {config.filter_capacity} "
+                                              "(filter_capacity)")
+
+
 def _ndcg(rankings, queries, k):
     from ..host.quality import ndcg
 
-    labels = np.stack([queries[number].labels[indices[:k]] for number, (indices, _) in sorted(rankings.items())
-                       if len(indices) >= k])
-    return float(np.mean(ndcg(labels, k))) if len(labels) else None
+    labels = [queries[number].labels[indices[:k]] for number, (indices, _) in sorted(rankings.items())
+              if len(indices) >= k]
+    return float(np.mean(ndcg(np.stack(labels), k))) if labels else None
 
 
 def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, numerics="int8", loads=None,
@@ -154,6 +174,22 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
             raise ExperimentError(name, f"must be a positive integer, not {value!r}")
     if not isinstance(warmup, int) or not 0 <= warmup < queries:
         raise ExperimentError("warmup", f"must be a number of queries in [0, {queries}), not {warmup!r}")
+    if target_ms is not None and not (isinstance(target_ms, (int, float)) and target_ms > 0):
+        raise ExperimentError("target_ms", f"must be a positive number of ms, not {target_ms!r}")
+    if not 0 < percentile < 1:
+        raise ExperimentError("percentile", f"must be a fraction in (0, 1), not {percentile!r}")
+    if not (isinstance(min_duration_s, (int, float)) and min_duration_s >= 0):
+        raise ExperimentError("min_duration_s", f"must be a number of seconds >= 0, not {min_duration_s!r}")
+    if search and (target_ms is None or loads is not None):
+        raise ExperimentError("search", "needs a latency target (target_ms) and no fixed loads")
+    if backend == "rtl":
+        from ..config import preset
+        from ..host.runtime.chip import MAX_QUERIES
+
+        config = config or preset("small")
+        if queries > MAX_QUERIES:
+            raise ExperimentError("queries", f"must be at most {MAX_QUERIES} on the rtl backend (response tags), "
+                                             f"not {queries}")
     try:
         stages = parse_pipeline(pipeline)
     except PipelineError as error:
@@ -162,9 +198,13 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
     k = k or stages[-1].k
     if not 1 <= k <= stages[-1].k:
         raise ExperimentError("k", f"must be in [1, {stages[-1].k}] (the last stage's K), not {k}")
+    if backend == "rtl":
+        _check_chip(config, stages)
     try:
         header, records = read_trace(trace)
         chosen = [record for _, record in zip(range(queries), records)]
+        for _ in records:       # the rest is read too, so that a truncated or corrupted trace is refused
+            pass
         for record in chosen:
             try:
                 stage_items(stages, record.size)
@@ -174,16 +214,14 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         candidates = {record.q: data.query(record) for record in chosen}
     except DataError as error:
         raise ExperimentError("trace", str(error)) from None
+    if warmup >= len(chosen):
+        raise ExperimentError("warmup", f"must leave queries to measure: the trace holds {len(chosen)}")
     times = np.array([record.t_ns for record in chosen], dtype=np.int64)
     trace_qps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 1 and times[-1] > times[0] else None
-    if search and (target_ms is None or loads is not None):
-        raise ExperimentError("search", "needs a latency target (target_ms) and no fixed loads")
+    if trace_qps is None and (search or (loads is not None and backend == "rtl")):
+        raise ExperimentError("load", "cannot be scaled: the trace's first queries arrive all at once")
     if loads is None and trace_qps is None:
         raise ExperimentError("load", "must be given: the trace's first queries arrive all at once")
-    if backend == "rtl":
-        from ..config import preset
-
-        config = config or preset("small")
     loaded, note = _load_models(stages, models, numerics, header, train_samples, seed, progress)
     with tempfile.TemporaryDirectory() as scratch:
         if backend == "cpu":
@@ -199,7 +237,8 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
     text = _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, len(candidates), config)
     if search:
         text += (f"Highest load meeting p{percentile * 100:g} <= {target_ms:g} ms: {best['offered_qps']:.1f} "
-                 f"queries/s offered, {best['completed_qps']:.1f} completed (searched {len(rows)} loads).\n"
+                 f"queries/s offered, {_num(best['completed_qps'])} completed (searched {len(rows)} loads; "
+                 f"{'a valid run' if best['valid'] else 'not a valid run: ' + '; '.join(best['reasons'])}).\n"
                  if best else f"No load met p{percentile * 100:g} <= {target_ms:g} ms (searched {len(rows)} loads)."
                  "\n")
     return Report(rows=rows, text=text, data={"trace": str(trace), "pipeline": pipeline, "backend": backend,
@@ -214,6 +253,7 @@ def _cpu_server(stages, models, numerics, candidates, target_ms, percentile, wor
     from ..host.runtime.cpu import CpuRanker, run_loadgen
 
     ranker = CpuRanker(stages, models, numerics)
+    served = []
 
     def serve(load):
         if progress:
@@ -221,7 +261,8 @@ def _cpu_server(stages, models, numerics, candidates, target_ms, percentile, wor
         started = time.monotonic()
         run = run_loadgen(ranker, candidates, qps=load, target_ms=target_ms or 1000.0, percentile=percentile,
                           min_queries=min_queries, min_duration_s=min_duration_s, workers=workers,
-                          outdir=Path(outdir or scratch) / f"load-{load:g}", seed=seed)
+                          outdir=Path(outdir or scratch) / f"load-{len(served) + 1}-{load:g}", seed=seed)
+        served.append(load)
         report = run.report
         return {"backend": "cpu", "numerics": numerics, "offered_qps": load, "completed_qps": report.completed_qps,
                 "queries": report.queries, "p50_ms": report.p50, "p95_ms": report.p95, "p99_ms": report.p99,
@@ -243,6 +284,7 @@ def _rtl_server(config, stages, models, candidates, times, trace_qps, target_ms,
     from ..host.runtime.pipeline import PipelineError
     from ..host.runtime.stats import LatencyRecorder
     from ..sim.chip import chip_device
+    from .accel import cache_figures, unit_utilisation
 
     numbers = sorted(candidates)
     queries = [candidates[number] for number in numbers]
@@ -269,8 +311,10 @@ def _rtl_server(config, stages, models, candidates, times, trace_qps, target_ms,
                 "queries": report.queries, "warmup": report.warmup, "p50_ms": report.p50, "p95_ms": report.p95,
                 "p99_ms": report.p99, "mean_ms": report.mean, "meets_target": report.meets_target,
                 "valid": report.valid, f"ndcg@{k}": _ndcg(rankings, candidates, k),
-                "service_cycles": int(np.min(run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
-                "wall_s": run.wall_seconds, "checked": not run.mismatches,
+                "min_latency_cycles": int(np.min(run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
+                "wall_s": run.wall_seconds, "checked": not run.mismatches, "split": run.split,
+                "utilisation": unit_utilisation(run.counters, max(run.end_cycle, 1), run.split, run.geometry),
+                "cache": cache_figures(run.counters),
                 "mismatches": list(run.mismatches.values()), "reasons": list(report.reasons),
                 "cdf": _cdf(recorder)}
 
@@ -333,25 +377,31 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
         lines.append(note + ".")
     target = f" (target p{percentile * 100:g} {target_ms:g} ms)" if target_ms else ""
     head = ["offered q/s", "completed q/s", "queries", "p50 ms", "p95 ms", "p99 ms", f"NDCG@{k}", "valid" + target]
-    if backend == "rtl":
-        head.append("checked")
+    head.append("checked" if backend == "rtl" else "LoadGen")
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---:|" * (len(head) - 1) + "---|"]
     for row in rows:
         verdict = "-" if row["valid"] is None else ("yes" if row["valid"] else "no: " + "; ".join(row["reasons"]))
         ndcg = row[f"ndcg@{k}"]
-        cells = [f"{row['offered_qps']:.1f}", f"{row['completed_qps']:.1f}", str(row["queries"]),
+        cells = [f"{row['offered_qps']:.1f}", _num(row["completed_qps"]), str(row["queries"]),
                  f"{row['p50_ms']:.3f}", f"{row['p95_ms']:.3f}", f"{row['p99_ms']:.3f}",
                  "-" if ndcg is None else f"{ndcg:.4f}", verdict]
-        if backend == "rtl":
-            cells.append("yes" if row["checked"] else "no")
+        cells.append(("yes" if row["checked"] else "no") if backend == "rtl" else row["loadgen_result"] or "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if backend == "cpu":
-        lines.append("Latency: from LoadGen's issue of a query to its ranking (wall clock, HdrHistogram); "
-                     "LoadGen's own p95 agrees within the time LoadGen takes to issue.")
+        lines.append("Latency: from LoadGen's issue of a query to its ranking (wall clock, HdrHistogram; no warm-up "
+                     "left out, as LoadGen leaves none); LoadGen's own figures, from its scheduled issue, are longer "
+                     "by the time it takes to issue. valid: our recorder's verdict (early stopping, minimum queries "
+                     "and duration); LoadGen: LoadGen's own.")
     else:
         lines.append("Latency: from a query's arrival cycle to its last response (the chip's cycles at the "
                      "preset's clock); checked: every response equals the golden model's.")
+        for row in rows:
+            busy = ", ".join(f"{unit} {share:.0%}" for unit, share in row["utilisation"].items())
+            cache = row["cache"]
+            lines.append(f"At {row['offered_qps']:.1f} q/s, busy share of each unit from the first arrival until "
+                         f"the chip is idle: {busy}; embedding lookups {cache['lookups']:,}, static hits "
+                         f"{cache['static_hit_rate']:.0%}, line hit rate {cache['line_hit_rate']:.0%}.")
     return "\n".join(lines) + "\n"
 
 
@@ -479,8 +529,10 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
             arrivals = np.cumsum(rng.exponential(1e9 / load, simulated))
             finishes = simulate(arrivals, np.full(simulated, size), SchedConfig(size), workers=workers,
                                 cpu=lambda _: service_ns)
-            latencies = (finishes - arrivals)[simulated // 10:] / 1e6      # the first tenth as warm-up
-            sim = {name: float(np.percentile(latencies, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+            latencies = np.sort((finishes - arrivals)[simulated // 10:] / 1e6)      # the first tenth as warm-up
+            # LoadGen's percentiles: the floor(n p) + 1-th smallest.
+            sim = {name: float(latencies[int(len(latencies) * q)]) for name, q in
+                   (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))}
             loadgen_p95 = run.loadgen.get("95.00_percentile_ms")
             rows.append({"utilisation": share, "offered_qps": load, "completed_qps": run.report.completed_qps,
                          "queries": run.report.queries, "loadgen_p50_ms": run.loadgen.get("50.00_percentile_ms"),
@@ -501,7 +553,7 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
     for row in rows:
         error = "-" if row["p95_error"] is None else f"{row['p95_error']:+.1%}"
         ndcg = row[f"ndcg@{k}"]
-        lines.append(f"| {row['utilisation']:.0%} | {row['offered_qps']:.1f} | {row['completed_qps']:.1f} | "
+        lines.append(f"| {row['utilisation']:.0%} | {row['offered_qps']:.1f} | {_num(row['completed_qps'])} | "
                      f"{row['queries']} | {row['loadgen_p50_ms']:.2f} | {row['loadgen_p95_ms']:.2f} | "
                      f"{row['loadgen_p99_ms']:.2f} | {row['simulated_p95_ms']:.2f} | {error} | "
                      f"{'-' if ndcg is None else f'{ndcg:.4f}'} |")
@@ -518,3 +570,70 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
                                               "capacity_qps": capacity, "rows": rows},
                   sections=(Section("replay-cpu", "The CPU baseline under LoadGen, beside the queueing simulation",
                                     text),))
+
+
+def run_replay_rtl_bench(config, *, pipeline="rm-small:1024:128,rm-large:128:16", queries=8,
+                         utilisations=(0.5, 0.9, 1.5), max_rows=20_000, seed=1, progress=None):
+    """A short replay on the chip's RTL at loads relative to its capacity: each query sent at its arrival
+    (Poisson gaps), the latencies in the chip's cycles (deterministic, whatever the machine's load).
+
+    The capacity is one over the service time of the first query replayed alone. Returns a :class:`Report` with
+    the section ``replay-rtl``.
+    """
+    from ..host.runtime.pipeline import PipelineError, parse_pipeline
+    from ..host.runtime.trace import TraceData, generate_trace
+    from .report import Section, check_positive
+
+    try:
+        stages = parse_pipeline(pipeline)
+    except PipelineError as error:
+        raise ExperimentError("pipeline", str(error)) from None
+    _check_models(stages, None)
+    check_positive(queries=queries, max_rows=max_rows)
+    if not utilisations or any(not (isinstance(u, (int, float)) and u > 0) for u in utilisations):
+        raise ExperimentError("utilisations", f"must be positive shares of capacity, not {list(utilisations)!r}")
+    _check_chip(config, stages)
+    train_samples = 20_000
+    data = {"kind": "synthetic", "seed": seed, "max_rows": max_rows, "skew": 1.05, "ctr": 0.25,
+            "start": train_samples + 2_000}
+    header, records = generate_trace(queries, sizes=f"fixed:{stages[0].items}", arrivals="poisson:1", data=data,
+                                     seed=seed)
+    records = list(records)
+    source = TraceData(header)
+    candidates = {record.q: source.query(record) for record in records}
+    times = np.array([record.t_ns for record in records], dtype=np.int64)
+    trace_qps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9)
+    models, note = _load_models(stages, None, "int8", header, train_samples, seed, progress)
+    k = stages[-1].k
+    alone = _rtl_server(config, stages, models, {0: candidates[0]}, times[:1], None, None, 0.95, 0, k, progress)
+    service = alone(1.0)
+    capacity = 1e3 / service["p50_ms"]
+    serve = _rtl_server(config, stages, models, candidates, times, trace_qps, None, 0.95, 0, k, progress)
+    rows = [{**serve(share * capacity), "load_share": share} for share in utilisations]
+    lines = [f"Pipeline {' -> '.join(str(stage) for stage in stages)} on the {config.name} chip (RTL on Verilator, "
+             f"RPAccel mode, split {rows[0]['split']}); {queries} queries of "
+             f"{stages[0].items:,} synthetic candidates, Poisson arrivals (seed {seed}) scaled to each load; "
+             f"latency from a query's arrival cycle to its last response at {config.clock_mhz:g} MHz (the preset's "
+             f"target clock, not a routed figure). One query alone takes {service['p50_ms']:.3f} ms: a capacity of "
+             f"{capacity:.1f} queries/s. {note}.", "",
+             f"| load (share of capacity) | offered q/s | completed q/s | p50 ms | p95 ms | p99 ms | NDCG@{k} | "
+             "checked |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in rows:
+        ndcg = row[f"ndcg@{k}"]
+        lines.append(f"| {row['load_share']:.0%} | {row['offered_qps']:.1f} | {_num(row['completed_qps'])} | "
+                     f"{row['p50_ms']:.3f} | {row['p95_ms']:.3f} | {row['p99_ms']:.3f} | "
+                     f"{'-' if ndcg is None else f'{ndcg:.4f}'} | {'yes' if row['checked'] else 'no'} |")
+    lines += ["", "Busy share of each unit from the first arrival until the chip is idle:", "",
+              "| load | " + " | ".join(rows[0]["utilisation"]) + " |",
+              "| --- |" + " ---: |" * len(rows[0]["utilisation"])]
+    for row in rows:
+        lines.append(f"| {row['load_share']:.0%} | " + " | ".join(f"{share:.0%}" for share in
+                                                                  row["utilisation"].values()) + " |")
+    lines += ["", f"{queries} queries are too few for LoadGen's early stopping at p95 (90 with none over a "
+              "target): these are the chip's latencies under queueing, not a validated tail; thousands of queries "
+              "need the fast model (issue 20)."]
+    text = "\n".join(lines) + "\n"
+    failures = tuple(f"load {row['offered_qps']:.1f}: {message}" for row in rows for message in row["mismatches"])
+    return Report(rows=rows, text=text, data={"pipeline": pipeline, "capacity_qps": capacity, "rows": rows},
+                  sections=(Section("replay-rtl", "A short replay on the chip's RTL (small)", text),),
+                  failures=failures)

@@ -29,7 +29,7 @@ def test_replay_on_the_cpu_backend_writes_rows_and_loadgen_logs(trace, tmp_path,
     assert rows[0]["loadgen_result"] in ("VALID", "INVALID") and 0 <= rows[0]["ndcg@8"] <= 1
     with open(out / "rows.csv") as handle:
         assert next(csv.DictReader(handle))["offered_qps"] == "50.0"
-    assert (out / "load-50" / "mlperf_log_summary.txt").exists()
+    assert (out / "load-1-50" / "mlperf_log_summary.txt").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -64,10 +64,22 @@ def test_replay_refuses_an_existing_output_folder(trace, tmp_path, capsys):
     assert "exists; name a new folder" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_rtl_backend_refuses_a_pipeline_the_chip_cannot_run_before_simulating(trace, capsys):
-    assert main(["replay", "--backend", "rtl", "--trace", str(trace), "--pipeline", "rm-small:256:100",
-                 "--queries", "2"]) == 2
+@pytest.mark.parametrize("pipeline, settings, message", [
+    ("rm-small:256:100", [], "the small chip's top-k units keep at most 64 (k_max)"),
+    ("rm-small:256:128,rm-med:128:16", ["--set", "filter_capacity=128"],
+     "stage 0 (rm-small:256:128) filters 256 items; the small+filter_capacity=128 chip's filter units hold 128"),
+])
+def test_rtl_backend_refuses_a_pipeline_the_chip_cannot_run_before_anything(trace, pipeline, settings, message,
+                                                                          capsys):
+    assert main(["replay", "--backend", "rtl", "--trace", str(trace), "--pipeline", pipeline, "--queries", "2",
+                 *settings]) == 2
     err = capsys.readouterr().err.strip()
-    assert "The chip (small) cannot run the pipeline: Stage 0: k = 100 is outside [1, 64] (k_max)" in err
-    assert len(err.splitlines()) == 1
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_replay_refuses_a_truncated_trace_even_beyond_the_queries_it_uses(trace, tmp_path, capsys):
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(trace.read_text().splitlines(keepends=True)[:20]))     # 19 of 40 records
+    assert main(["replay", "--trace", str(cut), "--pipeline", "rm-small:256:16", "--queries", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "cut.jsonl:21: truncated: the header announces 40 queries, the file holds 19" in err

@@ -29,6 +29,10 @@ def test_the_two_stage_query_runs_on_the_chip_in_both_modes():
     # Stage cycles of the baseline add up to its query (the last LOGIT ends the query).
     assert first[4] + second[4] == report.rows[1]["cycles_per_query"]
     assert "baseline/this" in report.text and "tiny-s scores 96 candidates and keeps 12" in report.text
+    # RecPipe's analytical model beside the measured cycles, for both modes.
+    assert data["recpipe_model"] in report.text
+    for row in report.rows:
+        assert f"against {row['cycles_per_query']:,} measured" in data["recpipe_model"]
 
 
 @pytest.mark.verilator

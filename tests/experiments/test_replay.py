@@ -48,3 +48,16 @@ def test_replay_bench_refuses_bad_settings_before_running(kwargs, message):
 
     with pytest.raises(ExperimentError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         run_replay_bench(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"utilisations": []}, "must be positive shares of capacity"), ({"queries": 0}, "queries must be a positive"),
+    ({"pipeline": "rm-small:256:100"}, "the small chip's top-k units keep at most 64"),
+])
+def test_replay_rtl_bench_refuses_bad_settings_before_running(kwargs, message):
+    from rpaccel.config import preset
+    from rpaccel.experiments import ExperimentError
+    from rpaccel.experiments.replay import run_replay_rtl_bench
+
+    with pytest.raises(ExperimentError, match=message):
+        run_replay_rtl_bench(preset("small"), **kwargs)

@@ -50,6 +50,11 @@ def test_queries_at_their_arrival_queue_inside_the_chip(models, device):
     assert latency[3] > 1.5 * service      # waited for query 2
     assert run.latencies_ns[0] == pytest.approx(service * 1000 / TINY.clock_mhz)
     assert (np.diff(run.finishes) > 0).all()
+    # The counters cover time zero to the end: every query's lookups, the lanes busy no longer than the window.
+    lookups = sum(len(records) * models["a"].spec.num_tables for records in queries) + sum(
+        12 * models["b"].spec.num_tables for _ in queries)
+    assert run.counters["EMB_LOOKUPS"] == lookups
+    assert run.end_cycle >= run.finishes.max() and 0 < run.counters["BUSY_LANE0"] <= run.end_cycle
 
 
 def test_refused_before_anything_runs(models):

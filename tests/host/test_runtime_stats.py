@@ -25,8 +25,9 @@ def test_percentiles_within_a_tenth_of_a_percent_and_warmup_left_out():
     report = recorder.report()
     measured = latencies[1000:] / 1e6
     assert report.queries == 19_000 and report.warmup == 1000
-    for name, q in (("p50", 50), ("p95", 95), ("p99", 99)):
-        assert getattr(report, name) == pytest.approx(np.percentile(measured, q), rel=2e-3), name
+    ordered = np.sort(measured)
+    for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):       # LoadGen's: sorted[floor(n p)]
+        assert getattr(report, name) == pytest.approx(ordered[int(np.floor(len(ordered) * q))], rel=1e-3), name
     assert report.max == pytest.approx(measured.max(), rel=1e-3)
     span = (max(arrivals[1000:] + latencies[1000:]) - arrivals[1000]) / 1e9
     assert report.completed_qps == pytest.approx(19_000 / span)
@@ -58,3 +59,17 @@ def test_bad_input():
         recorder.report()
     with pytest.raises(ValueError, match="latency target"):
         LatencyRecorder(target_ms=0)
+
+
+def test_percentiles_and_the_target_verdict_are_loadgens():
+    recorder = LatencyRecorder(target_ms=95.5, percentile=0.95)
+    for ms in range(1, 101):                      # 1, 2, ..., 100 ms
+        recorder.record(0, ms * 10**6)
+    report = recorder.report()
+    # LoadGen: sorted[floor(n p)], the floor(n p) + 1-th smallest: 51, 96 and 100 ms.
+    assert [round(value) for value in (report.p50, report.p95, report.p99)] == [51, 96, 100]
+    assert report.overlatency == 5 and not report.meets_target     # 96 ms > 95.5 ms: five over, four allowed
+    exact = LatencyRecorder(target_ms=10, percentile=0.99)
+    for _ in range(200):
+        exact.record(0, 10 * 10**6)                # exactly at the target: within it
+    assert exact.report().meets_target and exact.report().overlatency == 0

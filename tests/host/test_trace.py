@@ -191,13 +191,13 @@ def test_cli_gen_and_info(tmp_path, capsys):
     (["trace", "gen", "--out", "{d}/q.jsonl", "--sizes", "normal:1"], "--sizes: normal:MEAN,STD needs 2"),
     (["trace", "gen", "--out", "{d}/q.jsonl", "--arrivals", "poisson:-1"], "--arrivals: poisson: the rate"),
     (["trace", "gen", "--out", "{d}/q.txt"], "a trace is a .jsonl or .jsonl.gz file"),
+    (["trace", "gen", "--out", "{d}/q.jsonl", "--ctr", "5"], "A trace's data: ctr: must be in (0, 1), not 5.0"),
     (["trace", "gen", "--out", "{d}/q.jsonl", "--data", "{d}/missing.tsv"], "no such file"),
     (["trace", "info", "{d}/bad.jsonl"], "bad.jsonl:2: not JSON"),
 ])
 def test_cli_bad_input_is_one_line_with_status_2(tmp_path, argv, message, capsys):
-    (tmp_path / "bad.jsonl").write_text(
-        '{"arrivals":"poisson:1","data":{"kind":"synthetic","start":0},"format":"rpaccel-trace","queries":1,'
-        '"seed":1,"sizes":"fixed:1","version":1}\n{\n')
+    header = _lines(tmp_path)[1][0]
+    (tmp_path / "bad.jsonl").write_text(header + "{\n")
     assert main([arg.format(d=tmp_path) for arg in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -233,3 +233,52 @@ def test_cli_trace_over_a_data_file_moves_with_it(tmp_path, capsys):
     capsys.readouterr()
     assert main(["trace", "info", str(moved / "traces" / "q.jsonl")]) == 0
     assert "data file ../data/d.tsv (50 samples)" in capsys.readouterr().out
+
+
+def _header_edit(line, **changes):
+    header = json.loads(line)
+    for key, value in changes.items():
+        target, name = (header["data"], key[5:]) if key.startswith("data_") else (header, key)
+        if value is None:
+            del target[name]
+        else:
+            target[name] = value
+    return json.dumps(header) + "\n"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"data_seed": None}, "1: data.seed: missing"), ({"data_ctr": 5}, "1: data.ctr: must be in (0, 1)"),
+    ({"data_kind": "file"}, "1: data.path: missing"), ({"min_size": 9, "max_size": 3}, "1: min_size: 9 is above"),
+    ({"max_size": None}, "1: max_size: missing"),
+])
+def test_every_header_field_is_checked(tmp_path, changes, message):
+    path, lines = _lines(tmp_path)
+    path.write_text(_header_edit(lines[0], **changes) + "".join(lines[1:]))
+    with pytest.raises(DataError) as info:
+        read_trace(path)
+    assert f"{path}:{message}" in str(info.value)
+
+
+def test_a_corrupted_gzip_trace_is_named(tmp_path):
+    path = tmp_path / "t.jsonl.gz"
+    write_trace(path, *generate_trace(2000, sizes="fixed:8", arrivals="poisson:100", data=SYNTHETIC))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF      # a flipped byte in the middle of the compressed stream
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"{path}:\\d+: "):
+        list(read_trace(path)[1])
+
+
+def test_generation_refuses_what_reading_would_refuse(tmp_path):
+    with pytest.raises(ValueError, match="has sizes outside \\[1, 1024\\]"):
+        SizeDist.parse("table:2000,3000")
+    with pytest.raises(ValueError, match="a mean gap of more than a day"):
+        ArrivalProcess.parse("poisson:1e-12")
+    with pytest.raises(ValueError, match="Queries of up to 30 candidates cannot be taken from a data file of 20"):
+        generate_trace(5, sizes="fixed:30", arrivals="poisson:1", data={"kind": "file", "path": "d", "samples": 20})
+    with pytest.raises(ValueError, match="data: ctr: must be in"):
+        generate_trace(5, sizes="fixed:3", arrivals="poisson:1", data={**SYNTHETIC, "ctr": 2})
+    header, records = generate_trace(5, sizes="fixed:3", arrivals="poisson:1", data=SYNTHETIC)
+    with pytest.raises(ValueError, match="announces 5 queries, 4 were given"):
+        write_trace(tmp_path / "t.jsonl", header, list(records)[:4])
+    assert list(tmp_path.iterdir()) == []         # nothing published
