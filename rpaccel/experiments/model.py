@@ -1,0 +1,145 @@
+"""``rpaccel bench model``: the fast model against the RTL, side by side in one run.
+
+So far its units (issue 20 builds it unit by unit, docs/model.md): the MLP engine (:mod:`rpaccel.sim.model.engine`)
+and the interaction unit (:mod:`rpaccel.sim.model.interaction`). Per case, the RTL on Verilator (the file-driven
+Player, a stand-alone binary; its wall-clock seconds of simulation, the build excluded) and the model on the same
+stimulus: every output transfer's cycle compared, the run's cycles, and the model's host time (the median of three
+runs) against the RTL's. The whole chip's cases (RecPipe's pipelines, with RecPipe's analytical model beside them)
+come when the units are composed.
+"""
+
+import time
+
+import numpy as np
+
+from .report import Report, Section, check_seed
+
+__all__ = ["ENGINE_CASES", "INTERACTION_CASES", "run_model_units"]
+
+#: Engine cases: (name, {lane: (model, items)}, split, pause). RecPipe's bottom MLPs, random int8 weights.
+ENGINE_CASES = (
+    ("rm-large bottom, 1,024 items, one lane", {0: ("rm-large", 1024)}, 1, 0.0),
+    ("rm-small 4,096 and rm-large 512 on two lanes (RecPipe's stages)", {0: ("rm-small", 4096), 1: ("rm-large", 512)},
+     2, 0.0),
+    ("rm-small 512 and rm-large 128 on two lanes, 30% idle inputs and back-pressure",
+     {0: ("rm-small", 512), 1: ("rm-large", 128)}, 2, 0.3),
+)
+#: Interaction cases: (name, mode, vectors, dim, items, pause).
+INTERACTION_CASES = (
+    ("RM-small's dot (27 x 4), 10,000 items", "dot", 27, 4, 10_000, 0.0),
+    ("RM-small's dot (27 x 4), 10,000 items, 40% back-pressure", "dot", 27, 4, 10_000, 0.4),
+    ("cat 33 x 64 (RMC2's), 2,000 items", "cat", 33, 64, 2_000, 0.0),
+)
+
+
+def _median_seconds(function, repeats=3):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return result, float(np.median(times))
+
+
+def _engine_case(config, lanes, split, pause, seed):
+    from ..host.driver.mlp import plan_engine
+    from ..sim.golden.mlp import random_input
+    from ..sim.mlp_harness import play_plan
+    from ..sim.model.engine import engine_timing
+    from .gemm import MODELS, bottom_mlp
+
+    rng = np.random.default_rng(seed)
+    mlps = {name: bottom_mlp(rng, MODELS[name]) for name, _ in lanes.values()}
+    jobs = {lane: (mlps[name], random_input(rng, items, MODELS[name][0])) for lane, (name, items) in lanes.items()}
+    plan = plan_engine(config, split, jobs)
+    _, rtl = play_plan(config, plan, pause=pause, seed=seed, output_cycles=True)
+    timing, seconds = _median_seconds(lambda: engine_timing(plan, pause=pause or None, seed=seed))
+    differ = sum(int(np.count_nonzero(timing.outputs[port] != np.asarray(cycles)))
+                 if len(timing.outputs[port]) == len(cycles) else max(len(cycles), 1)
+                 for port, cycles in rtl.output_cycles.items())
+    return rtl, timing.cycles, differ, sum(len(c) for c in rtl.output_cycles.values()), seconds
+
+
+def _interaction_case(config, mode, vectors, dim, items, pause, seed):
+    from ..host.driver.interaction import encode_items
+    from ..rtl.interaction import Interaction
+    from ..sim.player import Player
+    from ..sim.model.interaction import InteractionModel
+    from ..sim.streams import port_seed, xorshift_stalls
+
+    unit = InteractionModel.for_config(config)
+    rng = np.random.default_rng(seed)
+    f = np.arange(1)  # noqa: F841 (documenting: items are random int8 vectors)
+    item_vectors = [rng.integers(-128, 128, (vectors, dim)) for _ in range(items)]
+    words = encode_items(mode, item_vectors, 40_503, 21, lanes=unit.lanes, max_vectors=unit.max_vectors,
+                         max_dim=unit.max_dim)
+    expected = unit.run(words, values=False)
+    result = Player(Interaction.for_config, config).run(
+        {"i": words}, expect={"o": len(expected.output_cycles)}, pause={"o": pause}, seed=seed, packed=True,
+        words=True, direct=True, output_cycles=True)
+    ready = None
+    if pause:
+        stalls = xorshift_stalls(pause, port_seed(seed, "o"))
+        ready = ~np.fromiter((next(stalls) for _ in range(result.cycles + 1)), bool, result.cycles + 1)
+    run, seconds = _median_seconds(lambda: unit.run(words, ready=ready, values=False))
+    cycles = np.asarray(result.output_cycles["o"])
+    differ = int(np.count_nonzero(run.output_cycles != cycles)) if len(run.output_cycles) == len(cycles) else len(
+        cycles)
+    return result, run.cycles, differ, len(cycles), seconds
+
+
+def run_model_units(config=None, *, seed=1, engine=True, interaction=True, progress=None):
+    """The engine's and the interaction unit's models against their RTL (see the module notes).
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig, optional
+        Default: ``small`` with room in the weight buffer for RM-large's bottom MLP (32,768 words; the chip
+        streams it, the engine alone cannot).
+    seed : int
+    engine, interaction : bool
+        Which units to run.
+
+    Returns
+    -------
+    Report
+        A row per case; a failure for every case whose output cycles differ from the RTL's.
+    """
+    from ..config import preset
+
+    check_seed(seed)
+    config = config or preset("small").with_settings(["weight_buffer_words=32768"])
+    rows, failures = [], []
+    cases = ([("engine", case) for case in ENGINE_CASES] if engine else []) + (
+        [("interaction", case) for case in INTERACTION_CASES] if interaction else [])
+    for unit, case in cases:
+        name = case[0]
+        if progress:
+            progress(f"{unit}: {name} (RTL on Verilator, then the model)")
+        if unit == "engine":
+            rtl, model_cycles, differ, outputs, seconds = _engine_case(config, *case[1:], seed)
+        else:
+            rtl, model_cycles, differ, outputs, seconds = _interaction_case(config, *case[1:], seed)
+        row = {"unit": unit, "case": name, "rtl_cycles": rtl.cycles, "model_cycles": model_cycles,
+               "outputs": outputs, "differing_outputs": differ, "rtl_seconds": rtl.wall_seconds,
+               "model_seconds": seconds, "speedup": rtl.wall_seconds / seconds if seconds else None}
+        rows.append(row)
+        if differ or model_cycles != rtl.cycles:
+            failures.append(f"{unit}, {name}: {differ} of {outputs} output cycles and the run's cycles "
+                            f"({model_cycles} against {rtl.cycles}) differ from the RTL's")
+    lines = [f"Configuration {config.name}; seed {seed}. Each case: the RTL on Verilator (the file-driven Player, a "
+             "stand-alone binary; seconds of simulation, the build excluded) and the model on the same stimulus "
+             "(seconds: the median of three runs).", "",
+             "| unit | case | RTL cycles | model cycles | output cycles equal | RTL s | model s | speed-up |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for row in rows:
+        equal = ("all " + f"{row['outputs']:,}" if not row["differing_outputs"] else
+                 f"{row['outputs'] - row['differing_outputs']:,} of {row['outputs']:,}")
+        lines.append(f"| {row['unit']} | {row['case']} | {row['rtl_cycles']:,} | {row['model_cycles']:,} | {equal} | "
+                     f"{row['rtl_seconds']:.2f} | {row['model_seconds']:.4f} | {row['speedup']:,.0f}x |")
+    lines += ["", "The issue's target is 1,000x on the whole chip's query; the units are its parts. What limits "
+              "each unit's speed is in docs/model.md. The machine is shared: both timings vary with its load, "
+              "the ratio less."]
+    text = "\n".join(lines) + "\n"
+    return Report(rows=rows, text=text, data={"config": config.name, "rows": rows}, failures=tuple(failures),
+                  sections=(Section("model-units", "The fast model's units against the RTL", text),))
