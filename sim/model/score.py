@@ -1,0 +1,213 @@
+"""Cycle-exact timing models of the chip's score path: the top-k unit (:class:`rpaccel.rtl.topk.TopKUnit`) and
+the filter unit (:class:`rpaccel.rtl.filter.FilterUnit`), each on its own streams, as building blocks of the
+whole chip's model.
+
+Each function takes what a test bench puts on the unit's ports, the unit's parameters, each input word's
+not-before cycle and the stall patterns of both streams, and returns the cycle of every input transfer and every
+output transfer with the outputs' values. Cycles are the :class:`~rpaccel.sim.player.Player`'s: cycle 0 is the
+first cycle out of reset, a transfer counts in the cycle whose closing edge sees ``valid`` and ``ready``.
+
+The test bench (:mod:`rpaccel.sim.player`'s testbench, the stall patterns of
+:func:`~rpaccel.sim.streams.xorshift_stalls`) offers input word ``e`` from the first cycle that is not an input
+stall and is at or after both its not-before cycle and the cycle after word ``e - 1`` was taken, and holds it
+until it is taken; it takes an output in every cycle that is not an output stall. In the rank space of the free
+(not stalled) cycles the first rule is a running maximum, so every run of words that the unit takes as soon as
+they come is one ``numpy.maximum.accumulate``; the models loop over queries (and the filter's passes), never
+over cycles or candidates.
+
+Top-k unit (:func:`topk_timing`; ``S`` insertion segments, ``L = ceil(log2(lanes))`` merge levels):
+
+1. **Input register** (``TopKUnit.elaborate``: ``head``, ``go``, ``i.ready = ~head_valid | go``). A word taken in
+   ``a`` is in the head register in ``a + 1`` and goes into the insertion array (``go``) then, unless it ends a
+   query while the unit is ``busy``. So the unit is ready in every cycle except while a query's last word waits
+   in the head; the word behind it is taken in the cycle that word goes (the source holds it valid).
+2. **One result at a time** (``busy``: set after the ``go`` of a ``last``, cleared after ``done``, the transfer of
+   a result's final element). Query ``q``'s last word goes in ``g_q = max(a + 1, D_{q-1} + 1)``, ``D_{q-1}`` the
+   cycle the previous result's final element left.
+3. **Insertion segments** (``_Segment``: stage A registers the comparisons, stage B inserts and registers the
+   spill into the next segment, ``snap`` a cycle after stage B of the ``last``). The end of the query leaves
+   segment ``s`` (from 0) with ``snap`` in ``g_q + 2 (s + 1)``: the last segment's ``snap`` (``start``, the bank
+   copy) is in ``g_q + 2 S``.
+4. **Read-out** (``_read_lane``: ``pop`` is a register equal to ``reading & ~finished & ~spare_valid`` of the
+   lane's two-entry :class:`~rpaccel.rtl.lib.slice.RegisterSlice`). The bank's first candidate is popped in
+   ``g_q + 2 S + 1`` and presented by the slice in ``g_q + 2 S + 2``; with the slice refilled behind every
+   transfer, the next element is always there in the cycle after a transfer.
+5. **Merge tree** (:class:`~rpaccel.rtl.topk.TopKMerge`: registered output, ``decide`` when the output is free
+   and both heads are known). Each level adds one cycle to the first result; a node decides in the cycle its
+   consumer takes its output and the lane slices refill in a cycle, so the root too presents the next element in
+   the cycle after each transfer. The first result is presented in ``T_q = g_q + 2 S + 2 + L``
+   (``TopKUnit.latency`` after the last word was taken when the unit was not busy).
+6. **Result length** (``left``, ``no_second``, the unit's ``left`` and ``done`` that clear the tree): ``R =
+   min(k, n)`` elements for ``n`` candidates; one (``keep = 0``) for an empty query or a ``k`` outside ``1 ..
+   k_max`` (``error``). Element ``j`` leaves in the ``j``-th free output cycle from ``T_q`` on; ``D_q`` is the
+   last of them.
+
+Values: :func:`rpaccel.numeric.topk` per query (the golden model's rule, :func:`rpaccel.sim.golden.topk.unit_model`).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...host.driver.device import NO_CYCLE
+from ...numeric import topk
+from ...rtl.topk import DEFAULT_SEGMENT, segment_sizes
+
+__all__ = ["READ_OUT", "FreeCycles", "TopKTiming", "topk_timing"]
+
+#: Cycles from the last insertion segment's ``snap`` to the first result presented by a lane (rule 4): the
+#: ``pop`` register, the lane's register slice.
+READ_OUT = 2
+
+
+class FreeCycles:
+    """The cycles a stream port may transfer in, as ranks: the ``r``-th free cycle and the rank of a cycle.
+
+    Parameters
+    ----------
+    stalls : array_like of bool, optional
+        ``True`` for a stalled cycle, from cycle 0 (the pattern of :func:`~rpaccel.sim.streams.xorshift_stalls`);
+        cycles beyond it are free. ``None``: no stalls.
+    """
+
+    def __init__(self, stalls=None):
+        stalls = np.zeros(0, dtype=bool) if stalls is None else np.asarray(stalls, dtype=bool)
+        if stalls.ndim != 1:
+            raise ValueError(f"A stall pattern must be 1-D, not of shape {stalls.shape}")
+        self.length = len(stalls)
+        self.free = np.flatnonzero(~stalls).astype(np.int64)
+        # before[c]: free cycles before cycle c, for c in 0 .. length.
+        self.before = np.concatenate([[0], np.cumsum(~stalls)]).astype(np.int64)
+
+    def rank(self, cycles):
+        """The rank of the first free cycle at or after each of ``cycles`` (a negative cycle counts as 0)."""
+        cycles = np.maximum(np.asarray(cycles, dtype=np.int64), 0)
+        inside = np.minimum(cycles, self.length)
+        return self.before[inside] + (cycles - inside)
+
+    def cycle(self, ranks):
+        """The free cycle of each rank in ``ranks``."""
+        ranks = np.asarray(ranks, dtype=np.int64)
+        total = len(self.free)
+        inside = self.free[np.minimum(ranks, total - 1)] if total else np.zeros_like(ranks)
+        return np.where(ranks < total, inside, self.length + ranks - total)
+
+
+def _accept_run(offer_ranks, floor_rank, free):
+    """Cycles a unit that is always ready takes a run of words in: word ``j`` is offered from rank ``max(
+    offer_ranks[j], rank of word j - 1 + 1)``, word 0 from ``max(offer_ranks[0], floor_rank)``."""
+    if not len(offer_ranks):
+        return np.zeros(0, dtype=np.int64)
+    steps = np.arange(len(offer_ranks), dtype=np.int64)
+    start = offer_ranks - steps
+    start[0] = max(start[0], floor_rank)
+    return free.cycle(np.maximum.accumulate(start) + steps)
+
+
+@dataclass(frozen=True)
+class TopKTiming:
+    """What :func:`topk_timing` returns.
+
+    Attributes
+    ----------
+    accepted : numpy.ndarray
+        ``int64``, the cycle each input element was taken in.
+    output : numpy.ndarray
+        ``int64``, the cycle each output element left in.
+    results : dict
+        The output elements as columns ``score, index, keep, last, error`` (``int64`` arrays).
+    elements : numpy.ndarray
+        ``int64``, the input elements of each query.
+    """
+
+    accepted: np.ndarray
+    output: np.ndarray
+    results: dict
+    elements: np.ndarray
+
+    @property
+    def cycles(self):
+        """Cycles until the last transfer: its cycle + 1."""
+        last = [int(a[-1]) for a in (self.accepted, self.output) if len(a)]
+        return max(last) + 1 if last else 0
+
+
+def _query_elements(query, lanes, separate_end):
+    """Input elements of ``query`` as :func:`rpaccel.sim.golden.topk.query_elements` frames them."""
+    n = len(query.scores)
+    batches = query.batches if query.batches is not None else [n]
+    if sum(batches) != n or any(b < 0 for b in batches):
+        raise ValueError(f"Sub-batch sizes {batches} do not add up to the query's {n} candidates")
+    count = sum(-(-b // lanes) for b in batches)
+    return count + 1 if separate_end or count == 0 else count
+
+
+def topk_timing(queries, *, k_max, lanes=1, segment=None, separate_end=False, not_before=None, in_stalls=None,
+                out_stalls=None):
+    """The transfers of a :class:`~rpaccel.rtl.topk.TopKUnit` streaming ``queries`` (rules in the module doc).
+
+    Parameters
+    ----------
+    queries : list of rpaccel.sim.golden.topk.Query
+        The queries, framed into input elements as :func:`~rpaccel.sim.golden.topk.query_elements` does (with
+        ``separate_end``); a ``k`` outside ``1 .. k_max`` is answered with an error element.
+    k_max, lanes, segment :
+        The unit's parameters (``segment`` defaults as the unit's does).
+    not_before : array_like of int, optional
+        Per input element, the cycle before which it is not offered (:data:`~rpaccel.host.driver.device.NO_CYCLE`
+        for none); default none.
+    in_stalls, out_stalls : array_like of bool, optional
+        Per cycle from 0, whether the source idles (input) or the consumer is not ready (output); see
+        :class:`FreeCycles`.
+
+    Returns
+    -------
+    TopKTiming
+    """
+    segment = min(k_max, DEFAULT_SEGMENT) if segment is None else segment
+    latency = 2 * len(segment_sizes(k_max, segment)) + READ_OUT + (lanes - 1).bit_length()
+    counts = np.array([_query_elements(q, lanes, separate_end) for q in queries], dtype=np.int64)
+    total = int(counts.sum())
+    nb = np.full(total, NO_CYCLE, dtype=np.int64) if not_before is None else np.asarray(not_before, np.int64)
+    if nb.shape != (total,):
+        raise ValueError(f"Give one not-before cycle per input element ({total}), not {nb.shape}")
+    source, sink = FreeCycles(in_stalls), FreeCycles(out_stalls)
+    offer = source.rank(nb)
+    accepted = np.empty(total, dtype=np.int64)
+    outputs, columns = [], {name: [] for name in ("score", "index", "keep", "last", "error")}
+    first, went, done = 0, -1, -1          # first element of the query; the last `go` and `done` so far
+    for query, count in zip(queries, counts.tolist(), strict=True):
+        end = first + count
+        # Rule 1: the query's first word waits for the head to be free (the previous last's `go`); the rest
+        # follow as they come.
+        floor = int(source.rank(accepted[first - 1] + 1)) if first else 0
+        head = int(source.cycle(max(int(offer[first]), floor)))
+        accepted[first] = max(head, went)
+        accepted[first + 1:end] = _accept_run(offer[first + 1:end], int(source.rank(accepted[first] + 1)), source)
+        went = max(int(accepted[end - 1]) + 1, done + 1)                          # rule 2
+        # Rules 3 to 6.
+        n, k = len(query.scores), query.k
+        error = not 1 <= int(k) <= k_max
+        if error or n == 0:
+            scores = indices = np.zeros(1, dtype=np.int64)
+            keep, length = 0, 1
+        else:
+            scores, indices = topk(query.scores, k, query.indices)
+            keep, length = 1, len(scores)
+        cycles = sink.cycle(sink.rank(went + latency) + np.arange(length))
+        done = int(cycles[-1])
+        outputs.append(cycles)
+        columns["score"].append(scores)
+        columns["index"].append(indices)
+        columns["keep"].append(np.full(length, keep, dtype=np.int64))
+        last = np.zeros(length, dtype=np.int64)
+        last[-1] = 1
+        columns["last"].append(last)
+        columns["error"].append(np.full(length, int(error), dtype=np.int64))
+        first = end
+    return TopKTiming(accepted=accepted, output=_join(outputs), results={k: _join(v) for k, v in columns.items()},
+                      elements=counts)
+
+
+def _join(parts):
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,152 @@
+"""The score path's timing model (rpaccel.sim.model.score) against the RTL on Verilator, cycle for cycle.
+
+Every case plays random queries (sizes from empty to many times ``k_max``, sub-batches, bad ``k``, idle gaps of
+many lengths before and inside queries, queries back to back) through the unit in the Player, with a probe that
+stamps every input transfer, and compares each input and output transfer's cycle, and every output value, with the
+model's. The stall patterns are the Player's own (its xorshift generators), given to the model.
+"""
+
+from itertools import islice
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rpaccel.config import preset
+from rpaccel.host.driver.device import NO_CYCLE
+from rpaccel.host.driver.topk import decode_results, encode_queries
+from rpaccel.rtl.topk import TopKUnit, topk_in_layout, topk_out_layout
+from rpaccel.sim.golden.topk import Query, random_queries
+from rpaccel.sim.model import score as score_model
+from rpaccel.sim.model.score import FreeCycles, topk_timing
+from rpaccel.sim.player import Player
+from rpaccel.sim.streams import port_seed, xorshift_stalls
+
+
+class TopKProbe(wiring.Component):
+    """A :class:`TopKUnit` whose input transfers are also put out on ``taken`` (valid in the transfer's cycle;
+    the Player takes it with no back-pressure and stamps its cycle)."""
+
+    def __init__(self, k_max, lanes, segment):
+        self.k_max, self.lanes, self.segment = k_max, lanes, segment
+        super().__init__({"i": In(stream.Signature(topk_in_layout(k_max, lanes=lanes))),
+                          "o": Out(stream.Signature(topk_out_layout())),
+                          "taken": Out(stream.Signature(1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = TopKUnit(self.k_max, lanes=self.lanes, segment=self.segment)
+        wiring.connect(m, wiring.flipped(self.i), unit.i)
+        wiring.connect(m, unit.o, wiring.flipped(self.o))
+        m.d.comb += [self.taken.valid.eq(self.i.valid & self.i.ready), self.taken.payload.eq(1)]
+        return m
+
+
+def stalls(pause, seed, port, cycles):
+    """The Player's stall pattern of ``port`` over ``cycles`` cycles."""
+    return np.fromiter(islice(xorshift_stalls(pause, port_seed(seed, port)), cycles), dtype=bool, count=cycles)
+
+
+def not_before(rng, count):
+    """Not-before cycles of ``count`` input words: mostly none, some past, some far ahead (idle gaps)."""
+    planned = np.cumsum(1 + rng.choice([0, 0, 0, 0, 1, 3, 40], size=count) * (rng.random(count) < 0.1))
+    planned += np.cumsum(np.where(rng.random(count) < 0.02, rng.integers(50, 300, count), 0))
+    return np.where(rng.random(count) < 0.3, planned, NO_CYCLE).astype(np.int64)
+
+
+def random_case(seed, k_max, lanes, count):
+    rng = np.random.default_rng(seed)
+    queries = random_queries(rng, count, k_max=k_max, max_candidates=int(rng.choice([2, 6])) * k_max * lanes)
+    for query in queries:
+        if rng.random() < 0.05:
+            query.k = int(rng.choice([0, k_max + 1]))           # an error element
+    return queries
+
+
+def compare(player, queries, *, k_max, lanes, segment, pause=(0.0, 0.0), seed=1, separate_end=False, nb=True):
+    """Run ``queries`` on the RTL and in the model; return the two as ``(accepted, output, results)`` each."""
+    words = encode_queries(queries, k_max=k_max, lanes=lanes, separate_end=separate_end, check=False)
+    rng = np.random.default_rng(seed)
+    cycles = not_before(rng, len(words)) if nb else np.full(len(words), NO_CYCLE, dtype=np.int64)
+    model = topk_timing(queries, k_max=k_max, lanes=lanes, segment=segment, separate_end=separate_end,
+                        not_before=cycles, in_stalls=stalls(pause[0], seed, "i", 1 << 16),
+                        out_stalls=stalls(pause[1], seed, "o", 1 << 16))
+    run = player.run({"i": words}, expect={"o": len(model.output), "taken": len(words)}, packed=True, words=True,
+                     direct=True, pause={"i": pause[0], "o": pause[1], "taken": 0.0}, seed=seed,
+                     not_before={"i": cycles}, output_cycles=True)
+    assert run.cycles < 1 << 16
+    rtl = (run.output_cycles["taken"], run.output_cycles["o"], decode_results(run.outputs["o"]))
+    return rtl, (model.accepted, model.output, model.results), run
+
+
+def assert_same(rtl, model):
+    accepted, output, results = rtl
+    assert accepted.tolist() == model[0].tolist()
+    assert output.tolist() == model[1].tolist()
+    for name, column in model[2].items():
+        assert results[name].tolist() == column.tolist(), name
+
+
+def test_free_cycles_ranks():
+    free = FreeCycles([False, True, True, False, True])
+    assert free.rank([-1, 0, 1, 2, 3, 4, 5, 9]).tolist() == [0, 0, 1, 1, 1, 2, 2, 6]
+    assert free.cycle([0, 1, 2, 3, 6]).tolist() == [0, 3, 5, 6, 9]
+    assert FreeCycles().cycle([0, 4]).tolist() == [0, 4]
+
+
+def test_topk_model_needs_one_cycle_per_element():
+    with pytest.raises(ValueError, match=r"one not-before cycle per input element \(3\)"):
+        topk_timing([Query.make([1, 2, 3], 2)], k_max=4, not_before=[0, 1])
+
+
+# --- against Verilator -------------------------------------------------------------------------------------
+
+TINY, SMALL = preset("tiny").k_max, preset("small").k_max
+UNITS = {  # name: (k_max, lanes, segment); the presets' units as the chip builds them, and a multi-lane one
+    "tiny": (TINY, 1, min(TINY, 16)),
+    "small": (SMALL, 1, min(SMALL, 16)),
+    "lanes3": (8, 3, 3),
+}
+_players = {}
+
+
+def player(name):
+    if name not in _players:
+        _players[name] = Player(TopKProbe, *UNITS[name])
+    return _players[name]
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", list(UNITS))
+@pytest.mark.parametrize(("pause", "separate_end"), [((0.0, 0.0), False), ((0.3, 0.4), False), ((0.2, 0.6), True)],
+                         ids=["free", "stalls", "stalls-end"])
+def test_topk_model_is_cycle_exact(name, pause, separate_end):
+    k_max, lanes, segment = UNITS[name]
+    seed = 7 + 3 * list(UNITS).index(name) + int(10 * pause[1])
+    queries = random_case(seed, k_max, lanes, 60)
+    rtl, model, _ = compare(player(name), queries, k_max=k_max, lanes=lanes, segment=segment, pause=pause,
+                            seed=seed, separate_end=separate_end)
+    assert_same(rtl, model)
+
+
+@pytest.mark.verilator
+def test_topk_model_back_to_back_queries_at_full_rate():
+    # Queries just long enough to stream back to back, and shorter ones whose `last` waits for the result.
+    k_max, lanes, segment = UNITS["small"]
+    rng = np.random.default_rng(5)
+    sizes = [k_max + 2 * 4 + 2, k_max + 2 * 4 + 1, 3, 1, 0, k_max, 200]
+    queries = [Query.make(rng.integers(-1000, 1000, size), k_max) for size in sizes * 3]
+    rtl, model, _ = compare(player("small"), queries, k_max=k_max, lanes=lanes, segment=segment, nb=False)
+    assert_same(rtl, model)
+
+
+@pytest.mark.verilator
+def test_topk_regression_catches_a_planted_latency_error(monkeypatch):
+    k_max, lanes, segment = UNITS["tiny"]
+    queries = random_case(3, k_max, lanes, 20)
+    monkeypatch.setattr(score_model, "READ_OUT", score_model.READ_OUT - 1)
+    rtl, model, _ = compare(player("tiny"), queries, k_max=k_max, lanes=lanes, segment=segment, pause=(0.3, 0.3))
+    with pytest.raises(AssertionError):
+        assert_same(rtl, model)
