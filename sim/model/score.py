@@ -53,7 +53,8 @@ from ...host.driver.device import NO_CYCLE
 from ...numeric import topk
 from ...rtl.topk import DEFAULT_SEGMENT, segment_sizes
 
-__all__ = ["READ_OUT", "FreeCycles", "TopKTiming", "topk_timing"]
+__all__ = ["READ_OUT", "FilterQuery", "FilterTiming", "FreeCycles", "TopKTiming", "filter_kept", "filter_timing",
+           "topk_timing"]
 
 #: Cycles from the last insertion segment's ``snap`` to the first result presented by a lane (rule 4): the
 #: ``pop`` register, the lane's register slice.
@@ -211,3 +212,200 @@ def topk_timing(queries, *, k_max, lanes=1, segment=None, separate_end=False, no
 
 def _join(parts):
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class FilterQuery:
+    """One query of a filter unit: its candidates in arrival order and ``k``.
+
+    Attributes
+    ----------
+    scores, indices : numpy.ndarray
+        int32 scores and candidate indices (at least one candidate: every input word of the unit is one).
+    k : int
+        How many to keep (``0``: the unit answers with one ``empty`` word).
+    """
+
+    scores: np.ndarray
+    indices: np.ndarray
+    k: int
+
+
+@dataclass(frozen=True)
+class FilterTiming:
+    """What :func:`filter_timing` returns.
+
+    Attributes
+    ----------
+    accepted : numpy.ndarray
+        ``int64``, the cycle each input word was taken in.
+    output : numpy.ndarray
+        ``int64``, the cycle each output word left in.
+    results : dict
+        The output words as columns ``index, last, empty, error`` (``int64`` arrays).
+    passes : numpy.ndarray
+        ``int64``, the selection passes of each query (0, 4 or 6).
+    done : numpy.ndarray
+        ``int64``, each query's ``DONE`` cycle (its bank is free from the next cycle).
+    """
+
+    accepted: np.ndarray
+    output: np.ndarray
+    results: dict
+    passes: np.ndarray
+    done: np.ndarray
+
+    @property
+    def cycles(self):
+        """Cycles until the last transfer: its cycle + 1."""
+        last = [int(a[-1]) for a in (self.accepted, self.output) if len(a)]
+        return max(last) + 1 if last else 0
+
+
+def filter_kept(scores, indices, k):
+    """Which of a held query's candidates a filter unit keeps: a boolean mask in arrival order.
+
+    The candidates of :func:`rpaccel.numeric.topk` (all of them when ``k >= n``); of equal ``(score, index)``
+    pairs, the first ones (the ``(T, I)`` count of the output pass, ``taken_at_i``).
+    """
+    n = len(scores)
+    if k >= n:
+        return np.ones(n, dtype=bool)
+    order = np.lexsort((np.arange(n), indices, -np.asarray(scores, dtype=np.int64)))
+    kept = np.zeros(n, dtype=bool)
+    kept[order[:k]] = True
+    return kept
+
+
+class _OutputQueue:
+    """The filter's output side (rules 11 and 12 of the module doc): the credits held, each with the cycle it is
+    given back, and the queue's words in order."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.releases = []          # the cycles credits still held are given back in (at most CREDITS + 1)
+        self.left = -1              # the last word's transfer
+
+    def _leave(self, written):
+        """A word written in ``written`` leaves in the first free output cycle from ``written + HEAD`` on, after
+        the word before it."""
+        rank = max(int(self.sink.rank(written + HEAD)), int(self.sink.rank(self.left + 1)))
+        self.left = int(self.sink.cycle(rank))
+        return self.left
+
+    def _room(self, t):
+        """The first cycle from ``t`` on in which fewer than ``CREDITS`` credits are held."""
+        held = sorted(r for r in self.releases if r >= t)
+        if len(held) >= CREDITS:
+            t = held[-CREDITS] + 1
+            held = [r for r in held if r >= t]
+        self.releases = held
+        return t
+
+    def pass_(self, start, kept):
+        """The output pass from ``start`` over the held pairs (``kept``: which leave); returns the last issue's
+        cycle and the kept words' transfers."""
+        n = len(kept)
+        settled = max(self.releases, default=-1) < start and self.left < start + HEAD + 1
+        if settled and int(self.sink.rank(start + n + HEAD + 1) - self.sink.rank(start + HEAD + 1)) == n:
+            # No credit held, no word ahead, no output stall over the pass: one issue a cycle, each kept word
+            # leaving HEAD + 1 cycles after its issue.
+            out = start + np.flatnonzero(kept).astype(np.int64) + HEAD + 1
+            if len(out):
+                self.left = int(out[-1])
+            self.releases = [int(t) for t in out[-CREDITS:]] + ([start + n] if n and not kept[-1] else [])
+            return start + n - 1, out
+        out, t = [], start
+        for keep in kept.tolist():
+            t = self._room(t)
+            self.releases.append(self._leave(t + 1) if keep else t + 1)
+            if keep:
+                out.append(self.left)
+            t += 1
+        return t - 1, np.array(out, dtype=np.int64)
+
+    def empty(self, t):
+        """The ``EMPTY`` state entered in ``t``: its word is written in ``t`` if a credit is free."""
+        if self._room(t) != t:
+            raise ValueError(f"A filter query with k = 0 meets a full output queue in cycle {t}: the RTL's EMPTY "
+                             "state takes a credit in every cycle it waits, which this model does not follow")
+        self.releases.append(self._leave(t))
+        return self.left
+
+
+#: Credits of the filter's output queue (``CreditCounter(4)``) and cycles from a word's write to its presence at
+#: the read-registered queue's head.
+CREDITS, HEAD = 4, 2
+#: A selection pass: ``n + 2`` cycles of COUNT, 256 of SCAN, one of TURN.
+PASS_EXTRA = 2 + 256 + 1
+
+
+def filter_timing(queries, *, capacity, not_before=None, in_stalls=None, out_stalls=None):
+    """The transfers of a :class:`~rpaccel.rtl.filter.FilterUnit` of ``capacity`` selecting ``queries`` (rules in
+    the module doc).
+
+    Parameters
+    ----------
+    queries : list of FilterQuery
+        The queries, one input word per candidate, ``last`` and ``k`` on the final one.
+    capacity : int
+        The unit's capacity (candidates beyond it are dropped and the result flagged ``error``).
+    not_before, in_stalls, out_stalls :
+        As for :func:`topk_timing`, per input word.
+
+    Returns
+    -------
+    FilterTiming
+    """
+    counts = np.array([len(q.scores) for q in queries], dtype=np.int64)
+    if (counts == 0).any():
+        raise ValueError(f"Filter query {int(np.argmin(counts))} has no candidate: every input word is one")
+    total = int(counts.sum())
+    nb = np.full(total, NO_CYCLE, dtype=np.int64) if not_before is None else np.asarray(not_before, np.int64)
+    if nb.shape != (total,):
+        raise ValueError(f"Give one not-before cycle per input word ({total}), not {nb.shape}")
+    source, sink = FreeCycles(in_stalls), FreeCycles(out_stalls)
+    offer = source.rank(nb)
+    accepted = np.empty(total, dtype=np.int64)
+    queue = _OutputQueue(sink)
+    outputs, passes, done = [], [], []
+    columns = {name: [] for name in ("index", "last", "empty", "error")}
+    first, finished = 0, -1
+    for q, (query, count) in enumerate(zip(queries, counts.tolist(), strict=True)):
+        end = first + count
+        # Rule 7: a query's first word waits for its bank, freed after the DONE of the query two before.
+        floor = int(source.rank(accepted[first - 1] + 1)) if first else 0
+        accepted[first] = max(int(source.cycle(max(int(offer[first]), floor))), done[q - 2] + 1 if q >= 2 else 0)
+        accepted[first + 1:end] = _accept_run(offer[first + 1:end], int(source.rank(accepted[first] + 1)), source)
+        # Rules 8 and 9: WAIT sees the bank full, START, then the passes.
+        start = max(int(accepted[end - 1]) + 1, finished + 1) + 1
+        n, k = min(count, capacity), int(query.k)
+        scores, indices = np.asarray(query.scores[:n], np.int64), np.asarray(query.indices[:n], np.int64)
+        error = int(count > capacity)
+        if k == 0:
+            passes.append(0)
+            cycles = np.array([queue.empty(start + 1)], dtype=np.int64)
+            finished = start + 2
+            words = {"index": [0], "last": [1], "empty": [1], "error": [error]}
+        else:
+            if k >= n:
+                count_passes = 0
+            else:
+                threshold = np.sort(scores)[::-1][k - 1]
+                count_passes = 6 if int((scores >= threshold).sum()) > k else 4
+            passes.append(count_passes)
+            kept = filter_kept(scores, indices, k)
+            last_issue, cycles = queue.pass_(start + 1 + count_passes * (n + PASS_EXTRA), kept)
+            finished = last_issue + 3
+            length = int(kept.sum())
+            last = np.zeros(length, dtype=np.int64)
+            last[-1] = 1
+            words = {"index": indices[kept], "last": last, "empty": np.zeros(length, dtype=np.int64),
+                     "error": last * error}
+        done.append(finished)
+        outputs.append(cycles)
+        for name, column in words.items():
+            columns[name].append(np.asarray(column, dtype=np.int64))
+        first = end
+    return FilterTiming(accepted=accepted, output=_join(outputs), results={k: _join(v) for k, v in columns.items()},
+                        passes=np.array(passes, dtype=np.int64), done=np.array(done, dtype=np.int64))

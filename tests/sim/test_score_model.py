@@ -15,12 +15,15 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rpaccel.config import preset
+from rpaccel.host.driver.codec import codec
 from rpaccel.host.driver.device import NO_CYCLE
 from rpaccel.host.driver.topk import decode_results, encode_queries
+from rpaccel.rtl.filter import FilterUnit, filter_in_layout, filter_out_layout
 from rpaccel.rtl.topk import TopKUnit, topk_in_layout, topk_out_layout
+from rpaccel.sim.golden.score import filter_keep
 from rpaccel.sim.golden.topk import Query, random_queries
 from rpaccel.sim.model import score as score_model
-from rpaccel.sim.model.score import FreeCycles, topk_timing
+from rpaccel.sim.model.score import FilterQuery, FreeCycles, filter_timing, topk_timing
 from rpaccel.sim.player import Player
 from rpaccel.sim.streams import port_seed, xorshift_stalls
 
@@ -38,6 +41,24 @@ class TopKProbe(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.unit = unit = TopKUnit(self.k_max, lanes=self.lanes, segment=self.segment)
+        wiring.connect(m, wiring.flipped(self.i), unit.i)
+        wiring.connect(m, unit.o, wiring.flipped(self.o))
+        m.d.comb += [self.taken.valid.eq(self.i.valid & self.i.ready), self.taken.payload.eq(1)]
+        return m
+
+
+class FilterProbe(wiring.Component):
+    """A :class:`FilterUnit` with the ``taken`` stream of :class:`TopKProbe`."""
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        super().__init__({"i": In(stream.Signature(filter_in_layout(capacity))),
+                          "o": Out(stream.Signature(filter_out_layout())),
+                          "taken": Out(stream.Signature(1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = FilterUnit(self.capacity)
         wiring.connect(m, wiring.flipped(self.i), unit.i)
         wiring.connect(m, unit.o, wiring.flipped(self.o))
         m.d.comb += [self.taken.valid.eq(self.i.valid & self.i.ready), self.taken.payload.eq(1)]
@@ -148,5 +169,81 @@ def test_topk_regression_catches_a_planted_latency_error(monkeypatch):
     queries = random_case(3, k_max, lanes, 20)
     monkeypatch.setattr(score_model, "READ_OUT", score_model.READ_OUT - 1)
     rtl, model, _ = compare(player("tiny"), queries, k_max=k_max, lanes=lanes, segment=segment, pause=(0.3, 0.3))
+    with pytest.raises(AssertionError):
+        assert_same(rtl, model)
+
+
+# --- the filter unit ---------------------------------------------------------------------------------------
+
+FILTERS = {"tiny": preset("tiny").filter_capacity, "small": preset("small").filter_capacity}
+
+
+def filter_case(seed, capacity, count, *, empty=True):
+    """Random filter queries: sizes up to ``capacity`` (some beyond), wide and narrow scores (ties in the low
+    bytes, whole ties), repeated indices, ``k`` from 0 (if ``empty``) to beyond the size."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for _ in range(count):
+        shape = rng.random()
+        n = (int(rng.integers(1, 9)) if shape < 0.3 else capacity + int(rng.integers(1, 20)) if shape < 0.35
+             else int(rng.integers(1, min(capacity, 600) + 1)))
+        spread = int(rng.choice([2, 5, 1000, 1 << 31]))
+        scores = rng.integers(-spread, spread, size=n)
+        if rng.random() < 0.3:
+            scores = scores * (1 << 24)
+        scores = scores.clip(-(1 << 31), (1 << 31) - 1)
+        indices = rng.integers(0, 8, size=n) if rng.random() < 0.2 else rng.permutation(n) % (1 << 16)
+        held = min(n, capacity)
+        k = int(rng.choice([int(rng.integers(1, held + 3)), held, 1] + ([0] if empty else [])))
+        queries.append(FilterQuery(scores.astype(np.int64), indices.astype(np.int64), k))
+    return queries
+
+
+def compare_filter(name, queries, *, pause=(0.0, 0.0), seed=1, nb=True):
+    capacity = FILTERS[name]
+    if name + "-filter" not in _players:
+        _players[name + "-filter"] = Player(FilterProbe, capacity)
+    columns = {"score": np.concatenate([q.scores for q in queries]),
+               "index": np.concatenate([q.indices for q in queries])}
+    last = np.concatenate([np.arange(len(q.scores)) == len(q.scores) - 1 for q in queries]).astype(np.int64)
+    columns["last"] = last
+    columns["k"] = last * np.repeat([q.k for q in queries], [len(q.scores) for q in queries])
+    words = codec(filter_in_layout(capacity)).pack(columns)
+    rng = np.random.default_rng(seed)
+    cycles = not_before(rng, len(words)) if nb else np.full(len(words), NO_CYCLE, dtype=np.int64)
+    model = filter_timing(queries, capacity=capacity, not_before=cycles, in_stalls=stalls(pause[0], seed, "i", 1 << 20),
+                          out_stalls=stalls(pause[1], seed, "o", 1 << 20))
+    run = _players[name + "-filter"].run(
+        {"i": words}, expect={"o": len(model.output), "taken": len(words)}, packed=True, words=True, direct=True,
+        pause={"i": pause[0], "o": pause[1], "taken": 0.0}, seed=seed, not_before={"i": cycles}, output_cycles=True)
+    assert run.cycles < 1 << 20
+    rtl = (run.output_cycles["taken"], run.output_cycles["o"], codec(filter_out_layout()).unpack(run.outputs["o"]))
+    return rtl, (model.accepted, model.output, model.results), model
+
+
+def test_filter_kept_is_the_golden_set():
+    for query in filter_case(4, 64, 200, empty=False):
+        n = min(len(query.scores), 64)
+        kept = score_model.filter_kept(query.scores[:n], query.indices[:n], query.k)
+        assert query.indices[:n][kept].tolist() == filter_keep(query.scores, query.k, query.indices, 64)[0]
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", list(FILTERS))
+@pytest.mark.parametrize("pause", [(0.0, 0.0), (0.3, 0.5), (0.1, 0.9)], ids=["free", "stalls", "slow-consumer"])
+def test_filter_model_is_cycle_exact(name, pause):
+    seed = 31 + int(10 * pause[1]) + (name == "small")
+    queries = filter_case(seed, FILTERS[name], 24 if name == "tiny" else 12, empty=pause[1] == 0.0)
+    rtl, model, timing = compare_filter(name, queries, pause=pause, seed=seed)
+    assert set(timing.passes.tolist()) >= {0, 4, 6} - ({0} if name == "small" else set())
+    assert_same(rtl, model)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize(("constant", "change"), [("CREDITS", 1), ("CREDITS", -1), ("HEAD", 1), ("PASS_EXTRA", -1)])
+def test_filter_regression_catches_planted_errors(monkeypatch, constant, change):
+    queries = filter_case(36, FILTERS["tiny"], 24, empty=False)
+    monkeypatch.setattr(score_model, constant, getattr(score_model, constant) + change)
+    rtl, model, _ = compare_filter("tiny", queries, pause=(0.3, 0.5), seed=36)
     with pytest.raises(AssertionError):
         assert_same(rtl, model)
