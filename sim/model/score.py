@@ -43,6 +43,35 @@ Top-k unit (:func:`topk_timing`; ``S`` insertion segments, ``L = ceil(log2(lanes
    last of them.
 
 Values: :func:`rpaccel.numeric.topk` per query (the golden model's rule, :func:`rpaccel.sim.golden.topk.unit_model`).
+
+Filter unit (:func:`filter_timing`; a query of ``m`` words holds ``n = min(m, capacity)`` pairs):
+
+7. **Banks** (``FilterUnit``: ``full``, ``in_bank``, ``i.ready = ~full[in_bank]``). Query ``q`` is stored in bank
+   ``q % 2``; the bank is full from the cycle after the query's last word was taken until the cycle after the
+   ``DONE`` of its selection. So the unit is ready for every word except the first of query ``q``, which waits
+   for the cycle after ``DONE_{q-2}``; words beyond the capacity are taken and dropped (``error``).
+8. **Start** (the ``select`` FSM: ``WAIT``, ``START``; ``sel`` flips in ``DONE``). ``WAIT`` sees the bank full
+   from ``W_q = max(a + 1, DONE_{q-1} + 1)`` (``a``: the query's last word taken) and ``START`` is in ``W_q +
+   1``; the first pass, the output pass (``k >= n``: ``take_all``) or ``EMPTY`` (``k = 0``) follows it.
+9. **Selection passes** (``COUNT``, ``SCAN``, ``TURN``). A pass reads the ``n`` pairs, one a cycle, and waits for
+   the synchronous read's last data (``n + 2`` cycles of ``COUNT``), scans the 256 bins (256 cycles) and turns (one
+   cycle): ``n + 259`` cycles. Four score passes; two index passes more when the pairs of the ``k``-th best score
+   ``T`` are not all kept (``#{score >= T} > k``); none when ``k >= n``.
+10. **Output pass** (``OUTPUT``, ``CreditCounter(4)``, ``DONE``). One pair is read (``issue``) a cycle while a
+    credit is free: in a cycle where fewer than four credits are held (``room``, a register of the next cycle's
+    count). A read takes a credit; a kept pair gives it back in the cycle its word leaves, a dropped one in the
+    cycle after its read (``valid1 & ~keep``). ``DONE`` comes 3 cycles after the last read (``addr == n`` and the
+    read pipeline empty), without waiting for the words to leave: the next query's selection overlaps them and
+    its output pass shares the credits. ``EMPTY`` writes its word in the cycle it is entered (the model requires a
+    free credit then, see :class:`_OutputQueue`) and ``DONE`` follows.
+11. **Output queue** (``Queue(depth=4, register="read")``). A word written in ``w`` (the cycle after its read) is at
+    the queue's head from ``w + 2`` (stored, then loaded into the head register), and after the word ahead of it
+    has left; it leaves in the first cycle from then on that the consumer is ready.
+12. **Words**: the kept pairs in arrival order (:func:`filter_kept`), ``last`` on the final one, ``error`` with it
+    when the query overflowed; ``k = 0`` gives one ``empty`` word.
+
+The output pass is in closed form when it starts with no credit held and no output stall over it; otherwise it
+goes pair by pair (a loop over the pass's pairs, not over cycles).
 """
 
 from dataclasses import dataclass
@@ -278,7 +307,7 @@ def filter_kept(scores, indices, k):
 
 
 class _OutputQueue:
-    """The filter's output side (rules 11 and 12 of the module doc): the credits held, each with the cycle it is
+    """The filter's output side (rules 10 and 11 of the module doc): the credits held, each with the cycle it is
     given back, and the queue's words in order."""
 
     def __init__(self, sink):
