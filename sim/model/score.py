@@ -82,8 +82,8 @@ from ...host.driver.device import NO_CYCLE
 from ...numeric import topk
 from ...rtl.topk import DEFAULT_SEGMENT, segment_sizes
 
-__all__ = ["READ_OUT", "FilterQuery", "FilterTiming", "FreeCycles", "TopKTiming", "filter_kept", "filter_timing",
-           "topk_timing"]
+__all__ = ["READ_OUT", "FilterQuery", "FilterTiming", "FreeCycles", "TopKTiming", "best", "filter_kept",
+           "filter_timing", "topk_timing"]
 
 #: Cycles from the last insertion segment's ``snap`` to the first result presented by a lane (rule 4): the
 #: ``pop`` register, the lane's register slice.
@@ -112,6 +112,8 @@ class FreeCycles:
     def rank(self, cycles):
         """The rank of the first free cycle at or after each of ``cycles`` (a negative cycle counts as 0)."""
         cycles = np.maximum(np.asarray(cycles, dtype=np.int64), 0)
+        if not self.length:
+            return cycles
         inside = np.minimum(cycles, self.length)
         return self.before[inside] + (cycles - inside)
 
@@ -119,8 +121,24 @@ class FreeCycles:
         """The free cycle of each rank in ``ranks``."""
         ranks = np.asarray(ranks, dtype=np.int64)
         total = len(self.free)
+        if not self.length:
+            return ranks
         inside = self.free[np.minimum(ranks, total - 1)] if total else np.zeros_like(ranks)
         return np.where(ranks < total, inside, self.length + ranks - total)
+
+    def rank_of(self, cycle):
+        """:meth:`rank` of one cycle, as an ``int``."""
+        cycle = max(int(cycle), 0)
+        return int(self.before[cycle]) if cycle < self.length else int(self.before[-1]) + cycle - self.length
+
+    def cycle_of(self, rank):
+        """:meth:`cycle` of one rank, as an ``int``."""
+        rank, total = int(rank), len(self.free)
+        return int(self.free[rank]) if rank < total else self.length + rank - total
+
+    def first(self, cycle):
+        """The first free cycle at or after ``cycle``."""
+        return self.cycle_of(self.rank_of(cycle))
 
 
 def _accept_run(offer_ranks, floor_rank, free):
@@ -160,6 +178,21 @@ class TopKTiming:
         """Cycles until the last transfer: its cycle + 1."""
         last = [int(a[-1]) for a in (self.accepted, self.output) if len(a)]
         return max(last) + 1 if last else 0
+
+
+def best(scores, k, indices):
+    """:func:`rpaccel.numeric.topk` by partition: the ``k`` best ``(score, index)`` pairs, best first.
+
+    One ``int64`` key per candidate (the score above the complemented index) is partitioned around the ``k``-th
+    best and only the ``k`` best are sorted: equal keys are equal pairs, so the result is the golden model's.
+    """
+    scores, indices = np.asarray(scores, dtype=np.int64), np.asarray(indices, dtype=np.int64)
+    if len(scores) <= k:
+        return topk(scores, k, indices)
+    keys = _keys(scores, indices)
+    chosen = np.argpartition(keys, len(keys) - k)[len(keys) - k:]
+    chosen = chosen[np.argsort(keys[chosen], kind="stable")[::-1]]
+    return scores[chosen], indices[chosen]
 
 
 def _query_elements(query, lanes, separate_end):
@@ -210,10 +243,9 @@ def topk_timing(queries, *, k_max, lanes=1, segment=None, separate_end=False, no
         end = first + count
         # Rule 1: the query's first word waits for the head to be free (the previous last's `go`); the rest
         # follow as they come.
-        floor = int(source.rank(accepted[first - 1] + 1)) if first else 0
-        head = int(source.cycle(max(int(offer[first]), floor)))
-        accepted[first] = max(head, went)
-        accepted[first + 1:end] = _accept_run(offer[first + 1:end], int(source.rank(accepted[first] + 1)), source)
+        floor = source.rank_of(accepted[first - 1] + 1) if first else 0
+        accepted[first] = max(source.cycle_of(max(int(offer[first]), floor)), went)
+        accepted[first + 1:end] = _accept_run(offer[first + 1:end], source.rank_of(accepted[first] + 1), source)
         went = max(int(accepted[end - 1]) + 1, done + 1)                          # rule 2
         # Rules 3 to 6.
         n, k = len(query.scores), query.k
@@ -222,9 +254,9 @@ def topk_timing(queries, *, k_max, lanes=1, segment=None, separate_end=False, no
             scores = indices = np.zeros(1, dtype=np.int64)
             keep, length = 0, 1
         else:
-            scores, indices = topk(query.scores, k, query.indices)
+            scores, indices = best(query.scores, k, query.indices)
             keep, length = 1, len(scores)
-        cycles = sink.cycle(sink.rank(went + latency) + np.arange(length))
+        cycles = sink.cycle(sink.rank_of(went + latency) + np.arange(length, dtype=np.int64))
         done = int(cycles[-1])
         outputs.append(cycles)
         columns["score"].append(scores)
@@ -300,10 +332,18 @@ def filter_kept(scores, indices, k):
     n = len(scores)
     if k >= n:
         return np.ones(n, dtype=bool)
-    order = np.lexsort((np.arange(n), indices, -np.asarray(scores, dtype=np.int64)))
-    kept = np.zeros(n, dtype=bool)
-    kept[order[:k]] = True
-    return kept
+    keys = _keys(scores, indices)
+    threshold = np.partition(keys, n - k)[n - k]
+    above = keys > threshold
+    ties = keys == threshold
+    return above | (ties & (np.cumsum(ties) <= k - int(above.sum())))
+
+
+def _keys(scores, indices):
+    """One ``int64`` per candidate, ordered as the candidates rank: the score above the complemented index."""
+    scores, indices = np.asarray(scores, dtype=np.int64), np.asarray(indices, dtype=np.int64)
+    width = max(int(indices.max()).bit_length(), 1)
+    return (scores << width) | ((1 << width) - 1 - indices)
 
 
 class _OutputQueue:
@@ -318,8 +358,7 @@ class _OutputQueue:
     def _leave(self, written):
         """A word written in ``written`` leaves in the first free output cycle from ``written + HEAD`` on, after
         the word before it."""
-        rank = max(int(self.sink.rank(written + HEAD)), int(self.sink.rank(self.left + 1)))
-        self.left = int(self.sink.cycle(rank))
+        self.left = self.sink.first(max(written + HEAD, self.left + 1))
         return self.left
 
     def _room(self, t):
@@ -336,7 +375,7 @@ class _OutputQueue:
         cycle and the kept words' transfers."""
         n = len(kept)
         settled = max(self.releases, default=-1) < start and self.left < start + HEAD + 1
-        if settled and int(self.sink.rank(start + n + HEAD + 1) - self.sink.rank(start + HEAD + 1)) == n:
+        if settled and self.sink.rank_of(start + n + HEAD + 1) - self.sink.rank_of(start + HEAD + 1) == n:
             # No credit held, no word ahead, no output stall over the pass: one issue a cycle, each kept word
             # leaving HEAD + 1 cycles after its issue.
             out = start + np.flatnonzero(kept).astype(np.int64) + HEAD + 1
@@ -403,9 +442,9 @@ def filter_timing(queries, *, capacity, not_before=None, in_stalls=None, out_sta
     for q, (query, count) in enumerate(zip(queries, counts.tolist(), strict=True)):
         end = first + count
         # Rule 7: a query's first word waits for its bank, freed after the DONE of the query two before.
-        floor = int(source.rank(accepted[first - 1] + 1)) if first else 0
-        accepted[first] = max(int(source.cycle(max(int(offer[first]), floor))), done[q - 2] + 1 if q >= 2 else 0)
-        accepted[first + 1:end] = _accept_run(offer[first + 1:end], int(source.rank(accepted[first] + 1)), source)
+        floor = source.rank_of(accepted[first - 1] + 1) if first else 0
+        accepted[first] = max(source.cycle_of(max(int(offer[first]), floor)), done[q - 2] + 1 if q >= 2 else 0)
+        accepted[first + 1:end] = _accept_run(offer[first + 1:end], source.rank_of(accepted[first] + 1), source)
         # Rules 8 and 9: WAIT sees the bank full, START, then the passes.
         start = max(int(accepted[end - 1]) + 1, finished + 1) + 1
         n, k = min(count, capacity), int(query.k)
@@ -420,7 +459,7 @@ def filter_timing(queries, *, capacity, not_before=None, in_stalls=None, out_sta
             if k >= n:
                 count_passes = 0
             else:
-                threshold = np.sort(scores)[::-1][k - 1]
+                threshold = np.partition(scores, n - k)[n - k]
                 count_passes = 6 if int((scores >= threshold).sum()) > k else 4
             passes.append(count_passes)
             kept = filter_kept(scores, indices, k)

@@ -18,6 +18,7 @@ from rpaccel.config import preset
 from rpaccel.host.driver.codec import codec
 from rpaccel.host.driver.device import NO_CYCLE
 from rpaccel.host.driver.topk import decode_results, encode_queries
+from rpaccel.numeric import topk
 from rpaccel.rtl.filter import FilterUnit, filter_in_layout, filter_out_layout
 from rpaccel.rtl.topk import TopKUnit, topk_in_layout, topk_out_layout
 from rpaccel.sim.golden.score import filter_keep
@@ -247,3 +248,12 @@ def test_filter_regression_catches_planted_errors(monkeypatch, constant, change)
     rtl, model, _ = compare_filter("tiny", queries, pause=(0.3, 0.5), seed=36)
     with pytest.raises(AssertionError):
         assert_same(rtl, model)
+
+
+def test_best_is_the_golden_topk():
+    rng = np.random.default_rng(8)
+    for query in random_queries(rng, 300, k_max=16, max_candidates=200):
+        if len(query.scores) and query.k >= 1:
+            got = score_model.best(query.scores, query.k, query.indices)
+            want = topk(query.scores, query.k, query.indices)
+            assert [g.tolist() for g in got] == [w.tolist() for w in want]
