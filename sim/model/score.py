@@ -355,10 +355,10 @@ class _OutputQueue:
         self.releases = []          # the cycles credits still held are given back in (at most CREDITS + 1)
         self.left = -1              # the last word's transfer
 
-    def _leave(self, written):
+    def _leave(self, written, gate):
         """A word written in ``written`` leaves in the first free output cycle from ``written + HEAD`` on, after
-        the word before it."""
-        self.left = self.sink.first(max(written + HEAD, self.left + 1))
+        the word before it, and not before ``gate``."""
+        self.left = self.sink.first(max(written + HEAD, self.left + 1, gate))
         return self.left
 
     def _room(self, t):
@@ -370,11 +370,11 @@ class _OutputQueue:
         self.releases = held
         return t
 
-    def pass_(self, start, kept):
-        """The output pass from ``start`` over the held pairs (``kept``: which leave); returns the last issue's
-        cycle and the kept words' transfers."""
+    def pass_(self, start, kept, gate=0):
+        """The output pass from ``start`` over the held pairs (``kept``: which leave, not before ``gate``);
+        returns the last issue's cycle and the kept words' transfers."""
         n = len(kept)
-        settled = max(self.releases, default=-1) < start and self.left < start + HEAD + 1
+        settled = max(self.releases, default=-1) < start and max(self.left, gate - 1) < start + HEAD + 1
         if settled and self.sink.rank_of(start + n + HEAD + 1) - self.sink.rank_of(start + HEAD + 1) == n:
             # No credit held, no word ahead, no output stall over the pass: one issue a cycle, each kept word
             # leaving HEAD + 1 cycles after its issue.
@@ -386,18 +386,18 @@ class _OutputQueue:
         out, t = [], start
         for keep in kept.tolist():
             t = self._room(t)
-            self.releases.append(self._leave(t + 1) if keep else t + 1)
+            self.releases.append(self._leave(t + 1, gate) if keep else t + 1)
             if keep:
                 out.append(self.left)
             t += 1
         return t - 1, np.array(out, dtype=np.int64)
 
-    def empty(self, t):
+    def empty(self, t, gate=0):
         """The ``EMPTY`` state entered in ``t``: its word is written in ``t`` if a credit is free."""
         if self._room(t) != t:
             raise ValueError(f"A filter query with k = 0 meets a full output queue in cycle {t}: the RTL's EMPTY "
                              "state takes a credit in every cycle it waits, which this model does not follow")
-        self.releases.append(self._leave(t))
+        self.releases.append(self._leave(t, gate))
         return self.left
 
 
@@ -406,6 +406,50 @@ class _OutputQueue:
 CREDITS, HEAD = 4, 2
 #: A selection pass: ``n + 2`` cycles of COUNT, 256 of SCAN, one of TURN.
 PASS_EXTRA = 2 + 256 + 1
+
+
+class _Filter:
+    """A filter unit's selection side between queries (rules 8 to 12): the ``DONE`` of every query so far, the
+    ``select`` FSM's last ``DONE`` and the output queue."""
+
+    def __init__(self, capacity, sink):
+        self.capacity = capacity
+        self.queue = _OutputQueue(sink)
+        self.done = []
+        self.finished = -1
+
+    def bank_free(self):
+        """The first cycle the next query's first word may be taken in (rule 7)."""
+        return self.done[-2] + 1 if len(self.done) >= 2 else 0
+
+    def close(self, query, count, taken, gate=0):
+        """Select ``query`` (``count`` words, the last taken in ``taken``); its words may not leave before
+        ``gate``. Returns the selection passes, the words' transfers and the words' columns."""
+        start = max(taken + 1, self.finished + 1) + 1
+        n, k = min(count, self.capacity), int(query.k)
+        scores, indices = np.asarray(query.scores[:n], np.int64), np.asarray(query.indices[:n], np.int64)
+        error = int(count > self.capacity)
+        if k == 0:
+            passes = 0
+            cycles = np.array([self.queue.empty(start + 1, gate)], dtype=np.int64)
+            self.finished = start + 2
+            words = {"index": [0], "last": [1], "empty": [1], "error": [error]}
+        else:
+            if k >= n:
+                passes = 0
+            else:
+                threshold = np.partition(scores, n - k)[n - k]
+                passes = 6 if int((scores >= threshold).sum()) > k else 4
+            kept = filter_kept(scores, indices, k)
+            last_issue, cycles = self.queue.pass_(start + 1 + passes * (n + PASS_EXTRA), kept, gate)
+            self.finished = last_issue + 3
+            length = int(kept.sum())
+            last = np.zeros(length, dtype=np.int64)
+            last[-1] = 1
+            words = {"index": indices[kept], "last": last, "empty": np.zeros(length, dtype=np.int64),
+                     "error": last * error}
+        self.done.append(self.finished)
+        return passes, cycles, {name: np.asarray(column, dtype=np.int64) for name, column in words.items()}
 
 
 def filter_timing(queries, *, capacity, not_before=None, in_stalls=None, out_stalls=None):
@@ -432,48 +476,24 @@ def filter_timing(queries, *, capacity, not_before=None, in_stalls=None, out_sta
     nb = np.full(total, NO_CYCLE, dtype=np.int64) if not_before is None else np.asarray(not_before, np.int64)
     if nb.shape != (total,):
         raise ValueError(f"Give one not-before cycle per input word ({total}), not {nb.shape}")
-    source, sink = FreeCycles(in_stalls), FreeCycles(out_stalls)
+    source = FreeCycles(in_stalls)
     offer = source.rank(nb)
     accepted = np.empty(total, dtype=np.int64)
-    queue = _OutputQueue(sink)
-    outputs, passes, done = [], [], []
+    unit = _Filter(capacity, FreeCycles(out_stalls))
+    outputs, passes = [], []
     columns = {name: [] for name in ("index", "last", "empty", "error")}
-    first, finished = 0, -1
-    for q, (query, count) in enumerate(zip(queries, counts.tolist(), strict=True)):
+    first = 0
+    for query, count in zip(queries, counts.tolist(), strict=True):
         end = first + count
         # Rule 7: a query's first word waits for its bank, freed after the DONE of the query two before.
         floor = source.rank_of(accepted[first - 1] + 1) if first else 0
-        accepted[first] = max(source.cycle_of(max(int(offer[first]), floor)), done[q - 2] + 1 if q >= 2 else 0)
+        accepted[first] = max(source.cycle_of(max(int(offer[first]), floor)), unit.bank_free())
         accepted[first + 1:end] = _accept_run(offer[first + 1:end], source.rank_of(accepted[first] + 1), source)
-        # Rules 8 and 9: WAIT sees the bank full, START, then the passes.
-        start = max(int(accepted[end - 1]) + 1, finished + 1) + 1
-        n, k = min(count, capacity), int(query.k)
-        scores, indices = np.asarray(query.scores[:n], np.int64), np.asarray(query.indices[:n], np.int64)
-        error = int(count > capacity)
-        if k == 0:
-            passes.append(0)
-            cycles = np.array([queue.empty(start + 1)], dtype=np.int64)
-            finished = start + 2
-            words = {"index": [0], "last": [1], "empty": [1], "error": [error]}
-        else:
-            if k >= n:
-                count_passes = 0
-            else:
-                threshold = np.partition(scores, n - k)[n - k]
-                count_passes = 6 if int((scores >= threshold).sum()) > k else 4
-            passes.append(count_passes)
-            kept = filter_kept(scores, indices, k)
-            last_issue, cycles = queue.pass_(start + 1 + count_passes * (n + PASS_EXTRA), kept)
-            finished = last_issue + 3
-            length = int(kept.sum())
-            last = np.zeros(length, dtype=np.int64)
-            last[-1] = 1
-            words = {"index": indices[kept], "last": last, "empty": np.zeros(length, dtype=np.int64),
-                     "error": last * error}
-        done.append(finished)
+        count_passes, cycles, words = unit.close(query, count, int(accepted[end - 1]))
+        passes.append(count_passes)
         outputs.append(cycles)
         for name, column in words.items():
-            columns[name].append(np.asarray(column, dtype=np.int64))
+            columns[name].append(column)
         first = end
     return FilterTiming(accepted=accepted, output=_join(outputs), results={k: _join(v) for k, v in columns.items()},
-                        passes=np.array(passes, dtype=np.int64), done=np.array(done, dtype=np.int64))
+                        passes=np.array(passes, dtype=np.int64), done=np.array(unit.done, dtype=np.int64))
