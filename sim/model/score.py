@@ -72,6 +72,38 @@ Filter unit (:func:`filter_timing`; a query of ``m`` words holds ``n = min(m, ca
 
 The output pass is in closed form when it starts with no credit held and no output stall over it; otherwise it
 goes pair by pair (a loop over the pass's pairs, not over cycles).
+
+Score unit (:func:`score_timing`: lane 0's SCORE instructions, the chip's :class:`~rpaccel.rtl.accel.score.ScoreUnit`
+with its top-k units of ``k_max`` as :class:`~rpaccel.rtl.topk.TopKUnits` builds them, one lane and default
+segments, and its filter units):
+
+13. **Instructions** (``_Sequencer``: ``cmd.ready = ~active | (take & left == 1)``). The first SCORE is taken when it
+    comes; each next one in the cycle of the previous one's last item, or when it comes if later. Items are taken
+    from the cycle after their SCORE.
+14. **Items** (``take = active & logits.valid & index.valid & <the destination's slice ready>``). An item is taken
+    at the latest of its logit word and its index coming, the cycle after the item before, and room in the
+    destination's register slice.
+15. **Register slices** (:class:`~rpaccel.rtl.lib.slice.RegisterSlice`: ``i.ready = ~spare_valid``). An entry enters
+    no earlier than the cycle after the entry two ahead of it left, and is presented from the cycle after it entered
+    and after the entry ahead of it left. A LOGIT passes the lane's response slice, the response merge
+    (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`: its only source here, taken whenever the merge's own
+    slice has room) and that slice, and leaves in the first cycle the consumer is ready.
+16. **Grant** (``ScoreUnit._feed``: ``held``, ``owner``, granted when ``~held & asking``). The lane's element for a
+    unit asks from the cycle its slice presents it, and from the cycle after the holder's previous query's last
+    element went in; the grant registers ``held``, so the query's first element goes in a cycle later, and not
+    before the unit is ready for it (the top-k unit's head free, rule 1; the filter's bank, rule 7). The following
+    elements of the query go in as their slice presents them (the units are always ready within a query).
+17. **Closing SCOREs** (``CLOSING_DEPTH``: a read-registered ``Queue`` of 2 per holder, the port's guard
+    ``closing.w_rdy | ~head.last``). A query's last element goes in no earlier than the cycle after the last
+    result element of the holder's query two before it was taken (which reads its closing SCORE).
+18. **Kept results** (``ScoreUnit._result``, ``_filter_result``: ``go = have & allowed``, ``allowed = ~keep |
+    pending != 2``). Without ``report`` a result's elements are taken as the unit presents them; a kept result
+    ``r`` (from 0) of a holder only from the cycle after the ``release`` pulse of its kept result ``r - 2``. A top-k
+    result's elements then leave one a cycle from ``max(T_q, gate)`` (rules 5 and 6); a filter's words leave the
+    output queue no earlier than the gate (rules 10 and 11).
+19. **Results done** (``_kept``: ``results_done`` increments with the last element's ``go``). The holder's count
+    shows a kept result from the cycle after its last element was taken; the fetcher's ``release`` of it (as the
+    test bench gives it: ``release_delay`` cycles after it shows, and after the previous pulse) frees its bank.
 """
 
 from dataclasses import dataclass
@@ -80,10 +112,12 @@ import numpy as np
 
 from ...host.driver.device import NO_CYCLE
 from ...numeric import topk
+from ...rtl.accel.isa import ResponseKind, ScoreDest
+from ...rtl.accel.score import CLOSING_DEPTH
 from ...rtl.topk import DEFAULT_SEGMENT, segment_sizes
 
-__all__ = ["READ_OUT", "FilterQuery", "FilterTiming", "FreeCycles", "TopKTiming", "best", "filter_kept",
-           "filter_timing", "topk_timing"]
+__all__ = ["READ_OUT", "FilterQuery", "FilterTiming", "FreeCycles", "ScoreTiming", "TopKTiming", "best", "filter_kept",
+           "filter_timing", "score_timing", "topk_timing"]
 
 #: Cycles from the last insertion segment's ``snap`` to the first result presented by a lane (rule 4): the
 #: ``pop`` register, the lane's register slice.
@@ -497,3 +531,200 @@ def filter_timing(queries, *, capacity, not_before=None, in_stalls=None, out_sta
         first = end
     return FilterTiming(accepted=accepted, output=_join(outputs), results={k: _join(v) for k, v in columns.items()},
                         passes=np.array(passes, dtype=np.int64), done=np.array(unit.done, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class ScoreTiming:
+    """What :func:`score_timing` returns.
+
+    Attributes
+    ----------
+    accepted : numpy.ndarray
+        ``int64``, the cycle each SCORE instruction was taken from ``cmd``.
+    taken : numpy.ndarray
+        ``int64``, the cycle each item (logit word and index) was taken.
+    responses : numpy.ndarray
+        ``int64``, the cycle each response left on ``rsp``.
+    values : dict
+        The responses as columns ``kind, tag, last, index, score`` (``int64`` arrays; ``kind`` the
+        :class:`~rpaccel.rtl.accel.isa.ResponseKind` value).
+    results_done : dict
+        ``{holder: int64 array}``: the first cycle ``results_done`` counts each kept result of the holder.
+    released : dict
+        ``{holder: int64 array}``: the cycle of each ``release`` pulse.
+    """
+
+    accepted: np.ndarray
+    taken: np.ndarray
+    responses: np.ndarray
+    values: dict
+    results_done: dict
+    released: dict
+
+
+#: A cycle before every event (an empty history).
+NEVER = -(1 << 40)
+
+
+#: Entries of a holder's queue of closing SCOREs (:data:`rpaccel.rtl.accel.score.CLOSING_DEPTH`, rule 17).
+CLOSING = CLOSING_DEPTH
+
+
+class _Slice:
+    """A :class:`~rpaccel.rtl.lib.slice.RegisterSlice` as the cycles its last two entries left in (rule 15)."""
+
+    def __init__(self):
+        self.left = [NEVER, NEVER]
+
+    def room(self):
+        """The first cycle an entry may enter: after the entry two ahead of it left."""
+        return self.left[0] + 1
+
+    def valid(self, entered):
+        """The first cycle an entry that entered in ``entered`` is presented: after the entry ahead of it left."""
+        return max(entered + 1, self.left[1] + 1)
+
+    def leave(self, cycle):
+        self.left = [self.left[1], cycle]
+
+
+def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, logits_not_before=None,
+                 index_not_before=None, rsp_stalls=None, release_delay=None):
+    """The transfers of a :class:`~rpaccel.rtl.accel.score.ScoreUnit` running lane 0's SCORE ``program`` (rules
+    13 to 19 of the module doc), the other lanes idle.
+
+    Parameters
+    ----------
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
+    program : list of dict
+        Lane 0's SCORE instructions (:func:`rpaccel.sim.golden.score.score_instr`). A query to a top-k or filter
+        unit must be closed before the lane opens another one, without ``report`` and, on a filter unit, within its
+        capacity: the model leaves out the RANK, KEPT and ERROR responses and their merge with the LOGITs.
+    logits, indices : sequence of int
+        The items' logits and candidate indices, in order.
+    cmd_not_before, logits_not_before, index_not_before : array_like of int, optional
+        Not-before cycles of each instruction, logit word and index (:data:`NO_CYCLE` for none).
+    rsp_stalls : array_like of bool, optional
+        The consumer's stalls on ``rsp`` (:class:`FreeCycles`).
+    release_delay : int, optional
+        The fetcher's ``release`` of each kept result: a pulse ``release_delay`` cycles after ``results_done`` counts
+        it, and after the previous pulse. ``None``: never released (a holder's third kept result then waits
+        forever, which raises :class:`ValueError`).
+
+    Returns
+    -------
+    ScoreTiming
+    """
+    g = geometry
+    items = np.array([instr["score"]["items"] for instr in program], dtype=np.int64)
+    total = int(items.sum())
+
+    def cycles(given, count, what):
+        array = np.full(count, NO_CYCLE, dtype=np.int64) if given is None else np.asarray(given, dtype=np.int64)
+        if array.shape != (count,):
+            raise ValueError(f"Give one not-before cycle per {what} ({count}), not {array.shape}")
+        return np.maximum(array, 0).tolist()
+
+    cmd_nb = cycles(cmd_not_before, len(program), "SCORE")
+    item_nb = np.maximum(cycles(logits_not_before, total, "logit"), cycles(index_not_before, total, "index"))
+    if len(logits) != total or len(indices) != total:
+        raise ValueError(f"The program takes {total} items: give as many logits and indices, not {len(logits)} "
+                         f"and {len(indices)}")
+    logits, indices = np.asarray(logits, dtype=np.int64), np.asarray(indices, dtype=np.int64)
+    sink = FreeCycles(rsp_stalls)
+    latency = 2 * len(segment_sizes(g.k_max, min(g.k_max, DEFAULT_SEGMENT))) + READ_OUT
+    filters = [_Filter(g.filter_capacity, FreeCycles()) for _ in range(g.filters)]
+    went = [0] * g.units                    # a top-k unit's last `go` of a query end (rule 1)
+    ended = [-1] * g.units                  # a top-k unit's last `done` (rule 2)
+    free = [0] * g.holders                  # the first cycle the holder can be granted (rule 16)
+    closed = [[] for _ in range(g.holders)]  # per holder, each query's last result transfer (rule 17)
+    done_at = {h: [] for h in range(g.holders)}
+    released = {h: [] for h in range(g.holders)}
+    element, lane_rsp, merged = _Slice(), _Slice(), _Slice()
+    accepted, taken, responses = [], np.empty(total, dtype=np.int64), []
+    values = {name: [] for name in ("kind", "tag", "last", "index", "score")}
+    open_holder, query = None, []
+    take, accept, item = -1, -1, 0
+    for number, instr in enumerate(program):
+        score, tag = instr["score"], instr["tag"]
+        dest = ScoreDest(score["dest"])
+        where = f"SCORE {number} (tag {tag})"
+        # Rule 13: the next instruction is taken with the previous one's last item, or when it comes.
+        accept = max(cmd_nb[number], accept + 1, take)
+        accepted.append(accept)
+        take = max(take, accept)
+        if dest == ScoreDest.RSP:
+            for n in range(item, item + score["items"]):
+                # Rules 14 and 15: the item, the lane's slice, the merge (the only source) and its slice.
+                take = max(int(item_nb[n]), take + 1, lane_rsp.room())
+                taken[n] = take
+                into_merge = max(lane_rsp.valid(take), merged.room())
+                lane_rsp.leave(into_merge)
+                out = sink.first(merged.valid(into_merge))
+                merged.leave(out)
+                responses.append(out)
+                closes = score["last"] and n == item + score["items"] - 1
+                for name, value in (("kind", ResponseKind.LOGIT.value), ("tag", tag), ("last", int(closes)),
+                                    ("index", int(indices[n])), ("score", int(logits[n]))):
+                    values[name].append(value)
+            item += score["items"]
+            continue
+        to_filter = dest == ScoreDest.FILTER
+        unit = score["unit"]
+        holder = g.units + unit if to_filter else unit
+        if score["report"]:
+            raise ValueError(f"{where} reports its result: RANK and KEPT responses are not modelled yet")
+        if open_holder not in (None, holder):
+            raise ValueError(f"{where} opens a query on holder {holder} while one on {open_holder} is open")
+        for n in range(item, item + score["items"]):
+            take = max(int(item_nb[n]), take + 1, element.room())
+            taken[n] = take
+            ready = element.valid(take)
+            if open_holder is None:
+                # Rule 16: the lane asks when its element is presented; granted a cycle later; the unit takes the
+                # query's first element when it is ready for it (rules 1 and 7).
+                ready = max(ready, free[holder]) + 1
+                ready = max(ready, filters[unit].bank_free() if to_filter else went[unit])
+                open_holder = holder
+            closes = score["last"] and n == item + score["items"] - 1
+            if closes and len(closed[holder]) >= CLOSING:
+                ready = max(ready, closed[holder][-CLOSING] + 1)                      # rule 17
+            element.leave(ready)
+            query.append(n)
+            if not closes:
+                continue
+            free[holder], open_holder = ready + 1, None
+            chosen = np.array(query, dtype=np.int64)
+            query = []
+            keep = bool(score["keep"])
+            gate = 0
+            if keep and len(done_at[holder]) >= 2:
+                if release_delay is None:
+                    raise ValueError(f"{where} keeps a third result of holder {holder} that is never released")
+                gate = released[holder][len(done_at[holder]) - 2] + 1                 # rule 18
+            if to_filter:
+                if len(chosen) > g.filter_capacity:
+                    raise ValueError(f"{where} overflows filter unit {unit}: its ERROR response is not modelled")
+                _, out, _ = filters[unit].close(FilterQuery(logits[chosen], indices[chosen], score["k"]),
+                                                len(chosen), ready, gate)
+                last = int(out[-1])
+            else:
+                went[unit] = max(ready + 1, ended[unit] + 1)
+                length = min(score["k"], len(chosen))
+                last = ended[unit] = max(went[unit] + latency, gate) + length - 1
+            closed[holder].append(last)
+            if keep:                                                                   # rule 19
+                done_at[holder].append(last + 1)
+                if release_delay is not None:
+                    before = released[holder][-1] if released[holder] else NEVER
+                    released[holder].append(max(last + 1, before + 1) + release_delay)
+        item += score["items"]
+    if open_holder is not None:
+        raise ValueError(f"Lane 0 leaves a query open on holder {open_holder}")
+    return ScoreTiming(accepted=np.array(accepted, dtype=np.int64), taken=taken,
+                       responses=np.array(responses, dtype=np.int64),
+                       values={name: np.array(column, dtype=np.int64) for name, column in values.items()},
+                       results_done={h: np.array(c, dtype=np.int64) for h, c in done_at.items()},
+                       released={h: np.array(c, dtype=np.int64) for h, c in released.items()})
+
+

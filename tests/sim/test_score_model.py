@@ -10,8 +10,8 @@ from itertools import islice
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rpaccel.config import preset
@@ -19,12 +19,14 @@ from rpaccel.host.driver.codec import codec
 from rpaccel.host.driver.device import NO_CYCLE
 from rpaccel.host.driver.topk import decode_results, encode_queries
 from rpaccel.numeric import topk
+from rpaccel.rtl.accel.isa import INDEX_BITS, ChipGeometry, ScoreDest
+from rpaccel.rtl.accel.score import ScoreUnit
 from rpaccel.rtl.filter import FilterUnit, filter_in_layout, filter_out_layout
 from rpaccel.rtl.topk import TopKUnit, topk_in_layout, topk_out_layout
-from rpaccel.sim.golden.score import filter_keep
+from rpaccel.sim.golden.score import filter_keep, score_instr
 from rpaccel.sim.golden.topk import Query, random_queries
 from rpaccel.sim.model import score as score_model
-from rpaccel.sim.model.score import FilterQuery, FreeCycles, filter_timing, topk_timing
+from rpaccel.sim.model.score import FilterQuery, FreeCycles, filter_timing, score_timing, topk_timing
 from rpaccel.sim.player import Player
 from rpaccel.sim.streams import port_seed, xorshift_stalls
 
@@ -257,3 +259,151 @@ def test_best_is_the_golden_topk():
             got = score_model.best(query.scores, query.k, query.indices)
             want = topk(query.scores, query.k, query.indices)
             assert [g.tolist() for g in got] == [w.tolist() for w in want]
+
+
+# --- the score unit ----------------------------------------------------------------------------------------
+
+
+class ScoreProbe(wiring.Component):
+    """The :class:`ScoreUnit` of preset ``name`` with lane 0's streams, its ``cmd`` and item transfers stamped on
+    ``accepted`` and ``taken``, each holder's ``results_done`` steps on ``done<h>``, and the fetcher's ``release``
+    of each kept result ``delay`` cycles after ``results_done`` counts it (and after the previous release)."""
+
+    def __init__(self, name, delay):
+        self.geometry, self.delay = ChipGeometry(preset(name)), delay
+        g = self.geometry
+        members = {"cmd": In(stream.Signature(g.score_instr_layout())),
+                   "logits": In(stream.Signature(data.ArrayLayout(signed(32), g.engine.lane_cols(0)))),
+                   "index": In(stream.Signature(unsigned(INDEX_BITS))),
+                   "rsp": Out(stream.Signature(g.response_layout())),
+                   "accepted": Out(stream.Signature(1)), "taken": Out(stream.Signature(1))}
+        members.update({f"done{h}": Out(stream.Signature(1)) for h in range(g.holders)})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.geometry
+        m.submodules.unit = unit = ScoreUnit(g)
+        wiring.connect(m, wiring.flipped(self.cmd), unit.cmd[0])
+        wiring.connect(m, wiring.flipped(self.logits), unit.logits0)
+        wiring.connect(m, wiring.flipped(self.index), unit.index[0])
+        wiring.connect(m, unit.rsp, wiring.flipped(self.rsp))
+        m.d.comb += [self.accepted.valid.eq(self.cmd.valid & self.cmd.ready), self.accepted.payload.eq(1),
+                     self.taken.valid.eq(self.logits.valid & self.logits.ready), self.taken.payload.eq(1)]
+        for h in range(g.holders):
+            shown, released = Signal.like(unit.results_done[h]), Signal.like(unit.results_done[h])
+            timer = Signal(range(self.delay + 1))
+            port = getattr(self, f"done{h}")
+            m.d.sync += shown.eq(unit.results_done[h])
+            m.d.comb += [port.valid.eq(shown != unit.results_done[h]), port.payload.eq(1)]
+            with m.If(released != unit.results_done[h]):
+                with m.If(timer == self.delay):
+                    m.d.comb += unit.release[h].eq(1)
+                    m.d.sync += [released.eq(released + 1), timer.eq(0)]
+                with m.Else():
+                    m.d.sync += timer.eq(timer + 1)
+        return m
+
+
+def score_case(seed, geometry, blocks, *, filters=0.4, keep=0.7):
+    """Lane 0's random SCORE program: LOGIT SCOREs, top-k and filter queries (a share ``filters`` of them) of one to
+    three SCOREs (not reported, within the filter's capacity), ``keep`` with probability ``keep``; its logits and
+    indices."""
+    g, rng = geometry, np.random.default_rng(seed)
+    program, sizes = [], []
+
+    def instr(items, **fields):
+        sizes.append(items)
+        return score_instr(len(program), lane=0, items=items, **fields)
+
+    for _ in range(blocks):
+        if rng.random() < 0.3:
+            program.append(instr(int(rng.integers(1, 24)), dest=ScoreDest.RSP, last=rng.random() < 0.5))
+            continue
+        to_filter = rng.random() < filters
+        dest, k_max = (ScoreDest.FILTER, g.filter_capacity) if to_filter else (ScoreDest.TOPK, g.k_max)
+        parts = rng.integers(1, (g.filter_capacity // 3) if to_filter else 3 * g.k_max, int(rng.integers(1, 4)))
+        k = int(rng.choice([1, k_max, min(k_max, max(1, int(parts.sum()) + int(rng.integers(-3, 3))))]))
+        for number, items in enumerate(parts.tolist()):
+            if number and rng.random() < 0.3:
+                program.append(instr(int(rng.integers(1, 8)), dest=ScoreDest.RSP, last=0))
+            closes = number == len(parts) - 1
+            program.append(instr(items, dest=dest, last=closes, k=k if closes else 0,
+                                 keep=closes and rng.random() < keep))
+    total = sum(sizes)
+    logits = np.where(rng.random(total) < 0.5, rng.integers(-(1 << 31), 1 << 31, total), rng.integers(-3, 3, total))
+    return program, logits.astype(np.int64), rng.integers(0, 1 << INDEX_BITS, total).astype(np.int64)
+
+
+def compare_score(name, seed, *, blocks=12, delay=0, pause=0.0, gaps=True, case=None):
+    key = f"score-{name}-{delay}"
+    if key not in _players:
+        _players[key] = Player(ScoreProbe, name, delay)
+    g = ChipGeometry(preset(name))
+    program, logits, indices = score_case(seed, g, blocks) if case is None else case
+    rng = np.random.default_rng(seed + 1)
+    count = len(logits)
+    none = np.full(count, NO_CYCLE, dtype=np.int64)
+    logit_nb, index_nb = (not_before(rng, count), not_before(rng, count)) if gaps else (none, none)
+    cmd_nb = not_before(rng, len(program)) * 8 if gaps else np.full(len(program), NO_CYCLE, dtype=np.int64)
+    cmd_nb[cmd_nb < 0] = NO_CYCLE
+    model = score_timing(g, program, logits, indices, cmd_not_before=cmd_nb, logits_not_before=logit_nb,
+                         index_not_before=index_nb, rsp_stalls=stalls(pause, seed, "rsp", 1 << 20),
+                         release_delay=delay)
+    cols = g.engine.lane_cols(0)
+    words = np.concatenate([logits[:, None], rng.integers(-(1 << 31), 1 << 31, (count, cols - 1))], axis=1)
+    run = _players[key].run(
+        {"cmd": codec(g.score_instr_layout()).pack_values(program),
+         "logits": codec(data.ArrayLayout(signed(32), cols)).pack(words), "index": indices},
+        expect={"rsp": len(model.responses), "accepted": len(program), "taken": count,
+                **{f"done{h}": len(model.results_done[h]) for h in range(g.holders)}},
+        pause={"rsp": pause}, seed=seed, not_before={"cmd": cmd_nb, "logits": logit_nb, "index": index_nb},
+        output_cycles=True, packed=True, words=True, direct=True)
+    # (The codec does not unpack an empty array of words: a run without responses has nothing to compare.)
+    got = codec(g.response_layout()).unpack(run.outputs["rsp"]) if len(model.responses) else model.values
+    assert run.output_cycles["accepted"].tolist() == model.accepted.tolist()
+    assert run.output_cycles["taken"].tolist() == model.taken.tolist()
+    assert run.output_cycles["rsp"].tolist() == model.responses.tolist()
+    for name_, column in model.values.items():
+        assert np.asarray(got[name_]).tolist() == column.tolist(), name_
+    for h in range(g.holders):
+        assert run.output_cycles[f"done{h}"].tolist() == model.results_done[h].tolist(), h
+    return model, run
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", ["tiny", "small"])
+@pytest.mark.parametrize(("delay", "pause", "gaps"), [(0, 0.0, False), (0, 0.4, True), (700, 0.2, True)],
+                         ids=["free", "stalls", "slow-release"])
+def test_score_model_is_cycle_exact(name, delay, pause, gaps):
+    compare_score(name, 50 + delay + int(10 * pause), blocks=24, delay=delay, pause=pause, gaps=gaps)
+
+
+def kept_filter_queries(**kwargs):
+    # Small kept filter results behind a slow fetcher: results wait for their bank's release (rule 18), their words
+    # wait in the output queue after DONE, and a later query's end waits for the closing SCORE of the query two
+    # before it to leave the queue (rule 17).
+    rng = np.random.default_rng(77)
+    sizes = rng.integers(5, 20, 8).tolist()
+    program = [score_instr(tag, dest=ScoreDest.FILTER, items=size, last=1, k=int(rng.integers(1, 4)), keep=1)
+               for tag, size in enumerate(sizes)]
+    logits = rng.integers(-100, 100, sum(sizes))
+    indices = rng.integers(0, 1 << INDEX_BITS, sum(sizes))
+    return compare_score("tiny", 77, case=(program, logits, indices), delay=2500, gaps=False, **kwargs)
+
+
+@pytest.mark.verilator
+def test_score_model_follows_releases_and_the_closing_queue():
+    model, _ = kept_filter_queries()
+    assert len(model.results_done[1]) == 8
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize(("constant", "value", "case"), [
+    ("CLOSING", 3, kept_filter_queries),
+    ("READ_OUT", 1, lambda: compare_score("tiny", 3, blocks=8)),
+], ids=["closing-queue", "read-out"])
+def test_score_regression_catches_planted_errors(monkeypatch, constant, value, case):
+    monkeypatch.setattr(score_model, constant, value)
+    with pytest.raises(AssertionError):
+        case()
