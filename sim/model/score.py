@@ -562,6 +562,14 @@ class ScoreTiming:
     released: dict
 
 
+def _steady(not_before, take):
+    """Cycles a run of items is taken in when nothing holds them up but their coming: one a cycle after ``take``."""
+    steps = np.arange(len(not_before), dtype=np.int64)
+    start = np.asarray(not_before, dtype=np.int64) - steps
+    start[0] = max(int(start[0]), take + 1)
+    return np.maximum.accumulate(start) + steps
+
+
 #: A cycle before every event (an empty history).
 NEVER = -(1 << 40)
 
@@ -653,8 +661,24 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
         accept = max(cmd_nb[number], accept + 1, take)
         accepted.append(accept)
         take = max(take, accept)
+        end = item + score["items"]
         if dest == ScoreDest.RSP:
-            for n in range(item, item + score["items"]):
+            n = item
+            while n < end:
+                if lane_rsp.left[1] == take + 1 and merged.left[1] == take + 2:
+                    # Steady: every item two cycles from the consumer, as long as the consumer is ready then.
+                    run = _steady(item_nb[n:end], take)
+                    out = run + 2
+                    stalled = np.flatnonzero(sink.rank(out + 1) - sink.rank(out) == 0)
+                    count = int(stalled[0]) if len(stalled) else len(run)
+                    if count:
+                        taken[n:n + count] = run[:count]
+                        take = int(run[count - 1])
+                        lane_rsp.left = [int(v) for v in np.concatenate([[lane_rsp.left[1]], run[:count] + 1])[-2:]]
+                        merged.left = [int(v) for v in np.concatenate([[merged.left[1]], out[:count]])[-2:]]
+                        responses.extend(out[:count].tolist())
+                        n += count
+                        continue
                 # Rules 14 and 15: the item, the lane's slice, the merge (the only source) and its slice.
                 take = max(int(item_nb[n]), take + 1, lane_rsp.room())
                 taken[n] = take
@@ -663,11 +687,14 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
                 out = sink.first(merged.valid(into_merge))
                 merged.leave(out)
                 responses.append(out)
-                closes = score["last"] and n == item + score["items"] - 1
-                for name, value in (("kind", ResponseKind.LOGIT.value), ("tag", tag), ("last", int(closes)),
-                                    ("index", int(indices[n])), ("score", int(logits[n]))):
-                    values[name].append(value)
-            item += score["items"]
+                n += 1
+            last = np.zeros(end - item, dtype=np.int64)
+            last[-1] = score["last"]
+            for name, column in (("kind", np.full(end - item, ResponseKind.LOGIT.value)),
+                                 ("tag", np.full(end - item, tag)), ("last", last), ("index", indices[item:end]),
+                                 ("score", logits[item:end])):
+                values[name].append(column)
+            item = end
             continue
         to_filter = dest == ScoreDest.FILTER
         unit = score["unit"]
@@ -676,25 +703,36 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
             raise ValueError(f"{where} reports its result: RANK and KEPT responses are not modelled yet")
         if open_holder not in (None, holder):
             raise ValueError(f"{where} opens a query on holder {holder} while one on {open_holder} is open")
-        for n in range(item, item + score["items"]):
+        query.append((item, end))
+        n = item
+        while n < end:
+            closes = score["last"] and n == end - 1
+            stop = end - 1 if score["last"] else end
+            if open_holder is not None and element.left[1] == take + 1 and n < stop:
+                # Steady within a query: every element goes in the cycle after it was taken.
+                run = _steady(item_nb[n:stop], take)
+                taken[n:stop] = run
+                take = int(run[-1])
+                element.left = [int(v) for v in np.concatenate([[element.left[1]], run + 1])[-2:]]
+                n = stop
+                continue
             take = max(int(item_nb[n]), take + 1, element.room())
             taken[n] = take
             ready = element.valid(take)
+            n += 1
             if open_holder is None:
                 # Rule 16: the lane asks when its element is presented; granted a cycle later; the unit takes the
                 # query's first element when it is ready for it (rules 1 and 7).
                 ready = max(ready, free[holder]) + 1
                 ready = max(ready, filters[unit].bank_free() if to_filter else went[unit])
                 open_holder = holder
-            closes = score["last"] and n == item + score["items"] - 1
             if closes and len(closed[holder]) >= CLOSING:
                 ready = max(ready, closed[holder][-CLOSING] + 1)                      # rule 17
             element.leave(ready)
-            query.append(n)
             if not closes:
                 continue
             free[holder], open_holder = ready + 1, None
-            chosen = np.array(query, dtype=np.int64)
+            chosen = np.concatenate([np.arange(first, stop, dtype=np.int64) for first, stop in query])
             query = []
             keep = bool(score["keep"])
             gate = 0
@@ -718,12 +756,12 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
                 if release_delay is not None:
                     before = released[holder][-1] if released[holder] else NEVER
                     released[holder].append(max(last + 1, before + 1) + release_delay)
-        item += score["items"]
+        item = end
     if open_holder is not None:
         raise ValueError(f"Lane 0 leaves a query open on holder {open_holder}")
     return ScoreTiming(accepted=np.array(accepted, dtype=np.int64), taken=taken,
                        responses=np.array(responses, dtype=np.int64),
-                       values={name: np.array(column, dtype=np.int64) for name, column in values.items()},
+                       values={name: _join(c) for name, c in values.items()},
                        results_done={h: np.array(c, dtype=np.int64) for h, c in done_at.items()},
                        released={h: np.array(c, dtype=np.int64) for h, c in released.items()})
 
