@@ -112,7 +112,7 @@ import numpy as np
 
 from ...host.driver.device import NO_CYCLE
 from ...numeric import topk
-from ...rtl.accel.isa import ResponseKind, ScoreDest
+from ...rtl.accel.isa import ErrorCode, Opcode, ResponseKind, ScoreDest
 from ...rtl.accel.score import CLOSING_DEPTH
 from ...rtl.topk import DEFAULT_SEGMENT, segment_sizes
 
@@ -650,7 +650,8 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
     released = {h: [] for h in range(g.holders)}
     element, lane_rsp, merged = _Slice(), _Slice(), _Slice()
     accepted, taken, responses = [], np.empty(total, dtype=np.int64), []
-    values = {name: [] for name in ("kind", "tag", "last", "index", "score")}
+    values = {name: [] for name in ("kind", "tag", "last", "code", "index", "score")}
+    reports = []                            # per reported result: its responses' cycles and columns (rule 20)
     open_holder, query = None, []
     take, accept, item = -1, -1, 0
     for number, instr in enumerate(program):
@@ -691,7 +692,8 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
             last = np.zeros(end - item, dtype=np.int64)
             last[-1] = score["last"]
             for name, column in (("kind", np.full(end - item, ResponseKind.LOGIT.value)),
-                                 ("tag", np.full(end - item, tag)), ("last", last), ("index", indices[item:end]),
+                                 ("tag", np.full(end - item, tag)), ("last", last),
+                                 ("code", np.zeros(end - item, dtype=np.int64)), ("index", indices[item:end]),
                                  ("score", logits[item:end])):
                 values[name].append(column)
             item = end
@@ -699,8 +701,9 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
         to_filter = dest == ScoreDest.FILTER
         unit = score["unit"]
         holder = g.units + unit if to_filter else unit
-        if score["report"]:
-            raise ValueError(f"{where} reports its result: RANK and KEPT responses are not modelled yet")
+        if score["report"] and len(sink.free) < sink.length:
+            raise ValueError(f"{where} reports its result: RANK and KEPT responses behind a stalled consumer are not "
+                             "modelled yet")
         if open_holder not in (None, holder):
             raise ValueError(f"{where} opens a query on holder {holder} while one on {open_holder} is open")
         query.append((item, end))
@@ -741,15 +744,31 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
                     raise ValueError(f"{where} keeps a third result of holder {holder} that is never released")
                 gate = released[holder][len(done_at[holder]) - 2] + 1                 # rule 18
             if to_filter:
-                if len(chosen) > g.filter_capacity:
-                    raise ValueError(f"{where} overflows filter unit {unit}: its ERROR response is not modelled")
-                _, out, _ = filters[unit].close(FilterQuery(logits[chosen], indices[chosen], score["k"]),
-                                                len(chosen), ready, gate)
+                _, out, words = filters[unit].close(FilterQuery(logits[chosen], indices[chosen], score["k"]),
+                                                    len(chosen), ready, gate)
                 last = int(out[-1])
+                failed = words["last"] & words["error"]
+                shown = np.ones(len(out), dtype=bool) if score["report"] else failed.astype(bool)
+                if shown.any():
+                    reports.append((out[shown] + 2, {
+                        "kind": np.where(failed, ResponseKind.ERROR.value, ResponseKind.KEPT.value)[shown],
+                        "tag": np.full(int(shown.sum()), tag), "last": words["last"][shown],
+                        "code": np.where(failed, ErrorCode.ITEMS.value, ErrorCode.NONE.value)[shown],
+                        "index": np.where(failed, Opcode.SCORE.value, words["index"])[shown],
+                        "score": np.zeros(int(shown.sum()), dtype=np.int64)}))
             else:
                 went[unit] = max(ready + 1, ended[unit] + 1)
                 length = min(score["k"], len(chosen))
-                last = ended[unit] = max(went[unit] + latency, gate) + length - 1
+                first = max(went[unit] + latency, gate)
+                last = ended[unit] = first + length - 1
+                if score["report"]:
+                    best_scores, best_indices = best(logits[chosen], score["k"], indices[chosen])
+                    final = np.zeros(length, dtype=np.int64)
+                    final[-1] = 1
+                    reports.append((first + np.arange(length, dtype=np.int64) + 2, {
+                        "kind": np.full(length, ResponseKind.RANK.value), "tag": np.full(length, tag),
+                        "last": final, "code": np.zeros(length, dtype=np.int64), "index": best_indices,
+                        "score": best_scores}))
             closed[holder].append(last)
             if keep:                                                                   # rule 19
                 done_at[holder].append(last + 1)
@@ -759,9 +778,20 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
         item = end
     if open_holder is not None:
         raise ValueError(f"Lane 0 leaves a query open on holder {open_holder}")
-    return ScoreTiming(accepted=np.array(accepted, dtype=np.int64), taken=taken,
-                       responses=np.array(responses, dtype=np.int64),
-                       values={name: _join(c) for name, c in values.items()},
+    responses, values = np.array(responses, dtype=np.int64), {name: _join(c) for name, c in values.items()}
+    if reports:
+        # Rule 20: with the consumer always ready, every response leaves two cycles after its source took it,
+        # unless two sources meet in the merge.
+        responses = np.concatenate([responses, *(cycles for cycles, _ in reports)])
+        values = {name: np.concatenate([values[name], *(columns[name] for _, columns in reports)]).astype(np.int64)
+                  for name in values}
+        order = np.argsort(responses, kind="stable")
+        responses, values = responses[order], {name: column[order] for name, column in values.items()}
+        met = np.flatnonzero(np.diff(responses) == 0)
+        if len(met):
+            raise ValueError(f"Two sources' responses meet in the response merge in cycle {int(responses[met[0]]) - 1}:"
+                             " its round-robin arbitration is not modelled yet")
+    return ScoreTiming(accepted=np.array(accepted, dtype=np.int64), taken=taken, responses=responses, values=values,
                        results_done={h: np.array(c, dtype=np.int64) for h, c in done_at.items()},
                        released={h: np.array(c, dtype=np.int64) for h, c in released.items()})
 

@@ -19,7 +19,7 @@ from rpaccel.host.driver.codec import codec
 from rpaccel.host.driver.device import NO_CYCLE
 from rpaccel.host.driver.topk import decode_results, encode_queries
 from rpaccel.numeric import topk
-from rpaccel.rtl.accel.isa import INDEX_BITS, ChipGeometry, ScoreDest
+from rpaccel.rtl.accel.isa import INDEX_BITS, ChipGeometry, ResponseKind, ScoreDest
 from rpaccel.rtl.accel.score import ScoreUnit
 from rpaccel.rtl.filter import FilterUnit, filter_in_layout, filter_out_layout
 from rpaccel.rtl.topk import TopKUnit, topk_in_layout, topk_out_layout
@@ -305,10 +305,11 @@ class ScoreProbe(wiring.Component):
         return m
 
 
-def score_case(seed, geometry, blocks, *, filters=0.4, keep=0.7):
-    """Lane 0's random SCORE program: LOGIT SCOREs, top-k and filter queries (a share ``filters`` of them) of one to
-    three SCOREs (not reported, within the filter's capacity), ``keep`` with probability ``keep``; its logits and
-    indices."""
+def score_case(seed, geometry, blocks, *, logit_share=0.3, report=None):
+    """Lane 0's random SCORE program and its logits and indices: LOGIT SCOREs (a share ``logit_share`` of the
+    blocks, and between the parts of queries), top-k and filter queries of one to three SCOREs closed with ``keep``
+    at random; the queries to ``report`` (``ScoreDest.TOPK`` or ``FILTER``) reported at random, and then the
+    filter queries may overflow."""
     g, rng = geometry, np.random.default_rng(seed)
     program, sizes = [], []
 
@@ -317,30 +318,33 @@ def score_case(seed, geometry, blocks, *, filters=0.4, keep=0.7):
         return score_instr(len(program), lane=0, items=items, **fields)
 
     for _ in range(blocks):
-        if rng.random() < 0.3:
+        if rng.random() < logit_share:
             program.append(instr(int(rng.integers(1, 24)), dest=ScoreDest.RSP, last=rng.random() < 0.5))
             continue
-        to_filter = rng.random() < filters
+        to_filter = rng.random() < 0.4
         dest, k_max = (ScoreDest.FILTER, g.filter_capacity) if to_filter else (ScoreDest.TOPK, g.k_max)
-        parts = rng.integers(1, (g.filter_capacity // 3) if to_filter else 3 * g.k_max, int(rng.integers(1, 4)))
+        longest = (g.filter_capacity // (2 if report is not None and rng.random() < 0.3 else 3)) if to_filter \
+            else 3 * g.k_max
+        parts = rng.integers(1, longest, int(rng.integers(1, 4)))
         k = int(rng.choice([1, k_max, min(k_max, max(1, int(parts.sum()) + int(rng.integers(-3, 3))))]))
         for number, items in enumerate(parts.tolist()):
-            if number and rng.random() < 0.3:
+            if number and rng.random() < logit_share:
                 program.append(instr(int(rng.integers(1, 8)), dest=ScoreDest.RSP, last=0))
             closes = number == len(parts) - 1
             program.append(instr(items, dest=dest, last=closes, k=k if closes else 0,
-                                 keep=closes and rng.random() < keep))
+                                 keep=closes and rng.random() < 0.7,
+                                 report=closes and dest == report and rng.random() < 0.6))
     total = sum(sizes)
     logits = np.where(rng.random(total) < 0.5, rng.integers(-(1 << 31), 1 << 31, total), rng.integers(-3, 3, total))
     return program, logits.astype(np.int64), rng.integers(0, 1 << INDEX_BITS, total).astype(np.int64)
 
 
-def compare_score(name, seed, *, blocks=12, delay=0, pause=0.0, gaps=True, case=None):
+def compare_score(name, seed, *, blocks=12, delay=0, pause=0.0, gaps=True, case=None, **kwargs):
     key = f"score-{name}-{delay}"
     if key not in _players:
         _players[key] = Player(ScoreProbe, name, delay)
     g = ChipGeometry(preset(name))
-    program, logits, indices = score_case(seed, g, blocks) if case is None else case
+    program, logits, indices = score_case(seed, g, blocks, **kwargs) if case is None else case
     rng = np.random.default_rng(seed + 1)
     count = len(logits)
     none = np.full(count, NO_CYCLE, dtype=np.int64)
@@ -407,3 +411,30 @@ def test_score_regression_catches_planted_errors(monkeypatch, constant, value, c
     monkeypatch.setattr(score_model, constant, value)
     with pytest.raises(AssertionError):
         case()
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", ["tiny", "small"])
+@pytest.mark.parametrize("report", [ScoreDest.TOPK, ScoreDest.FILTER], ids=["rank", "kept"])
+def test_score_model_reports_results_cycle_exact(name, report):
+    # One reporting source at a time (RANK responses, or KEPT and ERROR ones), the consumer always ready.
+    model, _ = compare_score(name, 90 + report.value, blocks=16, logit_share=0.0, report=report, delay=300)
+    kinds = set(model.values["kind"].tolist())
+    assert {ResponseKind.RANK.value} == kinds if report == ScoreDest.TOPK else ResponseKind.KEPT.value in kinds
+
+
+def test_score_model_refuses_what_it_does_not_model():
+    g = ChipGeometry(preset("tiny"))
+    # A reported top-k result and the LOGITs of the next SCORE meet in the response merge.
+    program = [score_instr(0, dest=ScoreDest.TOPK, items=20, last=1, k=16, report=1),
+               score_instr(1, dest=ScoreDest.RSP, items=40, last=1)]
+    logits, indices = np.arange(60), np.arange(60)
+    with pytest.raises(ValueError, match=r"meet in the response merge in cycle \d+: its round-robin"):
+        score_timing(g, program, logits, indices)
+    with pytest.raises(ValueError, match="behind a stalled consumer are not modelled"):
+        score_timing(g, program, logits, indices, rsp_stalls=[False, True])
+    program = [score_instr(tag, dest=ScoreDest.FILTER, items=4, last=1, k=2, keep=1) for tag in range(3)]
+    with pytest.raises(ValueError, match="keeps a third result of holder 1 that is never released"):
+        score_timing(g, program, np.arange(12), np.arange(12))
+    with pytest.raises(ValueError, match="leaves a query open on holder 0"):
+        score_timing(g, [score_instr(0, items=3)], np.arange(3), np.arange(3))
