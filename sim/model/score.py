@@ -1,6 +1,7 @@
 """Cycle-exact timing models of the chip's score path: the top-k unit (:class:`rpaccel.rtl.topk.TopKUnit`) and
-the filter unit (:class:`rpaccel.rtl.filter.FilterUnit`), each on its own streams, as building blocks of the
-whole chip's model.
+the filter unit (:class:`rpaccel.rtl.filter.FilterUnit`), each on its own streams, and the score unit around them
+(:class:`rpaccel.rtl.accel.score.ScoreUnit`) running one lane's SCORE instructions, as building blocks of the whole
+chip's model.
 
 Each function takes what a test bench puts on the unit's ports, the unit's parameters, each input word's
 not-before cycle and the stall patterns of both streams, and returns the cycle of every input transfer and every
@@ -104,6 +105,12 @@ segments, and its filter units):
 19. **Results done** (``_kept``: ``results_done`` increments with the last element's ``go``). The holder's count
     shows a kept result from the cycle after its last element was taken; the fetcher's ``release`` of it (as the
     test bench gives it: ``release_delay`` cycles after it shows, and after the previous pulse) frees its bank.
+20. **Reported results** (the holder's ``rank`` slice, ``go`` also waiting for its room; ``failed``: an overflowing
+    filter query's last word). With the consumer always ready and no other source presenting in the same cycle, the
+    merge takes every response in the cycle its slice presents it: a RANK, KEPT or ERROR response leaves two cycles
+    after the unit put out its element, as a LOGIT leaves two cycles after its item was taken. Two sources meeting
+    in the merge (its round-robin choice and the back-pressure behind it), and reported results behind a stalled
+    consumer, are refused with :class:`ValueError`: not modelled yet.
 """
 
 from dataclasses import dataclass
@@ -606,8 +613,8 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
     geometry : rpaccel.rtl.accel.isa.ChipGeometry
     program : list of dict
         Lane 0's SCORE instructions (:func:`rpaccel.sim.golden.score.score_instr`). A query to a top-k or filter
-        unit must be closed before the lane opens another one, without ``report`` and, on a filter unit, within its
-        capacity: the model leaves out the RANK, KEPT and ERROR responses and their merge with the LOGITs.
+        unit must be closed before the lane opens another one. Reported results (and a filter's ERROR) need the
+        consumer always ready and no other response in the merge at the same time (rule 20).
     logits, indices : sequence of int
         The items' logits and candidate indices, in order.
     cmd_not_before, logits_not_before, index_not_before : array_like of int, optional

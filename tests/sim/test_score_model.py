@@ -438,3 +438,18 @@ def test_score_model_refuses_what_it_does_not_model():
         score_timing(g, program, np.arange(12), np.arange(12))
     with pytest.raises(ValueError, match="leaves a query open on holder 0"):
         score_timing(g, [score_instr(0, items=3)], np.arange(3), np.arange(3))
+
+
+@pytest.mark.verilator
+def test_score_model_answers_an_overflow_with_an_error():
+    # Filter queries beyond the capacity, reported (the ERROR replaces the last KEPT) or not (the ERROR alone).
+    g = ChipGeometry(preset("tiny"))
+    rng = np.random.default_rng(12)
+    sizes = [g.filter_capacity + 5, 30, g.filter_capacity + 1]
+    program = [score_instr(0, dest=ScoreDest.FILTER, items=sizes[0], last=1, k=9, keep=1),
+               score_instr(1, dest=ScoreDest.FILTER, items=sizes[1], last=1, k=3, report=1),
+               score_instr(2, dest=ScoreDest.FILTER, items=sizes[2], last=1, k=4, report=1)]
+    case = (program, rng.integers(-50, 50, sum(sizes)), rng.integers(0, 1 << INDEX_BITS, sum(sizes)))
+    model, _ = compare_score("tiny", 12, case=case, gaps=False)
+    assert model.values["kind"].tolist() == [ResponseKind.ERROR.value] + [ResponseKind.KEPT.value] * 6 + [
+        ResponseKind.ERROR.value]
