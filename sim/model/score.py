@@ -546,15 +546,15 @@ class ScoreTiming:
 
     Attributes
     ----------
-    accepted : numpy.ndarray
-        ``int64``, the cycle each SCORE instruction was taken from ``cmd``.
-    taken : numpy.ndarray
-        ``int64``, the cycle each item (logit word and index) was taken.
+    accepted : list of numpy.ndarray
+        Per lane, ``int64``: the cycle each SCORE instruction was taken from ``cmd``.
+    taken : list of numpy.ndarray
+        Per lane, ``int64``: the cycle each item (logit word and index) was taken.
     responses : numpy.ndarray
         ``int64``, the cycle each response left on ``rsp``.
     values : dict
-        The responses as columns ``kind, tag, last, index, score`` (``int64`` arrays; ``kind`` the
-        :class:`~rpaccel.rtl.accel.isa.ResponseKind` value).
+        The responses as columns ``kind, tag, last, code, index, score`` (``int64`` arrays; ``kind`` and ``code``
+        the :class:`~rpaccel.rtl.accel.isa.ResponseKind` and :class:`~rpaccel.rtl.accel.isa.ErrorCode` values).
     results_done : dict
         ``{holder: int64 array}``: the first cycle ``results_done`` counts each kept result of the holder.
     released : dict
@@ -603,22 +603,24 @@ class _Slice:
         self.left = [self.left[1], cycle]
 
 
-def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, logits_not_before=None,
+def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, logits_not_before=None,
                  index_not_before=None, rsp_stalls=None, release_delay=None):
-    """The transfers of a :class:`~rpaccel.rtl.accel.score.ScoreUnit` running lane 0's SCORE ``program`` (rules
-    13 to 19 of the module doc), the other lanes idle.
+    """The transfers of a :class:`~rpaccel.rtl.accel.score.ScoreUnit` running each lane's SCORE ``programs``
+    (rules 13 to 20 of the module doc).
 
     Parameters
     ----------
     geometry : rpaccel.rtl.accel.isa.ChipGeometry
-    program : list of dict
-        Lane 0's SCORE instructions (:func:`rpaccel.sim.golden.score.score_instr`). A query to a top-k or filter
-        unit must be closed before the lane opens another one. Reported results (and a filter's ERROR) need the
-        consumer always ready and no other response in the merge at the same time (rule 20).
-    logits, indices : sequence of int
-        The items' logits and candidate indices, in order.
-    cmd_not_before, logits_not_before, index_not_before : array_like of int, optional
-        Not-before cycles of each instruction, logit word and index (:data:`NO_CYCLE` for none).
+    programs : list of list of dict
+        Per lane (from lane 0; lanes not given are idle), its SCORE instructions
+        (:func:`rpaccel.sim.golden.score.score_instr`). A lane closes a query on a top-k or filter unit before it
+        opens another one, and no two lanes use the same unit. Responses of several sources (lanes' LOGITs,
+        reported results, a filter's ERROR) need the consumer always ready and must not meet in the response
+        merge (rule 20).
+    logits, indices : list of sequence of int
+        Per lane, its items' logits and candidate indices, in order.
+    cmd_not_before, logits_not_before, index_not_before : list of array_like of int, optional
+        Per lane, the not-before cycles of each instruction, logit word and index (:data:`NO_CYCLE` for none).
     rsp_stalls : array_like of bool, optional
         The consumer's stalls on ``rsp`` (:class:`FreeCycles`).
     release_delay : int, optional
@@ -629,42 +631,157 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
     Returns
     -------
     ScoreTiming
+
+    Raises
+    ------
+    ValueError
+        On a program the model does not cover (the message says what), or inputs that do not fit the programs.
     """
     g = geometry
-    items = np.array([instr["score"]["items"] for instr in program], dtype=np.int64)
-    total = int(items.sum())
-
-    def cycles(given, count, what):
-        array = np.full(count, NO_CYCLE, dtype=np.int64) if given is None else np.asarray(given, dtype=np.int64)
-        if array.shape != (count,):
-            raise ValueError(f"Give one not-before cycle per {what} ({count}), not {array.shape}")
-        return np.maximum(array, 0).tolist()
-
-    cmd_nb = cycles(cmd_not_before, len(program), "SCORE")
-    item_nb = np.maximum(cycles(logits_not_before, total, "logit"), cycles(index_not_before, total, "index"))
-    if len(logits) != total or len(indices) != total:
-        raise ValueError(f"The program takes {total} items: give as many logits and indices, not {len(logits)} "
-                         f"and {len(indices)}")
-    logits, indices = np.asarray(logits, dtype=np.int64), np.asarray(indices, dtype=np.int64)
+    if len(programs) > g.lanes or len(logits) != len(programs) or len(indices) != len(programs):
+        raise ValueError(f"Give programs, logits and indices for at most {g.lanes} lanes, not {len(programs)}, "
+                         f"{len(logits)} and {len(indices)}")
+    units = _Holders(g, release_delay)
     sink = FreeCycles(rsp_stalls)
-    latency = 2 * len(segment_sizes(g.k_max, min(g.k_max, DEFAULT_SEGMENT))) + READ_OUT
-    filters = [_Filter(g.filter_capacity, FreeCycles()) for _ in range(g.filters)]
-    went = [0] * g.units                    # a top-k unit's last `go` of a query end (rule 1)
-    ended = [-1] * g.units                  # a top-k unit's last `done` (rule 2)
-    free = [0] * g.holders                  # the first cycle the holder can be granted (rule 16)
-    closed = [[] for _ in range(g.holders)]  # per holder, each query's last result transfer (rule 17)
-    done_at = {h: [] for h in range(g.holders)}
-    released = {h: [] for h in range(g.holders)}
+    lanes, users = [], {}
+    for lane, program in enumerate(programs):
+        for instr in program:
+            score = instr["score"]
+            if ScoreDest(score["dest"]) != ScoreDest.RSP:
+                holder = g.units + score["unit"] if ScoreDest(score["dest"]) == ScoreDest.FILTER else score["unit"]
+                if users.setdefault(holder, lane) != lane:
+                    raise ValueError(f"Lanes {users[holder]} and {lane} both use holder {holder}: the grant among "
+                                     "lanes is not modelled yet")
+
+        def given(cycles, what, count, lane=lane):
+            array = (np.full(count, NO_CYCLE, dtype=np.int64) if cycles is None or cycles[lane] is None
+                     else np.asarray(cycles[lane], dtype=np.int64))
+            if array.shape != (count,):
+                raise ValueError(f"Give lane {lane} one not-before cycle per {what} ({count}), not {array.shape}")
+            return np.maximum(array, 0)
+
+        total = sum(instr["score"]["items"] for instr in program)
+        if len(logits[lane]) != total or len(indices[lane]) != total:
+            raise ValueError(f"Lane {lane}'s program takes {total} items: give as many logits and indices, not "
+                             f"{len(logits[lane])} and {len(indices[lane])}")
+        lanes.append(_score_lane(lane, program, np.asarray(logits[lane], dtype=np.int64),
+                                 np.asarray(indices[lane], dtype=np.int64), given(cmd_not_before, "SCORE",
+                                 len(program)).tolist(), np.maximum(given(logits_not_before, "logit", total),
+                                 given(index_not_before, "index", total)), units, sink))
+    sources = [(cycles, values) for _, _, cycles, values in lanes if len(cycles)] + units.reports
+    if len(sources) > 1 or units.reports:
+        if len(sink.free) < sink.length:
+            raise ValueError("Responses of several sources, or reported results, behind a stalled consumer are not "
+                             "modelled yet")
+        # Rule 20: with the consumer always ready, every response leaves two cycles after its source took it,
+        # unless two sources meet in the merge.
+        responses = np.concatenate([cycles for cycles, _ in sources])
+        order = np.argsort(responses, kind="stable")
+        responses = responses[order]
+        values = {name: np.concatenate([columns[name] for _, columns in sources]).astype(np.int64)[order]
+                  for name in RESPONSE_FIELDS}
+        met = np.flatnonzero(np.diff(responses) == 0)
+        if len(met):
+            raise ValueError(f"Two sources' responses meet in the response merge in cycle {int(responses[met[0]]) - 1}:"
+                             " its round-robin arbitration is not modelled yet")
+    elif sources:
+        responses, values = sources[0]
+    else:
+        responses, values = np.zeros(0, dtype=np.int64), {name: np.zeros(0, dtype=np.int64) for name in RESPONSE_FIELDS}
+    return ScoreTiming(accepted=[accepted for accepted, _, _, _ in lanes], taken=[taken for _, taken, _, _ in lanes],
+                       responses=responses, values=values,
+                       results_done={h: np.array(c, dtype=np.int64) for h, c in units.done_at.items()},
+                       released={h: np.array(c, dtype=np.int64) for h, c in units.released.items()})
+
+
+#: The columns of :attr:`ScoreTiming.values`.
+RESPONSE_FIELDS = ("kind", "tag", "last", "code", "index", "score")
+
+
+class _Holders:
+    """The top-k and filter units behind the sequencers, and their kept results (rules 1 to 12, 16 to 20)."""
+
+    def __init__(self, geometry, release_delay):
+        g = self.geometry = geometry
+        self.release_delay = release_delay
+        self.latency = 2 * len(segment_sizes(g.k_max, min(g.k_max, DEFAULT_SEGMENT))) + READ_OUT
+        self.filters = [_Filter(g.filter_capacity, FreeCycles()) for _ in range(g.filters)]
+        self.went = [0] * g.units                    # a top-k unit's last `go` of a query end (rule 1)
+        self.ended = [-1] * g.units                  # a top-k unit's last `done` (rule 2)
+        self.free = [0] * g.holders                  # the first cycle the holder can be granted (rule 16)
+        self.closed = [[] for _ in range(g.holders)]  # per holder, each query's last result transfer (rule 17)
+        self.done_at = {h: [] for h in range(g.holders)}
+        self.released = {h: [] for h in range(g.holders)}
+        self.reports = []                            # per reported result: its responses' cycles and columns
+
+    def ready(self, holder, presented):
+        """Rule 16: the cycle a query's first element presented in ``presented`` goes into ``holder``."""
+        g = self.geometry
+        ready = max(presented, self.free[holder]) + 1
+        if holder >= g.units:
+            return max(ready, self.filters[holder - g.units].bank_free())
+        return max(ready, self.went[holder])
+
+    def closing(self, holder, ready):
+        """Rule 17: the cycle a query's last element, ready in ``ready``, goes in."""
+        closed = self.closed[holder]
+        return max(ready, closed[-CLOSING] + 1) if len(closed) >= CLOSING else ready
+
+    def close(self, holder, score, tag, scores, indices, taken, where):
+        """The result of a query whose last element went in ``taken`` (rules 2 to 12, 18 to 20)."""
+        g = self.geometry
+        self.free[holder] = taken + 1
+        done_at, released = self.done_at[holder], self.released[holder]
+        gate = 0
+        if score["keep"] and len(done_at) >= 2:
+            if self.release_delay is None:
+                raise ValueError(f"{where} keeps a third result of holder {holder} that is never released")
+            gate = released[len(done_at) - 2] + 1                                      # rule 18
+        if holder >= g.units:
+            _, out, words = self.filters[holder - g.units].close(FilterQuery(scores, indices, score["k"]),
+                                                                 len(scores), taken, gate)
+            last = int(out[-1])
+            failed = words["last"] & words["error"]
+            shown = np.ones(len(out), dtype=bool) if score["report"] else failed.astype(bool)
+            if shown.any():
+                self.reports.append((out[shown] + 2, {
+                    "kind": np.where(failed, ResponseKind.ERROR.value, ResponseKind.KEPT.value)[shown],
+                    "tag": np.full(int(shown.sum()), tag), "last": words["last"][shown],
+                    "code": np.where(failed, ErrorCode.ITEMS.value, ErrorCode.NONE.value)[shown],
+                    "index": np.where(failed, Opcode.SCORE.value, words["index"])[shown],
+                    "score": np.zeros(int(shown.sum()), dtype=np.int64)}))
+        else:
+            self.went[holder] = max(taken + 1, self.ended[holder] + 1)
+            length = min(score["k"], len(scores))
+            first = max(self.went[holder] + self.latency, gate)
+            last = self.ended[holder] = first + length - 1
+            if score["report"]:
+                best_scores, best_indices = best(scores, score["k"], indices)
+                final = np.zeros(length, dtype=np.int64)
+                final[-1] = 1
+                self.reports.append((first + np.arange(length, dtype=np.int64) + 2, {
+                    "kind": np.full(length, ResponseKind.RANK.value), "tag": np.full(length, tag), "last": final,
+                    "code": np.zeros(length, dtype=np.int64), "index": best_indices, "score": best_scores}))
+        self.closed[holder].append(last)
+        if score["keep"]:                                                                  # rule 19
+            done_at.append(last + 1)
+            if self.release_delay is not None:
+                before = released[-1] if released else NEVER
+                released.append(max(last + 1, before + 1) + self.release_delay)
+
+
+def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink):
+    """One lane's sequencer (rules 13 to 16): its instructions' and items' cycles, its LOGITs' cycles and columns."""
+    g = units.geometry
     element, lane_rsp, merged = _Slice(), _Slice(), _Slice()
-    accepted, taken, responses = [], np.empty(total, dtype=np.int64), []
-    values = {name: [] for name in ("kind", "tag", "last", "code", "index", "score")}
-    reports = []                            # per reported result: its responses' cycles and columns (rule 20)
+    accepted, taken, responses = [], np.empty(len(logits), dtype=np.int64), []
+    values = {name: [] for name in RESPONSE_FIELDS}
     open_holder, query = None, []
     take, accept, item = -1, -1, 0
     for number, instr in enumerate(program):
         score, tag = instr["score"], instr["tag"]
         dest = ScoreDest(score["dest"])
-        where = f"SCORE {number} (tag {tag})"
+        where = f"Lane {lane}'s SCORE {number} (tag {tag})"
         # Rule 13: the next instruction is taken with the previous one's last item, or when it comes.
         accept = max(cmd_nb[number], accept + 1, take)
         accepted.append(accept)
@@ -706,11 +823,7 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
             item = end
             continue
         to_filter = dest == ScoreDest.FILTER
-        unit = score["unit"]
-        holder = g.units + unit if to_filter else unit
-        if score["report"] and len(sink.free) < sink.length:
-            raise ValueError(f"{where} reports its result: RANK and KEPT responses behind a stalled consumer are not "
-                             "modelled yet")
+        holder = g.units + score["unit"] if to_filter else score["unit"]
         if open_holder not in (None, holder):
             raise ValueError(f"{where} opens a query on holder {holder} while one on {open_holder} is open")
         query.append((item, end))
@@ -731,75 +844,18 @@ def score_timing(geometry, program, logits, indices, *, cmd_not_before=None, log
             ready = element.valid(take)
             n += 1
             if open_holder is None:
-                # Rule 16: the lane asks when its element is presented; granted a cycle later; the unit takes the
-                # query's first element when it is ready for it (rules 1 and 7).
-                ready = max(ready, free[holder]) + 1
-                ready = max(ready, filters[unit].bank_free() if to_filter else went[unit])
+                # Rule 16: the lane asks when its element is presented and is granted a cycle later.
+                ready = units.ready(holder, ready)
                 open_holder = holder
-            if closes and len(closed[holder]) >= CLOSING:
-                ready = max(ready, closed[holder][-CLOSING] + 1)                      # rule 17
+            if closes:
+                ready = units.closing(holder, ready)
             element.leave(ready)
-            if not closes:
-                continue
-            free[holder], open_holder = ready + 1, None
-            chosen = np.concatenate([np.arange(first, stop, dtype=np.int64) for first, stop in query])
-            query = []
-            keep = bool(score["keep"])
-            gate = 0
-            if keep and len(done_at[holder]) >= 2:
-                if release_delay is None:
-                    raise ValueError(f"{where} keeps a third result of holder {holder} that is never released")
-                gate = released[holder][len(done_at[holder]) - 2] + 1                 # rule 18
-            if to_filter:
-                _, out, words = filters[unit].close(FilterQuery(logits[chosen], indices[chosen], score["k"]),
-                                                    len(chosen), ready, gate)
-                last = int(out[-1])
-                failed = words["last"] & words["error"]
-                shown = np.ones(len(out), dtype=bool) if score["report"] else failed.astype(bool)
-                if shown.any():
-                    reports.append((out[shown] + 2, {
-                        "kind": np.where(failed, ResponseKind.ERROR.value, ResponseKind.KEPT.value)[shown],
-                        "tag": np.full(int(shown.sum()), tag), "last": words["last"][shown],
-                        "code": np.where(failed, ErrorCode.ITEMS.value, ErrorCode.NONE.value)[shown],
-                        "index": np.where(failed, Opcode.SCORE.value, words["index"])[shown],
-                        "score": np.zeros(int(shown.sum()), dtype=np.int64)}))
-            else:
-                went[unit] = max(ready + 1, ended[unit] + 1)
-                length = min(score["k"], len(chosen))
-                first = max(went[unit] + latency, gate)
-                last = ended[unit] = first + length - 1
-                if score["report"]:
-                    best_scores, best_indices = best(logits[chosen], score["k"], indices[chosen])
-                    final = np.zeros(length, dtype=np.int64)
-                    final[-1] = 1
-                    reports.append((first + np.arange(length, dtype=np.int64) + 2, {
-                        "kind": np.full(length, ResponseKind.RANK.value), "tag": np.full(length, tag),
-                        "last": final, "code": np.zeros(length, dtype=np.int64), "index": best_indices,
-                        "score": best_scores}))
-            closed[holder].append(last)
-            if keep:                                                                   # rule 19
-                done_at[holder].append(last + 1)
-                if release_delay is not None:
-                    before = released[holder][-1] if released[holder] else NEVER
-                    released[holder].append(max(last + 1, before + 1) + release_delay)
+            if closes:
+                chosen = np.concatenate([np.arange(first, stop, dtype=np.int64) for first, stop in query])
+                units.close(holder, score, tag, logits[chosen], indices[chosen], ready, where)
+                open_holder, query = None, []
         item = end
     if open_holder is not None:
-        raise ValueError(f"Lane 0 leaves a query open on holder {open_holder}")
-    responses, values = np.array(responses, dtype=np.int64), {name: _join(c) for name, c in values.items()}
-    if reports:
-        # Rule 20: with the consumer always ready, every response leaves two cycles after its source took it,
-        # unless two sources meet in the merge.
-        responses = np.concatenate([responses, *(cycles for cycles, _ in reports)])
-        values = {name: np.concatenate([values[name], *(columns[name] for _, columns in reports)]).astype(np.int64)
-                  for name in values}
-        order = np.argsort(responses, kind="stable")
-        responses, values = responses[order], {name: column[order] for name, column in values.items()}
-        met = np.flatnonzero(np.diff(responses) == 0)
-        if len(met):
-            raise ValueError(f"Two sources' responses meet in the response merge in cycle {int(responses[met[0]]) - 1}:"
-                             " its round-robin arbitration is not modelled yet")
-    return ScoreTiming(accepted=np.array(accepted, dtype=np.int64), taken=taken, responses=responses, values=values,
-                       results_done={h: np.array(c, dtype=np.int64) for h, c in done_at.items()},
-                       released={h: np.array(c, dtype=np.int64) for h, c in released.items()})
-
-
+        raise ValueError(f"Lane {lane} leaves a query open on holder {open_holder}")
+    return (np.array(accepted, dtype=np.int64), taken, np.array(responses, dtype=np.int64),
+            {name: _join(c) for name, c in values.items()})

@@ -265,18 +265,21 @@ def test_best_is_the_golden_topk():
 
 
 class ScoreProbe(wiring.Component):
-    """The :class:`ScoreUnit` of preset ``name`` with lane 0's streams, its ``cmd`` and item transfers stamped on
-    ``accepted`` and ``taken``, each holder's ``results_done`` steps on ``done<h>``, and the fetcher's ``release``
-    of each kept result ``delay`` cycles after ``results_done`` counts it (and after the previous release)."""
+    """The :class:`ScoreUnit` of preset ``name`` (with ``settings``) with the streams of its first ``lanes`` lanes,
+    each lane's ``cmd`` and item transfers stamped on ``accepted<l>`` and ``taken<l>``, each holder's
+    ``results_done`` steps on ``done<h>``, and the fetcher's ``release`` of each kept result ``delay`` cycles after
+    ``results_done`` counts it (and after the previous release)."""
 
-    def __init__(self, name, delay):
-        self.geometry, self.delay = ChipGeometry(preset(name)), delay
+    def __init__(self, name, delay, lanes=1, settings=()):
+        self.geometry, self.delay, self.lanes = ChipGeometry(preset(name).with_settings(list(settings))), delay, lanes
         g = self.geometry
-        members = {"cmd": In(stream.Signature(g.score_instr_layout())),
-                   "logits": In(stream.Signature(data.ArrayLayout(signed(32), g.engine.lane_cols(0)))),
-                   "index": In(stream.Signature(unsigned(INDEX_BITS))),
-                   "rsp": Out(stream.Signature(g.response_layout())),
-                   "accepted": Out(stream.Signature(1)), "taken": Out(stream.Signature(1))}
+        members = {"rsp": Out(stream.Signature(g.response_layout()))}
+        for lane in range(lanes):
+            members.update({
+                f"cmd{lane}": In(stream.Signature(g.score_instr_layout())),
+                f"logits{lane}": In(stream.Signature(data.ArrayLayout(signed(32), g.engine.lane_cols(lane)))),
+                f"index{lane}": In(stream.Signature(unsigned(INDEX_BITS))),
+                f"accepted{lane}": Out(stream.Signature(1)), f"taken{lane}": Out(stream.Signature(1))})
         members.update({f"done{h}": Out(stream.Signature(1)) for h in range(g.holders)})
         super().__init__(members)
 
@@ -284,12 +287,15 @@ class ScoreProbe(wiring.Component):
         m = Module()
         g = self.geometry
         m.submodules.unit = unit = ScoreUnit(g)
-        wiring.connect(m, wiring.flipped(self.cmd), unit.cmd[0])
-        wiring.connect(m, wiring.flipped(self.logits), unit.logits0)
-        wiring.connect(m, wiring.flipped(self.index), unit.index[0])
         wiring.connect(m, unit.rsp, wiring.flipped(self.rsp))
-        m.d.comb += [self.accepted.valid.eq(self.cmd.valid & self.cmd.ready), self.accepted.payload.eq(1),
-                     self.taken.valid.eq(self.logits.valid & self.logits.ready), self.taken.payload.eq(1)]
+        for lane in range(self.lanes):
+            cmd, logits = getattr(self, f"cmd{lane}"), getattr(self, f"logits{lane}")
+            wiring.connect(m, wiring.flipped(cmd), unit.cmd[lane])
+            wiring.connect(m, wiring.flipped(logits), getattr(unit, f"logits{lane}"))
+            wiring.connect(m, wiring.flipped(getattr(self, f"index{lane}")), unit.index[lane])
+            accepted, taken = getattr(self, f"accepted{lane}"), getattr(self, f"taken{lane}")
+            m.d.comb += [accepted.valid.eq(cmd.valid & cmd.ready), accepted.payload.eq(1),
+                         taken.valid.eq(logits.valid & logits.ready), taken.payload.eq(1)]
         for h in range(g.holders):
             shown, released = Signal.like(unit.results_done[h]), Signal.like(unit.results_done[h])
             timer = Signal(range(self.delay + 1))
@@ -339,37 +345,47 @@ def score_case(seed, geometry, blocks, *, logit_share=0.3, report=None):
     return program, logits.astype(np.int64), rng.integers(0, 1 << INDEX_BITS, total).astype(np.int64)
 
 
-def compare_score(name, seed, *, blocks=12, delay=0, pause=0.0, gaps=True, case=None, **kwargs):
-    key = f"score-{name}-{delay}"
+def compare_score(name, seed, *, blocks=12, delay=0, pause=0.0, gaps=True, case=None, settings=(), **kwargs):
+    """Run a random lane-0 program (or ``case``: per lane, programs, logits and indices) on the RTL and in the model
+    and check that every transfer is in the same cycle and every response the same; return the model's timing."""
+    g = ChipGeometry(preset(name).with_settings(list(settings)))
+    programs, logits, indices = ([part] for part in score_case(seed, g, blocks, **kwargs)) if case is None else case
+    lanes = len(programs)
+    key = f"score-{name}-{delay}-{lanes}-{settings}"
     if key not in _players:
-        _players[key] = Player(ScoreProbe, name, delay)
-    g = ChipGeometry(preset(name))
-    program, logits, indices = score_case(seed, g, blocks, **kwargs) if case is None else case
+        _players[key] = Player(ScoreProbe, name, delay, lanes, settings)
     rng = np.random.default_rng(seed + 1)
-    count = len(logits)
-    none = np.full(count, NO_CYCLE, dtype=np.int64)
-    logit_nb, index_nb = (not_before(rng, count), not_before(rng, count)) if gaps else (none, none)
-    cmd_nb = not_before(rng, len(program)) * 8 if gaps else np.full(len(program), NO_CYCLE, dtype=np.int64)
-    cmd_nb[cmd_nb < 0] = NO_CYCLE
-    model = score_timing(g, program, logits, indices, cmd_not_before=cmd_nb, logits_not_before=logit_nb,
-                         index_not_before=index_nb, rsp_stalls=stalls(pause, seed, "rsp", 1 << 20),
-                         release_delay=delay)
-    cols = g.engine.lane_cols(0)
-    words = np.concatenate([logits[:, None], rng.integers(-(1 << 31), 1 << 31, (count, cols - 1))], axis=1)
-    run = _players[key].run(
-        {"cmd": codec(g.score_instr_layout()).pack_values(program),
-         "logits": codec(data.ArrayLayout(signed(32), cols)).pack(words), "index": indices},
-        expect={"rsp": len(model.responses), "accepted": len(program), "taken": count,
-                **{f"done{h}": len(model.results_done[h]) for h in range(g.holders)}},
-        pause={"rsp": pause}, seed=seed, not_before={"cmd": cmd_nb, "logits": logit_nb, "index": index_nb},
-        output_cycles=True, packed=True, words=True, direct=True)
+    inputs, nbs, expect = {}, {}, {}
+    for lane, program in enumerate(programs):
+        count = len(logits[lane])
+        none = np.full(count, NO_CYCLE, dtype=np.int64)
+        nbs[f"logits{lane}"], nbs[f"index{lane}"] = (not_before(rng, count), not_before(rng, count)) if gaps \
+            else (none, none)
+        cmd_nb = not_before(rng, len(program)) * 8 if gaps else np.full(len(program), NO_CYCLE, dtype=np.int64)
+        cmd_nb[cmd_nb < 0] = NO_CYCLE
+        nbs[f"cmd{lane}"] = cmd_nb
+        cols = g.engine.lane_cols(lane)
+        words = np.concatenate([np.asarray(logits[lane])[:, None],
+                                rng.integers(-(1 << 31), 1 << 31, (count, cols - 1))], axis=1)
+        inputs.update({f"cmd{lane}": codec(g.score_instr_layout()).pack_values(program),
+                       f"logits{lane}": codec(data.ArrayLayout(signed(32), cols)).pack(words),
+                       f"index{lane}": np.asarray(indices[lane])})
+        expect.update({f"accepted{lane}": len(program), f"taken{lane}": count})
+    model = score_timing(g, programs, logits, indices, cmd_not_before=[nbs[f"cmd{lane}"] for lane in range(lanes)],
+                         logits_not_before=[nbs[f"logits{lane}"] for lane in range(lanes)],
+                         index_not_before=[nbs[f"index{lane}"] for lane in range(lanes)],
+                         rsp_stalls=stalls(pause, seed, "rsp", 1 << 20), release_delay=delay)
+    expect.update({"rsp": len(model.responses), **{f"done{h}": len(model.results_done[h]) for h in range(g.holders)}})
+    run = _players[key].run(inputs, expect=expect, pause={"rsp": pause}, seed=seed, not_before=nbs,
+                            output_cycles=True, packed=True, words=True, direct=True)
     # (The codec does not unpack an empty array of words: a run without responses has nothing to compare.)
     got = codec(g.response_layout()).unpack(run.outputs["rsp"]) if len(model.responses) else model.values
-    assert run.output_cycles["accepted"].tolist() == model.accepted.tolist()
-    assert run.output_cycles["taken"].tolist() == model.taken.tolist()
+    for lane in range(lanes):
+        assert run.output_cycles[f"accepted{lane}"].tolist() == model.accepted[lane].tolist(), lane
+        assert run.output_cycles[f"taken{lane}"].tolist() == model.taken[lane].tolist(), lane
     assert run.output_cycles["rsp"].tolist() == model.responses.tolist()
-    for name_, column in model.values.items():
-        assert np.asarray(got[name_]).tolist() == column.tolist(), name_
+    for field, column in model.values.items():
+        assert np.asarray(got[field]).tolist() == column.tolist(), field
     for h in range(g.holders):
         assert run.output_cycles[f"done{h}"].tolist() == model.results_done[h].tolist(), h
     return model, run
@@ -393,7 +409,7 @@ def kept_filter_queries(**kwargs):
                for tag, size in enumerate(sizes)]
     logits = rng.integers(-100, 100, sum(sizes))
     indices = rng.integers(0, 1 << INDEX_BITS, sum(sizes))
-    return compare_score("tiny", 77, case=(program, logits, indices), delay=2500, gaps=False, **kwargs)
+    return compare_score("tiny", 77, case=([program], [logits], [indices]), delay=2500, gaps=False, **kwargs)
 
 
 @pytest.mark.verilator
@@ -430,14 +446,17 @@ def test_score_model_refuses_what_it_does_not_model():
                score_instr(1, dest=ScoreDest.RSP, items=40, last=1)]
     logits, indices = np.arange(60), np.arange(60)
     with pytest.raises(ValueError, match=r"meet in the response merge in cycle \d+: its round-robin"):
-        score_timing(g, program, logits, indices)
+        score_timing(g, [program], [logits], [indices])
     with pytest.raises(ValueError, match="behind a stalled consumer are not modelled"):
-        score_timing(g, program, logits, indices, rsp_stalls=[False, True])
+        score_timing(g, [program], [logits], [indices], rsp_stalls=[False, True])
     program = [score_instr(tag, dest=ScoreDest.FILTER, items=4, last=1, k=2, keep=1) for tag in range(3)]
     with pytest.raises(ValueError, match="keeps a third result of holder 1 that is never released"):
-        score_timing(g, program, np.arange(12), np.arange(12))
-    with pytest.raises(ValueError, match="leaves a query open on holder 0"):
-        score_timing(g, [score_instr(0, items=3)], np.arange(3), np.arange(3))
+        score_timing(g, [program], [np.arange(12)], [np.arange(12)])
+    with pytest.raises(ValueError, match="Lane 0 leaves a query open on holder 0"):
+        score_timing(g, [[score_instr(0, items=3)]], [np.arange(3)], [np.arange(3)])
+    shared = [[score_instr(0, items=3, last=1, k=2)], [score_instr(1, lane=1, items=3, last=1, k=2)]]
+    with pytest.raises(ValueError, match="Lanes 0 and 1 both use holder 0: the grant among lanes"):
+        score_timing(g, shared, [np.arange(3)] * 2, [np.arange(3)] * 2)
 
 
 @pytest.mark.verilator
@@ -449,7 +468,7 @@ def test_score_model_answers_an_overflow_with_an_error():
     program = [score_instr(0, dest=ScoreDest.FILTER, items=sizes[0], last=1, k=9, keep=1),
                score_instr(1, dest=ScoreDest.FILTER, items=sizes[1], last=1, k=3, report=1),
                score_instr(2, dest=ScoreDest.FILTER, items=sizes[2], last=1, k=4, report=1)]
-    case = (program, rng.integers(-50, 50, sum(sizes)), rng.integers(0, 1 << INDEX_BITS, sum(sizes)))
+    case = ([program], [rng.integers(-50, 50, sum(sizes))], [rng.integers(0, 1 << INDEX_BITS, sum(sizes))])
     model, _ = compare_score("tiny", 12, case=case, gaps=False)
     assert model.values["kind"].tolist() == [ResponseKind.ERROR.value] + [ResponseKind.KEPT.value] * 6 + [
         ResponseKind.ERROR.value]
