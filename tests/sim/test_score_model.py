@@ -311,23 +311,25 @@ class ScoreProbe(wiring.Component):
         return m
 
 
-def score_case(seed, geometry, blocks, *, logit_share=0.3, report=None):
+def score_case(seed, geometry, blocks, *, logit_share=0.3, report=None, lane=0, dests=(ScoreDest.TOPK,
+                                                                                    ScoreDest.FILTER), unit=0):
     """Lane 0's random SCORE program and its logits and indices: LOGIT SCOREs (a share ``logit_share`` of the
     blocks, and between the parts of queries), top-k and filter queries of one to three SCOREs closed with ``keep``
     at random; the queries to ``report`` (``ScoreDest.TOPK`` or ``FILTER``) reported at random, and then the
-    filter queries may overflow."""
+    filter queries may overflow. The queries go to ``dests`` (top-k unit ``unit``, filter unit 0); the program is
+    ``lane``'s."""
     g, rng = geometry, np.random.default_rng(seed)
     program, sizes = [], []
 
     def instr(items, **fields):
         sizes.append(items)
-        return score_instr(len(program), lane=0, items=items, **fields)
+        return score_instr(len(program), lane=lane, items=items, **fields)
 
     for _ in range(blocks):
         if rng.random() < logit_share:
             program.append(instr(int(rng.integers(1, 24)), dest=ScoreDest.RSP, last=rng.random() < 0.5))
             continue
-        to_filter = rng.random() < 0.4
+        to_filter = ScoreDest.FILTER in dests and (ScoreDest.TOPK not in dests or rng.random() < 0.4)
         dest, k_max = (ScoreDest.FILTER, g.filter_capacity) if to_filter else (ScoreDest.TOPK, g.k_max)
         longest = (g.filter_capacity // (2 if report is not None and rng.random() < 0.3 else 3)) if to_filter \
             else 3 * g.k_max
@@ -337,7 +339,7 @@ def score_case(seed, geometry, blocks, *, logit_share=0.3, report=None):
             if number and rng.random() < logit_share:
                 program.append(instr(int(rng.integers(1, 8)), dest=ScoreDest.RSP, last=0))
             closes = number == len(parts) - 1
-            program.append(instr(items, dest=dest, last=closes, k=k if closes else 0,
+            program.append(instr(items, dest=dest, unit=0 if to_filter else unit, last=closes, k=k if closes else 0,
                                  keep=closes and rng.random() < 0.7,
                                  report=closes and dest == report and rng.random() < 0.6))
     total = sum(sizes)
@@ -472,3 +474,22 @@ def test_score_model_answers_an_overflow_with_an_error():
     model, _ = compare_score("tiny", 12, case=case, gaps=False)
     assert model.values["kind"].tolist() == [ResponseKind.ERROR.value] + [ResponseKind.KEPT.value] * 6 + [
         ResponseKind.ERROR.value]
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize(("pause", "gaps"), [(0.0, True), (0.5, True)], ids=["ranks", "logits-stalled"])
+def test_score_model_runs_lanes_side_by_side(pause, gaps):
+    # Four lanes at once on two top-k units and a filter unit, each lane with its own: one source of responses
+    # (lane 0's RANKs with the consumer ready, or lane 3's LOGITs behind a stalled one).
+    settings = ("topk_units=2",)
+    g = ChipGeometry(preset("tiny").with_settings(list(settings)))
+    logits_lane = pause > 0
+    parts = [score_case(60, g, 10, lane=0, dests=(ScoreDest.TOPK,), logit_share=0.0,
+                        report=None if logits_lane else ScoreDest.TOPK),
+             score_case(61, g, 6, lane=1, dests=(ScoreDest.FILTER,), logit_share=0.0),
+             score_case(62, g, 10, lane=2, dests=(ScoreDest.TOPK,), unit=1, logit_share=0.0),
+             score_case(63, g, 8, lane=3, dests=(), logit_share=1.0) if logits_lane
+             else ([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))]
+    case = tuple(list(column) for column in zip(*parts))
+    model, _ = compare_score("tiny", 64, case=case, delay=100, pause=pause, gaps=gaps, settings=settings)
+    assert all(len(taken) for taken in model.taken[:3]) and len(model.responses)
