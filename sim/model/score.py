@@ -13,8 +13,10 @@ The test bench (:mod:`rpaccel.sim.player`'s testbench, the stall patterns of
 stall and is at or after both its not-before cycle and the cycle after word ``e - 1`` was taken, and holds it
 until it is taken; it takes an output in every cycle that is not an output stall. In the rank space of the free
 (not stalled) cycles the first rule is a running maximum, so every run of words that the unit takes as soon as
-they come is one ``numpy.maximum.accumulate``; the models loop over queries (and the filter's passes), never
-over cycles or candidates.
+they come is one ``numpy.maximum.accumulate``, and a result's elements are consecutive free cycles. The models
+loop over queries, instructions and passes, never over cycles; they go element by element only where a run is
+broken (a filter's output pass behind held credits or a stalled consumer, a sequencer's first items after a
+grant, items behind a stalled consumer, several lanes' LOGITs meeting in the response merge).
 
 Top-k unit (:func:`topk_timing`; ``S`` insertion segments, ``L = ceil(log2(lanes))`` merge levels):
 
@@ -111,6 +113,10 @@ segments, and its filter units):
     after the unit put out its element, as a LOGIT leaves two cycles after its item was taken. Two sources meeting
     in the merge (its round-robin choice and the back-pressure behind it), and reported results behind a stalled
     consumer, are refused with :class:`ValueError`: not modelled yet.
+21. **Several lanes' LOGITs** (``ResponseMerge``: the first valid input from the one after ``last``, the input
+    taken last, 0 after reset; its slice). In each cycle the merge's slice has room, it takes the head of the
+    first lane presenting one in that round-robin order; a lane whose slice is full waits for the merge to take
+    its entry two ahead. The model runs the lanes' sequencers and the merge in time order, one step per response.
 """
 
 from dataclasses import dataclass
@@ -643,6 +649,9 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
                          f"{len(logits)} and {len(indices)}")
     units = _Holders(g, release_delay)
     sink = FreeCycles(rsp_stalls)
+    talking = [lane for lane, program in enumerate(programs)
+               if any(ScoreDest(instr["score"]["dest"]) == ScoreDest.RSP for instr in program)]
+    merge = _LogitMerge(len(programs), g.lanes + g.holders) if len(talking) > 1 else None
     lanes, users = [], {}
     for lane, program in enumerate(programs):
         for instr in program:
@@ -667,9 +676,15 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
         lanes.append(_score_lane(lane, program, np.asarray(logits[lane], dtype=np.int64),
                                  np.asarray(indices[lane], dtype=np.int64), given(cmd_not_before, "SCORE",
                                  len(program)).tolist(), np.maximum(given(logits_not_before, "logit", total),
-                                 given(index_not_before, "index", total)), units, sink))
+                                 given(index_not_before, "index", total)), units, sink, merge))
+    lanes = merge.run(lanes, sink) if merge is not None else [_finish(lane) for lane in lanes]
     sources = [(cycles, values) for _, _, cycles, values in lanes if len(cycles)] + units.reports
-    if len(sources) > 1 or units.reports:
+    if merge is not None:
+        # Rule 21: the lanes' LOGITs through the merge's round-robin choice, in the order it granted them.
+        if units.reports:
+            raise ValueError("Reported results beside LOGITs of several lanes are not modelled yet")
+        responses, values = merge.responses, merge.order(lanes)
+    elif len(sources) > 1 or units.reports:
         if len(sink.free) < sink.length:
             raise ValueError("Responses of several sources, or reported results, behind a stalled consumer are not "
                              "modelled yet")
@@ -692,6 +707,81 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
                        responses=responses, values=values,
                        results_done={h: np.array(c, dtype=np.int64) for h, c in units.done_at.items()},
                        released={h: np.array(c, dtype=np.int64) for h, c in units.released.items()})
+
+
+def _finish(generator):
+    """The return value of a lane's sequencer that shares the merge with no other lane (it never yields)."""
+    try:
+        next(generator)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("A lane alone on the response merge waited for it")
+
+
+class _LogitMerge:
+    """The response merge (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`) shared by several lanes' LOGITs
+    (rule 21): each lane's entries into its response slice, the merge's grants, its own slice and the consumer.
+
+    Parameters
+    ----------
+    lanes : int
+        Lanes with programs.
+    sources : int
+        Inputs of the merge (every lane of the chip, then every holder): the size of its round-robin cycle.
+    """
+
+    def __init__(self, lanes, sources):
+        self.sources = sources
+        self.entries = [[] for _ in range(lanes)]    # per lane, the cycle each LOGIT entered its slice
+        self.granted = [[] for _ in range(lanes)]    # per lane, the cycle the merge took each of them
+        self.grants = []                             # (lane, entry) in the order the merge took them
+        self.responses = None
+
+    def run(self, sequencers, sink):
+        """Run the lanes' ``sequencers`` (generators of :func:`_score_lane`) and the merge in time order; returns
+        what each sequencer returns."""
+        done, left, last, moment = {}, [], 0, NEVER     # `last`: the merge's register, 0 after reset
+
+        def resume(lane):
+            try:
+                next(sequencers[lane])
+            except StopIteration as stop:
+                done[lane] = stop.value
+
+        for lane in range(len(sequencers)):
+            resume(lane)
+        while True:
+            heads = {}
+            for lane, (entries, granted) in enumerate(zip(self.entries, self.granted, strict=True)):
+                if len(entries) > len(granted):
+                    before = granted[-1] if granted else NEVER
+                    heads[lane] = max(entries[len(granted)] + 1, before + 1)
+            if not heads:
+                break
+            # The earliest cycle after the last grant in which a head is presented and the merge's slice has
+            # room; the first of the heads presented then, from the source after the last one taken.
+            t = max(min(heads.values()), left[-2] + 1 if len(left) >= 2 else 0, moment + 1)
+            moment = t
+            lane = min((lane for lane, v in heads.items() if v <= t), key=lambda lane: (lane - last - 1) % self.sources)
+            self.granted[lane].append(t)
+            self.grants.append((lane, len(self.granted[lane]) - 1))
+            left.append(sink.first(max(t + 1, left[-1] + 1 if left else 0)))
+            last = lane
+            if lane not in done:
+                resume(lane)
+        if len(done) != len(sequencers):
+            raise AssertionError("A lane waits for the response merge with nothing in it")
+        self.responses = np.array(left, dtype=np.int64)
+        return [done[lane] for lane in range(len(sequencers))]
+
+    def order(self, lanes):
+        """The lanes' LOGIT columns in the order the merge took them."""
+        lane_of = np.array([lane for lane, _ in self.grants], dtype=np.int64)
+        entry_of = np.array([entry for _, entry in self.grants], dtype=np.int64)
+        starts = np.cumsum([0] + [len(values["kind"]) for _, _, _, values in lanes])
+        position = starts[lane_of] + entry_of
+        return {name: np.concatenate([values[name] for _, _, _, values in lanes]).astype(np.int64)[position]
+                for name in RESPONSE_FIELDS}
 
 
 #: The columns of :attr:`ScoreTiming.values`.
@@ -770,8 +860,15 @@ class _Holders:
                 released.append(max(last + 1, before + 1) + self.release_delay)
 
 
-def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink):
-    """One lane's sequencer (rules 13 to 16): its instructions' and items' cycles, its LOGITs' cycles and columns."""
+def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink, merge=None):
+    """One lane's sequencer (rules 13 to 16), a generator: returns its instructions' and items' cycles, its LOGITs'
+    cycles and columns.
+
+    With ``merge`` (a :class:`_LogitMerge`), its LOGITs share the response merge with other lanes': the lane
+    appends each LOGIT's entry cycle to ``merge.entries[lane]`` and yields whenever its slice is full until the
+    merge has granted the entry two ahead (``merge.granted[lane]``); the LOGITs' cycles are then the merge's.
+    Without, it runs through without yielding.
+    """
     g = units.geometry
     element, lane_rsp, merged = _Slice(), _Slice(), _Slice()
     accepted, taken, responses = [], np.empty(len(logits), dtype=np.int64), []
@@ -787,7 +884,16 @@ def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink):
         accepted.append(accept)
         take = max(take, accept)
         end = item + score["items"]
-        if dest == ScoreDest.RSP:
+        if dest == ScoreDest.RSP and merge is not None:
+            entries, granted = merge.entries[lane], merge.granted[lane]
+            for n in range(item, end):
+                # Rules 14 and 15, the slice's room from the merge's grants.
+                while len(entries) >= 2 and len(granted) <= len(entries) - 2:
+                    yield
+                take = max(int(item_nb[n]), take + 1, granted[len(entries) - 2] + 1 if len(entries) >= 2 else 0)
+                taken[n] = take
+                entries.append(take)
+        elif dest == ScoreDest.RSP:
             n = item
             while n < end:
                 if lane_rsp.left[1] == take + 1 and merged.left[1] == take + 2:
@@ -813,6 +919,7 @@ def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink):
                 merged.leave(out)
                 responses.append(out)
                 n += 1
+        if dest == ScoreDest.RSP:
             last = np.zeros(end - item, dtype=np.int64)
             last[-1] = score["last"]
             for name, column in (("kind", np.full(end - item, ResponseKind.LOGIT.value)),

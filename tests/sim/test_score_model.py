@@ -493,3 +493,36 @@ def test_score_model_runs_lanes_side_by_side(pause, gaps):
     case = tuple(list(column) for column in zip(*parts))
     model, _ = compare_score("tiny", 64, case=case, delay=100, pause=pause, gaps=gaps, settings=settings)
     assert all(len(taken) for taken in model.taken[:3]) and len(model.responses)
+
+
+def baseline_lanes(**kwargs):
+    # The baseline mode on a split array: every lane's LOGITs through the response merge at once, two lanes also
+    # feeding a unit of their own.
+    g = ChipGeometry(preset("tiny"))
+    parts = [score_case(70, g, 8, lane=0, dests=(ScoreDest.TOPK,), logit_share=0.5),
+             score_case(71, g, 6, lane=1, dests=(ScoreDest.FILTER,), logit_share=0.5),
+             score_case(72, g, 8, lane=2, dests=(), logit_share=1.0),
+             score_case(73, g, 8, lane=3, dests=(), logit_share=1.0)]
+    return compare_score("tiny", 74, case=tuple(list(column) for column in zip(*parts)), delay=0, **kwargs)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize(("pause", "gaps"), [(0.0, False), (0.0, True), (0.4, True)],
+                         ids=["back-to-back", "gaps", "stalls"])
+def test_score_model_merges_the_lanes_logits_round_robin(pause, gaps):
+    model, _ = baseline_lanes(pause=pause, gaps=gaps)
+    tags = model.values["tag"]
+    assert len(model.responses) > 100 and (np.diff(tags) != 0).mean() > 0.3     # the lanes interleave
+
+
+@pytest.mark.verilator
+def test_score_regression_catches_a_fixed_priority_merge(monkeypatch):
+    # Planted: the merge always prefers the lowest lane (a round-robin cycle of one source).
+    create = score_model._LogitMerge.__init__
+
+    def fixed_priority(self, lanes, sources):
+        create(self, lanes, 1)
+
+    monkeypatch.setattr(score_model._LogitMerge, "__init__", fixed_priority)
+    with pytest.raises(AssertionError):
+        baseline_lanes(pause=0.0, gaps=False)
