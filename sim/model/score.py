@@ -108,17 +108,23 @@ segments, and its filter units):
     shows a kept result from the cycle after its last element was taken; the fetcher's ``release`` of it (as the
     test bench gives it: ``release_delay`` cycles after it shows, and after the previous pulse) frees its bank.
 20. **Reported results** (the holder's ``rank`` slice, ``go`` also waiting for its room; ``failed``: an overflowing
-    filter query's last word). With the consumer always ready and no other source presenting in the same cycle, the
-    merge takes every response in the cycle its slice presents it: a RANK, KEPT or ERROR response leaves two cycles
-    after the unit put out its element, as a LOGIT leaves two cycles after its item was taken. Two sources meeting
-    in the merge (its round-robin choice and the back-pressure behind it), and reported results behind a stalled
-    consumer, are refused with :class:`ValueError`: not modelled yet.
-21. **Several lanes' LOGITs** (``ResponseMerge``: the first valid input from the one after ``last``, the input
-    taken last, 0 after reset; its slice). In each cycle the merge's slice has room, it takes the head of the
-    first lane presenting one in that round-robin order; a lane whose slice is full waits for the merge to take
-    its entry two ahead. The model runs the lanes' sequencers and the merge in time order, one step per response.
+    filter query's last word). A RANK, KEPT or ERROR response enters its holder's slice in the cycle the unit puts
+    out its element; a LOGIT enters its lane's slice in the cycle its item is taken. With a single source of
+    responses, or the consumer always ready and no two sources presenting in the same cycle, the merge takes each
+    in the cycle its slice presents it: it leaves two cycles after it entered.
+21. **The response merge** (``ResponseMerge``: the first valid input from the one after ``last``, the input taken
+    last, 0 after reset; its slice). In each cycle the merge's slice has room, it takes the head of the first
+    source presenting one in that round-robin order (the lanes, then the holders); a source whose slice is full
+    waits for the merge to take its entry two ahead (a lane's sequencer stops taking items for the response
+    stream; a top-k unit stops putting out its result, which delays its ``done``, rule 2). When several lanes send
+    LOGITs or a top-k unit reports beside another source, the model runs the sequencers, the reporting units and
+    the merge in time order, one step per response. Not modelled yet, refused with :class:`ValueError`: a filter's
+    KEPT or ERROR responses beside another source or behind a stalled consumer, a lane that must wait for its
+    reported result's end and meanwhile sends LOGITs the merge would have seen earlier, and two lanes using one
+    unit (the grant among lanes).
 """
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -620,9 +626,7 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
     programs : list of list of dict
         Per lane (from lane 0; lanes not given are idle), its SCORE instructions
         (:func:`rpaccel.sim.golden.score.score_instr`). A lane closes a query on a top-k or filter unit before it
-        opens another one, and no two lanes use the same unit. Responses of several sources (lanes' LOGITs,
-        reported results, a filter's ERROR) need the consumer always ready and must not meet in the response
-        merge (rule 20).
+        opens another one, and no two lanes use the same unit; what else is not modelled yet is in rule 21.
     logits, indices : list of sequence of int
         Per lane, its items' logits and candidate indices, in order.
     cmd_not_before, logits_not_before, index_not_before : list of array_like of int, optional
@@ -647,11 +651,13 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
     if len(programs) > g.lanes or len(logits) != len(programs) or len(indices) != len(programs):
         raise ValueError(f"Give programs, logits and indices for at most {g.lanes} lanes, not {len(programs)}, "
                          f"{len(logits)} and {len(indices)}")
-    units = _Holders(g, release_delay)
     sink = FreeCycles(rsp_stalls)
-    talking = [lane for lane, program in enumerate(programs)
-               if any(ScoreDest(instr["score"]["dest"]) == ScoreDest.RSP for instr in program)]
-    merge = _LogitMerge(len(programs), g.lanes + g.holders) if len(talking) > 1 else None
+    talking = {lane for lane, program in enumerate(programs) for instr in program
+               if ScoreDest(instr["score"]["dest"]) == ScoreDest.RSP}
+    ranking = {instr["score"]["unit"] for program in programs for instr in program
+               if ScoreDest(instr["score"]["dest"]) == ScoreDest.TOPK and instr["score"]["report"]}
+    merge = _Merge(g.lanes + g.holders) if len(talking) + len(ranking) > 1 else None
+    units = _Holders(g, release_delay, merge)
     lanes, users = [], {}
     for lane, program in enumerate(programs):
         for instr in program:
@@ -677,12 +683,11 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
                                  np.asarray(indices[lane], dtype=np.int64), given(cmd_not_before, "SCORE",
                                  len(program)).tolist(), np.maximum(given(logits_not_before, "logit", total),
                                  given(index_not_before, "index", total)), units, sink, merge))
-    lanes = merge.run(lanes, sink) if merge is not None else [_finish(lane) for lane in lanes]
+    lanes = merge.run(lanes, sink, units) if merge is not None else [_finish(lane) for lane in lanes]
     sources = [(cycles, values) for _, _, cycles, values in lanes if len(cycles)] + units.reports
     if merge is not None:
-        # Rule 21: the lanes' LOGITs through the merge's round-robin choice, in the order it granted them.
-        if units.reports:
-            raise ValueError("Reported results beside LOGITs of several lanes are not modelled yet")
+        # Rule 21: the lanes' LOGITs and the top-k units' RANKs through the merge's round-robin choice, in the order
+        # it took them.
         responses, values = merge.responses, merge.order(lanes)
     elif len(sources) > 1 or units.reports:
         if len(sink.free) < sink.length:
@@ -718,69 +723,98 @@ def _finish(generator):
     raise AssertionError("A lane alone on the response merge waited for it")
 
 
-class _LogitMerge:
-    """The response merge (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`) shared by several lanes' LOGITs
-    (rule 21): each lane's entries into its response slice, the merge's grants, its own slice and the consumer.
+class _Merge:
+    """The response merge (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`) shared by several sources (rule
+    21): lanes' LOGITs and top-k units' RANKs, each source's entries into its slice, the merge's grants, its own
+    slice and the consumer.
 
     Parameters
     ----------
-    lanes : int
-        Lanes with programs.
     sources : int
         Inputs of the merge (every lane of the chip, then every holder): the size of its round-robin cycle.
     """
 
-    def __init__(self, lanes, sources):
+    def __init__(self, sources):
         self.sources = sources
-        self.entries = [[] for _ in range(lanes)]    # per lane, the cycle each LOGIT entered its slice
-        self.granted = [[] for _ in range(lanes)]    # per lane, the cycle the merge took each of them
-        self.grants = []                             # (lane, entry) in the order the merge took them
+        self.entries = defaultdict(list)     # per source, the cycle each response entered its slice
+        self.granted = defaultdict(list)     # per source, the cycle the merge took each of them
+        self.columns = defaultdict(list)     # per holder source, the columns of each of its results
+        self.generators = {}                 # the sources still running
+        self.done = {}                       # what each lane's sequencer returned
+        self.grants = []                     # (source, entry) in the order the merge took them
+        self.moment = NEVER                  # the merge's last decision
+        self.woken = False                   # a reported result has left: lanes may go on
         self.responses = None
 
-    def run(self, sequencers, sink):
-        """Run the lanes' ``sequencers`` (generators of :func:`_score_lane`) and the merge in time order; returns
-        what each sequencer returns."""
-        done, left, last, moment = {}, [], 0, NEVER     # `last`: the merge's register, 0 after reset
+    def enter(self, source, cycle):
+        """A response of ``source`` enters its slice in ``cycle``."""
+        if cycle + 1 <= self.moment:
+            raise ValueError(f"A response of merge input {source} is presented in cycle {cycle + 1}, before the "
+                             f"merge's decision of cycle {self.moment} that the model has made without it (a lane "
+                             "waited for a reported result and went on with LOGITs): not modelled yet")
+        self.entries[source].append(cycle)
 
-        def resume(lane):
-            try:
-                next(sequencers[lane])
-            except StopIteration as stop:
-                done[lane] = stop.value
+    def start(self, source, generator, columns):
+        """A reported result of holder ``source`` starts (:meth:`_Holders._ranks`)."""
+        self.columns[source].append(columns)
+        self.generators[source] = generator
+        self._resume(source)
 
-        for lane in range(len(sequencers)):
-            resume(lane)
+    def _resume(self, source):
+        try:
+            next(self.generators[source])
+        except StopIteration as stop:
+            del self.generators[source]
+            self.done[source] = stop.value
+
+    def _wake(self, lanes):
+        while self.woken:
+            self.woken = False
+            for lane in range(lanes):
+                if lane in self.generators:
+                    self._resume(lane)
+
+    def run(self, sequencers, sink, units):
+        """Run the lanes' ``sequencers`` (generators of :func:`_score_lane`), the reported results and the merge in
+        time order; returns what each sequencer returns."""
+        lanes, left, last = len(sequencers), [], 0       # `last`: the merge's register, 0 after reset
+        self.generators.update(enumerate(sequencers))
+        for lane in range(lanes):
+            self._resume(lane)
+        self._wake(lanes)
         while True:
             heads = {}
-            for lane, (entries, granted) in enumerate(zip(self.entries, self.granted, strict=True)):
+            for source, entries in self.entries.items():
+                granted = self.granted[source]
                 if len(entries) > len(granted):
-                    before = granted[-1] if granted else NEVER
-                    heads[lane] = max(entries[len(granted)] + 1, before + 1)
+                    heads[source] = max(entries[len(granted)] + 1, granted[-1] + 1 if granted else NEVER)
             if not heads:
                 break
-            # The earliest cycle after the last grant in which a head is presented and the merge's slice has
+            # The earliest cycle after the last decision in which a head is presented and the merge's slice has
             # room; the first of the heads presented then, from the source after the last one taken.
-            t = max(min(heads.values()), left[-2] + 1 if len(left) >= 2 else 0, moment + 1)
-            moment = t
-            lane = min((lane for lane, v in heads.items() if v <= t), key=lambda lane: (lane - last - 1) % self.sources)
-            self.granted[lane].append(t)
-            self.grants.append((lane, len(self.granted[lane]) - 1))
+            self.moment = t = max(min(heads.values()), left[-2] + 1 if len(left) >= 2 else 0, self.moment + 1)
+            source = min((s for s, v in heads.items() if v <= t), key=lambda s: (s - last - 1) % self.sources)
+            self.granted[source].append(t)
+            self.grants.append((source, len(self.granted[source]) - 1))
             left.append(sink.first(max(t + 1, left[-1] + 1 if left else 0)))
-            last = lane
-            if lane not in done:
-                resume(lane)
-        if len(done) != len(sequencers):
-            raise AssertionError("A lane waits for the response merge with nothing in it")
+            last = source
+            if source in self.generators:
+                self._resume(source)
+            self._wake(lanes)
+        if len(self.generators):
+            raise AssertionError("A source waits for the response merge with nothing in it")
         self.responses = np.array(left, dtype=np.int64)
-        return [done[lane] for lane in range(len(sequencers))]
+        return [self.done[lane] for lane in range(lanes)]
 
     def order(self, lanes):
-        """The lanes' LOGIT columns in the order the merge took them."""
-        lane_of = np.array([lane for lane, _ in self.grants], dtype=np.int64)
-        entry_of = np.array([entry for _, entry in self.grants], dtype=np.int64)
-        starts = np.cumsum([0] + [len(values["kind"]) for _, _, _, values in lanes])
-        position = starts[lane_of] + entry_of
-        return {name: np.concatenate([values[name] for _, _, _, values in lanes]).astype(np.int64)[position]
+        """The responses' columns in the order the merge took them."""
+        columns = {lane: values for lane, (_, _, _, values) in enumerate(lanes)}
+        columns.update({source: {name: np.concatenate([c[name] for c in results]) for name in RESPONSE_FIELDS}
+                        for source, results in self.columns.items()})
+        sources = sorted(columns)
+        starts = dict(zip(sources, np.cumsum([0] + [len(columns[s]["kind"]) for s in sources]).tolist()))
+        position = np.array([starts[source] + entry for source, entry in self.grants], dtype=np.int64)
+        return {name: np.concatenate([columns[s][name] for s in sources]).astype(np.int64)[position]
                 for name in RESPONSE_FIELDS}
 
 
@@ -791,9 +825,10 @@ RESPONSE_FIELDS = ("kind", "tag", "last", "code", "index", "score")
 class _Holders:
     """The top-k and filter units behind the sequencers, and their kept results (rules 1 to 12, 16 to 20)."""
 
-    def __init__(self, geometry, release_delay):
+    def __init__(self, geometry, release_delay, merge=None):
         g = self.geometry = geometry
-        self.release_delay = release_delay
+        self.release_delay, self.merge = release_delay, merge
+        self.pending = [False] * g.holders           # a reported result is still in the merge (rule 21)
         self.latency = 2 * len(segment_sizes(g.k_max, min(g.k_max, DEFAULT_SEGMENT))) + READ_OUT
         self.filters = [_Filter(g.filter_capacity, FreeCycles()) for _ in range(g.filters)]
         self.went = [0] * g.units                    # a top-k unit's last `go` of a query end (rule 1)
@@ -813,9 +848,10 @@ class _Holders:
         return max(ready, self.went[holder])
 
     def closing(self, holder, ready):
-        """Rule 17: the cycle a query's last element, ready in ``ready``, goes in."""
-        closed = self.closed[holder]
-        return max(ready, closed[-CLOSING] + 1) if len(closed) >= CLOSING else ready
+        """Rule 17: the cycle a query's last element, ready in ``ready``, goes in (a result still being reported
+        is the last one, not yet in ``closed``)."""
+        closed, behind = self.closed[holder], CLOSING - self.pending[holder]
+        return max(ready, closed[-behind] + 1) if len(closed) >= behind else ready
 
     def close(self, holder, score, tag, scores, indices, taken, where):
         """The result of a query whose last element went in ``taken`` (rules 2 to 12, 18 to 20)."""
@@ -833,6 +869,8 @@ class _Holders:
             last = int(out[-1])
             failed = words["last"] & words["error"]
             shown = np.ones(len(out), dtype=bool) if score["report"] else failed.astype(bool)
+            if shown.any() and self.merge is not None:
+                raise ValueError(f"{where}: KEPT and ERROR responses beside other sources are not modelled yet")
             if shown.any():
                 self.reports.append((out[shown] + 2, {
                     "kind": np.where(failed, ResponseKind.ERROR.value, ResponseKind.KEPT.value)[shown],
@@ -844,16 +882,43 @@ class _Holders:
             self.went[holder] = max(taken + 1, self.ended[holder] + 1)
             length = min(score["k"], len(scores))
             first = max(self.went[holder] + self.latency, gate)
-            last = self.ended[holder] = first + length - 1
             if score["report"]:
                 best_scores, best_indices = best(scores, score["k"], indices)
                 final = np.zeros(length, dtype=np.int64)
                 final[-1] = 1
-                self.reports.append((first + np.arange(length, dtype=np.int64) + 2, {
-                    "kind": np.full(length, ResponseKind.RANK.value), "tag": np.full(length, tag), "last": final,
-                    "code": np.zeros(length, dtype=np.int64), "index": best_indices, "score": best_scores}))
+                columns = {"kind": np.full(length, ResponseKind.RANK.value), "tag": np.full(length, tag),
+                           "last": final, "code": np.zeros(length, dtype=np.int64), "index": best_indices,
+                           "score": best_scores}
+                if self.merge is not None:
+                    self.pending[holder] = True
+                    self.merge.start(g.lanes + holder, self._ranks(holder, score, first, length), columns)
+                    return
+                self.reports.append((first + np.arange(length, dtype=np.int64) + 2, columns))
+            self._done(holder, score, first + length - 1)
+            return
+        self._done(holder, score, last)
+
+    def _ranks(self, holder, score, first, length):
+        """A reported top-k result through its RANK slice into the shared merge (rule 21), a generator."""
+        src = self.geometry.lanes + holder
+        entries, granted = self.merge.entries[src], self.merge.granted[src]
+        put = NEVER
+        for _ in range(length):
+            while len(entries) >= 2 and len(granted) <= len(entries) - 2:
+                yield
+            put = max(first, put + 1, granted[len(entries) - 2] + 1 if len(entries) >= 2 else NEVER)
+            self.merge.enter(src, put)
+        self.pending[holder] = False
+        self.merge.woken = True
+        self._done(holder, score, put)
+
+    def _done(self, holder, score, last):
+        """A result whose last element was taken in ``last`` (rules 17 and 19)."""
+        if holder < self.geometry.units:
+            self.ended[holder] = last
         self.closed[holder].append(last)
-        if score["keep"]:                                                                  # rule 19
+        if score["keep"]:
+            done_at, released = self.done_at[holder], self.released[holder]
             done_at.append(last + 1)
             if self.release_delay is not None:
                 before = released[-1] if released else NEVER
@@ -864,10 +929,10 @@ def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink, me
     """One lane's sequencer (rules 13 to 16), a generator: returns its instructions' and items' cycles, its LOGITs'
     cycles and columns.
 
-    With ``merge`` (a :class:`_LogitMerge`), its LOGITs share the response merge with other lanes': the lane
-    appends each LOGIT's entry cycle to ``merge.entries[lane]`` and yields whenever its slice is full until the
-    merge has granted the entry two ahead (``merge.granted[lane]``); the LOGITs' cycles are then the merge's.
-    Without, it runs through without yielding.
+    With ``merge`` (a :class:`_Merge`), its LOGITs share the response merge with other sources: the lane enters
+    each LOGIT's cycle (:meth:`_Merge.enter`) and yields whenever its slice is full until the merge has granted the
+    entry two ahead (``merge.granted[lane]``), and while a result of the holder it closes a query on is still
+    being reported; the LOGITs' cycles are then the merge's. Without, it runs through without yielding.
     """
     g = units.geometry
     element, lane_rsp, merged = _Slice(), _Slice(), _Slice()
@@ -892,7 +957,7 @@ def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink, me
                     yield
                 take = max(int(item_nb[n]), take + 1, granted[len(entries) - 2] + 1 if len(entries) >= 2 else 0)
                 taken[n] = take
-                entries.append(take)
+                merge.enter(lane, take)
         elif dest == ScoreDest.RSP:
             n = item
             while n < end:
@@ -958,6 +1023,8 @@ def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink, me
                 ready = units.closing(holder, ready)
             element.leave(ready)
             if closes:
+                while units.pending[holder]:
+                    yield                   # the previous result's end, for the unit's `went` (rules 1, 2)
                 chosen = np.concatenate([np.arange(first, stop, dtype=np.int64) for first, stop in query])
                 units.close(holder, score, tag, logits[chosen], indices[chosen], ready, where)
                 open_holder, query = None, []

@@ -443,14 +443,14 @@ def test_score_model_reports_results_cycle_exact(name, report):
 
 def test_score_model_refuses_what_it_does_not_model():
     g = ChipGeometry(preset("tiny"))
-    # A reported top-k result and the LOGITs of the next SCORE meet in the response merge.
-    program = [score_instr(0, dest=ScoreDest.TOPK, items=20, last=1, k=16, report=1),
-               score_instr(1, dest=ScoreDest.RSP, items=40, last=1)]
-    logits, indices = np.arange(60), np.arange(60)
-    with pytest.raises(ValueError, match=r"meet in the response merge in cycle \d+: its round-robin"):
-        score_timing(g, [program], [logits], [indices])
+    # A reported filter result beside other sources, or behind a stalled consumer.
+    kept = [score_instr(0, lane=2, dest=ScoreDest.FILTER, items=20, last=1, k=16, report=1)]
+    talk = [[score_instr(0, lane=lane, dest=ScoreDest.RSP, items=5)] for lane in range(2)]
+    with pytest.raises(ValueError, match="KEPT and ERROR responses beside other sources are not modelled"):
+        score_timing(g, [*talk, kept], [np.arange(5), np.arange(5), np.arange(20)], [np.arange(5), np.arange(5),
+                                                                                        np.arange(20)])
     with pytest.raises(ValueError, match="behind a stalled consumer are not modelled"):
-        score_timing(g, [program], [logits], [indices], rsp_stalls=[False, True])
+        score_timing(g, [[], [], kept], [[], [], np.arange(20)], [[], [], np.arange(20)], rsp_stalls=[False, True])
     program = [score_instr(tag, dest=ScoreDest.FILTER, items=4, last=1, k=2, keep=1) for tag in range(3)]
     with pytest.raises(ValueError, match="keeps a third result of holder 1 that is never released"):
         score_timing(g, [program], [np.arange(12)], [np.arange(12)])
@@ -518,11 +518,27 @@ def test_score_model_merges_the_lanes_logits_round_robin(pause, gaps):
 @pytest.mark.verilator
 def test_score_regression_catches_a_fixed_priority_merge(monkeypatch):
     # Planted: the merge always prefers the lowest lane (a round-robin cycle of one source).
-    create = score_model._LogitMerge.__init__
+    create = score_model._Merge.__init__
 
-    def fixed_priority(self, lanes, sources):
-        create(self, lanes, 1)
+    def fixed_priority(self, sources):
+        create(self, 1)
 
-    monkeypatch.setattr(score_model._LogitMerge, "__init__", fixed_priority)
+    monkeypatch.setattr(score_model._Merge, "__init__", fixed_priority)
     with pytest.raises(AssertionError):
         baseline_lanes(pause=0.0, gaps=False)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("pause", [0.0, 0.5], ids=["ready", "stalls"])
+def test_score_model_merges_ranks_and_logits(pause):
+    # Reported top-k results of two units and LOGITs of two lanes meet in the response merge.
+    settings = ("topk_units=2",)
+    g = ChipGeometry(preset("tiny").with_settings(list(settings)))
+    parts = [score_case(80, g, 12, lane=0, dests=(ScoreDest.TOPK,), logit_share=0.4, report=ScoreDest.TOPK),
+             score_case(81, g, 12, lane=1, dests=(ScoreDest.TOPK,), unit=1, logit_share=0.0, report=ScoreDest.TOPK),
+             score_case(82, g, 6, lane=2, dests=(ScoreDest.FILTER,), logit_share=0.0),
+             score_case(83, g, 10, lane=3, dests=(), logit_share=1.0)]
+    model, _ = compare_score("tiny", 84, case=tuple(list(column) for column in zip(*parts)), delay=50, pause=pause,
+                             settings=settings)
+    kinds = model.values["kind"]
+    assert (kinds == ResponseKind.RANK.value).sum() > 50 and (kinds == ResponseKind.LOGIT.value).sum() > 50
