@@ -1,7 +1,7 @@
 """Cycle-exact timing models of the chip's score path: the top-k unit (:class:`rpaccel.rtl.topk.TopKUnit`) and
 the filter unit (:class:`rpaccel.rtl.filter.FilterUnit`), each on its own streams, and the score unit around them
-(:class:`rpaccel.rtl.accel.score.ScoreUnit`) running one lane's SCORE instructions, as building blocks of the whole
-chip's model.
+(:class:`rpaccel.rtl.accel.score.ScoreUnit`) running its lanes' SCORE instructions, as building blocks of the
+whole chip's model.
 
 Each function takes what a test bench puts on the unit's ports, the unit's parameters, each input word's
 not-before cycle and the stall patterns of both streams, and returns the cycle of every input transfer and every
@@ -76,9 +76,9 @@ Filter unit (:func:`filter_timing`; a query of ``m`` words holds ``n = min(m, ca
 The output pass is in closed form when it starts with no credit held and no output stall over it; otherwise it
 goes pair by pair (a loop over the pass's pairs, not over cycles).
 
-Score unit (:func:`score_timing`: lane 0's SCORE instructions, the chip's :class:`~rpaccel.rtl.accel.score.ScoreUnit`
-with its top-k units of ``k_max`` as :class:`~rpaccel.rtl.topk.TopKUnits` builds them, one lane and default
-segments, and its filter units):
+Score unit (:func:`score_timing`: the lanes' SCORE instructions on the chip's
+:class:`~rpaccel.rtl.accel.score.ScoreUnit`, its top-k units as :class:`~rpaccel.rtl.topk.TopKUnits` builds them, with
+one insertion lane and default segments, and its filter units):
 
 13. **Instructions** (``_Sequencer``: ``cmd.ready = ~active | (take & left == 1)``). The first SCORE is taken when it
     comes; each next one in the cycle of the previous one's last item, or when it comes if later. Items are taken
@@ -89,13 +89,14 @@ segments, and its filter units):
 15. **Register slices** (:class:`~rpaccel.rtl.lib.slice.RegisterSlice`: ``i.ready = ~spare_valid``). An entry enters
     no earlier than the cycle after the entry two ahead of it left, and is presented from the cycle after it entered
     and after the entry ahead of it left. A LOGIT passes the lane's response slice, the response merge
-    (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`: its only source here, taken whenever the merge's own
-    slice has room) and that slice, and leaves in the first cycle the consumer is ready.
-16. **Grant** (``ScoreUnit._feed``: ``held``, ``owner``, granted when ``~held & asking``). The lane's element for a
-    unit asks from the cycle its slice presents it, and from the cycle after the holder's previous query's last
-    element went in; the grant registers ``held``, so the query's first element goes in a cycle later, and not
-    before the unit is ready for it (the top-k unit's head free, rule 1; the filter's bank, rule 7). The following
-    elements of the query go in as their slice presents them (the units are always ready within a query).
+    (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`; alone there, it is taken whenever the merge's own slice
+    has room: rule 21 for several sources) and that slice, and leaves in the first cycle the consumer is ready.
+16. **Grant** (``ScoreUnit._feed``: ``held``, ``owner``, granted when ``~held & asking``; the model takes each unit
+    used by one lane). The lane's element for a unit asks from the cycle its slice presents it, and from the cycle
+    after the holder's previous query's last element went in; the grant registers ``held``, so the query's first
+    element goes in a cycle later, and not before the unit is ready for it (the top-k unit's head free, rule 1; the
+    filter's bank, rule 7). The following elements of the query go in as their slice presents them (the units are
+    always ready within a query).
 17. **Closing SCOREs** (``CLOSING_DEPTH``: a read-registered ``Queue`` of 2 per holder, the port's guard
     ``closing.w_rdy | ~head.last``). A query's last element goes in no earlier than the cycle after the last
     result element of the holder's query two before it was taken (which reads its closing SCORE).
