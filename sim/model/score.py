@@ -91,8 +91,8 @@ one insertion lane and default segments, and its filter units):
     and after the entry ahead of it left. A LOGIT passes the lane's response slice, the response merge
     (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`; alone there, it is taken whenever the merge's own slice
     has room: rule 21 for several sources) and that slice, and leaves in the first cycle the consumer is ready.
-16. **Grant** (``ScoreUnit._feed``: ``held``, ``owner``, granted when ``~held & asking``; the model takes each unit
-    used by one lane). The lane's element for a unit asks from the cycle its slice presents it, and from the cycle
+16. **Grant** (``ScoreUnit._feed``: ``held``, ``owner``, granted when ``~held & asking``; rule 22 for a unit several
+    lanes use). The lane's element for a unit asks from the cycle its slice presents it, and from the cycle
     after the holder's previous query's last element went in; the grant registers ``held``, so the query's first
     element goes in a cycle later, and not before the unit is ready for it (the top-k unit's head free, rule 1; the
     filter's bank, rule 7). The following elements of the query go in as their slice presents them (the units are
@@ -120,9 +120,13 @@ one insertion lane and default segments, and its filter units):
     stream; a top-k unit stops putting out its result, which delays its ``done``, rule 2). When several lanes send
     LOGITs or a top-k unit reports beside another source, the model runs the sequencers, the reporting units and
     the merge in time order, one step per response. Not modelled yet, refused with :class:`ValueError`: a filter's
-    KEPT or ERROR responses beside another source or behind a stalled consumer, a lane that must wait for its
-    reported result's end and meanwhile sends LOGITs the merge would have seen earlier, and two lanes using one
-    unit (the grant among lanes).
+    KEPT or ERROR responses beside another source or behind a stalled consumer, and a lane that waits (for its
+    reported result's end, or for a grant) and meanwhile would have sent the merge LOGITs or asked for a unit
+    earlier than a decision the model has already made without them.
+22. **Units shared by lanes** (``ScoreUnit._feed``: ``_first_from(requests, pointer)``, ``pointer`` the lane after
+    the one granted, 0 after reset). A unit that several lanes use is granted in the first cycle from the one after
+    its previous owner's last element went in in which a lane asks; of the lanes asking then, the first from
+    ``pointer`` on. The model takes the grants in time order with the merge's decisions, the earliest first.
 """
 
 from collections import defaultdict
@@ -627,7 +631,7 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
     programs : list of list of dict
         Per lane (from lane 0; lanes not given are idle), its SCORE instructions
         (:func:`rpaccel.sim.golden.score.score_instr`). A lane closes a query on a top-k or filter unit before it
-        opens another one, and no two lanes use the same unit; what else is not modelled yet is in rule 21.
+        opens another one; what is not modelled yet is in rule 21.
     logits, indices : list of sequence of int
         Per lane, its items' logits and candidate indices, in order.
     cmd_not_before, logits_not_before, index_not_before : list of array_like of int, optional
@@ -657,17 +661,17 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
                if ScoreDest(instr["score"]["dest"]) == ScoreDest.RSP}
     ranking = {instr["score"]["unit"] for program in programs for instr in program
                if ScoreDest(instr["score"]["dest"]) == ScoreDest.TOPK and instr["score"]["report"]}
-    merge = _Merge(g.lanes + g.holders) if len(talking) + len(ranking) > 1 else None
-    units = _Holders(g, release_delay, merge)
-    lanes, users = [], {}
+    users = defaultdict(set)
     for lane, program in enumerate(programs):
         for instr in program:
-            score = instr["score"]
-            if ScoreDest(score["dest"]) != ScoreDest.RSP:
-                holder = g.units + score["unit"] if ScoreDest(score["dest"]) == ScoreDest.FILTER else score["unit"]
-                if users.setdefault(holder, lane) != lane:
-                    raise ValueError(f"Lanes {users[holder]} and {lane} both use holder {holder}: the grant among "
-                                     "lanes is not modelled yet")
+            dest, unit = ScoreDest(instr["score"]["dest"]), instr["score"]["unit"]
+            if dest != ScoreDest.RSP:
+                users[g.units + unit if dest == ScoreDest.FILTER else unit].add(lane)
+    shared = {holder for holder, lanes in users.items() if len(lanes) > 1}
+    merge = _Merge(g, shared) if len(talking) + len(ranking) > 1 or shared else None
+    units = _Holders(g, release_delay, merge)
+    lanes = []
+    for lane, program in enumerate(programs):
 
         def given(cycles, what, count, lane=lane):
             array = (np.full(count, NO_CYCLE, dtype=np.int64) if cycles is None or cycles[lane] is None
@@ -725,18 +729,26 @@ def _finish(generator):
 
 
 class _Merge:
-    """The response merge (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`) shared by several sources (rule
-    21): lanes' LOGITs and top-k units' RANKs, each source's entries into its slice, the merge's grants, its own
-    slice and the consumer.
+    """The decisions the lanes share, taken in time order (rules 21 and 22): the response merge
+    (:class:`~rpaccel.rtl.accel.controller.ResponseMerge`) of the lanes' LOGITs and the top-k units' RANKs, with each
+    source's entries into its slice, the merge's grants, its own slice and the consumer; and the grants of the units
+    several lanes use.
 
     Parameters
     ----------
-    sources : int
-        Inputs of the merge (every lane of the chip, then every holder): the size of its round-robin cycle.
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
+        The merge's inputs are every lane of the chip, then every holder: its round-robin cycle.
+    shared : set of int
+        The holders several lanes use.
     """
 
-    def __init__(self, sources):
-        self.sources = sources
+    def __init__(self, geometry, shared):
+        self.lanes, self.sources, self.shared = geometry.lanes, geometry.lanes + geometry.holders, shared
+        self.requests = defaultdict(dict)    # per shared holder, the lanes asking for it and from which cycle
+        self.held = set()                    # the shared holders granted to a lane whose query is open
+        self.pointer = defaultdict(int)      # per shared holder, its grant's round-robin pointer, 0 after reset
+        self.decided = defaultdict(lambda: NEVER)   # per shared holder, its last grant
+        self.unit_grants = {}                # (holder, lane): the grant's cycle, until the lane takes it
         self.entries = defaultdict(list)     # per source, the cycle each response entered its slice
         self.granted = defaultdict(list)     # per source, the cycle the merge took each of them
         self.columns = defaultdict(list)     # per holder source, the columns of each of its results
@@ -754,6 +766,13 @@ class _Merge:
                              f"merge's decision of cycle {self.moment} that the model has made without it (a lane "
                              "waited for a reported result and went on with LOGITs): not modelled yet")
         self.entries[source].append(cycle)
+
+    def ask(self, holder, lane, cycle):
+        """Lane ``lane`` asks for shared ``holder`` from ``cycle`` (rule 22)."""
+        if cycle <= self.decided[holder]:
+            raise ValueError(f"Lane {lane} asks for holder {holder} from cycle {cycle}, before the grant of cycle "
+                             f"{self.decided[holder]} that the model has made without it: not modelled yet")
+        self.requests[holder][lane] = cycle
 
     def start(self, source, generator, columns):
         """A reported result of holder ``source`` starts (:meth:`_Holders._ranks`)."""
@@ -789,11 +808,28 @@ class _Merge:
                 granted = self.granted[source]
                 if len(entries) > len(granted):
                     heads[source] = max(entries[len(granted)] + 1, granted[-1] + 1 if granted else NEVER)
-            if not heads:
+            # Rule 22: a free shared holder's grant, in the first cycle a lane asks and the holder is free.
+            grants = {holder: max(min(asks.values()), units.free[holder], self.decided[holder] + 1)
+                      for holder, asks in self.requests.items() if asks and holder not in self.held}
+            if not heads and not grants:
                 break
+            if grants and (not heads or min(grants.values()) <= self._next(heads, left)):
+                holder = min(grants, key=grants.get)
+                t = grants[holder]
+                asks = self.requests[holder]
+                lane = min((lane for lane, cycle in asks.items() if cycle <= t),
+                           key=lambda lane: (lane - self.pointer[holder]) % self.lanes)
+                del asks[lane]
+                self.pointer[holder] = (lane + 1) % self.lanes
+                self.decided[holder] = t
+                self.held.add(holder)
+                self.unit_grants[holder, lane] = t
+                self._resume(lane)
+                self._wake(lanes)
+                continue
             # The earliest cycle after the last decision in which a head is presented and the merge's slice has
             # room; the first of the heads presented then, from the source after the last one taken.
-            self.moment = t = max(min(heads.values()), left[-2] + 1 if len(left) >= 2 else 0, self.moment + 1)
+            self.moment = t = self._next(heads, left)
             source = min((s for s, v in heads.items() if v <= t), key=lambda s: (s - last - 1) % self.sources)
             self.granted[source].append(t)
             self.grants.append((source, len(self.granted[source]) - 1))
@@ -806,6 +842,11 @@ class _Merge:
             raise AssertionError("A source waits for the response merge with nothing in it")
         self.responses = np.array(left, dtype=np.int64)
         return [self.done[lane] for lane in range(lanes)]
+
+    def _next(self, heads, left):
+        """The merge's next decision: the earliest cycle after its last one in which a head is presented and its
+        slice has room."""
+        return max(min(heads.values()), left[-2] + 1 if len(left) >= 2 else 0, self.moment + 1)
 
     def order(self, lanes):
         """The responses' columns in the order the merge took them."""
@@ -858,6 +899,8 @@ class _Holders:
         """The result of a query whose last element went in ``taken`` (rules 2 to 12, 18 to 20)."""
         g = self.geometry
         self.free[holder] = taken + 1
+        if self.merge is not None:
+            self.merge.held.discard(holder)
         done_at, released = self.done_at[holder], self.released[holder]
         gate = 0
         if score["keep"] and len(done_at) >= 2:
@@ -1017,7 +1060,13 @@ def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink, me
             ready = element.valid(take)
             n += 1
             if open_holder is None:
-                # Rule 16: the lane asks when its element is presented and is granted a cycle later.
+                # Rule 16: the lane asks when its element is presented and is granted a cycle later (rule 22 for a
+                # holder other lanes use too).
+                if merge is not None and holder in merge.shared:
+                    merge.ask(holder, lane, ready)
+                    while (holder, lane) not in merge.unit_grants:
+                        yield
+                    ready = merge.unit_grants.pop((holder, lane))
                 ready = units.ready(holder, ready)
                 open_holder = holder
             if closes:

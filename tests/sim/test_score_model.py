@@ -456,9 +456,7 @@ def test_score_model_refuses_what_it_does_not_model():
         score_timing(g, [program], [np.arange(12)], [np.arange(12)])
     with pytest.raises(ValueError, match="Lane 0 leaves a query open on holder 0"):
         score_timing(g, [[score_instr(0, items=3)]], [np.arange(3)], [np.arange(3)])
-    shared = [[score_instr(0, items=3, last=1, k=2)], [score_instr(1, lane=1, items=3, last=1, k=2)]]
-    with pytest.raises(ValueError, match="Lanes 0 and 1 both use holder 0: the grant among lanes"):
-        score_timing(g, shared, [np.arange(3)] * 2, [np.arange(3)] * 2)
+
 
 
 @pytest.mark.verilator
@@ -520,8 +518,9 @@ def test_score_regression_catches_a_fixed_priority_merge(monkeypatch):
     # Planted: the merge always prefers the lowest lane (a round-robin cycle of one source).
     create = score_model._Merge.__init__
 
-    def fixed_priority(self, sources):
-        create(self, 1)
+    def fixed_priority(self, geometry, shared):
+        create(self, geometry, shared)
+        self.sources = 1
 
     monkeypatch.setattr(score_model._Merge, "__init__", fixed_priority)
     with pytest.raises(AssertionError):
@@ -542,3 +541,14 @@ def test_score_model_merges_ranks_and_logits(pause):
                              settings=settings)
     kinds = model.values["kind"]
     assert (kinds == ResponseKind.RANK.value).sum() > 50 and (kinds == ResponseKind.LOGIT.value).sum() > 50
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize(("report", "pause"), [(None, 0.0), (ScoreDest.TOPK, 0.0), (ScoreDest.TOPK, 0.5)],
+                         ids=["kept", "ranks", "ranks-stalled"])
+def test_score_model_grants_shared_units_round_robin(report, pause):
+    # Every lane's queries on the one top-k unit and the one filter unit: the units' grants among the lanes.
+    g = ChipGeometry(preset("tiny"))
+    parts = [score_case(90 + lane, g, 8, lane=lane, logit_share=0.0, report=report) for lane in range(g.lanes)]
+    model, _ = compare_score("tiny", 95, case=tuple(list(column) for column in zip(*parts)), delay=20, pause=pause)
+    assert all(len(taken) for taken in model.taken)
