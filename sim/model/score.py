@@ -111,18 +111,18 @@ one insertion lane and default segments, and its filter units):
 20. **Reported results** (the holder's ``rank`` slice, ``go`` also waiting for its room; ``failed``: an overflowing
     filter query's last word). A RANK, KEPT or ERROR response enters its holder's slice in the cycle the unit puts
     out its element; a LOGIT enters its lane's slice in the cycle its item is taken. With a single source of
-    responses, or the consumer always ready and no two sources presenting in the same cycle, the merge takes each
-    in the cycle its slice presents it: it leaves two cycles after it entered.
+    responses and the consumer always ready, the merge takes each in the cycle its slice presents it: it leaves two
+    cycles after it entered.
 21. **The response merge** (``ResponseMerge``: the first valid input from the one after ``last``, the input taken
     last, 0 after reset; its slice). In each cycle the merge's slice has room, it takes the head of the first
     source presenting one in that round-robin order (the lanes, then the holders); a source whose slice is full
     waits for the merge to take its entry two ahead (a lane's sequencer stops taking items for the response
-    stream; a top-k unit stops putting out its result, which delays its ``done``, rule 2). When several lanes send
-    LOGITs or a top-k unit reports beside another source, the model runs the sequencers, the reporting units and
-    the merge in time order, one step per response. Not modelled yet, refused with :class:`ValueError`: a filter's
-    KEPT or ERROR responses beside another source or behind a stalled consumer, and a lane that waits (for its
-    reported result's end, or for a grant) and meanwhile would have sent the merge LOGITs or asked for a unit
-    earlier than a decision the model has already made without them.
+    stream; a top-k unit stops putting out its result, which delays its ``done``, rule 2; a filter unit's output
+    queue holds its words, which holds its credits, rule 10). With several sources, or reported results behind a
+    stalled consumer, the model runs the sequencers, the reporting units and the merge in time order, one step per
+    response. Not modelled yet, refused with :class:`ValueError`: a lane that waits (for its reported result's
+    end, or for a grant) and meanwhile would have sent the merge LOGITs or asked for a unit earlier than a
+    decision the model has already made without them.
 22. **Units shared by lanes** (``ScoreUnit._feed``: ``_first_from(requests, pointer)``, ``pointer`` the lane after
     the one granted, 0 after reset). A unit that several lanes use is granted in the first cycle from the one after
     its previous owner's last element went in in which a lane asks; of the lanes asking then, the first from
@@ -450,6 +450,29 @@ class _OutputQueue:
             t += 1
         return t - 1, np.array(out, dtype=np.int64)
 
+    def steps(self, start, kept, gate, shown, source, merge):
+        """:meth:`pass_` for words some of which are reported through the shared response merge (rule 21): a
+        generator that waits for the merge to make room in the holder's slice for each ``shown`` word (one per
+        kept pair)."""
+        entries, granted = merge.entries[source], merge.granted[source]
+        out, t = [], start
+        for keep in kept.tolist():
+            t = self._room(t)
+            if keep:
+                leave = max(t + 1 + HEAD, self.left + 1, gate)
+                reported = bool(shown[len(out)])
+                if reported:
+                    while len(entries) >= 2 and len(granted) <= len(entries) - 2:
+                        yield
+                    leave = max(leave, granted[len(entries) - 2] + 1 if len(entries) >= 2 else NEVER)
+                self.left = self.sink.first(leave)
+                if reported:
+                    merge.enter(source, self.left)
+                out.append(self.left)
+            self.releases.append(self.left if keep else t + 1)
+            t += 1
+        return t - 1, np.array(out, dtype=np.int64)
+
     def empty(self, t, gate=0):
         """The ``EMPTY`` state entered in ``t``: its word is written in ``t`` if a credit is free."""
         if self._room(t) != t:
@@ -476,38 +499,54 @@ class _Filter:
         self.done = []
         self.finished = -1
 
-    def bank_free(self):
-        """The first cycle the next query's first word may be taken in (rule 7)."""
-        return self.done[-2] + 1 if len(self.done) >= 2 else 0
+    def bank_free(self, pending=False):
+        """The first cycle the next query's first word may be taken in (rule 7); ``pending``: the last query's
+        output pass is still running (its ``DONE`` is not known, and not needed)."""
+        behind = 2 - pending
+        return self.done[-behind] + 1 if len(self.done) >= behind else 0
+
+    def plan(self, query, count, taken):
+        """Rules 8, 9 and 12 for ``query`` (``k >= 1``, ``count`` words, the last taken in ``taken``): the output
+        pass's first cycle, the pairs kept, the passes and the words."""
+        start = max(taken + 1, self.finished + 1) + 1
+        n, k = min(count, self.capacity), int(query.k)
+        scores, indices = np.asarray(query.scores[:n], np.int64), np.asarray(query.indices[:n], np.int64)
+        if k >= n:
+            passes = 0
+        else:
+            threshold = np.partition(scores, n - k)[n - k]
+            passes = 6 if int((scores >= threshold).sum()) > k else 4
+        kept = filter_kept(scores, indices, k)
+        last = np.zeros(int(kept.sum()), dtype=np.int64)
+        last[-1] = 1
+        words = {"index": indices[kept], "last": last, "empty": np.zeros(len(last), dtype=np.int64),
+                 "error": last * int(count > self.capacity)}
+        return start + 1 + passes * (n + PASS_EXTRA), kept, passes, words
 
     def close(self, query, count, taken, gate=0):
         """Select ``query`` (``count`` words, the last taken in ``taken``); its words may not leave before
         ``gate``. Returns the selection passes, the words' transfers and the words' columns."""
-        start = max(taken + 1, self.finished + 1) + 1
-        n, k = min(count, self.capacity), int(query.k)
-        scores, indices = np.asarray(query.scores[:n], np.int64), np.asarray(query.indices[:n], np.int64)
-        error = int(count > self.capacity)
-        if k == 0:
-            passes = 0
+        if int(query.k) == 0:
+            start = max(taken + 1, self.finished + 1) + 1
             cycles = np.array([self.queue.empty(start + 1, gate)], dtype=np.int64)
             self.finished = start + 2
-            words = {"index": [0], "last": [1], "empty": [1], "error": [error]}
-        else:
-            if k >= n:
-                passes = 0
-            else:
-                threshold = np.partition(scores, n - k)[n - k]
-                passes = 6 if int((scores >= threshold).sum()) > k else 4
-            kept = filter_kept(scores, indices, k)
-            last_issue, cycles = self.queue.pass_(start + 1 + passes * (n + PASS_EXTRA), kept, gate)
-            self.finished = last_issue + 3
-            length = int(kept.sum())
-            last = np.zeros(length, dtype=np.int64)
-            last[-1] = 1
-            words = {"index": indices[kept], "last": last, "empty": np.zeros(length, dtype=np.int64),
-                     "error": last * error}
+            self.done.append(self.finished)
+            error = int(count > self.capacity)
+            return 0, cycles, {name: np.array(value, dtype=np.int64) for name, value in
+                               {"index": [0], "last": [1], "empty": [1], "error": [error]}.items()}
+        first, kept, passes, words = self.plan(query, count, taken)
+        last_issue, cycles = self.queue.pass_(first, kept, gate)
+        self.finished = last_issue + 3
         self.done.append(self.finished)
-        return passes, cycles, {name: np.asarray(column, dtype=np.int64) for name, column in words.items()}
+        return passes, cycles, words
+
+    def reported(self, first, kept, gate, shown, source, merge):
+        """The output pass of a planned query with reported words (:meth:`_OutputQueue.steps`), a generator that
+        returns the words' transfers."""
+        last_issue, cycles = yield from self.queue.steps(first, kept, gate, shown, source, merge)
+        self.finished = last_issue + 3
+        self.done.append(self.finished)
+        return cycles
 
 
 def filter_timing(queries, *, capacity, not_before=None, in_stalls=None, out_stalls=None):
@@ -659,8 +698,7 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
     sink = FreeCycles(rsp_stalls)
     talking = {lane for lane, program in enumerate(programs) for instr in program
                if ScoreDest(instr["score"]["dest"]) == ScoreDest.RSP}
-    ranking = {instr["score"]["unit"] for program in programs for instr in program
-               if ScoreDest(instr["score"]["dest"]) == ScoreDest.TOPK and instr["score"]["report"]}
+    reporting = _reporting(g, programs)
     users = defaultdict(set)
     for lane, program in enumerate(programs):
         for instr in program:
@@ -668,7 +706,8 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
             if dest != ScoreDest.RSP:
                 users[g.units + unit if dest == ScoreDest.FILTER else unit].add(lane)
     shared = {holder for holder, lanes in users.items() if len(lanes) > 1}
-    merge = _Merge(g, shared) if len(talking) + len(ranking) > 1 or shared else None
+    stalled = len(sink.free) < sink.length
+    merge = _Merge(g, shared) if len(talking) + len(reporting) > 1 or shared or (reporting and stalled) else None
     units = _Holders(g, release_delay, merge)
     lanes = []
     for lane, program in enumerate(programs):
@@ -694,29 +733,37 @@ def score_timing(geometry, programs, logits, indices, *, cmd_not_before=None, lo
         # Rule 21: the lanes' LOGITs and the top-k units' RANKs through the merge's round-robin choice, in the order
         # it took them.
         responses, values = merge.responses, merge.order(lanes)
-    elif len(sources) > 1 or units.reports:
-        if len(sink.free) < sink.length:
-            raise ValueError("Responses of several sources, or reported results, behind a stalled consumer are not "
-                             "modelled yet")
-        # Rule 20: with the consumer always ready, every response leaves two cycles after its source took it,
-        # unless two sources meet in the merge.
-        responses = np.concatenate([cycles for cycles, _ in sources])
-        order = np.argsort(responses, kind="stable")
-        responses = responses[order]
-        values = {name: np.concatenate([columns[name] for _, columns in sources]).astype(np.int64)[order]
-                  for name in RESPONSE_FIELDS}
-        met = np.flatnonzero(np.diff(responses) == 0)
-        if len(met):
-            raise ValueError(f"Two sources' responses meet in the response merge in cycle {int(responses[met[0]]) - 1}:"
-                             " its round-robin arbitration is not modelled yet")
     elif sources:
-        responses, values = sources[0]
+        # Rule 20: a single source of responses (a lane's LOGITs, or the results of one holder, one after the
+        # other, with the consumer always ready).
+        responses = np.concatenate([cycles for cycles, _ in sources])
+        values = {name: np.concatenate([columns[name] for _, columns in sources]).astype(np.int64)
+                  for name in RESPONSE_FIELDS}
     else:
         responses, values = np.zeros(0, dtype=np.int64), {name: np.zeros(0, dtype=np.int64) for name in RESPONSE_FIELDS}
     return ScoreTiming(accepted=[accepted for accepted, _, _, _ in lanes], taken=[taken for _, taken, _, _ in lanes],
                        responses=responses, values=values,
                        results_done={h: np.array(c, dtype=np.int64) for h, c in units.done_at.items()},
                        released={h: np.array(c, dtype=np.int64) for h, c in units.released.items()})
+
+
+def _reporting(geometry, programs):
+    """The holders whose results put out responses: reported queries, and filter queries beyond the capacity."""
+    g, holders = geometry, set()
+    for program in programs:
+        open_items = defaultdict(int)
+        for instr in program:
+            score = instr["score"]
+            dest = ScoreDest(score["dest"])
+            if dest == ScoreDest.RSP:
+                continue
+            holder = g.units + score["unit"] if dest == ScoreDest.FILTER else score["unit"]
+            open_items[holder] += score["items"]
+            if score["last"]:
+                if score["report"] or (dest == ScoreDest.FILTER and open_items[holder] > g.filter_capacity):
+                    holders.add(holder)
+                open_items[holder] = 0
+    return holders
 
 
 def _finish(generator):
@@ -860,6 +907,17 @@ class _Merge:
                 for name in RESPONSE_FIELDS}
 
 
+def _kept_columns(words, shown, tag):
+    """The KEPT responses (an ERROR for an overflowing query's last word) of a filter result's ``shown`` words."""
+    failed = (words["last"] & words["error"])[shown]
+    count = int(shown.sum())
+    return {"kind": np.where(failed, ResponseKind.ERROR.value, ResponseKind.KEPT.value),
+            "tag": np.full(count, tag), "last": words["last"][shown],
+            "code": np.where(failed, ErrorCode.ITEMS.value, ErrorCode.NONE.value),
+            "index": np.where(failed, Opcode.SCORE.value, words["index"][shown]),
+            "score": np.zeros(count, dtype=np.int64)}
+
+
 #: The columns of :attr:`ScoreTiming.values`.
 RESPONSE_FIELDS = ("kind", "tag", "last", "code", "index", "score")
 
@@ -886,7 +944,7 @@ class _Holders:
         g = self.geometry
         ready = max(presented, self.free[holder]) + 1
         if holder >= g.units:
-            return max(ready, self.filters[holder - g.units].bank_free())
+            return max(ready, self.filters[holder - g.units].bank_free(self.pending[holder]))
         return max(ready, self.went[holder])
 
     def closing(self, holder, ready):
@@ -908,20 +966,27 @@ class _Holders:
                 raise ValueError(f"{where} keeps a third result of holder {holder} that is never released")
             gate = released[len(done_at) - 2] + 1                                      # rule 18
         if holder >= g.units:
-            _, out, words = self.filters[holder - g.units].close(FilterQuery(scores, indices, score["k"]),
-                                                                 len(scores), taken, gate)
+            unit = self.filters[holder - g.units]
+            query = FilterQuery(scores, indices, score["k"])
+            if self.merge is not None and score["k"] >= 1:
+                first, kept, _, words = unit.plan(query, len(scores), taken)
+                shown = np.ones(len(words["last"]), dtype=bool) if score["report"] else \
+                    (words["last"] & words["error"]).astype(bool)
+                if shown.any():
+                    self.pending[holder] = True
+                    self.merge.start(g.lanes + holder, self._words(holder, score, unit, first, kept, gate, shown),
+                                     _kept_columns(words, shown, tag))
+                    return
+                last_issue, out = unit.queue.pass_(first, kept, gate)
+                unit.finished = last_issue + 3
+                unit.done.append(unit.finished)
+                self._done(holder, score, int(out[-1]))
+                return
+            _, out, words = unit.close(query, len(scores), taken, gate)
             last = int(out[-1])
-            failed = words["last"] & words["error"]
-            shown = np.ones(len(out), dtype=bool) if score["report"] else failed.astype(bool)
-            if shown.any() and self.merge is not None:
-                raise ValueError(f"{where}: KEPT and ERROR responses beside other sources are not modelled yet")
+            shown = np.ones(len(out), dtype=bool) if score["report"] else (words["last"] & words["error"]).astype(bool)
             if shown.any():
-                self.reports.append((out[shown] + 2, {
-                    "kind": np.where(failed, ResponseKind.ERROR.value, ResponseKind.KEPT.value)[shown],
-                    "tag": np.full(int(shown.sum()), tag), "last": words["last"][shown],
-                    "code": np.where(failed, ErrorCode.ITEMS.value, ErrorCode.NONE.value)[shown],
-                    "index": np.where(failed, Opcode.SCORE.value, words["index"])[shown],
-                    "score": np.zeros(int(shown.sum()), dtype=np.int64)}))
+                self.reports.append((out[shown] + 2, _kept_columns(words, shown, tag)))
         else:
             self.went[holder] = max(taken + 1, self.ended[holder] + 1)
             length = min(score["k"], len(scores))
@@ -955,6 +1020,13 @@ class _Holders:
         self.pending[holder] = False
         self.merge.woken = True
         self._done(holder, score, put)
+
+    def _words(self, holder, score, unit, first, kept, gate, shown):
+        """A filter result with reported words through its slice into the shared merge (rule 21), a generator."""
+        out = yield from unit.reported(first, kept, gate, shown, self.geometry.lanes + holder, self.merge)
+        self.pending[holder] = False
+        self.merge.woken = True
+        self._done(holder, score, int(out[-1]))
 
     def _done(self, holder, score, last):
         """A result whose last element was taken in ``last`` (rules 17 and 19)."""

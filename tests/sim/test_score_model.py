@@ -443,14 +443,11 @@ def test_score_model_reports_results_cycle_exact(name, report):
 
 def test_score_model_refuses_what_it_does_not_model():
     g = ChipGeometry(preset("tiny"))
-    # A reported filter result beside other sources, or behind a stalled consumer.
-    kept = [score_instr(0, lane=2, dest=ScoreDest.FILTER, items=20, last=1, k=16, report=1)]
-    talk = [[score_instr(0, lane=lane, dest=ScoreDest.RSP, items=5)] for lane in range(2)]
-    with pytest.raises(ValueError, match="KEPT and ERROR responses beside other sources are not modelled"):
-        score_timing(g, [*talk, kept], [np.arange(5), np.arange(5), np.arange(20)], [np.arange(5), np.arange(5),
-                                                                                        np.arange(20)])
-    with pytest.raises(ValueError, match="behind a stalled consumer are not modelled"):
-        score_timing(g, [[], [], kept], [[], [], np.arange(20)], [[], [], np.arange(20)], rsp_stalls=[False, True])
+    # Closing a second query waits for the first one's RANKs to end; meanwhile the RTL's lane sends LOGITs.
+    program = [score_instr(0, items=20, last=1, k=16, report=1), score_instr(1, items=1, last=1, k=1),
+               score_instr(2, dest=ScoreDest.RSP, items=40)]
+    with pytest.raises(ValueError, match=r"merge input 0 is presented in cycle \d+, before the merge's decision"):
+        score_timing(g, [program], [np.arange(61)], [np.arange(61)])
     program = [score_instr(tag, dest=ScoreDest.FILTER, items=4, last=1, k=2, keep=1) for tag in range(3)]
     with pytest.raises(ValueError, match="keeps a third result of holder 1 that is never released"):
         score_timing(g, [program], [np.arange(12)], [np.arange(12)])
@@ -552,3 +549,16 @@ def test_score_model_grants_shared_units_round_robin(report, pause):
     parts = [score_case(90 + lane, g, 8, lane=lane, logit_share=0.0, report=report) for lane in range(g.lanes)]
     model, _ = compare_score("tiny", 95, case=tuple(list(column) for column in zip(*parts)), delay=20, pause=pause)
     assert all(len(taken) for taken in model.taken)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("pause", [0.0, 0.5], ids=["ready", "stalls"])
+def test_score_model_merges_kept_words_with_the_rest(pause):
+    # A filter unit's KEPT and ERROR responses beside another lane's RANKs and a third lane's LOGITs.
+    g = ChipGeometry(preset("tiny"))
+    parts = [score_case(110, g, 8, lane=0, dests=(ScoreDest.FILTER,), logit_share=0.0, report=ScoreDest.FILTER),
+             score_case(111, g, 10, lane=1, dests=(ScoreDest.TOPK,), logit_share=0.0, report=ScoreDest.TOPK),
+             score_case(112, g, 8, lane=2, dests=(), logit_share=1.0)]
+    model, _ = compare_score("tiny", 113, case=tuple(list(column) for column in zip(*parts)), delay=30, pause=pause)
+    kinds = set(model.values["kind"].tolist())
+    assert {ResponseKind.KEPT.value, ResponseKind.RANK.value, ResponseKind.LOGIT.value} <= kinds
