@@ -120,9 +120,11 @@ one insertion lane and default segments, and its filter units):
     stream; a top-k unit stops putting out its result, which delays its ``done``, rule 2; a filter unit's output
     queue holds its words, which holds its credits, rule 10). With several sources, or reported results behind a
     stalled consumer, the model runs the sequencers, the reporting units and the merge in time order, one step per
-    response. Not modelled yet, refused with :class:`ValueError`: a lane that waits (for its reported result's
-    end, or for a grant) and meanwhile would have sent the merge LOGITs or asked for a unit earlier than a
-    decision the model has already made without them.
+    response. A query closed while the holder's previous result is still being reported gets its result when that
+    one has ended. Not modelled yet, refused with :class:`ValueError`: a lane that waits (for a grant, for the
+    result two before its query's end, rule 17, or for its previous query's result to start) and meanwhile would
+    have sent the merge LOGITs or asked for a unit earlier than a decision the model has already made without
+    them.
 22. **Units shared by lanes** (``ScoreUnit._feed``: ``_first_from(requests, pointer)``, ``pointer`` the lane after
     the one granted, 0 after reset). A unit that several lanes use is granted in the first cycle from the one after
     its previous owner's last element went in in which a lane asks; of the lanes asking then, the first from
@@ -828,10 +830,13 @@ class _Merge:
         self._resume(source)
 
     def _resume(self, source):
+        generator = self.generators[source]
         try:
-            next(self.generators[source])
+            next(generator)
         except StopIteration as stop:
-            del self.generators[source]
+            # (A holder's result that ends may start the holder's next one, under the same source.)
+            if self.generators.get(source) is generator:
+                del self.generators[source]
             self.done[source] = stop.value
 
     def _wake(self, lanes):
@@ -929,6 +934,7 @@ class _Holders:
         g = self.geometry = geometry
         self.release_delay, self.merge = release_delay, merge
         self.pending = [False] * g.holders           # a reported result is still in the merge (rule 21)
+        self.deferred = [[] for _ in range(g.holders)]   # results of queries closed meanwhile, in order
         self.latency = 2 * len(segment_sizes(g.k_max, min(g.k_max, DEFAULT_SEGMENT))) + READ_OUT
         self.filters = [_Filter(g.filter_capacity, FreeCycles()) for _ in range(g.filters)]
         self.went = [0] * g.units                    # a top-k unit's last `go` of a query end (rule 1)
@@ -947,18 +953,30 @@ class _Holders:
             return max(ready, self.filters[holder - g.units].bank_free(self.pending[holder]))
         return max(ready, self.went[holder])
 
+    def missing(self, holder):
+        """Results of ``holder`` not yet known: one being reported and those of queries closed meanwhile."""
+        return self.pending[holder] + len(self.deferred[holder])
+
     def closing(self, holder, ready):
-        """Rule 17: the cycle a query's last element, ready in ``ready``, goes in (a result still being reported
-        is the last one, not yet in ``closed``)."""
-        closed, behind = self.closed[holder], CLOSING - self.pending[holder]
+        """Rule 17: the cycle a query's last element, ready in ``ready``, goes in (at most one result of the holder
+        unknown: :meth:`missing`)."""
+        closed, behind = self.closed[holder], CLOSING - self.missing(holder)
         return max(ready, closed[-behind] + 1) if len(closed) >= behind else ready
 
     def close(self, holder, score, tag, scores, indices, taken, where):
-        """The result of a query whose last element went in ``taken`` (rules 2 to 12, 18 to 20)."""
-        g = self.geometry
+        """A query whose last element went in ``taken`` (rule 16); its result (:meth:`_result`) once the holder's
+        results before it are known."""
         self.free[holder] = taken + 1
         if self.merge is not None:
             self.merge.held.discard(holder)
+        if self.missing(holder):
+            self.deferred[holder].append((holder, score, tag, scores, indices, taken, where))
+        else:
+            self._result(holder, score, tag, scores, indices, taken, where)
+
+    def _result(self, holder, score, tag, scores, indices, taken, where):
+        """The result of a query whose last element went in ``taken`` (rules 2 to 12, 18 to 20)."""
+        g = self.geometry
         done_at, released = self.done_at[holder], self.released[holder]
         gate = 0
         if score["keep"] and len(done_at) >= 2:
@@ -1017,16 +1035,20 @@ class _Holders:
                 yield
             put = max(first, put + 1, granted[len(entries) - 2] + 1 if len(entries) >= 2 else NEVER)
             self.merge.enter(src, put)
-        self.pending[holder] = False
-        self.merge.woken = True
-        self._done(holder, score, put)
+        self._reported(holder, score, put)
 
     def _words(self, holder, score, unit, first, kept, gate, shown):
         """A filter result with reported words through its slice into the shared merge (rule 21), a generator."""
         out = yield from unit.reported(first, kept, gate, shown, self.geometry.lanes + holder, self.merge)
+        self._reported(holder, score, int(out[-1]))
+
+    def _reported(self, holder, score, last):
+        """A reported result has gone into the merge: the result of the next query closed meanwhile follows."""
+        self._done(holder, score, last)
         self.pending[holder] = False
         self.merge.woken = True
-        self._done(holder, score, int(out[-1]))
+        while self.deferred[holder] and not self.pending[holder]:
+            self._result(*self.deferred[holder].pop(0))
 
     def _done(self, holder, score, last):
         """A result whose last element was taken in ``last`` (rules 17 and 19)."""
@@ -1139,14 +1161,16 @@ def _score_lane(lane, program, logits, indices, cmd_nb, item_nb, units, sink, me
                     while (holder, lane) not in merge.unit_grants:
                         yield
                     ready = merge.unit_grants.pop((holder, lane))
+                while units.deferred[holder]:
+                    yield                   # the previous query's result started, for the unit's readiness
                 ready = units.ready(holder, ready)
                 open_holder = holder
             if closes:
+                while units.missing(holder) >= CLOSING:
+                    yield                   # the end of the result two before (rule 17)
                 ready = units.closing(holder, ready)
             element.leave(ready)
             if closes:
-                while units.pending[holder]:
-                    yield                   # the previous result's end, for the unit's `went` (rules 1, 2)
                 chosen = np.concatenate([np.arange(first, stop, dtype=np.int64) for first, stop in query])
                 units.close(holder, score, tag, logits[chosen], indices[chosen], ready, where)
                 open_holder, query = None, []

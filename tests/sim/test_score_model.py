@@ -443,11 +443,15 @@ def test_score_model_reports_results_cycle_exact(name, report):
 
 def test_score_model_refuses_what_it_does_not_model():
     g = ChipGeometry(preset("tiny"))
-    # Closing a second query waits for the first one's RANKs to end; meanwhile the RTL's lane sends LOGITs.
-    program = [score_instr(0, items=20, last=1, k=16, report=1), score_instr(1, items=1, last=1, k=1),
-               score_instr(2, dest=ScoreDest.RSP, items=40)]
-    with pytest.raises(ValueError, match=r"merge input 0 is presented in cycle \d+, before the merge's decision"):
-        score_timing(g, [program], [np.arange(61)], [np.arange(61)])
+    # Lane 1 waits for the unit lane 0 holds; meanwhile the RTL's lane 1 sends LOGITs, which would have met lane 2's
+    # in decisions the model has made without them.
+    programs = [[score_instr(0, items=60, last=1, k=4)],
+                [score_instr(1, lane=1, items=1), score_instr(2, lane=1, dest=ScoreDest.RSP, items=30),
+                 score_instr(3, lane=1, items=1, last=1, k=1)],
+                [score_instr(4, lane=2, dest=ScoreDest.RSP, items=50)]]
+    sizes = [60, 32, 50]
+    with pytest.raises(ValueError, match=r"merge input 1 is presented in cycle \d+, before the merge's decision"):
+        score_timing(g, programs, [np.arange(n) for n in sizes], [np.arange(n) for n in sizes])
     program = [score_instr(tag, dest=ScoreDest.FILTER, items=4, last=1, k=2, keep=1) for tag in range(3)]
     with pytest.raises(ValueError, match="keeps a third result of holder 1 that is never released"):
         score_timing(g, [program], [np.arange(12)], [np.arange(12)])
@@ -562,3 +566,15 @@ def test_score_model_merges_kept_words_with_the_rest(pause):
     model, _ = compare_score("tiny", 113, case=tuple(list(column) for column in zip(*parts)), delay=30, pause=pause)
     kinds = set(model.values["kind"].tolist())
     assert {ResponseKind.KEPT.value, ResponseKind.RANK.value, ResponseKind.LOGIT.value} <= kinds
+
+
+@pytest.mark.verilator
+def test_score_model_lane_goes_on_while_its_result_is_reported():
+    # A reported result, a query closed behind it (its result waits for the first one's end), LOGITs meanwhile.
+    program = [score_instr(0, items=20, last=1, k=16, report=1, keep=1), score_instr(1, items=1, last=1, k=1, report=1),
+               score_instr(2, dest=ScoreDest.RSP, items=40), score_instr(3, items=5, last=1, k=2, keep=1)]
+    rng = np.random.default_rng(14)
+    case = ([program], [rng.integers(-99, 99, 66)], [rng.integers(0, 1 << INDEX_BITS, 66)])
+    model, _ = compare_score("tiny", 14, case=case, gaps=False)
+    kinds = model.values["kind"]
+    assert (np.diff(kinds[kinds != 0]) != 0).sum() >= 2     # RANKs and LOGITs interleave
