@@ -1,9 +1,12 @@
 """The score path's timing model (rpaccel.sim.model.score) against the RTL on Verilator, cycle for cycle.
 
-Every case plays random queries (sizes from empty to many times ``k_max``, sub-batches, bad ``k``, idle gaps of
-many lengths before and inside queries, queries back to back) through the unit in the Player, with a probe that
-stamps every input transfer, and compares each input and output transfer's cycle, and every output value, with the
-model's. The stall patterns are the Player's own (its xorshift generators), given to the model.
+Top-k and filter units: random queries (sizes from empty to many times ``k_max`` and beyond a filter's capacity,
+sub-batches, bad ``k``, ties, idle gaps of many lengths before and inside queries, queries back to back) through the
+unit in the Player, with a probe that stamps every input transfer. Score unit: random SCORE programs on one to four
+lanes (LOGITs, top-k and filter queries kept and reported, units shared by lanes, a slow fetcher's releases), with a
+probe that stamps every instruction and item taken and every step of ``results_done``. Each compares every input
+and output transfer's cycle, and every output value, with the model's; the stall patterns are the Player's own (its
+xorshift generators), given to the model. Planted errors in the model's constants and rules are caught.
 """
 
 from itertools import islice
