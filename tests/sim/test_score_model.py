@@ -271,12 +271,15 @@ class ScoreProbe(wiring.Component):
     """The :class:`ScoreUnit` of preset ``name`` (with ``settings``) with the streams of its first ``lanes`` lanes,
     each lane's ``cmd`` and item transfers stamped on ``accepted<l>`` and ``taken<l>``, each holder's
     ``results_done`` steps on ``done<h>``, and the fetcher's ``release`` of each kept result ``delay`` cycles after
-    ``results_done`` counts it (and after the previous release)."""
+    ``results_done`` counts it (and after the previous release), ``delay`` an input held through a run."""
 
-    def __init__(self, name, delay, lanes=1, settings=()):
-        self.geometry, self.delay, self.lanes = ChipGeometry(preset(name).with_settings(list(settings))), delay, lanes
+    #: Bits of the ``delay`` input (a static of the Player's runs, so one build serves every delay).
+    DELAY_BITS = 12
+
+    def __init__(self, name, lanes=1, settings=()):
+        self.geometry, self.lanes = ChipGeometry(preset(name).with_settings(list(settings))), lanes
         g = self.geometry
-        members = {"rsp": Out(stream.Signature(g.response_layout()))}
+        members = {"rsp": Out(stream.Signature(g.response_layout())), "delay": In(self.DELAY_BITS)}
         for lane in range(lanes):
             members.update({
                 f"cmd{lane}": In(stream.Signature(g.score_instr_layout())),
@@ -301,7 +304,7 @@ class ScoreProbe(wiring.Component):
                          taken.valid.eq(logits.valid & logits.ready), taken.payload.eq(1)]
         for h in range(g.holders):
             shown, released = Signal.like(unit.results_done[h]), Signal.like(unit.results_done[h])
-            timer = Signal(range(self.delay + 1))
+            timer = Signal(self.DELAY_BITS)
             port = getattr(self, f"done{h}")
             m.d.sync += shown.eq(unit.results_done[h])
             m.d.comb += [port.valid.eq(shown != unit.results_done[h]), port.payload.eq(1)]
@@ -356,9 +359,9 @@ def compare_score(name, seed, *, blocks=12, delay=0, pause=0.0, gaps=True, case=
     g = ChipGeometry(preset(name).with_settings(list(settings)))
     programs, logits, indices = ([part] for part in score_case(seed, g, blocks, **kwargs)) if case is None else case
     lanes = len(programs)
-    key = f"score-{name}-{delay}-{lanes}-{settings}"
+    key = f"score-{name}-{lanes}-{settings}"
     if key not in _players:
-        _players[key] = Player(ScoreProbe, name, delay, lanes, settings)
+        _players[key] = Player(ScoreProbe, name, lanes, settings)
     rng = np.random.default_rng(seed + 1)
     inputs, nbs, expect = {}, {}, {}
     for lane, program in enumerate(programs):
@@ -382,7 +385,7 @@ def compare_score(name, seed, *, blocks=12, delay=0, pause=0.0, gaps=True, case=
                          rsp_stalls=stalls(pause, seed, "rsp", 1 << 20), release_delay=delay)
     expect.update({"rsp": len(model.responses), **{f"done{h}": len(model.results_done[h]) for h in range(g.holders)}})
     run = _players[key].run(inputs, expect=expect, pause={"rsp": pause}, seed=seed, not_before=nbs,
-                            output_cycles=True, packed=True, words=True, direct=True)
+                            statics={"delay": delay}, output_cycles=True, packed=True, words=True, direct=True)
     # (The codec does not unpack an empty array of words: a run without responses has nothing to compare.)
     got = codec(g.response_layout()).unpack(run.outputs["rsp"]) if len(model.responses) else model.values
     for lane in range(lanes):
