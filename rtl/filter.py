@@ -279,7 +279,8 @@ class FilterUnit(wiring.Component):
                 with m.If((addr == n) & ~valid1):
                     m.next = "DONE"
             with m.State("EMPTY"):
-                m.d.comb += [credit.take.eq(1)]
+                # The empty word takes a credit only with room, as every other word does.
+                m.d.comb += [credit.take.eq(credit.room)]
                 with m.If(credit.room):
                     empty = Signal(filter_out_layout(ib))
                     m.d.comb += [empty.last.eq(1), empty.empty.eq(1), empty.error.eq(error),

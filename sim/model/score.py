@@ -65,8 +65,8 @@ Filter unit (:func:`filter_timing`; a query of ``m`` words holds ``n = min(m, ca
     count). A read takes a credit; a kept pair gives it back in the cycle its word leaves, a dropped one in the
     cycle after its read (``valid1 & ~keep``). ``DONE`` comes 3 cycles after the last read (``addr == n`` and the
     read pipeline empty), without waiting for the words to leave: the next query's selection overlaps them and
-    its output pass shares the credits. ``EMPTY`` writes its word in the cycle it is entered (the model requires a
-    free credit then, see :class:`_OutputQueue`) and ``DONE`` follows.
+    its output pass shares the credits. ``EMPTY`` writes its word in the first cycle from its entry with a free
+    credit (taking the credit only then) and ``DONE`` follows.
 11. **Output queue** (``Queue(depth=4, register="read")``). A word written in ``w`` (the cycle after its read) is at
     the queue's head from ``w + 2`` (stored, then loaded into the head register), and after the word ahead of it
     has left; it leaves in the first cycle from then on that the consumer is ready.
@@ -476,12 +476,11 @@ class _OutputQueue:
         return t - 1, np.array(out, dtype=np.int64)
 
     def empty(self, t, gate=0):
-        """The ``EMPTY`` state entered in ``t``: its word is written in ``t`` if a credit is free."""
-        if self._room(t) != t:
-            raise ValueError(f"A filter query with k = 0 meets a full output queue in cycle {t}: the RTL's EMPTY "
-                             "state takes a credit in every cycle it waits, which this model does not follow")
+        """The ``EMPTY`` state entered in ``t``: its word is written in the first cycle from ``t`` on with a free
+        credit. Returns that cycle and the cycle the word leaves."""
+        t = self._room(t)
         self.releases.append(self._leave(t, gate))
-        return self.left
+        return t, self.left
 
 
 #: Credits of the filter's output queue (``CreditCounter(4)``) and cycles from a word's write to its presence at
@@ -530,8 +529,9 @@ class _Filter:
         ``gate``. Returns the selection passes, the words' transfers and the words' columns."""
         if int(query.k) == 0:
             start = max(taken + 1, self.finished + 1) + 1
-            cycles = np.array([self.queue.empty(start + 1, gate)], dtype=np.int64)
-            self.finished = start + 2
+            written, left = self.queue.empty(start + 1, gate)
+            cycles = np.array([left], dtype=np.int64)
+            self.finished = written + 1
             self.done.append(self.finished)
             error = int(count > self.capacity)
             return 0, cycles, {name: np.array(value, dtype=np.int64) for name, value in

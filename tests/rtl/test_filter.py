@@ -114,3 +114,33 @@ def test_filter_rejects_bad_parameters():
         FilterUnit(100)
     with pytest.raises(ValueError, match="index bits"):
         FilterUnit(64, index_bits=17)
+
+
+def test_a_k_zero_query_behind_a_stalled_consumer_loses_no_word():
+    """An empty result (k = 0) waits for room in the output queue like any other: with the consumer stalled 95% of
+    cycles, every word still comes out (the EMPTY state once took a credit in every cycle it waited, ran the
+    credit count past the queue's depth and wrote into a full queue: 74 of 87 words, then a hang)."""
+    dut = FilterUnit(CAPACITY)
+    words, expected = [], []
+    for _ in range(3):
+        for n, k in ((8, 8), (1, 0), (20, 20)):
+            words += [{"score": i, "index": i, "last": int(i == n - 1), "k": k if i == n - 1 else 0}
+                      for i in range(n)]
+            expected.append(list(range(n)) if k else [])
+    got = {}
+
+    async def source(ctx):
+        await StreamSource(dut.i).send(ctx, words)
+
+    async def sink(ctx):
+        got["o"] = await StreamSink(dut.o, pause=0.95, seed=3).receive(ctx, sum(max(len(e), 1) for e in expected))
+
+    run_simulation(dut, [source, sink], max_cycles=100_000, name="filter_k0_stalled")
+    at = 0
+    for want in expected:
+        block = got["o"][at:at + max(len(want), 1)]
+        at += len(block)
+        if want:
+            assert sorted(w["index"] for w in block) == want and not any(w["empty"] for w in block)
+        else:
+            assert block[0]["empty"] == 1 and block[0]["last"] == 1
