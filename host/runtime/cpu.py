@@ -16,7 +16,9 @@ inference and the top-k only, as the accelerator's replay starts from candidates
 """
 
 import concurrent.futures
+import contextlib
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -30,7 +32,7 @@ from ..data import preprocess
 from .pipeline import PipelineError, stage_items
 from .stats import LatencyRecorder
 
-__all__ = ["CpuRanker", "LoadGenRun", "run_loadgen"]
+__all__ = ["CpuRanker", "LoadGenRun", "run_loadgen", "service_times"]
 
 NUMERICS = ("int8", "float32")
 
@@ -115,6 +117,33 @@ class LoadGenRun:
 # Worker processes: the ranker and the prepared queries live in each worker, set up once.
 _worker = {}
 
+#: A worker is one core: numpy's BLAS and OpenMP threads limited to one in the spawned processes (a worker that
+#: used every core would make ``workers`` a meaningless count and the measured service time another machine's).
+_ONE_THREAD = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
+
+
+@contextlib.contextmanager
+def _one_thread_children():
+    """The environment of processes spawned inside: one BLAS/OpenMP thread each."""
+    saved = {name: os.environ.get(name) for name in _ONE_THREAD}
+    os.environ.update(_ONE_THREAD)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _pool(workers, ranker, queries):
+    """``workers`` spawned processes holding ``ranker`` and ``queries`` prepared, each with one thread."""
+    context = multiprocessing.get_context("spawn")
+    with _one_thread_children():
+        return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                                      initargs=(ranker, queries, context.Barrier(workers)))
+
 
 def _worker_init(ranker, queries, barrier):
     # Ctrl-C is the parent's to handle: a worker interrupted in multiprocessing's loop would print a traceback.
@@ -132,6 +161,23 @@ def _worker_ready():
 
 def _worker_rank(number):
     return _worker["ranker"].rank(_worker["prepared"][number])
+
+
+def _worker_times(numbers, rounds):
+    times = []
+    for _ in range(rounds):
+        for number in numbers:
+            start = time.perf_counter_ns()
+            _worker_rank(number)
+            times.append(time.perf_counter_ns() - start)
+    return times
+
+
+def service_times(ranker, queries, *, rounds=3):
+    """Each of ``queries``' (trace query number -> candidates) ranking times in nanoseconds, ``rounds`` times over,
+    measured in one worker process as :func:`run_loadgen`'s workers run (spawned, one thread)."""
+    with _pool(1, ranker, queries) as pool:
+        return pool.submit(_worker_times, sorted(queries), rounds).result()
 
 
 def _parse_summary(text):
@@ -213,10 +259,7 @@ def run_loadgen(ranker, trace_queries, *, qps, target_ms, percentile=0.95, min_q
         try:
             chosen = {numbers[index]: None for index in samples}       # LoadGen passes sample indices
             queries = {number: trace_queries[number] for number in chosen}
-            context = multiprocessing.get_context("spawn")
-            state["pool"] = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_worker_init,
-                initargs=(ranker, queries, context.Barrier(workers)))
+            state["pool"] = _pool(workers, ranker, queries)
             # Every worker started and its queries prepared before the timed run.
             for future in [state["pool"].submit(_worker_ready) for _ in range(workers)]:
                 future.result()

@@ -477,7 +477,7 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
     """
     import tempfile
 
-    from ..host.runtime.cpu import CpuRanker, run_loadgen
+    from ..host.runtime.cpu import CpuRanker, run_loadgen, service_times
     from ..host.runtime.pipeline import PipelineError, parse_pipeline
     from ..host.runtime.sched import SchedConfig, simulate
     from ..host.runtime.trace import TraceData, generate_trace
@@ -504,15 +504,10 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
     candidates = {record.q: source.query(record) for record in records}
     models, note = _load_models(stages, None, "int8", header, train_samples, seed, progress)
     ranker = CpuRanker(stages, models)
-    prepared = [ranker.prepare(candidates[number]) for number in sorted(candidates)]
     if progress:
-        progress("measuring the service time of a query (median over the working set, three rounds)")
-    times = []
-    for _ in range(3):
-        for each in prepared:
-            start = time.perf_counter_ns()
-            ranker.rank(each)
-            times.append(time.perf_counter_ns() - start)
+        progress("measuring the service time of a query in a worker process (median over the working set, three "
+                 "rounds)")
+    times = service_times(ranker, candidates, rounds=3)
     service_ns = float(np.median(times))
     capacity = workers * 1e9 / service_ns
     rows = []
@@ -544,9 +539,9 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2,
                          "loadgen_result": run.loadgen.get("result")})
     k = stages[-1].k
     lines = [f"Pipeline {' -> '.join(str(stage) for stage in stages)}, int8 reference, {workers} worker "
-             f"process(es); queries of {size:,} synthetic candidates (LoadGen's working set: {queries}). Service "
-             f"time of a query, measured here (median of {len(times)}): {service_ns / 1e6:.2f} ms, so a capacity of "
-             f"{capacity:.1f} queries/s. {note}.", "",
+             f"process(es), each with one thread; queries of {size:,} synthetic candidates (LoadGen's working set: "
+             f"{queries}). Service time of a query in a worker process, measured here (median of {len(times)}): "
+             f"{service_ns / 1e6:.2f} ms, so a capacity of {capacity:.1f} queries/s. {note}.", "",
              "| load (share of capacity) | offered q/s | completed q/s | queries | LoadGen p50 ms | LoadGen p95 ms "
              "| LoadGen p99 ms | simulated p95 ms | p95 error | NDCG@" + str(k) + " |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
