@@ -26,7 +26,9 @@ def _arguments(p):
     p.add_argument("--rtl-queries", type=positive_int, default=8, help="queries of the rtl part (default 8)")
     p.add_argument("--pipeline", default="rm-small:1024:128,rm-large:128:16",
                    help="stages MODEL:ITEMS:K,... (default rm-small:1024:128,rm-large:128:16)")
-    p.add_argument("--workers", type=positive_int, default=2, help="worker processes and simulated cores (default 2)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes and simulated cores (default 1: two compute processes on this 2-vCPU "
+                        "machine slow each other several times over, which the simulation does not model)")
     p.add_argument("--utilisations", type=_shares, default=[0.3, 0.6, 0.8],
                    help="offered loads as shares of the measured capacity (default 0.3,0.6,0.8)")
     p.add_argument("--queries", type=positive_int, default=16, help="LoadGen's working set (default 16)")

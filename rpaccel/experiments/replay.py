@@ -450,7 +450,7 @@ def plot_replay(rows, path, *, target_ms=None, percentile=0.95, title=None):
     plt.close(fig)
 
 
-def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=2, utilisations=(0.3, 0.6, 0.8),
+def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=1, utilisations=(0.3, 0.6, 0.8),
                      queries=16, min_queries=300, min_duration_s=10.0, simulated=20_000, max_rows=20_000, seed=1,
                      progress=None):
     """The CPU baseline under LoadGen at several loads, beside the queueing simulation (:mod:`~rpaccel.host.
