@@ -32,7 +32,7 @@ from ..data import preprocess
 from .pipeline import PipelineError, stage_items
 from .stats import LatencyRecorder
 
-__all__ = ["CpuRanker", "LoadGenRun", "run_loadgen", "service_times"]
+__all__ = ["CpuRanker", "LoadGenRun", "one_thread_children", "run_loadgen", "service_times"]
 
 NUMERICS = ("int8", "float32")
 
@@ -123,7 +123,7 @@ _ONE_THREAD = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM
 
 
 @contextlib.contextmanager
-def _one_thread_children():
+def one_thread_children():
     """The environment of processes spawned inside: one BLAS/OpenMP thread each."""
     saved = {name: os.environ.get(name) for name in _ONE_THREAD}
     os.environ.update(_ONE_THREAD)
@@ -140,7 +140,7 @@ def _one_thread_children():
 def _pool(workers, ranker, queries):
     """``workers`` spawned processes holding ``ranker`` and ``queries`` prepared, each with one thread."""
     context = multiprocessing.get_context("spawn")
-    with _one_thread_children():
+    with one_thread_children():
         return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                                       initargs=(ranker, queries, context.Barrier(workers)))
 

@@ -33,6 +33,25 @@ def _train(spec, seed, samples=8_000, calibration=1_000):
     return model, quantize(model, generator.generate(calibration, start=samples)), generator
 
 
+def _forward_service(model, dense, ids, sizes):
+    from ..host.runtime.sched import measure_cpu_service
+
+    return measure_cpu_service(lambda n: model.forward(dense[:n], ids[:n]), sizes, repeats=15)
+
+
+def _cpu_service(model, dense, ids, sizes):
+    """The float model's service time by batch size, measured in a spawned process with one BLAS thread (a
+    simulated core is one of this machine's)."""
+    import concurrent.futures
+    import multiprocessing
+
+    from ..host.runtime.cpu import one_thread_children
+
+    with one_thread_children(), concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_forward_service, model, dense, ids, sizes).result()
+
+
 def run_sched(config, *, model="rmc1", sizes="lognormal:5.1,0.2", queries=5_000, target_ms=20.0, cores=2,
               cpu_sizes=(1, 4, 16, 64, 256, 1024), accel_sizes=(16, 64, 256, 1024), max_rows=5_000, seed=1,
               progress=None):
@@ -63,7 +82,7 @@ def run_sched(config, *, model="rmc1", sizes="lognormal:5.1,0.2", queries=5_000,
     from ..host.models import ModelError, get_model
     from ..host.runtime.chip import replay_on_chip
     from ..host.runtime.pipeline import PipelineError, StageSpec
-    from ..host.runtime.sched import SchedConfig, ServiceTable, deeprecsched, max_load, measure_cpu_service
+    from ..host.runtime.sched import SchedConfig, ServiceTable, deeprecsched, max_load
     from ..host.runtime.trace import ArrivalProcess, SizeDist
     from ..sim.chip import chip_device
 
@@ -90,7 +109,7 @@ def run_sched(config, *, model="rmc1", sizes="lognormal:5.1,0.2", queries=5_000,
     dense, ids = preprocess(records, spec)
     if progress:
         progress(f"measuring the CPU's service time (float32, one core) at batch sizes {list(cpu_sizes)}")
-    cpu = measure_cpu_service(lambda n: float_model.forward(dense[:n], ids[:n]), list(cpu_sizes), repeats=15)
+    cpu = _cpu_service(float_model, dense, ids, list(cpu_sizes))
 
     if progress:
         progress(f"measuring the chip's service time ({config.name} RTL) at sizes {list(accel_sizes)}")
