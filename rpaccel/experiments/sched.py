@@ -146,7 +146,8 @@ def run_sched(config, *, model="rmc1", sizes="lognormal:5.1,0.2", queries=5_000,
              for c, load, tail in tried]
     lines = [f"Model {spec.name} (tables capped at {max_rows:,} rows); query sizes {sizes} "
              f"(mean {query_sizes.mean():.0f}, max {query_sizes.max()}); {queries:,} simulated Poisson queries per "
-             f"load; {cores} CPU cores; p95 target {target_ms:g} ms; accelerator: the {config.name} chip at "
+             f"load; {cores} CPU cores (simulated as independent cores, each at the service time measured on one "
+             f"core); p95 target {target_ms:g} ms; accelerator: the {config.name} chip at "
              f"{config.clock_mhz:g} MHz.", "",
              "Service times measured: CPU (float32, one core, median), accelerator (the chip's RTL, one query):", "",
              "| items | CPU ms | chip ms |", "| ---: | ---: | ---: |"]
