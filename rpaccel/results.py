@@ -274,6 +274,33 @@ def _rpaccel_vs_baseline(mode):
     return measure
 
 
+def _model_exact(tables):
+    rows = [row for table in tables for row in table if "output cycles equal" in row]
+    if not rows:
+        return None
+    exact = [row for row in rows if row["output cycles equal"].startswith("all") and
+             row["RTL cycles"] == row["model cycles"]]
+    return f"{len(exact)} of {len(rows)} cases", len(exact) == len(rows)
+
+
+def _model_speedup(tables):
+    rows = [row for table in tables for row in table if "speed-up" in row and row.get("unit") == "engine"]
+    if not rows:
+        return None
+    best = max(rows, key=lambda row: _number(row["speed-up"].rstrip("x")) or 0)
+    return f"{best['speed-up']} ({best['case']})", (_number(best["speed-up"].rstrip("x")) or 0) >= 1000
+
+
+def _sched_ratio(tables):
+    statics = [row for table in tables for row in table if row.get("scheduler") == "static"]
+    tuned = [row for table in tables for row in table if row.get("scheduler") == "DeepRecSched"]
+    loads = [[_number(row["highest load meeting p95 (q/s)"]) or 0 for row in rows] for rows in (statics, tuned)]
+    if not statics or not tuned or not max(loads[0]):
+        return None
+    ratio = max(loads[1]) / max(loads[0])
+    return f"{ratio:.2f}x ({max(loads[1]):g} against {max(loads[0]):g} queries/s)", ratio > 1
+
+
 #: The figures of the status table, in its order.
 HEADLINES = (
     Headline("MLP engine utilisation, RM-large bottom MLP, batch 512, whole array", "gemm", ">= 90% (issue 3)",
@@ -300,6 +327,12 @@ HEADLINES = (
              "> 1x (issue 19)", _rpaccel_vs_baseline("rpaccel")),
     Headline("Chip (small, RTL): 2-stage query, baseline cycles over RPAccel mode's on the whole array", "accel",
              "> 1x (issue 19)", _rpaccel_vs_baseline("rpaccel-whole")),
+    Headline("Fast model's units: every output cycle equal to the RTL's", "model-units", "all (issue 20)",
+             _model_exact),
+    Headline("Fast model's speed-up over the RTL's simulation (engine, best case)", "model-units",
+             ">= 1,000x (issue 20, for the whole chip)", _model_speedup),
+    Headline("DeepRecSched over the static scheduler (highest load at the p95 target)", "sched",
+             "> 1x (issue 21; DeepRecSys: about 2x)", _sched_ratio),
 )
 
 
