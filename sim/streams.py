@@ -16,9 +16,11 @@ Example::
 """
 
 import itertools
+import math
 import random
 import zlib
 
+import numpy as np
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
@@ -26,7 +28,7 @@ from ..host.driver.codec import codec
 from .verilator import waves_dir, waves_enabled
 
 __all__ = ["SimulationTimeout", "StreamSink", "StreamSource", "pauses", "payload_shape", "port_seed",
-           "run_simulation", "stall_threshold", "xorshift_stalls"]
+           "run_simulation", "stall_pattern", "stall_threshold", "xorshift_stalls"]
 
 
 def payload_shape(stream_signature):
@@ -70,6 +72,58 @@ def stall_threshold(pause):
 def port_seed(seed, port):
     """The seed of port ``port``'s stall generator in a run seeded with ``seed`` (a non-zero 32-bit number)."""
     return (seed * 7919 + zlib.crc32(port.encode()) + 1) % (1 << 32) or 1
+
+
+def _xorshift_step(state):
+    state ^= (state << 13) & 0xFFFF_FFFF
+    state ^= state >> 17
+    return state ^ (state << 5) & 0xFFFF_FFFF
+
+
+def _gf2_apply(columns, state):
+    """A 32 x 32 matrix over GF(2), given by the images of the unit vectors, applied to ``state``."""
+    result, bit = 0, 0
+    while state:
+        if state & 1:
+            result ^= columns[bit]
+        state >>= 1
+        bit += 1
+    return result
+
+
+def _xorshift_states(seed, count):
+    """The first ``count`` states after ``seed`` of the Player's xorshift (13, 17, 5) (the states
+    :func:`xorshift_stalls` draws), as a ``uint64`` array: about ``sqrt(count)`` streams, each
+    started a jump of as many steps after the one before (the step's matrix over GF(2) raised to that power), step
+    side by side."""
+    span = max(1, math.isqrt(count))
+    streams = -(-count // span)
+    jump, power, left = [1 << bit for bit in range(32)], [_xorshift_step(1 << bit) for bit in range(32)], span
+    while left:
+        if left & 1:
+            jump = [_gf2_apply(power, column) for column in jump]
+        power = [_gf2_apply(power, column) for column in power]
+        left >>= 1
+    starts = [seed & 0xFFFF_FFFF or 1]
+    for _ in range(streams - 1):
+        starts.append(_gf2_apply(jump, starts[-1]))
+    state, mask = np.array(starts, dtype=np.uint64), np.uint64(0xFFFF_FFFF)
+    states = np.empty((span, streams), dtype=np.uint64)
+    for step in range(span):
+        state ^= (state << np.uint64(13)) & mask
+        state ^= state >> np.uint64(17)
+        state ^= (state << np.uint64(5)) & mask
+        states[step] = state
+    return states.T.reshape(-1)[:count]
+
+
+def stall_pattern(pause, seed, count):
+    """The first ``count`` cycles of :func:`xorshift_stalls` as a ``bool`` array (``True``: stall), drawn
+    vectorised (no Python step per cycle), for models that reproduce a Player run."""
+    if count <= 0:
+        stall_threshold(pause)
+        return np.zeros(0, dtype=bool)
+    return (_xorshift_states(seed, count) & np.uint64(0xFFFF)) < stall_threshold(pause)
 
 
 def xorshift_stalls(pause, seed):

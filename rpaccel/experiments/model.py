@@ -66,7 +66,7 @@ def _interaction_case(config, mode, vectors, dim, items, pause, seed):
     from ..rtl.interaction import Interaction
     from ..sim.model.interaction import InteractionModel
     from ..sim.player import Player
-    from ..sim.streams import port_seed, xorshift_stalls
+    from ..sim.streams import port_seed, stall_pattern
 
     unit = InteractionModel.for_config(config)
     rng = np.random.default_rng(seed)
@@ -76,10 +76,7 @@ def _interaction_case(config, mode, vectors, dim, items, pause, seed):
     result = Player(Interaction.for_config, config).run(
         {"i": words}, expect={"o": len(expected.output_cycles)}, pause={"o": pause}, seed=seed, packed=True,
         words=True, direct=True, output_cycles=True)
-    ready = None
-    if pause:
-        stalls = xorshift_stalls(pause, port_seed(seed, "o"))
-        ready = ~np.fromiter((next(stalls) for _ in range(result.cycles + 1)), bool, result.cycles + 1)
+    ready = ~stall_pattern(pause, port_seed(seed, "o"), result.cycles + 1) if pause else None
     run, seconds = _median_seconds(lambda: unit.run(words, ready=ready, values=False))
     cycles = np.asarray(result.output_cycles["o"])
     differ = int(np.count_nonzero(run.output_cycles != cycles)) if len(run.output_cycles) == len(cycles) else len(

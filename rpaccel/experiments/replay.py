@@ -77,6 +77,19 @@ def _check_models(stages, files):
             raise ExperimentError("models", f"gives no file for the pipeline's model(s) {', '.join(missing)}")
 
 
+def _synthetic_queries(stages, queries, max_rows, seed):
+    """A benchmark's queries: ``queries`` of the first stage's items from the synthetic stream (Poisson arrivals at
+    1 query/s, scaled by the caller). Returns the trace header, its records and ``{query: candidates}``."""
+    from ..host.runtime.trace import TraceData, generate_trace
+
+    data = {"kind": "synthetic", "seed": seed, "max_rows": max_rows, "skew": 1.05, "ctr": 0.25, "start": 22_000}
+    header, records = generate_trace(queries, sizes=f"fixed:{stages[0].items}", arrivals="poisson:1", data=data,
+                                     seed=seed)
+    records = list(records)
+    source = TraceData(header)
+    return header, records, {record.q: source.query(record) for record in records}
+
+
 def _num(value, spec=".1f"):
     """``value`` formatted, or "-" for None (a figure that could not be measured)."""
     return "-" if value is None else format(value, spec)
@@ -480,7 +493,6 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=1,
     from ..host.runtime.cpu import CpuRanker, run_loadgen, service_times
     from ..host.runtime.pipeline import PipelineError, parse_pipeline
     from ..host.runtime.sched import SchedConfig, simulate
-    from ..host.runtime.trace import TraceData, generate_trace
     from .report import Section, check_fraction, check_positive
 
     try:
@@ -496,13 +508,8 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=1,
         if share <= 0:
             raise ExperimentError("utilisations", f"must be in (0, 1), not {share!r}")
     size = stages[0].items
-    train_samples = 20_000
-    data = {"kind": "synthetic", "seed": seed, "max_rows": max_rows, "skew": 1.05, "ctr": 0.25,
-            "start": train_samples + 2_000}
-    header, records = generate_trace(queries, sizes=f"fixed:{size}", arrivals="poisson:1", data=data, seed=seed)
-    source = TraceData(header)
-    candidates = {record.q: source.query(record) for record in records}
-    models, note = _load_models(stages, None, "int8", header, train_samples, seed, progress)
+    header, _, candidates = _synthetic_queries(stages, queries, max_rows, seed)
+    models, note = _load_models(stages, None, "int8", header, 20_000, seed, progress)
     ranker = CpuRanker(stages, models)
     if progress:
         progress("measuring the service time of a query in a worker process (median over the working set, three "
@@ -576,7 +583,6 @@ def run_replay_rtl_bench(config, *, pipeline="rm-small:1024:128,rm-large:128:16"
     the section ``replay-rtl``.
     """
     from ..host.runtime.pipeline import PipelineError, parse_pipeline
-    from ..host.runtime.trace import TraceData, generate_trace
     from .report import Section, check_positive
 
     try:
@@ -588,17 +594,10 @@ def run_replay_rtl_bench(config, *, pipeline="rm-small:1024:128,rm-large:128:16"
     if not utilisations or any(not (isinstance(u, (int, float)) and u > 0) for u in utilisations):
         raise ExperimentError("utilisations", f"must be positive shares of capacity, not {list(utilisations)!r}")
     _check_chip(config, stages)
-    train_samples = 20_000
-    data = {"kind": "synthetic", "seed": seed, "max_rows": max_rows, "skew": 1.05, "ctr": 0.25,
-            "start": train_samples + 2_000}
-    header, records = generate_trace(queries, sizes=f"fixed:{stages[0].items}", arrivals="poisson:1", data=data,
-                                     seed=seed)
-    records = list(records)
-    source = TraceData(header)
-    candidates = {record.q: source.query(record) for record in records}
+    header, records, candidates = _synthetic_queries(stages, queries, max_rows, seed)
     times = np.array([record.t_ns for record in records], dtype=np.int64)
     trace_qps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9)
-    models, note = _load_models(stages, None, "int8", header, train_samples, seed, progress)
+    models, note = _load_models(stages, None, "int8", header, 20_000, seed, progress)
     k = stages[-1].k
     alone = _rtl_server(config, stages, models, {0: candidates[0]}, times[:1], None, None, 0.95, 0, k, progress)
     service = alone(1.0)

@@ -124,7 +124,6 @@ Several lanes share the weight memory, and only through it (rule 4). Two things 
   competitors), so that the result is exact in every case and fast where the lanes' weights run ahead.
 """
 
-import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass
@@ -135,7 +134,7 @@ from ...host.driver.device import NO_CYCLE, not_before_array
 from ...rtl.lanemem import LaneMemory
 from ...rtl.mlp import WAIT_BITS, WRESP_LATENCY, Accumulator, BeatIssuer, Dispatcher, Feeder, Fetcher, Op, Unpacker
 from ...rtl.postproc import PostProcessor
-from ..streams import port_seed, stall_threshold
+from ..streams import port_seed, stall_pattern
 
 __all__ = ["EngineTiming", "engine_timing"]
 
@@ -218,61 +217,18 @@ class _Progressions:
         return np.repeat(first, count) + offsets * np.repeat(step, count)
 
 
-def _xorshift_step(state):
-    state ^= (state << 13) & 0xFFFF_FFFF
-    state ^= state >> 17
-    return state ^ (state << 5) & 0xFFFF_FFFF
-
-
-def _gf2_apply(columns, state):
-    """A 32 x 32 matrix over GF(2), given by the images of the unit vectors, applied to ``state``."""
-    result, bit = 0, 0
-    while state:
-        if state & 1:
-            result ^= columns[bit]
-        state >>= 1
-        bit += 1
-    return result
-
-
-def _xorshift_states(seed, count):
-    """The first ``count`` states after ``seed`` of the Player's xorshift (13, 17, 5) (the states
-    :func:`~rpaccel.sim.streams.xorshift_stalls` draws), as a ``uint64`` array: about ``sqrt(count)`` streams, each
-    started a jump of as many steps after the one before (the step's matrix over GF(2) raised to that power), step
-    side by side."""
-    span = max(1, math.isqrt(count))
-    streams = -(-count // span)
-    jump, power, left = [1 << bit for bit in range(32)], [_xorshift_step(1 << bit) for bit in range(32)], span
-    while left:
-        if left & 1:
-            jump = [_gf2_apply(power, column) for column in jump]
-        power = [_gf2_apply(power, column) for column in power]
-        left >>= 1
-    starts = [seed & 0xFFFF_FFFF or 1]
-    for _ in range(streams - 1):
-        starts.append(_gf2_apply(jump, starts[-1]))
-    state, mask = np.array(starts, dtype=np.uint64), np.uint64(0xFFFF_FFFF)
-    states = np.empty((span, streams), dtype=np.uint64)
-    for step in range(span):
-        state ^= (state << np.uint64(13)) & mask
-        state ^= state >> np.uint64(17)
-        state ^= (state << np.uint64(5)) & mask
-        states[step] = state
-    return states.T.reshape(-1)[:count]
-
-
 class _Pattern:
     """The cycles a port of the :class:`~rpaccel.sim.player.Player` is not stalled in (an output ready, an input
     free to offer its word), with ``pause`` and the run's ``seed`` (the stall pattern of
     :func:`~rpaccel.sim.streams.xorshift_stalls`, drawn vectorised as far as asked)."""
 
     def __init__(self, pause, seed, port):
-        self.port, self.threshold, self.seed = port, stall_threshold(pause), port_seed(seed, port)
+        self.port, self.pause, self.seed = port, pause, port_seed(seed, port)
         self.next = np.zeros(0, dtype=np.int64)  # per cycle drawn, the first free cycle from it on (-1: not drawn)
         self.free = np.zeros(0, dtype=np.int64)  # the free cycles drawn
 
     def _draw(self, count):
-        free = (_xorshift_states(self.seed, count) & np.uint64(0xFFFF)) >= self.threshold
+        free = ~stall_pattern(self.pause, self.seed, count)
         # The first free cycle from each on: a reversed running minimum over the free ones.
         self.next = np.minimum.accumulate(np.where(free, np.arange(count), count)[::-1])[::-1]
         self.next[self.next == count] = -1

@@ -61,3 +61,13 @@ def test_cocotb_drivers_keep_order_under_stalls(cocotb_record):
     cocotb_record(result, "stream drivers through a FIFO, 2000 items, 40% stalls")
     assert result.report["received"] == 2000
     assert result.report["cycles"] > 2000 / 0.6 * 0.85  # the stalls really happened
+
+
+@pytest.mark.parametrize("pause, seed, count", [(0.0, 1, 10), (0.3, 7, 1), (0.4, 12345, 5_000), (0.95, 2, 777)])
+def test_stall_pattern_is_the_players_drawn_at_once(pause, seed, count):
+    from itertools import islice
+
+    from rpaccel.sim.streams import stall_pattern, xorshift_stalls
+
+    want = np.fromiter(islice(xorshift_stalls(pause, seed), count), dtype=bool, count=count)
+    assert np.array_equal(stall_pattern(pause, seed, count), want)
