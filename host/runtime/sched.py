@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .stats import loadgen_percentile
+
 __all__ = ["SchedConfig", "ServiceTable", "deeprecsched", "max_load", "measure_cpu_service", "simulate"]
 
 
@@ -133,9 +135,8 @@ def simulate(arrivals_ns, sizes, config, *, workers, cpu, accel=None):
 
 
 def _tail_ms(arrivals, finishes, percentile, warmup):
-    """LoadGen's percentile (the ``floor(n p) + 1``-th smallest) of the latencies after ``warmup``, in ms."""
-    latencies = np.sort((finishes - arrivals)[warmup:])
-    return float(latencies[min(math.floor(len(latencies) * percentile), len(latencies) - 1)]) / 1e6
+    """LoadGen's percentile of the latencies after ``warmup``, in ms."""
+    return float(loadgen_percentile((finishes - arrivals)[warmup:], percentile)) / 1e6
 
 
 def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, workers, cpu, accel=None,

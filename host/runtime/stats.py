@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-__all__ = ["LatencyRecorder", "LatencyReport", "min_queries_for"]
+__all__ = ["LatencyRecorder", "LatencyReport", "loadgen_percentile", "min_queries_for"]
 
 #: Largest latency the histogram holds: one hour in nanoseconds (anything longer is recorded as one hour).
 MAX_LATENCY_NS = 3600 * 10**9
@@ -41,6 +41,12 @@ def _log_binomial_cdf(t, n, q):
             + (n - x) * math.log1p(-q) for x in range(t + 1)]
     top = max(logs)
     return top + math.log(sum(math.exp(value - top) for value in logs))
+
+
+def loadgen_percentile(values, fraction):
+    """LoadGen's percentile of ``values`` (any unit): the ``floor(n fraction) + 1``-th smallest."""
+    values = np.sort(np.asarray(values))
+    return values[min(math.floor(len(values) * fraction), len(values) - 1)]
 
 
 @lru_cache(maxsize=4096)

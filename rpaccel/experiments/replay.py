@@ -493,6 +493,7 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=1,
     from ..host.runtime.cpu import CpuRanker, run_loadgen, service_times
     from ..host.runtime.pipeline import PipelineError, parse_pipeline
     from ..host.runtime.sched import SchedConfig, simulate
+    from ..host.runtime.stats import loadgen_percentile
     from .report import Section, check_fraction, check_positive
 
     try:
@@ -531,9 +532,8 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=1,
             arrivals = np.cumsum(rng.exponential(1e9 / load, simulated))
             finishes = simulate(arrivals, np.full(simulated, size), SchedConfig(size), workers=workers,
                                 cpu=lambda _: service_ns)
-            latencies = np.sort((finishes - arrivals)[simulated // 10:] / 1e6)      # the first tenth as warm-up
-            # LoadGen's percentiles: the floor(n p) + 1-th smallest.
-            sim = {name: float(latencies[int(len(latencies) * q)]) for name, q in
+            latencies = (finishes - arrivals)[simulated // 10:] / 1e6      # the first tenth as warm-up
+            sim = {name: float(loadgen_percentile(latencies, q)) for name, q in
                    (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))}
             loadgen_p95 = run.loadgen.get("95.00_percentile_ms")
             rows.append({"utilisation": share, "offered_qps": load, "completed_qps": run.report.completed_qps,
