@@ -41,6 +41,9 @@ What the model follows of the RTL where docs/chip.md leaves a choice:
   candidates keeps the best of its first ``filter_capacity`` and answers ERROR ``ITEMS`` (index ``SCORE``, detail 0,
   the closing SCORE's tag) in place of its last KEPT, with or without ``report``. Every ERROR has ``last`` set; only
   refused commands count in ``ERRORS``.
+* **Queues**: a unit's command waits in the controller until its queue has room (:data:`QUEUE_DEPTH`, plus the
+  unit's own command queue: a lane front end's, the weight loader's jobs), as in the RTL; the completion counts
+  the waits compare modulo 256 then stay within range.
 * **Barriers**: ``SYNC``, ``MEM_WRITE``, ``MEM_READ``, ``SPLIT`` and ``COUNTERS`` wait until every queue is empty and
   the chip is quiet (no unit holding work, no stream holding data, no top-k or filter unit holding an open query).
   A SPLIT clears the lanes' activation memories (their contents are undefined across a split).
@@ -94,6 +97,8 @@ from ...rtl.accel.isa import (
     ResponseKind,
     ScoreDest,
 )
+from ...rtl.accel.lanes import LaneFrontEnd
+from ...rtl.accel.weights import WeightLoader
 from ...rtl.embedding import EmbeddingOp
 from ...rtl.interaction import MODES
 from ...rtl.mlp import WAIT_BITS, Op
@@ -103,6 +108,8 @@ from ..golden.score import filter_keep
 __all__ = ["ChipRun", "Deadlock", "FunctionalChip", "PagedMemory"]
 
 _WAIT_MOD = 1 << WAIT_BITS
+#: Commands the controller's queue of each unit holds (``Controller(queue_depth=16)``).
+QUEUE_DEPTH = 16
 
 
 class Deadlock(RuntimeError):
@@ -1029,14 +1036,35 @@ class FunctionalChip:
             Opcode.WEIGHTS: "weights", Opcode.EMB: "emb", Opcode.FETCH: "fetch", Opcode.LANE: "lane",
             Opcode.SCORE: "score", Opcode.COUNTERS: "counters"}
 
+    def _queue_full(self, op, i):
+        """Whether command ``i``'s unit has no room for it: the controller's queue of :data:`QUEUE_DEPTH` and
+        the unit's own command queue ahead of its work (a lane's front end, the weight loader's jobs). Bounded as
+        the RTL's are, the units' completion counts stay within the modulo-256 window the waits compare in (with
+        unbounded queues a lane could fall 128 layers behind the weight loader, and a wait would read as met)."""
+        columns = self._columns["arg"]
+        if op in (Opcode.FETCH, Opcode.EMB):
+            queue, depth = self.fetcher.queue, QUEUE_DEPTH
+        elif op == Opcode.WEIGHTS:
+            queue, depth = self.weights.queue, QUEUE_DEPTH + WeightLoader.JOBS
+        elif op == Opcode.LANE and int(columns["lane"]["lane"][i]) < len(self.lanes):
+            queue, depth = self.lanes[int(columns["lane"]["lane"][i])].queue, QUEUE_DEPTH + LaneFrontEnd.COMMANDS
+        elif op == Opcode.SCORE and int(columns["score"]["lane"][i]) < len(self.scorers):
+            queue, depth = self.scorers[int(columns["score"]["lane"][i])].queue, QUEUE_DEPTH
+        else:
+            return False
+        return len(queue) >= depth
+
     def _controller(self):
-        """Take commands while they can go (a barrier waits for every earlier command)."""
+        """Take commands while they can go (a barrier waits for every earlier command; a unit's command for room
+        in its queue)."""
         progress = False
         while self._next < self._count:
             i = self._next
             op = self._OPCODES.get(int(self._ops[i]), int(self._ops[i]))
             tag = int(self._tags[i])
             if op in self._BARRIERS and not self._idle():
+                return progress
+            if self._queue_full(op, i):
                 return progress
             progress = True
             if op == Opcode.MEM_WRITE:
@@ -1144,8 +1172,9 @@ class FunctionalChip:
         blocked = []
         if self._next < self._count:
             op = Opcode(int(self._ops[self._next]))
-            blocked.append(f"controller: {op.name} (tag {int(self._tags[self._next])}) waits for the chip to be quiet "
-                           "(every queue empty, every unit idle)")
+            why = ("the chip to be quiet (every queue empty, every unit idle)" if op in self._BARRIERS else
+                   f"room in its unit's queue ({QUEUE_DEPTH} commands and the unit's own)")
+            blocked.append(f"controller: {op.name} (tag {int(self._tags[self._next])}) waits for {why}")
         blocked += [f"{unit.name}: {reason}" for unit in self.units if (reason := unit.waiting()) is not None]
         if not blocked:
             blocked += [f"{stream.name} holds {len(stream)} transfers no command takes"

@@ -945,3 +945,20 @@ def test_logits_nobody_scores_are_work_left():
     words = program.words()[:-1]     # without the SCORE
     with pytest.raises(Deadlock, match=r"logits\[0\] holds 8 transfers no command takes"):
         chip.run(words)
+
+
+def test_bounded_queues_keep_the_waits_within_their_window(dot_models):
+    """A lane that streams its weights behind a long first stage: with the controller's queues unbounded the weight
+    loader's and the lanes' counts drifted more than 128 apart and a modulo-256 wait read as met (wrong logits on
+    the second stage, where the RTL was right); bounded as the RTL's, the responses are the golden model's."""
+    a, b = dot_models
+    config = TINY.with_settings(["weight_buffer_words=128"])
+    setup = ChipSetup(config, [a, b])
+    query = setup.add_query({m: m.inputs(tiny_data(m.spec, 250, start=9000)) for m in (a, b)})
+    program = compile_queries(setup, [Stage(a, k=80), Stage(b, k=5)], [query], Schedule("rpaccel", sub_batch=1))
+    weights = sum(record["op"] == Opcode.WEIGHTS for record in program.records())
+    assert weights > 128, weights            # the second stage streams: more WEIGHTS than the window
+    expected = expected_responses(program)
+    chip = FunctionalChip(config)
+    responses = decode_responses(chip.geometry, chip.run(program_words(program, expected)).responses)
+    assert responses.records(program.tags[0]) == expected.responses.records(program.tags[0])

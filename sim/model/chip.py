@@ -1,0 +1,1036 @@
+"""A transaction-level timed model of the whole chip: the command stream in, the responses out with their cycles.
+
+:class:`TimedChip` runs a program in two passes. The values come from the untimed functional model
+(:class:`~rpaccel.sim.model.functional.FunctionalChip`), which also records what each unit's work depends on in the
+data (the lookups per item, the dynamic cache's misses, each filter's selection passes). The cycles come from a
+discrete-event simulation of the chip's units over the same commands: the controller's in-order dispatch into
+queues of 16, its barriers, the fetcher, the embedding unit, the joiner, the lanes' front ends and engine lanes, the
+weight loader, the score sequencers and their top-k and filter units, and the memory shared through the arbiter.
+
+This model is *not* exact (issue 20's exact model is built unit by unit, docs/model.md). It works at the grain of
+a unit's instruction: a transfer of ``n`` words between two units is a segment whose first and last words have
+cycles and whose words between are spread evenly; a consumer takes a segment at its own pace, no earlier than the
+producer offers it, and a producer whose buffer downstream is small waits until its segment has been taken
+(back-pressure at segment grain). Memory reads go through one first-come first-served server at the memory's
+bandwidth in pieces of a burst, after the memory's latency, with each requester's limit on lines in flight. The
+rules for each unit are in its process below, with the RTL mechanism they stand for; where a rule is coarser than
+the RTL, its docstring says so. The error against the RTL is measured, per case, by ``rpaccel bench model``.
+
+What the model gives: every response's cycle (responses in the chip's order, the values the functional model's),
+the counters (the functional ones exact; ``CYCLES`` and the ``BUSY_*`` counters from the simulation), and
+:class:`ModelDevice`, a :class:`~rpaccel.host.driver.device.Device` on which timed traces (e.g. a replay) run as on
+the RTL.
+"""
+
+import heapq
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
+from ...rtl.accel.controller import counter_ids
+from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
+from ...rtl.embedding import EmbeddingOp
+from ...rtl.mlp import WAIT_BITS, Op
+from ...rtl.topk import unit_latency
+from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
+
+__all__ = ["ModelDevice", "TimedChip", "TimedRun"]
+
+_MOD = 1 << WAIT_BITS
+#: Entries of each unit's instruction queue in the controller (``Controller(queue_depth=16)``).
+QUEUE_DEPTH = 16
+#: Cycles from a command's dispatch to its unit seeing it (the queue's registered read).
+DISPATCH = 2
+#: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
+JOB_QUEUE = 4
+#: Lines a memory request carries at most (a piece of the first-come first-served server).
+PIECE = 8
+#: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
+LINE_TO_USE = 3
+#: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
+EMB_PIPE = 16
+#: Interaction unit: an item's first input word to its first output word, beyond its input words.
+INTER_PIPE = 8
+#: Engine: an item accepted to its result at the writer, beyond ``rows + cols`` (array 4, slices 2, accumulator
+#: 4, post-processing and writer 11, out 1).
+ENGINE_PIPE = 22
+#: Engine: a LAYER's first item issued after its command and waits (feeder start, reads, feed FIFO, slices).
+FEED_START = 8
+#: Selection pass of a filter unit: ``n + PASS_EXTRA`` cycles (``score.PASS_EXTRA``: COUNT, SCAN, TURN).
+PASS_EXTRA = 259
+
+
+# The event loop ----------------------------------------------------------------------------------------------------
+
+class _Event:
+    """Something that happens once, at a cycle; processes wait on it."""
+
+    __slots__ = ("time", "waiters")
+
+    def __init__(self):
+        self.time = None
+        self.waiters = []
+
+
+class _Sim:
+    """A discrete-event loop of generator processes: a process yields a cycle (resume then) or an :class:`_Event`
+    (resume once it has happened, at its cycle or now, whichever is later)."""
+
+    def __init__(self):
+        self.now = 0.0
+        self._heap = []
+        self._seq = 0
+
+    def process(self, generator):
+        self._push(self.now, generator)
+
+    def fire(self, event, t):
+        if event.time is not None:
+            return
+        event.time = t
+        for generator in event.waiters:
+            self._push(max(t, self.now), generator)
+        event.waiters = []
+
+    def _push(self, t, generator):
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, generator))
+
+    def run(self):
+        heap = self._heap
+        while heap:
+            t, _, generator = heapq.heappop(heap)
+            self.now = t
+            try:
+                request = generator.send(None)
+            except StopIteration:
+                continue
+            if isinstance(request, _Event):
+                if request.time is None:
+                    request.waiters.append(generator)
+                else:
+                    self._push(max(request.time, t), generator)
+            else:
+                self._push(max(float(request), t), generator)
+
+
+class _Counter:
+    """A completion counter (``layers_done``, the weight loader's ``done``, a holder's ``results_done``): the cycle
+    each count was reached, and events for counts awaited."""
+
+    def __init__(self, sim):
+        self.sim, self.times, self._waiting = sim, [0.0], {}
+
+    @property
+    def count(self):
+        return len(self.times) - 1
+
+    def add(self, t):
+        self.times.append(t)
+        event = self._waiting.pop(self.count, None)
+        if event is not None:
+            self.sim.fire(event, t)
+
+    def reached(self, wait):
+        """An event for the count reaching ``wait`` (modulo 256 within half the range, as the RTL compares)."""
+        event = _Event()
+        target = self._absolute(wait)
+        if target <= self.count:
+            self.sim.fire(event, self.times[target])
+        else:
+            self._waiting.setdefault(target, event)
+            event = self._waiting[target]
+        return event
+
+    def _absolute(self, wait):
+        count = self.count
+        if _satisfied(count % _MOD, wait):
+            back = (count - wait) % _MOD
+            return max(count - back, 0)
+        return count + (wait - count) % _MOD
+
+
+class _Channel:
+    """A stream between two units as segments: ``put`` offers ``n`` words from cycle ``first`` to ``last``;
+    ``take`` takes ``n`` words at ``pace`` cycles each from ``ready`` on and returns the cycles of the first and
+    the last; ``taken(k)`` is an event for word ``k`` (counted from the start) having been taken."""
+
+    def __init__(self, sim, name):
+        self.sim, self.name = sim, name
+        self.offered = deque()       # (start word, n, first, last) not yet fully taken
+        self.put_count = 0
+        self.take_count = 0
+        self.take_segments = []      # (start word, n, first, last) of takes, in order
+        self._arrival = None
+        self._taken_waits = []       # heap of (word, seq, event)
+        self._seq = 0
+
+    def put(self, n, first, last):
+        if n <= 0:
+            return
+        self.offered.append((self.put_count, n, first, last))
+        self.put_count += n
+        if self._arrival is not None:
+            self.sim.fire(self._arrival, self.sim.now)
+            self._arrival = None
+
+    def available(self, n):
+        """An event for ``n`` more words having been offered (they may still be arriving)."""
+        event = _Event()
+        if self.put_count - self.take_count >= n:
+            self.sim.fire(event, self.sim.now)
+        else:
+            self._arrival = self._arrival or _Event()
+            event = self._arrival
+        return event
+
+    def _word_time(self, k):
+        for start, n, first, last in self.offered:
+            if start <= k < start + n:
+                return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
+        raise AssertionError(f"{self.name}: word {k} not offered")
+
+    def take(self, n, ready, pace=1.0):
+        k0, k1 = self.take_count, self.take_count + n - 1
+        first = max(ready, self._word_time(k0) + 1)
+        last = max(first + (n - 1) * pace, self._word_time(k1) + 1)
+        self.take_count += n
+        while self.offered and self.offered[0][0] + self.offered[0][1] <= self.take_count:
+            self.offered.popleft()
+        self.take_segments.append((k0, n, first, last))
+        while self._taken_waits and self._taken_waits[0][0] <= k1:
+            word, _, event = heapq.heappop(self._taken_waits)
+            self.sim.fire(event, self._taken_time(word))
+        return first, last
+
+    def _taken_time(self, k):
+        for start, n, first, last in reversed(self.take_segments):
+            if start <= k < start + n:
+                return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
+            if start + n <= k:
+                break
+        return 0.0
+
+    def taken(self, k):
+        event = _Event()
+        if k < 0:
+            self.sim.fire(event, 0.0)
+        elif k < self.take_count:
+            self.sim.fire(event, self._taken_time(k))
+        else:
+            self._seq += 1
+            heapq.heappush(self._taken_waits, (k, self._seq, event))
+        return event
+
+
+class _Queue:
+    """An instruction queue: the controller puts (cycle, item), the unit gets them in order."""
+
+    def __init__(self, sim, depth=None):
+        self.sim, self.depth = sim, depth
+        self.items = deque()
+        self.got = 0
+        self.put_count = 0
+        self._arrival = None
+        self._room = {}
+
+    def put(self, item, t):
+        self.items.append((t, item))
+        self.put_count += 1
+        if self._arrival is not None:
+            self.sim.fire(self._arrival, t)
+            self._arrival = None
+
+    def room(self):
+        """An event for room for one more item (the item ``depth`` places back taken)."""
+        event = _Event()
+        need = self.put_count - self.depth + 1
+        if self.depth is None or self.got >= need:
+            self.sim.fire(event, self.sim.now)
+        else:
+            event = self._room.setdefault(need, event)
+        return event
+
+    def get(self):
+        """A generator: waits for the next item, returns ``(cycle put, item)``."""
+        while not self.items:
+            self._arrival = self._arrival or _Event()
+            yield self._arrival
+        t, item = self.items.popleft()
+        if t > self.sim.now:
+            yield t
+        return t, item
+
+    def took(self, t):
+        """The unit took its head item at ``t`` (frees a place)."""
+        self.got += 1
+        event = self._room.pop(self.got, None)
+        if event is not None:
+            self.sim.fire(event, t)
+
+
+class _Memory:
+    """The memory behind the arbiter: one line every ``cycle_per_line`` cycles, first come first served in pieces
+    of :data:`PIECE` lines, each line ``latency`` cycles after its slot."""
+
+    def __init__(self, sim, config, line_bytes):
+        self.sim = sim
+        self.per_line = line_bytes / config.mem_bytes_per_cycle
+        self.latency = config.mem_latency_cycles
+        self.free = 0.0
+        self.lines = 0
+
+    def read(self, lines, in_flight):
+        """A generator issuing ``lines`` reads (at most ``in_flight`` lines outstanding); returns the arrival
+        cycles of the first and the last line."""
+        sim, first, arrivals = self.sim, None, deque()
+        done = 0
+        last = sim.now
+        while done < lines:
+            piece = min(PIECE, lines - done)
+            while arrivals and done + piece - arrivals[0][0] > in_flight:
+                _, arrive = arrivals.popleft()
+                if arrive > sim.now:
+                    yield arrive
+            start = max(sim.now, self.free)
+            self.free = start + piece * self.per_line
+            last = self.free + self.latency
+            first = start + self.per_line + self.latency if first is None else first
+            done += piece
+            arrivals.append((done, last))
+            if start > sim.now and arrivals and len(arrivals) > 1:
+                yield start
+        self.lines += lines
+        return (first if first is not None else sim.now), last
+
+
+class _Busy:
+    """Busy intervals of a unit (merged), for the ``BUSY_*`` counters."""
+
+    def __init__(self):
+        self.intervals = []
+
+    def add(self, start, end):
+        if end > start:
+            self.intervals.append((start, end))
+
+    def within(self, low, high):
+        total, reach = 0.0, low
+        for start, end in sorted(self.intervals):
+            start, end = max(start, reach), min(end, high)
+            if end > start:
+                total += end - start
+                reach = end
+        return total
+
+
+# The run -----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TimedRun:
+    """What :meth:`TimedChip.run` returns.
+
+    Attributes
+    ----------
+    responses : numpy.ndarray
+        ``(n, limbs)`` packed response words, in the order they leave the chip.
+    cycles : numpy.ndarray
+        ``int64``, the cycle each response leaves.
+    counters : dict
+        The counters by name after the run (functional ones exact, timing ones from the simulation).
+    total_cycles : int
+        The cycle after the last response.
+    """
+
+    responses: np.ndarray
+    cycles: np.ndarray
+    counters: dict
+    total_cycles: int
+
+
+class _Recorder(FunctionalChip):
+    """The functional model, recording what the timing depends on: per FETCH (in fetch order) its lookups, the
+    lines its lookups read and its dynamic cache's line misses; per filter query its selection passes; per refused
+    command its index; every response block with the command that produced it."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.fetches = []
+        self.refused = set()
+        self.passes = deque()
+        self._wrap_units()
+
+    def _wrap_units(self):
+        chip, embedding, fetcher = self, self.embedding, self.fetcher
+        lookups_of = embedding._lookups
+        pending = deque()      # FETCH records whose lookup block the embedding unit has not run yet
+
+        def lookups(block):
+            misses = embedding.counts["line_misses"]
+            lookups_of(block)
+            pending.popleft()["misses"] += embedding.counts["line_misses"] - misses
+        embedding._lookups = lookups
+        fetch_of = fetcher._fetch
+
+        def fetch(tag, arg):
+            lines = chip.counters[Counter.MEM_READ_LINES]
+            queued = len(embedding.queue)
+            record = {"lookups": 0, "misses": 0, "lines": 0}
+            chip.fetches.append(record)
+            fetch_of(tag, arg)
+            record["lines"] = (chip.counters[Counter.MEM_READ_LINES] - lines) % (1 << 32)
+            if len(embedding.queue) > queued:
+                record["lookups"] = len(embedding.queue[-1][2])
+                pending.append(record)
+        fetcher._fetch = fetch
+        for unit in self.filters:
+            select = unit._select
+
+            def filter_select(tag, scores, indices, k, report, select=select):
+                n = len(scores)
+                if k >= n or k == 0:
+                    passes = 0
+                else:
+                    threshold = np.sort(scores)[::-1][k - 1]
+                    passes = 6 if int((scores >= threshold).sum()) > k else 4
+                chip.passes.append(passes)
+                return select(tag, scores, indices, k, report)
+            unit._select = filter_select
+
+    def refuse(self, tag, code, op, detail):
+        self.refused.add(self._next - 1)
+        super().refuse(tag, code, op, detail)
+
+
+class TimedChip:
+    """The chip's timed model (see the module documentation).
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.chip = _Recorder(config)
+        self.geometry = self.chip.geometry
+
+    def run(self, words, *, arrivals=None):
+        """Run packed command words (``arrivals``: a not-before cycle per word, ``-1`` for none).
+
+        Returns
+        -------
+        TimedRun
+
+        Raises
+        ------
+        rpaccel.sim.model.functional.Deadlock
+            If the program stalls the chip (the functional model names the blocked units).
+        """
+        words = np.asarray(words, dtype=np.uint64).reshape(-1, self.chip._command.limbs)
+        n = len(words)
+        arrivals = np.full(n, -1, dtype=np.int64) if arrivals is None else np.asarray(arrivals, dtype=np.int64)
+        chip = self.chip
+        chip.fetches, chip.refused, chip.passes = [], set(), deque()
+        functional = chip.run(words)
+        columns = chip._command.unpack(words) if n else None
+        timing = _Timing(self, columns, n, arrivals)
+        timing.run()
+        if timing.outstanding:
+            raise Deadlock([f"the timed model stopped with {timing.outstanding} instructions unfinished (the "
+                            "functional model ran the program: a timing rule waits for something that never comes)"])
+        return timing.result(functional)
+
+
+class _Timing:
+    """One run's discrete-event simulation (see :class:`TimedChip`)."""
+
+    def __init__(self, model, columns, n, arrivals):
+        self.model, self.g, self.config = model, model.geometry, model.config
+        self.columns, self.n, self.arrivals = columns, n, arrivals
+        self.chip = model.chip
+        g = self.g
+        self.sim = sim = _Sim()
+        self.memory = _Memory(sim, self.config, g.line_bytes)
+        lanes = g.lanes
+        self.fetch_queue = _Queue(sim, QUEUE_DEPTH)
+        self.weight_queue = _Queue(sim, QUEUE_DEPTH)
+        self.lane_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
+        self.score_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
+        self.emb_queue = _Queue(sim, None)
+        self.join_jobs = _Queue(sim, JOB_QUEUE)
+        self.dense = [_Channel(sim, f"dense[{lane}]") for lane in range(lanes)]
+        self.inter = [_Channel(sim, f"inter[{lane}]") for lane in range(lanes)]
+        self.bottom = [_Channel(sim, f"bottom[{lane}]") for lane in range(lanes)]
+        self.logits = [_Channel(sim, f"logits[{lane}]") for lane in range(lanes)]
+        self.index = [_Channel(sim, f"index[{lane}]") for lane in range(lanes)]
+        self.lookups = _Channel(sim, "lookups")
+        self.pooled = _Channel(sim, "pooled")
+        self.weights_done = _Counter(sim)
+        self.layers_done = [_Counter(sim) for _ in range(lanes)]
+        self.inputs_done = [_Counter(sim) for _ in range(lanes)]
+        self.results = [_Counter(sim) for _ in range(g.holders)]
+        self.holder_free = [0.0] * g.holders
+        self.split = 1
+        self.responses = []            # (cycle, kind, tag, count)
+        self.outstanding = 0           # dispatched unit instructions not finished
+        self._quiet = None
+        self.last_done = 0.0
+        self.busy = {name: _Busy() for name in ("fetch", "embedding", "join", "interaction", "weights",
+                                                *(f"lane{lane}" for lane in range(lanes)),
+                                                *(f"topk{u}" for u in range(g.units)),
+                                                *(f"filter{f}" for f in range(g.filters)))}
+        self.clear_at = 0.0
+        self.counter_reads = deque()   # per COUNTERS answered: (cycle, cleared)
+        self.fetch_records = deque(self.chip.fetches)
+        self.passes = self.chip.passes
+
+    # Bookkeeping ---------------------------------------------------------------------------------------------------
+
+    def began(self):
+        self.outstanding += 1
+
+    def finished(self, t):
+        self.outstanding -= 1
+        self.last_done = max(self.last_done, t)
+        if self.outstanding == 0 and self._quiet is not None:
+            self.sim.fire(self._quiet, max(t, self.sim.now))
+            self._quiet = None
+
+    def quiet(self):
+        event = _Event()
+        if self.outstanding == 0:
+            self.sim.fire(event, max(self.last_done, self.sim.now))
+        else:
+            self._quiet = self._quiet or _Event()
+            event = self._quiet
+        return event
+
+    def respond(self, t, kind, tag, count=1, spread=1.0):
+        self.responses.append((t, kind, tag, count, spread))
+
+    def timing_counters(self, t):
+        """``{counter id: value}`` of the timing counters a COUNTERS answers at ``t`` (since the last clear)."""
+        values = {Counter.CYCLES.value: t - self.clear_at}
+        names = {"fetch": Counter.BUSY_FETCH, "embedding": Counter.BUSY_EMBEDDING, "join": Counter.BUSY_JOIN,
+                 "interaction": Counter.BUSY_INTERACTION, "weights": Counter.BUSY_WEIGHTS}
+        for name, busy in self.busy.items():
+            if name in names:
+                index = names[name].value
+            elif name.startswith("lane"):
+                index = Counter.BUSY_LANE0.value + int(name[4:])
+            elif name.startswith("topk"):
+                index = Counter.BUSY_TOPK0.value + int(name[4:])
+            else:
+                index = Counter.BUSY_FILTER0.value + int(name[6:])
+            values[index] = busy.within(self.clear_at, t)
+        return {index: round(value) % (1 << 32) for index, value in values.items()}
+
+    def arg(self, name, i):
+        return _row(self.columns["arg"][name], i)
+
+    # Processes -------------------------------------------------------------------------------------------------------
+
+    def run(self):
+        sim = self.sim
+        sim.process(self.controller())
+        sim.process(self.fetcher())
+        sim.process(self.embedding())
+        sim.process(self.join_loader())
+        sim.process(self.weight_loader())
+        self.banks = [_Event(), _Event()]
+        for bank in self.banks:
+            sim.fire(bank, 0.0)
+        self.bank_jobs = deque()
+        self.bank_ready = _Queue(sim, None)
+        sim.process(self.join_sender())
+        for lane in range(self.g.lanes):
+            self.lane_inputs = [*getattr(self, "lane_inputs", []), _Queue(sim, 2)]
+            self.lane_layers = [*getattr(self, "lane_layers", []), _Queue(sim, 2)]
+            sim.process(self.lane_gate(lane))
+            sim.process(self.lane_loader(lane))
+            sim.process(self.lane_feeder(lane))
+            sim.process(self.scorer(lane))
+        sim.run()
+
+    def controller(self):
+        """In order, one command a cycle (each not before its arrival); a barrier (SYNC, MEM_WRITE, MEM_READ,
+        SPLIT, COUNTERS) waits until every earlier instruction has finished; a unit's instruction waits for room
+        in its queue of 16; a refused command answers ERROR."""
+        sim, g, t = self.sim, self.g, -1.0
+        ops, tags = (self.columns["op"], self.columns["tag"]) if self.n else ((), ())
+        i = 0
+        while i < self.n:
+            t = max(t + 1, float(self.arrivals[i]))
+            if t > sim.now:
+                yield t
+            op, tag = int(ops[i]), int(tags[i])
+            if i in self.chip.refused:
+                self.respond(t + DISPATCH, ResponseKind.ERROR, tag)
+                i += 1
+                continue
+            if op in (Opcode.SYNC.value, Opcode.MEM_WRITE.value, Opcode.MEM_READ.value, Opcode.SPLIT.value,
+                      Opcode.COUNTERS.value):
+                yield self.quiet()
+                t = max(t, sim.now + 1)
+                if op == Opcode.MEM_WRITE.value:
+                    run = i
+                    while run < self.n and int(ops[run]) == Opcode.MEM_WRITE.value and self.arrivals[run] <= t + (
+                            run - i):
+                        run += 1
+                    t += run - i - 1
+                    self.memory.free = max(self.memory.free, t)
+                    i = run
+                    continue
+                if op == Opcode.SYNC.value:
+                    self.respond(t + DISPATCH, ResponseKind.DONE, int(tag))
+                elif op == Opcode.MEM_READ.value:
+                    count = self.arg("mem_read", i)["length"] + 1
+                    sim.now = t
+                    first, last = yield from self.memory.read(count, count)
+                    self.respond(first + LINE_TO_USE, ResponseKind.DATA, tag, count)
+                    t = last + LINE_TO_USE
+                elif op == Opcode.SPLIT.value:
+                    self.split = self.arg("split", i)["n"]
+                elif op == Opcode.COUNTERS.value:
+                    count = len(counter_ids(g))
+                    self.counter_reads.append(self.timing_counters(t))
+                    if self.arg("counters", i)["clear"]:
+                        self.clear_at = t
+                    self.respond(t + DISPATCH, ResponseKind.COUNTER, tag, count)
+                    t += count
+                i += 1
+                continue
+            queue, item = None, None
+            if op == Opcode.FETCH.value:
+                queue, item = self.fetch_queue, ("fetch", tag, self.arg("fetch", i))
+            elif op == Opcode.EMB.value:
+                queue, item = self.fetch_queue, ("emb", tag, self.arg("emb", i))
+            elif op == Opcode.LANE.value:
+                arg = self.arg("lane", i)
+                queue, item = self.lane_queues[arg["lane"]], (tag, arg)
+            elif op == Opcode.SCORE.value:
+                arg = self.arg("score", i)
+                queue, item = self.score_queues[arg["lane"]], (tag, arg)
+            elif op == Opcode.WEIGHTS.value:
+                queue, item = self.weight_queue, (tag, self.arg("weights", i))
+            if queue is not None:
+                yield queue.room()
+                t = max(t, sim.now)
+                self.began()
+                queue.put(item, t + DISPATCH)
+            i += 1
+
+    def fetcher(self):
+        """FETCH and EMB in order. A FETCH (``SURVIVORS``: once its result is complete) pushes its join job (a queue
+        of 4), its indices, then phase 1: the items' dense lines read and their dense words offered to the lane,
+        one a cycle, held until the lane's INPUT has taken them; phase 2: the lookup lines read and the lookups
+        offered to the embedding unit, one a cycle, held until it has taken them."""
+        sim, g = self.sim, self.g
+        buffer_lines = max(self.config.mem_latency_cycles, 4 * g.emb.max_burst)
+        free = 0.0
+        while True:
+            _, (kind, tag, arg) = yield from self.fetch_queue.get()
+            start = max(sim.now, free)
+            if start > sim.now:
+                yield start
+            self.fetch_queue.took(sim.now)
+            if kind == "emb":
+                self.emb_queue.put(("emb", tag, arg), sim.now + 1)
+                free = sim.now + 1
+                self.finished(free)
+                continue
+            record = self.fetch_records.popleft()
+            if arg["source"] == FetchSource.SURVIVORS.value:
+                yield self.results[arg["unit"]].reached(arg["wait_results"])
+            t0 = sim.now + 1
+            lane, items = arg["lane"], arg["items"]
+            yield self.join_jobs.room()
+            self.began()          # the join job, finished by the sender
+            self.join_jobs.put((tag, arg), max(t0, sim.now))
+            t0 = max(t0, sim.now)
+            list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
+            dense_lines = items * arg["dense_lines"]
+            lookup_lines = max(record["lines"] - list_lines - dense_lines, 0)
+            if list_lines:
+                _, last = yield from self.memory.read(list_lines, buffer_lines)
+                t0 = max(t0, last + LINE_TO_USE)
+            self.index[lane].put(items, t0, t0 + items - 1)
+            # Phase 1: dense words.
+            words = items * arg["dense_words"]
+            if dense_lines:
+                sim_now = max(sim.now, t0)
+                if sim_now > sim.now:
+                    yield sim_now
+                first, last = yield from self.memory.read(dense_lines, buffer_lines)
+                d_first = first + LINE_TO_USE
+                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_USE)
+            else:
+                d_first, d_last = t0, t0 + max(words, items) - 1
+            self.dense[lane].put(words, d_first, d_last)
+            yield self.dense[lane].taken(self.dense[lane].put_count - 1)
+            # Phase 2: lookups.
+            lookups = record["lookups"]
+            if lookup_lines:
+                first, last = yield from self.memory.read(lookup_lines, buffer_lines)
+                l_first = first + LINE_TO_USE
+                l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE)
+            else:
+                l_first = l_last = sim.now
+            if lookups:
+                self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"])), l_first)
+                self.lookups.put(lookups, l_first, l_last)
+                yield self.lookups.taken(self.lookups.put_count - 1)
+            free = max(sim.now, l_last) + 1
+            self.busy["fetch"].add(start, free)
+            self.finished(free)
+
+    def embedding(self):
+        """Lookups one a cycle (a row per cycle through the banks), the missed lines read (at most
+        ``max_outstanding_misses`` in flight), a pooled vector per bag after the pipeline, written into the
+        joiner's FIFO ``ceil(d / rows)`` words each; the FIFO holds ``join_buffer_words``: the unit waits until the
+        joiner has taken the words beyond it. Other commands wait for the lookups before them."""
+        sim, g = self.sim, self.g
+        free = 0.0
+        capacity = self.config.join_buffer_words
+        while True:
+            _, (kind, _tag, arg) = yield from self.emb_queue.get()
+            if kind == "emb":
+                start = max(sim.now, free)
+                if start > sim.now:
+                    yield start
+                end = start + 1
+                if arg["op"] == EmbeddingOp.PRELOAD.value:
+                    lines = self.chip.embedding.counts["mem_lines"]  # functional total; preload is setup only
+                    del lines
+                free = end
+                continue
+            lookups, misses, items, join = arg
+            start = max(sim.now, free)
+            first, last = self.lookups.take(lookups, start, 1.0)
+            if misses:
+                if first > sim.now:
+                    yield first
+                _, miss_last = yield from self.memory.read(misses, g.emb.max_outstanding)
+            else:
+                miss_last = first
+            vectors = items * (join["vectors"] - 1)
+            chunks = _ceil_div(join["dim"], g.rows)
+            words = vectors * chunks
+            out_first = first + EMB_PIPE
+            out_last = max(last + EMB_PIPE, miss_last + EMB_PIPE, out_first + words - 1)
+            self.pooled.put(words, out_first, out_last)
+            end = out_last
+            beyond = self.pooled.put_count - capacity - 1
+            if beyond >= 0:
+                event = self.pooled.taken(beyond)
+                yield event
+                end = max(end, event.time)
+            free = end + 1
+            self.busy["embedding"].add(start, free)
+
+    def join_loader(self):
+        """Per join job, in fetch order: the bottom block from the lane's output layer into a free bank (two),
+        ``items * ceil(d / c)`` words one a cycle."""
+        sim, g = self.sim, self.g
+        bank = 0
+        while True:
+            _, (tag, arg) = yield from self.join_jobs.get()
+            yield self.banks[bank]
+            start = sim.now
+            self.join_jobs.took(start)
+            lane, items, join = arg["lane"], arg["items"], arg["join"]
+            cols = g.engine.splits[self.split].cols
+            words = items * _ceil_div(join["dim"], cols)
+            yield self.bottom[lane].available(words)
+            _first, last = self.bottom[lane].take(words, start + 2, 1.0)
+            self.banks[bank] = _Event()
+            self.bank_ready.put((bank, tag, arg, start), last + 1)
+            self.busy["join"].add(start, last + 1)
+            bank ^= 1
+
+    def join_sender(self):
+        """Per full bank: each item's bottom vector then its ``F - 1`` pooled vectors, ``ceil(d / rows)`` words
+        each, one a cycle into the interaction unit, whose output words (``output_words`` per item) go to the lane,
+        held until the lane's INPUT takes them; the bank is free once its last word is sent."""
+        from ...host.driver.interaction import output_words
+        from ...rtl.interaction import MODES
+
+        sim, g = self.sim, self.g
+        free = 0.0
+        while True:
+            _, (bank, _tag, arg, _loaded) = yield from self.bank_ready.get()
+            lane, items, join = arg["lane"], arg["items"], arg["join"]
+            vectors, chunks = join["vectors"], _ceil_div(join["dim"], g.rows)
+            start = max(sim.now, free)
+            pooled_words = items * (vectors - 1) * chunks
+            if pooled_words:
+                yield self.pooled.available(pooled_words)
+                _p_first, p_last = self.pooled.take(pooled_words, start + chunks, 1.0)
+            else:
+                p_last = start
+            in_words = items * vectors * chunks
+            send_last = max(start + in_words - 1, p_last + chunks)
+            out = items * output_words(MODES[join["mode"]], vectors, join["dim"], g.rows)
+            o_first = start + vectors * chunks + INTER_PIPE
+            o_last = max(send_last + INTER_PIPE, o_first + out - 1)
+            self.inter[lane].put(out, o_first, o_last)
+            self.busy["interaction"].add(start, o_last)
+            event = self.inter[lane].taken(self.inter[lane].put_count - 1)
+            yield event
+            end = max(send_last, event.time - INTER_PIPE)
+            self.sim.fire(self.banks[bank], end + 1)
+            self.busy["join"].add(start, end + 1)
+            free = end + 1
+            self.finished(free)
+
+    def weight_loader(self):
+        """WEIGHTS in order: with ``wait``, once the lane's ``layers_done`` has reached ``wait_layers``; the lines
+        read (a buffer's worth in flight), the next command's reads issued once this one's are; words written one
+        a cycle (a word over ``S`` lines, ``S`` cycles); done when its last word is written."""
+        sim, g = self.sim, self.g
+        word_bytes = g.engine.word_bytes
+        per_word = max(1, word_bytes // g.line_bytes)
+        buffer_lines = max(2 * g.emb.max_burst, self.config.mem_latency_cycles + g.emb.max_burst)
+        done = 0.0
+        while True:
+            _, (_tag, arg) = yield from self.weight_queue.get()
+            self.weight_queue.took(sim.now)
+            if arg["wait"]:
+                yield self.layers_done[arg["lane"]].reached(arg["wait_layers"])
+            start = sim.now
+            lines = _ceil_div(arg["words"] * word_bytes, g.line_bytes)
+            first, last = yield from self.memory.read(lines, buffer_lines)
+            done = max(max(first + LINE_TO_USE, done) + arg["words"] * per_word, last + LINE_TO_USE + 1)
+            self.weights_done.add(done)
+            self.busy["weights"].add(start, done)
+            self.finished(done)
+
+    def lane_gate(self, lane):
+        """The lane's commands in order, each once the weight loader has completed ``wait_weights``, into the
+        engine's loader (INPUT) or feeder (LAYER) queue (two places each)."""
+        sim = self.sim
+        queue = self.lane_queues[lane]
+        while True:
+            _, (tag, arg) = yield from queue.get()
+            yield self.weights_done.reached(arg["wait_weights"])
+            target = self.lane_inputs[lane] if arg["cmd"]["op"] == Op.INPUT else self.lane_layers[lane]
+            yield target.room()
+            queue.took(sim.now)
+            target.put((tag, arg), sim.now + 1)
+
+    def lane_loader(self, lane):
+        """INPUT: once ``layers_done`` reaches ``wait_layers``, ``items * src_words`` words from the dense or the
+        interaction stream, one a cycle (the act sequencer cuts each into the lane's words, one a cycle)."""
+        sim, _g = self.sim, self.g
+        free = 0.0
+        queue = self.lane_inputs[lane]
+        while True:
+            _, (_tag, arg) = yield from queue.get()
+            cmd = arg["cmd"]
+            yield self.layers_done[lane].reached(cmd["wait_layers"])
+            start = max(sim.now, free)
+            queue.took(start)
+            source = self.inter[lane] if arg["src"] == 1 else self.dense[lane]
+            words = cmd["items"] * arg["src_words"]
+            yield source.available(words)
+            pace = max(1.0, cmd["ktiles"] / max(arg["src_words"], 1))
+            _first, last = source.take(words, start + 1, pace)
+            done = last + 2
+            self.inputs_done[lane].add(done)
+            self.busy[f"lane{lane}"].add(start, done)
+            free = last + 1
+            self.finished(done)
+
+    def lane_feeder(self, lane):
+        """LAYER: once ``inputs_done`` and ``layers_done`` reach its waits; per tile (``ktiles x ntiles``) its items
+        one a cycle, or the tile's weight rows where they take longer (``rows`` rows, a weight word per cycle shared
+        by the working lanes); the result of the last item ``rows + cols`` + :data:`ENGINE_PIPE` cycles later;
+        an output layer's ``items * ntiles`` words offered to the joiner or the score sequencer, the lane held until
+        they are taken; ``layers_done`` two cycles after the last result."""
+        sim, g = self.sim, self.g
+        free = 0.0
+        queue = self.lane_layers[lane]
+        while True:
+            _, (_tag, arg) = yield from queue.get()
+            cmd = arg["cmd"]
+            yield self.inputs_done[lane].reached(cmd["wait_inputs"])
+            yield self.layers_done[lane].reached(cmd["wait_layers"])
+            start = max(sim.now, free)
+            queue.took(start)
+            shape = g.engine.splits[self.split]
+            items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
+            share = min(self.split, g.lanes)
+            weight_cycles = shape.tile_words * share
+            per_tile = max(items, shape.rows, weight_cycles) + 1
+            bias = shape.bias_words * share
+            feed = nt * (kt * per_tile + bias)
+            feed_end = start + FEED_START + feed
+            result_last = feed_end + shape.rows + shape.cols + ENGINE_PIPE + (shape.beats - 1) * items
+            done = result_last + 2
+            free = feed_end
+            if cmd["to_output"]:
+                channel = self.bottom[lane] if arg["dst"] == 0 else self.logits[lane]
+                words = items * nt
+                first_out = start + FEED_START + kt * per_tile + shape.rows + shape.cols + ENGINE_PIPE
+                channel.put(words, min(first_out, result_last), result_last)
+                event = channel.taken(channel.put_count - 1)
+                yield event
+                done = max(done, event.time + 2)
+                free = max(free, event.time - (shape.rows + shape.cols + ENGINE_PIPE))
+            self.layers_done[lane].add(done)
+            self.busy[f"lane{lane}"].add(start, done)
+            self.finished(done)
+
+    def scorer(self, lane):
+        """SCOREs in order: ``items`` logits one a cycle (and their indices); to the responses (LOGIT each) or to
+        a top-k or filter unit (one lane's query at a time); a closing SCORE's result: a top-k unit's after its
+        latency, its RANKs one a cycle; a filter's after its selection passes (``n + 259`` cycles each, 0, 4 or 6),
+        its kept indices one a cycle into the survivors bank."""
+        sim, g = self.sim, self.g
+        free = 0.0
+        queue = self.score_queues[lane]
+        counts = {}
+        while True:
+            _, (tag, arg) = yield from queue.get()
+            start = max(sim.now, free)
+            queue.took(start)
+            items, dest = arg["items"], arg["dest"]
+            holder = None
+            if dest == ScoreDest.TOPK.value:
+                holder = arg["unit"]
+            elif dest == ScoreDest.FILTER.value:
+                holder = g.units + arg["unit"]
+            if holder is not None and self.holder_free[holder] > start and counts.get(holder, 0) == 0:
+                start = max(start, self.holder_free[holder])
+            yield self.logits[lane].available(items)
+            first, last = self.logits[lane].take(items, start + 1, 1.0)
+            end = last + 1
+            if dest == ScoreDest.RSP.value:
+                self.respond(first + 3, ResponseKind.LOGIT, tag, items, (last - first) / max(items - 1, 1))
+            else:
+                counts[holder] = counts.get(holder, 0) + items
+                if arg["last"]:
+                    n, k = counts.pop(holder), arg["k"]
+                    if dest == ScoreDest.TOPK.value:
+                        ready = end + unit_latency(g.k_max, lanes=1)
+                        kept = min(k, n)
+                        result = ready + kept
+                        if arg["report"]:
+                            self.respond(ready + 2, ResponseKind.RANK, tag, kept)
+                        self.busy[f"topk{arg['unit']}"].add(first, result)
+                    else:
+                        passes = self.passes.popleft() if self.passes else 4
+                        ready = end + 1 + passes * (n + PASS_EXTRA)
+                        kept = min(k, n)
+                        result = ready + kept + 2
+                        if arg["report"]:
+                            self.respond(ready + 2, ResponseKind.KEPT, tag, kept)
+                        self.busy[f"filter{arg['unit']}"].add(first, result)
+                    self.holder_free[holder] = result
+                    if arg["keep"]:
+                        self.results[holder].add(result)
+                    end = max(end, result)
+            free = last + 1
+            self.finished(end)
+
+    # Results ---------------------------------------------------------------------------------------------------------
+
+    def result(self, functional):
+        """Match the functional model's responses (per kind and tag, in order) with the simulation's cycles, and
+        put them in the order they leave: one a cycle."""
+        from ...host.driver.codec import codec
+
+        g = self.g
+        rcodec = codec(g.response_layout())
+        words = functional.responses
+        fields = rcodec.unpack(words) if len(words) else {"kind": np.zeros(0, int), "tag": np.zeros(0, int)}
+        kinds, tags = np.asarray(fields["kind"]), np.asarray(fields["tag"])
+        cycles = np.zeros(len(words), dtype=np.float64)
+        slots = {}
+        for t, kind, tag, count, spread in sorted(self.responses, key=lambda r: r[0]):
+            slots.setdefault((kind.value, tag), deque()).append([t, count, spread])
+        errors = deque(sorted(t for t, kind, _, _, _ in self.responses if kind == ResponseKind.ERROR))
+        for i in range(len(words)):
+            key = (int(kinds[i]), int(tags[i]))
+            queue = slots.get(key)
+            if not queue:
+                cycles[i] = errors.popleft() if errors and key[0] == ResponseKind.ERROR.value else self.sim.now
+                continue
+            slot = queue[0]
+            cycles[i] = slot[0]
+            slot[0] += slot[2]
+            slot[1] -= 1
+            if slot[1] == 0:
+                queue.popleft()
+        # The timing counters of each COUNTERS's answer (the functional model answers them as 0).
+        counter_rows = np.flatnonzero(kinds == ResponseKind.COUNTER.value)
+        if len(counter_rows):
+            fields["score"] = np.array(fields["score"], dtype=np.int64)
+            per = len(counter_ids(g))
+            for read, rows in zip(self.counter_reads, counter_rows.reshape(-1, per)):
+                for row in rows:
+                    index = int(fields["index"][row])
+                    if index in read:
+                        value = read[index]
+                        fields["score"][row] = value - (1 << 32) if value >= 1 << 31 else value
+            words = rcodec.pack(fields)
+        order = np.argsort(cycles, kind="stable")
+        out = np.ceil(cycles[order]).astype(np.int64)
+        for k in range(1, len(out)):
+            out[k] = max(out[k], out[k - 1] + 1)
+        counters = dict(functional.counters)
+        if self.counter_reads:
+            counters.update({Counter(index).name if index in Counter._value2member_map_ else str(index): value
+                             for index, value in self.counter_reads[-1].items()})
+        total = int(out[-1]) + 1 if len(out) else int(self.sim.now) + 1
+        return TimedRun(responses=words[order], cycles=out, counters=counters, total_cycles=total)
+
+
+class ModelDevice(Device):
+    """The chip's timed model as a :class:`~rpaccel.host.driver.device.Device`: ``cmd`` in, ``rsp`` out, as
+    :func:`rpaccel.sim.chip.chip_device` has them, so a timed trace (a replay) runs on it as on the RTL.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.model = TimedChip(config)
+        g = self.model.geometry
+        from ...host.driver.codec import codec
+
+        self._ports = (Port("cmd", "in", codec(g.command_layout()).width),
+                       Port("rsp", "out", codec(g.response_layout()).width))
+
+    @property
+    def ports(self):
+        return self._ports
+
+    def run(self, trace, **_):
+        from ...host.driver.codec import codec, from_ints, to_ints
+
+        self.check(trace)
+        started = time.perf_counter()
+        g = self.model.geometry
+        inputs = trace.inputs
+        stream = inputs.get("cmd")
+        cmd = codec(g.command_layout())
+        words = from_ints(stream.words, cmd.width) if stream is not None else np.zeros((0, cmd.limbs), np.uint64)
+        cycles = stream.not_before if stream is not None else np.zeros(0, np.int64)
+        run = self.model.run(words, arrivals=cycles)
+        expected = trace.counts.get("rsp", 0)
+        if len(run.cycles) < expected:
+            raise Deadlock([f"the model answered {len(run.cycles)} responses, the trace expects {expected}"])
+        out = OutputStream(to_ints(run.responses), run.cycles)
+        last = int(run.cycles[expected - 1]) if expected else 0
+        ports = {"cmd": PortStats(len(words), 0, 0),
+                 "rsp": PortStats(len(run.cycles), int(run.cycles[0]) if len(run.cycles) else 0,
+                                  int(run.cycles[-1]) if len(run.cycles) else 0)}
+        return TraceResult(outputs={"rsp": out}, ports=ports, cycles=last + 1,
+                           wall_seconds=time.perf_counter() - started)

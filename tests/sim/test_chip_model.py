@@ -1,0 +1,63 @@
+"""The whole chip's timed model (rpaccel.sim.model.chip): the functional model's responses, the simulation's
+cycles, as a Device. Its error against the RTL is measured by ``rpaccel bench model`` (not asserted here)."""
+
+import numpy as np
+import pytest
+
+from rpaccel.config import preset
+from rpaccel.host.data import preprocess
+from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries, decode_responses, expected_responses
+from rpaccel.host.driver.codec import to_ints
+from rpaccel.host.driver.device import TimedTrace
+from rpaccel.host.quant import quantize
+from rpaccel.host.train import TrainConfig, train
+from rpaccel.sim.chip import program_words, run_program
+from rpaccel.sim.model.chip import ModelDevice, TimedChip
+from rpaccel.sim.model.functional import FunctionalChip
+
+from host_fixtures import tiny_data, tiny_dot
+
+TINY = preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def program():
+    models = []
+    for spec in (tiny_dot(), tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1))):
+        records = tiny_data(spec, 1500)
+        model, _ = train(spec, *preprocess(records, spec), records.labels,
+                         TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
+        models.append(quantize(model, records.take(slice(0, 800))))
+    a, b = models
+    setup = ChipSetup(TINY, [a, b])
+    queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, n, start=7000 + n)) for m in (a, b)}) for n in (90, 60)]
+    return compile_queries(setup, [Stage(a, k=40), Stage(b, k=5)], queries, Schedule("rpaccel", sub_batch=8))
+
+
+def test_the_model_device_answers_as_the_golden_model(program):
+    run = run_program(program, device=ModelDevice(TINY))
+    assert run.mismatches() == {}
+    assert (np.diff(run.cycles) >= 1).all()          # one response a cycle, in the order they leave
+    assert run.cycles[0] > 0
+
+
+def test_the_timed_model_gives_the_functional_models_responses(program):
+    words = program_words(program, expected_responses(program))
+    timed = TimedChip(TINY).run(words)
+    functional = FunctionalChip(TINY).run(words)
+    g = program.setup.geometry
+    ours, theirs = decode_responses(g, timed.responses), decode_responses(g, functional.responses)
+    for tag in program.tags:
+        assert ours.records(tag) == theirs.records(tag)
+
+
+def test_a_later_arrival_starts_later_and_takes_as_long(program):
+    """The same program held until cycle 100,000: every response 100,000 cycles later or more, and the last one
+    as many cycles after the arrival as without the hold (the chip was idle)."""
+    words = to_ints(program_words(program, expected_responses(program)))
+    count = len(expected_responses(program).responses)
+    device = ModelDevice(TINY)
+    now = device.run(TimedTrace().send("cmd", words).expect("rsp", count)).outputs["rsp"].cycles
+    later = ModelDevice(TINY).run(TimedTrace().send("cmd", words, at=100_000).expect("rsp", count)).outputs["rsp"]
+    assert later.cycles[0] >= 100_000
+    assert later.cycles[-1] - 100_000 == now[-1]
