@@ -40,6 +40,9 @@ from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
 __all__ = ["ModelDevice", "TimedChip", "TimedRun"]
 
 _MOD = 1 << WAIT_BITS
+_MEM_WRITE = Opcode.MEM_WRITE.value
+_BARRIERS = frozenset(op.value for op in (Opcode.SYNC, Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.SPLIT,
+                                          Opcode.COUNTERS))
 #: Entries of each unit's instruction queue in the controller (``Controller(queue_depth=16)``).
 QUEUE_DEPTH = 16
 #: Cycles from a command's dispatch to its unit seeing it (the queue's registered read).
@@ -52,8 +55,6 @@ PIECE = 8
 LINE_TO_USE = 3
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
 EMB_PIPE = 16
-#: Interaction unit: an item's first input word to its first output word, beyond its input words.
-INTER_PIPE = 8
 #: Engine: an item accepted to its result at the writer, beyond ``rows + cols`` (array 4, slices 2, accumulator
 #: 4, post-processing and writer 11, out 1).
 ENGINE_PIPE = 22
@@ -307,6 +308,16 @@ class _Memory:
         return (first if first is not None else sim.now), last
 
 
+@dataclass(frozen=True)
+class _JobTiming:
+    """An interaction job's timing alone: cycles from its first word offered."""
+
+    accept_last: int
+    out_first: int
+    out_last: int
+    drain: int
+
+
 class _Busy:
     """Busy intervals of a unit (merged), for the ``BUSY_*`` counters."""
 
@@ -417,6 +428,7 @@ class TimedChip:
         self.config = config
         self.chip = _Recorder(config)
         self.geometry = self.chip.geometry
+        self.interaction_jobs = {}       # the interaction unit's job timings, by (mode, vectors, dim, items)
 
     def run(self, words, *, arrivals=None):
         """Run packed command words (``arrivals``: a not-before cycle per word, ``-1`` for none).
@@ -436,7 +448,7 @@ class TimedChip:
         chip = self.chip
         chip.fetches, chip.refused, chip.passes = [], set(), deque()
         functional = chip.run(words)
-        columns = chip._command.unpack(words) if n else None
+        columns = chip._columns
         timing = _Timing(self, columns, n, arrivals)
         timing.run()
         if timing.outstanding:
@@ -483,6 +495,8 @@ class _Timing:
                                                 *(f"lane{lane}" for lane in range(lanes)),
                                                 *(f"topk{u}" for u in range(g.units)),
                                                 *(f"filter{f}" for f in range(g.filters)))}
+        self.inter_free = 0.0
+        self._interaction = model.interaction_jobs
         self.clear_at = 0.0
         self.counter_reads = deque()   # per COUNTERS answered: (cycle, cleared)
         self.fetch_records = deque(self.chip.fetches)
@@ -529,6 +543,24 @@ class _Timing:
             values[index] = busy.within(self.clear_at, t)
         return {index: round(value) % (1 << 32) for index, value in values.items()}
 
+    def interaction(self, mode, vectors, dim, items):
+        """The interaction unit's timing of a job alone (:class:`~rpaccel.sim.model.interaction.InteractionModel`,
+        exact against the RTL): every word offered from cycle 0, the output always ready. Returns the cycles of the
+        last input word accepted, the first and the last output word, and the drain (last output - last input)."""
+        key = (mode, vectors, dim, items)
+        if key not in self._interaction:
+            from ...host.driver.interaction import encode_items
+            from .interaction import InteractionModel
+
+            model = InteractionModel.for_config(self.config)
+            words = encode_items(mode, np.zeros((items, vectors, dim), dtype=np.int64), lanes=model.lanes,
+                                 max_vectors=model.max_vectors, max_dim=model.max_dim)
+            run = model.run(words, values=False)
+            accept_last, out_first, out_last = (int(run.accepted[-1]), int(run.output_cycles[0]),
+                                                int(run.output_cycles[-1]))
+            self._interaction[key] = _JobTiming(accept_last, out_first, out_last, out_last - accept_last)
+        return self._interaction[key]
+
     def arg(self, name, i):
         return _row(self.columns["arg"][name], i)
 
@@ -561,7 +593,8 @@ class _Timing:
         SPLIT, COUNTERS) waits until every earlier instruction has finished; a unit's instruction waits for room
         in its queue of 16; a refused command answers ERROR."""
         sim, g, t = self.sim, self.g, -1.0
-        ops, tags = (self.columns["op"], self.columns["tag"]) if self.n else ((), ())
+        ops, tags = (self.columns["op"], self.columns["tag"]) if self.n else (np.zeros(0, int), ())
+        writes = np.flatnonzero(ops != _MEM_WRITE)       # where each run of MEM_WRITEs ends
         i = 0
         while i < self.n:
             t = max(t + 1, float(self.arrivals[i]))
@@ -572,15 +605,14 @@ class _Timing:
                 self.respond(t + DISPATCH, ResponseKind.ERROR, tag)
                 i += 1
                 continue
-            if op in (Opcode.SYNC.value, Opcode.MEM_WRITE.value, Opcode.MEM_READ.value, Opcode.SPLIT.value,
-                      Opcode.COUNTERS.value):
+            if op in _BARRIERS:
                 yield self.quiet()
                 t = max(t, sim.now + 1)
-                if op == Opcode.MEM_WRITE.value:
-                    run = i
-                    while run < self.n and int(ops[run]) == Opcode.MEM_WRITE.value and self.arrivals[run] <= t + (
-                            run - i):
-                        run += 1
+                if op == _MEM_WRITE:
+                    # The run of MEM_WRITEs from here, one a cycle, up to the first that arrives later.
+                    end = writes[np.searchsorted(writes, i)] if writes.size and writes[-1] > i else self.n
+                    late = np.flatnonzero(self.arrivals[i + 1:end] > t + np.arange(1, end - i))
+                    run = i + 1 + int(late[0]) if late.size else end
                     t += run - i - 1
                     self.memory.free = max(self.memory.free, t)
                     i = run
@@ -772,16 +804,17 @@ class _Timing:
                 _p_first, p_last = self.pooled.take(pooled_words, start + chunks, 1.0)
             else:
                 p_last = start
-            in_words = items * vectors * chunks
-            send_last = max(start + in_words - 1, p_last + chunks)
+            timing = self.interaction(MODES[join["mode"]], vectors, join["dim"], items)
+            accept_last = max(start + timing.accept_last, p_last + 2)
             out = items * output_words(MODES[join["mode"]], vectors, join["dim"], g.rows)
-            o_first = start + vectors * chunks + INTER_PIPE
-            o_last = max(send_last + INTER_PIPE, o_first + out - 1)
+            o_first = max(start + timing.out_first, self.inter_free)
+            o_last = max(start + timing.out_last, accept_last + timing.drain, o_first + out - 1)
+            self.inter_free = o_last + 1
             self.inter[lane].put(out, o_first, o_last)
             self.busy["interaction"].add(start, o_last)
             event = self.inter[lane].taken(self.inter[lane].put_count - 1)
             yield event
-            end = max(send_last, event.time - INTER_PIPE)
+            end = max(accept_last, event.time - timing.drain)
             self.sim.fire(self.banks[bank], end + 1)
             self.busy["join"].add(start, end + 1)
             free = end + 1
@@ -865,7 +898,7 @@ class _Timing:
             items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
             share = min(self.split, g.lanes)
             weight_cycles = shape.tile_words * share
-            per_tile = max(items, shape.rows, weight_cycles) + 1
+            per_tile = max(items, shape.rows, weight_cycles)
             bias = shape.bias_words * share
             feed = nt * (kt * per_tile + bias)
             feed_end = start + FEED_START + feed
