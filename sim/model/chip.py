@@ -926,7 +926,7 @@ class _Timing:
         sim, g = self.sim, self.g
         free = 0.0
         queue = self.score_queues[lane]
-        counts = {}
+        counts, opened = {}, {}
         while True:
             _, (tag, arg) = yield from queue.get()
             start = max(sim.now, free)
@@ -946,15 +946,16 @@ class _Timing:
                 self.respond(first + 3, ResponseKind.LOGIT, tag, items, (last - first) / max(items - 1, 1))
             else:
                 counts[holder] = counts.get(holder, 0) + items
+                opened.setdefault(holder, first)       # the unit holds the query from its first candidate
                 if arg["last"]:
-                    n, k = counts.pop(holder), arg["k"]
+                    n, k, since = counts.pop(holder), arg["k"], opened.pop(holder)
                     if dest == ScoreDest.TOPK.value:
                         ready = end + unit_latency(g.k_max, lanes=1)
                         kept = min(k, n)
                         result = ready + kept
                         if arg["report"]:
                             self.respond(ready + 2, ResponseKind.RANK, tag, kept)
-                        self.busy[f"topk{arg['unit']}"].add(first, result)
+                        self.busy[f"topk{arg['unit']}"].add(since, result)
                     else:
                         passes = self.passes.popleft() if self.passes else 4
                         ready = end + 1 + passes * (n + PASS_EXTRA)
@@ -962,7 +963,7 @@ class _Timing:
                         result = ready + kept + 2
                         if arg["report"]:
                             self.respond(ready + 2, ResponseKind.KEPT, tag, kept)
-                        self.busy[f"filter{arg['unit']}"].add(first, result)
+                        self.busy[f"filter{arg['unit']}"].add(since, result)
                     self.holder_free[holder] = result
                     if arg["keep"]:
                         self.results[holder].add(result)
@@ -1003,8 +1004,9 @@ class _Timing:
         counter_rows = np.flatnonzero(kinds == ResponseKind.COUNTER.value)
         if len(counter_rows):
             fields["score"] = np.array(fields["score"], dtype=np.int64)
-            per = len(counter_ids(g))
-            for read, rows in zip(self.counter_reads, counter_rows.reshape(-1, per)):
+            # One answer per COUNTERS, its last response marked.
+            ends = np.flatnonzero(np.asarray(fields["last"])[counter_rows]) + 1
+            for read, rows in zip(self.counter_reads, np.split(counter_rows, ends[:-1])):
                 for row in rows:
                     index = int(fields["index"][row])
                     if index in read:
