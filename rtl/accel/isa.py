@@ -23,8 +23,8 @@ from ..interaction import MODES
 from ..mlp import COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand
 from ..topk import DEFAULT_INDEX_BITS, k_bits
 
-__all__ = ["INDEX_BITS", "MAX_PER_RANGE", "TAG_BITS", "ActSource", "ChipGeometry", "Counter", "ErrorCode", "FetchSource", "Opcode",
-           "OutDest", "ResponseKind", "ScoreDest", "survivors_address_layout"]
+__all__ = ["INDEX_BITS", "MAX_PER_RANGE", "TAG_BITS", "ActSource", "ChipGeometry", "Counter", "ErrorCode",
+           "FetchSource", "Opcode", "OutDest", "ResponseKind", "ScoreDest", "survivors_address_layout"]
 
 #: Width of a candidate index (a candidate set holds at most 2**16 candidates).
 INDEX_BITS = DEFAULT_INDEX_BITS
