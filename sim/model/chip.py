@@ -51,15 +51,19 @@ DISPATCH = 2
 JOB_QUEUE = 4
 #: Lines a memory request carries at most (a piece of the first-come first-served server).
 PIECE = 8
+#: Output words the interaction unit may run ahead of the lane taking them (its output register, the route
+#: demultiplexer's, the lane's act path).
+INTER_AHEAD = 4
 #: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
 LINE_TO_USE = 3
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
 EMB_PIPE = 16
-#: Engine: an item accepted to its result at the writer, beyond ``rows + cols`` (array 4, slices 2, accumulator
-#: 4, post-processing and writer 11, out 1).
-ENGINE_PIPE = 22
-#: Engine: a LAYER's first item issued after its command and waits (feeder start, reads, feed FIFO, slices).
-FEED_START = 8
+#: Engine: a layer's last item to ``layers_done`` counting it, beyond ``rows + cols`` (array 4, slices 2,
+#: accumulator 4, post-processing and writer 11, out 1, the count 2).
+ENGINE_PIPE = 24
+#: Engine: a LAYER's first item after the ``inputs_done`` or ``layers_done`` it waits for (feeder start, reads,
+#: feed FIFO, slices).
+FEED_START = 5
 #: Selection pass of a filter unit: ``n + PASS_EXTRA`` cycles (``score.PASS_EXTRA``: COUNT, SCAN, TURN).
 PASS_EXTRA = 259
 
@@ -169,10 +173,13 @@ class _Channel:
         self._taken_waits = []       # heap of (word, seq, event)
         self._seq = 0
 
-    def put(self, n, first, last):
+    def put(self, n, first, last, span=0.0):
+        """Offer ``n`` words from ``first`` to ``last``. ``span``: cycles the producer needs for them once it may go
+        on; a producer with little buffer behind it (``span`` > 0) stalls while its words are not taken, so they
+        are not taken faster than that after the first is."""
         if n <= 0:
             return
-        self.offered.append((self.put_count, n, first, last))
+        self.offered.append((self.put_count, n, first, last, span))
         self.put_count += n
         if self._arrival is not None:
             self.sim.fire(self._arrival, self.sim.now)
@@ -189,7 +196,7 @@ class _Channel:
         return event
 
     def _word_time(self, k):
-        for start, n, first, last in self.offered:
+        for start, n, first, last, _ in self.offered:
             if start <= k < start + n:
                 return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
         raise AssertionError(f"{self.name}: word {k} not offered")
@@ -197,7 +204,9 @@ class _Channel:
     def take(self, n, ready, pace=1.0):
         k0, k1 = self.take_count, self.take_count + n - 1
         first = max(ready, self._word_time(k0) + 1)
-        last = max(first + (n - 1) * pace, self._word_time(k1) + 1)
+        held = sum(span * (min(start + count, k1 + 1) - max(start, k0)) / count
+                   for start, count, _, _, span in self.offered if span and start <= k1 and start + count > k0)
+        last = max(first + (n - 1) * pace, self._word_time(k1) + 1, first + held)
         self.take_count += n
         while self.offered and self.offered[0][0] + self.offered[0][1] <= self.take_count:
             self.offered.popleft()
@@ -810,7 +819,9 @@ class _Timing:
             o_first = max(start + timing.out_first, self.inter_free)
             o_last = max(start + timing.out_last, accept_last + timing.drain, o_first + out - 1)
             self.inter_free = o_last + 1
-            self.inter[lane].put(out, o_first, o_last)
+            # The unit's output waits in a few registers (the route demultiplexer, the lane's act path): held up
+            # by the lane, the unit stalls, and its items take their own time once the lane takes them.
+            self.inter[lane].put(out, o_first, o_last, span=max(timing.out_last - timing.out_first - INTER_AHEAD, 0))
             self.busy["interaction"].add(start, o_last)
             event = self.inter[lane].taken(self.inter[lane].put_count - 1)
             yield event
@@ -879,41 +890,43 @@ class _Timing:
             self.finished(done)
 
     def lane_feeder(self, lane):
-        """LAYER: once ``inputs_done`` and ``layers_done`` reach its waits; per tile (``ktiles x ntiles``) its items
-        one a cycle, or the tile's weight rows where they take longer (``rows`` rows, a weight word per cycle shared
-        by the working lanes); the result of the last item ``rows + cols`` + :data:`ENGINE_PIPE` cycles later;
-        an output layer's ``items * ntiles`` words offered to the joiner or the score sequencer, the lane held until
-        they are taken; ``layers_done`` two cycles after the last result."""
+        """LAYER: per tile (``ktiles x ntiles``) its items one a cycle, or the tile's weight rows or words where they
+        take longer (``rows`` rows; a weight word a cycle shared by the working lanes); a layer's items follow the
+        previous layer's from the next cycle, or start :data:`FEED_START` cycles after the ``inputs_done`` or
+        ``layers_done`` it waits for; ``layers_done`` counts it ``rows + cols`` + :data:`ENGINE_PIPE` cycles after
+        its last item; an output layer's ``items * ntiles`` words are offered to the joiner or the score sequencer
+        and the lane is held until they are taken. (Against the exact engine model alone, on RecPipe's MLPs: the
+        same per-layer cycles in steady state, a few cycles per layer apart where a layer's first tile waits for
+        its weights.)"""
         sim, g = self.sim, self.g
-        free = 0.0
+        free = -1.0
         queue = self.lane_layers[lane]
         while True:
             _, (_tag, arg) = yield from queue.get()
+            ready = sim.now
             cmd = arg["cmd"]
-            yield self.inputs_done[lane].reached(cmd["wait_inputs"])
-            yield self.layers_done[lane].reached(cmd["wait_layers"])
-            start = max(sim.now, free)
+            inputs = self.inputs_done[lane].reached(cmd["wait_inputs"])
+            yield inputs
+            layers = self.layers_done[lane].reached(cmd["wait_layers"])
+            yield layers
+            start = max(ready, free + 1, max(inputs.time, layers.time) + FEED_START)
             queue.took(start)
             shape = g.engine.splits[self.split]
             items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
             share = min(self.split, g.lanes)
-            weight_cycles = shape.tile_words * share
-            per_tile = max(items, shape.rows, weight_cycles)
-            bias = shape.bias_words * share
-            feed = nt * (kt * per_tile + bias)
-            feed_end = start + FEED_START + feed
-            result_last = feed_end + shape.rows + shape.cols + ENGINE_PIPE + (shape.beats - 1) * items
-            done = result_last + 2
+            per_tile = max(items, shape.rows, shape.tile_words * share)
+            feed_end = start + nt * kt * per_tile
+            latency = shape.rows + shape.cols + ENGINE_PIPE
+            done = feed_end + latency + (shape.beats - 1) * items
             free = feed_end
             if cmd["to_output"]:
                 channel = self.bottom[lane] if arg["dst"] == 0 else self.logits[lane]
-                words = items * nt
-                first_out = start + FEED_START + kt * per_tile + shape.rows + shape.cols + ENGINE_PIPE
-                channel.put(words, min(first_out, result_last), result_last)
+                first_out = start + kt * per_tile + latency - 2
+                channel.put(items * nt, min(first_out, done - 2), done - 2)
                 event = channel.taken(channel.put_count - 1)
                 yield event
                 done = max(done, event.time + 2)
-                free = max(free, event.time - (shape.rows + shape.cols + ENGINE_PIPE))
+                free = max(free, event.time - latency)
             self.layers_done[lane].add(done)
             self.busy[f"lane{lane}"].add(start, done)
             self.finished(done)
