@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
-from ...rtl.accel.controller import counter_ids
+from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
 from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
 from ...rtl.embedding import EmbeddingOp
 from ...rtl.mlp import WAIT_BITS, Op
@@ -47,6 +47,12 @@ _BARRIERS = frozenset(op.value for op in (Opcode.SYNC, Opcode.MEM_WRITE, Opcode.
 QUEUE_DEPTH = 16
 #: Cycles from a command's dispatch to its unit seeing it (the queue's registered read).
 DISPATCH = 2
+#: Cycles between two MEM_WRITEs: the write through the arbiter (two cycles of activity), then the quiet cycles.
+WRITE_CYCLES = 2 + QUIET_CYCLES
+#: A controller response leaves this many cycles after its barrier runs.
+RESPOND = 2
+#: A MEM_READ's first DATA leaves this many cycles after the memory's latency from the barrier running.
+READ_EXTRA = 4
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
 #: Lines a memory request carries at most (a piece of the first-come first-served server).
@@ -499,7 +505,9 @@ class _Timing:
         self.responses = []            # (cycle, kind, tag, count)
         self.outstanding = 0           # dispatched unit instructions not finished
         self._quiet = None
-        self.last_done = 0.0
+        # Out of reset the embedding unit invalidates its dynamic cache, a set of each bank a cycle: the chip is
+        # quiet after.
+        self.last_done = float(g.emb.sets_per_bank if g.emb.ways else 0)
         self.busy = {name: _Busy() for name in ("fetch", "embedding", "join", "interaction", "weights",
                                                 *(f"lane{lane}" for lane in range(lanes)),
                                                 *(f"topk{u}" for u in range(g.units)),
@@ -616,32 +624,37 @@ class _Timing:
                 continue
             if op in _BARRIERS:
                 yield self.quiet()
-                t = max(t, sim.now + 1)
+                t = max(t, self.last_done + QUIET_CYCLES)
+                if t > sim.now:
+                    yield t
                 if op == _MEM_WRITE:
-                    # The run of MEM_WRITEs from here, one a cycle, up to the first that arrives later.
+                    # The run of MEM_WRITEs from here, one every WRITE_CYCLES (each waits for the chip to have been
+                    # quiet again), up to the first that arrives later.
                     end = writes[np.searchsorted(writes, i)] if writes.size and writes[-1] > i else self.n
-                    late = np.flatnonzero(self.arrivals[i + 1:end] > t + np.arange(1, end - i))
+                    late = np.flatnonzero(self.arrivals[i + 1:end] >= t + WRITE_CYCLES * np.arange(1, end - i))
                     run = i + 1 + int(late[0]) if late.size else end
-                    t += run - i - 1
-                    self.memory.free = max(self.memory.free, t)
+                    t += WRITE_CYCLES * (run - i - 1)
+                    self.last_done = max(self.last_done, t + WRITE_CYCLES - QUIET_CYCLES)
+                    self.memory.free = max(self.memory.free, t + self.memory.per_line)
                     i = run
                     continue
                 if op == Opcode.SYNC.value:
-                    self.respond(t + DISPATCH, ResponseKind.DONE, int(tag))
+                    self.respond(t + RESPOND, ResponseKind.DONE, int(tag))
                 elif op == Opcode.MEM_READ.value:
                     count = self.arg("mem_read", i)["length"] + 1
-                    sim.now = t
-                    first, last = yield from self.memory.read(count, count)
-                    self.respond(first + LINE_TO_USE, ResponseKind.DATA, tag, count)
-                    t = last + LINE_TO_USE
+                    per_line = max(self.memory.per_line, 1.0)
+                    first = t + self.memory.latency + READ_EXTRA
+                    self.respond(first, ResponseKind.DATA, tag, count, per_line)
+                    self.memory.free = max(self.memory.free, t + count * self.memory.per_line)
+                    self.last_done = max(self.last_done, first + (count - 1) * per_line - 1)
                 elif op == Opcode.SPLIT.value:
                     self.split = self.arg("split", i)["n"]
                 elif op == Opcode.COUNTERS.value:
-                    count = len(counter_ids(g))
+                    count = len(dict.fromkeys(counter_ids(g)))
                     self.counter_reads.append(self.timing_counters(t))
                     if self.arg("counters", i)["clear"]:
                         self.clear_at = t
-                    self.respond(t + DISPATCH, ResponseKind.COUNTER, tag, count)
+                    self.respond(t + RESPOND, ResponseKind.COUNTER, tag, count)
                     t += count
                 i += 1
                 continue
