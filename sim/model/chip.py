@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...embedding import ceil_log2
 from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
 from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
 from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
@@ -55,7 +56,7 @@ RESPOND = 2
 READ_EXTRA = 4
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
-#: Lines a memory request carries at most (a piece of the first-come first-served server).
+#: Lines a memory request carries at most, by default (the fetcher's and the weight loader's bursts).
 PIECE = 8
 #: Output words the interaction unit may run ahead of the lane taking them (its output register, the route
 #: demultiplexer's, the lane's act path).
@@ -292,23 +293,27 @@ class _Memory:
     """The memory behind the arbiter: one line every ``cycle_per_line`` cycles, first come first served in pieces
     of :data:`PIECE` lines, each line ``latency`` cycles after its slot."""
 
-    def __init__(self, sim, config, line_bytes):
+    def __init__(self, sim, config, geometry):
         self.sim = sim
-        self.per_line = line_bytes / config.mem_bytes_per_cycle
+        self.per_line = geometry.line_bytes / config.mem_bytes_per_cycle
         self.latency = config.mem_latency_cycles
         self.free = 0.0
         self.lines = 0
 
     def read(self, lines, in_flight):
-        """A generator issuing ``lines`` reads (at most ``in_flight`` lines outstanding); returns the arrival
-        cycles of the first and the last line."""
-        sim, first, arrivals = self.sim, None, deque()
-        done = 0
+        """A generator issuing ``lines`` reads in requests of :data:`PIECE` lines, each served first come first
+        served at the memory's bandwidth, its lines ``latency`` cycles after their slot, at most ``in_flight`` lines
+        outstanding; returns the arrival cycles of the first and the last line. (The RTL's arbiter grants requests
+        round robin into the memory's queue of requests; first come first served is what a queue that the
+        requesters keep full amounts to, and it is what this model's error on RecPipe's pipelines is measured with.)"""
+        sim, first = self.sim, None
         last = sim.now
+        arrivals = deque()       # (lines issued up to this request, its last line's arrival)
+        done = arrived = 0
         while done < lines:
             piece = min(PIECE, lines - done)
-            while arrivals and done + piece - arrivals[0][0] > in_flight:
-                _, arrive = arrivals.popleft()
+            while done + piece - arrived > in_flight:
+                arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
                     yield arrive
             start = max(sim.now, self.free)
@@ -317,8 +322,6 @@ class _Memory:
             first = start + self.per_line + self.latency if first is None else first
             done += piece
             arrivals.append((done, last))
-            if start > sim.now and arrivals and len(arrivals) > 1:
-                yield start
         self.lines += lines
         return (first if first is not None else sim.now), last
 
@@ -481,13 +484,18 @@ class _Timing:
         self.chip = model.chip
         g = self.g
         self.sim = sim = _Sim()
-        self.memory = _Memory(sim, self.config, g.line_bytes)
+        self.memory = _Memory(sim, self.config, g)
         lanes = g.lanes
         self.fetch_queue = _Queue(sim, QUEUE_DEPTH)
         self.weight_queue = _Queue(sim, QUEUE_DEPTH)
         self.lane_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.score_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.emb_queue = _Queue(sim, None)
+        self.parse_queue = _Queue(sim, None)
+        # The fetcher's response buffer (``Fetcher(buffer_lines=None)``'s default): lines read and not yet parsed.
+        self.buffer_lines = 1 << ceil_log2(max(4 * g.emb.max_burst, self.config.mem_latency_cycles))
+        self.lines_issued = self.lines_parsed = 0
+        self._room_waits = []
         self.join_jobs = _Queue(sim, JOB_QUEUE)
         self.dense = [_Channel(sim, f"dense[{lane}]") for lane in range(lanes)]
         self.inter = [_Channel(sim, f"inter[{lane}]") for lane in range(lanes)]
@@ -587,6 +595,7 @@ class _Timing:
         sim = self.sim
         sim.process(self.controller())
         sim.process(self.fetcher())
+        sim.process(self.fetch_parser())
         sim.process(self.embedding())
         sim.process(self.join_loader())
         sim.process(self.weight_loader())
@@ -679,68 +688,104 @@ class _Timing:
             i += 1
 
     def fetcher(self):
-        """FETCH and EMB in order. A FETCH (``SURVIVORS``: once its result is complete) pushes its join job (a queue
-        of 4), its indices, then phase 1: the items' dense lines read and their dense words offered to the lane,
-        one a cycle, held until the lane's INPUT has taken them; phase 2: the lookup lines read and the lookups
-        offered to the embedding unit, one a cycle, held until it has taken them."""
+        """The fetcher's sequencer and issuer: FETCH and EMB in order. A FETCH (``SURVIVORS``: once its result is
+        complete) pushes its join job (a queue of 4) and its indices (a ``LIST``'s lines read first), then issues the
+        reads of its dense lines (phase 1) and of its lookup lines (phase 2), each once the response buffer has room
+        for them beside the lines read and not yet parsed: the issuer runs ahead of the parser by a buffer's lines,
+        so the memory's latency is paid once, not per phase."""
         sim, g = self.sim, self.g
-        buffer_lines = max(self.config.mem_latency_cycles, 4 * g.emb.max_burst)
-        free = 0.0
         while True:
             _, (kind, tag, arg) = yield from self.fetch_queue.get()
-            start = max(sim.now, free)
-            if start > sim.now:
-                yield start
             self.fetch_queue.took(sim.now)
             if kind == "emb":
-                self.emb_queue.put(("emb", tag, arg), sim.now + 1)
-                free = sim.now + 1
-                self.finished(free)
+                self.parse_queue.put(("emb", tag, arg, None), sim.now + 1)
                 continue
             record = self.fetch_records.popleft()
+            started = sim.now
             if arg["source"] == FetchSource.SURVIVORS.value:
                 yield self.results[arg["unit"]].reached(arg["wait_results"])
-            t0 = sim.now + 1
-            lane, items = arg["lane"], arg["items"]
             yield self.join_jobs.room()
             self.began()          # the join job, finished by the sender
-            self.join_jobs.put((tag, arg), max(t0, sim.now))
-            t0 = max(t0, sim.now)
+            self.join_jobs.put((tag, arg), sim.now + 1)
+            lane, items = arg["lane"], arg["items"]
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
             lookup_lines = max(record["lines"] - list_lines - dense_lines, 0)
+            t0 = sim.now + 1
             if list_lines:
-                _, last = yield from self.memory.read(list_lines, buffer_lines)
+                yield from self._buffer_room(list_lines)
+                _, last = yield from self.memory.read(list_lines, self.buffer_lines)
+                self.lines_parsed_add(list_lines, last + LINE_TO_USE)
                 t0 = max(t0, last + LINE_TO_USE)
+                if t0 > sim.now:
+                    yield t0
             self.index[lane].put(items, t0, t0 + items - 1)
-            # Phase 1: dense words.
-            words = items * arg["dense_words"]
-            if dense_lines:
-                sim_now = max(sim.now, t0)
-                if sim_now > sim.now:
-                    yield sim_now
-                first, last = yield from self.memory.read(dense_lines, buffer_lines)
-                d_first = first + LINE_TO_USE
-                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_USE)
+            for phase, lines in (("dense", dense_lines), ("lookups", lookup_lines)):
+                first = last = None
+                if lines:
+                    yield from self._buffer_room(lines)
+                    first, last = yield from self.memory.read(lines, self.buffer_lines)
+                self.parse_queue.put((phase, tag, arg, (record, lines, first, last, started)), sim.now)
+
+    def _buffer_room(self, lines):
+        """Wait until the response buffer has room for ``lines`` more lines (a phase of more lines than the buffer
+        holds: until the buffer is empty; its reads then go at the pace the buffer allows)."""
+        need = self.lines_issued + min(lines, self.buffer_lines) - self.buffer_lines
+        self.lines_issued += lines
+        if self.lines_parsed < need:
+            event = _Event()
+            self._room_waits.append((need, event))
+            yield event
+
+    def lines_parsed_add(self, lines, t):
+        self.lines_parsed += lines
+        waiting = []
+        for need, event in self._room_waits:
+            if self.lines_parsed >= need:
+                self.sim.fire(event, t)
             else:
-                d_first, d_last = t0, t0 + max(words, items) - 1
-            self.dense[lane].put(words, d_first, d_last)
-            yield self.dense[lane].taken(self.dense[lane].put_count - 1)
-            # Phase 2: lookups.
+                waiting.append((need, event))
+        self._room_waits = waiting
+
+    def fetch_parser(self):
+        """The fetcher's parser: the lines in order, a step a cycle: phase 1's dense words to the lane, one a cycle
+        (at least a cycle per item), held until the lane's INPUT has taken them; phase 2's lookups to the embedding
+        unit, one a cycle, held until it has taken them; an EMB command in its place among them."""
+        sim = self.sim
+        free = 0.0
+        while True:
+            _, (phase, tag, arg, detail) = yield from self.parse_queue.get()
+            if phase == "emb":
+                self.emb_queue.put(("emb", tag, arg), max(sim.now, free) + 1)
+                free = max(sim.now, free) + 1
+                self.finished(free)
+                continue
+            record, lines, first, last, started = detail
+            lane, items = arg["lane"], arg["items"]
+            start = max(sim.now, free + 1)
+            if phase == "dense":
+                words = items * arg["dense_words"]
+                d_first = max(start, first + LINE_TO_USE) if lines else start
+                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_USE if lines else 0)
+                self.dense[lane].put(words, d_first, d_last)
+                event = self.dense[lane].taken(self.dense[lane].put_count - 1)
+                yield event
+                free = max(d_last, event.time)
+                self.lines_parsed_add(lines, free)
+                continue
             lookups = record["lookups"]
-            if lookup_lines:
-                first, last = yield from self.memory.read(lookup_lines, buffer_lines)
-                l_first = first + LINE_TO_USE
-                l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE)
-            else:
-                l_first = l_last = sim.now
+            l_first = max(start, first + LINE_TO_USE) if lines else start
+            l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE if lines else 0)
             if lookups:
                 self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"])), l_first)
                 self.lookups.put(lookups, l_first, l_last)
-                yield self.lookups.taken(self.lookups.put_count - 1)
-            free = max(sim.now, l_last) + 1
-            self.busy["fetch"].add(start, free)
-            self.finished(free)
+                event = self.lookups.taken(self.lookups.put_count - 1)
+                yield event
+                l_last = max(l_last, event.time)
+            free = l_last
+            self.lines_parsed_add(lines, free)
+            self.busy["fetch"].add(started, free + 1)
+            self.finished(free + 1)
 
     def embedding(self):
         """Lookups one a cycle (a row per cycle through the banks), the missed lines read (at most
