@@ -38,6 +38,7 @@ import os
 import pickle
 import re
 import time
+from contextlib import closing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -920,17 +921,20 @@ def run_sweep(spec, *, out, workers=None, scheduler=None, plot=None, area=None, 
     say(f"{len(spec.points)} points: {len(spec.points) - len(todo)} already in {out}, {len(todo)} to run")
     writer = _Writer(out, partial)
     new, started = [], time.monotonic()
+    labels = {point.key: point.label() for point in spec.points}
     areas = area_figures(spec, area) if area else None
     try:
         if todo:
             say(f"training {', '.join(spec.models)} on {spec.train_samples:,} synthetic samples ...")
             context = prepare_context(spec)
             say(f"  trained and quantised in {context.train_seconds:.1f} s (models {context.fingerprint})")
-            for row in _run_points(todo, context, areas, workers, scheduler, say):
-                writer.write(row)
-                new.append(row)
-                say(f"[{len(new)}/{len(todo)}, {time.monotonic() - started:,.0f} s] {_label(row, spec)}: "
-                    f"{_summary(row)}")
+            # closing(): an interruption (Ctrl-C) shuts the cluster down before it propagates.
+            with closing(_run_points(todo, context, areas, workers, scheduler, say)) as completed:
+                for row in completed:
+                    writer.write(row)
+                    new.append(row)
+                    say(f"[{len(new)}/{len(todo)}, {time.monotonic() - started:,.0f} s] {labels[row['key']]}: "
+                        f"{_summary(row)}")
     finally:
         writer.close()
     keys = {point.key for point in spec.points}
@@ -940,11 +944,6 @@ def run_sweep(spec, *, out, workers=None, scheduler=None, plot=None, area=None, 
     if plot is not None:
         plot_sweep(rows, plot)
     return _report(spec, rows, before, new, partial, time.monotonic() - started, out, plot)
-
-
-def _label(row, spec):
-    point = next(p for p in spec.points if p.key == row["key"])
-    return point.label()
 
 
 def _parsed(row):
@@ -991,7 +990,7 @@ def _run_points(points, context, areas, workers, scheduler, say):
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
         say(f"local Dask cluster: {len(cluster.workers)} worker processes at {cluster.scheduler_address}")
     try:
         client = Client(cluster if cluster is not None else scheduler)
