@@ -71,9 +71,11 @@ SETTINGS = {"preset": "small", "set": (), "candidates": 256, "queries": 2, "seed
             "max_rows": 5_000, "ndcg_k": None}
 #: The configuration fields a grid may sweep (every field but the name).
 CONFIG_AXES = tuple(f.name for f in fields(AccelConfig) if f.name != "name")
+#: A point's parameters beyond its configuration: the schedule, the pipeline and the sweep's settings.
+_POINT = ("mode", "split", "sub_batch", "pipeline", "candidates", "queries", "seed", "train_samples", "max_rows",
+          "ndcg_k")
 #: A point's parameters, in the order of the results file's first columns.
-PARAMETERS = ("key", "status", "error", "config", *CONFIG_AXES, "mode", "split", "sub_batch", "pipeline",
-              "candidates", "queries", "seed", "train_samples", "max_rows", "ndcg_k")
+PARAMETERS = ("key", "status", "error", "config", *CONFIG_AXES, *_POINT)
 #: A point's figures (empty where the point was refused, or a figure does not exist for it).
 FIGURES = ("run_split", "run_sub_batch", "cycles_per_query", "latency_us", "p50_latency_us", "p95_latency_us",
            "throughput_cycles_per_query", "qps", "ndcg", "recpipe_cycles", "recpipe_latency_us", "recpipe_error",
@@ -132,9 +134,7 @@ class Point:
         """A stable hash of every parameter of the point (16 hex digits): equal points have equal keys, whatever
         the specification that made them (not the configuration's name, nor which axes were swept)."""
         text = json.dumps({"config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.config_fields},
-                           **{name: getattr(self, name) for name in ("mode", "split", "sub_batch", "pipeline",
-                                                                     "candidates", "queries", "seed",
-                                                                     "train_samples", "max_rows", "ndcg_k")}},
+                           **{name: getattr(self, name) for name in _POINT}},
                           sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -144,15 +144,26 @@ class Point:
 
         return AccelConfig(name=self.name, **dict(self.config_fields))
 
+    def refusal(self):
+        """Why the point's configuration is refused (its field checks, or a split it does not have), or None."""
+        from ..config import ConfigError
+
+        try:
+            config = self.config()
+        except ConfigError as error:
+            return str(error)
+        if self.split != "auto" and self.split not in config.splits:
+            return f"split {self.split} is not one of the configuration's splits {config.splits}"
+        return None
+
     def label(self):
         """The swept axes' values, ``field=value ...``."""
         return " ".join(f"{name}={_text(value)}" for name, value in self.changes)
 
     def parameters(self):
         """The point's columns of :data:`PARAMETERS` (status and error left empty)."""
-        row = {"key": self.key, "status": "", "error": "", "config": self.name, **dict(self.config_fields)}
-        row.update({name: getattr(self, name) for name in PARAMETERS[len(CONFIG_AXES) + 4:]})
-        return row
+        return {"key": self.key, "status": "", "error": "", "config": self.name, **dict(self.config_fields),
+                **{name: getattr(self, name) for name in _POINT}}
 
 
 @dataclass(frozen=True)
@@ -258,7 +269,7 @@ def _pipeline_value(where, value, candidates, ndcg_k):
     if ndcg_k is not None and stages[-1].k < ndcg_k:
         raise SpecError(f"{where}: {value!r}: the final stage keeps {stages[-1].k} items, fewer than ndcg_k = "
                         f"{ndcg_k}")
-    return ",".join(str(stage) for stage in stages), stages
+    return ",".join(str(stage) for stage in stages)
 
 
 def load_spec(path):
@@ -304,19 +315,46 @@ def parse_spec(data):
         without the RM models' inputs, whose first stage does not score ``candidates`` items or whose last keeps
         fewer than ``ndcg_k``, an axis that repeats a value, or settings that are not positive integers.
     """
-    from ..config import AccelConfig, ConfigError, preset
-
     if not isinstance(data, dict):
         raise SpecError(f"the specification must be a table of settings and a grid, not {type(data).__name__}")
     known = [*SETTINGS, "grid"]
     for key in data:
         if key not in known:
             raise SpecError(f"unknown key {key!r}; {_close(key, known)}")
-    settings = {**SETTINGS, **{key: value for key, value in data.items() if key != "grid"}}
-    for key in ("candidates", "queries", "train_samples", "max_rows", *(["ndcg_k"] if settings["ndcg_k"] is not None
-                                                                        else [])):
+    settings, base = _settings({**SETTINGS, **{key: value for key, value in data.items() if key != "grid"}})
+    grids = _grids(data.get("grid"), settings)
+    if settings["ndcg_k"] is None:
+        settings["ndcg_k"] = min(int(p.rsplit(":", 1)[1]) for _, axes in grids for p in axes["pipeline"])
+    points, valid = {}, {}
+    for label, axes in grids:
+        for values in itertools.product(*axes.values()):
+            point = _point(base, dict(zip(axes, values)), settings)
+            reason = point.refusal()
+            for axis, value in point.changes:
+                if axis in CONFIG_AXES or axis == "split":
+                    entry = valid.setdefault((label, axis, _text(value)), [False, None])
+                    entry[0] = entry[0] or reason is None
+                    entry[1] = entry[1] or reason
+            points.setdefault(point.key, point)
+    for (label, axis, value), (ok, reason) in valid.items():
+        if not ok:
+            raise SpecError(f"{label}.{axis}: {value} is refused by every configuration of the grid: {reason}")
+    points = tuple(points.values())
+    models = tuple(dict.fromkeys(stage.split(":")[0] for point in points for stage in point.pipeline.split(",")))
+    return SweepSpec(base=base, points=points, models=models,
+                     **{name: settings[name] for name in ("candidates", "queries", "seed", "train_samples",
+                                                          "max_rows", "ndcg_k")},
+                     refused=sum(point.refusal() is not None for point in points))
+
+
+def _settings(settings):
+    """The settings checked, and the base configuration (the preset with the ``set`` changes)."""
+    from ..config import ConfigError, preset
+
+    for key in ("candidates", "queries", "train_samples", "max_rows", "ndcg_k"):
         value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if (value is not None or key != "ndcg_k") and (isinstance(value, bool) or not isinstance(value, int)
+                                                       or value <= 0):
             raise SpecError(f"{key}: {value!r} is not a positive integer")
     seed = settings["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -331,11 +369,13 @@ def parse_spec(data):
     if isinstance(changes, str) or not isinstance(changes, (list, tuple)):
         raise SpecError(f"set: {changes!r} is not a list of \"field=value\" texts")
     try:
-        base = base.with_settings(changes)
+        return dict(settings), base.with_settings(changes)
     except ConfigError as error:
         raise SpecError(f"set: {error}") from None
 
-    grids = data.get("grid")
+
+def _grids(grids, settings):
+    """``[(label, {axis: values})]`` of the specification's grids, every axis and value checked."""
     if grids is None:
         raise SpecError("no grid: give [grid] with at least a pipeline axis (pipeline = [\"MODEL:ITEMS:K,...\"])")
     grids = [grids] if isinstance(grids, dict) else grids
@@ -343,7 +383,7 @@ def parse_spec(data):
         raise SpecError("grid must be a table of axes or a list of tables")
     by_name = {f.name: f for f in fields(AccelConfig)}
     axes_known = [*CONFIG_AXES, *SCHEDULE_AXES, "pipeline"]
-    ndcg_k, parsed = settings["ndcg_k"], []
+    parsed = []
     for number, grid in enumerate(grids):
         label = "grid" if len(grids) == 1 else f"grid[{number}]"
         if "pipeline" not in grid:
@@ -356,63 +396,28 @@ def parse_spec(data):
             values = _axis_values(values, by_name.get(axis))
             if not values:
                 raise SpecError(f"{where}: no values")
-            if axis in by_name:
+            if axis in CONFIG_AXES:
                 values = [_field_value(where, by_name[axis], v) for v in values]
             elif axis in SCHEDULE_AXES:
                 values = [_schedule_value(where, axis, v) for v in values]
             else:
-                values = [_pipeline_value(where, v, settings["candidates"], ndcg_k)[0] for v in values]
+                values = [_pipeline_value(where, v, settings["candidates"], settings["ndcg_k"]) for v in values]
             repeated = [v for i, v in enumerate(values) if v in values[:i]]
             if repeated:
-                raise SpecError(f"{where}: {_text(repeated[0])!r} is given twice")
+                raise SpecError(f"{where}: {_text(repeated[0])} is given twice")
             axes[axis] = values
         parsed.append((label, axes))
-    if ndcg_k is None:
-        ndcg_k = min(int(p.rsplit(":", 1)[1]) for _, axes in parsed for p in axes["pipeline"])
+    return parsed
 
-    points, seen, valid = [], set(), {}
+
+def _point(base, chosen, settings):
+    """The :class:`Point` of the axes' values ``chosen`` on the ``base`` configuration."""
     base_fields = {name: getattr(base, name) for name in CONFIG_AXES}
-    for label, axes in parsed:
-        names = list(axes)
-        for values in itertools.product(*axes.values()):
-            chosen = dict(zip(names, values))
-            config_fields = {**base_fields, **{k: v for k, v in chosen.items() if k in by_name}}
-            differs = [(k, v) for k, v in config_fields.items() if v != base_fields[k]]
-            name = "+".join([base.name, *(f"{k}={_text(v)}" for k, v in differs)])
-            point = Point(config_fields=tuple(config_fields.items()), name=name,
-                          changes=tuple((k, chosen[k]) for k in names),
-                          **{axis: chosen.get(axis, default) for axis, default in SCHEDULE_AXES.items()},
-                          pipeline=chosen["pipeline"], candidates=settings["candidates"],
-                          queries=settings["queries"], seed=seed, train_samples=settings["train_samples"],
-                          max_rows=settings["max_rows"], ndcg_k=ndcg_k)
-            try:
-                config = point.config()
-                reason = None
-            except ConfigError as error:
-                config, reason = None, str(error)
-            if point.split != "auto" and config is not None and point.split not in config.splits:
-                reason = f"split {point.split} is not one of the configuration's splits {config.splits}"
-            for axis, value in chosen.items():
-                if axis in by_name or axis == "split":
-                    entry = valid.setdefault((label, axis, _text(value)), [False, None])
-                    entry[0] = entry[0] or reason is None
-                    entry[1] = entry[1] or reason
-            if point.key not in seen:
-                seen.add(point.key)
-                points.append(point)
-    for (label, axis, value), (ok, reason) in valid.items():
-        if not ok:
-            raise SpecError(f"{label}.{axis}: {value!r} is refused by every configuration of the grid: {reason}")
-    models = tuple(dict.fromkeys(stage.split(":")[0] for point in points for stage in point.pipeline.split(",")))
-    refused = 0
-    for point in points:
-        try:
-            point.config()
-        except ConfigError:
-            refused += 1
-    return SweepSpec(base=base, points=tuple(points), models=models, candidates=settings["candidates"],
-                     queries=settings["queries"], seed=seed, train_samples=settings["train_samples"],
-                     max_rows=settings["max_rows"], ndcg_k=ndcg_k, refused=refused)
+    config_fields = {**base_fields, **{k: v for k, v in chosen.items() if k in CONFIG_AXES}}
+    name = "+".join([base.name, *(f"{k}={_text(v)}" for k, v in config_fields.items() if v != base_fields[k])])
+    return Point(config_fields=tuple(config_fields.items()), name=name, changes=tuple(chosen.items()),
+                 **{axis: chosen.get(axis, default) for axis, default in SCHEDULE_AXES.items()},
+                 pipeline=chosen["pipeline"], **{key: settings[key] for key in _POINT[4:]})
 
 
 # Evaluating a point -------------------------------------------------------------------------------------------------
@@ -576,10 +581,11 @@ def evaluate_point(point, context, *, area=None):
     started = time.perf_counter()
     row = {**point.parameters(), **dict.fromkeys(FIGURES, "")}
     row["models"] = context.fingerprint
+    refusal = point.refusal()
+    if refusal is not None:
+        return {**row, "status": "refused", "error": _one_line(refusal), "seconds": time.perf_counter() - started}
     try:
         config = point.config()
-        if point.split != "auto" and point.split not in config.splits:
-            raise ConfigError(f"split {point.split} is not one of the configuration's splits {config.splits}")
         stages = parse_pipeline(point.pipeline)
         singles = [_program(config, context, stages, [q], point) for q in range(point.queries)]
         together = _program(config, context, stages, range(point.queries), point) if point.queries > 1 else None
@@ -596,7 +602,9 @@ def evaluate_point(point, context, *, area=None):
             failures.append(failure)
         else:
             run = single
-    except (ExperimentFailed, Exception) as error:     # a stall, or the model's own error: the point's row says
+    except ExperimentFailed as error:                   # the model stalled
+        return {**row, "status": "failed", "error": _one_line(error), "seconds": time.perf_counter() - started}
+    except Exception as error:                          # the model's own error: the point's row says which
         return {**row, "status": "failed", "error": _one_line(error, type(error).__name__),
                 "seconds": time.perf_counter() - started}
     clock = config.clock_mhz
@@ -634,8 +642,9 @@ def evaluate_point(point, context, *, area=None):
 
 
 def _one_line(error, kind=None):
+    """``error``'s message on one line (a row is one line of the results file), after ``kind`` if given."""
     text = " ".join(str(error).split())
-    return f"{kind}: {text}" if kind and kind not in ("ExperimentFailed",) else text
+    return f"{kind}: {text}" if kind else text
 
 
 # The results file ---------------------------------------------------------------------------------------------------
@@ -976,14 +985,11 @@ def _run_points(points, context, areas, workers, scheduler, say):
 
     from dask.distributed import Client, LocalCluster, as_completed
 
-    from ..config import ConfigError
-
     tasks = []
     for point in points:
-        try:
-            point.config()
+        if point.refusal() is None:
             tasks.append(point)
-        except ConfigError:
+        else:
             yield evaluate_point(point, context)
     if not tasks:
         return
@@ -1039,6 +1045,9 @@ def _report(spec, rows, before, new, partial, seconds, out, plot):
              f"{counts['done_before']} already in {out}; {len(usable)} measured, {counts['refused']} refused, "
              f"{counts['failed']} failed.",
              "", "Pareto front (NDCG against p95 latency or against throughput):", "", table]
+    if counts["other_rows"]:
+        lines += ["", f"{out} also holds {counts['other_rows']} rows of points not in this sweep (left as they are, "
+                  "not in the figures)."]
     if len(models) > 1:
         lines += ["", f"The rows were measured with {len(models)} different sets of models ({', '.join(models)}): "
                   "training was not reproduced; rows of different models do not compare."]

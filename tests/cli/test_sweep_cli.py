@@ -37,7 +37,7 @@ def run(argv, capsys):
     ("[grid]\narray_rowz = [8]\npipeline = ['rm-small:32:4']\n",
      "spec.toml: grid.array_rowz: unknown axis; did you mean array_rows"),
     ("candidates = 32\n[grid]\narray_rows = [8, 7]\npipeline = ['rm-small:32:4']\n",
-     "spec.toml: grid.array_rows: '7' is refused by every configuration of the grid: array_rows must be a multiple "
+     "spec.toml: grid.array_rows: 7 is refused by every configuration of the grid: array_rows must be a multiple "
      "of block (4), not 7"),
     ("candidates = 32\n[grid]\nmode = ['turbo']\npipeline = ['rm-small:32:4']\n", "grid.mode: 'turbo' is not a mode"),
     ("candidates = 32\n[grid]\npipeline = ['rm-small:32:4,rm-big:4:2']\n", "unknown model 'rm-big'"),

@@ -9,6 +9,7 @@ from rpaccel.experiments.sweep import (
     COLUMNS,
     SpecError,
     SweepFileError,
+    area_figures,
     evaluate_point,
     pareto_front,
     parse_spec,
@@ -49,13 +50,13 @@ def test_keys_name_the_parameters_not_the_specification():
     ({"grid": {"array_rowz": [8], "pipeline": PIPELINES}}, "grid.array_rowz: unknown axis; did you mean array_rows"),
     ({"grid": {"array_rows": ["8"], "pipeline": PIPELINES}}, "grid.array_rows: '8' is not an integer"),
     ({"grid": {"array_rows": [8, 6], "pipeline": PIPELINES}},
-     "grid.array_rows: '6' is refused by every configuration of the grid: array_rows must be a multiple of block"),
+     "grid.array_rows: 6 is refused by every configuration of the grid: array_rows must be a multiple of block"),
     ({"grid": {"split": [4], "pipeline": PIPELINES}},
-     "grid.split: '4' is refused by every configuration of the grid: split 4 is not one of the configuration's"),
+     "grid.split: 4 is refused by every configuration of the grid: split 4 is not one of the configuration's"),
     ({"grid": {"mode": ["fast"], "pipeline": PIPELINES}}, "grid.mode: 'fast' is not a mode (rpaccel, baseline"),
     ({"grid": {"sub_batch": [0], "pipeline": PIPELINES}},
      "grid.sub_batch: 0 is neither a positive integer nor \"auto\""),
-    ({"grid": {"dyn_cache_ways": [0, 0], "pipeline": PIPELINES}}, "grid.dyn_cache_ways: '0' is given twice"),
+    ({"grid": {"dyn_cache_ways": [0, 0], "pipeline": PIPELINES}}, "grid.dyn_cache_ways: 0 is given twice"),
     ({"grid": {"pipeline": ["rm-tiny:32:4"]}}, "grid.pipeline: unknown model 'rm-tiny'"),
     ({"grid": {"pipeline": ["rmc1:32:4"]}}, "rmc1 does not take the RM models' Criteo inputs"),
     ({"grid": {"pipeline": ["rm-small:64:4"]}}, "stage 0 scores 64 items; the sweep's queries have candidates = 32"),
@@ -77,6 +78,16 @@ def test_a_bad_specification_is_refused_naming_the_axis_and_value(data, message)
 def test_a_value_valid_in_some_combination_is_a_refused_row_not_an_error():
     spec = spec_of({"array_rows": [8, 12], "block": [4, 8], "pipeline": PIPELINES[1]}, set=["splits=1"])
     assert len(spec.points) == 4 and spec.refused == 1      # 12 rows of blocks of 8
+
+
+def test_area_comes_only_from_a_synthesis_of_the_same_configuration():
+    spec = spec_of({"dyn_cache_ways": [0, 2], "pipeline": PIPELINES})
+    synth = [{"component": "accel", "preset": "small+dyn_cache_ways=2", "target": "ecp5-85f", "cells": {"luts": 123}},
+             {"component": "mlp", "preset": "small+dyn_cache_ways=0", "cells": {"luts": 5}},      # a part only
+             {"component": "accel", "preset": "small+dyn_cache_ways=0+array_rows=16", "cells": {"luts": 7}}]
+    area = area_figures(spec, synth)
+    assert area == {p.key: (123, "synth accel on ecp5-85f") for p in spec.points if p.label().startswith(
+        "dyn_cache_ways=2")} and len(area) == 2
 
 
 def test_pareto_front():
