@@ -960,9 +960,8 @@ def _parsed(row):
     return read_row(_line(row))
 
 
-#: The columns of text (the others are numbers or empty).
-_TEXT = ("key", "status", "error", "config", "pipeline", "models", "area_source", "note", "splits", "target", "mode",
-         "split", "sub_batch")
+#: The columns of text (the others are numbers, ``auto``, True/False or empty).
+_TEXT = ("key", "status", "error", "config", "pipeline", "models", "area_source", "note", "splits", "target", "mode")
 
 
 def read_row(line):

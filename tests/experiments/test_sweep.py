@@ -4,6 +4,7 @@ front, and a small sweep on a local Dask cluster of two worker processes, interr
 import csv
 
 import pytest
+from dask.distributed import LocalCluster
 
 from rpaccel.experiments.sweep import (
     COLUMNS,
@@ -133,6 +134,8 @@ class _Interrupt(Exception):
 
 
 def test_a_sweep_on_a_local_cluster_resumes_after_an_interruption(tmp_path):
+    """Interrupted after two points on a local cluster of two processes, killed while writing the third; resumed on
+    another cluster, only the two missing points run."""
     spec = spec_of({"dyn_cache_ways": [0, 4], "mode": ["rpaccel", "baseline"], "pipeline": PIPELINES[0]})
     out = tmp_path / "sweep.csv"
     seen = []
@@ -149,7 +152,10 @@ def test_a_sweep_on_a_local_cluster_resumes_after_an_interruption(tmp_path):
     with open(out, "ab") as handle:             # and a kill while the third point's line was half written
         handle.write(out.read_bytes().splitlines(keepends=True)[1][:50])
     lines = []
-    report = run_sweep(spec, out=out, workers=2, plot=tmp_path / "pareto.png", progress=lines.append)
+    # Resumed on a cluster of its own (--scheduler ADDRESS).
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        report = run_sweep(spec, out=out, scheduler=cluster.scheduler_address, plot=tmp_path / "pareto.png",
+                           progress=lines.append)
     assert report.passed, report.failures
     assert report.data["evaluated"] == 2 and report.data["done_before"] == 2 and report.data["dropped_bytes"] == 50
     assert any("dropped a half-written last line (50 bytes)" in line for line in lines)
@@ -165,8 +171,8 @@ def test_a_sweep_on_a_local_cluster_resumes_after_an_interruption(tmp_path):
     # The same queries and models rank alike in both modes.
     assert by_cache["rpaccel", 4]["ndcg"] == by_cache["baseline", 4]["ndcg"]
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
-    # Everything is done: a third run evaluates nothing.
-    again = run_sweep(spec, out=out, workers=2)
+    # Everything is done: a third run evaluates nothing (and starts no cluster).
+    again = run_sweep(spec, out=out)
     assert again.data["evaluated"] == 0 and len(again.rows) == 4
     with open(out) as handle:
         assert len(list(csv.DictReader(handle))) == 4
