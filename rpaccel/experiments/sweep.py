@@ -795,6 +795,7 @@ def plot_sweep(rows, path, *, title=None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from ..host.files import replacing
 
@@ -823,6 +824,10 @@ def plot_sweep(rows, path, *, title=None):
                    edgecolors="black", linewidths=1.2)
         if column != "area_luts":
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else
+                                                       f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel(f"NDCG@{rows[0]['ndcg_k']} (RecPipe's)")
         ax.grid(True, which="both", alpha=0.3)
