@@ -686,6 +686,24 @@ def _value(text):
         return {"True": True, "False": False}.get(text, text)
 
 
+#: The columns of text (the others are numbers, ``auto``, True/False or empty).
+_TEXT = ("key", "status", "error", "config", "pipeline", "models", "area_source", "note", "splits", "target", "mode")
+
+
+def read_row(line):
+    """A row of the results file from its line (:func:`read_results` reads every line this way).
+
+    Raises
+    ------
+    ValueError
+        If the line is not a row: not :data:`COLUMNS`' number of cells, no key of 16 hex digits, or no status.
+    """
+    cells = next(csv.reader([line]), [])
+    if len(cells) != len(COLUMNS) or not _KEY.match(cells[0]) or cells[1] not in STATUSES:
+        raise ValueError(f"{len(cells)} cells of {len(COLUMNS)}, key {cells[0][:20] if cells else ''!r}")
+    return {column: cells[i] if column in _TEXT else _value(cells[i]) for i, column in enumerate(COLUMNS)}
+
+
 def read_results(path):
     """The rows of a sweep's results file, and the bytes of a half-written last line (0 if none).
 
@@ -963,24 +981,6 @@ def run_sweep(spec, *, out, workers=None, scheduler=None, plot=None, area=None, 
 def _parsed(row):
     """A row as the results file gives it back (numbers, text; the tuple field as text)."""
     return read_row(_line(row))
-
-
-#: The columns of text (the others are numbers, ``auto``, True/False or empty).
-_TEXT = ("key", "status", "error", "config", "pipeline", "models", "area_source", "note", "splits", "target", "mode")
-
-
-def read_row(line):
-    """A row of the results file from its line (:func:`read_results` reads every line this way).
-
-    Raises
-    ------
-    ValueError
-        If the line is not a row: not :data:`COLUMNS`' number of cells, no key of 16 hex digits, or no status.
-    """
-    cells = next(csv.reader([line]), [])
-    if len(cells) != len(COLUMNS) or not _KEY.match(cells[0]) or cells[1] not in STATUSES:
-        raise ValueError(f"{len(cells)} cells of {len(COLUMNS)}, key {cells[0][:20] if cells else ''!r}")
-    return {column: cells[i] if column in _TEXT else _value(cells[i]) for i, column in enumerate(COLUMNS)}
 
 
 def _run_points(points, context, areas, workers, scheduler, say):
