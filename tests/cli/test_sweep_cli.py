@@ -80,3 +80,11 @@ def test_dry_run_lists_the_points_and_runs_nothing(spec, tmp_path, capsys):
     assert [row["point"] for row in data["rows"]] == [
         "dyn_cache_ways=0 pipeline=rm-small:32:8,rm-small:8:4", "dyn_cache_ways=4 pipeline=rm-small:32:8,rm-small:8:4"]
     assert not list(tmp_path.glob("*.csv"))
+
+
+def test_a_json_specification_is_read_as_the_toml_one(tmp_path, capsys):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"candidates": 32, "grid": [{"mode": ["rpaccel", "baseline"],
+                                                            "pipeline": "rm-small:32:4"}]}))
+    status, out = run([str(path), "--dry-run"], capsys)
+    assert status == 0 and "2 points (0 with a configuration that is refused); models rm-small; NDCG@4" in out.out
