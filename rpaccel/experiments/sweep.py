@@ -38,7 +38,7 @@ import os
 import pickle
 import re
 import time
-from contextlib import closing
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -957,12 +957,13 @@ def run_sweep(spec, *, out, workers=None, scheduler=None, plot=None, area=None, 
     areas = area_figures(spec, area) if area else None
     try:
         if todo:
-            say(f"training {', '.join(spec.models)} on {spec.train_samples:,} synthetic samples ...")
-            context = prepare_context(spec)
-            say(f"  trained and quantised in {context.train_seconds:.1f} s (models {context.fingerprint})")
-            # closing(): an interruption (Ctrl-C) shuts the cluster down before it propagates.
-            with closing(_run_points(todo, context, areas, workers, scheduler, say)) as completed:
-                for row in completed:
+            # The cluster first (a scheduler that cannot be reached fails before the training); an interruption
+            # (Ctrl-C) closes it, and the rows written stay.
+            with _client(workers, scheduler, say) as client:
+                say(f"training {', '.join(spec.models)} on {spec.train_samples:,} synthetic samples ...")
+                context = prepare_context(spec)
+                say(f"  trained and quantised in {context.train_seconds:.1f} s (models {context.fingerprint})")
+                for row in _run_points(client, todo, context, areas):
                     writer.write(row)
                     new.append(row)
                     say(f"[{len(new)}/{len(todo)}, {time.monotonic() - started:,.0f} s] {labels[row['key']]}: "
@@ -983,11 +984,35 @@ def _parsed(row):
     return read_row(_line(row))
 
 
-def _run_points(points, context, areas, workers, scheduler, say):
-    """Yield each point's row as it completes: configurations that are refused at once, the rest as Dask tasks."""
+@contextmanager
+def _client(workers, scheduler, say):
+    """A Dask client of a local cluster of ``workers`` processes (closed with it), or of ``scheduler``'s."""
     import logging
 
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=logging.ERROR)
+        say(f"local Dask cluster: {len(cluster.workers)} worker processes at {cluster.scheduler_address}")
+    try:
+        try:
+            client = Client(cluster if cluster is not None else scheduler)
+        except (OSError, TimeoutError) as error:
+            raise ExperimentError("scheduler", f"{scheduler}: cannot connect ({error})") from None
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_points(client, points, context, areas):
+    """Yield each point's row as it completes: configurations that are refused at once, the rest as Dask tasks."""
+    from dask.distributed import as_completed
 
     tasks = []
     for point in points:
@@ -995,31 +1020,15 @@ def _run_points(points, context, areas, workers, scheduler, say):
             tasks.append(point)
         else:
             yield evaluate_point(point, context)
-    if not tasks:
-        return
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-        say(f"local Dask cluster: {len(cluster.workers)} worker processes at {cluster.scheduler_address}")
-    try:
-        client = Client(cluster if cluster is not None else scheduler)
-    except (OSError, TimeoutError) as error:
-        raise ExperimentError("scheduler", f"{scheduler}: cannot connect ({error})") from None
-    try:
-        shared = client.scatter(context, broadcast=True)
-        futures = {client.submit(evaluate_point, point, shared, area=areas, pure=False): point for point in tasks}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except Exception as error:      # the task itself failed: a worker died, or it could not be run
-                point = futures[future]
-                yield {**point.parameters(), **dict.fromkeys(FIGURES, ""), "status": "failed",
-                       "error": _one_line(error, type(error).__name__), "models": context.fingerprint}
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    shared = client.scatter(context, broadcast=True)
+    futures = {client.submit(evaluate_point, point, shared, area=areas, pure=False): point for point in tasks}
+    for future in as_completed(futures):
+        try:
+            yield future.result()
+        except Exception as error:      # the task itself failed: a worker died, or it could not be run
+            point = futures[future]
+            yield {**point.parameters(), **dict.fromkeys(FIGURES, ""), "status": "failed",
+                   "error": _one_line(error, type(error).__name__), "models": context.fingerprint}
 
 
 def _report(spec, rows, before, new, partial, seconds, out, plot):
