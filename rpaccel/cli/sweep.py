@@ -12,6 +12,8 @@ with the Pareto front.
 
 from pathlib import Path
 
+from ..results import RESULTS_FILE
+from .bench import record
 from .common import CLIError, CommandFailed, print_json, say
 from .hostcommon import check_files, positive_int
 
@@ -33,6 +35,8 @@ def register(subparsers):
     p.add_argument("--dry-run", action="store_true", help="check SPEC and list its points (and those already in "
                                                           "--out); run nothing")
     p.add_argument("--json", action="store_true", help="print the counts and rows as JSON")
+    p.add_argument("--write", action="store_true", help=f"record the sweep's summary in {RESULTS_FILE}")
+    p.add_argument("--results", default=str(RESULTS_FILE), help=f"results file (default {RESULTS_FILE})")
     p.set_defaults(func=run)
 
 
@@ -89,6 +93,8 @@ def run(args):
         print(f"rows in {args.out}" + (f"; plot {args.plot}" if args.plot else ""))
     if not report.passed:
         raise CommandFailed(f"{len(report.failures)} point(s) failed; the first: {report.failures[0]}")
+    for section in report.sections:
+        record(args, section.name, section.title, section.body)
     return 0
 
 
