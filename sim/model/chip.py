@@ -11,8 +11,9 @@ This model is *not* exact (issue 20's exact model is built unit by unit, docs/mo
 a unit's instruction: a transfer of ``n`` words between two units is a segment whose first and last words have
 cycles and whose words between are spread evenly; a consumer takes a segment at its own pace, no earlier than the
 producer offers it, and a producer whose buffer downstream is small waits until its segment has been taken
-(back-pressure at segment grain). Memory reads go through one first-come first-served server at the memory's
-bandwidth in pieces of a burst, after the memory's latency, with each requester's limit on lines in flight. The
+(back-pressure at segment grain). Memory reads are requests of a burst into the memory model's queue, served in
+order at its bandwidth once due (its latency after they were taken), with each requester's limit on lines in
+flight. The
 rules for each unit are in its process below, with the RTL mechanism they stand for; where a rule is coarser than
 the RTL, its docstring says so. The error against the RTL is measured, per case, by ``rpaccel bench model``.
 
@@ -56,6 +57,8 @@ RESPOND = 2
 READ_EXTRA = 4
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
+#: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
+ACCEPT = 2
 #: Lines a memory request carries at most, by default (the fetcher's and the weight loader's bursts).
 PIECE = 8
 #: Output words the interaction unit may run ahead of the lane taking them (its output register, the route
@@ -290,36 +293,50 @@ class _Queue:
 
 
 class _Memory:
-    """The memory behind the arbiter: one line every ``cycle_per_line`` cycles, first come first served in pieces
-    of :data:`PIECE` lines, each line ``latency`` cycles after its slot."""
+    """The memory behind the arbiter (:class:`rpaccel.rtl.memory.MemoryModel`): its queue of requests, served in
+    order at its bandwidth (see :meth:`read`)."""
 
     def __init__(self, sim, config, geometry):
         self.sim = sim
-        self.per_line = geometry.line_bytes / config.mem_bytes_per_cycle
+        self.per_line = max(geometry.line_bytes / config.mem_bytes_per_cycle, 1.0)
         self.latency = config.mem_latency_cycles
         self.free = 0.0
         self.lines = 0
+        self.held = deque()          # per request in the memory's queue: the cycle after its last line is read
+        self.queue_depth = max(16, geometry.emb.max_outstanding)     # rtl.accel.top: the memory model's queue
 
     def read(self, lines, in_flight):
-        """A generator issuing ``lines`` reads in requests of :data:`PIECE` lines, each served first come first
-        served at the memory's bandwidth, its lines ``latency`` cycles after their slot, at most ``in_flight`` lines
-        outstanding; returns the arrival cycles of the first and the last line. (The RTL's arbiter grants requests
-        round robin into the memory's queue of requests; first come first served is what a queue that the
-        requesters keep full amounts to, and it is what this model's error on RecPipe's pipelines is measured with.)"""
+        """A generator issuing ``lines`` reads in requests of :data:`PIECE` lines, at most ``in_flight`` lines
+        outstanding; returns the cycles the first and the last line reach the requester.
+
+        As :class:`rpaccel.rtl.memory.MemoryModel` serves them: a request enters the memory's queue
+        (``queue_depth`` requests, each held until its last line is read) :data:`ACCEPT` cycles after it is issued
+        (the arbiter, its register slice), is due ``latency - 3`` cycles after that, and its lines are read in
+        order, one per ``line_bytes / bytes_per_cycle`` cycles (at most one a cycle), once due and after the lines
+        of the requests ahead; a line reaches the requester 4 cycles after its read (the memory's registers and
+        response queue, the arbiter's routing)."""
         sim, first = self.sim, None
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
         done = arrived = 0
+        held = self.held
         while done < lines:
             piece = min(PIECE, lines - done)
             while done + piece - arrived > in_flight:
                 arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
                     yield arrive
-            start = max(sim.now, self.free)
-            self.free = start + piece * self.per_line
-            last = self.free + self.latency
-            first = start + self.per_line + self.latency if first is None else first
+            while held and held[0] <= sim.now:
+                held.popleft()
+            while len(held) >= self.queue_depth:
+                yield held[0]
+                while held and held[0] <= sim.now:
+                    held.popleft()
+            beat = max(sim.now + ACCEPT + self.latency - 3, self.free)
+            self.free = beat + piece * self.per_line
+            held.append(self.free)
+            last = beat + (piece - 1) * self.per_line + 4
+            first = beat + 4 if first is None else first
             done += piece
             arrivals.append((done, last))
         self.lines += lines
