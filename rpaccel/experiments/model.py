@@ -271,7 +271,8 @@ def run_model_chip(config=None, *, candidates=1024, pipelines=(1, 2), modes=("rp
                   "target: 0.1 s; the program's encoding and its memory image included)."]
         rows.append(paper_row)
     lines += ["", "The model is transaction-level (a unit's instruction at a time, segments of words between units, "
-              "memory requests in order from the memory's queue): not the exact model issue 20 asks for, which is built unit by unit "
+              "memory requests in order from the memory's queue): "
+              "not the exact model issue 20 asks for, which is built unit by unit "
               "(docs/model.md). Its error on each case is the figure to read."]
     text = "\n".join(lines) + "\n"
     return Report(rows=rows, text=text, data={"config": config.name, "rows": rows}, failures=tuple(failures),
