@@ -57,7 +57,7 @@ def test_replay_bench_refuses_bad_settings_before_running(kwargs, message):
 def test_replay_rtl_bench_refuses_bad_settings_before_running(kwargs, message):
     from rpaccel.config import preset
     from rpaccel.experiments import ExperimentError
-    from rpaccel.experiments.replay import run_replay_rtl_bench
+    from rpaccel.experiments.replay import run_replay_chip_bench
 
     with pytest.raises(ExperimentError, match=message):
-        run_replay_rtl_bench(preset("small"), **kwargs)
+        run_replay_chip_bench(preset("small"), **kwargs)
