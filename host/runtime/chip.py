@@ -109,6 +109,23 @@ def _query_records(program, setup_count):
     return out
 
 
+def _shape(arg):
+    """The nested field names of a command's argument: commands of one opcode and shape pack as one batch."""
+    return tuple((name, _shape(value)) for name, value in arg.items()) if isinstance(arg, dict) else None
+
+
+def _encode(encoder, records):
+    """Words of command ``records`` in order, packed one batch per opcode and shape: the encoder packs runs of
+    one kind, and a query's commands alternate kinds (thousands of runs of one or two commands)."""
+    rows = {}
+    for row, record in enumerate(records):
+        rows.setdefault((record["op"], _shape(record["arg"])), []).append(row)
+    words = np.zeros((len(records), encoder.encode(records[:1]).shape[1]), dtype=np.uint64)
+    for group in rows.values():
+        words[group] = encoder.encode([records[row] for row in group])
+    return words
+
+
 def _match(responses, rows, cycles, rankings):
     """Each query's responses: ``rows`` of ``responses`` (the queries' own, in the order they left), per query the
     block up to its ``last`` response. Returns ``(finishes, got, mismatches)``: the cycle of each block's last response
@@ -203,7 +220,9 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     setup_words = to_ints(np.concatenate([setup.load_words(encoder),
                                           encoder.encode(program.steps[0].records[:setup_count]),
                                           encoder.sync(tag=SETUP_TAG), encoder.counters(clear=True, tag=SETUP_TAG)]))
-    query_words = [to_ints(encoder.encode(records)) for records in _query_records(program, setup_count)]
+    per_query = _query_records(program, setup_count)
+    encoded = _encode(encoder, [record for records in per_query for record in records])
+    query_words = [to_ints(words) for words in np.split(encoded, np.cumsum([len(r) for r in per_query])[:-1])]
     end_words = to_ints(np.concatenate([encoder.sync(tag=END_TAG), encoder.counters(tag=END_TAG)]))
     bracket = 1 + len(counter_ids(geometry))        # a SYNC's DONE and the COUNTER responses
 

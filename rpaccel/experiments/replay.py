@@ -124,8 +124,33 @@ def _synthetic_queries(stages, queries, max_rows, seed):
     header, records = generate_trace(queries, sizes=f"fixed:{stages[0].items}", arrivals="poisson:1", data=data,
                                      seed=seed)
     records = list(records)
-    source = TraceData(header)
-    return header, records, {record.q: source.query(record) for record in records}
+    return header, records, _candidates(TraceData(header), records)
+
+
+def _candidates(data, records, span=1 << 16):
+    """``{q: candidates}`` of trace ``records`` from ``data`` (a :class:`~rpaccel.host.runtime.trace.TraceData`),
+    read a run of consecutive samples (at most ``span``) at a time: the synthetic stream draws a block's samples
+    from the block's start, so reading one query at a time would draw the block again for every query."""
+    from dataclasses import replace
+
+    out, run, size = {}, [], 0
+
+    def read():
+        whole = data.query(replace(run[0], size=size))
+        offset = 0
+        for record in run:
+            out[record.q] = whole.take(slice(offset, offset + record.size))
+            offset += record.size
+
+    for record in records:
+        if run and (record.first != run[-1].first + run[-1].size or size + record.size > span):
+            read()
+            run, size = [], 0
+        run.append(record)
+        size += record.size
+    if run:
+        read()
+    return out
 
 
 def _num(value, spec=".1f"):
@@ -257,7 +282,7 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
             except PipelineError as error:
                 raise ExperimentError("pipeline", f"trace query {record.q}: {error}") from None
         data = TraceData(header, base=Path(trace).parent)
-        candidates = {record.q: data.query(record) for record in chosen}
+        candidates = _candidates(data, chosen)
     except DataError as error:
         raise ExperimentError("trace", str(error)) from None
     if warmup >= len(chosen):
