@@ -156,7 +156,8 @@ def _match(responses, rows, cycles, rankings):
             first = next((i for i, (a, b) in enumerate(zip(ranking, want)) if a != b), min(len(ranking), len(want)))
             mismatches[number] = (f"query {number}: {len(ranking)} responses (tags {sorted(tags)}, kinds "
                                   f"{sorted(ResponseKind(value).name for value in kinds)}), {len(want)} RANK of tag "
-                                  f"{number % QUERY_TAGS} expected; first difference at {first}")
+                                  f"{number % QUERY_TAGS} expected; " + (f"first difference at {first}"
+                                                                         if ranking != want else "the same ranking"))
     if start < len(rows):
         mismatches[len(rankings)] = f"{len(rows) - start} responses after the last query's"
     return np.asarray(finishes, dtype=np.int64), got, mismatches

@@ -69,6 +69,9 @@ def test_refused_before_anything_runs(models):
         replay_on_chip(None, TINY, models, parse_pipeline("a:48:40"), [query], [0])
     with pytest.raises(PipelineError, match="non-decreasing"):
         replay_on_chip(None, TINY, models, stages, [query, query], [5, 0])
+    # What bounds a run is the chip's memory (every query's candidates placed before time zero), not the tags.
+    with pytest.raises(PipelineError, match=r"Memory full: the records of query 27 .* \(mem_bytes = 131072\)"):
+        replay_on_chip(None, TINY, models, stages, [query] * 100, [0] * 100)
 
 
 def model_device(config):
