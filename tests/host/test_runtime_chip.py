@@ -173,3 +173,21 @@ def test_responses_out_of_order_are_reported_not_given_to_the_wrong_query(models
     bad = replay_on_chip(Swapped(model_device(TINY), first, second), TINY, models, stages, queries, [0] * 5)
     assert sorted(bad.mismatches) == [first, second]
     assert f"RANK of tag {first} expected" in bad.mismatches[first]
+
+
+def test_compare_replays_query_by_query(models):
+    """Two replays of the same queries at the same arrivals on chips that differ only in memory latency: the same
+    rankings, every query slower on the slower memory, each in a row of the table."""
+    stages = parse_pipeline("a:48:12,b:12:4")
+    queries = [tiny_data(models["a"].spec, 48, start=18000 + 48 * q) for q in range(3)]
+    slow = TINY.with_settings(["mem_latency_cycles=300"])
+    fast_run = replay_on_chip(model_device(TINY), TINY, models, stages, queries, [0, 0, 50_000])
+    slow_run = replay_on_chip(model_device(slow), slow, models, stages, queries, [0, 0, 50_000])
+    comparison = compare_replays(fast_run, slow_run, names=("fast", "slow"))
+    assert comparison.same_ranking.all() and (comparison.difference > 0).all()
+    assert np.array_equal(comparison.reference, fast_run.finishes - fast_run.arrivals)
+    table = comparison.table()
+    assert "| query | arrival cycle | fast cycles | slow cycles |" in table and "rankings equal in 3 of 3" in table
+    assert len([line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]) == 3
+    with pytest.raises(ValueError, match="differ in their arrivals"):
+        compare_replays(fast_run, replay_on_chip(model_device(TINY), TINY, models, stages, queries[:2], [0, 0]))
