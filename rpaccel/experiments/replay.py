@@ -365,8 +365,8 @@ def _chip_server(backend, config, stages, models, candidates, times, trace_qps, 
         scale = 1.0 if trace_qps is None else trace_qps / load
         arrivals = np.rint((times - times[0]) * scale).astype(np.int64)
         if progress:
-            progress(f"replaying {len(queries)} queries on the {config.name} chip ({CHIP_KIND[backend]}) at "
-                     f"{load:g} queries/s")
+            progress(f"replaying {len(queries):,} {'query' if len(queries) == 1 else 'queries'} on the "
+                     f"{config.name} chip ({CHIP_KIND[backend]}) at {load:g} queries/s")
         started, cpu = time.perf_counter(), time.process_time()
         try:
             run = replay_on_chip(device, config, models, stages, queries, arrivals)
