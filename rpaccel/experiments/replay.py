@@ -721,7 +721,8 @@ def _chip_bench_text(backend, config, stages, rows, queries, seed, service, capa
              f"latency from a query's arrival cycle to its last response at {config.clock_mhz:g} MHz (the preset's "
              f"target clock, not a routed figure). One query alone takes {service['p50_ms']:.3f} ms on the "
              f"{service['backend']} backend: a capacity of {capacity:.1f} queries/s. {note}. Host time: "
-             f"{host:.2f} s a query (compiling, the run, checking; {cpu:.2f} s of this process's CPU time).", "",
+             f"{host:.2f} s a query (compiling, the run, checking; {cpu:.2f} s of this process's CPU time"
+             f"{', Verilator not counted' if backend == 'rtl' else ''}).", "",
              f"| load (share of capacity) | offered q/s | completed q/s | p50 ms | p95 ms | p99 ms | NDCG@{k} | "
              "checked |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in rows:
