@@ -3,8 +3,8 @@
 Backends: ``cpu`` (:mod:`rpaccel.host.runtime.cpu`: the pipeline for real on this machine, in worker processes,
 under MLPerf LoadGen's Server scenario, once per offered load), ``rtl`` (:mod:`rpaccel.host.runtime.chip`: the
 chip's RTL on Verilator, each query sent at its arrival) and ``model`` (the same replay on the chip's
-transaction-level timed model, :class:`rpaccel.sim.model.chip.ModelDevice`: the RTL's rankings, its cycles within
-a few to 15% until issue 20's exact model).
+transaction-level timed model, :class:`rpaccel.sim.model.chip.ModelDevice`: the RTL's rankings, its cycles close
+to the RTL's but not exact until issue 20's exact model).
 
 Models: quantised (``.q.npz``, ``rpaccel quantize``) or float (``.npz``, ``rpaccel train``) files per stage model,
 or, when none are given and the trace's data is the synthetic stream, models trained for seconds on samples of
@@ -473,8 +473,8 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
         lines.append("Latency: from a query's arrival cycle to its last response (the chip's cycles at the "
                      "preset's clock); checked: every response equals the golden model's.")
         if backend == "model":
-            lines.append("The timed model gives the RTL's responses; its cycles are within a few to 15% of the RTL's "
-                         "(`rpaccel bench replay --parts rtl,model` compares them query by query) until issue 20's "
+            lines.append("The timed model gives the RTL's responses; its cycles are close to the RTL's, not equal "
+                         "(`rpaccel bench replay --parts rtl,model` compares them query by query), until issue 20's "
                          "exact model.")
         for row in rows:
             busy = ", ".join(f"{unit} {share:.0%}" for unit, share in row["utilisation"].items())
