@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..host.driver.device import Device
 from .report import ExperimentError, Report
 
 __all__ = ["chip_device_for", "plot_replay", "run_replay", "run_replay_bench", "run_replay_chip_bench",
@@ -31,25 +30,6 @@ CHIP_KIND = {"rtl": "RTL on Verilator", "model": "transaction-level timed model,
 TRAIN_FIRST = 1 << 32
 
 
-class _ModelFromReset(Device):
-    """The chip's timed model running every trace from reset, as a :class:`~rpaccel.host.driver.device.Device`
-    does: a fresh :class:`~rpaccel.sim.model.chip.ModelDevice` per run, since one keeps its chip's state (memory,
-    counts of completed WEIGHTS and results) from run to run, and a replay runs its setup alone first."""
-
-    def __init__(self, config):
-        from ..sim.model.chip import ModelDevice
-
-        self._make = lambda: ModelDevice(config)
-        self._ports = self._make().ports
-
-    @property
-    def ports(self):
-        return self._ports
-
-    def run(self, trace, **options):
-        return self._make().run(trace, **options)
-
-
 def chip_device_for(backend, config):
     """The chip of ``config`` for a chip backend: ``"rtl"`` (:func:`rpaccel.sim.chip.chip_device`, Verilator) or
     ``"model"`` (the timed model, every run from reset)."""
@@ -58,7 +38,9 @@ def chip_device_for(backend, config):
 
         return chip_device(config)
     if backend == "model":
-        return _ModelFromReset(config)
+        from ..sim.model.chip import ModelDevice
+
+        return ModelDevice(config)
     raise ExperimentError("backend", f"must be one of {', '.join(CHIP_BACKENDS)} to run the chip, not {backend!r}")
 
 
