@@ -13,7 +13,7 @@ from rpaccel.config import ConfigError, preset
 from rpaccel.host.driver.interaction import output_words
 from rpaccel.rtl.accel import join as rtl_join
 from rpaccel.rtl.accel.isa import ChipGeometry
-from rpaccel.rtl.accel.join import JOB_QUEUE_DEPTH, JoinUnit, pooled_words
+from rpaccel.rtl.accel.join import JOB_QUEUE_DEPTH, JoinUnit, output_buffer_words, pooled_words
 from rpaccel.sim.golden.interaction import random_items
 from rpaccel.sim.golden.join import bottom_words, job_value, join_golden, pooled_values
 from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
@@ -34,9 +34,10 @@ def random_job(rng, g, split, *, items=None, mode=None, vectors=None, dim=None):
 
 
 def run(g, split, jobs, bottom, pooled, *, pause=0.3, seed=0, pooled_delay=0, bottom_delay=0,
-        wait_for_pooled=False, max_cycles=200_000):
+        wait_for_pooled=False, bottom_after=None, receive_after=None, max_cycles=200_000):
     """Run the jobs through a JoinUnit; return per lane the words received, the cycles of the interaction unit's
-    input, and what the busy/idle monitor saw."""
+    input, and what the busy/idle monitor saw. ``bottom_after`` (``receive_after``): ``{lane: other}``, the lane's
+    bottom words are sent (its interaction words taken) only once lane ``other`` has received all of its own."""
     dut = JoinUnit(g)
     rng = np.random.default_rng(seed)
     lane_words = {lane: [] for lane in range(g.lanes)}
@@ -58,6 +59,12 @@ def run(g, split, jobs, bottom, pooled, *, pause=0.3, seed=0, pooled_delay=0, bo
         await StreamSource(dut.pooled, pause=pause, seed=seed + 2).send(ctx, pooled_stream)
         seen["pooled_done"] = True
 
+    async def after(ctx, lane, waits):
+        if lane in (waits or {}):
+            other = waits[lane]
+            while len(got[other]) < len(expected[other]):
+                await ctx.tick()
+
     def send_bottom(lane):
         async def bench(ctx):
             if bottom_delay:
@@ -65,12 +72,14 @@ def run(g, split, jobs, bottom, pooled, *, pause=0.3, seed=0, pooled_delay=0, bo
             if wait_for_pooled:
                 while not seen["pooled_done"]:
                     await ctx.tick()
+            await after(ctx, lane, bottom_after)
             await StreamSource(getattr(dut, f"bottom{lane}"), pause=pause, seed=seed + 10 + lane).send(
                 ctx, lane_words[lane])
         return bench
 
     def receive(lane):
         async def bench(ctx):
+            await after(ctx, lane, receive_after)
             words = await StreamSink(dut.inter[lane], pause=pause, seed=seed + 20 + lane).receive(
                 ctx, len(expected[lane]))
             got[lane].extend(words)
@@ -186,6 +195,27 @@ def test_one_word_per_cycle_into_the_interaction_unit():
     idle = sorted(set(seen["unit_ready"]) - set(seen["unit_in"]))
     assert [cycle for cycle in idle if first <= cycle <= last] == []
     assert len(seen["unit_in"]) == sum(job["items"] * job["vectors"] * 2 for job in jobs)
+
+
+@pytest.mark.parametrize("wait", ["bottom", "receive"])
+def test_a_lane_goes_ahead_of_another_lanes_waiting_job(wait):
+    # Lane 1's jobs come first in fetch order, and lane 1 waits for lane 0: its bottom blocks come (or it takes its
+    # interaction words) only once lane 0 has received all of its output. Lane 1's pooled vectors fit its FIFO,
+    # its output does not fit its output buffer. The lanes' jobs go out independently, so lane 0's are sent while
+    # lane 1's head job waits for its bottom block (or for room in lane 1's output buffer); a joiner serving the
+    # jobs in fetch order, or with one output path for every lane, waits forever.
+    rng = np.random.default_rng(9)
+    jobs, bottom, pooled = zip(*(random_job(rng, TINY, 2, items=6, mode="cat", vectors=3, dim=TINY.max_dim)
+                                 for _ in range(2)),
+                               *(random_job(rng, TINY, 2, items=int(rng.integers(1, 5))) for _ in range(4)))
+    for number, job in enumerate(jobs):
+        job["lane"] = int(number < 2)
+    ahead = [job for job in jobs if job["lane"] == 1]
+    assert sum(pooled_words(TINY, job["items"], job["vectors"], job["dim"]) for job in ahead) <= \
+        TINY.config.join_buffer_words
+    assert sum(output_buffer_words(TINY, job["items"], job["mode"], job["vectors"], job["dim"]) for job in ahead) > \
+        TINY.config.join_output_words
+    run(TINY, 2, jobs, bottom, pooled, pause=0.2, seed=9, max_cycles=30_000, **{f"{wait}_after": {1: 0}})
 
 
 def test_scoreboard_catches_an_n_tile_order_bug(monkeypatch):
