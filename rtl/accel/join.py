@@ -38,9 +38,10 @@ Sizes and conventions are the chip's (docs/chip.md, "Units"); a job must have ``
 engine.max_acc_rows``, ``1 <= F <= max_tables + 1`` and ``1 <= d <= max_emb_dim``, which the controller checks,
 and the configuration makes the largest item's pooled vectors fit a FIFO and its output an output buffer. A lane
 whose program takes a job's interaction words only after a later FETCH of the lane has delivered its dense words
-(lookahead) needs the job's pooled vectors (:func:`pooled_words`) to fit the lane's FIFO, or its output words
-(:func:`output_buffer_words`) the lane's output buffer: otherwise the job's last items wait for the lane, and the
-fetcher, held in the lookups of the job's vectors, never reaches that FETCH (the compiler keeps to it).
+(lookahead) needs the job to leave the joiner without the lane (:func:`leaves_without_lane`): the pooled vectors
+(:func:`pooled_words`) of the items beyond those whose output (:func:`output_buffer_words`) the lane's output
+buffer holds must fit the lane's FIFO. Otherwise those items wait for the lane, and the fetcher, held in the
+lookups of their vectors, never reaches that FETCH (the compiler keeps to it, the checker checks it).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -55,7 +56,8 @@ from ..lib.queue import Queue
 from ..lib.route import RouteDemux, route_layout
 from .isa import ChipGeometry
 
-__all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit", "output_buffer_words", "pooled_words"]
+__all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit", "leaves_without_lane", "output_buffer_words",
+           "pooled_words"]
 
 #: Jobs each lane's bottom loader holds before loading their block (and the pooled writer ahead of their vectors).
 JOB_QUEUE_DEPTH = 4
@@ -76,6 +78,15 @@ def output_buffer_words(geometry, items, mode, vectors, dim):
     (:func:`rpaccel.host.driver.interaction.output_words`; see the module's notes on ``join_output_words``)."""
     width = dim + vectors * (vectors - 1) // 2 if mode == "dot" else vectors * dim
     return items * -(-width // geometry.rows)
+
+
+def leaves_without_lane(geometry, items, mode, vectors, dim):
+    """Whether all of a job's pooled vectors enter its lane's FIFO while the lane takes none of its interaction
+    words: the items whose output the lane's output buffer holds go out once the bottom block is in, and the pooled
+    vectors of the others fit the FIFO (see the module's notes)."""
+    config = geometry.config
+    held = min(items, config.join_output_words // output_buffer_words(geometry, 1, mode, vectors, dim))
+    return pooled_words(geometry, items - held, vectors, dim) <= config.join_buffer_words
 
 
 def _bits(n):

@@ -408,11 +408,18 @@ def check_structure(program):
         assert {f["source"] for f in fetches} <= {FetchSource.RANGE, FetchSource.LIST}
         assert len(program.steps) == 1 + len(expected_items)
     else:
+        # Per query (its tag), its stages' closing SCOREs in stage order: a filter unit keeps each stage's result
+        # but the last's, which a top-k unit reports (the queries' stages may interleave in the program).
         stages = len(program.stages)
-        assert all(s["dest"] is (ScoreDest.TOPK if (i + 1) % stages == 0 else ScoreDest.FILTER)
-                   for i, s in enumerate(closing))
-        assert [s["keep"] for s in closing] == [int(i % stages != stages - 1) for i in range(len(closing))]
-        assert [s["report"] for s in closing] == [int(i % stages == stages - 1) for i in range(len(closing))]
+        per_query = {}
+        for record in records:
+            if record["op"] is Opcode.SCORE and record["arg"]["last"]:
+                per_query.setdefault(record["tag"], []).append(record["arg"])
+        assert sorted(per_query) == sorted(program.tags)
+        for closing_of in per_query.values():
+            assert [s["dest"] for s in closing_of] == [ScoreDest.FILTER] * (stages - 1) + [ScoreDest.TOPK]
+            assert [s["keep"] for s in closing_of] == [1] * (stages - 1) + [0]
+            assert [s["report"] for s in closing_of] == [0] * (stages - 1) + [1]
         survivors = [f for f in fetches if f["source"] is FetchSource.SURVIVORS]
         releases = [f["wait_results"] for f in survivors if f["release"]]
         assert len(releases) == len(program.queries) * (stages - 1)

@@ -18,7 +18,16 @@ from rpaccel.cachemodel import EmbeddingCacheModel
 from rpaccel.config import preset
 from rpaccel.embedding import EmbeddingLayout, TableSpec, pool_bags
 from rpaccel.host.data import preprocess
-from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries, decode_responses, expected_responses
+from rpaccel.host.driver.chip import (
+    ChipSetup,
+    ProgramError,
+    Schedule,
+    Stage,
+    check_program,
+    compile_queries,
+    decode_responses,
+    expected_responses,
+)
 from rpaccel.host.driver.codec import codec, from_ints, to_ints
 from rpaccel.host.driver.embedding import line_limbs
 from rpaccel.host.driver.interaction import output_width, output_words
@@ -29,7 +38,18 @@ from rpaccel.host.reference import mlp_forward
 from rpaccel.host.train import TrainConfig, train
 from rpaccel.numeric import topk
 from rpaccel.rtl.accel.controller import Controller
-from rpaccel.rtl.accel.isa import ActSource, Counter, ErrorCode, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
+from rpaccel.rtl.accel.isa import (
+    ActSource,
+    ChipGeometry,
+    Counter,
+    ErrorCode,
+    FetchSource,
+    Opcode,
+    OutDest,
+    ResponseKind,
+    ScoreDest,
+)
+from rpaccel.rtl.accel.join import leaves_without_lane, output_buffer_words, pooled_words
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import program_words
@@ -963,3 +983,40 @@ def test_bounded_queues_keep_the_waits_within_their_window(dot_models):
     chip = FunctionalChip(config)
     responses = decode_responses(chip.geometry, chip.run(program_words(program, expected)).responses)
     assert responses.records(program.tags[0]) == expected.responses.records(program.tags[0])
+
+
+def test_lookahead_beyond_the_joiners_buffers_deadlocks_and_the_checker_refuses_it(dot_models):
+    """Lookahead on both lanes, with sub-batches whose pooled vectors and interaction output exceed the lanes'
+    joiner buffers of a smaller configuration: on it the model deadlocks (a lane takes a sub-batch's interaction
+    words only after the next sub-batch's dense words, which the fetcher sends only once the joiner has taken the
+    sub-batch's pooled vectors) and the checker refuses the program; compiled for that configuration, the program
+    has no lookahead and runs."""
+    a, b = dot_models
+    wide_config = TINY.with_settings(["act_buffer_words=1024"])        # room for sub-batches of 30 on a lane
+    narrow = wide_config.with_settings(["join_buffer_words=32", "join_output_words=64"])
+    stages, schedule = [Stage(a, k=30), Stage(b, k=5)], Schedule("rpaccel", sub_batch=30)
+    for config in (wide_config, narrow):
+        setup = ChipSetup(config, [a, b])
+        queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, 60, start=9500 + q)) for m in (a, b)})
+                   for q in range(2)]
+        program = compile_queries(setup, stages, queries, schedule)
+        check_program(config, program.records(), memory=setup.memory)
+        expected = expected_responses(program)
+        words = program_words(program, expected)
+        chip = FunctionalChip(config)
+        responses = decode_responses(chip.geometry, chip.run(words).responses)
+        for tag in program.tags:
+            assert responses.records(tag) == expected.responses.records(tag), (config.name, tag)
+        if config is wide_config:
+            wide, wide_words = program, words
+    # 30 items: the output buffer holds 16 items' output, the other 14 items' pooled vectors take 56 FIFO words.
+    vectors, dim = a.spec.num_tables + 1, a.spec.emb_dim
+    assert leaves_without_lane(ChipGeometry(wide_config), 30, "dot", vectors, dim)
+    assert not leaves_without_lane(ChipGeometry(narrow), 30, "dot", vectors, dim)
+    assert 64 // output_buffer_words(ChipGeometry(narrow), 1, "dot", vectors, dim) == 16
+    assert pooled_words(ChipGeometry(narrow), 14, vectors, dim) == 56
+    with pytest.raises(ProgramError, match=r"lane 0 takes a later FETCH's dense words before the interaction words "
+                                           r"of command \d+ \(FETCH\)'s join job"):
+        check_program(narrow, wide.records(), memory=wide.setup.memory)
+    with pytest.raises(Deadlock, match=r"the pooled writer waits to put \d+ vectors of FETCH \(tag 0\) into FIFO\[0\]"):
+        FunctionalChip(narrow).run(wide_words)

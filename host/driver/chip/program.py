@@ -23,9 +23,12 @@ lane's activation memory holds two input regions for each MLP (alternating per s
 (alternating per layer, as :func:`~rpaccel.host.driver.mlp.plan_lane` lays out one MLP); an INPUT waits until the
 layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
 and regions carry on from query to query. When every stage has a lane and a unit of its own (and the tables are
-resident), the program interleaves, sub-batch by sub-batch, stage ``s`` of query ``q`` with stage ``s - 1`` of query
-``q + 1`` (which depend on each other only through results of earlier queries), so the fetcher, the joiner and the
-weight loader, which take their commands in program order, serve the lanes in turn.
+resident), the program interleaves stage ``s`` of query ``q`` with stage ``s - 1`` of query ``q + 1`` (which depend
+on each other only through results of earlier queries), so the fetcher and the weight loader, which take their
+commands in program order, serve the lanes in turn; the joiner serves each lane's jobs on their own. With
+``Schedule.balance`` the stages' sub-batches are placed in the order the lanes are estimated to reach them (per MLP,
+per layer or streamed part, ``ktiles x ntiles x (items + rows + cols)`` cycles of the lane's sub-array, or the words
+its WEIGHTS copies if more): a lane with cheap sub-batches runs several between two of an expensive stage.
 
 Weights that do not fit the weight buffer stream from memory (:meth:`ChipSetup.weights`, a :class:`WeightPlan`):
 the resident models' weights are loaded once from word 0, the rest of the buffer is divided into a ring of slots
@@ -49,7 +52,7 @@ from amaranth.hdl import Shape
 from ....embedding import EmbeddingLayout, LayoutError, TableSpec
 from ....numeric import topk
 from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
-from ....rtl.accel.join import pooled_words
+from ....rtl.accel.join import leaves_without_lane
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
 from ...reference import MLPError, check_inputs, check_mlp, run
@@ -466,10 +469,12 @@ class Schedule:
     lanes hold) and ``lookahead``: a lane's commands put sub-batch i + 1's dense input and bottom MLP before
     sub-batch i's interaction input and top MLP, so the engine computes the next bottom MLP (and the fetcher
     gathers the next embeddings) while the interaction unit works on the current sub-batch. Lookahead is used only
-    where it cannot deadlock: a sub-batch's pooled vectors must fit the joiner's FIFO (``join_buffer_words``),
-    together with a sub-batch of every other stage where stages of different queries interleave, so its lookups
-    (and those fetched after them) never wait for the joiner while the fetcher holds the next sub-batch's dense
-    words back.
+    where it cannot deadlock: the lane takes sub-batch i's interaction words only after sub-batch i + 1's FETCH has
+    sent its dense words, and the fetcher gets there only once sub-batch i's lookups are done, so the joiner must
+    take all of sub-batch i's pooled vectors without the lane (:func:`rpaccel.rtl.accel.join.leaves_without_lane`):
+    the items whose interaction output the lane's output buffer holds (``join_output_words``) go out once their
+    bottom block is in, and the pooled vectors of the others must fit the lane's FIFO (``join_buffer_words``).
+    :func:`~.checker.check_program` checks this condition.
 
     ``serial`` (baseline only): sub-batches one after another, a SYNC after each sub-batch's SCORE (its DONE
     answers with the query's tag), so nothing of sub-batch i + 1 (its fetch, lookups, MLPs) starts before sub-batch
@@ -479,7 +484,8 @@ class Schedule:
     units overlap sub-batches as they do in RPAccel mode: a stronger baseline than RecPipe's.
 
     ``interleave`` (RPAccel mode): stage ``s`` of query ``q`` may interleave with stage ``s - 1`` of query ``q + 1``
-    (see :func:`compile_queries`). ``False`` keeps each query's commands together, in query order, as a replay
+    (see :func:`compile_queries`); ``balance``: in proportion to their estimated cycles (``False``: one sub-batch
+    of each in turn). ``False`` keeps each query's commands together, in query order, as a replay
     that sends each query at its arrival needs (a query's commands cannot wait behind a later query's)."""
 
     mode: str = "rpaccel"
@@ -488,6 +494,7 @@ class Schedule:
     lookahead: bool = True
     serial: bool = None
     interleave: bool = True
+    balance: bool = True
 
 
 @dataclass
@@ -644,6 +651,16 @@ class _Lane:
                 self.readers[region] = self.layers_done
         return records
 
+    def cycles(self, layers, weights, items):
+        """Estimated cycles of an MLP on ``items`` items on the lane: per layer (or streamed part), ``ktiles x
+        ntiles x (items + rows + cols)``, or the words its WEIGHTS copies if more (``weights`` as :meth:`mlp`'s)."""
+        total = 0
+        for layer, weight in zip(layers, weights):
+            k, n = layer.shape
+            compute = _ceil_div(k, self.rows) * _ceil_div(n, self.cols) * (items + self.rows + self.cols)
+            total += max(compute, sum(part.words for part in weight) if isinstance(weight, tuple) else 0)
+        return total
+
     def stream(self, base, slots, slot_words):
         """Give the lane a ring of ``slots`` slots of ``slot_words`` weight words from word ``base``."""
         self.ring = [base + i * slot_words for i in range(slots)]
@@ -764,14 +781,14 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     kept = {}           # {query: (holder, result number)} of the query's latest kept result
     configured = [None]     # the model whose tables are configured (when they are not all resident)
 
-    def pooled(s, items=None):
-        """Joiner FIFO words of the pooled vectors of a sub-batch of stage ``s`` (default: its largest)."""
+    def fits(s, items):
+        """A sub-batch of ``items`` of stage ``s`` leaves the joiner without its lane (see :class:`Schedule`)."""
         spec = setup.models[numbers[s]].spec
-        items = items or max(max(_sizes(plan[q][s], sub_batch)) for q in range(len(queries)))
-        return pooled_words(g, items, spec.num_tables + 1, spec.emb_dim)
+        return leaves_without_lane(g, items, spec.interaction, spec.num_tables + 1, spec.emb_dim)
 
     def task(q, s):
-        """Append the commands of stage ``s`` of query ``q``, yielding after each sub-batch's bottom or top."""
+        """Append the commands of stage ``s`` of query ``q``, yielding after each sub-batch's bottom or top MLP
+        the lane's estimated cycles for it."""
         query, stage, tag = queries[q], stages[s], tags[q]
         number, lane, unit = numbers[s], state[lanes[s]], units[s]
         if baseline:
@@ -789,10 +806,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
         final = s == len(stages) - 1
         sizes = _sizes(plan[q][s], sub_batch)
-        # The stages of other queries this task interleaves with (its wave's, see below).
-        partners = [t for t in range(len(stages)) if t != s and 0 <= q + s - t < len(queries)] if interleave else []
-        lookahead = schedule.lookahead and not serial and pooled(s, max(sizes)) + sum(
-            pooled(t) for t in partners) <= g.config.join_buffer_words
+        lookahead = schedule.lookahead and not serial and fits(s, max(sizes))
         dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
         # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
         # its top MLP and its SCORE.
@@ -826,6 +840,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                 step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
                     "bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE, records.dense_words,
                     OutDest.JOIN, loader, batches[index]))
+                cycles = lane.cycles(bottom, weights[number, "bottom"], items)
             else:
                 step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
                     "top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
@@ -838,25 +853,34 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                     "report": int(closing and final and not baseline)}))
                 if serial:
                     step.records.append(_record(Opcode.SYNC, tag))
-            yield
+                cycles = lane.cycles(top, weights[number, "top"], items)
+            yield cycles
         if not baseline and not final:
             results[holders[s]] += 1
             kept[q] = (holders[s], results[holders[s]])
 
     # Stage s of query q and stage s - 1 of query q + 1 run at once (on different lanes and units): their
     # sub-batches interleave in the program, so the units that take commands in program order for every lane (the
-    # fetcher, the joiner, the weight loader) serve both lanes in turn rather than one stage's whole query first.
-    # Lookahead then needs the FIFO to hold a sub-batch of every stage (the joiner sends jobs in fetch order: the
-    # other lanes' jobs fetched between a sub-batch and the next, which the lane computes first, wait behind it).
+    # fetcher, the weight loader) serve both lanes in turn rather than one stage's whole query first. Balanced, the
+    # next MLP placed is the one whose lane is estimated to reach it first (ties: the later stage); otherwise one
+    # of each stage in turn.
     interleave = (schedule.interleave and not baseline and setup.resident and len(set(lanes)) == len(stages)
                   and len(set(holders)) == len(stages))
     waves = ([[(w - s, s) for s in reversed(range(len(stages))) if 0 <= w - s < len(queries)]
               for w in range(len(queries) + len(stages) - 1)] if interleave else
              [[(q, s)] for q in range(len(queries)) for s in range(len(stages))])
     for wave in waves:
-        running = [task(q, s) for q, s in wave]
+        running = [[0, order, task(q, s)] for order, (q, s) in enumerate(wave)]
         while running:
-            running = [each for each in running if next(each, StopIteration) is not StopIteration]
+            if schedule.balance:
+                clock = min(running, key=lambda each: each[:2])
+                cycles = next(clock[2], None)
+                if cycles is None:
+                    running.remove(clock)
+                else:
+                    clock[0] += cycles
+            else:
+                running = [each for each in running if next(each[2], None) is not None]
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
                    sub_batch=sub_batch, steps=steps, tags=tags, items=plan, serial=serial)
 
