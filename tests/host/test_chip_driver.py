@@ -897,6 +897,35 @@ def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
         ChipSetup(TINY, [a, big_model], streamed=(2,))
 
 
+def test_balanced_interleave_runs_cheap_sub_batches_between_expensive_ones(tiny_models, big_model):
+    """Stage 1 of query q (the big streamed model, lane 1) and stage 0 of query q + 1 (a small resident one, lane
+    0) interleave: balanced, several of lane 0's sub-batches go between two of lane 1's, in proportion to their
+    estimated cycles; otherwise one each in turn. Both programs check and answer as the golden model."""
+    a = tiny_models[0]
+    setup = ChipSetup(TINY, [a, big_model])
+    queries = [setup.add_query({a: candidates(a, 40, 8200 + q), big_model: candidates(big_model, 40, 8200 + q)})
+               for q in range(3)]
+    runs = {}
+    for balance in (True, False):
+        program, _ = run_pipeline(setup, [Stage(a, k=12), Stage(big_model, k=4)], queries,
+                                  Schedule(split=2, sub_batch=4, balance=balance))
+        # Lane 0's FETCHes between two of lane 1's.
+        between, count = [], None
+        for record in program.records():
+            if record["op"] is not Opcode.FETCH:
+                continue
+            if record["arg"]["lane"] == 1:
+                if count is not None:
+                    between.append(count)
+                count = 0
+            elif count is not None:
+                count += 1
+        runs[balance] = between
+    # Stage 0 has 10 sub-batches, stage 1 3 (query 2's stage 1 runs alone, at the end).
+    assert runs[False] == [1, 1, 8, 1, 1, 8, 0, 0]
+    assert runs[True] == [3, 4, 3, 3, 4, 3, 0, 0]
+
+
 def test_checker_catches_planted_streaming_errors(tiny_models, big_model):
     a = tiny_models[0]
     setup = ChipSetup(TINY, [a, big_model])
