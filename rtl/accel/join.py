@@ -36,13 +36,15 @@ goes out as soon as its own bottom block and pooled vectors are in, whatever ano
 
 Sizes and conventions are the chip's (docs/chip.md, "Units"); a job must have ``1 <= items <=
 engine.max_acc_rows``, ``1 <= F <= max_tables + 1`` and ``1 <= d <= max_emb_dim``, which the controller checks,
-and the configuration makes the largest item's pooled vectors fit a FIFO and its output an output buffer. A lane
-whose program takes a job's interaction words only after a later FETCH of the lane has delivered its dense words
-(lookahead) needs the job to leave the joiner without the lane (:func:`leaves_without_lane`): the pooled vectors
-(:func:`pooled_words`) of the items beyond those whose output (:func:`output_buffer_words`) the lane's output
-buffer holds must fit the lane's FIFO. Otherwise those items wait for the lane, and the fetcher, held in the
-lookups of their vectors, never reaches that FETCH (the compiler keeps to it, the checker checks it).
-"""
+and the configuration makes the largest item's pooled vectors fit a FIFO and its output an output buffer.
+
+The pooled writer waits while the FIFO of the lane whose vectors come next is full, and with it the embedding unit
+and the fetcher (in the lookups of that FETCH). Those vectors go in as the lane's items go out, and its items go
+out while its output buffer has room, that is, as the lane takes its interaction words. So a program must not make
+the lane's taking of those words wait for commands that wait for the fetcher to get past that FETCH: where the
+interaction words of a lane's jobs not yet taken by the commands before the next FETCH (those the chip reaches
+with the fetcher held) would not leave the joiner's buffers room for the FETCH's vectors (:func:`absorbs`), the
+chip stops. The compiler keeps to it, the checker checks it."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -56,8 +58,7 @@ from ..lib.queue import Queue
 from ..lib.route import RouteDemux, route_layout
 from .isa import ChipGeometry
 
-__all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit", "leaves_without_lane", "output_buffer_words",
-           "pooled_words"]
+__all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit", "absorbs", "output_buffer_words", "pooled_words"]
 
 #: Jobs each lane's bottom loader holds before loading their block (and the pooled writer ahead of their vectors).
 JOB_QUEUE_DEPTH = 4
@@ -80,13 +81,26 @@ def output_buffer_words(geometry, items, mode, vectors, dim):
     return items * -(-width // geometry.rows)
 
 
-def leaves_without_lane(geometry, items, mode, vectors, dim):
-    """Whether all of a job's pooled vectors enter its lane's FIFO while the lane takes none of its interaction
-    words: the items whose output the lane's output buffer holds go out once the bottom block is in, and the pooled
-    vectors of the others fit the FIFO (see the module's notes)."""
-    config = geometry.config
-    held = min(items, config.join_output_words // output_buffer_words(geometry, 1, mode, vectors, dim))
-    return pooled_words(geometry, items - held, vectors, dim) <= config.join_buffer_words
+def absorbs(geometry, jobs):
+    """Whether the joiner takes in all the pooled vectors of a lane's jobs while the lane takes none of their
+    interaction words: the items (in order) whose output the lane's output buffer holds go out once their bottom
+    block is in; the pooled vectors of the others must fit the lane's FIFO (see the module's notes).
+
+    Parameters
+    ----------
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
+    jobs : iterable of (int, str, int, int)
+        ``(items, mode, vectors, dim)`` of each job (or of the items of it still to go), in the lane's order.
+    """
+    room, waiting = geometry.config.join_output_words, 0
+    for items, mode, vectors, dim in jobs:
+        held = min(items, room // output_buffer_words(geometry, 1, mode, vectors, dim))
+        if held < items:
+            room = 0                    # the lane's items go out in order: the rest wait behind this one
+        else:
+            room -= output_buffer_words(geometry, items, mode, vectors, dim)
+        waiting += pooled_words(geometry, items - held, vectors, dim)
+    return waiting <= geometry.config.join_buffer_words
 
 
 def _bits(n):

@@ -49,7 +49,7 @@ from rpaccel.rtl.accel.isa import (
     ResponseKind,
     ScoreDest,
 )
-from rpaccel.rtl.accel.join import leaves_without_lane, output_buffer_words, pooled_words
+from rpaccel.rtl.accel.join import absorbs, output_buffer_words, pooled_words
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import program_words
@@ -986,11 +986,11 @@ def test_bounded_queues_keep_the_waits_within_their_window(dot_models):
 
 
 def test_lookahead_beyond_the_joiners_buffers_deadlocks_and_the_checker_refuses_it(dot_models):
-    """Lookahead on both lanes, with sub-batches whose pooled vectors and interaction output exceed the lanes'
-    joiner buffers of a smaller configuration: on it the model deadlocks (a lane takes a sub-batch's interaction
-    words only after the next sub-batch's dense words, which the fetcher sends only once the joiner has taken the
-    sub-batch's pooled vectors) and the checker refuses the program; compiled for that configuration, the program
-    has no lookahead and runs."""
+    """Lookahead with sub-batches whose pooled vectors and interaction output overfill the lanes' joiner buffers of
+    a smaller configuration: on it the model deadlocks (a lane takes a sub-batch's interaction words only after the
+    next sub-batch's dense words, which the fetcher sends only once the joiner has taken the sub-batch's pooled
+    vectors) and the checker refuses the program; compiled for that configuration, the program has no lookahead and
+    runs."""
     a, b = dot_models
     wide_config = TINY.with_settings(["act_buffer_words=1024"])        # room for sub-batches of 30 on a lane
     narrow = wide_config.with_settings(["join_buffer_words=32", "join_output_words=64"])
@@ -1011,12 +1011,13 @@ def test_lookahead_beyond_the_joiners_buffers_deadlocks_and_the_checker_refuses_
             wide, wide_words = program, words
     # 30 items: the output buffer holds 16 items' output, the other 14 items' pooled vectors take 56 FIFO words.
     vectors, dim = a.spec.num_tables + 1, a.spec.emb_dim
-    assert leaves_without_lane(ChipGeometry(wide_config), 30, "dot", vectors, dim)
-    assert not leaves_without_lane(ChipGeometry(narrow), 30, "dot", vectors, dim)
+    assert absorbs(ChipGeometry(wide_config), [(30, "dot", vectors, dim)])
+    assert not absorbs(ChipGeometry(narrow), [(30, "dot", vectors, dim)])
     assert 64 // output_buffer_words(ChipGeometry(narrow), 1, "dot", vectors, dim) == 16
     assert pooled_words(ChipGeometry(narrow), 14, vectors, dim) == 56
-    with pytest.raises(ProgramError, match=r"lane 0 takes a later FETCH's dense words before the interaction words "
-                                           r"of command \d+ \(FETCH\)'s join job"):
+    with pytest.raises(ProgramError, match=r"^command \d+ \(FETCH\): the joiner cannot take the FETCH's pooled vectors "
+                                           r"while lane 0's interaction words of 30 items are not taken before the "
+                                           r"next FETCH \(join_buffer_words 32, join_output_words 64\)"):
         check_program(narrow, wide.records(), memory=wide.setup.memory)
     with pytest.raises(Deadlock, match=r"the pooled writer waits to put \d+ vectors of FETCH \(tag 0\) into FIFO\[0\]"):
         FunctionalChip(narrow).run(wide_words)

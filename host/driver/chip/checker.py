@@ -14,12 +14,12 @@ position and opcode) and what does not line up:
   later reuses its bank; every kept result released by the end.
 * **Weights**: a LAYER waits for the WEIGHTS that last loaded its words; a WEIGHTS that overwrites words an
   earlier layer reads (a streaming slot) waits, on that layer's lane, until the last of them has completed.
-* **The joiner's buffers**: a lane that takes the dense words of a later FETCH of its own before all of a join
-  job's interaction words (lookahead) needs the job to leave the joiner without it
-  (:func:`~rpaccel.rtl.accel.join.leaves_without_lane`): the pooled vectors of the items beyond those whose output
-  the lane's output buffer (``join_output_words``) holds fit the lane's FIFO (``join_buffer_words``). Otherwise
-  those items wait for the lane, the fetcher waits in their lookups for the joiner to take their vectors, and the
-  lane for the later FETCH's dense words (:mod:`rpaccel.rtl.accel.join`).
+* **The joiner's buffers**: the chip reaches the commands between a FETCH and the next one even while the fetcher
+  waits in that FETCH's lookups, but not necessarily those after: the interaction words of the FETCH's lane that
+  they leave untaken must leave the joiner room for the FETCH's pooled vectors
+  (:func:`~rpaccel.rtl.accel.join.absorbs`: the untaken items' output in the lane's output buffer as far as it
+  goes, the others' pooled vectors in the lane's FIFO). Otherwise the fetcher waits for the joiner, the joiner for
+  the lane, and the lane for commands behind the fetcher (:mod:`rpaccel.rtl.accel.join`).
 * **Ranges**: lanes of the current split, top-k and filter units, ``k``, items within a lane's accumulator rows,
   layers whose weights WEIGHTS loaded, join vectors and tables within the configuration.
 """
@@ -29,7 +29,7 @@ from collections import defaultdict
 import numpy as np
 
 from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ScoreDest
-from ....rtl.accel.join import leaves_without_lane
+from ....rtl.accel.join import absorbs
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
 from ..interaction import output_words
@@ -132,10 +132,24 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
     open_items = [0] * g.holders        # candidates of the query a unit is taking
     configured = set()
     records_checked = set()
-    # Per lane: its join jobs ({where, end: items up to its last, fits}), the first whose interaction words are not
-    # all taken, the items of them whose dense words and whose interaction words INPUTs have taken.
-    joins, open_join = defaultdict(list), defaultdict(int)
-    dense_taken, inter_taken = defaultdict(int), defaultdict(int)
+    # Per lane: its join jobs ({end: items up to its last, job: (mode, vectors, dim)}), the first whose interaction
+    # words are not all taken, the items whose interaction words INPUTs have taken; the latest FETCH (where, lane).
+    joins, open_join, inter_taken = defaultdict(list), defaultdict(int), defaultdict(int)
+    last_fetch = None
+
+    def absorbed(where, lane):
+        """The joiner takes the FETCH's pooled vectors with the lane's interaction words taken so far."""
+        start, untaken = inter_taken[lane], []
+        for job in joins[lane][open_join[lane]:]:
+            untaken.append((job["end"] - start, *job["job"]))
+            start = job["end"]
+        if not absorbs(g, untaken):
+            raise ProgramError(
+                f"{where}: the joiner cannot take the FETCH's pooled vectors while lane {lane}'s interaction words of "
+                f"{sum(items for items, *_ in untaken)} items are not taken before the next FETCH "
+                f"(join_buffer_words {g.config.join_buffer_words}, join_output_words {g.config.join_output_words}): "
+                "the fetcher would wait in its lookups for the joiner, the joiner for the lane, the lane for "
+                "commands behind the fetcher")
 
     for position, record in enumerate(commands):
         op = record["op"]
@@ -221,8 +235,11 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                                                 "its join job")
             pooled.produce(where, items, vectors - 1, "its lookups")
             pooled.consume(where, items, vectors - 1, "its join job")
-            joins[lane].append({"where": where, "end": (joins[lane][-1]["end"] if joins[lane] else 0) + items,
-                                "fits": leaves_without_lane(g, items, mode, vectors, dim)})
+            if last_fetch is not None:
+                absorbed(*last_fetch)
+            joins[lane].append({"end": (joins[lane][-1]["end"] if joins[lane] else 0) + items,
+                                "job": (mode, vectors, dim)})
+            last_fetch = (where, lane)
         elif op is Opcode.LANE:
             lane = lane_of(arg["lane"])
             cmd = arg["cmd"]
@@ -243,21 +260,7 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                                        f"{arg['src_words']} words of {g.rows} per item")
                 stream(kind, lane).consume(where, cmd["items"], arg["src_words"], f"INPUT({src.name})")
                 inputs[lane] += 1
-                if src is ActSource.DENSE:
-                    # Every job before the one whose dense words this INPUT starts taking must leave the joiner
-                    # without the lane if the lane has not taken all of its interaction words.
-                    for job in joins[lane][open_join[lane]:]:
-                        if job["end"] > dense_taken[lane]:
-                            break
-                        if not job["fits"]:
-                            raise ProgramError(
-                                f"{where}: lane {lane} takes a later FETCH's dense words before the interaction "
-                                f"words of {job['where']}'s join job, which cannot leave the joiner without the lane "
-                                f"(join_buffer_words {g.config.join_buffer_words}, join_output_words "
-                                f"{g.config.join_output_words}): the joiner would wait for the lane, the fetcher for "
-                                "the joiner and the lane for the fetcher")
-                    dense_taken[lane] += cmd["items"]
-                else:
+                if src is ActSource.INTERACT:
                     inter_taken[lane] += cmd["items"]
                     while open_join[lane] < len(joins[lane]) and \
                             joins[lane][open_join[lane]]["end"] <= inter_taken[lane]:
@@ -305,6 +308,8 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                         kept_items[unit][number] = min(arg["k"], open_items[unit])
                     open_items[unit] = 0
 
+    if last_fetch is not None:
+        absorbed(*last_fetch)
     for kind_stream in [*streams.values(), pooled]:
         kind_stream.match()
     for unit in range(g.holders):

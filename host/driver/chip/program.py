@@ -52,7 +52,7 @@ from amaranth.hdl import Shape
 from ....embedding import EmbeddingLayout, LayoutError, TableSpec
 from ....numeric import topk
 from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
-from ....rtl.accel.join import leaves_without_lane
+from ....rtl.accel.join import absorbs
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
 from ...reference import MLPError, check_inputs, check_mlp, run
@@ -469,12 +469,15 @@ class Schedule:
     lanes hold) and ``lookahead``: a lane's commands put sub-batch i + 1's dense input and bottom MLP before
     sub-batch i's interaction input and top MLP, so the engine computes the next bottom MLP (and the fetcher
     gathers the next embeddings) while the interaction unit works on the current sub-batch. Lookahead is used only
-    where it cannot deadlock: the lane takes sub-batch i's interaction words only after sub-batch i + 1's FETCH has
-    sent its dense words, and the fetcher gets there only once sub-batch i's lookups are done, so the joiner must
-    take all of sub-batch i's pooled vectors without the lane (:func:`rpaccel.rtl.accel.join.leaves_without_lane`):
-    the items whose interaction output the lane's output buffer holds (``join_output_words``) go out once their
-    bottom block is in, and the pooled vectors of the others must fit the lane's FIFO (``join_buffer_words``).
-    :func:`~.checker.check_program` checks this condition.
+    where it cannot deadlock. The fetcher waits in a FETCH's lookups while the joiner has no room for their pooled
+    vectors, and the chip is sure to reach only the commands up to the next FETCH meanwhile; the joiner makes room as
+    the lane takes its interaction words. So the interaction words the lane has not taken by the next FETCH must leave
+    room for the FETCH's vectors (:func:`rpaccel.rtl.accel.join.absorbs`: in the lane's output buffer,
+    ``join_output_words``, as far as it goes, pooled vectors in its FIFO, ``join_buffer_words``, for the rest).
+    With lookahead those are one sub-batch's where the lane runs alone, and two where another stage's FETCH comes
+    between a sub-batch's bottom MLP and the previous sub-batch's top MLP (interleaved queries); without lookahead,
+    one where stages interleave (a sub-batch's top MLP then follows its bottom MLP at once where even one sub-batch
+    does not fit), none otherwise. :func:`~.checker.check_program` checks this condition.
 
     ``serial`` (baseline only): sub-batches one after another, a SYNC after each sub-batch's SCORE (its DONE
     answers with the query's tag), so nothing of sub-batch i + 1 (its fetch, lookups, MLPs) starts before sub-batch
@@ -781,14 +784,15 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     kept = {}           # {query: (holder, result number)} of the query's latest kept result
     configured = [None]     # the model whose tables are configured (when they are not all resident)
 
-    def fits(s, items):
-        """A sub-batch of ``items`` of stage ``s`` leaves the joiner without its lane (see :class:`Schedule`)."""
+    def fits(s, items, count):
+        """The joiner takes ``count`` sub-batches of ``items`` of stage ``s`` without their lane (see
+        :class:`Schedule`)."""
         spec = setup.models[numbers[s]].spec
-        return leaves_without_lane(g, items, spec.interaction, spec.num_tables + 1, spec.emb_dim)
+        return absorbs(g, [(items, spec.interaction, spec.num_tables + 1, spec.emb_dim)] * count)
 
-    def task(q, s):
-        """Append the commands of stage ``s`` of query ``q``, yielding after each sub-batch's bottom or top MLP
-        the lane's estimated cycles for it."""
+    def task(q, s, alone):
+        """Append the commands of stage ``s`` of query ``q`` (``alone``: no other stage interleaves with it),
+        yielding after each sub-batch's bottom or top MLP the lane's estimated cycles for it."""
         query, stage, tag = queries[q], stages[s], tags[q]
         number, lane, unit = numbers[s], state[lanes[s]], units[s]
         if baseline:
@@ -806,7 +810,10 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
         final = s == len(stages) - 1
         sizes = _sizes(plan[q][s], sub_batch)
-        lookahead = schedule.lookahead and not serial and fits(s, max(sizes))
+        lookahead = schedule.lookahead and not serial and fits(s, max(sizes), 1 if alone else 2)
+        # A sub-batch whose pooled vectors the joiner cannot take without its lane: its top MLP right after its
+        # bottom MLP, no other stage's FETCH between.
+        together = not (lookahead or alone or fits(s, max(sizes), 1))
         dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
         # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
         # its top MLP and its SCORE.
@@ -841,6 +848,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                     "bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE, records.dense_words,
                     OutDest.JOIN, loader, batches[index]))
                 cycles = lane.cycles(bottom, weights[number, "bottom"], items)
+                if together:
+                    continue
             else:
                 step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
                     "top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
@@ -853,7 +862,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                     "report": int(closing and final and not baseline)}))
                 if serial:
                     step.records.append(_record(Opcode.SYNC, tag))
-                cycles = lane.cycles(top, weights[number, "top"], items)
+                # (together: the bottom MLP's cycles, not yielded yet, and the top MLP's)
+                cycles = lane.cycles(top, weights[number, "top"], items) + (cycles if together else 0)
             yield cycles
         if not baseline and not final:
             results[holders[s]] += 1
@@ -870,7 +880,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
               for w in range(len(queries) + len(stages) - 1)] if interleave else
              [[(q, s)] for q in range(len(queries)) for s in range(len(stages))])
     for wave in waves:
-        running = [[0, order, task(q, s)] for order, (q, s) in enumerate(wave)]
+        running = [[0, order, task(q, s, len(wave) == 1)] for order, (q, s) in enumerate(wave)]
         while running:
             if schedule.balance:
                 clock = min(running, key=lambda each: each[:2])
