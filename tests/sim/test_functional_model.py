@@ -989,8 +989,8 @@ def test_lookahead_beyond_the_joiners_buffers_deadlocks_and_the_checker_refuses_
     """Lookahead with sub-batches whose pooled vectors and interaction output overfill the lanes' joiner buffers of
     a smaller configuration: on it the model deadlocks (a lane takes a sub-batch's interaction words only after the
     next sub-batch's dense words, which the fetcher sends only once the joiner has taken the sub-batch's pooled
-    vectors) and the checker refuses the program; compiled for that configuration, the program has no lookahead and
-    runs."""
+    vectors) and the checker refuses the program; compiled for that configuration, the program has no lookahead, puts
+    each sub-batch's top MLP right after its bottom MLP where the two stages interleave, and runs."""
     a, b = dot_models
     wide_config = TINY.with_settings(["act_buffer_words=1024"])        # room for sub-batches of 30 on a lane
     narrow = wide_config.with_settings(["join_buffer_words=32", "join_output_words=64"])
@@ -1009,6 +1009,12 @@ def test_lookahead_beyond_the_joiners_buffers_deadlocks_and_the_checker_refuses_
             assert responses.records(tag) == expected.responses.records(tag), (config.name, tag)
         if config is wide_config:
             wide, wide_words = program, words
+        else:
+            # No sub-batch fits: each one's top MLP and SCORE before the next FETCH, also where stages interleave.
+            ops = [record["op"] for record in program.records() if record["op"] in (Opcode.FETCH, Opcode.SCORE)]
+            assert ops == [Opcode.FETCH, Opcode.SCORE] * (len(ops) // 2)
+            lanes = "".join(str(record["arg"]["lane"]) for record in program.records() if record["op"] is Opcode.FETCH)
+            assert "10" in lanes            # query 1's stage 0 after query 0's stage 1 began: they interleave
     # 30 items: the output buffer holds 16 items' output, the other 14 items' pooled vectors take 56 FIFO words.
     vectors, dim = a.spec.num_tables + 1, a.spec.emb_dim
     assert absorbs(ChipGeometry(wide_config), [(30, "dot", vectors, dim)])
