@@ -41,10 +41,10 @@ and the configuration makes the largest item's pooled vectors fit a FIFO and its
 The pooled writer waits while the FIFO of the lane whose vectors come next is full, and with it the embedding unit
 and the fetcher (in the lookups of that FETCH). Those vectors go in as the lane's items go out, and its items go
 out while its output buffer has room, that is, as the lane takes its interaction words. So a program must not make
-the lane's taking of those words wait for commands that wait for the fetcher to get past that FETCH: where the
-interaction words of a lane's jobs not yet taken by the commands before the next FETCH (those the chip reaches
-with the fetcher held) would not leave the joiner's buffers room for the FETCH's vectors (:func:`absorbs`), the
-chip stops. The compiler keeps to it, the checker checks it."""
+the lane's taking of those words, or its bottom blocks, wait for commands that wait for the fetcher to get past that
+FETCH: where the interaction words of a lane's jobs not yet taken by the commands before the next FETCH (those the
+chip reaches with the fetcher held), with the bottom blocks those commands give, would not leave the joiner's buffers
+room for the FETCH's vectors (:func:`absorbs`), the chip stops. The compiler keeps to it, the checker checks it."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -81,20 +81,24 @@ def output_buffer_words(geometry, items, mode, vectors, dim):
     return items * -(-width // geometry.rows)
 
 
-def absorbs(geometry, jobs):
+def absorbs(geometry, jobs, sendable=None):
     """Whether the joiner takes in all the pooled vectors of a lane's jobs while the lane takes none of their
-    interaction words: the items (in order) whose output the lane's output buffer holds go out once their bottom
-    block is in; the pooled vectors of the others must fit the lane's FIFO (see the module's notes).
+    interaction words: the items (in order) whose bottom block is in and whose output the lane's output buffer holds
+    go out; the pooled vectors of the others must fit the lane's FIFO (see the module's notes).
 
     Parameters
     ----------
     geometry : rpaccel.rtl.accel.isa.ChipGeometry
     jobs : iterable of (int, str, int, int)
         ``(items, mode, vectors, dim)`` of each job (or of the items of it still to go), in the lane's order.
+    sendable : int, optional
+        How many of the first items have their bottom block in (default: all).
     """
     room, waiting = geometry.config.join_output_words, 0
+    left = float("inf") if sendable is None else sendable
     for items, mode, vectors, dim in jobs:
-        held = min(items, room // output_buffer_words(geometry, 1, mode, vectors, dim))
+        held = min(items, room // output_buffer_words(geometry, 1, mode, vectors, dim), left)
+        left = max(left - items, 0)
         if held < items:
             room = 0                    # the lane's items go out in order: the rest wait behind this one
         else:

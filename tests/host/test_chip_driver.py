@@ -578,16 +578,17 @@ def interpret(setup, program, lists):
             memory.write(addr, encode_list(g, lists[step.query, step.stage][first:first + items]))
     wb, lb, rows = g.engine.word_bytes, g.line_bytes, g.rows
     weights = np.zeros((g.engine.weight_words, wb), dtype=np.int64)
-    tables, queues, jobs, out = {}, defaultdict(deque), deque(), defaultdict(list)
+    tables, queues, jobs, out = {}, defaultdict(deque), defaultdict(deque), defaultdict(list)
     kept, pending = defaultdict(list), defaultdict(lambda: ([], []))
     shape = act = None
 
     def take(kind, lane, count):
         return [queues[kind, lane].popleft() for _ in range(count)]
 
-    def join():
-        while jobs:
-            lane, items, params, pooled = jobs[0]
+    def join(lane):
+        # Each lane's jobs in order, whatever another lane's wait for.
+        while jobs[lane]:
+            items, params, pooled = jobs[lane][0]
             ntiles = -(-params["dim"] // shape.cols)
             if len(queues["bottom", lane]) < items * ntiles:
                 return
@@ -604,7 +605,7 @@ def interpret(setup, program, lists):
             padded = np.zeros((items, words * rows), dtype=np.int64)
             padded[:, :x.shape[1]] = x
             queues["inter", lane].extend(padded.reshape(items, words, rows))
-            jobs.popleft()
+            jobs[lane].popleft()
 
     for record in program.records():
         op, arg, tag = record["op"], record["arg"], record["tag"]
@@ -648,13 +649,13 @@ def interpret(setup, program, lists):
                     if entries["last"][item, e]:
                         pooled[item, bag] = requantize(acc, config["m"], config["s"])[:params["dim"]]
                         bag, acc = bag + 1, 0
-            jobs.append((lane, items, params, pooled))
+            jobs[lane].append((items, params, pooled))
         elif op is Opcode.LANE:
             lane, cmd = arg["lane"], arg["cmd"]
             r, c, items, stride = shape.rows, shape.cols, cmd["items"], cmd["stride"]
             if cmd["op"] == Op.INPUT:
                 kind = "dense" if plain(arg["src"]) == ActSource.DENSE.value else "inter"
-                join()
+                join(lane)
                 for i, item in enumerate(take(kind, lane, items)):
                     cut = item.reshape(-1, r)[:cmd["ktiles"]]
                     act[lane][cmd["in_base"] + np.arange(cmd["ktiles"]) * stride + i] = cut
@@ -704,7 +705,7 @@ def interpret(setup, program, lists):
                     out[tag] += [(kind.value, int(i == len(best) - 1), 0, int(index), int(score))
                                  for i, (score, index) in enumerate(zip(best, best_indices))]
                 del pending[holder]
-    assert not jobs and not any(queues.values()), "streams left with data"
+    assert not any(jobs.values()) and not any(queues.values()), "streams left with data"
     return out
 
 

@@ -1022,8 +1022,9 @@ def test_lookahead_beyond_the_joiners_buffers_deadlocks_and_the_checker_refuses_
     assert 64 // output_buffer_words(ChipGeometry(narrow), 1, "dot", vectors, dim) == 16
     assert pooled_words(ChipGeometry(narrow), 14, vectors, dim) == 56
     with pytest.raises(ProgramError, match=r"^command \d+ \(FETCH\): the joiner cannot take the FETCH's pooled vectors "
-                                           r"while lane 0's interaction words of 30 items are not taken before the "
-                                           r"next FETCH \(join_buffer_words 32, join_output_words 64\)"):
+                                           r"while lane 0 leaves the interaction words of 30 items untaken before the "
+                                           r"next FETCH, the bottom blocks of 30 of them given \(join_buffer_words 32, "
+                                           r"join_output_words 64\)"):
         check_program(narrow, wide.records(), memory=wide.setup.memory)
     with pytest.raises(Deadlock, match=r"the pooled writer waits to put \d+ vectors of FETCH \(tag 0\) into FIFO\[0\]"):
         FunctionalChip(narrow).run(wide_words)

@@ -16,10 +16,11 @@ position and opcode) and what does not line up:
   earlier layer reads (a streaming slot) waits, on that layer's lane, until the last of them has completed.
 * **The joiner's buffers**: the chip reaches the commands between a FETCH and the next one even while the fetcher
   waits in that FETCH's lookups, but not necessarily those after: the interaction words of the FETCH's lane that
-  they leave untaken must leave the joiner room for the FETCH's pooled vectors
-  (:func:`~rpaccel.rtl.accel.join.absorbs`: the untaken items' output in the lane's output buffer as far as it
-  goes, the others' pooled vectors in the lane's FIFO). Otherwise the fetcher waits for the joiner, the joiner for
-  the lane, and the lane for commands behind the fetcher (:mod:`rpaccel.rtl.accel.join`).
+  they leave untaken, with the bottom blocks they give, must leave the joiner room for the FETCH's pooled vectors
+  (:func:`~rpaccel.rtl.accel.join.absorbs`: the untaken items' output, where their bottom block is in, in the
+  lane's output buffer as far as it goes, the others' pooled vectors in the lane's FIFO). Otherwise the fetcher
+  waits for the joiner, the joiner for the lane, and the lane for commands behind the fetcher
+  (:mod:`rpaccel.rtl.accel.join`).
 * **Ranges**: lanes of the current split, top-k and filter units, ``k``, items within a lane's accumulator rows,
   layers whose weights WEIGHTS loaded, join vectors and tables within the configuration.
 """
@@ -135,6 +136,7 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
     # Per lane: its join jobs ({end: items up to its last, job: (mode, vectors, dim)}), the first whose interaction
     # words are not all taken, the items whose interaction words INPUTs have taken; the latest FETCH (where, lane).
     joins, open_join, inter_taken = defaultdict(list), defaultdict(int), defaultdict(int)
+    bottom_given = defaultdict(int)     # per lane, items whose bottom block LAYERs have sent
     last_fetch = None
 
     def absorbed(where, lane):
@@ -143,11 +145,12 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
         for job in joins[lane][open_join[lane]:]:
             untaken.append((job["end"] - start, *job["job"]))
             start = job["end"]
-        if not absorbs(g, untaken):
+        if not absorbs(g, untaken, sendable=bottom_given[lane] - inter_taken[lane]):
             raise ProgramError(
-                f"{where}: the joiner cannot take the FETCH's pooled vectors while lane {lane}'s interaction words of "
-                f"{sum(items for items, *_ in untaken)} items are not taken before the next FETCH "
-                f"(join_buffer_words {g.config.join_buffer_words}, join_output_words {g.config.join_output_words}): "
+                f"{where}: the joiner cannot take the FETCH's pooled vectors while lane {lane} leaves the interaction "
+                f"words of {sum(items for items, *_ in untaken)} items untaken before the next FETCH, the bottom "
+                f"blocks of {bottom_given[lane] - inter_taken[lane]} of them given (join_buffer_words "
+                f"{g.config.join_buffer_words}, join_output_words {g.config.join_output_words}): "
                 "the fetcher would wait in its lookups for the joiner, the joiner for the lane, the lane for "
                 "commands behind the fetcher")
 
@@ -280,6 +283,8 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                     dst = OutDest(_value(arg["dst"]))
                     kind = "bottom" if dst is OutDest.JOIN else "logits"
                     stream(kind, lane).produce(where, cmd["items"], cmd["ntiles"], f"LAYER to {dst.name}")
+                    if dst is OutDest.JOIN:
+                        bottom_given[lane] += cmd["items"]
                 layers[lane] += 1
                 reader[lane, span] = layers[lane]
         elif op is Opcode.SCORE:

@@ -26,9 +26,10 @@ and regions carry on from query to query. When every stage has a lane and a unit
 resident), the program interleaves stage ``s`` of query ``q`` with stage ``s - 1`` of query ``q + 1`` (which depend
 on each other only through results of earlier queries), so the fetcher and the weight loader, which take their
 commands in program order, serve the lanes in turn; the joiner serves each lane's jobs on their own. With
-``Schedule.balance`` the stages' sub-batches are placed in the order the lanes are estimated to reach them (per MLP,
-per layer or streamed part, ``ktiles x ntiles x (items + rows + cols)`` cycles of the lane's sub-array, or the words
-its WEIGHTS copies if more): a lane with cheap sub-batches runs several between two of an expensive stage.
+``Schedule.balance`` the stages' layers are placed in the order the lanes are estimated to reach them (per layer or
+streamed part, ``ktiles x ntiles x (items + rows + cols)`` cycles of the lane's sub-array, or the words its WEIGHTS
+copies if more): a lane with cheap sub-batches runs several between two of an expensive stage, and its WEIGHTS go
+between the other lane's, which wait for the layers that free their slots.
 
 Weights that do not fit the weight buffer stream from memory (:meth:`ChipSetup.weights`, a :class:`WeightPlan`):
 the resident models' weights are loaded once from word 0, the rest of the buffer is divided into a ring of slots
@@ -487,9 +488,10 @@ class Schedule:
     units overlap sub-batches as they do in RPAccel mode: a stronger baseline than RecPipe's.
 
     ``interleave`` (RPAccel mode): stage ``s`` of query ``q`` may interleave with stage ``s - 1`` of query ``q + 1``
-    (see :func:`compile_queries`); ``balance``: in proportion to their estimated cycles (``False``: one sub-batch
-    of each in turn). ``False`` keeps each query's commands together, in query order, as a replay
-    that sends each query at its arrival needs (a query's commands cannot wait behind a later query's)."""
+    (see :func:`compile_queries`). ``False`` keeps each query's commands together, in query order, as a replay
+    that sends each query at its arrival needs (a query's commands cannot wait behind a later query's).
+    ``balance``: interleaved stages go layer by layer in proportion to their estimated cycles (``False``: one MLP,
+    a sub-batch's bottom or top, of each in turn)."""
 
     mode: str = "rpaccel"
     split: int = None
@@ -600,8 +602,11 @@ class _Lane:
         self.readers = dict.fromkeys(self.inputs, 0)    # the layer (1-based count) that last read each input region
 
     def mlp(self, name, layers, weights, items, src, src_words, dst, loader, batch):
-        """``(opcode, arg)`` of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers, each
-        streamed part after the WEIGHTS that copies it into the next slot of the lane's ring.
+        """One MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers, each streamed part after the
+        WEIGHTS that copies it into the next slot of the lane's ring. Yields per layer (or streamed part) ``(records,
+        cycles, last)``: its ``(opcode, arg)`` records (the first also the INPUT), computed when it is asked for (the
+        WEIGHTS counts are those of the program so far), its estimated cycles (``ktiles x ntiles x (items + rows +
+        cols)``, or the words its WEIGHTS copies if more) and whether it is the MLP's last.
 
         ``weights`` is the MLP's resident ``w_base`` per layer, or its :class:`StreamedPart` s per layer;
         ``loader`` counts the WEIGHTS commands so far. A LANE command waits for the lane's own latest WEIGHTS (or
@@ -624,7 +629,7 @@ class _Lane:
             wait_layers = self.layers_done if number else max(self.layers_done - 2, 0)
             out_base = 0 if last else self.hidden[number % 2]
             parts = weight if isinstance(weight, tuple) else (StreamedPart(None, 0, 0, _ceil_div(n, self.cols)),)
-            for part in parts:
+            for index, part in enumerate(parts):
                 w_base = weight
                 if part.addr is not None:
                     w_base = self.ring[self.slot]
@@ -650,19 +655,11 @@ class _Lane:
                         params={"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
                         to_output=int(last))}))
                 self.layers_done += 1
-            if number == 0:
-                self.readers[region] = self.layers_done
-        return records
-
-    def cycles(self, layers, weights, items):
-        """Estimated cycles of an MLP on ``items`` items on the lane: per layer (or streamed part), ``ktiles x
-        ntiles x (items + rows + cols)``, or the words its WEIGHTS copies if more (``weights`` as :meth:`mlp`'s)."""
-        total = 0
-        for layer, weight in zip(layers, weights):
-            k, n = layer.shape
-            compute = _ceil_div(k, self.rows) * _ceil_div(n, self.cols) * (items + self.rows + self.cols)
-            total += max(compute, sum(part.words for part in weight) if isinstance(weight, tuple) else 0)
-        return total
+                if number == 0:
+                    self.readers[region] = self.layers_done
+                cycles = max(_ceil_div(k, self.rows) * part.ntiles * (items + self.rows + self.cols), part.words)
+                yield records, cycles, last and index == len(parts) - 1
+                records = []
 
     def stream(self, base, slots, slot_words):
         """Give the lane a ring of ``slots`` slots of ``slot_words`` weight words from word ``base``."""
@@ -784,15 +781,16 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     kept = {}           # {query: (holder, result number)} of the query's latest kept result
     configured = [None]     # the model whose tables are configured (when they are not all resident)
 
-    def fits(s, items, count):
-        """The joiner takes ``count`` sub-batches of ``items`` of stage ``s`` without their lane (see
-        :class:`Schedule`)."""
+    def fits(s, items, count, sendable=None):
+        """The joiner takes ``count`` sub-batches of ``items`` of stage ``s`` without their lane, the bottom blocks
+        of the first ``sendable`` items in (default: all; see :class:`Schedule`)."""
         spec = setup.models[numbers[s]].spec
-        return absorbs(g, [(items, spec.interaction, spec.num_tables + 1, spec.emb_dim)] * count)
+        return absorbs(g, [(items, spec.interaction, spec.num_tables + 1, spec.emb_dim)] * count, sendable)
 
     def task(q, s, alone):
         """Append the commands of stage ``s`` of query ``q`` (``alone``: no other stage interleaves with it),
-        yielding after each sub-batch's bottom or top MLP the lane's estimated cycles for it."""
+        yielding after each layer (or streamed part) the lane's estimated cycles for it and whether it ended an
+        MLP."""
         query, stage, tag = queries[q], stages[s], tags[q]
         number, lane, unit = numbers[s], state[lanes[s]], units[s]
         if baseline:
@@ -812,8 +810,11 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         sizes = _sizes(plan[q][s], sub_batch)
         lookahead = schedule.lookahead and not serial and fits(s, max(sizes), 1 if alone else 2)
         # A sub-batch whose pooled vectors the joiner cannot take without its lane: its top MLP right after its
-        # bottom MLP, no other stage's FETCH between.
+        # bottom MLP, no other stage's FETCH between. Without its bottom block either (the last sub-batch's):
+        # its bottom MLP's layers together.
         together = not (lookahead or alone or fits(s, max(sizes), 1))
+        count = 2 if lookahead and not alone else 1
+        split_bottom = not together and fits(s, max(sizes), count, (count - 1) * max(sizes))
         dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
         # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
         # its top MLP and its SCORE.
@@ -827,7 +828,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         if lookahead:
             events.append(("top", len(sizes) - 1))
         firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
-        batches = {}
+        batches, cycles = {}, 0
         for part, index in events:
             items, closing = sizes[index], index == len(sizes) - 1
             if part == "bottom":
@@ -844,27 +845,29 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                 step.records.append(_record(Opcode.FETCH, tag, fetch))
                 batches[index] = lane.batches
                 lane.batches += 1
-                step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
-                    "bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE, records.dense_words,
-                    OutDest.JOIN, loader, batches[index]))
-                cycles = lane.cycles(bottom, weights[number, "bottom"], items)
-                if together:
-                    continue
+                mlp = lane.mlp("bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE,
+                               records.dense_words, OutDest.JOIN, loader, batches[index])
             else:
-                step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
-                    "top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
-                    loader, batches[index]))
-                step.records.append(_record(Opcode.SCORE, tag, {
-                    "lane": lane.lane, "dest": dest, "unit": 0 if baseline else unit, "items": items,
-                    "last": int(closing),
-                    "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
-                    "keep": int(closing and not final and not baseline),
-                    "report": int(closing and final and not baseline)}))
-                if serial:
-                    step.records.append(_record(Opcode.SYNC, tag))
-                # (together: the bottom MLP's cycles, not yielded yet, and the top MLP's)
-                cycles = lane.cycles(top, weights[number, "top"], items) + (cycles if together else 0)
-            yield cycles
+                mlp = lane.mlp("top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words,
+                               OutDest.SCORE, loader, batches[index])
+            # Each layer (or streamed part) yields its cycles, so other stages' commands go between the layers as
+            # the lanes are estimated to reach them (the weight loader takes WEIGHTS in program order); a bottom MLP
+            # only at its end unless ``split_bottom``; with ``together``, only after a sub-batch's top MLP.
+            for layer_records, layer_cycles, last in mlp:
+                step.records.extend(_record(op, tag, arg) for op, arg in layer_records)
+                if last and part == "top":
+                    step.records.append(_record(Opcode.SCORE, tag, {
+                        "lane": lane.lane, "dest": dest, "unit": 0 if baseline else unit, "items": items,
+                        "last": int(closing),
+                        "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
+                        "keep": int(closing and not final and not baseline),
+                        "report": int(closing and final and not baseline)}))
+                    if serial:
+                        step.records.append(_record(Opcode.SYNC, tag))
+                cycles += layer_cycles
+                if (last and part == "top") or (not together and (last or part == "top" or split_bottom)):
+                    yield cycles, last
+                    cycles = 0
         if not baseline and not final:
             results[holders[s]] += 1
             kept[q] = (holders[s], results[holders[s]])
@@ -882,15 +885,18 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     for wave in waves:
         running = [[0, order, task(q, s, len(wave) == 1)] for order, (q, s) in enumerate(wave)]
         while running:
-            if schedule.balance:
-                clock = min(running, key=lambda each: each[:2])
-                cycles = next(clock[2], None)
-                if cycles is None:
-                    running.remove(clock)
-                else:
-                    clock[0] += cycles
+            # Balanced: the task whose lane is estimated to be earliest goes on by a layer; otherwise each in turn
+            # by an MLP.
+            clock = min(running, key=lambda each: each[:2]) if schedule.balance else running[0]
+            for cycles, ended in clock[2]:
+                clock[0] += cycles
+                if schedule.balance or ended:
+                    break
             else:
-                running = [each for each in running if next(each[2], None) is not None]
+                running.remove(clock)
+                continue
+            if not schedule.balance:
+                running.append(running.pop(0))
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
                    sub_batch=sub_batch, steps=steps, tags=tags, items=plan, serial=serial)
 
