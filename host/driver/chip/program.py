@@ -474,11 +474,13 @@ class Schedule:
     vectors, and the chip is sure to reach only the commands up to the next FETCH meanwhile; the joiner makes room as
     the lane takes its interaction words. So the interaction words the lane has not taken by the next FETCH must leave
     room for the FETCH's vectors (:func:`rpaccel.rtl.accel.join.absorbs`: in the lane's output buffer,
-    ``join_output_words``, as far as it goes, pooled vectors in its FIFO, ``join_buffer_words``, for the rest).
-    With lookahead those are one sub-batch's where the lane runs alone, and two where another stage's FETCH comes
-    between a sub-batch's bottom MLP and the previous sub-batch's top MLP (interleaved queries); without lookahead,
-    one where stages interleave (a sub-batch's top MLP then follows its bottom MLP at once where even one sub-batch
-    does not fit), none otherwise. :func:`~.checker.check_program` checks this condition.
+    ``join_output_words``, as far as it goes for items whose bottom block is in, pooled vectors in its FIFO,
+    ``join_buffer_words``, for the rest). With lookahead those are one sub-batch's where the lane runs alone, and
+    two where another stage's FETCH comes between a sub-batch's bottom MLP and the previous sub-batch's top MLP
+    (interleaved queries); without lookahead, one where stages interleave (a sub-batch's top MLP then follows its
+    bottom MLP at once where even one sub-batch does not fit), none otherwise. Where the FETCH's vectors do not fit
+    without its own bottom block, its bottom MLP's layers stay together (no other stage's FETCH between them).
+    :func:`~.checker.check_program` checks this condition.
 
     ``serial`` (baseline only): sub-batches one after another, a SYNC after each sub-batch's SCORE (its DONE
     answers with the query's tag), so nothing of sub-batch i + 1 (its fetch, lookups, MLPs) starts before sub-batch
