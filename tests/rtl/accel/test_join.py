@@ -258,6 +258,10 @@ def test_absorbs_fills_the_output_buffer_in_order_then_the_fifo():
     # The lane's items go out in order: once one waits, the later ones wait too, small as they are.
     assert absorbs(TINY, [(11, *job), (15, *job)])              # 10 held; 1 + 15 wait: 128 words
     assert not absorbs(TINY, [(11, *job), (15, *job), (1, "dot", 2, 1)])
+    # Items whose bottom block is not in wait whatever the room: here all but the first job's.
+    assert absorbs(TINY, [(10, *job), (16, *job)], sendable=10)
+    assert not absorbs(TINY, [(10, *job), (16, *job)], sendable=9)
+    assert absorbs(TINY, [(16, *job)], sendable=0) and not absorbs(TINY, [(17, *job)], sendable=0)
 
 
 def test_joiner_needs_a_chip_geometry():
