@@ -118,9 +118,15 @@ class AccelConfig:
     mem_bytes : int
         Capacity of the off-chip memory holding the embedding tables (a power of two; sets address widths).
     join_buffer_words : int
-        Depth of the joiner's FIFO of pooled vectors (a power of two), in words of ``array_rows`` int8; a vector
-        of ``d`` elements takes ``ceil(d / array_rows)`` words. The embedding unit runs ahead of the MLP engine by
-        at most this much pooled data (:mod:`rpaccel.rtl.accel.join`).
+        Depth of each lane's FIFO of pooled vectors in the joiner (a power of two), in words of ``array_rows``
+        int8; a vector of ``d`` elements takes ``ceil(d / array_rows)`` words. The embedding unit runs ahead of a
+        lane's MLP by at most this much pooled data (:mod:`rpaccel.rtl.accel.join`). At least one item's pooled
+        vectors at the largest size (``max_tables`` vectors of ``max_emb_dim``).
+    join_output_words : int
+        Depth of each lane's buffer of interaction output in the joiner (a power of two), in words of
+        ``array_rows`` int8: how much output the interaction unit may leave for a lane that is not yet taking it
+        (a sub-batch's lets a lane compute its next bottom MLP before taking it). At least one item's output at
+        the largest size (``max_tables + 1`` vectors of ``max_emb_dim``).
     k_max : int
         Largest k a top-k unit supports.
     topk_units : int
@@ -164,6 +170,7 @@ class AccelConfig:
     mem_bytes: int = 1 << 25
     # Joiner (between the embedding unit, the bottom MLP and the interaction unit).
     join_buffer_words: int = 1024
+    join_output_words: int = 1024
     # Top-k and filter units.
     k_max: int = 64
     topk_units: int = 1
@@ -209,8 +216,16 @@ class AccelConfig:
                               f"({self.max_emb_dim}), not {self.emb_requant_lanes!r}")
         if not _is_pow2(self.mem_bytes):
             raise ConfigError(f"mem_bytes must be a power of two, not {self.mem_bytes!r}")
-        if not _is_pow2(self.join_buffer_words):
-            raise ConfigError(f"join_buffer_words must be a power of two, not {self.join_buffer_words!r}")
+        vectors, dim, rows = self.max_tables + 1, self.max_emb_dim, self.array_rows
+        widest = max(dim + vectors * (vectors - 1) // 2, vectors * dim)     # an item's interaction output
+        for name, least in (("join_buffer_words", (vectors - 1) * -(-dim // rows)),
+                            ("join_output_words", -(-widest // rows))):
+            value = getattr(self, name)
+            if not _is_pow2(value):
+                raise ConfigError(f"{name} must be a power of two, not {value!r}")
+            if value < least:
+                raise ConfigError(f"{name} must hold one item of {self.max_tables} tables of {self.max_emb_dim} "
+                                  f"elements ({least} words), not {value!r}")
         if not isinstance(self.clock_mhz, (int, float)) or not self.clock_mhz > 0:
             raise ConfigError(f"clock_mhz must be a positive number, not {self.clock_mhz!r}")
         if self.target not in (*TARGETS, NO_TARGET):
@@ -328,7 +343,8 @@ PRESETS = {
         weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8, emb_tables=16,
         static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
-        mem_bytes=1 << 17, join_buffer_words=128, k_max=16, topk_units=1, filter_capacity=256, clock_mhz=30.0,
+        mem_bytes=1 << 17, join_buffer_words=128, join_output_words=128, k_max=16, topk_units=1,
+        filter_capacity=256, clock_mhz=30.0,
         target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the whole
     # chip (8 x 8 array split in two, embedding unit with 32-byte rows requantised 8 elements a cycle, interaction,
@@ -343,7 +359,8 @@ PRESETS = {
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
         emb_requant_lanes=16,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
-        mem_bytes=1 << 34, join_buffer_words=16384, k_max=256, topk_units=16, filter_units=4, filter_capacity=16384,
+        mem_bytes=1 << 34, join_buffer_words=16384, join_output_words=16384, k_max=256, topk_units=16,
+        filter_units=4, filter_capacity=16384,
         target="none"),
 }
 

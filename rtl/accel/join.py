@@ -5,28 +5,46 @@ Per join job (one per FETCH, in fetch order: ``{lane, items, params}``, :meth:`C
 ``bottom{lane}`` into a buffer, then sends the interaction unit (:class:`~rpaccel.rtl.interaction.Interaction`)
 each item's ``F`` vectors, the bottom vector first and then its ``F - 1`` pooled vectors, as ``ceil(d / rows)``
 words of ``rows`` int8 (element ``k`` in lane ``k % rows`` of word ``k // rows``) with the job's parameters on
-every word (the unit reads them on an item's first). The unit's output goes to ``inter[lane]`` through a
-:class:`~rpaccel.rtl.lib.route.RouteDemux`, one route entry per job.
+every word (the unit reads them on an item's first). The unit's output goes to ``inter[lane]``.
 
-Structure:
+The lanes are decoupled: each has its own job queue, pooled FIFO, bottom banks and output buffer, so a lane's job
+goes out as soon as its own bottom block and pooled vectors are in, whatever another lane's job waits for.
 
-* Jobs are taken into two queues at once: the pooled writer's (:class:`_PooledWriter`) and the bottom loader's
-  (:class:`_BottomLoader`), so that each side follows the jobs at its own pace.
-* The pooled writer stores every pooled vector into a FIFO of ``join_buffer_words`` words
-  (:attr:`~rpaccel.config.AccelConfig.join_buffer_words`) as it arrives, ``ceil(d / rows)`` words each, one word
-  a cycle: the embedding unit never waits on the joiner while the FIFO has room.
-* The bottom loader writes a job's bottom block into one of two banks (``items x ceil(d / rows)`` words of
-  ``rows`` int8, element-wise write enables) while the sender reads the other, so job ``j + 1``'s block is taken
-  while job ``j``'s items go out. It pushes the job's route entry (``items * output_words`` words to the lane).
-* The sender (:class:`_Sender`) puts out one word a cycle whenever the interaction unit takes it: a bank word for
-  an item's first vector, a FIFO word for the others.
+* Jobs enter two queues at once: the pooled writer's (:class:`_PooledWriter`, every lane's jobs in fetch order)
+  and the job's lane's bottom loader's (:class:`_BottomLoader`, one per lane), so that each follows the jobs at
+  its own pace.
+* The pooled writer takes the embedding unit's vectors in fetch order and writes each job's into its lane's FIFO
+  of ``join_buffer_words`` words (:attr:`~rpaccel.config.AccelConfig.join_buffer_words`), ``ceil(d / rows)``
+  words each, one word a cycle: the embedding unit waits on the joiner only while the FIFO of the lane whose
+  vectors come next is full.
+* A lane's bottom loader writes each of its jobs' bottom block into one of the lane's two banks (``items x
+  ceil(d / rows)`` words of ``rows`` int8, element-wise write enables) while the sender reads the other, and
+  notes in the bank's descriptor the FIFO words (``(F - 1) ceil(d / rows)``) and output words of each item.
+* The sender (:class:`_Sender`, one for all lanes, in front of the one interaction unit) sends an item at a time.
+  A lane's next item is *ready* when its job's bank is full, the lane's FIFO holds all of the item's pooled
+  vectors (words written and not claimed by an item already sent) and the lane's output buffer has room for all
+  of the item's output words (room not reserved by an item already sent). Among the ready lanes it picks one
+  round robin, claims the item's FIFO words and reserves its output words, and puts out the item's words, one a
+  cycle, whenever the interaction unit takes them: a bank word for the first vector, FIFO words for the others.
+  An item is picked in the cycle the previous one's last word goes out, so items follow each other with no idle
+  cycle.
+* Each item leaves a route entry (``{lane, output words}``); the interaction unit's output goes through a
+  :class:`~rpaccel.rtl.lib.route.RouteDemux` into the lane's output buffer of ``join_output_words`` words
+  (:attr:`~rpaccel.config.AccelConfig.join_output_words`), from which ``inter[lane]`` reads. The room was
+  reserved when the item was sent, so the interaction unit never waits on a lane: a lane that does not take its
+  interaction words holds up only its own items.
 
 Sizes and conventions are the chip's (docs/chip.md, "Units"); a job must have ``1 <= items <=
-engine.max_acc_rows``, ``1 <= F <= max_tables + 1`` and ``1 <= d <= max_emb_dim``, which the controller checks.
-A job's pooled vectors (:func:`pooled_words`) must fit the FIFO: its items go out only once its whole bottom block
-is in, and that block needs every dense word of the sub-batch, which the fetcher sends between the lookups whose
-pooled vectors the FIFO must take meanwhile; a program must keep to it (a job beyond it stalls the chip).
-"""
+engine.max_acc_rows``, ``1 <= F <= max_tables + 1`` and ``1 <= d <= max_emb_dim``, which the controller checks,
+and the configuration makes the largest item's pooled vectors fit a FIFO and its output an output buffer.
+
+The pooled writer waits while the FIFO of the lane whose vectors come next is full, and with it the embedding unit
+and the fetcher (in the lookups of that FETCH). Those vectors go in as the lane's items go out, and its items go
+out while its output buffer has room, that is, as the lane takes its interaction words. So a program must not make
+the lane's taking of those words, or its bottom blocks, wait for commands that wait for the fetcher to get past that
+FETCH: where the interaction words of a lane's jobs not yet taken by the commands before the next FETCH (those the
+chip reaches with the fetcher held), with the bottom blocks those commands give, would not leave the joiner's buffers
+room for the FETCH's vectors (:func:`absorbs`), the chip stops. The compiler keeps to it, the checker checks it."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -40,20 +58,53 @@ from ..lib.queue import Queue
 from ..lib.route import RouteDemux, route_layout
 from .isa import ChipGeometry
 
-__all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit", "pooled_words"]
+__all__ = ["JOB_QUEUE_DEPTH", "ROUTE_QUEUE_DEPTH", "JoinUnit", "absorbs", "output_buffer_words", "pooled_words"]
 
-#: Jobs the joiner holds before loading their bottom block (and ahead of their pooled vectors).
+#: Jobs each lane's bottom loader holds before loading their block (and the pooled writer ahead of their vectors).
 JOB_QUEUE_DEPTH = 4
-#: Route entries of started jobs waiting for the route demultiplexer.
+#: Route entries of items sent into the interaction unit and not yet out of it.
 ROUTE_QUEUE_DEPTH = 4
 
 _DOT = MODES.index("dot")
 
 
 def pooled_words(geometry, items, vectors, dim):
-    """FIFO words a job's pooled vectors take: ``items (F - 1) ceil(d / rows)``; at most
-    ``config.join_buffer_words`` for the job to run (see the module's notes)."""
+    """FIFO words a job's pooled vectors take: ``items (F - 1) ceil(d / rows)`` (see the module's notes on
+    ``join_buffer_words``)."""
     return items * (vectors - 1) * -(-dim // geometry.rows)
+
+
+def output_buffer_words(geometry, items, mode, vectors, dim):
+    """Output buffer words a job's interaction output takes: ``items`` times the words of an item's output
+    (:func:`rpaccel.host.driver.interaction.output_words`; see the module's notes on ``join_output_words``)."""
+    width = dim + vectors * (vectors - 1) // 2 if mode == "dot" else vectors * dim
+    return items * -(-width // geometry.rows)
+
+
+def absorbs(geometry, jobs, sendable=None):
+    """Whether the joiner takes in all the pooled vectors of a lane's jobs while the lane takes none of their
+    interaction words: the items (in order) whose bottom block is in and whose output the lane's output buffer holds
+    go out; the pooled vectors of the others must fit the lane's FIFO (see the module's notes).
+
+    Parameters
+    ----------
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
+    jobs : iterable of (int, str, int, int)
+        ``(items, mode, vectors, dim)`` of each job (or of the items of it still to go), in the lane's order.
+    sendable : int, optional
+        How many of the first items have their bottom block in (default: all).
+    """
+    room, waiting = geometry.config.join_output_words, 0
+    left = float("inf") if sendable is None else sendable
+    for items, mode, vectors, dim in jobs:
+        held = min(items, room // output_buffer_words(geometry, 1, mode, vectors, dim), left)
+        left = max(left - items, 0)
+        if held < items:
+            room = 0                    # the lane's items go out in order: the rest wait behind this one
+        else:
+            room -= output_buffer_words(geometry, items, mode, vectors, dim)
+        waiting += pooled_words(geometry, items - held, vectors, dim)
+    return waiting <= geometry.config.join_buffer_words
 
 
 def _bits(n):
@@ -70,19 +121,23 @@ class _Sizes:
     """The joiner's sizes, from a :class:`ChipGeometry`."""
 
     def __init__(self, g):
-        self.rows = g.rows
+        self.rows, self.lanes = g.rows, g.lanes
         self.max_chunks = -(-g.max_dim // g.rows)
         self.chunk_bits = _bits(self.max_chunks)
         self.item_bits = _bits(g.engine.max_acc_rows)
         self.bank_addr_bits = self.chunk_bits + self.item_bits + 1
         widest = max(g.max_dim + g.max_vectors * (g.max_vectors - 1) // 2, g.max_vectors * g.max_dim)
         self.max_words = -(-widest // g.rows)
-        self.count_bits = (g.engine.max_acc_rows * self.max_words).bit_length()
+        self.max_need = (g.max_vectors - 1) * self.max_chunks
+        self.fifo_words, self.out_words = g.config.join_buffer_words, g.config.join_output_words
         self.job = g.join_job_layout()
-        self.pooled_job = data.StructLayout({"items": self.job["items"].shape,
+        self.pooled_job = data.StructLayout({"lane": self.job["lane"].shape, "items": self.job["items"].shape,
                                              "vectors": self.job["params"].shape["vectors"].shape,
                                              "dim": self.job["params"].shape["dim"].shape})
-        self.route = route_layout(g.lanes, self.count_bits)
+        # A loaded bank: its job, and per item the FIFO words of its pooled vectors and its output words.
+        self.bank = data.StructLayout({"job": self.job, "need": range(self.max_need + 1),
+                                       "words": range(self.max_words + 1)})
+        self.route = route_layout(g.lanes, self.max_words.bit_length())
 
 
 def _advance_tiles(m, take, item, offset, last_item, last_tile, cols):
@@ -97,17 +152,17 @@ def _advance_tiles(m, take, item, offset, last_item, last_tile, cols):
 
 
 class _PooledWriter(wiring.Component):
-    """Writes each pooled vector into the FIFO as ``ceil(d / rows)`` words, one a cycle, taking the vector with
-    its last word; follows the jobs (``items x (F - 1)`` vectors each, none for ``F = 1``).
+    """Writes each pooled vector into its job's lane's FIFO as ``ceil(d / rows)`` words, one a cycle, taking the
+    vector with its last word; follows the jobs (``items x (F - 1)`` vectors each, none for ``F = 1``).
 
     Members
     -------
     job : In(stream.Signature(sizes.pooled_job))
-        The jobs, in order; one is taken when its last vector is written.
+        The jobs, in fetch order; one is taken when its last vector is written.
     pooled : In(stream.Signature(pooled_layout))
         The embedding unit's pooled vectors.
     fifo : Out(stream.Signature(unsigned(rows * 8)))
-        Into the FIFO.
+        Into the FIFO of the job's lane (the caller steers it by ``job.payload.lane``).
     busy : Out(1)
         A vector is partly written.
     """
@@ -151,46 +206,41 @@ class _PooledWriter(wiring.Component):
 
 
 class _BottomLoader(wiring.Component):
-    """Writes each job's bottom block into the free bank and pushes its route entry; marks the bank full.
+    """One lane's bottom loader: writes each of the lane's jobs' bottom block into the lane's free bank and marks
+    it full, with the job and its items' FIFO and output words in the bank's descriptor.
 
-    Per job: ``items * ceil(d / c)`` words from ``bottom{lane}`` (``c`` the columns of a sub-array in the current
-    split), n-tile-major, the low 8 bits of each element; the ``c`` elements of n-tile ``t`` go to lanes
-    ``t c mod rows ..`` of the item's chunk ``t c // rows`` (``c`` divides ``rows``). The route entry ``{lane,
-    items * output_words}`` is computed over two cycles from the job at the queue's head.
+    Per job: ``items * ceil(d / c)`` words from ``bottom`` (``c`` the columns of a sub-array in the current split),
+    n-tile-major, the low 8 bits of each element; the ``c`` elements of n-tile ``t`` go to lanes ``t c mod rows
+    ..`` of the item's chunk ``t c // rows`` (``c`` divides ``rows``). The descriptor's words are computed over two
+    cycles from the job at the queue's head.
 
     Members
     -------
     job : In(stream.Signature(sizes.job))
-        The jobs, in order; one is taken when its block is written and its route entry pushed.
-    bottom{l} : In(stream.Signature(data.ArrayLayout(signed(32), lane_cols(l))))
-        The lanes' bottom-MLP output.
+        The lane's jobs, in order; one is taken when its block is written and its descriptor is ready.
+    bottom : In(stream.Signature(data.ArrayLayout(signed(32), lane_cols)))
+        The lane's bottom-MLP output.
     split : In(range(lanes + 1))
         The current split.
     write : Out(WritePort.Signature(...).flip())
         The banks' write port (``{chunk, item, bank}``, granularity 8).
-    route : Out(stream.Signature(sizes.route))
-        The jobs' route entries.
-    full : Out(2), desc : Out(data.ArrayLayout(sizes.job, 2))
-        Per bank: it holds a job's block not yet sent, and that job.
+    full : Out(2), desc : Out(data.ArrayLayout(sizes.bank, 2))
+        Per bank: it holds a job's block not yet sent, and that job's descriptor.
     release : In(2)
         Per bank: its job is sent (the bank is free from the next cycle).
     busy : Out(1)
         A job is being loaded.
     """
 
-    def __init__(self, g, sizes):
+    def __init__(self, g, sizes, lane_cols):
         self.g, self.sizes = g, sizes
-        members = {"job": In(stream.Signature(sizes.job))}
-        for lane in range(g.lanes):
-            members[f"bottom{lane}"] = In(stream.Signature(data.ArrayLayout(signed(ACC_BITS),
-                                                                            g.engine.lane_cols(lane))))
-        members.update({
+        super().__init__({
+            "job": In(stream.Signature(sizes.job)),
+            "bottom": In(stream.Signature(data.ArrayLayout(signed(ACC_BITS), lane_cols))),
             "split": In(range(g.lanes + 1)),
             "write": Out(WritePort.Signature(addr_width=sizes.bank_addr_bits, shape=unsigned(sizes.rows * ACT_BITS),
                                              granularity=ACT_BITS).flip()),
-            "route": Out(stream.Signature(sizes.route)),
-            "full": Out(2), "desc": Out(data.ArrayLayout(sizes.job, 2)), "release": In(2), "busy": Out(1)})
-        super().__init__(members)
+            "full": Out(2), "desc": Out(data.ArrayLayout(sizes.bank, 2)), "release": In(2), "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -198,13 +248,9 @@ class _BottomLoader(wiring.Component):
         rows, log_rows = s.rows, s.rows.bit_length() - 1
         params = job.params
 
-        # The job's lane's bottom word, low 8 bits of each element, and its handshake.
+        # The bottom word, low 8 bits of each element.
         word = Signal(rows * ACT_BITS)
-        valid = Signal()
-        for lane in range(g.lanes):
-            bottom = getattr(self, f"bottom{lane}")
-            with m.If(job.lane == lane):
-                m.d.comb += [word.eq(Cat(element[:ACT_BITS] for element in bottom.payload)), valid.eq(bottom.valid)]
+        m.d.comb += word.eq(Cat(element[:ACT_BITS] for element in self.bottom.payload))
 
         # The current split's sub-array columns c, and the word's c elements repeated across a bank word (they are
         # written at a multiple of c, under element-wise enables: no shifter for the data).
@@ -224,16 +270,15 @@ class _BottomLoader(wiring.Component):
 
         wb = Signal()
         start = Signal()                      # a job is at the head and the bank it goes to is free
-        loaded, pushed = Signal(), Signal()   # its block is written; its route entry is pushed
+        loaded = Signal()                     # its block is written
         item = Signal(s.item_bits)
         offset = Signal(range(g.max_dim + rows))
         take = Signal()
         m.d.comb += [
             start.eq(self.job.valid & ~self.full.bit_select(wb, 1)),
-            take.eq(start & ~loaded & valid),
+            take.eq(start & ~loaded & self.bottom.valid),
+            self.bottom.ready.eq(start & ~loaded),
         ]
-        for lane in range(g.lanes):
-            m.d.comb += getattr(self, f"bottom{lane}").ready.eq(start & ~loaded & (job.lane == lane))
         lane_offset = offset[:log_rows] if log_rows else Const(0, 1)
         m.d.comb += [
             self.write.addr.eq(Cat(offset[log_rows:][:s.chunk_bits], item, wb)),
@@ -242,116 +287,191 @@ class _BottomLoader(wiring.Component):
         ]
         block_end = _advance_tiles(m, take, item, offset, item == job.items - 1, offset + cols >= params.dim, cols)
 
-        # The route entry: words per item (registered), then items * words (registered), then pushed.
+        # The descriptor's words per item: output width, F - 1 and chunks (registered), then words and the FIFO
+        # words (registered): valid two cycles after the job reaches the head.
         out_width = Mux(params.mode == _DOT, params.dim + ((params.vectors * (params.vectors - 1)) >> 1),
                         params.vectors * params.dim)
-        words = Signal(range(s.max_words + 1))
-        count = Signal(s.count_bits)
+        width = Signal(range(s.max_words * rows + 1))
+        pooled, chunks = Signal.like(params.vectors), Signal(range(s.max_chunks + 1))
+        words, need = Signal(s.bank["words"].shape), Signal(s.bank["need"].shape)
+        m.d.sync += [width.eq(out_width), pooled.eq(params.vectors - 1), chunks.eq(_chunks(params.dim, rows)),
+                     words.eq(_chunks(width, rows)), need.eq(pooled * chunks)]
+        desc = Signal(s.bank)
+        m.d.comb += [desc.job.eq(job), desc.words.eq(words), desc.need.eq(need)]
         age = Signal(range(3))
-        m.d.sync += [words.eq(_chunks(out_width, rows)), count.eq(job.items * words)]
         with m.If(start & (age != 2)):
             m.d.sync += age.eq(age + 1)
-        m.d.comb += [self.route.payload.port.eq(job.lane), self.route.payload.count.eq(count),
-                     self.route.valid.eq(start & (age == 2) & ~pushed)]
 
         done_loading = loaded | (take & block_end)
-        done_pushing = pushed | (self.route.valid & self.route.ready)
-        finish = start & done_loading & done_pushing
+        finish = start & done_loading & (age == 2)
         m.d.comb += [self.job.ready.eq(finish), self.busy.eq(start)]
         for bank in range(2):
             with m.If(self.release[bank]):
                 m.d.sync += self.full[bank].eq(0)
         with m.If(finish):
-            m.d.sync += [loaded.eq(0), pushed.eq(0), age.eq(0), item.eq(0), offset.eq(0), wb.eq(~wb),
+            m.d.sync += [loaded.eq(0), age.eq(0), item.eq(0), offset.eq(0), wb.eq(~wb),
                          self.full.bit_select(wb, 1).eq(1)]
             for bank in range(2):
                 with m.If(wb == bank):
-                    m.d.sync += self.desc[bank].eq(job)
+                    m.d.sync += self.desc[bank].eq(desc)
         with m.Else():
-            m.d.sync += [loaded.eq(done_loading), pushed.eq(done_pushing)]
+            m.d.sync += loaded.eq(done_loading)
         return m
 
 
 class _Sender(wiring.Component):
-    """Sends the interaction unit each item of a full bank's job: its bottom vector from the bank, then its
-    ``F - 1`` pooled vectors from the FIFO, ``ceil(d / rows)`` words each, one word a cycle.
+    """Sends the interaction unit one item at a time of the lanes' full banks, round robin among the lanes whose
+    next item is ready (see the module's notes): its bottom vector from the bank, then its ``F - 1`` pooled vectors
+    from the lane's FIFO, ``ceil(d / rows)`` words each, one word a cycle; a route entry per item.
 
     The words leave from a register; a bank word is the block RAM's read data, read with the register's enable.
 
     Members
     -------
-    full : In(2), desc : In(data.ArrayLayout(sizes.job, 2))
-        The loader's banks.
-    release : Out(2)
-        Per bank: its job's last word is issued.
-    read : Out(ReadPort.Signature(...).flip())
-        The banks' read port.
-    fifo : In(stream.Signature(unsigned(rows * 8)))
-        The FIFO's head.
+    full : In(2).array(lanes), desc : In(data.ArrayLayout(sizes.bank, 2)).array(lanes)
+        The lanes' banks.
+    release : Out(2).array(lanes)
+        Per lane and bank: its job's last word is issued.
+    read : Out(ReadPort.Signature(...).flip()).array(lanes)
+        The lanes' banks' read ports.
+    fifo : In(stream.Signature(unsigned(rows * 8))).array(lanes)
+        The heads of the lanes' FIFOs.
+    written : In(1).array(lanes)
+        A word is written into the lane's FIFO.
+    taken : In(1).array(lanes)
+        The lane takes a word from its output buffer.
     o : Out(stream.Signature(interaction_in_layout))
         Into the interaction unit.
     first : Out(1)
         ``o``'s word is an item's first.
+    route : Out(stream.Signature(sizes.route))
+        Per item sent, ``{lane, output words}``.
+    busy : Out(1)
+        An item is being sent, or output words are reserved and not yet taken.
     """
 
     def __init__(self, sizes, in_layout):
         self.sizes = sizes
+        n = sizes.lanes
         super().__init__({
-            "full": In(2), "desc": In(data.ArrayLayout(sizes.job, 2)), "release": Out(2),
+            "full": In(2).array(n), "desc": In(data.ArrayLayout(sizes.bank, 2)).array(n), "release": Out(2).array(n),
             "read": Out(ReadPort.Signature(addr_width=sizes.bank_addr_bits,
-                                           shape=unsigned(sizes.rows * ACT_BITS)).flip()),
-            "fifo": In(stream.Signature(unsigned(sizes.rows * ACT_BITS))),
-            "o": Out(stream.Signature(in_layout)), "first": Out(1)})
+                                           shape=unsigned(sizes.rows * ACT_BITS)).flip()).array(n),
+            "fifo": In(stream.Signature(unsigned(sizes.rows * ACT_BITS))).array(n),
+            "written": In(1).array(n), "taken": In(1).array(n),
+            "o": Out(stream.Signature(in_layout)), "first": Out(1),
+            "route": Out(stream.Signature(sizes.route)), "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        s = self.sizes
-        rb = Signal()
-        job = Signal(s.job)
-        m.d.comb += job.eq(Mux(rb, self.desc[1], self.desc[0]))
-        params = job.params
-        item, vector, chunk = Signal(s.item_bits), Signal.like(params.vectors), Signal(s.chunk_bits)
+        s, lanes = self.sizes, self.sizes.lanes
+
+        # Per lane: the bank and item of its next item, the FIFO words written and not claimed, the output words
+        # free and not reserved, and whether its next item is ready.
+        rb = [Signal(name=f"rb{lane}") for lane in range(lanes)]
+        item = [Signal(s.item_bits, name=f"item{lane}") for lane in range(lanes)]
+        avail = [Signal(range(s.fifo_words + 1), name=f"avail{lane}") for lane in range(lanes)]
+        space = [Signal(range(s.out_words + 1), init=s.out_words, name=f"space{lane}") for lane in range(lanes)]
+        head = [Signal(s.bank, name=f"head{lane}") for lane in range(lanes)]
+        ready = Signal(lanes)
+        for lane in range(lanes):
+            m.d.comb += [
+                head[lane].eq(Mux(rb[lane], self.desc[lane][1], self.desc[lane][0])),
+                ready[lane].eq(self.full[lane].bit_select(rb[lane], 1) & (avail[lane] >= head[lane].need)
+                               & (space[lane] >= head[lane].words)),
+            ]
+
+        # The item being sent: its lane, bank, item, the job's parameters, whether it is the job's last.
+        active, cur, cur_rb, cur_last = Signal(), Signal(range(lanes)), Signal(), Signal()
+        cur_item = Signal(s.item_bits)
+        params = Signal(s.job["params"].shape)
+        vector, chunk = Signal.like(params.vectors), Signal(s.chunk_bits)
         from_bank = vector == 0
         last_chunk = chunk == _chunks(params.dim, s.rows) - 1
         last_vector = vector == params.vectors - 1
-        last_item = item == job.items - 1
+        fifo_valid, fifo_data = Signal(), Signal(s.rows * ACT_BITS)
+        for lane in range(lanes):
+            with m.If(cur == lane):
+                m.d.comb += [fifo_valid.eq(self.fifo[lane].valid), fifo_data.eq(self.fifo[lane].payload)]
 
         valid, pooled, first = Signal(), Signal(), Signal()
+        out_lane = Signal(range(lanes))
         fifo_word = Signal(s.rows * ACT_BITS, reset_less=True)
         out_params = Signal(self.o.payload.params.shape(), reset_less=True)
         advance = ~valid | self.o.ready
-        can = self.full.bit_select(rb, 1) & (from_bank | self.fifo.valid)
+        can = active & (from_bank | fifo_valid)
         issue = Signal()
+        done = Signal()                       # the item's last word is issued
+        m.d.comb += [issue.eq(advance & can), done.eq(issue & last_chunk & last_vector)]
+        read_data = Signal(s.rows * ACT_BITS)
+        for lane in range(lanes):
+            m.d.comb += [
+                self.fifo[lane].ready.eq(issue & ~from_bank & (cur == lane)),
+                self.read[lane].addr.eq(Cat(chunk, cur_item, cur_rb)),
+                self.read[lane].en.eq(advance),
+                self.release[lane].eq((done & cur_last & (cur == lane)) << cur_rb),
+            ]
+            with m.If(out_lane == lane):
+                m.d.comb += read_data.eq(self.read[lane].data)
         m.d.comb += [
-            issue.eq(advance & can),
-            self.fifo.ready.eq(issue & ~from_bank),
-            self.read.addr.eq(Cat(chunk, item, rb)),
-            self.read.en.eq(advance),
-            self.release.eq((issue & last_chunk & last_vector & last_item) << rb),
             self.o.valid.eq(valid),
-            self.o.payload.data.eq(Mux(pooled, fifo_word, self.read.data)),
+            self.o.payload.data.eq(Mux(pooled, fifo_word, read_data)),
             self.o.payload.params.eq(out_params),
             self.first.eq(first),
         ]
         with m.If(advance):
-            m.d.sync += [valid.eq(can), pooled.eq(~from_bank), first.eq(from_bank & (chunk == 0)),
+            m.d.sync += [valid.eq(can), pooled.eq(~from_bank), first.eq(from_bank & (chunk == 0)), out_lane.eq(cur),
                          *(out_params[name].eq(params[name]) for name in ("mode", "vectors", "dim", "m", "s"))]
         with m.If(issue & ~from_bank):
-            m.d.sync += fifo_word.eq(self.fifo.payload)
+            m.d.sync += fifo_word.eq(fifo_data)
         with m.If(issue):
             m.d.sync += chunk.eq(Mux(last_chunk, 0, chunk + 1))
             with m.If(last_chunk):
                 m.d.sync += vector.eq(Mux(last_vector, 0, vector + 1))
-                with m.If(last_vector):
-                    m.d.sync += item.eq(Mux(last_item, 0, item + 1))
-                    with m.If(last_item):
-                        m.d.sync += rb.eq(~rb)
+
+        # The next item: round robin from the lane after the last one picked, when none is being sent or in the
+        # cycle the current one's last word is issued (and a route entry can be pushed).
+        last_pick = Signal(range(lanes))
+        grant = Signal(range(lanes))
+        with m.Switch(last_pick):
+            for start in range(lanes):
+                with m.Case(start):
+                    order = [(start + 1 + k) % lanes for k in range(lanes)]
+                    for k, lane in enumerate(order):
+                        with (m.If if k == 0 else m.Elif)(ready[lane]):
+                            m.d.comb += grant.eq(lane)
+        chosen = Signal(s.bank)
+        chosen_rb, chosen_item = Signal(), Signal(s.item_bits)
+        for lane in range(lanes):
+            with m.If(grant == lane):
+                m.d.comb += [chosen.eq(head[lane]), chosen_rb.eq(rb[lane]), chosen_item.eq(item[lane])]
+        chosen_last = chosen_item == chosen.job.items - 1
+        pick = Signal()
+        m.d.comb += [
+            self.route.valid.eq((~active | done) & ready.any()),
+            self.route.payload.port.eq(grant), self.route.payload.count.eq(chosen.words),
+            pick.eq(self.route.valid & self.route.ready),
+        ]
+        with m.If(pick):
+            m.d.sync += [active.eq(1), cur.eq(grant), cur_rb.eq(chosen_rb), cur_item.eq(chosen_item),
+                         cur_last.eq(chosen_last), params.eq(chosen.job.params), last_pick.eq(grant)]
+        with m.Elif(done):
+            m.d.sync += active.eq(0)
+        for lane in range(lanes):
+            picked = pick & (grant == lane)
+            with m.If(picked):
+                m.d.sync += [item[lane].eq(Mux(chosen_last, 0, item[lane] + 1)), rb[lane].eq(rb[lane] ^ chosen_last)]
+            m.d.sync += [avail[lane].eq(avail[lane] + self.written[lane] - Mux(picked, chosen.need, 0)),
+                         space[lane].eq(space[lane] + self.taken[lane] - Mux(picked, chosen.words, 0))]
+        m.d.comb += self.busy.eq(active | Cat(space[lane] != s.out_words for lane in range(lanes)).any())
         return m
 
 
 class JoinUnit(wiring.Component):
     """The joiner and the interaction unit: per join job, each item's bottom-MLP output and pooled vectors into
-    :class:`~rpaccel.rtl.interaction.Interaction`, its output to the job's lane.
+    :class:`~rpaccel.rtl.interaction.Interaction`, its output to the job's lane; the lanes' jobs proceed
+    independently (a job queue, a pooled FIFO, two bottom banks and an output buffer per lane; one interaction
+    unit, shared an item at a time, round robin; see the module's notes).
 
     Parameters
     ----------
@@ -368,12 +488,12 @@ class JoinUnit(wiring.Component):
         low 8 bits are taken).
     pooled : In(stream.Signature(geometry.emb_layouts.pooled))
         The embedding unit's pooled vectors, in fetch order: per item ``F - 1`` (the first ``d`` elements valid),
-        taken into the FIFO as they arrive.
+        taken into the job's lane's FIFO as they arrive.
     split : In(range(lanes + 1))
         The current split (constant while a job's bottom block is taken).
     inter : Out(stream.Signature(geometry.act_word_layout())).array(lanes)
         Per lane, the interaction output of its jobs' items
-        (:func:`rpaccel.host.driver.interaction.output_words` words per item).
+        (:func:`rpaccel.host.driver.interaction.output_words` words per item), from the lane's output buffer.
     busy : Out(1)
         The joiner holds work: a job being loaded or sent, pooled vectors, output words not yet delivered.
     interaction_busy : Out(1)
@@ -405,69 +525,86 @@ class JoinUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, s = self.geometry, self.sizes
+        word_bits = s.rows * ACT_BITS
 
         m.submodules.interaction = unit = self.interaction
-        m.submodules.loader_jobs = loader_jobs = Queue(s.job.size, depth=JOB_QUEUE_DEPTH, register="read")
         m.submodules.pooled_jobs = pooled_jobs = Queue(s.pooled_job.size, depth=JOB_QUEUE_DEPTH, register="read")
         m.submodules.writer = writer = _PooledWriter(s, g.emb_layouts.pooled)
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=s.rows * ACT_BITS, depth=g.config.join_buffer_words)
-        m.submodules.loader = loader = _BottomLoader(g, s)
         m.submodules.sender = sender = _Sender(s, unit.i.payload.shape())
-        m.submodules.banks = banks = Memory(shape=unsigned(s.rows * ACT_BITS), depth=1 << s.bank_addr_bits, init=[])
         m.submodules.routes = routes = Queue(s.route.size, depth=ROUTE_QUEUE_DEPTH, register="read")
-        m.submodules.demux = demux = RouteDemux(g.act_word_layout(), g.lanes, count_bits=s.count_bits)
+        m.submodules.demux = demux = RouteDemux(g.act_word_layout(), g.lanes, count_bits=s.route["count"].shape.width)
+        job = self.jobs.payload
+        writer_lane = data.View(s.pooled_job, pooled_jobs.r_data).lane
+        lane_ready = Signal()
+        holding, queued = [writer.busy, sender.busy], [pooled_jobs.level != 0]
+        for lane in range(g.lanes):
+            jobs = m.submodules[f"jobs{lane}"] = Queue(s.job.size, depth=JOB_QUEUE_DEPTH, register="read")
+            loader = m.submodules[f"loader{lane}"] = _BottomLoader(g, s, g.engine.lane_cols(lane))
+            banks = m.submodules[f"banks{lane}"] = Memory(shape=unsigned(word_bits), depth=1 << s.bank_addr_bits,
+                                                          init=[])
+            fifo = m.submodules[f"fifo{lane}"] = SyncFIFOBuffered(width=word_bits, depth=g.config.join_buffer_words)
+            out = m.submodules[f"out{lane}"] = SyncFIFOBuffered(width=g.act_word_layout().size,
+                                                                depth=g.config.join_output_words)
+            # The lane's jobs into its loader; its bottom blocks into its banks.
+            mine = job.lane == lane
+            with m.If(mine):
+                m.d.comb += lane_ready.eq(jobs.w_rdy)
+            m.d.comb += [jobs.w_en.eq(self.jobs.valid & self.jobs.ready & mine), jobs.w_data.eq(job),
+                         loader.job.valid.eq(jobs.r_rdy), loader.job.payload.eq(jobs.r_data),
+                         jobs.r_en.eq(loader.job.ready), loader.split.eq(self.split)]
+            wiring.connect(m, wiring.flipped(getattr(self, f"bottom{lane}")), loader.bottom)
+            wiring.connect(m, loader.write, banks.write_port(granularity=ACT_BITS))
+            # The lane's pooled vectors into its FIFO.
+            steer = writer_lane == lane
+            with m.If(steer):
+                m.d.comb += writer.fifo.ready.eq(fifo.w_rdy)
+            m.d.comb += [fifo.w_en.eq(writer.fifo.valid & steer), fifo.w_data.eq(writer.fifo.payload)]
+            # The sender reads the lane's banks and FIFO; the lane's output buffer takes its interaction words.
+            wiring.connect(m, sender.read[lane], banks.read_port())
+            m.d.comb += [
+                sender.full[lane].eq(loader.full), sender.desc[lane].eq(loader.desc),
+                loader.release.eq(sender.release[lane]),
+                sender.fifo[lane].valid.eq(fifo.r_rdy), sender.fifo[lane].payload.eq(fifo.r_data),
+                fifo.r_en.eq(sender.fifo[lane].ready),
+                sender.written[lane].eq(fifo.w_en & fifo.w_rdy),
+                out.w_en.eq(demux.o[lane].valid), out.w_data.eq(demux.o[lane].payload),
+                demux.o[lane].ready.eq(out.w_rdy),
+                self.inter[lane].valid.eq(out.r_rdy), self.inter[lane].payload.eq(out.r_data),
+                out.r_en.eq(self.inter[lane].ready),
+                sender.taken[lane].eq(self.inter[lane].valid & self.inter[lane].ready),
+            ]
+            holding += [loader.busy, loader.full.any(), fifo.level != 0]
+            queued.append(jobs.level != 0)
 
-        # Jobs into both queues at once.
-        job, pooled_job = self.jobs.payload, Signal(s.pooled_job)
+        # Jobs into the pooled writer's queue and their lane's queue at once.
+        pooled_job = Signal(s.pooled_job)
         m.d.comb += [
-            pooled_job.items.eq(job.items), pooled_job.vectors.eq(job.params.vectors),
+            pooled_job.lane.eq(job.lane), pooled_job.items.eq(job.items), pooled_job.vectors.eq(job.params.vectors),
             pooled_job.dim.eq(job.params.dim),
-            self.jobs.ready.eq(loader_jobs.w_rdy & pooled_jobs.w_rdy),
-            loader_jobs.w_en.eq(self.jobs.valid & self.jobs.ready), loader_jobs.w_data.eq(job),
+            self.jobs.ready.eq(pooled_jobs.w_rdy & lane_ready),
             pooled_jobs.w_en.eq(self.jobs.valid & self.jobs.ready), pooled_jobs.w_data.eq(pooled_job),
+            writer.job.valid.eq(pooled_jobs.r_rdy), writer.job.payload.eq(pooled_jobs.r_data),
+            pooled_jobs.r_en.eq(writer.job.ready),
         ]
-
-        # Pooled vectors into the FIFO.
-        m.d.comb += [writer.job.valid.eq(pooled_jobs.r_rdy), writer.job.payload.eq(pooled_jobs.r_data),
-                     pooled_jobs.r_en.eq(writer.job.ready),
-                     fifo.w_en.eq(writer.fifo.valid), fifo.w_data.eq(writer.fifo.payload),
-                     writer.fifo.ready.eq(fifo.w_rdy)]
         wiring.connect(m, wiring.flipped(self.pooled), writer.pooled)
 
-        # Bottom blocks into the banks; route entries out.
-        m.d.comb += [loader.job.valid.eq(loader_jobs.r_rdy), loader.job.payload.eq(loader_jobs.r_data),
-                     loader_jobs.r_en.eq(loader.job.ready), loader.split.eq(self.split)]
-        for lane in range(g.lanes):
-            wiring.connect(m, wiring.flipped(getattr(self, f"bottom{lane}")), getattr(loader, f"bottom{lane}"))
-        wiring.connect(m, loader.write, banks.write_port(granularity=ACT_BITS))
-        m.d.comb += [routes.w_en.eq(loader.route.valid), routes.w_data.eq(loader.route.payload),
-                     loader.route.ready.eq(routes.w_rdy),
-                     demux.route.valid.eq(routes.r_rdy), demux.route.payload.eq(routes.r_data),
-                     routes.r_en.eq(demux.route.ready)]
-
-        # The sender, from the banks and the FIFO into the interaction unit, and its output to the lanes.
-        wiring.connect(m, sender.read, banks.read_port())
-        m.d.comb += [sender.full.eq(loader.full), sender.desc.eq(loader.desc), loader.release.eq(sender.release),
-                     sender.fifo.valid.eq(fifo.r_rdy), sender.fifo.payload.eq(fifo.r_data),
-                     fifo.r_en.eq(sender.fifo.ready)]
+        # The sender into the interaction unit, a route entry per item; the unit's output to the lanes.
         wiring.connect(m, sender.o, unit.i)
-        m.d.comb += [demux.i.valid.eq(unit.o.valid), demux.i.payload.eq(unit.o.payload.data),
+        m.d.comb += [routes.w_en.eq(sender.route.valid), routes.w_data.eq(sender.route.payload),
+                     sender.route.ready.eq(routes.w_rdy),
+                     demux.route.valid.eq(routes.r_rdy), demux.route.payload.eq(routes.r_data),
+                     routes.r_en.eq(demux.route.ready),
+                     demux.i.valid.eq(unit.o.valid), demux.i.payload.eq(unit.o.payload.data),
                      unit.o.ready.eq(demux.i.ready)]
-        for lane in range(g.lanes):
-            wiring.connect(m, demux.o[lane], wiring.flipped(self.inter[lane]))
 
-        # Items inside the interaction unit; output words of started jobs not yet delivered.
+        # Items inside the interaction unit.
         inside = Signal(8)
         item_in = unit.i.valid & unit.i.ready & sender.first
         item_out = unit.o.valid & unit.o.ready & unit.o.payload.last
         m.d.sync += inside.eq(inside + item_in - item_out)
-        outstanding = Signal(s.count_bits + ROUTE_QUEUE_DEPTH.bit_length() + 2)
-        delivered = Cat(port.valid & port.ready for port in self.inter).any()
-        pushed = Mux(loader.route.valid & loader.route.ready, loader.route.payload.count, 0)
-        m.d.sync += outstanding.eq(outstanding + pushed - delivered)
         m.d.comb += [
             self.interaction_busy.eq(inside != 0),
-            self.busy.eq(loader.busy | loader.full.any() | (fifo.level != 0) | writer.busy | (outstanding != 0)),
-            self.idle.eq(~self.busy & ~self.interaction_busy & (loader_jobs.level == 0) & (pooled_jobs.level == 0)),
+            self.busy.eq(Cat(holding).any()),
+            self.idle.eq(~self.busy & ~self.interaction_busy & ~Cat(queued).any()),
         ]
         return m

@@ -61,6 +61,13 @@ What the model follows of the RTL where docs/chip.md leaves a choice:
   more than ``src_words`` give never starts (a :class:`Deadlock`). The joiner takes ``F - 1``
   pooled vectors per item by count (the ``end`` flags are not checked). A survivors bank holds what its earlier
   results left beyond the last result's count.
+* **Joiner**: per lane, as the RTL's: the lane's jobs, a FIFO of ``join_buffer_words`` words into which the
+  pooled writer puts the embedding unit's vectors in fetch order (each job's into its lane's, while it has room),
+  and an output buffer of ``join_output_words`` words (``inter[l]``); a lane's head job, once its bottom block is
+  in, sends each item once the FIFO holds its pooled vectors and the buffer has room for its output, whatever
+  another lane waits for. An INPUT from ``inter[l]`` takes the whole items there as they come. The fetcher starts
+  a FETCH only once every pooled vector of the FETCHes before it is in its lane's FIFO: the RTL's fetcher may run
+  ahead by what the embedding unit's queues hold, so the model is the stricter (a program it runs, the RTL runs).
 * **Embedding unit**: a dynamic cache hit reads the data the line was filled with, so a MEM_WRITE under a cached line
   is seen only after a FLUSH (or an eviction); UPDATE writes memory and every on-chip copy (as the RTL does).
 
@@ -315,6 +322,8 @@ class _Fetcher(_Unit):
             if emb:
                 chip.embedding.queue.append(("cmd", tag, arg))
             else:
+                if chip.joiner.order:
+                    return progress
                 if arg["source"] == FetchSource.SURVIVORS.value:
                     unit = chip.holders[arg["unit"]]
                     if not _satisfied(unit.results_done, arg["wait_results"]):
@@ -328,6 +337,8 @@ class _Fetcher(_Unit):
         if not self.queue:
             return None
         tag, emb, arg = self.queue[0]
+        if not emb and self.chip.joiner.order:
+            return f"FETCH (tag {tag}) waits for the pooled vectors of the FETCHes before it to enter the joiner"
         if emb or arg["source"] != FetchSource.SURVIVORS.value:
             return f"{'EMB' if emb else 'FETCH'} (tag {tag}) queued"
         unit = self.chip.holders[arg["unit"]]
@@ -357,7 +368,7 @@ class _Fetcher(_Unit):
     def _fetch(self, tag, arg):
         chip, g = self.chip, self.chip.geometry
         lane, items, stride = arg["lane"], arg["items"], arg["stride"]
-        chip.joiner.jobs.append({"tag": tag, "lane": lane, "items": items, "params": arg["join"]})
+        chip.joiner.add({"tag": tag, "lane": lane, "items": items, "params": arg["join"]})
         indices = self._indices(tag, arg)
         chip.index[lane].push(indices)
         # Phase 1: every item's dense words (bytes beyond the dense lines are zero).
@@ -537,6 +548,7 @@ class _Lane(_Unit):
         self.loads = deque()
         self.layers = deque()
         self.inputs_done = self.layers_done = 0
+        self.loaded = 0         # items the head INPUT has taken
         self.memory = None
 
     def reset_memory(self, split):
@@ -568,22 +580,29 @@ class _Lane(_Unit):
         if cmd["ktiles"] * r > arg["src_words"] * self.chip.geometry.rows:
             return (f"INPUT (tag {tag}) wants {cmd['ktiles']} words of {r} per item, its {arg['src_words']} words "
                     f"of {self.chip.geometry.rows} hold fewer")
-        need = cmd["items"] * arg["src_words"]
-        if len(source) < need:
-            return f"INPUT (tag {tag}) waits for {need} words on {source.name} ({len(source)} there)"
+        if len(source) < arg["src_words"]:
+            return (f"INPUT (tag {tag}) has taken {self.loaded} of {cmd['items']} items and waits for "
+                    f"{(cmd['items'] - self.loaded) * arg['src_words']} words on {source.name} ({len(source)} there)")
         return None
 
     def _load(self):
+        """The head INPUT takes the whole items its source holds (the act multiplexer takes words as they come:
+        the joiner's output buffer may hold fewer than the INPUT's)."""
         if not self.loads or self._load_block() is not None:
             return False
-        _tag, arg = self.loads.popleft()
+        _tag, arg = self.loads[0]
         cmd, r = arg["cmd"], self._shape().rows
         source = self.chip.inter[self.lane] if arg["src"] == ActSource.INTERACT.value else self.chip.dense[self.lane]
-        items, kt = cmd["items"], cmd["ktiles"]
-        words = source.take(items * arg["src_words"]).reshape(items, -1)[:, :kt * r].reshape(items, kt, r)
-        address = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + np.arange(items)[None, :]
+        items, kt, src_words = cmd["items"], cmd["ktiles"], arg["src_words"]
+        n = items - self.loaded if not src_words else min(items - self.loaded, len(source) // src_words)
+        words = source.take(n * src_words).reshape(n, -1)[:, :kt * r].reshape(n, kt, r)
+        address = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + self.loaded + np.arange(n)[None, :]
         self.memory[address % len(self.memory)] = words.transpose(1, 0, 2)
-        self.inputs_done = (self.inputs_done + 1) % _WAIT_MOD
+        self.loaded += n
+        if self.loaded == items:
+            self.loads.popleft()
+            self.loaded = 0
+            self.inputs_done = (self.inputs_done + 1) % _WAIT_MOD
         return True
 
     def _layer_block(self):
@@ -641,55 +660,122 @@ class _Lane(_Unit):
 
 
 class _Joiner(_Unit):
-    """The joiner and the interaction unit: per FETCH's join job, the lane's bottom output and the pooled vectors
-    in, the interaction words out to the lane."""
+    """The joiner and the interaction unit (:mod:`rpaccel.rtl.accel.join`), per lane: the lane's jobs, its FIFO of
+    pooled vectors (``join_buffer_words`` words) and its output buffer (``join_output_words`` words, ``inter[l]``).
+
+    The pooled writer takes the embedding unit's vectors in fetch order into the FIFO of each job's lane while it
+    has room; a lane's head job, once its bottom block is in, sends its items, each once the lane's FIFO holds its
+    pooled vectors and the lane's output buffer has room for its output, whatever another lane's job waits for."""
 
     name = "joiner"
 
     def __init__(self, chip):
         super().__init__(chip)
-        self.jobs = deque()
+        g = chip.geometry
+        self.order = deque()        # the pooled writer's jobs, in fetch order: [job, vectors not yet written]
+        self.jobs = [deque() for _ in range(g.lanes)]
+        self.fifo = [_Stream(f"the joiner's FIFO[{lane}]") for lane in range(g.lanes)]
+        self.fifo_words = [0] * g.lanes
+
+    def add(self, job):
+        """A FETCH's join job, ``{tag, lane, items, params}``."""
+        self.order.append([job, job["items"] * (job["params"]["vectors"] - 1)])
+        self.jobs[job["lane"]].append(dict(job, sent=0, block=None))
 
     def finished(self):
-        return not self.jobs
+        return not (self.order or any(self.jobs))
 
-    def _need(self, job):
-        params = job["params"]
+    def idle(self):
+        return self.finished() and not any(self.fifo_words)
+
+    def _chunks(self, job):
+        return _ceil_div(job["params"]["dim"], self.chip.geometry.rows)
+
+    def _bottom_words(self, job):
         c = self.chip.geometry.engine.splits[self.chip.split].cols
-        return job["items"] * _ceil_div(params["dim"], c), job["items"] * (params["vectors"] - 1)
+        return job["items"] * _ceil_div(job["params"]["dim"], c)
 
     def step(self):
-        chip, progress = self.chip, False
-        while self.jobs:
-            job = self.jobs[0]
-            lane, items, params = job["lane"], job["items"], job["params"]
-            bottom_words, pooled_vectors = self._need(job)
-            if len(chip.bottom[lane]) < bottom_words or len(chip.pooled) < pooled_vectors:
-                return progress
-            self.jobs.popleft()
-            c, d, f = chip.geometry.engine.splits[chip.split].cols, params["dim"], params["vectors"]
-            bottom = chip.bottom[lane].take(bottom_words).reshape(-1, items, c).transpose(1, 0, 2)
-            vectors = np.empty((items, f, d), dtype=np.int64)
-            vectors[:, 0] = _wrap(bottom.reshape(items, -1)[:, :d], 8)
-            if f > 1:
-                vectors[:, 1:] = chip.pooled.take(pooled_vectors).reshape(items, f - 1, -1)[:, :, :d]
-            mode = MODES[params["mode"]]
-            out = interaction_model(mode, vectors, params["m"], params["s"])
-            rows = chip.geometry.rows
-            words = np.zeros((items, output_words(mode, f, d, rows) * rows), dtype=np.int64)
-            words[:, :out.shape[1]] = out
-            chip.inter[lane].push(words.reshape(-1, rows))
-            progress = True
+        progress, moved = False, True
+        while moved:
+            moved = self._write()
+            for lane in range(len(self.jobs)):
+                moved |= self._send(lane)
+            progress |= moved
         return progress
 
+    def _write(self):
+        """Pooled vectors into the FIFOs, in fetch order, while the head job's lane's FIFO has room."""
+        chip, moved = self.chip, False
+        while self.order:
+            job, left = self.order[0]
+            lane, chunks = job["lane"], self._chunks(job)
+            n = min(left, len(chip.pooled), (chip.config.join_buffer_words - self.fifo_words[lane]) // chunks)
+            if n:
+                self.fifo[lane].push(chip.pooled.take(n))
+                self.fifo_words[lane] += n * chunks
+                self.order[0][1] = left = left - n
+                moved = True
+            if left:
+                return moved
+            self.order.popleft()
+        return moved
+
+    def _send(self, lane):
+        """Lane ``lane``'s items into the interaction unit and their output into its buffer, as far as they go."""
+        chip, queue, moved = self.chip, self.jobs[lane], False
+        while queue:
+            job = queue[0]
+            items, params = job["items"], job["params"]
+            c, d, f = chip.geometry.engine.splits[chip.split].cols, params["dim"], params["vectors"]
+            if job["block"] is None:
+                if len(chip.bottom[lane]) < self._bottom_words(job):
+                    return moved
+                bottom = chip.bottom[lane].take(self._bottom_words(job)).reshape(-1, items, c).transpose(1, 0, 2)
+                job["block"] = _wrap(bottom.reshape(items, -1)[:, :d], 8)
+                moved = True
+            mode, rows = MODES[params["mode"]], chip.geometry.rows
+            out_words = output_words(mode, f, d, rows)
+            n = min(items - job["sent"], (chip.config.join_output_words - len(chip.inter[lane])) // out_words)
+            if f > 1:
+                n = min(n, len(self.fifo[lane]) // (f - 1))
+            if n <= 0:
+                return moved
+            vectors = np.empty((n, f, d), dtype=np.int64)
+            vectors[:, 0] = job["block"][job["sent"]:job["sent"] + n]
+            if f > 1:
+                vectors[:, 1:] = self.fifo[lane].take(n * (f - 1)).reshape(n, f - 1, -1)[:, :, :d]
+                self.fifo_words[lane] -= n * (f - 1) * self._chunks(job)
+            out = interaction_model(mode, vectors, params["m"], params["s"])
+            words = np.zeros((n, out_words * rows), dtype=np.int64)
+            words[:, :out.shape[1]] = out
+            chip.inter[lane].push(words.reshape(-1, rows))
+            job["sent"] += n
+            moved = True
+            if job["sent"] < items:
+                return moved
+            queue.popleft()
+        return moved
+
     def waiting(self):
-        if not self.jobs:
-            return None
-        job = self.jobs[0]
-        bottom_words, pooled_vectors = self._need(job)
-        return (f"the join of FETCH (tag {job['tag']}) waits for {bottom_words} words on bottom[{job['lane']}] "
-                f"({len(self.chip.bottom[job['lane']])} there) and {pooled_vectors} pooled vectors "
-                f"({len(self.chip.pooled)} there)")
+        chip, reasons = self.chip, []
+        if self.order:
+            job, left = self.order[0]
+            reasons.append(f"the pooled writer waits to put {left} vectors of FETCH (tag {job['tag']}) into "
+                           f"FIFO[{job['lane']}] ({self.fifo_words[job['lane']]} of "
+                           f"{chip.config.join_buffer_words} words used; {len(chip.pooled)} vectors there)")
+        for lane, queue in enumerate(self.jobs):
+            if queue:
+                job = queue[0]
+                if job["block"] is None:
+                    reasons.append(f"the join of FETCH (tag {job['tag']}) waits for {self._bottom_words(job)} "
+                                   f"words on bottom[{lane}] ({len(chip.bottom[lane])} there)")
+                else:
+                    reasons.append(f"the join of FETCH (tag {job['tag']}) has sent {job['sent']} of "
+                                   f"{job['items']} items; FIFO[{lane}] holds {len(self.fifo[lane])} vectors, "
+                                   f"{chip.inter[lane].name} {len(chip.inter[lane])} of "
+                                   f"{chip.config.join_output_words} words")
+        return "; ".join(reasons) or None
 
 
 class _Holder(_Unit):

@@ -408,11 +408,18 @@ def check_structure(program):
         assert {f["source"] for f in fetches} <= {FetchSource.RANGE, FetchSource.LIST}
         assert len(program.steps) == 1 + len(expected_items)
     else:
+        # Per query (its tag), its stages' closing SCOREs in stage order: a filter unit keeps each stage's result
+        # but the last's, which a top-k unit reports (the queries' stages may interleave in the program).
         stages = len(program.stages)
-        assert all(s["dest"] is (ScoreDest.TOPK if (i + 1) % stages == 0 else ScoreDest.FILTER)
-                   for i, s in enumerate(closing))
-        assert [s["keep"] for s in closing] == [int(i % stages != stages - 1) for i in range(len(closing))]
-        assert [s["report"] for s in closing] == [int(i % stages == stages - 1) for i in range(len(closing))]
+        per_query = {}
+        for record in records:
+            if record["op"] is Opcode.SCORE and record["arg"]["last"]:
+                per_query.setdefault(record["tag"], []).append(record["arg"])
+        assert sorted(per_query) == sorted(program.tags)
+        for closing_of in per_query.values():
+            assert [s["dest"] for s in closing_of] == [ScoreDest.FILTER] * (stages - 1) + [ScoreDest.TOPK]
+            assert [s["keep"] for s in closing_of] == [1] * (stages - 1) + [0]
+            assert [s["report"] for s in closing_of] == [0] * (stages - 1) + [1]
         survivors = [f for f in fetches if f["source"] is FetchSource.SURVIVORS]
         releases = [f["wait_results"] for f in survivors if f["release"]]
         assert len(releases) == len(program.queries) * (stages - 1)
@@ -571,16 +578,17 @@ def interpret(setup, program, lists):
             memory.write(addr, encode_list(g, lists[step.query, step.stage][first:first + items]))
     wb, lb, rows = g.engine.word_bytes, g.line_bytes, g.rows
     weights = np.zeros((g.engine.weight_words, wb), dtype=np.int64)
-    tables, queues, jobs, out = {}, defaultdict(deque), deque(), defaultdict(list)
+    tables, queues, jobs, out = {}, defaultdict(deque), defaultdict(deque), defaultdict(list)
     kept, pending = defaultdict(list), defaultdict(lambda: ([], []))
     shape = act = None
 
     def take(kind, lane, count):
         return [queues[kind, lane].popleft() for _ in range(count)]
 
-    def join():
-        while jobs:
-            lane, items, params, pooled = jobs[0]
+    def join(lane):
+        # Each lane's jobs in order, whatever another lane's wait for.
+        while jobs[lane]:
+            items, params, pooled = jobs[lane][0]
             ntiles = -(-params["dim"] // shape.cols)
             if len(queues["bottom", lane]) < items * ntiles:
                 return
@@ -597,7 +605,7 @@ def interpret(setup, program, lists):
             padded = np.zeros((items, words * rows), dtype=np.int64)
             padded[:, :x.shape[1]] = x
             queues["inter", lane].extend(padded.reshape(items, words, rows))
-            jobs.popleft()
+            jobs[lane].popleft()
 
     for record in program.records():
         op, arg, tag = record["op"], record["arg"], record["tag"]
@@ -641,13 +649,13 @@ def interpret(setup, program, lists):
                     if entries["last"][item, e]:
                         pooled[item, bag] = requantize(acc, config["m"], config["s"])[:params["dim"]]
                         bag, acc = bag + 1, 0
-            jobs.append((lane, items, params, pooled))
+            jobs[lane].append((items, params, pooled))
         elif op is Opcode.LANE:
             lane, cmd = arg["lane"], arg["cmd"]
             r, c, items, stride = shape.rows, shape.cols, cmd["items"], cmd["stride"]
             if cmd["op"] == Op.INPUT:
                 kind = "dense" if plain(arg["src"]) == ActSource.DENSE.value else "inter"
-                join()
+                join(lane)
                 for i, item in enumerate(take(kind, lane, items)):
                     cut = item.reshape(-1, r)[:cmd["ktiles"]]
                     act[lane][cmd["in_base"] + np.arange(cmd["ktiles"]) * stride + i] = cut
@@ -697,7 +705,7 @@ def interpret(setup, program, lists):
                     out[tag] += [(kind.value, int(i == len(best) - 1), 0, int(index), int(score))
                                  for i, (score, index) in enumerate(zip(best, best_indices))]
                 del pending[holder]
-    assert not jobs and not any(queues.values()), "streams left with data"
+    assert not any(jobs.values()) and not any(queues.values()), "streams left with data"
     return out
 
 
@@ -888,6 +896,35 @@ def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
         ChipSetup(TINY.with_settings(["weight_buffer_words=32"]), [big_model]).weights(1)
     with pytest.raises(CompileError, match=r"^Streamed models \[2\] must be model numbers below 2$"):
         ChipSetup(TINY, [a, big_model], streamed=(2,))
+
+
+def test_balanced_interleave_runs_cheap_sub_batches_between_expensive_ones(tiny_models, big_model):
+    """Stage 1 of query q (the big streamed model, lane 1) and stage 0 of query q + 1 (a small resident one, lane
+    0) interleave: balanced, several of lane 0's sub-batches go between two of lane 1's, in proportion to their
+    estimated cycles; otherwise one each in turn. Both programs check and answer as the golden model."""
+    a = tiny_models[0]
+    setup = ChipSetup(TINY, [a, big_model])
+    queries = [setup.add_query({a: candidates(a, 40, 8200 + q), big_model: candidates(big_model, 40, 8200 + q)})
+               for q in range(3)]
+    runs = {}
+    for balance in (True, False):
+        program, _ = run_pipeline(setup, [Stage(a, k=12), Stage(big_model, k=4)], queries,
+                                  Schedule(split=2, sub_batch=4, balance=balance))
+        # Lane 0's FETCHes between two of lane 1's.
+        between, count = [], None
+        for record in program.records():
+            if record["op"] is not Opcode.FETCH:
+                continue
+            if record["arg"]["lane"] == 1:
+                if count is not None:
+                    between.append(count)
+                count = 0
+            elif count is not None:
+                count += 1
+        runs[balance] = between
+    # Stage 0 has 10 sub-batches, stage 1 3 (query 2's stage 1 runs alone, at the end).
+    assert runs[False] == [1, 1, 8, 1, 1, 8, 0, 0]
+    assert runs[True] == [3, 4, 3, 3, 4, 3, 0, 0]
 
 
 def test_checker_catches_planted_streaming_errors(tiny_models, big_model):

@@ -23,7 +23,7 @@ from rpaccel.host.models import get_model
 from rpaccel.host.quant import quantize
 from rpaccel.host.train import TrainConfig, train
 from rpaccel.rtl.accel.isa import ChipGeometry, FetchSource, Opcode, ResponseKind, ScoreDest
-from rpaccel.rtl.accel.join import pooled_words
+from rpaccel.rtl.accel.join import absorbs, pooled_words
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import chip_device, program_words, run_program, run_words
@@ -218,8 +218,8 @@ def test_streamed_weights_on_the_rtl(models, big_model, device, mode, stages, sp
 
 
 def test_rm_large_streams_while_the_joiner_fifo_is_full():
-    """RM-large on ``small`` (its weights stream): with lookahead the joiner's FIFO holds one sub-batch's pooled
-    vectors, not two, so the embedding unit waits on it with missed lines in flight while the lane computes the next
+    """RM-large on ``small`` (its weights stream): the lane's joiner FIFO holds one sub-batch's pooled vectors, not
+    two, so the embedding unit waits on it with missed lines in flight while the lane computes the next
     bottom MLP, whose weights come through the same memory port. The embedding unit's read buffer keeps those lines
     from holding the port (this program deadlocked the chip without it); every response equals the golden
     model's."""
@@ -271,12 +271,14 @@ def test_zoo_models_the_chip_cannot_run_are_refused_with_the_reason(name, reason
         ChipSetup(preset("small"), [models[name]])
 
 
-def test_interleaved_queries_where_the_joiner_fifo_holds_one_stage():
+def test_interleaved_queries_balanced_with_lookahead_on_both_lanes():
     """RecPipe's 2-stage pipeline over three queries on ``small``: stage 2 of query q (RM-large, streamed, lane 1)
-    interleaves with stage 1 of query q + 1 (RM-small, lane 0). The joiner sends jobs in fetch order, so a lane
-    that computes its next bottom MLP first (lookahead) needs the FIFO to hold its sub-batch's pooled vectors and
-    the other lane's fetched in between; RM-large's alone fill it, so the compiler leaves lookahead out where the
-    stages interleave (with it this program deadlocked the chip) and every response equals the golden model's."""
+    interleaves with stage 1 of query q + 1 (RM-small, lane 0), several RM-small sub-batches between two RM-large
+    ones (in proportion to their estimated cycles; the in-order joiner deadlocked on such a schedule). The joiner
+    serves each lane's jobs on their own; the joiner takes an RM-large sub-batch's pooled vectors without its lane
+    (they overfill the lane's FIFO, but its output fits the lane's output buffer), not two, so lane 1 takes each
+    sub-batch's interaction words before the next FETCH where the stages interleave, and lane 0 looks ahead; every
+    response equals the golden model's."""
     config = preset("small")
     specs = {role: get_model(f"rm-{role}", max_rows=300) for role in ("small", "large")}
     models, generator, _ = train_models(specs, train_samples=1000, calibration=300,
@@ -287,18 +289,22 @@ def test_interleaved_queries_where_the_joiner_fifo_holds_one_stage():
                for q in range(3)]
     program = compile_queries(setup, [Stage(small, k=32), Stage(large, k=8)], queries, Schedule("rpaccel"))
     geometry = ChipGeometry(config)
-    stage_1 = pooled_words(geometry, program.sub_batch, small.spec.num_tables + 1, small.spec.emb_dim)
-    stage_2 = pooled_words(geometry, program.sub_batch, large.spec.num_tables + 1, large.spec.emb_dim)
-    assert stage_1 <= config.join_buffer_words < stage_1 + stage_2
-    # Stage 1 of queries 1 and 2 (lane 0) and stage 2 of queries 0 and 1 (lane 1) interleave: no lookahead (each
-    # FETCH followed by its SCORE before the lane's next FETCH). Stage 1 of query 0 runs alone and looks ahead.
-    order = {}
+    vectors, dim = large.spec.num_tables + 1, large.spec.emb_dim
+    one = (program.sub_batch, large.spec.interaction, vectors, dim)
+    assert pooled_words(geometry, program.sub_batch, vectors, dim) > config.join_buffer_words
+    assert absorbs(geometry, [one]) and not absorbs(geometry, [one, one])
+    # Lookahead (each query's first two FETCHes before its first SCORE) on lane 0, and on lane 1 where it runs alone
+    # (the last query's stage 2): there the joiner takes one RM-large sub-batch without the lane, not two.
+    order, lanes = {}, []
     for record in program.records():
         if record["op"] in (Opcode.FETCH, Opcode.SCORE):
             order.setdefault((record["arg"]["lane"], record["tag"]), []).append(record["op"])
-    for lane, tag in ((0, 1), (0, 2), (1, 0), (1, 1)):
-        ops = order[lane, tag]
-        assert ops == [Opcode.FETCH, Opcode.SCORE] * (len(ops) // 2), (lane, tag)
-    assert order[0, 0][:2] == [Opcode.FETCH, Opcode.FETCH]
+        if record["op"] is Opcode.FETCH:
+            lanes.append(record["arg"]["lane"])
+    for (lane, tag), ops in order.items():
+        assert ops[:2] == [Opcode.FETCH, Opcode.FETCH if lane == 0 or tag == 2 else Opcode.SCORE], (lane, tag)
+    # Balanced: somewhere more than one lane-0 FETCH between two of lane 1's.
+    runs = "".join(map(str, lanes)).strip("0").split("1")
+    assert max(map(len, runs)) > 1
     run = run_program(program, max_cycles=8_000_000)
     assert run.mismatches() == {}

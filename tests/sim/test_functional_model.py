@@ -18,7 +18,16 @@ from rpaccel.cachemodel import EmbeddingCacheModel
 from rpaccel.config import preset
 from rpaccel.embedding import EmbeddingLayout, TableSpec, pool_bags
 from rpaccel.host.data import preprocess
-from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries, decode_responses, expected_responses
+from rpaccel.host.driver.chip import (
+    ChipSetup,
+    ProgramError,
+    Schedule,
+    Stage,
+    check_program,
+    compile_queries,
+    decode_responses,
+    expected_responses,
+)
 from rpaccel.host.driver.codec import codec, from_ints, to_ints
 from rpaccel.host.driver.embedding import line_limbs
 from rpaccel.host.driver.interaction import output_width, output_words
@@ -29,7 +38,18 @@ from rpaccel.host.reference import mlp_forward
 from rpaccel.host.train import TrainConfig, train
 from rpaccel.numeric import topk
 from rpaccel.rtl.accel.controller import Controller
-from rpaccel.rtl.accel.isa import ActSource, Counter, ErrorCode, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
+from rpaccel.rtl.accel.isa import (
+    ActSource,
+    ChipGeometry,
+    Counter,
+    ErrorCode,
+    FetchSource,
+    Opcode,
+    OutDest,
+    ResponseKind,
+    ScoreDest,
+)
+from rpaccel.rtl.accel.join import absorbs, output_buffer_words, pooled_words
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import program_words
@@ -918,8 +938,9 @@ def test_a_lane_taking_more_dense_words_than_fetched_deadlocks():
     columns["arg"] = {"lane": {**columns["arg"]["lane"], "src_words": np.where(
         np.arange(len(words)) == first_input, 3, columns["arg"]["lane"]["src_words"])}}
     broken = codec(chip.geometry.command_layout()).pack(columns)
-    with pytest.raises(Deadlock, match=r"lane 0: INPUT \(tag \d+\) waits for 24 words on dense\[0\] \(16 there\)") \
-            as error:
+    # 16 dense words: 5 items of 3 taken, the last word left.
+    with pytest.raises(Deadlock, match=r"lane 0: INPUT \(tag \d+\) has taken 5 of 8 items and waits for 9 words on "
+                       r"dense\[0\] \(1 there\)") as error:
         chip.run(broken)
     assert any(line.startswith("joiner:") for line in error.value.blocked)
 
@@ -962,3 +983,48 @@ def test_bounded_queues_keep_the_waits_within_their_window(dot_models):
     chip = FunctionalChip(config)
     responses = decode_responses(chip.geometry, chip.run(program_words(program, expected)).responses)
     assert responses.records(program.tags[0]) == expected.responses.records(program.tags[0])
+
+
+def test_lookahead_beyond_the_joiners_buffers_deadlocks_and_the_checker_refuses_it(dot_models):
+    """Lookahead with sub-batches whose pooled vectors and interaction output overfill the lanes' joiner buffers of
+    a smaller configuration: on it the model deadlocks (a lane takes a sub-batch's interaction words only after the
+    next sub-batch's dense words, which the fetcher sends only once the joiner has taken the sub-batch's pooled
+    vectors) and the checker refuses the program; compiled for that configuration, the program has no lookahead, puts
+    each sub-batch's top MLP right after its bottom MLP where the two stages interleave, and runs."""
+    a, b = dot_models
+    wide_config = TINY.with_settings(["act_buffer_words=1024"])        # room for sub-batches of 30 on a lane
+    narrow = wide_config.with_settings(["join_buffer_words=32", "join_output_words=64"])
+    stages, schedule = [Stage(a, k=30), Stage(b, k=5)], Schedule("rpaccel", sub_batch=30)
+    for config in (wide_config, narrow):
+        setup = ChipSetup(config, [a, b])
+        queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, 60, start=9500 + q)) for m in (a, b)})
+                   for q in range(2)]
+        program = compile_queries(setup, stages, queries, schedule)
+        check_program(config, program.records(), memory=setup.memory)
+        expected = expected_responses(program)
+        words = program_words(program, expected)
+        chip = FunctionalChip(config)
+        responses = decode_responses(chip.geometry, chip.run(words).responses)
+        for tag in program.tags:
+            assert responses.records(tag) == expected.responses.records(tag), (config.name, tag)
+        if config is wide_config:
+            wide, wide_words = program, words
+        else:
+            # No sub-batch fits: each one's top MLP and SCORE before the next FETCH, also where stages interleave.
+            ops = [record["op"] for record in program.records() if record["op"] in (Opcode.FETCH, Opcode.SCORE)]
+            assert ops == [Opcode.FETCH, Opcode.SCORE] * (len(ops) // 2)
+            lanes = "".join(str(record["arg"]["lane"]) for record in program.records() if record["op"] is Opcode.FETCH)
+            assert "10" in lanes            # query 1's stage 0 after query 0's stage 1 began: they interleave
+    # 30 items: the output buffer holds 16 items' output, the other 14 items' pooled vectors take 56 FIFO words.
+    vectors, dim = a.spec.num_tables + 1, a.spec.emb_dim
+    assert absorbs(ChipGeometry(wide_config), [(30, "dot", vectors, dim)])
+    assert not absorbs(ChipGeometry(narrow), [(30, "dot", vectors, dim)])
+    assert 64 // output_buffer_words(ChipGeometry(narrow), 1, "dot", vectors, dim) == 16
+    assert pooled_words(ChipGeometry(narrow), 14, vectors, dim) == 56
+    with pytest.raises(ProgramError, match=r"^command \d+ \(FETCH\): the joiner cannot take the FETCH's pooled vectors "
+                                           r"while lane 0 leaves the interaction words of 30 items untaken before the "
+                                           r"next FETCH, the bottom blocks of 30 of them given \(join_buffer_words 32, "
+                                           r"join_output_words 64\)"):
+        check_program(narrow, wide.records(), memory=wide.setup.memory)
+    with pytest.raises(Deadlock, match=r"the pooled writer waits to put \d+ vectors of FETCH \(tag 0\) into FIFO\[0\]"):
+        FunctionalChip(narrow).run(wide_words)

@@ -14,6 +14,13 @@ position and opcode) and what does not line up:
   later reuses its bank; every kept result released by the end.
 * **Weights**: a LAYER waits for the WEIGHTS that last loaded its words; a WEIGHTS that overwrites words an
   earlier layer reads (a streaming slot) waits, on that layer's lane, until the last of them has completed.
+* **The joiner's buffers**: the chip reaches the commands between a FETCH and the next one even while the fetcher
+  waits in that FETCH's lookups, but not necessarily those after: the interaction words of the FETCH's lane that
+  they leave untaken, with the bottom blocks they give, must leave the joiner room for the FETCH's pooled vectors
+  (:func:`~rpaccel.rtl.accel.join.absorbs`: the untaken items' output, where their bottom block is in, in the
+  lane's output buffer as far as it goes, the others' pooled vectors in the lane's FIFO). Otherwise the fetcher
+  waits for the joiner, the joiner for the lane, and the lane for commands behind the fetcher
+  (:mod:`rpaccel.rtl.accel.join`).
 * **Ranges**: lanes of the current split, top-k and filter units, ``k``, items within a lane's accumulator rows,
   layers whose weights WEIGHTS loaded, join vectors and tables within the configuration.
 """
@@ -23,6 +30,7 @@ from collections import defaultdict
 import numpy as np
 
 from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ScoreDest
+from ....rtl.accel.join import absorbs
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
 from ..interaction import output_words
@@ -125,6 +133,26 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
     open_items = [0] * g.holders        # candidates of the query a unit is taking
     configured = set()
     records_checked = set()
+    # Per lane: its join jobs ({end: items up to its last, job: (mode, vectors, dim)}), the first whose interaction
+    # words are not all taken, the items whose interaction words INPUTs have taken; the latest FETCH (where, lane).
+    joins, open_join, inter_taken = defaultdict(list), defaultdict(int), defaultdict(int)
+    bottom_given = defaultdict(int)     # per lane, items whose bottom block LAYERs have sent
+    last_fetch = None
+
+    def absorbed(where, lane):
+        """The joiner takes the FETCH's pooled vectors with the lane's interaction words taken so far."""
+        start, untaken = inter_taken[lane], []
+        for job in joins[lane][open_join[lane]:]:
+            untaken.append((job["end"] - start, *job["job"]))
+            start = job["end"]
+        if not absorbs(g, untaken, sendable=bottom_given[lane] - inter_taken[lane]):
+            raise ProgramError(
+                f"{where}: the joiner cannot take the FETCH's pooled vectors while lane {lane} leaves the interaction "
+                f"words of {sum(items for items, *_ in untaken)} items untaken before the next FETCH, the bottom "
+                f"blocks of {bottom_given[lane] - inter_taken[lane]} of them given (join_buffer_words "
+                f"{g.config.join_buffer_words}, join_output_words {g.config.join_output_words}): "
+                "the fetcher would wait in its lookups for the joiner, the joiner for the lane, the lane for "
+                "commands behind the fetcher")
 
     for position, record in enumerate(commands):
         op = record["op"]
@@ -210,6 +238,11 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                                                 "its join job")
             pooled.produce(where, items, vectors - 1, "its lookups")
             pooled.consume(where, items, vectors - 1, "its join job")
+            if last_fetch is not None:
+                absorbed(*last_fetch)
+            joins[lane].append({"end": (joins[lane][-1]["end"] if joins[lane] else 0) + items,
+                                "job": (mode, vectors, dim)})
+            last_fetch = (where, lane)
         elif op is Opcode.LANE:
             lane = lane_of(arg["lane"])
             cmd = arg["cmd"]
@@ -230,6 +263,11 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                                        f"{arg['src_words']} words of {g.rows} per item")
                 stream(kind, lane).consume(where, cmd["items"], arg["src_words"], f"INPUT({src.name})")
                 inputs[lane] += 1
+                if src is ActSource.INTERACT:
+                    inter_taken[lane] += cmd["items"]
+                    while open_join[lane] < len(joins[lane]) and \
+                            joins[lane][open_join[lane]]["end"] <= inter_taken[lane]:
+                        open_join[lane] += 1
             else:
                 size = cmd["ntiles"] * (shape.bias_words + cmd["ktiles"] * shape.tile_words)
                 if cmd["w_base"] + size > g.engine.weight_words or \
@@ -245,6 +283,8 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                     dst = OutDest(_value(arg["dst"]))
                     kind = "bottom" if dst is OutDest.JOIN else "logits"
                     stream(kind, lane).produce(where, cmd["items"], cmd["ntiles"], f"LAYER to {dst.name}")
+                    if dst is OutDest.JOIN:
+                        bottom_given[lane] += cmd["items"]
                 layers[lane] += 1
                 reader[lane, span] = layers[lane]
         elif op is Opcode.SCORE:
@@ -273,6 +313,8 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                         kept_items[unit][number] = min(arg["k"], open_items[unit])
                     open_items[unit] = 0
 
+    if last_fetch is not None:
+        absorbed(*last_fetch)
     for kind_stream in [*streams.values(), pooled]:
         kind_stream.match()
     for unit in range(g.holders):

@@ -23,9 +23,13 @@ lane's activation memory holds two input regions for each MLP (alternating per s
 (alternating per layer, as :func:`~rpaccel.host.driver.mlp.plan_lane` lays out one MLP); an INPUT waits until the
 layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
 and regions carry on from query to query. When every stage has a lane and a unit of its own (and the tables are
-resident), the program interleaves, sub-batch by sub-batch, stage ``s`` of query ``q`` with stage ``s - 1`` of query
-``q + 1`` (which depend on each other only through results of earlier queries), so the fetcher, the joiner and the
-weight loader, which take their commands in program order, serve the lanes in turn.
+resident), the program interleaves stage ``s`` of query ``q`` with stage ``s - 1`` of query ``q + 1`` (which depend
+on each other only through results of earlier queries), so the fetcher and the weight loader, which take their
+commands in program order, serve the lanes in turn; the joiner serves each lane's jobs on their own. With
+``Schedule.balance`` the stages' layers are placed in the order the lanes are estimated to reach them (per layer or
+streamed part, ``ktiles x ntiles x (items + rows + cols)`` cycles of the lane's sub-array, or the words its WEIGHTS
+copies if more): a lane with cheap sub-batches runs several between two of an expensive stage, and its WEIGHTS go
+between the other lane's, which wait for the layers that free their slots.
 
 Weights that do not fit the weight buffer stream from memory (:meth:`ChipSetup.weights`, a :class:`WeightPlan`):
 the resident models' weights are loaded once from word 0, the rest of the buffer is divided into a ring of slots
@@ -49,7 +53,7 @@ from amaranth.hdl import Shape
 from ....embedding import EmbeddingLayout, LayoutError, TableSpec
 from ....numeric import topk
 from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseKind, ScoreDest
-from ....rtl.accel.join import pooled_words
+from ....rtl.accel.join import absorbs
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
 from ...reference import MLPError, check_inputs, check_mlp, run
@@ -466,10 +470,17 @@ class Schedule:
     lanes hold) and ``lookahead``: a lane's commands put sub-batch i + 1's dense input and bottom MLP before
     sub-batch i's interaction input and top MLP, so the engine computes the next bottom MLP (and the fetcher
     gathers the next embeddings) while the interaction unit works on the current sub-batch. Lookahead is used only
-    where it cannot deadlock: a sub-batch's pooled vectors must fit the joiner's FIFO (``join_buffer_words``),
-    together with a sub-batch of every other stage where stages of different queries interleave, so its lookups
-    (and those fetched after them) never wait for the joiner while the fetcher holds the next sub-batch's dense
-    words back.
+    where it cannot deadlock. The fetcher waits in a FETCH's lookups while the joiner has no room for their pooled
+    vectors, and the chip is sure to reach only the commands up to the next FETCH meanwhile; the joiner makes room as
+    the lane takes its interaction words. So the interaction words the lane has not taken by the next FETCH must leave
+    room for the FETCH's vectors (:func:`rpaccel.rtl.accel.join.absorbs`: in the lane's output buffer,
+    ``join_output_words``, as far as it goes for items whose bottom block is in, pooled vectors in its FIFO,
+    ``join_buffer_words``, for the rest). With lookahead those are one sub-batch's where the lane runs alone, and
+    two where another stage's FETCH comes between a sub-batch's bottom MLP and the previous sub-batch's top MLP
+    (interleaved queries); without lookahead, one where stages interleave (a sub-batch's top MLP then follows its
+    bottom MLP at once where even one sub-batch does not fit), none otherwise. Where the FETCH's vectors do not fit
+    without its own bottom block, its bottom MLP's layers stay together (no other stage's FETCH between them).
+    :func:`~.checker.check_program` checks this condition.
 
     ``serial`` (baseline only): sub-batches one after another, a SYNC after each sub-batch's SCORE (its DONE
     answers with the query's tag), so nothing of sub-batch i + 1 (its fetch, lookups, MLPs) starts before sub-batch
@@ -480,7 +491,9 @@ class Schedule:
 
     ``interleave`` (RPAccel mode): stage ``s`` of query ``q`` may interleave with stage ``s - 1`` of query ``q + 1``
     (see :func:`compile_queries`). ``False`` keeps each query's commands together, in query order, as a replay
-    that sends each query at its arrival needs (a query's commands cannot wait behind a later query's)."""
+    that sends each query at its arrival needs (a query's commands cannot wait behind a later query's).
+    ``balance``: interleaved stages go layer by layer in proportion to their estimated cycles (``False``: one MLP,
+    a sub-batch's bottom or top, of each in turn)."""
 
     mode: str = "rpaccel"
     split: int = None
@@ -488,6 +501,7 @@ class Schedule:
     lookahead: bool = True
     serial: bool = None
     interleave: bool = True
+    balance: bool = True
 
 
 @dataclass
@@ -590,8 +604,11 @@ class _Lane:
         self.readers = dict.fromkeys(self.inputs, 0)    # the layer (1-based count) that last read each input region
 
     def mlp(self, name, layers, weights, items, src, src_words, dst, loader, batch):
-        """``(opcode, arg)`` of one MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers, each
-        streamed part after the WEIGHTS that copies it into the next slot of the lane's ring.
+        """One MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers, each streamed part after the
+        WEIGHTS that copies it into the next slot of the lane's ring. Yields per layer (or streamed part) ``(records,
+        cycles, last)``: its ``(opcode, arg)`` records (the first also the INPUT), computed when it is asked for (the
+        WEIGHTS counts are those of the program so far), its estimated cycles (``ktiles x ntiles x (items + rows +
+        cols)``, or the words its WEIGHTS copies if more) and whether it is the MLP's last.
 
         ``weights`` is the MLP's resident ``w_base`` per layer, or its :class:`StreamedPart` s per layer;
         ``loader`` counts the WEIGHTS commands so far. A LANE command waits for the lane's own latest WEIGHTS (or
@@ -614,7 +631,7 @@ class _Lane:
             wait_layers = self.layers_done if number else max(self.layers_done - 2, 0)
             out_base = 0 if last else self.hidden[number % 2]
             parts = weight if isinstance(weight, tuple) else (StreamedPart(None, 0, 0, _ceil_div(n, self.cols)),)
-            for part in parts:
+            for index, part in enumerate(parts):
                 w_base = weight
                 if part.addr is not None:
                     w_base = self.ring[self.slot]
@@ -640,9 +657,11 @@ class _Lane:
                         params={"m": layer.m, "s": layer.s, "relu": int(layer.relu), "raw": int(layer.raw)},
                         to_output=int(last))}))
                 self.layers_done += 1
-            if number == 0:
-                self.readers[region] = self.layers_done
-        return records
+                if number == 0:
+                    self.readers[region] = self.layers_done
+                cycles = max(_ceil_div(k, self.rows) * part.ntiles * (items + self.rows + self.cols), part.words)
+                yield records, cycles, last and index == len(parts) - 1
+                records = []
 
     def stream(self, base, slots, slot_words):
         """Give the lane a ring of ``slots`` slots of ``slot_words`` weight words from word ``base``."""
@@ -764,14 +783,16 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     kept = {}           # {query: (holder, result number)} of the query's latest kept result
     configured = [None]     # the model whose tables are configured (when they are not all resident)
 
-    def pooled(s, items=None):
-        """Joiner FIFO words of the pooled vectors of a sub-batch of stage ``s`` (default: its largest)."""
+    def fits(s, items, count, sendable=None):
+        """The joiner takes ``count`` sub-batches of ``items`` of stage ``s`` without their lane, the bottom blocks
+        of the first ``sendable`` items in (default: all; see :class:`Schedule`)."""
         spec = setup.models[numbers[s]].spec
-        items = items or max(max(_sizes(plan[q][s], sub_batch)) for q in range(len(queries)))
-        return pooled_words(g, items, spec.num_tables + 1, spec.emb_dim)
+        return absorbs(g, [(items, spec.interaction, spec.num_tables + 1, spec.emb_dim)] * count, sendable)
 
-    def task(q, s):
-        """Append the commands of stage ``s`` of query ``q``, yielding after each sub-batch's bottom or top."""
+    def task(q, s, alone):
+        """Append the commands of stage ``s`` of query ``q`` (``alone``: no other stage interleaves with it),
+        yielding after each layer (or streamed part) the lane's estimated cycles for it and whether it ended an
+        MLP."""
         query, stage, tag = queries[q], stages[s], tags[q]
         number, lane, unit = numbers[s], state[lanes[s]], units[s]
         if baseline:
@@ -789,10 +810,13 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
         final = s == len(stages) - 1
         sizes = _sizes(plan[q][s], sub_batch)
-        # The stages of other queries this task interleaves with (its wave's, see below).
-        partners = [t for t in range(len(stages)) if t != s and 0 <= q + s - t < len(queries)] if interleave else []
-        lookahead = schedule.lookahead and not serial and pooled(s, max(sizes)) + sum(
-            pooled(t) for t in partners) <= g.config.join_buffer_words
+        lookahead = schedule.lookahead and not serial and fits(s, max(sizes), 1 if alone else 2)
+        # A sub-batch whose pooled vectors the joiner cannot take without its lane: its top MLP right after its
+        # bottom MLP, no other stage's FETCH between. Without its bottom block either (the last sub-batch's):
+        # its bottom MLP's layers together.
+        together = not (lookahead or alone or fits(s, max(sizes), 1))
+        count = 2 if lookahead and not alone else 1
+        split_bottom = not together and fits(s, max(sizes), count, (count - 1) * max(sizes))
         dest = ScoreDest.RSP if baseline else ScoreDest.TOPK if final else ScoreDest.FILTER
         # The lane's order: each sub-batch's FETCH and bottom MLP, then (one sub-batch later with lookahead)
         # its top MLP and its SCORE.
@@ -806,7 +830,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         if lookahead:
             events.append(("top", len(sizes) - 1))
         firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
-        batches = {}
+        batches, cycles = {}, 0
         for part, index in events:
             items, closing = sizes[index], index == len(sizes) - 1
             if part == "bottom":
@@ -823,40 +847,58 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                 step.records.append(_record(Opcode.FETCH, tag, fetch))
                 batches[index] = lane.batches
                 lane.batches += 1
-                step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
-                    "bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE, records.dense_words,
-                    OutDest.JOIN, loader, batches[index]))
+                mlp = lane.mlp("bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE,
+                               records.dense_words, OutDest.JOIN, loader, batches[index])
             else:
-                step.records.extend(_record(op, tag, arg) for op, arg in lane.mlp(
-                    "top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words, OutDest.SCORE,
-                    loader, batches[index]))
-                step.records.append(_record(Opcode.SCORE, tag, {
-                    "lane": lane.lane, "dest": dest, "unit": 0 if baseline else unit, "items": items,
-                    "last": int(closing),
-                    "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
-                    "keep": int(closing and not final and not baseline),
-                    "report": int(closing and final and not baseline)}))
-                if serial:
-                    step.records.append(_record(Opcode.SYNC, tag))
-            yield
+                mlp = lane.mlp("top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words,
+                               OutDest.SCORE, loader, batches[index])
+            # Each layer (or streamed part) yields its cycles, so other stages' commands go between the layers as
+            # the lanes are estimated to reach them (the weight loader takes WEIGHTS in program order); a bottom MLP
+            # only at its end unless ``split_bottom``; with ``together``, only after a sub-batch's top MLP.
+            for layer_records, layer_cycles, last in mlp:
+                step.records.extend(_record(op, tag, arg) for op, arg in layer_records)
+                if last and part == "top":
+                    step.records.append(_record(Opcode.SCORE, tag, {
+                        "lane": lane.lane, "dest": dest, "unit": 0 if baseline else unit, "items": items,
+                        "last": int(closing),
+                        "k": (stage.k if final else plan[q][s + 1]) if closing and not baseline else 0,
+                        "keep": int(closing and not final and not baseline),
+                        "report": int(closing and final and not baseline)}))
+                    if serial:
+                        step.records.append(_record(Opcode.SYNC, tag))
+                cycles += layer_cycles
+                if (last and part == "top") or (not together and (last or part == "top" or split_bottom)):
+                    yield cycles, last
+                    cycles = 0
         if not baseline and not final:
             results[holders[s]] += 1
             kept[q] = (holders[s], results[holders[s]])
 
     # Stage s of query q and stage s - 1 of query q + 1 run at once (on different lanes and units): their
     # sub-batches interleave in the program, so the units that take commands in program order for every lane (the
-    # fetcher, the joiner, the weight loader) serve both lanes in turn rather than one stage's whole query first.
-    # Lookahead then needs the FIFO to hold a sub-batch of every stage (the joiner sends jobs in fetch order: the
-    # other lanes' jobs fetched between a sub-batch and the next, which the lane computes first, wait behind it).
+    # fetcher, the weight loader) serve both lanes in turn rather than one stage's whole query first. Balanced, the
+    # next MLP placed is the one whose lane is estimated to reach it first (ties: the later stage); otherwise one
+    # of each stage in turn.
     interleave = (schedule.interleave and not baseline and setup.resident and len(set(lanes)) == len(stages)
                   and len(set(holders)) == len(stages))
     waves = ([[(w - s, s) for s in reversed(range(len(stages))) if 0 <= w - s < len(queries)]
               for w in range(len(queries) + len(stages) - 1)] if interleave else
              [[(q, s)] for q in range(len(queries)) for s in range(len(stages))])
     for wave in waves:
-        running = [task(q, s) for q, s in wave]
+        running = [[0, order, task(q, s, len(wave) == 1)] for order, (q, s) in enumerate(wave)]
         while running:
-            running = [each for each in running if next(each, StopIteration) is not StopIteration]
+            # Balanced: the task whose lane is estimated to be earliest goes on by a layer; otherwise each in turn
+            # by an MLP.
+            clock = min(running, key=lambda each: each[:2]) if schedule.balance else running[0]
+            for cycles, ended in clock[2]:
+                clock[0] += cycles
+                if schedule.balance or ended:
+                    break
+            else:
+                running.remove(clock)
+                continue
+            if not schedule.balance:
+                running.append(running.pop(0))
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
                    sub_batch=sub_batch, steps=steps, tags=tags, items=plan, serial=serial)
 

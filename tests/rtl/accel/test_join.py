@@ -1,7 +1,8 @@
 """The joiner (rpaccel.rtl.accel.join): Amaranth-simulator scoreboard against sim.golden.join on random jobs across
 lanes and splits, both interaction modes, pooled vectors early and late, idle cycles and back-pressure on every
-stream; the FIFO taking pooled vectors before any bottom block, full throughput into the interaction unit, busy and
-idle, a planted bug, and the configuration's join buffer."""
+stream; the FIFO taking pooled vectors before any bottom block, full throughput into the interaction unit, a lane's
+jobs going ahead of another lane's waiting one, busy and idle, a planted bug, and the configuration's join
+buffers."""
 
 from dataclasses import replace
 
@@ -13,7 +14,7 @@ from rpaccel.config import ConfigError, preset
 from rpaccel.host.driver.interaction import output_words
 from rpaccel.rtl.accel import join as rtl_join
 from rpaccel.rtl.accel.isa import ChipGeometry
-from rpaccel.rtl.accel.join import JOB_QUEUE_DEPTH, JoinUnit, pooled_words
+from rpaccel.rtl.accel.join import JOB_QUEUE_DEPTH, JoinUnit, absorbs, output_buffer_words, pooled_words
 from rpaccel.sim.golden.interaction import random_items
 from rpaccel.sim.golden.join import bottom_words, job_value, join_golden, pooled_values
 from rpaccel.sim.streams import StreamSink, StreamSource, run_simulation
@@ -34,9 +35,10 @@ def random_job(rng, g, split, *, items=None, mode=None, vectors=None, dim=None):
 
 
 def run(g, split, jobs, bottom, pooled, *, pause=0.3, seed=0, pooled_delay=0, bottom_delay=0,
-        wait_for_pooled=False, max_cycles=200_000):
+        wait_for_pooled=False, bottom_after=None, receive_after=None, max_cycles=200_000):
     """Run the jobs through a JoinUnit; return per lane the words received, the cycles of the interaction unit's
-    input, and what the busy/idle monitor saw."""
+    input, and what the busy/idle monitor saw. ``bottom_after`` (``receive_after``): ``{lane: other}``, the lane's
+    bottom words are sent (its interaction words taken) only once lane ``other`` has received all of its own."""
     dut = JoinUnit(g)
     rng = np.random.default_rng(seed)
     lane_words = {lane: [] for lane in range(g.lanes)}
@@ -58,6 +60,12 @@ def run(g, split, jobs, bottom, pooled, *, pause=0.3, seed=0, pooled_delay=0, bo
         await StreamSource(dut.pooled, pause=pause, seed=seed + 2).send(ctx, pooled_stream)
         seen["pooled_done"] = True
 
+    async def after(ctx, lane, waits):
+        if lane in (waits or {}):
+            other = waits[lane]
+            while len(got[other]) < len(expected[other]):
+                await ctx.tick()
+
     def send_bottom(lane):
         async def bench(ctx):
             if bottom_delay:
@@ -65,12 +73,14 @@ def run(g, split, jobs, bottom, pooled, *, pause=0.3, seed=0, pooled_delay=0, bo
             if wait_for_pooled:
                 while not seen["pooled_done"]:
                     await ctx.tick()
+            await after(ctx, lane, bottom_after)
             await StreamSource(getattr(dut, f"bottom{lane}"), pause=pause, seed=seed + 10 + lane).send(
                 ctx, lane_words[lane])
         return bench
 
     def receive(lane):
         async def bench(ctx):
+            await after(ctx, lane, receive_after)
             words = await StreamSink(dut.inter[lane], pause=pause, seed=seed + 20 + lane).receive(
                 ctx, len(expected[lane]))
             got[lane].extend(words)
@@ -164,12 +174,14 @@ def test_largest_job_fills_the_bottom_buffer():
 
 
 def test_fifo_takes_every_pooled_vector_before_any_bottom_block():
-    # The embedding unit never waits on the joiner while the FIFO has room: every pooled vector of the queued jobs
-    # goes in while no bottom block has come (the bottom sources start only once the pooled source is done), up to
-    # the FIFO's last word.
+    # The embedding unit never waits on the joiner while the lane's FIFO has room: every pooled vector of the
+    # queued jobs (all on lane 1) goes in while no bottom block has come (the bottom sources start only once the
+    # pooled source is done), up to the FIFO's last word.
     rng = np.random.default_rng(6)
     jobs, bottom, pooled = zip(*(random_job(rng, TINY, 2, items=4, vectors=5, dim=7)
                                  for _ in range(JOB_QUEUE_DEPTH)))
+    for job in jobs:
+        job["lane"] = 1
     words = sum(pooled_words(TINY, job["items"], job["vectors"], job["dim"]) for job in jobs)
     assert words == TINY.config.join_buffer_words
     run(TINY, 2, jobs, bottom, pooled, pause=0.0, seed=6, wait_for_pooled=True, max_cycles=20_000)
@@ -186,6 +198,27 @@ def test_one_word_per_cycle_into_the_interaction_unit():
     idle = sorted(set(seen["unit_ready"]) - set(seen["unit_in"]))
     assert [cycle for cycle in idle if first <= cycle <= last] == []
     assert len(seen["unit_in"]) == sum(job["items"] * job["vectors"] * 2 for job in jobs)
+
+
+@pytest.mark.parametrize("wait", ["bottom", "receive"])
+def test_a_lane_goes_ahead_of_another_lanes_waiting_job(wait):
+    # Lane 1's jobs come first in fetch order, and lane 1 waits for lane 0: its bottom blocks come (or it takes its
+    # interaction words) only once lane 0 has received all of its output. Lane 1's pooled vectors fit its FIFO,
+    # its output does not fit its output buffer. The lanes' jobs go out independently, so lane 0's are sent while
+    # lane 1's head job waits for its bottom block (or for room in lane 1's output buffer); a joiner serving the
+    # jobs in fetch order, or with one output path for every lane, waits forever.
+    rng = np.random.default_rng(9)
+    jobs, bottom, pooled = zip(*(random_job(rng, TINY, 2, items=6, mode="cat", vectors=3, dim=TINY.max_dim)
+                                 for _ in range(2)),
+                               *(random_job(rng, TINY, 2, items=int(rng.integers(1, 5))) for _ in range(4)))
+    for number, job in enumerate(jobs):
+        job["lane"] = int(number < 2)
+    ahead = [job for job in jobs if job["lane"] == 1]
+    assert sum(pooled_words(TINY, job["items"], job["vectors"], job["dim"]) for job in ahead) <= \
+        TINY.config.join_buffer_words
+    assert sum(output_buffer_words(TINY, job["items"], job["mode"], job["vectors"], job["dim"]) for job in ahead) > \
+        TINY.config.join_output_words
+    run(TINY, 2, jobs, bottom, pooled, pause=0.2, seed=9, max_cycles=30_000, **{f"{wait}_after": {1: 0}})
 
 
 def test_scoreboard_catches_an_n_tile_order_bug(monkeypatch):
@@ -215,12 +248,38 @@ def test_bottom_words_are_n_tile_major():
     assert output_words("dot", 3, 5, g.rows) == 2
 
 
+def test_absorbs_fills_the_output_buffer_in_order_then_the_fifo():
+    # tiny: 128-word FIFO and output buffer; cat of 3 vectors of 16: 12 output words and 8 FIFO words an item.
+    assert output_buffer_words(TINY, 1, "cat", 3, 16) == 12 and pooled_words(TINY, 1, 3, 16) == 8
+    job = ("cat", 3, 16)
+    assert absorbs(TINY, [(10, *job)])                          # 120 output words held, nothing waits
+    assert absorbs(TINY, [(10, *job), (16, *job)])              # then 16 items wait: 128 FIFO words
+    assert not absorbs(TINY, [(10, *job), (17, *job)])
+    # The lane's items go out in order: once one waits, the later ones wait too, small as they are.
+    assert absorbs(TINY, [(11, *job), (15, *job)])              # 10 held; 1 + 15 wait: 128 words
+    assert not absorbs(TINY, [(11, *job), (15, *job), (1, "dot", 2, 1)])
+    # Items whose bottom block is not in wait whatever the room: here all but the first job's.
+    assert absorbs(TINY, [(10, *job), (16, *job)], sendable=10)
+    assert not absorbs(TINY, [(10, *job), (16, *job)], sendable=9)
+    assert absorbs(TINY, [(16, *job)], sendable=0) and not absorbs(TINY, [(17, *job)], sendable=0)
+
+
 def test_joiner_needs_a_chip_geometry():
     with pytest.raises(TypeError, match="Joiner geometry must be a ChipGeometry, not 'tiny'"):
         JoinUnit("tiny")
 
 
-def test_join_buffer_words_is_a_power_of_two():
+def test_join_buffers_are_powers_of_two_holding_an_item():
     with pytest.raises(ConfigError, match="join_buffer_words must be a power of two, not 100"):
         replace(preset("tiny"), join_buffer_words=100)
+    with pytest.raises(ConfigError, match="join_output_words must be a power of two, not 100"):
+        replace(preset("tiny"), join_output_words=100)
+    # tiny: 8 tables of 16 elements in words of 4: 32 FIFO words; cat of 9 vectors of 16: 36 output words.
+    with pytest.raises(ConfigError, match=r"join_buffer_words must hold one item of 8 tables of 16 elements \(32 "
+                                          r"words\), not 16"):
+        replace(preset("tiny"), join_buffer_words=16)
+    with pytest.raises(ConfigError, match=r"join_output_words must hold one item of 8 tables of 16 elements \(36 "
+                                          r"words\), not 32"):
+        replace(preset("tiny"), join_output_words=32)
     assert [preset(name).join_buffer_words for name in ("tiny", "small", "paper")] == [128, 1024, 16384]
+    assert [preset(name).join_output_words for name in ("tiny", "small", "paper")] == [128, 1024, 16384]
