@@ -13,12 +13,12 @@ import sys
 
 from .. import __version__
 from ..experiments import ExperimentError, ExperimentFailed
-from . import bench, data, demo, info, models, quality, quantize, replay, synth, timing, trace, train
+from . import bench, data, demo, info, models, quality, quantize, replay, sweep, synth, timing, trace, train
 from .common import CLIError, CommandFailed
 
 __all__ = ["main"]
 
-_COMMANDS = (demo, synth, timing, bench, info, models, data, trace, replay, train, quantize, quality)
+_COMMANDS = (demo, synth, timing, bench, info, models, data, trace, replay, sweep, train, quantize, quality)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -17,7 +17,7 @@ MEM_READ, SPLIT and COUNTERS are *barriers*: they wait until every queue is empt
 Responses of the controller, the fetcher and the score unit are merged round-robin into ``rsp``.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -330,7 +330,7 @@ class Controller(wiring.Component):
         live[Counter.MEM_WRITE_LINES.value] = self.mem_write_lines
         ids = counter_ids(g)
         values = Array(live[i] for i in ids)
-        names = Array(Const(i, 6) for i in ids)
+        names = Array(Const(i, Shape.cast(Counter).width) for i in ids)
         counter_at = Signal(range(len(ids) + 1))
 
         # Memory reads.

@@ -23,8 +23,8 @@ from ..interaction import MODES
 from ..mlp import COUNT_BITS, WAIT_BITS, EngineGeometry, MLPCommand
 from ..topk import DEFAULT_INDEX_BITS, k_bits
 
-__all__ = ["INDEX_BITS", "TAG_BITS", "ActSource", "ChipGeometry", "Counter", "ErrorCode", "FetchSource", "Opcode",
-           "OutDest", "ResponseKind", "ScoreDest", "survivors_address_layout"]
+__all__ = ["INDEX_BITS", "MAX_PER_RANGE", "TAG_BITS", "ActSource", "ChipGeometry", "Counter", "ErrorCode",
+           "FetchSource", "Opcode", "OutDest", "ResponseKind", "ScoreDest", "survivors_address_layout"]
 
 #: Width of a candidate index (a candidate set holds at most 2**16 candidates).
 INDEX_BITS = DEFAULT_INDEX_BITS
@@ -107,14 +107,14 @@ class ScoreDest(enum.Enum, shape=2):
     FILTER = 2   # a filter unit (the k best as a set, in arrival order; k up to filter_capacity)
 
 
-class Counter(enum.Enum, shape=6):
+class Counter(enum.Enum, shape=8):
     """The chip's counters (32 bits each): COUNTERS answers one COUNTER response per member, ``index`` its value.
 
     Busy counters count the cycles in which the unit holds work (an instruction started and not finished, or data
     in its pipeline). ``EMB_*`` are the embedding unit's own (:data:`rpaccel.cachemodel.COUNTERS`, without its
     ``cycles``); ``MEM_*`` count lines through the memory port. ``BUSY_LANE0 + l`` is lane ``l``'s, ``BUSY_TOPK0 + u``
     top-k unit ``u``'s, ``BUSY_FILTER0 + f`` filter unit ``f``'s (COUNTERS answers those of the configuration's
-    lanes and units only).
+    lanes and units only); each range holds :data:`MAX_PER_RANGE` (the ``paper`` preset's split into 64 lanes).
     """
 
     CYCLES = 0
@@ -125,18 +125,22 @@ class Counter(enum.Enum, shape=6):
     BUSY_JOIN = 5
     BUSY_INTERACTION = 6
     BUSY_WEIGHTS = 7
-    BUSY_LANE0 = 8
-    BUSY_TOPK0 = 24
-    EMB_LOOKUPS = 40
-    EMB_STATIC_HITS = 41
-    EMB_LINE_HITS = 42
-    EMB_LINE_MISSES = 43
-    EMB_EVICTIONS = 44
-    EMB_RANGE_ERRORS = 45
-    EMB_MEM_LINES = 46
-    MEM_READ_LINES = 47
-    MEM_WRITE_LINES = 48
-    BUSY_FILTER0 = 49
+    EMB_LOOKUPS = 8
+    EMB_STATIC_HITS = 9
+    EMB_LINE_HITS = 10
+    EMB_LINE_MISSES = 11
+    EMB_EVICTIONS = 12
+    EMB_RANGE_ERRORS = 13
+    EMB_MEM_LINES = 14
+    MEM_READ_LINES = 15
+    MEM_WRITE_LINES = 16
+    BUSY_LANE0 = 64
+    BUSY_TOPK0 = 128
+    BUSY_FILTER0 = 192
+
+
+#: Lanes, top-k units or filter units whose busy counters a range of :class:`Counter` holds.
+MAX_PER_RANGE = 64
 
 
 class ChipGeometry:
@@ -174,6 +178,10 @@ class ChipGeometry:
         self.emb = EmbeddingGeometry.from_config(config)
         self.emb_layouts = Layouts(self.emb)
         self.lanes = self.engine.lanes
+        for what, count in (("lanes", self.engine.lanes), ("topk_units", config.topk_units),
+                            ("filter_units", config.filter_units)):
+            if count > MAX_PER_RANGE:
+                raise ValueError(f"The chip's counters hold busy counters of {MAX_PER_RANGE} {what}, not {count}")
         self.rows = config.array_rows
         self.line_bytes = self.emb.line_bytes
         self.addr_bits = self.emb.addr_bits

@@ -11,8 +11,9 @@ This model is *not* exact (issue 20's exact model is built unit by unit, docs/mo
 a unit's instruction: a transfer of ``n`` words between two units is a segment whose first and last words have
 cycles and whose words between are spread evenly; a consumer takes a segment at its own pace, no earlier than the
 producer offers it, and a producer whose buffer downstream is small waits until its segment has been taken
-(back-pressure at segment grain). Memory reads go through one first-come first-served server at the memory's
-bandwidth in pieces of a burst, after the memory's latency, with each requester's limit on lines in flight. The
+(back-pressure at segment grain). Memory reads are requests of a burst into the memory model's queue, served in
+order at its bandwidth once due (its latency after they were taken), with each requester's limit on lines in
+flight. The
 rules for each unit are in its process below, with the RTL mechanism they stand for; where a rule is coarser than
 the RTL, its docstring says so. The error against the RTL is measured, per case, by ``rpaccel bench model``.
 
@@ -29,8 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...embedding import ceil_log2
 from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
-from ...rtl.accel.controller import counter_ids
+from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
 from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
 from ...rtl.embedding import EmbeddingOp
 from ...rtl.mlp import WAIT_BITS, Op
@@ -40,25 +42,38 @@ from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
 __all__ = ["ModelDevice", "TimedChip", "TimedRun"]
 
 _MOD = 1 << WAIT_BITS
+_MEM_WRITE = Opcode.MEM_WRITE.value
+_BARRIERS = frozenset(op.value for op in (Opcode.SYNC, Opcode.MEM_WRITE, Opcode.MEM_READ, Opcode.SPLIT,
+                                          Opcode.COUNTERS))
 #: Entries of each unit's instruction queue in the controller (``Controller(queue_depth=16)``).
 QUEUE_DEPTH = 16
 #: Cycles from a command's dispatch to its unit seeing it (the queue's registered read).
 DISPATCH = 2
+#: Cycles between two MEM_WRITEs: the write through the arbiter (two cycles of activity), then the quiet cycles.
+WRITE_CYCLES = 2 + QUIET_CYCLES
+#: A controller response leaves this many cycles after its barrier runs.
+RESPOND = 2
+#: A MEM_READ's first DATA leaves this many cycles after the memory's latency from the barrier running.
+READ_EXTRA = 4
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
-#: Lines a memory request carries at most (a piece of the first-come first-served server).
+#: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
+ACCEPT = 2
+#: Lines a memory request carries at most, by default (the fetcher's and the weight loader's bursts).
 PIECE = 8
+#: Output words the interaction unit may run ahead of the lane taking them (its output register, the route
+#: demultiplexer's, the lane's act path).
+INTER_AHEAD = 4
 #: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
 LINE_TO_USE = 3
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
 EMB_PIPE = 16
-#: Interaction unit: an item's first input word to its first output word, beyond its input words.
-INTER_PIPE = 8
-#: Engine: an item accepted to its result at the writer, beyond ``rows + cols`` (array 4, slices 2, accumulator
-#: 4, post-processing and writer 11, out 1).
-ENGINE_PIPE = 22
-#: Engine: a LAYER's first item issued after its command and waits (feeder start, reads, feed FIFO, slices).
-FEED_START = 8
+#: Engine: a layer's last item to ``layers_done`` counting it, beyond ``rows + cols`` (array 4, slices 2,
+#: accumulator 4, post-processing and writer 11, out 1, the count 2).
+ENGINE_PIPE = 24
+#: Engine: a LAYER's first item after the ``inputs_done`` or ``layers_done`` it waits for (feeder start, reads,
+#: feed FIFO, slices).
+FEED_START = 5
 #: Selection pass of a filter unit: ``n + PASS_EXTRA`` cycles (``score.PASS_EXTRA``: COUNT, SCAN, TURN).
 PASS_EXTRA = 259
 
@@ -168,10 +183,13 @@ class _Channel:
         self._taken_waits = []       # heap of (word, seq, event)
         self._seq = 0
 
-    def put(self, n, first, last):
+    def put(self, n, first, last, span=0.0):
+        """Offer ``n`` words from ``first`` to ``last``. ``span``: cycles the producer needs for them once it may go
+        on; a producer with little buffer behind it (``span`` > 0) stalls while its words are not taken, so they
+        are not taken faster than that after the first is."""
         if n <= 0:
             return
-        self.offered.append((self.put_count, n, first, last))
+        self.offered.append((self.put_count, n, first, last, span))
         self.put_count += n
         if self._arrival is not None:
             self.sim.fire(self._arrival, self.sim.now)
@@ -188,7 +206,7 @@ class _Channel:
         return event
 
     def _word_time(self, k):
-        for start, n, first, last in self.offered:
+        for start, n, first, last, _ in self.offered:
             if start <= k < start + n:
                 return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
         raise AssertionError(f"{self.name}: word {k} not offered")
@@ -196,7 +214,9 @@ class _Channel:
     def take(self, n, ready, pace=1.0):
         k0, k1 = self.take_count, self.take_count + n - 1
         first = max(ready, self._word_time(k0) + 1)
-        last = max(first + (n - 1) * pace, self._word_time(k1) + 1)
+        held = sum(span * (min(start + count, k1 + 1) - max(start, k0)) / count
+                   for start, count, _, _, span in self.offered if span and start <= k1 and start + count > k0)
+        last = max(first + (n - 1) * pace, self._word_time(k1) + 1, first + held)
         self.take_count += n
         while self.offered and self.offered[0][0] + self.offered[0][1] <= self.take_count:
             self.offered.popleft()
@@ -273,38 +293,64 @@ class _Queue:
 
 
 class _Memory:
-    """The memory behind the arbiter: one line every ``cycle_per_line`` cycles, first come first served in pieces
-    of :data:`PIECE` lines, each line ``latency`` cycles after its slot."""
+    """The memory behind the arbiter (:class:`rpaccel.rtl.memory.MemoryModel`): its queue of requests, served in
+    order at its bandwidth (see :meth:`read`)."""
 
-    def __init__(self, sim, config, line_bytes):
+    def __init__(self, sim, config, geometry):
         self.sim = sim
-        self.per_line = line_bytes / config.mem_bytes_per_cycle
+        self.per_line = max(geometry.line_bytes / config.mem_bytes_per_cycle, 1.0)
         self.latency = config.mem_latency_cycles
         self.free = 0.0
         self.lines = 0
+        self.held = deque()          # per request in the memory's queue: the cycle after its last line is read
+        self.queue_depth = max(16, geometry.emb.max_outstanding)     # rtl.accel.top: the memory model's queue
 
     def read(self, lines, in_flight):
-        """A generator issuing ``lines`` reads (at most ``in_flight`` lines outstanding); returns the arrival
-        cycles of the first and the last line."""
-        sim, first, arrivals = self.sim, None, deque()
-        done = 0
+        """A generator issuing ``lines`` reads in requests of :data:`PIECE` lines, at most ``in_flight`` lines
+        outstanding; returns the cycles the first and the last line reach the requester.
+
+        As :class:`rpaccel.rtl.memory.MemoryModel` serves them: a request enters the memory's queue
+        (``queue_depth`` requests, each held until its last line is read) :data:`ACCEPT` cycles after it is issued
+        (the arbiter, its register slice), is due ``latency - 3`` cycles after that, and its lines are read in
+        order, one per ``line_bytes / bytes_per_cycle`` cycles (at most one a cycle), once due and after the lines
+        of the requests ahead; a line reaches the requester 4 cycles after its read (the memory's registers and
+        response queue, the arbiter's routing)."""
+        sim, first = self.sim, None
         last = sim.now
+        arrivals = deque()       # (lines issued up to this request, its last line's arrival)
+        done = arrived = 0
+        held = self.held
         while done < lines:
             piece = min(PIECE, lines - done)
-            while arrivals and done + piece - arrivals[0][0] > in_flight:
-                _, arrive = arrivals.popleft()
+            while done + piece - arrived > in_flight:
+                arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
                     yield arrive
-            start = max(sim.now, self.free)
-            self.free = start + piece * self.per_line
-            last = self.free + self.latency
-            first = start + self.per_line + self.latency if first is None else first
+            while held and held[0] <= sim.now:
+                held.popleft()
+            while len(held) >= self.queue_depth:
+                yield held[0]
+                while held and held[0] <= sim.now:
+                    held.popleft()
+            beat = max(sim.now + ACCEPT + self.latency - 3, self.free)
+            self.free = beat + piece * self.per_line
+            held.append(self.free)
+            last = beat + (piece - 1) * self.per_line + 4
+            first = beat + 4 if first is None else first
             done += piece
             arrivals.append((done, last))
-            if start > sim.now and arrivals and len(arrivals) > 1:
-                yield start
         self.lines += lines
         return (first if first is not None else sim.now), last
+
+
+@dataclass(frozen=True)
+class _JobTiming:
+    """An interaction job's timing alone: cycles from its first word offered."""
+
+    accept_last: int
+    out_first: int
+    out_last: int
+    drain: int
 
 
 class _Busy:
@@ -417,6 +463,7 @@ class TimedChip:
         self.config = config
         self.chip = _Recorder(config)
         self.geometry = self.chip.geometry
+        self.interaction_jobs = {}       # the interaction unit's job timings, by (mode, vectors, dim, items)
 
     def run(self, words, *, arrivals=None):
         """Run packed command words (``arrivals``: a not-before cycle per word, ``-1`` for none).
@@ -436,7 +483,7 @@ class TimedChip:
         chip = self.chip
         chip.fetches, chip.refused, chip.passes = [], set(), deque()
         functional = chip.run(words)
-        columns = chip._command.unpack(words) if n else None
+        columns = chip._columns
         timing = _Timing(self, columns, n, arrivals)
         timing.run()
         if timing.outstanding:
@@ -454,13 +501,18 @@ class _Timing:
         self.chip = model.chip
         g = self.g
         self.sim = sim = _Sim()
-        self.memory = _Memory(sim, self.config, g.line_bytes)
+        self.memory = _Memory(sim, self.config, g)
         lanes = g.lanes
         self.fetch_queue = _Queue(sim, QUEUE_DEPTH)
         self.weight_queue = _Queue(sim, QUEUE_DEPTH)
         self.lane_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.score_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.emb_queue = _Queue(sim, None)
+        self.parse_queue = _Queue(sim, None)
+        # The fetcher's response buffer (``Fetcher(buffer_lines=None)``'s default): lines read and not yet parsed.
+        self.buffer_lines = 1 << ceil_log2(max(4 * g.emb.max_burst, self.config.mem_latency_cycles))
+        self.lines_issued = self.lines_parsed = 0
+        self._room_waits = []
         self.join_jobs = _Queue(sim, JOB_QUEUE)
         self.dense = [_Channel(sim, f"dense[{lane}]") for lane in range(lanes)]
         self.inter = [_Channel(sim, f"inter[{lane}]") for lane in range(lanes)]
@@ -478,11 +530,15 @@ class _Timing:
         self.responses = []            # (cycle, kind, tag, count)
         self.outstanding = 0           # dispatched unit instructions not finished
         self._quiet = None
-        self.last_done = 0.0
+        # Out of reset the embedding unit invalidates its dynamic cache, a set of each bank a cycle: the chip is
+        # quiet after.
+        self.last_done = float(g.emb.sets_per_bank if g.emb.ways else 0)
         self.busy = {name: _Busy() for name in ("fetch", "embedding", "join", "interaction", "weights",
                                                 *(f"lane{lane}" for lane in range(lanes)),
                                                 *(f"topk{u}" for u in range(g.units)),
                                                 *(f"filter{f}" for f in range(g.filters)))}
+        self.inter_free = 0.0
+        self._interaction = model.interaction_jobs
         self.clear_at = 0.0
         self.counter_reads = deque()   # per COUNTERS answered: (cycle, cleared)
         self.fetch_records = deque(self.chip.fetches)
@@ -529,6 +585,24 @@ class _Timing:
             values[index] = busy.within(self.clear_at, t)
         return {index: round(value) % (1 << 32) for index, value in values.items()}
 
+    def interaction(self, mode, vectors, dim, items):
+        """The interaction unit's timing of a job alone (:class:`~rpaccel.sim.model.interaction.InteractionModel`,
+        exact against the RTL): every word offered from cycle 0, the output always ready. Returns the cycles of the
+        last input word accepted, the first and the last output word, and the drain (last output - last input)."""
+        key = (mode, vectors, dim, items)
+        if key not in self._interaction:
+            from ...host.driver.interaction import encode_items
+            from .interaction import InteractionModel
+
+            model = InteractionModel.for_config(self.config)
+            words = encode_items(mode, np.zeros((items, vectors, dim), dtype=np.int64), lanes=model.lanes,
+                                 max_vectors=model.max_vectors, max_dim=model.max_dim)
+            run = model.run(words, values=False)
+            accept_last, out_first, out_last = (int(run.accepted[-1]), int(run.output_cycles[0]),
+                                                int(run.output_cycles[-1]))
+            self._interaction[key] = _JobTiming(accept_last, out_first, out_last, out_last - accept_last)
+        return self._interaction[key]
+
     def arg(self, name, i):
         return _row(self.columns["arg"][name], i)
 
@@ -538,6 +612,7 @@ class _Timing:
         sim = self.sim
         sim.process(self.controller())
         sim.process(self.fetcher())
+        sim.process(self.fetch_parser())
         sim.process(self.embedding())
         sim.process(self.join_loader())
         sim.process(self.weight_loader())
@@ -561,7 +636,8 @@ class _Timing:
         SPLIT, COUNTERS) waits until every earlier instruction has finished; a unit's instruction waits for room
         in its queue of 16; a refused command answers ERROR."""
         sim, g, t = self.sim, self.g, -1.0
-        ops, tags = (self.columns["op"], self.columns["tag"]) if self.n else ((), ())
+        ops, tags = (self.columns["op"], self.columns["tag"]) if self.n else (np.zeros(0, int), ())
+        writes = np.flatnonzero(ops != _MEM_WRITE)       # where each run of MEM_WRITEs ends
         i = 0
         while i < self.n:
             t = max(t + 1, float(self.arrivals[i]))
@@ -572,35 +648,39 @@ class _Timing:
                 self.respond(t + DISPATCH, ResponseKind.ERROR, tag)
                 i += 1
                 continue
-            if op in (Opcode.SYNC.value, Opcode.MEM_WRITE.value, Opcode.MEM_READ.value, Opcode.SPLIT.value,
-                      Opcode.COUNTERS.value):
+            if op in _BARRIERS:
                 yield self.quiet()
-                t = max(t, sim.now + 1)
-                if op == Opcode.MEM_WRITE.value:
-                    run = i
-                    while run < self.n and int(ops[run]) == Opcode.MEM_WRITE.value and self.arrivals[run] <= t + (
-                            run - i):
-                        run += 1
-                    t += run - i - 1
-                    self.memory.free = max(self.memory.free, t)
+                t = max(t, self.last_done + QUIET_CYCLES)
+                if t > sim.now:
+                    yield t
+                if op == _MEM_WRITE:
+                    # The run of MEM_WRITEs from here, one every WRITE_CYCLES (each waits for the chip to have been
+                    # quiet again), up to the first that arrives later.
+                    end = writes[np.searchsorted(writes, i)] if writes.size and writes[-1] > i else self.n
+                    late = np.flatnonzero(self.arrivals[i + 1:end] >= t + WRITE_CYCLES * np.arange(1, end - i))
+                    run = i + 1 + int(late[0]) if late.size else end
+                    t += WRITE_CYCLES * (run - i - 1)
+                    self.last_done = max(self.last_done, t + WRITE_CYCLES - QUIET_CYCLES)
+                    self.memory.free = max(self.memory.free, t + self.memory.per_line)
                     i = run
                     continue
                 if op == Opcode.SYNC.value:
-                    self.respond(t + DISPATCH, ResponseKind.DONE, int(tag))
+                    self.respond(t + RESPOND, ResponseKind.DONE, int(tag))
                 elif op == Opcode.MEM_READ.value:
                     count = self.arg("mem_read", i)["length"] + 1
-                    sim.now = t
-                    first, last = yield from self.memory.read(count, count)
-                    self.respond(first + LINE_TO_USE, ResponseKind.DATA, tag, count)
-                    t = last + LINE_TO_USE
+                    per_line = max(self.memory.per_line, 1.0)
+                    first = t + self.memory.latency + READ_EXTRA
+                    self.respond(first, ResponseKind.DATA, tag, count, per_line)
+                    self.memory.free = max(self.memory.free, t + count * self.memory.per_line)
+                    self.last_done = max(self.last_done, first + (count - 1) * per_line - 1)
                 elif op == Opcode.SPLIT.value:
                     self.split = self.arg("split", i)["n"]
                 elif op == Opcode.COUNTERS.value:
-                    count = len(counter_ids(g))
+                    count = len(dict.fromkeys(counter_ids(g)))
                     self.counter_reads.append(self.timing_counters(t))
                     if self.arg("counters", i)["clear"]:
                         self.clear_at = t
-                    self.respond(t + DISPATCH, ResponseKind.COUNTER, tag, count)
+                    self.respond(t + RESPOND, ResponseKind.COUNTER, tag, count)
                     t += count
                 i += 1
                 continue
@@ -625,68 +705,104 @@ class _Timing:
             i += 1
 
     def fetcher(self):
-        """FETCH and EMB in order. A FETCH (``SURVIVORS``: once its result is complete) pushes its join job (a queue
-        of 4), its indices, then phase 1: the items' dense lines read and their dense words offered to the lane,
-        one a cycle, held until the lane's INPUT has taken them; phase 2: the lookup lines read and the lookups
-        offered to the embedding unit, one a cycle, held until it has taken them."""
+        """The fetcher's sequencer and issuer: FETCH and EMB in order. A FETCH (``SURVIVORS``: once its result is
+        complete) pushes its join job (a queue of 4) and its indices (a ``LIST``'s lines read first), then issues the
+        reads of its dense lines (phase 1) and of its lookup lines (phase 2), each once the response buffer has room
+        for them beside the lines read and not yet parsed: the issuer runs ahead of the parser by a buffer's lines,
+        so the memory's latency is paid once, not per phase."""
         sim, g = self.sim, self.g
-        buffer_lines = max(self.config.mem_latency_cycles, 4 * g.emb.max_burst)
-        free = 0.0
         while True:
             _, (kind, tag, arg) = yield from self.fetch_queue.get()
-            start = max(sim.now, free)
-            if start > sim.now:
-                yield start
             self.fetch_queue.took(sim.now)
             if kind == "emb":
-                self.emb_queue.put(("emb", tag, arg), sim.now + 1)
-                free = sim.now + 1
-                self.finished(free)
+                self.parse_queue.put(("emb", tag, arg, None), sim.now + 1)
                 continue
             record = self.fetch_records.popleft()
+            started = sim.now
             if arg["source"] == FetchSource.SURVIVORS.value:
                 yield self.results[arg["unit"]].reached(arg["wait_results"])
-            t0 = sim.now + 1
-            lane, items = arg["lane"], arg["items"]
             yield self.join_jobs.room()
             self.began()          # the join job, finished by the sender
-            self.join_jobs.put((tag, arg), max(t0, sim.now))
-            t0 = max(t0, sim.now)
+            self.join_jobs.put((tag, arg), sim.now + 1)
+            lane, items = arg["lane"], arg["items"]
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
             lookup_lines = max(record["lines"] - list_lines - dense_lines, 0)
+            t0 = sim.now + 1
             if list_lines:
-                _, last = yield from self.memory.read(list_lines, buffer_lines)
+                yield from self._buffer_room(list_lines)
+                _, last = yield from self.memory.read(list_lines, self.buffer_lines)
+                self.lines_parsed_add(list_lines, last + LINE_TO_USE)
                 t0 = max(t0, last + LINE_TO_USE)
+                if t0 > sim.now:
+                    yield t0
             self.index[lane].put(items, t0, t0 + items - 1)
-            # Phase 1: dense words.
-            words = items * arg["dense_words"]
-            if dense_lines:
-                sim_now = max(sim.now, t0)
-                if sim_now > sim.now:
-                    yield sim_now
-                first, last = yield from self.memory.read(dense_lines, buffer_lines)
-                d_first = first + LINE_TO_USE
-                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_USE)
+            for phase, lines in (("dense", dense_lines), ("lookups", lookup_lines)):
+                first = last = None
+                if lines:
+                    yield from self._buffer_room(lines)
+                    first, last = yield from self.memory.read(lines, self.buffer_lines)
+                self.parse_queue.put((phase, tag, arg, (record, lines, first, last, started)), sim.now)
+
+    def _buffer_room(self, lines):
+        """Wait until the response buffer has room for ``lines`` more lines (a phase of more lines than the buffer
+        holds: until the buffer is empty; its reads then go at the pace the buffer allows)."""
+        need = self.lines_issued + min(lines, self.buffer_lines) - self.buffer_lines
+        self.lines_issued += lines
+        if self.lines_parsed < need:
+            event = _Event()
+            self._room_waits.append((need, event))
+            yield event
+
+    def lines_parsed_add(self, lines, t):
+        self.lines_parsed += lines
+        waiting = []
+        for need, event in self._room_waits:
+            if self.lines_parsed >= need:
+                self.sim.fire(event, t)
             else:
-                d_first, d_last = t0, t0 + max(words, items) - 1
-            self.dense[lane].put(words, d_first, d_last)
-            yield self.dense[lane].taken(self.dense[lane].put_count - 1)
-            # Phase 2: lookups.
+                waiting.append((need, event))
+        self._room_waits = waiting
+
+    def fetch_parser(self):
+        """The fetcher's parser: the lines in order, a step a cycle: phase 1's dense words to the lane, one a cycle
+        (at least a cycle per item), held until the lane's INPUT has taken them; phase 2's lookups to the embedding
+        unit, one a cycle, held until it has taken them; an EMB command in its place among them."""
+        sim = self.sim
+        free = 0.0
+        while True:
+            _, (phase, tag, arg, detail) = yield from self.parse_queue.get()
+            if phase == "emb":
+                self.emb_queue.put(("emb", tag, arg), max(sim.now, free) + 1)
+                free = max(sim.now, free) + 1
+                self.finished(free)
+                continue
+            record, lines, first, last, started = detail
+            lane, items = arg["lane"], arg["items"]
+            start = max(sim.now, free + 1)
+            if phase == "dense":
+                words = items * arg["dense_words"]
+                d_first = max(start, first + LINE_TO_USE) if lines else start
+                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_USE if lines else 0)
+                self.dense[lane].put(words, d_first, d_last)
+                event = self.dense[lane].taken(self.dense[lane].put_count - 1)
+                yield event
+                free = max(d_last, event.time)
+                self.lines_parsed_add(lines, free)
+                continue
             lookups = record["lookups"]
-            if lookup_lines:
-                first, last = yield from self.memory.read(lookup_lines, buffer_lines)
-                l_first = first + LINE_TO_USE
-                l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE)
-            else:
-                l_first = l_last = sim.now
+            l_first = max(start, first + LINE_TO_USE) if lines else start
+            l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE if lines else 0)
             if lookups:
                 self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"])), l_first)
                 self.lookups.put(lookups, l_first, l_last)
-                yield self.lookups.taken(self.lookups.put_count - 1)
-            free = max(sim.now, l_last) + 1
-            self.busy["fetch"].add(start, free)
-            self.finished(free)
+                event = self.lookups.taken(self.lookups.put_count - 1)
+                yield event
+                l_last = max(l_last, event.time)
+            free = l_last
+            self.lines_parsed_add(lines, free)
+            self.busy["fetch"].add(started, free + 1)
+            self.finished(free + 1)
 
     def embedding(self):
         """Lookups one a cycle (a row per cycle through the banks), the missed lines read (at most
@@ -772,16 +888,19 @@ class _Timing:
                 _p_first, p_last = self.pooled.take(pooled_words, start + chunks, 1.0)
             else:
                 p_last = start
-            in_words = items * vectors * chunks
-            send_last = max(start + in_words - 1, p_last + chunks)
+            timing = self.interaction(MODES[join["mode"]], vectors, join["dim"], items)
+            accept_last = max(start + timing.accept_last, p_last + 2)
             out = items * output_words(MODES[join["mode"]], vectors, join["dim"], g.rows)
-            o_first = start + vectors * chunks + INTER_PIPE
-            o_last = max(send_last + INTER_PIPE, o_first + out - 1)
-            self.inter[lane].put(out, o_first, o_last)
+            o_first = max(start + timing.out_first, self.inter_free)
+            o_last = max(start + timing.out_last, accept_last + timing.drain, o_first + out - 1)
+            self.inter_free = o_last + 1
+            # The unit's output waits in a few registers (the route demultiplexer, the lane's act path): held up
+            # by the lane, the unit stalls, and its items take their own time once the lane takes them.
+            self.inter[lane].put(out, o_first, o_last, span=max(timing.out_last - timing.out_first - INTER_AHEAD, 0))
             self.busy["interaction"].add(start, o_last)
             event = self.inter[lane].taken(self.inter[lane].put_count - 1)
             yield event
-            end = max(send_last, event.time - INTER_PIPE)
+            end = max(accept_last, event.time - timing.drain)
             self.sim.fire(self.banks[bank], end + 1)
             self.busy["join"].add(start, end + 1)
             free = end + 1
@@ -846,41 +965,43 @@ class _Timing:
             self.finished(done)
 
     def lane_feeder(self, lane):
-        """LAYER: once ``inputs_done`` and ``layers_done`` reach its waits; per tile (``ktiles x ntiles``) its items
-        one a cycle, or the tile's weight rows where they take longer (``rows`` rows, a weight word per cycle shared
-        by the working lanes); the result of the last item ``rows + cols`` + :data:`ENGINE_PIPE` cycles later;
-        an output layer's ``items * ntiles`` words offered to the joiner or the score sequencer, the lane held until
-        they are taken; ``layers_done`` two cycles after the last result."""
+        """LAYER: per tile (``ktiles x ntiles``) its items one a cycle, or the tile's weight rows or words where they
+        take longer (``rows`` rows; a weight word a cycle shared by the working lanes); a layer's items follow the
+        previous layer's from the next cycle, or start :data:`FEED_START` cycles after the ``inputs_done`` or
+        ``layers_done`` it waits for; ``layers_done`` counts it ``rows + cols`` + :data:`ENGINE_PIPE` cycles after
+        its last item; an output layer's ``items * ntiles`` words are offered to the joiner or the score sequencer
+        and the lane is held until they are taken. (Against the exact engine model alone, on RecPipe's MLPs: the
+        same per-layer cycles in steady state, a few cycles per layer apart where a layer's first tile waits for
+        its weights.)"""
         sim, g = self.sim, self.g
-        free = 0.0
+        free = -1.0
         queue = self.lane_layers[lane]
         while True:
             _, (_tag, arg) = yield from queue.get()
+            ready = sim.now
             cmd = arg["cmd"]
-            yield self.inputs_done[lane].reached(cmd["wait_inputs"])
-            yield self.layers_done[lane].reached(cmd["wait_layers"])
-            start = max(sim.now, free)
+            inputs = self.inputs_done[lane].reached(cmd["wait_inputs"])
+            yield inputs
+            layers = self.layers_done[lane].reached(cmd["wait_layers"])
+            yield layers
+            start = max(ready, free + 1, max(inputs.time, layers.time) + FEED_START)
             queue.took(start)
             shape = g.engine.splits[self.split]
             items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
             share = min(self.split, g.lanes)
-            weight_cycles = shape.tile_words * share
-            per_tile = max(items, shape.rows, weight_cycles) + 1
-            bias = shape.bias_words * share
-            feed = nt * (kt * per_tile + bias)
-            feed_end = start + FEED_START + feed
-            result_last = feed_end + shape.rows + shape.cols + ENGINE_PIPE + (shape.beats - 1) * items
-            done = result_last + 2
+            per_tile = max(items, shape.rows, shape.tile_words * share)
+            feed_end = start + nt * kt * per_tile
+            latency = shape.rows + shape.cols + ENGINE_PIPE
+            done = feed_end + latency + (shape.beats - 1) * items
             free = feed_end
             if cmd["to_output"]:
                 channel = self.bottom[lane] if arg["dst"] == 0 else self.logits[lane]
-                words = items * nt
-                first_out = start + FEED_START + kt * per_tile + shape.rows + shape.cols + ENGINE_PIPE
-                channel.put(words, min(first_out, result_last), result_last)
+                first_out = start + kt * per_tile + latency - 2
+                channel.put(items * nt, min(first_out, done - 2), done - 2)
                 event = channel.taken(channel.put_count - 1)
                 yield event
                 done = max(done, event.time + 2)
-                free = max(free, event.time - (shape.rows + shape.cols + ENGINE_PIPE))
+                free = max(free, event.time - latency)
             self.layers_done[lane].add(done)
             self.busy[f"lane{lane}"].add(start, done)
             self.finished(done)
@@ -893,7 +1014,7 @@ class _Timing:
         sim, g = self.sim, self.g
         free = 0.0
         queue = self.score_queues[lane]
-        counts = {}
+        counts, opened = {}, {}
         while True:
             _, (tag, arg) = yield from queue.get()
             start = max(sim.now, free)
@@ -913,15 +1034,16 @@ class _Timing:
                 self.respond(first + 3, ResponseKind.LOGIT, tag, items, (last - first) / max(items - 1, 1))
             else:
                 counts[holder] = counts.get(holder, 0) + items
+                opened.setdefault(holder, first)       # the unit holds the query from its first candidate
                 if arg["last"]:
-                    n, k = counts.pop(holder), arg["k"]
+                    n, k, since = counts.pop(holder), arg["k"], opened.pop(holder)
                     if dest == ScoreDest.TOPK.value:
                         ready = end + unit_latency(g.k_max, lanes=1)
                         kept = min(k, n)
                         result = ready + kept
                         if arg["report"]:
                             self.respond(ready + 2, ResponseKind.RANK, tag, kept)
-                        self.busy[f"topk{arg['unit']}"].add(first, result)
+                        self.busy[f"topk{arg['unit']}"].add(since, result)
                     else:
                         passes = self.passes.popleft() if self.passes else 4
                         ready = end + 1 + passes * (n + PASS_EXTRA)
@@ -929,7 +1051,7 @@ class _Timing:
                         result = ready + kept + 2
                         if arg["report"]:
                             self.respond(ready + 2, ResponseKind.KEPT, tag, kept)
-                        self.busy[f"filter{arg['unit']}"].add(first, result)
+                        self.busy[f"filter{arg['unit']}"].add(since, result)
                     self.holder_free[holder] = result
                     if arg["keep"]:
                         self.results[holder].add(result)
@@ -970,8 +1092,9 @@ class _Timing:
         counter_rows = np.flatnonzero(kinds == ResponseKind.COUNTER.value)
         if len(counter_rows):
             fields["score"] = np.array(fields["score"], dtype=np.int64)
-            per = len(counter_ids(g))
-            for read, rows in zip(self.counter_reads, counter_rows.reshape(-1, per)):
+            # One answer per COUNTERS, its last response marked.
+            ends = np.flatnonzero(np.asarray(fields["last"])[counter_rows]) + 1
+            for read, rows in zip(self.counter_reads, np.split(counter_rows, ends[:-1])):
                 for row in rows:
                     index = int(fields["index"][row])
                     if index in read:

@@ -19,3 +19,23 @@ def test_the_engine_cases_are_exact_and_timed():
 def test_a_bad_seed_is_refused():
     with pytest.raises(ExperimentError, match="seed"):
         run_model_units(seed=-1)
+
+
+def test_the_chip_model_runs_recpipes_pipeline_and_reports_recpipes_estimate():
+    """The model alone (no RTL) on a small 2-stage query: responses checked against the golden model, RecPipe's
+    estimate beside it."""
+    from rpaccel.experiments.model import run_model_chip
+
+    report = run_model_chip(candidates=64, pipelines=(2,), modes=("rpaccel", "baseline"), train_samples=600,
+                            max_rows=300, rtl=False, paper=False)
+    assert report.passed, report.failures
+    assert [row["mode"] for row in report.rows] == ["rpaccel", "baseline"]
+    assert all(row["model_checked"] and row["model_cycles"] > 0 and row["recpipe_cycles"] > 0 for row in report.rows)
+    assert report.sections[0].name == "model-chip"
+
+
+def test_the_chip_models_bench_refuses_an_unknown_pipeline():
+    from rpaccel.experiments.model import run_model_chip
+
+    with pytest.raises(ExperimentError, match="pipelines"):
+        run_model_chip(pipelines=(4,), rtl=False, paper=False)

@@ -27,6 +27,7 @@ from rpaccel.rtl.accel.join import absorbs, pooled_words
 from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import chip_device, program_words, run_program, run_words
+from rpaccel.sim.model.chip import ModelDevice
 from rpaccel.sim.model.functional import FunctionalChip
 
 from host_fixtures import tiny_data, tiny_dot
@@ -174,6 +175,11 @@ def test_bad_commands_are_refused_and_good_queries_still_run(models, device):
     assert counters["COMMANDS"] == len(words) - 1           # every command but the COUNTERS answering
     assert counters["BUSY_LANE0"] > 0 and counters["BUSY_LANE1"] > 0 and counters["BUSY_FILTER0"] > 0
     assert counters["EMB_LOOKUPS"] == model.counters(250)["EMB_LOOKUPS"]
+    # The timed model (issue 20: "a command the chip refuses gets the same error response from the model").
+    timed, _, _, _ = run_words(ModelDevice(TINY), G, words, len(model))
+    for tag in sorted(set(model.tag.tolist()) - {250}):
+        assert timed.records(tag) == got.records(tag), f"tag {tag}"
+    assert timed.counters(250)["ERRORS"] == len(refused)
 
 
 @pytest.fixture(scope="module")
