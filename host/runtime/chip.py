@@ -11,6 +11,16 @@ board. A query finishes with its last response (the final RANK); its latency is 
 Time zero of the trace is the cycle after the setup: a first run of the setup alone measures when it ends (the
 run is deterministic, so the full run ends it on the same cycle), and the queries' arrivals are counted from the
 cycle after. Arrivals in nanoseconds become cycles at the configuration's clock (``clock_mhz``), rounded down.
+
+A run holds as many queries as the chip's memory holds candidates (all of them are placed before time zero: a
+MEM_WRITE is a barrier, so writing a query's candidates later would drain the chip). Response tags do not bound
+it: query ``q`` is tagged ``q % 254`` and the host matches responses to queries by their order. That is sound
+because a query's only responses are its final stage's RANK block (``last`` on its final response), and every
+query's final stage runs on the same lane and top-k unit (the compiler's ``rpaccel`` mapping: stage ``s`` on lane
+``s % split`` and unit ``s % units``): the lane's SCOREs run in program order, the unit serves one query at a time
+and its results leave whole and in order through one response stream (``docs/chip.md``, Score sequencer). So the
+blocks leave in query order, each contiguous; the host still checks every block's tag, ``last`` and values against
+the golden model's, so a broken rule is reported, never a ranking given to the wrong query.
 """
 
 from dataclasses import dataclass
@@ -33,11 +43,11 @@ from ..driver.codec import to_ints
 from ..driver.device import TimedTrace
 from .pipeline import PipelineError, stage_items
 
-__all__ = ["ChipReplay", "replay_on_chip"]
+__all__ = ["ChipReplay", "ReplayComparison", "compare_replays", "replay_on_chip"]
 
-#: Tags of the setup's and the end's SYNC and COUNTERS; queries take tags 0 to 253 (at most 254 queries a run).
+#: Tags of the setup's and the end's SYNC and COUNTERS; query ``q`` takes tag ``q % QUERY_TAGS`` (0 to 253).
 SETUP_TAG, END_TAG = 255, 254
-MAX_QUERIES = END_TAG
+QUERY_TAGS = END_TAG
 
 
 @dataclass
@@ -85,7 +95,8 @@ class ChipReplay:
 
 
 def _query_records(program, setup_count):
-    """The program's command records per query (in order, each query's together) after the setup's."""
+    """The program's command records per query (in order, each query's together) after the setup's, each query's
+    tagged ``q % QUERY_TAGS``."""
     records = program.steps[0].records[setup_count:]
     out = [[] for _ in program.queries]
     query = -1
@@ -94,8 +105,62 @@ def _query_records(program, setup_count):
             query += 1
             if program.tags[query] != record["tag"]:
                 raise AssertionError("the compiler interleaved queries")
-        out[query].append(record)
+        out[query].append({**record, "tag": query % QUERY_TAGS})
     return out
+
+
+def _shape(arg):
+    """The nested field names of a command's argument: commands of one opcode and shape pack as one batch."""
+    return tuple((name, _shape(value)) for name, value in arg.items()) if isinstance(arg, dict) else None
+
+
+def _encode(encoder, records):
+    """Words of command ``records`` in order, packed one batch per opcode and shape: the encoder packs runs of
+    one kind, and a query's commands alternate kinds (thousands of runs of one or two commands)."""
+    rows = {}
+    for row, record in enumerate(records):
+        rows.setdefault((record["op"], _shape(record["arg"])), []).append(row)
+    words = np.zeros((len(records), encoder.encode(records[:1]).shape[1]), dtype=np.uint64)
+    for group in rows.values():
+        words[group] = encoder.encode([records[row] for row in group])
+    return words
+
+
+def _match(responses, rows, cycles, rankings):
+    """Each query's responses: ``rows`` of ``responses`` (the queries' own, in the order they left), per query the
+    block up to its ``last`` response. Returns ``(finishes, got, mismatches)``: the cycle of each block's last response
+    (the run's last for a query without one), each block's ranking and ``{query: message}`` for blocks that are
+    not the golden model's RANK block of the query (``rankings``: the expected ``[(score, index), ...]``; key
+    ``len(rankings)`` for responses beyond the last query's)."""
+    tag, kind, code, last, score, index = (getattr(responses, name)[rows] for name in ("tag", "kind", "code", "last",
+                                                                                        "score", "index"))
+    cycles = cycles[rows]
+    ends = np.flatnonzero(last)
+    finishes, got, mismatches = [], [], {}
+    start = 0
+    for number, want in enumerate(rankings):
+        if number < len(ends):
+            block = slice(start, ends[number] + 1)
+            start = ends[number] + 1
+        else:
+            block = slice(start, start)
+        finishes.append(int(cycles[block][-1]) if block.stop > block.start else int(cycles[-1]) if len(cycles)
+                        else 0)
+        ranking = list(zip(score[block].tolist(), index[block].tolist()))
+        got.append(ranking)
+        tags, kinds = set(tag[block].tolist()), set(kind[block].tolist())
+        if not ranking:
+            mismatches[number] = f"query {number}: no responses, {len(want)} expected"
+        elif (tags != {number % QUERY_TAGS} or kinds != {ResponseKind.RANK.value} or code[block].any()
+              or ranking != want):
+            first = next((i for i, (a, b) in enumerate(zip(ranking, want)) if a != b), min(len(ranking), len(want)))
+            mismatches[number] = (f"query {number}: {len(ranking)} responses (tags {sorted(tags)}, kinds "
+                                  f"{sorted(ResponseKind(value).name for value in kinds)}), {len(want)} RANK of tag "
+                                  f"{number % QUERY_TAGS} expected; " + (f"first difference at {first}"
+                                                                         if ranking != want else "the same ranking"))
+    if start < len(rows):
+        mismatches[len(rankings)] = f"{len(rows) - start} responses after the last query's"
+    return np.asarray(finishes, dtype=np.int64), got, mismatches
 
 
 def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_batch=None, max_cycles=None):
@@ -104,7 +169,8 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     Parameters
     ----------
     device : rpaccel.host.driver.device.Device
-        The chip of ``config`` (e.g. :func:`rpaccel.sim.chip.chip_device`).
+        The chip of ``config`` (e.g. :func:`rpaccel.sim.chip.chip_device`, the RTL, or the timed model
+        :class:`rpaccel.sim.model.chip.ModelDevice`).
     config : rpaccel.config.AccelConfig
     models : dict
         Model name -> :class:`~rpaccel.host.quant.QuantModel` for every stage's model.
@@ -118,18 +184,19 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     max_cycles : int, optional
         Simulation budget (default: 20 million cycles a query and stage beyond the last arrival).
 
+    Returns
+    -------
+    ChipReplay
+
     Raises
     ------
     rpaccel.host.runtime.pipeline.PipelineError
-        Before anything runs, if a query does not fit the pipeline, the queries are too many for one run
-        (254), or the chip cannot run the pipeline (the compiler's reason: k above K_MAX, a model that does not
-        fit, memory too small for the queries' candidates).
+        Before anything runs, if a query does not fit the pipeline or the chip cannot run the pipeline (the
+        compiler's reason: k above K_MAX, a model that does not fit, memory too small for the queries'
+        candidates).
     """
     if not queries:
         raise PipelineError("No queries to replay")
-    if len(queries) > MAX_QUERIES:
-        raise PipelineError(f"One replay on the chip takes at most {MAX_QUERIES} queries (response tags), not "
-                            f"{len(queries)}")
     arrivals_ns = np.asarray(arrivals_ns, dtype=np.int64)
     if arrivals_ns.shape != (len(queries),) or (np.diff(arrivals_ns) < 0).any() or (arrivals_ns < 0).any():
         raise PipelineError("Arrivals must be one non-negative, non-decreasing time per query")
@@ -154,7 +221,9 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     setup_words = to_ints(np.concatenate([setup.load_words(encoder),
                                           encoder.encode(program.steps[0].records[:setup_count]),
                                           encoder.sync(tag=SETUP_TAG), encoder.counters(clear=True, tag=SETUP_TAG)]))
-    query_words = [to_ints(encoder.encode(records)) for records in _query_records(program, setup_count)]
+    per_query = _query_records(program, setup_count)
+    encoded = _encode(encoder, [record for records in per_query for record in records])
+    query_words = [to_ints(words) for words in np.split(encoded, np.cumsum([len(r) for r in per_query])[:-1])]
     end_words = to_ints(np.concatenate([encoder.sync(tag=END_TAG), encoder.counters(tag=END_TAG)]))
     bracket = 1 + len(counter_ids(geometry))        # a SYNC's DONE and the COUNTER responses
 
@@ -175,21 +244,76 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
         raise RuntimeError(f"The setup ended at cycle {int(cycles[bracket - 1]) + zero}, not {zero - 1} as when "
                            "run alone")
     done = np.flatnonzero((responses.tag == END_TAG) & (responses.kind == ResponseKind.DONE.value))
-
-    finishes, rankings, mismatches = [], [], {}
-    for number, tag in enumerate(program.tags):
-        rows = np.flatnonzero(responses.tag == tag)
-        finishes.append(int(cycles[rows[-1]]) if len(rows) else int(cycles[-1]))
-        rankings.append(responses.ranking(tag))
-        got, want = responses.records(tag), expected.responses.records(tag)
-        if got != want:
-            first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-            mismatches[number] = (f"query {number}: {len(got)} responses, {len(want)} expected; first difference "
-                                  f"at {first}")
-    finishes = np.asarray(finishes, dtype=np.int64)
+    ours = np.flatnonzero((responses.tag != SETUP_TAG) & (responses.tag != END_TAG))
+    finishes, rankings, mismatches = _match(responses, ours, cycles, expected.rankings)
     latencies = (finishes - arrivals) * 1000 / config.clock_mhz
     return ChipReplay(arrivals=arrivals, finishes=finishes, latencies_ns=latencies, rankings=rankings,
                       mismatches=mismatches, counters=responses.counters(END_TAG), end_cycle=int(cycles[done[0]]),
                       split=program.split, geometry=geometry,
                       setup_cycles=zero, total_cycles=result.cycles,
                       wall_seconds=result.wall_seconds, clock_mhz=config.clock_mhz)
+
+
+@dataclass
+class ReplayComparison:
+    """Two replays of the same queries at the same arrivals (e.g. the RTL's and the timed model's), query by query.
+
+    Attributes
+    ----------
+    names : tuple of str
+        The two replays' names (``reference``, ``other``).
+    arrivals : numpy.ndarray
+        Each query's arrival cycle (the same in both).
+    reference, other : numpy.ndarray
+        Each query's latency in cycles (finish minus arrival) in each replay.
+    same_ranking : numpy.ndarray
+        Per query, whether the two rankings are equal (scores and indices, in order).
+    """
+
+    names: tuple
+    arrivals: np.ndarray
+    reference: np.ndarray
+    other: np.ndarray
+    same_ranking: np.ndarray
+
+    @property
+    def difference(self):
+        """Per query, ``other / reference - 1`` of the latency in cycles."""
+        return self.other / np.maximum(self.reference, 1) - 1
+
+    def table(self):
+        """The comparison as Markdown: a row per query, then the mean and the largest absolute difference."""
+        first, second = self.names
+        lines = [f"| query | arrival cycle | {first} cycles | {second} cycles | difference | same ranking |",
+                 "| ---: | ---: | ---: | ---: | ---: | --- |"]
+        for number, (arrival, a, b, d, same) in enumerate(zip(self.arrivals.tolist(), self.reference.tolist(),
+                                                              self.other.tolist(), self.difference.tolist(),
+                                                              self.same_ranking.tolist())):
+            lines.append(f"| {number} | {arrival:,} | {a:,} | {b:,} | {d:+.1%} | {'yes' if same else 'NO'} |")
+        size = np.abs(self.difference)
+        lines += ["", f"{second} against {first}: latency in cycles {np.mean(self.difference):+.1%} on average "
+                  f"(mean absolute {np.mean(size):.1%}, largest {np.max(size):.1%} at query "
+                  f"{int(np.argmax(size))}); rankings equal in {int(self.same_ranking.sum())} of "
+                  f"{len(self.same_ranking)} queries."]
+        return "\n".join(lines) + "\n"
+
+
+def compare_replays(reference, other, names=("rtl", "model")):
+    """Query by query, the latencies in cycles and the rankings of two :class:`ChipReplay` s of the same queries at
+    the same arrivals.
+
+    Returns
+    -------
+    ReplayComparison
+
+    Raises
+    ------
+    ValueError
+        If the replays do not have the same queries' arrivals.
+    """
+    if not np.array_equal(reference.arrivals, other.arrivals):
+        raise ValueError(f"The replays differ in their arrivals ({len(reference.arrivals)} and "
+                         f"{len(other.arrivals)} queries): not the same trace")
+    return ReplayComparison(names=tuple(names), arrivals=reference.arrivals,
+                            reference=reference.finishes - reference.arrivals, other=other.finishes - other.arrivals,
+                            same_ranking=np.array([a == b for a, b in zip(reference.rankings, other.rankings)]))

@@ -1,15 +1,16 @@
 """``rpaccel bench model``: the fast model against the RTL, side by side in one run
 (:func:`rpaccel.experiments.model.run_model_units`: the MLP engine's and the interaction unit's exact models;
-:func:`rpaccel.experiments.model.run_model_chip`: the whole chip's timed model on RecPipe's pipelines)."""
+:func:`rpaccel.experiments.model.run_model_chip`: the whole chip's timed model on RecPipe's pipelines;
+:func:`rpaccel.experiments.model.run_model_regression`: random programs, every response's cycle)."""
 
 import argparse
 
 from ..experiments import combine
-from ..experiments.model import run_model_chip, run_model_units
+from ..experiments.model import run_model_chip, run_model_regression, run_model_units
 from .bench import Bench, finish
 from .common import CLIError, add_config_arguments, config_from_args, config_given, non_negative_int, say
 
-UNITS = ("engine", "interaction", "chip")
+UNITS = ("engine", "interaction", "chip", "regression")
 
 
 def _positive(text):
@@ -24,6 +25,8 @@ def _arguments(p):
     p.add_argument("--units", default=",".join(UNITS), help=f"of {', '.join(UNITS)} (default all)")
     p.add_argument("--candidates", type=_positive, default=1024,
                    help="candidates per query of the chip's cases (default 1024)")
+    p.add_argument("--programs", type=_positive, default=4,
+                   help="random programs per configuration of the regression (tiny and small; default 4)")
     p.add_argument("--seed", type=non_negative_int, default=1, help="seed of weights and inputs (default 1)")
 
 
@@ -40,6 +43,9 @@ def run(args):
     if "chip" in units:
         reports.append(run_model_chip(config, candidates=args.candidates, seed=args.seed,
                                       progress=None if args.json else say))
+    if "regression" in units:
+        reports.append(run_model_regression(programs=args.programs, seed=args.seed,
+                                            progress=None if args.json else say))
     return finish(args, combine(*reports))
 
 

@@ -1,9 +1,10 @@
 """``rpaccel bench replay``: the CPU baseline under MLPerf LoadGen at several loads, beside the queueing simulation
 with the service time measured here (:func:`rpaccel.experiments.replay.run_replay_bench`), and a short replay on the
-chip's RTL (:func:`rpaccel.experiments.replay.run_replay_rtl_bench`)."""
+chip's RTL, its timed model or both, compared query by query
+(:func:`rpaccel.experiments.replay.run_replay_chip_bench`)."""
 
 from ..experiments import combine
-from ..experiments.replay import run_replay_bench, run_replay_rtl_bench
+from ..experiments.replay import run_replay_bench, run_replay_chip_bench
 from .bench import Bench, finish
 from .common import CLIError, add_config_arguments, config_from_args, non_negative_int, say
 from .hostcommon import positive_int
@@ -21,9 +22,11 @@ def _shares(text):
 def _arguments(p):
     add_config_arguments(p)
     p.add_argument("--parts", default="cpu,rtl",
-                   help="cpu (LoadGen beside the simulation), rtl (a short replay on the chip's RTL) or both "
-                        "(default cpu,rtl)")
-    p.add_argument("--rtl-queries", type=positive_int, default=8, help="queries of the rtl part (default 8)")
+                   help="any of cpu (LoadGen beside the simulation), rtl (a short replay on the chip's RTL) and "
+                        "model (the same on the chip's timed model; with rtl, compared query by query) (default "
+                        "cpu,rtl)")
+    p.add_argument("--rtl-queries", type=positive_int, default=8,
+                   help="queries of the rtl and model parts (default 8)")
     p.add_argument("--pipeline", default="rm-small:1024:128,rm-large:128:16",
                    help="stages MODEL:ITEMS:K,... (default rm-small:1024:128,rm-large:128:16)")
     p.add_argument("--workers", type=positive_int, default=1,
@@ -39,20 +42,22 @@ def _arguments(p):
 
 def run(args):
     parts = args.parts.split(",")
-    unknown = sorted(set(parts) - {"cpu", "rtl"})
+    unknown = sorted(set(parts) - {"cpu", "rtl", "model"})
     if unknown or not parts:
-        raise CLIError(f"--parts must name cpu, rtl or both, not {args.parts!r}")
+        raise CLIError(f"--parts must name any of cpu, rtl and model, not {args.parts!r}")
     progress = None if args.json else say
     reports = []
     if "cpu" in parts:
         reports.append(run_replay_bench(pipeline=args.pipeline, workers=args.workers, utilisations=args.utilisations,
                                         queries=args.queries, min_queries=args.min_queries,
                                         min_duration_s=args.min_duration, seed=args.seed, progress=progress))
-    if "rtl" in parts:
-        reports.append(run_replay_rtl_bench(config_from_args(args), pipeline=args.pipeline,
-                                            queries=args.rtl_queries, seed=args.seed, progress=progress))
+    chip = [backend for backend in ("rtl", "model") if backend in parts]
+    if chip:
+        reports.append(run_replay_chip_bench(config_from_args(args), backends=chip, pipeline=args.pipeline,
+                                             queries=args.rtl_queries, seed=args.seed, progress=progress))
     return finish(args, combine(*reports))
 
 
-BENCH = Bench("replay", "the CPU baseline under LoadGen beside the queueing simulation; a short replay on the RTL",
+BENCH = Bench("replay", "the CPU baseline under LoadGen beside the queueing simulation; a short replay on the RTL "
+              "and on the timed model",
               _arguments, run)

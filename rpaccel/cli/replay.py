@@ -4,7 +4,9 @@ The trace (``rpaccel trace gen``) gives the queries' sizes and candidates; ``--p
 (``MODEL:ITEMS:K,...``, e.g. ``rm-small:4096:512,rm-large:512:64``); ``--backend cpu`` runs them for real on this
 machine under MLPerf LoadGen's Server scenario at each ``--load`` (queries per second, exponential arrivals);
 ``--backend rtl`` runs them on the chip's RTL (Verilator, ``--preset``/``--set``), each query sent at its arrival
-in the trace (gaps scaled to each ``--load``; default the trace's own rate), every response checked.
+in the trace (gaps scaled to each ``--load``; default the trace's own rate), every response checked; ``--backend
+model`` the same on the chip's transaction-level timed model (the RTL's rankings; its cycles close to the RTL's,
+not exact until issue 20), as many queries as the chip's memory holds.
 Per load: completed queries per second, p50/p95/p99 latency, NDCG@k of the rankings, and with ``--target-ms``
 LoadGen's validity (early stopping, minimum queries and duration). ``--out`` writes the rows as JSON and CSV and
 keeps LoadGen's logs; nothing is written until the run is complete.
@@ -46,12 +48,13 @@ def _model(text):
 
 
 def register(subparsers):
-    p = subparsers.add_parser("replay", help="serve a query trace through a pipeline under load (cpu backend)",
+    p = subparsers.add_parser("replay", help="serve a query trace through a pipeline under load (cpu, rtl, model)",
                               description=__doc__)
     p.add_argument("--trace", required=True, help="query trace (rpaccel trace gen)")
     p.add_argument("--pipeline", required=True, help="stages MODEL:ITEMS:K,... (e.g. rm-small:4096:512,"
                                                      "rm-large:512:64)")
-    p.add_argument("--backend", default="cpu", help="cpu (default) or rtl (the model backend: issue 21's next part)")
+    p.add_argument("--backend", default="cpu",
+                   help="cpu (default), rtl (the chip's RTL on Verilator) or model (the chip's timed model)")
     add_config_arguments(p)
     p.add_argument("--model", type=_model, action="append", default=[], metavar="NAME=FILE",
                    help="a stage model's file: quantised .q.npz (int8) or float weights .npz (float32); default: "
@@ -67,9 +70,10 @@ def register(subparsers):
     p.add_argument("--plot", help="write latency vs load and the latency CDFs to this image (.png, .svg, ...)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--queries", type=positive_int, default=32,
-                   help="the trace's first queries used: LoadGen's working set (cpu) or those replayed (rtl) "
+                   help="the trace's first queries used: LoadGen's working set (cpu) or those replayed (rtl, model) "
                         "(default 32)")
-    p.add_argument("--warmup", type=int, default=0, help="queries left out of the figures at the start (rtl)")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="queries left out of the figures at the start (rtl, model)")
     p.add_argument("--min-queries", type=positive_int, default=200, help="LoadGen's minimum queries (default 200)")
     p.add_argument("--min-duration", type=float, default=5.0, help="LoadGen's minimum seconds per load (default 5)")
     p.add_argument("--k", type=positive_int, help="NDCG depth (default the last stage's K)")
@@ -115,7 +119,7 @@ def run(args):
             (scratch / "rows.json").write_text(json.dumps(report.data, indent=2) + "\n")
             with open(scratch / "rows.csv", "w", newline="") as handle:
                 fields = [key for key in report.rows[0]
-                          if key not in ("reasons", "cdf", "mismatches", "utilisation", "cache")]
+                          if key not in ("reasons", "cdf", "mismatches", "utilisation", "cache", "latency_cycles")]
                 writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(report.rows)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .report import Report, Section, check_seed
 
-__all__ = ["ENGINE_CASES", "INTERACTION_CASES", "run_model_chip", "run_model_units"]
+__all__ = ["ENGINE_CASES", "INTERACTION_CASES", "run_model_chip", "run_model_regression", "run_model_units"]
 
 #: Engine cases: (name, {lane: (model, items)}, split, pause). RecPipe's bottom MLPs, random int8 weights.
 ENGINE_CASES = (
@@ -278,3 +278,132 @@ def run_model_chip(config=None, *, candidates=1024, pipelines=(1, 2), modes=("rp
     return Report(rows=rows, text=text, data={"config": config.name, "rows": rows}, failures=tuple(failures),
                   sections=(Section("model-chip", f"The whole chip's timed model against the RTL ({config.name})",
                                     text),))
+
+
+#: The regression's models: two small DLRM ``dot`` models (four tables), as the chip's tests use.
+REGRESSION_TABLES = (40, 30, 20, 12)
+
+
+def _regression_models(seed):
+    from ..host.data import SyntheticConfig, SyntheticCriteo, preprocess
+    from ..host.models import ModelSpec
+    from ..host.quant import quantize
+    from ..host.train import TrainConfig, train
+
+    models = []
+    for name, bottom, top in (("reg-a", (8, 4), (8, 1)), ("reg-b", (6, 4), (5, 1))):
+        spec = ModelSpec(name=name, source="regression", dense=3, bottom=bottom, tables=REGRESSION_TABLES,
+                         emb_dim=4, pooling=1, interaction="dot", top=top)
+        data = SyntheticCriteo(SyntheticConfig(dense=3, rows=REGRESSION_TABLES, pooling=1, latent=8, seed=seed + 2))
+        records = data.generate(1500)
+        model, _ = train(spec, *preprocess(records, spec), records.labels,
+                         TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=seed))
+        models.append((quantize(model, records.take(slice(0, 800))), data))
+    return models
+
+
+def _random_program(rng, config, models, number):
+    """A random program the compiler accepts: 1 to 3 stages, RPAccel or baseline mode, a random sub-batch, 1 to 3
+    queries of 24 to 120 candidates (None if ten draws are refused)."""
+    from ..host.driver.chip import ChipSetup, CompileError, Schedule, Stage, compile_queries
+
+    for _ in range(10):
+        stages = int(rng.integers(1, 4))
+        mode = "baseline" if rng.random() < 0.3 else "rpaccel"
+        queries = int(rng.integers(1, 4))
+        sizes = rng.integers(24, 121, queries).tolist()
+        smallest = min(sizes)
+        ks, previous = [], smallest
+        for s in range(stages):
+            k = int(rng.integers(2, max(3, previous // 2)))
+            if s == stages - 1:
+                k = min(k, config.k_max)
+            ks.append(k)
+            previous = k
+        setup = ChipSetup(config, [model for model, _ in models])
+        picks = [models[(s + number) % 2][0] for s in range(stages)]
+        query_set = [setup.add_query({model: model.inputs(data.generate(size, start=5000 + 997 * number + 131 * q))
+                                      for model, data in models}) for q, size in enumerate(sizes)]
+        schedule = Schedule(mode, sub_batch=int(rng.integers(1, 33)),
+                            split=None if mode == "baseline" or rng.random() < 0.7 else 1)
+        try:
+            program = compile_queries(setup, [Stage(model, k=k) for model, k in zip(picks, ks)], query_set, schedule)
+        except CompileError:
+            continue
+        label = (f"{stages}-stage {mode}, split {program.split}, sub-batch {program.sub_batch}, "
+                 f"{queries} quer{'y' if queries == 1 else 'ies'} of {', '.join(map(str, sizes))}")
+        return program, label
+    return None
+
+
+def run_model_regression(presets=("tiny", "small"), *, programs=4, seed=1, progress=None):
+    """Random programs on the RTL and on the whole chip's timed model, every response's cycle compared.
+
+    Per configuration (``presets``) ``programs`` random programs (:func:`_random_program`: 1 to 3 stages, either
+    mode, random sub-batches, 1 to 3 queries back to back) run whole (memory image, setup, queries) on Verilator
+    and on :class:`rpaccel.sim.model.chip.ModelDevice`. Per program: the responses whose cycle equals the RTL's,
+    the largest difference, and the last response's error relative to the RTL's cycles. Issue 20's regression: its
+    goal is every cycle equal.
+
+    Returns
+    -------
+    Report
+        Section ``model-regression``; a failure for a program whose responses (values) differ between the two.
+    """
+    from ..config import preset
+    from ..sim.chip import chip_device, run_program
+    from ..sim.model.chip import ModelDevice
+
+    check_seed(seed)
+    rng = np.random.default_rng(seed)
+    say = progress or (lambda line: None)
+    say("training the regression's two models ...")
+    models = _regression_models(seed)
+    rows, failures = [], []
+    for name in presets:
+        config = preset(name)
+        device = chip_device(config)
+        for number in range(programs):
+            drawn = _random_program(rng, config, models, number)
+            if drawn is None:
+                continue
+            program, label = drawn
+            say(f"{name}: {label}")
+            rtl = run_program(program, device=device, max_cycles=50_000_000)
+            started = time.perf_counter()
+            model = run_program(program, device=ModelDevice(config))
+            seconds = time.perf_counter() - started
+            if rtl.mismatches() or model.mismatches():
+                failures.append(f"{name}, {label}: responses differ from the golden model's "
+                                f"({'RTL' if rtl.mismatches() else 'model'})")
+            ours, theirs = _cycles_by_tag(model), _cycles_by_tag(rtl)
+            differences = np.concatenate([ours[tag] - theirs[tag] for tag in theirs if len(ours.get(tag, ())) ==
+                                          len(theirs[tag])] or [np.zeros(0, np.int64)])
+            last_rtl, last_model = int(rtl.cycles[-1]), int(model.cycles[-1])
+            rows.append({"config": name, "program": label, "responses": len(rtl.cycles),
+                         "equal": int(np.count_nonzero(differences == 0)),
+                         "max_difference": int(np.abs(differences).max(initial=0)),
+                         "rtl_last": last_rtl, "model_last": last_model, "error": last_model / last_rtl - 1,
+                         "rtl_seconds": rtl.wall_seconds, "model_seconds": seconds})
+            say(f"  last response: RTL {last_rtl:,}, model {last_model:,} ({rows[-1]['error']:+.2%}); "
+                f"{rows[-1]['equal']} of {rows[-1]['responses']} cycles equal")
+    lines = [f"Random programs (seed {seed}; two small `dot` models, four tables): each whole program (memory image, "
+             "setup, queries) on the RTL (Verilator) and on the timed model. Equal: responses whose cycle is the "
+             "RTL's; error: the last response's cycle, model / RTL - 1.", "",
+             "| configuration | program | responses | equal | largest difference | RTL last | model last | error |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        lines.append(f"| {row['config']} | {row['program']} | {row['responses']:,} | {row['equal']:,} | "
+                     f"{row['max_difference']:,} | {row['rtl_last']:,} | {row['model_last']:,} | {row['error']:+.2%} |")
+    lines += ["", "The model is transaction-level (docs/model.md): its rules are per instruction, so short programs, "
+              "where the front end's latencies (memory, fetcher, embedding unit) weigh most, show its largest errors."]
+    text = "\n".join(lines) + "\n"
+    return Report(rows=rows, text=text, data={"rows": rows, "seed": seed}, failures=tuple(failures),
+                  sections=(Section("model-regression", "The timed model against the RTL on random programs",
+                                    text),))
+
+
+def _cycles_by_tag(run):
+    """``{tag: cycles of its responses, in order}`` of a :class:`rpaccel.sim.chip.ChipRun`."""
+    tags = run.responses.tag
+    return {int(tag): np.asarray(run.cycles)[tags == tag].astype(np.int64) for tag in np.unique(tags)}

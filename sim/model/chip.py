@@ -1175,6 +1175,7 @@ class ModelDevice(Device):
     def __init__(self, config):
         self.config = config
         self.model = TimedChip(config)
+        self._jobs = self.model.interaction_jobs      # memoised job timings, kept across runs
         g = self.model.geometry
         from ...host.driver.codec import codec
 
@@ -1196,6 +1197,9 @@ class ModelDevice(Device):
         cmd = codec(g.command_layout())
         words = from_ints(stream.words, cmd.width) if stream is not None else np.zeros((0, cmd.limbs), np.uint64)
         cycles = stream.not_before if stream is not None else np.zeros(0, np.int64)
+        # Every run starts from reset (the Device interface): a fresh chip, the memoised job timings kept.
+        self.model = TimedChip(self.config)
+        self.model.interaction_jobs = self._jobs
         run = self.model.run(words, arrivals=cycles)
         expected = trace.counts.get("rsp", 0)
         if len(run.cycles) < expected:

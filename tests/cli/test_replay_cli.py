@@ -33,7 +33,7 @@ def test_replay_on_the_cpu_backend_writes_rows_and_loadgen_logs(trace, tmp_path,
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--backend", "board"], "--backend must be one of cpu, rtl"),
+    (["--backend", "board"], "--backend must be one of cpu, rtl, model, not 'board'"),
     (["--pipeline", "rm-small:256"], "not MODEL:ITEMS:K"),
     (["--pipeline", "rm-small:128:16"], "trace query 0: A query of 256 candidates does not fit stage 0"),
     (["--pipeline", "nope:256:16"], "unknown model 'nope'"),
@@ -41,6 +41,7 @@ def test_replay_on_the_cpu_backend_writes_rows_and_loadgen_logs(trace, tmp_path,
     (["--load", "0"], "loads must be positive"),
     (["--numerics", "float64"], "--numerics must be one of int8, float32"),
     (["--backend", "rtl", "--numerics", "float32"], "--numerics must be one of int8 on the rtl backend"),
+    (["--backend", "model", "--numerics", "float32"], "--numerics must be one of int8 on the model backend"),
     (["--trace", "{d}/missing.jsonl"], "missing.jsonl: cannot open"),
 ])
 def test_bad_input_is_one_line_with_status_2(trace, tmp_path, argv, message, capsys):
@@ -83,3 +84,20 @@ def test_replay_refuses_a_truncated_trace_even_beyond_the_queries_it_uses(trace,
     assert main(["replay", "--trace", str(cut), "--pipeline", "rm-small:256:16", "--queries", "4"]) == 2
     err = capsys.readouterr().err
     assert "cut.jsonl:21: truncated: the header announces 40 queries, the file holds 19" in err
+
+
+@pytest.mark.slow
+def test_replay_on_the_model_backend_writes_rows_and_a_plot(trace, tmp_path, capsys):
+    out, plot = tmp_path / "run", tmp_path / "replay.png"
+    assert main(["replay", "--backend", "model", "--trace", str(trace), "--pipeline", "rm-small:256:32,rm-med:32:8",
+                 "--queries", "6", "--load", "200,2000", "--out", str(out), "--plot", str(plot)]) == 0
+    text = capsys.readouterr().out
+    assert "Replay on the model backend" in text and "not cycle-exact (issue 20)" in text
+    rows = json.loads((out / "rows.json").read_text())["rows"]
+    assert [row["backend"] for row in rows] == ["model", "model"] and all(row["checked"] for row in rows)
+    assert all(len(row["latency_cycles"]) == 6 and row["queries"] == 6 for row in rows)
+    # Ten times the load queues the queries behind each other.
+    assert rows[1]["p99_ms"] > rows[0]["p99_ms"] and rows[0]["p50_ms"] <= rows[0]["p99_ms"]
+    with open(out / "rows.csv") as handle:
+        assert "latency_cycles" not in next(csv.DictReader(handle))
+    assert plot.read_bytes()[:4] == b"\x89PNG"

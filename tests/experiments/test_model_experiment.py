@@ -39,3 +39,32 @@ def test_the_chip_models_bench_refuses_an_unknown_pipeline():
 
     with pytest.raises(ExperimentError, match="pipelines"):
         run_model_chip(pipelines=(4,), rtl=False, paper=False)
+
+
+@pytest.mark.verilator
+def test_the_regression_compares_every_response_of_a_random_program():
+    """One random program on tiny's RTL and on the timed model: the same responses, the cycles compared. The model
+    is transaction-level, not yet exact (issue 20's goal is 0): the bound here catches a model gone astray (a rule
+    lost, a unit skipped), not its remaining error, which ``bench model --units regression`` reports."""
+    from rpaccel.experiments.model import run_model_regression
+
+    report = run_model_regression(("tiny",), programs=1, seed=3)
+    assert report.passed, report.failures
+    (row,) = report.rows
+    assert row["responses"] > 0 and abs(row["error"]) < 0.15, row
+    assert report.sections[0].name == "model-regression" and row["program"] in report.text
+
+
+def test_the_claims_compare_rpaccel_with_the_baseline_on_measured_quality():
+    """RecPipe's claim on the timed model, at a small scale: the baseline and RPAccel mode on the same queries, each
+    row with its latency, throughput and NDCG; a k beyond the rankings refused."""
+    from rpaccel.experiments.claims import run_claims
+
+    report = run_claims("small", candidates=512, queries=1, splits=(1,), k=8, train_samples=800, max_rows=300)
+    assert report.passed, report.failures
+    rows = {(row["pipeline"], row["mode"]): row for row in report.rows}
+    assert set(rows) == {(1, "baseline"), (2, "rpaccel"), (3, "rpaccel")}
+    assert all(row["p95_cycles"] > 0 and row["qps"] > 0 and 0 <= row["ndcg"] <= 1 for row in rows.values())
+    assert report.sections[0].name == "claims-small" and "NDCG@8" in report.text
+    with pytest.raises(ExperimentError, match="NDCG@64 needs rankings of 64"):
+        run_claims("small", candidates=512, splits=(1,), k=64)

@@ -1,4 +1,7 @@
-"""The replay experiment's load search and plot, on a stand-in server (the backends have their own tests)."""
+"""The replay experiment's load search and plot, on a stand-in server (the backends have their own tests), and the
+chip bench on the timed model."""
+
+import re
 
 import pytest
 
@@ -53,11 +56,27 @@ def test_replay_bench_refuses_bad_settings_before_running(kwargs, message):
 @pytest.mark.parametrize("kwargs, message", [
     ({"utilisations": []}, "must be positive shares of capacity"), ({"queries": 0}, "queries must be a positive"),
     ({"pipeline": "rm-small:256:100"}, "the small chip's top-k units keep at most 64"),
+    ({"backends": ["board"]}, "backends must name rtl or model, not ['board']"),
+    ({"backends": []}, "backends must name rtl or model, not []"),
 ])
-def test_replay_rtl_bench_refuses_bad_settings_before_running(kwargs, message):
+def test_replay_chip_bench_refuses_bad_settings_before_running(kwargs, message):
     from rpaccel.config import preset
     from rpaccel.experiments import ExperimentError
-    from rpaccel.experiments.replay import run_replay_rtl_bench
+    from rpaccel.experiments.replay import run_replay_chip_bench
 
-    with pytest.raises(ExperimentError, match=message):
-        run_replay_rtl_bench(preset("small"), **kwargs)
+    with pytest.raises(ExperimentError, match=re.escape(message)):
+        run_replay_chip_bench(preset("small"), **kwargs)
+
+
+@pytest.mark.slow
+def test_replay_chip_bench_on_the_model():
+    from rpaccel.config import preset
+    from rpaccel.experiments.replay import run_replay_chip_bench
+
+    report = run_replay_chip_bench(preset("small"), backends=("model",), pipeline="rm-small:64:16,rm-med:16:4",
+                                   queries=4, utilisations=(0.5, 4.0), max_rows=300)
+    assert report.passed and [section.name for section in report.sections] == ["replay-model"]
+    low, high = report.rows
+    assert low["backend"] == high["backend"] == "model" and low["checked"] and high["checked"]
+    assert high["offered_qps"] == pytest.approx(8 * low["offered_qps"]) and high["p99_ms"] > low["p99_ms"]
+    assert "transaction-level timed model" in report.text and "| 400% |" in report.text

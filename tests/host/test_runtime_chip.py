@@ -1,12 +1,15 @@
-"""The accelerator backend on the chip's RTL: queries sent at their arrival, queueing inside the chip, exact
-rankings."""
+"""The accelerator backend on the chip's RTL and its timed model: queries sent at their arrival, queueing inside the
+chip, exact rankings, runs longer than the response tags."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 from rpaccel.config import preset
+from rpaccel.host.driver.device import Device
 from rpaccel.host.quant import quantize
-from rpaccel.host.runtime.chip import replay_on_chip
+from rpaccel.host.runtime.chip import compare_replays, replay_on_chip
 from rpaccel.host.runtime.cpu import CpuRanker
 from rpaccel.host.runtime.pipeline import PipelineError, parse_pipeline
 from rpaccel.host.train import FloatModel
@@ -66,3 +69,125 @@ def test_refused_before_anything_runs(models):
         replay_on_chip(None, TINY, models, parse_pipeline("a:48:40"), [query], [0])
     with pytest.raises(PipelineError, match="non-decreasing"):
         replay_on_chip(None, TINY, models, stages, [query, query], [5, 0])
+    # What bounds a run is the chip's memory (every query's candidates placed before time zero), not the tags.
+    with pytest.raises(PipelineError, match=r"Memory full: the records of query 27 .* \(mem_bytes = 131072\)"):
+        replay_on_chip(None, TINY, models, stages, [query] * 100, [0] * 100)
+
+
+def model_device(config):
+    from rpaccel.experiments.replay import chip_device_for
+
+    return chip_device_for("model", config)
+
+
+def reference_rankings(models, stages, queries):
+    ranker = CpuRanker(stages, models)
+    out = []
+    for records in queries:
+        indices, scores = ranker.rank(ranker.prepare(records))
+        out.append(list(zip(scores.tolist(), indices.tolist())))
+    return out
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_the_model_ranks_as_the_rtl_and_its_cycles_are_reported(models, device):
+    """The same small trace on the RTL and on the timed model: every query's ranking must be the RTL's (and the
+    reference pipeline's). The model is transaction-level and NOT exact yet (+5% to +11% against the RTL here, on
+    tiny; issue 20 makes it exact), so its cycles are compared and printed query by query, never asserted equal: only
+    their order of magnitude and the queueing they show (a query arriving behind another waits) are checked."""
+    stages = parse_pipeline("a:48:12,b:12:4")
+    queries = [tiny_data(models["a"].spec, 48, start=12000 + 48 * q) for q in range(5)]
+    apart = replay_on_chip(device, TINY, models, stages, queries[:1], [0])
+    gap_ns = 4 * int(apart.finishes[0]) * 1000 // int(TINY.clock_mhz)
+    arrivals = [0, gap_ns, 2 * gap_ns, 2 * gap_ns, 2 * gap_ns + 1000]
+    rtl = replay_on_chip(device, TINY, models, stages, queries, arrivals)
+    model = replay_on_chip(model_device(TINY), TINY, models, stages, queries, arrivals)
+    assert not rtl.mismatches and not model.mismatches
+    assert rtl.rankings == model.rankings == reference_rankings(models, stages, queries)
+    comparison = compare_replays(rtl, model)
+    print("\n" + comparison.table())
+    assert comparison.same_ranking.all() and (np.abs(comparison.difference) < 0.5).all()
+    for run in (rtl, model):
+        latency = run.finishes - run.arrivals
+        assert latency[3] > latency[2] and latency[4] > latency[2]      # queued behind query 2
+
+
+@pytest.mark.slow
+def test_a_replay_longer_than_the_tags_on_the_model():
+    """More queries than response tags (254) in one run, arriving faster than the chip serves them (so a query
+    and the one 254 later, with the same tag, are both in flight): each ranking is its query's own."""
+    config = TINY.with_settings(["mem_bytes=1048576"])
+    spec_a = tiny_dot(name="a")
+    calib = tiny_data(spec_a, 1500)
+    models = {spec.name: quantize(FloatModel.initial(spec, seed=i + 3), calib)
+              for i, spec in enumerate((spec_a, tiny_dot(name="b", bottom=(6, 4), top=(5, 1))))}
+    stages = parse_pipeline("a:16:8,b:8:4")
+    count = 260
+    data = tiny_data(spec_a, 16 * count, start=9000)
+    queries = [data.take(slice(16 * q, 16 * (q + 1))) for q in range(count)]
+    run = replay_on_chip(model_device(config), config, models, stages, queries, np.arange(count) * 20_000)
+    assert not run.mismatches
+    assert run.rankings == reference_rankings(models, stages, queries)
+    latency = run.finishes - run.arrivals
+    assert latency[-1] > 50 * latency[0]            # deeply queued: many queries in flight at once
+    assert (np.diff(run.finishes) > 0).all()
+
+
+class Swapped(Device):
+    """A planted bug: the chip's responses with the blocks (``last``-delimited) of two queries exchanged."""
+
+    def __init__(self, inner, first, second):
+        self.inner, self.first, self.second = inner, first, second
+
+    @property
+    def ports(self):
+        return self.inner.ports
+
+    def run(self, trace, **options):
+        from rpaccel.host.driver.chip import decode_responses
+        from rpaccel.host.driver.device import OutputStream
+
+        result = self.inner.run(trace, **options)
+        out = result.outputs["rsp"]
+        responses = decode_responses(TINY, out.words)
+        queries = np.flatnonzero(responses.tag < 254)
+        if not len(queries):
+            return result
+        ends = np.flatnonzero(responses.last[queries]) + 1
+        blocks = np.split(queries, ends[:-1])
+        words = list(out.words)
+        a, b = blocks[self.first], blocks[self.second]
+        assert len(a) == len(b)
+        for i, j in zip(a, b):
+            words[i], words[j] = out.words[j], out.words[i]
+        return dataclasses.replace(result, outputs={"rsp": OutputStream(words, out.cycles)})
+
+
+@pytest.mark.parametrize("first, second", [(0, 1), (1, 4)])
+def test_responses_out_of_order_are_reported_not_given_to_the_wrong_query(models, first, second):
+    stages = parse_pipeline("a:48:12,b:12:4")
+    queries = [tiny_data(models["a"].spec, 48, start=15000 + 48 * q) for q in range(5)]
+    good = replay_on_chip(model_device(TINY), TINY, models, stages, queries, [0] * 5)
+    assert not good.mismatches
+    bad = replay_on_chip(Swapped(model_device(TINY), first, second), TINY, models, stages, queries, [0] * 5)
+    assert sorted(bad.mismatches) == [first, second]
+    assert f"RANK of tag {first} expected" in bad.mismatches[first]
+
+
+def test_compare_replays_query_by_query(models):
+    """Two replays of the same queries at the same arrivals on chips that differ only in memory latency: the same
+    rankings, every query slower on the slower memory, each in a row of the table."""
+    stages = parse_pipeline("a:48:12,b:12:4")
+    queries = [tiny_data(models["a"].spec, 48, start=18000 + 48 * q) for q in range(3)]
+    slow = TINY.with_settings(["mem_latency_cycles=300"])
+    fast_run = replay_on_chip(model_device(TINY), TINY, models, stages, queries, [0, 0, 50_000])
+    slow_run = replay_on_chip(model_device(slow), slow, models, stages, queries, [0, 0, 50_000])
+    comparison = compare_replays(fast_run, slow_run, names=("fast", "slow"))
+    assert comparison.same_ranking.all() and (comparison.difference > 0).all()
+    assert np.array_equal(comparison.reference, fast_run.finishes - fast_run.arrivals)
+    table = comparison.table()
+    assert "| query | arrival cycle | fast cycles | slow cycles |" in table and "rankings equal in 3 of 3" in table
+    assert len([line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]) == 3
+    with pytest.raises(ValueError, match="differ in their arrivals"):
+        compare_replays(fast_run, replay_on_chip(model_device(TINY), TINY, models, stages, queries[:2], [0, 0]))

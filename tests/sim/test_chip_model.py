@@ -60,3 +60,13 @@ def test_a_later_arrival_starts_later_and_takes_as_long(program):
             for at in (100_000, 200_000)]
     assert runs[0][0] >= 100_000
     assert (runs[1] - 200_000 == runs[0] - 100_000).all()
+
+
+def test_every_run_of_the_model_device_starts_from_reset(program):
+    """Two runs of one ModelDevice answer alike (the chip's memory, counts and split do not carry over)."""
+    words = to_ints(program_words(program, expected_responses(program)))
+    count = len(expected_responses(program).responses)
+    device = ModelDevice(TINY)
+    first, second = (device.run(TimedTrace().send("cmd", words).expect("rsp", count)).outputs["rsp"]
+                     for _ in range(2))
+    assert first.words == second.words and (first.cycles == second.cycles).all()

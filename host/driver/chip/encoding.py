@@ -260,19 +260,18 @@ class ChipEncoder:
 
     def encode(self, records):
         """Words of command ``records`` (``{"op", "tag", "arg"}`` dicts as :func:`decode_commands` gives them and
-        the compiler builds), in order; runs of one opcode (and one union member) are packed as one batch."""
-        words, start = [], 0
+        the compiler builds), in order; the records of one opcode (and one union member) are packed as one batch
+        wherever they lie, and the words put back in the records' order."""
         records = list(records)
-        keys = [(_value(record["op"]), _structure(record["arg"])) for record in records]
-        while start < len(records):
-            end = start
-            while end < len(records) and keys[end] == keys[start]:
-                end += 1
-            op, run = Opcode(keys[start][0]), records[start:end]
+        groups = {}
+        for index, record in enumerate(records):
+            groups.setdefault((_value(record["op"]), _structure(record["arg"])), []).append(index)
+        words = np.zeros((len(records), self._codec.limbs), dtype=np.uint64)
+        for (op, _), rows in groups.items():
+            op, run = Opcode(op), [records[row] for row in rows]
             arg = _stack([record["arg"] for record in run]) if op in MEMBERS else None
-            words.append(self._emit(op, arg, len(run), _stack([record.get("tag", 0) for record in run])))
-            start = end
-        return np.concatenate(words) if words else np.zeros((0, self._codec.limbs), dtype=np.uint64)
+            words[rows] = self._emit(op, arg, len(run), _stack([record.get("tag", 0) for record in run]))
+        return words
 
     # Checks beyond the field widths: what the controller would refuse -----------------------------------------
 

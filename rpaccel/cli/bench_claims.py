@@ -1,0 +1,43 @@
+"""``rpaccel bench claims``: RecPipe's claim (RPAccel against a TPU-like baseline at iso-quality) on the chip's
+timed model (:func:`rpaccel.experiments.claims.run_claims`)."""
+
+from ..experiments.claims import RECPIPE_SPLITS, run_claims
+from .bench import Bench, finish
+from .common import CLIError, non_negative_int, say
+
+
+def _positive(text):
+    import argparse
+
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be a positive integer, not 0")
+    return value
+
+
+def _arguments(p):
+    p.add_argument("--preset", default="paper", help="the configuration (default paper, RecPipe's scale)")
+    p.add_argument("--candidates", type=_positive, default=4096, help="candidates per query (default 4096)")
+    p.add_argument("--queries", type=_positive, default=4, help="queries, alone and back to back (default 4)")
+    p.add_argument("--splits", default=",".join(map(str, RECPIPE_SPLITS)),
+                   help="splits RPAccel mode runs on (default RecPipe's: 1,4,16,64)")
+    p.add_argument("--train-samples", type=_positive, default=20_000, help="training samples (default 20000)")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="seed of the data and the training (default 1)")
+
+
+def run(args):
+    from ..config import PRESETS
+
+    if args.preset not in PRESETS:
+        raise CLIError(f"--preset {args.preset!r} is not a preset ({', '.join(PRESETS)})")
+    try:
+        splits = tuple(int(n) for n in args.splits.split(","))
+    except ValueError:
+        raise CLIError(f"--splits must be comma-separated integers, not {args.splits!r}") from None
+    report = run_claims(args.preset, candidates=args.candidates, queries=args.queries, splits=splits,
+                        seed=args.seed, train_samples=args.train_samples, progress=None if args.json else say)
+    return finish(args, report)
+
+
+BENCH = Bench("claims", "RecPipe's claim on the timed model: RPAccel against a TPU-like baseline at iso-quality",
+              _arguments, run)
