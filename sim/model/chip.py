@@ -61,9 +61,6 @@ JOB_QUEUE = 4
 ACCEPT = 2
 #: Lines a memory request carries at most, by default (the fetcher's and the weight loader's bursts).
 PIECE = 8
-#: Output words the interaction unit may run ahead of the lane taking them (its output register, the route
-#: demultiplexer's, the lane's act path).
-INTER_AHEAD = 4
 #: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
 LINE_TO_USE = 3
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
@@ -182,6 +179,7 @@ class _Channel:
         self._arrival = None
         self._taken_waits = []       # heap of (word, seq, event)
         self._seq = 0
+        self.on_take = None          # called with the cycle of the last word of each take
 
     def put(self, n, first, last, span=0.0):
         """Offer ``n`` words from ``first`` to ``last``. ``span``: cycles the producer needs for them once it may go
@@ -224,6 +222,8 @@ class _Channel:
         while self._taken_waits and self._taken_waits[0][0] <= k1:
             word, _, event = heapq.heappop(self._taken_waits)
             self.sim.fire(event, self._taken_time(word))
+        if self.on_take is not None:
+            self.on_take(last)
         return first, last
 
     def _taken_time(self, k):
@@ -513,14 +513,17 @@ class _Timing:
         self.buffer_lines = 1 << ceil_log2(max(4 * g.emb.max_burst, self.config.mem_latency_cycles))
         self.lines_issued = self.lines_parsed = 0
         self._room_waits = []
-        self.join_jobs = _Queue(sim, JOB_QUEUE)
+        self.join_jobs = [_Queue(sim, JOB_QUEUE) for _ in range(lanes)]
         self.dense = [_Channel(sim, f"dense[{lane}]") for lane in range(lanes)]
         self.inter = [_Channel(sim, f"inter[{lane}]") for lane in range(lanes)]
         self.bottom = [_Channel(sim, f"bottom[{lane}]") for lane in range(lanes)]
         self.logits = [_Channel(sim, f"logits[{lane}]") for lane in range(lanes)]
         self.index = [_Channel(sim, f"index[{lane}]") for lane in range(lanes)]
         self.lookups = _Channel(sim, "lookups")
-        self.pooled = _Channel(sim, "pooled")
+        self.pooled = [_Channel(sim, f"pooled[{lane}]") for lane in range(lanes)]
+        self.join_wake = None          # an event for the joiner's sender: a bank loaded, vectors in, words taken
+        for channel in self.inter:
+            channel.on_take = self._wake_sender
         self.weights_done = _Counter(sim)
         self.layers_done = [_Counter(sim) for _ in range(lanes)]
         self.inputs_done = [_Counter(sim) for _ in range(lanes)]
@@ -614,17 +617,17 @@ class _Timing:
         sim.process(self.fetcher())
         sim.process(self.fetch_parser())
         sim.process(self.embedding())
-        sim.process(self.join_loader())
-        sim.process(self.weight_loader())
-        self.banks = [_Event(), _Event()]
-        for bank in self.banks:
-            sim.fire(bank, 0.0)
-        self.bank_jobs = deque()
-        self.bank_ready = _Queue(sim, None)
-        sim.process(self.join_sender())
         for lane in range(self.g.lanes):
-            self.lane_inputs = [*getattr(self, "lane_inputs", []), _Queue(sim, 2)]
-            self.lane_layers = [*getattr(self, "lane_layers", []), _Queue(sim, 2)]
+            sim.process(self.join_loader(lane))
+        sim.process(self.weight_loader())
+        self.banks = [[_Event(), _Event()] for _ in range(self.g.lanes)]
+        for bank in (bank for banks in self.banks for bank in banks):
+            sim.fire(bank, 0.0)
+        self.bank_ready = [deque() for _ in range(self.g.lanes)]
+        sim.process(self.join_sender())
+        self.lane_inputs = [_Queue(sim, 2) for _ in range(self.g.lanes)]
+        self.lane_layers = [_Queue(sim, 2) for _ in range(self.g.lanes)]
+        for lane in range(self.g.lanes):
             sim.process(self.lane_gate(lane))
             sim.process(self.lane_loader(lane))
             sim.process(self.lane_feeder(lane))
@@ -721,10 +724,10 @@ class _Timing:
             started = sim.now
             if arg["source"] == FetchSource.SURVIVORS.value:
                 yield self.results[arg["unit"]].reached(arg["wait_results"])
-            yield self.join_jobs.room()
-            self.began()          # the join job, finished by the sender
-            self.join_jobs.put((tag, arg), sim.now + 1)
             lane, items = arg["lane"], arg["items"]
+            yield self.join_jobs[lane].room()
+            self.began()          # the join job, finished by the sender
+            self.join_jobs[lane].put((tag, arg), sim.now + 1)
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
             lookup_lines = max(record["lines"] - list_lines - dense_lines, 0)
@@ -794,7 +797,7 @@ class _Timing:
             l_first = max(start, first + LINE_TO_USE) if lines else start
             l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE if lines else 0)
             if lookups:
-                self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"])), l_first)
+                self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane)), l_first)
                 self.lookups.put(lookups, l_first, l_last)
                 event = self.lookups.taken(self.lookups.put_count - 1)
                 yield event
@@ -824,7 +827,7 @@ class _Timing:
                     del lines
                 free = end
                 continue
-            lookups, misses, items, join = arg
+            lookups, misses, items, join, lane = arg
             start = max(sim.now, free)
             first, last = self.lookups.take(lookups, start, 1.0)
             if misses:
@@ -838,54 +841,98 @@ class _Timing:
             words = vectors * chunks
             out_first = first + EMB_PIPE
             out_last = max(last + EMB_PIPE, miss_last + EMB_PIPE, out_first + words - 1)
-            self.pooled.put(words, out_first, out_last)
+            pooled = self.pooled[lane]
+            pooled.put(words, out_first, out_last)
+            self._wake_sender(out_first)
             end = out_last
-            beyond = self.pooled.put_count - capacity - 1
+            beyond = pooled.put_count - capacity - 1
             if beyond >= 0:
-                event = self.pooled.taken(beyond)
+                event = pooled.taken(beyond)
                 yield event
                 end = max(end, event.time)
             free = end + 1
             self.busy["embedding"].add(start, free)
 
-    def join_loader(self):
-        """Per join job, in fetch order: the bottom block from the lane's output layer into a free bank (two),
-        ``items * ceil(d / c)`` words one a cycle."""
+    def _wake_sender(self, t):
+        if self.join_wake is not None:
+            event, self.join_wake = self.join_wake, None
+            self.sim.fire(event, max(t, self.sim.now))
+
+    def join_loader(self, lane):
+        """Lane ``lane``'s join jobs, in order (a queue of 4): the bottom block from the lane's output layer into a
+        free bank of the lane's two, ``items * ceil(d / c)`` words one a cycle."""
         sim, g = self.sim, self.g
         bank = 0
+        queue = self.join_jobs[lane]
         while True:
-            _, (tag, arg) = yield from self.join_jobs.get()
-            yield self.banks[bank]
+            _, (_tag, arg) = yield from queue.get()
+            yield self.banks[lane][bank]
             start = sim.now
-            self.join_jobs.took(start)
-            lane, items, join = arg["lane"], arg["items"], arg["join"]
+            queue.took(start)
+            items, join = arg["items"], arg["join"]
             cols = g.engine.splits[self.split].cols
             words = items * _ceil_div(join["dim"], cols)
             yield self.bottom[lane].available(words)
             _first, last = self.bottom[lane].take(words, start + 2, 1.0)
-            self.banks[bank] = _Event()
-            self.bank_ready.put((bank, tag, arg, start), last + 1)
+            self.banks[lane][bank] = _Event()
+            self.bank_ready[lane].append((last + 1, bank, arg))
+            self._wake_sender(last + 1)
             self.busy["join"].add(start, last + 1)
             bank ^= 1
 
+    def _ready_job(self, lane):
+        """The cycle lane ``lane``'s head job can be sent from (its bank loaded, its pooled vectors offered, room
+        for its output in the lane's buffer), or None if it cannot be known yet."""
+        from ...host.driver.interaction import output_words
+        from ...rtl.interaction import MODES
+
+        if not self.bank_ready[lane]:
+            return None
+        loaded, _, arg = self.bank_ready[lane][0]
+        join, items = arg["join"], arg["items"]
+        vectors, chunks = join["vectors"], _ceil_div(join["dim"], self.g.rows)
+        pooled = self.pooled[lane]
+        need = items * (vectors - 1) * chunks
+        if pooled.put_count - pooled.take_count < need:
+            return None
+        first = pooled._word_time(pooled.take_count) if need else loaded
+        inter = self.inter[lane]
+        out = items * output_words(MODES[join["mode"]], vectors, join["dim"], self.g.rows)
+        beyond = inter.put_count + min(out, self.config.join_output_words) - self.config.join_output_words - 1
+        if beyond >= inter.take_count:
+            return None                # room only once the lane takes more of its words
+        room = inter._taken_time(beyond) if beyond >= 0 else 0.0
+        return max(loaded, first, room)
+
     def join_sender(self):
-        """Per full bank: each item's bottom vector then its ``F - 1`` pooled vectors, ``ceil(d / rows)`` words
-        each, one a cycle into the interaction unit, whose output words (``output_words`` per item) go to the lane,
-        held until the lane's INPUT takes them; the bank is free once its last word is sent."""
+        """The shared interaction unit: among the lanes whose head job is ready (bank full, pooled vectors in its
+        lane's FIFO, room in its lane's output buffer of ``join_output_words``), the earliest; each item's bottom
+        vector then its ``F - 1`` pooled vectors, ``ceil(d / rows)`` words each, one a cycle into the interaction
+        unit, whose output words go into the lane's buffer (a job whose output exceeds the buffer streams at the
+        lane's pace); the bank is free once its last word is sent. (The RTL picks round robin an item at a time;
+        the model a job at a time.)"""
         from ...host.driver.interaction import output_words
         from ...rtl.interaction import MODES
 
         sim, g = self.sim, self.g
         free = 0.0
+        capacity = self.config.join_output_words
         while True:
-            _, (bank, _tag, arg, _loaded) = yield from self.bank_ready.get()
-            lane, items, join = arg["lane"], arg["items"], arg["join"]
+            ready = [(t, lane) for lane in range(g.lanes) if (t := self._ready_job(lane)) is not None]
+            if not ready:
+                self.join_wake = self.join_wake or _Event()
+                yield self.join_wake
+                continue
+            when, lane = min(ready)
+            _, bank, arg = self.bank_ready[lane].popleft()
+            items, join = arg["items"], arg["join"]
             vectors, chunks = join["vectors"], _ceil_div(join["dim"], g.rows)
-            start = max(sim.now, free)
+            start = max(sim.now, free, when)
+            if start > sim.now:
+                yield start
             pooled_words = items * (vectors - 1) * chunks
             if pooled_words:
-                yield self.pooled.available(pooled_words)
-                _p_first, p_last = self.pooled.take(pooled_words, start + chunks, 1.0)
+                _p_first, p_last = self.pooled[lane].take(pooled_words, start + chunks, 1.0)
             else:
                 p_last = start
             timing = self.interaction(MODES[join["mode"]], vectors, join["dim"], items)
@@ -894,17 +941,20 @@ class _Timing:
             o_first = max(start + timing.out_first, self.inter_free)
             o_last = max(start + timing.out_last, accept_last + timing.drain, o_first + out - 1)
             self.inter_free = o_last + 1
-            # The unit's output waits in a few registers (the route demultiplexer, the lane's act path): held up
-            # by the lane, the unit stalls, and its items take their own time once the lane takes them.
-            self.inter[lane].put(out, o_first, o_last, span=max(timing.out_last - timing.out_first - INTER_AHEAD, 0))
+            # Output beyond the lane's buffer waits for the lane (the unit stalls on it).
+            over = max(out - capacity, 0)
+            self.inter[lane].put(out, o_first, o_last,
+                                 span=(timing.out_last - timing.out_first) * over / out if over else 0.0)
             self.busy["interaction"].add(start, o_last)
-            event = self.inter[lane].taken(self.inter[lane].put_count - 1)
-            yield event
-            end = max(accept_last, event.time - timing.drain)
-            self.sim.fire(self.banks[bank], end + 1)
+            end = accept_last
+            if over:
+                event = self.inter[lane].taken(self.inter[lane].put_count - capacity - 1)
+                yield event
+                end = max(end, event.time - timing.drain)
+            self.sim.fire(self.banks[lane][bank], end + 1)
             self.busy["join"].add(start, end + 1)
             free = end + 1
-            self.finished(free)
+            self.finished(max(free, o_last))
 
     def weight_loader(self):
         """WEIGHTS in order: with ``wait``, once the lane's ``layers_done`` has reached ``wait_layers``; the lines
