@@ -29,16 +29,20 @@ def invocation(argv=None):
     return shlex.join(["rpaccel", *argv])
 
 
-def git_commit(cwd=None):
-    """The short hash of ``HEAD`` in ``cwd``, with ``+dirty`` if the working tree has changes; None outside git."""
+def git_commit(cwd=None, *, ignore=()):
+    """The short hash of ``HEAD`` in ``cwd``, with ``+dirty`` if the working tree has changes (beyond the files in
+    ``ignore``: the results file a run writes into is no change to what measured it); None outside git."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        top = Path(git("rev-parse", "--show-toplevel"))
+        changes = git("status", "--porcelain", "--untracked-files=no").splitlines()
     except (OSError, subprocess.CalledProcessError):
         return None
+    ignored = {Path(path).resolve() for path in ignore}
+    dirty = [line for line in changes if (top / line[3:]).resolve() not in ignored]
     return commit + ("+dirty" if dirty else "")
 
 
@@ -91,7 +95,7 @@ def write_section(name, title, body, *, command=None, commit=None, path=RESULTS_
     path = Path(path)
     date = (today or datetime.date.today()).isoformat()
     command = command or invocation()
-    commit = commit or git_commit()
+    commit = commit or git_commit(ignore=(path,))
     at = f" at commit `{commit}`" if commit else ""
     block = (f"<!-- BEGIN {name} -->\n## {title}\n\nMeasured {date}{at} with `{command}`.\n\n{body.strip()}\n"
              f"<!-- END {name} -->")
@@ -313,6 +317,31 @@ def _chip_model_speedup(tables):
     return f"{best['speed-up']} ({best['pipeline']} {best['mode']})", speedup >= 1000
 
 
+def _claim(what):
+    """RecPipe's claim at iso-quality from the claims section's table: ``what`` ``"latency"`` (baseline p95 over
+    the best RPAccel row's at an NDCG at least the baseline's; RecPipe: 3x) or ``"throughput"`` (6x)."""
+
+    def measure(tables):
+        rows = [row for table in tables for row in table if "NDCG@64" in row and _number(row.get("queries/s"))]
+        baseline = next((row for row in rows if row["mode"] == "baseline"), None)
+        if baseline is None:
+            return None
+        rivals = [row for row in rows if row["mode"] == "rpaccel" and
+                  (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
+        if not rivals:
+            return "no RPAccel row at the baseline's NDCG", False
+        if what == "latency":
+            best = min(rivals, key=lambda row: _number(row["p95 latency (us)"]))
+            ratio = _number(baseline["p95 latency (us)"]) / _number(best["p95 latency (us)"])
+            target = 3
+        else:
+            best = max(rivals, key=lambda row: _number(row["queries/s"]))
+            ratio = _number(best["queries/s"]) / _number(baseline["queries/s"])
+            target = 6
+        return f"{ratio:.2f}x ({best['pipeline']}, split {best['split']})", ratio >= target
+    return measure
+
+
 def _sched_ratio(tables):
     statics = [row for table in tables for row in table if row.get("scheduler") == "static"]
     tuned = [row for table in tables for row in table if row.get("scheduler") == "DeepRecSched"]
@@ -357,6 +386,10 @@ HEADLINES = (
              "0 (issue 20; named exceptions under 1%)", _chip_model_error),
     Headline("Whole chip's timed model: speed-up over the RTL's simulation", "model-chip",
              ">= 1,000x (issue 20)", _chip_model_speedup),
+    Headline("RecPipe's claim on paper (timed model): p95 latency at iso-quality over the TPU-like baseline",
+             "claims-paper", ">= 3x (RecPipe's abstract)", _claim("latency")),
+    Headline("RecPipe's claim on paper (timed model): throughput at iso-quality over the TPU-like baseline",
+             "claims-paper", ">= 6x (RecPipe's abstract)", _claim("throughput")),
     Headline("DeepRecSched over the static scheduler (highest load at the p95 target)", "sched",
              "> 1x (issue 21; DeepRecSys: about 2x)", _sched_ratio),
 )

@@ -127,6 +127,7 @@ def test_sections_record_the_commit_and_whether_the_tree_was_dirty(tmp_path):
     assert git_commit(tmp_path) == head
     (tmp_path / "f").write_text("2")
     assert git_commit(tmp_path) == head + "+dirty"
+    assert git_commit(tmp_path, ignore=(tmp_path / "f",)) == head     # the results file being written is ignored
 
 
 def test_status_table_reads_the_headline_figures_from_the_sections(tmp_path):
