@@ -33,11 +33,11 @@ def git_commit(cwd=None, *, ignore=()):
     """The short hash of ``HEAD`` in ``cwd``, with ``+dirty`` if the working tree has changes (beyond the files in
     ``ignore``: the results file a run writes into is no change to what measured it); None outside git."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
     try:
-        commit = git("rev-parse", "--short", "HEAD")
-        top = Path(git("rev-parse", "--show-toplevel"))
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        top = Path(git("rev-parse", "--show-toplevel").strip())
         changes = git("status", "--porcelain", "--untracked-files=no").splitlines()
     except (OSError, subprocess.CalledProcessError):
         return None
