@@ -809,9 +809,9 @@ class _Timing:
 
     def embedding(self):
         """Lookups one a cycle (a row per cycle through the banks), the missed lines read (at most
-        ``max_outstanding_misses`` in flight), a pooled vector per bag after the pipeline, written into the
-        joiner's FIFO ``ceil(d / rows)`` words each; the FIFO holds ``join_buffer_words``: the unit waits until the
-        joiner has taken the words beyond it. Other commands wait for the lookups before them."""
+        ``max_outstanding_misses`` in flight), a pooled vector per bag after the pipeline, written into the FIFO
+        of the job's lane in the joiner, ``ceil(d / rows)`` words each; a FIFO holds ``join_buffer_words``: the unit
+        waits until the joiner has taken the words beyond it. Other commands wait for the lookups before them."""
         sim, g = self.sim, self.g
         free = 0.0
         capacity = self.config.join_buffer_words
