@@ -4,24 +4,16 @@ timed model (:func:`rpaccel.experiments.claims.run_claims`)."""
 from ..experiments.claims import RECPIPE_SPLITS, run_claims
 from .bench import Bench, finish
 from .common import CLIError, non_negative_int, say
-
-
-def _positive(text):
-    import argparse
-
-    value = non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be a positive integer, not 0")
-    return value
+from .hostcommon import positive_int
 
 
 def _arguments(p):
     p.add_argument("--preset", default="paper", help="the configuration (default paper, RecPipe's scale)")
-    p.add_argument("--candidates", type=_positive, default=4096, help="candidates per query (default 4096)")
-    p.add_argument("--queries", type=_positive, default=4, help="queries, alone and back to back (default 4)")
+    p.add_argument("--candidates", type=positive_int, default=4096, help="candidates per query (default 4096)")
+    p.add_argument("--queries", type=positive_int, default=4, help="queries, alone and back to back (default 4)")
     p.add_argument("--splits", default=",".join(map(str, RECPIPE_SPLITS)),
                    help="splits RPAccel mode runs on (default RecPipe's: 1,4,16,64)")
-    p.add_argument("--train-samples", type=_positive, default=20_000, help="training samples (default 20000)")
+    p.add_argument("--train-samples", type=positive_int, default=20_000, help="training samples (default 20000)")
     p.add_argument("--seed", type=non_negative_int, default=1, help="seed of the data and the training (default 1)")
 
 

@@ -3,29 +3,22 @@
 :func:`rpaccel.experiments.model.run_model_chip`: the whole chip's timed model on RecPipe's pipelines;
 :func:`rpaccel.experiments.model.run_model_regression`: random programs, every response's cycle)."""
 
-import argparse
-
 from ..experiments import combine
 from ..experiments.model import run_model_chip, run_model_regression, run_model_units
 from .bench import Bench, finish
 from .common import CLIError, add_config_arguments, config_from_args, config_given, non_negative_int, say
+from .hostcommon import positive_int
 
 UNITS = ("engine", "interaction", "chip", "regression")
 
-
-def _positive(text):
-    value = non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be a positive integer, not 0")
-    return value
 
 
 def _arguments(p):
     add_config_arguments(p, default=None, default_help="small (units: with a 32,768-word weight buffer)")
     p.add_argument("--units", default=",".join(UNITS), help=f"of {', '.join(UNITS)} (default all)")
-    p.add_argument("--candidates", type=_positive, default=1024,
+    p.add_argument("--candidates", type=positive_int, default=1024,
                    help="candidates per query of the chip's cases (default 1024)")
-    p.add_argument("--programs", type=_positive, default=4,
+    p.add_argument("--programs", type=positive_int, default=4,
                    help="random programs per configuration of the regression (tiny and small; default 4)")
     p.add_argument("--seed", type=non_negative_int, default=1, help="seed of weights and inputs (default 1)")
 

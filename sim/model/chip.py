@@ -38,6 +38,7 @@ from ...rtl.embedding import EmbeddingOp
 from ...rtl.mlp import WAIT_BITS, Op
 from ...rtl.topk import unit_latency
 from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
+from .score import PASS_EXTRA
 
 __all__ = ["ModelDevice", "TimedChip", "TimedRun"]
 
@@ -71,8 +72,6 @@ ENGINE_PIPE = 24
 #: Engine: a LAYER's first item after the ``inputs_done`` or ``layers_done`` it waits for (feeder start, reads,
 #: feed FIFO, slices).
 FEED_START = 5
-#: Selection pass of a filter unit: ``n + PASS_EXTRA`` cycles (``score.PASS_EXTRA``: COUNT, SCAN, TURN).
-PASS_EXTRA = 259
 
 
 # The event loop ----------------------------------------------------------------------------------------------------
@@ -301,7 +300,6 @@ class _Memory:
         self.per_line = max(geometry.line_bytes / config.mem_bytes_per_cycle, 1.0)
         self.latency = config.mem_latency_cycles
         self.free = 0.0
-        self.lines = 0
         self.held = deque()          # per request in the memory's queue: the cycle after its last line is read
         self.queue_depth = max(16, geometry.emb.max_outstanding)     # rtl.accel.top: the memory model's queue
 
@@ -339,7 +337,6 @@ class _Memory:
             first = beat + 4 if first is None else first
             done += piece
             arrivals.append((done, last))
-        self.lines += lines
         return (first if first is not None else sim.now), last
 
 

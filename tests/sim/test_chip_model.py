@@ -5,30 +5,21 @@ import numpy as np
 import pytest
 
 from rpaccel.config import preset
-from rpaccel.host.data import preprocess
 from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries, decode_responses, expected_responses
 from rpaccel.host.driver.codec import to_ints
 from rpaccel.host.driver.device import TimedTrace
-from rpaccel.host.quant import quantize
-from rpaccel.host.train import TrainConfig, train
 from rpaccel.sim.chip import program_words, run_program
 from rpaccel.sim.model.chip import ModelDevice, TimedChip
 from rpaccel.sim.model.functional import FunctionalChip
 
-from host_fixtures import tiny_data, tiny_dot
+from host_fixtures import tiny_data, trained_dot_pair
 
 TINY = preset("tiny")
 
 
 @pytest.fixture(scope="module")
 def program():
-    models = []
-    for spec in (tiny_dot(), tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1))):
-        records = tiny_data(spec, 1500)
-        model, _ = train(spec, *preprocess(records, spec), records.labels,
-                         TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
-        models.append(quantize(model, records.take(slice(0, 800))))
-    a, b = models
+    a, b = trained_dot_pair()
     setup = ChipSetup(TINY, [a, b])
     queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, n, start=7000 + n)) for m in (a, b)}) for n in (90, 60)]
     return compile_queries(setup, [Stage(a, k=40), Stage(b, k=5)], queries, Schedule("rpaccel", sub_batch=8))

@@ -57,7 +57,7 @@ from rpaccel.sim.golden.mlp import random_mlp
 from rpaccel.sim.model.functional import Deadlock, FunctionalChip
 from rpaccel.sim.streams import StreamSink, run_simulation
 
-from host_fixtures import tiny_data, tiny_dot
+from host_fixtures import tiny_data, trained_dot_pair
 
 TINY, SMALL = preset("tiny"), preset("small")
 
@@ -508,13 +508,7 @@ def test_a_fetch_of_a_filter_result_never_kept_deadlocks():
 @pytest.fixture(scope="module")
 def dot_models():
     """Two small trained, quantised ``dot`` models of tiny's sizes."""
-    models = []
-    for spec in (tiny_dot(), tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1))):
-        records = tiny_data(spec, 1500)
-        model, _ = train(spec, *preprocess(records, spec), records.labels,
-                         TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
-        models.append(quantize(model, records.take(slice(0, 800))))
-    return models
+    return trained_dot_pair()
 
 
 @pytest.mark.parametrize("ks", [(40, 5), (40, 20, 5)], ids=["2-stage", "3-stage"])
