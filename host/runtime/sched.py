@@ -53,10 +53,14 @@ class ServiceTable:
         return ns[-1] + slope * (size - sizes[-1])
 
 
-def measure_cpu_service(rank, sizes, *, repeats=9):
+def measure_cpu_service(rank, sizes, *, repeats=9, quantile=0.5):
     """A :class:`ServiceTable` of ``rank(size)`` (runs one request of ``size`` items, its inputs prepared), the
-    median of ``repeats`` runs per size after one warm-up run of each. The sizes take turns in every round, so a
-    burst of other work on a shared machine lands on all of them rather than on one size's every run."""
+    ``quantile`` of ``repeats`` runs per size (default the median) after one warm-up run of each. The sizes take
+    turns in every round, so a burst of other work on a shared machine lands on all of them rather than on one
+    size's every run; a low quantile estimates a core of its own where other processes share the machine's (their
+    time slices lengthen the longer runs most)."""
+    if not 0 <= quantile <= 1:
+        raise ValueError(f"The quantile must be in [0, 1], not {quantile!r}")
     sizes = list(sizes)
     for size in sizes:
         rank(size)
@@ -66,7 +70,7 @@ def measure_cpu_service(rank, sizes, *, repeats=9):
             start = time.perf_counter_ns()
             rank(size)
             times[size].append(time.perf_counter_ns() - start)
-    return ServiceTable(tuple(sizes), tuple(float(np.median(times[size])) for size in sizes))
+    return ServiceTable(tuple(sizes), tuple(float(np.quantile(times[size], quantile)) for size in sizes))
 
 
 @dataclass(frozen=True)
