@@ -322,25 +322,16 @@ def _chip_model_speedup(tables):
     return f"{best['speed-up']} ({best['pipeline']} {best['mode']})", speedup >= 1000
 
 
-def _iso_quality_rows(tables):
-    """The claims section's baseline row and the RPAccel rows at an NDCG at least the baseline's (None if the
-    table has no baseline)."""
-    rows = [row for table in tables for row in table if "NDCG@64" in row and _number(row.get("queries/s"))]
-    baseline = next((row for row in rows if row["mode"] == "baseline"), None)
-    if baseline is None:
-        return None
-    return baseline, [row for row in rows if row["mode"] == "rpaccel" and
-                      (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
-
-
 def _iso_quality_factor(tables, what):
     """RecPipe's factor at iso-quality from the claims section's table: ``what`` ``"latency"`` (the baseline's p95
     over the best RPAccel row's at an NDCG at least the baseline's) or ``"throughput"``; ``(factor, row)``,
     ``(None, None)`` if no RPAccel row reaches the baseline's NDCG, None if the table has no baseline."""
-    found = _iso_quality_rows(tables)
-    if found is None:
+    rows = [row for table in tables for row in table if "NDCG@64" in row and _number(row.get("queries/s"))]
+    baseline = next((row for row in rows if row["mode"] == "baseline"), None)
+    if baseline is None:
         return None
-    baseline, rivals = found
+    rivals = [row for row in rows if row["mode"] == "rpaccel" and
+              (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
     if not rivals:
         return None, None
     if what == "latency":
@@ -404,7 +395,7 @@ def _sched_models_headline(column):
         if found is None:
             return None
         ratio, models = found
-        return f"{ratio:.2f}x (geometric mean over {models} models)", ratio > 1
+        return f"{ratio:.2f}x (geometric mean over {models} model{'' if models == 1 else 's'})", ratio > 1
     return measure
 
 
@@ -635,7 +626,7 @@ def _sched_models_claim(column):
         if found is None:
             return None
         ratio, models = found
-        return f"{ratio:.2f}x (geometric mean over {models} models)", *judge_factor(ratio, 2)
+        return f"{ratio:.2f}x (geometric mean over {models} model{'' if models == 1 else 's'})", *judge_factor(ratio, 2)
     return judge
 
 

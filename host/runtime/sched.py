@@ -22,7 +22,12 @@ import numpy as np
 
 from .stats import loadgen_percentile
 
-__all__ = ["SchedConfig", "ServiceTable", "deeprecsched", "max_load", "measure_cpu_service", "simulate"]
+__all__ = ["CLIMB_TOLERANCE", "SchedConfig", "ServiceTable", "deeprecsched", "max_load", "measure_cpu_service",
+           "simulate"]
+
+
+#: DeepRecSched's walks stop when the load falls more than this fraction below the best of the walk.
+CLIMB_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -182,10 +187,14 @@ def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, wo
 
 
 def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, workers, cpu, accel=None,
-                 batches=(512, 256, 128, 64, 32), thresholds=(96, 128, 192, 256, 384, 512)):
+                 batches=(512, 256, 128, 64, 32), thresholds=(96, 128, 192, 256, 384, 512), tolerance=CLIMB_TOLERANCE):
     """DeepRecSched's hill-climb: walk the batch sizes (largest first) until the highest load meeting the target
-    falls; then, with an accelerator, walk the thresholds (smallest first, the most queries offloaded) the same
-    way from the best batch size. The best setting seen wins.
+    falls more than ``tolerance`` below the best of the walk; then, with an accelerator, walk the thresholds
+    (smallest first, the most queries offloaded) the same way from the best batch size. The best setting seen wins.
+
+    The tolerance lets the walk cross a plateau: batch sizes above most queries' sizes split few of them, so their
+    loads differ by the few that are split, and a walk stopping at the first fall, however small, ends before the
+    batch sizes that matter.
 
     Returns
     -------
@@ -193,6 +202,8 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
         The chosen setting, its highest load meeting the target (0.0 if none does), and every ``(SchedConfig,
         load, tail_ms)`` tried (``load`` and ``tail_ms`` None where no load meets it).
     """
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"The tolerance must be in [0, 1), not {tolerance!r}")
     tried = []
 
     def score(config):
@@ -205,14 +216,14 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
 
     def climb(configs):
         nonlocal best, best_load
-        previous = -1.0
+        top = -1.0
         for config in configs:
             load = score(config)
             if load > best_load:
                 best, best_load = config, load
-            if load < previous:
+            if load < (1 - tolerance) * top:
                 break
-            previous = load
+            top = max(top, load)
 
     climb([SchedConfig(batch) for batch in batches])
     if accel is not None:

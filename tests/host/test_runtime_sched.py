@@ -105,6 +105,22 @@ def test_deeprecsched_beats_every_static_setting_it_tried():
     assert static == SchedConfig(32) and load > static_load
 
 
+def test_the_climb_crosses_a_plateau(monkeypatch):
+    import rpaccel.host.runtime.sched as sched
+
+    # Batch sizes above most queries' sizes split few of them: 512 and 256 differ by little, 128 is the peak.
+    loads = {512: 100.0, 256: 99.0, 128: 150.0, 64: 120.0, 32: 90.0}
+    monkeypatch.setattr(sched, "max_load", lambda gaps, sizes, config, **_: (loads[config.batch], 1.0))
+    best, load, tried = deeprecsched([0], [1], target_ms=1, workers=1, cpu=None)
+    assert (best, load) == (SchedConfig(128), 150.0)
+    assert [config.batch for config, _, _ in tried] == [512, 256, 128, 64]     # 64 falls 20% below the best: stop
+    # A walk that stops at the first fall, however small, ends on the plateau.
+    best, load, tried = deeprecsched([0], [1], target_ms=1, workers=1, cpu=None, tolerance=0)
+    assert (best, load, len(tried)) == (SchedConfig(512), 100.0, 2)
+    with pytest.raises(ValueError, match="tolerance must be in"):
+        deeprecsched([0], [1], target_ms=1, workers=1, cpu=None, tolerance=1)
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="non-decreasing"):
         simulate([5, 0], [1, 1], SchedConfig(8), workers=1, cpu=constant(1))
