@@ -58,23 +58,28 @@ class ServiceTable:
         return ns[-1] + slope * (size - sizes[-1])
 
 
-def measure_cpu_service(rank, sizes, *, repeats=9, quantile=0.5):
+def measure_cpu_service(rank, sizes, *, repeats=9, quantile=0.5, clock=None):
     """A :class:`ServiceTable` of ``rank(size)`` (runs one request of ``size`` items, its inputs prepared), the
     ``quantile`` of ``repeats`` runs per size (default the median) after one warm-up run of each. The sizes take
     turns in every round, so a burst of other work on a shared machine lands on all of them rather than on one
-    size's every run; a low quantile estimates a core of its own where other processes share the machine's (their
-    time slices lengthen the longer runs most)."""
+    size's every run.
+
+    ``clock`` (nanoseconds, default :func:`time.perf_counter_ns`: wall-clock time) may be
+    :func:`time.process_time_ns`, the CPU time of this process, which leaves out the time slices other processes
+    take on a shared machine; a low quantile then also sets aside runs slowed by their use of the caches.
+    """
     if not 0 <= quantile <= 1:
         raise ValueError(f"The quantile must be in [0, 1], not {quantile!r}")
+    clock = clock or time.perf_counter_ns
     sizes = list(sizes)
     for size in sizes:
         rank(size)
     times = {size: [] for size in sizes}
     for _ in range(repeats):
         for size in sizes:
-            start = time.perf_counter_ns()
+            start = clock()
             rank(size)
-            times[size].append(time.perf_counter_ns() - start)
+            times[size].append(clock() - start)
     return ServiceTable(tuple(sizes), tuple(float(np.quantile(times[size], quantile)) for size in sizes))
 
 

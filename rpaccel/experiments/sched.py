@@ -9,9 +9,9 @@ DeepRecSched on the CPU alone beside it (DeepRecSys's 2x is on server CPUs) and 
 
 The queueing is simulated (:mod:`rpaccel.host.runtime.sched`); the service times are measured, per model:
 
-* CPU: a request of ``B`` items through the float model (numpy float32, one core of this machine), a low quantile
-  of repeated runs (:data:`CPU_QUANTILE`: the machine is shared), at batch sizes from 1 to 1,024 (linear between
-  them);
+* CPU: a request of ``B`` items through the float model (numpy float32, one core of this machine), its CPU time
+  at a low quantile of repeated runs (:data:`CPU_QUANTILE`: the machine is shared), at batch sizes from 1 to 1,024
+  (linear between them);
 * accelerator: one query of ``n`` items alone on the chip (RPAccel mode, k = min(n, K_MAX)), from its arrival to
   its last response at the preset's clock, at a few sizes (linear between them), on the chip's RTL (Verilator) or
   on the whole chip's timed model (:class:`rpaccel.sim.model.chip.ModelDevice`, the same interface); with the
@@ -48,8 +48,9 @@ STATIC_BATCHES = (16, 32, 64)
 #: Batch sizes at which the CPU's service time is measured by default: the schedulers' batch sizes and the ends.
 CPU_SIZES = (1, 16, 32, 64, 128, 256, 512, 1024)
 
-#: Runs per batch size, and the quantile of them taken as the CPU's service time: the machine is shared, and other
-#: processes' time slices lengthen some runs (the longer ones most), so a low quantile estimates a core of its own.
+#: Runs per batch size, and the quantile of them taken as the CPU's service time, each run timed in the process's
+#: CPU time: the machine is shared, and its other processes' time slices (which wall-clock time would count) and
+#: their use of the caches lengthen some runs, so the CPU time at a low quantile estimates a core of its own.
 CPU_REPEATS, CPU_QUANTILE = 21, 0.1
 
 #: :func:`run_sched_models`'s default p95 target: this many times a model's one-core service time of a query of
@@ -72,7 +73,7 @@ def _forward_service(model, dense, ids, sizes):
     from ..host.runtime.sched import measure_cpu_service
 
     return measure_cpu_service(lambda n: model.forward(dense[:n], ids[:n]), sizes, repeats=CPU_REPEATS,
-                               quantile=CPU_QUANTILE)
+                               quantile=CPU_QUANTILE, clock=time.process_time_ns)
 
 
 def _cpu_service(model, dense, ids, sizes):
@@ -100,7 +101,7 @@ def _device(config, device):
 
 
 def _cpu_statistic():
-    return f"the {CPU_QUANTILE:.0%} quantile of {CPU_REPEATS} runs"
+    return f"the process's CPU time, the {CPU_QUANTILE:.0%} quantile of {CPU_REPEATS} runs"
 
 
 def _chip_refusal(config, qmodel):
@@ -496,8 +497,9 @@ def _models_text(config, rows, summary, *, device, sizes, query_sizes, queries, 
         lines.append("| " + " | ".join(cells) + " |")
     if loads:
         lines += ["", f"The machine's 1-minute load average after each model's CPU measurement: {min(loads):.1f} to "
-                  f"{max(loads):.1f} on its {os.cpu_count()} cores (other jobs share it): the CPU's times are a low "
-                  "quantile of the runs for that reason, and still vary from run to run."]
+                  f"{max(loads):.1f} on its {os.cpu_count()} cores (other jobs share it): the CPU's times are CPU "
+                  "time at a low quantile of the runs for that reason, and still vary from run to run (caches and "
+                  "memory are shared)."]
 
     def load(value):
         return "unachievable" if not value else f"{value:.1f}"

@@ -52,17 +52,14 @@ def test_measured_service_is_a_median_per_size(monkeypatch):
     assert table.sizes == (1, 4) and table.ns == (7.0, 40.0)       # medians: a burst (100, 1000) is ignored
 
 
-def test_measured_service_at_a_low_quantile(monkeypatch):
-    import rpaccel.host.runtime.sched as sched
-
+def test_measured_service_at_a_low_quantile_on_a_given_clock():
     clock = {"now": 0}
     durations = {8: iter([0, 50, 10, 30, 20, 90]), 9: iter([0, 1, 1, 1, 1, 1])}   # a warm-up, then five rounds
 
     def rank(size):
         clock["now"] += next(durations[size])
 
-    monkeypatch.setattr(sched.time, "perf_counter_ns", lambda: clock["now"])
-    table = measure_cpu_service(rank, [8, 9], repeats=5, quantile=0.25)
+    table = measure_cpu_service(rank, [8, 9], repeats=5, quantile=0.25, clock=lambda: clock["now"])
     assert table.ns == (20.0, 1.0)                                  # of 10, 20, 30, 50, 90: the 25th percentile
     with pytest.raises(ValueError, match="quantile must be in"):
         measure_cpu_service(rank, [8, 9], quantile=1.5)
