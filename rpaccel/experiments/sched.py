@@ -5,7 +5,9 @@ server with ``cores`` cores and one accelerator; the highest load whose p95 meet
 scheduler (fixed batch size, no accelerator) and for DeepRecSched (batch size and accelerator threshold
 hill-climbed), and the ratio reported. :func:`run_sched` does it for one model (section ``sched``),
 :func:`run_sched_models` for a list of the zoo's models on the same queries (section ``sched-models``), with
-DeepRecSched on the CPU alone beside it (DeepRecSys's 2x is on server CPUs) and the geometric mean of the ratios.
+DeepRecSched on the CPU alone beside it (DeepRecSys's 2x is on server CPUs), a p95 target per model (by default
+:data:`TARGET_X` times its one-core service time of a query of the mean size: the models' costs span orders of
+magnitude) and the geometric mean of the ratios.
 
 The queueing is simulated (:mod:`rpaccel.host.runtime.sched`); the service times are measured, per model:
 
@@ -284,8 +286,8 @@ def run_sched(config, *, model="rmc1", sizes="lognormal:5.1,0.2", queries=5_000,
     verdict = (f"**{ratio:.2f}x**" if ratio is not None else "no static setting meets the target")
     static_load = "-" if best_static[1] is None else f"{best_static[1]:.1f}"
     lines += ["", f"DeepRecSched ({best}) reaches {best_load:.1f} queries/s against the best static setting's "
-              f"{static_load} ({best_static[0]}): {verdict} (DeepRecSys reports about 2x across its models on a "
-              "40-core server with a GPU).", "",
+              f"{static_load} ({best_static[0]}): {verdict} (DeepRecSys reports 2x on server CPUs across its eight "
+              "models).", "",
               "Simulated queueing: requests first come, first served on the cores, whole queries on the accelerator; "
               "a query's latency runs from its arrival to its last request's end. The chip's service time between "
               "the measured sizes is linear; the chip's clock is the preset's target, not a routed figure "
