@@ -109,6 +109,7 @@ from ...rtl.accel.weights import WeightLoader
 from ...rtl.embedding import EmbeddingOp
 from ...rtl.interaction import MODES
 from ...rtl.mlp import WAIT_BITS, Op
+from ...threads import one_blas_thread
 from ..golden.interaction import interaction_model
 from ..golden.score import filter_keep
 
@@ -1244,7 +1245,10 @@ class FunctionalChip:
         Deadlock
             If the units stop with work left (the message names each blocked unit and what it waits for).
         """
-        words = np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs)
+        with one_blas_thread():
+            return self._run(np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs))
+
+    def _run(self, words):
         self._columns = self._command.unpack(words) if len(words) else None
         self._ops = self._columns["op"] if len(words) else None
         self._tags = self._columns["tag"] if len(words) else None

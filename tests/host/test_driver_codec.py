@@ -350,6 +350,16 @@ def test_word_errors():
         from_ints([3, 16], 4)
     with pytest.raises(CodecError, match="Value #0 = -1 is not 4 packed bits"):
         from_ints(np.array([-1]), 4)
+    # Python ints, wide and narrow: a negative one, one too wide for the limbs or for the top limb, no integer.
+    with pytest.raises(CodecError, match="Value #2 = -5 is not 65 packed bits"):
+        from_ints([1, 2, -5], 65)
+    with pytest.raises(CodecError, match=f"Value #1 = {1 << 128} is not 65 packed bits"):
+        from_ints([1, 1 << 128], 65)
+    with pytest.raises(CodecError, match=f"Value #0 = {1 << 65} is not 65 packed bits"):
+        from_ints([1 << 65], 65)
+    with pytest.raises(CodecError, match="Value #1 = 2.0 is not an integer"):
+        from_ints([1, 2.0], 65)
+    assert to_ints(from_ints([np.int64(3), 1 << 64], 65)) == [3, 1 << 64]
     with pytest.raises(CodecError, match="Packed word #1 has bits set beyond its 4 bits"):
         format_hex(np.array([[1], [17]], dtype=np.uint64), 4)
     with pytest.raises(CodecError, match=r"Hex word #1 'g1' has a character that is no hex digit \('g'\)"):
