@@ -323,17 +323,29 @@ class Codec:
             _pack_leaf(words, column, array, count)
         return words
 
-    def unpack(self, words):
+    def unpack(self, words, path=()):
         """Unpack ``(n, limbs)`` words (or ``n`` words of a one-limb shape) into columns (see the module
         documentation): ``int64`` arrays at the leaves (``uint64`` for ``unsigned(64)``, limbs for wider leaves).
+
+        Parameters
+        ----------
+        words : numpy.ndarray
+        path : sequence of str
+            Names of nested fields: unpack only that field of each word (e.g. ``("arg", "fetch")``: the columns
+            of ``columns["arg"]["fetch"]``, and nothing else is unpacked).
 
         Raises
         ------
         CodecError
-            If ``words`` does not have ``limbs`` columns of unsigned integers or sets bits beyond ``width``.
+            If ``words`` does not have ``limbs`` columns of unsigned integers or sets bits beyond ``width``, or
+            ``path`` names a field the shape does not have.
         """
         words = _check_words(words, self.width)
         tree = self._root.columns(np.zeros((), dtype=np.int64))
+        for depth, name in enumerate(path):
+            if not isinstance(tree, dict) or name not in tree:
+                raise CodecError(f"The shape has no field {'.'.join(map(str, path[:depth + 1]))}")
+            tree = tree[name]
         return _fill(tree, words)
 
     # Lists of single values ---------------------------------------------------------------------------------------

@@ -262,6 +262,11 @@ def test_unions_pack_one_member_and_unpack_all():
     assert back["body"]["big"].tolist() == [-1, -2048] and back["body"]["small"].tolist() == [31, 0]
     with pytest.raises(CodecError, match=r"payload.body is a union: give exactly one of small, big"):
         Codec(layout).pack({"tag": 0, "body": {"big": 0, "small": 0}}, count=1)
+    # One field alone: the same columns as in the whole unpacking.
+    assert Codec(layout).unpack(words, ("body", "small")).tolist() == [31, 0]
+    assert Codec(layout).unpack(words, ("tag",)).tolist() == [1, 2]
+    with pytest.raises(CodecError, match=r"^The shape has no field body.huge$"):
+        Codec(layout).unpack(words, ("body", "huge"))
 
 
 def test_structured_arrays_are_columns():
