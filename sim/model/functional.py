@@ -497,11 +497,17 @@ class _Embedding(_Unit):
         else:
             cache, filled = self.dynamic, self.filled
             hits, misses, evictions = cache.hits, cache.misses, cache.evictions
-            for k, line in enumerate(lines.tolist()):
-                if cache.access(line):
-                    data[k] = filled[line]
+            # A hit reads what the cache was filled with (memory may have changed since), a miss fills the line.
+            order = lines.tolist()
+            hit_rows, cached = [], []
+            for k, (line, hit) in enumerate(zip(order, cache.access_lines(order))):
+                if hit:
+                    hit_rows.append(k)
+                    cached.append(filled[line])
                 else:
                     filled[line] = data[k]
+            if hit_rows:
+                data[hit_rows] = cached
             counts["line_hits"] += cache.hits - hits
             counts["evictions"] += cache.evictions - evictions
             misses = cache.misses - misses
