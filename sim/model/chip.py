@@ -37,7 +37,7 @@ from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDe
 from ...rtl.embedding import EmbeddingOp
 from ...rtl.mlp import WAIT_BITS, Op
 from ...rtl.topk import unit_latency
-from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
+from .functional import Deadlock, FunctionalChip, _ceil_div, _satisfied
 from .score import PASS_EXTRA
 
 __all__ = ["ModelDevice", "TimedChip", "TimedRun"]
@@ -480,7 +480,7 @@ class TimedChip:
         chip = self.chip
         chip.fetches, chip.refused, chip.passes = [], set(), deque()
         functional = chip.run(words)
-        columns = chip._columns
+        columns = {"op": chip._ops, "tag": chip._tags}
         timing = _Timing(self, columns, n, arrivals)
         timing.run()
         if timing.outstanding:
@@ -604,7 +604,7 @@ class _Timing:
         return self._interaction[key]
 
     def arg(self, name, i):
-        return _row(self.columns["arg"][name], i)
+        return self.chip.argument(name, i)
 
     # Processes -------------------------------------------------------------------------------------------------------
 
