@@ -493,7 +493,19 @@ class Schedule:
     (see :func:`compile_queries`). ``False`` keeps each query's commands together, in query order, as a replay
     that sends each query at its arrival needs (a query's commands cannot wait behind a later query's).
     ``balance``: interleaved stages go layer by layer in proportion to their estimated cycles (``False``: one MLP,
-    a sub-batch's bottom or top, of each in turn)."""
+    a sub-batch's bottom or top, of each in turn).
+
+    ``lanes`` (RPAccel mode): the lane map, per stage a tuple of lanes of the split; stage ``s`` of query ``q`` runs
+    on lane ``lanes[s][q % len(lanes[s])]``, so consecutive queries spread over a stage's lanes. ``None``: stage
+    ``s`` on lane ``s % split`` alone (a split of at least the stages' count gives each stage a lane of its own).
+    Each (stage, lane) pair has a unit of its own as far as the chip has them: the final stage's ``i``-th lane
+    top-k unit ``(s + i) % topk_units``, the others' pairs, numbered in stage order, filter units in turn modulo
+    ``filter_units`` (the default map: stage ``s`` on unit ``s % units``). Stages interleave (``interleave``)
+    where no lane serves two stages and no unit serves two lanes; queries then go in waves of ``R`` (the fewest
+    lanes of a stage that keeps a result, or the single stage's lanes): wave ``w`` runs stage ``s`` of queries
+    ``(w - s) R`` to ``(w - s + 1) R - 1``, each lane's queries one after another, different lanes' interleaved. A
+    stage's lanes each hold its model's weights: resident weights are shared, and every lane of a streamed stage
+    has a ring of slots of its own."""
 
     mode: str = "rpaccel"
     split: int = None
@@ -502,6 +514,7 @@ class Schedule:
     serial: bool = None
     interleave: bool = True
     balance: bool = True
+    lanes: tuple = None
 
 
 @dataclass
@@ -551,6 +564,8 @@ class Program:
         Candidates each stage scores, per query.
     serial : bool
         Sub-batches one after another (a SYNC after each; see :class:`Schedule`).
+    lanes : tuple of tuple of int
+        The lane map: per stage its lanes (stage ``s`` of query ``q`` on ``lanes[s][q % len(lanes[s])]``).
     """
 
     setup: ChipSetup
@@ -563,6 +578,7 @@ class Program:
     tags: list
     items: list
     serial: bool = False
+    lanes: tuple = ()
 
     def sub_batches(self, query, stage):
         """Sizes of the sub-batches of ``stage`` of ``query``, in order."""
@@ -687,6 +703,106 @@ def _sizes(items, sub_batch):
     return [items // count + (index < items % count) for index in range(count)]
 
 
+class _LaneMap:
+    """Which lane and which top-k or filter unit run each stage of each query (:attr:`Schedule.lanes`).
+
+    Parameters
+    ----------
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
+    split, stages : int
+        The split and the pipeline's stage count.
+    lanes : sequence of sequence of int or None
+        The schedule's lane map (``None``: stage ``s`` on lane ``s % split``; the baseline: lane 0).
+    baseline : bool
+
+    Raises
+    ------
+    CompileError
+        If the map is not one tuple of distinct lanes of the split per stage (naming the stage and the value).
+    """
+
+    def __init__(self, geometry, split, stages, lanes, baseline):
+        g = geometry
+        if lanes is None:
+            lanes = tuple((0 if baseline else s % split,) for s in range(stages))
+        else:
+            if isinstance(lanes, (str, bytes)) or not hasattr(lanes, "__len__") or len(lanes) != stages:
+                raise CompileError(f"The lane map {lanes!r} must give a tuple of lanes for each of the {stages} "
+                                   "stages")
+            lanes = tuple(tuple(served) if hasattr(served, "__iter__") else served for served in lanes)
+            for s, served in enumerate(lanes):
+                if not isinstance(served, tuple) or not served:
+                    raise CompileError(f"Stage {s} has no lanes in the lane map {lanes!r}")
+                for lane in served:
+                    if not isinstance(lane, int) or not 0 <= lane < split:
+                        raise CompileError(f"Stage {s}'s lane {lane!r} is not a lane of split {split} "
+                                           f"(0 to {split - 1})")
+                if len(set(served)) != len(served):
+                    raise CompileError(f"Stage {s} names a lane twice in the lane map: {served}")
+                if baseline and served != (0,):
+                    raise CompileError(f"The baseline runs every stage on lane 0 of the whole array, not stage {s} "
+                                       f"on lanes {served}")
+        self.lanes = lanes
+        final = stages - 1
+        # Per (stage, index of its lane): a top-k unit (the final stage) or a filter unit (the others, in turn).
+        self.units, pairs = {}, 0
+        for s, served in enumerate(lanes):
+            for index in range(len(served)):
+                self.units[s, index] = (s + index) % g.units if s == final else (pairs + index) % g.filters
+            if s != final:
+                pairs += len(served)
+        self.holders = {key: unit if key[0] == final else g.units + unit for key, unit in self.units.items()}
+        owners = {}
+        for (s, index), holder in self.holders.items():
+            owners.setdefault(holder, set()).add(lanes[s][index])
+        served = [set(served) for served in lanes]
+        #: Whether stages may interleave: no lane serves two stages, no unit two lanes.
+        self.disjoint = (sum(map(len, served)) == len(set().union(*served))
+                         and all(len(owner) == 1 for owner in owners.values()))
+
+    def index(self, q, s):
+        """The index of the lane of stage ``s`` of query ``q`` in the stage's lanes."""
+        return q % len(self.lanes[s])
+
+    def lane(self, q, s):
+        """The lane that runs stage ``s`` of query ``q``."""
+        return self.lanes[s][self.index(q, s)]
+
+    def unit(self, q, s):
+        """The top-k (final stage) or filter unit of stage ``s`` of query ``q``."""
+        return self.units[s, self.index(q, s)]
+
+    def holder(self, q, s):
+        """The holder (top-k units, then filter units) of stage ``s`` of query ``q``."""
+        return self.holders[s, self.index(q, s)]
+
+    def served(self):
+        """``{lane: [stage, ...]}``: the stages each lane runs."""
+        out = {}
+        for s, lanes in enumerate(self.lanes):
+            for lane in lanes:
+                out.setdefault(lane, []).append(s)
+        return out
+
+    def waves(self, queries, interleave):
+        """The tasks ``(query, stage)`` in program order: a list of waves, each a list of chains (a lane's tasks,
+        one after another), the chains of a wave interleaved (one chain per wave where ``interleave`` is false)."""
+        stages = len(self.lanes)
+        if not interleave:
+            return [[[(q, s)]] for q in range(queries) for s in range(stages)]
+        kept = [len(lanes) for lanes in self.lanes[:-1]]
+        size = min(kept) if kept else len(self.lanes[0])
+        waves = []
+        for w in range(_ceil_div(queries, size) + stages - 1):
+            chains = {}
+            for s in reversed(range(stages)):
+                for q in range((w - s) * size, min((w - s + 1) * size, queries)):
+                    if q >= 0:
+                        chains.setdefault(self.lane(q, s), []).append((q, s))
+            waves.append(list(chains.values()))
+        return waves
+
+
 def compile_queries(setup, stages, queries, schedule=Schedule()):
     """Compile the pipeline ``stages`` over ``queries`` (from :meth:`ChipSetup.add_query`) into a
     :class:`Program` under ``schedule``.
@@ -721,10 +837,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     if split not in g.engine.splits:
         raise CompileError(f"Split {split} is not one of the chip's splits {tuple(g.engine.splits)}")
     numbers = [setup.number(stage.model) for stage in stages]
-    lanes = [0 if baseline else s % split for s in range(len(stages))]
     # The final stage ranks on a top-k unit; a stage whose result a later one reads keeps it on a filter unit.
-    units = [s % g.units if s == len(stages) - 1 else s % g.filters for s in range(len(stages))]
-    holders = [unit if s == len(stages) - 1 else g.units + unit for s, unit in enumerate(units)]
+    mapping = _LaneMap(g, split, len(stages), schedule.lanes, baseline)
 
     # Items and k of every stage of every query.
     plan = []
@@ -751,9 +865,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             previous = min(stage.k, count)
         plan.append(items)
 
-    lane_models = {lane: [setup.mlps(numbers[s]) for s in range(len(stages)) if lanes[s] == lane]
-                   for lane in set(lanes)}
-    state = {lane: _Lane(g, split, lane, mlps) for lane, mlps in lane_models.items()}
+    state = {lane: _Lane(g, split, lane, [setup.mlps(numbers[s]) for s in served])
+             for lane, served in sorted(mapping.served().items())}
     sub_batch = schedule.sub_batch or min(lane.limit for lane in state.values())
     for lane in state.values():
         if not 1 <= sub_batch <= lane.limit:
@@ -762,7 +875,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         lane.place(sub_batch)
 
     buffer = setup.weights(split)
-    streaming = sorted({lanes[s] for s in range(len(stages)) if (numbers[s], "bottom") in buffer.staged})
+    streaming = sorted({lane for s, served in enumerate(mapping.lanes) if (numbers[s], "bottom") in buffer.staged
+                        for lane in served})
     if streaming:
         slots = (g.engine.weight_words - buffer.region) // (len(streaming) * buffer.slot_words)
         if slots < 2:
@@ -794,7 +908,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         yielding after each layer (or streamed part) the lane's estimated cycles for it and whether it ended an
         MLP."""
         query, stage, tag = queries[q], stages[s], tags[q]
-        number, lane, unit = numbers[s], state[lanes[s]], units[s]
+        number, lane, unit = numbers[s], state[mapping.lane(q, s)], mapping.unit(q, s)
         if baseline:
             steps.append(Step(records=[], query=q, stage=s))
         step = steps[-1]
@@ -871,21 +985,23 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                     yield cycles, last
                     cycles = 0
         if not baseline and not final:
-            results[holders[s]] += 1
-            kept[q] = (holders[s], results[holders[s]])
+            holder = mapping.holder(q, s)
+            results[holder] += 1
+            kept[q] = (holder, results[holder])
 
-    # Stage s of query q and stage s - 1 of query q + 1 run at once (on different lanes and units): their
-    # sub-batches interleave in the program, so the units that take commands in program order for every lane (the
-    # fetcher, the weight loader) serve both lanes in turn rather than one stage's whole query first. Balanced, the
-    # next MLP placed is the one whose lane is estimated to reach it first (ties: the later stage); otherwise one
-    # of each stage in turn.
-    interleave = (schedule.interleave and not baseline and setup.resident and len(set(lanes)) == len(stages)
-                  and len(set(holders)) == len(stages))
-    waves = ([[(w - s, s) for s in reversed(range(len(stages))) if 0 <= w - s < len(queries)]
-              for w in range(len(queries) + len(stages) - 1)] if interleave else
-             [[(q, s)] for q in range(len(queries)) for s in range(len(stages))])
-    for wave in waves:
-        running = [[0, order, task(q, s, len(wave) == 1)] for order, (q, s) in enumerate(wave)]
+    def chain(tasks, alone):
+        """The tasks of one lane in a wave, one after another."""
+        for q, s in tasks:
+            yield from task(q, s, alone)
+
+    # Stage s of queries q .. q + R - 1 and stage s - 1 of the next R queries run at once (on different lanes and
+    # units; with the default map R = 1): their sub-batches interleave in the program, so the units that take
+    # commands in program order for every lane (the fetcher, the weight loader) serve the lanes in turn rather than
+    # one stage's whole query first. Balanced, the next MLP placed is the one whose lane is estimated to reach it
+    # first (ties: the later stage); otherwise one of each lane's in turn.
+    interleave = schedule.interleave and not baseline and setup.resident and mapping.disjoint
+    for wave in mapping.waves(len(queries), interleave):
+        running = [[0, order, chain(tasks, len(wave) == 1)] for order, tasks in enumerate(wave)]
         while running:
             # Balanced: the task whose lane is estimated to be earliest goes on by a layer; otherwise each in turn
             # by an MLP.
@@ -900,7 +1016,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             if not schedule.balance:
                 running.append(running.pop(0))
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
-                   sub_batch=sub_batch, steps=steps, tags=tags, items=plan, serial=serial)
+                   sub_batch=sub_batch, steps=steps, tags=tags, items=plan, serial=serial, lanes=mapping.lanes)
 
 
 # The golden model ------------------------------------------------------------------------------------------------
