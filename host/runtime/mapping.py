@@ -9,10 +9,10 @@ sub-batch sizes (the most the lanes hold, and fractions of it). Every candidate 
 :class:`~rpaccel.host.driver.chip.CompileError`, e.g. streamed weights without slots for every lane, is counted and
 skipped), maps that place the queries alike (the same lanes up to their names) are compiled once, and each is
 scored first by :func:`estimate_cycles`, a resource bound computed in microseconds from the program; the best few
-by the estimate and the compiler's default schedule are then measured (by default on the chip's timed model,
-:class:`rpaccel.sim.model.chip.ModelDevice`), and the best measured one is chosen: never worse than the default by
-that measure. The objective ``"latency"`` runs one query alone (the first), ``"throughput"`` every query back to
-back (cycles per query).
+by the estimate and the compiler's default schedule (or the default map on the first split tried) are then
+measured (by default on the chip's timed model, :class:`rpaccel.sim.model.chip.ModelDevice`), and the best measured
+one is chosen: never worse than the default by that measure. The objective ``"latency"`` runs one query alone (the
+first), ``"throughput"`` every query back to back (cycles per query).
 
 The chooser lives in the runtime, not in the driver: the driver compiles any schedule it is given, and choosing one
 needs a timed chip (a device), which the runtime's backends own.
@@ -142,7 +142,8 @@ class MappingChoice:
     refused : int
         Candidates the compiler refused.
     default : dict
-        The row of the compiler's default schedule (``Schedule("rpaccel")``), measured.
+        The row of the reference, measured: the compiler's default schedule (``Schedule("rpaccel")``), or where its
+        split is not tried, the default map and sub-batch size on the first split tried.
     seconds : dict
         Host seconds spent compiling and estimating, and measuring.
     """
@@ -285,11 +286,15 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
                 most[split] = None
         size = None if most[split] is None else max(1, most[split] // divisor)
         compile_row(split, lanes, divisor, size)
-    # The compiler's default schedule is always measured: the choice is never worse by the measure.
+    # The reference is always measured, so the choice is never worse by the measure: the compiler's default
+    # schedule, or the default map and sub-batch size on the first split tried if the default split is not.
+    tried = list(config.splits if splits is None else splits)
+    split = _default_split(config, len(stages))
+    split = split if split in tried else tried[0]
     default = next((row for index, row in enumerate(rows) if index in programs and row["lanes"] is None
-                    and row["divisor"] == 1 and row["split"] == _default_split(config, len(stages))), None)
+                    and row["divisor"] == 1 and row["split"] == split), None)
     if default is None:
-        default = compile_row(_default_split(config, len(stages)), None, 1, None)
+        default = compile_row(split, None, 1, None)
         if default is None:
             raise CompileError(f"The default schedule cannot run the pipeline: {rows[-1]['status']}")
     compiled = time.perf_counter()
