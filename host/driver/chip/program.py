@@ -285,24 +285,25 @@ class ChipSetup:
         mlps = self.models[number].mlps()
         return mlps["bottom"], mlps["top"]
 
-    def weights(self, split):
-        """The :class:`WeightPlan` of ``split``, made (and staged in memory) once per split.
+    def weights(self, split, lanes=None):
+        """The :class:`WeightPlan` of ``split`` with slots for ``lanes`` streaming lanes, made (and staged in
+        memory) once per split and lane count.
 
         Every model is resident (laid out from word 0, loaded once) if all fit the weight buffer. Otherwise the
         models in :attr:`streamed` (default: in model order, each that does not fit next to the resident ones
         and two slots of the others' largest layer) stream from memory: each layer is staged on its own, so it is
         one contiguous copy into a slot. A layer larger than half the room left is staged in parts of whole
         n-tiles (each part a LAYER of its own, starting on a whole activation word), the last layer of an MLP
-        (whose output is a stream) excepted; with several lanes (up to the split, one per streamed model) the room
-        holds two slots for each.
+        (whose output is a stream) excepted; with several lanes (``lanes``; default one per streamed model, up to
+        the split) the room holds two slots for each. The resident image is the same for every ``lanes``.
 
         Raises
         ------
         CompileError
             If the resident models leave no room for two slots of a streamed layer's part (naming the sizes).
         """
-        if split in self._weights:
-            return self._weights[split]
+        if (split, lanes) in self._weights:
+            return self._weights[split, lanes]
         g = self.geometry
         engine, words, shape = g.engine, g.engine.weight_words, g.engine.splits[split]
         layers = {number: dict(zip(("bottom", "top"), self.mlps(number))) for number in range(len(self.models))}
@@ -346,7 +347,7 @@ class ChipSetup:
         addr = (self.memory.place(stage_weights(g, image.words), what=f"the weights of split {split}")
                 if len(image.words) else None)
         # Two slots for every lane that may run a streamed model.
-        cap = min(slot(streamed), room // (2 * max(min(split, len(streamed)), 1)))
+        cap = min(slot(streamed), room // (2 * max(min(split, len(streamed)) if lanes is None else lanes, 1)))
         # Parts start on whole activation words: a multiple of `align` n-tiles.
         align = shape.rows // gcd(shape.rows, shape.cols)
         staged = {}
@@ -379,7 +380,7 @@ class ChipSetup:
         slot_words = max((part.words for layers_ in staged.values() for parts in layers_ for part in parts),
                          default=0)
         plan = WeightPlan(image=image, addr=addr, region=len(image.words), slot_words=slot_words, staged=staged)
-        self._weights[split] = plan
+        self._weights[split, lanes] = plan
         return plan
 
     def add_query(self, inputs):
@@ -811,8 +812,10 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     ------
     CompileError
         On a stage whose model is not loaded or has no candidates in a query, a stage's items or k out of range
-        (naming the stage and the value), a split the chip does not have, a sub-batch larger than a lane holds,
-        or streamed weights without two slots per streaming lane.
+        (naming the stage and the value), a split the chip does not have, a lane map that is not one tuple of
+        distinct lanes of the split per stage, a sub-batch larger than a lane holds (or lanes whose stages'
+        activations do not fit one candidate), or a streamed layer too large for the slots of every streaming
+        lane (:meth:`ChipSetup.weights`).
     rpaccel.host.reference.MLPError
         If an MLP command's field cannot hold a region or count (naming the field).
     """
@@ -877,13 +880,12 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     buffer = setup.weights(split)
     streaming = sorted({lane for s, served in enumerate(mapping.lanes) if (numbers[s], "bottom") in buffer.staged
                         for lane in served})
+    if len(streaming) > min(split, len({number for number, _ in buffer.staged})):
+        # More streaming lanes than the plan's one per streamed model: smaller slots, two for each.
+        buffer = setup.weights(split, len(streaming))
     if streaming:
-        slots = (g.engine.weight_words - buffer.region) // (len(streaming) * buffer.slot_words)
-        if slots < 2:
-            raise CompileError(f"Lanes {streaming} of split {split} stream weights: each needs two slots of "
-                               f"{buffer.slot_words} words, and {g.engine.weight_words - buffer.region} words of "
-                               "weight_buffer_words are left after the resident models")
-        slots = min(slots, MAX_SLOTS)
+        # At least two: the plan's slots are at most the room divided by twice its lanes, as many as stream here.
+        slots = min((g.engine.weight_words - buffer.region) // (len(streaming) * buffer.slot_words), MAX_SLOTS)
         for index, lane in enumerate(streaming):
             state[lane].stream(buffer.region + index * slots * buffer.slot_words, slots, buffer.slot_words)
     weights = {key: buffer.image.bases.get(key) or buffer.staged[key] for number in set(numbers)
