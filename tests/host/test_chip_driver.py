@@ -959,3 +959,87 @@ def test_checker_catches_planted_streaming_errors(tiny_models, big_model):
     moved = [*records[:reader], records[waiting], *records[reader:waiting], *records[waiting + 1:]]
     refused(rf"^command {reader} \(WEIGHTS\): waits for {layers} layers of lane 1; only {layers - 1} come before it$",
             moved)
+
+
+#: Tiny with a top-k and a filter unit for each of two lanes of a stage.
+TINY2 = TINY.with_settings(["topk_units=2", "filter_units=2"])
+
+
+@pytest.mark.parametrize(("stages", "lanes", "interleave", "interleaved"), [
+    (1, ((0, 1),), True, True), (2, ((0, 1), (2, 3)), True, True), (3, ((0,), (1,), (2, 3)), True, True),
+    (2, ((0, 1, 2), (3,)), True, False),        # three lanes of a stage share two filter units
+    (2, ((0, 1), (0, 1)), True, False),         # lanes serving two stages
+    (2, ((0, 1), (2, 3)), False, False)])
+def test_lane_maps_spread_queries_over_lanes(tiny_models, stages, lanes, interleave, interleaved):
+    """Stage ``s`` of query ``q`` on lane ``lanes[s][q % len(lanes[s])]``: every program passes the checker and the
+    interpreter; where every lane serves one stage and every unit one lane, queries of the same stage on two lanes
+    interleave (several queries in flight on a stage); otherwise each query's commands stay together."""
+    a, b, _ = tiny_models
+    setup = ChipSetup(TINY2, [a, b])
+    queries = [setup.add_query({a: candidates(a, n, 5000 + n), b: candidates(b, n, 5000 + n)})
+               for n in (40, 23, 31, 29, 35)]
+    pipeline = [Stage(a, k=16), Stage(b, k=9), Stage(a, items=6, k=3)][:stages]
+    program, _ = run_pipeline(setup, pipeline, queries,
+                              Schedule(split=4, sub_batch=5, lanes=lanes, interleave=interleave))
+    assert program.lanes == lanes
+    records = program.records()
+    closing = [(r["tag"], r["arg"]["lane"], r["arg"]["dest"], r["arg"]["unit"]) for r in records
+               if r["op"] is Opcode.SCORE and r["arg"]["last"]]
+    for q in range(len(queries)):
+        assert [lane for tag, lane, _, _ in closing if tag == q] == [lanes[s][q % len(lanes[s])]
+                                                                     for s in range(stages)]
+    tags = [r["tag"] for r in records if r["op"] is Opcode.FETCH]
+    if not interleaved:
+        assert tags == sorted(tags)
+    else:
+        owners = defaultdict(set)
+        for _, lane, dest, unit in closing:
+            owners[dest, unit].add(lane)
+        assert all(len(lanes_of) == 1 for lanes_of in owners.values())
+        if min(map(len, lanes[:-1] or lanes)) > 1:
+            # Waves of two queries: query 1's first stage starts (on its second lane) before query 0's (on its
+            # first) has fetched its second sub-batch.
+            fetches = [(r["tag"], r["arg"]["lane"]) for r in records if r["op"] is Opcode.FETCH]
+            assert fetches.index((1, lanes[0][1])) < [i for i, f in enumerate(fetches) if f == (0, lanes[0][0])][1]
+
+
+def test_the_default_lane_map_is_stage_s_on_lane_s_alone(tiny_models):
+    """``lanes=None`` is stage ``s`` on lane ``s % split``: given explicitly, the same program word for word."""
+    a, b, _ = tiny_models
+    for split, lanes in ((2, ((0,), (1,))), (1, ((0,), (0,)))):
+        words = []
+        for given in (None, lanes):
+            setup = ChipSetup(TINY, [a, b])
+            queries = [setup.add_query({a: candidates(a, n, 5000 + n), b: candidates(b, n, 5000 + n)})
+                       for n in (40, 23)]
+            program = compile_queries(setup, [Stage(a, k=16), Stage(b, k=9)], queries,
+                                      Schedule(split=split, sub_batch=5, lanes=given))
+            assert program.lanes == lanes
+            words.append(program.words())
+        assert np.array_equal(*words)
+
+
+@pytest.mark.parametrize(("lanes", "message"), [
+    (((0,), (4,)), r"^Stage 1's lane 4 is not a lane of split 4 \(0 to 3\)$"),
+    (((0, 1), ()), r"^Stage 1 has no lanes in the lane map \(\(0, 1\), \(\)\)$"),
+    (((0,),), r"^The lane map \(\(0,\),\) must give a tuple of lanes for each of the 2 stages$"),
+    (((0, 0), (1,)), r"^Stage 0 names a lane twice in the lane map: \(0, 0\)$"),
+    (((0,), ("1",)), r"^Stage 1's lane '1' is not a lane of split 4 \(0 to 3\)$")])
+def test_impossible_lane_maps_are_refused_naming_the_value(tiny_models, lanes, message):
+    a, b, _ = tiny_models
+    setup = ChipSetup(TINY, [a, b])
+    with pytest.raises(CompileError, match=message):
+        compile_queries(setup, [Stage(a, k=16), Stage(b, k=9)], [], Schedule(split=4, lanes=lanes))
+
+
+def test_a_lane_map_streaming_on_more_lanes_than_the_buffer_holds_is_refused(big_model):
+    """A streamed model on four lanes: the weight buffer's room divided into two slots for each is too small for
+    a layer's n-tile (one lane runs it)."""
+    config = TINY.with_settings(["weight_buffer_words=64"])
+    setup = ChipSetup(config, [big_model])
+    queries = [setup.add_query({big_model: candidates(big_model, 17, 8100 + q)}) for q in range(2)]
+    compile_queries(setup, [Stage(big_model, k=8)], queries, Schedule(split=4, lanes=((0,),)))
+    with pytest.raises(CompileError, match=r"^tiny-big's bottom layer 1 at split 4 cannot stream: 1 n-tiles of 10 "
+                                           r"words each in a slot, and the 64 words the resident weights leave hold "
+                                           r"slots of 8 \(two for each of 4 streaming lanes\)$"):
+        compile_queries(setup, [Stage(big_model, k=8)], queries, Schedule(split=4, lanes=((0, 1, 2, 3),)))

@@ -365,7 +365,7 @@ class ChipSetup:
                             f"{name_of}'s {name} layer {index} at split {split} cannot stream: "
                             f"{ntiles if index == len(mlp) - 1 else min(ntiles, align)} n-tiles of {ntile_words} "
                             f"words each in a slot, and the {room} words the resident weights leave hold slots "
-                            f"of {cap}")
+                            f"of {cap}" + ("" if lanes is None else f" (two for each of {lanes} streaming lanes)"))
                     parts = []
                     for first in range(0, ntiles, per_part):
                         cols = slice(first * shape.cols, min((first + per_part) * shape.cols, n))
@@ -713,7 +713,8 @@ class _LaneMap:
     split, stages : int
         The split and the pipeline's stage count.
     lanes : sequence of sequence of int or None
-        The schedule's lane map (``None``: stage ``s`` on lane ``s % split``; the baseline: lane 0).
+        The schedule's lane map (``None``: stage ``s`` on lane ``s % split``; the baseline: lane 0, its split 1's
+        only lane, which is also the only map it can be given).
     baseline : bool
 
     Raises
@@ -740,9 +741,6 @@ class _LaneMap:
                                            f"(0 to {split - 1})")
                 if len(set(served)) != len(served):
                     raise CompileError(f"Stage {s} names a lane twice in the lane map: {served}")
-                if baseline and served != (0,):
-                    raise CompileError(f"The baseline runs every stage on lane 0 of the whole array, not stage {s} "
-                                       f"on lanes {served}")
         self.lanes = lanes
         final = stages - 1
         # Per (stage, index of its lane): a top-k unit (the final stage) or a filter unit (the others, in turn).
