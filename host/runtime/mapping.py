@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass, field
 from itertools import product
 
-from ..driver.chip import CompileError, Schedule, compile_queries
+from ..driver.chip import ChipSetup, CompileError, Schedule, Stage, compile_queries
 
-__all__ = ["MappingChoice", "candidates", "choose_mapping", "estimate_cycles", "lane_maps", "model_measure"]
+__all__ = ["MappingChoice", "candidates", "choose_mapping", "choose_replay_mapping", "describe_lanes",
+           "estimate_cycles", "lane_maps", "model_measure"]
 
 OBJECTIVES = ("latency", "throughput")
 
@@ -138,7 +139,8 @@ class MappingChoice:
     rows : list of dict
         One per candidate: ``split``, ``lanes`` (``None``: the default map), ``divisor``, ``sub_batch``, ``estimate``
         (cycles), ``cycles`` (measured, or ``None``), ``status`` (``"measured"``, ``"estimated"``, ``"same as"``
-        another candidate, or ``"refused: ..."``).
+        another candidate, or ``"refused: ..."``) and ``reference`` (whether it is :attr:`default`; it wins
+        ties).
     refused : int
         Candidates the compiler refused.
     default : dict
@@ -189,8 +191,9 @@ def describe_lanes(lanes):
 
 
 def _measured_key(row):
-    # Ties: the default map, then fewer lanes, then the larger sub-batch.
-    return (row["cycles"], row["lanes"] is not None, sum(map(len, row["lanes"] or ())), -row["sub_batch"])
+    # Ties: the reference, then the default map, then fewer lanes, then the larger sub-batch.
+    return (row["cycles"], not row["reference"], row["lanes"] is not None, sum(map(len, row["lanes"] or ())),
+            -row["sub_batch"])
 
 
 def _placement(program):
@@ -255,7 +258,7 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
     def compile_row(split, lanes, divisor, sub_batch):
         nonlocal refused
         row = {"split": split, "lanes": lanes, "divisor": divisor, "sub_batch": sub_batch, "estimate": None,
-               "cycles": None}
+               "cycles": None, "reference": False}
         try:
             program = compile_queries(setup, stages, queries,
                                       Schedule("rpaccel", split=split, sub_batch=sub_batch, lanes=lanes))
@@ -297,6 +300,7 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
         default = compile_row(split, None, 1, None)
         if default is None:
             raise CompileError(f"The default schedule cannot run the pipeline: {rows[-1]['status']}")
+    default["reference"] = True
     compiled = time.perf_counter()
     ranked = sorted((index for index in programs), key=lambda index: rows[index]["estimate"])
     chosen = list(dict.fromkeys([rows.index(default), *ranked[:keep]]))
@@ -318,3 +322,33 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
 def _default_split(config, stages):
     """The split of the compiler's default RPAccel schedule: the largest with a lane per stage."""
     return max([n for n in config.splits if n <= stages], default=1)
+
+
+def choose_replay_mapping(config, models, stages, queries, *, objective="throughput", sample=4, measure=None,
+                          progress=None):
+    """:func:`choose_mapping` for a replay on the chip (:func:`~rpaccel.host.runtime.chip.replay_on_chip`): on a
+    chip setup of its own (the replay's memory image is left as it is), over the first ``sample`` queries.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+    models : dict
+        Model name -> :class:`~rpaccel.host.quant.QuantModel` for every stage's model.
+    stages : tuple of rpaccel.host.runtime.pipeline.StageSpec
+    queries : list of rpaccel.host.data.Records
+        Each query's candidates (the first ``sample`` are used).
+    objective, measure, progress
+        As :func:`choose_mapping`'s.
+
+    Returns
+    -------
+    MappingChoice
+    """
+    if not isinstance(sample, int) or sample < 1:
+        raise ValueError(f"sample must be a positive int, not {sample!r}")
+    order = list(dict.fromkeys(stage.model for stage in stages))
+    setup = ChipSetup(config, [models[name] for name in order])
+    placed = [setup.add_query({models[name]: models[name].inputs(records) for name in order})
+              for records in queries[:sample]]
+    return choose_mapping(setup, [Stage(models[stage.model], k=stage.k) for stage in stages], placed,
+                          objective=objective, measure=measure, progress=progress)

@@ -78,6 +78,9 @@ def register(subparsers):
     p.add_argument("--min-duration", type=float, default=5.0, help="LoadGen's minimum seconds per load (default 5)")
     p.add_argument("--k", type=positive_int, help="NDCG depth (default the last stage's K)")
     p.add_argument("--seed", type=non_negative_int, default=1, help="seed of training and of LoadGen (default 1)")
+    p.add_argument("--mapping", choices=("default", "auto"), default="default",
+                   help="rtl, model: stage s on lane s alone (default), or auto: the split, lanes per stage and "
+                        "sub-batch size the stage mapping chooses for throughput on the timed model")
     p.add_argument("--out", help="folder for rows.json, rows.csv and LoadGen's logs (must not exist)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=run)
@@ -114,12 +117,14 @@ def run(args):
                             search=args.search,
                             workers=args.workers, queries=args.queries, warmup=args.warmup,
                             min_queries=args.min_queries, min_duration_s=args.min_duration, k=args.k,
-                            seed=args.seed, outdir=scratch, progress=None if args.json else say)
+                            seed=args.seed, outdir=scratch, mapping=args.mapping,
+                            progress=None if args.json else say)
         if out is not None:
             (scratch / "rows.json").write_text(json.dumps(report.data, indent=2) + "\n")
             with open(scratch / "rows.csv", "w", newline="") as handle:
                 fields = [key for key in report.rows[0]
-                          if key not in ("reasons", "cdf", "mismatches", "utilisation", "cache", "latency_cycles")]
+                          if key not in ("reasons", "cdf", "mismatches", "utilisation", "cache", "latency_cycles",
+                                         "lanes")]
                 writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(report.rows)
