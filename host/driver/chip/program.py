@@ -9,10 +9,11 @@ below) and the candidate records of each query (:meth:`ChipSetup.add_query`), al
 :func:`compile_queries` turns a pipeline of :class:`Stage` s and a list of queries into a :class:`Program` under a
 :class:`Schedule`:
 
-* ``"rpaccel"``: split ``n``, stage ``s`` on lane ``s % n`` and top-k unit ``s % units``; each stage runs in
-  sub-batches of at most ``S`` candidates, the top-k unit keeping a running top-k; a later stage fetches the kept
-  result with ``FETCH SURVIVORS`` (waiting for it, the last fetch releasing it), so the whole program runs with no
-  host step.
+* ``"rpaccel"``: split ``n``, stage ``s`` on lane ``s % n`` and top-k unit ``s % units`` (or, with a lane map
+  ``Schedule.lanes``, stage ``s`` of query ``q`` on lane ``lanes[s][q % len(lanes[s])]``, a unit per stage and
+  lane); each stage runs in sub-batches of at most ``S`` candidates, the top-k unit keeping a running top-k; a later
+  stage fetches the kept result with ``FETCH SURVIVORS`` (waiting for it, the last fetch releasing it), so the whole
+  program runs with no host step.
 * ``"baseline"``: split 1, everything on lane 0, one sub-batch after another, every logit to the host (``SCORE``
   dest RSP); a later stage fetches a ``LIST`` the host writes after sorting the previous stage's logits, so each
   stage of each query is a :class:`Step` of its own.
@@ -24,8 +25,9 @@ lane's activation memory holds two input regions for each MLP (alternating per s
 layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
 and regions carry on from query to query. When every stage has a lane and a unit of its own (and the tables are
 resident), the program interleaves stage ``s`` of query ``q`` with stage ``s - 1`` of query ``q + 1`` (which depend
-on each other only through results of earlier queries), so the fetcher and the weight loader, which take their
-commands in program order, serve the lanes in turn; the joiner serves each lane's jobs on their own. With
+on each other only through results of earlier queries; with a lane map, waves of several queries per stage, see
+:class:`Schedule`), so the fetcher and the weight loader, which take their commands in program order, serve the
+lanes in turn; the joiner serves each lane's jobs on their own. With
 ``Schedule.balance`` the stages' layers are placed in the order the lanes are estimated to reach them (per layer or
 streamed part, ``ktiles x ntiles x (items + rows + cols)`` cycles of the lane's sub-array, or the words its WEIGHTS
 copies if more): a lane with cheap sub-batches runs several between two of an expensive stage, and its WEIGHTS go
