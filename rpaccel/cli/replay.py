@@ -6,7 +6,9 @@ machine under MLPerf LoadGen's Server scenario at each ``--load`` (queries per s
 ``--backend rtl`` runs them on the chip's RTL (Verilator, ``--preset``/``--set``), each query sent at its arrival
 in the trace (gaps scaled to each ``--load``; default the trace's own rate), every response checked; ``--backend
 model`` the same on the chip's transaction-level timed model (the RTL's rankings; its cycles close to the RTL's,
-not exact until issue 20), as many queries as the chip's memory holds.
+not exact until issue 20), as many queries as the chip's memory holds. ``--mapping auto`` (``rtl``, ``model``) runs
+them on the split, lanes per stage and sub-batch size RecPipe's stage mapping chooses for throughput on the timed
+model over the first queries (:mod:`rpaccel.host.runtime.mapping`), in place of stage ``s`` on lane ``s`` alone.
 Per load: completed queries per second, p50/p95/p99 latency, NDCG@k of the rankings, and with ``--target-ms``
 LoadGen's validity (early stopping, minimum queries and duration). ``--out`` writes the rows as JSON and CSV and
 keeps LoadGen's logs; nothing is written until the run is complete.
