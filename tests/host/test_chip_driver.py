@@ -1043,3 +1043,30 @@ def test_a_lane_map_streaming_on_more_lanes_than_the_buffer_holds_is_refused(big
                                            r"words each in a slot, and the 64 words the resident weights leave hold "
                                            r"slots of 8 \(two for each of 4 streaming lanes\)$"):
         compile_queries(setup, [Stage(big_model, k=8)], queries, Schedule(split=4, lanes=((0, 1, 2, 3),)))
+
+
+def test_checker_catches_a_unit_keeping_results_from_two_lanes_out_of_order(tiny_models):
+    """Stage 0 on lanes 0 and 1 sharing tiny's one filter unit, each query's commands together: query 1's stage 0
+    (lane 1) comes after query 0's stage 1 waits for query 0's kept result, so the unit closes them in the program's
+    order. Planted: query 1's stage 0 moved before query 0's stage 1, the filter unit may close query 1 first and
+    number its result 1; the checker refuses it (and accepts the compiled order)."""
+    a, b, _ = tiny_models
+    setup = ChipSetup(TINY, [a, b])
+    queries = [setup.add_query({a: candidates(a, n, 5000 + n), b: candidates(b, n, 5000 + n)}) for n in (40, 23)]
+    program = compile_queries(setup, [Stage(a, k=16), Stage(b, k=9)], queries,
+                              Schedule(split=4, sub_batch=5, lanes=((0, 1), (2,))))
+    records = program.records()
+    check_program(TINY, records, memory=setup.memory)
+    setup_count = len(setup.setup_records(4))
+    runs = []       # the program's tasks: runs of one query's commands on one lane
+    for record in records[setup_count:]:
+        key = (record["tag"], record["arg"]["lane"])
+        if not runs or runs[-1][0] != key:
+            runs.append((key, []))
+        runs[-1][1].append(record)
+    assert [key for key, _ in runs] == [(0, 0), (0, 2), (1, 1), (1, 2)]
+    planted = records[:setup_count] + runs[0][1] + runs[2][1] + runs[1][1] + runs[3][1]
+    with pytest.raises(ProgramError, match=r"^command \d+ \(SCORE\): filter unit 0 takes a query from lane 1 after "
+                                           r"one from lane 0, whose kept result 1 no FETCH before command \d+ "
+                                           r"\(this query's\) waits for"):
+        check_program(TINY, planted, memory=setup.memory)
