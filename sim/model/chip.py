@@ -303,8 +303,8 @@ class _Memory:
         self.held = deque()          # per request in the memory's queue: the cycle after its last line is read
         self.queue_depth = max(16, geometry.emb.max_outstanding)     # rtl.accel.top: the memory model's queue
 
-    def read(self, lines, in_flight):
-        """A generator issuing ``lines`` reads in requests of :data:`PIECE` lines, at most ``in_flight`` lines
+    def read(self, lines, in_flight, piece=PIECE):
+        """A generator issuing ``lines`` reads in requests of ``piece`` lines, at most ``in_flight`` lines
         outstanding; returns the cycles the first and the last line reach the requester.
 
         As :class:`rpaccel.rtl.memory.MemoryModel` serves them: a request enters the memory's queue
@@ -318,8 +318,9 @@ class _Memory:
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
         done = arrived = 0
         held = self.held
+        size = max(int(piece), 1)
         while done < lines:
-            piece = min(PIECE, lines - done)
+            piece = min(size, lines - done)
             while done + piece - arrived > in_flight:
                 arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
@@ -411,17 +412,24 @@ class _Recorder(FunctionalChip):
         lookups_of = embedding._lookups
         pending = deque()      # FETCH records whose lookup block the embedding unit has not run yet
 
+        emb = self.geometry.emb
+
         def lookups(block):
             misses = embedding.counts["line_misses"]
+            tables, last = block[:, 0], block[:, 2]
+            record = pending.popleft()
+            # The requantiser's cycles per bag: ``ceil(line_bytes << row_lines / lanes)`` (its row's elements).
+            row_lines = np.minimum(embedding.config["row_lines"][tables[last != 0]], emb.bank_bits)
+            record["requant"] = np.maximum(-(-(emb.line_bytes << row_lines) // emb.requant_lanes), 1)
             lookups_of(block)
-            pending.popleft()["misses"] += embedding.counts["line_misses"] - misses
+            record["misses"] += embedding.counts["line_misses"] - misses
         embedding._lookups = lookups
         fetch_of = fetcher._fetch
 
         def fetch(tag, arg):
             lines = chip.counters[Counter.MEM_READ_LINES]
             queued = len(embedding.queue)
-            record = {"lookups": 0, "misses": 0, "lines": 0}
+            record = {"lookups": 0, "misses": 0, "lines": 0, "requant": np.zeros(0, np.int64)}
             chip.fetches.append(record)
             fetch_of(tag, arg)
             record["lines"] = (chip.counters[Counter.MEM_READ_LINES] - lines) % (1 << 32)
@@ -741,7 +749,9 @@ class _Timing:
                 first = last = None
                 if lines:
                     yield from self._buffer_room(lines)
-                    first, last = yield from self.memory.read(lines, self.buffer_lines)
+                    # A read per item's area (its dense lines, its lookup lines), at most a burst.
+                    piece = min(max(lines // items, 1), g.emb.max_burst)
+                    first, last = yield from self.memory.read(lines, self.buffer_lines, piece)
                 self.parse_queue.put((phase, tag, arg, (record, lines, first, last, started)), sim.now)
 
     def _buffer_room(self, lines):
@@ -794,7 +804,8 @@ class _Timing:
             l_first = max(start, first + LINE_TO_USE) if lines else start
             l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE if lines else 0)
             if lookups:
-                self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane)), l_first)
+                self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane,
+                                                           record["requant"])), l_first)
                 self.lookups.put(lookups, l_first, l_last)
                 event = self.lookups.taken(self.lookups.put_count - 1)
                 yield event
@@ -824,20 +835,24 @@ class _Timing:
                     del lines
                 free = end
                 continue
-            lookups, misses, items, join, lane = arg
+            lookups, misses, items, join, lane, requant = arg
             start = max(sim.now, free)
             first, last = self.lookups.take(lookups, start, 1.0)
             if misses:
                 if first > sim.now:
                     yield first
-                _, miss_last = yield from self.memory.read(misses, g.emb.max_outstanding)
+                _, miss_last = yield from self.memory.read(misses, g.emb.max_outstanding, 1)
             else:
                 miss_last = first
             vectors = items * (join["vectors"] - 1)
             chunks = _ceil_div(join["dim"], g.rows)
             words = vectors * chunks
+            # A vector a requantisation (its row's elements over the lanes) or its words into the FIFO, whichever
+            # is longer.
+            pace = np.maximum(requant, chunks)
             out_first = first + EMB_PIPE
-            out_last = max(last + EMB_PIPE, miss_last + EMB_PIPE, out_first + words - 1)
+            out_last = max(last + EMB_PIPE, miss_last + EMB_PIPE,
+                           out_first + int(pace[:-1].sum()) + chunks - 1 if len(pace) else out_first + words - 1)
             pooled = self.pooled[lane]
             pooled.put(words, out_first, out_last)
             self._wake_sender(out_first)
