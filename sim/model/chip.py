@@ -64,6 +64,11 @@ ACCEPT = 2
 PIECE = 8
 #: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
 LINE_TO_USE = 3
+#: Cycles from a lookup taken by the embedding unit to its miss's read request (F1..F7, the read buffer).
+MISS_ISSUE = 10
+#: Cycles from a missed line's arrival to its bag's pooled vector (read buffer, row assembly, pooling,
+#: requantisation).
+MISS_PIPE = 25
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
 EMB_PIPE = 16
 #: Engine: a layer's last item to ``layers_done`` counting it, beyond ``rows + cols`` (array 4, slices 2,
@@ -79,11 +84,12 @@ FEED_START = 5
 class _Event:
     """Something that happens once, at a cycle; processes wait on it."""
 
-    __slots__ = ("time", "waiters")
+    __slots__ = ("time", "waiters", "value")
 
     def __init__(self):
         self.time = None
         self.waiters = []
+        self.value = None
 
 
 class _Sim:
@@ -292,8 +298,12 @@ class _Queue:
 
 
 class _Memory:
-    """The memory behind the arbiter (:class:`rpaccel.rtl.memory.MemoryModel`): its queue of requests, served in
-    order at its bandwidth (see :meth:`read`)."""
+    """The memory behind the arbiter (:class:`rpaccel.rtl.accel.memarb.MemoryArbiter` in front of
+    :class:`rpaccel.rtl.memory.MemoryModel`): requests granted round robin among the requesters, one a cycle, while
+    the memory's queue has room; served in order at its bandwidth (see :meth:`read`)."""
+
+    #: Requesters behind the arbiter, in its port order (``rtl.accel.top.REQUESTERS``).
+    FETCHER, EMBEDDING, WEIGHTS = 1, 2, 3
 
     def __init__(self, sim, config, geometry):
         self.sim = sim
@@ -302,40 +312,72 @@ class _Memory:
         self.free = 0.0
         self.held = deque()          # per request in the memory's queue: the cycle after its last line is read
         self.queue_depth = max(16, geometry.emb.max_outstanding)     # rtl.accel.top: the memory model's queue
+        self.pending = [deque() for _ in range(4)]                  # per requester: (lines, event) to grant
+        self.granted = 0             # the requester granted last
+        self.next_grant = 0.0
+        self._wake = None
 
-    def read(self, lines, in_flight, piece=PIECE):
-        """A generator issuing ``lines`` reads in requests of ``piece`` lines, at most ``in_flight`` lines
-        outstanding; returns the cycles the first and the last line reach the requester.
+    def arbiter(self):
+        """The arbiter's process: at most a grant a cycle, while the memory's queue has room, to the first
+        requester with a request after the one granted last. A granted request is due ``latency - 3`` cycles after
+        the memory takes it (:data:`ACCEPT` cycles after its grant) and read after the requests ahead of it, its
+        lines one per ``line_bytes / bytes_per_cycle`` cycles (at most one a cycle); a line reaches the requester
+        4 cycles after its read (the memory's registers and response queue, the arbiter's routing)."""
+        sim, held, pending = self.sim, self.held, self.pending
+        while True:
+            if not any(pending):
+                self._wake = _Event()
+                yield self._wake
+                continue
+            t = max(sim.now, self.next_grant)
+            while held and held[0] <= t:
+                held.popleft()
+            if len(held) >= self.queue_depth:
+                t = held[0]
+            if t > sim.now:
+                yield t
+                continue
+            for k in range(1, len(pending) + 1):
+                requester = (self.granted + k) % len(pending)
+                if pending[requester]:
+                    break
+            self.granted = requester
+            lines, event = pending[requester].popleft()
+            beat = max(t + ACCEPT + self.latency - 3, self.free)
+            self.free = beat + lines * self.per_line
+            held.append(self.free)
+            event.value = (beat + 4, beat + (lines - 1) * self.per_line + 4)
+            sim.fire(event, t)
+            self.next_grant = t + 1
 
-        As :class:`rpaccel.rtl.memory.MemoryModel` serves them: a request enters the memory's queue
-        (``queue_depth`` requests, each held until its last line is read) :data:`ACCEPT` cycles after it is issued
-        (the arbiter, its register slice), is due ``latency - 3`` cycles after that, and its lines are read in
-        order, one per ``line_bytes / bytes_per_cycle`` cycles (at most one a cycle), once due and after the lines
-        of the requests ahead; a line reaches the requester 4 cycles after its read (the memory's registers and
-        response queue, the arbiter's routing)."""
+    def read(self, requester, lines, in_flight, piece=PIECE, spread=None):
+        """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
+        lines outstanding (``spread``: the cycles the first and the last request may go from at the earliest, the
+        requests between evenly); returns the cycles the first and the last line reach the requester."""
         sim, first = self.sim, None
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
         done = arrived = 0
-        held = self.held
         size = max(int(piece), 1)
-        while done < lines:
+        requests = -(-lines // size)
+        for k in range(requests):
             piece = min(size, lines - done)
             while done + piece - arrived > in_flight:
                 arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
                     yield arrive
-            while held and held[0] <= sim.now:
-                held.popleft()
-            while len(held) >= self.queue_depth:
-                yield held[0]
-                while held and held[0] <= sim.now:
-                    held.popleft()
-            beat = max(sim.now + ACCEPT + self.latency - 3, self.free)
-            self.free = beat + piece * self.per_line
-            held.append(self.free)
-            last = beat + (piece - 1) * self.per_line + 4
-            first = beat + 4 if first is None else first
+            if spread is not None and requests > 1:
+                due = spread[0] + (spread[1] - spread[0]) * k / (requests - 1)
+                if due > sim.now:
+                    yield due
+            event = _Event()
+            self.pending[requester].append((piece, event))
+            if self._wake is not None:
+                wake, self._wake = self._wake, None
+                sim.fire(wake, sim.now)
+            yield event
+            request_first, last = event.value
+            first = request_first if first is None else first
             done += piece
             arrivals.append((done, last))
         return (first if first is not None else sim.now), last
@@ -513,6 +555,7 @@ class _Timing:
         self.lane_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.score_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.emb_queue = _Queue(sim, None)
+        self.emb_jobs = _Queue(sim, None)
         self.parse_queue = _Queue(sim, None)
         # The fetcher's response buffer (``Fetcher(buffer_lines=None)``'s default): lines read and not yet parsed.
         self.buffer_lines = 1 << ceil_log2(max(4 * g.emb.max_burst, self.config.mem_latency_cycles))
@@ -618,10 +661,12 @@ class _Timing:
 
     def run(self):
         sim = self.sim
+        sim.process(self.memory.arbiter())
         sim.process(self.controller())
         sim.process(self.fetcher())
         sim.process(self.fetch_parser())
         sim.process(self.embedding())
+        sim.process(self.embedding_output())
         for lane in range(self.g.lanes):
             sim.process(self.join_loader(lane))
         sim.process(self.weight_loader())
@@ -739,7 +784,7 @@ class _Timing:
             t0 = sim.now + 1
             if list_lines:
                 yield from self._buffer_room(list_lines)
-                _, last = yield from self.memory.read(list_lines, self.buffer_lines)
+                _, last = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines)
                 self.lines_parsed_add(list_lines, last + LINE_TO_USE)
                 t0 = max(t0, last + LINE_TO_USE)
                 if t0 > sim.now:
@@ -751,7 +796,7 @@ class _Timing:
                     yield from self._buffer_room(lines)
                     # A read per item's area (its dense lines, its lookup lines), at most a burst.
                     piece = min(max(lines // items, 1), g.emb.max_burst)
-                    first, last = yield from self.memory.read(lines, self.buffer_lines, piece)
+                    first, last = yield from self.memory.read(_Memory.FETCHER, lines, self.buffer_lines, piece)
                 self.parse_queue.put((phase, tag, arg, (record, lines, first, last, started)), sim.now)
 
     def _buffer_room(self, lines):
@@ -816,45 +861,79 @@ class _Timing:
             self.finished(free + 1)
 
     def embedding(self):
-        """Lookups one a cycle (a row per cycle through the banks), the missed lines read (at most
-        ``max_outstanding_misses`` in flight), a pooled vector per bag after the pipeline, written into the FIFO
-        of the job's lane in the joiner, ``ceil(d / rows)`` words each; a FIFO holds ``join_buffer_words``: the unit
-        waits until the joiner has taken the words beyond it. Other commands wait for the lookups before them."""
+        """The embedding unit's intake: lookups one a cycle; each missed line's read issued :data:`MISS_ISSUE`
+        cycles after its lookup is taken (the misses spread evenly over the job's lookups); the job then goes to
+        the output side (:meth:`embedding_output`), so the next job's lookups follow at once. Other commands wait
+        until every earlier lookup's vector has left."""
         sim, g = self.sim, self.g
         free = 0.0
-        capacity = self.config.join_buffer_words
         while True:
             _, (kind, _tag, arg) = yield from self.emb_queue.get()
+            done = _Event()
             if kind == "emb":
-                start = max(sim.now, free)
-                if start > sim.now:
-                    yield start
-                end = start + 1
-                if arg["op"] == EmbeddingOp.PRELOAD.value:
-                    lines = self.chip.embedding.counts["mem_lines"]  # functional total; preload is setup only
-                    del lines
-                free = end
+                self.emb_jobs.put(("emb", None, done), sim.now)
+                yield done
                 continue
             lookups, misses, items, join, lane, requant = arg
             start = max(sim.now, free)
             first, last = self.lookups.take(lookups, start, 1.0)
+            free = last + 1
             if misses:
-                if first > sim.now:
-                    yield first
-                _, miss_last = yield from self.memory.read(misses, g.emb.max_outstanding, 1)
+                sim.process(self._misses(misses, first, last, done))
             else:
-                miss_last = first
-            vectors = items * (join["vectors"] - 1)
+                sim.fire(done, first)
+                done.value = None
+            self.emb_jobs.put(("lookup", (lookups, misses, items, join, lane, requant, first, last, start), done),
+                              first)
+
+    def _misses(self, misses, first, last, done):
+        """Read a job's missed lines (one request each, at most ``max_outstanding_misses`` in flight)."""
+        spread = (first + MISS_ISSUE, last + MISS_ISSUE)
+        arrivals = yield from self.memory.read(_Memory.EMBEDDING, misses, self.g.emb.max_outstanding, 1, spread)
+        done.value = arrivals
+        self.sim.fire(done, self.sim.now)
+
+    def embedding_output(self):
+        """The embedding unit's output side, a job at a time in order: each bag's pooled vector once its last
+        lookup has passed the pipeline (:data:`EMB_PIPE`) and its missed line (if any) has come
+        (:data:`MISS_PIPE`), and a requantisation after the previous one (its row's elements over the lanes, or its
+        ``ceil(d / rows)`` words into the joiner's FIFO, whichever is longer); the FIFO of the job's lane holds
+        ``join_buffer_words``: the unit waits until the joiner has taken the words beyond it. The lookups and the
+        misses of a job are spread evenly over its bags (the model knows their counts, not their order)."""
+        sim, g = self.sim, self.g
+        free = 0.0
+        capacity = self.config.join_buffer_words
+        while True:
+            _, (kind, arg, done) = yield from self.emb_jobs.get()
+            if kind == "emb":
+                t = max(sim.now, free)
+                if t > sim.now:
+                    yield t
+                free = t + 1
+                sim.fire(done, free)
+                continue
+            yield done
+            lookups, misses, items, join, lane, requant, first, last, start = arg
             chunks = _ceil_div(join["dim"], g.rows)
-            words = vectors * chunks
-            # A vector a requantisation (its row's elements over the lanes) or its words into the FIFO, whichever
-            # is longer.
-            pace = np.maximum(requant, chunks)
-            out_first = first + EMB_PIPE
-            out_last = max(last + EMB_PIPE, miss_last + EMB_PIPE,
-                           out_first + int(pace[:-1].sum()) + chunks - 1 if len(pace) else out_first + words - 1)
+            bags = len(requant)
+            if not bags:
+                continue
+            pace = np.maximum(requant, chunks).astype(np.float64)
+            b = np.arange(bags)
+            # Each bag's last lookup, and its missed line if the even spread gives it one.
+            position = (b + 1) * lookups // bags - 1
+            ready = first + (last - first) * position / max(lookups - 1, 1) + EMB_PIPE
+            if misses:
+                miss_first, miss_last = done.value
+                index = b * misses // bags
+                has = (b + 1) * misses // bags > index
+                line = miss_first + (miss_last - miss_first) * index / max(misses - 1, 1) + MISS_PIPE
+                ready = np.where(has, np.maximum(ready, line), ready)
+            offsets = np.concatenate([[0.0], np.cumsum(pace[:-1])])
+            times = offsets + np.maximum.accumulate(np.maximum(ready, free) - offsets)
+            out_first, out_last = float(times[0]), float(times[-1]) + chunks - 1
             pooled = self.pooled[lane]
-            pooled.put(words, out_first, out_last)
+            pooled.put(bags * chunks, out_first, out_last)
             self._wake_sender(out_first)
             end = out_last
             beyond = pooled.put_count - capacity - 1
@@ -862,8 +941,8 @@ class _Timing:
                 event = pooled.taken(beyond)
                 yield event
                 end = max(end, event.time)
-            free = end + 1
-            self.busy["embedding"].add(start, free)
+            free = max(end + 1, float(times[-1]) + pace[-1])
+            self.busy["embedding"].add(start, end + 1)
 
     def _wake_sender(self, t):
         if self.join_wake is not None:
@@ -984,7 +1063,7 @@ class _Timing:
                 yield self.layers_done[arg["lane"]].reached(arg["wait_layers"])
             start = sim.now
             lines = _ceil_div(arg["words"] * word_bytes, g.line_bytes)
-            first, last = yield from self.memory.read(lines, buffer_lines)
+            first, last = yield from self.memory.read(_Memory.WEIGHTS, lines, buffer_lines)
             done = max(max(first + LINE_TO_USE, done) + arg["words"] * per_word, last + LINE_TO_USE + 1)
             self.weights_done.add(done)
             self.busy["weights"].add(start, done)
