@@ -1118,8 +1118,8 @@ class _Timing:
         free = -1.0
         queue = self.lane_layers[lane]
         while True:
-            _, (_tag, arg) = yield from queue.get()
-            ready = sim.now
+            # From the cycle the command came (this process may have waited for its previous output's take).
+            ready, (_tag, arg) = yield from queue.get()
             cmd = arg["cmd"]
             inputs = self.inputs_done[lane].reached(cmd["wait_inputs"])
             yield inputs
