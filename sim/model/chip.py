@@ -571,7 +571,7 @@ class _Timing:
         self.pooled = [_Channel(sim, f"pooled[{lane}]") for lane in range(lanes)]
         self.join_wake = None          # an event for the joiner's sender: a bank loaded, vectors in, words taken
         for channel in self.inter:
-            channel.on_take = self._wake_sender
+            channel.on_take = lambda _t: self._wake_sender()
         self.weights_done = _Counter(sim)
         self.layers_done = [_Counter(sim) for _ in range(lanes)]
         self.inputs_done = [_Counter(sim) for _ in range(lanes)]
@@ -934,7 +934,7 @@ class _Timing:
             out_first, out_last = float(times[0]), float(times[-1]) + chunks - 1
             pooled = self.pooled[lane]
             pooled.put(bags * chunks, out_first, out_last)
-            self._wake_sender(out_first)
+            self._wake_sender()
             end = out_last
             beyond = pooled.put_count - capacity - 1
             if beyond >= 0:
@@ -944,10 +944,12 @@ class _Timing:
             free = max(end + 1, float(times[-1]) + pace[-1])
             self.busy["embedding"].add(start, end + 1)
 
-    def _wake_sender(self, t):
+    def _wake_sender(self):
+        """Wake the joiner's sender now: it works out from the lanes' state when it can send (a wake for a later
+        cycle would hide an earlier one that follows it)."""
         if self.join_wake is not None:
             event, self.join_wake = self.join_wake, None
-            self.sim.fire(event, max(t, self.sim.now))
+            self.sim.fire(event, self.sim.now)
 
     def join_loader(self, lane):
         """Lane ``lane``'s join jobs, in order (a queue of 4): the bottom block from the lane's output layer into a
@@ -967,7 +969,7 @@ class _Timing:
             _first, last = self.bottom[lane].take(words, start + 2, 1.0)
             self.banks[lane][bank] = _Event()
             self.bank_ready[lane].append((last + 1, bank, arg))
-            self._wake_sender(last + 1)
+            self._wake_sender()
             self.busy["join"].add(start, last + 1)
             bank ^= 1
 
@@ -986,7 +988,15 @@ class _Timing:
         need = items * (vectors - 1) * chunks
         if pooled.put_count - pooled.take_count < need:
             return None
-        first = pooled._word_time(pooled.take_count) if need else loaded
+        first = loaded
+        if need:
+            # Items go one by one, each once its pooled vectors are in: the job starts early enough that its first
+            # and its last item take their last vector no earlier than it comes (item i's accepted about
+            # (i + 1) / items of the job's input time after the start, as the unit alone takes them).
+            accept = self.interaction(MODES[join["mode"]], vectors, join["dim"], items).accept_last
+            start = pooled.take_count
+            first = max(pooled._word_time(start + need // items - 1) + 1 - accept / items,
+                        pooled._word_time(start + need - 1) + 1 - accept)
         inter = self.inter[lane]
         out = items * output_words(MODES[join["mode"]], vectors, join["dim"], self.g.rows)
         beyond = inter.put_count + min(out, self.config.join_output_words) - self.config.join_output_words - 1
@@ -1075,12 +1085,16 @@ class _Timing:
         sim = self.sim
         queue = self.lane_queues[lane]
         while True:
-            _, (tag, arg) = yield from queue.get()
-            yield self.weights_done.reached(arg["wait_weights"])
+            t, (tag, arg) = yield from queue.get()
+            weights = self.weights_done.reached(arg["wait_weights"])
+            yield weights
             target = self.lane_inputs[lane] if arg["cmd"]["op"] == Op.INPUT else self.lane_layers[lane]
-            yield target.room()
-            queue.took(sim.now)
-            target.put((tag, arg), sim.now + 1)
+            room = target.room()
+            yield room
+            # The cycles the events happened (this process may have resumed later, behind a unit's wait).
+            t = max(t, weights.time, room.time)
+            queue.took(t)
+            target.put((tag, arg), t + 1)
 
     def lane_loader(self, lane):
         """INPUT: once ``layers_done`` reaches ``wait_layers``, ``items * src_words`` words from the dense or the
@@ -1089,10 +1103,11 @@ class _Timing:
         free = 0.0
         queue = self.lane_inputs[lane]
         while True:
-            _, (_tag, arg) = yield from queue.get()
+            t, (_tag, arg) = yield from queue.get()
             cmd = arg["cmd"]
-            yield self.layers_done[lane].reached(cmd["wait_layers"])
-            start = max(sim.now, free)
+            layers = self.layers_done[lane].reached(cmd["wait_layers"])
+            yield layers
+            start = max(t, layers.time, free)
             queue.took(start)
             source = self.inter[lane] if arg["src"] == 1 else self.dense[lane]
             words = cmd["items"] * arg["src_words"]
