@@ -34,7 +34,6 @@ from ...embedding import ceil_log2
 from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
 from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
 from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
-from ...rtl.embedding import EmbeddingOp
 from ...rtl.mlp import WAIT_BITS, Op
 from ...rtl.topk import unit_latency
 from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
@@ -66,6 +65,8 @@ PIECE = 8
 LINE_TO_USE = 3
 #: Cycles from a lookup taken by the embedding unit to its miss's read request (F1..F7, the read buffer).
 MISS_ISSUE = 10
+#: Misses the embedding unit admits ahead of the arbiter's grants (``EmbeddingUnit._MISS_QUEUE``).
+MISS_QUEUE = 8
 #: Cycles from a missed line's arrival to its bag's pooled vector (read buffer, row assembly, pooling,
 #: requantisation).
 MISS_PIPE = 25
@@ -84,7 +85,7 @@ FEED_START = 5
 class _Event:
     """Something that happens once, at a cycle; processes wait on it."""
 
-    __slots__ = ("time", "waiters", "value")
+    __slots__ = ("time", "value", "waiters")
 
     def __init__(self):
         self.time = None
@@ -214,12 +215,14 @@ class _Channel:
                 return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
         raise AssertionError(f"{self.name}: word {k} not offered")
 
-    def take(self, n, ready, pace=1.0):
+    def take(self, n, ready, pace=1.0, until=None):
+        """Take ``n`` words from ``ready`` on, one per ``pace`` cycles at most (``until``: the consumer's own
+        cycle for the last, if later); returns the cycles of the first and the last."""
         k0, k1 = self.take_count, self.take_count + n - 1
         first = max(ready, self._word_time(k0) + 1)
         held = sum(span * (min(start + count, k1 + 1) - max(start, k0)) / count
                    for start, count, _, _, span in self.offered if span and start <= k1 and start + count > k0)
-        last = max(first + (n - 1) * pace, self._word_time(k1) + 1, first + held)
+        last = max(first + (n - 1) * pace, self._word_time(k1) + 1, first + held, until or 0.0)
         self.take_count += n
         while self.offered and self.offered[0][0] + self.offered[0][1] <= self.take_count:
             self.offered.popleft()
@@ -350,6 +353,12 @@ class _Memory:
             sim.fire(event, t)
             self.next_grant = t + 1
 
+    def wake(self):
+        """A request is pending: the arbiter looks again now."""
+        if self._wake is not None:
+            wake, self._wake = self._wake, None
+            self.sim.fire(wake, self.sim.now)
+
     def read(self, requester, lines, in_flight, piece=PIECE, spread=None):
         """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
         lines outstanding (``spread``: the cycles the first and the last request may go from at the earliest, the
@@ -372,9 +381,7 @@ class _Memory:
                     yield due
             event = _Event()
             self.pending[requester].append((piece, event))
-            if self._wake is not None:
-                wake, self._wake = self._wake, None
-                sim.fire(wake, sim.now)
+            self.wake()
             yield event
             request_first, last = event.value
             first = request_first if first is None else first
@@ -556,6 +563,7 @@ class _Timing:
         self.score_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.emb_queue = _Queue(sim, None)
         self.emb_jobs = _Queue(sim, None)
+        self.miss_requests = _Queue(sim, None)
         self.parse_queue = _Queue(sim, None)
         # The fetcher's response buffer (``Fetcher(buffer_lines=None)``'s default): lines read and not yet parsed.
         self.buffer_lines = 1 << ceil_log2(max(4 * g.emb.max_burst, self.config.mem_latency_cycles))
@@ -667,6 +675,7 @@ class _Timing:
         sim.process(self.fetch_parser())
         sim.process(self.embedding())
         sim.process(self.embedding_output())
+        sim.process(self.miss_issuer())
         for lane in range(self.g.lanes):
             sim.process(self.join_loader(lane))
         sim.process(self.weight_loader())
@@ -861,37 +870,55 @@ class _Timing:
             self.finished(free + 1)
 
     def embedding(self):
-        """The embedding unit's intake: lookups one a cycle; each missed line's read issued :data:`MISS_ISSUE`
-        cycles after its lookup is taken (the misses spread evenly over the job's lookups); the job then goes to
-        the output side (:meth:`embedding_output`), so the next job's lookups follow at once. Other commands wait
-        until every earlier lookup's vector has left."""
-        sim, g = self.sim, self.g
+        """The embedding unit's intake: lookups one a cycle, each missed line's read request :data:`MISS_ISSUE`
+        cycles after its lookup; admission holds a lookup while :data:`MISS_QUEUE` misses wait for the arbiter's
+        grant (``miss_used``), so a memory busy with the fetcher's reads holds up the lookups, and the fetcher's
+        parser behind them. The job then goes to the output side (:meth:`embedding_output`), so the next job's
+        lookups follow at once. The misses are spread evenly over the job's lookups (the model knows their count,
+        not their places). Other commands wait until every earlier lookup's vector has left."""
+        sim = self.sim
         free = 0.0
         while True:
             _, (kind, _tag, arg) = yield from self.emb_queue.get()
-            done = _Event()
             if kind == "emb":
+                done = _Event()
                 self.emb_jobs.put(("emb", None, done), sim.now)
                 yield done
                 continue
-            lookups, misses, items, join, lane, requant = arg
+            lookups, misses, _items, join, lane, requant = arg
             start = max(sim.now, free)
-            first, last = self.lookups.take(lookups, start, 1.0)
+            k0 = self.lookups.take_count
+            t, previous, grants = start - 1, -1, []
+            for m in range(misses):
+                position = m * lookups // misses
+                t = max(t + position - previous, self.lookups._word_time(k0 + position) + 1)
+                if m >= MISS_QUEUE:
+                    grant = grants[m - MISS_QUEUE]
+                    if grant.time is None:
+                        yield grant
+                    t = max(t, grant.time + 1)
+                grant = _Event()
+                grants.append(grant)
+                self.miss_requests.put(grant, t + MISS_ISSUE)
+                previous = position
+            until = t + lookups - 1 - previous if misses else None
+            first, last = self.lookups.take(lookups, start, 1.0, until)
             free = last + 1
-            if misses:
-                sim.process(self._misses(misses, first, last, done))
-            else:
-                sim.fire(done, first)
-                done.value = None
-            self.emb_jobs.put(("lookup", (lookups, misses, items, join, lane, requant, first, last, start), done),
-                              first)
+            self.emb_jobs.put(("lookup", (lookups, misses, join, lane, requant, first, last, start, grants),
+                               grants[-1] if grants else None), first)
 
-    def _misses(self, misses, first, last, done):
-        """Read a job's missed lines (one request each, at most ``max_outstanding_misses`` in flight)."""
-        spread = (first + MISS_ISSUE, last + MISS_ISSUE)
-        arrivals = yield from self.memory.read(_Memory.EMBEDDING, misses, self.g.emb.max_outstanding, 1, spread)
-        done.value = arrivals
-        self.sim.fire(done, self.sim.now)
+    def miss_issuer(self):
+        """The embedding unit's miss requests, in order, each from its cycle, one line each through the arbiter;
+        each request's event fires at its grant, its value the cycles its line arrives."""
+        memory = self.memory
+        while True:
+            _, grant = yield from self.miss_requests.get()
+            event = _Event()
+            memory.pending[_Memory.EMBEDDING].append((1, event))
+            memory.wake()
+            yield event
+            grant.value = event.value
+            self.sim.fire(grant, event.time)
 
     def embedding_output(self):
         """The embedding unit's output side, a job at a time in order: each bag's pooled vector once its last
@@ -912,8 +939,9 @@ class _Timing:
                 free = t + 1
                 sim.fire(done, free)
                 continue
-            yield done
-            lookups, misses, items, join, lane, requant, first, last, start = arg
+            if done is not None:
+                yield done
+            lookups, misses, join, lane, requant, first, last, start, grants = arg
             chunks = _ceil_div(join["dim"], g.rows)
             bags = len(requant)
             if not bags:
@@ -924,7 +952,7 @@ class _Timing:
             position = (b + 1) * lookups // bags - 1
             ready = first + (last - first) * position / max(lookups - 1, 1) + EMB_PIPE
             if misses:
-                miss_first, miss_last = done.value
+                miss_first, miss_last = grants[0].value[0], grants[-1].value[1]
                 index = b * misses // bags
                 has = (b + 1) * misses // bags > index
                 line = miss_first + (miss_last - miss_first) * index / max(misses - 1, 1) + MISS_PIPE
@@ -1082,7 +1110,6 @@ class _Timing:
     def lane_gate(self, lane):
         """The lane's commands in order, each once the weight loader has completed ``wait_weights``, into the
         engine's loader (INPUT) or feeder (LAYER) queue (two places each)."""
-        sim = self.sim
         queue = self.lane_queues[lane]
         while True:
             t, (tag, arg) = yield from queue.get()
@@ -1099,7 +1126,6 @@ class _Timing:
     def lane_loader(self, lane):
         """INPUT: once ``layers_done`` reaches ``wait_layers``, ``items * src_words`` words from the dense or the
         interaction stream, one a cycle (the act sequencer cuts each into the lane's words, one a cycle)."""
-        sim, _g = self.sim, self.g
         free = 0.0
         queue = self.lane_inputs[lane]
         while True:
@@ -1129,7 +1155,7 @@ class _Timing:
         and the lane is held until they are taken. (Against the exact engine model alone, on RecPipe's MLPs: the
         same per-layer cycles in steady state, a few cycles per layer apart where a layer's first tile waits for
         its weights.)"""
-        sim, g = self.sim, self.g
+        g = self.g
         free = -1.0
         queue = self.lane_layers[lane]
         while True:
