@@ -39,7 +39,7 @@ from ...rtl.topk import unit_latency
 from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
 from .score import PASS_EXTRA
 
-__all__ = ["ModelDevice", "TimedChip", "TimedRun"]
+__all__ = ["ModelDevice", "TimedChip", "TimedRun", "requant_cycles"]
 
 _MOD = 1 << WAIT_BITS
 _MEM_WRITE = Opcode.MEM_WRITE.value
@@ -78,6 +78,19 @@ ENGINE_PIPE = 24
 #: Engine: a LAYER's first item after the ``inputs_done`` or ``layers_done`` it waits for (feeder start, reads,
 #: feed FIFO, slices).
 FEED_START = 5
+
+
+def requant_cycles(emb, row_lines):
+    """The embedding unit's requantiser's cycles per pooled vector (:class:`rpaccel.rtl.embedding.Requantizer`):
+    its row's elements (``line_bytes << row_lines``) over its lanes, a chunk a cycle, at least one.
+
+    Parameters
+    ----------
+    emb : rpaccel.embedding.EmbeddingGeometry
+    row_lines : numpy.ndarray
+        Per bag, log2 of its table's lines per row.
+    """
+    return np.maximum(-(-(emb.line_bytes << np.asarray(row_lines)) // emb.requant_lanes), 1)
 
 
 # The event loop ----------------------------------------------------------------------------------------------------
@@ -467,9 +480,8 @@ class _Recorder(FunctionalChip):
             misses = embedding.counts["line_misses"]
             tables, last = block[:, 0], block[:, 2]
             record = pending.popleft()
-            # The requantiser's cycles per bag: ``ceil(line_bytes << row_lines / lanes)`` (its row's elements).
             row_lines = np.minimum(embedding.config["row_lines"][tables[last != 0]], emb.bank_bits)
-            record["requant"] = np.maximum(-(-(emb.line_bytes << row_lines) // emb.requant_lanes), 1)
+            record["requant"] = requant_cycles(emb, row_lines)
             lookups_of(block)
             record["misses"] += embedding.counts["line_misses"] - misses
         embedding._lookups = lookups
