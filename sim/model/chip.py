@@ -1169,6 +1169,7 @@ class _Timing:
         its weights.)"""
         g = self.g
         free = -1.0
+        tail = (-np.inf, -np.inf)     # the last item of the lane's last two tiles
         queue = self.lane_layers[lane]
         while True:
             # From the cycle the command came (this process may have waited for its previous output's take).
@@ -1183,14 +1184,26 @@ class _Timing:
             shape = g.engine.splits[self.split]
             items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
             share = min(self.split, g.lanes)
-            per_tile = max(items, shape.rows, shape.tile_words * share)
-            feed_end = start + nt * kt * per_tile
+            tiles = nt * kt
+            # A tile's items go one a cycle once its rows are in its bank (the two banks in turn: from 2 * rows - 1
+            # cycles after the last item of the tile two before); the layer's first two tiles from the banks' state
+            # its previous tiles left, the rest at the longer of their items, their rows' turn and their words.
+            gate = 2 * shape.rows - 1
+            first = max(start, tail[0] + gate)
+            second = max(first + items, tail[1] + gate)
+            if tiles == 1:
+                last, tail = first + items - 1, (tail[1], first + items - 1)
+            else:
+                period = max(items, (items + gate - 1) / 2, shape.tile_words * share + 1)
+                last = second + items - 1 + (tiles - 2) * period
+                tail = (last - period, last)
+            feed_end = last + 1
             latency = shape.rows + shape.cols + ENGINE_PIPE
             done = feed_end + latency + (shape.beats - 1) * items
             free = feed_end
             if cmd["to_output"]:
                 channel = self.bottom[lane] if arg["dst"] == 0 else self.logits[lane]
-                first_out = start + kt * per_tile + latency - 2
+                first_out = start + (feed_end - start) * kt / tiles + latency - 2
                 channel.put(items * nt, min(first_out, done - 2), done - 2)
                 event = channel.taken(channel.put_count - 1)
                 yield event
