@@ -357,14 +357,35 @@ class _Memory:
                 requester = (self.granted + k) % len(pending)
                 if pending[requester]:
                     break
-            self.granted = requester
             lines, event = pending[requester].popleft()
-            beat = max(t + ACCEPT + self.latency - 3, self.free)
-            self.free = beat + lines * self.per_line
-            held.append(self.free)
-            event.value = (beat + 4, beat + (lines - 1) * self.per_line + 4)
+            event.value = self._grant(requester, lines, t)
             sim.fire(event, t)
-            self.next_grant = t + 1
+
+    def _grant(self, requester, lines, t):
+        """Grant ``requester``'s read of ``lines`` lines in cycle ``t``; returns the cycles its first and last
+        line arrive."""
+        self.granted = requester
+        beat = max(t + ACCEPT + self.latency - 3, self.free)
+        self.free = beat + lines * self.per_line
+        self.held.append(self.free)
+        self.next_grant = t + 1
+        return beat + 4, beat + (lines - 1) * self.per_line + 4
+
+    def request(self, requester, lines):
+        """A generator: ``requester`` asks for ``lines`` lines now; returns the cycles its first and last line
+        arrive once granted. Granted at once where the arbiter would (no other request pending, the queue with
+        room, no grant yet this cycle), without the arbiter's process."""
+        sim, held = self.sim, self.held
+        now = sim.now
+        while held and held[0] <= now:
+            held.popleft()
+        if not any(self.pending) and self.next_grant <= now and len(held) < self.queue_depth:
+            return self._grant(requester, lines, now)
+        event = _Event()
+        self.pending[requester].append((lines, event))
+        self.wake()
+        yield event
+        return event.value
 
     def wake(self):
         """A request is pending: the arbiter looks again now."""
@@ -392,11 +413,7 @@ class _Memory:
                 due = spread[0] + (spread[1] - spread[0]) * k / (requests - 1)
                 if due > sim.now:
                     yield due
-            event = _Event()
-            self.pending[requester].append((piece, event))
-            self.wake()
-            yield event
-            request_first, last = event.value
+            request_first, last = yield from self.request(requester, piece)
             first = request_first if first is None else first
             done += piece
             arrivals.append((done, last))
@@ -925,12 +942,8 @@ class _Timing:
         memory = self.memory
         while True:
             _, grant = yield from self.miss_requests.get()
-            event = _Event()
-            memory.pending[_Memory.EMBEDDING].append((1, event))
-            memory.wake()
-            yield event
-            grant.value = event.value
-            self.sim.fire(grant, event.time)
+            grant.value = yield from memory.request(_Memory.EMBEDDING, 1)
+            self.sim.fire(grant, self.sim.now)
 
     def embedding_output(self):
         """The embedding unit's output side, a job at a time in order: each bag's pooled vector once its last
