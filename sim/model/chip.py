@@ -55,6 +55,8 @@ WRITE_CYCLES = 2 + QUIET_CYCLES
 RESPOND = 2
 #: A MEM_READ's first DATA leaves this many cycles after the memory's latency from the barrier running.
 READ_EXTRA = 4
+#: Cycles the fetcher takes per EMB command on average (the embedding unit's command intake: 2, 3, 2, 3, ...).
+EMB_CYCLES = 2.5
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
 #: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
@@ -802,12 +804,21 @@ class _Timing:
         for them beside the lines read and not yet parsed: the issuer runs ahead of the parser by a buffer's lines,
         so the memory's latency is paid once, not per phase."""
         sim, g = self.sim, self.g
+        emb_free = 0.0       # EMBs go one per EMB_CYCLES (a float: 2, 3, 2, 3, ... cycles)
         while True:
             _, (kind, tag, arg) = yield from self.fetch_queue.get()
-            self.fetch_queue.took(sim.now)
             if kind == "emb":
-                self.parse_queue.put(("emb", tag, arg, None), sim.now + 1)
+                t = max(sim.now, float(np.floor(emb_free)))
+                if t > sim.now:
+                    yield t
+                emb_free = max(emb_free, t) + EMB_CYCLES
+                self.fetch_queue.took(t)
+                self.parse_queue.put(("emb", tag, arg, None), t + 1)
                 continue
+            t = max(sim.now, float(np.floor(emb_free)) - EMB_CYCLES + 1)
+            if t > sim.now:
+                yield t
+            self.fetch_queue.took(t)
             record = self.fetch_records.popleft()
             started = sim.now
             if arg["source"] == FetchSource.SURVIVORS.value:
