@@ -1227,11 +1227,13 @@ class _Timing:
             free = feed_end
             if cmd["to_output"]:
                 channel = self.bottom[lane] if arg["dst"] == 0 else self.logits[lane]
-                first_out = start + (feed_end - start) * kt / tiles + latency - 2
+                # Offered a cycle before each goes out: the first n-tile's results from its last k-tile's first
+                # item, the last one a cycle before the layer is counted done.
+                first_out = first + (feed_end - first) * (kt - 1) / tiles + latency - 1
                 channel.put(items * nt, min(first_out, done - 2), done - 2)
                 event = channel.taken(channel.put_count - 1)
                 yield event
-                done = max(done, event.time + 2)
+                done = max(done, event.time + 1)
                 free = max(free, event.time - latency)
             self.layers_done[lane].add(done)
             self.busy[f"lane{lane}"].add(start, done)
