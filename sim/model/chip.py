@@ -57,6 +57,9 @@ RESPOND = 2
 READ_EXTRA = 4
 #: Cycles the fetcher takes per EMB command on average (the embedding unit's command intake: 2, 3, 2, 3, ...).
 EMB_CYCLES = 2.5
+#: Cycles from a pooled word's write into the joiner's FIFO to the interaction unit taking it (the FIFO's write
+#: and registered read, the sender's register).
+JOIN_PIPE = 6
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
 #: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
@@ -71,7 +74,7 @@ MISS_ISSUE = 10
 MISS_QUEUE = 8
 #: Cycles from a missed line's arrival to its bag's pooled vector (read buffer, row assembly, pooling,
 #: requantisation).
-MISS_PIPE = 25
+MISS_PIPE = 27
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
 EMB_PIPE = 16
 #: Engine: a layer's last item to ``layers_done`` counting it, beyond ``rows + cols`` (array 4, slices 2,
@@ -989,8 +992,8 @@ class _Timing:
             ready = first + (last - first) * position / max(lookups - 1, 1) + EMB_PIPE
             if misses:
                 miss_first, miss_last = grants[0].value[0], grants[-1].value[1]
-                index = b * misses // bags
-                has = (b + 1) * misses // bags > index
+                index = -(-b * misses // bags)
+                has = -(-(b + 1) * misses // bags) > index
                 line = miss_first + (miss_last - miss_first) * index / max(misses - 1, 1) + MISS_PIPE
                 ready = np.where(has, np.maximum(ready, line), ready)
             offsets = np.concatenate([[0.0], np.cumsum(pace[:-1])])
@@ -1101,7 +1104,7 @@ class _Timing:
             else:
                 p_last = start
             timing = self.interaction(MODES[join["mode"]], vectors, join["dim"], items)
-            accept_last = max(start + timing.accept_last, p_last + 2)
+            accept_last = max(start + timing.accept_last, p_last + JOIN_PIPE)
             out = items * output_words(MODES[join["mode"]], vectors, join["dim"], g.rows)
             o_first = max(start + timing.out_first, self.inter_free)
             o_last = max(start + timing.out_last, accept_last + timing.drain, o_first + out - 1)
