@@ -53,6 +53,8 @@ DISPATCH = 2
 WRITE_CYCLES = 2 + QUIET_CYCLES
 #: A controller response leaves this many cycles after its barrier runs.
 RESPOND = 2
+#: Cycles a COUNTERS waits before its first answer (the embedding unit's counters asked for and come back).
+COUNTERS_WAIT = 9
 #: A MEM_READ's first DATA leaves this many cycles after the memory's latency from the barrier running.
 READ_EXTRA = 4
 #: Cycles the fetcher takes per EMB command on average (the embedding unit's command intake: 2, 3, 2, 3, ...).
@@ -776,8 +778,8 @@ class _Timing:
                     self.counter_reads.append(self.timing_counters(t))
                     if self.arg("counters", i)["clear"]:
                         self.clear_at = t
-                    self.respond(t + RESPOND, ResponseKind.COUNTER, tag, count)
-                    t += count
+                    self.respond(t + RESPOND + COUNTERS_WAIT, ResponseKind.COUNTER, tag, count)
+                    t += count + COUNTERS_WAIT - 1
                 i += 1
                 continue
             queue, item = None, None

@@ -8,6 +8,7 @@ from rpaccel.config import preset
 from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries, decode_responses, expected_responses
 from rpaccel.host.driver.codec import to_ints
 from rpaccel.host.driver.device import TimedTrace
+from rpaccel.rtl.accel.isa import ChipGeometry
 from rpaccel.sim.chip import program_words, run_program
 from rpaccel.sim.model.chip import ModelDevice, TimedChip
 from rpaccel.sim.model.functional import FunctionalChip
@@ -67,15 +68,15 @@ def test_every_run_of_the_model_device_starts_from_reset(program):
 
 #: Directed programs: (name, stages as (model index, k), candidates, mode, sub-batch, bound). The bound is the largest
 #: difference of any response's cycle from the RTL's, as a share of the RTL's query window (first command after the
-#: setup to the last response). "fetch+mlp" pins the requantiser's cycles per pooled vector (one a cycle: 13% early);
-#: "pipeline" the memory arbiter's round robin and the embedding unit's miss queue (the fetcher's reads ahead of
-#: the misses: 5% late), with the lanes' per-layer rule on short layers left (docs/model.md); "2-stage" a layer's
-#: start from its command's arrival (after the previous output's take: 3% late); "baseline" the embedding unit's
-#: intake apart from its output.
+#: setup to the last response), a little above the model's (0.6%, 1.8%, 1.4% and 0.6%). "fetch+mlp" pins the
+#: requantiser's cycles per pooled vector (at one a cycle: 15% early); "pipeline" the memory arbiter's round robin
+#: and the embedding unit's miss queue (the fetcher's reads ahead of the misses: 5% late); "2-stage" a layer's start
+#: from its command's arrival (after the previous output's take: 3% late); "baseline" the embedding unit's intake
+#: apart from its output. What remains is named in docs/model.md.
 DIRECTED = (
     ("fetch+mlp", ((0, 5),), 16, "rpaccel", 16, 0.01),
     ("pipeline", ((0, 16),), 63, "rpaccel", 16, 0.025),
-    ("2-stage", ((0, 20), (1, 5)), 60, "rpaccel", 8, 0.01),
+    ("2-stage", ((0, 20), (1, 5)), 60, "rpaccel", 8, 0.02),
     ("baseline", ((0, 20), (1, 5)), 60, "baseline", 15, 0.01),
 )
 
@@ -124,3 +125,22 @@ def test_a_planted_error_in_a_pinned_rule_is_caught(rtl_device, monkeypatch):
     program, bound = _directed("fetch+mlp")
     monkeypatch.setattr(chip, "requant_cycles", lambda emb, row_lines: np.ones(len(row_lines), np.int64))
     assert _worst_share(program, rtl_device, ModelDevice(TINY)) > bound
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_counters_answers_leave_as_the_rtls(rtl_device):
+    """COUNTERS waits for the embedding unit's counters (COUNTERS_WAIT) before its answers, one a cycle, and holds
+    the next command as long: every response's cycle equal to the RTL's."""
+    from rpaccel.host.driver.chip import ChipEncoder
+    from rpaccel.rtl.accel.controller import counter_ids
+    from rpaccel.sim.chip import run_words
+
+    g = ChipGeometry(TINY)
+    encoder = ChipEncoder(g)
+    words = np.concatenate([encoder.sync(tag=1), encoder.counters(clear=True, tag=2), encoder.counters(tag=3),
+                            encoder.sync(tag=4)])
+    count = 2 + 2 * len(dict.fromkeys(counter_ids(g)))
+    (_, rtl, _, _), (_, model, _, _) = (run_words(device, g, words, count)
+                                        for device in (rtl_device, ModelDevice(TINY)))
+    assert (model == rtl).all()
