@@ -11,10 +11,10 @@ This model is *not* exact (issue 20's exact model is built unit by unit, docs/mo
 a unit's instruction: a transfer of ``n`` words between two units is a segment whose first and last words have
 cycles and whose words between are spread evenly; a consumer takes a segment at its own pace, no earlier than the
 producer offers it, and a producer whose buffer downstream is small waits until its segment has been taken
-(back-pressure at segment grain). Memory reads are requests of a burst into the memory model's queue, served in
-order at its bandwidth once due (its latency after they were taken), with each requester's limit on lines in
-flight. The
-rules for each unit are in its process below, with the RTL mechanism they stand for; where a rule is coarser than
+(back-pressure at segment grain). Memory reads are the RTL's requests (a fetcher's per item's area, an embedding
+unit's per missed line, a weight loader's bursts), granted one a cycle round robin while the memory model's queue
+has room and served in order at its bandwidth once due, with each requester's limit on lines in flight. The rules
+for each unit are in its process below, with the RTL mechanism they stand for; where a rule is coarser than
 the RTL, its docstring says so. The error against the RTL is measured, per case, by ``rpaccel bench model``.
 
 What the model gives: every response's cycle (responses in the chip's order, the values the functional model's),
@@ -66,7 +66,7 @@ JOIN_PIPE = 6
 JOB_QUEUE = 4
 #: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
 ACCEPT = 2
-#: Lines a memory request carries at most, by default (the fetcher's and the weight loader's bursts).
+#: Lines a memory request carries at most, by default (the weight loader's bursts, a list's lines).
 PIECE = 8
 #: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
 LINE_TO_USE = 3
@@ -400,26 +400,20 @@ class _Memory:
             wake, self._wake = self._wake, None
             self.sim.fire(wake, self.sim.now)
 
-    def read(self, requester, lines, in_flight, piece=PIECE, spread=None):
+    def read(self, requester, lines, in_flight, piece=PIECE):
         """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
-        lines outstanding (``spread``: the cycles the first and the last request may go from at the earliest, the
-        requests between evenly); returns the cycles the first and the last line reach the requester."""
+        lines outstanding; returns the cycles the first and the last line reach the requester."""
         sim, first = self.sim, None
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
         done = arrived = 0
         size = max(int(piece), 1)
-        requests = -(-lines // size)
-        for k in range(requests):
+        while done < lines:
             piece = min(size, lines - done)
             while done + piece - arrived > in_flight:
                 arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
                     yield arrive
-            if spread is not None and requests > 1:
-                due = spread[0] + (spread[1] - spread[0]) * k / (requests - 1)
-                if due > sim.now:
-                    yield due
             request_first, last = yield from self.request(requester, piece)
             first = request_first if first is None else first
             done += piece
