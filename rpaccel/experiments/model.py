@@ -397,8 +397,8 @@ def run_model_regression(presets=("tiny", "small"), *, programs=4, seed=1, progr
                      f"{row['max_difference']:,} | {row['rtl_last']:,} | {row['model_last']:,} | {row['error']:+.2%} |")
     lines += ["", "The model is transaction-level (docs/model.md): its rules are per instruction. The memory's "
               "arbiter, the embedding unit's requantiser and miss queue and the lanes' layer starts follow the RTL; "
-              "the mechanisms still inexact (the lanes' per-layer rule on short layers, which lookups miss, the "
-              "joiner a job at a time) are named in docs/model.md with their errors."]
+              "the mechanisms still inexact (which lookups miss, the fetcher's issue, the lanes' rule on many-tile "
+              "layers of few items, the joiner a job at a time) are named in docs/model.md with their errors."]
     text = "\n".join(lines) + "\n"
     return Report(rows=rows, text=text, data={"rows": rows, "seed": seed}, failures=tuple(failures),
                   sections=(Section("model-regression", "The timed model against the RTL on random programs",
