@@ -51,12 +51,16 @@ QUEUE_DEPTH = 16
 DISPATCH = 2
 #: Cycles between two MEM_WRITEs: the write through the arbiter (two cycles of activity), then the quiet cycles.
 WRITE_CYCLES = 2 + QUIET_CYCLES
+#: Cycles from a MEM_WRITE's turn in the controller to the memory's queue taking it, beyond a read's.
+WRITE_OFFSET = 8
 #: A controller response leaves this many cycles after its barrier runs.
 RESPOND = 2
 #: Cycles a COUNTERS waits before its first answer (the embedding unit's counters asked for and come back).
 COUNTERS_WAIT = 9
 #: A MEM_READ's first DATA leaves this many cycles after the memory's latency from the barrier running.
 READ_EXTRA = 4
+#: Cycles from the fetcher taking a FETCH to its first read request (the sequencer's token, the issuer's address).
+FETCH_ISSUE = 4
 #: Cycles the fetcher takes per EMB command on average (the embedding unit's command intake: 2, 3, 2, 3, ...).
 EMB_CYCLES = 2.5
 #: Cycles from a pooled word's write into the joiner's FIFO to the interaction unit taking it (the FIFO's write
@@ -393,6 +397,15 @@ class _Memory:
         self.wake()
         yield event
         return event.value
+
+    def writes(self, first, count, step):
+        """``count`` writes granted from cycle ``first``, one every ``step`` cycles: each holds a place in the
+        memory's queue until it is served, its latency after it entered (the reads behind it wait for its place
+        and its turn)."""
+        for k in range(max(count - self.queue_depth, 0), count):
+            beat = max(first + step * k + ACCEPT + self.latency - 3, self.free)
+            self.free = beat + self.per_line
+            self.held.append(self.free)
 
     def wake(self):
         """A request is pending: the arbiter looks again now."""
@@ -751,9 +764,9 @@ class _Timing:
                     end = writes[np.searchsorted(writes, i)] if writes.size and writes[-1] > i else self.n
                     late = np.flatnonzero(self.arrivals[i + 1:end] >= t + WRITE_CYCLES * np.arange(1, end - i))
                     run = i + 1 + int(late[0]) if late.size else end
+                    self.memory.writes(t + WRITE_OFFSET, run - i, WRITE_CYCLES)
                     t += WRITE_CYCLES * (run - i - 1)
                     self.last_done = max(self.last_done, t + WRITE_CYCLES - QUIET_CYCLES)
-                    self.memory.free = max(self.memory.free, t + self.memory.per_line)
                     i = run
                     continue
                 if op == Opcode.SYNC.value:
@@ -829,6 +842,8 @@ class _Timing:
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
             lookup_lines = max(record["lines"] - list_lines - dense_lines, 0)
+            if started + FETCH_ISSUE > sim.now:
+                yield started + FETCH_ISSUE
             t0 = sim.now + 1
             if list_lines:
                 yield from self._buffer_room(list_lines)
