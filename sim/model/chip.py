@@ -509,12 +509,44 @@ class _Recorder(FunctionalChip):
 
         def lookups(block):
             misses = embedding.counts["line_misses"]
-            tables, last = block[:, 0], block[:, 2]
+            tables, ids, last = block[:, 0], block[:, 1], block[:, 2]
             record = pending.popleft()
-            row_lines = np.minimum(embedding.config["row_lines"][tables[last != 0]], emb.bank_bits)
-            record["requant"] = requant_cycles(emb, row_lines)
-            lookups_of(block)
+            config = embedding.config
+            row_lines = np.minimum(config["row_lines"][tables], emb.bank_bits)
+            record["requant"] = requant_cycles(emb, row_lines[last != 0])
+            # Which lookups miss: the dynamic cache's answer per line, in the order the unit asks.
+            cache, hits = embedding.dynamic, []
+            if cache is not None:
+                access = cache.access
+                cache.access = lambda line: hits.append(access(line)) or hits[-1]
+            try:
+                lookups_of(block)
+            finally:
+                if cache is not None:
+                    del cache.access
             record["misses"] += embedding.counts["line_misses"] - misses
+            in_range = ids < config["rows"][tables]
+            static = in_range & (ids < config["static_rows"][tables]) if emb.static_rows else np.zeros(len(ids), bool)
+            dynamic = np.flatnonzero(in_range & ~static)
+            spans = 1 << row_lines[dynamic]
+            missed = np.zeros(len(ids), np.int64)
+            if cache is None:
+                missed[dynamic] = spans
+            elif len(hits) == int(spans.sum()):
+                starts = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
+                missed[dynamic] = np.add.reduceat(~np.asarray(hits, bool), starts) if len(starts) else 0
+            else:
+                return          # the cache answered otherwise than line by line: the misses' places stay unknown
+            # Per missed line the lookup it belongs to; per bag the index of its last missed line (-1: none).
+            record["miss_lookups"] = np.repeat(np.arange(len(ids)), missed)
+            bag = np.cumsum(last != 0) - (last != 0)
+            bags = int(np.count_nonzero(last))
+            owners = bag[record["miss_lookups"]]
+            last_miss = np.full(bags, -1, np.int64)
+            keep = owners < bags
+            np.maximum.at(last_miss, owners[keep], np.flatnonzero(keep))
+            record["bag_miss"] = last_miss
+            record["bag_lookup"] = np.flatnonzero(last != 0)
         embedding._lookups = lookups
         fetch_of = fetcher._fetch
 
@@ -913,7 +945,7 @@ class _Timing:
             l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE if lines else 0)
             if lookups:
                 self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane,
-                                                           record["requant"])), l_first)
+                                                           record)), l_first)
                 self.lookups.put(lookups, l_first, l_last)
                 event = self.lookups.taken(self.lookups.put_count - 1)
                 yield event
@@ -939,12 +971,13 @@ class _Timing:
                 self.emb_jobs.put(("emb", None, done), sim.now)
                 yield done
                 continue
-            lookups, misses, _items, join, lane, requant = arg
+            lookups, misses, _items, join, lane, record = arg
             start = max(sim.now, free)
             k0 = self.lookups.take_count
             t, previous, grants = start - 1, -1, []
+            places = record.get("miss_lookups")
             for m in range(misses):
-                position = m * lookups // misses
+                position = int(places[m]) if places is not None else m * lookups // misses
                 t = max(t + position - previous, self.lookups._word_time(k0 + position) + 1)
                 if m >= MISS_QUEUE:
                     grant = grants[m - MISS_QUEUE]
@@ -958,7 +991,7 @@ class _Timing:
             until = t + lookups - 1 - previous if misses else None
             first, last = self.lookups.take(lookups, start, 1.0, until)
             free = last + 1
-            self.emb_jobs.put(("lookup", (lookups, misses, join, lane, requant, first, last, start, grants),
+            self.emb_jobs.put(("lookup", (lookups, misses, join, lane, record, first, last, start, grants),
                                grants[-1] if grants else None), first)
 
     def miss_issuer(self):
@@ -991,17 +1024,24 @@ class _Timing:
                 continue
             if done is not None:
                 yield done
-            lookups, misses, join, lane, requant, first, last, start, grants = arg
+            lookups, misses, join, lane, record, first, last, start, grants = arg
+            requant = record["requant"]
             chunks = _ceil_div(join["dim"], g.rows)
             bags = len(requant)
             if not bags:
                 continue
             pace = np.maximum(requant, chunks).astype(np.float64)
             b = np.arange(bags)
-            # Each bag's last lookup, and its missed line if the even spread gives it one.
-            position = (b + 1) * lookups // bags - 1
+            # Each bag's last lookup, and its last missed line (the recorded ones, or where an even spread puts
+            # them).
+            position = record.get("bag_lookup", (b + 1) * lookups // bags - 1)
             ready = first + (last - first) * position / max(lookups - 1, 1) + EMB_PIPE
-            if misses:
+            if misses and "bag_miss" in record:
+                bag_miss = record["bag_miss"]
+                arrivals = np.array([grant.value[1] for grant in grants])
+                line = arrivals[np.maximum(bag_miss, 0)] + MISS_PIPE
+                ready = np.where(bag_miss >= 0, np.maximum(ready, line), ready)
+            elif misses:
                 miss_first, miss_last = grants[0].value[0], grants[-1].value[1]
                 index = -(-b * misses // bags)
                 has = -(-(b + 1) * misses // bags) > index
