@@ -51,8 +51,8 @@ QUEUE_DEPTH = 16
 DISPATCH = 2
 #: Cycles between two MEM_WRITEs: the write through the arbiter (two cycles of activity), then the quiet cycles.
 WRITE_CYCLES = 2 + QUIET_CYCLES
-#: Cycles from a MEM_WRITE's turn in the controller to the memory's queue taking it, beyond a read's.
-WRITE_OFFSET = 8
+#: Cycles from a MEM_WRITE's turn in the controller to its grant, against a read's (one cycle earlier).
+WRITE_OFFSET = -2
 #: A controller response leaves this many cycles after its barrier runs.
 RESPOND = 2
 #: Cycles a COUNTERS waits before its first answer (the embedding unit's counters asked for and come back).
@@ -61,6 +61,8 @@ COUNTERS_WAIT = 9
 READ_EXTRA = 4
 #: Cycles from the fetcher taking a FETCH to its first read request (the sequencer's token, the issuer's address).
 FETCH_ISSUE = 4
+#: Cycles from a LIST's line arriving to the reads of the items it indexes.
+LIST_TO_READ = 5
 #: Cycles the fetcher takes per EMB command on average (the embedding unit's command intake: 2, 3, 2, 3, ...).
 EMB_CYCLES = 2.5
 #: Cycles from a pooled word's write into the joiner's FIFO to the interaction unit taking it (the FIFO's write
@@ -338,7 +340,8 @@ class _Memory:
         self.latency = config.mem_latency_cycles
         self.free = 0.0
         self.held = deque()          # per request in the memory's queue: the cycle after its last line is read
-        self.queue_depth = max(16, geometry.emb.max_outstanding)     # rtl.accel.top: the memory model's queue
+        # rtl.accel.top: the memory model's queue, and the two places of the arbiter's register slice before it.
+        self.queue_depth = max(16, geometry.emb.max_outstanding) + 2
         self.pending = [deque() for _ in range(4)]                  # per requester: (lines, event) to grant
         self.granted = 0             # the requester granted last
         self.next_grant = 0.0
@@ -878,10 +881,13 @@ class _Timing:
                 yield started + FETCH_ISSUE
             t0 = sim.now + 1
             if list_lines:
-                yield from self._buffer_room(list_lines)
-                _, last = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines)
-                self.lines_parsed_add(list_lines, last + LINE_TO_USE)
-                t0 = max(t0, last + LINE_TO_USE)
+                # The list's lines, a line a request, once for each phase (each walks the list); phase 1's reads
+                # go once its lines are in.
+                yield from self._buffer_room(2 * list_lines)
+                _, last = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines, 1)
+                _, again = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines, 1)
+                self.lines_parsed_add(2 * list_lines, again + LINE_TO_USE)
+                t0 = max(t0, last + LIST_TO_READ)
                 if t0 > sim.now:
                     yield t0
             self.index[lane].put(items, t0, t0 + items - 1)
