@@ -37,7 +37,7 @@ from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDe
 from ...rtl.mlp import WAIT_BITS, Op
 from ...rtl.topk import unit_latency
 from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
-from .score import PASS_EXTRA
+from .score import PASS_EXTRA, filter_kept
 
 __all__ = ["ModelDevice", "TimedChip", "TimedRun", "requant_cycles"]
 
@@ -61,6 +61,8 @@ COUNTERS_WAIT = 9
 READ_EXTRA = 4
 #: Cycles from the fetcher taking a FETCH to its first read request (the sequencer's token, the issuer's address).
 FETCH_ISSUE = 4
+#: Cycles from a filter's output pass reading its last kept pair to ``results_done`` counting the result.
+FILTER_OUT = 5
 #: Cycles from a LIST's line arriving to the reads of the items it indexes.
 LIST_TO_READ = 5
 #: Cycles the fetcher takes per EMB command on average (the embedding unit's command intake: 2, 3, 2, 3, ...).
@@ -574,7 +576,9 @@ class _Recorder(FunctionalChip):
                 else:
                     threshold = np.sort(scores)[::-1][k - 1]
                     passes = 6 if int((scores >= threshold).sum()) > k else 4
-                chip.passes.append(passes)
+                # The output pass reads the pairs in arrival order up to the last one kept.
+                kept = np.flatnonzero(filter_kept(np.asarray(scores), np.asarray(indices), k)) if k else ()
+                chip.passes.append((passes, int(kept[-1]) + 1 if len(kept) else 0))
                 return select(tag, scores, indices, k, report)
             unit._select = filter_select
 
@@ -1338,10 +1342,10 @@ class _Timing:
                             self.respond(ready + 2, ResponseKind.RANK, tag, kept)
                         self.busy[f"topk{arg['unit']}"].add(since, result)
                     else:
-                        passes = self.passes.popleft() if self.passes else 4
+                        passes, reads = self.passes.popleft() if self.passes else (4, n)
                         ready = end + 1 + passes * (n + PASS_EXTRA)
                         kept = min(k, n)
-                        result = ready + kept + 2
+                        result = ready + reads + FILTER_OUT
                         if arg["report"]:
                             self.respond(ready + 2, ResponseKind.KEPT, tag, kept)
                         self.busy[f"filter{arg['unit']}"].add(since, result)
