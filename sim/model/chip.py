@@ -64,7 +64,7 @@ FETCH_ISSUE = 4
 #: Cycles from a filter's output pass reading its last kept pair to ``results_done`` counting the result.
 FILTER_OUT = 5
 #: Cycles from a LIST's line arriving to the reads of the items it indexes.
-LIST_TO_READ = 5
+LIST_TO_READ = 1
 #: Cycles the fetcher takes per EMB command on average (the embedding unit's command intake: 2, 3, 2, 3, ...).
 EMB_CYCLES = 2.5
 #: Cycles from a pooled word's write into the joiner's FIFO to the interaction unit taking it (the FIFO's write
