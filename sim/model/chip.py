@@ -1292,13 +1292,15 @@ class _Timing:
             if cmd["to_output"]:
                 channel = self.bottom[lane] if arg["dst"] == 0 else self.logits[lane]
                 # Offered a cycle before each goes out: the first n-tile's results from its last k-tile's first
-                # item, the last one a cycle before the layer is counted done.
+                # item, the last one a cycle before the layer is counted done; a logit a cycle later, through the
+                # lane front end's register.
+                through = 0 if arg["dst"] == 0 else 1
                 first_out = first + (feed_end - first) * (kt - 1) / tiles + latency - 1
-                channel.put(items * nt, min(first_out, done - 2), done - 2)
+                channel.put(items * nt, min(first_out, done - 2) + through, done - 2 + through)
                 event = channel.taken(channel.put_count - 1)
                 yield event
-                done = max(done, event.time + 1)
-                free = max(free, event.time - latency)
+                done = max(done, event.time + 1 - through)
+                free = max(free, event.time - through - latency)
             self.layers_done[lane].add(done)
             self.busy[f"lane{lane}"].add(start, done)
             self.finished(done)
