@@ -82,6 +82,29 @@ class LRUCache:
         entries[tag] = True
         return False
 
+    def access_lines(self, lines):
+        """Look up the line addresses ``lines`` in order (as :meth:`access` each); return a list of ``True`` (hit)
+        or ``False`` (miss), one per line."""
+        sets, mask, shift, ways = self._sets, self._mask, self._shift, self.ways
+        flags, evictions = [], 0
+        for line in lines:
+            entries = sets[line & mask]
+            tag = line >> shift
+            if tag in entries:
+                entries.move_to_end(tag)
+                flags.append(True)
+            else:
+                if len(entries) == ways:
+                    entries.popitem(last=False)
+                    evictions += 1
+                entries[tag] = True
+                flags.append(False)
+        hits = sum(flags)
+        self.hits += hits
+        self.misses += len(flags) - hits
+        self.evictions += evictions
+        return flags
+
     def contains(self, line):
         """Whether line ``line`` is cached (no LRU update, no count)."""
         return (line >> self._shift) in self._sets[line & self._mask]
@@ -145,9 +168,7 @@ class EmbeddingCacheModel:
             return
         cache = self.dynamic
         hits, misses, evictions = cache.hits, cache.misses, cache.evictions
-        for base in bases:
-            for line in range(base, base + n):
-                cache.access(line)
+        cache.access_lines([line for base in bases for line in range(base, base + n)])
         c["line_hits"] += cache.hits - hits
         c["line_misses"] += cache.misses - misses
         c["evictions"] += cache.evictions - evictions

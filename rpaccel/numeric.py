@@ -165,10 +165,17 @@ def requantize(acc, m, s, relu=False):
     # The rounding term is computed at the shape of s (often a scalar per layer) and broadcast only in the
     # arithmetic below, so a large batch costs a handful of passes over it.
     # |acc * m| < 2**47 and the rounding term is at most 2**62, so int64 never wraps here.
+    # The passes over the batch work in place on one temporary.
     rounding = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
-    shifted = np.right_shift(acc * m + rounding, s)
-    q = np.clip(shifted, INT8_MIN, INT8_MAX)
-    return np.where(np.asarray(relu, dtype=bool), np.maximum(q, 0), q)
+    q = np.multiply(acc, m, out=np.empty(np.broadcast_shapes(acc.shape, m.shape, s.shape), dtype=np.int64))
+    q += rounding
+    q >>= s
+    np.minimum(q, INT8_MAX, out=q)
+    np.maximum(q, INT8_MIN, out=q)
+    relu = np.asarray(relu, dtype=bool)
+    if relu.ndim == 0:
+        return np.maximum(q, 0, out=q) if relu else q
+    return np.where(relu, np.maximum(q, 0), q)
 
 
 def postprocess(acc, bias, m, s, relu=False, raw=False):

@@ -3,8 +3,10 @@
 A section sits between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers and starts with the date, the
 commit (``git rev-parse --short HEAD``, ``+dirty`` when the working tree has changes) and the exact command that
 produced it; rerunning the command replaces the section and leaves the rest of the file alone. The file opens
-with a status table generated from the sections (:data:`HEADLINES`: each headline figure, its target and whether
-it is met), rewritten whenever a section is.
+with two sections generated from the others, rewritten whenever a section is: the status table
+(:data:`HEADLINES`: each headline figure, its target and whether it is met) and the seeds' claims
+(:data:`CLAIMS`: each claim of RecPipe and DeepRecSys, the paper's figure, ours, and a verdict computed from the
+figures by the rules :func:`judge_factor`, :func:`judge_iso_quality` and :func:`judge_agreement`).
 """
 
 import datetime
@@ -16,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["HEADLINES", "RESULTS_FILE", "Headline", "format_table", "git_commit", "invocation", "read_sections",
-           "status_table", "write_section", "write_status"]
+__all__ = ["CLAIMS", "GENERATED", "HEADLINES", "RESULTS_FILE", "VERDICTS", "Claim", "Headline", "claims_table",
+           "format_table", "git_commit", "invocation", "judge_agreement", "judge_factor", "judge_iso_quality",
+           "read_sections", "status_table", "write_section", "write_status"]
 
 #: Default results file, relative to the working directory (the repository root when run from there).
 RESULTS_FILE = Path("docs") / "results.md"
@@ -90,8 +93,10 @@ def write_section(name, title, body, *, command=None, commit=None, path=RESULTS_
     today : datetime.date, optional
         Date to record (default: today).
     """
-    if not re.fullmatch(r"[A-Za-z0-9-]+", name) or name == "status":
-        raise ValueError(f"Results section name must be letters, digits and dashes (not 'status'), not {name!r}")
+    generated = [each for each, _ in GENERATED]
+    if not re.fullmatch(r"[A-Za-z0-9-]+", name) or name in generated:
+        raise ValueError(f"Results section name must be letters, digits and dashes (not "
+                         f"{' or '.join(map(repr, generated))}), not {name!r}")
     path = Path(path)
     date = (today or datetime.date.today()).isoformat()
     command = command or invocation()
@@ -106,7 +111,7 @@ def write_section(name, title, body, *, command=None, commit=None, path=RESULTS_
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_with_status(text))
+    path.write_text(_with_generated(text))
     return path
 
 
@@ -317,28 +322,37 @@ def _chip_model_speedup(tables):
     return f"{best['speed-up']} ({best['pipeline']} {best['mode']})", speedup >= 1000
 
 
+def _iso_quality_factor(tables, what):
+    """RecPipe's factor at iso-quality from the claims section's table: ``what`` ``"latency"`` (the baseline's p95
+    over the best RPAccel row's at an NDCG at least the baseline's) or ``"throughput"``; ``(factor, row)``,
+    ``(None, None)`` if no RPAccel row reaches the baseline's NDCG, None if the table has no baseline."""
+    rows = [row for table in tables for row in table if "NDCG@64" in row and _number(row.get("queries/s"))]
+    baseline = next((row for row in rows if row["mode"] == "baseline"), None)
+    if baseline is None:
+        return None
+    rivals = [row for row in rows if row["mode"] == "rpaccel" and
+              (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
+    if not rivals:
+        return None, None
+    if what == "latency":
+        best = min(rivals, key=lambda row: _number(row["p95 latency (us)"]))
+        return _number(baseline["p95 latency (us)"]) / _number(best["p95 latency (us)"]), best
+    best = max(rivals, key=lambda row: _number(row["queries/s"]))
+    return _number(best["queries/s"]) / _number(baseline["queries/s"]), best
+
+
 def _claim(what):
-    """RecPipe's claim at iso-quality from the claims section's table: ``what`` ``"latency"`` (baseline p95 over
-    the best RPAccel row's at an NDCG at least the baseline's; RecPipe: 3x) or ``"throughput"`` (6x)."""
+    """RecPipe's claim at iso-quality from the claims section's table: ``what`` ``"latency"`` (RecPipe: 3x) or
+    ``"throughput"`` (6x)."""
 
     def measure(tables):
-        rows = [row for table in tables for row in table if "NDCG@64" in row and _number(row.get("queries/s"))]
-        baseline = next((row for row in rows if row["mode"] == "baseline"), None)
-        if baseline is None:
+        found = _iso_quality_factor(tables, what)
+        if found is None:
             return None
-        rivals = [row for row in rows if row["mode"] == "rpaccel" and
-                  (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
-        if not rivals:
+        ratio, best = found
+        if ratio is None:
             return "no RPAccel row at the baseline's NDCG", False
-        if what == "latency":
-            best = min(rivals, key=lambda row: _number(row["p95 latency (us)"]))
-            ratio = _number(baseline["p95 latency (us)"]) / _number(best["p95 latency (us)"])
-            target = 3
-        else:
-            best = max(rivals, key=lambda row: _number(row["queries/s"]))
-            ratio = _number(best["queries/s"]) / _number(baseline["queries/s"])
-            target = 6
-        return f"{ratio:.2f}x ({best['pipeline']}, split {best['split']})", ratio >= target
+        return f"{ratio:.2f}x ({best['pipeline']}, split {best['split']})", ratio >= (3 if what == "latency" else 6)
     return measure
 
 
@@ -348,8 +362,41 @@ def _sched_ratio(tables):
     loads = [[_number(row["highest load meeting p95 (q/s)"]) or 0 for row in rows] for rows in (statics, tuned)]
     if not statics or not tuned or not max(loads[0]):
         return None
-    ratio = max(loads[1]) / max(loads[0])
-    return f"{ratio:.2f}x ({max(loads[1]):g} against {max(loads[0]):g} queries/s)", ratio > 1
+    return max(loads[1]) / max(loads[0]), max(loads[1]), max(loads[0])
+
+
+def _sched_headline(tables):
+    found = _sched_ratio(tables)
+    if found is None:
+        return None
+    ratio, tuned, static = found
+    return f"{ratio:.2f}x ({tuned:g} against {static:g} queries/s)", ratio > 1
+
+
+def _sched_geomean(column):
+    """The geometric mean of DeepRecSched's ratios over the static scheduler across models (``column`` of the
+    ``sched-models`` table: ``"ratio, CPU"`` or ``"ratio, CPU + chip"``): ``(ratio, models)``, None if absent."""
+
+    def measure(tables):
+        rows = [row for table in tables for row in table if column in row]
+        mean = next((row for row in rows if row.get("model") == "geometric mean"), None)
+        ratio = _number((mean or {}).get(column, "").rstrip("x"))
+        if ratio is None:
+            return None
+        return ratio, sum(_number(row[column].rstrip("x")) is not None for row in rows if row is not mean)
+    return measure
+
+
+def _sched_models_headline(column):
+    geomean = _sched_geomean(column)
+
+    def measure(tables):
+        found = geomean(tables)
+        if found is None:
+            return None
+        ratio, models = found
+        return f"{ratio:.2f}x (geometric mean over {models} model{'' if models == 1 else 's'})", ratio > 1
+    return measure
 
 
 #: The figures of the status table, in its order.
@@ -391,8 +438,19 @@ HEADLINES = (
     Headline("RecPipe's claim on paper (timed model): throughput at iso-quality over the TPU-like baseline",
              "claims-paper", ">= 6x (RecPipe's abstract)", _claim("throughput")),
     Headline("DeepRecSched over the static scheduler (highest load at the p95 target)", "sched",
-             "> 1x (issue 21; DeepRecSys: about 2x)", _sched_ratio),
+             "> 1x (issue 21; DeepRecSys: about 2x)", _sched_headline),
+    Headline("DeepRecSched over the static scheduler across the zoo's models, CPU cores and the chip",
+             "sched-models", "> 1x (issue 22; DeepRecSys: about 2x)", _sched_models_headline("ratio, CPU + chip")),
+    Headline("DeepRecSched over the static scheduler across the zoo's models, CPU cores alone", "sched-models",
+             "> 1x (DeepRecSys: 2x on server CPUs)", _sched_models_headline("ratio, CPU")),
 )
+
+
+def _source(name, section):
+    """The link to section ``name`` with the date (and commit) it was measured."""
+    when = re.search(r"Measured (\S+)(?: at commit `([^`]+)`)?", section["measured"])
+    return f"[`{name}`](#{_anchor(section['title'])})" + (
+        f", {when.group(1)}" + (f" at `{when.group(2)}`" if when.group(2) else "") if when else "")
 
 
 def status_table(text):
@@ -407,34 +465,269 @@ def status_table(text):
             continue
         value, met = result
         verdict = {True: "yes", False: "**no**", None: "see the note"}.get(met, met)
-        when = re.search(r"Measured (\S+)(?: at commit `([^`]+)`)?", section["measured"])
-        source = f"[`{headline.section}`](#{_anchor(section['title'])})" + (
-            f", {when.group(1)}" + (f" at `{when.group(2)}`" if when.group(2) else "") if when else "")
-        rows.append([headline.figure, value, headline.target, verdict, source])
+        rows.append([headline.figure, value, headline.target, verdict, _source(headline.section, section)])
     return format_table(["figure", "measured", "target", "met", "section"], rows)
 
+
+# --- the seeds' claims -----------------------------------------------------------------------------------
+
+#: The verdicts of the claims table, from the claim holding to it failing.
+VERDICTS = ("reproduced", "partly", "refuted")
+
+#: A claimed factor counts as reproduced from this fraction of it (RecPipe's "3x", DeepRecSys's "2x").
+FACTOR_SHARE = 0.9
+
+#: A modelled time agrees with a measured one within this relative error.
+AGREEMENT = 0.10
+
+#: Quality below the reference by less than this many standard errors cannot be told from iso-quality.
+STANDARD_ERRORS = 2
+
+
+def judge_factor(ours, claimed):
+    """The verdict on a claimed improvement factor ``claimed`` (``3`` for "3x") given ours.
+
+    Reproduced if ours is at least :data:`FACTOR_SHARE` of the claim, partly if it is an improvement (above 1x)
+    short of that, refuted if it is none.
+
+    Returns
+    -------
+    (str, str)
+        The verdict (one of :data:`VERDICTS`) and its reason in a sentence.
+    """
+    if ours >= FACTOR_SHARE * claimed:
+        return "reproduced", f"{ours:.2f}x is at least {FACTOR_SHARE:.0%} of the claimed {claimed:g}x."
+    if ours > 1:
+        return "partly", f"{ours:.2f}x is an improvement, short of {FACTOR_SHARE:.0%} of the claimed {claimed:g}x."
+    return "refuted", f"{ours:.2f}x is no improvement."
+
+
+def judge_iso_quality(change, error, share):
+    """The verdict on "a cheaper pipeline reaches the reference's quality": ``change`` its quality minus the
+    reference's (points of NDCG, paired), ``error`` the change's standard error, ``share`` its compute over the
+    reference's.
+
+    Reproduced if it costs less and loses no quality; partly if it costs less and loses less than
+    :data:`STANDARD_ERRORS` standard errors; refuted if it saves no compute or loses more.
+    """
+    if share >= 1:
+        return "refuted", f"it needs {share:.1%} of the reference's compute: none saved."
+    if change >= 0:
+        return "reproduced", f"{change:+.2f} points of NDCG at {share:.1%} of the compute."
+    if change > -STANDARD_ERRORS * error:
+        return "partly", (f"{share:.1%} of the compute, {change:+.2f} points of NDCG: below the reference, within "
+                          f"{STANDARD_ERRORS} standard errors ({error:.2f}).")
+    return "refuted", (f"{change:+.2f} points of NDCG is below the reference by more than {STANDARD_ERRORS} "
+                       f"standard errors ({error:.2f}).")
+
+
+def judge_agreement(errors):
+    """The verdict on "a model gives the accelerator's time" from its relative ``errors`` (model / measured - 1)
+    over the cases measured: reproduced if every one is within :data:`AGREEMENT`, partly if some are, refuted if
+    none is."""
+    within = sum(abs(error) <= AGREEMENT for error in errors)
+    worst = max(errors, key=abs)
+    said = f"{within} of {len(errors)} cases within {AGREEMENT:.0%} (worst {worst:+.1%})."
+    return ("reproduced" if within == len(errors) else "partly" if within else "refuted"), said
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the seed papers and how to judge it from a section of the results file.
+
+    Attributes
+    ----------
+    claim : str
+        What the paper says, with where.
+    figure : str
+        The paper's figure.
+    section : str
+        The results section with our figure.
+    command : str
+        The command that writes that section (shown while it is not measured).
+    judge : callable
+        ``judge(tables)`` -> ``(our figure, verdict, reason)`` from the section's tables, through one of the rules
+        (:func:`judge_factor`, :func:`judge_iso_quality`, :func:`judge_agreement`); None if the figure is not in
+        them.
+    """
+
+    claim: str
+    figure: str
+    section: str
+    command: str
+    judge: Callable
+
+
+def _factor_claim(what, claimed):
+    def judge(tables):
+        found = _iso_quality_factor(tables, what)
+        if found is None:
+            return None
+        ratio, best = found
+        if ratio is None:
+            return "no RPAccel configuration at the baseline's NDCG@64", "refuted", (
+                "no RPAccel configuration reaches the baseline's quality on the same queries.")
+        return (f"{ratio:.2f}x ({best['pipeline']}, split {best['split']})", *judge_factor(ratio, claimed))
+    return judge
+
+
+def _quality_claim(tables):
+    rows = [row for table in tables for row in table
+            if re.match(r"[23]-stage", row.get("pipeline", "")) and "MACs vs 1-stage rm-large" in row]
+    judged = []
+    for row in rows:
+        change = re.fullmatch(r"([+-]?[\d.]+) ± ([\d.]+)", row.get("vs 1-stage rm-large (points, paired)", ""))
+        share = _number(row["MACs vs 1-stage rm-large"])
+        if change and share is not None:
+            verdict, reason = judge_iso_quality(float(change.group(1)), float(change.group(2)), share / 100)
+            judged.append((VERDICTS.index(verdict), share, row, verdict, reason))
+    if not judged:
+        return None
+    _, _, row, verdict, reason = min(judged, key=lambda each: each[:2])      # the best verdict, then the cheapest
+    pipeline = row["pipeline"].split(" ", 1)[0]
+    return (f"{pipeline}: {row['vs 1-stage rm-large (points, paired)']} points at {row['MACs vs 1-stage rm-large']}"
+            " of the MACs", verdict, f"{pipeline} pipeline: {reason}")
+
+
+def _recpipe_model_vs_rtl(tables):
+    rows = [row for row in _chip_model_rows(tables) if _number(row.get("RecPipe model"))]
+    if not rows:
+        return None
+    errors = [_number(row["RecPipe model"]) / _number(row["RTL cycles"]) - 1 for row in rows]
+    verdict, reason = judge_agreement(errors)
+    return (f"its model / the RTL's - 1: {min(errors):+.1%} to {max(errors):+.1%} ({len(rows)} cases)",
+            verdict, reason)
+
+
+def _recpipe_model_vs_timed(tables):
+    rows = [row for table in tables for row in table
+            if _number(row.get("RecPipe model (us)")) and _number(row.get("p95 latency (us)"))]
+    if not rows:
+        return None
+    errors = [_number(row["RecPipe model (us)"]) / _number(row["p95 latency (us)"]) - 1 for row in rows]
+    verdict, reason = judge_agreement(errors)
+    return (f"its model / the timed model's - 1: {min(errors):+.1%} to {max(errors):+.1%} ({len(rows)} cases)",
+            verdict, reason)
+
+
+def _sched_claim(tables):
+    found = _sched_ratio(tables)
+    if found is None:
+        return None
+    ratio, tuned, static = found
+    return (f"{ratio:.2f}x ({tuned:g} against {static:g} queries/s)", *judge_factor(ratio, 2))
+
+
+def _sched_models_claim(column):
+    geomean = _sched_geomean(column)
+
+    def judge(tables):
+        found = geomean(tables)
+        if found is None:
+            return None
+        ratio, models = found
+        return f"{ratio:.2f}x (geometric mean over {models} model{'' if models == 1 else 's'})", *judge_factor(ratio, 2)
+    return judge
+
+
+#: The seeds' claims, in the order of the claims table.
+CLAIMS = (
+    Claim("RecPipe (abstract): RPAccel's latency at iso-quality against a TPU-like accelerator (p95, the paper's "
+          "128 x 128 array and its splits)", "3x", "claims-paper", "rpaccel bench claims --write",
+          _factor_claim("latency", 3)),
+    Claim("RecPipe (abstract): RPAccel's throughput at iso-quality against a TPU-like accelerator",
+          "6x", "claims-paper", "rpaccel bench claims --write", _factor_claim("throughput", 6)),
+    Claim("RecPipe: multi-stage pipelines reach the quality of one large model at a fraction of its compute "
+          "(NDCG@64 against 1-stage RM-large, paired queries)", "iso-quality at fewer MACs", "quality-pipelines",
+          "rpaccel bench quality --write", _quality_claim),
+    Claim("RecPipe's artifact: its analytical model gives RPAccel's latency (the small chip's RTL, RecPipe's "
+          "pipelines)", "its model's cycles", "model-chip", "rpaccel bench model --units chip,regression --write",
+          _recpipe_model_vs_rtl),
+    Claim("RecPipe's artifact: its analytical model gives RPAccel's latency (the paper's configurations, against "
+          "the timed model)", "its model's cycles", "claims-paper", "rpaccel bench claims --write",
+          _recpipe_model_vs_timed),
+    Claim("DeepRecSys (abstract): DeepRecSched's throughput at the tail-latency target over a static scheduler, "
+          "server CPUs, across its models", "2x", "sched-models", "rpaccel bench sched --models --write",
+          _sched_models_claim("ratio, CPU")),
+    Claim("DeepRecSys: DeepRecSched with an accelerator (queries above a threshold offloaded) over a static "
+          "scheduler, across its models", "2x", "sched-models", "rpaccel bench sched --models --write",
+          _sched_models_claim("ratio, CPU + chip")),
+    Claim("DeepRecSys: DeepRecSched with an accelerator over a static scheduler, RMC1", "2x", "sched",
+          "rpaccel bench sched --write", _sched_claim),
+)
+
+
+def claims_table(text):
+    """The seeds' claims table of a results file's text: each of :data:`CLAIMS` with our figure and its verdict,
+    or "not measured" and the command that would measure it."""
+    sections = read_sections(text)
+    rows = []
+    for claim in CLAIMS:
+        section = sections.get(claim.section)
+        judged = claim.judge(section["tables"]) if section else None
+        if judged is None:
+            rows.append([claim.claim, claim.figure, "not measured", "", "", f"`{claim.command}`"])
+            continue
+        ours, verdict, reason = judged
+        command = re.search(r"with `([^`]+)`", section["measured"])
+        rows.append([claim.claim, claim.figure, ours, f"**{verdict}**", reason,
+                     f"`{command.group(1) if command else claim.command}` ({_source(claim.section, section)})"])
+    return format_table(["claim", "paper", "ours", "verdict", "reason", "measured by"], rows)
+
+
+def _claims_block(text):
+    return ("<!-- BEGIN seed-claims -->\n## The seeds' claims\n\nGenerated by `rpaccel.results` from the sections "
+            "below each time one is written: each headline claim of RecPipe (MICRO 2021) and DeepRecSys (ISCA "
+            "2020), the paper's figure, ours, and a verdict computed from the figures by a stated rule. A claimed "
+            f"factor is *reproduced* if ours is at least {FACTOR_SHARE:.0%} of it, *partly* if ours is an "
+            "improvement (above 1x) short of that, *refuted* if it is none. Iso-quality at less compute is "
+            "*reproduced* if the pipeline costs less and loses no NDCG, *partly* if it costs less and loses less "
+            f"than {STANDARD_ERRORS} standard errors, *refuted* otherwise. A model of the accelerator's time is "
+            f"*reproduced* if every case measured is within {AGREEMENT:.0%}, *partly* if some are, *refuted* if "
+            "none is. A claim whose section is missing is *not measured*, with the command that measures it.\n\n"
+            f"{claims_table(text)}\n<!-- END seed-claims -->")
+
+
+# --- the generated sections ------------------------------------------------------------------------------
 
 def _anchor(title):
     """GitHub's anchor of a heading."""
     return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
-def _with_status(text):
-    """``text`` with its status table (re)generated after the file's opening paragraphs."""
-    block = ("<!-- BEGIN status -->\n## Status\n\nGenerated by `rpaccel.results` from the sections below each time "
-             "one is written: each headline figure, its target and whether it is met.\n\n"
-             f"{status_table(text)}\n<!-- END status -->")
-    pattern = _markers("status")
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text)
-    first = text.find("<!-- BEGIN ")
-    if first < 0:
-        return text.rstrip("\n") + "\n\n" + block + "\n"
-    return text[:first] + block + "\n\n" + text[first:]
+def _status_block(text):
+    return ("<!-- BEGIN status -->\n## Status\n\nGenerated by `rpaccel.results` from the sections below each time "
+            "one is written: each headline figure, its target and whether it is met.\n\n"
+            f"{status_table(text)}\n<!-- END status -->")
+
+
+#: The sections generated from the others, in their order at the head of the file: name and maker.
+GENERATED = (("status", _status_block), ("seed-claims", _claims_block))
+
+
+def _with_generated(text):
+    """``text`` with its generated sections (:data:`GENERATED`) (re)made after the file's opening paragraphs,
+    each in its place or, when new, after the one before it (the first before the first section)."""
+    after = None
+    for name, make in GENERATED:
+        block = make(text)
+        pattern = _markers(name)
+        if pattern.search(text):
+            text = pattern.sub(lambda _, block=block: block, text)
+        elif after is not None:
+            end = _markers(after).search(text).end()
+            text = text[:end] + "\n\n" + block + text[end:]
+        else:
+            first = text.find("<!-- BEGIN ")
+            text = (text.rstrip("\n") + "\n\n" + block + "\n" if first < 0 else
+                    text[:first] + block + "\n\n" + text[first:])
+        after = name
+    return text
 
 
 def write_status(path=RESULTS_FILE):
-    """Regenerate the status table of the results file from the sections it holds."""
+    """Regenerate the generated sections of the results file (the status table, the seeds' claims) from the
+    sections it holds."""
     path = Path(path)
-    path.write_text(_with_status(path.read_text()))
+    path.write_text(_with_generated(path.read_text()))
     return path

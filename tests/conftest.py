@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from rpaccel.threads import limit_blas_threads
+
 
 def pytest_addoption(parser):
     parser.addoption("--waves", action="store_true",
@@ -12,6 +14,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    limit_blas_threads()    # two workers on two cores: see rpaccel.threads
     if config.getoption("--waves"):
         os.environ["RPACCEL_WAVES"] = "1"
     config._rpaccel_cocotb = []

@@ -323,17 +323,29 @@ class Codec:
             _pack_leaf(words, column, array, count)
         return words
 
-    def unpack(self, words):
+    def unpack(self, words, path=()):
         """Unpack ``(n, limbs)`` words (or ``n`` words of a one-limb shape) into columns (see the module
         documentation): ``int64`` arrays at the leaves (``uint64`` for ``unsigned(64)``, limbs for wider leaves).
+
+        Parameters
+        ----------
+        words : numpy.ndarray
+        path : sequence of str
+            Names of nested fields: unpack only that field of each word (e.g. ``("arg", "fetch")``: the columns
+            of ``columns["arg"]["fetch"]``, and nothing else is unpacked).
 
         Raises
         ------
         CodecError
-            If ``words`` does not have ``limbs`` columns of unsigned integers or sets bits beyond ``width``.
+            If ``words`` does not have ``limbs`` columns of unsigned integers or sets bits beyond ``width``, or
+            ``path`` names a field the shape does not have.
         """
         words = _check_words(words, self.width)
         tree = self._root.columns(np.zeros((), dtype=np.int64))
+        for depth, name in enumerate(path):
+            if not isinstance(tree, dict) or name not in tree:
+                raise CodecError(f"The shape has no field {'.'.join(map(str, path[:depth + 1]))}")
+            tree = tree[name]
         return _fill(tree, words)
 
     # Lists of single values ---------------------------------------------------------------------------------------
@@ -594,10 +606,10 @@ def to_ints(words):
     words = np.asarray(words, dtype=_WORD)
     if words.ndim == 1:
         return words.tolist()
-    total = words[:, -1].astype(object)
-    for index in range(words.shape[1] - 2, -1, -1):
-        total = (total << LIMB_BITS) | words[:, index].astype(object)
-    return total.tolist()
+    size = 8 * words.shape[1]
+    raw = np.ascontiguousarray(words).tobytes()
+    from_bytes = int.from_bytes
+    return [from_bytes(raw[start:start + size], "little") for start in range(0, len(raw), size)]
 
 
 def from_ints(ints, width):
@@ -609,10 +621,10 @@ def from_ints(ints, width):
         If a value is negative or needs more than ``width`` bits (naming its index).
     """
     count = limbs(width)
-    values = np.asarray(ints) if isinstance(ints, np.ndarray) else np.array(list(ints), dtype=object)
-    if values.ndim != 1:
-        raise CodecError(f"Expected a sequence of ints, not an array of shape {values.shape}")
-    if values.dtype.kind in "iu":
+    if isinstance(ints, np.ndarray) and ints.dtype.kind in "iu":
+        values = ints
+        if values.ndim != 1:
+            raise CodecError(f"Expected a sequence of ints, not an array of shape {values.shape}")
         bad = (values < 0) | ((values.astype(np.uint64) >> np.uint64(width)) != 0 if width < LIMB_BITS else False)
         if np.any(bad):
             index = int(np.flatnonzero(bad)[0])
@@ -620,18 +632,26 @@ def from_ints(ints, width):
         words = np.zeros((len(values), count), dtype=_WORD)
         words[:, 0] = values.astype(np.uint64)
         return words
-    if values.size:
-        try:
-            bad = (values < 0) | ((values >> width) != 0)
-        except TypeError:
-            index = next(i for i, v in enumerate(values) if not isinstance(v, (int, np.integer)))
-            raise CodecError(f"Value #{index} = {values[index]!r} is not an integer") from None
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
+    values = ints.tolist() if isinstance(ints, np.ndarray) else list(ints)
+    size = 8 * count
+    try:
+        # Little-endian bytes, a word's limbs in a row: ints only (a negative or too wide one raises).
+        raw = b"".join([int.to_bytes(value, size, "little") for value in values])
+    except (TypeError, OverflowError):
+        for index, value in enumerate(values):
+            if not isinstance(value, (int, np.integer)):
+                raise CodecError(f"Value #{index} = {value!r} is not an integer") from None
+            if value < 0 or int(value) >> width:
+                raise CodecError(f"Value #{index} = {value} is not {width} packed bits") from None
+        # Only numpy integers in the list: the slow path.
+        raw = b"".join([int(value).to_bytes(size, "little") for value in values])
+    words = np.frombuffer(raw, dtype=_WORD).reshape(len(values), count).copy()
+    top = width - LIMB_BITS * (count - 1)
+    if top < LIMB_BITS and len(words):
+        beyond = np.flatnonzero(words[:, -1] >> np.uint64(top))
+        if beyond.size:
+            index = int(beyond[0])
             raise CodecError(f"Value #{index} = {values[index]} is not {width} packed bits")
-    words = np.empty((len(values), count), dtype=_WORD)
-    for index in range(count):
-        words[:, index] = ((values >> (LIMB_BITS * index)) & 0xFFFF_FFFF_FFFF_FFFF).astype(np.uint64)
     return words
 
 

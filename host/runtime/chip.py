@@ -14,13 +14,15 @@ cycle after. Arrivals in nanoseconds become cycles at the configuration's clock 
 
 A run holds as many queries as the chip's memory holds candidates (all of them are placed before time zero: a
 MEM_WRITE is a barrier, so writing a query's candidates later would drain the chip). Response tags do not bound
-it: query ``q`` is tagged ``q % 254`` and the host matches responses to queries by their order. That is sound
-because a query's only responses are its final stage's RANK block (``last`` on its final response), and every
-query's final stage runs on the same lane and top-k unit (the compiler's ``rpaccel`` mapping: stage ``s`` on lane
-``s % split`` and unit ``s % units``): the lane's SCOREs run in program order, the unit serves one query at a time
-and its results leave whole and in order through one response stream (``docs/chip.md``, Score sequencer). So the
-blocks leave in query order, each contiguous; the host still checks every block's tag, ``last`` and values against
-the golden model's, so a broken rule is reported, never a ranking given to the wrong query.
+it: query ``q`` is tagged ``q % 254``. A query's only responses are its final stage's RANK block (``last`` on its
+final response), one top-k unit's, which serves one query at a time (``docs/chip.md``, Score sequencer). Where
+every query's final stage runs on the same lane and unit (the compiler's default map), the blocks leave in query
+order, each contiguous, and the host matches them to the queries in that order; with a lane map giving the final
+stage several lanes (:func:`choose_replay_mapping`), they take queries in turn, so blocks of queries with
+different tags may leave out of order and interleave, and the host matches each tag's blocks to its queries (``t``,
+``t + 254``, ...) in order (the earlier of two queries with a tag, sent 254 queries before, is taken to finish
+first). The host checks every block's tag, ``last`` and values against the golden model's, so a broken rule is
+reported, never a ranking given to the wrong query.
 """
 
 from dataclasses import dataclass
@@ -72,6 +74,8 @@ class ChipReplay:
         The cycle the chip was idle again after the last query (the end SYNC's DONE), from time zero.
     split : int
         The array's split the program ran on.
+    lanes : tuple of tuple of int
+        The program's lane map (per stage its lanes).
     geometry : rpaccel.rtl.accel.isa.ChipGeometry
     setup_cycles, total_cycles : int
         Cycles of the setup and of the whole run.
@@ -87,6 +91,7 @@ class ChipReplay:
     counters: dict
     end_cycle: int
     split: int
+    lanes: tuple
     geometry: object
     setup_cycles: int
     total_cycles: int
@@ -126,26 +131,28 @@ def _encode(encoder, records):
     return words
 
 
-def _match(responses, rows, cycles, rankings):
-    """Each query's responses: ``rows`` of ``responses`` (the queries' own, in the order they left), per query the
-    block up to its ``last`` response. Returns ``(finishes, got, mismatches)``: the cycle of each block's last response
-    (the run's last for a query without one), each block's ranking and ``{query: message}`` for blocks that are
-    not the golden model's RANK block of the query (``rankings``: the expected ``[(score, index), ...]``; key
-    ``len(rankings)`` for responses beyond the last query's)."""
+def _match(responses, rows, cycles, rankings, by_tag=False):
+    """Each query's responses: ``rows`` of ``responses`` (the queries' own, in the order they left), the queries'
+    blocks in order, each up to its ``last`` response (``by_tag``: per tag, its queries' blocks in order). Returns
+    ``(finishes, got, mismatches)``: the cycle of each block's last response (the run's last for a query without
+    one), each block's ranking and ``{query: message}`` for blocks that are not the golden model's RANK block of the
+    query (``rankings``: the expected ``[(score, index), ...]``; key ``len(rankings)`` for responses beyond the
+    last query's)."""
     tag, kind, code, last, score, index = (getattr(responses, name)[rows] for name in ("tag", "kind", "code", "last",
                                                                                         "score", "index"))
     cycles = cycles[rows]
-    ends = np.flatnonzero(last)
     finishes, got, mismatches = [], [], {}
-    start = 0
+    groups = ({value: np.flatnonzero(tag == value) for value in range(QUERY_TAGS)} if by_tag else
+              {0: np.arange(len(rows))})
+    starts = dict.fromkeys(groups, 0)     # per group, its rows not yet matched from this position
     for number, want in enumerate(rankings):
-        if number < len(ends):
-            block = slice(start, ends[number] + 1)
-            start = ends[number] + 1
-        else:
-            block = slice(start, start)
-        finishes.append(int(cycles[block][-1]) if block.stop > block.start else int(cycles[-1]) if len(cycles)
-                        else 0)
+        group = number % QUERY_TAGS if by_tag else 0
+        mine, start = groups[group], starts[group]
+        closing = np.flatnonzero(last[mine[start:]])
+        stop = start + int(closing[0]) + 1 if len(closing) else start
+        block = mine[start:stop]
+        starts[group] = stop
+        finishes.append(int(cycles[block][-1]) if len(block) else int(cycles[-1]) if len(cycles) else 0)
         ranking = list(zip(score[block].tolist(), index[block].tolist()))
         got.append(ranking)
         tags, kinds = set(tag[block].tolist()), set(kind[block].tolist())
@@ -158,12 +165,14 @@ def _match(responses, rows, cycles, rankings):
                                   f"{sorted(ResponseKind(value).name for value in kinds)}), {len(want)} RANK of tag "
                                   f"{number % QUERY_TAGS} expected; " + (f"first difference at {first}"
                                                                          if ranking != want else "the same ranking"))
-    if start < len(rows):
-        mismatches[len(rankings)] = f"{len(rows) - start} responses after the last query's"
+    left = sum(len(mine) - starts[group] for group, mine in groups.items())
+    if left:
+        mismatches[len(rankings)] = f"{left} responses after the last query's"
     return np.asarray(finishes, dtype=np.int64), got, mismatches
 
 
-def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_batch=None, max_cycles=None):
+def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_batch=None, split=None, lanes=None,
+                   max_cycles=None):
     """Run ``queries`` through ``stages`` on the chip ``device``, each at its arrival.
 
     Parameters
@@ -181,6 +190,9 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
         Each query's arrival (non-decreasing) in nanoseconds from time zero.
     sub_batch : int, optional
         The compiler's sub-batch size (default the most the lanes hold).
+    split, lanes : optional
+        The compiler's split and lane map (:class:`~rpaccel.host.driver.chip.Schedule`; default the largest split
+        with a lane per stage, stage ``s`` on lane ``s`` alone; :func:`choose_replay_mapping` chooses them).
     max_cycles : int, optional
         Simulation budget (default: 20 million cycles a query and stage beyond the last arrival).
 
@@ -211,7 +223,8 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
         placed = [setup.add_query({models[name]: models[name].inputs(records) for name in order})
                   for records in queries]
         program = compile_queries(setup, [Stage(models[stage.model], k=stage.k) for stage in stages], placed,
-                                  Schedule("rpaccel", sub_batch=sub_batch, interleave=False))
+                                  Schedule("rpaccel", split=split, sub_batch=sub_batch, interleave=False,
+                                           lanes=lanes))
     except (CompileError, ValueError) as error:
         raise PipelineError(f"The chip ({config.name}) cannot run the pipeline: {error}") from None
     geometry = setup.geometry
@@ -245,11 +258,13 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
                            "run alone")
     done = np.flatnonzero((responses.tag == END_TAG) & (responses.kind == ResponseKind.DONE.value))
     ours = np.flatnonzero((responses.tag != SETUP_TAG) & (responses.tag != END_TAG))
-    finishes, rankings, mismatches = _match(responses, ours, cycles, expected.rankings)
+    # One lane and unit for the final stage: the blocks leave in query order (any other order is reported).
+    finishes, rankings, mismatches = _match(responses, ours, cycles, expected.rankings,
+                                            by_tag=len(program.lanes[-1]) > 1)
     latencies = (finishes - arrivals) * 1000 / config.clock_mhz
     return ChipReplay(arrivals=arrivals, finishes=finishes, latencies_ns=latencies, rankings=rankings,
                       mismatches=mismatches, counters=responses.counters(END_TAG), end_cycle=int(cycles[done[0]]),
-                      split=program.split, geometry=geometry,
+                      split=program.split, lanes=program.lanes, geometry=geometry,
                       setup_cycles=zero, total_cycles=result.cycles,
                       wall_seconds=result.wall_seconds, clock_mhz=config.clock_mhz)
 

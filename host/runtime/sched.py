@@ -22,7 +22,12 @@ import numpy as np
 
 from .stats import loadgen_percentile
 
-__all__ = ["SchedConfig", "ServiceTable", "deeprecsched", "max_load", "measure_cpu_service", "simulate"]
+__all__ = ["CLIMB_TOLERANCE", "SchedConfig", "ServiceTable", "deeprecsched", "max_load", "measure_cpu_service",
+           "simulate"]
+
+
+#: DeepRecSched's walks stop when the load falls more than this fraction below the best of the walk.
+CLIMB_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -53,20 +58,29 @@ class ServiceTable:
         return ns[-1] + slope * (size - sizes[-1])
 
 
-def measure_cpu_service(rank, sizes, *, repeats=9):
+def measure_cpu_service(rank, sizes, *, repeats=9, quantile=0.5, clock=None):
     """A :class:`ServiceTable` of ``rank(size)`` (runs one request of ``size`` items, its inputs prepared), the
-    median of ``repeats`` runs per size after one warm-up run of each. The sizes take turns in every round, so a
-    burst of other work on a shared machine lands on all of them rather than on one size's every run."""
+    ``quantile`` of ``repeats`` runs per size (default the median) after one warm-up run of each. The sizes take
+    turns in every round, so a burst of other work on a shared machine lands on all of them rather than on one
+    size's every run.
+
+    ``clock`` (nanoseconds, default :func:`time.perf_counter_ns`: wall-clock time) may be
+    :func:`time.process_time_ns`, the CPU time of this process, which leaves out the time slices other processes
+    take on a shared machine; a low quantile then also sets aside runs slowed by their use of the caches.
+    """
+    if not 0 <= quantile <= 1:
+        raise ValueError(f"The quantile must be in [0, 1], not {quantile!r}")
+    clock = clock or time.perf_counter_ns
     sizes = list(sizes)
     for size in sizes:
         rank(size)
     times = {size: [] for size in sizes}
     for _ in range(repeats):
         for size in sizes:
-            start = time.perf_counter_ns()
+            start = clock()
             rank(size)
-            times[size].append(time.perf_counter_ns() - start)
-    return ServiceTable(tuple(sizes), tuple(float(np.median(times[size])) for size in sizes))
+            times[size].append(clock() - start)
+    return ServiceTable(tuple(sizes), tuple(float(np.quantile(times[size], quantile)) for size in sizes))
 
 
 @dataclass(frozen=True)
@@ -178,10 +192,14 @@ def max_load(gaps_ns, sizes, config, *, target_ms, percentile=0.95, warmup=0, wo
 
 
 def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, workers, cpu, accel=None,
-                 batches=(512, 256, 128, 64, 32), thresholds=(96, 128, 192, 256, 384, 512)):
+                 batches=(512, 256, 128, 64, 32), thresholds=(96, 128, 192, 256, 384, 512), tolerance=CLIMB_TOLERANCE):
     """DeepRecSched's hill-climb: walk the batch sizes (largest first) until the highest load meeting the target
-    falls; then, with an accelerator, walk the thresholds (smallest first, the most queries offloaded) the same
-    way from the best batch size. The best setting seen wins.
+    falls more than ``tolerance`` below the best of the walk; then, with an accelerator, walk the thresholds
+    (smallest first, the most queries offloaded) the same way from the best batch size. The best setting seen wins.
+
+    The tolerance lets the walk cross a plateau: batch sizes above most queries' sizes split few of them, so their
+    loads differ by the few that are split, and a walk stopping at the first fall, however small, ends before the
+    batch sizes that matter.
 
     Returns
     -------
@@ -189,6 +207,8 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
         The chosen setting, its highest load meeting the target (0.0 if none does), and every ``(SchedConfig,
         load, tail_ms)`` tried (``load`` and ``tail_ms`` None where no load meets it).
     """
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"The tolerance must be in [0, 1), not {tolerance!r}")
     tried = []
 
     def score(config):
@@ -201,14 +221,14 @@ def deeprecsched(gaps_ns, sizes, *, target_ms, percentile=0.95, warmup=0, worker
 
     def climb(configs):
         nonlocal best, best_load
-        previous = -1.0
+        top = -1.0
         for config in configs:
             load = score(config)
             if load > best_load:
                 best, best_load = config, load
-            if load < previous:
+            if load < (1 - tolerance) * top:
                 break
-            previous = load
+            top = max(top, load)
 
     climb([SchedConfig(batch) for batch in batches])
     if accel is not None:

@@ -1,5 +1,6 @@
 """``rpaccel bench claims``: RecPipe's claim (RPAccel against a TPU-like baseline at iso-quality) on the chip's
-timed model (:func:`rpaccel.experiments.claims.run_claims`)."""
+timed model (:func:`rpaccel.experiments.claims.run_claims`): RPAccel on each split with stage ``s`` on lane ``s``
+alone, and with the lane map the stage mapping chooses for throughput where it is better."""
 
 from ..experiments.claims import RECPIPE_SPLITS, run_claims
 from .bench import Bench, finish

@@ -13,6 +13,7 @@ import sys
 
 from .. import __version__
 from ..experiments import ExperimentError, ExperimentFailed
+from ..threads import limit_blas_threads
 from . import bench, data, demo, info, models, quality, quantize, replay, sweep, synth, timing, trace, train
 from .common import CLIError, CommandFailed
 
@@ -42,6 +43,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    limit_blas_threads()    # the products are small: see rpaccel.threads
     command = " ".join(filter(None, [args.command, getattr(args, "bench", None)]))
     try:
         status = args.func(args)

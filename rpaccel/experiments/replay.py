@@ -163,7 +163,8 @@ def _ndcg(rankings, queries, k):
 
 def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, numerics="int8", loads=None,
                target_ms=None, percentile=0.95, search=False, workers=1, queries=32, warmup=0, min_queries=200,
-               min_duration_s=5.0, k=None, train_samples=20_000, seed=1, outdir=None, progress=None):
+               min_duration_s=5.0, k=None, train_samples=20_000, seed=1, outdir=None, mapping="default",
+               progress=None):
     """Serve ``trace``'s queries through ``pipeline`` on ``backend`` at each offered load.
 
     Parameters
@@ -204,6 +205,10 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
     train_samples, seed : int
     outdir : path-like, optional
         Folder for LoadGen's logs (default a temporary one).
+    mapping : str
+        ``rtl``, ``model``: ``"default"`` (stage ``s`` on lane ``s`` alone) or ``"auto"`` (the split, lanes and
+        sub-batch size :func:`rpaccel.host.runtime.mapping.choose_replay_mapping` chooses for throughput on the
+        timed model, once, over the first queries).
     progress : callable, optional
 
     Returns
@@ -239,6 +244,9 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         raise ExperimentError("min_duration_s", f"must be a number of seconds >= 0, not {min_duration_s!r}")
     if search and (target_ms is None or loads is not None):
         raise ExperimentError("search", "needs a latency target (target_ms) and no fixed loads")
+    if mapping not in ("default", "auto") or (mapping == "auto" and backend not in CHIP_BACKENDS):
+        raise ExperimentError("mapping", f"must be 'default' or 'auto' (on {' or '.join(CHIP_BACKENDS)}), not "
+                                         f"{mapping!r} on {backend}")
     if backend in CHIP_BACKENDS:
         from ..config import preset
 
@@ -282,7 +290,7 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
                                 min_duration_s, k, seed, outdir, scratch, progress)
         else:
             serve = _chip_server(backend, config, stages, loaded, candidates, times, trace_qps, target_ms,
-                                 percentile, warmup, k, progress)
+                                 percentile, warmup, k, progress, mapping=mapping)
         if search:
             rows, best = search_load(serve, trace_qps)
         else:
@@ -331,9 +339,10 @@ def _cpu_server(stages, models, numerics, candidates, target_ms, percentile, wor
 
 
 def _chip_server(backend, config, stages, models, candidates, times, trace_qps, target_ms, percentile, warmup, k,
-                 progress, runs=None):
+                 progress, runs=None, mapping="default"):
     """``serve(load) -> row``: the trace's queries on the chip (``backend`` ``rtl`` or ``model``), its gaps scaled
-    to ``load``; each run's :class:`~rpaccel.host.runtime.chip.ChipReplay` is appended to ``runs`` if given."""
+    to ``load``; each run's :class:`~rpaccel.host.runtime.chip.ChipReplay` is appended to ``runs`` if given;
+    ``mapping`` ``"auto"``: the stage mapping's split, lanes and sub-batch size, chosen once."""
     from ..host.runtime.chip import replay_on_chip
     from ..host.runtime.pipeline import PipelineError
     from ..host.runtime.stats import LatencyRecorder
@@ -342,6 +351,20 @@ def _chip_server(backend, config, stages, models, candidates, times, trace_qps, 
     numbers = sorted(candidates)
     queries = [candidates[number] for number in numbers]
     device = chip_device_for(backend, config)
+    schedule = {}
+    if mapping == "auto":
+        from ..host.driver.chip import CompileError
+        from ..host.runtime.mapping import choose_replay_mapping, describe_lanes
+
+        if progress:
+            progress("choosing the stage mapping on the timed model ...")
+        try:
+            chosen = choose_replay_mapping(config, models, stages, queries).schedule
+        except CompileError as error:
+            raise ExperimentError("pipeline", f"the chip ({config.name}) cannot run it: {error}") from None
+        schedule = {"split": chosen.split, "sub_batch": chosen.sub_batch, "lanes": chosen.lanes}
+        if progress:
+            progress(f"split {chosen.split}, lanes {describe_lanes(chosen.lanes)}, sub-batch {chosen.sub_batch}")
 
     def serve(load):
         scale = 1.0 if trace_qps is None else trace_qps / load
@@ -351,7 +374,7 @@ def _chip_server(backend, config, stages, models, candidates, times, trace_qps, 
                      f"{config.name} chip ({CHIP_KIND[backend]}) at {load:g} queries/s")
         started, cpu = time.perf_counter(), time.process_time()
         try:
-            run = replay_on_chip(device, config, models, stages, queries, arrivals)
+            run = replay_on_chip(device, config, models, stages, queries, arrivals, **schedule)
         except PipelineError as error:
             raise ExperimentError("pipeline", str(error)) from None
         host_s, host_cpu_s = time.perf_counter() - started, time.process_time() - cpu
@@ -370,7 +393,7 @@ def _chip_server(backend, config, stages, models, candidates, times, trace_qps, 
                 "valid": report.valid, f"ndcg@{k}": _ndcg(rankings, candidates, k),
                 "min_latency_cycles": int(np.min(run.finishes - run.arrivals)), "sim_cycles": run.total_cycles,
                 "wall_s": run.wall_seconds, "host_s": host_s, "host_cpu_s": host_cpu_s, "checked": not run.mismatches,
-                "split": run.split,
+                "split": run.split, "lanes": [list(lanes) for lanes in run.lanes],
                 "latency_cycles": (run.finishes - run.arrivals).tolist(),
                 "utilisation": unit_utilisation(run.counters, max(run.end_cycle, 1), run.split, run.geometry),
                 "cache": cache_figures(run.counters),

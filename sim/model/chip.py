@@ -36,7 +36,7 @@ from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
 from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
 from ...rtl.mlp import WAIT_BITS, Op
 from ...rtl.topk import unit_latency
-from .functional import Deadlock, FunctionalChip, _ceil_div, _row, _satisfied
+from .functional import Deadlock, FunctionalChip, _ceil_div, _satisfied
 from .score import PASS_EXTRA, filter_kept
 
 __all__ = ["ModelDevice", "TimedChip", "TimedRun", "requant_cycles"]
@@ -519,16 +519,22 @@ class _Recorder(FunctionalChip):
             config = embedding.config
             row_lines = np.minimum(config["row_lines"][tables], emb.bank_bits)
             record["requant"] = requant_cycles(emb, row_lines[last != 0])
-            # Which lookups miss: the dynamic cache's answer per line, in the order the unit asks.
+            # Which lookups miss: the dynamic cache's answer per line, in the order the unit asks
+            # (``LRUCache.access_lines``, which the functional model calls with the block's dynamic lines).
             cache, hits = embedding.dynamic, []
             if cache is not None:
-                access = cache.access
-                cache.access = lambda line: hits.append(access(line)) or hits[-1]
+                access_lines = cache.access_lines
+
+                def recorded(lines):
+                    flags = access_lines(lines)
+                    hits.extend(flags)
+                    return flags
+                cache.access_lines = recorded
             try:
                 lookups_of(block)
             finally:
                 if cache is not None:
-                    del cache.access
+                    del cache.access_lines
             record["misses"] += embedding.counts["line_misses"] - misses
             in_range = ids < config["rows"][tables]
             static = in_range & (ids < config["static_rows"][tables]) if emb.static_rows else np.zeros(len(ids), bool)
@@ -537,11 +543,12 @@ class _Recorder(FunctionalChip):
             missed = np.zeros(len(ids), np.int64)
             if cache is None:
                 missed[dynamic] = spans
-            elif len(hits) == int(spans.sum()):
+            elif len(dynamic):
+                if len(hits) != int(spans.sum()):
+                    raise AssertionError(f"the functional model's cache answered {len(hits)} lines of a block of "
+                                         f"{int(spans.sum())} dynamic lines")
                 starts = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
-                missed[dynamic] = np.add.reduceat(~np.asarray(hits, bool), starts) if len(starts) else 0
-            else:
-                return          # the cache answered otherwise than line by line: the misses' places stay unknown
+                missed[dynamic] = np.add.reduceat(~np.asarray(hits, bool), starts)
             # Per missed line the lookup it belongs to; per bag the index of its last missed line (-1: none).
             record["miss_lookups"] = np.repeat(np.arange(len(ids)), missed)
             bag = np.cumsum(last != 0) - (last != 0)
@@ -619,7 +626,7 @@ class TimedChip:
         chip = self.chip
         chip.fetches, chip.refused, chip.passes = [], set(), deque()
         functional = chip.run(words)
-        columns = chip._columns
+        columns = {"op": chip._ops, "tag": chip._tags}
         timing = _Timing(self, columns, n, arrivals)
         timing.run()
         if timing.outstanding:
@@ -745,7 +752,7 @@ class _Timing:
         return self._interaction[key]
 
     def arg(self, name, i):
-        return _row(self.columns["arg"][name], i)
+        return self.chip.argument(name, i)
 
     # Processes -------------------------------------------------------------------------------------------------------
 

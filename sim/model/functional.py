@@ -109,6 +109,7 @@ from ...rtl.accel.weights import WeightLoader
 from ...rtl.embedding import EmbeddingOp
 from ...rtl.interaction import MODES
 from ...rtl.mlp import WAIT_BITS, Op
+from ...threads import one_blas_thread
 from ..golden.interaction import interaction_model
 from ..golden.score import filter_keep
 
@@ -496,11 +497,17 @@ class _Embedding(_Unit):
         else:
             cache, filled = self.dynamic, self.filled
             hits, misses, evictions = cache.hits, cache.misses, cache.evictions
-            for k, line in enumerate(lines.tolist()):
-                if cache.access(line):
-                    data[k] = filled[line]
+            # A hit reads what the cache was filled with (memory may have changed since), a miss fills the line.
+            order = lines.tolist()
+            hit_rows, cached = [], []
+            for k, (line, hit) in enumerate(zip(order, cache.access_lines(order))):
+                if hit:
+                    hit_rows.append(k)
+                    cached.append(filled[line])
                 else:
                     filled[line] = data[k]
+            if hit_rows:
+                data[hit_rows] = cached
             counts["line_hits"] += cache.hits - hits
             counts["evictions"] += cache.evictions - evictions
             misses = cache.misses - misses
@@ -1121,24 +1128,48 @@ class FunctionalChip:
     _ARG = {Opcode.MEM_WRITE: "mem_write", Opcode.MEM_READ: "mem_read", Opcode.SPLIT: "split",
             Opcode.WEIGHTS: "weights", Opcode.EMB: "emb", Opcode.FETCH: "fetch", Opcode.LANE: "lane",
             Opcode.SCORE: "score", Opcode.COUNTERS: "counters"}
+    _ARG_OPS = {name: op for op, name in _ARG.items()}
 
     def _queue_full(self, op, i):
         """Whether command ``i``'s unit has no room for it: the controller's queue of :data:`QUEUE_DEPTH` and
         the unit's own command queue ahead of its work (a lane's front end, the weight loader's jobs). Bounded as
         the RTL's are, the units' completion counts stay within the modulo-256 window the waits compare in (with
         unbounded queues a lane could fall 128 layers behind the weight loader, and a wait would read as met)."""
-        columns = self._columns["arg"]
         if op in (Opcode.FETCH, Opcode.EMB):
             queue, depth = self.fetcher.queue, QUEUE_DEPTH
         elif op == Opcode.WEIGHTS:
             queue, depth = self.weights.queue, QUEUE_DEPTH + WeightLoader.JOBS
-        elif op == Opcode.LANE and int(columns["lane"]["lane"][i]) < len(self.lanes):
-            queue, depth = self.lanes[int(columns["lane"]["lane"][i])].queue, QUEUE_DEPTH + LaneFrontEnd.COMMANDS
-        elif op == Opcode.SCORE and int(columns["score"]["lane"][i]) < len(self.scorers):
-            queue, depth = self.scorers[int(columns["score"]["lane"][i])].queue, QUEUE_DEPTH
+        elif op == Opcode.LANE and (lane := self._field(op, i, "lane")) < len(self.lanes):
+            queue, depth = self.lanes[lane].queue, QUEUE_DEPTH + LaneFrontEnd.COMMANDS
+        elif op == Opcode.SCORE and (lane := self._field(op, i, "lane")) < len(self.scorers):
+            queue, depth = self.scorers[lane].queue, QUEUE_DEPTH
         else:
             return False
         return len(queue) >= depth
+
+    def _args(self, op):
+        """The command indices of the run's ``op`` commands and their argument columns, unpacked when first asked
+        for (a program's words are mostly MEM_WRITEs: each opcode's argument is unpacked from its own words)."""
+        entry = self._arg_columns.get(op)
+        if entry is None:
+            rows = np.flatnonzero(self._ops == op.value)
+            entry = self._arg_columns[op] = (rows, self._command.unpack(self._words[rows], ("arg", self._ARG[op])))
+        return entry
+
+    def _arg(self, op, i):
+        """Command ``i``'s (an ``op``) argument as nested dicts of Python ints."""
+        rows, columns = self._args(op)
+        return _row(columns, int(np.searchsorted(rows, i)))
+
+    def argument(self, name, i):
+        """Command ``i``'s argument of the last run, which is the ``name`` member of the command's argument union
+        (``"fetch"``, ``"lane"``, ...), as nested dicts of Python ints."""
+        return self._arg(self._ARG_OPS[name], i)
+
+    def _field(self, op, i, name):
+        """Field ``name`` of command ``i``'s (an ``op``) argument, an int."""
+        rows, columns = self._args(op)
+        return int(columns[name][int(np.searchsorted(rows, i))])
 
     def _controller(self):
         """Take commands while they can go (a barrier waits for every earlier command; a unit's command for room
@@ -1161,7 +1192,7 @@ class FunctionalChip:
             if not isinstance(op, Opcode):
                 refused = ErrorCode.OPCODE, op
             else:
-                arg = _row(self._columns["arg"][self._ARG[op]], i) if op in self._ARG else None
+                arg = self._arg(op, i) if op in self._ARG else None
                 refused = self._check(op, arg)
             if refused is not None:
                 self.refuse(tag, refused[0], op, refused[1])
@@ -1180,12 +1211,14 @@ class FunctionalChip:
         end = i + (int(others[0]) if others.size else len(ops))
         self._next = end
         self.count(Counter.COMMANDS, end - i)
-        columns = self._columns["arg"]["mem_write"]
-        addresses = columns["addr"][i:end]
+        rows, columns = self._args(Opcode.MEM_WRITE)
+        first = int(np.searchsorted(rows, i))
+        addresses = columns["addr"][first:first + end - i]
         good = addresses < self.memory.lines
         for k in np.flatnonzero(~good).tolist():
             self.refuse(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
-        self.memory.write(addresses[good], _lines_of(columns["data"][i:end], self.geometry.line_bytes)[good])
+        self.memory.write(addresses[good], _lines_of(columns["data"][first:first + end - i],
+                                                         self.geometry.line_bytes)[good])
         self.count(Counter.MEM_WRITE_LINES, int(good.sum()))
 
     def _execute(self, op, tag, arg):
@@ -1244,10 +1277,13 @@ class FunctionalChip:
         Deadlock
             If the units stop with work left (the message names each blocked unit and what it waits for).
         """
-        words = np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs)
-        self._columns = self._command.unpack(words) if len(words) else None
-        self._ops = self._columns["op"] if len(words) else None
-        self._tags = self._columns["tag"] if len(words) else None
+        with one_blas_thread():
+            return self._run(np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs))
+
+    def _run(self, words):
+        self._words, self._arg_columns = words, {}
+        self._ops = self._command.unpack(words, ("op",))
+        self._tags = self._command.unpack(words, ("tag",))
         self._count, self._next = len(words), 0
         self.responses = _Responses(self.geometry)
         progress = True

@@ -74,6 +74,11 @@ def test_synth_list(capsys):
     (["bench", "synth", "--components", "nosuch"], "--components has an unknown component 'nosuch'"),
     (["bench", "blocks", "--player-count", "0"], "--player-count must be a positive integer, not 0"),
     (["bench", "quality", "--candidates", "64"], "--k must be at most 2, candidates/32"),
+    (["bench", "sched", "--models", "rmc1,nope"], "--models has an unknown model 'nope' (known: rm-small"),
+    (["bench", "sched", "--models", "rmc1,,wnd"], "--models must be comma-separated model names, not 'rmc1,,wnd'"),
+    (["bench", "sched", "--target-x", "2"], "--target-x sets a target per model: give --models"),
+    (["bench", "sched", "--models", "--target-x", "0"], "--target-x must be positive, not 0.0"),
+    (["bench", "sched", "--models", "--device", "fpga"], "argument --device: invalid choice: 'fpga'"),
 ])
 def test_bad_arguments_are_one_line_with_status_2(argv, message):
     result = run_cli(*argv)

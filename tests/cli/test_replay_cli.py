@@ -101,3 +101,15 @@ def test_replay_on_the_model_backend_writes_rows_and_a_plot(trace, tmp_path, cap
     with open(out / "rows.csv") as handle:
         assert "latency_cycles" not in next(csv.DictReader(handle))
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_replay_with_the_stage_mapping_on_the_model_backend(trace, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["replay", "--backend", "model", "--trace", str(trace), "--pipeline", "rm-small:256:32,rm-med:32:8",
+                 "--queries", "4", "--load", "2000", "--mapping", "auto", "--out", str(out)]) == 0
+    rows = json.loads((out / "rows.json").read_text())["rows"]
+    assert rows[0]["checked"] and len(rows[0]["lanes"]) == 2 and rows[0]["split"] in (1, 2)
+    assert main(["replay", "--backend", "cpu", "--trace", str(trace), "--pipeline", "rm-small:256:32",
+                 "--mapping", "auto"]) == 2
+    assert "--mapping must be 'default' or 'auto' (on rtl or model), not 'auto' on cpu" in capsys.readouterr().err

@@ -68,3 +68,20 @@ def test_the_claims_compare_rpaccel_with_the_baseline_on_measured_quality():
     assert report.sections[0].name == "claims-small" and "NDCG@8" in report.text
     with pytest.raises(ExperimentError, match="NDCG@64 needs rankings of 64"):
         run_claims("small", candidates=512, splits=(1,), k=64)
+
+
+def test_the_claims_add_the_stage_mappings_lane_map_where_it_is_better():
+    """With units for two lanes per stage and a split of four, the claims' RPAccel rows on split 4 are the default
+    map's and the stage mapping's (queries spread over the lanes): every response checked, the chosen map's
+    throughput at least the default's on the same queries, its quality the same (the same rankings)."""
+    from rpaccel.config import preset
+    from rpaccel.experiments.claims import run_claims
+
+    config = preset("small").with_settings(["splits=1,2,4", "topk_units=2", "filter_units=2"])
+    report = run_claims(config, candidates=512, queries=2, splits=(4,), k=8, train_samples=800, max_rows=300)
+    assert report.passed, report.failures
+    default, chosen = [row for row in report.rows if row["pipeline"] == 2]
+    assert default["lanes"] == "default" and default["mapping"] == {"candidates": 4, "refused": 0, "measured": 2}
+    assert max(map(len, chosen["lane_map"])) == 2 and chosen["lanes"] != "default"
+    assert chosen["qps"] > default["qps"] and chosen["ndcg"] == default["ndcg"]
+    assert "| lanes per stage |" in report.text and report.sections[0].name == f"claims-{config.name}"

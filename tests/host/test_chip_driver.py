@@ -883,13 +883,14 @@ def test_streaming_on_every_lane_and_when_it_cannot(tiny_models, big_model):
     assert setup.weights(2).slot_words <= 64 and max(map(len, setup.weights(2).staged[1, "top"])) == 2
     queries = [setup.add_query({a: candidates(a, 17, 8100), big_model: candidates(big_model, 17, 8100)})]
     run_pipeline(setup, [Stage(a, k=8), Stage(big_model, k=6)], queries, Schedule(split=2, sub_batch=4))
-    # One streamed model on two lanes: the room was divided for one.
+    # One streamed model on two lanes: the plan divided the room for one, so it is made again with slots for two
+    # (smaller, the 80-word layers in parts), each lane's ring of its own.
     setup = ChipSetup(TINY, [a, big_model])
-    left = TINY.weight_buffer_words - setup.weights(2).region
-    with pytest.raises(CompileError, match=rf"^Lanes \[0, 1\] of split 2 stream weights: each needs two slots of "
-                                           rf"80 words, and {left} words of weight_buffer_words are left after the "
-                                           "resident models$"):
-        compile_queries(setup, [Stage(big_model, k=8), Stage(big_model, k=3)], [], Schedule(split=2))
+    queries = [setup.add_query({a: candidates(a, 17, 8100), big_model: candidates(big_model, 17, 8100)})]
+    program, _ = run_pipeline(setup, [Stage(big_model, k=8), Stage(big_model, k=3)], queries, Schedule(split=2))
+    assert setup.weights(2, 2).slot_words < setup.weights(2).slot_words == 80
+    streamed = [arg for _, arg in _weights_commands(program.records())]
+    assert {arg["lane"] for arg in streamed} == {0, 1}
     with pytest.raises(CompileError, match=r"^tiny-big's bottom layer 1 at split 1 cannot stream: 1 n-tiles of 20 "
                                            r"words each in a slot, and the 32 words the resident weights leave "
                                            "hold slots of 16$"):
@@ -958,3 +959,114 @@ def test_checker_catches_planted_streaming_errors(tiny_models, big_model):
     moved = [*records[:reader], records[waiting], *records[reader:waiting], *records[waiting + 1:]]
     refused(rf"^command {reader} \(WEIGHTS\): waits for {layers} layers of lane 1; only {layers - 1} come before it$",
             moved)
+
+
+#: Tiny with a top-k and a filter unit for each of two lanes of a stage.
+TINY2 = TINY.with_settings(["topk_units=2", "filter_units=2"])
+
+
+@pytest.mark.parametrize(("stages", "lanes", "interleave", "interleaved"), [
+    (1, ((0, 1),), True, True), (2, ((0, 1), (2, 3)), True, True), (3, ((0,), (1,), (2, 3)), True, True),
+    (2, ((0, 1, 2), (3,)), True, False),        # three lanes of a stage share two filter units
+    (2, ((0, 1), (0, 1)), True, False),         # lanes serving two stages
+    (2, ((0, 1), (2, 3)), False, False)])
+def test_lane_maps_spread_queries_over_lanes(tiny_models, stages, lanes, interleave, interleaved):
+    """Stage ``s`` of query ``q`` on lane ``lanes[s][q % len(lanes[s])]``: every program passes the checker and the
+    interpreter; where every lane serves one stage and every unit one lane, queries of the same stage on two lanes
+    interleave (several queries in flight on a stage); otherwise each query's commands stay together."""
+    a, b, _ = tiny_models
+    setup = ChipSetup(TINY2, [a, b])
+    queries = [setup.add_query({a: candidates(a, n, 5000 + n), b: candidates(b, n, 5000 + n)})
+               for n in (40, 23, 31, 29, 35)]
+    pipeline = [Stage(a, k=16), Stage(b, k=9), Stage(a, items=6, k=3)][:stages]
+    program, _ = run_pipeline(setup, pipeline, queries,
+                              Schedule(split=4, sub_batch=5, lanes=lanes, interleave=interleave))
+    assert program.lanes == lanes
+    records = program.records()
+    closing = [(r["tag"], r["arg"]["lane"], r["arg"]["dest"], r["arg"]["unit"]) for r in records
+               if r["op"] is Opcode.SCORE and r["arg"]["last"]]
+    for q in range(len(queries)):
+        assert [lane for tag, lane, _, _ in closing if tag == q] == [lanes[s][q % len(lanes[s])]
+                                                                     for s in range(stages)]
+    tags = [r["tag"] for r in records if r["op"] is Opcode.FETCH]
+    if not interleaved:
+        assert tags == sorted(tags)
+    else:
+        owners = defaultdict(set)
+        for _, lane, dest, unit in closing:
+            owners[dest, unit].add(lane)
+        assert all(len(lanes_of) == 1 for lanes_of in owners.values())
+        if min(map(len, lanes[:-1] or lanes)) > 1:
+            # Waves of two queries: query 1's first stage starts (on its second lane) before query 0's (on its
+            # first) has fetched its second sub-batch.
+            fetches = [(r["tag"], r["arg"]["lane"]) for r in records if r["op"] is Opcode.FETCH]
+            assert fetches.index((1, lanes[0][1])) < [i for i, f in enumerate(fetches) if f == (0, lanes[0][0])][1]
+
+
+def test_the_default_lane_map_is_stage_s_on_lane_s_alone(tiny_models):
+    """``lanes=None`` is stage ``s`` on lane ``s % split``: given explicitly, the same program word for word."""
+    a, b, _ = tiny_models
+    for split, lanes in ((2, ((0,), (1,))), (1, ((0,), (0,)))):
+        words = []
+        for given in (None, lanes):
+            setup = ChipSetup(TINY, [a, b])
+            queries = [setup.add_query({a: candidates(a, n, 5000 + n), b: candidates(b, n, 5000 + n)})
+                       for n in (40, 23)]
+            program = compile_queries(setup, [Stage(a, k=16), Stage(b, k=9)], queries,
+                                      Schedule(split=split, sub_batch=5, lanes=given))
+            assert program.lanes == lanes
+            words.append(program.words())
+        assert np.array_equal(*words)
+
+
+@pytest.mark.parametrize(("lanes", "message"), [
+    (((0,), (4,)), r"^Stage 1's lane 4 is not a lane of split 4 \(0 to 3\)$"),
+    (((0, 1), ()), r"^Stage 1 has no lanes in the lane map \(\(0, 1\), \(\)\)$"),
+    (((0,),), r"^The lane map \(\(0,\),\) must give a tuple of lanes for each of the 2 stages$"),
+    (((0, 0), (1,)), r"^Stage 0 names a lane twice in the lane map: \(0, 0\)$"),
+    (((0,), ("1",)), r"^Stage 1's lane '1' is not a lane of split 4 \(0 to 3\)$")])
+def test_impossible_lane_maps_are_refused_naming_the_value(tiny_models, lanes, message):
+    a, b, _ = tiny_models
+    setup = ChipSetup(TINY, [a, b])
+    with pytest.raises(CompileError, match=message):
+        compile_queries(setup, [Stage(a, k=16), Stage(b, k=9)], [], Schedule(split=4, lanes=lanes))
+
+
+def test_a_lane_map_streaming_on_more_lanes_than_the_buffer_holds_is_refused(big_model):
+    """A streamed model on four lanes: the weight buffer's room divided into two slots for each is too small for
+    a layer's n-tile (one lane runs it)."""
+    config = TINY.with_settings(["weight_buffer_words=64"])
+    setup = ChipSetup(config, [big_model])
+    queries = [setup.add_query({big_model: candidates(big_model, 17, 8100 + q)}) for q in range(2)]
+    compile_queries(setup, [Stage(big_model, k=8)], queries, Schedule(split=4, lanes=((0,),)))
+    with pytest.raises(CompileError, match=r"^tiny-big's bottom layer 1 at split 4 cannot stream: 1 n-tiles of 10 "
+                                           r"words each in a slot, and the 64 words the resident weights leave hold "
+                                           r"slots of 8 \(two for each of 4 streaming lanes\)$"):
+        compile_queries(setup, [Stage(big_model, k=8)], queries, Schedule(split=4, lanes=((0, 1, 2, 3),)))
+
+
+def test_checker_catches_a_unit_keeping_results_from_two_lanes_out_of_order(tiny_models):
+    """Stage 0 on lanes 0 and 1 sharing tiny's one filter unit, each query's commands together: query 1's stage 0
+    (lane 1) comes after query 0's stage 1 waits for query 0's kept result, so the unit closes them in the program's
+    order. Planted: query 1's stage 0 moved before query 0's stage 1, the filter unit may close query 1 first and
+    number its result 1; the checker refuses it (and accepts the compiled order)."""
+    a, b, _ = tiny_models
+    setup = ChipSetup(TINY, [a, b])
+    queries = [setup.add_query({a: candidates(a, n, 5000 + n), b: candidates(b, n, 5000 + n)}) for n in (40, 23)]
+    program = compile_queries(setup, [Stage(a, k=16), Stage(b, k=9)], queries,
+                              Schedule(split=4, sub_batch=5, lanes=((0, 1), (2,))))
+    records = program.records()
+    check_program(TINY, records, memory=setup.memory)
+    setup_count = len(setup.setup_records(4))
+    runs = []       # the program's tasks: runs of one query's commands on one lane
+    for record in records[setup_count:]:
+        key = (record["tag"], record["arg"]["lane"])
+        if not runs or runs[-1][0] != key:
+            runs.append((key, []))
+        runs[-1][1].append(record)
+    assert [key for key, _ in runs] == [(0, 0), (0, 2), (1, 1), (1, 2)]
+    planted = records[:setup_count] + runs[0][1] + runs[2][1] + runs[1][1] + runs[3][1]
+    with pytest.raises(ProgramError, match=r"^command \d+ \(SCORE\): filter unit 0 takes a query from lane 1 after "
+                                           r"one from lane 0, whose kept result 1 no FETCH before command \d+ "
+                                           r"\(this query's\) waits for"):
+        check_program(TINY, planted, memory=setup.memory)

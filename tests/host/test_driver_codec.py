@@ -262,6 +262,11 @@ def test_unions_pack_one_member_and_unpack_all():
     assert back["body"]["big"].tolist() == [-1, -2048] and back["body"]["small"].tolist() == [31, 0]
     with pytest.raises(CodecError, match=r"payload.body is a union: give exactly one of small, big"):
         Codec(layout).pack({"tag": 0, "body": {"big": 0, "small": 0}}, count=1)
+    # One field alone: the same columns as in the whole unpacking.
+    assert Codec(layout).unpack(words, ("body", "small")).tolist() == [31, 0]
+    assert Codec(layout).unpack(words, ("tag",)).tolist() == [1, 2]
+    with pytest.raises(CodecError, match=r"^The shape has no field body.huge$"):
+        Codec(layout).unpack(words, ("body", "huge"))
 
 
 def test_structured_arrays_are_columns():
@@ -350,6 +355,16 @@ def test_word_errors():
         from_ints([3, 16], 4)
     with pytest.raises(CodecError, match="Value #0 = -1 is not 4 packed bits"):
         from_ints(np.array([-1]), 4)
+    # Python ints, wide and narrow: a negative one, one too wide for the limbs or for the top limb, no integer.
+    with pytest.raises(CodecError, match="Value #2 = -5 is not 65 packed bits"):
+        from_ints([1, 2, -5], 65)
+    with pytest.raises(CodecError, match=f"Value #1 = {1 << 128} is not 65 packed bits"):
+        from_ints([1, 1 << 128], 65)
+    with pytest.raises(CodecError, match=f"Value #0 = {1 << 65} is not 65 packed bits"):
+        from_ints([1 << 65], 65)
+    with pytest.raises(CodecError, match="Value #1 = 2.0 is not an integer"):
+        from_ints([1, 2.0], 65)
+    assert to_ints(from_ints([np.int64(3), 1 << 64], 65)) == [3, 1 << 64]
     with pytest.raises(CodecError, match="Packed word #1 has bits set beyond its 4 bits"):
         format_hex(np.array([[1], [17]], dtype=np.uint64), 4)
     with pytest.raises(CodecError, match=r"Hex word #1 'g1' has a character that is no hex digit \('g'\)"):

@@ -191,3 +191,33 @@ def test_compare_replays_query_by_query(models):
     assert len([line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]) == 3
     with pytest.raises(ValueError, match="differ in their arrivals"):
         compare_replays(fast_run, replay_on_chip(model_device(TINY), TINY, models, stages, queries[:2], [0, 0]))
+
+
+def test_a_lane_map_spreads_replayed_queries_over_lanes(models):
+    """Four queries arriving at once with each stage on two lanes and two units (the final stage's rankings leave
+    from two top-k units): each query's rankings matched by its tag and equal to the golden model's and to those of
+    each stage on one lane; a bad map is refused before anything runs."""
+    config = TINY.with_settings(["topk_units=2", "filter_units=2", "splits=1,2,4"])
+    stages = parse_pipeline("a:48:12,b:12:4")
+    queries = [tiny_data(models["a"].spec, 48, start=21000 + 48 * q) for q in range(4)]
+    one = replay_on_chip(model_device(config), config, models, stages, queries, [0] * 4, split=4,
+                         lanes=((0,), (1,)))
+    two = replay_on_chip(model_device(config), config, models, stages, queries, [0] * 4, split=4,
+                         lanes=((0, 1), (2, 3)))
+    assert not one.mismatches and not two.mismatches and two.lanes == ((0, 1), (2, 3))
+    assert one.rankings == two.rankings
+    with pytest.raises(PipelineError, match=r"Stage 1's lane 4 is not a lane of split 4"):
+        replay_on_chip(None, config, models, stages, queries, [0] * 4, split=4, lanes=((0,), (4,)))
+
+
+def test_choose_replay_mapping_leaves_the_replay_setup_alone(models):
+    from rpaccel.host.runtime.mapping import choose_replay_mapping
+
+    config = TINY.with_settings(["topk_units=2", "filter_units=2", "splits=1,2,4"])
+    stages = parse_pipeline("a:48:12,b:12:4")
+    queries = [tiny_data(models["a"].spec, 48, start=22000 + 48 * q) for q in range(6)]
+    choice = choose_replay_mapping(config, models, stages, queries, sample=3, measure=lambda program: 100)
+    assert choice.queries == 3 and choice.best is choice.default
+    run = replay_on_chip(model_device(config), config, models, stages, queries, [0] * 6, split=choice.schedule.split,
+                         sub_batch=choice.schedule.sub_batch, lanes=choice.schedule.lanes)
+    assert not run.mismatches

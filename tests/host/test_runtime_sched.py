@@ -52,6 +52,19 @@ def test_measured_service_is_a_median_per_size(monkeypatch):
     assert table.sizes == (1, 4) and table.ns == (7.0, 40.0)       # medians: a burst (100, 1000) is ignored
 
 
+def test_measured_service_at_a_low_quantile_on_a_given_clock():
+    clock = {"now": 0}
+    durations = {8: iter([0, 50, 10, 30, 20, 90]), 9: iter([0, 1, 1, 1, 1, 1])}   # a warm-up, then five rounds
+
+    def rank(size):
+        clock["now"] += next(durations[size])
+
+    table = measure_cpu_service(rank, [8, 9], repeats=5, quantile=0.25, clock=lambda: clock["now"])
+    assert table.ns == (20.0, 1.0)                                  # of 10, 20, 30, 50, 90: the 25th percentile
+    with pytest.raises(ValueError, match="quantile must be in"):
+        measure_cpu_service(rank, [8, 9], quantile=1.5)
+
+
 def test_max_load_brackets_the_target():
     rng = np.random.default_rng(1)
     gaps = rng.exponential(1e6, 4000)
@@ -87,6 +100,22 @@ def test_deeprecsched_beats_every_static_setting_it_tried():
     assert best.threshold is not None and load > 1.3 * no_offload
     static, static_load, _ = deeprecsched(gaps, sizes, target_ms=3, workers=8, cpu=cpu, batches=(32,))
     assert static == SchedConfig(32) and load > static_load
+
+
+def test_the_climb_crosses_a_plateau(monkeypatch):
+    import rpaccel.host.runtime.sched as sched
+
+    # Batch sizes above most queries' sizes split few of them: 512 and 256 differ by little, 128 is the peak.
+    loads = {512: 100.0, 256: 99.0, 128: 150.0, 64: 120.0, 32: 90.0}
+    monkeypatch.setattr(sched, "max_load", lambda gaps, sizes, config, **_: (loads[config.batch], 1.0))
+    best, load, tried = deeprecsched([0], [1], target_ms=1, workers=1, cpu=None)
+    assert (best, load) == (SchedConfig(128), 150.0)
+    assert [config.batch for config, _, _ in tried] == [512, 256, 128, 64]     # 64 falls 20% below the best: stop
+    # A walk that stops at the first fall, however small, ends on the plateau.
+    best, load, tried = deeprecsched([0], [1], target_ms=1, workers=1, cpu=None, tolerance=0)
+    assert (best, load, len(tried)) == (SchedConfig(512), 100.0, 2)
+    with pytest.raises(ValueError, match="tolerance must be in"):
+        deeprecsched([0], [1], target_ms=1, workers=1, cpu=None, tolerance=1)
 
 
 def test_bad_settings():

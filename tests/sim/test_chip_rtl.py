@@ -308,3 +308,32 @@ def test_interleaved_queries_balanced_with_lookahead_on_both_lanes():
     assert max(map(len, runs)) > 1
     run = run_program(program, max_cycles=8_000_000)
     assert run.mismatches() == {}
+
+
+#: Tiny with a top-k and a filter unit for each of two lanes of a stage.
+TINY2 = preset("tiny").with_settings(["topk_units=2", "filter_units=2"])
+
+
+@pytest.fixture(scope="module")
+def device2():
+    return chip_device(TINY2)
+
+
+@pytest.mark.parametrize(("stages", "lanes", "pause"), [
+    (2, ((0, 1), (2, 3)), 0.0), (1, ((0, 1),), 0.3), (3, ((0,), (1,), (2, 3)), 0.0)])
+def test_lane_maps_on_the_rtl_and_the_model(models, device2, stages, lanes, pause):
+    """Queries spread over lanes (Schedule.lanes), four back to back: with two lanes per stage, queries 0 and 1 of
+    a stage run on two lanes at once (their FETCHes interleave in the program); every response of the RTL and of
+    the timed model equal to the golden model's."""
+    a, b = models[:2]
+    setup = ChipSetup(TINY2, [a, b])
+    queries = _queries(setup, [a, b], (40, 23, 31, 29), start=9500)
+    pipeline = [Stage(a, k=14), Stage(b, k=6), Stage(a, items=5, k=3)][:stages]
+    program = compile_queries(setup, pipeline, queries, Schedule("rpaccel", split=4, sub_batch=5, lanes=lanes))
+    fetches = [(r["tag"], r["arg"]["lane"]) for r in program.records() if r["op"] is Opcode.FETCH]
+    if len(lanes[0]) > 1 and stages < 3:
+        assert fetches.index((1, lanes[0][1])) < [i for i, f in enumerate(fetches) if f == (0, lanes[0][0])][1]
+    run = run_program(program, device=device2, pause=pause, seed=stages)
+    assert run.mismatches() == {}
+    run = run_program(program, device=ModelDevice(TINY2))
+    assert run.mismatches() == {}

@@ -21,10 +21,15 @@ position and opcode) and what does not line up:
   lane's output buffer as far as it goes, the others' pooled vectors in the lane's FIFO). Otherwise the fetcher
   waits for the joiner, the joiner for the lane, and the lane for commands behind the fetcher
   (:mod:`rpaccel.rtl.accel.join`).
+* **Kept results' order**: a unit keeps results numbered in the order it closes queries, and takes one lane's
+  query at a time, whichever lane asks first; so where a unit that keeps results takes a query from another lane
+  than its last, that last query's result must be waited for (a FETCH of ``SURVIVORS``) before the FETCH that
+  gives the new query's first candidate, so the numbers the program counts are the chip's.
 * **Ranges**: lanes of the current split, top-k and filter units, ``k``, items within a lane's accumulator rows,
   layers whose weights WEIGHTS loaded, join vectors and tables within the configuration.
 """
 
+from bisect import bisect_right
 from collections import defaultdict
 
 import numpy as np
@@ -138,6 +143,10 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
     joins, open_join, inter_taken = defaultdict(list), defaultdict(int), defaultdict(int)
     bottom_given = defaultdict(int)     # per lane, items whose bottom block LAYERs have sent
     last_fetch = None
+    # Per lane, the index items its FETCHes give (cumulative) and where those FETCHes are; the items its SCOREs take.
+    fetch_ends, fetch_at, scored = defaultdict(list), defaultdict(list), defaultdict(int)
+    # Per holder, its last query's lane and kept result (or None), and (position, result) of FETCHes waiting on it.
+    user, awaited = {}, defaultdict(list)
 
     def absorbed(where, lane):
         """The joiner takes the FETCH's pooled vectors with the lane's interaction words taken so far."""
@@ -221,6 +230,7 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                     raise ProgramError(f"{where}: reads kept result {number} of {_holder(g, unit)} after its "
                                        "release")
                 within("first + items", arg["first"] + items, 1, kept_items[unit].get(number, 0))
+                awaited[unit].append((position, number))
                 if arg["release"]:
                     released[unit].add(number)
             if memory is not None:
@@ -237,6 +247,8 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
             stream("interaction", lane).produce(where, items, output_words(mode, vectors, dim, g.rows),
                                                 "its join job")
             pooled.produce(where, items, vectors - 1, "its lookups")
+            fetch_ends[lane].append((fetch_ends[lane][-1] if fetch_ends[lane] else 0) + items)
+            fetch_at[lane].append(position)
             pooled.consume(where, items, vectors - 1, "its join job")
             if last_fetch is not None:
                 absorbed(*last_fetch)
@@ -294,10 +306,15 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
             stream("index", lane).consume(where, items, 1, "SCORE")
             stream("logits", lane).consume(where, items, 1, "SCORE")
             dest = ScoreDest(_value(arg["dest"]))
+            first = scored[lane]
+            scored[lane] += items
             if dest is not ScoreDest.RSP:
                 filtered = dest is ScoreDest.FILTER
                 within("unit", arg["unit"], 0, (g.filters if filtered else g.units) - 1)
                 unit = g.units + arg["unit"] if filtered else arg["unit"]
+                if not open_items[unit] and user.get(unit, (lane,))[0] != lane:
+                    _check_order(g, where, unit, lane, user[unit], awaited[unit], fetch_ends[lane], fetch_at[lane],
+                                 first)
                 open_items[unit] += items
                 if filtered and open_items[unit] > g.filter_capacity:
                     raise ProgramError(f"{where}: {open_items[unit]} candidates of one query into a filter unit, "
@@ -312,6 +329,7 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
                         results[unit] = number
                         kept_items[unit][number] = min(arg["k"], open_items[unit])
                     open_items[unit] = 0
+                    user[unit] = (lane, results[unit] if arg["keep"] else None)
 
     if last_fetch is not None:
         absorbed(*last_fetch)
@@ -322,6 +340,22 @@ def check_program(geometry, commands, *, memory=None, split=1, tables=None):
             if number not in released[unit]:
                 raise ProgramError(f"End of program: kept result {number} of {_holder(g, unit)} is never released "
                                    "(the result two later would wait for its bank)")
+
+
+def _check_order(g, where, unit, lane, last, awaited, ends, positions, first):
+    """A query from ``lane`` opening on holder ``unit`` whose ``last`` query ``(lane, kept result or None)`` came
+    from another lane: the last query kept no result (its order does not matter) or a FETCH waits for its result
+    before the FETCH that gives this query's ``first`` candidate of the lane's index stream (the stream's own check
+    reports a SCORE beyond the FETCHes)."""
+    other, number = last
+    given = bisect_right(ends, first)
+    if number is None or given >= len(ends):
+        return
+    if not any(at <= positions[given] and waited >= number for at, waited in awaited):
+        raise ProgramError(
+            f"{where}: {_holder(g, unit)} takes a query from lane {lane} after one from lane {other}, whose kept "
+            f"result {number} no FETCH before command {positions[given]} (this query's) waits for: the unit takes "
+            "whichever lane's query comes first, so the results' numbers may not be the program's")
 
 
 def _holder(g, holder):

@@ -9,10 +9,11 @@ below) and the candidate records of each query (:meth:`ChipSetup.add_query`), al
 :func:`compile_queries` turns a pipeline of :class:`Stage` s and a list of queries into a :class:`Program` under a
 :class:`Schedule`:
 
-* ``"rpaccel"``: split ``n``, stage ``s`` on lane ``s % n`` and top-k unit ``s % units``; each stage runs in
-  sub-batches of at most ``S`` candidates, the top-k unit keeping a running top-k; a later stage fetches the kept
-  result with ``FETCH SURVIVORS`` (waiting for it, the last fetch releasing it), so the whole program runs with no
-  host step.
+* ``"rpaccel"``: split ``n``, stage ``s`` on lane ``s % n`` and top-k unit ``s % units`` (or, with a lane map
+  ``Schedule.lanes``, stage ``s`` of query ``q`` on lane ``lanes[s][q % len(lanes[s])]``, a unit per stage and
+  lane); each stage runs in sub-batches of at most ``S`` candidates, the top-k unit keeping a running top-k; a later
+  stage fetches the kept result with ``FETCH SURVIVORS`` (waiting for it, the last fetch releasing it), so the whole
+  program runs with no host step.
 * ``"baseline"``: split 1, everything on lane 0, one sub-batch after another, every logit to the host (``SCORE``
   dest RSP); a later stage fetches a ``LIST`` the host writes after sorting the previous stage's logits, so each
   stage of each query is a :class:`Step` of its own.
@@ -24,8 +25,9 @@ lane's activation memory holds two input regions for each MLP (alternating per s
 layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
 and regions carry on from query to query. When every stage has a lane and a unit of its own (and the tables are
 resident), the program interleaves stage ``s`` of query ``q`` with stage ``s - 1`` of query ``q + 1`` (which depend
-on each other only through results of earlier queries), so the fetcher and the weight loader, which take their
-commands in program order, serve the lanes in turn; the joiner serves each lane's jobs on their own. With
+on each other only through results of earlier queries; with a lane map, waves of several queries per stage, see
+:class:`Schedule`), so the fetcher and the weight loader, which take their commands in program order, serve the
+lanes in turn; the joiner serves each lane's jobs on their own. With
 ``Schedule.balance`` the stages' layers are placed in the order the lanes are estimated to reach them (per layer or
 streamed part, ``ktiles x ntiles x (items + rows + cols)`` cycles of the lane's sub-array, or the words its WEIGHTS
 copies if more): a lane with cheap sub-batches runs several between two of an expensive stage, and its WEIGHTS go
@@ -285,24 +287,25 @@ class ChipSetup:
         mlps = self.models[number].mlps()
         return mlps["bottom"], mlps["top"]
 
-    def weights(self, split):
-        """The :class:`WeightPlan` of ``split``, made (and staged in memory) once per split.
+    def weights(self, split, lanes=None):
+        """The :class:`WeightPlan` of ``split`` with slots for ``lanes`` streaming lanes, made (and staged in
+        memory) once per split and lane count.
 
         Every model is resident (laid out from word 0, loaded once) if all fit the weight buffer. Otherwise the
         models in :attr:`streamed` (default: in model order, each that does not fit next to the resident ones
         and two slots of the others' largest layer) stream from memory: each layer is staged on its own, so it is
         one contiguous copy into a slot. A layer larger than half the room left is staged in parts of whole
         n-tiles (each part a LAYER of its own, starting on a whole activation word), the last layer of an MLP
-        (whose output is a stream) excepted; with several lanes (up to the split, one per streamed model) the room
-        holds two slots for each.
+        (whose output is a stream) excepted; with several lanes (``lanes``; default one per streamed model, up to
+        the split) the room holds two slots for each. The resident image is the same for every ``lanes``.
 
         Raises
         ------
         CompileError
             If the resident models leave no room for two slots of a streamed layer's part (naming the sizes).
         """
-        if split in self._weights:
-            return self._weights[split]
+        if (split, lanes) in self._weights:
+            return self._weights[split, lanes]
         g = self.geometry
         engine, words, shape = g.engine, g.engine.weight_words, g.engine.splits[split]
         layers = {number: dict(zip(("bottom", "top"), self.mlps(number))) for number in range(len(self.models))}
@@ -346,7 +349,7 @@ class ChipSetup:
         addr = (self.memory.place(stage_weights(g, image.words), what=f"the weights of split {split}")
                 if len(image.words) else None)
         # Two slots for every lane that may run a streamed model.
-        cap = min(slot(streamed), room // (2 * max(min(split, len(streamed)), 1)))
+        cap = min(slot(streamed), room // (2 * max(min(split, len(streamed)) if lanes is None else lanes, 1)))
         # Parts start on whole activation words: a multiple of `align` n-tiles.
         align = shape.rows // gcd(shape.rows, shape.cols)
         staged = {}
@@ -364,7 +367,7 @@ class ChipSetup:
                             f"{name_of}'s {name} layer {index} at split {split} cannot stream: "
                             f"{ntiles if index == len(mlp) - 1 else min(ntiles, align)} n-tiles of {ntile_words} "
                             f"words each in a slot, and the {room} words the resident weights leave hold slots "
-                            f"of {cap}")
+                            f"of {cap}" + ("" if lanes is None else f" (two for each of {lanes} streaming lanes)"))
                     parts = []
                     for first in range(0, ntiles, per_part):
                         cols = slice(first * shape.cols, min((first + per_part) * shape.cols, n))
@@ -379,7 +382,7 @@ class ChipSetup:
         slot_words = max((part.words for layers_ in staged.values() for parts in layers_ for part in parts),
                          default=0)
         plan = WeightPlan(image=image, addr=addr, region=len(image.words), slot_words=slot_words, staged=staged)
-        self._weights[split] = plan
+        self._weights[split, lanes] = plan
         return plan
 
     def add_query(self, inputs):
@@ -493,7 +496,19 @@ class Schedule:
     (see :func:`compile_queries`). ``False`` keeps each query's commands together, in query order, as a replay
     that sends each query at its arrival needs (a query's commands cannot wait behind a later query's).
     ``balance``: interleaved stages go layer by layer in proportion to their estimated cycles (``False``: one MLP,
-    a sub-batch's bottom or top, of each in turn)."""
+    a sub-batch's bottom or top, of each in turn).
+
+    ``lanes`` (RPAccel mode): the lane map, per stage a tuple of lanes of the split; stage ``s`` of query ``q`` runs
+    on lane ``lanes[s][q % len(lanes[s])]``, so consecutive queries spread over a stage's lanes. ``None``: stage
+    ``s`` on lane ``s % split`` alone (a split of at least the stages' count gives each stage a lane of its own).
+    Each (stage, lane) pair has a unit of its own as far as the chip has them: the final stage's ``i``-th lane
+    top-k unit ``(s + i) % topk_units``, the others' pairs, numbered in stage order, filter units in turn modulo
+    ``filter_units`` (the default map: stage ``s`` on unit ``s % units``). Stages interleave (``interleave``)
+    where no lane serves two stages and no unit serves two lanes; queries then go in waves of ``R`` (the fewest
+    lanes of a stage that keeps a result, or the single stage's lanes): wave ``w`` runs stage ``s`` of queries
+    ``(w - s) R`` to ``(w - s + 1) R - 1``, each lane's queries one after another, different lanes' interleaved. A
+    stage's lanes each hold its model's weights: resident weights are shared, and every lane of a streamed stage
+    has a ring of slots of its own."""
 
     mode: str = "rpaccel"
     split: int = None
@@ -502,6 +517,7 @@ class Schedule:
     serial: bool = None
     interleave: bool = True
     balance: bool = True
+    lanes: tuple = None
 
 
 @dataclass
@@ -551,6 +567,8 @@ class Program:
         Candidates each stage scores, per query.
     serial : bool
         Sub-batches one after another (a SYNC after each; see :class:`Schedule`).
+    lanes : tuple of tuple of int
+        The lane map: per stage its lanes (stage ``s`` of query ``q`` on ``lanes[s][q % len(lanes[s])]``).
     """
 
     setup: ChipSetup
@@ -563,6 +581,7 @@ class Program:
     tags: list
     items: list
     serial: bool = False
+    lanes: tuple = ()
 
     def sub_batches(self, query, stage):
         """Sizes of the sub-batches of ``stage`` of ``query``, in order."""
@@ -687,6 +706,104 @@ def _sizes(items, sub_batch):
     return [items // count + (index < items % count) for index in range(count)]
 
 
+class _LaneMap:
+    """Which lane and which top-k or filter unit run each stage of each query (:attr:`Schedule.lanes`).
+
+    Parameters
+    ----------
+    geometry : rpaccel.rtl.accel.isa.ChipGeometry
+    split, stages : int
+        The split and the pipeline's stage count.
+    lanes : sequence of sequence of int or None
+        The schedule's lane map (``None``: stage ``s`` on lane ``s % split``; the baseline: lane 0, its split 1's
+        only lane, which is also the only map it can be given).
+    baseline : bool
+
+    Raises
+    ------
+    CompileError
+        If the map is not one tuple of distinct lanes of the split per stage (naming the stage and the value).
+    """
+
+    def __init__(self, geometry, split, stages, lanes, baseline):
+        g = geometry
+        if lanes is None:
+            lanes = tuple((0 if baseline else s % split,) for s in range(stages))
+        else:
+            if isinstance(lanes, (str, bytes)) or not hasattr(lanes, "__len__") or len(lanes) != stages:
+                raise CompileError(f"The lane map {lanes!r} must give a tuple of lanes for each of the {stages} "
+                                   "stages")
+            lanes = tuple(tuple(served) if hasattr(served, "__iter__") else served for served in lanes)
+            for s, served in enumerate(lanes):
+                if not isinstance(served, tuple) or not served:
+                    raise CompileError(f"Stage {s} has no lanes in the lane map {lanes!r}")
+                for lane in served:
+                    if not isinstance(lane, int) or not 0 <= lane < split:
+                        raise CompileError(f"Stage {s}'s lane {lane!r} is not a lane of split {split} "
+                                           f"(0 to {split - 1})")
+                if len(set(served)) != len(served):
+                    raise CompileError(f"Stage {s} names a lane twice in the lane map: {served}")
+        self.lanes = lanes
+        final = stages - 1
+        # Per (stage, index of its lane): a top-k unit (the final stage) or a filter unit (the others, in turn).
+        self.units, pairs = {}, 0
+        for s, served in enumerate(lanes):
+            for index in range(len(served)):
+                self.units[s, index] = (s + index) % g.units if s == final else (pairs + index) % g.filters
+            if s != final:
+                pairs += len(served)
+        self.holders = {key: unit if key[0] == final else g.units + unit for key, unit in self.units.items()}
+        owners = {}
+        for (s, index), holder in self.holders.items():
+            owners.setdefault(holder, set()).add(lanes[s][index])
+        served = [set(served) for served in lanes]
+        #: Whether stages may interleave: no lane serves two stages, no unit two lanes.
+        self.disjoint = (sum(map(len, served)) == len(set().union(*served))
+                         and all(len(owner) == 1 for owner in owners.values()))
+
+    def index(self, q, s):
+        """The index of the lane of stage ``s`` of query ``q`` in the stage's lanes."""
+        return q % len(self.lanes[s])
+
+    def lane(self, q, s):
+        """The lane that runs stage ``s`` of query ``q``."""
+        return self.lanes[s][self.index(q, s)]
+
+    def unit(self, q, s):
+        """The top-k (final stage) or filter unit of stage ``s`` of query ``q``."""
+        return self.units[s, self.index(q, s)]
+
+    def holder(self, q, s):
+        """The holder (top-k units, then filter units) of stage ``s`` of query ``q``."""
+        return self.holders[s, self.index(q, s)]
+
+    def served(self):
+        """``{lane: [stage, ...]}``: the stages each lane runs."""
+        out = {}
+        for s, lanes in enumerate(self.lanes):
+            for lane in lanes:
+                out.setdefault(lane, []).append(s)
+        return out
+
+    def waves(self, queries, interleave):
+        """The tasks ``(query, stage)`` in program order: a list of waves, each a list of chains (a lane's tasks,
+        one after another), the chains of a wave interleaved (one chain per wave where ``interleave`` is false)."""
+        stages = len(self.lanes)
+        if not interleave:
+            return [[[(q, s)]] for q in range(queries) for s in range(stages)]
+        kept = [len(lanes) for lanes in self.lanes[:-1]]
+        size = min(kept) if kept else len(self.lanes[0])
+        waves = []
+        for w in range(_ceil_div(queries, size) + stages - 1):
+            chains = {}
+            for s in reversed(range(stages)):
+                for q in range((w - s) * size, min((w - s + 1) * size, queries)):
+                    if q >= 0:
+                        chains.setdefault(self.lane(q, s), []).append((q, s))
+            waves.append(list(chains.values()))
+        return waves
+
+
 def compile_queries(setup, stages, queries, schedule=Schedule()):
     """Compile the pipeline ``stages`` over ``queries`` (from :meth:`ChipSetup.add_query`) into a
     :class:`Program` under ``schedule``.
@@ -695,8 +812,10 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     ------
     CompileError
         On a stage whose model is not loaded or has no candidates in a query, a stage's items or k out of range
-        (naming the stage and the value), a split the chip does not have, a sub-batch larger than a lane holds,
-        or streamed weights without two slots per streaming lane.
+        (naming the stage and the value), a split the chip does not have, a lane map that is not one tuple of
+        distinct lanes of the split per stage, a sub-batch larger than a lane holds (or lanes whose stages'
+        activations do not fit one candidate), or a streamed layer too large for the slots of every streaming
+        lane (:meth:`ChipSetup.weights`).
     rpaccel.host.reference.MLPError
         If an MLP command's field cannot hold a region or count (naming the field).
     """
@@ -721,10 +840,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
     if split not in g.engine.splits:
         raise CompileError(f"Split {split} is not one of the chip's splits {tuple(g.engine.splits)}")
     numbers = [setup.number(stage.model) for stage in stages]
-    lanes = [0 if baseline else s % split for s in range(len(stages))]
     # The final stage ranks on a top-k unit; a stage whose result a later one reads keeps it on a filter unit.
-    units = [s % g.units if s == len(stages) - 1 else s % g.filters for s in range(len(stages))]
-    holders = [unit if s == len(stages) - 1 else g.units + unit for s, unit in enumerate(units)]
+    mapping = _LaneMap(g, split, len(stages), schedule.lanes, baseline)
 
     # Items and k of every stage of every query.
     plan = []
@@ -751,9 +868,8 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             previous = min(stage.k, count)
         plan.append(items)
 
-    lane_models = {lane: [setup.mlps(numbers[s]) for s in range(len(stages)) if lanes[s] == lane]
-                   for lane in set(lanes)}
-    state = {lane: _Lane(g, split, lane, mlps) for lane, mlps in lane_models.items()}
+    state = {lane: _Lane(g, split, lane, [setup.mlps(numbers[s]) for s in served])
+             for lane, served in sorted(mapping.served().items())}
     sub_batch = schedule.sub_batch or min(lane.limit for lane in state.values())
     for lane in state.values():
         if not 1 <= sub_batch <= lane.limit:
@@ -762,14 +878,14 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         lane.place(sub_batch)
 
     buffer = setup.weights(split)
-    streaming = sorted({lanes[s] for s in range(len(stages)) if (numbers[s], "bottom") in buffer.staged})
+    streaming = sorted({lane for s, served in enumerate(mapping.lanes) if (numbers[s], "bottom") in buffer.staged
+                        for lane in served})
+    if len(streaming) > min(split, len({number for number, _ in buffer.staged})):
+        # More streaming lanes than the plan's one per streamed model: smaller slots, two for each.
+        buffer = setup.weights(split, len(streaming))
     if streaming:
-        slots = (g.engine.weight_words - buffer.region) // (len(streaming) * buffer.slot_words)
-        if slots < 2:
-            raise CompileError(f"Lanes {streaming} of split {split} stream weights: each needs two slots of "
-                               f"{buffer.slot_words} words, and {g.engine.weight_words - buffer.region} words of "
-                               "weight_buffer_words are left after the resident models")
-        slots = min(slots, MAX_SLOTS)
+        # At least two: the plan's slots are at most the room divided by twice its lanes, as many as stream here.
+        slots = min((g.engine.weight_words - buffer.region) // (len(streaming) * buffer.slot_words), MAX_SLOTS)
         for index, lane in enumerate(streaming):
             state[lane].stream(buffer.region + index * slots * buffer.slot_words, slots, buffer.slot_words)
     weights = {key: buffer.image.bases.get(key) or buffer.staged[key] for number in set(numbers)
@@ -794,7 +910,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         yielding after each layer (or streamed part) the lane's estimated cycles for it and whether it ended an
         MLP."""
         query, stage, tag = queries[q], stages[s], tags[q]
-        number, lane, unit = numbers[s], state[lanes[s]], units[s]
+        number, lane, unit = numbers[s], state[mapping.lane(q, s)], mapping.unit(q, s)
         if baseline:
             steps.append(Step(records=[], query=q, stage=s))
         step = steps[-1]
@@ -871,21 +987,23 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                     yield cycles, last
                     cycles = 0
         if not baseline and not final:
-            results[holders[s]] += 1
-            kept[q] = (holders[s], results[holders[s]])
+            holder = mapping.holder(q, s)
+            results[holder] += 1
+            kept[q] = (holder, results[holder])
 
-    # Stage s of query q and stage s - 1 of query q + 1 run at once (on different lanes and units): their
-    # sub-batches interleave in the program, so the units that take commands in program order for every lane (the
-    # fetcher, the weight loader) serve both lanes in turn rather than one stage's whole query first. Balanced, the
-    # next MLP placed is the one whose lane is estimated to reach it first (ties: the later stage); otherwise one
-    # of each stage in turn.
-    interleave = (schedule.interleave and not baseline and setup.resident and len(set(lanes)) == len(stages)
-                  and len(set(holders)) == len(stages))
-    waves = ([[(w - s, s) for s in reversed(range(len(stages))) if 0 <= w - s < len(queries)]
-              for w in range(len(queries) + len(stages) - 1)] if interleave else
-             [[(q, s)] for q in range(len(queries)) for s in range(len(stages))])
-    for wave in waves:
-        running = [[0, order, task(q, s, len(wave) == 1)] for order, (q, s) in enumerate(wave)]
+    def chain(tasks, alone):
+        """The tasks of one lane in a wave, one after another."""
+        for q, s in tasks:
+            yield from task(q, s, alone)
+
+    # Stage s of queries q .. q + R - 1 and stage s - 1 of the next R queries run at once (on different lanes and
+    # units; with the default map R = 1): their sub-batches interleave in the program, so the units that take
+    # commands in program order for every lane (the fetcher, the weight loader) serve the lanes in turn rather than
+    # one stage's whole query first. Balanced, the next MLP placed is the one whose lane is estimated to reach it
+    # first (ties: the later stage); otherwise one of each lane's in turn.
+    interleave = schedule.interleave and not baseline and setup.resident and mapping.disjoint
+    for wave in mapping.waves(len(queries), interleave):
+        running = [[0, order, chain(tasks, len(wave) == 1)] for order, tasks in enumerate(wave)]
         while running:
             # Balanced: the task whose lane is estimated to be earliest goes on by a layer; otherwise each in turn
             # by an MLP.
@@ -900,7 +1018,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             if not schedule.balance:
                 running.append(running.pop(0))
     return Program(setup=setup, stages=stages, queries=queries, mode=schedule.mode, split=split,
-                   sub_batch=sub_batch, steps=steps, tags=tags, items=plan, serial=serial)
+                   sub_batch=sub_batch, steps=steps, tags=tags, items=plan, serial=serial, lanes=mapping.lanes)
 
 
 # The golden model ------------------------------------------------------------------------------------------------

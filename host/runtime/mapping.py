@@ -1,0 +1,354 @@
+"""RecPipe's stage mapping (issue 21, scheduler (a)): the split, the lanes of each stage and the sub-batch size.
+
+For a pipeline of stages over queries placed on a :class:`~rpaccel.host.driver.chip.ChipSetup`,
+:func:`choose_mapping` enumerates :class:`~rpaccel.host.driver.chip.Schedule` s in RPAccel mode (:func:`candidates`):
+each split of the configuration; on it the compiler's default map (stage ``s`` on lane ``s % split``) and the lane
+maps that give stage ``s`` ``c_s`` lanes of its own (consecutive lanes, stage after stage; each ``c_s`` from 1 to the
+queries in flight, as more lanes than queries leave lanes idle, with ``sum(c_s)`` at most the split); and a few
+sub-batch sizes (the most the lanes hold, and fractions of it). Every candidate is compiled (a
+:class:`~rpaccel.host.driver.chip.CompileError`, e.g. streamed weights without slots for every lane, is counted and
+skipped), maps that place the queries alike (the same lanes up to their names) are compiled once, and each is
+scored first by :func:`estimate_cycles`, a resource bound computed in microseconds from the program; the best few
+by the estimate and the compiler's default schedule (or the default map on the first split tried) are then
+measured (by default on the chip's timed model, :class:`rpaccel.sim.model.chip.ModelDevice`), and the best measured
+one is chosen: never worse than the default by that measure. The objective ``"latency"`` runs one query alone (the
+first), ``"throughput"`` every query back to back (cycles per query).
+
+The chooser lives in the runtime, not in the driver: the driver compiles any schedule it is given, and choosing one
+needs a timed chip (a device), which the runtime's backends own.
+"""
+
+import time
+from dataclasses import dataclass, field
+from itertools import product
+
+from ..driver.chip import ChipSetup, CompileError, Schedule, Stage, compile_queries
+
+__all__ = ["MappingChoice", "candidates", "choose_mapping", "choose_replay_mapping", "describe_lanes",
+           "estimate_cycles", "lane_maps", "model_measure"]
+
+OBJECTIVES = ("latency", "throughput")
+
+
+def lane_maps(split, stages, most=None):
+    """The lane maps of ``stages`` stages on ``split`` lanes that give each stage lanes of its own: stage ``s``
+    ``c_s`` consecutive lanes after the earlier stages' (``1 <= c_s <= most``, ``sum(c_s) <= split``).
+
+    Returns
+    -------
+    list of tuple of tuple of int
+        In order of the counts (the one-lane-per-stage map first); empty if ``split < stages``.
+    """
+    most = split if most is None else max(1, min(most, split))
+    maps = []
+    for counts in product(range(1, most + 1), repeat=stages):
+        if sum(counts) <= split:
+            first = [sum(counts[:s]) for s in range(stages)]
+            maps.append(tuple(tuple(range(first[s], first[s] + counts[s])) for s in range(stages)))
+    return maps
+
+
+def candidates(config, stages, queries, *, splits=None, sub_batches=(1, 2)):
+    """The schedules :func:`choose_mapping` tries.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+    stages, queries : int
+        The pipeline's stages, and the queries in flight (each stage gets at most that many lanes).
+    splits : sequence of int, optional
+        Default: every split of ``config``.
+    sub_batches : sequence of int
+        Divisors of the most a lane holds (1: the most; 2: half of it, ...).
+
+    Returns
+    -------
+    list of (int, tuple or None, int)
+        ``(split, lane map or None for the compiler's default, divisor)``: the default map first on each split,
+        then the lane maps that give some stage more than one lane (on a split narrower than the pipeline, the
+        default map alone).
+    """
+    out = []
+    for split in (config.splits if splits is None else splits):
+        maps = [None] + [lanes for lanes in lane_maps(split, stages, queries)
+                         if any(len(served) > 1 for served in lanes)]
+        out += [(split, lanes, divisor) for lanes in maps for divisor in sub_batches]
+    return out
+
+
+def estimate_cycles(program):
+    """A cheap estimate of ``program``'s cycles (a lower bound of a kind): the busiest of the units every lane
+    shares (the fetcher's lookups at one row a cycle, the interaction unit's words) and each lane's array (a layer
+    of ``items`` on a ``rows x cols`` sub-array: ``ktiles x ntiles x (items + rows + cols)`` cycles), or one
+    query's stages one after another if longer."""
+    setup, g = program.setup, program.setup.geometry
+    shape = g.engine.splits[program.split]
+    lanes, fetcher, interaction, path = {}, 0, 0, 0
+    for q in range(len(program.queries)):
+        chain = 0
+        for s, stage in enumerate(program.stages):
+            number = setup.number(stage.model)
+            spec = stage.model.spec
+            bottom, top = setup.mlps(number)
+            array = 0
+            for items in program.sub_batches(q, s):
+                for layer in (*bottom, *top):
+                    k, n = layer.shape
+                    array += -(-k // shape.rows) * -(-n // shape.cols) * (items + shape.rows + shape.cols)
+            items = program.items[q][s]
+            lookups = items * spec.num_tables * spec.pooling
+            words = items * (spec.num_tables + 1) * -(-spec.emb_dim // g.rows)
+            lane = program.lanes[s][q % len(program.lanes[s])]
+            lanes[lane] = lanes.get(lane, 0) + array
+            fetcher += lookups
+            interaction += words
+            chain += max(array, lookups, words)
+        path = max(path, chain)
+    return max(path, fetcher, interaction, *lanes.values())
+
+
+def model_measure(config):
+    """A measure for :func:`choose_mapping`: a program's cycles on the chip's timed model (from its first command
+    to its last response; :func:`rpaccel.experiments.accel.measure_program`), every response checked against the
+    golden model (a mismatch raises ``RuntimeError``)."""
+    from ...experiments.accel import measure_program
+    from ...sim.model.chip import ModelDevice
+
+    def measure(program):
+        run, figures = measure_program(program, ModelDevice(config))
+        if run.mismatches():
+            raise RuntimeError(f"The timed model's responses differ from the golden model's on split "
+                               f"{program.split}, lanes {program.lanes}, sub-batch {program.sub_batch}")
+        return figures["cycles"]
+    return measure
+
+
+@dataclass
+class MappingChoice:
+    """What :func:`choose_mapping` chose and what it tried.
+
+    Attributes
+    ----------
+    schedule : rpaccel.host.driver.chip.Schedule
+        The best measured schedule (its split, lane map and sub-batch size explicit).
+    program : rpaccel.host.driver.chip.Program
+        The chosen schedule compiled over the objective's queries.
+    objective : str
+    queries : int
+        The queries the objective runs (1 for latency).
+    rows : list of dict
+        One per candidate: ``split``, ``lanes`` (``None``: the default map), ``divisor``, ``sub_batch``, ``estimate``
+        (cycles), ``cycles`` (measured, or ``None``), ``status`` (``"measured"``, ``"estimated"``, ``"same as"``
+        another candidate, or ``"refused: ..."``) and ``reference`` (whether it is :attr:`default`; it wins
+        ties).
+    refused : int
+        Candidates the compiler refused.
+    default : dict
+        The row of the reference, measured: the compiler's default schedule (``Schedule("rpaccel")``), or where its
+        split is not tried, the default map and sub-batch size on the first split tried.
+    seconds : dict
+        Host seconds spent compiling and estimating, and measuring.
+    """
+
+    schedule: Schedule
+    program: object
+    objective: str
+    queries: int
+    rows: list
+    refused: int
+    default: dict
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def best(self):
+        """The chosen candidate's row."""
+        return min((row for row in self.rows if row["cycles"] is not None), key=_measured_key)
+
+    def table(self, clock_mhz=None):
+        """The candidates measured and the best few estimated, as Markdown (per query: cycles, or microseconds at
+        ``clock_mhz``)."""
+        unit = "us" if clock_mhz else "cycles"
+        scale = 1 / clock_mhz if clock_mhz else 1
+        shown = sorted((row for row in self.rows if row["estimate"] is not None),
+                       key=lambda row: (row["cycles"] is None, _measured_key(row) if row["cycles"] is not None
+                                        else row["estimate"]))
+        lines = [f"| split | lanes per stage | sub-batch | estimate per query ({unit}) | measured per query ({unit}) |",
+                 "| ---: | --- | ---: | ---: | ---: |"]
+        per = self.queries
+        for row in shown[:12]:
+            measured = "-" if row["cycles"] is None else f"{row['cycles'] * scale / per:,.1f}"
+            lines.append(f"| {row['split']} | {describe_lanes(row['lanes'])} | {row['sub_batch']} | "
+                         f"{row['estimate'] * scale / per:,.1f} | {measured} |")
+        return "\n".join(lines) + "\n"
+
+
+def describe_lanes(lanes):
+    """A lane map in words: ``default`` or the lanes of each stage (``0-3 / 4-7``)."""
+    if lanes is None:
+        return "default"
+    return " / ".join(f"{served[0]}-{served[-1]}" if len(served) > 1 and served == tuple(
+        range(served[0], served[-1] + 1)) else ",".join(map(str, served)) for served in lanes)
+
+
+def _measured_key(row):
+    # Ties: the reference, then the default map, then fewer lanes, then the larger sub-batch.
+    return (row["cycles"], not row["reference"], row["lanes"] is not None, sum(map(len, row["lanes"] or ())),
+            -row["sub_batch"])
+
+
+def _placement(program):
+    """How a program places its queries: per stage each query's lane, lanes renamed in order of first use, and
+    its split and sub-batch size (two candidates with the same placement compile to the same program up to lane
+    names)."""
+    names = {}
+    placed = tuple(tuple(names.setdefault(served[q % len(served)], len(names)) for q in range(len(program.queries)))
+                   for served in program.lanes)
+    return program.split, program.sub_batch, placed
+
+
+def choose_mapping(setup, stages, queries, *, objective="throughput", measure=None, splits=None,
+                   sub_batches=(1, 2), keep=3, progress=None):
+    """Choose the split, lane map and sub-batch size of ``stages`` over ``queries`` on ``setup`` (RPAccel mode).
+
+    Parameters
+    ----------
+    setup : rpaccel.host.driver.chip.ChipSetup
+    stages : sequence of rpaccel.host.driver.chip.Stage
+    queries : sequence of rpaccel.host.driver.chip.Query
+        Placed on ``setup``; ``"latency"`` runs the first alone, ``"throughput"`` all back to back.
+    objective : str
+        ``"latency"`` or ``"throughput"``.
+    measure : callable, optional
+        ``measure(program) -> cycles`` (default :func:`model_measure` of the setup's configuration).
+    splits : sequence of int, optional
+        The splits tried (default: the configuration's).
+    sub_batches : sequence of int
+        Divisors of the most a lane holds tried as sub-batch sizes (1: the most, 2: half of it, ...).
+    keep : int
+        How many of the best estimated candidates are measured (beside the default schedule).
+    progress : callable, optional
+        Called with a line of text per measured candidate.
+
+    Returns
+    -------
+    MappingChoice
+
+    Raises
+    ------
+    ValueError
+        On an unknown objective, no queries, or ``keep`` below 1.
+    CompileError
+        If the compiler refuses every candidate (the default schedule's reason).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"The objective must be one of {OBJECTIVES}, not {objective!r}")
+    queries, stages = list(queries), list(stages)
+    if not queries:
+        raise ValueError("Choosing a mapping needs at least one query")
+    if not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be a positive int, not {keep!r}")
+    if objective == "latency":
+        queries = queries[:1]
+    config = setup.geometry.config
+    measure = measure or model_measure(config)
+    say = progress or (lambda line: None)
+    started = time.perf_counter()
+    rows, programs, seen, refused = [], {}, {}, 0
+
+    def compile_row(split, lanes, divisor, sub_batch):
+        nonlocal refused
+        row = {"split": split, "lanes": lanes, "divisor": divisor, "sub_batch": sub_batch, "estimate": None,
+               "cycles": None, "reference": False}
+        try:
+            program = compile_queries(setup, stages, queries,
+                                      Schedule("rpaccel", split=split, sub_batch=sub_batch, lanes=lanes))
+        except CompileError as error:
+            refused += 1
+            row["status"] = f"refused: {error}"
+            rows.append(row)
+            return None
+        row["sub_batch"] = program.sub_batch
+        key = _placement(program)
+        if key in seen:
+            row.update(status=f"same as candidate {seen[key]}", estimate=None)
+            rows.append(row)
+            return None
+        seen[key] = len(rows)
+        row.update(status="estimated", estimate=estimate_cycles(program))
+        programs[len(rows)] = program
+        rows.append(row)
+        return row
+
+    most = {}       # per split, the most a lane holds (the default sub-batch size)
+    for split, lanes, divisor in candidates(config, len(stages), len(queries), splits=splits,
+                                            sub_batches=sub_batches):
+        if split not in most:
+            try:
+                most[split] = compile_queries(setup, stages, queries[:1], Schedule("rpaccel", split=split)).sub_batch
+            except CompileError:
+                most[split] = None
+        size = None if most[split] is None else max(1, most[split] // divisor)
+        compile_row(split, lanes, divisor, size)
+    # The reference is always measured, so the choice is never worse by the measure: the compiler's default
+    # schedule, or the default map and sub-batch size on the first split tried if the default split is not.
+    tried = list(config.splits if splits is None else splits)
+    split = _default_split(config, len(stages))
+    split = split if split in tried else tried[0]
+    default = next((row for index, row in enumerate(rows) if index in programs and row["lanes"] is None
+                    and row["divisor"] == 1 and row["split"] == split), None)
+    if default is None:
+        default = compile_row(split, None, 1, None)
+        if default is None:
+            raise CompileError(f"The default schedule cannot run the pipeline: {rows[-1]['status']}")
+    default["reference"] = True
+    compiled = time.perf_counter()
+    ranked = sorted((index for index in programs), key=lambda index: rows[index]["estimate"])
+    chosen = list(dict.fromkeys([rows.index(default), *ranked[:keep]]))
+    for index in chosen:
+        row = rows[index]
+        row["cycles"] = measure(programs[index])
+        row["status"] = "measured"
+        say(f"split {row['split']}, lanes {describe_lanes(row['lanes'])}, sub-batch {row['sub_batch']}: "
+            f"{row['cycles']:,} cycles ({row['cycles'] / len(queries):,.0f} per query; estimate "
+            f"{row['estimate'] / len(queries):,.0f})")
+    best = min((rows[index] for index in chosen), key=_measured_key)
+    program = programs[rows.index(best)]
+    schedule = Schedule("rpaccel", split=program.split, sub_batch=program.sub_batch, lanes=program.lanes)
+    return MappingChoice(schedule=schedule, program=program, objective=objective, queries=len(queries), rows=rows,
+                         refused=refused, default=default,
+                         seconds={"compile": compiled - started, "measure": time.perf_counter() - compiled})
+
+
+def _default_split(config, stages):
+    """The split of the compiler's default RPAccel schedule: the largest with a lane per stage."""
+    return max([n for n in config.splits if n <= stages], default=1)
+
+
+def choose_replay_mapping(config, models, stages, queries, *, objective="throughput", sample=4, measure=None,
+                          progress=None):
+    """:func:`choose_mapping` for a replay on the chip (:func:`~rpaccel.host.runtime.chip.replay_on_chip`): on a
+    chip setup of its own (the replay's memory image is left as it is), over the first ``sample`` queries.
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig
+    models : dict
+        Model name -> :class:`~rpaccel.host.quant.QuantModel` for every stage's model.
+    stages : tuple of rpaccel.host.runtime.pipeline.StageSpec
+    queries : list of rpaccel.host.data.Records
+        Each query's candidates (the first ``sample`` are used).
+    objective, measure, progress
+        As :func:`choose_mapping`'s.
+
+    Returns
+    -------
+    MappingChoice
+    """
+    if not isinstance(sample, int) or sample < 1:
+        raise ValueError(f"sample must be a positive int, not {sample!r}")
+    order = list(dict.fromkeys(stage.model for stage in stages))
+    setup = ChipSetup(config, [models[name] for name in order])
+    placed = [setup.add_query({models[name]: models[name].inputs(records) for name in order})
+              for records in queries[:sample]]
+    return choose_mapping(setup, [Stage(models[stage.model], k=stage.k) for stage in stages], placed,
+                          objective=objective, measure=measure, progress=progress)

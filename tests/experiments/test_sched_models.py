@@ -1,0 +1,59 @@
+"""``bench sched --models``: DeepRecSched across the zoo's models, its checks, a short run, and its section read by
+the results file's status and claims tables."""
+
+import math
+
+import pytest
+
+from rpaccel.config import preset
+from rpaccel.experiments import ExperimentError
+from rpaccel.experiments.sched import run_sched_models
+from rpaccel.results import read_sections, write_section
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"models": ["rmc1", "nope"]}, "models has an unknown model 'nope'"),
+    ({"models": ["rmc1", "rmc1"]}, "models must be one or more distinct zoo models"),
+    ({"models": []}, "models must be one or more distinct zoo models"),
+    ({"device": "board"}, "device must be one of rtl, model, not 'board'"),
+    ({"check_rtl": -1}, "check_rtl must be a non-negative integer or None"),
+    ({"target_ms": -2}, "target_ms must be positive"), ({"target_x": 0}, "target_x must be positive"),
+    ({"target_ms": 5, "target_x": 2}, "give target_ms or target_x, not both"),
+    ({"train_samples": 0}, "train_samples must be a positive integer"),
+    ({"cpu_sizes": (4,)}, "cpu_sizes must be two or more increasing"),
+])
+def test_bad_settings_are_refused_before_measuring(kwargs, message):
+    with pytest.raises(ExperimentError, match=message):
+        run_sched_models(preset("small"), **kwargs)
+
+
+def test_a_short_run_over_three_kinds_of_model(tmp_path):
+    report = run_sched_models(preset("small"), models=["rm-small", "wnd", "ncf"], queries=400, cpu_sizes=(1, 64, 256),
+                              accel_sizes=(16, 64, 256), check_rtl=0, train_samples=400)
+    rows = {row["model"]: row for row in report.rows}
+    # The chip runs RM-small; WnD has no bottom MLP for the chip's joiner (CPU alone); NCF has no float model.
+    assert rows["rm-small"]["chip"] is None and set(rows["rm-small"]["accel_ns"]) == {16, 64, 256}
+    assert "bottom MLP" in rows["wnd"]["chip"] and rows["wnd"]["accel_ns"] is None and rows["wnd"]["ratio"] is None
+    assert "no float implementation" in rows["ncf"]["refused"] and rows["ncf"]["cpu_ns"] is None
+    for row in (rows["rm-small"], rows["wnd"]):
+        assert row["ratio_cpu"] == pytest.approx(row["cpu_qps"] / row["static_qps"])
+    # With the chip, DeepRecSched's best is at least its best on the CPU alone (the threshold climb adds settings).
+    assert rows["rm-small"]["best_qps"] >= rows["rm-small"]["cpu_qps"]
+    assert report.data["geomean_cpu"] == pytest.approx(math.sqrt(rows["rm-small"]["ratio_cpu"] *
+                                                                 rows["wnd"]["ratio_cpu"]))
+    assert report.data["geomean"] == pytest.approx(rows["rm-small"]["ratio"])
+    assert "| ncf | not run: no float implementation" in report.text
+    assert "| wnd | cannot run: a model without a bottom MLP" in report.text
+    # The section's table is what the status and claims tables read.
+    path = tmp_path / "results.md"
+    (section,) = report.sections
+    write_section(section.name, section.title, section.body, command="rpaccel bench sched --models --write",
+                  commit="abc1234", path=path)
+    text = path.read_text()
+    status = {row["figure"]: row for row in read_sections(text)["status"]["tables"][0]}
+    measured = status["DeepRecSched over the static scheduler across the zoo's models, CPU cores alone"]["measured"]
+    assert measured == f"{report.data['geomean_cpu']:.2f}x (geometric mean over 2 models)"
+    claims = {row["claim"]: row for row in read_sections(text)["seed-claims"]["tables"][0]}
+    on_chip = next(row for claim, row in claims.items() if claim.startswith("DeepRecSys: DeepRecSched with an "
+                                                                             "accelerator") and "across" in claim)
+    assert on_chip["ours"] == f"{report.data['geomean']:.2f}x (geometric mean over 1 model)"
