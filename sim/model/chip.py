@@ -1254,14 +1254,16 @@ class _Timing:
             self.finished(done)
 
     def lane_feeder(self, lane):
-        """LAYER: per tile (``ktiles x ntiles``) its items one a cycle, or the tile's weight rows or words where they
-        take longer (``rows`` rows; a weight word a cycle shared by the working lanes); a layer's items follow the
-        previous layer's from the next cycle, or start :data:`FEED_START` cycles after the ``inputs_done`` or
-        ``layers_done`` it waits for; ``layers_done`` counts it ``rows + cols`` + :data:`ENGINE_PIPE` cycles after
-        its last item; an output layer's ``items * ntiles`` words are offered to the joiner or the score sequencer
-        and the lane is held until they are taken. (Against the exact engine model alone, on RecPipe's MLPs: the
-        same per-layer cycles in steady state, a few cycles per layer apart where a layer's first tile waits for
-        its weights.)"""
+        """LAYER, from its command's arrival: a layer's items follow the previous layer's from the next cycle, or
+        start :data:`FEED_START` cycles after the ``inputs_done`` or ``layers_done`` it waits for; per tile
+        (``ktiles x ntiles``) its items one a cycle once its rows are in its bank (the two banks in turn, from
+        ``2 rows - 1`` cycles after the last item of the tile two before), the tiles after a layer's first two at
+        the longest of their items, their rows' turn and their weight words (a word a cycle shared by the working
+        lanes); ``layers_done`` counts it ``rows + cols`` + :data:`ENGINE_PIPE` cycles after its last item; an
+        output layer's ``items * ntiles`` words are offered to the joiner or (a cycle later, through the front end)
+        the score sequencer as they come out, and the lane is held until they are taken. (Against the exact engine
+        model alone, ``engine_timing``: equal on one- and two-tile layers and on layers of more items than rows; up
+        to 20 cycles early on many n-tiles of few items, whose bias words the rule leaves out.)"""
         g = self.g
         free = -1.0
         tail = (-np.inf, -np.inf)     # the last item of the lane's last two tiles
