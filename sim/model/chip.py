@@ -977,8 +977,8 @@ class _Timing:
         cycles after its lookup; admission holds a lookup while :data:`MISS_QUEUE` misses wait for the arbiter's
         grant (``miss_used``), so a memory busy with the fetcher's reads holds up the lookups, and the fetcher's
         parser behind them. The job then goes to the output side (:meth:`embedding_output`), so the next job's
-        lookups follow at once. The misses are spread evenly over the job's lookups (the model knows their count,
-        not their places). Other commands wait until every earlier lookup's vector has left."""
+        lookups follow at once. Each miss goes at its own lookup (the functional model's cache answers, line by
+        line). Other commands wait until every earlier lookup's vector has left."""
         sim = self.sim
         free = 0.0
         while True:
@@ -1026,7 +1026,8 @@ class _Timing:
         (:data:`MISS_PIPE`), and a requantisation after the previous one (its row's elements over the lanes, or its
         ``ceil(d / rows)`` words into the joiner's FIFO, whichever is longer); the FIFO of the job's lane holds
         ``join_buffer_words``: the unit waits until the joiner has taken the words beyond it. The lookups and the
-        misses of a job are spread evenly over its bags (the model knows their counts, not their order)."""
+        lookups of a job are spread evenly over the cycles of its intake; each bag waits for its own last missed
+        line."""
         sim, g = self.sim, self.g
         free = 0.0
         capacity = self.config.join_buffer_words
