@@ -1025,9 +1025,8 @@ class _Timing:
         lookup has passed the pipeline (:data:`EMB_PIPE`) and its missed line (if any) has come
         (:data:`MISS_PIPE`), and a requantisation after the previous one (its row's elements over the lanes, or its
         ``ceil(d / rows)`` words into the joiner's FIFO, whichever is longer); the FIFO of the job's lane holds
-        ``join_buffer_words``: the unit waits until the joiner has taken the words beyond it. The lookups and the
-        lookups of a job are spread evenly over the cycles of its intake; each bag waits for its own last missed
-        line."""
+        ``join_buffer_words``: the unit waits until the joiner has taken the words beyond it. A job's lookups are
+        spread evenly over the cycles of its intake; each bag waits for its own last missed line."""
         sim, g = self.sim, self.g
         free = 0.0
         capacity = self.config.join_buffer_words
