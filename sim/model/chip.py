@@ -992,9 +992,9 @@ class _Timing:
             start = max(sim.now, free)
             k0 = self.lookups.take_count
             t, previous, grants = start - 1, -1, []
-            places = record.get("miss_lookups")
+            places = record["miss_lookups"]
             for m in range(misses):
-                position = int(places[m]) if places is not None else m * lookups // misses
+                position = int(places[m])
                 t = max(t + position - previous, self.lookups._word_time(k0 + position) + 1)
                 if m >= MISS_QUEUE:
                     grant = grants[m - MISS_QUEUE]
@@ -1048,22 +1048,13 @@ class _Timing:
             if not bags:
                 continue
             pace = np.maximum(requant, chunks).astype(np.float64)
-            b = np.arange(bags)
-            # Each bag's last lookup, and its last missed line (the recorded ones, or where an even spread puts
-            # them).
-            position = record.get("bag_lookup", (b + 1) * lookups // bags - 1)
-            ready = first + (last - first) * position / max(lookups - 1, 1) + EMB_PIPE
-            if misses and "bag_miss" in record:
+            # Each bag's last lookup through the pipeline, and its last missed line.
+            ready = first + (last - first) * record["bag_lookup"] / max(lookups - 1, 1) + EMB_PIPE
+            if misses:
                 bag_miss = record["bag_miss"]
                 arrivals = np.array([grant.value[1] for grant in grants])
                 line = arrivals[np.maximum(bag_miss, 0)] + MISS_PIPE
                 ready = np.where(bag_miss >= 0, np.maximum(ready, line), ready)
-            elif misses:
-                miss_first, miss_last = grants[0].value[0], grants[-1].value[1]
-                index = -(-b * misses // bags)
-                has = -(-(b + 1) * misses // bags) > index
-                line = miss_first + (miss_last - miss_first) * index / max(misses - 1, 1) + MISS_PIPE
-                ready = np.where(has, np.maximum(ready, line), ready)
             offsets = np.concatenate([[0.0], np.cumsum(pace[:-1])])
             times = offsets + np.maximum.accumulate(np.maximum(ready, free) - offsets)
             out_first, out_last = float(times[0]), float(times[-1]) + chunks - 1
