@@ -11,10 +11,10 @@ This model is *not* exact (issue 20's exact model is built unit by unit, docs/mo
 a unit's instruction: a transfer of ``n`` words between two units is a segment whose first and last words have
 cycles and whose words between are spread evenly; a consumer takes a segment at its own pace, no earlier than the
 producer offers it, and a producer whose buffer downstream is small waits until its segment has been taken
-(back-pressure at segment grain). Memory reads are requests of a burst into the memory model's queue, served in
-order at its bandwidth once due (its latency after they were taken), with each requester's limit on lines in
-flight. The
-rules for each unit are in its process below, with the RTL mechanism they stand for; where a rule is coarser than
+(back-pressure at segment grain). Memory reads are the RTL's requests (a fetcher's per item's area, an embedding
+unit's per missed line, a weight loader's bursts), granted one a cycle round robin while the memory model's queue
+has room and served in order at its bandwidth once due, with each requester's limit on lines in flight. The rules
+for each unit are in its process below, with the RTL mechanism they stand for; where a rule is coarser than
 the RTL, its docstring says so. The error against the RTL is measured, per case, by ``rpaccel bench model``.
 
 What the model gives: every response's cycle (responses in the chip's order, the values the functional model's),
@@ -34,13 +34,12 @@ from ...embedding import ceil_log2
 from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
 from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
 from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
-from ...rtl.embedding import EmbeddingOp
 from ...rtl.mlp import WAIT_BITS, Op
 from ...rtl.topk import unit_latency
 from .functional import Deadlock, FunctionalChip, _ceil_div, _satisfied
-from .score import PASS_EXTRA
+from .score import PASS_EXTRA, filter_kept
 
-__all__ = ["ModelDevice", "TimedChip", "TimedRun"]
+__all__ = ["ModelDevice", "TimedChip", "TimedRun", "requant_cycles"]
 
 _MOD = 1 << WAIT_BITS
 _MEM_WRITE = Opcode.MEM_WRITE.value
@@ -52,18 +51,40 @@ QUEUE_DEPTH = 16
 DISPATCH = 2
 #: Cycles between two MEM_WRITEs: the write through the arbiter (two cycles of activity), then the quiet cycles.
 WRITE_CYCLES = 2 + QUIET_CYCLES
+#: Cycles from a MEM_WRITE's turn in the controller to its grant, against a read's (one cycle earlier).
+WRITE_OFFSET = -2
 #: A controller response leaves this many cycles after its barrier runs.
 RESPOND = 2
+#: Cycles a COUNTERS waits before its first answer (the embedding unit's counters asked for and come back).
+COUNTERS_WAIT = 9
 #: A MEM_READ's first DATA leaves this many cycles after the memory's latency from the barrier running.
 READ_EXTRA = 4
+#: Cycles from the fetcher taking a FETCH to its first read request (the sequencer's token, the issuer's address).
+FETCH_ISSUE = 4
+#: Cycles from a filter's output pass reading its last kept pair to ``results_done`` counting the result.
+FILTER_OUT = 5
+#: Cycles from a LIST's line arriving to the reads of the items it indexes.
+LIST_TO_READ = 1
+#: Cycles the fetcher takes per EMB command on average (the embedding unit's command intake: 2, 3, 2, 3, ...).
+EMB_CYCLES = 2.5
+#: Cycles from a pooled word's write into the joiner's FIFO to the interaction unit taking it (the FIFO's write
+#: and registered read, the sender's register).
+JOIN_PIPE = 6
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
 #: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
 ACCEPT = 2
-#: Lines a memory request carries at most, by default (the fetcher's and the weight loader's bursts).
+#: Lines a memory request carries at most, by default (the weight loader's bursts, a list's lines).
 PIECE = 8
 #: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
 LINE_TO_USE = 3
+#: Cycles from a lookup taken by the embedding unit to its miss's read request (F1..F7, the read buffer).
+MISS_ISSUE = 10
+#: Misses the embedding unit admits ahead of the arbiter's grants (``EmbeddingUnit._MISS_QUEUE``).
+MISS_QUEUE = 8
+#: Cycles from a missed line's arrival to its bag's pooled vector (read buffer, row assembly, pooling,
+#: requantisation).
+MISS_PIPE = 27
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
 EMB_PIPE = 16
 #: Engine: a layer's last item to ``layers_done`` counting it, beyond ``rows + cols`` (array 4, slices 2,
@@ -74,16 +95,30 @@ ENGINE_PIPE = 24
 FEED_START = 5
 
 
+def requant_cycles(emb, row_lines):
+    """The embedding unit's requantiser's cycles per pooled vector (:class:`rpaccel.rtl.embedding.Requantizer`):
+    its row's elements (``line_bytes << row_lines``) over its lanes, a chunk a cycle, at least one.
+
+    Parameters
+    ----------
+    emb : rpaccel.embedding.EmbeddingGeometry
+    row_lines : numpy.ndarray
+        Per bag, log2 of its table's lines per row.
+    """
+    return np.maximum(-(-(emb.line_bytes << np.asarray(row_lines)) // emb.requant_lanes), 1)
+
+
 # The event loop ----------------------------------------------------------------------------------------------------
 
 class _Event:
     """Something that happens once, at a cycle; processes wait on it."""
 
-    __slots__ = ("time", "waiters")
+    __slots__ = ("time", "value", "waiters")
 
     def __init__(self):
         self.time = None
         self.waiters = []
+        self.value = None
 
 
 class _Sim:
@@ -208,12 +243,14 @@ class _Channel:
                 return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
         raise AssertionError(f"{self.name}: word {k} not offered")
 
-    def take(self, n, ready, pace=1.0):
+    def take(self, n, ready, pace=1.0, until=None):
+        """Take ``n`` words from ``ready`` on, one per ``pace`` cycles at most (``until``: the consumer's own
+        cycle for the last, if later); returns the cycles of the first and the last."""
         k0, k1 = self.take_count, self.take_count + n - 1
         first = max(ready, self._word_time(k0) + 1)
         held = sum(span * (min(start + count, k1 + 1) - max(start, k0)) / count
                    for start, count, _, _, span in self.offered if span and start <= k1 and start + count > k0)
-        last = max(first + (n - 1) * pace, self._word_time(k1) + 1, first + held)
+        last = max(first + (n - 1) * pace, self._word_time(k1) + 1, first + held, until or 0.0)
         self.take_count += n
         while self.offered and self.offered[0][0] + self.offered[0][1] <= self.take_count:
             self.offered.popleft()
@@ -292,8 +329,12 @@ class _Queue:
 
 
 class _Memory:
-    """The memory behind the arbiter (:class:`rpaccel.rtl.memory.MemoryModel`): its queue of requests, served in
-    order at its bandwidth (see :meth:`read`)."""
+    """The memory behind the arbiter (:class:`rpaccel.rtl.accel.memarb.MemoryArbiter` in front of
+    :class:`rpaccel.rtl.memory.MemoryModel`): requests granted round robin among the requesters, one a cycle, while
+    the memory's queue has room; served in order at its bandwidth (see :meth:`read`)."""
+
+    #: Requesters behind the arbiter, in its port order (``rtl.accel.top.REQUESTERS``).
+    FETCHER, EMBEDDING, WEIGHTS = 1, 2, 3
 
     def __init__(self, sim, config, geometry):
         self.sim = sim
@@ -301,40 +342,98 @@ class _Memory:
         self.latency = config.mem_latency_cycles
         self.free = 0.0
         self.held = deque()          # per request in the memory's queue: the cycle after its last line is read
-        self.queue_depth = max(16, geometry.emb.max_outstanding)     # rtl.accel.top: the memory model's queue
+        # rtl.accel.top: the memory model's queue, and the two places of the arbiter's register slice before it.
+        self.queue_depth = max(16, geometry.emb.max_outstanding) + 2
+        self.pending = [deque() for _ in range(4)]                  # per requester: (lines, event) to grant
+        self.granted = 0             # the requester granted last
+        self.next_grant = 0.0
+        self._wake = None
 
-    def read(self, lines, in_flight):
-        """A generator issuing ``lines`` reads in requests of :data:`PIECE` lines, at most ``in_flight`` lines
-        outstanding; returns the cycles the first and the last line reach the requester.
+    def arbiter(self):
+        """The arbiter's process: at most a grant a cycle, while the memory's queue has room, to the first
+        requester with a request after the one granted last. A granted request is due ``latency - 3`` cycles after
+        the memory takes it (:data:`ACCEPT` cycles after its grant) and read after the requests ahead of it, its
+        lines one per ``line_bytes / bytes_per_cycle`` cycles (at most one a cycle); a line reaches the requester
+        4 cycles after its read (the memory's registers and response queue, the arbiter's routing)."""
+        sim, held, pending = self.sim, self.held, self.pending
+        while True:
+            if not any(pending):
+                self._wake = _Event()
+                yield self._wake
+                continue
+            t = max(sim.now, self.next_grant)
+            while held and held[0] <= t:
+                held.popleft()
+            if len(held) >= self.queue_depth:
+                t = held[0]
+            if t > sim.now:
+                yield t
+                continue
+            for k in range(1, len(pending) + 1):
+                requester = (self.granted + k) % len(pending)
+                if pending[requester]:
+                    break
+            lines, event = pending[requester].popleft()
+            event.value = self._grant(requester, lines, t)
+            sim.fire(event, t)
 
-        As :class:`rpaccel.rtl.memory.MemoryModel` serves them: a request enters the memory's queue
-        (``queue_depth`` requests, each held until its last line is read) :data:`ACCEPT` cycles after it is issued
-        (the arbiter, its register slice), is due ``latency - 3`` cycles after that, and its lines are read in
-        order, one per ``line_bytes / bytes_per_cycle`` cycles (at most one a cycle), once due and after the lines
-        of the requests ahead; a line reaches the requester 4 cycles after its read (the memory's registers and
-        response queue, the arbiter's routing)."""
+    def _grant(self, requester, lines, t):
+        """Grant ``requester``'s read of ``lines`` lines in cycle ``t``; returns the cycles its first and last
+        line arrive."""
+        self.granted = requester
+        beat = max(t + ACCEPT + self.latency - 3, self.free)
+        self.free = beat + lines * self.per_line
+        self.held.append(self.free)
+        self.next_grant = t + 1
+        return beat + 4, beat + (lines - 1) * self.per_line + 4
+
+    def request(self, requester, lines):
+        """A generator: ``requester`` asks for ``lines`` lines now; returns the cycles its first and last line
+        arrive once granted. Granted at once where the arbiter would (no other request pending, the queue with
+        room, no grant yet this cycle), without the arbiter's process."""
+        sim, held = self.sim, self.held
+        now = sim.now
+        while held and held[0] <= now:
+            held.popleft()
+        if not any(self.pending) and self.next_grant <= now and len(held) < self.queue_depth:
+            return self._grant(requester, lines, now)
+        event = _Event()
+        self.pending[requester].append((lines, event))
+        self.wake()
+        yield event
+        return event.value
+
+    def writes(self, first, count, step):
+        """``count`` writes granted from cycle ``first``, one every ``step`` cycles: each holds a place in the
+        memory's queue until it is served, its latency after it entered (the reads behind it wait for its place
+        and its turn)."""
+        for k in range(max(count - self.queue_depth, 0), count):
+            beat = max(first + step * k + ACCEPT + self.latency - 3, self.free)
+            self.free = beat + self.per_line
+            self.held.append(self.free)
+
+    def wake(self):
+        """A request is pending: the arbiter looks again now."""
+        if self._wake is not None:
+            wake, self._wake = self._wake, None
+            self.sim.fire(wake, self.sim.now)
+
+    def read(self, requester, lines, in_flight, piece=PIECE):
+        """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
+        lines outstanding; returns the cycles the first and the last line reach the requester."""
         sim, first = self.sim, None
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
         done = arrived = 0
-        held = self.held
+        size = max(int(piece), 1)
         while done < lines:
-            piece = min(PIECE, lines - done)
+            piece = min(size, lines - done)
             while done + piece - arrived > in_flight:
                 arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
                     yield arrive
-            while held and held[0] <= sim.now:
-                held.popleft()
-            while len(held) >= self.queue_depth:
-                yield held[0]
-                while held and held[0] <= sim.now:
-                    held.popleft()
-            beat = max(sim.now + ACCEPT + self.latency - 3, self.free)
-            self.free = beat + piece * self.per_line
-            held.append(self.free)
-            last = beat + (piece - 1) * self.per_line + 4
-            first = beat + 4 if first is None else first
+            request_first, last = yield from self.request(requester, piece)
+            first = request_first if first is None else first
             done += piece
             arrivals.append((done, last))
         return (first if first is not None else sim.now), last
@@ -411,17 +510,62 @@ class _Recorder(FunctionalChip):
         lookups_of = embedding._lookups
         pending = deque()      # FETCH records whose lookup block the embedding unit has not run yet
 
+        emb = self.geometry.emb
+
         def lookups(block):
             misses = embedding.counts["line_misses"]
-            lookups_of(block)
-            pending.popleft()["misses"] += embedding.counts["line_misses"] - misses
+            tables, ids, last = block[:, 0], block[:, 1], block[:, 2]
+            record = pending.popleft()
+            config = embedding.config
+            row_lines = np.minimum(config["row_lines"][tables], emb.bank_bits)
+            record["requant"] = requant_cycles(emb, row_lines[last != 0])
+            # Which lookups miss: the dynamic cache's answer per line, in the order the unit asks
+            # (``LRUCache.access_lines``, which the functional model calls with the block's dynamic lines).
+            cache, hits = embedding.dynamic, []
+            if cache is not None:
+                access_lines = cache.access_lines
+
+                def recorded(lines):
+                    flags = access_lines(lines)
+                    hits.extend(flags)
+                    return flags
+                cache.access_lines = recorded
+            try:
+                lookups_of(block)
+            finally:
+                if cache is not None:
+                    del cache.access_lines
+            record["misses"] += embedding.counts["line_misses"] - misses
+            in_range = ids < config["rows"][tables]
+            static = in_range & (ids < config["static_rows"][tables]) if emb.static_rows else np.zeros(len(ids), bool)
+            dynamic = np.flatnonzero(in_range & ~static)
+            spans = 1 << row_lines[dynamic]
+            missed = np.zeros(len(ids), np.int64)
+            if cache is None:
+                missed[dynamic] = spans
+            elif len(dynamic):
+                if len(hits) != int(spans.sum()):
+                    raise AssertionError(f"the functional model's cache answered {len(hits)} lines of a block of "
+                                         f"{int(spans.sum())} dynamic lines")
+                starts = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
+                missed[dynamic] = np.add.reduceat(~np.asarray(hits, bool), starts)
+            # Per missed line the lookup it belongs to; per bag the index of its last missed line (-1: none).
+            record["miss_lookups"] = np.repeat(np.arange(len(ids)), missed)
+            bag = np.cumsum(last != 0) - (last != 0)
+            bags = int(np.count_nonzero(last))
+            owners = bag[record["miss_lookups"]]
+            last_miss = np.full(bags, -1, np.int64)
+            keep = owners < bags
+            np.maximum.at(last_miss, owners[keep], np.flatnonzero(keep))
+            record["bag_miss"] = last_miss
+            record["bag_lookup"] = np.flatnonzero(last != 0)
         embedding._lookups = lookups
         fetch_of = fetcher._fetch
 
         def fetch(tag, arg):
             lines = chip.counters[Counter.MEM_READ_LINES]
             queued = len(embedding.queue)
-            record = {"lookups": 0, "misses": 0, "lines": 0}
+            record = {"lookups": 0, "misses": 0, "lines": 0, "requant": np.zeros(0, np.int64)}
             chip.fetches.append(record)
             fetch_of(tag, arg)
             record["lines"] = (chip.counters[Counter.MEM_READ_LINES] - lines) % (1 << 32)
@@ -439,7 +583,9 @@ class _Recorder(FunctionalChip):
                 else:
                     threshold = np.sort(scores)[::-1][k - 1]
                     passes = 6 if int((scores >= threshold).sum()) > k else 4
-                chip.passes.append(passes)
+                # The output pass reads the pairs in arrival order up to the last one kept.
+                kept = np.flatnonzero(filter_kept(np.asarray(scores), np.asarray(indices), k)) if k else ()
+                chip.passes.append((passes, int(kept[-1]) + 1 if len(kept) else 0))
                 return select(tag, scores, indices, k, report)
             unit._select = filter_select
 
@@ -505,6 +651,8 @@ class _Timing:
         self.lane_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.score_queues = [_Queue(sim, QUEUE_DEPTH) for _ in range(lanes)]
         self.emb_queue = _Queue(sim, None)
+        self.emb_jobs = _Queue(sim, None)
+        self.miss_requests = _Queue(sim, None)
         self.parse_queue = _Queue(sim, None)
         # The fetcher's response buffer (``Fetcher(buffer_lines=None)``'s default): lines read and not yet parsed.
         self.buffer_lines = 1 << ceil_log2(max(4 * g.emb.max_burst, self.config.mem_latency_cycles))
@@ -520,7 +668,7 @@ class _Timing:
         self.pooled = [_Channel(sim, f"pooled[{lane}]") for lane in range(lanes)]
         self.join_wake = None          # an event for the joiner's sender: a bank loaded, vectors in, words taken
         for channel in self.inter:
-            channel.on_take = self._wake_sender
+            channel.on_take = lambda _t: self._wake_sender()
         self.weights_done = _Counter(sim)
         self.layers_done = [_Counter(sim) for _ in range(lanes)]
         self.inputs_done = [_Counter(sim) for _ in range(lanes)]
@@ -610,10 +758,13 @@ class _Timing:
 
     def run(self):
         sim = self.sim
+        sim.process(self.memory.arbiter())
         sim.process(self.controller())
         sim.process(self.fetcher())
         sim.process(self.fetch_parser())
         sim.process(self.embedding())
+        sim.process(self.embedding_output())
+        sim.process(self.miss_issuer())
         for lane in range(self.g.lanes):
             sim.process(self.join_loader(lane))
         sim.process(self.weight_loader())
@@ -659,9 +810,9 @@ class _Timing:
                     end = writes[np.searchsorted(writes, i)] if writes.size and writes[-1] > i else self.n
                     late = np.flatnonzero(self.arrivals[i + 1:end] >= t + WRITE_CYCLES * np.arange(1, end - i))
                     run = i + 1 + int(late[0]) if late.size else end
+                    self.memory.writes(t + WRITE_OFFSET, run - i, WRITE_CYCLES)
                     t += WRITE_CYCLES * (run - i - 1)
                     self.last_done = max(self.last_done, t + WRITE_CYCLES - QUIET_CYCLES)
-                    self.memory.free = max(self.memory.free, t + self.memory.per_line)
                     i = run
                     continue
                 if op == Opcode.SYNC.value:
@@ -680,8 +831,8 @@ class _Timing:
                     self.counter_reads.append(self.timing_counters(t))
                     if self.arg("counters", i)["clear"]:
                         self.clear_at = t
-                    self.respond(t + RESPOND, ResponseKind.COUNTER, tag, count)
-                    t += count
+                    self.respond(t + RESPOND + COUNTERS_WAIT, ResponseKind.COUNTER, tag, count)
+                    t += count + COUNTERS_WAIT - 1
                 i += 1
                 continue
             queue, item = None, None
@@ -711,12 +862,21 @@ class _Timing:
         for them beside the lines read and not yet parsed: the issuer runs ahead of the parser by a buffer's lines,
         so the memory's latency is paid once, not per phase."""
         sim, g = self.sim, self.g
+        emb_free = 0.0       # EMBs go one per EMB_CYCLES (a float: 2, 3, 2, 3, ... cycles)
         while True:
             _, (kind, tag, arg) = yield from self.fetch_queue.get()
-            self.fetch_queue.took(sim.now)
             if kind == "emb":
-                self.parse_queue.put(("emb", tag, arg, None), sim.now + 1)
+                t = max(sim.now, float(np.floor(emb_free)))
+                if t > sim.now:
+                    yield t
+                emb_free = max(emb_free, t) + EMB_CYCLES
+                self.fetch_queue.took(t)
+                self.parse_queue.put(("emb", tag, arg, None), t + 1)
                 continue
+            t = max(sim.now, float(np.floor(emb_free)) - EMB_CYCLES + 1)
+            if t > sim.now:
+                yield t
+            self.fetch_queue.took(t)
             record = self.fetch_records.popleft()
             started = sim.now
             if arg["source"] == FetchSource.SURVIVORS.value:
@@ -728,12 +888,17 @@ class _Timing:
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
             lookup_lines = max(record["lines"] - list_lines - dense_lines, 0)
+            if started + FETCH_ISSUE > sim.now:
+                yield started + FETCH_ISSUE
             t0 = sim.now + 1
             if list_lines:
-                yield from self._buffer_room(list_lines)
-                _, last = yield from self.memory.read(list_lines, self.buffer_lines)
-                self.lines_parsed_add(list_lines, last + LINE_TO_USE)
-                t0 = max(t0, last + LINE_TO_USE)
+                # The list's lines, a line a request, once for each phase (each walks the list); phase 1's reads
+                # go once its lines are in.
+                yield from self._buffer_room(2 * list_lines)
+                _, last = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines, 1)
+                _, again = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines, 1)
+                self.lines_parsed_add(2 * list_lines, again + LINE_TO_USE)
+                t0 = max(t0, last + LIST_TO_READ)
                 if t0 > sim.now:
                     yield t0
             self.index[lane].put(items, t0, t0 + items - 1)
@@ -741,7 +906,9 @@ class _Timing:
                 first = last = None
                 if lines:
                     yield from self._buffer_room(lines)
-                    first, last = yield from self.memory.read(lines, self.buffer_lines)
+                    # A read per item's area (its dense lines, its lookup lines), at most a burst.
+                    piece = min(max(lines // items, 1), g.emb.max_burst)
+                    first, last = yield from self.memory.read(_Memory.FETCHER, lines, self.buffer_lines, piece)
                 self.parse_queue.put((phase, tag, arg, (record, lines, first, last, started)), sim.now)
 
     def _buffer_room(self, lines):
@@ -794,7 +961,8 @@ class _Timing:
             l_first = max(start, first + LINE_TO_USE) if lines else start
             l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE if lines else 0)
             if lookups:
-                self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane)), l_first)
+                self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane,
+                                                           record)), l_first)
                 self.lookups.put(lookups, l_first, l_last)
                 event = self.lookups.taken(self.lookups.put_count - 1)
                 yield event
@@ -805,55 +973,109 @@ class _Timing:
             self.finished(free + 1)
 
     def embedding(self):
-        """Lookups one a cycle (a row per cycle through the banks), the missed lines read (at most
-        ``max_outstanding_misses`` in flight), a pooled vector per bag after the pipeline, written into the FIFO
-        of the job's lane in the joiner, ``ceil(d / rows)`` words each; a FIFO holds ``join_buffer_words``: the unit
-        waits until the joiner has taken the words beyond it. Other commands wait for the lookups before them."""
+        """The embedding unit's intake: lookups one a cycle, each missed line's read request :data:`MISS_ISSUE`
+        cycles after its lookup; admission holds a lookup while :data:`MISS_QUEUE` misses wait for the arbiter's
+        grant (``miss_used``), so a memory busy with the fetcher's reads holds up the lookups, and the fetcher's
+        parser behind them. The job then goes to the output side (:meth:`embedding_output`), so the next job's
+        lookups follow at once. Each miss goes at its own lookup (the functional model's cache answers, line by
+        line). Other commands wait until every earlier lookup's vector has left."""
+        sim = self.sim
+        free = 0.0
+        while True:
+            _, (kind, _tag, arg) = yield from self.emb_queue.get()
+            if kind == "emb":
+                done = _Event()
+                self.emb_jobs.put(("emb", None, done), sim.now)
+                yield done
+                continue
+            lookups, misses, _items, join, lane, record = arg
+            start = max(sim.now, free)
+            k0 = self.lookups.take_count
+            t, previous, grants = start - 1, -1, []
+            places = record["miss_lookups"]
+            for m in range(misses):
+                position = int(places[m])
+                t = max(t + position - previous, self.lookups._word_time(k0 + position) + 1)
+                if m >= MISS_QUEUE:
+                    grant = grants[m - MISS_QUEUE]
+                    if grant.time is None:
+                        yield grant
+                    t = max(t, grant.time + 1)
+                grant = _Event()
+                grants.append(grant)
+                self.miss_requests.put(grant, t + MISS_ISSUE)
+                previous = position
+            until = t + lookups - 1 - previous if misses else None
+            first, last = self.lookups.take(lookups, start, 1.0, until)
+            free = last + 1
+            self.emb_jobs.put(("lookup", (lookups, misses, join, lane, record, first, last, start, grants),
+                               grants[-1] if grants else None), first)
+
+    def miss_issuer(self):
+        """The embedding unit's miss requests, in order, each from its cycle, one line each through the arbiter;
+        each request's event fires at its grant, its value the cycles its line arrives."""
+        memory = self.memory
+        while True:
+            _, grant = yield from self.miss_requests.get()
+            grant.value = yield from memory.request(_Memory.EMBEDDING, 1)
+            self.sim.fire(grant, self.sim.now)
+
+    def embedding_output(self):
+        """The embedding unit's output side, a job at a time in order: each bag's pooled vector once its last
+        lookup has passed the pipeline (:data:`EMB_PIPE`) and its missed line (if any) has come
+        (:data:`MISS_PIPE`), and a requantisation after the previous one (its row's elements over the lanes, or its
+        ``ceil(d / rows)`` words into the joiner's FIFO, whichever is longer); the FIFO of the job's lane holds
+        ``join_buffer_words``: the unit waits until the joiner has taken the words beyond it. A job's lookups are
+        spread evenly over the cycles of its intake; each bag waits for its own last missed line."""
         sim, g = self.sim, self.g
         free = 0.0
         capacity = self.config.join_buffer_words
         while True:
-            _, (kind, _tag, arg) = yield from self.emb_queue.get()
+            _, (kind, arg, done) = yield from self.emb_jobs.get()
             if kind == "emb":
-                start = max(sim.now, free)
-                if start > sim.now:
-                    yield start
-                end = start + 1
-                if arg["op"] == EmbeddingOp.PRELOAD.value:
-                    lines = self.chip.embedding.counts["mem_lines"]  # functional total; preload is setup only
-                    del lines
-                free = end
+                t = max(sim.now, free)
+                if t > sim.now:
+                    yield t
+                free = t + 1
+                sim.fire(done, free)
                 continue
-            lookups, misses, items, join, lane = arg
-            start = max(sim.now, free)
-            first, last = self.lookups.take(lookups, start, 1.0)
-            if misses:
-                if first > sim.now:
-                    yield first
-                _, miss_last = yield from self.memory.read(misses, g.emb.max_outstanding)
-            else:
-                miss_last = first
-            vectors = items * (join["vectors"] - 1)
+            if done is not None:
+                yield done
+            lookups, misses, join, lane, record, first, last, start, grants = arg
+            requant = record["requant"]
             chunks = _ceil_div(join["dim"], g.rows)
-            words = vectors * chunks
-            out_first = first + EMB_PIPE
-            out_last = max(last + EMB_PIPE, miss_last + EMB_PIPE, out_first + words - 1)
+            bags = len(requant)
+            if not bags:
+                continue
+            pace = np.maximum(requant, chunks).astype(np.float64)
+            # Each bag's last lookup through the pipeline, and its last missed line.
+            ready = first + (last - first) * record["bag_lookup"] / max(lookups - 1, 1) + EMB_PIPE
+            if misses:
+                bag_miss = record["bag_miss"]
+                arrivals = np.array([grant.value[1] for grant in grants])
+                line = arrivals[np.maximum(bag_miss, 0)] + MISS_PIPE
+                ready = np.where(bag_miss >= 0, np.maximum(ready, line), ready)
+            offsets = np.concatenate([[0.0], np.cumsum(pace[:-1])])
+            times = offsets + np.maximum.accumulate(np.maximum(ready, free) - offsets)
+            out_first, out_last = float(times[0]), float(times[-1]) + chunks - 1
             pooled = self.pooled[lane]
-            pooled.put(words, out_first, out_last)
-            self._wake_sender(out_first)
+            pooled.put(bags * chunks, out_first, out_last)
+            self._wake_sender()
             end = out_last
             beyond = pooled.put_count - capacity - 1
             if beyond >= 0:
                 event = pooled.taken(beyond)
                 yield event
                 end = max(end, event.time)
-            free = end + 1
-            self.busy["embedding"].add(start, free)
+            free = max(end + 1, float(times[-1]) + pace[-1])
+            self.busy["embedding"].add(start, end + 1)
 
-    def _wake_sender(self, t):
+    def _wake_sender(self):
+        """Wake the joiner's sender now: it works out from the lanes' state when it can send (a wake for a later
+        cycle would hide an earlier one that follows it)."""
         if self.join_wake is not None:
             event, self.join_wake = self.join_wake, None
-            self.sim.fire(event, max(t, self.sim.now))
+            self.sim.fire(event, self.sim.now)
 
     def join_loader(self, lane):
         """Lane ``lane``'s join jobs, in order (a queue of 4): the bottom block from the lane's output layer into a
@@ -873,7 +1095,7 @@ class _Timing:
             _first, last = self.bottom[lane].take(words, start + 2, 1.0)
             self.banks[lane][bank] = _Event()
             self.bank_ready[lane].append((last + 1, bank, arg))
-            self._wake_sender(last + 1)
+            self._wake_sender()
             self.busy["join"].add(start, last + 1)
             bank ^= 1
 
@@ -892,7 +1114,15 @@ class _Timing:
         need = items * (vectors - 1) * chunks
         if pooled.put_count - pooled.take_count < need:
             return None
-        first = pooled._word_time(pooled.take_count) if need else loaded
+        first = loaded
+        if need:
+            # Items go one by one, each once its pooled vectors are in: the job starts early enough that its first
+            # and its last item take their last vector no earlier than it comes (item i's accepted about
+            # (i + 1) / items of the job's input time after the start, as the unit alone takes them).
+            accept = self.interaction(MODES[join["mode"]], vectors, join["dim"], items).accept_last
+            start = pooled.take_count
+            first = max(pooled._word_time(start + need // items - 1) + 1 - accept / items,
+                        pooled._word_time(start + need - 1) + 1 - accept)
         inter = self.inter[lane]
         out = items * output_words(MODES[join["mode"]], vectors, join["dim"], self.g.rows)
         beyond = inter.put_count + min(out, self.config.join_output_words) - self.config.join_output_words - 1
@@ -933,7 +1163,7 @@ class _Timing:
             else:
                 p_last = start
             timing = self.interaction(MODES[join["mode"]], vectors, join["dim"], items)
-            accept_last = max(start + timing.accept_last, p_last + 2)
+            accept_last = max(start + timing.accept_last, p_last + JOIN_PIPE)
             out = items * output_words(MODES[join["mode"]], vectors, join["dim"], g.rows)
             o_first = max(start + timing.out_first, self.inter_free)
             o_last = max(start + timing.out_last, accept_last + timing.drain, o_first + out - 1)
@@ -969,7 +1199,7 @@ class _Timing:
                 yield self.layers_done[arg["lane"]].reached(arg["wait_layers"])
             start = sim.now
             lines = _ceil_div(arg["words"] * word_bytes, g.line_bytes)
-            first, last = yield from self.memory.read(lines, buffer_lines)
+            first, last = yield from self.memory.read(_Memory.WEIGHTS, lines, buffer_lines)
             done = max(max(first + LINE_TO_USE, done) + arg["words"] * per_word, last + LINE_TO_USE + 1)
             self.weights_done.add(done)
             self.busy["weights"].add(start, done)
@@ -978,27 +1208,30 @@ class _Timing:
     def lane_gate(self, lane):
         """The lane's commands in order, each once the weight loader has completed ``wait_weights``, into the
         engine's loader (INPUT) or feeder (LAYER) queue (two places each)."""
-        sim = self.sim
         queue = self.lane_queues[lane]
         while True:
-            _, (tag, arg) = yield from queue.get()
-            yield self.weights_done.reached(arg["wait_weights"])
+            t, (tag, arg) = yield from queue.get()
+            weights = self.weights_done.reached(arg["wait_weights"])
+            yield weights
             target = self.lane_inputs[lane] if arg["cmd"]["op"] == Op.INPUT else self.lane_layers[lane]
-            yield target.room()
-            queue.took(sim.now)
-            target.put((tag, arg), sim.now + 1)
+            room = target.room()
+            yield room
+            # The cycles the events happened (this process may have resumed later, behind a unit's wait).
+            t = max(t, weights.time, room.time)
+            queue.took(t)
+            target.put((tag, arg), t + 1)
 
     def lane_loader(self, lane):
         """INPUT: once ``layers_done`` reaches ``wait_layers``, ``items * src_words`` words from the dense or the
         interaction stream, one a cycle (the act sequencer cuts each into the lane's words, one a cycle)."""
-        sim, _g = self.sim, self.g
         free = 0.0
         queue = self.lane_inputs[lane]
         while True:
-            _, (_tag, arg) = yield from queue.get()
+            t, (_tag, arg) = yield from queue.get()
             cmd = arg["cmd"]
-            yield self.layers_done[lane].reached(cmd["wait_layers"])
-            start = max(sim.now, free)
+            layers = self.layers_done[lane].reached(cmd["wait_layers"])
+            yield layers
+            start = max(t, layers.time, free)
             queue.took(start)
             source = self.inter[lane] if arg["src"] == 1 else self.dense[lane]
             words = cmd["items"] * arg["src_words"]
@@ -1012,20 +1245,23 @@ class _Timing:
             self.finished(done)
 
     def lane_feeder(self, lane):
-        """LAYER: per tile (``ktiles x ntiles``) its items one a cycle, or the tile's weight rows or words where they
-        take longer (``rows`` rows; a weight word a cycle shared by the working lanes); a layer's items follow the
-        previous layer's from the next cycle, or start :data:`FEED_START` cycles after the ``inputs_done`` or
-        ``layers_done`` it waits for; ``layers_done`` counts it ``rows + cols`` + :data:`ENGINE_PIPE` cycles after
-        its last item; an output layer's ``items * ntiles`` words are offered to the joiner or the score sequencer
-        and the lane is held until they are taken. (Against the exact engine model alone, on RecPipe's MLPs: the
-        same per-layer cycles in steady state, a few cycles per layer apart where a layer's first tile waits for
-        its weights.)"""
-        sim, g = self.sim, self.g
+        """LAYER, from its command's arrival: a layer's items follow the previous layer's from the next cycle, or
+        start :data:`FEED_START` cycles after the ``inputs_done`` or ``layers_done`` it waits for; per tile
+        (``ktiles x ntiles``) its items one a cycle once its rows are in its bank (the two banks in turn, from
+        ``2 rows - 1`` cycles after the last item of the tile two before), the tiles after a layer's first two at
+        the longest of their items, their rows' turn and their weight words (a word a cycle shared by the working
+        lanes); ``layers_done`` counts it ``rows + cols`` + :data:`ENGINE_PIPE` cycles after its last item; an
+        output layer's ``items * ntiles`` words are offered to the joiner or (a cycle later, through the front end)
+        the score sequencer as they come out, and the lane is held until they are taken. (Against the exact engine
+        model alone, ``engine_timing``: equal on one- and two-tile layers and on layers of more items than rows; up
+        to 20 cycles early on many n-tiles of few items, whose bias words the rule leaves out.)"""
+        g = self.g
         free = -1.0
+        tail = (-np.inf, -np.inf)     # the last item of the lane's last two tiles
         queue = self.lane_layers[lane]
         while True:
-            _, (_tag, arg) = yield from queue.get()
-            ready = sim.now
+            # From the cycle the command came (this process may have waited for its previous output's take).
+            ready, (_tag, arg) = yield from queue.get()
             cmd = arg["cmd"]
             inputs = self.inputs_done[lane].reached(cmd["wait_inputs"])
             yield inputs
@@ -1036,19 +1272,35 @@ class _Timing:
             shape = g.engine.splits[self.split]
             items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
             share = min(self.split, g.lanes)
-            per_tile = max(items, shape.rows, shape.tile_words * share)
-            feed_end = start + nt * kt * per_tile
+            tiles = nt * kt
+            # A tile's items go one a cycle once its rows are in its bank (the two banks in turn: from 2 * rows - 1
+            # cycles after the last item of the tile two before); the layer's first two tiles from the banks' state
+            # its previous tiles left, the rest at the longer of their items, their rows' turn and their words.
+            gate = 2 * shape.rows - 1
+            first = max(start, tail[0] + gate)
+            second = max(first + items, tail[1] + gate)
+            if tiles == 1:
+                last, tail = first + items - 1, (tail[1], first + items - 1)
+            else:
+                period = max(items, (items + gate - 1) / 2, shape.tile_words * share + 1)
+                last = second + items - 1 + (tiles - 2) * period
+                tail = (last - period, last)
+            feed_end = last + 1
             latency = shape.rows + shape.cols + ENGINE_PIPE
             done = feed_end + latency + (shape.beats - 1) * items
             free = feed_end
             if cmd["to_output"]:
                 channel = self.bottom[lane] if arg["dst"] == 0 else self.logits[lane]
-                first_out = start + kt * per_tile + latency - 2
-                channel.put(items * nt, min(first_out, done - 2), done - 2)
+                # Offered a cycle before each goes out: the first n-tile's results from its last k-tile's first
+                # item, the last one a cycle before the layer is counted done; a logit a cycle later, through the
+                # lane front end's register.
+                through = 0 if arg["dst"] == 0 else 1
+                first_out = first + (feed_end - first) * (kt - 1) / tiles + latency - 1
+                channel.put(items * nt, min(first_out, done - 2) + through, done - 2 + through)
                 event = channel.taken(channel.put_count - 1)
                 yield event
-                done = max(done, event.time + 2)
-                free = max(free, event.time - latency)
+                done = max(done, event.time + 1 - through)
+                free = max(free, event.time - through - latency)
             self.layers_done[lane].add(done)
             self.busy[f"lane{lane}"].add(start, done)
             self.finished(done)
@@ -1092,10 +1344,10 @@ class _Timing:
                             self.respond(ready + 2, ResponseKind.RANK, tag, kept)
                         self.busy[f"topk{arg['unit']}"].add(since, result)
                     else:
-                        passes = self.passes.popleft() if self.passes else 4
+                        passes, reads = self.passes.popleft() if self.passes else (4, n)
                         ready = end + 1 + passes * (n + PASS_EXTRA)
                         kept = min(k, n)
-                        result = ready + kept + 2
+                        result = ready + reads + FILTER_OUT
                         if arg["report"]:
                             self.respond(ready + 2, ResponseKind.KEPT, tag, kept)
                         self.busy[f"filter{arg['unit']}"].add(since, result)
