@@ -358,7 +358,9 @@ class _Fetcher(_Unit):
                 unit.releases = (unit.releases + 1) % _WAIT_MOD
             return indices
         raw = chip.memory.read_bytes(arg["list_addr"], 2 * items)
-        chip.count(Counter.MEM_READ_LINES, _ceil_div(2 * items, chip.geometry.line_bytes))
+        # The fetcher's list reader reads the list's lines once per phase (twice where the records have lookups).
+        phases = 2 if arg["stride"] > arg["dense_lines"] else 1
+        chip.count(Counter.MEM_READ_LINES, phases * _ceil_div(2 * items, chip.geometry.line_bytes))
         indices = raw.view("<u2").astype(np.int64)
         bad = np.flatnonzero(indices >= arg["count"])
         if bad.size:

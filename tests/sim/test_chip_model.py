@@ -145,3 +145,18 @@ def test_counters_answers_leave_as_the_rtls(rtl_device):
     (_, rtl, _, _), (_, model, _, _) = (run_words(device, g, words, count)
                                         for device in (rtl_device, ModelDevice(TINY)))
     assert (model == rtl).all()
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_the_functional_counters_equal_the_rtls_on_a_baseline_program(rtl_device):
+    """Commands, the embedding unit's counts and the memory lines read and written, in the measured window of a
+    baseline program (its second stage reads a LIST: the fetcher's list reader reads its lines once per phase)."""
+    from rpaccel.experiments.accel import measure_program
+    from rpaccel.rtl.accel.isa import Counter
+
+    program, _ = _directed("baseline")
+    (_, rtl), (_, model) = (measure_program(program, device) for device in (rtl_device, ModelDevice(TINY)))
+    names = [name for name in rtl["counters"] if name == Counter.COMMANDS.name or name.startswith(("EMB_", "MEM_"))]
+    assert "MEM_READ_LINES" in names
+    assert {name: model["counters"][name] for name in names} == {name: rtl["counters"][name] for name in names}
