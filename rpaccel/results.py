@@ -589,25 +589,26 @@ def _quality_claim(tables):
             " of the MACs", verdict, f"{pipeline} pipeline: {reason}")
 
 
-def _recpipe_model_vs_rtl(tables):
-    rows = [row for row in _chip_model_rows(tables) if _number(row.get("RecPipe model"))]
+def _model_agreement(rows, estimate, measured, against):
+    """RecPipe's model (column ``estimate``) against ``measured`` over ``rows``: its error range and the verdict of
+    :func:`judge_agreement`; None without rows."""
     if not rows:
         return None
-    errors = [_number(row["RecPipe model"]) / _number(row["RTL cycles"]) - 1 for row in rows]
+    errors = [_number(row[estimate]) / _number(row[measured]) - 1 for row in rows]
     verdict, reason = judge_agreement(errors)
-    return (f"its model / the RTL's - 1: {min(errors):+.1%} to {max(errors):+.1%} ({len(rows)} cases)",
+    return (f"its model / {against} - 1: {min(errors):+.1%} to {max(errors):+.1%} ({len(rows)} cases)",
             verdict, reason)
+
+
+def _recpipe_model_vs_rtl(tables):
+    rows = [row for row in _chip_model_rows(tables) if _number(row.get("RecPipe model"))]
+    return _model_agreement(rows, "RecPipe model", "RTL cycles", "the RTL's")
 
 
 def _recpipe_model_vs_timed(tables):
     rows = [row for table in tables for row in table
             if _number(row.get("RecPipe model (us)")) and _number(row.get("p95 latency (us)"))]
-    if not rows:
-        return None
-    errors = [_number(row["RecPipe model (us)"]) / _number(row["p95 latency (us)"]) - 1 for row in rows]
-    verdict, reason = judge_agreement(errors)
-    return (f"its model / the timed model's - 1: {min(errors):+.1%} to {max(errors):+.1%} ({len(rows)} cases)",
-            verdict, reason)
+    return _model_agreement(rows, "RecPipe model (us)", "p95 latency (us)", "the timed model's")
 
 
 def _sched_claim(tables):
