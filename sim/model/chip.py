@@ -887,17 +887,21 @@ class _Timing:
             self.join_jobs[lane].put((tag, arg), sim.now + 1)
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
-            lookup_lines = max(record["lines"] - list_lines - dense_lines, 0)
+            # The functional model counts the list's lines once per phase, as the list reader reads them.
+            phases = 2 if arg["stride"] > arg["dense_lines"] else 1
+            lookup_lines = max(record["lines"] - phases * list_lines - dense_lines, 0)
             if started + FETCH_ISSUE > sim.now:
                 yield started + FETCH_ISSUE
             t0 = sim.now + 1
             if list_lines:
                 # The list's lines, a line a request, once for each phase (each walks the list); phase 1's reads
                 # go once its lines are in.
-                yield from self._buffer_room(2 * list_lines)
+                yield from self._buffer_room(phases * list_lines)
                 _, last = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines, 1)
-                _, again = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines, 1)
-                self.lines_parsed_add(2 * list_lines, again + LINE_TO_USE)
+                again = last
+                if phases == 2:
+                    _, again = yield from self.memory.read(_Memory.FETCHER, list_lines, self.buffer_lines, 1)
+                self.lines_parsed_add(phases * list_lines, again + LINE_TO_USE)
                 t0 = max(t0, last + LIST_TO_READ)
                 if t0 > sim.now:
                     yield t0

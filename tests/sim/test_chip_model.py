@@ -160,3 +160,22 @@ def test_the_functional_counters_equal_the_rtls_on_a_baseline_program(rtl_device
     names = [name for name in rtl["counters"] if name == Counter.COMMANDS.name or name.startswith(("EMB_", "MEM_"))]
     assert "MEM_READ_LINES" in names
     assert {name: model["counters"][name] for name in names} == {name: rtl["counters"][name] for name in names}
+
+
+def test_the_fetchers_memory_lines_are_the_functional_models(monkeypatch):
+    """Every line a FETCH reads in the functional model (dense areas, lookup areas, a LIST's lines once per phase)
+    is read once by the timed fetcher: a baseline program, whose second stage reads LISTs."""
+    import rpaccel.sim.model.chip as chip
+
+    program, _ = _directed("baseline")
+    requested, read = [], chip._Memory.read
+
+    def counting(self, requester, lines, in_flight, piece=chip.PIECE):
+        if requester == chip._Memory.FETCHER:
+            requested.append(lines)
+        return (yield from read(self, requester, lines, in_flight, piece))
+
+    monkeypatch.setattr(chip._Memory, "read", counting)
+    model = TimedChip(TINY)
+    model.run(program_words(program, expected_responses(program)))
+    assert sum(requested) == sum(record["lines"] for record in model.chip.fetches) > 0
