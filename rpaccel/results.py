@@ -601,13 +601,17 @@ def _model_agreement(rows, estimate, measured, against):
 
 
 def _recpipe_model_vs_rtl(tables):
-    rows = [row for row in _chip_model_rows(tables) if _number(row.get("RecPipe model"))]
+    # The claim is RPAccel's latency: the RPAccel-mode rows.
+    rows = [row for row in _chip_model_rows(tables) if _number(row.get("RecPipe model")) and
+            row.get("mode") == "rpaccel"]
     return _model_agreement(rows, "RecPipe model", "RTL cycles", "the RTL's")
 
 
 def _recpipe_model_vs_timed(tables):
+    # RPAccel's configurations, each once (a row with a chosen lane map repeats its default row's latency).
     rows = [row for table in tables for row in table
-            if _number(row.get("RecPipe model (us)")) and _number(row.get("p95 latency (us)"))]
+            if _number(row.get("RecPipe model (us)")) and _number(row.get("p95 latency (us)"))
+            and row.get("mode") == "rpaccel" and row.get("lanes per stage", "default") == "default"]
     return _model_agreement(rows, "RecPipe model (us)", "p95 latency (us)", "the timed model's")
 
 

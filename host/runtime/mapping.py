@@ -207,7 +207,7 @@ def _placement(program):
 
 
 def choose_mapping(setup, stages, queries, *, objective="throughput", measure=None, splits=None,
-                   sub_batches=(1, 2), keep=3, progress=None):
+                   sub_batches=(1, 2), keep=3, interleave=True, progress=None):
     """Choose the split, lane map and sub-batch size of ``stages`` over ``queries`` on ``setup`` (RPAccel mode).
 
     Parameters
@@ -226,6 +226,9 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
         Divisors of the most a lane holds tried as sub-batch sizes (1: the most, 2: half of it, ...).
     keep : int
         How many of the best estimated candidates are measured (beside the default schedule).
+    interleave : bool
+        :attr:`~rpaccel.host.driver.chip.Schedule.interleave` of every candidate (``False`` for a replay, which
+        keeps each query's commands together), so the candidates are measured as they will run.
     progress : callable, optional
         Called with a line of text per measured candidate.
 
@@ -261,7 +264,8 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
                "cycles": None, "reference": False}
         try:
             program = compile_queries(setup, stages, queries,
-                                      Schedule("rpaccel", split=split, sub_batch=sub_batch, lanes=lanes))
+                                      Schedule("rpaccel", split=split, sub_batch=sub_batch, lanes=lanes,
+                                               interleave=interleave))
         except CompileError as error:
             refused += 1
             row["status"] = f"refused: {error}"
@@ -313,7 +317,8 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
             f"{row['estimate'] / len(queries):,.0f})")
     best = min((rows[index] for index in chosen), key=_measured_key)
     program = programs[rows.index(best)]
-    schedule = Schedule("rpaccel", split=program.split, sub_batch=program.sub_batch, lanes=program.lanes)
+    schedule = Schedule("rpaccel", split=program.split, sub_batch=program.sub_batch, lanes=program.lanes,
+                        interleave=interleave)
     return MappingChoice(schedule=schedule, program=program, objective=objective, queries=len(queries), rows=rows,
                          refused=refused, default=default,
                          seconds={"compile": compiled - started, "measure": time.perf_counter() - compiled})
@@ -350,5 +355,6 @@ def choose_replay_mapping(config, models, stages, queries, *, objective="through
     setup = ChipSetup(config, [models[name] for name in order])
     placed = [setup.add_query({models[name]: models[name].inputs(records) for name in order})
               for records in queries[:sample]]
+    # A replay sends each query's commands together (interleave=False): the candidates are measured so.
     return choose_mapping(setup, [Stage(models[stage.model], k=stage.k) for stage in stages], placed,
-                          objective=objective, measure=measure, progress=progress)
+                          objective=objective, measure=measure, interleave=False, progress=progress)

@@ -57,3 +57,12 @@ def test_a_short_run_over_three_kinds_of_model(tmp_path):
     on_chip = next(row for claim, row in claims.items() if claim.startswith("DeepRecSys: DeepRecSched with an "
                                                                              "accelerator") and "across" in claim)
     assert on_chip["ours"] == f"{report.data['geomean']:.2f}x (geometric mean over 1 model)"
+
+
+def test_the_geometric_mean_counts_a_ratio_of_zero():
+    """A model where DeepRecSched meets the target at no load (ratio 0) is not dropped from the mean."""
+    from rpaccel.experiments.sched import _geomean
+
+    assert _geomean([2.0, 8.0]) == pytest.approx(4.0)
+    assert _geomean([2.0, 0.0]) == 0.0
+    assert _geomean([None, 4.0]) == 4.0 and _geomean([None]) is None
