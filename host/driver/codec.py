@@ -330,9 +330,9 @@ class Codec:
         Parameters
         ----------
         words : numpy.ndarray
-        path : sequence of str
+        path : str or sequence of str
             Names of nested fields: unpack only that field of each word (e.g. ``("arg", "fetch")``: the columns
-            of ``columns["arg"]["fetch"]``, and nothing else is unpacked).
+            of ``columns["arg"]["fetch"]``, and nothing else is unpacked; a string names a top-level field).
 
         Raises
         ------
@@ -342,6 +342,7 @@ class Codec:
         """
         words = _check_words(words, self.width)
         tree = self._root.columns(np.zeros((), dtype=np.int64))
+        path = (path,) if isinstance(path, str) else tuple(path)
         for depth, name in enumerate(path):
             if not isinstance(tree, dict) or name not in tree:
                 raise CodecError(f"The shape has no field {'.'.join(map(str, path[:depth + 1]))}")
@@ -556,7 +557,8 @@ def _unpack_leaf(words, column):
     if _byte_aligned(offsets, widths):
         size = int(widths[0]) // 8
         start = int(offsets[0]) // 8
-        raw = np.ascontiguousarray(words.view(np.uint8).reshape(count, -1)[:, start:start + size * offsets.size])
+        raw = np.ascontiguousarray(words.view(np.uint8).reshape(count, 8 * words.shape[1])
+                                   [:, start:start + size * offsets.size])
         kind = "i" if leaf.signed and not leaf.wide else "u"
         values = raw.view(f"<{kind}{size}").reshape(shape)
         return values.astype(np.uint64 if leaf.wide or (size == 8 and not leaf.signed) else np.int64)
@@ -632,6 +634,8 @@ def from_ints(ints, width):
         words = np.zeros((len(values), count), dtype=_WORD)
         words[:, 0] = values.astype(np.uint64)
         return words
+    if isinstance(ints, np.ndarray) and ints.ndim != 1:
+        raise CodecError(f"Expected a sequence of ints, not an array of shape {ints.shape}")
     values = ints.tolist() if isinstance(ints, np.ndarray) else list(ints)
     size = 8 * count
     try:

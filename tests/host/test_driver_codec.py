@@ -267,6 +267,12 @@ def test_unions_pack_one_member_and_unpack_all():
     assert Codec(layout).unpack(words, ("tag",)).tolist() == [1, 2]
     with pytest.raises(CodecError, match=r"^The shape has no field body.huge$"):
         Codec(layout).unpack(words, ("body", "huge"))
+    assert Codec(layout).unpack(words, "tag").tolist() == [1, 2]
+    # No words: empty columns, byte-aligned leaves too.
+    aligned = data.StructLayout({"a": 8, "b": 16})
+    assert Codec(aligned).unpack(np.zeros((0, 1), dtype=np.uint64), ("b",)).shape == (0,)
+    with pytest.raises(CodecError, match=r"not an array of shape \(\)"):
+        from_ints(np.array(5, dtype=object), 8)
 
 
 def test_structured_arrays_are_columns():
