@@ -1024,7 +1024,9 @@ def test_the_default_lane_map_is_stage_s_on_lane_s_alone(tiny_models):
     (((0, 1), ()), r"^Stage 1 has no lanes in the lane map \(\(0, 1\), \(\)\)$"),
     (((0,),), r"^The lane map \(\(0,\),\) must give a tuple of lanes for each of the 2 stages$"),
     (((0, 0), (1,)), r"^Stage 0 names a lane twice in the lane map: \(0, 0\)$"),
-    (((0,), ("1",)), r"^Stage 1's lane '1' is not a lane of split 4 \(0 to 3\)$")])
+    (((0,), ("1",)), r"^Stage 1's lane '1' is not a lane of split 4 \(0 to 3\)$"),
+    (((0,), (True,)), r"^Stage 1's lane True is not a lane of split 4 \(0 to 3\)$"),
+    ((0, 1), r"^Stage 0's entry 0 in the lane map \(0, 1\) is not a tuple of lanes$")])
 def test_impossible_lane_maps_are_refused_naming_the_value(tiny_models, lanes, message):
     a, b, _ = tiny_models
     setup = ChipSetup(TINY, [a, b])

@@ -735,14 +735,19 @@ class _LaneMap:
                                    "stages")
             lanes = tuple(tuple(served) if hasattr(served, "__iter__") else served for served in lanes)
             for s, served in enumerate(lanes):
-                if not isinstance(served, tuple) or not served:
+                if not isinstance(served, tuple):
+                    raise CompileError(f"Stage {s}'s entry {served!r} in the lane map {lanes!r} is not a tuple of "
+                                       "lanes")
+                if not served:
                     raise CompileError(f"Stage {s} has no lanes in the lane map {lanes!r}")
                 for lane in served:
-                    if not isinstance(lane, int) or not 0 <= lane < split:
+                    if (isinstance(lane, (bool, np.bool_)) or not isinstance(lane, (int, np.integer))
+                            or not 0 <= lane < split):
                         raise CompileError(f"Stage {s}'s lane {lane!r} is not a lane of split {split} "
                                            f"(0 to {split - 1})")
                 if len(set(served)) != len(served):
                     raise CompileError(f"Stage {s} names a lane twice in the lane map: {served}")
+            lanes = tuple(tuple(int(lane) for lane in served) for served in lanes)
         self.lanes = lanes
         final = stages - 1
         # Per (stage, index of its lane): a top-k unit (the final stage) or a filter unit (the others, in turn).
