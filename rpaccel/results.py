@@ -387,15 +387,25 @@ def _sched_geomean(column):
     return measure
 
 
-def _sched_models_headline(column):
+def _sched_models_ratio(column):
+    """``(ratio, text)`` of the geometric mean of ``column`` (see :func:`_sched_geomean`), None if absent."""
     geomean = _sched_geomean(column)
 
-    def measure(tables):
+    def described(tables):
         found = geomean(tables)
         if found is None:
             return None
         ratio, models = found
-        return f"{ratio:.2f}x (geometric mean over {models} model{'' if models == 1 else 's'})", ratio > 1
+        return ratio, f"{ratio:.2f}x (geometric mean over {models} model{'' if models == 1 else 's'})"
+    return described
+
+
+def _sched_models_headline(column):
+    described = _sched_models_ratio(column)
+
+    def measure(tables):
+        found = described(tables)
+        return None if found is None else (found[1], found[0] > 1)
     return measure
 
 
@@ -624,14 +634,11 @@ def _sched_claim(tables):
 
 
 def _sched_models_claim(column):
-    geomean = _sched_geomean(column)
+    described = _sched_models_ratio(column)
 
     def judge(tables):
-        found = geomean(tables)
-        if found is None:
-            return None
-        ratio, models = found
-        return f"{ratio:.2f}x (geometric mean over {models} model{'' if models == 1 else 's'})", *judge_factor(ratio, 2)
+        found = described(tables)
+        return None if found is None else (found[1], *judge_factor(found[0], 2))
     return judge
 
 
