@@ -145,11 +145,16 @@ def _match(responses, rows, cycles, rankings, by_tag=False):
     groups = ({value: np.flatnonzero(tag == value) for value in range(QUERY_TAGS)} if by_tag else
               {0: np.arange(len(rows))})
     starts = dict.fromkeys(groups, 0)     # per group, its rows not yet matched from this position
+    closings = {group: np.flatnonzero(last[mine]) for group, mine in groups.items()}   # per group, its blocks' ends
+    blocks = dict.fromkeys(groups, 0)     # per group, its blocks matched so far
     for number, want in enumerate(rankings):
         group = number % QUERY_TAGS if by_tag else 0
-        mine, start = groups[group], starts[group]
-        closing = np.flatnonzero(last[mine[start:]])
-        stop = start + int(closing[0]) + 1 if len(closing) else start
+        mine, start, closing = groups[group], starts[group], closings[group]
+        if blocks[group] < len(closing):
+            stop = int(closing[blocks[group]]) + 1
+            blocks[group] += 1
+        else:
+            stop = start
         block = mine[start:stop]
         starts[group] = stop
         finishes.append(int(cycles[block][-1]) if len(block) else int(cycles[-1]) if len(cycles) else 0)
