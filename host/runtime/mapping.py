@@ -139,13 +139,14 @@ class MappingChoice:
     rows : list of dict
         One per candidate: ``split``, ``lanes`` (``None``: the default map), ``divisor``, ``sub_batch``, ``estimate``
         (cycles), ``cycles`` (measured, or ``None``), ``status`` (``"measured"``, ``"estimated"``, ``"same as"``
-        another candidate, or ``"refused: ..."``) and ``reference`` (whether it is :attr:`default`; it wins
-        ties).
+        another candidate, whose index is then ``same_as``, or ``"refused: ..."``) and ``reference`` (whether it is
+        :attr:`default`; it wins ties).
     refused : int
         Candidates the compiler refused.
     default : dict
         The row of the reference, measured: the compiler's default schedule (``Schedule("rpaccel")``), or where its
-        split is not tried, the default map and sub-batch size on the first split tried.
+        split is not tried, the default map and sub-batch size on the first split tried; where the compiler
+        refuses that, the candidate of the best estimate.
     seconds : dict
         Host seconds spent compiling and estimating, and measuring.
     """
@@ -274,9 +275,9 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
         row["sub_batch"] = program.sub_batch
         key = _placement(program)
         if key in seen:
-            row.update(status=f"same as candidate {seen[key]}", estimate=None)
+            row.update(status=f"same as candidate {seen[key]}", estimate=None, same_as=seen[key])
             rows.append(row)
-            return None
+            return rows[seen[key]]
         seen[key] = len(rows)
         row.update(status="estimated", estimate=estimate_cycles(program))
         programs[len(rows)] = program
@@ -294,19 +295,28 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
         size = None if most[split] is None else max(1, most[split] // divisor)
         compile_row(split, lanes, divisor, size)
     # The reference is always measured, so the choice is never worse by the measure: the compiler's default
-    # schedule, or the default map and sub-batch size on the first split tried if the default split is not.
+    # schedule, or the default map and sub-batch size on the first split tried if the default split is not; if the
+    # compiler refuses it, the candidate of the best estimate.
     tried = list(config.splits if splits is None else splits)
-    split = _default_split(config, len(stages))
+    split = Schedule.default_split(config, len(stages))
     split = split if split in tried else tried[0]
-    default = next((row for index, row in enumerate(rows) if index in programs and row["lanes"] is None
-                    and row["divisor"] == 1 and row["split"] == split), None)
+    default = next((row for row in rows if row["lanes"] is None and row["divisor"] == 1 and row["split"] == split),
+                   None)
     if default is None:
         default = compile_row(split, None, 1, None)
-        if default is None:
-            raise CompileError(f"The default schedule cannot run the pipeline: {rows[-1]['status']}")
+    elif "same_as" in default:
+        default = rows[default["same_as"]]
+    elif default["status"].startswith("refused"):
+        default = None
+    ranked = sorted((index for index in programs), key=lambda index: rows[index]["estimate"])
+    if default is None:
+        if not ranked:
+            reason = next(row["status"] for row in reversed(rows) if row["lanes"] is None and row["split"] == split)
+            raise CompileError(f"The compiler refuses every mapping of the pipeline; the default schedule: "
+                               f"{reason.removeprefix('refused: ')}")
+        default = rows[ranked[0]]
     default["reference"] = True
     compiled = time.perf_counter()
-    ranked = sorted((index for index in programs), key=lambda index: rows[index]["estimate"])
     chosen = list(dict.fromkeys([rows.index(default), *ranked[:keep]]))
     for index in chosen:
         row = rows[index]
@@ -322,11 +332,6 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
     return MappingChoice(schedule=schedule, program=program, objective=objective, queries=len(queries), rows=rows,
                          refused=refused, default=default,
                          seconds={"compile": compiled - started, "measure": time.perf_counter() - compiled})
-
-
-def _default_split(config, stages):
-    """The split of the compiler's default RPAccel schedule: the largest with a lane per stage."""
-    return max([n for n in config.splits if n <= stages], default=1)
 
 
 def choose_replay_mapping(config, models, stages, queries, *, objective="throughput", sample=4, measure=None,
