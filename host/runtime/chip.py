@@ -23,6 +23,14 @@ different tags may leave out of order and interleave, and the host matches each 
 ``t + 254``, ...) in order (the earlier of two queries with a tag, sent 254 queries before, is taken to finish
 first). The host checks every block's tag, ``last`` and values against the golden model's, so a broken rule is
 reported, never a ranking given to the wrong query.
+
+:func:`replay_windows` replays a stream of queries longer than the chip's memory holds, in bounded memory: window
+by window, each a replay of its own from reset, with ``overlap`` queries on either side replayed at their own
+arrivals and left out: the previous window's last ones rebuild the queue the window's first queries would have found
+and warm the dynamic cache; the next window's first ones compete with its last queries for the chip's shared units
+(the fetcher, the embedding unit, memory), as they would. Where the chip's backlog at a window's edge is longer than
+the overlap, or the cache's state matters beyond it, latencies near the edges differ from one replay's (measured by
+``rpaccel bench replay --scale``).
 """
 
 from dataclasses import dataclass
@@ -45,7 +53,7 @@ from ..driver.codec import to_ints
 from ..driver.device import TimedTrace
 from .pipeline import PipelineError, stage_items
 
-__all__ = ["ChipReplay", "ReplayComparison", "compare_replays", "replay_on_chip"]
+__all__ = ["ChipReplay", "ReplayComparison", "ReplayWindow", "compare_replays", "replay_on_chip", "replay_windows"]
 
 #: Tags of the setup's and the end's SYNC and COUNTERS; query ``q`` takes tag ``q % QUERY_TAGS`` (0 to 253).
 SETUP_TAG, END_TAG = 255, 254
@@ -337,3 +345,107 @@ def compare_replays(reference, other, names=("rtl", "model")):
     return ReplayComparison(names=tuple(names), arrivals=reference.arrivals,
                             reference=reference.finishes - reference.arrivals, other=other.finishes - other.arrivals,
                             same_ranking=np.array([a == b for a, b in zip(reference.rankings, other.rankings)]))
+
+
+@dataclass
+class ReplayWindow:
+    """One window of :func:`replay_windows`: its own queries (the overlap's left out).
+
+    Attributes
+    ----------
+    first : int
+        The number of the window's first query in the stream.
+    arrivals_ns, finishes_ns : numpy.ndarray
+        Per query, its arrival (as given) and its finish: the arrival plus the latency the window's replay measured.
+    rankings : list
+        Per query, the chip's ranking ``[(score, index), ...]``.
+    mismatches : dict
+        ``{query number in the stream: message}`` of the window's run, the overlap's queries included.
+    replay : ChipReplay
+        The window's replay, with the overlaps on either side.
+    overlap : int
+        Queries of the previous window replayed first.
+    """
+
+    first: int
+    arrivals_ns: np.ndarray
+    finishes_ns: np.ndarray
+    rankings: list
+    mismatches: dict
+    replay: ChipReplay
+    overlap: int
+
+
+def replay_windows(device, config, models, stages, queries, *, window, overlap=0, **schedule):
+    """Replay a stream of queries window by window, in bounded memory (module documentation).
+
+    Parameters
+    ----------
+    device, config, models, stages
+        As :func:`replay_on_chip`'s.
+    queries : iterable of (rpaccel.host.data.Records, int)
+        Each query's candidates and its arrival in nanoseconds (non-decreasing), read as the windows need them.
+    window : int
+        Queries per window.
+    overlap : int
+        Queries replayed with each window on either side and left out (``0 <= overlap``): the previous window's
+        last ones before it (the queue and the cache it finds) and the next window's first ones after it (the
+        commands competing with its last queries for the chip's shared units).
+    **schedule
+        :func:`replay_on_chip`'s ``sub_batch``, ``split``, ``lanes``, ``max_cycles``.
+
+    Yields
+    ------
+    ReplayWindow
+
+    Raises
+    ------
+    ValueError
+        On a window below 1, a negative overlap, or arrivals that go back in time.
+    rpaccel.host.runtime.pipeline.PipelineError
+        As :func:`replay_on_chip` (a query the pipeline cannot take, a pipeline the chip cannot run).
+    """
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise ValueError(f"The window must be a positive number of queries, not {window!r}")
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
+        raise ValueError(f"The overlap must be a non-negative number of queries, not {overlap!r}")
+    stream = iter(queries)
+    held, base, first = [], 0, 0      # the queries read and still needed; the stream number of held[0]; the window's
+
+    def read(count):
+        while len(held) < count:
+            item = next(stream, None)
+            if item is None:
+                return
+            candidates, arrival = item[0], int(item[1])
+            if held and arrival < held[-1][1]:
+                raise ValueError(f"Query {base + len(held)} arrives at {arrival} ns, before the query ahead of it "
+                                 f"({held[-1][1]} ns)")
+            held.append((candidates, arrival))
+
+    while True:
+        read(first + window + overlap - base)
+        own = min(window, base + len(held) - first)
+        if own <= 0:
+            return
+        skip = first - base
+        yield _run_window(device, config, models, stages, held[:skip + own + overlap], first, skip, own, schedule)
+        first += own
+        drop = max(first - overlap - base, 0)
+        del held[:drop]
+        base += drop
+
+
+def _run_window(device, config, models, stages, items, first, skip, own, schedule):
+    start = items[0][1]
+    arrivals = np.array([arrival for _, arrival in items], dtype=np.int64)
+    try:
+        run = replay_on_chip(device, config, models, stages, [candidates for candidates, _ in items],
+                             arrivals - start, **schedule)
+    except PipelineError as error:
+        raise PipelineError(f"Window of queries {first} to {first + own - 1}: {error}") from None
+    mine = slice(skip, skip + own)
+    mismatches = {first - skip + number: message for number, message in run.mismatches.items()}
+    return ReplayWindow(first=first, arrivals_ns=arrivals[mine],
+                        finishes_ns=arrivals[mine] + np.rint(run.latencies_ns[mine]).astype(np.int64),
+                        rankings=run.rankings[mine], mismatches=mismatches, replay=run, overlap=skip)
