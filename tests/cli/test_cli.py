@@ -208,7 +208,7 @@ def test_a_failed_check_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch
 
 def test_status_table_reads_the_replay_scale(tmp_path):
     path = tmp_path / "results.md"
-    scale = format_table(["queries", "windows", "host s", "host s per query", "projected for 100,000"],
+    scale = format_table(["queries", "windows", "CPU s", "host s per query", "projected for 100,000"],
                          [["24", "3", "96.0", "4.00", "111.1 h"]])
     write_section("replay-scale", "Scale", scale, command="rpaccel bench replay --parts scale", commit="abc1234",
                   path=path)
