@@ -227,15 +227,32 @@ def _stream(models, count, gap_ns, size=48):
     return [(tiny_data(models["a"].spec, size, start=9000 + size * q), q * gap_ns) for q in range(count)]
 
 
+class _Counting(Device):
+    """A device that counts its runs."""
+
+    def __init__(self, device):
+        self.device, self.runs = device, 0
+
+    @property
+    def ports(self):
+        return self.device.ports
+
+    def run(self, trace, **kwargs):
+        self.runs += 1
+        return self.device.run(trace, **kwargs)
+
+
 def test_windows_replay_more_queries_than_the_memory_holds(models):
     """40 queries (one replay holds 27 in tiny's memory) in windows of 8, every ranking the golden model's; with
     one window, the windows' replay is the replay itself."""
     from rpaccel.host.runtime.chip import replay_windows
 
     stages = parse_pipeline("a:48:12,b:12:4")
-    device = model_device(TINY)
+    device = _Counting(model_device(TINY))
     stream = _stream(models, 40, 20_000)
     windows = list(replay_windows(device, TINY, models, stages, iter(stream), window=8, overlap=2))
+    # A run of the setup alone per shape of setup (10 queries' images at the ends, 12 between), then one per window.
+    assert device.runs == 2 + 5
     assert [w.first for w in windows] == list(range(0, 40, 8)) and [w.overlap for w in windows] == [0] + [2] * 4
     assert all(not w.mismatches for w in windows) and all(len(w.rankings) == 8 for w in windows)
     ranker = CpuRanker(stages, models)
@@ -284,3 +301,21 @@ def test_windows_refuse_bad_arguments(models):
     backwards = [(tiny_data(models["a"].spec, 48), t) for t in (5, 3)]
     with pytest.raises(ValueError, match="^Query 1 arrives at 3 ns, before the query ahead of it \\(5 ns\\)$"):
         list(replay_windows(None, TINY, models, stages, backwards, window=4))
+
+
+def test_a_remembered_setup_end_that_does_not_hold_is_measured_again(models):
+    from rpaccel.host.runtime.chip import _SETUP_ENDS
+
+    stages = parse_pipeline("a:48:12,b:12:4")
+    device = _Counting(model_device(TINY))
+    stream = _stream(models, 3, 20_000)
+    queries, arrivals = [q for q, _ in stream], [t for _, t in stream]
+    first = replay_on_chip(device, TINY, models, stages, queries, arrivals)
+    assert device.runs == 2
+    again = replay_on_chip(device, TINY, models, stages, queries, arrivals)
+    assert device.runs == 3 and np.array_equal(again.finishes, first.finishes)
+    [shape] = _SETUP_ENDS[device]
+    _SETUP_ENDS[device][shape] += 5          # planted: a setup end the run does not meet
+    third = replay_on_chip(device, TINY, models, stages, queries, arrivals)
+    assert device.runs == 6 and np.array_equal(third.finishes, first.finishes)
+    assert third.setup_cycles == first.setup_cycles
