@@ -11,7 +11,8 @@ board. A query finishes with its last response (the final RANK); its latency is 
 Time zero of the trace is the cycle after the setup: a first run of the setup alone measures when it ends (the
 run is deterministic, so the full run ends it on the same cycle, which is checked), and the queries' arrivals are
 counted from the cycle after. The device remembers it for setups of the same shape (the memory image's length and
-the other commands), whose data alone differ; a remembered end the full run does not meet is measured again. Arrivals in nanoseconds become cycles at the configuration's clock (``clock_mhz``), rounded down.
+the other commands), whose data alone differ; a remembered end the full run does not meet is measured again.
+Arrivals in nanoseconds become cycles at the configuration's clock (``clock_mhz``), rounded down.
 
 A run holds as many queries as the chip's memory holds candidates (all of them are placed before time zero: a
 MEM_WRITE is a barrier, so writing a query's candidates later would drain the chip). Response tags do not bound
@@ -34,6 +35,10 @@ the overlap, or the cache's state matters beyond it, latencies near the edges di
 ``rpaccel bench replay --scale``).
 """
 
+import collections
+import concurrent.futures
+import multiprocessing
+import signal
 import weakref
 from dataclasses import dataclass
 
@@ -41,6 +46,7 @@ import numpy as np
 
 from ...rtl.accel.controller import counter_ids
 from ...rtl.accel.isa import ResponseKind
+from ...threads import one_thread_children
 from ..driver.chip import (
     ChipEncoder,
     ChipSetup,
@@ -52,7 +58,7 @@ from ..driver.chip import (
     expected_responses,
 )
 from ..driver.codec import to_ints
-from ..driver.device import TimedTrace
+from ..driver.device import Device, TimedTrace
 from .pipeline import PipelineError, stage_items
 
 __all__ = ["ChipReplay", "ReplayComparison", "ReplayWindow", "compare_replays", "replay_on_chip", "replay_windows"]
@@ -396,12 +402,15 @@ class ReplayWindow:
     overlap: int
 
 
-def replay_windows(device, config, models, stages, queries, *, window, overlap=0, **schedule):
+def replay_windows(device, config, models, stages, queries, *, window, overlap=0, workers=1, **schedule):
     """Replay a stream of queries window by window, in bounded memory (module documentation).
 
     Parameters
     ----------
-    device, config, models, stages
+    device : rpaccel.host.driver.device.Device or callable
+        The chip, or a function of no argument that makes one; with ``workers`` above 1, such a function (it must
+        pickle: a module-level function or a ``functools.partial`` of one), called once in each worker process.
+    config, models, stages
         As :func:`replay_on_chip`'s.
     queries : iterable of (rpaccel.host.data.Records, int)
         Each query's candidates and its arrival in nanoseconds (non-decreasing), read as the windows need them.
@@ -411,17 +420,22 @@ def replay_windows(device, config, models, stages, queries, *, window, overlap=0
         Queries replayed with each window on either side and left out (``0 <= overlap``): the previous window's
         last ones before it (the queue and the cache it finds) and the next window's first ones after it (the
         commands competing with its last queries for the chip's shared units).
+    workers : int
+        Processes replaying windows at once (spawned, one BLAS thread each; the windows are independent, each a
+        run from reset). At most ``2 * workers`` windows are read ahead.
     **schedule
         :func:`replay_on_chip`'s ``sub_batch``, ``split``, ``lanes``, ``max_cycles``.
 
     Yields
     ------
     ReplayWindow
+        In the stream's order.
 
     Raises
     ------
     ValueError
-        On a window below 1, a negative overlap, or arrivals that go back in time.
+        On a window or ``workers`` below 1, a negative overlap, several workers without a device function, or
+        arrivals that go back in time.
     rpaccel.host.runtime.pipeline.PipelineError
         As :func:`replay_on_chip` (a query the pipeline cannot take, a pipeline the chip cannot run).
     """
@@ -429,6 +443,32 @@ def replay_windows(device, config, models, stages, queries, *, window, overlap=0
         raise ValueError(f"The window must be a positive number of queries, not {window!r}")
     if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
         raise ValueError(f"The overlap must be a non-negative number of queries, not {overlap!r}")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"The workers must be a positive number of processes, not {workers!r}")
+    if workers > 1 and isinstance(device, Device):
+        raise ValueError("Several workers need a function that makes a device in each, not a device")
+    tasks = _windows(queries, window, overlap)
+    if workers == 1:
+        for items, first, skip, own in tasks:
+            device = device if isinstance(device, Device) else device()
+            yield _run_window(device, config, models, stages, items, first, skip, own, schedule)
+        return
+    context = multiprocessing.get_context("spawn")
+    with one_thread_children(), concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_window_worker_init,
+            initargs=(device, config, models, stages, schedule)) as pool:
+        ahead = collections.deque()
+        for task in tasks:
+            ahead.append(pool.submit(_window_worker, *task))
+            if len(ahead) >= 2 * workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def _windows(queries, window, overlap):
+    """``(items, first, skip, own)`` per window of the stream: the queries it replays (``skip`` of the previous
+    window's first, ``overlap`` of the next one's last), its first query's number and its own queries' count."""
     stream = iter(queries)
     held, base, first = [], 0, 0      # the queries read and still needed; the stream number of held[0]; the window's
 
@@ -449,11 +489,29 @@ def replay_windows(device, config, models, stages, queries, *, window, overlap=0
         if own <= 0:
             return
         skip = first - base
-        yield _run_window(device, config, models, stages, held[:skip + own + overlap], first, skip, own, schedule)
+        yield held[:skip + own + overlap], first, skip, own
         first += own
         drop = max(first - overlap - base, 0)
         del held[:drop]
         base += drop
+
+
+#: A window worker's chip and what every window replays through it (:func:`_window_worker_init`).
+_worker = {}
+
+
+def _window_worker_init(make_device, config, models, stages, schedule):
+    # Ctrl-C is the parent's to handle: a worker interrupted in multiprocessing's loop would print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ...threads import limit_blas_threads
+
+    limit_blas_threads()
+    _worker.update(device=make_device(), config=config, models=models, stages=stages, schedule=schedule)
+
+
+def _window_worker(items, first, skip, own):
+    w = _worker
+    return _run_window(w["device"], w["config"], w["models"], w["stages"], items, first, skip, own, w["schedule"])
 
 
 def _run_window(device, config, models, stages, items, first, skip, own, schedule):

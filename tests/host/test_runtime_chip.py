@@ -290,6 +290,25 @@ def test_windows_overlap_rebuilds_the_queue(models):
     assert np.array_equal(warm, latencies), (warm - latencies).tolist()
 
 
+@pytest.mark.slow
+def test_windows_in_worker_processes_are_the_windows_in_order(models):
+    """Two spawned workers, each making its own chip, replay the windows of one process: the same figures, in the
+    stream's order."""
+    import functools
+
+    from rpaccel.experiments.replay import chip_device_for
+    from rpaccel.host.runtime.chip import replay_windows
+
+    stages = parse_pipeline("a:48:12,b:12:4")
+    stream = _stream(models, 14, 20_000)
+    make = functools.partial(chip_device_for, "model", TINY)
+    one = list(replay_windows(make, TINY, models, stages, stream, window=3, overlap=1))
+    two = list(replay_windows(make, TINY, models, stages, iter(stream), window=3, overlap=1, workers=2))
+    assert [w.first for w in two] == [w.first for w in one] == [0, 3, 6, 9, 12]
+    for a, b in zip(one, two):
+        assert np.array_equal(a.finishes_ns, b.finishes_ns) and a.rankings == b.rankings and not b.mismatches
+
+
 def test_windows_refuse_bad_arguments(models):
     from rpaccel.host.runtime.chip import replay_windows
 
@@ -298,6 +317,10 @@ def test_windows_refuse_bad_arguments(models):
                                      (4, -1, "overlap must be a non-negative")):
         with pytest.raises(ValueError, match=message):
             next(replay_windows(None, TINY, models, stages, [], window=window, overlap=overlap))
+    with pytest.raises(ValueError, match="workers must be a positive number of processes, not 0"):
+        next(replay_windows(None, TINY, models, stages, [], window=4, workers=0))
+    with pytest.raises(ValueError, match="^Several workers need a function that makes a device in each"):
+        next(replay_windows(model_device(TINY), TINY, models, stages, [], window=4, workers=2))
     backwards = [(tiny_data(models["a"].spec, 48), t) for t in (5, 3)]
     with pytest.raises(ValueError, match="^Query 1 arrives at 3 ns, before the query ahead of it \\(5 ns\\)$"):
         list(replay_windows(None, TINY, models, stages, backwards, window=4))
