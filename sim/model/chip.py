@@ -31,12 +31,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...embedding import ceil_log2
+from ...host.driver.codec import codec, from_ints, to_ints
 from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
+from ...host.driver.interaction import encode_items, output_words
 from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
 from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
+from ...rtl.interaction import MODES
 from ...rtl.mlp import WAIT_BITS, Op
 from ...rtl.topk import unit_latency
 from .functional import Deadlock, FunctionalChip, _ceil_div, _satisfied
+from .interaction import InteractionModel
 from .score import PASS_EXTRA, filter_kept
 
 __all__ = ["ModelDevice", "TimedChip", "TimedRun", "requant_cycles"]
@@ -146,21 +150,28 @@ class _Sim:
         heapq.heappush(self._heap, (t, self._seq, generator))
 
     def run(self):
-        heap = self._heap
+        """Run the processes until none can go on. A process resuming before every other one (strictly: one due
+        at the same cycle was pushed earlier and goes first) goes on at once, without the heap."""
+        heap, heappush, heappop = self._heap, heapq.heappush, heapq.heappop
         while heap:
-            t, _, generator = heapq.heappop(heap)
-            self.now = t
-            try:
-                request = generator.send(None)
-            except StopIteration:
-                continue
-            if isinstance(request, _Event):
-                if request.time is None:
-                    request.waiters.append(generator)
+            t, _, generator = heappop(heap)
+            while True:
+                self.now = t
+                try:
+                    request = generator.send(None)
+                except StopIteration:
+                    break
+                if isinstance(request, _Event):
+                    if request.time is None:
+                        request.waiters.append(generator)
+                        break
+                    t = max(request.time, t)
                 else:
-                    self._push(max(request.time, t), generator)
-            else:
-                self._push(max(float(request), t), generator)
+                    t = max(float(request), t)
+                if heap and heap[0][0] <= t:
+                    self._seq += 1
+                    heappush(heap, (t, self._seq, generator))
+                    break
 
 
 class _Counter:
@@ -739,9 +750,6 @@ class _Timing:
         last input word accepted, the first and the last output word, and the drain (last output - last input)."""
         key = (mode, vectors, dim, items)
         if key not in self._interaction:
-            from ...host.driver.interaction import encode_items
-            from .interaction import InteractionModel
-
             model = InteractionModel.for_config(self.config)
             words = encode_items(mode, np.zeros((items, vectors, dim), dtype=np.int64), lanes=model.lanes,
                                  max_vectors=model.max_vectors, max_dim=model.max_dim)
@@ -1106,9 +1114,6 @@ class _Timing:
     def _ready_job(self, lane):
         """The cycle lane ``lane``'s head job can be sent from (its bank loaded, its pooled vectors offered, room
         for its output in the lane's buffer), or None if it cannot be known yet."""
-        from ...host.driver.interaction import output_words
-        from ...rtl.interaction import MODES
-
         if not self.bank_ready[lane]:
             return None
         loaded, _, arg = self.bank_ready[lane][0]
@@ -1142,14 +1147,12 @@ class _Timing:
         unit, whose output words go into the lane's buffer (a job whose output exceeds the buffer streams at the
         lane's pace); the bank is free once its last word is sent. (The RTL picks round robin an item at a time;
         the model a job at a time.)"""
-        from ...host.driver.interaction import output_words
-        from ...rtl.interaction import MODES
-
         sim, g = self.sim, self.g
         free = 0.0
         capacity = self.config.join_output_words
         while True:
-            ready = [(t, lane) for lane in range(g.lanes) if (t := self._ready_job(lane)) is not None]
+            ready = [(t, lane) for lane in range(g.lanes)
+                     if self.bank_ready[lane] and (t := self._ready_job(lane)) is not None]
             if not ready:
                 self.join_wake = self.join_wake or _Event()
                 yield self.join_wake
@@ -1367,8 +1370,6 @@ class _Timing:
     def result(self, functional):
         """Match the functional model's responses (per kind and tag, in order) with the simulation's cycles, and
         put them in the order they leave: one a cycle."""
-        from ...host.driver.codec import codec
-
         g = self.g
         rcodec = codec(g.response_layout())
         words = functional.responses
@@ -1430,8 +1431,6 @@ class ModelDevice(Device):
         self.model = TimedChip(config)
         self._jobs = self.model.interaction_jobs      # memoised job timings, kept across runs
         g = self.model.geometry
-        from ...host.driver.codec import codec
-
         self._ports = (Port("cmd", "in", codec(g.command_layout()).width),
                        Port("rsp", "out", codec(g.response_layout()).width))
 
@@ -1440,8 +1439,6 @@ class ModelDevice(Device):
         return self._ports
 
     def run(self, trace, **_):
-        from ...host.driver.codec import codec, from_ints, to_ints
-
         self.check(trace)
         started = time.perf_counter()
         g = self.model.geometry
