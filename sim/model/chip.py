@@ -400,14 +400,27 @@ class _Memory:
 
     def request(self, requester, lines):
         """A generator: ``requester`` asks for ``lines`` lines now; returns the cycles its first and last line
-        arrive once granted. Granted at once where the arbiter would (no other request pending, the queue with
-        room, no grant yet this cycle), without the arbiter's process."""
+        arrive once granted. Without the arbiter's process where no other request is pending and the arbiter is
+        idle: granted at once where the arbiter would (the queue with room, no grant yet this cycle), and
+        otherwise at the arbiter's next decision if no other process runs before it (none could ask meanwhile)."""
         sim, held = self.sim, self.held
         now = sim.now
         while held and held[0] <= now:
             held.popleft()
-        if not any(self.pending) and self.next_grant <= now and len(held) < self.queue_depth:
-            return self._grant(requester, lines, now)
+        if not any(self.pending):
+            if self.next_grant <= now and len(held) < self.queue_depth:
+                return self._grant(requester, lines, now)
+            if self._wake is not None:
+                t = max(now, self.next_grant)
+                while held and held[0] <= t:
+                    held.popleft()
+                if len(held) >= self.queue_depth:
+                    t = held[len(held) - self.queue_depth]
+                heap = sim._heap
+                if not heap or heap[0][0] > t:
+                    value = self._grant(requester, lines, t)
+                    yield t
+                    return value
         event = _Event()
         self.pending[requester].append((lines, event))
         self.wake()
@@ -448,6 +461,19 @@ class _Memory:
             done += piece
             arrivals.append((done, last))
         return (first if first is not None else sim.now), last
+
+
+class _MissJob:
+    """An embedding job's misses (:meth:`_Timing.embedding`): per missed line the lookup it belongs to, the
+    lookups' first word in the channel, the last admitted miss's cycle and lookup, the cycles the granted lines
+    arrive; ``admitted`` fires once the last miss is admitted, ``done`` at the last grant."""
+
+    __slots__ = ("admitted", "arrivals", "done", "k0", "misses", "places", "previous", "t")
+
+    def __init__(self, places, k0, t, misses):
+        self.places, self.k0, self.t, self.previous, self.misses = places, k0, t, -1, misses
+        self.arrivals = []
+        self.admitted, self.done = _Event(), _Event()
 
 
 @dataclass(frozen=True)
@@ -990,7 +1016,9 @@ class _Timing:
         grant (``miss_used``), so a memory busy with the fetcher's reads holds up the lookups, and the fetcher's
         parser behind them. The job then goes to the output side (:meth:`embedding_output`), so the next job's
         lookups follow at once. Each miss goes at its own lookup (the functional model's cache answers, line by
-        line). Other commands wait until every earlier lookup's vector has left."""
+        line). Other commands wait until every earlier lookup's vector has left. A job's first
+        :data:`MISS_QUEUE` misses are admitted here, each later one by the grant :data:`MISS_QUEUE` before it
+        (:meth:`miss_issuer`), which wakes the intake once the job's last miss is admitted."""
         sim = self.sim
         free = 0.0
         while True:
@@ -1002,35 +1030,45 @@ class _Timing:
                 continue
             lookups, misses, _items, join, lane, record = arg
             start = max(sim.now, free)
-            k0 = self.lookups.take_count
-            t, previous, grants = start - 1, -1, []
-            places = record["miss_lookups"]
-            for m in range(misses):
-                position = int(places[m])
-                t = max(t + position - previous, self.lookups._word_time(k0 + position) + 1)
-                if m >= MISS_QUEUE:
-                    grant = grants[m - MISS_QUEUE]
-                    if grant.time is None:
-                        yield grant
-                    t = max(t, grant.time + 1)
-                grant = _Event()
-                grants.append(grant)
-                self.miss_requests.put(grant, t + MISS_ISSUE)
-                previous = position
-            until = t + lookups - 1 - previous if misses else None
+            job = _MissJob(record["miss_lookups"], self.lookups.take_count, start - 1, misses)
+            for m in range(min(misses, MISS_QUEUE)):
+                self._admit(job, m, None)
+            if misses > MISS_QUEUE:
+                yield job.admitted
+            until = job.t + lookups - 1 - job.previous if misses else None
             first, last = self.lookups.take(lookups, start, 1.0, until)
             free = last + 1
-            self.emb_jobs.put(("lookup", (lookups, misses, join, lane, record, first, last, start, grants),
-                               grants[-1] if grants else None), first)
+            self.emb_jobs.put(("lookup", (lookups, misses, join, lane, record, first, last, start, job),
+                               job.done if misses else None), first)
+
+    def _admit(self, job, m, gate):
+        """Admit ``job``'s miss ``m``: its lookup's turn, one a cycle after the previous miss's lookup, and (from
+        the :data:`MISS_QUEUE`-th on) a cycle after the grant ``gate`` of the miss that many before it; its read
+        request :data:`MISS_ISSUE` cycles later."""
+        position = int(job.places[m])
+        t = max(job.t + position - job.previous, self.lookups._word_time(job.k0 + position) + 1)
+        if gate is not None:
+            t = max(t, gate + 1)
+        job.t, job.previous = t, position
+        self.miss_requests.put((job, m), t + MISS_ISSUE)
 
     def miss_issuer(self):
-        """The embedding unit's miss requests, in order, each from its cycle, one line each through the arbiter;
-        each request's event fires at its grant, its value the cycles its line arrives."""
-        memory = self.memory
+        """The embedding unit's miss requests, in order, each from its cycle, one line each through the arbiter.
+        Each grant admits the job's miss :data:`MISS_QUEUE` later (the intake's wait), records the cycle its line
+        arrives, and after the job's last miss fires ``job.done``."""
+        memory, sim, queue = self.memory, self.sim, self.miss_requests
         while True:
-            _, grant = yield from self.miss_requests.get()
-            grant.value = yield from memory.request(_Memory.EMBEDDING, 1)
-            self.sim.fire(grant, self.sim.now)
+            _, (job, m) = yield from queue.get()
+            value = yield from memory.request(_Memory.EMBEDDING, 1)
+            now = sim.now
+            job.arrivals.append(value[1])
+            later = m + MISS_QUEUE
+            if later < job.misses:
+                self._admit(job, later, now)
+                if later == job.misses - 1:
+                    sim.fire(job.admitted, now)
+            if m == job.misses - 1:
+                sim.fire(job.done, now)
 
     def embedding_output(self):
         """The embedding unit's output side, a job at a time in order: each bag's pooled vector once its last
@@ -1053,7 +1091,7 @@ class _Timing:
                 continue
             if done is not None:
                 yield done
-            lookups, misses, join, lane, record, first, last, start, grants = arg
+            lookups, misses, join, lane, record, first, last, start, job = arg
             requant = record["requant"]
             chunks = _ceil_div(join["dim"], g.rows)
             bags = len(requant)
@@ -1064,7 +1102,7 @@ class _Timing:
             ready = first + (last - first) * record["bag_lookup"] / max(lookups - 1, 1) + EMB_PIPE
             if misses:
                 bag_miss = record["bag_miss"]
-                arrivals = np.array([grant.value[1] for grant in grants])
+                arrivals = np.array(job.arrivals)
                 line = arrivals[np.maximum(bag_miss, 0)] + MISS_PIPE
                 ready = np.where(bag_miss >= 0, np.maximum(ready, line), ready)
             offsets = np.concatenate([[0.0], np.cumsum(pace[:-1])])
