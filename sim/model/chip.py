@@ -145,6 +145,15 @@ class _Sim:
             self._push(max(t, self.now), generator)
         event.waiters = []
 
+    def advance(self, t):
+        """Move the clock to ``t`` for the running process if no other process is due by then (as if it yielded
+        ``t`` and went on at once); returns whether it did."""
+        heap = self._heap
+        if heap and heap[0][0] <= t:
+            return False
+        self.now = t
+        return True
+
     def _push(self, t, generator):
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, generator))
@@ -398,6 +407,19 @@ class _Memory:
         self.next_grant = t + 1
         return beat + 4, beat + (lines - 1) * self.per_line + 4
 
+    def idle(self):
+        """Whether no request is pending and the arbiter's process waits for one."""
+        return self._wake is not None and not any(self.pending)
+
+    def decision(self, t):
+        """The cycle at which the idle arbiter grants a request made at ``t``: its next grant's turn, and room in
+        the memory's queue (the request ``queue_depth`` places back in it served)."""
+        held = self.held
+        t = max(t, self.next_grant)
+        if len(held) >= self.queue_depth and held[len(held) - self.queue_depth] > t:
+            return held[len(held) - self.queue_depth]
+        return t
+
     def request(self, requester, lines):
         """A generator: ``requester`` asks for ``lines`` lines now; returns the cycles its first and last line
         arrive once granted. Without the arbiter's process where no other request is pending and the arbiter is
@@ -445,13 +467,32 @@ class _Memory:
     def read(self, requester, lines, in_flight, piece=PIECE):
         """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
         lines outstanding; returns the cycles the first and the last line reach the requester."""
-        sim, first = self.sim, None
+        sim, first, held = self.sim, None, self.held
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
         done = arrived = 0
         size = max(int(piece), 1)
         while done < lines:
             piece = min(size, lines - done)
+            if self._wake is not None and not any(self.pending):
+                # At once where no other process runs before the grant: the waits for lines in flight, the
+                # request through the idle arbiter, as the process would go.
+                t, room, k = sim.now, arrived, 0
+                while done + piece - room > in_flight:
+                    room, arrive = arrivals[k]
+                    k += 1
+                    t = max(arrive, t)
+                t = self.decision(t)
+                if sim.advance(t):
+                    for _ in range(k):
+                        arrived, _ = arrivals.popleft()
+                    request_first, last = self._grant(requester, piece, t)
+                    while held[0] <= t:
+                        held.popleft()
+                    first = request_first if first is None else first
+                    done += piece
+                    arrivals.append((done, last))
+                    continue
             while done + piece - arrived > in_flight:
                 arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
@@ -1057,18 +1098,33 @@ class _Timing:
         Each grant admits the job's miss :data:`MISS_QUEUE` later (the intake's wait), records the cycle its line
         arrives, and after the job's last miss fires ``job.done``."""
         memory, sim, queue = self.memory, self.sim, self.miss_requests
+        items, held = queue.items, memory.held
         while True:
             _, (job, m) = yield from queue.get()
             value = yield from memory.request(_Memory.EMBEDDING, 1)
-            now = sim.now
-            job.arrivals.append(value[1])
-            later = m + MISS_QUEUE
-            if later < job.misses:
-                self._admit(job, later, now)
-                if later == job.misses - 1:
-                    sim.fire(job.admitted, now)
-            if m == job.misses - 1:
-                sim.fire(job.done, now)
+            while True:
+                now = sim.now
+                job.arrivals.append(value[1])
+                later = m + MISS_QUEUE
+                if later < job.misses:
+                    self._admit(job, later, now)
+                    if later == job.misses - 1:
+                        sim.fire(job.admitted, now)
+                if m == job.misses - 1:
+                    sim.fire(job.done, now)
+                # The next miss at once where no other process runs before its grant (its wait and its request
+                # through the idle arbiter, as the process would go).
+                if not items or not memory.idle():
+                    break
+                due, (next_job, next_m) = items[0]
+                t = memory.decision(max(now, due))
+                if not sim.advance(t):
+                    break
+                items.popleft()
+                job, m = next_job, next_m
+                value = memory._grant(_Memory.EMBEDDING, 1, t)
+                while held[0] <= t:
+                    held.popleft()
 
     def embedding_output(self):
         """The embedding unit's output side, a job at a time in order: each bag's pooled vector once its last
