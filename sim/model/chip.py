@@ -257,6 +257,18 @@ class _Channel:
             event = self._arrival
         return event
 
+    def word_times(self, ks):
+        """The cycles of words ``ks`` (offered, not yet taken), as :meth:`_word_time` gives each, as a list."""
+        ks = np.asarray(ks, np.int64)
+        out = np.full(len(ks), np.nan)
+        for start, n, first, last, _ in self.offered:
+            inside = (ks >= start) & (ks < start + n)
+            if inside.any():
+                out[inside] = first if n == 1 else first + (last - first) * (ks[inside] - start) / (n - 1)
+        if np.isnan(out).any():
+            raise AssertionError(f"{self.name}: words {ks[np.isnan(out)][:4].tolist()} not offered")
+        return out.tolist()
+
     def _word_time(self, k):
         for start, n, first, last, _ in self.offered:
             if start <= k < start + n:
@@ -505,14 +517,14 @@ class _Memory:
 
 
 class _MissJob:
-    """An embedding job's misses (:meth:`_Timing.embedding`): per missed line the lookup it belongs to, the
-    lookups' first word in the channel, the last admitted miss's cycle and lookup, the cycles the granted lines
-    arrive; ``admitted`` fires once the last miss is admitted, ``done`` at the last grant."""
+    """An embedding job's misses (:meth:`_Timing.embedding`): per missed line the lookup it belongs to and the
+    cycle that lookup is offered, the last admitted miss's cycle and lookup, the cycles the granted lines arrive;
+    ``admitted`` fires once the last miss is admitted, ``done`` at the last grant."""
 
-    __slots__ = ("admitted", "arrivals", "done", "k0", "misses", "places", "previous", "t")
+    __slots__ = ("admitted", "arrivals", "done", "misses", "places", "previous", "t", "word_times")
 
-    def __init__(self, places, k0, t, misses):
-        self.places, self.k0, self.t, self.previous, self.misses = places, k0, t, -1, misses
+    def __init__(self, places, word_times, t, misses):
+        self.places, self.word_times, self.t, self.previous, self.misses = places, word_times, t, -1, misses
         self.arrivals = []
         self.admitted, self.done = _Event(), _Event()
 
@@ -1071,7 +1083,9 @@ class _Timing:
                 continue
             lookups, misses, _items, join, lane, record = arg
             start = max(sim.now, free)
-            job = _MissJob(record["miss_lookups"], self.lookups.take_count, start - 1, misses)
+            k0 = self.lookups.take_count
+            places = record["miss_lookups"]
+            job = _MissJob(places.tolist(), self.lookups.word_times(k0 + places), start - 1, misses)
             for m in range(min(misses, MISS_QUEUE)):
                 self._admit(job, m, None)
             if misses > MISS_QUEUE:
@@ -1086,8 +1100,8 @@ class _Timing:
         """Admit ``job``'s miss ``m``: its lookup's turn, one a cycle after the previous miss's lookup, and (from
         the :data:`MISS_QUEUE`-th on) a cycle after the grant ``gate`` of the miss that many before it; its read
         request :data:`MISS_ISSUE` cycles later."""
-        position = int(job.places[m])
-        t = max(job.t + position - job.previous, self.lookups._word_time(job.k0 + position) + 1)
+        position = job.places[m]
+        t = max(job.t + position - job.previous, job.word_times[m] + 1)
         if gate is not None:
             t = max(t, gate + 1)
         job.t, job.previous = t, position
@@ -1096,33 +1110,37 @@ class _Timing:
     def miss_issuer(self):
         """The embedding unit's miss requests, in order, each from its cycle, one line each through the arbiter.
         Each grant admits the job's miss :data:`MISS_QUEUE` later (the intake's wait), records the cycle its line
-        arrives, and after the job's last miss fires ``job.done``."""
+        arrives, and after the job's last miss fires ``job.done``. While the arbiter has no other request, the
+        next miss goes in the same step where no other process runs before its grant (its wait for its cycle and
+        its request, as the process would go; :meth:`_Sim.advance`)."""
         memory, sim, queue = self.memory, self.sim, self.miss_requests
-        items, held = queue.items, memory.held
+        items, held, heap = queue.items, memory.held, sim._heap
+        admit, grant, decision = self._admit, memory._grant, memory.decision
+        requester = _Memory.EMBEDDING
         while True:
             _, (job, m) = yield from queue.get()
-            value = yield from memory.request(_Memory.EMBEDDING, 1)
+            _, arrive = yield from memory.request(requester, 1)
+            alone = memory.idle()
+            now = sim.now
             while True:
-                now = sim.now
-                job.arrivals.append(value[1])
+                job.arrivals.append(arrive)
                 later = m + MISS_QUEUE
                 if later < job.misses:
-                    self._admit(job, later, now)
+                    admit(job, later, now)
                     if later == job.misses - 1:
                         sim.fire(job.admitted, now)
                 if m == job.misses - 1:
                     sim.fire(job.done, now)
-                # The next miss at once where no other process runs before its grant (its wait and its request
-                # through the idle arbiter, as the process would go).
-                if not items or not memory.idle():
+                if not alone or not items:
                     break
                 due, (next_job, next_m) = items[0]
-                t = memory.decision(max(now, due))
-                if not sim.advance(t):
+                t = decision(due if due > now else now)
+                if heap and heap[0][0] <= t:
                     break
+                sim.now = now = t
                 items.popleft()
                 job, m = next_job, next_m
-                value = memory._grant(_Memory.EMBEDDING, 1, t)
+                _, arrive = grant(requester, 1, t)
                 while held[0] <= t:
                     held.popleft()
 
