@@ -127,12 +127,24 @@ class _Event:
 
 class _Sim:
     """A discrete-event loop of generator processes: a process yields a cycle (resume then) or an :class:`_Event`
-    (resume once it has happened, at its cycle or now, whichever is later)."""
+    (resume once it has happened, at its cycle or now, whichever is later). Processes run in order of their cycle,
+    those of one cycle in the order they were scheduled.
 
-    def __init__(self):
+    ``eager``: a process that would be the next to run anyway goes on without the queue (:meth:`clear`,
+    :meth:`advance`), and units take several steps at once where no other process runs between them; the order
+    of everything is the same. ``False`` is the reference the eager steps are tested against.
+    """
+
+    def __init__(self, eager=True):
         self.now = 0.0
+        self.eager = eager
         self._heap = []
         self._seq = 0
+
+    def clear(self, t):
+        """Whether no other process is due by cycle ``t`` (so none can run before it); False if not eager."""
+        heap = self._heap
+        return self.eager and (not heap or heap[0][0] > t)
 
     def process(self, generator):
         self._push(self.now, generator)
@@ -147,9 +159,8 @@ class _Sim:
 
     def advance(self, t):
         """Move the clock to ``t`` for the running process if no other process is due by then (as if it yielded
-        ``t`` and went on at once); returns whether it did."""
-        heap = self._heap
-        if heap and heap[0][0] <= t:
+        ``t`` and went on at once, see :meth:`clear`); returns whether it did."""
+        if not self.clear(t):
             return False
         self.now = t
         return True
@@ -161,7 +172,7 @@ class _Sim:
     def run(self):
         """Run the processes until none can go on. A process resuming before every other one (strictly: one due
         at the same cycle was pushed earlier and goes first) goes on at once, without the heap."""
-        heap, heappush, heappop = self._heap, heapq.heappush, heapq.heappop
+        heap, heappush, heappop, eager = self._heap, heapq.heappush, heapq.heappop, self.eager
         while heap:
             t, _, generator = heappop(heap)
             while True:
@@ -177,7 +188,7 @@ class _Sim:
                     t = max(request.time, t)
                 else:
                     t = max(float(request), t)
-                if heap and heap[0][0] <= t:
+                if not eager or (heap and heap[0][0] <= t):
                     self._seq += 1
                     heappush(heap, (t, self._seq, generator))
                     break
@@ -450,8 +461,7 @@ class _Memory:
                     held.popleft()
                 if len(held) >= self.queue_depth:
                     t = held[len(held) - self.queue_depth]
-                heap = sim._heap
-                if not heap or heap[0][0] > t:
+                if sim.clear(t):
                     value = self._grant(requester, lines, t)
                     yield t
                     return value
@@ -690,10 +700,14 @@ class TimedChip:
     Parameters
     ----------
     config : rpaccel.config.AccelConfig
+    eager : bool
+        Units take several steps at once where no other process runs between them (the same cycles); ``False``:
+        every step through the event queue, the slower reference they are tested against.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, *, eager=True):
         self.config = config
+        self.eager = eager
         self.chip = _Recorder(config)
         self.geometry = self.chip.geometry
         self.interaction_jobs = {}       # the interaction unit's job timings, by (mode, vectors, dim, items)
@@ -733,7 +747,7 @@ class _Timing:
         self.columns, self.n, self.arrivals = columns, n, arrivals
         self.chip = model.chip
         g = self.g
-        self.sim = sim = _Sim()
+        self.sim = sim = _Sim(model.eager)
         self.memory = _Memory(sim, self.config, g)
         lanes = g.lanes
         self.fetch_queue = _Queue(sim, QUEUE_DEPTH)
@@ -1114,7 +1128,7 @@ class _Timing:
         next miss goes in the same step where no other process runs before its grant (its wait for its cycle and
         its request, as the process would go; :meth:`_Sim.advance`)."""
         memory, sim, queue = self.memory, self.sim, self.miss_requests
-        items, held, heap = queue.items, memory.held, sim._heap
+        items, held = queue.items, memory.held
         admit, grant, decision = self._admit, memory._grant, memory.decision
         requester = _Memory.EMBEDDING
         while True:
@@ -1135,9 +1149,9 @@ class _Timing:
                     break
                 due, (next_job, next_m) = items[0]
                 t = decision(due if due > now else now)
-                if heap and heap[0][0] <= t:
+                if not sim.advance(t):
                     break
-                sim.now = now = t
+                now = t
                 items.popleft()
                 job, m = next_job, next_m
                 _, arrive = grant(requester, 1, t)
