@@ -489,23 +489,32 @@ class _Memory:
     def read(self, requester, lines, in_flight, piece=PIECE):
         """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
         lines outstanding; returns the cycles the first and the last line reach the requester."""
-        sim, first, held = self.sim, None, self.held
+        sim, first, held, heap = self.sim, None, self.held, self.sim._heap
+        depth = self.queue_depth
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
         done = arrived = 0
         size = max(int(piece), 1)
+        alone = None             # the arbiter idle (known while this process goes on without a yield)
         while done < lines:
             piece = min(size, lines - done)
-            if self._wake is not None and not any(self.pending):
+            if alone is None:
+                alone = sim.eager and self.idle()
+            if alone:
                 # At once where no other process runs before the grant: the waits for lines in flight, the
-                # request through the idle arbiter, as the process would go.
+                # request through the idle arbiter (decision and Sim.advance inlined), as the process would go.
                 t, room, k = sim.now, arrived, 0
                 while done + piece - room > in_flight:
                     room, arrive = arrivals[k]
                     k += 1
-                    t = max(arrive, t)
-                t = self.decision(t)
-                if sim.advance(t):
+                    if arrive > t:
+                        t = arrive
+                if self.next_grant > t:
+                    t = self.next_grant
+                if len(held) >= depth and held[-depth] > t:
+                    t = held[-depth]
+                if not heap or heap[0][0] > t:
+                    sim.now = t
                     for _ in range(k):
                         arrived, _ = arrivals.popleft()
                     request_first, last = self._grant(requester, piece, t)
@@ -515,6 +524,7 @@ class _Memory:
                     done += piece
                     arrivals.append((done, last))
                     continue
+            alone = None
             while done + piece - arrived > in_flight:
                 arrived, arrive = arrivals.popleft()
                 if arrive > sim.now:
