@@ -551,12 +551,13 @@ class _MissJob:
 
 @dataclass(frozen=True)
 class _JobTiming:
-    """An interaction job's timing alone: cycles from its first word offered."""
+    """An interaction job's timing alone: cycles from its first word offered; its output words."""
 
     accept_last: int
     out_first: int
     out_last: int
     drain: int
+    out_words: int
 
 
 class _Busy:
@@ -850,7 +851,8 @@ class _Timing:
     def interaction(self, mode, vectors, dim, items):
         """The interaction unit's timing of a job alone (:class:`~rpaccel.sim.model.interaction.InteractionModel`,
         exact against the RTL): every word offered from cycle 0, the output always ready. Returns the cycles of the
-        last input word accepted, the first and the last output word, and the drain (last output - last input)."""
+        last input word accepted, the first and the last output word, the drain (last output - last input) and the
+        output's words."""
         key = (mode, vectors, dim, items)
         if key not in self._interaction:
             model = InteractionModel.for_config(self.config)
@@ -859,7 +861,8 @@ class _Timing:
             run = model.run(words, values=False)
             accept_last, out_first, out_last = (int(run.accepted[-1]), int(run.output_cycles[0]),
                                                 int(run.output_cycles[-1]))
-            self._interaction[key] = _JobTiming(accept_last, out_first, out_last, out_last - accept_last)
+            self._interaction[key] = _JobTiming(accept_last, out_first, out_last, out_last - accept_last,
+                                                items * output_words(mode, vectors, dim, self.g.rows))
         return self._interaction[key]
 
     def arg(self, name, i):
@@ -1272,16 +1275,17 @@ class _Timing:
         if pooled.put_count - pooled.take_count < need:
             return None
         first = loaded
+        timing = self.interaction(MODES[join["mode"]], vectors, join["dim"], items)
         if need:
             # Items go one by one, each once its pooled vectors are in: the job starts early enough that its first
             # and its last item take their last vector no earlier than it comes (item i's accepted about
             # (i + 1) / items of the job's input time after the start, as the unit alone takes them).
-            accept = self.interaction(MODES[join["mode"]], vectors, join["dim"], items).accept_last
+            accept = timing.accept_last
             start = pooled.take_count
             first = max(pooled._word_time(start + need // items - 1) + 1 - accept / items,
                         pooled._word_time(start + need - 1) + 1 - accept)
         inter = self.inter[lane]
-        out = items * output_words(MODES[join["mode"]], vectors, join["dim"], self.g.rows)
+        out = timing.out_words
         beyond = inter.put_count + min(out, self.config.join_output_words) - self.config.join_output_words - 1
         if beyond >= inter.take_count:
             return None                # room only once the lane takes more of its words
@@ -1319,7 +1323,7 @@ class _Timing:
                 p_last = start
             timing = self.interaction(MODES[join["mode"]], vectors, join["dim"], items)
             accept_last = max(start + timing.accept_last, p_last + JOIN_PIPE)
-            out = items * output_words(MODES[join["mode"]], vectors, join["dim"], g.rows)
+            out = timing.out_words
             o_first = max(start + timing.out_first, self.inter_free)
             o_last = max(start + timing.out_last, accept_last + timing.drain, o_first + out - 1)
             self.inter_free = o_last + 1
