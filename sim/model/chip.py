@@ -456,11 +456,7 @@ class _Memory:
             if self.next_grant <= now and len(held) < self.queue_depth:
                 return self._grant(requester, lines, now)
             if self._wake is not None:
-                t = max(now, self.next_grant)
-                while held and held[0] <= t:
-                    held.popleft()
-                if len(held) >= self.queue_depth:
-                    t = held[len(held) - self.queue_depth]
+                t = self.decision(now)
                 if sim.clear(t):
                     value = self._grant(requester, lines, t)
                     yield t
@@ -489,8 +485,7 @@ class _Memory:
     def read(self, requester, lines, in_flight, piece=PIECE):
         """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
         lines outstanding; returns the cycles the first and the last line reach the requester."""
-        sim, first, held, heap = self.sim, None, self.held, self.sim._heap
-        depth = self.queue_depth
+        sim, first, held = self.sim, None, self.held
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
         done = arrived = 0
@@ -502,19 +497,15 @@ class _Memory:
                 alone = sim.eager and self.idle()
             if alone:
                 # At once where no other process runs before the grant: the waits for lines in flight, the
-                # request through the idle arbiter (decision and Sim.advance inlined), as the process would go.
+                # request through the idle arbiter, as the process would go.
                 t, room, k = sim.now, arrived, 0
                 while done + piece - room > in_flight:
                     room, arrive = arrivals[k]
                     k += 1
                     if arrive > t:
                         t = arrive
-                if self.next_grant > t:
-                    t = self.next_grant
-                if len(held) >= depth and held[-depth] > t:
-                    t = held[-depth]
-                if not heap or heap[0][0] > t:
-                    sim.now = t
+                if sim.advance(self.decision(t)):
+                    t = sim.now
                     for _ in range(k):
                         arrived, _ = arrivals.popleft()
                     request_first, last = self._grant(requester, piece, t)
