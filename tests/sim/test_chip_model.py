@@ -179,3 +179,45 @@ def test_the_fetchers_memory_lines_are_the_functional_models(monkeypatch):
     model = TimedChip(TINY)
     model.run(program_words(program, expected_responses(program)))
     assert sum(requested) == sum(record["lines"] for record in model.chip.fetches) > 0
+
+
+# The eager steps (several steps of a unit at once where no other process runs between them) against the
+# reference, every step through the event queue: the same cycles, responses and counters --------------------------
+
+def _eager_and_reference(program):
+    config = program.setup.geometry.config
+    words = program_words(program, expected_responses(program))
+    return [TimedChip(config, eager=eager).run(words) for eager in (True, False)]
+
+
+def _same(a, b):
+    return (len(a.cycles) == len(b.cycles) and (a.cycles == b.cycles).all() and (a.responses == b.responses).all()
+            and a.counters == b.counters and a.total_cycles == b.total_cycles)
+
+
+@pytest.mark.parametrize("name", ["pipeline", "2-stage", "baseline"])
+def test_the_eager_steps_keep_every_cycle_of_the_reference(name):
+    """Directed programs on `tiny`: the memory's queue full of misses beside the fetcher's reads, a 2-stage
+    pipeline, the baseline's LISTs."""
+    eager, reference = _eager_and_reference(_directed(name)[0])
+    assert _same(eager, reference)
+
+
+def test_the_eager_steps_keep_every_cycle_of_the_reference_on_small():
+    """Two queries through a 2-stage pipeline on `small` (128 outstanding misses, a memory four times as wide)."""
+    small = preset("small")
+    a, b = trained_dot_pair()
+    setup = ChipSetup(small, [a, b])
+    queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, n, start=7000 + n)) for m in (a, b)}) for n in (90, 60)]
+    program = compile_queries(setup, [Stage(a, k=40), Stage(b, k=5)], queries, Schedule("rpaccel", sub_batch=8))
+    eager, reference = _eager_and_reference(program)
+    assert _same(eager, reference)
+
+
+def test_a_planted_error_in_an_eager_step_is_caught(monkeypatch):
+    """The eager grants forgetting the memory's queue (the arbiter's wait for room): the cycles move."""
+    import rpaccel.sim.model.chip as chip
+
+    monkeypatch.setattr(chip._Memory, "decision", lambda self, t: max(t, self.next_grant))
+    eager, reference = _eager_and_reference(_directed("pipeline")[0])
+    assert not _same(eager, reference)
