@@ -79,6 +79,7 @@ Example::
     result.counters["EMB_LOOKUPS"]
 """
 
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 
@@ -161,15 +162,22 @@ def _ceil_div(a, b):
 
 
 def _wrap(values, bits):
-    """Two's complement wrap of integers to ``bits`` bits (what a register of that width holds)."""
-    half = 1 << (bits - 1)
-    return (np.asarray(values, dtype=np.int64) + half) % (2 * half) - half
+    """Two's complement wrap of integers to ``bits`` bits (what a register of that width holds), as int64."""
+    values = np.asarray(values)
+    if bits in (8, 16, 32):
+        return values.astype(f"int{bits}").astype(np.int64)
+    shift = np.uint64(64 - bits)
+    wrapped = values.astype(np.int64).view(np.uint64) << shift
+    return wrapped.view(np.int64) >> np.int64(64 - bits)
 
 
 class PagedMemory:
     """The chip's memory: ``lines`` lines of ``line_bytes`` bytes, allocated in pages as they are written (so the
     ``paper`` preset's 16 GiB cost only what a program touches); unwritten lines read as zero, and addresses wrap
     modulo ``lines`` (a line address has the memory's address bits).
+
+    The pages written are slots of one byte array (slot 0 a page of zeros that is never written, what unwritten
+    pages read), found through a sorted page table: a read or a write of any lines is one gather or scatter.
 
     Parameters
     ----------
@@ -180,30 +188,46 @@ class PagedMemory:
 
     def __init__(self, lines, line_bytes):
         self.lines, self.line_bytes = lines, line_bytes
-        self._pages = {}
+        self._pages = np.zeros(0, dtype=np.int64)       # the pages written, sorted
+        self._slots = np.zeros(0, dtype=np.int64)       # their slots
+        self._store = np.zeros((2 << self.PAGE_BITS, line_bytes), dtype=np.uint8)
+        self._used = 1
+
+    def _index(self, flat):
+        """Rows of the store of the line addresses ``flat`` (already wrapped)."""
+        pages = flat >> self.PAGE_BITS
+        where = np.minimum(np.searchsorted(self._pages, pages), max(len(self._pages) - 1, 0))
+        slots = np.where(self._pages[where] == pages, self._slots[where], 0) if len(self._pages) else 0
+        return (slots << self.PAGE_BITS) | (flat & ((1 << self.PAGE_BITS) - 1))
 
     def read(self, addresses):
         """The lines at ``addresses`` (any shape), as ``(*shape, line_bytes)`` uint8."""
         addresses = np.asarray(addresses, dtype=np.int64)
-        flat = addresses.reshape(-1) % self.lines
-        out = np.zeros((flat.size, self.line_bytes), dtype=np.uint8)
-        pages = flat >> self.PAGE_BITS
-        for page in np.unique(pages).tolist():
-            if page in self._pages:
-                where = pages == page
-                out[where] = self._pages[page][flat[where] & ((1 << self.PAGE_BITS) - 1)]
-        return out.reshape(*addresses.shape, self.line_bytes)
+        return np.take(self._store, self._index(addresses % self.lines), axis=0)
 
     def write(self, addresses, lines):
         """Write ``lines`` (``(n, line_bytes)`` bytes) at ``addresses`` (``n``; a later duplicate wins)."""
-        addresses = np.asarray(addresses, dtype=np.int64).reshape(-1) % self.lines
-        lines = np.asarray(lines).astype(np.uint8, copy=False).reshape(len(addresses), self.line_bytes)
-        pages = addresses >> self.PAGE_BITS
-        for page in np.unique(pages).tolist():
-            where = pages == page
-            if page not in self._pages:
-                self._pages[page] = np.zeros((1 << self.PAGE_BITS, self.line_bytes), dtype=np.uint8)
-            self._pages[page][addresses[where] & ((1 << self.PAGE_BITS) - 1)] = lines[where]
+        flat = np.asarray(addresses, dtype=np.int64).reshape(-1) % self.lines
+        lines = np.asarray(lines).astype(np.uint8, copy=False).reshape(len(flat), self.line_bytes)
+        pages = flat >> self.PAGE_BITS
+        heads = pages[np.flatnonzero(np.diff(pages, prepend=-1))]       # each run of a page once
+        new = np.setdiff1d(heads, self._pages)
+        if new.size:
+            slots = self._used + np.arange(new.size)
+            self._used += new.size
+            if self._used << self.PAGE_BITS > len(self._store):
+                store = np.zeros((max(2 * len(self._store), self._used << self.PAGE_BITS), self.line_bytes),
+                                 dtype=np.uint8)
+                store[:len(self._store)] = self._store
+                self._store = store
+            pages_all = np.concatenate([self._pages, new])
+            order = np.argsort(pages_all)
+            self._pages, self._slots = pages_all[order], np.concatenate([self._slots, slots])[order]
+        index = self._index(flat)
+        if len(index) > 1 and index[-1] - index[0] == len(index) - 1 and (np.diff(index) == 1).all():
+            self._store[index[0]:index[-1] + 1] = lines          # a run of lines (a memory image): one copy
+        else:
+            self._store[index] = lines
 
     def read_bytes(self, line, count):
         """``count`` bytes from the start of line ``line`` (over as many lines as they need), as uint8."""
@@ -268,19 +292,28 @@ class _Responses:
         return self.codec.pack(columns)
 
 
+def _lists(tree):
+    """Unpacked columns with Python lists at the leaves."""
+    if isinstance(tree, dict):
+        return {name: _lists(value) for name, value in tree.items()}
+    return tree.tolist()
+
+
 def _row(tree, i):
-    """Row ``i`` of unpacked columns as nested dicts of Python ints (limbs of a wide leaf as a uint64 array)."""
+    """Row ``i`` of :func:`_lists` columns as nested dicts of Python ints (limbs of a wide leaf as a uint64
+    array)."""
     if isinstance(tree, dict):
         return {name: _row(value, i) for name, value in tree.items()}
     value = tree[i]
-    return int(value) if np.ndim(value) == 0 else np.array(value)
+    return value if isinstance(value, int) else np.array(value, dtype=np.uint64)
 
 
 def _lines_of(column, line_bytes):
-    """Unpacked line fields (``(n,)`` integers, or ``(n, limbs)`` uint64 limbs) as ``(n, line_bytes)`` uint8."""
+    """Unpacked line fields (``(n,)`` integers, or ``(n, limbs)`` uint64 limbs) as ``(n, line_bytes)`` uint8 (a view
+    of the limbs where it can be)."""
     column = np.asarray(column)
-    limbs = column.astype("<u8").reshape(len(column), -1)
-    return limbs.view(np.uint8)[:, :line_bytes].copy()
+    limbs = np.ascontiguousarray(column, dtype="<u8").reshape(len(column), -1)
+    return limbs.view(np.uint8)[:, :line_bytes]
 
 
 # Units -------------------------------------------------------------------------------------------------------------
@@ -405,7 +438,11 @@ class _Fetcher(_Unit):
 
 class _Embedding(_Unit):
     """The embedding unit (:mod:`rpaccel.rtl.embedding`): table configuration, static cache, dynamic cache (counts by
-    :class:`rpaccel.cachemodel.LRUCache`, data as filled), pooling and requantisation."""
+    :class:`rpaccel.cachemodel.LRUCache`, data as filled), pooling and requantisation.
+
+    A dynamic line holds what memory held when it was filled: memory itself, but for the lines written while cached
+    (by a MEM_WRITE, or an UPDATE that does not update the cached copy), whose filled data ``stale`` keeps until
+    their next miss (:meth:`write_memory`)."""
 
     name = "embedding unit"
     CONFIG_FIELDS = ("rows", "static_rows", "static_base", "mem_base", "row_lines", "m", "s")
@@ -419,7 +456,7 @@ class _Embedding(_Unit):
         self.config = {name: np.zeros(entries, dtype=np.int64) for name in self.CONFIG_FIELDS}
         self.static = np.zeros((max(g.static_lines, 1), g.line_bytes), dtype=np.uint8)
         self.dynamic = LRUCache(g.sets, g.ways) if g.ways else None
-        self.filled = {}        # line address -> the data the dynamic cache holds for it
+        self.stale = {}         # line address -> the data the dynamic cache holds for it, where memory differs
         self.partial = None     # (rows, tables) of a bag whose last ID has not come yet
         self.clear()
 
@@ -461,16 +498,25 @@ class _Embedding(_Unit):
             update = cmd["arg"]["update"]
             row, first = update["id"], (update["id"] << int(cfg["row_lines"][table])) + update["line"]
             line = int(cfg["mem_base"][table]) + first
-            data = _lines_of([update["data"]], g.line_bytes)[0]
-            chip.memory.write([line], data[None])
+            data = _lines_of([update["data"]], g.line_bytes)
+            self.write_memory(np.array([line % chip.memory.lines]), data)
             chip.count(Counter.MEM_WRITE_LINES, 1)
             if g.static_rows and row < cfg["rows"][table] and row < cfg["static_rows"][table]:
-                self.static[(int(cfg["static_base"][table]) + first) % len(self.static)] = data
+                self.static[(int(cfg["static_base"][table]) + first) % len(self.static)] = data[0]
             elif self.dynamic is not None and row < cfg["rows"][table] and self.dynamic.contains(line):
-                self.filled[line] = data
+                self.stale.pop(line, None)          # the cached copy updated: memory's data again
         elif op == EmbeddingOp.FLUSH.value and self.dynamic is not None:
             self.dynamic.flush()
-            self.filled.clear()
+            self.stale.clear()
+
+    def write_memory(self, addresses, lines):
+        """Write memory lines (``(n, line_bytes)`` at the wrapped ``addresses``), a cached line keeping its data."""
+        if self.dynamic is not None:
+            for k in np.flatnonzero(self.dynamic.contains_lines(addresses)).tolist():
+                line = int(addresses[k])
+                if line not in self.stale:
+                    self.stale[line] = self.chip.memory.read(line)
+        self.chip.memory.write(addresses, lines)
 
     def _lookups(self, lookups):
         """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised."""
@@ -492,36 +538,39 @@ class _Embedding(_Unit):
         dynamic = np.flatnonzero(in_range & ~static)
         bases = (cfg["mem_base"][tables[dynamic]] + first[dynamic]) % chip.memory.lines
         spans = 1 << row_lines[dynamic]
-        lines = np.repeat(bases - np.cumsum(spans) + spans, spans) + np.arange(int(spans.sum()))
+        offsets = np.cumsum(spans) - spans
+        lines = np.repeat(bases - offsets, spans) + np.arange(int(spans.sum()))
         data = chip.memory.read(lines)
         if self.dynamic is None:
             misses = len(lines)
         else:
-            cache, filled = self.dynamic, self.filled
-            hits, misses, evictions = cache.hits, cache.misses, cache.evictions
-            # A hit reads what the cache was filled with (memory may have changed since), a miss fills the line.
-            order = lines.tolist()
-            hit_rows, cached = [], []
-            for k, (line, hit) in enumerate(zip(order, cache.access_lines(order))):
-                if hit:
-                    hit_rows.append(k)
-                    cached.append(filled[line])
-                else:
-                    filled[line] = data[k]
-            if hit_rows:
-                data[hit_rows] = cached
+            cache = self.dynamic
+            hits, evictions = cache.hits, cache.evictions
+            hit = cache.access_lines(lines)
+            if self.stale:
+                self._stale_lines(lines, hit, data)
             counts["line_hits"] += cache.hits - hits
             counts["evictions"] += cache.evictions - evictions
-            misses = cache.misses - misses
+            misses = len(lines) - (cache.hits - hits)
         counts["line_misses"] += misses
         counts["mem_lines"] += misses
         chip.count(Counter.MEM_READ_LINES, misses)
-        offsets = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
         for n in np.unique(row_lines[dynamic]).tolist():
             where = row_lines[dynamic] == n
             picks = offsets[where][:, None] + np.arange(1 << n)
             rows[dynamic[where], :(1 << n) * g.line_bytes] = data[picks].reshape(int(where.sum()), -1)
         self._pool(rows.view(np.int8).astype(np.int64), tables, last)
+
+    def _stale_lines(self, lines, hit, data):
+        """A block's lines written while cached: a hit reads the data the line was filled with, a miss fills it
+        again from memory (from then on it is memory's)."""
+        stale = self.stale
+        for k in np.flatnonzero(np.isin(lines, np.fromiter(stale, dtype=np.int64, count=len(stale)))).tolist():
+            line = int(lines[k])
+            if not hit[k]:
+                stale.pop(line, None)
+            elif line in stale:
+                data[k] = stale[line]
 
     def _pool(self, rows, tables, last):
         """Sum each bag's rows in the unit's accumulators, requantise with its table's ``(m, s)`` (the table of the
@@ -537,8 +586,11 @@ class _Embedding(_Unit):
             self.partial = (rows[done:], tables[done:])
         if not ends.size:
             return
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        sums = np.add.reduceat(rows[:done], starts, axis=0)
+        length = done // len(ends)
+        if length * len(ends) == done and (ends == np.arange(length - 1, done, length)).all():
+            sums = rows[:done].reshape(len(ends), length, -1).sum(axis=1)       # bags of one length
+        else:
+            sums = np.add.reduceat(rows[:done], np.concatenate([[0], ends[:-1] + 1]), axis=0)
         bag_tables = tables[ends]
         m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
         pooled = requantize(_wrap(sums, self.geometry.acc_bits), m[:, None], s[:, None])
@@ -562,7 +614,7 @@ class _Lane(_Unit):
 
     def reset_memory(self, split):
         shape = self.chip.geometry.engine.splits[split]
-        self.memory = np.zeros((shape.act_words, shape.rows), dtype=np.int64) if self.lane < split else None
+        self.memory = np.zeros((shape.act_words, shape.rows), dtype=np.int8) if self.lane < split else None
 
     def step(self):
         progress = False
@@ -1160,8 +1212,12 @@ class FunctionalChip:
 
     def _arg(self, op, i):
         """Command ``i``'s (an ``op``) argument as nested dicts of Python ints."""
-        rows, columns = self._args(op)
-        return _row(columns, int(np.searchsorted(rows, i)))
+        lists = self._arg_lists.get(op)
+        if lists is None:
+            rows, columns = self._args(op)
+            lists = self._arg_lists[op] = (rows.tolist(), _lists(columns))
+        rows, columns = lists
+        return _row(columns, bisect_left(rows, i))
 
     def argument(self, name, i):
         """Command ``i``'s argument of the last run, which is the ``name`` member of the command's argument union
@@ -1219,8 +1275,8 @@ class FunctionalChip:
         good = addresses < self.memory.lines
         for k in np.flatnonzero(~good).tolist():
             self.refuse(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
-        self.memory.write(addresses[good], _lines_of(columns["data"][first:first + end - i],
-                                                         self.geometry.line_bytes)[good])
+        self.embedding.write_memory(addresses[good], _lines_of(columns["data"][first:first + end - i],
+                                                               self.geometry.line_bytes)[good])
         self.count(Counter.MEM_WRITE_LINES, int(good.sum()))
 
     def _execute(self, op, tag, arg):
@@ -1283,7 +1339,7 @@ class FunctionalChip:
             return self._run(np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs))
 
     def _run(self, words):
-        self._words, self._arg_columns = words, {}
+        self._words, self._arg_columns, self._arg_lists = words, {}, {}
         self._ops = self._command.unpack(words, ("op",))
         self._tags = self._command.unpack(words, ("tag",))
         self._count, self._next = len(words), 0
