@@ -209,25 +209,38 @@ class PagedMemory:
         """Write ``lines`` (``(n, line_bytes)`` bytes) at ``addresses`` (``n``; a later duplicate wins)."""
         flat = np.asarray(addresses, dtype=np.int64).reshape(-1) % self.lines
         lines = np.asarray(lines).astype(np.uint8, copy=False).reshape(len(flat), self.line_bytes)
+        if not len(flat):
+            return
+        first, last = int(flat[0]), int(flat[-1])
+        if last - first == len(flat) - 1 and (np.diff(flat) == 1).all():
+            # A run of lines (a memory image): a copy per page.
+            pages = np.arange(first >> self.PAGE_BITS, (last >> self.PAGE_BITS) + 1)
+            self._allocate(pages)
+            rows = self._index(np.maximum(pages << self.PAGE_BITS, first))
+            for page, row in zip(pages.tolist(), rows.tolist()):
+                start = max(page << self.PAGE_BITS, first)
+                end = min((page + 1) << self.PAGE_BITS, last + 1)
+                self._store[row:row + end - start] = lines[start - first:end - first]
+            return
         pages = flat >> self.PAGE_BITS
-        heads = pages[np.flatnonzero(np.diff(pages, prepend=-1))]       # each run of a page once
-        new = np.setdiff1d(heads, self._pages)
-        if new.size:
-            slots = self._used + np.arange(new.size)
-            self._used += new.size
-            if self._used << self.PAGE_BITS > len(self._store):
-                store = np.zeros((max(2 * len(self._store), self._used << self.PAGE_BITS), self.line_bytes),
-                                 dtype=np.uint8)
-                store[:len(self._store)] = self._store
-                self._store = store
-            pages_all = np.concatenate([self._pages, new])
-            order = np.argsort(pages_all)
-            self._pages, self._slots = pages_all[order], np.concatenate([self._slots, slots])[order]
-        index = self._index(flat)
-        if len(index) > 1 and index[-1] - index[0] == len(index) - 1 and (np.diff(index) == 1).all():
-            self._store[index[0]:index[-1] + 1] = lines          # a run of lines (a memory image): one copy
-        else:
-            self._store[index] = lines
+        self._allocate(pages[np.flatnonzero(np.diff(pages, prepend=-1))])      # each run of a page once
+        self._store[self._index(flat)] = lines
+
+    def _allocate(self, pages):
+        """Give each of ``pages`` not written before its slot (zeros)."""
+        new = np.setdiff1d(pages, self._pages)
+        if not new.size:
+            return
+        slots = self._used + np.arange(new.size)
+        self._used += new.size
+        if self._used << self.PAGE_BITS > len(self._store):
+            store = np.zeros((max(2 * len(self._store), self._used << self.PAGE_BITS), self.line_bytes),
+                             dtype=np.uint8)
+            store[:len(self._store)] = self._store
+            self._store = store
+        pages = np.concatenate([self._pages, new])
+        order = np.argsort(pages)
+        self._pages, self._slots = pages[order], np.concatenate([self._slots, slots])[order]
 
     def read_bytes(self, line, count):
         """``count`` bytes from the start of line ``line`` (over as many lines as they need), as uint8."""
@@ -1269,15 +1282,15 @@ class FunctionalChip:
         end = i + (int(others[0]) if others.size else len(ops))
         self._next = end
         self.count(Counter.COMMANDS, end - i)
-        rows, columns = self._args(Opcode.MEM_WRITE)
-        first = int(np.searchsorted(rows, i))
-        addresses = columns["addr"][first:first + end - i]
+        columns = self._command.unpack(self._words[i:end], ("arg", "mem_write"))
+        addresses, lines = columns["addr"], _lines_of(columns["data"], self.geometry.line_bytes)
         good = addresses < self.memory.lines
-        for k in np.flatnonzero(~good).tolist():
-            self.refuse(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
-        self.embedding.write_memory(addresses[good], _lines_of(columns["data"][first:first + end - i],
-                                                               self.geometry.line_bytes)[good])
-        self.count(Counter.MEM_WRITE_LINES, int(good.sum()))
+        if not good.all():
+            for k in np.flatnonzero(~good).tolist():
+                self.refuse(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
+            addresses, lines = addresses[good], lines[good]
+        self.embedding.write_memory(addresses, lines)
+        self.count(Counter.MEM_WRITE_LINES, len(addresses))
 
     def _execute(self, op, tag, arg):
         if op == Opcode.SYNC:

@@ -54,7 +54,7 @@ from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import program_words
 from rpaccel.sim.golden.mlp import random_mlp
-from rpaccel.sim.model.functional import Deadlock, FunctionalChip
+from rpaccel.sim.model.functional import Deadlock, FunctionalChip, PagedMemory
 from rpaccel.sim.streams import StreamSink, run_simulation
 
 from host_fixtures import tiny_data, trained_dot_pair
@@ -535,6 +535,59 @@ def test_driver_pipelines_keeping_on_filters_match_the_golden_model(dot_models, 
 
 
 # The embedding unit: bags, the static and dynamic caches, UPDATE and FLUSH ----------------------------------------
+
+
+def test_paged_memory_reads_what_was_written_last():
+    # Runs of lines across pages, scattered lines with duplicates (the later wins), addresses beyond the memory
+    # (they wrap), against a dict of lines; unwritten lines read as zero.
+    rng = np.random.default_rng(3)
+    lines, line_bytes, page = 1 << 20, 4, 1 << PagedMemory.PAGE_BITS
+    memory, reference = PagedMemory(lines, line_bytes), {}
+    for _ in range(40):
+        if rng.random() < 0.5:
+            start = int(rng.integers(0, lines + 3 * page))
+            addresses = start + np.arange(int(rng.integers(1, 3 * page)))
+        else:
+            addresses = rng.integers(0, 2 * lines, int(rng.integers(1, 300)))
+            addresses[rng.random(len(addresses)) < 0.2] = addresses[0]
+        data = rng.integers(0, 256, (len(addresses), line_bytes), dtype=np.uint8)
+        memory.write(addresses, data)
+        for address, line in zip(addresses.tolist(), data):
+            reference[address % lines] = line
+        probe = np.concatenate([rng.choice(list(reference), 50), rng.integers(0, 2 * lines, 50)])
+        expected = [reference.get(address % lines, np.zeros(line_bytes, np.uint8)) for address in probe.tolist()]
+        assert np.array_equal(memory.read(probe), np.array(expected))
+    first = next(iter(reference))
+    assert np.array_equal(memory.read_bytes(first, 6)[:4], reference[first])
+
+
+def test_a_line_written_while_cached_reads_its_filled_data_until_its_next_miss():
+    # Rows of one line in tiny's dynamic cache (2 ways): lines 3, 35 and 67 share a set. Line 3 cached, then
+    # written: a hit reads the data it was filled with; evicted and missed, it reads memory from then on. An
+    # UPDATE of a cached row updates its copy.
+    chip = FunctionalChip(TINY)
+    unit, lb = chip.embedding, chip.geometry.line_bytes
+    unit._command({"op": EmbeddingOp.CONFIG.value, "table": 0, "arg": {"config": {
+        "rows": 100, "static_rows": 0, "static_base": 0, "mem_base": 0, "row_lines": 0, "m": 1, "s": 0}}})
+    rng = np.random.default_rng(5)
+    old, new = (rng.integers(-128, 128, (100, lb)).astype(np.int8) for _ in range(2))
+    chip.memory.write(np.arange(100), old.view(np.uint8))
+
+    def pooled(rows):
+        unit._lookups(np.stack([np.zeros(len(rows), int), rows, np.ones(len(rows), int), np.ones(len(rows), int)],
+                               axis=1))
+        return chip.pooled.take(len(rows))
+
+    assert np.array_equal(pooled(np.array([3, 4])), old[[3, 4]])
+    unit.write_memory(np.array([3, 4, 5]), new[[3, 4, 5]].view(np.uint8))
+    got = pooled(np.array([3, 4, 5, 35, 67, 3, 3]))        # 67 evicts 3: its next use misses
+    assert np.array_equal(got, np.concatenate([old[[3, 4]], new[[5]], old[[35, 67]], new[[3, 3]]]))
+    assert np.array_equal(pooled(np.array([4])), old[[4]])
+    unit._command({"op": EmbeddingOp.UPDATE.value, "table": 0,
+                   "arg": {"update": {"id": 4, "line": 0, "data": np.frombuffer(new[4].tobytes(), "<u8")}}})
+    assert np.array_equal(pooled(np.array([4])), new[[4]])
+    unit._command({"op": EmbeddingOp.FLUSH.value, "table": 0})
+    assert not unit.stale
 
 
 def test_embedding_updates_reach_every_copy_and_memory_writes_reach_the_cache_after_a_flush():
