@@ -91,7 +91,7 @@ from ...embedding import ceil_log2
 from ...host.driver.codec import LIMB_BITS, codec
 from ...host.driver.embedding import line_limbs
 from ...host.driver.interaction import output_words
-from ...host.reference import int_matmul
+from ...host.models import pair_indices
 from ...numeric import requantize, topk
 from ...rtl.accel.controller import WEIGHT_PAGES, counter_ids
 from ...rtl.accel.isa import (
@@ -169,6 +169,24 @@ def _wrap(values, bits):
     shift = np.uint64(64 - bits)
     wrapped = values.astype(np.int64).view(np.uint64) << shift
     return wrapped.view(np.int64) >> np.int64(64 - bits)
+
+
+def _exact_float(terms):
+    """The float type in which a sum of ``terms`` products of int8 values is exact in any order: every partial sum
+    is an integer of magnitude at most ``terms * 2**14``, exact in float32 up to 1,024 terms (``2**24``), in
+    float64 beyond (BLAS's float32 products are several times faster on the small matrices of a sub-batch)."""
+    return np.float32 if terms << 14 <= 1 << 24 else np.float64
+
+
+def _dot_interaction(vectors, m, s):
+    """:func:`~rpaccel.sim.golden.interaction.interaction_model`'s ``dot`` outputs of ``(n, F, d)`` int8 items: the
+    bottom vector, then every pair's dot product requantised, with the items' Gram matrices as one batched float
+    product (exact, :func:`_exact_float`; both operands contiguous, as BLAS takes them)."""
+    floats = vectors.astype(_exact_float(vectors.shape[2]))
+    gram = np.matmul(floats, np.ascontiguousarray(floats.transpose(0, 2, 1)))
+    rows, cols = pair_indices(vectors.shape[1])
+    pairs = requantize(gram[:, rows, cols].astype(np.int64), m, s)
+    return np.concatenate([vectors[:, 0].astype(np.int64), pairs], axis=1)
 
 
 class PagedMemory:
@@ -459,6 +477,8 @@ class _Embedding(_Unit):
 
     name = "embedding unit"
     CONFIG_FIELDS = ("rows", "static_rows", "static_base", "mem_base", "row_lines", "m", "s")
+    #: Bags of up to this many lookups requantise through a table per ``(m, s)``, longer ones by arithmetic.
+    LUT_LOOKUPS = 16
 
     def __init__(self, chip):
         super().__init__(chip)
@@ -471,6 +491,7 @@ class _Embedding(_Unit):
         self.dynamic = LRUCache(g.sets, g.ways) if g.ways else None
         self.stale = {}         # line address -> the data the dynamic cache holds for it, where memory differs
         self.partial = None     # (rows, tables) of a bag whose last ID has not come yet
+        self._luts = {}         # (m << 8 | s, lookups) -> the pooled value of each sum of as many int8 values
         self.clear()
 
     def clear(self):
@@ -572,7 +593,7 @@ class _Embedding(_Unit):
             where = row_lines[dynamic] == n
             picks = offsets[where][:, None] + np.arange(1 << n)
             rows[dynamic[where], :(1 << n) * g.line_bytes] = data[picks].reshape(int(where.sum()), -1)
-        self._pool(rows.view(np.int8).astype(np.int64), tables, last)
+        self._pool(rows.view(np.int8), tables, last)
 
     def _stale_lines(self, lines, hit, data):
         """A block's lines written while cached: a hit reads the data the line was filled with, a miss fills it
@@ -599,15 +620,37 @@ class _Embedding(_Unit):
             self.partial = (rows[done:], tables[done:])
         if not ends.size:
             return
-        length = done // len(ends)
-        if length * len(ends) == done and (ends == np.arange(length - 1, done, length)).all():
-            sums = rows[:done].reshape(len(ends), length, -1).sum(axis=1)       # bags of one length
+        bags = len(ends)
+        length = done // bags
+        if length * bags == done and (ends == np.arange(length - 1, done, length)).all():    # bags of one length
+            sums = rows[:done] if length == 1 else rows[:done].reshape(bags, length, -1).sum(axis=1)
         else:
-            sums = np.add.reduceat(rows[:done], np.concatenate([[0], ends[:-1] + 1]), axis=0)
-        bag_tables = tables[ends]
-        m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
-        pooled = requantize(_wrap(sums, self.geometry.acc_bits), m[:, None], s[:, None])
-        self.chip.pooled.push(pooled)
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            sums = np.add.reduceat(rows[:done].astype(np.int64), starts, axis=0)
+            length = int((ends + 1 - starts).max())
+        # Transposed (an element's bags in a row), each bag's table's (m, s) runs along the inner axis.
+        sums = np.ascontiguousarray(sums.T)
+        m, s = self.config["m"][tables[ends]], self.config["s"][tables[ends]]
+        if length <= self.LUT_LOOKUPS:
+            pooled = self._requantized(sums, m, s, length)
+        else:
+            pooled = requantize(_wrap(sums, self.geometry.acc_bits), m, s)
+        self.chip.pooled.push(pooled.T)
+
+    def _requantized(self, sums, m, s, length):
+        """The pooled values of ``sums`` (elements x bags, of at most ``length`` rows each) through a table per
+        ``(m, s)``: the accumulator wrapped and requantised for each sum ``length`` int8 values can make."""
+        low = -128 * length
+        keys, slot = np.unique(m << 8 | s, return_inverse=True)
+        tables = []
+        for key in keys.tolist():
+            table = self._luts.get((key, length))
+            if table is None:
+                values = _wrap(np.arange(low, 127 * length + 1), self.geometry.acc_bits)
+                table = self._luts[key, length] = requantize(values, key >> 8, key & 255).astype(np.int8)
+            tables.append(table)
+        index = sums.astype(np.int64) + (slot.reshape(-1) * (255 * length + 1) - low)
+        return np.take(np.concatenate(tables), index)
 
 
 class _Lane(_Unit):
@@ -695,22 +738,24 @@ class _Lane(_Unit):
         cmd, shape = arg["cmd"], self._shape()
         r, c = shape.rows, shape.cols
         items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
-        buffer = self.chip.weight_buffer
-        span = shape.bias_words + kt * shape.tile_words
-        address = cmd["w_base"] + np.arange(nt)[:, None] * span + np.arange(span)
-        words = buffer[address % len(buffer)]                                   # (nt, span, word bytes)
-        bias = words[:, :shape.bias_words].reshape(nt, -1)[:, :4 * c].copy().view("<i4").reshape(-1)
-        weights = words[:, shape.bias_words:].reshape(nt, kt * r, c).transpose(1, 0, 2).reshape(kt * r, nt * c)
+        weights, bias = self.chip.layer_weights(cmd["w_base"], kt, nt)
         rows = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + np.arange(items)[None, :]
         x = self.memory[rows % len(self.memory)].transpose(1, 0, 2).reshape(items, kt * r)
         params = cmd["params"]
-        total = _wrap(int_matmul(x, weights) + bias.astype(np.int64), 32)
+        product = np.matmul(x.astype(weights.dtype), weights)
+        if weights.dtype == np.float32:
+            # At most 2**24 (_exact_float): an int32, to which the bias adds with the accumulator's wrap.
+            total = product.astype(np.int32)
+            total += bias
+            total = total.astype(np.int64)
+        else:
+            total = _wrap(product.astype(np.int64) + bias, 32)
         out = total if params["raw"] else requantize(total, params["m"], params["s"], bool(params["relu"]))
         if cmd["to_output"]:
             stream = self.chip.bottom if arg["dst"] == OutDest.JOIN.value else self.chip.logits
             stream[self.lane].push(out.reshape(items, nt, c).transpose(1, 0, 2).reshape(nt * items, c))
         else:
-            values = _wrap(out, 8)
+            values = _wrap(out, 8) if params["raw"] else out
             for j in range(nt):
                 word = cmd["out_base"] + (j * c) // r * cmd["stride"] + np.arange(items)
                 at = (j * c) % r
@@ -820,7 +865,10 @@ class _Joiner(_Unit):
             if f > 1:
                 vectors[:, 1:] = self.fifo[lane].take(n * (f - 1)).reshape(n, f - 1, -1)[:, :, :d]
                 self.fifo_words[lane] -= n * (f - 1) * self._chunks(job)
-            out = interaction_model(mode, vectors, params["m"], params["s"])
+            if mode == "dot":
+                out = _dot_interaction(vectors, params["m"], params["s"])
+            else:
+                out = interaction_model(mode, vectors, params["m"], params["s"])
             words = np.zeros((n, out_words * rows), dtype=np.int64)
             words[:, :out.shape[1]] = out
             chip.inter[lane].push(words.reshape(-1, rows))
@@ -1026,6 +1074,7 @@ class _WeightLoader(_Unit):
                 data = chip.memory.read_bytes(arg["mem_addr"], words * word_bytes)
                 chip.count(Counter.MEM_READ_LINES, _ceil_div(words * word_bytes, chip.geometry.line_bytes))
                 chip.weight_buffer[arg["w_addr"] + np.arange(words)] = data.view(np.int8).reshape(words, word_bytes)
+                chip.forget_weights(arg["w_addr"], arg["w_addr"] + words)
             self.done = (self.done + 1) % _WAIT_MOD
             progress = True
         return progress
@@ -1064,6 +1113,7 @@ class FunctionalChip:
         self._command = codec(g.command_layout())
         self.memory = PagedMemory(1 << g.addr_bits, g.line_bytes)
         self.weight_buffer = np.zeros((g.engine.weight_words, g.engine.word_bytes), dtype=np.int8)
+        self._layers = {}       # (w_base, ktiles, ntiles, split) -> (buffer spans, weights, bias): layer_weights
         self.split = 1
         self.counters = dict.fromkeys(Counter, 0)
         # What the controller's checks read: the tables configured, the weight buffer's pages loaded.
@@ -1092,6 +1142,35 @@ class FunctionalChip:
         for lane in self.lanes:
             lane.reset_memory(self.split)
         self.responses = None
+
+    # The weight buffer's layers -----------------------------------------------------------------------------------
+
+    def layer_weights(self, base, ktiles, ntiles):
+        """The weights of a LAYER at word ``base`` of the weight buffer (``ktiles x ntiles`` tiles, each n-tile's
+        bias words first) on the current split: ``(rows x cols)`` weights as floats (:func:`_exact_float`) and the
+        int32 biases, kept until WEIGHTS overwrite their words (a query's layers run on every sub-batch)."""
+        key = (base, ktiles, ntiles, self.split)
+        entry = self._layers.get(key)
+        if entry is None:
+            shape, buffer = self.geometry.engine.splits[self.split], self.weight_buffer
+            r, c = shape.rows, shape.cols
+            span = shape.bias_words + ktiles * shape.tile_words
+            address = base + np.arange(ntiles)[:, None] * span + np.arange(span)
+            words = buffer[address % len(buffer)]                               # (nt, span, word bytes)
+            bias = words[:, :shape.bias_words].reshape(ntiles, -1)[:, :4 * c].copy().view("<i4").reshape(-1)
+            weights = (words[:, shape.bias_words:].reshape(ntiles, ktiles * r, c).transpose(1, 0, 2)
+                       .reshape(ktiles * r, ntiles * c))
+            start, count = base % len(buffer), ntiles * span
+            spans = ([(0, len(buffer))] if count >= len(buffer) else [(start, start + count)]
+                     if start + count <= len(buffer) else [(start, len(buffer)), (0, start + count - len(buffer))])
+            entry = self._layers[key] = (spans, weights.astype(_exact_float(ktiles * r)), bias)
+        return entry[1], entry[2]
+
+    def forget_weights(self, start, end):
+        """Drop the layers whose words ``start .. end - 1`` of the weight buffer a WEIGHTS overwrote."""
+        for key in [key for key, (spans, _, _) in self._layers.items()
+                    if any(low < end and start < high for low, high in spans)]:
+            del self._layers[key]
 
     # Counters and responses ------------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ waits do not line up raising Deadlock. Programs of the driver (rpaccel.host.driv
 keep on filter units, against its golden model.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from amaranth.hdl import Value
@@ -588,6 +590,100 @@ def test_a_line_written_while_cached_reads_its_filled_data_until_its_next_miss()
     assert np.array_equal(pooled(np.array([4])), new[[4]])
     unit._command({"op": EmbeddingOp.FLUSH.value, "table": 0})
     assert not unit.stale
+
+
+def _layer(chip, lane, **cmd):
+    """Run one LAYER on ``lane`` of ``chip`` (its waits met)."""
+    fields = {"op": Op.LAYER, "wait_inputs": 0, "wait_layers": lane.layers_done, "acc_base": 0, "to_output": 1,
+              "in_base": 0, "out_base": 0, "stride": 1, "params": {"m": 1, "s": 0, "relu": 0, "raw": 1}}
+    lane.layers.append((0, {"dst": OutDest.SCORE.value, "cmd": fields | cmd}))
+    assert lane._layer()
+
+
+def test_a_layers_products_are_exact_and_its_accumulator_wraps():
+    # A layer of 12 products a sum on tiny (float32), over the weight buffer's end, and one of 1,200 on small
+    # (float64: the sum of its first column, 1,198 products of 127 * 127 and one of 127, is odd and past 2**24,
+    # which float32 cannot hold); extreme int8 values, biases that take the sums past int32 (they wrap). A WEIGHTS
+    # over a layer's words (on tiny, those after the buffer's end) is seen by the next LAYER (the layer's weights
+    # are kept until then).
+    rng = np.random.default_rng(8)
+    for config, w_base, ktiles, ntiles, items, rewritten in ((TINY, 250, 3, 2, 5, 0), (SMALL, 200, 150, 2, 7, 205)):
+        chip = FunctionalChip(config)
+        lane, buffer = chip.lanes[0], chip.weight_buffer
+        shape = chip.geometry.engine.splits[1]
+        r, c, bias_words = shape.rows, shape.cols, shape.bias_words
+        span = bias_words + ktiles * r
+        words_of = (w_base + np.arange(ntiles)[:, None] * span + np.arange(span)) % len(buffer)
+        buffer[:] = rng.choice(np.array([-128, 127, -1, 3], np.int8), buffer.shape)
+        lane.memory[:] = rng.choice(np.array([-128, 127, 2], np.int8), lane.memory.shape)
+        if ktiles * r > 1024:
+            lane.memory[:] = 127
+            buffer[words_of[0, bias_words:], 0] = 127
+            buffer[words_of[0, bias_words:bias_words + 2], 0] = [1, 0]
+        biases = rng.choice(np.array([2**31 - 1, -2**31, -5]), ntiles * c).astype("<i4")
+        buffer[words_of[:, :bias_words]] = biases.view(np.int8).reshape(ntiles, bias_words, -1)
+        for rewrite in (False, True):
+            if rewrite:
+                data = rng.choice(np.array([-128, 127, 5], np.int8), (40, buffer.shape[1]))
+                chip.memory.write(np.arange(40 * buffer.shape[1] // chip.geometry.line_bytes),
+                                  data.view(np.uint8).reshape(-1, chip.geometry.line_bytes))
+                chip.weights.queue.append((0, {"mem_addr": 0, "w_addr": rewritten, "words": 40, "wait": 0,
+                                               "lane": 0, "wait_layers": 0}))
+                chip.weights.step()
+            _layer(chip, lane, w_base=w_base, ktiles=ktiles, ntiles=ntiles, items=items, stride=items)
+            got = chip.logits[0].take(ntiles * items)
+            expected = np.zeros((ntiles, items, c), dtype=np.int64)
+            x = lane.memory[(np.arange(ktiles)[:, None] * items + np.arange(items)) % len(lane.memory)]
+            x = x.transpose(1, 0, 2).reshape(items, -1).astype(np.int64)
+            for j in range(ntiles):
+                words = buffer[words_of[j]].astype(np.int64)
+                bias = words[:bias_words].astype(np.int8).reshape(-1).view("<i4")[:c]
+                weights = words[bias_words:].reshape(ktiles * r, c)
+                total = x @ weights + bias
+                expected[j] = (total + 2**31) % 2**32 - 2**31
+                if ktiles * r > 1024 and j == 0 and not rewrite:
+                    assert (x.astype(np.float32) @ weights.astype(np.float32))[0, 0] != (x @ weights)[0, 0]
+            assert np.array_equal(got, expected.reshape(-1, c)), (ktiles, rewrite)
+
+
+def test_the_dot_interaction_equals_the_golden_model():
+    from rpaccel.sim.golden.interaction import interaction_model, random_items
+    from rpaccel.sim.model.functional import _dot_interaction
+
+    rng = np.random.default_rng(9)
+    for count, vectors, dim in ((1, 2, 1), (64, 27, 64), (5, 4, 1100), (3, 9, 1024)):
+        items = random_items(rng, count, vectors, dim, extremes=0.5)
+        items[0] = 127                              # 1,100 products of 127 * 127 pass 2**24 at odd counts
+        m, s = int(rng.integers(0, 1 << 16)), int(rng.integers(0, 40))
+        assert np.array_equal(_dot_interaction(items, m, s), interaction_model("dot", items, m, s))
+
+
+def test_pooled_bags_equal_their_sums_requantised():
+    # Bags of one, of one length, and of any length (a bag across two blocks, bags longer than the tables go),
+    # tables of several (m, s); and accumulators of 10 bits, which bags of more than 4 lookups wrap.
+    from rpaccel.numeric import requantize
+    from rpaccel.sim.model.functional import _wrap
+
+    rng = np.random.default_rng(10)
+    for max_pooling in (256, 4):
+        chip = FunctionalChip(TINY)
+        unit = chip.embedding
+        unit.geometry = replace(unit.geometry, max_pooling=max_pooling)
+        unit.config["m"][:4], unit.config["s"][:4] = rng.integers(0, 1 << 16, 4), [0, 5, 17, 40]
+        for lengths in ([1] * 30, [3] * 10, [1, 20, 2, 40, 5, 1]):
+            ends = np.cumsum(lengths) - 1
+            rows = rng.choice(np.array([-128, 127, 1], np.int8), (ends[-1] + 1, 8))
+            tables = rng.integers(0, 4, len(rows))
+            last = np.zeros(len(rows), int)
+            last[ends] = 1
+            cut = len(rows) // 2
+            unit._pool(rows[:cut], tables[:cut], last[:cut])
+            unit._pool(rows[cut:], tables[cut:], last[cut:])
+            got = chip.pooled.take(len(lengths))
+            sums = np.add.reduceat(rows.astype(np.int64), np.r_[0, ends[:-1] + 1], axis=0)
+            m, s = unit.config["m"][tables[ends]], unit.config["s"][tables[ends]]
+            expected = requantize(_wrap(sums, unit.geometry.acc_bits), m[:, None], s[:, None])
+            assert np.array_equal(got, expected), (max_pooling, lengths)
 
 
 def test_embedding_updates_reach_every_copy_and_memory_writes_reach_the_cache_after_a_flush():
