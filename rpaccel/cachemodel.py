@@ -141,34 +141,50 @@ class LRUCache:
         query = later[gap >= ways]
         if query.size:
             hits[query] = self._few_between(prev, query, ways)
-        # First uses: the set's state before the block, least recent first.
-        state = self._lines[sets[start]]
+        # First uses: where the set's state before the block (least recent first) held the line, if it did.
         first = np.flatnonzero(prev < 0)
         owner = run[first]
-        match = state[owner] == seq[first, None]
-        held = match.any(axis=1)
-        way = match.argmax(axis=1)
-        # When the block first uses each line the set held (n: never).
-        first_use = np.full(state.shape, n, dtype=np.int64)
-        first_use[owner[held], way[held]] = first[held]
-        # The distinct lines the block used before a first use in its run, less those the set held more recently.
-        before = np.arange(len(first)) - np.searchsorted(first, start)[owner]
-        column = np.arange(ways)
-        shared = np.count_nonzero((first_use[owner] < first[:, None]) & (column > way[:, None]), axis=1)
-        hits[first] = held & (ways - 1 - way + before - shared < ways)
+        touched = sets[start]
+        state = self._lines[touched]
+        held = state.ravel()
+        found = np.flatnonzero(state[owner].ravel() == np.repeat(seq[first], ways))
+        user, way = np.divmod(found, ways)                   # the first use (of ``first``) and where its line was
+        slot = owner[user] * ways + way
+        # A held line is still held if the lines used since (``depth`` held more recently, and the block's distinct
+        # lines before it in the run, ``before``, less the held ones among them) are fewer than the ways.
+        before = (np.arange(len(first)) - np.flatnonzero(boundary[first])[owner])[user]
+        depth = ways - 1 - way
+        hit_first = np.zeros(len(first), dtype=bool)
+        sure = depth + before < ways
+        hit_first[user[sure]] = True
+        unsure = np.flatnonzero(~sure & (before < ways))
+        if unsure.size:
+            first_use = np.full(held.shape, n, dtype=np.int64)
+            first_use[slot] = first[user]
+            newer = np.arange(ways) > way[unsure, None]
+            earlier = first_use.reshape(-1, ways)[owner[user[unsure]]] < first[user[unsure], None]
+            shared = np.count_nonzero(earlier & newer, axis=1)
+            hit_first[user[unsure]] = depth[unsure] + before[unsure] - shared < ways
+        hits[first] = hit_first
         # The new state, the last ``ways`` of: the lines held and not used, then the block's by their last use.
-        kept = (state >= 0) & (first_use == n)
+        kept = held >= 0
+        kept[slot] = False
+        total = np.cumsum(kept)
+        row_end = total[ways - 1::ways]                      # lines kept up to each run's end
+        uses = np.bincount(owner, minlength=len(start))      # distinct lines the block used per run
+        new = np.full(held.shape, -1, dtype=np.int64)
+        at = np.flatnonzero(kept)
+        row = at // ways
+        column = total[at] - 1 - row_end[row] + ways - uses[row]
+        fits = column >= 0
+        new[(row * ways + column)[fits]] = held[at[fits]]
         recent = np.flatnonzero(last)
-        ends = np.searchsorted(recent, np.append(start[1:], n))
-        behind = np.cumsum(kept[:, ::-1], axis=1)[:, ::-1] + (ends - np.append(0, ends[:-1]))[:, None]
-        new = np.full(state.shape, -1, dtype=np.int64)
-        stays = kept & (behind <= ways)
-        new[np.flatnonzero(stays) // ways, ways - behind[stays]] = state[stays]
-        place = ways - (ends[run[recent]] - np.arange(len(recent)))
-        fits = place >= 0
-        new[run[recent[fits]], place[fits]] = seq[recent[fits]]
-        valid = int(np.count_nonzero(new >= 0)) - int(np.count_nonzero(state >= 0))
-        self._lines[sets[start]] = new
+        row = run[recent]
+        column = np.arange(len(recent)) - np.cumsum(uses)[row] + ways
+        fits = column >= 0
+        new[(row * ways + column)[fits]] = seq[recent[fits]]
+        valid = int(np.count_nonzero(new >= 0)) - int(np.count_nonzero(held >= 0))
+        self._lines[touched] = new.reshape(-1, ways)
         result = np.empty(n, dtype=bool)
         result[order] = hits
         count = int(np.count_nonzero(hits))
