@@ -818,7 +818,7 @@ class _Joiner(_Unit):
         progress, moved = False, True
         while moved:
             moved = self._write()
-            for lane in range(len(self.jobs)):
+            for lane in range(self.chip.split):
                 moved |= self._send(lane)
             progress |= moved
         return progress
@@ -1139,6 +1139,7 @@ class FunctionalChip:
         self.units = [self.fetcher, self.embedding, *self.lanes, self.joiner, *self.scorers, *self.holders,
                       self.weights]
         self.streams = [*self.dense, *self.inter, *self.bottom, *self.logits, *self.index, self.pooled]
+        self._split_units()
         for lane in self.lanes:
             lane.reset_memory(self.split)
         self.responses = None
@@ -1210,8 +1211,17 @@ class FunctionalChip:
 
     # Controller ------------------------------------------------------------------------------------------------
 
+    def _split_units(self):
+        """The units and streams the current split uses, which the run steps and the barriers check (a lane at or
+        above the split takes no command: its units and streams stay idle and empty)."""
+        lanes = range(self.split)
+        self._units = [self.fetcher, self.embedding, *self.lanes[:self.split], self.joiner,
+                       *self.scorers[:self.split], *self.holders, self.weights]
+        self._streams = [self.pooled, *(streams[lane] for streams in (self.dense, self.inter, self.bottom,
+                                                                        self.logits, self.index) for lane in lanes)]
+
     def _idle(self):
-        return all(unit.idle() for unit in self.units) and not any(len(s) for s in self.streams)
+        return all(unit.idle() for unit in self._units) and not any(len(s) for s in self._streams)
 
     def _check(self, op, arg):
         """The decode-time check of a command, as :class:`rpaccel.rtl.accel.controller.Controller` makes it:
@@ -1303,13 +1313,17 @@ class FunctionalChip:
         return entry
 
     def _arg(self, op, i):
-        """Command ``i``'s (an ``op``) argument as nested dicts of Python ints."""
-        lists = self._arg_lists.get(op)
-        if lists is None:
-            rows, columns = self._args(op)
-            lists = self._arg_lists[op] = (rows.tolist(), _lists(columns))
-        rows, columns = lists
-        return _row(columns, bisect_left(rows, i))
+        """Command ``i``'s (an ``op``) argument as nested dicts of Python ints (made once a run: the timed model
+        asks again)."""
+        arg = self._arg_rows.get(i)
+        if arg is None:
+            lists = self._arg_lists.get(op)
+            if lists is None:
+                rows, columns = self._args(op)
+                lists = self._arg_lists[op] = (rows.tolist(), _lists(columns))
+            rows, columns = lists
+            arg = self._arg_rows[i] = _row(columns, bisect_left(rows, i))
+        return arg
 
     def argument(self, name, i):
         """Command ``i``'s argument of the last run, which is the ``name`` member of the command's argument union
@@ -1383,6 +1397,7 @@ class FunctionalChip:
             self.count(Counter.MEM_READ_LINES, count)
         elif op == Opcode.SPLIT:
             self.split = arg["n"]
+            self._split_units()
             for lane in self.lanes:
                 lane.reset_memory(self.split)
         elif op == Opcode.COUNTERS:
@@ -1431,7 +1446,7 @@ class FunctionalChip:
             return self._run(np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs))
 
     def _run(self, words):
-        self._words, self._arg_columns, self._arg_lists = words, {}, {}
+        self._words, self._arg_columns, self._arg_lists, self._arg_rows = words, {}, {}, {}
         self._ops = self._command.unpack(words, ("op",))
         self._tags = self._command.unpack(words, ("tag",))
         self._count, self._next = len(words), 0
@@ -1439,7 +1454,7 @@ class FunctionalChip:
         progress = True
         while progress:
             progress = self._controller()
-            for unit in self.units:
+            for unit in self._units:
                 progress |= unit.step()
         blocked = []
         if self._next < self._count:
