@@ -491,7 +491,7 @@ class _Embedding(_Unit):
         self.dynamic = LRUCache(g.sets, g.ways) if g.ways else None
         self.stale = {}         # line address -> the data the dynamic cache holds for it, where memory differs
         self.partial = None     # (rows, tables) of a bag whose last ID has not come yet
-        self._luts = {}         # (m << 8 | s, lookups) -> the pooled value of each sum of as many int8 values
+        self._luts = {}         # lookups -> per table the pooled value of each sum of as many int8 values
         self.clear()
 
     def clear(self):
@@ -521,6 +521,7 @@ class _Embedding(_Unit):
         if op == EmbeddingOp.CONFIG.value:
             for name in self.CONFIG_FIELDS:
                 cfg[name][table] = cmd["arg"]["config"][name]
+            self._luts.clear()
         elif op == EmbeddingOp.PRELOAD.value:
             lines = int(cfg["static_rows"][table]) << int(cfg["row_lines"][table]) if g.static_rows else 0
             if lines:
@@ -630,27 +631,27 @@ class _Embedding(_Unit):
             length = int((ends + 1 - starts).max())
         # Transposed (an element's bags in a row), each bag's table's (m, s) runs along the inner axis.
         sums = np.ascontiguousarray(sums.T)
-        m, s = self.config["m"][tables[ends]], self.config["s"][tables[ends]]
+        bag_tables = tables[ends]
         if length <= self.LUT_LOOKUPS:
-            pooled = self._requantized(sums, m, s, length)
+            pooled = self._requantized(sums, bag_tables, length)
         else:
+            m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
             pooled = requantize(_wrap(sums, self.geometry.acc_bits), m, s)
         self.chip.pooled.push(pooled.T)
 
-    def _requantized(self, sums, m, s, length):
+    def _requantized(self, sums, bag_tables, length):
         """The pooled values of ``sums`` (elements x bags, of at most ``length`` rows each) through a table per
-        ``(m, s)``: the accumulator wrapped and requantised for each sum ``length`` int8 values can make."""
-        low = -128 * length
-        keys, slot = np.unique(m << 8 | s, return_inverse=True)
-        tables = []
-        for key in keys.tolist():
-            table = self._luts.get((key, length))
-            if table is None:
-                values = _wrap(np.arange(low, 127 * length + 1), self.geometry.acc_bits)
-                table = self._luts[key, length] = requantize(values, key >> 8, key & 255).astype(np.int8)
-            tables.append(table)
-        index = sums.astype(np.int64) + (slot.reshape(-1) * (255 * length + 1) - low)
-        return np.take(np.concatenate(tables), index)
+        table and bag length: its accumulator wrapped and requantised with its ``(m, s)`` for each sum ``length``
+        int8 values can make (made when first needed after the table's CONFIG)."""
+        low, size = -128 * length, 255 * length + 1
+        luts = self._luts.get(length)
+        if luts is None:
+            values = _wrap(np.arange(low, low + size), self.geometry.acc_bits)
+            m, s = self.config["m"][:, None], self.config["s"][:, None]
+            luts = self._luts[length] = requantize(values[None, :], m, s).astype(np.int8).reshape(-1)
+        index = sums.astype(np.intp)
+        index += bag_tables * size - low
+        return np.take(luts, index)
 
 
 class _Lane(_Unit):

@@ -660,7 +660,8 @@ def test_the_dot_interaction_equals_the_golden_model():
 
 def test_pooled_bags_equal_their_sums_requantised():
     # Bags of one, of one length, and of any length (a bag across two blocks, bags longer than the tables go),
-    # tables of several (m, s); and accumulators of 10 bits, which bags of more than 4 lookups wrap.
+    # tables of several (m, s), configured again between the cases; and accumulators of 10 bits, which bags of more
+    # than 4 lookups wrap.
     from rpaccel.numeric import requantize
     from rpaccel.sim.model.functional import _wrap
 
@@ -669,8 +670,11 @@ def test_pooled_bags_equal_their_sums_requantised():
         chip = FunctionalChip(TINY)
         unit = chip.embedding
         unit.geometry = replace(unit.geometry, max_pooling=max_pooling)
-        unit.config["m"][:4], unit.config["s"][:4] = rng.integers(0, 1 << 16, 4), [0, 5, 17, 40]
-        for lengths in ([1] * 30, [3] * 10, [1, 20, 2, 40, 5, 1]):
+        for lengths in ([1] * 30, [3] * 10, [1] * 30, [1, 20, 2, 40, 5, 1]):
+            for table, shift in enumerate((0, 5, 17, 40)):     # each case's own (m, s)
+                unit._command({"op": EmbeddingOp.CONFIG.value, "table": table, "arg": {"config": {
+                    "rows": 0, "static_rows": 0, "static_base": 0, "mem_base": 0, "row_lines": 0,
+                    "m": int(rng.integers(0, 1 << 16)), "s": shift}}})
             ends = np.cumsum(lengths) - 1
             rows = rng.choice(np.array([-128, 127, 1], np.int8), (ends[-1] + 1, 8))
             tables = rng.integers(0, 4, len(rows))
