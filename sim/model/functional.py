@@ -210,6 +210,7 @@ class PagedMemory:
         self._slots = np.zeros(0, dtype=np.int64)       # their slots
         self._store = np.zeros((2 << self.PAGE_BITS, line_bytes), dtype=np.uint8)
         self._used = 1
+        self.version = 0                                # counts the writes
 
     def _index(self, flat):
         """Rows of the store of the line addresses ``flat`` (already wrapped)."""
@@ -229,6 +230,7 @@ class PagedMemory:
         lines = np.asarray(lines).astype(np.uint8, copy=False).reshape(len(flat), self.line_bytes)
         if not len(flat):
             return
+        self.version += 1
         first, last = int(flat[0]), int(flat[-1])
         if last - first == len(flat) - 1 and (np.diff(flat) == 1).all():
             # A run of lines (a memory image): a copy per page.
@@ -261,9 +263,20 @@ class PagedMemory:
         self._pages, self._slots = pages[order], np.concatenate([self._slots, slots])[order]
 
     def read_bytes(self, line, count):
-        """``count`` bytes from the start of line ``line`` (over as many lines as they need), as uint8."""
-        lines = _ceil_div(count, self.line_bytes)
-        return self.read(line + np.arange(lines)).reshape(-1)[:count]
+        """``count`` bytes from the start of line ``line`` (over as many lines as they need), as uint8: a copy per
+        page."""
+        lines, first = _ceil_div(count, self.line_bytes), line % self.lines
+        if first + lines > self.lines:
+            return self.read(line + np.arange(lines)).reshape(-1)[:count]
+        out = np.zeros((lines, self.line_bytes), dtype=np.uint8)
+        size = 1 << self.PAGE_BITS
+        for page in range(first >> self.PAGE_BITS, ((first + lines - 1) >> self.PAGE_BITS) + 1):
+            where = int(np.searchsorted(self._pages, page))
+            if where < len(self._pages) and self._pages[where] == page:
+                low, high = max(first, page * size), min(first + lines, (page + 1) * size)
+                row = int(self._slots[where]) * size + low - page * size
+                out[low - first:high - first] = self._store[row:row + high - low]
+        return out.reshape(-1)[:count]
 
 
 class _Stream:
@@ -740,10 +753,16 @@ class _Lane(_Unit):
         r, c = shape.rows, shape.cols
         items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
         weights, bias = self.chip.layer_weights(cmd["w_base"], kt, nt)
-        rows = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + np.arange(items)[None, :]
-        x = self.memory[rows % len(self.memory)].transpose(1, 0, 2).reshape(items, kt * r)
+        # Word j of item i is at in_base + j * stride + i: a block of kt x items words where stride is items.
+        memory, base, stride = self.memory, cmd["in_base"], cmd["stride"]
+        x = np.empty((items, kt, r), dtype=weights.dtype)
+        if stride == items and base + kt * items <= len(memory):
+            x[:] = memory[base:base + kt * items].reshape(kt, items, r).transpose(1, 0, 2)
+        else:
+            rows = base + np.arange(kt)[:, None] * stride + np.arange(items)[None, :]
+            x[:] = memory[rows % len(memory)].transpose(1, 0, 2)
         params = cmd["params"]
-        product = np.matmul(x.astype(weights.dtype), weights)
+        product = np.matmul(x.reshape(items, kt * r), weights)
         if weights.dtype == np.float32:
             # At most 2**24 (_exact_float): an int32, to which the bias adds with the accumulator's wrap.
             total = product.astype(np.int32)
@@ -756,13 +775,22 @@ class _Lane(_Unit):
             stream = self.chip.bottom if arg["dst"] == OutDest.JOIN.value else self.chip.logits
             stream[self.lane].push(out.reshape(items, nt, c).transpose(1, 0, 2).reshape(nt * items, c))
         else:
-            values = _wrap(out, 8) if params["raw"] else out
-            for j in range(nt):
-                word = cmd["out_base"] + (j * c) // r * cmd["stride"] + np.arange(items)
-                at = (j * c) % r
-                self.memory[word % len(self.memory), at:at + c] = values[:, j * c:(j + 1) * c]
+            self._store(cmd, (_wrap(out, 8) if params["raw"] else out).reshape(items, nt, c), r, c)
         self.layers_done = (self.layers_done + 1) % _WAIT_MOD
         return True
+
+    def _store(self, cmd, values, r, c):
+        """A layer's ``(items, nt, c)`` int8 results into the activation memory: n-tile ``j`` of item ``i`` at
+        column ``(j * c) % r`` of word ``out_base + (j * c) // r * stride + i`` (a later n-tile over an earlier's)."""
+        memory, base, stride = self.memory, cmd["out_base"], cmd["stride"]
+        items, nt = values.shape[:2]
+        if c == r and stride == items and base + nt * items <= len(memory):
+            memory[base:base + nt * items] = values.transpose(1, 0, 2).reshape(nt * items, c)
+            return
+        tiles = np.arange(nt) * c
+        words = (base + (tiles // r * stride)[:, None] + np.arange(items)) % len(memory)      # (nt, items)
+        at = (words * r + (tiles % r)[:, None])[:, :, None] + np.arange(c)
+        memory.reshape(-1)[at] = values.transpose(1, 0, 2)
 
     def waiting(self):
         reasons = []
@@ -1049,7 +1077,8 @@ class _Scorer(_Unit):
 
 
 class _WeightLoader(_Unit):
-    """WEIGHTS commands, in order: words from memory into the weight buffer."""
+    """WEIGHTS commands, in order: words from memory into the weight buffer, each range of the buffer remembered
+    with the memory it came from (:meth:`source`)."""
 
     name = "weight loader"
 
@@ -1057,6 +1086,7 @@ class _WeightLoader(_Unit):
         super().__init__(chip)
         self.queue = deque()
         self.done = 0
+        self.loaded = {}        # (first word, end) of a load -> (memory address, memory version) it came from
 
     def _block(self):
         tag, arg = self.queue[0]
@@ -1072,16 +1102,28 @@ class _WeightLoader(_Unit):
             _tag, arg = self.queue.popleft()
             word_bytes, words = chip.geometry.engine.word_bytes, arg["words"]
             if words:
-                data = chip.memory.read_bytes(arg["mem_addr"], words * word_bytes)
                 chip.count(Counter.MEM_READ_LINES, _ceil_div(words * word_bytes, chip.geometry.line_bytes))
-                chip.weight_buffer[arg["w_addr"] + np.arange(words)] = data.view(np.int8).reshape(words, word_bytes)
-                chip.forget_weights(arg["w_addr"], arg["w_addr"] + words)
+                start, end = arg["w_addr"], arg["w_addr"] + words
+                data = chip.memory.read_bytes(arg["mem_addr"], words * word_bytes)
+                chip.weight_buffer[start:end] = data.view(np.int8).reshape(words, word_bytes)
+                chip.forget_weights(start, end)
+                self.loaded = {span: load for span, load in self.loaded.items()
+                               if not (span[0] < end and start < span[1])}
+                self.loaded[start, end] = (arg["mem_addr"], chip.memory.version)
             self.done = (self.done + 1) % _WAIT_MOD
             progress = True
         return progress
 
     def waiting(self):
         return (self._block() or "WEIGHTS ready") if self.queue else None
+
+    def source(self, start, count):
+        """Where the buffer's words ``start .. start + count - 1`` came from, if one load wrote them all:
+        ``(memory address, word offset in it, memory version)``, else ``None``."""
+        for (first, end), (address, version) in self.loaded.items():
+            if first <= start and start + count <= end:
+                return address, start - first, version
+        return None
 
 
 # The chip ----------------------------------------------------------------------------------------------------------
@@ -1108,13 +1150,16 @@ class FunctionalChip:
         ``releases`` and ``banks`` are its kept results' state).
     """
 
+    #: Layers :meth:`layer_weights` keeps at most (a new one beyond clears them).
+    KEPT_LAYERS = 256
+
     def __init__(self, config):
         self.geometry = g = ChipGeometry(config)
         self.config = config
         self._command = codec(g.command_layout())
         self.memory = PagedMemory(1 << g.addr_bits, g.line_bytes)
         self.weight_buffer = np.zeros((g.engine.weight_words, g.engine.word_bytes), dtype=np.int8)
-        self._layers = {}       # (w_base, ktiles, ntiles, split) -> (buffer spans, weights, bias): layer_weights
+        self._layers = {}       # layer_weights: (ktiles, ntiles, split, source) -> (buffer spans, weights, bias)
         self.split = 1
         self.counters = dict.fromkeys(Counter, 0)
         # What the controller's checks read: the tables configured, the weight buffer's pages loaded.
@@ -1150,26 +1195,33 @@ class FunctionalChip:
     def layer_weights(self, base, ktiles, ntiles):
         """The weights of a LAYER at word ``base`` of the weight buffer (``ktiles x ntiles`` tiles, each n-tile's
         bias words first) on the current split: ``(rows x cols)`` weights as floats (:func:`_exact_float`) and the
-        int32 biases, kept until WEIGHTS overwrite their words (a query's layers run on every sub-batch)."""
-        key = (base, ktiles, ntiles, self.split)
+        int32 biases. They are kept (a query's layers run on every sub-batch) by the memory their words came from,
+        where one WEIGHTS loaded them all (a query streaming its weights loads them again for each sub-batch), else
+        by their place in the buffer until a WEIGHTS overwrites it."""
+        shape, buffer = self.geometry.engine.splits[self.split], self.weight_buffer
+        span = shape.bias_words + ktiles * shape.tile_words
+        start, count = base % len(buffer), ntiles * span
+        source = self.weights.source(start, count)
+        key = (ktiles, ntiles, self.split, source if source is not None else base)
         entry = self._layers.get(key)
         if entry is None:
-            shape, buffer = self.geometry.engine.splits[self.split], self.weight_buffer
             r, c = shape.rows, shape.cols
-            span = shape.bias_words + ktiles * shape.tile_words
             address = base + np.arange(ntiles)[:, None] * span + np.arange(span)
             words = buffer[address % len(buffer)]                               # (nt, span, word bytes)
             bias = words[:, :shape.bias_words].reshape(ntiles, -1)[:, :4 * c].copy().view("<i4").reshape(-1)
             weights = (words[:, shape.bias_words:].reshape(ntiles, ktiles * r, c).transpose(1, 0, 2)
                        .reshape(ktiles * r, ntiles * c))
-            start, count = base % len(buffer), ntiles * span
-            spans = ([(0, len(buffer))] if count >= len(buffer) else [(start, start + count)]
-                     if start + count <= len(buffer) else [(start, len(buffer)), (0, start + count - len(buffer))])
+            spans = ([] if source is not None else [(0, len(buffer))] if count >= len(buffer)
+                     else [(start, start + count)] if start + count <= len(buffer)
+                     else [(start, len(buffer)), (0, start + count - len(buffer))])
+            if len(self._layers) >= self.KEPT_LAYERS:
+                self._layers.clear()
             entry = self._layers[key] = (spans, weights.astype(_exact_float(ktiles * r)), bias)
         return entry[1], entry[2]
 
     def forget_weights(self, start, end):
-        """Drop the layers whose words ``start .. end - 1`` of the weight buffer a WEIGHTS overwrote."""
+        """Drop the layers kept by their place in the buffer whose words ``start .. end - 1`` a WEIGHTS overwrote
+        (those kept by their memory stay)."""
         for key in [key for key, (spans, _, _) in self._layers.items()
                     if any(low < end and start < high for low, high in spans)]:
             del self._layers[key]

@@ -559,8 +559,10 @@ def test_paged_memory_reads_what_was_written_last():
         probe = np.concatenate([rng.choice(list(reference), 50), rng.integers(0, 2 * lines, 50)])
         expected = [reference.get(address % lines, np.zeros(line_bytes, np.uint8)) for address in probe.tolist()]
         assert np.array_equal(memory.read(probe), np.array(expected))
-    first = next(iter(reference))
-    assert np.array_equal(memory.read_bytes(first, 6)[:4], reference[first])
+        for line in [*probe[:5].tolist(), lines - 2]:                # runs of lines across pages, and the end
+            count = int(rng.integers(1, 3 * page * line_bytes))
+            expected = memory.read(line + np.arange(-(-count // line_bytes))).reshape(-1)[:count]
+            assert np.array_equal(memory.read_bytes(line, count), expected)
 
 
 def test_a_line_written_while_cached_reads_its_filled_data_until_its_next_miss():
@@ -644,6 +646,39 @@ def test_a_layers_products_are_exact_and_its_accumulator_wraps():
                 if ktiles * r > 1024 and j == 0 and not rewrite:
                     assert (x.astype(np.float32) @ weights.astype(np.float32))[0, 0] != (x @ weights)[0, 0]
             assert np.array_equal(got, expected.reshape(-1, c)), (ktiles, rewrite)
+
+
+def test_a_layer_reads_and_writes_the_activation_memory_as_its_words_lie():
+    # On every split of tiny and small (a word of one n-tile's results, or of two), strides equal to the items and
+    # larger, bases that take the words past the memory's end: the layer's inputs and results where a word-by-word
+    # transcription of the layout puts them.
+    rng = np.random.default_rng(12)
+    for config in (TINY, SMALL):
+        for split, shape in ChipGeometry(config).engine.splits.items():
+            r, c = shape.rows, shape.cols
+            for stride_extra, base in ((0, 0), (3, 0), (0, shape.act_words - 5), (3, shape.act_words - 5)):
+                chip = FunctionalChip(config)
+                chip.split = split
+                lane = chip.lanes[0]
+                lane.reset_memory(split)
+                items, ktiles, ntiles = 5, 3, 4
+                stride = items + stride_extra
+                chip.weight_buffer[:] = rng.integers(-128, 128, chip.weight_buffer.shape)
+                lane.memory[:] = rng.integers(-128, 128, lane.memory.shape)
+                before = lane.memory.copy()
+                params = {"m": 1, "s": 0, "relu": 0, "raw": 1}
+                _layer(chip, lane, w_base=0, ktiles=ktiles, ntiles=ntiles, items=items, stride=stride, in_base=base,
+                       out_base=base + 1, to_output=0, params=params)
+                weights, bias = chip.layer_weights(0, ktiles, ntiles)
+                x = np.array([[before[(base + j * stride + i) % len(before)] for j in range(ktiles)]
+                              for i in range(items)]).reshape(items, -1)
+                results = ((x @ weights.astype(np.int64) + bias) + 128) % 256 - 128
+                expected = before.copy()
+                for j in range(ntiles):
+                    for i in range(items):
+                        word = (base + 1 + (j * c) // r * stride + i) % len(expected)
+                        expected[word, (j * c) % r:(j * c) % r + c] = results[i, j * c:(j + 1) * c]
+                assert np.array_equal(lane.memory, expected), (config, split, stride, base)
 
 
 def test_the_dot_interaction_equals_the_golden_model():
