@@ -648,6 +648,62 @@ def test_a_layers_products_are_exact_and_its_accumulator_wraps():
             assert np.array_equal(got, expected.reshape(-1, c)), (ktiles, rewrite)
 
 
+def _raw_logits(chip, lane, w_base, ktiles, ntiles, items):
+    """A raw output layer's ``(ntiles * items, cols)`` results from the weight buffer's and the activation memory's
+    words (inputs at word 0, stride ``items``), by the layout."""
+    shape, buffer = chip.geometry.engine.splits[chip.split], chip.weight_buffer
+    r, c, bias_words = shape.rows, shape.cols, shape.bias_words
+    span = bias_words + ktiles * r
+    x = lane.memory[(np.arange(ktiles)[:, None] * items + np.arange(items)) % len(lane.memory)]
+    x = x.transpose(1, 0, 2).reshape(items, -1).astype(np.int64)
+    expected = []
+    for j in range(ntiles):
+        words = buffer[(w_base + j * span + np.arange(span)) % len(buffer)].astype(np.int64)
+        bias = words[:bias_words].astype(np.int8).reshape(-1).view("<i4")[:c]
+        expected.append(((x @ words[bias_words:].reshape(ktiles * r, c) + bias) + 2**31) % 2**32 - 2**31)
+    return np.concatenate(expected)
+
+
+def test_a_layer_loaded_again_from_the_same_memory_reads_the_same_weights():
+    # Two layers loaded by one WEIGHTS, the same memory loaded again elsewhere in the buffer, then memory written
+    # and loaded again where the first was: each LAYER computes with the words its buffer holds (the layers kept by
+    # the memory their words came from are those words).
+    chip = FunctionalChip(TINY)
+    lane, g = chip.lanes[0], chip.geometry
+    rng = np.random.default_rng(13)
+    ktiles, ntiles, items = 2, 2, 3
+    shape = g.engine.splits[1]
+    span = shape.bias_words + ktiles * shape.rows
+    words = 2 * ntiles * span
+    lane.memory[:] = rng.integers(-128, 128, lane.memory.shape)
+
+    def load(at):
+        chip.weights.queue.append((0, {"mem_addr": 0, "w_addr": at, "words": words, "wait": 0, "lane": 0,
+                                       "wait_layers": 0}))
+        chip.weights.step()
+
+    def stage():
+        data = rng.integers(0, 256, (words * g.engine.word_bytes // g.line_bytes, g.line_bytes), dtype=np.uint8)
+        chip.memory.write(np.arange(len(data)), data)
+
+    def layer(base):
+        _layer(chip, lane, w_base=base, ktiles=ktiles, ntiles=ntiles, items=items, stride=items)
+        got = chip.logits[0].take(ntiles * items)
+        assert np.array_equal(got, _raw_logits(chip, lane, base, ktiles, ntiles, items)), base
+        return got
+
+    stage()
+    load(0)
+    first, second = layer(0), layer(ntiles * span)
+    load(100)
+    again = layer(100)
+    stage()
+    load(0)
+    changed = layer(0)
+    assert np.array_equal(first, again) and not np.array_equal(first, second)
+    assert not np.array_equal(first, changed)
+
+
 def test_a_layer_reads_and_writes_the_activation_memory_as_its_words_lie():
     # On every split of tiny and small (a word of one n-tile's results, or of two), strides equal to the items and
     # larger, bases that take the words past the memory's end: the layer's inputs and results where a word-by-word
