@@ -92,7 +92,7 @@ from ...host.driver.codec import LIMB_BITS, codec
 from ...host.driver.embedding import line_limbs
 from ...host.driver.interaction import output_words
 from ...host.models import pair_indices
-from ...numeric import requantize, topk
+from ...numeric import INT8_MAX, INT8_MIN, requantize, topk
 from ...rtl.accel.controller import WEIGHT_PAGES, counter_ids
 from ...rtl.accel.isa import (
     ActSource,
@@ -178,6 +178,18 @@ def _exact_float(terms):
     return np.float32 if terms << 14 <= 1 << 24 else np.float64
 
 
+def _requantize(acc, m, s, relu=False):
+    """:func:`rpaccel.numeric.requantize` of int32 accumulators ``acc`` (int64) with one ``(m, s)``, without its
+    checks of the operands (which a layer's sums and parameters fields pass by construction): a handful of passes
+    over a sub-batch's results in place of its twenty (``test_requantize_equals_the_numeric_rule``)."""
+    q = acc * m
+    if s:
+        q += 1 << (s - 1)
+        q >>= s
+    np.clip(q, 0 if relu else INT8_MIN, INT8_MAX, out=q)
+    return q
+
+
 def _dot_interaction(vectors, m, s):
     """:func:`~rpaccel.sim.golden.interaction.interaction_model`'s ``dot`` outputs of ``(n, F, d)`` int8 items: the
     bottom vector, then every pair's dot product requantised, with the items' Gram matrices as one batched float
@@ -185,7 +197,7 @@ def _dot_interaction(vectors, m, s):
     floats = vectors.astype(_exact_float(vectors.shape[2]))
     gram = np.matmul(floats, np.ascontiguousarray(floats.transpose(0, 2, 1)))
     rows, cols = pair_indices(vectors.shape[1])
-    pairs = requantize(gram[:, rows, cols].astype(np.int64), m, s)
+    pairs = _requantize(gram[:, rows, cols].astype(np.int64), m, s)
     return np.concatenate([vectors[:, 0].astype(np.int64), pairs], axis=1)
 
 
@@ -770,7 +782,7 @@ class _Lane(_Unit):
             total = total.astype(np.int64)
         else:
             total = _wrap(product.astype(np.int64) + bias, 32)
-        out = total if params["raw"] else requantize(total, params["m"], params["s"], bool(params["relu"]))
+        out = total if params["raw"] else _requantize(total, params["m"], params["s"], params["relu"])
         if cmd["to_output"]:
             stream = self.chip.bottom if arg["dst"] == OutDest.JOIN.value else self.chip.logits
             stream[self.lane].push(out.reshape(items, nt, c).transpose(1, 0, 2).reshape(nt * items, c))
@@ -784,8 +796,11 @@ class _Lane(_Unit):
         column ``(j * c) % r`` of word ``out_base + (j * c) // r * stride + i`` (a later n-tile over an earlier's)."""
         memory, base, stride = self.memory, cmd["out_base"], cmd["stride"]
         items, nt = values.shape[:2]
-        if c == r and stride == items and base + nt * items <= len(memory):
-            memory[base:base + nt * items] = values.transpose(1, 0, 2).reshape(nt * items, c)
+        words = nt * c // r
+        if stride == items and words * r == nt * c and r % c == 0 and base + words * items <= len(memory):
+            # Whole words, one after another: n-tiles j * r // c .. (j + 1) * r // c - 1 fill word j of each item.
+            block = values.reshape(items, words, r // c, c).transpose(1, 0, 2, 3)
+            memory[base:base + words * items] = block.reshape(words * items, r)
             return
         tiles = np.arange(nt) * c
         words = (base + (tiles // r * stride)[:, None] + np.arange(items)) % len(memory)      # (nt, items)

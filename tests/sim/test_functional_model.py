@@ -737,6 +737,18 @@ def test_a_layer_reads_and_writes_the_activation_memory_as_its_words_lie():
                 assert np.array_equal(lane.memory, expected), (config, split, stride, base)
 
 
+def test_requantize_equals_the_numeric_rule():
+    from rpaccel.numeric import requantize
+    from rpaccel.sim.model.functional import _requantize
+
+    rng = np.random.default_rng(14)
+    acc = np.concatenate([rng.integers(-2**31, 2**31, 2000), [-2**31, 2**31 - 1, 0, -1, 1, 127, -128]])
+    for s in range(64):
+        for m in (0, 1, 65535, int(rng.integers(0, 1 << 16))):
+            for relu in (0, 1):
+                assert np.array_equal(_requantize(acc, m, s, relu), requantize(acc, m, s, bool(relu))), (m, s, relu)
+
+
 def test_the_dot_interaction_equals_the_golden_model():
     from rpaccel.sim.golden.interaction import interaction_model, random_items
     from rpaccel.sim.model.functional import _dot_interaction
