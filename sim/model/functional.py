@@ -348,20 +348,15 @@ class _Responses:
         return self.codec.pack(columns)
 
 
-def _lists(tree):
-    """Unpacked columns with Python lists at the leaves."""
-    if isinstance(tree, dict):
-        return {name: _lists(value) for name, value in tree.items()}
-    return tree.tolist()
-
-
-def _row(tree, i):
-    """Row ``i`` of :func:`_lists` columns as nested dicts of Python ints (limbs of a wide leaf as a uint64
+def _rows(tree):
+    """Unpacked columns as a list of rows, each nested dicts of Python ints (limbs of a wide leaf as a uint64
     array)."""
     if isinstance(tree, dict):
-        return {name: _row(value, i) for name, value in tree.items()}
-    value = tree[i]
-    return value if isinstance(value, int) else np.array(value, dtype=np.uint64)
+        names = list(tree)
+        return [dict(zip(names, values)) for values in zip(*(_rows(tree[name]) for name in names))]
+    if tree.ndim == 1:
+        return tree.tolist()
+    return list(np.asarray(tree, dtype=np.uint64))
 
 
 def _lines_of(column, line_bytes):
@@ -1381,17 +1376,14 @@ class FunctionalChip:
         return entry
 
     def _arg(self, op, i):
-        """Command ``i``'s (an ``op``) argument as nested dicts of Python ints (made once a run: the timed model
-        asks again)."""
-        arg = self._arg_rows.get(i)
-        if arg is None:
-            lists = self._arg_lists.get(op)
-            if lists is None:
-                rows, columns = self._args(op)
-                lists = self._arg_lists[op] = (rows.tolist(), _lists(columns))
-            rows, columns = lists
-            arg = self._arg_rows[i] = _row(columns, bisect_left(rows, i))
-        return arg
+        """Command ``i``'s (an ``op``) argument as nested dicts of Python ints (those of every ``op`` command made
+        together, once a run: the timed model asks again)."""
+        entry = self._arg_rows.get(op)
+        if entry is None:
+            rows, columns = self._args(op)
+            entry = self._arg_rows[op] = (rows.tolist(), _rows(columns))
+        rows, args = entry
+        return args[bisect_left(rows, i)]
 
     def argument(self, name, i):
         """Command ``i``'s argument of the last run, which is the ``name`` member of the command's argument union
@@ -1514,7 +1506,7 @@ class FunctionalChip:
             return self._run(np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs))
 
     def _run(self, words):
-        self._words, self._arg_columns, self._arg_lists, self._arg_rows = words, {}, {}, {}
+        self._words, self._arg_columns, self._arg_rows = words, {}, {}
         self._ops = self._command.unpack(words, ("op",))
         self._tags = self._command.unpack(words, ("tag",))
         self._count, self._next = len(words), 0
