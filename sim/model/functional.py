@@ -467,7 +467,7 @@ class _Fetcher(_Unit):
             lines = chip.memory.read(first_lines[:, None] + np.arange(dense_lines))
             dense[:, :dense_lines * lb] = lines.reshape(items, -1)
             chip.count(Counter.MEM_READ_LINES, items * dense_lines)
-        chip.dense[lane].push(dense[:, :want].view(np.int8).astype(np.int64).reshape(-1, g.rows))
+        chip.dense[lane].push(dense[:, :want].view(np.int8).reshape(-1, g.rows))
         # Phase 2: every item's lookups.
         area = stride - dense_lines
         holds = area * lb // self.entry_bytes - 1 if area > 0 else -1
@@ -890,7 +890,7 @@ class _Joiner(_Unit):
                 if len(chip.bottom[lane]) < self._bottom_words(job):
                     return moved
                 bottom = chip.bottom[lane].take(self._bottom_words(job)).reshape(-1, items, c).transpose(1, 0, 2)
-                job["block"] = _wrap(bottom.reshape(items, -1)[:, :d], 8)
+                job["block"] = bottom.reshape(items, -1)[:, :d].astype(np.int8)      # the low 8 bits
                 moved = True
             mode, rows = MODES[params["mode"]], chip.geometry.rows
             out_words = output_words(mode, f, d, rows)
@@ -899,7 +899,7 @@ class _Joiner(_Unit):
                 n = min(n, len(self.fifo[lane]) // (f - 1))
             if n <= 0:
                 return moved
-            vectors = np.empty((n, f, d), dtype=np.int64)
+            vectors = np.empty((n, f, d), dtype=np.int8)
             vectors[:, 0] = job["block"][job["sent"]:job["sent"] + n]
             if f > 1:
                 vectors[:, 1:] = self.fifo[lane].take(n * (f - 1)).reshape(n, f - 1, -1)[:, :, :d]
@@ -908,7 +908,7 @@ class _Joiner(_Unit):
                 out = _dot_interaction(vectors, params["m"], params["s"])
             else:
                 out = interaction_model(mode, vectors, params["m"], params["s"])
-            words = np.zeros((n, out_words * rows), dtype=np.int64)
+            words = np.zeros((n, out_words * rows), dtype=np.int8)
             words[:, :out.shape[1]] = out
             chip.inter[lane].push(words.reshape(-1, rows))
             job["sent"] += n
