@@ -79,6 +79,7 @@ Example::
     result.counters["EMB_LOOKUPS"]
 """
 
+import functools
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
@@ -194,11 +195,20 @@ def _dot_interaction(vectors, m, s):
     """:func:`~rpaccel.sim.golden.interaction.interaction_model`'s ``dot`` outputs of ``(n, F, d)`` int8 items: the
     bottom vector, then every pair's dot product requantised, with the items' Gram matrices as one batched float
     product (exact, :func:`_exact_float`; both operands contiguous, as BLAS takes them)."""
-    floats = vectors.astype(_exact_float(vectors.shape[2]))
-    gram = np.matmul(floats, np.ascontiguousarray(floats.transpose(0, 2, 1)))
-    rows, cols = pair_indices(vectors.shape[1])
-    pairs = _requantize(gram[:, rows, cols].astype(np.int64), m, s)
-    return np.concatenate([vectors[:, 0].astype(np.int64), pairs], axis=1)
+    n, f, d = vectors.shape
+    floats = vectors.astype(_exact_float(d))
+    gram = np.matmul(floats, np.ascontiguousarray(floats.transpose(0, 2, 1))).reshape(n, f * f)
+    out = np.empty((n, d + f * (f - 1) // 2), dtype=np.int64)
+    out[:, :d] = vectors[:, 0]
+    out[:, d:] = _requantize(gram[:, _pairs(f)].astype(np.int64), m, s)
+    return out
+
+
+@functools.cache
+def _pairs(vectors):
+    """:func:`~rpaccel.host.models.pair_indices` of ``vectors`` as indices of a flattened Gram matrix."""
+    rows, cols = pair_indices(vectors)
+    return rows * vectors + cols
 
 
 class PagedMemory:
