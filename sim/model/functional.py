@@ -1368,9 +1368,9 @@ class FunctionalChip:
             queue, depth = self.fetcher.queue, QUEUE_DEPTH
         elif op == Opcode.WEIGHTS:
             queue, depth = self.weights.queue, QUEUE_DEPTH + WeightLoader.JOBS
-        elif op == Opcode.LANE and (lane := self._field(op, i, "lane")) < len(self.lanes):
+        elif op == Opcode.LANE and (lane := self._arg(op, i)["lane"]) < len(self.lanes):
             queue, depth = self.lanes[lane].queue, QUEUE_DEPTH + LaneFrontEnd.COMMANDS
-        elif op == Opcode.SCORE and (lane := self._field(op, i, "lane")) < len(self.scorers):
+        elif op == Opcode.SCORE and (lane := self._arg(op, i)["lane"]) < len(self.scorers):
             queue, depth = self.scorers[lane].queue, QUEUE_DEPTH
         else:
             return False
@@ -1399,11 +1399,6 @@ class FunctionalChip:
         """Command ``i``'s argument of the last run, which is the ``name`` member of the command's argument union
         (``"fetch"``, ``"lane"``, ...), as nested dicts of Python ints."""
         return self._arg(self._ARG_OPS[name], i)
-
-    def _field(self, op, i, name):
-        """Field ``name`` of command ``i``'s (an ``op``) argument, an int."""
-        rows, columns = self._args(op)
-        return int(columns[name][int(np.searchsorted(rows, i))])
 
     def _controller(self):
         """Take commands while they can go (a barrier waits for every earlier command; a unit's command for room
