@@ -257,7 +257,9 @@ class PagedMemory:
         if last - first == len(flat) - 1 and (np.diff(flat) == 1).all():
             # A run of lines (a memory image): a copy per page.
             pages = np.arange(first >> self.PAGE_BITS, (last >> self.PAGE_BITS) + 1)
-            self._allocate(pages)
+            size = 1 << self.PAGE_BITS
+            self._allocate(pages, full={page for page in pages.tolist()
+                                        if first <= page * size and (page + 1) * size <= last + 1})
             rows = self._index(np.maximum(pages << self.PAGE_BITS, first))
             for page, row in zip(pages.tolist(), rows.tolist()):
                 start = max(page << self.PAGE_BITS, first)
@@ -268,18 +270,22 @@ class PagedMemory:
         self._allocate(pages[np.flatnonzero(np.diff(pages, prepend=-1))])      # each run of a page once
         self._store[self._index(flat)] = lines
 
-    def _allocate(self, pages):
-        """Give each of ``pages`` not written before its slot (zeros)."""
+    def _allocate(self, pages, full=frozenset()):
+        """Give each of ``pages`` not written before its slot: zeros, but for the pages in ``full``, which the
+        caller writes whole."""
         new = np.setdiff1d(pages, self._pages)
         if not new.size:
             return
         slots = self._used + np.arange(new.size)
-        self._used += new.size
+        used, self._used = self._used, self._used + new.size
         if self._used << self.PAGE_BITS > len(self._store):
-            store = np.zeros((max(2 * len(self._store), self._used << self.PAGE_BITS), self.line_bytes),
+            store = np.empty((max(2 * len(self._store), self._used << self.PAGE_BITS), self.line_bytes),
                              dtype=np.uint8)
-            store[:len(self._store)] = self._store
+            store[:used << self.PAGE_BITS] = self._store[:used << self.PAGE_BITS]
             self._store = store
+        for page, slot in zip(new.tolist(), slots.tolist()):
+            if page not in full:
+                self._store[slot << self.PAGE_BITS:(slot + 1) << self.PAGE_BITS] = 0
         pages = np.concatenate([self._pages, new])
         order = np.argsort(pages)
         self._pages, self._slots = pages[order], np.concatenate([self._slots, slots])[order]
