@@ -513,7 +513,8 @@ class _Embedding(_Unit):
 
     name = "embedding unit"
     CONFIG_FIELDS = ("rows", "static_rows", "static_base", "mem_base", "row_lines", "m", "s")
-    #: Bags of up to this many lookups requantise through a table per ``(m, s)``, longer ones by arithmetic.
+    #: Bags of up to this many lookups requantise through tables of every sum (:meth:`_requantized`), longer ones
+    #: by arithmetic.
     LUT_LOOKUPS = 16
 
     def __init__(self, chip):
