@@ -201,6 +201,20 @@ def test_lru_blocks_equal_a_step_per_line():
                        for line in lines[:5].tolist())
 
 
+def test_lru_blocks_of_a_query_equal_a_step_per_line():
+    # A query's lookups at scale: blocks of 2,000 lines (rows of one and of two lines) of Zipf IDs on 512 sets of
+    # 8 ways, hits and misses block by block and the cached lines at the end.
+    rng = np.random.default_rng(21)
+    cache, reference = LRUCache(512, 8), _OrderedDictLRU(512, 8)
+    sampler = ZipfSampler(50_000, 1.05, permute=True)
+    for block in range(20):
+        bases = 2 * sampler.sample(rng, 1000)
+        lines = np.stack([bases, bases + 1], axis=1).reshape(-1) if block % 2 else bases
+        assert cache.access_lines(lines).tolist() == [reference.access(line) for line in lines.tolist()], block
+    assert (cache.hits, cache.misses, cache.evictions) == (reference.hits, reference.misses, reference.evictions)
+    assert _cached_lines(cache) == reference.lines()
+
+
 def test_lru_long_windows_between_uses():
     # Line 5's second use has 81 lines between, two distinct: a hit in 3 ways; line 7's has 71, three distinct.
     lines = np.r_[5, np.zeros(50, int), 7, np.zeros(30, int), 5, np.full(40, 9), 7]
