@@ -76,7 +76,9 @@ class LRUCache:
         self.hits = self.misses = self.evictions = 0
 
     def access(self, line):
-        """Look up line address ``line``; return ``True`` on a hit."""
+        """Look up line address ``line`` (non-negative); return ``True`` on a hit."""
+        if line < 0:
+            raise ValueError(f"A line address must be non-negative, not {line}")
         row = self._lines[line & self._mask]
         found = np.flatnonzero(row == line)
         if found.size:
@@ -117,6 +119,9 @@ class LRUCache:
         n, ways = len(lines), self.ways
         if not n:
             return np.zeros(0, dtype=bool)
+        if lines.min() < 0:
+            raise ValueError(f"A line address must be non-negative, not {int(lines.min())} (line "
+                             f"{int(np.argmin(lines))} of the block)")
         # The block by set: position k of the runs is access order[k].
         order = _stable_order(lines & self._mask)
         seq = lines[order]
@@ -196,14 +201,14 @@ class LRUCache:
 
     def contains(self, line):
         """Whether line ``line`` is cached (no LRU update, no count)."""
-        return bool((self._lines[line & self._mask] == line).any())
+        return line >= 0 and bool((self._lines[line & self._mask] == line).any())
 
     def contains_lines(self, lines):
         """:meth:`contains` of each of ``lines``, as a ``bool`` array."""
         lines = np.asarray(lines, dtype=np.int64).reshape(-1)
         if not self._valid:
             return np.zeros(len(lines), dtype=bool)
-        return (self._lines[lines & self._mask] == lines[:, None]).any(axis=1)
+        return (lines >= 0) & (self._lines[lines & self._mask] == lines[:, None]).any(axis=1)
 
     def _few_between(self, prev, query, ways):
         """For the run positions ``query`` whose line was used before at ``prev[query]``: whether fewer than

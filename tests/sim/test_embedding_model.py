@@ -227,6 +227,16 @@ def test_lru_long_windows_between_uses():
         assert _cached_lines(cache) == [[5, 9, 7]]
 
 
+def test_a_negative_line_is_an_error_and_never_cached():
+    cache = LRUCache(4, 2)
+    cache.access_lines([5])                 # ways left invalid (-1)
+    with pytest.raises(ValueError, match=r"A line address must be non-negative, not -1 \(line 1 of the block\)"):
+        cache.access_lines([3, -1])
+    with pytest.raises(ValueError, match="A line address must be non-negative, not -4"):
+        cache.access(-4)
+    assert not cache.contains(-1) and cache.contains_lines([-1, 5]).tolist() == [False, True]
+
+
 def test_zero_ways_is_an_error():
     with pytest.raises(ValueError, match=r"A cache needs at least one way, not 0 \(to run without a dynamic cache, "
                                          r"set dyn_cache_ways = 0"):
