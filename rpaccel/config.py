@@ -152,7 +152,7 @@ class AccelConfig:
     array_dsp_pes: int = 64
     weight_buffer_words: int = 8192
     act_buffer_words: int = 8192
-    acc_buffer_words: int = 64
+    acc_buffer_words: int = 32
     # Embedding unit and caches.
     max_emb_dim: int = 32
     max_tables: int = 32
@@ -163,7 +163,7 @@ class AccelConfig:
     dyn_cache_line_bytes: int = 16
     max_outstanding_misses: int = 128
     max_pooling: int = 1024
-    emb_requant_lanes: int = 8
+    emb_requant_lanes: int = 4
     mem_latency_cycles: int = 100
     mem_bytes_per_cycle: int = 16
     mem_latency_jitter: int = 0
@@ -177,7 +177,7 @@ class AccelConfig:
     filter_units: int = 1
     filter_capacity: int = 4096
     # Implementation.
-    clock_mhz: float = 125.0
+    clock_mhz: float = 25.0
     target: str = "ecp5-85f"
 
     def __post_init__(self):
@@ -340,7 +340,7 @@ PRESETS = {
     # iCEBreaker (iCE40 UP5K: 5280 LUT4, 8 DSP, 30 x 4 kbit EBR, 4 x 256 kbit SPRAM).
     "tiny": replace(
         SMALL, name="tiny", array_rows=4, array_cols=4, block=2, splits=(1, 2, 4), array_dsp_pes=0,
-        weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8, emb_tables=16,
+        weight_buffer_words=256, act_buffer_words=256, acc_buffer_words=64, max_emb_dim=16, max_tables=8, emb_tables=16,
         static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
         mem_bytes=1 << 17, join_buffer_words=128, join_output_words=128, k_max=16, topk_units=1,
@@ -357,7 +357,7 @@ PRESETS = {
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
         array_dsp_pes=128 * 128, emb_tables=128, max_emb_dim=64,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
-        emb_requant_lanes=16,
+        acc_buffer_words=64, emb_requant_lanes=16, clock_mhz=125.0,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
         mem_bytes=1 << 34, join_buffer_words=16384, join_output_words=16384, k_max=256, topk_units=16,
         filter_units=4, filter_capacity=16384,
