@@ -954,7 +954,7 @@ def test_a_one_stage_query_matches_the_reference(rm_models):
     model = Loaded(program, g, qmodel, 1, first_table=0, mem_at=0, w_base=0, weights_done=0,
                    records=qmodel.inputs(records))
     plan = LanePlan(g, 1, 0)
-    sizes = [40, 40, 40, 30]
+    sizes = [32, 32, 32, 32, 22]     # within the lane's 32 accumulator rows
     logits_tags, first = [], 0
     for size in sizes:
         model.sub_batch(program, plan, 0, size, {"source": FetchSource.RANGE.value, "first": first})
@@ -1004,9 +1004,9 @@ def test_a_two_stage_query_filters_on_chip(rm_models):
                           w_base=len(first_stage.image.words), weights_done=1, records=med_model.inputs(raw))
     keep, k = 48, 10
     plan0, plan1 = LanePlan(g, 2, 0), LanePlan(g, 2, 1)
-    for n, first in enumerate(range(0, 160, 40)):
-        first_stage.sub_batch(program, plan0, 0, 40, {"source": FetchSource.RANGE.value, "first": first})
-        program.add(Opcode.SCORE, "score", lane=0, dest=ScoreDest.TOPK.value, unit=0, items=40, last=int(n == 3),
+    for n, first in enumerate(range(0, 160, 32)):       # sub-batches of the lane's 32 accumulator rows
+        first_stage.sub_batch(program, plan0, 0, 32, {"source": FetchSource.RANGE.value, "first": first})
+        program.add(Opcode.SCORE, "score", lane=0, dest=ScoreDest.TOPK.value, unit=0, items=32, last=int(n == 4),
                     k=keep, keep=1)
     sizes = [20, 20, 8]
     for n, first in enumerate(np.cumsum([0, *sizes[:-1]]).tolist()):
