@@ -85,8 +85,8 @@ class AccelConfig:
     array_dsp_pes : int
         Largest number of processing elements whose multiplier is a hard DSP multiplier; the others get LUT
         multipliers (:func:`rpaccel.rtl.pe.lut_multiply`). Sized so that the array, the post-processors
-        (two DSPs each, one per array column), the embedding unit's requantisers (one each) and the interaction
-        unit's requantisers (two each) fit the target's DSP blocks: 64 + 16 + 16 + 4 = 100 of 156 on ``small``.
+        (two DSPs each, one per array column), the embedding unit's requantisers (one each), the interaction
+        unit's requantisers (two each) and the joiner's fit the target's DSP blocks: 93 of 156 on ``small``.
     weight_buffer_words, act_buffer_words : int
         Depth of the MLP engine's on-chip weight and activation buffers, in array-width words
         (a weight word is one row of a C-wide tile, an activation word one R-wide input vector).
@@ -347,10 +347,12 @@ PRESETS = {
         filter_capacity=256, clock_mhz=30.0,
         target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the whole
-    # chip (8 x 8 array split in two, embedding unit with 32-byte rows requantised 8 elements a cycle, interaction,
-    # one top-k unit of 64, one filter unit of 4,096) packs within 80% of the logic cells (docs/chip.md, "Fit";
-    # results.md, chip-accel). Eight requantisation lanes keep up with the joiner, which writes a pooled vector a
-    # row of the array (8 elements) a cycle.
+    # chip (8 x 8 array split in two, embedding unit with 32-byte rows requantised 4 elements a cycle, interaction,
+    # one top-k unit of 64, one filter unit of 4,096) packs within 80% of the logic cells and routes (docs/chip.md,
+    # "Fit and timing"; results.md, chip-accel); clock_mhz is the routed Fmax. The 32 accumulator rows and the 4
+    # requantisation lanes (LUT RAM and LUTs the router needs) cost RecPipe's pipelines at most 0.4% of their cycles:
+    # the act buffer already limits a split lane's sub-batch to 20 items, and the gather, not the requantiser, paces
+    # the embedding unit.
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
