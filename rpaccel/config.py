@@ -350,9 +350,9 @@ PRESETS = {
     # chip (8 x 8 array split in two, embedding unit with 32-byte rows requantised 4 elements a cycle, interaction,
     # one top-k unit of 64, one filter unit of 4,096) packs within 80% of the logic cells and routes (docs/chip.md,
     # "Fit and timing"; results.md, chip-accel); clock_mhz is the routed Fmax. The 32 accumulator rows and the 4
-    # requantisation lanes (LUT RAM and LUTs the router needs) cost RecPipe's pipelines at most 0.4% of their cycles:
-    # the act buffer already limits a split lane's sub-batch to 20 items, and the gather, not the requantiser, paces
-    # the embedding unit.
+    # requantisation lanes (LUT RAM and LUTs the router needs) cost RecPipe's pipelines at most 0.4% of their cycles
+    # in the timed model: only split 1's sub-batch shrinks (41 to 32 items; the act buffer already holds a split
+    # lane's to 20), and halving the requantiser's lanes changes no pipeline's cycles.
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
