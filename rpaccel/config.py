@@ -177,7 +177,7 @@ class AccelConfig:
     filter_units: int = 1
     filter_capacity: int = 4096
     # Implementation.
-    clock_mhz: float = 25.0
+    clock_mhz: float = 125.0
     target: str = "ecp5-85f"
 
     def __post_init__(self):
@@ -348,18 +348,18 @@ PRESETS = {
         target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the whole
     # chip (8 x 8 array split in two, embedding unit with 32-byte rows requantised 4 elements a cycle, interaction,
-    # one top-k unit of 64, one filter unit of 4,096) packs within 80% of the logic cells and routes (docs/chip.md,
-    # "Fit and timing"; results.md, chip-accel); clock_mhz is the routed Fmax. The 32 accumulator rows and the 4
-    # requantisation lanes (LUT RAM and LUTs the router needs) cost RecPipe's pipelines at most 0.4% of their cycles
-    # in the timed model: only split 1's sub-batch shrinks (41 to 32 items; the act buffer already holds a split
-    # lane's to 20), and halving the requantiser's lanes changes no pipeline's cycles.
+    # one top-k unit of 64, one filter unit of 4,096) packs within 80% of the logic cells (docs/chip.md, "Fit and
+    # timing"; results.md, chip-accel); clock_mhz becomes the routed Fmax once it routes. The 32 accumulator rows
+    # and the 4 requantisation lanes (LUT RAM and LUTs the router needs) cost RecPipe's pipelines at most 0.4% of
+    # their cycles in the timed model: only split 1's sub-batch shrinks (41 to 32 items; the act buffer already
+    # holds a split lane's to 20), and halving the requantiser's lanes changes no pipeline's cycles.
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
         array_dsp_pes=128 * 128, emb_tables=128, max_emb_dim=64,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
-        acc_buffer_words=64, emb_requant_lanes=16, clock_mhz=125.0,
+        acc_buffer_words=64, emb_requant_lanes=16,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
         mem_bytes=1 << 34, join_buffer_words=16384, join_output_words=16384, k_max=256, topk_units=16,
         filter_units=4, filter_capacity=16384,
