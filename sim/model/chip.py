@@ -135,14 +135,14 @@ class _Alone:
 
 
 class LaneFeed:
-    """A lane's engine from its weight words to its items in the array (:mod:`rpaccel.sim.model.engine`'s rules 3
-    to 11, the lane alone on the weight memory, without the sub-array's stalls): the fetcher's requests a word a
-    cycle from the LAYER's dispatch, the word FIFO's 16 credits, each n-tile's bias words before its first tile,
-    the unpacker's n-tile FIFO of 4, the rows through the two slices into the two banks in turn (from ``rows - 1``
-    cycles after the last item of the tile two before), a tile's items one a cycle from the cycle after its last
-    row, behind the feed FIFO's credits. Cycles are the chip model's: an item's in the array two cycles before the
-    engine model's (``layers_done`` counts a layer ``rows + cols`` + :data:`ENGINE_PIPE` cycles after its last
-    item).
+    """A lane's engine from its weight words to its items in the array, by :mod:`rpaccel.sim.model.engine`'s rules 3
+    to 11 and its own state classes, for the lane alone on the weight memory, its sub-array never stalling and its
+    outputs never back-pressured: the fetcher's requests a word a cycle from the LAYER's dispatch, the word FIFO's
+    16 credits, each n-tile's bias words before its first tile, the unpacker's n-tile FIFO of 4, the rows through
+    the two slices into the two banks in turn (from ``rows - 1`` cycles after the last item of the tile two
+    before), a tile's items one a cycle from the cycle after its last row, behind the feed FIFO's credits. Cycles
+    are the chip model's: an item's in the array two cycles before the engine model's (``layers_done`` counts a
+    layer ``rows + cols`` + :data:`ENGINE_PIPE` cycles after its last item).
 
     Parameters
     ----------
@@ -192,23 +192,22 @@ class LaneFeed:
         """A LAYER of ``items`` over ``ktiles x ntiles`` tiles, dispatched to the engine in ``dispatch`` (its
         fetcher starts the cycle after, or after the previous LAYER's last request), its first item not before
         ``start`` (an item's cycle); returns its first and last item's cycles."""
-        shift, shape = self.SHIFT, self.shape
+        shift, shape, cursor = self.SHIFT, self.shape, self.items
         first_request = max(dispatch + 1, self.weights.fired + 1) + 1
-        first_issue = max(start + shift - ITEM_HEAD - SLICES, self.items.issued + 2)
+        first_issue = max(start + shift - ITEM_HEAD - SLICES, cursor.issued + 2)
         first = None
         for _ntile in range(ntiles):
             bias_gate = self.ntile_taken[0] + 1 if self.ntile_filled >= Unpacker.NTILE_FIFO else NEVER
             self.ntile_filled += 1
             for ktile in range(ktiles):
-                items_ = self.items
-                gate = items_.tile_last[0] + 1 + max(shape.rows - 2, 0)
-                loaded = self._loaded(shape.bias_words if ktile == 0 else 0,
-                                      first_request, gate, bias_gate if ktile == 0 else NEVER)
-                first_request, bias_gate = None, NEVER
-                issue, x = items_.start(loaded, first_issue, self.stalls)
+                gate = cursor.tile_last[0] + 1 + max(shape.rows - 2, 0)
+                loaded = self._loaded(shape.bias_words if ktile == 0 else 0, first_request, gate,
+                                      bias_gate if ktile == 0 else NEVER)
+                first_request = None
+                issue, x = cursor.start(loaded, first_issue, self.stalls)
                 first_issue = NEVER
                 accepted = x + items - 1
-                items_.finish(items, issue, x, accepted, self.stalls)
+                cursor.finish(items, issue, x, accepted, self.stalls)
                 first = x if first is None else first
             # The n-tile's last results through the accumulator and the beat issuer (its n-tile FIFO entry taken
             # with its last beat).
