@@ -45,8 +45,9 @@ from ...host.driver.interaction import encode_items, output_words
 from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
 from ...rtl.accel.isa import Counter, FetchSource, Opcode, ResponseKind, ScoreDest
 from ...rtl.interaction import MODES
-from ...rtl.mlp import WAIT_BITS, Op
+from ...rtl.mlp import WAIT_BITS, Op, Unpacker
 from ...rtl.topk import unit_latency
+from .engine import FINISHED, ITEM_HEAD, NEVER, SLICES, TO_ISSUE, _Items, _Stalls, _Weights
 from .functional import Deadlock, FunctionalChip, _ceil_div, _satisfied
 from .interaction import InteractionModel
 from .score import PASS_EXTRA, filter_kept
@@ -105,6 +106,9 @@ ENGINE_PIPE = 24
 #: Engine: a LAYER's first item after the ``inputs_done`` or ``layers_done`` it waits for (feeder start, reads,
 #: feed FIFO, slices).
 FEED_START = 5
+#: Engine: a LAYER's dispatch to its first item in the array at the earliest, in this model's item cycles (the
+#: feeder's start and first read, the read's latency and the feed FIFO, the slices; :attr:`LaneFeed.SHIFT` less).
+TO_ITEM = 2 + ITEM_HEAD + SLICES - 2
 
 
 def requant_cycles(emb, row_lines):
@@ -118,6 +122,99 @@ def requant_cycles(emb, row_lines):
         Per bag, log2 of its table's lines per row.
     """
     return np.maximum(-(-(emb.line_bytes << np.asarray(row_lines)) // emb.requant_lanes), 1)
+
+
+class _Alone:
+    """The lane :meth:`rpaccel.sim.model.engine._Weights.tile` runs for: alone on the weight memory (each request
+    fires as the only requester's, rule 4), never robust."""
+
+    horizon = FINISHED
+    robust = False
+    first_floor = best = worst = last_fire = NEVER
+    shared = 0
+
+
+class LaneFeed:
+    """A lane's engine from its weight words to its items in the array, by :mod:`rpaccel.sim.model.engine`'s rules 3
+    to 11 and its own state classes, for the lane alone on the weight memory, its sub-array never stalling and its
+    outputs never back-pressured: the fetcher's requests a word a cycle from the LAYER's dispatch, the word FIFO's
+    16 credits, each n-tile's bias words before its first tile, the unpacker's n-tile FIFO of 4, the rows through
+    the two slices into the two banks in turn (from ``rows - 1`` cycles after the last item of the tile two
+    before), a tile's items one a cycle from the cycle after its last row, behind the feed FIFO's credits. Cycles
+    are the chip model's: an item's in the array two cycles before the engine model's (``layers_done`` counts a
+    layer ``rows + cols`` + :data:`ENGINE_PIPE` cycles after its last item).
+
+    Parameters
+    ----------
+    shape : rpaccel.rtl.mlp.SplitShape
+        The lane's sub-array.
+    latency : int
+        The sub-array's latency (``ArrayGeometry.latency``).
+    """
+
+    #: Chip model cycles of an item in the array, before the engine model's.
+    SHIFT = 2
+
+    def __init__(self, shape, latency):
+        self.shape, self.latency = shape, latency
+        self.weights, self.items, self.stalls = _Weights(), _Items(), _Stalls()
+        self.ntile_filled = 0
+        self.ntile_taken = deque(maxlen=Unpacker.NTILE_FIFO)
+        self.beat_free = NEVER
+        self.memo = {}
+
+    def _loaded(self, bias, first_request, gate, bias_gate):
+        """A tile's weights (``bias`` bias words first): the cycle its last row is accepted (memoised by the state
+        relative to the last request, as the engine model's lanes alone)."""
+        weights = self.weights
+        reference = weights.fired
+        key = None
+        if reference != NEVER:
+            key = (weights.key(reference), bias, None if first_request is None else first_request - reference,
+                   max(gate - reference, 0), max(bias_gate - reference, 0))
+            found = self.memo.get(key)
+            if found is not None:
+                state, fired, loaded = found
+                weights.restore(state, reference + fired)
+                return reference + fired + loaded
+        steps = weights.tile(_Alone, self.shape, bias, first_request, gate, bias_gate, self.stalls)
+        try:
+            next(steps)
+        except StopIteration as stop:
+            loaded = stop.value
+        else:
+            raise AssertionError("a lane alone never waits for the arbiter")
+        if key is not None:
+            self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
+        return loaded
+
+    def layer(self, dispatch, start, items, ktiles, ntiles):
+        """A LAYER of ``items`` over ``ktiles x ntiles`` tiles, dispatched to the engine in ``dispatch`` (its
+        fetcher starts the cycle after, or after the previous LAYER's last request), its first item not before
+        ``start`` (an item's cycle); returns its first and last item's cycles."""
+        shift, shape, cursor = self.SHIFT, self.shape, self.items
+        first_request = max(dispatch + 1, self.weights.fired + 1) + 1
+        first_issue = max(start + shift - ITEM_HEAD - SLICES, cursor.issued + 2)
+        first = None
+        for _ntile in range(ntiles):
+            bias_gate = self.ntile_taken[0] + 1 if self.ntile_filled >= Unpacker.NTILE_FIFO else NEVER
+            self.ntile_filled += 1
+            for ktile in range(ktiles):
+                gate = cursor.tile_last[0] + 1 + max(shape.rows - 2, 0)
+                loaded = self._loaded(shape.bias_words if ktile == 0 else 0, first_request, gate,
+                                      bias_gate if ktile == 0 else NEVER)
+                first_request = None
+                issue, x = cursor.start(loaded, first_issue, self.stalls)
+                first_issue = NEVER
+                accepted = x + items - 1
+                cursor.finish(items, issue, x, accepted, self.stalls)
+                first = x if first is None else first
+            # The n-tile's last results through the accumulator and the beat issuer (its n-tile FIFO entry taken
+            # with its last beat).
+            last_beat = max(x + self.latency + SLICES + TO_ISSUE, self.beat_free) + shape.beats * items - 1
+            self.beat_free = last_beat + 1
+            self.ntile_taken.append(last_beat)
+        return first - shift, accepted - shift
 
 
 # The event loop ----------------------------------------------------------------------------------------------------
@@ -1405,17 +1502,14 @@ class _Timing:
     def lane_feeder(self, lane):
         """LAYER, from its command's arrival: a layer's items follow the previous layer's from the next cycle, or
         start :data:`FEED_START` cycles after the ``inputs_done`` or ``layers_done`` it waits for; per tile
-        (``ktiles x ntiles``) its items one a cycle once its rows are in its bank (the two banks in turn, from
-        ``2 rows - 1`` cycles after the last item of the tile two before), the tiles after a layer's first two at
-        the longest of their items, their rows' turn and their weight words (a word a cycle shared by the working
-        lanes); ``layers_done`` counts it ``rows + cols`` + :data:`ENGINE_PIPE` cycles after its last item; an
-        output layer's ``items * ntiles`` words are offered to the joiner or (a cycle later, through the front end)
-        the score sequencer as they come out, and the lane is held until they are taken. (Against the exact engine
-        model alone, ``engine_timing``: equal on one- and two-tile layers and on layers of more items than rows; up
-        to 20 cycles early on many n-tiles of few items, whose bias words the rule leaves out.)"""
+        (``ktiles x ntiles``) its items one a cycle once its rows are in its bank, its weight words fetched from
+        the command's dispatch (:class:`LaneFeed`: the engine model's rules, the lane alone on the weight memory);
+        ``layers_done`` counts it ``rows + cols`` + :data:`ENGINE_PIPE` cycles after its last item; an output
+        layer's ``items * ntiles`` words are offered to the joiner or (a cycle later, through the front end) the
+        score sequencer as they come out, and the lane is held until they are taken."""
         g = self.g
         free = -1.0
-        tail = (-np.inf, -np.inf)     # the last item of the lane's last two tiles
+        feed = None
         queue = self.lane_layers[lane]
         while True:
             # From the cycle the command came (this process may have waited for its previous output's take).
@@ -1428,21 +1522,11 @@ class _Timing:
             start = max(ready, free + 1, max(inputs.time, layers.time) + FEED_START)
             queue.took(start)
             shape = g.engine.splits[self.split]
+            if feed is None or feed.shape != shape:    # a SPLIT between (a barrier: the lane idle)
+                feed = LaneFeed(shape, g.engine.array.latency(self.split))
             items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
-            share = min(self.split, g.lanes)
+            first, last = feed.layer(ready - TO_ITEM, start, items, kt, nt)
             tiles = nt * kt
-            # A tile's items go one a cycle once its rows are in its bank (the two banks in turn: from 2 * rows - 1
-            # cycles after the last item of the tile two before); the layer's first two tiles from the banks' state
-            # its previous tiles left, the rest at the longer of their items, their rows' turn and their words.
-            gate = 2 * shape.rows - 1
-            first = max(start, tail[0] + gate)
-            second = max(first + items, tail[1] + gate)
-            if tiles == 1:
-                last, tail = first + items - 1, (tail[1], first + items - 1)
-            else:
-                period = max(items, (items + gate - 1) / 2, shape.tile_words * share + 1)
-                last = second + items - 1 + (tiles - 2) * period
-                tail = (last - period, last)
             feed_end = last + 1
             latency = shape.rows + shape.cols + ENGINE_PIPE
             done = feed_end + latency + (shape.beats - 1) * items
