@@ -113,3 +113,32 @@ def test_latency_runs_one_query_and_bad_arguments_are_refused(models):
         choose_mapping(setup, stages, queries, keep=0)
     with pytest.raises(CompileError):
         choose_mapping(setup, [Stage(a, k=999)], queries, splits=(1,))
+
+
+def test_lane_maps_are_estimated_without_compiling_each(models, monkeypatch):
+    """The estimate of a lane map from the default map's program is the estimate of the map compiled; the chooser
+    compiles the default maps and the best estimated only (a split of 4 and four queries: five lane maps, one
+    kept), and chooses as if it had compiled them all."""
+    from rpaccel.host.runtime import mapping
+
+    a, b = models
+    setup, queries = _placed(TINY2, [a, b])
+    stages = [Stage(a, k=16), Stage(b, k=9)]
+    reference = compile_queries(setup, stages, queries, _schedule(split=4, sub_batch=5))
+    for lanes in lane_maps(4, 2, 4):
+        program = compile_queries(setup, stages, queries, _schedule(split=4, sub_batch=5, lanes=lanes))
+        assert estimate_cycles(reference, lanes) == estimate_cycles(program), lanes
+    compiled = []
+
+    def counting(setup, stages, queries, schedule):
+        compiled.append((len(queries), schedule.lanes))
+        return compile_queries(setup, stages, queries, schedule)
+    monkeypatch.setattr(mapping, "compile_queries", counting)
+    choice = choose_mapping(setup, stages, queries, splits=(4,), sub_batches=(1,), keep=1,
+                            measure=lambda program: mapping.estimate_cycles(program))
+    estimated = [row for row in choice.rows if row["estimate"] is not None]
+    assert len(choice.rows) == len(estimated) == 6
+    # The most a lane holds (one query), the default map, the best estimated lane map: nothing else compiled.
+    best = min(estimated, key=lambda row: (row["estimate"], row["lanes"] is not None))
+    assert compiled == [(1, None), (4, None), (4, best["lanes"])] and best["lanes"] is not None
+    assert choice.best is best and choice.schedule.lanes == best["lanes"]
