@@ -33,8 +33,9 @@ def invocation(argv=None):
 
 
 def git_commit(cwd=None, *, ignore=()):
-    """The short hash of ``HEAD`` in ``cwd``, with ``+dirty`` if the working tree has changes (beyond the files in
-    ``ignore``: the results file a run writes into is no change to what measured it); None outside git."""
+    """The short hash of ``HEAD`` in ``cwd``, with ``+dirty`` if the working tree has changes (beyond the files and
+    folders in ``ignore``: the results file a run writes into and its plots are no change to what measured it);
+    None outside git."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
@@ -44,8 +45,9 @@ def git_commit(cwd=None, *, ignore=()):
         changes = git("status", "--porcelain", "--untracked-files=no").splitlines()
     except (OSError, subprocess.CalledProcessError):
         return None
-    ignored = {Path(path).resolve() for path in ignore}
-    dirty = [line for line in changes if (top / line[3:]).resolve() not in ignored]
+    ignored = [Path(path).resolve() for path in ignore]
+    dirty = [line for line in changes
+             if not any((top / line[3:]).resolve().is_relative_to(path) for path in ignored)]
     return commit + ("+dirty" if dirty else "")
 
 
@@ -87,7 +89,8 @@ def write_section(name, title, body, *, command=None, commit=None, path=RESULTS_
     command : str, optional
         The command that produced it (default: this process's command line).
     commit : str, optional
-        The commit measured (default: :func:`git_commit` of the working directory; left out outside git).
+        The commit measured (default: :func:`git_commit` of the working directory, the results file and the plots
+        beside it, in its folder's ``img``, ignored; left out outside git).
     path : path-like
         The results file.
     today : datetime.date, optional
@@ -100,7 +103,7 @@ def write_section(name, title, body, *, command=None, commit=None, path=RESULTS_
     path = Path(path)
     date = (today or datetime.date.today()).isoformat()
     command = command or invocation()
-    commit = commit or git_commit(ignore=(path,))
+    commit = commit or git_commit(ignore=(path, path.parent / "img"))
     at = f" at commit `{commit}`" if commit else ""
     block = (f"<!-- BEGIN {name} -->\n## {title}\n\nMeasured {date}{at} with `{command}`.\n\n{body.strip()}\n"
              f"<!-- END {name} -->")
