@@ -137,6 +137,23 @@ def test_the_table_is_remade_when_a_section_changes(tmp_path):
     assert path.read_text() == before
 
 
+def test_the_paper_chips_models_are_judged_on_their_own(tmp_path):
+    """``bench sched --models --preset paper`` writes a section of its own (the small chip's stays): its claim and
+    its status row read it, the small chip's read theirs."""
+    path = tmp_path / "results.md"
+    write_section("sched-models", "Models", sched_models("1.30x", "1.77x"), command="rpaccel bench sched --models "
+                  "--write", commit="abc1234", path=path)
+    write_section("sched-models-paper", "Models on paper", sched_models("1.25x", "0.95x"),
+                  command="rpaccel bench sched --models --preset paper --write", commit="def5678", path=path)
+    small, paper = claim(path, "sched-models", 1), claim(path, "sched-models-paper")
+    assert (small["ours"], small["verdict"]) == ("1.77x (geometric mean over 1 model)", "**partly**")
+    assert (paper["ours"], paper["verdict"]) == ("0.95x (geometric mean over 1 model)", "**refuted**")
+    assert "--preset paper" in paper["measured by"] and "def5678" in paper["measured by"]
+    status = {row["figure"]: row for row in read_sections(path.read_text())["status"]["tables"][0]}
+    on_paper = status["DeepRecSched over the static scheduler across the zoo's models, CPU cores and the paper chip"]
+    assert (on_paper["measured"], on_paper["met"]) == ("0.95x (geometric mean over 1 model)", "**no**")
+
+
 def test_missing_sections_are_not_measured_with_the_command_that_would(tmp_path):
     path = tmp_path / "results.md"
     write_section("gemm", "Gemm", "no figures here", command="rpaccel bench gemm", commit="abc1234", path=path)
