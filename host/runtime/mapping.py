@@ -27,7 +27,7 @@ from itertools import product
 from ..driver.chip import ChipSetup, CompileError, Schedule, Stage, compile_queries
 
 __all__ = ["MappingChoice", "candidates", "choose_mapping", "choose_replay_mapping", "describe_lanes",
-           "estimate_cycles", "lane_maps", "model_measure"]
+           "estimate_cycles", "interleaves", "lane_maps", "model_measure"]
 
 OBJECTIVES = ("latency", "throughput")
 
@@ -78,25 +78,39 @@ def candidates(config, stages, queries, *, splits=None, sub_batches=(1, 2)):
     return out
 
 
-def estimate_cycles(program, lanes=None):
+def estimate_cycles(program, lanes=None, *, interleave=True):
     """A cheap estimate of ``program``'s cycles (a lower bound of a kind): the busiest of the units every lane
     shares (the fetcher's lookups at one row a cycle, the interaction unit's words) and each lane's array (a layer
     of ``items`` on a ``rows x cols`` sub-array: ``ktiles x ntiles x (items + rows + cols)`` cycles), or one
-    query's stages one after another if longer.
+    query's stages one after another if longer; where the compiler does not interleave the stages (a lane or a
+    top-k or filter unit serving two, weights streamed, or ``interleave`` false: :func:`interleaves`), every
+    stage of every query one after another.
 
     ``lanes``, a lane map of the program's split (default: the program's own), estimates the program as that map
     would compile it: the sub-batches and the work of each stage do not depend on the lanes, only where the
-    arrays' work goes."""
-    return _estimate(_estimate_parts(program), program.lanes if lanes is None else lanes)
+    arrays' work goes. ``interleave`` is the schedule's :attr:`~rpaccel.host.driver.chip.Schedule.interleave`."""
+    lanes = program.lanes if lanes is None else lanes
+    return _estimate(_estimate_parts(program), lanes,
+                     interleave and program.mode == "rpaccel" and interleaves(program.setup, lanes))
+
+
+def interleaves(setup, lanes):
+    """Whether the compiler lets the stages of a lane map interleave on ``setup`` (RPAccel mode, the schedule's
+    ``interleave`` set): its models' weights resident, no lane serving two stages and no top-k or filter unit two
+    lanes (the final stage's lanes take top-k units in turn, the other stages' lanes filter units in turn)."""
+    g = setup.geometry
+    served = [lane for stage in lanes for lane in stage]
+    return (setup.resident and len(served) == len(set(served)) and len(lanes[-1]) <= g.units
+            and sum(map(len, lanes[:-1])) <= g.filters)
 
 
 def _estimate_parts(program):
-    """What :func:`estimate_cycles` needs of ``program`` whatever its lane map: ``(array, bound)``, ``array[q, s]``
-    the array cycles of stage ``s`` of query ``q``, ``bound`` the largest of the shared units' and one query's
-    stages one after another."""
+    """What :func:`estimate_cycles` needs of ``program`` whatever its lane map: ``(array, bound, serial)``,
+    ``array[q, s]`` the array cycles of stage ``s`` of query ``q``, ``bound`` the largest of the shared units' and
+    one query's stages one after another, ``serial`` every stage of every query one after another."""
     setup, g = program.setup, program.setup.geometry
     shape = g.engine.splits[program.split]
-    array, fetcher, interaction, path = {}, 0, 0, 0
+    array, fetcher, interaction, path, serial = {}, 0, 0, 0, 0
     for q in range(len(program.queries)):
         chain = 0
         for s, stage in enumerate(program.stages):
@@ -116,12 +130,15 @@ def _estimate_parts(program):
             interaction += words
             chain += max(cycles, lookups, words)
         path = max(path, chain)
-    return array, max(path, fetcher, interaction)
+        serial += chain
+    return array, max(path, fetcher, interaction), serial
 
 
-def _estimate(parts, lanes):
-    """:func:`estimate_cycles` from :func:`_estimate_parts` and a lane map."""
-    array, bound = parts
+def _estimate(parts, lanes, interleaved):
+    """:func:`estimate_cycles` from :func:`_estimate_parts`, a lane map and whether its stages interleave."""
+    array, bound, serial = parts
+    if not interleaved:
+        return max(bound, serial)
     busy = {}
     for (q, s), cycles in array.items():
         lane = lanes[s][q % len(lanes[s])]
@@ -323,7 +340,7 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
             row.update(status=f"same as candidate {seen[key]}")
             return None
         seen[key] = index
-        row.update(status="estimated", estimate=_estimate(parts, placed))
+        row.update(status="estimated", estimate=_estimate(parts, placed, interleave and interleaves(setup, placed)))
         return row
 
     most = {}       # per split, the most a lane holds (the default sub-batch size)

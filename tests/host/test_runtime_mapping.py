@@ -142,3 +142,26 @@ def test_lane_maps_are_estimated_without_compiling_each(models, monkeypatch):
     best = min(estimated, key=lambda row: (row["estimate"], row["lanes"] is not None))
     assert compiled == [(1, None), (4, None), (4, best["lanes"])] and best["lanes"] is not None
     assert choice.best is best and choice.schedule.lanes == best["lanes"]
+
+
+def test_maps_the_compiler_does_not_interleave_are_estimated_serial(models):
+    """:func:`interleaves` is the compiler's rule (no lane for two stages, no unit for two lanes, weights resident),
+    and a map it does not interleave (three lanes of the final stage on two top-k units) is estimated as every stage
+    of every query one after another: above the map that spreads the same queries over lanes with units of their
+    own."""
+    from rpaccel.host.driver.chip.program import _LaneMap
+    from rpaccel.host.runtime.mapping import interleaves
+
+    a, b = models
+    setup, queries = _placed(TINY2, [a, b])
+    g = setup.geometry
+    maps = lane_maps(4, 2, 4)
+    assert any(not interleaves(setup, lanes) for lanes in maps)
+    for lanes in maps:
+        assert interleaves(setup, lanes) == (setup.resident and _LaneMap(g, 4, 2, lanes, False).disjoint), lanes
+    stages = [Stage(a, k=16), Stage(b, k=9)]
+    program = compile_queries(setup, stages, queries, _schedule(split=4, sub_batch=5))
+    spread, crowded = ((0, 1), (2, 3)), ((0,), (1, 2, 3))
+    assert interleaves(setup, spread) and not interleaves(setup, crowded)
+    assert estimate_cycles(program, crowded) > estimate_cycles(program, spread)
+    assert estimate_cycles(program, crowded) == estimate_cycles(program, spread, interleave=False)
