@@ -257,7 +257,8 @@ def quality_cost(rows):
         In the order of ``rows``, each with ``ndcg_points`` (its NDCG minus the baseline's, in points: hundredths),
         ``latency_x`` (the baseline's p95 over its own) and ``qps_x`` (its throughput over the baseline's), None
         without a baseline, and ``front``: the Pareto fronts it is on (``"latency"``, ``"throughput"``: no other
-        configuration has an NDCG at least its own at a lower p95, or a higher throughput).
+        configuration has an NDCG at least its own at a lower p95, or a higher throughput; of configurations equal
+        in both, the first).
     """
     baseline = next((row for row in rows if row["mode"] == "baseline"), None)
     ndcg = [row["ndcg"] for row in rows]
