@@ -179,7 +179,7 @@ def run_claims(preset="paper", *, candidates=4096, queries=4, splits=RECPIPE_SPL
                          "latency_cycles": latencies, "p95_cycles": float(np.percentile(latencies, 95)),
                          "p95_us": float(np.percentile(latencies, 95)) / config.clock_mhz,
                          "cycles_per_query": per_query, "qps": config.clock_mhz * 1e6 / per_query,
-                         "ndcg": float(np.mean(scores)), "recpipe_cycles": estimate.cycles,
+                         "ndcg": float(np.mean(scores)), "ndcg_queries": scores, "recpipe_cycles": estimate.cycles,
                          "seconds": time.perf_counter() - started})
             say(f"  p95 {rows[-1]['p95_us']:,.1f} us, {rows[-1]['qps']:,.0f} queries/s, "
                 f"NDCG@{k} {rows[-1]['ndcg']:.4f}")
@@ -249,12 +249,13 @@ def quality_cost(rows):
     ----------
     rows : list of dict
         :func:`run_claims`'s measured rows (``pipeline``, ``models``, ``mode``, ``split``, ``lanes``, ``ndcg``,
-        ``p95_us``, ``qps``); the baseline is the row in baseline mode, if any.
+        ``ndcg_queries``: each query's, ``p95_us``, ``qps``); the baseline is the row in baseline mode, if any.
 
     Returns
     -------
     list of dict
-        In the order of ``rows``, each with ``ndcg_points`` (its NDCG minus the baseline's, in points: hundredths),
+        In the order of ``rows``, each with ``ndcg_points`` (its NDCG minus the baseline's, in points: hundredths)
+        and ``ndcg_error`` (that difference's standard error, paired over the queries; None for one query),
         ``latency_x`` (the baseline's p95 over its own) and ``qps_x`` (its throughput over the baseline's), None
         without a baseline, and ``front``: the Pareto fronts it is on (``"latency"``, ``"throughput"``: no other
         configuration has an NDCG at least its own at a lower p95, or a higher throughput; of configurations equal
@@ -266,8 +267,13 @@ def quality_cost(rows):
               "throughput": set(pareto_front([row["qps"] for row in rows], ndcg, minimise_x=False))}
     out = []
     for index, row in enumerate(rows):
+        error = None
+        if baseline is not None and len(row["ndcg_queries"]) > 1:
+            change = 100 * (np.asarray(row["ndcg_queries"]) - np.asarray(baseline["ndcg_queries"]))
+            error = float(change.std(ddof=1) / np.sqrt(len(change)))
         out.append({**row, "front": tuple(name for name, members in fronts.items() if index in members),
                     "ndcg_points": None if baseline is None else 100 * (row["ndcg"] - baseline["ndcg"]),
+                    "ndcg_error": error,
                     "latency_x": None if baseline is None else baseline["p95_us"] / row["p95_us"],
                     "qps_x": None if baseline is None else row["qps"] / baseline["qps"]})
     return out
@@ -279,13 +285,15 @@ def _cost_table(rows, k):
         return "-" if value is None else f"{value:.2f}x"
 
     lines = [f"Quality against cost (RecPipe's figures as a table): NDCG@{k} against p95 latency and throughput, "
-             "each beside the baseline's; on the Pareto front of NDCG against latency or throughput where no other "
-             "configuration has an NDCG at least its own at a lower p95 latency, or a higher throughput.", "",
+             "each beside the baseline's (the NDCG's difference ± its standard error, paired over the queries); on "
+             "the Pareto front of NDCG against latency or throughput where no other configuration has an NDCG at "
+             "least its own at a lower p95 latency, or a higher throughput.", "",
              f"| configuration | stages | split | lanes per stage | NDCG@{k} | vs baseline (points) | "
              "p95 latency (us) | baseline's p95 / this | QPS | this / baseline's QPS | Pareto front |",
              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in rows:
-        points = "-" if row["ndcg_points"] is None else f"{row['ndcg_points']:+.2f}"
+        points = ("-" if row["ndcg_points"] is None else f"{row['ndcg_points']:+.2f}" +
+                  ("" if row["ndcg_error"] is None else f" ± {row['ndcg_error']:.2f}"))
         lines.append(f"| {row['pipeline']}-stage {row['mode']} | {row['models']} | {row['split']} | {row['lanes']} | "
                      f"{row['ndcg']:.4f} | {points} | {row['p95_us']:,.1f} | {factor(row['latency_x'])} | "
                      f"{row['qps']:,.0f} | {factor(row['qps_x'])} | {', '.join(row['front']) or '-'} |")

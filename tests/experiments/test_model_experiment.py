@@ -102,14 +102,18 @@ def test_quality_cost_marks_the_pareto_fronts():
 
     def row(mode, ndcg, p95, qps):
         return {"pipeline": 1, "models": "m", "mode": mode, "split": 1, "lanes": "default", "ndcg": ndcg,
-                "p95_us": p95, "qps": qps}
+                "ndcg_queries": [ndcg - 0.01, ndcg + 0.01] if mode == "baseline" else [ndcg, ndcg], "p95_us": p95,
+                "qps": qps}
 
     rows = quality_cost([row("baseline", 0.70, 100.0, 10.0), row("rpaccel", 0.71, 50.0, 20.0),
                          row("rpaccel", 0.71, 60.0, 30.0), row("rpaccel", 0.60, 70.0, 5.0),
                          row("rpaccel", 0.50, 40.0, 8.0)])
     assert [each["front"] for each in rows] == [(), ("latency",), ("throughput",), (), ("latency",)]
     assert rows[1]["latency_x"] == 2 and rows[2]["qps_x"] == 3 and rows[1]["ndcg_points"] == pytest.approx(1)
-    assert quality_cost([row("rpaccel", 0.5, 1.0, 1.0)])[0]["latency_x"] is None
+    # Paired over the queries: differences of +2 and 0 points, a standard error of 1 point.
+    assert rows[1]["ndcg_error"] == pytest.approx(1) and rows[0]["ndcg_error"] == 0
+    alone = quality_cost([row("rpaccel", 0.5, 1.0, 1.0)])[0]
+    assert alone["latency_x"] is None and alone["ndcg_error"] is None
 
 
 def test_the_claims_add_the_stage_mappings_lane_map_where_it_is_better():
