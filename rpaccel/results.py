@@ -332,15 +332,18 @@ RECPIPE_FACTORS = {"latency": 3, "throughput": 6}
 def _iso_quality_factor(tables, what):
     """RecPipe's factor at iso-quality from the claims section's table: ``what`` ``"latency"`` (the baseline's p95
     over the best RPAccel row's at an NDCG at least the baseline's) or ``"throughput"``; ``(factor, text)``,
-    ``(None, None)`` if no RPAccel row reaches the baseline's NDCG, None if the table has no baseline."""
+    ``(None, text)`` if no RPAccel row reaches the baseline's NDCG (the text: the best RPAccel NDCG against the
+    baseline's), None if the table has no baseline."""
     rows = [row for table in tables for row in table if "NDCG@64" in row and _number(row.get("queries/s"))]
     baseline = next((row for row in rows if row["mode"] == "baseline"), None)
     if baseline is None:
         return None
-    rivals = [row for row in rows if row["mode"] == "rpaccel" and
-              (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
+    rpaccel = [row for row in rows if row["mode"] == "rpaccel"]
+    rivals = [row for row in rpaccel if (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
     if not rivals:
-        return None, None
+        best = max((_number(row["NDCG@64"]) or 0 for row in rpaccel), default=None)
+        return None, ("no RPAccel row measured" if best is None else
+                      f"best {best:.4f} against the baseline's {baseline['NDCG@64']}")
     if what == "latency":
         best = min(rivals, key=lambda row: _number(row["p95 latency (us)"]))
         ratio = _number(baseline["p95 latency (us)"]) / _number(best["p95 latency (us)"])
@@ -360,7 +363,7 @@ def _claim(what):
             return None
         ratio, text = found
         if ratio is None:
-            return "no RPAccel row at the baseline's NDCG", False
+            return f"no RPAccel row at the baseline's NDCG ({text})", False
         return text, ratio >= RECPIPE_FACTORS[what]
     return measure
 
@@ -587,8 +590,9 @@ def _factor_claim(what):
             return None
         ratio, text = found
         if ratio is None:
-            return "no RPAccel configuration at the baseline's NDCG@64", "refuted", (
-                "no RPAccel configuration reaches the baseline's quality on the same queries.")
+            return f"no RPAccel configuration at the baseline's NDCG@64 ({text})", "refuted", (
+                f"no RPAccel configuration reaches the baseline's quality on the same queries ({text}): nothing "
+                "to compare at iso-quality.")
         return (text, *judge_factor(ratio, RECPIPE_FACTORS[what]))
     return judge
 

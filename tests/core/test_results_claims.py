@@ -79,8 +79,12 @@ def test_every_verdict_is_reached_from_the_figures(tmp_path):
     write_section("claims-paper", "Claims", claims_paper("8,313.9", "2,500.0", "120", "148", rpaccel_ndcg="0.6"),
                   command="rpaccel bench claims --write", commit="abc1234", path=path)
     latency = claim(path, "claims-paper", 0)
-    assert latency["ours"] == "no RPAccel configuration at the baseline's NDCG@64"
-    assert latency["verdict"] == "**refuted**"
+    assert latency["ours"] == "no RPAccel configuration at the baseline's NDCG@64 (best 0.6000 against the " \
+                              "baseline's 0.6704)"
+    assert latency["verdict"] == "**refuted**" and "nothing to compare at iso-quality" in latency["reason"]
+    status = {row["figure"]: row for row in read_sections(path.read_text())["status"]["tables"][0]}
+    assert status["RecPipe's claim on paper (timed model): p95 latency at iso-quality over the TPU-like baseline"][
+        "measured"] == "no RPAccel row at the baseline's NDCG (best 0.6000 against the baseline's 0.6704)"
     # And a throughput below the baseline's is no improvement.
     write_section("claims-paper", "Claims", claims_paper("8,313.9", "9,500.0", "120", "60"),
                   command="rpaccel bench claims --write", commit="abc1234", path=path)
