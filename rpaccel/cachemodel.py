@@ -19,8 +19,6 @@ The policy (also in docs/embedding.md):
 depends on simulation code, so the host's models can use them directly.
 """
 
-from collections import OrderedDict
-
 import numpy as np
 
 from .embedding import EmbeddingLayout, LayoutError, _bag_arrays
@@ -35,6 +33,12 @@ COUNTERS = ("cycles", "lookups", "static_hits", "line_hits", "line_misses", "evi
 class LRUCache:
     """Set-associative cache of line addresses with true LRU replacement.
 
+    The state is one row of ``ways`` line addresses per set, least recently used first and invalid ways (``-1``)
+    before the valid ones. :meth:`access_lines` takes a block of lines at once, in numpy: with true LRU a line is
+    cached exactly when fewer than ``ways`` other lines of its set were used since its own last use (the stack
+    property), so each line's hit comes from the lines of its set around it in the block and the set's state
+    before it, not from a step per line (see :meth:`access_lines`).
+
     Parameters
     ----------
     sets : int
@@ -48,6 +52,10 @@ class LRUCache:
         Counts since construction or :meth:`clear_counters`.
     """
 
+    #: The window elements :meth:`access_lines` compares at once (queries times window length) while counting
+    #: the distinct lines between a line's two uses; longer windows are counted in further rounds.
+    WINDOW_ELEMENTS = 1 << 20
+
     def __init__(self, sets, ways):
         if not isinstance(sets, int) or isinstance(sets, bool) or sets <= 0 or sets & (sets - 1):
             raise ValueError(f"Cache sets must be a power of two, not {sets!r}")
@@ -56,58 +64,183 @@ class LRUCache:
                              "dyn_cache_ways = 0 in the configuration)")
         self.sets, self.ways = sets, ways
         self._mask = sets - 1
-        self._shift = sets.bit_length() - 1
         self.flush()
         self.clear_counters()
 
     def flush(self):
         """Invalidate every line."""
-        self._sets = [OrderedDict() for _ in range(self.sets)]
+        self._lines = np.full((self.sets, self.ways), -1, dtype=np.int64)
+        self._valid = 0
 
     def clear_counters(self):
         self.hits = self.misses = self.evictions = 0
 
     def access(self, line):
-        """Look up line address ``line``; return ``True`` on a hit."""
-        entries = self._sets[line & self._mask]
-        tag = line >> self._shift
-        if tag in entries:
-            entries.move_to_end(tag)
+        """Look up line address ``line`` (non-negative); return ``True`` on a hit."""
+        if line < 0:
+            raise ValueError(f"A line address must be non-negative, not {line}")
+        row = self._lines[line & self._mask]
+        found = np.flatnonzero(row == line)
+        if found.size:
+            way = int(found[0])
             self.hits += 1
-            return True
-        self.misses += 1
-        if len(entries) == self.ways:
-            entries.popitem(last=False)
-            self.evictions += 1
-        entries[tag] = True
-        return False
+        else:
+            way = 0
+            self.misses += 1
+            self.evictions += int(row[0] >= 0)
+            self._valid += int(row[0] < 0)
+        row[way:-1] = row[way + 1:]
+        row[-1] = line
+        return bool(found.size)
 
     def access_lines(self, lines):
-        """Look up the line addresses ``lines`` in order (as :meth:`access` each); return a list of ``True`` (hit)
-        or ``False`` (miss), one per line."""
-        sets, mask, shift, ways = self._sets, self._mask, self._shift, self.ways
-        flags, evictions = [], 0
-        for line in lines:
-            entries = sets[line & mask]
-            tag = line >> shift
-            if tag in entries:
-                entries.move_to_end(tag)
-                flags.append(True)
-            else:
-                if len(entries) == ways:
-                    entries.popitem(last=False)
-                    evictions += 1
-                entries[tag] = True
-                flags.append(False)
-        hits = sum(flags)
-        self.hits += hits
-        self.misses += len(flags) - hits
-        self.evictions += evictions
-        return flags
+        """Look up the line addresses ``lines`` in order (as :meth:`access` each).
+
+        Parameters
+        ----------
+        lines : sequence of int or numpy.ndarray
+            Line addresses (non-negative).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``bool``, one per line: ``True`` for a hit.
+
+        Notes
+        -----
+        The lines are ordered by set (stable), so that each set's accesses are a run. A line used before in the
+        block, at ``p``, is a hit when fewer than ``ways`` distinct lines lie between ``p`` and it (those whose
+        previous use in the block is before ``p`` or absent). A line's first use in the block is a hit when the
+        set held it at depth ``d`` (``d`` lines used more recently) and ``d`` plus the block's distinct lines
+        before it in the set, less those among the ``d``, is below ``ways``. The set's new state is its last
+        ``ways`` distinct lines: the block's, by their last use, after the lines it held and did not use.
+        """
+        lines = np.asarray(lines, dtype=np.int64).reshape(-1)
+        n, ways = len(lines), self.ways
+        if not n:
+            return np.zeros(0, dtype=bool)
+        if lines.min() < 0:
+            raise ValueError(f"A line address must be non-negative, not {int(lines.min())} (line "
+                             f"{int(np.argmin(lines))} of the block)")
+        # The block by set: position k of the runs is access order[k].
+        order = _stable_order(lines & self._mask)
+        seq = lines[order]
+        sets = seq & self._mask
+        boundary = np.empty(n, dtype=bool)
+        boundary[0] = True
+        np.not_equal(sets[1:], sets[:-1], out=boundary[1:])
+        start = np.flatnonzero(boundary)
+        run = np.cumsum(boundary) - 1                                               # the run (touched set) of k
+        # Previous use of the same line in the block (a line's uses are in its set's run), and its last use.
+        by_line = _stable_order(seq)
+        same = np.flatnonzero(seq[by_line[1:]] == seq[by_line[:-1]])
+        later, earlier = by_line[same + 1], by_line[same]
+        prev = np.full(n, -1, dtype=np.int64)
+        prev[later] = earlier
+        last = np.ones(n, dtype=bool)
+        last[earlier] = False
+        hits = np.empty(n, dtype=bool)
+        # Lines used before in the block: the distinct lines between the two uses.
+        gap = later - earlier - 1
+        hits[later] = gap < ways
+        query = later[gap >= ways]
+        if query.size:
+            hits[query] = self._few_between(prev, query, ways)
+        # First uses: where the set's state before the block (least recent first) held the line, if it did.
+        first = np.flatnonzero(prev < 0)
+        owner = run[first]
+        touched = sets[start]
+        state = self._lines[touched]
+        held = state.ravel()
+        found = np.flatnonzero(state[owner].ravel() == np.repeat(seq[first], ways))
+        user, way = np.divmod(found, ways)                   # the first use (of ``first``) and where its line was
+        slot = owner[user] * ways + way
+        # A held line is still held if the lines used since (``depth`` held more recently, and the block's distinct
+        # lines before it in the run, ``before``, less the held ones among them) are fewer than the ways.
+        before = (np.arange(len(first)) - np.flatnonzero(boundary[first])[owner])[user]
+        depth = ways - 1 - way
+        hit_first = np.zeros(len(first), dtype=bool)
+        sure = depth + before < ways
+        hit_first[user[sure]] = True
+        unsure = np.flatnonzero(~sure & (before < ways))
+        if unsure.size:
+            first_use = np.full(held.shape, n, dtype=np.int64)
+            first_use[slot] = first[user]
+            newer = np.arange(ways) > way[unsure, None]
+            earlier = first_use.reshape(-1, ways)[owner[user[unsure]]] < first[user[unsure], None]
+            shared = np.count_nonzero(earlier & newer, axis=1)
+            hit_first[user[unsure]] = depth[unsure] + before[unsure] - shared < ways
+        hits[first] = hit_first
+        # The new state, the last ``ways`` of: the lines held and not used, then the block's by their last use.
+        kept = held >= 0
+        kept[slot] = False
+        total = np.cumsum(kept)
+        row_end = total[ways - 1::ways]                      # lines kept up to each run's end
+        uses = np.bincount(owner, minlength=len(start))      # distinct lines the block used per run
+        new = np.full(held.shape, -1, dtype=np.int64)
+        at = np.flatnonzero(kept)
+        row = at // ways
+        column = total[at] - 1 - row_end[row] + ways - uses[row]
+        fits = column >= 0
+        new[(row * ways + column)[fits]] = held[at[fits]]
+        recent = np.flatnonzero(last)
+        row = run[recent]
+        column = np.arange(len(recent)) - np.cumsum(uses)[row] + ways
+        fits = column >= 0
+        new[(row * ways + column)[fits]] = seq[recent[fits]]
+        valid = int(np.count_nonzero(new >= 0)) - int(np.count_nonzero(held >= 0))
+        self._lines[touched] = new.reshape(-1, ways)
+        result = np.empty(n, dtype=bool)
+        result[order] = hits
+        count = int(np.count_nonzero(hits))
+        self.hits += count
+        self.misses += n - count
+        self.evictions += n - count - valid
+        self._valid += valid
+        return result
 
     def contains(self, line):
         """Whether line ``line`` is cached (no LRU update, no count)."""
-        return (line >> self._shift) in self._sets[line & self._mask]
+        return line >= 0 and bool((self._lines[line & self._mask] == line).any())
+
+    def contains_lines(self, lines):
+        """:meth:`contains` of each of ``lines``, as a ``bool`` array."""
+        lines = np.asarray(lines, dtype=np.int64).reshape(-1)
+        if not self._valid:
+            return np.zeros(len(lines), dtype=bool)
+        return (lines >= 0) & (self._lines[lines & self._mask] == lines[:, None]).any(axis=1)
+
+    def _few_between(self, prev, query, ways):
+        """For the run positions ``query`` whose line was used before at ``prev[query]``: whether fewer than
+        ``ways`` distinct lines were used between (those whose previous use is absent or before it), counted a
+        window of :data:`WINDOW_ELEMENTS` at a time until settled."""
+        n, p = len(prev), prev[query]
+        gap = query - p - 1
+        distinct = np.zeros(len(query), dtype=np.int64)
+        todo, seen = np.arange(len(query)), 0
+        while todo.size:
+            span = min(int(gap[todo].max()) - seen, max(ways, self.WINDOW_ELEMENTS // todo.size))
+            offsets = seen + np.arange(span)
+            window = np.minimum(p[todo, None] + 1 + offsets, n - 1)
+            new = (prev[window] <= p[todo, None]) & (offsets < gap[todo, None])
+            distinct[todo] += new.sum(axis=1)
+            seen += span
+            # Settled: the whole window seen, or ``ways`` distinct lines in it already (a miss).
+            todo = todo[(gap[todo] > seen) & (distinct[todo] < ways)]
+        return distinct < ways
+
+
+def _stable_order(values):
+    """``np.argsort(values, kind="stable")`` of non-negative int64 ``values``: sorted as one key per value with its
+    index in the low bits where they fit (numpy's sort of plain integers is several times faster than a stable
+    argsort)."""
+    n = len(values)
+    bits = max(1, (n - 1).bit_length())
+    if int(values.max()) >> (63 - bits):
+        return np.argsort(values, kind="stable")
+    keys = (values << bits) | np.arange(n)
+    keys.sort()
+    return keys & ((1 << bits) - 1)
 
 
 class EmbeddingCacheModel:
@@ -161,14 +294,14 @@ class EmbeddingCacheModel:
         c["range_errors"] += int(np.count_nonzero(~in_range))
         c["static_hits"] += int(np.count_nonzero(static))
         dynamic_ids = ids[in_range & ~static]
-        bases = self.layout.line_address(table, dynamic_ids).tolist()
+        bases = np.asarray(self.layout.line_address(table, dynamic_ids), dtype=np.int64)
         if self.dynamic is None:
             c["line_misses"] += n * len(bases)
             c["mem_lines"] += n * len(bases)
             return
         cache = self.dynamic
         hits, misses, evictions = cache.hits, cache.misses, cache.evictions
-        cache.access_lines([line for base in bases for line in range(base, base + n)])
+        cache.access_lines((bases[:, None] + np.arange(n)).reshape(-1))
         c["line_hits"] += cache.hits - hits
         c["line_misses"] += cache.misses - misses
         c["evictions"] += cache.evictions - evictions

@@ -85,8 +85,8 @@ class AccelConfig:
     array_dsp_pes : int
         Largest number of processing elements whose multiplier is a hard DSP multiplier; the others get LUT
         multipliers (:func:`rpaccel.rtl.pe.lut_multiply`). Sized so that the array, the post-processors
-        (two DSPs each, one per array column), the embedding unit's requantisers (one each) and the interaction
-        unit's requantisers (two each) fit the target's DSP blocks: 64 + 16 + 16 + 4 = 100 of 156 on ``small``.
+        (two DSPs each, one per array column), the embedding unit's requantisers (one each), the interaction
+        unit's requantisers (two each) and the joiner's fit the target's DSP blocks: 93 of 156 on ``small``.
     weight_buffer_words, act_buffer_words : int
         Depth of the MLP engine's on-chip weight and activation buffers, in array-width words
         (a weight word is one row of a C-wide tile, an activation word one R-wide input vector).
@@ -152,7 +152,7 @@ class AccelConfig:
     array_dsp_pes: int = 64
     weight_buffer_words: int = 8192
     act_buffer_words: int = 8192
-    acc_buffer_words: int = 64
+    acc_buffer_words: int = 32
     # Embedding unit and caches.
     max_emb_dim: int = 32
     max_tables: int = 32
@@ -163,7 +163,7 @@ class AccelConfig:
     dyn_cache_line_bytes: int = 16
     max_outstanding_misses: int = 128
     max_pooling: int = 1024
-    emb_requant_lanes: int = 8
+    emb_requant_lanes: int = 4
     mem_latency_cycles: int = 100
     mem_bytes_per_cycle: int = 16
     mem_latency_jitter: int = 0
@@ -340,24 +340,26 @@ PRESETS = {
     # iCEBreaker (iCE40 UP5K: 5280 LUT4, 8 DSP, 30 x 4 kbit EBR, 4 x 256 kbit SPRAM).
     "tiny": replace(
         SMALL, name="tiny", array_rows=4, array_cols=4, block=2, splits=(1, 2, 4), array_dsp_pes=0,
-        weight_buffer_words=256, act_buffer_words=256, max_emb_dim=16, max_tables=8, emb_tables=16,
+        weight_buffer_words=256, act_buffer_words=256, acc_buffer_words=64, max_emb_dim=16, max_tables=8, emb_tables=16,
         static_cache_rows=128, dyn_cache_sets=32, dyn_cache_ways=2, dyn_cache_line_bytes=16,
         max_outstanding_misses=32, max_pooling=256, emb_requant_lanes=4, mem_bytes_per_cycle=4,
         mem_bytes=1 << 17, join_buffer_words=128, join_output_words=128, k_max=16, topk_units=1,
         filter_capacity=256, clock_mhz=30.0,
         target="ice40-up5k"),
     # ULX3S (ECP5-85F: 83.6k LUT4, 156 18x18 multipliers, 208 x 18 kbit EBR); the default. Sized so that the whole
-    # chip (8 x 8 array split in two, embedding unit with 32-byte rows requantised 8 elements a cycle, interaction,
-    # one top-k unit of 64, one filter unit of 4,096) packs within 80% of the logic cells (docs/chip.md, "Fit";
-    # results.md, chip-accel). Eight requantisation lanes keep up with the joiner, which writes a pooled vector a
-    # row of the array (8 elements) a cycle.
+    # chip (8 x 8 array split in two, embedding unit with 32-byte rows requantised 4 elements a cycle, interaction,
+    # one top-k unit of 64, one filter unit of 4,096) packs within 80% of the logic cells (docs/chip.md, "Fit and
+    # timing"; results.md, chip-accel); clock_mhz becomes the routed Fmax once it routes. The 32 accumulator rows
+    # and the 4 requantisation lanes (LUT RAM and LUTs the router needs) cost RecPipe's pipelines at most 0.4% of
+    # their cycles in the timed model: only split 1's sub-batch shrinks (41 to 32 items; the act buffer already
+    # holds a split lane's to 20), and halving the requantiser's lanes changes no pipeline's cycles.
     "small": SMALL,
     # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
     "paper": replace(
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
         array_dsp_pes=128 * 128, emb_tables=128, max_emb_dim=64,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
-        emb_requant_lanes=16,
+        acc_buffer_words=64, emb_requant_lanes=16,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
         mem_bytes=1 << 34, join_buffer_words=16384, join_output_words=16384, k_max=256, topk_units=16,
         filter_units=4, filter_capacity=16384,

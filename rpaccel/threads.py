@@ -9,9 +9,16 @@ against 0.13 ms with one. The command line and the test session therefore run wi
 limit while they run (:func:`one_blas_thread`), so a program that imports them gets the same speed.
 """
 
+import contextlib
+import os
+
 from threadpoolctl import threadpool_limits
 
-__all__ = ["limit_blas_threads", "one_blas_thread"]
+__all__ = ["limit_blas_threads", "one_blas_thread", "one_thread_children"]
+
+#: A worker is one core: numpy's BLAS and OpenMP threads limited to one in the spawned processes (a worker that
+#: used every core would make ``workers`` a meaningless count and the measured service time another machine's).
+_ONE_THREAD = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
 
 
 def one_blas_thread():
@@ -22,3 +29,18 @@ def one_blas_thread():
 def limit_blas_threads():
     """Limit the BLAS libraries loaded in this process to one thread from now on (the command line, the tests)."""
     threadpool_limits(limits=1, user_api="blas")
+
+
+@contextlib.contextmanager
+def one_thread_children():
+    """The environment of processes spawned inside: one BLAS/OpenMP thread each."""
+    saved = {name: os.environ.get(name) for name in _ONE_THREAD}
+    os.environ.update(_ONE_THREAD)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -13,4 +13,5 @@ __all__ = ["SMALL16"]
 
 SMALL16 = replace(preset("small"), name="small16", array_rows=16, array_cols=8, splits=(1, 2, 4), array_dsp_pes=124,
                   weight_buffer_words=24576, act_buffer_words=4096, max_emb_dim=64, dyn_cache_sets=1024,
-                  join_buffer_words=2048, emb_requant_lanes=16)
+                  join_buffer_words=2048, emb_requant_lanes=16, acc_buffer_words=64,
+                  clock_mhz=125.0)

@@ -262,6 +262,7 @@ class Codec:
         self.shape = shape
         self.limbs = limbs(self.width)
         self._root = _node(shape)
+        self._plans = {}        # field path -> its leaves' unpackers
 
     def __repr__(self):
         return f"Codec({self.shape!r})"
@@ -341,13 +342,16 @@ class Codec:
             ``path`` names a field the shape does not have.
         """
         words = _check_words(words, self.width)
-        tree = self._root.columns(np.zeros((), dtype=np.int64))
         path = (path,) if isinstance(path, str) else tuple(path)
-        for depth, name in enumerate(path):
-            if not isinstance(tree, dict) or name not in tree:
-                raise CodecError(f"The shape has no field {'.'.join(map(str, path[:depth + 1]))}")
-            tree = tree[name]
-        return _fill(tree, words)
+        plan = self._plans.get(path)
+        if plan is None:
+            tree = self._root.columns(np.zeros((), dtype=np.int64))
+            for depth, name in enumerate(path):
+                if not isinstance(tree, dict) or name not in tree:
+                    raise CodecError(f"The shape has no field {'.'.join(map(str, path[:depth + 1]))}")
+                tree = tree[name]
+            plan = self._plans[path] = _plan(tree)
+        return _fill(plan, words)
 
     # Lists of single values ---------------------------------------------------------------------------------------
 
@@ -543,42 +547,85 @@ def _runs(limb):
     return starts, limb[starts]
 
 
-def _fill(tree, words):
+def _plan(tree):
+    """The :class:`_Unpacker` of each leaf of a tree of columns."""
     if isinstance(tree, dict):
-        return {name: _fill(child, words) for name, child in tree.items()}
-    return _unpack_leaf(words, tree)
+        return {name: _plan(child) for name, child in tree.items()}
+    return _Unpacker(tree)
 
 
-def _unpack_leaf(words, column):
-    leaf = column.leaf
-    count = words.shape[0]
-    offsets, widths = _element_geometry(column)
-    shape = (count, *column.offsets.shape) + ((limbs(leaf.width),) if leaf.wide else ())
-    if _byte_aligned(offsets, widths):
-        size = int(widths[0]) // 8
-        start = int(offsets[0]) // 8
-        raw = np.ascontiguousarray(words.view(np.uint8).reshape(count, 8 * words.shape[1])
-                                   [:, start:start + size * offsets.size])
-        kind = "i" if leaf.signed and not leaf.wide else "u"
-        values = raw.view(f"<{kind}{size}").reshape(shape)
-        return values.astype(np.uint64 if leaf.wide or (size == 8 and not leaf.signed) else np.int64)
-    limb, shift = offsets // LIMB_BITS, (offsets % LIMB_BITS).astype(np.uint64)
-    masks = _masks(widths)
-    spill = np.flatnonzero(shift + widths.astype(np.uint64) > LIMB_BITS)
-    out = np.empty((count, offsets.size), dtype=np.uint64)
-    step = max(1, _CHUNK_ELEMENTS // max(1, offsets.size))
-    for first in range(0, count, step):
-        block = words[first:first + step]
-        bits = block[:, limb] >> shift
-        if spill.size:
-            bits[:, spill] |= block[:, limb[spill] + 1] << (np.uint64(LIMB_BITS) - shift[spill])
-        out[first:first + step] = bits & masks
-    if leaf.wide:
-        return out.reshape(shape)
-    if leaf.signed and leaf.width:
-        sign = np.uint64(1 << (leaf.width - 1))
-        return ((out ^ sign) - sign).view(np.int64).reshape(shape)
-    return out.reshape(shape) if leaf.width == LIMB_BITS else out.astype(np.int64).reshape(shape)
+def _fill(plan, words):
+    if isinstance(plan, dict):
+        return {name: _fill(child, words) for name, child in plan.items()}
+    return plan(words)
+
+
+class _Unpacker:
+    """One leaf out of packed words, its geometry worked out once per codec and field: a call is then a few numpy
+    operations over the batch (whole bytes copied, a wide leaf's limbs shifted together, a leaf within one limb
+    shifted and masked, or any other leaf element by element)."""
+
+    def __init__(self, column):
+        leaf = self.leaf = column.leaf
+        self.suffix = (*column.offsets.shape,) + ((limbs(leaf.width),) if leaf.wide else ())
+        offsets, widths = _element_geometry(column)
+        self.elements = offsets.size
+        if _byte_aligned(offsets, widths):
+            self.kind = "bytes"
+            size = int(widths[0]) // 8
+            self.start, self.stop = int(offsets[0]) // 8, int(offsets[0]) // 8 + size * offsets.size
+            self.view = f"<{'i' if leaf.signed and not leaf.wide else 'u'}{size}"
+            self.dtype = np.uint64 if leaf.wide or (size == 8 and not leaf.signed) else np.int64
+        elif leaf.wide and column.offsets.ndim == 0:
+            self.kind, self.offset = "wide", int(offsets[0])
+        else:
+            self.limb, self.shift = offsets // LIMB_BITS, (offsets % LIMB_BITS).astype(np.uint64)
+            self.masks = _masks(widths)
+            self.spill = np.flatnonzero(self.shift + widths.astype(np.uint64) > LIMB_BITS)
+            self.kind = "limb" if offsets.size == 1 and not self.spill.size else "bits"
+
+    def __call__(self, words):
+        leaf, count = self.leaf, words.shape[0]
+        shape = (count, *self.suffix)
+        if self.kind == "bytes":
+            raw = np.ascontiguousarray(words.view(np.uint8).reshape(count, 8 * words.shape[1])[:, self.start:self.stop])
+            return raw.view(self.view).reshape(shape).astype(self.dtype)
+        if self.kind == "wide":
+            return _unpack_wide(words, self.offset, leaf.width)
+        if self.kind == "limb":
+            out = (words[:, int(self.limb[0])] >> self.shift[0]) & self.masks[0]
+        else:
+            out = np.empty((count, self.elements), dtype=np.uint64)
+            step = max(1, _CHUNK_ELEMENTS // max(1, self.elements))
+            for first in range(0, count, step):
+                block = words[first:first + step]
+                bits = block[:, self.limb] >> self.shift
+                if self.spill.size:
+                    spill = self.spill
+                    bits[:, spill] |= block[:, self.limb[spill] + 1] << (np.uint64(LIMB_BITS) - self.shift[spill])
+                out[first:first + step] = bits & self.masks
+        if leaf.wide:
+            return out.reshape(shape)
+        if leaf.signed and leaf.width:
+            sign = np.uint64(1 << (leaf.width - 1))
+            return ((out ^ sign) - sign).view(np.int64).reshape(shape)
+        return out.reshape(shape) if leaf.width == LIMB_BITS else out.astype(np.int64).reshape(shape)
+
+
+def _unpack_wide(words, offset, width):
+    """The limbs of one field of ``width`` bits (more than 64) at bit ``offset`` of each word: the words' limbs
+    from the field's first, shifted down as a whole (a memory line of a MEM_WRITE, 200,000 of them in a
+    program's memory image, in a few operations over slices)."""
+    first, shift = divmod(offset, LIMB_BITS)
+    count = limbs(width)
+    out = words[:, first:first + count] >> np.uint64(shift)
+    if shift:
+        high = words[:, first + 1:first + count + 1] << np.uint64(LIMB_BITS - shift)
+        out[:, :high.shape[1]] |= high
+    top = width - LIMB_BITS * (count - 1)
+    if top < LIMB_BITS:
+        out[:, -1] &= np.uint64((1 << top) - 1)
+    return out
 
 
 # Words --------------------------------------------------------------------------------------------------------------

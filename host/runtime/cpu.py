@@ -16,9 +16,7 @@ inference and the top-k only, as the accelerator's replay starts from candidates
 """
 
 import concurrent.futures
-import contextlib
 import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -28,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from ...numeric import topk
+from ...threads import one_thread_children
 from ..data import preprocess
 from .pipeline import PipelineError, stage_items
 from .stats import LatencyRecorder
 
-__all__ = ["CpuRanker", "LoadGenRun", "one_thread_children", "run_loadgen", "service_times"]
+__all__ = ["CpuRanker", "LoadGenRun", "run_loadgen", "service_times"]
 
 NUMERICS = ("int8", "float32")
 
@@ -116,26 +115,6 @@ class LoadGenRun:
 
 # Worker processes: the ranker and the prepared queries live in each worker, set up once.
 _worker = {}
-
-#: A worker is one core: numpy's BLAS and OpenMP threads limited to one in the spawned processes (a worker that
-#: used every core would make ``workers`` a meaningless count and the measured service time another machine's).
-_ONE_THREAD = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
-
-
-@contextlib.contextmanager
-def one_thread_children():
-    """The environment of processes spawned inside: one BLAS/OpenMP thread each."""
-    saved = {name: os.environ.get(name) for name in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
 
 def _pool(workers, ranker, queries):
     """``workers`` spawned processes holding ``ranker`` and ``queries`` prepared, each with one thread."""

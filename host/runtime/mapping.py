@@ -178,13 +178,14 @@ class MappingChoice:
     rows : list of dict
         One per candidate: ``split``, ``lanes`` (``None``: the default map), ``divisor``, ``sub_batch``, ``estimate``
         (cycles), ``cycles`` (measured, or ``None``), ``status`` (``"measured"``, ``"estimated"`` (compiled or
-        not), ``"same as"`` another candidate, or ``"refused: ..."``) and ``reference`` (whether it is
-        :attr:`default`; it wins ties).
+        not), ``"same as"`` another candidate, whose index is then ``same_as``, or ``"refused: ..."``) and
+        ``reference`` (whether it is :attr:`default`; it wins ties).
     refused : int
         Candidates the compiler refused, of those compiled (the default maps and the best estimated).
     default : dict
         The row of the reference, measured: the compiler's default schedule (``Schedule("rpaccel")``), or where its
-        split is not tried, the default map and sub-batch size on the first split tried.
+        split is not tried, the default map and sub-batch size on the first split tried; where the compiler
+        refuses that, the candidate of the best estimate.
     seconds : dict
         Host seconds spent compiling and estimating, and measuring.
     """
@@ -315,6 +316,8 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
         return True
 
     def add_row(split, lanes, divisor, sub_batch):
+        """Add a candidate's row: estimated (compiled if it is a default map, or if its split's default map is
+        refused), or the row of the candidate it places the queries as (``same_as``), or None if refused."""
         row = {"split": split, "lanes": lanes, "divisor": divisor, "sub_batch": sub_batch, "asked": sub_batch,
                "estimate": None, "cycles": None, "reference": False}
         index = len(rows)
@@ -337,8 +340,8 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
         key = _placement(split, row["sub_batch"], placed, len(queries))
         if key in seen:
             programs.pop(index, None)
-            row.update(status=f"same as candidate {seen[key]}")
-            return None
+            row.update(status=f"same as candidate {seen[key]}", same_as=seen[key])
+            return rows[seen[key]]
         seen[key] = index
         row.update(status="estimated", estimate=_estimate(parts, placed, interleave and interleaves(setup, placed)))
         return row
@@ -354,28 +357,38 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
         size = None if most[split] is None else max(1, most[split] // divisor)
         add_row(split, lanes, divisor, size)
     # The reference is always measured, so the choice is never worse by the measure: the compiler's default
-    # schedule, or the default map and sub-batch size on the first split tried if the default split is not.
+    # schedule, or the default map and sub-batch size on the first split tried if the default split is not; if the
+    # compiler refuses it, the candidate of the best estimate.
     tried = list(config.splits if splits is None else splits)
-    split = _default_split(config, len(stages))
+    split = Schedule.default_split(config, len(stages))
     split = split if split in tried else tried[0]
-    default = next((row for index, row in enumerate(rows) if index in programs and row["lanes"] is None
-                    and row["divisor"] == 1 and row["split"] == split), None)
+    default = next((row for row in rows if row["lanes"] is None and row["divisor"] == 1 and row["split"] == split),
+                   None)
     if default is None:
         default = add_row(split, None, 1, None)
-        if default is None:
-            raise CompileError(f"The default schedule cannot run the pipeline: {rows[-1]['status']}")
-    default["reference"] = True
-    # The best few by the estimate, compiled now (a refused one makes way for the next).
+    elif "same_as" in default:
+        default = rows[default["same_as"]]
+    elif default["status"].startswith("refused"):
+        default = None
+    # The best few by the estimate, compiled now (a refused one makes way for the next); where the compiler refuses
+    # the default, the first of them is the reference.
     ranked = sorted((index for index, row in enumerate(rows) if row["status"] == "estimated"),
                     key=lambda index: rows[index]["estimate"])
     best = []
     for index in ranked:
-        if len(best) == keep:
+        if len(best) >= keep and default is not None:
             break
         if index in programs or compile_index(index):
             best.append(index)
+            if default is None:
+                default = rows[index]
+    if default is None:
+        reason = next(row["status"] for row in reversed(rows) if row["lanes"] is None and row["split"] == split)
+        raise CompileError(f"The compiler refuses every mapping of the pipeline; the default schedule: "
+                           f"{reason.removeprefix('refused: ')}")
+    default["reference"] = True
     compiled = time.perf_counter()
-    chosen = list(dict.fromkeys([rows.index(default), *best]))
+    chosen = list(dict.fromkeys([rows.index(default), *best[:keep]]))
     for index in chosen:
         row = rows[index]
         row["cycles"] = measure(programs[index])
@@ -390,11 +403,6 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
     return MappingChoice(schedule=schedule(program.split, program.lanes, program.sub_batch), program=program,
                          objective=objective, queries=len(queries), rows=rows, refused=refused, default=default,
                          seconds={"compile": compiled - started, "measure": time.perf_counter() - compiled})
-
-
-def _default_split(config, stages):
-    """The split of the compiler's default RPAccel schedule: the largest with a lane per stage."""
-    return max([n for n in config.splits if n <= stages], default=1)
 
 
 def choose_replay_mapping(config, models, stages, queries, *, objective="throughput", sample=4, measure=None,

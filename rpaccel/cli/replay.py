@@ -6,9 +6,11 @@ machine under MLPerf LoadGen's Server scenario at each ``--load`` (queries per s
 ``--backend rtl`` runs them on the chip's RTL (Verilator, ``--preset``/``--set``), each query sent at its arrival
 in the trace (gaps scaled to each ``--load``; default the trace's own rate), every response checked; ``--backend
 model`` the same on the chip's transaction-level timed model (the RTL's rankings; its cycles close to the RTL's,
-not exact until issue 20), as many queries as the chip's memory holds. ``--mapping auto`` (``rtl``, ``model``) runs
-them on the split, lanes per stage and sub-batch size RecPipe's stage mapping chooses for throughput on the timed
-model over the first queries (:mod:`rpaccel.host.runtime.mapping`), in place of stage ``s`` on lane ``s`` alone.
+not exact until issue 20), as many queries as the chip's memory holds, or with ``--window W`` any number, W at a
+time in bounded memory (``--overlap`` more on either side of each window, left out). ``--mapping auto`` (``rtl``,
+``model``) runs them on the split, lanes per stage and sub-batch size RecPipe's stage mapping chooses for
+throughput on the timed model over the first queries (:mod:`rpaccel.host.runtime.mapping`), in place of stage ``s``
+on lane ``s`` alone.
 Per load: completed queries per second, p50/p95/p99 latency, NDCG@k of the rankings, and with ``--target-ms``
 LoadGen's validity (early stopping, minimum queries and duration). ``--out`` writes the rows as JSON and CSV and
 keeps LoadGen's logs; nothing is written until the run is complete.
@@ -83,6 +85,11 @@ def register(subparsers):
     p.add_argument("--mapping", choices=("default", "auto"), default="default",
                    help="rtl, model: stage s on lane s alone (default), or auto: the split, lanes per stage and "
                         "sub-batch size the stage mapping chooses for throughput on the timed model")
+    p.add_argument("--window", type=positive_int,
+                   help="rtl, model: replay the queries in windows of this many, in bounded memory (any --queries, "
+                        "not only what the chip's memory holds)")
+    p.add_argument("--overlap", type=non_negative_int, default=4,
+                   help="with --window: queries replayed on either side of each window and left out (default 4)")
     p.add_argument("--out", help="folder for rows.json, rows.csv and LoadGen's logs (must not exist)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=run)
@@ -119,7 +126,8 @@ def run(args):
                             search=args.search,
                             workers=args.workers, queries=args.queries, warmup=args.warmup,
                             min_queries=args.min_queries, min_duration_s=args.min_duration, k=args.k,
-                            seed=args.seed, outdir=scratch, mapping=args.mapping,
+                            seed=args.seed, outdir=scratch, mapping=args.mapping, window=args.window,
+                            overlap=args.overlap,
                             progress=None if args.json else say)
         if out is not None:
             (scratch / "rows.json").write_text(json.dumps(report.data, indent=2) + "\n")

@@ -400,9 +400,9 @@ def run_model_regression(presets=("tiny", "small"), *, programs=4, seed=1, progr
                      f"{row['max_difference']:,} | {row['rtl_last']:,} | {row['model_last']:,} | {row['error']:+.2%} |")
     lines += ["", "The model is transaction-level (docs/model.md): its rules are per instruction, its transfers "
               "segments. The memory's arbiter and queue, the embedding unit's requantiser, miss queue and misses, "
-              "the lanes' tiles and the filter's output pass follow the RTL; the mechanisms still inexact (the "
-              "fetcher at segment grain, the lanes' rule on many-tile layers of few items, the joiner a job at a "
-              "time) are named in docs/model.md."]
+              "the lanes' tiles (the engine model's rules) and the filter's output pass follow the RTL; the "
+              "mechanisms still inexact (the fetcher at segment grain, the joiner a job at a time, the lanes "
+              "sharing the weight memory) are named in docs/model.md."]
     text = "\n".join(lines) + "\n"
     return Report(rows=rows, text=text, data={"rows": rows, "seed": seed}, failures=tuple(failures),
                   sections=(Section("model-regression", "The timed model against the RTL on random programs",

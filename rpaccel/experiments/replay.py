@@ -164,7 +164,7 @@ def _ndcg(rankings, queries, k):
 def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, numerics="int8", loads=None,
                target_ms=None, percentile=0.95, search=False, workers=1, queries=32, warmup=0, min_queries=200,
                min_duration_s=5.0, k=None, train_samples=20_000, seed=1, outdir=None, mapping="default",
-               progress=None):
+               window=None, overlap=4, progress=None):
     """Serve ``trace``'s queries through ``pipeline`` on ``backend`` at each offered load.
 
     Parameters
@@ -209,6 +209,11 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         ``rtl``, ``model``: ``"default"`` (stage ``s`` on lane ``s`` alone) or ``"auto"`` (the split, lanes and
         sub-batch size :func:`rpaccel.host.runtime.mapping.choose_replay_mapping` chooses for throughput on the
         timed model, once, over the first queries).
+    window, overlap : int, optional
+        ``rtl``, ``model``: replay the ``queries`` window by window (:func:`rpaccel.host.runtime.chip.replay_windows`:
+        ``window`` queries each, ``overlap`` more on either side left out), in bounded memory: the trace is read
+        as the windows need it and the latencies go to a histogram, so ``queries`` is not bounded by the chip's
+        memory. Default: one replay of every query.
     progress : callable, optional
 
     Returns
@@ -244,6 +249,13 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         raise ExperimentError("min_duration_s", f"must be a number of seconds >= 0, not {min_duration_s!r}")
     if search and (target_ms is None or loads is not None):
         raise ExperimentError("search", "needs a latency target (target_ms) and no fixed loads")
+    if window is not None:
+        if backend not in CHIP_BACKENDS:
+            raise ExperimentError("window", f"replays a chip backend ({' or '.join(CHIP_BACKENDS)}), not {backend}")
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise ExperimentError("window", f"must be a positive number of queries, not {window!r}")
+        if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0:
+            raise ExperimentError("overlap", f"must be a non-negative number of queries, not {overlap!r}")
     if mapping not in ("default", "auto") or (mapping == "auto" and backend not in CHIP_BACKENDS):
         raise ExperimentError("mapping", f"must be 'default' or 'auto' (on {' or '.join(CHIP_BACKENDS)}), not "
                                          f"{mapping!r} on {backend}")
@@ -263,21 +275,24 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         _check_chip(config, stages)
     try:
         header, records = read_trace(trace)
-        chosen = [record for _, record in zip(range(queries), records)]
-        for _ in records:       # the rest is read too, so that a truncated or corrupted trace is refused
-            pass
-        for record in chosen:
+        times, chosen = [], []
+        for record in records:      # the whole trace is read, so that a truncated or corrupted trace is refused
+            if len(times) == queries:
+                continue
             try:
                 stage_items(stages, record.size)
             except PipelineError as error:
                 raise ExperimentError("pipeline", f"trace query {record.q}: {error}") from None
+            times.append(record.t_ns)
+            if window is None:
+                chosen.append(record)
         data = TraceData(header, base=Path(trace).parent)
-        candidates = _candidates(data, chosen)
+        candidates = None if window is not None else _candidates(data, chosen)
     except DataError as error:
         raise ExperimentError("trace", str(error)) from None
-    if warmup >= len(chosen):
-        raise ExperimentError("warmup", f"must leave queries to measure: the trace holds {len(chosen)}")
-    times = np.array([record.t_ns for record in chosen], dtype=np.int64)
+    if warmup >= len(times):
+        raise ExperimentError("warmup", f"must leave queries to measure: the trace holds {len(times)}")
+    times = np.array(times, dtype=np.int64)
     trace_qps = (len(times) - 1) / ((times[-1] - times[0]) / 1e9) if len(times) > 1 and times[-1] > times[0] else None
     if trace_qps is None and (search or (loads is not None and backend in CHIP_BACKENDS)):
         raise ExperimentError("load", "cannot be scaled: the trace's first queries arrive all at once")
@@ -288,6 +303,10 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         if backend == "cpu":
             serve = _cpu_server(stages, loaded, numerics, candidates, target_ms, percentile, workers, min_queries,
                                 min_duration_s, k, seed, outdir, scratch, progress)
+        elif window is not None:
+            serve = _chip_window_server(backend, config, stages, loaded, trace, data, times, trace_qps, target_ms,
+                                        percentile, warmup, k, progress, mapping=mapping, window=window,
+                                        overlap=overlap)
         else:
             serve = _chip_server(backend, config, stages, loaded, candidates, times, trace_qps, target_ms,
                                  percentile, warmup, k, progress, mapping=mapping)
@@ -295,7 +314,8 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
             rows, best = search_load(serve, trace_qps)
         else:
             rows, best = [serve(load) for load in loads or [trace_qps]], None
-    text = _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, len(candidates), config)
+    text = _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, len(times), config,
+                 window=window, overlap=overlap)
     if search:
         text += (f"Highest load meeting p{percentile * 100:g} <= {target_ms:g} ms: {best['offered_qps']:.1f} "
                  f"queries/s offered, {_num(best['completed_qps'])} completed (searched {len(rows)} loads; "
@@ -351,20 +371,7 @@ def _chip_server(backend, config, stages, models, candidates, times, trace_qps, 
     numbers = sorted(candidates)
     queries = [candidates[number] for number in numbers]
     device = chip_device_for(backend, config)
-    schedule = {}
-    if mapping == "auto":
-        from ..host.driver.chip import CompileError
-        from ..host.runtime.mapping import choose_replay_mapping, describe_lanes
-
-        if progress:
-            progress("choosing the stage mapping on the timed model ...")
-        try:
-            chosen = choose_replay_mapping(config, models, stages, queries).schedule
-        except CompileError as error:
-            raise ExperimentError("pipeline", f"the chip ({config.name}) cannot run it: {error}") from None
-        schedule = {"split": chosen.split, "sub_batch": chosen.sub_batch, "lanes": chosen.lanes}
-        if progress:
-            progress(f"split {chosen.split}, lanes {describe_lanes(chosen.lanes)}, sub-batch {chosen.sub_batch}")
+    schedule = _mapping_schedule(mapping, config, models, stages, queries, progress)
 
     def serve(load):
         scale = 1.0 if trace_qps is None else trace_qps / load
@@ -398,6 +405,109 @@ def _chip_server(backend, config, stages, models, candidates, times, trace_qps, 
                 "utilisation": unit_utilisation(run.counters, max(run.end_cycle, 1), run.split, run.geometry),
                 "cache": cache_figures(run.counters),
                 "mismatches": list(run.mismatches.values()), "reasons": list(report.reasons),
+                "cdf": _cdf(recorder)}
+
+    return serve
+
+
+def _mapping_schedule(mapping, config, models, stages, queries, progress):
+    """:func:`replay_on_chip`'s schedule fields: none for ``"default"``; for ``"auto"``, the split, lanes and
+    sub-batch size the stage mapping chooses over ``queries`` (the first few)."""
+    if mapping != "auto":
+        return {}
+    from ..host.driver.chip import CompileError
+    from ..host.runtime.mapping import choose_replay_mapping, describe_lanes
+
+    if progress:
+        progress("choosing the stage mapping on the timed model ...")
+    try:
+        chosen = choose_replay_mapping(config, models, stages, queries).schedule
+    except CompileError as error:
+        raise ExperimentError("pipeline", f"the chip ({config.name}) cannot run it: {error}") from None
+    if progress:
+        progress(f"split {chosen.split}, lanes {describe_lanes(chosen.lanes)}, sub-batch {chosen.sub_batch}")
+    return {"split": chosen.split, "sub_batch": chosen.sub_batch, "lanes": chosen.lanes}
+
+
+def _trace_stream(trace, data, count, arrivals_ns, window, labels):
+    """The first ``count`` queries of ``trace`` as ``(candidates, arrival)`` at ``arrivals_ns``, read a window at a
+    time; each query's labels are kept in ``labels`` (by number) until the caller takes them."""
+    from ..host.runtime.trace import read_trace
+
+    _, records = read_trace(trace)
+    chunk = []
+    for number, record in zip(range(count), records):
+        chunk.append(record)
+        if len(chunk) == window or number == count - 1:
+            candidates = _candidates(data, chunk)
+            for row in chunk:
+                labels[row.q] = candidates[row.q].labels
+                yield candidates[row.q], int(arrivals_ns[row.q])
+            chunk = []
+
+
+def _chip_window_server(backend, config, stages, models, trace, data, times, trace_qps, target_ms, percentile,
+                        warmup, k, progress, *, mapping, window, overlap):
+    """``serve(load) -> row`` as :func:`_chip_server`'s, the queries replayed window by window
+    (:func:`rpaccel.host.runtime.chip.replay_windows`) in bounded memory: the trace read as the windows need it,
+    the latencies in a histogram, NDCG, counters and cycles summed over the windows (their overlaps included)."""
+    from collections import Counter
+
+    from ..host.quality import ndcg
+    from ..host.runtime.chip import replay_windows
+    from ..host.runtime.pipeline import PipelineError
+    from ..host.runtime.stats import LatencyRecorder
+    from ..host.runtime.trace import read_trace
+    from .accel import cache_figures, unit_utilisation
+
+    device = chip_device_for(backend, config)
+    first = _candidates(data, [record for _, record in zip(range(4), read_trace(trace)[1])])
+    schedule = _mapping_schedule(mapping, config, models, stages, [first[q] for q in sorted(first)], progress)
+    count = len(times)
+
+    def serve(load):
+        scale = 1.0 if trace_qps is None else trace_qps / load
+        arrivals = np.rint((times - times[0]) * scale).astype(np.int64)
+        recorder = LatencyRecorder(warmup=warmup, target_ms=target_ms, percentile=percentile)
+        labels, counters = {}, Counter()
+        gains, checked, mismatches, run = [], True, [], None
+        sim_cycles = busy_window = windows = 0
+        started, cpu, wall = time.perf_counter(), time.process_time(), 0.0
+        stream = _trace_stream(trace, data, count, arrivals, window, labels)
+        try:
+            for part in replay_windows(device, config, models, stages, stream, window=window, overlap=overlap,
+                                       **schedule):
+                for arrival, finish in zip(part.arrivals_ns.tolist(), part.finishes_ns.tolist()):
+                    recorder.record(arrival, finish)
+                mine = [labels.pop(part.first + i) for i in range(len(part.rankings))]
+                deep = [truth[[index for _, index in ranking[:k]]] for truth, ranking in zip(mine, part.rankings)
+                        if len(ranking) >= k]
+                if deep:
+                    gains.extend(ndcg(np.stack(deep), k).tolist())
+                run = part.replay
+                counters.update(run.counters)
+                sim_cycles += run.total_cycles
+                busy_window += max(run.end_cycle, 1)
+                wall += run.wall_seconds
+                windows += 1
+                checked &= not part.mismatches
+                mismatches += list(part.mismatches.values())
+                if progress:
+                    progress(f"window {windows}: queries {part.first:,} to {part.first + len(part.rankings) - 1:,} "
+                             f"({time.perf_counter() - started:.1f} s)")
+        except PipelineError as error:
+            raise ExperimentError("pipeline", str(error)) from None
+        host_s, host_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        report = recorder.report()
+        return {"backend": backend, "numerics": "int8", "offered_qps": load, "completed_qps": report.completed_qps,
+                "queries": report.queries, "warmup": report.warmup, "p50_ms": report.p50, "p95_ms": report.p95,
+                "p99_ms": report.p99, "mean_ms": report.mean, "meets_target": report.meets_target,
+                "valid": report.valid, f"ndcg@{k}": float(np.mean(gains)) if gains else None,
+                "sim_cycles": sim_cycles, "wall_s": wall, "host_s": host_s, "host_cpu_s": host_cpu_s,
+                "checked": checked, "split": run.split, "lanes": [list(lane) for lane in run.lanes],
+                "windows": windows, "window": window, "overlap": overlap,
+                "utilisation": unit_utilisation(counters, busy_window, run.split, run.geometry),
+                "cache": cache_figures(counters), "mismatches": mismatches, "reasons": list(report.reasons),
                 "cdf": _cdf(recorder)}
 
     return serve
@@ -444,7 +554,8 @@ def search_load(serve, start, *, doublings=8, bisections=4):
     return rows, best
 
 
-def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, count, config):
+def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k, count, config, window=None,
+          overlap=0):
     pipeline = " -> ".join(str(stage) for stage in stages)
     if backend == "cpu":
         lines = [f"Replay on the cpu backend: {pipeline}; {workers} worker process(es); LoadGen Server scenario "
@@ -453,6 +564,11 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
         lines = [f"Replay on the {backend} backend: {pipeline}; the {config.name} chip ({CHIP_KIND[backend]}), "
                  f"RPAccel mode, the trace's first {count} queries each sent at its arrival (the trace's gaps scaled "
                  f"to each load); latency at {config.clock_mhz:g} MHz."]
+        if window is not None:
+            lines.append(f"Replayed in windows of {window} queries, each a replay of its own from reset with "
+                         f"{overlap} more on either side left out (the queue and cache a window finds, the queries "
+                         "competing with its last ones): latencies near a window's edges may differ from one "
+                         "replay's where the chip's backlog is longer than the overlap.")
     if note:
         lines.append(note + ".")
     target = f" (target p{percentile * 100:g} {target_ms:g} ms)" if target_ms else ""
@@ -744,3 +860,102 @@ def _chip_bench_text(backend, config, stages, rows, queries, seed, service, capa
     lines += ["", f"{queries} queries are too few for LoadGen's early stopping at p95 (90 with none over a "
               "target): these are the chip's latencies under queueing, not a validated tail."]
     return "\n".join(lines) + "\n"
+
+
+#: Issue 21's scale: two-stage queries of 4,096 candidates replayed on the model backend, and the time they must take.
+SCALE_QUERIES, SCALE_SECONDS = 100_000, 300.0
+
+
+def run_replay_scale_bench(config, *, pipeline="rm-small:4096:512,rm-large:512:64", queries=24, window=8,
+                           overlap=2, utilisation=0.7, compare=8, max_rows=20_000, seed=1, progress=None):
+    """Issue 21's scale on the timed model: a trace of ``queries`` queries replayed as ``rpaccel replay --backend
+    model --window`` does (the trace streamed, window by window, the latencies in a histogram), its host time per
+    query and the time 100,000 would take at that rate, the process's peak memory; and the windows' effect on the
+    latencies: the first ``compare`` queries replayed at once and in windows of ``compare // 2``, query by query.
+
+    The load is ``utilisation`` of the capacity (one over a query's service time alone). Returns a :class:`Report`
+    with the section ``replay-scale``.
+    """
+    import resource
+    import tempfile
+
+    from ..host.runtime.chip import replay_on_chip, replay_windows
+    from ..host.runtime.pipeline import PipelineError, parse_pipeline
+    from ..host.runtime.trace import generate_trace, write_trace
+    from .report import Section, check_positive
+
+    try:
+        stages = parse_pipeline(pipeline)
+    except PipelineError as error:
+        raise ExperimentError("pipeline", str(error)) from None
+    _check_models(stages, None)
+    check_positive(queries=queries, window=window, compare=compare, max_rows=max_rows)
+    if compare < 2:
+        raise ExperimentError("compare", f"must be at least 2 queries (two windows), not {compare}")
+    if not isinstance(overlap, int) or overlap < 0:
+        raise ExperimentError("overlap", f"must be a non-negative number of queries, not {overlap!r}")
+    if not (isinstance(utilisation, (int, float)) and utilisation > 0):
+        raise ExperimentError("utilisation", f"must be a positive share of capacity, not {utilisation!r}")
+    _check_chip(config, stages)
+    header, records, candidates = _synthetic_queries(stages, compare, max_rows, seed)
+    models, note = _load_models(stages, None, "int8", header, 20_000, seed, progress)
+    device = chip_device_for("model", config)
+    first = [candidates[number] for number in sorted(candidates)]
+    service_ns = float(replay_on_chip(device, config, models, stages, first[:1], [0]).latencies_ns[0])
+    load = utilisation * 1e9 / service_ns
+    # The windows' effect: the same queries at the same arrivals, at once and in two windows or more.
+    gap_ns = np.rint(np.array([record.t_ns for record in records], dtype=np.int64) * (1.0 / load)).astype(np.int64)
+    if progress:
+        progress(f"the first {compare} queries at {load:.1f} q/s, at once and in windows of {compare // 2} ...")
+    whole = replay_on_chip(device, config, models, stages, first, gap_ns)
+    parts = list(replay_windows(device, config, models, stages, zip(first, gap_ns.tolist()), window=compare // 2,
+                                overlap=overlap))
+    windowed = np.concatenate([part.finishes_ns - part.arrivals_ns for part in parts])
+    exact = np.rint(whole.latencies_ns).astype(np.int64)
+    difference = windowed / exact - 1
+    same = all(a == b for a, b in zip([r for part in parts for r in part.rankings], whole.rankings))
+    failures = [] if same and not whole.mismatches else ["the windows' rankings differ from one replay's"]
+    # The scale run, through the replay command's path: a trace file streamed window by window.
+    with tempfile.TemporaryDirectory() as scratch:
+        data = {"kind": "synthetic", "seed": seed, "max_rows": max_rows, "skew": 1.05, "ctr": 0.25, "start": 22_000}
+        trace_header, trace_records = generate_trace(queries, sizes=f"fixed:{stages[0].items}",
+                                                     arrivals=f"poisson:{load:.6g}", data=data, seed=seed)
+        path = Path(scratch) / "scale.jsonl"
+        write_trace(path, trace_header, trace_records)
+        report = run_replay(trace=path, pipeline=pipeline, backend="model", config=config, queries=queries,
+                            window=window, overlap=overlap, seed=seed, progress=progress)
+    row = report.rows[0]
+    failures += [f"scale run: {message}" for message in row["mismatches"]]
+    per_query = row["host_cpu_s"] / queries        # the process's CPU time: the machine's other jobs not counted
+    projected = per_query * SCALE_QUERIES
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures = {"queries": queries, "window": window, "overlap": overlap, "load_qps": load,
+               "host_s": row["host_s"], "host_cpu_s": row["host_cpu_s"], "host_s_per_query": per_query,
+               "projected_s": projected, "target_s": SCALE_SECONDS, "peak_rss_mb": peak_mb,
+               "sim_cycles": row["sim_cycles"], "p50_ms": row["p50_ms"], "p95_ms": row["p95_ms"],
+               "compare": compare, "window_difference": difference.tolist(), "checked": row["checked"] and same}
+    stage_text = " -> ".join(str(stage) for stage in stages)
+    lines = [
+        f"Pipeline {stage_text} on the {config.name} chip's timed model (RPAccel mode, split {row['split']}), "
+        f"{queries} synthetic queries (Poisson arrivals at {load:.1f} queries/s, {utilisation:.0%} of the "
+        f"capacity of one query alone, {service_ns / 1e6:.2f} ms), replayed as `rpaccel replay --backend model "
+        f"--window {window} --overlap {overlap}` does: the trace read as the windows need it, each window a "
+        f"replay of its own, the latencies in an HdrHistogram. {note}.", "",
+        "| queries | windows | wall s | CPU s | host s per query | projected for 100,000 | target | peak memory | "
+        "simulated cycles per CPU s | p50 ms | p95 ms | checked |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        f"| {queries:,} | {row['windows']} | {row['host_s']:.1f} | {row['host_cpu_s']:.1f} | {per_query:.2f} | "
+        f"{projected / 3600:,.1f} h | <= {SCALE_SECONDS / 60:g} min (issue 21) | {peak_mb:,.0f} MB | "
+        f"{row['sim_cycles'] / row['host_cpu_s']:,.0f} | {row['p50_ms']:.3f} | {row['p95_ms']:.3f} | "
+        f"{'yes' if figures['checked'] else 'NO'} |", "",
+        f"Host time counts everything a query costs (reading and generating its candidates, compiling, the "
+        f"model's run of its window with {overlap} queries of overlap on either side, checking every response), "
+        "as the replaying process's CPU seconds (the wall clock of this shared machine is longer by what other jobs "
+        "take); the projection is that rate times 100,000. Peak memory is this process's (models, one window's "
+        "queries and programs): it does not grow with the trace.", "",
+        f"The windows' effect on the latencies: the first {compare} queries at the same arrivals replayed at once "
+        f"and in windows of {compare // 2} (overlap {overlap}): per query, windowed / at once - 1: "
+        + ", ".join(f"{value:+.2%}" for value in difference.tolist())
+        + f" (largest {np.max(np.abs(difference)):.2%}); rankings {'equal' if same else 'DIFFERENT'}."]
+    section = Section("replay-scale", "Replays at scale: the model backend window by window", "\n".join(lines) + "\n")
+    return Report(rows=[figures], text=section.body, data=figures, sections=(section,), failures=tuple(failures))

@@ -88,7 +88,7 @@ def _cpu_service(model, dense, ids, sizes):
     import concurrent.futures
     import multiprocessing
 
-    from ..host.runtime.cpu import one_thread_children
+    from ..threads import one_thread_children
 
     with one_thread_children(), concurrent.futures.ProcessPoolExecutor(
             1, mp_context=multiprocessing.get_context("spawn")) as pool:

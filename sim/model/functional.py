@@ -79,6 +79,8 @@ Example::
     result.counters["EMB_LOOKUPS"]
 """
 
+import functools
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 
@@ -90,8 +92,8 @@ from ...embedding import ceil_log2
 from ...host.driver.codec import LIMB_BITS, codec
 from ...host.driver.embedding import line_limbs
 from ...host.driver.interaction import output_words
-from ...host.reference import int_matmul
-from ...numeric import requantize, topk
+from ...host.models import pair_indices
+from ...numeric import INT8_MAX, INT8_MIN, requantize, topk
 from ...rtl.accel.controller import WEIGHT_PAGES, counter_ids
 from ...rtl.accel.isa import (
     ActSource,
@@ -161,15 +163,61 @@ def _ceil_div(a, b):
 
 
 def _wrap(values, bits):
-    """Two's complement wrap of integers to ``bits`` bits (what a register of that width holds)."""
-    half = 1 << (bits - 1)
-    return (np.asarray(values, dtype=np.int64) + half) % (2 * half) - half
+    """Two's complement wrap of integers to ``bits`` bits (what a register of that width holds), as int64."""
+    values = np.asarray(values)
+    if bits in (8, 16, 32):
+        return values.astype(f"int{bits}").astype(np.int64)
+    shift = np.uint64(64 - bits)
+    wrapped = values.astype(np.int64).view(np.uint64) << shift
+    return wrapped.view(np.int64) >> np.int64(64 - bits)
+
+
+def _exact_float(terms):
+    """The float type in which a sum of ``terms`` products of int8 values is exact in any order: every partial sum
+    is an integer of magnitude at most ``terms * 2**14``, exact in float32 up to 1,024 terms (``2**24``), in
+    float64 beyond (BLAS's float32 products are several times faster on the small matrices of a sub-batch)."""
+    return np.float32 if terms << 14 <= 1 << 24 else np.float64
+
+
+def _requantize(acc, m, s, relu=False):
+    """:func:`rpaccel.numeric.requantize` of int32 accumulators ``acc`` (int64) with one ``(m, s)``, without its
+    checks of the operands (which a layer's sums and parameters fields pass by construction): a handful of passes
+    over a sub-batch's results in place of its twenty (``test_requantize_equals_the_numeric_rule``)."""
+    q = acc * m
+    if s:
+        q += 1 << (s - 1)
+        q >>= s
+    np.clip(q, 0 if relu else INT8_MIN, INT8_MAX, out=q)
+    return q
+
+
+def _dot_interaction(vectors, m, s):
+    """:func:`~rpaccel.sim.golden.interaction.interaction_model`'s ``dot`` outputs of ``(n, F, d)`` int8 items: the
+    bottom vector, then every pair's dot product requantised, with the items' Gram matrices as one batched float
+    product (exact, :func:`_exact_float`; both operands contiguous, as BLAS takes them)."""
+    n, f, d = vectors.shape
+    floats = vectors.astype(_exact_float(d))
+    gram = np.matmul(floats, np.ascontiguousarray(floats.transpose(0, 2, 1))).reshape(n, f * f)
+    out = np.empty((n, d + f * (f - 1) // 2), dtype=np.int64)
+    out[:, :d] = vectors[:, 0]
+    out[:, d:] = _requantize(gram[:, _pairs(f)].astype(np.int64), m, s)
+    return out
+
+
+@functools.cache
+def _pairs(vectors):
+    """:func:`~rpaccel.host.models.pair_indices` of ``vectors`` as indices of a flattened Gram matrix."""
+    rows, cols = pair_indices(vectors)
+    return rows * vectors + cols
 
 
 class PagedMemory:
     """The chip's memory: ``lines`` lines of ``line_bytes`` bytes, allocated in pages as they are written (so the
     ``paper`` preset's 16 GiB cost only what a program touches); unwritten lines read as zero, and addresses wrap
     modulo ``lines`` (a line address has the memory's address bits).
+
+    The pages written are slots of one byte array (slot 0 a page of zeros that is never written, what unwritten
+    pages read), found through a sorted page table: a read or a write of any lines is one gather or scatter.
 
     Parameters
     ----------
@@ -180,35 +228,83 @@ class PagedMemory:
 
     def __init__(self, lines, line_bytes):
         self.lines, self.line_bytes = lines, line_bytes
-        self._pages = {}
+        self._pages = np.zeros(0, dtype=np.int64)       # the pages written, sorted
+        self._slots = np.zeros(0, dtype=np.int64)       # their slots
+        self._store = np.zeros((2 << self.PAGE_BITS, line_bytes), dtype=np.uint8)
+        self._used = 1
+        self.version = 0                                # counts the writes
+
+    def _index(self, flat):
+        """Rows of the store of the line addresses ``flat`` (already wrapped)."""
+        pages = flat >> self.PAGE_BITS
+        where = np.minimum(np.searchsorted(self._pages, pages), max(len(self._pages) - 1, 0))
+        slots = np.where(self._pages[where] == pages, self._slots[where], 0) if len(self._pages) else 0
+        return (slots << self.PAGE_BITS) | (flat & ((1 << self.PAGE_BITS) - 1))
 
     def read(self, addresses):
         """The lines at ``addresses`` (any shape), as ``(*shape, line_bytes)`` uint8."""
         addresses = np.asarray(addresses, dtype=np.int64)
-        flat = addresses.reshape(-1) % self.lines
-        out = np.zeros((flat.size, self.line_bytes), dtype=np.uint8)
-        pages = flat >> self.PAGE_BITS
-        for page in np.unique(pages).tolist():
-            if page in self._pages:
-                where = pages == page
-                out[where] = self._pages[page][flat[where] & ((1 << self.PAGE_BITS) - 1)]
-        return out.reshape(*addresses.shape, self.line_bytes)
+        return np.take(self._store, self._index(addresses % self.lines), axis=0)
 
     def write(self, addresses, lines):
         """Write ``lines`` (``(n, line_bytes)`` bytes) at ``addresses`` (``n``; a later duplicate wins)."""
-        addresses = np.asarray(addresses, dtype=np.int64).reshape(-1) % self.lines
-        lines = np.asarray(lines).astype(np.uint8, copy=False).reshape(len(addresses), self.line_bytes)
-        pages = addresses >> self.PAGE_BITS
-        for page in np.unique(pages).tolist():
-            where = pages == page
-            if page not in self._pages:
-                self._pages[page] = np.zeros((1 << self.PAGE_BITS, self.line_bytes), dtype=np.uint8)
-            self._pages[page][addresses[where] & ((1 << self.PAGE_BITS) - 1)] = lines[where]
+        flat = np.asarray(addresses, dtype=np.int64).reshape(-1) % self.lines
+        lines = np.asarray(lines).astype(np.uint8, copy=False).reshape(len(flat), self.line_bytes)
+        if not len(flat):
+            return
+        self.version += 1
+        first, last = int(flat[0]), int(flat[-1])
+        if last - first == len(flat) - 1 and (np.diff(flat) == 1).all():
+            # A run of lines (a memory image): a copy per page.
+            pages = np.arange(first >> self.PAGE_BITS, (last >> self.PAGE_BITS) + 1)
+            size = 1 << self.PAGE_BITS
+            self._allocate(pages, full={page for page in pages.tolist()
+                                        if first <= page * size and (page + 1) * size <= last + 1})
+            rows = self._index(np.maximum(pages << self.PAGE_BITS, first))
+            for page, row in zip(pages.tolist(), rows.tolist()):
+                start = max(page << self.PAGE_BITS, first)
+                end = min((page + 1) << self.PAGE_BITS, last + 1)
+                self._store[row:row + end - start] = lines[start - first:end - first]
+            return
+        pages = flat >> self.PAGE_BITS
+        self._allocate(pages[np.flatnonzero(np.diff(pages, prepend=-1))])      # each run of a page once
+        self._store[self._index(flat)] = lines
+
+    def _allocate(self, pages, full=frozenset()):
+        """Give each of ``pages`` not written before its slot: zeros, but for the pages in ``full``, which the
+        caller writes whole."""
+        new = np.setdiff1d(pages, self._pages)
+        if not new.size:
+            return
+        slots = self._used + np.arange(new.size)
+        used, self._used = self._used, self._used + new.size
+        if self._used << self.PAGE_BITS > len(self._store):
+            store = np.empty((max(2 * len(self._store), self._used << self.PAGE_BITS), self.line_bytes),
+                             dtype=np.uint8)
+            store[:used << self.PAGE_BITS] = self._store[:used << self.PAGE_BITS]
+            self._store = store
+        for page, slot in zip(new.tolist(), slots.tolist()):
+            if page not in full:
+                self._store[slot << self.PAGE_BITS:(slot + 1) << self.PAGE_BITS] = 0
+        pages = np.concatenate([self._pages, new])
+        order = np.argsort(pages)
+        self._pages, self._slots = pages[order], np.concatenate([self._slots, slots])[order]
 
     def read_bytes(self, line, count):
-        """``count`` bytes from the start of line ``line`` (over as many lines as they need), as uint8."""
-        lines = _ceil_div(count, self.line_bytes)
-        return self.read(line + np.arange(lines)).reshape(-1)[:count]
+        """``count`` bytes from the start of line ``line`` (over as many lines as they need), as uint8: a copy per
+        page."""
+        lines, first = _ceil_div(count, self.line_bytes), line % self.lines
+        if first + lines > self.lines:
+            return self.read(line + np.arange(lines)).reshape(-1)[:count]
+        out = np.zeros((lines, self.line_bytes), dtype=np.uint8)
+        size = 1 << self.PAGE_BITS
+        for page in range(first >> self.PAGE_BITS, ((first + lines - 1) >> self.PAGE_BITS) + 1):
+            where = int(np.searchsorted(self._pages, page))
+            if where < len(self._pages) and self._pages[where] == page:
+                low, high = max(first, page * size), min(first + lines, (page + 1) * size)
+                row = int(self._slots[where]) * size + low - page * size
+                out[low - first:high - first] = self._store[row:row + high - low]
+        return out.reshape(-1)[:count]
 
 
 class _Stream:
@@ -268,19 +364,23 @@ class _Responses:
         return self.codec.pack(columns)
 
 
-def _row(tree, i):
-    """Row ``i`` of unpacked columns as nested dicts of Python ints (limbs of a wide leaf as a uint64 array)."""
+def _rows(tree):
+    """Unpacked columns as a list of rows, each nested dicts of Python ints (limbs of a wide leaf as a uint64
+    array)."""
     if isinstance(tree, dict):
-        return {name: _row(value, i) for name, value in tree.items()}
-    value = tree[i]
-    return int(value) if np.ndim(value) == 0 else np.array(value)
+        names = list(tree)
+        return [dict(zip(names, values)) for values in zip(*(_rows(tree[name]) for name in names))]
+    if tree.ndim == 1:
+        return tree.tolist()
+    return list(np.asarray(tree, dtype=np.uint64))
 
 
 def _lines_of(column, line_bytes):
-    """Unpacked line fields (``(n,)`` integers, or ``(n, limbs)`` uint64 limbs) as ``(n, line_bytes)`` uint8."""
+    """Unpacked line fields (``(n,)`` integers, or ``(n, limbs)`` uint64 limbs) as ``(n, line_bytes)`` uint8 (a view
+    of the limbs where it can be)."""
     column = np.asarray(column)
-    limbs = column.astype("<u8").reshape(len(column), -1)
-    return limbs.view(np.uint8)[:, :line_bytes].copy()
+    limbs = np.ascontiguousarray(column, dtype="<u8").reshape(len(column), -1)
+    return limbs.view(np.uint8)[:, :line_bytes]
 
 
 # Units -------------------------------------------------------------------------------------------------------------
@@ -383,7 +483,7 @@ class _Fetcher(_Unit):
             lines = chip.memory.read(first_lines[:, None] + np.arange(dense_lines))
             dense[:, :dense_lines * lb] = lines.reshape(items, -1)
             chip.count(Counter.MEM_READ_LINES, items * dense_lines)
-        chip.dense[lane].push(dense[:, :want].view(np.int8).astype(np.int64).reshape(-1, g.rows))
+        chip.dense[lane].push(dense[:, :want].view(np.int8).reshape(-1, g.rows))
         # Phase 2: every item's lookups.
         area = stride - dense_lines
         holds = area * lb // self.entry_bytes - 1 if area > 0 else -1
@@ -405,10 +505,17 @@ class _Fetcher(_Unit):
 
 class _Embedding(_Unit):
     """The embedding unit (:mod:`rpaccel.rtl.embedding`): table configuration, static cache, dynamic cache (counts by
-    :class:`rpaccel.cachemodel.LRUCache`, data as filled), pooling and requantisation."""
+    :class:`rpaccel.cachemodel.LRUCache`, data as filled), pooling and requantisation.
+
+    A dynamic line holds what memory held when it was filled: memory itself, but for the lines written while cached
+    (by a MEM_WRITE, or an UPDATE that does not update the cached copy), whose filled data ``stale`` keeps until
+    their next miss (:meth:`write_memory`)."""
 
     name = "embedding unit"
     CONFIG_FIELDS = ("rows", "static_rows", "static_base", "mem_base", "row_lines", "m", "s")
+    #: Bags of up to this many lookups requantise through tables of every sum (:meth:`_requantized`), longer ones
+    #: by arithmetic.
+    LUT_LOOKUPS = 16
 
     def __init__(self, chip):
         super().__init__(chip)
@@ -419,8 +526,9 @@ class _Embedding(_Unit):
         self.config = {name: np.zeros(entries, dtype=np.int64) for name in self.CONFIG_FIELDS}
         self.static = np.zeros((max(g.static_lines, 1), g.line_bytes), dtype=np.uint8)
         self.dynamic = LRUCache(g.sets, g.ways) if g.ways else None
-        self.filled = {}        # line address -> the data the dynamic cache holds for it
+        self.stale = {}         # line address -> the data the dynamic cache holds for it, where memory differs
         self.partial = None     # (rows, tables) of a bag whose last ID has not come yet
+        self._luts = {}         # lookups -> per table the pooled value of each sum of as many int8 values
         self.clear()
 
     def clear(self):
@@ -450,6 +558,7 @@ class _Embedding(_Unit):
         if op == EmbeddingOp.CONFIG.value:
             for name in self.CONFIG_FIELDS:
                 cfg[name][table] = cmd["arg"]["config"][name]
+            self._luts.clear()
         elif op == EmbeddingOp.PRELOAD.value:
             lines = int(cfg["static_rows"][table]) << int(cfg["row_lines"][table]) if g.static_rows else 0
             if lines:
@@ -461,16 +570,25 @@ class _Embedding(_Unit):
             update = cmd["arg"]["update"]
             row, first = update["id"], (update["id"] << int(cfg["row_lines"][table])) + update["line"]
             line = int(cfg["mem_base"][table]) + first
-            data = _lines_of([update["data"]], g.line_bytes)[0]
-            chip.memory.write([line], data[None])
+            data = _lines_of([update["data"]], g.line_bytes)
+            self.write_memory(np.array([line % chip.memory.lines]), data)
             chip.count(Counter.MEM_WRITE_LINES, 1)
             if g.static_rows and row < cfg["rows"][table] and row < cfg["static_rows"][table]:
-                self.static[(int(cfg["static_base"][table]) + first) % len(self.static)] = data
+                self.static[(int(cfg["static_base"][table]) + first) % len(self.static)] = data[0]
             elif self.dynamic is not None and row < cfg["rows"][table] and self.dynamic.contains(line):
-                self.filled[line] = data
+                self.stale.pop(line, None)          # the cached copy updated: memory's data again
         elif op == EmbeddingOp.FLUSH.value and self.dynamic is not None:
             self.dynamic.flush()
-            self.filled.clear()
+            self.stale.clear()
+
+    def write_memory(self, addresses, lines):
+        """Write memory lines (``(n, line_bytes)`` at the wrapped ``addresses``), a cached line keeping its data."""
+        if self.dynamic is not None:
+            for k in np.flatnonzero(self.dynamic.contains_lines(addresses)).tolist():
+                line = int(addresses[k])
+                if line not in self.stale:
+                    self.stale[line] = self.chip.memory.read(line)
+        self.chip.memory.write(addresses, lines)
 
     def _lookups(self, lookups):
         """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised."""
@@ -492,36 +610,39 @@ class _Embedding(_Unit):
         dynamic = np.flatnonzero(in_range & ~static)
         bases = (cfg["mem_base"][tables[dynamic]] + first[dynamic]) % chip.memory.lines
         spans = 1 << row_lines[dynamic]
-        lines = np.repeat(bases - np.cumsum(spans) + spans, spans) + np.arange(int(spans.sum()))
+        offsets = np.cumsum(spans) - spans
+        lines = np.repeat(bases - offsets, spans) + np.arange(int(spans.sum()))
         data = chip.memory.read(lines)
         if self.dynamic is None:
             misses = len(lines)
         else:
-            cache, filled = self.dynamic, self.filled
-            hits, misses, evictions = cache.hits, cache.misses, cache.evictions
-            # A hit reads what the cache was filled with (memory may have changed since), a miss fills the line.
-            order = lines.tolist()
-            hit_rows, cached = [], []
-            for k, (line, hit) in enumerate(zip(order, cache.access_lines(order))):
-                if hit:
-                    hit_rows.append(k)
-                    cached.append(filled[line])
-                else:
-                    filled[line] = data[k]
-            if hit_rows:
-                data[hit_rows] = cached
+            cache = self.dynamic
+            hits, evictions = cache.hits, cache.evictions
+            hit = cache.access_lines(lines)
+            if self.stale:
+                self._stale_lines(lines, hit, data)
             counts["line_hits"] += cache.hits - hits
             counts["evictions"] += cache.evictions - evictions
-            misses = cache.misses - misses
+            misses = len(lines) - (cache.hits - hits)
         counts["line_misses"] += misses
         counts["mem_lines"] += misses
         chip.count(Counter.MEM_READ_LINES, misses)
-        offsets = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
         for n in np.unique(row_lines[dynamic]).tolist():
             where = row_lines[dynamic] == n
             picks = offsets[where][:, None] + np.arange(1 << n)
             rows[dynamic[where], :(1 << n) * g.line_bytes] = data[picks].reshape(int(where.sum()), -1)
-        self._pool(rows.view(np.int8).astype(np.int64), tables, last)
+        self._pool(rows.view(np.int8), tables, last)
+
+    def _stale_lines(self, lines, hit, data):
+        """A block's lines written while cached: a hit reads the data the line was filled with, a miss fills it
+        again from memory (from then on it is memory's)."""
+        stale = self.stale
+        for k in np.flatnonzero(np.isin(lines, np.fromiter(stale, dtype=np.int64, count=len(stale)))).tolist():
+            line = int(lines[k])
+            if not hit[k]:
+                stale.pop(line, None)
+            elif line in stale:
+                data[k] = stale[line]
 
     def _pool(self, rows, tables, last):
         """Sum each bag's rows in the unit's accumulators, requantise with its table's ``(m, s)`` (the table of the
@@ -537,12 +658,37 @@ class _Embedding(_Unit):
             self.partial = (rows[done:], tables[done:])
         if not ends.size:
             return
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        sums = np.add.reduceat(rows[:done], starts, axis=0)
+        bags = len(ends)
+        length = done // bags
+        if length * bags == done and (ends == np.arange(length - 1, done, length)).all():    # bags of one length
+            sums = rows[:done] if length == 1 else rows[:done].reshape(bags, length, -1).sum(axis=1)
+        else:
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            sums = np.add.reduceat(rows[:done].astype(np.int64), starts, axis=0)
+            length = int((ends + 1 - starts).max())
+        # Transposed (an element's bags in a row), each bag's table's (m, s) runs along the inner axis.
+        sums = np.ascontiguousarray(sums.T)
         bag_tables = tables[ends]
-        m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
-        pooled = requantize(_wrap(sums, self.geometry.acc_bits), m[:, None], s[:, None])
-        self.chip.pooled.push(pooled)
+        if length <= self.LUT_LOOKUPS:
+            pooled = self._requantized(sums, bag_tables, length)
+        else:
+            m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
+            pooled = requantize(_wrap(sums, self.geometry.acc_bits), m, s)
+        self.chip.pooled.push(pooled.T)
+
+    def _requantized(self, sums, bag_tables, length):
+        """The pooled values of ``sums`` (elements x bags, of at most ``length`` rows each) through a table per
+        table and bag length: its accumulator wrapped and requantised with its ``(m, s)`` for each sum ``length``
+        int8 values can make (made when first needed after the table's CONFIG)."""
+        low, size = -128 * length, 255 * length + 1
+        luts = self._luts.get(length)
+        if luts is None:
+            values = _wrap(np.arange(low, low + size), self.geometry.acc_bits)
+            m, s = self.config["m"][:, None], self.config["s"][:, None]
+            luts = self._luts[length] = requantize(values[None, :], m, s).astype(np.int8).reshape(-1)
+        index = sums.astype(np.intp)
+        index += bag_tables * size - low
+        return np.take(luts, index)
 
 
 class _Lane(_Unit):
@@ -562,7 +708,7 @@ class _Lane(_Unit):
 
     def reset_memory(self, split):
         shape = self.chip.geometry.engine.splits[split]
-        self.memory = np.zeros((shape.act_words, shape.rows), dtype=np.int64) if self.lane < split else None
+        self.memory = np.zeros((shape.act_words, shape.rows), dtype=np.int8) if self.lane < split else None
 
     def step(self):
         progress = False
@@ -630,28 +776,48 @@ class _Lane(_Unit):
         cmd, shape = arg["cmd"], self._shape()
         r, c = shape.rows, shape.cols
         items, kt, nt = cmd["items"], cmd["ktiles"], cmd["ntiles"]
-        buffer = self.chip.weight_buffer
-        span = shape.bias_words + kt * shape.tile_words
-        address = cmd["w_base"] + np.arange(nt)[:, None] * span + np.arange(span)
-        words = buffer[address % len(buffer)]                                   # (nt, span, word bytes)
-        bias = words[:, :shape.bias_words].reshape(nt, -1)[:, :4 * c].copy().view("<i4").reshape(-1)
-        weights = words[:, shape.bias_words:].reshape(nt, kt * r, c).transpose(1, 0, 2).reshape(kt * r, nt * c)
-        rows = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + np.arange(items)[None, :]
-        x = self.memory[rows % len(self.memory)].transpose(1, 0, 2).reshape(items, kt * r)
+        weights, bias = self.chip.layer_weights(cmd["w_base"], kt, nt)
+        # Word j of item i is at in_base + j * stride + i: a block of kt x items words where stride is items.
+        memory, base, stride = self.memory, cmd["in_base"], cmd["stride"]
+        x = np.empty((items, kt, r), dtype=weights.dtype)
+        if stride == items and base + kt * items <= len(memory):
+            x[:] = memory[base:base + kt * items].reshape(kt, items, r).transpose(1, 0, 2)
+        else:
+            rows = base + np.arange(kt)[:, None] * stride + np.arange(items)[None, :]
+            x[:] = memory[rows % len(memory)].transpose(1, 0, 2)
         params = cmd["params"]
-        total = _wrap(int_matmul(x, weights) + bias.astype(np.int64), 32)
-        out = total if params["raw"] else requantize(total, params["m"], params["s"], bool(params["relu"]))
+        product = np.matmul(x.reshape(items, kt * r), weights)
+        if weights.dtype == np.float32:
+            # At most 2**24 (_exact_float): an int32, to which the bias adds with the accumulator's wrap.
+            total = product.astype(np.int32)
+            total += bias
+            total = total.astype(np.int64)
+        else:
+            total = _wrap(product.astype(np.int64) + bias, 32)
+        out = total if params["raw"] else _requantize(total, params["m"], params["s"], params["relu"])
         if cmd["to_output"]:
             stream = self.chip.bottom if arg["dst"] == OutDest.JOIN.value else self.chip.logits
             stream[self.lane].push(out.reshape(items, nt, c).transpose(1, 0, 2).reshape(nt * items, c))
         else:
-            values = _wrap(out, 8)
-            for j in range(nt):
-                word = cmd["out_base"] + (j * c) // r * cmd["stride"] + np.arange(items)
-                at = (j * c) % r
-                self.memory[word % len(self.memory), at:at + c] = values[:, j * c:(j + 1) * c]
+            self._store(cmd, (_wrap(out, 8) if params["raw"] else out).reshape(items, nt, c), r, c)
         self.layers_done = (self.layers_done + 1) % _WAIT_MOD
         return True
+
+    def _store(self, cmd, values, r, c):
+        """A layer's ``(items, nt, c)`` int8 results into the activation memory: n-tile ``j`` of item ``i`` at
+        column ``(j * c) % r`` of word ``out_base + (j * c) // r * stride + i`` (a later n-tile over an earlier's)."""
+        memory, base, stride = self.memory, cmd["out_base"], cmd["stride"]
+        items, nt = values.shape[:2]
+        words = nt * c // r
+        if stride == items and words * r == nt * c and r % c == 0 and base + words * items <= len(memory):
+            # Whole words, one after another: n-tiles j * r // c .. (j + 1) * r // c - 1 fill word j of each item.
+            block = values.reshape(items, words, r // c, c).transpose(1, 0, 2, 3)
+            memory[base:base + words * items] = block.reshape(words * items, r)
+            return
+        tiles = np.arange(nt) * c
+        words = (base + (tiles // r * stride)[:, None] + np.arange(items)) % len(memory)      # (nt, items)
+        at = (words * r + (tiles % r)[:, None])[:, :, None] + np.arange(c)
+        memory.reshape(-1)[at] = values.transpose(1, 0, 2)
 
     def waiting(self):
         reasons = []
@@ -708,7 +874,7 @@ class _Joiner(_Unit):
         progress, moved = False, True
         while moved:
             moved = self._write()
-            for lane in range(len(self.jobs)):
+            for lane in range(self.chip.split):
                 moved |= self._send(lane)
             progress |= moved
         return progress
@@ -741,7 +907,7 @@ class _Joiner(_Unit):
                 if len(chip.bottom[lane]) < self._bottom_words(job):
                     return moved
                 bottom = chip.bottom[lane].take(self._bottom_words(job)).reshape(-1, items, c).transpose(1, 0, 2)
-                job["block"] = _wrap(bottom.reshape(items, -1)[:, :d], 8)
+                job["block"] = bottom.reshape(items, -1)[:, :d].astype(np.int8)      # the low 8 bits
                 moved = True
             mode, rows = MODES[params["mode"]], chip.geometry.rows
             out_words = output_words(mode, f, d, rows)
@@ -750,13 +916,16 @@ class _Joiner(_Unit):
                 n = min(n, len(self.fifo[lane]) // (f - 1))
             if n <= 0:
                 return moved
-            vectors = np.empty((n, f, d), dtype=np.int64)
+            vectors = np.empty((n, f, d), dtype=np.int8)
             vectors[:, 0] = job["block"][job["sent"]:job["sent"] + n]
             if f > 1:
                 vectors[:, 1:] = self.fifo[lane].take(n * (f - 1)).reshape(n, f - 1, -1)[:, :, :d]
                 self.fifo_words[lane] -= n * (f - 1) * self._chunks(job)
-            out = interaction_model(mode, vectors, params["m"], params["s"])
-            words = np.zeros((n, out_words * rows), dtype=np.int64)
+            if mode == "dot":
+                out = _dot_interaction(vectors, params["m"], params["s"])
+            else:
+                out = interaction_model(mode, vectors, params["m"], params["s"])
+            words = np.zeros((n, out_words * rows), dtype=np.int8)
             words[:, :out.shape[1]] = out
             chip.inter[lane].push(words.reshape(-1, rows))
             job["sent"] += n
@@ -935,7 +1104,8 @@ class _Scorer(_Unit):
 
 
 class _WeightLoader(_Unit):
-    """WEIGHTS commands, in order: words from memory into the weight buffer."""
+    """WEIGHTS commands, in order: words from memory into the weight buffer, each range of the buffer remembered
+    with the memory it came from (:meth:`source`)."""
 
     name = "weight loader"
 
@@ -943,6 +1113,7 @@ class _WeightLoader(_Unit):
         super().__init__(chip)
         self.queue = deque()
         self.done = 0
+        self.loaded = {}        # (first word, end) of a load -> (memory address, memory version) it came from
 
     def _block(self):
         tag, arg = self.queue[0]
@@ -958,15 +1129,28 @@ class _WeightLoader(_Unit):
             _tag, arg = self.queue.popleft()
             word_bytes, words = chip.geometry.engine.word_bytes, arg["words"]
             if words:
-                data = chip.memory.read_bytes(arg["mem_addr"], words * word_bytes)
                 chip.count(Counter.MEM_READ_LINES, _ceil_div(words * word_bytes, chip.geometry.line_bytes))
-                chip.weight_buffer[arg["w_addr"] + np.arange(words)] = data.view(np.int8).reshape(words, word_bytes)
+                start, end = arg["w_addr"], arg["w_addr"] + words
+                data = chip.memory.read_bytes(arg["mem_addr"], words * word_bytes)
+                chip.weight_buffer[start:end] = data.view(np.int8).reshape(words, word_bytes)
+                chip.forget_weights(start, end)
+                self.loaded = {span: load for span, load in self.loaded.items()
+                               if not (span[0] < end and start < span[1])}
+                self.loaded[start, end] = (arg["mem_addr"], chip.memory.version)
             self.done = (self.done + 1) % _WAIT_MOD
             progress = True
         return progress
 
     def waiting(self):
         return (self._block() or "WEIGHTS ready") if self.queue else None
+
+    def source(self, start, count):
+        """Where the buffer's words ``start .. start + count - 1`` came from, if one load wrote them all:
+        ``(memory address, word offset in it, memory version)``, else ``None``."""
+        for (first, end), (address, version) in self.loaded.items():
+            if first <= start and start + count <= end:
+                return address, start - first, version
+        return None
 
 
 # The chip ----------------------------------------------------------------------------------------------------------
@@ -993,12 +1177,16 @@ class FunctionalChip:
         ``releases`` and ``banks`` are its kept results' state).
     """
 
+    #: Layers :meth:`layer_weights` keeps at most (a new one beyond clears them).
+    KEPT_LAYERS = 256
+
     def __init__(self, config):
         self.geometry = g = ChipGeometry(config)
         self.config = config
         self._command = codec(g.command_layout())
         self.memory = PagedMemory(1 << g.addr_bits, g.line_bytes)
         self.weight_buffer = np.zeros((g.engine.weight_words, g.engine.word_bytes), dtype=np.int8)
+        self._layers = {}       # layer_weights: (ktiles, ntiles, split, source) -> (buffer spans, weights, bias)
         self.split = 1
         self.counters = dict.fromkeys(Counter, 0)
         # What the controller's checks read: the tables configured, the weight buffer's pages loaded.
@@ -1024,9 +1212,46 @@ class FunctionalChip:
         self.units = [self.fetcher, self.embedding, *self.lanes, self.joiner, *self.scorers, *self.holders,
                       self.weights]
         self.streams = [*self.dense, *self.inter, *self.bottom, *self.logits, *self.index, self.pooled]
+        self._split_units()
         for lane in self.lanes:
             lane.reset_memory(self.split)
         self.responses = None
+
+    # The weight buffer's layers -----------------------------------------------------------------------------------
+
+    def layer_weights(self, base, ktiles, ntiles):
+        """The weights of a LAYER at word ``base`` of the weight buffer (``ktiles x ntiles`` tiles, each n-tile's
+        bias words first) on the current split: ``(rows x cols)`` weights as floats (:func:`_exact_float`) and the
+        int32 biases. They are kept (a query's layers run on every sub-batch) by the memory their words came from,
+        where one WEIGHTS loaded them all (a query streaming its weights loads them again for each sub-batch), else
+        by their place in the buffer until a WEIGHTS overwrites it."""
+        shape, buffer = self.geometry.engine.splits[self.split], self.weight_buffer
+        span = shape.bias_words + ktiles * shape.tile_words
+        start, count = base % len(buffer), ntiles * span
+        source = self.weights.source(start, count)
+        key = (ktiles, ntiles, self.split, source if source is not None else base)
+        entry = self._layers.get(key)
+        if entry is None:
+            r, c = shape.rows, shape.cols
+            address = base + np.arange(ntiles)[:, None] * span + np.arange(span)
+            words = buffer[address % len(buffer)]                               # (nt, span, word bytes)
+            bias = words[:, :shape.bias_words].reshape(ntiles, -1)[:, :4 * c].copy().view("<i4").reshape(-1)
+            weights = (words[:, shape.bias_words:].reshape(ntiles, ktiles * r, c).transpose(1, 0, 2)
+                       .reshape(ktiles * r, ntiles * c))
+            spans = ([] if source is not None else [(0, len(buffer))] if count >= len(buffer)
+                     else [(start, start + count)] if start + count <= len(buffer)
+                     else [(start, len(buffer)), (0, start + count - len(buffer))])
+            if len(self._layers) >= self.KEPT_LAYERS:
+                self._layers.clear()
+            entry = self._layers[key] = (spans, weights.astype(_exact_float(ktiles * r)), bias)
+        return entry[1], entry[2]
+
+    def forget_weights(self, start, end):
+        """Drop the layers kept by their place in the buffer whose words ``start .. end - 1`` a WEIGHTS overwrote
+        (those kept by their memory stay)."""
+        for key in [key for key, (spans, _, _) in self._layers.items()
+                    if any(low < end and start < high for low, high in spans)]:
+            del self._layers[key]
 
     # Counters and responses ------------------------------------------------------------------------------------
 
@@ -1066,8 +1291,17 @@ class FunctionalChip:
 
     # Controller ------------------------------------------------------------------------------------------------
 
+    def _split_units(self):
+        """The units and streams the current split uses, which the run steps and the barriers check (a lane at or
+        above the split takes no command: its units and streams stay idle and empty)."""
+        lanes = range(self.split)
+        self._units = [self.fetcher, self.embedding, *self.lanes[:self.split], self.joiner,
+                       *self.scorers[:self.split], *self.holders, self.weights]
+        self._streams = [self.pooled, *(streams[lane] for streams in (self.dense, self.inter, self.bottom,
+                                                                        self.logits, self.index) for lane in lanes)]
+
     def _idle(self):
-        return all(unit.idle() for unit in self.units) and not any(len(s) for s in self.streams)
+        return all(unit.idle() for unit in self._units) and not any(len(s) for s in self._streams)
 
     def _check(self, op, arg):
         """The decode-time check of a command, as :class:`rpaccel.rtl.accel.controller.Controller` makes it:
@@ -1141,9 +1375,9 @@ class FunctionalChip:
             queue, depth = self.fetcher.queue, QUEUE_DEPTH
         elif op == Opcode.WEIGHTS:
             queue, depth = self.weights.queue, QUEUE_DEPTH + WeightLoader.JOBS
-        elif op == Opcode.LANE and (lane := self._field(op, i, "lane")) < len(self.lanes):
+        elif op == Opcode.LANE and (lane := self._arg(op, i)["lane"]) < len(self.lanes):
             queue, depth = self.lanes[lane].queue, QUEUE_DEPTH + LaneFrontEnd.COMMANDS
-        elif op == Opcode.SCORE and (lane := self._field(op, i, "lane")) < len(self.scorers):
+        elif op == Opcode.SCORE and (lane := self._arg(op, i)["lane"]) < len(self.scorers):
             queue, depth = self.scorers[lane].queue, QUEUE_DEPTH
         else:
             return False
@@ -1159,19 +1393,19 @@ class FunctionalChip:
         return entry
 
     def _arg(self, op, i):
-        """Command ``i``'s (an ``op``) argument as nested dicts of Python ints."""
-        rows, columns = self._args(op)
-        return _row(columns, int(np.searchsorted(rows, i)))
+        """Command ``i``'s (an ``op``) argument as nested dicts of Python ints (those of every ``op`` command made
+        together, once a run: the timed model asks again)."""
+        entry = self._arg_rows.get(op)
+        if entry is None:
+            rows, columns = self._args(op)
+            entry = self._arg_rows[op] = (rows.tolist(), _rows(columns))
+        rows, args = entry
+        return args[bisect_left(rows, i)]
 
     def argument(self, name, i):
         """Command ``i``'s argument of the last run, which is the ``name`` member of the command's argument union
         (``"fetch"``, ``"lane"``, ...), as nested dicts of Python ints."""
         return self._arg(self._ARG_OPS[name], i)
-
-    def _field(self, op, i, name):
-        """Field ``name`` of command ``i``'s (an ``op``) argument, an int."""
-        rows, columns = self._args(op)
-        return int(columns[name][int(np.searchsorted(rows, i))])
 
     def _controller(self):
         """Take commands while they can go (a barrier waits for every earlier command; a unit's command for room
@@ -1213,15 +1447,15 @@ class FunctionalChip:
         end = i + (int(others[0]) if others.size else len(ops))
         self._next = end
         self.count(Counter.COMMANDS, end - i)
-        rows, columns = self._args(Opcode.MEM_WRITE)
-        first = int(np.searchsorted(rows, i))
-        addresses = columns["addr"][first:first + end - i]
+        columns = self._command.unpack(self._words[i:end], ("arg", "mem_write"))
+        addresses, lines = columns["addr"], _lines_of(columns["data"], self.geometry.line_bytes)
         good = addresses < self.memory.lines
-        for k in np.flatnonzero(~good).tolist():
-            self.refuse(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
-        self.memory.write(addresses[good], _lines_of(columns["data"][first:first + end - i],
-                                                         self.geometry.line_bytes)[good])
-        self.count(Counter.MEM_WRITE_LINES, int(good.sum()))
+        if not good.all():
+            for k in np.flatnonzero(~good).tolist():
+                self.refuse(int(self._tags[i + k]), ErrorCode.ADDRESS, Opcode.MEM_WRITE, addresses[k])
+            addresses, lines = addresses[good], lines[good]
+        self.embedding.write_memory(addresses, lines)
+        self.count(Counter.MEM_WRITE_LINES, len(addresses))
 
     def _execute(self, op, tag, arg):
         if op == Opcode.SYNC:
@@ -1235,6 +1469,7 @@ class FunctionalChip:
             self.count(Counter.MEM_READ_LINES, count)
         elif op == Opcode.SPLIT:
             self.split = arg["n"]
+            self._split_units()
             for lane in self.lanes:
                 lane.reset_memory(self.split)
         elif op == Opcode.COUNTERS:
@@ -1283,7 +1518,7 @@ class FunctionalChip:
             return self._run(np.asarray(words, dtype=np.uint64).reshape(-1, self._command.limbs))
 
     def _run(self, words):
-        self._words, self._arg_columns = words, {}
+        self._words, self._arg_columns, self._arg_rows = words, {}, {}
         self._ops = self._command.unpack(words, ("op",))
         self._tags = self._command.unpack(words, ("tag",))
         self._count, self._next = len(words), 0
@@ -1291,7 +1526,7 @@ class FunctionalChip:
         progress = True
         while progress:
             progress = self._controller()
-            for unit in self.units:
+            for unit in self._units:
                 progress |= unit.step()
         blocked = []
         if self._next < self._count:

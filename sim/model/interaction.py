@@ -452,7 +452,7 @@ class InteractionModel:
         # (one per change of what binds along the run).
         release = np.full(count, -1, np.int64)
         for _ in range(_ROUNDS):
-            gate = np.concatenate(([-1, -1], release[:-2]))
+            gate = np.concatenate(([-1, -1], release))[:count]      # release[i - 2] (a job of one item too)
             accepted = length_sum + np.maximum.accumulate(np.maximum(alone, gate + length) - length_sum)
             again = ops_sum + np.maximum.accumulate(accepted + ops - ops_sum)
             if np.array_equal(again, release):

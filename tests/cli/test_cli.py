@@ -215,3 +215,14 @@ def test_a_failed_check_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert err == "rpaccel bench gemm: failed: rm-small, split 1, batch 16: 64 outputs differ from the golden model\n"
     assert not results.exists()
+
+
+def test_status_table_reads_the_replay_scale(tmp_path):
+    path = tmp_path / "results.md"
+    scale = format_table(["queries", "windows", "CPU s", "host s per query", "projected for 100,000"],
+                         [["24", "3", "96.0", "4.00", "111.1 h"]])
+    write_section("replay-scale", "Scale", scale, command="rpaccel bench replay --parts scale", commit="abc1234",
+                  path=path)
+    rows = {row["figure"]: row for row in read_sections(path.read_text())["status"]["tables"][0]}
+    row = rows["Model backend: 100,000 two-stage queries of 4,096 candidates, host time"]
+    assert (row["measured"], row["met"]) == ("111.1 h projected (24 queries replayed, 4.00 s each)", "**no**")

@@ -113,3 +113,19 @@ def test_replay_with_the_stage_mapping_on_the_model_backend(trace, tmp_path, cap
     assert main(["replay", "--backend", "cpu", "--trace", str(trace), "--pipeline", "rm-small:256:32",
                  "--mapping", "auto"]) == 2
     assert "--mapping must be 'default' or 'auto' (on rtl or model), not 'auto' on cpu" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_replay_in_windows_on_the_model_backend(trace, tmp_path, capsys):
+    """More queries than one window, the trace streamed: every query measured and checked; a window on the cpu
+    backend is refused."""
+    out = tmp_path / "run"
+    assert main(["replay", "--backend", "model", "--trace", str(trace), "--pipeline", "rm-small:256:32,rm-med:32:8",
+                 "--queries", "7", "--load", "2000", "--window", "3", "--overlap", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Replayed in windows of 3 queries" in text
+    [row] = json.loads((out / "rows.json").read_text())["rows"]
+    assert row["checked"] and row["queries"] == 7 and row["windows"] == 3 and row["ndcg@8"] > 0
+    assert main(["replay", "--backend", "cpu", "--trace", str(trace), "--pipeline", "rm-small:256:32",
+                 "--window", "3"]) == 2
+    assert "--window replays a chip backend (rtl or model), not cpu" in capsys.readouterr().err

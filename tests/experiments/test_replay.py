@@ -80,3 +80,32 @@ def test_replay_chip_bench_on_the_model():
     assert low["backend"] == high["backend"] == "model" and low["checked"] and high["checked"]
     assert high["offered_qps"] == pytest.approx(8 * low["offered_qps"]) and high["p99_ms"] > low["p99_ms"]
     assert "transaction-level timed model" in report.text and "| 400% |" in report.text
+
+
+@pytest.mark.slow
+def test_replay_scale_bench_on_the_model():
+    """The scale part: the replay command's windowed path, the projection from the measured rate, and the windows'
+    effect measured against one replay (rankings equal)."""
+    from rpaccel.config import preset
+    from rpaccel.experiments.replay import SCALE_QUERIES, run_replay_scale_bench
+
+    report = run_replay_scale_bench(preset("small"), pipeline="rm-small:64:16,rm-med:16:4", queries=5, window=2,
+                                    overlap=1, compare=4, max_rows=300)
+    assert report.passed and [section.name for section in report.sections] == ["replay-scale"]
+    [row] = report.rows
+    assert row["checked"] and row["queries"] == 5 and len(row["window_difference"]) == 4
+    assert row["projected_s"] == pytest.approx(row["host_s_per_query"] * SCALE_QUERIES)
+    assert "| 5 | 3 |" in report.text and "projected for 100,000" in report.text
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"compare": 1}, "compare must be at least 2 queries"), ({"window": 0}, "window must be a positive"),
+    ({"overlap": -1}, "overlap must be a non-negative"), ({"utilisation": 0}, "utilisation must be a positive"),
+])
+def test_replay_scale_bench_refuses_bad_settings(kwargs, message):
+    from rpaccel.config import preset
+    from rpaccel.experiments import ExperimentError
+    from rpaccel.experiments.replay import run_replay_scale_bench
+
+    with pytest.raises(ExperimentError, match=re.escape(message)):
+        run_replay_scale_bench(preset("small"), **kwargs)

@@ -6,7 +6,7 @@ import pytest
 
 from rpaccel.config import PRESETS, preset
 from rpaccel.experiments import ExperimentError
-from rpaccel.experiments.chip import run_chip
+from rpaccel.experiments.chip import run_chip, run_chip_routed
 from rpaccel.experiments.embedding import run_embedding_synth
 from rpaccel.experiments.synth import run_synth, synthesize_config, target_presets
 
@@ -33,3 +33,33 @@ def test_chip_budget_and_embedding_synthesis_check_first():
         run_chip(preset("tiny"))
     with pytest.raises(ExperimentError, match="pnr_timeout must be a positive number of seconds, not -1"):
         run_embedding_synth(preset("small"), pnr_timeout=-1)
+
+
+def _routed(clock_mhz, fmax_mhz):
+    """A flow summary of the whole chip as :func:`rpaccel.flow.synth.synthesize` gives it (the figures invented)."""
+    used = {"luts": (60_000, 83_640), "ffs": (47_000, 83_640), "dsps": (93, 156), "brams": (185, 208)}
+    return {"utilization": {key: {"used": u, "available": a} for key, (u, a) in used.items()},
+            "packed_utilization": None, "critical_path": None, "fmax_mhz": fmax_mhz, "clock_constraint_mhz": clock_mhz,
+            "meets_timing": fmax_mhz is not None and fmax_mhz >= clock_mhz, "tools": {"nextpnr": "nextpnr-0.11.1"}}
+
+
+def test_the_routed_chip_is_constrained_at_the_clock_asked_for(monkeypatch):
+    calls = []
+
+    def synthesize(component, config, **options):
+        calls.append(options)
+        clock = options["clock_mhz"] or config.clock_mhz
+        return _routed(clock, 27.3)
+
+    monkeypatch.setattr("rpaccel.experiments.chip.synthesize_config", synthesize)
+    small = preset("small")
+    report = run_chip_routed(small, clock_mhz=25.0, router="router2", placer="static")
+    assert calls[0]["clock_mhz"] == 25.0 and calls[0]["router"] == "router2" and calls[0]["placer"] == "static"
+    assert f"Fmax 27.3 MHz against a 25 MHz constraint (met; the preset's clock is {small.clock_mhz:g} MHz)" in \
+        report.text
+    assert report.data["fits"]
+    run_chip_routed(small)
+    assert calls[1]["clock_mhz"] is None        # the flow then takes the preset's
+    monkeypatch.setattr("rpaccel.experiments.chip.synthesize_config", lambda *a, **k: _routed(25.0, None))
+    report = run_chip_routed(small, clock_mhz=25.0)
+    assert "did not route within the time given" in report.text and not report.data["fits"]

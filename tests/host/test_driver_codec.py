@@ -402,3 +402,19 @@ def test_large_batches_go_in_chunks():
     ints = to_ints(words)
     for row in (0, 19_999, 39_999):
         assert ints[row] == const_bits(layout, {"head": int(columns["head"][row]), "x": columns["x"][row].tolist()})
+
+
+@pytest.mark.parametrize("width", [65, 128, 256, 257])
+def test_a_wide_leaf_unpacks_at_every_bit_offset(width):
+    # A wide leaf goes down as whole limbs shifted together: every shift within a limb, and a leaf that ends in
+    # the word's top limb (nothing above it) or below it (a field after it).
+    rng = np.random.default_rng(width)
+    for offset in [*range(1, 65), 127, 128, 130]:
+        for tail in (0, 5):
+            fields = {"head": unsigned(offset), "line": unsigned(width)} | ({"tail": unsigned(tail)} if tail else {})
+            layout = data.StructLayout(fields)
+            values = [int(v) for v in rng.integers(0, 1 << 62, 3)]
+            lines = [(a << (width - 62)) | b for a, b in zip(values, rng.integers(0, 1 << 62, 3).tolist())]
+            ints = [line << offset | (1 << offset) - 1 | ((1 << tail) - 1) << (offset + width) for line in lines]
+            words = from_ints(ints, layout.size)
+            assert to_ints(Codec(layout).unpack(words, "line")) == lines

@@ -221,3 +221,124 @@ def test_choose_replay_mapping_leaves_the_replay_setup_alone(models):
     run = replay_on_chip(model_device(config), config, models, stages, queries, [0] * 6, split=choice.schedule.split,
                          sub_batch=choice.schedule.sub_batch, lanes=choice.schedule.lanes)
     assert not run.mismatches
+
+
+def _stream(models, count, gap_ns, size=48):
+    return [(tiny_data(models["a"].spec, size, start=9000 + size * q), q * gap_ns) for q in range(count)]
+
+
+class _Counting(Device):
+    """A device that counts its runs."""
+
+    def __init__(self, device):
+        self.device, self.runs = device, 0
+
+    @property
+    def ports(self):
+        return self.device.ports
+
+    def run(self, trace, **kwargs):
+        self.runs += 1
+        return self.device.run(trace, **kwargs)
+
+
+def test_windows_replay_more_queries_than_the_memory_holds(models):
+    """40 queries (one replay holds 27 in tiny's memory) in windows of 8, every ranking the golden model's; with
+    one window, the windows' replay is the replay itself."""
+    from rpaccel.host.runtime.chip import replay_windows
+
+    stages = parse_pipeline("a:48:12,b:12:4")
+    device = _Counting(model_device(TINY))
+    stream = _stream(models, 40, 20_000)
+    windows = list(replay_windows(device, TINY, models, stages, iter(stream), window=8, overlap=2))
+    # A run of the setup alone per shape of setup (10 queries' images at the ends, 12 between), then one per window.
+    assert device.runs == 2 + 5
+    assert [w.first for w in windows] == list(range(0, 40, 8)) and [w.overlap for w in windows] == [0] + [2] * 4
+    assert all(not w.mismatches for w in windows) and all(len(w.rankings) == 8 for w in windows)
+    ranker = CpuRanker(stages, models)
+    for (records, arrival), (window, i) in zip(stream, ((w, i) for w in windows for i in range(8))):
+        indices, scores = ranker.rank(ranker.prepare(records))
+        assert window.rankings[i] == list(zip(scores.tolist(), indices.tolist()))
+        assert window.arrivals_ns[i] == arrival and window.finishes_ns[i] > arrival
+    whole = replay_on_chip(device, TINY, models, stages, [q for q, _ in stream[:10]], [t for _, t in stream[:10]])
+    [one] = replay_windows(device, TINY, models, stages, stream[:10], window=10)
+    assert np.array_equal(one.finishes_ns - one.arrivals_ns, np.rint(whole.latencies_ns).astype(np.int64))
+    assert one.rankings == whole.rankings
+
+
+def test_windows_overlap_rebuilds_the_queue(models):
+    """Queries arriving faster than the chip serves them queue; a window's first queries find the queue its overlap
+    rebuilds, and its last ones the next window's commands competing for the shared units: with overlaps as long as
+    the backlog, every latency is the single replay's (here exactly); without them, the first query of each window
+    finds an empty chip and finishes too early."""
+    from rpaccel.host.runtime.chip import replay_windows
+
+    stages = parse_pipeline("a:48:12,b:12:4")
+    device = model_device(TINY)
+    alone = replay_on_chip(device, TINY, models, stages, [_stream(models, 1, 0)[0][0]], [0])
+    service_ns = int(alone.latencies_ns[0])
+    stream = _stream(models, 16, service_ns * 3 // 4)       # a backlog growing a quarter of a service per query
+    whole = replay_on_chip(device, TINY, models, stages, [q for q, _ in stream], [t for _, t in stream])
+    latencies = np.rint(whole.latencies_ns).astype(np.int64)
+
+    def windowed(overlap):
+        return np.concatenate([w.finishes_ns - w.arrivals_ns for w in replay_windows(
+            device, TINY, models, stages, stream, window=8, overlap=overlap)])
+
+    cold, warm = windowed(0), windowed(8)
+    assert cold[8] < 0.8 * latencies[8]
+    assert np.array_equal(warm, latencies), (warm - latencies).tolist()
+
+
+@pytest.mark.slow
+def test_windows_in_worker_processes_are_the_windows_in_order(models):
+    """Two spawned workers, each making its own chip, replay the windows of one process: the same figures, in the
+    stream's order."""
+    import functools
+
+    from rpaccel.experiments.replay import chip_device_for
+    from rpaccel.host.runtime.chip import replay_windows
+
+    stages = parse_pipeline("a:48:12,b:12:4")
+    stream = _stream(models, 14, 20_000)
+    make = functools.partial(chip_device_for, "model", TINY)
+    one = list(replay_windows(make, TINY, models, stages, stream, window=3, overlap=1))
+    two = list(replay_windows(make, TINY, models, stages, iter(stream), window=3, overlap=1, workers=2))
+    assert [w.first for w in two] == [w.first for w in one] == [0, 3, 6, 9, 12]
+    for a, b in zip(one, two):
+        assert np.array_equal(a.finishes_ns, b.finishes_ns) and a.rankings == b.rankings and not b.mismatches
+
+
+def test_windows_refuse_bad_arguments(models):
+    from rpaccel.host.runtime.chip import replay_windows
+
+    stages = parse_pipeline("a:48:12,b:12:4")
+    for window, overlap, message in ((0, 0, "window must be a positive"), (True, 0, "window must be a positive"),
+                                     (4, -1, "overlap must be a non-negative")):
+        with pytest.raises(ValueError, match=message):
+            next(replay_windows(None, TINY, models, stages, [], window=window, overlap=overlap))
+    with pytest.raises(ValueError, match="workers must be a positive number of processes, not 0"):
+        next(replay_windows(None, TINY, models, stages, [], window=4, workers=0))
+    with pytest.raises(ValueError, match="^Several workers need a function that makes a device in each"):
+        next(replay_windows(model_device(TINY), TINY, models, stages, [], window=4, workers=2))
+    backwards = [(tiny_data(models["a"].spec, 48), t) for t in (5, 3)]
+    with pytest.raises(ValueError, match="^Query 1 arrives at 3 ns, before the query ahead of it \\(5 ns\\)$"):
+        list(replay_windows(None, TINY, models, stages, backwards, window=4))
+
+
+def test_a_remembered_setup_end_that_does_not_hold_is_measured_again(models):
+    from rpaccel.host.runtime.chip import _SETUP_ENDS
+
+    stages = parse_pipeline("a:48:12,b:12:4")
+    device = _Counting(model_device(TINY))
+    stream = _stream(models, 3, 20_000)
+    queries, arrivals = [q for q, _ in stream], [t for _, t in stream]
+    first = replay_on_chip(device, TINY, models, stages, queries, arrivals)
+    assert device.runs == 2
+    again = replay_on_chip(device, TINY, models, stages, queries, arrivals)
+    assert device.runs == 3 and np.array_equal(again.finishes, first.finishes)
+    [shape] = _SETUP_ENDS[device]
+    _SETUP_ENDS[device][shape] += 5          # planted: a setup end the run does not meet
+    third = replay_on_chip(device, TINY, models, stages, queries, arrivals)
+    assert device.runs == 6 and np.array_equal(third.finishes, first.finishes)
+    assert third.setup_cycles == first.setup_cycles

@@ -165,3 +165,29 @@ def test_maps_the_compiler_does_not_interleave_are_estimated_serial(models):
     assert interleaves(setup, spread) and not interleaves(setup, crowded)
     assert estimate_cycles(program, crowded) > estimate_cycles(program, spread)
     assert estimate_cycles(program, crowded) == estimate_cycles(program, spread, interleave=False)
+
+
+def test_a_refused_default_leaves_the_best_estimate_as_reference(models, monkeypatch):
+    """Where the compiler refuses the default map (here every map without lanes, by a wrapped compiler), the
+    candidate of the best estimate is the reference, measured; where it refuses every candidate, the error says
+    so with the default's reason."""
+    import rpaccel.host.runtime.mapping as mapping
+
+    def refuse_default(setup, stages, queries, schedule):
+        if schedule.lanes is None:
+            raise CompileError("planted refusal of the default map")
+        return compile_queries(setup, stages, queries, schedule)
+
+    monkeypatch.setattr(mapping, "compile_queries", refuse_default)
+    a, b = models
+    setup, queries = _placed(TINY2, [a, b])
+    stages = [Stage(a, k=16), Stage(b, k=9)]
+    choice = choose_mapping(setup, stages, queries, splits=(4,), sub_batches=(1,), keep=1,
+                            measure=lambda program: 1000)
+    estimated = [row for row in choice.rows if row["estimate"] is not None]
+    assert choice.default is min(estimated, key=lambda row: row["estimate"]) and choice.default["reference"]
+    assert choice.default["lanes"] is not None and choice.default["cycles"] == 1000
+    assert choice.refused == 1
+    with pytest.raises(CompileError, match="^The compiler refuses every mapping of the pipeline; the default "
+                                           "schedule: planted refusal of the default map$"):
+        choose_mapping(setup, stages, queries, splits=(2,), sub_batches=(1,))

@@ -179,3 +179,107 @@ def test_the_fetchers_memory_lines_are_the_functional_models(monkeypatch):
     model = TimedChip(TINY)
     model.run(program_words(program, expected_responses(program)))
     assert sum(requested) == sum(record["lines"] for record in model.chip.fetches) > 0
+
+
+# The eager steps (several steps of a unit at once where no other process runs between them) against the
+# reference, every step through the event queue: the same cycles, responses and counters --------------------------
+
+def _eager_and_reference(program):
+    config = program.setup.geometry.config
+    words = program_words(program, expected_responses(program))
+    return [TimedChip(config, eager=eager).run(words) for eager in (True, False)]
+
+
+def _same(a, b):
+    return (len(a.cycles) == len(b.cycles) and (a.cycles == b.cycles).all() and (a.responses == b.responses).all()
+            and a.counters == b.counters and a.total_cycles == b.total_cycles)
+
+
+@pytest.mark.parametrize("name", ["pipeline", "2-stage", "baseline"])
+def test_the_eager_steps_keep_every_cycle_of_the_reference(name):
+    """Directed programs on `tiny`: the memory's queue full of misses beside the fetcher's reads, a 2-stage
+    pipeline, the baseline's LISTs."""
+    eager, reference = _eager_and_reference(_directed(name)[0])
+    assert _same(eager, reference)
+
+
+def test_the_eager_steps_keep_every_cycle_of_the_reference_on_small():
+    """Two queries through a 2-stage pipeline on `small` (128 outstanding misses, a memory four times as wide)."""
+    small = preset("small")
+    a, b = trained_dot_pair()
+    setup = ChipSetup(small, [a, b])
+    queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, n, start=7000 + n)) for m in (a, b)}) for n in (90, 60)]
+    program = compile_queries(setup, [Stage(a, k=40), Stage(b, k=5)], queries, Schedule("rpaccel", sub_batch=8))
+    eager, reference = _eager_and_reference(program)
+    assert _same(eager, reference)
+
+
+def test_a_planted_error_in_an_eager_step_is_caught(monkeypatch):
+    """The eager grants forgetting the memory's queue (the arbiter's wait for room): the cycles move."""
+    import rpaccel.sim.model.chip as chip
+
+    monkeypatch.setattr(chip._Memory, "decision", lambda self, t: max(t, self.next_grant))
+    eager, reference = _eager_and_reference(_directed("pipeline")[0])
+    assert not _same(eager, reference)
+
+
+# The lanes' rule (LaneFeed) against the engine's exact model: a lane's chain of layers, each waiting for the one
+# before it ------------------------------------------------------------------------------------------------------
+
+#: (configuration, split, layer widths, items): many n-tiles of few items (each n-tile's bias words count), many
+#: k-tiles, one- and two-tile layers, more items than rows, every split's words per row.
+CHAINS = [("small", 1, [8, 64, 64, 1], 3), ("small", 1, [8, 64, 64, 1], 7), ("small", 1, [16, 64, 8, 64, 1], 2),
+          ("small", 1, [8, 16, 64, 1], 5), ("small", 1, [64, 64, 64, 1], 1), ("small", 2, [8, 64, 64, 1], 3),
+          ("small", 2, [8, 32, 64, 1], 9), ("small", 1, [33, 100, 48, 1], 20), ("tiny", 1, [8, 16, 16, 1], 3),
+          ("tiny", 2, [4, 8, 16, 8, 2, 1], 7), ("tiny", 4, [8, 16, 16, 1], 3)]
+
+
+def _chain_differences(name, split, widths, items):
+    """Per LAYER after the first, the model's ``layers_done`` less the engine model's, the layer started from the
+    engine model's count of the layer before (and dispatched once the feeder took the LAYER two before)."""
+    from rpaccel.host.driver.mlp import plan_engine
+    from rpaccel.rtl.mlp import EngineGeometry, Op
+    from rpaccel.sim.golden.mlp import random_input, random_mlp
+    from rpaccel.sim.model import chip
+    from rpaccel.sim.model.engine import engine_timing
+
+    rng = np.random.default_rng(1)
+    config = preset(name)
+    geometry = EngineGeometry(config)
+    shape = geometry.splits[split]
+    plan = plan_engine(config, split, {0: (random_mlp(rng, widths), random_input(rng, items, widths[0]))})
+    engine = engine_timing(plan).layers_done[0]
+    layers = [command for command in plan.lanes[0].commands if command["op"] == Op.LAYER]
+    latency = shape.rows + shape.cols + chip.ENGINE_PIPE
+
+    def done(last, command):
+        return last + 1 + latency + (shape.beats - 1) * command["items"]
+
+    def run(first_start):
+        feed = chip.LaneFeed(shape, geometry.array.latency(split))
+        dones = []
+        for index, command in enumerate(layers):
+            start = first_start if index == 0 else engine[index - 1] + chip.FEED_START
+            dispatch = start - 100 if index < 3 else engine[index - 3] + 1
+            _, last = feed.layer(dispatch, start, command["items"], command["ktiles"], command["ntiles"])
+            dones.append(done(last, command))
+        return dones
+
+    # The first layer placed where the engine model counts it.
+    first_start = 1000
+    first_start += engine[0] - run(first_start)[0]
+    return [int(ours - theirs) for ours, theirs in zip(run(first_start)[1:], engine[1:])]
+
+
+@pytest.mark.parametrize("case", CHAINS, ids=lambda case: f"{case[0]}-{case[1]}-{case[3]}")
+def test_the_lanes_rule_is_the_engine_models(case):
+    assert _chain_differences(*case) == [0] * (len(case[2]) - 2)
+
+
+def test_a_lanes_rule_without_bias_words_is_caught(monkeypatch):
+    """Each n-tile's bias words left out (the rule before LaneFeed): 8 n-tiles of 3 items come early."""
+    from rpaccel.sim.model import chip
+
+    loaded = chip.LaneFeed._loaded
+    monkeypatch.setattr(chip.LaneFeed, "_loaded", lambda self, bias, *args: loaded(self, 0, *args))
+    assert min(_chain_differences("small", 1, [8, 64, 64, 1], 3)) < 0

@@ -1,5 +1,6 @@
 """Embedding geometry, layouts, golden pooling, host-side static-cache preparation and the reference cache model."""
 
+from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
@@ -133,6 +134,107 @@ def test_lru_cache_by_hand():
     # 1 miss, 2 miss, 1 hit (2 is now LRU), 3 evicts 2, 2 evicts 1, 1 evicts 3.
     assert results == [False, False, True, False, False, False]
     assert (cache.hits, cache.misses, cache.evictions) == (1, 5, 3)
+
+
+class _OrderedDictLRU:
+    """The cache model before it was vectorised (an ordered dict per set, a Python step per line): the reference
+    the block-at-once :class:`LRUCache` must equal, hit for hit and state for state."""
+
+    def __init__(self, sets, ways):
+        self.sets, self.ways = sets, ways
+        self.flush()
+        self.hits = self.misses = self.evictions = 0
+
+    def flush(self):
+        self.state = [OrderedDict() for _ in range(self.sets)]
+
+    def access(self, line):
+        entries, tag = self.state[line % self.sets], line // self.sets
+        if tag in entries:
+            entries.move_to_end(tag)
+            self.hits += 1
+            return True
+        self.misses += 1
+        if len(entries) == self.ways:
+            entries.popitem(last=False)
+            self.evictions += 1
+        entries[tag] = True
+        return False
+
+    def lines(self):
+        """Per set its lines, least recently used first."""
+        return [[tag * self.sets + s for tag in entries] for s, entries in enumerate(self.state)]
+
+
+def _cached_lines(cache):
+    return [[line for line in row if line >= 0] for row in cache._lines.tolist()]
+
+
+def test_lru_blocks_equal_a_step_per_line():
+    # Random blocks (uniform and skewed, hot lines used back to back, lines far apart, huge addresses), single
+    # accesses and flushes between them, on caches of 1 to 16 sets and 1 to 8 ways; some with a small window so
+    # that the distinct lines between two uses are counted in several rounds.
+    rng = np.random.default_rng(20)
+    for trial in range(600):
+        sets, ways = 1 << int(rng.integers(0, 5)), int(rng.integers(1, 9))
+        cache, reference = LRUCache(sets, ways), _OrderedDictLRU(sets, ways)
+        if trial % 3 == 0:
+            cache.WINDOW_ELEMENTS = int(rng.integers(1, 64))
+        universe = int(rng.integers(1, 8 * sets * ways + 2))
+        offset = int(rng.choice([0, 1 << 40, (1 << 62) - universe]))
+        for _ in range(int(rng.integers(1, 7))):
+            weights = rng.random(universe) ** rng.choice([1, 4, 12])
+            lines = offset + rng.choice(universe, int(rng.integers(0, 120)), p=weights / weights.sum())
+            if rng.random() < 0.3:
+                lines = np.repeat(lines, rng.integers(1, 4, len(lines)))
+            if rng.random() < 0.2:
+                cache.flush()
+                reference.flush()
+            for line in lines[:int(rng.integers(0, 4))].tolist():
+                assert cache.access(line) == reference.access(line)
+            hits = cache.access_lines(lines)
+            assert hits.tolist() == [reference.access(line) for line in lines.tolist()], (trial, sets, ways)
+            assert (cache.hits, cache.misses, cache.evictions) == (reference.hits, reference.misses,
+                                                                   reference.evictions)
+            assert _cached_lines(cache) == reference.lines()
+            assert all(cache.contains(line) == any(line in row for row in reference.lines())
+                       for line in lines[:5].tolist())
+
+
+def test_lru_blocks_of_a_query_equal_a_step_per_line():
+    # A query's lookups at scale: blocks of 2,000 lines (rows of one and of two lines) of Zipf IDs on 512 sets of
+    # 8 ways, hits and misses block by block and the cached lines at the end.
+    rng = np.random.default_rng(21)
+    cache, reference = LRUCache(512, 8), _OrderedDictLRU(512, 8)
+    sampler = ZipfSampler(50_000, 1.05, permute=True)
+    for block in range(20):
+        bases = 2 * sampler.sample(rng, 1000)
+        lines = np.stack([bases, bases + 1], axis=1).reshape(-1) if block % 2 else bases
+        assert cache.access_lines(lines).tolist() == [reference.access(line) for line in lines.tolist()], block
+    assert (cache.hits, cache.misses, cache.evictions) == (reference.hits, reference.misses, reference.evictions)
+    assert _cached_lines(cache) == reference.lines()
+
+
+def test_lru_long_windows_between_uses():
+    # Line 5's second use has 81 lines between, two distinct: a hit in 3 ways; line 7's has 71, three distinct.
+    lines = np.r_[5, np.zeros(50, int), 7, np.zeros(30, int), 5, np.full(40, 9), 7]
+    for window in (1, 8, 1 << 20):
+        cache = LRUCache(1, 3)
+        cache.WINDOW_ELEMENTS = window
+        hits = cache.access_lines(lines)
+        assert np.flatnonzero(~hits).tolist() == [0, 1, 51, 83, 123]
+        assert (cache.hits, cache.misses, cache.evictions) == (119, 5, 2)
+        assert _cached_lines(cache) == [[5, 9, 7]]
+
+
+def test_a_negative_line_is_an_error_and_never_cached():
+    cache = LRUCache(4, 2)
+    cache.access_lines([5])                 # ways left invalid (-1)
+    with pytest.raises(ValueError, match=r"A line address must be non-negative, not -1 \(line 1 of the block\)"):
+        cache.access_lines([3, -1])
+    with pytest.raises(ValueError, match="A line address must be non-negative, not -4"):
+        cache.access(-4)
+    assert not cache.contains(-1) and cache.contains_lines([-1, 5]).tolist() == [False, True]
 
 
 def test_zero_ways_is_an_error():

@@ -9,6 +9,8 @@ waits do not line up raising Deadlock. Programs of the driver (rpaccel.host.driv
 keep on filter units, against its golden model.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from amaranth.hdl import Value
@@ -54,7 +56,7 @@ from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import program_words
 from rpaccel.sim.golden.mlp import random_mlp
-from rpaccel.sim.model.functional import Deadlock, FunctionalChip
+from rpaccel.sim.model.functional import Deadlock, FunctionalChip, PagedMemory
 from rpaccel.sim.streams import StreamSink, run_simulation
 
 from host_fixtures import tiny_data, trained_dot_pair
@@ -537,6 +539,260 @@ def test_driver_pipelines_keeping_on_filters_match_the_golden_model(dot_models, 
 # The embedding unit: bags, the static and dynamic caches, UPDATE and FLUSH ----------------------------------------
 
 
+def test_paged_memory_reads_what_was_written_last():
+    # Runs of lines across pages, scattered lines with duplicates (the later wins), addresses beyond the memory
+    # (they wrap), against a dict of lines; unwritten lines read as zero.
+    rng = np.random.default_rng(3)
+    lines, line_bytes, page = 1 << 20, 4, 1 << PagedMemory.PAGE_BITS
+    memory, reference = PagedMemory(lines, line_bytes), {}
+    for _ in range(40):
+        if rng.random() < 0.5:
+            start = int(rng.integers(0, lines + 3 * page))
+            addresses = start + np.arange(int(rng.integers(1, 3 * page)))
+        else:
+            addresses = rng.integers(0, 2 * lines, int(rng.integers(1, 300)))
+            addresses[rng.random(len(addresses)) < 0.2] = addresses[0]
+        data = rng.integers(0, 256, (len(addresses), line_bytes), dtype=np.uint8)
+        memory.write(addresses, data)
+        for address, line in zip(addresses.tolist(), data):
+            reference[address % lines] = line
+        probe = np.concatenate([rng.choice(list(reference), 50), rng.integers(0, 2 * lines, 50)])
+        expected = [reference.get(address % lines, np.zeros(line_bytes, np.uint8)) for address in probe.tolist()]
+        assert np.array_equal(memory.read(probe), np.array(expected))
+        for line in [*probe[:5].tolist(), lines - 2]:                # runs of lines across pages, and the end
+            count = int(rng.integers(1, 3 * page * line_bytes))
+            expected = memory.read(line + np.arange(-(-count // line_bytes))).reshape(-1)[:count]
+            assert np.array_equal(memory.read_bytes(line, count), expected)
+
+
+def test_a_line_written_while_cached_reads_its_filled_data_until_its_next_miss():
+    # Rows of one line in tiny's dynamic cache (2 ways): lines 3, 35 and 67 share a set. Line 3 cached, then
+    # written: a hit reads the data it was filled with; evicted and missed, it reads memory from then on. An
+    # UPDATE of a cached row updates its copy.
+    chip = FunctionalChip(TINY)
+    unit, lb = chip.embedding, chip.geometry.line_bytes
+    unit._command({"op": EmbeddingOp.CONFIG.value, "table": 0, "arg": {"config": {
+        "rows": 100, "static_rows": 0, "static_base": 0, "mem_base": 0, "row_lines": 0, "m": 1, "s": 0}}})
+    rng = np.random.default_rng(5)
+    old, new = (rng.integers(-128, 128, (100, lb)).astype(np.int8) for _ in range(2))
+    chip.memory.write(np.arange(100), old.view(np.uint8))
+
+    def pooled(rows):
+        unit._lookups(np.stack([np.zeros(len(rows), int), rows, np.ones(len(rows), int), np.ones(len(rows), int)],
+                               axis=1))
+        return chip.pooled.take(len(rows))
+
+    assert np.array_equal(pooled(np.array([3, 4])), old[[3, 4]])
+    unit.write_memory(np.array([3, 4, 5]), new[[3, 4, 5]].view(np.uint8))
+    got = pooled(np.array([3, 4, 5, 35, 67, 3, 3]))        # 67 evicts 3: its next use misses
+    assert np.array_equal(got, np.concatenate([old[[3, 4]], new[[5]], old[[35, 67]], new[[3, 3]]]))
+    assert np.array_equal(pooled(np.array([4])), old[[4]])
+    unit._command({"op": EmbeddingOp.UPDATE.value, "table": 0,
+                   "arg": {"update": {"id": 4, "line": 0, "data": np.frombuffer(new[4].tobytes(), "<u8")}}})
+    assert np.array_equal(pooled(np.array([4])), new[[4]])
+    unit._command({"op": EmbeddingOp.FLUSH.value, "table": 0})
+    assert not unit.stale
+
+
+def _layer(chip, lane, **cmd):
+    """Run one LAYER on ``lane`` of ``chip`` (its waits met)."""
+    fields = {"op": Op.LAYER, "wait_inputs": 0, "wait_layers": lane.layers_done, "acc_base": 0, "to_output": 1,
+              "in_base": 0, "out_base": 0, "stride": 1, "params": {"m": 1, "s": 0, "relu": 0, "raw": 1}}
+    lane.layers.append((0, {"dst": OutDest.SCORE.value, "cmd": fields | cmd}))
+    assert lane._layer()
+
+
+def test_a_layers_products_are_exact_and_its_accumulator_wraps():
+    # A layer of 12 products a sum on tiny (float32), over the weight buffer's end, and one of 1,200 on small
+    # (float64: the sum of its first column, 1,198 products of 127 * 127 and one of 127, is odd and past 2**24,
+    # which float32 cannot hold); extreme int8 values, biases that take the sums past int32 (they wrap). A WEIGHTS
+    # over a layer's words (on tiny, those after the buffer's end) is seen by the next LAYER (the layer's weights
+    # are kept until then).
+    rng = np.random.default_rng(8)
+    for config, w_base, ktiles, ntiles, items, rewritten in ((TINY, 250, 3, 2, 5, 0), (SMALL, 200, 150, 2, 7, 205)):
+        chip = FunctionalChip(config)
+        lane, buffer = chip.lanes[0], chip.weight_buffer
+        shape = chip.geometry.engine.splits[1]
+        r, c, bias_words = shape.rows, shape.cols, shape.bias_words
+        span = bias_words + ktiles * r
+        words_of = (w_base + np.arange(ntiles)[:, None] * span + np.arange(span)) % len(buffer)
+        buffer[:] = rng.choice(np.array([-128, 127, -1, 3], np.int8), buffer.shape)
+        lane.memory[:] = rng.choice(np.array([-128, 127, 2], np.int8), lane.memory.shape)
+        if ktiles * r > 1024:
+            lane.memory[:] = 127
+            buffer[words_of[0, bias_words:], 0] = 127
+            buffer[words_of[0, bias_words:bias_words + 2], 0] = [1, 0]
+        biases = rng.choice(np.array([2**31 - 1, -2**31, -5]), ntiles * c).astype("<i4")
+        buffer[words_of[:, :bias_words]] = biases.view(np.int8).reshape(ntiles, bias_words, -1)
+        for rewrite in (False, True):
+            if rewrite:
+                data = rng.choice(np.array([-128, 127, 5], np.int8), (40, buffer.shape[1]))
+                chip.memory.write(np.arange(40 * buffer.shape[1] // chip.geometry.line_bytes),
+                                  data.view(np.uint8).reshape(-1, chip.geometry.line_bytes))
+                chip.weights.queue.append((0, {"mem_addr": 0, "w_addr": rewritten, "words": 40, "wait": 0,
+                                               "lane": 0, "wait_layers": 0}))
+                chip.weights.step()
+            _layer(chip, lane, w_base=w_base, ktiles=ktiles, ntiles=ntiles, items=items, stride=items)
+            got = chip.logits[0].take(ntiles * items)
+            expected = np.zeros((ntiles, items, c), dtype=np.int64)
+            x = lane.memory[(np.arange(ktiles)[:, None] * items + np.arange(items)) % len(lane.memory)]
+            x = x.transpose(1, 0, 2).reshape(items, -1).astype(np.int64)
+            for j in range(ntiles):
+                words = buffer[words_of[j]].astype(np.int64)
+                bias = words[:bias_words].astype(np.int8).reshape(-1).view("<i4")[:c]
+                weights = words[bias_words:].reshape(ktiles * r, c)
+                total = x @ weights + bias
+                expected[j] = (total + 2**31) % 2**32 - 2**31
+                if ktiles * r > 1024 and j == 0 and not rewrite:
+                    assert (x.astype(np.float32) @ weights.astype(np.float32))[0, 0] != (x @ weights)[0, 0]
+            assert np.array_equal(got, expected.reshape(-1, c)), (ktiles, rewrite)
+
+
+def _raw_logits(chip, lane, w_base, ktiles, ntiles, items):
+    """A raw output layer's ``(ntiles * items, cols)`` results from the weight buffer's and the activation memory's
+    words (inputs at word 0, stride ``items``), by the layout."""
+    shape, buffer = chip.geometry.engine.splits[chip.split], chip.weight_buffer
+    r, c, bias_words = shape.rows, shape.cols, shape.bias_words
+    span = bias_words + ktiles * r
+    x = lane.memory[(np.arange(ktiles)[:, None] * items + np.arange(items)) % len(lane.memory)]
+    x = x.transpose(1, 0, 2).reshape(items, -1).astype(np.int64)
+    expected = []
+    for j in range(ntiles):
+        words = buffer[(w_base + j * span + np.arange(span)) % len(buffer)].astype(np.int64)
+        bias = words[:bias_words].astype(np.int8).reshape(-1).view("<i4")[:c]
+        expected.append(((x @ words[bias_words:].reshape(ktiles * r, c) + bias) + 2**31) % 2**32 - 2**31)
+    return np.concatenate(expected)
+
+
+def test_a_layer_loaded_again_from_the_same_memory_reads_the_same_weights():
+    # Two layers loaded by one WEIGHTS, the same memory loaded again elsewhere in the buffer, then memory written
+    # and loaded again where the first was: each LAYER computes with the words its buffer holds (the layers kept by
+    # the memory their words came from are those words).
+    chip = FunctionalChip(TINY)
+    lane, g = chip.lanes[0], chip.geometry
+    rng = np.random.default_rng(13)
+    ktiles, ntiles, items = 2, 2, 3
+    shape = g.engine.splits[1]
+    span = shape.bias_words + ktiles * shape.rows
+    words = 2 * ntiles * span
+    lane.memory[:] = rng.integers(-128, 128, lane.memory.shape)
+
+    def load(at):
+        chip.weights.queue.append((0, {"mem_addr": 0, "w_addr": at, "words": words, "wait": 0, "lane": 0,
+                                       "wait_layers": 0}))
+        chip.weights.step()
+
+    def stage():
+        data = rng.integers(0, 256, (words * g.engine.word_bytes // g.line_bytes, g.line_bytes), dtype=np.uint8)
+        chip.memory.write(np.arange(len(data)), data)
+
+    def layer(base):
+        _layer(chip, lane, w_base=base, ktiles=ktiles, ntiles=ntiles, items=items, stride=items)
+        got = chip.logits[0].take(ntiles * items)
+        assert np.array_equal(got, _raw_logits(chip, lane, base, ktiles, ntiles, items)), base
+        return got
+
+    stage()
+    load(0)
+    first, second = layer(0), layer(ntiles * span)
+    load(100)
+    again = layer(100)
+    stage()
+    load(0)
+    changed = layer(0)
+    assert np.array_equal(first, again) and not np.array_equal(first, second)
+    assert not np.array_equal(first, changed)
+
+
+def test_a_layer_reads_and_writes_the_activation_memory_as_its_words_lie():
+    # On every split of tiny and small (a word of one n-tile's results, or of two), strides equal to the items and
+    # larger, bases that take the words past the memory's end: the layer's inputs and results where a word-by-word
+    # transcription of the layout puts them.
+    rng = np.random.default_rng(12)
+    for config in (TINY, SMALL):
+        for split, shape in ChipGeometry(config).engine.splits.items():
+            r, c = shape.rows, shape.cols
+            for stride_extra, base in ((0, 0), (3, 0), (0, shape.act_words - 5), (3, shape.act_words - 5)):
+                chip = FunctionalChip(config)
+                chip.split = split
+                lane = chip.lanes[0]
+                lane.reset_memory(split)
+                items, ktiles, ntiles = 5, 3, 4
+                stride = items + stride_extra
+                chip.weight_buffer[:] = rng.integers(-128, 128, chip.weight_buffer.shape)
+                lane.memory[:] = rng.integers(-128, 128, lane.memory.shape)
+                before = lane.memory.copy()
+                params = {"m": 1, "s": 0, "relu": 0, "raw": 1}
+                _layer(chip, lane, w_base=0, ktiles=ktiles, ntiles=ntiles, items=items, stride=stride, in_base=base,
+                       out_base=base + 1, to_output=0, params=params)
+                weights, bias = chip.layer_weights(0, ktiles, ntiles)
+                x = np.array([[before[(base + j * stride + i) % len(before)] for j in range(ktiles)]
+                              for i in range(items)]).reshape(items, -1)
+                results = ((x @ weights.astype(np.int64) + bias) + 128) % 256 - 128
+                expected = before.copy()
+                for j in range(ntiles):
+                    for i in range(items):
+                        word = (base + 1 + (j * c) // r * stride + i) % len(expected)
+                        expected[word, (j * c) % r:(j * c) % r + c] = results[i, j * c:(j + 1) * c]
+                assert np.array_equal(lane.memory, expected), (config, split, stride, base)
+
+
+def test_requantize_equals_the_numeric_rule():
+    from rpaccel.numeric import requantize
+    from rpaccel.sim.model.functional import _requantize
+
+    rng = np.random.default_rng(14)
+    acc = np.concatenate([rng.integers(-2**31, 2**31, 2000), [-2**31, 2**31 - 1, 0, -1, 1, 127, -128]])
+    for s in range(64):
+        for m in (0, 1, 65535, int(rng.integers(0, 1 << 16))):
+            for relu in (0, 1):
+                assert np.array_equal(_requantize(acc, m, s, relu), requantize(acc, m, s, bool(relu))), (m, s, relu)
+
+
+def test_the_dot_interaction_equals_the_golden_model():
+    from rpaccel.sim.golden.interaction import interaction_model, random_items
+    from rpaccel.sim.model.functional import _dot_interaction
+
+    rng = np.random.default_rng(9)
+    for count, vectors, dim in ((1, 2, 1), (64, 27, 64), (5, 4, 1100), (3, 9, 1024)):
+        items = random_items(rng, count, vectors, dim, extremes=0.5)
+        items[0] = 127                              # 1,100 products of 127 * 127 pass 2**24 at odd counts
+        m, s = int(rng.integers(0, 1 << 16)), int(rng.integers(0, 40))
+        assert np.array_equal(_dot_interaction(items, m, s), interaction_model("dot", items, m, s))
+
+
+def test_pooled_bags_equal_their_sums_requantised():
+    # Bags of one, of one length, and of any length (a bag across two blocks, bags longer than the tables go),
+    # tables of several (m, s), configured again between the cases; and accumulators of 10 bits, which bags of more
+    # than 4 lookups wrap.
+    from rpaccel.numeric import requantize
+    from rpaccel.sim.model.functional import _wrap
+
+    rng = np.random.default_rng(10)
+    for max_pooling in (256, 4):
+        chip = FunctionalChip(TINY)
+        unit = chip.embedding
+        unit.geometry = replace(unit.geometry, max_pooling=max_pooling)
+        for lengths in ([1] * 30, [3] * 10, [1] * 30, [1, 20, 2, 40, 5, 1]):
+            for table, shift in enumerate((0, 5, 17, 40)):     # each case's own (m, s)
+                unit._command({"op": EmbeddingOp.CONFIG.value, "table": table, "arg": {"config": {
+                    "rows": 0, "static_rows": 0, "static_base": 0, "mem_base": 0, "row_lines": 0,
+                    "m": int(rng.integers(0, 1 << 16)), "s": shift}}})
+            ends = np.cumsum(lengths) - 1
+            rows = rng.choice(np.array([-128, 127, 1], np.int8), (ends[-1] + 1, 8))
+            tables = rng.integers(0, 4, len(rows))
+            last = np.zeros(len(rows), int)
+            last[ends] = 1
+            cut = len(rows) // 2
+            unit._pool(rows[:cut], tables[:cut], last[:cut])
+            unit._pool(rows[cut:], tables[cut:], last[cut:])
+            got = chip.pooled.take(len(lengths))
+            sums = np.add.reduceat(rows.astype(np.int64), np.r_[0, ends[:-1] + 1], axis=0)
+            m, s = unit.config["m"][tables[ends]], unit.config["s"][tables[ends]]
+            expected = requantize(_wrap(sums, unit.geometry.acc_bits), m[:, None], s[:, None])
+            assert np.array_equal(got, expected), (max_pooling, lengths)
+
+
 def test_embedding_updates_reach_every_copy_and_memory_writes_reach_the_cache_after_a_flush():
     """Bags of three IDs pooled (``cat`` join with the bottom output); UPDATE of a static and of a cached row is
     seen at once, a MEM_WRITE behind the dynamic cache only after a FLUSH."""
@@ -698,7 +954,7 @@ def test_a_one_stage_query_matches_the_reference(rm_models):
     model = Loaded(program, g, qmodel, 1, first_table=0, mem_at=0, w_base=0, weights_done=0,
                    records=qmodel.inputs(records))
     plan = LanePlan(g, 1, 0)
-    sizes = [40, 40, 40, 30]
+    sizes = [32, 32, 32, 32, 22]     # within the lane's 32 accumulator rows
     logits_tags, first = [], 0
     for size in sizes:
         model.sub_batch(program, plan, 0, size, {"source": FetchSource.RANGE.value, "first": first})
@@ -748,9 +1004,9 @@ def test_a_two_stage_query_filters_on_chip(rm_models):
                           w_base=len(first_stage.image.words), weights_done=1, records=med_model.inputs(raw))
     keep, k = 48, 10
     plan0, plan1 = LanePlan(g, 2, 0), LanePlan(g, 2, 1)
-    for n, first in enumerate(range(0, 160, 40)):
-        first_stage.sub_batch(program, plan0, 0, 40, {"source": FetchSource.RANGE.value, "first": first})
-        program.add(Opcode.SCORE, "score", lane=0, dest=ScoreDest.TOPK.value, unit=0, items=40, last=int(n == 3),
+    for n, first in enumerate(range(0, 160, 32)):       # sub-batches of the lane's 32 accumulator rows
+        first_stage.sub_batch(program, plan0, 0, 32, {"source": FetchSource.RANGE.value, "first": first})
+        program.add(Opcode.SCORE, "score", lane=0, dest=ScoreDest.TOPK.value, unit=0, items=32, last=int(n == 4),
                     k=keep, keep=1)
     sizes = [20, 20, 8]
     for n, first in enumerate(np.cumsum([0, *sizes[:-1]]).tolist()):

@@ -164,6 +164,16 @@ def test_other_unit_shapes_match_the_rtl(lanes, pair_lanes):
     check_against_amaranth(params, words, not_before, ready_pattern(0.3, pair_lanes, 4000), pair_lanes=pair_lanes)
 
 
+@pytest.mark.parametrize("mode", ["dot", "cat"])
+def test_a_job_of_one_item_matches_the_rtl(mode):
+    # One item alone (the timed model asks for a job's timing alone; a sub-batch of one item crashed it), offered
+    # at once and late.
+    params = unit_params("tiny")
+    words = encode_items(mode, random_items(np.random.default_rng(7), 1, 5, 4), 5, 4, **params)
+    check_against_amaranth(params, words, np.zeros(len(words), np.int64))
+    check_against_amaranth(params, words, np.arange(len(words), dtype=np.int64) * 3)
+
+
 @pytest.mark.parametrize("mode, vectors, dim", [("cat", 2, 3), ("dot", 4, 3)])
 def test_items_that_flush_back_to_back_run_out_of_credits(mode, vectors, dim):
     # Each item's last entry overflows its word: the packer takes a cycle more per item than the sequencer, so

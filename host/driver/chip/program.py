@@ -519,6 +519,12 @@ class Schedule:
     balance: bool = True
     lanes: tuple = None
 
+    @staticmethod
+    def default_split(config, stages):
+        """The split of the default RPAccel schedule of ``stages`` stages on ``config``: the largest with a lane
+        per stage."""
+        return max([n for n in config.splits if n <= stages], default=1)
+
 
 @dataclass
 class Step:
@@ -841,7 +847,7 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
             raise CompileError(f"The baseline runs on the whole array (split 1), not split {schedule.split}")
         split = 1
     else:
-        split = schedule.split or max([n for n in g.config.splits if n <= len(stages)], default=1)
+        split = schedule.split or Schedule.default_split(g.config, len(stages))
     if split not in g.engine.splits:
         raise CompileError(f"Split {split} is not one of the chip's splits {tuple(g.engine.splits)}")
     numbers = [setup.number(stage.model) for stage in stages]
