@@ -33,8 +33,9 @@ def invocation(argv=None):
 
 
 def git_commit(cwd=None, *, ignore=()):
-    """The short hash of ``HEAD`` in ``cwd``, with ``+dirty`` if the working tree has changes (beyond the files in
-    ``ignore``: the results file a run writes into is no change to what measured it); None outside git."""
+    """The short hash of ``HEAD`` in ``cwd``, with ``+dirty`` if the working tree has changes (beyond the files and
+    folders in ``ignore``: the results file a run writes into and its plots are no change to what measured it);
+    None outside git."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
@@ -44,8 +45,9 @@ def git_commit(cwd=None, *, ignore=()):
         changes = git("status", "--porcelain", "--untracked-files=no").splitlines()
     except (OSError, subprocess.CalledProcessError):
         return None
-    ignored = {Path(path).resolve() for path in ignore}
-    dirty = [line for line in changes if (top / line[3:]).resolve() not in ignored]
+    ignored = [Path(path).resolve() for path in ignore]
+    dirty = [line for line in changes
+             if not any((top / line[3:]).resolve().is_relative_to(path) for path in ignored)]
     return commit + ("+dirty" if dirty else "")
 
 
@@ -87,7 +89,8 @@ def write_section(name, title, body, *, command=None, commit=None, path=RESULTS_
     command : str, optional
         The command that produced it (default: this process's command line).
     commit : str, optional
-        The commit measured (default: :func:`git_commit` of the working directory; left out outside git).
+        The commit measured (default: :func:`git_commit` of the working directory, the results file and the plots
+        beside it, in its folder's ``img``, ignored; left out outside git).
     path : path-like
         The results file.
     today : datetime.date, optional
@@ -100,7 +103,7 @@ def write_section(name, title, body, *, command=None, commit=None, path=RESULTS_
     path = Path(path)
     date = (today or datetime.date.today()).isoformat()
     command = command or invocation()
-    commit = commit or git_commit(ignore=(path,))
+    commit = commit or git_commit(ignore=(path, path.parent / "img"))
     at = f" at commit `{commit}`" if commit else ""
     block = (f"<!-- BEGIN {name} -->\n## {title}\n\nMeasured {date}{at} with `{command}`.\n\n{body.strip()}\n"
              f"<!-- END {name} -->")
@@ -338,15 +341,18 @@ RECPIPE_FACTORS = {"latency": 3, "throughput": 6}
 def _iso_quality_factor(tables, what):
     """RecPipe's factor at iso-quality from the claims section's table: ``what`` ``"latency"`` (the baseline's p95
     over the best RPAccel row's at an NDCG at least the baseline's) or ``"throughput"``; ``(factor, text)``,
-    ``(None, None)`` if no RPAccel row reaches the baseline's NDCG, None if the table has no baseline."""
+    ``(None, text)`` if no RPAccel row reaches the baseline's NDCG (the text: the best RPAccel NDCG against the
+    baseline's), None if the table has no baseline."""
     rows = [row for table in tables for row in table if "NDCG@64" in row and _number(row.get("queries/s"))]
     baseline = next((row for row in rows if row["mode"] == "baseline"), None)
     if baseline is None:
         return None
-    rivals = [row for row in rows if row["mode"] == "rpaccel" and
-              (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
+    rpaccel = [row for row in rows if row["mode"] == "rpaccel"]
+    rivals = [row for row in rpaccel if (_number(row["NDCG@64"]) or 0) >= (_number(baseline["NDCG@64"]) or 0)]
     if not rivals:
-        return None, None
+        best = max((_number(row["NDCG@64"]) or 0 for row in rpaccel), default=None)
+        return None, ("no RPAccel row measured" if best is None else
+                      f"best {best:.4f} against the baseline's {baseline['NDCG@64']}")
     if what == "latency":
         best = min(rivals, key=lambda row: _number(row["p95 latency (us)"]))
         ratio = _number(baseline["p95 latency (us)"]) / _number(best["p95 latency (us)"])
@@ -366,7 +372,7 @@ def _claim(what):
             return None
         ratio, text = found
         if ratio is None:
-            return "no RPAccel row at the baseline's NDCG", False
+            return f"no RPAccel row at the baseline's NDCG ({text})", False
         return text, ratio >= RECPIPE_FACTORS[what]
     return measure
 
@@ -468,6 +474,9 @@ HEADLINES = (
              "sched-models", "> 1x (issue 22; DeepRecSys: about 2x)", _sched_models_headline("ratio, CPU + chip")),
     Headline("DeepRecSched over the static scheduler across the zoo's models, CPU cores alone", "sched-models",
              "> 1x (DeepRecSys: 2x on server CPUs)", _sched_models_headline("ratio, CPU")),
+    Headline("DeepRecSched over the static scheduler across the zoo's models, CPU cores and the paper chip",
+             "sched-models-paper", "> 1x (issue 22; DeepRecSys: about 2x)",
+             _sched_models_headline("ratio, CPU + chip")),
     Headline("Model backend: 100,000 two-stage queries of 4,096 candidates, host time", "replay-scale",
              "<= 5 min (issue 21)", _replay_scale),
 )
@@ -592,8 +601,9 @@ def _factor_claim(what):
             return None
         ratio, text = found
         if ratio is None:
-            return "no RPAccel configuration at the baseline's NDCG@64", "refuted", (
-                "no RPAccel configuration reaches the baseline's quality on the same queries.")
+            return f"no RPAccel configuration at the baseline's NDCG@64 ({text})", "refuted", (
+                f"no RPAccel configuration reaches the baseline's quality on the same queries ({text}): nothing "
+                "to compare at iso-quality.")
         return (text, *judge_factor(ratio, RECPIPE_FACTORS[what]))
     return judge
 
@@ -681,6 +691,9 @@ CLAIMS = (
     Claim("DeepRecSys: DeepRecSched with an accelerator (queries above a threshold offloaded) over a static "
           "scheduler, across its models", "2x", "sched-models", "rpaccel bench sched --models --write",
           _sched_models_claim("ratio, CPU + chip")),
+    Claim("DeepRecSys: DeepRecSched with an accelerator over a static scheduler, across its models, on RecPipe's "
+          "128 x 128 chip (paper, which holds the models too large for small)", "2x", "sched-models-paper",
+          "rpaccel bench sched --models --preset paper --write", _sched_models_claim("ratio, CPU + chip")),
     Claim("DeepRecSys: DeepRecSched with an accelerator over a static scheduler, RMC1", "2x", "sched",
           "rpaccel bench sched --write", _sched_claim),
 )

@@ -5,14 +5,16 @@ For a pipeline of stages over queries placed on a :class:`~rpaccel.host.driver.c
 each split of the configuration; on it the compiler's default map (stage ``s`` on lane ``s % split``) and the lane
 maps that give stage ``s`` ``c_s`` lanes of its own (consecutive lanes, stage after stage; each ``c_s`` from 1 to the
 queries in flight, as more lanes than queries leave lanes idle, with ``sum(c_s)`` at most the split); and a few
-sub-batch sizes (the most the lanes hold, and fractions of it). Every candidate is compiled (a
-:class:`~rpaccel.host.driver.chip.CompileError`, e.g. streamed weights without slots for every lane, is counted and
-skipped), maps that place the queries alike (the same lanes up to their names) are compiled once, and each is
-scored first by :func:`estimate_cycles`, a resource bound computed in microseconds from the program; the best few
-by the estimate and the compiler's default schedule (or the default map on the first split tried) are then
-measured (by default on the chip's timed model, :class:`rpaccel.sim.model.chip.ModelDevice`), and the best measured
-one is chosen: never worse than the default by that measure. The objective ``"latency"`` runs one query alone (the
-first), ``"throughput"`` every query back to back (cycles per query).
+sub-batch sizes (the most the lanes hold, and fractions of it). The default map of each split and sub-batch size
+is compiled (a :class:`~rpaccel.host.driver.chip.CompileError`, e.g. streamed weights without slots for every lane,
+is counted and skipped), and every lane map is scored from that program by :func:`estimate_cycles`, a resource bound
+computed in microseconds (the stages' work does not depend on the lanes, only where it runs), without compiling it;
+maps that place the queries alike (the same lanes up to their names) are scored once. The best few by the
+estimate are then compiled (a refused one counted and replaced by the next) and measured with the compiler's
+default schedule (or the default map on the first split tried), by default on the chip's timed model
+(:class:`rpaccel.sim.model.chip.ModelDevice`), and the best measured one is chosen: never worse than the default by
+that measure. The objective ``"latency"`` runs one query alone (the first), ``"throughput"`` every query back to
+back (cycles per query).
 
 The chooser lives in the runtime, not in the driver: the driver compiles any schedule it is given, and choosing one
 needs a timed chip (a device), which the runtime's backends own.
@@ -25,7 +27,7 @@ from itertools import product
 from ..driver.chip import ChipSetup, CompileError, Schedule, Stage, compile_queries
 
 __all__ = ["MappingChoice", "candidates", "choose_mapping", "choose_replay_mapping", "describe_lanes",
-           "estimate_cycles", "lane_maps", "model_measure"]
+           "estimate_cycles", "interleaves", "lane_maps", "model_measure"]
 
 OBJECTIVES = ("latency", "throughput")
 
@@ -76,35 +78,72 @@ def candidates(config, stages, queries, *, splits=None, sub_batches=(1, 2)):
     return out
 
 
-def estimate_cycles(program):
+def estimate_cycles(program, lanes=None, *, interleave=True):
     """A cheap estimate of ``program``'s cycles (a lower bound of a kind): the busiest of the units every lane
     shares (the fetcher's lookups at one row a cycle, the interaction unit's words) and each lane's array (a layer
     of ``items`` on a ``rows x cols`` sub-array: ``ktiles x ntiles x (items + rows + cols)`` cycles), or one
-    query's stages one after another if longer."""
+    query's stages one after another if longer; where the compiler does not interleave the stages (a lane or a
+    top-k or filter unit serving two, weights streamed, or ``interleave`` false: :func:`interleaves`), every
+    stage of every query one after another.
+
+    ``lanes``, a lane map of the program's split (default: the program's own), estimates the program as that map
+    would compile it: the sub-batches and the work of each stage do not depend on the lanes, only where the
+    arrays' work goes. ``interleave`` is the schedule's :attr:`~rpaccel.host.driver.chip.Schedule.interleave`."""
+    lanes = program.lanes if lanes is None else lanes
+    return _estimate(_estimate_parts(program), lanes,
+                     interleave and program.mode == "rpaccel" and interleaves(program.setup, lanes))
+
+
+def interleaves(setup, lanes):
+    """Whether the compiler lets the stages of a lane map interleave on ``setup`` (RPAccel mode, the schedule's
+    ``interleave`` set): its models' weights resident, no lane serving two stages and no top-k or filter unit two
+    lanes (the final stage's lanes take top-k units in turn, the other stages' lanes filter units in turn)."""
+    g = setup.geometry
+    served = [lane for stage in lanes for lane in stage]
+    return (setup.resident and len(served) == len(set(served)) and len(lanes[-1]) <= g.units
+            and sum(map(len, lanes[:-1])) <= g.filters)
+
+
+def _estimate_parts(program):
+    """What :func:`estimate_cycles` needs of ``program`` whatever its lane map: ``(array, bound, serial)``,
+    ``array[q, s]`` the array cycles of stage ``s`` of query ``q``, ``bound`` the largest of the shared units' and
+    one query's stages one after another, ``serial`` every stage of every query one after another."""
     setup, g = program.setup, program.setup.geometry
     shape = g.engine.splits[program.split]
-    lanes, fetcher, interaction, path = {}, 0, 0, 0
+    array, fetcher, interaction, path, serial = {}, 0, 0, 0, 0
     for q in range(len(program.queries)):
         chain = 0
         for s, stage in enumerate(program.stages):
             number = setup.number(stage.model)
             spec = stage.model.spec
             bottom, top = setup.mlps(number)
-            array = 0
+            cycles = 0
             for items in program.sub_batches(q, s):
                 for layer in (*bottom, *top):
                     k, n = layer.shape
-                    array += -(-k // shape.rows) * -(-n // shape.cols) * (items + shape.rows + shape.cols)
+                    cycles += -(-k // shape.rows) * -(-n // shape.cols) * (items + shape.rows + shape.cols)
             items = program.items[q][s]
             lookups = items * spec.num_tables * spec.pooling
             words = items * (spec.num_tables + 1) * -(-spec.emb_dim // g.rows)
-            lane = program.lanes[s][q % len(program.lanes[s])]
-            lanes[lane] = lanes.get(lane, 0) + array
+            array[q, s] = cycles
             fetcher += lookups
             interaction += words
-            chain += max(array, lookups, words)
+            chain += max(cycles, lookups, words)
         path = max(path, chain)
-    return max(path, fetcher, interaction, *lanes.values())
+        serial += chain
+    return array, max(path, fetcher, interaction), serial
+
+
+def _estimate(parts, lanes, interleaved):
+    """:func:`estimate_cycles` from :func:`_estimate_parts`, a lane map and whether its stages interleave."""
+    array, bound, serial = parts
+    if not interleaved:
+        return max(bound, serial)
+    busy = {}
+    for (q, s), cycles in array.items():
+        lane = lanes[s][q % len(lanes[s])]
+        busy[lane] = busy.get(lane, 0) + cycles
+    return max(bound, *busy.values())
 
 
 def model_measure(config):
@@ -138,11 +177,11 @@ class MappingChoice:
         The queries the objective runs (1 for latency).
     rows : list of dict
         One per candidate: ``split``, ``lanes`` (``None``: the default map), ``divisor``, ``sub_batch``, ``estimate``
-        (cycles), ``cycles`` (measured, or ``None``), ``status`` (``"measured"``, ``"estimated"``, ``"same as"``
-        another candidate, whose index is then ``same_as``, or ``"refused: ..."``) and ``reference`` (whether it is
-        :attr:`default`; it wins ties).
+        (cycles), ``cycles`` (measured, or ``None``), ``status`` (``"measured"``, ``"estimated"`` (compiled or
+        not), ``"same as"`` another candidate, whose index is then ``same_as``, or ``"refused: ..."``) and
+        ``reference`` (whether it is :attr:`default`; it wins ties).
     refused : int
-        Candidates the compiler refused.
+        Candidates the compiler refused, of those compiled (the default maps and the best estimated).
     default : dict
         The row of the reference, measured: the compiler's default schedule (``Schedule("rpaccel")``), or where its
         split is not tried, the default map and sub-batch size on the first split tried; where the compiler
@@ -197,14 +236,14 @@ def _measured_key(row):
             -row["sub_batch"])
 
 
-def _placement(program):
-    """How a program places its queries: per stage each query's lane, lanes renamed in order of first use, and
-    its split and sub-batch size (two candidates with the same placement compile to the same program up to lane
-    names)."""
+def _placement(split, sub_batch, lanes, queries):
+    """How a schedule places ``queries`` queries: per stage each query's lane, lanes renamed in order of first use,
+    with its split and sub-batch size (two candidates with the same placement compile to the same program up to
+    lane names)."""
     names = {}
-    placed = tuple(tuple(names.setdefault(served[q % len(served)], len(names)) for q in range(len(program.queries)))
-                   for served in program.lanes)
-    return program.split, program.sub_batch, placed
+    placed = tuple(tuple(names.setdefault(served[q % len(served)], len(names)) for q in range(queries))
+                   for served in lanes)
+    return split, sub_batch, placed
 
 
 def choose_mapping(setup, stages, queries, *, objective="throughput", measure=None, splits=None,
@@ -258,30 +297,53 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
     say = progress or (lambda line: None)
     started = time.perf_counter()
     rows, programs, seen, refused = [], {}, {}, 0
+    references = {}     # per (split, sub-batch asked): the default map's program and its estimate's parts, or None
 
-    def compile_row(split, lanes, divisor, sub_batch):
+    def schedule(split, lanes, sub_batch):
+        return Schedule("rpaccel", split=split, sub_batch=sub_batch, lanes=lanes, interleave=interleave)
+
+    def compile_index(index):
+        """Compile row ``index``'s candidate; False (the row marked refused) if the compiler refuses it."""
         nonlocal refused
-        row = {"split": split, "lanes": lanes, "divisor": divisor, "sub_batch": sub_batch, "estimate": None,
-               "cycles": None, "reference": False}
+        row = rows[index]
         try:
-            program = compile_queries(setup, stages, queries,
-                                      Schedule("rpaccel", split=split, sub_batch=sub_batch, lanes=lanes,
-                                               interleave=interleave))
+            program = compile_queries(setup, stages, queries, schedule(row["split"], row["lanes"], row["asked"]))
         except CompileError as error:
             refused += 1
-            row["status"] = f"refused: {error}"
-            rows.append(row)
-            return None
-        row["sub_batch"] = program.sub_batch
-        key = _placement(program)
-        if key in seen:
-            row.update(status=f"same as candidate {seen[key]}", estimate=None, same_as=seen[key])
-            rows.append(row)
-            return rows[seen[key]]
-        seen[key] = len(rows)
-        row.update(status="estimated", estimate=estimate_cycles(program))
-        programs[len(rows)] = program
+            row.update(status=f"refused: {error}", estimate=None)
+            return False
+        programs[index] = program
+        return True
+
+    def add_row(split, lanes, divisor, sub_batch):
+        """Add a candidate's row: estimated (compiled if it is a default map, or if its split's default map is
+        refused), or the row of the candidate it places the queries as (``same_as``), or None if refused."""
+        row = {"split": split, "lanes": lanes, "divisor": divisor, "sub_batch": sub_batch, "asked": sub_batch,
+               "estimate": None, "cycles": None, "reference": False}
+        index = len(rows)
         rows.append(row)
+        group = (split, sub_batch)
+        if lanes is not None and references.get(group) is not None:
+            # Estimated from the default map's program; compiled only if it is among the best estimated.
+            program, parts = references[group]
+            row["sub_batch"] = program.sub_batch
+            placed = lanes
+        else:
+            if not compile_index(index):
+                if lanes is None:
+                    references[group] = None
+                return None
+            program = programs[index]
+            row["sub_batch"], placed, parts = program.sub_batch, program.lanes, _estimate_parts(program)
+            if lanes is None:
+                references[group] = (program, parts)
+        key = _placement(split, row["sub_batch"], placed, len(queries))
+        if key in seen:
+            programs.pop(index, None)
+            row.update(status=f"same as candidate {seen[key]}", same_as=seen[key])
+            return rows[seen[key]]
+        seen[key] = index
+        row.update(status="estimated", estimate=_estimate(parts, placed, interleave and interleaves(setup, placed)))
         return row
 
     most = {}       # per split, the most a lane holds (the default sub-batch size)
@@ -293,7 +355,7 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
             except CompileError:
                 most[split] = None
         size = None if most[split] is None else max(1, most[split] // divisor)
-        compile_row(split, lanes, divisor, size)
+        add_row(split, lanes, divisor, size)
     # The reference is always measured, so the choice is never worse by the measure: the compiler's default
     # schedule, or the default map and sub-batch size on the first split tried if the default split is not; if the
     # compiler refuses it, the candidate of the best estimate.
@@ -303,21 +365,30 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
     default = next((row for row in rows if row["lanes"] is None and row["divisor"] == 1 and row["split"] == split),
                    None)
     if default is None:
-        default = compile_row(split, None, 1, None)
+        default = add_row(split, None, 1, None)
     elif "same_as" in default:
         default = rows[default["same_as"]]
     elif default["status"].startswith("refused"):
         default = None
-    ranked = sorted((index for index in programs), key=lambda index: rows[index]["estimate"])
+    # The best few by the estimate, compiled now (a refused one makes way for the next); where the compiler refuses
+    # the default, the first of them is the reference.
+    ranked = sorted((index for index, row in enumerate(rows) if row["status"] == "estimated"),
+                    key=lambda index: rows[index]["estimate"])
+    best = []
+    for index in ranked:
+        if len(best) >= keep and default is not None:
+            break
+        if index in programs or compile_index(index):
+            best.append(index)
+            if default is None:
+                default = rows[index]
     if default is None:
-        if not ranked:
-            reason = next(row["status"] for row in reversed(rows) if row["lanes"] is None and row["split"] == split)
-            raise CompileError(f"The compiler refuses every mapping of the pipeline; the default schedule: "
-                               f"{reason.removeprefix('refused: ')}")
-        default = rows[ranked[0]]
+        reason = next(row["status"] for row in reversed(rows) if row["lanes"] is None and row["split"] == split)
+        raise CompileError(f"The compiler refuses every mapping of the pipeline; the default schedule: "
+                           f"{reason.removeprefix('refused: ')}")
     default["reference"] = True
     compiled = time.perf_counter()
-    chosen = list(dict.fromkeys([rows.index(default), *ranked[:keep]]))
+    chosen = list(dict.fromkeys([rows.index(default), *best[:keep]]))
     for index in chosen:
         row = rows[index]
         row["cycles"] = measure(programs[index])
@@ -325,12 +396,12 @@ def choose_mapping(setup, stages, queries, *, objective="throughput", measure=No
         say(f"split {row['split']}, lanes {describe_lanes(row['lanes'])}, sub-batch {row['sub_batch']}: "
             f"{row['cycles']:,} cycles ({row['cycles'] / len(queries):,.0f} per query; estimate "
             f"{row['estimate'] / len(queries):,.0f})")
+    for row in rows:
+        del row["asked"]
     best = min((rows[index] for index in chosen), key=_measured_key)
     program = programs[rows.index(best)]
-    schedule = Schedule("rpaccel", split=program.split, sub_batch=program.sub_batch, lanes=program.lanes,
-                        interleave=interleave)
-    return MappingChoice(schedule=schedule, program=program, objective=objective, queries=len(queries), rows=rows,
-                         refused=refused, default=default,
+    return MappingChoice(schedule=schedule(program.split, program.lanes, program.sub_batch), program=program,
+                         objective=objective, queries=len(queries), rows=rows, refused=refused, default=default,
                          seconds={"compile": compiled - started, "measure": time.perf_counter() - compiled})
 
 

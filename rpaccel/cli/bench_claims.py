@@ -1,6 +1,10 @@
 """``rpaccel bench claims``: RecPipe's claim (RPAccel against a TPU-like baseline at iso-quality) on the chip's
 timed model (:func:`rpaccel.experiments.claims.run_claims`): RPAccel on each split with stage ``s`` on lane ``s``
-alone, and with the lane map the stage mapping chooses for throughput where it is better."""
+alone, and with the lane map the stage mapping chooses for throughput where it is better; quality against cost as
+a table and, with ``--plot`` (by default with ``--write``, ``img/claims-<preset>.png`` beside the results file), a
+plot in the style of RecPipe's figures."""
+
+from pathlib import Path
 
 from ..experiments.claims import RECPIPE_SPLITS, run_claims
 from .bench import Bench, finish
@@ -14,7 +18,10 @@ def _arguments(p):
     p.add_argument("--queries", type=positive_int, default=4, help="queries, alone and back to back (default 4)")
     p.add_argument("--splits", default=",".join(map(str, RECPIPE_SPLITS)),
                    help="splits RPAccel mode runs on (default RecPipe's: 1,4,16,64)")
+    p.add_argument("--k", type=positive_int, default=64, help="the NDCG's depth (default 64, RecPipe's)")
     p.add_argument("--train-samples", type=positive_int, default=20_000, help="training samples (default 20000)")
+    p.add_argument("--plot", help="draw quality against cost to this image (.png, .svg, ...; default with --write: "
+                                  "img/claims-PRESET.png beside the results file, linked from its section)")
     p.add_argument("--seed", type=non_negative_int, default=1, help="seed of the data and the training (default 1)")
 
 
@@ -27,8 +34,10 @@ def run(args):
         splits = tuple(int(n) for n in args.splits.split(","))
     except ValueError:
         raise CLIError(f"--splits must be comma-separated integers, not {args.splits!r}") from None
-    report = run_claims(args.preset, candidates=args.candidates, queries=args.queries, splits=splits,
-                        seed=args.seed, train_samples=args.train_samples, progress=None if args.json else say)
+    plot = args.plot or (Path(args.results).parent / "img" / f"claims-{args.preset}.png" if args.write else None)
+    report = run_claims(args.preset, candidates=args.candidates, queries=args.queries, splits=splits, k=args.k,
+                        seed=args.seed, train_samples=args.train_samples, plot=plot, results=args.results,
+                        progress=None if args.json else say)
     return finish(args, report)
 
 

@@ -1,7 +1,8 @@
 """``rpaccel bench sched``: DeepRecSched against the static scheduler over CPU cores and the chip, with service
 times measured on this machine and on the chip (its RTL or its timed model): one model
 (:func:`rpaccel.experiments.sched.run_sched`, section ``sched``) or, with ``--models``, several on the same queries
-(:func:`rpaccel.experiments.sched.run_sched_models`, section ``sched-models``)."""
+(:func:`rpaccel.experiments.sched.run_sched_models`, section ``sched-models``, or ``sched-models-paper`` with
+``--preset paper``)."""
 
 from ..experiments.sched import DEVICES, TARGET_X, ZOO_MODELS, run_sched, run_sched_models
 from .bench import Bench, finish
@@ -28,13 +29,15 @@ def _arguments(p):
                         help=f"with --models, a p95 target per model: X times its one-core service time of a query of "
                              f"the mean size (default {TARGET_X:g} unless --target-ms)")
     p.add_argument("--cores", type=positive_int, default=2, help="simulated CPU cores (default 2, this machine's)")
-    p.add_argument("--check-rtl", type=non_negative_int, default=64, metavar="ITEMS",
+    p.add_argument("--check-rtl", type=non_negative_int, metavar="ITEMS",
                    help="with --models and the timed model, a query size also run on the RTL, its error reported "
-                        "(default 64; 0: none)")
+                        "(default 64 on a preset with an FPGA target, none on paper; 0: none)")
     p.add_argument("--seed", type=non_negative_int, default=1, help="seed (default 1)")
 
 
 def run(args):
+    from ..config import NO_TARGET
+
     config = config_from_args(args)
     progress = None if args.json else say
     common = {"sizes": args.sizes, "cores": args.cores, "seed": args.seed, "progress": progress}
@@ -48,8 +51,9 @@ def run(args):
         if not all(models):
             raise CLIError(f"--models must be comma-separated model names, not {args.models!r}")
         report = run_sched_models(config, models=models, queries=args.queries or 2000, target_ms=args.target_ms,
-                                  target_x=args.target_x, device=args.device or "model", check_rtl=args.check_rtl,
-                                  **common)
+                                  target_x=args.target_x, device=args.device or "model",
+                                  check_rtl=(args.check_rtl if args.check_rtl is not None else
+                                             0 if config.target == NO_TARGET else 64), **common)
     return finish(args, report)
 
 

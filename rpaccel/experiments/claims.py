@@ -15,15 +15,24 @@ throughput, on that split, at the lanes' full sub-batch) finds a better lane map
 ``s`` on lane ``s`` alone): the default row, and a row with the chosen map (the lanes of each stage; consecutive
 queries on a stage's lanes in turn). One query alone runs each stage on one lane either way, so the chosen map
 changes the throughput; its latency is measured again all the same.
+
+Quality against cost, as RecPipe's figures show it: a second table gives each configuration's NDCG@k, p95 latency
+and throughput beside the baseline's, and whether it is on the Pareto front (no other configuration at least as good
+in quality and in that cost, better in one); :func:`plot_claims` draws them, NDCG against p95 latency and against
+throughput, one marker per configuration, the baseline's iso-quality line and the Pareto fronts.
 """
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
+from ..results import RESULTS_FILE
 from .report import ExperimentError, Report, Section, check_positive, check_seed
+from .sweep import pareto_front
 
-__all__ = ["run_claims"]
+__all__ = ["RECPIPE_SPLITS", "plot_claims", "quality_cost", "run_claims"]
 
 #: RecPipe's configurations of the 128 x 128 array: one array, 4 x 64 x 64, 16 x 32 x 32, 64 x 16 x 16.
 RECPIPE_SPLITS = (1, 4, 16, 64)
@@ -39,7 +48,7 @@ def _ndcg(ranking, labels, k):
 
 
 def run_claims(preset="paper", *, candidates=4096, queries=4, splits=RECPIPE_SPLITS, k=64, seed=1,
-               train_samples=20_000, max_rows=5_000, progress=None):
+               train_samples=20_000, max_rows=5_000, plot=None, results=RESULTS_FILE, progress=None):
     """RPAccel (2- and 3-stage, RPAccel mode, each split) against the TPU-like baseline (1-stage RM-large, baseline
     mode, the whole array) on the timed model: latency, throughput, NDCG@k, RecPipe's estimate.
 
@@ -54,12 +63,18 @@ def run_claims(preset="paper", *, candidates=4096, queries=4, splits=RECPIPE_SPL
         Splits of the array RPAccel mode runs on (those the configuration has and the pipeline fills).
     seed, train_samples, max_rows : int
         Data, training (RM-small, RM-med, RM-large on synthetic Criteo-format data) and table sizes.
+    plot : path-like, optional
+        Where to draw quality against cost (:func:`plot_claims`; the file type follows the suffix), linked from
+        the section.
+    results : path-like
+        The results file the section's link to ``plot`` is relative to.
 
     Returns
     -------
     Report
-        Section ``claims-<preset>``: a row per configuration, and the iso-quality verdict against RecPipe's 3x and
-        6x; a failure for any program whose responses differ from the golden model's.
+        Section ``claims-<preset>``: a row per configuration, the iso-quality verdict against RecPipe's 3x and
+        6x, and quality against cost (:func:`quality_cost`); a failure for any program whose responses differ from
+        the golden model's.
     """
     from ..config import preset as get_preset
     from ..host.data import SyntheticConfig
@@ -72,6 +87,13 @@ def run_claims(preset="paper", *, candidates=4096, queries=4, splits=RECPIPE_SPL
 
     check_seed(seed)
     check_positive(candidates=candidates, queries=queries, k=k, train_samples=train_samples, max_rows=max_rows)
+    if plot is not None:
+        from ..host.quality import check_plot_path
+
+        try:
+            check_plot_path(plot)
+        except ValueError as error:
+            raise ExperimentError("plot", str(error)) from None
     config = get_preset(preset) if isinstance(preset, str) else preset
     preset = config.name
     bad = [n for n in splits if n not in config.splits]
@@ -151,19 +173,29 @@ def run_claims(preset="paper", *, candidates=4096, queries=4, splits=RECPIPE_SPL
                 latencies.append(figures["cycles"])
                 scores.append(_ndcg(ranking, labels[q], k))
             per_query = cycles / queries
-            rows.append({"pipeline": pipeline, "mode": mode, "split": split, "sub_batch": program.sub_batch,
+            rows.append({"pipeline": pipeline, "models": " -> ".join(models[role].spec.name for role in roles),
+                         "mode": mode, "split": split, "sub_batch": program.sub_batch,
                          "lanes": lanes, "lane_map": schedule.lanes, "mapping": tried,
                          "latency_cycles": latencies, "p95_cycles": float(np.percentile(latencies, 95)),
                          "p95_us": float(np.percentile(latencies, 95)) / config.clock_mhz,
                          "cycles_per_query": per_query, "qps": config.clock_mhz * 1e6 / per_query,
-                         "ndcg": float(np.mean(scores)), "recpipe_cycles": estimate.cycles,
+                         "ndcg": float(np.mean(scores)), "ndcg_queries": scores, "recpipe_cycles": estimate.cycles,
                          "seconds": time.perf_counter() - started})
             say(f"  p95 {rows[-1]['p95_us']:,.1f} us, {rows[-1]['qps']:,.0f} queries/s, "
                 f"NDCG@{k} {rows[-1]['ndcg']:.4f}")
     text = _table(config, rows, candidates, queries, k, seed, train_samples)
-    return Report(rows=rows, text=text, data={"rows": rows, "preset": preset}, failures=tuple(failures),
+    measured = [row for row in rows if "refused" not in row]
+    text += "\n" + _cost_table(quality_cost(measured), k)
+    body = text
+    if plot is not None and measured:
+        path = plot_claims(measured, plot, k=k, title=f"Quality against cost on {preset} (timed model): "
+                           f"{queries} queries of {candidates:,} candidates")
+        rel = os.path.relpath(Path(path).resolve(), Path(results).resolve().parent)
+        body += f"\n![NDCG@{k} against p95 latency and throughput]({rel})\n"
+    return Report(rows=rows, text=text, data={"rows": rows, "preset": preset, "plot": plot and str(plot)},
+                  failures=tuple(failures),
                   sections=(Section(f"claims-{preset}", f"RecPipe's claim: RPAccel against a TPU-like baseline "
-                                    f"({preset}, timed model)", text),))
+                                    f"({preset}, timed model)", body),))
 
 
 def _table(config, rows, candidates, queries, k, seed, train_samples):
@@ -208,3 +240,148 @@ def _table(config, rows, candidates, queries, k, seed, train_samples):
               "second on 2 and 3), consecutive queries on a stage's lanes in turn; with "
               f"{queries} queries back to back a stage uses at most {queries} lanes."]
     return "\n".join(lines) + "\n"
+
+
+def quality_cost(rows):
+    """Each measured configuration's quality against its cost, beside the baseline's.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`run_claims`'s measured rows (``pipeline``, ``models``, ``mode``, ``split``, ``lanes``, ``ndcg``,
+        ``ndcg_queries``: each query's, ``p95_us``, ``qps``); the baseline is the row in baseline mode, if any.
+
+    Returns
+    -------
+    list of dict
+        In the order of ``rows``, each with ``ndcg_points`` (its NDCG minus the baseline's, in points: hundredths)
+        and ``ndcg_error`` (that difference's standard error, paired over the queries; None for one query),
+        ``latency_x`` (the baseline's p95 over its own) and ``qps_x`` (its throughput over the baseline's), None
+        without a baseline, and ``front``: the Pareto fronts it is on (``"latency"``, ``"throughput"``: no other
+        configuration has an NDCG at least its own at a lower p95, or a higher throughput; of configurations equal
+        in both, the first).
+    """
+    baseline = next((row for row in rows if row["mode"] == "baseline"), None)
+    ndcg = [row["ndcg"] for row in rows]
+    fronts = {"latency": set(pareto_front([row["p95_us"] for row in rows], ndcg, minimise_x=True)),
+              "throughput": set(pareto_front([row["qps"] for row in rows], ndcg, minimise_x=False))}
+    out = []
+    for index, row in enumerate(rows):
+        error = None
+        if baseline is not None and len(row["ndcg_queries"]) > 1:
+            change = 100 * (np.asarray(row["ndcg_queries"]) - np.asarray(baseline["ndcg_queries"]))
+            error = float(change.std(ddof=1) / np.sqrt(len(change)))
+        out.append({**row, "front": tuple(name for name, members in fronts.items() if index in members),
+                    "ndcg_points": None if baseline is None else 100 * (row["ndcg"] - baseline["ndcg"]),
+                    "ndcg_error": error,
+                    "latency_x": None if baseline is None else baseline["p95_us"] / row["p95_us"],
+                    "qps_x": None if baseline is None else row["qps"] / baseline["qps"]})
+    return out
+
+
+def _cost_table(rows, k):
+    """The quality-against-cost table of :func:`quality_cost`'s rows (Markdown, with its heading line)."""
+    def factor(value):
+        return "-" if value is None else f"{value:.2f}x"
+
+    lines = [f"Quality against cost (RecPipe's figures as a table): NDCG@{k} against p95 latency and throughput, "
+             "each beside the baseline's (the NDCG's difference ± its standard error, paired over the queries); on "
+             "the Pareto front of NDCG against latency or throughput where no other configuration has an NDCG at "
+             "least its own at a lower p95 latency, or a higher throughput.", "",
+             f"| configuration | stages | split | lanes per stage | NDCG@{k} | vs baseline (points) | "
+             "p95 latency (us) | baseline's p95 / this | QPS | this / baseline's QPS | Pareto front |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in rows:
+        points = ("-" if row["ndcg_points"] is None else f"{row['ndcg_points']:+.2f}" +
+                  ("" if row["ndcg_error"] is None else f" ± {row['ndcg_error']:.2f}"))
+        lines.append(f"| {row['pipeline']}-stage {row['mode']} | {row['models']} | {row['split']} | {row['lanes']} | "
+                     f"{row['ndcg']:.4f} | {points} | {row['p95_us']:,.1f} | {factor(row['latency_x'])} | "
+                     f"{row['qps']:,.0f} | {factor(row['qps_x'])} | {', '.join(row['front']) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_claims(rows, path, *, k=64, title=None):
+    """Draw quality against cost as RecPipe's figures do: NDCG@k against p95 latency and against throughput
+    (both on log scales), one marker per configuration (colour: the pipeline; shape: the split; hollow: a lane map
+    the stage mapping chose), the baseline's NDCG as the iso-quality line, the Pareto front of each panel drawn
+    and its points ringed. The file type follows ``path``'s suffix; the file appears only once it is complete.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`run_claims`'s measured rows.
+    path : path-like
+    k : int
+        The NDCG's depth (the axis's label).
+    title : str, optional
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from ..host.quality import _NO_STAMP, check_plot_path
+
+    check_plot_path(path)
+    if not rows:
+        raise ExperimentError("plot", "has no measured configuration to draw")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from ..host.files import replacing
+
+    rows = quality_cost(rows)
+    baseline = next((row for row in rows if row["mode"] == "baseline"), None)
+    pipelines = list(dict.fromkeys((row["pipeline"], row["mode"], row["models"]) for row in rows))
+    colours = {key: plt.get_cmap("tab10")(n % 10) for n, key in enumerate(pipelines)}
+    splits = sorted({row["split"] for row in rows})
+    shapes = {split: "osD^vP"[n % 6] for n, split in enumerate(splits)}
+    panels = [("p95_us", "p95 latency per query (us, log scale)", "latency"),
+              ("qps", "throughput (queries per second at the clock, log scale)", "throughput")]
+    fig, axes = plt.subplots(1, 2, figsize=(12.4, 5.2), dpi=120)
+    for ax, (column, label, front) in zip(axes, panels):
+        for row in rows:
+            colour = colours[row["pipeline"], row["mode"], row["models"]]
+            marker = "*" if row["mode"] == "baseline" else shapes[row["split"]]
+            chosen = row["lanes"] != "default"
+            ax.scatter([row[column]], [row["ndcg"]], marker=marker, s=160 if marker == "*" else 55, zorder=3,
+                       facecolors="none" if chosen else colour, edgecolors=colour, linewidths=1.4)
+        on = sorted((row for row in rows if front in row["front"]), key=lambda row: row[column])
+        ax.step([row[column] for row in on], [row["ndcg"] for row in on], where="post" if front == "latency" else
+                "pre", color="black", lw=1, zorder=2)
+        ax.scatter([row[column] for row in on], [row["ndcg"] for row in on], s=230, facecolors="none",
+                   edgecolors="black", linewidths=0.9, zorder=2)
+        if baseline is not None:
+            ax.axhline(baseline["ndcg"], color="grey", ls="--", lw=1, zorder=1)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"NDCG@{k} (RecPipe's)")
+        ax.grid(True, which="both", alpha=0.3)
+    handles = [Line2D([], [], ls="", marker="*" if mode == "baseline" else "o", color=colours[pipeline, mode, models],
+                      markersize=9, label=f"{pipeline}-stage {mode}: {models}") for pipeline, mode, models in pipelines]
+    handles += [Line2D([], [], ls="", marker=shapes[split], color="dimgrey", markersize=7, label=f"split {split}")
+                for split in splits]
+    handles += [Line2D([], [], ls="", marker="o", markerfacecolor="none", color="dimgrey", markersize=7,
+                       label="hollow: the stage mapping's lane map"),
+                Line2D([], [], color="black", lw=1, marker="o", markerfacecolor="none", markersize=11,
+                       label="Pareto front")]
+    if baseline is not None:
+        handles.append(Line2D([], [], color="grey", ls="--", lw=1, label=f"iso-quality: the baseline's NDCG@{k}"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.suptitle(title or "Quality against cost on the chip's timed model", fontsize=10)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
+    path = Path(path)
+    try:
+        with replacing(path) as tmp:
+            kind = path.suffix.lower().lstrip(".")
+            with matplotlib.rc_context({"svg.hashsalt": "rpaccel"}):
+                fig.savefig(tmp, format=kind, metadata=_NO_STAMP.get(kind))
+    finally:
+        plt.close(fig)
+    return path

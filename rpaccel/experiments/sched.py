@@ -21,7 +21,10 @@ The queueing is simulated (:mod:`rpaccel.host.runtime.sched`); the service times
 
 A model the chip cannot run (the compiler's reason: a task tower, no bottom MLP, an embedding wider than the
 preset's) is scheduled on the CPU alone and the reason given in its row; a model with no float implementation
-(the zoo's cost-only kinds) is listed with that reason and not run.
+(the zoo's cost-only kinds) is listed with that reason and not run. :func:`run_sched_models` writes section
+``sched-models`` for the default configuration (``small``) and ``sched-models-<name>`` for another (``paper``:
+RecPipe's 128 x 128 chip, which holds the models too large for ``small``); a configuration meant for modelling only
+(no FPGA target) has no RTL to check its timed model against.
 """
 
 import math
@@ -31,11 +34,12 @@ import time
 
 import numpy as np
 
+from ..config import NO_TARGET
 from ..host.runtime.sched import CLIMB_TOLERANCE
 from .report import ExperimentError, Report, Section, check_positive, check_seed
 
 __all__ = ["CPU_QUANTILE", "CPU_REPEATS", "CPU_SIZES", "DEVICES", "STATIC_BATCHES", "TARGET_X", "ZOO_MODELS",
-           "run_sched", "run_sched_models"]
+           "models_section", "run_sched", "run_sched_models"]
 
 #: Where the chip's service times come from: its RTL on Verilator, or the whole chip's timed model.
 DEVICES = ("rtl", "model")
@@ -349,6 +353,14 @@ def _measure_model(config, name, *, device, cpu_sizes, accel_sizes, check_rtl, t
     return entry
 
 
+def models_section(config):
+    """The results section :func:`run_sched_models` writes for ``config``: ``sched-models`` for ``small`` (the
+    default), ``sched-models-<name>`` for another configuration (its name's other characters as dashes)."""
+    if config.name == "small":
+        return "sched-models"
+    return "sched-models-" + re.sub(r"[^A-Za-z0-9]+", "-", config.name).strip("-").lower()
+
+
 def _geomean(values):
     """The geometric mean of the ratios that exist (``None``: no ratio); 0 if one is 0 (DeepRecSched meets the
     target at no load where a static setting does)."""
@@ -390,15 +402,17 @@ def run_sched_models(config, *, models=ZOO_MODELS, device="model", sizes="lognor
     cpu_sizes, accel_sizes : sequence of int
         Sizes at which the CPU and the accelerator service times are measured.
     check_rtl : int or None
-        With the timed model, a query size also run on the RTL, its error reported (None or 0: none).
+        With the timed model, a query size also run on the RTL, its error reported (None or 0: none; none on a
+        configuration meant for modelling only, whose RTL is not simulated).
     train_samples, max_rows, seed : int
         Training samples per model (the service times do not depend on the model's quality), table rows, seed.
 
     Returns
     -------
     Report
-        Section ``sched-models``: per model the service times, the best static setting's highest load, and
-        DeepRecSched's on the CPU alone and with the chip, each with its ratio; the geometric means of the ratios.
+        Section :func:`models_section` (``sched-models`` on ``small``): per model the service times, the best
+        static setting's highest load, and DeepRecSched's on the CPU alone and with the chip, each with its ratio;
+        the geometric means of the ratios.
     """
     from ..host.models import ModelError, get_model
 
@@ -416,6 +430,11 @@ def run_sched_models(config, *, models=ZOO_MODELS, device="model", sizes="lognor
         raise ExperimentError("models", f"must be one or more distinct zoo models, not {models!r}")
     if check_rtl is not None and (not isinstance(check_rtl, int) or isinstance(check_rtl, bool) or check_rtl < 0):
         raise ExperimentError("check_rtl", f"must be a non-negative integer or None, not {check_rtl!r}")
+    if config.target == NO_TARGET and (check_rtl or device == "rtl"):
+        what = f"check_rtl={check_rtl}" if check_rtl else "device='rtl'"
+        raise ExperimentError("check_rtl" if check_rtl else "device",
+                              f"{what}: the {config.name} configuration is for modelling only (no FPGA target), its "
+                              "RTL is not simulated; use the timed model with no RTL check")
     for name in models:                                 # every name checked before anything runs
         try:
             get_model(name)
@@ -450,8 +469,9 @@ def run_sched_models(config, *, models=ZOO_MODELS, device="model", sizes="lognor
     return Report(rows=rows, text=text,
                   data={"rows": rows, **summary, "device": device, "preset": config.name, "target_ms": target_ms,
                         "target_x": target_x, "seconds": time.monotonic() - started},
-                  sections=(Section("sched-models", "DeepRecSched against the static scheduler across the zoo's "
-                                    "models (CPU cores and the chip)", text),))
+                  sections=(Section(models_section(config), "DeepRecSched against the static scheduler across the "
+                                    "zoo's models (CPU cores and the "
+                                    f"{'' if config.name == 'small' else config.name + ' '}chip)", text),))
 
 
 def _row(entry):

@@ -133,6 +133,17 @@ def test_sections_record_the_commit_and_whether_the_tree_was_dirty(tmp_path):
     (tmp_path / "f").write_text("2")
     assert git_commit(tmp_path) == head + "+dirty"
     assert git_commit(tmp_path, ignore=(tmp_path / "f",)) == head     # the results file being written is ignored
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "plot.png").write_text("1")
+    git("add", "img/plot.png")
+    git("commit", "-qm", "two")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    (tmp_path / "img" / "plot.png").write_text("2")                  # and so are the plots a run draws
+    assert git_commit(tmp_path, ignore=(tmp_path / "f", tmp_path / "img")) == head
+    assert git_commit(tmp_path, ignore=(tmp_path / "img",)) == head + "+dirty"
+    (tmp_path / "f").write_text("1")
+    assert git_commit(tmp_path, ignore=(tmp_path / "img",)) == head
 
 
 def test_status_table_reads_the_headline_figures_from_the_sections(tmp_path):

@@ -79,8 +79,12 @@ def test_every_verdict_is_reached_from_the_figures(tmp_path):
     write_section("claims-paper", "Claims", claims_paper("8,313.9", "2,500.0", "120", "148", rpaccel_ndcg="0.6"),
                   command="rpaccel bench claims --write", commit="abc1234", path=path)
     latency = claim(path, "claims-paper", 0)
-    assert latency["ours"] == "no RPAccel configuration at the baseline's NDCG@64"
-    assert latency["verdict"] == "**refuted**"
+    assert latency["ours"] == "no RPAccel configuration at the baseline's NDCG@64 (best 0.6000 against the " \
+                              "baseline's 0.6704)"
+    assert latency["verdict"] == "**refuted**" and "nothing to compare at iso-quality" in latency["reason"]
+    status = {row["figure"]: row for row in read_sections(path.read_text())["status"]["tables"][0]}
+    assert status["RecPipe's claim on paper (timed model): p95 latency at iso-quality over the TPU-like baseline"][
+        "measured"] == "no RPAccel row at the baseline's NDCG (best 0.6000 against the baseline's 0.6704)"
     # And a throughput below the baseline's is no improvement.
     write_section("claims-paper", "Claims", claims_paper("8,313.9", "9,500.0", "120", "60"),
                   command="rpaccel bench claims --write", commit="abc1234", path=path)
@@ -135,6 +139,23 @@ def test_the_table_is_remade_when_a_section_changes(tmp_path):
     before = text
     write_status(path)                                      # remade from what is there: nothing changes
     assert path.read_text() == before
+
+
+def test_the_paper_chips_models_are_judged_on_their_own(tmp_path):
+    """``bench sched --models --preset paper`` writes a section of its own (the small chip's stays): its claim and
+    its status row read it, the small chip's read theirs."""
+    path = tmp_path / "results.md"
+    write_section("sched-models", "Models", sched_models("1.30x", "1.77x"), command="rpaccel bench sched --models "
+                  "--write", commit="abc1234", path=path)
+    write_section("sched-models-paper", "Models on paper", sched_models("1.25x", "0.95x"),
+                  command="rpaccel bench sched --models --preset paper --write", commit="def5678", path=path)
+    small, paper = claim(path, "sched-models", 1), claim(path, "sched-models-paper")
+    assert (small["ours"], small["verdict"]) == ("1.77x (geometric mean over 1 model)", "**partly**")
+    assert (paper["ours"], paper["verdict"]) == ("0.95x (geometric mean over 1 model)", "**refuted**")
+    assert "--preset paper" in paper["measured by"] and "def5678" in paper["measured by"]
+    status = {row["figure"]: row for row in read_sections(path.read_text())["status"]["tables"][0]}
+    on_paper = status["DeepRecSched over the static scheduler across the zoo's models, CPU cores and the paper chip"]
+    assert (on_paper["measured"], on_paper["met"]) == ("0.95x (geometric mean over 1 model)", "**no**")
 
 
 def test_missing_sections_are_not_measured_with_the_command_that_would(tmp_path):

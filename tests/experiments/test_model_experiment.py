@@ -70,6 +70,52 @@ def test_the_claims_compare_rpaccel_with_the_baseline_on_measured_quality():
         run_claims("small", candidates=512, splits=(1,), k=64)
 
 
+def test_the_claims_draw_quality_against_cost(tmp_path):
+    """A small run of the claims gives the quality-against-cost table (every measured configuration, its factors
+    over the baseline, the Pareto fronts) and its plot, linked from the section relative to the results file."""
+    from rpaccel.experiments.claims import quality_cost, run_claims
+
+    plot = tmp_path / "img" / "claims.png"
+    report = run_claims("small", candidates=512, queries=1, splits=(1,), k=8, train_samples=800, max_rows=300,
+                        plot=plot, results=tmp_path / "results.md")
+    assert report.passed, report.failures
+    assert plot.read_bytes().startswith(b"\x89PNG") and "![NDCG@8 against p95 latency" in report.sections[0].body
+    assert "(img/claims.png)" in report.sections[0].body
+    costs = quality_cost(report.rows)
+    baseline = next(row for row in costs if row["mode"] == "baseline")
+    assert baseline["latency_x"] == baseline["qps_x"] == 1 and baseline["ndcg_points"] == 0
+    for row in costs:
+        assert row["latency_x"] == pytest.approx(baseline["p95_us"] / row["p95_us"])
+        cells = f"| {row['pipeline']}-stage {row['mode']} | {row['models']} | {row['split']} | {row['lanes']} | "
+        assert cells + f"{row['ndcg']:.4f} |" in report.text
+        # On the latency front exactly when no other configuration has an NDCG at least its own at a lower p95.
+        beaten = any(other["ndcg"] >= row["ndcg"] and other["p95_us"] < row["p95_us"] for other in costs)
+        assert ("latency" in row["front"]) != beaten
+    with pytest.raises(ExperimentError, match="plot"):
+        run_claims("small", candidates=512, splits=(1,), k=8, plot=tmp_path / "claims.txt")
+
+
+def test_quality_cost_marks_the_pareto_fronts():
+    """A dominated configuration is on neither front; the best at each cost is on its own; ties in NDCG leave only
+    the cheaper one."""
+    from rpaccel.experiments.claims import quality_cost
+
+    def row(mode, ndcg, p95, qps):
+        return {"pipeline": 1, "models": "m", "mode": mode, "split": 1, "lanes": "default", "ndcg": ndcg,
+                "ndcg_queries": [ndcg - 0.01, ndcg + 0.01] if mode == "baseline" else [ndcg, ndcg], "p95_us": p95,
+                "qps": qps}
+
+    rows = quality_cost([row("baseline", 0.70, 100.0, 10.0), row("rpaccel", 0.71, 50.0, 20.0),
+                         row("rpaccel", 0.71, 60.0, 30.0), row("rpaccel", 0.60, 70.0, 5.0),
+                         row("rpaccel", 0.50, 40.0, 8.0)])
+    assert [each["front"] for each in rows] == [(), ("latency",), ("throughput",), (), ("latency",)]
+    assert rows[1]["latency_x"] == 2 and rows[2]["qps_x"] == 3 and rows[1]["ndcg_points"] == pytest.approx(1)
+    # Paired over the queries: differences of +2 and 0 points, a standard error of 1 point.
+    assert rows[1]["ndcg_error"] == pytest.approx(1) and rows[0]["ndcg_error"] == 0
+    alone = quality_cost([row("rpaccel", 0.5, 1.0, 1.0)])[0]
+    assert alone["latency_x"] is None and alone["ndcg_error"] is None
+
+
 def test_the_claims_add_the_stage_mappings_lane_map_where_it_is_better():
     """With units for two lanes per stage and a split of four, the claims' RPAccel rows on split 4 are the default
     map's and the stage mapping's (queries spread over the lanes): every response checked, the chosen map's

@@ -7,7 +7,7 @@ import pytest
 
 from rpaccel.config import preset
 from rpaccel.experiments import ExperimentError
-from rpaccel.experiments.sched import run_sched_models
+from rpaccel.experiments.sched import models_section, run_sched_models
 from rpaccel.results import read_sections, write_section
 
 
@@ -57,6 +57,32 @@ def test_a_short_run_over_three_kinds_of_model(tmp_path):
     on_chip = next(row for claim, row in claims.items() if claim.startswith("DeepRecSys: DeepRecSched with an "
                                                                              "accelerator") and "across" in claim)
     assert on_chip["ours"] == f"{report.data['geomean']:.2f}x (geometric mean over 1 model)"
+
+
+def test_the_paper_chip_runs_a_model_too_large_for_small(tmp_path):
+    """RMC3's 2,560 dense features do not fit a FETCH on small (its reason in the row); on paper's 128-wide words
+    they do, and the chip's service times come from the timed model (paper has no RTL to check it against); the
+    paper run's section is its own."""
+    small = run_sched_models(preset("small"), models=["rmc3"], queries=300, cpu_sizes=(1, 64),
+                             accel_sizes=(16, 64), check_rtl=0, train_samples=400)
+    assert "dense_words" in small.rows[0]["chip"] and small.rows[0]["accel_ns"] is None
+    paper = run_sched_models(preset("paper"), models=["rmc3"], queries=300, cpu_sizes=(1, 64),
+                             accel_sizes=(16, 64), check_rtl=0, train_samples=400)
+    (row,) = paper.rows
+    assert row["chip"] is None and row["accel_ns"][64] > row["accel_ns"][16] > 0 and row["ratio"] is not None
+    assert row["best_qps"] >= row["cpu_qps"] and "| rmc3 | runs |" in paper.text
+    (section,) = paper.sections
+    assert section.name == "sched-models-paper" and "the paper chip" in section.title
+
+
+def test_a_configuration_for_modelling_only_has_no_rtl_to_check():
+    with pytest.raises(ExperimentError, match="check_rtl=64: the paper configuration is for modelling only"):
+        run_sched_models(preset("paper"), check_rtl=64)
+    with pytest.raises(ExperimentError, match="device='rtl': the paper configuration"):
+        run_sched_models(preset("paper"), device="rtl", check_rtl=0)
+    assert models_section(preset("small")) == "sched-models"
+    assert models_section(preset("paper")) == "sched-models-paper"
+    assert models_section(preset("small").with_settings(["array_cols=16"])) == "sched-models-small-array-cols-16"
 
 
 def test_the_geometric_mean_counts_a_ratio_of_zero():

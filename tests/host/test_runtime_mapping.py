@@ -115,6 +115,58 @@ def test_latency_runs_one_query_and_bad_arguments_are_refused(models):
         choose_mapping(setup, [Stage(a, k=999)], queries, splits=(1,))
 
 
+def test_lane_maps_are_estimated_without_compiling_each(models, monkeypatch):
+    """The estimate of a lane map from the default map's program is the estimate of the map compiled; the chooser
+    compiles the default maps and the best estimated only (a split of 4 and four queries: five lane maps, one
+    kept), and chooses as if it had compiled them all."""
+    from rpaccel.host.runtime import mapping
+
+    a, b = models
+    setup, queries = _placed(TINY2, [a, b])
+    stages = [Stage(a, k=16), Stage(b, k=9)]
+    reference = compile_queries(setup, stages, queries, _schedule(split=4, sub_batch=5))
+    for lanes in lane_maps(4, 2, 4):
+        program = compile_queries(setup, stages, queries, _schedule(split=4, sub_batch=5, lanes=lanes))
+        assert estimate_cycles(reference, lanes) == estimate_cycles(program), lanes
+    compiled = []
+
+    def counting(setup, stages, queries, schedule):
+        compiled.append((len(queries), schedule.lanes))
+        return compile_queries(setup, stages, queries, schedule)
+    monkeypatch.setattr(mapping, "compile_queries", counting)
+    choice = choose_mapping(setup, stages, queries, splits=(4,), sub_batches=(1,), keep=1,
+                            measure=lambda program: mapping.estimate_cycles(program))
+    estimated = [row for row in choice.rows if row["estimate"] is not None]
+    assert len(choice.rows) == len(estimated) == 6
+    # The most a lane holds (one query), the default map, the best estimated lane map: nothing else compiled.
+    best = min(estimated, key=lambda row: (row["estimate"], row["lanes"] is not None))
+    assert compiled == [(1, None), (4, None), (4, best["lanes"])] and best["lanes"] is not None
+    assert choice.best is best and choice.schedule.lanes == best["lanes"]
+
+
+def test_maps_the_compiler_does_not_interleave_are_estimated_serial(models):
+    """:func:`interleaves` is the compiler's rule (no lane for two stages, no unit for two lanes, weights resident),
+    and a map it does not interleave (three lanes of the final stage on two top-k units) is estimated as every stage
+    of every query one after another: above the map that spreads the same queries over lanes with units of their
+    own."""
+    from rpaccel.host.driver.chip.program import _LaneMap
+    from rpaccel.host.runtime.mapping import interleaves
+
+    a, b = models
+    setup, queries = _placed(TINY2, [a, b])
+    g = setup.geometry
+    maps = lane_maps(4, 2, 4)
+    assert any(not interleaves(setup, lanes) for lanes in maps)
+    for lanes in maps:
+        assert interleaves(setup, lanes) == (setup.resident and _LaneMap(g, 4, 2, lanes, False).disjoint), lanes
+    stages = [Stage(a, k=16), Stage(b, k=9)]
+    program = compile_queries(setup, stages, queries, _schedule(split=4, sub_batch=5))
+    spread, crowded = ((0, 1), (2, 3)), ((0,), (1, 2, 3))
+    assert interleaves(setup, spread) and not interleaves(setup, crowded)
+    assert estimate_cycles(program, crowded) > estimate_cycles(program, spread)
+    assert estimate_cycles(program, crowded) == estimate_cycles(program, spread, interleave=False)
+
+
 def test_a_refused_default_leaves_the_best_estimate_as_reference(models, monkeypatch):
     """Where the compiler refuses the default map (here every map without lanes, by a wrapped compiler), the
     candidate of the best estimate is the reference, measured; where it refuses every candidate, the error says
