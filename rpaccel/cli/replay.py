@@ -72,7 +72,9 @@ def register(subparsers):
                    help="search the highest load meeting --target-ms (doubling from the trace's rate, then "
                         "bisecting) instead of fixed loads")
     p.add_argument("--plot", help="write latency vs load and the latency CDFs to this image (.png, .svg, ...)")
-    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes: cpu's, or with --window on rtl and model, windows replayed at once "
+                        "(default 1)")
     p.add_argument("--queries", type=positive_int, default=32,
                    help="the trace's first queries used: LoadGen's working set (cpu) or those replayed (rtl, model) "
                         "(default 32)")

@@ -192,7 +192,8 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         Search the highest load whose percentile latency meets ``target_ms`` (:func:`search_load`, from the
         trace's own rate) instead of serving fixed loads.
     workers : int
-        Worker processes (``cpu``).
+        Worker processes: ``cpu``'s, or with a ``window`` on ``rtl`` and ``model``, processes replaying windows at
+        once (each its own chip).
     queries : int
         Trace queries used: LoadGen's working set (``cpu``, the first ones of the trace) or the queries replayed
         (``rtl``, ``model``: as many as the chip's memory holds).
@@ -249,6 +250,8 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         raise ExperimentError("min_duration_s", f"must be a number of seconds >= 0, not {min_duration_s!r}")
     if search and (target_ms is None or loads is not None):
         raise ExperimentError("search", "needs a latency target (target_ms) and no fixed loads")
+    if workers > 1 and backend in CHIP_BACKENDS and window is None:
+        raise ExperimentError("workers", f"on {backend} replay windows at once: they need a window")
     if window is not None:
         if backend not in CHIP_BACKENDS:
             raise ExperimentError("window", f"replays a chip backend ({' or '.join(CHIP_BACKENDS)}), not {backend}")
@@ -306,7 +309,7 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         elif window is not None:
             serve = _chip_window_server(backend, config, stages, loaded, trace, data, times, trace_qps, target_ms,
                                         percentile, warmup, k, progress, mapping=mapping, window=window,
-                                        overlap=overlap)
+                                        overlap=overlap, workers=workers)
         else:
             serve = _chip_server(backend, config, stages, loaded, candidates, times, trace_qps, target_ms,
                                  percentile, warmup, k, progress, mapping=mapping)
@@ -446,11 +449,20 @@ def _trace_stream(trace, data, count, arrivals_ns, window, labels):
             chunk = []
 
 
+def _cpu_seconds():
+    """CPU seconds of this process and of its children that have ended (a windowed replay's workers)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def _chip_window_server(backend, config, stages, models, trace, data, times, trace_qps, target_ms, percentile,
-                        warmup, k, progress, *, mapping, window, overlap):
+                        warmup, k, progress, *, mapping, window, overlap, workers=1):
     """``serve(load) -> row`` as :func:`_chip_server`'s, the queries replayed window by window
     (:func:`rpaccel.host.runtime.chip.replay_windows`) in bounded memory: the trace read as the windows need it,
     the latencies in a histogram, NDCG, counters and cycles summed over the windows (their overlaps included)."""
+    import functools
     from collections import Counter
 
     from ..host.quality import ndcg
@@ -460,7 +472,8 @@ def _chip_window_server(backend, config, stages, models, trace, data, times, tra
     from ..host.runtime.trace import read_trace
     from .accel import cache_figures, unit_utilisation
 
-    device = chip_device_for(backend, config)
+    # Several workers each make their own chip; one process runs this one.
+    device = chip_device_for(backend, config) if workers == 1 else functools.partial(chip_device_for, backend, config)
     first = _candidates(data, [record for _, record in zip(range(4), read_trace(trace)[1])])
     schedule = _mapping_schedule(mapping, config, models, stages, [first[q] for q in sorted(first)], progress)
     count = len(times)
@@ -472,11 +485,11 @@ def _chip_window_server(backend, config, stages, models, trace, data, times, tra
         labels, counters = {}, Counter()
         gains, checked, mismatches, run = [], True, [], None
         sim_cycles = busy_window = windows = 0
-        started, cpu, wall = time.perf_counter(), time.process_time(), 0.0
+        started, cpu, wall = time.perf_counter(), _cpu_seconds(), 0.0
         stream = _trace_stream(trace, data, count, arrivals, window, labels)
         try:
             for part in replay_windows(device, config, models, stages, stream, window=window, overlap=overlap,
-                                       **schedule):
+                                       workers=workers, **schedule):
                 for arrival, finish in zip(part.arrivals_ns.tolist(), part.finishes_ns.tolist()):
                     recorder.record(arrival, finish)
                 mine = [labels.pop(part.first + i) for i in range(len(part.rankings))]
@@ -497,7 +510,7 @@ def _chip_window_server(backend, config, stages, models, trace, data, times, tra
                              f"({time.perf_counter() - started:.1f} s)")
         except PipelineError as error:
             raise ExperimentError("pipeline", str(error)) from None
-        host_s, host_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        host_s, host_cpu_s = time.perf_counter() - started, _cpu_seconds() - cpu
         report = recorder.report()
         return {"backend": backend, "numerics": "int8", "offered_qps": load, "completed_qps": report.completed_qps,
                 "queries": report.queries, "warmup": report.warmup, "p50_ms": report.p50, "p95_ms": report.p95,
@@ -565,7 +578,8 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
                  f"RPAccel mode, the trace's first {count} queries each sent at its arrival (the trace's gaps scaled "
                  f"to each load); latency at {config.clock_mhz:g} MHz."]
         if window is not None:
-            lines.append(f"Replayed in windows of {window} queries, each a replay of its own from reset with "
+            lines.append(f"Replayed in windows of {window} queries ({workers} worker process(es)), each a replay "
+                         "of its own from reset with "
                          f"{overlap} more on either side left out (the queue and cache a window finds, the queries "
                          "competing with its last ones): latencies near a window's edges may differ from one "
                          "replay's where the chip's backlog is longer than the overlap.")

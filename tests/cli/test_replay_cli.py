@@ -129,3 +129,13 @@ def test_replay_in_windows_on_the_model_backend(trace, tmp_path, capsys):
     assert main(["replay", "--backend", "cpu", "--trace", str(trace), "--pipeline", "rm-small:256:32",
                  "--window", "3"]) == 2
     assert "--window replays a chip backend (rtl or model), not cpu" in capsys.readouterr().err
+    # Two worker processes replay the same windows: the same figures.
+    out2 = tmp_path / "run2"
+    assert main(["replay", "--backend", "model", "--trace", str(trace), "--pipeline", "rm-small:256:32,rm-med:32:8",
+                 "--queries", "7", "--load", "2000", "--window", "3", "--overlap", "1", "--workers", "2",
+                 "--out", str(out2)]) == 0
+    [row2] = json.loads((out2 / "rows.json").read_text())["rows"]
+    assert (row2["p50_ms"], row2["p99_ms"], row2["checked"]) == (row["p50_ms"], row["p99_ms"], True)
+    assert main(["replay", "--backend", "model", "--trace", str(trace), "--pipeline", "rm-small:256:32",
+                 "--workers", "2"]) == 2
+    assert "--workers on model replay windows at once: they need a window" in capsys.readouterr().err
