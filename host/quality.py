@@ -263,11 +263,21 @@ def plot_quality(rows, path, *, k=64, title=None):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Write matplotlib figure ``fig`` to ``path`` (its file type from the suffix) and close it: the file appears
+    only once complete, and the same figures make the same bytes (no writer's version or date, fixed SVG element
+    ids). Returns ``path`` as a :class:`~pathlib.Path`."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     try:
         with replacing(path) as tmp:
             kind = path.suffix.lower().lstrip(".")
-            with matplotlib.rc_context({"svg.hashsalt": "rpaccel"}):  # fixed SVG element ids
+            with matplotlib.rc_context({"svg.hashsalt": "rpaccel"}):
                 fig.savefig(tmp, format=kind, metadata=_NO_STAMP.get(kind))
     finally:
         plt.close(fig)

@@ -319,7 +319,7 @@ def plot_claims(rows, path, *, k=64, title=None):
     -------
     pathlib.Path
     """
-    from ..host.quality import _NO_STAMP, check_plot_path
+    from ..host.quality import check_plot_path, save_figure
 
     check_plot_path(path)
     if not rows:
@@ -331,7 +331,6 @@ def plot_claims(rows, path, *, k=64, title=None):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from ..host.files import replacing
 
     rows = quality_cost(rows)
     baseline = next((row for row in rows if row["mode"] == "baseline"), None)
@@ -376,12 +375,4 @@ def plot_claims(rows, path, *, k=64, title=None):
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title or "Quality against cost on the chip's timed model", fontsize=10)
     fig.tight_layout(rect=(0, 0.13, 1, 1))
-    path = Path(path)
-    try:
-        with replacing(path) as tmp:
-            kind = path.suffix.lower().lstrip(".")
-            with matplotlib.rc_context({"svg.hashsalt": "rpaccel"}):
-                fig.savefig(tmp, format=kind, metadata=_NO_STAMP.get(kind))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

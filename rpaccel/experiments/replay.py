@@ -135,6 +135,16 @@ def _candidates(data, records, span=1 << 16):
     return out
 
 
+def _parse_stages(pipeline):
+    """The stages of ``MODEL:ITEMS:K,...``, an :class:`ExperimentError` naming the pipeline if it is wrong."""
+    from ..host.runtime.pipeline import PipelineError, parse_pipeline
+
+    try:
+        return parse_pipeline(pipeline)
+    except PipelineError as error:
+        raise ExperimentError("pipeline", str(error)) from None
+
+
 def _num(value, spec=".1f"):
     """``value`` formatted, or "-" for None (a figure that could not be measured)."""
     return "-" if value is None else format(value, spec)
@@ -225,7 +235,7 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
 
     from ..host.data import DataError
     from ..host.runtime.cpu import NUMERICS
-    from ..host.runtime.pipeline import PipelineError, parse_pipeline, stage_items
+    from ..host.runtime.pipeline import PipelineError, stage_items
     from ..host.runtime.trace import TraceData, read_trace
 
     if backend not in BACKENDS:
@@ -266,10 +276,7 @@ def run_replay(*, trace, pipeline, backend="cpu", config=None, models=None, nume
         from ..config import preset
 
         config = config or preset("small")
-    try:
-        stages = parse_pipeline(pipeline)
-    except PipelineError as error:
-        raise ExperimentError("pipeline", str(error)) from None
+    stages = _parse_stages(pipeline)
     _check_models(stages, models)
     k = k or stages[-1].k
     if not 1 <= k <= stages[-1].k:
@@ -623,8 +630,7 @@ def _text(backend, rows, header, stages, workers, target_ms, percentile, note, k
 def plot_replay(rows, path, *, target_ms=None, percentile=0.95, title=None):
     """Latency against offered load (p50, p95, p99 per backend) and the latency CDF of every load, as one figure
     at ``path`` (the type from its suffix; the file appears only when complete)."""
-    from ..host.files import replacing
-    from ..host.quality import check_plot_path
+    from ..host.quality import check_plot_path, save_figure
 
     check_plot_path(path)
     import matplotlib
@@ -660,9 +666,7 @@ def plot_replay(rows, path, *, target_ms=None, percentile=0.95, title=None):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=1, utilisations=(0.3, 0.6, 0.8),
@@ -693,15 +697,11 @@ def run_replay_bench(*, pipeline="rm-small:1024:128,rm-large:128:16", workers=1,
     import tempfile
 
     from ..host.runtime.cpu import CpuRanker, run_loadgen, service_times
-    from ..host.runtime.pipeline import PipelineError, parse_pipeline
     from ..host.runtime.sched import SchedConfig, simulate
     from ..host.runtime.stats import loadgen_percentile
     from .report import Section, check_fraction, check_positive
 
-    try:
-        stages = parse_pipeline(pipeline)
-    except PipelineError as error:
-        raise ExperimentError("pipeline", str(error)) from None
+    stages = _parse_stages(pipeline)
     _check_models(stages, None)
     check_positive(workers=workers, queries=queries, min_queries=min_queries, simulated=simulated)
     if not utilisations:
@@ -788,16 +788,12 @@ def run_replay_chip_bench(config, *, backends=("rtl",), pipeline="rm-small:1024:
     ``replay-BACKEND`` per backend and, with both, ``replay-model-vs-rtl``.
     """
     from ..host.runtime.chip import compare_replays
-    from ..host.runtime.pipeline import PipelineError, parse_pipeline
     from .report import Section, check_positive
 
     backends = list(dict.fromkeys(backends))
     if not backends or any(backend not in CHIP_BACKENDS for backend in backends):
         raise ExperimentError("backends", f"must name {' or '.join(CHIP_BACKENDS)}, not {backends!r}")
-    try:
-        stages = parse_pipeline(pipeline)
-    except PipelineError as error:
-        raise ExperimentError("pipeline", str(error)) from None
+    stages = _parse_stages(pipeline)
     _check_models(stages, None)
     check_positive(queries=queries, max_rows=max_rows)
     if not utilisations or any(not (isinstance(u, (int, float)) and u > 0) for u in utilisations):
@@ -894,14 +890,10 @@ def run_replay_scale_bench(config, *, pipeline="rm-small:4096:512,rm-large:512:6
     import tempfile
 
     from ..host.runtime.chip import replay_on_chip, replay_windows
-    from ..host.runtime.pipeline import PipelineError, parse_pipeline
     from ..host.runtime.trace import generate_trace, write_trace
     from .report import Section, check_positive
 
-    try:
-        stages = parse_pipeline(pipeline)
-    except PipelineError as error:
-        raise ExperimentError("pipeline", str(error)) from None
+    stages = _parse_stages(pipeline)
     _check_models(stages, None)
     check_positive(queries=queries, window=window, compare=compare, max_rows=max_rows)
     if compare < 2:

@@ -802,7 +802,7 @@ def plot_sweep(rows, path, *, title=None):
     -------
     pathlib.Path
     """
-    from ..host.quality import _NO_STAMP, check_plot_path
+    from ..host.quality import check_plot_path, save_figure
     from .report import ExperimentError
 
     check_plot_path(path)
@@ -815,7 +815,6 @@ def plot_sweep(rows, path, *, title=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from ..host.files import replacing
 
     panels = [("p95_latency_us", "p95 latency per query (us, log scale)", True),
               ("qps", "throughput (queries per second at the clock, log scale)", False)]
@@ -853,15 +852,7 @@ def plot_sweep(rows, path, *, title=None):
     fig.suptitle(title or f"Design-space sweep on the chip's timed model: {len(rows)} measured points",
                  fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        with replacing(path) as tmp:
-            kind = path.suffix.lower().lstrip(".")
-            with matplotlib.rc_context({"svg.hashsalt": "rpaccel"}):
-                fig.savefig(tmp, format=kind, metadata=_NO_STAMP.get(kind))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # The sweep -------------------------------------------------------------------------------------------------------
