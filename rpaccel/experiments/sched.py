@@ -19,8 +19,10 @@ The queueing is simulated (:mod:`rpaccel.host.runtime.sched`); the service times
   on the whole chip's timed model (:class:`rpaccel.sim.model.chip.ModelDevice`, the same interface); with the
   model, one size is checked on the RTL and the error reported.
 
-A model the chip cannot run (the compiler's reason: a task tower, no bottom MLP, an embedding wider than the
-preset's) is scheduled on the CPU alone and the reason given in its row; a model with no float implementation
+The chip runs WnD with its dense inputs past the joiner, and would rank MT-WnD by task 0's logit
+(:func:`rpaccel.host.driver.chip.chip_mlps`; docs/chip.md). A model the chip cannot run (the compiler's reason:
+more tables than the preset's ``max_tables``, as MT-WnD's 43, an embedding wider than the preset's) is scheduled on
+the CPU alone and the reason given in its row; a model with no float implementation
 (the zoo's cost-only kinds) is listed with that reason and not run. :func:`run_sched_models` writes section
 ``sched-models`` for the default configuration (``small``) and ``sched-models-<name>`` for another (``paper``:
 RecPipe's 128 x 128 chip, which holds the models too large for ``small``); a configuration meant for modelling only
