@@ -22,7 +22,9 @@ Per sub-batch a lane gets a FETCH, an INPUT of the dense words, the bottom MLP's
 an INPUT of the interaction words, the top MLP's LAYERs (the last, raw, to the score sequencer) and a SCORE. The
 lane's activation memory holds two input regions for each MLP (alternating per sub-batch) and two hidden regions
 (alternating per layer, as :func:`~rpaccel.host.driver.mlp.plan_lane` lays out one MLP); an INPUT waits until the
-layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
+layer that last read its region has finished, every layer until the one before it has. A model without a bottom
+MLP (Wide & Deep) puts its dense words at the start of the top MLP's input region and the interaction words after
+them, and runs a stub bottom layer for the joiner's first vector (:func:`chip_mlps`). Counters, result numbers
 and regions carry on from query to query. When every stage has a lane and a unit of its own (and the tables are
 resident), the program interleaves stage ``s`` of query ``q`` with stage ``s - 1`` of query ``q + 1`` (which depend
 on each other only through results of earlier queries; with a lane map, waves of several queries per stage, see
@@ -674,10 +676,10 @@ class _Lane:
         WEIGHTS that copies it into the next slot of the lane's ring. The INPUT writes ``words`` words per item
         (default: the first layer's input) from word ``offset`` of the input region of the ``region`` MLP (default
         ``name``) of the sub-batch's parity, where the first layer reads from word 0 (a model without a bottom MLP:
-        see :func:`chip_mlps`). Yields per layer (or streamed part) ``(records,
-        cycles, last)``: its ``(opcode, arg)`` records (the first also the INPUT), computed when it is asked for (the
-        WEIGHTS counts are those of the program so far), its estimated cycles (``ktiles x ntiles x (items + rows +
-        cols)``, or the words its WEIGHTS copies if more) and whether it is the MLP's last.
+        see :func:`chip_mlps`). Yields per layer (or streamed part) ``(records, cycles, last)``: its ``(opcode,
+        arg)`` records (the first also the INPUT), computed when it is asked for (the WEIGHTS counts are those of
+        the program so far), its estimated cycles (``ktiles x ntiles x (items + rows + cols)``, or the words its
+        WEIGHTS copies if more) and whether it is the MLP's last.
 
         ``weights`` is the MLP's resident ``w_base`` per layer, or its :class:`StreamedPart` s per layer;
         ``loader`` counts the WEIGHTS commands so far. A LANE command waits for the lane's own latest WEIGHTS (or
