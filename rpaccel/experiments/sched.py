@@ -494,6 +494,8 @@ def _row(entry):
 
 def _models_text(config, rows, summary, *, device, sizes, query_sizes, queries, target_ms, target_x, cores,
                  cpu_sizes, accel_sizes, max_rows, train_samples):
+    from ..host.models import get_model
+
     where = ("its RTL on Verilator" if device == "rtl" else
              "the whole chip's timed model (`rpaccel.sim.model.chip.ModelDevice`)")
     target = (f"p95 target {target_ms:g} ms" if target_ms else
@@ -523,6 +525,10 @@ def _models_text(config, rows, summary, *, device, sizes, query_sizes, queries, 
             check = row["rtl_check"]
             cells.append(f"{check[2] / check[1] - 1:+.1%} at {check[0]:,} items" if check else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    towers = [row["model"] for row in rows if row["accel_ns"] and get_model(row["model"]).tasks]
+    if towers:
+        lines += ["", f"The chip ranks {', '.join(towers)} by task 0's logit and runs task 0's tower alone "
+                  "(docs/chip.md); the CPU's float model runs every task's tower."]
     if loads:
         lines += ["", f"The machine's 1-minute load average after each model's CPU measurement: {min(loads):.1f} to "
                   f"{max(loads):.1f} on its {os.cpu_count()} cores (other jobs share it): the CPU's times are CPU "

@@ -80,6 +80,16 @@ def test_the_paper_chip_runs_a_model_too_large_for_small(tmp_path):
     assert section.name == "sched-models-paper" and "the paper chip" in section.title
 
 
+def test_a_multi_task_model_runs_on_a_chip_that_takes_its_tables():
+    """MT-WnD's 43 tables fit paper with ``max_tables=48``: the chip ranks by task 0's logit (its tower alone), which
+    the section says."""
+    report = run_sched_models(preset("paper").with_settings(["max_tables=48"]), models=["mt-wnd"], queries=300,
+                              cpu_sizes=(1, 64), accel_sizes=(16, 64), check_rtl=0, train_samples=400)
+    (row,) = report.rows
+    assert row["chip"] is None and row["accel_ns"][64] > row["accel_ns"][16] > 0 and row["ratio"] is not None
+    assert "The chip ranks mt-wnd by task 0's logit and runs task 0's tower alone" in report.text
+
+
 def test_a_configuration_for_modelling_only_has_no_rtl_to_check():
     with pytest.raises(ExperimentError, match="check_rtl=64: the paper configuration is for modelling only"):
         run_sched_models(preset("paper"), check_rtl=64)
