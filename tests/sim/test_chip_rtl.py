@@ -30,7 +30,7 @@ from rpaccel.sim.chip import chip_device, program_words, run_program, run_words
 from rpaccel.sim.model.chip import ModelDevice
 from rpaccel.sim.model.functional import FunctionalChip
 
-from host_fixtures import tiny_data, tiny_dot
+from host_fixtures import random_inputs, tiny_data, tiny_dot, tiny_wnd
 
 pytestmark = [pytest.mark.verilator, pytest.mark.slow]
 
@@ -257,6 +257,21 @@ def test_every_zoo_model_the_chip_runs_is_bit_exact_on_small(name, small_device)
         program = compile_queries(setup, [Stage(model, k=8)], [query], Schedule(mode))
         run = run_program(program, device=small_device, max_cycles=5_000_000)
         assert run.mismatches() == {}, (name, mode)
+
+
+@pytest.mark.parametrize(("mode", "split", "pause"), [("rpaccel", 2, 0.2), ("baseline", 1, 0.0)])
+def test_tiny_wide_and_deep_and_task_towers_are_bit_exact(device, mode, split, pause):
+    """Wide & Deep of tiny's sizes (5 dense inputs, padded to 8 in the top MLP's input region) and a multi-task
+    variant (ranked by task 0's logit), negative dense inputs among them, with idle cycles and back-pressure: every
+    response equals the golden model's."""
+    rng = np.random.default_rng(split)
+    for model in (quantised(tiny_wnd(dense=5, emb_dim=3)),
+                  quantised(tiny_wnd(name="tiny-mt-wnd", dense=6, top=(6, 5), tasks=2, tower=(4, 1)))):
+        setup = ChipSetup(TINY, [model])
+        queries = [setup.add_query({model: random_inputs(model.spec, n, rng)}) for n in (13, 7)]
+        program = compile_queries(setup, [Stage(model, k=6)], queries, Schedule(mode, split=split, sub_batch=4))
+        run = run_program(program, device=device, pause=pause, seed=split)
+        assert run.mismatches() == {}, model.spec.name
 
 
 def test_wide_and_deep_is_bit_exact_on_small(small_device):
