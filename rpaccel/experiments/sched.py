@@ -19,8 +19,10 @@ The queueing is simulated (:mod:`rpaccel.host.runtime.sched`); the service times
   on the whole chip's timed model (:class:`rpaccel.sim.model.chip.ModelDevice`, the same interface); with the
   model, one size is checked on the RTL and the error reported.
 
-A model the chip cannot run (the compiler's reason: a task tower, no bottom MLP, an embedding wider than the
-preset's) is scheduled on the CPU alone and the reason given in its row; a model with no float implementation
+The chip runs WnD with its dense inputs past the joiner, and would rank MT-WnD by task 0's logit
+(:func:`rpaccel.host.driver.chip.chip_mlps`; docs/chip.md). A model the chip cannot run (the compiler's reason:
+more tables than the preset's ``max_tables``, as MT-WnD's 43, an embedding wider than the preset's) is scheduled on
+the CPU alone and the reason given in its row; a model with no float implementation
 (the zoo's cost-only kinds) is listed with that reason and not run. :func:`run_sched_models` writes section
 ``sched-models`` for the default configuration (``small``) and ``sched-models-<name>`` for another (``paper``:
 RecPipe's 128 x 128 chip, which holds the models too large for ``small``); a configuration meant for modelling only
@@ -492,6 +494,8 @@ def _row(entry):
 
 def _models_text(config, rows, summary, *, device, sizes, query_sizes, queries, target_ms, target_x, cores,
                  cpu_sizes, accel_sizes, max_rows, train_samples):
+    from ..host.models import get_model
+
     where = ("its RTL on Verilator" if device == "rtl" else
              "the whole chip's timed model (`rpaccel.sim.model.chip.ModelDevice`)")
     target = (f"p95 target {target_ms:g} ms" if target_ms else
@@ -521,6 +525,10 @@ def _models_text(config, rows, summary, *, device, sizes, query_sizes, queries, 
             check = row["rtl_check"]
             cells.append(f"{check[2] / check[1] - 1:+.1%} at {check[0]:,} items" if check else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    towers = [row["model"] for row in rows if row["accel_ns"] and get_model(row["model"]).tasks]
+    if towers:
+        lines += ["", f"The chip ranks {', '.join(towers)} by task 0's logit and runs task 0's tower alone "
+                  "(docs/chip.md); the CPU's float model runs every task's tower."]
     if loads:
         lines += ["", f"The machine's 1-minute load average after each model's CPU measurement: {min(loads):.1f} to "
                   f"{max(loads):.1f} on its {os.cpu_count()} cores (other jobs share it): the CPU's times are CPU "

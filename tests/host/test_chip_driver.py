@@ -8,6 +8,7 @@ compiled pipeline equal rankings computed here from ``QuantModel.logits``).
 """
 
 from collections import defaultdict, deque
+from dataclasses import replace
 from itertools import pairwise
 
 import numpy as np
@@ -25,6 +26,7 @@ from rpaccel.host.driver.chip import (
     Schedule,
     Stage,
     check_program,
+    chip_mlps,
     compile_queries,
     decode_commands,
     decode_list,
@@ -59,7 +61,7 @@ from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.interaction import MODES
 from rpaccel.rtl.mlp import Op
 
-from host_fixtures import tiny_data, tiny_dot
+from host_fixtures import random_inputs, tiny_data, tiny_dot, tiny_wnd
 
 TINY, SMALL = preset("tiny"), preset("small")
 WIDE = SMALL.with_settings(["mem_bytes=4294967296"])     # lookup entries of 64 bits
@@ -359,6 +361,10 @@ def test_models_that_cannot_run_on_chip_are_refused(tiny_models):
     with pytest.raises(CompileError, match=r"tiny-many cannot run on tiny: 9 tables exceed the 8 of a model "
                                            r"\(max_tables\)$"):
         ChipSetup(TINY, [many])
+    bare = quantised(tiny_wnd(name="tiny-bare", dense=0))
+    with pytest.raises(CompileError, match=r"tiny-bare cannot run on tiny: it has neither a bottom MLP nor dense "
+                                           r"inputs \(a sub-batch starts with an INPUT of dense words\)$"):
+        ChipSetup(TINY, [bare])
     setup = ChipSetup(TINY, [a])
     with pytest.raises(CompileError, match="Model tiny-dot-b is not loaded"):
         compile_queries(setup, [Stage(tiny_models[1], k=4)], [])
@@ -377,6 +383,8 @@ def reference_rankings(program):
             kept = kept[:program.items[q][s]]
             dense_q, ids = query.inputs[number]
             logits = stage.model.logits(dense_q[kept], ids[kept])
+            if stage.model.spec.tasks:
+                logits = logits[:, 0]       # the chip ranks a multi-task model by task 0's logit
             order = np.lexsort((kept, -logits))[:stage.k]
             kept, scores = kept[order], logits[order]
         rankings.append(list(zip(scores.tolist(), kept.tolist())))
@@ -817,6 +825,82 @@ def test_the_interpreter_catches_a_planted_compiler_bug(tiny_models):
                                         join={**join, "s": join["s"] + 1})
     with pytest.raises(AssertionError, match="tag 0"):
         check_by_interpreting(setup, program, expected)
+
+
+# Models without a bottom MLP, and task towers --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def wide_models():
+    """Wide & Deep of tiny's sizes (no bottom MLP; 5 dense inputs, not a whole word of tiny's 4 rows) and a
+    multi-task variant (two towers after the top MLP)."""
+    return [quantised(tiny_wnd(dense=5, emb_dim=3)),
+            quantised(tiny_wnd(name="tiny-mt-wnd", dense=6, top=(6, 5), tasks=2, tower=(4, 1)))]
+
+
+def test_a_model_without_a_bottom_mlp_runs_a_stub_and_zero_rows(wide_models):
+    """The chip's MLPs of Wide & Deep: a stub bottom layer giving a zero vector of ``emb_dim``, and the first top
+    layer's weights with zero rows for the dense padding (5 -> 8) and the stub's vector, the rest the model's; a
+    multi-task model's top MLP runs on into task 0's tower."""
+    wnd, mt = wide_models
+    (stub,), top = chip_mlps(TINY, wnd)
+    d, first = wnd.spec.emb_dim, wnd.mlps()["top"][0]
+    assert stub.shape == (1, d) and not stub.weights.any() and not stub.bias.any()
+    weights = top[0].weights
+    assert weights.shape == (8 + d + wnd.spec.num_tables * d, first.shape[1])
+    assert np.array_equal(weights[:5], first.weights[:5]) and not weights[5:8 + d].any()
+    assert np.array_equal(weights[8 + d:], first.weights[5:])
+    assert np.array_equal(top[0].bias, first.bias) and (top[0].m, top[0].s, top[0].relu) == (first.m, first.s, True)
+    assert top[1:] == wnd.mlps()["top"][1:]
+    _, top = chip_mlps(TINY, mt)
+    mlps = mt.mlps()
+    assert [layer.name for layer in top] == ["top0", "top1", "task0.0", "task0.1"] and top[-1].raw
+    assert top[1:] == mlps["top"][1:] + mlps["task0"]
+
+
+@pytest.mark.parametrize(("mode", "split"), [("rpaccel", 1), ("rpaccel", 2), ("rpaccel", 4), ("baseline", 1)])
+def test_models_without_a_bottom_mlp_compile_check_and_match_the_reference(wide_models, mode, split):
+    """Wide & Deep and its multi-task variant on every split of tiny (lanes of 4 and 2 rows), negative dense inputs
+    among them: the dense INPUT goes to the top MLP's input region, where the stub reads its first word, the
+    interaction's INPUT after the dense words; the interpreter's answers equal the golden model's (task 0's logit
+    for the multi-task model)."""
+    rng = np.random.default_rng(split)
+    for model in wide_models:
+        setup = ChipSetup(TINY, [model])
+        queries = [setup.add_query({model: random_inputs(model.spec, n, rng)}) for n in (21, 9)]
+        program, _ = run_pipeline(setup, [Stage(model, k=7)], queries, Schedule(mode, split=split, sub_batch=4))
+        rows = setup.geometry.engine.splits[split].rows
+        lanes = [r["arg"] for r in program.records() if r["op"] is Opcode.LANE]
+        inputs = {ActSource.DENSE: [], ActSource.INTERACT: []}
+        for arg, after in pairwise(lanes):
+            cmd, layer = arg["cmd"], after["cmd"]
+            if cmd["op"] == Op.INPUT:
+                # The stub (after the dense INPUT) and the top MLP (after the interaction's) read from the region's
+                # first word: the dense words' (8 per item) and then the interaction's.
+                joined = (model.spec.num_tables + 1) * model.spec.emb_dim
+                assert layer["op"] == Op.LAYER and layer["ktiles"] == (1 if arg["src"] is ActSource.DENSE else
+                                                                        -(-(8 + joined) // rows))
+                inputs[arg["src"]].append(cmd["in_base"] - layer["in_base"])
+                assert cmd["ktiles"] == (8 // rows if arg["src"] is ActSource.DENSE else -(-joined // rows))
+        assert set(inputs[ActSource.DENSE]) == {0} and set(inputs[ActSource.INTERACT]) == {8 // rows * 4}
+
+
+def test_the_interpreter_catches_dense_words_out_of_place(wide_models, monkeypatch):
+    """The scoreboard can fail here: first top layer weights without the dense inputs' padding to a whole word
+    (their rows then meet the wrong activations) give other logits than the golden model's."""
+    from rpaccel.host.driver.chip import program as compiler
+
+    def unpadded(config, qmodel):
+        bottom, top = chip_mlps(config, qmodel)
+        weights = np.delete(top[0].weights, slice(qmodel.spec.dense, 8), axis=0)
+        weights = np.concatenate([weights, np.zeros((8 - qmodel.spec.dense, weights.shape[1]), weights.dtype)])
+        return bottom, [replace(top[0], weights=weights), *top[1:]]
+
+    monkeypatch.setattr(compiler, "chip_mlps", unpadded)
+    wnd = wide_models[0]
+    setup = ChipSetup(TINY, [wnd])
+    query = setup.add_query({wnd: random_inputs(wnd.spec, 12, np.random.default_rng(5))})
+    with pytest.raises(AssertionError, match="tag 0"):
+        run_pipeline(setup, [Stage(wnd, k=12)], [query], Schedule())
 
 
 # Streaming weights -----------------------------------------------------------------------------------------------

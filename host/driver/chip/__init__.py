@@ -52,12 +52,14 @@ from .program import (
     Schedule,
     Stage,
     Step,
+    chip_logits,
+    chip_mlps,
     compile_queries,
     expected_responses,
 )
 
 __all__ = ["ChipCommandError", "ChipEncoder", "ChipError", "ChipSetup", "CompileError", "Expected", "MemoryImage",
            "Program", "ProgramError", "Query", "RecordSet", "Responses", "Schedule", "Stage", "Step",
-           "check_program", "compile_queries", "decode_commands", "decode_list", "decode_records",
-           "decode_responses", "encode_list", "encode_records", "encode_responses", "expected_responses",
-           "list_lines", "stage_weights", "table_dim", "table_rows"]
+           "check_program", "chip_logits", "chip_mlps", "compile_queries", "decode_commands", "decode_list",
+           "decode_records", "decode_responses", "encode_list", "encode_records", "encode_responses",
+           "expected_responses", "list_lines", "stage_weights", "table_dim", "table_rows"]

@@ -22,7 +22,9 @@ Per sub-batch a lane gets a FETCH, an INPUT of the dense words, the bottom MLP's
 an INPUT of the interaction words, the top MLP's LAYERs (the last, raw, to the score sequencer) and a SCORE. The
 lane's activation memory holds two input regions for each MLP (alternating per sub-batch) and two hidden regions
 (alternating per layer, as :func:`~rpaccel.host.driver.mlp.plan_lane` lays out one MLP); an INPUT waits until the
-layer that last read its region has finished, every layer until the one before it has. Counters, result numbers
+layer that last read its region has finished, every layer until the one before it has. A model without a bottom
+MLP (Wide & Deep) puts its dense words at the start of the top MLP's input region and the interaction words after
+them, and runs a stub bottom layer for the joiner's first vector (:func:`chip_mlps`). Counters, result numbers
 and regions carry on from query to query. When every stage has a lane and a unit of its own (and the tables are
 resident), the program interleaves stage ``s`` of query ``q`` with stage ``s - 1`` of query ``q + 1`` (which depend
 on each other only through results of earlier queries; with a lane map, waves of several queries per stage, see
@@ -43,7 +45,7 @@ a layer before it in the program, so the weight loader, which runs WEIGHTS in pr
 holds a WEIGHTS that an earlier command needs behind one that waits on a later command.
 
 :func:`expected_responses` is the golden model of a program: what the chip must answer, computed with
-:func:`rpaccel.host.reference.run` and :func:`rpaccel.numeric.topk`.
+:func:`rpaccel.host.reference.run` (:func:`chip_logits`) and :func:`rpaccel.numeric.topk`.
 """
 
 from dataclasses import dataclass, field, replace
@@ -58,7 +60,7 @@ from ....rtl.accel.isa import ActSource, FetchSource, Opcode, OutDest, ResponseK
 from ....rtl.accel.join import absorbs
 from ....rtl.interaction import MODES
 from ....rtl.mlp import WAIT_BITS, Op
-from ...reference import MLPError, check_inputs, check_mlp, run
+from ...reference import Layer, MLPError, check_inputs, check_mlp, run
 from ..interaction import output_words
 from ..mlp import layout_weights, mlp_command, words_per_item
 from .encoding import ChipEncoder, Responses, geometry_of
@@ -74,7 +76,7 @@ from .memory import (
 )
 
 __all__ = ["ChipSetup", "CompileError", "Expected", "Program", "Query", "Schedule", "Stage", "Step", "WeightPlan",
-           "compile_queries", "expected_responses"]
+           "chip_logits", "chip_mlps", "compile_queries", "expected_responses"]
 
 MOD = 1 << WAIT_BITS
 
@@ -101,6 +103,48 @@ def _record(op, tag, arg=None):
 
 
 # Models on chip ------------------------------------------------------------------------------------------------
+
+def chip_mlps(config, qmodel):
+    """``(bottom layers, top layers)`` of ``qmodel`` as the chip runs them (lists of
+    :class:`~rpaccel.host.reference.Layer`).
+
+    A model with a bottom MLP runs its MLPs as they are. A model without one (Wide & Deep: the dense inputs enter
+    the ``cat`` interaction as they are) sends its dense words past the joiner: its bottom INPUT puts them at the
+    start of the top MLP's input region and the top INPUT puts the interaction words after them, so the first top
+    layer reads ``[dense inputs, zeros to a whole word of the chip's rows, the joiner's first vector, the pooled
+    vectors]``. That first vector, which the joiner takes from a bottom MLP, comes from a stub: one layer of one
+    input and ``emb_dim`` outputs, weights and biases zero (a zero vector). The first top layer gets zero weight
+    rows for the padding and for the stub's vector, so its accumulators, and every logit, are the reference's
+    exactly (the added rows add zero whatever the words hold, and nothing to the accumulator's bound).
+
+    A multi-task model runs task 0's tower after its top MLP: the chip ranks by task 0's logit
+    (:func:`chip_logits`).
+
+    Parameters
+    ----------
+    config : rpaccel.config.AccelConfig or rpaccel.rtl.accel.isa.ChipGeometry
+    qmodel : rpaccel.host.quant.QuantModel
+    """
+    spec, mlps, rows = qmodel.spec, qmodel.mlps(), geometry_of(config).rows
+    bottom, top = mlps["bottom"], mlps["top"] + (mlps["task0"] if spec.tasks else [])
+    if not bottom:
+        d, first = spec.emb_dim, top[0]
+        bottom = [Layer(np.zeros((1, d), dtype=first.weights.dtype), np.zeros(d, dtype=np.int64), m=1, s=0,
+                        name="bottom-stub")]
+        dense = _ceil_div(spec.dense, rows) * rows
+        weights = np.zeros((dense + d + first.shape[0] - spec.dense, first.shape[1]), dtype=first.weights.dtype)
+        weights[:spec.dense] = first.weights[:spec.dense]
+        weights[dense + d:] = first.weights[spec.dense:]
+        top = [replace(first, weights=weights), *top[1:]]
+    return bottom, top
+
+
+def chip_logits(qmodel, dense_q, ids):
+    """The logits the chip ranks ``qmodel``'s candidates by: :func:`rpaccel.host.reference.run`'s, task 0's of a
+    multi-task model (int64, ``(n,)``)."""
+    logits = run(qmodel, dense_q, ids)
+    return logits[:, 0] if qmodel.spec.tasks else logits
+
 
 @dataclass(frozen=True)
 class Query:
@@ -245,17 +289,16 @@ class ChipSetup:
         self.memory.allocate(top, what="embedding tables")
         self.queries = []
         self._weights = {}
+        self._mlps = [chip_mlps(g, qmodel) for qmodel in self.models]
 
     def _check_model(self, qmodel):
         g, spec = self.geometry, qmodel.spec
         why = None
-        if spec.tasks:
-            why = "task towers are not supported on chip"
-        elif not spec.bottom:
-            why = "a model without a bottom MLP is not supported on chip (the joiner takes the bottom output)"
-        elif spec.interaction not in MODES:
+        if spec.interaction not in MODES:
             why = f"interaction {spec.interaction!r} is not one of the chip's {MODES}"
-        elif spec.bottom[-1] != spec.emb_dim:
+        elif not spec.bottom and not spec.dense:
+            why = "it has neither a bottom MLP nor dense inputs (a sub-batch starts with an INPUT of dense words)"
+        elif spec.bottom and spec.bottom[-1] != spec.emb_dim:
             why = f"the bottom output ({spec.bottom[-1]}) must be as wide as the embeddings ({spec.emb_dim})"
         elif spec.num_tables > g.config.max_tables:
             why = f"{spec.num_tables} tables exceed the {g.config.max_tables} of a model (max_tables)"
@@ -283,9 +326,8 @@ class ChipSetup:
         raise CompileError(f"Model {qmodel.spec.name} is not loaded on this chip setup")
 
     def mlps(self, number):
-        """``(bottom layers, top layers)`` of model ``number``."""
-        mlps = self.models[number].mlps()
-        return mlps["bottom"], mlps["top"]
+        """``(bottom layers, top layers)`` of model ``number`` as the chip runs them (:func:`chip_mlps`)."""
+        return self._mlps[number]
 
     def weights(self, split, lanes=None):
         """The :class:`WeightPlan` of ``split`` with slots for ``lanes`` streaming lanes, made (and staged in
@@ -628,26 +670,30 @@ class _Lane:
         self.hidden = ((2 * kb + 2 * kt) * s, (2 * kb + 2 * kt + self.even) * s)
         self.readers = dict.fromkeys(self.inputs, 0)    # the layer (1-based count) that last read each input region
 
-    def mlp(self, name, layers, weights, items, src, src_words, dst, loader, batch):
+    def mlp(self, name, layers, weights, items, src, src_words, dst, loader, batch, *, region=None, offset=0,
+            words=None):
         """One MLP on the lane's sub-batch number ``batch``: an INPUT, then its layers, each streamed part after the
-        WEIGHTS that copies it into the next slot of the lane's ring. Yields per layer (or streamed part) ``(records,
-        cycles, last)``: its ``(opcode, arg)`` records (the first also the INPUT), computed when it is asked for (the
-        WEIGHTS counts are those of the program so far), its estimated cycles (``ktiles x ntiles x (items + rows +
-        cols)``, or the words its WEIGHTS copies if more) and whether it is the MLP's last.
+        WEIGHTS that copies it into the next slot of the lane's ring. The INPUT writes ``words`` words per item
+        (default: the first layer's input) from word ``offset`` of the input region of the ``region`` MLP (default
+        ``name``) of the sub-batch's parity, where the first layer reads from word 0 (a model without a bottom MLP:
+        see :func:`chip_mlps`). Yields per layer (or streamed part) ``(records, cycles, last)``: its ``(opcode,
+        arg)`` records (the first also the INPUT), computed when it is asked for (the WEIGHTS counts are those of
+        the program so far), its estimated cycles (``ktiles x ntiles x (items + rows + cols)``, or the words its
+        WEIGHTS copies if more) and whether it is the MLP's last.
 
         ``weights`` is the MLP's resident ``w_base`` per layer, or its :class:`StreamedPart` s per layer;
         ``loader`` counts the WEIGHTS commands so far. A LANE command waits for the lane's own latest WEIGHTS (or
         the resident image's), not for other lanes' streams, but never for fewer than all but the last
         :data:`WEIGHTS_LAG` before it: its count stays recent (modulo 256) however far other lanes' streams run
         ahead of it."""
-        parity = batch % 2
-        region = (name, parity)
+        region = (region or name, batch % 2)
         records = [(Opcode.LANE, {
             "lane": self.lane, "wait_weights": loader.wait(self) % MOD, "src": src, "src_words": src_words,
             "dst": OutDest.JOIN, "cmd": mlp_command(
                 op=Op.INPUT, wait_inputs=self.inputs_done % MOD,
                 wait_layers=max(self.readers[region], self.layers_done - 64, 0) % MOD, items=items,
-                stride=self.stride, in_base=self.inputs[region], ktiles=_ceil_div(layers[0].shape[0], self.rows))})]
+                stride=self.stride, in_base=self.inputs[region] + offset * self.stride,
+                ktiles=words or _ceil_div(layers[0].shape[0], self.rows))})]
         self.inputs_done += 1
         for number, (layer, weight) in enumerate(zip(layers, weights)):
             last = number == len(layers) - 1
@@ -935,6 +981,12 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
         join = {"mode": MODES.index(spec.interaction), "vectors": spec.num_tables + 1, "dim": spec.emb_dim,
                 "m": qmodel.inter_m, "s": qmodel.inter_s}
         inter_words = output_words(spec.interaction, spec.num_tables + 1, spec.emb_dim, g.rows)
+        past_joiner = ({}, {})
+        if not spec.bottom:
+            # The dense words go to the top MLP's input region, the interaction words after them (chip_mlps).
+            dense = records.dense_words * g.rows // lane.rows
+            past_joiner = ({"region": "top", "words": dense},
+                           {"offset": dense, "words": _ceil_div((spec.num_tables + 1) * spec.emb_dim, lane.rows)})
         final = s == len(stages) - 1
         sizes = _sizes(plan[q][s], sub_batch)
         lookahead = schedule.lookahead and not serial and fits(s, max(sizes), 1 if alone else 2)
@@ -975,10 +1027,10 @@ def compile_queries(setup, stages, queries, schedule=Schedule()):
                 batches[index] = lane.batches
                 lane.batches += 1
                 mlp = lane.mlp("bottom", bottom, weights[number, "bottom"], items, ActSource.DENSE,
-                               records.dense_words, OutDest.JOIN, loader, batches[index])
+                               records.dense_words, OutDest.JOIN, loader, batches[index], **past_joiner[0])
             else:
                 mlp = lane.mlp("top", top, weights[number, "top"], items, ActSource.INTERACT, inter_words,
-                               OutDest.SCORE, loader, batches[index])
+                               OutDest.SCORE, loader, batches[index], **past_joiner[1])
             # Each layer (or streamed part) yields its cycles, so other stages' commands go between the layers as
             # the lanes are estimated to reach them (the weight loader takes WEIGHTS in program order); a bottom MLP
             # only at its end unless ``split_bottom``; with ``together``, only after a sub-batch's top MLP.
@@ -1057,7 +1109,7 @@ class Expected:
 
 
 def expected_responses(program):
-    """The :class:`Expected` answers of ``program``: logits by :func:`rpaccel.host.reference.run`, rankings by
+    """The :class:`Expected` answers of ``program``: logits by :func:`chip_logits`, rankings by
     :func:`rpaccel.numeric.topk` (ties to the lower candidate index, as the top-k units break them)."""
     setup = program.setup
     columns = {name: [] for name in ("kind", "tag", "last", "index", "score")}
@@ -1080,7 +1132,7 @@ def expected_responses(program):
             if s:
                 lists[q, s] = candidates
             dense_q, ids = query.inputs[number]
-            scores = run(setup.models[number], dense_q[candidates], ids[candidates])
+            scores = chip_logits(setup.models[number], dense_q[candidates], ids[candidates])
             logits[q, s] = (candidates, scores)
             final = s == len(program.stages) - 1
             if program.mode == "rpaccel" and not final:
