@@ -67,23 +67,29 @@ class CpuRanker:
 
     def rank(self, prepared):
         """``(indices, scores)`` of the final stage's ``k`` best candidates, best first (candidate indices into
-        the query). Scores are int32 logits (``int8``) or float logits (``float32``)."""
+        the query). Scores are int32 logits (``int8``) or float logits (``float32``); a multi-task model ranks by
+        task 0's."""
         size, inputs = prepared
         items = np.arange(size)
         stage_items(self.stages, size)
         for number, stage in enumerate(self.stages):
             dense, ids = inputs[stage.model]
             if self.numerics == "int8":
-                logits = self.models[stage.model].logits(dense[items], ids[items])
+                logits = _ranked(self.models[stage.model].logits(dense[items], ids[items]))
                 scores, best = topk(logits, stage.k, items)
             else:
-                logits = self.models[stage.model].forward(dense[items], ids[items])
+                logits = _ranked(self.models[stage.model].forward(dense[items], ids[items]))
                 # Highest first, ties to the lower candidate index (a stable sort of the negated scores).
                 order = np.argsort(-logits, kind="stable")[:stage.k]
                 scores, best = logits[order], items[order]
             if number == len(self.stages) - 1:
                 return best, scores
             items = np.sort(best)
+
+
+def _ranked(logits):
+    # A multi-task model (logits (n, tasks)) ranks by task 0's logit, as the chip does (host.driver.chip.chip_logits).
+    return logits[:, 0] if logits.ndim == 2 else logits
 
 
 @dataclass

@@ -11,7 +11,7 @@ from rpaccel.host.runtime.pipeline import PipelineError, parse_pipeline
 from rpaccel.host.train import FloatModel
 from rpaccel.numeric import topk
 
-from host_fixtures import tiny_data, tiny_dot
+from host_fixtures import tiny_data, tiny_dot, tiny_wnd
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,21 @@ def test_float32_ranks_by_the_float_model(models):
     _, scores = ranker.rank(ranker.prepare(records))
     logits = floats["b"].forward(*preprocess(records, floats["b"].spec))
     assert np.allclose(scores, np.sort(logits)[::-1][:10])
+
+
+def test_a_multi_task_model_ranks_by_task_0(models):
+    spec = tiny_wnd(name="mt", dense=6, top=(6, 5), tasks=2, tower=(4, 1))
+    records = tiny_data(spec, 120)
+    model = FloatModel.initial(spec, seed=3)
+    qmodel = quantize(model, records)
+    stages = parse_pipeline("mt:120:9")
+    for numerics, ranked, logits in [("int8", qmodel, run(qmodel, *qmodel.inputs(records))),
+                                     ("float32", model, model.forward(*preprocess(records, spec)))]:
+        assert logits.shape == (120, 2)
+        ranker = CpuRanker(stages, {"mt": ranked}, numerics=numerics)
+        indices, scores = ranker.rank(ranker.prepare(records))
+        assert indices.tolist() == np.argsort(-logits[:, 0], kind="stable")[:9].tolist()
+        assert scores.tolist() == logits[indices, 0].tolist()
 
 
 def test_pipeline_errors(models):
