@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...embedding import ceil_log2
-from ...host.driver.codec import codec, from_ints, to_ints
+from ...host.driver.codec import codec, to_ints
 from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
 from ...host.driver.interaction import encode_items, output_words
 from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
@@ -1680,7 +1680,7 @@ class ModelDevice(Device):
         inputs = trace.inputs
         stream = inputs.get("cmd")
         cmd = codec(g.command_layout())
-        words = from_ints(stream.words, cmd.width) if stream is not None else np.zeros((0, cmd.limbs), np.uint64)
+        words = stream.packed(cmd.width) if stream is not None else np.zeros((0, cmd.limbs), np.uint64)
         cycles = stream.not_before if stream is not None else np.zeros(0, np.int64)
         # Every run starts from reset (the Device interface): a fresh chip, the memoised job timings kept.
         self.model = TimedChip(self.config)
