@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..host.driver.chip import ChipEncoder, decode_responses, expected_responses
-from ..host.driver.codec import to_ints
 from ..host.driver.device import TimedTrace
 from ..numeric import topk
 from ..rtl.accel.isa import ResponseKind
@@ -135,7 +134,7 @@ def run_words(device, geometry, words, expect, *, pause=0.0, seed=1, max_cycles=
     (Responses, numpy.ndarray, int, float)
         The responses, the cycle each left the chip, the run's cycles and its wall-clock seconds.
     """
-    trace = TimedTrace().send("cmd", to_ints(words)).expect("rsp", expect)
+    trace = TimedTrace().send("cmd", words).expect("rsp", expect)
     result = device.run(trace, pause=pause, seed=seed, max_cycles=max_cycles)
     out = result.outputs["rsp"]
     return (decode_responses(geometry, out.words), np.asarray(out.cycles), result.cycles, result.wall_seconds)

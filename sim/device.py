@@ -144,7 +144,7 @@ class _Input(_Stream):
     # stays on offer until it is taken.
     def __init__(self, signals, port, stalls, stream):
         super().__init__(signals, port, stalls)
-        self.words = stream.words if stream is not None else []
+        self.words = stream.as_ints() if stream is not None else []
         self.not_before = stream.not_before.tolist() if stream is not None else []
         self.index = 0  # the next word to offer, or the one on offer
         self.offered = self.taken = False

@@ -188,8 +188,10 @@ def _build(artifact, build_args, waves):
     if waves:
         args += ["--trace-fst", "--trace-structs"] if fst_supported() else ["--trace-structs"]
     # The Verilog text, not the sources it came from (see rpaccel.sim.player.build_direct).
+    # The binary finds cocotb's VPI library by the absolute path it was linked with (its run path): a build made
+    # by another installation of cocotb (another virtual environment, since removed) is not this one's.
     key = digest(artifact.top, artifact.path.read_text(), args, verilator_version(),
-                 _cocotb_version(), os.environ.get("CXX", ""))
+                 _cocotb_version(), _cocotb_libs(), os.environ.get("CXX", ""))
     started = time.perf_counter()
     with cache_entry("verilator", key) as (folder, complete):
         if not complete:
@@ -243,6 +245,12 @@ def _cocotb_version():
     import cocotb
 
     return cocotb.__version__
+
+
+def _cocotb_libs():
+    from cocotb_tools.config import libs_dir
+
+    return str(libs_dir)
 
 
 def run_cocotb(artifact, module, *, args=None, testcase=None, seed=None, waves=None, name=None,

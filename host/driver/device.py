@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .codec import from_ints, limbs, to_ints
+
 __all__ = ["NO_CYCLE", "Device", "DeviceError", "InputStream", "OutputStream", "Port", "PortStats", "TimedTrace",
            "TraceError", "TraceResult", "not_before_array"]
 
@@ -86,19 +88,30 @@ class InputStream:
 
     Attributes
     ----------
-    words : list of int
-        Packed payload words, in order.
+    words : list of int or numpy.ndarray
+        Packed payload words, in order: Python ints, or a ``(n, limbs)`` ``uint64`` array of packed words (limb 0
+        lowest, as :mod:`rpaccel.host.driver.codec` packs them) when the trace was given them so.
     not_before : numpy.ndarray
         ``int64``, one per word: its not-before cycle, or :data:`NO_CYCLE`.
     """
 
-    words: list
+    words: object
     not_before: np.ndarray
 
     @property
     def timed(self):
         """Whether any word carries a not-before cycle."""
         return bool((self.not_before != NO_CYCLE).any())
+
+    def as_ints(self):
+        """The words as a list of Python ints."""
+        return to_ints(self.words) if isinstance(self.words, np.ndarray) else self.words
+
+    def packed(self, width):
+        """The words as ``(n, limbs)`` ``uint64`` packed words of ``width`` bits (no copy when given so)."""
+        if isinstance(self.words, np.ndarray):
+            return self.words
+        return from_ints(self.words, width)
 
 
 @dataclass(frozen=True)
@@ -196,9 +209,15 @@ def not_before_array(port, cycles, count, *, first_index=0):
     return array
 
 
-def _integers(port, start, words):
-    # ``words`` as a list of Python ints; a word that is no integer is an error naming it.
+def _words_of(port, start, words):
+    # ``words`` as a trace keeps them: a 2-D unsigned array stays packed words (checked against the port's width
+    # by TimedTrace.check), anything else becomes a list of Python ints; a word that is no integer is an error.
     if isinstance(words, np.ndarray) and words.dtype.kind in "iu":
+        if words.ndim == 2:
+            if words.dtype.kind == "i" and (words < 0).any():
+                index = int(np.argwhere(words < 0)[0][0])
+                raise TraceError(f"Trace port {port!r}, transfer #{start + index}: packed word has a negative limb")
+            return np.ascontiguousarray(words, dtype=np.uint64)
         return words.ravel().tolist()
     try:
         return [operator.index(word) for word in words]
@@ -238,7 +257,8 @@ class TimedTrace:
     """
 
     def __init__(self, inputs=None, *, expect=None, statics=None):
-        self._words = {}
+        self._chunks = {}   # port -> the words of each send: a list of ints or a (n, limbs) uint64 array
+        self._lengths = {}
         self._cycles = {}
         self._last = {}  # port -> (index, cycle) of its last word with a not-before cycle
         self._counts = {}
@@ -258,7 +278,8 @@ class TimedTrace:
         port : str
             Name of the input port.
         words : sequence of int or numpy.ndarray
-            Packed payload words (non-negative integers).
+            Packed payload words: non-negative integers, or a ``(n, limbs)`` unsigned array of packed words (limb 0
+            lowest, as :mod:`rpaccel.host.driver.codec` packs them), which reach a device without a conversion.
         at : int, optional
             Not-before cycle of the first word; the others follow it back to back (a burst, e.g. one query).
         cycles : sequence of (int or None) or numpy.ndarray, optional
@@ -274,18 +295,22 @@ class TimedTrace:
             raise TraceError(f"Trace port name must be a string, not {port!r}")
         if at is not None and cycles is not None:
             raise TraceError(f"Trace port {port!r}: give either 'at' or 'cycles', not both")
-        start = len(self._words.get(port, ()))
-        words = _integers(port, start, words)
+        start = self._lengths.get(port, 0)
+        words = _words_of(port, start, words)
         if cycles is None:
-            cycles = [at] + [None] * (len(words) - 1) if words else []
-        not_before = not_before_array(port, cycles, len(words), first_index=start)
+            not_before = np.full(len(words), NO_CYCLE, dtype=np.int64)
+            if at is not None and len(words):
+                not_before[0] = not_before_array(port, [at], 1, first_index=start)[0]
+        else:
+            not_before = not_before_array(port, cycles, len(words), first_index=start)
         given = np.flatnonzero(not_before != NO_CYCLE)
         if len(given):
             if port in self._last and not_before[given[0]] < self._last[port][1]:
                 index, cycle = self._last[port]
                 raise _decrease(port, start + int(given[0]), int(not_before[given[0]]), index, cycle)
             self._last[port] = (start + int(given[-1]), int(not_before[given[-1]]))
-        self._words.setdefault(port, []).extend(words)
+        self._chunks.setdefault(port, []).append(words)
+        self._lengths[port] = start + len(words)
         self._cycles.setdefault(port, []).append(not_before)
         return self
 
@@ -309,8 +334,8 @@ class TimedTrace:
     @property
     def inputs(self):
         """``{input port: InputStream}``."""
-        return {port: InputStream(list(words), np.concatenate(self._cycles[port]))
-                for port, words in self._words.items()}
+        return {port: InputStream(_joined(chunks), np.concatenate(self._cycles[port]))
+                for port, chunks in self._chunks.items()}
 
     @property
     def counts(self):
@@ -335,11 +360,14 @@ class TimedTrace:
         ports = {p.name: p for p in ports}
         inputs = [name for name, p in ports.items() if p.direction == "in"]
         outputs = [name for name, p in ports.items() if p.direction == "out"]
-        for port, words in self._words.items():
+        for port, chunks in self._chunks.items():
             if port not in inputs:
                 raise TraceError(f"Trace sends to {port!r}, which is not an input stream of the device "
                                  f"(inputs: {', '.join(inputs) or 'none'})")
-            _check_words(port, words, ports[port].width)
+            start = 0
+            for words in chunks:
+                _check_words(port, start, words, ports[port].width)
+                start += len(words)
         for port in self._counts:
             if port not in outputs:
                 raise TraceError(f"Trace expects transfers from {port!r}, which is not an output stream of the "
@@ -353,11 +381,28 @@ class TimedTrace:
                 raise TraceError(f"Held input {name!r}: value {value} does not fit {statics[name]} bits")
 
 
-def _check_words(port, words, width):
+def _joined(chunks):
+    # One port's words: one packed array when every send gave packed words of one size, else Python ints.
+    if all(isinstance(words, np.ndarray) for words in chunks) and len({words.shape[1] for words in chunks}) == 1:
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    return [word for words in chunks for word in (to_ints(words) if isinstance(words, np.ndarray) else words)]
+
+
+def _check_words(port, start, words, width):
+    if isinstance(words, np.ndarray):
+        if words.shape[1] != limbs(width):
+            raise TraceError(f"Trace port {port!r}, transfers #{start} on: packed words of {words.shape[1]} limbs, "
+                             f"the port's {width} bits take {limbs(width)}")
+        top = width - 64 * (words.shape[1] - 1)
+        beyond = np.flatnonzero(words[:, -1] >> np.uint64(top)) if top < 64 else ()
+        if len(beyond):
+            raise TraceError(f"Trace port {port!r}, transfer #{start + int(beyond[0])}: packed word has bits set "
+                             f"beyond the port's {width} bits")
+        return
     if not words or (min(words) >= 0 and max(words) >> width == 0):
         return
     index, word = next((index, word) for index, word in enumerate(words) if word < 0 or word >> width)
-    raise TraceError(f"Trace port {port!r}, transfer #{index}: word {word} does not fit {width} bits")
+    raise TraceError(f"Trace port {port!r}, transfer #{start + index}: word {word} does not fit {width} bits")
 
 
 class Device(ABC):

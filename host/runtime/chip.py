@@ -57,7 +57,6 @@ from ..driver.chip import (
     decode_responses,
     expected_responses,
 )
-from ..driver.codec import to_ints
 from ..driver.device import Device, TimedTrace
 from .pipeline import PipelineError, stage_items
 
@@ -257,13 +256,13 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     expected = expected_responses(program)
     setup_count = len(setup.setup_records(program.split))
     image = setup.load_words(encoder)
-    commands = to_ints(np.concatenate([encoder.encode(program.steps[0].records[:setup_count]),
-                                       encoder.sync(tag=SETUP_TAG), encoder.counters(clear=True, tag=SETUP_TAG)]))
-    setup_words = to_ints(image) + commands
+    commands = np.concatenate([encoder.encode(program.steps[0].records[:setup_count]),
+                               encoder.sync(tag=SETUP_TAG), encoder.counters(clear=True, tag=SETUP_TAG)])
+    setup_words = np.concatenate([image, commands])
     per_query = _query_records(program, setup_count)
     encoded = _encode(encoder, [record for records in per_query for record in records])
-    query_words = [to_ints(words) for words in np.split(encoded, np.cumsum([len(r) for r in per_query])[:-1])]
-    end_words = to_ints(np.concatenate([encoder.sync(tag=END_TAG), encoder.counters(tag=END_TAG)]))
+    query_words = np.split(encoded, np.cumsum([len(r) for r in per_query])[:-1])
+    end_words = np.concatenate([encoder.sync(tag=END_TAG), encoder.counters(tag=END_TAG)])
     bracket = 1 + len(counter_ids(geometry))        # a SYNC's DONE and the COUNTER responses
 
     arrivals = (arrivals_ns * config.clock_mhz // 1000).astype(np.int64)
@@ -271,7 +270,7 @@ def replay_on_chip(device, config, models, stages, queries, arrivals_ns, *, sub_
     # setup of the same shape on this device (a replay's windows differ only in their memory image's data); the
     # full run is checked to end its setup there, and a remembered zero that it does not is measured again.
     ends = _SETUP_ENDS.setdefault(device, {})
-    shape = (len(image), tuple(commands))
+    shape = (len(image), commands.tobytes())
     remembered = shape in ends
     for _ in range(2):
         if shape not in ends:

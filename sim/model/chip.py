@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...embedding import ceil_log2
-from ...host.driver.codec import codec, from_ints, to_ints
+from ...host.driver.codec import codec, to_ints
 from ...host.driver.device import Device, OutputStream, Port, PortStats, TraceResult
 from ...host.driver.interaction import encode_items, output_words
 from ...rtl.accel.controller import QUIET_CYCLES, counter_ids
@@ -144,24 +144,33 @@ class LaneFeed:
     are the chip model's: an item's in the array two cycles before the engine model's (``layers_done`` counts a
     layer ``rows + cols`` + :data:`ENGINE_PIPE` cycles after its last item).
 
+    An n-tile's k-tiles after its first repeat: once the lane's state before a k-tile, relative to its last
+    request, is one it was in before an earlier k-tile of the n-tile, every k-tile from there repeats those
+    between, later by as many cycles, so whole periods are skipped (an 8 x 8 sub-array runs a 1,024 x 512 layer
+    as 64 n-tiles of 128 k-tiles).
+
     Parameters
     ----------
     shape : rpaccel.rtl.mlp.SplitShape
         The lane's sub-array.
     latency : int
         The sub-array's latency (``ArrayGeometry.latency``).
+    periodic : bool
+        Skip repeating k-tiles (the default); ``False`` steps through every k-tile, the reference the skips are
+        tested against.
     """
 
     #: Chip model cycles of an item in the array, before the engine model's.
     SHIFT = 2
 
-    def __init__(self, shape, latency):
-        self.shape, self.latency = shape, latency
+    def __init__(self, shape, latency, *, periodic=True):
+        self.shape, self.latency, self.periodic = shape, latency, periodic
         self.weights, self.items, self.stalls = _Weights(), _Items(), _Stalls()
         self.ntile_filled = 0
         self.ntile_taken = deque(maxlen=Unpacker.NTILE_FIFO)
         self.beat_free = NEVER
         self.memo = {}
+        self.layers = {}
 
     def _loaded(self, bias, first_request, gate, bias_gate):
         """A tile's weights (``bias`` bias words first): the cycle its last row is accepted (memoised by the state
@@ -188,18 +197,91 @@ class LaneFeed:
             self.memo[key] = (weights.key(weights.fired), weights.fired - reference, loaded - weights.fired)
         return loaded
 
+    def _skip(self, seen, step, steps, items, *, whole=False):
+        """Before step ``step`` of ``steps`` (k-tiles of an n-tile, not its first: no bias words or gates of their
+        own; or ``whole`` n-tiles of a layer, not its first: no first request), each of ``items`` items: if the
+        lane's state relative to its last request was seen before step ``j``, skip the whole periods of ``step -
+        j`` steps that leave at least one step to run; returns the step to run next."""
+        weights, cursor = self.weights, self.items
+        reference = weights.fired
+        if reference == NEVER or self.stalls.ends or cursor.count < cursor.LAG:
+            return step
+        key = (weights.key(reference), cursor.key(reference))
+        if whole:
+            key += (min(self.ntile_filled, Unpacker.NTILE_FIFO), self.beat_free - reference,
+                    *[t - reference for t in self.ntile_taken])
+        earlier = seen.get(key)
+        seen[key] = (step, reference)
+        if earlier is None:
+            return step
+        period, cycles = step - earlier[0], reference - earlier[1]
+        skipped = (steps - step - 1) // period
+        if skipped:
+            weights.restore(key[0], reference + skipped * cycles)
+            cursor.shift(skipped * cycles, skipped * period * items)
+            if whole:
+                self.ntile_filled += skipped * period
+                self.beat_free += skipped * cycles
+                self.ntile_taken = deque((t + skipped * cycles for t in self.ntile_taken), maxlen=Unpacker.NTILE_FIFO)
+            seen.clear()
+        return step + skipped * period
+
     def layer(self, dispatch, start, items, ktiles, ntiles):
         """A LAYER of ``items`` over ``ktiles x ntiles`` tiles, dispatched to the engine in ``dispatch`` (its
         fetcher starts the cycle after, or after the previous LAYER's last request), its first item not before
-        ``start`` (an item's cycle); returns its first and last item's cycles."""
+        ``start`` (an item's cycle); returns its first and last item's cycles.
+
+        A LAYER that starts from a state seen before relative to the lane's last request (a sub-batch's layers
+        after the first sub-batch's, as a rule) is taken from a memo, with the state it leaves."""
+        cursor, weights = self.items, self.weights
+        first_request = max(dispatch + 1, weights.fired + 1) + 1
+        first_issue = max(start + self.SHIFT - ITEM_HEAD - SLICES, cursor.issued + 2)
+        reference = weights.fired
+        if not self.periodic or reference == NEVER or self.stalls.ends:
+            return self._layer(first_request, first_issue, items, ktiles, ntiles)
+        key = (self._state(reference), first_request - reference, first_issue - reference, items, ktiles, ntiles)
+        found = self.layers.get(key)
+        if found is not None:
+            first, last, fired, state = found
+            self._restore(state, reference + fired, cursor.count + items * ktiles * ntiles)
+            return reference + first, reference + last
+        first, last = self._layer(first_request, first_issue, items, ktiles, ntiles)
+        self.layers[key] = (first - reference, last - reference, weights.fired - reference,
+                            self._state(weights.fired))
+        return first, last
+
+    def _state(self, reference):
+        # The lane's state relative to cycle ``reference`` (its last request's fire), restorable.
+        def relative(t):
+            return None if t == NEVER else t - reference
+
+        return (self.weights.key(reference), self.items.snapshot(reference),
+                min(self.ntile_filled, Unpacker.NTILE_FIFO), relative(self.beat_free),
+                tuple(t - reference for t in self.ntile_taken))
+
+    def _restore(self, state, reference, count):
+        weights, items, filled, beat_free, taken = state
+        self.weights.restore(weights, reference)
+        self.items.restore(items, reference, count)
+        self.ntile_filled = filled
+        self.beat_free = NEVER if beat_free is None else beat_free + reference
+        self.ntile_taken = deque((t + reference for t in taken), maxlen=Unpacker.NTILE_FIFO)
+
+    def _layer(self, first_request, first_issue, items, ktiles, ntiles):
         shift, shape, cursor = self.SHIFT, self.shape, self.items
-        first_request = max(dispatch + 1, self.weights.fired + 1) + 1
-        first_issue = max(start + shift - ITEM_HEAD - SLICES, cursor.issued + 2)
         first = None
-        for _ntile in range(ntiles):
+        seen_ntiles = {}
+        ntile = 0
+        while ntile < ntiles:
+            if ntile and self.periodic and ntiles - ntile > 1:
+                ntile = self._skip(seen_ntiles, ntile, ntiles, items * ktiles, whole=True)
             bias_gate = self.ntile_taken[0] + 1 if self.ntile_filled >= Unpacker.NTILE_FIFO else NEVER
             self.ntile_filled += 1
-            for ktile in range(ktiles):
+            seen = {}
+            ktile = 0
+            while ktile < ktiles:
+                if ktile and self.periodic and ktiles - ktile > 1:
+                    ktile = self._skip(seen, ktile, ktiles, items)
                 gate = cursor.tile_last[0] + 1 + max(shape.rows - 2, 0)
                 loaded = self._loaded(shape.bias_words if ktile == 0 else 0, first_request, gate,
                                       bias_gate if ktile == 0 else NEVER)
@@ -209,11 +291,13 @@ class LaneFeed:
                 accepted = x + items - 1
                 cursor.finish(items, issue, x, accepted, self.stalls)
                 first = x if first is None else first
+                ktile += 1
             # The n-tile's last results through the accumulator and the beat issuer (its n-tile FIFO entry taken
             # with its last beat).
             last_beat = max(x + self.latency + SLICES + TO_ISSUE, self.beat_free) + shape.beats * items - 1
             self.beat_free = last_beat + 1
             self.ntile_taken.append(last_beat)
+            ntile += 1
         return first - shift, accepted - shift
 
 
@@ -1680,7 +1764,7 @@ class ModelDevice(Device):
         inputs = trace.inputs
         stream = inputs.get("cmd")
         cmd = codec(g.command_layout())
-        words = from_ints(stream.words, cmd.width) if stream is not None else np.zeros((0, cmd.limbs), np.uint64)
+        words = stream.packed(cmd.width) if stream is not None else np.zeros((0, cmd.limbs), np.uint64)
         cycles = stream.not_before if stream is not None else np.zeros(0, np.int64)
         # Every run starts from reset (the Device interface): a fresh chip, the memoised job timings kept.
         self.model = TimedChip(self.config)

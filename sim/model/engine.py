@@ -446,6 +446,24 @@ class _Items:
                 self.tile_last[0] - reference, self.tile_last[1] - reference,
                 *[first - count for first, _ in self.tiles], *[x - reference for _, x in self.tiles])
 
+    def snapshot(self, reference):
+        """The whole state, relative to cycle ``reference`` and to the items issued (see :meth:`restore`)."""
+        def relative(t):
+            return None if t == NEVER else t - reference
+
+        return (relative(self.issued), relative(self.accepted), tuple(relative(t) for t in self.tile_last),
+                tuple((first - self.count, x - reference) for first, x in self.tiles))
+
+    def restore(self, snapshot, reference, count):
+        """The state of ``snapshot`` at cycle ``reference``, ``count`` items issued."""
+        def absolute(t):
+            return NEVER if t is None else t + reference
+
+        issued, accepted, tile_last, tiles = snapshot
+        self.count, self.issued, self.accepted = count, absolute(issued), absolute(accepted)
+        self.tile_last = deque((absolute(t) for t in tile_last), maxlen=2)
+        self.tiles = deque(((first + count, x + reference) for first, x in tiles), maxlen=self.LAG + 1)
+
     def shift(self, cycles, items):
         self.count += items
         self.issued += cycles

@@ -276,6 +276,57 @@ def test_the_lanes_rule_is_the_engine_models(case):
     assert _chain_differences(*case) == [0] * (len(case[2]) - 2)
 
 
+def _feed_runs(name, split, rng, sub_batches=8):
+    """A lane's layers, sub-batch after sub-batch (each dispatched while the one before runs, started some cycles
+    after the first item of the one before), on a LaneFeed that skips repeating tiles and memoises layers and on
+    one that steps through every tile: their (first, last) item cycles, and how many tiles each loaded."""
+    from rpaccel.rtl.mlp import EngineGeometry
+    from rpaccel.sim.model import chip
+
+    geometry = EngineGeometry(preset(name))
+    shape = geometry.splits[split]
+    # Per layer: k-tiles, n-tiles, and its start after the first item of the layer before (it may overlap it).
+    layers = [(int(rng.integers(1, 70)), int(rng.integers(1, 30)), int(rng.integers(0, 300)))
+              for _ in range(int(rng.integers(2, 5)))]
+    items = [int(rng.integers(1, 40))] * (sub_batches - 1) + [int(rng.integers(1, 40))]   # a query's last is short
+    runs, loads = [], []
+    for periodic in (True, False):
+        feed = chip.LaneFeed(shape, geometry.array.latency(split), periodic=periodic)
+        calls = []
+        loaded = feed._loaded
+        feed._loaded = lambda *args, _loaded=loaded, _calls=calls: _calls.append(1) or _loaded(*args)
+        out, first, last = [], 100, 100
+        for count in items:
+            for ktiles, ntiles, after in layers:
+                first, last = feed.layer(min(first + after, last) - 40, first + after, count, ktiles, ntiles)
+                out.append((first, last))
+        runs.append(out)
+        loads.append(len(calls))
+    return runs, loads
+
+
+@pytest.mark.parametrize("name, split", [("small", 1), ("small", 2), ("tiny", 4), ("paper", 16)])
+def test_the_lanes_skips_and_memo_are_exact(name, split):
+    rng = np.random.default_rng(split)
+    for _ in range(4):
+        (fast, slow), (fast_loads, slow_loads) = _feed_runs(name, split, rng)
+        assert fast == slow
+        assert fast_loads < slow_loads / 3       # the skips and the memo did work
+
+
+def test_a_layer_memo_that_forgets_the_items_is_caught(monkeypatch):
+    """A planted bug: the memo restores the lane's weights but leaves its item cursor where it was."""
+    from rpaccel.sim.model import chip
+
+    def forgetful(self, state, reference, count):
+        self.weights.restore(state[0], reference)
+        self.items.count = count
+
+    monkeypatch.setattr(chip.LaneFeed, "_restore", forgetful)
+    rng = np.random.default_rng(7)
+    assert any(fast != slow for (fast, slow), _ in (_feed_runs("small", 1, rng) for _ in range(4)))
+
+
 def test_a_lanes_rule_without_bias_words_is_caught(monkeypatch):
     """Each n-tile's bias words left out (the rule before LaneFeed): 8 n-tiles of 3 items come early."""
     from rpaccel.sim.model import chip

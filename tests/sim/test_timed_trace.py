@@ -170,6 +170,24 @@ def test_cocotb_and_direct_runs_agree(player):
     assert cocotb.cycles == direct.cycles
 
 
+@pytest.mark.parametrize("device", ["player", "simulator"])
+def test_packed_words_run_as_their_ints(request, device):
+    # Words given as (n, limbs) packed arrays reach the device as they are; mixed with ints, they become ints.
+    rng = np.random.default_rng(5)
+    words = rng.integers(0, 1 << WIDTH, 90)
+    packed = words.astype(np.uint64)[:, None]
+    as_ints = TimedTrace().send("i", words[:40].tolist(), at=5).send("i", words[40:].tolist(), at=300)
+    as_packed = TimedTrace().send("i", packed[:40], at=5).send("i", packed[40:], at=300)
+    mixed = TimedTrace().send("i", packed[:40], at=5).send("i", words[40:].tolist(), at=300)
+    assert isinstance(as_packed.inputs["i"].words, np.ndarray) and isinstance(mixed.inputs["i"].words, list)
+    runs = [request.getfixturevalue(device).run(trace.expect("o", 90), pause=0.2, seed=4)
+            for trace in (as_ints, as_packed, mixed)]
+    assert runs[0].outputs["o"].words == words.tolist()
+    for run in runs[1:]:
+        assert run.outputs["o"].words == runs[0].outputs["o"].words
+        assert run.outputs["o"].cycles.tolist() == runs[0].outputs["o"].cycles.tolist()
+
+
 def test_both_devices_see_the_same_ports(player, simulator):
     assert player.ports == simulator.ports == (Port("i", "in", WIDTH), Port("o", "out", WIDTH))
     assert player.statics == simulator.statics == {"offset": WIDTH}
@@ -186,6 +204,8 @@ def test_both_devices_see_the_same_ports(player, simulator):
     (lambda t: t.send("i", [1], cycles=np.array([-2])), r"^Trace port 'i', transfer #0: not-before cycle -2 is neg"),
     (lambda t: t.send("i", [1], cycles=[2.5]), r"^Trace port 'i', transfer #0: not-before cycle 2.5 is not an int"),
     (lambda t: t.send("i", [1, "x"]), r"^Trace port 'i', transfer #1: word 'x' is not an integer$"),
+    (lambda t: t.send("i", [7]).send("i", np.array([[1], [-1]])),
+     r"^Trace port 'i', transfer #2: packed word has a negative limb$"),
     (lambda t: t.send("i", [1, 2], cycles=[1]), r"^Trace port 'i': 1 not-before cycles for 2 words$"),
     (lambda t: t.send("i", [1], at=1, cycles=[1]), r"^Trace port 'i': give either 'at' or 'cycles', not both$"),
     (lambda t: t.expect("o", -1), r"^Trace port 'o': expected count must be a non-negative integer, not -1$"),
@@ -199,6 +219,12 @@ def test_malformed_traces_are_refused_as_they_are_built(build, message):
 @pytest.mark.parametrize("trace, message", [
     (TimedTrace().send("i", [1, 1 << WIDTH]), r"^Trace port 'i', transfer #1: word 65536 does not fit 16 bits$"),
     (TimedTrace().send("i", [1, -1]), r"^Trace port 'i', transfer #1: word -1 does not fit 16 bits$"),
+    (TimedTrace().send("i", [1]).send("i", [2, 1 << WIDTH]),
+     r"^Trace port 'i', transfer #2: word 65536 does not fit 16 bits$"),
+    (TimedTrace().send("i", [1]).send("i", np.array([[3], [1 << WIDTH]], dtype=np.uint64)),
+     r"^Trace port 'i', transfer #2: packed word has bits set beyond the port's 16 bits$"),
+    (TimedTrace().send("i", np.zeros((2, 2), dtype=np.uint64)),
+     r"^Trace port 'i', transfers #0 on: packed words of 2 limbs, the port's 16 bits take 1$"),
     (TimedTrace().send("x", [1]), r"^Trace sends to 'x', which is not an input stream of the device \(inputs: i\)$"),
     (TimedTrace().send("o", [1]), r"^Trace sends to 'o', which is not an input stream"),
     (TimedTrace().expect("i", 1), r"^Trace expects transfers from 'i', which is not an output stream of the device"),
