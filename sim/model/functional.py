@@ -404,14 +404,26 @@ class _Unit:
 
 
 class _Fetcher(_Unit):
-    """FETCH and EMB commands, in order (docs/chip.md, "Units"; rtl/accel/fetch.py)."""
+    """FETCH and EMB commands, in order (docs/chip.md, "Units"; rtl/accel/fetch.py).
+
+    A FETCH's values (its indices, dense words and LOOKUPs) depend only on memory and, for ``SURVIVORS``, on its
+    top-k or filter unit's kept result, and nothing changes memory while the fetcher's queue holds commands (a
+    MEM_WRITE waits for the chip to be quiet, an UPDATE is an EMB in the same queue). So when the head FETCH starts,
+    the fetcher prepares it with the FETCHes behind it in one go (:meth:`_prepare`): up to the first EMB, the first
+    later ``SURVIVORS`` FETCH (its result may not be kept yet) or the first of other record geometry, at most
+    :attr:`BATCH`. Each still starts when it reaches the head, as it would alone (its join job, its INDEX errors,
+    its memory lines counted, its streams written); the embedding unit computes their LOOKUPs as one block
+    (:class:`_LookupBatch`)."""
 
     name = "fetcher"
+    #: FETCHes prepared at once at most (1: each alone).
+    BATCH = 64
 
     def __init__(self, chip):
         super().__init__(chip)
         g = chip.geometry
         self.queue = deque()
+        self.ready = deque()    # the prepared FETCHes at the head of the queue, in order
         self.entry_bytes = g.lookup_entry_bits // 8
         self.entry_codec = codec(g.lookup_entry_layout())
         self.entry_mask = np.uint64((1 << g.lookup_entry_layout().size) - 1)
@@ -445,62 +457,124 @@ class _Fetcher(_Unit):
         unit = self.chip.holders[arg["unit"]]
         return f"FETCH (tag {tag}) waits for result {arg['wait_results']} of {unit.name} ({unit.results_done} done)"
 
-    def _indices(self, tag, arg):
+    def _indices(self, arg):
+        """A FETCH's candidate indices, the details of its INDEX errors (a LIST's indices at or above ``count``)
+        and the memory lines its list reads."""
         chip, items = self.chip, arg["items"]
         source = arg["source"]
         if source == FetchSource.RANGE.value:
-            return arg["first"] + np.arange(items, dtype=np.int64)
+            return arg["first"] + np.arange(items, dtype=np.int64), None, 0
         if source == FetchSource.SURVIVORS.value:
             unit = chip.holders[arg["unit"]]
             positions = arg["first"] + np.arange(items)
             indices = unit.banks[arg["wait_results"] % 2, positions].copy()
             if arg["release"]:
                 unit.releases = (unit.releases + 1) % _WAIT_MOD
-            return indices
+            return indices, None, 0
         raw = chip.memory.read_bytes(arg["list_addr"], 2 * items)
         # The fetcher's list reader reads the list's lines once per phase (twice where the records have lookups).
         phases = 2 if arg["stride"] > arg["dense_lines"] else 1
-        chip.count(Counter.MEM_READ_LINES, phases * _ceil_div(2 * items, chip.geometry.line_bytes))
+        lines = phases * _ceil_div(2 * items, chip.geometry.line_bytes)
         indices = raw.view("<u2").astype(np.int64)
         bad = np.flatnonzero(indices >= arg["count"])
-        if bad.size:
-            chip.error(tag, ErrorCode.INDEX, Opcode.FETCH, indices[bad])
-            indices[bad] = arg["count"] - 1
-        return indices
+        if not bad.size:
+            return indices, None, lines
+        errors = indices[bad]
+        indices[bad] = arg["count"] - 1
+        return indices, errors, lines
 
     def _fetch(self, tag, arg):
-        chip, g = self.chip, self.chip.geometry
-        lane, items, stride = arg["lane"], arg["items"], arg["stride"]
-        chip.joiner.add({"tag": tag, "lane": lane, "items": items, "params": arg["join"]})
-        indices = self._indices(tag, arg)
+        """Start the head FETCH (prepared with those behind it if it was not)."""
+        chip = self.chip
+        if not self.ready:
+            self._prepare()
+        indices, errors, lines, dense, lookups = self.ready.popleft()
+        lane = arg["lane"]
+        chip.joiner.add({"tag": tag, "lane": lane, "items": arg["items"], "params": arg["join"]})
+        if errors is not None:
+            chip.error(tag, ErrorCode.INDEX, Opcode.FETCH, errors)
+        chip.count(Counter.MEM_READ_LINES, lines)
         chip.index[lane].push(indices)
+        chip.dense[lane].push(dense)
+        if lookups is not None:
+            chip.embedding.queue.append(("lookup", tag, lookups))
+
+    def _prepare(self):
+        """The head FETCH and those behind it that can go with it (see the class docs), each as ``(indices, INDEX
+        error details or None, memory lines, dense words, (batch, k) of its LOOKUPs or None)`` in :attr:`ready`."""
+        g = self.chip.geometry
+        head = self.queue[0][2]
+        shape = (head["stride"], head["dense_lines"], head["dense_words"])
+        fetches = []
+        for _tag, emb, arg in self.queue:
+            if emb or len(fetches) == self.BATCH or (fetches and (
+                    arg["source"] == FetchSource.SURVIVORS.value
+                    or (arg["stride"], arg["dense_lines"], arg["dense_words"]) != shape)):
+                break
+            fetches.append(arg)
+        stride, dense_lines, dense_words = shape
+        found = [self._indices(arg) for arg in fetches]
+        items = np.array([arg["items"] for arg in fetches])
+        item_ends = np.cumsum(items)
+        indices = np.concatenate([indices for indices, _, _ in found])
+        lines = np.array([lines for _, _, lines in found]) + items * dense_lines
         # Phase 1: every item's dense words (bytes beyond the dense lines are zero).
-        lb, dense_lines = g.line_bytes, arg["dense_lines"]
-        first_lines = arg["base"] + indices * stride
-        want = arg["dense_words"] * g.rows
-        dense = np.zeros((items, max(want, dense_lines * lb)), dtype=np.uint8)
+        lb = g.line_bytes
+        first_lines = np.repeat([arg["base"] for arg in fetches], items) + indices * stride
+        want = dense_words * g.rows
+        dense = np.zeros((len(indices), max(want, dense_lines * lb)), dtype=np.uint8)
         if dense_lines:
-            lines = chip.memory.read(first_lines[:, None] + np.arange(dense_lines))
-            dense[:, :dense_lines * lb] = lines.reshape(items, -1)
-            chip.count(Counter.MEM_READ_LINES, items * dense_lines)
-        chip.dense[lane].push(dense[:, :want].view(np.int8).reshape(-1, g.rows))
+            dense[:, :dense_lines * lb] = self.chip.memory.read(
+                first_lines[:, None] + np.arange(dense_lines)).reshape(len(indices), -1)
+        dense = dense[:, :want].view(np.int8).reshape(-1, g.rows)
+        words = np.concatenate([[0], item_ends * dense_words])
         # Phase 2: every item's lookups.
         area = stride - dense_lines
         holds = area * lb // self.entry_bytes - 1 if area > 0 else -1
-        if holds < 0:
-            return
-        raw = chip.memory.read(first_lines[:, None] + dense_lines + np.arange(area)).reshape(items, -1)
-        entries = raw[:, :(holds + 1) * self.entry_bytes].copy().view(f"<u{self.entry_bytes}").astype(np.uint64)
-        counts = np.minimum(entries[:, 0], np.uint64(holds)).astype(np.int64)
-        chip.count(Counter.MEM_READ_LINES, int(np.sum(_ceil_div((counts + 1) * self.entry_bytes, lb))))
-        taken = np.arange(holds + 1)[None, :] <= counts[:, None]
-        taken[:, 0] = False
-        fields = self.entry_codec.unpack((entries[taken] & self.entry_mask)[:, None])
-        final = np.zeros(int(counts.sum()), dtype=np.int64)
-        final[np.cumsum(counts[counts > 0]) - 1] = 1
-        lookups = np.stack([fields["table"], fields["id"], fields["last"] | final, final], axis=1)
-        if len(lookups):
-            chip.embedding.queue.append(("lookup", tag, lookups))
+        batch = None
+        if holds >= 0:
+            raw = self.chip.memory.read(first_lines[:, None] + dense_lines + np.arange(area)).reshape(len(indices), -1)
+            entries = raw[:, :(holds + 1) * self.entry_bytes].copy().view(f"<u{self.entry_bytes}").astype(np.uint64)
+            counts = np.minimum(entries[:, 0], np.uint64(holds)).astype(np.int64)
+            entry_lines = np.cumsum(_ceil_div((counts + 1) * self.entry_bytes, lb))
+            lines += np.diff(entry_lines[item_ends - 1], prepend=0)
+            taken = np.arange(holds + 1)[None, :] <= counts[:, None]
+            taken[:, 0] = False
+            fields = self.entry_codec.unpack((entries[taken] & self.entry_mask)[:, None])
+            ends = np.cumsum(counts)
+            final = np.zeros(int(ends[-1]), dtype=np.int64)
+            final[ends[counts > 0] - 1] = 1
+            batch = _LookupBatch(np.stack([fields["table"], fields["id"], fields["last"] | final, final], axis=1),
+                                 np.concatenate([[0], ends[item_ends - 1]]))
+        starts = item_ends - items
+        for k, ((_, errors, _), start, end) in enumerate(zip(found, starts.tolist(), item_ends.tolist())):
+            lookups = (batch, k) if batch is not None and batch.ends[k + 1] > batch.ends[k] else None
+            self.ready.append((indices[start:end], errors, int(lines[k]), dense[words[k]:words[k + 1]], lookups))
+
+
+class _LookupBatch:
+    """The LOOKUPs of FETCHes prepared together (:meth:`_Fetcher._prepare`), which the embedding unit computes as
+    one block when the first of them reaches it (:meth:`_Embedding._part`).
+
+    Attributes
+    ----------
+    lookups : numpy.ndarray
+        ``(n, 4)``: table, ID, ``last`` (a bag's last ID), ``final`` (an item's last ID) of every FETCH's lookups in
+        order; each FETCH's end with a ``last``, so no bag spans two FETCHes.
+    ends : numpy.ndarray
+        FETCH ``k``'s lookups are ``ends[k] .. ends[k + 1] - 1``.
+    pooled, row_lines, missed, bags : numpy.ndarray or None
+        Once computed: the pooled vectors (one per bag), each lookup's ``log2`` lines and dynamic cache misses
+        (:meth:`_Embedding._lookups`), and FETCH ``k``'s bags ``bags[k] .. bags[k + 1] - 1``.
+    """
+
+    def __init__(self, lookups, ends):
+        self.lookups, self.ends = lookups, ends
+        self.pooled = self.row_lines = self.missed = self.bags = None
+
+    def size(self, k):
+        """FETCH ``k``'s lookups."""
+        return int(self.ends[k + 1] - self.ends[k])
 
 
 class _Embedding(_Unit):
@@ -540,11 +614,20 @@ class _Embedding(_Unit):
         while self.queue:
             kind, _tag, arg = self.queue.popleft()
             if kind == "lookup":
-                self._lookups(arg)
+                self._part(*arg)
             else:
                 self._command(arg)
             progress = True
         return progress
+
+    def _part(self, batch, k):
+        """FETCH ``k`` of ``batch``: its pooled vectors out, the batch's LOOKUPs computed (and counted) when its
+        first FETCH comes (nothing else reaches the unit between its FETCHes, :class:`_Fetcher`)."""
+        if batch.pooled is None:
+            batch.pooled, batch.row_lines, batch.missed = self._lookups(batch.lookups)
+            bags = np.cumsum(batch.lookups[:, 2] != 0)
+            batch.bags = np.concatenate([[0], bags[batch.ends[1:] - 1]])
+        self.chip.pooled.push(batch.pooled[batch.bags[k]:batch.bags[k + 1]])
 
     def waiting(self):
         return None if self.idle() else "holds a bag whose last ID has not come"
@@ -591,7 +674,15 @@ class _Embedding(_Unit):
         self.chip.memory.write(addresses, lines)
 
     def _lookups(self, lookups):
-        """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised."""
+        """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+            The pooled vectors of the bags the block ends (:meth:`_pool`); per lookup its row's ``log2`` lines and
+            the lines of it the dynamic cache missed (all its lines without one; none for a static hit or an ID out
+            of range), in the unit's order.
+        """
         chip, g, cfg = self.chip, self.geometry, self.config
         tables, ids, last, _ = lookups.T
         row_lines = np.minimum(cfg["row_lines"][tables], g.bank_bits)     # a row is at most max_emb_dim bytes
@@ -631,7 +722,12 @@ class _Embedding(_Unit):
             where = row_lines[dynamic] == n
             picks = offsets[where][:, None] + np.arange(1 << n)
             rows[dynamic[where], :(1 << n) * g.line_bytes] = data[picks].reshape(int(where.sum()), -1)
-        self._pool(rows.view(np.int8), tables, last)
+        missed = np.zeros(len(ids), dtype=np.int64)
+        if self.dynamic is None:
+            missed[dynamic] = spans
+        elif len(dynamic):
+            missed[dynamic] = np.add.reduceat(~hit, offsets)
+        return self._pool(rows.view(np.int8), tables, last), row_lines, missed
 
     def _stale_lines(self, lines, hit, data):
         """A block's lines written while cached: a hit reads the data the line was filled with, a miss fills it
@@ -646,7 +742,8 @@ class _Embedding(_Unit):
 
     def _pool(self, rows, tables, last):
         """Sum each bag's rows in the unit's accumulators, requantise with its table's ``(m, s)`` (the table of the
-        bag's last ID)."""
+        bag's last ID): the pooled vectors (``(bags, row bytes)``) of the bags ``rows`` ends, a bag's rows before
+        its last kept until it comes."""
         ends = np.flatnonzero(last)
         if self.partial is not None:
             rows = np.concatenate([self.partial[0], rows])
@@ -657,7 +754,7 @@ class _Embedding(_Unit):
         if done < len(rows):
             self.partial = (rows[done:], tables[done:])
         if not ends.size:
-            return
+            return np.zeros((0, rows.shape[1]), dtype=np.int64)
         bags = len(ends)
         length = done // bags
         if length * bags == done and (ends == np.arange(length - 1, done, length)).all():    # bags of one length
@@ -674,7 +771,7 @@ class _Embedding(_Unit):
         else:
             m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
             pooled = requantize(_wrap(sums, self.geometry.acc_bits), m, s)
-        self.chip.pooled.push(pooled.T)
+        return pooled.T
 
     def _requantized(self, sums, bag_tables, length):
         """The pooled values of ``sums`` (elements x bags, of at most ``length`` rows each) through a table per

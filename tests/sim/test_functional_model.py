@@ -578,9 +578,8 @@ def test_a_line_written_while_cached_reads_its_filled_data_until_its_next_miss()
     chip.memory.write(np.arange(100), old.view(np.uint8))
 
     def pooled(rows):
-        unit._lookups(np.stack([np.zeros(len(rows), int), rows, np.ones(len(rows), int), np.ones(len(rows), int)],
-                               axis=1))
-        return chip.pooled.take(len(rows))
+        return unit._lookups(np.stack([np.zeros(len(rows), int), rows, np.ones(len(rows), int),
+                                       np.ones(len(rows), int)], axis=1))[0]
 
     assert np.array_equal(pooled(np.array([3, 4])), old[[3, 4]])
     unit.write_memory(np.array([3, 4, 5]), new[[3, 4, 5]].view(np.uint8))
@@ -784,9 +783,8 @@ def test_pooled_bags_equal_their_sums_requantised():
             last = np.zeros(len(rows), int)
             last[ends] = 1
             cut = len(rows) // 2
-            unit._pool(rows[:cut], tables[:cut], last[:cut])
-            unit._pool(rows[cut:], tables[cut:], last[cut:])
-            got = chip.pooled.take(len(lengths))
+            got = np.concatenate([unit._pool(rows[:cut], tables[:cut], last[:cut]),
+                                  unit._pool(rows[cut:], tables[cut:], last[cut:])])
             sums = np.add.reduceat(rows.astype(np.int64), np.r_[0, ends[:-1] + 1], axis=0)
             m, s = unit.config["m"][tables[ends]], unit.config["s"][tables[ends]]
             expected = requantize(_wrap(sums, unit.geometry.acc_bits), m[:, None], s[:, None])
