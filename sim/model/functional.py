@@ -375,6 +375,15 @@ def _rows(tree):
     return list(np.asarray(tree, dtype=np.uint64))
 
 
+def _widened(rows, width):
+    """``rows`` (``(n, w)``, ``w <= width``) with zero columns up to ``width``."""
+    if rows.shape[1] == width:
+        return rows
+    wide = np.zeros((len(rows), width), dtype=rows.dtype)
+    wide[:, :rows.shape[1]] = rows
+    return wide
+
+
 def _lines_of(column, line_bytes):
     """Unpacked line fields (``(n,)`` integers, or ``(n, limbs)`` uint64 limbs) as ``(n, line_bytes)`` uint8 (a view
     of the limbs where it can be)."""
@@ -689,7 +698,9 @@ class _Embedding(_Unit):
         in_range = ids < cfg["rows"][tables]
         static = in_range & (ids < cfg["static_rows"][tables]) if g.static_rows else np.zeros(len(ids), bool)
         first = ids << row_lines
-        rows = np.zeros((len(ids), g.row_bytes), dtype=np.uint8)
+        # The rows as wide as the widest looked up (the bytes beyond pool and requantise to zeros).
+        width = g.line_bytes << int(row_lines.max(initial=0))
+        rows = np.zeros((len(ids), width), dtype=np.uint8)
         counts = self.counts
         counts["lookups"] += len(ids)
         counts["range_errors"] += int(np.count_nonzero(~in_range))
@@ -727,7 +738,7 @@ class _Embedding(_Unit):
             missed[dynamic] = spans
         elif len(dynamic):
             missed[dynamic] = np.add.reduceat(~hit, offsets)
-        return self._pool(rows.view(np.int8), tables, last), row_lines, missed
+        return _widened(self._pool(rows.view(np.int8), tables, last), g.row_bytes), row_lines, missed
 
     def _stale_lines(self, lines, hit, data):
         """A block's lines written while cached: a hit reads the data the line was filled with, a miss fills it
@@ -742,11 +753,12 @@ class _Embedding(_Unit):
 
     def _pool(self, rows, tables, last):
         """Sum each bag's rows in the unit's accumulators, requantise with its table's ``(m, s)`` (the table of the
-        bag's last ID): the pooled vectors (``(bags, row bytes)``) of the bags ``rows`` ends, a bag's rows before
-        its last kept until it comes."""
+        bag's last ID): the pooled vectors of the bags ``rows`` ends (as wide as the rows, or as a bag's rows
+        before its last, which are kept until it comes)."""
         ends = np.flatnonzero(last)
         if self.partial is not None:
-            rows = np.concatenate([self.partial[0], rows])
+            width = max(rows.shape[1], self.partial[0].shape[1])
+            rows = np.concatenate([_widened(self.partial[0], width), _widened(rows, width)])
             tables = np.concatenate([self.partial[1], tables])
             ends = ends + len(self.partial[0])
         self.partial = None
@@ -763,29 +775,31 @@ class _Embedding(_Unit):
             starts = np.concatenate([[0], ends[:-1] + 1])
             sums = np.add.reduceat(rows[:done].astype(np.int64), starts, axis=0)
             length = int((ends + 1 - starts).max())
-        # Transposed (an element's bags in a row), each bag's table's (m, s) runs along the inner axis.
-        sums = np.ascontiguousarray(sums.T)
         bag_tables = tables[ends]
         if length <= self.LUT_LOOKUPS:
-            pooled = self._requantized(sums, bag_tables, length)
-        else:
-            m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
-            pooled = requantize(_wrap(sums, self.geometry.acc_bits), m, s)
-        return pooled.T
+            return self._requantized(sums, bag_tables, length)
+        m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
+        return requantize(_wrap(sums, self.geometry.acc_bits), m[:, None], s[:, None])
 
     def _requantized(self, sums, bag_tables, length):
-        """The pooled values of ``sums`` (elements x bags, of at most ``length`` rows each) through a table per
+        """The pooled values of ``sums`` (bags x elements, of at most ``length`` rows each) through a table per
         table and bag length: its accumulator wrapped and requantised with its ``(m, s)`` for each sum ``length``
-        int8 values can make (made when first needed after the table's CONFIG)."""
+        int8 values can make (made when first needed after the table's CONFIG), indexed in the narrowest integers
+        that hold the tables' indices."""
         low, size = -128 * length, 255 * length + 1
         luts = self._luts.get(length)
         if luts is None:
             values = _wrap(np.arange(low, low + size), self.geometry.acc_bits)
             m, s = self.config["m"][:, None], self.config["s"][:, None]
             luts = self._luts[length] = requantize(values[None, :], m, s).astype(np.int8).reshape(-1)
-        index = sums.astype(np.intp)
-        index += bag_tables * size - low
-        return np.take(luts, index)
+        kind = np.uint16 if len(luts) <= 1 << 16 else np.intp
+        if sums.dtype == np.int8:
+            # Bags of one: the rows themselves, ``value - low`` (value + 128) their bytes with the top bit flipped.
+            index = (sums.view(np.uint8) ^ np.uint8(128)).astype(kind)
+        else:
+            index = (sums - low).astype(kind)
+        index += (bag_tables * size).astype(kind)[:, None]
+        return luts[index]
 
 
 class _Lane(_Unit):
