@@ -919,11 +919,17 @@ class _Lane(_Unit):
         column ``(j * c) % r`` of word ``out_base + (j * c) // r * stride + i`` (a later n-tile over an earlier's)."""
         memory, base, stride = self.memory, cmd["out_base"], cmd["stride"]
         items, nt = values.shape[:2]
-        words = nt * c // r
-        if stride == items and words * r == nt * c and r % c == 0 and base + words * items <= len(memory):
-            # Whole words, one after another: n-tiles j * r // c .. (j + 1) * r // c - 1 fill word j of each item.
-            block = values.reshape(items, words, r // c, c).transpose(1, 0, 2, 3)
-            memory[base:base + words * items] = block.reshape(words * items, r)
+        per = r // c
+        if stride == items and per * c == r and base + _ceil_div(nt, per) * items <= len(memory):
+            # Words one after another: n-tiles j * per .. (j + 1) * per - 1 fill word j of each item, the last word's
+            # first columns take the n-tiles left.
+            words, left = divmod(nt, per)
+            if words:
+                block = values[:, :words * per].reshape(items, words, r).transpose(1, 0, 2)
+                memory[base:base + words * items] = block.reshape(words * items, r)
+            if left:
+                memory[base + words * items:base + (words + 1) * items, :left * c] = \
+                    values[:, words * per:].reshape(items, left * c)
             return
         tiles = np.arange(nt) * c
         words = (base + (tiles // r * stride)[:, None] + np.arange(items)) % len(memory)      # (nt, items)

@@ -705,18 +705,19 @@ def test_a_layer_loaded_again_from_the_same_memory_reads_the_same_weights():
 
 def test_a_layer_reads_and_writes_the_activation_memory_as_its_words_lie():
     # On every split of tiny and small (a word of one n-tile's results, or of two), strides equal to the items and
-    # larger, bases that take the words past the memory's end: the layer's inputs and results where a word-by-word
-    # transcription of the layout puts them.
+    # larger, bases that take the words past the memory's end, n-tiles that fill whole words or leave the last
+    # one's end alone: the layer's inputs and results where a word-by-word transcription of the layout puts them.
     rng = np.random.default_rng(12)
     for config in (TINY, SMALL):
         for split, shape in ChipGeometry(config).engine.splits.items():
             r, c = shape.rows, shape.cols
-            for stride_extra, base in ((0, 0), (3, 0), (0, shape.act_words - 5), (3, shape.act_words - 5)):
+            for stride_extra, base, ntiles in ((0, 0, 4), (3, 0, 4), (0, shape.act_words - 5, 4),
+                                               (3, shape.act_words - 5, 4), (0, 0, 3), (0, 0, 1), (3, 0, 3)):
                 chip = FunctionalChip(config)
                 chip.split = split
                 lane = chip.lanes[0]
                 lane.reset_memory(split)
-                items, ktiles, ntiles = 5, 3, 4
+                items, ktiles = 5, 3
                 stride = items + stride_extra
                 chip.weight_buffer[:] = rng.integers(-128, 128, chip.weight_buffer.shape)
                 lane.memory[:] = rng.integers(-128, 128, lane.memory.shape)
