@@ -433,6 +433,7 @@ class _Fetcher(_Unit):
         g = chip.geometry
         self.queue = deque()
         self.ready = deque()    # the prepared FETCHes at the head of the queue, in order
+        self.surplus = 0        # the pooled vectors of the FETCHes so far beyond those their joins take
         self.entry_bytes = g.lookup_entry_bits // 8
         self.entry_codec = codec(g.lookup_entry_layout())
         self.entry_mask = np.uint64((1 << g.lookup_entry_layout().size) - 1)
@@ -553,12 +554,29 @@ class _Fetcher(_Unit):
             ends = np.cumsum(counts)
             final = np.zeros(int(ends[-1]), dtype=np.int64)
             final[ends[counts > 0] - 1] = 1
-            batch = _LookupBatch(np.stack([fields["table"], fields["id"], fields["last"] | final, final], axis=1),
-                                 np.concatenate([[0], ends[item_ends - 1]]))
+            last = fields["last"] | final
+            lookup_ends = np.concatenate([[0], ends[item_ends - 1]])
+            bags = np.diff(np.concatenate([[0], np.cumsum(last)])[lookup_ends])
+            batch = _LookupBatch(np.stack([fields["table"], fields["id"], last, final], axis=1), lookup_ends,
+                                 self._width(fetches, bags.tolist()))
+        else:
+            self._width(fetches, [0] * len(fetches))
         starts = item_ends - items
         for k, ((_, errors, _), start, end) in enumerate(zip(found, starts.tolist(), item_ends.tolist())):
             lookups = (batch, k) if batch is not None and batch.ends[k + 1] > batch.ends[k] else None
             self.ready.append((indices[start:end], errors, int(lines[k]), dense[words[k]:words[k + 1]], lookups))
+
+
+    def _width(self, fetches, bags):
+        """The bytes of the pooled vectors of ``fetches`` (making ``bags`` bags each) the joiner reads: their join's
+        dim where each FETCH's vectors are its own join's (every FETCH so far made as many as its join takes),
+        else every row byte."""
+        width, row_bytes = 0, self.chip.geometry.emb.row_bytes
+        for arg, made in zip(fetches, bags):
+            taken = arg["items"] * (arg["join"]["vectors"] - 1)
+            width = max(width, arg["join"]["dim"] if self.surplus == 0 and made == taken else row_bytes)
+            self.surplus += made - taken
+        return width
 
 
 class _LookupBatch:
@@ -572,13 +590,15 @@ class _LookupBatch:
         order; each FETCH's end with a ``last``, so no bag spans two FETCHes.
     ends : numpy.ndarray
         FETCH ``k``'s lookups are ``ends[k] .. ends[k + 1] - 1``.
+    width : int
+        The bytes of the pooled vectors the joiner reads (:meth:`_Fetcher._width`): those beyond are left zero.
     pooled, row_lines, missed, bags : numpy.ndarray or None
         Once computed: the pooled vectors (one per bag), each lookup's ``log2`` lines and dynamic cache misses
         (:meth:`_Embedding._lookups`), and FETCH ``k``'s bags ``bags[k] .. bags[k + 1] - 1``.
     """
 
-    def __init__(self, lookups, ends):
-        self.lookups, self.ends = lookups, ends
+    def __init__(self, lookups, ends, width):
+        self.lookups, self.ends, self.width = lookups, ends, width
         self.pooled = self.row_lines = self.missed = self.bags = None
 
     def size(self, k):
@@ -633,7 +653,7 @@ class _Embedding(_Unit):
         """FETCH ``k`` of ``batch``: its pooled vectors out, the batch's LOOKUPs computed (and counted) when its
         first FETCH comes (nothing else reaches the unit between its FETCHes, :class:`_Fetcher`)."""
         if batch.pooled is None:
-            batch.pooled, batch.row_lines, batch.missed = self._lookups(batch.lookups)
+            batch.pooled, batch.row_lines, batch.missed = self._lookups(batch.lookups, batch.width)
             bags = np.cumsum(batch.lookups[:, 2] != 0)
             batch.bags = np.concatenate([[0], bags[batch.ends[1:] - 1]])
         self.chip.pooled.push(batch.pooled[batch.bags[k]:batch.bags[k + 1]])
@@ -682,33 +702,38 @@ class _Embedding(_Unit):
                     self.stale[line] = self.chip.memory.read(line)
         self.chip.memory.write(addresses, lines)
 
-    def _lookups(self, lookups):
+    def _lookups(self, lookups, width=None):
         """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised.
+
+        Parameters
+        ----------
+        lookups : numpy.ndarray
+            ``(n, 4)``: table, ID, ``last``, ``final`` per lookup.
+        width : int, optional
+            The bytes of each pooled vector to compute (the row's bytes beyond, zero, pool to zeros), ``row_bytes``
+            if not given.
 
         Returns
         -------
         (numpy.ndarray, numpy.ndarray, numpy.ndarray)
-            The pooled vectors of the bags the block ends (:meth:`_pool`); per lookup its row's ``log2`` lines and
-            the lines of it the dynamic cache missed (all its lines without one; none for a static hit or an ID out
-            of range), in the unit's order.
+            The pooled vectors of the bags the block ends (:meth:`_pool`), ``width`` bytes each; per lookup its
+            row's ``log2`` lines and the lines of it the dynamic cache missed (all its lines without one; none for
+            a static hit or an ID out of range), in the unit's order.
         """
         chip, g, cfg = self.chip, self.geometry, self.config
+        width = g.row_bytes if width is None else width
         tables, ids, last, _ = lookups.T
         row_lines = np.minimum(cfg["row_lines"][tables], g.bank_bits)     # a row is at most max_emb_dim bytes
         in_range = ids < cfg["rows"][tables]
         static = in_range & (ids < cfg["static_rows"][tables]) if g.static_rows else np.zeros(len(ids), bool)
         first = ids << row_lines
-        # The rows as wide as the widest looked up (the bytes beyond pool and requantise to zeros).
-        width = g.line_bytes << int(row_lines.max(initial=0))
-        rows = np.zeros((len(ids), width), dtype=np.uint8)
+        # The rows' bytes pooled: at most the widest row's (those beyond pool to zeros).
+        cols = min(width, g.line_bytes << int(row_lines.max(initial=0)))
         counts = self.counts
         counts["lookups"] += len(ids)
         counts["range_errors"] += int(np.count_nonzero(~in_range))
-        counts["static_hits"] += int(np.count_nonzero(static))
-        for n in np.unique(row_lines[static]).tolist():
-            where = np.flatnonzero(static & (row_lines == n))
-            lines = (cfg["static_base"][tables[where]] + first[where])[:, None] + np.arange(1 << n)
-            rows[where, :(1 << n) * g.line_bytes] = self.static[lines % len(self.static)].reshape(len(where), -1)
+        statics = int(np.count_nonzero(static))
+        counts["static_hits"] += statics
         dynamic = np.flatnonzero(in_range & ~static)
         bases = (cfg["mem_base"][tables[dynamic]] + first[dynamic]) % chip.memory.lines
         spans = 1 << row_lines[dynamic]
@@ -729,16 +754,26 @@ class _Embedding(_Unit):
         counts["line_misses"] += misses
         counts["mem_lines"] += misses
         chip.count(Counter.MEM_READ_LINES, misses)
-        for n in np.unique(row_lines[dynamic]).tolist():
-            where = row_lines[dynamic] == n
-            picks = offsets[where][:, None] + np.arange(1 << n)
-            rows[dynamic[where], :(1 << n) * g.line_bytes] = data[picks].reshape(int(where.sum()), -1)
+        if len(dynamic) == len(ids) and len(ids) and row_lines.min() == row_lines.max():
+            # Every row from memory, of one size: the lines read are the rows, one after another.
+            rows = data.reshape(len(ids), -1)[:, :cols]
+        else:
+            rows = np.zeros((len(ids), cols), dtype=np.uint8)
+            for n in np.unique(row_lines[static]).tolist() if statics else ():
+                where = np.flatnonzero(static & (row_lines == n))
+                lines_of = (cfg["static_base"][tables[where]] + first[where])[:, None] + np.arange(1 << n)
+                part = self.static[lines_of % len(self.static)].reshape(len(where), -1)[:, :cols]
+                rows[where, :part.shape[1]] = part
+            for n in np.unique(row_lines[dynamic]).tolist():
+                where = row_lines[dynamic] == n
+                part = data[offsets[where][:, None] + np.arange(1 << n)].reshape(int(where.sum()), -1)[:, :cols]
+                rows[dynamic[where], :part.shape[1]] = part
         missed = np.zeros(len(ids), dtype=np.int64)
         if self.dynamic is None:
             missed[dynamic] = spans
         elif len(dynamic):
             missed[dynamic] = np.add.reduceat(~hit, offsets)
-        return _widened(self._pool(rows.view(np.int8), tables, last), g.row_bytes), row_lines, missed
+        return _widened(self._pool(rows.view(np.int8), tables, last), width), row_lines, missed
 
     def _stale_lines(self, lines, hit, data):
         """A block's lines written while cached: a hit reads the data the line was filled with, a miss fills it
