@@ -225,6 +225,8 @@ class PagedMemory:
     """
 
     PAGE_BITS = 12
+    #: A write whose runs of consecutive lines are this long on average copies them a page at a time.
+    RUN_LINES = 64
 
     def __init__(self, lines, line_bytes):
         self.lines, self.line_bytes = lines, line_bytes
@@ -253,18 +255,24 @@ class PagedMemory:
         if not len(flat):
             return
         self.version += 1
-        first, last = int(flat[0]), int(flat[-1])
-        if last - first == len(flat) - 1 and (np.diff(flat) == 1).all():
-            # A run of lines (a memory image): a copy per page.
-            pages = np.arange(first >> self.PAGE_BITS, (last >> self.PAGE_BITS) + 1)
+        starts = np.flatnonzero(np.diff(flat) != 1) + 1
+        if len(starts) * self.RUN_LINES < len(flat):
+            # Runs of lines (a memory image, with its gaps): the pages allocated at once, then a copy per page of
+            # each run, in order.
             size = 1 << self.PAGE_BITS
-            self._allocate(pages, full={page for page in pages.tolist()
-                                        if first <= page * size and (page + 1) * size <= last + 1})
-            rows = self._index(np.maximum(pages << self.PAGE_BITS, first))
-            for page, row in zip(pages.tolist(), rows.tolist()):
-                start = max(page << self.PAGE_BITS, first)
-                end = min((page + 1) << self.PAGE_BITS, last + 1)
-                self._store[row:row + end - start] = lines[start - first:end - first]
+            runs = [(int(flat[start]), start, end) for start, end in
+                    zip([0, *starts.tolist()], [*starts.tolist(), len(flat)])]
+            pages = [np.arange(first >> self.PAGE_BITS, ((first + end - start - 1) >> self.PAGE_BITS) + 1)
+                     for first, start, end in runs]
+            self._allocate(np.unique(np.concatenate(pages)), full={
+                page for (first, start, end), spans in zip(runs, pages) for page in spans.tolist()
+                if first <= page * size and (page + 1) * size <= first + end - start})
+            for (first, start, end), spans in zip(runs, pages):
+                rows = self._index(np.maximum(spans << self.PAGE_BITS, first))
+                for page, row in zip(spans.tolist(), rows.tolist()):
+                    low = max(page << self.PAGE_BITS, first)
+                    high = min((page + 1) << self.PAGE_BITS, first + end - start)
+                    self._store[row:row + high - low] = lines[start + low - first:start + high - first]
             return
         pages = flat >> self.PAGE_BITS
         self._allocate(pages[np.flatnonzero(np.diff(pages, prepend=-1))])      # each run of a page once

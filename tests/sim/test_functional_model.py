@@ -540,15 +540,21 @@ def test_driver_pipelines_keeping_on_filters_match_the_golden_model(dot_models, 
 
 
 def test_paged_memory_reads_what_was_written_last():
-    # Runs of lines across pages, scattered lines with duplicates (the later wins), addresses beyond the memory
-    # (they wrap), against a dict of lines; unwritten lines read as zero.
+    # Runs of lines across pages, several in one write (with gaps, over each other: the later wins), scattered
+    # lines with duplicates, addresses beyond the memory (they wrap), against a dict of lines; unwritten lines
+    # read as zero.
     rng = np.random.default_rng(3)
     lines, line_bytes, page = 1 << 20, 4, 1 << PagedMemory.PAGE_BITS
     memory, reference = PagedMemory(lines, line_bytes), {}
-    for _ in range(40):
-        if rng.random() < 0.5:
+    for _ in range(60):
+        kind = rng.random()
+        if kind < 0.35:
             start = int(rng.integers(0, lines + 3 * page))
             addresses = start + np.arange(int(rng.integers(1, 3 * page)))
+        elif kind < 0.65:
+            runs = [int(rng.integers(lines - 2 * page, lines + 3 * page)) + np.arange(int(rng.integers(64, 2 * page)))
+                    for _ in range(int(rng.integers(2, 5)))]
+            addresses = np.concatenate([*runs, runs[0][:100] + 7])
         else:
             addresses = rng.integers(0, 2 * lines, int(rng.integers(1, 300)))
             addresses[rng.random(len(addresses)) < 0.2] = addresses[0]
@@ -556,7 +562,7 @@ def test_paged_memory_reads_what_was_written_last():
         memory.write(addresses, data)
         for address, line in zip(addresses.tolist(), data):
             reference[address % lines] = line
-        probe = np.concatenate([rng.choice(list(reference), 50), rng.integers(0, 2 * lines, 50)])
+        probe = np.concatenate([rng.choice(list(reference), 200), rng.integers(0, 2 * lines, 50)])
         expected = [reference.get(address % lines, np.zeros(line_bytes, np.uint8)) for address in probe.tolist()]
         assert np.array_equal(memory.read(probe), np.array(expected))
         for line in [*probe[:5].tolist(), lines - 2]:                # runs of lines across pages, and the end
