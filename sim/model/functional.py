@@ -187,8 +187,8 @@ def _requantize(acc, m, s, relu=False):
     if s:
         q += 1 << (s - 1)
         q >>= s
-    np.clip(q, 0 if relu else INT8_MIN, INT8_MAX, out=q)
-    return q
+    np.minimum(q, INT8_MAX, out=q)
+    return np.maximum(q, 0 if relu else INT8_MIN, out=q)
 
 
 def _dot_interaction(vectors, m, s):
@@ -1346,7 +1346,8 @@ class FunctionalChip:
         self._command = codec(g.command_layout())
         self.memory = PagedMemory(1 << g.addr_bits, g.line_bytes)
         self.weight_buffer = np.zeros((g.engine.weight_words, g.engine.word_bytes), dtype=np.int8)
-        self._layers = {}       # layer_weights: (ktiles, ntiles, split, source) -> (buffer spans, weights, bias)
+        self._layers = {}       # layer_weights: (ktiles, ntiles, split, source) -> (weights, bias)
+        self._placed = {}       # of those, the ones kept by their place in the buffer -> the buffer's spans
         self.split = 1
         self.counters = dict.fromkeys(Counter, 0)
         # What the controller's checks read: the tables configured, the weight buffer's pages loaded.
@@ -1403,15 +1404,18 @@ class FunctionalChip:
                      else [(start, len(buffer)), (0, start + count - len(buffer))])
             if len(self._layers) >= self.KEPT_LAYERS:
                 self._layers.clear()
-            entry = self._layers[key] = (spans, weights.astype(_exact_float(ktiles * r)), bias)
-        return entry[1], entry[2]
+                self._placed.clear()
+            entry = self._layers[key] = (weights.astype(_exact_float(ktiles * r)), bias)
+            if spans:
+                self._placed[key] = spans
+        return entry
 
     def forget_weights(self, start, end):
         """Drop the layers kept by their place in the buffer whose words ``start .. end - 1`` a WEIGHTS overwrote
         (those kept by their memory stay)."""
-        for key in [key for key, (spans, _, _) in self._layers.items()
+        for key in [key for key, spans in self._placed.items()
                     if any(low < end and start < high for low, high in spans)]:
-            del self._layers[key]
+            del self._layers[key], self._placed[key]
 
     # Counters and responses ------------------------------------------------------------------------------------
 
@@ -1526,7 +1530,7 @@ class FunctionalChip:
             Opcode.SCORE: "score", Opcode.COUNTERS: "counters"}
     _ARG_OPS = {name: op for op, name in _ARG.items()}
 
-    def _queue_full(self, op, i):
+    def _queue_full(self, op, arg):
         """Whether command ``i``'s unit has no room for it: the controller's queue of :data:`QUEUE_DEPTH` and
         the unit's own command queue ahead of its work (a lane's front end, the weight loader's jobs). Bounded as
         the RTL's are, the units' completion counts stay within the modulo-256 window the waits compare in (with
@@ -1535,9 +1539,9 @@ class FunctionalChip:
             queue, depth = self.fetcher.queue, QUEUE_DEPTH
         elif op == Opcode.WEIGHTS:
             queue, depth = self.weights.queue, QUEUE_DEPTH + WeightLoader.JOBS
-        elif op == Opcode.LANE and (lane := self._arg(op, i)["lane"]) < len(self.lanes):
+        elif op == Opcode.LANE and (lane := arg["lane"]) < len(self.lanes):
             queue, depth = self.lanes[lane].queue, QUEUE_DEPTH + LaneFrontEnd.COMMANDS
-        elif op == Opcode.SCORE and (lane := self._arg(op, i)["lane"]) < len(self.scorers):
+        elif op == Opcode.SCORE and (lane := arg["lane"]) < len(self.scorers):
             queue, depth = self.scorers[lane].queue, QUEUE_DEPTH
         else:
             return False
@@ -1577,18 +1581,18 @@ class FunctionalChip:
             tag = int(self._tags[i])
             if op in self._BARRIERS and not self._idle():
                 return progress
-            if self._queue_full(op, i):
-                return progress
-            progress = True
             if op == Opcode.MEM_WRITE:
+                progress = True
                 self._mem_writes(i)
                 continue
+            arg = self._arg(op, i) if op in self._ARG else None
+            if self._queue_full(op, arg):
+                return progress
+            progress = True
             self._next += 1
-            arg = None
             if not isinstance(op, Opcode):
                 refused = ErrorCode.OPCODE, op
             else:
-                arg = self._arg(op, i) if op in self._ARG else None
                 refused = self._check(op, arg)
             if refused is not None:
                 self.refuse(tag, refused[0], op, refused[1])
