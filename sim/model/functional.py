@@ -70,6 +70,12 @@ What the model follows of the RTL where docs/chip.md leaves a choice:
   ahead by what the embedding unit's queues hold, so the model is the stricter (a program it runs, the RTL runs).
 * **Embedding unit**: a dynamic cache hit reads the data the line was filled with, so a MEM_WRITE under a cached line
   is seen only after a FLUSH (or an eviction); UPDATE writes memory and every on-chip copy (as the RTL does).
+* **Batches** (the model's own, for speed; no effect on responses or counters): the fetcher prepares the FETCHes in
+  its queue up to the next EMB (or later ``SURVIVORS`` FETCH) together when the first starts, and the embedding unit
+  runs their lookups through the caches as one block when the first one's reach it (:class:`_Fetcher`); each FETCH
+  still starts, and its pooled vectors still leave, in turn. A pooled vector's bytes beyond its join's ``dim`` are
+  left zero where no join reads them. After a :class:`Deadlock` the embedding counters may include the lookups of
+  FETCHes prepared but never started.
 
 Example::
 
