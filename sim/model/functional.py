@@ -439,8 +439,8 @@ class _Fetcher(_Unit):
     (:class:`_LookupBatch`)."""
 
     name = "fetcher"
-    #: FETCHes prepared at once at most (1: each alone).
-    BATCH = 64
+    #: FETCHes prepared at once at most (1: each alone; the queue holds at most this many).
+    BATCH = QUEUE_DEPTH
 
     def __init__(self, chip):
         super().__init__(chip)
