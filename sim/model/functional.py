@@ -910,9 +910,14 @@ class _Lane(_Unit):
         source = self.chip.inter[self.lane] if arg["src"] == ActSource.INTERACT.value else self.chip.dense[self.lane]
         items, kt, src_words = cmd["items"], cmd["ktiles"], arg["src_words"]
         n = items - self.loaded if not src_words else min(items - self.loaded, len(source) // src_words)
-        words = source.take(n * src_words).reshape(n, -1)[:, :kt * r].reshape(n, kt, r)
-        address = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + self.loaded + np.arange(n)[None, :]
-        self.memory[address % len(self.memory)] = words.transpose(1, 0, 2)
+        words = source.take(n * src_words).reshape(n, -1)[:, :kt * r].reshape(n, kt, r).transpose(1, 0, 2)
+        memory, base, stride = self.memory, cmd["in_base"], cmd["stride"]
+        if stride == items and base + kt * items <= len(memory):
+            # Word j of item i at base + j * items + i: the items' columns of a block of kt x items words.
+            memory[base:base + kt * items].reshape(kt, items, r)[:, self.loaded:self.loaded + n] = words
+        else:
+            address = base + np.arange(kt)[:, None] * stride + self.loaded + np.arange(n)[None, :]
+            memory[address % len(memory)] = words
         self.loaded += n
         if self.loaded == items:
             self.loads.popleft()
