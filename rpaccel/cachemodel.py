@@ -123,7 +123,7 @@ class LRUCache:
             raise ValueError(f"A line address must be non-negative, not {int(lines.min())} (line "
                              f"{int(np.argmin(lines))} of the block)")
         # The block by set: position k of the runs is access order[k].
-        order = _stable_order(lines & self._mask)
+        order = _stable_order(lines & self._mask, self.sets)
         seq = lines[order]
         sets = seq & self._mask
         boundary = np.empty(n, dtype=bool)
@@ -152,7 +152,7 @@ class LRUCache:
         touched = sets[start]
         state = self._lines[touched]
         held = state.ravel()
-        found = np.flatnonzero(state[owner].ravel() == np.repeat(seq[first], ways))
+        found = np.flatnonzero(state[owner] == seq[first, None])
         user, way = np.divmod(found, ways)                   # the first use (of ``first``) and where its line was
         slot = owner[user] * ways + way
         # A held line is still held if the lines used since (``depth`` held more recently, and the block's distinct
@@ -230,10 +230,12 @@ class LRUCache:
         return distinct < ways
 
 
-def _stable_order(values):
-    """``np.argsort(values, kind="stable")`` of non-negative int64 ``values``: sorted as one key per value with its
-    index in the low bits where they fit (numpy's sort of plain integers is several times faster than a stable
-    argsort)."""
+def _stable_order(values, bound=None):
+    """``np.argsort(values, kind="stable")`` of non-negative int64 ``values`` (below ``bound`` if given): a radix
+    sort of 16-bit values where they fit, else sorted as one key per value with its index in the low bits where they
+    fit (numpy's sort of plain integers is several times faster than a stable argsort of 64-bit ones)."""
+    if bound is not None and bound <= 1 << 16:
+        return np.argsort(values.astype(np.uint16), kind="stable")
     n = len(values)
     bits = max(1, (n - 1).bit_length())
     if int(values.max()) >> (63 - bits):

@@ -798,59 +798,41 @@ class _Recorder(FunctionalChip):
 
     def _wrap_units(self):
         chip, embedding, fetcher = self, self.embedding, self.fetcher
-        lookups_of = embedding._lookups
-        pending = deque()      # FETCH records whose lookup block the embedding unit has not run yet
-
+        part_of = embedding._part
+        pending = deque()      # FETCH records whose lookups the embedding unit has not run yet
         emb = self.geometry.emb
+        current = {}           # the batch of lookups being recorded and its per-lookup figures
 
-        def lookups(block):
-            misses = embedding.counts["line_misses"]
-            tables, ids, last = block[:, 0], block[:, 1], block[:, 2]
+        def batch_figures(batch):
+            """Of every FETCH of ``batch`` at once: per bag its requantiser's cycles, its last lookup and the index
+            of its last missed line (``-1``: none); per missed line its lookup; the misses before each lookup."""
+            last = batch.lookups[:, 2] != 0
+            ends = np.flatnonzero(last)
+            before = np.concatenate([[0], np.cumsum(batch.missed)])
+            bag_miss = before[ends + 1] - 1
+            bag_miss[before[ends + 1] == before[np.concatenate([[0], ends[:-1] + 1])]] = -1
+            return {"batch": batch, "requant": requant_cycles(emb, batch.row_lines[ends]), "bag_lookup": ends,
+                    "bag_miss": bag_miss, "miss_lookups": np.repeat(np.arange(len(last)), batch.missed),
+                    "before": before}
+
+        def part(batch, k):
+            part_of(batch, k)
+            if current.get("batch") is not batch:
+                current.update(batch_figures(batch))
             record = pending.popleft()
-            config = embedding.config
-            row_lines = np.minimum(config["row_lines"][tables], emb.bank_bits)
-            record["requant"] = requant_cycles(emb, row_lines[last != 0])
-            # Which lookups miss: the dynamic cache's answer per line, in the order the unit asks
-            # (``LRUCache.access_lines``, which the functional model calls with the block's dynamic lines).
-            cache, hits = embedding.dynamic, []
-            if cache is not None:
-                access_lines = cache.access_lines
-
-                def recorded(lines):
-                    flags = access_lines(lines)
-                    hits.extend(flags)
-                    return flags
-                cache.access_lines = recorded
-            try:
-                lookups_of(block)
-            finally:
-                if cache is not None:
-                    del cache.access_lines
-            record["misses"] += embedding.counts["line_misses"] - misses
-            in_range = ids < config["rows"][tables]
-            static = in_range & (ids < config["static_rows"][tables]) if emb.static_rows else np.zeros(len(ids), bool)
-            dynamic = np.flatnonzero(in_range & ~static)
-            spans = 1 << row_lines[dynamic]
-            missed = np.zeros(len(ids), np.int64)
-            if cache is None:
-                missed[dynamic] = spans
-            elif len(dynamic):
-                if len(hits) != int(spans.sum()):
-                    raise AssertionError(f"the functional model's cache answered {len(hits)} lines of a block of "
-                                         f"{int(spans.sum())} dynamic lines")
-                starts = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
-                missed[dynamic] = np.add.reduceat(~np.asarray(hits, bool), starts)
-            # Per missed line the lookup it belongs to; per bag the index of its last missed line (-1: none).
-            record["miss_lookups"] = np.repeat(np.arange(len(ids)), missed)
-            bag = np.cumsum(last != 0) - (last != 0)
-            bags = int(np.count_nonzero(last))
-            owners = bag[record["miss_lookups"]]
-            last_miss = np.full(bags, -1, np.int64)
-            keep = owners < bags
-            np.maximum.at(last_miss, owners[keep], np.flatnonzero(keep))
-            record["bag_miss"] = last_miss
-            record["bag_lookup"] = np.flatnonzero(last != 0)
-        embedding._lookups = lookups
+            first, end = int(batch.ends[k]), int(batch.ends[k + 1])
+            bags = slice(int(batch.bags[k]), int(batch.bags[k + 1]))
+            before = current["before"]
+            misses = slice(int(before[first]), int(before[end]))
+            record["requant"] = current["requant"][bags]
+            record["misses"] = misses.stop - misses.start
+            # Per missed line the lookup it belongs to; per bag the index of its last missed line (-1: none) and of
+            # its last lookup, counted from the FETCH's first.
+            record["miss_lookups"] = current["miss_lookups"][misses] - first
+            bag_miss = current["bag_miss"][bags]
+            record["bag_miss"] = np.where(bag_miss >= 0, bag_miss - misses.start, -1)
+            record["bag_lookup"] = current["bag_lookup"][bags] - first
+        embedding._part = part
         fetch_of = fetcher._fetch
 
         def fetch(tag, arg):
@@ -861,7 +843,8 @@ class _Recorder(FunctionalChip):
             fetch_of(tag, arg)
             record["lines"] = (chip.counters[Counter.MEM_READ_LINES] - lines) % (1 << 32)
             if len(embedding.queue) > queued:
-                record["lookups"] = len(embedding.queue[-1][2])
+                batch, k = embedding.queue[-1][2]
+                record["lookups"] = batch.size(k)
                 pending.append(record)
         fetcher._fetch = fetch
         for unit in self.filters:

@@ -70,6 +70,12 @@ What the model follows of the RTL where docs/chip.md leaves a choice:
   ahead by what the embedding unit's queues hold, so the model is the stricter (a program it runs, the RTL runs).
 * **Embedding unit**: a dynamic cache hit reads the data the line was filled with, so a MEM_WRITE under a cached line
   is seen only after a FLUSH (or an eviction); UPDATE writes memory and every on-chip copy (as the RTL does).
+* **Batches** (the model's own, for speed; no effect on responses or counters): the fetcher prepares the FETCHes in
+  its queue up to the next EMB (or later ``SURVIVORS`` FETCH) together when the first starts, and the embedding unit
+  runs their lookups through the caches as one block when the first one's reach it (:class:`_Fetcher`); each FETCH
+  still starts, and its pooled vectors still leave, in turn. A pooled vector's bytes beyond its join's ``dim`` are
+  left zero where no join reads them. After a :class:`Deadlock` the embedding counters may include the lookups of
+  FETCHes prepared but never started.
 
 Example::
 
@@ -187,8 +193,8 @@ def _requantize(acc, m, s, relu=False):
     if s:
         q += 1 << (s - 1)
         q >>= s
-    np.clip(q, 0 if relu else INT8_MIN, INT8_MAX, out=q)
-    return q
+    np.minimum(q, INT8_MAX, out=q)
+    return np.maximum(q, 0 if relu else INT8_MIN, out=q)
 
 
 def _dot_interaction(vectors, m, s):
@@ -225,6 +231,8 @@ class PagedMemory:
     """
 
     PAGE_BITS = 12
+    #: A write whose runs of consecutive lines are this long on average copies them a page at a time.
+    RUN_LINES = 64
 
     def __init__(self, lines, line_bytes):
         self.lines, self.line_bytes = lines, line_bytes
@@ -253,18 +261,24 @@ class PagedMemory:
         if not len(flat):
             return
         self.version += 1
-        first, last = int(flat[0]), int(flat[-1])
-        if last - first == len(flat) - 1 and (np.diff(flat) == 1).all():
-            # A run of lines (a memory image): a copy per page.
-            pages = np.arange(first >> self.PAGE_BITS, (last >> self.PAGE_BITS) + 1)
+        starts = np.flatnonzero(np.diff(flat) != 1) + 1
+        if len(starts) * self.RUN_LINES < len(flat):
+            # Runs of lines (a memory image, with its gaps): the pages allocated at once, then a copy per page of
+            # each run, in order.
             size = 1 << self.PAGE_BITS
-            self._allocate(pages, full={page for page in pages.tolist()
-                                        if first <= page * size and (page + 1) * size <= last + 1})
-            rows = self._index(np.maximum(pages << self.PAGE_BITS, first))
-            for page, row in zip(pages.tolist(), rows.tolist()):
-                start = max(page << self.PAGE_BITS, first)
-                end = min((page + 1) << self.PAGE_BITS, last + 1)
-                self._store[row:row + end - start] = lines[start - first:end - first]
+            runs = [(int(flat[start]), start, end) for start, end in
+                    zip([0, *starts.tolist()], [*starts.tolist(), len(flat)])]
+            pages = [np.arange(first >> self.PAGE_BITS, ((first + end - start - 1) >> self.PAGE_BITS) + 1)
+                     for first, start, end in runs]
+            self._allocate(np.unique(np.concatenate(pages)), full={
+                page for (first, start, end), spans in zip(runs, pages) for page in spans.tolist()
+                if first <= page * size and (page + 1) * size <= first + end - start})
+            for (first, start, end), spans in zip(runs, pages):
+                rows = self._index(np.maximum(spans << self.PAGE_BITS, first))
+                for page, row in zip(spans.tolist(), rows.tolist()):
+                    low = max(page << self.PAGE_BITS, first)
+                    high = min((page + 1) << self.PAGE_BITS, first + end - start)
+                    self._store[row:row + high - low] = lines[start + low - first:start + high - first]
             return
         pages = flat >> self.PAGE_BITS
         self._allocate(pages[np.flatnonzero(np.diff(pages, prepend=-1))])      # each run of a page once
@@ -375,6 +389,15 @@ def _rows(tree):
     return list(np.asarray(tree, dtype=np.uint64))
 
 
+def _widened(rows, width):
+    """``rows`` (``(n, w)``, ``w <= width``) with zero columns up to ``width``."""
+    if rows.shape[1] == width:
+        return rows
+    wide = np.zeros((len(rows), width), dtype=rows.dtype)
+    wide[:, :rows.shape[1]] = rows
+    return wide
+
+
 def _lines_of(column, line_bytes):
     """Unpacked line fields (``(n,)`` integers, or ``(n, limbs)`` uint64 limbs) as ``(n, line_bytes)`` uint8 (a view
     of the limbs where it can be)."""
@@ -404,14 +427,27 @@ class _Unit:
 
 
 class _Fetcher(_Unit):
-    """FETCH and EMB commands, in order (docs/chip.md, "Units"; rtl/accel/fetch.py)."""
+    """FETCH and EMB commands, in order (docs/chip.md, "Units"; rtl/accel/fetch.py).
+
+    A FETCH's values (its indices, dense words and LOOKUPs) depend only on memory and, for ``SURVIVORS``, on its
+    top-k or filter unit's kept result, and nothing changes memory while the fetcher's queue holds commands (a
+    MEM_WRITE waits for the chip to be quiet, an UPDATE is an EMB in the same queue). So when the head FETCH starts,
+    the fetcher prepares it with the FETCHes behind it in one go (:meth:`_prepare`): up to the first EMB, the first
+    later ``SURVIVORS`` FETCH (its result may not be kept yet) or the first of other record geometry, at most
+    :attr:`BATCH`. Each still starts when it reaches the head, as it would alone (its join job, its INDEX errors,
+    its memory lines counted, its streams written); the embedding unit computes their LOOKUPs as one block
+    (:class:`_LookupBatch`)."""
 
     name = "fetcher"
+    #: FETCHes prepared at once at most (1: each alone; the queue holds at most this many).
+    BATCH = QUEUE_DEPTH
 
     def __init__(self, chip):
         super().__init__(chip)
         g = chip.geometry
         self.queue = deque()
+        self.ready = deque()    # the prepared FETCHes at the head of the queue, in order
+        self.surplus = 0        # the pooled vectors of the FETCHes so far beyond those their joins take
         self.entry_bytes = g.lookup_entry_bits // 8
         self.entry_codec = codec(g.lookup_entry_layout())
         self.entry_mask = np.uint64((1 << g.lookup_entry_layout().size) - 1)
@@ -445,62 +481,143 @@ class _Fetcher(_Unit):
         unit = self.chip.holders[arg["unit"]]
         return f"FETCH (tag {tag}) waits for result {arg['wait_results']} of {unit.name} ({unit.results_done} done)"
 
-    def _indices(self, tag, arg):
+    def _indices(self, arg):
+        """A FETCH's candidate indices, the details of its INDEX errors (a LIST's indices at or above ``count``)
+        and the memory lines its list reads."""
         chip, items = self.chip, arg["items"]
         source = arg["source"]
         if source == FetchSource.RANGE.value:
-            return arg["first"] + np.arange(items, dtype=np.int64)
+            return arg["first"] + np.arange(items, dtype=np.int64), None, 0
         if source == FetchSource.SURVIVORS.value:
             unit = chip.holders[arg["unit"]]
             positions = arg["first"] + np.arange(items)
             indices = unit.banks[arg["wait_results"] % 2, positions].copy()
             if arg["release"]:
                 unit.releases = (unit.releases + 1) % _WAIT_MOD
-            return indices
+            return indices, None, 0
         raw = chip.memory.read_bytes(arg["list_addr"], 2 * items)
         # The fetcher's list reader reads the list's lines once per phase (twice where the records have lookups).
         phases = 2 if arg["stride"] > arg["dense_lines"] else 1
-        chip.count(Counter.MEM_READ_LINES, phases * _ceil_div(2 * items, chip.geometry.line_bytes))
+        lines = phases * _ceil_div(2 * items, chip.geometry.line_bytes)
         indices = raw.view("<u2").astype(np.int64)
         bad = np.flatnonzero(indices >= arg["count"])
-        if bad.size:
-            chip.error(tag, ErrorCode.INDEX, Opcode.FETCH, indices[bad])
-            indices[bad] = arg["count"] - 1
-        return indices
+        if not bad.size:
+            return indices, None, lines
+        errors = indices[bad]
+        indices[bad] = arg["count"] - 1
+        return indices, errors, lines
 
     def _fetch(self, tag, arg):
-        chip, g = self.chip, self.chip.geometry
-        lane, items, stride = arg["lane"], arg["items"], arg["stride"]
-        chip.joiner.add({"tag": tag, "lane": lane, "items": items, "params": arg["join"]})
-        indices = self._indices(tag, arg)
+        """Start the head FETCH (prepared with those behind it if it was not)."""
+        chip = self.chip
+        if not self.ready:
+            self._prepare()
+        indices, errors, lines, dense, lookups = self.ready.popleft()
+        lane = arg["lane"]
+        chip.joiner.add({"tag": tag, "lane": lane, "items": arg["items"], "params": arg["join"]})
+        if errors is not None:
+            chip.error(tag, ErrorCode.INDEX, Opcode.FETCH, errors)
+        chip.count(Counter.MEM_READ_LINES, lines)
         chip.index[lane].push(indices)
+        chip.dense[lane].push(dense)
+        if lookups is not None:
+            chip.embedding.queue.append(("lookup", tag, lookups))
+
+    def _prepare(self):
+        """The head FETCH and those behind it that can go with it (see the class docs), each as ``(indices, INDEX
+        error details or None, memory lines, dense words, (batch, k) of its LOOKUPs or None)`` in :attr:`ready`."""
+        g = self.chip.geometry
+        head = self.queue[0][2]
+        shape = (head["stride"], head["dense_lines"], head["dense_words"])
+        fetches = []
+        for _tag, emb, arg in self.queue:
+            if emb or len(fetches) == self.BATCH or (fetches and (
+                    arg["source"] == FetchSource.SURVIVORS.value
+                    or (arg["stride"], arg["dense_lines"], arg["dense_words"]) != shape)):
+                break
+            fetches.append(arg)
+        stride, dense_lines, dense_words = shape
+        found = [self._indices(arg) for arg in fetches]
+        items = np.array([arg["items"] for arg in fetches])
+        item_ends = np.cumsum(items)
+        indices = np.concatenate([indices for indices, _, _ in found])
+        lines = np.array([lines for _, _, lines in found]) + items * dense_lines
         # Phase 1: every item's dense words (bytes beyond the dense lines are zero).
-        lb, dense_lines = g.line_bytes, arg["dense_lines"]
-        first_lines = arg["base"] + indices * stride
-        want = arg["dense_words"] * g.rows
-        dense = np.zeros((items, max(want, dense_lines * lb)), dtype=np.uint8)
+        lb = g.line_bytes
+        first_lines = np.repeat([arg["base"] for arg in fetches], items) + indices * stride
+        want = dense_words * g.rows
+        dense = np.zeros((len(indices), max(want, dense_lines * lb)), dtype=np.uint8)
         if dense_lines:
-            lines = chip.memory.read(first_lines[:, None] + np.arange(dense_lines))
-            dense[:, :dense_lines * lb] = lines.reshape(items, -1)
-            chip.count(Counter.MEM_READ_LINES, items * dense_lines)
-        chip.dense[lane].push(dense[:, :want].view(np.int8).reshape(-1, g.rows))
+            dense[:, :dense_lines * lb] = self.chip.memory.read(
+                first_lines[:, None] + np.arange(dense_lines)).reshape(len(indices), -1)
+        dense = dense[:, :want].view(np.int8).reshape(-1, g.rows)
+        words = np.concatenate([[0], item_ends * dense_words])
         # Phase 2: every item's lookups.
         area = stride - dense_lines
         holds = area * lb // self.entry_bytes - 1 if area > 0 else -1
-        if holds < 0:
-            return
-        raw = chip.memory.read(first_lines[:, None] + dense_lines + np.arange(area)).reshape(items, -1)
-        entries = raw[:, :(holds + 1) * self.entry_bytes].copy().view(f"<u{self.entry_bytes}").astype(np.uint64)
-        counts = np.minimum(entries[:, 0], np.uint64(holds)).astype(np.int64)
-        chip.count(Counter.MEM_READ_LINES, int(np.sum(_ceil_div((counts + 1) * self.entry_bytes, lb))))
-        taken = np.arange(holds + 1)[None, :] <= counts[:, None]
-        taken[:, 0] = False
-        fields = self.entry_codec.unpack((entries[taken] & self.entry_mask)[:, None])
-        final = np.zeros(int(counts.sum()), dtype=np.int64)
-        final[np.cumsum(counts[counts > 0]) - 1] = 1
-        lookups = np.stack([fields["table"], fields["id"], fields["last"] | final, final], axis=1)
-        if len(lookups):
-            chip.embedding.queue.append(("lookup", tag, lookups))
+        batch = None
+        if holds >= 0:
+            raw = self.chip.memory.read(first_lines[:, None] + dense_lines + np.arange(area)).reshape(len(indices), -1)
+            entries = raw[:, :(holds + 1) * self.entry_bytes].copy().view(f"<u{self.entry_bytes}").astype(np.uint64)
+            counts = np.minimum(entries[:, 0], np.uint64(holds)).astype(np.int64)
+            entry_lines = np.cumsum(_ceil_div((counts + 1) * self.entry_bytes, lb))
+            lines += np.diff(entry_lines[item_ends - 1], prepend=0)
+            taken = np.arange(holds + 1)[None, :] <= counts[:, None]
+            taken[:, 0] = False
+            fields = self.entry_codec.unpack((entries[taken] & self.entry_mask)[:, None])
+            ends = np.cumsum(counts)
+            final = np.zeros(int(ends[-1]), dtype=np.int64)
+            final[ends[counts > 0] - 1] = 1
+            last = fields["last"] | final
+            lookup_ends = np.concatenate([[0], ends[item_ends - 1]])
+            bags = np.diff(np.concatenate([[0], np.cumsum(last)])[lookup_ends])
+            batch = _LookupBatch(np.stack([fields["table"], fields["id"], last, final], axis=1), lookup_ends,
+                                 self._width(fetches, bags.tolist()))
+        else:
+            self._width(fetches, [0] * len(fetches))
+        starts = item_ends - items
+        for k, ((_, errors, _), start, end) in enumerate(zip(found, starts.tolist(), item_ends.tolist())):
+            lookups = (batch, k) if batch is not None and batch.ends[k + 1] > batch.ends[k] else None
+            self.ready.append((indices[start:end], errors, int(lines[k]), dense[words[k]:words[k + 1]], lookups))
+
+
+    def _width(self, fetches, bags):
+        """The bytes of the pooled vectors of ``fetches`` (making ``bags`` bags each) the joiner reads: their join's
+        dim where each FETCH's vectors are its own join's (every FETCH so far made as many as its join takes),
+        else every row byte."""
+        width, row_bytes = 0, self.chip.geometry.emb.row_bytes
+        for arg, made in zip(fetches, bags):
+            taken = arg["items"] * (arg["join"]["vectors"] - 1)
+            width = max(width, arg["join"]["dim"] if self.surplus == 0 and made == taken else row_bytes)
+            self.surplus += made - taken
+        return width
+
+
+class _LookupBatch:
+    """The LOOKUPs of FETCHes prepared together (:meth:`_Fetcher._prepare`), which the embedding unit computes as
+    one block when the first of them reaches it (:meth:`_Embedding._part`).
+
+    Attributes
+    ----------
+    lookups : numpy.ndarray
+        ``(n, 4)``: table, ID, ``last`` (a bag's last ID), ``final`` (an item's last ID) of every FETCH's lookups in
+        order; each FETCH's end with a ``last``, so no bag spans two FETCHes.
+    ends : numpy.ndarray
+        FETCH ``k``'s lookups are ``ends[k] .. ends[k + 1] - 1``.
+    width : int
+        The bytes of the pooled vectors the joiner reads (:meth:`_Fetcher._width`): those beyond are left zero.
+    pooled, row_lines, missed, bags : numpy.ndarray or None
+        Once computed: the pooled vectors (one per bag), each lookup's ``log2`` lines and dynamic cache misses
+        (:meth:`_Embedding._lookups`), and FETCH ``k``'s bags ``bags[k] .. bags[k + 1] - 1``.
+    """
+
+    def __init__(self, lookups, ends, width):
+        self.lookups, self.ends, self.width = lookups, ends, width
+        self.pooled = self.row_lines = self.missed = self.bags = None
+
+    def size(self, k):
+        """FETCH ``k``'s lookups."""
+        return int(self.ends[k + 1] - self.ends[k])
 
 
 class _Embedding(_Unit):
@@ -540,11 +657,20 @@ class _Embedding(_Unit):
         while self.queue:
             kind, _tag, arg = self.queue.popleft()
             if kind == "lookup":
-                self._lookups(arg)
+                self._part(*arg)
             else:
                 self._command(arg)
             progress = True
         return progress
+
+    def _part(self, batch, k):
+        """FETCH ``k`` of ``batch``: its pooled vectors out, the batch's LOOKUPs computed (and counted) when its
+        first FETCH comes (nothing else reaches the unit between its FETCHes, :class:`_Fetcher`)."""
+        if batch.pooled is None:
+            batch.pooled, batch.row_lines, batch.missed = self._lookups(batch.lookups, batch.width)
+            bags = np.cumsum(batch.lookups[:, 2] != 0)
+            batch.bags = np.concatenate([[0], bags[batch.ends[1:] - 1]])
+        self.chip.pooled.push(batch.pooled[batch.bags[k]:batch.bags[k + 1]])
 
     def waiting(self):
         return None if self.idle() else "holds a bag whose last ID has not come"
@@ -590,23 +716,38 @@ class _Embedding(_Unit):
                     self.stale[line] = self.chip.memory.read(line)
         self.chip.memory.write(addresses, lines)
 
-    def _lookups(self, lookups):
-        """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised."""
+    def _lookups(self, lookups, width=None):
+        """Rows of a block of LOOKUPs through the caches, pooled per bag, requantised.
+
+        Parameters
+        ----------
+        lookups : numpy.ndarray
+            ``(n, 4)``: table, ID, ``last``, ``final`` per lookup.
+        width : int, optional
+            The bytes of each pooled vector to compute (the row's bytes beyond, zero, pool to zeros), ``row_bytes``
+            if not given.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+            The pooled vectors of the bags the block ends (:meth:`_pool`), ``width`` bytes each; per lookup its
+            row's ``log2`` lines and the lines of it the dynamic cache missed (all its lines without one; none for
+            a static hit or an ID out of range), in the unit's order.
+        """
         chip, g, cfg = self.chip, self.geometry, self.config
+        width = g.row_bytes if width is None else width
         tables, ids, last, _ = lookups.T
         row_lines = np.minimum(cfg["row_lines"][tables], g.bank_bits)     # a row is at most max_emb_dim bytes
         in_range = ids < cfg["rows"][tables]
         static = in_range & (ids < cfg["static_rows"][tables]) if g.static_rows else np.zeros(len(ids), bool)
         first = ids << row_lines
-        rows = np.zeros((len(ids), g.row_bytes), dtype=np.uint8)
+        # The rows' bytes pooled: at most the widest row's (those beyond pool to zeros).
+        cols = min(width, g.line_bytes << int(row_lines.max(initial=0)))
         counts = self.counts
         counts["lookups"] += len(ids)
         counts["range_errors"] += int(np.count_nonzero(~in_range))
-        counts["static_hits"] += int(np.count_nonzero(static))
-        for n in np.unique(row_lines[static]).tolist():
-            where = np.flatnonzero(static & (row_lines == n))
-            lines = (cfg["static_base"][tables[where]] + first[where])[:, None] + np.arange(1 << n)
-            rows[where, :(1 << n) * g.line_bytes] = self.static[lines % len(self.static)].reshape(len(where), -1)
+        statics = int(np.count_nonzero(static))
+        counts["static_hits"] += statics
         dynamic = np.flatnonzero(in_range & ~static)
         bases = (cfg["mem_base"][tables[dynamic]] + first[dynamic]) % chip.memory.lines
         spans = 1 << row_lines[dynamic]
@@ -627,11 +768,26 @@ class _Embedding(_Unit):
         counts["line_misses"] += misses
         counts["mem_lines"] += misses
         chip.count(Counter.MEM_READ_LINES, misses)
-        for n in np.unique(row_lines[dynamic]).tolist():
-            where = row_lines[dynamic] == n
-            picks = offsets[where][:, None] + np.arange(1 << n)
-            rows[dynamic[where], :(1 << n) * g.line_bytes] = data[picks].reshape(int(where.sum()), -1)
-        self._pool(rows.view(np.int8), tables, last)
+        if len(dynamic) == len(ids) and len(ids) and row_lines.min() == row_lines.max():
+            # Every row from memory, of one size: the lines read are the rows, one after another.
+            rows = data.reshape(len(ids), -1)[:, :cols]
+        else:
+            rows = np.zeros((len(ids), cols), dtype=np.uint8)
+            for n in np.unique(row_lines[static]).tolist() if statics else ():
+                where = np.flatnonzero(static & (row_lines == n))
+                lines_of = (cfg["static_base"][tables[where]] + first[where])[:, None] + np.arange(1 << n)
+                part = self.static[lines_of % len(self.static)].reshape(len(where), -1)[:, :cols]
+                rows[where, :part.shape[1]] = part
+            for n in np.unique(row_lines[dynamic]).tolist():
+                where = row_lines[dynamic] == n
+                part = data[offsets[where][:, None] + np.arange(1 << n)].reshape(int(where.sum()), -1)[:, :cols]
+                rows[dynamic[where], :part.shape[1]] = part
+        missed = np.zeros(len(ids), dtype=np.int64)
+        if self.dynamic is None:
+            missed[dynamic] = spans
+        elif len(dynamic):
+            missed[dynamic] = np.add.reduceat(~hit, offsets)
+        return _widened(self._pool(rows.view(np.int8), tables, last), width), row_lines, missed
 
     def _stale_lines(self, lines, hit, data):
         """A block's lines written while cached: a hit reads the data the line was filled with, a miss fills it
@@ -646,10 +802,12 @@ class _Embedding(_Unit):
 
     def _pool(self, rows, tables, last):
         """Sum each bag's rows in the unit's accumulators, requantise with its table's ``(m, s)`` (the table of the
-        bag's last ID)."""
+        bag's last ID): the pooled vectors of the bags ``rows`` ends (as wide as the rows, or as a bag's rows
+        before its last, which are kept until it comes)."""
         ends = np.flatnonzero(last)
         if self.partial is not None:
-            rows = np.concatenate([self.partial[0], rows])
+            width = max(rows.shape[1], self.partial[0].shape[1])
+            rows = np.concatenate([_widened(self.partial[0], width), _widened(rows, width)])
             tables = np.concatenate([self.partial[1], tables])
             ends = ends + len(self.partial[0])
         self.partial = None
@@ -657,7 +815,7 @@ class _Embedding(_Unit):
         if done < len(rows):
             self.partial = (rows[done:], tables[done:])
         if not ends.size:
-            return
+            return np.zeros((0, rows.shape[1]), dtype=np.int64)
         bags = len(ends)
         length = done // bags
         if length * bags == done and (ends == np.arange(length - 1, done, length)).all():    # bags of one length
@@ -666,29 +824,31 @@ class _Embedding(_Unit):
             starts = np.concatenate([[0], ends[:-1] + 1])
             sums = np.add.reduceat(rows[:done].astype(np.int64), starts, axis=0)
             length = int((ends + 1 - starts).max())
-        # Transposed (an element's bags in a row), each bag's table's (m, s) runs along the inner axis.
-        sums = np.ascontiguousarray(sums.T)
         bag_tables = tables[ends]
         if length <= self.LUT_LOOKUPS:
-            pooled = self._requantized(sums, bag_tables, length)
-        else:
-            m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
-            pooled = requantize(_wrap(sums, self.geometry.acc_bits), m, s)
-        self.chip.pooled.push(pooled.T)
+            return self._requantized(sums, bag_tables, length)
+        m, s = self.config["m"][bag_tables], self.config["s"][bag_tables]
+        return requantize(_wrap(sums, self.geometry.acc_bits), m[:, None], s[:, None])
 
     def _requantized(self, sums, bag_tables, length):
-        """The pooled values of ``sums`` (elements x bags, of at most ``length`` rows each) through a table per
+        """The pooled values of ``sums`` (bags x elements, of at most ``length`` rows each) through a table per
         table and bag length: its accumulator wrapped and requantised with its ``(m, s)`` for each sum ``length``
-        int8 values can make (made when first needed after the table's CONFIG)."""
+        int8 values can make (made when first needed after the table's CONFIG), indexed in the narrowest integers
+        that hold the tables' indices."""
         low, size = -128 * length, 255 * length + 1
         luts = self._luts.get(length)
         if luts is None:
             values = _wrap(np.arange(low, low + size), self.geometry.acc_bits)
             m, s = self.config["m"][:, None], self.config["s"][:, None]
             luts = self._luts[length] = requantize(values[None, :], m, s).astype(np.int8).reshape(-1)
-        index = sums.astype(np.intp)
-        index += bag_tables * size - low
-        return np.take(luts, index)
+        kind = np.uint16 if len(luts) <= 1 << 16 else np.intp
+        if sums.dtype == np.int8:
+            # Bags of one: the rows themselves, ``value - low`` (value + 128) their bytes with the top bit flipped.
+            index = (sums.view(np.uint8) ^ np.uint8(128)).astype(kind)
+        else:
+            index = (sums - low).astype(kind)
+        index += (bag_tables * size).astype(kind)[:, None]
+        return luts[index]
 
 
 class _Lane(_Unit):
@@ -750,9 +910,14 @@ class _Lane(_Unit):
         source = self.chip.inter[self.lane] if arg["src"] == ActSource.INTERACT.value else self.chip.dense[self.lane]
         items, kt, src_words = cmd["items"], cmd["ktiles"], arg["src_words"]
         n = items - self.loaded if not src_words else min(items - self.loaded, len(source) // src_words)
-        words = source.take(n * src_words).reshape(n, -1)[:, :kt * r].reshape(n, kt, r)
-        address = cmd["in_base"] + np.arange(kt)[:, None] * cmd["stride"] + self.loaded + np.arange(n)[None, :]
-        self.memory[address % len(self.memory)] = words.transpose(1, 0, 2)
+        words = source.take(n * src_words).reshape(n, -1)[:, :kt * r].reshape(n, kt, r).transpose(1, 0, 2)
+        memory, base, stride = self.memory, cmd["in_base"], cmd["stride"]
+        if stride == items and base + kt * items <= len(memory):
+            # Word j of item i at base + j * items + i: the items' columns of a block of kt x items words.
+            memory[base:base + kt * items].reshape(kt, items, r)[:, self.loaded:self.loaded + n] = words
+        else:
+            address = base + np.arange(kt)[:, None] * stride + self.loaded + np.arange(n)[None, :]
+            memory[address % len(memory)] = words
         self.loaded += n
         if self.loaded == items:
             self.loads.popleft()
@@ -808,11 +973,17 @@ class _Lane(_Unit):
         column ``(j * c) % r`` of word ``out_base + (j * c) // r * stride + i`` (a later n-tile over an earlier's)."""
         memory, base, stride = self.memory, cmd["out_base"], cmd["stride"]
         items, nt = values.shape[:2]
-        words = nt * c // r
-        if stride == items and words * r == nt * c and r % c == 0 and base + words * items <= len(memory):
-            # Whole words, one after another: n-tiles j * r // c .. (j + 1) * r // c - 1 fill word j of each item.
-            block = values.reshape(items, words, r // c, c).transpose(1, 0, 2, 3)
-            memory[base:base + words * items] = block.reshape(words * items, r)
+        per = r // c
+        if stride == items and per * c == r and base + _ceil_div(nt, per) * items <= len(memory):
+            # Words one after another: n-tiles j * per .. (j + 1) * per - 1 fill word j of each item, the last word's
+            # first columns take the n-tiles left.
+            words, left = divmod(nt, per)
+            if words:
+                block = values[:, :words * per].reshape(items, words, r).transpose(1, 0, 2)
+                memory[base:base + words * items] = block.reshape(words * items, r)
+            if left:
+                memory[base + words * items:base + (words + 1) * items, :left * c] = \
+                    values[:, words * per:].reshape(items, left * c)
             return
         tiles = np.arange(nt) * c
         words = (base + (tiles // r * stride)[:, None] + np.arange(items)) % len(memory)      # (nt, items)
@@ -1186,7 +1357,8 @@ class FunctionalChip:
         self._command = codec(g.command_layout())
         self.memory = PagedMemory(1 << g.addr_bits, g.line_bytes)
         self.weight_buffer = np.zeros((g.engine.weight_words, g.engine.word_bytes), dtype=np.int8)
-        self._layers = {}       # layer_weights: (ktiles, ntiles, split, source) -> (buffer spans, weights, bias)
+        self._layers = {}       # layer_weights: (ktiles, ntiles, split, source) -> (weights, bias)
+        self._placed = {}       # of those, the ones kept by their place in the buffer -> the buffer's spans
         self.split = 1
         self.counters = dict.fromkeys(Counter, 0)
         # What the controller's checks read: the tables configured, the weight buffer's pages loaded.
@@ -1243,15 +1415,18 @@ class FunctionalChip:
                      else [(start, len(buffer)), (0, start + count - len(buffer))])
             if len(self._layers) >= self.KEPT_LAYERS:
                 self._layers.clear()
-            entry = self._layers[key] = (spans, weights.astype(_exact_float(ktiles * r)), bias)
-        return entry[1], entry[2]
+                self._placed.clear()
+            entry = self._layers[key] = (weights.astype(_exact_float(ktiles * r)), bias)
+            if spans:
+                self._placed[key] = spans
+        return entry
 
     def forget_weights(self, start, end):
         """Drop the layers kept by their place in the buffer whose words ``start .. end - 1`` a WEIGHTS overwrote
         (those kept by their memory stay)."""
-        for key in [key for key, (spans, _, _) in self._layers.items()
+        for key in [key for key, spans in self._placed.items()
                     if any(low < end and start < high for low, high in spans)]:
-            del self._layers[key]
+            del self._layers[key], self._placed[key]
 
     # Counters and responses ------------------------------------------------------------------------------------
 
@@ -1366,7 +1541,7 @@ class FunctionalChip:
             Opcode.SCORE: "score", Opcode.COUNTERS: "counters"}
     _ARG_OPS = {name: op for op, name in _ARG.items()}
 
-    def _queue_full(self, op, i):
+    def _queue_full(self, op, arg):
         """Whether command ``i``'s unit has no room for it: the controller's queue of :data:`QUEUE_DEPTH` and
         the unit's own command queue ahead of its work (a lane's front end, the weight loader's jobs). Bounded as
         the RTL's are, the units' completion counts stay within the modulo-256 window the waits compare in (with
@@ -1375,9 +1550,9 @@ class FunctionalChip:
             queue, depth = self.fetcher.queue, QUEUE_DEPTH
         elif op == Opcode.WEIGHTS:
             queue, depth = self.weights.queue, QUEUE_DEPTH + WeightLoader.JOBS
-        elif op == Opcode.LANE and (lane := self._arg(op, i)["lane"]) < len(self.lanes):
+        elif op == Opcode.LANE and (lane := arg["lane"]) < len(self.lanes):
             queue, depth = self.lanes[lane].queue, QUEUE_DEPTH + LaneFrontEnd.COMMANDS
-        elif op == Opcode.SCORE and (lane := self._arg(op, i)["lane"]) < len(self.scorers):
+        elif op == Opcode.SCORE and (lane := arg["lane"]) < len(self.scorers):
             queue, depth = self.scorers[lane].queue, QUEUE_DEPTH
         else:
             return False
@@ -1417,18 +1592,18 @@ class FunctionalChip:
             tag = int(self._tags[i])
             if op in self._BARRIERS and not self._idle():
                 return progress
-            if self._queue_full(op, i):
-                return progress
-            progress = True
             if op == Opcode.MEM_WRITE:
+                progress = True
                 self._mem_writes(i)
                 continue
+            arg = self._arg(op, i) if op in self._ARG else None
+            if self._queue_full(op, arg):
+                return progress
+            progress = True
             self._next += 1
-            arg = None
             if not isinstance(op, Opcode):
                 refused = ErrorCode.OPCODE, op
             else:
-                arg = self._arg(op, i) if op in self._ARG else None
                 refused = self._check(op, arg)
             if refused is not None:
                 self.refuse(tag, refused[0], op, refused[1])

@@ -43,6 +43,32 @@ def test_the_timed_model_gives_the_functional_models_responses(program):
         assert ours.records(tag) == theirs.records(tag)
 
 
+def test_fetches_prepared_together_time_as_each_alone(program, monkeypatch):
+    """The functional model prepares a run of FETCHes at once (``_Fetcher.BATCH``): every FETCH's record the timing
+    reads (its lookups, misses, lines, requantiser cycles, missed lookups, bags) and every response's cycle are
+    those of FETCHes prepared each alone."""
+    from rpaccel.sim.model.functional import _Fetcher
+
+    words = program_words(program, expected_responses(program))
+
+    def run():
+        model = TimedChip(TINY)
+        prepared = []
+        prepare = model.chip.fetcher._prepare
+        model.chip.fetcher._prepare = lambda: prepared.append(1) or prepare()
+        return model.run(words), model.chip.fetches, len(prepared)
+
+    together, records, batches = run()
+    assert batches < len(records)                              # some FETCHes went together
+    monkeypatch.setattr(_Fetcher, "BATCH", 1)
+    alone, alone_records, batches = run()
+    assert batches == len(alone_records) == len(records)
+    for ours, theirs in zip(records, alone_records):
+        assert ours.keys() == theirs.keys()
+        assert all(np.array_equal(ours[key], theirs[key]) for key in ours), (ours, theirs)
+    assert np.array_equal(together.cycles, alone.cycles) and together.counters == alone.counters
+
+
 def test_a_later_arrival_starts_later_and_takes_as_long(program):
     """The same program held until cycle 100,000 and until cycle 200,000 (the chip idle long before either): every
     response at or after the arrival, each as many cycles after it in both runs."""

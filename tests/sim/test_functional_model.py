@@ -56,7 +56,7 @@ from rpaccel.rtl.embedding import EmbeddingOp
 from rpaccel.rtl.mlp import Op
 from rpaccel.sim.chip import program_words
 from rpaccel.sim.golden.mlp import random_mlp
-from rpaccel.sim.model.functional import Deadlock, FunctionalChip, PagedMemory
+from rpaccel.sim.model.functional import Deadlock, FunctionalChip, PagedMemory, _Fetcher
 from rpaccel.sim.streams import StreamSink, run_simulation
 
 from host_fixtures import tiny_data, trained_dot_pair
@@ -540,15 +540,21 @@ def test_driver_pipelines_keeping_on_filters_match_the_golden_model(dot_models, 
 
 
 def test_paged_memory_reads_what_was_written_last():
-    # Runs of lines across pages, scattered lines with duplicates (the later wins), addresses beyond the memory
-    # (they wrap), against a dict of lines; unwritten lines read as zero.
+    # Runs of lines across pages, several in one write (with gaps, over each other: the later wins), scattered
+    # lines with duplicates, addresses beyond the memory (they wrap), against a dict of lines; unwritten lines
+    # read as zero.
     rng = np.random.default_rng(3)
     lines, line_bytes, page = 1 << 20, 4, 1 << PagedMemory.PAGE_BITS
     memory, reference = PagedMemory(lines, line_bytes), {}
-    for _ in range(40):
-        if rng.random() < 0.5:
+    for _ in range(60):
+        kind = rng.random()
+        if kind < 0.35:
             start = int(rng.integers(0, lines + 3 * page))
             addresses = start + np.arange(int(rng.integers(1, 3 * page)))
+        elif kind < 0.65:
+            runs = [int(rng.integers(lines - 2 * page, lines + 3 * page)) + np.arange(int(rng.integers(64, 2 * page)))
+                    for _ in range(int(rng.integers(2, 5)))]
+            addresses = np.concatenate([*runs, runs[0][:100] + 7])
         else:
             addresses = rng.integers(0, 2 * lines, int(rng.integers(1, 300)))
             addresses[rng.random(len(addresses)) < 0.2] = addresses[0]
@@ -556,7 +562,7 @@ def test_paged_memory_reads_what_was_written_last():
         memory.write(addresses, data)
         for address, line in zip(addresses.tolist(), data):
             reference[address % lines] = line
-        probe = np.concatenate([rng.choice(list(reference), 50), rng.integers(0, 2 * lines, 50)])
+        probe = np.concatenate([rng.choice(list(reference), 200), rng.integers(0, 2 * lines, 50)])
         expected = [reference.get(address % lines, np.zeros(line_bytes, np.uint8)) for address in probe.tolist()]
         assert np.array_equal(memory.read(probe), np.array(expected))
         for line in [*probe[:5].tolist(), lines - 2]:                # runs of lines across pages, and the end
@@ -578,9 +584,8 @@ def test_a_line_written_while_cached_reads_its_filled_data_until_its_next_miss()
     chip.memory.write(np.arange(100), old.view(np.uint8))
 
     def pooled(rows):
-        unit._lookups(np.stack([np.zeros(len(rows), int), rows, np.ones(len(rows), int), np.ones(len(rows), int)],
-                               axis=1))
-        return chip.pooled.take(len(rows))
+        return unit._lookups(np.stack([np.zeros(len(rows), int), rows, np.ones(len(rows), int),
+                                       np.ones(len(rows), int)], axis=1))[0]
 
     assert np.array_equal(pooled(np.array([3, 4])), old[[3, 4]])
     unit.write_memory(np.array([3, 4, 5]), new[[3, 4, 5]].view(np.uint8))
@@ -706,18 +711,19 @@ def test_a_layer_loaded_again_from_the_same_memory_reads_the_same_weights():
 
 def test_a_layer_reads_and_writes_the_activation_memory_as_its_words_lie():
     # On every split of tiny and small (a word of one n-tile's results, or of two), strides equal to the items and
-    # larger, bases that take the words past the memory's end: the layer's inputs and results where a word-by-word
-    # transcription of the layout puts them.
+    # larger, bases that take the words past the memory's end, n-tiles that fill whole words or leave the last
+    # one's end alone: the layer's inputs and results where a word-by-word transcription of the layout puts them.
     rng = np.random.default_rng(12)
     for config in (TINY, SMALL):
         for split, shape in ChipGeometry(config).engine.splits.items():
             r, c = shape.rows, shape.cols
-            for stride_extra, base in ((0, 0), (3, 0), (0, shape.act_words - 5), (3, shape.act_words - 5)):
+            for stride_extra, base, ntiles in ((0, 0, 4), (3, 0, 4), (0, shape.act_words - 5, 4),
+                                               (3, shape.act_words - 5, 4), (0, 0, 3), (0, 0, 1), (3, 0, 3)):
                 chip = FunctionalChip(config)
                 chip.split = split
                 lane = chip.lanes[0]
                 lane.reset_memory(split)
-                items, ktiles, ntiles = 5, 3, 4
+                items, ktiles = 5, 3
                 stride = items + stride_extra
                 chip.weight_buffer[:] = rng.integers(-128, 128, chip.weight_buffer.shape)
                 lane.memory[:] = rng.integers(-128, 128, lane.memory.shape)
@@ -784,9 +790,8 @@ def test_pooled_bags_equal_their_sums_requantised():
             last = np.zeros(len(rows), int)
             last[ends] = 1
             cut = len(rows) // 2
-            unit._pool(rows[:cut], tables[:cut], last[:cut])
-            unit._pool(rows[cut:], tables[cut:], last[cut:])
-            got = chip.pooled.take(len(lengths))
+            got = np.concatenate([unit._pool(rows[:cut], tables[:cut], last[:cut]),
+                                  unit._pool(rows[cut:], tables[cut:], last[cut:])])
             sums = np.add.reduceat(rows.astype(np.int64), np.r_[0, ends[:-1] + 1], axis=0)
             m, s = unit.config["m"][tables[ends]], unit.config["s"][tables[ends]]
             expected = requantize(_wrap(sums, unit.geometry.acc_bits), m[:, None], s[:, None])
@@ -859,6 +864,91 @@ def test_embedding_updates_reach_every_copy_and_memory_writes_reach_the_cache_af
     assert result.counters["MEM_WRITE_LINES"] == host_writes + 2          # and the UPDATEs' write-throughs
     assert result.counters["EMB_LOOKUPS"] == 3 * ids.size
     assert result.counters["EMB_STATIC_HITS"] == 3 * int(np.count_nonzero(ids < static_rows))
+
+
+def fetch_batches_program(g, rng):
+    """Queries of three tables (static, cached and missed rows; bags of two IDs, two bags per item) whose FETCHes
+    the fetcher prepares together, with EMB UPDATE and FLUSH between some, a LIST with an index beyond its set,
+    and two FETCHes whose joins take other than their own vectors: one takes one of its items' two, the next (of
+    a wider join) three a item, the first one's left over among them."""
+    rows, dim = 16, g.line_bytes
+    tables = rng.integers(-128, 128, (3, rows, dim))
+    dense = rng.integers(-128, 128, (10, 5))
+    lookups = [[(t, int(rng.integers(0, rows)), k) for t in (0, 1, 2)[:2 + i % 2] for k in (0, 1)][:4]
+               for i in range(len(dense))]
+    for item in lookups:                       # two bags of two IDs each: the second and the fourth end a bag
+        item[:] = [(t, row, int(k % 2 == 1)) for k, (t, row, _) in enumerate(item)]
+    records, stride, dense_lines = record_set(g, dense, lookups)
+    bottoms = {d: random_mlp(rng, (5, d), raw_last=False) for d in (4, 8)}
+    tops = {(f, d): random_mlp(rng, (f * d, 1)) for f, d in ((3, 4), (3, 8), (2, 4), (4, 8))}
+    image = layout_weights(g.engine, 1, {**{("bottom", d): mlp for d, mlp in bottoms.items()},
+                                         **{("top", *key): mlp for key, mlp in tops.items()}})
+    program = Program(g)
+    program.mem_write(0, tables.astype(np.int8).view(np.uint8).reshape(-1, g.line_bytes))
+    weights_at = 3 * rows
+    records_at = weights_at + stage_weights(program, g, image, weights_at)
+    program.mem_write(records_at, records)
+    list_at = records_at + len(records)
+    program.mem_write(list_at, as_lines(np.array([3, 9, 12, 0, 4], "<u2").view(np.uint8), g.line_bytes))
+    for t in range(3):
+        program.add(Opcode.EMB, "emb", op=EmbeddingOp.CONFIG.value, table=t, arg={"config": {
+            "rows": rows, "static_rows": 2 if t == 0 else 0, "static_base": 0, "mem_base": t * rows,
+            "row_lines": 0, "m": int(rng.integers(1, 1 << 12)), "s": 9}})
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.PRELOAD.value, table=0)
+    plan, words = LanePlan(g, 1, 0), -(-dense.shape[1] // g.rows)
+
+    def query(f, d, items, **source):
+        program.add(Opcode.FETCH, "fetch", items=items, base=records_at, stride=stride, count=len(dense),
+                    dense_lines=dense_lines, dense_words=words, join={"mode": 1, "vectors": f, "dim": d}, **source)
+        plan.mlp(program, bottoms[d], image.bases["bottom", d], items, src=ActSource.DENSE, src_words=words,
+                 dst=OutDest.JOIN, wait_weights=1)
+        plan.mlp(program, tops[f, d], image.bases["top", f, d], items, src=ActSource.INTERACT,
+                 src_words=output_words("cat", f, d, g.rows), dst=OutDest.SCORE, wait_weights=1)
+        program.add(Opcode.SCORE, "score", dest=ScoreDest.RSP.value, items=items, last=1)
+
+    query(3, 4, 6)
+    query(3, 8, 4, first=6)
+    query(3, 4, 5, source=FetchSource.LIST.value, list_addr=list_at)
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.UPDATE.value, table=1, arg={"update": {
+        "id": lookups[0][0][1], "line": 0, "data": int(rng.integers(0, 1 << 62))}})
+    query(2, 4, 6)                       # one of each item's two vectors: six left over
+    program.add(Opcode.EMB, "emb", op=EmbeddingOp.FLUSH.value)
+    query(4, 8, 6, first=2)              # three a item: the six left over, then its own
+    query(3, 8, 10)
+    query(3, 4, 8, first=1)
+    return program.words()
+
+
+def test_fetches_prepared_together_answer_as_each_alone(monkeypatch):
+    """The fetcher prepares a run of FETCHes at once and the embedding unit pools only the bytes their joins read:
+    the responses and counters of FETCHes each prepared alone, every byte pooled. A planted bug, the joins' bytes
+    pooled whatever vectors they take, is caught."""
+    words = fetch_batches_program(TINY_GEOMETRY := ChipGeometry(TINY), np.random.default_rng(31))
+    assert TINY_GEOMETRY.emb.row_bytes > 8
+
+    def run():
+        chip = FunctionalChip(TINY)
+        prepared = []
+        prepare = chip.fetcher._prepare
+        chip.fetcher._prepare = lambda: prepared.append(len(chip.fetcher.queue)) or prepare()
+        return chip.run(words), prepared
+
+    batched, prepared = run()
+    assert len(prepared) < 7                                   # some FETCHes went together
+    assert of_kind(decode(FunctionalChip(TINY), batched.responses), ResponseKind.ERROR)["code"].tolist() == \
+        [ErrorCode.INDEX.value]
+    with monkeypatch.context() as patch:
+        patch.setattr(_Fetcher, "BATCH", 1)
+        patch.setattr(_Fetcher, "_width", lambda self, fetches, bags: self.chip.geometry.emb.row_bytes)
+        alone, prepared = run()
+        assert len(prepared) == 7
+    assert np.array_equal(batched.responses, alone.responses) and batched.counters == alone.counters
+
+    def planted(self, fetches, bags):
+        return max(arg["join"]["dim"] for arg in fetches)
+    monkeypatch.setattr(_Fetcher, "_width", planted)
+    with pytest.raises(ValueError, match="dimension 1"):      # the 4 bytes left over cannot join a job of 8
+        run()
 
 
 # (c), (d) queries of trained, quantised RM models ------------------------------------------------------------
