@@ -440,6 +440,7 @@ class _Queue:
         self.put_count = 0
         self._arrival = None
         self._room = {}
+        self.took_at = deque(maxlen=depth)     # the cycles the last ``depth`` items were taken
 
     def put(self, item, t):
         self.items.append((t, item))
@@ -449,11 +450,14 @@ class _Queue:
             self._arrival = None
 
     def room(self):
-        """An event for room for one more item (the item ``depth`` places back taken)."""
+        """An event for room for one more item (the item ``depth`` places back taken), at the cycle it was taken
+        (a unit may take an item for a later cycle than the simulation's)."""
         event = _Event()
-        need = self.put_count - self.depth + 1
-        if self.depth is None or self.got >= need:
+        need = self.put_count - self.depth + 1 if self.depth is not None else 0
+        if need <= 0:
             self.sim.fire(event, self.sim.now)
+        elif self.got >= need:
+            self.sim.fire(event, max(self.took_at[need - self.got - 1], self.sim.now))
         else:
             event = self._room.setdefault(need, event)
         return event
@@ -471,9 +475,99 @@ class _Queue:
     def took(self, t):
         """The unit took its head item at ``t`` (frees a place)."""
         self.got += 1
+        if self.depth is not None:
+            self.took_at.append(t)
         event = self._room.pop(self.got, None)
         if event is not None:
             self.sim.fire(event, t)
+
+
+class _FrontEnd:
+    """A lane front end's command path (:class:`rpaccel.rtl.accel.lanes.LaneFrontEnd`) between the controller's
+    lane queue and the engine's dispatcher: the front end's command queue of 16 and its register slice of two
+    before the engine. A command leaves the controller's queue (its place there free) a cycle after it is readable,
+    a cycle after the command before it left, and a cycle after the command 16 places back left the front end's
+    queue through the gate; it passes the gate two cycles after it entered (the queue's registered read), a cycle
+    after the one before it, a cycle after the command two places back entered the engine (the slice's room), and
+    two cycles after the weight loader completed the WEIGHTS it waits for.
+    So the controller holds a lane's command only when 34 of them wait (the RTL's cycles: the controller's queue
+    writes of a lane whose engine is behind follow its dispatches by 34 commands and 3 cycles)."""
+
+    #: Commands the front end's queue holds (``LaneFrontEnd.COMMANDS``).
+    COMMANDS = 16
+    #: Cycles from the model's gate (its command at the engine's unit queue, :meth:`_Timing.lane_gate`) back to the
+    #: command entering the engine (the RTL's ``engine_cmd`` transfer).
+    GATE_LAG = 4
+
+    __slots__ = ("_room", "entered", "left", "passed", "puts", "sim", "waiting", "waits", "weights")
+
+    def __init__(self, sim, weights):
+        self.sim, self.weights = sim, weights
+        self.puts, self.waits, self.left, self.passed, self.entered = [], [], [], [], []
+        self.waiting = False
+        self._room = None
+
+    def room(self):
+        """An event for a place in the controller's lane queue (for the next command put): the cycle the command
+        :data:`QUEUE_DEPTH` places back left it, which the front end may know ahead of time."""
+        event = _Event()
+        k = len(self.puts) - QUEUE_DEPTH
+        if k < 0:
+            self.sim.fire(event, self.sim.now)
+        elif k < len(self.left):
+            self.sim.fire(event, self.left[k])
+        else:
+            self._room = (k, event)
+        return event
+
+    def put(self, t, wait_weights):
+        """The controller put a command into the lane's queue, readable from ``t``, waiting for ``wait_weights``."""
+        self.puts.append(t)
+        self.waits.append(wait_weights)
+        self._advance()
+
+    def gated(self, t):
+        """The model's gate let the next command into the engine's unit queue at ``t``."""
+        self.entered.append(t - self.GATE_LAG)
+        self._advance()
+
+    def _advance(self):
+        puts, left, passed, entered, depth = self.puts, self.left, self.passed, self.entered, self.COMMANDS
+        while True:
+            k = len(left)
+            if k < len(puts) and (k < depth or len(passed) > k - depth):
+                t = puts[k] + 1
+                if k:
+                    t = max(t, left[-1] + 1)
+                if k >= depth:
+                    t = max(t, passed[k - depth] + 1)
+                left.append(t)
+                if self._room is not None and self._room[0] == k:
+                    self.sim.fire(self._room[1], t)
+                    self._room = None
+                continue
+            j = len(passed)
+            if j < len(left) and (j < 2 or len(entered) > j - 2):
+                weights = self.weights.reached(self.waits[j])
+                if weights.time is None:
+                    if not self.waiting:
+                        self.waiting = True
+                        weights.waiters.append(self._resume())
+                    return
+                t = max(left[j], weights.time) + 2
+                if j:
+                    t = max(t, passed[-1] + 1)
+                if j >= 2:
+                    t = max(t, entered[j - 2] + 1)
+                passed.append(t)
+                continue
+            return
+
+    def _resume(self):
+        """A process (one step) that goes on once the weights the next command waits for are loaded."""
+        self.waiting = False
+        self._advance()
+        yield from ()
 
 
 class _Memory:
@@ -870,6 +964,12 @@ class _Timing:
         self.lines_issued = self.lines_parsed = 0
         self._room_waits = []
         self.join_jobs = [_Queue(sim, JOB_QUEUE) for _ in range(lanes)]
+        # The pooled writer's job queue (every lane's jobs, in fetch order; a job leaves once its last pooled vector
+        # is written) and, per job in it, whether it has pooled vectors to wait for.
+        self.pooled_jobs = _Queue(sim, JOB_QUEUE)
+        self.pooled_pending = deque()
+        self.join_accepted = _Event()  # the previous FETCH's join job taken by the joiner
+        sim.fire(self.join_accepted, 0.0)
         self.dense = [_Channel(sim, f"dense[{lane}]") for lane in range(lanes)]
         self.inter = [_Channel(sim, f"inter[{lane}]") for lane in range(lanes)]
         self.bottom = [_Channel(sim, f"bottom[{lane}]") for lane in range(lanes)]
@@ -881,6 +981,7 @@ class _Timing:
         for channel in self.inter:
             channel.on_take = lambda _t: self._wake_sender()
         self.weights_done = _Counter(sim)
+        self.front_ends = [_FrontEnd(sim, self.weights_done) for _ in range(lanes)]
         self.layers_done = [_Counter(sim) for _ in range(lanes)]
         self.inputs_done = [_Counter(sim) for _ in range(lanes)]
         self.results = [_Counter(sim) for _ in range(g.holders)]
@@ -1053,16 +1154,22 @@ class _Timing:
             elif op == Opcode.LANE.value:
                 arg = self.arg("lane", i)
                 queue, item = self.lane_queues[arg["lane"]], (tag, arg)
+                room = self.front_ends[arg["lane"]].room()
             elif op == Opcode.SCORE.value:
                 arg = self.arg("score", i)
                 queue, item = self.score_queues[arg["lane"]], (tag, arg)
             elif op == Opcode.WEIGHTS.value:
                 queue, item = self.weight_queue, (tag, self.arg("weights", i))
             if queue is not None:
-                yield queue.room()
-                t = max(t, sim.now)
+                if op != Opcode.LANE.value:
+                    room = queue.room()
+                yield room
+                # A lane queue's place may be freed for an earlier cycle than the front end's step that frees it.
+                t = max(t, room.time)
                 self.began()
                 queue.put(item, t + DISPATCH)
+                if op == Opcode.LANE.value:
+                    self.front_ends[arg["lane"]].put(t + DISPATCH, arg["wait_weights"])
             i += 1
 
     def fetcher(self):
@@ -1092,9 +1199,12 @@ class _Timing:
             if arg["source"] == FetchSource.SURVIVORS.value:
                 yield self.results[arg["unit"]].reached(arg["wait_results"])
             lane, items = arg["lane"], arg["items"]
-            yield self.join_jobs[lane].room()
+            # The join job waits in the sequencer's register until the joiner takes it; the next FETCH starts once
+            # it has.
+            yield self.join_accepted
             self.began()          # the join job, finished by the sender
-            self.join_jobs[lane].put((tag, arg), sim.now + 1)
+            self.join_accepted = _Event()
+            sim.process(self._join_job(tag, arg, record["lookups"] > 0, sim.now + 1, self.join_accepted))
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
             # The functional model counts the list's lines once per phase, as the list reader reads them.
@@ -1124,6 +1234,34 @@ class _Timing:
                     piece = min(max(lines // items, 1), g.emb.max_burst)
                     first, last = yield from self.memory.read(_Memory.FETCHER, lines, self.buffer_lines, piece)
                 self.parse_queue.put((phase, tag, arg, (record, lines, first, last, started)), sim.now)
+
+    def _join_job(self, tag, arg, lookups, t, accepted):
+        """A FETCH's join job from cycle ``t`` in the fetcher's register, taken into the joiner's two queues at
+        once (``JoinUnit``: its lane's bottom loader's and the pooled writer's, four places each) once both have
+        room; ``accepted`` fires then. ``lookups``: whether the FETCH has lookups (pooled vectors to write)."""
+        lane_room = self.join_jobs[arg["lane"]].room()
+        yield lane_room
+        pooled_room = self.pooled_jobs.room()
+        yield pooled_room
+        t = max(t, lane_room.time + 1, pooled_room.time + 1)
+        if t > self.sim.now:
+            yield t
+        self.join_jobs[arg["lane"]].put((tag, arg), t)
+        self.pooled_jobs.put(None, t)
+        self.pooled_pending.append(lookups and arg["join"]["vectors"] > 1)
+        self.sim.fire(accepted, t)
+        self._pooled_written(None)
+
+    def _pooled_written(self, t):
+        """The pooled writer wrote a job's last vector at ``t`` (None: none written): the job leaves its queue, and
+        so do the jobs behind it without pooled vectors."""
+        pending = self.pooled_pending
+        if t is not None:
+            pending.popleft()
+            self.pooled_jobs.took(t)
+        while pending and not pending[0]:
+            pending.popleft()
+            self.pooled_jobs.took(self.sim.now if t is None else t + 1)
 
     def _buffer_room(self, lines):
         """Wait until the response buffer has room for ``lines`` more lines (a phase of more lines than the buffer
@@ -1305,6 +1443,7 @@ class _Timing:
             chunks = _ceil_div(join["dim"], g.rows)
             bags = len(requant)
             if not bags:
+                self._pooled_written(sim.now)
                 continue
             pace = np.maximum(requant, chunks).astype(np.float64)
             # Each bag's last lookup through the pipeline, and its last missed line.
@@ -1326,6 +1465,7 @@ class _Timing:
                 event = pooled.taken(beyond)
                 yield event
                 end = max(end, event.time)
+            self._pooled_written(end)
             free = max(end + 1, float(times[-1]) + pace[-1])
             self.busy["embedding"].add(start, end + 1)
 
@@ -1473,7 +1613,7 @@ class _Timing:
             yield room
             # The cycles the events happened (this process may have resumed later, behind a unit's wait).
             t = max(t, weights.time, room.time)
-            queue.took(t)
+            self.front_ends[lane].gated(t)
             target.put((tag, arg), t + 1)
 
     def lane_loader(self, lane):
