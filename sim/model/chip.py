@@ -85,6 +85,8 @@ EMB_CYCLES = 2.5
 JOIN_PIPE = 6
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
+#: Cycles from a join job's last bottom word taken to the job leaving the lane's job queue (the bank's descriptor).
+JOB_TAKE = 1
 #: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
 ACCEPT = 2
 #: Lines a memory request carries at most, by default (the weight loader's bursts, a list's lines).
@@ -1486,12 +1488,13 @@ class _Timing:
             _, (_tag, arg) = yield from queue.get()
             yield self.banks[lane][bank]
             start = sim.now
-            queue.took(start)
             items, join = arg["items"], arg["join"]
             cols = g.engine.splits[self.split].cols
             words = items * _ceil_div(join["dim"], cols)
             yield self.bottom[lane].available(words)
             _first, last = self.bottom[lane].take(words, start + 2, 1.0)
+            # The job leaves the queue once its block is written (a place for the next from the cycle after).
+            queue.took(last + JOB_TAKE)
             self.banks[lane][bank] = _Event()
             self.bank_ready[lane].append((last + 1, bank, arg))
             self._wake_sender()
