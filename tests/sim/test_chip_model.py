@@ -128,6 +128,40 @@ def test_a_planted_error_in_a_pinned_rule_is_caught(rtl_device, monkeypatch):
     assert _worst_share(program, rtl_device, ModelDevice(TINY)) > bound
 
 
+def _three_queries():
+    """Three queries back to back through three stages on two lanes (split 2, sub-batches of 10): the controller
+    runs some 30 commands ahead of a lane, the joiner's pooled-job queue and the fetcher's join register hold FETCHes
+    back, and later queries' FETCHes wait for the earlier ones' survivors."""
+    a, b = trained_dot_pair()
+    setup = ChipSetup(TINY, [a, b])
+    queries = [setup.add_query({m: m.inputs(tiny_data(m.spec, n, start=7000 + n)) for m in (a, b)})
+               for n in (103, 55, 67)]
+    return compile_queries(setup, [Stage(a, k=21), Stage(b, k=8), Stage(a, k=2)], queries,
+                           Schedule("rpaccel", sub_batch=10, split=2))
+
+
+#: The bound of the three-query program: 4 of its 6 responses at the RTL's cycle, the others 7 cycles early (of 21,134
+#: in the query window). Before the lane front end's command queue, the pooled-job queue and the join register were
+#: modelled, 37 cycles early (the controller held a lane's command when 18 waited, not 34); with a front end queue of
+#: one command, 30.
+THREE_QUERIES_BOUND = 0.0005
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_three_queries_on_two_lanes_are_within_their_bound_of_the_rtl(rtl_device):
+    assert _worst_share(_three_queries(), rtl_device, ModelDevice(TINY)) <= THREE_QUERIES_BOUND
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_a_lane_front_end_without_its_command_queue_is_caught(rtl_device, monkeypatch):
+    import rpaccel.sim.model.chip as chip
+
+    monkeypatch.setattr(chip._FrontEnd, "COMMANDS", 1)
+    assert _worst_share(_three_queries(), rtl_device, ModelDevice(TINY)) > THREE_QUERIES_BOUND
+
+
 @pytest.mark.verilator
 @pytest.mark.slow
 def test_counters_answers_leave_as_the_rtls(rtl_device):
