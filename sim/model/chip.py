@@ -65,7 +65,7 @@ DISPATCH = 2
 #: Cycles between two MEM_WRITEs: the write through the arbiter (two cycles of activity), then the quiet cycles.
 WRITE_CYCLES = 2 + QUIET_CYCLES
 #: Cycles from a MEM_WRITE's turn in the controller to its grant, against a read's (one cycle earlier).
-WRITE_OFFSET = -2
+WRITE_OFFSET = 0
 #: A controller response leaves this many cycles after its barrier runs.
 RESPOND = 2
 #: Cycles a COUNTERS waits before its first answer (the embedding unit's counters asked for and come back).
@@ -74,6 +74,11 @@ COUNTERS_WAIT = 9
 READ_EXTRA = 4
 #: Cycles from the fetcher taking a FETCH to its first read request (the sequencer's token, the issuer's address).
 FETCH_ISSUE = 4
+#: Cycles from a SCORE's last logit taken to the chip being quiet, when its logits go out as LOGIT responses (the
+#: response merge's queue and register): a barrier behind it runs that much later.
+LOGIT_QUIET = 2
+#: Cycles from the weight loader seeing a WEIGHTS to its first read request (its take and the request register).
+WEIGHTS_ISSUE = 4
 #: Cycles from a filter's output pass reading its last kept pair to ``results_done`` counting the result.
 FILTER_OUT = 5
 #: Cycles from a LIST's line arriving to the reads of the items it indexes.
@@ -89,17 +94,25 @@ JOB_QUEUE = 4
 JOB_TAKE = 1
 #: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
 ACCEPT = 2
+#: A granted request is due at the memory ``latency - DUE`` cycles after its grant plus :data:`ACCEPT` (its lines
+#: reach the requester 4 cycles after their read: ``latency + 1`` cycles after the grant on an idle memory).
+DUE = 5
+#: Cycles a request keeps its place in the memory's queue after its last line is read, against its grant.
+HELD = 0
 #: Lines a memory request carries at most, by default (the weight loader's bursts, a list's lines).
 PIECE = 8
 #: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
 LINE_TO_USE = 3
+#: Cycles from a record line's arrival to the fetcher's parser offering its first dense word or lookup (the
+#: response buffer's write and buffered read).
+LINE_TO_PARSE = 1
 #: Cycles from a lookup taken by the embedding unit to its miss's read request (F1..F7, the read buffer).
-MISS_ISSUE = 10
+MISS_ISSUE = 12
 #: Misses the embedding unit admits ahead of the arbiter's grants (``EmbeddingUnit._MISS_QUEUE``).
 MISS_QUEUE = 8
 #: Cycles from a missed line's arrival to its bag's pooled vector (read buffer, row assembly, pooling,
 #: requantisation).
-MISS_PIPE = 27
+MISS_PIPE = 25
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
 EMB_PIPE = 16
 #: Engine: a layer's last item to ``layers_done`` counting it, beyond ``rows + cols`` (array 4, slices 2,
@@ -556,7 +569,7 @@ class _FrontEnd:
                         self.waiting = True
                         weights.waiters.append(self._resume())
                     return
-                t = max(left[j], weights.time) + 2
+                t = max(left[j] + 2, weights.time)
                 if j:
                     t = max(t, passed[-1] + 1)
                 if j >= 2:
@@ -625,9 +638,9 @@ class _Memory:
         """Grant ``requester``'s read of ``lines`` lines in cycle ``t``; returns the cycles its first and last
         line arrive."""
         self.granted = requester
-        beat = max(t + ACCEPT + self.latency - 3, self.free)
+        beat = max(t + ACCEPT + self.latency - DUE, self.free)
         self.free = beat + lines * self.per_line
-        self.held.append(self.free)
+        self.held.append(self.free + HELD)
         self.next_grant = t + 1
         return beat + 4, beat + (lines - 1) * self.per_line + 4
 
@@ -673,9 +686,9 @@ class _Memory:
         memory's queue until it is served, its latency after it entered (the reads behind it wait for its place
         and its turn)."""
         for k in range(max(count - self.queue_depth, 0), count):
-            beat = max(first + step * k + ACCEPT + self.latency - 3, self.free)
+            beat = max(first + step * k + ACCEPT + self.latency - DUE, self.free)
             self.free = beat + self.per_line
-            self.held.append(self.free)
+            self.held.append(self.free + HELD)
 
     def wake(self):
         """A request is pending: the arbiter looks again now."""
@@ -1169,7 +1182,9 @@ class _Timing:
                 # A lane queue's place may be freed for an earlier cycle than the front end's step that frees it.
                 t = max(t, room.time)
                 self.began()
-                queue.put(item, t + DISPATCH)
+                # The fetcher takes its commands a cycle after the other units' DISPATCH (the queue's buffered read
+                # and the fetcher's own register).
+                queue.put(item, t + DISPATCH + (queue is self.fetch_queue))
                 if op == Opcode.LANE.value:
                     self.front_ends[arg["lane"]].put(t + DISPATCH, arg["wait_weights"])
             i += 1
@@ -1192,18 +1207,18 @@ class _Timing:
                 self.fetch_queue.took(t)
                 self.parse_queue.put(("emb", tag, arg, None), t + 1)
                 continue
-            t = max(sim.now, float(np.floor(emb_free)) - EMB_CYCLES + 1)
+            t = max(sim.now, float(np.floor(emb_free - EMB_CYCLES)) + 1)
             if t > sim.now:
                 yield t
             self.fetch_queue.took(t)
             record = self.fetch_records.popleft()
-            started = sim.now
             if arg["source"] == FetchSource.SURVIVORS.value:
                 yield self.results[arg["unit"]].reached(arg["wait_results"])
             lane, items = arg["lane"], arg["items"]
             # The join job waits in the sequencer's register until the joiner takes it; the next FETCH starts once
             # it has.
             yield self.join_accepted
+            started = sim.now
             self.began()          # the join job, finished by the sender
             self.join_accepted = _Event()
             sim.process(self._join_job(tag, arg, record["lookups"] > 0, sim.now + 1, self.join_accepted))
@@ -1303,8 +1318,8 @@ class _Timing:
             start = max(sim.now, free + 1)
             if phase == "dense":
                 words = items * arg["dense_words"]
-                d_first = max(start, first + LINE_TO_USE) if lines else start
-                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_USE if lines else 0)
+                d_first = max(start, first + LINE_TO_PARSE) if lines else start
+                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_PARSE if lines else 0)
                 self.dense[lane].put(words, d_first, d_last)
                 event = self.dense[lane].taken(self.dense[lane].put_count - 1)
                 yield event
@@ -1312,8 +1327,8 @@ class _Timing:
                 self.lines_parsed_add(lines, free)
                 continue
             lookups = record["lookups"]
-            l_first = max(start, first + LINE_TO_USE) if lines else start
-            l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE if lines else 0)
+            l_first = max(start, first + LINE_TO_PARSE) if lines else start
+            l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_PARSE if lines else 0)
             if lookups:
                 self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane,
                                                            record)), l_first)
@@ -1409,11 +1424,11 @@ class _Timing:
                 items.popleft()
                 job, m = next_job, next_m
                 memory.granted = requester
-                beat = t + ACCEPT + latency - 3
+                beat = t + ACCEPT + latency - DUE
                 if memory.free > beat:
                     beat = memory.free
                 memory.free = beat + per_line
-                held.append(memory.free)
+                held.append(memory.free + HELD)
                 memory.next_grant = t + 1
                 arrive = beat + 4
                 while held[0] <= t:
@@ -1593,8 +1608,11 @@ class _Timing:
         while True:
             _, (_tag, arg) = yield from self.weight_queue.get()
             self.weight_queue.took(sim.now)
+            issue = sim.now + WEIGHTS_ISSUE
             if arg["wait"]:
                 yield self.layers_done[arg["lane"]].reached(arg["wait_layers"])
+            if issue > sim.now:
+                yield issue
             start = sim.now
             lines = _ceil_div(arg["words"] * word_bytes, g.line_bytes)
             first, last = yield from self.memory.read(_Memory.WEIGHTS, lines, buffer_lines)
@@ -1716,6 +1734,7 @@ class _Timing:
             end = last + 1
             if dest == ScoreDest.RSP.value:
                 self.respond(first + 3, ResponseKind.LOGIT, tag, items, (last - first) / max(items - 1, 1))
+                end = last + LOGIT_QUIET
             else:
                 counts[holder] = counts.get(holder, 0) + items
                 opened.setdefault(holder, first)       # the unit holds the query from its first candidate
