@@ -608,8 +608,9 @@ class _Memory:
 
     def arbiter(self):
         """The arbiter's process: at most a grant a cycle, while the memory's queue has room, to the first
-        requester with a request after the one granted last. A granted request is due ``latency - 3`` cycles after
-        the memory takes it (:data:`ACCEPT` cycles after its grant) and read after the requests ahead of it, its
+        requester with a request after the one granted last (the cycle the RTL's requester sees its request taken).
+        A granted request is due ``latency -`` :data:`DUE` cycles after the memory takes it (:data:`ACCEPT` cycles
+        after its grant) and read after the requests ahead of it, its
         lines one per ``line_bytes / bytes_per_cycle`` cycles (at most one a cycle); a line reaches the requester
         4 cycles after its read (the memory's registers and response queue, the arbiter's routing)."""
         sim, held, pending = self.sim, self.held, self.pending
