@@ -107,7 +107,7 @@ LINE_TO_USE = 3
 #: response buffer's write and buffered read).
 LINE_TO_PARSE = 1
 #: Cycles from a lookup taken by the embedding unit to its miss's read request (F1..F7, the read buffer).
-MISS_ISSUE = 12
+MISS_ISSUE = 11
 #: Misses the embedding unit admits ahead of the arbiter's grants (``EmbeddingUnit._MISS_QUEUE``).
 MISS_QUEUE = 8
 #: Cycles from a missed line's arrival to its bag's pooled vector (read buffer, row assembly, pooling,
@@ -357,7 +357,7 @@ class _Channel:
 
     def __init__(self, sim, name):
         self.sim, self.name = sim, name
-        self.offered = deque()       # (start word, n, first, last) not yet fully taken
+        self.offered = deque()       # (start word, n, first, last, span, times) not yet fully taken
         self.put_count = 0
         self.take_count = 0
         self.take_segments = []      # (start word, n, first, last) of takes, in order
@@ -366,13 +366,14 @@ class _Channel:
         self._seq = 0
         self.on_take = None          # called with the cycle of the last word of each take
 
-    def put(self, n, first, last, span=0.0):
-        """Offer ``n`` words from ``first`` to ``last``. ``span``: cycles the producer needs for them once it may go
-        on; a producer with little buffer behind it (``span`` > 0) stalls while its words are not taken, so they
-        are not taken faster than that after the first is."""
+    def put(self, n, first, last, span=0.0, times=None):
+        """Offer ``n`` words from ``first`` to ``last`` (``times``: each word's cycle, if not spread evenly).
+        ``span``: cycles the producer needs for them once it may go on; a producer with little buffer behind it
+        (``span`` > 0) stalls while its words are not taken, so they are not taken faster than that after the
+        first is."""
         if n <= 0:
             return
-        self.offered.append((self.put_count, n, first, last, span))
+        self.offered.append((self.put_count, n, first, last, span, times))
         self.put_count += n
         if self._arrival is not None:
             self.sim.fire(self._arrival, self.sim.now)
@@ -392,17 +393,22 @@ class _Channel:
         """The cycles of words ``ks`` (offered, not yet taken), as :meth:`_word_time` gives each, as a list."""
         ks = np.asarray(ks, np.int64)
         out = np.full(len(ks), np.nan)
-        for start, n, first, last, _ in self.offered:
+        for start, n, first, last, _, times in self.offered:
             inside = (ks >= start) & (ks < start + n)
             if inside.any():
-                out[inside] = first if n == 1 else first + (last - first) * (ks[inside] - start) / (n - 1)
+                if times is not None:
+                    out[inside] = times[ks[inside] - start]
+                else:
+                    out[inside] = first if n == 1 else first + (last - first) * (ks[inside] - start) / (n - 1)
         if np.isnan(out).any():
             raise AssertionError(f"{self.name}: words {ks[np.isnan(out)][:4].tolist()} not offered")
         return out.tolist()
 
     def _word_time(self, k):
-        for start, n, first, last, _ in self.offered:
+        for start, n, first, last, _, times in self.offered:
             if start <= k < start + n:
+                if times is not None:
+                    return float(times[k - start])
                 return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
         raise AssertionError(f"{self.name}: word {k} not offered")
 
@@ -412,7 +418,7 @@ class _Channel:
         k0, k1 = self.take_count, self.take_count + n - 1
         first = max(ready, self._word_time(k0) + 1)
         held = sum(span * (min(start + count, k1 + 1) - max(start, k0)) / count
-                   for start, count, _, _, span in self.offered if span and start <= k1 and start + count > k0)
+                   for start, count, _, _, span, _ in self.offered if span and start <= k1 and start + count > k0)
         last = max(first + (n - 1) * pace, self._word_time(k1) + 1, first + held, until or 0.0)
         self.take_count += n
         while self.offered and self.offered[0][0] + self.offered[0][1] <= self.take_count:
@@ -992,6 +998,7 @@ class _Timing:
         self.logits = [_Channel(sim, f"logits[{lane}]") for lane in range(lanes)]
         self.index = [_Channel(sim, f"index[{lane}]") for lane in range(lanes)]
         self.lookups = _Channel(sim, "lookups")
+        self.entries_per_line = max(8 * g.line_bytes // g.lookup_entry_bits, 1)
         self.pooled = [_Channel(sim, f"pooled[{lane}]") for lane in range(lanes)]
         self.join_wake = None          # an event for the joiner's sender: a bank loaded, vectors in, words taken
         for channel in self.inter:
@@ -1328,12 +1335,18 @@ class _Timing:
                 self.lines_parsed_add(lines, free)
                 continue
             lookups = record["lookups"]
-            l_first = max(start, first + LINE_TO_PARSE) if lines else start
-            l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_PARSE if lines else 0)
+            steps = self._lookup_steps(record, arg, lines, first, last, start) if lookups and lines else None
+            if steps is not None:
+                times, l_last = steps
+                l_first = float(times[0])
+            else:
+                times = None
+                l_first = max(start, first + LINE_TO_PARSE) if lines else start
+                l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_PARSE if lines else 0)
             if lookups:
                 self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane,
                                                            record)), l_first)
-                self.lookups.put(lookups, l_first, l_last)
+                self.lookups.put(lookups, l_first, float(times[-1]) if times is not None else l_last, times=times)
                 event = self.lookups.taken(self.lookups.put_count - 1)
                 yield event
                 l_last = max(l_last, event.time)
@@ -1341,6 +1354,41 @@ class _Timing:
             self.lines_parsed_add(lines, free)
             self.busy["fetch"].add(started, free + 1)
             self.finished(free + 1)
+
+    def _lookup_steps(self, record, arg, lines, first, last, start):
+        """The parser's steps through a FETCH's lookup areas (``Fetcher``'s parser), a step a cycle, each once its
+        line is in (the area's lines arriving evenly from ``first`` to ``last``): per item the count with its first
+        lookup, a lookup a step, then a step per unused line of the area. Returns the cycle each lookup is offered and
+        the last step's, or None where the items' lookups are not known apart."""
+        items = arg["items"]
+        per_item, entries = lines // items, self.entries_per_line
+        bags = record["bag_lookup"]
+        per_bag = arg["join"]["vectors"] - 1
+        if per_item * items != lines or per_bag < 1 or len(bags) != items * per_bag:
+            return None
+        ends = bags[per_bag - 1::per_bag] + 1
+        counts = np.diff(ends, prepend=0)
+        # Per item: the count step (with lookup 0 when a line holds more than one entry), a step per further lookup
+        # (lookup j is entry j + 1), then a step per unused line of the area; the line each step needs.
+        extra = 1 if entries == 1 else 0
+        base = np.maximum(counts + extra, 1)
+        last_line = counts // entries
+        per = base + np.maximum(per_item - 1 - last_line, 0)
+        item_of = np.repeat(np.arange(items), per)
+        k = np.arange(len(item_of)) - np.repeat(np.cumsum(per) - per, per)
+        n, b = counts[item_of], base[item_of]
+        is_lookup = (k >= extra) & (k < n + extra)
+        line = np.where(k < b, (k + 1 - extra) // entries, last_line[item_of] + 1 + k - b)
+        line = np.minimum(line, per_item - 1)
+        if int(np.count_nonzero(is_lookup)) != record["lookups"]:
+            return None
+        index = item_of * per_item + line
+        span = (last - first) / (lines - 1) if lines > 1 else 0.0
+        ready = first + span * index + LINE_TO_PARSE
+        ready[0] = max(ready[0], start)
+        steps = np.arange(len(ready), dtype=np.float64)
+        times = steps + np.maximum.accumulate(ready - steps)
+        return times[is_lookup], float(times[-1])
 
     def embedding(self):
         """The embedding unit's intake: lookups one a cycle, each missed line's read request :data:`MISS_ISSUE`
