@@ -367,7 +367,8 @@ class _Channel:
         self.on_take = None          # called with the cycle of the last word of each take
 
     def put(self, n, first, last, span=0.0, times=None):
-        """Offer ``n`` words from ``first`` to ``last`` (``times``: each word's cycle, if not spread evenly).
+        """Offer ``n`` words from ``first`` to ``last`` (``times``: their cycles, a :class:`_LookupSteps`, if not
+        spread evenly).
         ``span``: cycles the producer needs for them once it may go on; a producer with little buffer behind it
         (``span`` > 0) stalls while its words are not taken, so they are not taken faster than that after the
         first is."""
@@ -397,7 +398,7 @@ class _Channel:
             inside = (ks >= start) & (ks < start + n)
             if inside.any():
                 if times is not None:
-                    out[inside] = times[ks[inside] - start]
+                    out[inside] = times.at(ks[inside] - start)
                 else:
                     out[inside] = first if n == 1 else first + (last - first) * (ks[inside] - start) / (n - 1)
         if np.isnan(out).any():
@@ -408,7 +409,7 @@ class _Channel:
         for start, n, first, last, _, times in self.offered:
             if start <= k < start + n:
                 if times is not None:
-                    return float(times[k - start])
+                    return float(times.at(np.array([k - start]))[0])
                 return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
         raise AssertionError(f"{self.name}: word {k} not offered")
 
@@ -449,6 +450,24 @@ class _Channel:
             self._seq += 1
             heapq.heappush(self._taken_waits, (k, self._seq, event))
         return event
+
+
+class _LookupSteps:
+    """The cycles a FETCH's lookups leave the fetcher's parser (:meth:`_Timing._lookup_steps`): per (item, line of its
+    lookup area) the cycle of its first step; lookup ``j`` of an item is its entry ``j + 1``."""
+
+    __slots__ = ("begin", "entries", "per_item", "starts")
+
+    def __init__(self, begin, starts, per_item, entries):
+        self.begin, self.starts, self.per_item, self.entries = begin, starts, per_item, entries
+
+    def at(self, ks):
+        """The cycles of the FETCH's lookups ``ks`` (an array of their places among its lookups)."""
+        item = np.searchsorted(self.starts, ks, side="right") - 1
+        entry = ks - self.starts[item] + 1
+        line = entry // self.entries
+        offset = entry - line * self.entries - ((line == 0) & (self.entries > 1))
+        return self.begin[item * self.per_item + line] + offset
 
 
 class _Queue:
@@ -1338,7 +1357,7 @@ class _Timing:
             steps = self._lookup_steps(record, arg, lines, first, last, start) if lookups and lines else None
             if steps is not None:
                 times, l_last = steps
-                l_first = float(times[0])
+                l_first, last_lookup = times.at(np.array([0, lookups - 1])).tolist()
             else:
                 times = None
                 l_first = max(start, first + LINE_TO_PARSE) if lines else start
@@ -1346,7 +1365,7 @@ class _Timing:
             if lookups:
                 self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane,
                                                            record)), l_first)
-                self.lookups.put(lookups, l_first, float(times[-1]) if times is not None else l_last, times=times)
+                self.lookups.put(lookups, l_first, last_lookup if times is not None else l_last, times=times)
                 event = self.lookups.taken(self.lookups.put_count - 1)
                 yield event
                 l_last = max(l_last, event.time)
@@ -1358,8 +1377,8 @@ class _Timing:
     def _lookup_steps(self, record, arg, lines, first, last, start):
         """The parser's steps through a FETCH's lookup areas (``Fetcher``'s parser), a step a cycle, each once its
         line is in (the area's lines arriving evenly from ``first`` to ``last``): per item the count with its first
-        lookup, a lookup a step, then a step per unused line of the area. Returns the cycle each lookup is offered and
-        the last step's, or None where the items' lookups are not known apart."""
+        lookup, a lookup a step, then a step per unused line of the area. Returns a :class:`_LookupSteps` and the last
+        step's cycle, or None where the items' lookups are not known apart."""
         items = arg["items"]
         per_item, entries = lines // items, self.entries_per_line
         bags = record["bag_lookup"]
@@ -1368,27 +1387,20 @@ class _Timing:
             return None
         ends = bags[per_bag - 1::per_bag] + 1
         counts = np.diff(ends, prepend=0)
-        # Per item: the count step (with lookup 0 when a line holds more than one entry), a step per further lookup
-        # (lookup j is entry j + 1), then a step per unused line of the area; the line each step needs.
-        extra = 1 if entries == 1 else 0
-        base = np.maximum(counts + extra, 1)
-        last_line = counts // entries
-        per = base + np.maximum(per_item - 1 - last_line, 0)
-        item_of = np.repeat(np.arange(items), per)
-        k = np.arange(len(item_of)) - np.repeat(np.cumsum(per) - per, per)
-        n, b = counts[item_of], base[item_of]
-        is_lookup = (k >= extra) & (k < n + extra)
-        line = np.where(k < b, (k + 1 - extra) // entries, last_line[item_of] + 1 + k - b)
-        line = np.minimum(line, per_item - 1)
-        if int(np.count_nonzero(is_lookup)) != record["lookups"]:
+        if int(ends[-1]) != record["lookups"]:
             return None
-        index = item_of * per_item + line
+        # Steps per (item, line): on line 0 the count with lookup 0 (entries 0 and 1 in one step), then an entry a
+        # step; a line beyond the last entry's, a step of its own.
+        line = np.arange(per_item)
+        held = np.minimum(counts[:, None] + 1 - line * entries, entries)
+        held[:, 0] -= entries > 1
+        steps = np.maximum(held, 1).ravel().astype(np.float64)
         span = (last - first) / (lines - 1) if lines > 1 else 0.0
-        ready = first + span * index + LINE_TO_PARSE
+        ready = first + span * np.arange(lines) + LINE_TO_PARSE
         ready[0] = max(ready[0], start)
-        steps = np.arange(len(ready), dtype=np.float64)
-        times = steps + np.maximum.accumulate(ready - steps)
-        return times[is_lookup], float(times[-1])
+        before = np.cumsum(steps) - steps
+        begin = before + np.maximum.accumulate(ready - before)
+        return _LookupSteps(begin, ends - counts, per_item, entries), float(begin[-1] + steps[-1] - 1)
 
     def embedding(self):
         """The embedding unit's intake: lookups one a cycle, each missed line's read request :data:`MISS_ISSUE`
