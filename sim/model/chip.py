@@ -1247,7 +1247,7 @@ class _Timing:
             yield self.join_accepted
             started = sim.now
             self.began()          # the join job, finished by the sender
-            self.join_accepted = _Event()
+            self.join_accepted = record["accepted"] = _Event()
             sim.process(self._join_job(tag, arg, record["lookups"] > 0, sim.now + 1, self.join_accepted))
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
@@ -1517,6 +1517,10 @@ class _Timing:
             if done is not None:
                 yield done
             lookups, misses, join, lane, record, first, last, start, job = arg
+            # The pooled writer takes the job's vectors once the joiner has taken the job.
+            accepted = record["accepted"]
+            yield accepted
+            free = max(free, accepted.time + 1)
             requant = record["requant"]
             chunks = _ceil_div(join["dim"], g.rows)
             bags = len(requant)
