@@ -77,6 +77,8 @@ FETCH_ISSUE = 4
 #: Cycles from a SCORE's last logit taken to the chip being quiet, when its logits go out as LOGIT responses (the
 #: response merge's queue and register): a barrier behind it runs that much later.
 LOGIT_QUIET = 2
+#: Cycles from the grant of a FETCH's third last token's last read to the fetcher starting the next FETCH.
+WALK_END = 0
 #: Cycles from the weight loader seeing a WEIGHTS to its first read request (its take and the request register).
 WEIGHTS_ISSUE = 4
 #: Cycles from a filter's output pass reading its last kept pair to ``results_done`` counting the result.
@@ -722,9 +724,10 @@ class _Memory:
             wake, self._wake = self._wake, None
             self.sim.fire(wake, self.sim.now)
 
-    def read(self, requester, lines, in_flight, piece=PIECE):
+    def read(self, requester, lines, in_flight, piece=PIECE, grants=None):
         """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
-        lines outstanding; returns the cycles the first and the last line reach the requester."""
+        lines outstanding; returns the cycles the first and the last line reach the requester (``grants``: a list
+        the cycle of each request's grant is appended to)."""
         sim, first, held = self.sim, None, self.held
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
@@ -749,6 +752,8 @@ class _Memory:
                     for _ in range(k):
                         arrived, _ = arrivals.popleft()
                     request_first, last = self._grant(requester, piece, t)
+                    if grants is not None:
+                        grants.append(t)
                     while held[0] <= t:
                         held.popleft()
                     first = request_first if first is None else first
@@ -761,6 +766,8 @@ class _Memory:
                 if arrive > sim.now:
                     yield arrive
             request_first, last = yield from self.request(requester, piece)
+            if grants is not None:
+                grants.append(sim.now)
             first = request_first if first is None else first
             done += piece
             arrivals.append((done, last))
@@ -1224,35 +1231,44 @@ class _Timing:
         so the memory's latency is paid once, not per phase."""
         sim, g = self.sim, self.g
         emb_free = 0.0       # EMBs go one per EMB_CYCLES (a float: 2, 3, 2, 3, ... cycles)
+        walked = 0.0         # the cycle the sequencer has walked the last FETCH's items
         while True:
-            _, (kind, tag, arg) = yield from self.fetch_queue.get()
+            # A command is taken at its turn (its arrival, the sequencer's walk of the FETCH before), which may be
+            # before this process is done with the FETCH before's reads.
+            arrived, (kind, tag, arg) = yield from self.fetch_queue.get()
             if kind == "emb":
-                t = max(sim.now, float(np.floor(emb_free)))
+                t = max(arrived, walked, float(np.floor(emb_free)))
                 if t > sim.now:
                     yield t
                 emb_free = max(emb_free, t) + EMB_CYCLES
                 self.fetch_queue.took(t)
                 self.parse_queue.put(("emb", tag, arg, None), t + 1)
                 continue
-            t = max(sim.now, float(np.floor(emb_free - EMB_CYCLES)) + 1)
+            # The sequencer walks the previous FETCH's items (a token an item and phase, at most one a cycle) before
+            # it takes the next.
+            t = max(arrived, walked, float(np.floor(emb_free - EMB_CYCLES)) + 1)
             if t > sim.now:
                 yield t
-            self.fetch_queue.took(t)
             record = self.fetch_records.popleft()
             if arg["source"] == FetchSource.SURVIVORS.value:
-                yield self.results[arg["unit"]].reached(arg["wait_results"])
+                results = self.results[arg["unit"]].reached(arg["wait_results"])
+                yield results
+                t = max(t, results.time)
             lane, items = arg["lane"], arg["items"]
             # The join job waits in the sequencer's register until the joiner takes it; the next FETCH starts once
             # it has.
-            yield self.join_accepted
-            started = sim.now
+            accepted = self.join_accepted
+            yield accepted
+            started = max(t, accepted.time)
+            self.fetch_queue.took(started)
             self.began()          # the join job, finished by the sender
             self.join_accepted = record["accepted"] = _Event()
-            sim.process(self._join_job(tag, arg, record["lookups"] > 0, sim.now + 1, self.join_accepted))
+            sim.process(self._join_job(tag, arg, record["lookups"] > 0, started + 1, self.join_accepted))
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
             # The functional model counts the list's lines once per phase, as the list reader reads them.
             phases = 2 if arg["stride"] > arg["dense_lines"] else 1
+            walked = started + phases * items + 1
             lookup_lines = max(record["lines"] - phases * list_lines - dense_lines, 0)
             if started + FETCH_ISSUE > sim.now:
                 yield started + FETCH_ISSUE
@@ -1276,7 +1292,14 @@ class _Timing:
                     yield from self._buffer_room(lines)
                     # A read per item's area (its dense lines, its lookup lines), at most a burst.
                     piece = min(max(lines // items, 1), g.emb.max_burst)
-                    first, last = yield from self.memory.read(_Memory.FETCHER, lines, self.buffer_lines, piece)
+                    grants = []
+                    first, last = yield from self.memory.read(_Memory.FETCHER, lines, self.buffer_lines, piece,
+                                                              grants)
+                    # The sequencer puts out an item's token as the issuer takes the one before, which it does as
+                    # the last request of the one before that goes: its walk ends with the third last's.
+                    per_token = len(grants) // items if len(grants) % items == 0 else 0
+                    if per_token and items >= 3:
+                        walked = max(walked, grants[(items - 2) * per_token - 1] + WALK_END)
                 self.parse_queue.put((phase, tag, arg, (record, lines, first, last, started)), sim.now)
 
     def _join_job(self, tag, arg, lookups, t, accepted):

@@ -204,10 +204,10 @@ def test_the_fetchers_memory_lines_are_the_functional_models(monkeypatch):
     program, _ = _directed("baseline")
     requested, read = [], chip._Memory.read
 
-    def counting(self, requester, lines, in_flight, piece=chip.PIECE):
+    def counting(self, requester, lines, in_flight, piece=chip.PIECE, grants=None):
         if requester == chip._Memory.FETCHER:
             requested.append(lines)
-        return (yield from read(self, requester, lines, in_flight, piece))
+        return (yield from read(self, requester, lines, in_flight, piece, grants))
 
     monkeypatch.setattr(chip._Memory, "read", counting)
     model = TimedChip(TINY)
