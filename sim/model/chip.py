@@ -1017,6 +1017,7 @@ class _Timing:
         self.pooled_jobs = _Queue(sim, JOB_QUEUE)
         self.pooled_pending = deque()
         self.join_accepted = _Event()  # the previous FETCH's join job taken by the joiner
+        self.lookup_accepts = deque()  # per FETCH with lookups, in order: its join job taken by the joiner
         sim.fire(self.join_accepted, 0.0)
         self.dense = [_Channel(sim, f"dense[{lane}]") for lane in range(lanes)]
         self.inter = [_Channel(sim, f"inter[{lane}]") for lane in range(lanes)]
@@ -1262,7 +1263,9 @@ class _Timing:
             started = max(t, accepted.time)
             self.fetch_queue.took(started)
             self.began()          # the join job, finished by the sender
-            self.join_accepted = record["accepted"] = _Event()
+            self.join_accepted = _Event()
+            if record["lookups"]:
+                self.lookup_accepts.append(self.join_accepted)
             sim.process(self._join_job(tag, arg, record["lookups"] > 0, started + 1, self.join_accepted))
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
@@ -1541,7 +1544,7 @@ class _Timing:
                 yield done
             lookups, misses, join, lane, record, first, last, start, job = arg
             # The pooled writer takes the job's vectors once the joiner has taken the job.
-            accepted = record["accepted"]
+            accepted = self.lookup_accepts.popleft()
             yield accepted
             free = max(free, accepted.time + 1)
             requant = record["requant"]
