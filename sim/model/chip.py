@@ -65,7 +65,7 @@ DISPATCH = 2
 #: Cycles between two MEM_WRITEs: the write through the arbiter (two cycles of activity), then the quiet cycles.
 WRITE_CYCLES = 2 + QUIET_CYCLES
 #: Cycles from a MEM_WRITE's turn in the controller to its grant, against a read's (one cycle earlier).
-WRITE_OFFSET = -2
+WRITE_OFFSET = 0
 #: A controller response leaves this many cycles after its barrier runs.
 RESPOND = 2
 #: Cycles a COUNTERS waits before its first answer (the embedding unit's counters asked for and come back).
@@ -74,6 +74,13 @@ COUNTERS_WAIT = 9
 READ_EXTRA = 4
 #: Cycles from the fetcher taking a FETCH to its first read request (the sequencer's token, the issuer's address).
 FETCH_ISSUE = 4
+#: Cycles from a SCORE's last logit taken to the chip being quiet, when its logits go out as LOGIT responses (the
+#: response merge's queue and register): a barrier behind it runs that much later.
+LOGIT_QUIET = 2
+#: Cycles from the grant of a FETCH's third last token's last read to the fetcher starting the next FETCH.
+WALK_END = 0
+#: Cycles from the weight loader seeing a WEIGHTS to its first read request (its take and the request register).
+WEIGHTS_ISSUE = 4
 #: Cycles from a filter's output pass reading its last kept pair to ``results_done`` counting the result.
 FILTER_OUT = 5
 #: Cycles from a LIST's line arriving to the reads of the items it indexes.
@@ -85,19 +92,29 @@ EMB_CYCLES = 2.5
 JOIN_PIPE = 6
 #: Join jobs the joiner holds ahead of their bottom block (``join.JOB_QUEUE_DEPTH``).
 JOB_QUEUE = 4
+#: Cycles from a join job's last bottom word taken to the job leaving the lane's job queue (the bank's descriptor).
+JOB_TAKE = 1
 #: Cycles from a memory request's issue to the memory's queue taking it (the arbiter's grant, its register slice).
 ACCEPT = 2
+#: A granted request is due at the memory ``latency - DUE`` cycles after its grant plus :data:`ACCEPT` (its lines
+#: reach the requester 4 cycles after their read: ``latency + 1`` cycles after the grant on an idle memory).
+DUE = 5
+#: Cycles a request keeps its place in the memory's queue after its last line is read, against its grant.
+HELD = 0
 #: Lines a memory request carries at most, by default (the weight loader's bursts, a list's lines).
 PIECE = 8
 #: Cycles from a line's arrival to the unit acting on it (response routing, buffer, parser).
 LINE_TO_USE = 3
+#: Cycles from a record line's arrival to the fetcher's parser offering its first dense word or lookup (the
+#: response buffer's write and buffered read).
+LINE_TO_PARSE = 1
 #: Cycles from a lookup taken by the embedding unit to its miss's read request (F1..F7, the read buffer).
-MISS_ISSUE = 10
+MISS_ISSUE = 11
 #: Misses the embedding unit admits ahead of the arbiter's grants (``EmbeddingUnit._MISS_QUEUE``).
 MISS_QUEUE = 8
 #: Cycles from a missed line's arrival to its bag's pooled vector (read buffer, row assembly, pooling,
 #: requantisation).
-MISS_PIPE = 27
+MISS_PIPE = 25
 #: Embedding unit pipeline: command to pooled vector (F1..F7, row assembly, pooling, requantisation).
 EMB_PIPE = 16
 #: Engine: a layer's last item to ``layers_done`` counting it, beyond ``rows + cols`` (array 4, slices 2,
@@ -426,7 +443,7 @@ class _Channel:
 
     def __init__(self, sim, name):
         self.sim, self.name = sim, name
-        self.offered = deque()       # (start word, n, first, last) not yet fully taken
+        self.offered = deque()       # (start word, n, first, last, span, times) not yet fully taken
         self.put_count = 0
         self.take_count = 0
         self.take_segments = []      # (start word, n, first, last) of takes, in order
@@ -435,13 +452,15 @@ class _Channel:
         self._seq = 0
         self.on_take = None          # called with the cycle of the last word of each take
 
-    def put(self, n, first, last, span=0.0):
-        """Offer ``n`` words from ``first`` to ``last``. ``span``: cycles the producer needs for them once it may go
-        on; a producer with little buffer behind it (``span`` > 0) stalls while its words are not taken, so they
-        are not taken faster than that after the first is."""
+    def put(self, n, first, last, span=0.0, times=None):
+        """Offer ``n`` words from ``first`` to ``last`` (``times``: their cycles, a :class:`_LookupSteps`, if not
+        spread evenly).
+        ``span``: cycles the producer needs for them once it may go on; a producer with little buffer behind it
+        (``span`` > 0) stalls while its words are not taken, so they are not taken faster than that after the
+        first is."""
         if n <= 0:
             return
-        self.offered.append((self.put_count, n, first, last, span))
+        self.offered.append((self.put_count, n, first, last, span, times))
         self.put_count += n
         if self._arrival is not None:
             self.sim.fire(self._arrival, self.sim.now)
@@ -461,17 +480,22 @@ class _Channel:
         """The cycles of words ``ks`` (offered, not yet taken), as :meth:`_word_time` gives each, as a list."""
         ks = np.asarray(ks, np.int64)
         out = np.full(len(ks), np.nan)
-        for start, n, first, last, _ in self.offered:
+        for start, n, first, last, _, times in self.offered:
             inside = (ks >= start) & (ks < start + n)
             if inside.any():
-                out[inside] = first if n == 1 else first + (last - first) * (ks[inside] - start) / (n - 1)
+                if times is not None:
+                    out[inside] = times.at(ks[inside] - start)
+                else:
+                    out[inside] = first if n == 1 else first + (last - first) * (ks[inside] - start) / (n - 1)
         if np.isnan(out).any():
             raise AssertionError(f"{self.name}: words {ks[np.isnan(out)][:4].tolist()} not offered")
         return out.tolist()
 
     def _word_time(self, k):
-        for start, n, first, last, _ in self.offered:
+        for start, n, first, last, _, times in self.offered:
             if start <= k < start + n:
+                if times is not None:
+                    return float(times.at(np.array([k - start]))[0])
                 return first if n == 1 else first + (last - first) * (k - start) / (n - 1)
         raise AssertionError(f"{self.name}: word {k} not offered")
 
@@ -481,7 +505,7 @@ class _Channel:
         k0, k1 = self.take_count, self.take_count + n - 1
         first = max(ready, self._word_time(k0) + 1)
         held = sum(span * (min(start + count, k1 + 1) - max(start, k0)) / count
-                   for start, count, _, _, span in self.offered if span and start <= k1 and start + count > k0)
+                   for start, count, _, _, span, _ in self.offered if span and start <= k1 and start + count > k0)
         last = max(first + (n - 1) * pace, self._word_time(k1) + 1, first + held, until or 0.0)
         self.take_count += n
         while self.offered and self.offered[0][0] + self.offered[0][1] <= self.take_count:
@@ -514,6 +538,24 @@ class _Channel:
         return event
 
 
+class _LookupSteps:
+    """The cycles a FETCH's lookups leave the fetcher's parser (:meth:`_Timing._lookup_steps`): per (item, line of its
+    lookup area) the cycle of its first step; lookup ``j`` of an item is its entry ``j + 1``."""
+
+    __slots__ = ("begin", "entries", "per_item", "starts")
+
+    def __init__(self, begin, starts, per_item, entries):
+        self.begin, self.starts, self.per_item, self.entries = begin, starts, per_item, entries
+
+    def at(self, ks):
+        """The cycles of the FETCH's lookups ``ks`` (an array of their places among its lookups)."""
+        item = np.searchsorted(self.starts, ks, side="right") - 1
+        entry = ks - self.starts[item] + 1
+        line = entry // self.entries
+        offset = entry - line * self.entries - ((line == 0) & (self.entries > 1))
+        return self.begin[item * self.per_item + line] + offset
+
+
 class _Queue:
     """An instruction queue: the controller puts (cycle, item), the unit gets them in order."""
 
@@ -524,6 +566,7 @@ class _Queue:
         self.put_count = 0
         self._arrival = None
         self._room = {}
+        self.took_at = deque(maxlen=depth)     # the cycles the last ``depth`` items were taken
 
     def put(self, item, t):
         self.items.append((t, item))
@@ -533,11 +576,14 @@ class _Queue:
             self._arrival = None
 
     def room(self):
-        """An event for room for one more item (the item ``depth`` places back taken)."""
+        """An event for room for one more item (the item ``depth`` places back taken), at the cycle it was taken
+        (a unit may take an item for a later cycle than the simulation's)."""
         event = _Event()
-        need = self.put_count - self.depth + 1
-        if self.depth is None or self.got >= need:
+        need = self.put_count - self.depth + 1 if self.depth is not None else 0
+        if need <= 0:
             self.sim.fire(event, self.sim.now)
+        elif self.got >= need:
+            self.sim.fire(event, max(self.took_at[need - self.got - 1], self.sim.now))
         else:
             event = self._room.setdefault(need, event)
         return event
@@ -555,9 +601,99 @@ class _Queue:
     def took(self, t):
         """The unit took its head item at ``t`` (frees a place)."""
         self.got += 1
+        if self.depth is not None:
+            self.took_at.append(t)
         event = self._room.pop(self.got, None)
         if event is not None:
             self.sim.fire(event, t)
+
+
+class _FrontEnd:
+    """A lane front end's command path (:class:`rpaccel.rtl.accel.lanes.LaneFrontEnd`) between the controller's
+    lane queue and the engine's dispatcher: the front end's command queue of 16 and its register slice of two
+    before the engine. A command leaves the controller's queue (its place there free) a cycle after it is readable,
+    a cycle after the command before it left, and a cycle after the command 16 places back left the front end's
+    queue through the gate; it passes the gate two cycles after it entered (the queue's registered read), a cycle
+    after the one before it, a cycle after the command two places back entered the engine (the slice's room), and
+    two cycles after the weight loader completed the WEIGHTS it waits for.
+    So the controller holds a lane's command only when 34 of them wait (the RTL's cycles: the controller's queue
+    writes of a lane whose engine is behind follow its dispatches by 34 commands and 3 cycles)."""
+
+    #: Commands the front end's queue holds (``LaneFrontEnd.COMMANDS``).
+    COMMANDS = 16
+    #: Cycles from the model's gate (its command at the engine's unit queue, :meth:`_Timing.lane_gate`) back to the
+    #: command entering the engine (the RTL's ``engine_cmd`` transfer).
+    GATE_LAG = 4
+
+    __slots__ = ("_room", "entered", "left", "passed", "puts", "sim", "waiting", "waits", "weights")
+
+    def __init__(self, sim, weights):
+        self.sim, self.weights = sim, weights
+        self.puts, self.waits, self.left, self.passed, self.entered = [], [], [], [], []
+        self.waiting = False
+        self._room = None
+
+    def room(self):
+        """An event for a place in the controller's lane queue (for the next command put): the cycle the command
+        :data:`QUEUE_DEPTH` places back left it, which the front end may know ahead of time."""
+        event = _Event()
+        k = len(self.puts) - QUEUE_DEPTH
+        if k < 0:
+            self.sim.fire(event, self.sim.now)
+        elif k < len(self.left):
+            self.sim.fire(event, self.left[k])
+        else:
+            self._room = (k, event)
+        return event
+
+    def put(self, t, wait_weights):
+        """The controller put a command into the lane's queue, readable from ``t``, waiting for ``wait_weights``."""
+        self.puts.append(t)
+        self.waits.append(wait_weights)
+        self._advance()
+
+    def gated(self, t):
+        """The model's gate let the next command into the engine's unit queue at ``t``."""
+        self.entered.append(t - self.GATE_LAG)
+        self._advance()
+
+    def _advance(self):
+        puts, left, passed, entered, depth = self.puts, self.left, self.passed, self.entered, self.COMMANDS
+        while True:
+            k = len(left)
+            if k < len(puts) and (k < depth or len(passed) > k - depth):
+                t = puts[k] + 1
+                if k:
+                    t = max(t, left[-1] + 1)
+                if k >= depth:
+                    t = max(t, passed[k - depth] + 1)
+                left.append(t)
+                if self._room is not None and self._room[0] == k:
+                    self.sim.fire(self._room[1], t)
+                    self._room = None
+                continue
+            j = len(passed)
+            if j < len(left) and (j < 2 or len(entered) > j - 2):
+                weights = self.weights.reached(self.waits[j])
+                if weights.time is None:
+                    if not self.waiting:
+                        self.waiting = True
+                        weights.waiters.append(self._resume())
+                    return
+                t = max(left[j] + 2, weights.time)
+                if j:
+                    t = max(t, passed[-1] + 1)
+                if j >= 2:
+                    t = max(t, entered[j - 2] + 1)
+                passed.append(t)
+                continue
+            return
+
+    def _resume(self):
+        """A process (one step) that goes on once the weights the next command waits for are loaded."""
+        self.waiting = False
+        self._advance()
+        yield from ()
 
 
 class _Memory:
@@ -583,8 +719,9 @@ class _Memory:
 
     def arbiter(self):
         """The arbiter's process: at most a grant a cycle, while the memory's queue has room, to the first
-        requester with a request after the one granted last. A granted request is due ``latency - 3`` cycles after
-        the memory takes it (:data:`ACCEPT` cycles after its grant) and read after the requests ahead of it, its
+        requester with a request after the one granted last (the cycle the RTL's requester sees its request taken).
+        A granted request is due ``latency -`` :data:`DUE` cycles after the memory takes it (:data:`ACCEPT` cycles
+        after its grant) and read after the requests ahead of it, its
         lines one per ``line_bytes / bytes_per_cycle`` cycles (at most one a cycle); a line reaches the requester
         4 cycles after its read (the memory's registers and response queue, the arbiter's routing)."""
         sim, held, pending = self.sim, self.held, self.pending
@@ -613,9 +750,9 @@ class _Memory:
         """Grant ``requester``'s read of ``lines`` lines in cycle ``t``; returns the cycles its first and last
         line arrive."""
         self.granted = requester
-        beat = max(t + ACCEPT + self.latency - 3, self.free)
+        beat = max(t + ACCEPT + self.latency - DUE, self.free)
         self.free = beat + lines * self.per_line
-        self.held.append(self.free)
+        self.held.append(self.free + HELD)
         self.next_grant = t + 1
         return beat + 4, beat + (lines - 1) * self.per_line + 4
 
@@ -661,9 +798,9 @@ class _Memory:
         memory's queue until it is served, its latency after it entered (the reads behind it wait for its place
         and its turn)."""
         for k in range(max(count - self.queue_depth, 0), count):
-            beat = max(first + step * k + ACCEPT + self.latency - 3, self.free)
+            beat = max(first + step * k + ACCEPT + self.latency - DUE, self.free)
             self.free = beat + self.per_line
-            self.held.append(self.free)
+            self.held.append(self.free + HELD)
 
     def wake(self):
         """A request is pending: the arbiter looks again now."""
@@ -671,9 +808,10 @@ class _Memory:
             wake, self._wake = self._wake, None
             self.sim.fire(wake, self.sim.now)
 
-    def read(self, requester, lines, in_flight, piece=PIECE):
+    def read(self, requester, lines, in_flight, piece=PIECE, grants=None):
         """A generator: ``requester`` reads ``lines`` lines in requests of ``piece`` lines, at most ``in_flight``
-        lines outstanding; returns the cycles the first and the last line reach the requester."""
+        lines outstanding; returns the cycles the first and the last line reach the requester (``grants``: a list
+        the cycle of each request's grant is appended to)."""
         sim, first, held = self.sim, None, self.held
         last = sim.now
         arrivals = deque()       # (lines issued up to this request, its last line's arrival)
@@ -698,6 +836,8 @@ class _Memory:
                     for _ in range(k):
                         arrived, _ = arrivals.popleft()
                     request_first, last = self._grant(requester, piece, t)
+                    if grants is not None:
+                        grants.append(t)
                     while held[0] <= t:
                         held.popleft()
                     first = request_first if first is None else first
@@ -710,6 +850,8 @@ class _Memory:
                 if arrive > sim.now:
                     yield arrive
             request_first, last = yield from self.request(requester, piece)
+            if grants is not None:
+                grants.append(sim.now)
             first = request_first if first is None else first
             done += piece
             arrivals.append((done, last))
@@ -937,17 +1079,26 @@ class _Timing:
         self.lines_issued = self.lines_parsed = 0
         self._room_waits = []
         self.join_jobs = [_Queue(sim, JOB_QUEUE) for _ in range(lanes)]
+        # The pooled writer's job queue (every lane's jobs, in fetch order; a job leaves once its last pooled vector
+        # is written) and, per job in it, whether it has pooled vectors to wait for.
+        self.pooled_jobs = _Queue(sim, JOB_QUEUE)
+        self.pooled_pending = deque()
+        self.join_accepted = _Event()  # the previous FETCH's join job taken by the joiner
+        self.lookup_accepts = deque()  # per FETCH with lookups, in order: its join job taken by the joiner
+        sim.fire(self.join_accepted, 0.0)
         self.dense = [_Channel(sim, f"dense[{lane}]") for lane in range(lanes)]
         self.inter = [_Channel(sim, f"inter[{lane}]") for lane in range(lanes)]
         self.bottom = [_Channel(sim, f"bottom[{lane}]") for lane in range(lanes)]
         self.logits = [_Channel(sim, f"logits[{lane}]") for lane in range(lanes)]
         self.index = [_Channel(sim, f"index[{lane}]") for lane in range(lanes)]
         self.lookups = _Channel(sim, "lookups")
+        self.entries_per_line = max(8 * g.line_bytes // g.lookup_entry_bits, 1)
         self.pooled = [_Channel(sim, f"pooled[{lane}]") for lane in range(lanes)]
         self.join_wake = None          # an event for the joiner's sender: a bank loaded, vectors in, words taken
         for channel in self.inter:
             channel.on_take = lambda _t: self._wake_sender()
         self.weights_done = _Counter(sim)
+        self.front_ends = [_FrontEnd(sim, self.weights_done) for _ in range(lanes)]
         self.layers_done = [_Counter(sim) for _ in range(lanes)]
         self.inputs_done = [_Counter(sim) for _ in range(lanes)]
         self.results = [_Counter(sim) for _ in range(g.holders)]
@@ -1120,16 +1271,24 @@ class _Timing:
             elif op == Opcode.LANE.value:
                 arg = self.arg("lane", i)
                 queue, item = self.lane_queues[arg["lane"]], (tag, arg)
+                room = self.front_ends[arg["lane"]].room()
             elif op == Opcode.SCORE.value:
                 arg = self.arg("score", i)
                 queue, item = self.score_queues[arg["lane"]], (tag, arg)
             elif op == Opcode.WEIGHTS.value:
                 queue, item = self.weight_queue, (tag, self.arg("weights", i))
             if queue is not None:
-                yield queue.room()
-                t = max(t, sim.now)
+                if op != Opcode.LANE.value:
+                    room = queue.room()
+                yield room
+                # A lane queue's place may be freed for an earlier cycle than the front end's step that frees it.
+                t = max(t, room.time)
                 self.began()
-                queue.put(item, t + DISPATCH)
+                # The fetcher takes its commands a cycle after the other units' DISPATCH (the queue's buffered read
+                # and the fetcher's own register).
+                queue.put(item, t + DISPATCH + (queue is self.fetch_queue))
+                if op == Opcode.LANE.value:
+                    self.front_ends[arg["lane"]].put(t + DISPATCH, arg["wait_weights"])
             i += 1
 
     def fetcher(self):
@@ -1140,32 +1299,46 @@ class _Timing:
         so the memory's latency is paid once, not per phase."""
         sim, g = self.sim, self.g
         emb_free = 0.0       # EMBs go one per EMB_CYCLES (a float: 2, 3, 2, 3, ... cycles)
+        walked = 0.0         # the cycle the sequencer has walked the last FETCH's items
         while True:
-            _, (kind, tag, arg) = yield from self.fetch_queue.get()
+            # A command is taken at its turn (its arrival, the sequencer's walk of the FETCH before), which may be
+            # before this process is done with the FETCH before's reads.
+            arrived, (kind, tag, arg) = yield from self.fetch_queue.get()
             if kind == "emb":
-                t = max(sim.now, float(np.floor(emb_free)))
+                t = max(arrived, walked, float(np.floor(emb_free)))
                 if t > sim.now:
                     yield t
                 emb_free = max(emb_free, t) + EMB_CYCLES
                 self.fetch_queue.took(t)
                 self.parse_queue.put(("emb", tag, arg, None), t + 1)
                 continue
-            t = max(sim.now, float(np.floor(emb_free)) - EMB_CYCLES + 1)
+            # The sequencer walks the previous FETCH's items (a token an item and phase, at most one a cycle) before
+            # it takes the next.
+            t = max(arrived, walked, float(np.floor(emb_free - EMB_CYCLES)) + 1)
             if t > sim.now:
                 yield t
-            self.fetch_queue.took(t)
             record = self.fetch_records.popleft()
-            started = sim.now
             if arg["source"] == FetchSource.SURVIVORS.value:
-                yield self.results[arg["unit"]].reached(arg["wait_results"])
+                results = self.results[arg["unit"]].reached(arg["wait_results"])
+                yield results
+                t = max(t, results.time)
             lane, items = arg["lane"], arg["items"]
-            yield self.join_jobs[lane].room()
+            # The join job waits in the sequencer's register until the joiner takes it; the next FETCH starts once
+            # it has.
+            accepted = self.join_accepted
+            yield accepted
+            started = max(t, accepted.time)
+            self.fetch_queue.took(started)
             self.began()          # the join job, finished by the sender
-            self.join_jobs[lane].put((tag, arg), sim.now + 1)
+            self.join_accepted = _Event()
+            if record["lookups"]:
+                self.lookup_accepts.append(self.join_accepted)
+            sim.process(self._join_job(tag, arg, record["lookups"] > 0, started + 1, self.join_accepted))
             list_lines = _ceil_div(2 * items, g.line_bytes) if arg["source"] == FetchSource.LIST.value else 0
             dense_lines = items * arg["dense_lines"]
             # The functional model counts the list's lines once per phase, as the list reader reads them.
             phases = 2 if arg["stride"] > arg["dense_lines"] else 1
+            walked = started + phases * items + 1
             lookup_lines = max(record["lines"] - phases * list_lines - dense_lines, 0)
             if started + FETCH_ISSUE > sim.now:
                 yield started + FETCH_ISSUE
@@ -1189,8 +1362,43 @@ class _Timing:
                     yield from self._buffer_room(lines)
                     # A read per item's area (its dense lines, its lookup lines), at most a burst.
                     piece = min(max(lines // items, 1), g.emb.max_burst)
-                    first, last = yield from self.memory.read(_Memory.FETCHER, lines, self.buffer_lines, piece)
+                    grants = []
+                    first, last = yield from self.memory.read(_Memory.FETCHER, lines, self.buffer_lines, piece,
+                                                              grants)
+                    # The sequencer puts out an item's token as the issuer takes the one before, which it does as
+                    # the last request of the one before that goes: its walk ends with the third last's.
+                    per_token = len(grants) // items if len(grants) % items == 0 else 0
+                    if per_token and items >= 3:
+                        walked = max(walked, grants[(items - 2) * per_token - 1] + WALK_END)
                 self.parse_queue.put((phase, tag, arg, (record, lines, first, last, started)), sim.now)
+
+    def _join_job(self, tag, arg, lookups, t, accepted):
+        """A FETCH's join job from cycle ``t`` in the fetcher's register, taken into the joiner's two queues at
+        once (``JoinUnit``: its lane's bottom loader's and the pooled writer's, four places each) once both have
+        room; ``accepted`` fires then. ``lookups``: whether the FETCH has lookups (pooled vectors to write)."""
+        lane_room = self.join_jobs[arg["lane"]].room()
+        yield lane_room
+        pooled_room = self.pooled_jobs.room()
+        yield pooled_room
+        t = max(t, lane_room.time + 1, pooled_room.time + 1)
+        if t > self.sim.now:
+            yield t
+        self.join_jobs[arg["lane"]].put((tag, arg), t)
+        self.pooled_jobs.put(None, t)
+        self.pooled_pending.append(lookups and arg["join"]["vectors"] > 1)
+        self.sim.fire(accepted, t)
+        self._pooled_written(None)
+
+    def _pooled_written(self, t):
+        """The pooled writer wrote a job's last vector at ``t`` (None: none written): the job leaves its queue, and
+        so do the jobs behind it without pooled vectors."""
+        pending = self.pooled_pending
+        if t is not None:
+            pending.popleft()
+            self.pooled_jobs.took(t)
+        while pending and not pending[0]:
+            pending.popleft()
+            self.pooled_jobs.took(self.sim.now if t is None else t + 1)
 
     def _buffer_room(self, lines):
         """Wait until the response buffer has room for ``lines`` more lines (a phase of more lines than the buffer
@@ -1230,8 +1438,8 @@ class _Timing:
             start = max(sim.now, free + 1)
             if phase == "dense":
                 words = items * arg["dense_words"]
-                d_first = max(start, first + LINE_TO_USE) if lines else start
-                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_USE if lines else 0)
+                d_first = max(start, first + LINE_TO_PARSE) if lines else start
+                d_last = max(d_first + max(words, items) - 1, last + LINE_TO_PARSE if lines else 0)
                 self.dense[lane].put(words, d_first, d_last)
                 event = self.dense[lane].taken(self.dense[lane].put_count - 1)
                 yield event
@@ -1239,12 +1447,18 @@ class _Timing:
                 self.lines_parsed_add(lines, free)
                 continue
             lookups = record["lookups"]
-            l_first = max(start, first + LINE_TO_USE) if lines else start
-            l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_USE if lines else 0)
+            steps = self._lookup_steps(record, arg, lines, first, last, start) if lookups and lines else None
+            if steps is not None:
+                times, l_last = steps
+                l_first, last_lookup = times.at(np.array([0, lookups - 1])).tolist()
+            else:
+                times = None
+                l_first = max(start, first + LINE_TO_PARSE) if lines else start
+                l_last = max(l_first + max(lookups, items) - 1, last + LINE_TO_PARSE if lines else 0)
             if lookups:
                 self.emb_queue.put(("lookup", tag, (lookups, record["misses"], items, arg["join"], lane,
                                                            record)), l_first)
-                self.lookups.put(lookups, l_first, l_last)
+                self.lookups.put(lookups, l_first, last_lookup if times is not None else l_last, times=times)
                 event = self.lookups.taken(self.lookups.put_count - 1)
                 yield event
                 l_last = max(l_last, event.time)
@@ -1252,6 +1466,34 @@ class _Timing:
             self.lines_parsed_add(lines, free)
             self.busy["fetch"].add(started, free + 1)
             self.finished(free + 1)
+
+    def _lookup_steps(self, record, arg, lines, first, last, start):
+        """The parser's steps through a FETCH's lookup areas (``Fetcher``'s parser), a step a cycle, each once its
+        line is in (the area's lines arriving evenly from ``first`` to ``last``): per item the count with its first
+        lookup, a lookup a step, then a step per unused line of the area. Returns a :class:`_LookupSteps` and the last
+        step's cycle, or None where the items' lookups are not known apart."""
+        items = arg["items"]
+        per_item, entries = lines // items, self.entries_per_line
+        bags = record["bag_lookup"]
+        per_bag = arg["join"]["vectors"] - 1
+        if per_item * items != lines or per_bag < 1 or len(bags) != items * per_bag:
+            return None
+        ends = bags[per_bag - 1::per_bag] + 1
+        counts = np.diff(ends, prepend=0)
+        if int(ends[-1]) != record["lookups"]:
+            return None
+        # Steps per (item, line): on line 0 the count with lookup 0 (entries 0 and 1 in one step), then an entry a
+        # step; a line beyond the last entry's, a step of its own.
+        line = np.arange(per_item)
+        held = np.minimum(counts[:, None] + 1 - line * entries, entries)
+        held[:, 0] -= entries > 1
+        steps = np.maximum(held, 1).ravel().astype(np.float64)
+        span = (last - first) / (lines - 1) if lines > 1 else 0.0
+        ready = first + span * np.arange(lines) + LINE_TO_PARSE
+        ready[0] = max(ready[0], start)
+        before = np.cumsum(steps) - steps
+        begin = before + np.maximum.accumulate(ready - before)
+        return _LookupSteps(begin, ends - counts, per_item, entries), float(begin[-1] + steps[-1] - 1)
 
     def embedding(self):
         """The embedding unit's intake: lookups one a cycle, each missed line's read request :data:`MISS_ISSUE`
@@ -1336,11 +1578,11 @@ class _Timing:
                 items.popleft()
                 job, m = next_job, next_m
                 memory.granted = requester
-                beat = t + ACCEPT + latency - 3
+                beat = t + ACCEPT + latency - DUE
                 if memory.free > beat:
                     beat = memory.free
                 memory.free = beat + per_line
-                held.append(memory.free)
+                held.append(memory.free + HELD)
                 memory.next_grant = t + 1
                 arrive = beat + 4
                 while held[0] <= t:
@@ -1368,10 +1610,15 @@ class _Timing:
             if done is not None:
                 yield done
             lookups, misses, join, lane, record, first, last, start, job = arg
+            # The pooled writer takes the job's vectors once the joiner has taken the job.
+            accepted = self.lookup_accepts.popleft()
+            yield accepted
+            free = max(free, accepted.time + 1)
             requant = record["requant"]
             chunks = _ceil_div(join["dim"], g.rows)
             bags = len(requant)
             if not bags:
+                self._pooled_written(sim.now)
                 continue
             pace = np.maximum(requant, chunks).astype(np.float64)
             # Each bag's last lookup through the pipeline, and its last missed line.
@@ -1393,6 +1640,7 @@ class _Timing:
                 event = pooled.taken(beyond)
                 yield event
                 end = max(end, event.time)
+            self._pooled_written(end)
             free = max(end + 1, float(times[-1]) + pace[-1])
             self.busy["embedding"].add(start, end + 1)
 
@@ -1413,12 +1661,13 @@ class _Timing:
             _, (_tag, arg) = yield from queue.get()
             yield self.banks[lane][bank]
             start = sim.now
-            queue.took(start)
             items, join = arg["items"], arg["join"]
             cols = g.engine.splits[self.split].cols
             words = items * _ceil_div(join["dim"], cols)
             yield self.bottom[lane].available(words)
             _first, last = self.bottom[lane].take(words, start + 2, 1.0)
+            # The job leaves the queue once its block is written (a place for the next from the cycle after).
+            queue.took(last + JOB_TAKE)
             self.banks[lane][bank] = _Event()
             self.bank_ready[lane].append((last + 1, bank, arg))
             self._wake_sender()
@@ -1517,8 +1766,11 @@ class _Timing:
         while True:
             _, (_tag, arg) = yield from self.weight_queue.get()
             self.weight_queue.took(sim.now)
+            issue = sim.now + WEIGHTS_ISSUE
             if arg["wait"]:
                 yield self.layers_done[arg["lane"]].reached(arg["wait_layers"])
+            if issue > sim.now:
+                yield issue
             start = sim.now
             lines = _ceil_div(arg["words"] * word_bytes, g.line_bytes)
             first, last = yield from self.memory.read(_Memory.WEIGHTS, lines, buffer_lines)
@@ -1540,7 +1792,7 @@ class _Timing:
             yield room
             # The cycles the events happened (this process may have resumed later, behind a unit's wait).
             t = max(t, weights.time, room.time)
-            queue.took(t)
+            self.front_ends[lane].gated(t)
             target.put((tag, arg), t + 1)
 
     def lane_loader(self, lane):
@@ -1640,6 +1892,7 @@ class _Timing:
             end = last + 1
             if dest == ScoreDest.RSP.value:
                 self.respond(first + 3, ResponseKind.LOGIT, tag, items, (last - first) / max(items - 1, 1))
+                end = last + LOGIT_QUIET
             else:
                 counts[holder] = counts.get(holder, 0) + items
                 opened.setdefault(holder, first)       # the unit holds the query from its first candidate
