@@ -135,23 +135,26 @@ def candidate_pipelines(candidates=RECPIPE_CANDIDATES, k=64):
     (:data:`TWO_STAGE`, :data:`THREE_STAGE`) scaled from RecPipe's 4,096 candidates to ``candidates``, the last stage
     keeping ``k``; RecPipe's own (4096 -> 512 -> 64, 4096 -> 512 -> 128 -> 64) first. A pipeline whose kept counts
     do not fall strictly from ``candidates`` to ``k`` at that scale is left out."""
-    from ..host.runtime.pipeline import parse_pipeline
-
-    def scaled(kept):
-        return kept * candidates // RECPIPE_CANDIDATES
-
-    shapes = [((first, scaled(kept)), ("rm-large", k)) for first, kept in TWO_STAGE]
-    shapes += [(("rm-small", scaled(one)), ("rm-med", scaled(two)), ("rm-large", k)) for one, two in THREE_STAGE]
+    shapes = [((first, kept), ("rm-large", None)) for first, kept in TWO_STAGE]
+    shapes += [(("rm-small", one), ("rm-med", two), ("rm-large", None)) for one, two in THREE_STAGE]
     out = []
     for shape in shapes:
-        keeps = [kept for _, kept in shape]
-        if not all(a > b for a, b in itertools.pairwise([candidates, *keeps])):
-            continue
-        items = [candidates, *keeps[:-1]]
-        pipeline = parse_pipeline(",".join(f"{model}:{n}:{kept}" for (model, kept), n in zip(shape, items)))
-        if pipeline not in out:
+        pipeline = _scaled(shape, candidates, k)
+        if pipeline is not None and pipeline not in out:
             out.append(pipeline)
     return out
+
+
+def _scaled(shape, candidates, k):
+    """The pipeline of ``shape`` (``(model, kept at 4,096 candidates)`` per stage, the last one's kept ``None``: it
+    keeps ``k``) at ``candidates``, or None if its kept counts do not fall strictly from ``candidates`` to ``k``."""
+    from ..host.runtime.pipeline import parse_pipeline
+
+    keeps = [k if kept is None else kept * candidates // RECPIPE_CANDIDATES for _, kept in shape]
+    if not all(a > b for a, b in itertools.pairwise([candidates, *keeps])):
+        return None
+    items = [candidates, *keeps[:-1]]
+    return parse_pipeline(",".join(f"{model}:{n}:{kept}" for (model, _), n, kept in zip(shape, items, keeps)))
 
 
 def _text(stages):
@@ -436,17 +439,20 @@ def _quality(models, generator, pipelines, *, queries, candidates, k, first, kee
 
 
 def _timed_pipelines(pipelines, quality, candidates, k):
-    """``[(stages, why)]``: RecPipe's own 2- and 3-stage pipelines (the first of their length in ``pipelines``),
+    """``[(stages, why)]``: RecPipe's own 2- and 3-stage pipelines among ``pipelines`` (4096 -> 512 -> 64 and
+    4096 -> 512 -> 128 -> 64, scaled to ``candidates`` and ``k``, where they fit),
     and each iso-quality pipeline that no other iso-quality pipeline of the same models dominates (as many items or
     fewer at every stage: it cannot cost more)."""
+    recpipe = [_scaled((TWO_STAGE[0], ("rm-large", None)), candidates, k),
+               _scaled((("rm-small", THREE_STAGE[0][0]), ("rm-med", THREE_STAGE[0][1]), ("rm-large", None)),
+                       candidates, k)]
     out = []
-    recpipe = {len(stages): stages for stages in reversed(pipelines)}
     for stages in pipelines:
         iso = quality[stages]["iso"]
         dominated = iso and any(
             other != stages and quality[other]["iso"] and [s.model for s in other] == [s.model for s in stages]
-            and all(a.items <= b.items and a.k <= b.k for a, b in zip(other, stages)) for other in pipelines)
-        if recpipe.get(len(stages)) is stages:
+            and all(a.items <= b.items for a, b in zip(other, stages)) for other in pipelines)
+        if stages in recpipe:
             out.append((stages, "RecPipe's" + (", at iso-quality" if iso else "")))
         elif iso and not dominated:
             out.append((stages, "at iso-quality, the fewest items of its models"))
