@@ -19,8 +19,8 @@ def _arguments(p):
     p.add_argument("--candidates", type=positive_int, default=4096, help="candidates per query (default 4096)")
     p.add_argument("--queries", type=positive_int, default=16,
                    help="timed queries, alone and back to back (default 16)")
-    p.add_argument("--quality-queries", type=positive_int, default=512,
-                   help="queries the NDCG is measured on, the timed ones first (default 512)")
+    p.add_argument("--quality-queries", type=positive_int, default=256,
+                   help="queries the NDCG is measured on, the timed ones first (default 256)")
     p.add_argument("--pipeline", action="append", metavar="MODEL:ITEMS:K,...",
                    help="a candidate RPAccel pipeline (repeatable; default: RecPipe's 2- and 3-stage pipelines and "
                         "variants keeping more items, or with RM-med first)")

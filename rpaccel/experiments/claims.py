@@ -202,7 +202,7 @@ def trained_models(specs, *, train_samples, seed, data, epochs=1, batch=TRAIN_BA
     return models, generator, seconds, False
 
 
-def run_claims(preset="paper", *, candidates=4096, queries=16, quality_queries=512, splits=RECPIPE_SPLITS, k=64,
+def run_claims(preset="paper", *, candidates=4096, queries=16, quality_queries=256, splits=RECPIPE_SPLITS, k=64,
                seed=1, train_samples=1_000_000, epochs=1, margin=ISO_MARGIN, pipelines=None, max_rows=5_000,
                plot=None, results=RESULTS_FILE, progress=None):
     """RPAccel (2- and 3-stage pipelines, RPAccel mode, each split) against the TPU-like baseline (1-stage
