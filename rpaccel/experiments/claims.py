@@ -513,7 +513,7 @@ def _table(config, rows, settings):
         if "refused" in row:
             lines.append(f"{head} - | - | refused | - | {quality} - |")
             continue
-        lines.append(f"{head} {row['lanes']} | {row['sub_batch']} | {row['p95_us']:,.1f} | {row['qps']:,.0f} | "
+        lines.append(f"{head} {row['lanes']} | {row['sub_batch']} | {row['p95_us']:,.1f} | {row['qps']:,.1f} | "
                      f"{quality} {row['recpipe_cycles'] / config.clock_mhz:,.1f} |")
     baseline = next((row for row in measured if row["mode"] == "baseline"), None)
     rpaccel = [row for row in measured if row["mode"] == "rpaccel"]
