@@ -66,7 +66,7 @@ def pipeline_stages(pipeline, candidates, k_max):
     return stages
 
 
-def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data=None, first=0):
+def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data=None, first=0, epochs=1, batch=256):
     """Train ``specs`` (``{role: ModelSpec}``, every spec with the same inputs) briefly on synthetic data and
     quantise them.
 
@@ -80,6 +80,8 @@ def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data
         The data's layout (default: the first spec's dense inputs, tables and pooling).
     first : int
         The stream's first training sample (the calibration samples follow the training ones).
+    epochs, batch : int
+        Training epochs and samples per step (:class:`rpaccel.host.train.TrainConfig`).
 
     Returns
     -------
@@ -100,7 +102,7 @@ def train_models(specs, *, train_samples=20_000, calibration=2_000, seed=1, data
     models = {}
     for role, spec in specs.items():
         model, _ = train(spec, *preprocess(records, spec), records.labels,
-                         TrainConfig(epochs=1, batch=256, seed=seed))
+                         TrainConfig(epochs=epochs, batch=batch, seed=seed))
         models[role] = quantize(model, calib)
     return models, generator, time.monotonic() - start
 
