@@ -354,10 +354,11 @@ PRESETS = {
     # their cycles in the timed model: only split 1's sub-batch shrinks (41 to 32 items; the act buffer already
     # holds a split lane's to 20), and halving the requantiser's lanes changes no pipeline's cycles.
     "small": SMALL,
-    # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project).
+    # RPAccel at the scale of the RecPipe paper (for modelling, not for an FPGA in this project); 48 tables per model
+    # hold every DeepRecSys model of the zoo that runs end to end (MT-WnD has 43).
     "paper": replace(
         SMALL, name="paper", array_rows=128, array_cols=128, block=16, splits=(1, 2, 4, 16, 64),
-        array_dsp_pes=128 * 128, emb_tables=128, max_emb_dim=64,
+        array_dsp_pes=128 * 128, emb_tables=128, max_emb_dim=64, max_tables=48,
         weight_buffer_words=16384, act_buffer_words=16384, static_cache_rows=16384, dyn_cache_sets=4096,
         acc_buffer_words=64, emb_requant_lanes=16,
         dyn_cache_ways=8, dyn_cache_line_bytes=32, max_outstanding_misses=32, mem_bytes_per_cycle=256,
