@@ -14,6 +14,8 @@ def _arguments(p):
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (--accel; default 1)")
     p.add_argument("--router", choices=("router1", "router2"), help="nextpnr router (--accel)")
     p.add_argument("--placer", choices=("heap", "static", "sa"), help="nextpnr placer (--accel)")
+    p.add_argument("--density", type=float, metavar="FRACTION",
+                   help="largest placement density of the heap placer (--accel; nextpnr's default 0.9)")
     p.add_argument("--clock", type=float, metavar="MHZ",
                    help="clock constraint for place-and-route (--accel; default: the preset's clock)")
     p.add_argument("--pnr-timeout", type=int, help="seconds for synthesis and place-and-route (--accel)")
@@ -24,7 +26,7 @@ def bench_chip(args):
     config = config_from_args(args)
     if args.accel:
         return finish(args, run_chip_routed(config, seed=args.seed, router=args.router, placer=args.placer,
-                                            clock_mhz=args.clock, timeout=args.pnr_timeout,
+                                            density=args.density, clock_mhz=args.clock, timeout=args.pnr_timeout,
                                             build_dir=f"{args.build_dir}/accel", progress=say))
     return finish(args, run_chip(config, whole=args.whole, build_dir=args.build_dir, progress=say))
 

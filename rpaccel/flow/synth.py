@@ -305,14 +305,15 @@ def _logged_utilization(family, log_path):
             for key, cell in _PNR_KEYS[family].items()}
 
 
-def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer):
+def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer, density):
     """The result of a build stopped after ``timeout`` seconds: Yosys's cell counts if it got that far."""
     stat_path = build_dir / "top.stat.json"
     if not stat_path.is_file():
         raise SynthError(f"{target.name} build of {component} did not finish synthesis within {timeout:g} s "
                          f"(log: {build_dir / 'build.log'})")
     return _result(component, target, config, clock_mhz, harness, build_dir, json.loads(stat_path.read_text()),
-                   seconds=float(timeout), router=router, placer=placer, routed=False, fmax_mhz=None,
+                   seconds=float(timeout), router=router, placer=placer, density=density, routed=False,
+                   fmax_mhz=None,
                    meets_timing=False,
                    utilization=None, critical_path=None, placed_fmax_mhz=_placed_fmax(build_dir / "top.tim"),
                    packed_utilization=_logged_utilization(target.family, build_dir / "top.tim"))
@@ -337,7 +338,7 @@ def _result(component, target, config, clock_mhz, harness, build_dir, stat, *, s
 
 
 def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None, router=None,
-               placer=None, pack_only=False, placement=False):
+               placer=None, density=None, pack_only=False, placement=False):
     """Synthesise, place and route ``component`` for ``target`` and summarise the result.
 
     Parameters
@@ -358,6 +359,10 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         nextpnr's router (``"router1"``, its default, or ``"router2"``, faster on large congested designs).
     placer : str, optional
         nextpnr's placer (``"heap"``, its default, ``"static"``, its electrostatic placer, or ``"sa"``).
+    density : float, optional
+        The heap placer's largest placement density (``--placer-heap-beta``, a fraction in (0, 1]; nextpnr's
+        default 0.9): a lower one spreads the cells of a full device, which leaves the router more free wires
+        where the logic is densest. Only with the heap placer.
     pack_only : bool
         Stop nextpnr after packing: the result has ``"routed": False`` and nextpnr's packed utilisation
         (``"packed_utilization"``), which says whether the design fits the device, and no Fmax.
@@ -384,6 +389,10 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     placer = placer or "heap"
     if placer not in PLACERS:
         raise ValueError(f"nextpnr placer must be one of {', '.join(PLACERS)}, not {placer!r}")
+    if density is not None and (placer != "heap" or isinstance(density, bool)
+                                or not isinstance(density, (int, float)) or not 0 < density <= 1):
+        raise ValueError(f"Placement density must be a fraction in (0, 1] for the heap placer, not {density!r}"
+                         + ("" if placer == "heap" else f" (placer {placer})"))
     clock_mhz = float(config.clock_mhz if clock_mhz is None else clock_mhz)
     if not clock_mhz > 0:
         raise ValueError(f"Clock constraint must be a positive frequency in MHz, not {clock_mhz!r}")
@@ -400,6 +409,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         script_after_synth=after_synth,
         nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail"
                      + f" --router {router} --placer {placer}" + (" --pack-only" if pack_only else " --sdf top.sdf")
+                     + (f" --placer-heap-beta {density:g}" if density is not None else "")
                      + (" --write placed.json" if placement and not pack_only else ""))
     plan.extract(str(build_dir))
     started = time.perf_counter()
@@ -413,12 +423,14 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGTERM)
             run.wait()
-            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer)
+            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer,
+                             density)
     packed = _logged_utilization(target.family, build_dir / "top.tim") if pack_only else None
     if pack_only and packed is not None:  # the bitstream step after nextpnr fails without placement: expected
         return _result(component, target, config, clock_mhz, harness, build_dir,
                        json.loads((build_dir / "top.stat.json").read_text()),
-                       seconds=round(time.perf_counter() - started, 1), router=router, placer=placer, routed=False,
+                       seconds=round(time.perf_counter() - started, 1), router=router, placer=placer,
+                       density=density, routed=False,
                        fmax_mhz=None,
                        meets_timing=False, utilization=None, critical_path=None, packed_utilization=packed)
     if run.returncode != 0:
@@ -437,7 +449,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     pnr = {key: report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
            for key, cell in _PNR_KEYS[target.family].items()}
     return _result(component, target, config, clock_mhz, harness, build_dir, stat, seconds=round(seconds, 1),
-                   router=router, placer=placer, routed=True,
+                   router=router, placer=placer, density=density, routed=True,
                    fmax_mhz=None if achieved is None else round(achieved, 2),
                    meets_timing=achieved is not None and achieved >= clock_mhz, utilization=pnr,
                    critical_path=_critical_path(report))
