@@ -20,6 +20,9 @@ def _arguments(p):
                    help="clock constraint for place-and-route (--accel; default: the preset's clock)")
     p.add_argument("--pnr-timeout", type=int, help="seconds for synthesis and place-and-route (--accel)")
     p.add_argument("--build-dir", default="build/bench-chip", help="build folder (default build/bench-chip)")
+    p.add_argument("--from-build", metavar="DIR",
+                   help="run nothing: summarise the place-and-route that finished in DIR (--accel; the options "
+                        "above say how it was run: --router, --placer, --density, --seed, --clock)")
 
 
 def bench_chip(args):
@@ -27,7 +30,8 @@ def bench_chip(args):
     if args.accel:
         return finish(args, run_chip_routed(config, seed=args.seed, router=args.router, placer=args.placer,
                                             density=args.density, clock_mhz=args.clock, timeout=args.pnr_timeout,
-                                            build_dir=f"{args.build_dir}/accel", progress=say))
+                                            build_dir=f"{args.build_dir}/accel", from_build=args.from_build,
+                                            progress=say))
     return finish(args, run_chip(config, whole=args.whole, build_dir=args.build_dir, progress=say))
 
 

@@ -8,10 +8,10 @@ packs as one.
 """
 
 from ..results import format_table
-from .report import ExperimentError, Report, Section
+from .report import ExperimentError, ExperimentFailed, Report, Section
 from .synth import device_label, synthesize_config
 
-__all__ = ["PARTS", "RESOURCES", "run_chip"]
+__all__ = ["PARTS", "RESOURCES", "run_chip", "run_chip_routed"]
 
 #: The units packed one by one.
 PARTS = ("mlp", "embedding", "topk-units")
@@ -87,7 +87,7 @@ LUT_BUDGET = 0.80
 
 
 def run_chip_routed(config, *, seed=1, router=None, placer=None, density=None, clock_mhz=None, timeout=None,
-                    build_dir="build/bench-chip/accel", progress=None):
+                    build_dir="build/bench-chip/accel", from_build=None, progress=None):
     """Place and route the whole chip (``rpaccel synth accel``: RPAccel with its memory port on pins) on its ECP5.
 
     Parameters
@@ -108,6 +108,10 @@ def run_chip_routed(config, *, seed=1, router=None, placer=None, density=None, c
     timeout : float, optional
         Seconds for synthesis and place-and-route; past them the result has no Fmax.
     build_dir : path-like
+    from_build : path-like, optional
+        Run nothing: summarise the place-and-route that finished in this folder
+        (:func:`rpaccel.flow.synth.summarize_build`; ``router``, ``placer``, ``density``, ``seed`` and
+        ``clock_mhz`` say how it was run).
     progress : callable, optional
 
     Returns
@@ -121,9 +125,19 @@ def run_chip_routed(config, *, seed=1, router=None, placer=None, density=None, c
         raise ExperimentError("preset", f"{config.name} targets {config.target!r}; the chip is routed on the "
                               "ECP5-85F (target ecp5-85f)")
     say = progress or (lambda line: None)
-    say(f"  placing and routing accel ({config.name}) on {config.target} ...")
-    r = synthesize_config("accel", config, seed=seed, router=router, placer=placer, density=density,
-                          clock_mhz=clock_mhz, timeout=timeout, build_dir=build_dir)
+    if from_build is None:
+        say(f"  placing and routing accel ({config.name}) on {config.target} ...")
+        r = synthesize_config("accel", config, seed=seed, router=router, placer=placer, density=density,
+                              clock_mhz=clock_mhz, timeout=timeout, build_dir=build_dir)
+    else:
+        from ..flow.synth import SynthError, summarize_build
+
+        say(f"  summarising the place-and-route of accel ({config.name}) in {from_build} ...")
+        try:
+            r = summarize_build("accel", config.target, config, from_build, clock_mhz=clock_mhz, router=router,
+                                placer=placer, density=density)
+        except SynthError as error:
+            raise ExperimentFailed(str(error)) from None
     used = r["utilization"] or r["packed_utilization"]
     label = device_label(config.target)
     rows = [[key_label, f"{used[key]['used']:,}", f"{used[key]['available']:,}",

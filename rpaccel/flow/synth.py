@@ -29,8 +29,8 @@ from ..rtl.lib.select import REPLICA_ATTR
 from .catalog import lookup
 from .harness import HARNESS_PINS, PinHarness
 
-__all__ = ["PLACERS", "ROUTERS", "TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize",
-           "tool_env", "tool_versions"]
+__all__ = ["PLACERS", "ROUTERS", "TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints",
+           "summarize_build", "synthesize", "tool_env", "tool_versions"]
 
 
 class SynthError(RuntimeError):
@@ -441,15 +441,60 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         tail = "\n".join(last.read_text(errors="replace").splitlines()[-30:]) if last.is_file() else ""
         raise SynthError(f"{target.name} build of {component} failed (exit status {run.returncode}); "
                          f"{last} ends with:\n{tail}")
-    seconds = time.perf_counter() - started
+    return _routed(component, target, config, clock_mhz, harness, build_dir, time.perf_counter() - started,
+                   router=router, placer=placer, density=density)
 
+
+def _routed(component, target, config, clock_mhz, harness, build_dir, seconds, **options):
+    """The result of a build whose place-and-route finished: nextpnr's report and Yosys's cell counts."""
     report = json.loads((build_dir / "top.report.json").read_text())
     stat = json.loads((build_dir / "top.stat.json").read_text())
     achieved = min((value["achieved"] for value in report.get("fmax", {}).values()), default=None)
     pnr = {key: report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
            for key, cell in _PNR_KEYS[target.family].items()}
     return _result(component, target, config, clock_mhz, harness, build_dir, stat, seconds=round(seconds, 1),
-                   router=router, placer=placer, density=density, routed=True,
-                   fmax_mhz=None if achieved is None else round(achieved, 2),
+                   **options, routed=True, fmax_mhz=None if achieved is None else round(achieved, 2),
                    meets_timing=achieved is not None and achieved >= clock_mhz, utilization=pnr,
                    critical_path=_critical_path(report))
+
+
+def summarize_build(component, target, config, build_dir, *, clock_mhz=None, router=None, placer=None,
+                    density=None):
+    """The summary :func:`synthesize` gives, of a place-and-route that finished in ``build_dir`` without it.
+
+    For a build whose nextpnr was left running when its caller stopped (its timeout passed, or the caller was ended
+    on purpose, which leaves the tools running in their own session), or a nextpnr run by hand on the netlist of a
+    build (``top.json``, ``top.lpf`` and ``top.stat.json`` copied beside it) with other options. ``component``,
+    ``config`` and the options name what was built and how, as for :func:`synthesize`; the clock constraint is
+    checked against the build's constraints file (``top.lpf``) and the router and placer against every nextpnr
+    command of the build's shell scripts. ``seconds`` is nextpnr's wall time (its log's last write after the
+    netlist's).
+
+    Raises
+    ------
+    SynthError
+        If the build has no nextpnr report (``top.report.json``: place-and-route has not finished) or was run
+        with another clock, router or placer than those given.
+    """
+    entry = lookup(component)
+    target = lookup_target(target)
+    build_dir = Path(build_dir)
+    router, placer = router or "router1", placer or "heap"
+    clock_mhz = float(config.clock_mhz if clock_mhz is None else clock_mhz)
+    if not (build_dir / "top.report.json").is_file():
+        raise SynthError(f"{build_dir} holds no nextpnr report (top.report.json): its place-and-route has not "
+                         "finished")
+    lpf = (build_dir / "top.lpf").read_text()
+    constrained = [float(hz) / 1e6 for hz in re.findall(r"FREQUENCY PORT \S+ ([0-9.]+) HZ", lpf)]
+    if constrained != [clock_mhz]:
+        raise SynthError(f"{build_dir / 'top.lpf'} constrains the clock to {constrained} MHz, not {clock_mhz:g}")
+    for script in sorted(build_dir.glob("*.sh")):
+        commands = [line for line in script.read_text().splitlines()
+                    if "NEXTPNR" in line.upper() and not line.lstrip().startswith("#")]
+        for option, value in (("router", router), ("placer", placer)):
+            used = {found for line in commands for found in re.findall(rf"--{option} (\w+)", line)}
+            if used - {value}:
+                raise SynthError(f"{script} runs nextpnr with --{option} {', '.join(sorted(used))}, not {value}")
+    seconds = (build_dir / "top.tim").stat().st_mtime - (build_dir / "top.json").stat().st_mtime
+    return _routed(component, target, config, clock_mhz, PinHarness(entry.build(config)), build_dir, seconds,
+                   router=router, placer=placer, density=density)

@@ -5,7 +5,7 @@ hours and are run by the benches)."""
 import pytest
 
 from rpaccel.config import PRESETS, preset
-from rpaccel.experiments import ExperimentError
+from rpaccel.experiments import ExperimentError, ExperimentFailed
 from rpaccel.experiments.chip import run_chip, run_chip_routed
 from rpaccel.experiments.embedding import run_embedding_synth
 from rpaccel.experiments.synth import run_synth, synthesize_config, target_presets
@@ -76,3 +76,8 @@ def test_the_routed_chip_is_constrained_at_the_clock_asked_for(monkeypatch):
     monkeypatch.setattr("rpaccel.experiments.chip.synthesize_config", lambda *a, **k: _routed(25.0, None))
     report = run_chip_routed(small, clock_mhz=25.0)
     assert "did not route within the time given" in report.text and not report.data["fits"]
+
+
+def test_an_unfinished_build_is_not_summarised(tmp_path):
+    with pytest.raises(ExperimentFailed, match="holds no nextpnr report"):
+        run_chip_routed(preset("small"), clock_mhz=25.0, from_build=tmp_path)
