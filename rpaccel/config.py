@@ -86,7 +86,9 @@ class AccelConfig:
         Largest number of processing elements whose multiplier is a hard DSP multiplier; the others get LUT
         multipliers (:func:`rpaccel.rtl.pe.lut_multiply`). Sized so that the array, the post-processors
         (two DSPs each, one per array column), the embedding unit's requantisers (one each), the interaction
-        unit's requantisers (two each) and the joiner's fit the target's DSP blocks: 93 of 156 on ``small``.
+        unit's requantisers (two each) and the joiner's fit the target's DSP blocks. When it covers the whole
+        array, the interaction unit's multipliers are hard ones too
+        (:meth:`rpaccel.rtl.interaction.Interaction.for_config`): 109 of 156 on ``small``.
     weight_buffer_words, act_buffer_words : int
         Depth of the MLP engine's on-chip weight and activation buffers, in array-width words
         (a weight word is one row of a C-wide tile, an activation word one R-wide input vector).

@@ -27,8 +27,9 @@ Structure (see docs/interaction.md for the design decision and its cost): a load
 item's vectors into one of two banks of block RAM while the other bank's item is computed. A sequencer
 (:class:`_Sequencer`) issues one operation per cycle: a chunk of a vector to put out (the bottom vector for
 ``dot``, every vector for ``cat``), or a chunk of ``pair_lanes`` consecutive pairs. The datapath
-(:class:`_Datapath`) multiplies and accumulates each pair on a :class:`_PairLane` of ``lanes`` LUT multipliers
-(:func:`rpaccel.rtl.pe.lut_multiply`) and requantises its sum with a :class:`~rpaccel.rtl.postproc.PostProcessor`.
+(:class:`_Datapath`) multiplies and accumulates each pair on a :class:`_PairLane` of ``lanes`` multipliers (hard
+multipliers, or LUT multipliers, :func:`rpaccel.rtl.pe.lut_multiply`, on a device without DSP blocks to spare) and
+requantises its sum with a :class:`~rpaccel.rtl.postproc.PostProcessor`.
 The results go through a queue into a packer (:class:`_Packer`) that fills the output words. The sequencer issues
 only while a :class:`~rpaccel.rtl.lib.credit.CreditCounter` says the queue has room for everything in flight, so
 the pipeline behind it never stalls.
@@ -40,10 +41,11 @@ from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
 from ..numeric import ACC_BITS, ACT_BITS, M_BITS, S_BITS
+from .ecp5 import ecp5_registered_multiplier, is_ecp5
 from .lib.credit import CreditCounter
 from .lib.delay import DelayLine, shift_register
 from .lib.queue import Queue
-from .pe import lut_partial_products, lut_product
+from .pe import MULTIPLIERS, lut_partial_products, lut_product
 from .postproc import PostProcessor
 
 __all__ = ["DEFAULT_PAIR_LANES", "MODES", "Interaction", "interaction_in_layout", "interaction_out_layout",
@@ -113,8 +115,13 @@ class Interaction(wiring.Component):
     max_dim : int
         Largest vector dimension ``d``.
     pair_lanes : int
-        Pairs computed at once (at most ``lanes``), each on ``lanes`` LUT multipliers with a requantiser of its
-        own (a :class:`~rpaccel.rtl.postproc.PostProcessor`, two DSP blocks on the ECP5).
+        Pairs computed at once (at most ``lanes``), each on ``lanes`` multipliers with a requantiser of its own
+        (a :class:`~rpaccel.rtl.postproc.PostProcessor`, two DSP blocks on the ECP5).
+    multiplier : str
+        ``"dsp"`` (default): hard multipliers, on the ECP5 MULT18X18D blocks with their own input and output
+        registers (``lanes * pair_lanes`` blocks). ``"lut"``: adder trees of partial products
+        (:func:`rpaccel.rtl.pe.lut_multiply`), about 150 LUTs each. Both compute the same products in the same
+        cycle.
 
     Members
     -------
@@ -126,7 +133,7 @@ class Interaction(wiring.Component):
         Output words.
     """
 
-    def __init__(self, *, lanes, max_vectors, max_dim, pair_lanes=DEFAULT_PAIR_LANES):
+    def __init__(self, *, lanes, max_vectors, max_dim, pair_lanes=DEFAULT_PAIR_LANES, multiplier="dsp"):
         _check_positive(self, "lanes", lanes)
         _check_positive(self, "max_vectors", max_vectors)
         _check_positive(self, "max_dim", max_dim)
@@ -137,7 +144,12 @@ class Interaction(wiring.Component):
         if pair_lanes > lanes:
             self._MustUse__silence = True
             raise ValueError(f"Interaction unit pair_lanes must be at most lanes ({lanes}), not {pair_lanes!r}")
+        if multiplier not in MULTIPLIERS:
+            self._MustUse__silence = True
+            raise ValueError(f"Interaction unit multiplier must be one of {', '.join(MULTIPLIERS)}, "
+                             f"not {multiplier!r}")
         self.lanes, self.max_vectors, self.max_dim, self.pair_lanes = lanes, max_vectors, max_dim, pair_lanes
+        self.multiplier = multiplier
         #: Chunk words per vector of the largest dimension.
         self.max_chunks = _chunks(max_dim, lanes)
         super().__init__({"i": In(stream.Signature(interaction_in_layout(lanes, max_vectors, max_dim))),
@@ -146,9 +158,14 @@ class Interaction(wiring.Component):
     @classmethod
     def for_config(cls, config, *, pair_lanes=DEFAULT_PAIR_LANES):
         """The unit of an :class:`~rpaccel.config.AccelConfig`: words as wide as the MLP engine's activation words
-        (``array_rows``), up to ``max_tables + 1`` vectors of up to ``max_emb_dim`` elements."""
+        (``array_rows``), up to ``max_tables + 1`` vectors of up to ``max_emb_dim`` elements.
+
+        The array has the first claim on the DSP blocks: the unit's multipliers are hard multipliers when every
+        processing element has one (``array_dsp_pes`` covers the array), LUT multipliers otherwise.
+        """
+        hard = config.array_dsp_pes >= config.array_rows * config.array_cols
         return cls(lanes=config.array_rows, max_vectors=config.max_tables + 1, max_dim=config.max_emb_dim,
-                   pair_lanes=pair_lanes)
+                   pair_lanes=pair_lanes, multiplier="dsp" if hard else "lut")
 
     def elaborate(self, platform):
         m = Module()
@@ -160,7 +177,7 @@ class Interaction(wiring.Component):
         m.submodules.loader = loader = _Loader(lanes, self.max_vectors, self.max_dim, chunk_bits, vector_bits)
         m.submodules.sequencer = sequencer = _Sequencer(lanes, self.max_vectors, self.max_dim, self.pair_lanes,
                                                         chunk_bits, vector_bits)
-        m.submodules.datapath = datapath = _Datapath(lanes, self.pair_lanes)
+        m.submodules.datapath = datapath = _Datapath(lanes, self.pair_lanes, self.multiplier)
         m.submodules.queue = queue = Queue(_element_layout(lanes).size, depth=_QUEUE_DEPTH, register="read")
         m.submodules.packer = packer = _Packer(lanes)
 
@@ -368,10 +385,11 @@ class _Sequencer(wiring.Component):
 class _PairLane(wiring.Component):
     """One pair's multiply-accumulate and requantisation, never stalled.
 
-    The operands' register (after the block RAM's output register), ``lanes`` LUT multipliers in two stages
-    (partial products, products), sums of four, then the accumulator; a
-    :class:`~rpaccel.rtl.postproc.PostProcessor` requantises the total, its result out ``PostProcessor.LATENCY``
-    cycles after ``requantise``.
+    The operands' register (after the block RAM's output register), ``lanes`` multipliers in two stages, sums of
+    four, then the accumulator; a :class:`~rpaccel.rtl.postproc.PostProcessor` requantises the total, its result
+    out ``PostProcessor.LATENCY`` cycles after ``requantise``. A LUT multiplier's two stages are its partial
+    products and the product; a hard multiplier's are its input registers and its product (on the ECP5 both
+    inside the MULT18X18D, :func:`~rpaccel.rtl.ecp5.ecp5_registered_multiplier`).
 
     Members
     -------
@@ -385,8 +403,8 @@ class _PairLane(wiring.Component):
         The requantised int8 result.
     """
 
-    def __init__(self, lanes):
-        self.lanes = lanes
+    def __init__(self, lanes, multiplier):
+        self.lanes, self.multiplier = lanes, multiplier
         super().__init__({"a": In(lanes * ACT_BITS), "b": In(lanes * ACT_BITS), "accumulate": In(1), "first": In(1),
                           "requantise": In(1), "scale": In(_scale_layout()), "result": Out(ACT_BITS)})
 
@@ -395,14 +413,18 @@ class _PairLane(wiring.Component):
         lanes = self.lanes
         a, b = (Signal(data.ArrayLayout(signed(ACT_BITS), lanes), name=side, reset_less=True) for side in "ab")
         m.d.sync += [a.eq(self.a), b.eq(self.b)]
-        partials = []
-        for k in range(lanes):
-            low, high = lut_partial_products(a[k], b[k])
-            low_r, high_r = Signal.like(low, name=f"low{k}"), Signal.like(high, name=f"high{k}")
-            m.d.sync += [low_r.eq(low), high_r.eq(high)]
-            partials.append((low_r, high_r))
-        products = [Signal(signed(2 * ACT_BITS), name=f"product{k}") for k in range(lanes)]
-        m.d.sync += [product.eq(lut_product(low, high)) for product, (low, high) in zip(products, partials)]
+        # Datapath registers without reset, as the DSP block's (whose reset is tied low) that may hold them.
+        products = [Signal(signed(2 * ACT_BITS), name=f"product{k}", reset_less=True) for k in range(lanes)]
+        for k, product in enumerate(products):
+            if self.multiplier == "lut":
+                low, high = lut_partial_products(a[k], b[k])
+                low_r, high_r = Signal.like(low, name=f"low{k}"), Signal.like(high, name=f"high{k}")
+                m.d.sync += [low_r.eq(low), high_r.eq(high), product.eq(lut_product(low_r, high_r))]
+            elif is_ecp5(platform):
+                m.submodules[f"multiplier{k}"] = ecp5_registered_multiplier(a[k], b[k], product, Const(1))
+            else:
+                a_r, b_r = (Signal(signed(ACT_BITS), name=f"{side}{k}", reset_less=True) for side in "ab")
+                m.d.sync += [a_r.eq(a[k]), b_r.eq(b[k]), product.eq(a_r * b_r)]
         group = min(4, lanes)
         sums = [Signal(signed(2 * ACT_BITS + (lanes - 1).bit_length()), name=f"sum{g}") for g in range(lanes // group)]
         m.d.sync += [s.eq(sum(products[g * group:(g + 1) * group])) for g, s in enumerate(sums)]
@@ -438,8 +460,8 @@ class _Datapath(wiring.Component):
         The entry for the result queue, and whether to push it.
     """
 
-    def __init__(self, lanes, pair_lanes):
-        self.lanes, self.pair_lanes = lanes, pair_lanes
+    def __init__(self, lanes, pair_lanes, multiplier):
+        self.lanes, self.pair_lanes, self.multiplier = lanes, pair_lanes, multiplier
         chunks = data.ArrayLayout(unsigned(lanes * ACT_BITS), pair_lanes)
         super().__init__({"op": In(_op_layout(lanes)), "scale": In(_scale_layout()), "a": In(chunks),
                           "b": In(chunks), "result": Out(_element_layout(lanes)), "push": Out(1)})
@@ -452,7 +474,7 @@ class _Datapath(wiring.Component):
         summed, requant_in, out_op = op[_ACCUMULATE - 2], op[_ACCUMULATE - 1], op[_LATENCY - 1]
         results = []
         for p in range(self.pair_lanes):
-            m.submodules[f"pair{p}"] = lane = _PairLane(self.lanes)
+            m.submodules[f"pair{p}"] = lane = _PairLane(self.lanes, self.multiplier)
             m.d.comb += [
                 lane.a.eq(self.a[p]), lane.b.eq(self.b[p]),
                 lane.accumulate.eq(summed.valid & summed.pair), lane.first.eq(summed.first),

@@ -8,10 +8,10 @@ packs as one.
 """
 
 from ..results import format_table
-from .report import ExperimentError, Report, Section
+from .report import ExperimentError, ExperimentFailed, Report, Section
 from .synth import device_label, synthesize_config
 
-__all__ = ["PARTS", "RESOURCES", "run_chip"]
+__all__ = ["PARTS", "RESOURCES", "run_chip", "run_chip_routed"]
 
 #: The units packed one by one.
 PARTS = ("mlp", "embedding", "topk-units")
@@ -86,8 +86,8 @@ def run_chip(config, *, whole=False, build_dir="build/bench-chip", progress=None
 LUT_BUDGET = 0.80
 
 
-def run_chip_routed(config, *, seed=1, router=None, placer=None, clock_mhz=None, timeout=None,
-                    build_dir="build/bench-chip/accel", progress=None):
+def run_chip_routed(config, *, seed=1, router=None, placer=None, density=None, clock_mhz=None, timeout=None,
+                    build_dir="build/bench-chip/accel", from_build=None, progress=None):
     """Place and route the whole chip (``rpaccel synth accel``: RPAccel with its memory port on pins) on its ECP5.
 
     Parameters
@@ -98,6 +98,8 @@ def run_chip_routed(config, *, seed=1, router=None, placer=None, clock_mhz=None,
         nextpnr placement seed.
     router, placer : str, optional
         nextpnr's router and placer (:data:`rpaccel.flow.synth.ROUTERS`, :data:`rpaccel.flow.synth.PLACERS`).
+    density : float, optional
+        The heap placer's largest placement density (:func:`rpaccel.flow.synth.synthesize`).
     clock_mhz : float, optional
         Clock constraint (default: the preset's ``clock_mhz``). nextpnr's placer and router weigh each connection
         by its slack against it: a constraint far above what the logic depth allows makes most of the failing
@@ -106,6 +108,10 @@ def run_chip_routed(config, *, seed=1, router=None, placer=None, clock_mhz=None,
     timeout : float, optional
         Seconds for synthesis and place-and-route; past them the result has no Fmax.
     build_dir : path-like
+    from_build : path-like, optional
+        Run nothing: summarise the place-and-route that finished in this folder
+        (:func:`rpaccel.flow.synth.summarize_build`; ``router``, ``placer``, ``density``, ``seed`` and
+        ``clock_mhz`` say how it was run).
     progress : callable, optional
 
     Returns
@@ -119,9 +125,19 @@ def run_chip_routed(config, *, seed=1, router=None, placer=None, clock_mhz=None,
         raise ExperimentError("preset", f"{config.name} targets {config.target!r}; the chip is routed on the "
                               "ECP5-85F (target ecp5-85f)")
     say = progress or (lambda line: None)
-    say(f"  placing and routing accel ({config.name}) on {config.target} ...")
-    r = synthesize_config("accel", config, seed=seed, router=router, placer=placer, clock_mhz=clock_mhz,
-                          timeout=timeout, build_dir=build_dir)
+    if from_build is None:
+        say(f"  placing and routing accel ({config.name}) on {config.target} ...")
+        r = synthesize_config("accel", config, seed=seed, router=router, placer=placer, density=density,
+                              clock_mhz=clock_mhz, timeout=timeout, build_dir=build_dir)
+    else:
+        from ..flow.synth import SynthError, summarize_build
+
+        say(f"  summarising the place-and-route of accel ({config.name}) in {from_build} ...")
+        try:
+            r = summarize_build("accel", config.target, config, from_build, clock_mhz=clock_mhz, router=router,
+                                placer=placer, density=density)
+        except SynthError as error:
+            raise ExperimentFailed(str(error)) from None
     used = r["utilization"] or r["packed_utilization"]
     label = device_label(config.target)
     rows = [[key_label, f"{used[key]['used']:,}", f"{used[key]['available']:,}",
@@ -137,7 +153,8 @@ def run_chip_routed(config, *, seed=1, router=None, placer=None, clock_mhz=None,
              "(`rpaccel synth accel`: controller, memory arbiter, fetcher, embedding unit and caches, MLP engine, "
              "lane front ends, joiner and interaction unit, score unit with top-k and filter units, weight loader; "
              "the memory port on pins) placed and routed by nextpnr, seed "
-             f"{seed}" + (f", router {router}" if router else "") + (f", placer {placer}" if placer else "") + ".",
+             f"{seed}" + (f", router {router}" if router else "") + (f", placer {placer}" if placer else "")
+             + (f", placement density {density:g}" if density is not None else "") + ".",
              (f"Fmax {fmax:.1f} MHz against a {r['clock_constraint_mhz']:g} MHz constraint "
               f"({'met' if r['meets_timing'] else 'not met'}; the preset's clock is {config.clock_mhz:g} MHz)."
               if fmax else

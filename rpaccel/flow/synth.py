@@ -29,8 +29,8 @@ from ..rtl.lib.select import REPLICA_ATTR
 from .catalog import lookup
 from .harness import HARNESS_PINS, PinHarness
 
-__all__ = ["PLACERS", "ROUTERS", "TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints", "synthesize",
-           "tool_env", "tool_versions"]
+__all__ = ["PLACERS", "ROUTERS", "TARGETS", "SynthError", "Target", "UnknownTarget", "read_constraints",
+           "summarize_build", "synthesize", "tool_env", "tool_versions"]
 
 
 class SynthError(RuntimeError):
@@ -305,14 +305,15 @@ def _logged_utilization(family, log_path):
             for key, cell in _PNR_KEYS[family].items()}
 
 
-def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer):
+def _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer, density):
     """The result of a build stopped after ``timeout`` seconds: Yosys's cell counts if it got that far."""
     stat_path = build_dir / "top.stat.json"
     if not stat_path.is_file():
         raise SynthError(f"{target.name} build of {component} did not finish synthesis within {timeout:g} s "
                          f"(log: {build_dir / 'build.log'})")
     return _result(component, target, config, clock_mhz, harness, build_dir, json.loads(stat_path.read_text()),
-                   seconds=float(timeout), router=router, placer=placer, routed=False, fmax_mhz=None,
+                   seconds=float(timeout), router=router, placer=placer, density=density, routed=False,
+                   fmax_mhz=None,
                    meets_timing=False,
                    utilization=None, critical_path=None, placed_fmax_mhz=_placed_fmax(build_dir / "top.tim"),
                    packed_utilization=_logged_utilization(target.family, build_dir / "top.tim"))
@@ -337,7 +338,7 @@ def _result(component, target, config, clock_mhz, harness, build_dir, stat, *, s
 
 
 def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, seed=1, timeout=None, router=None,
-               placer=None, pack_only=False, placement=False):
+               placer=None, density=None, pack_only=False, placement=False):
     """Synthesise, place and route ``component`` for ``target`` and summarise the result.
 
     Parameters
@@ -358,6 +359,10 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         nextpnr's router (``"router1"``, its default, or ``"router2"``, faster on large congested designs).
     placer : str, optional
         nextpnr's placer (``"heap"``, its default, ``"static"``, its electrostatic placer, or ``"sa"``).
+    density : float, optional
+        The heap placer's largest placement density (``--placer-heap-beta``, a fraction in (0, 1]; nextpnr's
+        default 0.9): a lower one spreads the cells of a full device, which leaves the router more free wires
+        where the logic is densest. Only with the heap placer.
     pack_only : bool
         Stop nextpnr after packing: the result has ``"routed": False`` and nextpnr's packed utilisation
         (``"packed_utilization"``), which says whether the design fits the device, and no Fmax.
@@ -384,6 +389,10 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
     placer = placer or "heap"
     if placer not in PLACERS:
         raise ValueError(f"nextpnr placer must be one of {', '.join(PLACERS)}, not {placer!r}")
+    if density is not None and (placer != "heap" or isinstance(density, bool)
+                                or not isinstance(density, (int, float)) or not 0 < density <= 1):
+        raise ValueError(f"Placement density must be a fraction in (0, 1] for the heap placer, not {density!r}"
+                         + ("" if placer == "heap" else f" (placer {placer})"))
     clock_mhz = float(config.clock_mhz if clock_mhz is None else clock_mhz)
     if not clock_mhz > 0:
         raise ValueError(f"Clock constraint must be a positive frequency in MHz, not {clock_mhz!r}")
@@ -400,6 +409,7 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         script_after_synth=after_synth,
         nextpnr_opts=f"--report top.report.json --seed {seed} --timing-allow-fail"
                      + f" --router {router} --placer {placer}" + (" --pack-only" if pack_only else " --sdf top.sdf")
+                     + (f" --placer-heap-beta {density:g}" if density is not None else "")
                      + (" --write placed.json" if placement and not pack_only else ""))
     plan.extract(str(build_dir))
     started = time.perf_counter()
@@ -413,12 +423,14 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGTERM)
             run.wait()
-            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer)
+            return _unrouted(component, target, config, clock_mhz, harness, build_dir, timeout, router, placer,
+                             density)
     packed = _logged_utilization(target.family, build_dir / "top.tim") if pack_only else None
     if pack_only and packed is not None:  # the bitstream step after nextpnr fails without placement: expected
         return _result(component, target, config, clock_mhz, harness, build_dir,
                        json.loads((build_dir / "top.stat.json").read_text()),
-                       seconds=round(time.perf_counter() - started, 1), router=router, placer=placer, routed=False,
+                       seconds=round(time.perf_counter() - started, 1), router=router, placer=placer,
+                       density=density, routed=False,
                        fmax_mhz=None,
                        meets_timing=False, utilization=None, critical_path=None, packed_utilization=packed)
     if run.returncode != 0:
@@ -429,15 +441,60 @@ def synthesize(component, target, config, *, clock_mhz=None, build_dir=None, see
         tail = "\n".join(last.read_text(errors="replace").splitlines()[-30:]) if last.is_file() else ""
         raise SynthError(f"{target.name} build of {component} failed (exit status {run.returncode}); "
                          f"{last} ends with:\n{tail}")
-    seconds = time.perf_counter() - started
+    return _routed(component, target, config, clock_mhz, harness, build_dir, time.perf_counter() - started,
+                   router=router, placer=placer, density=density)
 
+
+def _routed(component, target, config, clock_mhz, harness, build_dir, seconds, **options):
+    """The result of a build whose place-and-route finished: nextpnr's report and Yosys's cell counts."""
     report = json.loads((build_dir / "top.report.json").read_text())
     stat = json.loads((build_dir / "top.stat.json").read_text())
     achieved = min((value["achieved"] for value in report.get("fmax", {}).values()), default=None)
     pnr = {key: report.get("utilization", {}).get(cell, {"used": 0, "available": 0})
            for key, cell in _PNR_KEYS[target.family].items()}
     return _result(component, target, config, clock_mhz, harness, build_dir, stat, seconds=round(seconds, 1),
-                   router=router, placer=placer, routed=True,
-                   fmax_mhz=None if achieved is None else round(achieved, 2),
+                   **options, routed=True, fmax_mhz=None if achieved is None else round(achieved, 2),
                    meets_timing=achieved is not None and achieved >= clock_mhz, utilization=pnr,
                    critical_path=_critical_path(report))
+
+
+def summarize_build(component, target, config, build_dir, *, clock_mhz=None, router=None, placer=None,
+                    density=None):
+    """The summary :func:`synthesize` gives, of a place-and-route that finished in ``build_dir`` without it.
+
+    For a build whose nextpnr was left running when its caller stopped (its timeout passed, or the caller was ended
+    on purpose, which leaves the tools running in their own session), or a nextpnr run by hand on the netlist of a
+    build (``top.json``, ``top.lpf`` and ``top.stat.json`` copied beside it) with other options. ``component``,
+    ``config`` and the options name what was built and how, as for :func:`synthesize`; the clock constraint is
+    checked against the build's constraints file (``top.lpf``) and the router and placer against every nextpnr
+    command of the build's shell scripts. ``seconds`` is nextpnr's wall time (its log's last write after the
+    netlist's).
+
+    Raises
+    ------
+    SynthError
+        If the build has no nextpnr report (``top.report.json``: place-and-route has not finished) or was run
+        with another clock, router or placer than those given.
+    """
+    entry = lookup(component)
+    target = lookup_target(target)
+    build_dir = Path(build_dir)
+    router, placer = router or "router1", placer or "heap"
+    clock_mhz = float(config.clock_mhz if clock_mhz is None else clock_mhz)
+    if not (build_dir / "top.report.json").is_file():
+        raise SynthError(f"{build_dir} holds no nextpnr report (top.report.json): its place-and-route has not "
+                         "finished")
+    lpf = (build_dir / "top.lpf").read_text()
+    constrained = [float(hz) / 1e6 for hz in re.findall(r"FREQUENCY PORT \S+ ([0-9.]+) HZ", lpf)]
+    if constrained != [clock_mhz]:
+        raise SynthError(f"{build_dir / 'top.lpf'} constrains the clock to {constrained} MHz, not {clock_mhz:g}")
+    for script in sorted(build_dir.glob("*.sh")):
+        commands = [line for line in script.read_text().splitlines()
+                    if "NEXTPNR" in line.upper() and not line.lstrip().startswith("#")]
+        for option, value in (("router", router), ("placer", placer)):
+            used = {found for line in commands for found in re.findall(rf"--{option} (\w+)", line)}
+            if used - {value}:
+                raise SynthError(f"{script} runs nextpnr with --{option} {', '.join(sorted(used))}, not {value}")
+    seconds = (build_dir / "top.tim").stat().st_mtime - (build_dir / "top.json").stat().st_mtime
+    return _routed(component, target, config, clock_mhz, PinHarness(entry.build(config)), build_dir, seconds,
+                   router=router, placer=placer, density=density)

