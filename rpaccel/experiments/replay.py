@@ -26,6 +26,8 @@ BACKENDS = ("cpu", "rtl", "model")
 CHIP_BACKENDS = ("rtl", "model")
 #: How each chip backend runs the chip, for the reports.
 CHIP_KIND = {"rtl": "RTL on Verilator", "model": "transaction-level timed model, not cycle-exact (issue 20)"}
+# The chip backends' names in section titles.
+_BACKEND_TITLES = {"rtl": "RTL", "model": "timed model"}
 #: The synthetic stream's first sample the models are trained on when no model files are given.
 TRAIN_FIRST = 1 << 32
 
@@ -820,7 +822,8 @@ def run_replay_chip_bench(config, *, backends=("rtl",), pipeline="rm-small:1024:
         failures += [f"{backend} at {row['offered_qps']:.1f} q/s: {message}" for row in rows
                      for message in row["mismatches"]]
         text = _chip_bench_text(backend, config, stages, rows, queries, seed, service, capacity, note, k)
-        sections.append(Section(f"replay-{backend}", f"A short replay on the chip's {backend} ({config.name})", text))
+        sections.append(Section(f"replay-{backend}", f"A short replay on the chip's {_BACKEND_TITLES[backend]} "
+                                                     f"({config.name})", text))
     data = {"pipeline": pipeline, "capacity_qps": capacity, "rows": all_rows}
     if len(backends) == 2:
         lines = [f"The same {queries} queries at the same arrivals on the RTL and on the timed model, per load: each "
