@@ -38,17 +38,19 @@ def random_inputs(spec, n, rng):
     return dense, ids
 
 
-def trained_dot_pair():
-    """Two small trained, quantised ``dot`` models of tiny's sizes (``tiny_dot`` and a narrower variant), as the
-    chip's functional and timed models' tests run them."""
+def quantised(spec, samples=1500, calibration=800):
+    """``spec`` trained for one epoch on ``samples`` of its tiny data and quantised on the first ``calibration``."""
     from rpaccel.host.data import preprocess
     from rpaccel.host.quant import quantize
     from rpaccel.host.train import TrainConfig, train
 
-    models = []
-    for spec in (tiny_dot(), tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1))):
-        records = tiny_data(spec, 1500)
-        model, _ = train(spec, *preprocess(records, spec), records.labels,
-                         TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
-        models.append(quantize(model, records.take(slice(0, 800))))
-    return models
+    records = tiny_data(spec, samples)
+    model, _ = train(spec, *preprocess(records, spec), records.labels,
+                     TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
+    return quantize(model, records.take(slice(0, calibration)))
+
+
+def trained_dot_pair():
+    """Two small trained, quantised ``dot`` models of tiny's sizes (``tiny_dot`` and a narrower variant), as the
+    chip's functional and timed models' tests run them."""
+    return [quantised(spec) for spec in (tiny_dot(), tiny_dot(name="tiny-dot-b", bottom=(6, 4), top=(5, 1)))]

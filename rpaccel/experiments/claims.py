@@ -120,12 +120,14 @@ def paired_interval(values, reference, *, confidence=CONFIDENCE, margin=ISO_MARG
         ``points`` (the mean difference), ``error`` (its standard error), ``low`` and ``high`` (the interval), and
         ``iso`` (``low >= -margin``).
     """
-    change = 100 * (np.asarray(values, dtype=np.float64) - np.asarray(reference, dtype=np.float64))
-    if change.ndim != 1 or len(change) < 2:
-        raise ValueError(f"a paired interval needs at least two paired queries, not {change.shape}")
-    error = float(change.std(ddof=1) / np.sqrt(len(change)))
-    half = t_quantile(0.5 + confidence / 2, len(change) - 1) * error
-    mean = float(change.mean())
+    from ..host.quality import paired_difference
+
+    values, reference = 100 * np.asarray(values, dtype=np.float64), 100 * np.asarray(reference, dtype=np.float64)
+    if values.ndim != 1 or values.shape != reference.shape or len(values) < 2:
+        raise ValueError(f"a paired interval needs at least two paired queries, not {values.shape} and "
+                         f"{reference.shape}")
+    mean, error = paired_difference(values, reference)
+    half = t_quantile(0.5 + confidence / 2, len(values) - 1) * error
     return {"points": mean, "error": error, "low": mean - half, "high": mean + half, "iso": mean - half >= -margin}
 
 

@@ -223,10 +223,7 @@ class LaneFeed:
         reference = weights.fired
         if reference == NEVER or self.stalls.ends or cursor.count < cursor.LAG:
             return step
-        key = (weights.key(reference), cursor.key(reference))
-        if whole:
-            key += (min(self.ntile_filled, Unpacker.NTILE_FIFO), self.beat_free - reference,
-                    *[t - reference for t in self.ntile_taken])
+        key = self._state(reference) if whole else (weights.key(reference), cursor.snapshot(reference))
         earlier = seen.get(key)
         seen[key] = (step, reference)
         if earlier is None:

@@ -7,7 +7,7 @@ from rpaccel.config import preset
 from rpaccel.host.driver.chip import ChipSetup, CompileError, Stage, compile_queries
 from rpaccel.host.runtime.mapping import candidates, choose_mapping, describe_lanes, estimate_cycles, lane_maps
 
-from host_fixtures import tiny_data, tiny_dot, trained_dot_pair
+from host_fixtures import quantised, tiny_data, tiny_dot, trained_dot_pair
 
 #: Tiny with a top-k and a filter unit for each of two lanes of a stage.
 TINY2 = preset("tiny").with_settings(["topk_units=2", "filter_units=2"])
@@ -84,15 +84,7 @@ def test_refused_candidates_are_counted_and_skipped(models):
 
 
 def trained_big():
-    from rpaccel.host.data import preprocess
-    from rpaccel.host.quant import quantize
-    from rpaccel.host.train import TrainConfig, train
-
-    spec = tiny_dot(name="tiny-big", bottom=(16, 16, 4), top=(16, 16, 1))
-    records = tiny_data(spec, 1500)
-    model, _ = train(spec, *preprocess(records, spec), records.labels,
-                     TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
-    return quantize(model, records.take(slice(0, 800)))
+    return quantised(tiny_dot(name="tiny-big", bottom=(16, 16, 4), top=(16, 16, 1)))
 
 
 def test_latency_runs_one_query_and_bad_arguments_are_refused(models):

@@ -7,7 +7,7 @@ import pytest
 
 from rpaccel.config import preset
 from rpaccel.experiments.accel import train_models
-from rpaccel.host.data import SyntheticConfig, preprocess
+from rpaccel.host.data import SyntheticConfig
 from rpaccel.host.driver.chip import (
     ChipEncoder,
     ChipSetup,
@@ -20,8 +20,6 @@ from rpaccel.host.driver.chip import (
 )
 from rpaccel.host.driver.codec import codec
 from rpaccel.host.models import get_model
-from rpaccel.host.quant import quantize
-from rpaccel.host.train import TrainConfig, train
 from rpaccel.rtl.accel.isa import ChipGeometry, FetchSource, Opcode, ResponseKind, ScoreDest
 from rpaccel.rtl.accel.join import absorbs, pooled_words
 from rpaccel.rtl.embedding import EmbeddingOp
@@ -30,19 +28,12 @@ from rpaccel.sim.chip import chip_device, program_words, run_program, run_words
 from rpaccel.sim.model.chip import ModelDevice
 from rpaccel.sim.model.functional import FunctionalChip
 
-from host_fixtures import random_inputs, tiny_data, tiny_dot, tiny_wnd
+from host_fixtures import quantised, random_inputs, tiny_data, tiny_dot, tiny_wnd
 
 pytestmark = [pytest.mark.verilator, pytest.mark.slow]
 
 TINY = preset("tiny").with_settings(["weight_buffer_words=512"])    # three models' weights at once
 G = ChipGeometry(TINY)
-
-
-def quantised(spec, samples=1500):
-    records = tiny_data(spec, samples)
-    model, _ = train(spec, *preprocess(records, spec), records.labels,
-                     TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
-    return quantize(model, records.take(slice(0, 800)))
 
 
 @pytest.fixture(scope="module")

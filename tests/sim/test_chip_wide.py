@@ -7,24 +7,14 @@ import pytest
 
 from rpaccel.config import preset
 from rpaccel.experiments.accel import train_models
-from rpaccel.host.data import preprocess
 from rpaccel.host.driver.chip import ChipSetup, Schedule, Stage, compile_queries
 from rpaccel.host.models import get_model
-from rpaccel.host.quant import quantize
-from rpaccel.host.train import TrainConfig, train
 from rpaccel.sim.chip import run_program
 from rpaccel.sim.model.chip import ModelDevice
 
-from host_fixtures import random_inputs, tiny_data, tiny_wnd
+from host_fixtures import quantised, random_inputs, tiny_wnd
 
 TINY = preset("tiny")
-
-
-def quantised(spec, samples=1500):
-    records = tiny_data(spec, samples)
-    model, _ = train(spec, *preprocess(records, spec), records.labels,
-                     TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
-    return quantize(model, records.take(slice(0, 800)))
 
 
 @pytest.fixture(scope="module")

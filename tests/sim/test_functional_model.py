@@ -19,7 +19,6 @@ from amaranth.lib import data
 from rpaccel.cachemodel import EmbeddingCacheModel
 from rpaccel.config import preset
 from rpaccel.embedding import EmbeddingLayout, TableSpec, pool_bags
-from rpaccel.host.data import preprocess
 from rpaccel.host.driver.chip import (
     ChipSetup,
     ProgramError,
@@ -35,9 +34,7 @@ from rpaccel.host.driver.embedding import line_limbs
 from rpaccel.host.driver.interaction import output_width, output_words
 from rpaccel.host.driver.mlp import layout_weights
 from rpaccel.host.models import get_model
-from rpaccel.host.quant import quantize
 from rpaccel.host.reference import mlp_forward
-from rpaccel.host.train import TrainConfig, train
 from rpaccel.numeric import topk
 from rpaccel.rtl.accel.controller import Controller
 from rpaccel.rtl.accel.isa import (
@@ -59,7 +56,7 @@ from rpaccel.sim.golden.mlp import random_mlp
 from rpaccel.sim.model.functional import Deadlock, FunctionalChip, PagedMemory, _Fetcher
 from rpaccel.sim.streams import StreamSink, run_simulation
 
-from host_fixtures import tiny_data, trained_dot_pair
+from host_fixtures import quantised, tiny_data, trained_dot_pair
 
 TINY, SMALL = preset("tiny"), preset("small")
 
@@ -955,11 +952,7 @@ def test_fetches_prepared_together_answer_as_each_alone(monkeypatch):
 
 
 def trained(name, rows=60, samples=2000):
-    spec = get_model(name, max_rows=rows)
-    records = tiny_data(spec, samples)
-    model, _ = train(spec, *preprocess(records, spec), records.labels,
-                     TrainConfig(epochs=1, batch=256, lr=3e-3, emb_lr=2e-2, seed=1))
-    return quantize(model, records.take(slice(0, 1000)))
+    return quantised(get_model(name, max_rows=rows), samples, calibration=1000)
 
 
 @pytest.fixture(scope="module")
