@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import from_ints, limbs, to_ints
+from .codec import LIMB_BITS, from_ints, limbs, to_ints
 
 __all__ = ["NO_CYCLE", "Device", "DeviceError", "InputStream", "OutputStream", "Port", "PortStats", "TimedTrace",
            "TraceError", "TraceResult", "not_before_array"]
@@ -393,8 +393,8 @@ def _check_words(port, start, words, width):
         if words.shape[1] != limbs(width):
             raise TraceError(f"Trace port {port!r}, transfers #{start} on: packed words of {words.shape[1]} limbs, "
                              f"the port's {width} bits take {limbs(width)}")
-        top = width - 64 * (words.shape[1] - 1)
-        beyond = np.flatnonzero(words[:, -1] >> np.uint64(top)) if top < 64 else ()
+        top = width - LIMB_BITS * (words.shape[1] - 1)
+        beyond = np.flatnonzero(words[:, -1] >> np.uint64(top)) if top < LIMB_BITS else ()
         if len(beyond):
             raise TraceError(f"Trace port {port!r}, transfer #{start + int(beyond[0])}: packed word has bits set "
                              f"beyond the port's {width} bits")
